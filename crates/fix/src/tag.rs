@@ -1,0 +1,115 @@
+//! Tag numbers of the fields Portcullis reads or writes, named as in the FIX specification.
+#![allow(missing_docs)]
+
+pub const ACCOUNT: u32 = 1;
+pub const AVG_PX: u32 = 6;
+pub const BEGIN_SEQ_NO: u32 = 7;
+pub const BEGIN_STRING: u32 = 8;
+pub const BODY_LENGTH: u32 = 9;
+pub const CHECK_SUM: u32 = 10;
+pub const CL_ORD_ID: u32 = 11;
+pub const CUM_QTY: u32 = 14;
+pub const CURRENCY: u32 = 15;
+pub const END_SEQ_NO: u32 = 16;
+pub const EXEC_ID: u32 = 17;
+pub const EXEC_INST: u32 = 18;
+pub const EXEC_TRANS_TYPE: u32 = 20;
+pub const HANDL_INST: u32 = 21;
+pub const LAST_PX: u32 = 31;
+pub const LAST_QTY: u32 = 32;
+pub const MSG_SEQ_NUM: u32 = 34;
+pub const MSG_TYPE: u32 = 35;
+pub const NEW_SEQ_NO: u32 = 36;
+pub const ORDER_ID: u32 = 37;
+pub const ORDER_QTY: u32 = 38;
+pub const ORD_STATUS: u32 = 39;
+pub const ORD_TYPE: u32 = 40;
+pub const ORIG_CL_ORD_ID: u32 = 41;
+pub const POSS_DUP_FLAG: u32 = 43;
+pub const PRICE: u32 = 44;
+pub const REF_SEQ_NUM: u32 = 45;
+pub const SECURITY_ID: u32 = 48;
+pub const SENDER_COMP_ID: u32 = 49;
+pub const SENDER_SUB_ID: u32 = 50;
+pub const SENDING_TIME: u32 = 52;
+pub const SIDE: u32 = 54;
+pub const SYMBOL: u32 = 55;
+pub const TARGET_COMP_ID: u32 = 56;
+pub const TARGET_SUB_ID: u32 = 57;
+pub const TEXT: u32 = 58;
+pub const TIME_IN_FORCE: u32 = 59;
+pub const TRANSACT_TIME: u32 = 60;
+pub const SIGNATURE: u32 = 89;
+pub const SECURE_DATA_LEN: u32 = 90;
+pub const SECURE_DATA: u32 = 91;
+pub const SIGNATURE_LENGTH: u32 = 93;
+pub const RAW_DATA_LENGTH: u32 = 95;
+pub const RAW_DATA: u32 = 96;
+pub const POSS_RESEND: u32 = 97;
+pub const ENCRYPT_METHOD: u32 = 98;
+pub const STOP_PX: u32 = 99;
+pub const ORD_REJ_REASON: u32 = 103;
+pub const HEART_BT_INT: u32 = 108;
+pub const TEST_REQ_ID: u32 = 112;
+pub const ON_BEHALF_OF_COMP_ID: u32 = 115;
+pub const ORIG_SENDING_TIME: u32 = 122;
+pub const GAP_FILL_FLAG: u32 = 123;
+pub const EXPIRE_TIME: u32 = 126;
+pub const DELIVER_TO_COMP_ID: u32 = 128;
+pub const RESET_SEQ_NUM_FLAG: u32 = 141;
+pub const NO_RELATED_SYM: u32 = 146;
+pub const EXEC_TYPE: u32 = 150;
+pub const LEAVES_QTY: u32 = 151;
+pub const SECURITY_TYPE: u32 = 167;
+pub const MATURITY_MONTH_YEAR: u32 = 200;
+pub const PUT_OR_CALL: u32 = 201;
+pub const STRIKE_PRICE: u32 = 202;
+pub const MATURITY_DAY: u32 = 205;
+pub const XML_DATA_LEN: u32 = 212;
+pub const XML_DATA: u32 = 213;
+pub const MESSAGE_ENCODING: u32 = 347;
+pub const LAST_MSG_SEQ_NUM_PROCESSED: u32 = 369;
+pub const REF_TAG_ID: u32 = 371;
+pub const REF_MSG_TYPE: u32 = 372;
+pub const SESSION_REJECT_REASON: u32 = 373;
+pub const BUSINESS_REJECT_REF_ID: u32 = 379;
+pub const BUSINESS_REJECT_REASON: u32 = 380;
+pub const CXL_REJ_RESPONSE_TO: u32 = 434;
+pub const CXL_REJ_REASON: u32 = 102;
+pub const NO_PARTY_IDS: u32 = 453;
+pub const PARTY_ID: u32 = 448;
+pub const PARTY_ID_SOURCE: u32 = 447;
+pub const PARTY_ROLE: u32 = 452;
+pub const TEST_MESSAGE_INDICATOR: u32 = 464;
+pub const USERNAME: u32 = 553;
+pub const PASSWORD: u32 = 554;
+pub const NEXT_EXPECTED_MSG_SEQ_NUM: u32 = 789;
+pub const MASS_CANCEL_REQUEST_TYPE: u32 = 530;
+pub const MASS_CANCEL_RESPONSE: u32 = 531;
+pub const APPL_VER_ID: u32 = 1128;
+pub const DEFAULT_APPL_VER_ID: u32 = 1137;
+pub const MATURITY_DATE: u32 = 541;
+
+/// For a length-prefixed `data` field, the tag of the field that carries its length.
+/// The decoder reads such values by length, since they may contain SOH.
+pub fn length_tag_of_data(data_tag: u32) -> Option<u32> {
+    Some(match data_tag {
+        SIGNATURE => SIGNATURE_LENGTH,
+        SECURE_DATA => SECURE_DATA_LEN,
+        RAW_DATA => RAW_DATA_LENGTH,
+        XML_DATA => XML_DATA_LEN,
+        349 => 348,
+        351 => 350,
+        353 => 352,
+        355 => 354,
+        357 => 356,
+        359 => 358,
+        361 => 360,
+        363 => 362,
+        365 => 364,
+        446 => 445,
+        619 => 618,
+        622 => 621,
+        _ => return None,
+    })
+}
