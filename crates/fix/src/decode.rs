@@ -108,7 +108,9 @@ impl Decoder {
                         offset: field_start,
                     });
                 }
-                tag_num = tag_num.saturating_mul(10).saturating_add(u32::from(b - b'0'));
+                tag_num = tag_num
+                    .saturating_mul(10)
+                    .saturating_add(u32::from(b - b'0'));
                 digits += 1;
                 pos += 1;
             }

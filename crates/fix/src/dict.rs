@@ -20,9 +20,15 @@ pub struct Dictionary {
 impl Dictionary {
     /// The dictionary for a BeginString.
     pub fn for_version(v: BeginString) -> &'static Dictionary {
-        static D42: Dictionary = Dictionary { begin_string: BeginString::Fix42 };
-        static D44: Dictionary = Dictionary { begin_string: BeginString::Fix44 };
-        static DT: Dictionary = Dictionary { begin_string: BeginString::Fixt11 };
+        static D42: Dictionary = Dictionary {
+            begin_string: BeginString::Fix42,
+        };
+        static D44: Dictionary = Dictionary {
+            begin_string: BeginString::Fix44,
+        };
+        static DT: Dictionary = Dictionary {
+            begin_string: BeginString::Fixt11,
+        };
         match v {
             BeginString::Fix42 => &D42,
             BeginString::Fix44 => &D44,
@@ -43,6 +49,9 @@ impl Dictionary {
     /// True if the message type is defined in this dictionary.
     pub fn knows_msg_type(&self, msg_type: &[u8]) -> bool {
         Self::is_admin(msg_type)
-            || matches!(msg_type, b"D" | b"F" | b"G" | b"H" | b"q" | b"8" | b"9" | b"r" | b"j")
+            || matches!(
+                msg_type,
+                b"D" | b"F" | b"G" | b"H" | b"q" | b"8" | b"9" | b"r" | b"j"
+            )
     }
 }

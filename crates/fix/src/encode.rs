@@ -141,12 +141,8 @@ impl Encoder {
         }
         let cs = checksum(&self.buf[start..]);
         self.buf.extend_from_slice(b"10=");
-        self.buf.extend_from_slice(&[
-            b'0' + cs / 100,
-            b'0' + (cs / 10) % 10,
-            b'0' + cs % 10,
-            SOH,
-        ]);
+        self.buf
+            .extend_from_slice(&[b'0' + cs / 100, b'0' + (cs / 10) % 10, b'0' + cs % 10, SOH]);
         self.start = start;
         &self.buf[start..]
     }

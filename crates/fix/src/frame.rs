@@ -231,7 +231,10 @@ mod tests {
         let mut buf = a.clone();
         buf.extend_from_slice(&b);
         assert_eq!(frame(&buf, 4096), Frame::Complete { len: a.len() });
-        assert_eq!(frame(&buf[a.len()..], 4096), Frame::Complete { len: b.len() });
+        assert_eq!(
+            frame(&buf[a.len()..], 4096),
+            Frame::Complete { len: b.len() }
+        );
     }
 
     #[test]
@@ -252,7 +255,9 @@ mod tests {
     fn wrong_body_length_resyncs_to_next_message() {
         let mut m = msg("35=0|34=2|").into_iter().collect::<Vec<_>>();
         // Corrupt BodyLength: 9=10 -> 9=13
-        let s = String::from_utf8(m.clone()).unwrap().replacen("9=10", "9=13", 1);
+        let s = String::from_utf8(m.clone())
+            .unwrap()
+            .replacen("9=10", "9=13", 1);
         m = s.into_bytes();
         let good = msg("35=0|34=3|");
         m.extend_from_slice(&good);
@@ -278,7 +283,9 @@ mod tests {
     fn oversized_message_is_reported_before_reading_the_body() {
         assert_eq!(
             frame(b"8=FIX.4.4\x019=100000\x01", 4096),
-            Frame::Oversized { len: 19 + 100000 + 7 }
+            Frame::Oversized {
+                len: 19 + 100000 + 7
+            }
         );
     }
 

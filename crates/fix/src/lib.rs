@@ -74,8 +74,9 @@ impl std::fmt::Display for BeginString {
 impl std::str::FromStr for BeginString {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s.as_bytes())
-            .ok_or_else(|| format!("unsupported BeginString {s:?} (expected FIX.4.2, FIX.4.4 or FIXT.1.1)"))
+        Self::parse(s.as_bytes()).ok_or_else(|| {
+            format!("unsupported BeginString {s:?} (expected FIX.4.2, FIX.4.4 or FIXT.1.1)")
+        })
     }
 }
 

@@ -1,0 +1,1 @@
+//! Transport edge (being written).
