@@ -9,7 +9,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use portcullis_fix::{BeginString, Encoder, SeqNum, SessionRejectReason, UtcTimestamp};
+use std::collections::BTreeMap;
+
+use portcullis_fix::{
+    frame, tag, BeginString, Decoder, Dictionary, Encoder, Frame, MessageRef, SeqNum,
+    SessionRejectReason, TimePrecision, UtcTimestamp,
+};
 
 use crate::store::MessageStore;
 
@@ -173,18 +178,97 @@ pub enum Identify {
 }
 
 /// Reads the identity of the first message in `buf` so the acceptor can pick the session.
-pub fn identify(_buf: &[u8], _max_message_size: usize) -> Identify {
-    todo!()
+pub fn identify(buf: &[u8], max_message_size: usize) -> Identify {
+    match frame(buf, max_message_size) {
+        Frame::Incomplete => Identify::NeedMore,
+        Frame::Oversized { len } => {
+            Identify::Invalid(format!("message of {len} bytes is too large"))
+        }
+        Frame::Garbled { reason, .. } => Identify::Invalid(reason.to_string()),
+        Frame::Complete { len } => {
+            let mut dec = Decoder::with_max_fields(256);
+            let msg = match dec.decode(&buf[..len]) {
+                Ok(m) => m,
+                Err(e) => return Identify::Invalid(e.to_string()),
+            };
+            let Some(begin_string) = BeginString::parse(msg.begin_string()) else {
+                return Identify::Invalid("unsupported BeginString".into());
+            };
+            let (Some(sender), Some(target)) = (
+                msg.get_str(tag::SENDER_COMP_ID),
+                msg.get_str(tag::TARGET_COMP_ID),
+            ) else {
+                return Identify::Invalid("SenderCompID(49) or TargetCompID(56) missing".into());
+            };
+            Identify::Found {
+                begin_string,
+                sender_comp_id: sender.to_owned(),
+                target_comp_id: target.to_owned(),
+            }
+        }
+    }
+}
+
+/// A message received ahead of its turn (MsgSeqNum too high), kept until the gap is filled.
+#[derive(Debug)]
+struct Queued {
+    bytes: Vec<u8>,
+    /// Already acted upon when it arrived (a Logon or ResendRequest); only its number counts.
+    handled: bool,
+}
+
+/// Most messages kept while waiting for a gap to be filled; beyond it the peer is misbehaving.
+const MAX_QUEUED: usize = 10_000;
+
+/// Header tags the session writes itself; everything else of a stored message is resent as is.
+fn is_rewritten_header_tag(t: u32) -> bool {
+    matches!(
+        t,
+        tag::BEGIN_STRING
+            | tag::BODY_LENGTH
+            | tag::MSG_TYPE
+            | tag::MSG_SEQ_NUM
+            | tag::SENDER_COMP_ID
+            | tag::TARGET_COMP_ID
+            | tag::SENDING_TIME
+            | tag::POSS_DUP_FLAG
+            | tag::POSS_RESEND
+            | tag::ORIG_SENDING_TIME
+            | tag::CHECK_SUM
+    )
+}
+
+fn since(now: UtcTimestamp, then: UtcTimestamp) -> Duration {
+    Duration::from_nanos(u64::try_from(now.nanos() - then.nanos()).unwrap_or(0))
+}
+
+fn after(t: UtcTimestamp, d: Duration) -> UtcTimestamp {
+    UtcTimestamp::from_nanos(t.nanos().saturating_add(d.as_nanos() as i64))
 }
 
 /// One FIX session on one connection (acceptor side).
 pub struct Session {
     config: SessionConfig,
     store: Box<dyn MessageStore>,
+    dict: &'static Dictionary,
     state: SessionState,
+    rx: Vec<u8>,
     tx: Vec<u8>,
     events: VecDeque<SessionEvent>,
     encoder: Encoder,
+    decoder: Decoder,
+    resend_decoder: Decoder,
+    connected_at: UtcTimestamp,
+    heartbeat: Option<Duration>,
+    last_received: UtcTimestamp,
+    last_sent: UtcTimestamp,
+    test_request_sent: Option<UtcTimestamp>,
+    test_request_count: u64,
+    logout_sent_at: Option<UtcTimestamp>,
+    queue: BTreeMap<SeqNum, Queued>,
+    /// Highest MsgSeqNum seen while a ResendRequest of ours is outstanding.
+    resend_pending: Option<SeqNum>,
+    resend_buf: Vec<(SeqNum, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -201,14 +285,28 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session for a new connection accepted at `now`, using `store` for its sequence numbers.
     pub fn new(config: SessionConfig, store: Box<dyn MessageStore>, now: UtcTimestamp) -> Self {
-        let _ = now;
+        let dict = Dictionary::for_version(config.begin_string);
         Self {
             config,
             store,
+            dict,
             state: SessionState::AwaitingLogon,
-            tx: Vec::new(),
+            rx: Vec::with_capacity(4096),
+            tx: Vec::with_capacity(4096),
             events: VecDeque::new(),
             encoder: Encoder::new(),
+            decoder: Decoder::new(),
+            resend_decoder: Decoder::new(),
+            connected_at: now,
+            heartbeat: None,
+            last_received: now,
+            last_sent: now,
+            test_request_sent: None,
+            test_request_count: 0,
+            logout_sent_at: None,
+            queue: BTreeMap::new(),
+            resend_pending: None,
+            resend_buf: Vec::new(),
         }
     }
 
@@ -232,19 +330,797 @@ impl Session {
         self.store.next_target_seq()
     }
 
+    /// The agreed heartbeat interval, once logged on (`None` if 0 or not logged on).
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat
+    }
+
+    /// Gives back the store (e.g. to keep it open across connections).
+    pub fn into_store(self) -> Box<dyn MessageStore> {
+        self.store
+    }
+
     /// Feeds bytes received from the counterparty at `now`.
-    pub fn handle_input(&mut self, _now: UtcTimestamp, _bytes: &[u8]) {
-        todo!()
+    pub fn handle_input(&mut self, now: UtcTimestamp, bytes: &[u8]) {
+        if self.state == SessionState::Disconnected {
+            return;
+        }
+        self.rx.extend_from_slice(bytes);
+        // Take the buffers out of `self` so messages can borrow them while the session mutates.
+        let mut rx = std::mem::take(&mut self.rx);
+        let mut dec = std::mem::take(&mut self.decoder);
+        let mut pos = 0;
+        while self.state != SessionState::Disconnected {
+            match frame(&rx[pos..], self.config.max_message_size) {
+                Frame::Complete { len } => {
+                    let bytes = &rx[pos..pos + len];
+                    pos += len;
+                    self.last_received = now;
+                    self.test_request_sent = None;
+                    self.on_frame(now, bytes, &mut dec);
+                }
+                Frame::Incomplete => break,
+                Frame::Garbled { skip, reason } => {
+                    pos += skip;
+                    self.events.push_back(SessionEvent::Garbled {
+                        reason: reason.to_string(),
+                    });
+                }
+                Frame::Oversized { len } => {
+                    pos = rx.len();
+                    if self.state == SessionState::Active {
+                        self.send_logout(now, "Message too large");
+                    }
+                    self.disconnect(DisconnectReason::MessageTooLarge(len));
+                }
+            }
+        }
+        rx.drain(..pos);
+        self.rx = rx;
+        self.decoder = dec;
+    }
+
+    fn on_frame(&mut self, now: UtcTimestamp, bytes: &[u8], dec: &mut Decoder) {
+        match dec.decode(bytes) {
+            Ok(msg) => self.on_message(now, &msg),
+            Err(e) => self.on_undecodable(now, bytes, e),
+        }
+        self.drain_queue(now, dec);
+    }
+
+    /// A framed message whose fields cannot be split: reject it if it is the expected one.
+    fn on_undecodable(&mut self, now: UtcTimestamp, bytes: &[u8], e: portcullis_fix::DecodeError) {
+        if self.state == SessionState::AwaitingLogon {
+            self.disconnect(DisconnectReason::LogonRejected(e.to_string()));
+            return;
+        }
+        let seq = find_field(bytes, b"\x0134=").and_then(portcullis_fix::decode::parse_u64);
+        let msg_type = find_field(bytes, b"\x0135=").unwrap_or(b"");
+        let (reason, ref_tag) = match e {
+            portcullis_fix::DecodeError::BadDataLength { tag } => {
+                (SessionRejectReason::IncorrectDataFormat, Some(tag))
+            }
+            _ => (SessionRejectReason::InvalidTagNumber, None),
+        };
+        match seq {
+            Some(seq) if seq == self.store.next_target_seq() => {
+                let msg_type = msg_type.to_vec();
+                self.send_reject(now, seq, &msg_type, reason, ref_tag, &e.to_string());
+                self.advance_target(seq + 1);
+            }
+            _ => self.events.push_back(SessionEvent::Garbled {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn on_message(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
+        match self.state {
+            SessionState::AwaitingLogon => self.on_first_message(now, msg),
+            SessionState::Active | SessionState::LogoutSent => self.on_session_message(now, msg),
+            SessionState::Disconnected => {}
+        }
+    }
+
+    fn comp_ids_match(&self, msg: &MessageRef<'_>) -> Result<(), u32> {
+        if msg.get(tag::SENDER_COMP_ID) != Some(self.config.target_comp_id.as_bytes()) {
+            return Err(tag::SENDER_COMP_ID);
+        }
+        if msg.get(tag::TARGET_COMP_ID) != Some(self.config.sender_comp_id.as_bytes()) {
+            return Err(tag::TARGET_COMP_ID);
+        }
+        Ok(())
+    }
+
+    fn check_sending_time(
+        &self,
+        now: UtcTimestamp,
+        msg: &MessageRef<'_>,
+    ) -> Result<UtcTimestamp, SessionRejectReason> {
+        let raw = msg
+            .get(tag::SENDING_TIME)
+            .ok_or(SessionRejectReason::RequiredTagMissing)?;
+        let t = UtcTimestamp::parse(raw).ok_or(SessionRejectReason::IncorrectDataFormat)?;
+        let diff = (now.nanos() - t.nanos()).unsigned_abs();
+        if diff > self.config.sending_time_tolerance.as_nanos() as u64 {
+            return Err(SessionRejectReason::SendingTimeAccuracyProblem);
+        }
+        Ok(t)
+    }
+
+    /// The first message of a connection: it must be a valid, acceptable Logon. Nothing here
+    /// changes the session's stored state until the Logon has passed every check.
+    fn on_first_message(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
+        if msg.msg_type() != b"A" {
+            self.disconnect(DisconnectReason::FirstMessageNotLogon);
+            return;
+        }
+        if msg.begin_string() != self.config.begin_string.as_bytes() {
+            self.disconnect(DisconnectReason::LogonRejected("wrong BeginString".into()));
+            return;
+        }
+        if self.comp_ids_match(msg).is_err() {
+            self.disconnect(DisconnectReason::LogonRejected("unknown CompID".into()));
+            return;
+        }
+        let Some(seq) = msg.seq_num().filter(|&s| s > 0) else {
+            self.disconnect(DisconnectReason::LogonRejected(
+                "MsgSeqNum(34) missing or invalid".into(),
+            ));
+            return;
+        };
+        if let Err(text) = self.check_logon(now, msg, seq) {
+            self.refuse_logon(now, &text);
+            return;
+        }
+        let heartbeat_secs = msg
+            .get_u64(tag::HEART_BT_INT)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+
+        // Accepted: from here on the Logon may change the session.
+        let reset_requested = msg.get_flag(tag::RESET_SEQ_NUM_FLAG);
+        let reset = reset_requested || self.config.reset.on_logon;
+        if reset {
+            if let Err(e) = self.store.reset(now) {
+                self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+                return;
+            }
+        }
+        let expected = self.store.next_target_seq();
+        if seq < expected {
+            let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
+            self.refuse_logon(now, &text);
+            return;
+        }
+        self.heartbeat = (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs.into()));
+        self.state = SessionState::Active;
+        let begin = self.config.begin_string;
+        let appl_ver = self.config.default_appl_ver_id.clone();
+        self.send_session_message(now, b"A", |enc| {
+            enc.uint(tag::ENCRYPT_METHOD, 0);
+            enc.uint(tag::HEART_BT_INT, heartbeat_secs.into());
+            if reset_requested {
+                enc.flag(tag::RESET_SEQ_NUM_FLAG, true);
+            }
+            if begin == BeginString::Fixt11 {
+                enc.str(tag::DEFAULT_APPL_VER_ID, appl_ver.as_bytes());
+            }
+        });
+        if self.state == SessionState::Disconnected {
+            return;
+        }
+        self.events.push_back(SessionEvent::LoggedOn {
+            heartbeat_secs,
+            reset,
+        });
+        if seq > expected {
+            // Logon accepted, but messages are missing before it: ask for them first.
+            self.queue.insert(
+                seq,
+                Queued {
+                    bytes: Vec::new(),
+                    handled: true,
+                },
+            );
+            self.request_resend(now, expected, seq);
+        } else {
+            self.advance_target(seq + 1);
+        }
+    }
+
+    /// Checks of a Logon's content; the error is the Logout text.
+    fn check_logon(
+        &self,
+        now: UtcTimestamp,
+        msg: &MessageRef<'_>,
+        seq: SeqNum,
+    ) -> Result<(), String> {
+        if self.config.validate {
+            if let Err(r) = self.dict.validate(msg) {
+                return Err(match r.ref_tag {
+                    Some(t) => format!("Invalid Logon: {} ({t})", r.reason.description()),
+                    None => format!("Invalid Logon: {}", r.reason.description()),
+                });
+            }
+        }
+        match self.check_sending_time(now, msg) {
+            Ok(_) => {}
+            Err(r) => return Err(format!("Invalid Logon: {}", r.description())),
+        }
+        if msg.get(tag::ENCRYPT_METHOD) != Some(b"0") {
+            return Err("Unsupported EncryptMethod(98): only 0 (none) is accepted".into());
+        }
+        let hb = msg
+            .get(tag::HEART_BT_INT)
+            .and_then(portcullis_fix::decode::parse_u64)
+            .ok_or_else(|| "HeartBtInt(108) missing or invalid".to_string())?;
+        let (lo, hi) = self.config.heartbeat_range;
+        if hb < u64::from(lo) || hb > u64::from(hi) {
+            return Err(format!(
+                "HeartBtInt(108) must be between {lo} and {hi} seconds"
+            ));
+        }
+        if self.config.begin_string == BeginString::Fixt11
+            && msg.get(tag::DEFAULT_APPL_VER_ID) != Some(self.config.default_appl_ver_id.as_bytes())
+        {
+            return Err(format!(
+                "DefaultApplVerID(1137) must be {}",
+                self.config.default_appl_ver_id
+            ));
+        }
+        if msg.get_flag(tag::RESET_SEQ_NUM_FLAG) && seq != 1 {
+            return Err("ResetSeqNumFlag(141)=Y requires MsgSeqNum(34)=1".into());
+        }
+        Ok(())
+    }
+
+    /// Answers a refused Logon with a Logout that is neither stored nor counted: a peer that
+    /// has not logged on must not be able to change the session's sequence numbers.
+    fn refuse_logon(&mut self, now: UtcTimestamp, text: &str) {
+        let seq = self.store.next_sender_seq();
+        let c = &self.config;
+        let enc = &mut self.encoder;
+        enc.start(c.begin_string.as_bytes(), b"5");
+        write_header(enc, c, seq, now);
+        enc.str(tag::TEXT, text.as_bytes());
+        self.tx.extend_from_slice(enc.finish());
+        self.disconnect(DisconnectReason::LogonRejected(text.to_owned()));
+    }
+
+    fn on_session_message(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
+        let msg_type = msg.msg_type();
+        if msg.begin_string() != self.config.begin_string.as_bytes() {
+            self.logout_and_disconnect(now, "Incorrect BeginString");
+            return;
+        }
+        let Some(seq) = msg.seq_num().filter(|&s| s > 0) else {
+            self.logout_and_disconnect(now, "MsgSeqNum(34) missing or invalid");
+            return;
+        };
+        if let Err(ref_tag) = self.comp_ids_match(msg) {
+            let t = msg_type.to_vec();
+            self.send_reject(
+                now,
+                seq,
+                &t,
+                SessionRejectReason::CompIdProblem,
+                Some(ref_tag),
+                "CompID problem",
+            );
+            self.logout_and_disconnect(now, "CompID problem");
+            return;
+        }
+        let sending_time = match self.check_sending_time(now, msg) {
+            Ok(t) => t,
+            Err(SessionRejectReason::SendingTimeAccuracyProblem) => {
+                let t = msg_type.to_vec();
+                self.send_reject(
+                    now,
+                    seq,
+                    &t,
+                    SessionRejectReason::SendingTimeAccuracyProblem,
+                    Some(tag::SENDING_TIME),
+                    "SendingTime accuracy problem",
+                );
+                self.logout_and_disconnect(now, "SendingTime accuracy problem");
+                return;
+            }
+            Err(reason) => {
+                self.reject_and_count(now, msg, seq, reason, Some(tag::SENDING_TIME));
+                return;
+            }
+        };
+
+        // SequenceReset-Reset ignores MsgSeqNum: it exists to recover from lost numbers.
+        if msg_type == b"4" && !msg.get_flag(tag::GAP_FILL_FLAG) {
+            self.on_sequence_reset_reset(now, msg, seq);
+            return;
+        }
+
+        let expected = self.store.next_target_seq();
+        if seq > expected {
+            match msg_type {
+                // A Logout is honoured at once, whatever the gap.
+                b"5" => {
+                    self.on_logout(now);
+                    return;
+                }
+                // A ResendRequest is served first, then the gap is requested.
+                b"2" => {
+                    self.on_resend_request(now, msg, seq);
+                    if self.state == SessionState::Disconnected {
+                        return;
+                    }
+                    self.enqueue(now, seq, Vec::new(), true);
+                }
+                _ => self.enqueue(now, seq, msg.bytes().to_vec(), false),
+            }
+            if self.state != SessionState::Disconnected {
+                self.request_resend(now, expected, seq);
+            }
+            return;
+        }
+        if seq < expected {
+            if msg.poss_dup() {
+                // Already received: a duplicate from a resend, ignored.
+                return;
+            }
+            let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
+            self.logout_and_disconnect(now, &text);
+            return;
+        }
+
+        // seq == expected
+        if msg.poss_dup() && msg_type != b"4" {
+            match msg.get(tag::ORIG_SENDING_TIME).map(UtcTimestamp::parse) {
+                None => {
+                    self.reject_and_count(
+                        now,
+                        msg,
+                        seq,
+                        SessionRejectReason::RequiredTagMissing,
+                        Some(tag::ORIG_SENDING_TIME),
+                    );
+                    return;
+                }
+                Some(None) => {
+                    self.reject_and_count(
+                        now,
+                        msg,
+                        seq,
+                        SessionRejectReason::IncorrectDataFormat,
+                        Some(tag::ORIG_SENDING_TIME),
+                    );
+                    return;
+                }
+                Some(Some(orig)) if orig > sending_time => {
+                    let t = msg_type.to_vec();
+                    self.send_reject(
+                        now,
+                        seq,
+                        &t,
+                        SessionRejectReason::SendingTimeAccuracyProblem,
+                        Some(tag::ORIG_SENDING_TIME),
+                        "OrigSendingTime(122) later than SendingTime(52)",
+                    );
+                    self.advance_target(seq + 1);
+                    self.logout_and_disconnect(now, "SendingTime accuracy problem");
+                    return;
+                }
+                Some(Some(_)) => {}
+            }
+        }
+        if self.config.validate {
+            if let Err(r) = self.dict.validate(msg) {
+                self.reject_and_count(now, msg, seq, r.reason, r.ref_tag);
+                return;
+            }
+        }
+        self.advance_target(seq + 1);
+        self.dispatch(now, msg, seq);
+    }
+
+    fn dispatch(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>, seq: SeqNum) {
+        match msg.msg_type() {
+            b"0" => {}
+            b"1" => {
+                let id = msg.get(tag::TEST_REQ_ID).unwrap_or(b"").to_vec();
+                self.send_session_message(now, b"0", |enc| {
+                    enc.str(tag::TEST_REQ_ID, &id);
+                });
+            }
+            b"2" => self.on_resend_request(now, msg, seq),
+            b"3" => {}
+            b"4" => {
+                // SequenceReset-GapFill, in sequence.
+                match msg.get_u64(tag::NEW_SEQ_NO) {
+                    Some(new) if new > seq => self.advance_target(new),
+                    _ => {
+                        let t = msg.msg_type().to_vec();
+                        self.send_reject(
+                            now,
+                            seq,
+                            &t,
+                            SessionRejectReason::ValueIsIncorrect,
+                            Some(tag::NEW_SEQ_NO),
+                            "NewSeqNo(36) must be greater than MsgSeqNum(34)",
+                        );
+                    }
+                }
+            }
+            b"5" => self.on_logout(now),
+            b"A" => self.logout_and_disconnect(now, "Logon received while already logged on"),
+            _ => self.events.push_back(SessionEvent::Application {
+                seq,
+                message: msg.bytes().to_vec(),
+            }),
+        }
+    }
+
+    fn on_sequence_reset_reset(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>, seq: SeqNum) {
+        let expected = self.store.next_target_seq();
+        match msg.get_u64(tag::NEW_SEQ_NO) {
+            Some(new) if new > expected => {
+                self.advance_target(new);
+                // Messages queued below the new number will never be needed.
+                self.queue = self.queue.split_off(&new);
+            }
+            Some(new) if new == expected => {}
+            Some(_) => {
+                let t = msg.msg_type().to_vec();
+                self.send_reject(
+                    now,
+                    seq,
+                    &t,
+                    SessionRejectReason::ValueIsIncorrect,
+                    Some(tag::NEW_SEQ_NO),
+                    "NewSeqNo(36) lower than the expected MsgSeqNum",
+                );
+            }
+            None => {
+                let t = msg.msg_type().to_vec();
+                self.send_reject(
+                    now,
+                    seq,
+                    &t,
+                    SessionRejectReason::RequiredTagMissing,
+                    Some(tag::NEW_SEQ_NO),
+                    "NewSeqNo(36) missing",
+                );
+            }
+        }
+    }
+
+    fn on_logout(&mut self, now: UtcTimestamp) {
+        if self.state != SessionState::LogoutSent {
+            self.send_logout(now, "");
+        }
+        self.events.push_back(SessionEvent::LoggedOut);
+        if self.config.reset.on_logout {
+            if let Err(e) = self.store.reset(now) {
+                self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+                return;
+            }
+        }
+        self.disconnect(DisconnectReason::LogoutComplete);
+    }
+
+    fn enqueue(&mut self, now: UtcTimestamp, seq: SeqNum, bytes: Vec<u8>, handled: bool) {
+        if self.queue.len() >= MAX_QUEUED {
+            self.logout_and_disconnect(now, "Too many messages received out of sequence");
+            return;
+        }
+        self.queue.insert(seq, Queued { bytes, handled });
+    }
+
+    fn request_resend(&mut self, now: UtcTimestamp, from: SeqNum, seen: SeqNum) {
+        if let Some(pending) = self.resend_pending {
+            // Our open-ended request already covers everything after `from`.
+            self.resend_pending = Some(pending.max(seen));
+            return;
+        }
+        self.resend_pending = Some(seen);
+        let infinity = if self.config.begin_string == BeginString::Fix42 {
+            999_999
+        } else {
+            0
+        };
+        self.send_session_message(now, b"2", |enc| {
+            enc.uint(tag::BEGIN_SEQ_NO, from);
+            enc.uint(tag::END_SEQ_NO, infinity);
+        });
+    }
+
+    fn drain_queue(&mut self, now: UtcTimestamp, dec: &mut Decoder) {
+        while self.state == SessionState::Active || self.state == SessionState::LogoutSent {
+            let expected = self.store.next_target_seq();
+            while let Some(entry) = self.queue.first_entry() {
+                if *entry.key() < expected {
+                    entry.remove();
+                } else {
+                    break;
+                }
+            }
+            let Some(q) = self.queue.remove(&expected) else {
+                break;
+            };
+            if q.handled {
+                self.advance_target(expected + 1);
+                continue;
+            }
+            match dec.decode(&q.bytes) {
+                Ok(msg) => self.on_session_message(now, &msg),
+                Err(_) => self.advance_target(expected + 1),
+            }
+        }
+        if let Some(pending) = self.resend_pending {
+            if self.store.next_target_seq() > pending {
+                self.resend_pending = None;
+            }
+        }
+    }
+
+    /// Serves a ResendRequest from the store: application messages again with PossDupFlag=Y
+    /// and OrigSendingTime, session messages (and numbers we no longer hold) as SequenceReset-GapFill.
+    fn on_resend_request(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>, seq: SeqNum) {
+        let (Some(begin), Some(end)) =
+            (msg.get_u64(tag::BEGIN_SEQ_NO), msg.get_u64(tag::END_SEQ_NO))
+        else {
+            let t = msg.msg_type().to_vec();
+            self.send_reject(
+                now,
+                seq,
+                &t,
+                SessionRejectReason::RequiredTagMissing,
+                Some(tag::BEGIN_SEQ_NO),
+                "BeginSeqNo(7) and EndSeqNo(16) are required",
+            );
+            return;
+        };
+        let last_sent = self.store.next_sender_seq().saturating_sub(1);
+        let end = if end == 0 || end == 999_999 || end > last_sent {
+            last_sent
+        } else {
+            end
+        };
+        if begin == 0 || begin > end {
+            return;
+        }
+        let mut stored = std::mem::take(&mut self.resend_buf);
+        stored.clear();
+        if let Err(e) = self.store.outbound_range(begin, end, &mut stored) {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+            return;
+        }
+        let mut gap_start: Option<SeqNum> = None;
+        let mut next = begin;
+        for (s, bytes) in stored.drain(..) {
+            if s > next && gap_start.is_none() {
+                gap_start = Some(next);
+            }
+            let resend = match self.resend_decoder.decode(&bytes) {
+                Ok(m) => !Dictionary::is_admin(m.msg_type()) || m.msg_type() == b"3",
+                Err(_) => false,
+            };
+            if resend {
+                if let Some(g) = gap_start.take() {
+                    self.send_gap_fill(now, g, s);
+                }
+                self.resend_stored(now, &bytes);
+            } else if gap_start.is_none() {
+                gap_start = Some(s);
+            }
+            next = s + 1;
+        }
+        self.resend_buf = stored;
+        if next <= end && gap_start.is_none() {
+            gap_start = Some(next);
+        }
+        if let Some(g) = gap_start {
+            self.send_gap_fill(now, g, end + 1);
+        }
+    }
+
+    fn send_gap_fill(&mut self, now: UtcTimestamp, seq: SeqNum, new_seq: SeqNum) {
+        let c = &self.config;
+        let enc = &mut self.encoder;
+        enc.start(c.begin_string.as_bytes(), b"4");
+        write_header(enc, c, seq, now);
+        enc.flag(tag::POSS_DUP_FLAG, true);
+        enc.timestamp(tag::ORIG_SENDING_TIME, now, TimePrecision::Millis);
+        enc.flag(tag::GAP_FILL_FLAG, true);
+        enc.uint(tag::NEW_SEQ_NO, new_seq);
+        self.tx.extend_from_slice(enc.finish());
+        self.last_sent = now;
+    }
+
+    fn resend_stored(&mut self, now: UtcTimestamp, bytes: &[u8]) {
+        let Ok(m) = self.resend_decoder.decode(bytes) else {
+            return;
+        };
+        let (Some(seq), Some(orig)) = (m.seq_num(), m.get(tag::SENDING_TIME)) else {
+            return;
+        };
+        let c = &self.config;
+        let enc = &mut self.encoder;
+        enc.start(c.begin_string.as_bytes(), m.msg_type());
+        write_header(enc, c, seq, now);
+        enc.flag(tag::POSS_DUP_FLAG, true);
+        enc.str(tag::ORIG_SENDING_TIME, orig);
+        for f in m.fields() {
+            if !is_rewritten_header_tag(f.tag) {
+                enc.str(f.tag, f.value);
+            }
+        }
+        self.tx.extend_from_slice(enc.finish());
+        self.last_sent = now;
+    }
+
+    fn reject_and_count(
+        &mut self,
+        now: UtcTimestamp,
+        msg: &MessageRef<'_>,
+        seq: SeqNum,
+        reason: SessionRejectReason,
+        ref_tag: Option<u32>,
+    ) {
+        let t = msg.msg_type().to_vec();
+        let text = reason.description();
+        self.send_reject(now, seq, &t, reason, ref_tag, text);
+        if seq == self.store.next_target_seq() {
+            self.advance_target(seq + 1);
+        }
+    }
+
+    fn send_reject(
+        &mut self,
+        now: UtcTimestamp,
+        ref_seq: SeqNum,
+        ref_msg_type: &[u8],
+        reason: SessionRejectReason,
+        ref_tag: Option<u32>,
+        text: &str,
+    ) {
+        let version = self.config.begin_string;
+        let code = reason.defined_in(version).then_some(reason);
+        self.send_session_message(now, b"3", |enc| {
+            enc.uint(tag::REF_SEQ_NUM, ref_seq);
+            if let Some(t) = ref_tag {
+                enc.uint(tag::REF_TAG_ID, t.into());
+            }
+            if !ref_msg_type.is_empty() {
+                enc.str(tag::REF_MSG_TYPE, ref_msg_type);
+            }
+            if let Some(r) = code {
+                enc.uint(tag::SESSION_REJECT_REASON, r.code().into());
+            }
+            enc.str(tag::TEXT, text.as_bytes());
+        });
+        self.events.push_back(SessionEvent::RejectSent {
+            ref_seq,
+            reason: Some(reason),
+            text: text.to_owned(),
+        });
+    }
+
+    fn send_logout(&mut self, now: UtcTimestamp, text: &str) {
+        self.send_session_message(now, b"5", |enc| {
+            if !text.is_empty() {
+                enc.str(tag::TEXT, text.as_bytes());
+            }
+        });
+    }
+
+    fn logout_and_disconnect(&mut self, now: UtcTimestamp, text: &str) {
+        self.send_logout(now, text);
+        self.disconnect(DisconnectReason::ProtocolError(text.to_owned()));
+    }
+
+    fn disconnect(&mut self, reason: DisconnectReason) {
+        if self.state != SessionState::Disconnected {
+            self.state = SessionState::Disconnected;
+            self.events.push_back(SessionEvent::Disconnect(reason));
+        }
+    }
+
+    fn advance_target(&mut self, next: SeqNum) {
+        if let Err(e) = self.store.set_next_target_seq(next) {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+        }
+    }
+
+    /// Encodes, stores and queues a message with the next outbound MsgSeqNum.
+    fn send_session_message(
+        &mut self,
+        now: UtcTimestamp,
+        msg_type: &[u8],
+        body: impl FnOnce(&mut Encoder),
+    ) -> Option<SeqNum> {
+        if self.state == SessionState::Disconnected {
+            return None;
+        }
+        let seq = self.store.next_sender_seq();
+        let c = &self.config;
+        let enc = &mut self.encoder;
+        enc.start(c.begin_string.as_bytes(), msg_type);
+        write_header(enc, c, seq, now);
+        body(enc);
+        let bytes = enc.finish();
+        if let Err(e) = self.store.save_outbound(seq, bytes) {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+            return None;
+        }
+        self.tx.extend_from_slice(bytes);
+        self.last_sent = now;
+        Some(seq)
     }
 
     /// Runs the timers (heartbeat, test request, logon and logout timeouts) at `now`.
-    pub fn handle_timeout(&mut self, _now: UtcTimestamp) {
-        todo!()
+    pub fn handle_timeout(&mut self, now: UtcTimestamp) {
+        match self.state {
+            SessionState::Disconnected => {}
+            SessionState::AwaitingLogon => {
+                if since(now, self.connected_at) >= self.config.logon_timeout {
+                    self.disconnect(DisconnectReason::LogonTimeout);
+                }
+            }
+            SessionState::Active | SessionState::LogoutSent => {
+                if let Some(at) = self.logout_sent_at {
+                    if since(now, at) >= self.config.logout_timeout {
+                        self.disconnect(DisconnectReason::LogoutTimeout);
+                        return;
+                    }
+                }
+                let Some(hb) = self.heartbeat else { return };
+                let grace = hb + hb / 5;
+                match self.test_request_sent {
+                    Some(at) if since(now, at) >= grace => {
+                        self.disconnect(DisconnectReason::HeartbeatTimeout);
+                        return;
+                    }
+                    None if since(now, self.last_received) >= grace => {
+                        self.test_request_count += 1;
+                        let id = format!("TEST-{}", self.test_request_count);
+                        self.send_session_message(now, b"1", |enc| {
+                            enc.str(tag::TEST_REQ_ID, id.as_bytes());
+                        });
+                        self.test_request_sent = Some(now);
+                    }
+                    _ => {}
+                }
+                if since(now, self.last_sent) >= hb {
+                    self.send_session_message(now, b"0", |_| {});
+                }
+            }
+        }
     }
 
     /// When [`Session::handle_timeout`] should next be called, if any timer is running.
     pub fn poll_timeout(&self) -> Option<UtcTimestamp> {
-        todo!()
+        match self.state {
+            SessionState::Disconnected => None,
+            SessionState::AwaitingLogon => {
+                Some(after(self.connected_at, self.config.logon_timeout))
+            }
+            SessionState::Active | SessionState::LogoutSent => {
+                let logout = self
+                    .logout_sent_at
+                    .map(|at| after(at, self.config.logout_timeout));
+                let hb = self.heartbeat.map(|hb| {
+                    let grace = hb + hb / 5;
+                    let liveness = match self.test_request_sent {
+                        Some(at) => after(at, grace),
+                        None => after(self.last_received, grace),
+                    };
+                    liveness.min(after(self.last_sent, hb))
+                });
+                match (logout, hb) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
     }
 
     /// Bytes waiting to be sent to the counterparty.
@@ -266,20 +1142,69 @@ impl Session {
     /// body fields, and the session stores and queues it. Returns its MsgSeqNum.
     pub fn send_application(
         &mut self,
-        _now: UtcTimestamp,
-        _msg_type: &[u8],
-        _body: impl FnOnce(&mut Encoder),
+        now: UtcTimestamp,
+        msg_type: &[u8],
+        body: impl FnOnce(&mut Encoder),
     ) -> Result<SeqNum, SendError> {
-        todo!()
+        if self.state != SessionState::Active && self.state != SessionState::LogoutSent {
+            return Err(SendError::NotLoggedOn);
+        }
+        let seq = self.store.next_sender_seq();
+        let c = &self.config;
+        let enc = &mut self.encoder;
+        enc.start(c.begin_string.as_bytes(), msg_type);
+        write_header(enc, c, seq, now);
+        body(enc);
+        let bytes = enc.finish();
+        if let Err(e) = self.store.save_outbound(seq, bytes) {
+            let text = e.to_string();
+            self.disconnect(DisconnectReason::StoreFailure(text));
+            return Err(SendError::Store(e));
+        }
+        self.tx.extend_from_slice(bytes);
+        self.last_sent = now;
+        Ok(seq)
     }
 
     /// Starts a Logout initiated by us (e.g. on server shutdown).
-    pub fn logout(&mut self, _now: UtcTimestamp, _text: &str) {
-        todo!()
+    pub fn logout(&mut self, now: UtcTimestamp, text: &str) {
+        match self.state {
+            SessionState::Active => {
+                self.send_logout(now, text);
+                self.state = SessionState::LogoutSent;
+                self.logout_sent_at = Some(now);
+            }
+            SessionState::AwaitingLogon => {
+                self.disconnect(DisconnectReason::ProtocolError(text.to_owned()))
+            }
+            SessionState::LogoutSent | SessionState::Disconnected => {}
+        }
     }
 
     /// Tells the session its connection has ended.
-    pub fn on_disconnect(&mut self, _now: UtcTimestamp) {
-        todo!()
+    pub fn on_disconnect(&mut self, now: UtcTimestamp) {
+        let was_logged_on = !matches!(self.state, SessionState::AwaitingLogon);
+        self.state = SessionState::Disconnected;
+        if self.config.reset.on_disconnect && was_logged_on {
+            // Best effort: the connection is gone; a failing store shows up at the next logon.
+            let _ = self.store.reset(now);
+        }
+        let _ = self.store.sync();
     }
+}
+
+fn write_header(enc: &mut Encoder, c: &SessionConfig, seq: SeqNum, now: UtcTimestamp) {
+    enc.str(tag::SENDER_COMP_ID, c.sender_comp_id.as_bytes());
+    enc.str(tag::TARGET_COMP_ID, c.target_comp_id.as_bytes());
+    enc.uint(tag::MSG_SEQ_NUM, seq);
+    enc.timestamp(tag::SENDING_TIME, now, TimePrecision::Millis);
+}
+
+/// Finds the value after `needle` (`␁34=`) in raw bytes, for messages that do not decode.
+fn find_field<'a>(bytes: &'a [u8], needle: &[u8]) -> Option<&'a [u8]> {
+    let start = bytes.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let len = bytes[start..]
+        .iter()
+        .position(|&b| b == portcullis_fix::SOH)?;
+    Some(&bytes[start..start + len])
 }
