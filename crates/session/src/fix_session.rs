@@ -1208,3 +1208,6 @@ fn find_field<'a>(bytes: &'a [u8], needle: &[u8]) -> Option<&'a [u8]> {
         .position(|&b| b == portcullis_fix::SOH)?;
     Some(&bytes[start..start + len])
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,885 @@
+//! One test per session-layer rule, driven with a fake clock and a counterparty built from the
+//! codec, in the spirit of the FIX session-level test cases.
+
+use super::*;
+use crate::store::MemoryStore;
+use portcullis_fix::{Frame, SOH};
+
+fn t0() -> UtcTimestamp {
+    UtcTimestamp::parse(b"20261128-12:00:00").unwrap()
+}
+
+fn secs(t: UtcTimestamp, s: i64) -> UtcTimestamp {
+    UtcTimestamp::from_nanos(t.nanos() + s * 1_000_000_000)
+}
+
+/// The counterparty (CompID TW) talking to us (ISLD).
+struct Peer {
+    begin: BeginString,
+    seq: SeqNum,
+    enc: Encoder,
+}
+
+impl Peer {
+    fn new(begin: BeginString) -> Self {
+        Self {
+            begin,
+            seq: 1,
+            enc: Encoder::new(),
+        }
+    }
+
+    /// A message with the next sequence number.
+    fn msg(&mut self, now: UtcTimestamp, msg_type: &str, fields: &[(u32, &str)]) -> Vec<u8> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.msg_seq(now, msg_type, seq, fields)
+    }
+
+    /// A message with an explicit sequence number (does not advance the counter).
+    fn msg_seq(
+        &mut self,
+        now: UtcTimestamp,
+        msg_type: &str,
+        seq: SeqNum,
+        fields: &[(u32, &str)],
+    ) -> Vec<u8> {
+        self.raw(now, msg_type, seq, "TW", "ISLD", fields)
+    }
+
+    fn raw(
+        &mut self,
+        now: UtcTimestamp,
+        msg_type: &str,
+        seq: SeqNum,
+        sender: &str,
+        target: &str,
+        fields: &[(u32, &str)],
+    ) -> Vec<u8> {
+        let e = &mut self.enc;
+        e.start(self.begin.as_bytes(), msg_type.as_bytes());
+        e.str(49, sender.as_bytes());
+        e.str(56, target.as_bytes());
+        e.uint(34, seq);
+        if !fields.iter().any(|(t, _)| *t == 52) {
+            e.timestamp(52, now, TimePrecision::Millis);
+        }
+        for (t, v) in fields {
+            e.str(*t, v.as_bytes());
+        }
+        e.finish().to_vec()
+    }
+
+    fn logon(&mut self, now: UtcTimestamp, hb: u32, extra: &[(u32, &str)]) -> Vec<u8> {
+        let hb = hb.to_string();
+        let mut f = vec![(98, "0"), (108, hb.as_str())];
+        if self.begin == BeginString::Fixt11 {
+            f.push((1137, "9"));
+        }
+        f.extend_from_slice(extra);
+        self.msg(now, "A", &f)
+    }
+}
+
+/// A decoded copy of one message we sent.
+#[derive(Debug, Clone)]
+struct Sent(Vec<(u32, String)>);
+
+impl Sent {
+    fn get(&self, tag: u32) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, v)| v.as_str())
+    }
+    fn msg_type(&self) -> &str {
+        self.get(35).unwrap()
+    }
+    fn seq(&self) -> SeqNum {
+        self.get(34).unwrap().parse().unwrap()
+    }
+}
+
+fn config(begin: BeginString) -> SessionConfig {
+    SessionConfig::new(begin, "ISLD", "TW")
+}
+
+fn new_session(begin: BeginString) -> Session {
+    Session::new(config(begin), Box::new(MemoryStore::new(t0())), t0())
+}
+
+/// Everything the session has queued for sending, decoded, and consumed.
+fn sent(s: &mut Session) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let tx = s.transmit().to_vec();
+    let mut pos = 0;
+    while pos < tx.len() {
+        let Frame::Complete { len } = portcullis_fix::frame(&tx[pos..], 1 << 20) else {
+            panic!("session sent an invalid message: {:?}", &tx[pos..]);
+        };
+        let mut d = Decoder::new();
+        let m = d.decode(&tx[pos..pos + len]).unwrap();
+        out.push(Sent(
+            m.fields()
+                .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+                .collect(),
+        ));
+        pos += len;
+    }
+    s.consume_transmit(tx.len());
+    out
+}
+
+fn events(s: &mut Session) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn types(msgs: &[Sent]) -> Vec<&str> {
+    msgs.iter().map(Sent::msg_type).collect()
+}
+
+/// A session logged on at t0 with a 30 s heartbeat; returns it and the peer.
+fn logged_on(begin: BeginString) -> (Session, Peer) {
+    let mut s = new_session(begin);
+    let mut p = Peer::new(begin);
+    let logon = p.logon(t0(), 30, &[]);
+    s.handle_input(t0(), &logon);
+    assert_eq!(types(&sent(&mut s)), ["A"]);
+    events(&mut s);
+    (s, p)
+}
+
+fn disconnected(evs: &[SessionEvent]) -> bool {
+    evs.iter().any(|e| matches!(e, SessionEvent::Disconnect(_)))
+}
+
+// ---- Logon ----
+
+#[test]
+fn logon_is_answered_with_logon_echoing_heartbeat_interval() {
+    for v in [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11] {
+        let mut s = new_session(v);
+        let mut p = Peer::new(v);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["A"]);
+        assert_eq!(out[0].get(8), Some(v.as_str()));
+        assert_eq!(out[0].get(108), Some("30"));
+        assert_eq!(out[0].get(98), Some("0"));
+        assert_eq!(out[0].get(49), Some("ISLD"));
+        assert_eq!(out[0].get(56), Some("TW"));
+        assert_eq!(out[0].seq(), 1);
+        assert_eq!(s.state(), SessionState::Active);
+        assert_eq!(s.next_target_seq(), 2);
+        assert_eq!(s.next_sender_seq(), 2);
+        assert!(events(&mut s).contains(&SessionEvent::LoggedOn {
+            heartbeat_secs: 30,
+            reset: false
+        }));
+    }
+}
+
+#[test]
+fn fixt_logon_reply_carries_default_appl_ver_id() {
+    let mut s = new_session(BeginString::Fixt11);
+    let mut p = Peer::new(BeginString::Fixt11);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(sent(&mut s)[0].get(1137), Some("9"));
+}
+
+#[test]
+fn fixt_logon_without_default_appl_ver_id_is_refused() {
+    let mut s = new_session(BeginString::Fixt11);
+    let mut p = Peer::new(BeginString::Fixt11);
+    let logon = p.msg(t0(), "A", &[(98, "0"), (108, "30")]);
+    s.handle_input(t0(), &logon);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn first_message_not_logon_disconnects_without_reply() {
+    let mut s = new_session(BeginString::Fix44);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.msg(t0(), "0", &[]));
+    assert!(sent(&mut s).is_empty());
+    assert!(events(&mut s).contains(&SessionEvent::Disconnect(
+        DisconnectReason::FirstMessageNotLogon
+    )));
+    assert_eq!(s.next_target_seq(), 1);
+}
+
+#[test]
+fn logon_with_reset_seq_num_flag_resets_both_numbers_and_echoes_the_flag() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_sender_seq(50).unwrap();
+    store.set_next_target_seq(40).unwrap();
+    let mut s = Session::new(config(BeginString::Fix44), Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A"]);
+    assert_eq!(out[0].get(141), Some("Y"));
+    assert_eq!(out[0].seq(), 1);
+    assert_eq!(s.next_target_seq(), 2);
+    assert_eq!(s.next_sender_seq(), 2);
+}
+
+#[test]
+fn reset_on_logon_policy_starts_every_logon_at_one() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_sender_seq(9).unwrap();
+    store.set_next_target_seq(9).unwrap();
+    let mut c = config(BeginString::Fix44);
+    c.reset.on_logon = true;
+    let mut s = Session::new(c, Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(sent(&mut s)[0].seq(), 1);
+    assert_eq!(s.next_target_seq(), 2);
+}
+
+#[test]
+fn refused_logon_does_not_change_the_stored_sequence_numbers() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_sender_seq(7).unwrap();
+    store.set_next_target_seq(5).unwrap();
+    let mut s = Session::new(config(BeginString::Fix44), Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    // A reset request with a bad heartbeat: refused, and the reset must not happen.
+    s.handle_input(t0(), &p.logon(t0(), 99_999, &[(141, "Y")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(s.next_sender_seq(), 7);
+    assert_eq!(s.next_target_seq(), 5);
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn logon_with_unsupported_encrypt_method_is_refused() {
+    let mut s = new_session(BeginString::Fix44);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.msg(t0(), "A", &[(98, "1"), (108, "30")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert!(out[0].get(58).unwrap().contains("EncryptMethod"));
+}
+
+#[test]
+fn logon_with_sending_time_out_of_tolerance_is_refused() {
+    let mut s = new_session(BeginString::Fix44);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(secs(t0(), 121), &p.logon(t0(), 30, &[]));
+    assert_eq!(types(&sent(&mut s)), ["5"]);
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn logon_timeout_disconnects_a_silent_connection() {
+    let mut s = new_session(BeginString::Fix44);
+    assert_eq!(s.poll_timeout(), Some(secs(t0(), 10)));
+    s.handle_timeout(secs(t0(), 9));
+    assert_eq!(s.state(), SessionState::AwaitingLogon);
+    s.handle_timeout(secs(t0(), 10));
+    assert!(events(&mut s).contains(&SessionEvent::Disconnect(DisconnectReason::LogonTimeout)));
+    assert!(sent(&mut s).is_empty());
+}
+
+#[test]
+fn logon_with_msg_seq_num_too_low_is_refused() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_target_seq(10).unwrap();
+    let mut s = Session::new(config(BeginString::Fix44), Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    p.seq = 3;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert!(out[0].get(58).unwrap().contains("MsgSeqNum too low"));
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn logon_with_msg_seq_num_too_high_is_accepted_then_the_gap_is_requested() {
+    let mut s = new_session(BeginString::Fix44);
+    let mut p = Peer::new(BeginString::Fix44);
+    p.seq = 5;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A", "2"]);
+    assert_eq!(out[1].get(7), Some("1"));
+    assert_eq!(out[1].get(16), Some("0"));
+    // The gap is filled by a SequenceReset-GapFill up to the Logon's number: the Logon counts.
+    let gf = p.msg_seq(
+        t0(),
+        "4",
+        1,
+        &[(43, "Y"), (122, "20261128-12:00:00"), (123, "Y"), (36, "5")],
+    );
+    s.handle_input(t0(), &gf);
+    assert_eq!(s.next_target_seq(), 6);
+    assert!(sent(&mut s).is_empty());
+}
+
+#[test]
+fn fix42_resend_request_uses_999999_for_infinity() {
+    let mut s = new_session(BeginString::Fix42);
+    let mut p = Peer::new(BeginString::Fix42);
+    p.seq = 3;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let out = sent(&mut s);
+    assert_eq!(out[1].get(16), Some("999999"));
+}
+
+// ---- Heartbeat and TestRequest ----
+
+#[test]
+fn heartbeat_is_sent_after_an_interval_without_sending() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    s.handle_input(secs(t0(), 20), &p.msg(secs(t0(), 20), "0", &[]));
+    assert!(s.poll_timeout().unwrap() <= secs(t0(), 30));
+    s.handle_timeout(secs(t0(), 29));
+    assert!(sent(&mut s).is_empty());
+    s.handle_timeout(secs(t0(), 30));
+    assert_eq!(types(&sent(&mut s)), ["0"]);
+}
+
+#[test]
+fn test_request_is_answered_with_heartbeat_carrying_its_test_req_id() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    s.handle_input(t0(), &p.msg(t0(), "1", &[(112, "ABC")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["0"]);
+    assert_eq!(out[0].get(112), Some("ABC"));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn silence_triggers_a_test_request_then_a_disconnect() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    // Keep our side busy so only the receive timer matters.
+    s.handle_timeout(secs(t0(), 30));
+    assert_eq!(types(&sent(&mut s)), ["0"]);
+    s.handle_timeout(secs(t0(), 36));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["1"]);
+    let id = out[0].get(112).unwrap().to_owned();
+    // Answered: no disconnect.
+    let hb = p.msg(secs(t0(), 37), "0", &[(112, &id)]);
+    s.handle_input(secs(t0(), 37), &hb);
+    s.handle_timeout(secs(t0(), 50));
+    assert_eq!(s.state(), SessionState::Active);
+    // Silence again: a second TestRequest, unanswered, ends the session.
+    s.handle_timeout(secs(t0(), 73));
+    assert!(types(&sent(&mut s)).contains(&"1"));
+    s.handle_timeout(secs(t0(), 73 + 36));
+    assert!(events(&mut s).contains(&SessionEvent::Disconnect(
+        DisconnectReason::HeartbeatTimeout
+    )));
+}
+
+#[test]
+fn heartbeat_interval_zero_runs_no_heartbeat_timers() {
+    let mut s = new_session(BeginString::Fix44);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 0, &[]));
+    sent(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(secs(t0(), 10_000));
+    assert!(sent(&mut s).is_empty());
+}
+
+// ---- ResendRequest served from the store ----
+
+fn with_sent_messages() -> (Session, Peer) {
+    let (mut s, p) = logged_on(BeginString::Fix44);
+    // Our seq 2: an application message; 3: a heartbeat; 4: another application message.
+    s.send_application(secs(t0(), 1), b"8", |e| {
+        e.str(11, b"ORD-1").str(17, b"E1");
+    })
+    .unwrap();
+    s.handle_timeout(secs(t0(), 31));
+    s.send_application(secs(t0(), 32), b"8", |e| {
+        e.str(11, b"ORD-2").str(17, b"E2");
+    })
+    .unwrap();
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["8", "0", "8"]);
+    (s, p)
+}
+
+#[test]
+fn resend_request_replays_application_messages_with_poss_dup_and_orig_sending_time() {
+    let (mut s, mut p) = with_sent_messages();
+    let now = secs(t0(), 40);
+    s.handle_input(now, &p.msg(now, "2", &[(7, "2"), (16, "4")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["8", "4", "8"]);
+    assert_eq!(out[0].seq(), 2);
+    assert_eq!(out[0].get(43), Some("Y"));
+    assert_eq!(out[0].get(122), Some("20261128-12:00:01.000"));
+    assert_eq!(out[0].get(52), Some("20261128-12:00:40.000"));
+    assert_eq!(out[0].get(11), Some("ORD-1"));
+    // The heartbeat is replaced by a gap fill to the next application message.
+    assert_eq!(out[1].seq(), 3);
+    assert_eq!(out[1].get(123), Some("Y"));
+    assert_eq!(out[1].get(36), Some("4"));
+    assert_eq!(out[1].get(43), Some("Y"));
+    assert_eq!(out[2].seq(), 4);
+    assert_eq!(out[2].get(11), Some("ORD-2"));
+    // Resending does not consume new sequence numbers.
+    assert_eq!(s.next_sender_seq(), 5);
+}
+
+#[test]
+fn resend_request_turns_session_messages_into_one_gap_fill() {
+    let (mut s, mut p) = with_sent_messages();
+    let now = secs(t0(), 40);
+    // Seq 1 (Logon) .. 1: a gap fill to 2.
+    s.handle_input(now, &p.msg(now, "2", &[(7, "1"), (16, "1")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["4"]);
+    assert_eq!(out[0].seq(), 1);
+    assert_eq!(out[0].get(36), Some("2"));
+}
+
+#[test]
+fn resend_request_with_end_seq_no_zero_or_999999_means_all_sent() {
+    for end in ["0", "999999"] {
+        let (mut s, mut p) = with_sent_messages();
+        let now = secs(t0(), 40);
+        s.handle_input(now, &p.msg(now, "2", &[(7, "1"), (16, end)]));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["4", "8", "4", "8"], "EndSeqNo={end}");
+        assert_eq!(out[0].get(36), Some("2"));
+    }
+}
+
+#[test]
+fn resend_request_past_the_last_sent_message_is_clamped() {
+    let (mut s, mut p) = with_sent_messages();
+    let now = secs(t0(), 40);
+    s.handle_input(now, &p.msg(now, "2", &[(7, "4"), (16, "100")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["8"]);
+    assert_eq!(out[0].seq(), 4);
+}
+
+// ---- SequenceReset ----
+
+#[test]
+fn sequence_reset_gap_fill_moves_the_expected_number_forward() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let gf = p.msg(t0(), "4", &[(123, "Y"), (36, "10")]);
+    s.handle_input(t0(), &gf);
+    assert_eq!(s.next_target_seq(), 10);
+    assert!(sent(&mut s).is_empty());
+}
+
+#[test]
+fn sequence_reset_gap_fill_with_new_seq_no_not_above_msg_seq_num_is_rejected() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let gf = p.msg(t0(), "4", &[(123, "Y"), (36, "2")]);
+    s.handle_input(t0(), &gf);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), Some("5"));
+    assert_eq!(out[0].get(371), Some("36"));
+}
+
+#[test]
+fn sequence_reset_reset_mode_ignores_msg_seq_num_and_sets_the_expected_number() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    // MsgSeqNum far too high, but Reset mode ignores it: no ResendRequest.
+    let sr = p.msg_seq(t0(), "4", 99, &[(36, "20")]);
+    s.handle_input(t0(), &sr);
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.next_target_seq(), 20);
+}
+
+#[test]
+fn sequence_reset_reset_mode_with_lower_new_seq_no_is_rejected_with_reason_5() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    for _ in 0..5 {
+        let hb = p.msg(t0(), "0", &[]);
+        s.handle_input(t0(), &hb);
+    }
+    assert_eq!(s.next_target_seq(), 7);
+    let sr = p.msg_seq(t0(), "4", 7, &[(36, "3")]);
+    s.handle_input(t0(), &sr);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), Some("5"));
+    assert_eq!(out[0].get(371), Some("36"));
+    assert_eq!(s.next_target_seq(), 7);
+}
+
+// ---- MsgSeqNum too high / too low, PossDup ----
+
+#[test]
+fn msg_seq_num_too_high_queues_the_message_and_requests_the_gap_once() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    // Expected 2; 4 and 5 arrive.
+    let m4 = p.msg_seq(t0(), "D", 4, &[(11, "C4")]);
+    let m5 = p.msg_seq(t0(), "D", 5, &[(11, "C5")]);
+    s.handle_input(t0(), &m4);
+    s.handle_input(t0(), &m5);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["2"]);
+    assert_eq!(out[0].get(7), Some("2"));
+    assert!(events(&mut s).is_empty());
+    // The resend arrives: 2 and 3 with PossDup, then the queued 4 and 5 are processed in order.
+    for seq in [2, 3] {
+        let c = format!("C{seq}");
+        let m = p.msg_seq(
+            t0(),
+            "D",
+            seq,
+            &[(43, "Y"), (122, "20261128-11:59:59"), (11, &c)],
+        );
+        s.handle_input(t0(), &m);
+    }
+    let seqs: Vec<SeqNum> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Application { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3, 4, 5]);
+    assert_eq!(s.next_target_seq(), 6);
+}
+
+#[test]
+fn msg_seq_num_too_low_without_poss_dup_logs_out_and_disconnects() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg_seq(t0(), "0", 1, &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(
+        out[0].get(58),
+        Some("MsgSeqNum too low, expecting 2 but received 1")
+    );
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn poss_dup_already_received_is_ignored() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg_seq(
+        t0(),
+        "D",
+        1,
+        &[(43, "Y"), (122, "20261128-11:59:59"), (11, "X")],
+    );
+    s.handle_input(t0(), &m);
+    assert!(sent(&mut s).is_empty());
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.state(), SessionState::Active);
+    assert_eq!(s.next_target_seq(), 2);
+}
+
+#[test]
+fn poss_dup_not_yet_received_is_processed() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(
+        t0(),
+        "D",
+        &[(43, "Y"), (122, "20261128-11:59:59"), (11, "X")],
+    );
+    s.handle_input(t0(), &m);
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [SessionEvent::Application { seq: 2, .. }]
+    ));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn poss_dup_without_orig_sending_time_is_rejected_with_reason_1() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "D", &[(43, "Y"), (11, "X")]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), Some("1"));
+    assert_eq!(out[0].get(371), Some("122"));
+    assert_eq!(out[0].get(45), Some("2"));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn orig_sending_time_after_sending_time_is_rejected_with_reason_10_and_logout() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(
+        t0(),
+        "D",
+        &[(43, "Y"), (122, "20261128-12:00:05"), (11, "X")],
+    );
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3", "5"]);
+    assert_eq!(out[0].get(373), Some("10"));
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+// ---- Validation of header fields ----
+
+#[test]
+fn sending_time_outside_tolerance_is_rejected_with_reason_10_then_logout() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(secs(t0(), -121), "0", &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3", "5"]);
+    assert_eq!(out[0].get(373), Some("10"));
+    assert_eq!(out[0].get(45), Some("2"));
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn sending_time_tolerance_is_configurable() {
+    let mut c = config(BeginString::Fix44);
+    c.sending_time_tolerance = Duration::from_secs(5);
+    let mut s = Session::new(c, Box::new(MemoryStore::new(t0())), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    sent(&mut s);
+    let m = p.msg(secs(t0(), -6), "0", &[]);
+    s.handle_input(t0(), &m);
+    assert_eq!(types(&sent(&mut s)), ["3", "5"]);
+}
+
+#[test]
+fn wrong_comp_id_is_rejected_with_reason_9_then_logout() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.raw(t0(), "0", 2, "INTRUDER", "ISLD", &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3", "5"]);
+    assert_eq!(out[0].get(373), Some("9"));
+    assert_eq!(out[0].get(371), Some("49"));
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn wrong_begin_string_logs_out_and_disconnects() {
+    let (mut s, _) = logged_on(BeginString::Fix44);
+    let mut other = Peer::new(BeginString::Fix42);
+    let m = other.msg_seq(t0(), "0", 2, &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(out[0].get(58), Some("Incorrect BeginString"));
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn missing_msg_seq_num_logs_out_and_disconnects() {
+    let (mut s, _) = logged_on(BeginString::Fix44);
+    let mut e = Encoder::new();
+    e.start(b"FIX.4.4", b"0")
+        .str(49, b"TW")
+        .str(56, b"ISLD")
+        .timestamp(52, t0(), TimePrecision::Millis);
+    let m = e.finish().to_vec();
+    s.handle_input(t0(), &m);
+    assert_eq!(types(&sent(&mut s)), ["5"]);
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn garbled_message_is_ignored_and_does_not_consume_a_sequence_number() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let mut bad = p.msg_seq(t0(), "1", 2, &[(112, "X")]);
+    let n = bad.len();
+    bad[n - 3] = if bad[n - 3] == b'9' { b'8' } else { b'9' }; // break the checksum
+    s.handle_input(t0(), &bad);
+    assert!(sent(&mut s).is_empty());
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [SessionEvent::Garbled { .. }]
+    ));
+    assert_eq!(s.next_target_seq(), 2);
+    // The same number, sent properly, is processed.
+    p.seq = 2;
+    let good = p.msg(t0(), "1", &[(112, "X")]);
+    s.handle_input(t0(), &good);
+    assert_eq!(types(&sent(&mut s)), ["0"]);
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn bytes_split_anywhere_and_batched_are_processed_in_order() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let mut stream = Vec::new();
+    for i in 0..3 {
+        stream.extend(p.msg(t0(), "1", &[(112, &format!("T{i}"))]));
+    }
+    for chunk in stream.chunks(7) {
+        s.handle_input(t0(), chunk);
+    }
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["0", "0", "0"]);
+    assert_eq!(out[2].get(112), Some("T2"));
+}
+
+#[test]
+fn oversized_message_disconnects() {
+    let (mut s, _) = logged_on(BeginString::Fix44);
+    s.handle_input(t0(), b"8=FIX.4.4\x019=99999999\x01");
+    assert!(events(&mut s).iter().any(|e| matches!(
+        e,
+        SessionEvent::Disconnect(DisconnectReason::MessageTooLarge(_))
+    )));
+}
+
+// ---- Reject, application messages ----
+
+#[test]
+fn reject_from_the_counterparty_is_counted() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "3", &[(45, "1")]);
+    s.handle_input(t0(), &m);
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn application_message_is_delivered_in_sequence() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(
+        t0(),
+        "D",
+        &[
+            (11, "ORD-1"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    s.handle_input(t0(), &m);
+    let ev = events(&mut s);
+    assert_eq!(
+        ev,
+        [SessionEvent::Application {
+            seq: 2,
+            message: m.clone()
+        }]
+    );
+}
+
+#[test]
+fn send_application_is_refused_before_logon() {
+    let mut s = new_session(BeginString::Fix44);
+    assert!(matches!(
+        s.send_application(t0(), b"8", |_| {}),
+        Err(SendError::NotLoggedOn)
+    ));
+}
+
+// ---- Logout ----
+
+#[test]
+fn logout_from_the_counterparty_is_answered_and_disconnects() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "5", &[]);
+    s.handle_input(t0(), &m);
+    assert_eq!(types(&sent(&mut s)), ["5"]);
+    let ev = events(&mut s);
+    assert!(ev.contains(&SessionEvent::LoggedOut));
+    assert!(ev.contains(&SessionEvent::Disconnect(DisconnectReason::LogoutComplete)));
+}
+
+#[test]
+fn our_logout_waits_for_the_reply_then_disconnects() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    s.logout(t0(), "shutting down");
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(out[0].get(58), Some("shutting down"));
+    assert_eq!(s.state(), SessionState::LogoutSent);
+    let m = p.msg(t0(), "5", &[]);
+    s.handle_input(t0(), &m);
+    assert!(sent(&mut s).is_empty(), "no second Logout");
+    assert_eq!(s.state(), SessionState::Disconnected);
+}
+
+#[test]
+fn unanswered_logout_times_out() {
+    let (mut s, _) = logged_on(BeginString::Fix44);
+    s.logout(t0(), "");
+    sent(&mut s);
+    s.handle_timeout(secs(t0(), 4));
+    assert_eq!(s.state(), SessionState::LogoutSent);
+    s.handle_timeout(secs(t0(), 5));
+    assert!(events(&mut s).contains(&SessionEvent::Disconnect(DisconnectReason::LogoutTimeout)));
+}
+
+#[test]
+fn reset_on_logout_policy_resets_after_the_handshake() {
+    let mut c = config(BeginString::Fix44);
+    c.reset.on_logout = true;
+    let mut s = Session::new(c, Box::new(MemoryStore::new(t0())), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let m = p.msg(t0(), "5", &[]);
+    s.handle_input(t0(), &m);
+    assert_eq!(s.next_sender_seq(), 1);
+    assert_eq!(s.next_target_seq(), 1);
+}
+
+#[test]
+fn reset_on_disconnect_policy_resets_when_the_connection_ends() {
+    let mut c = config(BeginString::Fix44);
+    c.reset.on_disconnect = true;
+    let mut s = Session::new(c, Box::new(MemoryStore::new(t0())), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(s.next_sender_seq(), 2);
+    s.on_disconnect(t0());
+    assert_eq!(s.next_sender_seq(), 1);
+}
+
+#[test]
+fn sequence_numbers_continue_on_the_next_connection() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "5", &[]);
+    s.handle_input(t0(), &m);
+    s.on_disconnect(t0());
+    let store = s.into_store();
+    let mut s2 = Session::new(config(BeginString::Fix44), store, t0());
+    s2.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let out = sent(&mut s2);
+    assert_eq!(types(&out), ["A"]);
+    assert_eq!(out[0].seq(), 3);
+    assert_eq!(s2.next_target_seq(), 4);
+}
+
+// ---- identify ----
+
+#[test]
+fn identify_reads_the_session_of_the_first_message() {
+    let mut p = Peer::new(BeginString::Fix42);
+    let logon = p.logon(t0(), 30, &[]);
+    assert_eq!(identify(&logon[..10], 4096), Identify::NeedMore);
+    assert_eq!(
+        identify(&logon, 4096),
+        Identify::Found {
+            begin_string: BeginString::Fix42,
+            sender_comp_id: "TW".into(),
+            target_comp_id: "ISLD".into()
+        }
+    );
+    assert!(matches!(
+        identify(b"GET / HTTP/1.1\r\n", 4096),
+        Identify::Invalid(_)
+    ));
+    let _ = SOH;
+}
