@@ -883,3 +883,56 @@ fn identify_reads_the_session_of_the_first_message() {
     ));
     let _ = SOH;
 }
+
+// ---- Robustness: arbitrary input never panics the session ----
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_stream() -> Vec<u8> {
+        let mut p = Peer::new(BeginString::Fix44);
+        let mut v = p.logon(t0(), 30, &[]);
+        v.extend(p.msg(t0(), "1", &[(112, "A")]));
+        v.extend(p.msg_seq(t0(), "D", 9, &[(11, "X")]));
+        v.extend(p.msg(t0(), "2", &[(7, "1"), (16, "0")]));
+        v.extend(p.msg(t0(), "4", &[(123, "Y"), (36, "12")]));
+        v.extend(p.msg(t0(), "5", &[]));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_session(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
+            let mut s = new_session(BeginString::Fix44);
+            for c in &chunks {
+                s.handle_input(t0(), c);
+                s.handle_timeout(secs(t0(), 1));
+            }
+            let _ = sent(&mut s);
+        }
+
+        #[test]
+        fn mutated_valid_streams_never_panic_the_session(
+            flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..6),
+            split in any::<proptest::sample::Index>(),
+        ) {
+            let mut v = valid_stream();
+            for (i, b) in flips {
+                let i = i.index(v.len());
+                v[i] = b;
+            }
+            let mut s = new_session(BeginString::Fix44);
+            let at = split.index(v.len() + 1);
+            s.handle_input(t0(), &v[..at]);
+            s.handle_input(t0(), &v[at..]);
+            for k in 0..5 {
+                s.handle_timeout(secs(t0(), 40 * k));
+            }
+            let _ = sent(&mut s);
+            let _ = events(&mut s);
+        }
+    }
+}
