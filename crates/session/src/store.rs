@@ -2,8 +2,16 @@
 //!
 //! A restart must resume the session: sequence numbers continue and a ResendRequest after the
 //! restart is served from here.
+//!
+//! - [`MemoryStore`]: in memory only, for tests and sessions that need no durability.
+//! - [`FileStore`]: an append-only, checksummed log per session that survives a process crash
+//!   (and, with [`SyncPolicy::Always`], a power cut).
 
 use portcullis_fix::{SeqNum, UtcTimestamp};
+
+mod file;
+
+pub use file::{FileStore, SyncPolicy, MAX_STORED_MESSAGE_LEN};
 
 /// Errors of a message store.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +34,36 @@ pub enum StoreError {
         offset: u64,
         /// What is wrong.
         detail: String,
+    },
+    /// The file exists but is not a message store this version can read (bad magic, unknown
+    /// format version, too short).
+    #[error("{path} is not a message store: {detail}")]
+    NotAStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it was not recognised.
+        detail: String,
+    },
+    /// Another open store (in this or another process) holds the session's directory.
+    #[error("message store {path} is in use by another process or session")]
+    Locked {
+        /// The lock file that could not be taken.
+        path: std::path::PathBuf,
+    },
+    /// A message too large to be stored was offered.
+    #[error("message of {len} bytes exceeds the store's maximum of {max} bytes")]
+    MessageTooLarge {
+        /// The message's length.
+        len: usize,
+        /// The largest message the store accepts.
+        max: usize,
+    },
+    /// An earlier write or fsync failed, so what is on disk is unknown; the store refuses
+    /// further writes until it is reopened (which recovers from the log).
+    #[error("message store {path} refuses writes after an earlier write failure; reopen it")]
+    Poisoned {
+        /// The file.
+        path: std::path::PathBuf,
     },
 }
 
