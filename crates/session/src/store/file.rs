@@ -144,6 +144,9 @@ impl FileStore {
         create_dir_durably(dir)?;
 
         let lock_path = dir.join(LOCK_FILE);
+        // The lock file is made on the first open and never removed: its presence means a store
+        // was used here before.
+        let used_before = lock_path.exists();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -194,7 +197,16 @@ impl FileStore {
                 w.seqs(1, 1)?;
                 let committed = w.commit(&path, dir)?;
                 committed.dir_sync?;
-                tracing::info!(path = %path.display(), "created a new message store");
+                if used_before {
+                    // Either creation was interrupted, or the log was deleted: the numbers start
+                    // again at 1, which must not go unnoticed.
+                    tracing::warn!(
+                        path = %path.display(),
+                        "message store directory had no log; started a new sequence at 1"
+                    );
+                } else {
+                    tracing::info!(path = %path.display(), "created a new message store");
+                }
                 let recovered = Recovered::new(now, committed.len);
                 (committed.file, recovered)
             }
