@@ -1,42 +1,4 @@
 //! [`FileStore`]: a crash-safe message store, one directory per session.
-//!
-//! # On-disk format
-//!
-//! A session's directory holds:
-//!
-//! - `store.log`: the store. It starts with the 8-byte magic `PCFXSTOR`, followed by records
-//!   `[u32 len LE][u32 crc32 LE][u8 kind][payload]`, where `len` counts `kind` and `payload` and
-//!   the CRC-32 covers the same bytes. All integers are little-endian.
-//!   - kind 1, Header `{u32 format_version, i64 creation_time_nanos}`: always the first record,
-//!     and only there. A new sequence starts at 1/1.
-//!   - kind 2, Seqs `{u64 next_sender, u64 next_target}`: written by every `set_*` that changes
-//!     a number.
-//!   - kind 3, Message `{u64 seq, bytes}`: an outbound message; it also sets next_sender to
-//!     `seq + 1`, so the message and the number change in one write.
-//!
-//!   The state is the header's followed by every record in order, the last one winning.
-//! - `store.log.tmp`: exists only while `reset` or `compact` write a replacement log; left
-//!   behind by a crash, it is deleted on the next open.
-//! - `store.lock`: held with `flock` while the store is open, so two processes (or two opens in
-//!   one process) never append to the same log.
-//!
-//! # Crash safety
-//!
-//! Each record is assembled in memory and written with one positioned write at the end of the
-//! valid log, so a crash leaves at most one partial record, at the end. (No `BufWriter`: every
-//! trait call must reach the OS before it returns, and one `pwrite` per record does that with a
-//! single syscall.) On open, a record that is short, has an impossible length or fails its
-//! checksum is:
-//! - a torn tail when no valid record follows it: cut off, reported by
-//!   [`FileStore::recovered_tail`] and a warning;
-//! - corruption when a valid record follows it: [`StoreError::Corrupt`], because cutting there
-//!   would silently lose acknowledged state (and with it sequence numbers would go backwards).
-//!
-//! A damaged length field can point past the end of the file and so look like a torn tail; the
-//! byte-by-byte search for a following valid record is what tells the two apart.
-//!
-//! `reset` and `compact` write a complete new log to `store.log.tmp`, fsync it, rename it over
-//! `store.log` and fsync the directory, so a crash leaves either the old or the new store.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,8 +57,48 @@ struct Slot {
 
 /// A durable, crash-safe [`MessageStore`] for one session, kept in its own directory.
 ///
-/// See the [module documentation](self) for the format and the recovery rules. The store holds
-/// an exclusive lock on its directory while open: drop it before opening it again.
+/// The store holds an exclusive lock on its directory while open: drop it before opening it
+/// again.
+///
+/// # On-disk format
+///
+/// A session's directory holds:
+///
+/// - `store.log`: the store. It starts with the 8-byte magic `PCFXSTOR`, followed by records
+///   `[u32 len LE][u32 crc32 LE][u8 kind][payload]`, where `len` counts `kind` and `payload` and
+///   the CRC-32 covers the same bytes. All integers are little-endian.
+///   - kind 1, Header `{u32 format_version, i64 creation_time_nanos}`: always the first record,
+///     and only there. A new sequence starts at 1/1.
+///   - kind 2, Seqs `{u64 next_sender, u64 next_target}`: written by every `set_*` that changes
+///     a number.
+///   - kind 3, Message `{u64 seq, bytes}`: an outbound message; it also sets next_sender to
+///     `seq + 1`, so the message and the number change in one write.
+///
+///   The state is the header's followed by every record in order, the last one winning.
+/// - `store.log.tmp`: exists only while `reset` or `compact` write a replacement log; left
+///   behind by a crash, it is deleted on the next open.
+/// - `store.lock`: held with `flock` while the store is open, so two processes (or two opens in
+///   one process) never append to the same log.
+///
+/// # Crash safety
+///
+/// Each record is assembled in memory and written with one positioned write at the end of the
+/// valid log, so a crash leaves at most one partial record, at the end. (No `BufWriter`: every
+/// trait call must reach the OS before it returns, and one `pwrite` per record does that with a
+/// single syscall.) On open, a record that is short, has an impossible length or fails its
+/// checksum is:
+/// - a torn tail when no valid record follows it: cut off, reported by
+///   [`FileStore::recovered_tail`] and a warning;
+/// - corruption when a valid record follows it: [`StoreError::Corrupt`], because cutting there
+///   would silently lose acknowledged state (and with it sequence numbers would go backwards).
+///
+/// A damaged length field can point past the end of the file and so look like a torn tail; the
+/// byte-by-byte search for a following valid record is what tells the two apart. It can only err
+/// towards `Corrupt` (a torn message whose bytes embed a whole valid record), never towards
+/// dropping acknowledged records.
+///
+/// `reset` and `compact` write a complete new log to `store.log.tmp`, fsync it, rename it over
+/// `store.log` and fsync the directory, so a crash leaves either the old or the new store.
 pub struct FileStore {
     dir: PathBuf,
     path: PathBuf,
