@@ -1,1 +1,9 @@
+//! End-to-end tests: the real `portcullis` binary, real sockets, real files.
 
+mod harness;
+
+mod config_errors;
+mod fix_session;
+mod interop;
+mod restart;
+mod tls;

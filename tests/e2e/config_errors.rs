@@ -1,0 +1,69 @@
+//! Bad configuration is refused with exit code 2 and a message naming the key.
+
+use crate::harness::run;
+
+fn check(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    run(&["serve", "--config", path.to_str().unwrap()], dir.path())
+}
+
+#[test]
+fn unknown_key_exits_2_naming_the_key() {
+    let (code, out) = check(
+        r#"
+data_dir = "var"
+colour = "blue"
+"#,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("colour"), "{out}");
+}
+
+#[test]
+fn plain_tcp_on_a_public_address_is_refused() {
+    let (code, out) = check(
+        r#"
+data_dir = "var"
+
+[[listeners]]
+name = "fix44"
+bind = "0.0.0.0:9999"
+tls = false
+begin_string = "FIX.4.4"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+"#,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("loopback"), "{out}");
+}
+
+#[test]
+fn unsupported_begin_string_is_refused() {
+    let (code, out) = check(
+        r#"
+data_dir = "var"
+
+[[listeners]]
+name = "fix40"
+bind = "127.0.0.1:9999"
+tls = false
+begin_string = "FIX.4.0"
+"#,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("FIX.4.0"), "{out}");
+}
+
+#[test]
+fn missing_config_file_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run(&["serve", "--config", "/nonexistent/portcullis.toml"], dir.path());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/nonexistent/portcullis.toml"), "{out}");
+}

@@ -1,0 +1,214 @@
+//! A FIX client over plain TCP on loopback: logon, heartbeat, test request, gap fill, orders,
+//! logout.
+
+use crate::harness::{free_port, FixClient, Server};
+
+/// A config with one plain-TCP listener per version on loopback and the TW/ISLD sessions.
+pub fn config(ports: [u16; 3], reset_on_logon: bool) -> String {
+    format!(
+        r#"
+data_dir = "{{DATA_DIR}}"
+
+[[listeners]]
+name = "fix42"
+bind = "127.0.0.1:{p42}"
+tls = false
+begin_string = "FIX.4.2"
+
+[[listeners]]
+name = "fix44"
+bind = "127.0.0.1:{p44}"
+tls = false
+begin_string = "FIX.4.4"
+
+[[listeners]]
+name = "fixt11"
+bind = "127.0.0.1:{p50}"
+tls = false
+begin_string = "FIXT.1.1"
+
+[[sessions]]
+begin_string = "FIX.4.2"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+reset_on_logon = {reset_on_logon}
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+reset_on_logon = {reset_on_logon}
+
+[[sessions]]
+begin_string = "FIXT.1.1"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+reset_on_logon = {reset_on_logon}
+"#,
+        p42 = ports[0],
+        p44 = ports[1],
+        p50 = ports[2],
+    )
+}
+
+pub fn start(reset_on_logon: bool) -> (Server, [u16; 3]) {
+    let ports = [free_port(), free_port(), free_port()];
+    let s = Server::start(&config(ports, reset_on_logon), &ports);
+    (s, ports)
+}
+
+#[test]
+fn logon_heartbeat_test_request_and_logout_on_every_version() {
+    let (server, ports) = start(true);
+    for (port, begin) in ports.iter().zip(["FIX.4.2", "FIX.4.4", "FIXT.1.1"]) {
+        let mut c = FixClient::tcp(*port, begin);
+        c.logon(30, &[]);
+        let logon = c.expect("A");
+        assert_eq!(logon.get(8), Some(begin));
+        assert_eq!(logon.get(108), Some("30"));
+        assert_eq!(logon.get(49), Some("ISLD"));
+        if begin == "FIXT.1.1" {
+            assert_eq!(logon.get(1137), Some("9"));
+        }
+        c.send("0", &[]);
+        c.send("1", &[(112, "PING-1")]);
+        let hb = c.expect("0");
+        assert_eq!(hb.get(112), Some("PING-1"));
+        c.send("5", &[]);
+        c.expect("5");
+        assert!(c.closed());
+    }
+    drop(server);
+}
+
+#[test]
+fn server_sends_heartbeats_and_test_requests_on_a_quiet_session() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(1, &[]);
+    c.expect("A");
+    // With HeartBtInt=1 and a silent client: Heartbeat, then TestRequest, then disconnect.
+    let mut kinds = Vec::new();
+    while let Some(m) = c.try_recv() {
+        kinds.push(m.msg_type().to_owned());
+    }
+    assert!(kinds.contains(&"0".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"1".to_owned()), "{kinds:?}");
+}
+
+#[test]
+fn gap_is_requested_and_filled_both_ways() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    // We skip 2..=3: the server asks for them.
+    c.seq = 4;
+    c.send("1", &[(112, "AFTER-GAP")]);
+    let rr = c.expect("2");
+    assert_eq!(rr.get(7), Some("2"));
+    assert_eq!(rr.get(16), Some("0"));
+    // Fill the gap; the queued TestRequest is then answered.
+    let gf = c.encode("4", 2, &[(43, "Y"), (122, "20200101-00:00:00"), (123, "Y"), (36, "4")]);
+    c.write(&gf);
+    let hb = c.expect("0");
+    assert_eq!(hb.get(112), Some("AFTER-GAP"));
+    // Now we ask the server to resend everything: Logon and ResendRequest become gap fills.
+    c.send("2", &[(7, "1"), (16, "0")]);
+    let mut resent = Vec::new();
+    loop {
+        let m = c.recv();
+        assert_eq!(m.get(43), Some("Y"), "{m:?}");
+        resent.push(m.clone());
+        let last = if m.msg_type() == "4" {
+            m.get(36).unwrap().parse::<u64>().unwrap() - 1
+        } else {
+            m.seq()
+        };
+        if last >= 3 {
+            break;
+        }
+    }
+    assert_eq!(resent[0].msg_type(), "4");
+    assert_eq!(resent[0].seq(), 1);
+}
+
+#[test]
+fn new_order_single_gets_business_reject_until_a_venue_is_connected() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    let seq = c.send(
+        "D",
+        &[
+            (11, "ORD-1"),
+            (1, "TW-ACC"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100.5"),
+            (59, "1"),
+        ],
+    );
+    let j = c.expect("j");
+    assert_eq!(j.get(45), Some(seq.to_string().as_str()));
+    assert_eq!(j.get(372), Some("D"));
+    assert_eq!(j.get(58), Some("no venue connected"));
+    assert_eq!(j.get(379), Some("ORD-1"));
+}
+
+#[test]
+fn invalid_message_gets_a_session_reject_with_reason() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    // TestRequest without its required TestReqID(112).
+    let seq = c.send("1", &[]);
+    let r = c.expect("3");
+    assert_eq!(r.get(45), Some(seq.to_string().as_str()));
+    assert_eq!(r.get(373), Some("1"));
+    assert_eq!(r.get(371), Some("112"));
+    // An unknown MsgType.
+    c.send("ZZ", &[]);
+    let r = c.expect("3");
+    assert_eq!(r.get(373), Some("11"));
+    // The session goes on.
+    c.send("1", &[(112, "STILL-HERE")]);
+    assert_eq!(c.expect("0").get(112), Some("STILL-HERE"));
+}
+
+#[test]
+fn first_message_not_a_logon_is_disconnected_without_reply() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.send("0", &[]);
+    assert!(c.try_recv().is_none());
+}
+
+#[test]
+fn unknown_session_is_disconnected_without_reply() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.sender = "STRANGER".into();
+    c.logon(30, &[]);
+    assert!(c.try_recv().is_none());
+}
+
+#[test]
+fn garbage_on_the_wire_does_not_crash_the_server() {
+    let (_server, ports) = start(true);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.try_recv().is_none());
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.write(b"8=FIX.4.4\x019=999999999\x01");
+    assert!(c.try_recv().is_none());
+    // Still serving.
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+}

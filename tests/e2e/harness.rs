@@ -1,0 +1,332 @@
+//! Starting the real `portcullis` binary and talking FIX to it over real sockets.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_fix::{frame, Decoder, Encoder, Frame, TimePrecision, UtcTimestamp};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    std::env::var_os("PORTCULLIS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_portcullis")))
+}
+
+/// A free loopback port (bound then released; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server process with its own data dir.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    ports: Vec<u16>,
+}
+
+impl Server {
+    /// Writes `config` (with `{DATA_DIR}` replaced) into a fresh directory and starts the server.
+    pub fn start(config: &str, ports: &[u16]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server {
+            child: None,
+            dir: dir.clone(),
+            _tmp: Some(tmp),
+            config: dir.join("portcullis.toml"),
+            log: dir.join("server.log"),
+            ports: ports.to_vec(),
+        };
+        std::fs::write(
+            &s.config,
+            config.replace("{DATA_DIR}", &dir.join("var").display().to_string()),
+        )
+        .unwrap();
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start portcullis");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &port in &self.ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("server exited with {status}: {}", self.log_text());
+                }
+                assert!(Instant::now() < deadline, "server did not listen on {port}: {}", self.log_text());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The server's output so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and waits for it; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop on SIGTERM: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same config and data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The directory holding the data dir.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the binary with arguments and returns (exit code, stdout+stderr).
+pub fn run(args: &[&str], cwd: &Path) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A received message, decoded.
+#[derive(Debug, Clone)]
+pub struct Msg(pub Vec<(u32, String)>);
+
+impl Msg {
+    pub fn get(&self, tag: u32) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn msg_type(&self) -> &str {
+        self.get(35).unwrap_or("")
+    }
+    pub fn seq(&self) -> u64 {
+        self.get(34).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Anything a FIX client can talk over.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A minimal FIX initiator built on the project's codec, for driving the server in tests.
+pub struct FixClient {
+    stream: Box<dyn Stream>,
+    pub begin: &'static str,
+    pub sender: String,
+    pub target: String,
+    pub seq: u64,
+    rx: Vec<u8>,
+    enc: Encoder,
+}
+
+impl FixClient {
+    /// Connects over plain TCP.
+    pub fn tcp(port: u16, begin: &'static str) -> FixClient {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Self::over(Box::new(s), begin)
+    }
+
+    /// Uses an already connected stream.
+    pub fn over(stream: Box<dyn Stream>, begin: &'static str) -> FixClient {
+        FixClient {
+            stream,
+            begin,
+            sender: "TW".into(),
+            target: "ISLD".into(),
+            seq: 1,
+            rx: Vec::new(),
+            enc: Encoder::new(),
+        }
+    }
+
+    /// Encodes a message with an explicit MsgSeqNum.
+    pub fn encode(&mut self, msg_type: &str, seq: u64, fields: &[(u32, &str)]) -> Vec<u8> {
+        let e = &mut self.enc;
+        e.start(self.begin.as_bytes(), msg_type.as_bytes());
+        e.str(49, self.sender.as_bytes());
+        e.str(56, self.target.as_bytes());
+        e.uint(34, seq);
+        e.timestamp(52, UtcTimestamp::now(), TimePrecision::Millis);
+        for (t, v) in fields {
+            e.str(*t, v.as_bytes());
+        }
+        e.finish().to_vec()
+    }
+
+    /// Sends a message with the next MsgSeqNum.
+    pub fn send(&mut self, msg_type: &str, fields: &[(u32, &str)]) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        let m = self.encode(msg_type, seq, fields);
+        self.write(&m);
+        seq
+    }
+
+    /// Writes raw bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Sends a Logon.
+    pub fn logon(&mut self, hb: u32, extra: &[(u32, &str)]) {
+        let hb = hb.to_string();
+        let mut f = vec![(98, "0"), (108, hb.as_str())];
+        if self.begin == "FIXT.1.1" {
+            f.push((1137, "9"));
+        }
+        f.extend_from_slice(extra);
+        self.send("A", &f);
+    }
+
+    /// The next message from the server (panics after the read timeout).
+    pub fn recv(&mut self) -> Msg {
+        self.try_recv().expect("connection closed while waiting for a message")
+    }
+
+    /// The next message, or `None` if the server closed the connection.
+    pub fn try_recv(&mut self) -> Option<Msg> {
+        loop {
+            match frame(&self.rx, 1 << 20) {
+                Frame::Complete { len } => {
+                    let bytes: Vec<u8> = self.rx.drain(..len).collect();
+                    let mut d = Decoder::new();
+                    let m = d.decode(&bytes).unwrap();
+                    return Some(Msg(m
+                        .fields()
+                        .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+                        .collect()));
+                }
+                Frame::Incomplete => {}
+                other => panic!("server sent an invalid message: {other:?}"),
+            }
+            let mut buf = [0u8; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.rx.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// The next message, which must be of type `msg_type`.
+    pub fn expect(&mut self, msg_type: &str) -> Msg {
+        let m = self.recv();
+        assert_eq!(m.msg_type(), msg_type, "unexpected message {m:?}");
+        m
+    }
+
+    /// True once the server has closed the connection (skipping any messages before).
+    pub fn closed(&mut self) -> bool {
+        while self.try_recv().is_some() {}
+        true
+    }
+}
+
+/// A self-signed certificate for localhost written as PEM files into `dir`; returns the DER
+/// certificate for the client's trust store.
+pub fn test_cert(dir: &Path) -> (PathBuf, PathBuf, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key, ck.cert.der().clone())
+}
+
+/// A TLS client config trusting `cert`, restricted to the given protocol versions.
+pub fn tls_client(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Connects over TLS and completes the handshake, or returns the handshake error.
+pub fn tls_connect(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, std::io::Error> {
+    let sock = TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,65 @@
+//! Sequence numbers and the outbound store survive a restart of the server.
+
+use crate::fix_session::start;
+use crate::harness::FixClient;
+
+#[test]
+fn sequence_numbers_continue_and_resend_is_served_after_restart() {
+    let (mut server, ports) = start(false);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    assert_eq!(c.expect("A").seq(), 1);
+    // An order: the server answers with an application message (seq 2) we can ask for again.
+    c.send(
+        "D",
+        &[
+            (11, "KEEP-ME"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    let j = c.expect("j");
+    assert_eq!(j.seq(), 2);
+    c.send("5", &[]);
+    assert_eq!(c.expect("5").seq(), 3);
+    assert!(c.closed());
+
+    assert_eq!(server.stop(), Some(0), "clean shutdown: {}", server.log_text());
+    server.restart();
+
+    let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");
+    c2.seq = c.seq;
+    c2.logon(30, &[]);
+    let logon = c2.expect("A");
+    assert_eq!(logon.seq(), 4, "outbound numbers continue");
+    // Ask for everything again: the BusinessMessageReject comes back from disk.
+    c2.send("2", &[(7, "1"), (16, "0")]);
+    let gf = c2.expect("4");
+    assert_eq!(gf.seq(), 1);
+    assert_eq!(gf.get(36), Some("2"));
+    let again = c2.expect("j");
+    assert_eq!(again.seq(), 2);
+    assert_eq!(again.get(43), Some("Y"));
+    assert_eq!(again.get(379), Some("KEEP-ME"));
+    assert_eq!(again.get(122), j.get(52));
+    let tail = c2.expect("4");
+    assert_eq!(tail.seq(), 3);
+    assert_eq!(tail.get(36), Some("5"));
+}
+
+#[test]
+fn a_session_can_have_only_one_connection() {
+    let (_server, ports) = start(true);
+    let mut a = FixClient::tcp(ports[1], "FIX.4.4");
+    a.logon(30, &[]);
+    a.expect("A");
+    let mut b = FixClient::tcp(ports[1], "FIX.4.4");
+    b.logon(30, &[]);
+    assert!(b.try_recv().is_none(), "second connection refused");
+    a.send("1", &[(112, "A-ALIVE")]);
+    assert_eq!(a.expect("0").get(112), Some("A-ALIVE"));
+}

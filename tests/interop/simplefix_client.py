@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""A FIX 4.4 initiator built on the third-party `simplefix` package (PyPI).
+
+Drives a Portcullis session over TCP: Logon, TestRequest/Heartbeat, NewOrderSingle (answered,
+until a venue is connected, by BusinessMessageReject), Logout. Exits non-zero on any deviation.
+"""
+import argparse
+import datetime
+import socket
+import sys
+
+import simplefix
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
+
+
+class Client:
+    def __init__(self, port, sender, target):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.parser = simplefix.FixParser()
+        self.sender = sender
+        self.target = target
+        self.seq = 1
+
+    def send(self, msg_type, fields):
+        m = simplefix.FixMessage()
+        m.append_pair(8, "FIX.4.4", header=True)
+        m.append_pair(35, msg_type, header=True)
+        m.append_pair(49, self.sender, header=True)
+        m.append_pair(56, self.target, header=True)
+        m.append_pair(34, self.seq, header=True)
+        m.append_pair(52, now(), header=True)
+        for tag, value in fields:
+            m.append_pair(tag, value)
+        self.seq += 1
+        self.sock.sendall(m.encode())
+
+    def recv(self):
+        while True:
+            msg = self.parser.get_message()
+            if msg is not None:
+                return msg
+            data = self.sock.recv(4096)
+            if not data:
+                raise SystemExit("server closed the connection")
+            self.parser.append_buffer(data)
+
+    def expect(self, msg_type):
+        msg = self.recv()
+        got = msg.get(35).decode()
+        if got != msg_type:
+            raise SystemExit(f"expected 35={msg_type}, got {msg}")
+        return msg
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--sender", default="TW")
+    ap.add_argument("--target", default="ISLD")
+    args = ap.parse_args()
+
+    c = Client(args.port, args.sender, args.target)
+    c.send("A", [(98, 0), (108, 30), (141, "Y")])
+    logon = c.expect("A")
+    assert logon.get(108) == b"30", logon
+    print("logon ok")
+
+    c.send("1", [(112, "INTEROP")])
+    hb = c.expect("0")
+    assert hb.get(112) == b"INTEROP", hb
+    print("test request ok")
+
+    order_seq = c.seq
+    c.send("D", [(11, "PY-1"), (1, "TW-ACC"), (55, "BTC-PERP"), (54, "1"),
+                 (60, now()), (38, "2"), (40, "2"), (44, "101.25"), (59, "1")])
+    rej = c.expect("j")
+    assert rej.get(45) == str(order_seq).encode(), rej
+    assert rej.get(58) == b"no venue connected", rej
+    assert rej.get(379) == b"PY-1", rej
+    print("order answered: " + rej.get(58).decode())
+
+    c.send("5", [])
+    c.expect("5")
+    print("logout ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
