@@ -1,1 +1,308 @@
-fn main() {}
+//! `portcullis`: the order-entry session server.
+//!
+//! - `portcullis serve [--config FILE]` runs the server (the embedded default config without
+//!   `--config`);
+//! - `portcullis check-config --config FILE` parses and validates a config.
+//!
+//! Exit codes: 0 clean shutdown or valid config, 1 runtime failure (e.g. a port in use),
+//! 2 bad config (the message on stderr names the key).
+
+mod app;
+mod config;
+mod devcert;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use portcullis_fix::UtcTimestamp;
+use portcullis_session::store::{FileStore, MessageStore};
+use portcullis_session::transport::{
+    self, Application, ListenerConfig, SessionRegistry, StoreOpener,
+};
+use tracing::{error, info, warn};
+
+use crate::config::{ConfigError, Settings};
+
+// The allocator of the binary (DESIGN.md §3): faster and less fragmenting than the system's
+// under many small per-connection allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Portcullis: low-latency, security-first FIX order-entry session server.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or SIGINT.
+    Serve {
+        /// TOML config file; without it the embedded default (configs/dev.toml) is used.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Parse and validate a config file: exit 0 if it is valid, 2 if not.
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+/// Why `serve` stopped with an error.
+enum Failure {
+    Config(ConfigError),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            match config::load(&config).and_then(|s| tls_server_config(&s).map(|_| s)) {
+                Ok(s) => {
+                    println!(
+                        "{}: ok ({} listeners, {} sessions)",
+                        config.display(),
+                        s.listeners.len(),
+                        s.sessions.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(Some(&config), &e),
+            }
+        }
+        Command::Serve { config } => {
+            let settings = match &config {
+                Some(path) => config::load(path),
+                None => config::embedded_default(),
+            };
+            let settings = match settings {
+                Ok(s) => s,
+                Err(e) => return config_error(config.as_deref(), &e),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portcullis: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            match runtime.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure::Config(e)) => config_error(config.as_deref(), &e),
+                Err(Failure::Runtime(e)) => {
+                    eprintln!("portcullis: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+fn config_error(path: Option<&Path>, e: &ConfigError) -> ExitCode {
+    match path {
+        Some(p) => eprintln!("portcullis: config error in {}: {e}", p.display()),
+        None => eprintln!("portcullis: config error in the embedded default: {e}"),
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Logs go to stderr (stdout carries the `listening:` lines tools wait for); `RUST_LOG` filters,
+/// `info` by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The TLS configuration from `[tls]`, if the config has that section. A file that cannot be
+/// read or used is a config error naming the key.
+fn tls_server_config(s: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let Some(files) = &s.tls else {
+        return Ok(None);
+    };
+    transport::load_tls13_server_config(&files.cert_file, &files.key_file)
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            key: "tls".into(),
+            message: format!("tls (cert_file / key_file): {e}"),
+        })
+}
+
+async fn serve(settings: Settings) -> Result<(), Failure> {
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir.join("sessions"))
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let data_dir_shown = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
+
+    // TLS: from [tls], or the dev certificate of the embedded default.
+    let mut tls = tls_server_config(&settings).map_err(Failure::Config)?;
+    let mut dev_cert = None;
+    if tls.is_none() && settings.listeners.iter().any(|l| l.tls) {
+        // Validation allows TLS listeners without [tls] only for the embedded default; this
+        // check keeps any other config from ever getting a self-signed certificate.
+        if !settings.embedded {
+            return Err(Failure::Config(ConfigError::Invalid {
+                key: "tls".into(),
+                message: "TLS listeners need a [tls] section with cert_file and key_file".into(),
+            }));
+        }
+        let cert = devcert::ensure(&data_dir.join("tls"))?;
+        let cfg = transport::load_tls13_server_config(&cert.cert_file, &cert.key_file)
+            .with_context(|| {
+                format!(
+                    "the dev certificate in {} is unusable; delete that directory to regenerate it",
+                    data_dir.join("tls").display()
+                )
+            })?;
+        tls = Some(cfg);
+        dev_cert = Some(cert);
+    }
+
+    // Sessions and their stores.
+    let mut registry = SessionRegistry::new();
+    for s in &settings.sessions {
+        let c = &s.config;
+        let dir = data_dir.join("sessions").join(FileStore::session_dir_name(
+            c.begin_string.as_str(),
+            &c.sender_comp_id,
+            &c.target_comp_id,
+        ));
+        let sync = s.store_sync;
+        let opener: StoreOpener = Box::new(move |now| {
+            FileStore::open(&dir, now, sync).map(|f| Box::new(f) as Box<dyn MessageStore>)
+        });
+        info!(
+            session = %format!("{}:{}->{}", c.begin_string, c.sender_comp_id, c.target_comp_id),
+            accounts = ?s.accounts,
+            "session configured"
+        );
+        registry
+            .insert(c.clone(), s.schedule, opener)
+            .context("registering sessions")?;
+    }
+    let failures = registry.open_all(UtcTimestamp::now());
+    if let Some((name, e)) = failures.into_iter().next() {
+        return Err(anyhow::Error::new(e)
+            .context(format!("cannot open the message store of session {name}"))
+            .into());
+    }
+    let registry = Arc::new(registry);
+
+    // Signals are hooked before anything listens, so a signal right after start is handled.
+    let mut signals = Signals::new().context("cannot install signal handlers")?;
+
+    let mut listeners = Vec::with_capacity(settings.listeners.len());
+    for l in &settings.listeners {
+        let cfg = ListenerConfig {
+            name: l.name.clone(),
+            bind: l.bind,
+            tls: if l.tls { tls.clone() } else { None },
+            begin_string: l.begin_string,
+            max_connections: l.max_connections,
+            max_message_size: l.max_message_size,
+            logon_timeout: l.logon_timeout,
+            max_unsent_bytes: l.max_unsent_bytes,
+        };
+        listeners.push(transport::bind(cfg).await.context("starting listeners")?);
+    }
+
+    println!("data dir: {}", data_dir_shown.display());
+    if let Some(cert) = &dev_cert {
+        println!(
+            "tls certificate: {} (self-signed dev certificate for localhost, 127.0.0.1, ::1{})",
+            cert.cert_file.display(),
+            if cert.generated {
+                ", generated now"
+            } else {
+                ""
+            }
+        );
+    }
+    for l in &listeners {
+        let addr = l.local_addr().context("listener address")?;
+        let c = l.config();
+        let proto = if c.tls.is_some() { "tls" } else { "tcp" };
+        println!("listening: fix {} {proto} {addr}", c.begin_string);
+        info!(listener = %c.name, %addr, begin_string = %c.begin_string, tls = c.tls.is_some(), "listening");
+    }
+
+    let app: Arc<dyn Application> = Arc::new(app::PlaceholderApp);
+    let (trigger, signal) = transport::shutdown_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        tasks.spawn(l.run(registry.clone(), app.clone(), signal.clone()));
+    }
+
+    let name = signals.recv().await;
+    info!(signal = name, "shutting down: logging out every session");
+    trigger.trigger();
+    // Each listener waits (boundedly) for its sessions' Logout handshakes; a second signal
+    // stops waiting.
+    let drained = async {
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                error!(error = %e, "listener task failed");
+            }
+        }
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = tokio::time::sleep(transport::SHUTDOWN_GRACE + Duration::from_secs(3)) => {
+            warn!("shutdown took too long; stopping anyway");
+        }
+        n = signals.recv() => warn!(signal = n, "second signal: stopping now"),
+    }
+    for (session, e) in registry.sync_all() {
+        error!(%session, error = %e, "message store sync failed at shutdown");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

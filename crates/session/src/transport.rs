@@ -1,1 +1,1473 @@
-//! Transport edge (being written).
+//! The transport edge: tokio listeners, rustls TLS 1.3, and the loop that drives a [`Session`]
+//! over one connection.
+//!
+//! The session layer itself never touches a socket (see [`crate::fix_session`]); this module is
+//! the thin loop around it. Per connection it:
+//!
+//! 1. (TLS listeners) completes a TLS 1.3 handshake — nothing older is offered;
+//! 2. reads until [`identify`] names the session the first message asks for, all within the
+//!    listener's logon timeout, and closes the connection without a word if that session is not
+//!    configured on this listener, is outside its schedule, or is already connected;
+//! 3. creates a [`Session`] on the session's store and feeds it bytes ([`Session::handle_input`]),
+//!    the clock ([`Session::handle_timeout`] when [`Session::poll_timeout`] is due) and, on server
+//!    shutdown, a Logout ([`Session::logout`]); after every step it hands application messages to
+//!    the [`Application`], writes [`Session::transmit`] and honours the session's requests to
+//!    disconnect.
+//!
+//! Limits that keep one connection from hurting the others: a maximum message size, a logon
+//! timeout, a maximum number of connections per listener, and a bound on unsent output (a
+//! client that does not read its responses is disconnected rather than buffered for).
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use portcullis_fix::{BeginString, SeqNum, UtcTimestamp};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::fix_session::{identify, Identify, Session, SessionConfig, SessionEvent};
+use crate::store::{MessageStore, StoreError};
+
+/// How long a connection may take, after a shutdown was requested, to complete the Logout
+/// handshake before it is closed anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the last bytes (e.g. a Logout) may take to leave when a connection is closed.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes read from a socket at a time. FIX messages are small; a modest buffer keeps the memory
+/// of an idle connection low while still taking a burst of messages in one read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Errors of the transport edge.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A plain-TCP listener was asked to bind to an address that is not loopback.
+    #[error("listener {name}: plain TCP (tls = false) is only allowed on a loopback address, not {addr}")]
+    PlainTcpNotLoopback {
+        /// The listener's name.
+        name: String,
+        /// The address it was to bind.
+        addr: SocketAddr,
+    },
+    /// Binding the listening socket failed.
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        /// The listener's name.
+        name: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadPem {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A certificate or key file holds nothing usable.
+    #[error("{path}: {detail}")]
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// rustls refused the certificate/key pair.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Two sessions were registered with the same identity.
+    #[error("session {0} is declared twice")]
+    DuplicateSession(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A rustls server configuration that speaks TLS 1.3 and nothing else, with the ring provider.
+///
+/// TLS 1.2 and older are not offered at all, so a client that cannot do 1.3 fails the handshake.
+pub fn tls13_server_config(
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// Loads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1) and builds a
+/// TLS 1.3-only server configuration from them.
+pub fn load_tls13_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TransportError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TransportError::ReadPem {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let bad = |path: &Path, detail: String| TransportError::BadPem {
+        path: path.to_owned(),
+        detail,
+    };
+    let cert_pem = read(cert_file)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert_file, format!("malformed PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(cert_file, "no CERTIFICATE block found".into()));
+    }
+    let key_pem = read(key_file)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| bad(key_file, format!("malformed PEM: {e}")))?
+        .ok_or_else(|| bad(key_file, "no PRIVATE KEY block found".into()))?;
+    tls13_server_config(certs, key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of one listening endpoint.
+#[derive(Clone)]
+pub struct ListenerConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS 1.3 configuration; `None` means plain TCP, which is only allowed on loopback.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The only BeginString accepted on this listener.
+    pub begin_string: BeginString,
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Largest accepted message, in bytes.
+    pub max_message_size: usize,
+    /// Time from accept (TLS handshake included) to a valid Logon.
+    pub logon_timeout: Duration,
+    /// Bytes of output that may wait for a slow reader before it is disconnected.
+    pub max_unsent_bytes: usize,
+}
+
+impl std::fmt::Debug for ListenerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerConfig")
+            .field("name", &self.name)
+            .field("bind", &self.bind)
+            .field("tls", &self.tls.is_some())
+            .field("begin_string", &self.begin_string)
+            .field("max_connections", &self.max_connections)
+            .field("max_message_size", &self.max_message_size)
+            .field("logon_timeout", &self.logon_timeout)
+            .field("max_unsent_bytes", &self.max_unsent_bytes)
+            .finish()
+    }
+}
+
+impl ListenerConfig {
+    /// A plain-TCP listener with the default limits (for tests and local tools).
+    pub fn plain(name: &str, bind: SocketAddr, begin_string: BeginString) -> Self {
+        Self {
+            name: name.to_owned(),
+            bind,
+            tls: None,
+            begin_string,
+            max_connections: 64,
+            max_message_size: 64 * 1024,
+            logon_timeout: Duration::from_secs(10),
+            max_unsent_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The shutdown request shared by listeners and connections.
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// Receives the shutdown request. Clone one per task.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+/// A connected pair: trigger it once to ask every listener and connection to stop.
+pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownSignal) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), ShutdownSignal(rx))
+}
+
+impl ShutdownTrigger {
+    /// Asks everything holding a [`ShutdownSignal`] to stop.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl ShutdownSignal {
+    /// True once shutdown was requested.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when shutdown is requested (at once if it already was, or if the trigger is
+    /// gone: nobody could ask for it any more, and a server without an owner should stop).
+    pub async fn wait(&mut self) {
+        loop {
+            if *self.0.borrow_and_update() {
+                return;
+            }
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A bound listening socket, ready to [`Listener::run`].
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    config: Arc<ListenerConfig>,
+}
+
+/// Binds a listener. A plain-TCP listener (no TLS) is refused unless its address is loopback:
+/// the config validation says so too, and this check keeps the rule even for callers that skip
+/// the config.
+pub async fn bind(config: ListenerConfig) -> Result<Listener, TransportError> {
+    check_plain_tcp_loopback(&config)?;
+    let tcp = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| TransportError::Bind {
+            name: config.name.clone(),
+            addr: config.bind,
+            source,
+        })?;
+    Ok(Listener {
+        tcp,
+        config: Arc::new(config),
+    })
+}
+
+fn check_plain_tcp_loopback(config: &ListenerConfig) -> Result<(), TransportError> {
+    if config.tls.is_none() && !config.bind.ip().is_loopback() {
+        return Err(TransportError::PlainTcpNotLoopback {
+            name: config.name.clone(),
+            addr: config.bind,
+        });
+    }
+    Ok(())
+}
+
+/// Numbers connections in logs.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Listener {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The listener's settings.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// Accepts and serves connections until `shutdown` is triggered, then waits (boundedly) for
+    /// its connections to log out and close.
+    pub async fn run(
+        self,
+        registry: Arc<SessionRegistry>,
+        app: Arc<dyn Application>,
+        mut shutdown: ShutdownSignal,
+    ) {
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => {
+                    reap(&mut tasks);
+                    let (socket, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Usually out of file descriptors: back off instead of spinning.
+                            warn!(listener = %self.config.name, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        warn!(
+                            listener = %self.config.name, %peer,
+                            max_connections = self.config.max_connections,
+                            "connection refused: listener is at max_connections"
+                        );
+                        drop(socket);
+                        continue;
+                    };
+                    let conn = Connection {
+                        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+                        peer,
+                        listener: self.config.clone(),
+                        registry: registry.clone(),
+                        app: app.clone(),
+                        shutdown: shutdown.clone(),
+                        accepted_at: Instant::now(),
+                    };
+                    tasks.spawn(async move {
+                        conn.serve(socket).await;
+                        drop(permit);
+                    });
+                }
+                _ = shutdown.wait() => break,
+            }
+        }
+        drop(self.tcp);
+        // Every connection saw the same signal and bounds its own Logout handshake by
+        // SHUTDOWN_GRACE (plus the final flush); this outer bound only guards against a bug.
+        let all_done = async {
+            while let Some(r) = tasks.join_next().await {
+                log_task_end(r);
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE + 2 * FINAL_FLUSH_TIMEOUT, all_done)
+            .await
+            .is_err()
+        {
+            warn!(listener = %self.config.name, "connections still open after the shutdown grace period; closing them");
+        }
+        tasks.abort_all();
+    }
+}
+
+fn reap(tasks: &mut JoinSet<()>) {
+    while let Some(r) = tasks.try_join_next() {
+        log_task_end(r);
+    }
+}
+
+fn log_task_end(r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r {
+        if e.is_panic() {
+            error!(error = %e, "connection task panicked; its connection was closed");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions known to the server
+// ---------------------------------------------------------------------------------------------
+
+/// A daily window in which logons are accepted, in a fixed offset from UTC.
+///
+/// `start` and `end` are seconds since local midnight; `end` is included. An `end` earlier than
+/// `start` means the window spans midnight (e.g. 22:00 to 06:00). `start == end` is a whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// First second of the window, local time, seconds since midnight (0..86400).
+    pub start: u32,
+    /// Last second of the window, local time, seconds since midnight (0..86400).
+    pub end: u32,
+    /// Local time minus UTC, in seconds (e.g. +7200 for "+02:00").
+    pub utc_offset_secs: i32,
+}
+
+impl Schedule {
+    /// True if `now` falls inside the window.
+    pub fn contains(&self, now: UtcTimestamp) -> bool {
+        let secs = now.nanos().div_euclid(1_000_000_000) + i64::from(self.utc_offset_secs);
+        let sod = secs.rem_euclid(86_400) as u32;
+        match self.start.cmp(&self.end) {
+            std::cmp::Ordering::Less => self.start <= sod && sod <= self.end,
+            std::cmp::Ordering::Greater => sod >= self.start || sod <= self.end,
+            std::cmp::Ordering::Equal => true,
+        }
+    }
+}
+
+/// Opens a session's message store the first time the session connects.
+pub type StoreOpener =
+    Box<dyn Fn(UtcTimestamp) -> Result<Box<dyn MessageStore>, StoreError> + Send + Sync>;
+
+/// A message store shared between the registry and the session currently using it, so that the
+/// store lives as long as the server (sequence numbers carry over between connections even for
+/// an in-memory store) and can be synced at shutdown. Only one connection uses a session at a
+/// time, so the lock is never contended.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<Box<dyn MessageStore>>>);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
+
+impl SharedStore {
+    /// Wraps a store.
+    pub fn new(store: Box<dyn MessageStore>) -> Self {
+        Self(Arc::new(Mutex::new(store)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Box<dyn MessageStore>> {
+        // A panic while holding the lock left the store as it was after its last complete call
+        // (stores write atomically); carrying on is safer than refusing every later call.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MessageStore for SharedStore {
+    fn next_sender_seq(&self) -> SeqNum {
+        self.lock().next_sender_seq()
+    }
+    fn next_target_seq(&self) -> SeqNum {
+        self.lock().next_target_seq()
+    }
+    fn set_next_sender_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
+        self.lock().set_next_sender_seq(seq)
+    }
+    fn set_next_target_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
+        self.lock().set_next_target_seq(seq)
+    }
+    fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+        self.lock().save_outbound(seq, message)
+    }
+    fn outbound_range(
+        &mut self,
+        begin: SeqNum,
+        end: SeqNum,
+        out: &mut Vec<(SeqNum, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.lock().outbound_range(begin, end, out)
+    }
+    fn reset(&mut self, now: UtcTimestamp) -> Result<(), StoreError> {
+        self.lock().reset(now)
+    }
+    fn creation_time(&self) -> UtcTimestamp {
+        self.lock().creation_time()
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.lock().sync()
+    }
+}
+
+/// One configured session: its settings, its store, and whether a connection holds it.
+pub struct SessionEntry {
+    config: SessionConfig,
+    schedule: Option<Schedule>,
+    opener: StoreOpener,
+    store: Mutex<Option<SharedStore>>,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEntry")
+            .field("config", &self.config)
+            .field("schedule", &self.schedule)
+            .field("connected", &self.connected.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SessionEntry {
+    /// The session's settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The session's logon window, if it has one.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+
+    /// Short name for logs: `FIX.4.4:OURS->THEIRS`.
+    pub fn name(&self) -> String {
+        session_name(&self.config)
+    }
+
+    /// Marks the session as connected; `None` if another connection already holds it.
+    pub fn try_claim(self: &Arc<Self>) -> Option<SessionClaim> {
+        self.connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| SessionClaim(self.clone()))
+    }
+
+    /// True while a connection holds the session.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The session's store, opened on first use and kept open afterwards.
+    pub fn store(&self, now: UtcTimestamp) -> Result<SharedStore, StoreError> {
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let store = SharedStore::new((self.opener)(now)?);
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Syncs the store if it was ever opened.
+    pub fn sync_store(&self) -> Result<(), StoreError> {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match store {
+            Some(mut s) => s.sync(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Proof that a connection holds a session; releases it when dropped (also on panic).
+#[derive(Debug)]
+pub struct SessionClaim(Arc<SessionEntry>);
+
+impl Drop for SessionClaim {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Ordering::Release);
+    }
+}
+
+fn session_name(c: &SessionConfig) -> String {
+    format!(
+        "{}:{}->{}",
+        c.begin_string, c.sender_comp_id, c.target_comp_id
+    )
+}
+
+/// The sessions the server accepts, by (BeginString, our CompID, their CompID).
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    sessions: HashMap<(BeginString, String, String), Arc<SessionEntry>>,
+}
+
+impl SessionRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a session.
+    pub fn insert(
+        &mut self,
+        config: SessionConfig,
+        schedule: Option<Schedule>,
+        opener: StoreOpener,
+    ) -> Result<(), TransportError> {
+        let key = (
+            config.begin_string,
+            config.sender_comp_id.clone(),
+            config.target_comp_id.clone(),
+        );
+        if self.sessions.contains_key(&key) {
+            return Err(TransportError::DuplicateSession(session_name(&config)));
+        }
+        let entry = SessionEntry {
+            config,
+            schedule,
+            opener,
+            store: Mutex::new(None),
+            connected: AtomicBool::new(false),
+        };
+        self.sessions.insert(key, Arc::new(entry));
+        Ok(())
+    }
+
+    /// The session a counterparty means when it sends `begin_string`, its own SenderCompID
+    /// (`their_sender`, our target) and its TargetCompID (`their_target`, our CompID).
+    pub fn lookup_incoming(
+        &self,
+        begin_string: BeginString,
+        their_sender: &str,
+        their_target: &str,
+    ) -> Option<Arc<SessionEntry>> {
+        self.sessions
+            .get(&(
+                begin_string,
+                their_target.to_owned(),
+                their_sender.to_owned(),
+            ))
+            .cloned()
+    }
+
+    /// All sessions.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<SessionEntry>> {
+        self.sessions.values()
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True if no session is configured.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Opens every session's store now rather than at its first logon, so that a damaged store
+    /// or a data dir locked by another process is reported at start-up. Returns the failures.
+    pub fn open_all(&self, now: UtcTimestamp) -> Vec<(String, StoreError)> {
+        self.sessions
+            .values()
+            .filter_map(|e| e.store(now).err().map(|err| (e.name(), err)))
+            .collect()
+    }
+
+    /// Syncs every opened store; returns the failures.
+    pub fn sync_all(&self) -> Vec<(String, StoreError)> {
+        self.sessions
+            .values()
+            .filter_map(|e| e.sync_store().err().map(|err| (e.name(), err)))
+            .collect()
+    }
+}
+
+/// Receives the application messages of every session.
+pub trait Application: Send + Sync + 'static {
+    /// Handles one validated, in-sequence application message of `session`. Replies go out
+    /// through [`Session::send_application`].
+    fn on_message(&self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One connection
+// ---------------------------------------------------------------------------------------------
+
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    listener: Arc<ListenerConfig>,
+    registry: Arc<SessionRegistry>,
+    app: Arc<dyn Application>,
+    shutdown: ShutdownSignal,
+    accepted_at: Instant,
+}
+
+/// Why the first bytes of a connection led nowhere.
+enum Refusal {
+    Closed,
+    Timeout,
+    Shutdown,
+    Io(io::Error),
+    Invalid(String),
+    TooLarge,
+}
+
+impl Connection {
+    async fn serve(mut self, socket: TcpStream) {
+        // Small messages must leave at once: Nagle's algorithm would add up to 40 ms.
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!(conn = self.id, error = %e, "set_nodelay failed");
+        }
+        let deadline = self.accepted_at + self.listener.logon_timeout;
+        debug!(conn = self.id, peer = %self.peer, listener = %self.listener.name, "accepted");
+        match self.listener.tls.clone() {
+            None => self.serve_stream(socket, deadline).await,
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let handshake = tokio::time::timeout_at(deadline, acceptor.accept(socket));
+                let stream = tokio::select! {
+                    r = handshake => match r {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, "TLS handshake not completed within the logon timeout");
+                            return;
+                        }
+                    },
+                    _ = self.shutdown.wait() => return,
+                };
+                self.serve_stream(stream, deadline).await;
+            }
+        }
+    }
+
+    async fn serve_stream<S>(&mut self, mut stream: S, deadline: Instant)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let max = self.listener.max_message_size;
+        let mut buf = Vec::new();
+        let found = match self.read_identity(&mut stream, &mut buf, deadline).await {
+            Ok(found) => found,
+            Err(refusal) => {
+                let why = match refusal {
+                    Refusal::Closed => "peer closed before sending a Logon".to_owned(),
+                    Refusal::Timeout => "no Logon within the logon timeout".to_owned(),
+                    Refusal::Shutdown => "server shutting down".to_owned(),
+                    Refusal::Io(e) => format!("read error: {e}"),
+                    Refusal::Invalid(why) => format!("first message invalid: {why}"),
+                    Refusal::TooLarge => format!("first message larger than {max} bytes"),
+                };
+                info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, "connection closed: {why}");
+                return;
+            }
+        };
+        let (begin_string, their_sender, their_target) = found;
+        let now = UtcTimestamp::now();
+        let refuse = |why: &str| {
+            warn!(
+                conn = self.id, peer = %self.peer, listener = %self.listener.name,
+                begin_string = %begin_string, sender_comp_id = %their_sender, target_comp_id = %their_target,
+                "connection closed: {why}"
+            );
+        };
+        if begin_string != self.listener.begin_string {
+            refuse(&format!(
+                "BeginString {begin_string} is not served by this listener (it serves {})",
+                self.listener.begin_string
+            ));
+            return;
+        }
+        let Some(entry) = self
+            .registry
+            .lookup_incoming(begin_string, &their_sender, &their_target)
+        else {
+            refuse("no such session configured");
+            return;
+        };
+        if let Some(schedule) = entry.schedule() {
+            if !schedule.contains(now) {
+                refuse("logon outside the session's schedule");
+                return;
+            }
+        }
+        let Some(_claim) = entry.try_claim() else {
+            refuse("session already connected");
+            return;
+        };
+        let store = match entry.store(now) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(conn = self.id, session = %entry.name(), error = %e, "cannot open the session's message store; connection closed");
+                return;
+            }
+        };
+        let mut config = entry.config().clone();
+        config.max_message_size = max;
+        // The logon timeout counts from accept, so the session gets what is left of it.
+        config.logon_timeout = deadline.saturating_duration_since(Instant::now());
+        let mut session = Session::new(config, Box::new(store.clone()), now);
+        let name = entry.name();
+        info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, session = %name, "session connected");
+        session.handle_input(now, &buf);
+        drop(buf);
+
+        let end = self.drive(&mut stream, &mut session, &name).await;
+        match end {
+            End::Disconnect => {
+                // Borrow the bytes, not the session: the future must be Send.
+                let pending = session.transmit();
+                let flush = async {
+                    stream.write_all(pending).await?;
+                    stream.flush().await?;
+                    stream.shutdown().await
+                };
+                if let Err(e) = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flush)
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                {
+                    debug!(conn = self.id, session = %name, error = %e, "final flush failed");
+                }
+            }
+            End::Drop => {}
+        }
+        let now = UtcTimestamp::now();
+        session.on_disconnect(now);
+        drain_log_only(&mut session, self.id, &name);
+        let mut store = store;
+        if let Err(e) = store.sync() {
+            error!(conn = self.id, session = %name, error = %e, "message store sync failed");
+        }
+        info!(conn = self.id, peer = %self.peer, session = %name, "session disconnected");
+    }
+
+    /// Reads until the first message names its session.
+    async fn read_identity<S>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(BeginString, String, String), Refusal>
+    where
+        S: AsyncRead + Unpin,
+    {
+        let max = self.listener.max_message_size;
+        let mut chunk = [0u8; 1024];
+        loop {
+            if !buf.is_empty() {
+                match identify(buf, max) {
+                    Identify::NeedMore => {}
+                    Identify::Invalid(why) => return Err(Refusal::Invalid(why)),
+                    Identify::Found {
+                        begin_string,
+                        sender_comp_id,
+                        target_comp_id,
+                    } => return Ok((begin_string, sender_comp_id, target_comp_id)),
+                }
+            }
+            // identify() reports oversized messages itself; this bound holds even if it did not.
+            if buf.len() > max {
+                return Err(Refusal::TooLarge);
+            }
+            let read = tokio::time::timeout_at(deadline, read_some(stream, &mut chunk));
+            tokio::select! {
+                r = read => match r {
+                    Err(_) => return Err(Refusal::Timeout),
+                    Ok(Ok(0)) => return Err(Refusal::Closed),
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(Err(e)) => return Err(Refusal::Io(e)),
+                },
+                _ = self.shutdown.wait() => return Err(Refusal::Shutdown),
+            }
+        }
+    }
+
+    /// The session loop: socket input, timers and shutdown in, bytes and events out.
+    async fn drive<S>(&mut self, stream: &mut S, session: &mut Session, name: &str) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut rbuf = vec![0u8; READ_CHUNK];
+        let mut flush_pending = false;
+        let mut logout_deadline: Option<Instant> = None;
+        loop {
+            if handle_events(session, &*self.app, self.id, name) {
+                return End::Disconnect;
+            }
+            let unsent = session.transmit().len();
+            if unsent > self.listener.max_unsent_bytes {
+                warn!(
+                    conn = self.id, peer = %self.peer, session = %name, unsent,
+                    max_unsent_bytes = self.listener.max_unsent_bytes,
+                    "slow reader: unsent output over the limit; connection dropped"
+                );
+                return End::Drop;
+            }
+            let wake = next_wake(session.poll_timeout(), logout_deadline);
+            let shutting_down = logout_deadline.is_some();
+            tokio::select! {
+                step = io_step(stream, &mut rbuf, session.transmit(), flush_pending) => match step {
+                    IoStep::Read(0) => {
+                        info!(conn = self.id, session = %name, "peer closed the connection");
+                        return End::Drop;
+                    }
+                    IoStep::Read(n) => session.handle_input(UtcTimestamp::now(), &rbuf[..n]),
+                    IoStep::Wrote(n) => {
+                        session.consume_transmit(n);
+                        flush_pending = true;
+                    }
+                    IoStep::Flushed => flush_pending = false,
+                    IoStep::Error(e) => {
+                        info!(conn = self.id, session = %name, error = %e, "connection error");
+                        return End::Drop;
+                    }
+                },
+                _ = sleep_until_opt(wake) => {
+                    if logout_deadline.is_some_and(|d| Instant::now() >= d) {
+                        info!(conn = self.id, session = %name, "no Logout reply within the shutdown grace period");
+                        return End::Disconnect;
+                    }
+                    session.handle_timeout(UtcTimestamp::now());
+                }
+                _ = self.shutdown.wait(), if !shutting_down => {
+                    session.logout(UtcTimestamp::now(), "server shutting down");
+                    logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+            }
+        }
+    }
+}
+
+/// How the session loop ended.
+enum End {
+    /// The session asked to disconnect: send what is pending, then close.
+    Disconnect,
+    /// The connection is gone or must be dropped at once.
+    Drop,
+}
+
+/// Drains the session's events: application messages to `app`, the rest to the log. Returns
+/// true if the session asked for the connection to be closed.
+fn handle_events(session: &mut Session, app: &dyn Application, conn: u64, name: &str) -> bool {
+    let mut disconnect = false;
+    while let Some(event) = session.poll_event() {
+        match event {
+            SessionEvent::Application { seq, message } => {
+                app.on_message(session, UtcTimestamp::now(), seq, &message);
+            }
+            SessionEvent::Disconnect(reason) => {
+                info!(conn, session = %name, ?reason, "session requests disconnect");
+                disconnect = true;
+            }
+            other => log_event(conn, name, other),
+        }
+    }
+    disconnect
+}
+
+/// Drains events after the connection has ended: nothing can be sent any more.
+fn drain_log_only(session: &mut Session, conn: u64, name: &str) {
+    while let Some(event) = session.poll_event() {
+        match event {
+            SessionEvent::Application { seq, .. } => {
+                warn!(conn, session = %name, seq, "application message after disconnect not processed");
+            }
+            SessionEvent::Disconnect(_) => {}
+            other => log_event(conn, name, other),
+        }
+    }
+}
+
+fn log_event(conn: u64, name: &str, event: SessionEvent) {
+    match event {
+        SessionEvent::LoggedOn {
+            heartbeat_secs,
+            reset,
+        } => info!(conn, session = %name, heartbeat_secs, reset, "logged on"),
+        SessionEvent::LoggedOut => info!(conn, session = %name, "logged out"),
+        SessionEvent::RejectSent {
+            ref_seq,
+            reason,
+            text,
+        } => {
+            info!(conn, session = %name, ref_seq, reason = ?reason.map(|r| r.code()), %text, "reject sent")
+        }
+        SessionEvent::Garbled { reason } => {
+            warn!(conn, session = %name, %reason, "garbled message ignored")
+        }
+        SessionEvent::Application { seq, .. } => {
+            debug!(conn, session = %name, seq, "application message")
+        }
+        SessionEvent::Disconnect(reason) => info!(conn, session = %name, ?reason, "disconnect"),
+    }
+}
+
+/// The earlier of the session's timer and the logout deadline, as a tokio instant.
+fn next_wake(
+    session_timer: Option<UtcTimestamp>,
+    logout_deadline: Option<Instant>,
+) -> Option<Instant> {
+    let timer = session_timer.map(|t| {
+        let now = UtcTimestamp::now();
+        let ahead = t.nanos().saturating_sub(now.nanos()).max(0);
+        Instant::now() + Duration::from_nanos(ahead as u64)
+    });
+    match (timer, logout_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// What one [`io_step`] did.
+#[derive(Debug)]
+enum IoStep {
+    Read(usize),
+    Wrote(usize),
+    Flushed,
+    Error(io::Error),
+}
+
+/// Makes progress on the socket in both directions with one borrow of it: writes pending output
+/// (or flushes what an earlier write left inside the TLS layer) and reads input, whichever is
+/// ready first. Output is tried first so that a peer flooding us still gets its responses, and
+/// the unsent-bytes bound is checked between steps.
+fn io_step<'a, S>(
+    stream: &'a mut S,
+    rbuf: &'a mut [u8],
+    tx: &'a [u8],
+    flush_pending: bool,
+) -> impl Future<Output = IoStep> + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(move |cx: &mut Context<'_>| {
+        if !tx.is_empty() {
+            match Pin::new(&mut *stream).poll_write(cx, tx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(IoStep::Error(io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => return Poll::Ready(IoStep::Wrote(n)),
+                Poll::Ready(Err(e)) => return Poll::Ready(IoStep::Error(e)),
+                Poll::Pending => {}
+            }
+        } else if flush_pending {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(IoStep::Flushed),
+                Poll::Ready(Err(e)) => return Poll::Ready(IoStep::Error(e)),
+                Poll::Pending => {}
+            }
+        }
+        let mut rb = ReadBuf::new(rbuf);
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => Poll::Ready(IoStep::Read(rb.filled().len())),
+            Poll::Ready(Err(e)) => Poll::Ready(IoStep::Error(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use tokio::io::AsyncReadExt;
+
+    fn ts(h: i64, m: i64, s: i64) -> UtcTimestamp {
+        // 2024-01-02 at h:m:s UTC
+        let day = 19_724i64;
+        UtcTimestamp::from_nanos((day * 86_400 + h * 3600 + m * 60 + s) * 1_000_000_000)
+    }
+
+    #[test]
+    fn schedule_same_day_window_includes_its_ends() {
+        let s = Schedule {
+            start: 8 * 3600,
+            end: 17 * 3600,
+            utc_offset_secs: 0,
+        };
+        assert!(!s.contains(ts(7, 59, 59)));
+        assert!(s.contains(ts(8, 0, 0)));
+        assert!(s.contains(ts(12, 0, 0)));
+        assert!(s.contains(ts(17, 0, 0)));
+        assert!(!s.contains(ts(17, 0, 1)));
+    }
+
+    #[test]
+    fn schedule_window_across_midnight() {
+        let s = Schedule {
+            start: 22 * 3600,
+            end: 6 * 3600,
+            utc_offset_secs: 0,
+        };
+        assert!(s.contains(ts(23, 0, 0)));
+        assert!(s.contains(ts(0, 30, 0)));
+        assert!(s.contains(ts(6, 0, 0)));
+        assert!(!s.contains(ts(12, 0, 0)));
+    }
+
+    #[test]
+    fn schedule_applies_the_utc_offset() {
+        // 08:00-17:00 at +02:00 is 06:00-15:00 UTC.
+        let s = Schedule {
+            start: 8 * 3600,
+            end: 17 * 3600,
+            utc_offset_secs: 7200,
+        };
+        assert!(s.contains(ts(6, 0, 0)));
+        assert!(!s.contains(ts(5, 59, 59)));
+        assert!(!s.contains(ts(16, 0, 0)));
+        // Negative offsets wrap below midnight correctly.
+        let s = Schedule {
+            start: 20 * 3600,
+            end: 23 * 3600,
+            utc_offset_secs: -5 * 3600,
+        };
+        assert!(s.contains(ts(1, 0, 0)));
+        assert!(!s.contains(ts(5, 0, 0)));
+    }
+
+    #[test]
+    fn schedule_with_equal_ends_is_always_open() {
+        let s = Schedule {
+            start: 0,
+            end: 0,
+            utc_offset_secs: 0,
+        };
+        assert!(s.contains(ts(13, 0, 0)));
+    }
+
+    fn memory_opener() -> StoreOpener {
+        Box::new(|now| Ok(Box::new(MemoryStore::new(now)) as Box<dyn MessageStore>))
+    }
+
+    fn registry_with(begin: BeginString, ours: &str, theirs: &str) -> SessionRegistry {
+        let mut r = SessionRegistry::new();
+        r.insert(
+            SessionConfig::new(begin, ours, theirs),
+            None,
+            memory_opener(),
+        )
+        .unwrap();
+        r
+    }
+
+    #[test]
+    fn registry_looks_up_by_the_counterpartys_view() {
+        let r = registry_with(BeginString::Fix44, "ISLD", "TW");
+        // They send 49=TW 56=ISLD.
+        assert!(r
+            .lookup_incoming(BeginString::Fix44, "TW", "ISLD")
+            .is_some());
+        assert!(r
+            .lookup_incoming(BeginString::Fix44, "ISLD", "TW")
+            .is_none());
+        assert!(r
+            .lookup_incoming(BeginString::Fix42, "TW", "ISLD")
+            .is_none());
+    }
+
+    #[test]
+    fn registry_refuses_duplicate_sessions() {
+        let mut r = registry_with(BeginString::Fix44, "ISLD", "TW");
+        let err = r
+            .insert(
+                SessionConfig::new(BeginString::Fix44, "ISLD", "TW"),
+                None,
+                memory_opener(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("FIX.4.4:ISLD->TW"), "{err}");
+    }
+
+    #[test]
+    fn only_one_claim_per_session_at_a_time() {
+        let r = registry_with(BeginString::Fix44, "ISLD", "TW");
+        let e = r.lookup_incoming(BeginString::Fix44, "TW", "ISLD").unwrap();
+        let claim = e.try_claim().expect("first claim");
+        assert!(e.is_connected());
+        assert!(e.try_claim().is_none());
+        drop(claim);
+        assert!(!e.is_connected());
+        assert!(e.try_claim().is_some());
+    }
+
+    #[test]
+    fn the_store_is_opened_once_and_kept_across_connections() {
+        let r = registry_with(BeginString::Fix44, "ISLD", "TW");
+        let e = r.lookup_incoming(BeginString::Fix44, "TW", "ISLD").unwrap();
+        let now = UtcTimestamp::from_millis(1);
+        let mut s1 = e.store(now).unwrap();
+        s1.save_outbound(1, b"x").unwrap();
+        s1.set_next_target_seq(5).unwrap();
+        let s2 = e.store(now).unwrap();
+        assert_eq!(s2.next_sender_seq(), 2);
+        assert_eq!(s2.next_target_seq(), 5);
+        assert!(r.sync_all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_is_refused_off_loopback() {
+        let cfg = ListenerConfig::plain("public", "0.0.0.0:0".parse().unwrap(), BeginString::Fix44);
+        let err = bind(cfg).await.unwrap_err();
+        assert!(matches!(err, TransportError::PlainTcpNotLoopback { .. }));
+        let cfg = ListenerConfig::plain("v6", "[::]:0".parse().unwrap(), BeginString::Fix44);
+        assert!(bind(cfg).await.is_err());
+    }
+
+    struct NoApp;
+    impl Application for NoApp {
+        fn on_message(&self, _: &mut Session, _: UtcTimestamp, _: SeqNum, _: &[u8]) {}
+    }
+
+    async fn start(
+        cfg: ListenerConfig,
+    ) -> (SocketAddr, ShutdownTrigger, tokio::task::JoinHandle<()>) {
+        let listener = bind(cfg).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, signal) = shutdown_channel();
+        let registry = Arc::new(registry_with(BeginString::Fix44, "ISLD", "TW"));
+        let handle = tokio::spawn(listener.run(registry, Arc::new(NoApp), signal));
+        (addr, trigger, handle)
+    }
+
+    /// Reads until EOF or error; returns the bytes received.
+    async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_at_the_logon_timeout() {
+        let mut cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        cfg.logon_timeout = Duration::from_millis(200);
+        let (addr, trigger, handle) = start(cfg).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut c))
+            .await
+            .expect("closed by the server");
+        assert!(got.is_empty(), "nothing is sent before identification");
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        trigger.trigger();
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_max_connections_are_closed_at_once() {
+        let mut cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        cfg.max_connections = 1;
+        cfg.logon_timeout = Duration::from_secs(30);
+        let (addr, trigger, handle) = start(cfg).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        // Give the listener time to accept the first one.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut second))
+            .await
+            .expect("second connection closed at once");
+        assert!(got.is_empty());
+        // The first is still open: a read does not complete.
+        let mut b = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), first.read(&mut b))
+                .await
+                .is_err()
+        );
+        trigger.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut first)).await;
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_unidentified_connections_and_stops_the_listener() {
+        let cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        let (addr, trigger, handle) = start(cfg).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut c))
+            .await
+            .expect("closed on shutdown");
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("listener stops")
+            .unwrap();
+    }
+
+    fn self_signed() -> (Vec<u8>, Vec<u8>) {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .unwrap();
+        (
+            ck.cert.pem().into_bytes(),
+            ck.key_pair.serialize_pem().into_bytes(),
+        )
+    }
+
+    #[test]
+    fn tls_config_loads_pem_files_and_offers_only_tls13() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed();
+        let cp = dir.path().join("cert.pem");
+        let kp = dir.path().join("key.pem");
+        std::fs::write(&cp, cert).unwrap();
+        std::fs::write(&kp, key).unwrap();
+        let cfg = load_tls13_server_config(&cp, &kp).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
+        // Errors name the file.
+        let err = load_tls13_server_config(&dir.path().join("missing.pem"), &kp).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let err = load_tls13_server_config(&kp, &kp).unwrap_err();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        let err = load_tls13_server_config(&cp, &cp).unwrap_err();
+        assert!(err.to_string().contains("no PRIVATE KEY"), "{err}");
+    }
+
+    fn client_config(
+        cert_pem: &[u8],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut &cert_pem[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    async fn tls_listener() -> (
+        Vec<u8>,
+        SocketAddr,
+        ShutdownTrigger,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (cert, key) = self_signed();
+        let certs = rustls_pemfile::certs(&mut &cert[..])
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key_der = rustls_pemfile::private_key(&mut &key[..]).unwrap().unwrap();
+        let mut cfg = ListenerConfig::plain("tls", loopback(), BeginString::Fix44);
+        cfg.tls = Some(tls13_server_config(certs, key_der).unwrap());
+        let (addr, trigger, handle) = start(cfg).await;
+        (cert, addr, trigger, handle)
+    }
+
+    #[tokio::test]
+    async fn tls13_client_completes_the_handshake() {
+        let (cert, addr, trigger, handle) = tls_listener().await;
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&cert, &[&rustls::version::TLS13]));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS 1.3 handshake");
+        assert_eq!(
+            tls.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        trigger.trigger();
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tls12_client_is_refused() {
+        let (cert, addr, trigger, handle) = tls_listener().await;
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&cert, &[&rustls::version::TLS12]));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        assert!(connector.connect(name, tcp).await.is_err());
+        trigger.trigger();
+        handle.await.unwrap();
+    }
+
+    /// A stream whose writes accept at most `cap` bytes in total, then stay pending (a peer
+    /// that stopped reading), and whose reads never complete.
+    struct StuckPeer {
+        cap: usize,
+        written: usize,
+    }
+
+    impl AsyncRead for StuckPeer {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for StuckPeer {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let room = self.cap - self.written;
+            if room == 0 {
+                return Poll::Pending;
+            }
+            let n = room.min(buf.len());
+            self.written += n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn io_step_writes_before_reading_and_stops_when_the_peer_stops_reading() {
+        let mut peer = StuckPeer {
+            cap: 10,
+            written: 0,
+        };
+        let mut rbuf = [0u8; 16];
+        let tx = [7u8; 25];
+        let step = io_step(&mut peer, &mut rbuf, &tx, false).await;
+        assert!(matches!(step, IoStep::Wrote(10)));
+        // With nothing left to write, a pending flush completes.
+        let step = io_step(&mut peer, &mut rbuf, &[], true).await;
+        assert!(matches!(step, IoStep::Flushed));
+        // Nothing more can be written and nothing read: the step stays pending.
+        let pending = tokio::time::timeout(
+            Duration::from_millis(50),
+            io_step(&mut peer, &mut rbuf, &tx[10..], false),
+        )
+        .await;
+        assert!(pending.is_err());
+    }
+
+    #[tokio::test]
+    async fn io_step_reads_when_nothing_is_pending() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        b.write_all(b"hello").await.unwrap();
+        let mut rbuf = [0u8; 16];
+        match io_step(&mut a, &mut rbuf, &[], false).await {
+            IoStep::Read(n) => assert_eq!(&rbuf[..n], b"hello"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn next_wake_takes_the_earlier_deadline() {
+        assert!(next_wake(None, None).is_none());
+        let soon = Instant::now() + Duration::from_millis(10);
+        let far = UtcTimestamp::from_nanos(UtcTimestamp::now().nanos() + 3_600_000_000_000);
+        assert_eq!(next_wake(Some(far), Some(soon)), Some(soon));
+        let past = UtcTimestamp::from_nanos(0);
+        let w = next_wake(Some(past), None).unwrap();
+        assert!(w <= Instant::now());
+    }
+}

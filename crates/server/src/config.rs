@@ -1,0 +1,1025 @@
+//! The server's TOML configuration: parsing (unknown keys are errors) and validation (every
+//! error names the key it is about).
+//!
+//! [`RawConfig`] and its sections mirror the file exactly; [`parse`] turns them into
+//! [`Settings`], the checked values the server runs on. `configs/dev.toml` (the embedded
+//! default) and `configs/conformance.toml` document every key for operators; the doc comments
+//! here are the reference.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis_fix::BeginString;
+use portcullis_session::store::SyncPolicy;
+use portcullis_session::transport::Schedule;
+use portcullis_session::{ResetPolicy, SessionConfig};
+use serde::Deserialize;
+
+/// The embedded default configuration (`portcullis serve` without `--config`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/dev.toml");
+
+/// A configuration that cannot be used. The message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (syntax, unknown key, wrong type); the
+    /// message from the TOML parser names the key and its line.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is not acceptable.
+    #[error("{message}")]
+    Invalid {
+        /// The key, e.g. `listeners[0].tls`.
+        key: String,
+        /// The whole message, which starts with or contains the key.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The key the error is about, when it is about one value.
+    #[cfg(test)]
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+// -----------------------------------------------------------------------------------------
+// The file, as written
+// -----------------------------------------------------------------------------------------
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory for everything the server keeps: message stores under `sessions/`, the dev TLS
+    /// certificate under `tls/`. Relative paths are relative to the working directory.
+    /// Default `./var`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Listening endpoints; at least one.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Certificate and key for the TLS listeners.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// FIX sessions the server accepts.
+    #[serde(default)]
+    pub sessions: Vec<RawSession>,
+}
+
+fn default_data_dir() -> String {
+    "./var".to_owned()
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Name used in logs; unique.
+    pub name: String,
+    /// `IP:PORT` to listen on, e.g. `127.0.0.1:9878` (port 0 picks a free port, printed at start).
+    pub bind: String,
+    /// TLS 1.3 (`true`, the default) or plain TCP (`false`, only on a loopback address).
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// The one BeginString served here: `FIX.4.2`, `FIX.4.4` or `FIXT.1.1`.
+    pub begin_string: String,
+    /// Connections served at once; one more is closed as soon as it is accepted. Default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Largest accepted message in bytes; a peer announcing a larger one is disconnected.
+    /// Default 65536.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// Seconds from accept (TLS handshake included) to a valid Logon. Default 10.
+    #[serde(default = "default_logon_timeout_secs")]
+    pub logon_timeout_secs: u64,
+    /// Bytes of output that may wait for a client that does not read; past this the client is
+    /// disconnected as a slow reader. Default 1 MiB (1048576). At least `max_message_size`.
+    #[serde(default = "default_max_unsent_bytes")]
+    pub max_unsent_bytes: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_connections() -> u64 {
+    64
+}
+fn default_max_message_size() -> u64 {
+    65_536
+}
+fn default_logon_timeout_secs() -> u64 {
+    10
+}
+fn default_max_unsent_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+/// One `[[sessions]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// `FIX.4.2`, `FIX.4.4` or `FIXT.1.1`; a listener must serve it.
+    pub begin_string: String,
+    /// Our CompID: SenderCompID(49) of what we send, TargetCompID(56) of what we receive.
+    pub sender_comp_id: String,
+    /// The counterparty's CompID.
+    pub target_comp_id: String,
+    /// `[min, max]` HeartBtInt(108) accepted in the Logon, in seconds. Default `[1, 3600]`:
+    /// 0 (no heartbeats at all) is refused by default, since a dead peer would then go unnoticed.
+    #[serde(default = "default_heartbeat_range")]
+    pub heartbeat_range_secs: [u32; 2],
+    /// Largest accepted difference between SendingTime(52) and our clock, in seconds. Default 120.
+    #[serde(default = "default_sending_time_tolerance_secs")]
+    pub sending_time_tolerance_secs: u64,
+    /// Sequence numbers start again from 1 at every Logon. Default false.
+    #[serde(default)]
+    pub reset_on_logon: bool,
+    /// Sequence numbers start again from 1 after a completed Logout. Default false.
+    #[serde(default)]
+    pub reset_on_logout: bool,
+    /// Sequence numbers start again from 1 whenever the connection ends. Default false.
+    #[serde(default)]
+    pub reset_on_disconnect: bool,
+    /// Accounts this session may trade for. Default none.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Daily window in which Logons are accepted; absent = always.
+    #[serde(default)]
+    pub schedule: Option<RawSchedule>,
+    /// When the message store forces writes to disk: `always` (default) or `never`.
+    ///
+    /// `always` is the default because FIX sequence numbers must never go backwards: a number
+    /// acknowledged to the counterparty and then lost in a power cut makes the next Logon fail
+    /// (MsgSeqNum too low) and loses messages a ResendRequest should have served. `never` (the OS
+    /// writes back when it likes; still safe against a process crash) is for tests and
+    /// benchmarks.
+    #[serde(default)]
+    pub store_sync: RawStoreSync,
+    /// DefaultApplVerID(1137) expected in the Logon of a FIXT.1.1 session; `9` (FIX 5.0 SP2) by
+    /// default. Only allowed on FIXT.1.1 sessions.
+    #[serde(default)]
+    pub default_appl_ver_id: Option<String>,
+}
+
+fn default_heartbeat_range() -> [u32; 2] {
+    [1, 3600]
+}
+fn default_sending_time_tolerance_secs() -> u64 {
+    120
+}
+
+/// `store_sync` values.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RawStoreSync {
+    /// fsync after every write.
+    #[default]
+    Always,
+    /// Leave write-back to the OS.
+    Never,
+}
+
+/// A session's `schedule = { start = "HH:MM:SS", end = "HH:MM:SS", time_zone = "UTC" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// First second of the window, `HH:MM:SS` local time.
+    pub start: String,
+    /// Last second of the window (included), `HH:MM:SS` local time; earlier than `start` for a
+    /// window across midnight.
+    pub end: String,
+    /// `UTC` (the default) or a fixed offset such as `+02:00` / `-05:30`. Named zones with
+    /// daylight saving (e.g. `Europe/London`) are not supported: write the offset in force.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+// -----------------------------------------------------------------------------------------
+// Checked settings
+// -----------------------------------------------------------------------------------------
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Settings {
+    /// Where the server keeps its files.
+    pub data_dir: PathBuf,
+    /// Listening endpoints.
+    pub listeners: Vec<ListenerSettings>,
+    /// TLS certificate and key files, if configured.
+    pub tls: Option<TlsFiles>,
+    /// Sessions.
+    pub sessions: Vec<SessionSettings>,
+    /// True for the embedded default, which may generate a dev certificate.
+    pub embedded: bool,
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Name for logs.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS 1.3 or plain TCP.
+    pub tls: bool,
+    /// The BeginString served.
+    pub begin_string: BeginString,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Largest message.
+    pub max_message_size: usize,
+    /// Accept to Logon.
+    pub logon_timeout: Duration,
+    /// Slow-reader bound.
+    pub max_unsent_bytes: usize,
+}
+
+/// Validated `[tls]` paths.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain PEM.
+    pub cert_file: PathBuf,
+    /// Private key PEM.
+    pub key_file: PathBuf,
+}
+
+/// A validated session.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// What the session state machine needs (message size and logon timeout are the listener's
+    /// and are filled in per connection).
+    pub config: SessionConfig,
+    /// Logon window.
+    pub schedule: Option<Schedule>,
+    /// Store fsync policy.
+    pub store_sync: SyncPolicy,
+    /// Accounts allowed.
+    pub accounts: Vec<String>,
+}
+
+/// Bounds that keep a typo from becoming a resource problem.
+const MAX_MESSAGE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+const MIN_MESSAGE_SIZE: u64 = 256;
+const MAX_UNSENT_LIMIT: u64 = 1024 * 1024 * 1024;
+const MAX_CONNECTIONS_LIMIT: u64 = 100_000;
+const MAX_TIMEOUT_SECS: u64 = 3600;
+const MAX_HEARTBEAT_SECS: u32 = 86_400;
+const MAX_ID_LEN: usize = 64;
+
+/// Reads and validates a config file. A file whose bytes are exactly the embedded default is
+/// treated as the embedded default (so `check-config --config configs/dev.toml` agrees with
+/// `serve` without `--config`).
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let embedded = text == EMBEDDED_DEFAULT;
+    parse(&text, embedded)
+}
+
+/// The embedded default, validated.
+pub fn embedded_default() -> Result<Settings, ConfigError> {
+    parse(EMBEDDED_DEFAULT, true)
+}
+
+/// Parses and validates config text. `embedded` marks the embedded default, the only config
+/// allowed to have TLS listeners without a `[tls]` section (a dev certificate is generated).
+pub fn parse(text: &str, embedded: bool) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    validate(raw, embedded)
+}
+
+fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
+    if raw.data_dir.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "data_dir",
+            "data_dir must not be empty",
+        ));
+    }
+    if raw.listeners.is_empty() {
+        return Err(ConfigError::invalid(
+            "listeners",
+            "listeners: at least one [[listeners]] entry is required",
+        ));
+    }
+
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    let mut names = HashMap::new();
+    let mut binds = HashMap::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let key = |k: &str| format!("listeners[{i}].{k}");
+        if l.name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{} must not be empty", key("name")),
+            ));
+        }
+        if let Some(j) = names.insert(l.name.as_str(), i) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!(
+                    "{} = {:?} is already the name of listeners[{j}]",
+                    key("name"),
+                    l.name
+                ),
+            ));
+        }
+        let bind: SocketAddr = l.bind.parse().map_err(|_| {
+            ConfigError::invalid(
+                key("bind"),
+                format!(
+                    "{} = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9878\" or \"[::1]:9878\")",
+                    key("bind"),
+                    l.bind
+                ),
+            )
+        })?;
+        if !l.tls && !bind.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                key("tls"),
+                format!(
+                    "{} = false is only allowed on a loopback address",
+                    key("tls")
+                ),
+            ));
+        }
+        if bind.port() != 0 {
+            if let Some(j) = binds.insert(bind, i) {
+                return Err(ConfigError::invalid(
+                    key("bind"),
+                    format!(
+                        "{} = {:?} is already bound by listeners[{j}]",
+                        key("bind"),
+                        l.bind
+                    ),
+                ));
+            }
+        }
+        let begin_string = parse_begin_string(&key("begin_string"), &l.begin_string)?;
+        let max_connections = in_range(
+            &key("max_connections"),
+            l.max_connections,
+            1,
+            MAX_CONNECTIONS_LIMIT,
+        )?;
+        let max_message_size = in_range(
+            &key("max_message_size"),
+            l.max_message_size,
+            MIN_MESSAGE_SIZE,
+            MAX_MESSAGE_SIZE_LIMIT,
+        )?;
+        let logon_timeout_secs = in_range(
+            &key("logon_timeout_secs"),
+            l.logon_timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        )?;
+        let max_unsent_bytes = in_range(
+            &key("max_unsent_bytes"),
+            l.max_unsent_bytes,
+            1,
+            MAX_UNSENT_LIMIT,
+        )?;
+        if max_unsent_bytes < max_message_size {
+            return Err(ConfigError::invalid(
+                key("max_unsent_bytes"),
+                format!(
+                    "{} = {max_unsent_bytes} is smaller than max_message_size ({max_message_size}): one reply must fit",
+                    key("max_unsent_bytes")
+                ),
+            ));
+        }
+        if l.tls && raw.tls.is_none() && !embedded {
+            return Err(ConfigError::invalid(
+                key("tls"),
+                format!(
+                    "{} = true needs a [tls] section with cert_file and key_file (only the embedded default generates a dev certificate)",
+                    key("tls")
+                ),
+            ));
+        }
+        listeners.push(ListenerSettings {
+            name: l.name.clone(),
+            bind,
+            tls: l.tls,
+            begin_string,
+            max_connections: max_connections as usize,
+            max_message_size: max_message_size as usize,
+            logon_timeout: Duration::from_secs(logon_timeout_secs),
+            max_unsent_bytes: max_unsent_bytes as usize,
+        });
+    }
+
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => {
+            if t.cert_file.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "tls.cert_file",
+                    "tls.cert_file must not be empty",
+                ));
+            }
+            if t.key_file.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "tls.key_file",
+                    "tls.key_file must not be empty",
+                ));
+            }
+            Some(TlsFiles {
+                cert_file: PathBuf::from(&t.cert_file),
+                key_file: PathBuf::from(&t.key_file),
+            })
+        }
+    };
+
+    let served: HashSet<BeginString> = listeners.iter().map(|l| l.begin_string).collect();
+    let mut seen: HashMap<(BeginString, &str, &str), usize> = HashMap::new();
+    let mut sessions = Vec::with_capacity(raw.sessions.len());
+    for (i, s) in raw.sessions.iter().enumerate() {
+        let key = |k: &str| format!("sessions[{i}].{k}");
+        let begin_string = parse_begin_string(&key("begin_string"), &s.begin_string)?;
+        if !served.contains(&begin_string) {
+            return Err(ConfigError::invalid(
+                key("begin_string"),
+                format!(
+                    "{} = {:?}: no listener serves this BeginString",
+                    key("begin_string"),
+                    s.begin_string
+                ),
+            ));
+        }
+        check_id(&key("sender_comp_id"), &s.sender_comp_id)?;
+        check_id(&key("target_comp_id"), &s.target_comp_id)?;
+        if s.sender_comp_id == s.target_comp_id {
+            return Err(ConfigError::invalid(
+                key("target_comp_id"),
+                format!("{} must differ from sender_comp_id", key("target_comp_id")),
+            ));
+        }
+        if let Some(j) = seen.insert(
+            (
+                begin_string,
+                s.sender_comp_id.as_str(),
+                s.target_comp_id.as_str(),
+            ),
+            i,
+        ) {
+            return Err(ConfigError::invalid(
+                format!("sessions[{i}]"),
+                format!(
+                    "sessions[{i}] ({begin_string} {} -> {}) duplicates sessions[{j}]",
+                    s.sender_comp_id, s.target_comp_id
+                ),
+            ));
+        }
+        let [hb_min, hb_max] = s.heartbeat_range_secs;
+        if hb_min > hb_max || hb_max > MAX_HEARTBEAT_SECS {
+            return Err(ConfigError::invalid(
+                key("heartbeat_range_secs"),
+                format!(
+                    "{} = [{hb_min}, {hb_max}] must be [min, max] with min <= max <= {MAX_HEARTBEAT_SECS}",
+                    key("heartbeat_range_secs")
+                ),
+            ));
+        }
+        let tolerance = in_range(
+            &key("sending_time_tolerance_secs"),
+            s.sending_time_tolerance_secs,
+            1,
+            86_400,
+        )?;
+        let mut accounts_seen = HashSet::new();
+        for (a, account) in s.accounts.iter().enumerate() {
+            let akey = format!("sessions[{i}].accounts[{a}]");
+            check_id(&akey, account)?;
+            if !accounts_seen.insert(account.as_str()) {
+                return Err(ConfigError::invalid(
+                    akey.clone(),
+                    format!("{akey} = {account:?} is listed twice"),
+                ));
+            }
+        }
+        let schedule = match &s.schedule {
+            None => None,
+            Some(sch) => Some(parse_schedule(&key("schedule"), sch)?),
+        };
+        let mut config = SessionConfig::new(begin_string, &s.sender_comp_id, &s.target_comp_id);
+        match (&s.default_appl_ver_id, begin_string) {
+            (None, _) => {}
+            (Some(v), BeginString::Fixt11) => {
+                if v.is_empty() || v.len() > 8 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(ConfigError::invalid(
+                        key("default_appl_ver_id"),
+                        format!(
+                            "{} = {v:?} is not an ApplVerID (e.g. \"9\" for FIX 5.0 SP2)",
+                            key("default_appl_ver_id")
+                        ),
+                    ));
+                }
+                config.default_appl_ver_id = v.clone();
+            }
+            (Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    key("default_appl_ver_id"),
+                    format!(
+                        "{} is only allowed on FIXT.1.1 sessions",
+                        key("default_appl_ver_id")
+                    ),
+                ));
+            }
+        }
+        config.heartbeat_range = (hb_min, hb_max);
+        config.sending_time_tolerance = Duration::from_secs(tolerance);
+        config.reset = ResetPolicy {
+            on_logon: s.reset_on_logon,
+            on_logout: s.reset_on_logout,
+            on_disconnect: s.reset_on_disconnect,
+        };
+        sessions.push(SessionSettings {
+            config,
+            schedule,
+            store_sync: match s.store_sync {
+                RawStoreSync::Always => SyncPolicy::Always,
+                RawStoreSync::Never => SyncPolicy::Never,
+            },
+            accounts: s.accounts.clone(),
+        });
+    }
+
+    Ok(Settings {
+        data_dir: PathBuf::from(&raw.data_dir),
+        listeners,
+        tls,
+        sessions,
+        embedded,
+    })
+}
+
+fn parse_begin_string(key: &str, value: &str) -> Result<BeginString, ConfigError> {
+    value
+        .parse()
+        .map_err(|e: String| ConfigError::invalid(key, format!("{key}: {e}")))
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{key} = {value} is out of range ({min}..={max})"),
+        ));
+    }
+    Ok(value)
+}
+
+/// CompIDs and account names: 1..=64 visible ASCII characters (no spaces, no control
+/// characters such as SOH), so they are safe in FIX fields, logs and file names.
+fn check_id(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN || !value.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{key} = {value:?} must be 1 to {MAX_ID_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_schedule(key: &str, s: &RawSchedule) -> Result<Schedule, ConfigError> {
+    let start =
+        parse_time_of_day(&s.start).ok_or_else(|| bad_time(&format!("{key}.start"), &s.start))?;
+    let end = parse_time_of_day(&s.end).ok_or_else(|| bad_time(&format!("{key}.end"), &s.end))?;
+    if start == end {
+        return Err(ConfigError::invalid(
+            format!("{key}.end"),
+            format!(
+                "{key}: start and end are equal; leave the schedule out for a session open all day"
+            ),
+        ));
+    }
+    let utc_offset_secs = parse_time_zone(&s.time_zone).ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{key}.time_zone"),
+            format!(
+                "{key}.time_zone = {:?} must be \"UTC\" or a fixed offset like \"+02:00\" or \"-05:30\"",
+                s.time_zone
+            ),
+        )
+    })?;
+    Ok(Schedule {
+        start,
+        end,
+        utc_offset_secs,
+    })
+}
+
+fn bad_time(key: &str, value: &str) -> ConfigError {
+    ConfigError::invalid(
+        key,
+        format!("{key} = {value:?} is not a time of day HH:MM:SS (00:00:00 to 23:59:59)"),
+    )
+}
+
+fn two_digits(b: &[u8]) -> Option<u32> {
+    match b {
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some(u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// `HH:MM:SS` as seconds since midnight.
+fn parse_time_of_day(s: &str) -> Option<u32> {
+    let b = s.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let (h, m, sec) = (
+        two_digits(&b[0..2])?,
+        two_digits(&b[3..5])?,
+        two_digits(&b[6..8])?,
+    );
+    (h < 24 && m < 60 && sec < 60).then_some(h * 3600 + m * 60 + sec)
+}
+
+/// `UTC`, `Z`, or `±HH:MM` (up to ±14:00) as seconds east of UTC.
+fn parse_time_zone(s: &str) -> Option<i32> {
+    if s == "UTC" || s == "Z" {
+        return Some(0);
+    }
+    let b = s.as_bytes();
+    if b.len() != 6 || b[3] != b':' {
+        return None;
+    }
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = (two_digits(&b[1..3])?, two_digits(&b[4..6])?);
+    if m >= 60 || h * 60 + m > 14 * 60 {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60) as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        name = "fix44"
+        bind = "127.0.0.1:9881"
+        tls = false
+        begin_string = "FIX.4.4"
+
+        [[sessions]]
+        begin_string = "FIX.4.4"
+        sender_comp_id = "US"
+        target_comp_id = "THEM"
+    "#;
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, false).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn embedded_default_parses_and_validates() {
+        let s = embedded_default().unwrap();
+        assert!(s.embedded);
+        assert_eq!(s.data_dir, PathBuf::from("./var"));
+        let tls: Vec<_> = s.listeners.iter().filter(|l| l.tls).collect();
+        assert_eq!(tls.len(), 1);
+        assert_eq!(tls[0].bind, "127.0.0.1:9878".parse().unwrap());
+        assert_eq!(tls[0].begin_string, BeginString::Fix44);
+        for (version, port) in [
+            (BeginString::Fix42, 9880),
+            (BeginString::Fix44, 9881),
+            (BeginString::Fixt11, 9882),
+        ] {
+            let l = s
+                .listeners
+                .iter()
+                .find(|l| !l.tls && l.begin_string == version)
+                .unwrap();
+            assert_eq!(l.bind.port(), port);
+            assert!(l.bind.ip().is_loopback());
+            assert!(s.sessions.iter().any(|x| x.config.begin_string == version
+                && x.config.sender_comp_id == "PORTCULLIS"
+                && x.config.target_comp_id == "DEMO"));
+        }
+    }
+
+    #[test]
+    fn the_embedded_default_is_configs_dev_toml() {
+        let on_disk =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/dev.toml"))
+                .unwrap();
+        assert_eq!(on_disk, EMBEDDED_DEFAULT);
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/dev.toml"));
+        assert!(load(path).unwrap().embedded);
+    }
+
+    #[test]
+    fn conformance_config_parses_and_validates() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/conformance.toml"
+        ));
+        let s = load(path).unwrap();
+        assert!(!s.embedded);
+        assert!(s
+            .listeners
+            .iter()
+            .all(|l| !l.tls && l.bind.ip().is_loopback()));
+        for version in [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11] {
+            assert!(s.listeners.iter().any(|l| l.begin_string == version));
+            let x = s
+                .sessions
+                .iter()
+                .find(|x| x.config.begin_string == version)
+                .unwrap();
+            assert_eq!(x.config.sender_comp_id, "ISLD");
+            assert_eq!(x.config.target_comp_id, "TW");
+            assert!(x.config.reset.on_logon);
+            assert_eq!(x.accounts, vec!["TW-ACC".to_owned()]);
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = parse(MINIMAL, false).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("./var"));
+        let l = &s.listeners[0];
+        assert_eq!(l.max_message_size, 65_536);
+        assert_eq!(l.logon_timeout, Duration::from_secs(10));
+        assert_eq!(l.max_unsent_bytes, 1024 * 1024);
+        assert_eq!(l.max_connections, 64);
+        let x = &s.sessions[0];
+        assert_eq!(x.config.sending_time_tolerance, Duration::from_secs(120));
+        assert_eq!(x.config.heartbeat_range, (1, 3600));
+        assert_eq!(x.config.reset, ResetPolicy::default());
+        assert_eq!(x.store_sync, SyncPolicy::Always);
+        assert!(x.schedule.is_none());
+        assert!(x.accounts.is_empty());
+        assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn tls_defaults_to_on() {
+        let text = MINIMAL.replace("tls = false\n", "");
+        let e = err(&text);
+        assert_eq!(e.key(), Some("listeners[0].tls"));
+        assert!(e.to_string().contains("[tls]"), "{e}");
+        let with_tls = format!("{text}\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n");
+        let s = parse(&with_tls, false).unwrap();
+        assert!(s.listeners[0].tls);
+        assert_eq!(s.tls.unwrap().cert_file, PathBuf::from("c.pem"));
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let e = err(&format!("colour = \"blue\"\n{MINIMAL}"));
+        assert!(matches!(e, ConfigError::Parse(_)));
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_named() {
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_conections = 3"));
+        assert!(e.to_string().contains("max_conections"), "{e}");
+        let e = err(&MINIMAL.replace(
+            "target_comp_id = \"THEM\"",
+            "target_comp_id = \"THEM\"\nreset_on_logn = true",
+        ));
+        assert!(e.to_string().contains("reset_on_logn"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\nschedule = {{ start = \"08:00:00\", end = \"17:00:00\", tz = \"UTC\" }}"
+        ));
+        assert!(e.to_string().contains("tz"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[tls]\ncert_file = \"a\"\nkey_file = \"b\"\npassword = \"x\"\n"
+        ));
+        assert!(e.to_string().contains("password"), "{e}");
+    }
+
+    #[test]
+    fn plain_tcp_off_loopback_is_refused() {
+        let e = err(&MINIMAL.replace("127.0.0.1:9881", "0.0.0.0:9881"));
+        assert_eq!(e.key(), Some("listeners[0].tls"));
+        assert_eq!(
+            e.to_string(),
+            "listeners[0].tls = false is only allowed on a loopback address"
+        );
+        let e = err(&MINIMAL.replace("127.0.0.1:9881", "192.0.2.10:9881"));
+        assert_eq!(e.key(), Some("listeners[0].tls"));
+        // IPv6 loopback is loopback.
+        assert!(parse(&MINIMAL.replace("127.0.0.1:9881", "[::1]:9881"), false).is_ok());
+    }
+
+    #[test]
+    fn bad_bind_is_named() {
+        let e = err(&MINIMAL.replace("127.0.0.1:9881", "localhost:9881"));
+        assert_eq!(e.key(), Some("listeners[0].bind"));
+    }
+
+    #[test]
+    fn bad_begin_string_is_named() {
+        let e = err(&MINIMAL.replacen(
+            "begin_string = \"FIX.4.4\"",
+            "begin_string = \"FIX.4.3\"",
+            1,
+        ));
+        assert_eq!(e.key(), Some("listeners[0].begin_string"));
+        let e = err(&MINIMAL.replace(
+            "begin_string = \"FIX.4.4\"\n        sender",
+            "begin_string = \"FIX.5.0\"\n        sender",
+        ));
+        assert_eq!(e.key(), Some("sessions[0].begin_string"));
+    }
+
+    #[test]
+    fn session_without_listener_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[sessions]]\nbegin_string = \"FIX.4.2\"\nsender_comp_id = \"US\"\ntarget_comp_id = \"THEM\"\n"
+        );
+        let e = err(&text);
+        assert_eq!(e.key(), Some("sessions[1].begin_string"));
+        assert!(e.to_string().contains("no listener"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_session_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[sessions]]\nbegin_string = \"FIX.4.4\"\nsender_comp_id = \"US\"\ntarget_comp_id = \"THEM\"\n"
+        );
+        let e = err(&text);
+        assert_eq!(e.key(), Some("sessions[1]"));
+        assert!(e.to_string().contains("duplicates sessions[0]"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_listener_name_and_address_are_refused() {
+        let second = "\n[[listeners]]\nname = \"fix44\"\nbind = \"127.0.0.1:9882\"\ntls = false\nbegin_string = \"FIX.4.2\"\n";
+        assert_eq!(
+            err(&format!("{MINIMAL}{second}")).key(),
+            Some("listeners[1].name")
+        );
+        let second = second
+            .replace("\"fix44\"", "\"other\"")
+            .replace("9882", "9881");
+        assert_eq!(
+            err(&format!("{MINIMAL}{second}")).key(),
+            Some("listeners[1].bind")
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_connections = 0"));
+        assert_eq!(e.key(), Some("listeners[0].max_connections"));
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_message_size = 10"));
+        assert_eq!(e.key(), Some("listeners[0].max_message_size"));
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nlogon_timeout_secs = 0"));
+        assert_eq!(e.key(), Some("listeners[0].logon_timeout_secs"));
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_unsent_bytes = 1000"));
+        assert_eq!(e.key(), Some("listeners[0].max_unsent_bytes"));
+        let e = err(&format!("{MINIMAL}\nheartbeat_range_secs = [30, 10]"));
+        assert_eq!(e.key(), Some("sessions[0].heartbeat_range_secs"));
+        let e = err(&format!("{MINIMAL}\nsending_time_tolerance_secs = 0"));
+        assert_eq!(e.key(), Some("sessions[0].sending_time_tolerance_secs"));
+        // A negative number is a type error from the parser, which names the key.
+        let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_connections = -1"));
+        assert!(e.to_string().contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn comp_ids_and_accounts_are_checked() {
+        let e = err(&MINIMAL.replace("\"US\"", "\"U S\""));
+        assert_eq!(e.key(), Some("sessions[0].sender_comp_id"));
+        let e = err(&MINIMAL.replace("\"THEM\"", "\"\""));
+        assert_eq!(e.key(), Some("sessions[0].target_comp_id"));
+        let e = err(&MINIMAL.replace("\"THEM\"", "\"US\""));
+        assert_eq!(e.key(), Some("sessions[0].target_comp_id"));
+        let e = err(&format!("{MINIMAL}\naccounts = [\"A\", \"A\"]"));
+        assert_eq!(e.key(), Some("sessions[0].accounts[1]"));
+        let s = parse(&format!("{MINIMAL}\naccounts = [\"A\", \"B-1\"]"), false).unwrap();
+        assert_eq!(s.sessions[0].accounts, vec!["A", "B-1"]);
+    }
+
+    #[test]
+    fn schedule_parses_utc_and_fixed_offsets() {
+        let s = parse(
+            &format!("{MINIMAL}\nschedule = {{ start = \"08:00:00\", end = \"17:30:00\", time_zone = \"+02:00\" }}"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            s.sessions[0].schedule,
+            Some(Schedule {
+                start: 8 * 3600,
+                end: 17 * 3600 + 1800,
+                utc_offset_secs: 7200
+            })
+        );
+        let s = parse(
+            &format!("{MINIMAL}\nschedule = {{ start = \"22:00:00\", end = \"06:00:00\" }}"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.sessions[0].schedule.unwrap().utc_offset_secs, 0);
+        assert_eq!(parse_time_zone("-05:30"), Some(-(5 * 3600 + 1800)));
+    }
+
+    #[test]
+    fn bad_schedules_are_named() {
+        let with = |sch: &str| err(&format!("{MINIMAL}\nschedule = {sch}"));
+        assert_eq!(
+            with("{ start = \"24:00:00\", end = \"17:00:00\" }").key(),
+            Some("sessions[0].schedule.start")
+        );
+        assert_eq!(
+            with("{ start = \"08:00\", end = \"17:00:00\" }").key(),
+            Some("sessions[0].schedule.start")
+        );
+        assert_eq!(
+            with("{ start = \"08:00:00\", end = \"17:60:00\" }").key(),
+            Some("sessions[0].schedule.end")
+        );
+        assert_eq!(
+            with("{ start = \"08:00:00\", end = \"08:00:00\" }").key(),
+            Some("sessions[0].schedule.end")
+        );
+        assert_eq!(
+            with("{ start = \"08:00:00\", end = \"17:00:00\", time_zone = \"Europe/Paris\" }")
+                .key(),
+            Some("sessions[0].schedule.time_zone")
+        );
+        assert_eq!(
+            with("{ start = \"08:00:00\", end = \"17:00:00\", time_zone = \"+15:00\" }").key(),
+            Some("sessions[0].schedule.time_zone")
+        );
+    }
+
+    #[test]
+    fn store_sync_and_resets_and_appl_ver_id() {
+        let s = parse(
+            &format!("{MINIMAL}\nstore_sync = \"never\"\nreset_on_logon = true\nreset_on_disconnect = true"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.sessions[0].store_sync, SyncPolicy::Never);
+        assert!(s.sessions[0].config.reset.on_logon);
+        assert!(!s.sessions[0].config.reset.on_logout);
+        assert!(s.sessions[0].config.reset.on_disconnect);
+        let e = err(&format!("{MINIMAL}\nstore_sync = \"sometimes\""));
+        assert!(e.to_string().contains("store_sync"), "{e}");
+        let e = err(&format!("{MINIMAL}\ndefault_appl_ver_id = \"9\""));
+        assert_eq!(e.key(), Some("sessions[0].default_appl_ver_id"));
+    }
+
+    #[test]
+    fn no_listener_is_an_error() {
+        let e = err("data_dir = \"/tmp/x\"\n");
+        assert_eq!(e.key(), Some("listeners"));
+    }
+}
