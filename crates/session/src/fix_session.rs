@@ -54,6 +54,9 @@ pub struct SessionConfig {
     pub max_message_size: usize,
     /// Validate every message against the version's dictionary.
     pub validate: bool,
+    /// Every application message must carry a valid SignatureLength(93)/Signature(89),
+    /// checked by the session's [`SessionAuth`].
+    pub require_message_signature: bool,
 }
 
 impl SessionConfig {
@@ -71,7 +74,39 @@ impl SessionConfig {
             reset: ResetPolicy::default(),
             max_message_size: 64 * 1024,
             validate: true,
+            require_message_signature: false,
         }
+    }
+}
+
+/// Why an application message's signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageAuthError {
+    /// SignatureLength(93)/Signature(89) absent.
+    Missing,
+    /// The signature does not match the message.
+    Invalid,
+}
+
+/// Authentication on behalf of a session: the server plugs its key vault in here, so the
+/// session layer stays free of key handling and every decision is made before state changes.
+pub trait SessionAuth: Send {
+    /// Called with a Logon that passed the session-level checks and before it changes anything
+    /// (sequence numbers, store, state). `Err(text)` refuses it; `text` becomes the Logout's
+    /// Text(58) and must not reveal which check failed.
+    fn authenticate_logon(
+        &mut self,
+        logon: &MessageRef<'_>,
+        now: UtcTimestamp,
+    ) -> Result<(), String>;
+
+    /// Called for every in-sequence application message when the session requires message
+    /// signatures; a refused message is rejected and never passed on.
+    fn verify_message(&mut self, message: &MessageRef<'_>) -> Result<(), MessageAuthError>;
+
+    /// True once the credential the session logged on with has been revoked: the session ends.
+    fn revoked(&self) -> bool {
+        false
     }
 }
 
@@ -269,6 +304,7 @@ pub struct Session {
     /// Highest MsgSeqNum seen while a ResendRequest of ours is outstanding.
     resend_pending: Option<SeqNum>,
     resend_buf: Vec<(SeqNum, Vec<u8>)>,
+    auth: Option<Box<dyn SessionAuth>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -307,7 +343,14 @@ impl Session {
             queue: BTreeMap::new(),
             resend_pending: None,
             resend_buf: Vec::new(),
+            auth: None,
         }
+    }
+
+    /// Authenticates Logons (and, if configured, every application message) with `auth`.
+    pub fn with_auth(mut self, auth: Box<dyn SessionAuth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The session's settings.
@@ -471,6 +514,16 @@ impl Session {
         };
         if let Err(text) = self.check_logon(now, msg, seq) {
             self.refuse_logon(now, &text);
+            return;
+        }
+        if let Some(auth) = self.auth.as_mut() {
+            if let Err(text) = auth.authenticate_logon(msg, now) {
+                self.refuse_logon(now, &text);
+                return;
+            }
+        } else if self.config.require_message_signature {
+            // Signatures need a key: a session configured for them cannot run without one.
+            self.refuse_logon(now, "Authentication failed");
             return;
         }
         let heartbeat_secs = msg
@@ -716,6 +769,29 @@ impl Session {
                 self.reject_and_count(now, msg, seq, r.reason, r.ref_tag);
                 return;
             }
+        }
+        if self.config.require_message_signature && !Dictionary::is_admin(msg_type) {
+            let verdict = match self.auth.as_mut() {
+                Some(auth) => auth.verify_message(msg),
+                None => Err(MessageAuthError::Invalid),
+            };
+            if let Err(e) = verdict {
+                let (reason, ref_tag) = match e {
+                    MessageAuthError::Missing => (
+                        SessionRejectReason::RequiredTagMissing,
+                        tag::SIGNATURE_LENGTH,
+                    ),
+                    MessageAuthError::Invalid => {
+                        (SessionRejectReason::SignatureProblem, tag::SIGNATURE)
+                    }
+                };
+                self.reject_and_count(now, msg, seq, reason, Some(ref_tag));
+                return;
+            }
+        }
+        if self.auth.as_ref().is_some_and(|a| a.revoked()) {
+            self.logout_and_disconnect(now, "Credential revoked");
+            return;
         }
         self.advance_target(seq + 1);
         self.dispatch(now, msg, seq);
@@ -1066,6 +1142,12 @@ impl Session {
                 }
             }
             SessionState::Active | SessionState::LogoutSent => {
+                if self.state == SessionState::Active
+                    && self.auth.as_ref().is_some_and(|a| a.revoked())
+                {
+                    self.logout_and_disconnect(now, "Credential revoked");
+                    return;
+                }
                 if let Some(at) = self.logout_sent_at {
                     if since(now, at) >= self.config.logout_timeout {
                         self.disconnect(DisconnectReason::LogoutTimeout);

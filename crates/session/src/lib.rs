@@ -11,6 +11,7 @@ pub mod store;
 pub mod transport;
 
 pub use fix_session::{
-    DisconnectReason, ResetPolicy, Session, SessionConfig, SessionEvent, SessionState,
+    DisconnectReason, MessageAuthError, ResetPolicy, Session, SessionAuth, SessionConfig,
+    SessionEvent, SessionState,
 };
 pub use store::{MemoryStore, MessageStore, StoreError};

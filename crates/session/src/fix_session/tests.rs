@@ -936,3 +936,135 @@ mod robustness {
         }
     }
 }
+
+// ---- Authentication hook ----
+
+mod auth {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Accepts Logons whose Username(553) is "good"; messages whose 89 is "ok".
+    struct FakeAuth {
+        revoked: Arc<AtomicBool>,
+    }
+
+    impl SessionAuth for FakeAuth {
+        fn authenticate_logon(
+            &mut self,
+            logon: &MessageRef<'_>,
+            _now: UtcTimestamp,
+        ) -> Result<(), String> {
+            match logon.get(553) {
+                Some(b"good") => Ok(()),
+                _ => Err("Authentication failed".into()),
+            }
+        }
+        fn verify_message(&mut self, m: &MessageRef<'_>) -> Result<(), MessageAuthError> {
+            match m.get(89) {
+                None => Err(MessageAuthError::Missing),
+                Some(b"ok") => Ok(()),
+                Some(_) => Err(MessageAuthError::Invalid),
+            }
+        }
+        fn revoked(&self) -> bool {
+            self.revoked.load(Ordering::Relaxed)
+        }
+    }
+
+    fn authed(sign: bool, store: MemoryStore) -> (Session, Arc<AtomicBool>) {
+        let mut c = config(BeginString::Fix44);
+        c.require_message_signature = sign;
+        let revoked = Arc::new(AtomicBool::new(false));
+        let s = Session::new(c, Box::new(store), t0()).with_auth(Box::new(FakeAuth {
+            revoked: revoked.clone(),
+        }));
+        (s, revoked)
+    }
+
+    #[test]
+    fn failed_authentication_with_reset_flag_leaves_the_store_untouched() {
+        let mut store = MemoryStore::new(t0());
+        store.set_next_sender_seq(12).unwrap();
+        store.set_next_target_seq(34).unwrap();
+        let (mut s, _) = authed(false, store);
+        let mut p = Peer::new(BeginString::Fix44);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y"), (553, "bad")]));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"], "only a Logout");
+        assert_eq!(out[0].get(58), Some("Authentication failed"));
+        assert_eq!(s.next_sender_seq(), 12);
+        assert_eq!(s.next_target_seq(), 34);
+        assert_eq!(s.state(), SessionState::Disconnected);
+    }
+
+    #[test]
+    fn authenticated_logon_proceeds() {
+        let (mut s, _) = authed(false, MemoryStore::new(t0()));
+        let mut p = Peer::new(BeginString::Fix44);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[(553, "good")]));
+        assert_eq!(types(&sent(&mut s)), ["A"]);
+    }
+
+    fn signed_session() -> (Session, Peer, Arc<AtomicBool>) {
+        let (mut s, revoked) = authed(true, MemoryStore::new(t0()));
+        let mut p = Peer::new(BeginString::Fix44);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[(553, "good")]));
+        sent(&mut s);
+        events(&mut s);
+        (s, p, revoked)
+    }
+
+    #[test]
+    fn unsigned_application_message_is_rejected_and_not_passed_on() {
+        let (mut s, mut p, _) = signed_session();
+        let m = p.msg(t0(), "D", &[(11, "X")]);
+        s.handle_input(t0(), &m);
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["3"]);
+        assert_eq!(out[0].get(373), Some("1"));
+        assert_eq!(out[0].get(371), Some("93"));
+        assert!(!events(&mut s)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Application { .. })));
+        assert_eq!(s.next_target_seq(), 3, "the rejected message is counted");
+    }
+
+    #[test]
+    fn badly_signed_application_message_is_rejected_with_signature_problem() {
+        let (mut s, mut p, _) = signed_session();
+        let m = p.msg(t0(), "D", &[(11, "X"), (93, "3"), (89, "bad")]);
+        s.handle_input(t0(), &m);
+        let out = sent(&mut s);
+        assert_eq!(out[0].get(373), Some("8"));
+        assert_eq!(out[0].get(371), Some("89"));
+        assert!(!events(&mut s)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Application { .. })));
+    }
+
+    #[test]
+    fn signed_application_message_is_passed_on_and_admin_messages_need_no_signature() {
+        let (mut s, mut p, _) = signed_session();
+        let hb = p.msg(t0(), "0", &[]);
+        s.handle_input(t0(), &hb);
+        let m = p.msg(t0(), "D", &[(11, "X"), (93, "2"), (89, "ok")]);
+        s.handle_input(t0(), &m);
+        assert!(sent(&mut s).is_empty());
+        assert!(matches!(
+            events(&mut s).as_slice(),
+            [SessionEvent::Application { seq: 3, .. }]
+        ));
+    }
+
+    #[test]
+    fn revoked_credential_ends_the_session() {
+        let (mut s, _p, revoked) = signed_session();
+        revoked.store(true, Ordering::Relaxed);
+        s.handle_timeout(secs(t0(), 1));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"]);
+        assert_eq!(out[0].get(58), Some("Credential revoked"));
+        assert_eq!(s.state(), SessionState::Disconnected);
+    }
+}
