@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs the format check, clippy, a
+# release build and every test of the workspace (unit, property and end-to-end tests).
+#
+# Works on a fresh Debian machine that has the Rust toolchain, gcc, python3 and apt. Run from
+# anywhere; it works in the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- Test dependencies ---------------------------------------------------------------------
+# The interoperability test drives the server with simplefix, a third-party FIX engine from
+# PyPI. Install it only when the python3 the tests will run cannot import it yet.
+SIMPLEFIX_VERSION=1.0.17
+if ! python3 -c 'import simplefix' >/dev/null 2>&1; then
+    step "installing simplefix ${SIMPLEFIX_VERSION} (PyPI) for the interop test"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        # Debian's python3 comes without pip.
+        SUDO=""
+        if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # A Debian system python refuses pip installs (PEP 668) unless told otherwise; a pyenv or
+    # venv python takes the plain install.
+    python3 -m pip install --quiet --disable-pip-version-check "simplefix==${SIMPLEFIX_VERSION}" 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            "simplefix==${SIMPLEFIX_VERSION}"
+    python3 -c 'import simplefix'
+fi
+
+# rustfmt and clippy ship with the usual toolchain; add them only if this one lacks them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    step "adding rustfmt and clippy to the toolchain"
+    rustup component add rustfmt clippy
+fi
+
+# --- Checks --------------------------------------------------------------------------------
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release
+
+# The end-to-end tests start this binary (the one `cargo run --release -- serve` runs). The
+# tests themselves build in the debug profile, so overflow checks and debug assertions are on
+# while the property tests feed arbitrary bytes to the codec and the session.
+PORTCULLIS_BIN="$(pwd)/target/release/portcullis"
+export PORTCULLIS_BIN
+
+step "cargo test --workspace (PORTCULLIS_BIN=${PORTCULLIS_BIN})"
+cargo test --workspace
