@@ -131,13 +131,10 @@ impl Decoder {
             pos += 1; // '='
             let value_start = pos;
             let value_end = match pending_data.take() {
-                Some((data_tag, len)) if data_tag == tag_num => {
-                    let end = value_start
-                        .checked_add(len)
-                        .filter(|&e| e < n && bytes[e] == SOH)
-                        .ok_or(DecodeError::BadDataLength { tag: tag_num })?;
-                    end
-                }
+                Some((data_tag, len)) if data_tag == tag_num => value_start
+                    .checked_add(len)
+                    .filter(|&e| e < n && bytes[e] == SOH)
+                    .ok_or(DecodeError::BadDataLength { tag: tag_num })?,
                 _ => match memchr_soh(&bytes[value_start..]) {
                     Some(off) => value_start + off,
                     None => {

@@ -149,10 +149,6 @@ fn logged_on(begin: BeginString) -> (Session, Peer) {
     (s, p)
 }
 
-fn disconnected(evs: &[SessionEvent]) -> bool {
-    evs.iter().any(|e| matches!(e, SessionEvent::Disconnect(_)))
-}
-
 // ---- Logon ----
 
 #[test]
