@@ -1460,6 +1460,257 @@ mod tests {
         }
     }
 
+    // --- whole connections over in-memory streams -------------------------------------------
+
+    fn fix(msg_type: &[u8], seq: u64, fields: &[(u32, &[u8])]) -> Vec<u8> {
+        fix_as(b"FIX.4.4", b"TW", msg_type, seq, fields)
+    }
+
+    fn fix_as(
+        begin: &[u8],
+        sender: &[u8],
+        msg_type: &[u8],
+        seq: u64,
+        fields: &[(u32, &[u8])],
+    ) -> Vec<u8> {
+        let mut enc = portcullis_fix::Encoder::new();
+        enc.start(begin, msg_type);
+        enc.str(49, sender).str(56, b"ISLD").uint(34, seq);
+        enc.timestamp(
+            52,
+            UtcTimestamp::now(),
+            portcullis_fix::TimePrecision::Millis,
+        );
+        for (t, v) in fields {
+            enc.str(*t, v);
+        }
+        enc.finish().to_vec()
+    }
+
+    const LOGON_FIELDS: &[(u32, &[u8])] = &[(98, b"0"), (108, b"30"), (141, b"Y")];
+
+    fn logon() -> Vec<u8> {
+        fix(b"A", 1, LOGON_FIELDS)
+    }
+
+    /// Answers every application message with a `j` carrying its MsgSeqNum in RefSeqNum.
+    struct Echo;
+    impl Application for Echo {
+        fn on_message(&self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, _: &[u8]) {
+            session
+                .send_application(now, b"j", |enc| {
+                    enc.uint(45, seq).str(372, b"D").uint(380, 4);
+                })
+                .unwrap();
+        }
+    }
+
+    fn connection(
+        cfg: ListenerConfig,
+        shutdown: ShutdownSignal,
+    ) -> (Connection, Arc<SessionEntry>) {
+        let registry = Arc::new(registry_with(BeginString::Fix44, "ISLD", "TW"));
+        let entry = registry
+            .lookup_incoming(BeginString::Fix44, "TW", "ISLD")
+            .unwrap();
+        let conn = Connection {
+            id: 0,
+            peer: loopback(),
+            listener: Arc::new(cfg),
+            registry,
+            app: Arc::new(Echo),
+            shutdown,
+            accepted_at: Instant::now(),
+        };
+        (conn, entry)
+    }
+
+    /// Reads whole FIX messages from `r` until one of type `msg_type` arrives.
+    async fn read_until<R: AsyncRead + Unpin>(
+        r: &mut R,
+        buf: &mut Vec<u8>,
+        msg_type: &str,
+    ) -> Vec<u8> {
+        let needle = format!("\x0135={msg_type}\x01");
+        loop {
+            while let portcullis_fix::Frame::Complete { len } = portcullis_fix::frame(buf, 1 << 20)
+            {
+                let m: Vec<u8> = buf.drain(..len).collect();
+                if m.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    return m;
+                }
+            }
+            let mut chunk = [0u8; 512];
+            let n = r.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a 35={msg_type} arrived");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn contains(m: &[u8], field: &str) -> bool {
+        m.windows(field.len()).any(|w| w == field.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_session_is_driven_from_logon_to_application_reply_to_shutdown_logout() {
+        let (trigger, signal) = shutdown_channel();
+        let cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        let (mut conn, entry) = connection(cfg, signal);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+        client.write_all(&logon()).await.unwrap();
+        let mut rx = Vec::new();
+        let ack = read_until(&mut client, &mut rx, "A").await;
+        assert!(contains(&ack, "\x0149=ISLD\x0156=TW\x01"));
+        assert!(entry.is_connected());
+        client
+            .write_all(&fix(
+                b"D",
+                2,
+                &[
+                    (11, b"o1"),
+                    (21, b"1"),
+                    (55, b"X"),
+                    (54, b"1"),
+                    (60, b"20240102-10:00:00"),
+                    (40, b"1"),
+                    (38, b"1"),
+                ],
+            ))
+            .await
+            .unwrap();
+        let reply = read_until(&mut client, &mut rx, "j").await;
+        assert!(
+            contains(&reply, "\x0145=2\x01"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        // Shutdown: the server logs out; answering completes the handshake and closes.
+        trigger.trigger();
+        let logout = read_until(&mut client, &mut rx, "5").await;
+        assert!(contains(&logout, "server shutting down"));
+        client.write_all(&fix(b"5", 3, &[])).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("connection ends after the Logout handshake")
+            .unwrap();
+        assert!(!entry.is_connected());
+        // The store kept the numbers for the next connection.
+        assert_eq!(
+            entry.store(UtcTimestamp::now()).unwrap().next_target_seq(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_reading_is_disconnected_at_max_unsent_bytes() {
+        let (_trigger, signal) = shutdown_channel();
+        let mut cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        cfg.max_unsent_bytes = 4096;
+        let (mut conn, entry) = connection(cfg, signal);
+        // The pipe holds 1 KiB; the client never reads, so the server's output piles up.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+        client.write_all(&logon()).await.unwrap();
+        let mut seq = 2;
+        let ended = loop {
+            if task.is_finished() {
+                break true;
+            }
+            if seq > 2000 {
+                break false;
+            }
+            // Each TestRequest asks for a Heartbeat of about 80 bytes.
+            let id = format!("req-{seq}");
+            if client
+                .write_all(&fix(b"1", seq, &[(112, id.as_bytes())]))
+                .await
+                .is_err()
+            {
+                break true;
+            }
+            seq += 1;
+            tokio::task::yield_now().await;
+        };
+        assert!(ended, "slow reader was never disconnected");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!entry.is_connected());
+        assert!(seq > 40, "disconnected too early, after {seq} messages");
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_for_a_connected_session_is_closed_silently() {
+        let (_trigger, signal) = shutdown_channel();
+        let cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        let (mut conn, entry) = connection(cfg.clone(), signal.clone());
+        let registry = conn.registry.clone();
+        let (mut c1, s1) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = tokio::spawn(async move { conn.serve_stream(s1, deadline).await });
+        c1.write_all(&logon()).await.unwrap();
+        read_until(&mut c1, &mut Vec::new(), "A").await;
+        assert!(entry.is_connected());
+
+        let mut conn2 = Connection {
+            id: 1,
+            peer: loopback(),
+            listener: Arc::new(cfg),
+            registry,
+            app: Arc::new(Echo),
+            shutdown: signal,
+            accepted_at: Instant::now(),
+        };
+        let (mut c2, s2) = tokio::io::duplex(64 * 1024);
+        let second = tokio::spawn(async move { conn2.serve_stream(s2, deadline).await });
+        c2.write_all(&logon()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c2.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.is_empty(), "nothing is sent to the second connection");
+        second.await.unwrap();
+        assert!(
+            entry.is_connected(),
+            "the first connection keeps the session"
+        );
+        drop(c1);
+        first.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_sessions_and_wrong_begin_strings_are_closed_silently() {
+        let (_trigger, signal) = shutdown_channel();
+        for first in [
+            // Unknown counterparty.
+            fix_as(b"FIX.4.4", b"XX", b"A", 1, LOGON_FIELDS),
+            // A session that exists, but on a FIX.4.2 message sent to a FIX.4.4 listener.
+            fix_as(b"FIX.4.2", b"TW", b"A", 1, LOGON_FIELDS),
+            // Not FIX at all.
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ] {
+            let cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+            let (mut conn, entry) = connection(cfg, signal.clone());
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+            client.write_all(&first).await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(got.is_empty());
+            task.await.unwrap();
+            assert!(!entry.is_connected());
+        }
+    }
+
     #[test]
     fn next_wake_takes_the_earlier_deadline() {
         assert!(next_wake(None, None).is_none());
