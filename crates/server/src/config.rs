@@ -176,7 +176,8 @@ pub struct RawSession {
     /// Accounts this session may trade for. Default none.
     #[serde(default)]
     pub accounts: Vec<String>,
-    /// Daily window in which Logons are accepted; absent = always.
+    /// Daily window in which Logons are accepted; a session still logged on when it ends is
+    /// logged out. Absent = always.
     #[serde(default)]
     pub schedule: Option<RawSchedule>,
     /// When the message store forces writes to disk: `always` (default) or `never`.

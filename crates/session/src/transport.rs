@@ -403,6 +403,23 @@ impl Schedule {
             std::cmp::Ordering::Equal => true,
         }
     }
+
+    /// The first instant after `now` that is outside the window (the second after `end`), or
+    /// `None` for a window open all day. Meant for a `now` inside the window: a session logged
+    /// on inside it is logged out then.
+    pub fn next_close(&self, now: UtcTimestamp) -> Option<UtcTimestamp> {
+        if self.start == self.end {
+            return None;
+        }
+        let secs = now.nanos().div_euclid(1_000_000_000);
+        let sod = (secs + i64::from(self.utc_offset_secs)).rem_euclid(86_400);
+        let close = (i64::from(self.end) + 1).rem_euclid(86_400);
+        let mut ahead = (close - sod).rem_euclid(86_400);
+        if ahead == 0 {
+            ahead = 86_400;
+        }
+        Some(UtcTimestamp::from_nanos((secs + ahead) * 1_000_000_000))
+    }
 }
 
 /// Opens a session's message store the first time the session connects.
@@ -780,7 +797,13 @@ impl Connection {
         session.handle_input(now, &buf);
         drop(buf);
 
-        let end = self.drive(&mut stream, &mut session, &name).await;
+        let schedule_close = entry
+            .schedule()
+            .and_then(|s| s.next_close(now))
+            .map(|t| instant_at(t, UtcTimestamp::now()));
+        let end = self
+            .drive(&mut stream, &mut session, &name, schedule_close)
+            .await;
         match end {
             End::Disconnect => {
                 // Borrow the bytes, not the session: the future must be Send.
@@ -851,7 +874,14 @@ impl Connection {
     }
 
     /// The session loop: socket input, timers and shutdown in, bytes and events out.
-    async fn drive<S>(&mut self, stream: &mut S, session: &mut Session, name: &str) -> End
+    /// `schedule_close` is when the session's daily window ends: it is logged out then.
+    async fn drive<S>(
+        &mut self,
+        stream: &mut S,
+        session: &mut Session,
+        name: &str,
+        mut schedule_close: Option<Instant>,
+    ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -871,7 +901,7 @@ impl Connection {
                 );
                 return End::Drop;
             }
-            let wake = next_wake(session.poll_timeout(), logout_deadline);
+            let wake = next_wake(session.poll_timeout(), &[logout_deadline, schedule_close]);
             let shutting_down = logout_deadline.is_some();
             tokio::select! {
                 step = io_step(stream, &mut rbuf, session.transmit(), flush_pending) => match step {
@@ -894,6 +924,12 @@ impl Connection {
                     if logout_deadline.is_some_and(|d| Instant::now() >= d) {
                         info!(conn = self.id, session = %name, "no Logout reply within the shutdown grace period");
                         return End::Disconnect;
+                    }
+                    if schedule_close.is_some_and(|d| Instant::now() >= d) {
+                        info!(conn = self.id, session = %name, "end of the session's schedule: logging out");
+                        // The session's own logout timeout bounds the handshake.
+                        session.logout(UtcTimestamp::now(), "end of the session's schedule");
+                        schedule_close = None;
                     }
                     session.handle_timeout(UtcTimestamp::now());
                 }
@@ -970,20 +1006,22 @@ fn log_event(conn: u64, name: &str, event: SessionEvent) {
     }
 }
 
-/// The earlier of the session's timer and the logout deadline, as a tokio instant.
+/// The tokio instant of wall-clock time `t`, given that the wall clock reads `now`.
+fn instant_at(t: UtcTimestamp, now: UtcTimestamp) -> Instant {
+    let ahead = t.nanos().saturating_sub(now.nanos()).max(0);
+    Instant::now() + Duration::from_nanos(ahead as u64)
+}
+
+/// The earliest of the session's timer and the connection's own deadlines.
 fn next_wake(
     session_timer: Option<UtcTimestamp>,
-    logout_deadline: Option<Instant>,
+    deadlines: &[Option<Instant>],
 ) -> Option<Instant> {
-    let timer = session_timer.map(|t| {
-        let now = UtcTimestamp::now();
-        let ahead = t.nanos().saturating_sub(now.nanos()).max(0);
-        Instant::now() + Duration::from_nanos(ahead as u64)
-    });
-    match (timer, logout_deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    session_timer
+        .map(|t| instant_at(t, UtcTimestamp::now()))
+        .into_iter()
+        .chain(deadlines.iter().flatten().copied())
+        .min()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1111,6 +1149,41 @@ mod tests {
         };
         assert!(s.contains(ts(1, 0, 0)));
         assert!(!s.contains(ts(5, 0, 0)));
+    }
+
+    #[test]
+    fn schedule_next_close_is_the_second_after_the_end() {
+        let s = Schedule {
+            start: 8 * 3600,
+            end: 17 * 3600,
+            utc_offset_secs: 0,
+        };
+        let noonish = UtcTimestamp::from_nanos(ts(12, 0, 0).nanos() + 500_000_000);
+        assert_eq!(s.next_close(noonish), Some(ts(17, 0, 1)));
+        assert!(!s.contains(ts(17, 0, 1)));
+        // Across midnight: closes the next morning.
+        let s = Schedule {
+            start: 22 * 3600,
+            end: 6 * 3600,
+            utc_offset_secs: 0,
+        };
+        let next_morning = UtcTimestamp::from_nanos(ts(6, 0, 1).nanos() + 86_400_000_000_000);
+        assert_eq!(s.next_close(ts(23, 0, 0)), Some(next_morning));
+        assert_eq!(s.next_close(ts(1, 0, 0)), Some(ts(6, 0, 1)));
+        // With an offset: 17:00 at +02:00 is 15:00 UTC.
+        let s = Schedule {
+            start: 8 * 3600,
+            end: 17 * 3600,
+            utc_offset_secs: 7200,
+        };
+        assert_eq!(s.next_close(ts(10, 0, 0)), Some(ts(15, 0, 1)));
+        // Open all day: never closes.
+        let s = Schedule {
+            start: 0,
+            end: 0,
+            utc_offset_secs: 0,
+        };
+        assert_eq!(s.next_close(ts(10, 0, 0)), None);
     }
 
     #[test]
@@ -1713,12 +1786,17 @@ mod tests {
 
     #[test]
     fn next_wake_takes_the_earlier_deadline() {
-        assert!(next_wake(None, None).is_none());
+        assert!(next_wake(None, &[None, None]).is_none());
         let soon = Instant::now() + Duration::from_millis(10);
         let far = UtcTimestamp::from_nanos(UtcTimestamp::now().nanos() + 3_600_000_000_000);
-        assert_eq!(next_wake(Some(far), Some(soon)), Some(soon));
+        assert_eq!(next_wake(Some(far), &[Some(soon), None]), Some(soon));
+        let sooner = soon - Duration::from_millis(5);
+        assert_eq!(
+            next_wake(Some(far), &[Some(soon), Some(sooner)]),
+            Some(sooner)
+        );
         let past = UtcTimestamp::from_nanos(0);
-        let w = next_wake(Some(past), None).unwrap();
+        let w = next_wake(Some(past), &[]).unwrap();
         assert!(w <= Instant::now());
     }
 }
