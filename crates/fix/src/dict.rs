@@ -759,7 +759,7 @@ fn check_value(def: &FieldDef, v: &[u8]) -> Result<(), SessionRejectReason> {
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         }
         FieldType::Country => v.len() == 2 && v.iter().all(u8::is_ascii_uppercase),
-        FieldType::UtcTimestamp => UtcTimestamp::parse(v).is_some(),
+        FieldType::UtcTimestamp => is_timestamp(v),
         FieldType::UtcTimeOnly => is_time_only(v),
         FieldType::UtcDateOnly | FieldType::LocalMktDate => is_date(v),
         FieldType::MonthYear => is_month_year(v),
@@ -861,6 +861,29 @@ fn two_digits(v: &[u8]) -> Option<u32> {
     }
 }
 
+/// A well-formed UTCTimestamp. `UtcTimestamp::parse` holds nanoseconds in an `i64` and so
+/// overflows outside 1678..=2261; other years are checked with a year of the same leap-ness, as
+/// the format does not depend on the year.
+fn is_timestamp(v: &[u8]) -> bool {
+    let year = match v.get(..4) {
+        Some(y) if y.iter().all(u8::is_ascii_digit) => {
+            y.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'))
+        }
+        _ => return false,
+    };
+    if (1678..=2261).contains(&year) {
+        return UtcTimestamp::parse(v).is_some();
+    }
+    if v.len() > 27 {
+        return false;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let mut t = [0u8; 27];
+    t[..v.len()].copy_from_slice(v);
+    t[..4].copy_from_slice(if leap { b"2000" } else { b"2001" });
+    UtcTimestamp::parse(&t[..v.len()]).is_some()
+}
+
 fn is_date(v: &[u8]) -> bool {
     if v.len() != 8 || !v.iter().all(u8::is_ascii_digit) {
         return false;
@@ -869,7 +892,7 @@ fn is_date(v: &[u8]) -> bool {
     let mut ts = [0u8; 17];
     ts[..8].copy_from_slice(v);
     ts[8..].copy_from_slice(b"-00:00:00");
-    UtcTimestamp::parse(&ts).is_some()
+    is_timestamp(&ts)
 }
 
 fn is_time_only(v: &[u8]) -> bool {

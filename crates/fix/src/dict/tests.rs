@@ -307,6 +307,26 @@ fn timestamps_with_seconds_millis_micros_and_nanos_are_accepted() {
 }
 
 #[test]
+fn timestamps_far_from_now_are_checked_without_overflow() {
+    for (ts, ok) in [
+        (&b"99991231-23:59:59.999"[..], true),
+        (b"00010101-00:00:00", true),
+        (b"24000229-00:00:00", true),
+        (b"23000229-00:00:00", false),
+    ] {
+        let body = replace(valid_body(Fix44, b"D"), 60, ts);
+        let want = if ok {
+            Ok(())
+        } else {
+            rej(R::IncorrectDataFormat, 60)
+        };
+        assert_eq!(check(Fix44, &build(Fix44, b"D", &body)), want, "{ts:?}");
+    }
+    let body = with(valid_body(Fix44, b"D"), &[(432, b"99990228")]);
+    assert_eq!(check(Fix44, &build(Fix44, b"D", &body)), Ok(()));
+}
+
+#[test]
 fn decimal_forms_are_accepted() {
     for px in [
         &b"1"[..],
