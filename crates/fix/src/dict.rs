@@ -23,6 +23,9 @@
 //! - Body fields may come in any order; header fields must precede the body; SignatureLength(93)
 //!   and Signature(89) must immediately precede CheckSum(10). Fields of a repeating group entry
 //!   must follow the group's order, starting with its delimiter.
+//! - A well-formed tag that the version does not define is reason 3 (Undefined tag); reason 0
+//!   (Invalid tag number) is the decoder's, for tags that are not numbers.
+//! - On FIXT.1.1, application messages are validated as FIX 5.0 SP2 whatever their ApplVerID.
 //! - A required component (e.g. Instrument on NewOrderSingle) makes its Symbol(55) required.
 //! - Enumerations listed as "no longer used" in later versions are still accepted.
 
