@@ -17,14 +17,14 @@
 //!
 //! Choices where the specification leaves room:
 //! - Tags 5000–49999 (the user-defined ranges) are accepted in the body without checks, and may
-//!   repeat; undefined tags outside it are [`SessionRejectReason::UndefinedTag`].
+//!   repeat; undefined tags outside it are [`SessionRejectReason::InvalidTagNumber`].
 //! - Username(553) and Password(554) are defined for every version but, on FIX 4.2, only on
 //!   Logon, where venues accept them as extension fields (the logon signature uses 553).
 //! - Body fields may come in any order; header fields must precede the body; SignatureLength(93)
 //!   and Signature(89) must immediately precede CheckSum(10). Fields of a repeating group entry
 //!   must follow the group's order, starting with its delimiter.
-//! - A well-formed tag that the version does not define is reason 3 (Undefined tag); reason 0
-//!   (Invalid tag number) is the decoder's, for tags that are not numbers.
+//! - A well-formed tag that the version does not define is reason 0 (Invalid tag number), as
+//!   the FIX session-level test case 14a and QuickFIX/J answer it; reason 3 is not produced.
 //! - On FIXT.1.1, application messages are validated as FIX 5.0 SP2 whatever their ApplVerID.
 //! - A required component (e.g. Instrument on NewOrderSingle) makes its Symbol(55) required.
 //! - Enumerations listed as "no longer used" in later versions are still accepted.
@@ -491,7 +491,7 @@ impl Dictionary {
                     i += 1;
                     continue;
                 }
-                return Err(Rejection::at(R::UndefinedTag, tag));
+                return Err(Rejection::at(R::InvalidTagNumber, tag));
             };
             let in_header = self.header.allowed.has(fi);
             if in_header {

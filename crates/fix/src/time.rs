@@ -84,7 +84,8 @@ impl UtcTimestamp {
         // A leap second (60) is folded into the next second, as most engines do.
         let days = days_from_civil(year, month, day);
         let secs = days * SECS_PER_DAY + hour * 3600 + min * 60 + sec;
-        Some(Self(secs * NANOS_PER_SEC + nanos))
+        // Years far outside the epoch's range do not fit in i64 nanoseconds: not a timestamp.
+        secs.checked_mul(NANOS_PER_SEC)?.checked_add(nanos).map(Self)
     }
 
     /// Writes the timestamp in FIX format at the given precision into `out` (no allocation if
@@ -215,6 +216,8 @@ mod tests {
             b"20240101-00:00:00.12",
             b"20240101-00:00:00,123",
             b"2024010-00:00:00",
+            b"99990101-00:00:00",
+            b"10000101-00:00:00",
         ] {
             assert!(UtcTimestamp::parse(bad).is_none(), "{bad:?}");
         }

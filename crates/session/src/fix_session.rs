@@ -766,7 +766,15 @@ impl Session {
         }
         if self.config.validate {
             if let Err(r) = self.dict.validate(msg) {
-                self.reject_and_count(now, msg, seq, r.reason, r.ref_tag);
+                if r.reason == SessionRejectReason::InvalidMsgType
+                    && self.dict.msg_type_in_spec(msg_type)
+                {
+                    // A real FIX message we do not offer: a business-level refusal.
+                    self.send_business_reject(now, seq, msg_type, 3, "Unsupported Message Type");
+                    self.advance_target(seq + 1);
+                } else {
+                    self.reject_and_count(now, msg, seq, r.reason, r.ref_tag);
+                }
                 return;
             }
         }
@@ -1077,6 +1085,22 @@ impl Session {
             ref_seq,
             reason: Some(reason),
             text: text.to_owned(),
+        });
+    }
+
+    fn send_business_reject(
+        &mut self,
+        now: UtcTimestamp,
+        ref_seq: SeqNum,
+        ref_msg_type: &[u8],
+        reason: u64,
+        text: &str,
+    ) {
+        self.send_session_message(now, b"j", |enc| {
+            enc.uint(tag::REF_SEQ_NUM, ref_seq);
+            enc.str(tag::REF_MSG_TYPE, ref_msg_type);
+            enc.uint(tag::BUSINESS_REJECT_REASON, reason);
+            enc.str(tag::TEXT, text.as_bytes());
         });
     }
 

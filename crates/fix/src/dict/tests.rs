@@ -484,13 +484,13 @@ fn empty_msg_type_is_reason_4() {
 // ---- reasons 3 and 2: tags -------------------------------------------------------------------
 
 #[test]
-fn undefined_tag_is_reason_3() {
+fn tag_undefined_in_the_version_is_reason_0_invalid_tag_number() {
     for tag in [999u32, 4999, 50_000, 999_999] {
         let mut e = Encoder::new();
         e.start(b"FIX.4.4", b"0");
         header(&mut e);
         e.str(tag, b"x");
-        assert_eq!(check(Fix44, e.finish()), rej(R::UndefinedTag, tag), "{tag}");
+        assert_eq!(check(Fix44, e.finish()), rej(R::InvalidTagNumber, tag), "{tag}");
     }
 }
 
@@ -499,7 +499,7 @@ fn parties_are_undefined_tags_in_fix42() {
     let body = with(valid_body(Fix42, b"D"), &[(453, b"1"), (448, b"X")]);
     assert_eq!(
         check(Fix42, &build(Fix42, b"D", &body)),
-        rej(R::UndefinedTag, 453)
+        rej(R::InvalidTagNumber, 453)
     );
 }
 
@@ -523,7 +523,7 @@ fn fixt_only_field_is_undefined_in_fix44() {
     let body = with(valid_body(Fix44, b"A"), &[(1137, b"9")]);
     assert_eq!(
         check(Fix44, &build(Fix44, b"A", &body)),
-        rej(R::UndefinedTag, 1137)
+        rej(R::InvalidTagNumber, 1137)
     );
 }
 

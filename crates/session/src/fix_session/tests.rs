@@ -81,6 +81,22 @@ impl Peer {
     }
 }
 
+/// A complete FIX 4.4 NewOrderSingle body after `head` (header extras and ClOrdID), then `tail`
+/// (trailer fields such as the signature).
+fn order<'a>(head: &[(u32, &'a str)], tail: &[(u32, &'a str)]) -> Vec<(u32, &'a str)> {
+    let mut f = head.to_vec();
+    f.extend_from_slice(&[
+        (55, "BTC-PERP"),
+        (54, "1"),
+        (60, "20261128-12:00:00"),
+        (38, "1"),
+        (40, "2"),
+        (44, "100"),
+    ]);
+    f.extend_from_slice(tail);
+    f
+}
+
 /// A decoded copy of one message we sent.
 #[derive(Debug, Clone)]
 struct Sent(Vec<(u32, String)>);
@@ -517,8 +533,8 @@ fn sequence_reset_reset_mode_with_lower_new_seq_no_is_rejected_with_reason_5() {
 fn msg_seq_num_too_high_queues_the_message_and_requests_the_gap_once() {
     let (mut s, mut p) = logged_on(BeginString::Fix44);
     // Expected 2; 4 and 5 arrive.
-    let m4 = p.msg_seq(t0(), "D", 4, &[(11, "C4")]);
-    let m5 = p.msg_seq(t0(), "D", 5, &[(11, "C5")]);
+    let m4 = p.msg_seq(t0(), "D", 4, &order(&[(11, "C4")], &[]));
+    let m5 = p.msg_seq(t0(), "D", 5, &order(&[(11, "C5")], &[]));
     s.handle_input(t0(), &m4);
     s.handle_input(t0(), &m5);
     let out = sent(&mut s);
@@ -532,7 +548,7 @@ fn msg_seq_num_too_high_queues_the_message_and_requests_the_gap_once() {
             t0(),
             "D",
             seq,
-            &[(43, "Y"), (122, "20261128-11:59:59"), (11, &c)],
+            &order(&[(43, "Y"), (122, "20261128-11:59:59"), (11, &c)], &[]),
         );
         s.handle_input(t0(), &m);
     }
@@ -583,7 +599,7 @@ fn poss_dup_not_yet_received_is_processed() {
     let m = p.msg(
         t0(),
         "D",
-        &[(43, "Y"), (122, "20261128-11:59:59"), (11, "X")],
+        &order(&[(43, "Y"), (122, "20261128-11:59:59"), (11, "X")], &[]),
     );
     s.handle_input(t0(), &m);
     assert!(matches!(
@@ -733,6 +749,54 @@ fn oversized_message_disconnects() {
 }
 
 // ---- Reject, application messages ----
+
+#[test]
+fn invalid_message_is_rejected_with_its_reason_and_counted() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "1", &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), Some("1"));
+    assert_eq!(out[0].get(371), Some("112"));
+    assert_eq!(out[0].get(372), Some("1"));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn unknown_msg_type_is_rejected_with_reason_11() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "ZZ", &[]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), Some("11"));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn fix_message_type_we_do_not_offer_gets_business_message_reject() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let m = p.msg(t0(), "R", &[(131, "Q1")]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["j"]);
+    assert_eq!(out[0].get(380), Some("3"));
+    assert_eq!(out[0].get(372), Some("R"));
+    assert_eq!(s.next_target_seq(), 3);
+}
+
+#[test]
+fn fix42_reject_leaves_out_reasons_the_version_does_not_define() {
+    let (mut s, mut p) = logged_on(BeginString::Fix42);
+    // A repeated tag is reason 13, which FIX 4.2 does not have.
+    let m = p.msg(t0(), "3", &[(45, "1"), (58, "x"), (58, "y")]);
+    s.handle_input(t0(), &m);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(out[0].get(373), None);
+    assert!(out[0].get(58).is_some());
+}
 
 #[test]
 fn reject_from_the_counterparty_is_counted() {
@@ -1014,7 +1078,7 @@ mod auth {
     #[test]
     fn unsigned_application_message_is_rejected_and_not_passed_on() {
         let (mut s, mut p, _) = signed_session();
-        let m = p.msg(t0(), "D", &[(11, "X")]);
+        let m = p.msg(t0(), "D", &order(&[(11, "X")], &[]));
         s.handle_input(t0(), &m);
         let out = sent(&mut s);
         assert_eq!(types(&out), ["3"]);
@@ -1029,7 +1093,7 @@ mod auth {
     #[test]
     fn badly_signed_application_message_is_rejected_with_signature_problem() {
         let (mut s, mut p, _) = signed_session();
-        let m = p.msg(t0(), "D", &[(11, "X"), (93, "3"), (89, "bad")]);
+        let m = p.msg(t0(), "D", &order(&[(11, "X")], &[(93, "3"), (89, "bad")]));
         s.handle_input(t0(), &m);
         let out = sent(&mut s);
         assert_eq!(out[0].get(373), Some("8"));
@@ -1044,7 +1108,7 @@ mod auth {
         let (mut s, mut p, _) = signed_session();
         let hb = p.msg(t0(), "0", &[]);
         s.handle_input(t0(), &hb);
-        let m = p.msg(t0(), "D", &[(11, "X"), (93, "2"), (89, "ok")]);
+        let m = p.msg(t0(), "D", &order(&[(11, "X")], &[(93, "2"), (89, "ok")]));
         s.handle_input(t0(), &m);
         assert!(sent(&mut s).is_empty());
         assert!(matches!(
