@@ -177,9 +177,9 @@ impl FileAuditLog {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let file = opts.open(&path).map_err(|e| {
-            io::Error::new(e.kind(), format!("audit log {}: {e}", path.display()))
-        })?;
+        let file = opts
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("audit log {}: {e}", path.display())))?;
         Ok(Self {
             path,
             file: Mutex::new(file),
@@ -313,7 +313,11 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "audit log must not be group/world readable");
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "audit log must not be group/world readable"
+            );
         }
     }
 }

@@ -103,13 +103,19 @@ impl AuthConfig {
         let err = |field, problem| Err(AuthConfigError { field, problem });
         const DAY: u64 = 86_400_000;
         if self.logon_window_ms == 0 || self.logon_window_ms > 3_600_000 {
-            return err("logon_window_ms", "must be between 1 and 3600000 (one hour)");
+            return err(
+                "logon_window_ms",
+                "must be between 1 and 3600000 (one hour)",
+            );
         }
         if self.max_failures == 0 {
             return err("max_failures", "must be at least 1");
         }
         if self.failure_window_ms == 0 || self.failure_window_ms > DAY {
-            return err("failure_window_ms", "must be between 1 and 86400000 (one day)");
+            return err(
+                "failure_window_ms",
+                "must be between 1 and 86400000 (one day)",
+            );
         }
         if self.lockout_base_ms == 0 {
             return err("lockout_base_ms", "must be at least 1");
@@ -124,7 +130,10 @@ impl AuthConfig {
             return err("signature_burst_threshold", "must be at least 1");
         }
         if self.signature_burst_window_ms == 0 || self.signature_burst_window_ms > DAY {
-            return err("signature_burst_window_ms", "must be between 1 and 86400000");
+            return err(
+                "signature_burst_window_ms",
+                "must be between 1 and 86400000",
+            );
         }
         if self.multi_ip_window_ms == 0 || self.multi_ip_window_ms > DAY {
             return err("multi_ip_window_ms", "must be between 1 and 86400000");
@@ -652,15 +661,21 @@ impl Authenticator {
             drop(m);
             if key_until.is_some() || ip_until.is_some() {
                 let what = match (key_until, ip_until) {
-                    (Some(k), _) => format!("key id locked for another {} ms", k - now),
+                    (Some(k), _) => {
+                        format!("key id locked for another {} ms", k.saturating_sub(now))
+                    }
                     (None, Some(i)) => format!(
                         "source {} locked for another {} ms",
                         bucket_text(bucket),
-                        i - now
+                        i.saturating_sub(now)
                     ),
                     (None, None) => unreachable!("one of them is set"),
                 };
-                self.emit(base(Outcome::Denied).reason(Denied::Locked.reason()).detail(what));
+                self.emit(
+                    base(Outcome::Denied)
+                        .reason(Denied::Locked.reason())
+                        .detail(what),
+                );
                 return Err(Denied::Locked);
             }
         }
@@ -669,7 +684,11 @@ impl Authenticator {
         match self.check(&table, a) {
             Check::Pass { grant } => {
                 let events = self.on_success(a, &grant, now);
-                self.emit(base(Outcome::Ok).account(&grant.account).reason("authenticated"));
+                self.emit(
+                    base(Outcome::Ok)
+                        .account(&grant.account)
+                        .reason("authenticated"),
+                );
                 for e in events {
                     self.emit(e);
                 }
@@ -716,8 +735,10 @@ impl Authenticator {
             let d = format!("SendingTime {skew} ms behind the server clock (window {window} ms)");
             return fail(Denied::StaleSendingTime, None, Some(d), false);
         }
-        if -skew > window {
-            let d = format!("SendingTime {} ms ahead of the server clock (window {window} ms)", -skew);
+        if skew < -window {
+            let ahead = sent.saturating_sub(now);
+            let d =
+                format!("SendingTime {ahead} ms ahead of the server clock (window {window} ms)");
             return fail(Denied::FutureSendingTime, None, Some(d), false);
         }
 
@@ -779,7 +800,10 @@ impl Authenticator {
             return fail(Denied::Expired, acc, d, true);
         }
         if !key.ip_allowed(a.peer_ip) {
-            let d = format!("{} is not in the key's IP allowlist", canonical_ip(a.peer_ip));
+            let d = format!(
+                "{} is not in the key's IP allowlist",
+                canonical_ip(a.peer_ip)
+            );
             return fail(Denied::IpNotAllowed, acc, Some(d), true);
         }
         let account_ok = a
@@ -994,7 +1018,9 @@ impl Authenticator {
     pub fn is_locked(&self, key_id: &str, peer_ip: IpAddr, now_ms: i64) -> bool {
         let m = self.monitor();
         m.by_key.get(key_id).is_some_and(|t| t.locked(now_ms))
-            || m.by_ip.get(&ip_bucket(peer_ip)).is_some_and(|t| t.locked(now_ms))
+            || m.by_ip
+                .get(&ip_bucket(peer_ip))
+                .is_some_and(|t| t.locked(now_ms))
     }
 }
 

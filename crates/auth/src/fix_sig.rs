@@ -133,9 +133,7 @@ pub struct HmacKey {
 impl HmacKey {
     /// A key from the secret's bytes (its ASCII text, as printed).
     pub fn new(secret: &[u8]) -> Self {
-        Self {
-            mac: keyed(secret),
-        }
+        Self { mac: keyed(secret) }
     }
 
     /// HMAC-SHA256 of `data`.
@@ -378,9 +376,17 @@ pub(crate) mod tests {
         let m = message(SECRET, ORDER_BODY, true);
         let (signed, sig) = split_signed(&m).unwrap();
         assert_eq!(signed.len() + 6 + 3 + TAG_B64_LEN + 1 + 7, m.len());
-        assert!(signed.starts_with(b"8=FIX.4.4\x019=207\x01"), "{}", String::from_utf8_lossy(signed));
+        assert!(
+            signed.starts_with(b"8=FIX.4.4\x019=207\x01"),
+            "{}",
+            String::from_utf8_lossy(signed)
+        );
         assert_eq!(sig, b"4ixvj9wgO1Id8mWM1ys//vpG+9EmeI8ZyV34rTf3xs4=");
-        assert!(m.ends_with(b"\x0110=004\x01"), "{}", String::from_utf8_lossy(&m));
+        assert!(
+            m.ends_with(b"\x0110=004\x01"),
+            "{}",
+            String::from_utf8_lossy(&m)
+        );
         assert_eq!(verify_message(SECRET, &m), Ok(()));
     }
 
@@ -407,7 +413,11 @@ pub(crate) mod tests {
         assert!(!verify_logon(other, &fields(), raw.as_bytes()));
         assert!(!verify_logon(SECRET, &fields(), b""));
         assert!(!verify_logon(SECRET, &fields(), &raw.as_bytes()[..43]));
-        assert!(!verify_logon(SECRET, &fields(), raw.trim_end_matches('=').as_bytes()));
+        assert!(!verify_logon(
+            SECRET,
+            &fields(),
+            raw.trim_end_matches('=').as_bytes()
+        ));
         assert!(!verify_logon(SECRET, &fields(), &[b'A'; 200]));
         // The key is the secret's text, not its hex decoding.
         let decoded = hex::decode(SECRET).unwrap();
@@ -466,7 +476,11 @@ pub(crate) mod tests {
         let sig = sign_hmac_hex(SECRET, payload);
         assert_eq!(sig.len(), 64);
         assert!(verify_hmac_hex(SECRET, payload, sig.as_bytes()));
-        assert!(verify_hmac_hex(SECRET, payload, sig.to_uppercase().as_bytes()));
+        assert!(verify_hmac_hex(
+            SECRET,
+            payload,
+            sig.to_uppercase().as_bytes()
+        ));
         assert!(!verify_hmac_hex(SECRET, b"apiKey=pk_1", sig.as_bytes()));
         assert!(!verify_hmac_hex(SECRET, payload, &sig.as_bytes()[..62]));
         assert!(!verify_hmac_hex(SECRET, payload, b"zz"));
@@ -477,6 +491,9 @@ pub(crate) mod tests {
         let m = message(SECRET, ORDER_BODY, true);
         let s = String::from_utf8(m).unwrap();
         let long = s.replace("93=44\x0189=", "93=999\x0189=");
-        assert_eq!(verify_message(SECRET, long.as_bytes()), Err(SigError::Malformed));
+        assert_eq!(
+            verify_message(SECRET, long.as_bytes()),
+            Err(SigError::Malformed)
+        );
     }
 }

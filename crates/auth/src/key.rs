@@ -696,7 +696,10 @@ mod tests {
         let back: Scopes = serde_json::from_str(r#"["trade","read"]"#).unwrap();
         assert_eq!(back, s);
         assert_eq!(Scopes::parse(""), Err(KeyError::NoScopes));
-        assert!(matches!(Scopes::parse("trade,withdraw"), Err(KeyError::UnknownScope(_))));
+        assert!(matches!(
+            Scopes::parse("trade,withdraw"),
+            Err(KeyError::UnknownScope(_))
+        ));
     }
 
     #[test]
@@ -711,8 +714,12 @@ mod tests {
     #[test]
     fn ip_allowlist_matches_v4_and_v6_cidrs() {
         let mut k = key();
-        assert!(k.ip_allowed(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))), "empty = any");
-        k.ip_allowlist = parse_ip_allowlist(&["10.1.0.0/16", "2001:db8::/32", "192.0.2.7"]).unwrap();
+        assert!(
+            k.ip_allowed(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
+            "empty = any"
+        );
+        k.ip_allowlist =
+            parse_ip_allowlist(&["10.1.0.0/16", "2001:db8::/32", "192.0.2.7"]).unwrap();
         assert!(k.ip_allowed("10.1.200.3".parse().unwrap()));
         assert!(!k.ip_allowed("10.2.0.1".parse().unwrap()));
         assert!(k.ip_allowed("192.0.2.7".parse().unwrap()));

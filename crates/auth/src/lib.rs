@@ -52,5 +52,7 @@ pub use authenticator::{
     ReloadStats, ANY_ACCOUNT,
 };
 pub use fix_sig::{HmacKey, LogonFields, SigError};
-pub use key::{ApiKey, KeyError, KeyId, KeyInfo, KeySpec, KeyStatus, NewKey, Scope, Scopes, Secret};
+pub use key::{
+    ApiKey, KeyError, KeyId, KeyInfo, KeySpec, KeyStatus, NewKey, Scope, Scopes, Secret,
+};
 pub use vault::{KeyringError, MasterKey, MasterKeyring, Vault, VaultError, VaultLock};

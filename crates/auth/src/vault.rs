@@ -302,7 +302,12 @@ impl MasterKeyring {
     /// This keyring with `key` put first (current), the others kept after it for decryption; a
     /// previous key with the same id is replaced.
     pub fn with_current(&self, key: MasterKey) -> Self {
-        let others: Vec<MasterKey> = self.keys.iter().filter(|k| k.id != key.id).cloned().collect();
+        let others: Vec<MasterKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.id != key.id)
+            .cloned()
+            .collect();
         let mut keys = Vec::with_capacity(others.len() + 1);
         keys.push(key);
         keys.extend(others);
@@ -412,7 +417,9 @@ pub enum VaultError {
         path: PathBuf,
     },
     /// The file is a vault of a format version this build does not read.
-    #[error("vault {path} has format version {version}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "vault {path} has format version {version}; this build reads version {FORMAT_VERSION}"
+    )]
     UnsupportedVersion {
         /// The vault file.
         path: PathBuf,
@@ -463,7 +470,9 @@ fn wrong_key_text(key_id: &str, in_keyring: bool) -> String {
     if in_keyring {
         format!("the master key with id {key_id:?} is not the one the vault was encrypted with (wrong master key or tampered vault)")
     } else {
-        format!("it is encrypted under master key id {key_id:?}, which the keyring does not contain")
+        format!(
+            "it is encrypted under master key id {key_id:?}, which the keyring does not contain"
+        )
     }
 }
 
@@ -587,10 +596,7 @@ fn open_bytes(
     let v = r.take(2)?;
     let version = u16::from_be_bytes([v[0], v[1]]);
     if version != FORMAT_VERSION {
-        return Err(VaultError::UnsupportedVersion {
-            path: p(),
-            version,
-        });
+        return Err(VaultError::UnsupportedVersion { path: p(), version });
     }
     let id_len = usize::from(r.take(1)?[0]);
     if id_len == 0 || id_len > MAX_MASTER_ID_LEN {
@@ -660,10 +666,8 @@ fn open_bytes(
             path: p(),
             detail: e.to_string(),
         })?;
-    check_unique_ids(&contents.keys).map_err(|detail| VaultError::BadContents {
-        path: p(),
-        detail,
-    })?;
+    check_unique_ids(&contents.keys)
+        .map_err(|detail| VaultError::BadContents { path: p(), detail })?;
     Ok((contents.keys, key_id))
 }
 
@@ -861,7 +865,9 @@ impl Vault {
     pub fn insert_key(&mut self, key: ApiKey) -> Result<(), VaultError> {
         validate_account(&key.account)?;
         if self.get(key.key_id.as_str()).is_some() {
-            return Err(KeyError::BadKeyId(format!("{} (already in the vault)", key.key_id)).into());
+            return Err(
+                KeyError::BadKeyId(format!("{} (already in the vault)", key.key_id)).into(),
+            );
         }
         self.keys.push(key);
         Ok(())
@@ -928,7 +934,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
         .into_owned();
     let mut rnd = [0u8; 6];
     fill_random(&mut rnd);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), hex::encode(rnd)));
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        hex::encode(rnd)
+    ));
     let result = (|| {
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
@@ -1006,8 +1016,11 @@ mod tests {
         let mut v = Vault::create(dir.join("vault.bin"), keyring).unwrap();
         let created = (0..n)
             .map(|i| {
-                v.create_key(KeySpec::new(&format!("ACC{i}"), Scopes::parse("trade").unwrap()), 1000)
-                    .unwrap()
+                v.create_key(
+                    KeySpec::new(&format!("ACC{i}"), Scopes::parse("trade").unwrap()),
+                    1000,
+                )
+                .unwrap()
             })
             .collect();
         v.save().unwrap();
@@ -1021,8 +1034,14 @@ mod tests {
         let r = ring(&format!(" v2:{K2} ,\n v1:{K1}\n"));
         assert_eq!(r.ids().collect::<Vec<_>>(), ["v2", "v1"]);
         assert_eq!(r.current().id(), "v2");
-        assert!(matches!(MasterKeyring::parse(""), Err(KeyringError::Empty { .. })));
-        assert!(matches!(MasterKeyring::parse("abcd"), Err(KeyringError::BadKey { .. })));
+        assert!(matches!(
+            MasterKeyring::parse(""),
+            Err(KeyringError::Empty { .. })
+        ));
+        assert!(matches!(
+            MasterKeyring::parse("abcd"),
+            Err(KeyringError::BadKey { .. })
+        ));
         assert!(matches!(
             MasterKeyring::parse(&format!("a:{K1},a:{K2}")),
             Err(KeyringError::DuplicateId { .. })
@@ -1036,7 +1055,10 @@ mod tests {
             Err(KeyringError::BadEntry { .. })
         ));
         let e = MasterKeyring::parse(&format!("a:{}zz", &K1[..62])).unwrap_err();
-        assert!(!e.to_string().contains(&K1[..20]), "error must not echo key material");
+        assert!(
+            !e.to_string().contains(&K1[..20]),
+            "error must not echo key material"
+        );
     }
 
     #[test]
@@ -1053,7 +1075,10 @@ mod tests {
         let path = dir.path().join("master.key");
         let r = MasterKeyring::generate("dev").unwrap();
         r.write_new_key_file(&path).unwrap();
-        assert!(r.write_new_key_file(&path).is_err(), "never overwrites a key file");
+        assert!(
+            r.write_new_key_file(&path).is_err(),
+            "never overwrites a key file"
+        );
         let back = MasterKeyring::from_file(&path).unwrap();
         assert_eq!(back.current().id(), "dev");
         assert_eq!(back.current().key, r.current().key);
@@ -1072,7 +1097,10 @@ mod tests {
         assert_eq!(back.keys(), v.keys());
         for c in &created {
             let k = back.get(c.key_id.as_str()).unwrap();
-            assert_eq!(k.secret.as_ref().unwrap().expose(), c.secret.as_ref().unwrap().expose());
+            assert_eq!(
+                k.secret.as_ref().unwrap().expose(),
+                c.secret.as_ref().unwrap().expose()
+            );
         }
         // The file holds no secret in clear.
         let raw = fs::read(v.path()).unwrap();
@@ -1084,13 +1112,22 @@ mod tests {
     fn missing_vault_is_not_an_empty_vault() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("vault.bin");
-        assert!(matches!(Vault::open(&p, &ring(K1)), Err(VaultError::NotFound { .. })));
+        assert!(matches!(
+            Vault::open(&p, &ring(K1)),
+            Err(VaultError::NotFound { .. })
+        ));
         let v = Vault::open_or_create(&p, &ring(K1)).unwrap();
         assert_eq!(v.keys().len(), 0);
-        assert!(matches!(Vault::create(&p, &ring(K1)), Err(VaultError::AlreadyExists { .. })));
+        assert!(matches!(
+            Vault::create(&p, &ring(K1)),
+            Err(VaultError::AlreadyExists { .. })
+        ));
         // An empty file is not an empty vault.
         fs::write(&p, b"").unwrap();
-        assert!(matches!(Vault::open(&p, &ring(K1)), Err(VaultError::Truncated { .. })));
+        assert!(matches!(
+            Vault::open(&p, &ring(K1)),
+            Err(VaultError::Truncated { .. })
+        ));
         assert!(matches!(
             Vault::open_or_create(&p, &ring(K1)),
             Err(VaultError::Truncated { .. })
@@ -1128,7 +1165,10 @@ mod tests {
                 let mut bad = good.clone();
                 bad[i] ^= bit;
                 let res = Vault::from_bytes(v.path(), &bad, &r);
-                assert!(res.is_err(), "flip of bit {bit:#x} at byte {i} was accepted");
+                assert!(
+                    res.is_err(),
+                    "flip of bit {bit:#x} at byte {i} was accepted"
+                );
             }
         }
         // A flip in the ciphertext is reported as tampering.
@@ -1170,7 +1210,10 @@ mod tests {
         let good = fs::read(v.path()).unwrap();
         let mut bad = good.clone();
         bad[0] = b'X';
-        assert!(matches!(Vault::from_bytes(v.path(), &bad, &r), Err(VaultError::BadMagic { .. })));
+        assert!(matches!(
+            Vault::from_bytes(v.path(), &bad, &r),
+            Err(VaultError::BadMagic { .. })
+        ));
         assert!(matches!(
             Vault::from_bytes(v.path(), b"{\"keys\":[]}", &r),
             Err(VaultError::BadMagic { .. })
@@ -1198,13 +1241,19 @@ mod tests {
         assert_eq!(back.encrypted_with(), "v2");
         for c in &created {
             let k = back.get(c.key_id.as_str()).unwrap();
-            assert_eq!(k.secret.as_ref().unwrap().expose(), c.secret.as_ref().unwrap().expose());
+            assert_eq!(
+                k.secret.as_ref().unwrap().expose(),
+                c.secret.as_ref().unwrap().expose()
+            );
         }
         // A keyring with both opens it; the old key alone no longer does.
         assert!(Vault::open(v.path(), &new).is_ok());
         assert!(matches!(
             Vault::open(v.path(), &old),
-            Err(VaultError::WrongMasterKey { in_keyring: false, .. })
+            Err(VaultError::WrongMasterKey {
+                in_keyring: false,
+                ..
+            })
         ));
     }
 
@@ -1227,14 +1276,18 @@ mod tests {
         let (mut v, created) = vault_with_keys(dir.path(), &r, 1);
         let before = fs::read(v.path()).unwrap();
         // A crash mid-save left half-written temp files (ours and an older naming).
-        let stray = dir.path().join(format!(".vault.bin.tmp-{}-000000000000", std::process::id()));
+        let stray = dir.path().join(format!(
+            ".vault.bin.tmp-{}-000000000000",
+            std::process::id()
+        ));
         fs::write(&stray, &before[..before.len() / 2]).unwrap();
         fs::write(dir.path().join("vault.bin.tmp"), b"garbage").unwrap();
         // The vault itself is untouched and opens.
         assert_eq!(fs::read(v.path()).unwrap(), before);
         assert_eq!(Vault::open(v.path(), &r).unwrap().keys().len(), 1);
         // A new save succeeds despite them and replaces the vault whole.
-        v.create_key(KeySpec::new("ACC9", Scopes::parse("read").unwrap()), 2000).unwrap();
+        v.create_key(KeySpec::new("ACC9", Scopes::parse("read").unwrap()), 2000)
+            .unwrap();
         v.save().unwrap();
         let back = Vault::open(v.path(), &r).unwrap();
         assert_eq!(back.keys().len(), 2);
@@ -1276,7 +1329,10 @@ mod tests {
         let b = fs::read(v.path()).unwrap();
         assert_eq!(a.len(), b.len());
         let nonce_at = 8 + 2 + 1 + 1 + KEY_CHECK_LEN;
-        assert_ne!(a[nonce_at..nonce_at + NONCE_LEN], b[nonce_at..nonce_at + NONCE_LEN]);
+        assert_ne!(
+            a[nonce_at..nonce_at + NONCE_LEN],
+            b[nonce_at..nonce_at + NONCE_LEN]
+        );
     }
 
     #[test]
@@ -1290,8 +1346,14 @@ mod tests {
         assert_eq!(v.get(id).unwrap().revoked_at, Some(5000));
         v.touch(created[1].key_id.as_str(), 7000).unwrap();
         v.touch(created[1].key_id.as_str(), 6000).unwrap();
-        assert_eq!(v.get(created[1].key_id.as_str()).unwrap().last_used_at, Some(7000));
-        assert!(matches!(v.revoke("pk_nope", 1), Err(VaultError::KeyNotFound { .. })));
+        assert_eq!(
+            v.get(created[1].key_id.as_str()).unwrap().last_used_at,
+            Some(7000)
+        );
+        assert!(matches!(
+            v.revoke("pk_nope", 1),
+            Err(VaultError::KeyNotFound { .. })
+        ));
         v.save().unwrap();
         let back = Vault::open(v.path(), &r).unwrap();
         assert!(back.get(id).unwrap().is_revoked());
@@ -1303,13 +1365,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut v, _) = vault_with_keys(dir.path(), &ring(K1), 0);
         let bad = KeySpec::new("", Scopes::parse("trade").unwrap());
-        assert!(matches!(v.create_key(bad, 1), Err(VaultError::InvalidKey(_))));
+        assert!(matches!(
+            v.create_key(bad, 1),
+            Err(VaultError::InvalidKey(_))
+        ));
         let mut past = KeySpec::new("A", Scopes::parse("trade").unwrap());
         past.expires_at = Some(1);
-        assert!(matches!(v.create_key(past, 1), Err(VaultError::InvalidKey(_))));
+        assert!(matches!(
+            v.create_key(past, 1),
+            Err(VaultError::InvalidKey(_))
+        ));
         let mut ed = KeySpec::new("A", Scopes::parse("trade").unwrap());
-        ed.ed25519_public_key =
-            Some(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes());
+        ed.ed25519_public_key = Some(
+            ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
         let nk = v.create_key(ed, 1).unwrap();
         assert!(nk.secret.is_none());
         assert!(v.get(nk.key_id.as_str()).unwrap().secret.is_none());
@@ -1324,7 +1395,8 @@ mod tests {
             v.create_key(KeySpec::new("A", Scopes::parse("trade").unwrap()), 1)
         })
         .unwrap();
-        let got = Vault::update(&p, &r, false, |v| Ok(v.get(nk.key_id.as_str()).is_some())).unwrap();
+        let got =
+            Vault::update(&p, &r, false, |v| Ok(v.get(nk.key_id.as_str()).is_some())).unwrap();
         assert!(got);
         assert!(matches!(
             Vault::update(dir.path().join("other.bin"), &r, false, |_| Ok(())),

@@ -195,7 +195,10 @@ fn unknown_key_is_denied() {
     let mut l = Logon::new(&f.keys[0], T0);
     l.key_id = "pk_doesnotexist".into();
     assert_denied(&f, &l, Denied::UnknownKey);
-    assert_eq!(f.last_logon_event().key_id.as_deref(), Some("pk_doesnotexist"));
+    assert_eq!(
+        f.last_logon_event().key_id.as_deref(),
+        Some("pk_doesnotexist")
+    );
 }
 
 #[test]
@@ -212,7 +215,10 @@ fn expired_key_is_denied() {
     keys[0].expires_at = Some(T0);
     let f = fixture_with(keys, AuthConfig::default());
     assert_denied(&f, &Logon::new(&f.keys[0], T0), Denied::Expired);
-    assert!(f.logon(&Logon::new(&f.keys[0], T0 - 10)).is_ok(), "usable until expiry");
+    assert!(
+        f.logon(&Logon::new(&f.keys[0], T0 - 10)).is_ok(),
+        "usable until expiry"
+    );
 }
 
 #[test]
@@ -247,7 +253,11 @@ fn stale_sending_time_is_denied() {
     let mut l = Logon::new(&f.keys[0], T0 - 5_001);
     l.now = T0;
     assert_denied(&f, &l, Denied::StaleSendingTime);
-    assert!(f.last_logon_event().detail.unwrap().contains("5001 ms behind"));
+    assert!(f
+        .last_logon_event()
+        .detail
+        .unwrap()
+        .contains("5001 ms behind"));
 }
 
 #[test]
@@ -315,7 +325,11 @@ fn replay_cache_forgets_after_the_window() {
     assert_denied(&f, &later, Denied::StaleSendingTime);
     assert!(f.auth.monitor().replay.len() <= 1);
     let _ = f.logon(&Logon::new(&f.keys[0], T0 + 20_000));
-    assert_eq!(f.auth.monitor().replay.len(), 1, "expired entries are pruned");
+    assert_eq!(
+        f.auth.monitor().replay.len(),
+        1,
+        "expired entries are pruned"
+    );
 }
 
 #[test]
@@ -376,7 +390,10 @@ fn missing_scope_is_denied() {
     assert_denied(&f, &Logon::new(read_only, T0), Denied::MissingScope);
     let mut l = Logon::new(read_only, T0 + 1);
     l.scope = Scope::Read;
-    assert!(f.logon(&l).is_ok(), "a read-only session accepts a read key");
+    assert!(
+        f.logon(&l).is_ok(),
+        "a read-only session accepts a read key"
+    );
 }
 
 #[test]
@@ -440,13 +457,22 @@ fn lockout_after_max_failures_and_release_after_the_back_off() {
         .filter(|e| e.kind == AuditKind::Lockout)
         .collect();
     assert_eq!(lockouts.len(), 2, "the key and the address: {lockouts:?}");
-    assert!(lockouts[0].detail.as_ref().unwrap().contains("locked for 1000 ms"));
+    assert!(lockouts[0]
+        .detail
+        .as_ref()
+        .unwrap()
+        .contains("locked for 1000 ms"));
 
     // Locked: even the right signature is refused, before any HMAC work.
     let good = Logon::new(k, T0 + 500);
     assert_denied(&f, &good, Denied::Locked);
-    assert_eq!(Denied::Locked.public_text(), "Too many attempts, retry later");
-    assert!(f.auth.is_locked(k.key_id.as_str(), V4.parse().unwrap(), T0 + 500));
+    assert_eq!(
+        Denied::Locked.public_text(),
+        "Too many attempts, retry later"
+    );
+    assert!(f
+        .auth
+        .is_locked(k.key_id.as_str(), V4.parse().unwrap(), T0 + 500));
     // The locked attempt did not reach the replay cache: after the release the same Logon...
     let mut after = good.clone();
     after.now = T0 + 4 + 1_000;
@@ -469,7 +495,9 @@ fn lockout_back_off_doubles_and_is_capped() {
         }
         assert_denied(&f, &bad(k, now + expected - 1), Denied::Locked);
         now += expected;
-        assert!(!f.auth.is_locked(k.key_id.as_str(), V4.parse().unwrap(), now));
+        assert!(!f
+            .auth
+            .is_locked(k.key_id.as_str(), V4.parse().unwrap(), now));
     }
 }
 
@@ -488,7 +516,10 @@ fn success_resets_the_keys_failure_count() {
     }
     assert!(attempt(&mut Logon::new(k, T0 + 10)).is_ok());
     for i in 0..4 {
-        assert_eq!(attempt(&mut bad(k, T0 + 20 + i)).unwrap_err(), Denied::BadSignature);
+        assert_eq!(
+            attempt(&mut bad(k, T0 + 20 + i)).unwrap_err(),
+            Denied::BadSignature
+        );
     }
     assert!(attempt(&mut Logon::new(k, T0 + 30)).is_ok());
 }
@@ -641,9 +672,13 @@ fn burst_of_message_signature_failures_is_an_anomaly() {
     let ip: IpAddr = V4.parse().unwrap();
     let id = f.keys[0].key_id.as_str();
     for i in 0..4 {
-        assert!(!f
-            .auth
-            .record_message_signature_failure("S1", id, ip, SigError::Mismatch, T0 + i * 1_000));
+        assert!(!f.auth.record_message_signature_failure(
+            "S1",
+            id,
+            ip,
+            SigError::Mismatch,
+            T0 + i * 1_000
+        ));
     }
     assert!(f
         .auth
@@ -658,15 +693,22 @@ fn burst_of_message_signature_failures_is_an_anomaly() {
         .filter(|e| e.kind == AuditKind::MessageSignature)
         .count();
     assert_eq!(sig, 6);
-    let burst: Vec<_> = events.iter().filter(|e| e.kind == AuditKind::Anomaly).collect();
+    let burst: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == AuditKind::Anomaly)
+        .collect();
     assert_eq!(burst.len(), 1);
     assert_eq!(burst[0].reason.as_deref(), Some("signature_failure_burst"));
     assert_eq!(burst[0].session.as_deref(), Some("S1"));
     // Spread-out failures on another session raise nothing.
     for i in 0..10 {
-        assert!(!f
-            .auth
-            .record_message_signature_failure("S2", id, ip, SigError::Mismatch, T0 + i * 3_000));
+        assert!(!f.auth.record_message_signature_failure(
+            "S2",
+            id,
+            ip,
+            SigError::Mismatch,
+            T0 + i * 3_000
+        ));
     }
 }
 
@@ -685,13 +727,15 @@ fn message_verifier_accepts_signed_and_refuses_missing_or_tampered_messages() {
     let secret = k.secret.as_ref().unwrap().as_bytes();
     let m = signed_order(secret);
     assert_eq!(g.message_verifier.verify(&m), Ok(()));
-    let unsigned =
-        crate::fix_sig::tests::message(secret, crate::fix_sig::tests::ORDER_BODY, false);
+    let unsigned = crate::fix_sig::tests::message(secret, crate::fix_sig::tests::ORDER_BODY, false);
     assert_eq!(g.message_verifier.verify(&unsigned), Err(SigError::Missing));
     let mut tampered = m.clone();
     let at = tampered.windows(5).position(|w| w == b"38=10").unwrap();
     tampered[at + 3] = b'9';
-    assert_eq!(g.message_verifier.verify(&tampered), Err(SigError::Mismatch));
+    assert_eq!(
+        g.message_verifier.verify(&tampered),
+        Err(SigError::Mismatch)
+    );
     // Signed with another key's secret.
     let other = signed_order(f.keys[1].secret.as_ref().unwrap().as_bytes());
     assert_eq!(g.message_verifier.verify(&other), Err(SigError::Mismatch));
@@ -707,14 +751,26 @@ fn reload_revokes_live_sessions_of_revoked_or_removed_keys_only() {
 
     // Unchanged keys: sessions go on.
     let stats = f.auth.reload_keys(f.keys.clone());
-    assert_eq!(stats, ReloadStats { keys: 2, revoked: 0 });
+    assert_eq!(
+        stats,
+        ReloadStats {
+            keys: 2,
+            revoked: 0
+        }
+    );
     assert!(!g0.message_verifier.is_revoked() && !g1.message_verifier.is_revoked());
 
     // Key 0 revoked, key 1 removed.
     let mut k0 = f.keys[0].clone();
     k0.status = KeyStatus::Revoked;
     let stats = f.auth.reload_keys(vec![k0]);
-    assert_eq!(stats, ReloadStats { keys: 1, revoked: 2 });
+    assert_eq!(
+        stats,
+        ReloadStats {
+            keys: 1,
+            revoked: 2
+        }
+    );
     assert!(g0.message_verifier.is_revoked());
     assert!(g1.message_verifier.is_revoked());
     let m = signed_order(f.keys[0].secret.as_ref().unwrap().as_bytes());
