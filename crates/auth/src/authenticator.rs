@@ -17,6 +17,15 @@
 //! `lockout_max_ms`; a success clears the key's count and back-off (never the address's, so a
 //! valid key does not shield an address that is guessing others). The back-off level is
 //! forgotten after `lockout_max_ms` without failures.
+//!
+//! Anomalies (audit kind `anomaly`, reason as named):
+//! - `new_ip`: a successful Logon of a key from an address it has not logged on from before
+//!   (since the process started; a key's very first Logon is not one);
+//! - `multiple_ips`: successful Logons of one key from two or more addresses within
+//!   `multi_ip_window_ms`;
+//! - `signature_failure_burst`: `signature_burst_threshold` per-message signature failures on
+//!   one session within `signature_burst_window_ms`
+//!   ([`Authenticator::record_message_signature_failure`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -29,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEvent, AuditKind, AuditSink, Outcome};
 use crate::clock::{now_ms, parse_fix_timestamp_ms};
 use crate::fix_sig::{tag_matches_b64, HmacKey, LogonFields, SigError, TAG_LEN};
-use crate::key::{canonical_ip, ApiKey, KeyId, Scope, Scopes};
+use crate::key::{canonical_ip, is_valid_key_id, ApiKey, KeyId, Scope, Scopes};
 use crate::vault::Vault;
 
 /// Most entities (key ids, addresses, sessions) tracked per table; beyond it, idle entries
@@ -148,7 +157,8 @@ impl AuthConfig {
 /// A Logon to authenticate: the signed fields' raw values and the context.
 #[derive(Debug, Clone, Copy)]
 pub struct LogonAttempt<'a> {
-    /// Username(553): the key id.
+    /// Username(553): the key id. (A Username that is not UTF-8 cannot name a key: pass it
+    /// lossily converted, it is refused as an unknown key.)
     pub key_id: &'a str,
     /// SendingTime(52), raw.
     pub sending_time: &'a [u8],
@@ -846,8 +856,14 @@ impl Authenticator {
         let cfg = &self.config;
         let mut out = Vec::new();
         let mut m = self.monitor();
-        let key_lock = tracker_mut(&mut m.by_key, &a.key_id.to_owned(), now, cfg)
-            .and_then(|t| t.fail(now, cfg));
+        // Only well-formed ids are tracked per key: no key can have another, and an attacker's
+        // 60 KiB Username must not become a table entry. The source address is tracked always.
+        let key_lock = if is_valid_key_id(a.key_id) {
+            tracker_mut(&mut m.by_key, &a.key_id.to_owned(), now, cfg)
+                .and_then(|t| t.fail(now, cfg))
+        } else {
+            None
+        };
         let ip_lock = tracker_mut(&mut m.by_ip, &bucket, now, cfg).and_then(|t| t.fail(now, cfg));
         drop(m);
         let lockout = |detail: String| {

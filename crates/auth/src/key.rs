@@ -131,8 +131,17 @@ impl AsRef<str> for KeyId {
 /// An HMAC secret, as its ASCII text (64 lowercase hex characters when generated from 32 random
 /// bytes). The HMAC key is this text's bytes, exactly as printed — never a decoding of it
 /// (DESIGN.md §4). Zeroized when dropped; `Debug` prints `[redacted]` and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
+
+impl PartialEq for Secret {
+    /// Constant-time, like [`Secret::ct_eq`].
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other)
+    }
+}
+
+impl Eq for Secret {}
 
 impl Secret {
     /// A fresh secret: 32 bytes from the OS CSPRNG, as 64 lowercase hex characters.

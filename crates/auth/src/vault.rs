@@ -506,6 +506,11 @@ fn seal(keys: &[ApiKey], keyring: &MasterKeyring) -> Result<Vec<u8>, serde_json:
     let mut plain = Zeroizing::new(Vec::with_capacity(counter.0));
     serde_json::to_writer(&mut *plain, &contents)?;
 
+    if plain.len() + TAG_LEN > MAX_CIPHERTEXT {
+        return Err(serde::ser::Error::custom(format!(
+            "the key list is larger than the vault format's {MAX_CIPHERTEXT} bytes"
+        )));
+    }
     let mk = keyring.current();
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);

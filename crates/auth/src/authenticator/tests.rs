@@ -837,3 +837,41 @@ fn config_out_of_range_is_refused_with_the_setting_named() {
     };
     assert!(Authenticator::new(bad, Arc::new(MemoryAuditLog::new())).is_err());
 }
+
+#[test]
+fn malformed_usernames_are_not_tracked_per_key_but_per_address() {
+    let f = fixture();
+    let huge = "x".repeat(60_000);
+    for i in 0..5 {
+        let mut l = Logon::new(&f.keys[0], T0 + i);
+        l.key_id = huge.clone();
+        assert_eq!(f.logon(&l).unwrap_err(), Denied::UnknownKey);
+    }
+    assert!(f.auth.monitor().by_key.is_empty());
+    assert_denied(&f, &Logon::new(&f.keys[0], T0 + 10), Denied::Locked);
+    let e = f
+        .log
+        .events()
+        .into_iter()
+        .find(|e| e.kind == AuditKind::Logon)
+        .unwrap();
+    assert!(e.key_id.unwrap().len() < 300, "audit fields are bounded");
+}
+
+#[test]
+fn extreme_clocks_do_not_overflow() {
+    let f = fixture();
+    let k = &f.keys[0];
+    for now in [i64::MIN, -1, 0, i64::MAX] {
+        let mut l = Logon::new(k, T0);
+        l.now = now;
+        assert!(f.logon(&l).is_err());
+        assert!(!f.auth.record_message_signature_failure(
+            "S",
+            "pk_1",
+            l.ip,
+            SigError::Missing,
+            now
+        ));
+    }
+}
