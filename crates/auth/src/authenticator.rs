@@ -669,18 +669,19 @@ impl Authenticator {
                 .filter(|t| t.locked(now))
                 .map(|t| t.locked_until);
             drop(m);
-            if key_until.is_some() || ip_until.is_some() {
-                let what = match (key_until, ip_until) {
-                    (Some(k), _) => {
-                        format!("key id locked for another {} ms", k.saturating_sub(now))
-                    }
-                    (None, Some(i)) => format!(
-                        "source {} locked for another {} ms",
-                        bucket_text(bucket),
-                        i.saturating_sub(now)
-                    ),
-                    (None, None) => unreachable!("one of them is set"),
-                };
+            let what = match (key_until, ip_until) {
+                (Some(k), _) => Some(format!(
+                    "key id locked for another {} ms",
+                    k.saturating_sub(now)
+                )),
+                (None, Some(i)) => Some(format!(
+                    "source {} locked for another {} ms",
+                    bucket_text(bucket),
+                    i.saturating_sub(now)
+                )),
+                (None, None) => None,
+            };
+            if let Some(what) = what {
                 self.emit(
                     base(Outcome::Denied)
                         .reason(Denied::Locked.reason())
