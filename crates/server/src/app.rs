@@ -165,6 +165,78 @@ mod tests {
         }
     }
 
+    /// A logged-on FIX.4.4 session on a memory store, fed `messages` after the Logon; returns
+    /// everything it sent.
+    fn through_a_session(messages: &[Vec<u8>]) -> Vec<u8> {
+        use portcullis_fix::BeginString;
+        use portcullis_session::{MemoryStore, SessionConfig, SessionEvent};
+        let now = UtcTimestamp::now();
+        let config = SessionConfig::new(BeginString::Fix44, "PORTCULLIS", "DEMO");
+        let mut session = Session::new(config, Box::new(MemoryStore::new(now)), now);
+        let mut logon = Encoder::new();
+        logon.start(b"FIX.4.4", b"A");
+        logon.str(49, b"DEMO").str(56, b"PORTCULLIS").uint(34, 1);
+        logon.timestamp(52, now, portcullis_fix::TimePrecision::Millis);
+        logon.uint(98, 0).uint(108, 30);
+        session.handle_input(now, logon.finish());
+        for m in messages {
+            session.handle_input(now, m);
+        }
+        let app = PlaceholderApp;
+        while let Some(ev) = session.poll_event() {
+            if let SessionEvent::Application { seq, message } = ev {
+                app.on_message(&mut session, now, seq, &message);
+            }
+        }
+        session.transmit().to_vec()
+    }
+
+    fn now_message(msg_type: &str, seq: u64, body: &[(u32, &str)]) -> Vec<u8> {
+        let mut enc = Encoder::new();
+        enc.start(b"FIX.4.4", msg_type.as_bytes());
+        enc.str(49, b"DEMO").str(56, b"PORTCULLIS").uint(34, seq);
+        enc.timestamp(
+            52,
+            UtcTimestamp::now(),
+            portcullis_fix::TimePrecision::Millis,
+        );
+        for (t, v) in body {
+            enc.str(*t, v.as_bytes());
+        }
+        enc.finish().to_vec()
+    }
+
+    fn has(out: &[u8], field: &[u8]) -> bool {
+        out.windows(field.len()).any(|w| w == field)
+    }
+
+    #[test]
+    fn a_session_answers_an_order_with_business_message_reject() {
+        let order = now_message(
+            "D",
+            2,
+            &[
+                (11, "ord-9"),
+                (21, "1"),
+                (55, "BTC-PERP"),
+                (54, "1"),
+                (60, "20240102-10:00:00.000"),
+                (38, "1"),
+                (40, "1"),
+            ],
+        );
+        let out = through_a_session(&[order]);
+        assert!(
+            has(
+                &out,
+                b"\x0145=2\x01372=D\x01379=ord-9\x01380=4\x0158=no venue connected\x01"
+            ),
+            "{}",
+            String::from_utf8_lossy(&out).replace('\x01', "|")
+        );
+        assert!(has(&out, b"\x0135=j\x01"));
+    }
+
     #[test]
     fn bytes_that_do_not_decode_get_no_answer() {
         assert!(reject_for(1, b"garbage").is_none());
