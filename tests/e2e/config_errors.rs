@@ -63,7 +63,10 @@ begin_string = "FIX.4.0"
 #[test]
 fn missing_config_file_exits_2_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out) = run(&["serve", "--config", "/nonexistent/portcullis.toml"], dir.path());
+    let (code, out) = run(
+        &["serve", "--config", "/nonexistent/portcullis.toml"],
+        dir.path(),
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("/nonexistent/portcullis.toml"), "{out}");
 }

@@ -109,7 +109,11 @@ fn gap_is_requested_and_filled_both_ways() {
     assert_eq!(rr.get(7), Some("2"));
     assert_eq!(rr.get(16), Some("0"));
     // Fill the gap; the queued TestRequest is then answered.
-    let gf = c.encode("4", 2, &[(43, "Y"), (122, "20200101-00:00:00"), (123, "Y"), (36, "4")]);
+    let gf = c.encode(
+        "4",
+        2,
+        &[(43, "Y"), (122, "20200101-00:00:00"), (123, "Y"), (36, "4")],
+    );
     c.write(&gf);
     let hb = c.expect("0");
     assert_eq!(hb.get(112), Some("AFTER-GAP"));

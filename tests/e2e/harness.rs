@@ -81,7 +81,11 @@ impl Server {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!("server exited with {status}: {}", self.log_text());
                 }
-                assert!(Instant::now() < deadline, "server did not listen on {port}: {}", self.log_text());
+                assert!(
+                    Instant::now() < deadline,
+                    "server did not listen on {port}: {}",
+                    self.log_text()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -116,11 +120,6 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-    }
-
-    /// The directory holding the data dir.
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -243,7 +242,8 @@ impl FixClient {
 
     /// The next message from the server (panics after the read timeout).
     pub fn recv(&mut self) -> Msg {
-        self.try_recv().expect("connection closed while waiting for a message")
+        self.try_recv()
+            .expect("connection closed while waiting for a message")
     }
 
     /// The next message, or `None` if the server closed the connection.
@@ -289,8 +289,8 @@ impl FixClient {
 /// A self-signed certificate for localhost written as PEM files into `dir`; returns the DER
 /// certificate for the client's trust store.
 pub fn test_cert(dir: &Path) -> (PathBuf, PathBuf, rustls::pki_types::CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();

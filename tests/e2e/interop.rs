@@ -7,7 +7,10 @@ use std::process::Command;
 #[test]
 fn simplefix_client_logs_on_sends_an_order_and_logs_out() {
     let (server, ports) = start(false);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/simplefix_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/simplefix_client.py"
+    );
     let out = Command::new("python3")
         .arg(script)
         .arg("--port")
@@ -22,6 +25,9 @@ fn simplefix_client_logs_on_sends_an_order_and_logs_out() {
         server.log_text()
     );
     assert!(stdout.contains("logon ok"), "{stdout}");
-    assert!(stdout.contains("order answered: no venue connected"), "{stdout}");
+    assert!(
+        stdout.contains("order answered: no venue connected"),
+        "{stdout}"
+    );
     assert!(stdout.contains("logout ok"), "{stdout}");
 }

@@ -28,7 +28,12 @@ fn sequence_numbers_continue_and_resend_is_served_after_restart() {
     assert_eq!(c.expect("5").seq(), 3);
     assert!(c.closed());
 
-    assert_eq!(server.stop(), Some(0), "clean shutdown: {}", server.log_text());
+    assert_eq!(
+        server.stop(),
+        Some(0),
+        "clean shutdown: {}",
+        server.log_text()
+    );
     server.restart();
 
     let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");

@@ -66,9 +66,13 @@ fn plain_fix_on_a_tls_listener_gets_no_fix_reply() {
     let mut c = FixClient::tcp(port, "FIX.4.4");
     let logon = c.encode("A", 1, &[(98, "0"), (108, "30")]);
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     sock.write_all(&logon).unwrap();
     let mut reply = Vec::new();
     let _ = sock.read_to_end(&mut reply);
-    assert!(!reply.starts_with(b"8="), "a FIX reply came over a TLS listener");
+    assert!(
+        !reply.starts_with(b"8="),
+        "a FIX reply came over a TLS listener"
+    );
 }

@@ -85,7 +85,9 @@ impl UtcTimestamp {
         let days = days_from_civil(year, month, day);
         let secs = days * SECS_PER_DAY + hour * 3600 + min * 60 + sec;
         // Years far outside the epoch's range do not fit in i64 nanoseconds: not a timestamp.
-        secs.checked_mul(NANOS_PER_SEC)?.checked_add(nanos).map(Self)
+        secs.checked_mul(NANOS_PER_SEC)?
+            .checked_add(nanos)
+            .map(Self)
     }
 
     /// Writes the timestamp in FIX format at the given precision into `out` (no allocation if

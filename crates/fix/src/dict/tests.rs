@@ -490,7 +490,11 @@ fn tag_undefined_in_the_version_is_reason_0_invalid_tag_number() {
         e.start(b"FIX.4.4", b"0");
         header(&mut e);
         e.str(tag, b"x");
-        assert_eq!(check(Fix44, e.finish()), rej(R::InvalidTagNumber, tag), "{tag}");
+        assert_eq!(
+            check(Fix44, e.finish()),
+            rej(R::InvalidTagNumber, tag),
+            "{tag}"
+        );
     }
 }
 
