@@ -1,0 +1,367 @@
+//! Orders, the commands that carry them to the core thread, and the events that come back.
+
+use crate::{AccountId, ClOrdId, InstrumentId, OrderId, Price, Qty, SessionId, TradeId};
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Buy (FIX Side 1).
+    Buy,
+    /// Sell (FIX Side 2).
+    Sell,
+}
+
+impl Side {
+    /// The other side.
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+}
+
+/// Order type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrdType {
+    /// Limit order (FIX OrdType 2).
+    Limit,
+    /// Market order (FIX OrdType 1): trades at any price, never rests.
+    Market,
+}
+
+/// How long an order stays working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeInForce {
+    /// Good till cancel (FIX 1).
+    Gtc,
+    /// Immediate or cancel (FIX 3): the unfilled rest is cancelled.
+    Ioc,
+    /// Fill or kill (FIX 4): all at once or nothing.
+    Fok,
+    /// Day (FIX 0): cancelled at the end of the trading day.
+    Day,
+}
+
+/// Self-trade prevention: what happens when an order would trade against the same account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StpMode {
+    /// Cancel the resting order, go on matching the incoming one.
+    CancelResting,
+    /// Cancel the incoming order (the default, as on most venues).
+    #[default]
+    CancelIncoming,
+    /// Cancel both.
+    CancelBoth,
+}
+
+/// A new order, decoded, authenticated and addressed to an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    /// The session it came from (where its reports go).
+    pub session: SessionId,
+    /// The account it trades for.
+    pub account: AccountId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The client's id.
+    pub cl_ord_id: ClOrdId,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit or market.
+    pub ord_type: OrdType,
+    /// Time in force.
+    pub tif: TimeInForce,
+    /// Limit price (ignored for market orders).
+    pub price: Price,
+    /// Quantity.
+    pub qty: Qty,
+    /// Post-only (FIX ExecInst 6, `LIMIT_MAKER`): rejected if it would trade on arrival.
+    pub post_only: bool,
+    /// Self-trade prevention override; `None` uses the account's configured mode.
+    pub stp: Option<StpMode>,
+    /// When the socket task received it (ns since the epoch), for latency measurement.
+    pub received_ns: i64,
+}
+
+/// A cancel request for one order, found by the engine's id or by the client's original id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelOrder {
+    /// The requesting session.
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The id of this cancel request.
+    pub cl_ord_id: ClOrdId,
+    /// The order's engine id, if the client gave it.
+    pub order_id: Option<OrderId>,
+    /// The order's client id (OrigClOrdID(41)); empty if `order_id` is given.
+    pub orig_cl_ord_id: ClOrdId,
+    /// When received (ns since the epoch).
+    pub received_ns: i64,
+}
+
+/// A cancel/replace: new price and/or quantity for a working order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaceOrder {
+    /// The requesting session.
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The new client id of the order.
+    pub cl_ord_id: ClOrdId,
+    /// The order's engine id, if given.
+    pub order_id: Option<OrderId>,
+    /// The order's current client id.
+    pub orig_cl_ord_id: ClOrdId,
+    /// New limit price.
+    pub price: Price,
+    /// New total quantity (including what has already been filled, as in FIX).
+    pub qty: Qty,
+    /// When received (ns since the epoch).
+    pub received_ns: i64,
+}
+
+/// Cancel every working order of an account (optionally of one instrument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MassCancel {
+    /// The requesting session.
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// Only this instrument, if given.
+    pub instrument: Option<InstrumentId>,
+    /// The request's id.
+    pub cl_ord_id: ClOrdId,
+}
+
+/// What socket tasks send to the core thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A new order.
+    New(NewOrder),
+    /// A cancel.
+    Cancel(CancelOrder),
+    /// A cancel/replace.
+    Replace(ReplaceOrder),
+    /// A mass cancel.
+    MassCancel(MassCancel),
+    /// A session went away (cancel-on-disconnect, release its slot).
+    SessionClosed(SessionId),
+}
+
+/// Why an order or request was refused. Each maps to a FIX OrdRejReason(103) and a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The global or the account's kill switch is on.
+    KillSwitch,
+    /// Order-rate throttle exceeded.
+    Throttled,
+    /// No such instrument.
+    UnknownInstrument,
+    /// The instrument is halted or expired.
+    InstrumentNotTrading,
+    /// The account is unknown or not allowed for the session.
+    UnknownAccount,
+    /// Price not a multiple of the tick size.
+    BadTick,
+    /// Quantity not a multiple of the lot size.
+    BadLot,
+    /// Quantity below the minimum.
+    QtyTooSmall,
+    /// Quantity above the maximum.
+    QtyTooLarge,
+    /// Price × quantity above the maximum notional.
+    NotionalTooLarge,
+    /// Price outside the band around the reference price.
+    PriceBand,
+    /// Too many open orders for the account or the instrument.
+    TooManyOpenOrders,
+    /// The account's credit limit would be exceeded.
+    CreditLimit,
+    /// A position limit would be exceeded.
+    PositionLimit,
+    /// The ClOrdID was already used on this session today.
+    DuplicateClOrdId,
+    /// A post-only order would have traded on arrival.
+    PostOnlyWouldTrade,
+    /// Unsupported combination (e.g. market order with FOK on an empty book is fine, but
+    /// post-only market is not).
+    Unsupported,
+    /// The order to cancel or replace does not exist or is no longer working.
+    UnknownOrder,
+    /// The core thread's queue is full: back-pressure.
+    ServerBusy,
+}
+
+impl RejectReason {
+    /// FIX OrdRejReason(103).
+    pub const fn ord_rej_reason(self) -> u32 {
+        match self {
+            Self::KillSwitch => 0,
+            Self::UnknownInstrument => 1,
+            Self::InstrumentNotTrading => 2,
+            Self::NotionalTooLarge
+            | Self::TooManyOpenOrders
+            | Self::CreditLimit
+            | Self::PositionLimit => 3,
+            Self::UnknownOrder => 5,
+            Self::DuplicateClOrdId => 6,
+            Self::Unsupported | Self::PostOnlyWouldTrade => 11,
+            Self::BadLot | Self::QtyTooSmall | Self::QtyTooLarge => 13,
+            Self::UnknownAccount => 15,
+            Self::PriceBand => 16,
+            Self::BadTick => 18,
+            Self::Throttled | Self::ServerBusy => 99,
+        }
+    }
+
+    /// Text(58) for the reject.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Self::KillSwitch => "kill switch active",
+            Self::Throttled => "order rate limit exceeded",
+            Self::UnknownInstrument => "unknown instrument",
+            Self::InstrumentNotTrading => "instrument not trading",
+            Self::UnknownAccount => "unknown account",
+            Self::BadTick => "price is not a multiple of the tick size",
+            Self::BadLot => "quantity is not a multiple of the lot size",
+            Self::QtyTooSmall => "quantity below minimum",
+            Self::QtyTooLarge => "quantity above maximum",
+            Self::NotionalTooLarge => "order notional above maximum",
+            Self::PriceBand => "price outside the allowed band",
+            Self::TooManyOpenOrders => "too many open orders",
+            Self::CreditLimit => "credit limit exceeded",
+            Self::PositionLimit => "position limit exceeded",
+            Self::DuplicateClOrdId => "duplicate ClOrdID",
+            Self::PostOnlyWouldTrade => "post-only order would trade",
+            Self::Unsupported => "unsupported order characteristic",
+            Self::UnknownOrder => "unknown order",
+            Self::ServerBusy => "server busy",
+        }
+    }
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Accepted and working (or about to trade).
+    New,
+    /// Partly filled; `last_qty`/`last_px` describe this fill.
+    PartialFill,
+    /// Completely filled.
+    Fill,
+    /// Cancelled (by request, mass cancel, kill switch, disconnect, self-trade prevention,
+    /// or the unfilled rest of an IOC order).
+    Canceled,
+    /// Replaced: new price/quantity in effect.
+    Replaced,
+    /// Refused.
+    Rejected(RejectReason),
+    /// Expired (FOK not fillable, Day order at end of day, option at expiry).
+    Expired,
+    /// A cancel or replace request was refused (FIX OrderCancelReject).
+    CancelRejected {
+        /// True if the request was a cancel/replace, false for a cancel.
+        replace: bool,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A mass cancel completed.
+    MassCancelDone {
+        /// Orders cancelled.
+        canceled: u32,
+    },
+}
+
+/// An execution event produced by the core thread for one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The session the report goes to.
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// What happened.
+    pub kind: EventKind,
+    /// The engine's id of the order (0 if it was never accepted).
+    pub order_id: OrderId,
+    /// The order's client id (the request's, for cancels/replaces).
+    pub cl_ord_id: ClOrdId,
+    /// The previous client id, for cancels and replaces.
+    pub orig_cl_ord_id: ClOrdId,
+    /// Side.
+    pub side: Side,
+    /// Order type.
+    pub ord_type: OrdType,
+    /// Time in force.
+    pub tif: TimeInForce,
+    /// Limit price.
+    pub price: Price,
+    /// Order quantity.
+    pub qty: Qty,
+    /// Filled so far.
+    pub cum_qty: Qty,
+    /// Still working (0 once done).
+    pub leaves_qty: Qty,
+    /// Average fill price, rounded to the instrument's price scale.
+    pub avg_px: Price,
+    /// Price of this fill.
+    pub last_px: Price,
+    /// Quantity of this fill.
+    pub last_qty: Qty,
+    /// The trade, for fills.
+    pub trade_id: TradeId,
+    /// Unique id of this event (ExecID).
+    pub exec_id: u64,
+    /// When the core thread produced it (ns since the epoch).
+    pub ts_ns: i64,
+    /// When the order's command was received (for order-to-ack latency).
+    pub received_ns: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_events_are_small_fixed_size_values() {
+        // They cross lock-free queues by value: keep them within a few cache lines.
+        assert!(std::mem::size_of::<Command>() <= 256);
+        assert!(std::mem::size_of::<Event>() <= 320);
+    }
+
+    #[test]
+    fn every_reject_reason_has_a_fix_code_and_text() {
+        use RejectReason::*;
+        for r in [
+            KillSwitch,
+            Throttled,
+            UnknownInstrument,
+            InstrumentNotTrading,
+            UnknownAccount,
+            BadTick,
+            BadLot,
+            QtyTooSmall,
+            QtyTooLarge,
+            NotionalTooLarge,
+            PriceBand,
+            TooManyOpenOrders,
+            CreditLimit,
+            PositionLimit,
+            DuplicateClOrdId,
+            PostOnlyWouldTrade,
+            Unsupported,
+            UnknownOrder,
+            ServerBusy,
+        ] {
+            assert!(!r.text().is_empty());
+            assert!(r.ord_rej_reason() <= 99);
+        }
+    }
+}
