@@ -12,10 +12,14 @@
 
 mod decimal;
 mod ids;
+mod instrument;
 mod order;
 
 pub use decimal::{format_fixed, parse_fixed, DecimalError, Price, Qty};
 pub use ids::{AccountId, ClOrdId, ClOrdIdError, InstrumentId, OrderId, SessionId, TradeId};
+pub use instrument::{
+    InstrumentKind, InstrumentRules, InstrumentRulesError, InstrumentStatus, UnderlyingId,
+};
 pub use order::{
     CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, RejectReason,
     ReplaceOrder, Side, StpMode, TimeInForce,
