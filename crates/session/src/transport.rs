@@ -14,6 +14,10 @@
 //!    the [`Application`], writes [`Session::transmit`] and honours the session's requests to
 //!    disconnect.
 //!
+//! With a [`ConnectionAuth`] ([`Listener::with_auth`]), each connection's session gets the
+//! [`SessionAuth`] it builds for the peer's address, and the connection re-checks its credential
+//! as soon as the [`ConnectionAuth`] signals a revocation, rather than at its next timer.
+//!
 //! Limits that keep one connection from hurting the others: a maximum message size, a logon
 //! timeout, a maximum number of connections per listener, and a bound on unsent output (a
 //! client that does not read its responses is disconnected rather than buffered for).
@@ -37,7 +41,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::fix_session::{identify, Identify, Session, SessionConfig, SessionEvent};
+use crate::fix_session::{identify, Identify, Session, SessionAuth, SessionConfig, SessionEvent};
 use crate::store::{MessageStore, StoreError};
 
 /// How long a connection may take, after a shutdown was requested, to complete the Logout
@@ -244,11 +248,42 @@ impl ShutdownSignal {
     }
 }
 
+/// Authentication of the connections of the listeners: the server plugs its key vault in here
+/// and gets, per connection, the [`SessionAuth`] that connection's [`Session`] calls.
+pub trait ConnectionAuth: Send + Sync + 'static {
+    /// The authentication for a connection from `peer`, accepted on `listener`, whose Logon
+    /// names `session`. `Ok(None)`: the session does not authenticate its counterparty.
+    /// `Err(why)`: the connection is closed without a word (`why` goes to the log).
+    fn session_auth(
+        &self,
+        session: &SessionConfig,
+        listener: &ListenerConfig,
+        peer: SocketAddr,
+    ) -> Result<Option<Box<dyn SessionAuth>>, String>;
+
+    /// A value that changes whenever credentials may have been revoked or may have expired:
+    /// every connection then asks its session to re-check its credential at once
+    /// ([`Session::handle_timeout`]) instead of at its next timer. `None`: no such signal.
+    fn revocations(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}
+
 /// A bound listening socket, ready to [`Listener::run`].
-#[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
     config: Arc<ListenerConfig>,
+    auth: Option<Arc<dyn ConnectionAuth>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tcp", &self.tcp)
+            .field("config", &self.config)
+            .field("auth", &self.auth.is_some())
+            .finish()
+    }
 }
 
 /// Binds a listener. A plain-TCP listener (no TLS) is refused unless its address is loopback:
@@ -266,6 +301,7 @@ pub async fn bind(config: ListenerConfig) -> Result<Listener, TransportError> {
     Ok(Listener {
         tcp,
         config: Arc::new(config),
+        auth: None,
     })
 }
 
@@ -291,6 +327,12 @@ impl Listener {
     /// The listener's settings.
     pub fn config(&self) -> &ListenerConfig {
         &self.config
+    }
+
+    /// Authenticates the sessions of this listener's connections with `auth`.
+    pub fn with_auth(mut self, auth: Arc<dyn ConnectionAuth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Accepts and serves connections until `shutdown` is triggered, then waits (boundedly) for
@@ -331,6 +373,7 @@ impl Listener {
                         listener: self.config.clone(),
                         registry: registry.clone(),
                         app: app.clone(),
+                        auth: self.auth.clone(),
                         shutdown: shutdown.clone(),
                         accepted_at: Instant::now(),
                     };
@@ -680,6 +723,7 @@ struct Connection {
     listener: Arc<ListenerConfig>,
     registry: Arc<SessionRegistry>,
     app: Arc<dyn Application>,
+    auth: Option<Arc<dyn ConnectionAuth>>,
     shutdown: ShutdownSignal,
     accepted_at: Instant,
 }
@@ -776,6 +820,16 @@ impl Connection {
                 return;
             }
         }
+        let session_auth = match &self.auth {
+            None => None,
+            Some(auth) => match auth.session_auth(entry.config(), &self.listener, self.peer) {
+                Ok(a) => a,
+                Err(why) => {
+                    refuse(&why);
+                    return;
+                }
+            },
+        };
         let Some(_claim) = entry.try_claim() else {
             refuse("session already connected");
             return;
@@ -792,6 +846,9 @@ impl Connection {
         // The logon timeout counts from accept, so the session gets what is left of it.
         config.logon_timeout = deadline.saturating_duration_since(Instant::now());
         let mut session = Session::new(config, Box::new(store.clone()), now);
+        if let Some(a) = session_auth {
+            session = session.with_auth(a);
+        }
         let name = entry.name();
         info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, session = %name, "session connected");
         session.handle_input(now, &buf);
@@ -888,6 +945,7 @@ impl Connection {
         let mut rbuf = vec![0u8; READ_CHUNK];
         let mut flush_pending = false;
         let mut logout_deadline: Option<Instant> = None;
+        let mut revocations = self.auth.as_ref().and_then(|a| a.revocations());
         loop {
             if handle_events(session, &*self.app, self.id, name) {
                 return End::Disconnect;
@@ -936,6 +994,16 @@ impl Connection {
                 _ = self.shutdown.wait(), if !shutting_down => {
                     session.logout(UtcTimestamp::now(), "server shutting down");
                     logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                changed = changed_opt(&mut revocations) => {
+                    if changed {
+                        // Credentials were revoked or expired somewhere: the session checks
+                        // its own now (and logs out if it is one of them).
+                        debug!(conn = self.id, session = %name, "credentials changed: re-checking");
+                        session.handle_timeout(UtcTimestamp::now());
+                    } else {
+                        revocations = None;
+                    }
                 }
             }
         }
@@ -1022,6 +1090,15 @@ fn next_wake(
         .into_iter()
         .chain(deadlines.iter().flatten().copied())
         .min()
+}
+
+/// Resolves with true when the watched value changes, false once its sender is gone; never if
+/// there is nothing to watch.
+async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1592,6 +1669,7 @@ mod tests {
             listener: Arc::new(cfg),
             registry,
             app: Arc::new(Echo),
+            auth: None,
             shutdown,
             accepted_at: Instant::now(),
         };
@@ -1735,6 +1813,7 @@ mod tests {
             listener: Arc::new(cfg),
             registry,
             app: Arc::new(Echo),
+            auth: None,
             shutdown: signal,
             accepted_at: Instant::now(),
         };
@@ -1782,6 +1861,164 @@ mod tests {
             task.await.unwrap();
             assert!(!entry.is_connected());
         }
+    }
+
+    /// Accepts Logons whose Username(553) is `good`, refuses connections from a peer it was
+    /// told to refuse, and reports revocation through a shared flag and a watch channel.
+    struct FlagAuth {
+        revoked: Arc<AtomicBool>,
+        changes: watch::Sender<u64>,
+        refuse: bool,
+    }
+
+    struct FlagSessionAuth(Arc<AtomicBool>);
+
+    impl SessionAuth for FlagSessionAuth {
+        fn authenticate_logon(
+            &mut self,
+            logon: &portcullis_fix::MessageRef<'_>,
+            _now: UtcTimestamp,
+        ) -> Result<(), String> {
+            match logon.get(553) {
+                Some(b"good") => Ok(()),
+                _ => Err("Authentication failed".into()),
+            }
+        }
+        fn verify_message(
+            &mut self,
+            _: &portcullis_fix::MessageRef<'_>,
+        ) -> Result<(), crate::MessageAuthError> {
+            Ok(())
+        }
+        fn revoked(&self) -> bool {
+            self.0.load(Ordering::Acquire)
+        }
+    }
+
+    impl ConnectionAuth for FlagAuth {
+        fn session_auth(
+            &self,
+            session: &SessionConfig,
+            _listener: &ListenerConfig,
+            peer: SocketAddr,
+        ) -> Result<Option<Box<dyn SessionAuth>>, String> {
+            assert_eq!(session.target_comp_id, "TW");
+            assert_eq!(peer, loopback());
+            if self.refuse {
+                return Err("peer refused by the authenticator".into());
+            }
+            Ok(Some(Box::new(FlagSessionAuth(self.revoked.clone()))))
+        }
+        fn revocations(&self) -> Option<watch::Receiver<u64>> {
+            Some(self.changes.subscribe())
+        }
+    }
+
+    fn authed_connection(
+        signal: ShutdownSignal,
+        refuse: bool,
+    ) -> (Connection, Arc<SessionEntry>, Arc<FlagAuth>) {
+        let cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        let (mut conn, entry) = connection(cfg, signal);
+        let auth = Arc::new(FlagAuth {
+            revoked: Arc::new(AtomicBool::new(false)),
+            changes: watch::channel(0).0,
+            refuse,
+        });
+        conn.auth = Some(auth.clone());
+        (conn, entry, auth)
+    }
+
+    #[tokio::test]
+    async fn the_session_gets_the_connections_auth_and_a_refused_logon_gets_only_a_logout() {
+        let (_trigger, signal) = shutdown_channel();
+        let (mut conn, entry, _auth) = authed_connection(signal, false);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+        client
+            .write_all(&fix(b"A", 1, &[(98, b"0"), (108, b"30"), (553, b"bad")]))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(contains(&got, "\x0135=5\x01"));
+        assert!(contains(&got, "\x0158=Authentication failed\x01"));
+        assert_eq!(
+            portcullis_fix::frame(&got, 1 << 20),
+            portcullis_fix::Frame::Complete { len: got.len() },
+            "one message only"
+        );
+        task.await.unwrap();
+        assert!(!entry.is_connected());
+        assert_eq!(
+            entry.store(UtcTimestamp::now()).unwrap().next_target_seq(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_auth_refuses_is_closed_silently() {
+        let (_trigger, signal) = shutdown_channel();
+        let (mut conn, entry, _auth) = authed_connection(signal, true);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+        client
+            .write_all(&fix(b"A", 1, &[(98, b"0"), (108, b"30"), (553, b"good")]))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.is_empty());
+        task.await.unwrap();
+        assert!(!entry.is_connected());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_signal_ends_a_logged_on_session_at_once() {
+        let (_trigger, signal) = shutdown_channel();
+        let (mut conn, _entry, auth) = authed_connection(signal, false);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let task = tokio::spawn(async move { conn.serve_stream(server, deadline).await });
+        // HeartBtInt 30: no session timer fires during the test.
+        client
+            .write_all(&fix(b"A", 1, &[(98, b"0"), (108, b"30"), (553, b"good")]))
+            .await
+            .unwrap();
+        let mut rx = Vec::new();
+        read_until(&mut client, &mut rx, "A").await;
+        // A change that does not concern this session leaves it alone.
+        auth.changes.send_modify(|n| *n += 1);
+        client
+            .write_all(&fix(b"1", 2, &[(112, b"STILL")]))
+            .await
+            .unwrap();
+        let hb = read_until(&mut client, &mut rx, "0").await;
+        assert!(contains(&hb, "\x01112=STILL\x01"));
+        // Revoked: the session is told at once, not at its next heartbeat.
+        let at = Instant::now();
+        auth.revoked.store(true, Ordering::Release);
+        auth.changes.send_modify(|n| *n += 1);
+        let logout = tokio::time::timeout(
+            Duration::from_secs(2),
+            read_until(&mut client, &mut rx, "5"),
+        )
+        .await
+        .expect("Logout soon after the revocation");
+        assert!(contains(&logout, "\x0158=Credential revoked\x01"));
+        assert!(at.elapsed() < Duration::from_secs(2));
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]
