@@ -1130,7 +1130,7 @@ impl Session {
         }
     }
 
-    /// Encodes, stores and queues a message with the next outbound MsgSeqNum.
+    /// Encodes, stores and queues a session-level message with the next outbound MsgSeqNum.
     fn send_session_message(
         &mut self,
         now: UtcTimestamp,
@@ -1140,6 +1140,17 @@ impl Session {
         if self.state == SessionState::Disconnected {
             return None;
         }
+        self.send_sequenced(now, msg_type, body).ok()
+    }
+
+    /// Encodes a message with the next outbound MsgSeqNum, stores it, then queues it: a message
+    /// is never on the wire before it can be resent.
+    fn send_sequenced(
+        &mut self,
+        now: UtcTimestamp,
+        msg_type: &[u8],
+        body: impl FnOnce(&mut Encoder),
+    ) -> Result<SeqNum, crate::store::StoreError> {
         let seq = self.store.next_sender_seq();
         let c = &self.config;
         let enc = &mut self.encoder;
@@ -1149,11 +1160,11 @@ impl Session {
         let bytes = enc.finish();
         if let Err(e) = self.store.save_outbound(seq, bytes) {
             self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
-            return None;
+            return Err(e);
         }
         self.tx.extend_from_slice(bytes);
         self.last_sent = now;
-        Some(seq)
+        Ok(seq)
     }
 
     /// Runs the timers (heartbeat, test request, logon and logout timeouts) at `now`.
@@ -1255,21 +1266,7 @@ impl Session {
         if self.state != SessionState::Active && self.state != SessionState::LogoutSent {
             return Err(SendError::NotLoggedOn);
         }
-        let seq = self.store.next_sender_seq();
-        let c = &self.config;
-        let enc = &mut self.encoder;
-        enc.start(c.begin_string.as_bytes(), msg_type);
-        write_header(enc, c, seq, now);
-        body(enc);
-        let bytes = enc.finish();
-        if let Err(e) = self.store.save_outbound(seq, bytes) {
-            let text = e.to_string();
-            self.disconnect(DisconnectReason::StoreFailure(text));
-            return Err(SendError::Store(e));
-        }
-        self.tx.extend_from_slice(bytes);
-        self.last_sent = now;
-        Ok(seq)
+        Ok(self.send_sequenced(now, msg_type, body)?)
     }
 
     /// Starts a Logout initiated by us (e.g. on server shutdown).
