@@ -4,6 +4,9 @@
 use crate::harness::{free_port, FixClient, Server};
 
 /// A config with one plain-TCP listener per version on loopback and the TW/ISLD sessions.
+/// These tests are about the FIX session layer, so the sessions opt out of authentication
+/// explicitly (`authentication = "none"`, allowed on loopback listeners only); tests/e2e/auth.rs
+/// covers signed logons.
 pub fn config(ports: [u16; 3], reset_on_logon: bool) -> String {
     format!(
         r#"
@@ -32,18 +35,21 @@ begin_string = "FIX.4.2"
 sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
+authentication = "none"
 
 [[sessions]]
 begin_string = "FIX.4.4"
 sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
+authentication = "none"
 
 [[sessions]]
 begin_string = "FIXT.1.1"
 sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
+authentication = "none"
 "#,
         p42 = ports[0],
         p44 = ports[1],

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portcullis_auth::{AuthConfig, Scope};
 use portcullis_fix::BeginString;
 use portcullis_session::store::SyncPolicy;
 use portcullis_session::transport::Schedule;
@@ -72,9 +73,9 @@ impl ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Directory for everything the server keeps: message stores under `sessions/`, the dev TLS
-    /// certificate under `tls/`. Relative paths are relative to the working directory.
-    /// Default `./var`.
+    /// Directory for everything the server keeps: message stores under `sessions/`, the key
+    /// vault `vault.bin`, the security audit log `audit.jsonl`, the dev TLS certificate under
+    /// `tls/`. Relative paths are relative to the working directory. Default `./var`.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
     /// Listening endpoints; at least one.
@@ -86,6 +87,43 @@ pub struct RawConfig {
     /// FIX sessions the server accepts.
     #[serde(default)]
     pub sessions: Vec<RawSession>,
+    /// Authentication: where the master key is, logon window, lockout and anomaly settings.
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+/// The `[auth]` section. The key vault is `<data_dir>/vault.bin` and the audit log
+/// `<data_dir>/audit.jsonl`. Every setting but `master_key_file` is a field of
+/// [`portcullis_auth::AuthConfig`], with its default when absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// File holding the master key that encrypts the vault: 64 hex characters, or a keyring
+    /// `ID:HEX,ID:HEX` whose first entry is current. Read only when `PORTCULLIS_MASTER_KEY` is not
+    /// set; never the key itself. The embedded default names `./var/master.key` and creates it
+    /// (with a warning) if it is missing; any other config needs the file to exist.
+    pub master_key_file: Option<String>,
+    /// Largest distance of a Logon's SendingTime(52) from the server clock, either way, in
+    /// milliseconds; also how long signatures are remembered against replay. Default 5000.
+    pub logon_window_ms: Option<u64>,
+    /// Failed logons per key id or per source address, within `failure_window_ms`, that lock
+    /// it out. Default 5.
+    pub max_failures: Option<u32>,
+    /// The window over which failures are counted, in milliseconds. Default 60000.
+    pub failure_window_ms: Option<u64>,
+    /// First lockout in milliseconds; each further one doubles it. Default 1000.
+    pub lockout_base_ms: Option<u64>,
+    /// Longest lockout in milliseconds; also the quiet time after which the doubling starts
+    /// over. Default 900000 (15 minutes).
+    pub lockout_max_ms: Option<u64>,
+    /// Per-message signature failures on one session, within `signature_burst_window_ms`, that
+    /// raise a `signature_failure_burst` anomaly. Default 5.
+    pub signature_burst_threshold: Option<u32>,
+    /// The window of `signature_burst_threshold`, in milliseconds. Default 10000.
+    pub signature_burst_window_ms: Option<u64>,
+    /// Successful logons of one key from two or more addresses within this many milliseconds
+    /// raise a `multiple_ips` anomaly. Default 60000.
+    pub multi_ip_window_ms: Option<u64>,
 }
 
 fn default_data_dir() -> String {
@@ -173,13 +211,29 @@ pub struct RawSession {
     /// Sequence numbers start again from 1 whenever the connection ends. Default false.
     #[serde(default)]
     pub reset_on_disconnect: bool,
-    /// Accounts this session may trade for. Default none.
+    /// Accounts this session may trade for: a Logon's key must belong to one of them (`"*"`
+    /// allows any account). Required (non-empty) when `authentication = "required"`.
     #[serde(default)]
     pub accounts: Vec<String>,
     /// Daily window in which Logons are accepted; a session still logged on when it ends is
     /// logged out. Absent = always.
     #[serde(default)]
     pub schedule: Option<RawSchedule>,
+    /// Who may log on: `required` (the default) — a Logon must carry an API key id in
+    /// Username(553) and its signature in RawData(96), for a key whose account is in `accounts`
+    /// and that holds the `access` scope — or `none`: no authentication at all, for third-party
+    /// session-level test suites that cannot sign. `none` is only allowed when every listener
+    /// serving the session's BeginString is bound to a loopback address.
+    #[serde(default)]
+    pub authentication: RawAuthentication,
+    /// The scope a key needs to log on: `trade` (the default) or `read` (a read-only session).
+    #[serde(default)]
+    pub access: RawAccess,
+    /// Every application message must carry SignatureLength(93)/Signature(89), the HMAC of the
+    /// message under the key the session logged on with. Default false. Needs
+    /// `authentication = "required"`.
+    #[serde(default)]
+    pub require_message_signature: bool,
     /// When the message store forces writes to disk: `always` (default) or `never`.
     ///
     /// `always` is the default because FIX sequence numbers must never go backwards: a number
@@ -200,6 +254,28 @@ fn default_heartbeat_range() -> [u32; 2] {
 }
 fn default_sending_time_tolerance_secs() -> u64 {
     120
+}
+
+/// `authentication` values.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuthentication {
+    /// A signed Logon with an API key.
+    #[default]
+    Required,
+    /// No authentication (loopback listeners only).
+    None,
+}
+
+/// `access` values.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAccess {
+    /// Keys need the `trade` scope.
+    #[default]
+    Trade,
+    /// Keys need the `read` scope.
+    Read,
 }
 
 /// `store_sync` values.
@@ -247,8 +323,37 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Sessions.
     pub sessions: Vec<SessionSettings>,
-    /// True for the embedded default, which may generate a dev certificate.
+    /// Authentication settings.
+    pub auth: AuthSettings,
+    /// True for the embedded default, which may generate a dev certificate and a dev master key.
     pub embedded: bool,
+}
+
+impl Settings {
+    /// The key vault: `<data_dir>/vault.bin`.
+    pub fn vault_path(&self) -> PathBuf {
+        self.data_dir.join("vault.bin")
+    }
+
+    /// The security audit log: `<data_dir>/audit.jsonl`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.jsonl")
+    }
+
+    /// True if at least one session authenticates its counterparty (so the server needs the
+    /// master key and the vault).
+    pub fn any_authenticated_session(&self) -> bool {
+        self.sessions.iter().any(|s| s.authenticate)
+    }
+}
+
+/// Validated `[auth]` settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The master key file, if configured.
+    pub master_key_file: Option<PathBuf>,
+    /// Logon window, lockout and anomaly settings.
+    pub config: AuthConfig,
 }
 
 /// A validated listener.
@@ -291,8 +396,12 @@ pub struct SessionSettings {
     pub schedule: Option<Schedule>,
     /// Store fsync policy.
     pub store_sync: SyncPolicy,
-    /// Accounts allowed.
+    /// Accounts allowed (`*` = any).
     pub accounts: Vec<String>,
+    /// True if a Logon must be signed with an API key (`authentication = "required"`).
+    pub authenticate: bool,
+    /// The scope a key needs to log on.
+    pub access: Scope,
 }
 
 /// Bounds that keep a typo from becoming a resource problem.
@@ -538,6 +647,41 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
                 ));
             }
         }
+        let authenticate = s.authentication == RawAuthentication::Required;
+        if authenticate && s.accounts.is_empty() {
+            return Err(ConfigError::invalid(
+                key("accounts"),
+                format!(
+                    "{} is empty: list the accounts this session may trade for (or \"*\" for any); with none, no Logon could succeed",
+                    key("accounts")
+                ),
+            ));
+        }
+        if !authenticate {
+            if s.require_message_signature {
+                return Err(ConfigError::invalid(
+                    key("require_message_signature"),
+                    format!(
+                        "{} = true needs authentication = \"required\": signatures are checked with the key the session logged on with",
+                        key("require_message_signature")
+                    ),
+                ));
+            }
+            if let Some(l) = listeners
+                .iter()
+                .find(|l| l.begin_string == begin_string && !l.bind.ip().is_loopback())
+            {
+                return Err(ConfigError::invalid(
+                    key("authentication"),
+                    format!(
+                        "{} = \"none\" is only allowed when every listener serving {begin_string} is on a loopback address; listener {:?} binds {}",
+                        key("authentication"),
+                        l.name,
+                        l.bind
+                    ),
+                ));
+            }
+        }
         let schedule = match &s.schedule {
             None => None,
             Some(sch) => Some(parse_schedule(&key("schedule"), sch)?),
@@ -574,6 +718,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             on_logout: s.reset_on_logout,
             on_disconnect: s.reset_on_disconnect,
         };
+        config.require_message_signature = s.require_message_signature;
         sessions.push(SessionSettings {
             config,
             schedule,
@@ -582,16 +727,82 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
                 RawStoreSync::Never => SyncPolicy::Never,
             },
             accounts: s.accounts.clone(),
+            authenticate,
+            access: match s.access {
+                RawAccess::Trade => Scope::Trade,
+                RawAccess::Read => Scope::Read,
+            },
         });
     }
+
+    let auth = validate_auth(&raw.auth)?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
         listeners,
         tls,
         sessions,
+        auth,
         embedded,
     })
+}
+
+fn validate_auth(raw: &RawAuth) -> Result<AuthSettings, ConfigError> {
+    let master_key_file = match &raw.master_key_file {
+        None => None,
+        Some(f) if f.trim().is_empty() => {
+            return Err(ConfigError::invalid(
+                "auth.master_key_file",
+                "auth.master_key_file must not be empty (leave it out to use PORTCULLIS_MASTER_KEY only)",
+            ))
+        }
+        Some(f) => Some(PathBuf::from(f)),
+    };
+    let d = AuthConfig::default();
+    let config = AuthConfig {
+        logon_window_ms: raw.logon_window_ms.unwrap_or(d.logon_window_ms),
+        max_failures: raw.max_failures.unwrap_or(d.max_failures),
+        failure_window_ms: raw.failure_window_ms.unwrap_or(d.failure_window_ms),
+        lockout_base_ms: raw.lockout_base_ms.unwrap_or(d.lockout_base_ms),
+        lockout_max_ms: raw.lockout_max_ms.unwrap_or(d.lockout_max_ms),
+        signature_burst_threshold: raw
+            .signature_burst_threshold
+            .unwrap_or(d.signature_burst_threshold),
+        signature_burst_window_ms: raw
+            .signature_burst_window_ms
+            .unwrap_or(d.signature_burst_window_ms),
+        multi_ip_window_ms: raw.multi_ip_window_ms.unwrap_or(d.multi_ip_window_ms),
+    };
+    config.validate().map_err(|e| {
+        ConfigError::invalid(
+            format!("auth.{}", e.field),
+            format!(
+                "auth.{} = {}: {}",
+                e.field,
+                auth_value(&config, e.field),
+                e.problem
+            ),
+        )
+    })?;
+    Ok(AuthSettings {
+        master_key_file,
+        config,
+    })
+}
+
+/// The value of one [`AuthConfig`] setting, for error messages.
+fn auth_value(c: &AuthConfig, field: &str) -> String {
+    match field {
+        "logon_window_ms" => c.logon_window_ms.to_string(),
+        "max_failures" => c.max_failures.to_string(),
+        "failure_window_ms" => c.failure_window_ms.to_string(),
+        "lockout_base_ms" => c.lockout_base_ms.to_string(),
+        "lockout_max_ms" => c.lockout_max_ms.to_string(),
+        "signature_burst_threshold" => c.signature_burst_threshold.to_string(),
+        "signature_burst_window_ms" => c.signature_burst_window_ms.to_string(),
+        "multi_ip_window_ms" => c.multi_ip_window_ms.to_string(),
+        _ => "?".to_owned(),
+    }
 }
 
 fn parse_begin_string(key: &str, value: &str) -> Result<BeginString, ConfigError> {
@@ -717,6 +928,7 @@ mod tests {
         begin_string = "FIX.4.4"
         sender_comp_id = "US"
         target_comp_id = "THEM"
+        accounts = ["ACC1"]
     "#;
 
     fn err(text: &str) -> ConfigError {
@@ -801,8 +1013,16 @@ mod tests {
         assert_eq!(x.config.reset, ResetPolicy::default());
         assert_eq!(x.store_sync, SyncPolicy::Always);
         assert!(x.schedule.is_none());
-        assert!(x.accounts.is_empty());
+        assert_eq!(x.accounts, vec!["ACC1"]);
+        assert!(x.authenticate, "authentication is required by default");
+        assert_eq!(x.access, Scope::Trade);
+        assert!(!x.config.require_message_signature);
         assert!(s.tls.is_none());
+        assert_eq!(s.auth.config, AuthConfig::default());
+        assert_eq!(s.auth.config.logon_window_ms, 5000);
+        assert!(s.auth.master_key_file.is_none());
+        assert_eq!(s.vault_path(), PathBuf::from("./var/vault.bin"));
+        assert_eq!(s.audit_path(), PathBuf::from("./var/audit.jsonl"));
     }
 
     #[test]
@@ -941,9 +1161,10 @@ mod tests {
         assert_eq!(e.key(), Some("sessions[0].target_comp_id"));
         let e = err(&MINIMAL.replace("\"THEM\"", "\"US\""));
         assert_eq!(e.key(), Some("sessions[0].target_comp_id"));
-        let e = err(&format!("{MINIMAL}\naccounts = [\"A\", \"A\"]"));
+        let with = |a: &str| MINIMAL.replace("accounts = [\"ACC1\"]", a);
+        let e = err(&with("accounts = [\"A\", \"A\"]"));
         assert_eq!(e.key(), Some("sessions[0].accounts[1]"));
-        let s = parse(&format!("{MINIMAL}\naccounts = [\"A\", \"B-1\"]"), false).unwrap();
+        let s = parse(&with("accounts = [\"A\", \"B-1\"]"), false).unwrap();
         assert_eq!(s.sessions[0].accounts, vec!["A", "B-1"]);
     }
 
@@ -1016,6 +1237,107 @@ mod tests {
         assert!(e.to_string().contains("store_sync"), "{e}");
         let e = err(&format!("{MINIMAL}\ndefault_appl_ver_id = \"9\""));
         assert_eq!(e.key(), Some("sessions[0].default_appl_ver_id"));
+    }
+
+    #[test]
+    fn auth_section_sets_every_auth_config_field() {
+        let s = parse(
+            &format!(
+                "{MINIMAL}\n[auth]\nmaster_key_file = \"/etc/portcullis/master.key\"\nlogon_window_ms = 2000\n\
+                 max_failures = 3\nfailure_window_ms = 30000\nlockout_base_ms = 500\nlockout_max_ms = 60000\n\
+                 signature_burst_threshold = 7\nsignature_burst_window_ms = 20000\nmulti_ip_window_ms = 1000\n"
+            ),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            s.auth.master_key_file,
+            Some(PathBuf::from("/etc/portcullis/master.key"))
+        );
+        assert_eq!(
+            s.auth.config,
+            AuthConfig {
+                logon_window_ms: 2000,
+                max_failures: 3,
+                failure_window_ms: 30000,
+                lockout_base_ms: 500,
+                lockout_max_ms: 60000,
+                signature_burst_threshold: 7,
+                signature_burst_window_ms: 20000,
+                multi_ip_window_ms: 1000,
+            }
+        );
+    }
+
+    #[test]
+    fn raw_auth_knows_every_auth_config_field() {
+        // Every field of the auth crate's config (serialized with its defaults) is a key of
+        // [auth]: a field added there cannot be forgotten here.
+        let text = toml::to_string(&AuthConfig::default()).unwrap();
+        let raw: RawAuth = toml::from_str(&text).unwrap();
+        let s = validate_auth(&raw).unwrap();
+        assert_eq!(s.config, AuthConfig::default());
+    }
+
+    #[test]
+    fn bad_auth_settings_are_named() {
+        let e = err(&format!("{MINIMAL}\n[auth]\nlogon_window_ms = 0\n"));
+        assert_eq!(e.key(), Some("auth.logon_window_ms"));
+        assert!(
+            e.to_string().starts_with("auth.logon_window_ms = 0: "),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}\n[auth]\nlockout_base_ms = 10\nlockout_max_ms = 5\n"
+        ));
+        assert_eq!(e.key(), Some("auth.lockout_max_ms"));
+        let e = err(&format!("{MINIMAL}\n[auth]\nmaster_key = \"00\"\n"));
+        assert!(e.to_string().contains("master_key"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[auth]\nmaster_key_file = \" \"\n"));
+        assert_eq!(e.key(), Some("auth.master_key_file"));
+    }
+
+    #[test]
+    fn session_auth_settings() {
+        let s = parse(
+            &format!("{MINIMAL}\naccess = \"read\"\nrequire_message_signature = true\n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.sessions[0].access, Scope::Read);
+        assert!(s.sessions[0].config.require_message_signature);
+        assert!(s.any_authenticated_session());
+        let e = err(&format!("{MINIMAL}\naccess = \"admin\"\n"));
+        assert!(e.to_string().contains("access"), "{e}");
+        let e = err(&format!("{MINIMAL}\nauthentication = \"maybe\"\n"));
+        assert!(e.to_string().contains("authentication"), "{e}");
+    }
+
+    #[test]
+    fn an_authenticated_session_needs_accounts() {
+        let e = err(&MINIMAL.replace("accounts = [\"ACC1\"]", ""));
+        assert_eq!(e.key(), Some("sessions[0].accounts"));
+        let s = parse(&MINIMAL.replace("\"ACC1\"", "\"*\""), false).unwrap();
+        assert_eq!(s.sessions[0].accounts, vec!["*"]);
+    }
+
+    #[test]
+    fn no_authentication_only_on_loopback_and_without_signatures() {
+        let none = MINIMAL.replace("accounts = [\"ACC1\"]", "authentication = \"none\"");
+        let s = parse(&none, false).unwrap();
+        assert!(!s.sessions[0].authenticate);
+        assert!(!s.any_authenticated_session());
+        // A TLS listener on a public address serving the same BeginString.
+        let public = format!(
+            "{none}\n[[listeners]]\nname = \"pub\"\nbind = \"0.0.0.0:9443\"\nbegin_string = \"FIX.4.4\"\n\
+             [tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        );
+        let e = err(&public);
+        assert_eq!(e.key(), Some("sessions[0].authentication"));
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(e.to_string().contains("\"pub\""), "{e}");
+        let e = err(&format!("{none}\nrequire_message_signature = true\n"));
+        assert_eq!(e.key(), Some("sessions[0].require_message_signature"));
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //!
 //! - `portcullis serve [--config FILE]` runs the server (the embedded default config without
 //!   `--config`);
-//! - `portcullis check-config --config FILE` parses and validates a config.
+//! - `portcullis check-config --config FILE` parses and validates a config;
+//! - `portcullis keys create|list|revoke|rotate-master|retire-master|new-master-key` manages the
+//!   key vault (see [`keys`]).
 //!
 //! Exit codes: 0 clean shutdown or valid config, 1 runtime failure (e.g. a port in use),
-//! 2 bad config (the message on stderr names the key).
+//! 2 bad config (the message on stderr names the key), no or wrong master key, or an unreadable
+//! key vault; every failing `keys` command exits 2.
 
 mod app;
 mod config;
 mod devcert;
+mod keys;
+mod security;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use portcullis_auth::Authenticator;
 use portcullis_fix::UtcTimestamp;
 use portcullis_session::store::{FileStore, MessageStore};
 use portcullis_session::transport::{
@@ -54,6 +60,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage the API keys of the vault and its master key (works while the server runs).
+    Keys(keys::KeysArgs),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -62,6 +70,8 @@ const EXIT_CONFIG: u8 = 2;
 /// Why `serve` stopped with an error.
 enum Failure {
     Config(ConfigError),
+    /// No usable master key, or a key vault that cannot be read: exit code 2.
+    Auth(anyhow::Error),
     Runtime(anyhow::Error),
 }
 
@@ -75,6 +85,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Keys(args) => match keys::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis keys: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::CheckConfig { config } => {
             match config::load(&config).and_then(|s| tls_server_config(&s).map(|_| s)) {
                 Ok(s) => {
@@ -111,6 +128,10 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(Failure::Config(e)) => config_error(config.as_deref(), &e),
+                Err(Failure::Auth(e)) => {
+                    eprintln!("portcullis: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(Failure::Runtime(e)) => {
                     eprintln!("portcullis: {e:#}");
                     ExitCode::from(EXIT_RUNTIME)
@@ -185,6 +206,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         dev_cert = Some(cert);
     }
 
+    // Authentication: master key, vault, audit log (before anything listens).
+    let auth = setup_auth(&settings)?;
+
     // Sessions and their stores.
     let mut registry = SessionRegistry::new();
     for s in &settings.sessions {
@@ -198,11 +222,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let opener: StoreOpener = Box::new(move |now| {
             FileStore::open(&dir, now, sync).map(|f| Box::new(f) as Box<dyn MessageStore>)
         });
-        info!(
-            session = %format!("{}:{}->{}", c.begin_string, c.sender_comp_id, c.target_comp_id),
-            accounts = ?s.accounts,
-            "session configured"
-        );
+        let name = security::session_name(c);
+        if s.authenticate {
+            info!(
+                session = %name, accounts = ?s.accounts, access = %s.access,
+                require_message_signature = c.require_message_signature,
+                "session configured"
+            );
+        } else {
+            warn!(session = %name, "session configured WITHOUT authentication (authentication = \"none\", loopback listeners only)");
+        }
         registry
             .insert(c.clone(), s.schedule, opener)
             .context("registering sessions")?;
@@ -215,8 +244,15 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     let registry = Arc::new(registry);
 
-    // Signals are hooked before anything listens, so a signal right after start is handled.
+    // Signals are hooked before anything listens, so a signal right after start is handled
+    // (and a SIGHUP reloads the vault instead of ending the process).
     let mut signals = Signals::new().context("cannot install signal handlers")?;
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    let server_auth = Arc::new(security::ServerAuth::new(
+        &settings,
+        auth.as_ref().map(|a| a.authenticator.clone()),
+    ));
 
     let mut listeners = Vec::with_capacity(settings.listeners.len());
     for l in &settings.listeners {
@@ -230,7 +266,8 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             logon_timeout: l.logon_timeout,
             max_unsent_bytes: l.max_unsent_bytes,
         };
-        listeners.push(transport::bind(cfg).await.context("starting listeners")?);
+        let listener = transport::bind(cfg).await.context("starting listeners")?;
+        listeners.push(listener.with_auth(server_auth.clone()));
     }
 
     println!("data dir: {}", data_dir_shown.display());
@@ -243,6 +280,22 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             } else {
                 ""
             }
+        );
+    }
+    if let Some(a) = &auth {
+        println!(
+            "key vault: {} ({} keys; master key from {}); audit log: {}",
+            settings.vault_path().display(),
+            a.authenticator.key_count(),
+            a.keyring.source,
+            settings.audit_path().display()
+        );
+    }
+    if let Some((key, account)) = auth.as_ref().and_then(|a| a.demo_key.as_ref()) {
+        println!(
+            "demo API key, printed this once (it is stored only encrypted):\n  key id: {}\n  secret: {}\n  account {account}, scopes trade,read: log on with Username(553) = the key id and RawData(96) = the logon signature (README.md, \"Signing\")",
+            key.key_id,
+            key.secret.as_ref().map_or("(none)", |s| s.expose()),
         );
     }
     for l in &listeners {
@@ -259,6 +312,19 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     for l in listeners {
         tasks.spawn(l.run(registry.clone(), app.clone(), signal.clone()));
     }
+    let watcher = match auth {
+        Some(a) => {
+            let w = security::VaultWatcher::new(
+                settings.vault_path(),
+                a.keyring,
+                &a.vault,
+                a.authenticator,
+                server_auth.clone(),
+            );
+            tokio::spawn(w.run(hangup, signal.clone()))
+        }
+        None => tokio::spawn(ignore_hangups(hangup, signal.clone())),
+    };
 
     let name = signals.recv().await;
     info!(signal = name, "shutting down: logging out every session");
@@ -282,8 +348,65 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     for (session, e) in registry.sync_all() {
         error!(%session, error = %e, "message store sync failed at shutdown");
     }
+    // The watcher writes the keys' last-use times once more as it stops.
+    if tokio::time::timeout(Duration::from_secs(3), watcher)
+        .await
+        .is_err()
+    {
+        warn!("the key vault watcher did not stop in time");
+    }
     info!("stopped");
     Ok(())
+}
+
+/// What `serve` needs for authentication.
+struct AuthSetup {
+    keyring: security::LoadedKeyring,
+    vault: portcullis_auth::Vault,
+    authenticator: Arc<Authenticator>,
+    demo_key: Option<(portcullis_auth::NewKey, String)>,
+}
+
+/// Loads the master key and the vault and opens the audit log, if any session authenticates.
+/// A missing or wrong master key and an unreadable vault are [`Failure::Auth`] (exit code 2).
+fn setup_auth(settings: &Settings) -> Result<Option<AuthSetup>, Failure> {
+    if !settings.any_authenticated_session() {
+        warn!("no session requires authentication: no key vault loaded");
+        return Ok(None);
+    }
+    let keyring = security::load_keyring(settings, true).map_err(Failure::Auth)?;
+    let audit = Arc::new(security::open_audit_log(settings).map_err(Failure::Runtime)?);
+    let opened = security::open_vault_at_start(settings, &keyring.ring, &*audit)
+        .context("cannot open the key vault")
+        .map_err(Failure::Auth)?;
+    let authenticator =
+        Authenticator::with_vault(settings.auth.config.clone(), &opened.vault, audit).map_err(
+            |e| {
+                Failure::Config(ConfigError::Invalid {
+                    key: format!("auth.{}", e.field),
+                    message: e.to_string(),
+                })
+            },
+        )?;
+    Ok(Some(AuthSetup {
+        keyring,
+        vault: opened.vault,
+        authenticator: Arc::new(authenticator),
+        demo_key: opened.demo_key,
+    }))
+}
+
+/// Without a vault, SIGHUP has nothing to reload; it must still not end the process.
+async fn ignore_hangups(
+    mut hangup: tokio::signal::unix::Signal,
+    mut shutdown: transport::ShutdownSignal,
+) {
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => info!("SIGHUP: no key vault to reload"),
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// SIGTERM and SIGINT.
