@@ -1,0 +1,1068 @@
+//! Order books and matching: price-time priority, limit and market orders, GTC/IOC/FOK/Day,
+//! post-only, cancel, cancel/replace and self-trade prevention.
+//!
+//! # Data structures (chosen for the hot path)
+//!
+//! - **Resting orders** live in the shared [`Orders`](crate::orders) slab: pre-allocated
+//!   nodes, a free list, O(1) lookup by `OrderId` and by `(session, ClOrdID)` through fixed-size
+//!   open-addressing indexes, and intrusive lists per account and session. Adding, cancelling
+//!   and filling an order allocates nothing.
+//! - **Price levels** are a `Vec<Level>` per side, sorted so that the *best* price is the
+//!   *last* element (bids ascending, asks descending), reserved up front for a typical depth.
+//!   Matching only ever touches the end (pop a level that empties: O(1)); a new level near the
+//!   top of the book — where almost all order flow lands — is a short `memmove` of a few 40-byte
+//!   entries at the end; finding a level is a binary search over contiguous memory (cache
+//!   friendly, no pointer chasing). A `BTreeMap` would allocate a node whenever a new price
+//!   level splits a leaf and chase pointers on every lookup; a fixed price ladder (array
+//!   indexed by tick) needs a bounded price range, which crypto prices that move by orders of
+//!   magnitude and option premiums from 0.0001 to thousands do not give. The `Vec` only grows
+//!   (allocates) when a side becomes deeper than ever before, never in the steady state.
+//! - **Time priority** within a level is an intrusive doubly linked FIFO of slab slots (head,
+//!   tail, count and total quantity in the level): append at the tail, fill from the head,
+//!   unlink anywhere in O(1) on cancel.
+//!
+//! # Reports
+//!
+//! Every change is reported as an [`Event`] through the caller's sink (`&mut impl
+//! FnMut(Event)`), so nothing is buffered or allocated here: the acceptance (`New`), each
+//! fill for *both* sides (each to its order's own session, sharing one `trade_id`, each with
+//! its own `exec_id`), and the end of an order (`Canceled`, `Expired`). The risk state is kept
+//! in step through [`Feedback`].
+
+use portcullis_types::{
+    AccountId, CancelOrder, ClOrdId, Event, EventKind, InstrumentId, NewOrder, OrdType, OrderId,
+    Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
+};
+
+use crate::orders::{Order, Orders, NIL};
+
+/// Largest order, exec and trade id: 2^53 − 1, so JSON clients (IEEE doubles) read every id
+/// exactly.
+pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// What the risk state needs to hear from the book, so exposure and open-order counts follow
+/// the orders. The risk engine implements it; `()` ignores everything (for tests and benches
+/// of the book alone).
+pub trait Feedback {
+    /// An order traded `qty` at `price`.
+    fn on_fill(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        price: Price,
+        qty: Qty,
+    );
+    /// An order that the risk checks accepted stopped working (filled, cancelled, expired or
+    /// refused by the book) with `leaves_qty` unfilled at its limit `price`.
+    fn on_order_closed(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        price: Price,
+        leaves_qty: Qty,
+    );
+    /// A working order was replaced.
+    #[allow(clippy::too_many_arguments)]
+    fn on_replaced(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        old_price: Price,
+        old_leaves: Qty,
+        new_price: Price,
+        new_leaves: Qty,
+    );
+}
+
+impl Feedback for () {
+    fn on_fill(&mut self, _: AccountId, _: InstrumentId, _: Side, _: Price, _: Qty) {}
+    fn on_order_closed(&mut self, _: AccountId, _: InstrumentId, _: Side, _: Price, _: Qty) {}
+    fn on_replaced(
+        &mut self,
+        _: AccountId,
+        _: InstrumentId,
+        _: Side,
+        _: Price,
+        _: Qty,
+        _: Price,
+        _: Qty,
+    ) {
+    }
+}
+
+/// The next order, exec and trade ids (each ≤ [`MAX_ID`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdCounters {
+    /// Next `OrderId`.
+    pub order: u64,
+    /// Next `ExecID`.
+    pub exec: u64,
+    /// Next `TradeId`.
+    pub trade: u64,
+}
+
+impl Default for IdCounters {
+    fn default() -> Self {
+        Self {
+            order: 1,
+            exec: 1,
+            trade: 1,
+        }
+    }
+}
+
+impl IdCounters {
+    fn take(v: &mut u64) -> u64 {
+        // Saturates instead of passing MAX_ID: new orders are refused well before (see
+        // `exhausted`), so only the reports of their last cancels can get here.
+        let id = *v;
+        if *v < MAX_ID {
+            *v += 1;
+        }
+        id
+    }
+
+    fn exec(&mut self) -> u64 {
+        Self::take(&mut self.exec)
+    }
+
+    fn trade(&mut self) -> TradeId {
+        TradeId(Self::take(&mut self.trade))
+    }
+
+    /// True when fewer ids remain than one more order could need: an order id, and for a sweep
+    /// of every resting order two exec ids and a trade id each, plus its own reports.
+    fn exhausted(&self, resting_capacity: u64) -> bool {
+        let need = 2 * resting_capacity + 16;
+        self.order >= MAX_ID || self.exec + need > MAX_ID || self.trade + need > MAX_ID
+    }
+}
+
+/// Matching engine settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatcherConfig {
+    /// Most resting orders across all books; the slab and indexes are sized for it once. A
+    /// resting order beyond it is refused (`TooManyOpenOrders`).
+    pub max_resting_orders: usize,
+    /// Price levels reserved per book side.
+    pub levels_per_side: usize,
+    /// Accounts to reserve list heads for.
+    pub accounts: usize,
+    /// Sessions to reserve list heads for.
+    pub sessions: usize,
+    /// Self-trade prevention for accounts without their own setting.
+    pub default_stp: StpMode,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_resting_orders: 1 << 18,
+            levels_per_side: 256,
+            accounts: 64,
+            sessions: 256,
+            default_stp: StpMode::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    price: Price,
+    /// Σ leaves of the level's orders; `i128` so no depth can overflow it.
+    qty: i128,
+    head: u32,
+    tail: u32,
+    count: u32,
+}
+
+/// One side of a book: levels sorted with the best price last.
+#[derive(Debug, Clone)]
+struct BookSide {
+    levels: Vec<Level>,
+    buy: bool,
+}
+
+impl BookSide {
+    fn new(buy: bool, capacity: usize) -> Self {
+        Self {
+            levels: Vec::with_capacity(capacity),
+            buy,
+        }
+    }
+
+    fn search(&self, price: Price) -> Result<usize, usize> {
+        if self.buy {
+            self.levels.binary_search_by(|l| l.price.cmp(&price))
+        } else {
+            self.levels.binary_search_by(|l| price.cmp(&l.price))
+        }
+    }
+
+    /// Appends a resting order at the back of its price level.
+    fn push_back(&mut self, orders: &mut Orders, slot: u32) {
+        let (price, leaves) = {
+            let o = orders.get(slot);
+            (o.price, o.leaves())
+        };
+        let i = match self.search(price) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(
+                    i,
+                    Level {
+                        price,
+                        qty: 0,
+                        head: NIL,
+                        tail: NIL,
+                        count: 0,
+                    },
+                );
+                i
+            }
+        };
+        let l = &mut self.levels[i];
+        orders.set_prev(slot, l.tail);
+        orders.set_next(slot, NIL);
+        if l.tail != NIL {
+            orders.set_next(l.tail, slot);
+        } else {
+            l.head = slot;
+        }
+        l.tail = slot;
+        l.count += 1;
+        l.qty += i128::from(leaves.0);
+    }
+
+    /// Unlinks an order from level `i` (the level stays, possibly empty).
+    fn unlink(&mut self, i: usize, orders: &mut Orders, slot: u32) {
+        let (prev, next, leaves) = (
+            orders.prev(slot),
+            orders.next(slot),
+            orders.get(slot).leaves(),
+        );
+        let l = &mut self.levels[i];
+        if prev != NIL {
+            orders.set_next(prev, next);
+        } else {
+            l.head = next;
+        }
+        if next != NIL {
+            orders.set_prev(next, prev);
+        } else {
+            l.tail = prev;
+        }
+        l.count -= 1;
+        l.qty -= i128::from(leaves.0);
+    }
+
+    /// Unlinks a resting order and drops its level if it empties.
+    fn remove(&mut self, orders: &mut Orders, slot: u32) {
+        let price = orders.get(slot).price;
+        let Ok(i) = self.search(price) else {
+            debug_assert!(false, "resting order without a level");
+            return;
+        };
+        self.unlink(i, orders, slot);
+        if self.levels[i].count == 0 {
+            self.levels.remove(i);
+        }
+    }
+
+    fn best(&self) -> Option<Price> {
+        self.levels.last().map(|l| l.price)
+    }
+}
+
+/// Whether a limit `price` on `side` trades against a resting level at `level`.
+fn crosses(side: Side, price: Price, level: Price) -> bool {
+    match side {
+        Side::Buy => price >= level,
+        Side::Sell => price <= level,
+    }
+}
+
+/// One price level as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LevelView {
+    /// The price.
+    pub price: Price,
+    /// Total unfilled quantity (saturated to `i64`).
+    pub qty: Qty,
+    /// Number of orders.
+    pub orders: u32,
+}
+
+/// The order book of one instrument (its resting orders live in the matcher's shared store).
+#[derive(Debug, Clone)]
+pub struct OrderBook {
+    instrument: InstrumentId,
+    bids: BookSide,
+    asks: BookSide,
+}
+
+impl OrderBook {
+    fn new(instrument: InstrumentId, levels_per_side: usize) -> Self {
+        Self {
+            instrument,
+            bids: BookSide::new(true, levels_per_side),
+            asks: BookSide::new(false, levels_per_side),
+        }
+    }
+
+    fn side(&self, side: Side) -> &BookSide {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut BookSide {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    /// The instrument.
+    pub fn instrument(&self) -> InstrumentId {
+        self.instrument
+    }
+
+    /// Best bid price.
+    pub fn best_bid(&self) -> Option<Price> {
+        self.bids.best()
+    }
+
+    /// Best ask price.
+    pub fn best_ask(&self) -> Option<Price> {
+        self.asks.best()
+    }
+
+    /// True if the best bid is at or above the best ask (never true between commands).
+    pub fn is_crossed(&self) -> bool {
+        matches!((self.best_bid(), self.best_ask()), (Some(b), Some(a)) if b >= a)
+    }
+
+    /// The levels of one side, best first.
+    pub fn levels(&self, side: Side) -> impl Iterator<Item = LevelView> + '_ {
+        self.side(side).levels.iter().rev().map(|l| LevelView {
+            price: l.price,
+            qty: Qty(i64::try_from(l.qty).unwrap_or(i64::MAX)),
+            orders: l.count,
+        })
+    }
+
+    /// Number of resting orders.
+    pub fn order_count(&self) -> usize {
+        self.bids
+            .levels
+            .iter()
+            .chain(&self.asks.levels)
+            .map(|l| l.count as usize)
+            .sum()
+    }
+}
+
+/// A snapshot of a working order, for order status requests (FIX OrderStatusRequest(H)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderSnapshot {
+    /// The session that owns the order (gets its reports).
+    pub session: SessionId,
+    /// The account.
+    pub account: AccountId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The engine's id.
+    pub order_id: OrderId,
+    /// The order's current client id.
+    pub cl_ord_id: ClOrdId,
+    /// Side.
+    pub side: Side,
+    /// Order type.
+    pub ord_type: OrdType,
+    /// Time in force.
+    pub tif: TimeInForce,
+    /// Limit price.
+    pub price: Price,
+    /// Order quantity.
+    pub qty: Qty,
+    /// Filled so far.
+    pub cum_qty: Qty,
+    /// Still working.
+    pub leaves_qty: Qty,
+    /// Average fill price, rounded to the price scale.
+    pub avg_px: Price,
+    /// When the order's command was received (ns since the epoch).
+    pub received_ns: i64,
+}
+
+impl OrderSnapshot {
+    /// The snapshot as a status report: kind `New` without fills, `PartialFill` with some,
+    /// `exec_id` 0 (a status answer is not an execution), no last fill.
+    pub fn to_event(&self, session: SessionId, ts_ns: i64) -> Event {
+        Event {
+            session,
+            account: self.account,
+            instrument: self.instrument,
+            kind: if self.cum_qty.0 == 0 {
+                EventKind::New
+            } else {
+                EventKind::PartialFill
+            },
+            order_id: self.order_id,
+            cl_ord_id: self.cl_ord_id,
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            side: self.side,
+            ord_type: self.ord_type,
+            tif: self.tif,
+            price: self.price,
+            qty: self.qty,
+            cum_qty: self.cum_qty,
+            leaves_qty: self.leaves_qty,
+            avg_px: self.avg_px,
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            exec_id: 0,
+            ts_ns,
+            received_ns: self.received_ns,
+        }
+    }
+}
+
+/// A report about an order in its current state.
+fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
+    Event {
+        session: o.session,
+        account: o.account,
+        instrument: o.instrument,
+        kind,
+        order_id: o.id,
+        cl_ord_id: o.cl_ord_id,
+        orig_cl_ord_id: ClOrdId::EMPTY,
+        side: o.side,
+        ord_type: o.ord_type,
+        tif: o.tif,
+        price: o.price,
+        qty: o.qty,
+        cum_qty: o.cum,
+        leaves_qty: o.leaves(),
+        avg_px: o.avg_px(),
+        last_px: Price(0),
+        last_qty: Qty(0),
+        trade_id: TradeId(0),
+        exec_id,
+        ts_ns: now,
+        received_ns: o.received_ns,
+    }
+}
+
+/// A report that an order is done without further fills: leaves 0.
+fn done(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
+    let mut e = report(o, kind, exec_id, now);
+    e.leaves_qty = Qty(0);
+    e
+}
+
+/// Who asked for a cancel, for the report (FIX: ClOrdID of the request, OrigClOrdID of the
+/// order). `None` for unsolicited cancels (mass cancel, kill switch, disconnect, expiry).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Requester {
+    pub session: SessionId,
+    pub cl_ord_id: ClOrdId,
+}
+
+/// All books and resting orders, and the id counters: everything of the core except the risk
+/// state. Single-threaded by design (the core thread owns it).
+#[derive(Debug)]
+pub struct Matcher {
+    orders: Orders,
+    books: Vec<OrderBook>,
+    ids: IdCounters,
+    stp: Vec<StpMode>,
+    config: MatcherConfig,
+}
+
+impl Matcher {
+    /// An engine without books; add them with [`Matcher::add_book`].
+    pub fn new(config: MatcherConfig) -> Self {
+        Self {
+            orders: Orders::new(config.max_resting_orders, config.accounts, config.sessions),
+            books: Vec::new(),
+            ids: IdCounters::default(),
+            stp: vec![config.default_stp; config.accounts],
+            config,
+        }
+    }
+
+    /// Makes sure a book exists for `instrument` (books are indexed by instrument id).
+    pub fn add_book(&mut self, instrument: InstrumentId) {
+        let i = instrument.0 as usize;
+        while self.books.len() <= i {
+            let id = InstrumentId(self.books.len() as u32);
+            self.books.push(OrderBook::new(id, 0));
+        }
+        if self.books[i].bids.levels.capacity() == 0 {
+            self.books[i] = OrderBook::new(instrument, self.config.levels_per_side);
+        }
+    }
+
+    /// Releases the level memory of a book with no orders left (an expired contract).
+    pub fn release_book(&mut self, instrument: InstrumentId) {
+        if let Some(b) = self.books.get_mut(instrument.0 as usize) {
+            if b.order_count() == 0 {
+                *b = OrderBook::new(instrument, 0);
+            }
+        }
+    }
+
+    /// The book of an instrument.
+    pub fn book(&self, instrument: InstrumentId) -> Option<&OrderBook> {
+        self.books.get(instrument.0 as usize)
+    }
+
+    /// Sets an account's self-trade prevention mode (used when an order has no override).
+    pub fn set_account_stp(&mut self, account: AccountId, mode: StpMode) {
+        let a = account.0 as usize;
+        if a >= self.stp.len() {
+            self.stp.resize(a + 1, self.config.default_stp);
+        }
+        self.stp[a] = mode;
+    }
+
+    fn stp_for(&self, o: &NewOrder) -> StpMode {
+        o.stp.unwrap_or_else(|| self.account_stp(o.account))
+    }
+
+    fn account_stp(&self, account: AccountId) -> StpMode {
+        self.stp
+            .get(account.0 as usize)
+            .copied()
+            .unwrap_or(self.config.default_stp)
+    }
+
+    /// Resting orders across all books.
+    pub fn resting_orders(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// The next ids to be assigned.
+    pub fn ids(&self) -> IdCounters {
+        self.ids
+    }
+
+    /// Continues numbering from `next` (after a restart, from the journal). Refused (`false`)
+    /// if an id is 0 or above [`MAX_ID`].
+    pub fn resume_ids(&mut self, next: IdCounters) -> bool {
+        let ok = |v: u64| (1..=MAX_ID).contains(&v);
+        if !(ok(next.order) && ok(next.exec) && ok(next.trade)) {
+            return false;
+        }
+        self.ids = next;
+        true
+    }
+
+    /// Finds a working order by engine id or by the session's client id, for `account` and
+    /// `instrument` only (another account's order is "unknown", not "forbidden", so its
+    /// existence does not leak).
+    pub(crate) fn find(
+        &self,
+        account: AccountId,
+        instrument: Option<InstrumentId>,
+        session: SessionId,
+        order_id: Option<OrderId>,
+        cl_ord_id: &ClOrdId,
+    ) -> Option<u32> {
+        let slot = match order_id {
+            Some(id) => self.orders.find_by_id(id)?,
+            None => self.orders.find_by_cl(session, cl_ord_id)?,
+        };
+        let o = self.orders.get(slot);
+        (o.account == account && instrument.map_or(true, |i| i == o.instrument)).then_some(slot)
+    }
+
+    /// The working order in a slot.
+    pub(crate) fn order(&self, slot: u32) -> &Order {
+        self.orders.get(slot)
+    }
+
+    /// A snapshot of the order in a slot.
+    pub(crate) fn snapshot(&self, slot: u32) -> OrderSnapshot {
+        let o = self.orders.get(slot);
+        OrderSnapshot {
+            session: o.session,
+            account: o.account,
+            instrument: o.instrument,
+            order_id: o.id,
+            cl_ord_id: o.cl_ord_id,
+            side: o.side,
+            ord_type: o.ord_type,
+            tif: o.tif,
+            price: o.price,
+            qty: o.qty,
+            cum_qty: o.cum,
+            leaves_qty: o.leaves(),
+            avg_px: o.avg_px(),
+            received_ns: o.received_ns,
+        }
+    }
+
+    fn can_accept(&self) -> bool {
+        !self.ids.exhausted(self.orders.capacity() as u64)
+    }
+
+    /// Matches a new order that passed the risk checks. Reports `New` then fills, or a
+    /// `Rejected` if the book refuses it (post-only would trade, no room, duplicate live
+    /// ClOrdID, unsupported combination); every accepted order ends in exactly one
+    /// `on_order_closed` unless it rests.
+    pub(crate) fn submit(
+        &mut self,
+        o: &NewOrder,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) {
+        let mut taker = Order {
+            id: OrderId(0),
+            cl_ord_id: o.cl_ord_id,
+            session: o.session,
+            account: o.account,
+            instrument: o.instrument,
+            side: o.side,
+            ord_type: o.ord_type,
+            tif: o.tif,
+            stp: o.stp,
+            post_only: o.post_only,
+            price: o.price,
+            qty: o.qty,
+            cum: Qty(0),
+            notional: 0,
+            received_ns: o.received_ns,
+        };
+        let market = o.ord_type == OrdType::Market;
+        // A market order never rests, whatever its time in force.
+        let rests = !market && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day);
+        let i = o.instrument.0 as usize;
+        let reason = if i >= self.books.len() || self.books[i].bids.levels.capacity() == 0 {
+            Some(RejectReason::UnknownInstrument)
+        } else if o.qty.0 <= 0 {
+            Some(RejectReason::QtyTooSmall)
+        } else if o.post_only && !rests {
+            Some(RejectReason::Unsupported)
+        } else if !self.can_accept() {
+            Some(RejectReason::ServerBusy)
+        } else if rests && self.orders.is_full() {
+            Some(RejectReason::TooManyOpenOrders)
+        } else if self.orders.find_by_cl(o.session, &o.cl_ord_id).is_some() {
+            Some(RejectReason::DuplicateClOrdId)
+        } else if o.post_only
+            && self.books[i]
+                .side(o.side.opposite())
+                .best()
+                .is_some_and(|best| crosses(o.side, o.price, best))
+        {
+            Some(RejectReason::PostOnlyWouldTrade)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out(done(
+                &taker,
+                EventKind::Rejected(reason),
+                self.ids.exec(),
+                now,
+            ));
+            fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.qty);
+            return;
+        }
+        self.orders.reserve_owner(o.account, o.session);
+        taker.id = OrderId(IdCounters::take(&mut self.ids.order));
+        out(report(&taker, EventKind::New, self.ids.exec(), now));
+        let stp = self.stp_for(o);
+        let book = &mut self.books[i];
+        let opp = book.side_mut(o.side.opposite());
+        if o.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
+            out(done(&taker, EventKind::Expired, self.ids.exec(), now));
+            fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.qty);
+            return;
+        }
+        let stopped = match_taker(
+            opp,
+            &mut self.orders,
+            &mut self.ids,
+            &mut taker,
+            stp,
+            now,
+            fb,
+            out,
+        );
+        let leaves = taker.leaves();
+        if leaves.0 > 0 && rests && !stopped {
+            let slot = self.orders.insert(taker);
+            book.side_mut(o.side).push_back(&mut self.orders, slot);
+            return;
+        }
+        if leaves.0 > 0 {
+            out(done(&taker, EventKind::Canceled, self.ids.exec(), now));
+        }
+        fb.on_order_closed(o.account, o.instrument, o.side, o.price, leaves);
+    }
+
+    /// Takes a resting order out of its book and the store.
+    fn take_resting(&mut self, slot: u32) -> Order {
+        let (instrument, side) = {
+            let o = self.orders.get(slot);
+            (o.instrument, o.side)
+        };
+        self.books[instrument.0 as usize]
+            .side_mut(side)
+            .remove(&mut self.orders, slot);
+        self.orders.remove(slot)
+    }
+
+    /// Ends a resting order with a `Canceled` or `Expired` report.
+    pub(crate) fn close(
+        &mut self,
+        slot: u32,
+        kind: EventKind,
+        requester: Option<Requester>,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) {
+        let o = self.take_resting(slot);
+        let mut e = done(&o, kind, self.ids.exec(), now);
+        if let Some(r) = requester {
+            e.session = r.session;
+            e.orig_cl_ord_id = o.cl_ord_id;
+            e.cl_ord_id = r.cl_ord_id;
+        }
+        out(e);
+        fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.leaves());
+    }
+
+    /// Cancels a working order on request.
+    pub(crate) fn cancel(
+        &mut self,
+        slot: u32,
+        req: &CancelOrder,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) {
+        let r = Requester {
+            session: req.session,
+            cl_ord_id: req.cl_ord_id,
+        };
+        self.close(slot, EventKind::Canceled, Some(r), now, fb, out);
+    }
+
+    /// Replaces a working order's price and/or quantity. Keeps its time priority only for a
+    /// quantity decrease (or no change) at the same price; otherwise it goes to the back of the
+    /// (new) level, and if the new price crosses it trades at once. On success reports
+    /// `Replaced` (then any fills); the error is the reason for an OrderCancelReject.
+    pub(crate) fn replace(
+        &mut self,
+        slot: u32,
+        req: &ReplaceOrder,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> Result<(), RejectReason> {
+        let old = *self.orders.get(slot);
+        let i = old.instrument.0 as usize;
+        if req.qty.0 <= old.cum.0 {
+            return Err(RejectReason::QtyTooSmall);
+        }
+        if !self.can_accept() {
+            return Err(RejectReason::ServerBusy);
+        }
+        if req.cl_ord_id != old.cl_ord_id
+            && self
+                .orders
+                .find_by_cl(old.session, &req.cl_ord_id)
+                .is_some()
+        {
+            return Err(RejectReason::DuplicateClOrdId);
+        }
+        let opp_best = self.books[i].side(old.side.opposite()).best();
+        let crossing = opp_best.is_some_and(|b| crosses(old.side, req.price, b));
+        if old.post_only && crossing {
+            return Err(RejectReason::PostOnlyWouldTrade);
+        }
+        let new_leaves = Qty(req.qty.0 - old.cum.0);
+        let keep = req.price == old.price && new_leaves <= old.leaves();
+        let book = &mut self.books[i];
+        if keep {
+            let side = book.side_mut(old.side);
+            if let Ok(l) = side.search(old.price) {
+                side.levels[l].qty -= i128::from(old.leaves().0 - new_leaves.0);
+            }
+            self.orders.get_mut(slot).qty = req.qty;
+        } else {
+            book.side_mut(old.side).remove(&mut self.orders, slot);
+            let o = self.orders.get_mut(slot);
+            o.price = req.price;
+            o.qty = req.qty;
+        }
+        if req.cl_ord_id != old.cl_ord_id {
+            self.orders.rekey_cl(slot, req.cl_ord_id);
+        }
+        let mut e = report(
+            self.orders.get(slot),
+            EventKind::Replaced,
+            self.ids.exec(),
+            now,
+        );
+        e.session = req.session;
+        e.orig_cl_ord_id = old.cl_ord_id;
+        out(e);
+        fb.on_replaced(
+            old.account,
+            old.instrument,
+            old.side,
+            old.price,
+            old.leaves(),
+            req.price,
+            new_leaves,
+        );
+        if keep {
+            return Ok(());
+        }
+        let mut taker = *self.orders.get(slot);
+        let stopped = if crossing {
+            let stp = taker.stp.unwrap_or_else(|| self.account_stp(taker.account));
+            let opp = self.books[i].side_mut(old.side.opposite());
+            match_taker(
+                opp,
+                &mut self.orders,
+                &mut self.ids,
+                &mut taker,
+                stp,
+                now,
+                fb,
+                out,
+            )
+        } else {
+            false
+        };
+        *self.orders.get_mut(slot) = taker;
+        if taker.leaves().0 > 0 && !stopped {
+            self.books[i]
+                .side_mut(old.side)
+                .push_back(&mut self.orders, slot);
+            return Ok(());
+        }
+        // Done: filled completely, or cancelled by self-trade prevention. The order is not in
+        // a level any more, so only the store forgets it.
+        let o = self.orders.remove(slot);
+        if o.leaves().0 > 0 {
+            out(done(&o, EventKind::Canceled, self.ids.exec(), now));
+        }
+        fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.leaves());
+        Ok(())
+    }
+
+    /// Cancels every working order of an account (optionally of one instrument); returns how
+    /// many.
+    pub(crate) fn cancel_account(
+        &mut self,
+        account: AccountId,
+        instrument: Option<InstrumentId>,
+        kind: EventKind,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        let mut n = 0;
+        let mut slot = self.orders.account_head(account);
+        while slot != NIL {
+            let next = self.orders.account_next(slot);
+            if instrument.map_or(true, |i| i == self.orders.get(slot).instrument) {
+                self.close(slot, kind, None, now, fb, out);
+                n += 1;
+            }
+            slot = next;
+        }
+        n
+    }
+
+    /// Cancels every working order entered by a session; returns how many.
+    pub(crate) fn cancel_session(
+        &mut self,
+        session: SessionId,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        let mut n = 0;
+        let mut slot = self.orders.session_head(session);
+        while slot != NIL {
+            let next = self.orders.session_next(slot);
+            self.close(slot, EventKind::Canceled, None, now, fb, out);
+            n += 1;
+            slot = next;
+        }
+        n
+    }
+
+    /// Ends every working order that matches `pred` with a `kind` report; returns how many.
+    /// Scans the slab: for rare, global actions (kill everything, end of day).
+    pub(crate) fn close_where(
+        &mut self,
+        kind: EventKind,
+        mut pred: impl FnMut(&Order) -> bool,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        let mut n = 0;
+        for slot in 0..self.orders.high_water() {
+            if self.orders.is_live(slot) && pred(self.orders.get(slot)) {
+                self.close(slot, kind, None, now, fb, out);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends every resting order of one instrument with `kind` (expiry); returns how many.
+    pub(crate) fn close_instrument(
+        &mut self,
+        instrument: InstrumentId,
+        kind: EventKind,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        let i = instrument.0 as usize;
+        if i >= self.books.len() {
+            return 0;
+        }
+        let mut n = 0;
+        for side in [Side::Buy, Side::Sell] {
+            // Always the best level's head: `close` unlinks it and drops emptied levels.
+            while let Some(slot) = self.books[i].side(side).levels.last().map(|l| l.head) {
+                self.close(slot, kind, None, now, fb, out);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// True if a fill-or-kill order can fill completely now. Walks resting orders in priority
+/// order as matching would, so self-trade prevention is accounted for exactly: an own order
+/// that would be cancelled (cancel-resting) is skipped, one that would stop the incoming order
+/// ends the walk.
+fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) -> bool {
+    let mut need = taker.leaves().0;
+    for level in opp.levels.iter().rev() {
+        if taker.ord_type == OrdType::Limit && !crosses(taker.side, taker.price, level.price) {
+            return false;
+        }
+        let mut slot = level.head;
+        while slot != NIL {
+            let m = orders.get(slot);
+            if m.account == taker.account {
+                if stp != StpMode::CancelResting {
+                    return false;
+                }
+            } else {
+                need -= m.leaves().0;
+                if need <= 0 {
+                    return true;
+                }
+            }
+            slot = orders.next(slot);
+        }
+    }
+    false
+}
+
+/// Matches `taker` against the opposite side until it is filled, the book no longer crosses
+/// its limit, or self-trade prevention stops it (returns `true` then: the caller cancels the
+/// rest). Fills both sides, reports each, removes filled makers.
+#[allow(clippy::too_many_arguments)]
+fn match_taker(
+    opp: &mut BookSide,
+    orders: &mut Orders,
+    ids: &mut IdCounters,
+    taker: &mut Order,
+    stp: StpMode,
+    now: i64,
+    fb: &mut impl Feedback,
+    out: &mut impl FnMut(Event),
+) -> bool {
+    let mut stopped = false;
+    while taker.leaves().0 > 0 && !stopped {
+        let Some(li) = opp.levels.len().checked_sub(1) else {
+            break;
+        };
+        let px = opp.levels[li].price;
+        if taker.ord_type == OrdType::Limit && !crosses(taker.side, taker.price, px) {
+            break;
+        }
+        let mut slot = opp.levels[li].head;
+        while slot != NIL && taker.leaves().0 > 0 {
+            let next = orders.next(slot);
+            if orders.get(slot).account == taker.account {
+                if stp != StpMode::CancelIncoming {
+                    opp.unlink(li, orders, slot);
+                    let m = orders.remove(slot);
+                    out(done(&m, EventKind::Canceled, ids.exec(), now));
+                    fb.on_order_closed(m.account, m.instrument, m.side, m.price, m.leaves());
+                }
+                if stp != StpMode::CancelResting {
+                    stopped = true;
+                    break;
+                }
+                slot = next;
+                continue;
+            }
+            let q = taker.leaves().0.min(orders.get(slot).leaves().0);
+            let trade = ids.trade();
+            opp.levels[li].qty -= i128::from(q);
+            let notional = i128::from(px.0) * i128::from(q);
+            let m = orders.get_mut(slot);
+            m.cum.0 += q;
+            m.notional += notional;
+            let maker = *m;
+            taker.cum.0 += q;
+            taker.notional += notional;
+            for (o, exec) in [(&maker, ids.exec()), (&*taker, ids.exec())] {
+                let kind = if o.leaves().0 == 0 {
+                    EventKind::Fill
+                } else {
+                    EventKind::PartialFill
+                };
+                let mut e = report(o, kind, exec, now);
+                e.last_px = px;
+                e.last_qty = Qty(q);
+                e.trade_id = trade;
+                out(e);
+                fb.on_fill(o.account, o.instrument, o.side, px, Qty(q));
+            }
+            if maker.leaves().0 == 0 {
+                opp.unlink(li, orders, slot);
+                orders.remove(slot);
+                fb.on_order_closed(
+                    maker.account,
+                    maker.instrument,
+                    maker.side,
+                    maker.price,
+                    Qty(0),
+                );
+            }
+            slot = next;
+        }
+        if opp.levels[li].count == 0 {
+            opp.levels.pop();
+        }
+    }
+    stopped
+}

@@ -1,0 +1,471 @@
+//! The resting-order store shared by every book: a pre-allocated slab of order nodes and the
+//! indexes that find an order without allocating.
+//!
+//! - **Slab.** Nodes live in one `Vec` reserved once for the configured maximum of resting
+//!   orders; a freed node goes on an intrusive free list and is reused, so adding and removing
+//!   orders never touches the allocator. Nodes are addressed by `u32` slot (half the size of a
+//!   pointer, and no lifetimes or `unsafe`). One store for all instruments instead of one per
+//!   book: thousands of option books would each have to reserve for their own worst case.
+//! - **Intrusive lists.** Each node carries three doubly linked lists by slot: the FIFO of its
+//!   price level (linked by the book), its account's orders (mass cancel, kill switch) and its
+//!   session's orders (cancel-on-disconnect). Unlinking is O(1) and allocation-free, and each
+//!   bulk cancel visits only the orders concerned.
+//! - **Indexes.** `OrderId → slot` and `(session, ClOrdID) → slot` are open-addressing tables
+//!   with linear probing and backward-shift deletion, sized once to at least twice the slab
+//!   (load factor ≤ ½): no tombstones, so no rehash and no allocation ever, and probe sequences
+//!   stay short. Entries hold a 32-bit hash tag and the slot; keys are compared on the node, so
+//!   an entry is 8 bytes. Client order ids are client-chosen, so they are hashed with a
+//!   randomly keyed SipHash (std's `RandomState`) to keep crafted collisions from lengthening
+//!   probes; engine order ids are sequential and use a multiplicative hash.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use portcullis_types::{
+    AccountId, ClOrdId, InstrumentId, OrdType, OrderId, Price, Qty, SessionId, Side, StpMode,
+    TimeInForce,
+};
+
+/// "No slot": the end of a list, an empty index entry.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// A working order's state, as the book and the reports need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Order {
+    pub id: OrderId,
+    pub cl_ord_id: ClOrdId,
+    pub session: SessionId,
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    pub side: Side,
+    pub ord_type: OrdType,
+    pub tif: TimeInForce,
+    pub stp: Option<StpMode>,
+    pub post_only: bool,
+    pub price: Price,
+    pub qty: Qty,
+    pub cum: Qty,
+    /// Σ fill price × fill qty, for the average price; `i128` so it cannot overflow.
+    pub notional: i128,
+    pub received_ns: i64,
+}
+
+impl Order {
+    pub fn leaves(&self) -> Qty {
+        Qty(self.qty.0 - self.cum.0)
+    }
+
+    /// Average fill price, rounded half away from zero to the price scale.
+    pub fn avg_px(&self) -> Price {
+        if self.cum.0 == 0 {
+            return Price(0);
+        }
+        let d = i128::from(self.cum.0);
+        let (q, r) = (self.notional / d, self.notional % d);
+        let q = if 2 * r.abs() >= d.abs() {
+            q + self.notional.signum() * d.signum()
+        } else {
+            q
+        };
+        Price(q as i64)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    order: Order,
+    live: bool,
+    /// Level FIFO links (set by the book); `next` doubles as the free-list link.
+    prev: u32,
+    next: u32,
+    acct_prev: u32,
+    acct_next: u32,
+    sess_prev: u32,
+    sess_next: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tag: u32,
+    slot: u32,
+}
+
+const EMPTY: Entry = Entry { tag: 0, slot: NIL };
+
+/// An open-addressing `hash → slot` index; see the module docs.
+#[derive(Debug, Clone)]
+struct SlotIndex {
+    entries: Box<[Entry]>,
+    mask: usize,
+}
+
+impl SlotIndex {
+    fn new(max_entries: usize) -> Self {
+        let n = (max_entries.max(8) * 2).next_power_of_two();
+        Self {
+            entries: vec![EMPTY; n].into_boxed_slice(),
+            mask: n - 1,
+        }
+    }
+
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & self.mask
+    }
+
+    fn find(&self, tag: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut i = self.home(tag);
+        loop {
+            let e = self.entries[i];
+            if e.slot == NIL {
+                return None;
+            }
+            if e.tag == tag && eq(e.slot) {
+                return Some(e.slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn insert(&mut self, tag: u32, slot: u32) {
+        let mut i = self.home(tag);
+        while self.entries[i].slot != NIL {
+            i = (i + 1) & self.mask;
+        }
+        self.entries[i] = Entry { tag, slot };
+    }
+
+    fn remove(&mut self, tag: u32, slot: u32) {
+        let mut i = self.home(tag);
+        loop {
+            match self.entries[i].slot {
+                NIL => return,
+                s if s == slot => break,
+                _ => i = (i + 1) & self.mask,
+            }
+        }
+        // Backward shift: pull later entries of the probe run into the hole when the hole lies
+        // between their home and where they sit, so every run stays contiguous.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let e = self.entries[j];
+            if e.slot == NIL {
+                break;
+            }
+            let from_home = j.wrapping_sub(self.home(e.tag)) & self.mask;
+            let from_hole = j.wrapping_sub(hole) & self.mask;
+            if from_home >= from_hole {
+                self.entries[hole] = e;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.entries[hole] = EMPTY;
+    }
+}
+
+fn id_tag(id: OrderId) -> u32 {
+    (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+/// The resting-order store; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Orders {
+    nodes: Vec<Node>,
+    capacity: usize,
+    free: u32,
+    live: usize,
+    by_id: SlotIndex,
+    by_cl: SlotIndex,
+    hasher: RandomState,
+    accounts: Vec<u32>,
+    sessions: Vec<u32>,
+}
+
+impl Orders {
+    /// A store for at most `capacity` resting orders (at most `u32::MAX - 1`), with list heads
+    /// reserved for the given numbers of accounts and sessions.
+    pub fn new(capacity: usize, accounts: usize, sessions: usize) -> Self {
+        let capacity = capacity.clamp(1, NIL as usize - 1);
+        Self {
+            nodes: Vec::with_capacity(capacity),
+            capacity,
+            free: NIL,
+            live: 0,
+            by_id: SlotIndex::new(capacity),
+            by_cl: SlotIndex::new(capacity),
+            hasher: RandomState::new(),
+            accounts: vec![NIL; accounts],
+            sessions: vec![NIL; sessions],
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.live >= self.capacity
+    }
+
+    /// Makes sure list heads exist for this account and session. Allocates only the first time
+    /// an id beyond the reserved range is seen (ids are dense table slots).
+    pub fn reserve_owner(&mut self, account: AccountId, session: SessionId) {
+        let (a, s) = (account.0 as usize, session.0 as usize);
+        if a >= self.accounts.len() {
+            self.accounts.resize(a + 1, NIL);
+        }
+        if s >= self.sessions.len() {
+            self.sessions.resize(s + 1, NIL);
+        }
+    }
+
+    fn cl_tag(&self, session: SessionId, cl: &ClOrdId) -> u32 {
+        let h = self.hasher.hash_one((session.0, cl.as_bytes()));
+        (h ^ (h >> 32)) as u32
+    }
+
+    /// Stores a resting order (level links unset); the caller checked `!is_full()` and called
+    /// `reserve_owner`.
+    pub fn insert(&mut self, order: Order) -> u32 {
+        let node = Node {
+            order,
+            live: true,
+            prev: NIL,
+            next: NIL,
+            acct_prev: NIL,
+            acct_next: self.accounts[order.account.0 as usize],
+            sess_prev: NIL,
+            sess_next: self.sessions[order.session.0 as usize],
+        };
+        let slot = if self.free != NIL {
+            let s = self.free;
+            self.free = self.nodes[s as usize].next;
+            self.nodes[s as usize] = node;
+            s
+        } else {
+            debug_assert!(self.nodes.len() < self.capacity);
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        };
+        if node.acct_next != NIL {
+            self.nodes[node.acct_next as usize].acct_prev = slot;
+        }
+        self.accounts[order.account.0 as usize] = slot;
+        if node.sess_next != NIL {
+            self.nodes[node.sess_next as usize].sess_prev = slot;
+        }
+        self.sessions[order.session.0 as usize] = slot;
+        self.by_id.insert(id_tag(order.id), slot);
+        let tag = self.cl_tag(order.session, &order.cl_ord_id);
+        self.by_cl.insert(tag, slot);
+        self.live += 1;
+        slot
+    }
+
+    /// Drops an order from the store (the book unlinked it from its level first).
+    pub fn remove(&mut self, slot: u32) -> Order {
+        let n = self.nodes[slot as usize];
+        debug_assert!(n.live);
+        let o = n.order;
+        if n.acct_prev != NIL {
+            self.nodes[n.acct_prev as usize].acct_next = n.acct_next;
+        } else {
+            self.accounts[o.account.0 as usize] = n.acct_next;
+        }
+        if n.acct_next != NIL {
+            self.nodes[n.acct_next as usize].acct_prev = n.acct_prev;
+        }
+        if n.sess_prev != NIL {
+            self.nodes[n.sess_prev as usize].sess_next = n.sess_next;
+        } else {
+            self.sessions[o.session.0 as usize] = n.sess_next;
+        }
+        if n.sess_next != NIL {
+            self.nodes[n.sess_next as usize].sess_prev = n.sess_prev;
+        }
+        self.by_id.remove(id_tag(o.id), slot);
+        let tag = self.cl_tag(o.session, &o.cl_ord_id);
+        self.by_cl.remove(tag, slot);
+        let node = &mut self.nodes[slot as usize];
+        node.live = false;
+        node.next = self.free;
+        self.free = slot;
+        self.live -= 1;
+        o
+    }
+
+    pub fn get(&self, slot: u32) -> &Order {
+        &self.nodes[slot as usize].order
+    }
+
+    pub fn get_mut(&mut self, slot: u32) -> &mut Order {
+        &mut self.nodes[slot as usize].order
+    }
+
+    pub fn next(&self, slot: u32) -> u32 {
+        self.nodes[slot as usize].next
+    }
+
+    pub fn prev(&self, slot: u32) -> u32 {
+        self.nodes[slot as usize].prev
+    }
+
+    pub fn set_next(&mut self, slot: u32, next: u32) {
+        self.nodes[slot as usize].next = next;
+    }
+
+    pub fn set_prev(&mut self, slot: u32, prev: u32) {
+        self.nodes[slot as usize].prev = prev;
+    }
+
+    /// The working order with this engine id.
+    pub fn find_by_id(&self, id: OrderId) -> Option<u32> {
+        self.by_id
+            .find(id_tag(id), |s| self.nodes[s as usize].order.id == id)
+    }
+
+    /// The working order a session knows by this client id.
+    pub fn find_by_cl(&self, session: SessionId, cl: &ClOrdId) -> Option<u32> {
+        let tag = self.cl_tag(session, cl);
+        self.by_cl.find(tag, |s| {
+            let o = &self.nodes[s as usize].order;
+            o.session == session && o.cl_ord_id == *cl
+        })
+    }
+
+    /// Gives a working order a new client id (after a replace).
+    pub fn rekey_cl(&mut self, slot: u32, cl: ClOrdId) {
+        let o = self.nodes[slot as usize].order;
+        let old = self.cl_tag(o.session, &o.cl_ord_id);
+        self.by_cl.remove(old, slot);
+        self.nodes[slot as usize].order.cl_ord_id = cl;
+        let new = self.cl_tag(o.session, &cl);
+        self.by_cl.insert(new, slot);
+    }
+
+    /// First order of an account's list.
+    pub fn account_head(&self, account: AccountId) -> u32 {
+        self.accounts
+            .get(account.0 as usize)
+            .copied()
+            .unwrap_or(NIL)
+    }
+
+    /// Next order of the same account.
+    pub fn account_next(&self, slot: u32) -> u32 {
+        self.nodes[slot as usize].acct_next
+    }
+
+    /// First order of a session's list.
+    pub fn session_head(&self, session: SessionId) -> u32 {
+        self.sessions
+            .get(session.0 as usize)
+            .copied()
+            .unwrap_or(NIL)
+    }
+
+    /// Next order of the same session.
+    pub fn session_next(&self, slot: u32) -> u32 {
+        self.nodes[slot as usize].sess_next
+    }
+
+    /// One past the highest slot ever used (for scans of every live order).
+    pub fn high_water(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    /// True if the slot holds a working order.
+    pub fn is_live(&self, slot: u32) -> bool {
+        self.nodes.get(slot as usize).is_some_and(|n| n.live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: u64, account: u32, session: u32, cl: &str) -> Order {
+        Order {
+            id: OrderId(id),
+            cl_ord_id: ClOrdId::new(cl.as_bytes()).unwrap(),
+            session: SessionId(session),
+            account: AccountId(account),
+            instrument: InstrumentId(0),
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            stp: None,
+            post_only: false,
+            price: Price(100),
+            qty: Qty(10),
+            cum: Qty(0),
+            notional: 0,
+            received_ns: 0,
+        }
+    }
+
+    #[test]
+    fn average_price_rounds_half_away_from_zero() {
+        let mut o = order(1, 0, 0, "a");
+        o.cum = Qty(3);
+        o.notional = 100 + 100 + 101; // 100.333…
+        assert_eq!(o.avg_px(), Price(100));
+        o.notional = 100 + 101 + 101 + 100;
+        o.cum = Qty(4);
+        assert_eq!(o.avg_px(), Price(101)); // 100.5 rounds up
+        o.notional = -402;
+        assert_eq!(o.avg_px(), Price(-101));
+    }
+
+    #[test]
+    fn indexes_find_insert_remove_and_survive_churn() {
+        let mut s = Orders::new(64, 2, 2);
+        let mut slots = Vec::new();
+        for i in 0..64u64 {
+            let o = order(i + 1, (i % 2) as u32, (i % 2) as u32, &format!("c{i}"));
+            s.reserve_owner(o.account, o.session);
+            slots.push(s.insert(o));
+        }
+        assert!(s.is_full());
+        for i in 0..64u64 {
+            let slot = s.find_by_id(OrderId(i + 1)).unwrap();
+            assert_eq!(s.get(slot).id, OrderId(i + 1));
+            let cl = ClOrdId::new(format!("c{i}").as_bytes()).unwrap();
+            assert_eq!(s.find_by_cl(SessionId((i % 2) as u32), &cl), Some(slot));
+            assert_eq!(s.find_by_cl(SessionId(((i + 1) % 2) as u32), &cl), None);
+        }
+        // Remove every other order, then check the rest are all still found.
+        for (i, &slot) in slots.iter().enumerate().step_by(2) {
+            s.remove(slot);
+            assert!(s.find_by_id(OrderId(i as u64 + 1)).is_none());
+        }
+        for i in (1..64u64).step_by(2) {
+            assert!(s.find_by_id(OrderId(i + 1)).is_some());
+        }
+        // Account 0 held the even orders: its list is empty now; account 1 has 32.
+        assert_eq!(s.account_head(AccountId(0)), NIL);
+        let mut n = 0;
+        let mut at = s.account_head(AccountId(1));
+        while at != NIL {
+            n += 1;
+            at = s.account_next(at);
+        }
+        assert_eq!(n, 32);
+        // Freed slots are reused without growing the slab.
+        let o = order(1000, 0, 0, "again");
+        let slot = s.insert(o);
+        assert!(slot < 64);
+        assert_eq!(s.high_water(), 64);
+        s.rekey_cl(slot, ClOrdId::new(b"renamed").unwrap());
+        assert_eq!(s.find_by_cl(SessionId(0), &o.cl_ord_id), None);
+        assert_eq!(
+            s.find_by_cl(SessionId(0), &ClOrdId::new(b"renamed").unwrap()),
+            Some(slot)
+        );
+    }
+}
