@@ -1,0 +1,317 @@
+//! The two pre-allocated hash tables of the risk state: the ClOrdIDs seen today and the
+//! per-(account, instrument) / per-(account, underlying) position slots. Both are sized once
+//! from the config and never grow, so the per-order path does not allocate; both use open
+//! addressing with linear probing in a power-of-two table kept at most half full (a probe
+//! touches one or two cache lines on average).
+
+use std::hash::{BuildHasher, Hasher};
+
+/// Slot count for `capacity` entries at a load factor of at most 1/2.
+fn table_len(capacity: u32) -> usize {
+    (capacity as usize * 2).next_power_of_two().max(2)
+}
+
+/// The set of (session, generation, ClOrdID) seen in the trading day, stored as keyed 64-bit
+/// hashes (8 bytes each, never the 64-byte id itself).
+///
+/// The hash is SipHash-1-3 with a random key (std's `RandomState`): a client cannot choose ids
+/// that collide with another session's future ids (which would have them refused as
+/// duplicates) or that pile up in one probe run. An honest false positive needs two of the
+/// day's ids to share 64 bits: about `n² / 2^65`, i.e. 3 × 10^-8 for a million ids.
+///
+/// When `capacity` ids are stored the set is full and [`insert`](Self::insert) refuses
+/// (the order is rejected as `ServerBusy`) rather than evicting: evicting would let a
+/// duplicate of the evicted id through, which is the failure this check exists to prevent.
+pub(crate) struct ClOrdIdSet {
+    /// 0 = empty; a hash of 0 is stored as 1.
+    slots: Vec<u64>,
+    mask: usize,
+    len: u32,
+    capacity: u32,
+    keys: std::collections::hash_map::RandomState,
+}
+
+/// Why an id could not be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InsertError {
+    /// Already there.
+    Duplicate,
+    /// The set is full.
+    Full,
+}
+
+impl ClOrdIdSet {
+    pub(crate) fn new(capacity: u32) -> Self {
+        let n = table_len(capacity);
+        Self {
+            slots: vec![0; n],
+            mask: n - 1,
+            len: 0,
+            capacity,
+            keys: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The keyed hash of one session's id; `tag` is the session slot and its generation.
+    #[inline]
+    pub(crate) fn hash(&self, tag: u64, id: &[u8]) -> u64 {
+        let mut h = self.keys.build_hasher();
+        // Fixed-width tag first, then the bytes: SipHash mixes in the total length, so no two
+        // (tag, id) pairs produce the same input.
+        h.write_u64(tag);
+        h.write(id);
+        h.finish().max(1)
+    }
+
+    /// True if `hash` is recorded.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, hash: u64) -> bool {
+        let mut i = hash as usize & self.mask;
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                h if h == hash => return true,
+                _ => i = (i + 1) & self.mask,
+            }
+        }
+    }
+
+    /// Records `hash` unless it is already there or the set is full. One probe run does both
+    /// the duplicate check and the insertion.
+    #[inline]
+    pub(crate) fn insert(&mut self, hash: u64) -> Result<(), InsertError> {
+        let mut i = hash as usize & self.mask;
+        loop {
+            match self.slots[i] {
+                0 => break,
+                h if h == hash => return Err(InsertError::Duplicate),
+                _ => i = (i + 1) & self.mask,
+            }
+        }
+        if self.len >= self.capacity {
+            return Err(InsertError::Full);
+        }
+        self.slots[i] = hash;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Ids recorded.
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Forgets every id (a new trading day). Touches the whole table once; not per order.
+    pub(crate) fn clear(&mut self) {
+        self.slots.fill(0);
+        self.len = 0;
+    }
+}
+
+/// What the risk checks keep per (account, instrument) — and, with the same layout, per
+/// (account, underlying), where quantities are in `10^-18` units of the underlying.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PairState {
+    /// `key_of(..)`; identifies the pair.
+    pub key: u64,
+    /// Net position (+ long, − short).
+    pub position: i128,
+    /// Leaves quantity of open buy orders.
+    pub open_buy: i128,
+    /// Leaves quantity of open sell orders.
+    pub open_sell: i128,
+    /// Per instrument only: the position at its average entry price, `10^-18` quote units.
+    pub exposure: i128,
+    /// Per instrument only: open orders.
+    pub open_orders: u32,
+}
+
+impl PairState {
+    /// Nothing open, no position: the slot can be dropped at the end of the day.
+    fn idle(&self) -> bool {
+        self.position == 0
+            && self.open_buy == 0
+            && self.open_sell == 0
+            && self.exposure == 0
+            && self.open_orders == 0
+    }
+}
+
+/// Key of an (account, instrument) pair.
+#[inline]
+pub(crate) fn instrument_key(account: u32, instrument: u32) -> u64 {
+    (u64::from(account) << 32) | u64::from(instrument)
+}
+
+/// Key of an (account, underlying) pair: bit 63 set, so it never equals an instrument key
+/// (account ids are below 2^31: the engine checks it).
+#[inline]
+pub(crate) fn underlying_key(account: u32, underlying: u32) -> u64 {
+    (1 << 63) | (u64::from(account) << 32) | u64::from(underlying)
+}
+
+/// Pre-allocated pair states (dense, in insertion order) behind an open-addressing index.
+/// Pairs are only added during the day, so there are no tombstones; idle pairs are dropped by
+/// [`compact`](Self::compact) at the end of the day.
+pub(crate) struct PairTable {
+    states: Vec<PairState>,
+    /// `state index + 1`, 0 = empty.
+    index: Vec<u32>,
+    mask: usize,
+    /// `64 - log2(index.len())`: the home slot is the top bits of the product.
+    shift: u32,
+    capacity: u32,
+    /// Keys are server-assigned ids, not client text, so a multiplicative hash is enough;
+    /// the random seed keeps the layout from being the same on every start.
+    seed: u64,
+}
+
+impl PairTable {
+    pub(crate) fn new(capacity: u32, seed: u64) -> Self {
+        let n = table_len(capacity);
+        Self {
+            states: Vec::with_capacity(capacity as usize),
+            index: vec![0; n],
+            mask: n - 1,
+            shift: 64 - n.trailing_zeros(),
+            capacity,
+            seed,
+        }
+    }
+
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        // Fibonacci hashing: the high bits of the product by 2^64/φ are well mixed.
+        ((key ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The state of `key`, if it has one.
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<&PairState> {
+        let mut i = self.home(key);
+        loop {
+            match self.index[i] {
+                0 => return None,
+                s => {
+                    let st = &self.states[s as usize - 1];
+                    if st.key == key {
+                        return Some(st);
+                    }
+                    i = (i + 1) & self.mask;
+                }
+            }
+        }
+    }
+
+    /// The state index of `key`, adding an empty state if there is none; `None` when the
+    /// table is full.
+    #[inline]
+    pub(crate) fn find_or_insert(&mut self, key: u64) -> Option<usize> {
+        let mut i = self.home(key);
+        loop {
+            match self.index[i] {
+                0 => break,
+                s => {
+                    if self.states[s as usize - 1].key == key {
+                        return Some(s as usize - 1);
+                    }
+                    i = (i + 1) & self.mask;
+                }
+            }
+        }
+        if self.states.len() >= self.capacity as usize {
+            return None;
+        }
+        // Within the capacity reserved in `new`: no reallocation.
+        self.states.push(PairState {
+            key,
+            ..PairState::default()
+        });
+        self.index[i] = self.states.len() as u32;
+        Some(self.states.len() - 1)
+    }
+
+    /// The state at an index from [`find_or_insert`](Self::find_or_insert).
+    #[inline]
+    pub(crate) fn at(&mut self, i: usize) -> &mut PairState {
+        &mut self.states[i]
+    }
+
+    /// The state of `key` for updating, if it has one.
+    #[inline]
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut PairState> {
+        let mut i = self.home(key);
+        loop {
+            match self.index[i] {
+                0 => return None,
+                s => {
+                    if self.states[s as usize - 1].key == key {
+                        return Some(&mut self.states[s as usize - 1]);
+                    }
+                    i = (i + 1) & self.mask;
+                }
+            }
+        }
+    }
+
+    /// Pairs in use.
+    pub(crate) fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Drops idle pairs and rebuilds the index (end of day; no allocation).
+    pub(crate) fn compact(&mut self) {
+        self.states.retain(|s| !s.idle());
+        self.index.fill(0);
+        for n in 0..self.states.len() {
+            let mut i = self.home(self.states[n].key);
+            while self.index[i] != 0 {
+                i = (i + 1) & self.mask;
+            }
+            self.index[i] = n as u32 + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cl_ord_id_set_detects_duplicates_and_refuses_when_full() {
+        let mut s = ClOrdIdSet::new(3);
+        let a = s.hash(1, b"A");
+        let b = s.hash(2, b"A");
+        assert_ne!(a, b, "the session is part of the key");
+        assert_eq!(s.insert(a), Ok(()));
+        assert_eq!(s.insert(a), Err(InsertError::Duplicate));
+        assert_eq!(s.insert(b), Ok(()));
+        assert_eq!(s.insert(s.hash(1, b"B")), Ok(()));
+        assert_eq!(s.insert(s.hash(1, b"C")), Err(InsertError::Full));
+        // A duplicate is still reported as such when full.
+        assert_eq!(s.insert(a), Err(InsertError::Duplicate));
+        assert!(s.contains(a));
+        s.clear();
+        assert!(!s.contains(a));
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.insert(a), Ok(()));
+    }
+
+    #[test]
+    fn pair_table_finds_inserts_refuses_when_full_and_compacts() {
+        let mut t = PairTable::new(4, 12345);
+        let k: Vec<u64> = (0..4).map(|i| instrument_key(i, i * 7)).collect();
+        for &key in &k {
+            let i = t.find_or_insert(key).unwrap();
+            assert_eq!(t.at(i).key, key);
+        }
+        assert_eq!(t.find_or_insert(k[2]), Some(2));
+        assert_eq!(t.find_or_insert(underlying_key(0, 0)), None);
+        t.get_mut(k[1]).unwrap().position = 5;
+        t.compact();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(k[1]).unwrap().position, 5);
+        assert!(t.get(k[0]).is_none());
+        assert!(t.find_or_insert(k[0]).is_some());
+    }
+}
