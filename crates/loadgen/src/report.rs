@@ -1,0 +1,254 @@
+//! Human-readable output, and the one comparison table of `scripts/bench.sh` built from the JSON
+//! results of the individual runs.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::hist::{fmt_ns, Summary};
+use crate::run::{FloodResult, PingPongResult};
+
+/// A ping-pong result for people.
+pub fn pingpong_text(r: &PingPongResult) -> String {
+    let l = &r.latency;
+    format!(
+        "ping-pong {}: {} round trips ({} warm-up), {} B out, {:.0} B back\n\
+         {:>10} {:>10} {:>10} {:>10} {:>10}\n\
+         {:>10} {:>10} {:>10} {:>10} {:>10}\n\
+         answers: {}\n",
+        r.target,
+        l.count,
+        r.warmup,
+        r.message_size,
+        r.answer_size,
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        fmt_ns(l.p50_ns),
+        fmt_ns(l.p90_ns),
+        fmt_ns(l.p99_ns),
+        fmt_ns(l.p999_ns),
+        fmt_ns(l.max_ns),
+        r.counts.describe(),
+    )
+}
+
+/// The heading of [`flood_line`]s.
+pub fn flood_header() -> String {
+    format!(
+        "{:>6} {:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  answers",
+        "target", "sess", "rate/s", "achieved/s", "p50", "p99", "p99.9", "max", "verdict"
+    )
+}
+
+/// One flood run for people.
+pub fn flood_line(r: &FloodResult) -> String {
+    let l: &Summary = &r.latency;
+    let verdict = if r.passed() { "ok" } else { "FAIL" };
+    let missing = match r.unanswered() {
+        0 => String::new(),
+        n => format!(" ({n} unanswered)"),
+    };
+    format!(
+        "{:>6} {:>4} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>8}  {}{}",
+        r.target,
+        r.sessions,
+        r.rate,
+        r.achieved,
+        fmt_ns(l.p50_ns),
+        fmt_ns(l.p99_ns),
+        fmt_ns(l.p999_ns),
+        fmt_ns(l.max_ns),
+        verdict,
+        r.counts.describe(),
+        missing,
+    )
+}
+
+fn load(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let p = dir.join(name);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let v = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    Ok(Some(v))
+}
+
+fn latency(v: &Option<Value>, key: &str) -> Option<f64> {
+    v.as_ref()?.get("latency")?.get(key)?.as_f64()
+}
+
+fn max_rate(v: &Option<Value>) -> Option<f64> {
+    v.as_ref()?.get("max_rate")?.as_f64()
+}
+
+fn fmt_rate(r: f64) -> String {
+    // Thousands separators: 200000 -> 200,000.
+    let s = format!("{:.0}", r);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The comparison table from `pingpong-fix.json`, `pingpong-echo.json`,
+/// `flood-{fix,echo}-{1,16}.json` in `dir` (missing files show as `n/a`).
+pub fn comparison_table(dir: &Path) -> Result<String> {
+    let pf = load(dir, "pingpong-fix.json")?;
+    let pe = load(dir, "pingpong-echo.json")?;
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let na = || "n/a".to_owned();
+    for (label, key) in [
+        ("ping-pong p50", "p50_ns"),
+        ("ping-pong p99", "p99_ns"),
+        ("ping-pong p99.9", "p999_ns"),
+        ("ping-pong max", "max_ns"),
+    ] {
+        let (f, e) = (latency(&pf, key), latency(&pe, key));
+        let ratio = match (f, e) {
+            (Some(f), Some(e)) if e > 0.0 => Some(f / e),
+            _ => None,
+        };
+        let verdict = match (key, ratio) {
+            ("p50_ns", Some(r)) => {
+                format!("≤ 1.3 × echo: {}", if r <= 1.3 { "met" } else { "not met" })
+            }
+            _ => String::new(),
+        };
+        rows.push([
+            label.into(),
+            f.map_or_else(na, |v| fmt_ns(v as u64)),
+            e.map_or_else(na, |v| fmt_ns(v as u64)),
+            ratio.map_or_else(na, |r| format!("{r:.2}×")),
+            verdict,
+        ]);
+    }
+    for sessions in [1, 16] {
+        let f = max_rate(&load(dir, &format!("flood-fix-{sessions}.json"))?);
+        let e = max_rate(&load(dir, &format!("flood-echo-{sessions}.json"))?);
+        let ratio = match (f, e) {
+            (Some(f), Some(e)) if e > 0.0 => Some(f / e),
+            _ => None,
+        };
+        let verdict = match (sessions, f) {
+            (16, Some(f)) => format!(
+                "≥ 200,000/s: {}",
+                if f >= 200_000.0 { "met" } else { "not met" }
+            ),
+            _ => String::new(),
+        };
+        let plural = if sessions == 1 { "" } else { "s" };
+        rows.push([
+            format!("flood max orders/s, p99 < 1 ms, {sessions} session{plural}"),
+            f.map_or_else(na, fmt_rate),
+            e.map_or_else(na, fmt_rate),
+            ratio.map_or_else(na, |r| format!("{r:.2}×")),
+            verdict,
+        ]);
+    }
+    let head = [
+        "".to_owned(),
+        "FIX".into(),
+        "echo floor".into(),
+        "FIX/echo".into(),
+        "target (DESIGN.md §6)".into(),
+    ];
+    let mut widths = [0usize; 5];
+    for r in std::iter::once(&head).chain(rows.iter()) {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |r: &[String; 5]| {
+        let mut s = format!("{:<w$}", r[0], w = widths[0]);
+        for (i, c) in r.iter().enumerate().skip(1) {
+            let pad = widths[i] - c.chars().count();
+            if i == 4 {
+                s.push_str(&format!("  {c}"));
+            } else {
+                s.push_str(&format!("  {}{c}", " ".repeat(pad)));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&head);
+    let total: usize = widths.iter().sum::<usize>() + 8;
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    if let Some(a) = pf.as_ref().and_then(|v| v.get("answers")) {
+        out.push_str(&format!("\nFIX ping-pong answers: {a}\n"));
+    }
+    for sessions in [1, 16] {
+        if let Some(v) = load(dir, &format!("flood-fix-{sessions}.json"))? {
+            if let Some(steps) = v.get("steps").and_then(Value::as_array) {
+                let best = steps
+                    .iter()
+                    .rev()
+                    .find(|s| s["passed"] == Value::Bool(true));
+                if let Some(b) = best {
+                    out.push_str(&format!(
+                        "FIX flood, {sessions} session(s), at the max: achieved {}/s, p99 {}, answers {}\n",
+                        fmt_rate(b["achieved"].as_f64().unwrap_or(0.0)),
+                        fmt_ns(b["latency"]["p99_ns"].as_u64().unwrap_or(0)),
+                        b["answers"]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_table_compares_fix_with_the_floor() {
+        let dir = std::env::temp_dir().join(format!("loadgen-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, v: Value| std::fs::write(dir.join(name), v.to_string()).unwrap();
+        let lat = |p50: u64| json!({"p50_ns": p50, "p99_ns": p50 * 2, "p999_ns": p50 * 3, "max_ns": p50 * 10});
+        write(
+            "pingpong-fix.json",
+            json!({"latency": lat(26_000), "answers": {"business_reject": 10}}),
+        );
+        write("pingpong-echo.json", json!({"latency": lat(20_000)}));
+        write(
+            "flood-fix-16.json",
+            json!({"max_rate": 150000.0, "steps": [{"passed": true, "achieved": 149000.0, "latency": {"p99_ns": 800000}, "answers": {}}]}),
+        );
+        write("flood-echo-16.json", json!({"max_rate": 600000.0}));
+        let t = comparison_table(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(t.contains("26.0 µs"), "{t}");
+        assert!(t.contains("1.30×"), "{t}");
+        assert!(t.contains("≤ 1.3 × echo: met"), "{t}");
+        assert!(t.contains("150,000"), "{t}");
+        assert!(t.contains("600,000"), "{t}");
+        assert!(t.contains("0.25×"), "{t}");
+        assert!(t.contains("≥ 200,000/s: not met"), "{t}");
+        assert!(t.contains("1 session  "), "missing files show as n/a: {t}");
+        assert!(t.contains("n/a"), "{t}");
+    }
+
+    #[test]
+    fn rates_get_separators() {
+        assert_eq!(fmt_rate(0.0), "0");
+        assert_eq!(fmt_rate(999.0), "999");
+        assert_eq!(fmt_rate(200_000.0), "200,000");
+        assert_eq!(fmt_rate(1_000_000.0), "1,000,000");
+    }
+}
