@@ -34,6 +34,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The variable the server and the `keys` commands read the master key from.
+pub const MASTER_KEY_ENV: &str = "PORTCULLIS_MASTER_KEY";
+
 /// A running server process with its own data dir.
 pub struct Server {
     child: Option<Child>,
@@ -42,28 +45,85 @@ pub struct Server {
     pub config: PathBuf,
     pub log: PathBuf,
     ports: Vec<u16>,
+    /// Environment of the server process (and of [`Server::cli`]); `PORTCULLIS_MASTER_KEY` is
+    /// never inherited from the test's own environment.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Writes `config` (with `{DATA_DIR}` replaced) into a fresh directory and starts the server.
     pub fn start(config: &str, ports: &[u16]) -> Server {
+        let mut s = Self::configure(config, ports, &[]);
+        s.spawn();
+        s
+    }
+
+    /// Writes `config` (with `{DATA_DIR}` replaced) into a fresh directory without starting the
+    /// server (e.g. to create keys first); [`Server::launch`] starts it with `env`.
+    pub fn configure(config: &str, ports: &[u16], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut s = Server {
+        let s = Server {
             child: None,
             dir: dir.clone(),
             _tmp: Some(tmp),
             config: dir.join("portcullis.toml"),
             log: dir.join("server.log"),
             ports: ports.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         std::fs::write(
             &s.config,
-            config.replace("{DATA_DIR}", &dir.join("var").display().to_string()),
+            config.replace("{DATA_DIR}", &s.data_dir().display().to_string()),
         )
         .unwrap();
-        s.spawn();
         s
+    }
+
+    /// The data dir `{DATA_DIR}` stands for.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("var")
+    }
+
+    /// Starts the configured server and waits until it listens on every port.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.spawn();
+    }
+
+    /// Runs `portcullis <args> --config <this config>` with the server's environment.
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        let config = self.config.display().to_string();
+        all.extend(["--config", config.as_str()]);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_env(&all, &self.dir, &env)
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
     }
 
     fn spawn(&mut self) {
@@ -78,6 +138,8 @@ impl Server {
             .arg(&self.config)
             .current_dir(&self.dir)
             .env("RUST_LOG", "info")
+            .env_remove(MASTER_KEY_ENV)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -143,14 +205,61 @@ impl Drop for Server {
 
 /// Runs the binary with arguments and returns (exit code, stdout+stderr).
 pub fn run(args: &[&str], cwd: &Path) -> (i32, String) {
+    run_env(args, cwd, &[])
+}
+
+/// Runs the binary with arguments and extra environment variables (`PORTCULLIS_MASTER_KEY` is
+/// never inherited) and returns (exit code, stdout+stderr). A process still running after 20 s
+/// (e.g. a `serve` that should have refused to start) is killed and the test fails.
+pub fn run_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let stdout = out_dir.path().join("stdout");
+    let stderr = out_dir.path().join("stderr");
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove(MASTER_KEY_ENV)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "portcullis {args:?} still running after 20 s: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut text = std::fs::read_to_string(&stdout).unwrap_or_default();
+    text.push_str(&std::fs::read_to_string(&stderr).unwrap_or_default());
+    (status.code().unwrap_or(-1), text)
+}
+
+/// Runs the binary and returns (exit code, stdout, stderr) separately.
+pub fn run_split(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(args)
         .current_dir(cwd)
+        .env_remove(MASTER_KEY_ENV)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
         .output()
         .unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A received message, decoded.

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod auth;
 mod config_errors;
 mod fix_session;
 mod interop;

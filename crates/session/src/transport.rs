@@ -830,7 +830,7 @@ impl Connection {
                 }
             },
         };
-        let Some(_claim) = entry.try_claim() else {
+        let Some(claim) = entry.try_claim() else {
             refuse("session already connected");
             return;
         };
@@ -861,6 +861,16 @@ impl Connection {
         let end = self
             .drive(&mut stream, &mut session, &name, schedule_close)
             .await;
+        // The session is finished with its store before the connection closes, and released:
+        // a client that sees the connection end may reconnect at once.
+        let now = UtcTimestamp::now();
+        session.on_disconnect(now);
+        drain_log_only(&mut session, self.id, &name);
+        let mut store = store;
+        if let Err(e) = store.sync() {
+            error!(conn = self.id, session = %name, error = %e, "message store sync failed");
+        }
+        drop(claim);
         match end {
             End::Disconnect => {
                 // Borrow the bytes, not the session: the future must be Send.
@@ -878,13 +888,6 @@ impl Connection {
                 }
             }
             End::Drop => {}
-        }
-        let now = UtcTimestamp::now();
-        session.on_disconnect(now);
-        drain_log_only(&mut session, self.id, &name);
-        let mut store = store;
-        if let Err(e) = store.sync() {
-            error!(conn = self.id, session = %name, error = %e, "message store sync failed");
         }
         info!(conn = self.id, peer = %self.peer, session = %name, "session disconnected");
     }
@@ -1952,8 +1955,9 @@ mod tests {
             portcullis_fix::Frame::Complete { len: got.len() },
             "one message only"
         );
-        task.await.unwrap();
+        // Released as soon as the connection ends: the client may reconnect at once.
         assert!(!entry.is_connected());
+        task.await.unwrap();
         assert_eq!(
             entry.store(UtcTimestamp::now()).unwrap().next_target_seq(),
             1
