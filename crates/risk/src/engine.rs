@@ -886,6 +886,29 @@ impl RiskEngine {
     }
 }
 
+#[cfg(test)]
+impl RiskEngine {
+    /// Σ open orders and Σ open notional over accounts, Σ open quantities and open orders over
+    /// position pairs: all zero once every accepted order is closed or filled.
+    pub(crate) fn open_totals(&self) -> (u64, i128, i128, u64) {
+        let orders = self.accounts.iter().map(|a| u64::from(a.open_orders)).sum();
+        let notional = self.accounts.iter().map(|a| a.open_notional).sum();
+        let qty = self
+            .pairs
+            .states()
+            .iter()
+            .map(|p| p.open_buy + p.open_sell)
+            .sum();
+        let pair_orders = self
+            .pairs
+            .states()
+            .iter()
+            .map(|p| u64::from(p.open_orders))
+            .sum();
+        (orders, notional, qty, pair_orders)
+    }
+}
+
 /// The open quantity of `side`.
 #[inline]
 fn open_side(p: &mut PairState, side: Side) -> &mut i128 {

@@ -254,6 +254,12 @@ impl PairTable {
         }
     }
 
+    /// Every state (tests).
+    #[cfg(test)]
+    pub(crate) fn states(&self) -> &[PairState] {
+        &self.states
+    }
+
     /// Pairs in use.
     pub(crate) fn len(&self) -> usize {
         self.states.len()
