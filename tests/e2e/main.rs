@@ -6,5 +6,6 @@ mod auth;
 mod config_errors;
 mod fix_session;
 mod interop;
+mod readme;
 mod restart;
 mod tls;
