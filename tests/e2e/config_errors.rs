@@ -70,3 +70,56 @@ fn missing_config_file_exits_2_naming_the_file() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("/nonexistent/portcullis.toml"), "{out}");
 }
+
+#[test]
+fn a_session_without_authentication_on_a_public_listener_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = crate::harness::test_cert(dir.path());
+    let (code, out) = check(&format!(
+        r#"
+data_dir = "var"
+
+[tls]
+cert_file = "{}"
+key_file = "{}"
+
+[[listeners]]
+name = "public"
+bind = "0.0.0.0:9999"
+begin_string = "FIX.4.4"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+authentication = "none"
+"#,
+        cert.display(),
+        key.display()
+    ));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("sessions[0].authentication"), "{out}");
+    assert!(out.contains("loopback"), "{out}");
+}
+
+#[test]
+fn an_authenticated_session_without_accounts_is_refused() {
+    let (code, out) = check(
+        r#"
+data_dir = "var"
+
+[[listeners]]
+name = "fix44"
+bind = "127.0.0.1:9999"
+tls = false
+begin_string = "FIX.4.4"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+"#,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("sessions[0].accounts"), "{out}");
+}

@@ -960,6 +960,15 @@ mod tests {
                 && x.config.sender_comp_id == "PORTCULLIS"
                 && x.config.target_comp_id == "DEMO"));
         }
+        assert!(s
+            .sessions
+            .iter()
+            .all(|x| x.authenticate && x.accounts == ["DEMO-ACC"] && x.access == Scope::Trade));
+        assert_eq!(
+            s.auth.master_key_file,
+            Some(PathBuf::from("./var/master.key"))
+        );
+        assert_eq!(s.auth.config, AuthConfig::default());
     }
 
     #[test]
@@ -995,7 +1004,14 @@ mod tests {
             assert_eq!(x.config.target_comp_id, "TW");
             assert!(x.config.reset.on_logon);
             assert_eq!(x.accounts, vec!["TW-ACC".to_owned()]);
+            assert!(x.authenticate, "TW logs on with an API key");
+            assert_eq!(x.access, Scope::Trade);
         }
+        assert_eq!(
+            s.auth.master_key_file,
+            Some(PathBuf::from("./var/conformance/master.key"))
+        );
+        assert_eq!(s.auth.config, AuthConfig::default());
     }
 
     #[test]

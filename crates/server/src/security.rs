@@ -489,19 +489,20 @@ impl VaultWatcher {
                     let now = stamp(&self.path);
                     if now != self.seen {
                         self.seen = now;
-                        self.reload("vault file changed");
+                        // File I/O, decryption and the vault lock: off the async workers.
+                        tokio::task::block_in_place(|| self.reload("vault file changed"));
                     }
                 }
                 _ = hangup.recv() => {
                     info!("SIGHUP: reloading the key vault");
                     self.seen = stamp(&self.path);
-                    self.reload("SIGHUP");
+                    tokio::task::block_in_place(|| self.reload("SIGHUP"));
                 }
-                _ = flush.tick() => self.flush_last_used(),
+                _ = flush.tick() => tokio::task::block_in_place(|| self.flush_last_used()),
                 _ = shutdown.wait() => break,
             }
         }
-        self.flush_last_used();
+        tokio::task::block_in_place(|| self.flush_last_used());
     }
 
     fn check_expiries(&mut self) {
