@@ -34,62 +34,45 @@ use portcullis_types::{
     Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
 };
 
+use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
+
 use crate::orders::{Order, Orders, NIL};
 
 /// Largest order, exec and trade id: 2^53 − 1, so JSON clients (IEEE doubles) read every id
 /// exactly.
 pub const MAX_ID: u64 = (1 << 53) - 1;
 
-/// What the risk state needs to hear from the book, so exposure and open-order counts follow
-/// the orders. The risk engine implements it; `()` ignores everything (for tests and benches
-/// of the book alone).
+/// What the risk state needs to hear from the book, so reservations, open-order counts and
+/// positions follow the orders exactly (the protocol documented on `RiskEngine`): one
+/// `on_fill` per fill with the order *as it was before* the fill, `on_replaced` per applied
+/// replace, and `on_order_closed` when an accepted order ends with leaves (a fully filled
+/// order needs no close). The risk engine implements it; `()` ignores everything (for tests
+/// and benches of the book alone).
 pub trait Feedback {
-    /// An order traded `qty` at `price`.
-    fn on_fill(
-        &mut self,
-        account: AccountId,
-        instrument: InstrumentId,
-        side: Side,
-        price: Price,
-        qty: Qty,
-    );
-    /// An order that the risk checks accepted stopped working (filled, cancelled, expired or
-    /// refused by the book) with `leaves_qty` unfilled at its limit `price`.
-    fn on_order_closed(
-        &mut self,
-        account: AccountId,
-        instrument: InstrumentId,
-        side: Side,
-        price: Price,
-        leaves_qty: Qty,
-    );
-    /// A working order was replaced.
-    #[allow(clippy::too_many_arguments)]
-    fn on_replaced(
-        &mut self,
-        account: AccountId,
-        instrument: InstrumentId,
-        side: Side,
-        old_price: Price,
-        old_leaves: Qty,
-        new_price: Price,
-        new_leaves: Qty,
-    );
+    /// `order` (before this fill) traded `fill_qty` at `fill_price`.
+    fn on_fill(&mut self, order: &WorkingOrder, fill_price: Price, fill_qty: Qty);
+    /// `order` stopped working with `qty − cum_qty` unfilled (cancelled, expired, IOC rest,
+    /// self-trade prevention, or refused by the book after the risk checks accepted it).
+    fn on_order_closed(&mut self, order: &WorkingOrder);
+    /// `old` was replaced by `new_price` and `new_qty` (total, fills included).
+    fn on_replaced(&mut self, old: &WorkingOrder, new_price: Price, new_qty: Qty);
 }
 
 impl Feedback for () {
-    fn on_fill(&mut self, _: AccountId, _: InstrumentId, _: Side, _: Price, _: Qty) {}
-    fn on_order_closed(&mut self, _: AccountId, _: InstrumentId, _: Side, _: Price, _: Qty) {}
-    fn on_replaced(
-        &mut self,
-        _: AccountId,
-        _: InstrumentId,
-        _: Side,
-        _: Price,
-        _: Qty,
-        _: Price,
-        _: Qty,
-    ) {
+    fn on_fill(&mut self, _: &WorkingOrder, _: Price, _: Qty) {}
+    fn on_order_closed(&mut self, _: &WorkingOrder) {}
+    fn on_replaced(&mut self, _: &WorkingOrder, _: Price, _: Qty) {}
+}
+
+impl Feedback for RiskEngine {
+    fn on_fill(&mut self, order: &WorkingOrder, fill_price: Price, fill_qty: Qty) {
+        RiskEngine::on_fill(self, order, fill_price, fill_qty);
+    }
+    fn on_order_closed(&mut self, order: &WorkingOrder) {
+        RiskEngine::on_order_closed(self, order);
+    }
+    fn on_replaced(&mut self, old: &WorkingOrder, new_price: Price, new_qty: Qty) {
+        RiskEngine::on_replaced(self, old, new_price, new_qty);
     }
 }
 
@@ -153,7 +136,8 @@ pub struct MatcherConfig {
     pub accounts: usize,
     /// Sessions to reserve list heads for.
     pub sessions: usize,
-    /// Self-trade prevention for accounts without their own setting.
+    /// Self-trade prevention of an order without a mode. (Orders from the risk checks always
+    /// carry one: the order's own or the account's configured mode.)
     pub default_stp: StpMode,
 }
 
@@ -300,6 +284,8 @@ pub struct LevelView {
 #[derive(Debug, Clone)]
 pub struct OrderBook {
     instrument: InstrumentId,
+    /// False for the placeholder of an unlisted or expired instrument.
+    open: bool,
     bids: BookSide,
     asks: BookSide,
 }
@@ -308,6 +294,7 @@ impl OrderBook {
     fn new(instrument: InstrumentId, levels_per_side: usize) -> Self {
         Self {
             instrument,
+            open: false,
             bids: BookSide::new(true, levels_per_side),
             asks: BookSide::new(false, levels_per_side),
         }
@@ -434,7 +421,8 @@ impl OrderSnapshot {
     }
 }
 
-/// A report about an order in its current state.
+/// A report about an order in its current state. A market order's `price` is the risk
+/// valuation, not a limit: reported as 0.
 fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
     Event {
         session: o.session,
@@ -447,7 +435,10 @@ fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
         side: o.side,
         ord_type: o.ord_type,
         tif: o.tif,
-        price: o.price,
+        price: match o.ord_type {
+            OrdType::Limit => o.price,
+            OrdType::Market => Price(0),
+        },
         qty: o.qty,
         cum_qty: o.cum,
         leaves_qty: o.leaves(),
@@ -468,51 +459,69 @@ fn done(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
     e
 }
 
-/// Who asked for a cancel, for the report (FIX: ClOrdID of the request, OrigClOrdID of the
-/// order). `None` for unsolicited cancels (mass cancel, kill switch, disconnect, expiry).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Requester {
-    pub session: SessionId,
-    pub cl_ord_id: ClOrdId,
+/// The order as the risk engine sees it.
+fn working(o: &Order) -> WorkingOrder {
+    WorkingOrder {
+        account: o.account,
+        instrument: o.instrument,
+        side: o.side,
+        price: o.price,
+        qty: o.qty,
+        cum_qty: o.cum,
+    }
+}
+
+/// A working order found by [`Matcher::find`]: its slot and id, checked again on use so a
+/// handle kept across commands can never reach another order that reused the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderHandle {
+    slot: u32,
+    id: OrderId,
 }
 
 /// All books and resting orders, and the id counters: everything of the core except the risk
 /// state. Single-threaded by design (the core thread owns it).
+///
+/// Orders and replaces enter only as [`RiskChecked`] values, which only the risk crate makes,
+/// so no path can reach a book without the risk checks. Cancels of every kind need no proof:
+/// they only ever reduce risk.
 #[derive(Debug)]
 pub struct Matcher {
     orders: Orders,
     books: Vec<OrderBook>,
     ids: IdCounters,
-    stp: Vec<StpMode>,
     config: MatcherConfig,
 }
 
 impl Matcher {
-    /// An engine without books; add them with [`Matcher::add_book`].
+    /// An engine without books; add them with [`Matcher::add_book`]. Allocates the order store
+    /// for `config.max_resting_orders` once.
     pub fn new(config: MatcherConfig) -> Self {
         Self {
             orders: Orders::new(config.max_resting_orders, config.accounts, config.sessions),
             books: Vec::new(),
             ids: IdCounters::default(),
-            stp: vec![config.default_stp; config.accounts],
             config,
         }
     }
 
-    /// Makes sure a book exists for `instrument` (books are indexed by instrument id).
+    /// Makes sure a trading book exists for `instrument` (books are indexed by instrument id).
     pub fn add_book(&mut self, instrument: InstrumentId) {
         let i = instrument.0 as usize;
         while self.books.len() <= i {
             let id = InstrumentId(self.books.len() as u32);
             self.books.push(OrderBook::new(id, 0));
         }
-        if self.books[i].bids.levels.capacity() == 0 {
+        if !self.books[i].open {
             self.books[i] = OrderBook::new(instrument, self.config.levels_per_side);
+            self.books[i].open = true;
         }
     }
 
-    /// Releases the level memory of a book with no orders left (an expired contract).
-    pub fn release_book(&mut self, instrument: InstrumentId) {
+    /// Closes the book of an instrument that will never trade again (expired), after its
+    /// orders were ended: releases its level memory, and any order still sent to it is
+    /// refused.
+    pub fn close_book(&mut self, instrument: InstrumentId) {
         if let Some(b) = self.books.get_mut(instrument.0 as usize) {
             if b.order_count() == 0 {
                 *b = OrderBook::new(instrument, 0);
@@ -523,26 +532,6 @@ impl Matcher {
     /// The book of an instrument.
     pub fn book(&self, instrument: InstrumentId) -> Option<&OrderBook> {
         self.books.get(instrument.0 as usize)
-    }
-
-    /// Sets an account's self-trade prevention mode (used when an order has no override).
-    pub fn set_account_stp(&mut self, account: AccountId, mode: StpMode) {
-        let a = account.0 as usize;
-        if a >= self.stp.len() {
-            self.stp.resize(a + 1, self.config.default_stp);
-        }
-        self.stp[a] = mode;
-    }
-
-    fn stp_for(&self, o: &NewOrder) -> StpMode {
-        o.stp.unwrap_or_else(|| self.account_stp(o.account))
-    }
-
-    fn account_stp(&self, account: AccountId) -> StpMode {
-        self.stp
-            .get(account.0 as usize)
-            .copied()
-            .unwrap_or(self.config.default_stp)
     }
 
     /// Resting orders across all books.
@@ -566,34 +555,44 @@ impl Matcher {
         true
     }
 
-    /// Finds a working order by engine id or by the session's client id, for `account` and
-    /// `instrument` only (another account's order is "unknown", not "forbidden", so its
-    /// existence does not leak).
-    pub(crate) fn find(
+    /// A fresh exec id, for reports the core makes itself (risk rejects).
+    pub(crate) fn next_exec_id(&mut self) -> u64 {
+        self.ids.exec()
+    }
+
+    /// Finds a working order by engine id or, without one, by the session's client id —
+    /// only among `account`'s orders (and `instrument`'s, if given): another account's order
+    /// is "unknown", not "forbidden", so its existence does not leak.
+    pub fn find(
         &self,
         account: AccountId,
         instrument: Option<InstrumentId>,
         session: SessionId,
         order_id: Option<OrderId>,
         cl_ord_id: &ClOrdId,
-    ) -> Option<u32> {
+    ) -> Option<OrderHandle> {
         let slot = match order_id {
             Some(id) => self.orders.find_by_id(id)?,
             None => self.orders.find_by_cl(session, cl_ord_id)?,
         };
         let o = self.orders.get(slot);
-        (o.account == account && instrument.map_or(true, |i| i == o.instrument)).then_some(slot)
+        (o.account == account && instrument.map_or(true, |i| i == o.instrument))
+            .then_some(OrderHandle { slot, id: o.id })
     }
 
-    /// The working order in a slot.
-    pub(crate) fn order(&self, slot: u32) -> &Order {
-        self.orders.get(slot)
+    fn resolve(&self, h: OrderHandle) -> Option<u32> {
+        (self.orders.is_live(h.slot) && self.orders.get(h.slot).id == h.id).then_some(h.slot)
     }
 
-    /// A snapshot of the order in a slot.
-    pub(crate) fn snapshot(&self, slot: u32) -> OrderSnapshot {
-        let o = self.orders.get(slot);
-        OrderSnapshot {
+    /// The order as the risk checks see it (for `check_replace`).
+    pub fn working_order(&self, h: OrderHandle) -> Option<WorkingOrder> {
+        self.resolve(h).map(|s| working(self.orders.get(s)))
+    }
+
+    /// A snapshot of a working order.
+    pub fn snapshot(&self, h: OrderHandle) -> Option<OrderSnapshot> {
+        let o = self.orders.get(self.resolve(h)?);
+        Some(OrderSnapshot {
             session: o.session,
             account: o.account,
             instrument: o.instrument,
@@ -608,18 +607,29 @@ impl Matcher {
             leaves_qty: o.leaves(),
             avg_px: o.avg_px(),
             received_ns: o.received_ns,
-        }
+        })
     }
 
     fn can_accept(&self) -> bool {
         !self.ids.exhausted(self.orders.capacity() as u64)
     }
 
-    /// Matches a new order that passed the risk checks. Reports `New` then fills, or a
-    /// `Rejected` if the book refuses it (post-only would trade, no room, duplicate live
-    /// ClOrdID, unsupported combination); every accepted order ends in exactly one
-    /// `on_order_closed` unless it rests.
-    pub(crate) fn submit(
+    /// Matches a new order that passed the risk checks: `New`, then fills (both sides), then
+    /// `Canceled` for an IOC or market rest, `Expired` for a fill-or-kill that cannot fill
+    /// completely; or one `Rejected` if the book refuses it (post-only that would trade,
+    /// `TooManyOpenOrders` when the store is full, a ClOrdID still working on the session,
+    /// post-only that is not GTC/Day, ids exhausted).
+    pub fn submit(
+        &mut self,
+        order: RiskChecked<NewOrder>,
+        now_ns: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) {
+        self.submit_order(order.get(), now_ns, fb, out);
+    }
+
+    pub(crate) fn submit_order(
         &mut self,
         o: &NewOrder,
         now: i64,
@@ -647,7 +657,7 @@ impl Matcher {
         // A market order never rests, whatever its time in force.
         let rests = !market && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day);
         let i = o.instrument.0 as usize;
-        let reason = if i >= self.books.len() || self.books[i].bids.levels.capacity() == 0 {
+        let reason = if i >= self.books.len() || !self.books[i].open {
             Some(RejectReason::UnknownInstrument)
         } else if o.qty.0 <= 0 {
             Some(RejectReason::QtyTooSmall)
@@ -658,6 +668,8 @@ impl Matcher {
         } else if rests && self.orders.is_full() {
             Some(RejectReason::TooManyOpenOrders)
         } else if self.orders.find_by_cl(o.session, &o.cl_ord_id).is_some() {
+            // Risk refuses ClOrdIDs seen today; this also covers a GTC order from an earlier
+            // day that still works under the same id.
             Some(RejectReason::DuplicateClOrdId)
         } else if o.post_only
             && self.books[i]
@@ -676,18 +688,18 @@ impl Matcher {
                 self.ids.exec(),
                 now,
             ));
-            fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.qty);
+            fb.on_order_closed(&working(&taker));
             return;
         }
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         out(report(&taker, EventKind::New, self.ids.exec(), now));
-        let stp = self.stp_for(o);
+        let stp = o.stp.unwrap_or(self.config.default_stp);
         let book = &mut self.books[i];
         let opp = book.side_mut(o.side.opposite());
         if o.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
             out(done(&taker, EventKind::Expired, self.ids.exec(), now));
-            fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.qty);
+            fb.on_order_closed(&working(&taker));
             return;
         }
         let stopped = match_taker(
@@ -700,16 +712,16 @@ impl Matcher {
             fb,
             out,
         );
-        let leaves = taker.leaves();
-        if leaves.0 > 0 && rests && !stopped {
+        if taker.leaves().0 == 0 {
+            return;
+        }
+        if rests && !stopped {
             let slot = self.orders.insert(taker);
             book.side_mut(o.side).push_back(&mut self.orders, slot);
             return;
         }
-        if leaves.0 > 0 {
-            out(done(&taker, EventKind::Canceled, self.ids.exec(), now));
-        }
-        fb.on_order_closed(o.account, o.instrument, o.side, o.price, leaves);
+        out(done(&taker, EventKind::Canceled, self.ids.exec(), now));
+        fb.on_order_closed(&working(&taker));
     }
 
     /// Takes a resting order out of its book and the store.
@@ -724,12 +736,13 @@ impl Matcher {
         self.orders.remove(slot)
     }
 
-    /// Ends a resting order with a `Canceled` or `Expired` report.
-    pub(crate) fn close(
+    /// Ends a resting order with a `Canceled` or `Expired` report (to the requester when a
+    /// client asked, with the request's ClOrdID and the order's as OrigClOrdID).
+    fn close(
         &mut self,
         slot: u32,
         kind: EventKind,
-        requester: Option<Requester>,
+        requester: Option<&CancelOrder>,
         now: i64,
         fb: &mut impl Feedback,
         out: &mut impl FnMut(Event),
@@ -742,30 +755,42 @@ impl Matcher {
             e.cl_ord_id = r.cl_ord_id;
         }
         out(e);
-        fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.leaves());
+        fb.on_order_closed(&working(&o));
     }
 
-    /// Cancels a working order on request.
-    pub(crate) fn cancel(
+    /// Cancels a working order on a checked request; `UnknownOrder` if the handle no longer
+    /// names a working order.
+    pub fn cancel(
         &mut self,
-        slot: u32,
-        req: &CancelOrder,
-        now: i64,
+        h: OrderHandle,
+        req: RiskChecked<CancelOrder>,
+        now_ns: i64,
         fb: &mut impl Feedback,
         out: &mut impl FnMut(Event),
-    ) {
-        let r = Requester {
-            session: req.session,
-            cl_ord_id: req.cl_ord_id,
-        };
-        self.close(slot, EventKind::Canceled, Some(r), now, fb, out);
+    ) -> Result<(), RejectReason> {
+        let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
+        self.close(slot, EventKind::Canceled, Some(req.get()), now_ns, fb, out);
+        Ok(())
     }
 
-    /// Replaces a working order's price and/or quantity. Keeps its time priority only for a
-    /// quantity decrease (or no change) at the same price; otherwise it goes to the back of the
-    /// (new) level, and if the new price crosses it trades at once. On success reports
-    /// `Replaced` (then any fills); the error is the reason for an OrderCancelReject.
-    pub(crate) fn replace(
+    /// Replaces a working order's price and/or quantity on a checked request. Keeps its time
+    /// priority only for a quantity decrease (or no change) at the same price; otherwise it
+    /// goes to the back of the (new) level, and if the new price crosses, it trades at once.
+    /// On success reports `Replaced` (to the requester) and then any fills; the error is the
+    /// reason for an OrderCancelReject and changes nothing.
+    pub fn replace(
+        &mut self,
+        h: OrderHandle,
+        req: RiskChecked<ReplaceOrder>,
+        now_ns: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> Result<(), RejectReason> {
+        let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
+        self.replace_slot(slot, req.get(), now_ns, fb, out)
+    }
+
+    pub(crate) fn replace_slot(
         &mut self,
         slot: u32,
         req: &ReplaceOrder,
@@ -777,6 +802,9 @@ impl Matcher {
         let i = old.instrument.0 as usize;
         if req.qty.0 <= old.cum.0 {
             return Err(RejectReason::QtyTooSmall);
+        }
+        if old.ord_type == OrdType::Limit && req.price.0 <= 0 {
+            return Err(RejectReason::BadTick);
         }
         if !self.can_accept() {
             return Err(RejectReason::ServerBusy);
@@ -794,13 +822,13 @@ impl Matcher {
         if old.post_only && crossing {
             return Err(RejectReason::PostOnlyWouldTrade);
         }
-        let new_leaves = Qty(req.qty.0 - old.cum.0);
-        let keep = req.price == old.price && new_leaves <= old.leaves();
+        let new_leaves = req.qty.0 - old.cum.0;
+        let keep = req.price == old.price && new_leaves <= old.leaves().0;
         let book = &mut self.books[i];
         if keep {
             let side = book.side_mut(old.side);
             if let Ok(l) = side.search(old.price) {
-                side.levels[l].qty -= i128::from(old.leaves().0 - new_leaves.0);
+                side.levels[l].qty -= i128::from(old.leaves().0 - new_leaves);
             }
             self.orders.get_mut(slot).qty = req.qty;
         } else {
@@ -821,21 +849,13 @@ impl Matcher {
         e.session = req.session;
         e.orig_cl_ord_id = old.cl_ord_id;
         out(e);
-        fb.on_replaced(
-            old.account,
-            old.instrument,
-            old.side,
-            old.price,
-            old.leaves(),
-            req.price,
-            new_leaves,
-        );
+        fb.on_replaced(&working(&old), req.price, req.qty);
         if keep {
             return Ok(());
         }
         let mut taker = *self.orders.get(slot);
         let stopped = if crossing {
-            let stp = taker.stp.unwrap_or_else(|| self.account_stp(taker.account));
+            let stp = taker.stp.unwrap_or(self.config.default_stp);
             let opp = self.books[i].side_mut(old.side.opposite());
             match_taker(
                 opp,
@@ -857,24 +877,24 @@ impl Matcher {
                 .push_back(&mut self.orders, slot);
             return Ok(());
         }
-        // Done: filled completely, or cancelled by self-trade prevention. The order is not in
-        // a level any more, so only the store forgets it.
+        // Done: filled completely, or cancelled by self-trade prevention. It is in no level
+        // now, so only the store forgets it.
         let o = self.orders.remove(slot);
         if o.leaves().0 > 0 {
             out(done(&o, EventKind::Canceled, self.ids.exec(), now));
+            fb.on_order_closed(&working(&o));
         }
-        fb.on_order_closed(o.account, o.instrument, o.side, o.price, o.leaves());
         Ok(())
     }
 
-    /// Cancels every working order of an account (optionally of one instrument); returns how
-    /// many.
-    pub(crate) fn cancel_account(
+    /// Cancels every working order of an account (optionally only in one instrument), each
+    /// with a `Canceled` report to its own session; returns how many (mass cancel, kill
+    /// switch).
+    pub fn cancel_account(
         &mut self,
         account: AccountId,
         instrument: Option<InstrumentId>,
-        kind: EventKind,
-        now: i64,
+        now_ns: i64,
         fb: &mut impl Feedback,
         out: &mut impl FnMut(Event),
     ) -> u32 {
@@ -883,7 +903,7 @@ impl Matcher {
         while slot != NIL {
             let next = self.orders.account_next(slot);
             if instrument.map_or(true, |i| i == self.orders.get(slot).instrument) {
-                self.close(slot, kind, None, now, fb, out);
+                self.close(slot, EventKind::Canceled, None, now_ns, fb, out);
                 n += 1;
             }
             slot = next;
@@ -891,11 +911,12 @@ impl Matcher {
         n
     }
 
-    /// Cancels every working order entered by a session; returns how many.
-    pub(crate) fn cancel_session(
+    /// Cancels every working order entered by a session (cancel-on-disconnect); returns how
+    /// many.
+    pub fn cancel_session(
         &mut self,
         session: SessionId,
-        now: i64,
+        now_ns: i64,
         fb: &mut impl Feedback,
         out: &mut impl FnMut(Event),
     ) -> u32 {
@@ -903,16 +924,42 @@ impl Matcher {
         let mut slot = self.orders.session_head(session);
         while slot != NIL {
             let next = self.orders.session_next(slot);
-            self.close(slot, EventKind::Canceled, None, now, fb, out);
+            self.close(slot, EventKind::Canceled, None, now_ns, fb, out);
             n += 1;
             slot = next;
         }
         n
     }
 
-    /// Ends every working order that matches `pred` with a `kind` report; returns how many.
-    /// Scans the slab: for rare, global actions (kill everything, end of day).
-    pub(crate) fn close_where(
+    /// Cancels every working order (global kill switch); returns how many. Scans the store:
+    /// for a rare, global action.
+    pub fn cancel_all(
+        &mut self,
+        now_ns: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        self.close_where(EventKind::Canceled, |_| true, now_ns, fb, out)
+    }
+
+    /// Ends every working Day order with an `Expired` report (end of the trading day);
+    /// returns how many.
+    pub fn expire_day_orders(
+        &mut self,
+        now_ns: i64,
+        fb: &mut impl Feedback,
+        out: &mut impl FnMut(Event),
+    ) -> u32 {
+        self.close_where(
+            EventKind::Expired,
+            |o| o.tif == TimeInForce::Day,
+            now_ns,
+            fb,
+            out,
+        )
+    }
+
+    fn close_where(
         &mut self,
         kind: EventKind,
         mut pred: impl FnMut(&Order) -> bool,
@@ -930,12 +977,12 @@ impl Matcher {
         n
     }
 
-    /// Ends every resting order of one instrument with `kind` (expiry); returns how many.
-    pub(crate) fn close_instrument(
+    /// Ends every resting order of one instrument with an `Expired` report (the contract
+    /// expired); returns how many.
+    pub fn expire_instrument(
         &mut self,
         instrument: InstrumentId,
-        kind: EventKind,
-        now: i64,
+        now_ns: i64,
         fb: &mut impl Feedback,
         out: &mut impl FnMut(Event),
     ) -> u32 {
@@ -947,7 +994,7 @@ impl Matcher {
         for side in [Side::Buy, Side::Sell] {
             // Always the best level's head: `close` unlinks it and drops emptied levels.
             while let Some(slot) = self.books[i].side(side).levels.last().map(|l| l.head) {
-                self.close(slot, kind, None, now, fb, out);
+                self.close(slot, EventKind::Expired, None, now_ns, fb, out);
                 n += 1;
             }
         }
@@ -986,7 +1033,8 @@ fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) ->
 
 /// Matches `taker` against the opposite side until it is filled, the book no longer crosses
 /// its limit, or self-trade prevention stops it (returns `true` then: the caller cancels the
-/// rest). Fills both sides, reports each, removes filled makers.
+/// rest). Trades at the resting order's price; reports both sides of each fill and removes
+/// filled makers.
 #[allow(clippy::too_many_arguments)]
 fn match_taker(
     opp: &mut BookSide,
@@ -1011,11 +1059,12 @@ fn match_taker(
         while slot != NIL && taker.leaves().0 > 0 {
             let next = orders.next(slot);
             if orders.get(slot).account == taker.account {
+                // Self-trade prevention: the incoming order's mode decides.
                 if stp != StpMode::CancelIncoming {
                     opp.unlink(li, orders, slot);
                     let m = orders.remove(slot);
                     out(done(&m, EventKind::Canceled, ids.exec(), now));
-                    fb.on_order_closed(m.account, m.instrument, m.side, m.price, m.leaves());
+                    fb.on_order_closed(&working(&m));
                 }
                 if stp != StpMode::CancelResting {
                     stopped = true;
@@ -1029,12 +1078,18 @@ fn match_taker(
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
             let m = orders.get_mut(slot);
+            let maker_before = working(m);
             m.cum.0 += q;
             m.notional += notional;
             let maker = *m;
+            let taker_before = working(taker);
             taker.cum.0 += q;
             taker.notional += notional;
-            for (o, exec) in [(&maker, ids.exec()), (&*taker, ids.exec())] {
+            let sides = [
+                (&maker, maker_before, ids.exec()),
+                (&*taker, taker_before, ids.exec()),
+            ];
+            for (o, before, exec) in sides {
                 let kind = if o.leaves().0 == 0 {
                     EventKind::Fill
                 } else {
@@ -1045,18 +1100,11 @@ fn match_taker(
                 e.last_qty = Qty(q);
                 e.trade_id = trade;
                 out(e);
-                fb.on_fill(o.account, o.instrument, o.side, px, Qty(q));
+                fb.on_fill(&before, px, Qty(q));
             }
             if maker.leaves().0 == 0 {
                 opp.unlink(li, orders, slot);
                 orders.remove(slot);
-                fb.on_order_closed(
-                    maker.account,
-                    maker.instrument,
-                    maker.side,
-                    maker.price,
-                    Qty(0),
-                );
             }
             slot = next;
         }
@@ -1066,3 +1114,6 @@ fn match_taker(
     }
     stopped
 }
+
+#[cfg(test)]
+mod tests;

@@ -255,6 +255,9 @@ pub enum InstrumentConfigError {
         /// Why.
         reason: &'static str,
     },
+    /// `price_scale + qty_scale` above 18.
+    #[error("{0}: price_scale + qty_scale must be at most 18")]
+    Scales(String),
     /// The table is full ([`MAX_INSTRUMENTS`]).
     #[error("more than {MAX_INSTRUMENTS} instruments")]
     TooMany,
@@ -300,6 +303,10 @@ fn parse_spec(
         max_qty: Qty(dec("max_qty", max_qty, qty_scale)?),
         multiplier,
     };
+    // Notional is computed exactly at 18 decimals (price × qty): both scales must fit.
+    if u16::from(price_scale) + u16::from(qty_scale) > 18 {
+        return Err(InstrumentConfigError::Scales(what.to_owned()));
+    }
     Ok(spec)
 }
 

@@ -9,15 +9,17 @@
 //!   instrument table and every book, turns [`Command`](portcullis_types::Command)s into
 //!   [`Event`](portcullis_types::Event)s and keeps the risk state in step with the books.
 #![warn(missing_docs)]
-#![allow(dead_code)] // TEMP until core lands
 
 pub mod book;
+pub mod core;
 pub mod instruments;
 mod orders;
 pub mod symbol;
 
+pub use crate::core::{Core, CoreError, EngineConfig, OrderRef, ALL_INSTRUMENTS};
 pub use book::{
-    Feedback, IdCounters, LevelView, Matcher, MatcherConfig, OrderBook, OrderSnapshot, MAX_ID,
+    Feedback, IdCounters, LevelView, Matcher, MatcherConfig, OrderBook, OrderHandle, OrderSnapshot,
+    MAX_ID,
 };
 pub use instruments::{
     ExpiryRule, InstrumentConfig, InstrumentConfigError, Instruments, InstrumentsConfig,

@@ -1,0 +1,693 @@
+//! Matching rules, one test each, on a matcher without risk checks (`()` feedback).
+
+use super::*;
+
+const INST: InstrumentId = InstrumentId(0);
+
+struct Fixture {
+    m: Matcher,
+    now: i64,
+    cl: u32,
+}
+
+fn kinds(ev: &[Event]) -> Vec<EventKind> {
+    ev.iter().map(|e| e.kind).collect()
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    fn with_capacity(max_resting_orders: usize) -> Self {
+        let mut m = Matcher::new(MatcherConfig {
+            max_resting_orders,
+            levels_per_side: 4,
+            accounts: 2,
+            sessions: 2,
+            default_stp: StpMode::CancelIncoming,
+        });
+        m.add_book(INST);
+        Self { m, now: 1, cl: 0 }
+    }
+
+    fn next_cl(&mut self) -> ClOrdId {
+        self.cl += 1;
+        ClOrdId::new(format!("c{}", self.cl).as_bytes()).unwrap()
+    }
+
+    /// A GTC limit order; session = account.
+    fn order(&mut self, account: u32, side: Side, price: i64, qty: i64) -> NewOrder {
+        NewOrder {
+            session: SessionId(account),
+            account: AccountId(account),
+            instrument: INST,
+            cl_ord_id: self.next_cl(),
+            side,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(price),
+            qty: Qty(qty),
+            post_only: false,
+            stp: None,
+            received_ns: 0,
+        }
+    }
+
+    fn submit(&mut self, o: NewOrder) -> Vec<Event> {
+        let mut ev = Vec::new();
+        self.now += 1;
+        self.m
+            .submit_order(&o, self.now, &mut (), &mut |e| ev.push(e));
+        ev
+    }
+
+    /// Places a resting order and returns its id.
+    fn place(&mut self, account: u32, side: Side, price: i64, qty: i64) -> OrderId {
+        let o = self.order(account, side, price, qty);
+        let ev = self.submit(o);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        ev[0].order_id
+    }
+
+    fn slot(&self, id: OrderId) -> Option<u32> {
+        self.m.orders.find_by_id(id)
+    }
+
+    fn cancel(&mut self, id: OrderId) -> Vec<Event> {
+        let slot = self.slot(id).expect("working");
+        let o = *self.m.orders.get(slot);
+        let req = CancelOrder {
+            session: o.session,
+            account: o.account,
+            instrument: o.instrument,
+            cl_ord_id: self.next_cl(),
+            order_id: Some(id),
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            received_ns: 0,
+        };
+        let mut ev = Vec::new();
+        self.m.close(
+            slot,
+            EventKind::Canceled,
+            Some(&req),
+            self.now,
+            &mut (),
+            &mut |e| ev.push(e),
+        );
+        ev
+    }
+
+    fn replace(&mut self, id: OrderId, price: i64, qty: i64) -> Result<Vec<Event>, RejectReason> {
+        let slot = self.slot(id).expect("working");
+        let o = *self.m.orders.get(slot);
+        let req = ReplaceOrder {
+            session: o.session,
+            account: o.account,
+            instrument: o.instrument,
+            cl_ord_id: self.next_cl(),
+            order_id: Some(id),
+            orig_cl_ord_id: o.cl_ord_id,
+            price: Price(price),
+            qty: Qty(qty),
+            received_ns: 0,
+        };
+        let mut ev = Vec::new();
+        self.m
+            .replace_slot(slot, &req, self.now, &mut (), &mut |e| ev.push(e))?;
+        Ok(ev)
+    }
+
+    fn side(&self, side: Side) -> Vec<(i64, i64, u32)> {
+        self.m
+            .book(INST)
+            .unwrap()
+            .levels(side)
+            .map(|l| (l.price.0, l.qty.0, l.orders))
+            .collect()
+    }
+
+    fn leaves(&self, id: OrderId) -> Option<i64> {
+        self.slot(id).map(|s| self.m.orders.get(s).leaves().0)
+    }
+}
+
+/// The (maker order id, price, qty) of each trade in `ev`, checking both sides were reported
+/// with one trade id.
+fn trades(ev: &[Event]) -> Vec<(OrderId, i64, i64)> {
+    let fills: Vec<&Event> = ev
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Fill | EventKind::PartialFill))
+        .collect();
+    assert_eq!(fills.len() % 2, 0);
+    fills
+        .chunks(2)
+        .map(|p| {
+            let (maker, taker) = (p[0], p[1]);
+            assert_eq!(maker.trade_id, taker.trade_id);
+            assert_ne!(maker.trade_id, TradeId(0));
+            assert_eq!(maker.side, taker.side.opposite());
+            assert_eq!(
+                (maker.last_px, maker.last_qty),
+                (taker.last_px, taker.last_qty)
+            );
+            (maker.order_id, maker.last_px.0, maker.last_qty.0)
+        })
+        .collect()
+}
+
+#[test]
+fn price_then_time_priority() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 1);
+    let b = f.place(1, Side::Sell, 100, 1);
+    let c = f.place(1, Side::Sell, 99, 1);
+    let o = f.order(0, Side::Buy, 100, 3);
+    let ev = f.submit(o);
+    assert_eq!(trades(&ev), [(c, 99, 1), (a, 100, 1), (b, 100, 1)]);
+    let last = ev.last().unwrap();
+    assert_eq!(last.kind, EventKind::Fill);
+    assert_eq!((last.cum_qty, last.leaves_qty), (Qty(3), Qty(0)));
+    // (99 + 100 + 100) / 3 = 99.67, rounded to the price scale.
+    assert_eq!(last.avg_px, Price(100));
+    assert!(f.side(Side::Sell).is_empty() && f.side(Side::Buy).is_empty());
+}
+
+#[test]
+fn partial_fills_across_levels_then_the_rest_rests() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 101, 2);
+    f.place(1, Side::Sell, 102, 5);
+    let o = f.order(0, Side::Buy, 101, 4);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Fill,
+            EventKind::PartialFill,
+            EventKind::Fill,
+            EventKind::PartialFill
+        ]
+    );
+    let taker = ev[4];
+    assert_eq!((taker.cum_qty, taker.leaves_qty), (Qty(3), Qty(1)));
+    assert_eq!(taker.avg_px, Price(101)); // (100 + 2 × 101) / 3 = 100.67
+    assert_eq!(f.side(Side::Buy), [(101, 1, 1)]);
+    assert_eq!(f.side(Side::Sell), [(102, 5, 1)]);
+    assert!(!f.m.book(INST).unwrap().is_crossed());
+}
+
+#[test]
+fn a_partly_filled_maker_keeps_its_place() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let b = f.place(1, Side::Sell, 100, 5);
+    let o = f.order(0, Side::Buy, 100, 2);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::New, EventKind::PartialFill, EventKind::Fill]
+    );
+    assert_eq!((ev[1].cum_qty, ev[1].leaves_qty), (Qty(2), Qty(3)));
+    assert_eq!(f.side(Side::Sell), [(100, 8, 2)]);
+    let o = f.order(0, Side::Buy, 100, 4);
+    let ev = f.submit(o);
+    assert_eq!(trades(&ev), [(a, 100, 3), (b, 100, 1)]);
+}
+
+#[test]
+fn both_sides_are_reported_to_their_own_sessions_with_unique_exec_ids() {
+    let mut f = Fixture::new();
+    let maker = f.place(1, Side::Sell, 100, 1);
+    let o = f.order(0, Side::Buy, 100, 1);
+    let ev = f.submit(o);
+    let (m, t) = (ev[1], ev[2]);
+    assert_eq!(
+        (m.order_id, m.session, m.account),
+        (maker, SessionId(1), AccountId(1))
+    );
+    assert_eq!((t.session, t.account), (SessionId(0), AccountId(0)));
+    assert_eq!((m.kind, t.kind), (EventKind::Fill, EventKind::Fill));
+    let mut execs: Vec<u64> = ev.iter().map(|e| e.exec_id).collect();
+    execs.push(1); // the maker's New
+    execs.sort_unstable();
+    execs.dedup();
+    assert_eq!(execs.len(), 4);
+}
+
+#[test]
+fn market_orders_sweep_and_the_rest_is_cancelled() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 105, 1);
+    let mut o = f.order(0, Side::Buy, 0, 5);
+    o.ord_type = OrdType::Market;
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Fill,
+            EventKind::PartialFill,
+            EventKind::Fill,
+            EventKind::PartialFill,
+            EventKind::Canceled
+        ]
+    );
+    let last = ev.last().unwrap();
+    assert_eq!(
+        (last.cum_qty, last.leaves_qty, last.price),
+        (Qty(2), Qty(0), Price(0))
+    );
+    assert!(f.side(Side::Sell).is_empty() && f.side(Side::Buy).is_empty());
+    // On an empty book: accepted, then cancelled; a market order never rests, even GTC.
+    let mut o = f.order(0, Side::Sell, 0, 1);
+    o.ord_type = OrdType::Market;
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New, EventKind::Canceled]);
+    assert!(f.side(Side::Sell).is_empty());
+}
+
+#[test]
+fn ioc_rest_is_cancelled() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 101, 1);
+    let mut o = f.order(0, Side::Buy, 100, 3);
+    o.tif = TimeInForce::Ioc;
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Fill,
+            EventKind::PartialFill,
+            EventKind::Canceled
+        ]
+    );
+    assert_eq!(ev[3].cum_qty, Qty(1));
+    assert!(f.side(Side::Buy).is_empty());
+    assert_eq!(f.side(Side::Sell), [(101, 1, 1)]);
+}
+
+#[test]
+fn fok_fills_completely_or_expires_without_a_fill() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 101, 1);
+    let mut o = f.order(0, Side::Buy, 101, 3);
+    o.tif = TimeInForce::Fok;
+    let ev = f.submit(o);
+    assert_eq!(kinds(&ev), [EventKind::New, EventKind::Expired]);
+    assert_eq!((ev[1].cum_qty, ev[1].leaves_qty), (Qty(0), Qty(0)));
+    assert_eq!(f.side(Side::Sell), [(100, 1, 1), (101, 1, 1)]);
+    // Enough only beyond the limit: still nothing.
+    let mut o = f.order(0, Side::Buy, 100, 2);
+    o.tif = TimeInForce::Fok;
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New, EventKind::Expired]);
+    let mut o = f.order(0, Side::Buy, 101, 2);
+    o.tif = TimeInForce::Fok;
+    let ev = f.submit(o);
+    assert_eq!(ev.last().unwrap().kind, EventKind::Fill);
+    assert!(f.side(Side::Sell).is_empty());
+}
+
+#[test]
+fn fok_counts_self_trade_prevention_exactly() {
+    let mut f = Fixture::new();
+    f.place(0, Side::Sell, 100, 1); // own order first in line
+    f.place(1, Side::Sell, 100, 2);
+    let mut o = f.order(0, Side::Buy, 100, 2);
+    o.tif = TimeInForce::Fok;
+    o.stp = Some(StpMode::CancelIncoming);
+    // Matching would stop at the own order: not fillable, and nothing is cancelled.
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New, EventKind::Expired]);
+    assert_eq!(f.side(Side::Sell), [(100, 3, 2)]);
+    // Cancel-resting would skip it: fillable.
+    let mut o = f.order(0, Side::Buy, 100, 2);
+    o.tif = TimeInForce::Fok;
+    o.stp = Some(StpMode::CancelResting);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Canceled,
+            EventKind::Fill,
+            EventKind::Fill
+        ]
+    );
+}
+
+#[test]
+fn post_only_is_rejected_if_it_would_trade() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 100, 1);
+    let mut o = f.order(0, Side::Buy, 100, 1);
+    o.post_only = true;
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::Rejected(RejectReason::PostOnlyWouldTrade)]
+    );
+    assert_eq!(ev[0].order_id, OrderId(0));
+    assert_eq!(f.side(Side::Sell), [(100, 1, 1)]);
+    assert!(f.side(Side::Buy).is_empty());
+    let mut o = f.order(0, Side::Buy, 99, 1);
+    o.post_only = true;
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
+    assert_eq!(f.side(Side::Buy), [(99, 1, 1)]);
+    // Post-only and immediate-or-cancel contradict each other.
+    let mut o = f.order(0, Side::Buy, 98, 1);
+    o.post_only = true;
+    o.tif = TimeInForce::Ioc;
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::Unsupported)]
+    );
+}
+
+#[test]
+fn stp_cancel_resting_cancels_the_own_order_and_goes_on() {
+    let mut f = Fixture::new();
+    let own = f.place(0, Side::Sell, 100, 1);
+    let other = f.place(1, Side::Sell, 100, 1);
+    let mut o = f.order(0, Side::Buy, 100, 1);
+    o.stp = Some(StpMode::CancelResting);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Canceled,
+            EventKind::Fill,
+            EventKind::Fill
+        ]
+    );
+    assert_eq!(ev[1].order_id, own);
+    assert_eq!(trades(&ev), [(other, 100, 1)]);
+    assert!(f.side(Side::Sell).is_empty());
+}
+
+#[test]
+fn stp_cancel_incoming_cancels_the_rest_of_the_incoming_order() {
+    let mut f = Fixture::new();
+    let other = f.place(1, Side::Sell, 99, 1);
+    let own = f.place(0, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 100, 1);
+    let mut o = f.order(0, Side::Buy, 100, 3);
+    o.stp = Some(StpMode::CancelIncoming);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::New,
+            EventKind::Fill,
+            EventKind::PartialFill,
+            EventKind::Canceled
+        ]
+    );
+    assert_eq!(trades(&ev), [(other, 99, 1)]);
+    assert_eq!(ev[3].cum_qty, Qty(1));
+    assert_eq!(f.leaves(own), Some(1));
+    assert_eq!(f.side(Side::Sell), [(100, 2, 2)]);
+    assert!(f.side(Side::Buy).is_empty());
+}
+
+#[test]
+fn stp_cancel_both_cancels_both() {
+    let mut f = Fixture::new();
+    let own = f.place(0, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 100, 1);
+    let mut o = f.order(0, Side::Buy, 100, 1);
+    o.stp = Some(StpMode::CancelBoth);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::New, EventKind::Canceled, EventKind::Canceled]
+    );
+    assert_eq!(ev[1].order_id, own);
+    assert_eq!(ev[2].order_id, ev[0].order_id);
+    assert_eq!(f.side(Side::Sell), [(100, 1, 1)]);
+    // Without an override, the default (cancel incoming) applies.
+    let mut f = Fixture::new();
+    let own = f.place(0, Side::Sell, 100, 1);
+    let o = f.order(0, Side::Buy, 100, 1);
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New, EventKind::Canceled]);
+    assert_eq!(f.leaves(own), Some(1));
+}
+
+#[test]
+fn replace_decreasing_quantity_keeps_priority() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let b = f.place(1, Side::Sell, 100, 5);
+    let ev = f.replace(a, 100, 3).unwrap();
+    assert_eq!(kinds(&ev), [EventKind::Replaced]);
+    assert_eq!((ev[0].qty, ev[0].leaves_qty), (Qty(3), Qty(3)));
+    assert_eq!(f.side(Side::Sell), [(100, 8, 2)]);
+    let o = f.order(0, Side::Buy, 100, 4);
+    assert_eq!(trades(&f.submit(o)), [(a, 100, 3), (b, 100, 1)]);
+}
+
+#[test]
+fn replace_increasing_quantity_or_changing_price_loses_priority() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let b = f.place(1, Side::Sell, 100, 5);
+    f.replace(a, 100, 6).unwrap();
+    let o = f.order(0, Side::Buy, 100, 5);
+    assert_eq!(trades(&f.submit(o)), [(b, 100, 5)]);
+
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let b = f.place(1, Side::Sell, 100, 5);
+    f.replace(a, 101, 5).unwrap();
+    assert_eq!(f.side(Side::Sell), [(100, 5, 1), (101, 5, 1)]);
+    f.replace(a, 100, 5).unwrap();
+    let o = f.order(0, Side::Buy, 100, 6);
+    assert_eq!(trades(&f.submit(o)), [(b, 100, 5), (a, 100, 1)]);
+}
+
+#[test]
+fn replace_to_a_crossing_price_trades_at_once() {
+    let mut f = Fixture::new();
+    let bid = f.place(0, Side::Buy, 99, 1);
+    let a = f.place(1, Side::Sell, 100, 3);
+    let ev = f.replace(a, 99, 3).unwrap();
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::Replaced, EventKind::Fill, EventKind::PartialFill]
+    );
+    assert_eq!(trades(&ev), [(bid, 99, 1)]);
+    assert_eq!(f.side(Side::Sell), [(99, 2, 1)]);
+    assert!(!f.m.book(INST).unwrap().is_crossed());
+}
+
+#[test]
+fn replace_is_refused_without_changing_the_order() {
+    let mut f = Fixture::new();
+    f.place(0, Side::Buy, 99, 1);
+    let mut o = f.order(1, Side::Sell, 100, 4);
+    o.post_only = true;
+    let a = f.submit(o)[0].order_id;
+    assert_eq!(f.replace(a, 99, 4), Err(RejectReason::PostOnlyWouldTrade));
+    // Fill 1, then a new total quantity of 1 (= filled) is refused.
+    let o = f.order(0, Side::Buy, 100, 1);
+    f.submit(o);
+    assert_eq!(f.replace(a, 100, 1), Err(RejectReason::QtyTooSmall));
+    assert_eq!(f.leaves(a), Some(3));
+    assert_eq!(f.side(Side::Sell), [(100, 3, 1)]);
+    // The new total counts what was filled: 2 more → leaves 1, same price: keeps its place.
+    let ev = f.replace(a, 100, 2).unwrap();
+    assert_eq!((ev[0].cum_qty, ev[0].leaves_qty), (Qty(1), Qty(1)));
+    assert_eq!(f.side(Side::Sell), [(100, 1, 1)]);
+}
+
+#[test]
+fn replace_renames_the_order_for_later_requests() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let old = f.m.orders.get(f.slot(a).unwrap()).cl_ord_id;
+    let ev = f.replace(a, 100, 4).unwrap();
+    assert_eq!(ev[0].orig_cl_ord_id, old);
+    let new = ev[0].cl_ord_id;
+    assert!(f
+        .m
+        .find(AccountId(1), None, SessionId(1), None, &old)
+        .is_none());
+    let h =
+        f.m.find(AccountId(1), None, SessionId(1), None, &new)
+            .unwrap();
+    assert_eq!(f.m.snapshot(h).unwrap().order_id, a);
+}
+
+#[test]
+fn cancel_removes_the_order_and_its_empty_level() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 1);
+    let b = f.place(1, Side::Sell, 100, 2);
+    let ev = f.cancel(a);
+    assert_eq!(kinds(&ev), [EventKind::Canceled]);
+    assert_eq!((ev[0].order_id, ev[0].leaves_qty), (a, Qty(0)));
+    assert!(!ev[0].orig_cl_ord_id.is_empty());
+    assert_eq!(f.side(Side::Sell), [(100, 2, 1)]);
+    f.cancel(b);
+    assert!(f.side(Side::Sell).is_empty());
+    assert_eq!(f.m.resting_orders(), 0);
+}
+
+#[test]
+fn handles_do_not_outlive_their_order() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 1);
+    let h =
+        f.m.find(
+            AccountId(1),
+            Some(INST),
+            SessionId(1),
+            Some(a),
+            &ClOrdId::EMPTY,
+        )
+        .unwrap();
+    // Another account cannot find it, by id or by ClOrdID.
+    assert!(f
+        .m
+        .find(AccountId(0), None, SessionId(1), Some(a), &ClOrdId::EMPTY)
+        .is_none());
+    assert!(f
+        .m
+        .find(
+            AccountId(1),
+            Some(InstrumentId(7)),
+            SessionId(1),
+            Some(a),
+            &ClOrdId::EMPTY
+        )
+        .is_none());
+    f.cancel(a);
+    // The slot is reused by the next order; the old handle still names nothing.
+    f.place(1, Side::Sell, 100, 1);
+    assert!(f.m.snapshot(h).is_none());
+    assert!(f.m.working_order(h).is_none());
+}
+
+#[test]
+fn a_working_cl_ord_id_cannot_be_reused_on_the_session() {
+    let mut f = Fixture::new();
+    let o = f.order(1, Side::Sell, 100, 1);
+    f.submit(o);
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::DuplicateClOrdId)]
+    );
+}
+
+#[test]
+fn a_full_store_refuses_resting_orders_but_not_immediate_ones() {
+    let mut f = Fixture::with_capacity(2);
+    f.place(1, Side::Sell, 100, 1);
+    f.place(1, Side::Sell, 101, 1);
+    let o = f.order(1, Side::Sell, 102, 1);
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::TooManyOpenOrders)]
+    );
+    let mut o = f.order(0, Side::Buy, 100, 1);
+    o.tif = TimeInForce::Ioc;
+    assert_eq!(f.submit(o).last().unwrap().kind, EventKind::Fill);
+}
+
+#[test]
+fn bulk_cancels_and_expiry() {
+    let mut f = Fixture::new();
+    let a = f.place(0, Side::Buy, 90, 1);
+    let mut o = f.order(0, Side::Buy, 91, 1);
+    o.tif = TimeInForce::Day;
+    let day = f.submit(o)[0].order_id;
+    f.place(1, Side::Sell, 110, 1);
+    f.place(1, Side::Sell, 111, 1);
+    let mut ev = Vec::new();
+    assert_eq!(f.m.expire_day_orders(9, &mut (), &mut |e| ev.push(e)), 1);
+    assert_eq!((ev[0].order_id, ev[0].kind), (day, EventKind::Expired));
+    ev.clear();
+    assert_eq!(
+        f.m.cancel_session(SessionId(1), 9, &mut (), &mut |e| ev.push(e)),
+        2
+    );
+    assert!(ev
+        .iter()
+        .all(|e| e.kind == EventKind::Canceled && e.account == AccountId(1)));
+    assert!(f.side(Side::Sell).is_empty());
+    f.place(1, Side::Sell, 110, 1);
+    ev.clear();
+    assert_eq!(
+        f.m.expire_instrument(INST, 9, &mut (), &mut |e| ev.push(e)),
+        2
+    );
+    assert!(ev.iter().all(|e| e.kind == EventKind::Expired));
+    assert!(ev.iter().any(|e| e.order_id == a));
+    assert_eq!(f.m.resting_orders(), 0);
+    f.m.close_book(INST);
+    let o = f.order(0, Side::Buy, 90, 1);
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::UnknownInstrument)]
+    );
+}
+
+#[test]
+fn ids_never_pass_2_pow_53_minus_1() {
+    let mut f = Fixture::new();
+    assert!(!f.m.resume_ids(IdCounters {
+        order: MAX_ID + 1,
+        exec: 1,
+        trade: 1
+    }));
+    assert!(!f.m.resume_ids(IdCounters {
+        order: 0,
+        exec: 1,
+        trade: 1
+    }));
+    // Just enough room for one more order (capacity 1024: 2 × 1024 + 16 exec and trade ids).
+    let room = 2 * 1024 + 16;
+    assert!(f.m.resume_ids(IdCounters {
+        order: MAX_ID - 1,
+        exec: MAX_ID - room,
+        trade: MAX_ID - room
+    }));
+    let rest = f.place(1, Side::Sell, 100, 1);
+    assert_eq!(rest, OrderId(MAX_ID - 1));
+    let o = f.order(0, Side::Buy, 100, 1);
+    let ev = f.submit(o);
+    assert_eq!(ev[0].kind, EventKind::Rejected(RejectReason::ServerBusy));
+    for e in &ev {
+        assert!(e.exec_id <= MAX_ID && e.order_id.0 <= MAX_ID && e.trade_id.0 <= MAX_ID);
+    }
+    // Cancels still work and stay within range.
+    let ev = f.cancel(rest);
+    assert_eq!(ev[0].kind, EventKind::Canceled);
+    assert!(ev[0].exec_id <= MAX_ID);
+}
+
+#[test]
+fn snapshot_reports_status() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let o = f.order(0, Side::Buy, 100, 2);
+    f.submit(o);
+    let h =
+        f.m.find(AccountId(1), None, SessionId(1), Some(a), &ClOrdId::EMPTY)
+            .unwrap();
+    let s = f.m.snapshot(h).unwrap();
+    assert_eq!(
+        (s.cum_qty, s.leaves_qty, s.avg_px),
+        (Qty(2), Qty(3), Price(100))
+    );
+    let e = s.to_event(SessionId(1), 5);
+    assert_eq!(
+        (e.kind, e.exec_id, e.order_id),
+        (EventKind::PartialFill, 0, a)
+    );
+}

@@ -1,0 +1,553 @@
+//! The single-writer command processor of the core thread.
+//!
+//! [`Core`] owns the risk engine, the instrument table and every book (through the
+//! [`Matcher`]). The core thread pops [`Command`]s from the ingress queue and calls
+//! [`Core::process`] for each; the events it produces go to a caller-provided sink (the
+//! per-session egress queues and the journal). One writer, no locks: replaying the same
+//! commands with the same timestamps reproduces the same events.
+//!
+//! Per command:
+//!
+//! | command | path | events |
+//! |---|---|---|
+//! | `New` | `risk.check_new` → book | `Rejected(reason)`, or `New` then fills (both sides), then `Canceled`/`Expired` for an unfilled rest that does not rest |
+//! | `Cancel` | `risk.check_cancel` → find (by OrderID, else by the session's OrigClOrdID) → book | `Canceled`, or `CancelRejected { replace: false, reason }` |
+//! | `Replace` | find → `risk.check_replace` → book | `Replaced` then any fills, or `CancelRejected { replace: true, reason }` |
+//! | `MassCancel` | book | `Canceled` per order, then `MassCancelDone { canceled }` |
+//! | `SessionClosed` | cancel-on-disconnect if set for the session, then `risk.session_closed` | `Canceled` per order |
+//!
+//! The risk state follows the books through [`Feedback`]: every fill, replace and close is
+//! reported to the risk engine as it happens, so open-order counts, reservations and positions
+//! always match the books.
+//!
+//! Events are addressed to a session slot (`Event::session`) and carry the account: the
+//! server routes each to the slot's current connection only if that connection trades for the
+//! event's account (a GTC order can outlive the connection that entered it).
+
+use portcullis_risk::{ConfigError, RiskConfig, RiskEngine};
+use portcullis_types::{
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentRules,
+    InstrumentStatus, MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason,
+    ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
+};
+use serde::Deserialize;
+
+use crate::book::{IdCounters, Matcher, MatcherConfig, OrderSnapshot};
+use crate::instruments::{InstrumentConfig, InstrumentConfigError, Instruments, Roll};
+
+/// `Event::instrument` of a `MassCancelDone` for a mass cancel over all instruments.
+pub const ALL_INSTRUMENTS: InstrumentId = InstrumentId(u32::MAX);
+
+/// The `[engine]` config section.
+///
+/// ```toml
+/// [engine]
+/// max_resting_orders = 262144   # all books together; sized once at start
+/// levels_per_side = 256         # price levels reserved per book side
+/// cancel_on_disconnect = true   # default for sessions (the server sets it per session)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Most resting orders over all books (1 to 2^24). The order store and its indexes are
+    /// allocated for it once (about 180 bytes of address space per order, touched as used,
+    /// plus 16 bytes of index); an order that would rest beyond it is refused as
+    /// `TooManyOpenOrders`. Default 262 144.
+    pub max_resting_orders: u32,
+    /// Price levels reserved per side of each book (0 to 65 536); a deeper side grows once.
+    /// Default 256.
+    pub levels_per_side: u32,
+    /// Whether a session's resting orders are cancelled when it disconnects or logs out,
+    /// for sessions the server does not configure otherwise. Default true.
+    pub cancel_on_disconnect: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_resting_orders: 1 << 18,
+            levels_per_side: 256,
+            cancel_on_disconnect: true,
+        }
+    }
+}
+
+/// Why the core could not be built or an administrative action failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// The risk engine refused its config or the change.
+    #[error(transparent)]
+    Risk(#[from] ConfigError),
+    /// Instrument config or listing failed.
+    #[error(transparent)]
+    Instruments(#[from] InstrumentConfigError),
+    /// An `[engine]` value is out of range.
+    #[error("engine.{key}: {message}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
+    /// No such instrument, or it has expired (expiry is final).
+    #[error("instrument {0}: unknown or expired")]
+    Instrument(InstrumentId),
+}
+
+/// How an order status request names the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderRef {
+    /// By the engine's OrderID.
+    Id(OrderId),
+    /// By the session's ClOrdID.
+    ClOrdId(ClOrdId),
+}
+
+/// The command processor; see the module docs.
+#[derive(Debug)]
+pub struct Core {
+    risk: RiskEngine,
+    instruments: Instruments,
+    matcher: Matcher,
+    cancel_on_disconnect: Vec<bool>,
+    default_cancel_on_disconnect: bool,
+}
+
+impl Core {
+    /// Builds the core: the risk engine from `risk` (`account_names[i]` names `AccountId(i)`)
+    /// with the rules of every listed instrument, and a book for each instrument that has not
+    /// expired. Allocates everything the hot path needs.
+    pub fn new(
+        config: &EngineConfig,
+        risk: &RiskConfig,
+        account_names: &[&str],
+        instruments: Instruments,
+    ) -> Result<Self, CoreError> {
+        if !(1..=1 << 24).contains(&config.max_resting_orders) {
+            return Err(CoreError::Config {
+                key: "max_resting_orders",
+                message: "must be between 1 and 16777216",
+            });
+        }
+        if config.levels_per_side > 1 << 16 {
+            return Err(CoreError::Config {
+                key: "levels_per_side",
+                message: "must be at most 65536",
+            });
+        }
+        let rules: Vec<InstrumentRules> = instruments.iter().map(|i| *i.rules()).collect();
+        let risk_engine = RiskEngine::new(risk, account_names, &rules)?;
+        let mut matcher = Matcher::new(MatcherConfig {
+            max_resting_orders: config.max_resting_orders as usize,
+            levels_per_side: config.levels_per_side as usize,
+            accounts: account_names.len(),
+            sessions: risk.max_sessions as usize,
+            default_stp: StpMode::default(),
+        });
+        for r in &rules {
+            if r.status != InstrumentStatus::Expired {
+                matcher.add_book(r.id);
+            }
+        }
+        Ok(Self {
+            risk: risk_engine,
+            instruments,
+            matcher,
+            cancel_on_disconnect: vec![config.cancel_on_disconnect; risk.max_sessions as usize],
+            default_cancel_on_disconnect: config.cancel_on_disconnect,
+        })
+    }
+
+    /// Processes one command at `now_ns` (ns since the epoch), writing its events to `out`.
+    /// Allocation-free in the steady state.
+    pub fn process(&mut self, cmd: Command, now_ns: i64, out: &mut impl FnMut(Event)) {
+        match cmd {
+            Command::New(o) => self.new_order(&o, now_ns, out),
+            Command::Cancel(c) => self.cancel(&c, now_ns, out),
+            Command::Replace(r) => self.replace(&r, now_ns, out),
+            Command::MassCancel(m) => self.mass_cancel(&m, now_ns, out),
+            Command::SessionClosed(s) => self.session_closed(s, now_ns, out),
+        }
+    }
+
+    fn new_order(&mut self, o: &NewOrder, now: i64, out: &mut impl FnMut(Event)) {
+        match self.risk.check_new(o, now) {
+            Ok(checked) => self.matcher.submit(checked, now, &mut self.risk, out),
+            Err(reason) => {
+                let exec_id = self.matcher.next_exec_id();
+                out(Event {
+                    session: o.session,
+                    account: o.account,
+                    instrument: o.instrument,
+                    kind: EventKind::Rejected(reason),
+                    order_id: OrderId(0),
+                    cl_ord_id: o.cl_ord_id,
+                    orig_cl_ord_id: ClOrdId::EMPTY,
+                    side: o.side,
+                    ord_type: o.ord_type,
+                    tif: o.tif,
+                    price: match o.ord_type {
+                        OrdType::Limit => o.price,
+                        OrdType::Market => Price(0),
+                    },
+                    qty: o.qty,
+                    cum_qty: Qty(0),
+                    leaves_qty: Qty(0),
+                    avg_px: Price(0),
+                    last_px: Price(0),
+                    last_qty: Qty(0),
+                    trade_id: TradeId(0),
+                    exec_id,
+                    ts_ns: now,
+                    received_ns: o.received_ns,
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cancel_reject(
+        &mut self,
+        session: SessionId,
+        account: AccountId,
+        instrument: InstrumentId,
+        cl_ord_id: ClOrdId,
+        orig_cl_ord_id: ClOrdId,
+        order: Option<OrderSnapshot>,
+        replace: bool,
+        reason: RejectReason,
+        now: i64,
+        received_ns: i64,
+        out: &mut impl FnMut(Event),
+    ) {
+        let exec_id = self.matcher.next_exec_id();
+        let mut e = Event {
+            session,
+            account,
+            instrument,
+            kind: EventKind::CancelRejected { replace, reason },
+            order_id: OrderId(0),
+            cl_ord_id,
+            orig_cl_ord_id,
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(0),
+            qty: Qty(0),
+            cum_qty: Qty(0),
+            leaves_qty: Qty(0),
+            avg_px: Price(0),
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            exec_id,
+            ts_ns: now,
+            received_ns,
+        };
+        // With the order known, the reject carries its current state (FIX OrdStatus(39)).
+        if let Some(o) = order {
+            e.order_id = o.order_id;
+            e.side = o.side;
+            e.ord_type = o.ord_type;
+            e.tif = o.tif;
+            e.price = o.price;
+            e.qty = o.qty;
+            e.cum_qty = o.cum_qty;
+            e.leaves_qty = o.leaves_qty;
+            e.avg_px = o.avg_px;
+        }
+        out(e);
+    }
+
+    fn cancel(&mut self, c: &CancelOrder, now: i64, out: &mut impl FnMut(Event)) {
+        let checked = self.risk.check_cancel(c, now);
+        let found = self.matcher.find(
+            c.account,
+            Some(c.instrument),
+            c.session,
+            c.order_id,
+            &c.orig_cl_ord_id,
+        );
+        let result = match (checked, found) {
+            (Ok(checked), Some(h)) => self
+                .matcher
+                .cancel(h, checked, now, &mut self.risk, out)
+                .map_err(|r| (r, None)),
+            (Ok(_), None) => Err((RejectReason::UnknownOrder, None)),
+            (Err(reason), h) => Err((reason, h.and_then(|h| self.matcher.snapshot(h)))),
+        };
+        if let Err((reason, snapshot)) = result {
+            self.cancel_reject(
+                c.session,
+                c.account,
+                c.instrument,
+                c.cl_ord_id,
+                c.orig_cl_ord_id,
+                snapshot,
+                false,
+                reason,
+                now,
+                c.received_ns,
+                out,
+            );
+        }
+    }
+
+    fn replace(&mut self, r: &ReplaceOrder, now: i64, out: &mut impl FnMut(Event)) {
+        let found = self.matcher.find(
+            r.account,
+            Some(r.instrument),
+            r.session,
+            r.order_id,
+            &r.orig_cl_ord_id,
+        );
+        let Some(h) = found else {
+            self.cancel_reject(
+                r.session,
+                r.account,
+                r.instrument,
+                r.cl_ord_id,
+                r.orig_cl_ord_id,
+                None,
+                true,
+                RejectReason::UnknownOrder,
+                now,
+                r.received_ns,
+                out,
+            );
+            return;
+        };
+        let snapshot = self.matcher.snapshot(h);
+        let result = match self.matcher.working_order(h) {
+            None => Err(RejectReason::UnknownOrder),
+            Some(working) => match self.risk.check_replace(r, &working, now) {
+                Ok(checked) => self.matcher.replace(h, checked, now, &mut self.risk, out),
+                Err(reason) => Err(reason),
+            },
+        };
+        if let Err(reason) = result {
+            self.cancel_reject(
+                r.session,
+                r.account,
+                r.instrument,
+                r.cl_ord_id,
+                r.orig_cl_ord_id,
+                snapshot,
+                true,
+                reason,
+                now,
+                r.received_ns,
+                out,
+            );
+        }
+    }
+
+    fn mass_cancel(&mut self, m: &MassCancel, now: i64, out: &mut impl FnMut(Event)) {
+        let canceled =
+            self.matcher
+                .cancel_account(m.account, m.instrument, now, &mut self.risk, out);
+        let exec_id = self.matcher.next_exec_id();
+        out(Event {
+            session: m.session,
+            account: m.account,
+            instrument: m.instrument.unwrap_or(ALL_INSTRUMENTS),
+            kind: EventKind::MassCancelDone { canceled },
+            order_id: OrderId(0),
+            cl_ord_id: m.cl_ord_id,
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(0),
+            qty: Qty(0),
+            cum_qty: Qty(0),
+            leaves_qty: Qty(0),
+            avg_px: Price(0),
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            exec_id,
+            ts_ns: now,
+            received_ns: now,
+        });
+    }
+
+    fn session_closed(&mut self, s: SessionId, now: i64, out: &mut impl FnMut(Event)) {
+        if self.cancel_on_disconnect(s) {
+            self.matcher.cancel_session(s, now, &mut self.risk, out);
+        }
+        self.risk.session_closed(s);
+    }
+
+    /// Sets whether a session's resting orders are cancelled when it closes (FIX
+    /// cancel-on-disconnect / cancel-on-logout, per session config).
+    pub fn set_cancel_on_disconnect(&mut self, session: SessionId, on: bool) {
+        let s = session.0 as usize;
+        if s >= self.cancel_on_disconnect.len() {
+            self.cancel_on_disconnect
+                .resize(s + 1, self.default_cancel_on_disconnect);
+        }
+        self.cancel_on_disconnect[s] = on;
+    }
+
+    /// Whether a session's resting orders are cancelled when it closes.
+    pub fn cancel_on_disconnect(&self, session: SessionId) -> bool {
+        self.cancel_on_disconnect
+            .get(session.0 as usize)
+            .copied()
+            .unwrap_or(self.default_cancel_on_disconnect)
+    }
+
+    /// Turns on the kill switch of one account (`Some`) or of everything (`None`) and cancels
+    /// the account's (or every) resting order with a `Canceled` report; returns how many. New
+    /// orders and replaces are refused (`KillSwitch`) until [`Core::release_kill`]; cancels
+    /// still go through.
+    pub fn kill(
+        &mut self,
+        account: Option<AccountId>,
+        now_ns: i64,
+        out: &mut impl FnMut(Event),
+    ) -> Result<u32, CoreError> {
+        self.risk.set_kill_switch(account, true)?;
+        Ok(match account {
+            Some(a) => self
+                .matcher
+                .cancel_account(a, None, now_ns, &mut self.risk, out),
+            None => self.matcher.cancel_all(now_ns, &mut self.risk, out),
+        })
+    }
+
+    /// Turns a kill switch off again.
+    pub fn release_kill(&mut self, account: Option<AccountId>) -> Result<(), CoreError> {
+        Ok(self.risk.set_kill_switch(account, false)?)
+    }
+
+    /// Halts, resumes or expires an instrument. Expiring ends its resting orders with
+    /// `Expired` reports (returns how many) and closes its book for good; halting keeps them
+    /// (cancels are still accepted).
+    pub fn set_status(
+        &mut self,
+        instrument: InstrumentId,
+        status: InstrumentStatus,
+        now_ns: i64,
+        out: &mut impl FnMut(Event),
+    ) -> Result<u32, CoreError> {
+        if !self.instruments.set_status(instrument, status) {
+            return Err(CoreError::Instrument(instrument));
+        }
+        self.risk.set_status(instrument, status)?;
+        Ok(if status == InstrumentStatus::Expired {
+            self.expire(instrument, now_ns, out)
+        } else {
+            0
+        })
+    }
+
+    fn expire(&mut self, instrument: InstrumentId, now: i64, out: &mut impl FnMut(Event)) -> u32 {
+        let n = self
+            .matcher
+            .expire_instrument(instrument, now, &mut self.risk, out);
+        self.matcher.close_book(instrument);
+        n
+    }
+
+    /// Rolls the instrument table to `now_ns`: contracts at or past expiry stop trading and
+    /// their resting orders end with `Expired` reports; option series list their new
+    /// expiries. Call it periodically (e.g. every second) from the core thread.
+    pub fn roll(&mut self, now_ns: i64, out: &mut impl FnMut(Event)) -> Result<Roll, CoreError> {
+        let roll = self.instruments.roll(now_ns.div_euclid(1_000_000))?;
+        for &id in &roll.listed {
+            self.list_in_engines(id)?;
+        }
+        for &id in &roll.expired {
+            self.risk.set_status(id, InstrumentStatus::Expired)?;
+            self.expire(id, now_ns, out);
+        }
+        Ok(roll)
+    }
+
+    fn list_in_engines(&mut self, id: InstrumentId) -> Result<(), CoreError> {
+        let rules = *self
+            .instruments
+            .rules(id)
+            .ok_or(CoreError::Instrument(id))?;
+        self.risk.add_instrument(rules)?;
+        if rules.status != InstrumentStatus::Expired {
+            self.matcher.add_book(id);
+        }
+        Ok(())
+    }
+
+    /// Lists an instrument at run time (an operator action).
+    pub fn list_instrument(
+        &mut self,
+        cfg: &InstrumentConfig,
+        now_ns: i64,
+    ) -> Result<InstrumentId, CoreError> {
+        let id = self
+            .instruments
+            .list_explicit(cfg, now_ns.div_euclid(1_000_000))?;
+        self.list_in_engines(id)?;
+        Ok(id)
+    }
+
+    /// End of the trading day: Day orders end with `Expired` reports (returns how many) and
+    /// the risk engine starts a new day (ClOrdIDs are forgotten).
+    pub fn end_of_day(&mut self, now_ns: i64, out: &mut impl FnMut(Event)) -> u32 {
+        let n = self.matcher.expire_day_orders(now_ns, &mut self.risk, out);
+        self.risk.reset_trading_day();
+        n
+    }
+
+    /// The state of a working order of `account`, for an OrderStatusRequest(H): by OrderID,
+    /// or by the ClOrdID `session` gave it. `None` if it is not working (never was, filled,
+    /// cancelled) or belongs to another account.
+    pub fn order_status(
+        &self,
+        session: SessionId,
+        account: AccountId,
+        order: OrderRef,
+    ) -> Option<OrderSnapshot> {
+        let h = match order {
+            OrderRef::Id(id) => {
+                self.matcher
+                    .find(account, None, session, Some(id), &ClOrdId::EMPTY)
+            }
+            OrderRef::ClOrdId(cl) => self.matcher.find(account, None, session, None, &cl),
+        }?;
+        self.matcher.snapshot(h)
+    }
+
+    /// The instrument table (symbols, rules, status).
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
+    /// The books (read only).
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// The risk state (read only: positions, open orders, throttle abuse, anomalies).
+    pub fn risk(&self) -> &RiskEngine {
+        &self.risk
+    }
+
+    /// The risk engine, for administrative changes that do not touch the books (limits,
+    /// reference prices). Use [`Core::kill`], [`Core::set_status`] and [`Core::roll`] for the
+    /// changes that must also cancel orders.
+    pub fn risk_mut(&mut self) -> &mut RiskEngine {
+        &mut self.risk
+    }
+
+    /// The next ids to be assigned (for the journal).
+    pub fn ids(&self) -> IdCounters {
+        self.matcher.ids()
+    }
+
+    /// Continues id numbering after a restart; `false` if an id is 0 or above
+    /// [`MAX_ID`](crate::MAX_ID).
+    pub fn resume_ids(&mut self, next: IdCounters) -> bool {
+        self.matcher.resume_ids(next)
+    }
+}
