@@ -403,7 +403,7 @@ async fn ignore_hangups(
 ) {
     loop {
         tokio::select! {
-            _ = hangup.recv() => info!("SIGHUP: no key vault to reload"),
+            Some(()) = hangup.recv() => info!("SIGHUP: no key vault to reload"),
             _ = shutdown.wait() => return,
         }
     }

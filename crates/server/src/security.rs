@@ -353,7 +353,8 @@ impl SessionAuth for FixSessionAuth {
                 Ok(())
             }
             Err(denied) => {
-                info!(
+                // The transport logs the refusal; the audit log has the precise reason.
+                debug!(
                     session = %self.policy.name, peer = %self.peer_ip,
                     reason = denied.reason(), "logon refused by authentication"
                 );
@@ -493,7 +494,7 @@ impl VaultWatcher {
                         tokio::task::block_in_place(|| self.reload("vault file changed"));
                     }
                 }
-                _ = hangup.recv() => {
+                Some(()) = hangup.recv() => {
                     info!("SIGHUP: reloading the key vault");
                     self.seen = stamp(&self.path);
                     tokio::task::block_in_place(|| self.reload("SIGHUP"));
@@ -622,4 +623,271 @@ pub fn replace_key_file(path: &Path, ring: &MasterKeyring) -> Result<()> {
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use portcullis_auth::fix_sig::{sign_logon, sign_message};
+    use portcullis_auth::{LogonFields, MemoryAuditLog};
+    use portcullis_fix::{Decoder, Encoder, TimePrecision};
+
+    fn settings_in(dir: &Path, embedded: bool) -> Settings {
+        let text = config::EMBEDDED_DEFAULT.replace(
+            "data_dir = \"./var\"",
+            &format!("data_dir = {:?}", dir.join("var").display().to_string()),
+        );
+        let text = text.replace(
+            "master_key_file = \"./var/master.key\"",
+            &format!(
+                "master_key_file = {:?}",
+                dir.join("var/master.key").display().to_string()
+            ),
+        );
+        // Parsed as the embedded default (its TLS listener has no [tls] section), then marked
+        // as what the test needs.
+        let mut s = config::parse(&text, true).unwrap();
+        s.embedded = embedded;
+        s
+    }
+
+    fn env_key_set() -> bool {
+        // These tests are about the key file; with the variable set they would test it instead.
+        std::env::var_os(MASTER_KEY_ENV).is_some()
+    }
+
+    #[test]
+    fn only_the_embedded_default_creates_a_master_key_file() {
+        if env_key_set() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let other = settings_in(dir.path(), false);
+        let e = load_keyring(&other, true).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(e.contains("keys new-master-key"), "{e}");
+        assert!(!dir.path().join("var/master.key").exists());
+
+        let embedded = settings_in(dir.path(), true);
+        let e = load_keyring(&embedded, false).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let k = load_keyring(&embedded, true).unwrap();
+        assert_eq!(k.ring.current().id(), DEV_MASTER_KEY_ID);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("var/master.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Then it is read, not replaced; and any config may use it.
+        let again = load_keyring(&embedded, true).unwrap();
+        assert_eq!(again.ring.to_text(), k.ring.to_text());
+        let other = load_keyring(&other, false).unwrap();
+        assert_eq!(other.ring.to_text(), k.ring.to_text());
+    }
+
+    #[test]
+    fn the_demo_key_is_created_on_the_first_start_of_the_embedded_default_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var")).unwrap();
+        let ring = MasterKeyring::generate("t").unwrap();
+        let audit = MemoryAuditLog::new();
+        let s = settings_in(dir.path(), true);
+        let first = open_vault_at_start(&s, &ring, &audit).unwrap();
+        let (key, account) = first.demo_key.expect("demo key on first start");
+        assert_eq!(account, "DEMO-ACC");
+        assert!(key.secret.is_some());
+        assert_eq!(first.vault.keys().len(), 1);
+        assert_eq!(audit.events()[0].kind, AuditKind::KeyCreated);
+        let second = open_vault_at_start(&s, &ring, &audit).unwrap();
+        assert!(second.demo_key.is_none());
+        assert_eq!(second.vault.keys().len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var")).unwrap();
+        let s = settings_in(dir.path(), false);
+        let other = open_vault_at_start(&s, &ring, &audit).unwrap();
+        assert!(other.demo_key.is_none());
+        assert!(other.vault.keys().is_empty());
+    }
+
+    const SECRET_ACCOUNT: &str = "ACC1";
+
+    /// An authenticator with one key, and a session auth for `FIX.4.4:ISLD->TW` from 127.0.0.1.
+    fn session_auth() -> (
+        FixSessionAuth,
+        Arc<Authenticator>,
+        Arc<MemoryAuditLog>,
+        portcullis_auth::ApiKey,
+        String,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = MasterKeyring::generate("t").unwrap();
+        let mut vault = Vault::create(dir.path().join("vault.bin"), &ring).unwrap();
+        let nk = vault
+            .create_key(
+                KeySpec::new(SECRET_ACCOUNT, Scopes::of(&[Scope::Trade])),
+                now_ms(),
+            )
+            .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let authenticator = Arc::new(
+            Authenticator::with_vault(
+                portcullis_auth::AuthConfig::default(),
+                &vault,
+                audit.clone(),
+            )
+            .unwrap(),
+        );
+        let policy = Arc::new(SessionPolicy {
+            name: "FIX.4.4:ISLD->TW".into(),
+            authenticate: true,
+            accounts: vec![SECRET_ACCOUNT.into()],
+            access: Scope::Trade,
+        });
+        let auth = FixSessionAuth {
+            authenticator: authenticator.clone(),
+            policy,
+            peer_ip: "127.0.0.1".parse().unwrap(),
+            grant: None,
+        };
+        let key = vault.keys()[0].clone();
+        let secret = nk.secret.unwrap().expose().to_owned();
+        (auth, authenticator, audit, key, secret)
+    }
+
+    fn logon(key_id: &str, secret: &str, now: UtcTimestamp) -> Vec<u8> {
+        let mut t = Vec::new();
+        now.write(TimePrecision::Millis, &mut t);
+        let raw = sign_logon(
+            secret.as_bytes(),
+            &LogonFields {
+                sending_time: &t,
+                msg_type: b"A",
+                msg_seq_num: b"1",
+                sender_comp_id: b"TW",
+                target_comp_id: b"ISLD",
+                username: key_id.as_bytes(),
+            },
+        );
+        let mut enc = Encoder::new();
+        enc.start(b"FIX.4.4", b"A");
+        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 1).str(52, &t);
+        enc.uint(98, 0).uint(108, 30).str(553, key_id.as_bytes());
+        enc.data(95, 96, raw.as_bytes());
+        enc.finish().to_vec()
+    }
+
+    fn order(secret: Option<&str>, qty_sent: &str) -> Vec<u8> {
+        let body = |qty: &str| {
+            format!("35=D\x0149=TW\x0156=ISLD\x0134=2\x0152=20240102-03:04:06.000\x0111=O1\x0138={qty}\x01")
+        };
+        let extra = if secret.is_some() { 54 } else { 0 };
+        let head = format!("8=FIX.4.4\x019={}\x01", body(qty_sent).len() + extra);
+        let mut m = format!("{head}{}", body(qty_sent)).into_bytes();
+        if let Some(secret) = secret {
+            let sig = sign_message(
+                secret.as_bytes(),
+                format!("{head}{}", body("10")).as_bytes(),
+            );
+            m.extend_from_slice(format!("93=44\x0189={sig}\x01").as_bytes());
+        }
+        let sum = m.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        m.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+        m
+    }
+
+    #[test]
+    fn logon_then_message_signatures_are_checked_with_the_grant() {
+        let (mut auth, authenticator, audit, key, secret) = session_auth();
+        let mut dec = Decoder::new();
+        let now = UtcTimestamp::now();
+
+        // Before a Logon nothing verifies.
+        let m = order(Some(&secret), "10");
+        assert_eq!(
+            auth.verify_message(&dec.decode(&m).unwrap()),
+            Err(MessageAuthError::Invalid)
+        );
+
+        let bad = logon(key.key_id.as_str(), &"0".repeat(64), now);
+        assert_eq!(
+            auth.authenticate_logon(&dec.decode(&bad).unwrap(), now),
+            Err("Authentication failed".to_owned())
+        );
+        let good = logon(key.key_id.as_str(), &secret, now);
+        assert_eq!(
+            auth.authenticate_logon(&dec.decode(&good).unwrap(), now),
+            Ok(())
+        );
+        let logons: Vec<_> = audit
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == AuditKind::Logon)
+            .collect();
+        assert_eq!(logons.len(), 2);
+        assert_eq!(logons[0].reason.as_deref(), Some("bad_signature"));
+        assert_eq!(logons[1].reason.as_deref(), Some("authenticated"));
+        assert_eq!(logons[1].session.as_deref(), Some("FIX.4.4:ISLD->TW"));
+
+        assert_eq!(auth.verify_message(&dec.decode(&m).unwrap()), Ok(()));
+        let unsigned = order(None, "10");
+        assert_eq!(
+            auth.verify_message(&dec.decode(&unsigned).unwrap()),
+            Err(MessageAuthError::Missing)
+        );
+        let tampered = order(Some(&secret), "90");
+        assert_eq!(
+            auth.verify_message(&dec.decode(&tampered).unwrap()),
+            Err(MessageAuthError::Invalid)
+        );
+        let reasons: Vec<_> = audit
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == AuditKind::MessageSignature)
+            .filter_map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["missing_signature", "bad_signature"]);
+
+        // Revoked in the vault: the session sees it at once.
+        assert!(!auth.revoked());
+        let mut revoked = key.clone();
+        revoked.status = portcullis_auth::KeyStatus::Revoked;
+        authenticator.reload_keys([revoked]);
+        assert!(auth.revoked());
+        assert_eq!(
+            auth.verify_message(&dec.decode(&m).unwrap()),
+            Err(MessageAuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn unauthenticated_sessions_only_for_loopback_peers_on_loopback_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings_in(dir.path(), false);
+        s.sessions[0].authenticate = false;
+        let server_auth = ServerAuth::new(&s, None);
+        let session = &s.sessions[0].config;
+        let lo = ListenerConfig::plain(
+            "l",
+            "127.0.0.1:0".parse().unwrap(),
+            s.sessions[0].config.begin_string,
+        );
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert!(matches!(
+            server_auth.session_auth(session, &lo, peer),
+            Ok(None)
+        ));
+        let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert!(server_auth.session_auth(session, &lo, remote).is_err());
+        // An authenticated session without a vault refuses rather than letting anyone in.
+        let other = &s.sessions[1].config;
+        assert!(server_auth.session_auth(other, &lo, peer).is_err());
+        // A session the policy table does not know is refused.
+        let unknown = SessionConfig::new(BeginString::Fix44, "X", "Y");
+        assert!(server_auth.session_auth(&unknown, &lo, peer).is_err());
+    }
 }
