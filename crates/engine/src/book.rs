@@ -539,6 +539,17 @@ impl Matcher {
         self.orders.len()
     }
 
+    /// Resting orders of one account (walks its list: for monitoring and tests).
+    pub fn account_orders(&self, account: AccountId) -> u32 {
+        let mut n = 0;
+        let mut slot = self.orders.account_head(account);
+        while slot != NIL {
+            n += 1;
+            slot = self.orders.account_next(slot);
+        }
+        n
+    }
+
     /// The next ids to be assigned.
     pub fn ids(&self) -> IdCounters {
         self.ids
@@ -624,7 +635,7 @@ impl Matcher {
         order: RiskChecked<NewOrder>,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         self.submit_order(order.get(), now_ns, fb, out);
     }
@@ -634,7 +645,7 @@ impl Matcher {
         o: &NewOrder,
         now: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         let mut taker = Order {
             id: OrderId(0),
@@ -745,7 +756,7 @@ impl Matcher {
         requester: Option<&CancelOrder>,
         now: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         let o = self.take_resting(slot);
         let mut e = done(&o, kind, self.ids.exec(), now);
@@ -766,7 +777,7 @@ impl Matcher {
         req: RiskChecked<CancelOrder>,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<(), RejectReason> {
         let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
         self.close(slot, EventKind::Canceled, Some(req.get()), now_ns, fb, out);
@@ -784,7 +795,7 @@ impl Matcher {
         req: RiskChecked<ReplaceOrder>,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<(), RejectReason> {
         let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
         self.replace_slot(slot, req.get(), now_ns, fb, out)
@@ -796,7 +807,7 @@ impl Matcher {
         req: &ReplaceOrder,
         now: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<(), RejectReason> {
         let old = *self.orders.get(slot);
         let i = old.instrument.0 as usize;
@@ -896,7 +907,7 @@ impl Matcher {
         instrument: Option<InstrumentId>,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         let mut n = 0;
         let mut slot = self.orders.account_head(account);
@@ -918,7 +929,7 @@ impl Matcher {
         session: SessionId,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         let mut n = 0;
         let mut slot = self.orders.session_head(session);
@@ -937,7 +948,7 @@ impl Matcher {
         &mut self,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         self.close_where(EventKind::Canceled, |_| true, now_ns, fb, out)
     }
@@ -948,7 +959,7 @@ impl Matcher {
         &mut self,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         self.close_where(
             EventKind::Expired,
@@ -965,7 +976,7 @@ impl Matcher {
         mut pred: impl FnMut(&Order) -> bool,
         now: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         let mut n = 0;
         for slot in 0..self.orders.high_water() {
@@ -984,7 +995,7 @@ impl Matcher {
         instrument: InstrumentId,
         now_ns: i64,
         fb: &mut impl Feedback,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> u32 {
         let i = instrument.0 as usize;
         if i >= self.books.len() {
@@ -1044,7 +1055,7 @@ fn match_taker(
     stp: StpMode,
     now: i64,
     fb: &mut impl Feedback,
-    out: &mut impl FnMut(Event),
+    out: &mut (impl FnMut(Event) + ?Sized),
 ) -> bool {
     let mut stopped = false;
     while taker.leaves().0 > 0 && !stopped {

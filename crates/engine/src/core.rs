@@ -160,7 +160,7 @@ impl Core {
 
     /// Processes one command at `now_ns` (ns since the epoch), writing its events to `out`.
     /// Allocation-free in the steady state.
-    pub fn process(&mut self, cmd: Command, now_ns: i64, out: &mut impl FnMut(Event)) {
+    pub fn process(&mut self, cmd: Command, now_ns: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         match cmd {
             Command::New(o) => self.new_order(&o, now_ns, out),
             Command::Cancel(c) => self.cancel(&c, now_ns, out),
@@ -170,7 +170,7 @@ impl Core {
         }
     }
 
-    fn new_order(&mut self, o: &NewOrder, now: i64, out: &mut impl FnMut(Event)) {
+    fn new_order(&mut self, o: &NewOrder, now: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         match self.risk.check_new(o, now) {
             Ok(checked) => self.matcher.submit(checked, now, &mut self.risk, out),
             Err(reason) => {
@@ -218,7 +218,7 @@ impl Core {
         reason: RejectReason,
         now: i64,
         received_ns: i64,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         let exec_id = self.matcher.next_exec_id();
         let mut e = Event {
@@ -259,7 +259,7 @@ impl Core {
         out(e);
     }
 
-    fn cancel(&mut self, c: &CancelOrder, now: i64, out: &mut impl FnMut(Event)) {
+    fn cancel(&mut self, c: &CancelOrder, now: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         let checked = self.risk.check_cancel(c, now);
         let found = self.matcher.find(
             c.account,
@@ -293,7 +293,7 @@ impl Core {
         }
     }
 
-    fn replace(&mut self, r: &ReplaceOrder, now: i64, out: &mut impl FnMut(Event)) {
+    fn replace(&mut self, r: &ReplaceOrder, now: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         let found = self.matcher.find(
             r.account,
             Some(r.instrument),
@@ -342,7 +342,7 @@ impl Core {
         }
     }
 
-    fn mass_cancel(&mut self, m: &MassCancel, now: i64, out: &mut impl FnMut(Event)) {
+    fn mass_cancel(&mut self, m: &MassCancel, now: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         let canceled =
             self.matcher
                 .cancel_account(m.account, m.instrument, now, &mut self.risk, out);
@@ -372,7 +372,7 @@ impl Core {
         });
     }
 
-    fn session_closed(&mut self, s: SessionId, now: i64, out: &mut impl FnMut(Event)) {
+    fn session_closed(&mut self, s: SessionId, now: i64, out: &mut (impl FnMut(Event) + ?Sized)) {
         if self.cancel_on_disconnect(s) {
             self.matcher.cancel_session(s, now, &mut self.risk, out);
         }
@@ -406,7 +406,7 @@ impl Core {
         &mut self,
         account: Option<AccountId>,
         now_ns: i64,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<u32, CoreError> {
         self.risk.set_kill_switch(account, true)?;
         Ok(match account {
@@ -430,7 +430,7 @@ impl Core {
         instrument: InstrumentId,
         status: InstrumentStatus,
         now_ns: i64,
-        out: &mut impl FnMut(Event),
+        out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<u32, CoreError> {
         if !self.instruments.set_status(instrument, status) {
             return Err(CoreError::Instrument(instrument));
@@ -443,7 +443,12 @@ impl Core {
         })
     }
 
-    fn expire(&mut self, instrument: InstrumentId, now: i64, out: &mut impl FnMut(Event)) -> u32 {
+    fn expire(
+        &mut self,
+        instrument: InstrumentId,
+        now: i64,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) -> u32 {
         let n = self
             .matcher
             .expire_instrument(instrument, now, &mut self.risk, out);
@@ -454,7 +459,11 @@ impl Core {
     /// Rolls the instrument table to `now_ns`: contracts at or past expiry stop trading and
     /// their resting orders end with `Expired` reports; option series list their new
     /// expiries. Call it periodically (e.g. every second) from the core thread.
-    pub fn roll(&mut self, now_ns: i64, out: &mut impl FnMut(Event)) -> Result<Roll, CoreError> {
+    pub fn roll(
+        &mut self,
+        now_ns: i64,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) -> Result<Roll, CoreError> {
         let roll = self.instruments.roll(now_ns.div_euclid(1_000_000))?;
         for &id in &roll.listed {
             self.list_in_engines(id)?;
@@ -493,7 +502,7 @@ impl Core {
 
     /// End of the trading day: Day orders end with `Expired` reports (returns how many) and
     /// the risk engine starts a new day (ClOrdIDs are forgotten).
-    pub fn end_of_day(&mut self, now_ns: i64, out: &mut impl FnMut(Event)) -> u32 {
+    pub fn end_of_day(&mut self, now_ns: i64, out: &mut (impl FnMut(Event) + ?Sized)) -> u32 {
         let n = self.matcher.expire_day_orders(now_ns, &mut self.risk, out);
         self.risk.reset_trading_day();
         n

@@ -1,0 +1,323 @@
+//! Random command sequences through the core: nothing panics, no book stays crossed, every
+//! trade is reported on both sides with equal price and quantity, the reports add up to the
+//! books, and the risk state agrees with the books.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use portcullis_engine::{EngineConfig, MAX_ID};
+use portcullis_types::{
+    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, MassCancel, OrdType, OrderId,
+    Price, SessionId, Side, StpMode, TimeInForce,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    New {
+        account: u32,
+        instrument: usize,
+        buy: bool,
+        market: bool,
+        tif: u8,
+        ticks: i64,
+        qty: i64,
+        post_only: bool,
+        stp: u8,
+    },
+    Cancel {
+        pick: usize,
+        by_id: bool,
+        other_account: bool,
+    },
+    Replace {
+        pick: usize,
+        ticks: i64,
+        qty: i64,
+    },
+    MassCancel {
+        account: u32,
+        instrument: Option<usize>,
+    },
+    SessionClosed {
+        account: u32,
+    },
+    /// Kill switch on (cancels), an order from a killed account is refused, switch off.
+    Kill {
+        account: Option<u32>,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        14 => (0..3u32, 0..2usize, any::<bool>(), prop::bool::weighted(0.1), 0..4u8, 0..10i64,
+              1..6i64, prop::bool::weighted(0.15), 0..4u8)
+            .prop_map(|(account, instrument, buy, market, tif, ticks, qty, post_only, stp)| {
+                Op::New { account, instrument, buy, market, tif, ticks, qty, post_only, stp }
+            }),
+        2 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.1))
+            .prop_map(|(pick, by_id, other_account)| Op::Cancel { pick, by_id, other_account }),
+        2 => (any::<usize>(), 0..10i64, 1..8i64)
+            .prop_map(|(pick, ticks, qty)| Op::Replace { pick, ticks, qty }),
+        1 => (0..3u32, prop::option::of(0..2usize))
+            .prop_map(|(account, instrument)| Op::MassCancel { account, instrument }),
+        1 => (0..3u32).prop_map(|account| Op::SessionClosed { account }),
+        1 => prop::option::of(0..3u32).prop_map(|account| Op::Kill { account }),
+    ]
+}
+
+/// What the reports say about working orders: (instrument, side, leaves) by order id.
+#[derive(Default)]
+struct Ledger {
+    live: HashMap<OrderId, (InstrumentId, Side, i64)>,
+    trades: HashMap<u64, Vec<Event>>,
+    last_exec: u64,
+}
+
+impl Ledger {
+    fn apply(&mut self, e: &Event) -> Result<(), TestCaseError> {
+        prop_assert!(e.exec_id > self.last_exec, "exec ids increase: {e:?}");
+        self.last_exec = e.exec_id;
+        prop_assert!(e.exec_id <= MAX_ID && e.order_id.0 <= MAX_ID && e.trade_id.0 <= MAX_ID);
+        match e.kind {
+            EventKind::New | EventKind::PartialFill | EventKind::Replaced => {
+                prop_assert_eq!(e.cum_qty.0 + e.leaves_qty.0, e.qty.0, "{:?}", e);
+                prop_assert!(e.leaves_qty.0 > 0);
+                self.live
+                    .insert(e.order_id, (e.instrument, e.side, e.leaves_qty.0));
+            }
+            EventKind::Fill => {
+                prop_assert_eq!(e.cum_qty, e.qty);
+                prop_assert_eq!(e.leaves_qty.0, 0);
+                self.live.remove(&e.order_id);
+            }
+            EventKind::Canceled | EventKind::Expired => {
+                prop_assert_eq!(e.leaves_qty.0, 0);
+                self.live.remove(&e.order_id);
+            }
+            EventKind::Rejected(_)
+            | EventKind::CancelRejected { .. }
+            | EventKind::MassCancelDone { .. } => {}
+        }
+        if matches!(e.kind, EventKind::Fill | EventKind::PartialFill) {
+            prop_assert!(e.last_qty.0 > 0);
+            self.trades.entry(e.trade_id.0).or_default().push(*e);
+        }
+        Ok(())
+    }
+}
+
+fn check_books(
+    r: &Run,
+    ledger: &Ledger,
+    instruments: &[InstrumentId],
+) -> Result<(), TestCaseError> {
+    for &i in instruments {
+        let book = r.core.matcher().book(i).unwrap();
+        prop_assert!(!book.is_crossed());
+        for side in [Side::Buy, Side::Sell] {
+            let in_book: i64 = book.levels(side).map(|l| l.qty.0).sum();
+            let reported: i64 = ledger
+                .live
+                .values()
+                .filter(|(inst, s, _)| *inst == i && *s == side)
+                .map(|(_, _, q)| q)
+                .sum();
+            prop_assert_eq!(in_book, reported, "{:?} {:?}", i, side);
+        }
+    }
+    prop_assert_eq!(r.core.matcher().resting_orders(), ledger.live.len());
+    let risk = r.core.risk();
+    prop_assert_eq!(risk.accounting_anomalies(), 0);
+    for a in [ALICE, BOB, CAROL] {
+        prop_assert_eq!(risk.open_orders(a), r.core.matcher().account_orders(a));
+    }
+    Ok(())
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut risk = open_risk();
+    risk.max_cl_ord_ids_per_day = 1 << 12;
+    let mut r = Run::with(
+        EngineConfig {
+            max_resting_orders: 256,
+            levels_per_side: 4,
+            cancel_on_disconnect: true,
+        },
+        risk,
+    );
+    let instruments = [r.perp(), r.inst("BTC-261204-100000-C")];
+    let base = [999_975i64, 4_975];
+    for (i, b) in instruments.iter().zip(base) {
+        r.core
+            .risk_mut()
+            .set_reference_price(*i, Price(b + 25))
+            .unwrap();
+    }
+    r.core.set_cancel_on_disconnect(SessionId(2), false);
+    let mut ledger = Ledger::default();
+    // Every order ever accepted: (id, ClOrdID, account, instrument).
+    let mut accepted: Vec<(OrderId, ClOrdId, AccountId, InstrumentId)> = Vec::new();
+    for op in ops {
+        let mut events = Vec::new();
+        match op {
+            Op::New {
+                account,
+                instrument,
+                buy,
+                market,
+                tif,
+                ticks,
+                qty,
+                post_only,
+                stp,
+            } => {
+                let inst = instruments[instrument];
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let mut o = r.order(
+                    AccountId(account),
+                    inst,
+                    side,
+                    base[instrument] + 5 * ticks,
+                    qty,
+                );
+                if market {
+                    o.ord_type = OrdType::Market;
+                }
+                o.tif = [
+                    TimeInForce::Gtc,
+                    TimeInForce::Ioc,
+                    TimeInForce::Fok,
+                    TimeInForce::Day,
+                ][tif as usize];
+                o.post_only = post_only;
+                o.stp = [
+                    None,
+                    Some(StpMode::CancelResting),
+                    Some(StpMode::CancelIncoming),
+                    Some(StpMode::CancelBoth),
+                ][stp as usize];
+                events = r.submit(o);
+                if let Some(e) = events.first().filter(|e| e.kind == EventKind::New) {
+                    accepted.push((e.order_id, o.cl_ord_id, o.account, inst));
+                }
+            }
+            Op::Cancel {
+                pick,
+                by_id,
+                other_account,
+            } if !accepted.is_empty() => {
+                let (id, cl, account, inst) = accepted[pick % accepted.len()];
+                let account = if other_account {
+                    AccountId((account.0 + 1) % 3)
+                } else {
+                    account
+                };
+                let c = if by_id {
+                    r.cancel_req(account, inst, Some(id), ClOrdId::EMPTY)
+                } else {
+                    r.cancel_req(account, inst, None, cl)
+                };
+                events = r.cmd(Command::Cancel(c));
+                if other_account {
+                    let rejected = matches!(events[0].kind, EventKind::CancelRejected { .. });
+                    prop_assert!(rejected, "another account's cancel: {:?}", events);
+                }
+            }
+            Op::Replace { pick, ticks, qty } if !accepted.is_empty() => {
+                let k = pick % accepted.len();
+                let (id, cl, account, inst) = accepted[k];
+                let which = instruments.iter().position(|&i| i == inst).unwrap();
+                let rep = r.replace_req(account, inst, cl, base[which] + 5 * ticks, qty);
+                events = r.cmd(Command::Replace(rep));
+                if events.first().map(|e| e.kind) == Some(EventKind::Replaced) {
+                    accepted[k] = (id, rep.cl_ord_id, account, inst);
+                }
+            }
+            Op::MassCancel {
+                account,
+                instrument,
+            } => {
+                let m = MassCancel {
+                    session: SessionId(account),
+                    account: AccountId(account),
+                    instrument: instrument.map(|i| instruments[i]),
+                    cl_ord_id: r.next_cl(),
+                };
+                events = r.cmd(Command::MassCancel(m));
+                let done = events.last().unwrap();
+                prop_assert_eq!(
+                    done.kind,
+                    EventKind::MassCancelDone {
+                        canceled: (events.len() - 1) as u32
+                    }
+                );
+            }
+            Op::SessionClosed { account } => {
+                events = r.cmd(Command::SessionClosed(SessionId(account)));
+            }
+            Op::Kill { account } => {
+                r.now += 1_000;
+                let now = r.now;
+                r.core
+                    .kill(account.map(AccountId), now, &mut |e| events.push(e))
+                    .unwrap();
+                let a = AccountId(account.unwrap_or(0));
+                prop_assert_eq!(r.core.matcher().account_orders(a), 0);
+                let o = r.order(a, instruments[0], Side::Buy, base[0], 1);
+                let refused = r.submit(o);
+                prop_assert_eq!(
+                    refused[0].kind,
+                    EventKind::Rejected(portcullis_types::RejectReason::KillSwitch)
+                );
+                events.extend(refused);
+                r.core.release_kill(account.map(AccountId)).unwrap();
+            }
+            Op::Cancel { .. } | Op::Replace { .. } => {}
+        }
+        for e in &events {
+            ledger.apply(e)?;
+        }
+        check_books(&r, &ledger, &instruments)?;
+    }
+    // Every trade: two reports, opposite sides, equal price and quantity, two accounts (never
+    // a self-trade), one instrument.
+    let (mut bought, mut sold) = (0i64, 0i64);
+    for (trade, fills) in &ledger.trades {
+        prop_assert_eq!(fills.len(), 2, "trade {}", trade);
+        let (a, b) = (&fills[0], &fills[1]);
+        prop_assert_eq!(a.side, b.side.opposite());
+        prop_assert_eq!((a.last_px, a.last_qty), (b.last_px, b.last_qty));
+        prop_assert_eq!(a.instrument, b.instrument);
+        prop_assert_ne!(a.account, b.account);
+        for f in fills {
+            match f.side {
+                Side::Buy => bought += f.last_qty.0,
+                Side::Sell => sold += f.last_qty.0,
+            }
+        }
+    }
+    prop_assert_eq!(bought, sold);
+    // Positions net to zero per instrument.
+    for i in instruments {
+        let net: i64 = [ALICE, BOB, CAROL]
+            .iter()
+            .map(|&a| r.core.risk().position(a, i).0)
+            .sum();
+        prop_assert_eq!(net, 0);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_commands_keep_books_reports_and_risk_consistent(
+        ops in prop::collection::vec(op(), 1..250)
+    ) {
+        run(ops)?;
+    }
+}
