@@ -435,7 +435,7 @@ fn every_logon_failure_gets_the_same_logout_and_a_precise_audit_line() {
     let good = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
     let revoked = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
     revoke_key(&server, &revoked);
-    let expires_at = portcullis_auth::clock::now_ms() + 3_000;
+    let expires_at = portcullis_auth::clock::now_ms() + 2_000;
     let expiring = create_key(
         &server,
         &[
