@@ -435,7 +435,7 @@ fn every_logon_failure_gets_the_same_logout_and_a_precise_audit_line() {
     let good = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
     let revoked = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
     revoke_key(&server, &revoked);
-    let expires_at = portcullis_auth::clock::now_ms() + 2_000;
+    let expires_at = portcullis_auth::clock::now_ms() + 4_000;
     let expiring = create_key(
         &server,
         &[
@@ -573,11 +573,21 @@ fn every_logon_failure_gets_the_same_logout_and_a_precise_audit_line() {
     c.send("5", &[]);
     c.expect("5");
 
-    // Expired: wait until the key's expiry has passed.
-    let wait = expires_at - portcullis_auth::clock::now_ms();
-    if wait > 0 {
-        std::thread::sleep(Duration::from_millis(wait as u64 + 50));
-    }
+    // A key that expires while its session is logged on ends the session when it expires.
+    let mut c = FixClient::tcp(p44, "FIX.4.4");
+    c.seq = 6; // after Logon 3, TestRequest 4, Logout 5
+    let a = logon(&mut c, &expiring);
+    assert_eq!(a.msg_type(), "A", "logged on before the expiry: {a:?}");
+    assert!(portcullis_auth::clock::now_ms() < expires_at);
+    let logout = c.expect("5");
+    assert_eq!(logout.get(58), Some("Credential revoked"), "{logout:?}");
+    let late = portcullis_auth::clock::now_ms() - expires_at;
+    assert!(
+        (0..2_500).contains(&late),
+        "ended {late} ms after the expiry"
+    );
+    assert!(c.closed());
+    // And an expired key cannot log on.
     attempt(LogonSpec::new(&expiring), "expired");
 }
 
