@@ -1,9 +1,180 @@
 #!/usr/bin/env bash
-# Runs the criterion benchmarks (codec, ...); reports land in target/criterion/.
-# The loopback load generator of DESIGN.md §6 comes later.
+# The numbers of DESIGN.md §6 over loopback: builds release, starts the server with
+# configs/bench.toml in a temporary data dir and a bare TCP echo server beside it (the floor),
+# and drives both with the project's load generator (crates/loadgen):
 #
-#   scripts/bench.sh                 all benchmarks
-#   scripts/bench.sh decode          only those whose name matches "decode"
+#   - ping-pong latency over one FIX session (one order at a time, HDR histogram), and the same
+#     against the echo server with messages of the order's size; first with the client and both
+#     servers on one CPU (the software path: no cross-CPU wake-up), then with the client on
+#     another CPU;
+#   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
+#     reaches 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions, FIX and echo.
+#
+# Then prints one table, FIX against the echo floor, with the targets. Takes about 2-3 minutes.
+#
+#   scripts/bench.sh                   the loopback benchmark
+#   scripts/bench.sh --criterion [F]   also the criterion benchmarks afterwards (reports in
+#                                      target/criterion/), only those matching F if given
+#
+# Results (JSON per run, the server's log, the table) are kept in target/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo bench --workspace "$@"
+
+CRITERION=0
+CRITERION_ARGS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --criterion) CRITERION=1 ;;
+        -h | --help)
+            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            if [ "$CRITERION" = 1 ]; then
+                CRITERION_ARGS+=("$1")
+            else
+                echo "bench.sh: unknown argument $1 (see --help)" >&2
+                exit 2
+            fi
+            ;;
+    esac
+    shift
+done
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# --- The machine ---------------------------------------------------------------------------
+NCPU=$(nproc)
+CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- Build ---------------------------------------------------------------------------------
+step "cargo build --release -p portcullis -p portcullis-loadgen"
+cargo build --release -p portcullis -p portcullis-loadgen
+BIN="$(pwd)/target/release/portcullis"
+LG="$(pwd)/target/release/portcullis-loadgen"
+
+# --- Server and echo server ----------------------------------------------------------------
+TMP=$(mktemp -d)
+SERVER_PID=""
+ECHO_PID=""
+cleanup() {
+    # Only the processes this script started.
+    if [ -n "$ECHO_PID" ]; then kill "$ECHO_PID" 2>/dev/null || true; fi
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+OUT="target/bench"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+# The bench config with the temporary data dir and any free port (printed by the server).
+sed -e "s|^data_dir = .*|data_dir = \"$TMP/data\"|" \
+    -e 's|^bind = "127.0.0.1:[0-9]*"|bind = "127.0.0.1:0"|' \
+    configs/bench.toml >"$TMP/bench.toml"
+"$BIN" check-config --config "$TMP/bench.toml" >&2
+
+# When the server has API keys, sessions authenticate: a fresh master key and vault, one key
+# for the bench account; the load generator signs its Logons with it.
+KEY_ARGS=()
+if "$BIN" keys --help >/dev/null 2>&1; then
+    PORTCULLIS_MASTER_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+    export PORTCULLIS_MASTER_KEY
+    "$BIN" keys create --config "$TMP/bench.toml" --account BENCH-ACC --scopes trade --json \
+        >"$TMP/key.json"
+    KEY_ARGS=(--key-file "$TMP/key.json")
+fi
+
+# Waits until FILE has a line starting with PREFIX and prints its last word (the address).
+wait_for_addr() {
+    local file=$1 prefix=$2 pid=$3
+    for _ in $(seq 1 100); do
+        if grep -q "^$prefix" "$file" 2>/dev/null; then
+            grep -m1 "^$prefix" "$file" | awk '{print $NF}'
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "bench.sh: no \"$prefix\" line from pid $pid; its output:" >&2
+    cat "$file" "$TMP"/*.log >&2 2>/dev/null || true
+    return 1
+}
+
+step "starting the server (configs/bench.toml) and the echo server"
+# Warnings only: per-connection info lines would be noise; nothing is logged per message.
+RUST_LOG=warn "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>"$TMP/server.log" &
+SERVER_PID=$!
+FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
+"$LG" echo --bind 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
+ECHO_PID=$!
+ECHO_ADDR=$(wait_for_addr "$TMP/echo.out" "listening: echo" "$ECHO_PID")
+echo "server: FIX 4.4 on $FIX_ADDR; echo server on $ECHO_ADDR" >&2
+
+# The FIX options; the echo runs take the same ones, so their messages have the order's size.
+FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
+    --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
+
+# --- Ping-pong -----------------------------------------------------------------------------
+PP=(--warmup 2000 --count 20000)
+pin() { # pin CPULIST PID...: every thread of each process onto CPULIST
+    local cpus=$1
+    shift
+    for p in "$@"; do taskset -a -p -c "$cpus" "$p" >/dev/null; done
+}
+if command -v taskset >/dev/null; then
+    step "ping-pong, client and servers on CPU 0"
+    pin 0 "$SERVER_PID" "$ECHO_PID"
+    taskset -c 0 "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo.json"
+    taskset -c 0 "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix.json"
+    if [ "$NCPU" -ge 2 ]; then
+        step "ping-pong, client on CPU 1, servers on CPU 0"
+        taskset -c 1 "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo-xcpu.json"
+        taskset -c 1 "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix-xcpu.json"
+    fi
+    pin "0-$((NCPU - 1))" "$SERVER_PID" "$ECHO_PID"
+else
+    step "ping-pong (taskset not found: not pinned)"
+    "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo.json"
+    "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix.json"
+fi
+
+# --- Floods --------------------------------------------------------------------------------
+# Each step: 0.5 s warm-up, 2 s measured; a failed step is retried once before the search ends.
+FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2)
+for sessions in 1 16; do
+    step "flood, $sessions session(s): highest rate with p99 < 1 ms, FIX"
+    "$LG" flood --addr "$FIX_ADDR" --sessions "$sessions" "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
+        >"$OUT/flood-fix-$sessions.json"
+    step "flood, $sessions session(s): highest rate with p99 < 1 ms, echo"
+    "$LG" flood --addr "$ECHO_ADDR" --sessions "$sessions" --echo "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
+        >"$OUT/flood-echo-$sessions.json"
+done
+
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "bench.sh: the server died during the benchmark; its log:" >&2
+    cat "$TMP/server.log" >&2
+    exit 1
+fi
+cp "$TMP/server.log" "$OUT/server.log"
+
+# --- The table -----------------------------------------------------------------------------
+{
+    echo
+    echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average after the run $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "ping-pong: ${PP[*]}; floods: rate steps until p99 >= 1 ms (${FLOOD[*]})"
+    echo
+    "$LG" table --dir "$OUT"
+} | tee "$OUT/table.txt"
+echo "(results: $OUT/)" >&2
+
+# --- Criterion -----------------------------------------------------------------------------
+if [ "$CRITERION" = 1 ]; then
+    step "cargo bench --workspace ${CRITERION_ARGS[*]}"
+    cargo bench --workspace "${CRITERION_ARGS[@]}"
+fi

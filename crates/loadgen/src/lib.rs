@@ -2,7 +2,7 @@
 //!
 //! - [`run::pingpong_fix`] / [`run::pingpong_echo`]: one message at a time, round-trip times in
 //!   an HDR histogram;
-//! - [`run::flood`] / [`run::find_max`]: open-loop load on a fixed schedule per session, each
+//! - [`flood::flood`] / [`run::find_max`]: open-loop load on a fixed schedule per session, each
 //!   answer timed from its order's *intended* send time (coordinated-omission correction), and
 //!   the highest rate that keeps p99 under 1 ms;
 //! - [`echo`]: the bare TCP echo server that is the floor;
@@ -11,6 +11,7 @@
 
 pub mod echo;
 pub mod fix;
+pub mod flood;
 pub mod hist;
 pub mod net;
 pub mod report;

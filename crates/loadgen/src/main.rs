@@ -78,6 +78,10 @@ enum Command {
         /// The rates of --find-max, orders per second, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = run::DEFAULT_STEPS.to_vec())]
         steps: Vec<f64>,
+        /// With --find-max: runs at one rate before it counts as failed (a retry keeps one
+        /// stall of a shared machine from ending the search).
+        #[arg(long, default_value_t = 2)]
+        attempts: u32,
         /// Cancel each acknowledged order, to keep the book small.
         #[arg(long)]
         cancel_after: bool,
@@ -222,7 +226,7 @@ impl TargetArgs {
                 size: self.size.unwrap_or_else(|| run::order_size(&opts)),
             }
         } else {
-            Target::Fix(opts)
+            Target::Fix(Box::new(opts))
         })
     }
 }
@@ -279,13 +283,17 @@ fn main() -> Result<()> {
             drain_secs,
             find_max,
             steps,
+            attempts,
             cancel_after,
             target,
             json,
         } => {
             let t = target.target()?;
-            if !(rate > 0.0) {
-                bail!("--rate must be positive");
+            if std::iter::once(&rate)
+                .chain(&steps)
+                .any(|r| !r.is_finite() || *r <= 0.0)
+            {
+                bail!("--rate and --steps must be positive numbers of orders per second");
             }
             if sessions == 0 {
                 bail!("--sessions must be at least 1");
@@ -313,7 +321,7 @@ fn main() -> Result<()> {
             };
             show(&header);
             if find_max {
-                let m = run::find_max(&addr, &t, &p, &steps, |r| {
+                let m = run::find_max(&addr, &t, &p, &steps, attempts, |r| {
                     show(&format!("{}\n", report::flood_line(r)))
                 })?;
                 let summary = match m.best() {

@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -64,6 +65,13 @@ impl RecvBuf {
         Ok(n)
     }
 
+    /// Reads once from the socket `fd` without blocking (`MSG_DONTWAIT`, leaving the socket's own
+    /// blocking mode alone for the thread that writes to it): the bytes read, 0 at the end of the
+    /// stream, or a `WouldBlock` error when nothing is there.
+    pub fn fill_dontwait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.fill_from(&mut DontWait(fd))
+    }
+
     /// The next whole FIX message, as a range of [`RecvBuf::bytes`], or `None` if more bytes are
     /// needed. A garbled or oversized message is an error: a server must never send one.
     pub fn next_fix(&mut self) -> Result<Option<Range<usize>>> {
@@ -93,6 +101,28 @@ impl RecvBuf {
     /// The bytes of a range returned by `next_fix` or `next_chunk` (valid until the next fill).
     pub fn bytes(&self, r: Range<usize>) -> &[u8] {
         &self.buf[r]
+    }
+}
+
+/// A socket read without blocking, whatever the socket's mode.
+struct DontWait(RawFd);
+
+impl Read for DontWait {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` bytes and the kernel writes at most that many.
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 
@@ -140,17 +170,17 @@ impl FixReader {
         Ok(())
     }
 
+    /// The socket.
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
     /// The next server message, classified; `None` if the read timeout passed first. The end
     /// of the connection is an error.
     pub fn recv(&mut self) -> Result<Option<Event>> {
         loop {
-            if let Some(r) = self.rx.next_fix()? {
-                self.last_len = r.len();
-                let msg = self
-                    .decoder
-                    .decode(self.rx.bytes(r))
-                    .context("the server sent an undecodable message")?;
-                return Ok(Some(classify(&msg, &self.prefix)));
+            if let Some(e) = self.buffered()? {
+                return Ok(Some(e));
             }
             match self.rx.fill_from(&mut self.stream) {
                 Ok(0) => bail!("the server closed the connection"),
@@ -160,6 +190,37 @@ impl FixReader {
                 Err(e) => return Err(e).context("reading from the server"),
             }
         }
+    }
+
+    /// The next message among those already received, classified, or `None`.
+    pub fn buffered(&mut self) -> Result<Option<Event>> {
+        let Some(r) = self.rx.next_fix()? else {
+            return Ok(None);
+        };
+        self.last_len = r.len();
+        let msg = self
+            .decoder
+            .decode(self.rx.bytes(r))
+            .context("the server sent an undecodable message")?;
+        Ok(Some(classify(&msg, &self.prefix)))
+    }
+
+    /// Reads once without waiting: false if nothing was there. The end of the connection is
+    /// an error.
+    pub fn read_dontwait(&mut self) -> Result<bool> {
+        read_result(self.rx.fill_dontwait(self.stream.as_raw_fd()), "the server")
+    }
+}
+
+/// The outcome of a non-blocking read: true if bytes came (or the read was interrupted), false
+/// if none were there; the end of the stream and other failures are errors naming `peer`.
+pub fn read_result(r: io::Result<usize>, peer: &str) -> Result<bool> {
+    match r {
+        Ok(0) => bail!("{peer} closed the connection"),
+        Ok(_) => Ok(true),
+        Err(e) if is_timeout(&e) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("reading from {peer}")),
     }
 }
 

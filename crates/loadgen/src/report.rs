@@ -39,8 +39,17 @@ pub fn pingpong_text(r: &PingPongResult) -> String {
 /// The heading of [`flood_line`]s.
 pub fn flood_header() -> String {
     format!(
-        "{:>6} {:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  answers",
-        "target", "sess", "rate/s", "achieved/s", "p50", "p99", "p99.9", "max", "verdict"
+        "{:>6} {:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  answers",
+        "target",
+        "sess",
+        "rate/s",
+        "achieved/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "lag p99",
+        "verdict"
     )
 }
 
@@ -53,7 +62,7 @@ pub fn flood_line(r: &FloodResult) -> String {
         n => format!(" ({n} unanswered)"),
     };
     format!(
-        "{:>6} {:>4} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>8}  {}{}",
+        "{:>6} {:>4} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  {}{}",
         r.target,
         r.sessions,
         r.rate,
@@ -62,6 +71,7 @@ pub fn flood_line(r: &FloodResult) -> String {
         fmt_ns(l.p99_ns),
         fmt_ns(l.p999_ns),
         fmt_ns(l.max_ns),
+        fmt_ns(r.send_lag.p99_ns),
         verdict,
         r.counts.describe(),
         missing,
@@ -100,7 +110,8 @@ fn fmt_rate(r: f64) -> String {
 }
 
 /// The comparison table from `pingpong-fix.json`, `pingpong-echo.json`,
-/// `flood-{fix,echo}-{1,16}.json` in `dir` (missing files show as `n/a`).
+/// `flood-{fix,echo}-{1,16}.json` in `dir` (missing files show as `n/a`), with rows for
+/// `pingpong-{fix,echo}-xcpu.json` (the client on another CPU) when present.
 pub fn comparison_table(dir: &Path) -> Result<String> {
     let pf = load(dir, "pingpong-fix.json")?;
     let pe = load(dir, "pingpong-echo.json")?;
@@ -130,6 +141,28 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
             ratio.map_or_else(na, |r| format!("{r:.2}×")),
             verdict,
         ]);
+    }
+    // The same ping-pong with the client on another CPU than the servers, if it was run.
+    let xf = load(dir, "pingpong-fix-xcpu.json")?;
+    let xe = load(dir, "pingpong-echo-xcpu.json")?;
+    if xf.is_some() || xe.is_some() {
+        for (label, key) in [
+            ("ping-pong p50, client on another CPU", "p50_ns"),
+            ("ping-pong p99, client on another CPU", "p99_ns"),
+        ] {
+            let (f, e) = (latency(&xf, key), latency(&xe, key));
+            let ratio = match (f, e) {
+                (Some(f), Some(e)) if e > 0.0 => Some(f / e),
+                _ => None,
+            };
+            rows.push([
+                label.into(),
+                f.map_or_else(na, |v| fmt_ns(v as u64)),
+                e.map_or_else(na, |v| fmt_ns(v as u64)),
+                ratio.map_or_else(na, |r| format!("{r:.2}×")),
+                String::new(),
+            ]);
+        }
     }
     for sessions in [1, 16] {
         let f = max_rate(&load(dir, &format!("flood-fix-{sessions}.json"))?);
@@ -231,6 +264,7 @@ mod tests {
             json!({"max_rate": 150000.0, "steps": [{"passed": true, "achieved": 149000.0, "latency": {"p99_ns": 800000}, "answers": {}}]}),
         );
         write("flood-echo-16.json", json!({"max_rate": 600000.0}));
+        write("pingpong-echo-xcpu.json", json!({"latency": lat(50_000)}));
         let t = comparison_table(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(t.contains("26.0 µs"), "{t}");
@@ -242,6 +276,11 @@ mod tests {
         assert!(t.contains("≥ 200,000/s: not met"), "{t}");
         assert!(t.contains("1 session  "), "missing files show as n/a: {t}");
         assert!(t.contains("n/a"), "{t}");
+        let x = t
+            .lines()
+            .find(|l| l.starts_with("ping-pong p99, client on another CPU"))
+            .unwrap();
+        assert!(x.contains("n/a") && x.contains("100.0 µs"), "{x}");
     }
 
     #[test]

@@ -3,23 +3,20 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::fix::{AnswerKind, Event, FixEncoder, FixOptions};
-use crate::hist::{now_ns, sleep_until, tighten_timer_slack, Recorder, Schedule, Summary};
+use crate::hist::{now_ns, Recorder, Summary};
 use crate::net::{connect, is_timeout, FixClient, RecvBuf};
 
 /// What a server is: the FIX server under test, or the echo floor.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// A FIX server, spoken to with these options.
-    Fix(FixOptions),
+    Fix(Box<FixOptions>),
     /// The bare TCP echo server, sent messages of this many bytes.
     Echo {
         /// Bytes per message (at least 8: the first 8 carry the message number).
@@ -249,13 +246,13 @@ pub fn pingpong_fix(
 }
 
 /// Writes message `index` of `size` bytes: the number (8 bytes, little endian), then filler.
-fn echo_message(index: u64, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn echo_message(index: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&index.to_le_bytes());
     out.resize(out.len() + size.saturating_sub(8), b'x');
 }
 
 /// The number carried by an echoed message.
-fn echo_index(msg: &[u8]) -> u64 {
+pub(crate) fn echo_index(msg: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&msg[..8]);
     u64::from_le_bytes(b)
@@ -349,6 +346,9 @@ pub struct FloodResult {
     pub answered: u64,
     /// Latency from each order's intended send time to its first answer (measured time only).
     pub latency: Summary,
+    /// How late the pacing thread sent the first order due at each wake-up (whole run): the
+    /// load generator's and the scheduler's share of `latency`.
+    pub send_lag: Summary,
     /// What the answers were.
     pub counts: Counts,
 }
@@ -385,303 +385,17 @@ impl FloodResult {
             "unanswered": self.unanswered(),
             "passed": self.passed(),
             "latency": self.latency.to_json(),
+            "send_lag": self.send_lag.to_json(),
             "answers": self.counts.to_json(),
         })
     }
 }
 
-/// What one read of a flood receiver produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recv {
-    /// An answer to order `0` of the session's schedule.
-    Answer(u64, AnswerKind),
-    /// A message that answers no order (heartbeat, cancel acknowledgement...).
-    Nothing,
-    /// The read timed out.
-    Timeout,
-}
-
-/// What a flood receiver saw.
-#[derive(Debug, Clone, Default)]
-pub struct ReceiverStats {
-    /// Latencies from the intended send times (orders after the warm-up).
-    pub recorder: Recorder,
-    /// Answers by kind (all orders).
-    pub counts: Counts,
-    /// Orders answered.
-    pub answered: u64,
-    /// When the last first answer came, on the `clock`.
-    pub last_ns: u64,
-}
-
-/// Collects the answers to orders `0..total` of `sched`: the first answer to each is timed from
-/// its intended send time (orders below `warmup_n` are counted, not timed); later ones and
-/// unknown numbers are ignored. Stops when every order is answered or `clock` passes
-/// `deadline_ns`.
-pub fn run_receiver(
-    sched: Schedule,
-    total: u64,
-    warmup_n: u64,
-    deadline_ns: u64,
-    clock: impl Fn() -> u64,
-    mut next: impl FnMut() -> Result<Recv>,
-) -> Result<ReceiverStats> {
-    let mut seen = vec![false; usize::try_from(total)?];
-    let mut st = ReceiverStats::default();
-    while st.answered < total {
-        let r = next()?;
-        let now = clock();
-        if let Recv::Answer(i, kind) = r {
-            if let Some(s) = seen.get_mut(i as usize).filter(|s| !**s) {
-                *s = true;
-                st.answered += 1;
-                st.last_ns = now;
-                st.counts.add(kind);
-                if i >= warmup_n {
-                    st.recorder.record_from_intended(sched.intended(i), now);
-                }
-            }
-        }
-        if now > deadline_ns {
-            break;
-        }
-    }
-    Ok(st)
-}
-
-/// Sends orders `0..total` of `sched` over `w`: whenever it wakes, `fill` writes everything due
-/// (and anything else queued) into one buffer and that goes out in one write; then it sleeps
-/// until the next intended send time. A late wake-up or a blocked write delays the orders, and
-/// the receivers time them from their intended times regardless. Returns when all are sent and
-/// `done` is set (it keeps calling `fill` with empty ranges till then, for queued messages), or
-/// as soon as `stop` is set.
-pub fn run_sender(
-    w: &mut impl Write,
-    sched: Schedule,
-    total: u64,
-    done: &AtomicBool,
-    mut fill: impl FnMut(Range<u64>, &mut Vec<u8>),
-) -> Result<()> {
-    tighten_timer_slack();
-    /// Orders per write at most, to bound the buffer when far behind.
-    const MAX_BATCH: u64 = 512;
-    let mut next = 0;
-    let mut out = Vec::with_capacity(256 * 1024);
-    while !done.load(Ordering::Acquire) {
-        let due = sched.due_by(now_ns()).min(total);
-        let upto = due.min(next + MAX_BATCH);
-        out.clear();
-        fill(next..upto, &mut out);
-        next = upto;
-        if !out.is_empty() {
-            w.write_all(&out).context("sending")?;
-        }
-        if next >= total {
-            std::thread::sleep(Duration::from_micros(200));
-        } else if next >= due {
-            sleep_until(sched.intended(next));
-        }
-    }
-    Ok(())
-}
-
-/// Messages a FIX receiver asks its sender to send.
-#[derive(Debug, Default)]
-struct Queued {
-    cancels: Vec<u64>,
-    test_reqs: Vec<Vec<u8>>,
-}
-
-/// One open-loop run over `p.sessions` connections. Session `k` sends at `rate / sessions` on
-/// its own schedule, offset so the sessions together send evenly spaced orders.
-pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult> {
-    let sessions = p.sessions.max(1);
-    let per_session = p.rate / sessions as f64;
-    let secs = (p.warmup + p.duration).as_secs_f64();
-    let total = ((per_session * secs).round() as u64).max(1);
-    let warmup_n = (per_session * p.warmup.as_secs_f64()).round() as u64;
-    let interval = Schedule::per_second(0, per_session).interval_ns;
-    let token = run_token();
-
-    // Connect (and log on) everyone first, then start all schedules together.
-    let mut conns = Vec::with_capacity(sessions);
-    for n in 1..=sessions {
-        conns.push(match target {
-            Target::Fix(o) => {
-                let enc = FixEncoder::new(o.for_session(n), &format!("{token}s{n}"));
-                Conn::Fix(FixClient::logon(addr, enc)?)
-            }
-            Target::Echo { .. } => Conn::Echo(connect(addr)?),
-        });
-    }
-    let start = now_ns() + 20_000_000;
-    let deadline = start + (secs * 1e9) as u64 + p.drain.as_nanos() as u64;
-
-    let mut handles = Vec::with_capacity(sessions);
-    for (k, conn) in conns.into_iter().enumerate() {
-        let sched = Schedule {
-            start_ns: start + k as u64 * interval / sessions as u64,
-            interval_ns: interval,
-        };
-        let cancel_after = p.cancel_after;
-        let size = match target {
-            Target::Echo { size } => (*size).max(8),
-            Target::Fix(_) => 0,
-        };
-        handles.push(std::thread::spawn(move || {
-            session_thread(conn, sched, total, warmup_n, deadline, cancel_after, size)
-        }));
-    }
-    let mut recorder = Recorder::new();
-    let mut counts = Counts::default();
-    let (mut answered, mut last) = (0, start);
-    let mut first_error = None;
-    for h in handles {
-        match h.join().map_err(|_| anyhow!("a session thread panicked"))? {
-            Ok(st) => {
-                recorder.merge(&st.recorder);
-                counts.merge(&st.counts);
-                answered += st.answered;
-                last = last.max(st.last_ns);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    let elapsed = ((last - start) as f64 / 1e9).max(secs);
-    Ok(FloodResult {
-        target: target.name(),
-        sessions,
-        rate: p.rate,
-        achieved: answered as f64 / elapsed,
-        scheduled: total * sessions as u64,
-        answered,
-        latency: recorder.summary(),
-        counts,
-    })
-}
-
-/// A connected session of a flood.
-enum Conn {
-    Fix(FixClient),
-    Echo(TcpStream),
-}
-
-/// Runs one session of a flood: a sender thread writes, this thread reads.
-fn session_thread(
-    conn: Conn,
-    sched: Schedule,
-    total: u64,
-    warmup_n: u64,
-    deadline: u64,
-    cancel_after: bool,
-    size: usize,
-) -> Result<ReceiverStats> {
-    let done = Arc::new(AtomicBool::new(false));
-    match conn {
-        Conn::Fix(client) => {
-            let (mut enc, mut writer, mut reader) = client.into_parts();
-            let queued = Arc::new(Mutex::new(Queued::default()));
-            let sender = {
-                let (done, queued) = (done.clone(), queued.clone());
-                std::thread::spawn(move || {
-                    let r = run_sender(&mut writer, sched, total, &done, |range, out| {
-                        if let Ok(mut q) = queued.lock() {
-                            for i in q.cancels.drain(..) {
-                                enc.cancel(i, out);
-                            }
-                            for id in q.test_reqs.drain(..) {
-                                enc.heartbeat(Some(&id), out);
-                            }
-                        }
-                        for i in range {
-                            enc.order(i, out);
-                        }
-                    });
-                    (r, enc, writer)
-                })
-            };
-            reader.set_timeout(Some(Duration::from_millis(50)))?;
-            let stats = run_receiver(sched, total, warmup_n, deadline, now_ns, || {
-                Ok(match reader.recv()? {
-                    None => Recv::Timeout,
-                    Some(Event::Answer {
-                        index,
-                        cancel: false,
-                        kind,
-                    }) => {
-                        if cancel_after && kind == AnswerKind::New {
-                            if let Ok(mut q) = queued.lock() {
-                                q.cancels.push(index);
-                            }
-                        }
-                        Recv::Answer(index, kind)
-                    }
-                    Some(Event::TestRequest(id)) => {
-                        if let Ok(mut q) = queued.lock() {
-                            q.test_reqs.push(id);
-                        }
-                        Recv::Nothing
-                    }
-                    Some(Event::Logout(text)) => bail!("the server logged us out: {text}"),
-                    Some(Event::SessionReject { ref_seq, text }) => {
-                        bail!("session-level reject of message {ref_seq:?}: {text}")
-                    }
-                    Some(_) => Recv::Nothing,
-                })
-            });
-            // Give queued cancels a moment to go out before stopping the sender.
-            if cancel_after && stats.is_ok() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            done.store(true, Ordering::Release);
-            let (sent, enc, writer) = sender
-                .join()
-                .map_err(|_| anyhow!("a sender thread panicked"))?;
-            let stats = stats?;
-            sent?;
-            reader.set_timeout(None)?;
-            FixClient::from_parts(enc, writer, reader).logout()?;
-            Ok(stats)
-        }
-        Conn::Echo(stream) => {
-            let mut writer = stream.try_clone()?;
-            let mut reader = stream;
-            let sender = {
-                let done = done.clone();
-                std::thread::spawn(move || {
-                    run_sender(&mut writer, sched, total, &done, |range, out| {
-                        for i in range {
-                            echo_message(i, size, out);
-                        }
-                    })
-                })
-            };
-            reader.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let mut rx = RecvBuf::new();
-            let stats = run_receiver(sched, total, warmup_n, deadline, now_ns, || {
-                Ok(match recv_echo(&mut reader, &mut rx, size)? {
-                    Some(i) => Recv::Answer(i, AnswerKind::Echo),
-                    None => Recv::Timeout,
-                })
-            });
-            done.store(true, Ordering::Release);
-            let sent = sender
-                .join()
-                .map_err(|_| anyhow!("a sender thread panicked"))?;
-            let stats = stats?;
-            sent?;
-            Ok(stats)
-        }
-    }
-}
+pub use crate::flood::flood;
 
 /// The default rate steps of `--find-max`, orders per second.
 pub const DEFAULT_STEPS: &[f64] = &[
+    10_000.0,
     25_000.0,
     50_000.0,
     100_000.0,
@@ -724,25 +438,33 @@ impl FindMaxResult {
 }
 
 /// Runs `flood` at each rate of `steps` in turn until one fails (p99 ≥ 1 ms, achieved < 95 %,
-/// or answers missing); `on_step` sees each result as it comes.
+/// or answers missing) `attempts` times in a row; `on_step` sees each result as it comes. A
+/// second attempt keeps one stall of a shared machine from ending the search.
 pub fn find_max(
     addr: &str,
     target: &Target,
     p: &FloodParams,
     steps: &[f64],
+    attempts: u32,
     mut on_step: impl FnMut(&FloodResult),
 ) -> Result<FindMaxResult> {
     let mut out = FindMaxResult { steps: Vec::new() };
     for &rate in steps {
-        let r = flood(addr, target, &FloodParams { rate, ..*p })?;
-        on_step(&r);
-        let passed = r.passed();
-        out.steps.push(r);
+        let mut passed = false;
+        for _ in 0..attempts.max(1) {
+            let r = flood(addr, target, &FloodParams { rate, ..*p })?;
+            on_step(&r);
+            passed = r.passed();
+            out.steps.push(r);
+            // Let the server settle (logouts, queued output) before the next run.
+            std::thread::sleep(Duration::from_millis(200));
+            if passed {
+                break;
+            }
+        }
         if !passed {
             break;
         }
-        // Let the server settle (logouts, queued output) before the next step.
-        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(out)
 }
@@ -750,101 +472,6 @@ pub fn find_max(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
-
-    #[test]
-    fn the_receiver_times_first_answers_from_their_intended_send_times() {
-        let sched = Schedule {
-            start_ns: 1_000,
-            interval_ns: 100,
-        };
-        // (order, kind, arrival time): out of order, a duplicate, a stranger, a late one.
-        let script = [
-            (1, AnswerKind::BusinessReject, 1_150),
-            (0, AnswerKind::New, 1_200),
-            (0, AnswerKind::OtherExec(b'2'), 1_250), // a later fill of order 0: ignored
-            (99, AnswerKind::New, 1_260),            // not in the schedule: ignored
-            (2, AnswerKind::New, 1_300),
-            (3, AnswerKind::Rejected, 2_300), // 1 µs late
-        ];
-        let clock = Cell::new(0);
-        let mut it = script.iter();
-        let st = run_receiver(
-            sched,
-            4,
-            1,
-            u64::MAX,
-            || clock.get(),
-            || {
-                let &(i, kind, t) = it.next().expect("stops after the last order");
-                clock.set(t);
-                Ok(Recv::Answer(i, kind))
-            },
-        )
-        .unwrap();
-        assert_eq!(st.answered, 4);
-        assert_eq!(st.last_ns, 2_300);
-        assert_eq!(st.counts.exec_new, 2);
-        assert_eq!(st.counts.business_reject, 1);
-        assert_eq!(st.counts.exec_rejected, 1);
-        assert_eq!(st.counts.exec_other, 0);
-        // Order 0 is warm-up; 1: 1150-1100 = 50, 2: 1300-1200 = 100, 3: 2300-1300 = 1000.
-        let s = st.recorder.summary();
-        assert_eq!(s.count, 3);
-        assert_eq!(s.p50_ns, 100);
-        assert_eq!(s.max_ns, 1_000);
-    }
-
-    #[test]
-    fn the_receiver_gives_up_at_the_deadline() {
-        let sched = Schedule {
-            start_ns: 0,
-            interval_ns: 10,
-        };
-        let clock = Cell::new(0u64);
-        let st = run_receiver(
-            sched,
-            10,
-            0,
-            500,
-            || clock.get(),
-            || {
-                clock.set(clock.get() + 100);
-                Ok(if clock.get() == 200 {
-                    Recv::Answer(4, AnswerKind::Echo)
-                } else {
-                    Recv::Timeout
-                })
-            },
-        )
-        .unwrap();
-        assert_eq!(st.answered, 1);
-        assert_eq!(st.recorder.summary().max_ns, 160);
-    }
-
-    #[test]
-    fn the_sender_sends_everything_due_in_batches() {
-        let done = AtomicBool::new(false);
-        let mut sink = Vec::new();
-        let mut sent = Vec::new();
-        let sched = Schedule {
-            start_ns: now_ns(),
-            interval_ns: 10_000, // 100 per ms
-        };
-        run_sender(&mut sink, sched, 300, &done, |range, out| {
-            for i in range {
-                sent.push(i);
-                echo_message(i, 16, out);
-            }
-            if sent.len() == 300 {
-                done.store(true, Ordering::Release);
-            }
-        })
-        .unwrap();
-        assert_eq!(sent, (0..300).collect::<Vec<_>>());
-        assert_eq!(sink.len(), 300 * 16);
-        assert_eq!(echo_index(&sink[16 * 7..]), 7);
-    }
 
     #[test]
     fn flood_verdicts() {
@@ -860,6 +487,7 @@ mod tests {
                 p99_ns: 999_999,
                 ..Summary::default()
             },
+            send_lag: Summary::default(),
             counts: Counts::default(),
         };
         assert!(r.passed());
