@@ -668,6 +668,7 @@ impl Matcher {
         // A market order never rests, whatever its time in force.
         let rests = !market && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day);
         let i = o.instrument.0 as usize;
+        let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
         let reason = if i >= self.books.len() || !self.books[i].open {
             Some(RejectReason::UnknownInstrument)
         } else if o.qty.0 <= 0 {
@@ -678,7 +679,11 @@ impl Matcher {
             Some(RejectReason::ServerBusy)
         } else if rests && self.orders.is_full() {
             Some(RejectReason::TooManyOpenOrders)
-        } else if self.orders.find_by_cl(o.session, &o.cl_ord_id).is_some() {
+        } else if self
+            .orders
+            .find_by_cl_tag(cl_tag, o.session, &o.cl_ord_id)
+            .is_some()
+        {
             // Risk refuses ClOrdIDs seen today; this also covers a GTC order from an earlier
             // day that still works under the same id.
             Some(RejectReason::DuplicateClOrdId)
@@ -727,7 +732,7 @@ impl Matcher {
             return;
         }
         if rests && !stopped {
-            let slot = self.orders.insert(taker);
+            let slot = self.orders.insert(taker, cl_tag);
             book.side_mut(o.side).push_back(&mut self.orders, slot);
             return;
         }

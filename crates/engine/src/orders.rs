@@ -60,6 +60,17 @@ impl Order {
         if self.cum.0 == 0 {
             return Price(0);
         }
+        // The usual case fits in 64 bits: avoid a (much slower) 128-bit division per fill.
+        if let Ok(n) = i64::try_from(self.notional) {
+            let d = self.cum.0;
+            let (q, r) = (n / d, n % d);
+            let q = if 2 * r.unsigned_abs() >= d.unsigned_abs() {
+                q + n.signum() * d.signum()
+            } else {
+                q
+            };
+            return Price(q);
+        }
         let d = i128::from(self.cum.0);
         let (q, r) = (self.notional / d, self.notional % d);
         let q = if 2 * r.abs() >= d.abs() {
@@ -75,6 +86,8 @@ impl Order {
 struct Node {
     order: Order,
     live: bool,
+    /// Hash tag of `(session, cl_ord_id)`, kept so removing the order does not hash again.
+    cl_tag: u32,
     /// Level FIFO links (set by the book); `next` doubles as the free-list link.
     prev: u32,
     next: u32,
@@ -224,17 +237,21 @@ impl Orders {
         }
     }
 
-    fn cl_tag(&self, session: SessionId, cl: &ClOrdId) -> u32 {
+    /// The index tag of a session's client order id (a keyed SipHash: computed once per
+    /// command and passed to [`Orders::find_by_cl_tag`] and [`Orders::insert`]).
+    pub fn cl_tag(&self, session: SessionId, cl: &ClOrdId) -> u32 {
         let h = self.hasher.hash_one((session.0, cl.as_bytes()));
         (h ^ (h >> 32)) as u32
     }
 
-    /// Stores a resting order (level links unset); the caller checked `!is_full()` and called
-    /// `reserve_owner`.
-    pub fn insert(&mut self, order: Order) -> u32 {
+    /// Stores a resting order (level links unset); the caller checked `!is_full()`, called
+    /// `reserve_owner`, and computed `cl_tag` with [`Orders::cl_tag`].
+    pub fn insert(&mut self, order: Order, cl_tag: u32) -> u32 {
+        debug_assert_eq!(cl_tag, self.cl_tag(order.session, &order.cl_ord_id));
         let node = Node {
             order,
             live: true,
+            cl_tag,
             prev: NIL,
             next: NIL,
             acct_prev: NIL,
@@ -261,8 +278,7 @@ impl Orders {
         }
         self.sessions[order.session.0 as usize] = slot;
         self.by_id.insert(id_tag(order.id), slot);
-        let tag = self.cl_tag(order.session, &order.cl_ord_id);
-        self.by_cl.insert(tag, slot);
+        self.by_cl.insert(cl_tag, slot);
         self.live += 1;
         slot
     }
@@ -289,8 +305,7 @@ impl Orders {
             self.nodes[n.sess_next as usize].sess_prev = n.sess_prev;
         }
         self.by_id.remove(id_tag(o.id), slot);
-        let tag = self.cl_tag(o.session, &o.cl_ord_id);
-        self.by_cl.remove(tag, slot);
+        self.by_cl.remove(n.cl_tag, slot);
         let node = &mut self.nodes[slot as usize];
         node.live = false;
         node.next = self.free;
@@ -331,7 +346,11 @@ impl Orders {
 
     /// The working order a session knows by this client id.
     pub fn find_by_cl(&self, session: SessionId, cl: &ClOrdId) -> Option<u32> {
-        let tag = self.cl_tag(session, cl);
+        self.find_by_cl_tag(self.cl_tag(session, cl), session, cl)
+    }
+
+    /// [`Orders::find_by_cl`] with the tag already computed.
+    pub fn find_by_cl_tag(&self, tag: u32, session: SessionId, cl: &ClOrdId) -> Option<u32> {
         self.by_cl.find(tag, |s| {
             let o = &self.nodes[s as usize].order;
             o.session == session && o.cl_ord_id == *cl
@@ -340,12 +359,13 @@ impl Orders {
 
     /// Gives a working order a new client id (after a replace).
     pub fn rekey_cl(&mut self, slot: u32, cl: ClOrdId) {
-        let o = self.nodes[slot as usize].order;
-        let old = self.cl_tag(o.session, &o.cl_ord_id);
-        self.by_cl.remove(old, slot);
-        self.nodes[slot as usize].order.cl_ord_id = cl;
-        let new = self.cl_tag(o.session, &cl);
-        self.by_cl.insert(new, slot);
+        let n = self.nodes[slot as usize];
+        self.by_cl.remove(n.cl_tag, slot);
+        let tag = self.cl_tag(n.order.session, &cl);
+        let node = &mut self.nodes[slot as usize];
+        node.order.cl_ord_id = cl;
+        node.cl_tag = tag;
+        self.by_cl.insert(tag, slot);
     }
 
     /// First order of an account's list.
@@ -420,6 +440,10 @@ mod tests {
         assert_eq!(o.avg_px(), Price(101)); // 100.5 rounds up
         o.notional = -402;
         assert_eq!(o.avg_px(), Price(-101));
+        // Beyond 64 bits.
+        o.cum = Qty(1 << 40);
+        o.notional = i128::from(3i64 << 40) * (1 << 40) + (1 << 39);
+        assert_eq!(o.avg_px(), Price((3 << 40) + 1));
     }
 
     #[test]
@@ -429,7 +453,8 @@ mod tests {
         for i in 0..64u64 {
             let o = order(i + 1, (i % 2) as u32, (i % 2) as u32, &format!("c{i}"));
             s.reserve_owner(o.account, o.session);
-            slots.push(s.insert(o));
+            let tag = s.cl_tag(o.session, &o.cl_ord_id);
+            slots.push(s.insert(o, tag));
         }
         assert!(s.is_full());
         for i in 0..64u64 {
@@ -458,7 +483,7 @@ mod tests {
         assert_eq!(n, 32);
         // Freed slots are reused without growing the slab.
         let o = order(1000, 0, 0, "again");
-        let slot = s.insert(o);
+        let slot = s.insert(o, s.cl_tag(o.session, &o.cl_ord_id));
         assert!(slot < 64);
         assert_eq!(s.high_water(), 64);
         s.rekey_cl(slot, ClOrdId::new(b"renamed").unwrap());
