@@ -356,6 +356,11 @@ pub struct Instruments {
     underlyings: Vec<String>,
     by_underlying: HashMap<String, UnderlyingId>,
     series: Vec<Series>,
+    /// The earliest instant at which [`Instruments::roll`] can change anything: the nearest
+    /// expiry of a contract still listed. The window of "the next N expiries after now" of a
+    /// series only moves when its nearest listed expiry passes, so until then a roll is a
+    /// comparison (cheap enough to call every second from the core thread).
+    next_change_ms: i64,
 }
 
 impl Instruments {
@@ -433,6 +438,9 @@ impl Instruments {
             SymbolKind::Perpetual => InstrumentKind::Perpetual { underlying },
             SymbolKind::Spot { .. } => InstrumentKind::Spot { underlying },
         };
+        if let Some(exp) = kind.expiry_ms() {
+            self.next_change_ms = self.next_change_ms.min(exp);
+        }
         let status = match (kind.expiry_ms(), cfg.status) {
             (Some(exp), _) if exp <= now_ms => InstrumentStatus::Expired,
             (_, ListedStatus::Trading) => InstrumentStatus::Trading,
@@ -491,6 +499,7 @@ impl Instruments {
         let underlying = self.intern_underlying(&cfg.underlying);
         // Validate the rules once here, so a bad series fails at startup, not at a roll.
         probe_rules(&what, spec)?;
+        self.next_change_ms = i64::MIN;
         self.series.push(Series {
             underlying,
             expiries: cfg.expiries,
@@ -550,6 +559,9 @@ impl Instruments {
     /// yet. Idempotent: a second call with the same `now_ms` changes nothing.
     pub fn roll(&mut self, now_ms: i64) -> Result<Roll, InstrumentConfigError> {
         let mut roll = Roll::default();
+        if now_ms < self.next_change_ms {
+            return Ok(roll);
+        }
         for inst in &mut self.list {
             if inst.rules.status != InstrumentStatus::Expired
                 && inst.rules.kind.expiry_ms().is_some_and(|e| e <= now_ms)
@@ -588,6 +600,13 @@ impl Instruments {
                 }
             }
         }
+        self.next_change_ms = self
+            .list
+            .iter()
+            .filter(|i| i.rules.status != InstrumentStatus::Expired)
+            .filter_map(|i| i.rules.kind.expiry_ms())
+            .min()
+            .unwrap_or(i64::MAX);
         Ok(roll)
     }
 
@@ -784,6 +803,24 @@ mod tests {
     fn table() -> Instruments {
         let cfg: InstrumentsConfig = toml::from_str(CONFIG).unwrap();
         Instruments::from_config(&cfg, NOW).unwrap()
+    }
+
+    #[test]
+    fn roll_is_a_comparison_until_the_nearest_expiry() {
+        let mut t = table();
+        let first = date(2026, 12, 4).expiry_ms();
+        assert_eq!(t.next_change_ms, first);
+        assert_eq!(t.roll(first - 1).unwrap(), Roll::default());
+        assert_eq!(t.roll(first).unwrap().expired.len(), 22);
+        assert_eq!(t.next_change_ms, date(2026, 12, 11).expiry_ms());
+        // Only perpetuals and spot: nothing ever changes.
+        let cfg: InstrumentsConfig = toml::from_str(
+            "[[instruments]]\nsymbol = \"BTC-PERP\"\nprice_scale = 1\nqty_scale = 0\n\
+             tick = \"0.5\"\nlot = \"1\"\nmin_qty = \"1\"\nmax_qty = \"10\"\n",
+        )
+        .unwrap();
+        let t = Instruments::from_config(&cfg, NOW).unwrap();
+        assert_eq!(t.next_change_ms, i64::MAX);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The steady state of the core allocates nothing (DESIGN.md §3): adding, cancelling,
 //! replacing and matching orders through `Core::process` — risk checks, books, indexes,
-//! reports and risk feedback — with a global allocator that counts the test thread's
-//! allocations.
+//! reports and risk feedback — and the periodic expiry check (`Core::roll`), with a global
+//! allocator that counts the test thread's allocations.
 
 mod common;
 
@@ -91,6 +91,9 @@ fn steady_state_add_cancel_replace_match_does_not_allocate() {
         r.core.process(Command::MassCancel(m), r.now, &mut *sink);
         r.core
             .process(Command::SessionClosed(SessionId(3)), r.now, &mut *sink);
+        // The core thread's periodic expiry check: nothing is due.
+        let roll = r.core.roll(r.now, &mut *sink).unwrap();
+        assert!(roll.expired.is_empty() && roll.listed.is_empty());
     };
     // A deep book on both sides that stays: the 10 000 resting orders of the benches.
     for i in 0..5_000i64 {
