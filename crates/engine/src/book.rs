@@ -3,10 +3,10 @@
 //!
 //! # Data structures (chosen for the hot path)
 //!
-//! - **Resting orders** live in the shared [`Orders`](crate::orders) slab: pre-allocated
-//!   nodes, a free list, O(1) lookup by `OrderId` and by `(session, ClOrdID)` through fixed-size
-//!   open-addressing indexes, and intrusive lists per account and session. Adding, cancelling
-//!   and filling an order allocates nothing.
+//! - **Resting orders** live in one store shared by all books (the private `orders` module):
+//!   a pre-allocated slab of nodes with a free list, O(1) lookup by `OrderId` and by
+//!   `(session, ClOrdID)` through fixed-size open-addressing indexes, and intrusive lists per
+//!   account and session. Adding, cancelling and filling an order allocates nothing.
 //! - **Price levels** are a `Vec<Level>` per side, sorted so that the *best* price is the
 //!   *last* element (bids ascending, asks descending), reserved up front for a typical depth.
 //!   Matching only ever touches the end (pop a level that empties: O(1)); a new level near the

@@ -16,7 +16,7 @@
 //! | `MassCancel` | book | `Canceled` per order, then `MassCancelDone { canceled }` |
 //! | `SessionClosed` | cancel-on-disconnect if set for the session, then `risk.session_closed` | `Canceled` per order |
 //!
-//! The risk state follows the books through [`Feedback`]: every fill, replace and close is
+//! The risk state follows the books through [`Feedback`](crate::Feedback): every fill, replace and close is
 //! reported to the risk engine as it happens, so open-order counts, reservations and positions
 //! always match the books.
 //!

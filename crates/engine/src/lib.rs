@@ -22,7 +22,7 @@ pub use book::{
     MAX_ID,
 };
 pub use instruments::{
-    ExpiryRule, InstrumentConfig, InstrumentConfigError, Instruments, InstrumentsConfig,
-    OptionSeriesConfig, Roll, StrikeGrid,
+    ConfigDecimal, ExpiryRule, InstrumentConfig, InstrumentConfigError, Instruments,
+    InstrumentsConfig, ListedStatus, OptionSeriesConfig, Roll, StrikeGrid,
 };
 pub use symbol::{ExpiryDate, Symbol, SymbolError, SymbolKind};

@@ -477,3 +477,45 @@ fn ids_stay_within_2_pow_53_minus_1() {
     }
     r.assert_consistent();
 }
+
+#[test]
+fn engine_config_is_read_strictly_and_validated() {
+    let cfg: EngineConfig = toml::from_str(
+        "max_resting_orders = 1024\nlevels_per_side = 16\ncancel_on_disconnect = false\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg,
+        EngineConfig {
+            max_resting_orders: 1024,
+            levels_per_side: 16,
+            cancel_on_disconnect: false
+        }
+    );
+    assert_eq!(
+        toml::from_str::<EngineConfig>("").unwrap(),
+        EngineConfig::default()
+    );
+    assert!(toml::from_str::<EngineConfig>("max_resting = 5").is_err());
+    let cfg: portcullis_engine::InstrumentsConfig = toml::from_str(CONFIG).unwrap();
+    let instruments =
+        portcullis_engine::Instruments::from_config(&cfg, NOW_NS / 1_000_000).unwrap();
+    let bad = EngineConfig {
+        max_resting_orders: 0,
+        ..EngineConfig::default()
+    };
+    assert!(matches!(
+        portcullis_engine::Core::new(&bad, &open_risk(), &["ALICE"], instruments.clone()),
+        Err(CoreError::Config {
+            key: "max_resting_orders",
+            ..
+        })
+    ));
+    // A risk config naming an account the server does not have is refused.
+    let mut risk = open_risk();
+    risk.accounts.insert("MALLORY".into(), Default::default());
+    assert!(matches!(
+        portcullis_engine::Core::new(&EngineConfig::default(), &risk, &["ALICE"], instruments),
+        Err(CoreError::Risk(_))
+    ));
+}
