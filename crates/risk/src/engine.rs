@@ -1,8 +1,8 @@
 //! [`RiskEngine`]: the risk state of the core thread and the checks that run on it.
 
 use portcullis_types::{
-    AccountId, CancelOrder, InstrumentId, InstrumentRules, InstrumentStatus, NewOrder, OrdType,
-    Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    AccountId, CancelOrder, ClOrdId, Command, InstrumentId, InstrumentRules, InstrumentStatus,
+    NewOrder, OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
 };
 
 use crate::config::{AccountLimits, ConfigError, Limits, RiskConfig};
@@ -61,14 +61,21 @@ impl Instrument {
     /// beyond every limit, as limits are `i128` too).
     #[inline]
     fn notional(&self, price: i64, qty: i64) -> Option<i128> {
-        (i128::from(price).abs() * i128::from(qty).abs()).checked_mul(self.notional_factor)
+        // |i64| × |i64| ≤ 2^126: the first product cannot overflow.
+        mul(
+            i128::from(price.unsigned_abs()) * i128::from(qty.unsigned_abs()),
+            self.notional_factor,
+        )
     }
 
     /// As [`notional`](Self::notional), saturating: for releasing what a check reserved (which
     /// fitted then).
     #[inline]
     fn notional_sat(&self, price: i64, qty: i128) -> i128 {
-        (i128::from(price).abs().saturating_mul(qty.abs())).saturating_mul(self.notional_factor)
+        mul_sat(
+            mul_sat(i128::from(price.unsigned_abs()), qty.abs()),
+            self.notional_factor,
+        )
     }
 }
 
@@ -326,6 +333,31 @@ impl RiskEngine {
     // Per-order checks
     // -------------------------------------------------------------------------------------
 
+    /// A hint: starts loading the part of the ClOrdID table that checking `command` will
+    /// probe (new orders and replaces), so that its cache miss overlaps other work. The core
+    /// thread can call it for the next command in its queue while it processes the current
+    /// one. Changes no state; calling it or not changes only latency. Costs one keyed hash of
+    /// the ClOrdID (which the check computes again).
+    pub fn prefetch(&self, command: &Command) {
+        let (session, id) = match command {
+            Command::New(o) => (o.session, &o.cl_ord_id),
+            Command::Replace(r) => (r.session, &r.cl_ord_id),
+            _ => return,
+        };
+        if let Some(hash) = self.cl_ord_id_hash(session, id) {
+            self.cl_ord_ids.prefetch(hash);
+        }
+    }
+
+    /// The ClOrdID table's key of `id` on `session` (whose slot and generation are part of it);
+    /// `None` for a session slot beyond `max_sessions`.
+    #[inline]
+    fn cl_ord_id_hash(&self, session: SessionId, id: &ClOrdId) -> Option<u64> {
+        let s = self.sessions.get(session.0 as usize)?;
+        let tag = (u64::from(session.0) << 32) | u64::from(s.generation);
+        Some(self.cl_ord_ids.hash(tag, id.as_bytes()))
+    }
+
     /// Checks a new order, cheapest first, and on success reserves it (one open order, its
     /// notional, its quantity on its side, its ClOrdID).
     ///
@@ -355,6 +387,12 @@ impl RiskEngine {
         use RejectReason::*;
         let a = self.gate(o.account, true)?;
         self.throttle(o.session, a, now_ns)?;
+        // The duplicate check comes last, but its table probe is a likely cache miss: start
+        // the load now so it overlaps the checks in between.
+        let hash = self
+            .cl_ord_id_hash(o.session, &o.cl_ord_id)
+            .ok_or(ServerBusy)?;
+        self.cl_ord_ids.prefetch(hash);
         let acct = &mut self.accounts[a];
         let lim = &acct.limits;
         let inst = match self.instruments.get(o.instrument.0 as usize) {
@@ -434,9 +472,7 @@ impl RiskEngine {
         {
             return Err(PositionLimit);
         }
-        let qty_u = qty
-            .checked_mul(inst.underlying_factor)
-            .ok_or(PositionLimit)?;
+        let qty_u = mul(qty, inst.underlying_factor).ok_or(PositionLimit)?;
         if worst_case(
             self.pairs.at(ui),
             o.side,
@@ -449,9 +485,6 @@ impl RiskEngine {
             return Err(PositionLimit);
         }
         let stp = o.stp.unwrap_or(lim.stp_mode);
-        let session = &self.sessions[o.session.0 as usize];
-        let tag = (u64::from(o.session.0) << 32) | u64::from(session.generation);
-        let hash = self.cl_ord_ids.hash(tag, o.cl_ord_id.as_bytes());
         match self.cl_ord_ids.insert(hash) {
             Ok(()) => {}
             Err(InsertError::Duplicate) => return Err(DuplicateClOrdId),
@@ -487,6 +520,10 @@ impl RiskEngine {
         use RejectReason::*;
         let a = self.gate(r.account, true)?;
         self.throttle(r.session, a, now_ns)?;
+        let hash = self
+            .cl_ord_id_hash(r.session, &r.cl_ord_id)
+            .ok_or(ServerBusy)?;
+        self.cl_ord_ids.prefetch(hash);
         if working.account != r.account || working.instrument != r.instrument {
             return Err(UnknownOrder);
         }
@@ -561,9 +598,7 @@ impl RiskEngine {
                 .pairs
                 .get(underlying_key(a32, rules.underlying().0))
                 .unwrap_or(&empty);
-            let delta_u = delta
-                .checked_mul(inst.underlying_factor)
-                .ok_or(PositionLimit)?;
+            let delta_u = mul(delta, inst.underlying_factor).ok_or(PositionLimit)?;
             if worst_case(
                 upair,
                 working.side,
@@ -576,9 +611,6 @@ impl RiskEngine {
                 return Err(PositionLimit);
             }
         }
-        let session = &self.sessions[r.session.0 as usize];
-        let tag = (u64::from(r.session.0) << 32) | u64::from(session.generation);
-        let hash = self.cl_ord_ids.hash(tag, r.cl_ord_id.as_bytes());
         match self.cl_ord_ids.insert(hash) {
             Ok(()) => {}
             Err(InsertError::Duplicate) => return Err(DuplicateClOrdId),
@@ -675,7 +707,7 @@ impl RiskEngine {
         if let Some(u) = self.pairs.get_mut(underlying_key(a32, underlying)) {
             u.position = u
                 .position
-                .saturating_add(signed.saturating_mul(inst.underlying_factor));
+                .saturating_add(mul_sat(signed, inst.underlying_factor));
         }
     }
 
@@ -715,7 +747,7 @@ impl RiskEngine {
             .pairs
             .get_mut(underlying_key(a32, inst.rules.underlying().0))
         {
-            *open_side(u, old.side) += new_leaves.saturating_mul(inst.underlying_factor);
+            *open_side(u, old.side) += mul_sat(new_leaves, inst.underlying_factor);
         }
     }
 
@@ -753,7 +785,7 @@ impl RiskEngine {
             }
             None => bad = true,
         }
-        let qty_u = qty.saturating_mul(inst.underlying_factor);
+        let qty_u = mul_sat(qty, inst.underlying_factor);
         match self
             .pairs
             .get_mut(underlying_key(a32, inst.rules.underlying().0))
@@ -928,7 +960,7 @@ fn worst_case(p: &PairState, side: Side, qty: i128, factor: i128, limit: i128) -
         Side::Sell => (p.position.checked_neg()?, p.open_sell),
     };
     let worst = pos.checked_add(open)?.checked_add(qty)?;
-    (worst.checked_mul(factor)? <= limit).then_some(())
+    (worst <= 0 || mul(worst, factor)? <= limit).then_some(())
 }
 
 /// True if `price` is within `band_ppm` of `reference`: `|price − ref| × 10^6 ≤ ref × band`.
@@ -946,6 +978,24 @@ fn band_top(reference: Price, band_ppm: i128, tick: Price) -> Option<Price> {
     let num = i128::from(reference.0) * (PPM + band_ppm);
     let ticks = (num + den - 1) / den;
     i64::try_from(ticks * i128::from(tick.0)).ok().map(Price)
+}
+
+/// `a × b`, `None` on overflow. Through `u128` on purpose: LLVM inlines the overflow check
+/// of an unsigned 128-bit multiplication, while the signed one is a call to `__muloti4`.
+#[inline]
+fn mul(a: i128, b: i128) -> Option<i128> {
+    let m = i128::try_from(a.unsigned_abs().checked_mul(b.unsigned_abs())?).ok()?;
+    Some(if (a < 0) != (b < 0) { -m } else { m })
+}
+
+/// `a × b`, saturating.
+#[inline]
+fn mul_sat(a: i128, b: i128) -> i128 {
+    mul(a, b).unwrap_or(if (a < 0) != (b < 0) {
+        -i128::MAX
+    } else {
+        i128::MAX
+    })
 }
 
 /// `a − b`, clamped at zero; sets `bad` if it had to clamp.
@@ -984,9 +1034,7 @@ fn move_position(p: &mut PairState, delta: i128, notional: impl Fn(i128) -> i128
         } else if reduce == held {
             0
         } else {
-            let released = old_exp
-                .checked_mul(reduce)
-                .map_or(old_exp / held * reduce, |x| x / held);
+            let released = mul(old_exp, reduce).map_or(old_exp / held * reduce, |x| x / held);
             old_exp - released
         }
     };

@@ -63,6 +63,27 @@ impl ClOrdIdSet {
         h.finish().max(1)
     }
 
+    /// Starts loading the home slot of `hash` into the cache, so that the probe of
+    /// [`insert`](Self::insert), a few checks later, need not wait for memory: in a day-sized
+    /// table (16 MiB by default) that slot is almost never cached, and the miss (~100 ns) would
+    /// otherwise be most of an order's check.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let slot: *const u64 = &self.slots[hash as usize & self.mask];
+            // SAFETY: PREFETCHT0 is only a hint: it never faults, writes nothing and has no
+            // effect the program can observe (and the address is that of a live element).
+            // SSE, which provides it, is part of the x86_64 baseline.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
     /// True if `hash` is recorded.
     #[cfg(test)]
     pub(crate) fn contains(&self, hash: u64) -> bool {
