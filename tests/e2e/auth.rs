@@ -589,6 +589,17 @@ fn every_logon_failure_gets_the_same_logout_and_a_precise_audit_line() {
     assert!(c.closed());
     // And an expired key cannot log on.
     attempt(LogonSpec::new(&expiring), "expired");
+    // `keys list` shows it as expired, in text and JSON.
+    let (code, out) = server.cli(&["keys", "list", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == expiring.id.as_str())
+        .unwrap();
+    assert_eq!(entry["status"], "expired", "{entry}");
 }
 
 #[test]

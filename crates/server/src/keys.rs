@@ -260,7 +260,18 @@ fn list(settings: &Settings, json: bool) -> Result<()> {
     let path = require_vault(settings)?;
     let keyring = load_keyring(settings, false)?;
     let vault = Vault::open(&path, &keyring.ring)?;
-    let infos: Vec<KeyInfo> = vault.list().map(|k| k.info()).collect();
+    let now = now_ms();
+    // An expired key is still "active" in the vault; show what a logon would meet.
+    let infos: Vec<KeyInfo> = vault
+        .list()
+        .map(|k| {
+            let mut info = k.info();
+            if info.status == "active" && k.is_expired(now) {
+                info.status = "expired";
+            }
+            info
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;
@@ -270,18 +281,13 @@ fn list(settings: &Settings, json: bool) -> Result<()> {
         writeln!(out, "no keys in {}", path.display())?;
         return Ok(());
     }
-    let now = now_ms();
     writeln!(
         out,
         "{:<36} {:<16} {:<17} {:<8} {:<12} {:<24} {:<24} {:<24} IP ALLOWLIST",
         "KEY ID", "ACCOUNT", "SCOPES", "STATUS", "CREDENTIAL", "EXPIRES", "CREATED", "LAST USED"
     )?;
-    for (info, key) in infos.iter().zip(vault.list()) {
-        let status = if info.status == "active" && key.is_expired(now) {
-            "expired"
-        } else {
-            info.status
-        };
+    for info in &infos {
+        let status = info.status;
         writeln!(
             out,
             "{:<36} {:<16} {:<17} {:<8} {:<12} {:<24} {:<24} {:<24} {}",
