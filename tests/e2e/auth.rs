@@ -23,17 +23,17 @@ const AUTH_FAILED: &str = "Authentication failed";
 
 /// An API key as `keys create --json` printed it.
 #[derive(Debug, Clone)]
-struct Key {
-    id: String,
-    secret: String,
+pub(crate) struct Key {
+    pub(crate) id: String,
+    pub(crate) secret: String,
 }
 
-fn env() -> [(&'static str, &'static str); 1] {
+pub(crate) fn env() -> [(&'static str, &'static str); 1] {
     [(MASTER_KEY_ENV, MASTER)]
 }
 
 /// `portcullis keys create --config <server config> <args> --json`.
-fn create_key(server: &Server, args: &[&str]) -> Key {
+pub(crate) fn create_key(server: &Server, args: &[&str]) -> Key {
     let config = server.config.display().to_string();
     let mut all = vec!["keys", "create", "--config", config.as_str(), "--json"];
     all.extend_from_slice(args);
@@ -385,7 +385,7 @@ store_sync = "never"
 }
 
 /// A server with a plain-TCP FIX.4.4 and FIX.4.2 listener (loopback) and the ISLD/TW sessions.
-fn plain_config(p44: u16, p42: u16, auth: &str) -> String {
+pub(crate) fn plain_config(p44: u16, p42: u16, auth: &str) -> String {
     format!(
         r#"
 data_dir = "{{DATA_DIR}}"

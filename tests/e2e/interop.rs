@@ -1,12 +1,17 @@
 //! Interoperability with a third-party FIX implementation: the `simplefix` Python package
-//! (installed by scripts/test.sh) drives logon, an order and logout.
+//! (installed by scripts/test.sh) signs its Logon as the README documents and drives logon, an
+//! order and logout.
 
-use crate::fix_session::start;
+use crate::auth::{create_key, env, plain_config};
+use crate::harness::{free_port, Server};
 use std::process::Command;
 
 #[test]
 fn simplefix_client_logs_on_sends_an_order_and_logs_out() {
-    let (server, ports) = start(false);
+    let (p44, p42) = (free_port(), free_port());
+    let mut server = Server::configure(&plain_config(p44, p42, ""), &[p44, p42], &env());
+    let key = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
+    server.launch();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/simplefix_client.py"
@@ -14,7 +19,11 @@ fn simplefix_client_logs_on_sends_an_order_and_logs_out() {
     let out = Command::new("python3")
         .arg(script)
         .arg("--port")
-        .arg(ports[1].to_string())
+        .arg(p44.to_string())
+        .arg("--key-id")
+        .arg(&key.id)
+        .arg("--secret")
+        .arg(&key.secret)
         .output()
         .expect("python3 must be installed (scripts/test.sh installs simplefix)");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,7 +5,10 @@ Drives a Portcullis session over TCP: Logon, TestRequest/Heartbeat, NewOrderSing
 until a venue is connected, by BusinessMessageReject), Logout. Exits non-zero on any deviation.
 """
 import argparse
+import base64
 import datetime
+import hashlib
+import hmac
 import socket
 import sys
 
@@ -24,14 +27,14 @@ class Client:
         self.target = target
         self.seq = 1
 
-    def send(self, msg_type, fields):
+    def send(self, msg_type, fields, sending_time=None):
         m = simplefix.FixMessage()
         m.append_pair(8, "FIX.4.4", header=True)
         m.append_pair(35, msg_type, header=True)
         m.append_pair(49, self.sender, header=True)
         m.append_pair(56, self.target, header=True)
         m.append_pair(34, self.seq, header=True)
-        m.append_pair(52, now(), header=True)
+        m.append_pair(52, sending_time or now(), header=True)
         for tag, value in fields:
             m.append_pair(tag, value)
         self.seq += 1
@@ -60,10 +63,20 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--sender", default="TW")
     ap.add_argument("--target", default="ISLD")
+    ap.add_argument("--key-id", required=True)
+    ap.add_argument("--secret", required=True)
     args = ap.parse_args()
 
     c = Client(args.port, args.sender, args.target)
-    c.send("A", [(98, 0), (108, 30), (141, "Y")])
+    # The logon signature as the README documents it: HMAC-SHA256 keyed with the secret's
+    # text over SendingTime, MsgType, MsgSeqNum, SenderCompID, TargetCompID, Username.
+    sending_time = now()
+    prehash = "\x01".join([sending_time, "A", str(c.seq), args.sender, args.target, args.key_id])
+    raw = base64.b64encode(
+        hmac.new(args.secret.encode(), prehash.encode(), hashlib.sha256).digest()
+    ).decode()
+    c.send("A", [(98, 0), (108, 30), (141, "Y"), (553, args.key_id), (95, len(raw)), (96, raw)],
+           sending_time=sending_time)
     logon = c.expect("A")
     assert logon.get(108) == b"30", logon
     print("logon ok")
