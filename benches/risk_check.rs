@@ -4,19 +4,19 @@
 //! - `check_new+close/limit`: a limit order that passes every check of `RiskEngine::check_new`
 //!   (kill switches, session and account token buckets, instrument status, tick, lot, min/max
 //!   quantity, notional, price band around a reference price, open orders, credit, position per
-//!   instrument and per underlying, duplicate ClOrdID with insertion), then
-//!   `on_order_closed`, which releases its reservation so the state stays steady. Each order
-//!   has a fresh ClOrdID (built in the loop, as the socket task would have); the ClOrdID table
-//!   is cleared every 2^19 orders outside the timing, so it runs between 0 and 25 % full
-//!   (its 2^21 slots, 16 MiB, do not fit in a cache: each insert is a miss, as in production).
-//! - `check_new+close/limit/pipelined`: the same, with the next order's ClOrdID slot
-//!   prefetched (`RiskEngine::prefetch`) while this one is checked, as the core thread does with
-//!   the next command in its queue: the cache miss of the ClOrdID table leaves the critical path.
+//!   instrument and per underlying, duplicate ClOrdID with its recording), then
+//!   `on_order_closed`, which releases its reservation so the state stays steady.
+//!
+//!   Every order has a ClOrdID the session has not used: the ids come from a pool of 4096
+//!   built beforehand (the socket task builds them, not the core thread), and after each
+//!   round of the pool the session slot is released (`session_closed`, which makes its ids
+//!   new again). The ClOrdID set is day-sized (capacity 2^20: a 16 MiB table, which no cache
+//!   holds, behind a 1.25 MiB filter) and is cleared every 2^19 orders outside the timing, so
+//!   it runs between 0 and 50 % of its capacity.
 //! - `check_new+close/market`: the same for a market order (valued at the top of the band).
-//! - `check_new+close/limit/hot_ids`: the same with a 4096-id ClOrdID table that stays in
-//!   cache, to show what the cache misses of a day-sized table cost.
+//! - `check_new+close/limit/small_id_set`: the same with a 4096-id ClOrdID set that stays in
+//!   the L1/L2 cache, to show what the day-sized one costs.
 //! - `check_cancel`: a cancel (account and throttles only).
-//! - `cl_ord_id_new`: building the ClOrdID alone, to subtract from the above.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -24,10 +24,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_risk::{AccountLimits, Decimal, RiskConfig, RiskEngine, WorkingOrder};
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, Command, InstrumentId, InstrumentKind, InstrumentRules,
+    AccountId, CancelOrder, ClOrdId, InstrumentId, InstrumentKind, InstrumentRules,
     InstrumentStatus, NewOrder, OrdType, Price, Qty, SessionId, Side, StpMode, TimeInForce,
     UnderlyingId,
 };
+
+/// Prebuilt ClOrdIDs, used round-robin.
+const POOL: usize = 4096;
 
 fn engine(cl_ord_ids: u32) -> RiskEngine {
     let d = |s: &str| Decimal::parse(s).unwrap();
@@ -73,6 +76,7 @@ fn engine(cl_ord_ids: u32) -> RiskEngine {
     risk
 }
 
+/// Buy 2.500 at 60100.00 (reference 60000.00) for account 42 on session 3.
 fn order(ord_type: OrdType) -> NewOrder {
     NewOrder {
         session: SessionId(3),
@@ -90,59 +94,34 @@ fn order(ord_type: OrdType) -> NewOrder {
     }
 }
 
-/// A 16-character ClOrdID with `n` in it.
-#[inline]
-fn cl_ord_id(n: u64) -> ClOrdId {
-    let mut b = *b"BENCH-0000000000";
-    let mut v = n;
-    for i in (6..16).rev() {
-        b[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    ClOrdId::new(&b).unwrap()
-}
-
-/// One `check_new` + `on_order_closed` series.
-struct Case {
-    name: &'static str,
-    ord_type: OrdType,
-    /// `max_cl_ord_ids_per_day`.
-    cl_ord_ids: u32,
-    /// Prefetch the next order's ClOrdID slot while checking this one, as the core thread does
-    /// with the next command in its queue.
-    pipelined: bool,
-}
-
-fn bench_new(c: &mut Criterion, case: Case) {
-    // Clear the ClOrdID table when it is a quarter full (it has 2 slots per id of capacity).
-    let day = u64::from(case.cl_ord_ids) / 2;
-    let mut risk = engine(case.cl_ord_ids);
-    let template = order(case.ord_type);
+fn bench_new(c: &mut Criterion, name: &str, ord_type: OrdType, cl_ord_ids: u32) {
+    let ids: Vec<ClOrdId> = (0..POOL)
+        .map(|i| ClOrdId::new(format!("ORD-{i:012}").as_bytes()).unwrap())
+        .collect();
+    // Clear the ClOrdID set when it is half full (outside the timing).
+    let day = u64::from(cl_ord_ids) / 2;
+    let mut risk = engine(cl_ord_ids);
+    let template = order(ord_type);
     let mut seq: u64 = 0;
     let mut now: i64 = 1_700_000_000_000_000_000;
-    c.bench_function(case.name, |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut left = iters;
-            let mut next = cl_ord_id(seq + 1);
             while left > 0 {
                 let n = left.min(day - seq % day);
                 let start = Instant::now();
                 for _ in 0..n {
+                    let i = (seq % POOL as u64) as usize;
+                    if i == 0 {
+                        risk.session_closed(template.session);
+                    }
                     seq += 1;
                     now += 1_000;
                     let o = NewOrder {
-                        cl_ord_id: next,
+                        cl_ord_id: ids[i],
                         ..template
                     };
-                    // One ClOrdID built per order in every case (see `cl_ord_id_new`).
-                    next = cl_ord_id(seq + 1);
-                    if case.pipelined {
-                        risk.prefetch(&Command::New(NewOrder {
-                            cl_ord_id: next,
-                            ..template
-                        }));
-                    }
                     let checked = risk.check_new(black_box(&o), now).expect("passes");
                     risk.on_order_closed(&WorkingOrder::from_checked(&checked));
                 }
@@ -160,38 +139,13 @@ fn bench_new(c: &mut Criterion, case: Case) {
 }
 
 fn risk_check(c: &mut Criterion) {
-    let case = |name, ord_type, cl_ord_ids, pipelined| Case {
-        name,
-        ord_type,
-        cl_ord_ids,
-        pipelined,
-    };
-    let day_sized = 1 << 20;
+    bench_new(c, "check_new+close/limit", OrdType::Limit, 1 << 20);
+    bench_new(c, "check_new+close/market", OrdType::Market, 1 << 20);
     bench_new(
         c,
-        case("check_new+close/limit", OrdType::Limit, day_sized, false),
-    );
-    bench_new(
-        c,
-        case(
-            "check_new+close/limit/pipelined",
-            OrdType::Limit,
-            day_sized,
-            true,
-        ),
-    );
-    bench_new(
-        c,
-        case("check_new+close/market", OrdType::Market, day_sized, false),
-    );
-    bench_new(
-        c,
-        case(
-            "check_new+close/limit/hot_ids",
-            OrdType::Limit,
-            1 << 12,
-            false,
-        ),
+        "check_new+close/limit/small_id_set",
+        OrdType::Limit,
+        1 << 13,
     );
 
     let mut risk = engine(1 << 20);
@@ -200,23 +154,15 @@ fn risk_check(c: &mut Criterion) {
         session: SessionId(3),
         account: AccountId(42),
         instrument: InstrumentId(7),
-        cl_ord_id: cl_ord_id(1),
+        cl_ord_id: ClOrdId::new(b"CXL-1").unwrap(),
         order_id: None,
-        orig_cl_ord_id: cl_ord_id(0),
+        orig_cl_ord_id: ClOrdId::new(b"ORD-1").unwrap(),
         received_ns: 0,
     };
     c.bench_function("check_cancel", |b| {
         b.iter(|| {
             now += 1_000;
             risk.check_cancel(black_box(&cancel), now).is_ok()
-        })
-    });
-
-    let mut n = 0u64;
-    c.bench_function("cl_ord_id_new", |b| {
-        b.iter(|| {
-            n += 1;
-            cl_ord_id(black_box(n))
         })
     });
 }

@@ -91,15 +91,17 @@ pub struct RiskConfig {
     /// Largest burst per session (token-bucket size, ≥ 1). Default 400.
     pub session_burst: u32,
     /// Sustained abuse: this many throttle rejects on one session within this window mark the
-    /// session for disconnection ([`crate::RiskEngine::throttle_abuse`]).
-    /// Default 100 rejects within 1000 ms.
+    /// session for disconnection ([`crate::RiskEngine::throttle_abuse`]). Rejects by the
+    /// session's bucket and by its account's both count: a client that keeps sending while
+    /// refused is not backing off, whichever limit it hit. Default 100 rejects within 1000 ms.
     pub disconnect_after_throttled: AbuseRule,
     /// Session slots (`SessionId` values `0..max_sessions`); a request from a higher slot is
     /// refused as `ServerBusy`. Should match the server's connection limit. Default 1024.
     pub max_sessions: u32,
     /// ClOrdIDs remembered per trading day, over all sessions. When the table is full, new
     /// orders are refused as `ServerBusy` until `reset_trading_day` (refusing is the safe
-    /// choice: forgetting an id could let a duplicate through). Default 1 048 576 (16 MiB).
+    /// choice: forgetting an id could let a duplicate through). Default 1 048 576 (a 16 MiB
+    /// table behind a 1.25 MiB filter).
     pub max_cl_ord_ids_per_day: u32,
     /// Distinct (account, instrument) and (account, underlying) pairs with risk state
     /// (positions, open orders). When full, an order that needs a new pair is refused as

@@ -1,8 +1,8 @@
 //! [`RiskEngine`]: the risk state of the core thread and the checks that run on it.
 
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, Command, InstrumentId, InstrumentRules, InstrumentStatus,
-    NewOrder, OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    AccountId, CancelOrder, ClOrdId, InstrumentId, InstrumentRules, InstrumentStatus, NewOrder,
+    OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
 };
 
 use crate::config::{AccountLimits, ConfigError, Limits, RiskConfig};
@@ -333,22 +333,6 @@ impl RiskEngine {
     // Per-order checks
     // -------------------------------------------------------------------------------------
 
-    /// A hint: starts loading the part of the ClOrdID table that checking `command` will
-    /// probe (new orders and replaces), so that its cache miss overlaps other work. The core
-    /// thread can call it for the next command in its queue while it processes the current
-    /// one. Changes no state; calling it or not changes only latency. Costs one keyed hash of
-    /// the ClOrdID (which the check computes again).
-    pub fn prefetch(&self, command: &Command) {
-        let (session, id) = match command {
-            Command::New(o) => (o.session, &o.cl_ord_id),
-            Command::Replace(r) => (r.session, &r.cl_ord_id),
-            _ => return,
-        };
-        if let Some(hash) = self.cl_ord_id_hash(session, id) {
-            self.cl_ord_ids.prefetch(hash);
-        }
-    }
-
     /// The ClOrdID table's key of `id` on `session` (whose slot and generation are part of it);
     /// `None` for a session slot beyond `max_sessions`.
     #[inline]
@@ -387,8 +371,8 @@ impl RiskEngine {
         use RejectReason::*;
         let a = self.gate(o.account, true)?;
         self.throttle(o.session, a, now_ns)?;
-        // The duplicate check comes last, but its table probe is a likely cache miss: start
-        // the load now so it overlaps the checks in between.
+        // The duplicate check comes last, but its memory (a block of the ClOrdID filter) may
+        // not be in the L1 cache: start the load now so it overlaps the checks in between.
         let hash = self
             .cl_ord_id_hash(o.session, &o.cl_ord_id)
             .ok_or(ServerBusy)?;
