@@ -445,27 +445,23 @@ impl RiskEngine {
             return Err(CreditLimit);
         }
         let qty = i128::from(o.qty.0);
-        if worst_case(
+        if !within_position_limit(
             &pair,
             o.side,
             qty,
             inst.qty_factor,
             lim.max_position_per_instrument,
-        )
-        .is_none()
-        {
+        ) {
             return Err(PositionLimit);
         }
         let qty_u = mul(qty, inst.underlying_factor).ok_or(PositionLimit)?;
-        if worst_case(
+        if !within_position_limit(
             self.pairs.at(ui),
             o.side,
             qty_u,
             1,
             lim.max_position_per_underlying,
-        )
-        .is_none()
-        {
+        ) {
             return Err(PositionLimit);
         }
         let stp = o.stp.unwrap_or(lim.stp_mode);
@@ -567,15 +563,13 @@ impl RiskEngine {
         // The working order's leaves are already in the open quantity: count only the change.
         let delta = new_leaves - old_leaves;
         if delta > 0 {
-            if worst_case(
+            if !within_position_limit(
                 pair,
                 working.side,
                 delta,
                 inst.qty_factor,
                 lim.max_position_per_instrument,
-            )
-            .is_none()
-            {
+            ) {
                 return Err(PositionLimit);
             }
             let upair = self
@@ -583,15 +577,13 @@ impl RiskEngine {
                 .get(underlying_key(a32, rules.underlying().0))
                 .unwrap_or(&empty);
             let delta_u = mul(delta, inst.underlying_factor).ok_or(PositionLimit)?;
-            if worst_case(
+            if !within_position_limit(
                 upair,
                 working.side,
                 delta_u,
                 1,
                 lim.max_position_per_underlying,
-            )
-            .is_none()
-            {
+            ) {
                 return Err(PositionLimit);
             }
         }
@@ -934,17 +926,20 @@ fn open_side(p: &mut PairState, side: Side) -> &mut i128 {
     }
 }
 
-/// `Some(())` if position + open orders on `side` + `qty` (the worst case if every order on
-/// that side fills), times `factor`, stays within `limit` in absolute value; `None` if not
-/// (or on overflow). A reducing order (against the position) passes whenever its side does.
+/// True if position + open orders on `side` + `qty` (the worst case if every order on that
+/// side fills), times `factor`, stays within `limit`; false if not, or on overflow. A reducing
+/// order (against the position) passes whenever its side does.
 #[inline]
-fn worst_case(p: &PairState, side: Side, qty: i128, factor: i128, limit: i128) -> Option<()> {
+fn within_position_limit(p: &PairState, side: Side, qty: i128, factor: i128, limit: i128) -> bool {
     let (pos, open) = match side {
         Side::Buy => (p.position, p.open_buy),
-        Side::Sell => (p.position.checked_neg()?, p.open_sell),
+        Side::Sell => (p.position.saturating_neg(), p.open_sell),
     };
-    let worst = pos.checked_add(open)?.checked_add(qty)?;
-    (worst <= 0 || mul(worst, factor)? <= limit).then_some(())
+    match pos.checked_add(open).and_then(|w| w.checked_add(qty)) {
+        Some(worst) if worst <= 0 => true,
+        Some(worst) => mul(worst, factor).is_some_and(|w| w <= limit),
+        None => false,
+    }
 }
 
 /// True if `price` is within `band_ppm` of `reference`: `|price − ref| × 10^6 ≤ ref × band`.

@@ -40,7 +40,13 @@ pub use engine::{RiskEngine, MAX_INSTRUMENTS};
 use portcullis_types::{AccountId, InstrumentId, NewOrder, Price, Qty, Side};
 
 /// Proof that a `T` passed the risk checks (and that its reservation was made). Only this
-/// crate constructs it; it is neither `Clone` nor `Copy`, so one check admits one order.
+/// crate constructs it; it is neither `Clone` nor `Copy`, so one check admits one order:
+///
+/// ```compile_fail
+/// # fn twice(c: portcullis_risk::RiskChecked<portcullis_types::NewOrder>) {
+/// let again = c.clone(); // error: no method `clone`
+/// # }
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a checked order holds a reservation: hand it to the engine or release it"]
 pub struct RiskChecked<T>(T);

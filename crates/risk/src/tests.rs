@@ -933,6 +933,44 @@ fn a_replace_moves_the_reservation_when_applied() {
 }
 
 #[test]
+fn a_replace_down_to_the_filled_quantity_closes_the_order() {
+    let mut fx = Fx::new(|_| {});
+    let mut w = fx.ok(|_| {});
+    fx.fill(&mut w, 100_00, 4);
+    fx.risk.on_replaced(&w, Price(100_00), Qty(4));
+    assert_eq!(fx.risk.open_orders(ALICE), 0);
+    assert_eq!(fx.risk.credit_used(ALICE), dec("400"));
+    assert_eq!(fx.risk.open_totals(), (0, 0, 0, 0));
+    fx.assert_balanced();
+}
+
+#[test]
+fn releases_that_match_no_reservation_are_clamped_at_zero_and_counted() {
+    let mut fx = Fx::new(|_| {});
+    let w = fx.ok(|_| {});
+    fx.risk.on_order_closed(&w);
+    fx.assert_balanced();
+    // Closed twice: nothing goes negative, and the engine's bug shows in the counter.
+    fx.risk.on_order_closed(&w);
+    assert_eq!(fx.risk.open_orders(ALICE), 0);
+    assert_eq!(fx.risk.credit_used(ALICE), Decimal::ZERO);
+    assert_eq!(fx.risk.open_totals(), (0, 0, 0, 0));
+    assert_eq!(fx.risk.accounting_anomalies(), 1);
+    // An order never checked here (another account's pair, an unlisted instrument).
+    fx.risk.on_order_closed(&WorkingOrder { account: BOB, ..w });
+    fx.risk.on_fill(
+        &WorkingOrder {
+            instrument: InstrumentId(99),
+            ..w
+        },
+        Price(100_00),
+        Qty(1),
+    );
+    assert_eq!(fx.risk.accounting_anomalies(), 3);
+    assert_eq!(fx.risk.position(BOB, PERP), Qty(0));
+}
+
+#[test]
 fn a_replace_is_checked_like_a_new_order_on_its_new_terms() {
     let mut fx = Fx::limits(|l| {
         l.max_notional = dec("2000");
