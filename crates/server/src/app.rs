@@ -1,17 +1,40 @@
-//! The application placeholder: until the order pipeline exists, every application message is
-//! answered with a BusinessMessageReject(35=j), so a client sees a precise, standard answer
-//! instead of silence.
+//! The FIX application: order entry through the pipeline.
 //!
-//! - order-entry messages (NewOrderSingle D, OrderCancelRequest F, OrderCancelReplaceRequest G,
-//!   OrderStatusRequest H, OrderMassCancelRequest q): BusinessRejectReason(380) = 4
-//!   (Application not available), Text "no venue connected";
-//! - anything else a client may send (ExecutionReport 8, OrderCancelReject 9,
-//!   OrderMassCancelReport r, BusinessMessageReject j, ...): 380 = 3 (Unsupported Message Type).
+//! Each connection gets a [`FixConn`] (the transport's [`ConnectionApp`]) once it has claimed
+//! its session. On the connection's task it
+//!
+//! - decodes NewOrderSingle (D), OrderCancelRequest (F), OrderCancelReplaceRequest (G),
+//!   OrderStatusRequest (H) and OrderMassCancelRequest (q) with [`order_codec`]; an invalid
+//!   request is answered here and never reaches the core thread;
+//! - checks the account: Account(1), when present, must be the account of the key the session
+//!   logged on with (or, for a session without authentication, one of its configured
+//!   accounts); absent, that account is used;
+//! - takes a session slot on the first order-entry message and pushes the request into the
+//!   ingress queue; a full queue is answered at once with a "server busy" reject;
+//! - sends the reports the core thread queues for it, when woken, as ExecutionReport (8),
+//!   OrderCancelReject (9) or OrderMassCancelReport (r); a session that overflows its report
+//!   queue is logged out ("slow consumer"), as is one the risk checks mark for sustained
+//!   throttle abuse ("order rate limit exceeded");
+//! - on disconnect, closes its slot (cancel-on-disconnect per the session's config).
+//!
+//! Other application messages a client may send (ExecutionReport 8, OrderCancelReject 9,
+//! OrderMassCancelReport r, BusinessMessageReject j, ...) are answered with a
+//! BusinessMessageReject(35=j), BusinessRejectReason(380) = 3 (Unsupported Message Type).
 
-use portcullis_fix::{tag, Decoder, Encoder, SeqNum, UtcTimestamp};
-use portcullis_session::transport::Application;
-use portcullis_session::Session;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use portcullis_fix::{tag, BeginString, Decoder, Encoder, SeqNum, UtcTimestamp};
+use portcullis_session::transport::{Application, ConnectionApp, ConnectionInfo};
+use portcullis_session::{Session, SessionConfig};
+use portcullis_types::{AccountId, Command, RejectReason};
 use tracing::{debug, warn};
+
+use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
+use crate::pipeline::{Conn, Ingress, Outbound, Pipeline};
+use crate::security::ServerAuth;
 
 /// BusinessRejectReason(380) = 3.
 const UNSUPPORTED_MESSAGE_TYPE: u64 = 3;
@@ -44,57 +67,312 @@ impl BusinessReject {
         enc.uint(tag::BUSINESS_REJECT_REASON, self.reason);
         enc.str(tag::TEXT, self.text.as_bytes());
     }
-}
 
-/// True for the order-entry messages the future pipeline will take.
-fn is_order_entry(msg_type: &[u8]) -> bool {
-    matches!(msg_type, b"D" | b"F" | b"G" | b"H" | b"q")
-}
-
-/// The reject for one application message (as validated and delivered by the session), or
-/// `None` if the bytes do not even decode (the session never delivers such a message).
-pub fn reject_for(seq: SeqNum, message: &[u8]) -> Option<BusinessReject> {
-    let mut decoder = Decoder::new();
-    let msg = decoder.decode(message).ok()?;
-    let msg_type = msg.msg_type();
-    if msg_type.is_empty() {
-        return None;
+    fn of(seq: SeqNum, msg: &portcullis_fix::MessageRef<'_>, reason: u64, text: &'static str) -> Self {
+        BusinessReject {
+            ref_seq_num: seq,
+            ref_msg_type: msg.msg_type().to_vec(),
+            ref_id: msg
+                .get(tag::CL_ORD_ID)
+                .filter(|v| !v.is_empty())
+                .map(<[u8]>::to_vec),
+            reason,
+            text,
+        }
     }
-    let (reason, text) = if is_order_entry(msg_type) {
-        (APPLICATION_NOT_AVAILABLE, "no venue connected")
-    } else {
-        (UNSUPPORTED_MESSAGE_TYPE, "unsupported message type")
-    };
-    Some(BusinessReject {
-        ref_seq_num: seq,
-        ref_msg_type: msg_type.to_vec(),
-        ref_id: msg
-            .get(tag::CL_ORD_ID)
-            .filter(|v| !v.is_empty())
-            .map(<[u8]>::to_vec),
-        reason,
-        text,
-    })
+
+    fn send(&self, session: &mut Session, now: UtcTimestamp) {
+        if let Err(e) = session.send_application(now, b"j", |enc| self.encode_body(enc)) {
+            warn!(seq = self.ref_seq_num, error = %e, "could not send BusinessMessageReject");
+        }
+    }
 }
 
-/// The placeholder [`Application`].
-#[derive(Debug, Default)]
-pub struct PlaceholderApp;
+/// What the application knows of one configured session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// `FIX.4.4:ISLD->TW`.
+    pub name: String,
+    /// True if Logons are authenticated (the account is the key's).
+    pub authenticate: bool,
+    /// The accounts the session may trade for (`*` = any).
+    pub accounts: Vec<String>,
+    /// Cancel its resting orders when it ends.
+    pub cancel_on_disconnect: bool,
+}
 
-impl Application for PlaceholderApp {
+type SessionKey = (BeginString, String, String);
+
+fn key_of(c: &SessionConfig) -> SessionKey {
+    (
+        c.begin_string,
+        c.sender_comp_id.clone(),
+        c.target_comp_id.clone(),
+    )
+}
+
+/// The server's [`Application`]: order entry through the [`Pipeline`].
+pub struct OrderEntryApp {
+    pipeline: Arc<Pipeline>,
+    sessions: HashMap<SessionKey, Arc<SessionInfo>>,
+    auth: Arc<ServerAuth>,
+}
+
+impl std::fmt::Debug for OrderEntryApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderEntryApp")
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderEntryApp {
+    /// The application for `sessions` (with their configs), feeding `pipeline`.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        sessions: impl IntoIterator<Item = (SessionConfig, SessionInfo)>,
+        auth: Arc<ServerAuth>,
+    ) -> Self {
+        OrderEntryApp {
+            pipeline,
+            sessions: sessions
+                .into_iter()
+                .map(|(c, i)| (key_of(&c), Arc::new(i)))
+                .collect(),
+            auth,
+        }
+    }
+}
+
+impl Application for OrderEntryApp {
     fn on_message(&self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]) {
-        let Some(reject) = reject_for(seq, message) else {
-            warn!(seq, "application message does not decode; not answered");
+        // Only connections without a handler come here (none do): answer rather than ignore.
+        let mut d = Decoder::new();
+        let Ok(msg) = d.decode(message) else { return };
+        let (reason, text) = if order_codec::is_order_entry(msg.msg_type()) {
+            (APPLICATION_NOT_AVAILABLE, "application not available")
+        } else {
+            (UNSUPPORTED_MESSAGE_TYPE, "unsupported message type")
+        };
+        BusinessReject::of(seq, &msg, reason, text).send(session, now);
+    }
+
+    fn open(&self, conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
+        let info = self.sessions.get(&key_of(conn.session))?.clone();
+        Some(Box::new(FixConn {
+            pipeline: self.pipeline.clone(),
+            auth: self.auth.clone(),
+            config: conn.session.clone(),
+            version: conn.session.begin_string,
+            info,
+            conn_id: conn.id,
+            allowed: None,
+            conn: None,
+            decoder: Decoder::new(),
+            scratch: Vec::with_capacity(64),
+        }))
+    }
+}
+
+/// One connection's order entry.
+pub struct FixConn {
+    pipeline: Arc<Pipeline>,
+    auth: Arc<ServerAuth>,
+    config: SessionConfig,
+    version: BeginString,
+    info: Arc<SessionInfo>,
+    conn_id: u64,
+    /// The accounts the connection trades for, resolved at its first order-entry message
+    /// (after its Logon).
+    allowed: Option<Box<[AccountId]>>,
+    /// The connection's slot and report queue, from its first order-entry request on.
+    conn: Option<Arc<Conn>>,
+    decoder: Decoder,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for FixConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixConn")
+            .field("session", &self.info.name)
+            .field("conn", &self.conn_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FixConn {
+    /// The accounts of this connection: the logged-on key's account (authenticated sessions),
+    /// or the session's configured accounts (every account for `*`).
+    fn resolve_accounts(&self) -> Box<[AccountId]> {
+        let p = &self.pipeline;
+        if self.info.authenticate {
+            return self
+                .auth
+                .logged_on_account(&self.config)
+                .and_then(|a| p.account_id(&a))
+                .into_iter()
+                .collect();
+        }
+        if self.info.accounts.iter().any(|a| a == portcullis_auth::ANY_ACCOUNT) {
+            return (0..p.account_names().len() as u32).map(AccountId).collect();
+        }
+        self.info
+            .accounts
+            .iter()
+            .filter_map(|a| p.account_id(a))
+            .collect()
+    }
+
+    /// The connection's slot, opened on the core thread; `None` if no slot is free or the
+    /// ingress queue is full (the request is then refused "server busy").
+    fn ensure_conn(&mut self, allowed: &[AccountId]) -> Option<Arc<Conn>> {
+        if let Some(c) = &self.conn {
+            return Some(c.clone());
+        }
+        let p = &self.pipeline;
+        let slot = p.alloc_slot()?;
+        let conn = p.new_conn(slot, allowed, self.info.cancel_on_disconnect);
+        if p.submit(Ingress::Open(conn.clone())).is_err() {
+            p.release_unopened_slot(slot);
+            return None;
+        }
+        debug!(conn = self.conn_id, session = %self.info.name, slot = slot.0, "session slot opened");
+        self.conn = Some(conn.clone());
+        Some(conn)
+    }
+}
+
+fn send_refusal(session: &mut Session, v: BeginString, now: UtcTimestamp, r: &Refusal<'_>) {
+    let res = session.send_application(now, r.answer_type(), |enc| {
+        order_codec::encode_refusal(enc, v, r, now.nanos())
+    });
+    if let Err(e) = res {
+        warn!(error = %e, "could not send a reject");
+    }
+}
+
+impl ConnectionApp for FixConn {
+    fn on_message(&mut self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]) {
+        let v = self.version;
+        let mut decoder = std::mem::take(&mut self.decoder);
+        let Ok(msg) = decoder.decode(message) else {
+            warn!(conn = self.conn_id, seq, "application message does not decode; not answered");
+            self.decoder = decoder;
             return;
         };
-        debug!(
-            seq,
-            msg_type = %String::from_utf8_lossy(&reject.ref_msg_type),
-            reason = reject.reason,
-            "answering with BusinessMessageReject"
-        );
-        if let Err(e) = session.send_application(now, b"j", |enc| reject.encode_body(enc)) {
-            warn!(seq, error = %e, "could not send BusinessMessageReject");
+        if !order_codec::is_order_entry(msg.msg_type()) {
+            BusinessReject::of(seq, &msg, UNSUPPORTED_MESSAGE_TYPE, "unsupported message type")
+                .send(session, now);
+            self.decoder = decoder;
+            return;
+        }
+        if self.allowed.is_none() {
+            self.allowed = Some(self.resolve_accounts());
+        }
+        let allowed = self.allowed.clone().unwrap_or_default();
+        let dir = self.pipeline.directory();
+        let ctx = Ctx {
+            directory: &dir,
+            allowed: &allowed,
+            account_names: self.pipeline.account_names(),
+            session: portcullis_types::SessionId(0),
+            now_ns: now.nanos(),
+        };
+        let outcome = match order_codec::decode(&msg, &ctx) {
+            Err(refusal) => Err(refusal),
+            Ok(mut req) => match self.ensure_conn(&allowed) {
+                None => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
+                Some(conn) => {
+                    req.set_session(conn.slot());
+                    let item = match req {
+                        Request::New(o) => Ingress::Cmd(Command::New(o)),
+                        Request::Cancel(c) => Ingress::Cmd(Command::Cancel(c)),
+                        Request::Replace(r) => Ingress::Cmd(Command::Replace(r)),
+                        Request::MassCancel(m) => Ingress::Cmd(Command::MassCancel(m)),
+                        Request::Status(s) => Ingress::Status(s),
+                    };
+                    match self.pipeline.submit(item) {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
+                    }
+                }
+            },
+        };
+        if let Err(r) = outcome {
+            debug!(conn = self.conn_id, seq, reason = ?r.reason, text = %r.text, "request refused");
+            send_refusal(session, v, now, &r);
+        }
+        drop(dir);
+        self.decoder = decoder;
+    }
+
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.conn {
+            Some(c) => c.poll_ready(cx),
+            // No slot yet: nothing can arrive; a request that opens one comes through
+            // on_message, after which the transport polls again.
+            None => Poll::Pending,
+        }
+    }
+
+    fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(());
+        };
+        let v = self.version;
+        let dir = self.pipeline.directory();
+        let names = Names {
+            directory: &dir,
+            account_names: self.pipeline.account_names(),
+        };
+        let scratch = &mut self.scratch;
+        // At most one queue's worth per call, so reading the socket is never starved.
+        for _ in 0..conn.capacity() {
+            let Some(item) = conn.pop() else { break };
+            let report = match &item {
+                Outbound::Event(e) => Report::Event(e),
+                Outbound::Status(e) => Report::Status(e),
+            };
+            let res = session.send_application(now, report.msg_type(), |enc| {
+                order_codec::encode_report(enc, v, report, &names, scratch)
+            });
+            if let Err(e) = res {
+                warn!(conn = self.conn_id, session = %self.info.name, error = %e, "could not send a report");
+            }
+        }
+        if let Some(why) = conn.kicked() {
+            return Err(why.to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FixConn {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let slot = conn.slot();
+        drop(conn);
+        let pipeline = self.pipeline.clone();
+        if pipeline.submit(Ingress::Close(slot)).is_ok() {
+            return;
+        }
+        // The close must reach the core thread (it frees the slot and cancels on disconnect):
+        // retry off this task until the queue has room.
+        let retry = async move {
+            while pipeline.submit(Ingress::Close(slot)).is_err() {
+                if pipeline.is_stopping() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(retry);
+            }
+            Err(_) => warn!(slot = slot.0, "no runtime to retry a session close; slot leaked"),
         }
     }
 }
@@ -114,132 +392,18 @@ mod tests {
         enc.finish().to_vec()
     }
 
-    fn body_of(r: &BusinessReject) -> Vec<u8> {
+    #[test]
+    fn business_reject_layout() {
+        let m = message("8", 4, &[(11, "c")]);
+        let mut d = Decoder::new();
+        let msg = d.decode(&m).unwrap();
+        let r = BusinessReject::of(4, &msg, UNSUPPORTED_MESSAGE_TYPE, "unsupported message type");
         let mut enc = Encoder::new();
         enc.start(b"FIX.4.4", b"j");
         r.encode_body(&mut enc);
-        enc.body().to_vec()
-    }
-
-    #[test]
-    fn new_order_single_gets_application_not_available() {
-        let m = message("D", 7, &[(11, "ord-1"), (55, "BTC-PERP"), (54, "1")]);
-        let r = reject_for(7, &m).unwrap();
-        assert_eq!(r.ref_seq_num, 7);
-        assert_eq!(r.ref_msg_type, b"D");
-        assert_eq!(r.ref_id.as_deref(), Some(&b"ord-1"[..]));
-        assert_eq!(r.reason, 4);
-        assert_eq!(r.text, "no venue connected");
         assert_eq!(
-            body_of(&r),
-            b"35=j\x0145=7\x01372=D\x01379=ord-1\x01380=4\x0158=no venue connected\x01"
+            enc.body(),
+            b"35=j\x0145=4\x01372=8\x01379=c\x01380=3\x0158=unsupported message type\x01"
         );
-    }
-
-    #[test]
-    fn every_order_entry_type_gets_reason_4() {
-        for t in ["D", "F", "G", "H", "q"] {
-            let r = reject_for(3, &message(t, 3, &[(11, "x")])).unwrap();
-            assert_eq!(r.reason, 4, "{t}");
-            assert_eq!(r.ref_msg_type, t.as_bytes());
-        }
-    }
-
-    #[test]
-    fn without_cl_ord_id_no_ref_id_is_sent() {
-        let r = reject_for(9, &message("q", 9, &[(530, "7")])).unwrap();
-        assert_eq!(r.ref_id, None);
-        assert_eq!(
-            body_of(&r),
-            b"35=j\x0145=9\x01372=q\x01380=4\x0158=no venue connected\x01"
-        );
-    }
-
-    #[test]
-    fn other_application_messages_get_unsupported_message_type() {
-        for t in ["8", "9", "r", "j"] {
-            let r = reject_for(4, &message(t, 4, &[(11, "c")])).unwrap();
-            assert_eq!(r.reason, 3, "{t}");
-            assert_eq!(r.text, "unsupported message type");
-            assert_eq!(r.ref_msg_type, t.as_bytes());
-        }
-    }
-
-    /// A logged-on FIX.4.4 session on a memory store, fed `messages` after the Logon; returns
-    /// everything it sent.
-    fn through_a_session(messages: &[Vec<u8>]) -> Vec<u8> {
-        use portcullis_fix::BeginString;
-        use portcullis_session::{MemoryStore, SessionConfig, SessionEvent};
-        let now = UtcTimestamp::now();
-        let config = SessionConfig::new(BeginString::Fix44, "PORTCULLIS", "DEMO");
-        let mut session = Session::new(config, Box::new(MemoryStore::new(now)), now);
-        let mut logon = Encoder::new();
-        logon.start(b"FIX.4.4", b"A");
-        logon.str(49, b"DEMO").str(56, b"PORTCULLIS").uint(34, 1);
-        logon.timestamp(52, now, portcullis_fix::TimePrecision::Millis);
-        logon.uint(98, 0).uint(108, 30);
-        session.handle_input(now, logon.finish());
-        for m in messages {
-            session.handle_input(now, m);
-        }
-        let app = PlaceholderApp;
-        while let Some(ev) = session.poll_event() {
-            if let SessionEvent::Application { seq, message } = ev {
-                app.on_message(&mut session, now, seq, &message);
-            }
-        }
-        session.transmit().to_vec()
-    }
-
-    fn now_message(msg_type: &str, seq: u64, body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(b"FIX.4.4", msg_type.as_bytes());
-        enc.str(49, b"DEMO").str(56, b"PORTCULLIS").uint(34, seq);
-        enc.timestamp(
-            52,
-            UtcTimestamp::now(),
-            portcullis_fix::TimePrecision::Millis,
-        );
-        for (t, v) in body {
-            enc.str(*t, v.as_bytes());
-        }
-        enc.finish().to_vec()
-    }
-
-    fn has(out: &[u8], field: &[u8]) -> bool {
-        out.windows(field.len()).any(|w| w == field)
-    }
-
-    #[test]
-    fn a_session_answers_an_order_with_business_message_reject() {
-        let order = now_message(
-            "D",
-            2,
-            &[
-                (11, "ord-9"),
-                (21, "1"),
-                (55, "BTC-PERP"),
-                (54, "1"),
-                (60, "20240102-10:00:00.000"),
-                (38, "1"),
-                (40, "1"),
-            ],
-        );
-        let out = through_a_session(&[order]);
-        assert!(
-            has(
-                &out,
-                b"\x0145=2\x01372=D\x01379=ord-9\x01380=4\x0158=no venue connected\x01"
-            ),
-            "{}",
-            String::from_utf8_lossy(&out).replace('\x01', "|")
-        );
-        assert!(has(&out, b"\x0135=j\x01"));
-    }
-
-    #[test]
-    fn bytes_that_do_not_decode_get_no_answer() {
-        assert!(reject_for(1, b"garbage").is_none());
-        assert!(reject_for(1, b"").is_none());
     }
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_auth::{AuthConfig, Scope};
+use portcullis_engine::{EngineConfig, InstrumentConfig, InstrumentConfigError, OptionSeriesConfig};
 use portcullis_fix::BeginString;
+use portcullis_risk::RiskConfig;
 use portcullis_session::store::SyncPolicy;
 use portcullis_session::transport::Schedule;
 use portcullis_session::{ResetPolicy, SessionConfig};
@@ -90,6 +92,62 @@ pub struct RawConfig {
     /// Authentication: where the master key is, logon window, lockout and anomaly settings.
     #[serde(default)]
     pub auth: RawAuth,
+    /// The matching engine: order store size, book depth, the default cancel-on-disconnect.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Pre-trade risk: limits per account (with defaults), throttles, table capacities.
+    #[serde(default)]
+    pub risk: RiskConfig,
+    /// Instruments listed one by one, by symbol.
+    #[serde(default)]
+    pub instruments: Vec<InstrumentConfig>,
+    /// Option series listed by rule (expiries relative to the current time × a strike grid).
+    #[serde(default)]
+    pub option_series: Vec<OptionSeriesConfig>,
+    /// The core thread and its queues.
+    #[serde(default)]
+    pub core: RawCore,
+}
+
+/// The `[core]` section: the core thread that owns the books and the risk state, and the
+/// bounded queues between it and the socket tasks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCore {
+    /// Commands (orders, cancels, ...) that may wait for the core thread, over all sessions.
+    /// When the queue is full, a request is refused at once with a "server busy" reject
+    /// (back-pressure), never buffered. Default 65536.
+    pub ingress_capacity: u64,
+    /// Reports that may wait, per session, for its socket task to send them. A session whose
+    /// queue fills up is a slow consumer: the core thread never waits for it; the reports it
+    /// cannot take are dropped (the orders keep their state) and the session is logged out
+    /// ("slow consumer") and disconnected. Default 1024.
+    pub egress_capacity: u64,
+    /// How long the core thread keeps polling its queues after the last command before it
+    /// parks (a producer wakes it). Spinning costs a CPU while it lasts and saves the wake-up
+    /// latency of a parked thread for the next command. Default 50 (microseconds).
+    pub idle_spin_us: u64,
+    /// Pin the core thread to this CPU (0-based); absent = no pinning.
+    pub pin_cpu: Option<usize>,
+    /// The end of the trading day, `HH:MM:SS` UTC: Day orders expire and ClOrdIDs may be used
+    /// again. Default "00:00:00".
+    pub trading_day_end: String,
+    /// Accounts that may trade besides those named by the sessions, e.g. for sessions with
+    /// `accounts = ["*"]`. The account table is this list, then every session's accounts.
+    pub accounts: Vec<String>,
+}
+
+impl Default for RawCore {
+    fn default() -> Self {
+        Self {
+            ingress_capacity: 65_536,
+            egress_capacity: 1024,
+            idle_spin_us: 50,
+            pin_cpu: None,
+            trading_day_end: "00:00:00".to_owned(),
+            accounts: Vec::new(),
+        }
+    }
 }
 
 /// The `[auth]` section. The key vault is `<data_dir>/vault.bin` and the audit log
@@ -247,6 +305,10 @@ pub struct RawSession {
     /// default. Only allowed on FIXT.1.1 sessions.
     #[serde(default)]
     pub default_appl_ver_id: Option<String>,
+    /// Cancel the session's resting orders when it logs out or its connection ends. Default:
+    /// `engine.cancel_on_disconnect` (true unless changed).
+    #[serde(default)]
+    pub cancel_on_disconnect: Option<bool>,
 }
 
 fn default_heartbeat_range() -> [u32; 2] {
@@ -327,6 +389,34 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// True for the embedded default, which may generate a dev certificate and a dev master key.
     pub embedded: bool,
+    /// `[engine]`.
+    pub engine: EngineConfig,
+    /// `[risk]`, validated.
+    pub risk: RiskConfig,
+    /// `[[instruments]]`, validated (listed once at load to check them).
+    pub instruments: Vec<InstrumentConfig>,
+    /// `[[option_series]]`, validated.
+    pub option_series: Vec<OptionSeriesConfig>,
+    /// `[core]`, validated.
+    pub core: CoreSettings,
+    /// The account table: `AccountId(i)` is `accounts[i]` (`core.accounts`, then the accounts
+    /// of every session in order, each once, without `*`).
+    pub accounts: Vec<String>,
+}
+
+/// Validated `[core]` settings.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Ingress queue capacity.
+    pub ingress_capacity: usize,
+    /// Per-session egress queue capacity.
+    pub egress_capacity: usize,
+    /// Busy-poll time before parking.
+    pub idle_spin: Duration,
+    /// CPU to pin the core thread to.
+    pub pin_cpu: Option<usize>,
+    /// End of the trading day, seconds after midnight UTC.
+    pub trading_day_end_secs: u32,
 }
 
 impl Settings {
@@ -402,6 +492,8 @@ pub struct SessionSettings {
     pub authenticate: bool,
     /// The scope a key needs to log on.
     pub access: Scope,
+    /// Cancel the session's resting orders when it ends.
+    pub cancel_on_disconnect: bool,
 }
 
 /// Bounds that keep a typo from becoming a resource problem.
@@ -719,7 +811,11 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             on_disconnect: s.reset_on_disconnect,
         };
         config.require_message_signature = s.require_message_signature;
+        let cancel_on_disconnect = s
+            .cancel_on_disconnect
+            .unwrap_or(raw.engine.cancel_on_disconnect);
         sessions.push(SessionSettings {
+            cancel_on_disconnect,
             config,
             schedule,
             store_sync: match s.store_sync {
@@ -736,6 +832,11 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     }
 
     let auth = validate_auth(&raw.auth)?;
+    let core = validate_core(&raw.core)?;
+    let accounts = account_table(&raw.core.accounts, &sessions)?;
+    validate_engine(&raw.engine)?;
+    validate_risk(&raw.risk, &accounts)?;
+    validate_instruments(&raw.instruments, &raw.option_series)?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
@@ -744,7 +845,159 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         sessions,
         auth,
         embedded,
+        engine: raw.engine,
+        risk: raw.risk,
+        instruments: raw.instruments,
+        option_series: raw.option_series,
+        core,
+        accounts,
     })
+}
+
+/// Largest ingress queue (commands) and per-session egress queue (reports).
+const MAX_INGRESS: u64 = 1 << 24;
+const MAX_EGRESS: u64 = 1 << 20;
+/// Longest busy-poll before parking: a second of spinning is already a wasted CPU.
+const MAX_SPIN_US: u64 = 1_000_000;
+
+fn validate_core(raw: &RawCore) -> Result<CoreSettings, ConfigError> {
+    let ingress = in_range(
+        "core.ingress_capacity",
+        raw.ingress_capacity,
+        1,
+        MAX_INGRESS,
+    )?;
+    let egress = in_range("core.egress_capacity", raw.egress_capacity, 1, MAX_EGRESS)?;
+    let spin = in_range("core.idle_spin_us", raw.idle_spin_us, 0, MAX_SPIN_US)?;
+    if let Some(cpu) = raw.pin_cpu {
+        in_range("core.pin_cpu", cpu as u64, 0, 4095)?;
+    }
+    let end = parse_time_of_day(&raw.trading_day_end)
+        .ok_or_else(|| bad_time("core.trading_day_end", &raw.trading_day_end))?;
+    Ok(CoreSettings {
+        ingress_capacity: ingress as usize,
+        egress_capacity: egress as usize,
+        idle_spin: Duration::from_micros(spin),
+        pin_cpu: raw.pin_cpu,
+        trading_day_end_secs: end,
+    })
+}
+
+/// `core.accounts`, then every session's accounts, each once, without `*`.
+fn account_table(extra: &[String], sessions: &[SessionSettings]) -> Result<Vec<String>, ConfigError> {
+    let mut table: Vec<String> = Vec::new();
+    for (i, a) in extra.iter().enumerate() {
+        let key = format!("core.accounts[{i}]");
+        check_id(&key, a)?;
+        if a == portcullis_auth::ANY_ACCOUNT {
+            return Err(ConfigError::invalid(
+                key.clone(),
+                format!("{key} = \"*\" is not an account name"),
+            ));
+        }
+        if table.contains(a) {
+            return Err(ConfigError::invalid(
+                key.clone(),
+                format!("{key} = {a:?} is listed twice"),
+            ));
+        }
+        table.push(a.clone());
+    }
+    for s in sessions {
+        for a in &s.accounts {
+            if a != portcullis_auth::ANY_ACCOUNT && !table.contains(a) {
+                table.push(a.clone());
+            }
+        }
+    }
+    Ok(table)
+}
+
+fn validate_engine(e: &EngineConfig) -> Result<(), ConfigError> {
+    // The same bounds Core::new enforces, checked here so check-config reports them too.
+    in_range(
+        "engine.max_resting_orders",
+        u64::from(e.max_resting_orders),
+        1,
+        1 << 24,
+    )?;
+    in_range(
+        "engine.levels_per_side",
+        u64::from(e.levels_per_side),
+        0,
+        1 << 16,
+    )?;
+    Ok(())
+}
+
+fn validate_risk(r: &RiskConfig, accounts: &[String]) -> Result<(), ConfigError> {
+    r.validate().map_err(|e| {
+        let key = e.key().map_or_else(|| "risk".to_owned(), |k| format!("risk.{k}"));
+        ConfigError::invalid(key, e.to_string())
+    })?;
+    for name in r.accounts.keys() {
+        if !accounts.contains(name) {
+            let key = format!("risk.accounts.{name}");
+            return Err(ConfigError::invalid(
+                key.clone(),
+                format!(
+                    "{key}: no such account (accounts are those of the sessions and core.accounts)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lists the instruments once (as of now) so that a bad symbol, decimal or rule is reported
+/// at load, with the key of the entry it is in.
+fn validate_instruments(
+    instruments: &[InstrumentConfig],
+    series: &[OptionSeriesConfig],
+) -> Result<(), ConfigError> {
+    let now_ms = portcullis_auth::clock::now_ms();
+    portcullis_engine::Instruments::new(instruments, series, now_ms)
+        .map(|_| ())
+        .map_err(|e| instrument_error(&e, instruments, series))
+}
+
+/// The key of the entry an instrument error is about, with the error.
+pub fn instrument_error(
+    e: &InstrumentConfigError,
+    instruments: &[InstrumentConfig],
+    series: &[OptionSeriesConfig],
+) -> ConfigError {
+    let by_symbol = |s: &str| {
+        instruments
+            .iter()
+            .rposition(|i| i.symbol == s)
+            .map(|i| format!("instruments[{i}]"))
+    };
+    let by_underlying = |u: &str| {
+        series
+            .iter()
+            .position(|x| x.underlying == u)
+            .map(|i| format!("option_series[{i}]"))
+    };
+    // Series errors name the entry "option series <underlying>".
+    let by_what = |w: &str| {
+        by_symbol(w).or_else(|| w.strip_prefix("option series ").and_then(by_underlying))
+    };
+    let key = match e {
+        InstrumentConfigError::Symbol { symbol, .. } | InstrumentConfigError::Duplicate(symbol) => {
+            by_symbol(symbol)
+        }
+        InstrumentConfigError::Decimal { what, field, .. } => {
+            by_what(what).map(|k| format!("{k}.{field}"))
+        }
+        InstrumentConfigError::Rules { what, .. } | InstrumentConfigError::Scales(what) => {
+            by_what(what)
+        }
+        InstrumentConfigError::Series { underlying, .. } => by_underlying(underlying),
+        InstrumentConfigError::TooMany => None,
+    }
+    .unwrap_or_else(|| "instruments".to_owned());
+    ConfigError::invalid(key.clone(), format!("{key}: {e}"))
 }
 
 fn validate_auth(raw: &RawAuth) -> Result<AuthSettings, ConfigError> {

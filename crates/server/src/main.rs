@@ -4,16 +4,22 @@
 //!   `--config`);
 //! - `portcullis check-config --config FILE` parses and validates a config;
 //! - `portcullis keys create|list|revoke|rotate-master|retire-master|new-master-key` manages the
-//!   key vault (see [`keys`]).
+//!   key vault (see [`keys`]);
+//! - `portcullis admin kill|halt|resume|mark|limits|pause-core|resume-core` sends an operator
+//!   command to the running server over its control socket (see [`control`]).
 //!
 //! Exit codes: 0 clean shutdown or valid config, 1 runtime failure (e.g. a port in use),
 //! 2 bad config (the message on stderr names the key), no or wrong master key, or an unreadable
-//! key vault; every failing `keys` command exits 2.
+//! key vault; every failing `keys` command exits 2; `admin` exits 2 on bad input and 1 when the
+//! server cannot be reached.
 
 mod app;
 mod config;
+mod control;
 mod devcert;
 mod keys;
+mod order_codec;
+mod pipeline;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +68,8 @@ enum Command {
     },
     /// Manage the API keys of the vault and its master key (works while the server runs).
     Keys(keys::KeysArgs),
+    /// Operator commands to the running server: kill switch, halt/resume, mark, limits, pause.
+    Admin(control::AdminArgs),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -90,6 +98,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("portcullis keys: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Admin(args) => match control::run(args) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(control::AdminError::BadInput(e)) => {
+                eprintln!("portcullis admin: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(control::AdminError::Unreachable(e)) => {
+                eprintln!("portcullis admin: {e}");
+                ExitCode::from(EXIT_RUNTIME)
             }
         },
         Command::CheckConfig { config } => {
@@ -209,6 +231,14 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     // Authentication: master key, vault, audit log (before anything listens).
     let auth = setup_auth(&settings)?;
 
+    // The order pipeline: the core (books and risk state) on its own thread.
+    let (pipeline, core_thread) = start_pipeline(&settings)?;
+    let admin_audit = Arc::new(
+        control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?,
+    );
+    let control_path = control::socket_path(&settings);
+    let control_listener = control::bind(&control_path).map_err(Failure::Runtime)?;
+
     // Sessions and their stores.
     let mut registry = SessionRegistry::new();
     for s in &settings.sessions {
@@ -306,8 +336,35 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         info!(listener = %c.name, %addr, begin_string = %c.begin_string, tls = c.tls.is_some(), "listening");
     }
 
-    let app: Arc<dyn Application> = Arc::new(app::PlaceholderApp);
+    println!(
+        "order pipeline: {} instruments, {} accounts; control socket: {}",
+        pipeline.directory().len(),
+        pipeline.account_names().len(),
+        control_path.display()
+    );
+    let app: Arc<dyn Application> = Arc::new(app::OrderEntryApp::new(
+        pipeline.clone(),
+        settings.sessions.iter().map(|s| {
+            (
+                s.config.clone(),
+                app::SessionInfo {
+                    name: security::session_name(&s.config),
+                    authenticate: s.authenticate,
+                    accounts: s.accounts.clone(),
+                    cancel_on_disconnect: s.cancel_on_disconnect,
+                },
+            )
+        }),
+        server_auth.clone(),
+    ));
     let (trigger, signal) = transport::shutdown_channel();
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        control_path,
+        pipeline.clone(),
+        admin_audit,
+        signal.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         tasks.spawn(l.run(registry.clone(), app.clone(), signal.clone()));
@@ -348,6 +405,18 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     for (session, e) in registry.sync_all() {
         error!(%session, error = %e, "message store sync failed at shutdown");
     }
+    // The sessions have closed their slots (cancel-on-disconnect ran); give the last closes a
+    // moment to reach the core thread, then stop it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), control_task).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pipeline.stop();
+    if core_thread.join().is_err() {
+        error!("the core thread panicked");
+    }
+    info!(
+        refused_server_busy = pipeline.busy_count(),
+        "order pipeline stopped"
+    );
     // The watcher writes the keys' last-use times once more as it stops.
     if tokio::time::timeout(Duration::from_secs(3), watcher)
         .await
@@ -357,6 +426,53 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Lists the instruments, builds the core and starts its thread.
+fn start_pipeline(
+    settings: &Settings,
+) -> Result<(Arc<pipeline::Pipeline>, std::thread::JoinHandle<()>), Failure> {
+    let now_ns = pipeline::now_ns();
+    let instruments = portcullis_engine::Instruments::new(
+        &settings.instruments,
+        &settings.option_series,
+        now_ns / 1_000_000,
+    )
+    .map_err(|e| {
+        Failure::Config(config::instrument_error(
+            &e,
+            &settings.instruments,
+            &settings.option_series,
+        ))
+    })?;
+    let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
+    let core = portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
+        .map_err(|e| {
+            Failure::Config(ConfigError::Invalid {
+                key: "engine".into(),
+                message: e.to_string(),
+            })
+        })?;
+    let config = pipeline::PipelineConfig {
+        ingress_capacity: settings.core.ingress_capacity,
+        egress_capacity: settings.core.egress_capacity,
+        idle_spin: settings.core.idle_spin,
+        pin_cpu: settings.core.pin_cpu,
+        trading_day_end_secs: settings.core.trading_day_end_secs,
+        max_sessions: settings.risk.max_sessions,
+    };
+    order_codec::seed_local_ids((now_ns / 1_000) as u64);
+    let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
+    let handle = pipeline::spawn_core(core, pipeline.clone(), &config)
+        .context("cannot start the core thread")?;
+    info!(
+        instruments = pipeline.directory().len(),
+        accounts = settings.accounts.len(),
+        ingress_capacity = config.ingress_capacity,
+        egress_capacity = config.egress_capacity,
+        "order pipeline started"
+    );
+    Ok((pipeline, handle))
 }
 
 /// What `serve` needs for authentication.

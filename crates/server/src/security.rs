@@ -206,7 +206,7 @@ fn demo_account(settings: &Settings) -> String {
 // Per-connection authentication
 
 /// What a session requires of the keys that log on to it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SessionPolicy {
     /// The session's name in logs and the audit log, e.g. `FIX.4.4:ISLD->TW`.
     pub name: String,
@@ -216,6 +216,11 @@ pub struct SessionPolicy {
     pub accounts: Vec<String>,
     /// The scope a key needs.
     pub access: Scope,
+    /// The account of the key of the session's last authenticated Logon. A session has one
+    /// connection at a time (the transport's claim), and a connection's application messages
+    /// come after its Logon, so the order pipeline reads here the account of the connection
+    /// it serves.
+    pub logged_on_account: std::sync::Mutex<Option<String>>,
 }
 
 type SessionKey = (BeginString, String, String);
@@ -248,6 +253,7 @@ impl ServerAuth {
                     authenticate: s.authenticate,
                     accounts: s.accounts.clone(),
                     access: s.access,
+                    logged_on_account: std::sync::Mutex::new(None),
                 };
                 (key, Arc::new(policy))
             })
@@ -257,6 +263,22 @@ impl ServerAuth {
             policies,
             revocations: watch::channel(0).0,
         }
+    }
+
+    /// The account of the key the session's current connection logged on with (`None` before
+    /// an authenticated Logon, or for a session without authentication).
+    pub fn logged_on_account(&self, session: &SessionConfig) -> Option<String> {
+        let key = (
+            session.begin_string,
+            session.sender_comp_id.clone(),
+            session.target_comp_id.clone(),
+        );
+        let policy = self.policies.get(&key)?;
+        policy
+            .logged_on_account
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Tells every live connection to re-check its credential now.
@@ -349,6 +371,11 @@ impl SessionAuth for FixSessionAuth {
                     session = %self.policy.name, peer = %self.peer_ip,
                     key_id = %grant.key_id, account = %grant.account, "logon authenticated"
                 );
+                *self
+                    .policy
+                    .logged_on_account
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(grant.account.clone());
                 self.grant = Some(grant);
                 Ok(())
             }
@@ -747,6 +774,7 @@ mod tests {
             authenticate: true,
             accounts: vec![SECRET_ACCOUNT.into()],
             access: Scope::Trade,
+            logged_on_account: std::sync::Mutex::new(None),
         });
         let auth = FixSessionAuth {
             authenticator: authenticator.clone(),

@@ -709,8 +709,49 @@ impl SessionRegistry {
 /// Receives the application messages of every session.
 pub trait Application: Send + Sync + 'static {
     /// Handles one validated, in-sequence application message of `session`. Replies go out
-    /// through [`Session::send_application`].
+    /// through [`Session::send_application`]. Not called for a connection that has its own
+    /// [`ConnectionApp`] (see [`Application::open`]).
     fn on_message(&self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]);
+
+    /// A handler of its own for one connection, created once the connection has claimed its
+    /// session (only one connection per session at a time). `None` (the default): the
+    /// connection's messages go to [`Application::on_message`].
+    fn open(&self, _conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
+        None
+    }
+}
+
+/// What the transport tells an [`Application`] about a connection it opens a handler for.
+#[derive(Debug)]
+pub struct ConnectionInfo<'a> {
+    /// The connection's number in logs.
+    pub id: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The listener that accepted it.
+    pub listener: &'a ListenerConfig,
+    /// The session it claimed.
+    pub session: &'a SessionConfig,
+}
+
+/// One connection's application handler: it gets the session's application messages, and it
+/// may have output of its own that arrives from elsewhere (e.g. execution reports from another
+/// thread), for which it wakes the connection's task.
+///
+/// The connection's task calls [`ConnectionApp::write_output`] after every step and whenever
+/// [`ConnectionApp::poll_output`] is ready; the handler is dropped when the connection ends.
+pub trait ConnectionApp: Send {
+    /// Handles one validated, in-sequence application message.
+    fn on_message(&mut self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]);
+
+    /// Ready when there is output for [`ConnectionApp::write_output`]; otherwise arranges for
+    /// the task to be woken when there is.
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Sends the pending output through the session. `Err(text)`: the connection must end — the
+    /// session logs out with `text` and the connection is closed without waiting for the
+    /// counterparty's Logout.
+    fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,6 +892,12 @@ impl Connection {
         }
         let name = entry.name();
         info!(conn = self.id, peer = %self.peer, listener = %self.listener.name, session = %name, "session connected");
+        let mut conn_app = self.app.open(&ConnectionInfo {
+            id: self.id,
+            peer: self.peer,
+            listener: &self.listener,
+            session: entry.config(),
+        });
         session.handle_input(now, &buf);
         drop(buf);
 
@@ -859,10 +906,18 @@ impl Connection {
             .and_then(|s| s.next_close(now))
             .map(|t| instant_at(t, UtcTimestamp::now()));
         let end = self
-            .drive(&mut stream, &mut session, &name, schedule_close)
+            .drive(
+                &mut stream,
+                &mut session,
+                conn_app.as_deref_mut(),
+                &name,
+                schedule_close,
+            )
             .await;
         // The session is finished with its store before the connection closes, and released:
-        // a client that sees the connection end may reconnect at once.
+        // a client that sees the connection end may reconnect at once. The handler goes first,
+        // while the connection still holds its session.
+        drop(conn_app);
         let now = UtcTimestamp::now();
         session.on_disconnect(now);
         drain_log_only(&mut session, self.id, &name);
@@ -939,6 +994,7 @@ impl Connection {
         &mut self,
         stream: &mut S,
         session: &mut Session,
+        mut conn_app: Option<&mut (dyn ConnectionApp + 'static)>,
         name: &str,
         mut schedule_close: Option<Instant>,
     ) -> End
@@ -950,8 +1006,15 @@ impl Connection {
         let mut logout_deadline: Option<Instant> = None;
         let mut revocations = self.auth.as_ref().and_then(|a| a.revocations());
         loop {
-            if handle_events(session, &*self.app, self.id, name) {
+            if handle_events(session, &*self.app, conn_app.as_deref_mut(), self.id, name) {
                 return End::Disconnect;
+            }
+            if let Some(app) = conn_app.as_deref_mut() {
+                if let Err(text) = app.write_output(session, UtcTimestamp::now()) {
+                    warn!(conn = self.id, peer = %self.peer, session = %name, reason = %text, "application ends the session");
+                    session.logout(UtcTimestamp::now(), &text);
+                    return End::Disconnect;
+                }
             }
             let unsent = session.transmit().len();
             if unsent > self.listener.max_unsent_bytes {
@@ -998,6 +1061,9 @@ impl Connection {
                     session.logout(UtcTimestamp::now(), "server shutting down");
                     logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
+                _ = output_ready(conn_app.as_deref_mut()) => {
+                    // Written at the top of the loop.
+                }
                 changed = changed_opt(&mut revocations) => {
                     if changed {
                         // Credentials were revoked or expired somewhere: the session checks
@@ -1021,15 +1087,23 @@ enum End {
     Drop,
 }
 
-/// Drains the session's events: application messages to `app`, the rest to the log. Returns
-/// true if the session asked for the connection to be closed.
-fn handle_events(session: &mut Session, app: &dyn Application, conn: u64, name: &str) -> bool {
+/// Drains the session's events: application messages to the connection's handler if it has
+/// one, else to `app`; the rest to the log. Returns true if the session asked for the
+/// connection to be closed.
+fn handle_events(
+    session: &mut Session,
+    app: &dyn Application,
+    mut conn_app: Option<&mut (dyn ConnectionApp + 'static)>,
+    conn: u64,
+    name: &str,
+) -> bool {
     let mut disconnect = false;
     while let Some(event) = session.poll_event() {
         match event {
-            SessionEvent::Application { seq, message } => {
-                app.on_message(session, UtcTimestamp::now(), seq, &message);
-            }
+            SessionEvent::Application { seq, message } => match conn_app.as_deref_mut() {
+                Some(h) => h.on_message(session, UtcTimestamp::now(), seq, &message),
+                None => app.on_message(session, UtcTimestamp::now(), seq, &message),
+            },
             SessionEvent::Disconnect(reason) => {
                 info!(conn, session = %name, ?reason, "session requests disconnect");
                 disconnect = true;
@@ -1093,6 +1167,14 @@ fn next_wake(
         .into_iter()
         .chain(deadlines.iter().flatten().copied())
         .min()
+}
+
+/// Resolves when the connection's handler has output; never without a handler.
+async fn output_ready(app: Option<&mut (dyn ConnectionApp + 'static)>) {
+    match app {
+        Some(app) => poll_fn(|cx| app.poll_output(cx)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves with true when the watched value changes, false once its sender is gone; never if

@@ -1,0 +1,506 @@
+//! Operator control at run time: a local control socket and `portcullis admin ...`.
+//!
+//! The server listens on the Unix socket `<data_dir>/control.sock` (mode 0600: only the user
+//! the server runs as, and root, can connect). One request per connection, one JSON line each
+//! way:
+//!
+//! ```text
+//! → {"command":"kill","account":"ALICE","off":false}
+//! ← {"ok":true,"message":"kill switch on for account ALICE: 3 resting orders cancelled"}
+//! ```
+//!
+//! | `portcullis admin ...` | effect |
+//! |---|---|
+//! | `kill [--account A]` | kill switch on, for one account or for everything: resting orders are cancelled (Canceled reports), new orders and replaces refused (OrdRejReason 0 "kill switch active"); cancels still work |
+//! | `kill [--account A] --off` | kill switch off |
+//! | `halt --instrument S` | the instrument stops trading: new orders and replaces refused (OrdRejReason 2); resting orders stay and may be cancelled |
+//! | `resume --instrument S` | the instrument trades again |
+//! | `mark --instrument S --price P` | the reference price of the price band, until the next trade |
+//! | `limits --account A --set key=value ...` | changes risk limits (keys of `[risk.defaults]`); open orders and positions are kept |
+//! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
+//! | `resume-core` | ends the pause |
+//!
+//! Commands reach the core thread through their own small queue (never behind a flood of
+//! orders), and every command — carried out or refused — is a line in the audit log
+//! (`"kind":"admin"`, the command in `reason`, the result in `detail`).
+//!
+//! Exit codes of `portcullis admin`: 0 done, 2 bad input (including a command the server
+//! refused, e.g. an unknown account), 1 the server cannot be reached.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use portcullis_auth::clock::now_ms;
+use portcullis_auth::{AuditEvent, AuditKind, Outcome};
+use portcullis_session::transport::ShutdownSignal;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Settings};
+use crate::pipeline::{ControlAction, ControlRequest, Pipeline};
+
+/// The control socket of a data dir.
+pub fn socket_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("control.sock")
+}
+
+/// Longest request line.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a command may take on the core thread (it answers within a loop pass).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Kill switch on (or off).
+    Kill {
+        /// One account, or everything.
+        #[serde(default)]
+        account: Option<String>,
+        /// Turn it off.
+        #[serde(default)]
+        off: bool,
+    },
+    /// Halt an instrument.
+    Halt {
+        /// Its symbol.
+        instrument: String,
+    },
+    /// Resume an instrument.
+    Resume {
+        /// Its symbol.
+        instrument: String,
+    },
+    /// Set an instrument's reference price.
+    Mark {
+        /// Its symbol.
+        instrument: String,
+        /// The price (decimal text).
+        price: String,
+    },
+    /// Change an account's limits.
+    Limits {
+        /// The account.
+        account: String,
+        /// `[key, value]` pairs.
+        set: Vec<(String, String)>,
+    },
+    /// Maintenance pause of the core thread.
+    PauseCore,
+    /// End of the pause.
+    ResumeCore,
+}
+
+impl Request {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Kill { off: false, .. } => "kill",
+            Request::Kill { off: true, .. } => "kill_off",
+            Request::Halt { .. } => "halt",
+            Request::Resume { .. } => "resume",
+            Request::Mark { .. } => "mark",
+            Request::Limits { .. } => "limits",
+            Request::PauseCore => "pause_core",
+            Request::ResumeCore => "resume_core",
+        }
+    }
+
+    fn account(&self) -> Option<&str> {
+        match self {
+            Request::Kill { account, .. } => account.as_deref(),
+            Request::Limits { account, .. } => Some(account),
+            _ => None,
+        }
+    }
+
+    fn action(self) -> ControlAction {
+        match self {
+            Request::Kill { account, off } => ControlAction::Kill { account, on: !off },
+            Request::Halt { instrument } => ControlAction::Halt {
+                symbol: instrument,
+                halted: true,
+            },
+            Request::Resume { instrument } => ControlAction::Halt {
+                symbol: instrument,
+                halted: false,
+            },
+            Request::Mark { instrument, price } => ControlAction::Mark {
+                symbol: instrument,
+                price,
+            },
+            Request::Limits { account, set } => ControlAction::Limits { account, set },
+            Request::PauseCore => ControlAction::Pause,
+            Request::ResumeCore => ControlAction::Resume,
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Carried out.
+    pub ok: bool,
+    /// What happened, or why not.
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// Writes operator commands into the audit log, in its line format (the fields of
+/// [`AuditEvent`]) with `"kind":"admin"`. The auth crate's kinds cover authentication and key
+/// management; operator actions get their own kind so that a reader can tell them apart.
+/// Each line is one `write` on a file opened for appending, as the auth crate's log does, so
+/// lines of the server, the CLI and this writer never interleave.
+#[derive(Debug)]
+pub struct AdminAudit {
+    file: Mutex<std::fs::File>,
+}
+
+impl AdminAudit {
+    /// Opens (or creates, mode 0600) the audit log.
+    pub fn open(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+        Ok(AdminAudit {
+            file: Mutex::new(file),
+        })
+    }
+
+    fn record(&self, req: &Request, uid: Option<u32>, ok: bool, message: &str) {
+        let outcome = if ok { Outcome::Ok } else { Outcome::Denied };
+        // The kind is overwritten below; the event builder bounds and formats the fields.
+        let mut event = AuditEvent::new(AuditKind::Anomaly, outcome, now_ms())
+            .session(&match uid {
+                Some(u) => format!("control socket (uid {u})"),
+                None => "control socket".to_owned(),
+            })
+            .reason(req.name())
+            .detail(message);
+        if let Some(a) = req.account() {
+            event = event.account(a);
+        }
+        let line = match serde_json::to_value(&event) {
+            Ok(mut v) => {
+                v["kind"] = serde_json::Value::from("admin");
+                let mut s = v.to_string();
+                s.push('\n');
+                s
+            }
+            Err(e) => {
+                error!(error = %e, "cannot format an admin audit event");
+                return;
+            }
+        };
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            error!(error = %e, "cannot write an admin audit event");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server side
+
+/// Binds the control socket at `path`, mode 0600. A socket file left by a server that is gone
+/// is replaced; one a running server answers on is an error.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(anyhow!(
+                "another server is using the control socket {} (same data dir?)",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict the control socket {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the control socket until shutdown.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    pipeline: Arc<Pipeline>,
+    audit: Arc<AdminAudit>,
+    mut shutdown: ShutdownSignal,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (p, a) = (pipeline.clone(), audit.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream, &p, &a).await {
+                            warn!(error = %format!("{e:#}"), "control connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.wait() => break,
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn handle(stream: UnixStream, pipeline: &Pipeline, audit: &AdminAudit) -> Result<()> {
+    let uid = stream.peer_cred().ok().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    tokio::time::timeout(REPLY_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .context("no request within the timeout")??;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Err(e) => Response {
+            ok: false,
+            message: format!("bad request: {e}"),
+        },
+        Ok(req) => {
+            let response = execute(req.clone(), pipeline).await;
+            info!(command = req.name(), ok = response.ok, message = %response.message, "operator command");
+            audit.record(&req, uid, response.ok, &response.message);
+            response
+        }
+    };
+    let mut out = serde_json::to_string(&response)?;
+    out.push('\n');
+    write.write_all(out.as_bytes()).await?;
+    write.shutdown().await?;
+    Ok(())
+}
+
+async fn execute(req: Request, pipeline: &Pipeline) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let request = ControlRequest {
+        action: req.action(),
+        reply: tx,
+    };
+    if pipeline.control(request).is_err() {
+        return Response {
+            ok: false,
+            message: "too many operator commands waiting; try again".into(),
+        };
+    }
+    match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        Ok(Ok(Ok(message))) => Response { ok: true, message },
+        Ok(Ok(Err(message))) => Response { ok: false, message },
+        Ok(Err(_)) => Response {
+            ok: false,
+            message: "the core thread stopped".into(),
+        },
+        Err(_) => Response {
+            ok: false,
+            message: "the core thread did not answer in time".into(),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI side
+
+/// `portcullis admin`: operator commands to a running server.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The server's TOML config (for its data dir, where the control socket is); without it,
+    /// the embedded default (`./var`).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The control socket, instead of `<data_dir>/control.sock`.
+    #[arg(long, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Kill switch: cancel the resting orders of an account (or of every account) and refuse
+    /// new orders until `--off`.
+    Kill {
+        /// Only this account (default: everything).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
+        /// Turn the kill switch off again.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Halt trading in an instrument (resting orders stay; cancels are accepted).
+    Halt {
+        /// The instrument's symbol.
+        #[arg(long, value_name = "SYMBOL")]
+        instrument: String,
+    },
+    /// Resume trading in a halted instrument.
+    Resume {
+        /// The instrument's symbol.
+        #[arg(long, value_name = "SYMBOL")]
+        instrument: String,
+    },
+    /// Set the reference price (mark) the price band is checked around.
+    Mark {
+        /// The instrument's symbol.
+        #[arg(long, value_name = "SYMBOL")]
+        instrument: String,
+        /// The price, at most the instrument's price scale in decimals.
+        #[arg(long, value_name = "PRICE")]
+        price: String,
+    },
+    /// Change risk limits of an account (keys as in [risk.defaults]).
+    Limits {
+        /// The account.
+        #[arg(long, value_name = "ACCOUNT")]
+        account: String,
+        /// `key=value`, e.g. `max_notional=50000` or `stp_mode=cancel_both`; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true, num_args = 1..)]
+        set: Vec<String>,
+    },
+    /// Maintenance pause: the core thread stops taking orders until `resume-core`.
+    PauseCore,
+    /// End a maintenance pause.
+    ResumeCore,
+}
+
+/// Why `portcullis admin` failed.
+#[derive(Debug)]
+pub enum AdminError {
+    /// Bad arguments or config, or the server refused the command: exit 2.
+    BadInput(String),
+    /// The server cannot be reached: exit 1.
+    Unreachable(String),
+}
+
+/// Runs `portcullis admin ...`; prints the server's message on success.
+pub fn run(args: AdminArgs) -> Result<String, AdminError> {
+    let request = match args.command {
+        AdminCommand::Kill { account, off } => Request::Kill { account, off },
+        AdminCommand::Halt { instrument } => Request::Halt { instrument },
+        AdminCommand::Resume { instrument } => Request::Resume { instrument },
+        AdminCommand::Mark { instrument, price } => Request::Mark { instrument, price },
+        AdminCommand::Limits { account, set } => {
+            let mut pairs = Vec::with_capacity(set.len());
+            for kv in set {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    AdminError::BadInput(format!("--set {kv:?}: expected KEY=VALUE"))
+                })?;
+                pairs.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            Request::Limits {
+                account,
+                set: pairs,
+            }
+        }
+        AdminCommand::PauseCore => Request::PauseCore,
+        AdminCommand::ResumeCore => Request::ResumeCore,
+    };
+    let path = match args.socket {
+        Some(p) => p,
+        None => {
+            let settings = match &args.config {
+                Some(c) => config::load(c),
+                None => config::embedded_default(),
+            }
+            .map_err(|e| AdminError::BadInput(format!("config: {e}")))?;
+            socket_path(&settings)
+        }
+    };
+    let response = send(&path, &request).map_err(|e| AdminError::Unreachable(format!("{e:#}")))?;
+    if response.ok {
+        Ok(response.message)
+    } else {
+        Err(AdminError::BadInput(response.message))
+    }
+}
+
+/// Sends one request and reads the answer.
+pub fn send(path: &Path, request: &Request) -> Result<Response> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("cannot connect to the control socket {} (is the server running?)", path.display()))?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT + Duration::from_secs(1)))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("no answer from the server")?;
+    serde_json::from_str(answer.trim()).with_context(|| format!("bad answer from the server: {answer:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let r = Request::Limits {
+            account: "A".into(),
+            set: vec![("max_notional".into(), "5".into())],
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"command":"limits","account":"A","set":[["max_notional","5"]]}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let k: Request = serde_json::from_str(r#"{"command":"kill"}"#).unwrap();
+        assert_eq!(
+            k,
+            Request::Kill {
+                account: None,
+                off: false
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"kill","acount":"A"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn admin_audit_lines_have_the_audit_fields_and_kind_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let a = AdminAudit::open(&path).unwrap();
+        a.record(
+            &Request::Kill {
+                account: Some("A".into()),
+                off: false,
+            },
+            Some(1000),
+            true,
+            "done",
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["kind"], "admin");
+        assert_eq!(v["reason"], "kill");
+        assert_eq!(v["account"], "A");
+        assert_eq!(v["outcome"], "ok");
+        assert_eq!(v["detail"], "done");
+        assert_eq!(v["session"], "control socket (uid 1000)");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+    }
+}

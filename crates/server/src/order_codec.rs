@@ -1,0 +1,1256 @@
+//! FIX order entry on the socket task: decoding NewOrderSingle (D), OrderCancelRequest (F),
+//! OrderCancelReplaceRequest (G), OrderStatusRequest (H) and OrderMassCancelRequest (q) into the
+//! pipeline's fixed-size requests, and encoding what comes back — ExecutionReport (8),
+//! OrderCancelReject (9), OrderMassCancelReport (r) — correctly for each FIX version.
+//!
+//! Decoding validates everything that needs no shared state, so an invalid request is answered
+//! here ([`Refusal`]) and never reaches the core thread: the symbol (through the instrument
+//! [`Directory`]), the account (the session's own), side, order type, time in force, and
+//! prices and quantities parsed exactly at the instrument's scales (too many decimals is a
+//! reject naming the field and the scale, never a rounding).
+//!
+//! Versions (the field values each version's dictionary allows):
+//!
+//! | | FIX 4.2 | FIX 4.4 | FIX 5.0 SP2 |
+//! |---|---|---|---|
+//! | ExecTransType(20) | 0 (new), 3 (status) | — | — |
+//! | ExecType(150) of fills | 1 partial, 2 fill | F trade | F trade |
+//! | ExecType of a status | the OrdStatus | I | I |
+//! | OrdStatus(39) after a replace | 5 replaced | the order's state | the order's state |
+//! | OrdRejReason(103) | 0..=8, else 0 (broker option) | 0..=15, 99, else 99 | as is |
+//! | CxlRejReason(102) | 0..=3, else 2 (broker option) | 0..=6, 99 | 0..=6, 18, 99 |
+//!
+//! Text(58) always carries the precise reason.
+
+use std::borrow::Cow;
+
+use portcullis_engine::{OrderRef, ALL_INSTRUMENTS};
+use portcullis_fix::decode::parse_u64;
+use portcullis_fix::{tag, BeginString, Encoder, MessageRef, TimePrecision, UtcTimestamp};
+use portcullis_types::{
+    format_fixed, AccountId, CancelOrder, ClOrdId, DecimalError, Event, EventKind, InstrumentId,
+    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
+    Side, TimeInForce,
+};
+
+use crate::pipeline::{DirEntry, Directory, StatusRequest};
+
+/// TotalAffectedOrders(533).
+const TOTAL_AFFECTED_ORDERS: u32 = 533;
+/// MassCancelRejectReason(532).
+const MASS_CANCEL_REJECT_REASON: u32 = 532;
+
+/// What a decoder needs to know about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The instrument directory.
+    pub directory: &'a Directory,
+    /// Accounts the connection may trade for; the first is used when a request names none.
+    pub allowed: &'a [AccountId],
+    /// Account names by [`AccountId`].
+    pub account_names: &'a [Box<str>],
+    /// The connection's session slot.
+    pub session: SessionId,
+    /// When the message was received.
+    pub now_ns: i64,
+}
+
+/// A decoded, valid request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// NewOrderSingle.
+    New(NewOrder),
+    /// OrderCancelRequest.
+    Cancel(CancelOrder),
+    /// OrderCancelReplaceRequest.
+    Replace(ReplaceOrder),
+    /// OrderStatusRequest.
+    Status(StatusRequest),
+    /// OrderMassCancelRequest.
+    MassCancel(MassCancel),
+}
+
+/// The fields of a request that its answer echoes, as the client sent them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo<'m> {
+    cl_ord_id: Option<&'m [u8]>,
+    orig_cl_ord_id: Option<&'m [u8]>,
+    order_id: Option<&'m [u8]>,
+    account: Option<&'m [u8]>,
+    symbol: Option<&'m [u8]>,
+    side: Option<&'m [u8]>,
+    qty: Option<&'m [u8]>,
+    price: Option<&'m [u8]>,
+    ord_type: Option<&'m [u8]>,
+    tif: Option<&'m [u8]>,
+    mass_cancel_type: Option<&'m [u8]>,
+}
+
+impl<'m> Echo<'m> {
+    /// The echoed fields of `msg`.
+    pub fn of(msg: &MessageRef<'m>) -> Self {
+        let get = |t| msg.get(t).filter(|v| !v.is_empty());
+        Echo {
+            cl_ord_id: get(tag::CL_ORD_ID),
+            orig_cl_ord_id: get(tag::ORIG_CL_ORD_ID),
+            order_id: get(tag::ORDER_ID),
+            account: get(tag::ACCOUNT),
+            symbol: get(tag::SYMBOL),
+            side: get(tag::SIDE),
+            qty: get(tag::ORDER_QTY),
+            price: get(tag::PRICE),
+            ord_type: get(tag::ORD_TYPE),
+            tif: get(tag::TIME_IN_FORCE),
+            mass_cancel_type: get(tag::MASS_CANCEL_REQUEST_TYPE),
+        }
+    }
+}
+
+/// A request refused on the socket task (invalid, or the server is busy), with what its answer
+/// needs. The answer: an ExecutionReport rejecting the order (D) or the status request (H), an
+/// OrderCancelReject (F, G), an OrderMassCancelReport rejecting the mass cancel (q).
+#[derive(Debug, Clone)]
+pub struct Refusal<'m> {
+    /// The request's MsgType: `D`, `F`, `G`, `H` or `q`.
+    pub msg_type: u8,
+    /// The reason, mapped to the version's reason code.
+    pub reason: RejectReason,
+    /// Text(58).
+    pub text: Cow<'static, str>,
+    /// What the answer echoes.
+    pub echo: Echo<'m>,
+}
+
+impl<'m> Refusal<'m> {
+    /// A refusal of `msg` for `reason`, with the reason's own text.
+    pub fn new(msg: &MessageRef<'m>, reason: RejectReason) -> Self {
+        Self::with_text(msg, reason, reason.text())
+    }
+
+    /// A refusal of `msg` for `reason` with a precise text.
+    pub fn with_text(
+        msg: &MessageRef<'m>,
+        reason: RejectReason,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Refusal {
+            msg_type: msg.msg_type().first().copied().unwrap_or(b'D'),
+            reason,
+            text: text.into(),
+            echo: Echo::of(msg),
+        }
+    }
+
+    /// The MsgType of the answer.
+    pub fn answer_type(&self) -> &'static [u8] {
+        match self.msg_type {
+            b'F' | b'G' => b"9",
+            b'q' => b"r",
+            _ => b"8",
+        }
+    }
+}
+
+/// True for the order-entry MsgTypes this module decodes.
+pub fn is_order_entry(msg_type: &[u8]) -> bool {
+    matches!(msg_type, b"D" | b"F" | b"G" | b"H" | b"q")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Decodes one order-entry message (validated by the session against its dictionary).
+pub fn decode<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<Request, Refusal<'m>> {
+    match msg.msg_type() {
+        b"D" => decode_new(msg, ctx).map(Request::New),
+        b"F" => decode_cancel(msg, ctx).map(Request::Cancel),
+        b"G" => decode_replace(msg, ctx).map(Request::Replace),
+        b"H" => decode_status(msg, ctx).map(Request::Status),
+        b"q" => decode_mass_cancel(msg, ctx).map(Request::MassCancel),
+        _ => Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "not an order-entry message",
+        )),
+    }
+}
+
+fn cl_ord_id<'m>(msg: &MessageRef<'m>, t: u32, name: &str) -> Result<ClOrdId, Refusal<'m>> {
+    let v = msg.get(t).unwrap_or(b"");
+    ClOrdId::new(v).map_err(|e| {
+        Refusal::with_text(msg, RejectReason::Unsupported, format!("{name}({t}): {e}"))
+    })
+}
+
+fn account<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal<'m>> {
+    match msg.get(tag::ACCOUNT) {
+        None => ctx.allowed.first().copied(),
+        Some(name) => ctx.allowed.iter().copied().find(|a| {
+            ctx.account_names
+                .get(a.0 as usize)
+                .is_some_and(|n| n.as_bytes() == name)
+        }),
+    }
+    .ok_or_else(|| {
+        Refusal::with_text(
+            msg,
+            RejectReason::UnknownAccount,
+            "unknown account: Account(1) must be an account of the session",
+        )
+    })
+}
+
+fn instrument<'m, 'd>(
+    msg: &MessageRef<'m>,
+    ctx: &Ctx<'d>,
+    reason: RejectReason,
+) -> Result<(InstrumentId, &'d DirEntry), Refusal<'m>> {
+    let symbol = msg.get(tag::SYMBOL).unwrap_or(b"");
+    ctx.directory
+        .lookup(symbol)
+        .ok_or_else(|| Refusal::with_text(msg, reason, "unknown instrument"))
+}
+
+fn side<'m>(msg: &MessageRef<'m>) -> Result<Side, Refusal<'m>> {
+    match msg.get(tag::SIDE) {
+        Some(b"1") => Ok(Side::Buy),
+        Some(b"2") => Ok(Side::Sell),
+        _ => Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "Side(54) must be 1 (buy) or 2 (sell)",
+        )),
+    }
+}
+
+fn ord_type<'m>(msg: &MessageRef<'m>) -> Result<OrdType, Refusal<'m>> {
+    match msg.get(tag::ORD_TYPE) {
+        Some(b"1") => Ok(OrdType::Market),
+        Some(b"2") => Ok(OrdType::Limit),
+        _ => Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "OrdType(40) must be 1 (market) or 2 (limit)",
+        )),
+    }
+}
+
+fn tif<'m>(msg: &MessageRef<'m>) -> Result<TimeInForce, Refusal<'m>> {
+    match msg.get(tag::TIME_IN_FORCE) {
+        None | Some(b"0") => Ok(TimeInForce::Day),
+        Some(b"1") => Ok(TimeInForce::Gtc),
+        Some(b"3") => Ok(TimeInForce::Ioc),
+        Some(b"4") => Ok(TimeInForce::Fok),
+        Some(_) => Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "TimeInForce(59) must be 0 (day), 1 (GTC), 3 (IOC) or 4 (FOK)",
+        )),
+    }
+}
+
+fn qty<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Qty, Refusal<'m>> {
+    let Some(text) = msg.get(tag::ORDER_QTY) else {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::QtyTooSmall,
+            "OrderQty(38) is required",
+        ));
+    };
+    match Qty::parse(text, scale) {
+        Ok(q) if q.0 > 0 => Ok(q),
+        Ok(_) => Err(Refusal::with_text(
+            msg,
+            RejectReason::QtyTooSmall,
+            "OrderQty(38) must be positive",
+        )),
+        Err(DecimalError::TooPrecise { scale }) => Err(Refusal::with_text(
+            msg,
+            RejectReason::BadLot,
+            format!("OrderQty(38) has more than {scale} decimal places for this instrument"),
+        )),
+        Err(DecimalError::Overflow) => Err(Refusal::with_text(
+            msg,
+            RejectReason::QtyTooLarge,
+            "OrderQty(38) out of range",
+        )),
+        Err(DecimalError::Malformed) => Err(Refusal::with_text(
+            msg,
+            RejectReason::QtyTooSmall,
+            "OrderQty(38) is not a decimal number",
+        )),
+    }
+}
+
+fn price<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Price, Refusal<'m>> {
+    let Some(text) = msg.get(tag::PRICE) else {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "Price(44) is required for a limit order",
+        ));
+    };
+    Price::parse(text, scale).map_err(|e| {
+        let text = match e {
+            DecimalError::TooPrecise { scale } => {
+                format!("Price(44) has more than {scale} decimal places for this instrument")
+            }
+            DecimalError::Overflow => "Price(44) out of range".to_owned(),
+            DecimalError::Malformed => "Price(44) is not a decimal number".to_owned(),
+        };
+        Refusal::with_text(msg, RejectReason::BadTick, text)
+    })
+}
+
+/// An OrderID(37) of this server: a decimal number.
+fn order_id<'m>(msg: &MessageRef<'m>) -> Result<Option<OrderId>, Refusal<'m>> {
+    match msg.get(tag::ORDER_ID) {
+        None => Ok(None),
+        Some(v) => parse_u64(v).filter(|&id| id > 0).map(|id| Some(OrderId(id))).ok_or_else(|| {
+            Refusal::with_text(msg, RejectReason::UnknownOrder, "unknown OrderID(37)")
+        }),
+    }
+}
+
+/// The order a cancel, replace or status request names: OrderID(37), else OrigClOrdID(41)
+/// (or ClOrdID(11) for a status request).
+fn orig<'m>(
+    msg: &MessageRef<'m>,
+    orig_tag: u32,
+    orig_name: &str,
+) -> Result<(Option<OrderId>, ClOrdId), Refusal<'m>> {
+    let id = order_id(msg)?;
+    let orig = match msg.get(orig_tag) {
+        Some(v) if !v.is_empty() => ClOrdId::new(v).map_err(|e| {
+            Refusal::with_text(
+                msg,
+                RejectReason::UnknownOrder,
+                format!("{orig_name}({orig_tag}): {e}"),
+            )
+        })?,
+        _ => ClOrdId::EMPTY,
+    };
+    if id.is_none() && orig.is_empty() {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::UnknownOrder,
+            format!("OrderID(37) or {orig_name}({orig_tag}) is required"),
+        ));
+    }
+    Ok((id, orig))
+}
+
+fn decode_new<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal<'m>> {
+    let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
+    let account = account(msg, ctx)?;
+    let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
+    let side = side(msg)?;
+    let ord_type = ord_type(msg)?;
+    let tif = tif(msg)?;
+    let qty = qty(msg, entry.qty_scale)?;
+    let price = match ord_type {
+        OrdType::Limit => price(msg, entry.price_scale)?,
+        // A market order has no price; a Price(44) sent with one is ignored.
+        OrdType::Market => Price(0),
+    };
+    let post_only = msg
+        .get(tag::EXEC_INST)
+        .is_some_and(|v| v.split(|&b| b == b' ').any(|c| c == b"6"));
+    Ok(NewOrder {
+        session: ctx.session,
+        account,
+        instrument,
+        cl_ord_id,
+        side,
+        ord_type,
+        tif,
+        price,
+        qty,
+        post_only,
+        stp: None,
+        received_ns: ctx.now_ns,
+    })
+}
+
+fn decode_cancel<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<CancelOrder, Refusal<'m>> {
+    let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
+    let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
+    let account = account(msg, ctx)?;
+    let (instrument, _) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
+    Ok(CancelOrder {
+        session: ctx.session,
+        account,
+        instrument,
+        cl_ord_id,
+        order_id,
+        orig_cl_ord_id,
+        received_ns: ctx.now_ns,
+    })
+}
+
+fn decode_replace<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, Refusal<'m>> {
+    let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
+    let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
+    let account = account(msg, ctx)?;
+    let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
+    side(msg)?;
+    if ord_type(msg)? != OrdType::Limit {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "only limit orders can be replaced: OrdType(40) must be 2",
+        ));
+    }
+    let qty = qty(msg, entry.qty_scale)?;
+    let price = price(msg, entry.price_scale)?;
+    Ok(ReplaceOrder {
+        session: ctx.session,
+        account,
+        instrument,
+        cl_ord_id,
+        order_id,
+        orig_cl_ord_id,
+        price,
+        qty,
+        received_ns: ctx.now_ns,
+    })
+}
+
+fn decode_status<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<StatusRequest, Refusal<'m>> {
+    let (order_id, cl) = orig(msg, tag::CL_ORD_ID, "ClOrdID")?;
+    let account = account(msg, ctx)?;
+    let (instrument, _) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
+    let side = side(msg)?;
+    Ok(StatusRequest {
+        session: ctx.session,
+        account,
+        order: match order_id {
+            Some(id) => OrderRef::Id(id),
+            None => OrderRef::ClOrdId(cl),
+        },
+        cl_ord_id: cl,
+        instrument,
+        side,
+    })
+}
+
+fn decode_mass_cancel<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<MassCancel, Refusal<'m>> {
+    let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
+    let account = account(msg, ctx)?;
+    let instrument = match msg.get(tag::MASS_CANCEL_REQUEST_TYPE) {
+        Some(b"1") => Some(instrument(msg, ctx, RejectReason::UnknownInstrument)?.0),
+        Some(b"7") => None,
+        _ => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "MassCancelRequestType(530) must be 1 (one instrument) or 7 (all orders)",
+            ))
+        }
+    };
+    Ok(MassCancel {
+        session: ctx.session,
+        account,
+        instrument,
+        cl_ord_id,
+    })
+}
+
+impl Request {
+    /// Puts the request on `session` (decoded before the connection had its slot).
+    pub fn set_session(&mut self, session: SessionId) {
+        match self {
+            Request::New(o) => o.session = session,
+            Request::Cancel(c) => c.session = session,
+            Request::Replace(r) => r.session = session,
+            Request::Status(s) => s.session = session,
+            Request::MassCancel(m) => m.session = session,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codes per version
+
+/// OrdRejReason(103) as `v` defines it: a code the version lacks becomes its "other".
+pub fn ord_rej_code(v: BeginString, reason: RejectReason) -> u32 {
+    let c = reason.ord_rej_reason();
+    match v {
+        BeginString::Fix42 if c > 8 => 0,
+        BeginString::Fix44 if c > 15 && c != 99 => 99,
+        _ => c,
+    }
+}
+
+/// CxlRejReason(102) as `v` defines it.
+pub fn cxl_rej_code(v: BeginString, reason: RejectReason) -> u32 {
+    let other = if v == BeginString::Fix42 { 2 } else { 99 };
+    match reason {
+        RejectReason::UnknownOrder => 1,
+        RejectReason::DuplicateClOrdId if v != BeginString::Fix42 => 6,
+        _ => other,
+    }
+}
+
+/// MassCancelRejectReason(532).
+fn mass_cancel_rej_code(reason: RejectReason) -> u32 {
+    match reason {
+        RejectReason::UnknownInstrument => 1,
+        RejectReason::Unsupported => 0,
+        _ => 99,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Names the encoder needs: symbols and scales, account names.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    /// The instrument directory.
+    pub directory: &'a Directory,
+    /// Account names by [`AccountId`].
+    pub account_names: &'a [Box<str>],
+}
+
+/// A report for the client: an event of the core, or the answer to a status request.
+#[derive(Debug, Clone, Copy)]
+pub enum Report<'e> {
+    /// An execution event.
+    Event(&'e Event),
+    /// A status answer.
+    Status(&'e Event),
+}
+
+impl Report<'_> {
+    /// The MsgType of the report.
+    pub fn msg_type(&self) -> &'static [u8] {
+        match self {
+            Report::Event(e) => match e.kind {
+                EventKind::CancelRejected { .. } => b"9",
+                EventKind::MassCancelDone { .. } => b"r",
+                _ => b"8",
+            },
+            Report::Status(_) => b"8",
+        }
+    }
+}
+
+/// Local ExecIDs (refusals, status answers) are `L<n>`, so they never collide with the core's
+/// numeric ones. Seeded from the clock so they also differ across restarts.
+static LOCAL_EXEC_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Seeds the local ExecID counter (once at start).
+pub fn seed_local_ids(seed: u64) {
+    LOCAL_EXEC_ID.store(seed, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn local_exec_id(enc: &mut Encoder, t: u32) {
+    let n = LOCAL_EXEC_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut digits = [0u8; 21];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    digits[i] = b'L';
+    enc.str(t, &digits[i..]);
+}
+
+fn fixed(enc: &mut Encoder, t: u32, v: i64, scale: u8, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    format_fixed(v, scale, scratch);
+    enc.str(t, scratch);
+}
+
+fn order_id_field(enc: &mut Encoder, id: OrderId) {
+    if id.0 == 0 {
+        enc.str(tag::ORDER_ID, b"NONE");
+    } else {
+        enc.uint(tag::ORDER_ID, id.0);
+    }
+}
+
+fn side_char(s: Side) -> u8 {
+    match s {
+        Side::Buy => b'1',
+        Side::Sell => b'2',
+    }
+}
+
+fn tif_char(t: TimeInForce) -> u8 {
+    match t {
+        TimeInForce::Day => b'0',
+        TimeInForce::Gtc => b'1',
+        TimeInForce::Ioc => b'3',
+        TimeInForce::Fok => b'4',
+    }
+}
+
+/// OrdStatus(39) of a working order (after a replace, or in a cancel reject).
+fn working_status(e: &Event) -> u8 {
+    if e.cum_qty.0 > 0 {
+        if e.leaves_qty.0 > 0 {
+            b'1'
+        } else {
+            b'2'
+        }
+    } else {
+        b'0'
+    }
+}
+
+/// ExecType(150) and OrdStatus(39) of an execution event.
+fn exec_type_and_status(v: BeginString, e: &Event) -> (u8, u8) {
+    let v42 = v == BeginString::Fix42;
+    match e.kind {
+        EventKind::New => (b'0', b'0'),
+        EventKind::PartialFill => (if v42 { b'1' } else { b'F' }, b'1'),
+        EventKind::Fill => (if v42 { b'2' } else { b'F' }, b'2'),
+        EventKind::Canceled => (b'4', b'4'),
+        EventKind::Replaced => (b'5', if v42 { b'5' } else { working_status(e) }),
+        EventKind::Rejected(_) => (b'8', b'8'),
+        EventKind::Expired => (b'C', b'C'),
+        // Not execution reports; callers route them elsewhere.
+        EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => (b'8', b'8'),
+    }
+}
+
+/// Writes the body of the report (everything after the standard header). The caller starts
+/// the message with [`Report::msg_type`] (the session does, in `send_application`).
+pub fn encode_report(
+    enc: &mut Encoder,
+    v: BeginString,
+    report: Report<'_>,
+    names: &Names<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    match report {
+        Report::Event(e) => match e.kind {
+            EventKind::CancelRejected { replace, reason } => {
+                encode_cancel_reject(enc, v, e, replace, reason, names)
+            }
+            EventKind::MassCancelDone { canceled } => {
+                encode_mass_cancel_report(enc, v, e, canceled, names)
+            }
+            _ => encode_execution_report(enc, v, e, false, names, scratch),
+        },
+        Report::Status(e) => encode_execution_report(enc, v, e, true, names, scratch),
+    }
+}
+
+fn encode_execution_report(
+    enc: &mut Encoder,
+    v: BeginString,
+    e: &Event,
+    status: bool,
+    names: &Names<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    let entry = names.directory.get(e.instrument);
+    let (px_scale, qty_scale) = entry.map_or((0, 0), |d| (d.price_scale, d.qty_scale));
+    let (mut exec_type, ord_status) = exec_type_and_status(v, e);
+    if status {
+        exec_type = if v == BeginString::Fix42 {
+            ord_status
+        } else {
+            b'I'
+        };
+    }
+    order_id_field(enc, e.order_id);
+    if !e.cl_ord_id.is_empty() {
+        enc.str(tag::CL_ORD_ID, e.cl_ord_id.as_bytes());
+    }
+    if !e.orig_cl_ord_id.is_empty() {
+        enc.str(tag::ORIG_CL_ORD_ID, e.orig_cl_ord_id.as_bytes());
+    }
+    if e.exec_id == 0 {
+        local_exec_id(enc, tag::EXEC_ID);
+    } else {
+        enc.uint(tag::EXEC_ID, e.exec_id);
+    }
+    if v == BeginString::Fix42 {
+        enc.char(tag::EXEC_TRANS_TYPE, if status { b'3' } else { b'0' });
+    }
+    enc.char(tag::EXEC_TYPE, exec_type);
+    enc.char(tag::ORD_STATUS, ord_status);
+    if let EventKind::Rejected(reason) = e.kind {
+        enc.uint(tag::ORD_REJ_REASON, u64::from(ord_rej_code(v, reason)));
+    }
+    if let Some(name) = names.account_names.get(e.account.0 as usize) {
+        enc.str(tag::ACCOUNT, name.as_bytes());
+    }
+    if let Some(d) = entry {
+        enc.str(tag::SYMBOL, d.symbol.as_bytes());
+    }
+    enc.char(tag::SIDE, side_char(e.side));
+    if e.qty.0 > 0 {
+        fixed(enc, tag::ORDER_QTY, e.qty.0, qty_scale, scratch);
+    }
+    enc.char(
+        tag::ORD_TYPE,
+        match e.ord_type {
+            OrdType::Market => b'1',
+            OrdType::Limit => b'2',
+        },
+    );
+    if e.ord_type == OrdType::Limit && e.price.0 != 0 {
+        fixed(enc, tag::PRICE, e.price.0, px_scale, scratch);
+    }
+    enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+    if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) && !status {
+        fixed(enc, tag::LAST_QTY, e.last_qty.0, qty_scale, scratch);
+        fixed(enc, tag::LAST_PX, e.last_px.0, px_scale, scratch);
+    }
+    fixed(enc, tag::LEAVES_QTY, e.leaves_qty.0, qty_scale, scratch);
+    fixed(enc, tag::CUM_QTY, e.cum_qty.0, qty_scale, scratch);
+    fixed(enc, tag::AVG_PX, e.avg_px.0, px_scale, scratch);
+    enc.timestamp(
+        tag::TRANSACT_TIME,
+        UtcTimestamp::from_nanos(e.ts_ns),
+        TimePrecision::Micros,
+    );
+    if let EventKind::Rejected(reason) = e.kind {
+        enc.str(tag::TEXT, reason.text().as_bytes());
+    }
+}
+
+fn encode_cancel_reject(
+    enc: &mut Encoder,
+    v: BeginString,
+    e: &Event,
+    replace: bool,
+    reason: RejectReason,
+    names: &Names<'_>,
+) {
+    order_id_field(enc, e.order_id);
+    enc.str(tag::CL_ORD_ID, e.cl_ord_id.as_bytes());
+    if !e.orig_cl_ord_id.is_empty() {
+        enc.str(tag::ORIG_CL_ORD_ID, e.orig_cl_ord_id.as_bytes());
+    } else if v != BeginString::Fixt11 {
+        // Required before 5.0; a cancel by OrderID alone names no client id.
+        enc.str(tag::ORIG_CL_ORD_ID, b"NONE");
+    }
+    // The order's current state when it is known; Rejected when it is not.
+    let status = if e.order_id.0 == 0 {
+        b'8'
+    } else {
+        working_status(e)
+    };
+    enc.char(tag::ORD_STATUS, status);
+    if let Some(name) = names.account_names.get(e.account.0 as usize) {
+        enc.str(tag::ACCOUNT, name.as_bytes());
+    }
+    enc.timestamp(
+        tag::TRANSACT_TIME,
+        UtcTimestamp::from_nanos(e.ts_ns),
+        TimePrecision::Micros,
+    );
+    enc.char(tag::CXL_REJ_RESPONSE_TO, if replace { b'2' } else { b'1' });
+    enc.uint(tag::CXL_REJ_REASON, u64::from(cxl_rej_code(v, reason)));
+    enc.str(tag::TEXT, reason.text().as_bytes());
+}
+
+fn encode_mass_cancel_report(
+    enc: &mut Encoder,
+    v: BeginString,
+    e: &Event,
+    canceled: u32,
+    names: &Names<'_>,
+) {
+    let request_type = if e.instrument == ALL_INSTRUMENTS {
+        b'7'
+    } else {
+        b'1'
+    };
+    enc.str(tag::CL_ORD_ID, e.cl_ord_id.as_bytes());
+    // The report's own id (OrderID(37) is required): its ExecID.
+    enc.uint(tag::ORDER_ID, e.exec_id);
+    enc.char(tag::MASS_CANCEL_REQUEST_TYPE, request_type);
+    enc.char(tag::MASS_CANCEL_RESPONSE, request_type);
+    enc.uint(TOTAL_AFFECTED_ORDERS, u64::from(canceled));
+    if request_type == b'1' {
+        if let Some(d) = names.directory.get(e.instrument) {
+            enc.str(tag::SYMBOL, d.symbol.as_bytes());
+        }
+    }
+    if v == BeginString::Fixt11 {
+        if let Some(name) = names.account_names.get(e.account.0 as usize) {
+            enc.str(tag::ACCOUNT, name.as_bytes());
+        }
+    }
+    enc.timestamp(
+        tag::TRANSACT_TIME,
+        UtcTimestamp::from_nanos(e.ts_ns),
+        TimePrecision::Micros,
+    );
+}
+
+/// Writes the body of the answer to a refused request; the message type is
+/// [`Refusal::answer_type`].
+pub fn encode_refusal(enc: &mut Encoder, v: BeginString, r: &Refusal<'_>, now_ns: i64) {
+    let e = &r.echo;
+    let now = UtcTimestamp::from_nanos(now_ns);
+    let put = |enc: &mut Encoder, t: u32, val: Option<&[u8]>| {
+        if let Some(val) = val {
+            enc.str(t, val);
+        }
+    };
+    match r.msg_type {
+        b'F' | b'G' => {
+            enc.str(tag::ORDER_ID, e.order_id.unwrap_or(b"NONE"));
+            enc.str(tag::CL_ORD_ID, e.cl_ord_id.unwrap_or(b"NONE"));
+            match (e.orig_cl_ord_id, v) {
+                (Some(o), _) => {
+                    enc.str(tag::ORIG_CL_ORD_ID, o);
+                }
+                (None, BeginString::Fixt11) => {}
+                (None, _) => {
+                    enc.str(tag::ORIG_CL_ORD_ID, b"NONE");
+                }
+            }
+            enc.char(tag::ORD_STATUS, b'8');
+            put(enc, tag::ACCOUNT, e.account);
+            enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Micros);
+            enc.char(
+                tag::CXL_REJ_RESPONSE_TO,
+                if r.msg_type == b'G' { b'2' } else { b'1' },
+            );
+            enc.uint(tag::CXL_REJ_REASON, u64::from(cxl_rej_code(v, r.reason)));
+        }
+        b'q' => {
+            enc.str(tag::CL_ORD_ID, e.cl_ord_id.unwrap_or(b"NONE"));
+            local_exec_id(enc, tag::ORDER_ID);
+            enc.str(tag::MASS_CANCEL_REQUEST_TYPE, e.mass_cancel_type.unwrap_or(b"7"));
+            enc.char(tag::MASS_CANCEL_RESPONSE, b'0');
+            enc.uint(
+                MASS_CANCEL_REJECT_REASON,
+                u64::from(mass_cancel_rej_code(r.reason)),
+            );
+            put(enc, tag::SYMBOL, e.symbol);
+            enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Micros);
+        }
+        _ => {
+            let status = r.msg_type == b'H';
+            enc.str(tag::ORDER_ID, if status { e.order_id.unwrap_or(b"NONE") } else { b"NONE" });
+            put(enc, tag::CL_ORD_ID, e.cl_ord_id);
+            local_exec_id(enc, tag::EXEC_ID);
+            if v == BeginString::Fix42 {
+                enc.char(tag::EXEC_TRANS_TYPE, if status { b'3' } else { b'0' });
+            }
+            let exec_type = if status && v != BeginString::Fix42 {
+                b'I'
+            } else {
+                b'8'
+            };
+            enc.char(tag::EXEC_TYPE, exec_type);
+            enc.char(tag::ORD_STATUS, b'8');
+            enc.uint(tag::ORD_REJ_REASON, u64::from(ord_rej_code(v, r.reason)));
+            put(enc, tag::ACCOUNT, e.account);
+            // Symbol is required in 4.2 and 4.4 reports; the request had one (also required).
+            put(enc, tag::SYMBOL, e.symbol);
+            enc.str(tag::SIDE, e.side.unwrap_or(b"1"));
+            if !status {
+                put(enc, tag::ORDER_QTY, e.qty);
+                put(enc, tag::ORD_TYPE, e.ord_type);
+                put(enc, tag::PRICE, e.price);
+                put(enc, tag::TIME_IN_FORCE, e.tif);
+            }
+            enc.str(tag::LEAVES_QTY, b"0");
+            enc.str(tag::CUM_QTY, b"0");
+            enc.str(tag::AVG_PX, b"0");
+            enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Micros);
+        }
+    }
+    enc.str(tag::TEXT, r.text.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::test_core;
+    use portcullis_fix::{Decoder, Dictionary};
+    use portcullis_types::TradeId;
+
+    const V: [BeginString; 3] = [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11];
+
+    fn msg(v: BeginString, msg_type: &str, body: &[(u32, &str)]) -> Vec<u8> {
+        let mut enc = Encoder::new();
+        enc.start(v.as_bytes(), msg_type.as_bytes());
+        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
+        enc.str(52, b"20260102-10:00:00.000");
+        for (t, val) in body {
+            enc.str(*t, val.as_bytes());
+        }
+        enc.finish().to_vec()
+    }
+
+    struct Fixture {
+        dir: Directory,
+        names: Vec<Box<str>>,
+        allowed: Vec<AccountId>,
+    }
+
+    fn fixture() -> Fixture {
+        let core = test_core(&["A", "B"]);
+        Fixture {
+            dir: Directory::of(core.instruments()),
+            names: vec!["A".into(), "B".into()],
+            allowed: vec![AccountId(0)],
+        }
+    }
+
+    impl Fixture {
+        fn ctx(&self, v: BeginString) -> Ctx<'_> {
+            let _ = v;
+            Ctx {
+                directory: &self.dir,
+                allowed: &self.allowed,
+                account_names: &self.names,
+                session: SessionId(3),
+                now_ns: 7,
+            }
+        }
+
+        fn names(&self) -> Names<'_> {
+            Names {
+                directory: &self.dir,
+                account_names: &self.names,
+            }
+        }
+    }
+
+    fn decode_bytes(f: &Fixture, v: BeginString, bytes: &[u8]) -> Result<Request, (RejectReason, String)> {
+        let mut d = Decoder::new();
+        let m = d.decode(bytes).unwrap();
+        decode(&m, &f.ctx(v)).map_err(|r| (r.reason, r.text.into_owned()))
+    }
+
+    /// Checks a whole outgoing message against the version's dictionary.
+    fn validate(v: BeginString, msg_type: &[u8], body: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+        let mut enc = Encoder::new();
+        enc.start(v.as_bytes(), msg_type);
+        enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
+        enc.str(52, b"20260102-10:00:00.000");
+        body(&mut enc);
+        let bytes = enc.finish().to_vec();
+        let mut d = Decoder::new();
+        let m = d.decode(&bytes).unwrap();
+        let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");
+        Dictionary::for_version(v)
+            .validate(&m)
+            .unwrap_or_else(|r| panic!("{v}: {r:?}: {shown}"));
+        bytes
+    }
+
+    fn field<'a>(bytes: &'a [u8], t: u32) -> Option<&'a str> {
+        let needle = format!("\x01{t}=");
+        let s = std::str::from_utf8(bytes).unwrap();
+        let i = s.find(&needle)? + needle.len();
+        let j = s[i..].find('\x01')? + i;
+        Some(&s[i..j])
+    }
+
+    const ORDER: &[(u32, &str)] = &[
+        (11, "C1"),
+        (21, "1"),
+        (55, "BTC-PERP"),
+        (54, "1"),
+        (60, "20260102-10:00:00"),
+        (38, "1.5"),
+        (40, "2"),
+        (44, "100.5"),
+        (59, "1"),
+        (18, "6"),
+    ];
+
+    #[test]
+    fn a_new_order_single_decodes_exactly() {
+        let f = fixture();
+        for v in V {
+            let r = decode_bytes(&f, v, &msg(v, "D", ORDER)).unwrap();
+            let Request::New(o) = r else { panic!("{r:?}") };
+            assert_eq!(o.cl_ord_id.as_str(), "C1");
+            assert_eq!(o.price, Price(1005));
+            assert_eq!(o.qty, Qty(1500));
+            assert_eq!(o.tif, TimeInForce::Gtc);
+            assert_eq!(o.side, Side::Buy);
+            assert!(o.post_only);
+            assert_eq!(o.account, AccountId(0));
+            assert_eq!(o.session, SessionId(3));
+            assert_eq!(o.received_ns, 7);
+        }
+    }
+
+    fn with(base: &[(u32, &'static str)], t: u32, val: Option<&'static str>) -> Vec<(u32, &'static str)> {
+        let mut out: Vec<_> = base.iter().copied().filter(|(x, _)| *x != t).collect();
+        if let Some(val) = val {
+            out.push((t, val));
+        }
+        out
+    }
+
+    #[test]
+    fn invalid_orders_are_refused_with_a_precise_reason() {
+        let f = fixture();
+        let v = BeginString::Fix44;
+        let cases: &[(u32, Option<&str>, RejectReason, &str)] = &[
+            (44, Some("100.25"), RejectReason::BadTick, "more than 1 decimal places"),
+            (38, Some("1.0005"), RejectReason::BadLot, "more than 3 decimal places"),
+            (38, Some("0"), RejectReason::QtyTooSmall, "positive"),
+            (55, Some("ETH-PERP"), RejectReason::UnknownInstrument, "unknown instrument"),
+            (1, Some("B"), RejectReason::UnknownAccount, "Account(1)"),
+            (54, Some("5"), RejectReason::Unsupported, "Side(54)"),
+            (40, Some("3"), RejectReason::Unsupported, "OrdType(40)"),
+            (59, Some("6"), RejectReason::Unsupported, "TimeInForce(59)"),
+            (44, None, RejectReason::Unsupported, "Price(44) is required"),
+            (38, None, RejectReason::QtyTooSmall, "OrderQty(38) is required"),
+            (11, Some("x".repeat(65).leak()), RejectReason::Unsupported, "ClOrdID(11)"),
+        ];
+        for (t, val, reason, text) in cases {
+            let m = msg(v, "D", &with(ORDER, *t, *val));
+            let (r, got) = decode_bytes(&f, v, &m).unwrap_err();
+            assert_eq!(r, *reason, "{t}={val:?}");
+            assert!(got.contains(text), "{t}={val:?}: {got}");
+        }
+        // Trailing zeros beyond the scale are exact, not extra precision.
+        assert!(decode_bytes(&f, v, &msg(v, "D", &with(ORDER, 44, Some("100.5000")))).is_ok());
+        // Absent TimeInForce is Day; a market order ignores Price.
+        let Ok(Request::New(o)) = decode_bytes(&f, v, &msg(v, "D", &with(&with(ORDER, 59, None), 40, Some("1")))) else {
+            panic!()
+        };
+        assert_eq!((o.tif, o.ord_type, o.price), (TimeInForce::Day, OrdType::Market, Price(0)));
+    }
+
+    #[test]
+    fn cancels_replaces_status_and_mass_cancels_decode() {
+        let f = fixture();
+        let v = BeginString::Fix44;
+        let cancel = [(41, "C1"), (11, "X1"), (55, "BTC-PERP"), (54, "1"), (60, "20260102-10:00:00")];
+        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &cancel)) else { panic!() };
+        assert_eq!((c.orig_cl_ord_id.as_str(), c.order_id), ("C1", None));
+        let by_id = with(&cancel, 37, Some("42"));
+        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &by_id)) else { panic!() };
+        assert_eq!(c.order_id, Some(OrderId(42)));
+        let (r, _) = decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 37, Some("abc")))).unwrap_err();
+        assert_eq!(r, RejectReason::UnknownOrder);
+        let (r, _) = decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 55, Some("NOPE")))).unwrap_err();
+        assert_eq!(r, RejectReason::UnknownOrder);
+
+        let replace = [
+            (41, "C1"), (11, "C2"), (21, "1"), (55, "BTC-PERP"), (54, "1"),
+            (60, "20260102-10:00:00"), (38, "2"), (40, "2"), (44, "101"),
+        ];
+        let Ok(Request::Replace(r)) = decode_bytes(&f, v, &msg(v, "G", &replace)) else { panic!() };
+        assert_eq!((r.price, r.qty), (Price(1010), Qty(2000)));
+        let (r, _) = decode_bytes(&f, v, &msg(v, "G", &with(&replace, 40, Some("1")))).unwrap_err();
+        assert_eq!(r, RejectReason::Unsupported);
+
+        let status = [(11, "C1"), (55, "BTC-PERP"), (54, "1")];
+        let Ok(Request::Status(s)) = decode_bytes(&f, v, &msg(v, "H", &status)) else { panic!() };
+        assert_eq!(s.order, OrderRef::ClOrdId(ClOrdId::new(b"C1").unwrap()));
+
+        let mass = [(11, "M1"), (530, "7"), (60, "20260102-10:00:00")];
+        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &mass)) else { panic!() };
+        assert_eq!(m.instrument, None);
+        let one = [(11, "M1"), (530, "1"), (55, "BTC-PERP"), (60, "20260102-10:00:00")];
+        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &one)) else { panic!() };
+        assert_eq!(m.instrument, Some(InstrumentId(0)));
+        let (r, _) = decode_bytes(&f, v, &msg(v, "q", &with(&mass, 530, Some("3")))).unwrap_err();
+        assert_eq!(r, RejectReason::Unsupported);
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            session: SessionId(3),
+            account: AccountId(0),
+            instrument: InstrumentId(0),
+            kind,
+            order_id: OrderId(17),
+            cl_ord_id: ClOrdId::new(b"C1").unwrap(),
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(1005),
+            qty: Qty(3000),
+            cum_qty: Qty(1000),
+            leaves_qty: Qty(2000),
+            avg_px: Price(1005),
+            last_px: Price(1005),
+            last_qty: Qty(1000),
+            trade_id: TradeId(5),
+            exec_id: 99,
+            ts_ns: 1_767_348_000_000_000_000,
+            received_ns: 0,
+        }
+    }
+
+    #[test]
+    fn every_report_is_valid_in_every_version_with_its_codes() {
+        let f = fixture();
+        let names = f.names();
+        let kinds = [
+            EventKind::New,
+            EventKind::PartialFill,
+            EventKind::Fill,
+            EventKind::Canceled,
+            EventKind::Replaced,
+            EventKind::Expired,
+            EventKind::Rejected(RejectReason::PriceBand),
+            EventKind::Rejected(RejectReason::BadTick),
+            EventKind::Rejected(RejectReason::ServerBusy),
+            EventKind::CancelRejected { replace: false, reason: RejectReason::UnknownOrder },
+            EventKind::CancelRejected { replace: true, reason: RejectReason::DuplicateClOrdId },
+            EventKind::CancelRejected { replace: true, reason: RejectReason::Throttled },
+        ];
+        let mut scratch = Vec::new();
+        for v in V {
+            for kind in kinds {
+                let e = event(kind);
+                let r = Report::Event(&e);
+                let bytes = validate(v, r.msg_type(), |enc| encode_report(enc, v, r, &names, &mut scratch));
+                match kind {
+                    EventKind::PartialFill => {
+                        assert_eq!(field(&bytes, 150), Some(if v == BeginString::Fix42 { "1" } else { "F" }));
+                        assert_eq!(field(&bytes, 39), Some("1"));
+                        assert_eq!(field(&bytes, 32), Some("1.000"));
+                        assert_eq!(field(&bytes, 31), Some("100.5"));
+                        assert_eq!(field(&bytes, 14), Some("1.000"));
+                        assert_eq!(field(&bytes, 151), Some("2.000"));
+                        assert_eq!(field(&bytes, 6), Some("100.5"));
+                        assert_eq!(field(&bytes, 17), Some("99"));
+                        assert_eq!(field(&bytes, 20), (v == BeginString::Fix42).then_some("0"));
+                        assert_eq!(field(&bytes, 55), Some("BTC-PERP"));
+                        assert_eq!(field(&bytes, 1), Some("A"));
+                    }
+                    EventKind::Rejected(RejectReason::PriceBand) => {
+                        let want = match v { BeginString::Fix42 => "0", BeginString::Fix44 => "99", BeginString::Fixt11 => "16" };
+                        assert_eq!(field(&bytes, 103), Some(want));
+                        assert_eq!(field(&bytes, 58), Some("price outside the allowed band"));
+                    }
+                    EventKind::Rejected(RejectReason::ServerBusy) => {
+                        assert_eq!(field(&bytes, 103), Some(if v == BeginString::Fix42 { "0" } else { "99" }));
+                        assert_eq!(field(&bytes, 58), Some("server busy"));
+                    }
+                    EventKind::Replaced => {
+                        assert_eq!(field(&bytes, 39), Some(if v == BeginString::Fix42 { "5" } else { "1" }));
+                    }
+                    EventKind::CancelRejected { reason: RejectReason::UnknownOrder, .. } => {
+                        assert_eq!(field(&bytes, 102), Some("1"));
+                        assert_eq!(field(&bytes, 434), Some("1"));
+                    }
+                    EventKind::CancelRejected { reason: RejectReason::DuplicateClOrdId, .. } => {
+                        assert_eq!(field(&bytes, 102), Some(if v == BeginString::Fix42 { "2" } else { "6" }));
+                        assert_eq!(field(&bytes, 434), Some("2"));
+                    }
+                    _ => {}
+                }
+            }
+            // Status answers: ExecType I (4.4+) or the OrdStatus with ExecTransType 3 (4.2).
+            let mut e = event(EventKind::PartialFill);
+            e.exec_id = 0;
+            let bytes = validate(v, b"8", |enc| encode_report(enc, v, Report::Status(&e), &names, &mut scratch));
+            assert_eq!(field(&bytes, 150), Some(if v == BeginString::Fix42 { "1" } else { "I" }));
+            assert_eq!(field(&bytes, 20), (v == BeginString::Fix42).then_some("3"));
+            assert!(field(&bytes, 17).unwrap().starts_with('L'));
+            assert_eq!(field(&bytes, 32), None);
+            let unknown = event(EventKind::Rejected(RejectReason::UnknownOrder));
+            let bytes = validate(v, b"8", |enc| encode_report(enc, v, Report::Status(&unknown), &names, &mut scratch));
+            assert_eq!(field(&bytes, 39), Some("8"));
+            assert_eq!(field(&bytes, 103), Some("5"));
+            if v != BeginString::Fix42 {
+                for (instrument, want) in [(ALL_INSTRUMENTS, "7"), (InstrumentId(0), "1")] {
+                    let mut e = event(EventKind::MassCancelDone { canceled: 4 });
+                    e.instrument = instrument;
+                    let bytes = validate(v, b"r", |enc| encode_report(enc, v, Report::Event(&e), &names, &mut scratch));
+                    assert_eq!(field(&bytes, 531), Some(want));
+                    assert_eq!(field(&bytes, 533), Some("4"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_are_valid_answers_in_every_version() {
+        let f = fixture();
+        for v in V {
+            let cases: Vec<(&str, Vec<(u32, &str)>)> = vec![
+                ("D", with(ORDER, 44, Some("100.25"))),
+                ("F", vec![(41, "C1"), (11, "X1"), (55, "NOPE"), (54, "1"), (60, "20260102-10:00:00")]),
+                ("G", vec![(41, "C1"), (11, "C2"), (21, "1"), (55, "NOPE"), (54, "1"), (60, "20260102-10:00:00"), (38, "2"), (40, "2"), (44, "1")]),
+                ("H", vec![(11, "C1"), (55, "NOPE"), (54, "1")]),
+                ("q", vec![(11, "M1"), (530, "1"), (55, "NOPE"), (60, "20260102-10:00:00")]),
+            ];
+            for (t, body) in cases {
+                if t == "q" && v == BeginString::Fix42 {
+                    continue;
+                }
+                let bytes = msg(v, t, &body);
+                let mut d = Decoder::new();
+                let m = d.decode(&bytes).unwrap();
+                let r = decode(&m, &f.ctx(v)).unwrap_err();
+                let out = validate(v, r.answer_type(), |enc| encode_refusal(enc, v, &r, 1_767_348_000_000_000_000));
+                assert!(field(&out, 58).is_some(), "{t}");
+                // The same shape answers "server busy".
+                let busy = Refusal::new(&m, RejectReason::ServerBusy);
+                let out = validate(v, busy.answer_type(), |enc| encode_refusal(enc, v, &busy, 0));
+                assert_eq!(field(&out, 58), Some("server busy"));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_order_fields_never_panic_the_decoder() {
+        // A deterministic xorshift stream of field values from an alphabet that reaches every
+        // branch of the decimal, symbol and id parsers.
+        const ALPHABET: &[u8] = b"0123456789.-ABCPTU!~ ";
+        let f = fixture();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut text = |max: u64| -> String {
+            let n = next() % (max + 1);
+            (0..n)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect::<String>()
+                .trim()
+                .replace(' ', "")
+        };
+        for _ in 0..2000 {
+            let (price, qty, sym, cl) = (text(24), text(24), text(12), text(80));
+            for v in V {
+                for t in ["D", "F", "G", "H", "q"] {
+                    let body = [
+                        (11, cl.as_str()),
+                        (41, "O"),
+                        (37, qty.as_str()),
+                        (55, sym.as_str()),
+                        (54, "2"),
+                        (60, "20260102-10:00:00"),
+                        (38, qty.as_str()),
+                        (40, "2"),
+                        (44, price.as_str()),
+                        (530, price.as_str()),
+                    ];
+                    let body: Vec<_> = body.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+                    let bytes = msg(v, t, &body);
+                    let mut d = Decoder::new();
+                    if let Ok(m) = d.decode(&bytes) {
+                        let _ = decode(&m, &f.ctx(v));
+                    }
+                }
+            }
+        }
+    }
+}

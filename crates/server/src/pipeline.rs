@@ -1,0 +1,1206 @@
+//! The order pipeline (DESIGN.md §3): socket tasks → one bounded lock-free ingress queue → the
+//! core thread, which owns the [`Core`] (every book and all risk state: a single writer, no
+//! locks) → one bounded lock-free egress queue per session → the session's socket task.
+//!
+//! ```text
+//!  socket task ──push──▶ ingress ArrayQueue<Ingress> ──pop──▶ core thread (std::thread)
+//!   (decode, validate;    (full: the request is answered     Core::process → events
+//!    unpark if parked)     "server busy" at once)                 │ route by session slot
+//!                                                                 ▼
+//!  socket task ◀─wake── egress ArrayQueue<Outbound> per session ◀─push (full: slow consumer)
+//! ```
+//!
+//! Rules that keep the core thread fast and the system honest:
+//!
+//! - Everything crossing a queue is a small fixed-size value ([`Command`], [`Event`]); the
+//!   queues, the routing table and the per-command scratch are allocated before the first order.
+//!   The core thread takes no lock, allocates nothing and makes no system call per order
+//!   (`tests::the_core_loop_does_not_allocate_per_order` counts). Waking a session's task is
+//!   one atomic swap plus the runtime's wake of that task, once per command per session.
+//! - The core thread busy-polls; after `idle_spin` without work it parks, and a producer that
+//!   finds it parked unparks it after its push: the wake-up system call is on the producer's
+//!   side, never on the core thread's path.
+//! - A full ingress queue is back-pressure: the socket task answers the request at once with
+//!   a "server busy" reject and keeps nothing. A full egress queue means the session does not
+//!   keep up: the core thread never waits for it; it marks the session overflowed and drops its
+//!   further reports (the orders keep their state in the books), and the session's task logs it
+//!   out ("slow consumer") and disconnects it.
+//! - Session slots ([`SessionId`]) are handed out per connection (on its first order-entry
+//!   message) and come back only after the core thread has processed the connection's close,
+//!   so a slot's next occupant never sees the previous one's cancel-on-disconnect. Events are
+//!   addressed to the slot of the order's entering session; the core thread delivers one only
+//!   if the connection in that slot trades for the event's account (a GTC order can outlive
+//!   the connection that entered it).
+//! - Operator commands (kill switch, halt, mark, limits, pause) reach the core thread through a
+//!   small queue of their own, so a flood of orders cannot delay a kill switch.
+//! - Timers (option expiry and listing, end of the trading day) run from the loop's clock
+//!   check: one clock read per loop, one comparison per timer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
+use portcullis_engine::{Core, Instruments, OrderRef};
+use portcullis_risk::AccountLimits;
+use portcullis_types::{
+    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus, OrdType,
+    OrderId, Price, Qty, RejectReason, SessionId, Side, TimeInForce, TradeId,
+};
+
+/// Commands taken from the ingress queue before the loop looks at its clock, its timers and
+/// the operator queue again: bounds how late a kill switch or a timer can be under a flood.
+const BATCH: usize = 256;
+/// How long a parked core thread sleeps before it checks its timers anyway.
+const PARK_TICK: Duration = Duration::from_millis(50);
+/// How often the instrument table is rolled (expiries, new option series).
+const ROLL_EVERY_NS: i64 = 1_000_000_000;
+/// Operator commands waiting at once.
+const CONTROL_CAPACITY: usize = 64;
+const NS_PER_DAY: i64 = 86_400_000_000_000;
+
+/// Wall-clock time in ns since the Unix epoch (a vDSO read on Linux, not a system call).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What crosses the queues
+
+/// An OrderStatusRequest(H), answered by the core thread from the books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRequest {
+    /// The asking session.
+    pub session: SessionId,
+    /// Its account.
+    pub account: AccountId,
+    /// The order, by OrderID or by the session's ClOrdID.
+    pub order: OrderRef,
+    /// The ClOrdID the request named (echoed when the order is unknown).
+    pub cl_ord_id: ClOrdId,
+    /// The instrument the request named.
+    pub instrument: InstrumentId,
+    /// The side the request named.
+    pub side: Side,
+}
+
+/// One entry of the ingress queue.
+#[derive(Debug)]
+pub enum Ingress {
+    /// A command for the core.
+    Cmd(Command),
+    /// An order status request.
+    Status(StatusRequest),
+    /// A connection took a session slot: route the slot's events to it.
+    Open(Arc<Conn>),
+    /// The connection in this slot ended: cancel-on-disconnect, forget its route, free the slot.
+    Close(SessionId),
+}
+
+/// One entry of a session's egress queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// An execution event.
+    Event(Event),
+    /// The answer to an OrderStatusRequest: the order's state (kind `New` or `PartialFill`),
+    /// or kind `Rejected(UnknownOrder)` when it is not a working order of the account.
+    Status(Event),
+}
+
+/// The shared end of one connection's egress: the core thread pushes and wakes, the socket task
+/// pops.
+#[derive(Debug)]
+pub struct Conn {
+    slot: SessionId,
+    accounts: Box<[AccountId]>,
+    cancel_on_disconnect: bool,
+    egress: ArrayQueue<Outbound>,
+    waker: AtomicWaker,
+    overflowed: AtomicBool,
+    /// Set by the core thread when the risk checks mark the session for sustained throttle
+    /// abuse: its task disconnects it.
+    abusive: AtomicBool,
+}
+
+impl Conn {
+    /// The capacity of the report queue.
+    pub fn capacity(&self) -> usize {
+        self.egress.capacity()
+    }
+
+    /// Why the connection must end, once it must: it overflowed its report queue ("slow
+    /// consumer") or kept sending while throttled ("order rate limit exceeded").
+    pub fn kicked(&self) -> Option<&'static str> {
+        if self.overflowed() {
+            Some("slow consumer")
+        } else if self.abusive.load(Ordering::Acquire) {
+            Some("order rate limit exceeded")
+        } else {
+            None
+        }
+    }
+
+    /// The connection's session slot.
+    pub fn slot(&self) -> SessionId {
+        self.slot
+    }
+
+    /// The next report for the connection.
+    pub fn pop(&self) -> Option<Outbound> {
+        self.egress.pop()
+    }
+
+    /// True once a report had to be dropped because the queue was full.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Ready when there is something to send (or the connection overflowed); otherwise
+    /// registers the task to be woken by the core thread.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Register first, then look: a push between the two still finds the waker.
+        self.waker.register(cx.waker());
+        if !self.egress.is_empty() || self.kicked().is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn trades_for(&self, account: AccountId) -> bool {
+        self.accounts.contains(&account)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The instrument directory
+
+/// One instrument as the socket tasks need it: its symbol and decimal scales.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The symbol.
+    pub symbol: Box<str>,
+    /// Decimal places of prices.
+    pub price_scale: u8,
+    /// Decimal places of quantities.
+    pub qty_scale: u8,
+}
+
+/// A read-only snapshot of the instrument table for the socket tasks: symbol → id and the
+/// scales to parse prices and quantities exactly. The core thread publishes a new snapshot when
+/// it lists instruments; readers load it without a lock.
+#[derive(Debug, Default)]
+pub struct Directory {
+    by_symbol: HashMap<Box<[u8]>, InstrumentId>,
+    entries: Vec<DirEntry>,
+}
+
+impl Directory {
+    /// The snapshot of an instrument table.
+    pub fn of(instruments: &Instruments) -> Self {
+        let mut d = Directory {
+            by_symbol: HashMap::with_capacity(instruments.len()),
+            entries: Vec::with_capacity(instruments.len()),
+        };
+        for i in instruments.iter() {
+            let r = i.rules();
+            d.by_symbol
+                .insert(i.symbol().as_bytes().into(), InstrumentId(d.entries.len() as u32));
+            debug_assert_eq!(r.id.0 as usize, d.entries.len());
+            d.entries.push(DirEntry {
+                symbol: i.symbol().into(),
+                price_scale: r.price_scale,
+                qty_scale: r.qty_scale,
+            });
+        }
+        d
+    }
+
+    /// The instrument of a symbol (exact, canonical spelling).
+    pub fn lookup(&self, symbol: &[u8]) -> Option<(InstrumentId, &DirEntry)> {
+        let id = *self.by_symbol.get(symbol)?;
+        Some((id, &self.entries[id.0 as usize]))
+    }
+
+    /// An instrument by id.
+    pub fn get(&self, id: InstrumentId) -> Option<&DirEntry> {
+        self.entries.get(id.0 as usize)
+    }
+
+    /// Number of instruments.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator commands
+
+/// An operator command for the core thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAction {
+    /// Kill switch of one account (or of everything) on or off.
+    Kill {
+        /// The account; `None` = global.
+        account: Option<String>,
+        /// On (cancel resting orders, refuse new ones) or off.
+        on: bool,
+    },
+    /// Halt or resume trading in an instrument.
+    Halt {
+        /// The symbol.
+        symbol: String,
+        /// True to halt, false to resume.
+        halted: bool,
+    },
+    /// Set the reference price (mark) of an instrument.
+    Mark {
+        /// The symbol.
+        symbol: String,
+        /// The price, decimal text at the instrument's price scale.
+        price: String,
+    },
+    /// Change some of an account's risk limits.
+    Limits {
+        /// The account.
+        account: String,
+        /// `key = value` pairs, keys as in `[risk.defaults]`.
+        set: Vec<(String, String)>,
+    },
+    /// Stop taking commands from the ingress queue (a maintenance pause): requests queue up
+    /// to the ingress capacity and are refused "server busy" beyond it.
+    Pause,
+    /// Take commands again after a pause.
+    Resume,
+}
+
+/// What an operator command did: a message for the operator, or why it was refused (bad input).
+pub type ControlResult = Result<String, String>;
+
+/// An operator command with the channel of its answer.
+#[derive(Debug)]
+pub struct ControlRequest {
+    /// The command.
+    pub action: ControlAction,
+    /// Where the core thread answers.
+    pub reply: tokio::sync::oneshot::Sender<ControlResult>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared part
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Ingress queue capacity.
+    pub ingress_capacity: usize,
+    /// Per-session egress queue capacity.
+    pub egress_capacity: usize,
+    /// Busy-poll time before parking.
+    pub idle_spin: Duration,
+    /// CPU to pin the core thread to.
+    pub pin_cpu: Option<usize>,
+    /// End of the trading day, seconds after midnight UTC.
+    pub trading_day_end_secs: u32,
+    /// Session slots (the risk engine's `max_sessions`).
+    pub max_sessions: u32,
+}
+
+/// What the socket tasks and the core thread share.
+pub struct Pipeline {
+    ingress: ArrayQueue<Ingress>,
+    control: ArrayQueue<ControlRequest>,
+    free_slots: ArrayQueue<u32>,
+    /// True while the core thread is parked or about to park; a producer that swaps it to
+    /// false unparks the thread. Padded: every producer reads it after every push.
+    sleeping: CachePadded<AtomicBool>,
+    stop: AtomicBool,
+    core_thread: OnceLock<Thread>,
+    directory: ArcSwap<Directory>,
+    accounts: Vec<Box<str>>,
+    account_ids: HashMap<Box<str>, AccountId>,
+    egress_capacity: usize,
+    /// Requests refused because the ingress queue was full.
+    busy: AtomicU64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("ingress", &self.ingress.len())
+            .field("free_slots", &self.free_slots.len())
+            .field("accounts", &self.accounts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// The shared part for `accounts` (`AccountId(i)` = `accounts[i]`) and the instruments of
+    /// `core`.
+    pub fn new(config: &PipelineConfig, accounts: &[String], core: &Core) -> Arc<Self> {
+        let free_slots = ArrayQueue::new(config.max_sessions.max(1) as usize);
+        for s in 0..config.max_sessions {
+            let _ = free_slots.push(s);
+        }
+        Arc::new(Pipeline {
+            ingress: ArrayQueue::new(config.ingress_capacity.max(1)),
+            control: ArrayQueue::new(CONTROL_CAPACITY),
+            free_slots,
+            sleeping: CachePadded::new(AtomicBool::new(false)),
+            stop: AtomicBool::new(false),
+            core_thread: OnceLock::new(),
+            directory: ArcSwap::from_pointee(Directory::of(core.instruments())),
+            accounts: accounts.iter().map(|a| a.as_str().into()).collect(),
+            account_ids: accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.as_str().into(), AccountId(i as u32)))
+                .collect(),
+            egress_capacity: config.egress_capacity.max(1),
+            busy: AtomicU64::new(0),
+        })
+    }
+
+    /// Pushes a request for the core thread; gives it back if the queue is full (the caller
+    /// answers "server busy"). Wakes the core thread if it is parked.
+    pub fn submit(&self, item: Ingress) -> Result<(), Ingress> {
+        match self.ingress.push(item) {
+            Ok(()) => {
+                self.wake_core();
+                Ok(())
+            }
+            Err(item) => {
+                self.busy.fetch_add(1, Ordering::Relaxed);
+                Err(item)
+            }
+        }
+    }
+
+    /// Queues an operator command; gives it back if too many are waiting.
+    pub fn control(&self, req: ControlRequest) -> Result<(), ControlRequest> {
+        self.control.push(req)?;
+        self.wake_core();
+        Ok(())
+    }
+
+    fn wake_core(&self) {
+        // Pairs with the fence in `CoreLoop::park`: either the core thread sees our push before
+        // it parks, or we see its `sleeping` flag and unpark it.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.core_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Takes a free session slot.
+    pub fn alloc_slot(&self) -> Option<SessionId> {
+        self.free_slots.pop().map(SessionId)
+    }
+
+    /// Gives back a slot that was never opened on the core thread.
+    pub fn release_unopened_slot(&self, slot: SessionId) {
+        let _ = self.free_slots.push(slot.0);
+    }
+
+    /// A connection's egress for `slot`, routing the events of `accounts`.
+    pub fn new_conn(
+        &self,
+        slot: SessionId,
+        accounts: &[AccountId],
+        cancel_on_disconnect: bool,
+    ) -> Arc<Conn> {
+        Arc::new(Conn {
+            slot,
+            accounts: accounts.into(),
+            cancel_on_disconnect,
+            egress: ArrayQueue::new(self.egress_capacity),
+            waker: AtomicWaker::new(),
+            overflowed: AtomicBool::new(false),
+            abusive: AtomicBool::new(false),
+        })
+    }
+
+    /// The current instrument directory.
+    pub fn directory(&self) -> arc_swap::Guard<Arc<Directory>> {
+        self.directory.load()
+    }
+
+    /// The id of an account name.
+    pub fn account_id(&self, name: &str) -> Option<AccountId> {
+        self.account_ids.get(name).copied()
+    }
+
+    /// Every account name, indexed by [`AccountId`].
+    pub fn account_names(&self) -> &[Box<str>] {
+        &self.accounts
+    }
+
+    /// Requests refused "server busy" so far.
+    pub fn busy_count(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// True once [`Pipeline::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Asks the core thread to stop (after the current batch).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.sleeping.store(false, Ordering::Release);
+        if let Some(t) = self.core_thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Starts the core thread; it runs until [`Pipeline::stop`].
+pub fn spawn_core(
+    core: Core,
+    pipeline: Arc<Pipeline>,
+    config: &PipelineConfig,
+) -> std::io::Result<JoinHandle<()>> {
+    let pin = config.pin_cpu;
+    let mut lp = CoreLoop::new(core, pipeline.clone(), config);
+    let handle = std::thread::Builder::new()
+        .name("portcullis-core".into())
+        .spawn(move || {
+            if let Some(cpu) = pin {
+                if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    tracing::info!(cpu, "core thread pinned");
+                } else {
+                    tracing::warn!(cpu, "could not pin the core thread to this CPU");
+                }
+            }
+            lp.run();
+        })?;
+    let _ = pipeline.core_thread.set(handle.thread().clone());
+    // A producer may have pushed before the thread handle was published: wake it once.
+    handle.thread().unpark();
+    Ok(handle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core thread
+
+/// The core thread's state: the [`Core`] and the routing table. Public so that the bench and
+/// the tests can drive it step by step.
+pub struct CoreLoop {
+    core: Core,
+    shared: Arc<Pipeline>,
+    /// By slot: the connection its events go to.
+    routes: Vec<Option<Arc<Conn>>>,
+    /// Slots that got events during the current command (woken once each after it).
+    dirty: Vec<u32>,
+    dirty_flag: Vec<bool>,
+    paused: bool,
+    spin_ns: i64,
+    next_roll_ns: i64,
+    next_eod_ns: i64,
+    eod_secs: u32,
+    last_work_ns: i64,
+}
+
+impl std::fmt::Debug for CoreLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreLoop")
+            .field("paused", &self.paused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Delivers one item to the connection in its slot, if that connection trades for the
+/// item's account. Never blocks: a full queue marks the connection overflowed.
+fn deliver(
+    routes: &[Option<Arc<Conn>>],
+    dirty: &mut Vec<u32>,
+    dirty_flag: &mut [bool],
+    item: Outbound,
+) {
+    let (Outbound::Event(e) | Outbound::Status(e)) = item;
+    let s = e.session.0 as usize;
+    let Some(Some(conn)) = routes.get(s) else {
+        return;
+    };
+    if !conn.trades_for(e.account) || conn.overflowed.load(Ordering::Relaxed) {
+        return;
+    }
+    if conn.egress.push(item).is_err() {
+        conn.overflowed.store(true, Ordering::Release);
+    }
+    if !dirty_flag[s] {
+        dirty_flag[s] = true;
+        dirty.push(s as u32);
+    }
+}
+
+/// The next instant strictly after `now` that is `secs` after a UTC midnight.
+fn next_time_of_day(now_ns: i64, secs: u32) -> i64 {
+    let day = now_ns.div_euclid(NS_PER_DAY) * NS_PER_DAY;
+    let t = day + i64::from(secs) * 1_000_000_000;
+    if t > now_ns {
+        t
+    } else {
+        t + NS_PER_DAY
+    }
+}
+
+impl CoreLoop {
+    /// The loop for `core`, sharing `shared` with the socket tasks.
+    pub fn new(core: Core, shared: Arc<Pipeline>, config: &PipelineConfig) -> Self {
+        let slots = config.max_sessions as usize;
+        let now = now_ns();
+        CoreLoop {
+            core,
+            shared,
+            routes: vec![None; slots],
+            dirty: Vec::with_capacity(slots),
+            dirty_flag: vec![false; slots],
+            paused: false,
+            spin_ns: config.idle_spin.as_nanos().min(i64::MAX as u128) as i64,
+            next_roll_ns: now + ROLL_EVERY_NS,
+            next_eod_ns: next_time_of_day(now, config.trading_day_end_secs),
+            eod_secs: config.trading_day_end_secs,
+            last_work_ns: now,
+        }
+    }
+
+    /// The core (read only), for tests.
+    #[cfg(test)]
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Runs until the pipeline is stopped.
+    pub fn run(&mut self) {
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let now = now_ns();
+            if !self.step(now) {
+                self.idle(now);
+            }
+        }
+    }
+
+    /// One pass: operator commands, then up to [`BATCH`] ingress items, then the timers.
+    /// Returns true if it did any work.
+    pub fn step(&mut self, now: i64) -> bool {
+        let mut worked = false;
+        while let Some(req) = self.shared.control.pop() {
+            let result = self.control(req.action, now);
+            let _ = req.reply.send(result);
+            worked = true;
+        }
+        if !self.paused {
+            for _ in 0..BATCH {
+                let Some(item) = self.shared.ingress.pop() else {
+                    break;
+                };
+                self.handle(item, now);
+                worked = true;
+            }
+        }
+        self.timers(now);
+        if worked {
+            self.last_work_ns = now;
+        }
+        worked
+    }
+
+    /// Nothing to do: spin a little longer, then park until a producer unparks us (or the
+    /// timer tick).
+    fn idle(&mut self, now: i64) {
+        if now.saturating_sub(self.last_work_ns) < self.spin_ns {
+            std::hint::spin_loop();
+            return;
+        }
+        let shared = &*self.shared;
+        shared.sleeping.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `Pipeline::wake_core` (see there).
+        fence(Ordering::SeqCst);
+        let work_waiting = !shared.control.is_empty()
+            || (!self.paused && !shared.ingress.is_empty())
+            || shared.stop.load(Ordering::Acquire);
+        if !work_waiting {
+            std::thread::park_timeout(PARK_TICK);
+        }
+        shared.sleeping.store(false, Ordering::Relaxed);
+        // Spin again after waking: the next command likely follows closely.
+        self.last_work_ns = now_ns();
+    }
+
+    /// Processes one ingress item at `now`.
+    pub fn handle(&mut self, item: Ingress, now: i64) {
+        let CoreLoop {
+            core,
+            routes,
+            dirty,
+            dirty_flag,
+            shared,
+            ..
+        } = self;
+        match item {
+            Ingress::Cmd(cmd) => {
+                let from = match &cmd {
+                    Command::New(o) => Some(o.session),
+                    Command::Cancel(c) => Some(c.session),
+                    Command::Replace(r) => Some(r.session),
+                    Command::MassCancel(_) | Command::SessionClosed(_) => None,
+                };
+                core.process(cmd, now, &mut |e| {
+                    deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+                });
+                // Sustained throttle abuse ends the session (its task disconnects it).
+                if let Some(s) = from.filter(|&s| core.risk().throttle_abuse(s)) {
+                    if let Some(Some(conn)) = routes.get(s.0 as usize) {
+                        if !conn.abusive.swap(true, Ordering::AcqRel) {
+                            conn.waker.wake();
+                        }
+                    }
+                }
+            }
+            Ingress::Status(r) => {
+                let ev = match core.order_status(r.session, r.account, r.order) {
+                    Some(snap) => snap.to_event(r.session, now),
+                    None => unknown_order(&r, now),
+                };
+                deliver(routes, dirty, dirty_flag, Outbound::Status(ev));
+            }
+            Ingress::Open(conn) => {
+                let s = conn.slot.0 as usize;
+                core.set_cancel_on_disconnect(conn.slot, conn.cancel_on_disconnect);
+                if let Some(r) = routes.get_mut(s) {
+                    *r = Some(conn);
+                }
+            }
+            Ingress::Close(slot) => {
+                core.process(Command::SessionClosed(slot), now, &mut |e| {
+                    deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+                });
+                if let Some(r) = routes.get_mut(slot.0 as usize) {
+                    *r = None;
+                }
+                // Only now may the slot get a new occupant.
+                let _ = shared.free_slots.push(slot.0);
+            }
+        }
+        self.wake_dirty();
+    }
+
+    fn wake_dirty(&mut self) {
+        for s in self.dirty.drain(..) {
+            self.dirty_flag[s as usize] = false;
+            if let Some(Some(conn)) = self.routes.get(s as usize) {
+                conn.waker.wake();
+            }
+        }
+    }
+
+    /// Events of an operator action go where order events go.
+    fn with_sink<R>(&mut self, f: impl FnOnce(&mut Core, &mut dyn FnMut(Event)) -> R) -> R {
+        let CoreLoop {
+            core,
+            routes,
+            dirty,
+            dirty_flag,
+            ..
+        } = self;
+        let r = f(core, &mut |e| {
+            deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+        });
+        self.wake_dirty();
+        r
+    }
+
+    fn timers(&mut self, now: i64) {
+        if now >= self.next_roll_ns {
+            self.next_roll_ns = now + ROLL_EVERY_NS;
+            match self.with_sink(|core, out| core.roll(now, out)) {
+                Ok(roll) => {
+                    if !roll.listed.is_empty() || !roll.expired.is_empty() {
+                        tracing::info!(
+                            listed = roll.listed.len(),
+                            expired = roll.expired.len(),
+                            "instrument table rolled"
+                        );
+                    }
+                    if !roll.listed.is_empty() {
+                        self.publish_directory();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "instrument roll failed"),
+            }
+        }
+        if now >= self.next_eod_ns {
+            self.next_eod_ns = next_time_of_day(now, self.eod_secs);
+            let n = self.with_sink(|core, out| core.end_of_day(now, out));
+            tracing::info!(expired_day_orders = n, "end of the trading day");
+        }
+    }
+
+    fn publish_directory(&self) {
+        self.shared
+            .directory
+            .store(Arc::new(Directory::of(self.core.instruments())));
+    }
+
+    fn instrument(&self, symbol: &str) -> Result<InstrumentId, String> {
+        self.core
+            .instruments()
+            .by_symbol(symbol)
+            .ok_or_else(|| format!("unknown instrument {symbol:?}"))
+    }
+
+    fn account(&self, name: &str) -> Result<AccountId, String> {
+        self.shared
+            .account_id(name)
+            .ok_or_else(|| format!("unknown account {name:?}"))
+    }
+
+    /// Carries out an operator command (may allocate: not per order).
+    fn control(&mut self, action: ControlAction, now: i64) -> ControlResult {
+        match action {
+            ControlAction::Kill { account, on } => {
+                let id = account.as_deref().map(|a| self.account(a)).transpose()?;
+                let what = account.map_or_else(|| "all accounts".to_owned(), |a| format!("account {a}"));
+                if on {
+                    let n = self
+                        .with_sink(|core, out| core.kill(id, now, out))
+                        .map_err(|e| e.to_string())?;
+                    Ok(format!("kill switch on for {what}: {n} resting orders cancelled"))
+                } else {
+                    self.core.release_kill(id).map_err(|e| e.to_string())?;
+                    Ok(format!("kill switch off for {what}"))
+                }
+            }
+            ControlAction::Halt { symbol, halted } => {
+                let id = self.instrument(&symbol)?;
+                let status = if halted {
+                    InstrumentStatus::Halted
+                } else {
+                    InstrumentStatus::Trading
+                };
+                self.with_sink(|core, out| core.set_status(id, status, now, out))
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{symbol} {}",
+                    if halted { "halted" } else { "trading again" }
+                ))
+            }
+            ControlAction::Mark { symbol, price } => {
+                let id = self.instrument(&symbol)?;
+                let scale = self
+                    .core
+                    .instruments()
+                    .rules(id)
+                    .map_or(0, |r| r.price_scale);
+                let p = Price::parse(price.as_bytes(), scale)
+                    .map_err(|e| format!("price {price:?}: {e} (price scale {scale})"))?;
+                self.core
+                    .risk_mut()
+                    .set_reference_price(id, p)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!("{symbol} reference price set to {price}"))
+            }
+            ControlAction::Limits { account, set } => {
+                let id = self.account(&account)?;
+                let current = *self
+                    .core
+                    .risk()
+                    .limits(id)
+                    .ok_or_else(|| format!("unknown account {account:?}"))?;
+                let limits = merge_limits(&current, &set)?;
+                self.core
+                    .risk_mut()
+                    .set_limits(id, &limits)
+                    .map_err(|e| e.to_string())?;
+                let keys: Vec<&str> = set.iter().map(|(k, _)| k.as_str()).collect();
+                Ok(format!("limits of {account} changed: {}", keys.join(", ")))
+            }
+            ControlAction::Pause => {
+                self.paused = true;
+                Ok(format!(
+                    "core paused: {} requests waiting; new ones queue up to the ingress capacity",
+                    self.shared.ingress.len()
+                ))
+            }
+            ControlAction::Resume => {
+                self.paused = false;
+                Ok(format!(
+                    "core resumed: {} requests waiting",
+                    self.shared.ingress.len()
+                ))
+            }
+        }
+    }
+}
+
+/// An account's limits with some keys changed: each value is read as the TOML value of that
+/// key in `[risk.defaults]` (a number, or a string for decimals and the STP mode).
+fn merge_limits(current: &AccountLimits, set: &[(String, String)]) -> Result<AccountLimits, String> {
+    if set.is_empty() {
+        return Err("nothing to set: give key=value pairs".to_owned());
+    }
+    let mut table = toml::Value::try_from(current).map_err(|e| e.to_string())?;
+    let map = table
+        .as_table_mut()
+        .ok_or_else(|| "limits are not a table".to_owned())?;
+    for (k, v) in set {
+        let Some(old) = map.get(k) else {
+            return Err(format!("unknown limit {k:?}"));
+        };
+        let new = match old {
+            toml::Value::Integer(_) => v
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| format!("{k} = {v:?}: expected an integer"))?,
+            _ => toml::Value::String(v.clone()),
+        };
+        map.insert(k.clone(), new);
+    }
+    table
+        .try_into::<AccountLimits>()
+        .map_err(|e| format!("limits: {}", e.message()))
+}
+
+/// The status answer for an order that is not a working order of the account.
+fn unknown_order(r: &StatusRequest, now: i64) -> Event {
+    Event {
+        session: r.session,
+        account: r.account,
+        instrument: r.instrument,
+        kind: EventKind::Rejected(RejectReason::UnknownOrder),
+        order_id: match r.order {
+            OrderRef::Id(id) => id,
+            OrderRef::ClOrdId(_) => OrderId(0),
+        },
+        cl_ord_id: r.cl_ord_id,
+        orig_cl_ord_id: ClOrdId::EMPTY,
+        side: r.side,
+        ord_type: OrdType::Limit,
+        tif: TimeInForce::Day,
+        price: Price(0),
+        qty: Qty(0),
+        cum_qty: Qty(0),
+        leaves_qty: Qty(0),
+        avg_px: Price(0),
+        last_px: Price(0),
+        last_qty: Qty(0),
+        trade_id: TradeId(0),
+        exec_id: 0,
+        ts_ns: now,
+        received_ns: now,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use portcullis_engine::{EngineConfig, InstrumentConfig};
+    use portcullis_risk::RiskConfig;
+    use portcullis_types::{NewOrder, TimeInForce};
+    use std::task::{Wake, Waker};
+
+    pub(crate) fn test_core(accounts: &[&str]) -> Core {
+        let inst = InstrumentConfig {
+            symbol: "BTC-PERP".into(),
+            price_scale: 1,
+            qty_scale: 3,
+            tick: "0.5".into(),
+            lot: "0.001".into(),
+            min_qty: "0.001".into(),
+            max_qty: "100".into(),
+            multiplier: 1,
+            status: Default::default(),
+        };
+        let instruments = Instruments::new(&[inst], &[], now_ns() / 1_000_000).unwrap();
+        let risk = RiskConfig {
+            session_rate_per_sec: 1_000_000,
+            session_burst: 1_000_000,
+            max_sessions: 8,
+            ..RiskConfig::default()
+        };
+        let mut risk = risk;
+        risk.defaults.order_rate_per_sec = 1_000_000;
+        risk.defaults.order_burst = 1_000_000;
+        risk.defaults.max_open_orders = 100_000;
+        risk.defaults.max_open_orders_per_instrument = 100_000;
+        let engine = EngineConfig {
+            max_resting_orders: 1 << 16,
+            ..EngineConfig::default()
+        };
+        Core::new(&engine, &risk, accounts, instruments).unwrap()
+    }
+
+    pub(crate) fn config(ingress: usize, egress: usize) -> PipelineConfig {
+        PipelineConfig {
+            ingress_capacity: ingress,
+            egress_capacity: egress,
+            idle_spin: Duration::from_micros(10),
+            pin_cpu: None,
+            trading_day_end_secs: 0,
+            max_sessions: 8,
+        }
+    }
+
+    fn order(session: u32, account: u32, id: &str, side: Side, price: i64, qty: i64) -> Command {
+        Command::New(NewOrder {
+            session: SessionId(session),
+            account: AccountId(account),
+            instrument: InstrumentId(0),
+            cl_ord_id: ClOrdId::new(id.as_bytes()).unwrap(),
+            side,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(price),
+            qty: Qty(qty),
+            post_only: false,
+            stp: None,
+            received_ns: 0,
+        })
+    }
+
+    struct Counter(AtomicU64);
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn setup(ingress: usize, egress: usize) -> (CoreLoop, Arc<Pipeline>) {
+        let accounts = ["A".to_owned(), "B".to_owned()];
+        let core = test_core(&["A", "B"]);
+        let cfg = config(ingress, egress);
+        let p = Pipeline::new(&cfg, &accounts, &core);
+        (CoreLoop::new(core, p.clone(), &cfg), p)
+    }
+
+    fn open(lp: &mut CoreLoop, p: &Pipeline, account: u32) -> Arc<Conn> {
+        let slot = p.alloc_slot().unwrap();
+        let conn = p.new_conn(slot, &[AccountId(account)], true);
+        p.submit(Ingress::Open(conn.clone())).unwrap();
+        lp.step(now_ns());
+        conn
+    }
+
+    fn drain(conn: &Conn) -> Vec<Event> {
+        std::iter::from_fn(|| conn.pop())
+            .map(|o| match o {
+                Outbound::Event(e) | Outbound::Status(e) => e,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_are_routed_to_their_slot_and_account_and_wake_the_task_once() {
+        let (mut lp, p) = setup(16, 16);
+        let a = open(&mut lp, &p, 0);
+        let b = open(&mut lp, &p, 1);
+        let wakes = Arc::new(Counter(AtomicU64::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(a.poll_ready(&mut cx).is_pending());
+        p.submit(Ingress::Cmd(order(a.slot().0, 0, "S1", Side::Sell, 1000, 5)))
+            .unwrap();
+        p.submit(Ingress::Cmd(order(b.slot().0, 1, "B1", Side::Buy, 1000, 2)))
+            .unwrap();
+        lp.step(now_ns());
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "one wake for A's New");
+        let ea = drain(&a);
+        let eb = drain(&b);
+        assert_eq!(
+            ea.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::New, EventKind::PartialFill]
+        );
+        assert_eq!(
+            eb.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::New, EventKind::Fill]
+        );
+        assert_eq!(ea[1].leaves_qty, Qty(3));
+        // An event for a slot whose connection trades for another account is not delivered.
+        p.submit(Ingress::Cmd(order(a.slot().0, 1, "X", Side::Buy, 500, 1)))
+            .unwrap();
+        lp.step(now_ns());
+        assert!(drain(&a).is_empty());
+    }
+
+    #[test]
+    fn a_full_egress_queue_overflows_the_connection_without_blocking_the_core() {
+        let (mut lp, p) = setup(64, 2);
+        let a = open(&mut lp, &p, 0);
+        for i in 0..5 {
+            p.submit(Ingress::Cmd(order(a.slot().0, 0, &format!("O{i}"), Side::Buy, 500, 1)))
+                .unwrap();
+        }
+        lp.step(now_ns());
+        assert!(a.overflowed());
+        assert_eq!(drain(&a).len(), 2);
+        // Orders beyond the queue kept their state in the book.
+        assert_eq!(lp.core().risk().open_orders(AccountId(0)), 5);
+    }
+
+    #[test]
+    fn a_full_ingress_queue_gives_the_request_back() {
+        let (_lp, p) = setup(2, 2);
+        for i in 0..2 {
+            p.submit(Ingress::Cmd(order(0, 0, &format!("O{i}"), Side::Buy, 500, 1)))
+                .unwrap();
+        }
+        assert!(p
+            .submit(Ingress::Cmd(order(0, 0, "O3", Side::Buy, 500, 1)))
+            .is_err());
+        assert_eq!(p.busy_count(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_free_again_only_after_the_core_processed_the_close() {
+        let (mut lp, p) = setup(16, 16);
+        let a = open(&mut lp, &p, 0);
+        p.submit(Ingress::Cmd(order(a.slot().0, 0, "R1", Side::Buy, 500, 1)))
+            .unwrap();
+        lp.step(now_ns());
+        let free = p.free_slots.len();
+        p.submit(Ingress::Close(a.slot())).unwrap();
+        assert_eq!(p.free_slots.len(), free);
+        lp.step(now_ns());
+        assert_eq!(p.free_slots.len(), free + 1);
+        // Cancel-on-disconnect cancelled the resting order.
+        assert_eq!(lp.core().risk().open_orders(AccountId(0)), 0);
+    }
+
+    #[test]
+    fn operator_commands_are_answered_and_pause_stops_the_ingress() {
+        let (mut lp, p) = setup(16, 16);
+        let a = open(&mut lp, &p, 0);
+        let ask = |lp: &mut CoreLoop, action| {
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            p.control(ControlRequest { action, reply: tx }).unwrap();
+            lp.step(now_ns());
+            rx.try_recv().unwrap()
+        };
+        assert!(ask(&mut lp, ControlAction::Pause).is_ok());
+        p.submit(Ingress::Cmd(order(a.slot().0, 0, "P1", Side::Buy, 500, 1)))
+            .unwrap();
+        lp.step(now_ns());
+        assert!(drain(&a).is_empty(), "paused: nothing processed");
+        assert!(ask(&mut lp, ControlAction::Resume).is_ok());
+        assert_eq!(drain(&a).len(), 1);
+        let r = ask(
+            &mut lp,
+            ControlAction::Kill {
+                account: Some("A".into()),
+                on: true,
+            },
+        );
+        assert!(r.unwrap().contains("1 resting orders cancelled"));
+        assert_eq!(drain(&a)[0].kind, EventKind::Canceled);
+        assert!(ask(
+            &mut lp,
+            ControlAction::Kill {
+                account: Some("NOPE".into()),
+                on: true
+            }
+        )
+        .is_err());
+        let r = ask(
+            &mut lp,
+            ControlAction::Limits {
+                account: "B".into(),
+                set: vec![
+                    ("max_notional".into(), "5".into()),
+                    ("max_open_orders".into(), "3".into()),
+                ],
+            },
+        );
+        assert!(r.is_ok(), "{r:?}");
+        let l = lp.core().risk().limits(AccountId(1)).unwrap();
+        assert_eq!(l.max_open_orders, 3);
+        for bad in [
+            vec![("max_open_order".to_owned(), "3".to_owned())],
+            vec![("max_open_orders".to_owned(), "x".to_owned())],
+            vec![("max_notional".to_owned(), "-1".to_owned())],
+            vec![("stp_mode".to_owned(), "sometimes".to_owned())],
+        ] {
+            let r = ask(
+                &mut lp,
+                ControlAction::Limits {
+                    account: "B".into(),
+                    set: bad.clone(),
+                },
+            );
+            assert!(r.is_err(), "{bad:?}: {r:?}");
+        }
+        assert!(ask(
+            &mut lp,
+            ControlAction::Mark {
+                symbol: "BTC-PERP".into(),
+                price: "100.25".into()
+            }
+        )
+        .is_err());
+        assert!(ask(
+            &mut lp,
+            ControlAction::Mark {
+                symbol: "BTC-PERP".into(),
+                price: "100.5".into()
+            }
+        )
+        .is_ok());
+        assert!(ask(
+            &mut lp,
+            ControlAction::Halt {
+                symbol: "BTC-PERP".into(),
+                halted: true
+            }
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn next_time_of_day_is_strictly_after_now() {
+        let day = 20_000 * NS_PER_DAY;
+        assert_eq!(next_time_of_day(day, 0), day + NS_PER_DAY);
+        assert_eq!(next_time_of_day(day - 1, 0), day);
+        assert_eq!(
+            next_time_of_day(day + 5, 3600),
+            day + 3_600_000_000_000
+        );
+    }
+
+    #[test]
+    fn the_core_thread_parks_and_a_producer_wakes_it() {
+        let (lp, p) = setup(16, 16);
+        let core_only = lp;
+        let cfg = config(16, 16);
+        let mut lp = core_only;
+        let shared = p.clone();
+        let t = std::thread::spawn(move || lp.run());
+        let _ = shared.core_thread.set(t.thread().clone());
+        // Let it spin out and park.
+        std::thread::sleep(Duration::from_millis(20));
+        let slot = p.alloc_slot().unwrap();
+        let conn = p.new_conn(slot, &[AccountId(0)], true);
+        p.submit(Ingress::Open(conn.clone())).unwrap();
+        p.submit(Ingress::Cmd(order(slot.0, 0, "W1", Side::Buy, 500, 1)))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while conn.egress.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "core thread not woken");
+            std::thread::yield_now();
+        }
+        // Woken well before its park tick.
+        p.stop();
+        t.join().unwrap();
+        let _ = cfg;
+    }
+}
