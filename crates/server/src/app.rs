@@ -68,7 +68,12 @@ impl BusinessReject {
         enc.str(tag::TEXT, self.text.as_bytes());
     }
 
-    fn of(seq: SeqNum, msg: &portcullis_fix::MessageRef<'_>, reason: u64, text: &'static str) -> Self {
+    fn of(
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+        reason: u64,
+        text: &'static str,
+    ) -> Self {
         BusinessReject {
             ref_seq_num: seq,
             ref_msg_type: msg.msg_type().to_vec(),
@@ -213,7 +218,12 @@ impl FixConn {
                 .into_iter()
                 .collect();
         }
-        if self.info.accounts.iter().any(|a| a == portcullis_auth::ANY_ACCOUNT) {
+        if self
+            .info
+            .accounts
+            .iter()
+            .any(|a| a == portcullis_auth::ANY_ACCOUNT)
+        {
             return (0..p.account_names().len() as u32).map(AccountId).collect();
         }
         self.info
@@ -252,17 +262,31 @@ fn send_refusal(session: &mut Session, v: BeginString, now: UtcTimestamp, r: &Re
 }
 
 impl ConnectionApp for FixConn {
-    fn on_message(&mut self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]) {
+    fn on_message(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        message: &[u8],
+    ) {
         let v = self.version;
         let mut decoder = std::mem::take(&mut self.decoder);
         let Ok(msg) = decoder.decode(message) else {
-            warn!(conn = self.conn_id, seq, "application message does not decode; not answered");
+            warn!(
+                conn = self.conn_id,
+                seq, "application message does not decode; not answered"
+            );
             self.decoder = decoder;
             return;
         };
         if !order_codec::is_order_entry(msg.msg_type()) {
-            BusinessReject::of(seq, &msg, UNSUPPORTED_MESSAGE_TYPE, "unsupported message type")
-                .send(session, now);
+            BusinessReject::of(
+                seq,
+                &msg,
+                UNSUPPORTED_MESSAGE_TYPE,
+                "unsupported message type",
+            )
+            .send(session, now);
             self.decoder = decoder;
             return;
         }
@@ -372,7 +396,10 @@ impl Drop for FixConn {
             Ok(rt) => {
                 rt.spawn(retry);
             }
-            Err(_) => warn!(slot = slot.0, "no runtime to retry a session close; slot leaked"),
+            Err(_) => warn!(
+                slot = slot.0,
+                "no runtime to retry a session close; slot leaked"
+            ),
         }
     }
 }
@@ -397,7 +424,12 @@ mod tests {
         let m = message("8", 4, &[(11, "c")]);
         let mut d = Decoder::new();
         let msg = d.decode(&m).unwrap();
-        let r = BusinessReject::of(4, &msg, UNSUPPORTED_MESSAGE_TYPE, "unsupported message type");
+        let r = BusinessReject::of(
+            4,
+            &msg,
+            UNSUPPORTED_MESSAGE_TYPE,
+            "unsupported message type",
+        );
         let mut enc = Encoder::new();
         enc.start(b"FIX.4.4", b"j");
         r.encode_body(&mut enc);

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_auth::{AuthConfig, Scope};
-use portcullis_engine::{EngineConfig, InstrumentConfig, InstrumentConfigError, OptionSeriesConfig};
+use portcullis_engine::{
+    EngineConfig, InstrumentConfig, InstrumentConfigError, OptionSeriesConfig,
+};
 use portcullis_fix::BeginString;
 use portcullis_risk::RiskConfig;
 use portcullis_session::store::SyncPolicy;
@@ -884,7 +886,10 @@ fn validate_core(raw: &RawCore) -> Result<CoreSettings, ConfigError> {
 }
 
 /// `core.accounts`, then every session's accounts, each once, without `*`.
-fn account_table(extra: &[String], sessions: &[SessionSettings]) -> Result<Vec<String>, ConfigError> {
+fn account_table(
+    extra: &[String],
+    sessions: &[SessionSettings],
+) -> Result<Vec<String>, ConfigError> {
     let mut table: Vec<String> = Vec::new();
     for (i, a) in extra.iter().enumerate() {
         let key = format!("core.accounts[{i}]");
@@ -932,7 +937,9 @@ fn validate_engine(e: &EngineConfig) -> Result<(), ConfigError> {
 
 fn validate_risk(r: &RiskConfig, accounts: &[String]) -> Result<(), ConfigError> {
     r.validate().map_err(|e| {
-        let key = e.key().map_or_else(|| "risk".to_owned(), |k| format!("risk.{k}"));
+        let key = e
+            .key()
+            .map_or_else(|| "risk".to_owned(), |k| format!("risk.{k}"));
         ConfigError::invalid(key, e.to_string())
     })?;
     for name in r.accounts.keys() {
@@ -980,9 +987,8 @@ pub fn instrument_error(
             .map(|i| format!("option_series[{i}]"))
     };
     // Series errors name the entry "option series <underlying>".
-    let by_what = |w: &str| {
-        by_symbol(w).or_else(|| w.strip_prefix("option series ").and_then(by_underlying))
-    };
+    let by_what =
+        |w: &str| by_symbol(w).or_else(|| w.strip_prefix("option series ").and_then(by_underlying));
     let key = match e {
         InstrumentConfigError::Symbol { symbol, .. } | InstrumentConfigError::Duplicate(symbol) => {
             by_symbol(symbol)
@@ -1613,5 +1619,132 @@ mod tests {
     fn no_listener_is_an_error() {
         let e = err("data_dir = \"/tmp/x\"\n");
         assert_eq!(e.key(), Some("listeners"));
+    }
+
+    const PERP: &str = r#"
+        [[instruments]]
+        symbol = "BTC-PERP"
+        price_scale = 1
+        qty_scale = 3
+        tick = "0.5"
+        lot = "0.001"
+        min_qty = "0.001"
+        max_qty = "100"
+    "#;
+
+    #[test]
+    fn the_embedded_default_lists_demo_instruments_and_limits() {
+        let s = embedded_default().unwrap();
+        assert_eq!(s.accounts, vec!["DEMO-ACC"]);
+        assert!(s.instruments.iter().any(|i| i.symbol == "BTC-PERP"));
+        assert!(s.instruments.iter().any(|i| i.symbol == "BTC-USDT"));
+        assert_eq!(s.option_series.len(), 1);
+        assert!(s.risk.accounts.contains_key("DEMO-ACC"));
+        assert!(s.sessions.iter().all(|x| x.cancel_on_disconnect));
+        assert_eq!(s.core.ingress_capacity, 65_536);
+        assert_eq!(s.core.egress_capacity, 1024);
+        assert_eq!(s.core.idle_spin, Duration::from_micros(50));
+        assert_eq!(s.core.trading_day_end_secs, 0);
+        let now = portcullis_auth::clock::now_ms();
+        let table =
+            portcullis_engine::Instruments::new(&s.instruments, &s.option_series, now).unwrap();
+        // 4 weekly expiries × 11 strikes × call and put, plus the perpetual and the spot pair.
+        assert_eq!(table.len(), 4 * 11 * 2 + 2);
+    }
+
+    #[test]
+    fn pipeline_sections_default_and_the_account_table_is_built() {
+        let s = parse(MINIMAL, false).unwrap();
+        assert_eq!(s.engine, EngineConfig::default());
+        assert_eq!(s.risk, RiskConfig::default());
+        assert!(s.instruments.is_empty());
+        assert_eq!(s.accounts, vec!["ACC1"]);
+        assert!(s.sessions[0].cancel_on_disconnect);
+        let text = format!(
+            "{MINIMAL}\ncancel_on_disconnect = false\n[core]\naccounts = [\"X\", \"ACC1\"]\npin_cpu = 1\n\
+             trading_day_end = \"21:00:00\"\n[engine]\ncancel_on_disconnect = false\n{PERP}"
+        );
+        let s = parse(&text, false).unwrap();
+        assert!(!s.sessions[0].cancel_on_disconnect);
+        assert_eq!(s.accounts, vec!["X", "ACC1"]);
+        assert_eq!(s.core.pin_cpu, Some(1));
+        assert_eq!(s.core.trading_day_end_secs, 21 * 3600);
+        assert!(!s.engine.cancel_on_disconnect);
+        assert_eq!(s.instruments.len(), 1);
+        // Sessions follow the engine's default unless they say otherwise.
+        let s = parse(
+            &format!("{MINIMAL}\n[engine]\ncancel_on_disconnect = false\n"),
+            false,
+        )
+        .unwrap();
+        assert!(!s.sessions[0].cancel_on_disconnect);
+    }
+
+    #[test]
+    fn bad_pipeline_settings_are_named() {
+        let e = err(&format!("{MINIMAL}\n[core]\ningress_capacity = 0\n"));
+        assert_eq!(e.key(), Some("core.ingress_capacity"));
+        let e = err(&format!("{MINIMAL}\n[core]\negress_capacity = 0\n"));
+        assert_eq!(e.key(), Some("core.egress_capacity"));
+        let e = err(&format!(
+            "{MINIMAL}\n[core]\ntrading_day_end = \"25:00:00\"\n"
+        ));
+        assert_eq!(e.key(), Some("core.trading_day_end"));
+        let e = err(&format!("{MINIMAL}\n[core]\naccounts = [\"*\"]\n"));
+        assert_eq!(e.key(), Some("core.accounts[0]"));
+        let e = err(&format!("{MINIMAL}\n[core]\nspin = 3\n"));
+        assert!(e.to_string().contains("spin"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[engine]\nmax_resting_orders = 0\n"));
+        assert_eq!(e.key(), Some("engine.max_resting_orders"));
+        let e = err(&format!("{MINIMAL}\n[engine]\nmax_orders = 5\n"));
+        assert!(e.to_string().contains("max_orders"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}\n[risk.defaults]\nmax_notional = \"-1\"\n"
+        ));
+        assert_eq!(e.key(), Some("risk.defaults.max_notional"));
+        let e = err(&format!(
+            "{MINIMAL}\n[risk.accounts.NOBODY]\nmax_open_orders = 3\n"
+        ));
+        assert_eq!(e.key(), Some("risk.accounts.NOBODY"));
+        let e = err(&format!("{MINIMAL}\n[risk]\nsession_burst = 0\n"));
+        assert_eq!(e.key(), Some("risk.session_burst"));
+        let e = err(&format!(
+            "{MINIMAL}\n[risk.defaults]\nmax_notionall = \"1\"\n"
+        ));
+        assert!(e.to_string().contains("max_notionall"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}{}",
+            PERP.replace("BTC-PERP", "btc perp")
+        ));
+        assert_eq!(e.key(), Some("instruments[0]"));
+        let e = err(&format!("{MINIMAL}{}", PERP.replace("\"0.5\"", "\"0.05\"")));
+        assert_eq!(e.key(), Some("instruments[0].tick"));
+        let e = err(&format!("{MINIMAL}{PERP}{PERP}"));
+        assert_eq!(e.key(), Some("instruments[1]"));
+        let e = err(&format!(
+            "{MINIMAL}{}",
+            PERP.replace("tick = \"0.5\"", "tick = 0.5")
+        ));
+        assert!(e.to_string().contains("tick"), "{e}");
+        let series = r#"
+            [[option_series]]
+            underlying = "BTC"
+            expiries = "weekly"
+            count = 2
+            strikes = { reference = "100000", step = "5000", each_side = 1 }
+            price_scale = 1
+            qty_scale = 1
+            tick = "0.05"
+            lot = "0.1"
+            min_qty = "0.1"
+            max_qty = "10"
+        "#;
+        let e = err(&format!("{MINIMAL}{series}"));
+        assert_eq!(e.key(), Some("option_series[0].tick"), "{e}");
+        assert!(parse(
+            &format!("{MINIMAL}{}", series.replace("0.05", "0.5")),
+            false
+        )
+        .is_ok());
     }
 }

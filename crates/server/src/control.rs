@@ -225,8 +225,9 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
                 path.display()
             ));
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("cannot remove the stale control socket {}", path.display())
+        })?;
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot bind the control socket {}", path.display()))?;
@@ -437,8 +438,12 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
 
 /// Sends one request and reads the answer.
 pub fn send(path: &Path, request: &Request) -> Result<Response> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .with_context(|| format!("cannot connect to the control socket {} (is the server running?)", path.display()))?;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot connect to the control socket {} (is the server running?)",
+            path.display()
+        )
+    })?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT + Duration::from_secs(1)))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
@@ -447,7 +452,8 @@ pub fn send(path: &Path, request: &Request) -> Result<Response> {
     BufReader::new(stream)
         .read_line(&mut answer)
         .context("no answer from the server")?;
-    serde_json::from_str(answer.trim()).with_context(|| format!("bad answer from the server: {answer:?}"))
+    serde_json::from_str(answer.trim())
+        .with_context(|| format!("bad answer from the server: {answer:?}"))
 }
 
 #[cfg(test)]

@@ -233,9 +233,8 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
 
     // The order pipeline: the core (books and risk state) on its own thread.
     let (pipeline, core_thread) = start_pipeline(&settings)?;
-    let admin_audit = Arc::new(
-        control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?,
-    );
+    let admin_audit =
+        Arc::new(control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?);
     let control_path = control::socket_path(&settings);
     let control_listener = control::bind(&control_path).map_err(Failure::Runtime)?;
 

@@ -306,9 +306,12 @@ fn price<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Price, Refusal<'m>> {
 fn order_id<'m>(msg: &MessageRef<'m>) -> Result<Option<OrderId>, Refusal<'m>> {
     match msg.get(tag::ORDER_ID) {
         None => Ok(None),
-        Some(v) => parse_u64(v).filter(|&id| id > 0).map(|id| Some(OrderId(id))).ok_or_else(|| {
-            Refusal::with_text(msg, RejectReason::UnknownOrder, "unknown OrderID(37)")
-        }),
+        Some(v) => parse_u64(v)
+            .filter(|&id| id > 0)
+            .map(|id| Some(OrderId(id)))
+            .ok_or_else(|| {
+                Refusal::with_text(msg, RejectReason::UnknownOrder, "unknown OrderID(37)")
+            }),
     }
 }
 
@@ -827,7 +830,10 @@ pub fn encode_refusal(enc: &mut Encoder, v: BeginString, r: &Refusal<'_>, now_ns
         b'q' => {
             enc.str(tag::CL_ORD_ID, e.cl_ord_id.unwrap_or(b"NONE"));
             local_exec_id(enc, tag::ORDER_ID);
-            enc.str(tag::MASS_CANCEL_REQUEST_TYPE, e.mass_cancel_type.unwrap_or(b"7"));
+            enc.str(
+                tag::MASS_CANCEL_REQUEST_TYPE,
+                e.mass_cancel_type.unwrap_or(b"7"),
+            );
             enc.char(tag::MASS_CANCEL_RESPONSE, b'0');
             enc.uint(
                 MASS_CANCEL_REJECT_REASON,
@@ -838,7 +844,14 @@ pub fn encode_refusal(enc: &mut Encoder, v: BeginString, r: &Refusal<'_>, now_ns
         }
         _ => {
             let status = r.msg_type == b'H';
-            enc.str(tag::ORDER_ID, if status { e.order_id.unwrap_or(b"NONE") } else { b"NONE" });
+            enc.str(
+                tag::ORDER_ID,
+                if status {
+                    e.order_id.unwrap_or(b"NONE")
+                } else {
+                    b"NONE"
+                },
+            );
             put(enc, tag::CL_ORD_ID, e.cl_ord_id);
             local_exec_id(enc, tag::EXEC_ID);
             if v == BeginString::Fix42 {
@@ -926,7 +939,11 @@ mod tests {
         }
     }
 
-    fn decode_bytes(f: &Fixture, v: BeginString, bytes: &[u8]) -> Result<Request, (RejectReason, String)> {
+    fn decode_bytes(
+        f: &Fixture,
+        v: BeginString,
+        bytes: &[u8],
+    ) -> Result<Request, (RejectReason, String)> {
         let mut d = Decoder::new();
         let m = d.decode(bytes).unwrap();
         decode(&m, &f.ctx(v)).map_err(|r| (r.reason, r.text.into_owned()))
@@ -988,7 +1005,11 @@ mod tests {
         }
     }
 
-    fn with(base: &[(u32, &'static str)], t: u32, val: Option<&'static str>) -> Vec<(u32, &'static str)> {
+    fn with(
+        base: &[(u32, &'static str)],
+        t: u32,
+        val: Option<&'static str>,
+    ) -> Vec<(u32, &'static str)> {
         let mut out: Vec<_> = base.iter().copied().filter(|(x, _)| *x != t).collect();
         if let Some(val) = val {
             out.push((t, val));
@@ -1001,17 +1022,42 @@ mod tests {
         let f = fixture();
         let v = BeginString::Fix44;
         let cases: &[(u32, Option<&str>, RejectReason, &str)] = &[
-            (44, Some("100.25"), RejectReason::BadTick, "more than 1 decimal places"),
-            (38, Some("1.0005"), RejectReason::BadLot, "more than 3 decimal places"),
+            (
+                44,
+                Some("100.25"),
+                RejectReason::BadTick,
+                "more than 1 decimal places",
+            ),
+            (
+                38,
+                Some("1.0005"),
+                RejectReason::BadLot,
+                "more than 3 decimal places",
+            ),
             (38, Some("0"), RejectReason::QtyTooSmall, "positive"),
-            (55, Some("ETH-PERP"), RejectReason::UnknownInstrument, "unknown instrument"),
+            (
+                55,
+                Some("ETH-PERP"),
+                RejectReason::UnknownInstrument,
+                "unknown instrument",
+            ),
             (1, Some("B"), RejectReason::UnknownAccount, "Account(1)"),
             (54, Some("5"), RejectReason::Unsupported, "Side(54)"),
             (40, Some("3"), RejectReason::Unsupported, "OrdType(40)"),
             (59, Some("6"), RejectReason::Unsupported, "TimeInForce(59)"),
             (44, None, RejectReason::Unsupported, "Price(44) is required"),
-            (38, None, RejectReason::QtyTooSmall, "OrderQty(38) is required"),
-            (11, Some("x".repeat(65).leak()), RejectReason::Unsupported, "ClOrdID(11)"),
+            (
+                38,
+                None,
+                RejectReason::QtyTooSmall,
+                "OrderQty(38) is required",
+            ),
+            (
+                11,
+                Some("x".repeat(65).leak()),
+                RejectReason::Unsupported,
+                "ClOrdID(11)",
+            ),
         ];
         for (t, val, reason, text) in cases {
             let m = msg(v, "D", &with(ORDER, *t, *val));
@@ -1022,45 +1068,84 @@ mod tests {
         // Trailing zeros beyond the scale are exact, not extra precision.
         assert!(decode_bytes(&f, v, &msg(v, "D", &with(ORDER, 44, Some("100.5000")))).is_ok());
         // Absent TimeInForce is Day; a market order ignores Price.
-        let Ok(Request::New(o)) = decode_bytes(&f, v, &msg(v, "D", &with(&with(ORDER, 59, None), 40, Some("1")))) else {
+        let Ok(Request::New(o)) = decode_bytes(
+            &f,
+            v,
+            &msg(v, "D", &with(&with(ORDER, 59, None), 40, Some("1"))),
+        ) else {
             panic!()
         };
-        assert_eq!((o.tif, o.ord_type, o.price), (TimeInForce::Day, OrdType::Market, Price(0)));
+        assert_eq!(
+            (o.tif, o.ord_type, o.price),
+            (TimeInForce::Day, OrdType::Market, Price(0))
+        );
     }
 
     #[test]
     fn cancels_replaces_status_and_mass_cancels_decode() {
         let f = fixture();
         let v = BeginString::Fix44;
-        let cancel = [(41, "C1"), (11, "X1"), (55, "BTC-PERP"), (54, "1"), (60, "20260102-10:00:00")];
-        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &cancel)) else { panic!() };
+        let cancel = [
+            (41, "C1"),
+            (11, "X1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260102-10:00:00"),
+        ];
+        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &cancel)) else {
+            panic!()
+        };
         assert_eq!((c.orig_cl_ord_id.as_str(), c.order_id), ("C1", None));
         let by_id = with(&cancel, 37, Some("42"));
-        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &by_id)) else { panic!() };
+        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &by_id)) else {
+            panic!()
+        };
         assert_eq!(c.order_id, Some(OrderId(42)));
-        let (r, _) = decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 37, Some("abc")))).unwrap_err();
+        let (r, _) =
+            decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 37, Some("abc")))).unwrap_err();
         assert_eq!(r, RejectReason::UnknownOrder);
-        let (r, _) = decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 55, Some("NOPE")))).unwrap_err();
+        let (r, _) =
+            decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 55, Some("NOPE")))).unwrap_err();
         assert_eq!(r, RejectReason::UnknownOrder);
 
         let replace = [
-            (41, "C1"), (11, "C2"), (21, "1"), (55, "BTC-PERP"), (54, "1"),
-            (60, "20260102-10:00:00"), (38, "2"), (40, "2"), (44, "101"),
+            (41, "C1"),
+            (11, "C2"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260102-10:00:00"),
+            (38, "2"),
+            (40, "2"),
+            (44, "101"),
         ];
-        let Ok(Request::Replace(r)) = decode_bytes(&f, v, &msg(v, "G", &replace)) else { panic!() };
+        let Ok(Request::Replace(r)) = decode_bytes(&f, v, &msg(v, "G", &replace)) else {
+            panic!()
+        };
         assert_eq!((r.price, r.qty), (Price(1010), Qty(2000)));
         let (r, _) = decode_bytes(&f, v, &msg(v, "G", &with(&replace, 40, Some("1")))).unwrap_err();
         assert_eq!(r, RejectReason::Unsupported);
 
         let status = [(11, "C1"), (55, "BTC-PERP"), (54, "1")];
-        let Ok(Request::Status(s)) = decode_bytes(&f, v, &msg(v, "H", &status)) else { panic!() };
+        let Ok(Request::Status(s)) = decode_bytes(&f, v, &msg(v, "H", &status)) else {
+            panic!()
+        };
         assert_eq!(s.order, OrderRef::ClOrdId(ClOrdId::new(b"C1").unwrap()));
 
         let mass = [(11, "M1"), (530, "7"), (60, "20260102-10:00:00")];
-        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &mass)) else { panic!() };
+        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &mass)) else {
+            panic!()
+        };
         assert_eq!(m.instrument, None);
-        let one = [(11, "M1"), (530, "1"), (55, "BTC-PERP"), (60, "20260102-10:00:00")];
-        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &one)) else { panic!() };
+        let one = [
+            (11, "M1"),
+            (530, "1"),
+            (55, "BTC-PERP"),
+            (60, "20260102-10:00:00"),
+        ];
+        let Ok(Request::MassCancel(m)) = decode_bytes(&f, v, &msg(v, "q", &one)) else {
+            panic!()
+        };
         assert_eq!(m.instrument, Some(InstrumentId(0)));
         let (r, _) = decode_bytes(&f, v, &msg(v, "q", &with(&mass, 530, Some("3")))).unwrap_err();
         assert_eq!(r, RejectReason::Unsupported);
@@ -1106,19 +1191,33 @@ mod tests {
             EventKind::Rejected(RejectReason::PriceBand),
             EventKind::Rejected(RejectReason::BadTick),
             EventKind::Rejected(RejectReason::ServerBusy),
-            EventKind::CancelRejected { replace: false, reason: RejectReason::UnknownOrder },
-            EventKind::CancelRejected { replace: true, reason: RejectReason::DuplicateClOrdId },
-            EventKind::CancelRejected { replace: true, reason: RejectReason::Throttled },
+            EventKind::CancelRejected {
+                replace: false,
+                reason: RejectReason::UnknownOrder,
+            },
+            EventKind::CancelRejected {
+                replace: true,
+                reason: RejectReason::DuplicateClOrdId,
+            },
+            EventKind::CancelRejected {
+                replace: true,
+                reason: RejectReason::Throttled,
+            },
         ];
         let mut scratch = Vec::new();
         for v in V {
             for kind in kinds {
                 let e = event(kind);
                 let r = Report::Event(&e);
-                let bytes = validate(v, r.msg_type(), |enc| encode_report(enc, v, r, &names, &mut scratch));
+                let bytes = validate(v, r.msg_type(), |enc| {
+                    encode_report(enc, v, r, &names, &mut scratch)
+                });
                 match kind {
                     EventKind::PartialFill => {
-                        assert_eq!(field(&bytes, 150), Some(if v == BeginString::Fix42 { "1" } else { "F" }));
+                        assert_eq!(
+                            field(&bytes, 150),
+                            Some(if v == BeginString::Fix42 { "1" } else { "F" })
+                        );
                         assert_eq!(field(&bytes, 39), Some("1"));
                         assert_eq!(field(&bytes, 32), Some("1.000"));
                         assert_eq!(field(&bytes, 31), Some("100.5"));
@@ -1131,23 +1230,42 @@ mod tests {
                         assert_eq!(field(&bytes, 1), Some("A"));
                     }
                     EventKind::Rejected(RejectReason::PriceBand) => {
-                        let want = match v { BeginString::Fix42 => "0", BeginString::Fix44 => "99", BeginString::Fixt11 => "16" };
+                        let want = match v {
+                            BeginString::Fix42 => "0",
+                            BeginString::Fix44 => "99",
+                            BeginString::Fixt11 => "16",
+                        };
                         assert_eq!(field(&bytes, 103), Some(want));
                         assert_eq!(field(&bytes, 58), Some("price outside the allowed band"));
                     }
                     EventKind::Rejected(RejectReason::ServerBusy) => {
-                        assert_eq!(field(&bytes, 103), Some(if v == BeginString::Fix42 { "0" } else { "99" }));
+                        assert_eq!(
+                            field(&bytes, 103),
+                            Some(if v == BeginString::Fix42 { "0" } else { "99" })
+                        );
                         assert_eq!(field(&bytes, 58), Some("server busy"));
                     }
                     EventKind::Replaced => {
-                        assert_eq!(field(&bytes, 39), Some(if v == BeginString::Fix42 { "5" } else { "1" }));
+                        assert_eq!(
+                            field(&bytes, 39),
+                            Some(if v == BeginString::Fix42 { "5" } else { "1" })
+                        );
                     }
-                    EventKind::CancelRejected { reason: RejectReason::UnknownOrder, .. } => {
+                    EventKind::CancelRejected {
+                        reason: RejectReason::UnknownOrder,
+                        ..
+                    } => {
                         assert_eq!(field(&bytes, 102), Some("1"));
                         assert_eq!(field(&bytes, 434), Some("1"));
                     }
-                    EventKind::CancelRejected { reason: RejectReason::DuplicateClOrdId, .. } => {
-                        assert_eq!(field(&bytes, 102), Some(if v == BeginString::Fix42 { "2" } else { "6" }));
+                    EventKind::CancelRejected {
+                        reason: RejectReason::DuplicateClOrdId,
+                        ..
+                    } => {
+                        assert_eq!(
+                            field(&bytes, 102),
+                            Some(if v == BeginString::Fix42 { "2" } else { "6" })
+                        );
                         assert_eq!(field(&bytes, 434), Some("2"));
                     }
                     _ => {}
@@ -1156,20 +1274,29 @@ mod tests {
             // Status answers: ExecType I (4.4+) or the OrdStatus with ExecTransType 3 (4.2).
             let mut e = event(EventKind::PartialFill);
             e.exec_id = 0;
-            let bytes = validate(v, b"8", |enc| encode_report(enc, v, Report::Status(&e), &names, &mut scratch));
-            assert_eq!(field(&bytes, 150), Some(if v == BeginString::Fix42 { "1" } else { "I" }));
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Status(&e), &names, &mut scratch)
+            });
+            assert_eq!(
+                field(&bytes, 150),
+                Some(if v == BeginString::Fix42 { "1" } else { "I" })
+            );
             assert_eq!(field(&bytes, 20), (v == BeginString::Fix42).then_some("3"));
             assert!(field(&bytes, 17).unwrap().starts_with('L'));
             assert_eq!(field(&bytes, 32), None);
             let unknown = event(EventKind::Rejected(RejectReason::UnknownOrder));
-            let bytes = validate(v, b"8", |enc| encode_report(enc, v, Report::Status(&unknown), &names, &mut scratch));
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Status(&unknown), &names, &mut scratch)
+            });
             assert_eq!(field(&bytes, 39), Some("8"));
             assert_eq!(field(&bytes, 103), Some("5"));
             if v != BeginString::Fix42 {
                 for (instrument, want) in [(ALL_INSTRUMENTS, "7"), (InstrumentId(0), "1")] {
                     let mut e = event(EventKind::MassCancelDone { canceled: 4 });
                     e.instrument = instrument;
-                    let bytes = validate(v, b"r", |enc| encode_report(enc, v, Report::Event(&e), &names, &mut scratch));
+                    let bytes = validate(v, b"r", |enc| {
+                        encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+                    });
                     assert_eq!(field(&bytes, 531), Some(want));
                     assert_eq!(field(&bytes, 533), Some("4"));
                 }
@@ -1183,10 +1310,40 @@ mod tests {
         for v in V {
             let cases: Vec<(&str, Vec<(u32, &str)>)> = vec![
                 ("D", with(ORDER, 44, Some("100.25"))),
-                ("F", vec![(41, "C1"), (11, "X1"), (55, "NOPE"), (54, "1"), (60, "20260102-10:00:00")]),
-                ("G", vec![(41, "C1"), (11, "C2"), (21, "1"), (55, "NOPE"), (54, "1"), (60, "20260102-10:00:00"), (38, "2"), (40, "2"), (44, "1")]),
+                (
+                    "F",
+                    vec![
+                        (41, "C1"),
+                        (11, "X1"),
+                        (55, "NOPE"),
+                        (54, "1"),
+                        (60, "20260102-10:00:00"),
+                    ],
+                ),
+                (
+                    "G",
+                    vec![
+                        (41, "C1"),
+                        (11, "C2"),
+                        (21, "1"),
+                        (55, "NOPE"),
+                        (54, "1"),
+                        (60, "20260102-10:00:00"),
+                        (38, "2"),
+                        (40, "2"),
+                        (44, "1"),
+                    ],
+                ),
                 ("H", vec![(11, "C1"), (55, "NOPE"), (54, "1")]),
-                ("q", vec![(11, "M1"), (530, "1"), (55, "NOPE"), (60, "20260102-10:00:00")]),
+                (
+                    "q",
+                    vec![
+                        (11, "M1"),
+                        (530, "1"),
+                        (55, "NOPE"),
+                        (60, "20260102-10:00:00"),
+                    ],
+                ),
             ];
             for (t, body) in cases {
                 if t == "q" && v == BeginString::Fix42 {
@@ -1196,11 +1353,15 @@ mod tests {
                 let mut d = Decoder::new();
                 let m = d.decode(&bytes).unwrap();
                 let r = decode(&m, &f.ctx(v)).unwrap_err();
-                let out = validate(v, r.answer_type(), |enc| encode_refusal(enc, v, &r, 1_767_348_000_000_000_000));
+                let out = validate(v, r.answer_type(), |enc| {
+                    encode_refusal(enc, v, &r, 1_767_348_000_000_000_000)
+                });
                 assert!(field(&out, 58).is_some(), "{t}");
                 // The same shape answers "server busy".
                 let busy = Refusal::new(&m, RejectReason::ServerBusy);
-                let out = validate(v, busy.answer_type(), |enc| encode_refusal(enc, v, &busy, 0));
+                let out = validate(v, busy.answer_type(), |enc| {
+                    encode_refusal(enc, v, &busy, 0)
+                });
                 assert_eq!(field(&out, 58), Some("server busy"));
             }
         }

@@ -212,8 +212,10 @@ impl Directory {
         };
         for i in instruments.iter() {
             let r = i.rules();
-            d.by_symbol
-                .insert(i.symbol().as_bytes().into(), InstrumentId(d.entries.len() as u32));
+            d.by_symbol.insert(
+                i.symbol().as_bytes().into(),
+                InstrumentId(d.entries.len() as u32),
+            );
             debug_assert_eq!(r.id.0 as usize, d.entries.len());
             d.entries.push(DirEntry {
                 symbol: i.symbol().into(),
@@ -772,12 +774,15 @@ impl CoreLoop {
         match action {
             ControlAction::Kill { account, on } => {
                 let id = account.as_deref().map(|a| self.account(a)).transpose()?;
-                let what = account.map_or_else(|| "all accounts".to_owned(), |a| format!("account {a}"));
+                let what =
+                    account.map_or_else(|| "all accounts".to_owned(), |a| format!("account {a}"));
                 if on {
                     let n = self
                         .with_sink(|core, out| core.kill(id, now, out))
                         .map_err(|e| e.to_string())?;
-                    Ok(format!("kill switch on for {what}: {n} resting orders cancelled"))
+                    Ok(format!(
+                        "kill switch on for {what}: {n} resting orders cancelled"
+                    ))
                 } else {
                     self.core.release_kill(id).map_err(|e| e.to_string())?;
                     Ok(format!("kill switch off for {what}"))
@@ -847,7 +852,10 @@ impl CoreLoop {
 
 /// An account's limits with some keys changed: each value is read as the TOML value of that
 /// key in `[risk.defaults]` (a number, or a string for decimals and the STP mode).
-fn merge_limits(current: &AccountLimits, set: &[(String, String)]) -> Result<AccountLimits, String> {
+fn merge_limits(
+    current: &AccountLimits,
+    set: &[(String, String)],
+) -> Result<AccountLimits, String> {
     if set.is_empty() {
         return Err("nothing to set: give key=value pairs".to_owned());
     }
@@ -1010,8 +1018,15 @@ pub(crate) mod tests {
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(a.poll_ready(&mut cx).is_pending());
-        p.submit(Ingress::Cmd(order(a.slot().0, 0, "S1", Side::Sell, 1000, 5)))
-            .unwrap();
+        p.submit(Ingress::Cmd(order(
+            a.slot().0,
+            0,
+            "S1",
+            Side::Sell,
+            1000,
+            5,
+        )))
+        .unwrap();
         p.submit(Ingress::Cmd(order(b.slot().0, 1, "B1", Side::Buy, 1000, 2)))
             .unwrap();
         lp.step(now_ns());
@@ -1039,8 +1054,15 @@ pub(crate) mod tests {
         let (mut lp, p) = setup(64, 2);
         let a = open(&mut lp, &p, 0);
         for i in 0..5 {
-            p.submit(Ingress::Cmd(order(a.slot().0, 0, &format!("O{i}"), Side::Buy, 500, 1)))
-                .unwrap();
+            p.submit(Ingress::Cmd(order(
+                a.slot().0,
+                0,
+                &format!("O{i}"),
+                Side::Buy,
+                500,
+                1,
+            )))
+            .unwrap();
         }
         lp.step(now_ns());
         assert!(a.overflowed());
@@ -1053,8 +1075,15 @@ pub(crate) mod tests {
     fn a_full_ingress_queue_gives_the_request_back() {
         let (_lp, p) = setup(2, 2);
         for i in 0..2 {
-            p.submit(Ingress::Cmd(order(0, 0, &format!("O{i}"), Side::Buy, 500, 1)))
-                .unwrap();
+            p.submit(Ingress::Cmd(order(
+                0,
+                0,
+                &format!("O{i}"),
+                Side::Buy,
+                500,
+                1,
+            )))
+            .unwrap();
         }
         assert!(p
             .submit(Ingress::Cmd(order(0, 0, "O3", Side::Buy, 500, 1)))
@@ -1171,10 +1200,7 @@ pub(crate) mod tests {
         let day = 20_000 * NS_PER_DAY;
         assert_eq!(next_time_of_day(day, 0), day + NS_PER_DAY);
         assert_eq!(next_time_of_day(day - 1, 0), day);
-        assert_eq!(
-            next_time_of_day(day + 5, 3600),
-            day + 3_600_000_000_000
-        );
+        assert_eq!(next_time_of_day(day + 5, 3600), day + 3_600_000_000_000);
     }
 
     #[test]
@@ -1195,7 +1221,10 @@ pub(crate) mod tests {
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while conn.egress.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "core thread not woken");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "core thread not woken"
+            );
             std::thread::yield_now();
         }
         // Woken well before its park tick.
