@@ -46,7 +46,11 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # --- The machine ---------------------------------------------------------------------------
 NCPU=$(nproc)
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
-echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}, $(uname -sr), load average ${LOAD_BEFORE}"
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "warning: other processes are using the CPUs (load average ${LOAD_BEFORE%% *}): the numbers will be noisy" >&2
+fi
 
 # --- Build ---------------------------------------------------------------------------------
 step "cargo build --release -p portcullis -p portcullis-loadgen"
@@ -166,7 +170,7 @@ cp "$TMP/server.log" "$OUT/server.log"
 # --- The table -----------------------------------------------------------------------------
 {
     echo
-    echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average after the run $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
     echo "ping-pong: ${PP[*]}; floods: rate steps until p99 >= 1 ms (${FLOOD[*]})"
     echo
     "$LG" table --dir "$OUT"

@@ -70,6 +70,7 @@ mod tests {
                 warmup: Duration::from_millis(50),
                 drain: Duration::from_secs(2),
                 cancel_after: false,
+                tick: Duration::ZERO,
             },
         )
         .unwrap();

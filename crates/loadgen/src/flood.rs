@@ -111,7 +111,7 @@ const MAX_BATCH: u64 = 1024;
 
 /// Sends `per_session` orders on each session, order `g` of `sched` going to session
 /// `g mod S`. Each wake-up sends everything due, one write per session, then sleeps until the
-/// next intended send time. Once all are sent it keeps sending what the receiver queues until
+/// next intended send time, or for `tick` if that is longer. Once all are sent it keeps sending what the receiver queues until
 /// `done` is set (also the way to stop it early). Returns how late each wake-up sent the first
 /// order due (the load generator's own share of the latencies).
 pub fn run_pacer<W: Write>(
@@ -119,8 +119,10 @@ pub fn run_pacer<W: Write>(
     txs: &mut [Box<dyn Tx>],
     sched: Schedule,
     per_session: u64,
+    tick: Duration,
     done: &AtomicBool,
 ) -> Result<Recorder> {
+    let tick = tick.as_nanos() as u64;
     tighten_timer_slack();
     let mut lag = Recorder::new();
     let n = txs.len() as u64;
@@ -152,7 +154,7 @@ pub fn run_pacer<W: Write>(
         if next >= total {
             std::thread::sleep(Duration::from_micros(200));
         } else if next >= due {
-            sleep_until(sched.intended(next));
+            sleep_until(sched.intended(next).max(now + tick));
         }
     }
     Ok(lag)
@@ -364,7 +366,7 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
     for k in 1..=sessions {
         match target {
             Target::Fix(o) => {
-                let enc = FixEncoder::new(o.for_session(k), &format!("{token}s{k}"));
+                let enc = FixEncoder::new(o.for_session(k), &crate::run::cl_ord_prefix(&token, k));
                 let (enc, writer, reader) = FixClient::logon(addr, enc)?.into_parts();
                 let queued = Arc::new(Mutex::new(Queued::default()));
                 writers.push(writer);
@@ -408,8 +410,9 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
     let done = Arc::new(AtomicBool::new(false));
     let pacer = {
         let done = done.clone();
+        let tick = p.tick;
         std::thread::spawn(move || {
-            let r = run_pacer(&mut writers, &mut txs, global, per_session, &done);
+            let r = run_pacer(&mut writers, &mut txs, global, per_session, tick, &done);
             (r, writers, txs)
         })
     };
@@ -532,7 +535,7 @@ mod tests {
             start_ns: now_ns().saturating_sub(500_000),
             interval_ns: 10_000,
         };
-        run_pacer(&mut sinks, &mut txs, sched, 100, &done).unwrap();
+        run_pacer(&mut sinks, &mut txs, sched, 100, Duration::ZERO, &done).unwrap();
         for (k, sink) in sinks.iter().enumerate() {
             let got: Vec<u64> = sink.0.chunks(8).map(echo_index).collect();
             assert_eq!(got, (0..100).collect::<Vec<_>>(), "session {k}");

@@ -85,6 +85,11 @@ enum Command {
         /// Cancel each acknowledged order, to keep the book small.
         #[arg(long)]
         cancel_after: bool,
+        /// Shortest sleep of the pacing thread, µs: 0 sends every order at its intended time;
+        /// more lets orders due meanwhile go out in one write per session, as a batching client
+        /// sends them (the wait still counts against the latency).
+        #[arg(long, default_value_t = 0)]
+        tick_us: u64,
         #[command(flatten)]
         target: TargetArgs,
         /// Print the result as JSON on stdout (the table goes to stderr).
@@ -285,6 +290,7 @@ fn main() -> Result<()> {
             steps,
             attempts,
             cancel_after,
+            tick_us,
             target,
             json,
         } => {
@@ -305,6 +311,7 @@ fn main() -> Result<()> {
                 warmup: secs(warmup_secs, "--warmup-secs")?,
                 drain: secs(drain_secs, "--drain-secs")?,
                 cancel_after,
+                tick: Duration::from_micros(tick_us),
             };
             let header = format!(
                 "flood {}: {sessions} session(s), {duration} s measured after {warmup_secs} s warm-up\n{}\n",

@@ -128,12 +128,17 @@ pub fn run_token() -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
+/// The ClOrdID prefix of session `session` (1-based) in the run of `token`.
+pub fn cl_ord_prefix(token: &str, session: usize) -> String {
+    format!("{token}s{session}")
+}
+
 /// The size of the NewOrderSingle these options encode (the echo floor's default message size).
 pub fn order_size(opts: &FixOptions) -> usize {
-    let mut enc = FixEncoder::new(opts.for_session(1), &run_token());
+    let mut enc = FixEncoder::new(opts.for_session(1), &cl_ord_prefix(&run_token(), 1));
     let mut out = Vec::new();
-    // The size of an order somewhere in the middle of a run (sequence numbers and ClOrdIDs of
-    // five digits).
+    // The size of an order in the middle of a ping-pong (MsgSeqNum and ClOrdID number of five
+    // digits).
     for _ in 0..10_000 {
         enc.heartbeat(None, &mut out);
         out.clear();
@@ -207,7 +212,7 @@ pub fn pingpong_fix(
     count: u64,
     cancel_after: bool,
 ) -> Result<PingPongResult> {
-    let enc = FixEncoder::new(opts.for_session(1), &format!("{}s1", run_token()));
+    let enc = FixEncoder::new(opts.for_session(1), &cl_ord_prefix(&run_token(), 1));
     let mut c = FixClient::logon(addr, enc)?;
     c.reader.set_timeout(Some(Duration::from_secs(10)))?;
     let mut rec = Recorder::new();
@@ -326,6 +331,10 @@ pub struct FloodParams {
     pub drain: Duration,
     /// Cancel each acknowledged order (FIX only).
     pub cancel_after: bool,
+    /// Shortest sleep of the pacing thread: zero wakes it for every intended send time; a tick
+    /// lets orders due meanwhile go out together, as a batching client would send them (their
+    /// wait still counts: latency is measured from the intended times).
+    pub tick: Duration,
 }
 
 /// The outcome of one open-loop run.

@@ -210,6 +210,7 @@ fn flood_collects_every_answer_over_several_sessions() {
         warmup: Duration::from_millis(100),
         drain: Duration::from_secs(2),
         cancel_after: true,
+        tick: Duration::from_micros(100),
     };
     let r = flood(&addr, &Target::Fix(Box::new(opts())), &p).unwrap();
     assert_eq!(r.scheduled, 1_200);
