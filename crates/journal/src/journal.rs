@@ -270,6 +270,12 @@ impl JournalWriter {
         self.log.set_keyring(keyring)
     }
 
+    /// Seals, writes and fsyncs everything (shutdown), then releases the lock. Returns the
+    /// durable seq.
+    pub fn close(self) -> Result<Seq> {
+        self.log.close()
+    }
+
     /// The underlying sealed log writer.
     pub fn log(&self) -> &SealedLogWriter {
         &self.log

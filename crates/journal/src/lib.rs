@@ -133,3 +133,6 @@ impl fmt::Display for Seq {
         self.0.fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests;
