@@ -283,13 +283,15 @@ store_sync = "never"
     assert_eq!(ok["peer_ip"], "127.0.0.1");
     assert_eq!(ok["session"], "FIX.4.4:ISLD->TW");
 
-    // A signed order reaches the application (answered until a venue is connected).
-    let (seq, body) = order_body(&mut c, "ORD-1", "10");
+    // A signed order reaches the order pipeline and is answered: this server lists no
+    // instruments, so it is rejected as an unknown symbol (OrdRejReason 1).
+    let (_, body) = order_body(&mut c, "ORD-1", "10");
     c.write(&message("FIX.4.4", &body, Some(&key.secret), None));
-    let j = c.expect("j");
-    assert_eq!(j.get(45), Some(seq.to_string().as_str()));
-    assert_eq!(j.get(379), Some("ORD-1"));
-    assert_eq!(j.get(58), Some("no venue connected"));
+    let er = c.expect("8");
+    assert_eq!(er.get(11), Some("ORD-1"), "{er:?}");
+    assert_eq!(er.get(39), Some("8"), "{er:?}");
+    assert_eq!(er.get(103), Some("1"), "{er:?}");
+    assert_eq!(er.get(58), Some("unknown instrument"), "{er:?}");
 
     // Admin messages need no signature.
     c.send("1", &[(112, "ADMIN-UNSIGNED")]);
@@ -327,9 +329,9 @@ store_sync = "never"
     assert_eq!(e["reason"], "bad_signature", "{e}");
 
     // The session goes on: the next signed order is answered.
-    let (seq, body) = order_body(&mut c, "ORD-2", "10");
+    let (_, body) = order_body(&mut c, "ORD-2", "10");
     c.write(&message("FIX.4.4", &body, Some(&key.secret), None));
-    assert_eq!(c.expect("j").get(45), Some(seq.to_string().as_str()));
+    assert_eq!(c.expect("8").get(11), Some("ORD-2"));
 
     // `keys list` never shows a secret.
     for args in [&["keys", "list"][..], &["keys", "list", "--json"][..]] {
@@ -384,7 +386,8 @@ store_sync = "never"
     drop(certs);
 }
 
-/// A server with a plain-TCP FIX.4.4 and FIX.4.2 listener (loopback) and the ISLD/TW sessions.
+/// A server with a plain-TCP FIX.4.4 and FIX.4.2 listener (loopback), the ISLD/TW sessions
+/// and the instrument BTC-PERP.
 pub(crate) fn plain_config(p44: u16, p42: u16, auth: &str) -> String {
     format!(
         r#"
@@ -415,6 +418,15 @@ sender_comp_id = "ISLD"
 target_comp_id = "TW"
 accounts = ["TW-ACC"]
 store_sync = "never"
+
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.001"
+min_qty = "0.001"
+max_qty = "100"
 
 [auth]
 {auth}

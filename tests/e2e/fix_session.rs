@@ -3,7 +3,8 @@
 
 use crate::harness::{free_port, FixClient, Server};
 
-/// A config with one plain-TCP listener per version on loopback and the TW/ISLD sessions.
+/// A config with one plain-TCP listener per version on loopback, the TW/ISLD sessions (account
+/// TW-ACC) and the instrument BTC-PERP.
 /// These tests are about the FIX session layer, so the sessions opt out of authentication
 /// explicitly (`authentication = "none"`, allowed on loopback listeners only); tests/e2e/auth.rs
 /// covers signed logons.
@@ -36,6 +37,7 @@ sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
 authentication = "none"
+accounts = ["TW-ACC"]
 
 [[sessions]]
 begin_string = "FIX.4.4"
@@ -43,6 +45,7 @@ sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
 authentication = "none"
+accounts = ["TW-ACC"]
 
 [[sessions]]
 begin_string = "FIXT.1.1"
@@ -50,6 +53,16 @@ sender_comp_id = "ISLD"
 target_comp_id = "TW"
 reset_on_logon = {reset_on_logon}
 authentication = "none"
+accounts = ["TW-ACC"]
+
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.001"
+min_qty = "0.001"
+max_qty = "100"
 "#,
         p42 = ports[0],
         p44 = ports[1],
@@ -144,7 +157,7 @@ fn gap_is_requested_and_filled_both_ways() {
 }
 
 #[test]
-fn new_order_single_gets_business_reject_until_a_venue_is_connected() {
+fn new_order_single_gets_an_execution_report() {
     let (_server, ports) = start(true);
     let mut c = FixClient::tcp(ports[1], "FIX.4.4");
     c.logon(30, &[]);
@@ -163,11 +176,17 @@ fn new_order_single_gets_business_reject_until_a_venue_is_connected() {
             (59, "1"),
         ],
     );
-    let j = c.expect("j");
-    assert_eq!(j.get(45), Some(seq.to_string().as_str()));
-    assert_eq!(j.get(372), Some("D"));
-    assert_eq!(j.get(58), Some("no venue connected"));
-    assert_eq!(j.get(379), Some("ORD-1"));
+    assert_eq!(seq, 2);
+    let er = c.expect("8");
+    assert_eq!(er.get(11), Some("ORD-1"), "{er:?}");
+    assert_eq!(er.get(150), Some("0"), "{er:?}");
+    assert_eq!(er.get(39), Some("0"), "{er:?}");
+    assert_eq!(er.get(55), Some("BTC-PERP"));
+    assert_eq!(er.get(1), Some("TW-ACC"));
+    assert_eq!(er.get(44), Some("100.5"));
+    assert_eq!(er.get(38), Some("1.000"));
+    assert_eq!(er.get(151), Some("1.000"));
+    assert_eq!(er.get(14), Some("0.000"));
 }
 
 #[test]

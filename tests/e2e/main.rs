@@ -6,6 +6,7 @@ mod auth;
 mod config_errors;
 mod fix_session;
 mod interop;
+mod pipeline;
 mod readme;
 mod restart;
 mod tls;

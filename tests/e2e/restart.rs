@@ -9,7 +9,8 @@ fn sequence_numbers_continue_and_resend_is_served_after_restart() {
     let mut c = FixClient::tcp(ports[1], "FIX.4.4");
     c.logon(30, &[]);
     assert_eq!(c.expect("A").seq(), 1);
-    // An order: the server answers with an application message (seq 2) we can ask for again.
+    // An order: the server acknowledges it with an ExecutionReport (seq 2) we can ask for
+    // again.
     c.send(
         "D",
         &[
@@ -22,8 +23,9 @@ fn sequence_numbers_continue_and_resend_is_served_after_restart() {
             (44, "100"),
         ],
     );
-    let j = c.expect("j");
-    assert_eq!(j.seq(), 2);
+    let er = c.expect("8");
+    assert_eq!(er.seq(), 2);
+    assert_eq!(er.get(39), Some("0"), "the order is acknowledged: {er:?}");
     c.send("5", &[]);
     assert_eq!(c.expect("5").seq(), 3);
     assert!(c.closed());
@@ -41,16 +43,17 @@ fn sequence_numbers_continue_and_resend_is_served_after_restart() {
     c2.logon(30, &[]);
     let logon = c2.expect("A");
     assert_eq!(logon.seq(), 4, "outbound numbers continue");
-    // Ask for everything again: the BusinessMessageReject comes back from disk.
+    // Ask for everything again: the ExecutionReport comes back from disk.
     c2.send("2", &[(7, "1"), (16, "0")]);
     let gf = c2.expect("4");
     assert_eq!(gf.seq(), 1);
     assert_eq!(gf.get(36), Some("2"));
-    let again = c2.expect("j");
+    let again = c2.expect("8");
     assert_eq!(again.seq(), 2);
     assert_eq!(again.get(43), Some("Y"));
-    assert_eq!(again.get(379), Some("KEEP-ME"));
-    assert_eq!(again.get(122), j.get(52));
+    assert_eq!(again.get(11), Some("KEEP-ME"));
+    assert_eq!(again.get(17), er.get(17), "the same report, ExecID and all");
+    assert_eq!(again.get(122), er.get(52));
     let tail = c2.expect("4");
     assert_eq!(tail.seq(), 3);
     assert_eq!(tail.get(36), Some("5"));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A FIX 4.4 initiator built on the third-party `simplefix` package (PyPI).
 
-Drives a Portcullis session over TCP: Logon, TestRequest/Heartbeat, NewOrderSingle (answered,
-until a venue is connected, by BusinessMessageReject), Logout. Exits non-zero on any deviation.
+Drives a Portcullis session over TCP: Logon, TestRequest/Heartbeat, NewOrderSingle (acknowledged
+with an ExecutionReport, ExecType=0 New), Logout. Exits non-zero on any deviation.
 """
 import argparse
 import base64
@@ -86,14 +86,15 @@ def main():
     assert hb.get(112) == b"INTEROP", hb
     print("test request ok")
 
-    order_seq = c.seq
     c.send("D", [(11, "PY-1"), (1, "TW-ACC"), (55, "BTC-PERP"), (54, "1"),
-                 (60, now()), (38, "2"), (40, "2"), (44, "101.25"), (59, "1")])
-    rej = c.expect("j")
-    assert rej.get(45) == str(order_seq).encode(), rej
-    assert rej.get(58) == b"no venue connected", rej
-    assert rej.get(379) == b"PY-1", rej
-    print("order answered: " + rej.get(58).decode())
+                 (60, now()), (38, "2"), (40, "2"), (44, "101.5"), (59, "1")])
+    er = c.expect("8")
+    assert er.get(11) == b"PY-1", er
+    assert er.get(150) == b"0" and er.get(39) == b"0", er
+    assert er.get(151) == b"2.000" and er.get(14) == b"0.000", er
+    assert er.get(44) == b"101.5", er
+    print("order acknowledged: ExecType=%s OrdStatus=%s OrderID=%s"
+          % (er.get(150).decode(), er.get(39).decode(), er.get(37).decode()))
 
     c.send("5", [])
     c.expect("5")

@@ -1,0 +1,784 @@
+//! The order pipeline seen from the outside: the real binary, real sockets, FIX sessions of
+//! different accounts (signed Logons), orders that cross and fill, cancels, replaces, status
+//! requests, mass cancels, every risk reject with its OrdRejReason, the operator's kill switch,
+//! halts, marks and limits over the control socket, cancel-on-disconnect, back-pressure and
+//! slow consumers.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use portcullis_auth::fix_sig::{sign_logon, LogonFields};
+use portcullis_fix::{Encoder, TimePrecision, UtcTimestamp};
+use serde_json::Value;
+
+use crate::auth::{create_key, env, Key};
+use crate::harness::{free_port, FixClient, Msg, Server};
+
+const INSTRUMENTS: &str = r#"
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.005"
+min_qty = "0.01"
+max_qty = "10"
+
+[[instruments]]
+symbol = "ETH-PERP"
+price_scale = 2
+qty_scale = 2
+tick = "0.05"
+lot = "0.01"
+min_qty = "0.01"
+max_qty = "100"
+"#;
+
+const RISK: &str = r#"
+[risk]
+session_rate_per_sec = 1000
+session_burst = 1000
+max_sessions = 16
+
+[risk.defaults]
+max_notional = "50000"
+price_band_pct = "10"
+max_open_orders = 100
+max_open_orders_per_instrument = 50
+order_rate_per_sec = 1000
+order_burst = 1000
+"#;
+
+/// One session of the test config: `begin_string`, the client's CompID, its accounts,
+/// authentication, and extra keys.
+struct S<'a> {
+    begin: &'a str,
+    comp_id: &'a str,
+    account: &'a str,
+    signed: bool,
+}
+
+/// A server config with one plain-TCP loopback listener per version in `ports` (4.2, 4.4,
+/// FIXT.1.1), the given sessions, the test instruments and risk limits, and `extra`.
+fn config(ports: [u16; 3], sessions: &[S<'_>], extra: &str) -> String {
+    let mut c = String::from("data_dir = \"{DATA_DIR}\"\n");
+    for (name, port, begin) in [
+        ("fix42", ports[0], "FIX.4.2"),
+        ("fix44", ports[1], "FIX.4.4"),
+        ("fixt11", ports[2], "FIXT.1.1"),
+    ] {
+        c.push_str(&format!(
+            "[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\ntls = false\nbegin_string = \"{begin}\"\n\n"
+        ));
+    }
+    for s in sessions {
+        c.push_str(&format!(
+            "[[sessions]]\nbegin_string = \"{}\"\nsender_comp_id = \"ISLD\"\ntarget_comp_id = \"{}\"\naccounts = [\"{}\"]\nstore_sync = \"never\"\nauthentication = \"{}\"\n\n",
+            s.begin,
+            s.comp_id,
+            s.account,
+            if s.signed { "required" } else { "none" }
+        ));
+    }
+    c.push_str(INSTRUMENTS);
+    c.push_str(RISK);
+    c.push_str(extra);
+    c
+}
+
+fn ports() -> [u16; 3] {
+    [free_port(), free_port(), free_port()]
+}
+
+fn port_of(ports: [u16; 3], begin: &str) -> u16 {
+    match begin {
+        "FIX.4.2" => ports[0],
+        "FIX.4.4" => ports[1],
+        _ => ports[2],
+    }
+}
+
+fn sending_time() -> String {
+    let mut out = Vec::new();
+    UtcTimestamp::now().write(TimePrecision::Millis, &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+/// Connects `comp_id` and logs on, signed with `key` if given.
+fn connect(ports: [u16; 3], begin: &'static str, comp_id: &str, key: Option<&Key>) -> FixClient {
+    connect_at(ports, begin, comp_id, key, 1)
+}
+
+/// As [`connect`], with the client's next MsgSeqNum (a session's numbers persist).
+fn connect_at(
+    ports: [u16; 3],
+    begin: &'static str,
+    comp_id: &str,
+    key: Option<&Key>,
+    seq: u64,
+) -> FixClient {
+    let mut c = FixClient::tcp(port_of(ports, begin), begin);
+    c.sender = comp_id.to_owned();
+    c.seq = seq;
+    match key {
+        None => c.logon(30, &[]),
+        Some(key) => {
+            let st = sending_time();
+            let seq = c.seq.to_string();
+            let mut enc = Encoder::new();
+            enc.start(begin.as_bytes(), b"A");
+            enc.str(49, c.sender.as_bytes())
+                .str(56, c.target.as_bytes())
+                .str(34, seq.as_bytes())
+                .str(52, st.as_bytes());
+            enc.uint(98, 0).uint(108, 30);
+            if begin == "FIXT.1.1" {
+                enc.str(1137, b"9");
+            }
+            enc.str(553, key.id.as_bytes());
+            let raw = sign_logon(
+                key.secret.as_bytes(),
+                &LogonFields {
+                    sending_time: st.as_bytes(),
+                    msg_type: b"A",
+                    msg_seq_num: seq.as_bytes(),
+                    sender_comp_id: c.sender.as_bytes(),
+                    target_comp_id: c.target.as_bytes(),
+                    username: key.id.as_bytes(),
+                },
+            );
+            enc.data(95, 96, raw.as_bytes());
+            let bytes = enc.finish().to_vec();
+            c.seq += 1;
+            c.write(&bytes);
+        }
+    }
+    let a = c.recv();
+    assert_eq!(a.msg_type(), "A", "logon of {comp_id}: {a:?}");
+    c
+}
+
+/// A limit (or market, `price` None) order.
+fn order(
+    c: &mut FixClient,
+    cl: &str,
+    symbol: &str,
+    side: &str,
+    qty: &str,
+    price: Option<&str>,
+    tif: &str,
+) {
+    let mut f = vec![
+        (11, cl),
+        (21, "1"),
+        (55, symbol),
+        (54, side),
+        (60, "20260101-00:00:00"),
+        (38, qty),
+        (59, tif),
+    ];
+    match price {
+        Some(p) => {
+            f.push((40, "2"));
+            f.push((44, p));
+        }
+        None => f.push((40, "1")),
+    }
+    c.send("D", &f);
+}
+
+/// A GTC limit order on BTC-PERP; returns the first report.
+fn limit(c: &mut FixClient, cl: &str, side: &str, qty: &str, price: &str) -> Msg {
+    order(c, cl, "BTC-PERP", side, qty, Some(price), "1");
+    c.expect("8")
+}
+
+fn assert_fields(m: &Msg, want: &[(u32, &str)]) {
+    for (t, v) in want {
+        assert_eq!(m.get(*t), Some(*v), "tag {t} in {m:?}");
+    }
+}
+
+/// Asserts an ExecutionReport rejecting an order with `code` and a text containing `text`.
+fn assert_rejected(m: &Msg, cl: &str, code: &str, text: &str) {
+    assert_eq!(m.msg_type(), "8", "{m:?}");
+    assert_fields(m, &[(11, cl), (150, "8"), (39, "8"), (103, code)]);
+    let t = m.get(58).unwrap_or("");
+    assert!(t.contains(text), "Text(58) {t:?} lacks {text:?}: {m:?}");
+}
+
+fn admin(server: &Server, args: &[&str]) -> String {
+    let mut all = vec!["admin"];
+    all.extend_from_slice(args);
+    let (code, out) = server.cli(&all);
+    assert_eq!(code, 0, "portcullis {all:?}: {out}\n{}", server.log_text());
+    out
+}
+
+fn audit_admin(server: &Server) -> Vec<Value> {
+    std::fs::read_to_string(server.data_dir().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "admin")
+        .collect()
+}
+
+/// A TestRequest answered by a Heartbeat proves nothing else was queued before it.
+fn nothing_else(c: &mut FixClient, id: &str) {
+    c.send("1", &[(112, id)]);
+    let hb = c.recv();
+    assert_eq!(hb.msg_type(), "0", "expected only the Heartbeat, got {hb:?}");
+    assert_eq!(hb.get(112), Some(id));
+}
+
+fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, Key) {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: true,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: true,
+        },
+    ];
+    let mut server = Server::configure(&config(p, &sessions, extra), &p, &env());
+    let ka = create_key(&server, &["--account", "ACC-A", "--scopes", "trade"]);
+    let kb = create_key(&server, &["--account", "ACC-B", "--scopes", "trade"]);
+    server.launch();
+    let a = connect(p, "FIX.4.4", "TWA", Some(&ka));
+    let b = connect(p, "FIX.4.4", "TWB", Some(&kb));
+    (server, p, a, b, ka)
+}
+
+#[test]
+fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
+    let (server, _p, mut a, mut b, _) = two_signed_accounts("");
+    let mut exec_ids = HashSet::new();
+    let mut seen = |m: &Msg| {
+        if m.msg_type() == "8" {
+            assert!(
+                exec_ids.insert(m.get(17).unwrap().to_owned()),
+                "ExecID repeated: {m:?}"
+            );
+        }
+    };
+
+    // A rests a sell; it is acknowledged.
+    let m = limit(&mut a, "A1", "2", "3", "100");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (150, "0"),
+            (39, "0"),
+            (1, "ACC-A"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (38, "3.000"),
+            (44, "100.0"),
+            (59, "1"),
+            (151, "3.000"),
+            (14, "0.000"),
+            (6, "0.0"),
+        ],
+    );
+    let a1_id = m.get(37).unwrap().to_owned();
+    assert!(a1_id.parse::<u64>().is_ok(), "{m:?}");
+
+    // B buys 1 of it: B is filled, A partly.
+    let m = limit(&mut b, "B1", "1", "1", "100");
+    seen(&m);
+    assert_fields(&m, &[(150, "0"), (39, "0"), (1, "ACC-B")]);
+    let m = b.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (11, "B1"),
+            (150, "F"),
+            (39, "2"),
+            (32, "1.000"),
+            (31, "100.0"),
+            (14, "1.000"),
+            (151, "0.000"),
+            (6, "100.0"),
+        ],
+    );
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (11, "A1"),
+            (37, &a1_id),
+            (150, "F"),
+            (39, "1"),
+            (32, "1.000"),
+            (31, "100.0"),
+            (14, "1.000"),
+            (151, "2.000"),
+            (6, "100.0"),
+        ],
+    );
+
+    // A adds a level; B sweeps both: two fills at two prices, average price 100.3.
+    seen(&limit(&mut a, "A2", "2", "1", "101"));
+    let m = limit(&mut b, "B2", "1", "3", "101");
+    seen(&m);
+    assert_fields(&m, &[(150, "0"), (39, "0"), (151, "3.000")]);
+    let m = b.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (150, "F"),
+            (39, "1"),
+            (32, "2.000"),
+            (31, "100.0"),
+            (14, "2.000"),
+            (151, "1.000"),
+            (6, "100.0"),
+        ],
+    );
+    let m = b.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (150, "F"),
+            (39, "2"),
+            (32, "1.000"),
+            (31, "101.0"),
+            (14, "3.000"),
+            (151, "0.000"),
+            (6, "100.3"),
+        ],
+    );
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[(11, "A1"), (150, "F"), (39, "2"), (32, "2.000"), (14, "3.000"), (151, "0.000")],
+    );
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(&m, &[(11, "A2"), (150, "F"), (39, "2"), (31, "101.0")]);
+
+    // Status, replace, cancel.
+    seen(&limit(&mut a, "A3", "2", "1", "105"));
+    a.send("H", &[(11, "A3"), (55, "BTC-PERP"), (54, "2")]);
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(&m, &[(11, "A3"), (150, "I"), (39, "0"), (151, "1.000"), (44, "105.0")]);
+    a.send(
+        "G",
+        &[
+            (41, "A3"),
+            (11, "A4"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "2"),
+            (40, "2"),
+            (44, "104"),
+        ],
+    );
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[(11, "A4"), (41, "A3"), (150, "5"), (39, "0"), (44, "104.0"), (38, "2.000"), (151, "2.000")],
+    );
+    a.send(
+        "F",
+        &[(41, "A4"), (11, "A5"), (55, "BTC-PERP"), (54, "2"), (60, "20260101-00:00:00")],
+    );
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(&m, &[(11, "A5"), (41, "A4"), (150, "4"), (39, "4"), (151, "0.000")]);
+
+    // Cancelling an unknown order, replacing a filled one, asking for a finished one.
+    a.send(
+        "F",
+        &[(41, "NOPE"), (11, "A6"), (55, "BTC-PERP"), (54, "2"), (60, "20260101-00:00:00")],
+    );
+    let m = a.expect("9");
+    assert_fields(&m, &[(11, "A6"), (41, "NOPE"), (434, "1"), (102, "1"), (39, "8")]);
+    a.send(
+        "G",
+        &[
+            (41, "A1"),
+            (11, "A7"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "5"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    let m = a.expect("9");
+    assert_fields(&m, &[(11, "A7"), (41, "A1"), (434, "2"), (102, "1")]);
+    a.send("H", &[(11, "A4"), (55, "BTC-PERP"), (54, "2")]);
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(&m, &[(11, "A4"), (150, "I"), (39, "8"), (103, "5")]);
+
+    // Mass cancel: each resting order is Canceled, then the report counts them.
+    seen(&limit(&mut a, "A8", "2", "1", "110"));
+    seen(&limit(&mut a, "A9", "2", "1", "111"));
+    a.send("q", &[(11, "M1"), (530, "7"), (60, "20260101-00:00:00")]);
+    let mut canceled = Vec::new();
+    for _ in 0..2 {
+        let m = a.expect("8");
+        seen(&m);
+        assert_fields(&m, &[(150, "4"), (39, "4")]);
+        canceled.push(m.get(11).unwrap().to_owned());
+    }
+    canceled.sort();
+    assert_eq!(canceled, ["A8", "A9"]);
+    let r = a.expect("r");
+    assert_fields(&r, &[(11, "M1"), (530, "7"), (531, "7"), (533, "2")]);
+    // One instrument, nothing left: 0 affected.
+    a.send(
+        "q",
+        &[(11, "M2"), (530, "1"), (55, "BTC-PERP"), (60, "20260101-00:00:00")],
+    );
+    assert_fields(&a.expect("r"), &[(11, "M2"), (531, "1"), (533, "0"), (55, "BTC-PERP")]);
+    nothing_else(&mut a, "A-DONE");
+    nothing_else(&mut b, "B-DONE");
+    drop(server);
+}
+
+#[test]
+fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
+    // FIXT.1.1 (FIX 5.0 SP2) has every OrdRejReason code the checks use.
+    let p = ports();
+    let sessions = [S {
+        begin: "FIXT.1.1",
+        comp_id: "TW",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let server = Server::start(&config(p, &sessions, ""), &p);
+    let mut c = connect(p, "FIXT.1.1", "TW", None);
+    let mut n = 0;
+    let mut try_order = |c: &mut FixClient, symbol: &str, qty: &str, price: Option<&str>| {
+        n += 1;
+        let cl = format!("R{n}");
+        order(c, &cl, symbol, "1", qty, price, "1");
+        (cl, c.expect("8"))
+    };
+    // Checked on the socket task.
+    let (cl, m) = try_order(&mut c, "DOGE-PERP", "1", Some("100"));
+    assert_rejected(&m, &cl, "1", "unknown instrument");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("100.25"));
+    assert_rejected(&m, &cl, "18", "more than 1 decimal places");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1.0001", Some("100"));
+    assert_rejected(&m, &cl, "13", "more than 3 decimal places");
+    c.send(
+        "D",
+        &[
+            (11, "ACCT"),
+            (1, "ACC-B"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    assert_rejected(&c.expect("8"), "ACCT", "15", "unknown account");
+    c.send(
+        "D",
+        &[(11, "STOP"), (55, "BTC-PERP"), (54, "1"), (60, "20260101-00:00:00"), (38, "1"), (40, "3")],
+    );
+    assert_rejected(&c.expect("8"), "STOP", "11", "OrdType(40)");
+    // Checked on the core thread.
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("100.2"));
+    assert_rejected(&m, &cl, "18", "tick");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "0.007", Some("100"));
+    assert_rejected(&m, &cl, "13", "lot");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "0.005", Some("100"));
+    assert_rejected(&m, &cl, "13", "below minimum");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "10.005", Some("100"));
+    assert_rejected(&m, &cl, "13", "above maximum");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "6", Some("10000"));
+    assert_rejected(&m, &cl, "3", "notional");
+    // A market order needs a reference price to be valued.
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", None);
+    assert_rejected(&m, &cl, "16", "band");
+    // Duplicate ClOrdID.
+    order(&mut c, "DUP", "BTC-PERP", "1", "1", Some("90"), "1");
+    assert_fields(&c.expect("8"), &[(11, "DUP"), (39, "0")]);
+    order(&mut c, "DUP", "BTC-PERP", "1", "1", Some("90"), "1");
+    assert_rejected(&c.expect("8"), "DUP", "6", "duplicate ClOrdID");
+
+    // Operator: a mark puts a band around 100; a halt stops an instrument.
+    let out = admin(&server, &["mark", "--instrument", "BTC-PERP", "--price", "100"]);
+    assert!(out.contains("reference price"), "{out}");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("120"));
+    assert_rejected(&m, &cl, "16", "band");
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("95"));
+    assert_fields(&m, &[(11, cl.as_str()), (39, "0")]);
+    admin(&server, &["halt", "--instrument", "ETH-PERP"]);
+    let (cl, m) = try_order(&mut c, "ETH-PERP", "1", Some("3000"));
+    assert_rejected(&m, &cl, "2", "not trading");
+    admin(&server, &["resume", "--instrument", "ETH-PERP"]);
+    let (cl, m) = try_order(&mut c, "ETH-PERP", "1", Some("3000"));
+    assert_fields(&m, &[(11, cl.as_str()), (39, "0")]);
+
+    // Limits changed at run time: 3 open orders now (DUP, one BTC, one ETH).
+    admin(
+        &server,
+        &["limits", "--account", "ACC-A", "--set", "max_open_orders=3"],
+    );
+    let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("95"));
+    assert_rejected(&m, &cl, "3", "too many open orders");
+    admin(
+        &server,
+        &[
+            "limits",
+            "--account",
+            "ACC-A",
+            "--set",
+            "max_open_orders=100",
+            "order_rate_per_sec=1",
+            "order_burst=1",
+        ],
+    );
+    let mut throttled = 0;
+    for _ in 0..4 {
+        let (_, m) = try_order(&mut c, "BTC-PERP", "1", Some("95"));
+        if m.get(39) == Some("8") {
+            assert_eq!(m.get(103), Some("99"), "{m:?}");
+            assert_eq!(m.get(58), Some("order rate limit exceeded"), "{m:?}");
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 3, "at most one of 4 orders within a second passes: {throttled}");
+    // Bad operator input is exit code 2 and changes nothing.
+    let (code, out) = server.cli(&["admin", "limits", "--account", "ACC-A", "--set", "max_open_order=3"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("max_open_order"), "{out}");
+    let (code, out) = server.cli(&["admin", "mark", "--instrument", "BTC-PERP", "--price", "1.25"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = server.cli(&["admin", "halt", "--instrument", "NOPE-PERP"]);
+    assert_eq!(code, 2, "{out}");
+    // Every command is in the audit log, refused ones too.
+    let lines = audit_admin(&server);
+    let reasons: Vec<&str> = lines.iter().map(|v| v["reason"].as_str().unwrap()).collect();
+    for r in ["mark", "halt", "resume", "limits"] {
+        assert!(reasons.contains(&r), "{reasons:?}");
+    }
+    assert!(lines.iter().any(|v| v["outcome"] == "denied"), "{lines:?}");
+}
+
+#[test]
+fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
+    let (server, p, mut a, mut b, ka) = two_signed_accounts("");
+    assert_fields(&limit(&mut a, "K1", "2", "1", "100"), &[(39, "0")]);
+    assert_fields(&limit(&mut a, "K2", "2", "1", "101"), &[(39, "0")]);
+    assert_fields(&limit(&mut b, "BK", "1", "1", "90"), &[(39, "0")]);
+
+    // Kill switch of ACC-A: its resting orders are cancelled, B's are not.
+    let out = admin(&server, &["kill", "--account", "ACC-A"]);
+    assert!(out.contains("2 resting orders cancelled"), "{out}");
+    let mut canceled: Vec<String> = (0..2)
+        .map(|_| {
+            let m = a.expect("8");
+            assert_fields(&m, &[(150, "4"), (39, "4")]);
+            m.get(11).unwrap().to_owned()
+        })
+        .collect();
+    canceled.sort();
+    assert_eq!(canceled, ["K1", "K2"]);
+    let m = limit(&mut a, "K3", "2", "1", "100");
+    assert_rejected(&m, "K3", "0", "kill switch active");
+    // B trades on.
+    assert_fields(&limit(&mut b, "BK2", "1", "1", "91"), &[(39, "0")]);
+    // Cancels still work under the kill switch.
+    b.send("q", &[(11, "BM"), (530, "7"), (60, "20260101-00:00:00")]);
+    b.expect("8");
+    b.expect("8");
+    assert_fields(&b.expect("r"), &[(533, "2")]);
+
+    admin(&server, &["kill", "--account", "ACC-A", "--off"]);
+    assert_fields(&limit(&mut a, "K4", "2", "1", "100"), &[(39, "0")]);
+    let kills: Vec<Value> = audit_admin(&server);
+    assert!(kills.iter().any(|v| v["reason"] == "kill" && v["account"] == "ACC-A" && v["outcome"] == "ok"), "{kills:?}");
+    assert!(kills.iter().any(|v| v["reason"] == "kill_off"), "{kills:?}");
+
+    // Cancel-on-disconnect: A logs out; its resting K4 is cancelled, so B's crossing IOC
+    // order finds nothing.
+    a.send("5", &[]);
+    a.expect("5");
+    assert!(a.closed());
+    let next_seq = a.seq;
+    order(&mut b, "BIOC", "BTC-PERP", "1", "1", Some("100"), "3");
+    assert_fields(&b.expect("8"), &[(11, "BIOC"), (150, "0")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "BIOC"), (150, "4"), (39, "4"), (14, "0.000")],
+    );
+    nothing_else(&mut b, "B-DONE");
+
+    // A logs on again (a new connection, a new slot): its old orders are gone, it trades.
+    let mut a2 = connect_at(p, "FIX.4.4", "TWA", Some(&ka), next_seq);
+    a2.send("H", &[(11, "K4"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(&a2.expect("8"), &[(39, "8"), (103, "5")]);
+
+    // A global kill switch, and operator errors.
+    let out = admin(&server, &["kill"]);
+    assert!(out.contains("all accounts"), "{out}");
+    assert_rejected(&limit(&mut b, "BK3", "1", "1", "90"), "BK3", "0", "kill switch");
+    admin(&server, &["kill", "--off"]);
+    let (code, out) = server.cli(&["admin", "kill", "--account", "NOBODY"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = server.cli(&[
+        "admin",
+        "--socket",
+        "/nonexistent/control.sock",
+        "kill",
+    ]);
+    assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_once() {
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "TW",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let server = Server::start(
+        &config(p, &sessions, "\n[core]\ningress_capacity = 4\n"),
+        &p,
+    );
+    let mut c = connect(p, "FIX.4.4", "TW", None);
+    // The maintenance pause makes the full queue deterministic: nothing drains it.
+    admin(&server, &["pause-core"]);
+    const N: usize = 20;
+    for i in 0..N {
+        order(&mut c, &format!("F{i}"), "BTC-PERP", "1", "1", Some("90"), "1");
+    }
+    let mut answers = std::collections::HashMap::new();
+    let mut busy = 0;
+    // The refusals come at once, while the core is still paused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answers.len() < N - 3 {
+        assert!(Instant::now() < deadline);
+        let m = c.expect("8");
+        assert_rejected(&m, m.get(11).unwrap(), "99", "server busy");
+        busy += 1;
+        assert!(answers.insert(m.get(11).unwrap().to_owned(), m).is_none());
+    }
+    // The queue holds the session's opening and 3 orders; they go through on resume.
+    admin(&server, &["resume-core"]);
+    while answers.len() < N {
+        let m = c.expect("8");
+        assert_fields(&m, &[(39, "0")]);
+        assert!(answers.insert(m.get(11).unwrap().to_owned(), m.clone()).is_none(), "{m:?}");
+    }
+    assert_eq!(busy, N - 3);
+    for i in 0..N {
+        assert!(answers.contains_key(&format!("F{i}")));
+    }
+    nothing_else(&mut c, "NO-MORE");
+    // The refusals were counted.
+    drop(c);
+}
+
+#[test]
+fn a_session_that_cannot_take_its_reports_is_logged_out_as_a_slow_consumer() {
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "TW",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let server = Server::start(&config(p, &sessions, "\n[core]\negress_capacity = 4\n"), &p);
+    let mut c = connect(p, "FIX.4.4", "TW", None);
+    for i in 0..6 {
+        assert_fields(&limit(&mut c, &format!("S{i}"), "1", "1", &format!("9{i}")), &[(39, "0")]);
+    }
+    // One mass cancel makes 7 reports at once: more than the queue holds.
+    c.send("q", &[(11, "MC"), (530, "7"), (60, "20260101-00:00:00")]);
+    let mut reports = 0;
+    let logout = loop {
+        let m = c.recv();
+        if m.msg_type() == "5" {
+            break m;
+        }
+        reports += 1;
+    };
+    assert!(reports <= 4, "{reports}");
+    assert_eq!(logout.get(58), Some("slow consumer"));
+    assert!(c.closed());
+    assert!(server.log_text().contains("slow consumer"));
+}
+
+#[test]
+fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.2",
+            comp_id: "TW42",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TW44",
+            account: "ACC-B",
+            signed: false,
+        },
+    ];
+    let _server = Server::start(&config(p, &sessions, ""), &p);
+    let mut a = connect(p, "FIX.4.2", "TW42", None);
+    let mut b = connect(p, "FIX.4.4", "TW44", None);
+    assert_fields(&limit(&mut a, "O1", "2", "2", "100"), &[(20, "0"), (150, "0"), (39, "0")]);
+    limit(&mut b, "P1", "1", "1", "100");
+    b.expect("8");
+    assert_fields(&a.expect("8"), &[(20, "0"), (150, "1"), (39, "1"), (32, "1.000")]);
+    a.send("H", &[(11, "O1"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(&a.expect("8"), &[(20, "3"), (150, "1"), (39, "1"), (151, "1.000")]);
+    a.send(
+        "G",
+        &[
+            (41, "O1"),
+            (11, "O2"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "3"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(20, "0"), (150, "5"), (39, "5"), (151, "2.000")]);
+    limit(&mut b, "P2", "1", "2", "100");
+    b.expect("8");
+    assert_fields(&a.expect("8"), &[(20, "0"), (150, "2"), (39, "2"), (14, "3.000")]);
+    // An unknown instrument: OrdRejReason 1 exists in 4.2.
+    order(&mut a, "O3", "NOPE-PERP", "1", "1", Some("1"), "1");
+    assert_rejected(&a.expect("8"), "O3", "1", "unknown instrument");
+    // A price band reject has no 4.2 code: 0 (broker option), the text says why.
+    order(&mut a, "O4", "BTC-PERP", "1", "1", Some("200"), "1");
+    assert_rejected(&a.expect("8"), "O4", "0", "band");
+}
