@@ -12,15 +12,15 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type, tif, price i64, qty i64, post_only bool, stp opt<u8>, received_ns i64 |
-//! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id opt<u64>, orig clordid, received_ns |
-//! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id opt<u64>, orig clordid, price, qty, received_ns |
-//! | 4 | `Command::MassCancel` | session, account, instrument opt<u32>, clordid |
+//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type, tif, price i64, qty i64, post_only bool, stp `opt<u8>`, received_ns i64 |
+//! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
+//! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns |
+//! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
 //! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64 |
-//! | 32 | `KillSwitch` | account opt<u32>, on bool |
+//! | 32 | `KillSwitch` | account `opt<u32>`, on bool |
 //! | 33 | `InstrumentStatus` | instrument u32, status u8 |
-//! | 34 | `Limits` | account opt<u32>, len u32, len opaque bytes |
+//! | 34 | `Limits` | account `opt<u32>`, len u32, len opaque bytes |
 //! | 35 | `SessionSeq` | session u32, next_in u64, next_out u64 |
 //! | 36 | `Snapshot` | seq u64, state_hash 32 bytes |
 //! | 37 | `Clock` | now_ns i64 |

@@ -502,3 +502,55 @@ fn reopening_an_empty_journal_starts_at_seq_one() {
     assert!(replay_all(&sub, &k).unwrap().is_empty());
     let _ = JOURNAL_PREFIX;
 }
+
+#[test]
+fn a_failed_writer_is_poisoned_and_refuses_further_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ring("k1", 1);
+    let (mut store, _) =
+        SealedLogWriter::open(dir.path(), "audit", &k, &LogOptions::default()).unwrap();
+    store.append(b"fine").unwrap();
+    // A closure that removes bytes from the batch leaves it malformed: the writer stops.
+    assert!(store.append_with(|b| b.clear()).is_err());
+    for r in [
+        store.append(b"x").map(|_| ()),
+        store.commit().map(|_| ()),
+        store.sync().map(|_| ()),
+    ] {
+        assert!(matches!(r, Err(JournalError::Poisoned { .. })), "{r:?}");
+    }
+}
+
+#[test]
+fn a_sequence_gap_between_segments_stops_the_replay() {
+    use crate::keys::KeySet;
+    use crate::segment::SegmentWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let k = ring("k1", 1);
+    let (mut w, _) = JournalWriter::open(&config(dir.path()), &k).unwrap();
+    write_batches(&mut w, 0, &[3]);
+    drop(w);
+    // A well-formed segment 1 that starts at seq 10: records 4..=9 are missing.
+    let keys = KeySet::from_keyring(&k).unwrap();
+    let mut seg = SegmentWriter::create(dir.path(), JOURNAL_PREFIX, keys.current(), 1, 10).unwrap();
+    let mut buf = vec![0u8; BATCH_HEADER];
+    let mut payload = Vec::new();
+    new_order(9).encode(&mut payload);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    seg.write_batch(&mut buf, 10, 1).unwrap();
+    seg.persist().unwrap();
+    let reader = JournalReader::open(dir.path(), &k).unwrap();
+    assert_eq!(reader.last_seq(), Seq(10));
+    let items: Vec<_> = reader.replay(Seq(0)).unwrap().collect();
+    assert_eq!(items.len(), 4);
+    let Err(JournalError::Corrupt {
+        segment, detail, ..
+    }) = &items[3]
+    else {
+        panic!("{:?}", items[3])
+    };
+    assert_eq!(segment, &seg.path);
+    assert!(detail.contains("records are missing"), "{detail}");
+}
