@@ -94,6 +94,9 @@ pub enum JournalError {
     /// `MasterKeyring::to_text`).
     #[error("master keyring: {0}")]
     Keyring(String),
+    /// The operating system's random source failed (salts cannot be drawn).
+    #[error("the system random source failed: {0}")]
+    Random(String),
     /// A configuration value is out of range.
     #[error("journal config: {0}")]
     Config(String),

@@ -331,6 +331,19 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Options creating a new log file: owner read/write only. The contents are ciphertext, but
+/// nobody else needs to read or even copy them.
+pub(crate) fn create_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
 /// fsync of a directory, so a created, renamed or deleted entry is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -343,12 +356,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<()> {
     use std::io::Write;
     let tmp = temp_path(path);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut f = create_options().open(&tmp).map_err(io_err(&tmp))?;
     for p in parts {
         f.write_all(p).map_err(io_err(&tmp))?;
     }

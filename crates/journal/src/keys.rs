@@ -146,6 +146,5 @@ impl MasterRef<'_> {
 
 /// Fills `buf` with random bytes from the operating system.
 pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
-    getrandom::getrandom(buf)
-        .map_err(|e| JournalError::Keyring(format!("the system random source failed: {e}")))
+    getrandom::getrandom(buf).map_err(|e| JournalError::Random(e.to_string()))
 }

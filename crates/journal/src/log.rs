@@ -343,7 +343,7 @@ impl SealedLogReader {
         }
         let start = match self.segments.first() {
             None => 0,
-            Some(first) if after + 1 < first.first_seq => {
+            Some(first) if after.saturating_add(1) < first.first_seq => {
                 return Err(JournalError::Missing {
                     dir: self.dir.clone(),
                     after: Seq(after),
@@ -353,7 +353,7 @@ impl SealedLogReader {
             Some(_) => self
                 .segments
                 .iter()
-                .rposition(|s| s.first_seq <= after + 1)
+                .rposition(|s| s.first_seq <= after.saturating_add(1))
                 .unwrap_or(0),
         };
         Ok(LogRecords {

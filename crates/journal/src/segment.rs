@@ -1,6 +1,6 @@
 //! One segment file: reading and verifying its batches, and writing new ones.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -366,10 +366,7 @@ impl SegmentWriter {
         let bytes = header.encode();
         let path = dir.join(crate::format::segment_name(prefix, first_seq));
         let tmp = temp_path(&path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
+        let mut file = crate::format::create_options()
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         file.write_all(&bytes).map_err(io_err(&tmp))?;

@@ -55,6 +55,12 @@ fn the_files_follow_the_documented_layout() {
         segs[0].file_name().unwrap().to_str().unwrap(),
         "journal-00000000000000000001.seg"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&segs[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only file");
+    }
     let bytes = fs::read(&segs[0]).unwrap();
     assert_eq!(&bytes[..8], SEGMENT_MAGIC);
     assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1);

@@ -24,6 +24,12 @@ fn a_snapshot_is_stored_encrypted_and_read_back() {
         (snap.seq, snap.state_hash, &snap.state),
         (Seq(7), [5; 32], &state)
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only file");
+    }
     let raw = fs::read(&path).unwrap();
     assert!(!raw.windows(10).any(|w| w == &b"core's sta"[..]));
     // No temporary file is left.
