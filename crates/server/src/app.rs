@@ -252,9 +252,15 @@ impl FixConn {
     }
 }
 
-fn send_refusal(session: &mut Session, v: BeginString, now: UtcTimestamp, r: &Refusal<'_>) {
+fn send_refusal(
+    session: &mut Session,
+    v: BeginString,
+    now: UtcTimestamp,
+    r: &Refusal,
+    request: &portcullis_fix::MessageRef<'_>,
+) {
     let res = session.send_application(now, r.answer_type(), |enc| {
-        order_codec::encode_refusal(enc, v, r, now.nanos())
+        order_codec::encode_refusal(enc, v, r, request, now.nanos())
     });
     if let Err(e) = res {
         warn!(error = %e, "could not send a reject");
@@ -324,7 +330,7 @@ impl ConnectionApp for FixConn {
         };
         if let Err(r) = outcome {
             debug!(conn = self.conn_id, seq, reason = ?r.reason, text = %r.text, "request refused");
-            send_refusal(session, v, now, &r);
+            send_refusal(session, v, now, &r, &msg);
         }
         drop(dir);
         self.decoder = decoder;

@@ -106,30 +106,29 @@ impl<'m> Echo<'m> {
     }
 }
 
-/// A request refused on the socket task (invalid, or the server is busy), with what its answer
-/// needs. The answer: an ExecutionReport rejecting the order (D) or the status request (H), an
-/// OrderCancelReject (F, G), an OrderMassCancelReport rejecting the mass cancel (q).
+/// A request refused on the socket task (invalid, or the server is busy). The answer, which
+/// echoes the request's fields ([`encode_refusal`]): an ExecutionReport rejecting the order (D)
+/// or the status request (H), an OrderCancelReject (F, G), an OrderMassCancelReport rejecting
+/// the mass cancel (q).
 #[derive(Debug, Clone)]
-pub struct Refusal<'m> {
+pub struct Refusal {
     /// The request's MsgType: `D`, `F`, `G`, `H` or `q`.
     pub msg_type: u8,
     /// The reason, mapped to the version's reason code.
     pub reason: RejectReason,
     /// Text(58).
     pub text: Cow<'static, str>,
-    /// What the answer echoes.
-    pub echo: Echo<'m>,
 }
 
-impl<'m> Refusal<'m> {
+impl Refusal {
     /// A refusal of `msg` for `reason`, with the reason's own text.
-    pub fn new(msg: &MessageRef<'m>, reason: RejectReason) -> Self {
+    pub fn new(msg: &MessageRef<'_>, reason: RejectReason) -> Self {
         Self::with_text(msg, reason, reason.text())
     }
 
     /// A refusal of `msg` for `reason` with a precise text.
     pub fn with_text(
-        msg: &MessageRef<'m>,
+        msg: &MessageRef<'_>,
         reason: RejectReason,
         text: impl Into<Cow<'static, str>>,
     ) -> Self {
@@ -137,7 +136,6 @@ impl<'m> Refusal<'m> {
             msg_type: msg.msg_type().first().copied().unwrap_or(b'D'),
             reason,
             text: text.into(),
-            echo: Echo::of(msg),
         }
     }
 
@@ -160,7 +158,7 @@ pub fn is_order_entry(msg_type: &[u8]) -> bool {
 // Decoding
 
 /// Decodes one order-entry message (validated by the session against its dictionary).
-pub fn decode<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<Request, Refusal<'m>> {
+pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<Request, Refusal> {
     match msg.msg_type() {
         b"D" => decode_new(msg, ctx).map(Request::New),
         b"F" => decode_cancel(msg, ctx).map(Request::Cancel),
@@ -175,14 +173,14 @@ pub fn decode<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<Request, Refusa
     }
 }
 
-fn cl_ord_id<'m>(msg: &MessageRef<'m>, t: u32, name: &str) -> Result<ClOrdId, Refusal<'m>> {
+fn cl_ord_id(msg: &MessageRef<'_>, t: u32, name: &str) -> Result<ClOrdId, Refusal> {
     let v = msg.get(t).unwrap_or(b"");
     ClOrdId::new(v).map_err(|e| {
         Refusal::with_text(msg, RejectReason::Unsupported, format!("{name}({t}): {e}"))
     })
 }
 
-fn account<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal<'m>> {
+fn account(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal> {
     match msg.get(tag::ACCOUNT) {
         None => ctx.allowed.first().copied(),
         Some(name) => ctx.allowed.iter().copied().find(|a| {
@@ -200,18 +198,18 @@ fn account<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal
     })
 }
 
-fn instrument<'m, 'd>(
-    msg: &MessageRef<'m>,
+fn instrument<'d>(
+    msg: &MessageRef<'_>,
     ctx: &Ctx<'d>,
     reason: RejectReason,
-) -> Result<(InstrumentId, &'d DirEntry), Refusal<'m>> {
+) -> Result<(InstrumentId, &'d DirEntry), Refusal> {
     let symbol = msg.get(tag::SYMBOL).unwrap_or(b"");
     ctx.directory
         .lookup(symbol)
         .ok_or_else(|| Refusal::with_text(msg, reason, "unknown instrument"))
 }
 
-fn side<'m>(msg: &MessageRef<'m>) -> Result<Side, Refusal<'m>> {
+fn side(msg: &MessageRef<'_>) -> Result<Side, Refusal> {
     match msg.get(tag::SIDE) {
         Some(b"1") => Ok(Side::Buy),
         Some(b"2") => Ok(Side::Sell),
@@ -223,7 +221,7 @@ fn side<'m>(msg: &MessageRef<'m>) -> Result<Side, Refusal<'m>> {
     }
 }
 
-fn ord_type<'m>(msg: &MessageRef<'m>) -> Result<OrdType, Refusal<'m>> {
+fn ord_type(msg: &MessageRef<'_>) -> Result<OrdType, Refusal> {
     match msg.get(tag::ORD_TYPE) {
         Some(b"1") => Ok(OrdType::Market),
         Some(b"2") => Ok(OrdType::Limit),
@@ -235,7 +233,7 @@ fn ord_type<'m>(msg: &MessageRef<'m>) -> Result<OrdType, Refusal<'m>> {
     }
 }
 
-fn tif<'m>(msg: &MessageRef<'m>) -> Result<TimeInForce, Refusal<'m>> {
+fn tif(msg: &MessageRef<'_>) -> Result<TimeInForce, Refusal> {
     match msg.get(tag::TIME_IN_FORCE) {
         None | Some(b"0") => Ok(TimeInForce::Day),
         Some(b"1") => Ok(TimeInForce::Gtc),
@@ -249,7 +247,7 @@ fn tif<'m>(msg: &MessageRef<'m>) -> Result<TimeInForce, Refusal<'m>> {
     }
 }
 
-fn qty<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Qty, Refusal<'m>> {
+fn qty(msg: &MessageRef<'_>, scale: u8) -> Result<Qty, Refusal> {
     let Some(text) = msg.get(tag::ORDER_QTY) else {
         return Err(Refusal::with_text(
             msg,
@@ -282,7 +280,7 @@ fn qty<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Qty, Refusal<'m>> {
     }
 }
 
-fn price<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Price, Refusal<'m>> {
+fn price(msg: &MessageRef<'_>, scale: u8) -> Result<Price, Refusal> {
     let Some(text) = msg.get(tag::PRICE) else {
         return Err(Refusal::with_text(
             msg,
@@ -303,7 +301,7 @@ fn price<'m>(msg: &MessageRef<'m>, scale: u8) -> Result<Price, Refusal<'m>> {
 }
 
 /// An OrderID(37) of this server: a decimal number.
-fn order_id<'m>(msg: &MessageRef<'m>) -> Result<Option<OrderId>, Refusal<'m>> {
+fn order_id(msg: &MessageRef<'_>) -> Result<Option<OrderId>, Refusal> {
     match msg.get(tag::ORDER_ID) {
         None => Ok(None),
         Some(v) => parse_u64(v)
@@ -317,11 +315,11 @@ fn order_id<'m>(msg: &MessageRef<'m>) -> Result<Option<OrderId>, Refusal<'m>> {
 
 /// The order a cancel, replace or status request names: OrderID(37), else OrigClOrdID(41)
 /// (or ClOrdID(11) for a status request).
-fn orig<'m>(
-    msg: &MessageRef<'m>,
+fn orig(
+    msg: &MessageRef<'_>,
     orig_tag: u32,
     orig_name: &str,
-) -> Result<(Option<OrderId>, ClOrdId), Refusal<'m>> {
+) -> Result<(Option<OrderId>, ClOrdId), Refusal> {
     let id = order_id(msg)?;
     let orig = match msg.get(orig_tag) {
         Some(v) if !v.is_empty() => ClOrdId::new(v).map_err(|e| {
@@ -343,7 +341,7 @@ fn orig<'m>(
     Ok((id, orig))
 }
 
-fn decode_new<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal<'m>> {
+fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
@@ -375,7 +373,7 @@ fn decode_new<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<NewOrder, Refus
     })
 }
 
-fn decode_cancel<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<CancelOrder, Refusal<'m>> {
+fn decode_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<CancelOrder, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
     let account = account(msg, ctx)?;
@@ -391,7 +389,7 @@ fn decode_cancel<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<CancelOrder,
     })
 }
 
-fn decode_replace<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, Refusal<'m>> {
+fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
     let account = account(msg, ctx)?;
@@ -419,7 +417,7 @@ fn decode_replace<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<ReplaceOrde
     })
 }
 
-fn decode_status<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<StatusRequest, Refusal<'m>> {
+fn decode_status(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<StatusRequest, Refusal> {
     let (order_id, cl) = orig(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let account = account(msg, ctx)?;
     let (instrument, _) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
@@ -437,7 +435,7 @@ fn decode_status<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<StatusReques
     })
 }
 
-fn decode_mass_cancel<'m>(msg: &MessageRef<'m>, ctx: &Ctx<'_>) -> Result<MassCancel, Refusal<'m>> {
+fn decode_mass_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<MassCancel, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let account = account(msg, ctx)?;
     let instrument = match msg.get(tag::MASS_CANCEL_REQUEST_TYPE) {
@@ -797,8 +795,14 @@ fn encode_mass_cancel_report(
 
 /// Writes the body of the answer to a refused request; the message type is
 /// [`Refusal::answer_type`].
-pub fn encode_refusal(enc: &mut Encoder, v: BeginString, r: &Refusal<'_>, now_ns: i64) {
-    let e = &r.echo;
+pub fn encode_refusal(
+    enc: &mut Encoder,
+    v: BeginString,
+    r: &Refusal,
+    request: &MessageRef<'_>,
+    now_ns: i64,
+) {
+    let e = &Echo::of(request);
     let now = UtcTimestamp::from_nanos(now_ns);
     let put = |enc: &mut Encoder, t: u32, val: Option<&[u8]>| {
         if let Some(val) = val {
@@ -966,7 +970,7 @@ mod tests {
         bytes
     }
 
-    fn field<'a>(bytes: &'a [u8], t: u32) -> Option<&'a str> {
+    fn field(bytes: &[u8], t: u32) -> Option<&str> {
         let needle = format!("\x01{t}=");
         let s = std::str::from_utf8(bytes).unwrap();
         let i = s.find(&needle)? + needle.len();
@@ -1354,13 +1358,13 @@ mod tests {
                 let m = d.decode(&bytes).unwrap();
                 let r = decode(&m, &f.ctx(v)).unwrap_err();
                 let out = validate(v, r.answer_type(), |enc| {
-                    encode_refusal(enc, v, &r, 1_767_348_000_000_000_000)
+                    encode_refusal(enc, v, &r, &m, 1_767_348_000_000_000_000)
                 });
                 assert!(field(&out, 58).is_some(), "{t}");
                 // The same shape answers "server busy".
                 let busy = Refusal::new(&m, RejectReason::ServerBusy);
                 let out = validate(v, busy.answer_type(), |enc| {
-                    encode_refusal(enc, v, &busy, 0)
+                    encode_refusal(enc, v, &busy, &m, 0)
                 });
                 assert_eq!(field(&out, 58), Some("server busy"));
             }

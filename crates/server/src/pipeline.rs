@@ -373,6 +373,9 @@ impl Pipeline {
 
     /// Pushes a request for the core thread; gives it back if the queue is full (the caller
     /// answers "server busy"). Wakes the core thread if it is parked.
+    // The request comes back by value, as from `ArrayQueue::push`: boxing it would allocate per
+    // order.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&self, item: Ingress) -> Result<(), Ingress> {
         match self.ingress.push(item) {
             Ok(()) => {
@@ -917,7 +920,7 @@ pub(crate) mod tests {
     use portcullis_engine::{EngineConfig, InstrumentConfig};
     use portcullis_risk::RiskConfig;
     use portcullis_types::{NewOrder, TimeInForce};
-    use std::task::{Wake, Waker};
+    use std::task::Wake;
 
     pub(crate) fn test_core(accounts: &[&str]) -> Core {
         let inst = InstrumentConfig {
@@ -961,7 +964,14 @@ pub(crate) mod tests {
         }
     }
 
-    fn order(session: u32, account: u32, id: &str, side: Side, price: i64, qty: i64) -> Command {
+    pub(crate) fn order(
+        session: u32,
+        account: u32,
+        id: &str,
+        side: Side,
+        price: i64,
+        qty: i64,
+    ) -> Command {
         Command::New(NewOrder {
             session: SessionId(session),
             account: AccountId(account),
@@ -985,7 +995,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn setup(ingress: usize, egress: usize) -> (CoreLoop, Arc<Pipeline>) {
+    pub(crate) fn setup(ingress: usize, egress: usize) -> (CoreLoop, Arc<Pipeline>) {
         let accounts = ["A".to_owned(), "B".to_owned()];
         let core = test_core(&["A", "B"]);
         let cfg = config(ingress, egress);
@@ -993,7 +1003,7 @@ pub(crate) mod tests {
         (CoreLoop::new(core, p.clone(), &cfg), p)
     }
 
-    fn open(lp: &mut CoreLoop, p: &Pipeline, account: u32) -> Arc<Conn> {
+    pub(crate) fn open(lp: &mut CoreLoop, p: &Pipeline, account: u32) -> Arc<Conn> {
         let slot = p.alloc_slot().unwrap();
         let conn = p.new_conn(slot, &[AccountId(account)], true);
         p.submit(Ingress::Open(conn.clone())).unwrap();
@@ -1015,7 +1025,7 @@ pub(crate) mod tests {
         let a = open(&mut lp, &p, 0);
         let b = open(&mut lp, &p, 1);
         let wakes = Arc::new(Counter(AtomicU64::new(0)));
-        let waker = Waker::from(wakes.clone());
+        let waker = std::task::Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(a.poll_ready(&mut cx).is_pending());
         p.submit(Ingress::Cmd(order(
