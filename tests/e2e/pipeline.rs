@@ -228,7 +228,11 @@ fn audit_admin(server: &Server) -> Vec<Value> {
 fn nothing_else(c: &mut FixClient, id: &str) {
     c.send("1", &[(112, id)]);
     let hb = c.recv();
-    assert_eq!(hb.msg_type(), "0", "expected only the Heartbeat, got {hb:?}");
+    assert_eq!(
+        hb.msg_type(),
+        "0",
+        "expected only the Heartbeat, got {hb:?}"
+    );
     assert_eq!(hb.get(112), Some(id));
 }
 
@@ -365,7 +369,14 @@ fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
     seen(&m);
     assert_fields(
         &m,
-        &[(11, "A1"), (150, "F"), (39, "2"), (32, "2.000"), (14, "3.000"), (151, "0.000")],
+        &[
+            (11, "A1"),
+            (150, "F"),
+            (39, "2"),
+            (32, "2.000"),
+            (14, "3.000"),
+            (151, "0.000"),
+        ],
     );
     let m = a.expect("8");
     seen(&m);
@@ -376,7 +387,16 @@ fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
     a.send("H", &[(11, "A3"), (55, "BTC-PERP"), (54, "2")]);
     let m = a.expect("8");
     seen(&m);
-    assert_fields(&m, &[(11, "A3"), (150, "I"), (39, "0"), (151, "1.000"), (44, "105.0")]);
+    assert_fields(
+        &m,
+        &[
+            (11, "A3"),
+            (150, "I"),
+            (39, "0"),
+            (151, "1.000"),
+            (44, "105.0"),
+        ],
+    );
     a.send(
         "G",
         &[
@@ -395,23 +415,55 @@ fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
     seen(&m);
     assert_fields(
         &m,
-        &[(11, "A4"), (41, "A3"), (150, "5"), (39, "0"), (44, "104.0"), (38, "2.000"), (151, "2.000")],
+        &[
+            (11, "A4"),
+            (41, "A3"),
+            (150, "5"),
+            (39, "0"),
+            (44, "104.0"),
+            (38, "2.000"),
+            (151, "2.000"),
+        ],
     );
     a.send(
         "F",
-        &[(41, "A4"), (11, "A5"), (55, "BTC-PERP"), (54, "2"), (60, "20260101-00:00:00")],
+        &[
+            (41, "A4"),
+            (11, "A5"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+        ],
     );
     let m = a.expect("8");
     seen(&m);
-    assert_fields(&m, &[(11, "A5"), (41, "A4"), (150, "4"), (39, "4"), (151, "0.000")]);
+    assert_fields(
+        &m,
+        &[
+            (11, "A5"),
+            (41, "A4"),
+            (150, "4"),
+            (39, "4"),
+            (151, "0.000"),
+        ],
+    );
 
     // Cancelling an unknown order, replacing a filled one, asking for a finished one.
     a.send(
         "F",
-        &[(41, "NOPE"), (11, "A6"), (55, "BTC-PERP"), (54, "2"), (60, "20260101-00:00:00")],
+        &[
+            (41, "NOPE"),
+            (11, "A6"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+        ],
     );
     let m = a.expect("9");
-    assert_fields(&m, &[(11, "A6"), (41, "NOPE"), (434, "1"), (102, "1"), (39, "8")]);
+    assert_fields(
+        &m,
+        &[(11, "A6"), (41, "NOPE"), (434, "1"), (102, "1"), (39, "8")],
+    );
     a.send(
         "G",
         &[
@@ -451,9 +503,17 @@ fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
     // One instrument, nothing left: 0 affected.
     a.send(
         "q",
-        &[(11, "M2"), (530, "1"), (55, "BTC-PERP"), (60, "20260101-00:00:00")],
+        &[
+            (11, "M2"),
+            (530, "1"),
+            (55, "BTC-PERP"),
+            (60, "20260101-00:00:00"),
+        ],
     );
-    assert_fields(&a.expect("r"), &[(11, "M2"), (531, "1"), (533, "0"), (55, "BTC-PERP")]);
+    assert_fields(
+        &a.expect("r"),
+        &[(11, "M2"), (531, "1"), (533, "0"), (55, "BTC-PERP")],
+    );
     nothing_else(&mut a, "A-DONE");
     nothing_else(&mut b, "B-DONE");
     drop(server);
@@ -501,7 +561,14 @@ fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
     assert_rejected(&c.expect("8"), "ACCT", "15", "unknown account");
     c.send(
         "D",
-        &[(11, "STOP"), (55, "BTC-PERP"), (54, "1"), (60, "20260101-00:00:00"), (38, "1"), (40, "3")],
+        &[
+            (11, "STOP"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "3"),
+        ],
     );
     assert_rejected(&c.expect("8"), "STOP", "11", "OrdType(40)");
     // Checked on the core thread.
@@ -525,7 +592,10 @@ fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
     assert_rejected(&c.expect("8"), "DUP", "6", "duplicate ClOrdID");
 
     // Operator: a mark puts a band around 100; a halt stops an instrument.
-    let out = admin(&server, &["mark", "--instrument", "BTC-PERP", "--price", "100"]);
+    let out = admin(
+        &server,
+        &["mark", "--instrument", "BTC-PERP", "--price", "100"],
+    );
     assert!(out.contains("reference price"), "{out}");
     let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("120"));
     assert_rejected(&m, &cl, "16", "band");
@@ -566,18 +636,38 @@ fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
             throttled += 1;
         }
     }
-    assert!(throttled >= 3, "at most one of 4 orders within a second passes: {throttled}");
+    assert!(
+        throttled >= 3,
+        "at most one of 4 orders within a second passes: {throttled}"
+    );
     // Bad operator input is exit code 2 and changes nothing.
-    let (code, out) = server.cli(&["admin", "limits", "--account", "ACC-A", "--set", "max_open_order=3"]);
+    let (code, out) = server.cli(&[
+        "admin",
+        "limits",
+        "--account",
+        "ACC-A",
+        "--set",
+        "max_open_order=3",
+    ]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("max_open_order"), "{out}");
-    let (code, out) = server.cli(&["admin", "mark", "--instrument", "BTC-PERP", "--price", "1.25"]);
+    let (code, out) = server.cli(&[
+        "admin",
+        "mark",
+        "--instrument",
+        "BTC-PERP",
+        "--price",
+        "1.25",
+    ]);
     assert_eq!(code, 2, "{out}");
     let (code, out) = server.cli(&["admin", "halt", "--instrument", "NOPE-PERP"]);
     assert_eq!(code, 2, "{out}");
     // Every command is in the audit log, refused ones too.
     let lines = audit_admin(&server);
-    let reasons: Vec<&str> = lines.iter().map(|v| v["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|v| v["reason"].as_str().unwrap())
+        .collect();
     for r in ["mark", "halt", "resume", "limits"] {
         assert!(reasons.contains(&r), "{reasons:?}");
     }
@@ -616,7 +706,12 @@ fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
     admin(&server, &["kill", "--account", "ACC-A", "--off"]);
     assert_fields(&limit(&mut a, "K4", "2", "1", "100"), &[(39, "0")]);
     let kills: Vec<Value> = audit_admin(&server);
-    assert!(kills.iter().any(|v| v["reason"] == "kill" && v["account"] == "ACC-A" && v["outcome"] == "ok"), "{kills:?}");
+    assert!(
+        kills
+            .iter()
+            .any(|v| v["reason"] == "kill" && v["account"] == "ACC-A" && v["outcome"] == "ok"),
+        "{kills:?}"
+    );
     assert!(kills.iter().any(|v| v["reason"] == "kill_off"), "{kills:?}");
 
     // Cancel-on-disconnect: A logs out; its resting K4 is cancelled, so B's crossing IOC
@@ -641,16 +736,16 @@ fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
     // A global kill switch, and operator errors.
     let out = admin(&server, &["kill"]);
     assert!(out.contains("all accounts"), "{out}");
-    assert_rejected(&limit(&mut b, "BK3", "1", "1", "90"), "BK3", "0", "kill switch");
+    assert_rejected(
+        &limit(&mut b, "BK3", "1", "1", "90"),
+        "BK3",
+        "0",
+        "kill switch",
+    );
     admin(&server, &["kill", "--off"]);
     let (code, out) = server.cli(&["admin", "kill", "--account", "NOBODY"]);
     assert_eq!(code, 2, "{out}");
-    let (code, out) = server.cli(&[
-        "admin",
-        "--socket",
-        "/nonexistent/control.sock",
-        "kill",
-    ]);
+    let (code, out) = server.cli(&["admin", "--socket", "/nonexistent/control.sock", "kill"]);
     assert_eq!(code, 1, "{out}");
 }
 
@@ -672,7 +767,15 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
     admin(&server, &["pause-core"]);
     const N: usize = 20;
     for i in 0..N {
-        order(&mut c, &format!("F{i}"), "BTC-PERP", "1", "1", Some("90"), "1");
+        order(
+            &mut c,
+            &format!("F{i}"),
+            "BTC-PERP",
+            "1",
+            "1",
+            Some("90"),
+            "1",
+        );
     }
     let mut answers = std::collections::HashMap::new();
     let mut busy = 0;
@@ -690,7 +793,12 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
     while answers.len() < N {
         let m = c.expect("8");
         assert_fields(&m, &[(39, "0")]);
-        assert!(answers.insert(m.get(11).unwrap().to_owned(), m.clone()).is_none(), "{m:?}");
+        assert!(
+            answers
+                .insert(m.get(11).unwrap().to_owned(), m.clone())
+                .is_none(),
+            "{m:?}"
+        );
     }
     assert_eq!(busy, N - 3);
     for i in 0..N {
@@ -713,7 +821,10 @@ fn a_session_that_cannot_take_its_reports_is_logged_out_as_a_slow_consumer() {
     let server = Server::start(&config(p, &sessions, "\n[core]\negress_capacity = 4\n"), &p);
     let mut c = connect(p, "FIX.4.4", "TW", None);
     for i in 0..6 {
-        assert_fields(&limit(&mut c, &format!("S{i}"), "1", "1", &format!("9{i}")), &[(39, "0")]);
+        assert_fields(
+            &limit(&mut c, &format!("S{i}"), "1", "1", &format!("9{i}")),
+            &[(39, "0")],
+        );
     }
     // One mass cancel makes 7 reports at once: more than the queue holds.
     c.send("q", &[(11, "MC"), (530, "7"), (60, "20260101-00:00:00")]);
@@ -751,12 +862,21 @@ fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
     let _server = Server::start(&config(p, &sessions, ""), &p);
     let mut a = connect(p, "FIX.4.2", "TW42", None);
     let mut b = connect(p, "FIX.4.4", "TW44", None);
-    assert_fields(&limit(&mut a, "O1", "2", "2", "100"), &[(20, "0"), (150, "0"), (39, "0")]);
+    assert_fields(
+        &limit(&mut a, "O1", "2", "2", "100"),
+        &[(20, "0"), (150, "0"), (39, "0")],
+    );
     limit(&mut b, "P1", "1", "1", "100");
     b.expect("8");
-    assert_fields(&a.expect("8"), &[(20, "0"), (150, "1"), (39, "1"), (32, "1.000")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(20, "0"), (150, "1"), (39, "1"), (32, "1.000")],
+    );
     a.send("H", &[(11, "O1"), (55, "BTC-PERP"), (54, "2")]);
-    assert_fields(&a.expect("8"), &[(20, "3"), (150, "1"), (39, "1"), (151, "1.000")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(20, "3"), (150, "1"), (39, "1"), (151, "1.000")],
+    );
     a.send(
         "G",
         &[
@@ -771,10 +891,16 @@ fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
             (44, "100"),
         ],
     );
-    assert_fields(&a.expect("8"), &[(20, "0"), (150, "5"), (39, "5"), (151, "2.000")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(20, "0"), (150, "5"), (39, "5"), (151, "2.000")],
+    );
     limit(&mut b, "P2", "1", "2", "100");
     b.expect("8");
-    assert_fields(&a.expect("8"), &[(20, "0"), (150, "2"), (39, "2"), (14, "3.000")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(20, "0"), (150, "2"), (39, "2"), (14, "3.000")],
+    );
     // An unknown instrument: OrdRejReason 1 exists in 4.2.
     order(&mut a, "O3", "NOPE-PERP", "1", "1", Some("1"), "1");
     assert_rejected(&a.expect("8"), "O3", "1", "unknown instrument");
