@@ -9,6 +9,7 @@
 pub mod fix_session;
 pub mod store;
 pub mod transport;
+pub mod ws;
 
 pub use fix_session::{
     DisconnectReason, MessageAuthError, ResetPolicy, Session, SessionAuth, SessionConfig,

@@ -1,0 +1,1667 @@
+//! The WebSocket API session as a sans-IO state machine, in the style of the FIX session.
+//!
+//! Feed it text frames ([`WsSession::handle_text`]), the clock ([`WsSession::handle_timeout`]
+//! when [`WsSession::poll_timeout`] is due) and the application's late output
+//! ([`WsSession::handle_app_output`]); take from it the text frames to send
+//! ([`WsSession::poll_transmit`]) and events ([`WsSession::poll_event`]). It never touches a
+//! socket or the system clock.
+//!
+//! # Requests, as the dialect has them
+//!
+//! One JSON object per text frame: `{"id", "method", "params"}`. The `id` (a number, a string
+//! or `null`) is echoed byte for byte; `method` may carry the `v3/` prefix; `params` is an
+//! object, or absent. Answers are `{"id","status":200,"result":…,"rateLimits":[…]}` or
+//! `{"id","status":4xx,"error":{"code","msg"},"rateLimits":[…]}`; `rateLimits` is left out when
+//! the request (or the connection URL) says `returnRateLimits=false`. Input that is not a
+//! request gets an error with `"id":null`; nothing a client sends ends the connection except a
+//! rate-limit ban.
+//!
+//! Processing order of a request: envelope, request weight (429 or 418), parameter names
+//! (-1104), parameter values, authentication (`apiKey`/`signature` or the connection's
+//! `session.logon`, `timestamp` and `recvWindow`, then the signature), then the symbol and its
+//! filters, then the account's order rate limits, then the application.
+//!
+//! # Decisions
+//!
+//! - Malformed JSON, and JSON that is not an object: `-1135 Invalid JSON Request`. A missing or
+//!   malformed `id` or `method`: -1102 naming it. An unknown method: `-1020 This operation is
+//!   not supported.` A member other than `id`, `method`, `params`: -1103. A parameter the
+//!   method does not take: -1104 with the dialect's counts. All with status 400.
+//! - Revocation: when the key a connection logged on with stops being valid, the connection
+//!   gets, unprompted, the dialect's
+//!   `{"id":null,"status":401,"error":{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}}`
+//!   (plus `eventStreamTerminated` if it had a user data stream), and acts for nobody from then
+//!   on. The server's revocation signal and a periodic check make this immediate rather than
+//!   "after the next request" as in the dialect.
+//! - `userDataStream.subscribe` needs a logged-on connection (401 -1002 otherwise); the stream
+//!   ends, with `eventStreamTerminated`, on unsubscribe, logout, another logon and revocation.
+//! - A request the application answers late that gets no answer within `pending_timeout`:
+//!   503 -1007 (execution status unknown), as the dialect's backend timeout.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_fix::UtcTimestamp;
+use serde_json::value::RawValue;
+
+use super::app::{
+    AppOutput, AuthError, Dispatch, Outcome, Principal, RequestCtx, RequestToken, Security,
+    SignedRequest, WsApplication, WsAuth,
+};
+use super::error::{codes, WsError};
+use super::json::{parse_object, write_array, Obj, ObjectError, Scalar};
+use super::params::{is_api_key, is_symbol, Params, SYMBOL_RANGE};
+use super::ratelimit::{RateLimiter, Weigh};
+use super::render;
+use super::signing::{SignaturePayload, Timing};
+use super::symbols::{SymbolInfo, SymbolTable};
+use super::types::{
+    CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions, ExecutionReport,
+    OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus,
+    TimeInForce, WsOrder,
+};
+
+/// Settings of one WebSocket session.
+#[derive(Debug, Clone)]
+pub struct WsSessionConfig {
+    /// How long the application may take to answer a request it answered
+    /// [`Dispatch::Pending`]; then the client gets -1007.
+    pub pending_timeout: Duration,
+    /// Requests waiting for the application at once; more get 429 -1003 "Too many requests
+    /// queued."
+    pub max_pending: usize,
+    /// How often the key a connection logged on with is re-checked (besides the server's
+    /// revocation signal).
+    pub revocation_check_interval: Duration,
+    /// Whether answers carry `rateLimits` unless a request says otherwise (the connection
+    /// URL's `returnRateLimits`).
+    pub return_rate_limits: bool,
+}
+
+impl Default for WsSessionConfig {
+    fn default() -> Self {
+        Self {
+            pending_timeout: Duration::from_secs(10),
+            max_pending: 256,
+            revocation_check_interval: Duration::from_secs(1),
+            return_rate_limits: true,
+        }
+    }
+}
+
+/// Why the session asks for the connection to be closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsDisconnect {
+    /// The peer's address is banned for rate-limit abuse (until Unix ms).
+    Banned {
+        /// End of the ban, Unix ms.
+        until_ms: i64,
+    },
+    /// The application asked ([`AppOutput::Close`]).
+    Application(String),
+}
+
+/// What the session reports to the code driving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    /// `session.logon` succeeded.
+    LoggedOn {
+        /// The key.
+        api_key: String,
+    },
+    /// The connection's authentication ended by `session.logout` or another logon.
+    LoggedOut {
+        /// The key.
+        api_key: String,
+    },
+    /// The key the connection logged on with was revoked; the connection lost its rights.
+    Revoked {
+        /// The key.
+        api_key: String,
+    },
+    /// The user data stream started or stopped.
+    UserDataStream {
+        /// Whether it runs now.
+        active: bool,
+    },
+    /// A request was refused (for counting bad input).
+    Rejected {
+        /// The method, if the request named a known one.
+        method: Option<&'static str>,
+        /// The answer's status.
+        status: u16,
+        /// The dialect's code.
+        code: i32,
+    },
+    /// The application answered a request that had already timed out or does not exist.
+    LateCompletion {
+        /// The request.
+        token: RequestToken,
+    },
+    /// Close the connection after sending what is pending.
+    Disconnect(WsDisconnect),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Methods
+
+/// A method of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `ping`.
+    Ping,
+    /// `time`.
+    Time,
+    /// `exchangeInfo`.
+    ExchangeInfo,
+    /// `session.logon`.
+    SessionLogon,
+    /// `session.status`.
+    SessionStatus,
+    /// `session.logout`.
+    SessionLogout,
+    /// `order.place`.
+    OrderPlace,
+    /// `order.test`.
+    OrderTest,
+    /// `order.status`.
+    OrderStatus,
+    /// `order.cancel`.
+    OrderCancel,
+    /// `order.cancelReplace`.
+    OrderCancelReplace,
+    /// `openOrders.status`.
+    OpenOrdersStatus,
+    /// `openOrders.cancelAll`.
+    OpenOrdersCancelAll,
+    /// `account.status`.
+    AccountStatus,
+    /// `account.rateLimits.orders`.
+    AccountRateLimitsOrders,
+    /// `userDataStream.subscribe`.
+    UserDataStreamSubscribe,
+    /// `userDataStream.unsubscribe`.
+    UserDataStreamUnsubscribe,
+}
+
+const RRL: &str = "returnRateLimits";
+const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
+const ORDER: [&str; 10] = [
+    "symbol",
+    "side",
+    "type",
+    "timeInForce",
+    "price",
+    "quantity",
+    "quoteOrderQty",
+    "newClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+];
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 17] = [
+        Method::Ping,
+        Method::Time,
+        Method::ExchangeInfo,
+        Method::SessionLogon,
+        Method::SessionStatus,
+        Method::SessionLogout,
+        Method::OrderPlace,
+        Method::OrderTest,
+        Method::OrderStatus,
+        Method::OrderCancel,
+        Method::OrderCancelReplace,
+        Method::OpenOrdersStatus,
+        Method::OpenOrdersCancelAll,
+        Method::AccountStatus,
+        Method::AccountRateLimitsOrders,
+        Method::UserDataStreamSubscribe,
+        Method::UserDataStreamUnsubscribe,
+    ];
+
+    /// The method's name, without `v3/`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Ping => "ping",
+            Method::Time => "time",
+            Method::ExchangeInfo => "exchangeInfo",
+            Method::SessionLogon => "session.logon",
+            Method::SessionStatus => "session.status",
+            Method::SessionLogout => "session.logout",
+            Method::OrderPlace => "order.place",
+            Method::OrderTest => "order.test",
+            Method::OrderStatus => "order.status",
+            Method::OrderCancel => "order.cancel",
+            Method::OrderCancelReplace => "order.cancelReplace",
+            Method::OpenOrdersStatus => "openOrders.status",
+            Method::OpenOrdersCancelAll => "openOrders.cancelAll",
+            Method::AccountStatus => "account.status",
+            Method::AccountRateLimitsOrders => "account.rateLimits.orders",
+            Method::UserDataStreamSubscribe => "userDataStream.subscribe",
+            Method::UserDataStreamUnsubscribe => "userDataStream.unsubscribe",
+        }
+    }
+
+    /// The method named `name`, with or without the `v3/` prefix.
+    pub fn parse(name: &str) -> Option<Method> {
+        let name = name.strip_prefix("v3/").unwrap_or(name);
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The dialect's security type.
+    pub const fn security(self) -> Security {
+        match self {
+            Method::Ping
+            | Method::Time
+            | Method::ExchangeInfo
+            | Method::SessionStatus
+            | Method::SessionLogout => Security::None,
+            Method::SessionLogon => Security::Logon,
+            Method::OrderPlace
+            | Method::OrderTest
+            | Method::OrderCancel
+            | Method::OrderCancelReplace
+            | Method::OpenOrdersCancelAll => Security::Trade,
+            Method::OrderStatus
+            | Method::OpenOrdersStatus
+            | Method::AccountStatus
+            | Method::AccountRateLimitsOrders => Security::UserData,
+            Method::UserDataStreamSubscribe | Method::UserDataStreamUnsubscribe => {
+                Security::UserStream
+            }
+        }
+    }
+
+    /// The dialect's request weight.
+    fn weight(self, params: &Params<'_>) -> u32 {
+        match self {
+            Method::Ping | Method::Time => 1,
+            Method::ExchangeInfo | Method::AccountStatus => 20,
+            Method::SessionLogon
+            | Method::SessionStatus
+            | Method::SessionLogout
+            | Method::UserDataStreamSubscribe
+            | Method::UserDataStreamUnsubscribe => 2,
+            Method::OrderPlace
+            | Method::OrderTest
+            | Method::OrderCancel
+            | Method::OrderCancelReplace
+            | Method::OpenOrdersCancelAll => 1,
+            Method::OrderStatus => 4,
+            Method::OpenOrdersStatus if params.has("symbol") => 6,
+            Method::OpenOrdersStatus => 80,
+            Method::AccountRateLimitsOrders => 40,
+        }
+    }
+
+    /// The parameters the method reads.
+    fn accepts(self, name: &str) -> bool {
+        let own: &[&str] = match self {
+            Method::Ping
+            | Method::Time
+            | Method::SessionStatus
+            | Method::SessionLogout
+            | Method::UserDataStreamSubscribe
+            | Method::UserDataStreamUnsubscribe => return name == RRL,
+            Method::ExchangeInfo => {
+                return matches!(name, "symbol" | "symbols" | "symbolStatus" | RRL)
+            }
+            Method::SessionLogon | Method::AccountRateLimitsOrders => &[],
+            Method::OrderPlace => &ORDER,
+            Method::OrderTest => {
+                if name == "computeCommissionRates" {
+                    return true;
+                }
+                &ORDER
+            }
+            Method::OrderStatus => &["symbol", "orderId", "origClientOrderId"],
+            Method::OrderCancel => &[
+                "symbol",
+                "orderId",
+                "origClientOrderId",
+                "newClientOrderId",
+                "cancelRestrictions",
+            ],
+            Method::OrderCancelReplace => {
+                if matches!(
+                    name,
+                    "cancelReplaceMode"
+                        | "cancelOrderId"
+                        | "cancelOrigClientOrderId"
+                        | "cancelNewClientOrderId"
+                        | "cancelRestrictions"
+                        | "orderRateLimitExceededMode"
+                ) {
+                    return true;
+                }
+                &ORDER
+            }
+            Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
+            Method::AccountStatus => &["omitZeroBalances"],
+        };
+        own.contains(&name) || AUTH.contains(&name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+/// Who the connection acts for after `session.logon`.
+#[derive(Debug, Clone)]
+struct Logon {
+    principal: Arc<Principal>,
+    since_ms: i64,
+}
+
+/// A request waiting for the application.
+#[derive(Debug)]
+struct Pending {
+    id: Box<str>,
+    method: Method,
+    rate_limits: bool,
+    resp_type: RespType,
+    orders_account: Option<String>,
+}
+
+/// How to answer one request.
+struct Reply<'a> {
+    id: &'a str,
+    method: Option<Method>,
+    rate_limits: bool,
+    /// Show the `ORDERS` windows of this account.
+    orders_account: Option<String>,
+}
+
+/// What a method handler produced.
+enum Answer {
+    /// `result`, as JSON text.
+    Done(Result<String, WsError>),
+    /// The application answers later.
+    Pending(RequestToken, RespType),
+}
+
+/// One WebSocket API connection's protocol state.
+pub struct WsSession {
+    config: WsSessionConfig,
+    peer: IpAddr,
+    connected_at_ms: i64,
+    auth: Arc<dyn WsAuth>,
+    limiter: Arc<RateLimiter>,
+    logon: Option<Logon>,
+    user_data_stream: bool,
+    next_token: u64,
+    pending: HashMap<u64, Pending>,
+    /// Deadlines of pending requests, in the order they were made (so in deadline order).
+    deadlines: VecDeque<(i64, u64)>,
+    next_revocation_check: Option<i64>,
+    outbox: VecDeque<String>,
+    outbox_bytes: usize,
+    events: VecDeque<WsEvent>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for WsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsSession")
+            .field("peer", &self.peer)
+            .field("logon", &self.logon.as_ref().map(|l| &l.principal.api_key))
+            .field("user_data_stream", &self.user_data_stream)
+            .field("pending", &self.pending.len())
+            .field("outbox_bytes", &self.outbox_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(t: UtcTimestamp) -> i64 {
+    t.nanos().div_euclid(1_000_000)
+}
+
+fn us(t: UtcTimestamp) -> i64 {
+    t.nanos().div_euclid(1_000)
+}
+
+const REVOKED_FRAME: &str = r#"{"id":null,"status":401,"error":{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}}"#;
+
+impl WsSession {
+    /// A session for a connection from `peer` that opened at `now`, authenticating with
+    /// `auth` and sharing its listener's `limiter`.
+    pub fn new(
+        config: WsSessionConfig,
+        peer: IpAddr,
+        now: UtcTimestamp,
+        auth: Arc<dyn WsAuth>,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
+        Self {
+            config,
+            peer,
+            connected_at_ms: ms(now),
+            auth,
+            limiter,
+            logon: None,
+            user_data_stream: false,
+            next_token: 1,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            next_revocation_check: None,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            events: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    /// The API key the connection is logged on with, if any.
+    pub fn logged_on_key(&self) -> Option<&str> {
+        self.logon.as_ref().map(|l| l.principal.api_key.as_str())
+    }
+
+    /// True while the user data stream runs.
+    pub fn user_data_stream_active(&self) -> bool {
+        self.user_data_stream
+    }
+
+    /// Requests waiting for the application.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next text frame to send.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        let frame = self.outbox.pop_front()?;
+        self.outbox_bytes -= frame.len();
+        Some(frame)
+    }
+
+    /// Bytes of frames waiting to be sent (a client that does not read is disconnected by
+    /// the transport when this grows too large).
+    pub fn outbound_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<WsEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`WsSession::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<UtcTimestamp> {
+        let pending = self.deadlines.front().map(|&(t, _)| t);
+        let check = self.logon.as_ref().and(self.next_revocation_check);
+        [pending, check]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(UtcTimestamp::from_nanos)
+    }
+
+    fn push(&mut self, frame: String) {
+        self.outbox_bytes += frame.len();
+        self.outbox.push_back(frame);
+    }
+
+    fn now_check_due(&self, now: UtcTimestamp) -> i64 {
+        now.nanos()
+            .saturating_add(self.config.revocation_check_interval.as_nanos() as i64)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Input
+
+    /// Handles one text frame.
+    pub fn handle_text(&mut self, now: UtcTimestamp, text: &str, app: &mut dyn WsApplication) {
+        if self.closed {
+            return;
+        }
+        let now_ms = ms(now);
+        let envelope = Envelope::parse(text);
+        let id = envelope.id.unwrap_or("null");
+        let (method, weight) = match &envelope.request {
+            Ok((m, p)) => (Some(*m), m.weight(p)),
+            Err(_) => (None, 1),
+        };
+        let rate_limits = envelope
+            .request
+            .as_ref()
+            .ok()
+            .and_then(|(_, p)| p.opt_bool(RRL).ok().flatten())
+            .unwrap_or(self.config.return_rate_limits);
+        let mut reply = Reply {
+            id,
+            method,
+            rate_limits,
+            orders_account: None,
+        };
+        match self.limiter.weigh(self.peer, weight, now_ms) {
+            Weigh::Ok(_) => {}
+            Weigh::Limited { retry_after_ms, .. } => {
+                let limit = self.limiter.config().request_weight_per_minute;
+                let e = WsError::new(
+                    429,
+                    codes::TOO_MANY_REQUESTS,
+                    format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."),
+                )
+                .with_retry_after(now_ms, retry_after_ms);
+                self.respond(now_ms, &reply, Err(e));
+                return;
+            }
+            Weigh::Banned { until_ms } => {
+                let e = WsError::new(
+                    418,
+                    codes::TOO_MANY_REQUESTS,
+                    format!("Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."),
+                )
+                .with_retry_after(now_ms, until_ms);
+                self.respond(now_ms, &reply, Err(e));
+                self.closed = true;
+                self.events
+                    .push_back(WsEvent::Disconnect(WsDisconnect::Banned { until_ms }));
+                return;
+            }
+        }
+        let (method, params) = match envelope.request {
+            Ok(r) => r,
+            Err(e) => {
+                self.respond(now_ms, &reply, Err(e));
+                return;
+            }
+        };
+        // A key that stopped being valid loses its rights before anything else is done.
+        self.check_revocation(now, app);
+        let answer = self.dispatch(now, method, &params, &mut reply, app);
+        match answer {
+            Answer::Done(result) => self.respond(now_ms, &reply, result),
+            Answer::Pending(token, resp_type) => {
+                let deadline = now
+                    .nanos()
+                    .saturating_add(self.config.pending_timeout.as_nanos() as i64);
+                self.pending.insert(
+                    token.0,
+                    Pending {
+                        id: reply.id.into(),
+                        method,
+                        rate_limits: reply.rate_limits,
+                        resp_type,
+                        orders_account: reply.orders_account.take(),
+                    },
+                );
+                self.deadlines.push_back((deadline, token.0));
+            }
+        }
+    }
+
+    /// Handles a binary frame: the API speaks JSON in text frames only.
+    pub fn handle_binary(&mut self, now: UtcTimestamp) {
+        if self.closed {
+            return;
+        }
+        let now_ms = ms(now);
+        let reply = Reply {
+            id: "null",
+            method: None,
+            rate_limits: self.config.return_rate_limits,
+            orders_account: None,
+        };
+        if let Weigh::Ok(_) = self.limiter.weigh(self.peer, 1, now_ms) {
+            let e = WsError::bad_request(
+                codes::INVALID_JSON,
+                "Invalid JSON Request: requests are JSON in text frames.",
+            );
+            self.respond(now_ms, &reply, Err(e));
+        }
+    }
+
+    /// Handles the passage of time: requests the application did not answer in time get
+    /// -1007, and the logged-on key is re-checked when its check is due.
+    pub fn handle_timeout(&mut self, now: UtcTimestamp, app: &mut dyn WsApplication) {
+        let now_ns = now.nanos();
+        while let Some(&(deadline, token)) = self.deadlines.front() {
+            if deadline > now_ns {
+                break;
+            }
+            self.deadlines.pop_front();
+            if let Some(p) = self.pending.remove(&token) {
+                let reply = Reply {
+                    id: &p.id,
+                    method: Some(p.method),
+                    rate_limits: p.rate_limits,
+                    orders_account: p.orders_account.clone(),
+                };
+                self.respond(ms(now), &reply, Err(WsError::timeout()));
+            }
+        }
+        if self
+            .next_revocation_check
+            .is_some_and(|t| t <= now_ns && self.logon.is_some())
+        {
+            self.check_revocation(now, app);
+        }
+    }
+
+    /// Re-checks the logged-on key now (the server's revocation signal calls this). A revoked
+    /// key loses the connection's rights at once (see the module doc).
+    pub fn check_revocation(&mut self, now: UtcTimestamp, app: &mut dyn WsApplication) {
+        let Some(logon) = &self.logon else {
+            return;
+        };
+        if !self.auth.revoked(&logon.principal, now) {
+            self.next_revocation_check = Some(self.now_check_due(now));
+            return;
+        }
+        let logon = self.logon.take().expect("checked above");
+        self.next_revocation_check = None;
+        self.push(REVOKED_FRAME.to_owned());
+        if self.user_data_stream {
+            self.end_user_data_stream(now, app);
+        }
+        self.auth.session_closed(&logon.principal);
+        self.events.push_back(WsEvent::Revoked {
+            api_key: logon.principal.api_key.clone(),
+        });
+    }
+
+    /// Applies one item of the application's output.
+    pub fn handle_app_output(&mut self, now: UtcTimestamp, output: AppOutput) {
+        match output {
+            AppOutput::Complete { token, result } => self.complete(token, now, result),
+            AppOutput::ExecutionReport(r) => self.push_execution_report(now, &r),
+            AppOutput::Close(reason) => {
+                self.closed = true;
+                self.events
+                    .push_back(WsEvent::Disconnect(WsDisconnect::Application(reason)));
+            }
+        }
+    }
+
+    /// Answers a request the application answered [`Dispatch::Pending`]. An unknown or
+    /// timed-out token is reported as [`WsEvent::LateCompletion`] and otherwise ignored.
+    pub fn complete(
+        &mut self,
+        token: RequestToken,
+        now: UtcTimestamp,
+        result: Result<Outcome, WsError>,
+    ) {
+        let Some(p) = self.pending.remove(&token.0) else {
+            self.events.push_back(WsEvent::LateCompletion { token });
+            return;
+        };
+        // Its deadline stays queued and is skipped when it comes due.
+        let body = result.and_then(|o| render_outcome(p.method, p.resp_type, o));
+        let reply = Reply {
+            id: &p.id,
+            method: Some(p.method),
+            rate_limits: p.rate_limits,
+            orders_account: p.orders_account.clone(),
+        };
+        self.respond(ms(now), &reply, body);
+    }
+
+    /// Sends an order event on the user data stream, if it runs.
+    pub fn push_execution_report(&mut self, _now: UtcTimestamp, report: &ExecutionReport) {
+        if !self.user_data_stream || self.closed {
+            return;
+        }
+        let mut out = String::with_capacity(640);
+        render::execution_report(&mut out, report);
+        self.push(out);
+    }
+
+    /// Tells the client the server is about to shut down (`serverShutdown`).
+    pub fn server_shutdown(&mut self, now: UtcTimestamp) {
+        let mut out = String::with_capacity(64);
+        render::simple_event(&mut out, "serverShutdown", ms(now));
+        self.push(out);
+    }
+
+    /// The connection ended: the application and the authenticator are told.
+    pub fn on_disconnect(&mut self, app: &mut dyn WsApplication) {
+        self.closed = true;
+        if let Some(logon) = self.logon.take() {
+            self.auth.session_closed(&logon.principal);
+        }
+        app.on_close();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Output
+
+    fn respond(&mut self, now_ms: i64, reply: &Reply<'_>, result: Result<String, WsError>) {
+        let mut out =
+            String::with_capacity(96 + reply.id.len() + result.as_ref().map_or(64, String::len));
+        out.push_str("{\"id\":");
+        out.push_str(reply.id);
+        match &result {
+            Ok(body) => {
+                out.push_str(",\"status\":200,\"result\":");
+                out.push_str(body);
+            }
+            Err(e) => {
+                let _ = write!(out, ",\"status\":{},\"error\":", e.status());
+                render::error(&mut out, e);
+                self.events.push_back(WsEvent::Rejected {
+                    method: reply.method.map(Method::name),
+                    status: e.status(),
+                    code: e.code(),
+                });
+            }
+        }
+        if reply.rate_limits {
+            out.push_str(",\"rateLimits\":");
+            self.write_rate_limits(&mut out, now_ms, reply.orders_account.as_deref());
+        }
+        out.push('}');
+        self.push(out);
+    }
+
+    fn write_rate_limits(&self, out: &mut String, now_ms: i64, orders_account: Option<&str>) {
+        let cfg = self.limiter.config();
+        out.push('[');
+        if let Some(account) = orders_account {
+            let (ten_s, day) = self.limiter.order_counts(account, now_ms);
+            rate_limit(out, "ORDERS", "SECOND", 10, cfg.orders_per_10s, Some(ten_s));
+            out.push(',');
+            rate_limit(out, "ORDERS", "DAY", 1, cfg.orders_per_day, Some(day));
+            out.push(',');
+        }
+        let weight = self.limiter.weight_count(self.peer, now_ms);
+        rate_limit(
+            out,
+            "REQUEST_WEIGHT",
+            "MINUTE",
+            1,
+            cfg.request_weight_per_minute,
+            Some(weight),
+        );
+        out.push(']');
+    }
+
+    fn status_json(&self, now_ms: i64) -> String {
+        let mut out = String::with_capacity(200);
+        let mut o = Obj::open(&mut out);
+        match &self.logon {
+            Some(l) => {
+                o.str("apiKey", &l.principal.api_key)
+                    .int("authorizedSince", l.since_ms);
+            }
+            None => {
+                o.raw("apiKey", "null").raw("authorizedSince", "null");
+            }
+        }
+        o.int("connectedSince", self.connected_at_ms)
+            .bool("returnRateLimits", self.config.return_rate_limits)
+            .int("serverTime", now_ms)
+            .bool("userDataStream", self.user_data_stream)
+            .close();
+        out
+    }
+
+    fn end_user_data_stream(&mut self, now: UtcTimestamp, app: &mut dyn WsApplication) {
+        self.user_data_stream = false;
+        let mut out = String::with_capacity(64);
+        render::simple_event(&mut out, "eventStreamTerminated", ms(now));
+        self.push(out);
+        // Stopping cannot meaningfully fail; the session drops reports from now on anyway.
+        let _ = app.user_data_stream(None);
+        self.events
+            .push_back(WsEvent::UserDataStream { active: false });
+    }
+
+    fn token(&mut self) -> RequestToken {
+        let t = RequestToken(self.next_token);
+        self.next_token += 1;
+        t
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Methods
+
+    fn dispatch(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+        reply: &mut Reply<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Answer {
+        let now_ms = ms(now);
+        let read = params.iter().filter(|p| method.accepts(&p.name)).count();
+        if read != params.len() {
+            return Answer::Done(Err(WsError::unread(read, params.len())));
+        }
+        if let Err(e) = params.opt_bool(RRL) {
+            return Answer::Done(Err(e));
+        }
+        let done = |r: Result<String, WsError>| Answer::Done(r);
+        match method {
+            Method::Ping => done(Ok("{}".to_owned())),
+            Method::Time => done(Ok(format!("{{\"serverTime\":{now_ms}}}"))),
+            Method::ExchangeInfo => done(self.exchange_info(now_ms, params, app)),
+            Method::SessionLogon => done(self.session_logon(now, params, app)),
+            Method::SessionStatus => done(Ok(self.status_json(now_ms))),
+            Method::SessionLogout => {
+                if let Some(logon) = self.logon.take() {
+                    if self.user_data_stream {
+                        self.end_user_data_stream(now, app);
+                    }
+                    self.auth.session_closed(&logon.principal);
+                    self.events.push_back(WsEvent::LoggedOut {
+                        api_key: logon.principal.api_key.clone(),
+                    });
+                }
+                done(Ok(self.status_json(now_ms)))
+            }
+            Method::UserDataStreamSubscribe => {
+                let Some(logon) = self.logon.clone() else {
+                    return done(Err(WsError::new(
+                        401,
+                        codes::UNAUTHORIZED,
+                        "You are not authorized to execute this request.",
+                    )));
+                };
+                if !self.user_data_stream {
+                    if let Err(e) = app.user_data_stream(Some(&logon.principal)) {
+                        return done(Err(e));
+                    }
+                    self.user_data_stream = true;
+                    self.events
+                        .push_back(WsEvent::UserDataStream { active: true });
+                }
+                done(Ok("{}".to_owned()))
+            }
+            Method::UserDataStreamUnsubscribe => {
+                if self.user_data_stream {
+                    self.end_user_data_stream(now, app);
+                }
+                done(Ok("{}".to_owned()))
+            }
+            Method::AccountRateLimitsOrders => {
+                let principal = match self.authorize(now, method, params) {
+                    Ok(p) => p,
+                    Err(e) => return done(Err(e)),
+                };
+                let (ten_s, day) = self.limiter.order_counts(&principal.account, now_ms);
+                let cfg = self.limiter.config();
+                let mut out = String::with_capacity(200);
+                out.push('[');
+                rate_limit(
+                    &mut out,
+                    "ORDERS",
+                    "SECOND",
+                    10,
+                    cfg.orders_per_10s,
+                    Some(ten_s),
+                );
+                out.push(',');
+                rate_limit(&mut out, "ORDERS", "DAY", 1, cfg.orders_per_day, Some(day));
+                out.push(']');
+                done(Ok(out))
+            }
+            Method::OrderPlace | Method::OrderTest => self
+                .order_place(now, method, params, reply, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderCancelReplace => self
+                .order_cancel_replace(now, params, reply, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderStatus
+            | Method::OrderCancel
+            | Method::OpenOrdersStatus
+            | Method::OpenOrdersCancelAll
+            | Method::AccountStatus => self
+                .order_query(now, method, params, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
+        }
+    }
+
+    /// Resolves who a signed request acts for: its own `apiKey` and `signature`, or the
+    /// connection's logon; `timestamp`/`recvWindow` checked either way.
+    fn authorize(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+    ) -> Result<Arc<Principal>, WsError> {
+        let security = method.security();
+        let principal = if params.has("apiKey") {
+            let api_key = params.req_str("apiKey")?;
+            if !is_api_key(api_key) {
+                return Err(WsError::new(
+                    401,
+                    codes::BAD_API_KEY_FMT,
+                    "API-key format invalid.",
+                ));
+            }
+            let signature = params.req_str("signature")?;
+            Timing::read(params)?.check(us(now))?;
+            let payload = SignaturePayload::build(params);
+            let req = SignedRequest {
+                api_key,
+                signature,
+                payload: &payload,
+                security,
+                method: method.name(),
+                peer: self.peer,
+                now,
+            };
+            Arc::new(self.auth.verify_request(&req).map_err(auth_error)?)
+        } else {
+            let Some(logon) = &self.logon else {
+                return Err(WsError::mandatory("apiKey"));
+            };
+            if params.has("signature") {
+                return Err(WsError::not_required("signature"));
+            }
+            let principal = logon.principal.clone();
+            Timing::read(params)?.check(us(now))?;
+            principal
+        };
+        let allowed = match security {
+            Security::Trade => principal.can_trade,
+            Security::UserData => principal.can_read,
+            _ => true,
+        };
+        if !allowed {
+            return Err(WsError::rejected_key());
+        }
+        Ok(principal)
+    }
+
+    fn session_logon(
+        &mut self,
+        now: UtcTimestamp,
+        params: &Params<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<String, WsError> {
+        let api_key = params.req_str("apiKey")?;
+        if !is_api_key(api_key) {
+            return Err(WsError::new(
+                401,
+                codes::BAD_API_KEY_FMT,
+                "API-key format invalid.",
+            ));
+        }
+        let signature = params.req_str("signature")?;
+        Timing::read(params)?.check(us(now))?;
+        let payload = SignaturePayload::build(params);
+        let req = SignedRequest {
+            api_key,
+            signature,
+            payload: &payload,
+            security: Security::Logon,
+            method: Method::SessionLogon.name(),
+            peer: self.peer,
+            now,
+        };
+        // A refused logon leaves the connection as it was.
+        let principal = Arc::new(self.auth.session_logon(&req).map_err(auth_error)?);
+        if let Some(old) = self.logon.take() {
+            if self.user_data_stream && old.principal.account != principal.account {
+                self.end_user_data_stream(now, app);
+            }
+            self.auth.session_closed(&old.principal);
+            self.events.push_back(WsEvent::LoggedOut {
+                api_key: old.principal.api_key.clone(),
+            });
+        }
+        self.events.push_back(WsEvent::LoggedOn {
+            api_key: principal.api_key.clone(),
+        });
+        self.logon = Some(Logon {
+            principal,
+            since_ms: ms(now),
+        });
+        self.next_revocation_check = Some(self.now_check_due(now));
+        Ok(self.status_json(ms(now)))
+    }
+
+    fn exchange_info(
+        &mut self,
+        now_ms: i64,
+        params: &Params<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<String, WsError> {
+        let symbol = params.opt_str("symbol")?;
+        let symbols = read_symbol_list(params)?;
+        let status = params.opt_enum("symbolStatus", SymbolStatus::parse, || {
+            WsError::bad_request(codes::INVALID_SYMBOL_STATUS, "Invalid symbolStatus.")
+        })?;
+        if (symbol.is_some() && symbols.is_some())
+            || (status.is_some() && (symbol.is_some() || symbols.is_some()))
+        {
+            return Err(WsError::bad_combo());
+        }
+        let table = app.symbols();
+        let mut chosen: Vec<&SymbolInfo> = Vec::new();
+        if let Some(s) = symbol {
+            if !is_symbol(s) {
+                return Err(WsError::illegal_chars("symbol", SYMBOL_RANGE));
+            }
+            chosen.push(table.get(s).ok_or_else(WsError::invalid_symbol)?);
+        } else if let Some(list) = &symbols {
+            for s in list {
+                chosen.push(table.get(s).ok_or_else(WsError::invalid_symbol)?);
+            }
+        } else {
+            chosen.extend(
+                table
+                    .iter()
+                    .filter(|s| status.is_none_or(|st| s.status == st)),
+            );
+        }
+        let cfg = self.limiter.config();
+        let mut out = String::with_capacity(256 + 900 * chosen.len());
+        Obj::open(&mut out)
+            .str("timezone", "UTC")
+            .int("serverTime", now_ms)
+            .with("rateLimits", |out| {
+                out.push('[');
+                rate_limit(
+                    out,
+                    "REQUEST_WEIGHT",
+                    "MINUTE",
+                    1,
+                    cfg.request_weight_per_minute,
+                    None,
+                );
+                out.push(',');
+                rate_limit(out, "ORDERS", "SECOND", 10, cfg.orders_per_10s, None);
+                out.push(',');
+                rate_limit(out, "ORDERS", "DAY", 1, cfg.orders_per_day, None);
+                out.push(',');
+                rate_limit(
+                    out,
+                    "CONNECTIONS",
+                    "MINUTE",
+                    5,
+                    cfg.connections_per_5min,
+                    None,
+                );
+                out.push(']');
+            })
+            .raw("exchangeFilters", "[]")
+            .with("symbols", |out| {
+                write_array(out, &chosen, |out, s| render::symbol(out, s))
+            })
+            .close();
+        Ok(out)
+    }
+
+    fn order_place(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+        reply: &mut Reply<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        let order = read_order(params)?;
+        let compute_commission = if method == Method::OrderTest {
+            params.opt_bool("computeCommissionRates")?.unwrap_or(false)
+        } else {
+            false
+        };
+        let principal = self.authorize(now, method, params)?;
+        let table = app.symbols();
+        check_order(&table, &order)?;
+        if method == Method::OrderTest {
+            if compute_commission {
+                return Err(WsError::unsupported());
+            }
+            let ctx = RequestCtx {
+                token: self.token(),
+                principal: &principal,
+                now,
+            };
+            app.order_test(&ctx, &order)?;
+            return Ok(Answer::Done(Ok("{}".to_owned())));
+        }
+        self.count_order(&principal, ms(now), reply)?;
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        Ok(match app.order_place(&ctx, &order) {
+            Dispatch::Ready(r) => Answer::Done(
+                r.map(Outcome::from)
+                    .and_then(|o| render_outcome(method, order.resp_type, o)),
+            ),
+            Dispatch::Pending => Answer::Pending(ctx.token, order.resp_type),
+        })
+    }
+
+    /// Counts a new order in the account's `ORDERS` windows (429 -1015 over a limit), and
+    /// shows those windows in the answer.
+    fn count_order(
+        &mut self,
+        principal: &Principal,
+        now_ms: i64,
+        reply: &mut Reply<'_>,
+    ) -> Result<(), WsError> {
+        reply.orders_account = Some(principal.account.clone());
+        self.limiter.order(&principal.account, now_ms).map_err(|l| {
+            WsError::too_many_orders(l.limit, l.interval).with_retry_after(now_ms, l.retry_after_ms)
+        })
+    }
+
+    fn order_cancel_replace(
+        &mut self,
+        now: UtcTimestamp,
+        params: &Params<'_>,
+        reply: &mut Reply<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        let method = Method::OrderCancelReplace;
+        let mode = params.req_enum("cancelReplaceMode", CancelReplaceMode::parse, || {
+            WsError::invalid_value("cancelReplaceMode")
+        })?;
+        let order = read_order(params)?;
+        let target = read_order_ref(
+            params,
+            &order.symbol,
+            "cancelOrderId",
+            "cancelOrigClientOrderId",
+        )?;
+        let new_client_order_id = params.opt_client_id("cancelNewClientOrderId", || {
+            WsError::empty("cancelNewClientOrderId")
+        })?;
+        let restrictions = read_restrictions(params)?;
+        let rate_limit_exceeded_mode = params
+            .opt_enum(
+                "orderRateLimitExceededMode",
+                RateLimitExceededMode::parse,
+                || WsError::invalid_value("orderRateLimitExceededMode"),
+            )?
+            .unwrap_or(RateLimitExceededMode::DoNothing);
+        let principal = self.authorize(now, method, params)?;
+        let table = app.symbols();
+        check_order(&table, &order)?;
+        if table
+            .get(&order.symbol)
+            .is_some_and(|s| !s.cancel_replace_allowed)
+        {
+            return Err(WsError::order_rejected(
+                "Order cancel-replace is not supported for this symbol.",
+            ));
+        }
+        self.count_order(&principal, ms(now), reply)?;
+        let request = CancelReplaceRequest {
+            mode,
+            cancel: CancelRequest {
+                target,
+                new_client_order_id,
+                restrictions,
+            },
+            order,
+            rate_limit_exceeded_mode,
+        };
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        let resp_type = request.order.resp_type;
+        Ok(match app.order_cancel_replace(&ctx, &request) {
+            Dispatch::Ready(r) => Answer::Done(
+                r.map(Outcome::from)
+                    .and_then(|o| render_outcome(method, resp_type, o)),
+            ),
+            Dispatch::Pending => Answer::Pending(ctx.token, resp_type),
+        })
+    }
+
+    fn order_query(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        // Read and validate everything before authenticating, as for orders.
+        enum Query {
+            Status(OrderRef),
+            Cancel(CancelRequest),
+            Open(Option<String>),
+            CancelAll(String),
+            Account(bool),
+        }
+        let query = match method {
+            Method::OrderStatus => {
+                let symbol = read_symbol(params)?;
+                Query::Status(read_order_ref(
+                    params,
+                    symbol,
+                    "orderId",
+                    "origClientOrderId",
+                )?)
+            }
+            Method::OrderCancel => {
+                let symbol = read_symbol(params)?;
+                let target = read_order_ref(params, symbol, "orderId", "origClientOrderId")?;
+                let new_client_order_id = params.opt_client_id("newClientOrderId", || {
+                    WsError::bad_request(
+                        codes::EMPTY_NEW_CL_ORD_ID,
+                        "New client order ID was empty.",
+                    )
+                })?;
+                Query::Cancel(CancelRequest {
+                    target,
+                    new_client_order_id,
+                    restrictions: read_restrictions(params)?,
+                })
+            }
+            Method::OpenOrdersStatus => {
+                let symbol = match params.opt_str("symbol")? {
+                    Some(s) if !is_symbol(s) => {
+                        return Err(WsError::illegal_chars("symbol", SYMBOL_RANGE))
+                    }
+                    s => s.map(str::to_owned),
+                };
+                Query::Open(symbol)
+            }
+            Method::OpenOrdersCancelAll => Query::CancelAll(read_symbol(params)?.to_owned()),
+            _ => Query::Account(params.opt_bool("omitZeroBalances")?.unwrap_or(false)),
+        };
+        let principal = self.authorize(now, method, params)?;
+        let symbol = match &query {
+            Query::Status(r) => Some(&r.symbol),
+            Query::Cancel(c) => Some(&c.target.symbol),
+            Query::Open(s) => s.as_ref(),
+            Query::CancelAll(s) => Some(s),
+            Query::Account(_) => None,
+        };
+        if let Some(s) = symbol {
+            if app.symbols().get(s).is_none() {
+                return Err(WsError::invalid_symbol());
+            }
+        }
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        fn answer<T: Into<Outcome>>(method: Method, d: Dispatch<T>, token: RequestToken) -> Answer {
+            match d {
+                Dispatch::Ready(r) => Answer::Done(
+                    r.map(Into::into)
+                        .and_then(|o| render_outcome(method, RespType::Full, o)),
+                ),
+                Dispatch::Pending => Answer::Pending(token, RespType::Full),
+            }
+        }
+        Ok(match &query {
+            Query::Status(r) => answer(method, app.order_status(&ctx, r), ctx.token),
+            Query::Cancel(c) => answer(method, app.order_cancel(&ctx, c), ctx.token),
+            Query::Open(s) => answer(
+                method,
+                app.open_orders_status(&ctx, s.as_deref()),
+                ctx.token,
+            ),
+            Query::CancelAll(s) => answer(method, app.open_orders_cancel_all(&ctx, s), ctx.token),
+            Query::Account(omit) => answer(method, app.account_status(&ctx, *omit), ctx.token),
+        })
+    }
+}
+
+fn auth_error(e: AuthError) -> WsError {
+    match e {
+        AuthError::InvalidSignature => WsError::invalid_signature(),
+        AuthError::Rejected => WsError::rejected_key(),
+        AuthError::Locked { retry_after_ms } => {
+            let e = WsError::new(
+                429,
+                codes::TOO_MANY_REQUESTS,
+                "Too many failed authentication attempts; retry later.",
+            );
+            match retry_after_ms {
+                // serverTime is not known here; the retry time is what matters to the client.
+                Some(t) => e.with_retry_after(t, t),
+                None => e,
+            }
+        }
+    }
+}
+
+/// One entry of a `rateLimits` array; `count` is left out where the dialect has none
+/// (`exchangeInfo`).
+fn rate_limit(
+    out: &mut String,
+    kind: &str,
+    interval: &str,
+    num: u32,
+    limit: u32,
+    count: Option<u32>,
+) {
+    let mut o = Obj::open(out);
+    o.str("rateLimitType", kind)
+        .str("interval", interval)
+        .int("intervalNum", num)
+        .int("limit", limit);
+    if let Some(c) = count {
+        o.int("count", c);
+    }
+    o.close();
+}
+
+/// The `result` JSON of a completed request, checking the outcome is the method's.
+fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<String, WsError> {
+    let mut out = String::with_capacity(512);
+    match (method, outcome) {
+        (Method::OrderPlace, Outcome::Placed(r)) => render::order_result(&mut out, &r, resp),
+        (Method::OrderStatus, Outcome::Order(r)) => render::order_info(&mut out, &r),
+        (Method::OrderCancel, Outcome::Canceled(r)) => render::cancel_result(&mut out, &r),
+        (Method::OrderCancelReplace, Outcome::CancelReplaced(r)) => {
+            return render::cancel_replace(&r, resp)
+        }
+        (Method::OpenOrdersStatus, Outcome::OpenOrders(v)) => {
+            write_array(&mut out, &v, render::order_info)
+        }
+        (Method::OpenOrdersCancelAll, Outcome::CanceledAll(v)) => {
+            write_array(&mut out, &v, render::cancel_result)
+        }
+        (Method::AccountStatus, Outcome::Account(a)) => render::account(&mut out, &a),
+        // The application answered with another method's outcome: a server bug, reported
+        // as such rather than sent.
+        _ => return Err(WsError::unknown()),
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelope
+
+/// A frame split into the request's parts.
+struct Envelope<'a> {
+    /// The raw `id`, if one could be read.
+    id: Option<&'a str>,
+    request: Result<(Method, Params<'a>), WsError>,
+}
+
+impl<'a> Envelope<'a> {
+    fn parse(text: &'a str) -> Self {
+        let invalid_json = || WsError::bad_request(codes::INVALID_JSON, "Invalid JSON Request");
+        let members = match parse_object(text) {
+            Ok(o) => o.0,
+            Err(ObjectError::Syntax | ObjectError::NotObject) => {
+                return Envelope {
+                    id: None,
+                    request: Err(invalid_json()),
+                }
+            }
+        };
+        let (mut id, mut method, mut params): (
+            Option<&'a RawValue>,
+            Option<&'a RawValue>,
+            Option<&'a RawValue>,
+        ) = (None, None, None);
+        let mut error = None;
+        for m in members {
+            let slot = match &*m.name {
+                "id" => &mut id,
+                "method" => &mut method,
+                "params" => &mut params,
+                _ => {
+                    error.get_or_insert_with(|| {
+                        WsError::bad_request(codes::UNKNOWN_PARAM, "An unknown parameter was sent.")
+                    });
+                    continue;
+                }
+            };
+            if slot.replace(m.value).is_some() {
+                error.get_or_insert_with(invalid_json);
+            }
+        }
+        // The id is echoed only if it is what the dialect allows: an integer, a string or
+        // null, of reasonable length; anything else is answered with a null id.
+        let id_text = id.and_then(|raw| {
+            let ok = raw.get().len() <= 256
+                && match Scalar::of(raw) {
+                    Scalar::Null | Scalar::Str(_) => true,
+                    Scalar::Num(n) => {
+                        let digits = n.strip_prefix('-').unwrap_or(n);
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    _ => false,
+                };
+            ok.then(|| raw.get())
+        });
+        let fail = |e: WsError| Envelope {
+            id: id_text,
+            request: Err(e),
+        };
+        if id_text.is_none() {
+            return Envelope {
+                id: None,
+                request: Err(error.unwrap_or_else(|| WsError::mandatory("id"))),
+            };
+        }
+        if let Some(e) = error {
+            return fail(e);
+        }
+        let method = match method.map(Scalar::of) {
+            Some(Scalar::Str(name)) if !name.is_empty() => match Method::parse(&name) {
+                Some(m) => m,
+                None => return fail(WsError::unsupported()),
+            },
+            _ => return fail(WsError::mandatory("method")),
+        };
+        let params = match params.map(|p| (p, Scalar::of(p))) {
+            None | Some((_, Scalar::Null)) => Params::default(),
+            Some((p, Scalar::Composite(t))) if t.starts_with('{') => {
+                match parse_object(p.get())
+                    .map_err(|_| invalid_json())
+                    .and_then(|o| Params::from_members(o.0))
+                {
+                    Ok(p) => p,
+                    Err(e) => return fail(e),
+                }
+            }
+            Some(_) => {
+                return fail(WsError::bad_request(
+                    codes::INVALID_JSON,
+                    "JSON sent for parameter 'params' is not valid",
+                ))
+            }
+        };
+        Envelope {
+            id: id_text,
+            request: Ok((method, params)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameter groups
+
+fn read_symbol<'p>(params: &'p Params<'_>) -> Result<&'p str, WsError> {
+    let s = params.req_str("symbol")?;
+    if !is_symbol(s) {
+        return Err(WsError::illegal_chars("symbol", SYMBOL_RANGE));
+    }
+    Ok(s)
+}
+
+/// `symbols`: a JSON array of symbols, or a string holding one (as REST clients send it).
+fn read_symbol_list(params: &Params<'_>) -> Result<Option<Vec<String>>, WsError> {
+    const RANGE: &str = r#"^\[("[A-Z0-9-_.]{1,32}"(,"[A-Z0-9-_.]{1,32}"){0,}){0,1}\]$"#;
+    let Some(p) = params.get("symbols") else {
+        return Ok(None);
+    };
+    let text: &str = match &p.value {
+        Scalar::Composite(t) => t,
+        Scalar::Str(s) => s,
+        Scalar::Null => return Err(WsError::empty("symbols")),
+        _ => return Err(WsError::illegal_chars("symbols", RANGE)),
+    };
+    let list: Vec<String> =
+        serde_json::from_str(text).map_err(|_| WsError::illegal_chars("symbols", RANGE))?;
+    if list.is_empty() {
+        return Err(WsError::empty("symbols"));
+    }
+    if list.len() > 100 || !list.iter().all(|s| is_symbol(s)) {
+        return Err(WsError::illegal_chars("symbols", RANGE));
+    }
+    for (i, s) in list.iter().enumerate() {
+        if list[..i].contains(s) {
+            return Err(WsError::bad_request(
+                codes::DUPLICATE_SYMBOLS,
+                "Symbol is present multiple times in the list.",
+            ));
+        }
+    }
+    Ok(Some(list))
+}
+
+fn read_restrictions(params: &Params<'_>) -> Result<Option<CancelRestrictions>, WsError> {
+    params.opt_enum("cancelRestrictions", CancelRestrictions::parse, || {
+        WsError::bad_request(
+            codes::INVALID_CANCEL_RESTRICTIONS,
+            "Invalid cancelRestrictions",
+        )
+    })
+}
+
+/// An order by exchange id and/or client id, at least one.
+fn read_order_ref(
+    params: &Params<'_>,
+    symbol: &str,
+    id_name: &str,
+    client_name: &str,
+) -> Result<OrderRef, WsError> {
+    let order_id = params.opt_u64(id_name, SafeId::MAX)?.and_then(SafeId::new);
+    let orig_client_order_id = params.opt_client_id(client_name, || {
+        WsError::bad_request(
+            codes::EMPTY_ORG_CL_ORD_ID,
+            "Original client order ID was empty.",
+        )
+    })?;
+    if order_id.is_none() && orig_client_order_id.is_none() {
+        return Err(WsError::either_mandatory(id_name, client_name));
+    }
+    Ok(OrderRef {
+        symbol: symbol.to_owned(),
+        order_id,
+        orig_client_order_id,
+    })
+}
+
+/// Reads a new order's parameters and applies the rules that depend on its type.
+fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
+    let symbol = read_symbol(params)?.to_owned();
+    let side = params.req_enum("side", Side::parse, || {
+        WsError::bad_request(codes::INVALID_SIDE, "Invalid side.")
+    })?;
+    let order_type = params.req_enum("type", OrderType::parse, || {
+        WsError::bad_request(codes::INVALID_ORDER_TYPE, "Invalid orderType.")
+    })?;
+    let time_in_force = params.opt_enum("timeInForce", TimeInForce::parse, || {
+        WsError::bad_request(codes::INVALID_TIF, "Invalid timeInForce.")
+    })?;
+    let decimal = |name: &str, required: bool| {
+        if required {
+            params.req_decimal(name).map(Some)
+        } else if params.has(name) {
+            Err(WsError::not_required(name))
+        } else {
+            Ok(None)
+        }
+    };
+    let (price, quantity, quote_order_qty) = match order_type {
+        OrderType::Limit | OrderType::LimitMaker => {
+            let tif_ok = match order_type {
+                OrderType::Limit => time_in_force.is_some(),
+                _ => time_in_force.is_none(),
+            };
+            if !tif_ok {
+                return Err(if order_type == OrderType::Limit {
+                    WsError::mandatory("timeInForce")
+                } else {
+                    tif_not_required()
+                });
+            }
+            let price = decimal("price", true)?;
+            let quantity = decimal("quantity", true)?;
+            (price, quantity, decimal("quoteOrderQty", false)?)
+        }
+        OrderType::Market => {
+            if time_in_force.is_some() {
+                return Err(tif_not_required());
+            }
+            let price = decimal("price", false)?;
+            match (params.has("quantity"), params.has("quoteOrderQty")) {
+                (false, false) => {
+                    return Err(WsError::either_mandatory("quantity", "quoteOrderQty"))
+                }
+                (true, true) => return Err(WsError::not_required("quoteOrderQty")),
+                (true, false) => (price, decimal("quantity", true)?, None),
+                (false, true) => (price, None, decimal("quoteOrderQty", true)?),
+            }
+        }
+    };
+    let new_client_order_id = params.opt_client_id("newClientOrderId", || {
+        WsError::bad_request(codes::EMPTY_NEW_CL_ORD_ID, "New client order ID was empty.")
+    })?;
+    let resp_type = params
+        .opt_enum("newOrderRespType", RespType::parse, || {
+            WsError::invalid_value("newOrderRespType")
+        })?
+        // The dialect's defaults: FULL for MARKET and LIMIT, ACK for the other types.
+        .unwrap_or(match order_type {
+            OrderType::Limit | OrderType::Market => RespType::Full,
+            OrderType::LimitMaker => RespType::Ack,
+        });
+    let stp = params.opt_enum("selfTradePreventionMode", StpMode::parse, || {
+        WsError::invalid_value("selfTradePreventionMode")
+    })?;
+    Ok(WsOrder {
+        symbol,
+        side,
+        order_type,
+        time_in_force,
+        price,
+        quantity,
+        quote_order_qty,
+        new_client_order_id,
+        resp_type,
+        stp,
+    })
+}
+
+fn tif_not_required() -> WsError {
+    WsError::bad_request(
+        codes::TIF_NOT_REQUIRED,
+        "TimeInForce parameter sent when not required.",
+    )
+}
+
+/// The checks of an order against its symbol: it exists and trades, takes the order's type,
+/// STP mode and quote quantity, and the order passes its static filters.
+fn check_order(table: &SymbolTable, order: &WsOrder) -> Result<(), WsError> {
+    let info = table
+        .get(&order.symbol)
+        .ok_or_else(WsError::invalid_symbol)?;
+    if info.status != SymbolStatus::Trading {
+        return Err(WsError::order_rejected("Market is closed."));
+    }
+    if !info.order_types.contains(&order.order_type) {
+        return Err(WsError::order_rejected("Unsupported order combination"));
+    }
+    if order.quote_order_qty.is_some() && !info.quote_order_qty_market_allowed {
+        return Err(WsError::order_rejected(
+            "Quote order qty market orders are not support for this symbol.",
+        ));
+    }
+    if order.stp.is_some_and(|m| !info.allowed_stp.contains(&m)) {
+        return Err(WsError::invalid_value("selfTradePreventionMode"));
+    }
+    info.check_order(
+        order.order_type,
+        order.price.as_ref(),
+        order.quantity.as_ref(),
+        order.quote_order_qty.as_ref(),
+    )
+}

@@ -1,0 +1,346 @@
+//! The dialect's JSON shapes of results and events.
+
+use super::error::{ErrorData, WsError};
+use super::json::{write_array, write_str, Obj};
+use super::symbols::{SymbolFilter, SymbolInfo};
+use super::types::{
+    AccountStatus, CancelReplaceOutcome, CancelResult, ExecutionReport, NewOrderOutcome, OrderInfo,
+    OrderResult, RespType,
+};
+
+/// `{"code":…,"msg":…[,"data":…]}`.
+pub(crate) fn error(out: &mut String, e: &WsError) {
+    let mut o = Obj::open(out);
+    o.int("code", e.code()).str("msg", e.msg());
+    match e.data() {
+        None => {}
+        Some(ErrorData::RetryAfter {
+            server_time,
+            retry_after,
+        }) => {
+            o.with("data", |out| {
+                Obj::open(out)
+                    .int("serverTime", server_time)
+                    .int("retryAfter", retry_after)
+                    .close()
+            });
+        }
+        Some(ErrorData::Json(json)) => {
+            o.raw("data", json);
+        }
+    }
+    o.close();
+}
+
+/// The answer to `order.place` in the shape `resp` asks for.
+pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
+    let mut o = Obj::open(out);
+    o.str("symbol", &r.symbol)
+        .int("orderId", r.order_id)
+        .int("orderListId", -1)
+        .str("clientOrderId", &r.client_order_id)
+        .int("transactTime", r.transact_time);
+    if resp != RespType::Ack {
+        o.str("price", &r.price)
+            .str("origQty", &r.orig_qty)
+            .str("executedQty", &r.executed_qty)
+            .str("origQuoteOrderQty", &r.orig_quote_order_qty)
+            .str("cummulativeQuoteQty", &r.cummulative_quote_qty)
+            .str("status", r.status.as_str())
+            .str("timeInForce", r.time_in_force.as_str())
+            .str("type", r.order_type.as_str())
+            .str("side", r.side.as_str())
+            .int("workingTime", r.working_time);
+        if resp == RespType::Full {
+            o.with("fills", |out| {
+                write_array(out, &r.fills, |out, f| {
+                    Obj::open(out)
+                        .str("price", &f.price)
+                        .str("qty", &f.qty)
+                        .str("commission", &f.commission)
+                        .str("commissionAsset", &f.commission_asset)
+                        .int("tradeId", f.trade_id)
+                        .close()
+                })
+            });
+        }
+        o.str("selfTradePreventionMode", r.stp.as_str());
+    }
+    o.close();
+}
+
+/// An order's state (`order.status`, `openOrders.status`).
+pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
+    Obj::open(out)
+        .str("symbol", &r.symbol)
+        .int("orderId", r.order_id)
+        .int("orderListId", -1)
+        .str("clientOrderId", &r.client_order_id)
+        .str("price", &r.price)
+        .str("origQty", &r.orig_qty)
+        .str("executedQty", &r.executed_qty)
+        .str("cummulativeQuoteQty", &r.cummulative_quote_qty)
+        .str("status", r.status.as_str())
+        .str("timeInForce", r.time_in_force.as_str())
+        .str("type", r.order_type.as_str())
+        .str("side", r.side.as_str())
+        .str("stopPrice", "0.00000000")
+        .str("icebergQty", "0.00000000")
+        .int("time", r.time)
+        .int("updateTime", r.update_time)
+        .bool("isWorking", r.is_working)
+        .int("workingTime", r.working_time)
+        .str("origQuoteOrderQty", &r.orig_quote_order_qty)
+        .str("selfTradePreventionMode", r.stp.as_str())
+        .close();
+}
+
+/// A canceled order.
+pub(crate) fn cancel_result(out: &mut String, r: &CancelResult) {
+    Obj::open(out)
+        .str("symbol", &r.symbol)
+        .str("origClientOrderId", &r.orig_client_order_id)
+        .int("orderId", r.order_id)
+        .int("orderListId", -1)
+        .str("clientOrderId", &r.client_order_id)
+        .int("transactTime", r.transact_time)
+        .str("price", &r.price)
+        .str("origQty", &r.orig_qty)
+        .str("executedQty", &r.executed_qty)
+        .str("origQuoteOrderQty", &r.orig_quote_order_qty)
+        .str("cummulativeQuoteQty", &r.cummulative_quote_qty)
+        .str("status", r.status.as_str())
+        .str("timeInForce", r.time_in_force.as_str())
+        .str("type", r.order_type.as_str())
+        .str("side", r.side.as_str())
+        .str("selfTradePreventionMode", r.stp.as_str())
+        .close();
+}
+
+/// The cancel-replace report: a 200 result, or the error's `data` with its 409 or 400.
+pub(crate) fn cancel_replace(o: &CancelReplaceOutcome, resp: RespType) -> Result<String, WsError> {
+    let mut body = String::with_capacity(512);
+    let cancel_ok = o.cancel.is_ok();
+    let (new_ok, new_label) = match &o.new_order {
+        NewOrderOutcome::Success(_) => (true, "SUCCESS"),
+        NewOrderOutcome::Failure(_) => (false, "FAILURE"),
+        NewOrderOutcome::NotAttempted => (false, "NOT_ATTEMPTED"),
+    };
+    let mut obj = Obj::open(&mut body);
+    obj.str(
+        "cancelResult",
+        if cancel_ok { "SUCCESS" } else { "FAILURE" },
+    )
+    .str("newOrderResult", new_label)
+    .with("cancelResponse", |out| match &o.cancel {
+        Ok(c) => cancel_result(out, c),
+        Err(e) => error_core(out, e),
+    })
+    .with("newOrderResponse", |out| match &o.new_order {
+        NewOrderOutcome::Success(r) => order_result(out, r, resp),
+        NewOrderOutcome::Failure(e) => error_core(out, e),
+        NewOrderOutcome::NotAttempted => out.push_str("null"),
+    })
+    .close();
+    match (cancel_ok, new_ok) {
+        (true, true) => Ok(body),
+        (false, false) => Err(WsError::bad_request(
+            super::error::codes::CANCEL_REPLACE_FAILED,
+            "Order cancel-replace failed.",
+        )
+        .with_json_data(body)),
+        _ => Err(WsError::new(
+            409,
+            super::error::codes::CANCEL_REPLACE_PARTIAL,
+            "Order cancel-replace partially failed.",
+        )
+        .with_json_data(body)),
+    }
+}
+
+/// `{"code","msg"}` without `data` (inside a cancel-replace report).
+fn error_core(out: &mut String, e: &WsError) {
+    Obj::open(out)
+        .int("code", e.code())
+        .str("msg", e.msg())
+        .close();
+}
+
+/// The answer to `account.status`.
+pub(crate) fn account(out: &mut String, a: &AccountStatus) {
+    Obj::open(out)
+        .int("makerCommission", a.maker_commission)
+        .int("takerCommission", a.taker_commission)
+        .int("buyerCommission", 0)
+        .int("sellerCommission", 0)
+        .bool("canTrade", a.can_trade)
+        .bool("canWithdraw", false)
+        .bool("canDeposit", false)
+        .with("commissionRates", |out| {
+            let r = &a.commission_rates;
+            Obj::open(out)
+                .str("maker", &r.maker)
+                .str("taker", &r.taker)
+                .str("buyer", &r.buyer)
+                .str("seller", &r.seller)
+                .close()
+        })
+        .bool("brokered", false)
+        .bool(
+            "requireSelfTradePrevention",
+            a.require_self_trade_prevention,
+        )
+        .bool("preventSor", false)
+        .int("updateTime", a.update_time)
+        .str("accountType", "SPOT")
+        .with("balances", |out| {
+            write_array(out, &a.balances, |out, b| {
+                Obj::open(out)
+                    .str("asset", &b.asset)
+                    .str("free", &b.free)
+                    .str("locked", &b.locked)
+                    .close()
+            })
+        })
+        .raw("permissions", "[\"SPOT\"]")
+        .int("uid", a.uid)
+        .close();
+}
+
+/// `{"event":{"e":"executionReport",…}}` with the dialect's one-letter keys.
+pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
+    out.push_str("{\"event\":");
+    let mut o = Obj::open(out);
+    o.str("e", "executionReport")
+        .int("E", r.event_time)
+        .str("s", &r.symbol)
+        .str("c", &r.client_order_id)
+        .str("S", r.side.as_str())
+        .str("o", r.order_type.as_str())
+        .str("f", r.time_in_force.as_str())
+        .str("q", &r.quantity)
+        .str("p", &r.price)
+        .str("P", "0.00000000")
+        .str("F", "0.00000000")
+        .int("g", -1)
+        .str("C", &r.orig_client_order_id)
+        .str("x", r.execution_type.as_str())
+        .str("X", r.order_status.as_str())
+        .str("r", &r.reject_reason)
+        .int("i", r.order_id)
+        .str("l", &r.last_qty)
+        .str("z", &r.cum_qty)
+        .str("L", &r.last_price)
+        .str("n", &r.commission)
+        .opt_str("N", r.commission_asset.as_deref())
+        .int("T", r.transaction_time)
+        .int("t", r.trade_id.map_or(-1, |t| t.get() as i64))
+        .int("I", r.execution_id)
+        .bool("w", r.is_working)
+        .bool("m", r.is_maker)
+        .bool("M", false)
+        .int("O", r.creation_time)
+        .str("Z", &r.cum_quote_qty)
+        .str("Y", &r.last_quote_qty)
+        .str("Q", &r.quote_order_qty);
+    if let Some(w) = r.working_time {
+        o.int("W", w);
+    }
+    o.str("V", r.stp.as_str()).close();
+    out.push('}');
+}
+
+/// `{"event":{"e":NAME,"E":time}}` (`eventStreamTerminated`, `serverShutdown`).
+pub(crate) fn simple_event(out: &mut String, name: &str, time_ms: i64) {
+    out.push_str("{\"event\":");
+    Obj::open(out).str("e", name).int("E", time_ms).close();
+    out.push('}');
+}
+
+/// One symbol of `exchangeInfo`.
+pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
+    Obj::open(out)
+        .str("symbol", &s.symbol)
+        .str("status", s.status.as_str())
+        .str("baseAsset", &s.base_asset)
+        .int("baseAssetPrecision", s.base_asset_precision)
+        .str("quoteAsset", &s.quote_asset)
+        .int("quotePrecision", s.quote_precision)
+        .int("quoteAssetPrecision", s.quote_precision)
+        .int("baseCommissionPrecision", s.base_asset_precision)
+        .int("quoteCommissionPrecision", s.quote_precision)
+        .with("orderTypes", |out| {
+            write_array(out, &s.order_types, |out, t| write_str(out, t.as_str()))
+        })
+        .bool("icebergAllowed", false)
+        .bool("ocoAllowed", false)
+        .bool("otoAllowed", false)
+        .bool(
+            "quoteOrderQtyMarketAllowed",
+            s.quote_order_qty_market_allowed,
+        )
+        .bool("allowTrailingStop", false)
+        .bool("cancelReplaceAllowed", s.cancel_replace_allowed)
+        .bool("allowAmend", false)
+        .bool("isSpotTradingAllowed", true)
+        .bool("isMarginTradingAllowed", false)
+        .with("filters", |out| write_array(out, &s.filters, filter))
+        .raw("permissions", "[]")
+        .raw("permissionSets", "[[\"SPOT\"]]")
+        .str("defaultSelfTradePreventionMode", s.default_stp.as_str())
+        .with("allowedSelfTradePreventionModes", |out| {
+            write_array(out, &s.allowed_stp, |out, m| write_str(out, m.as_str()))
+        })
+        .close();
+}
+
+fn filter(out: &mut String, f: &SymbolFilter) {
+    let mut o = Obj::open(out);
+    o.str("filterType", f.filter_type());
+    match f {
+        SymbolFilter::Price {
+            min_price,
+            max_price,
+            tick_size,
+        } => {
+            o.str("minPrice", &min_price.to_string())
+                .str("maxPrice", &max_price.to_string())
+                .str("tickSize", &tick_size.to_string());
+        }
+        SymbolFilter::LotSize {
+            min_qty,
+            max_qty,
+            step_size,
+        } => {
+            o.str("minQty", &min_qty.to_string())
+                .str("maxQty", &max_qty.to_string())
+                .str("stepSize", &step_size.to_string());
+        }
+        SymbolFilter::PercentPrice {
+            multiplier_up,
+            multiplier_down,
+            avg_price_mins,
+        } => {
+            o.str("multiplierUp", &multiplier_up.to_string())
+                .str("multiplierDown", &multiplier_down.to_string())
+                .int("avgPriceMins", avg_price_mins);
+        }
+        SymbolFilter::Notional {
+            min_notional,
+            apply_min_to_market,
+            max_notional,
+            apply_max_to_market,
+            avg_price_mins,
+        } => {
+            o.str("minNotional", &min_notional.to_string())
+                .bool("applyMinToMarket", *apply_min_to_market)
+                .str("maxNotional", &max_notional.to_string())
+                .bool("applyMaxToMarket", *apply_max_to_market)
+                .int("avgPriceMins", avg_price_mins);
+        }
+        SymbolFilter::MaxNumOrders { max_num_orders } => {
+            o.int("maxNumOrders", max_num_orders);
+        }
+    }
+    o.close();
+}

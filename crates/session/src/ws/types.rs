@@ -1,0 +1,546 @@
+//! The dialect's enumerations and the domain values exchanged with the application.
+//!
+//! Inputs ([`WsOrder`], [`OrderRef`], [`CancelRequest`], [`CancelReplaceRequest`]) are fully
+//! validated by the session before the application sees them. Outputs ([`OrderResult`],
+//! [`OrderInfo`], [`CancelResult`], [`AccountStatus`], [`ExecutionReport`]) are JSON-ready:
+//! prices and quantities are decimal text the application formats from its fixed-point values,
+//! ids are [`SafeId`]s so every JSON client reads them exactly.
+
+use super::decimal::Decimal;
+use super::error::WsError;
+
+macro_rules! dialect_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl $name {
+            /// Every value, in the dialect's order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+
+            /// The dialect's spelling.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+
+            /// Parses the dialect's spelling (case-sensitive, as the dialect is).
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($name::$v),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+dialect_enum!(
+    /// Order side.
+    Side {
+        /// Buy.
+        Buy = "BUY",
+        /// Sell.
+        Sell = "SELL",
+    }
+);
+
+dialect_enum!(
+    /// The order types Portcullis accepts (the dialect's stop and take-profit types are refused
+    /// with -1116).
+    OrderType {
+        /// Limit order.
+        Limit = "LIMIT",
+        /// Market order.
+        Market = "MARKET",
+        /// Post-only limit order: rejected if it would trade as a taker.
+        LimitMaker = "LIMIT_MAKER",
+    }
+);
+
+dialect_enum!(
+    /// Time in force.
+    TimeInForce {
+        /// Good 'til canceled.
+        Gtc = "GTC",
+        /// Immediate or cancel.
+        Ioc = "IOC",
+        /// Fill or kill.
+        Fok = "FOK",
+    }
+);
+
+dialect_enum!(
+    /// The shape of the answer to `order.place`.
+    RespType {
+        /// Ids and time only.
+        Ack = "ACK",
+        /// The order's state after the initial matching.
+        Result = "RESULT",
+        /// RESULT plus the fills.
+        Full = "FULL",
+    }
+);
+
+dialect_enum!(
+    /// Self-trade prevention mode.
+    StpMode {
+        /// No prevention.
+        None = "NONE",
+        /// The taker expires.
+        ExpireTaker = "EXPIRE_TAKER",
+        /// The maker expires.
+        ExpireMaker = "EXPIRE_MAKER",
+        /// Both expire.
+        ExpireBoth = "EXPIRE_BOTH",
+        /// Both are decremented.
+        Decrement = "DECREMENT",
+    }
+);
+
+dialect_enum!(
+    /// Order status.
+    OrderStatus {
+        /// Accepted and working.
+        New = "NEW",
+        /// Partly filled and working.
+        PartiallyFilled = "PARTIALLY_FILLED",
+        /// Completely filled.
+        Filled = "FILLED",
+        /// Canceled by the user.
+        Canceled = "CANCELED",
+        /// Being canceled.
+        PendingCancel = "PENDING_CANCEL",
+        /// Rejected.
+        Rejected = "REJECTED",
+        /// Expired by its rules (IOC, FOK, MARKET) or by the venue.
+        Expired = "EXPIRED",
+        /// Expired by self-trade prevention.
+        ExpiredInMatch = "EXPIRED_IN_MATCH",
+    }
+);
+
+dialect_enum!(
+    /// What happened to an order (`x` of an `executionReport`).
+    ExecutionType {
+        /// Accepted.
+        New = "NEW",
+        /// Canceled by the user.
+        Canceled = "CANCELED",
+        /// Replaced.
+        Replaced = "REPLACED",
+        /// Rejected.
+        Rejected = "REJECTED",
+        /// Traded.
+        Trade = "TRADE",
+        /// Expired.
+        Expired = "EXPIRED",
+        /// Expired by self-trade prevention.
+        TradePrevention = "TRADE_PREVENTION",
+    }
+);
+
+dialect_enum!(
+    /// `cancelRestrictions`: cancel only in a given state.
+    CancelRestrictions {
+        /// Only if the order is NEW.
+        OnlyNew = "ONLY_NEW",
+        /// Only if the order is PARTIALLY_FILLED.
+        OnlyPartiallyFilled = "ONLY_PARTIALLY_FILLED",
+    }
+);
+
+dialect_enum!(
+    /// `cancelReplaceMode`.
+    CancelReplaceMode {
+        /// No new order if the cancel fails.
+        StopOnFailure = "STOP_ON_FAILURE",
+        /// The new order is attempted even if the cancel fails.
+        AllowFailure = "ALLOW_FAILURE",
+    }
+);
+
+dialect_enum!(
+    /// `orderRateLimitExceededMode` of `order.cancelReplace`.
+    RateLimitExceededMode {
+        /// Nothing is done when the order rate limit is exceeded.
+        DoNothing = "DO_NOTHING",
+        /// The cancel is still attempted.
+        CancelOnly = "CANCEL_ONLY",
+    }
+);
+
+dialect_enum!(
+    /// A symbol's trading status.
+    SymbolStatus {
+        /// Open for trading.
+        Trading = "TRADING",
+        /// Halted.
+        Halt = "HALT",
+        /// Not trading (e.g. expired).
+        Break = "BREAK",
+    }
+);
+
+/// An id that every JSON client reads exactly: at most 2^53 − 1 (the largest integer a
+/// double represents exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SafeId(u64);
+
+impl SafeId {
+    /// The largest id: 2^53 − 1.
+    pub const MAX: u64 = (1 << 53) - 1;
+
+    /// `None` if `v` is above [`SafeId::MAX`].
+    pub const fn new(v: u64) -> Option<Self> {
+        if v <= Self::MAX {
+            Some(SafeId(v))
+        } else {
+            None
+        }
+    }
+
+    /// The id.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SafeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// A new order, validated: the symbol exists and trades, the parameters the type requires are
+/// present and the others absent, prices and quantities are exact decimals that pass the
+/// symbol's PRICE_FILTER, LOT_SIZE and (for priced orders) NOTIONAL filters. The checks that
+/// need state (PERCENT_PRICE, MAX_NUM_ORDERS, risk) are the application's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsOrder {
+    /// The instrument.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// LIMIT, MARKET or LIMIT_MAKER.
+    pub order_type: OrderType,
+    /// Present for LIMIT orders only (required there); a LIMIT_MAKER rests until canceled.
+    pub time_in_force: Option<TimeInForce>,
+    /// Limit price (LIMIT and LIMIT_MAKER).
+    pub price: Option<Decimal>,
+    /// Quantity in the base asset (always, except a MARKET order by `quote_order_qty`).
+    pub quantity: Option<Decimal>,
+    /// MARKET only: the amount of quote asset to spend or receive instead of `quantity`.
+    pub quote_order_qty: Option<Decimal>,
+    /// The client's id for the order (`^[.A-Z:/a-z0-9_-]{1,36}$`); `None`: the application
+    /// assigns one, unique among the account's open orders.
+    pub new_client_order_id: Option<String>,
+    /// The answer's shape; defaulted as the dialect does (FULL for LIMIT and MARKET, ACK for
+    /// LIMIT_MAKER).
+    pub resp_type: RespType,
+    /// Self-trade prevention; `None`: the symbol's default.
+    pub stp: Option<StpMode>,
+}
+
+/// One order, by exchange id and/or client id (at least one is present). When both are given
+/// the order is looked up by `order_id` and its client id must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRef {
+    /// The instrument.
+    pub symbol: String,
+    /// The exchange's order id.
+    pub order_id: Option<SafeId>,
+    /// The client's id of the order.
+    pub orig_client_order_id: Option<String>,
+}
+
+/// A cancel of one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// The order.
+    pub target: OrderRef,
+    /// A new client id for the canceled order, freeing its old one.
+    pub new_client_order_id: Option<String>,
+    /// Cancel only in this state.
+    pub restrictions: Option<CancelRestrictions>,
+}
+
+/// `order.cancelReplace`: cancel one order and place a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReplaceRequest {
+    /// Whether the new order is attempted when the cancel fails.
+    pub mode: CancelReplaceMode,
+    /// The cancel (`cancelOrderId`, `cancelOrigClientOrderId`, `cancelNewClientOrderId`,
+    /// `cancelRestrictions`).
+    pub cancel: CancelRequest,
+    /// The new order (same symbol).
+    pub order: WsOrder,
+    /// What to do when the account's order rate limit is exceeded.
+    pub rate_limit_exceeded_mode: RateLimitExceededMode,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+
+/// A trade that filled (part of) a new order (`fills` of a FULL answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    /// Trade price.
+    pub price: String,
+    /// Traded quantity.
+    pub qty: String,
+    /// Commission charged.
+    pub commission: String,
+    /// Asset of the commission.
+    pub commission_asset: String,
+    /// Trade id.
+    pub trade_id: SafeId,
+}
+
+/// The answer to `order.place` (and the new-order half of `order.cancelReplace`). The session
+/// writes the members the request's [`RespType`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderResult {
+    /// The instrument.
+    pub symbol: String,
+    /// The exchange's order id.
+    pub order_id: SafeId,
+    /// The order's client id (sent or assigned).
+    pub client_order_id: String,
+    /// When the order was accepted, Unix ms.
+    pub transact_time: i64,
+    /// Limit price (`0` with the symbol's decimals for MARKET).
+    pub price: String,
+    /// Ordered quantity.
+    pub orig_qty: String,
+    /// Filled quantity.
+    pub executed_qty: String,
+    /// Quote quantity ordered (MARKET by quote quantity), else zero.
+    pub orig_quote_order_qty: String,
+    /// Quote quantity filled.
+    pub cummulative_quote_qty: String,
+    /// Status after the initial matching.
+    pub status: OrderStatus,
+    /// Time in force (GTC for LIMIT_MAKER and MARKET, as the dialect reports them).
+    pub time_in_force: TimeInForce,
+    /// Order type.
+    pub order_type: OrderType,
+    /// Side.
+    pub side: Side,
+    /// When the order started working on the book, Unix ms; -1 if it never did.
+    pub working_time: i64,
+    /// Self-trade prevention mode in force.
+    pub stp: StpMode,
+    /// Trades of the initial matching (FULL answers).
+    pub fills: Vec<Fill>,
+}
+
+/// An order's state (`order.status`, `openOrders.status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderInfo {
+    /// The instrument.
+    pub symbol: String,
+    /// The exchange's order id.
+    pub order_id: SafeId,
+    /// The client's id.
+    pub client_order_id: String,
+    /// Limit price.
+    pub price: String,
+    /// Ordered quantity.
+    pub orig_qty: String,
+    /// Filled quantity.
+    pub executed_qty: String,
+    /// Quote quantity filled.
+    pub cummulative_quote_qty: String,
+    /// Status.
+    pub status: OrderStatus,
+    /// Time in force.
+    pub time_in_force: TimeInForce,
+    /// Order type.
+    pub order_type: OrderType,
+    /// Side.
+    pub side: Side,
+    /// When the order was placed, Unix ms.
+    pub time: i64,
+    /// Last update, Unix ms.
+    pub update_time: i64,
+    /// On the book now.
+    pub is_working: bool,
+    /// When it started working, Unix ms; -1 if never.
+    pub working_time: i64,
+    /// Quote quantity ordered, else zero.
+    pub orig_quote_order_qty: String,
+    /// Self-trade prevention mode.
+    pub stp: StpMode,
+}
+
+/// A canceled order (`order.cancel`, `openOrders.cancelAll`, the cancel half of
+/// `order.cancelReplace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelResult {
+    /// The instrument.
+    pub symbol: String,
+    /// The client id the order had.
+    pub orig_client_order_id: String,
+    /// The exchange's order id.
+    pub order_id: SafeId,
+    /// The order's client id now (the cancel's `newClientOrderId`, or a generated one).
+    pub client_order_id: String,
+    /// When it was canceled, Unix ms.
+    pub transact_time: i64,
+    /// Limit price.
+    pub price: String,
+    /// Ordered quantity.
+    pub orig_qty: String,
+    /// Filled quantity.
+    pub executed_qty: String,
+    /// Quote quantity ordered, else zero.
+    pub orig_quote_order_qty: String,
+    /// Quote quantity filled.
+    pub cummulative_quote_qty: String,
+    /// Status (CANCELED).
+    pub status: OrderStatus,
+    /// Time in force.
+    pub time_in_force: TimeInForce,
+    /// Order type.
+    pub order_type: OrderType,
+    /// Side.
+    pub side: Side,
+    /// Self-trade prevention mode.
+    pub stp: StpMode,
+}
+
+/// How the new-order half of a cancel-replace went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewOrderOutcome {
+    /// Placed.
+    Success(OrderResult),
+    /// Attempted and rejected.
+    Failure(WsError),
+    /// Not attempted (`STOP_ON_FAILURE` after a failed cancel).
+    NotAttempted,
+}
+
+/// How a cancel-replace went; the session answers 200, 409 (-2021) or 400 (-2022) from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReplaceOutcome {
+    /// The cancel.
+    pub cancel: Result<CancelResult, WsError>,
+    /// The new order.
+    pub new_order: NewOrderOutcome,
+}
+
+/// Commission rates, as decimal text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommissionRates {
+    /// Maker rate.
+    pub maker: String,
+    /// Taker rate.
+    pub taker: String,
+    /// Buyer rate.
+    pub buyer: String,
+    /// Seller rate.
+    pub seller: String,
+}
+
+/// One asset's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// Asset.
+    pub asset: String,
+    /// Available.
+    pub free: String,
+    /// Locked by open orders.
+    pub locked: String,
+}
+
+/// The answer to `account.status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountStatus {
+    /// Maker commission, basis points.
+    pub maker_commission: u32,
+    /// Taker commission, basis points.
+    pub taker_commission: u32,
+    /// Trading allowed.
+    pub can_trade: bool,
+    /// Commission rates.
+    pub commission_rates: CommissionRates,
+    /// Self-trade prevention is mandatory for the account.
+    pub require_self_trade_prevention: bool,
+    /// Last change, Unix ms.
+    pub update_time: i64,
+    /// Balances.
+    pub balances: Vec<Balance>,
+    /// The account's number.
+    pub uid: SafeId,
+}
+
+/// An order event for the user data stream (`executionReport`); the session writes it with the
+/// dialect's one-letter keys inside `{"event": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionReport {
+    /// `E`: event time, Unix ms.
+    pub event_time: i64,
+    /// `s`: symbol.
+    pub symbol: String,
+    /// `c`: client order id.
+    pub client_order_id: String,
+    /// `S`: side.
+    pub side: Side,
+    /// `o`: order type.
+    pub order_type: OrderType,
+    /// `f`: time in force.
+    pub time_in_force: TimeInForce,
+    /// `q`: order quantity.
+    pub quantity: String,
+    /// `p`: order price.
+    pub price: String,
+    /// `C`: the client id of the order being canceled (cancels), else empty.
+    pub orig_client_order_id: String,
+    /// `x`: execution type.
+    pub execution_type: ExecutionType,
+    /// `X`: order status.
+    pub order_status: OrderStatus,
+    /// `r`: reject reason, `NONE` if none.
+    pub reject_reason: String,
+    /// `i`: order id.
+    pub order_id: SafeId,
+    /// `l`: last executed quantity.
+    pub last_qty: String,
+    /// `z`: cumulative filled quantity.
+    pub cum_qty: String,
+    /// `L`: last executed price.
+    pub last_price: String,
+    /// `n`: commission.
+    pub commission: String,
+    /// `N`: commission asset, `null` if none.
+    pub commission_asset: Option<String>,
+    /// `T`: transaction time, Unix ms.
+    pub transaction_time: i64,
+    /// `t`: trade id, -1 if none.
+    pub trade_id: Option<SafeId>,
+    /// `I`: execution id.
+    pub execution_id: SafeId,
+    /// `w`: on the book.
+    pub is_working: bool,
+    /// `m`: this trade was the maker side.
+    pub is_maker: bool,
+    /// `O`: order creation time, Unix ms.
+    pub creation_time: i64,
+    /// `Z`: cumulative quote quantity.
+    pub cum_quote_qty: String,
+    /// `Y`: last quote quantity.
+    pub last_quote_qty: String,
+    /// `Q`: quote order quantity.
+    pub quote_order_qty: String,
+    /// `W`: working time, Unix ms, if the order is on the book.
+    pub working_time: Option<i64>,
+    /// `V`: self-trade prevention mode.
+    pub stp: StpMode,
+}
