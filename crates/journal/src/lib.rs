@@ -89,7 +89,9 @@
 //! (a flipped bit, even in the last batch: it may have been acknowledged), a gap in batch
 //! numbers or sequence numbers, a missing segment, a damaged header, a truncated segment that
 //! is not the last — is [`JournalError::Corrupt`] with the file and byte offset, and the
-//! start-up must stop. A snapshot whose seq is beyond the last record (records lost, e.g. a
+//! start-up must stop. (An operator who decides to give up the records from that point on can
+//! truncate the named file at the reported offset and delete the later segments: the rest of
+//! the journal then opens.) A snapshot whose seq is beyond the last record (records lost, e.g. a
 //! deleted last segment) is [`JournalError::SnapshotAhead`]. No file content makes the reader
 //! panic or allocate more than the file's size.
 #![warn(missing_docs)]
