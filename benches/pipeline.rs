@@ -37,7 +37,7 @@ use portcullis_fix::{
     frame, BeginString, Decoder, Dictionary, Encoder, Frame, TimePrecision, UtcTimestamp,
 };
 use portcullis_risk::RiskConfig;
-use portcullis_types::{AccountId, Command, EventKind};
+use portcullis_types::{AccountId, Command, EventKind, SessionId};
 
 use order_codec::{Ctx, Names, Report, Request};
 use pipeline::{Conn, Ingress, Outbound, Pipeline, PipelineConfig};
@@ -99,12 +99,12 @@ impl Bench {
             pin_cpu: None,
             trading_day_end_secs: 0,
             max_sessions: 16,
+            reserved_slots: 1,
         };
         order_codec::seed_local_ids(1);
         let pipeline = Pipeline::new(&config, &["BENCH-ACC".to_owned()], &core);
         let handle = pipeline::spawn_core(core, pipeline.clone(), &config).unwrap();
-        let slot = pipeline.alloc_slot().unwrap();
-        let conn = pipeline.new_conn(slot, &[AccountId(0)], true);
+        let conn = pipeline.new_conn(SessionId(0), &[AccountId(0)], true);
         pipeline
             .submit(Ingress::Open(conn.clone()))
             .map_err(|_| ())

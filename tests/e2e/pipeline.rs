@@ -478,8 +478,26 @@ fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
             (44, "100"),
         ],
     );
+    // A1 was filled: too late to replace (CxlRejReason 0), its final status Filled.
     let m = a.expect("9");
-    assert_fields(&m, &[(11, "A7"), (41, "A1"), (434, "2"), (102, "1")]);
+    assert_fields(
+        &m,
+        &[(11, "A7"), (41, "A1"), (434, "2"), (102, "0"), (39, "2")],
+    );
+    a.send(
+        "F",
+        &[
+            (41, "A2"),
+            (11, "A7B"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    assert_fields(
+        &a.expect("9"),
+        &[(11, "A7B"), (41, "A2"), (434, "1"), (102, "0"), (39, "2")],
+    );
     a.send("H", &[(11, "A4"), (55, "BTC-PERP"), (54, "2")]);
     let m = a.expect("8");
     seen(&m);
@@ -728,7 +746,7 @@ fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
     );
     nothing_else(&mut b, "B-DONE");
 
-    // A logs on again (a new connection, a new slot): its old orders are gone, it trades.
+    // A logs on again (a new connection of the same session): its old orders are gone.
     let mut a2 = connect_at(p, "FIX.4.4", "TWA", Some(&ka), next_seq);
     a2.send("H", &[(11, "K4"), (55, "BTC-PERP"), (54, "2")]);
     assert_fields(&a2.expect("8"), &[(39, "8"), (103, "5")]);
@@ -781,14 +799,14 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
     let mut busy = 0;
     // The refusals come at once, while the core is still paused.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while answers.len() < N - 3 {
+    while answers.len() < N - 4 {
         assert!(Instant::now() < deadline);
         let m = c.expect("8");
         assert_rejected(&m, m.get(11).unwrap(), "99", "server busy");
         busy += 1;
         assert!(answers.insert(m.get(11).unwrap().to_owned(), m).is_none());
     }
-    // The queue holds the session's opening and 3 orders; they go through on resume.
+    // The queue holds 4 orders; they go through on resume.
     admin(&server, &["resume-core"]);
     while answers.len() < N {
         let m = c.expect("8");
@@ -800,7 +818,7 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
             "{m:?}"
         );
     }
-    assert_eq!(busy, N - 3);
+    assert_eq!(busy, N - 4);
     for i in 0..N {
         assert!(answers.contains_key(&format!("F{i}")));
     }
@@ -907,4 +925,62 @@ fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
     // A price band reject has no 4.2 code: 0 (broker option), the text says why.
     order(&mut a, "O4", "BTC-PERP", "1", "1", Some("200"), "1");
     assert_rejected(&a.expect("8"), "O4", "0", "band");
+}
+
+#[test]
+fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connection() {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: false,
+        },
+    ];
+    let _server = Server::start(
+        &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
+        &p,
+    );
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    assert_fields(&limit(&mut a, "G1", "2", "2", "100"), &[(39, "0")]);
+    a.send("5", &[]);
+    a.expect("5");
+    assert!(a.closed());
+    // The order rests on without its connection.
+    let m = limit(&mut b, "H1", "1", "1", "100");
+    assert_fields(&m, &[(39, "0")]);
+    assert_fields(&b.expect("8"), &[(150, "F"), (39, "2")]);
+    // The session's next connection gets the reports of its order, and can cancel it by the
+    // ClOrdID the earlier connection gave it.
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    a.send("H", &[(11, "G1"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(150, "I"), (39, "1"), (14, "1.000"), (151, "1.000")],
+    );
+    limit(&mut b, "H2", "1", "1", "100");
+    b.expect("8");
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "G1"), (150, "F"), (39, "2"), (14, "2.000")],
+    );
+    a.send(
+        "F",
+        &[
+            (41, "G1"),
+            (11, "G2"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    assert_fields(&a.expect("9"), &[(102, "0"), (39, "2")]);
 }

@@ -9,19 +9,26 @@
 //! - checks the account: Account(1), when present, must be the account of the key the session
 //!   logged on with (or, for a session without authentication, one of its configured
 //!   accounts); absent, that account is used;
-//! - takes a session slot on the first order-entry message and pushes the request into the
-//!   ingress queue; a full queue is answered at once with a "server busy" reject;
+//! - opens the session's route on the core thread when it logs on (each configured session has
+//!   its own slot for good, so reports of orders entered by an earlier connection reach this
+//!   one), and pushes each request into the ingress queue; a full queue is answered at once
+//!   with a "server busy" reject;
 //! - sends the reports the core thread queues for it, when woken, as ExecutionReport (8),
 //!   OrderCancelReject (9) or OrderMassCancelReport (r); a session that overflows its report
 //!   queue is logged out ("slow consumer"), as is one the risk checks mark for sustained
 //!   throttle abuse ("order rate limit exceeded");
-//! - on disconnect, closes its slot (cancel-on-disconnect per the session's config).
+//! - on disconnect, closes its route (cancel-on-disconnect per the session's config) before the
+//!   session may connect again;
+//! - remembers its last orders that ended, so that a cancel of a filled order is answered "too
+//!   late to cancel" (CxlRejReason 0) rather than "unknown order" (1).
 //!
 //! Other application messages a client may send (ExecutionReport 8, OrderCancelReject 9,
 //! OrderMassCancelReport r, BusinessMessageReject j, ...) are answered with a
 //! BusinessMessageReject(35=j), BusinessRejectReason(380) = 3 (Unsupported Message Type).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,7 +36,7 @@ use std::time::Duration;
 use portcullis_fix::{tag, BeginString, Decoder, Encoder, SeqNum, UtcTimestamp};
 use portcullis_session::transport::{Application, ConnectionApp, ConnectionInfo};
 use portcullis_session::{Session, SessionConfig};
-use portcullis_types::{AccountId, Command, RejectReason};
+use portcullis_types::{AccountId, ClOrdId, Command, Event, EventKind, RejectReason, SessionId};
 use tracing::{debug, warn};
 
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
@@ -98,6 +105,8 @@ impl BusinessReject {
 pub struct SessionInfo {
     /// `FIX.4.4:ISLD->TW`.
     pub name: String,
+    /// The session's own slot (its index in the config).
+    pub slot: SessionId,
     /// True if Logons are authenticated (the account is the key's).
     pub authenticate: bool,
     /// The accounts the session may trade for (`*` = any).
@@ -175,7 +184,60 @@ impl Application for OrderEntryApp {
             conn: None,
             decoder: Decoder::new(),
             scratch: Vec::with_capacity(64),
+            finished: Finished::new(FINISHED_REMEMBERED),
         }))
+    }
+}
+
+/// How many ended orders a connection remembers to tell "too late" from "unknown order".
+const FINISHED_REMEMBERED: usize = 4096;
+
+/// The ClOrdIDs of the last orders of this connection that ended (filled, cancelled,
+/// expired), with their final OrdStatus(39): a cancel or replace naming one of them is answered
+/// "too late to cancel" (CxlRejReason 0), not "unknown order" (1). Bounded and allocated once.
+struct Finished {
+    status: HashMap<ClOrdId, u8>,
+    order: VecDeque<ClOrdId>,
+    capacity: usize,
+}
+
+impl Finished {
+    fn new(capacity: usize) -> Self {
+        Finished {
+            status: HashMap::with_capacity(capacity * 2),
+            order: VecDeque::with_capacity(capacity * 2),
+            capacity: capacity * 2,
+        }
+    }
+
+    fn remember(&mut self, id: ClOrdId, status: u8) {
+        if id.is_empty() {
+            return;
+        }
+        if self.status.insert(id, status).is_none() {
+            if self.order.len() == self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.status.remove(&old);
+                }
+            }
+            self.order.push_back(id);
+        }
+    }
+
+    fn note(&mut self, e: &Event) {
+        let status = match e.kind {
+            EventKind::Fill => b'2',
+            EventKind::Canceled => b'4',
+            EventKind::Expired => b'C',
+            _ => return,
+        };
+        // A cancelled order is known by its own id and by the cancel request's.
+        self.remember(e.cl_ord_id, status);
+        self.remember(e.orig_cl_ord_id, status);
+    }
+
+    fn get(&self, id: &ClOrdId) -> Option<u8> {
+        self.status.get(id).copied()
     }
 }
 
@@ -187,13 +249,13 @@ pub struct FixConn {
     version: BeginString,
     info: Arc<SessionInfo>,
     conn_id: u64,
-    /// The accounts the connection trades for, resolved at its first order-entry message
-    /// (after its Logon).
+    /// The accounts the connection trades for, resolved when it logs on.
     allowed: Option<Box<[AccountId]>>,
-    /// The connection's slot and report queue, from its first order-entry request on.
+    /// The connection's route on the core thread, opened when it logs on.
     conn: Option<Arc<Conn>>,
     decoder: Decoder,
     scratch: Vec<u8>,
+    finished: Finished,
 }
 
 impl std::fmt::Debug for FixConn {
@@ -233,20 +295,24 @@ impl FixConn {
             .collect()
     }
 
-    /// The connection's slot, opened on the core thread; `None` if no slot is free or the
-    /// ingress queue is full (the request is then refused "server busy").
-    fn ensure_conn(&mut self, allowed: &[AccountId]) -> Option<Arc<Conn>> {
+    fn allowed(&mut self) -> Box<[AccountId]> {
+        if self.allowed.is_none() {
+            self.allowed = Some(self.resolve_accounts());
+        }
+        self.allowed.clone().unwrap_or_default()
+    }
+
+    /// The connection's route on the core thread, opened on first use; `None` while the ingress
+    /// queue is full (the request is then refused "server busy", and the next one tries again).
+    fn ensure_conn(&mut self) -> Option<Arc<Conn>> {
         if let Some(c) = &self.conn {
             return Some(c.clone());
         }
+        let allowed = self.allowed();
         let p = &self.pipeline;
-        let slot = p.alloc_slot()?;
-        let conn = p.new_conn(slot, allowed, self.info.cancel_on_disconnect);
-        if p.submit(Ingress::Open(conn.clone())).is_err() {
-            p.release_unopened_slot(slot);
-            return None;
-        }
-        debug!(conn = self.conn_id, session = %self.info.name, slot = slot.0, "session slot opened");
+        let conn = p.new_conn(self.info.slot, &allowed, self.info.cancel_on_disconnect);
+        p.submit(Ingress::Open(conn.clone())).ok()?;
+        debug!(conn = self.conn_id, session = %self.info.name, slot = conn.slot().0, "session route opened");
         self.conn = Some(conn.clone());
         Some(conn)
     }
@@ -268,6 +334,13 @@ fn send_refusal(
 }
 
 impl ConnectionApp for FixConn {
+    fn on_logon(&mut self, _session: &mut Session, _now: UtcTimestamp) {
+        // Reports of the session's orders (e.g. fills of GTC orders entered by an earlier
+        // connection) flow from now on.
+        self.allowed = Some(self.resolve_accounts());
+        let _ = self.ensure_conn();
+    }
+
     fn on_message(
         &mut self,
         session: &mut Session,
@@ -296,24 +369,20 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
-        if self.allowed.is_none() {
-            self.allowed = Some(self.resolve_accounts());
-        }
-        let allowed = self.allowed.clone().unwrap_or_default();
+        let allowed = self.allowed();
         let dir = self.pipeline.directory();
         let ctx = Ctx {
             directory: &dir,
             allowed: &allowed,
             account_names: self.pipeline.account_names(),
-            session: portcullis_types::SessionId(0),
+            session: self.info.slot,
             now_ns: now.nanos(),
         };
         let outcome = match order_codec::decode(&msg, &ctx) {
             Err(refusal) => Err(refusal),
-            Ok(mut req) => match self.ensure_conn(&allowed) {
+            Ok(req) => match self.ensure_conn() {
                 None => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
-                Some(conn) => {
-                    req.set_session(conn.slot());
+                Some(_) => {
                     let item = match req {
                         Request::New(o) => Ingress::Cmd(Command::New(o)),
                         Request::Cancel(c) => Ingress::Cmd(Command::Cancel(c)),
@@ -339,8 +408,8 @@ impl ConnectionApp for FixConn {
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.conn {
             Some(c) => c.poll_ready(cx),
-            // No slot yet: nothing can arrive; a request that opens one comes through
-            // on_message, after which the transport polls again.
+            // No route yet: nothing can arrive; the request that opens one comes through
+            // on_message or on_logon, after which the transport polls again.
             None => Poll::Pending,
         }
     }
@@ -355,14 +424,26 @@ impl ConnectionApp for FixConn {
             directory: &dir,
             account_names: self.pipeline.account_names(),
         };
-        let scratch = &mut self.scratch;
         // At most one queue's worth per call, so reading the socket is never starved.
         for _ in 0..conn.capacity() {
             let Some(item) = conn.pop() else { break };
             let report = match &item {
-                Outbound::Event(e) => Report::Event(e),
+                Outbound::Event(e) => {
+                    self.finished.note(e);
+                    match e.kind {
+                        EventKind::CancelRejected {
+                            reason: RejectReason::UnknownOrder,
+                            ..
+                        } => match self.finished.get(&e.orig_cl_ord_id) {
+                            Some(status) => Report::TooLate { event: e, status },
+                            None => Report::Event(e),
+                        },
+                        _ => Report::Event(e),
+                    }
+                }
                 Outbound::Status(e) => Report::Status(e),
             };
+            let scratch = &mut self.scratch;
             let res = session.send_application(now, report.msg_type(), |enc| {
                 order_codec::encode_report(enc, v, report, &names, scratch)
             });
@@ -375,38 +456,27 @@ impl ConnectionApp for FixConn {
         }
         Ok(())
     }
-}
 
-impl Drop for FixConn {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let slot = conn.slot();
-        drop(conn);
+    fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let conn = self.conn.take();
         let pipeline = self.pipeline.clone();
-        if pipeline.submit(Ingress::Close(slot)).is_ok() {
-            return;
-        }
-        // The close must reach the core thread (it frees the slot and cancels on disconnect):
-        // retry off this task until the queue has room.
-        let retry = async move {
-            while pipeline.submit(Ingress::Close(slot)).is_err() {
+        Box::pin(async move {
+            let Some(conn) = conn else { return };
+            // The close must reach the core thread (cancel-on-disconnect, the route): while the
+            // queue is full, try again shortly; the transport waits for this before the
+            // session may connect again.
+            let mut item = Ingress::Close(conn);
+            loop {
+                match pipeline.submit(item) {
+                    Ok(()) => return,
+                    Err(back) => item = back,
+                }
                 if pipeline.is_stopping() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(retry);
-            }
-            Err(_) => warn!(
-                slot = slot.0,
-                "no runtime to retry a session close; slot leaked"
-            ),
-        }
+        })
     }
 }
 

@@ -838,6 +838,16 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     let accounts = account_table(&raw.core.accounts, &sessions)?;
     validate_engine(&raw.engine)?;
     validate_risk(&raw.risk, &accounts)?;
+    if sessions.len() as u64 > u64::from(raw.risk.max_sessions) {
+        return Err(ConfigError::invalid(
+            "risk.max_sessions",
+            format!(
+                "risk.max_sessions = {} is less than the {} configured sessions (each has its own session slot)",
+                raw.risk.max_sessions,
+                sessions.len()
+            ),
+        ));
+    }
     validate_instruments(&raw.instruments, &raw.option_series)?;
 
     Ok(Settings {

@@ -353,11 +353,12 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     );
     let app: Arc<dyn Application> = Arc::new(app::OrderEntryApp::new(
         pipeline.clone(),
-        settings.sessions.iter().map(|s| {
+        settings.sessions.iter().enumerate().map(|(i, s)| {
             (
                 s.config.clone(),
                 app::SessionInfo {
                     name: security::session_name(&s.config),
+                    slot: portcullis_types::SessionId(i as u32),
                     authenticate: s.authenticate,
                     accounts: s.accounts.clone(),
                     cancel_on_disconnect: s.cancel_on_disconnect,
@@ -469,6 +470,8 @@ fn start_pipeline(
         pin_cpu: settings.core.pin_cpu,
         trading_day_end_secs: settings.core.trading_day_end_secs,
         max_sessions: settings.risk.max_sessions,
+        // The configured sessions own slots 0..n (config validation keeps n ≤ max_sessions).
+        reserved_slots: settings.sessions.len() as u32,
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
     let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);

@@ -457,19 +457,6 @@ fn decode_mass_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<MassCancel,
     })
 }
 
-impl Request {
-    /// Puts the request on `session` (decoded before the connection had its slot).
-    pub fn set_session(&mut self, session: SessionId) {
-        match self {
-            Request::New(o) => o.session = session,
-            Request::Cancel(c) => c.session = session,
-            Request::Replace(r) => r.session = session,
-            Request::Status(s) => s.session = session,
-            Request::MassCancel(m) => m.session = session,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Codes per version
 
@@ -521,6 +508,14 @@ pub enum Report<'e> {
     Event(&'e Event),
     /// A status answer.
     Status(&'e Event),
+    /// A cancel or replace reject of an order that has already ended, with its final
+    /// OrdStatus(39): "too late to cancel" (CxlRejReason 0) instead of "unknown order".
+    TooLate {
+        /// The `CancelRejected` event.
+        event: &'e Event,
+        /// `2` filled, `4` cancelled, `C` expired.
+        status: u8,
+    },
 }
 
 impl Report<'_> {
@@ -533,6 +528,7 @@ impl Report<'_> {
                 _ => b"8",
             },
             Report::Status(_) => b"8",
+            Report::TooLate { .. } => b"9",
         }
     }
 }
@@ -635,7 +631,7 @@ pub fn encode_report(
     match report {
         Report::Event(e) => match e.kind {
             EventKind::CancelRejected { replace, reason } => {
-                encode_cancel_reject(enc, v, e, replace, reason, names)
+                encode_cancel_reject(enc, v, e, replace, reason, None, names)
             }
             EventKind::MassCancelDone { canceled } => {
                 encode_mass_cancel_report(enc, v, e, canceled, names)
@@ -643,6 +639,13 @@ pub fn encode_report(
             _ => encode_execution_report(enc, v, e, false, names, scratch),
         },
         Report::Status(e) => encode_execution_report(enc, v, e, true, names, scratch),
+        Report::TooLate { event, status } => {
+            let (replace, reason) = match event.kind {
+                EventKind::CancelRejected { replace, reason } => (replace, reason),
+                _ => (false, RejectReason::UnknownOrder),
+            };
+            encode_cancel_reject(enc, v, event, replace, reason, Some(status), names)
+        }
     }
 }
 
@@ -722,12 +725,14 @@ fn encode_execution_report(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_cancel_reject(
     enc: &mut Encoder,
     v: BeginString,
     e: &Event,
     replace: bool,
     reason: RejectReason,
+    too_late: Option<u8>,
     names: &Names<'_>,
 ) {
     order_id_field(enc, e.order_id);
@@ -738,11 +743,12 @@ fn encode_cancel_reject(
         // Required before 5.0; a cancel by OrderID alone names no client id.
         enc.str(tag::ORIG_CL_ORD_ID, b"NONE");
     }
-    // The order's current state when it is known; Rejected when it is not.
-    let status = if e.order_id.0 == 0 {
-        b'8'
-    } else {
-        working_status(e)
+    // The order's current state when it is known (or its final one when it has ended);
+    // Rejected when it is not known at all.
+    let status = match too_late {
+        Some(s) => s,
+        None if e.order_id.0 == 0 => b'8',
+        None => working_status(e),
     };
     enc.char(tag::ORD_STATUS, status);
     if let Some(name) = names.account_names.get(e.account.0 as usize) {
@@ -754,8 +760,16 @@ fn encode_cancel_reject(
         TimePrecision::Micros,
     );
     enc.char(tag::CXL_REJ_RESPONSE_TO, if replace { b'2' } else { b'1' });
-    enc.uint(tag::CXL_REJ_REASON, u64::from(cxl_rej_code(v, reason)));
-    enc.str(tag::TEXT, reason.text().as_bytes());
+    match too_late {
+        Some(_) => {
+            enc.uint(tag::CXL_REJ_REASON, 0);
+            enc.str(tag::TEXT, b"too late: the order has already ended");
+        }
+        None => {
+            enc.uint(tag::CXL_REJ_REASON, u64::from(cxl_rej_code(v, reason)));
+            enc.str(tag::TEXT, reason.text().as_bytes());
+        }
+    }
 }
 
 fn encode_mass_cancel_report(

@@ -25,12 +25,17 @@
 //!   keep up: the core thread never waits for it; it marks the session overflowed and drops its
 //!   further reports (the orders keep their state in the books), and the session's task logs it
 //!   out ("slow consumer") and disconnects it.
-//! - Session slots ([`SessionId`]) are handed out per connection (on its first order-entry
-//!   message) and come back only after the core thread has processed the connection's close,
-//!   so a slot's next occupant never sees the previous one's cancel-on-disconnect. Events are
-//!   addressed to the slot of the order's entering session; the core thread delivers one only
-//!   if the connection in that slot trades for the event's account (a GTC order can outlive
-//!   the connection that entered it).
+//! - Session slots ([`SessionId`]): each configured FIX session has its own slot for good (its
+//!   index in the config), so the orders it entered stay addressable by ClOrdID across
+//!   reconnects and their later reports (a fill of a GTC order) reach the session's next
+//!   connection. Slots above the reserved ones are handed out per connection
+//!   ([`Pipeline::alloc_slot`], for connections that are not configured sessions) and come
+//!   back only after the core thread has processed the connection's close. A connection opens
+//!   its slot's route when it logs on ([`Ingress::Open`]) and closes it when it ends
+//!   ([`Ingress::Close`], which runs cancel-on-disconnect); the transport waits for the close
+//!   to be queued before the session can connect again, so the two never cross. The core
+//!   thread delivers an event only if the connection in its slot trades for the event's
+//!   account.
 //! - Operator commands (kill switch, halt, mark, limits, pause) reach the core thread through a
 //!   small queue of their own, so a flood of orders cannot delay a kill switch.
 //! - Timers (option expiry and listing, end of the trading day) run from the loop's clock
@@ -101,8 +106,9 @@ pub enum Ingress {
     Status(StatusRequest),
     /// A connection took a session slot: route the slot's events to it.
     Open(Arc<Conn>),
-    /// The connection in this slot ended: cancel-on-disconnect, forget its route, free the slot.
-    Close(SessionId),
+    /// The connection ended: cancel-on-disconnect, forget its route, free a per-connection
+    /// slot. Ignored if the slot has another connection by now.
+    Close(Arc<Conn>),
 }
 
 /// One entry of a session's egress queue.
@@ -314,6 +320,9 @@ pub struct PipelineConfig {
     pub trading_day_end_secs: u32,
     /// Session slots (the risk engine's `max_sessions`).
     pub max_sessions: u32,
+    /// Slots `0..reserved_slots` belong to the configured sessions; the others are handed out
+    /// per connection.
+    pub reserved_slots: u32,
 }
 
 /// What the socket tasks and the core thread share.
@@ -330,6 +339,7 @@ pub struct Pipeline {
     accounts: Vec<Box<str>>,
     account_ids: HashMap<Box<str>, AccountId>,
     egress_capacity: usize,
+    reserved_slots: u32,
     /// Requests refused because the ingress queue was full.
     busy: AtomicU64,
 }
@@ -349,7 +359,7 @@ impl Pipeline {
     /// `core`.
     pub fn new(config: &PipelineConfig, accounts: &[String], core: &Core) -> Arc<Self> {
         let free_slots = ArrayQueue::new(config.max_sessions.max(1) as usize);
-        for s in 0..config.max_sessions {
+        for s in config.reserved_slots..config.max_sessions {
             let _ = free_slots.push(s);
         }
         Arc::new(Pipeline {
@@ -367,6 +377,7 @@ impl Pipeline {
                 .map(|(i, a)| (a.as_str().into(), AccountId(i as u32)))
                 .collect(),
             egress_capacity: config.egress_capacity.max(1),
+            reserved_slots: config.reserved_slots,
             busy: AtomicU64::new(0),
         })
     }
@@ -407,14 +418,19 @@ impl Pipeline {
         }
     }
 
-    /// Takes a free session slot.
+    /// Takes a free per-connection session slot (above the reserved ones), for connections that
+    /// are not configured sessions (the WebSocket API's).
+    #[allow(dead_code)] // until the WebSocket API is wired in
     pub fn alloc_slot(&self) -> Option<SessionId> {
         self.free_slots.pop().map(SessionId)
     }
 
-    /// Gives back a slot that was never opened on the core thread.
+    /// Gives back a per-connection slot that was never opened on the core thread.
+    #[allow(dead_code)] // until the WebSocket API is wired in
     pub fn release_unopened_slot(&self, slot: SessionId) {
-        let _ = self.free_slots.push(slot.0);
+        if slot.0 >= self.reserved_slots {
+            let _ = self.free_slots.push(slot.0);
+        }
     }
 
     /// A connection's egress for `slot`, routing the events of `accounts`.
@@ -688,15 +704,23 @@ impl CoreLoop {
                     *r = Some(conn);
                 }
             }
-            Ingress::Close(slot) => {
-                core.process(Command::SessionClosed(slot), now, &mut |e| {
-                    deliver(routes, dirty, dirty_flag, Outbound::Event(e))
-                });
-                if let Some(r) = routes.get_mut(slot.0 as usize) {
-                    *r = None;
+            Ingress::Close(conn) => {
+                let slot = conn.slot;
+                let current = routes
+                    .get(slot.0 as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|c| Arc::ptr_eq(c, &conn));
+                if current {
+                    // Cancel-on-disconnect reports go nowhere: the connection is gone.
+                    core.process(Command::SessionClosed(slot), now, &mut |e| {
+                        deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+                    });
+                    routes[slot.0 as usize] = None;
+                    // Only now may a per-connection slot get a new occupant.
+                    if slot.0 >= shared.reserved_slots {
+                        let _ = shared.free_slots.push(slot.0);
+                    }
                 }
-                // Only now may the slot get a new occupant.
-                let _ = shared.free_slots.push(slot.0);
             }
         }
         self.wake_dirty();
@@ -961,6 +985,7 @@ pub(crate) mod tests {
             pin_cpu: None,
             trading_day_end_secs: 0,
             max_sessions: 8,
+            reserved_slots: 0,
         }
     }
 
@@ -1109,7 +1134,12 @@ pub(crate) mod tests {
             .unwrap();
         lp.step(now_ns());
         let free = p.free_slots.len();
-        p.submit(Ingress::Close(a.slot())).unwrap();
+        // A close of a connection the slot no longer has changes nothing.
+        let stale = p.new_conn(a.slot(), &[AccountId(0)], true);
+        p.submit(Ingress::Close(stale)).unwrap();
+        lp.step(now_ns());
+        assert_eq!(lp.core().risk().open_orders(AccountId(0)), 1);
+        p.submit(Ingress::Close(a.clone())).unwrap();
         assert_eq!(p.free_slots.len(), free);
         lp.step(now_ns());
         assert_eq!(p.free_slots.len(), free + 1);

@@ -752,6 +752,16 @@ pub trait ConnectionApp: Send {
     /// session logs out with `text` and the connection is closed without waiting for the
     /// counterparty's Logout.
     fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String>;
+
+    /// The session has logged on (its credentials, if any, are checked).
+    fn on_logon(&mut self, _session: &mut Session, _now: UtcTimestamp) {}
+
+    /// The connection has ended. The transport awaits this (until the server shuts down) before
+    /// it releases the session, so whatever the handler must tell others about the end happens
+    /// before the session's next connection can begin.
+    fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,8 +925,15 @@ impl Connection {
             )
             .await;
         // The session is finished with its store before the connection closes, and released:
-        // a client that sees the connection end may reconnect at once. The handler goes first,
-        // while the connection still holds its session.
+        // a client that sees the connection end may reconnect at once. The handler closes
+        // first, while the connection still holds its session.
+        if let Some(app) = conn_app.as_deref_mut() {
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = app.close() => {}
+                _ = shutdown.wait() => {}
+            }
+        }
         drop(conn_app);
         let now = UtcTimestamp::now();
         session.on_disconnect(now);
@@ -1107,6 +1124,12 @@ fn handle_events(
             SessionEvent::Disconnect(reason) => {
                 info!(conn, session = %name, ?reason, "session requests disconnect");
                 disconnect = true;
+            }
+            event @ SessionEvent::LoggedOn { .. } => {
+                log_event(conn, name, event);
+                if let Some(h) = conn_app.as_deref_mut() {
+                    h.on_logon(session, UtcTimestamp::now());
+                }
             }
             other => log_event(conn, name, other),
         }
