@@ -37,3 +37,6 @@ pub use ratelimit::{ConnectRefused, RateLimitConfig, RateLimiter};
 pub use signing::SignaturePayload;
 pub use symbols::{SymbolFilter, SymbolInfo, SymbolTable};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

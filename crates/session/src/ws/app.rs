@@ -177,8 +177,8 @@ pub enum Outcome {
     Order(OrderInfo),
     /// `order.cancel`.
     Canceled(CancelResult),
-    /// `order.cancelReplace`.
-    CancelReplaced(CancelReplaceOutcome),
+    /// `order.cancelReplace` (boxed: it holds two results).
+    CancelReplaced(Box<CancelReplaceOutcome>),
     /// `openOrders.status`.
     OpenOrders(Vec<OrderInfo>),
     /// `openOrders.cancelAll`.
@@ -204,7 +204,7 @@ impl From<CancelResult> for Outcome {
 }
 impl From<CancelReplaceOutcome> for Outcome {
     fn from(v: CancelReplaceOutcome) -> Self {
-        Outcome::CancelReplaced(v)
+        Outcome::CancelReplaced(Box::new(v))
     }
 }
 impl From<Vec<OrderInfo>> for Outcome {

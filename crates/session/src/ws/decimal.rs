@@ -102,7 +102,7 @@ impl Decimal {
             scale,
             written_scale: scale,
         };
-        while d.scale > 0 && d.mantissa % 10 == 0 {
+        while d.scale > 0 && d.mantissa.is_multiple_of(10) {
             d.mantissa /= 10;
             d.scale -= 1;
         }

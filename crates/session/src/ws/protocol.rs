@@ -299,6 +299,20 @@ impl Method {
         }
     }
 
+    /// True if the application may answer the method later.
+    const fn may_pend(self) -> bool {
+        matches!(
+            self,
+            Method::OrderPlace
+                | Method::OrderStatus
+                | Method::OrderCancel
+                | Method::OrderCancelReplace
+                | Method::OpenOrdersStatus
+                | Method::OpenOrdersCancelAll
+                | Method::AccountStatus
+        )
+    }
+
     /// The parameters the method reads.
     fn accepts(self, name: &str) -> bool {
         let own: &[&str] = match self {
@@ -571,6 +585,11 @@ impl WsSession {
                 return;
             }
         };
+        if method.may_pend() && self.pending.len() >= self.config.max_pending {
+            let e = WsError::new(429, codes::TOO_MANY_REQUESTS, "Too many requests queued.");
+            self.respond(now_ms, &reply, Err(e));
+            return;
+        }
         // A key that stopped being valid loses its rights before anything else is done.
         self.check_revocation(now, app);
         let answer = self.dispatch(now, method, &params, &mut reply, app);

@@ -1,0 +1,489 @@
+//! Order methods: parameter validation, defaults, symbol filters, answers and order limits.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Places `params` (signed with the documented key) and returns the answer.
+fn place(h: &mut Harness, params: &[(&'static str, Value)]) -> Value {
+    h.signed_call("order.place", params)
+}
+
+#[test]
+fn order_place_parameters_are_validated_with_the_dialects_codes() {
+    let mut h = Harness::new();
+    let base = limit_order();
+    let market: Vec<(&'static str, Value)> = vec![
+        ("symbol", "BTCUSDT".into()),
+        ("side", "BUY".into()),
+        ("type", "MARKET".into()),
+        ("quantity", "0.01".into()),
+    ];
+    let maker = with(
+        &with(&base, "type", Some("LIMIT_MAKER".into())),
+        "timeInForce",
+        None,
+    );
+    type Case = (
+        &'static str,
+        Vec<(&'static str, Value)>,
+        i64,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        ("missing symbol", with(&base, "symbol", None), -1102, Some("Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")),
+        ("empty symbol", with(&base, "symbol", Some("".into())), -1102, None),
+        ("null side", with(&base, "side", Some(Value::Null)), -1102, None),
+        ("lower-case symbol", with(&base, "symbol", Some("btcusdt".into())), -1100, Some("Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,32}$'.")),
+        ("unknown symbol", with(&base, "symbol", Some("DOGEUSDT".into())), -1121, Some("Invalid symbol.")),
+        ("bad side", with(&base, "side", Some("SHORT".into())), -1117, Some("Invalid side.")),
+        ("side not a string", with(&base, "side", Some(1.into())), -1117, None),
+        ("bad type", with(&base, "type", Some("STOP_LOSS".into())), -1116, Some("Invalid orderType.")),
+        ("bad tif", with(&base, "timeInForce", Some("GTD".into())), -1115, Some("Invalid timeInForce.")),
+        ("LIMIT without timeInForce", with(&base, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
+        ("LIMIT without price", with(&base, "price", None), -1102, None),
+        ("LIMIT with an empty price", with(&base, "price", Some("".into())), -1102, None),
+        ("LIMIT without quantity", with(&base, "quantity", None), -1102, None),
+        ("LIMIT with quoteOrderQty", with(&base, "quoteOrderQty", Some("10".into())), -1106, Some("Parameter 'quoteOrderQty' sent when not required.")),
+        ("LIMIT_MAKER with timeInForce", with(&maker, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
+        ("MARKET with timeInForce", with(&market, "timeInForce", Some("IOC".into())), -1114, None),
+        ("MARKET with price", with(&market, "price", Some("1.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
+        ("MARKET without quantity", with(&market, "quantity", None), -1102, Some("Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")),
+        ("MARKET with both quantities", with(&market, "quoteOrderQty", Some("10".into())), -1106, None),
+        ("price not a decimal", with(&base, "price", Some("52,000".into())), -1100, Some("Illegal characters found in parameter 'price'; legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")),
+        ("negative quantity", with(&base, "quantity", Some("-1".into())), -1100, None),
+        ("price too precise", with(&base, "price", Some("52000.123456789".into())), -1111, Some("Parameter 'price' has too much precision.")),
+        ("quantity too precise", with(&base, "quantity", Some("0.000000001".into())), -1111, None),
+        ("price off the tick", with(&base, "price", Some("52000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
+        ("price above max", with(&base, "price", Some("1000000.01".into())), -1013, Some("Filter failure: PRICE_FILTER")),
+        ("quantity off the step", with(&base, "quantity", Some("0.010001".into())), -1013, Some("Filter failure: LOT_SIZE")),
+        ("quantity above max", with(&base, "quantity", Some("9000.00001".into())), -1013, Some("Filter failure: LOT_SIZE")),
+        ("notional too small", with(&base, "price", Some("100.00".into())), -1013, Some("Filter failure: NOTIONAL")),
+        ("client id too long", with(&base, "newClientOrderId", Some("a".repeat(37).into())), -1100, Some("Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")),
+        ("client id with a space", with(&base, "newClientOrderId", Some("a b".into())), -1100, None),
+        ("empty client id", with(&base, "newClientOrderId", Some("".into())), -1118, Some("New client order ID was empty.")),
+        ("bad response type", with(&base, "newOrderRespType", Some("ALL".into())), -1130, Some("Data sent for parameter 'newOrderRespType' is not valid.")),
+        ("bad STP mode", with(&base, "selfTradePreventionMode", Some("EXPIRE_ALL".into())), -1130, None),
+        ("STP mode not allowed on the symbol", with(&base, "selfTradePreventionMode", Some("DECREMENT".into())), -1130, None),
+        ("unknown parameter", with(&base, "icebergQty", Some("0.001".into())), -1104, Some("Not all sent parameters were read; read '9' parameter(s) but was sent '10'.")),
+        ("halted symbol", with(&base, "symbol", Some("ETHUSDT".into())), -2010, Some("Market is closed.")),
+        ("quote quantity not allowed", with(&with(&market, "quantity", None), "quoteOrderQty", Some("10".into())), -2010, None),
+        ("quantity overflow", with(&base, "quantity", Some("99999999999999999999.99999999999999999999".into())), -1108, Some("Parameter 'quantity' overflowed.")),
+    ];
+    for (what, params, expected, msg) in cases {
+        let v = place(&mut h, &params);
+        assert_eq!(code(&v), expected, "{what}: {v}");
+        assert_eq!(v["status"], 400, "{what}");
+        if let Some(msg) = msg {
+            assert_eq!(v["error"]["msg"], msg, "{what}");
+        }
+    }
+    // A number with an exponent is not a decimal of the dialect (raw text: Value would
+    // rewrite it).
+    let v = h.send(
+        r#"{"id":1,"method":"order.place","params":{"symbol":"BTCUSDT","side":"SELL","type":"LIMIT","timeInForce":"GTC","quantity":1e-2,"price":"52000.00"}}"#,
+    );
+    assert_eq!(code(&v), -1100);
+    assert!(
+        h.app.placed.is_empty(),
+        "nothing invalid reached the application"
+    );
+}
+
+#[test]
+fn valid_orders_reach_the_application_with_the_dialects_defaults() {
+    let mut h = Harness::new();
+    // LIMIT defaults to FULL: fills included.
+    let v = place(&mut h, &limit_order());
+    let r = ok(&v);
+    assert_eq!(r["fills"][0]["price"], "52000.00");
+    assert_eq!(r["status"], "NEW");
+    assert_eq!(r["workingTime"], 1_655_716_096_505_i64);
+    assert_eq!(h.app.placed[0].2.resp_type, RespType::Full);
+    // LIMIT_MAKER defaults to ACK.
+    let maker = with(
+        &with(&limit_order(), "type", Some("LIMIT_MAKER".into())),
+        "timeInForce",
+        None,
+    );
+    let v = place(&mut h, &maker);
+    assert_eq!(
+        ok(&v).as_object().unwrap().keys().collect::<Vec<_>>(),
+        [
+            "clientOrderId",
+            "orderId",
+            "orderListId",
+            "symbol",
+            "transactTime"
+        ]
+    );
+    assert_eq!(h.app.placed[1].2.time_in_force, None);
+    // RESULT: the order's state without fills.
+    let v = place(
+        &mut h,
+        &with(&limit_order(), "newOrderRespType", Some("RESULT".into())),
+    );
+    assert!(ok(&v).get("fills").is_none());
+    assert_eq!(ok(&v)["selfTradePreventionMode"], "NONE");
+    // MARKET by quantity (a JSON number is read exactly, not as a float), with an STP mode
+    // and a client id.
+    let v = place(
+        &mut h,
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("side", "BUY".into()),
+            ("type", "MARKET".into()),
+            ("quantity", json!(0.015)),
+            ("selfTradePreventionMode", "EXPIRE_MAKER".into()),
+            ("newClientOrderId", "x-AB:12/3.4_5-6".into()),
+        ],
+    );
+    assert_eq!(ok(&v)["clientOrderId"], "x-AB:12/3.4_5-6");
+    let order = &h.app.placed[3].2;
+    assert_eq!(order.quantity, Some(d("0.015")));
+    assert_eq!(order.stp, Some(StpMode::ExpireMaker));
+    assert_eq!(order.resp_type, RespType::Full);
+    // MARKET by quote quantity where the symbol allows it.
+    ok(&place(
+        &mut h,
+        &[
+            ("symbol", "BTC-261225-100000-C".into()),
+            ("side", "SELL".into()),
+            ("type", "MARKET".into()),
+            ("quoteOrderQty", "250.5".into()),
+        ],
+    ));
+    assert_eq!(h.app.placed[4].2.quote_order_qty, Some(d("250.5")));
+    assert_eq!(h.app.placed[4].2.quantity, None);
+    // The application's refusal goes to the client as it is.
+    let v = place(
+        &mut h,
+        &with(&limit_order(), "newClientOrderId", Some("reject-me".into())),
+    );
+    assert_eq!(code(&v), -2010);
+    assert_eq!(
+        v["error"]["msg"],
+        "Account has insufficient balance for requested action."
+    );
+}
+
+#[test]
+fn order_test_validates_without_placing() {
+    let mut h = Harness::new();
+    assert_eq!(ok(&h.signed_call("order.test", &limit_order())), &json!({}));
+    assert_eq!(h.app.tested.len(), 1);
+    assert!(h.app.placed.is_empty());
+    assert_eq!(
+        code(&h.signed_call(
+            "order.test",
+            &with(&limit_order(), "price", Some("1.001".into()))
+        )),
+        -1013
+    );
+    let v = h.signed_call(
+        "order.test",
+        &with(&limit_order(), "computeCommissionRates", Some(true.into())),
+    );
+    assert_eq!(code(&v), -1020);
+    ok(&h.signed_call(
+        "order.test",
+        &with(&limit_order(), "computeCommissionRates", Some(false.into())),
+    ));
+    // order.test counts no order.
+    let v = h.signed_call::<&str>("account.rateLimits.orders", &[]);
+    assert_eq!(ok(&v)[0]["count"], 0);
+}
+
+#[test]
+fn cancels_and_queries_name_the_order_by_id_or_client_id() {
+    let mut h = Harness::new();
+    let v = h.signed_call(
+        "order.cancel",
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("orderId", 12_569_099_453_u64.into()),
+        ],
+    );
+    assert_eq!(
+        ok(&v),
+        &json!({"symbol":"BTCUSDT","origClientOrderId":"c1","orderId":5,"orderListId":-1,
+                "clientOrderId":"c2","transactTime":1,"price":"1.00","origQty":"1","executedQty":"0",
+                "origQuoteOrderQty":"0","cummulativeQuoteQty":"0","status":"CANCELED",
+                "timeInForce":"GTC","type":"LIMIT","side":"BUY","selfTradePreventionMode":"NONE"})
+    );
+    ok(&h.signed_call(
+        "order.cancel",
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("origClientOrderId", "my:order/1".into()),
+            ("newClientOrderId", "renamed".into()),
+            ("cancelRestrictions", "ONLY_NEW".into()),
+        ],
+    ));
+    assert_eq!(
+        h.app.cancels,
+        [
+            CancelRequest {
+                target: OrderRef {
+                    symbol: "BTCUSDT".into(),
+                    order_id: SafeId::new(12_569_099_453),
+                    orig_client_order_id: None,
+                },
+                new_client_order_id: None,
+                restrictions: None,
+            },
+            CancelRequest {
+                target: OrderRef {
+                    symbol: "BTCUSDT".into(),
+                    order_id: None,
+                    orig_client_order_id: Some("my:order/1".into()),
+                },
+                new_client_order_id: Some("renamed".into()),
+                restrictions: Some(CancelRestrictions::OnlyNew),
+            },
+        ]
+    );
+    let err = |h: &mut Harness, method: &str, p: &[(&str, Value)]| code(&h.signed_call(method, p));
+    let v = h.signed_call("order.cancel", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(
+        v["error"]["msg"],
+        "Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!"
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "order.cancel",
+            &[("symbol", "BTCUSDT".into()), ("orderId", "12x".into())]
+        ),
+        -1100
+    );
+    // Ids stay within 2^53 - 1.
+    assert_eq!(
+        err(
+            &mut h,
+            "order.cancel",
+            &[
+                ("symbol", "BTCUSDT".into()),
+                ("orderId", 9_007_199_254_740_992_u64.into())
+            ]
+        ),
+        -1108
+    );
+    ok(&h.signed_call(
+        "order.cancel",
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("orderId", 9_007_199_254_740_991_u64.into()),
+        ],
+    ));
+    assert_eq!(
+        err(
+            &mut h,
+            "order.cancel",
+            &[
+                ("symbol", "BTCUSDT".into()),
+                ("origClientOrderId", "".into())
+            ]
+        ),
+        -1119
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "order.cancel",
+            &[
+                ("symbol", "BTCUSDT".into()),
+                ("orderId", 1.into()),
+                ("cancelRestrictions", "ONLY_OLD".into())
+            ]
+        ),
+        -1145
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "order.cancel",
+            &[("symbol", "NOPE".into()), ("orderId", 1.into())]
+        ),
+        -1121
+    );
+    // order.status: the application's -2013 goes through.
+    assert_eq!(
+        err(
+            &mut h,
+            "order.status",
+            &[("symbol", "BTCUSDT".into()), ("orderId", 3.into())]
+        ),
+        -2013
+    );
+    // openOrders: with or without a symbol (weights 6 and 80), and cancelAll.
+    let v = h.signed_call("openOrders.status", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(ok(&v), &json!([]));
+    let before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    let v = h.signed_call::<&str>("openOrders.status", &[]);
+    assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap(), before + 80);
+    assert_eq!(h.app.queries[1..], ["open Some(\"BTCUSDT\")", "open None"]);
+    let v = h.signed_call(
+        "openOrders.cancelAll",
+        &[("symbol", Value::from("BTCUSDT"))],
+    );
+    assert_eq!(ok(&v).as_array().unwrap().len(), 2);
+    assert_eq!(err(&mut h, "openOrders.cancelAll", &[]), -1102);
+    // account.status.
+    let v = h.signed_call("account.status", &[("omitZeroBalances", Value::from(true))]);
+    let a = ok(&v);
+    assert_eq!(a["makerCommission"], 15);
+    assert_eq!(
+        a["balances"][0],
+        json!({"asset":"USDT","free":"1021.21000000","locked":"0.00000000"})
+    );
+    assert_eq!(a["uid"], 354_937_868);
+    assert_eq!(h.app.queries.last().unwrap(), "account ACC1 true");
+}
+
+#[test]
+fn cancel_replace_answers_200_409_or_400_with_the_report() {
+    let mut h = Harness::new();
+    let params = with(
+        &with(
+            &limit_order(),
+            "cancelReplaceMode",
+            Some("STOP_ON_FAILURE".into()),
+        ),
+        "cancelOrderId",
+        Some(5.into()),
+    );
+    let placed = |h: &Harness| {
+        let order = h.app.replaces.last().unwrap().order.clone();
+        order_result(&order, 6)
+    };
+    // Both succeed.
+    h.app.replace = Some(CancelReplaceOutcome {
+        cancel: Ok(cancel_result("BTCUSDT")),
+        new_order: NewOrderOutcome::NotAttempted,
+    });
+    // (The fake answers with whatever is set; set the full success after the first request
+    // told us the order.)
+    h.signed_call("order.cancelReplace", &params);
+    let request = h.app.replaces[0].clone();
+    assert_eq!(request.mode, CancelReplaceMode::StopOnFailure);
+    assert_eq!(request.cancel.target.order_id, SafeId::new(5));
+    assert_eq!(request.order.price, Some(d("52000.00")));
+    assert_eq!(
+        request.rate_limit_exceeded_mode,
+        RateLimitExceededMode::DoNothing
+    );
+    h.app.replace = Some(CancelReplaceOutcome {
+        cancel: Ok(cancel_result("BTCUSDT")),
+        new_order: NewOrderOutcome::Success(placed(&h)),
+    });
+    let v = h.signed_call("order.cancelReplace", &params);
+    let r = ok(&v);
+    assert_eq!(
+        (r["cancelResult"].as_str(), r["newOrderResult"].as_str()),
+        (Some("SUCCESS"), Some("SUCCESS"))
+    );
+    assert_eq!(r["cancelResponse"]["status"], "CANCELED");
+    assert_eq!(r["newOrderResponse"]["orderId"], 6);
+    assert_eq!(
+        v["rateLimits"][0]["count"], 2,
+        "each cancel-replace counts as an order"
+    );
+    // The cancel fails; the new order is placed: 409 -2021.
+    h.app.replace = Some(CancelReplaceOutcome {
+        cancel: Err(WsError::cancel_rejected("Unknown order sent.")),
+        new_order: NewOrderOutcome::Success(placed(&h)),
+    });
+    let v = h.signed_call("order.cancelReplace", &params);
+    assert_eq!((v["status"].as_i64(), code(&v)), (Some(409), -2021));
+    assert_eq!(v["error"]["msg"], "Order cancel-replace partially failed.");
+    let data = &v["error"]["data"];
+    assert_eq!(data["cancelResult"], "FAILURE");
+    assert_eq!(
+        data["cancelResponse"],
+        json!({"code":-2011,"msg":"Unknown order sent."})
+    );
+    assert_eq!(data["newOrderResult"], "SUCCESS");
+    // STOP_ON_FAILURE: not attempted, 400 -2022.
+    h.app.replace = Some(CancelReplaceOutcome {
+        cancel: Err(WsError::cancel_rejected("Unknown order sent.")),
+        new_order: NewOrderOutcome::NotAttempted,
+    });
+    let v = h.signed_call("order.cancelReplace", &params);
+    assert_eq!((v["status"].as_i64(), code(&v)), (Some(400), -2022));
+    assert_eq!(v["error"]["data"]["newOrderResult"], "NOT_ATTEMPTED");
+    assert_eq!(v["error"]["data"]["newOrderResponse"], Value::Null);
+    // Both fail: 400 -2022 with both reasons.
+    h.app.replace = Some(CancelReplaceOutcome {
+        cancel: Err(WsError::cancel_rejected("Unknown order sent.")),
+        new_order: NewOrderOutcome::Failure(WsError::order_rejected(
+            "Order would immediately match and take.",
+        )),
+    });
+    let v = h.signed_call("order.cancelReplace", &params);
+    assert_eq!(code(&v), -2022);
+    assert_eq!(
+        v["error"]["data"]["newOrderResponse"],
+        json!({"code":-2010,"msg":"Order would immediately match and take."})
+    );
+    // Parameters of the cancel half.
+    let err = |h: &mut Harness, p: &[(&'static str, Value)]| {
+        code(&h.signed_call("order.cancelReplace", p))
+    };
+    assert_eq!(
+        err(&mut h, &with(&params, "cancelReplaceMode", None)),
+        -1102
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            &with(&params, "cancelReplaceMode", Some("MAYBE".into()))
+        ),
+        -1130
+    );
+    assert_eq!(err(&mut h, &with(&params, "cancelOrderId", None)), -1102);
+    assert_eq!(
+        err(
+            &mut h,
+            &with(&params, "orderRateLimitExceededMode", Some("PANIC".into()))
+        ),
+        -1130
+    );
+}
+
+#[test]
+fn the_accounts_order_rate_limits_are_enforced_and_reported() {
+    let mut h = Harness::with(
+        WsSessionConfig::default(),
+        RateLimitConfig {
+            orders_per_10s: 2,
+            ..RateLimitConfig::default()
+        },
+    );
+    ok(&place(&mut h, &limit_order()));
+    ok(&place(&mut h, &limit_order()));
+    let v = place(&mut h, &limit_order());
+    assert_eq!((v["status"].as_i64(), code(&v)), (Some(429), -1015));
+    assert_eq!(
+        v["error"]["msg"],
+        "Too many new orders; current limit is 2 orders per 10 SECOND."
+    );
+    let window_end = (h.now_ms / 10_000 + 1) * 10_000;
+    assert_eq!(v["error"]["data"]["retryAfter"], window_end);
+    assert_eq!(
+        v["rateLimits"][0],
+        json!({"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":2,"count":2})
+    );
+    assert_eq!(h.app.placed.len(), 2);
+    let v = h.signed_call::<&str>("account.rateLimits.orders", &[]);
+    assert_eq!(
+        ok(&v),
+        &json!([
+            {"rateLimitType":"ORDERS","interval":"SECOND","intervalNum":10,"limit":2,"count":2},
+            {"rateLimitType":"ORDERS","interval":"DAY","intervalNum":1,"limit":160000,"count":2}
+        ])
+    );
+    // The next window takes orders again.
+    h.now_ms = window_end;
+    ok(&place(&mut h, &limit_order()));
+}
