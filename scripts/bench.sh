@@ -8,7 +8,8 @@
 #     servers on one CPU (the software path: no cross-CPU wake-up), then with the client on
 #     another CPU;
 #   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
-#     reaches 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions, FIX and echo.
+#     stays at or above 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions,
+#     FIX and echo.
 #
 # Then prints one table, FIX against the echo floor, with the targets. Takes about 2-3 minutes.
 #
@@ -149,8 +150,10 @@ else
 fi
 
 # --- Floods --------------------------------------------------------------------------------
-# Each step: 0.5 s warm-up, 2 s measured; a failed step is retried once before the search ends.
-FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2)
+# Each step: 0.5 s warm-up, 2 s measured. A step passes if one of two runs has p99 < 1 ms at
+# >= 95 % of the rate with every order answered; the search ends after two failed steps in a
+# row (a shared VM stalls now and then, at low rates too), and the highest passing rate counts.
+FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 2)
 for sessions in 1 16; do
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, FIX"
     "$LG" flood --addr "$FIX_ADDR" --sessions "$sessions" "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
@@ -171,7 +174,7 @@ cp "$TMP/server.log" "$OUT/server.log"
 {
     echo
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
-    echo "ping-pong: ${PP[*]}; floods: rate steps until p99 >= 1 ms (${FLOOD[*]})"
+    echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}"
     echo
     "$LG" table --dir "$OUT"
 } | tee "$OUT/table.txt"

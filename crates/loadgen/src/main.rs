@@ -71,17 +71,21 @@ enum Command {
         /// Seconds to wait for the last answers after the last intended send time.
         #[arg(long, default_value_t = 2.0)]
         drain_secs: f64,
-        /// Step the rate up until p99 ≥ 1 ms or the achieved rate falls under 95 % of the
-        /// target; report the highest rate that passed.
+        /// Step the rate up (--steps) until p99 ≥ 1 ms or the achieved rate falls under 95 %
+        /// of the target (--attempts runs per step, --patience failed steps in a row); report
+        /// the highest rate that passed.
         #[arg(long)]
         find_max: bool,
         /// The rates of --find-max, orders per second, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = run::DEFAULT_STEPS.to_vec())]
         steps: Vec<f64>,
-        /// With --find-max: runs at one rate before it counts as failed (a retry keeps one
-        /// stall of a shared machine from ending the search).
+        /// With --find-max: runs at one rate before the step counts as failed (a retry keeps
+        /// one stall of a shared machine from failing a step).
         #[arg(long, default_value_t = 2)]
         attempts: u32,
+        /// With --find-max: consecutive failed steps that end the search (1: the first).
+        #[arg(long, default_value_t = 1)]
+        patience: u32,
         /// Cancel each acknowledged order, to keep the book small.
         #[arg(long)]
         cancel_after: bool,
@@ -289,6 +293,7 @@ fn main() -> Result<()> {
             find_max,
             steps,
             attempts,
+            patience,
             cancel_after,
             tick_us,
             target,
@@ -328,7 +333,12 @@ fn main() -> Result<()> {
             };
             show(&header);
             if find_max {
-                let m = run::find_max(&addr, &t, &p, &steps, attempts, |r| {
+                let search = run::Search {
+                    steps,
+                    attempts,
+                    patience,
+                };
+                let m = run::find_max(&addr, &t, &p, &search, |r| {
                     show(&format!("{}\n", report::flood_line(r)))
                 })?;
                 let summary = match m.best() {

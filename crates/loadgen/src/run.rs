@@ -446,33 +446,67 @@ impl FindMaxResult {
     }
 }
 
-/// Runs `flood` at each rate of `steps` in turn until one fails (p99 ≥ 1 ms, achieved < 95 %,
-/// or answers missing) `attempts` times in a row; `on_step` sees each result as it comes. A
-/// second attempt keeps one stall of a shared machine from ending the search.
+/// How [`find_max`] steps through the rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Search {
+    /// The rates, orders per second, in the order they are tried.
+    pub steps: Vec<f64>,
+    /// Runs at one rate before the step counts as failed (a retry keeps one stall of a shared
+    /// machine from failing a step).
+    pub attempts: u32,
+    /// Consecutive failed steps that end the search (1: stop at the first failure).
+    pub patience: u32,
+}
+
+/// Runs `flood` at each rate of `search.steps` in turn: a step passes if one of its
+/// `attempts` runs has p99 < 1 ms, at least 95 % of the rate achieved and every order
+/// answered; the search ends after `patience` consecutive failed steps. The result's best is
+/// the highest rate that passed. `on_step` sees each run as it finishes.
 pub fn find_max(
     addr: &str,
     target: &Target,
     p: &FloodParams,
-    steps: &[f64],
-    attempts: u32,
+    search: &Search,
+    on_step: impl FnMut(&FloodResult),
+) -> Result<FindMaxResult> {
+    search_rates(
+        search,
+        |rate| {
+            let r = flood(addr, target, &FloodParams { rate, ..*p });
+            // Let the server settle (logouts, queued output) before the next run.
+            std::thread::sleep(Duration::from_millis(200));
+            r
+        },
+        on_step,
+    )
+}
+
+/// The search of [`find_max`] over any way of running one rate.
+pub fn search_rates(
+    search: &Search,
+    mut run: impl FnMut(f64) -> Result<FloodResult>,
     mut on_step: impl FnMut(&FloodResult),
 ) -> Result<FindMaxResult> {
     let mut out = FindMaxResult { steps: Vec::new() };
-    for &rate in steps {
+    let mut failed_in_a_row = 0;
+    for &rate in &search.steps {
         let mut passed = false;
-        for _ in 0..attempts.max(1) {
-            let r = flood(addr, target, &FloodParams { rate, ..*p })?;
+        for _ in 0..search.attempts.max(1) {
+            let r = run(rate)?;
             on_step(&r);
             passed = r.passed();
             out.steps.push(r);
-            // Let the server settle (logouts, queued output) before the next run.
-            std::thread::sleep(Duration::from_millis(200));
             if passed {
                 break;
             }
         }
-        if !passed {
-            break;
+        if passed {
+            failed_in_a_row = 0;
+        } else {
+            failed_in_a_row += 1;
+            if failed_in_a_row >= search.patience.max(1) {
+                break;
+            }
         }
     }
     Ok(out)
@@ -522,6 +556,74 @@ mod tests {
         let j = m.to_json("fix", 16);
         assert_eq!(j["max_rate"], 50_000.0);
         assert_eq!(j["steps"][1]["unanswered"], 1);
+    }
+
+    fn fake_run(rate: f64, passes: bool) -> FloodResult {
+        FloodResult {
+            target: "echo",
+            sessions: 1,
+            rate,
+            achieved: rate,
+            scheduled: 10,
+            answered: 10,
+            latency: Summary {
+                count: 10,
+                p99_ns: if passes { 100 } else { P99_LIMIT_NS },
+                ..Summary::default()
+            },
+            send_lag: Summary::default(),
+            counts: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn the_search_retries_and_stops_after_enough_failed_steps() {
+        let steps = vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+        // 20 fails once then passes; 30 fails twice; 40 passes; 50 and 60 fail.
+        let script = |rate: f64, attempt: u32| match rate as u32 {
+            20 => attempt == 1,
+            30 | 50 | 60 => false,
+            _ => true,
+        };
+        let run_with = |patience| {
+            let mut attempts_at = std::collections::HashMap::new();
+            let mut seen = Vec::new();
+            let m = search_rates(
+                &Search {
+                    steps: steps.clone(),
+                    attempts: 2,
+                    patience,
+                },
+                |rate| {
+                    let a = attempts_at.entry(rate as u32).or_insert(0);
+                    let r = fake_run(rate, script(rate, *a));
+                    *a += 1;
+                    Ok(r)
+                },
+                |r| seen.push((r.rate, r.passed())),
+            )
+            .unwrap();
+            assert_eq!(seen.len(), m.steps.len());
+            (m.best().map(|b| b.rate), seen)
+        };
+        // Patience 1: the search ends at 30 (two failed attempts); the best is 20.
+        let (best, seen) = run_with(1);
+        assert_eq!(best, Some(20.0));
+        assert_eq!(
+            seen,
+            vec![
+                (10.0, true),
+                (20.0, false),
+                (20.0, true),
+                (30.0, false),
+                (30.0, false)
+            ]
+        );
+        // Patience 2: 30 fails, 40 passes, 50 and 60 fail: the best is 40.
+        let (best, seen) = run_with(2);
+        assert_eq!(best, Some(40.0));
+        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.last(), Some(&(60.0, false)));
     }
 
     #[test]
