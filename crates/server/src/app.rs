@@ -130,6 +130,7 @@ pub struct OrderEntryApp {
     pipeline: Arc<Pipeline>,
     sessions: HashMap<SessionKey, Arc<SessionInfo>>,
     auth: Arc<ServerAuth>,
+    reply_spin: Duration,
 }
 
 impl std::fmt::Debug for OrderEntryApp {
@@ -146,6 +147,7 @@ impl OrderEntryApp {
         pipeline: Arc<Pipeline>,
         sessions: impl IntoIterator<Item = (SessionConfig, SessionInfo)>,
         auth: Arc<ServerAuth>,
+        reply_spin: Duration,
     ) -> Self {
         OrderEntryApp {
             pipeline,
@@ -154,6 +156,7 @@ impl OrderEntryApp {
                 .map(|(c, i)| (key_of(&c), Arc::new(i)))
                 .collect(),
             auth,
+            reply_spin,
         }
     }
 }
@@ -185,6 +188,7 @@ impl Application for OrderEntryApp {
             decoder: Decoder::new(),
             scratch: Vec::with_capacity(64),
             finished: Finished::new(FINISHED_REMEMBERED),
+            reply_spin: self.reply_spin,
         }))
     }
 }
@@ -256,6 +260,7 @@ pub struct FixConn {
     decoder: Decoder,
     scratch: Vec<u8>,
     finished: Finished,
+    reply_spin: Duration,
 }
 
 impl std::fmt::Debug for FixConn {
@@ -300,6 +305,24 @@ impl FixConn {
             self.allowed = Some(self.resolve_accounts());
         }
         self.allowed.clone().unwrap_or_default()
+    }
+
+    /// With an idle core thread the answer comes within a microsecond or two: poll for it a
+    /// little (`core.reply_spin_us`) so that it is sent in this step. The task then never goes
+    /// to sleep between request and answer, so the core thread's wake-up of it finds it
+    /// running and costs no system call. Not when other requests are queued: the answer would
+    /// be late anyway, and the task has better things to do.
+    fn await_reply(&self) {
+        let (Some(conn), spin) = (&self.conn, self.reply_spin) else {
+            return;
+        };
+        if spin.is_zero() || self.pipeline.queued() > 1 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + spin;
+        while !conn.has_output() && std::time::Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
     }
 
     /// The connection's route on the core thread, opened on first use; `None` while the ingress
@@ -391,7 +414,10 @@ impl ConnectionApp for FixConn {
                         Request::Status(s) => Ingress::Status(s),
                     };
                     match self.pipeline.submit(item) {
-                        Ok(()) => Ok(()),
+                        Ok(()) => {
+                            self.await_reply();
+                            Ok(())
+                        }
                         Err(_) => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
                     }
                 }

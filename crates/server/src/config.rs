@@ -129,6 +129,12 @@ pub struct RawCore {
     /// parks (a producer wakes it). Spinning costs a CPU while it lasts and saves the wake-up
     /// latency of a parked thread for the next command. Default 50 (microseconds).
     pub idle_spin_us: u64,
+    /// How long a session's task, having just handed a request to an idle core thread, polls
+    /// for the answer before it goes back to waiting. An answer within this time is sent in
+    /// the same step, and the core thread's wake-up of the task costs no system call. Only
+    /// when the ingress queue was (nearly) empty: under load the task never waits. 0 = never.
+    /// Default 10 (microseconds).
+    pub reply_spin_us: u64,
     /// Pin the core thread to this CPU (0-based); absent = no pinning.
     pub pin_cpu: Option<usize>,
     /// The end of the trading day, `HH:MM:SS` UTC: Day orders expire and ClOrdIDs may be used
@@ -145,6 +151,7 @@ impl Default for RawCore {
             ingress_capacity: 65_536,
             egress_capacity: 1024,
             idle_spin_us: 50,
+            reply_spin_us: 10,
             pin_cpu: None,
             trading_day_end: "00:00:00".to_owned(),
             accounts: Vec::new(),
@@ -415,6 +422,8 @@ pub struct CoreSettings {
     pub egress_capacity: usize,
     /// Busy-poll time before parking.
     pub idle_spin: Duration,
+    /// How long a session's task polls for the answer to its request.
+    pub reply_spin: Duration,
     /// CPU to pin the core thread to.
     pub pin_cpu: Option<usize>,
     /// End of the trading day, seconds after midnight UTC.
@@ -881,6 +890,8 @@ fn validate_core(raw: &RawCore) -> Result<CoreSettings, ConfigError> {
     )?;
     let egress = in_range("core.egress_capacity", raw.egress_capacity, 1, MAX_EGRESS)?;
     let spin = in_range("core.idle_spin_us", raw.idle_spin_us, 0, MAX_SPIN_US)?;
+    // A task that spins blocks its worker thread: keep it short.
+    let reply_spin = in_range("core.reply_spin_us", raw.reply_spin_us, 0, 1000)?;
     if let Some(cpu) = raw.pin_cpu {
         in_range("core.pin_cpu", cpu as u64, 0, 4095)?;
     }
@@ -890,6 +901,7 @@ fn validate_core(raw: &RawCore) -> Result<CoreSettings, ConfigError> {
         ingress_capacity: ingress as usize,
         egress_capacity: egress as usize,
         idle_spin: Duration::from_micros(spin),
+        reply_spin: Duration::from_micros(reply_spin),
         pin_cpu: raw.pin_cpu,
         trading_day_end_secs: end,
     })
@@ -1654,6 +1666,7 @@ mod tests {
         assert_eq!(s.core.ingress_capacity, 65_536);
         assert_eq!(s.core.egress_capacity, 1024);
         assert_eq!(s.core.idle_spin, Duration::from_micros(50));
+        assert_eq!(s.core.reply_spin, Duration::from_micros(10));
         assert_eq!(s.core.trading_day_end_secs, 0);
         let now = portcullis_auth::clock::now_ms();
         let table =
@@ -1694,6 +1707,8 @@ mod tests {
     fn bad_pipeline_settings_are_named() {
         let e = err(&format!("{MINIMAL}\n[core]\ningress_capacity = 0\n"));
         assert_eq!(e.key(), Some("core.ingress_capacity"));
+        let e = err(&format!("{MINIMAL}\n[core]\nreply_spin_us = 5000\n"));
+        assert_eq!(e.key(), Some("core.reply_spin_us"));
         let e = err(&format!("{MINIMAL}\n[core]\negress_capacity = 0\n"));
         assert_eq!(e.key(), Some("core.egress_capacity"));
         let e = err(&format!(

@@ -366,6 +366,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             )
         }),
         server_auth.clone(),
+        settings.core.reply_spin,
     ));
     let (trigger, signal) = transport::shutdown_channel();
     let control_task = tokio::spawn(control::serve(

@@ -164,6 +164,11 @@ impl Conn {
         self.egress.pop()
     }
 
+    /// True if a report is waiting.
+    pub fn has_output(&self) -> bool {
+        !self.egress.is_empty()
+    }
+
     /// True once a report had to be dropped because the queue was full.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
@@ -449,6 +454,11 @@ impl Pipeline {
             overflowed: AtomicBool::new(false),
             abusive: AtomicBool::new(false),
         })
+    }
+
+    /// Requests waiting for the core thread.
+    pub fn queued(&self) -> usize {
+        self.ingress.len()
     }
 
     /// The current instrument directory.
