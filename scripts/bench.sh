@@ -60,6 +60,9 @@ BIN="$(pwd)/target/release/portcullis"
 LG="$(pwd)/target/release/portcullis-loadgen"
 
 # --- Server and echo server ----------------------------------------------------------------
+OUT="target/bench"
+rm -rf "$OUT"
+mkdir -p "$OUT"
 TMP=$(mktemp -d)
 SERVER_PID=""
 ECHO_PID=""
@@ -70,13 +73,10 @@ cleanup() {
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    cp "$TMP/server.log" "$OUT/server.log" 2>/dev/null || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-OUT="target/bench"
-rm -rf "$OUT"
-mkdir -p "$OUT"
 
 # The bench config with the temporary data dir and any free port (printed by the server).
 sed -e "s|^data_dir = .*|data_dir = \"$TMP/data\"|" \
@@ -168,7 +168,6 @@ if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     cat "$TMP/server.log" >&2
     exit 1
 fi
-cp "$TMP/server.log" "$OUT/server.log"
 
 # --- The table -----------------------------------------------------------------------------
 {

@@ -36,6 +36,8 @@ pub struct Collector {
     pub answered: u64,
     /// When the last first answer came.
     pub last_ns: u64,
+    /// Why the session ended early, if it did (the server closed it, logged it out...).
+    pub lost: Option<String>,
 }
 
 impl Collector {
@@ -50,6 +52,7 @@ impl Collector {
             counts: Counts::default(),
             answered: 0,
             last_ns: 0,
+            lost: None,
         }
     }
 
@@ -72,6 +75,11 @@ impl Collector {
     /// True once every order has an answer.
     pub fn complete(&self) -> bool {
         self.answered == self.seen.len() as u64
+    }
+
+    /// True once nothing more is expected: every order answered, or the session lost.
+    pub fn finished(&self) -> bool {
+        self.complete() || self.lost.is_some()
     }
 }
 
@@ -112,8 +120,9 @@ const MAX_BATCH: u64 = 1024;
 /// Sends `per_session` orders on each session, order `g` of `sched` going to session
 /// `g mod S`. Each wake-up sends everything due, one write per session, then sleeps until the
 /// next intended send time, or for `tick` if that is longer. Once all are sent it keeps sending what the receiver queues until
-/// `done` is set (also the way to stop it early). Returns how late each wake-up sent the first
-/// order due (the load generator's own share of the latencies).
+/// `done` is set (also the way to stop it early). A session whose write fails is dropped (the
+/// receiver reports why it ended). Returns how late each wake-up sent the first order due (the
+/// load generator's own share of the latencies).
 pub fn run_pacer<W: Write>(
     writers: &mut [W],
     txs: &mut [Box<dyn Tx>],
@@ -129,6 +138,7 @@ pub fn run_pacer<W: Write>(
     let total = per_session * n;
     let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(64 * 1024)).collect();
     let mut next = 0;
+    let mut dead = vec![false; txs.len()];
     while !done.load(Ordering::Acquire) {
         let now = now_ns();
         let due = sched.due_by(now).min(total);
@@ -145,11 +155,13 @@ pub fn run_pacer<W: Write>(
             txs[k].order(g / n, &mut bufs[k]);
         }
         next = upto;
-        for (k, (w, buf)) in writers.iter_mut().zip(bufs.iter()).enumerate() {
-            if !buf.is_empty() {
-                w.write_all(buf)
-                    .with_context(|| format!("sending on session {}", k + 1))?;
+        for ((w, buf), dead) in writers.iter_mut().zip(bufs.iter()).zip(dead.iter_mut()) {
+            if !buf.is_empty() && !*dead && w.write_all(buf).is_err() {
+                *dead = true;
             }
+        }
+        if dead.iter().all(|d| *d) {
+            bail!("every session's connection failed");
         }
         if next >= total {
             std::thread::sleep(Duration::from_micros(200));
@@ -183,7 +195,7 @@ pub fn run_receiver(
             }
         }
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        let mut open = collectors.iter().filter(|c| !c.complete()).count();
+        let mut open = collectors.iter().filter(|c| !c.finished()).count();
         while open > 0 && now_ns() <= deadline_ns {
             // SAFETY: `events` has room for 64 entries.
             let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 64, 50) };
@@ -197,15 +209,20 @@ pub fn run_receiver(
             for ev in &events[..n as usize] {
                 let k = ev.u64 as usize;
                 let (rx, c) = (&mut rxs[k], &mut collectors[k]);
-                let was_complete = c.complete();
-                rx.read_once()
-                    .with_context(|| format!("session {}", k + 1))?;
-                while let Some(r) = rx.next().with_context(|| format!("session {}", k + 1))? {
-                    if let Recv::Answer(i, kind) = r {
-                        c.on_answer(i, kind, now_ns());
-                    }
+                if c.lost.is_some() {
+                    continue;
                 }
-                if !was_complete && c.complete() {
+                let was_finished = c.finished();
+                if let Err(e) = drain(rx.as_mut(), c) {
+                    // The session is over (the server closed or logged it out): its missing
+                    // answers count as unanswered, the other sessions go on.
+                    c.lost = Some(format!("{e:#}"));
+                    // SAFETY: removing a descriptor we added; no event pointer is needed.
+                    unsafe {
+                        libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, rx.fd(), std::ptr::null_mut())
+                    };
+                }
+                if !was_finished && c.finished() {
                     open -= 1;
                 }
             }
@@ -215,6 +232,17 @@ pub fn run_receiver(
     // SAFETY: `ep` is ours and closed once.
     unsafe { libc::close(ep) };
     result
+}
+
+/// Reads what one session has and hands its answers to its collector.
+fn drain(rx: &mut dyn Rx, c: &mut Collector) -> Result<()> {
+    rx.read_once()?;
+    while let Some(r) = rx.next()? {
+        if let Recv::Answer(i, kind) = r {
+            c.on_answer(i, kind, now_ns());
+        }
+    }
+    Ok(())
 }
 
 /// Messages a FIX receiver asks the pacer to send.
@@ -430,21 +458,28 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
 
     // End the sessions (FIX: Logout, and wait for the server's).
     let mut buf = Vec::new();
-    for (tx, w) in txs.iter_mut().zip(writers.iter_mut()) {
+    for ((tx, w), c) in txs.iter_mut().zip(writers.iter_mut()).zip(&collectors) {
         buf.clear();
         tx.logout(&mut buf);
-        if !buf.is_empty() {
-            w.write_all(&buf).context("sending Logout")?;
+        if !buf.is_empty() && c.lost.is_none() {
+            // A session the server has just dropped may fail here too: nothing to log out.
+            let _ = w.write_all(&buf);
         }
     }
-    for rx in rxs.iter_mut() {
-        rx.await_logout(Duration::from_secs(5));
+    for (rx, c) in rxs.iter_mut().zip(&collectors) {
+        if c.lost.is_none() {
+            rx.await_logout(Duration::from_secs(5));
+        }
     }
 
     let mut recorder = Recorder::new();
     let mut counts = Counts::default();
     let (mut answered, mut last) = (0, global.start_ns);
-    for c in &collectors {
+    let mut lost = Vec::new();
+    for (k, c) in collectors.iter().enumerate() {
+        if let Some(why) = &c.lost {
+            lost.push(format!("session {}: {why}", k + 1));
+        }
         recorder.merge(&c.recorder);
         counts.merge(&c.counts);
         answered += c.answered;
@@ -461,6 +496,7 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
         latency: recorder.summary(),
         send_lag,
         counts,
+        lost,
     })
 }
 

@@ -57,10 +57,13 @@ pub fn flood_header() -> String {
 pub fn flood_line(r: &FloodResult) -> String {
     let l: &Summary = &r.latency;
     let verdict = if r.passed() { "ok" } else { "FAIL" };
-    let missing = match r.unanswered() {
+    let mut missing = match r.unanswered() {
         0 => String::new(),
         n => format!(" ({n} unanswered)"),
     };
+    if let Some(first) = r.lost.first() {
+        missing.push_str(&format!("; {} session(s) lost, {first}", r.lost.len()));
+    }
     format!(
         "{:>6} {:>4} {:>10.0} {:>10.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  {}{}",
         r.target,

@@ -360,6 +360,8 @@ pub struct FloodResult {
     pub send_lag: Summary,
     /// What the answers were.
     pub counts: Counts,
+    /// Sessions that ended before all their orders were answered, and why.
+    pub lost: Vec<String>,
 }
 
 /// p99 must stay under this for a rate to count (DESIGN.md §6).
@@ -380,6 +382,7 @@ impl FloodResult {
             && self.latency.p99_ns < P99_LIMIT_NS
             && self.achieved >= MIN_ACHIEVED * self.rate
             && self.unanswered() == 0
+            && self.lost.is_empty()
     }
 
     /// As JSON.
@@ -396,6 +399,7 @@ impl FloodResult {
             "latency": self.latency.to_json(),
             "send_lag": self.send_lag.to_json(),
             "answers": self.counts.to_json(),
+            "lost_sessions": self.lost,
         })
     }
 }
@@ -532,6 +536,7 @@ mod tests {
             },
             send_lag: Summary::default(),
             counts: Counts::default(),
+            lost: Vec::new(),
         };
         assert!(r.passed());
         r.latency.p99_ns = P99_LIMIT_NS;
@@ -542,6 +547,11 @@ mod tests {
         r.achieved = 100_000.0;
         r.answered = 9;
         assert!(!r.passed(), "every order answered");
+        r.answered = 10;
+        r.lost = vec!["session 2: the server closed the connection".into()];
+        assert!(!r.passed(), "no session lost");
+        r.lost.clear();
+        r.answered = 9;
         let m = FindMaxResult {
             steps: vec![
                 FloodResult {
@@ -573,6 +583,7 @@ mod tests {
             },
             send_lag: Summary::default(),
             counts: Counts::default(),
+            lost: Vec::new(),
         }
     }
 

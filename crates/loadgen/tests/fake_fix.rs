@@ -18,6 +18,8 @@ enum Mode {
     AckOrReject,
     /// A session-level Reject.
     SessionReject,
+    /// Acknowledge, but drop the connection of session LG02 after this many orders.
+    DropLg02After(u64),
 }
 
 #[derive(Default)]
@@ -92,6 +94,11 @@ fn serve(mut s: TcpStream, mode: Mode, seen: &Seen) {
                 }
                 b"D" => {
                     seen.orders.fetch_add(1, Ordering::Relaxed);
+                    if let Mode::DropLg02After(n) = mode {
+                        if them == b"LG02" && msg.seq_num().unwrap_or(0) > n {
+                            return;
+                        }
+                    }
                     let id = get(11);
                     let odd = id.last().is_some_and(|d| (d - b'0') % 2 == 1);
                     match mode {
@@ -102,7 +109,7 @@ fn serve(mut s: TcpStream, mode: Mode, seen: &Seen) {
                             b"3",
                             &[(45, get(34)), (58, b"Required tag missing".to_vec())],
                         ),
-                        Mode::AckOrReject if odd => send(
+                        Mode::AckOrReject | Mode::DropLg02After(_) if odd => send(
                             &mut s,
                             &us,
                             &them,
@@ -114,7 +121,7 @@ fn serve(mut s: TcpStream, mode: Mode, seen: &Seen) {
                                 (380, b"4".to_vec()),
                             ],
                         ),
-                        Mode::AckOrReject => send(
+                        Mode::AckOrReject | Mode::DropLg02After(_) => send(
                             &mut s,
                             &us,
                             &them,
@@ -228,6 +235,26 @@ fn flood_collects_every_answer_over_several_sessions() {
         seen.logouts.load(Ordering::Relaxed) == 3
     });
     assert_eq!(seen.heartbeats_answering.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn a_session_the_server_drops_fails_the_run_but_not_the_others() {
+    let (addr, _) = fake_server(Mode::DropLg02After(50));
+    let p = FloodParams {
+        sessions: 2,
+        rate: 2_000.0,
+        duration: Duration::from_millis(200),
+        warmup: Duration::ZERO,
+        drain: Duration::from_millis(500),
+        cancel_after: false,
+        tick: Duration::ZERO,
+    };
+    let r = flood(&addr, &Target::Fix(Box::new(opts())), &p).unwrap();
+    assert_eq!(r.scheduled, 400);
+    assert_eq!(r.lost.len(), 1, "{:?}", r.lost);
+    assert!(r.lost[0].starts_with("session 2: "), "{:?}", r.lost);
+    assert!(r.answered >= 200 + 45 && r.answered < 400, "{}", r.answered);
+    assert!(!r.passed());
 }
 
 #[test]
