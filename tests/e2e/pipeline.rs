@@ -781,6 +781,8 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
         &p,
     );
     let mut c = connect(p, "FIX.4.4", "TW", None);
+    // A first order opens the session's route on the core thread.
+    assert_fields(&limit(&mut c, "F-OPEN", "1", "1", "90"), &[(39, "0")]);
     // The maintenance pause makes the full queue deterministic: nothing drains it.
     admin(&server, &["pause-core"]);
     const N: usize = 20;

@@ -9,10 +9,11 @@
 //! - checks the account: Account(1), when present, must be the account of the key the session
 //!   logged on with (or, for a session without authentication, one of its configured
 //!   accounts); absent, that account is used;
-//! - opens the session's route on the core thread when it logs on (each configured session has
-//!   its own slot for good, so reports of orders entered by an earlier connection reach this
-//!   one), and pushes each request into the ingress queue; a full queue is answered at once
-//!   with a "server busy" reject;
+//! - opens the session's route on the core thread with its first order-entry message, or at
+//!   its Logon if an earlier connection traded (each configured session has its own slot for
+//!   good, so reports of orders entered by an earlier connection reach this one), and pushes
+//!   each request into the ingress queue; a full queue is answered at once with a "server
+//!   busy" reject;
 //! - sends the reports the core thread queues for it, when woken, as ExecutionReport (8),
 //!   OrderCancelReject (9) or OrderMassCancelReport (r); a session that overflows its report
 //!   queue is logged out ("slow consumer"), as is one the risk checks mark for sustained
@@ -101,7 +102,7 @@ impl BusinessReject {
 }
 
 /// What the application knows of one configured session.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SessionInfo {
     /// `FIX.4.4:ISLD->TW`.
     pub name: String,
@@ -113,6 +114,12 @@ pub struct SessionInfo {
     pub accounts: Vec<String>,
     /// Cancel its resting orders when it ends.
     pub cancel_on_disconnect: bool,
+    /// Set once a connection of the session has opened its route: from then on the session may
+    /// have orders (e.g. GTC orders with cancel-on-disconnect off) whose reports must reach its
+    /// next connection from its logon on. A session that never traded opens its route (and
+    /// allocates its report queue) only with its first order-entry message, so an idle session
+    /// costs no queue.
+    pub has_traded: std::sync::atomic::AtomicBool,
 }
 
 type SessionKey = (BeginString, String, String);
@@ -335,6 +342,9 @@ impl FixConn {
         let p = &self.pipeline;
         let conn = p.new_conn(self.info.slot, &allowed, self.info.cancel_on_disconnect);
         p.submit(Ingress::Open(conn.clone())).ok()?;
+        self.info
+            .has_traded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         debug!(conn = self.conn_id, session = %self.info.name, slot = conn.slot().0, "session route opened");
         self.conn = Some(conn.clone());
         Some(conn)
@@ -358,10 +368,16 @@ fn send_refusal(
 
 impl ConnectionApp for FixConn {
     fn on_logon(&mut self, _session: &mut Session, _now: UtcTimestamp) {
-        // Reports of the session's orders (e.g. fills of GTC orders entered by an earlier
-        // connection) flow from now on.
         self.allowed = Some(self.resolve_accounts());
-        let _ = self.ensure_conn();
+        // Reports of orders an earlier connection entered (fills of GTC orders) flow from the
+        // Logon on.
+        if self
+            .info
+            .has_traded
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let _ = self.ensure_conn();
+        }
     }
 
     fn on_message(

@@ -362,6 +362,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                     authenticate: s.authenticate,
                     accounts: s.accounts.clone(),
                     cancel_on_disconnect: s.cancel_on_disconnect,
+                    has_traded: Default::default(),
                 },
             )
         }),

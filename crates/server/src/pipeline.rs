@@ -1283,3 +1283,19 @@ pub(crate) mod tests {
         let _ = cfg;
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn queue_entries_are_a_few_cache_lines() {
+        // core.egress_capacity × this is the report queue of a trading session (documented in
+        // configs/dev.toml); the ingress queue is core.ingress_capacity × its entry.
+        let out = std::mem::size_of::<Outbound>();
+        let ingress = std::mem::size_of::<Ingress>();
+        assert!(out <= 288, "{out}");
+        assert!(ingress <= 256, "{ingress}");
+        eprintln!("Outbound {out} B, Ingress {ingress} B");
+    }
+}
