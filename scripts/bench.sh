@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --criterion) CRITERION=1 ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
