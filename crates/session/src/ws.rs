@@ -24,6 +24,7 @@ pub mod ratelimit;
 mod render;
 pub mod signing;
 pub mod symbols;
+pub mod transport;
 pub mod types;
 
 pub use app::{
@@ -36,6 +37,9 @@ pub use protocol::{Method, WsDisconnect, WsEvent, WsSession, WsSessionConfig};
 pub use ratelimit::{ConnectRefused, RateLimitConfig, RateLimiter};
 pub use signing::SignaturePayload;
 pub use symbols::{SymbolFilter, SymbolInfo, SymbolTable};
+pub use transport::{
+    WsAppFactory, WsConnectionInfo, WsListener, WsListenerConfig, WsTransportError,
+};
 pub use types::*;
 
 #[cfg(test)]

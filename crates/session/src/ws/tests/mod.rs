@@ -5,6 +5,7 @@ mod envelope;
 mod orders;
 mod properties;
 mod sessions;
+mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -88,17 +89,24 @@ pub(crate) fn signed<K: AsRef<str>>(
 // ---------------------------------------------------------------------------------------------
 // Fake authenticator
 
-#[derive(Default)]
 pub(crate) struct FakeAuth {
     keys: HashMap<String, (String, String, bool, bool)>,
     pub revoked: Mutex<HashSet<String>>,
     pub locked: Mutex<HashSet<String>>,
     pub closed: Mutex<Vec<String>>,
+    /// The revocation signal.
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl FakeAuth {
     pub(crate) fn new() -> Self {
-        let mut a = FakeAuth::default();
+        let mut a = FakeAuth {
+            keys: HashMap::new(),
+            revoked: Mutex::default(),
+            locked: Mutex::default(),
+            closed: Mutex::default(),
+            changes: tokio::sync::watch::channel(0).0,
+        };
         a.keys.insert(
             DOC_API_KEY.into(),
             (DOC_SECRET.into(), "ACC1".into(), true, true),
@@ -162,6 +170,9 @@ impl WsAuth for FakeAuth {
     }
     fn session_closed(&self, principal: &Principal) {
         self.closed.lock().unwrap().push(principal.api_key.clone());
+    }
+    fn revocations(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
     }
 }
 
