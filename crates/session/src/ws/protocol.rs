@@ -551,32 +551,8 @@ impl WsSession {
             rate_limits,
             orders_account: None,
         };
-        match self.limiter.weigh(self.peer, weight, now_ms) {
-            Weigh::Ok(_) => {}
-            Weigh::Limited { retry_after_ms, .. } => {
-                let limit = self.limiter.config().request_weight_per_minute;
-                let e = WsError::new(
-                    429,
-                    codes::TOO_MANY_REQUESTS,
-                    format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."),
-                )
-                .with_retry_after(now_ms, retry_after_ms);
-                self.respond(now_ms, &reply, Err(e));
-                return;
-            }
-            Weigh::Banned { until_ms } => {
-                let e = WsError::new(
-                    418,
-                    codes::TOO_MANY_REQUESTS,
-                    format!("Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."),
-                )
-                .with_retry_after(now_ms, until_ms);
-                self.respond(now_ms, &reply, Err(e));
-                self.closed = true;
-                self.events
-                    .push_back(WsEvent::Disconnect(WsDisconnect::Banned { until_ms }));
-                return;
-            }
+        if !self.admit(now_ms, weight, &reply) {
+            return;
         }
         let (method, params) = match envelope.request {
             Ok(r) => r,
@@ -614,6 +590,38 @@ impl WsSession {
         }
     }
 
+    /// Charges a frame's request weight: false (and the frame answered) if the address is over
+    /// its limit (429) or banned (418, and the connection is to be closed).
+    fn admit(&mut self, now_ms: i64, weight: u32, reply: &Reply<'_>) -> bool {
+        match self.limiter.weigh(self.peer, weight, now_ms) {
+            Weigh::Ok(_) => true,
+            Weigh::Limited { retry_after_ms, .. } => {
+                let limit = self.limiter.config().request_weight_per_minute;
+                let e = WsError::new(
+                    429,
+                    codes::TOO_MANY_REQUESTS,
+                    format!("Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."),
+                )
+                .with_retry_after(now_ms, retry_after_ms);
+                self.respond(now_ms, reply, Err(e));
+                false
+            }
+            Weigh::Banned { until_ms } => {
+                let e = WsError::new(
+                    418,
+                    codes::TOO_MANY_REQUESTS,
+                    format!("Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."),
+                )
+                .with_retry_after(now_ms, until_ms);
+                self.respond(now_ms, reply, Err(e));
+                self.closed = true;
+                self.events
+                    .push_back(WsEvent::Disconnect(WsDisconnect::Banned { until_ms }));
+                false
+            }
+        }
+    }
+
     /// Handles a binary frame: the API speaks JSON in text frames only.
     pub fn handle_binary(&mut self, now: UtcTimestamp) {
         if self.closed {
@@ -626,7 +634,7 @@ impl WsSession {
             rate_limits: self.config.return_rate_limits,
             orders_account: None,
         };
-        if let Weigh::Ok(_) = self.limiter.weigh(self.peer, 1, now_ms) {
+        if self.admit(now_ms, 1, &reply) {
             let e = WsError::bad_request(
                 codes::INVALID_JSON,
                 "Invalid JSON Request: requests are JSON in text frames.",
@@ -954,7 +962,7 @@ impl WsSession {
                     "API-key format invalid.",
                 ));
             }
-            let signature = params.req_str("signature")?;
+            let signature = read_signature(params)?;
             Timing::read(params)?.check(us(now))?;
             let payload = SignaturePayload::build(params);
             let req = SignedRequest {
@@ -966,7 +974,11 @@ impl WsSession {
                 peer: self.peer,
                 now,
             };
-            Arc::new(self.auth.verify_request(&req).map_err(auth_error)?)
+            Arc::new(
+                self.auth
+                    .verify_request(&req)
+                    .map_err(|e| auth_error(e, ms(now)))?,
+            )
         } else {
             let Some(logon) = &self.logon else {
                 return Err(WsError::mandatory("apiKey"));
@@ -1003,7 +1015,7 @@ impl WsSession {
                 "API-key format invalid.",
             ));
         }
-        let signature = params.req_str("signature")?;
+        let signature = read_signature(params)?;
         Timing::read(params)?.check(us(now))?;
         let payload = SignaturePayload::build(params);
         let req = SignedRequest {
@@ -1016,7 +1028,11 @@ impl WsSession {
             now,
         };
         // A refused logon leaves the connection as it was.
-        let principal = Arc::new(self.auth.session_logon(&req).map_err(auth_error)?);
+        let principal = Arc::new(
+            self.auth
+                .session_logon(&req)
+                .map_err(|e| auth_error(e, ms(now)))?,
+        );
         if let Some(old) = self.logon.take() {
             if self.user_data_stream && old.principal.account != principal.account {
                 self.end_user_data_stream(now, app);
@@ -1326,7 +1342,7 @@ impl WsSession {
     }
 }
 
-fn auth_error(e: AuthError) -> WsError {
+fn auth_error(e: AuthError, now_ms: i64) -> WsError {
     match e {
         AuthError::InvalidSignature => WsError::invalid_signature(),
         AuthError::Rejected => WsError::rejected_key(),
@@ -1337,8 +1353,7 @@ fn auth_error(e: AuthError) -> WsError {
                 "Too many failed authentication attempts; retry later.",
             );
             match retry_after_ms {
-                // serverTime is not known here; the retry time is what matters to the client.
-                Some(t) => e.with_retry_after(t, t),
+                Some(t) => e.with_retry_after(now_ms, t),
                 None => e,
             }
         }
@@ -1533,6 +1548,20 @@ fn read_symbol_list(params: &Params<'_>) -> Result<Option<Vec<String>>, WsError>
         }
     }
     Ok(Some(list))
+}
+
+/// `signature`: hex (HMAC) or base64 (Ed25519) text of a sane length; anything else cannot
+/// match and is refused before it reaches the verifier.
+fn read_signature<'p>(params: &'p Params<'_>) -> Result<&'p str, WsError> {
+    let s = params.req_str("signature")?;
+    let plausible = s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    if plausible {
+        Ok(s)
+    } else {
+        Err(WsError::invalid_signature())
+    }
 }
 
 fn read_restrictions(params: &Params<'_>) -> Result<Option<CancelRestrictions>, WsError> {

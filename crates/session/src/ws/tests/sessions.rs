@@ -225,6 +225,15 @@ fn keys_are_checked_and_failures_reveal_nothing_more_than_the_dialects_codes() {
     );
     assert_eq!((v["status"].as_i64(), code(&v)), (Some(429), -1003));
     assert_eq!(v["error"]["data"]["retryAfter"], 1_700_000_000_000_i64);
+    assert_eq!(v["error"]["data"]["serverTime"], h.now_ms);
+    // A signature that is neither hex nor base64 never reaches the verifier.
+    let mut p = signed(DOC_API_KEY, DOC_SECRET, h.now_ms, &order);
+    p.retain(|(k, _)| k != "signature");
+    p.push(("signature".into(), "not a signature!".into()));
+    assert_eq!(code(&h.call("order.place", &p)), -1022);
+    p.pop();
+    p.push(("signature".into(), "a".repeat(300).into()));
+    assert_eq!(code(&h.call("order.place", &p)), -1022);
     // Missing pieces.
     let mut p = signed(DOC_API_KEY, DOC_SECRET, h.now_ms, &order);
     p.retain(|(k, _)| k != "signature");
