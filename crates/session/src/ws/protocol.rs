@@ -13,8 +13,8 @@
 //! object, or absent. Answers are `{"id","status":200,"result":…,"rateLimits":[…]}` or
 //! `{"id","status":4xx,"error":{"code","msg"},"rateLimits":[…]}`; `rateLimits` is left out when
 //! the request (or the connection URL) says `returnRateLimits=false`. Input that is not a
-//! request gets an error with `"id":null`; nothing a client sends ends the connection except a
-//! rate-limit ban.
+//! request gets an error with `"id":null`; no request, however malformed, ends the connection
+//! (only a rate-limit ban does).
 //!
 //! Processing order of a request: envelope, request weight (429 or 418), parameter names
 //! (-1104), parameter values, authentication (`apiKey`/`signature` or the connection's
@@ -33,8 +33,20 @@
 //!   (plus `eventStreamTerminated` if it had a user data stream), and acts for nobody from then
 //!   on. The server's revocation signal and a periodic check make this immediate rather than
 //!   "after the next request" as in the dialect.
+//! - Authentication: a malformed `apiKey` is 401 -2014; an unknown, revoked or expired key, an
+//!   address or permission not allowed 401 -2015; a signature that matches nothing 400 -1022
+//!   (hex is case-insensitive, as the dialect says; see [`crate::ws::signing`] for the
+//!   payload forms accepted); a key or address locked out after repeated failures 429 -1003
+//!   with `retryAfter`, so clients back off. `recvWindow` over 60000 is -1102 with the
+//!   dialect's "Cannot be greater than" message.
+//! - Orders: `timeInForce` where the type takes none is -1114, `price` or `quoteOrderQty`
+//!   where it takes none -1106. Against the symbol: precision beyond its decimals -1111;
+//!   PRICE_FILTER, LOT_SIZE and (for priced orders) NOTIONAL -1013 `Filter failure: NAME`;
+//!   PERCENT_PRICE, MAX_NUM_ORDERS and MARKET notionals need market state and are the
+//!   application's.
 //! - `userDataStream.subscribe` needs a logged-on connection (401 -1002 otherwise); the stream
-//!   ends, with `eventStreamTerminated`, on unsubscribe, logout, another logon and revocation.
+//!   ends, with `eventStreamTerminated`, on unsubscribe, logout, a logon for another account,
+//!   and revocation.
 //! - A request the application answers late that gets no answer within `pending_timeout`:
 //!   503 -1007 (execution status unknown), as the dialect's backend timeout.
 
