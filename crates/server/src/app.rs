@@ -261,7 +261,7 @@ pub struct FixConn {
     info: Arc<SessionInfo>,
     conn_id: u64,
     /// The accounts the connection trades for, resolved when it logs on.
-    allowed: Option<Box<[AccountId]>>,
+    allowed: Option<Arc<[AccountId]>>,
     /// The connection's route on the core thread, opened when it logs on.
     conn: Option<Arc<Conn>>,
     decoder: Decoder,
@@ -282,7 +282,7 @@ impl std::fmt::Debug for FixConn {
 impl FixConn {
     /// The accounts of this connection: the logged-on key's account (authenticated sessions),
     /// or the session's configured accounts (every account for `*`).
-    fn resolve_accounts(&self) -> Box<[AccountId]> {
+    fn resolve_accounts(&self) -> Arc<[AccountId]> {
         let p = &self.pipeline;
         if self.info.authenticate {
             return self
@@ -307,11 +307,16 @@ impl FixConn {
             .collect()
     }
 
-    fn allowed(&mut self) -> Box<[AccountId]> {
-        if self.allowed.is_none() {
-            self.allowed = Some(self.resolve_accounts());
+    /// The connection's accounts (shared, so taking them per message allocates nothing).
+    fn allowed(&mut self) -> Arc<[AccountId]> {
+        match &self.allowed {
+            Some(a) => a.clone(),
+            None => {
+                let a = self.resolve_accounts();
+                self.allowed = Some(a.clone());
+                a
+            }
         }
-        self.allowed.clone().unwrap_or_default()
     }
 
     /// With an idle core thread the answer comes within a microsecond or two: poll for it a

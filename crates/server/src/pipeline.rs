@@ -1255,10 +1255,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_core_thread_parks_and_a_producer_wakes_it() {
-        let (lp, p) = setup(16, 16);
-        let core_only = lp;
-        let cfg = config(16, 16);
-        let mut lp = core_only;
+        let (mut lp, p) = setup(16, 16);
         let shared = p.clone();
         let t = std::thread::spawn(move || lp.run());
         let _ = shared.core_thread.set(t.thread().clone());
@@ -1277,16 +1274,9 @@ pub(crate) mod tests {
             );
             std::thread::yield_now();
         }
-        // Woken well before its park tick.
         p.stop();
         t.join().unwrap();
-        let _ = cfg;
     }
-}
-
-#[cfg(test)]
-mod size_tests {
-    use super::*;
 
     #[test]
     fn queue_entries_are_a_few_cache_lines() {
@@ -1296,6 +1286,5 @@ mod size_tests {
         let ingress = std::mem::size_of::<Ingress>();
         assert!(out <= 288, "{out}");
         assert!(ingress <= 256, "{ingress}");
-        eprintln!("Outbound {out} B, Ingress {ingress} B");
     }
 }
