@@ -99,6 +99,23 @@ fn max_rate(v: &Option<Value>) -> Option<f64> {
     v.as_ref()?.get("max_rate")?.as_f64()
 }
 
+/// A search's best rate for the table; when no step passed, "< " the lowest rate tried.
+fn fmt_max_rate(v: &Option<Value>) -> String {
+    match max_rate(v) {
+        None => "n/a".into(),
+        Some(r) if r > 0.0 => fmt_rate(r),
+        Some(_) => {
+            let lowest = v
+                .as_ref()
+                .and_then(|v| v.get("steps")?.as_array()?.first()?.get("rate")?.as_f64());
+            match lowest {
+                Some(l) => format!("< {}", fmt_rate(l)),
+                None => "0".into(),
+            }
+        }
+    }
+}
+
 fn fmt_rate(r: f64) -> String {
     // Thousands separators: 200000 -> 200,000.
     let s = format!("{:.0}", r);
@@ -168,10 +185,11 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
         }
     }
     for sessions in [1, 16] {
-        let f = max_rate(&load(dir, &format!("flood-fix-{sessions}.json"))?);
-        let e = max_rate(&load(dir, &format!("flood-echo-{sessions}.json"))?);
+        let fj = load(dir, &format!("flood-fix-{sessions}.json"))?;
+        let ej = load(dir, &format!("flood-echo-{sessions}.json"))?;
+        let (f, e) = (max_rate(&fj), max_rate(&ej));
         let ratio = match (f, e) {
-            (Some(f), Some(e)) if e > 0.0 => Some(f / e),
+            (Some(f), Some(e)) if e > 0.0 && f > 0.0 => Some(f / e),
             _ => None,
         };
         let verdict = match (sessions, f) {
@@ -184,8 +202,8 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
         let plural = if sessions == 1 { "" } else { "s" };
         rows.push([
             format!("flood max orders/s, p99 < 1 ms, {sessions} session{plural}"),
-            f.map_or_else(na, fmt_rate),
-            e.map_or_else(na, fmt_rate),
+            fmt_max_rate(&fj),
+            fmt_max_rate(&ej),
             ratio.map_or_else(na, |r| format!("{r:.2}×")),
             verdict,
         ]);
@@ -267,6 +285,10 @@ mod tests {
             json!({"max_rate": 150000.0, "steps": [{"passed": true, "achieved": 149000.0, "latency": {"p99_ns": 800000}, "answers": {}}]}),
         );
         write("flood-echo-16.json", json!({"max_rate": 600000.0}));
+        write(
+            "flood-echo-1.json",
+            json!({"max_rate": 0.0, "steps": [{"rate": 10000.0, "passed": false}]}),
+        );
         write("pingpong-echo-xcpu.json", json!({"latency": lat(50_000)}));
         let t = comparison_table(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -277,7 +299,12 @@ mod tests {
         assert!(t.contains("600,000"), "{t}");
         assert!(t.contains("0.25×"), "{t}");
         assert!(t.contains("≥ 200,000/s: not met"), "{t}");
-        assert!(t.contains("1 session  "), "missing files show as n/a: {t}");
+        let one = t
+            .lines()
+            .find(|l| l.starts_with("flood max orders/s, p99 < 1 ms, 1 session "))
+            .unwrap();
+        assert!(one.contains("n/a"), "a missing file: {one}");
+        assert!(one.contains("< 10,000"), "no step passed: {one}");
         assert!(t.contains("n/a"), "{t}");
         let x = t
             .lines()
