@@ -898,13 +898,19 @@ impl Authenticator {
     }
 
     fn on_success(&self, a: &LogonAttempt<'_>, grant: &Grant, now: i64) -> Vec<AuditEvent> {
+        self.on_success_common(a, &grant.account, now)
+    }
+
+    /// The bookkeeping of a successful authentication of `a` for `account`: the key's failure
+    /// count is cleared, its last use noted, and new-address anomalies raised.
+    fn on_success_common(&self, a: &LogonAttempt<'_>, account: &str, now: i64) -> Vec<AuditEvent> {
         let ip = canonical_ip(a.peer_ip);
         let cfg = &self.config;
         let mut out = Vec::new();
         let anomaly = |reason: &str, detail: String| {
             AuditEvent::new(AuditKind::Anomaly, Outcome::Ok, now)
                 .key_id(a.key_id)
-                .account(&grant.account)
+                .account(account)
                 .peer_ip(a.peer_ip)
                 .session(a.session)
                 .reason(reason)
@@ -1061,6 +1067,9 @@ const _: fn() = || {
     assert_send_sync::<MessageVerifier>();
     assert_send_sync::<Grant>();
 };
+
+mod request;
+pub use request::{RequestAttempt, RequestCredential, RequestGrant, RequestKind};
 
 #[cfg(test)]
 mod tests;

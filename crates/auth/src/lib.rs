@@ -49,7 +49,7 @@ pub mod vault;
 pub use audit::{AuditEvent, AuditKind, AuditSink, FileAuditLog, MemoryAuditLog, Outcome};
 pub use authenticator::{
     AuthConfig, AuthConfigError, Authenticator, Denied, Grant, LogonAttempt, MessageVerifier,
-    ReloadStats, ANY_ACCOUNT,
+    ReloadStats, RequestAttempt, RequestCredential, RequestGrant, RequestKind, ANY_ACCOUNT,
 };
 pub use fix_sig::{HmacKey, LogonFields, SigError};
 pub use key::{
