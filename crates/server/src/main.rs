@@ -21,6 +21,7 @@ mod keys;
 mod order_codec;
 mod pipeline;
 mod security;
+mod ws_auth;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

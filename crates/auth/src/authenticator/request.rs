@@ -74,6 +74,22 @@ impl RequestCredential<'_> {
             .is_some_and(|k| k.verify_ed25519(payload, signature))
     }
 
+    /// Checks a base64 Ed25519 signature (the WebSocket dialect's `session.logon`) of
+    /// `payload`; false if it is not base64 of 64 bytes or the key has no Ed25519 key.
+    pub fn verify_ed25519_b64(&self, payload: &[u8], sig_b64: &[u8]) -> bool {
+        use base64::Engine as _;
+        // Room for the decoder's conservative estimate (66 bytes for 88 characters).
+        let mut sig = [0u8; 66];
+        // 64 bytes are 88 base64 characters with padding; anything longer is not one.
+        if sig_b64.len() > 88 {
+            return false;
+        }
+        match base64::engine::general_purpose::STANDARD.decode_slice(sig_b64, &mut sig) {
+            Ok(64) => self.verify_ed25519(payload, &sig[..64]),
+            _ => false,
+        }
+    }
+
     /// True if the key has an HMAC secret.
     pub fn has_hmac(&self) -> bool {
         self.has_hmac

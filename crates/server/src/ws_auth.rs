@@ -1,0 +1,256 @@
+//! The WebSocket API's authentication ([`WsAuth`]) on the auth crate's [`Authenticator`]: the
+//! lockout, key checks (status, expiry, IP allowlist, scope), anomaly detection and audit log
+//! are the ones FIX Logons go through ([`Authenticator::authenticate_request`]), not a copy.
+//!
+//! - HMAC keys: the hex HMAC-SHA256 of one of the payload's accepted forms
+//!   ([`SignaturePayload::variants`]) with the key's secret text, compared in constant time.
+//! - Ed25519 keys: the base64 signature of the payload (`session.logon`, as in the dialect).
+//! - Revocation: the vault watcher's reload marks HMAC verifiers revoked and bumps the
+//!   revocation signal ([`crate::security::ServerAuth::signal_revocation`]); connections then
+//!   re-check their key against the loaded table ([`Authenticator::key_usable`]).
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use portcullis_auth::{
+    Authenticator, Denied, MessageVerifier, RequestAttempt, RequestCredential, RequestKind, Scope,
+};
+use portcullis_fix::UtcTimestamp;
+use portcullis_session::ws::{AuthError, Principal, Security, SignedRequest, WsAuth};
+use tokio::sync::watch;
+
+/// What a [`Principal`] carries for the server: the key and the address it was proven from.
+#[derive(Debug)]
+struct WsCredential {
+    key_id: String,
+    peer: IpAddr,
+    /// HMAC keys only: revocation without a lock.
+    verifier: Option<MessageVerifier>,
+}
+
+/// The server's [`WsAuth`].
+pub struct ServerWsAuth {
+    authenticator: Option<Arc<Authenticator>>,
+    revocations: Option<watch::Receiver<u64>>,
+}
+
+impl ServerWsAuth {
+    /// Authentication with `authenticator` (`None`: no vault is loaded, every signed request
+    /// is refused), re-checking connections whenever `revocations` changes.
+    pub fn new(
+        authenticator: Option<Arc<Authenticator>>,
+        revocations: Option<watch::Receiver<u64>>,
+    ) -> Self {
+        Self {
+            authenticator,
+            revocations,
+        }
+    }
+
+    fn authenticate(
+        &self,
+        req: &SignedRequest<'_>,
+        kind: RequestKind,
+    ) -> Result<Principal, AuthError> {
+        let Some(auth) = &self.authenticator else {
+            return Err(AuthError::Rejected);
+        };
+        let now_ms = ms(req.now);
+        let session = format!("ws {}", req.method);
+        let attempt = RequestAttempt {
+            key_id: req.api_key,
+            peer_ip: req.peer,
+            session: &session,
+            required_scope: match req.security {
+                Security::Trade => Some(Scope::Trade),
+                Security::UserData => Some(Scope::Read),
+                Security::None | Security::UserStream | Security::Logon => None,
+            },
+            kind,
+            now_ms,
+        };
+        let ed25519 = kind == RequestKind::Logon;
+        let verify = |cred: &RequestCredential<'_>| {
+            let sig = req.signature.as_bytes();
+            // Every accepted form is tried, whatever matches first: the work does not depend
+            // on which one the client signed.
+            let mut ok = false;
+            for payload in req.payload.variants() {
+                ok |= cred.verify_hex(payload, sig);
+                if ed25519 {
+                    ok |= cred.verify_ed25519_b64(payload, sig);
+                }
+            }
+            ok
+        };
+        match auth.authenticate_request(&attempt, verify) {
+            Ok(grant) => Ok(Principal {
+                api_key: grant.key_id.as_str().to_owned(),
+                account: grant.account.clone(),
+                can_trade: grant.scopes.contains(Scope::Trade),
+                can_read: grant.scopes.contains(Scope::Read),
+                credential: Some(Arc::new(WsCredential {
+                    key_id: grant.key_id.as_str().to_owned(),
+                    peer: req.peer,
+                    verifier: grant.verifier,
+                }) as Arc<dyn Any + Send + Sync>),
+            }),
+            Err(Denied::Locked) => Err(AuthError::Locked {
+                retry_after_ms: auth.locked_until(req.api_key, req.peer, now_ms),
+            }),
+            Err(Denied::BadSignature | Denied::MissingSignature) => {
+                Err(AuthError::InvalidSignature)
+            }
+            Err(_) => Err(AuthError::Rejected),
+        }
+    }
+}
+
+/// Unix milliseconds of a timestamp.
+fn ms(t: UtcTimestamp) -> i64 {
+    t.nanos().div_euclid(1_000_000)
+}
+
+impl WsAuth for ServerWsAuth {
+    fn verify_request(&self, req: &SignedRequest<'_>) -> Result<Principal, AuthError> {
+        self.authenticate(req, RequestKind::Request)
+    }
+
+    fn session_logon(&self, req: &SignedRequest<'_>) -> Result<Principal, AuthError> {
+        self.authenticate(req, RequestKind::Logon)
+    }
+
+    fn revoked(&self, principal: &Principal, now: UtcTimestamp) -> bool {
+        let Some(auth) = &self.authenticator else {
+            return true;
+        };
+        let Some(cred) = principal
+            .credential
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<WsCredential>())
+        else {
+            // Not one of ours: nothing vouches for it.
+            return true;
+        };
+        if cred.verifier.as_ref().is_some_and(|v| v.is_revoked()) {
+            return true;
+        }
+        !auth.key_usable(&cred.key_id, cred.peer, ms(now))
+    }
+
+    fn revocations(&self) -> Option<watch::Receiver<u64>> {
+        self.revocations.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_auth::fix_sig::sign_hmac_hex;
+    use portcullis_auth::{ApiKey, AuthConfig, KeyId, KeyStatus, MemoryAuditLog, Scopes, Secret};
+    use portcullis_session::ws::SignaturePayload;
+
+    fn key(scopes: &str) -> ApiKey {
+        ApiKey {
+            key_id: KeyId::generate(),
+            secret: Some(Secret::generate()),
+            ed25519_public_key: None,
+            account: "ACC1".into(),
+            scopes: Scopes::parse(scopes).unwrap(),
+            ip_allowlist: vec![],
+            expires_at: None,
+            status: KeyStatus::Active,
+            created_at: 0,
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn req<'a>(
+        key: &'a str,
+        sig: &'a str,
+        payload: &'a SignaturePayload,
+        security: Security,
+    ) -> SignedRequest<'a> {
+        SignedRequest {
+            api_key: key,
+            signature: sig,
+            payload,
+            security,
+            method: "order.place",
+            peer: "127.0.0.1".parse().unwrap(),
+            now: UtcTimestamp::now(),
+        }
+    }
+
+    #[test]
+    fn hmac_signatures_scopes_and_revocation() {
+        let k = key("trade,read");
+        let ro = key("read");
+        let auth = Arc::new(
+            Authenticator::new(AuthConfig::default(), Arc::new(MemoryAuditLog::new())).unwrap(),
+        );
+        auth.reload_keys(vec![k.clone(), ro.clone()]);
+        let ws = ServerWsAuth::new(Some(auth.clone()), None);
+        // A value with a space: clients sign it raw or percent-encoded, both are accepted.
+        let payload = SignaturePayload::from_pairs(&[("a", "x y"), ("b", "1")]);
+        let secret = k.secret.as_ref().unwrap().as_bytes();
+        let raw = sign_hmac_hex(secret, b"a=x y&b=1");
+        let enc = sign_hmac_hex(secret, b"a=x+y&b=1");
+        let id = k.key_id.as_str();
+        let p = ws
+            .verify_request(&req(id, &raw, &payload, Security::Trade))
+            .unwrap();
+        assert_eq!(p.account, "ACC1");
+        assert!(p.can_trade && p.can_read);
+        ws.verify_request(&req(id, &enc.to_uppercase(), &payload, Security::Trade))
+            .unwrap();
+        let bad = sign_hmac_hex(secret, b"a=x y&b=2");
+        assert_eq!(
+            ws.verify_request(&req(id, &bad, &payload, Security::Trade))
+                .unwrap_err(),
+            AuthError::InvalidSignature
+        );
+        // A read-only key cannot trade.
+        let ro_sig = sign_hmac_hex(ro.secret.as_ref().unwrap().as_bytes(), b"a=x y&b=1");
+        let r = ws.verify_request(&req(ro.key_id.as_str(), &ro_sig, &payload, Security::Trade));
+        assert_eq!(r.unwrap_err(), AuthError::Rejected);
+
+        assert!(!ws.revoked(&p, UtcTimestamp::now()));
+        let mut gone = k.clone();
+        gone.status = KeyStatus::Revoked;
+        auth.reload_keys(vec![gone, ro]);
+        assert!(ws.revoked(&p, UtcTimestamp::now()));
+    }
+
+    #[test]
+    fn ed25519_logon() {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer as _;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let mut k = key("trade");
+        k.secret = None;
+        k.ed25519_public_key = Some(signing.verifying_key().to_bytes());
+        let auth = Arc::new(
+            Authenticator::new(AuthConfig::default(), Arc::new(MemoryAuditLog::new())).unwrap(),
+        );
+        auth.reload_keys(vec![k.clone()]);
+        let ws = ServerWsAuth::new(Some(auth), None);
+        let payload = SignaturePayload::from_pairs(&[("apiKey", k.key_id.as_str()), ("t", "1")]);
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(signing.sign(payload.raw().as_bytes()).to_bytes());
+        let id = k.key_id.as_str();
+        let p = ws
+            .session_logon(&req(id, &sig, &payload, Security::Logon))
+            .unwrap();
+        assert!(p.can_trade && !p.can_read);
+        // Ed25519 signs the logon only, as in the dialect.
+        assert_eq!(
+            ws.verify_request(&req(id, &sig, &payload, Security::Trade))
+                .unwrap_err(),
+            AuthError::InvalidSignature
+        );
+        assert!(!ws.revoked(&p, UtcTimestamp::now()));
+    }
+}
