@@ -555,6 +555,49 @@ impl Matcher {
         self.ids
     }
 
+    /// Appends a canonical dump of every book to `out`, for the state hash that checks a
+    /// journal replay: per book, per side, the levels best first and each level's orders in
+    /// time priority, with every field a report or a later match depends on, then the id
+    /// counters. Read only; allocates only `out`'s growth.
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        for b in &self.books {
+            out.extend_from_slice(&b.instrument.0.to_le_bytes());
+            out.push(u8::from(b.open));
+            for side in [&b.bids, &b.asks] {
+                out.extend_from_slice(&(side.levels.len() as u64).to_le_bytes());
+                for l in side.levels.iter().rev() {
+                    out.extend_from_slice(&l.price.0.to_le_bytes());
+                    out.extend_from_slice(&l.count.to_le_bytes());
+                    let mut slot = l.head;
+                    while slot != NIL {
+                        let o = self.orders.get(slot);
+                        out.extend_from_slice(&o.id.0.to_le_bytes());
+                        out.push(o.cl_ord_id.as_bytes().len() as u8);
+                        out.extend_from_slice(o.cl_ord_id.as_bytes());
+                        out.extend_from_slice(&o.session.0.to_le_bytes());
+                        out.extend_from_slice(&o.account.0.to_le_bytes());
+                        out.extend_from_slice(&o.instrument.0.to_le_bytes());
+                        out.extend_from_slice(&[
+                            o.side as u8,
+                            o.ord_type as u8,
+                            o.tif as u8,
+                            o.stp.map_or(0xff, |m| m as u8),
+                            u8::from(o.post_only),
+                        ]);
+                        for v in [o.price.0, o.qty.0, o.cum.0, o.received_ns] {
+                            out.extend_from_slice(&v.to_le_bytes());
+                        }
+                        out.extend_from_slice(&o.notional.to_le_bytes());
+                        slot = self.orders.next(slot);
+                    }
+                }
+            }
+        }
+        for v in [self.ids.order, self.ids.exec, self.ids.trade] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
     /// Continues numbering from `next` (after a restart, from the journal). Refused (`false`)
     /// if an id is 0 or above [`MAX_ID`].
     pub fn resume_ids(&mut self, next: IdCounters) -> bool {

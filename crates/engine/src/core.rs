@@ -549,6 +549,36 @@ impl Core {
         &mut self.risk
     }
 
+    /// Appends a canonical dump of the state a journal replay must reproduce to `out`: every
+    /// book in priority order with its orders and the id counters ([`Matcher::write_state`]),
+    /// then per account the kill switch, open orders and per instrument its position and open
+    /// orders, and the global kill switch and reference prices. Hash it to compare two states.
+    pub fn write_state(&self, out: &mut Vec<u8>, accounts: usize) {
+        self.matcher.write_state(out);
+        let instruments = self.instruments.len();
+        out.push(u8::from(self.risk.kill_switch(None)));
+        for i in 0..instruments {
+            let id = InstrumentId(i as u32);
+            out.extend_from_slice(
+                &self
+                    .risk
+                    .reference_price(id)
+                    .map_or(i64::MIN, |p| p.0)
+                    .to_le_bytes(),
+            );
+        }
+        for a in 0..accounts {
+            let a = AccountId(a as u32);
+            out.push(u8::from(self.risk.kill_switch(Some(a))));
+            out.extend_from_slice(&self.risk.open_orders(a).to_le_bytes());
+            for i in 0..instruments {
+                let id = InstrumentId(i as u32);
+                out.extend_from_slice(&self.risk.position(a, id).0.to_le_bytes());
+                out.extend_from_slice(&self.risk.open_orders_in(a, id).to_le_bytes());
+            }
+        }
+    }
+
     /// The next ids to be assigned (for the journal).
     pub fn ids(&self) -> IdCounters {
         self.matcher.ids()

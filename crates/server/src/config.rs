@@ -109,6 +109,27 @@ pub struct RawConfig {
     /// The core thread and its queues.
     #[serde(default)]
     pub core: RawCore,
+    /// The durable encrypted journal (portcullis_journal::JournalConfig, with the directory
+    /// defaulting to `<data_dir>/journal`).
+    #[serde(default)]
+    pub journal: RawJournal,
+}
+
+/// The `[journal]` section: the keys of [`portcullis_journal::JournalConfig`], every one
+/// optional. `dir` defaults to `<data_dir>/journal` (not the library's `var/journal`), so a
+/// config that moves `data_dir` moves the journal with it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    /// Segment and snapshot files; default `<data_dir>/journal`.
+    pub dir: Option<String>,
+    /// `"always"` (default), `"never"` or `{ interval_ms = N }`.
+    #[serde(default)]
+    pub fsync: portcullis_journal::FsyncPolicy,
+    /// Segment size in bytes before a new segment starts.
+    pub segment_bytes: Option<u64>,
+    /// Records between two state-hash snapshot markers (0 = none).
+    pub snapshot_every: Option<u64>,
 }
 
 /// The `[core]` section: the core thread that owns the books and the risk state, and the
@@ -412,6 +433,8 @@ pub struct Settings {
     /// The account table: `AccountId(i)` is `accounts[i]` (`core.accounts`, then the accounts
     /// of every session in order, each once, without `*`).
     pub accounts: Vec<String>,
+    /// `[journal]`, validated, with its directory resolved.
+    pub journal: portcullis_journal::JournalConfig,
 }
 
 /// Validated `[core]` settings.
@@ -859,6 +882,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         ));
     }
     validate_instruments(&raw.instruments, &raw.option_series)?;
+    let journal = journal_config(&raw.journal, &raw.data_dir)?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
@@ -873,7 +897,36 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         option_series: raw.option_series,
         core,
         accounts,
+        journal,
     })
+}
+
+/// The journal's config from `[journal]`: the library's defaults, the directory under
+/// `data_dir` unless given, and the library's range checks (the error names the key).
+fn journal_config(
+    raw: &RawJournal,
+    data_dir: &str,
+) -> Result<portcullis_journal::JournalConfig, ConfigError> {
+    let mut c = portcullis_journal::JournalConfig::new(match &raw.dir {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(data_dir).join("journal"),
+    });
+    c.fsync = raw.fsync;
+    if let Some(b) = raw.segment_bytes {
+        c.segment_bytes = b;
+    }
+    if let Some(n) = raw.snapshot_every {
+        c.snapshot_every = n;
+    }
+    c.validate().map_err(|e| {
+        let msg = e.to_string();
+        let key = ["dir", "fsync", "segment_bytes"]
+            .into_iter()
+            .find(|k| msg.contains(&format!("journal.{k}")))
+            .map_or_else(|| "journal".to_owned(), |k| format!("journal.{k}"));
+        ConfigError::invalid(key, msg)
+    })?;
+    Ok(c)
 }
 
 /// Largest ingress queue (commands) and per-session egress queue (reports).

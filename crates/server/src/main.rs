@@ -17,10 +17,13 @@ mod app;
 mod config;
 mod control;
 mod devcert;
+mod journal;
+mod journal_queue;
 mod keys;
 mod order_codec;
 mod pipeline;
 mod security;
+mod ws_app;
 mod ws_auth;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +84,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Operator commands to the running server: kill switch, halt/resume, mark, limits, pause.
     Admin(control::AdminArgs),
+    /// The durable encrypted journal: verify, dump, export, reencrypt (needs the master key).
+    Journal(journal::JournalArgs),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -92,6 +97,8 @@ enum Failure {
     /// No usable master key, or a key vault that cannot be read: exit code 2.
     Auth(anyhow::Error),
     Runtime(anyhow::Error),
+    /// The journal cannot be recovered (corruption, wrong key): exit code 2.
+    Journal(anyhow::Error),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -108,6 +115,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("portcullis keys: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Journal(args) => match journal::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis journal: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -163,6 +177,10 @@ fn main() -> ExitCode {
                 Err(Failure::Config(e)) => config_error(config.as_deref(), &e),
                 Err(Failure::Auth(e)) => {
                     eprintln!("portcullis: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(Failure::Journal(e)) => {
+                    eprintln!("portcullis: cannot recover the journal: {e:#}");
                     ExitCode::from(EXIT_CONFIG)
                 }
                 Err(Failure::Runtime(e)) => {
@@ -243,7 +261,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let auth = setup_auth(&settings)?;
 
     // The order pipeline: the core (books and risk state) on its own thread.
-    let (pipeline, core_thread) = start_pipeline(&settings)?;
+    // The journal needs the master key even when no session authenticates.
+    let keyring = match &auth {
+        Some(a) => a.keyring.ring.clone(),
+        None => {
+            security::load_keyring(&settings, true)
+                .map_err(Failure::Auth)?
+                .ring
+        }
+    };
+    let (pipeline, core_thread, journal) = start_pipeline(&settings, &keyring)?;
     let admin_audit =
         Arc::new(control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?);
     let control_path = control::socket_path(&settings);
@@ -426,6 +453,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     if core_thread.join().is_err() {
         error!("the core thread panicked");
     }
+    // The core thread has pushed its last record: the journal thread drains, fsyncs, closes.
+    journal.queue.stop();
+    match journal.thread.join() {
+        Ok(seq) => info!(
+            durable_seq = seq.0,
+            full_waits = journal.queue.full_waits(),
+            "journal closed"
+        ),
+        Err(_) => error!("the journal thread panicked"),
+    }
     info!(
         refused_server_busy = pipeline.busy_count(),
         "order pipeline stopped"
@@ -441,10 +478,29 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Lists the instruments, builds the core and starts its thread.
+/// The journal thread and its queue.
+struct JournalThread {
+    queue: Arc<journal_queue::JournalQueue>,
+    thread: std::thread::JoinHandle<portcullis_journal::Seq>,
+}
+
+/// Journal items the core thread may queue ahead of the journal thread (about 256 bytes
+/// each): a few group commits' worth under a flood.
+const JOURNAL_QUEUE_CAPACITY: usize = 1 << 16;
+
+/// Lists the instruments, builds the core, recovers its state from the journal and starts the
+/// core and journal threads.
 fn start_pipeline(
     settings: &Settings,
-) -> Result<(Arc<pipeline::Pipeline>, std::thread::JoinHandle<()>), Failure> {
+    keyring: &portcullis_auth::MasterKeyring,
+) -> Result<
+    (
+        Arc<pipeline::Pipeline>,
+        std::thread::JoinHandle<()>,
+        JournalThread,
+    ),
+    Failure,
+> {
     let now_ns = pipeline::now_ns();
     let instruments = portcullis_engine::Instruments::new(
         &settings.instruments,
@@ -459,13 +515,14 @@ fn start_pipeline(
         ))
     })?;
     let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
-    let core = portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
-        .map_err(|e| {
-            Failure::Config(ConfigError::Invalid {
-                key: "engine".into(),
-                message: e.to_string(),
-            })
-        })?;
+    let mut core =
+        portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
+            .map_err(|e| {
+                Failure::Config(ConfigError::Invalid {
+                    key: "engine".into(),
+                    message: e.to_string(),
+                })
+            })?;
     let config = pipeline::PipelineConfig {
         ingress_capacity: settings.core.ingress_capacity,
         egress_capacity: settings.core.egress_capacity,
@@ -477,9 +534,36 @@ fn start_pipeline(
         reserved_slots: settings.sessions.len() as u32,
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
+    // Recovery: the whole state from the journal, before anything listens.
+    let (writer, replayed) = journal::recover(
+        &settings.journal,
+        keyring,
+        &mut core,
+        settings.accounts.len(),
+    )
+    .map_err(Failure::Journal)?;
+    println!(
+        "journal: {} ({} records replayed: {} commands; state hash {}; fsync {:?})",
+        settings.journal.dir.display(),
+        replayed.records,
+        replayed.commands,
+        hex::encode(replayed.state_hash),
+        settings.journal.fsync
+    );
+    let gated = settings.journal.fsync == portcullis_journal::FsyncPolicy::Always;
+    let queue = journal_queue::JournalQueue::new(JOURNAL_QUEUE_CAPACITY, gated);
+    let core_journal = journal_queue::CoreJournal::new(
+        queue.clone(),
+        replayed.last_seq,
+        settings.journal.snapshot_every,
+        settings.accounts.len(),
+    );
+    let journal_thread = journal_queue::spawn_writer(writer, queue.clone())
+        .context("cannot start the journal thread")?;
     let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
-    let handle = pipeline::spawn_core(core, pipeline.clone(), &config)
-        .context("cannot start the core thread")?;
+    let handle =
+        pipeline::spawn_core_journaled(core, pipeline.clone(), &config, Some(core_journal))
+            .context("cannot start the core thread")?;
     info!(
         instruments = pipeline.directory().len(),
         accounts = settings.accounts.len(),
@@ -487,7 +571,14 @@ fn start_pipeline(
         egress_capacity = config.egress_capacity,
         "order pipeline started"
     );
-    Ok((pipeline, handle))
+    Ok((
+        pipeline,
+        handle,
+        JournalThread {
+            queue,
+            thread: journal_thread,
+        },
+    ))
 }
 
 /// What `serve` needs for authentication.

@@ -48,6 +48,7 @@ use std::task::{Context, Poll};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
+use crate::journal_queue::{journal_control, CoreJournal, ServerControl};
 use arc_swap::ArcSwap;
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
@@ -189,6 +190,25 @@ impl Conn {
     fn trades_for(&self, account: AccountId) -> bool {
         self.accounts.contains(&account)
     }
+
+    /// Pushes a report the journal thread released (`fsync = "always"`), as [`deliver`] does:
+    /// only if the connection trades for its account; a full queue overflows the connection.
+    /// True if the task should be woken.
+    pub(crate) fn deliver_now(&self, item: Outbound) -> bool {
+        let (Outbound::Event(e) | Outbound::Status(e)) = item;
+        if !self.trades_for(e.account) || self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.egress.push(item).is_err() {
+            self.overflowed.store(true, Ordering::Release);
+        }
+        true
+    }
+
+    /// Wakes the connection's task.
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,6 +223,9 @@ pub struct DirEntry {
     pub price_scale: u8,
     /// Decimal places of quantities.
     pub qty_scale: u8,
+    /// The instrument's trading rules (tick, lot, quantity bounds, status) when the snapshot
+    /// was taken: the WebSocket API's `exchangeInfo` filters.
+    pub rules: portcullis_types::InstrumentRules,
 }
 
 /// A read-only snapshot of the instrument table for the socket tasks: symbol → id and the
@@ -232,6 +255,7 @@ impl Directory {
                 symbol: i.symbol().into(),
                 price_scale: r.price_scale,
                 qty_scale: r.qty_scale,
+                rules: *r,
             });
         }
         d
@@ -497,13 +521,26 @@ impl Pipeline {
 }
 
 /// Starts the core thread; it runs until [`Pipeline::stop`].
+#[allow(dead_code)] // the benches run the core without a journal
 pub fn spawn_core(
     core: Core,
     pipeline: Arc<Pipeline>,
     config: &PipelineConfig,
 ) -> std::io::Result<JoinHandle<()>> {
+    spawn_core_journaled(core, pipeline, config, None)
+}
+
+/// [`spawn_core`] with the journal's handle: the core thread journals every command, event
+/// and control change (see [`crate::journal_queue`]).
+pub fn spawn_core_journaled(
+    core: Core,
+    pipeline: Arc<Pipeline>,
+    config: &PipelineConfig,
+    journal: Option<CoreJournal>,
+) -> std::io::Result<JoinHandle<()>> {
     let pin = config.pin_cpu;
     let mut lp = CoreLoop::new(core, pipeline.clone(), config);
+    lp.journal = journal;
     let handle = std::thread::Builder::new()
         .name("portcullis-core".into())
         .spawn(move || {
@@ -541,6 +578,8 @@ pub struct CoreLoop {
     next_eod_ns: i64,
     eod_secs: u32,
     last_work_ns: i64,
+    /// The journal, if the server journals (the benches and unit tests run without).
+    journal: Option<CoreJournal>,
 }
 
 impl std::fmt::Debug for CoreLoop {
@@ -557,11 +596,20 @@ fn deliver(
     routes: &[Option<Arc<Conn>>],
     dirty: &mut Vec<u32>,
     dirty_flag: &mut [bool],
+    journal: Option<&mut CoreJournal>,
     item: Outbound,
 ) {
     let (Outbound::Event(e) | Outbound::Status(e)) = item;
     let s = e.session.0 as usize;
-    let Some(Some(conn)) = routes.get(s) else {
+    let route = routes.get(s).and_then(Option::as_ref);
+    // The journal records every event; under fsync = "always" it also delivers it, once
+    // durable.
+    if let Some(j) = journal {
+        if j.output(item, route) {
+            return;
+        }
+    }
+    let Some(conn) = route else {
         return;
     };
     if !conn.trades_for(e.account) || conn.overflowed.load(Ordering::Relaxed) {
@@ -604,6 +652,7 @@ impl CoreLoop {
             next_eod_ns: next_time_of_day(now, config.trading_day_end_secs),
             eod_secs: config.trading_day_end_secs,
             last_work_ns: now,
+            journal: None,
         }
     }
 
@@ -628,7 +677,12 @@ impl CoreLoop {
     pub fn step(&mut self, now: i64) -> bool {
         let mut worked = false;
         while let Some(req) = self.shared.control.pop() {
+            // Journaled once it succeeded (a copy: operator commands are rare).
+            let action = self.journal.is_some().then(|| req.action.clone());
             let result = self.control(req.action, now);
+            if let (Ok(_), Some(action), Some(j)) = (&result, action, self.journal.as_mut()) {
+                journal_control(j, &self.core, &self.shared, &action, now);
+            }
             let _ = req.reply.send(result);
             worked = true;
         }
@@ -642,6 +696,9 @@ impl CoreLoop {
             }
         }
         self.timers(now);
+        if let Some(j) = self.journal.as_mut() {
+            j.maybe_snapshot(&self.core);
+        }
         if worked {
             self.last_work_ns = now;
         }
@@ -678,10 +735,14 @@ impl CoreLoop {
             dirty,
             dirty_flag,
             shared,
+            journal,
             ..
         } = self;
         match item {
             Ingress::Cmd(cmd) => {
+                if let Some(j) = journal.as_mut() {
+                    j.command(&cmd, now);
+                }
                 let from = match &cmd {
                     Command::New(o) => Some(o.session),
                     Command::Cancel(c) => Some(c.session),
@@ -689,7 +750,13 @@ impl CoreLoop {
                     Command::MassCancel(_) | Command::SessionClosed(_) => None,
                 };
                 core.process(cmd, now, &mut |e| {
-                    deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+                    deliver(
+                        routes,
+                        dirty,
+                        dirty_flag,
+                        journal.as_mut(),
+                        Outbound::Event(e),
+                    )
                 });
                 // Sustained throttle abuse ends the session (its task disconnects it).
                 if let Some(s) = from.filter(|&s| core.risk().throttle_abuse(s)) {
@@ -705,11 +772,21 @@ impl CoreLoop {
                     Some(snap) => snap.to_event(r.session, now),
                     None => unknown_order(&r, now),
                 };
-                deliver(routes, dirty, dirty_flag, Outbound::Status(ev));
+                deliver(
+                    routes,
+                    dirty,
+                    dirty_flag,
+                    journal.as_mut(),
+                    Outbound::Status(ev),
+                );
             }
             Ingress::Open(conn) => {
                 let s = conn.slot.0 as usize;
                 core.set_cancel_on_disconnect(conn.slot, conn.cancel_on_disconnect);
+                if let Some(j) = journal.as_mut() {
+                    let open = ServerControl::Open(conn.slot, conn.cancel_on_disconnect);
+                    j.control(&open, None, now);
+                }
                 if let Some(r) = routes.get_mut(s) {
                     *r = Some(conn);
                 }
@@ -722,8 +799,17 @@ impl CoreLoop {
                     .is_some_and(|c| Arc::ptr_eq(c, &conn));
                 if current {
                     // Cancel-on-disconnect reports go nowhere: the connection is gone.
+                    if let Some(j) = journal.as_mut() {
+                        j.command(&Command::SessionClosed(slot), now);
+                    }
                     core.process(Command::SessionClosed(slot), now, &mut |e| {
-                        deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+                        deliver(
+                            routes,
+                            dirty,
+                            dirty_flag,
+                            journal.as_mut(),
+                            Outbound::Event(e),
+                        )
                     });
                     routes[slot.0 as usize] = None;
                     // Only now may a per-connection slot get a new occupant.
@@ -752,10 +838,17 @@ impl CoreLoop {
             routes,
             dirty,
             dirty_flag,
+            journal,
             ..
         } = self;
         let r = f(core, &mut |e| {
-            deliver(routes, dirty, dirty_flag, Outbound::Event(e))
+            deliver(
+                routes,
+                dirty,
+                dirty_flag,
+                journal.as_mut(),
+                Outbound::Event(e),
+            )
         });
         self.wake_dirty();
         r
@@ -766,6 +859,13 @@ impl CoreLoop {
             self.next_roll_ns = now + ROLL_EVERY_NS;
             match self.with_sink(|core, out| core.roll(now, out)) {
                 Ok(roll) => {
+                    // Journaled only when it changed something (a replay ignores the events,
+                    // which went in first); an idle roll is not worth a record a second.
+                    if !roll.listed.is_empty() || !roll.expired.is_empty() {
+                        if let Some(j) = self.journal.as_mut() {
+                            j.control(&ServerControl::Roll, None, now);
+                        }
+                    }
                     if !roll.listed.is_empty() || !roll.expired.is_empty() {
                         tracing::info!(
                             listed = roll.listed.len(),
@@ -782,6 +882,9 @@ impl CoreLoop {
         }
         if now >= self.next_eod_ns {
             self.next_eod_ns = next_time_of_day(now, self.eod_secs);
+            if let Some(j) = self.journal.as_mut() {
+                j.control(&ServerControl::EndOfDay, None, now);
+            }
             let n = self.with_sink(|core, out| core.end_of_day(now, out));
             tracing::info!(expired_day_orders = n, "end of the trading day");
         }

@@ -1,0 +1,283 @@
+//! Recovery from the journal at start-up and the `portcullis journal` tools.
+//!
+//! Start-up (before any listener accepts): open the journal (a torn tail from a crash is cut
+//! and reported; corruption anywhere else stops the start-up, exit code 2, with the segment
+//! file and byte offset), replay every record into the freshly built [`Core`] — commands at
+//! their journaled clock, operator changes, timers, session opens — discarding the events the
+//! replay regenerates (they are the journaled ones: the replay is deterministic), check the
+//! state hash at every snapshot marker, log the final state hash, and continue the journal
+//! with a writer that appends after the last record.
+//!
+//! Snapshots: the server journals a `Snapshot { seq, state_hash }` marker every
+//! `snapshot_every` records, which a replay checks; it does not yet serialise the whole core,
+//! so a start-up replays the journal from its first record.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use portcullis_auth::MasterKeyring;
+use portcullis_engine::Core;
+use portcullis_journal::{JournalConfig, JournalError, JournalReader, JournalRecord, Seq};
+use portcullis_risk::AccountLimits;
+
+use crate::config::{self, Settings};
+use crate::journal_queue::{state_hash, ServerControl};
+
+/// What a replay did.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayStats {
+    /// Records read.
+    pub records: u64,
+    /// Commands re-processed.
+    pub commands: u64,
+    /// Journaled events (compared by count only: the replay regenerates them).
+    pub events: u64,
+    /// Events the replay regenerated.
+    pub regenerated_events: u64,
+    /// Control records applied (clock, kill switch, status, limits, marks, timers, opens).
+    pub controls: u64,
+    /// Snapshot markers whose state hash the replay reproduced.
+    pub snapshots_ok: u64,
+    /// Snapshot markers it did not reproduce (a determinism bug: logged loudly).
+    pub snapshots_mismatched: u64,
+    /// The last record.
+    pub last_seq: Seq,
+    /// SHA-256 of the state after the replay.
+    pub state_hash: [u8; 32],
+}
+
+/// Replays every record of `reader` into `core`.
+pub fn replay(reader: &JournalReader, core: &mut Core, accounts: usize) -> Result<ReplayStats> {
+    let mut st = ReplayStats::default();
+    let mut now: i64 = 0;
+    let mut regenerated = 0u64;
+    let mut discard = |_e| regenerated += 1;
+    for item in reader.replay(Seq(0))? {
+        let (seq, rec) = item.map_err(journal_error)?;
+        st.records += 1;
+        st.last_seq = seq;
+        match rec {
+            JournalRecord::Clock { now_ns } => {
+                now = now_ns;
+                st.controls += 1;
+            }
+            JournalRecord::Command(cmd) => {
+                core.process(cmd, now, &mut discard);
+                st.commands += 1;
+            }
+            JournalRecord::Event(_) => st.events += 1,
+            JournalRecord::KillSwitch { account, on } => {
+                if on {
+                    core.kill(account, now, &mut discard)
+                        .with_context(|| format!("record {seq}: kill switch"))?;
+                } else {
+                    core.release_kill(account)
+                        .with_context(|| format!("record {seq}: kill switch release"))?;
+                }
+                st.controls += 1;
+            }
+            JournalRecord::InstrumentStatus { instrument, status } => {
+                core.set_status(instrument, status, now, &mut discard)
+                    .with_context(|| format!("record {seq}: instrument status"))?;
+                st.controls += 1;
+            }
+            JournalRecord::Limits { account, data } => {
+                apply_server_control(core, account, &data, now, &mut discard)
+                    .with_context(|| format!("record {seq}"))?;
+                st.controls += 1;
+            }
+            JournalRecord::SessionSeq { .. } => st.controls += 1,
+            JournalRecord::Snapshot {
+                seq: at,
+                state_hash: h,
+            } => {
+                let mine = state_hash(core, accounts);
+                if mine == h {
+                    st.snapshots_ok += 1;
+                } else {
+                    st.snapshots_mismatched += 1;
+                    tracing::error!(
+                        record = seq.0, at = at.0, journaled = %hex::encode(h), replayed = %hex::encode(mine),
+                        "journal replay: state hash differs from the one journaled at this point"
+                    );
+                }
+            }
+        }
+    }
+    st.regenerated_events = regenerated;
+    st.state_hash = state_hash(core, accounts);
+    Ok(st)
+}
+
+fn apply_server_control(
+    core: &mut Core,
+    account: Option<portcullis_types::AccountId>,
+    data: &[u8],
+    now: i64,
+    out: &mut dyn FnMut(portcullis_types::Event),
+) -> Result<()> {
+    let c = ServerControl::decode(data).ok_or_else(|| anyhow!("unknown server control record"))?;
+    match c {
+        ServerControl::AccountLimits(json) => {
+            let id = account.ok_or_else(|| anyhow!("limits without an account"))?;
+            let limits: AccountLimits =
+                serde_json::from_slice(&json).context("limits record: bad JSON")?;
+            core.risk_mut()
+                .set_limits(id, &limits)
+                .map_err(|e| anyhow!("limits record: {e}"))?;
+        }
+        ServerControl::Mark(id, p) => core
+            .risk_mut()
+            .set_reference_price(id, p)
+            .map_err(|e| anyhow!("mark record: {e}"))?,
+        ServerControl::Roll => {
+            core.roll(now, out).map_err(|e| anyhow!("roll: {e}"))?;
+        }
+        ServerControl::EndOfDay => {
+            core.end_of_day(now, out);
+        }
+        ServerControl::Open(slot, cod) => core.set_cancel_on_disconnect(slot, cod),
+    }
+    Ok(())
+}
+
+/// A journal error as an operator reads it (the file and offset are in its text).
+fn journal_error(e: JournalError) -> anyhow::Error {
+    anyhow!("journal: {e}")
+}
+
+/// Opens the journal at start-up, replays it into `core` and returns the writer to continue
+/// with. Any error here is fatal for the start-up (exit code 2).
+pub fn recover(
+    config: &JournalConfig,
+    keyring: &MasterKeyring,
+    core: &mut Core,
+    accounts: usize,
+) -> Result<(portcullis_journal::JournalWriter, ReplayStats)> {
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("cannot create the journal dir {}", config.dir.display()))?;
+    let started = std::time::Instant::now();
+    let reader = JournalReader::open(&config.dir, keyring).map_err(journal_error)?;
+    if let Some(t) = &reader.report().torn_tail {
+        tracing::warn!(
+            segment = %t.segment.display(), offset = t.offset, bytes = t.truncated_bytes,
+            detail = %t.detail, "journal: torn tail from a crash cut"
+        );
+        println!(
+            "journal: torn tail cut: {} at byte {} ({} bytes: {})",
+            t.segment.display(),
+            t.offset,
+            t.truncated_bytes,
+            t.detail
+        );
+    }
+    let stats = replay(&reader, core, accounts)?;
+    let writer = reader.into_writer(config).map_err(journal_error)?;
+    tracing::info!(
+        records = stats.records, commands = stats.commands, events = stats.events,
+        last_seq = stats.last_seq.0, snapshots_ok = stats.snapshots_ok,
+        snapshots_mismatched = stats.snapshots_mismatched,
+        state_hash = %hex::encode(stats.state_hash),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal replayed"
+    );
+    Ok((writer, stats))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tools
+
+/// `portcullis journal ...`: operator tools on the journal (they need the master key).
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// TOML config file (journal dir, data dir, `auth.master_key_file`); without it the
+    /// embedded default.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: JournalCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Check every segment, batch, record and snapshot (changes nothing), replay the journal
+    /// into a fresh core and print the counts and the state hash.
+    Verify,
+    /// Print every record, decrypted, one per line.
+    Dump,
+    /// Export the execution events for the drop copy / clearing side.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Rewrite every segment encrypted under an older master key under the current one (run
+    /// with the server stopped).
+    Reencrypt,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per event and line.
+    Jsonl,
+}
+
+/// Runs a `journal` command.
+pub fn run(args: JournalArgs) -> Result<()> {
+    let settings = match &args.config {
+        Some(p) => config::load(p).map_err(|e| anyhow!("config error in {}: {e}", p.display()))?,
+        None => config::embedded_default().map_err(|e| anyhow!("embedded config: {e}"))?,
+    };
+    let keyring = crate::security::load_keyring(&settings, false)?.ring;
+    let dir = &settings.journal.dir;
+    if !dir.is_dir() {
+        bail!("no journal at {}", dir.display());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.command {
+        JournalCommand::Verify => {
+            let report = portcullis_journal::verify(dir, &keyring).map_err(journal_error)?;
+            write!(out, "{report}")?;
+            let mut core = build_core(&settings)?;
+            let reader = JournalReader::open_read_only(dir, &keyring).map_err(journal_error)?;
+            let st = replay(&reader, &mut core, settings.accounts.len())?;
+            writeln!(
+                out,
+                "replay: {} command(s), {} journaled event(s), {} regenerated, {} snapshot marker(s) reproduced, {} mismatched",
+                st.commands, st.events, st.regenerated_events, st.snapshots_ok, st.snapshots_mismatched
+            )?;
+            writeln!(out, "state hash: {}", hex::encode(st.state_hash))?;
+            if st.snapshots_mismatched > 0 {
+                bail!("the replay did not reproduce every journaled state hash");
+            }
+        }
+        JournalCommand::Dump => {
+            portcullis_journal::dump(dir, &keyring, &mut out).map_err(journal_error)?;
+        }
+        JournalCommand::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            portcullis_journal::export_jsonl(dir, &keyring, &mut out).map_err(journal_error)?;
+        }
+        JournalCommand::Reencrypt => {
+            let r = portcullis_journal::reencrypt(dir, &keyring).map_err(journal_error)?;
+            writeln!(out, "{r:?}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A fresh core as `serve` builds it.
+pub fn build_core(settings: &Settings) -> Result<Core> {
+    let now_ms = crate::pipeline::now_ns() / 1_000_000;
+    let instruments =
+        portcullis_engine::Instruments::new(&settings.instruments, &settings.option_series, now_ms)
+            .map_err(|e| anyhow!("instruments: {e}"))?;
+    let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
+    Core::new(&settings.engine, &settings.risk, &names, instruments)
+        .map_err(|e| anyhow!("engine: {e}"))
+}

@@ -1,0 +1,462 @@
+//! The core thread's side of the journal (DESIGN.md §3): what the core thread hands to the
+//! journal thread, the bounded lock-free queue between them, and the journal thread itself.
+//!
+//! ```text
+//!  core thread ──push──▶ ArrayQueue<JournalItem> ──pop──▶ journal thread
+//!   Clock, Command, Event,  (full: the core thread waits:       append all, commit once
+//!   controls, snapshot       it takes no new ingress meanwhile;  (group commit), then
+//!   markers                  a record is never dropped)          deliver up to ack_seq()
+//! ```
+//!
+//! - Every command the core thread takes is journaled after a `Clock` record holding the
+//!   `now_ns` it processed the command with (one per loop pass: the pass's commands share
+//!   it), so a replay feeds the core the same commands at the same times and gets the same
+//!   state. Operator changes (kill switch, instrument status, limits, marks), timer firings
+//!   (instrument roll, end of day) and session opens (cancel-on-disconnect flag) are journaled
+//!   too; the server's own ones ride in `Limits` records with a kind byte ([`ServerControl`]).
+//!   Status answers change nothing and are not journaled.
+//! - Under `fsync = "always"` the core thread does not deliver events itself: it hands each
+//!   to the journal thread with its connection, which delivers it once its record is
+//!   durable ([`portcullis_journal::JournalWriter::ack_seq`]): an acknowledgement never leaves
+//!   before its record is on disk. Status answers take the same path so they never overtake
+//!   an earlier report. Under `never` / `interval_ms` the core thread delivers at once and
+//!   the events are journaled alongside.
+//! - Back-pressure: a full journal queue makes the core thread wait (spin, then yield) until
+//!   the journal thread drained some of it; meanwhile it takes no new ingress, so the ingress
+//!   queue fills and the socket tasks answer "server busy". Dropping a record would break the
+//!   promise that everything acknowledged is journaled, so it is never done.
+//! - A journal that cannot be written stops the server (exit code 1) rather than acknowledge
+//!   anything it could not make durable.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use portcullis_engine::Core;
+use portcullis_journal::{JournalRecord, JournalWriter, Seq};
+use portcullis_types::{AccountId, Command, InstrumentId, Price, SessionId};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::{Conn, Outbound};
+
+/// Records the journal thread appends before it commits: bounds a batch (and so the latency
+/// of the first acknowledgement in it) under a flood.
+const MAX_DRAIN: usize = 4096;
+/// How long the journal thread polls its queue before it parks.
+const SPIN: Duration = Duration::from_micros(50);
+/// Longest park of an idle journal thread (it also wakes for the `interval_ms` fsync).
+const PARK: Duration = Duration::from_millis(5);
+
+/// One entry of the journal queue.
+#[derive(Debug)]
+pub enum JournalItem {
+    /// A record to journal.
+    Record(JournalRecord),
+    /// `fsync = "always"`: a report to deliver to a connection once everything before it is
+    /// durable; an `Event` is journaled first, a `Status` is only delivered. Without a
+    /// connection (none in the slot) an event is only journaled.
+    Deliver(Outbound, Option<Arc<Conn>>),
+}
+
+/// The queue between the core thread and the journal thread, and their wake-up flags.
+#[derive(Debug)]
+pub struct JournalQueue {
+    queue: ArrayQueue<JournalItem>,
+    gated: bool,
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+    /// Times the core thread found the queue full and had to wait.
+    full_waits: AtomicU64,
+}
+
+impl JournalQueue {
+    /// A queue of `capacity` items; `gated` (for `fsync = "always"`) routes the reports
+    /// through the journal thread.
+    pub fn new(capacity: usize, gated: bool) -> Arc<Self> {
+        Arc::new(Self {
+            queue: ArrayQueue::new(capacity.max(16)),
+            gated,
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            full_waits: AtomicU64::new(0),
+        })
+    }
+
+    /// Pushes an item, waiting while the queue is full (never drops it).
+    fn push(&self, mut item: JournalItem) {
+        loop {
+            match self.queue.push(item) {
+                Ok(()) => break,
+                Err(back) => {
+                    item = back;
+                    self.full_waits.fetch_add(1, Ordering::Relaxed);
+                    self.wake();
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        // Pairs with the fence in the journal thread's park: either it sees the push before
+        // it parks, or we see its flag and unpark it.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Times the core thread waited for room.
+    pub fn full_waits(&self) -> u64 {
+        self.full_waits.load(Ordering::Relaxed)
+    }
+
+    /// Asks the journal thread to drain the queue, close the journal and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.sleeping.store(false, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A server change journaled in a [`JournalRecord::Limits`] record, whose bytes are the
+/// server's own encoding: `[u8 kind][body]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerControl {
+    /// Kind 1: an account's whole new limits, as JSON (the record's account is set).
+    AccountLimits(Vec<u8>),
+    /// Kind 2: an instrument's reference price: instrument u32, price i64.
+    Mark(InstrumentId, Price),
+    /// Kind 3: the instrument roll ran at the preceding clock.
+    Roll,
+    /// Kind 4: the end of the trading day ran at the preceding clock.
+    EndOfDay,
+    /// Kind 5: a connection opened a session slot: slot u32, cancel-on-disconnect u8.
+    Open(SessionId, bool),
+}
+
+impl ServerControl {
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ServerControl::AccountLimits(json) => {
+                let mut v = vec![1];
+                v.extend_from_slice(json);
+                v
+            }
+            ServerControl::Mark(i, p) => {
+                let mut v = vec![2];
+                v.extend_from_slice(&i.0.to_le_bytes());
+                v.extend_from_slice(&p.0.to_le_bytes());
+                v
+            }
+            ServerControl::Roll => vec![3],
+            ServerControl::EndOfDay => vec![4],
+            ServerControl::Open(s, cod) => {
+                let mut v = vec![5];
+                v.extend_from_slice(&s.0.to_le_bytes());
+                v.push(u8::from(*cod));
+                v
+            }
+        }
+    }
+
+    /// Decodes a record's bytes; `None` if they are not a server control.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        let (&kind, body) = data.split_first()?;
+        let u32_at = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?))
+        };
+        match kind {
+            1 => Some(ServerControl::AccountLimits(body.to_vec())),
+            2 if body.len() == 12 => Some(ServerControl::Mark(
+                InstrumentId(u32_at(0)?),
+                Price(i64::from_le_bytes(body.get(4..12)?.try_into().ok()?)),
+            )),
+            3 if body.is_empty() => Some(ServerControl::Roll),
+            4 if body.is_empty() => Some(ServerControl::EndOfDay),
+            5 if body.len() == 5 => Some(ServerControl::Open(
+                SessionId(u32_at(0)?),
+                match body[4] {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    /// As a journal record.
+    pub fn record(&self, account: Option<AccountId>) -> JournalRecord {
+        JournalRecord::Limits {
+            account,
+            data: self.encode(),
+        }
+    }
+}
+
+/// SHA-256 of the core's canonical state dump ([`Core::write_state`]).
+pub fn state_hash(core: &Core, accounts: usize) -> [u8; 32] {
+    let mut dump = Vec::with_capacity(4096);
+    core.write_state(&mut dump, accounts);
+    Sha256::digest(&dump).into()
+}
+
+/// The core thread's handle on the journal: what it pushes, and the bookkeeping that numbers
+/// the records as the journal will (the core thread is the only producer).
+#[derive(Debug)]
+pub struct CoreJournal {
+    queue: Arc<JournalQueue>,
+    last_clock: i64,
+    /// The sequence number of the last record pushed.
+    last_seq: u64,
+    snapshot_every: u64,
+    next_snapshot: u64,
+    accounts: usize,
+}
+
+impl CoreJournal {
+    /// The handle for a journal whose last record is `last_seq`.
+    pub fn new(
+        queue: Arc<JournalQueue>,
+        last_seq: Seq,
+        snapshot_every: u64,
+        accounts: usize,
+    ) -> Self {
+        Self {
+            queue,
+            last_clock: i64::MIN,
+            last_seq: last_seq.0,
+            snapshot_every,
+            next_snapshot: last_seq.0.saturating_add(snapshot_every),
+            accounts,
+        }
+    }
+
+    /// Journals a record.
+    pub fn record(&mut self, r: JournalRecord) {
+        self.last_seq += 1;
+        self.queue.push(JournalItem::Record(r));
+    }
+
+    /// Journals the clock if it moved since the last record that needed it.
+    pub fn clock(&mut self, now_ns: i64) {
+        if now_ns != self.last_clock {
+            self.last_clock = now_ns;
+            self.record(JournalRecord::Clock { now_ns });
+        }
+    }
+
+    /// Journals a command the core thread is about to process at `now_ns`.
+    pub fn command(&mut self, cmd: &Command, now_ns: i64) {
+        self.clock(now_ns);
+        self.record(JournalRecord::Command(*cmd));
+    }
+
+    /// Journals a server control change at `now_ns`.
+    pub fn control(&mut self, c: &ServerControl, account: Option<AccountId>, now_ns: i64) {
+        self.clock(now_ns);
+        self.record(c.record(account));
+    }
+
+    /// Takes a report: under `fsync = "always"` hands it to the journal thread (which
+    /// journals an event and delivers it once durable) and returns true; otherwise journals
+    /// an event and returns false (the caller delivers it).
+    pub fn output(&mut self, item: Outbound, conn: Option<&Arc<Conn>>) -> bool {
+        if self.queue.gated {
+            if let Outbound::Event(_) = item {
+                self.last_seq += 1;
+            }
+            self.queue.push(JournalItem::Deliver(item, conn.cloned()));
+            true
+        } else {
+            if let Outbound::Event(e) = item {
+                self.record(JournalRecord::Event(e));
+            }
+            false
+        }
+    }
+
+    /// Every `snapshot_every` records, journals a snapshot marker with the state hash, so a
+    /// replay can check it reached the same state at that point. (Allocates a state dump: once
+    /// per `snapshot_every` records, not per order.)
+    pub fn maybe_snapshot(&mut self, core: &Core) {
+        if self.snapshot_every == 0 || self.last_seq < self.next_snapshot {
+            return;
+        }
+        self.next_snapshot = self.last_seq + self.snapshot_every;
+        let state_hash = state_hash(core, self.accounts);
+        self.record(JournalRecord::Snapshot {
+            seq: Seq(self.last_seq),
+            state_hash,
+        });
+    }
+}
+
+/// Starts the journal thread: it runs until [`JournalQueue::stop`], then closes the journal
+/// (fsync) and returns the last durable seq. A write error ends the process (exit 1).
+pub fn spawn_writer(
+    mut writer: JournalWriter,
+    queue: Arc<JournalQueue>,
+) -> std::io::Result<JoinHandle<Seq>> {
+    let q = queue.clone();
+    let handle = std::thread::Builder::new()
+        .name("portcullis-journal".into())
+        .spawn(move || {
+            let fail = |what: &str, e: portcullis_journal::JournalError| -> ! {
+                tracing::error!(error = %e, "journal {what} failed: stopping the server (nothing may be acknowledged that is not journaled)");
+                eprintln!("portcullis: journal {what} failed: {e}");
+                std::process::exit(1);
+            };
+            let mut pending: VecDeque<(Seq, Outbound, Arc<Conn>)> = VecDeque::new();
+            let mut woken: Vec<Arc<Conn>> = Vec::new();
+            let mut last_work = Instant::now();
+            loop {
+                let mut n = 0;
+                while n < MAX_DRAIN {
+                    let Some(item) = q.queue.pop() else { break };
+                    n += 1;
+                    match item {
+                        JournalItem::Record(r) => {
+                            if let Err(e) = writer.append(&r) {
+                                fail("append", e);
+                            }
+                        }
+                        JournalItem::Deliver(out, conn) => {
+                            let seq = match out {
+                                Outbound::Event(e) => match writer.append(&JournalRecord::Event(e))
+                                {
+                                    Ok(s) => s,
+                                    Err(e) => fail("append", e),
+                                },
+                                // Released with the records before it: never overtakes them.
+                                Outbound::Status(_) => Seq(writer.next_seq().0 - 1),
+                            };
+                            if let Some(c) = conn {
+                                pending.push_back((seq, out, c));
+                            }
+                        }
+                    }
+                }
+                let r = if n > 0 {
+                    writer.commit()
+                } else {
+                    writer.poll()
+                };
+                if let Err(e) = r {
+                    fail("commit", e);
+                }
+                let ack = writer.ack_seq();
+                while pending.front().is_some_and(|(s, _, _)| *s <= ack) {
+                    let Some((_, out, conn)) = pending.pop_front() else {
+                        break;
+                    };
+                    if conn.deliver_now(out) && !woken.iter().any(|c| Arc::ptr_eq(c, &conn)) {
+                        woken.push(conn);
+                    }
+                }
+                for c in woken.drain(..) {
+                    c.wake();
+                }
+                if n > 0 {
+                    last_work = Instant::now();
+                    continue;
+                }
+                if q.stop.load(Ordering::Acquire) && q.queue.is_empty() {
+                    break;
+                }
+                if last_work.elapsed() < SPIN {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                q.sleeping.store(true, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                if q.queue.is_empty() && !q.stop.load(Ordering::Acquire) {
+                    let park = writer
+                        .sync_deadline()
+                        .map_or(PARK, |d| d.saturating_duration_since(Instant::now()))
+                        .min(PARK);
+                    std::thread::park_timeout(park);
+                }
+                q.sleeping.store(false, Ordering::Relaxed);
+                last_work = Instant::now();
+            }
+            match writer.close() {
+                Ok(seq) => seq,
+                Err(e) => fail("close", e),
+            }
+        })?;
+    let _ = queue.thread.set(handle.thread().clone());
+    handle.thread().unpark();
+    Ok(handle)
+}
+
+/// Journals an operator command that succeeded, with the state it produced (the new limits,
+/// the parsed price), so a replay needs no parsing and cannot disagree with the live run.
+pub fn journal_control(
+    j: &mut CoreJournal,
+    core: &Core,
+    pipeline: &crate::pipeline::Pipeline,
+    action: &crate::pipeline::ControlAction,
+    now_ns: i64,
+) {
+    use crate::pipeline::ControlAction as A;
+    let account = |name: &str| pipeline.account_id(name);
+    let instrument = |symbol: &str| core.instruments().by_symbol(symbol);
+    match action {
+        A::Kill { account: a, on } => {
+            let id = match a.as_deref() {
+                Some(name) => match account(name) {
+                    Some(id) => Some(id),
+                    None => return,
+                },
+                None => None,
+            };
+            j.clock(now_ns);
+            j.record(JournalRecord::KillSwitch {
+                account: id,
+                on: *on,
+            });
+        }
+        A::Halt { symbol, .. } => {
+            if let Some(id) = instrument(symbol) {
+                if let Some(r) = core.instruments().rules(id) {
+                    j.clock(now_ns);
+                    j.record(JournalRecord::InstrumentStatus {
+                        instrument: id,
+                        status: r.status,
+                    });
+                }
+            }
+        }
+        A::Mark { symbol, .. } => {
+            if let Some(id) = instrument(symbol) {
+                if let Some(p) = core.risk().reference_price(id) {
+                    j.control(&ServerControl::Mark(id, p), None, now_ns);
+                }
+            }
+        }
+        A::Limits { account: a, .. } => {
+            let Some(id) = account(a) else { return };
+            let Some(limits) = core.risk().limits(id) else {
+                return;
+            };
+            match serde_json::to_vec(limits) {
+                Ok(json) => j.control(&ServerControl::AccountLimits(json), Some(id), now_ns),
+                Err(e) => tracing::error!(error = %e, "cannot journal the limits change"),
+            }
+        }
+        A::Pause | A::Resume => {}
+    }
+}
