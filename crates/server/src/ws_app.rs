@@ -1,0 +1,1182 @@
+//! The WebSocket API's application: one [`WsBridge`] per connection maps the dialect's
+//! requests onto the order pipeline, the same queues, risk checks and books as FIX orders.
+//!
+//! - The connection takes a per-connection session slot ([`Pipeline::alloc_slot`]) and opens
+//!   its route on the core thread with its first order request, for the account of the key
+//!   that signed it. A connection trades for one account: a request signed by a key of another
+//!   account is refused (open a second connection for it).
+//! - `order.place` → [`Command::New`]; `order.cancel` → [`Command::Cancel`];
+//!   `openOrders.cancelAll` → [`Command::MassCancel`]; `order.cancelReplace` → a cancel, then
+//!   (per `cancelReplaceMode`) a new order, as the dialect defines it (a new order id, not an
+//!   amend). Each answers [`Dispatch::Pending`]; the core thread's events, read from the
+//!   connection's egress queue, complete it: `order.place` with ACK at the order's acceptance,
+//!   RESULT/FULL once the queue is drained (the core thread queues all events of one command
+//!   before it wakes the task, so the initial matching's fills are all there).
+//! - `order.status`, `openOrders.status`: answered at once from the connection's own order
+//!   table, kept from those events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended).
+//!   Orders entered on other connections are not visible here.
+//! - `account.status`: the account's number and trading permission; balances are not kept by
+//!   the server (an empty list), commissions are zero.
+//! - With the user data stream subscribed, every event of the connection's orders is also
+//!   pushed as an `executionReport`.
+//! - When the connection ends, its route is closed ([`Ingress::Close`]): cancel-on-disconnect
+//!   runs there if the listener enables it.
+//!
+//! Ids: order ids and trade ids come from the engine, which keeps them ≤ 2^53 − 1.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use portcullis_session::ws::{
+    AccountStatus, AppOutput, CancelReplaceMode, CancelReplaceOutcome, CancelReplaceRequest,
+    CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch, ExecutionReport,
+    ExecutionType, Fill, NewOrderOutcome, OrderInfo, OrderRef, OrderResult, OrderStatus, OrderType,
+    Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter,
+    SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, WsAppFactory, WsApplication,
+    WsConnectionInfo, WsError, WsOrder,
+};
+use portcullis_types::{
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
+    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, SessionId,
+};
+use tracing::{debug, warn};
+
+use crate::pipeline::{now_ns, Conn, Directory, Ingress, Outbound, Pipeline};
+
+/// Orders that ended kept per connection for `order.status`.
+pub const DONE_ORDERS_KEPT: usize = 1024;
+
+/// The largest id (2^53 − 1), the fallback of ids out of range (which the engine never makes).
+const MAX_ID: SafeId = match SafeId::new(SafeId::MAX) {
+    Some(id) => id,
+    None => panic!("SafeId::MAX is a SafeId"),
+};
+
+/// Numbers the client order ids the server assigns (unique per process, so never reused by
+/// a later connection on the same slot).
+static NEXT_GENERATED_ID: AtomicU64 = AtomicU64::new(1);
+
+fn safe_id(v: u64) -> SafeId {
+    SafeId::new(v).unwrap_or(MAX_ID)
+}
+
+fn generated_cl_ord_id() -> ClOrdId {
+    let n = NEXT_GENERATED_ID.fetch_add(1, Ordering::Relaxed);
+    let text = format!("pcws-{n}");
+    // ASCII and short: always a valid id.
+    ClOrdId::new(text.as_bytes()).unwrap_or(ClOrdId::EMPTY)
+}
+
+/// `v / 10^scale` as decimal text with exactly `scale` places (`-` for negative values).
+fn fmt_scaled(v: i128, scale: u8) -> String {
+    let text = Decimal::from_parts(v.unsigned_abs(), scale)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| v.to_string());
+    if v < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+fn ms(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000)
+}
+
+/// The `exchangeInfo` table of the current instrument directory, shared by a listener's
+/// connections and rebuilt only when the core thread publishes a new directory.
+pub struct SymbolCache {
+    pipeline: Arc<Pipeline>,
+    cell: std::sync::Mutex<(usize, usize, Arc<SymbolTable>)>,
+}
+
+impl SymbolCache {
+    /// The table now.
+    fn get(&self) -> Arc<SymbolTable> {
+        let dir = self.pipeline.directory();
+        let key = (Arc::as_ptr(&*dir) as usize, dir.len());
+        let mut cell = self.cell.lock().unwrap_or_else(|p| p.into_inner());
+        if (cell.0, cell.1) != key {
+            *cell = (key.0, key.1, Arc::new(symbol_table(&dir)));
+        }
+        cell.2.clone()
+    }
+}
+
+/// Creates each connection's [`WsBridge`].
+pub struct WsBridgeFactory {
+    pipeline: Arc<Pipeline>,
+    cancel_on_disconnect: bool,
+    symbols: Arc<SymbolCache>,
+}
+
+impl WsBridgeFactory {
+    /// Connections of a listener on `pipeline`, cancelling their orders when they end if
+    /// `cancel_on_disconnect`.
+    pub fn new(pipeline: Arc<Pipeline>, cancel_on_disconnect: bool) -> Arc<Self> {
+        Arc::new(Self {
+            symbols: Arc::new(SymbolCache {
+                pipeline: pipeline.clone(),
+                cell: std::sync::Mutex::new((0, 0, Arc::new(SymbolTable::default()))),
+            }),
+            pipeline,
+            cancel_on_disconnect,
+        })
+    }
+}
+
+impl WsAppFactory for WsBridgeFactory {
+    fn open(&self, conn: &WsConnectionInfo<'_>) -> Box<dyn WsApplication> {
+        Box::new(WsBridge {
+            symbols: self.symbols.clone(),
+            pipeline: self.pipeline.clone(),
+            conn_id: conn.id,
+            cancel_on_disconnect: self.cancel_on_disconnect,
+            slot: None,
+            conn: None,
+            account: None,
+            pending: HashMap::new(),
+            orders: HashMap::new(),
+            by_cl: HashMap::new(),
+            done: VecDeque::new(),
+            out: Vec::new(),
+            user_stream: false,
+            kicked: false,
+        })
+    }
+}
+
+/// The `exchangeInfo` view of the instrument directory: PRICE_FILTER from the tick, LOT_SIZE
+/// from the lot and the quantity bounds.
+pub fn symbol_table(dir: &Directory) -> SymbolTable {
+    let mut out = Vec::with_capacity(dir.len());
+    for i in 0..dir.len() {
+        let Some(e) = dir.get(InstrumentId(i as u32)) else {
+            continue;
+        };
+        let r = &e.rules;
+        // Options are named UNDERLYING-EXPIRY-STRIKE-C/P; the premium is quoted in USD.
+        let base = e.symbol.split('-').next().unwrap_or(&e.symbol);
+        let mut s = SymbolInfo::new(&e.symbol, base, "USD", e.price_scale);
+        s.base_asset_precision = e.qty_scale;
+        s.quote_precision = e.price_scale;
+        s.status = match r.status {
+            InstrumentStatus::Trading => SymbolStatus::Trading,
+            InstrumentStatus::Halted => SymbolStatus::Halt,
+            _ => SymbolStatus::Break,
+        };
+        // The engine's self-trade prevention: cancel the incoming order by default.
+        s.default_stp = StpMode::ExpireTaker;
+        s.allowed_stp = vec![
+            StpMode::ExpireTaker,
+            StpMode::ExpireMaker,
+            StpMode::ExpireBoth,
+        ];
+        let dec = |v: i64, scale: u8| {
+            Decimal::from_parts(u128::try_from(v).unwrap_or(0), scale).unwrap_or(Decimal::ZERO)
+        };
+        s.filters = vec![
+            SymbolFilter::Price {
+                min_price: dec(r.tick.0, e.price_scale),
+                max_price: Decimal::ZERO,
+                tick_size: dec(r.tick.0, e.price_scale),
+            },
+            SymbolFilter::LotSize {
+                min_qty: dec(r.min_qty.0, e.qty_scale),
+                max_qty: dec(r.max_qty.0, e.qty_scale),
+                step_size: dec(r.lot.0, e.qty_scale),
+            },
+        ];
+        out.push(s);
+    }
+    SymbolTable::new(out)
+}
+
+/// One order of the connection, as the events told it.
+#[derive(Debug, Clone)]
+struct LocalOrder {
+    symbol: Box<str>,
+    instrument: InstrumentId,
+    price_scale: u8,
+    qty_scale: u8,
+    order_id: u64,
+    cl: ClOrdId,
+    side: portcullis_session::ws::Side,
+    order_type: OrderType,
+    tif: TimeInForce,
+    price: i64,
+    qty: i64,
+    cum_qty: i64,
+    /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
+    cum_quote: i128,
+    status: OrderStatus,
+    time: i64,
+    update_time: i64,
+    working_time: i64,
+    stp: StpMode,
+}
+
+impl LocalOrder {
+    fn px(&self, v: i64) -> String {
+        fmt_scaled(v.into(), self.price_scale)
+    }
+    fn qty_text(&self, v: i64) -> String {
+        fmt_scaled(v.into(), self.qty_scale)
+    }
+    fn quote(&self) -> String {
+        fmt_scaled(
+            self.cum_quote,
+            self.price_scale.saturating_add(self.qty_scale),
+        )
+    }
+    fn zero_quote(&self) -> String {
+        fmt_scaled(0, self.price_scale)
+    }
+    fn is_open(&self) -> bool {
+        matches!(self.status, OrderStatus::New | OrderStatus::PartiallyFilled)
+    }
+
+    fn result(&self, fills: Vec<Fill>) -> OrderResult {
+        OrderResult {
+            symbol: self.symbol.to_string(),
+            order_id: safe_id(self.order_id),
+            client_order_id: self.cl.as_str().to_owned(),
+            transact_time: self.time,
+            price: self.px(self.price),
+            orig_qty: self.qty_text(self.qty),
+            executed_qty: self.qty_text(self.cum_qty),
+            orig_quote_order_qty: self.zero_quote(),
+            cummulative_quote_qty: self.quote(),
+            status: self.status,
+            time_in_force: self.tif,
+            order_type: self.order_type,
+            side: self.side,
+            working_time: self.working_time,
+            stp: self.stp,
+            fills,
+        }
+    }
+
+    fn info(&self) -> OrderInfo {
+        OrderInfo {
+            symbol: self.symbol.to_string(),
+            order_id: safe_id(self.order_id),
+            client_order_id: self.cl.as_str().to_owned(),
+            price: self.px(self.price),
+            orig_qty: self.qty_text(self.qty),
+            executed_qty: self.qty_text(self.cum_qty),
+            cummulative_quote_qty: self.quote(),
+            status: self.status,
+            time_in_force: self.tif,
+            order_type: self.order_type,
+            side: self.side,
+            time: self.time,
+            update_time: self.update_time,
+            is_working: self.is_open(),
+            working_time: self.working_time,
+            orig_quote_order_qty: self.zero_quote(),
+            stp: self.stp,
+        }
+    }
+
+    fn cancel_result(&self, cancel_cl: &ClOrdId, now_ms: i64) -> CancelResult {
+        CancelResult {
+            symbol: self.symbol.to_string(),
+            orig_client_order_id: self.cl.as_str().to_owned(),
+            order_id: safe_id(self.order_id),
+            client_order_id: cancel_cl.as_str().to_owned(),
+            transact_time: now_ms,
+            price: self.px(self.price),
+            orig_qty: self.qty_text(self.qty),
+            executed_qty: self.qty_text(self.cum_qty),
+            orig_quote_order_qty: self.zero_quote(),
+            cummulative_quote_qty: self.quote(),
+            status: self.status,
+            time_in_force: self.tif,
+            order_type: self.order_type,
+            side: self.side,
+            stp: self.stp,
+        }
+    }
+}
+
+/// A request waiting for the core thread, keyed by the client order id of its command.
+#[derive(Debug)]
+enum Pending {
+    /// `order.place`, or the new-order half of `order.cancelReplace` (`replace` holds the
+    /// cancel's outcome).
+    Place {
+        token: RequestToken,
+        resp: RespType,
+        template: LocalOrder,
+        accepted: bool,
+        fills: Vec<Fill>,
+        replace: Option<Result<CancelResult, WsError>>,
+    },
+    /// `order.cancel`, or the cancel half of `order.cancelReplace` (`then` holds the new
+    /// order to place afterwards).
+    Cancel {
+        token: RequestToken,
+        then: Option<Box<(NewOrder, LocalOrder, RespType, CancelReplaceMode)>>,
+    },
+    /// `openOrders.cancelAll` on `instrument`.
+    CancelAll {
+        token: RequestToken,
+        instrument: InstrumentId,
+        results: Vec<CancelResult>,
+    },
+}
+
+/// One WebSocket connection's application.
+pub struct WsBridge {
+    pipeline: Arc<Pipeline>,
+    symbols: Arc<SymbolCache>,
+    conn_id: u64,
+    cancel_on_disconnect: bool,
+    slot: Option<SessionId>,
+    conn: Option<Arc<Conn>>,
+    account: Option<(String, AccountId)>,
+    pending: HashMap<ClOrdId, Pending>,
+    orders: HashMap<u64, LocalOrder>,
+    by_cl: HashMap<ClOrdId, u64>,
+    done: VecDeque<u64>,
+    out: Vec<AppOutput>,
+    user_stream: bool,
+    kicked: bool,
+}
+
+impl std::fmt::Debug for WsBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsBridge")
+            .field("conn_id", &self.conn_id)
+            .field("slot", &self.slot)
+            .field("pending", &self.pending.len())
+            .field("orders", &self.orders.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a core-thread reject of a new order reads in the dialect: the filter the instrument
+/// rules express (-1013), or -2010 with the risk reason.
+fn new_order_error(reason: RejectReason) -> WsError {
+    match reason {
+        RejectReason::BadTick => WsError::filter_failure("PRICE_FILTER"),
+        RejectReason::BadLot | RejectReason::QtyTooSmall | RejectReason::QtyTooLarge => {
+            WsError::filter_failure("LOT_SIZE")
+        }
+        RejectReason::ServerBusy => WsError::server_busy(),
+        r => WsError::order_rejected(r.text()),
+    }
+}
+
+fn cancel_error(reason: RejectReason) -> WsError {
+    match reason {
+        RejectReason::UnknownOrder => WsError::cancel_rejected("Unknown order sent."),
+        RejectReason::ServerBusy => WsError::server_busy(),
+        r => WsError::cancel_rejected(r.text()),
+    }
+}
+
+impl WsBridge {
+    /// The route of `principal`'s account on the core thread, opened on first use.
+    fn route(&mut self, principal: &Principal) -> Result<(Arc<Conn>, AccountId), WsError> {
+        if let Some((name, id)) = &self.account {
+            if *name != principal.account {
+                return Err(WsError::order_rejected(
+                    "This connection trades for another account; use one connection per account.",
+                ));
+            }
+            if let Some(c) = &self.conn {
+                return Ok((c.clone(), *id));
+            }
+        }
+        let Some(account) = self.pipeline.account_id(&principal.account) else {
+            return Err(WsError::order_rejected("unknown account"));
+        };
+        let slot = match self.slot {
+            Some(s) => s,
+            None => {
+                let Some(s) = self.pipeline.alloc_slot() else {
+                    return Err(WsError::server_busy());
+                };
+                self.slot = Some(s);
+                s
+            }
+        };
+        let conn = self
+            .pipeline
+            .new_conn(slot, &[account], self.cancel_on_disconnect);
+        if self.pipeline.submit(Ingress::Open(conn.clone())).is_err() {
+            return Err(WsError::server_busy());
+        }
+        debug!(conn = self.conn_id, slot = slot.0, account = %principal.account, "ws route opened");
+        self.account = Some((principal.account.clone(), account));
+        self.conn = Some(conn.clone());
+        Ok((conn, account))
+    }
+
+    fn submit(&mut self, cmd: Command) -> Result<(), WsError> {
+        self.pipeline
+            .submit(Ingress::Cmd(cmd))
+            .map_err(|_| WsError::server_busy())
+    }
+
+    /// Validates and converts an order for the core thread.
+    fn new_order(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        order: &WsOrder,
+    ) -> Result<(NewOrder, LocalOrder), WsError> {
+        let (_, account) = self.route(ctx.principal)?;
+        let Some(slot) = self.slot else {
+            return Err(WsError::server_busy());
+        };
+        let dir = self.pipeline.directory();
+        let Some((instrument, entry)) = dir.lookup(order.symbol.as_bytes()) else {
+            return Err(WsError::invalid_symbol());
+        };
+        let scaled = |d: &Decimal, scale: u8, what: &'static str| {
+            d.to_scaled(scale)
+                .ok()
+                .and_then(|v| i64::try_from(v).ok())
+                .ok_or_else(|| WsError::order_rejected(format!("{what} out of range")))
+        };
+        let Some(q) = &order.quantity else {
+            // MARKET by quoteOrderQty: refused by the symbol table already; kept for safety.
+            return Err(WsError::order_rejected("quoteOrderQty is not supported"));
+        };
+        let qty = scaled(q, entry.qty_scale, "quantity")?;
+        let price = match &order.price {
+            Some(p) => scaled(p, entry.price_scale, "price")?,
+            None => 0,
+        };
+        let cl = match &order.new_client_order_id {
+            Some(id) => ClOrdId::new(id.as_bytes())
+                .map_err(|e| WsError::order_rejected(format!("newClientOrderId: {e}")))?,
+            None => generated_cl_ord_id(),
+        };
+        if self.pending.contains_key(&cl) {
+            return Err(WsError::order_rejected("duplicate ClOrdID"));
+        }
+        let (ord_type, tif, post_only) = match order.order_type {
+            OrderType::Limit => (
+                OrdType::Limit,
+                match order.time_in_force.unwrap_or(TimeInForce::Gtc) {
+                    TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
+                    TimeInForce::Ioc => portcullis_types::TimeInForce::Ioc,
+                    TimeInForce::Fok => portcullis_types::TimeInForce::Fok,
+                },
+                false,
+            ),
+            OrderType::LimitMaker => (OrdType::Limit, portcullis_types::TimeInForce::Gtc, true),
+            OrderType::Market => (OrdType::Market, portcullis_types::TimeInForce::Ioc, false),
+        };
+        let stp = order.stp.unwrap_or(StpMode::ExpireTaker);
+        let engine_stp = match stp {
+            StpMode::ExpireTaker => Some(portcullis_types::StpMode::CancelIncoming),
+            StpMode::ExpireMaker => Some(portcullis_types::StpMode::CancelResting),
+            StpMode::ExpireBoth => Some(portcullis_types::StpMode::CancelBoth),
+            StpMode::None | StpMode::Decrement => None,
+        };
+        let now = ms(ctx.now.nanos());
+        let cmd = NewOrder {
+            session: slot,
+            account,
+            instrument,
+            cl_ord_id: cl,
+            side: match order.side {
+                portcullis_session::ws::Side::Buy => portcullis_types::Side::Buy,
+                portcullis_session::ws::Side::Sell => portcullis_types::Side::Sell,
+            },
+            ord_type,
+            tif,
+            price: Price(price),
+            qty: Qty(qty),
+            post_only,
+            stp: engine_stp,
+            received_ns: now_ns(),
+        };
+        let local = LocalOrder {
+            symbol: entry.symbol.clone(),
+            instrument,
+            price_scale: entry.price_scale,
+            qty_scale: entry.qty_scale,
+            order_id: 0,
+            cl,
+            side: order.side,
+            order_type: order.order_type,
+            // The dialect reports GTC for MARKET and LIMIT_MAKER.
+            tif: match order.order_type {
+                OrderType::Limit => order.time_in_force.unwrap_or(TimeInForce::Gtc),
+                _ => TimeInForce::Gtc,
+            },
+            price,
+            qty,
+            cum_qty: 0,
+            cum_quote: 0,
+            status: OrderStatus::New,
+            time: now,
+            update_time: now,
+            working_time: -1,
+            stp,
+        };
+        Ok((cmd, local))
+    }
+
+    fn find(&self, r: &OrderRef) -> Option<&LocalOrder> {
+        let by_id = r.order_id.and_then(|id| self.orders.get(&id.get()));
+        let by_cl = r
+            .orig_client_order_id
+            .as_deref()
+            .and_then(|c| ClOrdId::new(c.as_bytes()).ok())
+            .and_then(|c| self.by_cl.get(&c))
+            .and_then(|id| self.orders.get(id));
+        let o = match (r.order_id, &r.orig_client_order_id) {
+            (Some(_), Some(cl)) => by_id.filter(|o| o.cl.as_str() == cl)?,
+            (Some(_), None) => by_id?,
+            _ => by_cl?,
+        };
+        (*o.symbol == *r.symbol).then_some(o)
+    }
+
+    fn place_cancel(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        cancel: &CancelRequest,
+        then: Option<Box<(NewOrder, LocalOrder, RespType, CancelReplaceMode)>>,
+    ) -> Result<(), WsError> {
+        let (_, account) = self.route(ctx.principal)?;
+        let Some(slot) = self.slot else {
+            return Err(WsError::server_busy());
+        };
+        let dir = self.pipeline.directory();
+        let Some((instrument, _)) = dir.lookup(cancel.target.symbol.as_bytes()) else {
+            return Err(WsError::invalid_symbol());
+        };
+        let orig = match &cancel.target.orig_client_order_id {
+            Some(c) => ClOrdId::new(c.as_bytes())
+                .map_err(|_| WsError::cancel_rejected("Unknown order sent."))?,
+            None => ClOrdId::EMPTY,
+        };
+        let cl = match &cancel.new_client_order_id {
+            Some(id) => ClOrdId::new(id.as_bytes())
+                .map_err(|e| WsError::cancel_rejected(format!("newClientOrderId: {e}")))?,
+            None => generated_cl_ord_id(),
+        };
+        let cmd = CancelOrder {
+            session: slot,
+            account,
+            instrument,
+            cl_ord_id: cl,
+            order_id: cancel.target.order_id.map(|id| OrderId(id.get())),
+            orig_cl_ord_id: if cancel.target.order_id.is_some() {
+                ClOrdId::EMPTY
+            } else {
+                orig
+            },
+            received_ns: now_ns(),
+        };
+        self.submit(Command::Cancel(cmd))?;
+        self.pending.insert(
+            cl,
+            Pending::Cancel {
+                token: ctx.token,
+                then,
+            },
+        );
+        Ok(())
+    }
+
+    fn complete(&mut self, token: RequestToken, result: Result<Outcome, WsError>) {
+        self.out.push(AppOutput::Complete { token, result });
+    }
+
+    /// Applies one event to the connection's orders, its pending requests, and the user data
+    /// stream.
+    fn on_event(&mut self, e: &Event) {
+        let now = ms(e.ts_ns);
+        // The order the event is about: known, or being placed by a pending request.
+        let mut order = self.orders.get(&e.order_id.0).cloned();
+        if order.is_none() {
+            if let Some(Pending::Place { template, .. }) = self.pending.get(&e.cl_ord_id) {
+                let mut o = template.clone();
+                o.order_id = e.order_id.0;
+                order = Some(o);
+            }
+        }
+        if let Some(o) = order.as_mut() {
+            o.update_time = now;
+            match e.kind {
+                EventKind::New => {
+                    o.status = OrderStatus::New;
+                    o.working_time = now;
+                }
+                EventKind::PartialFill | EventKind::Fill => {
+                    o.cum_qty = e.cum_qty.0;
+                    o.cum_quote += i128::from(e.last_px.0) * i128::from(e.last_qty.0);
+                    o.status = if e.kind == EventKind::Fill {
+                        OrderStatus::Filled
+                    } else {
+                        OrderStatus::PartiallyFilled
+                    };
+                }
+                EventKind::Canceled => o.status = OrderStatus::Canceled,
+                EventKind::Expired => o.status = OrderStatus::Expired,
+                EventKind::Replaced => {
+                    o.price = e.price.0;
+                    o.qty = e.qty.0;
+                }
+                EventKind::Rejected(_) => o.status = OrderStatus::Rejected,
+                EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => {}
+            }
+            if o.order_id != 0 && !matches!(e.kind, EventKind::Rejected(_)) {
+                let id = o.order_id;
+                let open = o.is_open();
+                self.by_cl.insert(o.cl, id);
+                self.orders.insert(id, o.clone());
+                if !open && !self.done.contains(&id) {
+                    self.done.push_back(id);
+                    while self.done.len() > DONE_ORDERS_KEPT {
+                        if let Some(old) = self.done.pop_front() {
+                            if let Some(gone) = self.orders.remove(&old) {
+                                self.by_cl.remove(&gone.cl);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        if self.user_stream {
+            if let Some(report) = order.as_ref().and_then(|o| execution_report(e, o)) {
+                self.out.push(AppOutput::ExecutionReport(report));
+            }
+        }
+
+        // The pending request the event answers.
+        match e.kind {
+            EventKind::Rejected(reason) => {
+                if let Some(Pending::Place { token, replace, .. }) =
+                    self.pending.remove(&e.cl_ord_id)
+                {
+                    let err = new_order_error(reason);
+                    match replace {
+                        Some(cancel) => self.complete(
+                            token,
+                            Ok(CancelReplaceOutcome {
+                                cancel,
+                                new_order: NewOrderOutcome::Failure(err),
+                            }
+                            .into()),
+                        ),
+                        None => self.complete(token, Err(err)),
+                    }
+                }
+            }
+            EventKind::New => {
+                if let Some(Pending::Place { accepted, resp, .. }) =
+                    self.pending.get_mut(&e.cl_ord_id)
+                {
+                    *accepted = true;
+                    if *resp == RespType::Ack {
+                        self.finish_place(e.cl_ord_id);
+                    }
+                }
+            }
+            EventKind::PartialFill | EventKind::Fill => {
+                if let Some(Pending::Place { fills, .. }) = self.pending.get_mut(&e.cl_ord_id) {
+                    if let Some(o) = &order {
+                        fills.push(Fill {
+                            price: o.px(e.last_px.0),
+                            qty: o.qty_text(e.last_qty.0),
+                            commission: fmt_scaled(0, o.price_scale),
+                            commission_asset: "USD".to_owned(),
+                            trade_id: safe_id(e.trade_id.0),
+                        });
+                    }
+                }
+            }
+            EventKind::Canceled => {
+                if let Some(Pending::Cancel { .. }) = self.pending.get(&e.cl_ord_id) {
+                    if let Some(Pending::Cancel { token, then }) =
+                        self.pending.remove(&e.cl_ord_id)
+                    {
+                        let result = match &order {
+                            Some(o) => o.cancel_result(&e.cl_ord_id, now),
+                            None => self.cancel_result_of_event(e),
+                        };
+                        self.after_cancel(token, Ok(result), then);
+                    }
+                } else if self.pending.values().any(|p| {
+                    matches!(p, Pending::CancelAll { instrument, .. } if *instrument == e.instrument)
+                }) {
+                    let r = match &order {
+                        Some(o) => o.cancel_result(&e.cl_ord_id, now),
+                        None => self.cancel_result_of_event(e),
+                    };
+                    for p in self.pending.values_mut() {
+                        if let Pending::CancelAll {
+                            instrument,
+                            results,
+                            ..
+                        } = p
+                        {
+                            if *instrument == e.instrument {
+                                results.push(r);
+                                break;
+                            }
+                        }
+                    }
+                } else if let Some(Pending::Place { .. }) = self.pending.get(&e.cl_ord_id) {
+                    // The unfilled rest of an IOC/MARKET order: the order's answer carries it.
+                }
+            }
+            EventKind::CancelRejected { reason, .. } => {
+                if let Some(Pending::Cancel { token, then }) = self.pending.remove(&e.cl_ord_id) {
+                    self.after_cancel(token, Err(cancel_error(reason)), then);
+                } else if let Some(Pending::CancelAll { token, .. }) =
+                    self.pending.remove(&e.cl_ord_id)
+                {
+                    self.complete(token, Err(cancel_error(reason)));
+                }
+            }
+            EventKind::MassCancelDone { .. } => {
+                if let Some(Pending::CancelAll { token, results, .. }) =
+                    self.pending.remove(&e.cl_ord_id)
+                {
+                    self.complete(token, Ok(results.into()));
+                }
+            }
+            EventKind::Expired | EventKind::Replaced => {}
+        }
+    }
+
+    fn cancel_result_of_event(&self, e: &Event) -> CancelResult {
+        let dir = self.pipeline.directory();
+        let (symbol, ps, qs) = dir
+            .get(e.instrument)
+            .map(|d| (d.symbol.to_string(), d.price_scale, d.qty_scale))
+            .unwrap_or_default();
+        CancelResult {
+            symbol,
+            orig_client_order_id: if e.orig_cl_ord_id.is_empty() {
+                e.cl_ord_id.as_str().to_owned()
+            } else {
+                e.orig_cl_ord_id.as_str().to_owned()
+            },
+            order_id: safe_id(e.order_id.0),
+            client_order_id: e.cl_ord_id.as_str().to_owned(),
+            transact_time: ms(e.ts_ns),
+            price: fmt_scaled(e.price.0.into(), ps),
+            orig_qty: fmt_scaled(e.qty.0.into(), qs),
+            executed_qty: fmt_scaled(e.cum_qty.0.into(), qs),
+            orig_quote_order_qty: fmt_scaled(0, ps),
+            cummulative_quote_qty: fmt_scaled(
+                i128::from(e.avg_px.0) * i128::from(e.cum_qty.0),
+                ps.saturating_add(qs),
+            ),
+            status: OrderStatus::Canceled,
+            time_in_force: match e.tif {
+                portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
+                portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
+                _ => TimeInForce::Gtc,
+            },
+            order_type: match e.ord_type {
+                OrdType::Market => OrderType::Market,
+                OrdType::Limit => OrderType::Limit,
+            },
+            side: match e.side {
+                portcullis_types::Side::Buy => portcullis_session::ws::Side::Buy,
+                portcullis_types::Side::Sell => portcullis_session::ws::Side::Sell,
+            },
+            stp: StpMode::ExpireTaker,
+        }
+    }
+
+    /// A cancel is done: answer `order.cancel`, or go on with the cancel-replace's new order.
+    fn after_cancel(
+        &mut self,
+        token: RequestToken,
+        result: Result<CancelResult, WsError>,
+        then: Option<Box<(NewOrder, LocalOrder, RespType, CancelReplaceMode)>>,
+    ) {
+        let Some(next) = then else {
+            self.complete(token, result.map(Into::into));
+            return;
+        };
+        let (cmd, template, resp, mode) = *next;
+        if result.is_err() && mode == CancelReplaceMode::StopOnFailure {
+            self.complete(
+                token,
+                Ok(CancelReplaceOutcome {
+                    cancel: result,
+                    new_order: NewOrderOutcome::NotAttempted,
+                }
+                .into()),
+            );
+            return;
+        }
+        if let Err(err) = self.submit(Command::New(cmd)) {
+            self.complete(
+                token,
+                Ok(CancelReplaceOutcome {
+                    cancel: result,
+                    new_order: NewOrderOutcome::Failure(err),
+                }
+                .into()),
+            );
+            return;
+        }
+        self.pending.insert(
+            cmd.cl_ord_id,
+            Pending::Place {
+                token,
+                resp,
+                template,
+                accepted: false,
+                fills: Vec::new(),
+                replace: Some(result),
+            },
+        );
+    }
+
+    /// Answers an accepted `order.place` with the order's state now.
+    fn finish_place(&mut self, cl: ClOrdId) {
+        let Some(Pending::Place {
+            token,
+            resp,
+            template,
+            fills,
+            replace,
+            ..
+        }) = self.pending.remove(&cl)
+        else {
+            return;
+        };
+        let order = self
+            .by_cl
+            .get(&cl)
+            .and_then(|id| self.orders.get(id))
+            .cloned()
+            .unwrap_or(template);
+        let fills = if resp == RespType::Full {
+            fills
+        } else {
+            Vec::new()
+        };
+        let result = order.result(fills);
+        match replace {
+            Some(cancel) => self.complete(
+                token,
+                Ok(CancelReplaceOutcome {
+                    cancel,
+                    new_order: NewOrderOutcome::Success(result),
+                }
+                .into()),
+            ),
+            None => self.complete(token, Ok(result.into())),
+        }
+    }
+
+    /// Reads the connection's egress queue.
+    fn drain(&mut self) {
+        let Some(conn) = self.conn.clone() else {
+            return;
+        };
+        while let Some(o) = conn.pop() {
+            match o {
+                Outbound::Event(e) => self.on_event(&e),
+                // This connection sends no status requests (it answers from its own table).
+                Outbound::Status(_) => {}
+            }
+        }
+        // The queue is drained: the accepted orders' initial matching is complete.
+        let ready: Vec<ClOrdId> = self
+            .pending
+            .iter()
+            .filter_map(|(cl, p)| match p {
+                Pending::Place { accepted: true, .. } => Some(*cl),
+                _ => None,
+            })
+            .collect();
+        for cl in ready {
+            self.finish_place(cl);
+        }
+        if let Some(why) = conn.kicked() {
+            if !self.kicked {
+                self.kicked = true;
+                warn!(conn = self.conn_id, reason = why, "ws connection ends");
+                self.out.push(AppOutput::Close(why.to_owned()));
+            }
+        }
+    }
+}
+
+/// The `executionReport` of an event for the connection's order `o` (state after the event).
+fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
+    let (x, trade) = match e.kind {
+        EventKind::New => (ExecutionType::New, false),
+        EventKind::PartialFill | EventKind::Fill => (ExecutionType::Trade, true),
+        EventKind::Canceled => (ExecutionType::Canceled, false),
+        EventKind::Replaced => (ExecutionType::Replaced, false),
+        EventKind::Rejected(_) => (ExecutionType::Rejected, false),
+        EventKind::Expired => (ExecutionType::Expired, false),
+        EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => return None,
+    };
+    let now = ms(e.ts_ns);
+    let (last_qty, last_px) = if trade {
+        (e.last_qty.0, e.last_px.0)
+    } else {
+        (0, 0)
+    };
+    Some(ExecutionReport {
+        event_time: now,
+        symbol: o.symbol.to_string(),
+        client_order_id: e.cl_ord_id.as_str().to_owned(),
+        side: o.side,
+        order_type: o.order_type,
+        time_in_force: o.tif,
+        quantity: o.qty_text(o.qty),
+        price: o.px(o.price),
+        orig_client_order_id: if e.kind == EventKind::Canceled {
+            o.cl.as_str().to_owned()
+        } else {
+            String::new()
+        },
+        execution_type: x,
+        order_status: o.status,
+        reject_reason: match e.kind {
+            EventKind::Rejected(r) => r.text().to_owned(),
+            _ => "NONE".to_owned(),
+        },
+        order_id: safe_id(o.order_id),
+        last_qty: o.qty_text(last_qty),
+        cum_qty: o.qty_text(o.cum_qty),
+        last_price: o.px(last_px),
+        commission: fmt_scaled(0, o.price_scale),
+        commission_asset: None,
+        transaction_time: now,
+        trade_id: trade.then(|| safe_id(e.trade_id.0)),
+        execution_id: safe_id(e.exec_id),
+        is_working: o.is_open(),
+        // The resting order's fill is the maker's: its event is not the one that arrived.
+        is_maker: trade && o.working_time >= 0 && o.working_time < now,
+        creation_time: o.time,
+        cum_quote_qty: o.quote(),
+        last_quote_qty: fmt_scaled(
+            i128::from(last_px) * i128::from(last_qty),
+            o.price_scale.saturating_add(o.qty_scale),
+        ),
+        quote_order_qty: o.zero_quote(),
+        working_time: (o.working_time >= 0).then_some(o.working_time),
+        stp: o.stp,
+    })
+}
+
+impl WsApplication for WsBridge {
+    fn symbols(&self) -> Arc<SymbolTable> {
+        self.symbols.get()
+    }
+
+    fn order_place(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Dispatch<OrderResult> {
+        let (cmd, template) = match self.new_order(ctx, order) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        if let Err(e) = self.submit(Command::New(cmd)) {
+            return Dispatch::Ready(Err(e));
+        }
+        self.pending.insert(
+            cmd.cl_ord_id,
+            Pending::Place {
+                token: ctx.token,
+                resp: order.resp_type,
+                template,
+                accepted: false,
+                fills: Vec::new(),
+                replace: None,
+            },
+        );
+        Dispatch::Pending
+    }
+
+    fn order_test(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {
+        let dir = self.pipeline.directory();
+        if dir.lookup(order.symbol.as_bytes()).is_none() {
+            return Err(WsError::invalid_symbol());
+        }
+        if self.pipeline.account_id(&ctx.principal.account).is_none() {
+            return Err(WsError::order_rejected("unknown account"));
+        }
+        Ok(())
+    }
+
+    fn order_status(&mut self, _ctx: &RequestCtx<'_>, order: &OrderRef) -> Dispatch<OrderInfo> {
+        Dispatch::Ready(
+            self.find(order)
+                .map(LocalOrder::info)
+                .ok_or_else(WsError::no_such_order),
+        )
+    }
+
+    fn order_cancel(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        cancel: &CancelRequest,
+    ) -> Dispatch<CancelResult> {
+        match self.place_cancel(ctx, cancel, None) {
+            Ok(()) => Dispatch::Pending,
+            Err(e) => Dispatch::Ready(Err(e)),
+        }
+    }
+
+    fn order_cancel_replace(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        request: &CancelReplaceRequest,
+    ) -> Dispatch<CancelReplaceOutcome> {
+        let (cmd, template) = match self.new_order(ctx, &request.order) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let then = Box::new((cmd, template, request.order.resp_type, request.mode));
+        match self.place_cancel(ctx, &request.cancel, Some(then)) {
+            Ok(()) => Dispatch::Pending,
+            Err(e) => Dispatch::Ready(Err(e)),
+        }
+    }
+
+    fn open_orders_status(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        symbol: Option<&str>,
+    ) -> Dispatch<Vec<OrderInfo>> {
+        let mut open: Vec<&LocalOrder> = self
+            .orders
+            .values()
+            .filter(|o| o.is_open() && symbol.is_none_or(|s| *o.symbol == *s))
+            .collect();
+        open.sort_by_key(|o| o.order_id);
+        Dispatch::Ready(Ok(open.into_iter().map(LocalOrder::info).collect()))
+    }
+
+    fn open_orders_cancel_all(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: &str,
+    ) -> Dispatch<Vec<CancelResult>> {
+        let (_, account) = match self.route(ctx.principal) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let Some(slot) = self.slot else {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        };
+        let instrument = match self.pipeline.directory().lookup(symbol.as_bytes()) {
+            Some((id, _)) => id,
+            None => return Dispatch::Ready(Err(WsError::invalid_symbol())),
+        };
+        let cl = generated_cl_ord_id();
+        let cmd = MassCancel {
+            session: slot,
+            account,
+            instrument: Some(instrument),
+            cl_ord_id: cl,
+        };
+        if let Err(e) = self.submit(Command::MassCancel(cmd)) {
+            return Dispatch::Ready(Err(e));
+        }
+        self.pending.insert(
+            cl,
+            Pending::CancelAll {
+                token: ctx.token,
+                instrument,
+                results: Vec::new(),
+            },
+        );
+        Dispatch::Pending
+    }
+
+    fn account_status(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        _omit_zero_balances: bool,
+    ) -> Dispatch<AccountStatus> {
+        let Some(id) = self.pipeline.account_id(&ctx.principal.account) else {
+            return Dispatch::Ready(Err(WsError::order_rejected("unknown account")));
+        };
+        let zero = "0.00000000".to_owned();
+        Dispatch::Ready(Ok(AccountStatus {
+            maker_commission: 0,
+            taker_commission: 0,
+            can_trade: ctx.principal.can_trade,
+            commission_rates: CommissionRates {
+                maker: zero.clone(),
+                taker: zero.clone(),
+                buyer: zero.clone(),
+                seller: zero,
+            },
+            require_self_trade_prevention: false,
+            update_time: ms(ctx.now.nanos()),
+            balances: Vec::new(),
+            uid: safe_id(u64::from(id.0)),
+        }))
+    }
+
+    fn user_data_stream(&mut self, principal: Option<&Principal>) -> Result<(), WsError> {
+        self.user_stream = principal.is_some();
+        Ok(())
+    }
+
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.out.is_empty() {
+            return Poll::Ready(());
+        }
+        match &self.conn {
+            Some(c) => c.poll_ready(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    fn take_output(&mut self, out: &mut Vec<AppOutput>) {
+        self.drain();
+        out.append(&mut self.out);
+    }
+
+    fn on_close(&mut self) {
+        let pipeline = self.pipeline.clone();
+        match self.conn.take() {
+            Some(conn) => {
+                // The close must reach the core thread (cancel-on-disconnect, the route, the
+                // slot): while the queue is full, retry shortly on the runtime.
+                if let Err(item) = pipeline.submit(Ingress::Close(conn)) {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            let mut item = item;
+                            loop {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                match pipeline.submit(item) {
+                                    Ok(()) => return,
+                                    Err(back) => item = back,
+                                }
+                                if pipeline.is_stopping() {
+                                    return;
+                                }
+                            }
+                        });
+                    } else {
+                        warn!(conn = self.conn_id, "ws route close lost: no runtime");
+                    }
+                }
+            }
+            None => {
+                if let Some(slot) = self.slot.take() {
+                    pipeline.release_unopened_slot(slot);
+                }
+            }
+        }
+    }
+}
