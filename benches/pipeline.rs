@@ -26,6 +26,10 @@ mod pipeline;
 #[path = "../crates/server/src/order_codec.rs"]
 mod order_codec;
 
+#[allow(dead_code)]
+#[path = "../crates/server/src/journal_queue.rs"]
+mod journal_queue;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
