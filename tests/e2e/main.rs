@@ -10,3 +10,4 @@ mod pipeline;
 mod readme;
 mod restart;
 mod tls;
+mod ws;

@@ -85,6 +85,9 @@ pub struct RawConfig {
     /// Listening endpoints; at least one.
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    /// WebSocket API endpoints (the Binance Spot WebSocket API dialect on `/ws-api/v3`).
+    #[serde(default)]
+    pub ws_listeners: Vec<RawWsListener>,
     /// Certificate and key for the TLS listeners.
     #[serde(default)]
     pub tls: Option<RawTls>,
@@ -264,6 +267,32 @@ fn default_max_unsent_bytes() -> u64 {
     1024 * 1024
 }
 
+/// One `[[ws_listeners]]` entry: a WebSocket API endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWsListener {
+    /// Name used in logs; unique among the WebSocket listeners.
+    pub name: String,
+    /// `IP:PORT` to listen on (port 0 picks a free port, printed at start).
+    pub bind: String,
+    /// TLS 1.3 (`true`, the default) or plain TCP (`false`, only on a loopback address).
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// Connections served at once. Default 1024.
+    #[serde(default = "default_ws_max_connections")]
+    pub max_connections: u64,
+    /// Largest accepted message (and frame) in bytes. Default 65536.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    /// Cancel a connection's orders when it ends. Default true.
+    #[serde(default = "default_true")]
+    pub cancel_on_disconnect: bool,
+}
+
+fn default_ws_max_connections() -> u64 {
+    1024
+}
+
 /// The `[tls]` section.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -412,6 +441,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Listening endpoints.
     pub listeners: Vec<ListenerSettings>,
+    /// WebSocket API endpoints.
+    pub ws_listeners: Vec<WsListenerSettings>,
     /// TLS certificate and key files, if configured.
     pub tls: Option<TlsFiles>,
     /// Sessions.
@@ -500,6 +531,23 @@ pub struct ListenerSettings {
     pub logon_timeout: Duration,
     /// Slow-reader bound.
     pub max_unsent_bytes: usize,
+}
+
+/// A validated WebSocket listener.
+#[derive(Debug, Clone)]
+pub struct WsListenerSettings {
+    /// Name for logs.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS 1.3 or plain TCP (loopback only).
+    pub tls: bool,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Largest message.
+    pub max_message_size: usize,
+    /// Cancel-on-disconnect.
+    pub cancel_on_disconnect: bool,
 }
 
 /// Validated `[tls]` paths.
@@ -881,12 +929,14 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             ),
         ));
     }
+    let ws_listeners = validate_ws_listeners(&raw.ws_listeners, &listeners)?;
     validate_instruments(&raw.instruments, &raw.option_series)?;
     let journal = journal_config(&raw.journal, &raw.data_dir)?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
         listeners,
+        ws_listeners,
         tls,
         sessions,
         auth,
@@ -899,6 +949,86 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         accounts,
         journal,
     })
+}
+
+/// Checks the `[[ws_listeners]]`: names unique, addresses parse and are not bound twice (nor
+/// by a FIX listener), plain TCP only on loopback, limits in range.
+fn validate_ws_listeners(
+    raw: &[RawWsListener],
+    fix: &[ListenerSettings],
+) -> Result<Vec<WsListenerSettings>, ConfigError> {
+    let mut out: Vec<WsListenerSettings> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        let key = |k: &str| format!("ws_listeners[{i}].{k}");
+        if l.name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{} must not be empty", key("name")),
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.name == l.name) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!(
+                    "{} = {:?} is already the name of ws_listeners[{j}]",
+                    key("name"),
+                    l.name
+                ),
+            ));
+        }
+        let bind: SocketAddr = l.bind.parse().map_err(|_| {
+            ConfigError::invalid(
+                key("bind"),
+                format!(
+                    "{} = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9443\")",
+                    key("bind"),
+                    l.bind
+                ),
+            )
+        })?;
+        if !l.tls && !bind.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                key("tls"),
+                format!(
+                    "{} = false is only allowed on a loopback address",
+                    key("tls")
+                ),
+            ));
+        }
+        let taken = bind.port() != 0
+            && (fix.iter().any(|f| f.bind == bind) || out.iter().any(|o| o.bind == bind));
+        if taken {
+            return Err(ConfigError::invalid(
+                key("bind"),
+                format!(
+                    "{} = {:?} is already bound by another listener",
+                    key("bind"),
+                    l.bind
+                ),
+            ));
+        }
+        let max_connections = in_range(
+            &key("max_connections"),
+            l.max_connections,
+            1,
+            MAX_CONNECTIONS_LIMIT,
+        )?;
+        let max_message_size = in_range(
+            &key("max_message_size"),
+            l.max_message_size,
+            1024,
+            16 * 1024 * 1024,
+        )?;
+        out.push(WsListenerSettings {
+            name: l.name.clone(),
+            bind,
+            tls: l.tls,
+            max_connections: max_connections as usize,
+            max_message_size: max_message_size as usize,
+            cancel_on_disconnect: l.cancel_on_disconnect,
+        });
+    }
+    Ok(out)
 }
 
 /// The journal's config from `[journal]`: the library's defaults, the directory under

@@ -236,7 +236,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     // TLS: from [tls], or the dev certificate of the embedded default.
     let mut tls = tls_server_config(&settings).map_err(Failure::Config)?;
     let mut dev_cert = None;
-    if tls.is_none() && settings.listeners.iter().any(|l| l.tls) {
+    if tls.is_none()
+        && (settings.listeners.iter().any(|l| l.tls) || settings.ws_listeners.iter().any(|l| l.tls))
+    {
         // Validation allows TLS listeners without [tls] only for the embedded default; this
         // check keeps any other config from ever getting a self-signed certificate.
         if !settings.embedded {
@@ -336,6 +338,29 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let listener = transport::bind(cfg).await.context("starting listeners")?;
         listeners.push(listener.with_auth(server_auth.clone()));
     }
+    // The WebSocket API: the same pipeline, the same authenticator (lockout, audit), the same
+    // revocation signal as the FIX sessions.
+    let ws_auth: Arc<dyn portcullis_session::ws::WsAuth> = Arc::new(ws_auth::ServerWsAuth::new(
+        auth.as_ref().map(|a| a.authenticator.clone()),
+        transport::ConnectionAuth::revocations(&*server_auth),
+    ));
+    let mut ws_listeners = Vec::with_capacity(settings.ws_listeners.len());
+    for l in &settings.ws_listeners {
+        let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);
+        cfg.max_connections = l.max_connections;
+        cfg.max_message_size = l.max_message_size;
+        let path = cfg.path.clone();
+        let factory = ws_app::WsBridgeFactory::new(pipeline.clone(), l.cancel_on_disconnect);
+        let listener = portcullis_session::ws::WsListener::bind(
+            cfg,
+            if l.tls { tls.clone() } else { None },
+            factory,
+            ws_auth.clone(),
+        )
+        .await
+        .context("starting WebSocket listeners")?;
+        ws_listeners.push((listener, l.tls, path));
+    }
 
     println!("data dir: {}", data_dir_shown.display());
     if let Some(cert) = &dev_cert {
@@ -371,6 +396,12 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let proto = if c.tls.is_some() { "tls" } else { "tcp" };
         println!("listening: fix {} {proto} {addr}", c.begin_string);
         info!(listener = %c.name, %addr, begin_string = %c.begin_string, tls = c.tls.is_some(), "listening");
+    }
+    for (l, tls, path) in &ws_listeners {
+        let addr = l.local_addr().context("WebSocket listener address")?;
+        let proto = if *tls { "tls" } else { "tcp" };
+        println!("listening: ws {proto} {addr}{path}");
+        info!(%addr, tls, "listening (WebSocket API)");
     }
 
     println!(
@@ -408,6 +439,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         tasks.spawn(l.run(registry.clone(), app.clone(), signal.clone()));
+    }
+    for (l, _, _) in ws_listeners {
+        tasks.spawn(l.serve(signal.clone()));
     }
     let watcher = match auth {
         Some(a) => {

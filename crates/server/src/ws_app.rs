@@ -44,7 +44,9 @@ use portcullis_types::{
 };
 use tracing::{debug, warn};
 
-use crate::pipeline::{now_ns, Conn, Directory, Ingress, Outbound, Pipeline};
+use portcullis_engine::OrderRef as EngineOrderRef;
+
+use crate::pipeline::{now_ns, Conn, Directory, Ingress, Outbound, Pipeline, StatusRequest};
 
 /// Orders that ended kept per connection for `order.status`.
 pub const DONE_ORDERS_KEPT: usize = 1024;
@@ -199,7 +201,6 @@ pub fn symbol_table(dir: &Directory) -> SymbolTable {
 #[derive(Debug, Clone)]
 struct LocalOrder {
     symbol: Box<str>,
-    instrument: InstrumentId,
     price_scale: u8,
     qty_scale: u8,
     order_id: u64,
@@ -313,6 +314,9 @@ enum Pending {
         resp: RespType,
         template: LocalOrder,
         accepted: bool,
+        /// An order status request follows the order in the ingress queue: its answer comes
+        /// after every event of the order's initial matching, and completes the request.
+        fenced: bool,
         fills: Vec<Fill>,
         replace: Option<Result<CancelResult, WsError>>,
     },
@@ -424,6 +428,47 @@ impl WsBridge {
             .map_err(|_| WsError::server_busy())
     }
 
+    /// Submits a new order and records its pending request. For RESULT and FULL answers an
+    /// order status request follows it (see [`Pending::Place`]'s `fenced`): the task may read
+    /// the egress queue while the core thread is still queueing the order's fills.
+    fn submit_place(
+        &mut self,
+        token: RequestToken,
+        cmd: NewOrder,
+        template: LocalOrder,
+        resp: RespType,
+        replace: Option<Result<CancelResult, WsError>>,
+    ) -> Result<(), (WsError, Option<Result<CancelResult, WsError>>)> {
+        if let Err(e) = self.submit(Command::New(cmd)) {
+            return Err((e, replace));
+        }
+        let fenced = resp != RespType::Ack
+            && self
+                .pipeline
+                .submit(Ingress::Status(StatusRequest {
+                    session: cmd.session,
+                    account: cmd.account,
+                    order: EngineOrderRef::ClOrdId(cmd.cl_ord_id),
+                    cl_ord_id: cmd.cl_ord_id,
+                    instrument: cmd.instrument,
+                    side: cmd.side,
+                }))
+                .is_ok();
+        self.pending.insert(
+            cmd.cl_ord_id,
+            Pending::Place {
+                token,
+                resp,
+                template,
+                accepted: false,
+                fenced,
+                fills: Vec::new(),
+                replace,
+            },
+        );
+        Ok(())
+    }
+
     /// Validates and converts an order for the core thread.
     fn new_order(
         &mut self,
@@ -501,7 +546,6 @@ impl WsBridge {
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),
-            instrument,
             price_scale: entry.price_scale,
             qty_scale: entry.qty_scale,
             order_id: 0,
@@ -819,28 +863,16 @@ impl WsBridge {
             );
             return;
         }
-        if let Err(err) = self.submit(Command::New(cmd)) {
+        if let Err((err, cancel)) = self.submit_place(token, cmd, template, resp, Some(result)) {
             self.complete(
                 token,
                 Ok(CancelReplaceOutcome {
-                    cancel: result,
+                    cancel: cancel.unwrap_or_else(|| Err(WsError::unknown())),
                     new_order: NewOrderOutcome::Failure(err),
                 }
                 .into()),
             );
-            return;
         }
-        self.pending.insert(
-            cmd.cl_ord_id,
-            Pending::Place {
-                token,
-                resp,
-                template,
-                accepted: false,
-                fills: Vec::new(),
-                replace: Some(result),
-            },
-        );
     }
 
     /// Answers an accepted `order.place` with the order's state now.
@@ -889,8 +921,12 @@ impl WsBridge {
         while let Some(o) = conn.pop() {
             match o {
                 Outbound::Event(e) => self.on_event(&e),
-                // This connection sends no status requests (it answers from its own table).
-                Outbound::Status(_) => {}
+                // The fence behind a new order: its initial matching is complete.
+                Outbound::Status(e) => {
+                    if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::Place { .. })) {
+                        self.finish_place(e.cl_ord_id);
+                    }
+                }
             }
         }
         // The queue is drained: the accepted orders' initial matching is complete.
@@ -898,7 +934,11 @@ impl WsBridge {
             .pending
             .iter()
             .filter_map(|(cl, p)| match p {
-                Pending::Place { accepted: true, .. } => Some(*cl),
+                Pending::Place {
+                    accepted: true,
+                    fenced: false,
+                    ..
+                } => Some(*cl),
                 _ => None,
             })
             .collect();
@@ -986,21 +1026,10 @@ impl WsApplication for WsBridge {
             Ok(v) => v,
             Err(e) => return Dispatch::Ready(Err(e)),
         };
-        if let Err(e) = self.submit(Command::New(cmd)) {
-            return Dispatch::Ready(Err(e));
+        match self.submit_place(ctx.token, cmd, template, order.resp_type, None) {
+            Ok(()) => Dispatch::Pending,
+            Err((e, _)) => Dispatch::Ready(Err(e)),
         }
-        self.pending.insert(
-            cmd.cl_ord_id,
-            Pending::Place {
-                token: ctx.token,
-                resp: order.resp_type,
-                template,
-                accepted: false,
-                fills: Vec::new(),
-                replace: None,
-            },
-        );
-        Dispatch::Pending
     }
 
     fn order_test(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {

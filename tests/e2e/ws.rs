@@ -1,0 +1,420 @@
+//! The WebSocket API (Binance Spot WebSocket API v3 dialect) seen from a client: the real
+//! binary, a real WebSocket over TCP and TLS, keys created with the CLI, requests signed as the
+//! dialect's clients sign them (sorted `k=v&…`, hex HMAC-SHA256 keyed with the secret's text;
+//! Ed25519 for `session.logon`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
+
+use crate::auth::{create_key, env, Key};
+use crate::harness::{free_port, test_cert, tls_client, tls_connect, Server};
+
+/// Any blocking byte stream (TCP or TLS over TCP).
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// A server with one FIX listener (required), a plain WebSocket listener on `ws`, a TLS one on
+/// `wss`, the test instruments and two accounts for WebSocket keys.
+fn config(fix: u16, ws: u16, wss: u16, cert: &str, key: &str) -> String {
+    format!(
+        r#"
+data_dir = "{{DATA_DIR}}"
+
+[tls]
+cert_file = "{cert}"
+key_file = "{key}"
+
+[[listeners]]
+name = "fix44"
+bind = "127.0.0.1:{fix}"
+tls = false
+begin_string = "FIX.4.4"
+
+[[ws_listeners]]
+name = "ws"
+bind = "127.0.0.1:{ws}"
+tls = false
+
+[[ws_listeners]]
+name = "wss"
+bind = "127.0.0.1:{wss}"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+accounts = ["TW-ACC"]
+store_sync = "never"
+
+[core]
+accounts = ["WS-A", "WS-B"]
+
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.005"
+min_qty = "0.01"
+max_qty = "10"
+
+[risk]
+session_rate_per_sec = 1000
+session_burst = 1000
+max_sessions = 16
+
+[risk.defaults]
+max_notional = "50000"
+price_band_pct = "10"
+max_open_orders = 100
+max_open_orders_per_instrument = 50
+order_rate_per_sec = 1000
+order_burst = 1000
+"#
+    )
+}
+
+struct Ws {
+    ws: WebSocket<Box<dyn Stream>>,
+    /// Events received while waiting for answers.
+    events: Vec<Value>,
+}
+
+fn now_ms() -> i64 {
+    portcullis_auth::clock::now_ms()
+}
+
+/// hex(HMAC-SHA256(secret text, payload)).
+fn hmac_hex(secret: &str, payload: &str) -> String {
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(payload.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// The dialect's signature payload: every param but `signature`, sorted by name, `k=v&…`, each
+/// value as its JSON text without quotes for strings.
+fn payload(params: &serde_json::Map<String, Value>) -> String {
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    keys.iter()
+        .map(|k| {
+            let v = match &params[*k] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `params` with `apiKey`, `timestamp` and the HMAC `signature` added.
+fn signed(params: Value, key: &Key) -> Value {
+    signed_at(params, key, now_ms())
+}
+
+/// `params` with `timestamp` (requests on a logged-on connection carry no signature, but still
+/// a timestamp).
+fn t(params: Value) -> Value {
+    let mut p = params.as_object().cloned().unwrap_or_default();
+    p.insert("timestamp".into(), json!(now_ms()));
+    Value::Object(p)
+}
+
+fn signed_at(params: Value, key: &Key, timestamp: i64) -> Value {
+    let mut p = params.as_object().cloned().unwrap_or_default();
+    p.insert("apiKey".into(), json!(key.id));
+    p.insert("timestamp".into(), json!(timestamp));
+    let sig = hmac_hex(&key.secret, &payload(&p));
+    p.insert("signature".into(), json!(sig));
+    Value::Object(p)
+}
+
+impl Ws {
+    fn plain(port: u16) -> Ws {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self::over(Box::new(s), &format!("ws://127.0.0.1:{port}/ws-api/v3"))
+    }
+
+    fn over(stream: Box<dyn Stream>, url: &str) -> Ws {
+        let (ws, resp) = tungstenite::client::client(url, stream)
+            .map_err(|e| format!("{e}"))
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        Ws {
+            ws,
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, req: Value) {
+        self.ws.send(Message::text(req.to_string())).unwrap();
+    }
+
+    /// The next text frame as JSON.
+    fn next(&mut self) -> Value {
+        loop {
+            match self.ws.read().unwrap() {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends a request and returns its answer (events that arrive first are kept).
+    fn call(&mut self, id: Value, method: &str, params: Value) -> Value {
+        self.send(json!({"id": id, "method": method, "params": params}));
+        loop {
+            let v = self.next();
+            if v.get("event").is_some() {
+                self.events.push(v);
+                continue;
+            }
+            assert_eq!(v["id"], id, "answer to another request: {v}");
+            return v;
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    fn event(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.events.iter().position(&pred) {
+            return self.events.remove(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let v = self.next();
+            if pred(&v) {
+                return v;
+            }
+            self.events.push(v);
+        }
+        panic!("no such event; got {:?}", self.events);
+    }
+}
+
+fn server() -> (Server, u16, u16, rustls::pki_types::CertificateDer<'static>) {
+    let (fix, ws, wss) = (free_port(), free_port(), free_port());
+    let cfg = config(fix, ws, wss, "{CERT}", "{KEY}");
+    let s = Server::configure(&cfg, &[fix, ws, wss], &env());
+    // The certificate lives in the server's directory, as long as the server.
+    let (cert, key, der) = test_cert(&s.dir);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("{CERT}", &cert.display().to_string())
+        .replace("{KEY}", &key.display().to_string());
+    std::fs::write(&s.config, text).unwrap();
+    (s, ws, wss, der)
+}
+
+#[test]
+fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
+    let (mut server, ws_port, _, _) = server();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let out = server.log_text();
+    assert!(
+        out.contains(&format!("listening: ws tcp 127.0.0.1:{ws_port}/ws-api/v3")),
+        "{out}"
+    );
+
+    let mut ca = Ws::plain(ws_port);
+    // Public methods; ids echoed verbatim (string, number, null).
+    let r = ca.call(json!("p-1"), "ping", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(json!(7), "time", json!({}));
+    assert!(r["result"]["serverTime"].as_i64().unwrap() > 0, "{r}");
+    let r = ca.call(Value::Null, "exchangeInfo", json!({}));
+    let sym = &r["result"]["symbols"][0];
+    assert_eq!(sym["symbol"], "BTC-PERP", "{r}");
+    let filters = sym["filters"].as_array().unwrap();
+    let price = filters
+        .iter()
+        .find(|f| f["filterType"] == "PRICE_FILTER")
+        .unwrap();
+    assert_eq!(price["tickSize"], "0.5", "{price}");
+    let lot = filters
+        .iter()
+        .find(|f| f["filterType"] == "LOT_SIZE")
+        .unwrap();
+    assert_eq!(lot["stepSize"], "0.005", "{lot}");
+
+    // session.logon with an HMAC key (our extension), then unsigned requests.
+    let r = ca.call(json!("logon"), "session.logon", signed(json!({}), &a));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(json!("uds"), "userDataStream.subscribe", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(
+        json!("sell"),
+        "order.place",
+        t(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+               "price": "100.0", "quantity": "1.000", "newClientOrderId": "a-sell-1",
+               "newOrderRespType": "RESULT"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["status"], "NEW", "{r}");
+    assert_eq!(r["result"]["clientOrderId"], "a-sell-1", "{r}");
+    let sell_id = r["result"]["orderId"].as_u64().unwrap();
+    assert!(sell_id <= (1 << 53) - 1);
+    let e = ca.event(|v| v["event"]["e"] == "executionReport" && v["event"]["x"] == "NEW");
+    assert_eq!(e["event"]["c"], "a-sell-1", "{e}");
+
+    // Account B crosses it with a signed request (no logon).
+    let mut cb = Ws::plain(ws_port);
+    let r = cb.call(
+        json!(1),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100.0", "quantity": "0.400", "newOrderRespType": "FULL"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    let fills = r["result"]["fills"].as_array().unwrap();
+    assert_eq!(fills.len(), 1, "{r}");
+    assert_eq!(fills[0]["price"], "100.0", "{r}");
+    assert_eq!(fills[0]["qty"], "0.400", "{r}");
+    // The maker's user data stream sees the trade.
+    let e = ca.event(|v| v["event"]["x"] == "TRADE");
+    assert_eq!(e["event"]["X"], "PARTIALLY_FILLED", "{e}");
+    assert_eq!(e["event"]["l"], "0.400", "{e}");
+
+    // Queries.
+    let r = ca.call(
+        json!(2),
+        "order.status",
+        t(json!({"symbol": "BTC-PERP", "orderId": sell_id})),
+    );
+    assert_eq!(r["result"]["status"], "PARTIALLY_FILLED", "{r}");
+    assert_eq!(r["result"]["executedQty"], "0.400", "{r}");
+    let r = ca.call(
+        json!(3),
+        "openOrders.status",
+        t(json!({"symbol": "BTC-PERP"})),
+    );
+    assert_eq!(r["result"].as_array().unwrap().len(), 1, "{r}");
+    let r = ca.call(json!(4), "account.status", t(json!({})));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(
+        json!(5),
+        "order.status",
+        t(json!({"symbol": "BTC-PERP", "orderId": 999_999})),
+    );
+    assert_eq!(r["error"]["code"], -2013, "{r}");
+
+    // Cancel by client id; a second cancel is refused.
+    let r = ca.call(
+        json!(6),
+        "order.cancel",
+        t(json!({"symbol": "BTC-PERP", "origClientOrderId": "a-sell-1"})),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["status"], "CANCELED", "{r}");
+    assert_eq!(r["result"]["origClientOrderId"], "a-sell-1", "{r}");
+    let r = ca.call(
+        json!(8),
+        "order.cancel",
+        t(json!({"symbol": "BTC-PERP", "orderId": sell_id})),
+    );
+    assert_eq!(r["error"]["code"], -2011, "{r}");
+
+    // A risk reject: -2010 with the reason (price band) or a filter failure.
+    let r = cb.call(
+        json!(9),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "1000.0", "quantity": "0.100"}),
+            &b,
+        ),
+    );
+    assert!(r["status"] != 200, "{r}");
+
+    // Bad signature: -1022; stale timestamp: -1021.
+    let mut bad = signed(json!({"symbol": "BTC-PERP"}), &b);
+    bad["signature"] = json!("00".repeat(32));
+    let r = cb.call(json!(10), "openOrders.status", bad);
+    assert_eq!(r["error"]["code"], -1022, "{r}");
+    let stale = signed_at(json!({"symbol": "BTC-PERP"}), &b, now_ms() - 60_000);
+    let r = cb.call(json!(11), "openOrders.status", stale);
+    assert_eq!(r["error"]["code"], -1021, "{r}");
+
+    // Revoked with the CLI: the logged-on connection is told (401 -2015) and loses its rights.
+    let (code, out) = server.cli(&["keys", "revoke", &a.id]);
+    assert_eq!(code, 0, "{out}");
+    let e = ca.event(|v| v["error"]["code"] == -2015);
+    assert_eq!(e["status"], 401, "{e}");
+    let r = ca.call(json!(12), "openOrders.status", t(json!({})));
+    assert!(r["status"] != 200, "{r}");
+}
+
+#[test]
+fn ws_over_tls_with_ed25519_logon() {
+    let (mut server, _, wss_port, der) = server();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().to_bytes());
+    let (code, out) = server.cli(&[
+        "keys",
+        "create",
+        "--account",
+        "WS-A",
+        "--scopes",
+        "trade,read",
+        "--ed25519-public-key",
+        &public,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let start = out.find('{').unwrap();
+    let v: Value = serde_json::from_str(out[start..].trim()).unwrap();
+    let key_id = v["key_id"].as_str().unwrap().to_owned();
+    server.launch();
+
+    let stream = tls_connect(wss_port, tls_client(der, &[&rustls::version::TLS13])).unwrap();
+    let mut c = Ws::over(
+        Box::new(stream),
+        &format!("wss://localhost:{wss_port}/ws-api/v3"),
+    );
+    let r = c.call(json!(1), "ping", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+
+    let mut p = serde_json::Map::new();
+    p.insert("apiKey".into(), json!(key_id));
+    p.insert("timestamp".into(), json!(now_ms()));
+    let sig = base64::engine::general_purpose::STANDARD
+        .encode(signing.sign(payload(&p).as_bytes()).to_bytes());
+    p.insert("signature".into(), json!(sig));
+    let r = c.call(json!(2), "session.logon", Value::Object(p));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = c.call(
+        json!(3),
+        "order.place",
+        t(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+               "price": "100.0", "quantity": "0.100", "newOrderRespType": "ACK"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(r["result"]["orderId"].as_u64().is_some(), "{r}");
+    let r = c.call(
+        json!(4),
+        "openOrders.cancelAll",
+        t(json!({"symbol": "BTC-PERP"})),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"].as_array().unwrap().len(), 1, "{r}");
+}
