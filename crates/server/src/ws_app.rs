@@ -10,8 +10,10 @@
 //!   (per `cancelReplaceMode`) a new order, as the dialect defines it (a new order id, not an
 //!   amend). Each answers [`Dispatch::Pending`]; the core thread's events, read from the
 //!   connection's egress queue, complete it: `order.place` with ACK at the order's acceptance,
-//!   RESULT/FULL once the queue is drained (the core thread queues all events of one command
-//!   before it wakes the task, so the initial matching's fills are all there).
+//!   RESULT/FULL when the answer to an order status request queued right behind the order
+//!   arrives. The core thread takes the ingress queue in order, so that answer comes after
+//!   every event of the order's initial matching, even when the task reads the egress queue
+//!   while the core thread is still filling it.
 //! - `order.status`, `openOrders.status`: answered at once from the connection's own order
 //!   table, kept from those events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended).
 //!   Orders entered on other connections are not visible here.
@@ -305,6 +307,9 @@ impl LocalOrder {
 }
 
 /// A request waiting for the core thread, keyed by the client order id of its command.
+// A connection has a few of these at a time (bounded by the session's `max_pending`); boxing
+// the larger variant would allocate once more per order for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Pending {
     /// `order.place`, or the new-order half of `order.cancelReplace` (`replace` holds the
@@ -431,6 +436,9 @@ impl WsBridge {
     /// Submits a new order and records its pending request. For RESULT and FULL answers an
     /// order status request follows it (see [`Pending::Place`]'s `fenced`): the task may read
     /// the egress queue while the core thread is still queueing the order's fills.
+    // The error gives the cancel-replace's cancel outcome back by value: it is moved once,
+    // on a refusal, never on the way to the core thread.
+    #[allow(clippy::result_large_err)]
     fn submit_place(
         &mut self,
         token: RequestToken,
@@ -929,7 +937,8 @@ impl WsBridge {
                 }
             }
         }
-        // The queue is drained: the accepted orders' initial matching is complete.
+        // Orders without a fence (the status request could not be queued): answered once the
+        // queue is drained, the best the connection can tell.
         let ready: Vec<ClOrdId> = self
             .pending
             .iter()
@@ -1086,7 +1095,7 @@ impl WsApplication for WsBridge {
         let mut open: Vec<&LocalOrder> = self
             .orders
             .values()
-            .filter(|o| o.is_open() && symbol.is_none_or(|s| *o.symbol == *s))
+            .filter(|o| o.is_open() && symbol.map_or(true, |s| *o.symbol == *s))
             .collect();
         open.sort_by_key(|o| o.order_id);
         Dispatch::Ready(Ok(open.into_iter().map(LocalOrder::info).collect()))
