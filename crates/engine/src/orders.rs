@@ -200,8 +200,16 @@ impl Orders {
     /// reserved for the given numbers of accounts and sessions.
     pub fn new(capacity: usize, accounts: usize, sessions: usize) -> Self {
         let capacity = capacity.clamp(1, NIL as usize - 1);
+        let mut nodes: Vec<Node> = Vec::with_capacity(capacity);
+        // Touch every page of the slab now: otherwise each first use of a page faults on the
+        // core thread in the middle of the trading day.
+        let spare = std::hint::black_box(nodes.spare_capacity_mut());
+        let step = (4096 / std::mem::size_of::<Node>()).max(1);
+        for i in (0..spare.len()).step_by(step) {
+            spare[i] = std::mem::MaybeUninit::zeroed();
+        }
         Self {
-            nodes: Vec::with_capacity(capacity),
+            nodes,
             capacity,
             free: NIL,
             live: 0,
