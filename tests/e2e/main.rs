@@ -4,6 +4,7 @@ mod harness;
 
 mod auth;
 mod config_errors;
+mod crash;
 mod fix_session;
 mod interop;
 mod pipeline;

@@ -263,16 +263,19 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let auth = setup_auth(&settings)?;
 
     // The order pipeline: the core (books and risk state) on its own thread.
-    // The journal needs the master key even when no session authenticates.
+    // The journal is encrypted under the master key. A config without authenticated sessions
+    // may have none: it then runs without a journal (loudly), as a test or dev setup would.
     let keyring = match &auth {
-        Some(a) => a.keyring.ring.clone(),
-        None => {
-            security::load_keyring(&settings, true)
-                .map_err(Failure::Auth)?
-                .ring
-        }
+        Some(a) => Some(a.keyring.ring.clone()),
+        None => match security::load_keyring(&settings, true) {
+            Ok(k) => Some(k.ring),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "NO JOURNAL: without a master key nothing is journaled and nothing survives a restart of the server (orders, positions)");
+                None
+            }
+        },
     };
-    let (pipeline, core_thread, journal) = start_pipeline(&settings, &keyring)?;
+    let (pipeline, core_thread, journal) = start_pipeline(&settings, keyring.as_ref())?;
     let admin_audit =
         Arc::new(control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?);
     let control_path = control::socket_path(&settings);
@@ -488,14 +491,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         error!("the core thread panicked");
     }
     // The core thread has pushed its last record: the journal thread drains, fsyncs, closes.
-    journal.queue.stop();
-    match journal.thread.join() {
-        Ok(seq) => info!(
-            durable_seq = seq.0,
-            full_waits = journal.queue.full_waits(),
-            "journal closed"
-        ),
-        Err(_) => error!("the journal thread panicked"),
+    if let Some(journal) = journal {
+        journal.queue.stop();
+        match journal.thread.join() {
+            Ok(seq) => info!(
+                durable_seq = seq.0,
+                full_waits = journal.queue.full_waits(),
+                "journal closed"
+            ),
+            Err(_) => error!("the journal thread panicked"),
+        }
     }
     info!(
         refused_server_busy = pipeline.busy_count(),
@@ -526,12 +531,12 @@ const JOURNAL_QUEUE_CAPACITY: usize = 1 << 16;
 /// core and journal threads.
 fn start_pipeline(
     settings: &Settings,
-    keyring: &portcullis_auth::MasterKeyring,
+    keyring: Option<&portcullis_auth::MasterKeyring>,
 ) -> Result<
     (
         Arc<pipeline::Pipeline>,
         std::thread::JoinHandle<()>,
-        JournalThread,
+        Option<JournalThread>,
     ),
     Failure,
 > {
@@ -568,6 +573,12 @@ fn start_pipeline(
         reserved_slots: settings.sessions.len() as u32,
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
+    let Some(keyring) = keyring else {
+        let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
+        let handle = pipeline::spawn_core_journaled(core, pipeline.clone(), &config, None)
+            .context("cannot start the core thread")?;
+        return Ok((pipeline, handle, None));
+    };
     // Recovery: the whole state from the journal, before anything listens.
     let (writer, replayed) = journal::recover(
         &settings.journal,
@@ -608,10 +619,10 @@ fn start_pipeline(
     Ok((
         pipeline,
         handle,
-        JournalThread {
+        Some(JournalThread {
             queue,
             thread: journal_thread,
-        },
+        }),
     ))
 }
 
