@@ -50,17 +50,45 @@ pub struct ReplayStats {
 
 /// Replays every record of `reader` into `core`.
 pub fn replay(reader: &JournalReader, core: &mut Core, accounts: usize) -> Result<ReplayStats> {
-    let mut st = ReplayStats::default();
-    let mut now: i64 = 0;
-    let mut regenerated = 0u64;
-    let mut discard = |_e| regenerated += 1;
+    let mut r = Replayer::new(accounts);
     for item in reader.replay(Seq(0))? {
         let (seq, rec) = item.map_err(journal_error)?;
+        r.apply(core, seq, rec)?;
+    }
+    Ok(r.finish(core))
+}
+
+/// Applies journal records to a core, one at a time, as the live core thread did.
+#[derive(Debug)]
+pub struct Replayer {
+    now: i64,
+    accounts: usize,
+    stats: ReplayStats,
+}
+
+impl Replayer {
+    /// A replay for a core of `accounts` accounts.
+    pub fn new(accounts: usize) -> Self {
+        Self {
+            now: 0,
+            accounts,
+            stats: ReplayStats::default(),
+        }
+    }
+
+    /// Applies record `seq`: commands are re-processed at the last journaled clock, controls
+    /// re-applied, journaled events counted, snapshot markers checked. The events the replay
+    /// regenerates are discarded (they are the journaled ones).
+    pub fn apply(&mut self, core: &mut Core, seq: Seq, rec: JournalRecord) -> Result<()> {
+        let st = &mut self.stats;
+        let now = self.now;
+        let mut regenerated = 0u64;
+        let mut discard = |_e| regenerated += 1;
         st.records += 1;
         st.last_seq = seq;
         match rec {
             JournalRecord::Clock { now_ns } => {
-                now = now_ns;
+                self.now = now_ns;
                 st.controls += 1;
             }
             JournalRecord::Command(cmd) => {
@@ -93,7 +121,7 @@ pub fn replay(reader: &JournalReader, core: &mut Core, accounts: usize) -> Resul
                 seq: at,
                 state_hash: h,
             } => {
-                let mine = state_hash(core, accounts);
+                let mine = state_hash(core, self.accounts);
                 if mine == h {
                     st.snapshots_ok += 1;
                 } else {
@@ -105,10 +133,15 @@ pub fn replay(reader: &JournalReader, core: &mut Core, accounts: usize) -> Resul
                 }
             }
         }
+        st.regenerated_events += regenerated;
+        Ok(())
     }
-    st.regenerated_events = regenerated;
-    st.state_hash = state_hash(core, accounts);
-    Ok(st)
+
+    /// The statistics, with the final state hash.
+    pub fn finish(mut self, core: &Core) -> ReplayStats {
+        self.stats.state_hash = state_hash(core, self.accounts);
+        self.stats
+    }
 }
 
 fn apply_server_control(
@@ -280,4 +313,92 @@ pub fn build_core(settings: &Settings) -> Result<Core> {
     let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
     Core::new(&settings.engine, &settings.risk, &names, instruments)
         .map_err(|e| anyhow!("engine: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal_queue::{CoreJournal, JournalItem, JournalQueue};
+    use crate::pipeline::tests::{open, order, setup, test_core};
+    use crate::pipeline::{ControlAction, ControlRequest, Ingress};
+    use portcullis_types::Side;
+
+    #[test]
+    fn a_replay_of_the_journaled_records_reproduces_the_live_state() {
+        let (mut lp, p) = setup(4096, 4096);
+        let q = JournalQueue::new(1 << 16, false);
+        lp.set_journal(CoreJournal::new(q.clone(), Seq(0), 7, 2));
+        let a = open(&mut lp, &p, 0);
+        let b = open(&mut lp, &p, 1);
+        let mut t = 1_000_000_000;
+        for i in 0..60i64 {
+            let (conn, acc, side, price) = if i % 2 == 0 {
+                (&a, 0, Side::Sell, 1000 + i % 4)
+            } else {
+                (&b, 1, Side::Buy, 1000 + i % 5)
+            };
+            let cmd = order(conn.slot().0, acc, &format!("O{i}"), side, price, 1 + i % 3);
+            p.submit(Ingress::Cmd(cmd)).unwrap();
+            if i % 7 == 0 {
+                t += 1_000;
+                lp.step(t);
+            }
+            if i == 30 {
+                for action in [
+                    ControlAction::Kill {
+                        account: Some("B".into()),
+                        on: true,
+                    },
+                    ControlAction::Kill {
+                        account: Some("B".into()),
+                        on: false,
+                    },
+                    ControlAction::Limits {
+                        account: "A".into(),
+                        set: vec![("max_open_orders".into(), "500".into())],
+                    },
+                    ControlAction::Mark {
+                        symbol: "BTC-PERP".into(),
+                        price: "100.5".into(),
+                    },
+                ] {
+                    let (tx, _rx) = tokio::sync::oneshot::channel();
+                    p.control(ControlRequest { action, reply: tx }).unwrap();
+                }
+            }
+        }
+        t += 1_000;
+        lp.step(t);
+        // Cancel-on-disconnect of A (its session open was journaled with the flag).
+        p.submit(Ingress::Close(a.clone())).unwrap();
+        lp.step(t + 1);
+        let mut records = Vec::new();
+        while let Some(item) = q.pop() {
+            match item {
+                JournalItem::Record(r) => records.push(r),
+                JournalItem::Deliver(..) => panic!("not gated"),
+            }
+        }
+        assert!(records
+            .iter()
+            .any(|r| matches!(r, JournalRecord::KillSwitch { on: true, .. })));
+        let mut core = test_core(&["A", "B"]);
+        let mut r = Replayer::new(2);
+        for (i, rec) in records.into_iter().enumerate() {
+            r.apply(&mut core, Seq(i as u64 + 1), rec).unwrap();
+        }
+        let st = r.finish(&core);
+        assert_eq!(st.state_hash, state_hash(lp.core(), 2));
+        assert_eq!(st.commands, 61, "60 orders and A's close");
+        assert!(st.snapshots_ok > 3, "{st:?}");
+        assert_eq!(st.snapshots_mismatched, 0);
+        assert_eq!(st.regenerated_events, st.events);
+        assert_eq!(
+            core.risk()
+                .limits(portcullis_types::AccountId(0))
+                .unwrap()
+                .max_open_orders,
+            500
+        );
+    }
 }

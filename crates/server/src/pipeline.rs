@@ -662,6 +662,12 @@ impl CoreLoop {
         &self.core
     }
 
+    /// Journals through `journal` from now on, for tests.
+    #[cfg(test)]
+    pub(crate) fn set_journal(&mut self, journal: CoreJournal) {
+        self.journal = Some(journal);
+    }
+
     /// Runs until the pipeline is stopped.
     pub fn run(&mut self) {
         while !self.shared.stop.load(Ordering::Acquire) {
