@@ -466,32 +466,3 @@ pub fn journal_control(
         A::Pause | A::Resume => {}
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_controls_round_trip_and_garbage_is_refused() {
-        for c in [
-            ServerControl::AccountLimits(b"{}".to_vec()),
-            ServerControl::Mark(InstrumentId(3), Price(-5)),
-            ServerControl::Roll,
-            ServerControl::EndOfDay,
-            ServerControl::Open(SessionId(7), true),
-            ServerControl::Open(SessionId(0), false),
-        ] {
-            assert_eq!(ServerControl::decode(&c.encode()), Some(c));
-        }
-        for bad in [
-            &[][..],
-            &[0],
-            &[2, 1, 2],
-            &[3, 0],
-            &[5, 1, 0, 0, 0, 2],
-            &[9],
-        ] {
-            assert_eq!(ServerControl::decode(bad), None, "{bad:?}");
-        }
-    }
-}

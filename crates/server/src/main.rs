@@ -523,6 +523,13 @@ struct JournalThread {
     thread: std::thread::JoinHandle<portcullis_journal::Seq>,
 }
 
+/// What [`start_pipeline`] started: the shared pipeline, the core thread, the journal thread.
+type Started = (
+    Arc<pipeline::Pipeline>,
+    std::thread::JoinHandle<()>,
+    Option<JournalThread>,
+);
+
 /// Journal items the core thread may queue ahead of the journal thread (about 256 bytes
 /// each): a few group commits' worth under a flood.
 const JOURNAL_QUEUE_CAPACITY: usize = 1 << 16;
@@ -532,14 +539,7 @@ const JOURNAL_QUEUE_CAPACITY: usize = 1 << 16;
 fn start_pipeline(
     settings: &Settings,
     keyring: Option<&portcullis_auth::MasterKeyring>,
-) -> Result<
-    (
-        Arc<pipeline::Pipeline>,
-        std::thread::JoinHandle<()>,
-        Option<JournalThread>,
-    ),
-    Failure,
-> {
+) -> Result<Started, Failure> {
     let now_ns = pipeline::now_ns();
     let instruments = portcullis_engine::Instruments::new(
         &settings.instruments,
