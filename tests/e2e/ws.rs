@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use crate::auth::{create_key, env, Key};
-use crate::harness::{free_port, test_cert, tls_client, tls_connect, Server};
+use crate::harness::{free_port, test_cert, tls_client, tls_connect, FixClient, Server};
 
 /// Any blocking byte stream (TCP or TLS over TCP).
 trait Stream: Read + Write {}
@@ -52,6 +52,7 @@ sender_comp_id = "ISLD"
 target_comp_id = "TW"
 accounts = ["TW-ACC"]
 store_sync = "never"
+authentication = "none"
 
 [core]
 accounts = ["WS-A", "WS-B"]
@@ -202,6 +203,18 @@ impl Ws {
 }
 
 fn server() -> (Server, u16, u16, rustls::pki_types::CertificateDer<'static>) {
+    let (s, ws, wss, der, _) = server_with_fix();
+    (s, ws, wss, der)
+}
+
+/// [`server`], with the FIX listener's port (its session `TW` needs no signed Logon).
+fn server_with_fix() -> (
+    Server,
+    u16,
+    u16,
+    rustls::pki_types::CertificateDer<'static>,
+    u16,
+) {
     let (fix, ws, wss) = (free_port(), free_port(), free_port());
     let cfg = config(fix, ws, wss, "{CERT}", "{KEY}");
     let s = Server::configure(&cfg, &[fix, ws, wss], &env());
@@ -212,7 +225,7 @@ fn server() -> (Server, u16, u16, rustls::pki_types::CertificateDer<'static>) {
         .replace("{CERT}", &cert.display().to_string())
         .replace("{KEY}", &key.display().to_string());
     std::fs::write(&s.config, text).unwrap();
-    (s, ws, wss, der)
+    (s, ws, wss, der, fix)
 }
 
 #[test]
@@ -417,4 +430,47 @@ fn ws_over_tls_with_ed25519_logon() {
     );
     assert_eq!(r["status"], 200, "{r}");
     assert_eq!(r["result"].as_array().unwrap().len(), 1, "{r}");
+}
+
+#[test]
+fn ws_order_trades_against_a_fix_order() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    fix.send(
+        "D",
+        &[
+            (11, "fix-sell-1"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "0.500"),
+            (59, "1"),
+            (40, "2"),
+            (44, "100.0"),
+        ],
+    );
+    let ack = fix.expect("8");
+    assert_eq!(ack.get(39), Some("0"), "{ack:?}");
+
+    let mut ws = Ws::plain(ws_port);
+    let r = ws.call(
+        json!("x"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "100.0", "quantity": "0.500", "newOrderRespType": "FULL"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    assert_eq!(r["result"]["fills"][0]["qty"], "0.500", "{r}");
+    let fill = fix.expect("8");
+    assert_eq!(fill.get(39), Some("2"), "{fill:?}");
+    assert_eq!(fill.get(32), Some("0.500"), "{fill:?}");
 }

@@ -497,9 +497,9 @@ impl Settings {
     }
 
     /// True if at least one session authenticates its counterparty (so the server needs the
-    /// master key and the vault).
+    /// master key and the vault). WebSocket listeners always do: every order there is signed.
     pub fn any_authenticated_session(&self) -> bool {
-        self.sessions.iter().any(|s| s.authenticate)
+        self.sessions.iter().any(|s| s.authenticate) || !self.ws_listeners.is_empty()
     }
 }
 
