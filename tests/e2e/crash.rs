@@ -406,3 +406,99 @@ fn sigkill_under_a_flood_loses_and_doubles_nothing_and_the_journal_is_ciphertext
         );
     }
 }
+
+/// Runs the configured server until it exits (start-up failures), returning its exit code.
+fn start_fails(server: &Server) -> (Option<i32>, String) {
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["serve", "--config"])
+        .arg(&server.config)
+        .current_dir(&server.dir)
+        .env(MASTER_KEY_ENV, MASTER_KEY)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_reported_and_damage_in_the_middle_stops_the_start_up() {
+    let port = free_port();
+    let mut server = Server::configure(&config(port), &[port], &[(MASTER_KEY_ENV, MASTER_KEY)]);
+    server.launch();
+    // A few orders, over two runs of the server: two segments.
+    let mut seen = Seen {
+        next_out: 1,
+        ..Seen::default()
+    };
+    for round in 0..2 {
+        let (mut c, w) = connect(port, 0, &mut seen).expect("connect");
+        for n in 0..5 {
+            let cl = format!("T-{round}-{n}");
+            let d = c.encode(
+                "D",
+                c.seq,
+                &[
+                    (11, cl.as_str()),
+                    (21, "1"),
+                    (55, "BTC-PERP"),
+                    (54, "1"),
+                    (60, "20260101-00:00:00"),
+                    (38, "0.01"),
+                    (40, "2"),
+                    (44, "100"),
+                    (59, "1"),
+                ],
+            );
+            c.seq += 1;
+            (&w).write_all(&d).unwrap();
+            while c.recv().get(11) != Some(cl.as_str()) {}
+        }
+        seen.next_out = c.seq;
+        assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+        if round == 0 {
+            server.launch();
+        }
+    }
+    let journal = server.data_dir().join("journal");
+    let mut segments: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2, "{segments:?}");
+
+    // A torn tail (zeros after the last batch, as a crash during a write leaves): cut,
+    // reported, and the server starts.
+    let last = segments.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    f.write_all(&[0u8; 100]).unwrap();
+    drop(f);
+    server.launch();
+    assert!(
+        server.log_text().contains("torn tail cut"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.stop(), Some(0));
+    assert!(std::fs::metadata(last).unwrap().len() <= len + 100);
+
+    // A flipped byte in the first segment: the start-up stops with exit code 2, naming it.
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x40;
+    std::fs::write(first, &bytes).unwrap();
+    let (code, out) = start_fails(&server);
+    assert_eq!(code, Some(2), "{out}");
+    let name = first.file_name().unwrap().to_str().unwrap();
+    assert!(out.contains(name), "the message names the segment: {out}");
+    assert!(out.contains("offset") || out.contains("byte"), "{out}");
+    // So does verify.
+    let (code, out) = server.cli(&["journal", "verify"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(name), "{out}");
+}
