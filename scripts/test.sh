@@ -30,6 +30,17 @@ if ! python3 -c 'import simplefix' >/dev/null 2>&1; then
     python3 -c 'import simplefix'
 fi
 
+# The WebSocket API interoperability test drives the server with binance-connector, the
+# official Binance connector for Python (PyPI), used unmodified.
+BINANCE_CONNECTOR_VERSION=3.13.0
+if ! python3 -c 'import binance.websocket.spot.websocket_api' >/dev/null 2>&1; then
+    step "installing binance-connector ${BINANCE_CONNECTOR_VERSION} (PyPI) for the WebSocket interop test"
+    python3 -m pip install --quiet --disable-pip-version-check "binance-connector==${BINANCE_CONNECTOR_VERSION}" 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            "binance-connector==${BINANCE_CONNECTOR_VERSION}"
+    python3 -c 'import binance.websocket.spot.websocket_api'
+fi
+
 # rustfmt and clippy ship with the usual toolchain; add them only if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     step "adding rustfmt and clippy to the toolchain"

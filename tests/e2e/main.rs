@@ -3,6 +3,7 @@
 mod harness;
 
 mod auth;
+mod binance_interop;
 mod config_errors;
 mod crash;
 mod fix_session;

@@ -202,7 +202,7 @@ impl Ws {
     }
 }
 
-fn server() -> (Server, u16, u16, rustls::pki_types::CertificateDer<'static>) {
+pub(crate) fn server() -> (Server, u16, u16, rustls::pki_types::CertificateDer<'static>) {
     let (s, ws, wss, der, _) = server_with_fix();
     (s, ws, wss, der)
 }

@@ -1,0 +1,74 @@
+//! Interoperability of the WebSocket API with the official Binance connector for Python
+//! (`binance-connector` on PyPI, installed by scripts/test.sh, used unmodified): its
+//! `SpotWebsocketAPIClient` signs each request itself and places a LIMIT order resting far from
+//! the market, queries it (`order.status`) and cancels it (`order.cancel`).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::auth::create_key;
+
+#[test]
+fn binance_connector_places_queries_and_cancels_an_order() {
+    let (mut server, ws_port, _, _) = crate::ws::server();
+    let key = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    server.launch();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/binance_ws_client.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{ws_port}/ws-api/v3"))
+        .arg("--key-id")
+        .arg(&key.id)
+        .arg("--secret")
+        .arg(&key.secret)
+        .args([
+            "--symbol",
+            "BTC-PERP",
+            "--price",
+            "100",
+            "--quantity",
+            "0.01",
+        ])
+        .output()
+        .expect("python3 must be installed (scripts/test.sh installs binance-connector)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "binance-connector client failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log_text()
+    );
+    // Each printed result: `<method> ok: <result JSON>`.
+    let result = |method: &str| -> Value {
+        let prefix = format!("{method} ok: ");
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {method} result:\n{stdout}\n{stderr}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let placed = result("order.place");
+    assert_eq!(placed["symbol"], "BTC-PERP", "{placed}");
+    assert_eq!(placed["clientOrderId"], "interop-1", "{placed}");
+    assert_eq!(placed["status"], "NEW", "{placed}");
+    assert_eq!(placed["side"], "BUY", "{placed}");
+    assert_eq!(placed["type"], "LIMIT", "{placed}");
+    assert_eq!(placed["price"], "100.0", "{placed}");
+    assert_eq!(placed["origQty"], "0.010", "{placed}");
+    let order_id = placed["orderId"].as_i64().expect("orderId");
+
+    let status = result("order.status");
+    assert_eq!(status["orderId"].as_i64(), Some(order_id), "{status}");
+    assert_eq!(status["status"], "NEW", "{status}");
+    assert_eq!(status["isWorking"], true, "{status}");
+
+    let cancelled = result("order.cancel");
+    assert_eq!(cancelled["orderId"].as_i64(), Some(order_id), "{cancelled}");
+    assert_eq!(cancelled["origClientOrderId"], "interop-1", "{cancelled}");
+    assert_eq!(cancelled["status"], "CANCELED", "{cancelled}");
+}
