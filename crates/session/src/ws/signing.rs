@@ -61,20 +61,31 @@ impl SignaturePayload {
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         let mut raw = String::with_capacity(len);
-        let mut encoded = String::with_capacity(len + 16);
         for (i, (k, v)) in pairs.iter().enumerate() {
             if i > 0 {
                 raw.push('&');
-                encoded.push('&');
             }
             raw.push_str(k);
             raw.push('=');
             raw.push_str(v);
-            form_encode(k, &mut encoded);
-            encoded.push('=');
-            form_encode(v, &mut encoded);
         }
-        let encoded = (encoded != raw).then_some(encoded);
+        // The encoded form differs exactly when some byte is not unreserved; most requests
+        // (symbols, decimals, ids of letters and digits) have none, and skip building it.
+        let differs = pairs
+            .iter()
+            .any(|(k, v)| !k.bytes().chain(v.bytes()).all(unreserved));
+        let encoded = differs.then(|| {
+            let mut encoded = String::with_capacity(len + 16);
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    encoded.push('&');
+                }
+                form_encode(k, &mut encoded);
+                encoded.push('=');
+                form_encode(v, &mut encoded);
+            }
+            encoded
+        });
         Self { raw, encoded }
     }
 
@@ -94,15 +105,18 @@ impl SignaturePayload {
     }
 }
 
+/// A byte `application/x-www-form-urlencoded` keeps as it is.
+fn unreserved(b: u8) -> bool {
+    matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~')
+}
+
 /// Appends `s` in `application/x-www-form-urlencoded` form (as Python's `urlencode`, which the
 /// official SDKs use): unreserved bytes kept, space as `+`, anything else `%XX` (upper case).
 fn form_encode(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
+            b if unreserved(b) => out.push(b as char),
             b' ' => out.push('+'),
             _ => {
                 out.push('%');
