@@ -446,7 +446,9 @@ impl Connection {
                 info!(conn = self.id, peer = %self.peer, reason, "WebSocket closed");
             }
             End::PeerClosed => {
-                let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, ws.close(None)).await;
+                // tungstenite queued the Close answer when it read the peer's Close; only a
+                // flush sends it (`close()` refuses in the ClosedByPeer state).
+                let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, ws.flush()).await;
                 info!(conn = self.id, peer = %self.peer, "WebSocket closed by the peer");
             }
             End::Drop => info!(conn = self.id, peer = %self.peer, "WebSocket dropped"),

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsProtoError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -147,6 +148,35 @@ async fn the_api_path_is_upgraded_and_answers_requests() {
     assert_eq!(next_json(&mut ws).await["error"]["code"], -1135);
     // The client closes; the server answers and ends.
     ws.close(None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close_frame() {
+    let (server, io) = serve_duplex(config(), 64 * 1024);
+    let mut ws = connect("ws://localhost/ws-api/v3", io).await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    // RFC 6455 §5.5.1: the endpoint that receives a Close answers with a Close.
+    let reply = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => break f,
+                Some(Ok(_)) => continue,
+                other => panic!("no Close answer: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.map(|f| f.code), Some(CloseCode::Normal));
     tokio::time::timeout(Duration::from_secs(5), server.task)
         .await
         .unwrap()
