@@ -474,3 +474,124 @@ fn ws_order_trades_against_a_fix_order() {
     assert_eq!(fill.get(39), Some("2"), "{fill:?}");
     assert_eq!(fill.get(32), Some("0.500"), "{fill:?}");
 }
+
+#[test]
+fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
+    let (fix, ws_port, wss) = (free_port(), free_port(), free_port());
+    // A low request-weight budget on the plain listener, so the 429 answer is reachable.
+    let cfg = config(fix, ws_port, wss, "{CERT}", "{KEY}").replacen(
+        "tls = false\n\n[[ws_listeners]]",
+        "tls = false\nrequest_weight_per_minute = 60\n\n[[ws_listeners]]",
+        1,
+    );
+    let mut server = Server::configure(&cfg, &[fix, ws_port, wss], &env());
+    let (cert, key_pem, _) = test_cert(&server.dir);
+    let text = std::fs::read_to_string(&server.config)
+        .unwrap()
+        .replace("{CERT}", &cert.display().to_string())
+        .replace("{KEY}", &key_pem.display().to_string());
+    std::fs::write(&server.config, text).unwrap();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    server.launch();
+
+    let mut c = Ws::plain(ws_port);
+    let r = c.call(json!("logon"), "session.logon", signed(json!({}), &a));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = c.call(
+        json!("new"),
+        "order.place",
+        t(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                 "price": "90.0", "quantity": "1.000", "newClientOrderId": "r-1",
+                 "newOrderRespType": "RESULT"}),
+        ),
+    );
+    assert_eq!(r["result"]["status"], "NEW", "{r}");
+
+    // Cancel-replace: the old order is cancelled and the new one placed.
+    let r = c.call(
+        json!("cr"),
+        "order.cancelReplace",
+        t(
+            json!({"symbol": "BTC-PERP", "cancelReplaceMode": "STOP_ON_FAILURE",
+                 "cancelOrigClientOrderId": "r-1", "side": "BUY", "type": "LIMIT",
+                 "timeInForce": "GTC", "price": "91.0", "quantity": "1.000",
+                 "newClientOrderId": "r-2", "newOrderRespType": "RESULT"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["cancelResult"], "SUCCESS", "{r}");
+    assert_eq!(r["result"]["newOrderResult"], "SUCCESS", "{r}");
+    assert_eq!(
+        r["result"]["newOrderResponse"]["clientOrderId"], "r-2",
+        "{r}"
+    );
+    let r = c.call(
+        json!("st"),
+        "order.status",
+        t(json!({"symbol": "BTC-PERP", "origClientOrderId": "r-2"})),
+    );
+    assert_eq!(r["result"]["price"], "91.0", "{r}");
+    // Replacing an order that no longer exists: the cancel fails, nothing new is placed.
+    let r = c.call(
+        json!("cr2"),
+        "order.cancelReplace",
+        t(
+            json!({"symbol": "BTC-PERP", "cancelReplaceMode": "STOP_ON_FAILURE",
+                 "cancelOrigClientOrderId": "r-1", "side": "BUY", "type": "LIMIT",
+                 "timeInForce": "GTC", "price": "92.0", "quantity": "1.000"}),
+        ),
+    );
+    assert_eq!(r["status"], 400, "{r}");
+    assert_eq!(r["error"]["data"]["newOrderResult"], "NOT_ATTEMPTED", "{r}");
+
+    // Malformed input, each with the dialect's code; the connection stays usable.
+    let order = |extra: Value| {
+        let mut p = json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT",
+                           "timeInForce": "GTC", "price": "90.0", "quantity": "1.000"});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                p.as_object_mut().unwrap().remove(k);
+            } else {
+                p[k] = v.clone();
+            }
+        }
+        t(p)
+    };
+    for (id, params, code) in [
+        ("no-tif", order(json!({"timeInForce": null})), -1102),
+        ("bad-side", order(json!({"side": "UP"})), 0),
+        ("precision", order(json!({"price": "90.00001"})), -1111),
+        ("symbol", order(json!({"symbol": "NOPE"})), -1121),
+        ("lot", order(json!({"quantity": "1.001"})), -1013),
+        ("unknown", order(json!({"colour": "blue"})), -1104),
+    ] {
+        let r = c.call(json!(id), "order.place", params);
+        assert_ne!(r["status"], 200, "{id}: {r}");
+        // An invalid enum value has several codes in the dialect; any error will do for it.
+        if id != "bad-side" {
+            assert_eq!(r["error"]["code"], code, "{id}: {r}");
+        }
+    }
+    c.ws.send(Message::text("not json")).unwrap();
+    let r = c.next();
+    assert_eq!(r["status"], 400, "{r}");
+    assert!(r["error"]["code"].as_i64().unwrap() < 0, "{r}");
+    let r = c.call(json!("m"), "no.such.method", json!({}));
+    assert_eq!(r["status"], 400, "{r}");
+    let r = c.call(json!("p"), "ping", json!({}));
+    assert_eq!(r["status"], 200, "still usable: {r}");
+
+    // Rate limits: every answer reports the window; past the budget, 429 with -1003.
+    assert_eq!(r["rateLimits"][0]["rateLimitType"], "REQUEST_WEIGHT", "{r}");
+    let mut limited = None;
+    for i in 0..100 {
+        let r = c.call(json!(format!("burst-{i}")), "ping", json!({}));
+        if r["status"] == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the request-weight budget is enforced");
+    assert_eq!(r["error"]["code"], -1003, "{r}");
+}
