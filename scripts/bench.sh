@@ -9,9 +9,11 @@
 #     another CPU;
 #   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
 #     stays at or above 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions,
-#     FIX and echo.
+#     FIX and echo;
+#   - the same ping-pong and floods over the WebSocket API (ws:// on loopback, session.logon with
+#     the bench key, then order.place LIMIT GTC ACK), connections as sessions.
 #
-# Then prints one table, FIX against the echo floor, with the targets. Takes about 2-3 minutes.
+# Then prints one table, FIX against the echo floor, with the targets. Takes about 3-4 minutes.
 #
 #   scripts/bench.sh                   the loopback benchmark
 #   scripts/bench.sh --criterion [F]   also the criterion benchmarks afterwards (reports in
@@ -116,10 +118,18 @@ step "starting the server (configs/bench.toml) and the echo server"
 RUST_LOG=warn "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>"$TMP/server.log" &
 SERVER_PID=$!
 FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
+# The WebSocket API listener (ws://HOST:PORT/ws-api/v3): the load generator wants HOST:PORT.
+WS_ADDR=$(wait_for_addr "$TMP/server.out" "listening: ws tcp" "$SERVER_PID")
+WS_ADDR=${WS_ADDR%/ws-api/v3}
 "$LG" echo --bind 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
 ECHO_PID=$!
 ECHO_ADDR=$(wait_for_addr "$TMP/echo.out" "listening: echo" "$ECHO_PID")
-echo "server: FIX 4.4 on $FIX_ADDR; echo server on $ECHO_ADDR" >&2
+echo "server: FIX 4.4 on $FIX_ADDR, WebSocket API on $WS_ADDR; echo server on $ECHO_ADDR" >&2
+
+# The WebSocket API runs (session.logon with the key, then order.place) need the key.
+WS=0
+if [ ${#KEY_ARGS[@]} -gt 0 ]; then WS=1; fi
+WS_ARGS=(--ws --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
 
 # The FIX options; the echo runs take the same ones, so their messages have the order's size.
 FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
@@ -137,6 +147,9 @@ if command -v taskset >/dev/null; then
     pin 0 "$SERVER_PID" "$ECHO_PID"
     taskset -c 0 "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo.json"
     taskset -c 0 "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix.json"
+    if [ "$WS" = 1 ]; then
+        taskset -c 0 "$LG" pingpong --addr "$WS_ADDR" "${WS_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-ws.json"
+    fi
     if [ "$NCPU" -ge 2 ]; then
         step "ping-pong, client on CPU 1, servers on CPU 0"
         taskset -c 1 "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo-xcpu.json"
@@ -147,6 +160,9 @@ else
     step "ping-pong (taskset not found: not pinned)"
     "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo.json"
     "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix.json"
+    if [ "$WS" = 1 ]; then
+        "$LG" pingpong --addr "$WS_ADDR" "${WS_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-ws.json"
+    fi
 fi
 
 # --- Floods --------------------------------------------------------------------------------
@@ -158,6 +174,13 @@ for sessions in 1 16; do
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, FIX"
     "$LG" flood --addr "$FIX_ADDR" --sessions "$sessions" "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
         >"$OUT/flood-fix-$sessions.json"
+    if [ "$WS" = 1 ]; then
+        # Lower first steps and one failed step ends the search: keeps the run short.
+        step "flood, $sessions connection(s): highest rate with p99 < 1 ms, WebSocket API"
+        "$LG" flood --addr "$WS_ADDR" --sessions "$sessions" "${WS_ARGS[@]}" "${FLOOD[@]}" \
+            --steps 2000,5000,10000,25000,50000,100000,150000,200000 --patience 1 --json \
+            >"$OUT/flood-ws-$sessions.json"
+    fi
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, echo"
     "$LG" flood --addr "$ECHO_ADDR" --sessions "$sessions" --echo "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
         >"$OUT/flood-echo-$sessions.json"

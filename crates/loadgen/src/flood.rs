@@ -408,6 +408,12 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
                     cancel_after: p.cancel_after,
                 }));
             }
+            Target::Ws(o) => {
+                let (writer, tx, rx) = crate::ws::flood_session(addr, o, &token, k)?;
+                writers.push(writer);
+                txs.push(tx);
+                rxs.push(rx);
+            }
             Target::Echo { size } => {
                 let s = connect(addr)?;
                 writers.push(s.try_clone()?);

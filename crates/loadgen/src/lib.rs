@@ -5,6 +5,7 @@
 //! - [`flood::flood`] / [`run::find_max`]: open-loop load on a fixed schedule per session, each
 //!   answer timed from its order's *intended* send time (coordinated-omission correction), and
 //!   the highest rate that keeps p99 under 1 ms;
+//! - [`ws`]: the WebSocket API (`session.logon`, then `order.place`) as a target;
 //! - [`echo`]: the bare TCP echo server that is the floor;
 //! - [`report`]: tables for people and the comparison table of `scripts/bench.sh`.
 #![warn(missing_docs)]
@@ -16,3 +17,4 @@ pub mod hist;
 pub mod net;
 pub mod report;
 pub mod run;
+pub mod ws;

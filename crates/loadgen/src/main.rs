@@ -132,8 +132,12 @@ enum Tif {
 #[derive(Debug, Args)]
 struct TargetArgs {
     /// Speak FIX (the default).
-    #[arg(long, conflicts_with = "echo")]
+    #[arg(long, conflicts_with_all = ["echo", "ws"])]
     fix: bool,
+    /// Speak the WebSocket API (ws://ADDR/ws-api/v3): `session.logon` with the key, then
+    /// `order.place` LIMIT orders with the symbol, side, quantity, price and time in force.
+    #[arg(long, conflicts_with = "echo")]
+    ws: bool,
     /// Talk to the echo server instead: messages of --size bytes.
     #[arg(long)]
     echo: bool,
@@ -230,7 +234,27 @@ impl TargetArgs {
 
     fn target(&self) -> Result<Target> {
         let opts = self.fix_options()?;
-        Ok(if self.echo {
+        Ok(if self.ws {
+            let Some(credentials) = opts.credentials.clone() else {
+                bail!("--ws needs a key (--key-id/--secret or --key-file) for session.logon");
+            };
+            Target::Ws(Box::new(portcullis_loadgen::ws::WsOptions {
+                symbol: self.symbol.clone(),
+                side: match self.side {
+                    Side::Buy => "BUY",
+                    Side::Sell => "SELL",
+                },
+                qty: self.qty.clone(),
+                price: self.price.clone(),
+                tif: match self.tif {
+                    Tif::Gtc => "GTC",
+                    Tif::Ioc => "IOC",
+                    Tif::Fok => "FOK",
+                    Tif::Day => bail!("--ws: the dialect has no DAY time in force"),
+                },
+                credentials,
+            }))
+        } else if self.echo {
             Target::Echo {
                 size: self.size.unwrap_or_else(|| run::order_size(&opts)),
             }
@@ -279,6 +303,12 @@ fn main() -> Result<()> {
             let r = match target.target()? {
                 Target::Fix(o) => run::pingpong_fix(&addr, &o, warmup, count, cancel_after)?,
                 Target::Echo { size } => run::pingpong_echo(&addr, size, warmup, count)?,
+                Target::Ws(o) => {
+                    if cancel_after {
+                        bail!("--cancel-after is FIX only");
+                    }
+                    portcullis_loadgen::ws::pingpong_ws(&addr, &o, warmup, count)?
+                }
             };
             emit(json.then(|| r.to_json()), &report::pingpong_text(&r));
             Ok(())

@@ -208,11 +208,54 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
             verdict,
         ]);
     }
+    // The WebSocket API beside FIX, against the same floor, if it was run.
+    let pw = load(dir, "pingpong-ws.json")?;
+    if pw.is_some() {
+        for (label, key) in [
+            ("ws ping-pong p50", "p50_ns"),
+            ("ws ping-pong p99", "p99_ns"),
+            ("ws ping-pong p99.9", "p999_ns"),
+            ("ws ping-pong max", "max_ns"),
+        ] {
+            let (w, e) = (latency(&pw, key), latency(&pe, key));
+            let ratio = match (w, e) {
+                (Some(w), Some(e)) if e > 0.0 => Some(w / e),
+                _ => None,
+            };
+            rows.push([
+                label.into(),
+                w.map_or_else(na, |v| fmt_ns(v as u64)),
+                e.map_or_else(na, |v| fmt_ns(v as u64)),
+                ratio.map_or_else(na, |r| format!("{r:.2}×")),
+                String::new(),
+            ]);
+        }
+    }
+    for sessions in [1, 16] {
+        let Some(wj) = load(dir, &format!("flood-ws-{sessions}.json"))? else {
+            continue;
+        };
+        let ej = load(dir, &format!("flood-echo-{sessions}.json"))?;
+        let wj = Some(wj);
+        let (w, e) = (max_rate(&wj), max_rate(&ej));
+        let ratio = match (w, e) {
+            (Some(w), Some(e)) if e > 0.0 && w > 0.0 => Some(w / e),
+            _ => None,
+        };
+        let plural = if sessions == 1 { "" } else { "s" };
+        rows.push([
+            format!("ws flood max orders/s, p99 < 1 ms, {sessions} connection{plural}"),
+            fmt_max_rate(&wj),
+            fmt_max_rate(&ej),
+            ratio.map_or_else(na, |r| format!("{r:.2}×")),
+            String::new(),
+        ]);
+    }
     let head = [
         "".to_owned(),
-        "FIX".into(),
+        "server".into(),
         "echo floor".into(),
-        "FIX/echo".into(),
+        "server/echo".into(),
         "target (DESIGN.md §6)".into(),
     ];
     let mut widths = [0usize; 5];
@@ -290,6 +333,8 @@ mod tests {
             json!({"max_rate": 0.0, "steps": [{"rate": 10000.0, "passed": false}]}),
         );
         write("pingpong-echo-xcpu.json", json!({"latency": lat(50_000)}));
+        write("pingpong-ws.json", json!({"latency": lat(40_000)}));
+        write("flood-ws-16.json", json!({"max_rate": 120000.0}));
         let t = comparison_table(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(t.contains("26.0 µs"), "{t}");
@@ -311,6 +356,17 @@ mod tests {
             .find(|l| l.starts_with("ping-pong p99, client on another CPU"))
             .unwrap();
         assert!(x.contains("n/a") && x.contains("100.0 µs"), "{x}");
+        let w = t
+            .lines()
+            .find(|l| l.starts_with("ws ping-pong p50"))
+            .unwrap();
+        assert!(w.contains("40.0 µs") && w.contains("2.00×"), "{w}");
+        let w = t
+            .lines()
+            .find(|l| l.starts_with("ws flood max orders/s, p99 < 1 ms, 16 connections"))
+            .unwrap();
+        assert!(w.contains("120,000") && w.contains("0.20×"), "{w}");
+        assert!(!t.contains("1 connection "), "no file, no row: {t}");
     }
 
     #[test]

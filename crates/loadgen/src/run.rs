@@ -22,6 +22,8 @@ pub enum Target {
         /// Bytes per message (at least 8: the first 8 carry the message number).
         size: usize,
     },
+    /// The server's WebSocket API, spoken to with these options.
+    Ws(Box<crate::ws::WsOptions>),
 }
 
 impl Target {
@@ -30,6 +32,7 @@ impl Target {
         match self {
             Target::Fix(_) => "fix",
             Target::Echo { .. } => "echo",
+            Target::Ws(_) => "ws",
         }
     }
 }

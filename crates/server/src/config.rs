@@ -287,6 +287,14 @@ pub struct RawWsListener {
     /// Cancel a connection's orders when it ends. Default true.
     #[serde(default = "default_true")]
     pub cancel_on_disconnect: bool,
+    /// `REQUEST_WEIGHT` per IP address per minute. Default: the dialect's 6000.
+    pub request_weight_per_minute: Option<u64>,
+    /// `ORDERS` per account per 10 seconds. Default: the dialect's 50.
+    pub orders_per_10s: Option<u64>,
+    /// `ORDERS` per account per day. Default: the dialect's 160000.
+    pub orders_per_day: Option<u64>,
+    /// Connection attempts per IP address in any 5 minutes. Default: the dialect's 300.
+    pub connections_per_5min: Option<u64>,
 }
 
 fn default_ws_max_connections() -> u64 {
@@ -548,6 +556,22 @@ pub struct WsListenerSettings {
     pub max_message_size: usize,
     /// Cancel-on-disconnect.
     pub cancel_on_disconnect: bool,
+    /// The listener's rate limits: request weight per IP per minute, orders per account per
+    /// 10 s and per day, connections per IP per 5 minutes (`None`: the dialect's default).
+    pub rate_limits: WsRateLimits,
+}
+
+/// Overrides of the WebSocket dialect's published rate limits (`None`: the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WsRateLimits {
+    /// `REQUEST_WEIGHT` per IP address per minute.
+    pub request_weight_per_minute: Option<u32>,
+    /// `ORDERS` per account per 10 seconds.
+    pub orders_per_10s: Option<u32>,
+    /// `ORDERS` per account per day.
+    pub orders_per_day: Option<u32>,
+    /// Connection attempts per IP address in any 5 minutes.
+    pub connections_per_5min: Option<u32>,
 }
 
 /// Validated `[tls]` paths.
@@ -1019,6 +1043,19 @@ fn validate_ws_listeners(
             1024,
             16 * 1024 * 1024,
         )?;
+        let limit = |k: &str, v: Option<u64>| -> Result<Option<u32>, ConfigError> {
+            v.map(|v| in_range(&key(k), v, 1, u64::from(u32::MAX)).map(|v| v as u32))
+                .transpose()
+        };
+        let rate_limits = WsRateLimits {
+            request_weight_per_minute: limit(
+                "request_weight_per_minute",
+                l.request_weight_per_minute,
+            )?,
+            orders_per_10s: limit("orders_per_10s", l.orders_per_10s)?,
+            orders_per_day: limit("orders_per_day", l.orders_per_day)?,
+            connections_per_5min: limit("connections_per_5min", l.connections_per_5min)?,
+        };
         out.push(WsListenerSettings {
             name: l.name.clone(),
             bind,
@@ -1026,6 +1063,7 @@ fn validate_ws_listeners(
             max_connections: max_connections as usize,
             max_message_size: max_message_size as usize,
             cancel_on_disconnect: l.cancel_on_disconnect,
+            rate_limits,
         });
     }
     Ok(out)

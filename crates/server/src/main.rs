@@ -352,6 +352,19 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);
         cfg.max_connections = l.max_connections;
         cfg.max_message_size = l.max_message_size;
+        let r = &l.rate_limits;
+        if let Some(v) = r.request_weight_per_minute {
+            cfg.rate_limits.request_weight_per_minute = v;
+        }
+        if let Some(v) = r.orders_per_10s {
+            cfg.rate_limits.orders_per_10s = v;
+        }
+        if let Some(v) = r.orders_per_day {
+            cfg.rate_limits.orders_per_day = v;
+        }
+        if let Some(v) = r.connections_per_5min {
+            cfg.rate_limits.connections_per_5min = v;
+        }
         let path = cfg.path.clone();
         let factory = ws_app::WsBridgeFactory::new(pipeline.clone(), l.cancel_on_disconnect);
         let listener = portcullis_session::ws::WsListener::bind(
