@@ -170,15 +170,16 @@ fi
 # >= 95 % of the rate with every order answered; the search ends after two failed steps in a
 # row (a shared VM stalls now and then, at low rates too), and the highest passing rate counts.
 FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 2)
+# The WebSocket API: lower first steps, and one failed step ends the search (keeps the run short).
+WS_FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 1
+    --steps 2000,5000,10000,25000,50000,100000,150000,200000)
 for sessions in 1 16; do
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, FIX"
     "$LG" flood --addr "$FIX_ADDR" --sessions "$sessions" "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
         >"$OUT/flood-fix-$sessions.json"
     if [ "$WS" = 1 ]; then
-        # Lower first steps and one failed step ends the search: keeps the run short.
         step "flood, $sessions connection(s): highest rate with p99 < 1 ms, WebSocket API"
-        "$LG" flood --addr "$WS_ADDR" --sessions "$sessions" "${WS_ARGS[@]}" "${FLOOD[@]}" \
-            --steps 2000,5000,10000,25000,50000,100000,150000,200000 --patience 1 --json \
+        "$LG" flood --addr "$WS_ADDR" --sessions "$sessions" "${WS_ARGS[@]}" "${WS_FLOOD[@]}" --json \
             >"$OUT/flood-ws-$sessions.json"
     fi
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, echo"
@@ -197,6 +198,7 @@ fi
     echo
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
     echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}"
+    if [ "$WS" = 1 ]; then echo "ws floods: ${WS_FLOOD[*]}"; fi
     echo
     "$LG" table --dir "$OUT"
 } | tee "$OUT/table.txt"

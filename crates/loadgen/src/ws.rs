@@ -218,6 +218,10 @@ pub enum WsEvent {
 pub struct WsReader {
     stream: TcpStream,
     rx: RecvBuf,
+    /// Bytes of the last frame handed out, header included.
+    last_len: usize,
+    /// True once a refused order's answer was shown (the first one per connection).
+    shown_refusal: bool,
 }
 
 impl WsReader {
@@ -230,10 +234,18 @@ impl WsReader {
             .rx
             .next_chunk(len)
             .ok_or_else(|| anyhow!("frame split"))?;
+        self.last_len = len;
         let bytes = &self.rx.bytes(r)[payload];
         Ok(Some(match op {
             OP_TEXT => match response_id_status(bytes) {
-                Some((id, status)) => WsEvent::Answer(id, status),
+                Some((id, status)) => {
+                    if status != 200 && !self.shown_refusal {
+                        // Why orders are refused, once per connection (the counts say how many).
+                        self.shown_refusal = true;
+                        eprintln!("ws: first refusal: {}", String::from_utf8_lossy(bytes));
+                    }
+                    WsEvent::Answer(id, status)
+                }
                 None => WsEvent::Text(String::from_utf8_lossy(bytes).into_owned()),
             },
             OP_PING => WsEvent::Ping(bytes.to_vec()),
@@ -291,6 +303,8 @@ impl WsClient {
             reader: WsReader {
                 stream: s,
                 rx: RecvBuf::new(),
+                last_len: 0,
+                shown_refusal: false,
             },
         };
         let mut out = Vec::new();
@@ -322,7 +336,7 @@ impl WsClient {
         loop {
             match self.reader.recv()? {
                 Some(WsEvent::Answer(id, status)) if id == index => {
-                    return Ok((kind(status), 0));
+                    return Ok((kind(status), self.reader.last_len));
                 }
                 Some(WsEvent::Ping(p)) => self.pong(&p)?,
                 Some(_) => {}
@@ -352,24 +366,25 @@ pub fn pingpong_ws(
     let mut rec = Recorder::new();
     let mut counts = Counts::default();
     let mut out = Vec::with_capacity(1024);
-    let mut size = 0;
+    let (mut size, mut answer_bytes) = (0, 0u64);
     for i in 0..warmup + count {
         out.clear();
         c.enc.order(i, &mut out);
         size = out.len();
         let t0 = now_ns();
         c.writer.write_all(&out)?;
-        let (k, _) = c.wait_answer(i)?;
+        let (k, len) = c.wait_answer(i)?;
         let t1 = now_ns();
         if i >= warmup {
             rec.record(t1 - t0);
             counts.add(k);
+            answer_bytes += len as u64;
         }
     }
     Ok(PingPongResult {
         target: "ws",
         message_size: size,
-        answer_size: 0.0,
+        answer_size: answer_bytes as f64 / count.max(1) as f64,
         warmup,
         latency: rec.summary(),
         counts,
