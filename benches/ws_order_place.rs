@@ -10,7 +10,7 @@
 //!   server's verifier does); the application answers `Pending`, so no answer is rendered.
 //!
 //! Pending requests are completed outside the measured time, in batches of 128 (the session
-//! keeps at most 256 waiting).
+//! keeps at most 256 waiting). The allocator is mimalloc, as in the `portcullis` binary.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +27,11 @@ use portcullis_session::ws::{
     WsApplication, WsAuth, WsError, WsOrder, WsSession, WsSessionConfig,
 };
 use sha2::Sha256;
+
+// The server binary's allocator: the request path allocates (JSON members, the payload), so
+// measuring it under libc malloc would not measure what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const API_KEY: &str = "pk_0123456789abcdef0123456789abcdef";
 const SECRET: &str = "6be74994ace9f116802204e5645a0cfe594ad0e535514092ec746f6f1f6e50ab";
