@@ -30,6 +30,11 @@ mod order_codec;
 #[path = "../crates/server/src/journal_queue.rs"]
 mod journal_queue;
 
+
+// The server binary's allocator, so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
