@@ -671,25 +671,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
                 ),
             ));
         }
-        let bind: SocketAddr = l.bind.parse().map_err(|_| {
-            ConfigError::invalid(
-                key("bind"),
-                format!(
-                    "{} = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9878\" or \"[::1]:9878\")",
-                    key("bind"),
-                    l.bind
-                ),
-            )
-        })?;
-        if !l.tls && !bind.ip().is_loopback() {
-            return Err(ConfigError::invalid(
-                key("tls"),
-                format!(
-                    "{} = false is only allowed on a loopback address",
-                    key("tls")
-                ),
-            ));
-        }
+        let bind = listener_bind(&key, &l.bind, l.tls, "\"127.0.0.1:9878\" or \"[::1]:9878\"")?;
         if bind.port() != 0 {
             if let Some(j) = binds.insert(bind, i) {
                 return Err(ConfigError::invalid(
@@ -1000,25 +982,7 @@ fn validate_ws_listeners(
                 ),
             ));
         }
-        let bind: SocketAddr = l.bind.parse().map_err(|_| {
-            ConfigError::invalid(
-                key("bind"),
-                format!(
-                    "{} = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9443\")",
-                    key("bind"),
-                    l.bind
-                ),
-            )
-        })?;
-        if !l.tls && !bind.ip().is_loopback() {
-            return Err(ConfigError::invalid(
-                key("tls"),
-                format!(
-                    "{} = false is only allowed on a loopback address",
-                    key("tls")
-                ),
-            ));
-        }
+        let bind = listener_bind(&key, &l.bind, l.tls, "\"127.0.0.1:9443\"")?;
         let taken = bind.port() != 0
             && (fix.iter().any(|f| f.bind == bind) || out.iter().any(|o| o.bind == bind));
         if taken {
@@ -1414,6 +1378,34 @@ fn parse_time_zone(s: &str) -> Option<i32> {
         return None;
     }
     Some(sign * (h * 3600 + m * 60) as i32)
+}
+
+/// A listener's `bind` address; plain TCP (`tls = false`) is refused off loopback.
+fn listener_bind(
+    key: &dyn Fn(&str) -> String,
+    bind: &str,
+    tls: bool,
+    example: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = bind.parse().map_err(|_| {
+        ConfigError::invalid(
+            key("bind"),
+            format!(
+                "{} = {bind:?} is not an IP:PORT address (e.g. {example})",
+                key("bind")
+            ),
+        )
+    })?;
+    if !tls && !addr.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            key("tls"),
+            format!(
+                "{} = false is only allowed on a loopback address",
+                key("tls")
+            ),
+        ));
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]
