@@ -100,7 +100,12 @@ impl JournalQueue {
                 }
             }
         }
-        self.wake();
+        // Gated (`fsync = "always"`): reports wait for this thread, so wake it at once. Otherwise
+        // nobody waits for it: let it find the records on its next tick (PARK) and keep the
+        // unpark syscall off the core thread, unless the queue is filling up.
+        if self.gated || self.queue.len() >= self.queue.capacity() / 4 {
+            self.wake();
+        }
     }
 
     fn wake(&self) {
@@ -382,7 +387,9 @@ pub fn spawn_writer(
                 if q.stop.load(Ordering::Acquire) && q.queue.is_empty() {
                     break;
                 }
-                if last_work.elapsed() < SPIN {
+                // Spinning only pays when reports wait for us; otherwise it takes a CPU from
+                // the core thread and the sockets.
+                if q.gated && last_work.elapsed() < SPIN {
                     std::hint::spin_loop();
                     continue;
                 }
