@@ -30,7 +30,6 @@ mod order_codec;
 #[path = "../crates/server/src/journal_queue.rs"]
 mod journal_queue;
 
-
 // The server binary's allocator, so the bench measures what runs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
