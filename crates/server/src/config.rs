@@ -77,8 +77,9 @@ impl ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Directory for everything the server keeps: message stores under `sessions/`, the key
-    /// vault `vault.bin`, the security audit log `audit.jsonl`, the dev TLS certificate under
+    /// Directory for everything the server keeps: message stores under `sessions/`, the
+    /// journal under `journal/`, the key vault `vault.bin`, the security audit log
+    /// `audit.jsonl`, the operator control socket `control.sock`, the dev TLS certificate under
     /// `tls/`. Relative paths are relative to the working directory. Default `./var`.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
