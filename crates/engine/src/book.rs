@@ -1174,5 +1174,7 @@ fn match_taker(
     stopped
 }
 
+mod snapshot;
+
 #[cfg(test)]
 mod tests;

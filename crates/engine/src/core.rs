@@ -25,6 +25,7 @@
 //! event's account (a GTC order can outlive the connection that entered it).
 
 use portcullis_risk::{ConfigError, RiskConfig, RiskEngine};
+use portcullis_types::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentRules,
     InstrumentStatus, MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason,
@@ -34,6 +35,9 @@ use serde::Deserialize;
 
 use crate::book::{IdCounters, Matcher, MatcherConfig, OrderSnapshot};
 use crate::instruments::{InstrumentConfig, InstrumentConfigError, Instruments, Roll};
+
+/// Format of [`Core::write_snapshot`]; bumped on any change of any part.
+const SNAPSHOT_VERSION: u8 = 1;
 
 /// `Event::instrument` of a `MassCancelDone` for a mass cancel over all instruments.
 pub const ALL_INSTRUMENTS: InstrumentId = InstrumentId(u32::MAX);
@@ -577,6 +581,71 @@ impl Core {
                 out.extend_from_slice(&self.risk.open_orders_in(a, id).to_le_bytes());
             }
         }
+    }
+
+    /// Appends a full snapshot of the core to `out`: the instrument table, every book and
+    /// resting order, the risk state and the sessions' cancel-on-disconnect flags —
+    /// everything [`Core::restore_snapshot`] needs to continue exactly where this core is.
+    /// Not for the core thread (it allocates and walks the whole state): the server takes it
+    /// on a replica fed from the journal.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        out.push(SNAPSHOT_VERSION);
+        self.instruments.write_snapshot(out);
+        self.matcher.write_snapshot(out);
+        self.risk.write_snapshot(out);
+        let mut w = SnapshotWriter::new(out);
+        w.u32(self.cancel_on_disconnect.len() as u32);
+        for &c in &self.cancel_on_disconnect {
+            w.bool(c);
+        }
+    }
+
+    /// Rebuilds a core from a snapshot and the current config (which supplies what a
+    /// snapshot does not carry: table sizes, default limits, series rules; explicit
+    /// instruments new in the config are listed as of `now_ms`). Refused with
+    /// [`SnapshotError::Mismatch`] when the config no longer fits the snapshot (accounts or
+    /// sessions changed): recover from the journal's records instead.
+    pub fn restore_snapshot(
+        config: &EngineConfig,
+        risk: &RiskConfig,
+        account_names: &[&str],
+        instruments: &crate::InstrumentsConfig,
+        now_ms: i64,
+        snapshot: &[u8],
+    ) -> Result<Self, SnapshotError> {
+        let mut r = SnapshotReader::new(snapshot);
+        if r.u8("snapshot version")? != SNAPSHOT_VERSION {
+            return Err(r.invalid(1, "snapshot version"));
+        }
+        let table = Instruments::restore_snapshot(
+            &mut r,
+            &instruments.instruments,
+            &instruments.option_series,
+            now_ms,
+        )?;
+        let mut core = Core::new(config, risk, account_names, table)
+            .map_err(|e| SnapshotError::Mismatch(e.to_string()))?;
+        core.matcher.restore_snapshot(&mut r)?;
+        for i in core.instruments.iter() {
+            if i.rules().status != InstrumentStatus::Expired {
+                core.matcher.add_book(i.rules().id);
+            }
+        }
+        core.risk.restore_snapshot(&mut r)?;
+        let n = r.count(1, "sessions")?;
+        if n != core.cancel_on_disconnect.len() {
+            return Err(SnapshotError::Mismatch(format!(
+                "{n} session slots in the snapshot, {} configured (risk.max_sessions)",
+                core.cancel_on_disconnect.len()
+            )));
+        }
+        for c in &mut core.cancel_on_disconnect {
+            *c = r.bool("cancel on disconnect")?;
+        }
+        if !r.is_empty() {
+            return Err(r.invalid(0, "snapshot (bytes after the end)"));
+        }
+        Ok(core)
     }
 
     /// The next ids to be assigned (for the journal).

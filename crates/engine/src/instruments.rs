@@ -56,6 +56,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::symbol::{ExpiryDate, Symbol, SymbolError, SymbolKind, Weekday};
+use portcullis_types::snapshot::{status_byte, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// Most instruments one table holds (listed and expired), a guard against a config that would
 /// list millions of strikes.
@@ -670,6 +671,103 @@ impl Instruments {
     /// Every instrument, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Instrument> {
         self.list.iter()
+    }
+}
+
+impl Instruments {
+    /// Appends the table to a journal snapshot: the underlyings in id order, every instrument
+    /// in id order with its symbol and rules (status included), and when the next roll can
+    /// change anything. The series rules are not written: they come from the config.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        let mut w = SnapshotWriter::new(out);
+        w.u32(self.underlyings.len() as u32);
+        for u in &self.underlyings {
+            w.bytes(u.as_bytes());
+        }
+        w.u32(self.list.len() as u32);
+        for i in &self.list {
+            let r = &i.rules;
+            w.bytes(i.symbol.as_bytes());
+            w.instrument_kind(&r.kind);
+            w.u8(r.price_scale);
+            w.u8(r.qty_scale);
+            for v in [r.tick.0, r.lot.0, r.min_qty.0, r.max_qty.0, r.multiplier] {
+                w.i64(v);
+            }
+            w.u8(status_byte(r.status));
+        }
+        w.u32(self.series.len() as u32);
+        w.i64(self.next_change_ms);
+    }
+
+    /// Rebuilds the table of a snapshot: its instruments keep their ids (journaled commands
+    /// name instruments by id), the series rules come from `option_series`, and explicit
+    /// `instruments` of the config that the snapshot does not have are listed after them
+    /// (with new ids) as of `now_ms`.
+    pub fn restore_snapshot(
+        r: &mut SnapshotReader<'_>,
+        instruments: &[InstrumentConfig],
+        option_series: &[OptionSeriesConfig],
+        now_ms: i64,
+    ) -> Result<Self, SnapshotError> {
+        let mismatch = |e: InstrumentConfigError| SnapshotError::Mismatch(e.to_string());
+        let mut t = Self::default();
+        let n = r.count(4, "underlyings")?;
+        for _ in 0..n {
+            let code = r.bytes("underlying")?;
+            let code = std::str::from_utf8(code).map_err(|_| r.invalid(0, "underlying"))?;
+            t.intern_underlying(code);
+        }
+        let n = r.count(4 + 5 + 2 + 40 + 1, "instruments")?;
+        for i in 0..n {
+            let at = r.position();
+            let symbol = r.bytes("symbol")?;
+            let symbol = std::str::from_utf8(symbol)
+                .map_err(|_| r.invalid(0, "symbol"))?
+                .to_owned();
+            let kind = r.instrument_kind()?;
+            let rules = InstrumentRules {
+                id: InstrumentId(i as u32),
+                kind,
+                price_scale: r.u8("price scale")?,
+                qty_scale: r.u8("qty scale")?,
+                tick: r.price("tick")?,
+                lot: r.qty("lot")?,
+                min_qty: r.qty("min qty")?,
+                max_qty: r.qty("max qty")?,
+                multiplier: r.i64("multiplier")?,
+                status: r.status()?,
+            };
+            let bad = SnapshotError::Invalid {
+                offset: at,
+                what: "instrument",
+            };
+            if rules.validate().is_err()
+                || t.by_symbol.contains_key(&symbol)
+                || rules.underlying().0 as usize >= t.underlyings.len()
+            {
+                return Err(bad);
+            }
+            t.by_symbol.insert(symbol.clone(), rules.id);
+            t.list.push(Instrument { symbol, rules });
+        }
+        let series = r.u32("series count")? as usize;
+        let next_change_ms = r.i64("next roll")?;
+        for cfg in option_series {
+            t.add_series(cfg).map_err(mismatch)?;
+        }
+        // A series added to the config since the snapshot lists at the next roll.
+        t.next_change_ms = if series == option_series.len() {
+            next_change_ms
+        } else {
+            i64::MIN
+        };
+        for cfg in instruments {
+            if !t.by_symbol.contains_key(&cfg.symbol) {
+                t.list_explicit(cfg, now_ms).map_err(mismatch)?;
+            }
+        }
+        Ok(t)
     }
 }
 

@@ -411,6 +411,69 @@ impl Orders {
     pub fn is_live(&self, slot: u32) -> bool {
         self.nodes.get(slot as usize).is_some_and(|n| n.live)
     }
+
+    /// Relinks an owner's list (the account's with `account = true`, else the session's) to
+    /// exactly `slots`, in that order (a snapshot restores the lists as they were: their
+    /// order is the order of bulk cancels). The slots must be live orders of that owner;
+    /// `false` otherwise.
+    pub fn set_owner_list(&mut self, account: bool, owner: u32, slots: &[u32]) -> bool {
+        let o = owner as usize;
+        let heads = if account {
+            &mut self.accounts
+        } else {
+            &mut self.sessions
+        };
+        if o >= heads.len() {
+            heads.resize(o + 1, NIL);
+        }
+        for &s in slots {
+            let Some(n) = self.nodes.get(s as usize).filter(|n| n.live) else {
+                return false;
+            };
+            let mine = if account {
+                n.order.account.0
+            } else {
+                n.order.session.0
+            };
+            if mine != owner {
+                return false;
+            }
+        }
+        let mut prev = NIL;
+        for &s in slots {
+            let n = &mut self.nodes[s as usize];
+            if account {
+                n.acct_prev = prev;
+            } else {
+                n.sess_prev = prev;
+            }
+            if prev == NIL {
+                heads[o] = s;
+            } else if account {
+                self.nodes[prev as usize].acct_next = s;
+            } else {
+                self.nodes[prev as usize].sess_next = s;
+            }
+            prev = s;
+        }
+        if prev == NIL {
+            heads[o] = NIL;
+        } else if account {
+            self.nodes[prev as usize].acct_next = NIL;
+        } else {
+            self.nodes[prev as usize].sess_next = NIL;
+        }
+        true
+    }
+
+    /// Owners (accounts or sessions) with a list head.
+    pub fn owners(&self, account: bool) -> u32 {
+        if account {
+            self.accounts.len() as u32
+        } else {
+            self.sessions.len() as u32
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use crate::tables::{
 use crate::throttle::{AbuseWindow, TokenBucket};
 use crate::{RiskChecked, WorkingOrder};
 
+mod snapshot;
+
 /// Instrument ids are indexes into a table; this bounds the table (and a bad id's damage).
 pub const MAX_INSTRUMENTS: u32 = 1 << 20;
 

@@ -7,6 +7,13 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+/// 128 random bits from std's per-process random source (the one `HashMap` keys come
+/// from), without another dependency for a once-per-set key.
+fn random_keys() -> (u64, u64) {
+    let s = std::collections::hash_map::RandomState::new();
+    (s.hash_one(0x5eed_u64), s.hash_one(0x5eed_u64 ^ u64::MAX))
+}
+
 /// Slot count for `capacity` entries at a load factor of at most 1/2.
 fn table_len(capacity: u32) -> usize {
     (capacity as usize * 2).next_power_of_two().max(2)
@@ -49,7 +56,9 @@ pub(crate) struct ClOrdIdSet {
     /// Ids recorded, `pending` included.
     len: u32,
     capacity: u32,
-    keys: std::collections::hash_map::RandomState,
+    /// The SipHash-1-3 key: random per set, and part of a snapshot (the stored hashes mean
+    /// nothing under another key).
+    keys: (u64, u64),
 }
 
 /// Why an id could not be recorded.
@@ -108,14 +117,14 @@ impl ClOrdIdSet {
             next_pending: 0,
             len: 0,
             capacity,
-            keys: std::collections::hash_map::RandomState::new(),
+            keys: random_keys(),
         }
     }
 
     /// The keyed hash of one session's id; `tag` is the session slot and its generation.
     #[inline]
     pub(crate) fn hash(&self, tag: u64, id: &[u8]) -> u64 {
-        let mut h = self.keys.build_hasher();
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         // Fixed-width tag first, then the bytes: SipHash mixes in the total length, so no two
         // (tag, id) pairs produce the same input.
         h.write_u64(tag);
@@ -205,6 +214,52 @@ impl ClOrdIdSet {
         self.blocks.fill([0; 8]);
         self.pending = [0; PENDING];
         self.len = 0;
+    }
+}
+
+impl ClOrdIdSet {
+    /// The set for a snapshot: its key, pending ring and every recorded hash (pending ones
+    /// included, in ring order first).
+    pub(crate) fn snapshot_parts(&self) -> ((u64, u64), [u64; PENDING], usize, Vec<u64>) {
+        let table = self.slots.iter().copied().filter(|&h| h != 0).collect();
+        (self.keys, self.pending, self.next_pending, table)
+    }
+
+    /// Restores what [`snapshot_parts`](Self::snapshot_parts) gave into this (empty) set of
+    /// the same or larger capacity; `false` if it does not fit.
+    pub(crate) fn restore(
+        &mut self,
+        keys: (u64, u64),
+        pending: [u64; PENDING],
+        next_pending: usize,
+        table: &[u64],
+    ) -> bool {
+        let n = table.len() + pending.iter().filter(|&&h| h != 0).count();
+        if n > self.capacity as usize || next_pending >= PENDING {
+            return false;
+        }
+        self.clear();
+        self.keys = keys;
+        for &h in table.iter().chain(pending.iter().filter(|&&h| h != 0)) {
+            let b = self.block(h);
+            for (w, m) in self.blocks[b].iter_mut().zip(Self::masks(h)) {
+                *w |= m;
+            }
+        }
+        for &h in table {
+            if h == 0 {
+                return false;
+            }
+            let mut i = h as usize & self.mask;
+            while self.slots[i] != 0 {
+                i = (i + 1) & self.mask;
+            }
+            self.slots[i] = h;
+        }
+        self.pending = pending;
+        self.next_pending = next_pending;
+        self.len = n as u32;
+        true
     }
 }
 
@@ -381,6 +436,33 @@ impl PairTable {
     /// Pairs in use.
     pub(crate) fn len(&self) -> usize {
         self.states.len()
+    }
+
+    /// The states in order and the layout seed, for a snapshot.
+    pub(crate) fn snapshot_parts(&self) -> (u64, &[PairState]) {
+        (self.seed, &self.states)
+    }
+
+    /// Restores [`snapshot_parts`](Self::snapshot_parts) into this empty table; `false` if
+    /// they do not fit its capacity.
+    pub(crate) fn restore(&mut self, seed: u64, states: Vec<PairState>) -> bool {
+        if states.len() > self.capacity as usize {
+            return false;
+        }
+        self.seed = seed;
+        self.states.clear();
+        self.states.extend(states);
+        // Rebuild the index exactly as the end-of-day compaction does (no idle pair is dropped:
+        // compact() only drops idle ones, and a snapshot keeps them all).
+        self.index.fill(0);
+        for n in 0..self.states.len() {
+            let mut i = self.home(self.states[n].key);
+            while self.index[i] != 0 {
+                i = (i + 1) & self.mask;
+            }
+            self.index[i] = n as u32 + 1;
+        }
+        true
     }
 
     /// Drops idle pairs and rebuilds the index (end of day; no allocation).

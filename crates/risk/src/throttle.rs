@@ -63,6 +63,35 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// The bucket's state for a snapshot: tokens, cap, rate, last refill.
+    pub(crate) fn parts(&self) -> (u64, u64, u64, i64) {
+        (self.tokens, self.cap, self.rate, self.last_ns)
+    }
+
+    /// A bucket restored from [`parts`](Self::parts).
+    pub(crate) fn from_parts(tokens: u64, cap: u64, rate: u64, last_ns: i64) -> Self {
+        Self {
+            tokens: tokens.min(cap),
+            cap,
+            rate,
+            last_ns,
+        }
+    }
+}
+
+impl AbuseWindow {
+    /// The window's ring position and fill for a snapshot.
+    pub(crate) fn parts(&self) -> (u32, u32) {
+        (self.head, self.len)
+    }
+
+    /// A window restored from [`parts`](Self::parts) (`n` = the ring size it indexes).
+    pub(crate) fn from_parts(head: u32, len: u32, abusive: bool, n: u32) -> Option<Self> {
+        (head < n.max(1) && len <= n).then_some(Self { head, len, abusive })
+    }
+}
+
 /// Per session: the times of the last `N` throttle rejects, in a ring. The session is abusive
 /// when `N` rejects fall within the window — exactly, not approximately: the entry about to be
 /// overwritten is the oldest of the last `N`.

@@ -14,6 +14,7 @@ mod decimal;
 mod ids;
 mod instrument;
 mod order;
+pub mod snapshot;
 
 pub use decimal::{format_fixed, parse_fixed, DecimalError, Price, Qty};
 pub use ids::{AccountId, ClOrdId, ClOrdIdError, InstrumentId, OrderId, SessionId, TradeId};

@@ -1,0 +1,206 @@
+//! The books in a journal snapshot: every resting order with every field a report or a later
+//! match depends on, level by level in time priority, the account and session lists in their
+//! order (the order of bulk cancels), and the id counters.
+
+use portcullis_types::snapshot::{
+    ord_type_byte, side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
+};
+use portcullis_types::{AccountId, InstrumentId, OrderId, SessionId};
+
+use super::{IdCounters, Matcher, OrderBook};
+use crate::orders::{Order, NIL};
+
+const VERSION: u8 = 1;
+/// Bytes of one order in the snapshot, at least (a 0-byte ClOrdID).
+const MIN_ORDER_BYTES: usize = 8 + 1 + 4 + 4 + 4 + 5 + 8 * 4 + 16;
+
+impl Matcher {
+    /// Appends the books to a snapshot (see the module docs). Off the hot path: allocates
+    /// `out`'s growth.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>) {
+        let mut w = SnapshotWriter::new(out);
+        w.u8(VERSION);
+        w.u64(self.ids.order);
+        w.u64(self.ids.exec);
+        w.u64(self.ids.trade);
+        w.u32(self.books.len() as u32);
+        for b in &self.books {
+            w.u32(b.instrument.0);
+            w.bool(b.open);
+            for side in [&b.bids, &b.asks] {
+                w.u32(side.levels.iter().map(|l| l.count).sum());
+                // Best level first, each level's FIFO in order: re-appending in this order
+                // rebuilds the same priority.
+                for l in side.levels.iter().rev() {
+                    let mut slot = l.head;
+                    while slot != NIL {
+                        write_order(&mut w, self.orders.get(slot));
+                        slot = self.orders.next(slot);
+                    }
+                }
+            }
+        }
+        for account in [true, false] {
+            let owners = self.orders.owners(account);
+            w.u32(owners);
+            for o in 0..owners {
+                let mut ids = Vec::new();
+                let mut slot = if account {
+                    self.orders.account_head(AccountId(o))
+                } else {
+                    self.orders.session_head(SessionId(o))
+                };
+                while slot != NIL {
+                    ids.push(self.orders.get(slot).id);
+                    slot = if account {
+                        self.orders.account_next(slot)
+                    } else {
+                        self.orders.session_next(slot)
+                    };
+                }
+                w.u32(ids.len() as u32);
+                for id in ids {
+                    w.u64(id.0);
+                }
+            }
+        }
+    }
+
+    /// Restores [`write_snapshot`](Self::write_snapshot) into a matcher fresh from
+    /// [`Matcher::new`] (no books, no orders).
+    pub fn restore_snapshot(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        if r.u8("book snapshot version")? != VERSION {
+            return Err(r.invalid(1, "book snapshot version"));
+        }
+        let ids = IdCounters {
+            order: r.u64("next order id")?,
+            exec: r.u64("next exec id")?,
+            trade: r.u64("next trade id")?,
+        };
+        if !self.resume_ids(ids) {
+            return Err(r.invalid(24, "id counters"));
+        }
+        let n = r.count(5, "books")?;
+        self.books.clear();
+        for i in 0..n {
+            let instrument = InstrumentId(r.u32("book instrument")?);
+            if instrument.0 as usize != i {
+                return Err(r.invalid(4, "book instrument"));
+            }
+            if r.bool("book open")? {
+                self.add_book(instrument);
+            } else {
+                self.books.push(OrderBook::new(instrument, 0));
+            }
+            for side in [portcullis_types::Side::Buy, portcullis_types::Side::Sell] {
+                let count = r.count(MIN_ORDER_BYTES, "resting orders")?;
+                for _ in 0..count {
+                    let at = r.position();
+                    let o = read_order(r)?;
+                    if o.instrument != instrument
+                        || o.side != side
+                        || !self.books[i].open
+                        || o.leaves().0 <= 0
+                        || o.cum.0 < 0
+                        || o.account.0 as usize >= self.config.accounts.max(1 << 16)
+                        || o.session.0 as usize >= self.config.sessions.max(1 << 16)
+                    {
+                        return Err(SnapshotError::Invalid {
+                            offset: at,
+                            what: "resting order",
+                        });
+                    }
+                    if self.orders.is_full() {
+                        return Err(SnapshotError::Mismatch(
+                            "more resting orders than engine.max_resting_orders".into(),
+                        ));
+                    }
+                    if self.orders.find_by_id(o.id).is_some() {
+                        return Err(SnapshotError::Invalid {
+                            offset: at,
+                            what: "resting order (id twice)",
+                        });
+                    }
+                    self.orders.reserve_owner(o.account, o.session);
+                    let tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
+                    let slot = self.orders.insert(o, tag);
+                    self.books[i]
+                        .side_mut(side)
+                        .push_back(&mut self.orders, slot);
+                }
+            }
+        }
+        let mut listed = 0usize;
+        for account in [true, false] {
+            let owners = r.count(4, "order lists")?;
+            for owner in 0..owners as u32 {
+                let n = r.count(8, "order list")?;
+                let mut slots = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = OrderId(r.u64("order id")?);
+                    slots.push(
+                        self.orders
+                            .find_by_id(id)
+                            .ok_or_else(|| r.invalid(8, "order list entry"))?,
+                    );
+                }
+                if !self.orders.set_owner_list(account, owner, &slots) {
+                    return Err(r.invalid(0, "order list"));
+                }
+                if account {
+                    listed += n;
+                }
+            }
+        }
+        // Every order is on exactly one account list (and the lists hold no order twice:
+        // relinking a slot twice would lose orders, so the count tells).
+        if listed != self.orders.len() || self.account_list_total() != self.orders.len() {
+            return Err(r.invalid(0, "order lists (do not cover the orders)"));
+        }
+        Ok(())
+    }
+
+    fn account_list_total(&self) -> usize {
+        (0..self.orders.owners(true))
+            .map(|a| self.account_orders(AccountId(a)) as usize)
+            .sum()
+    }
+}
+
+fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
+    w.u64(o.id.0);
+    w.cl_ord_id(&o.cl_ord_id);
+    w.u32(o.session.0);
+    w.u32(o.account.0);
+    w.u32(o.instrument.0);
+    w.u8(side_byte(o.side));
+    w.u8(ord_type_byte(o.ord_type));
+    w.u8(tif_byte(o.tif));
+    w.u8(stp_byte(o.stp));
+    w.bool(o.post_only);
+    w.i64(o.price.0);
+    w.i64(o.qty.0);
+    w.i64(o.cum.0);
+    w.i64(o.received_ns);
+    w.i128(o.notional);
+}
+
+fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
+    Ok(Order {
+        id: OrderId(r.u64("order id")?),
+        cl_ord_id: r.cl_ord_id("clordid")?,
+        session: SessionId(r.u32("session")?),
+        account: AccountId(r.u32("account")?),
+        instrument: InstrumentId(r.u32("instrument")?),
+        side: r.side()?,
+        ord_type: r.ord_type()?,
+        tif: r.tif()?,
+        stp: r.stp()?,
+        post_only: r.bool("post only")?,
+        price: r.price("price")?,
+        qty: r.qty("qty")?,
+        cum: r.qty("cum qty")?,
+        received_ns: r.i64("received")?,
+        notional: r.i128("fill notional")?,
+    })
+}
