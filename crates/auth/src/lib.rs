@@ -11,6 +11,8 @@
 //!   a successful Logon yields a [`Grant`] whose [`MessageVerifier`] checks per-message signatures
 //!   without locking or allocating.
 //! - [`audit`]: audit events as JSON lines, file and in-memory sinks.
+//! - [`totp`]: the operators' TOTP second factor (RFC 6238), with replay protection; the vault
+//!   keeps each operator's secret ([`Vault::enroll_totp`], [`Vault::verify_totp`]).
 //!
 //! # The signing rule, with a worked example
 //!
@@ -44,6 +46,7 @@ pub mod authenticator;
 pub mod clock;
 pub mod fix_sig;
 pub mod key;
+pub mod totp;
 pub mod vault;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, FileAuditLog, MemoryAuditLog, Outcome};
@@ -55,4 +58,7 @@ pub use fix_sig::{HmacKey, LogonFields, SigError};
 pub use key::{
     ApiKey, KeyError, KeyId, KeyInfo, KeySpec, KeyStatus, NewKey, Scope, Scopes, Secret,
 };
-pub use vault::{KeyringError, MasterKey, MasterKeyring, Vault, VaultError, VaultLock};
+pub use totp::{TotpError, TotpSecret, TotpVerifier};
+pub use vault::{
+    KeyringError, MasterKey, MasterKeyring, OperatorTotp, Vault, VaultError, VaultLock,
+};

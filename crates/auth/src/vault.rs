@@ -21,6 +21,13 @@
 //! tells a cut file (`Truncated`) from a modified one. Nothing the vault reads is trusted before
 //! the GCM tag is checked, and no malformed file opens as an empty vault.
 //!
+//! The JSON contents are `{"keys": [...]}` plus, once an operator has enrolled a second factor,
+//! `"totp": {"<operator>": {"secret": "<base32>", "enrolled_at": ms, "last_step": n}}`. The map
+//! is left out while empty, so a vault without TOTP secrets is exactly what earlier builds
+//! wrote, and their vaults open unchanged (the format version stays 1). A build older than the
+//! TOTP map refuses a vault holding one (`BadContents`, unknown field) rather than dropping the
+//! secrets on its next save.
+//!
 //! # Master keys
 //!
 //! From `PORTCULLIS_MASTER_KEY` or a key file, never from the config: either 64 hex characters
@@ -28,6 +35,7 @@
 //! encrypt) and whose every entry can decrypt. Rotation: put the new key first, keep the old one
 //! after it, run [`Vault::rotate_master`]; then drop the old one.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -44,6 +52,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::key::{
     fill_random, validate_account, ApiKey, KeyError, KeyId, KeySpec, KeyStatus, NewKey, Secret,
 };
+use crate::totp::{self, TotpError, TotpSecret};
 
 /// The environment variable holding the master key or keyring.
 pub const MASTER_KEY_ENV: &str = "PORTCULLIS_MASTER_KEY";
@@ -464,6 +473,9 @@ pub enum VaultError {
     /// The new key's fields are invalid.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+    /// An operator name or TOTP secret is invalid.
+    #[error(transparent)]
+    Totp(#[from] TotpError),
 }
 
 fn wrong_key_text(key_id: &str, in_keyring: bool) -> String {
@@ -486,26 +498,55 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VaultError + '_ {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-#[derive(Serialize, Deserialize)]
+/// An operator's TOTP second factor, as the vault keeps it: the secret, and the last time step
+/// accepted (so a code is accepted once, across restarts and processes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorTotp {
+    /// The shared secret (stored as base32 inside the encrypted contents; zeroized on drop).
+    pub secret: TotpSecret,
+    /// Enrolment time, Unix milliseconds.
+    pub enrolled_at: i64,
+    /// The last time step accepted ([`totp::verify`]); none before the first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<u64>,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Contents {
     keys: Vec<ApiKey>,
+    // Absent in vaults written before TOTP enrolment existed.
+    #[serde(default)]
+    totp: BTreeMap<String, OperatorTotp>,
 }
 
-/// Encrypts `keys` into the vault file format under the keyring's current key.
-fn seal(keys: &[ApiKey], keyring: &MasterKeyring) -> Result<Vec<u8>, serde_json::Error> {
+/// Encrypts the keys and TOTP secrets into the vault file format under the keyring's current
+/// key.
+fn seal(
+    keys: &[ApiKey],
+    totp: &BTreeMap<String, OperatorTotp>,
+    keyring: &MasterKeyring,
+) -> Result<Vec<u8>, serde_json::Error> {
     #[derive(Serialize)]
     struct ContentsRef<'a> {
         keys: &'a [ApiKey],
+        // Left out while empty: the file is then what builds without TOTP wrote and read.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        totp: &'a BTreeMap<String, OperatorTotp>,
     }
-    let contents = ContentsRef { keys };
+    let contents = ContentsRef { keys, totp };
     // Size first, then serialize into a buffer of exactly that capacity: no reallocation leaves
     // a copy of a secret in freed memory.
     let mut counter = CountingWriter(0);
     serde_json::to_writer(&mut counter, &contents)?;
     let mut plain = Zeroizing::new(Vec::with_capacity(counter.0));
     serde_json::to_writer(&mut *plain, &contents)?;
+    seal_plain(&plain, keyring)
+}
 
+/// Encrypts already serialized contents into the vault file format.
+fn seal_plain(plain: &[u8], keyring: &MasterKeyring) -> Result<Vec<u8>, serde_json::Error> {
     if plain.len() + TAG_LEN > MAX_CIPHERTEXT {
         return Err(serde::ser::Error::custom(format!(
             "the key list is larger than the vault format's {MAX_CIPHERTEXT} bytes"
@@ -528,7 +569,7 @@ fn seal(keys: &[ApiKey], keyring: &MasterKeyring) -> Result<Vec<u8>, serde_json:
         .encrypt(
             Nonce::from_slice(&nonce),
             Payload {
-                msg: &plain,
+                msg: plain,
                 aad: &out,
             },
         )
@@ -572,12 +613,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decrypts a vault file's bytes. Returns the keys and the id of the master key used.
+/// Decrypts a vault file's bytes. Returns the contents and the id of the master key used.
 fn open_bytes(
     bytes: &[u8],
     keyring: &MasterKeyring,
     path: &Path,
-) -> Result<(Vec<ApiKey>, String), VaultError> {
+) -> Result<(Contents, String), VaultError> {
     let p = || path.to_path_buf();
     if bytes.len() < MAGIC.len() {
         return Err(if MAGIC.starts_with(bytes) {
@@ -673,7 +714,20 @@ fn open_bytes(
         })?;
     check_unique_ids(&contents.keys)
         .map_err(|detail| VaultError::BadContents { path: p(), detail })?;
-    Ok((contents.keys, key_id))
+    if let Some(bad) = contents
+        .totp
+        .keys()
+        .find(|op| totp::validate_operator(op).is_err())
+    {
+        return Err(VaultError::BadContents {
+            path: p(),
+            detail: format!(
+                "invalid TOTP operator name {:?}",
+                bad.chars().take(80).collect::<String>()
+            ),
+        });
+    }
+    Ok((contents, key_id))
 }
 
 fn check_unique_ids(keys: &[ApiKey]) -> Result<(), String> {
@@ -696,6 +750,7 @@ pub struct Vault {
     path: PathBuf,
     keyring: MasterKeyring,
     keys: Vec<ApiKey>,
+    totp: BTreeMap<String, OperatorTotp>,
     encrypted_with: String,
 }
 
@@ -704,6 +759,7 @@ impl fmt::Debug for Vault {
         f.debug_struct("Vault")
             .field("path", &self.path)
             .field("keys", &self.keys.len())
+            .field("totp_operators", &self.totp.len())
             .field("encrypted_with", &self.encrypted_with)
             .finish()
     }
@@ -733,11 +789,12 @@ impl Vault {
         keyring: &MasterKeyring,
     ) -> Result<Vault, VaultError> {
         let path = path.as_ref();
-        let (keys, encrypted_with) = open_bytes(bytes, keyring, path)?;
+        let (contents, encrypted_with) = open_bytes(bytes, keyring, path)?;
         Ok(Vault {
             path: path.to_path_buf(),
             keyring: keyring.clone(),
-            keys,
+            keys: contents.keys,
+            totp: contents.totp,
             encrypted_with,
         })
     }
@@ -754,6 +811,7 @@ impl Vault {
             path: path.to_path_buf(),
             keyring: keyring.clone(),
             keys: Vec::new(),
+            totp: BTreeMap::new(),
             encrypted_with: keyring.current().id.clone(),
         };
         v.save()?;
@@ -812,10 +870,11 @@ impl Vault {
     /// vault, and the directory fsynced. A crash at any point leaves the old or the new vault,
     /// never a mix; a stray temp file from an earlier crash is ignored.
     pub fn save(&self) -> Result<(), VaultError> {
-        let bytes = seal(&self.keys, &self.keyring).map_err(|e| VaultError::BadContents {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
+        let bytes =
+            seal(&self.keys, &self.totp, &self.keyring).map_err(|e| VaultError::BadContents {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
         write_atomically(&self.path, &bytes)
     }
 
@@ -912,6 +971,68 @@ impl Vault {
             _ => k.last_used_at = Some(now_ms),
         }
         Ok(())
+    }
+
+    /// Enrols `operator` for TOTP with a fresh secret (in memory; [`Vault::save`] it), replacing
+    /// any earlier one. Returns the secret to show once (base32 or
+    /// [`TotpSecret::otpauth_uri`]).
+    pub fn enroll_totp(&mut self, operator: &str, now_ms: i64) -> Result<TotpSecret, VaultError> {
+        let secret = TotpSecret::generate();
+        self.set_totp(operator, secret.clone(), now_ms)?;
+        Ok(secret)
+    }
+
+    /// Stores `secret` as `operator`'s TOTP secret (e.g. imported), replacing any earlier one
+    /// and its replay state.
+    pub fn set_totp(
+        &mut self,
+        operator: &str,
+        secret: TotpSecret,
+        now_ms: i64,
+    ) -> Result<(), VaultError> {
+        totp::validate_operator(operator)?;
+        self.totp.insert(
+            operator.to_owned(),
+            OperatorTotp {
+                secret,
+                enrolled_at: now_ms,
+                last_step: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// `operator`'s TOTP enrolment, if any.
+    pub fn totp(&self, operator: &str) -> Option<&OperatorTotp> {
+        self.totp.get(operator)
+    }
+
+    /// Removes `operator`'s TOTP secret (in memory). Returns false if there was none.
+    pub fn remove_totp(&mut self, operator: &str) -> bool {
+        self.totp.remove(operator).is_some()
+    }
+
+    /// The operators with a TOTP secret, in name order.
+    pub fn totp_operators(&self) -> impl Iterator<Item = &str> {
+        self.totp.keys().map(String::as_str)
+    }
+
+    /// Verifies `operator`'s TOTP `code` at `now_ms` and records the step accepted (in memory:
+    /// save the vault, e.g. inside [`Vault::update`], so the code stays spent across processes
+    /// and restarts). A code of that step or an earlier one is refused from then on.
+    pub fn verify_totp(
+        &mut self,
+        operator: &str,
+        code: &str,
+        now_ms: i64,
+    ) -> Result<u64, TotpError> {
+        let entry = self
+            .totp
+            .get_mut(operator)
+            .ok_or_else(|| TotpError::NotEnrolled(operator.chars().take(80).collect()))?;
+        let step = totp::verify(&entry.secret, code, now_ms, entry.last_step)?;
+        entry.last_step = Some(step);
+        Ok(step)
     }
 
     fn get_mut(&mut self, key_id: &str) -> Result<&mut ApiKey, VaultError> {
@@ -1407,6 +1528,138 @@ mod tests {
             Vault::update(dir.path().join("other.bin"), &r, false, |_| Ok(())),
             Err(VaultError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn vault_written_before_totp_opens_and_stays_in_that_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ring(K1);
+        let p = dir.path().join("vault.bin");
+        // The contents exactly as a build without TOTP wrote them.
+        let old_json = br#"{"keys":[{"key_id":"pk_0123456789abcdef0123456789abcdef","secret":"6f1c0a7e3d5b49e2a8c4f0b1d9e7a6c5b3f2e1d0c9b8a7f6e5d4c3b2a1908172","account":"ACC1","scopes":["trade"],"ip_allowlist":[],"expires_at":null,"status":"active","created_at":1,"last_used_at":null,"revoked_at":null}]}"#;
+        fs::write(&p, seal_plain(old_json, &r).unwrap()).unwrap();
+        let v = Vault::open(&p, &r).unwrap();
+        assert_eq!(v.keys().len(), 1);
+        assert_eq!(v.totp_operators().count(), 0);
+        // Saved again without TOTP secrets, the contents have no "totp" member.
+        v.save().unwrap();
+        let (plain, _) = decrypt_for_test(&p, &r);
+        assert!(!plain.contains("totp"), "{plain}");
+        assert!(plain.starts_with(r#"{"keys":[{"key_id":"pk_0123456789abcdef0123456789abcdef""#));
+        // Unknown members are still refused, not silently dropped.
+        fs::write(&p, seal_plain(br#"{"keys":[],"other":1}"#, &r).unwrap()).unwrap();
+        assert!(matches!(
+            Vault::open(&p, &r),
+            Err(VaultError::BadContents { .. })
+        ));
+        // So is a TOTP entry under an invalid operator name.
+        fs::write(
+            &p,
+            seal_plain(
+                br#"{"keys":[],"totp":{" bad":{"secret":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","enrolled_at":1}}}"#,
+                &r,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            Vault::open(&p, &r),
+            Err(VaultError::BadContents { .. })
+        ));
+    }
+
+    /// Decrypts a vault file to its JSON text (the vault's own reader, minus the parsing).
+    fn decrypt_for_test(p: &Path, r: &MasterKeyring) -> (String, Vec<u8>) {
+        let bytes = fs::read(p).unwrap();
+        let id_len = usize::from(bytes[10]);
+        let nonce_at = 11 + id_len + KEY_CHECK_LEN;
+        let aad_end = nonce_at + NONCE_LEN + 4;
+        let mk = r.current();
+        let plain = mk
+            .cipher()
+            .decrypt(
+                Nonce::from_slice(&bytes[nonce_at..nonce_at + NONCE_LEN]),
+                Payload {
+                    msg: &bytes[aad_end..],
+                    aad: &bytes[..aad_end],
+                },
+            )
+            .unwrap();
+        (String::from_utf8(plain).unwrap(), bytes)
+    }
+
+    #[test]
+    fn totp_secrets_are_stored_encrypted_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ring(K1);
+        let (mut v, _) = vault_with_keys(dir.path(), &r, 1);
+        let secret = v.enroll_totp("alice", 1000).unwrap();
+        let imported = TotpSecret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+        v.set_totp("bob@desk", imported.clone(), 2000).unwrap();
+        assert!(matches!(
+            v.set_totp("", imported.clone(), 1),
+            Err(VaultError::Totp(TotpError::BadOperator(_)))
+        ));
+        v.save().unwrap();
+
+        let back = Vault::open(v.path(), &r).unwrap();
+        assert_eq!(
+            back.totp_operators().collect::<Vec<_>>(),
+            ["alice", "bob@desk"]
+        );
+        assert_eq!(back.totp("alice").unwrap().secret, secret);
+        assert_eq!(back.totp("bob@desk").unwrap().secret, imported);
+        assert_eq!(back.totp("bob@desk").unwrap().enrolled_at, 2000);
+        assert_eq!(back.keys().len(), 1);
+        // Neither the base32 text nor the raw bytes are in the file in clear.
+        let raw = fs::read(v.path()).unwrap();
+        let b32 = secret.to_base32();
+        for needle in [b32.as_bytes(), secret.as_bytes(), b"GEZDGNBVGY3TQOJQ"] {
+            assert!(!raw.windows(needle.len()).any(|w| w == needle));
+        }
+        assert!(!format!("{back:?}").contains(b32.as_str()));
+
+        let mut back = back;
+        assert!(back.remove_totp("bob@desk"));
+        assert!(!back.remove_totp("bob@desk"));
+        back.save().unwrap();
+        assert!(Vault::open(v.path(), &r)
+            .unwrap()
+            .totp("bob@desk")
+            .is_none());
+    }
+
+    #[test]
+    fn totp_codes_are_spent_across_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ring(K1);
+        let p = dir.path().join("vault.bin");
+        let now = 1_700_000_000_000;
+        let secret = Vault::update(&p, &r, true, |v| v.enroll_totp("alice", now)).unwrap();
+        let code = secret.code_at(now).unwrap();
+        // First use, in one process.
+        let step = Vault::update(&p, &r, false, |v| Ok(v.verify_totp("alice", &code, now)))
+            .unwrap()
+            .unwrap();
+        // The same code a second later, in another: a replay.
+        let again = Vault::update(&p, &r, false, |v| {
+            Ok(v.verify_totp("alice", &code, now + 1000))
+        })
+        .unwrap();
+        assert_eq!(again, Err(TotpError::Replayed));
+        let back = Vault::open(&p, &r).unwrap();
+        assert_eq!(back.totp("alice").unwrap().last_step, Some(step));
+        let mut back = back;
+        assert_eq!(
+            back.verify_totp("carol", "123456", now),
+            Err(TotpError::NotEnrolled("carol".into()))
+        );
+        // Re-enrolling resets the replay state with the new secret.
+        let fresh = back.enroll_totp("alice", now).unwrap();
+        assert_eq!(back.totp("alice").unwrap().last_step, None);
+        assert!(back
+            .verify_totp("alice", &fresh.code_at(now).unwrap(), now)
+            .is_ok());
     }
 
     #[cfg(unix)]
