@@ -316,12 +316,67 @@ impl JournalWriter {
         snapshot::latest(self.log.dir(), JOURNAL_PREFIX, self.log.keys())
     }
 
+    /// Makes everything appended durable (commit + fsync) and returns a [`SnapshotSink`] that
+    /// may write a snapshot of the state after any record up to the returned seq from another
+    /// thread: the encryption, write and fsync of a large state then stay off the journal
+    /// thread (and the acknowledgements it releases).
+    pub fn snapshot_sink(&mut self) -> Result<(SnapshotSink, Seq)> {
+        let durable = self.log.sync()?;
+        Ok((
+            SnapshotSink {
+                dir: self.log.dir().to_path_buf(),
+                keys: self.log.keys().clone(),
+                durable,
+            },
+            durable,
+        ))
+    }
+
     /// Deletes the segments whose records all precede the latest snapshot (after checking that
     /// the snapshot decrypts), and the older snapshots. The segment being written and the last
     /// segment are never deleted.
     pub fn compact(&mut self) -> Result<CompactReport> {
         let dir = self.log.dir().to_path_buf();
         compact(&dir, self.log.keys(), self.log.current_segment())
+    }
+}
+
+/// Writes one snapshot of the journal from any thread (see [`JournalWriter::snapshot_sink`]).
+pub struct SnapshotSink {
+    dir: PathBuf,
+    keys: KeySet,
+    durable: Seq,
+}
+
+impl std::fmt::Debug for SnapshotSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotSink")
+            .field("dir", &self.dir)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotSink {
+    /// Encrypts and writes the state after record `seq` atomically (temporary file, fsync,
+    /// rename, directory fsync) under the key that was current when the sink was made.
+    /// Refused for a seq beyond what was durable then.
+    pub fn write(&self, seq: Seq, state_hash: &[u8; 32], state: &[u8]) -> Result<PathBuf> {
+        if seq > self.durable || seq == Seq(0) {
+            return Err(JournalError::SnapshotAhead {
+                path: self.dir.clone(),
+                snapshot: seq,
+                last: self.durable,
+            });
+        }
+        snapshot::write(
+            &self.dir,
+            JOURNAL_PREFIX,
+            self.keys.current(),
+            seq.0,
+            state_hash,
+            state,
+        )
     }
 }
 

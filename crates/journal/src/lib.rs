@@ -111,7 +111,7 @@ use std::fmt;
 
 pub use config::{FsyncPolicy, JournalConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::{JournalError, Result};
-pub use journal::{CompactReport, JournalReader, JournalWriter, Replay};
+pub use journal::{CompactReport, JournalReader, JournalWriter, Replay, SnapshotSink};
 pub use log::{
     LogOptions, LogRecords, LogStats, RecoveryReport, SealedLogReader, SealedLogWriter, TornTail,
 };

@@ -8,9 +8,13 @@
 //! state hash at every snapshot marker, log the final state hash, and continue the journal
 //! with a writer that appends after the last record.
 //!
-//! Snapshots: the server journals a `Snapshot { seq, state_hash }` marker every
-//! `snapshot_every` records, which a replay checks; it does not yet serialise the whole core,
-//! so a start-up replays the journal from its first record.
+//! Snapshots bound the replay: every `snapshot_every` records the journal thread writes a
+//! full snapshot of the state (see [`crate::journal_queue::SnapshotReplica`]: taken on a
+//! replica, never on the core thread). A start-up restores the latest snapshot, checks its
+//! state hash, and replays only the records after it. A snapshot that cannot be used (the
+//! config no longer fits it: accounts or session slots changed; or it does not reproduce its
+//! hash) is reported and the journal is replayed from its first record instead, which is
+//! always possible because segments are never deleted automatically.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use portcullis_auth::MasterKeyring;
 use portcullis_engine::Core;
-use portcullis_journal::{JournalConfig, JournalError, JournalReader, JournalRecord, Seq};
+use portcullis_journal::{JournalError, JournalReader, JournalRecord, Seq};
 use portcullis_risk::AccountLimits;
 
 use crate::config::{self, Settings};
@@ -46,14 +50,72 @@ pub struct ReplayStats {
     pub last_seq: Seq,
     /// SHA-256 of the state after the replay.
     pub state_hash: [u8; 32],
+    /// The snapshot the replay started from (`None`: from the first record).
+    pub snapshot_seq: Option<Seq>,
+    /// The last journaled clock (what the next command is replayed at).
+    pub clock: i64,
 }
 
-/// Replays every record of `reader` into `core`.
-pub fn replay(reader: &JournalReader, core: &mut Core, accounts: usize) -> Result<ReplayStats> {
+/// Format of the server's snapshot state: `[u8 version][i64 replay clock][core snapshot]`.
+const STATE_VERSION: u8 = 1;
+
+/// Encodes the state of `core` (after records replayed up to clock `now`) for a snapshot.
+pub fn encode_state(core: &Core, now: i64, out: &mut Vec<u8>) {
+    out.push(STATE_VERSION);
+    out.extend_from_slice(&now.to_le_bytes());
+    core.write_snapshot(out);
+}
+
+/// Rebuilds the core and the replay clock of a snapshot's state with the current config.
+pub fn decode_state(settings: &Settings, state: &[u8]) -> Result<(Core, i64)> {
+    let (&version, rest) = state
+        .split_first()
+        .ok_or_else(|| anyhow!("empty snapshot state"))?;
+    if version != STATE_VERSION || rest.len() < 8 {
+        bail!("snapshot state version {version} is not {STATE_VERSION}");
+    }
+    let (clock, core) = rest.split_at(8);
+    let now = i64::from_le_bytes(clock.try_into().context("clock")?);
+    let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
+    let instruments = portcullis_engine::InstrumentsConfig {
+        instruments: settings.instruments.clone(),
+        option_series: settings.option_series.clone(),
+    };
+    let core = Core::restore_snapshot(
+        &settings.engine,
+        &settings.risk,
+        &names,
+        &instruments,
+        now / 1_000_000,
+        core,
+    )?;
+    Ok((core, now))
+}
+
+/// Replays every record of `reader` into `core`. With `check`, the state hash at the seq of
+/// that snapshot is compared with the snapshot's (counted in `snapshots_ok` /
+/// `snapshots_mismatched`): the snapshot and the records agree.
+pub fn replay(
+    reader: &JournalReader,
+    core: &mut Core,
+    accounts: usize,
+    check: Option<&portcullis_journal::Snapshot>,
+) -> Result<ReplayStats> {
     let mut r = Replayer::new(accounts);
+    let check_snapshot = |r: &mut Replayer, core: &Core| {
+        if let Some(s) = check.filter(|s| s.seq == r.last_seq()) {
+            if state_hash(core, accounts) == s.state_hash {
+                r.stats.snapshots_ok += 1;
+            } else {
+                r.stats.snapshots_mismatched += 1;
+            }
+        }
+    };
+    check_snapshot(&mut r, core);
     for item in reader.replay(Seq(0))? {
         let (seq, rec) = item.map_err(journal_error)?;
         r.apply(core, seq, rec)?;
+        check_snapshot(&mut r, core);
     }
     Ok(r.finish(core))
 }
@@ -74,6 +136,30 @@ impl Replayer {
             accounts,
             stats: ReplayStats::default(),
         }
+    }
+
+    /// A replay that continues from a snapshot taken after record `seq` at clock `now`.
+    pub fn resume(accounts: usize, now: i64, seq: Seq) -> Self {
+        Self {
+            now,
+            accounts,
+            stats: ReplayStats {
+                last_seq: seq,
+                snapshot_seq: Some(seq),
+                clock: now,
+                ..ReplayStats::default()
+            },
+        }
+    }
+
+    /// The last record applied.
+    pub fn last_seq(&self) -> Seq {
+        self.stats.last_seq
+    }
+
+    /// The journaled clock commands are applied at.
+    pub fn clock(&self) -> i64 {
+        self.now
     }
 
     /// Applies record `seq`: commands are re-processed at the last journaled clock, controls
@@ -140,6 +226,7 @@ impl Replayer {
     /// The statistics, with the final state hash.
     pub fn finish(mut self, core: &Core) -> ReplayStats {
         self.stats.state_hash = state_hash(core, self.accounts);
+        self.stats.clock = self.now;
         self.stats
     }
 }
@@ -181,14 +268,17 @@ fn journal_error(e: JournalError) -> anyhow::Error {
     anyhow!("journal: {e}")
 }
 
-/// Opens the journal at start-up, replays it into `core` and returns the writer to continue
-/// with. Any error here is fatal for the start-up (exit code 2).
+/// Opens the journal at start-up, restores the latest usable snapshot (else starts from
+/// `fresh`, the core built from the config) and replays the records after it. Returns the
+/// writer to continue with, what the replay did and the recovered core. Any error here is
+/// fatal for the start-up (exit code 2).
 pub fn recover(
-    config: &JournalConfig,
+    settings: &Settings,
     keyring: &MasterKeyring,
-    core: &mut Core,
-    accounts: usize,
-) -> Result<(portcullis_journal::JournalWriter, ReplayStats)> {
+    fresh: Core,
+) -> Result<(portcullis_journal::JournalWriter, ReplayStats, Core)> {
+    let config = &settings.journal;
+    let accounts = settings.accounts.len();
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("cannot create the journal dir {}", config.dir.display()))?;
     let started = std::time::Instant::now();
@@ -206,17 +296,69 @@ pub fn recover(
             t.detail
         );
     }
-    let stats = replay(&reader, core, accounts)?;
+    let (mut core, mut r) = match restore_latest(settings, &reader) {
+        Some((core, replayer)) => (core, replayer),
+        None => (fresh, Replayer::new(accounts)),
+    };
+    if r.last_seq() == Seq(0) && reader.first_seq() > Seq(1) {
+        bail!(
+            "journal {}: its first record is {} (older segments were removed) and no snapshot \
+             can be restored: the state before it is lost",
+            config.dir.display(),
+            reader.first_seq()
+        );
+    }
+    for item in reader.replay(r.last_seq())? {
+        let (seq, rec) = item.map_err(journal_error)?;
+        r.apply(&mut core, seq, rec)?;
+    }
+    let stats = r.finish(&core);
     let writer = reader.into_writer(config).map_err(journal_error)?;
     tracing::info!(
         records = stats.records, commands = stats.commands, events = stats.events,
-        last_seq = stats.last_seq.0, snapshots_ok = stats.snapshots_ok,
-        snapshots_mismatched = stats.snapshots_mismatched,
+        last_seq = stats.last_seq.0, snapshot = stats.snapshot_seq.map(|s| s.0),
+        snapshots_ok = stats.snapshots_ok, snapshots_mismatched = stats.snapshots_mismatched,
         state_hash = %hex::encode(stats.state_hash),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal replayed"
     );
-    Ok((writer, stats))
+    Ok((writer, stats, core))
+}
+
+/// The core and replay position of the latest snapshot, if there is one that decrypts,
+/// fits the config and reproduces its state hash; otherwise `None`, with the reason logged.
+fn restore_latest(settings: &Settings, reader: &JournalReader) -> Option<(Core, Replayer)> {
+    let accounts = settings.accounts.len();
+    let snap = match reader.latest_snapshot() {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "journal: the latest snapshot cannot be read: replaying the journal from its first record");
+            return None;
+        }
+    };
+    match decode_state(settings, &snap.state) {
+        Ok((core, now)) => {
+            let hash = state_hash(&core, accounts);
+            if hash != snap.state_hash {
+                tracing::error!(
+                    snapshot = %snap.path.display(), journaled = %hex::encode(snap.state_hash),
+                    restored = %hex::encode(hash),
+                    "journal: the snapshot does not reproduce its state hash: replaying the journal from its first record"
+                );
+                return None;
+            }
+            tracing::info!(snapshot = %snap.path.display(), seq = snap.seq.0, "journal: state restored from a snapshot");
+            Some((core, Replayer::resume(accounts, now, snap.seq)))
+        }
+        Err(e) => {
+            tracing::warn!(
+                snapshot = %snap.path.display(), error = %format!("{e:#}"),
+                "journal: the snapshot does not fit this config: replaying the journal from its first record"
+            );
+            None
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,10 +418,37 @@ pub fn run(args: JournalArgs) -> Result<()> {
             write!(out, "{report}")?;
             let mut core = build_core(&settings)?;
             let reader = JournalReader::open_read_only(dir, &keyring).map_err(journal_error)?;
-            let st = replay(&reader, &mut core, settings.accounts.len())?;
+            let latest = reader.latest_snapshot().map_err(journal_error)?;
+            if let Some(s) = &latest {
+                // The snapshot must restore with this config and reproduce its own hash.
+                let (restored, _) = decode_state(&settings, &s.state)
+                    .with_context(|| format!("snapshot {}", s.path.display()))?;
+                if state_hash(&restored, settings.accounts.len()) != s.state_hash {
+                    bail!(
+                        "snapshot {} does not reproduce its state hash",
+                        s.path.display()
+                    );
+                }
+                writeln!(
+                    out,
+                    "snapshot: {} (after record {}) restores",
+                    s.path.display(),
+                    s.seq
+                )?;
+            }
+            let st = if reader.first_seq() > Seq(1) {
+                writeln!(
+                    out,
+                    "replay: skipped (the journal starts at record {})",
+                    reader.first_seq()
+                )?;
+                ReplayStats::default()
+            } else {
+                replay(&reader, &mut core, settings.accounts.len(), latest.as_ref())?
+            };
             writeln!(
                 out,
-                "replay: {} command(s), {} journaled event(s), {} regenerated, {} snapshot marker(s) reproduced, {} mismatched",
+                "replay: {} command(s), {} journaled event(s), {} regenerated, {} snapshot(s) and marker(s) reproduced, {} mismatched",
                 st.commands, st.events, st.regenerated_events, st.snapshots_ok, st.snapshots_mismatched
             )?;
             writeln!(out, "state hash: {}", hex::encode(st.state_hash))?;
@@ -318,8 +487,8 @@ pub fn build_core(settings: &Settings) -> Result<Core> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal_queue::{CoreJournal, JournalItem, JournalQueue};
-    use crate::pipeline::tests::{open, order, setup, test_core};
+    use crate::journal_queue::{CoreJournal, JournalItem, JournalQueue, SnapshotReplica};
+    use crate::pipeline::tests::{open, order, setup, test_core, test_settings};
     use crate::pipeline::{ControlAction, ControlRequest, Ingress};
     use portcullis_types::Side;
     use portcullis_types::{InstrumentId, Price, SessionId};
@@ -352,7 +521,7 @@ mod tests {
     fn a_replay_of_the_journaled_records_reproduces_the_live_state() {
         let (mut lp, p) = setup(4096, 4096);
         let q = JournalQueue::new(1 << 16, false);
-        lp.set_journal(CoreJournal::new(q.clone(), Seq(0), 7, 2));
+        lp.set_journal(CoreJournal::new(q.clone(), Seq(0)));
         let a = open(&mut lp, &p, 0);
         let b = open(&mut lp, &p, 1);
         let mut t = 1_000_000_000;
@@ -409,15 +578,39 @@ mod tests {
             .any(|r| matches!(r, JournalRecord::KillSwitch { on: true, .. })));
         let mut core = test_core(&["A", "B"]);
         let mut r = Replayer::new(2);
-        for (i, rec) in records.into_iter().enumerate() {
-            r.apply(&mut core, Seq(i as u64 + 1), rec).unwrap();
+        // The journal thread's replica sees the same records and snapshots every 25; the
+        // state of each snapshot restored and replayed from there ends in the live state too.
+        let mut replica = SnapshotReplica::new(test_core(&["A", "B"]), 0, Seq(0), 2, 25);
+        let mut snapshots = Vec::new();
+        for (i, rec) in records.iter().enumerate() {
+            let seq = Seq(i as u64 + 1);
+            r.apply(&mut core, seq, rec.clone()).unwrap();
+            replica.push(seq, rec.clone());
+            if replica.catch_up() {
+                snapshots.push(replica.encode());
+                replica.taken();
+            }
         }
         let st = r.finish(&core);
         assert_eq!(st.state_hash, state_hash(lp.core(), 2));
         assert_eq!(st.commands, 61, "60 orders and A's close");
-        assert!(st.snapshots_ok > 3, "{st:?}");
-        assert_eq!(st.snapshots_mismatched, 0);
         assert_eq!(st.regenerated_events, st.events);
+        assert!(snapshots.len() >= 3, "{}", snapshots.len());
+        let settings = test_settings(&["A", "B"]);
+        for (at, hash, state) in snapshots {
+            let (mut restored, now) = decode_state(&settings, &state).unwrap();
+            assert_eq!(state_hash(&restored, 2), hash, "restored at {at}");
+            let mut r = Replayer::resume(2, now, at);
+            for (i, rec) in records.iter().enumerate().skip(at.0 as usize) {
+                r.apply(&mut restored, Seq(i as u64 + 1), rec.clone())
+                    .unwrap();
+            }
+            assert_eq!(
+                r.finish(&restored).state_hash,
+                state_hash(lp.core(), 2),
+                "replay from the snapshot at {at}"
+            );
+        }
         assert_eq!(
             core.risk()
                 .limits(portcullis_types::AccountId(0))

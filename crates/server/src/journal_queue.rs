@@ -232,26 +232,15 @@ pub struct CoreJournal {
     last_clock: i64,
     /// The sequence number of the last record pushed.
     last_seq: u64,
-    snapshot_every: u64,
-    next_snapshot: u64,
-    accounts: usize,
 }
 
 impl CoreJournal {
     /// The handle for a journal whose last record is `last_seq`.
-    pub fn new(
-        queue: Arc<JournalQueue>,
-        last_seq: Seq,
-        snapshot_every: u64,
-        accounts: usize,
-    ) -> Self {
+    pub fn new(queue: Arc<JournalQueue>, last_seq: Seq) -> Self {
         Self {
             queue,
             last_clock: i64::MIN,
             last_seq: last_seq.0,
-            snapshot_every,
-            next_snapshot: last_seq.0.saturating_add(snapshot_every),
-            accounts,
         }
     }
 
@@ -298,20 +287,128 @@ impl CoreJournal {
             false
         }
     }
+}
 
-    /// Every `snapshot_every` records, journals a snapshot marker with the state hash, so a
-    /// replay can check it reached the same state at that point. (Allocates a state dump: once
-    /// per `snapshot_every` records, not per order.)
-    pub fn maybe_snapshot(&mut self, core: &Core) {
-        if self.snapshot_every == 0 || self.last_seq < self.next_snapshot {
+/// The journal thread's copy of the core, fed with every record the journal thread writes
+/// (exactly as a recovery replays them), from which it takes the snapshots: the core thread
+/// never stops to serialise its state. Every `snapshot_every` records the replica's state is
+/// encoded on the journal thread, after the batch's acknowledgements were released; the
+/// encryption, write and fsync of the file run on a short-lived thread of their own.
+pub struct SnapshotReplica {
+    core: Core,
+    replayer: crate::journal::Replayer,
+    accounts: usize,
+    every: u64,
+    next: u64,
+    batch: Vec<(Seq, JournalRecord)>,
+    writing: Option<JoinHandle<()>>,
+    /// A record the replica could not apply: it no longer mirrors the core, so it stops.
+    broken: bool,
+}
+
+impl std::fmt::Debug for SnapshotReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotReplica")
+            .field("last_seq", &self.replayer.last_seq())
+            .field("next", &self.next)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotReplica {
+    /// A replica of a core whose state is that after record `last_seq`, replayed up to clock
+    /// `now`; it snapshots every `every` records (≥ 1).
+    pub fn new(core: Core, now: i64, last_seq: Seq, accounts: usize, every: u64) -> Self {
+        let every = every.max(1);
+        Self {
+            core,
+            replayer: crate::journal::Replayer::resume(accounts, now, last_seq),
+            accounts,
+            every,
+            next: last_seq.0 + every,
+            batch: Vec::with_capacity(MAX_DRAIN),
+            writing: None,
+            broken: false,
+        }
+    }
+
+    /// Queues a record the journal thread appended as `seq`.
+    pub fn push(&mut self, seq: Seq, record: JournalRecord) {
+        if !self.broken {
+            self.batch.push((seq, record));
+        }
+    }
+
+    /// Applies the queued records; true when a snapshot is due.
+    pub fn catch_up(&mut self) -> bool {
+        for (seq, rec) in self.batch.drain(..) {
+            if self.broken {
+                break;
+            }
+            if let Err(e) = self.replayer.apply(&mut self.core, seq, rec) {
+                tracing::error!(error = %format!("{e:#}"), record = seq.0, "snapshot replica: a record does not apply; no more snapshots until a restart");
+                self.broken = true;
+            }
+        }
+        !self.broken && self.replayer.last_seq().0 >= self.next
+    }
+
+    /// A snapshot of the current state is being taken: the next one is due `every` records on.
+    pub fn taken(&mut self) {
+        self.next = self.replayer.last_seq().0 + self.every;
+    }
+
+    /// The state to snapshot: (after record, state hash, encoded state).
+    pub fn encode(&self) -> (Seq, [u8; 32], Vec<u8>) {
+        let mut state = Vec::new();
+        crate::journal::encode_state(&self.core, self.replayer.clock(), &mut state);
+        (
+            self.replayer.last_seq(),
+            state_hash(&self.core, self.accounts),
+            state,
+        )
+    }
+
+    /// After a batch: applies it and, when due and no snapshot is being written, encodes one
+    /// and hands it to a writer thread. A failed snapshot is logged, never fatal: the journal
+    /// alone recovers everything.
+    fn after_batch(&mut self, writer: &mut JournalWriter) {
+        if !self.catch_up() {
             return;
         }
-        self.next_snapshot = self.last_seq + self.snapshot_every;
-        let state_hash = state_hash(core, self.accounts);
-        self.record(JournalRecord::Snapshot {
-            seq: Seq(self.last_seq),
-            state_hash,
-        });
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.taken();
+        let (seq, hash, state) = self.encode();
+        let sink = match writer.snapshot_sink() {
+            Ok((sink, _)) => sink,
+            Err(e) => {
+                tracing::error!(error = %e, "journal: cannot sync before a snapshot");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("portcullis-snapshot".into())
+            .spawn(move || match sink.write(seq, &hash, &state) {
+                Ok(path) => tracing::info!(
+                    seq = seq.0, bytes = state.len(), path = %path.display(),
+                    "journal: snapshot written"
+                ),
+                Err(e) => tracing::error!(error = %e, seq = seq.0, "journal: snapshot failed"),
+            });
+        match spawned {
+            Ok(h) => self.writing = Some(h),
+            Err(e) => tracing::error!(error = %e, "journal: cannot start the snapshot writer"),
+        }
+    }
+
+    /// Waits for a snapshot being written (shutdown).
+    fn finish(&mut self) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -320,6 +417,7 @@ impl CoreJournal {
 pub fn spawn_writer(
     mut writer: JournalWriter,
     queue: Arc<JournalQueue>,
+    mut replica: Option<SnapshotReplica>,
 ) -> std::io::Result<JoinHandle<Seq>> {
     let q = queue.clone();
     let handle = std::thread::Builder::new()
@@ -339,18 +437,28 @@ pub fn spawn_writer(
                     let Some(item) = q.queue.pop() else { break };
                     n += 1;
                     match item {
-                        JournalItem::Record(r) => {
-                            if let Err(e) = writer.append(&r) {
-                                fail("append", e);
+                        JournalItem::Record(r) => match writer.append(&r) {
+                            Ok(seq) => {
+                                if let Some(rep) = replica.as_mut() {
+                                    rep.push(seq, r);
+                                }
                             }
-                        }
+                            Err(e) => fail("append", e),
+                        },
                         JournalItem::Deliver(out, conn) => {
                             let seq = match out {
-                                Outbound::Event(e) => match writer.append(&JournalRecord::Event(e))
-                                {
-                                    Ok(s) => s,
-                                    Err(e) => fail("append", e),
-                                },
+                                Outbound::Event(e) => {
+                                    let rec = JournalRecord::Event(e);
+                                    match writer.append(&rec) {
+                                        Ok(s) => {
+                                            if let Some(rep) = replica.as_mut() {
+                                                rep.push(s, rec);
+                                            }
+                                            s
+                                        }
+                                        Err(e) => fail("append", e),
+                                    }
+                                }
                                 // Released with the records before it: never overtakes them.
                                 Outbound::Status(_) => Seq(writer.next_seq().0 - 1),
                             };
@@ -380,6 +488,10 @@ pub fn spawn_writer(
                 for c in woken.drain(..) {
                     c.wake();
                 }
+                // The replica follows after the acknowledgements are out: it never delays them.
+                if let Some(rep) = replica.as_mut() {
+                    rep.after_batch(&mut writer);
+                }
                 if n > 0 {
                     last_work = Instant::now();
                     continue;
@@ -404,6 +516,9 @@ pub fn spawn_writer(
                 }
                 q.sleeping.store(false, Ordering::Relaxed);
                 last_work = Instant::now();
+            }
+            if let Some(rep) = replica.as_mut() {
+                rep.finish();
             }
             match writer.close() {
                 Ok(seq) => seq,

@@ -567,14 +567,13 @@ fn start_pipeline(
         ))
     })?;
     let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
-    let mut core =
-        portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
-            .map_err(|e| {
-                Failure::Config(ConfigError::Invalid {
-                    key: "engine".into(),
-                    message: e.to_string(),
-                })
-            })?;
+    let core = portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
+        .map_err(|e| {
+            Failure::Config(ConfigError::Invalid {
+                key: "engine".into(),
+                message: e.to_string(),
+            })
+        })?;
     let config = pipeline::PipelineConfig {
         ingress_capacity: settings.core.ingress_capacity,
         egress_capacity: settings.core.egress_capacity,
@@ -592,31 +591,40 @@ fn start_pipeline(
             .context("cannot start the core thread")?;
         return Ok((pipeline, handle, None));
     };
-    // Recovery: the whole state from the journal, before anything listens.
-    let (writer, replayed) = journal::recover(
-        &settings.journal,
-        keyring,
-        &mut core,
-        settings.accounts.len(),
-    )
-    .map_err(Failure::Journal)?;
+    // Recovery: the whole state from the latest snapshot and the journal after it, before
+    // anything listens.
+    let (writer, replayed, core) =
+        journal::recover(settings, keyring, core).map_err(Failure::Journal)?;
     println!(
-        "journal: {} ({} records replayed: {} commands; state hash {}; fsync {:?})",
+        "journal: {} ({} records replayed{}: {} commands; state hash {}; fsync {:?})",
         settings.journal.dir.display(),
         replayed.records,
+        replayed.snapshot_seq.map_or(String::new(), |s| format!(
+            " after the snapshot at record {s}"
+        )),
         replayed.commands,
         hex::encode(replayed.state_hash),
         settings.journal.fsync
     );
+    // The snapshot replica starts as an exact copy of the recovered core.
+    let replica = if settings.journal.snapshot_every > 0 {
+        let mut state = Vec::new();
+        journal::encode_state(&core, replayed.clock, &mut state);
+        let (copy, _) = journal::decode_state(settings, &state).map_err(Failure::Journal)?;
+        Some(journal_queue::SnapshotReplica::new(
+            copy,
+            replayed.clock,
+            replayed.last_seq,
+            settings.accounts.len(),
+            settings.journal.snapshot_every,
+        ))
+    } else {
+        None
+    };
     let gated = settings.journal.fsync == portcullis_journal::FsyncPolicy::Always;
     let queue = journal_queue::JournalQueue::new(JOURNAL_QUEUE_CAPACITY, gated);
-    let core_journal = journal_queue::CoreJournal::new(
-        queue.clone(),
-        replayed.last_seq,
-        settings.journal.snapshot_every,
-        settings.accounts.len(),
-    );
-    let journal_thread = journal_queue::spawn_writer(writer, queue.clone())
+    let core_journal = journal_queue::CoreJournal::new(queue.clone(), replayed.last_seq);
+    let journal_thread = journal_queue::spawn_writer(writer, queue.clone(), replica)
         .context("cannot start the journal thread")?;
     let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
     let handle =

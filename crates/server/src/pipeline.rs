@@ -702,9 +702,6 @@ impl CoreLoop {
             }
         }
         self.timers(now);
-        if let Some(j) = self.journal.as_mut() {
-            j.maybe_snapshot(&self.core);
-        }
         if worked {
             self.last_work_ns = now;
         }
@@ -1065,7 +1062,8 @@ pub(crate) mod tests {
     use portcullis_types::{NewOrder, TimeInForce};
     use std::task::Wake;
 
-    pub(crate) fn test_core(accounts: &[&str]) -> Core {
+    /// The embedded config with the test accounts, one perpetual and limits no test reaches.
+    pub(crate) fn test_settings(accounts: &[&str]) -> crate::config::Settings {
         let inst = InstrumentConfig {
             symbol: "BTC-PERP".into(),
             price_scale: 1,
@@ -1077,23 +1075,30 @@ pub(crate) mod tests {
             multiplier: 1,
             status: Default::default(),
         };
-        let instruments = Instruments::new(&[inst], &[], now_ns() / 1_000_000).unwrap();
-        let risk = RiskConfig {
+        let mut risk = RiskConfig {
             session_rate_per_sec: 1_000_000,
             session_burst: 1_000_000,
             max_sessions: 8,
             ..RiskConfig::default()
         };
-        let mut risk = risk;
         risk.defaults.order_rate_per_sec = 1_000_000;
         risk.defaults.order_burst = 1_000_000;
         risk.defaults.max_open_orders = 100_000;
         risk.defaults.max_open_orders_per_instrument = 100_000;
-        let engine = EngineConfig {
+        let mut s = crate::config::embedded_default().unwrap();
+        s.accounts = accounts.iter().map(|a| a.to_string()).collect();
+        s.instruments = vec![inst];
+        s.option_series = Vec::new();
+        s.risk = risk;
+        s.engine = EngineConfig {
             max_resting_orders: 1 << 16,
             ..EngineConfig::default()
         };
-        Core::new(&engine, &risk, accounts, instruments).unwrap()
+        s
+    }
+
+    pub(crate) fn test_core(accounts: &[&str]) -> Core {
+        crate::journal::build_core(&test_settings(accounts)).unwrap()
     }
 
     pub(crate) fn config(ingress: usize, egress: usize) -> PipelineConfig {
