@@ -179,10 +179,12 @@ impl RiskEngine {
                     let p = r.i64("reference price")?;
                     inst.reference = (p > 0).then_some(Price(p));
                 }
-                _ => return Err(SnapshotError::Mismatch(format!(
+                _ => {
+                    return Err(SnapshotError::Mismatch(format!(
                     "instrument {} is listed in one of the snapshot and the instrument table only",
                     InstrumentId(i as u32).0
-                ))),
+                )))
+                }
             }
         }
         let n = r.count(40, "sessions")?;
