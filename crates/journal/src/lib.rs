@@ -11,6 +11,10 @@
 //! - [`JournalRecord`]: what is journaled, with a compact explicit binary encoding.
 //! - [`SealedLogWriter`] / [`SealedLogReader`]: the same machinery for any record log, by file
 //!   name prefix: the FIX message store and the audit log are encrypted the same way.
+//! - [`SealedFileStore`]: the FIX message store of a session on a sealed log (prefix
+//!   [`FIX_STORE_PREFIX`]), with the semantics of the session crate's plaintext store.
+//! - [`SealedAuditLog`]: the security audit log on sealed logs (one per writing process),
+//!   one JSON event per record, and [`read_audit_dir`] to read them back merged by time.
 //! - Tools: [`verify`], [`dump`], [`export_jsonl`], [`reencrypt`] (and their `_log` variants).
 //!
 //! # On-disk format (version 1)
@@ -96,8 +100,10 @@
 //! panic or allocate more than the file's size.
 #![warn(missing_docs)]
 
+mod audit;
 mod config;
 mod error;
+mod fixstore;
 mod format;
 mod journal;
 mod keys;
@@ -109,8 +115,13 @@ mod tools;
 
 use std::fmt;
 
+pub use audit::{
+    audit_logs, merge_keyrings, read_audit_dir, read_audit_log, AuditRecord, SealedAuditLog,
+    AUDIT_CLI_PREFIX, AUDIT_PREFIX,
+};
 pub use config::{FsyncPolicy, JournalConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::{JournalError, Result};
+pub use fixstore::{SealedFileStore, FIX_STORE_PREFIX, STORE_SEGMENT_BYTES};
 pub use journal::{CompactReport, JournalReader, JournalWriter, Replay, SnapshotSink};
 pub use log::{
     LogOptions, LogRecords, LogStats, RecoveryReport, SealedLogReader, SealedLogWriter, TornTail,

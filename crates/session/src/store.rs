@@ -5,7 +5,9 @@
 //!
 //! - [`MemoryStore`]: in memory only, for tests and sessions that need no durability.
 //! - [`FileStore`]: an append-only, checksummed log per session that survives a process crash
-//!   (and, with [`SyncPolicy::Always`], a power cut).
+//!   (and, with [`SyncPolicy::Always`], a power cut). Plaintext: the server uses it only when
+//!   it has no master key; otherwise the journal crate's `SealedFileStore` (the same semantics,
+//!   AES-256-GCM at rest) implements [`MessageStore`].
 
 use portcullis_fix::{SeqNum, UtcTimestamp};
 
@@ -57,6 +59,16 @@ pub enum StoreError {
         len: usize,
         /// The largest message the store accepts.
         max: usize,
+    },
+    /// The store is encrypted and cannot be read with the master keyring at hand: a file was
+    /// encrypted under a master key the keyring lacks, or under different key bytes with the
+    /// same id. Nothing is decrypted or changed.
+    #[error("message store {path}: {detail}")]
+    WrongKey {
+        /// The file encrypted under the missing key.
+        path: std::path::PathBuf,
+        /// Which key is missing or wrong.
+        detail: String,
     },
     /// An earlier write or fsync failed, so what is on disk is unknown; the store refuses
     /// further writes until it is reopened (which recovers from the log).

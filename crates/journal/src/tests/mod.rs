@@ -1,7 +1,9 @@
 //! Unit tests, by behaviour. Shared helpers here.
 
+mod audit;
 mod corruption;
 mod crypto;
+mod fixstore;
 mod log;
 mod record;
 mod snapshot;
