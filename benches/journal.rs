@@ -12,6 +12,13 @@
 //! - `journal/replay_100k`: open (recovery, last segment verified) and replay of a 100,000
 //!   record journal (50,000 new orders and 50,000 fills, in batches of 64): the recovery rate.
 //!
+//! - `journal/recovery_1m/full` and `journal/recovery_1m/from_snapshot`: what a start-up
+//!   does with a journal of 1,000,000 records written by a real core (clock, command and
+//!   event records of 16 accounts trading one perpetual: orders resting, crossing, cancelled):
+//!   open (recovery), build the core and replay every record into it — or restore the
+//!   snapshot taken at record 900,000 and replay the 100,000 after it. The replay loop is the
+//!   server's (`Replayer::apply`): commands re-processed at their journaled clock, events counted.
+//!
 //! Throughput is in records: criterion's element rate is records/s.
 
 use std::hint::black_box;
@@ -190,5 +197,204 @@ fn replay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append_commit, codec, replay);
+/// A core like configs/bench.toml's: 16 accounts, one perpetual, limits no order reaches.
+fn bench_core() -> (portcullis_engine::Core, BenchConfig) {
+    let cfg = BenchConfig::new();
+    let core = portcullis_engine::Core::new(
+        &cfg.engine,
+        &cfg.risk,
+        &cfg.names(),
+        portcullis_engine::Instruments::from_config(&cfg.instruments, NOW_MS).unwrap(),
+    )
+    .unwrap();
+    (core, cfg)
+}
+
+const NOW_MS: i64 = 1_795_867_200_000;
+
+struct BenchConfig {
+    engine: portcullis_engine::EngineConfig,
+    risk: portcullis_risk::RiskConfig,
+    instruments: portcullis_engine::InstrumentsConfig,
+    accounts: Vec<String>,
+}
+
+impl BenchConfig {
+    fn new() -> Self {
+        let instruments = toml::from_str(
+            r#"
+            [[instruments]]
+            symbol = "BTC-PERP"
+            price_scale = 1
+            qty_scale = 3
+            tick = "0.5"
+            lot = "0.001"
+            min_qty = "0.001"
+            max_qty = "100"
+            "#,
+        )
+        .unwrap();
+        let mut risk = portcullis_risk::RiskConfig {
+            max_sessions: 64,
+            max_cl_ord_ids_per_day: 1 << 22,
+            session_rate_per_sec: u32::MAX,
+            session_burst: u32::MAX,
+            ..Default::default()
+        };
+        let d = &mut risk.defaults;
+        d.max_notional = portcullis_risk::Decimal::from_int(i64::MAX);
+        d.credit_limit = portcullis_risk::Decimal::from_int(i64::MAX);
+        d.max_position_per_instrument = portcullis_risk::Decimal::from_int(i64::MAX);
+        d.max_position_per_underlying = portcullis_risk::Decimal::from_int(i64::MAX);
+        d.max_open_orders = u32::MAX;
+        d.max_open_orders_per_instrument = u32::MAX;
+        d.order_rate_per_sec = u32::MAX;
+        d.order_burst = u32::MAX;
+        d.price_band_pct = portcullis_risk::Decimal::from_int(1000);
+        Self {
+            engine: portcullis_engine::EngineConfig {
+                max_resting_orders: 1 << 20,
+                ..Default::default()
+            },
+            risk,
+            instruments,
+            accounts: (0..16).map(|i| format!("ACC{i}")).collect(),
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.accounts.iter().map(String::as_str).collect()
+    }
+}
+
+/// The server's replay of one record (crates/server/src/journal.rs `Replayer::apply`, for the
+/// record kinds this journal holds).
+fn apply(core: &mut portcullis_engine::Core, now: &mut i64, rec: JournalRecord, events: &mut u64) {
+    match rec {
+        JournalRecord::Clock { now_ns } => *now = now_ns,
+        JournalRecord::Command(cmd) => core.process(cmd, *now, &mut |_| {}),
+        JournalRecord::Event(_) => *events += 1,
+        other => panic!("unexpected record {other:?}"),
+    }
+}
+
+fn recovery(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    const SNAPSHOT_AT: u64 = 900_000;
+    let (dir, mut w) = open(FsyncPolicy::Never);
+    let (mut core, cfg) = bench_core();
+    let mut seq = 0u64;
+    let mut now = NOW_MS * 1_000_000;
+    let mut i = 0u64;
+    let mut snapshotted = false;
+    let mut resting: Vec<(AccountId, OrderId)> = Vec::new();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while seq < N {
+        now += 1_000;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let account = AccountId((x % 16) as u32);
+        let cmd = if x % 5 == 0 && !resting.is_empty() {
+            let (account, id) = resting.swap_remove((x >> 8) as usize % resting.len());
+            Command::Cancel(portcullis_types::CancelOrder {
+                session: SessionId(account.0),
+                account,
+                instrument: InstrumentId(0),
+                cl_ord_id: ClOrdId::new(format!("X{i}").as_bytes()).unwrap(),
+                order_id: Some(id),
+                orig_cl_ord_id: ClOrdId::EMPTY,
+                received_ns: now,
+            })
+        } else {
+            let side = if x & 1 == 0 { Side::Buy } else { Side::Sell };
+            // Around 100,000.0: buys 99,990.0..100,010.0, sells likewise, so about half cross.
+            let price = 1_000_000 + ((x >> 16) % 400) as i64 - 200;
+            Command::New(NewOrder {
+                session: SessionId(account.0),
+                account,
+                instrument: InstrumentId(0),
+                cl_ord_id: ClOrdId::new(format!("O{i}").as_bytes()).unwrap(),
+                side,
+                ord_type: OrdType::Limit,
+                tif: TimeInForce::Gtc,
+                price: Price(price - price % 5),
+                qty: Qty(1_000 + ((x >> 32) % 4) as i64 * 1_000),
+                post_only: false,
+                stp: Some(portcullis_types::StpMode::CancelIncoming),
+                received_ns: now,
+            })
+        };
+        i += 1;
+        let mut events = Vec::new();
+        core.process(cmd, now, &mut |e| events.push(e));
+        w.append(&JournalRecord::Clock { now_ns: now }).unwrap();
+        w.append(&JournalRecord::Command(cmd)).unwrap();
+        seq += 2;
+        for e in events {
+            if e.kind == EventKind::New && e.leaves_qty.0 > 0 {
+                resting.push((e.account, e.order_id));
+            }
+            w.append(&JournalRecord::Event(e)).unwrap();
+            seq += 1;
+        }
+        if i % 16 == 0 {
+            w.commit().unwrap();
+        }
+        if !snapshotted && seq >= SNAPSHOT_AT {
+            let mut state = Vec::new();
+            state.extend_from_slice(&now.to_le_bytes());
+            core.write_snapshot(&mut state);
+            w.write_snapshot(Seq(seq), &[0; 32], &state).unwrap();
+            snapshotted = true;
+        }
+    }
+    w.close().unwrap();
+    let keyring = keyring();
+    let mut g = c.benchmark_group("journal/recovery_1m");
+    g.throughput(Throughput::Elements(seq));
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    eprintln!(
+        "recovery_1m: {seq} records, {} resting orders at the end",
+        core.matcher().resting_orders()
+    );
+    g.bench_function("full", |b| {
+        b.iter(|| {
+            let reader = JournalReader::open(dir.path(), &keyring).unwrap();
+            let (mut core, _) = bench_core();
+            let (mut now, mut events) = (0i64, 0u64);
+            for item in reader.replay(Seq(0)).unwrap() {
+                let (_, rec) = item.unwrap();
+                apply(&mut core, &mut now, rec, &mut events);
+            }
+            black_box((core.matcher().resting_orders(), events))
+        })
+    });
+    g.bench_function("from_snapshot", |b| {
+        b.iter(|| {
+            let reader = JournalReader::open(dir.path(), &keyring).unwrap();
+            let snap = reader.latest_snapshot().unwrap().unwrap();
+            let (clock, state) = snap.state.split_at(8);
+            let mut now = i64::from_le_bytes(clock.try_into().unwrap());
+            let mut core = portcullis_engine::Core::restore_snapshot(
+                &cfg.engine,
+                &cfg.risk,
+                &cfg.names(),
+                &cfg.instruments,
+                NOW_MS,
+                state,
+            )
+            .unwrap();
+            let mut events = 0u64;
+            for item in reader.replay(snap.seq).unwrap() {
+                let (_, rec) = item.unwrap();
+                apply(&mut core, &mut now, rec, &mut events);
+            }
+            black_box((core.matcher().resting_orders(), events))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append_commit, codec, replay, recovery);
 criterion_main!(benches);
