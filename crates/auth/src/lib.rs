@@ -13,6 +13,8 @@
 //! - [`audit`]: audit events as JSON lines, file and in-memory sinks.
 //! - [`totp`]: the operators' TOTP second factor (RFC 6238), with replay protection; the vault
 //!   keeps each operator's secret ([`Vault::enroll_totp`], [`Vault::verify_totp`]).
+//! - [`oauth`]: the OAuth 2.0 authorization server core (client credentials and refresh-token
+//!   grants, EdDSA-signed JWT access tokens, revocation, introspection, metadata), sans-IO.
 //!
 //! # The signing rule, with a worked example
 //!
@@ -46,6 +48,7 @@ pub mod authenticator;
 pub mod clock;
 pub mod fix_sig;
 pub mod key;
+pub mod oauth;
 pub mod totp;
 pub mod vault;
 
@@ -58,6 +61,7 @@ pub use fix_sig::{HmacKey, LogonFields, SigError};
 pub use key::{
     ApiKey, KeyError, KeyId, KeyInfo, KeySpec, KeyStatus, NewKey, Scope, Scopes, Secret,
 };
+pub use oauth::{AccessClaims, OAuthConfig, OAuthError, OAuthServer, TokenError, TokenSigningKey};
 pub use totp::{TotpError, TotpSecret, TotpVerifier};
 pub use vault::{
     KeyringError, MasterKey, MasterKeyring, OperatorTotp, Vault, VaultError, VaultLock,
