@@ -1,7 +1,7 @@
 //! Crash recovery from the journal: the real binary under a flood of orders from several FIX
 //! sessions is killed with SIGKILL at random moments and restarted; nothing it acknowledged is
 //! lost or doubled, the replay is deterministic, sessions resume (resend across the crash),
-//! and the journal at rest is ciphertext.
+//! and the data at rest (journal, message stores, audit log) is ciphertext.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, FixClient, Msg, Server, MASTER_KEY_ENV};
+use crate::harness::{
+    files_containing, files_under, free_port, FixClient, Msg, Server, MASTER_KEY_ENV,
+};
 
 const MASTER_KEY: &str = "5f1e0c8a9b7d6e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f";
 const ACCOUNTS: [&str; 3] = ["CRASH-ACC-A", "CRASH-ACC-B", "CRASH-ACC-C"];
@@ -215,7 +217,7 @@ fn flood(port: u16, i: usize, round: usize, stop: &AtomicBool, seen: &Mutex<Seen
 }
 
 #[test]
-fn sigkill_under_a_flood_loses_and_doubles_nothing_and_the_journal_is_ciphertext() {
+fn sigkill_under_a_flood_loses_and_doubles_nothing_and_the_data_at_rest_is_ciphertext() {
     let port = free_port();
     let mut server = Server::configure(&config(port), &[port], &[(MASTER_KEY_ENV, MASTER_KEY)]);
     server.launch();
@@ -402,19 +404,13 @@ fn sigkill_under_a_flood_loses_and_doubles_nothing_and_the_journal_is_ciphertext
     let (_, again) = server.cli(&["journal", "verify"]);
     assert_eq!(hash(&again), Some(first));
 
-    // The journal at rest is ciphertext: no ClOrdID, no account name in its files.
-    let journal = server.data_dir().join("journal");
+    // The data at rest is ciphertext: no ClOrdID, account name or symbol in any file of the
+    // data dir (journal, message stores, audit log).
+    let data = server.data_dir();
+    assert!(!files_under(&data).is_empty());
     for needle in ["CLA-0-1", ACCOUNTS[0], "BTC-PERP"] {
-        let out = std::process::Command::new("grep")
-            .args(["-r", "-l", "-a", needle])
-            .arg(&journal)
-            .output()
-            .unwrap();
-        assert!(
-            out.stdout.is_empty(),
-            "{needle} found in plaintext: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let found = files_containing(&data, needle);
+        assert!(found.is_empty(), "{needle} found in plaintext in {found:?}");
     }
 }
 

@@ -107,6 +107,21 @@ impl Server {
         run_env(&all, &self.dir, &env)
     }
 
+    /// The security audit events, decrypted by `portcullis audit export <args>` (e.g.
+    /// `--key KEY_ID`), oldest first: the audit log is encrypted at rest, so the CLI is the
+    /// way to read it.
+    pub fn audit_events(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let config = self.config.display().to_string();
+        let mut all = vec!["audit", "export", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        audit_export(&all, &self.dir, &env)
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...) to the server process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("server running").id();
@@ -243,6 +258,46 @@ pub fn run_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String)
     let mut text = std::fs::read_to_string(&stdout).unwrap_or_default();
     text.push_str(&std::fs::read_to_string(&stderr).unwrap_or_default());
     (status.code().unwrap_or(-1), text)
+}
+
+/// Runs `portcullis audit export ...` (`args` starting with `audit`, `export`) and returns
+/// the events it prints, one JSON object per line.
+pub fn audit_export(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let (code, stdout, stderr) = run_split(args, cwd, env);
+    assert_eq!(code, 0, "portcullis {args:?} failed: {stdout}{stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit export prints JSON lines"))
+        .collect()
+}
+
+/// Every regular file under `dir`, recursively (sockets and other special files left out).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(files_under(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The files under `dir` (recursively, raw bytes) that contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
 }
 
 /// Runs the binary and returns (exit code, stdout, stderr) separately.

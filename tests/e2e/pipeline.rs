@@ -215,11 +215,11 @@ fn admin(server: &Server, args: &[&str]) -> String {
     out
 }
 
+/// The operator commands in the audit log (decrypted by `portcullis audit export`).
 fn audit_admin(server: &Server) -> Vec<Value> {
-    std::fs::read_to_string(server.data_dir().join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    server
+        .audit_events(&[])
+        .into_iter()
         .filter(|v| v["kind"] == "admin")
         .collect()
 }

@@ -334,6 +334,12 @@ impl SealedFileStore {
         Ok(generations(dir)?.highest.is_some())
     }
 
+    /// The current generation's directory (its sealed log) of the store in `dir`, if `dir`
+    /// holds an encrypted store.
+    pub fn current_generation(dir: &Path) -> Result<Option<PathBuf>, StoreError> {
+        Ok(generations(dir)?.highest.map(|g| gen_path(dir, g)))
+    }
+
     /// Opens the current generation's log: recovery, replay into the in-memory state, and the
     /// writer that continues it.
     fn load(&mut self) -> Result<(), StoreError> {

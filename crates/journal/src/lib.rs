@@ -129,8 +129,8 @@ pub use log::{
 pub use record::{DecodeError, JournalRecord, RecordKind, CODEC_VERSION, MAX_LIMITS_BYTES};
 pub use snapshot::Snapshot;
 pub use tools::{
-    dump, event_json, export_jsonl, reencrypt, reencrypt_log, verify, verify_log, ReencryptReport,
-    SnapshotInfo, VerifyReport,
+    dump, event_json, export_jsonl, log_key_ids, reencrypt, reencrypt_log, verify, verify_log,
+    ReencryptReport, SnapshotInfo, VerifyReport,
 };
 
 /// The file name prefix of the journal's segments and snapshots.

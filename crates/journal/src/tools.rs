@@ -380,3 +380,32 @@ pub fn reencrypt_log(
     zeroize::Zeroize::zeroize(&mut plain);
     Ok(report)
 }
+
+/// The master keys the segments and snapshots of the log `prefix` in `dir` are encrypted
+/// under, in order of first use, without decrypting any record (for checking that a master
+/// key is no longer needed before it leaves the keyring). Read-only, so it works beside a
+/// running writer. A missing directory has none.
+pub fn log_key_ids(
+    dir: impl AsRef<Path>,
+    prefix: &str,
+    keyring: &MasterKeyring,
+) -> Result<Vec<String>> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let log = SealedLogReader::open_read_only(dir, prefix, keyring)?;
+    let mut ids: Vec<String> = Vec::new();
+    for s in &log.segments {
+        if !ids.contains(&s.key_id) {
+            ids.push(s.key_id.clone());
+        }
+    }
+    for (seq, path) in list(dir, prefix, ".snap")? {
+        let snap = snapshot::read(&path, seq, prefix, &log.keys)?;
+        if !ids.contains(&snap.key_id) {
+            ids.push(snap.key_id);
+        }
+    }
+    Ok(ids)
+}

@@ -77,10 +77,16 @@ impl ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Directory for everything the server keeps: message stores under `sessions/`, the
-    /// journal under `journal/`, the key vault `vault.bin`, the security audit log
-    /// `audit.jsonl`, the operator control socket `control.sock`, the dev TLS certificate under
-    /// `tls/`. Relative paths are relative to the working directory. Default `./var`.
+    /// Directory for everything the server keeps: the FIX message stores under
+    /// `sessions/<session>/` (encrypted: `gen-<n>/fixstore-*.seg`), the journal under
+    /// `journal/`, the key vault `vault.bin`, the security audit log under `audit/` (encrypted:
+    /// `audit-*.seg` written by the server, `audit_cli-*.seg` by the `keys` commands; read it
+    /// with `portcullis audit export`), the operator control socket `control.sock`, the dev
+    /// TLS certificate under `tls/`. Stores, journal and audit log are encrypted under the
+    /// master key; only a server with no master key at all (no authenticated session and no
+    /// key configured) writes plaintext stores (`sessions/<session>/store.log`) and a
+    /// plaintext audit log `audit.jsonl`, with a warning. Relative paths are relative to the
+    /// working directory. Default `./var`.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
     /// Listening endpoints; at least one.
@@ -185,8 +191,8 @@ impl Default for RawCore {
     }
 }
 
-/// The `[auth]` section. The key vault is `<data_dir>/vault.bin` and the audit log
-/// `<data_dir>/audit.jsonl`. Every setting but `master_key_file` is a field of
+/// The `[auth]` section. The key vault is `<data_dir>/vault.bin` and the audit log, encrypted
+/// under the master key, `<data_dir>/audit/`. Every setting but `master_key_file` is a field of
 /// [`portcullis_auth::AuthConfig`], with its default when absent.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,9 +506,15 @@ impl Settings {
         self.data_dir.join("vault.bin")
     }
 
-    /// The security audit log: `<data_dir>/audit.jsonl`.
+    /// The plaintext security audit log of a server without a master key:
+    /// `<data_dir>/audit.jsonl` (with a key, [`Settings::audit_dir`]).
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit.jsonl")
+    }
+
+    /// The encrypted security audit logs: `<data_dir>/audit/`.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
 
     /// True if at least one session authenticates its counterparty (so the server needs the
@@ -1535,6 +1547,7 @@ mod tests {
         assert!(s.auth.master_key_file.is_none());
         assert_eq!(s.vault_path(), PathBuf::from("./var/vault.bin"));
         assert_eq!(s.audit_path(), PathBuf::from("./var/audit.jsonl"));
+        assert_eq!(s.audit_dir(), PathBuf::from("./var/audit"));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! | `resume-core` | ends the pause |
 //!
 //! Commands reach the core thread through their own small queue (never behind a flood of
-//! orders), and every command — carried out or refused — is a line in the audit log
+//! orders), and every command — carried out or refused — is an event in the audit log
 //! (`"kind":"admin"`, the command in `reason`, the result in `detail`).
 //!
 //! Exit codes of `portcullis admin`: 0 done, 2 bad input (including a command the server
@@ -30,7 +30,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -43,6 +43,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{error, info, warn};
 
+use crate::at_rest::AuditLog;
 use crate::config::{self, Settings};
 use crate::pipeline::{ControlAction, ControlRequest, Pipeline};
 
@@ -155,29 +156,19 @@ pub struct Response {
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-/// Writes operator commands into the audit log, in its line format (the fields of
-/// [`AuditEvent`]) with `"kind":"admin"`. The auth crate's kinds cover authentication and key
-/// management; operator actions get their own kind so that a reader can tell them apart.
-/// Each line is one `write` on a file opened for appending, as the auth crate's log does, so
-/// lines of the server, the CLI and this writer never interleave.
+/// Writes operator commands into the server's audit log (encrypted under the master key
+/// whenever the server has one), in its event format (the fields of [`AuditEvent`]) with
+/// `"kind":"admin"`. The auth crate's kinds cover authentication and key management;
+/// operator actions get their own kind so that a reader can tell them apart.
 #[derive(Debug)]
 pub struct AdminAudit {
-    file: Mutex<std::fs::File>,
+    log: Arc<AuditLog>,
 }
 
 impl AdminAudit {
-    /// Opens (or creates, mode 0600) the audit log.
-    pub fn open(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open the audit log {}", path.display()))?;
-        Ok(AdminAudit {
-            file: Mutex::new(file),
-        })
+    /// Operator commands go to `log`, the server's audit log.
+    pub fn new(log: Arc<AuditLog>) -> Self {
+        AdminAudit { log }
     }
 
     fn record(&self, req: &Request, uid: Option<u32>, ok: bool, message: &str) {
@@ -196,17 +187,14 @@ impl AdminAudit {
         let line = match serde_json::to_value(&event) {
             Ok(mut v) => {
                 v["kind"] = serde_json::Value::from("admin");
-                let mut s = v.to_string();
-                s.push('\n');
-                s
+                v.to_string()
             }
             Err(e) => {
                 error!(error = %e, "cannot format an admin audit event");
                 return;
             }
         };
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.write_all(line.as_bytes()) {
+        if let Err(e) = self.log.record_line(&line) {
             error!(error = %e, "cannot write an admin audit event");
         }
     }
@@ -488,7 +476,9 @@ mod tests {
     fn admin_audit_lines_have_the_audit_fields_and_kind_admin() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let a = AdminAudit::open(&path).unwrap();
+        let a = AdminAudit::new(Arc::new(AuditLog::Plain(
+            crate::at_rest::PlainAuditLog::open(&path).unwrap(),
+        )));
         a.record(
             &Request::Kill {
                 account: Some("A".into()),

@@ -2,7 +2,9 @@
 //! runs (it reloads the vault when the file changes).
 //!
 //! Every change (key created, key revoked, master key rotated or retired) is an event in the
-//! audit log `<data_dir>/audit.jsonl`. Every failure — bad config, no or wrong master key,
+//! audit log, encrypted under the master key: the commands' own log
+//! `<data_dir>/audit/audit_cli-*.seg`, beside the running server's (`portcullis audit export`
+//! reads both). Every failure — bad config, no or wrong master key,
 //! tampered or truncated vault, bad input — is a message on stderr and exit code 2.
 
 use std::io::Write as _;
@@ -14,18 +16,20 @@ use portcullis_auth::clock::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 use portcullis_auth::key::{parse_ed25519_public_key, parse_ip_allowlist};
 use portcullis_auth::vault::MASTER_KEY_ENV;
 use portcullis_auth::{
-    AuditEvent, AuditKind, AuditSink, FileAuditLog, KeyInfo, KeySpec, MasterKey, MasterKeyring,
-    Outcome, Scopes, Vault,
+    AuditEvent, AuditKind, AuditSink, KeyInfo, KeySpec, MasterKey, MasterKeyring, Outcome, Scopes,
+    Vault,
 };
+use portcullis_journal::SealedAuditLog;
 
+use crate::at_rest::{open_cli_audit, release_key};
 use crate::config::{self, Settings};
-use crate::security::{load_keyring, open_audit_log, replace_key_file, KeySource};
+use crate::security::{load_keyring, replace_key_file, KeySource};
 
 /// `portcullis keys`: create, list and revoke API keys; rotate the master key.
 #[derive(Debug, Args)]
 pub struct KeysArgs {
     /// TOML config file naming the data dir (vault `<data_dir>/vault.bin`, audit log
-    /// `<data_dir>/audit.jsonl`) and `auth.master_key_file`; without it, the embedded default
+    /// `<data_dir>/audit/`) and `auth.master_key_file`; without it, the embedded default
     /// (data dir `./var`, master key `./var/master.key`).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
@@ -167,21 +171,23 @@ fn key_spec(
     Ok(spec)
 }
 
-/// The audit log, opened before anything changes so that no change goes unaudited.
-fn audit_log(settings: &Settings) -> Result<FileAuditLog> {
+/// The audit log (encrypted under `ring`), opened before anything changes so that no change
+/// goes unaudited.
+fn audit_log(settings: &Settings, ring: &MasterKeyring) -> Result<SealedAuditLog> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
-    open_audit_log(settings)
+    open_cli_audit(settings, ring)
 }
 
-fn record(audit: &FileAuditLog, event: AuditEvent) -> Result<()> {
+/// Records and fsyncs one event: the command reports success only once it is durable.
+fn record(audit: &SealedAuditLog, event: AuditEvent) -> Result<()> {
     audit
         .record(&event)
-        .and_then(|()| audit.sync())
+        .and_then(|()| audit.sync().map_err(std::io::Error::other))
         .with_context(|| {
             format!(
                 "the change was made, but its audit event could not be written to {}",
-                audit.path().display()
+                audit.dir().display()
             )
         })
 }
@@ -198,9 +204,9 @@ fn require_vault(settings: &Settings) -> Result<PathBuf> {
 }
 
 fn create(settings: &Settings, spec: KeySpec, json: bool) -> Result<()> {
-    let audit = audit_log(settings)?;
     // The embedded default creates its dev master key here as `serve` would.
     let keyring = load_keyring(settings, true)?;
+    let audit = audit_log(settings, &keyring.ring)?;
     let now = now_ms();
     let account = spec.account.clone();
     let scopes = spec.scopes;
@@ -311,8 +317,8 @@ fn list(settings: &Settings, json: bool) -> Result<()> {
 
 fn revoke(settings: &Settings, key_id: &str, json: bool) -> Result<()> {
     let path = require_vault(settings)?;
-    let audit = audit_log(settings)?;
     let keyring = load_keyring(settings, false)?;
+    let audit = audit_log(settings, &keyring.ring)?;
     let now = now_ms();
     let (changed, account) = Vault::update(&path, &keyring.ring, false, |v| {
         let changed = v.revoke(key_id, now)?;
@@ -359,8 +365,8 @@ fn rotate_master(
     new_key_id: Option<String>,
 ) -> Result<()> {
     let path = require_vault(settings)?;
-    let audit = audit_log(settings)?;
     let keyring = load_keyring(settings, false)?;
+    let audit = audit_log(settings, &keyring.ring)?;
     let new_id = new_key_id.unwrap_or_else(|| next_master_id(&keyring.ring));
     if keyring.ring.get(&new_id).is_some() {
         bail!("--new-key-id {new_id:?}: the keyring already has a master key with this id");
@@ -417,8 +423,8 @@ fn rotate_master(
 
 fn retire_master(settings: &Settings, key_id: &str) -> Result<()> {
     let path = require_vault(settings)?;
-    let audit = audit_log(settings)?;
     let keyring = load_keyring(settings, false)?;
+    let audit = audit_log(settings, &keyring.ring)?;
     let KeySource::File(file) = &keyring.source else {
         bail!(
             "the master key comes from {MASTER_KEY_ENV}: remove the entry {key_id}:... from the \
@@ -439,6 +445,13 @@ fn retire_master(settings: &Settings, key_id: &str) -> Result<()> {
     let Some(new_ring) = keyring.ring.without(key_id) else {
         bail!("master key {key_id:?} is the only key of the keyring");
     };
+    // The message stores, the audit logs and the journal must not need the key any more.
+    for what in release_key(settings, &keyring.ring, key_id)? {
+        eprintln!(
+            "re-encrypted {what} under master key {:?}",
+            keyring.ring.current().id()
+        );
+    }
     replace_key_file(file, &new_ring)?;
     let audited = record(
         &audit,

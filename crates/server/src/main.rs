@@ -6,7 +6,9 @@
 //! - `portcullis keys create|list|revoke|rotate-master|retire-master|new-master-key` manages the
 //!   key vault (see [`keys`]);
 //! - `portcullis admin kill|halt|resume|mark|limits|pause-core|resume-core` sends an operator
-//!   command to the running server over its control socket (see [`control`]).
+//!   command to the running server over its control socket (see [`control`]);
+//! - `portcullis journal verify|dump|export|reencrypt` reads the journal (see [`journal`]);
+//! - `portcullis audit export` prints the encrypted security audit log (see [`at_rest`]).
 //!
 //! Exit codes: 0 clean shutdown or valid config, 1 runtime failure (e.g. a port in use),
 //! 2 bad config (the message on stderr names the key), no or wrong master key, or an unreadable
@@ -14,6 +16,7 @@
 //! server cannot be reached.
 
 mod app;
+mod at_rest;
 mod config;
 mod control;
 mod devcert;
@@ -35,10 +38,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use portcullis_auth::Authenticator;
 use portcullis_fix::UtcTimestamp;
-use portcullis_session::store::{FileStore, MessageStore};
-use portcullis_session::transport::{
-    self, Application, ListenerConfig, SessionRegistry, StoreOpener,
-};
+use portcullis_session::store::FileStore;
+use portcullis_session::transport::{self, Application, ListenerConfig, SessionRegistry};
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, Settings};
@@ -86,6 +87,8 @@ enum Command {
     Admin(control::AdminArgs),
     /// The durable encrypted journal: verify, dump, export, reencrypt (needs the master key).
     Journal(journal::JournalArgs),
+    /// The security audit log, encrypted at rest: export (needs the master key).
+    Audit(at_rest::AuditArgs),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -122,6 +125,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("portcullis journal: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Audit(args) => match at_rest::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis audit: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -259,29 +269,38 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         dev_cert = Some(cert);
     }
 
-    // Authentication: master key, vault, audit log (before anything listens).
-    let auth = setup_auth(&settings)?;
-
-    // The order pipeline: the core (books and risk state) on its own thread.
-    // The journal is encrypted under the master key. A config without authenticated sessions
-    // may have none: it then runs without a journal (loudly), as a test or dev setup would.
-    let keyring = match &auth {
-        Some(a) => Some(a.keyring.ring.clone()),
-        None => match security::load_keyring(&settings, true) {
-            Ok(k) => Some(k.ring),
+    // The master key encrypts the vault, the journal, the message stores and the audit log.
+    // Authenticated sessions need it (its absence is exit code 2); a config without them may
+    // have none: it then runs without a journal and with plaintext stores and audit log
+    // (loudly), as a test or dev setup would.
+    let loaded_keyring = if settings.any_authenticated_session() {
+        Some(security::load_keyring(&settings, true).map_err(Failure::Auth)?)
+    } else {
+        match security::load_keyring(&settings, true) {
+            Ok(k) => Some(k),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "NO JOURNAL: without a master key nothing is journaled and nothing survives a restart of the server (orders, positions)");
+                warn!("NO ENCRYPTION AT REST: without a master key the FIX message stores and the security audit log are written in plaintext");
                 None
             }
-        },
+        }
     };
+    let keyring = loaded_keyring.as_ref().map(|k| k.ring.clone());
+    let audit =
+        at_rest::open_server_audit(&settings, keyring.as_ref()).map_err(Failure::Runtime)?;
+
+    // Authentication: vault and authenticator (before anything listens).
+    let auth = setup_auth(&settings, loaded_keyring, audit.clone())?;
+
+    // The order pipeline: the core (books and risk state) on its own thread.
     let (pipeline, core_thread, journal) = start_pipeline(&settings, keyring.as_ref())?;
-    let admin_audit =
-        Arc::new(control::AdminAudit::open(&settings.audit_path()).map_err(Failure::Runtime)?);
+    let admin_audit = Arc::new(control::AdminAudit::new(audit.clone()));
     let control_path = control::socket_path(&settings);
     let control_listener = control::bind(&control_path).map_err(Failure::Runtime)?;
 
-    // Sessions and their stores.
+    // Sessions and their stores: encrypted under the keyring (shared, so a new keyring reaches
+    // every store) whenever there is one.
+    let store_keys = keyring.clone().map(at_rest::KeyringCell::new);
     let mut registry = SessionRegistry::new();
     for s in &settings.sessions {
         let c = &s.config;
@@ -290,10 +309,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             &c.sender_comp_id,
             &c.target_comp_id,
         ));
-        let sync = s.store_sync;
-        let opener: StoreOpener = Box::new(move |now| {
-            FileStore::open(&dir, now, sync).map(|f| Box::new(f) as Box<dyn MessageStore>)
-        });
+        let opener = at_rest::store_opener(dir, s.store_sync, store_keys.clone());
         let name = security::session_name(c);
         if s.authenticate {
             info!(
@@ -396,7 +412,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             settings.vault_path().display(),
             a.authenticator.key_count(),
             a.keyring.source,
-            settings.audit_path().display()
+            audit.location()
         );
     }
     if let Some((key, account)) = auth.as_ref().and_then(|a| a.demo_key.as_ref()) {
@@ -461,13 +477,21 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     let watcher = match auth {
         Some(a) => {
-            let w = security::VaultWatcher::new(
+            let mut w = security::VaultWatcher::new(
                 settings.vault_path(),
                 a.keyring,
                 &a.vault,
                 a.authenticator,
                 server_auth.clone(),
             );
+            if let Some(keys) = &store_keys {
+                // A rotated key file re-keys the stores and the audit log too.
+                w = w.on_new_keyring(at_rest::on_new_keyring(
+                    keys.clone(),
+                    registry.clone(),
+                    audit.clone(),
+                ));
+            }
             tokio::spawn(w.run(hangup, signal.clone()))
         }
         None => tokio::spawn(ignore_hangups(hangup, signal.clone())),
@@ -525,6 +549,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         .is_err()
     {
         warn!("the key vault watcher did not stop in time");
+    }
+    if let Err(e) = audit.sync() {
+        error!(error = %e, "audit log sync failed at shutdown");
     }
     info!("stopped");
     Ok(())
@@ -655,15 +682,21 @@ struct AuthSetup {
     demo_key: Option<(portcullis_auth::NewKey, String)>,
 }
 
-/// Loads the master key and the vault and opens the audit log, if any session authenticates.
-/// A missing or wrong master key and an unreadable vault are [`Failure::Auth`] (exit code 2).
-fn setup_auth(settings: &Settings) -> Result<Option<AuthSetup>, Failure> {
+/// Loads the vault with the master `keyring` (loaded by the caller) and builds the
+/// authenticator, which writes to `audit`, if any session authenticates. An unreadable vault
+/// is [`Failure::Auth`] (exit code 2).
+fn setup_auth(
+    settings: &Settings,
+    keyring: Option<security::LoadedKeyring>,
+    audit: Arc<at_rest::AuditLog>,
+) -> Result<Option<AuthSetup>, Failure> {
     if !settings.any_authenticated_session() {
         warn!("no session requires authentication: no key vault loaded");
         return Ok(None);
     }
-    let keyring = security::load_keyring(settings, true).map_err(Failure::Auth)?;
-    let audit = Arc::new(security::open_audit_log(settings).map_err(Failure::Runtime)?);
+    let Some(keyring) = keyring else {
+        return Err(Failure::Auth(anyhow::anyhow!("no master key")));
+    };
     let opened = security::open_vault_at_start(settings, &keyring.ring, &*audit)
         .context("cannot open the key vault")
         .map_err(Failure::Auth)?;

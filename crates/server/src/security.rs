@@ -1,4 +1,4 @@
-//! Authentication wiring: the master key, the key vault, the audit log, the [`Authenticator`]
+//! Authentication wiring: the master key, the key vault, the [`Authenticator`]
 //! shared by every connection, each connection's [`SessionAuth`], and reloading the vault while
 //! the server runs (when its file changes, and on SIGHUP) without dropping sessions.
 
@@ -451,6 +451,9 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// What a [`VaultWatcher`] calls with a new master keyring.
+pub type KeyringHook = Box<dyn Fn(&MasterKeyring) + Send + Sync>;
+
 /// Keeps the [`Authenticator`] in step with the vault file: polls it every second and reloads on
 /// SIGHUP, re-reading a key file keyring first (so a `keys rotate-master` needs no restart); a
 /// vault that cannot be read leaves the loaded keys in place and is logged and audited. Revoked
@@ -465,6 +468,8 @@ pub struct VaultWatcher {
     /// Expiry times of the loaded active keys, to signal sessions when one passes.
     expiries: Vec<i64>,
     last_expiry_check: i64,
+    /// Called with a keyring that differs from the one loaded before (after a rotation).
+    on_new_keyring: Option<KeyringHook>,
 }
 
 impl VaultWatcher {
@@ -485,9 +490,18 @@ impl VaultWatcher {
             seen,
             expiries: Vec::new(),
             last_expiry_check: now_ms(),
+            on_new_keyring: None,
         };
         w.note_expiries(vault);
         w
+    }
+
+    /// Calls `hook` whenever a reload reads a keyring that differs from the one loaded before
+    /// (after `keys rotate-master`), before the vault is reloaded, so the data encrypted at
+    /// rest follows the new key by the time the reload is audited.
+    pub fn on_new_keyring(mut self, hook: KeyringHook) -> Self {
+        self.on_new_keyring = Some(hook);
+        self
     }
 
     fn note_expiries(&mut self, vault: &Vault) {
@@ -545,7 +559,19 @@ impl VaultWatcher {
 
     fn reload(&mut self, why: &str) {
         match self.keyring.reread() {
-            Ok(k) => self.keyring = k,
+            Ok(k) => {
+                let changed = *k.ring.to_text() != *self.keyring.ring.to_text();
+                self.keyring = k;
+                if changed {
+                    info!(
+                        key = self.keyring.ring.current().id(),
+                        "the master keyring changed"
+                    );
+                    if let Some(hook) = &self.on_new_keyring {
+                        hook(&self.keyring.ring);
+                    }
+                }
+            }
             Err(e) => {
                 error!(error = %format!("{e:#}"), "cannot re-read the master key; keeping the one loaded");
             }
@@ -618,13 +644,6 @@ impl VaultWatcher {
             }
         }
     }
-}
-
-/// Opens the audit log `<data_dir>/audit.jsonl`.
-pub fn open_audit_log(settings: &Settings) -> Result<portcullis_auth::FileAuditLog> {
-    let path = settings.audit_path();
-    portcullis_auth::FileAuditLog::open(&path)
-        .with_context(|| format!("cannot open the audit log {}", path.display()))
 }
 
 /// Replaces a key file atomically with `ring` (a new file, fsynced, renamed over the old one,
