@@ -18,6 +18,8 @@
 #   scripts/bench.sh                   the loopback benchmark
 #   scripts/bench.sh --criterion [F]   also the criterion benchmarks afterwards (reports in
 #                                      target/criterion/), only those matching F if given
+#   scripts/bench.sh --fsync always    the journal's fsync policy (configs/bench.toml: never;
+#                                      always | never | interval_ms=N)
 #
 # Results (JSON per run, the server's log, the table) are kept in target/bench/.
 set -euo pipefail
@@ -25,9 +27,21 @@ cd "$(dirname "$0")/.."
 
 CRITERION=0
 CRITERION_ARGS=()
+FSYNC='"never"'
 while [ $# -gt 0 ]; do
     case "$1" in
         --criterion) CRITERION=1 ;;
+        --fsync)
+            shift
+            case "${1:-}" in
+                always | never) FSYNC="\"$1\"" ;;
+                interval_ms=[0-9]*) FSYNC="{ interval_ms = ${1#interval_ms=} }" ;;
+                *)
+                    echo "bench.sh: --fsync always|never|interval_ms=N" >&2
+                    exit 2
+                    ;;
+            esac
+            ;;
         -h | --help)
             sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
             exit 0
@@ -83,6 +97,7 @@ trap cleanup EXIT
 # The bench config with the temporary data dir and any free port (printed by the server).
 sed -e "s|^data_dir = .*|data_dir = \"$TMP/data\"|" \
     -e 's|^bind = "127.0.0.1:[0-9]*"|bind = "127.0.0.1:0"|' \
+    -e "s|^fsync = .*|fsync = $FSYNC|" \
     configs/bench.toml >"$TMP/bench.toml"
 "$BIN" check-config --config "$TMP/bench.toml" >&2
 
@@ -197,6 +212,7 @@ fi
 {
     echo
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
+    echo "journal fsync: $(grep -m1 '^fsync' "$TMP/bench.toml" | cut -d= -f2-)"
     echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}"
     if [ "$WS" = 1 ]; then echo "ws floods: ${WS_FLOOD[*]}"; fi
     echo
