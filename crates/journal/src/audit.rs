@@ -68,7 +68,9 @@ impl SealedAuditLog {
         options: &LogOptions,
     ) -> Result<(Self, RecoveryReport)> {
         let dir = dir.as_ref();
-        let (writer, report) = SealedLogWriter::open(dir, prefix, keyring, options)?;
+        let (mut writer, report) = SealedLogWriter::open(dir, prefix, keyring, options)?;
+        // One event per commit: no group-commit buffer needed.
+        writer.shrink_buffer();
         Ok((
             SealedAuditLog {
                 dir: dir.to_path_buf(),
@@ -122,8 +124,9 @@ impl SealedAuditLog {
     /// The writer, reopened if an earlier failure closed it.
     fn writer<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut SealedLogWriter> {
         if inner.writer.is_none() {
-            let (w, _) =
+            let (mut w, _) =
                 SealedLogWriter::open(&self.dir, &self.prefix, &inner.keyring, &self.options)?;
+            w.shrink_buffer();
             inner.writer = Some(w);
         }
         inner

@@ -357,9 +357,11 @@ impl SealedFileStore {
             key_ids.push(current);
         }
         self.recovered_tail = reader.report().torn_tail.clone();
-        let writer = reader
+        let mut writer = reader
             .into_writer(&self.options)
             .map_err(|e| store_err(&self.gen_dir, e))?;
+        // One record per commit: the buffer grows to the largest message, no further.
+        writer.shrink_buffer();
         self.writer = Some(writer);
         self.key_ids = key_ids;
         self.sender = state.sender;

@@ -894,6 +894,15 @@ impl SealedLogWriter {
         &self.keys
     }
 
+    /// Gives back the memory of the batch buffer beyond what the open batch holds. A writer
+    /// that commits one small record at a time (a session's message store, the audit log)
+    /// needs far less than the group-commit buffer a writer starts with, and a server keeps
+    /// one store per configured session.
+    pub fn shrink_buffer(&mut self) {
+        // Only spare capacity goes: the open batch's bytes stay.
+        self.buf.shrink_to_fit();
+    }
+
     /// Seals, writes and fsyncs everything, then releases the lock.
     pub fn close(mut self) -> Result<Seq> {
         self.sync()
