@@ -242,6 +242,55 @@ impl Authenticator {
         })
     }
 
+    /// The key `key_id` as loaded now (revoked and expired keys included: the caller checks
+    /// their state), e.g. for the OAuth server's client lookups, which must see a revocation
+    /// the moment the vault is reloaded.
+    pub fn key(&self, key_id: &str) -> Option<ApiKey> {
+        self.table().by_id.get(key_id).map(|e| e.key.clone())
+    }
+
+    /// Records a failed second factor (a missing, wrong or reused TOTP code) of a request whose
+    /// key was proven otherwise: one audit event (kind `logon`, outcome denied, `reason`) that
+    /// counts towards the lockouts of the key and of the address exactly as a failed Logon
+    /// does, so that guessing codes locks out like guessing signatures.
+    pub fn record_second_factor_failure(
+        &self,
+        key_id: &str,
+        peer_ip: IpAddr,
+        session: &str,
+        account: Option<&str>,
+        reason: &str,
+        now_ms: i64,
+    ) {
+        let mut ev = AuditEvent::new(AuditKind::Logon, Outcome::Denied, now_ms)
+            .key_id(key_id)
+            .peer_ip(peer_ip)
+            .session(session)
+            .reason(reason);
+        if let Some(a) = account {
+            ev = ev.account(a);
+        }
+        self.emit(ev);
+        let as_logon = LogonAttempt {
+            key_id,
+            sending_time: b"",
+            msg_type: b"",
+            msg_seq_num: b"",
+            sender_comp_id: b"",
+            target_comp_id: b"",
+            raw_data: None,
+            peer_ip,
+            session,
+            allowed_accounts: &[],
+            required_scope: Scope::Admin,
+            now_ms,
+        };
+        let known = self.table().by_id.contains_key(key_id);
+        for e in self.on_failure(&as_logon, ip_bucket(peer_ip), account, known) {
+            self.emit(e);
+        }
+    }
+
     fn on_success_request(
         &self,
         as_logon: &LogonAttempt<'_>,
@@ -387,6 +436,31 @@ mod tests {
         assert!(auth
             .locked_until(id, "203.0.113.9".parse().unwrap(), T0)
             .is_some_and(|t| t > T0));
+    }
+
+    #[test]
+    fn second_factor_failures_are_audited_and_lock_out() {
+        let k = key("admin");
+        let log = Arc::new(MemoryAuditLog::new());
+        let auth = Authenticator::new(AuthConfig::default(), log.clone()).unwrap();
+        auth.reload_keys(vec![k.clone()]);
+        log.clear();
+        let id = k.key_id.as_str();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(auth.key(id).map(|x| x.account), Some("ACC1".to_owned()));
+        assert!(auth.key("pk_nope").is_none());
+        for _ in 0..4 {
+            auth.record_second_factor_failure(id, ip, "admin api", Some("ACC1"), "totp_wrong", T0);
+        }
+        assert!(auth.locked_until(id, ip, T0).is_none());
+        assert_eq!(log.events()[0].reason.as_deref(), Some("totp_wrong"));
+        assert_eq!(log.events()[0].outcome, Outcome::Denied);
+        auth.record_second_factor_failure(id, ip, "admin api", Some("ACC1"), "totp_reused", T0);
+        assert!(auth.locked_until(id, ip, T0).is_some_and(|t| t > T0));
+        assert!(log.events().iter().any(|e| e.kind == AuditKind::Lockout));
+        // The lockout holds for signed requests too.
+        let r = auth.authenticate_request(&attempt(id, RequestKind::Request), |_| true);
+        assert_eq!(r.unwrap_err(), Denied::Locked);
     }
 
     #[test]

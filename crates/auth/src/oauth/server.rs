@@ -1371,6 +1371,32 @@ impl OAuthServer {
         Ok(claims)
     }
 
+    /// Re-checks claims that [`OAuthServer::validate_access_token`] accepted earlier (a
+    /// WebSocket connection keeps them for its life): not expired, not revoked, and the key
+    /// still active. No signature work: cheap enough to run before every request, so a revoked
+    /// or expired token stops at once.
+    pub fn recheck_access_claims(
+        &self,
+        claims: &AccessClaims,
+        now_ms: i64,
+    ) -> Result<(), TokenError> {
+        if now_ms
+            >= claims
+                .exp
+                .saturating_mul(1000)
+                .saturating_add(self.config.leeway_ms)
+        {
+            return Err(TokenError::Expired);
+        }
+        if self.state().revoked_jtis.contains_key(&claims.jti) {
+            return Err(TokenError::Revoked);
+        }
+        if !self.key_active(&claims.client_id, now_ms) {
+            return Err(TokenError::ClientInactive);
+        }
+        Ok(())
+    }
+
     /// The header and signature checks of an access token, and its claims.
     fn verify_access_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let parsed = jws::parse(token).map_err(TokenError::Malformed)?;

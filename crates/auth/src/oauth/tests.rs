@@ -1025,6 +1025,16 @@ fn revoked_access_token_fails_validation_and_introspection() {
             .introspect_token(&caller, &r.access_token, None, NOW)
             .active
     );
+    let claims = fx
+        .server
+        .validate_access_token(&r.access_token, NOW)
+        .unwrap();
+    assert_eq!(fx.server.recheck_access_claims(&claims, NOW), Ok(()));
+    assert_eq!(
+        fx.server
+            .recheck_access_claims(&claims, (claims.exp + 11) * 1000),
+        Err(TokenError::Expired)
+    );
     fx.server
         .revoke(
             Some(&auth),
@@ -1038,6 +1048,10 @@ fn revoked_access_token_fails_validation_and_introspection() {
         .unwrap();
     assert_eq!(
         fx.server.validate_access_token(&r.access_token, NOW),
+        Err(TokenError::Revoked)
+    );
+    assert_eq!(
+        fx.server.recheck_access_claims(&claims, NOW),
         Err(TokenError::Revoked)
     );
     let i = fx
