@@ -29,6 +29,9 @@ mod order_codec;
 #[allow(dead_code)]
 #[path = "../crates/server/src/journal_queue.rs"]
 mod journal_queue;
+#[allow(dead_code)]
+#[path = "../crates/server/src/replay.rs"]
+mod replay;
 
 // The server binary's allocator, so the bench measures what runs.
 #[global_allocator]

@@ -509,3 +509,113 @@ fn a_torn_tail_is_cut_and_reported_and_damage_in_the_middle_stops_the_start_up()
     assert_eq!(code, 2, "{out}");
     assert!(out.contains(name), "{out}");
 }
+
+/// Sends `n` resting orders on session 0 and reads each one's report.
+fn place_orders(port: u16, seen: &mut Seen, tag: &str, n: usize) {
+    let (mut c, w) = connect(port, 0, seen).expect("connect");
+    for k in 0..n {
+        let cl = format!("{tag}-{k}");
+        let d = c.encode(
+            "D",
+            c.seq,
+            &[
+                (11, cl.as_str()),
+                (21, "1"),
+                (55, "BTC-PERP"),
+                (54, "1"),
+                (60, "20260101-00:00:00"),
+                (38, "0.01"),
+                (40, "2"),
+                (44, "100"),
+                (59, "1"),
+            ],
+        );
+        c.seq += 1;
+        (&w).write_all(&d).unwrap();
+        while c.recv().get(11) != Some(cl.as_str()) {}
+    }
+    seen.next_out = c.seq;
+}
+
+#[test]
+fn a_master_key_rotation_reaches_the_journal_without_a_restart() {
+    let port = free_port();
+    // One signed session, so the server loads the vault and follows the key file.
+    let config = config(port)
+        + "\n[auth]\nmaster_key_file = \"{DATA_DIR}/master.key\"\n\n[[sessions]]\n\
+           begin_string = \"FIX.4.4\"\nsender_comp_id = \"ISLD\"\ntarget_comp_id = \"SIGNED\"\n\
+           accounts = [\"CRASH-ACC-A\"]\n";
+    let mut server = Server::configure(&config, &[port], &[]);
+    let key_file = server.data_dir().join("master.key");
+    let (code, out) = crate::harness::run_env(
+        &[
+            "keys",
+            "new-master-key",
+            "--key-file",
+            &key_file.display().to_string(),
+        ],
+        &server.dir,
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    // A vault for the rotation to re-encrypt.
+    let (code, out) = server.cli(&[
+        "keys",
+        "create",
+        "--account",
+        ACCOUNTS[0],
+        "--scopes",
+        "trade",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    server.launch();
+    let mut seen = Seen {
+        next_out: 1,
+        ..Seen::default()
+    };
+    place_orders(port, &mut seen, "BEFORE", 3);
+
+    let (code, out) = server.cli(&["keys", "rotate-master"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .log_text()
+        .contains("journal: new segments use the rotated master key")
+    {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    place_orders(port, &mut seen, "AFTER", 3);
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+
+    // Old segments stay readable under the old key, new ones use the new key.
+    let (code, out) = server.cli(&["journal", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    let keys_line = out
+        .lines()
+        .find(|l| l.starts_with("master keys in use: "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(keys_line.contains('1') && keys_line.contains('2'), "{out}");
+    // `journal reencrypt` rewrites the old ones: only the new key is left in use.
+    let (code, out) = server.cli(&["journal", "reencrypt"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = server.cli(&["journal", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("master keys in use: 2\n"), "{out}");
+    // And the server recovers every order from it.
+    server.launch();
+    let (mut c, w) = connect(port, 0, &mut seen).expect("reconnect");
+    for cl in ["BEFORE-0", "AFTER-2"] {
+        (&w).write_all(&c.encode("H", c.seq, &[(11, cl), (55, "BTC-PERP"), (54, "1")]))
+            .unwrap();
+        c.seq += 1;
+        let r = loop {
+            let m = c.recv();
+            if m.msg_type() == "8" && m.get(11) == Some(cl) {
+                break m;
+            }
+        };
+        assert_eq!(r.get(39), Some("0"), "{cl} still working: {r:?}");
+    }
+}

@@ -71,6 +71,10 @@ pub struct JournalQueue {
     thread: OnceLock<Thread>,
     /// Times the core thread found the queue full and had to wait.
     full_waits: AtomicU64,
+    /// A new master keyring for the journal thread (a rotation while the server runs); the
+    /// flag keeps the journal thread's check to one atomic load per loop pass.
+    rekey: std::sync::Mutex<Option<portcullis_auth::MasterKeyring>>,
+    rekey_pending: AtomicBool,
 }
 
 impl JournalQueue {
@@ -84,7 +88,31 @@ impl JournalQueue {
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
             full_waits: AtomicU64::new(0),
+            rekey: std::sync::Mutex::new(None),
+            rekey_pending: AtomicBool::new(false),
         })
+    }
+
+    /// Hands a rotated master keyring to the journal thread: the next batch starts a new
+    /// segment under its current key (older segments stay readable while their key is in the
+    /// keyring; `portcullis journal reencrypt` rewrites them).
+    pub fn rekey(&self, keyring: &portcullis_auth::MasterKeyring) {
+        if let Ok(mut slot) = self.rekey.lock() {
+            *slot = Some(keyring.clone());
+        }
+        self.rekey_pending.store(true, Ordering::Release);
+        self.sleeping.store(false, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// The keyring handed over by [`JournalQueue::rekey`], once.
+    fn take_rekey(&self) -> Option<portcullis_auth::MasterKeyring> {
+        if !self.rekey_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.rekey.lock().ok().and_then(|mut s| s.take())
     }
 
     /// Pushes an item, waiting while the queue is full (never drops it).
@@ -296,7 +324,7 @@ impl CoreJournal {
 /// encryption, write and fsync of the file run on a short-lived thread of their own.
 pub struct SnapshotReplica {
     core: Core,
-    replayer: crate::journal::Replayer,
+    replayer: crate::replay::Replayer,
     accounts: usize,
     every: u64,
     next: u64,
@@ -323,7 +351,7 @@ impl SnapshotReplica {
         let every = every.max(1);
         Self {
             core,
-            replayer: crate::journal::Replayer::resume(accounts, now, last_seq),
+            replayer: crate::replay::Replayer::resume(accounts, now, last_seq),
             accounts,
             every,
             next: last_seq.0 + every,
@@ -362,7 +390,7 @@ impl SnapshotReplica {
     /// The state to snapshot: (after record, state hash, encoded state).
     pub fn encode(&self) -> (Seq, [u8; 32], Vec<u8>) {
         let mut state = Vec::new();
-        crate::journal::encode_state(&self.core, self.replayer.clock(), &mut state);
+        crate::replay::encode_state(&self.core, self.replayer.clock(), &mut state);
         (
             self.replayer.last_seq(),
             state_hash(&self.core, self.accounts),
@@ -432,6 +460,12 @@ pub fn spawn_writer(
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
             loop {
+                if let Some(ring) = q.take_rekey() {
+                    match writer.set_keyring(&ring) {
+                        Ok(()) => tracing::info!(key = ring.current().id(), "journal: new segments use the rotated master key"),
+                        Err(e) => fail("re-key", e),
+                    }
+                }
                 let mut n = 0;
                 while n < MAX_DRAIN {
                     let Some(item) = q.queue.pop() else { break };

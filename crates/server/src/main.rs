@@ -25,6 +25,7 @@ mod journal_queue;
 mod keys;
 mod order_codec;
 mod pipeline;
+mod replay;
 mod security;
 mod ws_app;
 mod ws_auth;
@@ -484,13 +485,20 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                 a.authenticator,
                 server_auth.clone(),
             );
-            if let Some(keys) = &store_keys {
-                // A rotated key file re-keys the stores and the audit log too.
-                w = w.on_new_keyring(at_rest::on_new_keyring(
-                    keys.clone(),
-                    registry.clone(),
-                    audit.clone(),
-                ));
+            // A rotated key file re-keys the stores, the audit log and the journal too.
+            let journal_queue = journal.as_ref().map(|j| j.queue.clone());
+            let at_rest_hook = store_keys
+                .as_ref()
+                .map(|keys| at_rest::on_new_keyring(keys.clone(), registry.clone(), audit.clone()));
+            if at_rest_hook.is_some() || journal_queue.is_some() {
+                w = w.on_new_keyring(Box::new(move |ring| {
+                    if let Some(hook) = &at_rest_hook {
+                        hook(ring);
+                    }
+                    if let Some(q) = &journal_queue {
+                        q.rekey(ring);
+                    }
+                }));
             }
             tokio::spawn(w.run(hangup, signal.clone()))
         }

@@ -1062,8 +1062,8 @@ pub(crate) mod tests {
     use portcullis_types::{NewOrder, TimeInForce};
     use std::task::Wake;
 
-    /// The embedded config with the test accounts, one perpetual and limits no test reaches.
-    pub(crate) fn test_settings(accounts: &[&str]) -> crate::config::Settings {
+    /// The test engine, risk config (limits no test reaches) and instrument (one perpetual).
+    pub(crate) fn test_parts() -> (EngineConfig, RiskConfig, InstrumentConfig) {
         let inst = InstrumentConfig {
             symbol: "BTC-PERP".into(),
             price_scale: 1,
@@ -1085,20 +1085,17 @@ pub(crate) mod tests {
         risk.defaults.order_burst = 1_000_000;
         risk.defaults.max_open_orders = 100_000;
         risk.defaults.max_open_orders_per_instrument = 100_000;
-        let mut s = crate::config::embedded_default().unwrap();
-        s.accounts = accounts.iter().map(|a| a.to_string()).collect();
-        s.instruments = vec![inst];
-        s.option_series = Vec::new();
-        s.risk = risk;
-        s.engine = EngineConfig {
+        let engine = EngineConfig {
             max_resting_orders: 1 << 16,
             ..EngineConfig::default()
         };
-        s
+        (engine, risk, inst)
     }
 
     pub(crate) fn test_core(accounts: &[&str]) -> Core {
-        crate::journal::build_core(&test_settings(accounts)).unwrap()
+        let (engine, risk, inst) = test_parts();
+        let instruments = Instruments::new(&[inst], &[], now_ns() / 1_000_000).unwrap();
+        Core::new(&engine, &risk, accounts, instruments).unwrap()
     }
 
     pub(crate) fn config(ingress: usize, egress: usize) -> PipelineConfig {

@@ -1,0 +1,204 @@
+//! The replay of journal records into a core, as a recovery does and as the journal thread's
+//! snapshot replica does live: commands re-processed at their journaled clock, operator and
+//! timer changes re-applied, journaled events counted (the replay regenerates them), snapshot
+//! markers of older journals checked. Also the encoding of a snapshot's state.
+
+use anyhow::{anyhow, Context, Result};
+use portcullis_engine::Core;
+use portcullis_journal::{JournalRecord, Seq};
+use portcullis_risk::AccountLimits;
+
+use crate::journal_queue::{state_hash, ServerControl};
+
+/// What a replay did.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayStats {
+    /// Records read.
+    pub records: u64,
+    /// Commands re-processed.
+    pub commands: u64,
+    /// Journaled events (compared by count only: the replay regenerates them).
+    pub events: u64,
+    /// Events the replay regenerated.
+    pub regenerated_events: u64,
+    /// Control records applied (clock, kill switch, status, limits, marks, timers, opens).
+    pub controls: u64,
+    /// Snapshot markers whose state hash the replay reproduced.
+    pub snapshots_ok: u64,
+    /// Snapshot markers it did not reproduce (a determinism bug: logged loudly).
+    pub snapshots_mismatched: u64,
+    /// The last record.
+    pub last_seq: Seq,
+    /// SHA-256 of the state after the replay.
+    pub state_hash: [u8; 32],
+    /// The snapshot the replay started from (`None`: from the first record).
+    pub snapshot_seq: Option<Seq>,
+    /// The last journaled clock (what the next command is replayed at).
+    pub clock: i64,
+}
+
+/// Format of the server's snapshot state: `[u8 version][i64 replay clock][core snapshot]`.
+pub const STATE_VERSION: u8 = 1;
+
+/// Encodes the state of `core` (after records replayed up to clock `now`) for a snapshot.
+pub fn encode_state(core: &Core, now: i64, out: &mut Vec<u8>) {
+    out.push(STATE_VERSION);
+    out.extend_from_slice(&now.to_le_bytes());
+    core.write_snapshot(out);
+}
+
+/// Applies journal records to a core, one at a time, as the live core thread did.
+#[derive(Debug)]
+pub struct Replayer {
+    now: i64,
+    accounts: usize,
+    stats: ReplayStats,
+}
+
+impl Replayer {
+    /// A replay for a core of `accounts` accounts.
+    pub fn new(accounts: usize) -> Self {
+        Self {
+            now: 0,
+            accounts,
+            stats: ReplayStats::default(),
+        }
+    }
+
+    /// A replay that continues from a snapshot taken after record `seq` at clock `now`.
+    pub fn resume(accounts: usize, now: i64, seq: Seq) -> Self {
+        Self {
+            now,
+            accounts,
+            stats: ReplayStats {
+                last_seq: seq,
+                snapshot_seq: Some(seq),
+                clock: now,
+                ..ReplayStats::default()
+            },
+        }
+    }
+
+    /// Compares the state after the last record with a snapshot's hash, when the snapshot
+    /// was taken at that record (counted in `snapshots_ok` / `snapshots_mismatched`).
+    pub fn check_snapshot(&mut self, core: &Core, at: Seq, hash: &[u8; 32]) {
+        if at != self.stats.last_seq {
+            return;
+        }
+        if state_hash(core, self.accounts) == *hash {
+            self.stats.snapshots_ok += 1;
+        } else {
+            self.stats.snapshots_mismatched += 1;
+        }
+    }
+
+    /// The last record applied.
+    pub fn last_seq(&self) -> Seq {
+        self.stats.last_seq
+    }
+
+    /// The journaled clock commands are applied at.
+    pub fn clock(&self) -> i64 {
+        self.now
+    }
+
+    /// Applies record `seq`: commands are re-processed at the last journaled clock, controls
+    /// re-applied, journaled events counted, snapshot markers checked. The events the replay
+    /// regenerates are discarded (they are the journaled ones).
+    pub fn apply(&mut self, core: &mut Core, seq: Seq, rec: JournalRecord) -> Result<()> {
+        let st = &mut self.stats;
+        let now = self.now;
+        let mut regenerated = 0u64;
+        let mut discard = |_e| regenerated += 1;
+        st.records += 1;
+        st.last_seq = seq;
+        match rec {
+            JournalRecord::Clock { now_ns } => {
+                self.now = now_ns;
+                st.controls += 1;
+            }
+            JournalRecord::Command(cmd) => {
+                core.process(cmd, now, &mut discard);
+                st.commands += 1;
+            }
+            JournalRecord::Event(_) => st.events += 1,
+            JournalRecord::KillSwitch { account, on } => {
+                if on {
+                    core.kill(account, now, &mut discard)
+                        .with_context(|| format!("record {seq}: kill switch"))?;
+                } else {
+                    core.release_kill(account)
+                        .with_context(|| format!("record {seq}: kill switch release"))?;
+                }
+                st.controls += 1;
+            }
+            JournalRecord::InstrumentStatus { instrument, status } => {
+                core.set_status(instrument, status, now, &mut discard)
+                    .with_context(|| format!("record {seq}: instrument status"))?;
+                st.controls += 1;
+            }
+            JournalRecord::Limits { account, data } => {
+                apply_server_control(core, account, &data, now, &mut discard)
+                    .with_context(|| format!("record {seq}"))?;
+                st.controls += 1;
+            }
+            JournalRecord::SessionSeq { .. } => st.controls += 1,
+            JournalRecord::Snapshot {
+                seq: at,
+                state_hash: h,
+            } => {
+                let mine = state_hash(core, self.accounts);
+                if mine == h {
+                    st.snapshots_ok += 1;
+                } else {
+                    st.snapshots_mismatched += 1;
+                    tracing::error!(
+                        record = seq.0, at = at.0, journaled = %hex::encode(h), replayed = %hex::encode(mine),
+                        "journal replay: state hash differs from the one journaled at this point"
+                    );
+                }
+            }
+        }
+        st.regenerated_events += regenerated;
+        Ok(())
+    }
+
+    /// The statistics, with the final state hash.
+    pub fn finish(mut self, core: &Core) -> ReplayStats {
+        self.stats.state_hash = state_hash(core, self.accounts);
+        self.stats.clock = self.now;
+        self.stats
+    }
+}
+
+fn apply_server_control(
+    core: &mut Core,
+    account: Option<portcullis_types::AccountId>,
+    data: &[u8],
+    now: i64,
+    out: &mut dyn FnMut(portcullis_types::Event),
+) -> Result<()> {
+    let c = ServerControl::decode(data).ok_or_else(|| anyhow!("unknown server control record"))?;
+    match c {
+        ServerControl::AccountLimits(json) => {
+            let id = account.ok_or_else(|| anyhow!("limits without an account"))?;
+            let limits: AccountLimits =
+                serde_json::from_slice(&json).context("limits record: bad JSON")?;
+            core.risk_mut()
+                .set_limits(id, &limits)
+                .map_err(|e| anyhow!("limits record: {e}"))?;
+        }
+        ServerControl::Mark(id, p) => core
+            .risk_mut()
+            .set_reference_price(id, p)
+            .map_err(|e| anyhow!("mark record: {e}"))?,
+        ServerControl::Roll => {
+            core.roll(now, out).map_err(|e| anyhow!("roll: {e}"))?;
+        }
+        ServerControl::EndOfDay => {
+            core.end_of_day(now, out);
+        }
+        ServerControl::Open(slot, cod) => core.set_cancel_on_disconnect(slot, cod),
+    }
+    Ok(())
+}
