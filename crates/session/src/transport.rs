@@ -539,6 +539,41 @@ pub struct SessionEntry {
     opener: StoreOpener,
     store: Mutex<Option<SharedStore>>,
     connected: AtomicBool,
+    /// The connection holding the session, for operators ([`SessionEntry::status`]).
+    live: Mutex<Option<LiveConnection>>,
+    /// Bumped by [`SessionEntry::request_logout`]; the connection holding the session watches
+    /// it (a counter, not a one-shot flag, so a request made while nobody is connected never
+    /// reaches a later connection).
+    logout: watch::Sender<u64>,
+    /// The Text(58) of the last logout request.
+    logout_text: Mutex<String>,
+}
+
+/// The connection holding a session.
+#[derive(Debug, Clone, Copy)]
+struct LiveConnection {
+    peer: SocketAddr,
+    since: UtcTimestamp,
+    logged_on: bool,
+}
+
+/// A session as operators see it ([`SessionEntry::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    /// `FIX.4.4:OURS->THEIRS`.
+    pub name: String,
+    /// A connection holds the session.
+    pub connected: bool,
+    /// The connection completed its Logon (and has not logged out).
+    pub logged_on: bool,
+    /// The connection's peer address.
+    pub peer: Option<SocketAddr>,
+    /// When the connection claimed the session.
+    pub connected_since: Option<UtcTimestamp>,
+    /// MsgSeqNum(34) of our next message (`None` before the store is opened).
+    pub next_sender_seq: Option<SeqNum>,
+    /// MsgSeqNum(34) expected of the counterparty's next message.
+    pub next_target_seq: Option<SeqNum>,
 }
 
 impl std::fmt::Debug for SessionEntry {
@@ -580,6 +615,43 @@ impl SessionEntry {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// The session's state for operators: connection, peer, logon, sequence numbers.
+    pub fn status(&self) -> SessionStatus {
+        let live = *self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        SessionStatus {
+            name: self.name(),
+            connected: live.is_some(),
+            logged_on: live.is_some_and(|l| l.logged_on),
+            peer: live.map(|l| l.peer),
+            connected_since: live.map(|l| l.since),
+            next_sender_seq: store.as_ref().map(|s| s.next_sender_seq()),
+            next_target_seq: store.as_ref().map(|s| s.next_target_seq()),
+        }
+    }
+
+    /// Asks the connection holding the session, if any, to log out now with Text(58) `text`
+    /// (a Logout, then the connection closes when the counterparty answers or after the
+    /// shutdown grace period). Returns false if no connection holds the session.
+    pub fn request_logout(&self, text: &str) -> bool {
+        if !self.is_connected() {
+            return false;
+        }
+        *self.logout_text.lock().unwrap_or_else(|p| p.into_inner()) = text.to_owned();
+        self.logout.send_modify(|n| *n = n.wrapping_add(1));
+        true
+    }
+
+    fn set_live(&self, live: Option<LiveConnection>) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
+    }
+
+    fn note_logged_on(&self, logged_on: bool) {
+        if let Some(l) = self.live.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            l.logged_on = logged_on;
+        }
+    }
+
     /// The session's store, opened on first use and kept open afterwards.
     pub fn store(&self, now: UtcTimestamp) -> Result<SharedStore, StoreError> {
         let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
@@ -607,6 +679,7 @@ pub struct SessionClaim(Arc<SessionEntry>);
 
 impl Drop for SessionClaim {
     fn drop(&mut self) {
+        self.0.set_live(None);
         self.0.connected.store(false, Ordering::Release);
     }
 }
@@ -651,6 +724,9 @@ impl SessionRegistry {
             opener,
             store: Mutex::new(None),
             connected: AtomicBool::new(false),
+            live: Mutex::new(None),
+            logout: watch::channel(0).0,
+            logout_text: Mutex::new(String::new()),
         };
         self.sessions.insert(key, Arc::new(entry));
         Ok(())
@@ -885,6 +961,11 @@ impl Connection {
             refuse("session already connected");
             return;
         };
+        entry.set_live(Some(LiveConnection {
+            peer: self.peer,
+            since: now,
+            logged_on: false,
+        }));
         let store = match entry.store(now) {
             Ok(s) => s,
             Err(e) => {
@@ -920,7 +1001,7 @@ impl Connection {
                 &mut stream,
                 &mut session,
                 conn_app.as_deref_mut(),
-                &name,
+                &entry,
                 schedule_close,
             )
             .await;
@@ -1012,20 +1093,26 @@ impl Connection {
         stream: &mut S,
         session: &mut Session,
         mut conn_app: Option<&mut (dyn ConnectionApp + 'static)>,
-        name: &str,
+        entry: &SessionEntry,
         mut schedule_close: Option<Instant>,
     ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let name = entry.name();
+        let name = name.as_str();
         let mut rbuf = vec![0u8; READ_CHUNK];
         let mut flush_pending = false;
         let mut logout_deadline: Option<Instant> = None;
         let mut revocations = self.auth.as_ref().and_then(|a| a.revocations());
+        // Requests made before this connection are not for it.
+        let mut logout_requests = entry.logout.subscribe();
+        logout_requests.mark_unchanged();
         loop {
             if handle_events(session, &*self.app, conn_app.as_deref_mut(), self.id, name) {
                 return End::Disconnect;
             }
+            entry.note_logged_on(session.state() == crate::fix_session::SessionState::Active);
             if let Some(app) = conn_app.as_deref_mut() {
                 if let Err(text) = app.write_output(session, UtcTimestamp::now()) {
                     warn!(conn = self.id, peer = %self.peer, session = %name, reason = %text, "application ends the session");
@@ -1077,6 +1164,15 @@ impl Connection {
                 _ = self.shutdown.wait(), if !shutting_down => {
                     session.logout(UtcTimestamp::now(), "server shutting down");
                     logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                r = logout_requests.changed(), if !shutting_down => {
+                    if r.is_ok() {
+                        let text = entry.logout_text.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        warn!(conn = self.id, peer = %self.peer, session = %name, reason = %text, "logout requested by an operator");
+                        session.logout(UtcTimestamp::now(), &text);
+                        // As at shutdown: the counterparty's Logout, or the grace period.
+                        logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                    }
                 }
                 _ = output_ready(conn_app.as_deref_mut()) => {
                     // Written at the top of the loop.

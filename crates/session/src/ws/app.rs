@@ -121,6 +121,19 @@ pub trait WsAuth: Send + Sync + 'static {
     /// allowed): the connection loses its authentication at once.
     fn revoked(&self, principal: &Principal, now: UtcTimestamp) -> bool;
 
+    /// Authenticates a connection by the OAuth 2.0 bearer token of its upgrade request
+    /// (`Authorization: Bearer`): the connection then acts for the returned principal as after
+    /// `session.logon`, and [`WsAuth::revoked`] is asked before every request. An error refuses
+    /// the upgrade (401). The default accepts no bearer token.
+    fn bearer_logon(
+        &self,
+        _token: &str,
+        _peer: IpAddr,
+        _now: UtcTimestamp,
+    ) -> Result<Principal, AuthError> {
+        Err(AuthError::Rejected)
+    }
+
     /// A value that changes whenever credentials may have been revoked: connections then check
     /// their principal at once instead of at their next periodic check. `None`: no such
     /// signal.

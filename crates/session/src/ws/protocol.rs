@@ -482,6 +482,20 @@ impl WsSession {
         }
     }
 
+    /// Logs the connection on as `principal`, authenticated outside the protocol (an OAuth
+    /// bearer token at the upgrade): as after `session.logon`, requests need no signature and
+    /// the principal is re-checked ([`WsAuth::revoked`]) before each one.
+    pub fn logon_principal(&mut self, principal: Principal, now: UtcTimestamp) {
+        self.events.push_back(WsEvent::LoggedOn {
+            api_key: principal.api_key.clone(),
+        });
+        self.logon = Some(Logon {
+            principal: Arc::new(principal),
+            since_ms: ms(now),
+        });
+        self.next_revocation_check = Some(self.now_check_due(now));
+    }
+
     /// The API key the connection is logged on with, if any.
     pub fn logged_on_key(&self) -> Option<&str> {
         self.logon.as_ref().map(|l| l.principal.api_key.as_str())

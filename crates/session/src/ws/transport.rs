@@ -8,8 +8,9 @@
 //!    `max_connections`; otherwise the socket is closed at once, before any TLS work;
 //! 2. within `handshake_timeout`: the TLS 1.3 handshake (TLS listeners), then the HTTP upgrade,
 //!    accepted only on the listener's path (`/ws-api/v3`; any other path gets 404). The URL may
-//!    carry `returnRateLimits=false`; an `Authorization: Bearer` header is kept for the
-//!    application. No extension is negotiated: permessage-deflate offers are ignored, so frames
+//!    carry `returnRateLimits=false`; an `Authorization: Bearer` token is verified
+//!    ([`WsAuth::bearer_logon`]) and logs the connection on (an invalid one gets 401), and is
+//!    also handed to the application. No extension is negotiated: permessage-deflate offers are ignored, so frames
 //!    are never compressed;
 //! 3. the loop: text frames to the session, its answers out, the application's output
 //!    ([`WsApplication::poll_output`]) in, the session's timers, a ping every `ping_interval`
@@ -47,7 +48,7 @@ use tokio_tungstenite::tungstenite::{Error as WsProtoError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
-use super::app::{WsApplication, WsAuth};
+use super::app::{Principal, WsApplication, WsAuth};
 use super::protocol::{WsDisconnect, WsEvent, WsSession, WsSessionConfig};
 use super::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::transport::ShutdownSignal;
@@ -386,8 +387,25 @@ impl Connection {
     {
         let cfg = &self.shared.config;
         let mut upgrade = Upgrade::default();
-        let callback =
-            |req: &Request, resp: Response| check_upgrade(req, resp, &cfg.path, &mut upgrade);
+        let auth = &self.shared.auth;
+        let peer_ip = self.peer.ip();
+        let conn_id = self.id;
+        // A bearer token is checked during the upgrade: an invalid one gets 401, never a
+        // connection.
+        let mut bearer_principal: Option<Principal> = None;
+        let callback = |req: &Request, resp: Response| {
+            let resp = check_upgrade(req, resp, &cfg.path, &mut upgrade)?;
+            if let Some(token) = upgrade.bearer.as_deref() {
+                match auth.bearer_logon(token, peer_ip, UtcTimestamp::now()) {
+                    Ok(p) => bearer_principal = Some(p),
+                    Err(e) => {
+                        debug!(conn = conn_id, error = %e, "bearer token refused at the upgrade");
+                        return Err(refuse_bearer());
+                    }
+                }
+            }
+            Ok(resp)
+        };
         let handshake = tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             callback,
@@ -425,6 +443,9 @@ impl Connection {
             self.shared.auth.clone(),
             self.shared.limiter.clone(),
         );
+        if let Some(p) = bearer_principal {
+            session.logon_principal(p, UtcTimestamp::now());
+        }
         info!(conn = self.id, peer = %self.peer, listener = %cfg.name, "WebSocket connected");
         let end = self.drive(&mut ws, &mut session, &mut *app).await;
         session.on_disconnect(&mut *app);
@@ -648,6 +669,16 @@ fn check_upgrade(
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
     Ok(resp)
+}
+
+/// The answer to an upgrade whose bearer token is not valid (RFC 6750 §3.1).
+fn refuse_bearer() -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some("invalid bearer token".to_owned()));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    if let Ok(v) = "Bearer error=\"invalid_token\"".parse() {
+        r.headers_mut().insert("www-authenticate", v);
+    }
+    r
 }
 
 /// Writes what can be written (control frames first, then the session's frames), flushes,

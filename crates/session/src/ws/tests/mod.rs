@@ -98,6 +98,9 @@ pub(crate) struct FakeAuth {
     pub changes: tokio::sync::watch::Sender<u64>,
 }
 
+/// The bearer token [`FakeAuth`] accepts at the upgrade.
+pub(crate) const BEARER_TOKEN: &str = "tok-123";
+
 impl FakeAuth {
     pub(crate) fn new() -> Self {
         let mut a = FakeAuth {
@@ -167,6 +170,24 @@ impl WsAuth for FakeAuth {
     }
     fn revoked(&self, principal: &Principal, _now: UtcTimestamp) -> bool {
         self.revoked.lock().unwrap().contains(&principal.api_key)
+    }
+    fn bearer_logon(
+        &self,
+        token: &str,
+        _peer: std::net::IpAddr,
+        _now: UtcTimestamp,
+    ) -> Result<Principal, AuthError> {
+        // One valid token, acting for the documented key.
+        if token != BEARER_TOKEN {
+            return Err(AuthError::Rejected);
+        }
+        Ok(Principal {
+            api_key: DOC_API_KEY.to_owned(),
+            account: "ACC1".into(),
+            can_trade: true,
+            can_read: true,
+            credential: None,
+        })
     }
     fn session_closed(&self, principal: &Principal) {
         self.closed.lock().unwrap().push(principal.api_key.clone());

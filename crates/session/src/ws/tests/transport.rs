@@ -143,6 +143,12 @@ async fn the_api_path_is_upgraded_and_answers_requests() {
         server.factory.bearers.lock().unwrap().as_slice(),
         [Some("tok-123".to_owned())]
     );
+    // The bearer token logged the connection on: a request needs no signature.
+    ws.send(Message::text(r#"{"id":3,"method":"session.status"}"#))
+        .await
+        .unwrap();
+    let status = next_json(&mut ws).await;
+    assert_eq!(status["result"]["apiKey"], DOC_API_KEY, "{status}");
     // A binary frame is answered, not fatal.
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(next_json(&mut ws).await["error"]["code"], -1135);
@@ -199,6 +205,24 @@ async fn other_paths_get_404_and_bad_query_values_400() {
         server.task.await.unwrap();
         assert!(server.factory.bearers.lock().unwrap().is_empty());
     }
+}
+
+#[tokio::test]
+async fn an_invalid_bearer_token_gets_401_at_the_upgrade() {
+    let (server, io) = serve_duplex(config(), 64 * 1024);
+    let mut req = "ws://localhost/ws-api/v3".into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", "Bearer forged".parse().unwrap());
+    match tokio_tungstenite::client_async(req, io).await {
+        Err(WsProtoError::Http(resp)) => {
+            assert_eq!(resp.status(), 401);
+            let challenge = resp.headers().get("www-authenticate").unwrap();
+            assert_eq!(challenge, "Bearer error=\"invalid_token\"");
+        }
+        other => panic!("refused expected, got {:?}", other.map(|_| ())),
+    }
+    server.task.await.unwrap();
+    assert!(server.factory.bearers.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
