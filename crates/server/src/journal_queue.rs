@@ -619,6 +619,6 @@ pub fn journal_control(
                 Err(e) => tracing::error!(error = %e, "cannot journal the limits change"),
             }
         }
-        A::Pause | A::Resume => {}
+        A::Pause | A::Resume | A::Describe => {}
     }
 }

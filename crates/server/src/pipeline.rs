@@ -317,6 +317,10 @@ pub enum ControlAction {
     Pause,
     /// Take commands again after a pause.
     Resume,
+    /// Read what operators see, changing nothing (so nothing is journaled): the kill
+    /// switches, each account's limits, each instrument's status and reference price, as a
+    /// JSON object in the answer (the admin API's reads).
+    Describe,
 }
 
 /// What an operator command did: a message for the operator, or why it was refused (bad input).
@@ -989,7 +993,48 @@ impl CoreLoop {
                     self.shared.ingress.len()
                 ))
             }
+            ControlAction::Describe => Ok(self.describe().to_string()),
         }
+    }
+
+    /// The state [`ControlAction::Describe`] answers with.
+    fn describe(&self) -> serde_json::Value {
+        let risk = self.core.risk();
+        let accounts: Vec<serde_json::Value> = self
+            .shared
+            .account_names()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let id = AccountId(i as u32);
+                serde_json::json!({
+                    "account": &**name,
+                    "kill_switch": risk.kill_switch(Some(id)),
+                    "limits": risk.limits(id),
+                })
+            })
+            .collect();
+        let instruments: Vec<serde_json::Value> = self
+            .core
+            .instruments()
+            .iter()
+            .map(|i| {
+                let r = i.rules();
+                serde_json::json!({
+                    "symbol": i.symbol(),
+                    "status": format!("{:?}", r.status).to_lowercase(),
+                    "reference_price": risk
+                        .reference_price(r.id)
+                        .map(|p| p.display(r.price_scale).to_string()),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "global_kill_switch": risk.kill_switch(None),
+            "paused": self.paused,
+            "accounts": accounts,
+            "instruments": instruments,
+        })
     }
 }
 
@@ -1354,6 +1399,18 @@ pub(crate) mod tests {
             }
         )
         .is_ok());
+        // Operators read back what they changed.
+        let state: serde_json::Value =
+            serde_json::from_str(&ask(&mut lp, ControlAction::Describe).unwrap()).unwrap();
+        let btc = state["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["symbol"] == "BTC-PERP")
+            .unwrap();
+        assert_eq!(btc["status"], "halted", "{state}");
+        assert_eq!(btc["reference_price"], "100.5", "{state}");
+        assert!(state["accounts"][0]["limits"]["max_notional"].is_string(), "{state}");
     }
 
     #[test]
