@@ -583,18 +583,28 @@ enum AuditCommand {
     },
 }
 
-/// The filters of `audit export`.
+/// The filters of `audit export` (and of the admin API's audit query).
 #[derive(Debug, Default)]
-struct Filter {
-    since_ms: Option<i64>,
-    key_id: Option<String>,
-    account: Option<String>,
+pub(crate) struct Filter {
+    /// Events at or after this time.
+    pub since_ms: Option<i64>,
+    /// Events before this time.
+    pub until_ms: Option<i64>,
+    /// Events about this key.
+    pub key_id: Option<String>,
+    /// Events about this account.
+    pub account: Option<String>,
 }
 
 impl Filter {
     fn matches(&self, v: &serde_json::Value, time_ms: Option<i64>) -> bool {
         if let Some(since) = self.since_ms {
             if time_ms.map_or(true, |t| t < since) {
+                return false;
+            }
+        }
+        if let Some(until) = self.until_ms {
+            if time_ms.map_or(true, |t| t >= until) {
                 return false;
             }
         }
@@ -625,6 +635,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
         account,
     } = args.command;
     let filter = Filter {
+        until_ms: None,
         since_ms: since
             .as_deref()
             .map(parse_rfc3339_ms)
@@ -642,7 +653,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
 
 /// Writes the matching events of the encrypted audit logs and of a plaintext `audit.jsonl`
 /// (from runs without a master key), merged by time, one JSON object per line.
-fn export(settings: &Settings, filter: &Filter, out: &mut dyn Write) -> Result<u64> {
+pub(crate) fn export(settings: &Settings, filter: &Filter, out: &mut dyn Write) -> Result<u64> {
     let dir = settings.audit_dir();
     let sealed = !audit_logs(&dir)
         .map_err(|e| anyhow!("audit log: {e}"))?
@@ -688,7 +699,11 @@ fn export(settings: &Settings, filter: &Filter, out: &mut dyn Write) -> Result<u
     for (time_ms, json) in events {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) else {
             // Not JSON (only a damaged plaintext line can be): shown unless a filter applies.
-            if filter.since_ms.is_none() && filter.key_id.is_none() && filter.account.is_none() {
+            if filter.since_ms.is_none()
+                && filter.until_ms.is_none()
+                && filter.key_id.is_none()
+                && filter.account.is_none()
+            {
                 writeln!(out, "{json}")?;
                 n += 1;
             }

@@ -123,6 +123,42 @@ pub struct RawConfig {
     /// defaulting to `<data_dir>/journal`).
     #[serde(default)]
     pub journal: RawJournal,
+    /// The admin API and the OAuth 2.0 authorization server (HTTPS only); absent = off.
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+}
+
+/// The `[admin]` section: the admin API (JSON over HTTPS, TLS 1.3 only, on its own listener)
+/// and the OAuth 2.0 authorization server for machine clients (README.md, "Admin API"). TLS is
+/// always on, whatever the address: there is no plain-HTTP admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `IP:PORT` to listen on (port 0 picks a free port, printed at start as
+    /// `listening: admin https://ADDR`).
+    pub bind: String,
+    /// PEM certificate chain of the admin listener; default: the `[tls]` section's, or (the
+    /// embedded default only) the generated dev certificate. Give `key_file` with it.
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// PEM file of the CAs that sign client certificates: when set, every client must present
+    /// a certificate chaining to one of them (mutual TLS) before any HTTP is read.
+    pub client_ca: Option<String>,
+    /// The OAuth issuer identifier and base URL of the endpoints (`iss` of the tokens, the
+    /// metadata's `issuer`): an `https://` URL without a trailing slash, e.g.
+    /// `https://admin.example.com:9444`. Default `https://<bind address>:<port>`.
+    pub issuer: Option<String>,
+    /// Lifetime of access tokens in seconds. Default 600 (10 minutes).
+    #[serde(default = "default_access_token_ttl_secs")]
+    pub access_token_ttl_secs: u64,
+    /// Connections served at once. Default 64.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+}
+
+fn default_access_token_ttl_secs() -> u64 {
+    600
 }
 
 /// The `[journal]` section: the keys of [`portcullis_journal::JournalConfig`], every one
@@ -481,6 +517,25 @@ pub struct Settings {
     pub accounts: Vec<String>,
     /// `[journal]`, validated, with its directory resolved.
     pub journal: portcullis_journal::JournalConfig,
+    /// `[admin]`, validated; `None` when the section is absent.
+    pub admin: Option<AdminSettings>,
+}
+
+/// Validated `[admin]` settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// The listener's own certificate and key, if given (else `[tls]` or the dev certificate).
+    pub tls: Option<TlsFiles>,
+    /// CAs of client certificates: mutual TLS when set.
+    pub client_ca: Option<PathBuf>,
+    /// The OAuth issuer; `None`: `https://<bound address>`, known once bound.
+    pub issuer: Option<String>,
+    /// Access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Connections at once.
+    pub max_connections: usize,
 }
 
 /// Validated `[core]` settings.
@@ -518,9 +573,12 @@ impl Settings {
     }
 
     /// True if at least one session authenticates its counterparty (so the server needs the
-    /// master key and the vault). WebSocket listeners always do: every order there is signed.
+    /// master key and the vault). WebSocket listeners always do: every order there is signed;
+    /// so does the admin API.
     pub fn any_authenticated_session(&self) -> bool {
-        self.sessions.iter().any(|s| s.authenticate) || !self.ws_listeners.is_empty()
+        self.sessions.iter().any(|s| s.authenticate)
+            || !self.ws_listeners.is_empty()
+            || self.admin.is_some()
     }
 }
 
@@ -951,6 +1009,11 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     let ws_listeners = validate_ws_listeners(&raw.ws_listeners, &listeners)?;
     validate_instruments(&raw.instruments, &raw.option_series)?;
     let journal = journal_config(&raw.journal, &raw.data_dir)?;
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| validate_admin(a, raw.tls.is_some() || embedded))
+        .transpose()?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
@@ -967,6 +1030,96 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         core,
         accounts,
         journal,
+        admin,
+    })
+}
+
+/// Checks `[admin]`: the address, a certificate (its own, `[tls]`'s, or the embedded
+/// default's dev certificate), the issuer URL, the token lifetime.
+fn validate_admin(a: &RawAdmin, have_server_cert: bool) -> Result<AdminSettings, ConfigError> {
+    let bind: SocketAddr = a.bind.parse().map_err(|_| {
+        ConfigError::invalid(
+            "admin.bind",
+            format!(
+                "admin.bind = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9444\")",
+                a.bind
+            ),
+        )
+    })?;
+    let path = |key: &str, v: &str| {
+        if v.trim().is_empty() {
+            Err(ConfigError::invalid(
+                key,
+                format!("{key} must not be empty"),
+            ))
+        } else {
+            Ok(PathBuf::from(v))
+        }
+    };
+    let tls = match (&a.cert_file, &a.key_file) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            cert_file: path("admin.cert_file", c)?,
+            key_file: path("admin.key_file", k)?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "admin.key_file",
+                "admin.key_file is missing: admin.cert_file needs its private key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "admin.cert_file",
+                "admin.cert_file is missing: admin.key_file needs its certificate",
+            ))
+        }
+    };
+    if tls.is_none() && !have_server_cert {
+        return Err(ConfigError::invalid(
+            "admin.cert_file",
+            "the admin API is HTTPS only: set admin.cert_file and admin.key_file, or a [tls] section",
+        ));
+    }
+    let client_ca = a
+        .client_ca
+        .as_deref()
+        .map(|c| path("admin.client_ca", c))
+        .transpose()?;
+    let issuer = match &a.issuer {
+        None => None,
+        Some(i) => {
+            let rest = i.strip_prefix("https://").unwrap_or("");
+            if rest.is_empty() || rest.ends_with('/') || rest.contains(['?', '#', ' ']) {
+                return Err(ConfigError::invalid(
+                    "admin.issuer",
+                    format!(
+                        "admin.issuer = {i:?} is not an https:// URL without a trailing slash, query or fragment"
+                    ),
+                ));
+            }
+            Some(i.clone())
+        }
+    };
+    let ttl = in_range(
+        "admin.access_token_ttl_secs",
+        a.access_token_ttl_secs,
+        1,
+        86_400,
+    )?;
+    let max_connections = in_range(
+        "admin.max_connections",
+        a.max_connections,
+        1,
+        MAX_CONNECTIONS_LIMIT,
+    )?;
+    Ok(AdminSettings {
+        bind,
+        tls,
+        client_ca,
+        issuer,
+        access_token_ttl: Duration::from_secs(ttl),
+        max_connections: max_connections as usize,
     })
 }
 
@@ -1477,6 +1630,55 @@ mod tests {
             Some(PathBuf::from("./var/master.key"))
         );
         assert_eq!(s.auth.config, AuthConfig::default());
+    }
+
+    #[test]
+    fn the_admin_section_is_checked_and_tls_is_never_off() {
+        let s = embedded_default().unwrap();
+        let a = s.admin.as_ref().expect("dev.toml enables the admin API");
+        assert!(a.bind.ip().is_loopback());
+        assert_eq!(a.access_token_ttl, Duration::from_secs(600));
+        assert!(s.any_authenticated_session());
+        let with =
+            |admin: &str| parse(&format!("{MINIMAL}\n[admin]\n{admin}\n"), false).map(|s| s.admin);
+        // Outside the embedded default a certificate is required: no plain-HTTP admin API.
+        let e = with(r#"bind = "127.0.0.1:0""#).unwrap_err();
+        assert_eq!(e.key(), Some("admin.cert_file"), "{e}");
+        let e = with(
+            r#"bind = "127.0.0.1:0"
+            cert_file = "c.pem""#,
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("admin.key_file"), "{e}");
+        let e = with(
+            r#"bind = "127.0.0.1:0"
+            tls = false"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let ok = with(
+            r#"bind = "0.0.0.0:9444"
+            cert_file = "c.pem"
+            key_file = "k.pem"
+            client_ca = "ca.pem"
+            issuer = "https://admin.example.com:9444"
+            access_token_ttl_secs = 60"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(ok.issuer.as_deref(), Some("https://admin.example.com:9444"));
+        for (bad, key) in [
+            (r#"issuer = "http://x""#, "admin.issuer"),
+            (r#"issuer = "https://x/""#, "admin.issuer"),
+            ("access_token_ttl_secs = 0", "admin.access_token_ttl_secs"),
+        ] {
+            let e = with(&format!(
+                "bind = \"127.0.0.1:0\"\ncert_file = \"c\"\nkey_file = \"k\"\n{bad}"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key(), Some(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | `limits --account A --set key=value ...` | changes risk limits (keys of `[risk.defaults]`); open orders and positions are kept |
 //! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
 //! | `resume-core` | ends the pause |
+//! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
 //!
 //! Commands reach the core thread through their own small queue (never behind a flood of
 //! orders), and every command — carried out or refused — is an event in the audit log
@@ -173,7 +174,8 @@ impl AdminAudit {
 
     fn record(&self, req: &Request, uid: Option<u32>, ok: bool, message: &str) {
         let outcome = if ok { Outcome::Ok } else { Outcome::Denied };
-        // The kind is overwritten below; the event builder bounds and formats the fields.
+        // The kind is overwritten by record_event; the event builder bounds and formats the
+        // fields.
         let mut event = AuditEvent::new(AuditKind::Anomaly, outcome, now_ms())
             .session(&match uid {
                 Some(u) => format!("control socket (uid {u})"),
@@ -184,7 +186,13 @@ impl AdminAudit {
         if let Some(a) = req.account() {
             event = event.account(a);
         }
-        let line = match serde_json::to_value(&event) {
+        self.record_event(&event);
+    }
+
+    /// Records `event` as an operator action: its fields as given, the kind `admin` (the admin
+    /// API's calls go here too).
+    pub fn record_event(&self, event: &AuditEvent) {
+        let line = match serde_json::to_value(event) {
             Ok(mut v) => {
                 v["kind"] = serde_json::Value::from("admin");
                 v.to_string()
@@ -371,6 +379,16 @@ enum AdminCommand {
     PauseCore,
     /// End a maintenance pause.
     ResumeCore,
+    /// Enrol an operator (an API key with the admin scope) for the admin API's TOTP second
+    /// factor: prints an otpauth:// URI (shown once) and stores the secret in the vault.
+    TotpEnroll {
+        /// The operator's key id.
+        #[arg(long, value_name = "KEY_ID")]
+        key: String,
+        /// Print `{"key_id", "otpauth_uri", "secret"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Why `portcullis admin` failed.
@@ -404,6 +422,11 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         }
         AdminCommand::PauseCore => Request::PauseCore,
         AdminCommand::ResumeCore => Request::ResumeCore,
+        // Works on the vault, not through the control socket (the server need not run).
+        AdminCommand::TotpEnroll { key, json } => {
+            return crate::admin::totp_enroll(args.config.as_deref(), &key, json)
+                .map_err(|e| AdminError::BadInput(format!("{e:#}")));
+        }
     };
     let path = match args.socket {
         Some(p) => p,

@@ -7,6 +7,8 @@
 //!   key vault (see [`keys`]);
 //! - `portcullis admin kill|halt|resume|mark|limits|pause-core|resume-core` sends an operator
 //!   command to the running server over its control socket (see [`control`]);
+//!   `portcullis admin totp-enroll` enrols an operator for the admin API's TOTP (see
+//!   [`admin`], the HTTPS admin API and OAuth server);
 //! - `portcullis journal verify|dump|export|reencrypt` reads the journal (see [`journal`]);
 //! - `portcullis audit export` prints the encrypted security audit log (see [`at_rest`]).
 //!
@@ -15,6 +17,7 @@
 //! key vault; every failing `keys` command exits 2; `admin` exits 2 on bad input and 1 when the
 //! server cannot be reached.
 
+mod admin;
 mod app;
 mod at_rest;
 mod config;
@@ -239,6 +242,8 @@ fn tls_server_config(s: &Settings) -> Result<Option<Arc<rustls::ServerConfig>>, 
 }
 
 async fn serve(settings: Settings) -> Result<(), Failure> {
+    // Shared with the admin API (its audit query reads the logs the config names).
+    let settings = Arc::new(settings);
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir.join("sessions"))
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -358,12 +363,38 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let listener = transport::bind(cfg).await.context("starting listeners")?;
         listeners.push(listener.with_auth(server_auth.clone()));
     }
+    // The admin API and the OAuth authorization server (config validation makes [admin]
+    // imply a vault, so `auth` is there).
+    let admin = match (&settings.admin, &auth) {
+        (Some(admin), Some(a)) => {
+            let parts = admin::Parts {
+                settings: settings.clone(),
+                pipeline: pipeline.clone(),
+                registry: registry.clone(),
+                authenticator: a.authenticator.clone(),
+                server_auth: server_auth.clone(),
+                keyring: a.keyring.clone(),
+                audit: audit.clone(),
+            };
+            match admin::start(admin, parts).await {
+                Ok(server) => Some(server),
+                Err(admin::StartError::Config(e)) => return Err(Failure::Config(e)),
+                Err(admin::StartError::Runtime(e)) => {
+                    return Err(Failure::Runtime(e.context("starting the admin API")))
+                }
+            }
+        }
+        _ => None,
+    };
     // The WebSocket API: the same pipeline, the same authenticator (lockout, audit), the same
-    // revocation signal as the FIX sessions.
-    let ws_auth: Arc<dyn portcullis_session::ws::WsAuth> = Arc::new(ws_auth::ServerWsAuth::new(
-        auth.as_ref().map(|a| a.authenticator.clone()),
-        transport::ConnectionAuth::revocations(&*server_auth),
-    ));
+    // revocation signal as the FIX sessions; bearer tokens of the admin listener's OAuth server.
+    let ws_auth: Arc<dyn portcullis_session::ws::WsAuth> = Arc::new(
+        ws_auth::ServerWsAuth::new(
+            auth.as_ref().map(|a| a.authenticator.clone()),
+            transport::ConnectionAuth::revocations(&*server_auth),
+        )
+        .with_oauth(admin.as_ref().map(admin::AdminServer::oauth)),
+    );
     let mut ws_listeners = Vec::with_capacity(settings.ws_listeners.len());
     for l in &settings.ws_listeners {
         let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);
@@ -436,6 +467,11 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         println!("listening: ws {proto} {addr}{path}");
         info!(%addr, tls, "listening (WebSocket API)");
     }
+    if let Some(a) = &admin {
+        let addr = a.local_addr().context("admin listener address")?;
+        println!("listening: admin https://{addr}");
+        info!(%addr, "listening (admin API and OAuth, HTTPS)");
+    }
 
     println!(
         "order pipeline: {} instruments, {} accounts; control socket: {}",
@@ -475,6 +511,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     for (l, _, _) in ws_listeners {
         tasks.spawn(l.serve(signal.clone()));
+    }
+    if let Some(a) = admin {
+        tasks.spawn(a.serve(signal.clone()));
     }
     let watcher = match auth {
         Some(a) => {

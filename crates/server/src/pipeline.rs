@@ -1410,7 +1410,10 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(btc["status"], "halted", "{state}");
         assert_eq!(btc["reference_price"], "100.5", "{state}");
-        assert!(state["accounts"][0]["limits"]["max_notional"].is_string(), "{state}");
+        assert!(
+            state["accounts"][0]["limits"]["max_notional"].is_string(),
+            "{state}"
+        );
     }
 
     #[test]

@@ -483,6 +483,12 @@ impl WsBridge {
         ctx: &RequestCtx<'_>,
         order: &WsOrder,
     ) -> Result<(NewOrder, LocalOrder), WsError> {
+        // A delegated token's restrictions, before anything reaches the core.
+        crate::ws_auth::check_order_restrictions(
+            ctx.principal,
+            &order.symbol,
+            order.quantity.as_ref(),
+        )?;
         let (_, account) = self.route(ctx.principal)?;
         let Some(slot) = self.slot else {
             return Err(WsError::server_busy());
@@ -1042,6 +1048,11 @@ impl WsApplication for WsBridge {
     }
 
     fn order_test(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {
+        crate::ws_auth::check_order_restrictions(
+            ctx.principal,
+            &order.symbol,
+            order.quantity.as_ref(),
+        )?;
         let dir = self.pipeline.directory();
         if dir.lookup(order.symbol.as_bytes()).is_none() {
             return Err(WsError::invalid_symbol());

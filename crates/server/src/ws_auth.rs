@@ -8,16 +8,25 @@
 //! - Revocation: the vault watcher's reload marks HMAC verifiers revoked and bumps the
 //!   revocation signal ([`crate::security::ServerAuth::signal_revocation`]); connections then
 //!   re-check their key against the loaded table ([`Authenticator::key_usable`]).
+//! - OAuth 2.0 bearer tokens (`Authorization: Bearer` at the upgrade, DESIGN.md §4): validated
+//!   once with [`OAuthServer::validate_access_token`]; before every request the claims are
+//!   re-checked without signature work ([`OAuthServer::recheck_access_claims`]: expiry,
+//!   revoked token ids, the key still active), so a revoked or expired token ends the
+//!   connection's rights at once. The token's restrictions (instruments, `max_qty`) are
+//!   enforced on every new order before it reaches the core ([`check_order_restrictions`]).
 
 use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_auth::{
-    Authenticator, Denied, MessageVerifier, RequestAttempt, RequestCredential, RequestKind, Scope,
+    AccessClaims, AuditEvent, AuditKind, Authenticator, Denied, MessageVerifier, OAuthServer,
+    Outcome, RequestAttempt, RequestCredential, RequestKind, Scope,
 };
 use portcullis_fix::UtcTimestamp;
-use portcullis_session::ws::{AuthError, Principal, Security, SignedRequest, WsAuth};
+use portcullis_session::ws::{
+    AuthError, Decimal, Principal, Security, SignedRequest, WsAuth, WsError,
+};
 use tokio::sync::watch;
 
 /// What a [`Principal`] carries for the server: the key and the address it was proven from.
@@ -29,10 +38,21 @@ struct WsCredential {
     verifier: Option<MessageVerifier>,
 }
 
+/// What a [`Principal`] authenticated by an OAuth bearer token carries: the validated claims
+/// (kept for the connection's life and re-checked before each request) and their `max_qty`
+/// parsed once.
+#[derive(Debug)]
+struct BearerCredential {
+    claims: AccessClaims,
+    max_qty: Option<Decimal>,
+    peer: IpAddr,
+}
+
 /// The server's [`WsAuth`].
 pub struct ServerWsAuth {
     authenticator: Option<Arc<Authenticator>>,
     revocations: Option<watch::Receiver<u64>>,
+    oauth: Option<Arc<OAuthServer>>,
 }
 
 impl ServerWsAuth {
@@ -45,7 +65,14 @@ impl ServerWsAuth {
         Self {
             authenticator,
             revocations,
+            oauth: None,
         }
+    }
+
+    /// Also accepts OAuth 2.0 bearer tokens issued by `oauth` at the upgrade.
+    pub fn with_oauth(mut self, oauth: Option<Arc<OAuthServer>>) -> Self {
+        self.oauth = oauth;
+        self
     }
 
     fn authenticate(
@@ -125,6 +152,15 @@ impl WsAuth for ServerWsAuth {
         let Some(auth) = &self.authenticator else {
             return true;
         };
+        if let Some(bearer) = bearer_credential(principal) {
+            let Some(oauth) = &self.oauth else {
+                return true;
+            };
+            return oauth
+                .recheck_access_claims(&bearer.claims, ms(now))
+                .is_err()
+                || !auth.key_usable(&bearer.claims.client_id, bearer.peer, ms(now));
+        }
         let Some(cred) = principal
             .credential
             .as_ref()
@@ -142,6 +178,113 @@ impl WsAuth for ServerWsAuth {
     fn revocations(&self) -> Option<watch::Receiver<u64>> {
         self.revocations.clone()
     }
+
+    fn bearer_logon(
+        &self,
+        token: &str,
+        peer: IpAddr,
+        now: UtcTimestamp,
+    ) -> Result<Principal, AuthError> {
+        let (Some(auth), Some(oauth)) = (&self.authenticator, &self.oauth) else {
+            return Err(AuthError::Rejected);
+        };
+        let now_ms = ms(now);
+        let event = |outcome, reason: &str| {
+            AuditEvent::new(AuditKind::Logon, outcome, now_ms)
+                .peer_ip(peer)
+                .session("ws bearer")
+                .reason(reason)
+        };
+        let claims = match oauth.validate_access_token(token, now_ms) {
+            Ok(c) => c,
+            Err(e) => {
+                auth.record(event(Outcome::Denied, "bearer_token_invalid").detail(e.to_string()));
+                return Err(AuthError::Rejected);
+            }
+        };
+        if let Some(retry) = auth.locked_until(&claims.client_id, peer, now_ms) {
+            return Err(AuthError::Locked {
+                retry_after_ms: Some(retry),
+            });
+        }
+        let refuse = |reason: &str| {
+            auth.record(
+                event(Outcome::Denied, reason)
+                    .key_id(&claims.client_id)
+                    .account(&claims.sub),
+            );
+            AuthError::Rejected
+        };
+        // The key's own policy (IP allowlist) holds for its tokens too.
+        if !auth.key_usable(&claims.client_id, peer, now_ms) {
+            return Err(refuse("ip_not_allowed"));
+        }
+        let max_qty = match claims.max_qty.as_deref().map(Decimal::parse) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            // Issued by this server, so always a decimal; refuse rather than ignore a limit.
+            Some(Err(_)) => return Err(refuse("bad_max_qty")),
+        };
+        auth.record(
+            event(Outcome::Ok, "bearer_token")
+                .key_id(&claims.client_id)
+                .account(&claims.sub),
+        );
+        Ok(Principal {
+            api_key: claims.client_id.clone(),
+            account: claims.sub.clone(),
+            can_trade: claims.has_scope(Scope::Trade),
+            can_read: claims.has_scope(Scope::Read),
+            credential: Some(Arc::new(BearerCredential {
+                claims,
+                max_qty,
+                peer,
+            }) as Arc<dyn Any + Send + Sync>),
+        })
+    }
+}
+
+fn bearer_credential(principal: &Principal) -> Option<&BearerCredential> {
+    principal
+        .credential
+        .as_ref()
+        .and_then(|c| c.downcast_ref::<BearerCredential>())
+}
+
+/// Enforces the restrictions of a delegated token on a new order (`order.place`, the new order
+/// of `order.cancelReplace`, `order.test`): the symbol must be in its `instruments`, and the
+/// quantity at most its `max_qty` (a MARKET order given by quote amount has no quantity to
+/// check, so such a token cannot send one). Principals of signed requests and
+/// `session.logon` have no restrictions.
+pub fn check_order_restrictions(
+    principal: &Principal,
+    symbol: &str,
+    quantity: Option<&Decimal>,
+) -> Result<(), WsError> {
+    let Some(bearer) = bearer_credential(principal) else {
+        return Ok(());
+    };
+    if !bearer.claims.allows_instrument(symbol) {
+        return Err(WsError::order_rejected(
+            "The access token does not allow trading this symbol.",
+        ));
+    }
+    if let Some(max) = &bearer.max_qty {
+        match quantity {
+            Some(q) if q <= max => {}
+            Some(_) => {
+                return Err(WsError::order_rejected(
+                    "Quantity above the access token's max_qty.",
+                ))
+            }
+            None => {
+                return Err(WsError::order_rejected(
+                    "The access token has a max_qty: give the order's quantity.",
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The parameter names, in order (to refuse names a caller does not know).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(n, _)| n.as_str())
+    }
+
     /// The value of `name`, or `invalid_request` naming it.
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name)
