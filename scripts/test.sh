@@ -41,6 +41,17 @@ if ! python3 -c 'import binance.websocket.spot.websocket_api' >/dev/null 2>&1; t
     python3 -c 'import binance.websocket.spot.websocket_api'
 fi
 
+# The metrics end-to-end test parses /metrics with prometheus_client, the official Prometheus
+# client for Python (PyPI), whose parser is the reference for the text exposition format.
+PROMETHEUS_CLIENT_VERSION=0.26.0
+if ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+    step "installing prometheus_client ${PROMETHEUS_CLIENT_VERSION} (PyPI) for the metrics test"
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==${PROMETHEUS_CLIENT_VERSION}" 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            "prometheus_client==${PROMETHEUS_CLIENT_VERSION}"
+    python3 -c 'import prometheus_client.parser'
+fi
+
 # rustfmt and clippy ship with the usual toolchain; add them only if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     step "adding rustfmt and clippy to the toolchain"

@@ -248,6 +248,11 @@ impl JournalWriter {
         self.log.durable_seq()
     }
 
+    /// fsyncs done so far, and the last one's duration (for metrics).
+    pub fn fsync_stats(&self) -> (u64, std::time::Duration) {
+        self.log.fsync_stats()
+    }
+
     /// The last record written to the operating system.
     pub fn written_seq(&self) -> Seq {
         self.log.written_seq()

@@ -412,6 +412,8 @@ impl SealedLogReader {
             written: self.last_seq,
             synced: self.last_seq,
             last_sync: Instant::now(),
+            syncs: 0,
+            last_sync_took: Duration::ZERO,
             poisoned: None,
         })
     }
@@ -617,6 +619,9 @@ pub struct SealedLogWriter {
     written: u64,
     synced: u64,
     last_sync: Instant,
+    /// fsyncs done so far and how long the last one took (for the server's metrics).
+    syncs: u64,
+    last_sync_took: Duration,
     poisoned: Option<String>,
 }
 
@@ -753,9 +758,11 @@ impl SealedLogWriter {
     /// segment can ever have a torn tail) and starts the next one.
     fn roll(&mut self, first_seq: u64) -> Result<()> {
         if let Some(mut old) = self.seg.take() {
+            let started = Instant::now();
             old.sync()?;
             self.synced = self.written;
             self.last_sync = Instant::now();
+            self.note_sync(started);
         }
         let mut seg = SegmentWriter::create(
             &self.dir,
@@ -774,14 +781,31 @@ impl SealedLogWriter {
     }
 
     fn sync_now(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut synced_segment = false;
         if self.synced < self.written {
             if let Some(seg) = self.seg.as_mut() {
                 seg.sync()?;
+                synced_segment = true;
             }
             self.synced = self.written;
         }
         self.last_sync = Instant::now();
+        if synced_segment {
+            self.note_sync(started);
+        }
         Ok(())
+    }
+
+    fn note_sync(&mut self, started: Instant) {
+        self.syncs += 1;
+        self.last_sync_took = self.last_sync.saturating_duration_since(started);
+    }
+
+    /// How many fsyncs the writer did so far, and how long the last one took: a caller that
+    /// polls it after each commit sees every fsync's duration (one per commit at most).
+    pub fn fsync_stats(&self) -> (u64, Duration) {
+        (self.syncs, self.last_sync_took)
     }
 
     /// Seals and writes the open batch and fsyncs according to the policy (`Always`: now;

@@ -40,6 +40,7 @@ use portcullis_session::{Session, SessionConfig};
 use portcullis_types::{AccountId, ClOrdId, Command, Event, EventKind, RejectReason, SessionId};
 use tracing::{debug, warn};
 
+use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
 use crate::pipeline::{Conn, Ingress, Outbound, Pipeline};
 use crate::security::ServerAuth;
@@ -95,8 +96,12 @@ impl BusinessReject {
     }
 
     fn send(&self, session: &mut Session, now: UtcTimestamp) {
-        if let Err(e) = session.send_application(now, b"j", |enc| self.encode_body(enc)) {
-            warn!(seq = self.ref_seq_num, error = %e, "could not send BusinessMessageReject");
+        METRICS.fix_business_reject();
+        match session.send_application(now, b"j", |enc| self.encode_body(enc)) {
+            Ok(_) => METRICS.sent(Protocol::Fix),
+            Err(e) => {
+                warn!(seq = self.ref_seq_num, error = %e, "could not send BusinessMessageReject")
+            }
         }
     }
 }
@@ -170,6 +175,7 @@ impl OrderEntryApp {
 
 impl Application for OrderEntryApp {
     fn on_message(&self, session: &mut Session, now: UtcTimestamp, seq: SeqNum, message: &[u8]) {
+        METRICS.received(Protocol::Fix);
         // Only connections without a handler come here (none do): answer rather than ignore.
         let mut d = Decoder::new();
         let Ok(msg) = d.decode(message) else { return };
@@ -181,8 +187,14 @@ impl Application for OrderEntryApp {
         BusinessReject::of(seq, &msg, reason, text).send(session, now);
     }
 
+    fn on_session_reject(&self, reason: Option<portcullis_fix::SessionRejectReason>) {
+        METRICS.fix_session_reject(reason);
+    }
+
     fn open(&self, conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
         let info = self.sessions.get(&key_of(conn.session))?.clone();
+        // Counted down when the connection's handler is dropped (see `Drop for FixConn`).
+        METRICS.connected(Protocol::Fix, 1);
         Some(Box::new(FixConn {
             pipeline: self.pipeline.clone(),
             auth: self.auth.clone(),
@@ -279,6 +291,12 @@ impl std::fmt::Debug for FixConn {
     }
 }
 
+impl Drop for FixConn {
+    fn drop(&mut self) {
+        METRICS.connected(Protocol::Fix, -1);
+    }
+}
+
 impl FixConn {
     /// The accounts of this connection: the logged-on key's account (authenticated sessions),
     /// or the session's configured accounts (every account for `*`).
@@ -351,8 +369,33 @@ impl FixConn {
             .has_traded
             .store(true, std::sync::atomic::Ordering::Relaxed);
         debug!(conn = self.conn_id, session = %self.info.name, slot = conn.slot().0, "session route opened");
+        crate::metrics::track_conn(&conn);
         self.conn = Some(conn.clone());
         Some(conn)
+    }
+}
+
+/// Counts a report the session is about to send: its rejects, the order-to-ack latency of an
+/// acknowledgement or reject of a new order (from the `received_ns` its command carries to
+/// `now`, when the report is written), and the account's reject rate.
+fn note_event(e: &Event, now: UtcTimestamp) {
+    let ack = match e.kind {
+        EventKind::New => true,
+        EventKind::Rejected(reason) => {
+            METRICS.fix_reject(reason);
+            crate::monitoring::order_rejected(e.account, e.ts_ns.div_euclid(1_000_000));
+            true
+        }
+        EventKind::CancelRejected { reason, .. } => {
+            METRICS.fix_reject(reason);
+            false
+        }
+        _ => false,
+    };
+    if ack && e.received_ns > 0 {
+        METRICS
+            .ack_latency(Protocol::Fix)
+            .record_ns(now.nanos() - e.received_ns);
     }
 }
 
@@ -363,11 +406,13 @@ fn send_refusal(
     r: &Refusal,
     request: &portcullis_fix::MessageRef<'_>,
 ) {
+    METRICS.fix_reject(r.reason);
     let res = session.send_application(now, r.answer_type(), |enc| {
         order_codec::encode_refusal(enc, v, r, request, now.nanos())
     });
-    if let Err(e) = res {
-        warn!(error = %e, "could not send a reject");
+    match res {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => warn!(error = %e, "could not send a reject"),
     }
 }
 
@@ -392,6 +437,7 @@ impl ConnectionApp for FixConn {
         seq: SeqNum,
         message: &[u8],
     ) {
+        METRICS.received(Protocol::Fix);
         let v = self.version;
         let mut decoder = std::mem::take(&mut self.decoder);
         let Ok(msg) = decoder.decode(message) else {
@@ -476,6 +522,7 @@ impl ConnectionApp for FixConn {
             let Some(item) = conn.pop() else { break };
             let report = match &item {
                 Outbound::Event(e) => {
+                    note_event(e, now);
                     self.finished.note(e);
                     match e.kind {
                         EventKind::CancelRejected {
@@ -494,8 +541,11 @@ impl ConnectionApp for FixConn {
             let res = session.send_application(now, report.msg_type(), |enc| {
                 order_codec::encode_report(enc, v, report, &names, scratch)
             });
-            if let Err(e) = res {
-                warn!(conn = self.conn_id, session = %self.info.name, error = %e, "could not send a report");
+            match res {
+                Ok(_) => METRICS.sent(Protocol::Fix),
+                Err(e) => {
+                    warn!(conn = self.conn_id, session = %self.info.name, error = %e, "could not send a report")
+                }
             }
         }
         if let Some(why) = conn.kicked() {

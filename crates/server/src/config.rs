@@ -126,6 +126,12 @@ pub struct RawConfig {
     /// The admin API and the OAuth 2.0 authorization server (HTTPS only); absent = off.
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    /// The optional plain-HTTP `/metrics` listener (loopback only).
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// Security monitoring: the webhook for security events, the reject-rate spike detector.
+    #[serde(default)]
+    pub monitoring: RawMonitoring,
 }
 
 /// The `[admin]` section: the admin API (JSON over HTTPS, TLS 1.3 only, on its own listener)
@@ -519,6 +525,10 @@ pub struct Settings {
     pub journal: portcullis_journal::JournalConfig,
     /// `[admin]`, validated; `None` when the section is absent.
     pub admin: Option<AdminSettings>,
+    /// `[metrics]`, validated.
+    pub metrics: MetricsSettings,
+    /// `[monitoring]`, validated.
+    pub monitoring: MonitoringSettings,
 }
 
 /// Validated `[admin]` settings.
@@ -1014,6 +1024,8 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         .as_ref()
         .map(|a| validate_admin(a, raw.tls.is_some() || embedded))
         .transpose()?;
+    let metrics = validate_metrics(&raw.metrics)?;
+    let monitoring = validate_monitoring(&raw.monitoring)?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
@@ -1031,6 +1043,8 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         accounts,
         journal,
         admin,
+        metrics,
+        monitoring,
     })
 }
 
@@ -1572,6 +1586,169 @@ fn listener_bind(
         ));
     }
     Ok(addr)
+}
+
+// -----------------------------------------------------------------------------------------
+// [metrics] and [monitoring]
+// -----------------------------------------------------------------------------------------
+
+/// The `[metrics]` section: an optional plain-HTTP listener answering `GET /metrics` with the
+/// Prometheus text format (the admin API serves the same over HTTPS).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT` of the listener, e.g. `127.0.0.1:9464` (port 0 picks a free port, printed at
+    /// start as `listening: metrics http://ADDR`). Plain HTTP without authentication, so only
+    /// a loopback address is accepted: scrape from the same host, or through a local agent.
+    /// Absent = no listener.
+    pub bind: Option<String>,
+}
+
+/// The `[monitoring]` section: where security events go besides the audit log and the
+/// `portcullis_security_events_total` counter, and when rejects count as a spike.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMonitoring {
+    /// `https://HOST[:PORT][/PATH]`: each security event is POSTed there as one JSON object,
+    /// from a background task (never from a socket task or the core thread). HTTPS only.
+    /// Absent = no webhook.
+    pub webhook_url: Option<String>,
+    /// Time for one delivery attempt (connect, TLS, request, response), in milliseconds.
+    /// Default 5000.
+    pub webhook_timeout_ms: u64,
+    /// Further attempts after a failed one, with back-off doubling from 500 ms up to 30 s.
+    /// Default 3.
+    pub webhook_retries: u64,
+    /// PEM file of the certificates to trust for the webhook instead of the public web PKI
+    /// roots (a private CA, or the receiver's own self-signed certificate). Absent = the
+    /// Mozilla root program's CAs (compiled in).
+    pub webhook_ca_file: Option<String>,
+    /// Events that may wait for delivery; when full, new events are dropped and counted
+    /// (`portcullis_webhook_events_total{result="dropped"}`). Default 1024.
+    pub webhook_queue: u64,
+    /// Rejects of one account (orders refused by the core thread) within
+    /// `reject_spike_window_ms` that raise a `reject_rate_spike` security event (at most one
+    /// per window and account). 0 = off. Default 50.
+    pub reject_spike_threshold: u64,
+    /// The window of `reject_spike_threshold`, in milliseconds (fixed windows). Default 10000.
+    pub reject_spike_window_ms: u64,
+}
+
+impl Default for RawMonitoring {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_timeout_ms: 5000,
+            webhook_retries: 3,
+            webhook_ca_file: None,
+            webhook_queue: 1024,
+            reject_spike_threshold: 50,
+            reject_spike_window_ms: 10_000,
+        }
+    }
+}
+
+/// Validated `[metrics]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// The plain-HTTP listener's address (loopback), if any.
+    pub bind: Option<SocketAddr>,
+}
+
+/// Validated `[monitoring]` settings.
+#[derive(Debug, Clone)]
+pub struct MonitoringSettings {
+    /// The webhook, if any.
+    pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// Rejects per account and window that are a spike (0 = off).
+    pub reject_spike_threshold: u64,
+    /// The spike window.
+    pub reject_spike_window: Duration,
+}
+
+fn validate_metrics(raw: &RawMetrics) -> Result<MetricsSettings, ConfigError> {
+    let Some(bind) = &raw.bind else {
+        return Ok(MetricsSettings::default());
+    };
+    let addr: SocketAddr = bind.parse().map_err(|_| {
+        ConfigError::invalid(
+            "metrics.bind",
+            format!("metrics.bind = {bind:?} is not an IP:PORT address (e.g. \"127.0.0.1:9464\")"),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            "metrics.bind",
+            format!(
+                "metrics.bind = {bind:?}: the metrics listener is plain HTTP and only allowed on a loopback address (scrape the admin API's /metrics over HTTPS from elsewhere)"
+            ),
+        ));
+    }
+    Ok(MetricsSettings { bind: Some(addr) })
+}
+
+fn validate_monitoring(raw: &RawMonitoring) -> Result<MonitoringSettings, ConfigError> {
+    let timeout = in_range(
+        "monitoring.webhook_timeout_ms",
+        raw.webhook_timeout_ms,
+        100,
+        120_000,
+    )?;
+    let retries = in_range("monitoring.webhook_retries", raw.webhook_retries, 0, 20)?;
+    let queue = in_range("monitoring.webhook_queue", raw.webhook_queue, 1, 1 << 20)?;
+    let threshold = in_range(
+        "monitoring.reject_spike_threshold",
+        raw.reject_spike_threshold,
+        0,
+        u64::from(u32::MAX),
+    )?;
+    let window = in_range(
+        "monitoring.reject_spike_window_ms",
+        raw.reject_spike_window_ms,
+        100,
+        86_400_000,
+    )?;
+    let webhook = match &raw.webhook_url {
+        None => {
+            if raw.webhook_ca_file.is_some() {
+                return Err(ConfigError::invalid(
+                    "monitoring.webhook_ca_file",
+                    "monitoring.webhook_ca_file is set but monitoring.webhook_url is not",
+                ));
+            }
+            None
+        }
+        Some(url) => {
+            let target = crate::webhook::Target::parse(url).map_err(|e| {
+                ConfigError::invalid(
+                    "monitoring.webhook_url",
+                    format!("monitoring.webhook_url = {url:?}: {e}"),
+                )
+            })?;
+            let ca_file = match &raw.webhook_ca_file {
+                Some(f) if f.trim().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        "monitoring.webhook_ca_file",
+                        "monitoring.webhook_ca_file must not be empty",
+                    ))
+                }
+                Some(f) => Some(PathBuf::from(f)),
+                None => None,
+            };
+            Some(crate::webhook::WebhookSettings {
+                target,
+                timeout: Duration::from_millis(timeout),
+                retries: retries as u32,
+                ca_file,
+                queue: queue as usize,
+            })
+        }
+    };
+    Ok(MonitoringSettings {
+        webhook,
+        reject_spike_threshold: threshold,
+        reject_spike_window: Duration::from_millis(window),
+    })
 }
 
 #[cfg(test)]

@@ -115,6 +115,17 @@ impl Request {
         }
     }
 
+    /// The security event a successful command is (kill switch and limit changes).
+    fn security_kind(&self) -> Option<crate::metrics::SecurityKind> {
+        use crate::metrics::SecurityKind;
+        match self {
+            Request::Kill { off: false, .. } => Some(SecurityKind::KillSwitchOn),
+            Request::Kill { off: true, .. } => Some(SecurityKind::KillSwitchOff),
+            Request::Limits { .. } => Some(SecurityKind::LimitsChanged),
+            _ => None,
+        }
+    }
+
     fn account(&self) -> Option<&str> {
         match self {
             Request::Kill { account, .. } => account.as_deref(),
@@ -280,6 +291,13 @@ async fn handle(stream: UnixStream, pipeline: &Pipeline, audit: &AdminAudit) -> 
             let response = execute(req.clone(), pipeline).await;
             info!(command = req.name(), ok = response.ok, message = %response.message, "operator command");
             audit.record(&req, uid, response.ok, &response.message);
+            if let (true, Some(kind)) = (response.ok, req.security_kind()) {
+                let actor = match uid {
+                    Some(u) => format!("control socket (uid {u})"),
+                    None => "control socket".to_owned(),
+                };
+                crate::monitoring::operator_change(kind, req.account(), &actor, &response.message);
+            }
             response
         }
     };

@@ -75,6 +75,9 @@ pub struct JournalQueue {
     /// flag keeps the journal thread's check to one atomic load per loop pass.
     rekey: std::sync::Mutex<Option<portcullis_auth::MasterKeyring>>,
     rekey_pending: AtomicBool,
+    /// Told each fsync's duration on the journal thread (the server's metrics); a plain fn so
+    /// that calling it allocates nothing.
+    fsync_observer: OnceLock<fn(Duration)>,
 }
 
 impl JournalQueue {
@@ -90,6 +93,7 @@ impl JournalQueue {
             full_waits: AtomicU64::new(0),
             rekey: std::sync::Mutex::new(None),
             rekey_pending: AtomicBool::new(false),
+            fsync_observer: OnceLock::new(),
         })
     }
 
@@ -151,6 +155,16 @@ impl JournalQueue {
     #[cfg(test)]
     pub(crate) fn pop(&self) -> Option<JournalItem> {
         self.queue.pop()
+    }
+
+    /// Items waiting for the journal thread (sampled by the metrics).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Calls `f` with the duration of every fsync of the journal, on the journal thread.
+    pub fn set_fsync_observer(&self, f: fn(Duration)) {
+        let _ = self.fsync_observer.set(f);
     }
 
     /// Times the core thread waited for room.
@@ -459,6 +473,7 @@ pub fn spawn_writer(
             let mut pending: VecDeque<(Seq, Outbound, Arc<Conn>)> = VecDeque::new();
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
+            let mut seen_syncs = writer.fsync_stats().0;
             loop {
                 if let Some(ring) = q.take_rekey() {
                     match writer.set_keyring(&ring) {
@@ -509,6 +524,13 @@ pub fn spawn_writer(
                 };
                 if let Err(e) = r {
                     fail("commit", e);
+                }
+                let (syncs, took) = writer.fsync_stats();
+                if syncs != seen_syncs {
+                    seen_syncs = syncs;
+                    if let Some(observe) = q.fsync_observer.get() {
+                        observe(took);
+                    }
                 }
                 let ack = writer.ack_seq();
                 while pending.front().is_some_and(|(s, _, _)| *s <= ack) {

@@ -26,10 +26,13 @@ mod devcert;
 mod journal;
 mod journal_queue;
 mod keys;
+mod metrics;
+mod monitoring;
 mod order_codec;
 mod pipeline;
 mod replay;
 mod security;
+mod webhook;
 mod ws_app;
 mod ws_auth;
 
@@ -300,6 +303,27 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
 
     // The order pipeline: the core (books and risk state) on its own thread.
     let (pipeline, core_thread, journal) = start_pipeline(&settings, keyring.as_ref())?;
+    // Metrics and security monitoring: the queues sampled at scrape time, the journal's fsync
+    // durations, the webhook task and the reject-spike detector.
+    metrics::install_sources(pipeline.clone(), journal.as_ref().map(|j| j.queue.clone()));
+    if let Some(j) = &journal {
+        j.queue
+            .set_fsync_observer(|d| metrics::METRICS.fsync().record(d));
+    }
+    monitoring::install(&settings.monitoring, &settings.accounts, audit.clone()).map_err(|e| {
+        Failure::Config(ConfigError::Invalid {
+            key: "monitoring.webhook_ca_file".into(),
+            message: format!("{e:#}"),
+        })
+    })?;
+    let metrics_listener = match settings.metrics.bind {
+        Some(addr) => Some(
+            metrics::bind_http(addr)
+                .await
+                .with_context(|| format!("cannot bind the metrics listener {addr}"))?,
+        ),
+        None => None,
+    };
     let admin_audit = Arc::new(control::AdminAudit::new(audit.clone()));
     let control_path = control::socket_path(&settings);
     let control_listener = control::bind(&control_path).map_err(Failure::Runtime)?;
@@ -472,6 +496,11 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         println!("listening: admin https://{addr}");
         info!(%addr, "listening (admin API and OAuth, HTTPS)");
     }
+    if let Some(l) = &metrics_listener {
+        let addr = l.local_addr().context("metrics listener address")?;
+        println!("listening: metrics http://{addr}");
+        info!(%addr, "listening (metrics, plain HTTP on loopback)");
+    }
 
     println!(
         "order pipeline: {} instruments, {} accounts; control socket: {}",
@@ -498,6 +527,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         settings.core.reply_spin,
     ));
     let (trigger, signal) = transport::shutdown_channel();
+    if let Some(l) = metrics_listener {
+        tokio::spawn(metrics::serve_http(l, signal.clone()));
+    }
     let control_task = tokio::spawn(control::serve(
         control_listener,
         control_path,
@@ -748,7 +780,13 @@ fn setup_auth(
         .context("cannot open the key vault")
         .map_err(Failure::Auth)?;
     let authenticator =
-        Authenticator::with_vault(settings.auth.config.clone(), &opened.vault, audit).map_err(
+        // Every auth audit event also feeds the metrics and the security events.
+        Authenticator::with_vault(
+            settings.auth.config.clone(),
+            &opened.vault,
+            Arc::new(monitoring::MonitoredAudit::new(audit)),
+        )
+        .map_err(
             |e| {
                 Failure::Config(ConfigError::Invalid {
                     key: format!("auth.{}", e.field),

@@ -165,6 +165,11 @@ impl Conn {
         self.egress.pop()
     }
 
+    /// Reports waiting (sampled by the metrics at scrape time).
+    pub fn queued(&self) -> usize {
+        self.egress.len()
+    }
+
     /// True if a report is waiting.
     pub fn has_output(&self) -> bool {
         !self.egress.is_empty()
@@ -336,6 +341,76 @@ pub struct ControlRequest {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Event counts for the metrics
+
+/// The label values of [`EventCounts::kind`]: one per [`EventKind`].
+pub const EVENT_KIND_NAMES: [&str; 9] = [
+    "new",
+    "partial_fill",
+    "fill",
+    "canceled",
+    "replaced",
+    "rejected",
+    "expired",
+    "cancel_rejected",
+    "mass_cancel_done",
+];
+
+/// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
+const REJECT_SLOTS: usize = 32;
+
+/// The core thread's events by kind and its rejects by reason, for the metrics (which read
+/// them at scrape time). The core thread is the only writer, so a count is a relaxed load and
+/// store — no locked read-modify-write, no fence — on a cache line no other thread writes.
+#[derive(Debug)]
+pub struct EventCounts {
+    kinds: [AtomicU64; EVENT_KIND_NAMES.len()],
+    rejects: [AtomicU64; REJECT_SLOTS],
+}
+
+impl EventCounts {
+    fn new() -> Self {
+        Self {
+            kinds: [const { AtomicU64::new(0) }; EVENT_KIND_NAMES.len()],
+            rejects: [const { AtomicU64::new(0) }; REJECT_SLOTS],
+        }
+    }
+
+    /// Counts one event (core thread only: one writer).
+    #[inline]
+    fn note(&self, kind: EventKind) {
+        fn bump(c: &AtomicU64) {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+        let (k, reason) = match kind {
+            EventKind::New => (0, None),
+            EventKind::PartialFill => (1, None),
+            EventKind::Fill => (2, None),
+            EventKind::Canceled => (3, None),
+            EventKind::Replaced => (4, None),
+            EventKind::Rejected(r) => (5, Some(r)),
+            EventKind::Expired => (6, None),
+            EventKind::CancelRejected { reason, .. } => (7, Some(reason)),
+            EventKind::MassCancelDone { .. } => (8, None),
+        };
+        bump(&self.kinds[k]);
+        if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {
+            bump(c);
+        }
+    }
+
+    /// Events of kind `i` (an index into [`EVENT_KIND_NAMES`]).
+    pub fn kind(&self, i: usize) -> u64 {
+        self.kinds.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Rejects (of orders and of cancels) for the reason `i` (`RejectReason as usize`).
+    pub fn reject(&self, i: usize) -> u64 {
+        self.rejects.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The shared part
 
 /// Settings of the pipeline.
@@ -375,6 +450,8 @@ pub struct Pipeline {
     reserved_slots: u32,
     /// Requests refused because the ingress queue was full.
     busy: AtomicU64,
+    /// The core thread's events by kind and rejects by reason, for the metrics.
+    events: CachePadded<EventCounts>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -412,6 +489,7 @@ impl Pipeline {
             egress_capacity: config.egress_capacity.max(1),
             reserved_slots: config.reserved_slots,
             busy: AtomicU64::new(0),
+            events: CachePadded::new(EventCounts::new()),
         })
     }
 
@@ -482,6 +560,11 @@ impl Pipeline {
             overflowed: AtomicBool::new(false),
             abusive: AtomicBool::new(false),
         })
+    }
+
+    /// The core thread's event counts (read by the metrics).
+    pub fn event_counts(&self) -> &EventCounts {
+        &self.events
     }
 
     /// Requests waiting for the core thread.
@@ -597,6 +680,7 @@ impl std::fmt::Debug for CoreLoop {
 /// Delivers one item to the connection in its slot, if that connection trades for the
 /// item's account. Never blocks: a full queue marks the connection overflowed.
 fn deliver(
+    counts: &EventCounts,
     routes: &[Option<Arc<Conn>>],
     dirty: &mut Vec<u32>,
     dirty_flag: &mut [bool],
@@ -604,6 +688,9 @@ fn deliver(
     item: Outbound,
 ) {
     let (Outbound::Event(e) | Outbound::Status(e)) = item;
+    if let Outbound::Event(e) = &item {
+        counts.note(e.kind);
+    }
     let s = e.session.0 as usize;
     let route = routes.get(s).and_then(Option::as_ref);
     // The journal records every event; under fsync = "always" it also delivers it, once
@@ -745,6 +832,7 @@ impl CoreLoop {
             journal,
             ..
         } = self;
+        let counts: &EventCounts = &shared.events;
         match item {
             Ingress::Cmd(cmd) => {
                 if let Some(j) = journal.as_mut() {
@@ -758,6 +846,7 @@ impl CoreLoop {
                 };
                 core.process(cmd, now, &mut |e| {
                     deliver(
+                        counts,
                         routes,
                         dirty,
                         dirty_flag,
@@ -780,6 +869,7 @@ impl CoreLoop {
                     None => unknown_order(&r, now),
                 };
                 deliver(
+                    counts,
                     routes,
                     dirty,
                     dirty_flag,
@@ -811,6 +901,7 @@ impl CoreLoop {
                     }
                     core.process(Command::SessionClosed(slot), now, &mut |e| {
                         deliver(
+                            counts,
                             routes,
                             dirty,
                             dirty_flag,
@@ -846,10 +937,13 @@ impl CoreLoop {
             dirty,
             dirty_flag,
             journal,
+            shared,
             ..
         } = self;
+        let counts: &EventCounts = &shared.events;
         let r = f(core, &mut |e| {
             deliver(
+                counts,
                 routes,
                 dirty,
                 dirty_flag,

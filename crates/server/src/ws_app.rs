@@ -48,6 +48,7 @@ use tracing::{debug, warn};
 
 use portcullis_engine::OrderRef as EngineOrderRef;
 
+use crate::metrics::{Protocol, METRICS};
 use crate::pipeline::{now_ns, Conn, Directory, Ingress, Outbound, Pipeline, StatusRequest};
 
 /// Orders that ended kept per connection for `order.status`.
@@ -133,7 +134,18 @@ impl WsBridgeFactory {
 }
 
 impl WsAppFactory for WsBridgeFactory {
+    fn on_traffic(&self, traffic: portcullis_session::ws::WsTraffic) {
+        use portcullis_session::ws::WsTraffic;
+        match traffic {
+            WsTraffic::Received => METRICS.received(Protocol::Ws),
+            WsTraffic::Sent => METRICS.sent(Protocol::Ws),
+            WsTraffic::Rejected { code, .. } => METRICS.ws_reject(code),
+        }
+    }
+
     fn open(&self, conn: &WsConnectionInfo<'_>) -> Box<dyn WsApplication> {
+        // Counted down when the bridge is dropped (see `Drop for WsBridge`).
+        METRICS.connected(Protocol::Ws, 1);
         Box::new(WsBridge {
             symbols: self.symbols.clone(),
             pipeline: self.pipeline.clone(),
@@ -357,6 +369,12 @@ pub struct WsBridge {
     kicked: bool,
 }
 
+impl Drop for WsBridge {
+    fn drop(&mut self) {
+        METRICS.connected(Protocol::Ws, -1);
+    }
+}
+
 impl std::fmt::Debug for WsBridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsBridge")
@@ -422,6 +440,7 @@ impl WsBridge {
             return Err(WsError::server_busy());
         }
         debug!(conn = self.conn_id, slot = slot.0, account = %principal.account, "ws route opened");
+        crate::metrics::track_conn(&conn);
         self.account = Some((principal.account.clone(), account));
         self.conn = Some(conn.clone());
         Ok((conn, account))
@@ -932,9 +951,14 @@ impl WsBridge {
         let Some(conn) = self.conn.clone() else {
             return;
         };
+        // One clock read per wake-up, only if an acknowledgement is among the reports.
+        let mut now = None;
         while let Some(o) = conn.pop() {
             match o {
-                Outbound::Event(e) => self.on_event(&e),
+                Outbound::Event(e) => {
+                    note_event(&e, &mut now);
+                    self.on_event(&e)
+                }
                 // The fence behind a new order: its initial matching is complete.
                 Outbound::Status(e) => {
                     if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::Place { .. })) {
@@ -971,6 +995,26 @@ impl WsBridge {
 }
 
 /// The `executionReport` of an event for the connection's order `o` (state after the event).
+/// Counts an event the connection is about to answer with: the order-to-ack latency of an
+/// acknowledgement or reject of a new order (from the `received_ns` its command carries), and
+/// the account's reject rate.
+fn note_event(e: &Event, now: &mut Option<i64>) {
+    let ack = match e.kind {
+        EventKind::New => true,
+        EventKind::Rejected(_) => {
+            crate::monitoring::order_rejected(e.account, e.ts_ns.div_euclid(1_000_000));
+            true
+        }
+        _ => false,
+    };
+    if ack && e.received_ns > 0 {
+        let t = *now.get_or_insert_with(now_ns);
+        METRICS
+            .ack_latency(Protocol::Ws)
+            .record_ns(t - e.received_ns);
+    }
+}
+
 fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
     let (x, trade) = match e.kind {
         EventKind::New => (ExecutionType::New, false),

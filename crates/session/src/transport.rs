@@ -795,6 +795,10 @@ pub trait Application: Send + Sync + 'static {
     fn open(&self, _conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
         None
     }
+
+    /// The session sent a session-level Reject(3) with this SessionRejectReason(373) (for
+    /// counting bad input; the default does nothing).
+    fn on_session_reject(&self, _reason: Option<portcullis_fix::SessionRejectReason>) {}
 }
 
 /// What the transport tells an [`Application`] about a connection it opens a handler for.
@@ -1227,7 +1231,12 @@ fn handle_events(
                     h.on_logon(session, UtcTimestamp::now());
                 }
             }
-            other => log_event(conn, name, other),
+            other => {
+                if let SessionEvent::RejectSent { reason, .. } = &other {
+                    app.on_session_reject(*reason);
+                }
+                log_event(conn, name, other)
+            }
         }
     }
     disconnect

@@ -38,7 +38,7 @@ pub use ratelimit::{ConnectRefused, RateLimitConfig, RateLimiter};
 pub use signing::SignaturePayload;
 pub use symbols::{SymbolFilter, SymbolInfo, SymbolTable};
 pub use transport::{
-    WsAppFactory, WsConnectionInfo, WsListener, WsListenerConfig, WsTransportError,
+    WsAppFactory, WsConnectionInfo, WsListener, WsListenerConfig, WsTraffic, WsTransportError,
 };
 pub use types::*;
 

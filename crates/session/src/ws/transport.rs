@@ -186,6 +186,26 @@ pub struct WsConnectionInfo<'a> {
 pub trait WsAppFactory: Send + Sync + 'static {
     /// The application of a new connection.
     fn open(&self, conn: &WsConnectionInfo<'_>) -> Box<dyn WsApplication>;
+
+    /// What crossed a connection of the listener, for counting (the default does nothing).
+    /// Called on the connection's task: it must not block.
+    fn on_traffic(&self, _traffic: WsTraffic) {}
+}
+
+/// What [`WsAppFactory::on_traffic`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsTraffic {
+    /// A text or binary message was read.
+    Received,
+    /// A text message (a response or an event) was written.
+    Sent,
+    /// A request was answered with an error (the answer is also counted as sent).
+    Rejected {
+        /// The answer's status.
+        status: u16,
+        /// The dialect's code.
+        code: i32,
+    },
 }
 
 /// What every connection of a listener shares.
@@ -510,7 +530,14 @@ impl Connection {
                         info!(conn = self.id, peer = %self.peer, %reason, "application ends the connection");
                         return End::Close(CloseCode::Policy, "closed by the server");
                     }
-                    WsEvent::Rejected { method, code, .. } => {
+                    WsEvent::Rejected {
+                        method,
+                        code,
+                        status,
+                    } => {
+                        self.shared
+                            .factory
+                            .on_traffic(WsTraffic::Rejected { status, code });
                         debug!(
                             conn = self.id,
                             method = method.unwrap_or("?"),
@@ -564,12 +591,14 @@ impl Connection {
             .min()
             .expect("next_ping is always set");
             tokio::select! {
-                step = poll_fn(|cx| poll_io(cx, ws, &mut control, session, &mut needs_flush)) => match step {
+                step = poll_fn(|cx| poll_io(cx, ws, &mut control, session, &mut needs_flush, &*self.shared.factory)) => match step {
                     IoStep::Message(Message::Text(text)) => {
+                        self.shared.factory.on_traffic(WsTraffic::Received);
                         last_request = Instant::now();
                         session.handle_text(UtcTimestamp::now(), text.as_str(), app);
                     }
                     IoStep::Message(Message::Binary(_)) => {
+                        self.shared.factory.on_traffic(WsTraffic::Received);
                         last_request = Instant::now();
                         session.handle_binary(UtcTimestamp::now());
                     }
@@ -690,6 +719,7 @@ fn poll_io<S>(
     control: &mut VecDeque<Message>,
     session: &mut WsSession,
     needs_flush: &mut bool,
+    factory: &dyn WsAppFactory,
 ) -> Poll<IoStep>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -703,7 +733,10 @@ where
         let message = match control.pop_front() {
             Some(m) => m,
             None => match session.poll_transmit() {
-                Some(text) => Message::text(text),
+                Some(text) => {
+                    factory.on_traffic(WsTraffic::Sent);
+                    Message::text(text)
+                }
                 None => break,
             },
         };
