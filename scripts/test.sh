@@ -52,6 +52,26 @@ if ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
     python3 -c 'import prometheus_client.parser'
 fi
 
+# The admin API and OAuth end-to-end tests use standard third-party clients from PyPI: authlib
+# (OAuth 2.0 client: client credentials, refresh, revocation, introspection) over requests,
+# PyJWT with cryptography (verifies access tokens against the JWKS), and pyotp (computes the
+# operators' TOTP codes, so the tests never use the project's own TOTP code). The WebSocket
+# part of that test uses websocket-client, installed with binance-connector above.
+OAUTH_TEST_PACKAGES=(
+    "authlib==1.6.5"
+    "requests==2.34.2"
+    "pyjwt[crypto]==2.10.1"
+    "cryptography==48.0.0"
+    "pyotp==2.9.0"
+)
+if ! python3 -c 'import authlib, requests, jwt, cryptography, pyotp, websocket' >/dev/null 2>&1; then
+    step "installing ${OAUTH_TEST_PACKAGES[*]} (PyPI) for the admin API and OAuth tests"
+    python3 -m pip install --quiet --disable-pip-version-check "${OAUTH_TEST_PACKAGES[@]}" 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            "${OAUTH_TEST_PACKAGES[@]}"
+    python3 -c 'import authlib, requests, jwt, cryptography, pyotp, websocket'
+fi
+
 # rustfmt and clippy ship with the usual toolchain; add them only if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     step "adding rustfmt and clippy to the toolchain"

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod at_rest;
 mod auth;
 mod binance_interop;
