@@ -368,6 +368,75 @@ mod tests {
     }
 
     #[test]
+    fn bearer_tokens_log_on_carry_their_restrictions_and_stop_when_revoked() {
+        use base64::Engine as _;
+        use portcullis_auth::oauth::Form;
+        use portcullis_auth::{OAuthConfig, TokenSigningKey};
+        let k = key("trade,read");
+        let auth = Arc::new(
+            Authenticator::new(AuthConfig::default(), Arc::new(MemoryAuditLog::new())).unwrap(),
+        );
+        auth.reload_keys(vec![k.clone()]);
+        let store = auth.clone();
+        let oauth = Arc::new(
+            OAuthServer::new(
+                OAuthConfig::new("https://127.0.0.1:9444", "https://127.0.0.1:9444"),
+                TokenSigningKey::generate(),
+                move |id: &str| store.key(id),
+            )
+            .unwrap(),
+        );
+        let ws = ServerWsAuth::new(Some(auth.clone()), None).with_oauth(Some(oauth.clone()));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                k.key_id.as_str(),
+                k.secret.as_ref().unwrap().expose()
+            ))
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let now = UtcTimestamp::now();
+        let form = Form::from_pairs([
+            ("grant_type", "client_credentials"),
+            ("scope", "trade"),
+            ("instruments", "BTC-PERP"),
+            ("max_qty", "1.5"),
+        ])
+        .unwrap();
+        let t = oauth
+            .token(Some(&basic), &form, Some(peer), ms(now))
+            .unwrap();
+        let p = ws.bearer_logon(&t.access_token, peer, now).unwrap();
+        assert_eq!(p.api_key, k.key_id.as_str());
+        assert_eq!(p.account, "ACC1");
+        assert!(p.can_trade && !p.can_read);
+        let d = |s: &str| Decimal::parse(s).unwrap();
+        assert!(check_order_restrictions(&p, "BTC-PERP", Some(&d("1.5"))).is_ok());
+        assert!(check_order_restrictions(&p, "ETH-PERP", Some(&d("1"))).is_err());
+        assert!(check_order_restrictions(&p, "BTC-PERP", Some(&d("1.6"))).is_err());
+        assert!(check_order_restrictions(&p, "BTC-PERP", None).is_err());
+        assert!(!ws.revoked(&p, now));
+        assert!(ws.bearer_logon("not.a.token", peer, now).is_err());
+        // Revoked: the connection's principal stops at once.
+        let revoke = Form::from_pairs([("token", t.access_token.as_str())]).unwrap();
+        oauth
+            .revoke(Some(&basic), &revoke, Some(peer), ms(now))
+            .unwrap();
+        assert!(ws.revoked(&p, now));
+        assert!(ws.bearer_logon(&t.access_token, peer, now).is_err());
+        // Principals of signed requests have no restrictions.
+        let plain = Principal {
+            api_key: "k".into(),
+            account: "A".into(),
+            can_trade: true,
+            can_read: true,
+            credential: None,
+        };
+        assert!(check_order_restrictions(&plain, "ETH-PERP", None).is_ok());
+    }
+
+    #[test]
     fn ed25519_logon() {
         use base64::Engine as _;
         use ed25519_dalek::Signer as _;
