@@ -10,6 +10,7 @@ mod config_errors;
 mod crash;
 mod fix_session;
 mod interop;
+mod metrics;
 mod pipeline;
 mod readme;
 mod restart;

@@ -492,6 +492,13 @@ async fn set_limits(state: &AdminState, call: &Call, account: &str) -> Handled {
         },
     )
     .await?;
+    // A security event too (counter, webhook); the call's audit event is written by the caller.
+    crate::monitoring::operator_change(
+        crate::metrics::SecurityKind::LimitsChanged,
+        Some(account),
+        AUDIT_SESSION,
+        &message,
+    );
     let d = describe(state).await?;
     let acc = find_account(&d, account)?;
     Ok(Done::ok(
@@ -520,6 +527,17 @@ async fn kill(state: &AdminState, call: &Call, account: Option<String>) -> Handl
         },
     )
     .await?;
+    // A security event too (counter, webhook); the call's audit event is written by the caller.
+    crate::monitoring::operator_change(
+        if body.on {
+            crate::metrics::SecurityKind::KillSwitchOn
+        } else {
+            crate::metrics::SecurityKind::KillSwitchOff
+        },
+        account.as_deref(),
+        AUDIT_SESSION,
+        &message,
+    );
     let done = Done::ok(
         json!({"account": account, "on": body.on, "message": message}),
         message.clone(),
