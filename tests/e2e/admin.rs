@@ -888,3 +888,68 @@ fn expired_tokens_and_repeated_totp_failures_lock_out() {
     let h = signed(&op.key, "GET", "/v1/keys", "");
     assert_problem(&http(&s, "GET", "/v1/keys", &h, None), 429, "locked-out");
 }
+
+#[test]
+fn with_client_ca_only_clients_with_a_certificate_it_signed_are_served() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let s = setup(600, 1000);
+    // A client CA and a client certificate it signs.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["operator".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let ca_file = s.server.dir.join("client-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let text = std::fs::read_to_string(&s.server.config).unwrap().replace(
+        "access_token_ttl_secs",
+        &format!(
+            "client_ca = {:?}\naccess_token_ttl_secs",
+            ca_file.display().to_string()
+        ),
+    );
+    std::fs::write(&s.server.config, text).unwrap();
+    let mut s = s;
+    s.server.launch();
+
+    let roots = {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(s.cert.clone()).unwrap();
+        std::sync::Arc::new(r)
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+    };
+    let get_health = |cfg: rustls::ClientConfig| -> std::io::Result<String> {
+        let mut conn = tls_connect(s.admin, std::sync::Arc::new(cfg))?;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut out = Vec::new();
+        match conn.read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    };
+    // Without a client certificate: refused during the handshake, no HTTP at all.
+    let refused = get_health(builder().with_no_client_auth());
+    assert!(
+        refused.as_ref().map_or(true, |t| !t.contains("200 OK")),
+        "{refused:?}"
+    );
+    // With one the CA signed: served.
+    let key = rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap();
+    let cfg = builder()
+        .with_client_auth_cert(vec![client.der().clone()], key)
+        .unwrap();
+    let ok = get_health(cfg).unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
