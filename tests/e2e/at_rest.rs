@@ -16,12 +16,12 @@ const ACCOUNT: &str = "ZEBRA-ACCT-7731";
 const CL_ORD_ID: &str = "CLORD-AT-REST-5X9Q";
 
 /// The dev ports of configs/dev.toml, in the order of [`dev_like_config`]'s `ports`.
-const DEV_PORTS: [u16; 6] = [9878, 9880, 9881, 9882, 9443, 9444];
+const DEV_PORTS: [u16; 7] = [9878, 9880, 9881, 9882, 9443, 9444, 9445];
 
 /// configs/dev.toml as is, but for: the data dir and the master key file under the test's
 /// directory, free ports, the test account instead of DEMO-ACC, and a `[tls]` section with a
 /// test certificate (only the embedded default generates one).
-fn dev_like_config(ports: &[u16; 6]) -> String {
+fn dev_like_config(ports: &[u16; 7]) -> String {
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/dev.toml")).unwrap();
     text = text
@@ -94,7 +94,7 @@ fn assert_ciphertext(dir: &Path, needles: &[&str]) {
 
 #[test]
 fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
-    let ports: [u16; 6] = std::array::from_fn(|_| free_port());
+    let ports: [u16; 7] = std::array::from_fn(|_| free_port());
     let mut server = Server::configure(&dev_like_config(&ports), &ports, &env());
     test_cert(&server.dir);
     let key = create_key(&server, &["--account", ACCOUNT, "--scopes", "trade,read"]);

@@ -1024,6 +1024,20 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         .as_ref()
         .map(|a| validate_admin(a, raw.tls.is_some() || embedded))
         .transpose()?;
+    if let Some(a) = &admin {
+        let taken = a.bind.port() != 0
+            && (listeners.iter().any(|l| l.bind == a.bind)
+                || ws_listeners.iter().any(|l| l.bind == a.bind));
+        if taken {
+            return Err(ConfigError::invalid(
+                "admin.bind",
+                format!(
+                    "admin.bind = \"{}\" is already bound by another listener",
+                    a.bind
+                ),
+            ));
+        }
+    }
     let metrics = validate_metrics(&raw.metrics)?;
     let monitoring = validate_monitoring(&raw.monitoring)?;
 
@@ -1827,6 +1841,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key(), Some("admin.key_file"), "{e}");
+        let e = with(
+            r#"bind = "127.0.0.1:9881"
+            cert_file = "c.pem"
+            key_file = "k.pem""#,
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("admin.bind"), "{e}");
         let e = with(
             r#"bind = "127.0.0.1:0"
             tls = false"#,
