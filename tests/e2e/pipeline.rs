@@ -746,8 +746,10 @@ fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
     );
     nothing_else(&mut b, "B-DONE");
 
-    // A logs on again (a new connection of the same session): its old orders are gone.
+    // A logs on again (a new connection of the same session): first the Canceled report of
+    // K4 from the disconnect (parked for it), then its old orders are gone.
     let mut a2 = connect_at(p, "FIX.4.4", "TWA", Some(&ka), next_seq);
+    assert_fields(&a2.expect("8"), &[(11, "K4"), (150, "4"), (39, "4")]);
     a2.send("H", &[(11, "K4"), (55, "BTC-PERP"), (54, "2")]);
     assert_fields(&a2.expect("8"), &[(39, "8"), (103, "5")]);
 
@@ -960,9 +962,20 @@ fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connect
     let m = limit(&mut b, "H1", "1", "1", "100");
     assert_fields(&m, &[(39, "0")]);
     assert_fields(&b.expect("8"), &[(150, "F"), (39, "2")]);
-    // The session's next connection gets the reports of its order, and can cancel it by the
-    // ClOrdID the earlier connection gave it.
+    // The session's next connection gets the report of the fill it missed first (parked for
+    // it), then answers about its order, and can cancel it by the ClOrdID the earlier
+    // connection gave it.
     let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    assert_fields(
+        &a.expect("8"),
+        &[
+            (11, "G1"),
+            (150, "F"),
+            (39, "1"),
+            (32, "1.000"),
+            (14, "1.000"),
+        ],
+    );
     a.send("H", &[(11, "G1"), (55, "BTC-PERP"), (54, "2")]);
     assert_fields(
         &a.expect("8"),

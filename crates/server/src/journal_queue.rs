@@ -40,7 +40,7 @@ use portcullis_journal::{JournalRecord, JournalWriter, Seq};
 use portcullis_types::{AccountId, Command, InstrumentId, Price, SessionId};
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::{Conn, Outbound};
+use crate::pipeline::{Conn, Outbound, Parked};
 
 /// Records the journal thread appends before it commits: bounds a batch (and so the latency
 /// of the first acknowledgement in it) under a flood.
@@ -57,7 +57,8 @@ pub enum JournalItem {
     Record(JournalRecord),
     /// `fsync = "always"`: a report to deliver to a connection once everything before it is
     /// durable; an `Event` is journaled first, a `Status` is only delivered. Without a
-    /// connection (none in the slot) an event is only journaled.
+    /// connection (none in the slot) an event is journaled, then parked for the session's
+    /// next connection (configured sessions).
     Deliver(Outbound, Option<Arc<Conn>>),
 }
 
@@ -460,6 +461,7 @@ pub fn spawn_writer(
     mut writer: JournalWriter,
     queue: Arc<JournalQueue>,
     mut replica: Option<SnapshotReplica>,
+    parked: Arc<Parked>,
 ) -> std::io::Result<JoinHandle<Seq>> {
     let q = queue.clone();
     let handle = std::thread::Builder::new()
@@ -470,7 +472,9 @@ pub fn spawn_writer(
                 eprintln!("portcullis: journal {what} failed: {e}");
                 std::process::exit(1);
             };
-            let mut pending: VecDeque<(Seq, Outbound, Arc<Conn>)> = VecDeque::new();
+            // Reports waiting for durability; without a connection they are parked for the
+            // session's next one once durable.
+            let mut pending: VecDeque<(Seq, Outbound, Option<Arc<Conn>>)> = VecDeque::new();
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
             let mut seen_syncs = writer.fsync_stats().0;
@@ -511,9 +515,7 @@ pub fn spawn_writer(
                                 // Released with the records before it: never overtakes them.
                                 Outbound::Status(_) => Seq(writer.next_seq().0 - 1),
                             };
-                            if let Some(c) = conn {
-                                pending.push_back((seq, out, c));
-                            }
+                            pending.push_back((seq, out, conn));
                         }
                     }
                 }
@@ -536,6 +538,10 @@ pub fn spawn_writer(
                 while pending.front().is_some_and(|(s, _, _)| *s <= ack) {
                     let Some((_, out, conn)) = pending.pop_front() else {
                         break;
+                    };
+                    let Some(conn) = conn else {
+                        parked.park(out);
+                        continue;
                     };
                     if conn.deliver_now(out) && !woken.iter().any(|c| Arc::ptr_eq(c, &conn)) {
                         woken.push(conn);

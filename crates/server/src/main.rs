@@ -730,9 +730,10 @@ fn start_pipeline(
     let gated = settings.journal.fsync == portcullis_journal::FsyncPolicy::Always;
     let queue = journal_queue::JournalQueue::new(JOURNAL_QUEUE_CAPACITY, gated);
     let core_journal = journal_queue::CoreJournal::new(queue.clone(), replayed.last_seq);
-    let journal_thread = journal_queue::spawn_writer(writer, queue.clone(), replica)
-        .context("cannot start the journal thread")?;
     let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
+    let journal_thread =
+        journal_queue::spawn_writer(writer, queue.clone(), replica, pipeline.parked().clone())
+            .context("cannot start the journal thread")?;
     let handle =
         pipeline::spawn_core_journaled(core, pipeline.clone(), &config, Some(core_journal))
             .context("cannot start the core thread")?;

@@ -17,6 +17,8 @@
 //! | `portcullis_ingress_queue_depth` | gauge | | commands waiting for the core thread (sampled at scrape time) |
 //! | `portcullis_egress_queue_depth` | gauge | | reports waiting in every session's egress queue, summed (sampled) |
 //! | `portcullis_journal_queue_depth` | gauge | | items waiting for the journal thread (sampled) |
+//! | `portcullis_parked_reports` | gauge | | reports held for configured sessions without a connection (sampled) |
+//! | `portcullis_parked_reports_dropped_total` | counter | | reports lost because a session's parking queue was full |
 //! | `portcullis_server_busy_total` | counter | | requests refused because the ingress queue was full |
 //! | `portcullis_order_ack_latency_seconds` | histogram | `protocol` | from reading an order off the socket to writing its acknowledgement (ExecutionReport New or reject; WebSocket response) |
 //! | `portcullis_journal_fsync_duration_seconds` | histogram | | each fdatasync of the journal |
@@ -656,6 +658,22 @@ impl Metrics {
         );
         t.sample("portcullis_journal_queue_depth", &[], gauges.journal);
         t.family(
+            "portcullis_parked_reports",
+            "Reports held for configured sessions without a connection, for their next one.",
+            "gauge",
+        );
+        t.sample("portcullis_parked_reports", &[], gauges.parked);
+        t.family(
+            "portcullis_parked_reports_dropped_total",
+            "Reports lost because a session's parking queue was full.",
+            "counter",
+        );
+        t.sample(
+            "portcullis_parked_reports_dropped_total",
+            &[],
+            gauges.parked_dropped,
+        );
+        t.family(
             "portcullis_server_busy_total",
             "Requests refused because the ingress queue was full.",
             "counter",
@@ -799,6 +817,10 @@ pub struct Gauges {
     pub egress: u64,
     /// Journal queue length.
     pub journal: u64,
+    /// Reports parked for configured sessions without a connection.
+    pub parked: u64,
+    /// Parked reports dropped (a full parking queue).
+    pub parked_dropped: u64,
     /// Requests refused "server busy".
     pub busy: u64,
     /// The core thread's event counts by kind (see [`EVENT_KIND_NAMES`]).
@@ -857,6 +879,8 @@ fn sample_gauges() -> Gauges {
         ingress: s.pipeline.queued() as u64,
         egress,
         journal: s.journal.as_ref().map_or(0, |j| j.queued() as u64),
+        parked: s.pipeline.parked().len() as u64,
+        parked_dropped: s.pipeline.parked().dropped(),
         busy: s.pipeline.busy_count(),
         event_kinds: (0..EVENT_KIND_NAMES.len())
             .map(|i| counts.kind(i))
@@ -978,6 +1002,7 @@ mod tests {
                 busy: 6,
                 event_kinds: vec![1; EVENT_KIND_NAMES.len()],
                 event_rejects: vec![0; REJECT_REASON_NAMES.len()],
+                ..Gauges::default()
             },
         );
         s

@@ -130,6 +130,9 @@ pub struct Conn {
     accounts: Box<[AccountId]>,
     cancel_on_disconnect: bool,
     egress: ArrayQueue<Outbound>,
+    /// The reports parked for the slot while it had no connection (configured sessions only):
+    /// read before `egress`, which only gets reports made after this connection opened.
+    parked: Option<Arc<Parked>>,
     waker: AtomicWaker,
     overflowed: AtomicBool,
     /// Set by the core thread when the risk checks mark the session for sustained throttle
@@ -160,9 +163,19 @@ impl Conn {
         self.slot
     }
 
-    /// The next report for the connection.
+    /// The next report for the connection: the ones parked while the session was away
+    /// first, then its own.
     pub fn pop(&self) -> Option<Outbound> {
+        if let Some(p) = &self.parked {
+            if let Some(item) = p.pop(self.slot) {
+                return Some(item);
+            }
+        }
         self.egress.pop()
+    }
+
+    fn parked_waiting(&self) -> bool {
+        self.parked.as_ref().is_some_and(|p| p.waiting(self.slot))
     }
 
     /// Reports waiting (sampled by the metrics at scrape time).
@@ -172,7 +185,7 @@ impl Conn {
 
     /// True if a report is waiting.
     pub fn has_output(&self) -> bool {
-        !self.egress.is_empty()
+        !self.egress.is_empty() || self.parked_waiting()
     }
 
     /// True once a report had to be dropped because the queue was full.
@@ -185,7 +198,7 @@ impl Conn {
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Register first, then look: a push between the two still finds the waker.
         self.waker.register(cx.waker());
-        if !self.egress.is_empty() || self.kicked().is_some() {
+        if !self.egress.is_empty() || self.parked_waiting() || self.kicked().is_some() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -433,6 +446,64 @@ pub struct PipelineConfig {
     pub reserved_slots: u32,
 }
 
+/// Reports parked per configured session slot while the session has no connection — a fill of
+/// a resting GTC order, the cancels of cancel-on-disconnect — handed to its next connection
+/// before anything newer (FIX venues deliver what happened meanwhile at the next logon). One
+/// bounded lock-free queue per configured session, allocated at start; a full one drops the
+/// newest report and counts it (the order's state stays queryable with OrderStatusRequest).
+/// Per-connection slots (WebSocket) park nothing: their next connection is another client.
+#[derive(Debug)]
+pub struct Parked {
+    queues: Box<[ArrayQueue<Outbound>]>,
+    dropped: AtomicU64,
+}
+
+/// Reports one configured session can have parked.
+pub const PARKED_CAPACITY: usize = 4096;
+
+impl Parked {
+    /// Queues for `slots` configured sessions.
+    pub fn new(slots: u32) -> Arc<Self> {
+        Arc::new(Self {
+            queues: (0..slots)
+                .map(|_| ArrayQueue::new(PARKED_CAPACITY))
+                .collect(),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Parks an execution event of a slot without a connection (status answers are not
+    /// parked: nobody asked any more).
+    pub(crate) fn park(&self, item: Outbound) {
+        let Outbound::Event(e) = item else { return };
+        if let Some(q) = self.queues.get(e.session.0 as usize) {
+            if q.push(item).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn pop(&self, slot: SessionId) -> Option<Outbound> {
+        self.queues.get(slot.0 as usize)?.pop()
+    }
+
+    fn waiting(&self, slot: SessionId) -> bool {
+        self.queues
+            .get(slot.0 as usize)
+            .is_some_and(|q| !q.is_empty())
+    }
+
+    /// Reports parked now, over every slot.
+    pub fn len(&self) -> usize {
+        self.queues.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// Reports dropped because a session's parking queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// What the socket tasks and the core thread share.
 pub struct Pipeline {
     ingress: ArrayQueue<Ingress>,
@@ -452,6 +523,8 @@ pub struct Pipeline {
     busy: AtomicU64,
     /// The core thread's events by kind and rejects by reason, for the metrics.
     events: CachePadded<EventCounts>,
+    /// Reports for configured sessions without a connection.
+    parked: Arc<Parked>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -490,7 +563,13 @@ impl Pipeline {
             reserved_slots: config.reserved_slots,
             busy: AtomicU64::new(0),
             events: CachePadded::new(EventCounts::new()),
+            parked: Parked::new(config.reserved_slots),
         })
+    }
+
+    /// The reports parked for configured sessions without a connection.
+    pub fn parked(&self) -> &Arc<Parked> {
+        &self.parked
     }
 
     /// Pushes a request for the core thread; gives it back if the queue is full (the caller
@@ -556,6 +635,7 @@ impl Pipeline {
             accounts: accounts.into(),
             cancel_on_disconnect,
             egress: ArrayQueue::new(self.egress_capacity),
+            parked: (slot.0 < self.reserved_slots).then(|| self.parked.clone()),
             waker: AtomicWaker::new(),
             overflowed: AtomicBool::new(false),
             abusive: AtomicBool::new(false),
@@ -681,6 +761,7 @@ impl std::fmt::Debug for CoreLoop {
 /// item's account. Never blocks: a full queue marks the connection overflowed.
 fn deliver(
     counts: &EventCounts,
+    parked: &Parked,
     routes: &[Option<Arc<Conn>>],
     dirty: &mut Vec<u32>,
     dirty_flag: &mut [bool],
@@ -701,6 +782,7 @@ fn deliver(
         }
     }
     let Some(conn) = route else {
+        parked.park(item);
         return;
     };
     if !conn.trades_for(e.account) || conn.overflowed.load(Ordering::Relaxed) {
@@ -833,6 +915,7 @@ impl CoreLoop {
             ..
         } = self;
         let counts: &EventCounts = &shared.events;
+        let parked: &Parked = &shared.parked;
         match item {
             Ingress::Cmd(cmd) => {
                 if let Some(j) = journal.as_mut() {
@@ -847,6 +930,7 @@ impl CoreLoop {
                 core.process(cmd, now, &mut |e| {
                     deliver(
                         counts,
+                        parked,
                         routes,
                         dirty,
                         dirty_flag,
@@ -870,6 +954,7 @@ impl CoreLoop {
                 };
                 deliver(
                     counts,
+                    parked,
                     routes,
                     dirty,
                     dirty_flag,
@@ -895,13 +980,16 @@ impl CoreLoop {
                     .and_then(Option::as_ref)
                     .is_some_and(|c| Arc::ptr_eq(c, &conn));
                 if current {
-                    // Cancel-on-disconnect reports go nowhere: the connection is gone.
+                    // The connection is gone: its cancel-on-disconnect reports are parked for
+                    // the session's next connection (configured sessions) or dropped.
+                    routes[slot.0 as usize] = None;
                     if let Some(j) = journal.as_mut() {
                         j.command(&Command::SessionClosed(slot), now);
                     }
                     core.process(Command::SessionClosed(slot), now, &mut |e| {
                         deliver(
                             counts,
+                            parked,
                             routes,
                             dirty,
                             dirty_flag,
@@ -941,9 +1029,11 @@ impl CoreLoop {
             ..
         } = self;
         let counts: &EventCounts = &shared.events;
+        let parked: &Parked = &shared.parked;
         let r = f(core, &mut |e| {
             deliver(
                 counts,
+                parked,
                 routes,
                 dirty,
                 dirty_flag,
