@@ -748,6 +748,9 @@ impl SealedLogWriter {
         }
         let seg = self.seg.as_mut().expect("a segment after roll");
         seg.write_batch(&mut self.buf, self.batch_first, self.batch_count)?;
+        if self.options.fsync != FsyncPolicy::Always {
+            seg.start_writeback();
+        }
         self.written = self.batch_first + u64::from(self.batch_count) - 1;
         self.batch_count = 0;
         self.batch_first = self.next_seq;
