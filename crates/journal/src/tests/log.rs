@@ -573,7 +573,11 @@ fn a_log_that_does_not_fsync_starts_write_back_as_it_goes_and_rolls_over_intact(
     let batches = vec![64usize; 1200];
     let written = write_batches(&mut w, 0, &batches);
     drop(w);
-    assert!(segments(dir.path()).len() >= 3, "{:?}", segments(dir.path()));
+    assert!(
+        segments(dir.path()).len() >= 3,
+        "{:?}",
+        segments(dir.path())
+    );
     let got = replay_all(dir.path(), &k).unwrap();
     assert_eq!(got.len(), written.len());
     let recs: Vec<JournalRecord> = got.into_iter().map(|(_, r)| r).collect();
