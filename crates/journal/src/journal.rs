@@ -322,19 +322,16 @@ impl JournalWriter {
     }
 
     /// Makes everything appended durable (commit + fsync) and returns a [`SnapshotSink`] that
-    /// may write a snapshot of the state after any record up to the returned seq from another
+    /// may write a snapshot of the state after any record durable now from another
     /// thread: the encryption, write and fsync of a large state then stay off the journal
     /// thread (and the acknowledgements it releases).
-    pub fn snapshot_sink(&mut self) -> Result<(SnapshotSink, Seq)> {
+    pub fn snapshot_sink(&mut self) -> Result<SnapshotSink> {
         let durable = self.log.sync()?;
-        Ok((
-            SnapshotSink {
-                dir: self.log.dir().to_path_buf(),
-                keys: self.log.keys().clone(),
-                durable,
-            },
+        Ok(SnapshotSink {
+            dir: self.log.dir().to_path_buf(),
+            keys: self.log.keys().clone(),
             durable,
-        ))
+        })
     }
 
     /// Deletes the segments whose records all precede the latest snapshot (after checking that

@@ -262,9 +262,14 @@ impl ServerControl {
 
 /// SHA-256 of the core's canonical state dump ([`Core::write_state`]).
 pub fn state_hash(core: &Core, accounts: usize) -> [u8; 32] {
+    Sha256::digest(state_dump(core, accounts)).into()
+}
+
+/// The canonical dump of the state that [`state_hash`] hashes.
+fn state_dump(core: &Core, accounts: usize) -> Vec<u8> {
     let mut dump = Vec::with_capacity(4096);
     core.write_state(&mut dump, accounts);
-    Sha256::digest(&dump).into()
+    dump
 }
 
 /// The core thread's handle on the journal: what it pushes, and the bookkeeping that numbers
@@ -415,8 +420,7 @@ impl SnapshotReplica {
     fn encode_parts(&self) -> (Seq, Vec<u8>, Vec<u8>) {
         let mut state = Vec::new();
         crate::replay::encode_state(&self.core, self.replayer.clock(), &mut state);
-        let mut dump = Vec::with_capacity(state.len());
-        self.core.write_state(&mut dump, self.accounts);
+        let dump = state_dump(&self.core, self.accounts);
         (self.replayer.last_seq(), dump, state)
     }
 
@@ -433,7 +437,7 @@ impl SnapshotReplica {
         self.taken();
         let (seq, dump, state) = self.encode_parts();
         let sink = match writer.snapshot_sink() {
-            Ok((sink, _)) => sink,
+            Ok(sink) => sink,
             Err(e) => {
                 tracing::error!(error = %e, "journal: cannot sync before a snapshot");
                 return;

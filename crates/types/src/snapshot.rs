@@ -48,13 +48,9 @@ impl<'a> SnapshotWriter<'a> {
         Self { out }
     }
 
-    fn buf(&mut self) -> &mut Vec<u8> {
-        self.out
-    }
-
     /// One byte.
     pub fn u8(&mut self, v: u8) {
-        self.buf().push(v);
+        self.out.push(v);
     }
     /// A bool as one byte.
     pub fn bool(&mut self, v: bool) {
@@ -62,29 +58,29 @@ impl<'a> SnapshotWriter<'a> {
     }
     /// A `u32`.
     pub fn u32(&mut self, v: u32) {
-        self.buf().extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&v.to_le_bytes());
     }
     /// A `u64`.
     pub fn u64(&mut self, v: u64) {
-        self.buf().extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&v.to_le_bytes());
     }
     /// An `i64`.
     pub fn i64(&mut self, v: i64) {
-        self.buf().extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&v.to_le_bytes());
     }
     /// An `i128`.
     pub fn i128(&mut self, v: i128) {
-        self.buf().extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&v.to_le_bytes());
     }
     /// A length (`u32`) then the bytes.
     pub fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
-        self.buf().extend_from_slice(v);
+        self.out.extend_from_slice(v);
     }
     /// A client order id.
     pub fn cl_ord_id(&mut self, v: &ClOrdId) {
         self.u8(v.as_bytes().len() as u8);
-        self.buf().extend_from_slice(v.as_bytes());
+        self.out.extend_from_slice(v.as_bytes());
     }
     /// An instrument kind.
     pub fn instrument_kind(&mut self, k: &InstrumentKind) {
