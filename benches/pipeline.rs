@@ -104,6 +104,7 @@ impl Bench {
     fn new() -> Self {
         let core = core();
         let config = PipelineConfig {
+            threading: pipeline::Threading::Dedicated,
             ingress_capacity: 65_536,
             egress_capacity: 1024,
             idle_spin: Duration::from_micros(50),

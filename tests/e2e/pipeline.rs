@@ -261,9 +261,21 @@ fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, 
     (server, p, a, b, ka)
 }
 
+/// `core.threading = "shared"`: the core loop as a task beside the socket tasks.
+const SHARED_CORE: &str = "\n[core]\nthreading = \"shared\"\n";
+
 #[test]
 fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
-    let (server, _p, mut a, mut b, _) = two_signed_accounts("");
+    cross_fill_cancel_replace_status_mass_cancel("");
+}
+
+#[test]
+fn with_a_shared_core_two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
+    cross_fill_cancel_replace_status_mass_cancel(SHARED_CORE);
+}
+
+fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
+    let (server, _p, mut a, mut b, _) = two_signed_accounts(extra);
     let mut exec_ids = HashSet::new();
     let mut seen = |m: &Msg| {
         if m.msg_type() == "8" {
@@ -694,7 +706,17 @@ fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
 
 #[test]
 fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
-    let (server, p, mut a, mut b, ka) = two_signed_accounts("");
+    kill_switch_and_cancel_on_disconnect("");
+}
+
+#[test]
+fn with_a_shared_core_the_kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book()
+{
+    kill_switch_and_cancel_on_disconnect(SHARED_CORE);
+}
+
+fn kill_switch_and_cancel_on_disconnect(extra: &str) {
+    let (server, p, mut a, mut b, ka) = two_signed_accounts(extra);
     assert_fields(&limit(&mut a, "K1", "2", "1", "100"), &[(39, "0")]);
     assert_fields(&limit(&mut a, "K2", "2", "1", "101"), &[(39, "0")]);
     assert_fields(&limit(&mut b, "BK", "1", "1", "90"), &[(39, "0")]);
@@ -771,6 +793,15 @@ fn kill_switch_cancels_and_blocks_and_cancel_on_disconnect_empties_the_book() {
 
 #[test]
 fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_once() {
+    flood_into_a_full_queue("");
+}
+
+#[test]
+fn with_a_shared_core_a_flood_into_a_full_queue_is_refused_server_busy() {
+    flood_into_a_full_queue("threading = \"shared\"\n");
+}
+
+fn flood_into_a_full_queue(core_extra: &str) {
     let p = ports();
     let sessions = [S {
         begin: "FIX.4.4",
@@ -779,7 +810,11 @@ fn a_flood_into_a_full_queue_is_refused_server_busy_and_every_order_is_answered_
         signed: false,
     }];
     let server = Server::start(
-        &config(p, &sessions, "\n[core]\ningress_capacity = 4\n"),
+        &config(
+            p,
+            &sessions,
+            &format!("\n[core]\ningress_capacity = 4\n{core_extra}"),
+        ),
         &p,
     );
     let mut c = connect(p, "FIX.4.4", "TW", None);

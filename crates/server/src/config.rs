@@ -189,6 +189,13 @@ pub struct RawJournal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCore {
+    /// Where the core loop runs. "dedicated" (the default): its own thread, which busy-polls
+    /// for `idle_spin_us` after its last command, then parks — the lowest latency when it has
+    /// a CPU to itself (set `pin_cpu`). "shared": a task on the one worker thread that also runs
+    /// every socket task, so an order is read, matched and answered without a hand-off between
+    /// threads — for machines with few CPUs, or CPUs shared with other processes. `idle_spin_us`,
+    /// `reply_spin_us` and `pin_cpu` apply to "dedicated" only.
+    pub threading: RawThreading,
     /// Commands (orders, cancels, ...) that may wait for the core thread, over all sessions.
     /// When the queue is full, a request is refused at once with a "server busy" reject
     /// (back-pressure), never buffered. Default 65536.
@@ -219,9 +226,21 @@ pub struct RawCore {
     pub accounts: Vec<String>,
 }
 
+/// `core.threading`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawThreading {
+    /// The core loop on its own thread.
+    #[default]
+    Dedicated,
+    /// The core loop as a task on the single runtime worker thread.
+    Shared,
+}
+
 impl Default for RawCore {
     fn default() -> Self {
         Self {
+            threading: RawThreading::Dedicated,
             ingress_capacity: 65_536,
             egress_capacity: 1024,
             idle_spin_us: 50,
@@ -551,6 +570,8 @@ pub struct AdminSettings {
 /// Validated `[core]` settings.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
+    /// Where the core loop runs.
+    pub threading: crate::pipeline::Threading,
     /// Ingress queue capacity.
     pub ingress_capacity: usize,
     /// Per-session egress queue capacity.
@@ -1274,10 +1295,21 @@ fn validate_core(raw: &RawCore) -> Result<CoreSettings, ConfigError> {
     let reply_spin = in_range("core.reply_spin_us", raw.reply_spin_us, 0, 1000)?;
     if let Some(cpu) = raw.pin_cpu {
         in_range("core.pin_cpu", cpu as u64, 0, 4095)?;
+        if raw.threading == RawThreading::Shared {
+            return Err(ConfigError::invalid(
+                "core.pin_cpu",
+                "pins the dedicated core thread; with threading = \"shared\" there is none \
+                 (pin the whole process instead, e.g. with taskset)",
+            ));
+        }
     }
     let end = parse_time_of_day(&raw.trading_day_end)
         .ok_or_else(|| bad_time("core.trading_day_end", &raw.trading_day_end))?;
     Ok(CoreSettings {
+        threading: match raw.threading {
+            RawThreading::Dedicated => crate::pipeline::Threading::Dedicated,
+            RawThreading::Shared => crate::pipeline::Threading::Shared,
+        },
         ingress_capacity: ingress as usize,
         egress_capacity: egress as usize,
         idle_spin: Duration::from_micros(spin),
@@ -2296,6 +2328,7 @@ mod tests {
         assert_eq!(s.core.idle_spin, Duration::from_micros(50));
         assert_eq!(s.core.reply_spin, Duration::from_micros(10));
         assert_eq!(s.core.trading_day_end_secs, 0);
+        assert_eq!(s.core.threading, crate::pipeline::Threading::Dedicated);
         let now = portcullis_auth::clock::now_ms();
         let table =
             portcullis_engine::Instruments::new(&s.instruments, &s.option_series, now).unwrap();
@@ -2329,6 +2362,24 @@ mod tests {
         )
         .unwrap();
         assert!(!s.sessions[0].cancel_on_disconnect);
+    }
+
+    #[test]
+    fn the_core_runs_on_its_own_thread_or_shared_with_the_sockets() {
+        let s = parse(
+            &format!("{MINIMAL}\n[core]\nthreading = \"shared\"\n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.core.threading, crate::pipeline::Threading::Shared);
+        let e = err(&format!("{MINIMAL}\n[core]\nthreading = \"both\"\n"));
+        assert!(e.to_string().contains("threading"), "{e}");
+        // Pinning names the dedicated core thread, which "shared" does not have.
+        let e = err(&format!(
+            "{MINIMAL}\n[core]\nthreading = \"shared\"\npin_cpu = 1\n"
+        ));
+        assert_eq!(e.key(), Some("core.pin_cpu"));
+        assert!(e.to_string().contains("shared"), "{e}");
     }
 
     #[test]

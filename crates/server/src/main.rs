@@ -179,10 +179,12 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return config_error(config.as_deref(), &e),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if settings.core.threading == pipeline::Threading::Shared {
+                // The core loop is a task beside the socket tasks: one worker runs them all.
+                builder.worker_threads(1);
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("portcullis: cannot start the async runtime: {e}");
@@ -524,7 +526,11 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             )
         }),
         server_auth.clone(),
-        settings.core.reply_spin,
+        // A task that polled for its answer would hold the thread the core task runs on.
+        match settings.core.threading {
+            pipeline::Threading::Dedicated => settings.core.reply_spin,
+            pipeline::Threading::Shared => Duration::ZERO,
+        },
     ));
     let (trigger, signal) = transport::shutdown_channel();
     if let Some(l) = metrics_listener {
@@ -603,7 +609,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let _ = tokio::time::timeout(Duration::from_secs(1), control_task).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     pipeline.stop();
-    if core_thread.join().is_err() {
+    if !core_thread.join().await {
         error!("the core thread panicked");
     }
     // The core thread has pushed its last record: the journal thread drains, fsyncs, closes.
@@ -645,7 +651,7 @@ struct JournalThread {
 /// What [`start_pipeline`] started: the shared pipeline, the core thread, the journal thread.
 type Started = (
     Arc<pipeline::Pipeline>,
-    std::thread::JoinHandle<()>,
+    pipeline::CoreHandle,
     Option<JournalThread>,
 );
 
@@ -681,6 +687,7 @@ fn start_pipeline(
             })
         })?;
     let config = pipeline::PipelineConfig {
+        threading: settings.core.threading,
         ingress_capacity: settings.core.ingress_capacity,
         egress_capacity: settings.core.egress_capacity,
         idle_spin: settings.core.idle_spin,
@@ -693,7 +700,7 @@ fn start_pipeline(
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
     let Some(keyring) = keyring else {
         let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
-        let handle = pipeline::spawn_core_journaled(core, pipeline.clone(), &config, None)
+        let handle = pipeline::start_core(core, pipeline.clone(), &config, None)
             .context("cannot start the core thread")?;
         return Ok((pipeline, handle, None));
     };
@@ -734,9 +741,8 @@ fn start_pipeline(
     let journal_thread =
         journal_queue::spawn_writer(writer, queue.clone(), replica, pipeline.parked().clone())
             .context("cannot start the journal thread")?;
-    let handle =
-        pipeline::spawn_core_journaled(core, pipeline.clone(), &config, Some(core_journal))
-            .context("cannot start the core thread")?;
+    let handle = pipeline::start_core(core, pipeline.clone(), &config, Some(core_journal))
+        .context("cannot start the core thread")?;
     info!(
         instruments = pipeline.directory().len(),
         accounts = settings.accounts.len(),

@@ -20,6 +20,10 @@
 //! - The core thread busy-polls; after `idle_spin` without work it parks, and a producer that
 //!   finds it parked unparks it after its push: the wake-up system call is on the producer's
 //!   side, never on the core thread's path.
+//! - [`Threading::Shared`] runs the same loop as a task on the runtime's one worker thread,
+//!   beside the socket tasks: a hand-off is then a task wake-up on the same thread (no system
+//!   call, no context switch), which is what a machine with few CPUs, or one shared with its
+//!   clients, needs. Still a single writer: only that task touches the [`Core`].
 //! - A full ingress queue is back-pressure: the socket task answers the request at once with
 //!   a "server busy" reject and keeps nothing. A full egress queue means the session does not
 //!   keep up: the core thread never waits for it; it marks the session overflowed and drops its
@@ -426,9 +430,23 @@ impl EventCounts {
 // ---------------------------------------------------------------------------------------------
 // The shared part
 
+/// Where the core loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threading {
+    /// Its own OS thread that busy-polls for `idle_spin`, then parks (DESIGN.md §3): the
+    /// lowest latency when it has a CPU to itself.
+    #[default]
+    Dedicated,
+    /// A task on the async runtime's single worker thread, which also runs every socket task:
+    /// no thread hand-off per order (see the module doc).
+    Shared,
+}
+
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
+    /// Where the core loop runs.
+    pub threading: Threading,
     /// Ingress queue capacity.
     pub ingress_capacity: usize,
     /// Per-session egress queue capacity.
@@ -514,6 +532,8 @@ pub struct Pipeline {
     sleeping: CachePadded<AtomicBool>,
     stop: AtomicBool,
     core_thread: OnceLock<Thread>,
+    /// The core task's waker ([`Threading::Shared`]).
+    core_task: AtomicWaker,
     directory: ArcSwap<Directory>,
     accounts: Vec<Box<str>>,
     account_ids: HashMap<Box<str>, AccountId>,
@@ -552,6 +572,7 @@ impl Pipeline {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             stop: AtomicBool::new(false),
             core_thread: OnceLock::new(),
+            core_task: AtomicWaker::new(),
             directory: ArcSwap::from_pointee(Directory::of(core.instruments())),
             accounts: accounts.iter().map(|a| a.as_str().into()).collect(),
             account_ids: accounts
@@ -605,6 +626,7 @@ impl Pipeline {
             if let Some(t) = self.core_thread.get() {
                 t.unpark();
             }
+            self.core_task.wake();
         }
     }
 
@@ -683,6 +705,54 @@ impl Pipeline {
         self.sleeping.store(false, Ordering::Release);
         if let Some(t) = self.core_thread.get() {
             t.unpark();
+        }
+        self.core_task.wake();
+    }
+
+    /// True if the core has something to take (`paused`: operator commands only).
+    fn work_waiting(&self, paused: bool) -> bool {
+        !self.control.is_empty()
+            || (!paused && !self.ingress.is_empty())
+            || self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The running core loop, to wait for after [`Pipeline::stop`].
+#[derive(Debug)]
+pub enum CoreHandle {
+    /// [`Threading::Dedicated`].
+    Thread(JoinHandle<()>),
+    /// [`Threading::Shared`].
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl CoreHandle {
+    /// Waits for the loop to end; false if it panicked.
+    pub async fn join(self) -> bool {
+        match self {
+            // The loop ends right after `stop`: a short block of this worker.
+            CoreHandle::Thread(h) => h.join().is_ok(),
+            CoreHandle::Task(h) => h.await.is_ok(),
+        }
+    }
+}
+
+/// Starts the core loop as `config.threading` says: its own thread, or a task on the current
+/// runtime (which must then have one worker thread: see [`Threading::Shared`]).
+pub fn start_core(
+    core: Core,
+    pipeline: Arc<Pipeline>,
+    config: &PipelineConfig,
+    journal: Option<CoreJournal>,
+) -> std::io::Result<CoreHandle> {
+    match config.threading {
+        Threading::Dedicated => {
+            spawn_core_journaled(core, pipeline, config, journal).map(CoreHandle::Thread)
+        }
+        Threading::Shared => {
+            let mut lp = CoreLoop::new(core, pipeline, config);
+            lp.journal = journal;
+            Ok(CoreHandle::Task(tokio::spawn(lp.run_shared())))
         }
     }
 }
@@ -851,6 +921,42 @@ impl CoreLoop {
         }
     }
 
+    /// [`Threading::Shared`]: runs as a task until the pipeline is stopped. After a pass that
+    /// left work queued it yields, so the socket tasks send what it produced and read on; idle,
+    /// it sleeps until a producer wakes it or the timer tick.
+    pub async fn run_shared(mut self) {
+        let shared = self.shared.clone();
+        let mut tick = tokio::time::interval(PARK_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !shared.stop.load(Ordering::Acquire) {
+            if self.step(now_ns()) {
+                if shared.work_waiting(self.paused) {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            shared.sleeping.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `Pipeline::wake_core`, as in the dedicated loop.
+            fence(Ordering::SeqCst);
+            let paused = self.paused;
+            std::future::poll_fn(|cx| {
+                // Register, then look: a producer that cleared `sleeping` after the look wakes
+                // the registered waker.
+                shared.core_task.register(cx.waker());
+                if !shared.sleeping.load(Ordering::Acquire)
+                    || shared.work_waiting(paused)
+                    || tick.poll_tick(cx).is_ready()
+                {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            shared.sleeping.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// One pass: operator commands, then up to [`BATCH`] ingress items, then the timers.
     /// Returns true if it did any work.
     pub fn step(&mut self, now: i64) -> bool {
@@ -892,10 +998,7 @@ impl CoreLoop {
         shared.sleeping.store(true, Ordering::Relaxed);
         // Pairs with the fence in `Pipeline::wake_core` (see there).
         fence(Ordering::SeqCst);
-        let work_waiting = !shared.control.is_empty()
-            || (!self.paused && !shared.ingress.is_empty())
-            || shared.stop.load(Ordering::Acquire);
-        if !work_waiting {
+        if !shared.work_waiting(self.paused) {
             std::thread::park_timeout(PARK_TICK);
         }
         shared.sleeping.store(false, Ordering::Relaxed);
@@ -1329,6 +1432,7 @@ pub(crate) mod tests {
 
     pub(crate) fn config(ingress: usize, egress: usize) -> PipelineConfig {
         PipelineConfig {
+            threading: Threading::Dedicated,
             ingress_capacity: ingress,
             egress_capacity: egress,
             idle_spin: Duration::from_micros(10),
@@ -1631,6 +1735,44 @@ pub(crate) mod tests {
         }
         p.stop();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_shared_core_task_sleeps_wakes_on_a_submit_answers_and_stops() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut cfg = config(16, 16);
+            cfg.threading = Threading::Shared;
+            let p = Pipeline::new(&cfg, &["A".to_owned()], &test_core(&["A"]));
+            let handle = start_core(test_core(&["A"]), p.clone(), &cfg, None).unwrap();
+            assert!(matches!(handle, CoreHandle::Task(_)));
+            // Idle: the task sleeps (nothing spins on the one worker, or this sleep would
+            // never end).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let slot = p.alloc_slot().unwrap();
+            let conn = p.new_conn(slot, &[AccountId(0)], true);
+            p.submit(Ingress::Open(conn.clone())).unwrap();
+            p.submit(Ingress::Cmd(order(slot.0, 0, "S1", Side::Buy, 500, 1)))
+                .unwrap();
+            // The report comes once this task lets the core task run.
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                std::future::poll_fn(|cx| conn.poll_ready(cx)),
+            )
+            .await;
+            assert!(answer.is_ok(), "the core task was not woken");
+            let Some(Outbound::Event(e)) = conn.pop() else {
+                panic!("no report")
+            };
+            assert_eq!(e.kind, EventKind::New);
+            p.stop();
+            let joined = tokio::time::timeout(Duration::from_secs(2), handle.join()).await;
+            assert_eq!(joined.ok(), Some(true), "the core task did not stop");
+        });
     }
 
     #[test]
