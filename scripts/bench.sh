@@ -20,6 +20,9 @@
 #                                      target/criterion/), only those matching F if given
 #   scripts/bench.sh --fsync always    the journal's fsync policy (configs/bench.toml: never;
 #                                      always | never | interval_ms=N)
+#   scripts/bench.sh --threading dedicated
+#                                      where the core loop runs (configs/bench.toml: shared;
+#                                      dedicated | shared, see core.threading in configs/dev.toml)
 #
 # Results (JSON per run, the server's log, the table) are kept in target/bench/.
 set -euo pipefail
@@ -28,6 +31,7 @@ cd "$(dirname "$0")/.."
 CRITERION=0
 CRITERION_ARGS=()
 FSYNC='"never"'
+THREADING=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --criterion) CRITERION=1 ;;
@@ -38,6 +42,16 @@ while [ $# -gt 0 ]; do
                 interval_ms=[0-9]*) FSYNC="{ interval_ms = ${1#interval_ms=} }" ;;
                 *)
                     echo "bench.sh: --fsync always|never|interval_ms=N" >&2
+                    exit 2
+                    ;;
+            esac
+            ;;
+        --threading)
+            shift
+            case "${1:-}" in
+                dedicated | shared) THREADING="$1" ;;
+                *)
+                    echo "bench.sh: --threading dedicated|shared" >&2
                     exit 2
                     ;;
             esac
@@ -99,6 +113,9 @@ sed -e "s|^data_dir = .*|data_dir = \"$TMP/data\"|" \
     -e 's|^bind = "127.0.0.1:[0-9]*"|bind = "127.0.0.1:0"|' \
     -e "s|^fsync = .*|fsync = $FSYNC|" \
     configs/bench.toml >"$TMP/bench.toml"
+if [ -n "$THREADING" ]; then
+    sed -i -e "s|^threading = .*|threading = \"$THREADING\"|" "$TMP/bench.toml"
+fi
 "$BIN" check-config --config "$TMP/bench.toml" >&2
 
 # When the server has API keys, sessions authenticate: a fresh master key and vault, one key
@@ -213,6 +230,7 @@ fi
     echo
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
     echo "journal fsync: $(grep -m1 '^fsync' "$TMP/bench.toml" | cut -d= -f2-)"
+    echo "core threading: $(grep -m1 '^threading' "$TMP/bench.toml" | cut -d= -f2-)"
     echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}"
     if [ "$WS" = 1 ]; then echo "ws floods: ${WS_FLOOD[*]}"; fi
     echo
