@@ -10,6 +10,8 @@
 #   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
 #     stays at or above 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions,
 #     FIX and echo;
+#   - the server's memory per idle session (resident size with 16 sessions logged on, less
+#     before);
 #   - the same ping-pong and floods over the WebSocket API (ws:// on loopback, session.logon with
 #     the bench key, then order.place LIMIT GTC ACK), connections as sessions.
 #
@@ -145,14 +147,53 @@ wait_for_addr() {
     return 1
 }
 
+# Starts the server with configs/bench.toml, with the environment assignments given (as
+# `env` takes them); sets SERVER_PID, FIX_ADDR and WS_ADDR.
+start_server() {
+    # Warnings only: per-connection info lines would be noise; nothing is logged per message.
+    env RUST_LOG=warn "$@" "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>>"$TMP/server.log" &
+    SERVER_PID=$!
+    FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
+    # The WebSocket API listener (ws://HOST:PORT/ws-api/v3): the load generator wants HOST:PORT.
+    WS_ADDR=$(wait_for_addr "$TMP/server.out" "listening: ws tcp" "$SERVER_PID")
+    WS_ADDR=${WS_ADDR%/ws-api/v3}
+}
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+# The FIX options; the echo runs take the same ones, so their messages have the order's size.
+FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
+    --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
+
+# --- Memory per idle session ----------------------------------------------------------------
+# The server's resident size with the 16 bench sessions logged on and idle, less before. On a
+# server of its own whose allocator does not ask for transparent huge pages: with them the
+# resident size grows in steps of 2 MiB, which 16 sessions cannot resolve.
+step "memory per idle session: 16 FIX sessions logged on, idle"
+start_server MIMALLOC_ALLOW_THP=0
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+RSS_BEFORE=$(rss_kib "$SERVER_PID")
+"$LG" idle --addr "$FIX_ADDR" --sessions 16 --hold-secs 2 "${FIX_ARGS[@]}" >"$TMP/idle.out" 2>"$TMP/idle.log" &
+IDLE_PID=$!
+for _ in $(seq 1 100); do
+    if grep -q '^idle:' "$TMP/idle.out" 2>/dev/null || ! kill -0 "$IDLE_PID" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+sleep 0.5
+RSS_AFTER=$(rss_kib "$SERVER_PID")
+if wait "$IDLE_PID" && grep -q '^idle:' "$TMP/idle.out"; then
+    echo "{\"sessions\": 16, \"rss_before_kib\": $RSS_BEFORE, \"rss_after_kib\": $RSS_AFTER}" >"$OUT/idle.json"
+else
+    echo "bench.sh: the idle sessions did not log on:" >&2
+    cat "$TMP/idle.log" >&2
+fi
+stop_server
+
 step "starting the server (configs/bench.toml) and the echo server"
-# Warnings only: per-connection info lines would be noise; nothing is logged per message.
-RUST_LOG=warn "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>"$TMP/server.log" &
-SERVER_PID=$!
-FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
-# The WebSocket API listener (ws://HOST:PORT/ws-api/v3): the load generator wants HOST:PORT.
-WS_ADDR=$(wait_for_addr "$TMP/server.out" "listening: ws tcp" "$SERVER_PID")
-WS_ADDR=${WS_ADDR%/ws-api/v3}
+start_server
 "$LG" echo --bind 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
 ECHO_PID=$!
 ECHO_ADDR=$(wait_for_addr "$TMP/echo.out" "listening: echo" "$ECHO_PID")
@@ -162,10 +203,6 @@ echo "server: FIX 4.4 on $FIX_ADDR, WebSocket API on $WS_ADDR; echo server on $E
 WS=0
 if [ ${#KEY_ARGS[@]} -gt 0 ]; then WS=1; fi
 WS_ARGS=(--ws --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
-
-# The FIX options; the echo runs take the same ones, so their messages have the order's size.
-FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
-    --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
 
 # --- Ping-pong -----------------------------------------------------------------------------
 PP=(--warmup 2000 --count 20000)

@@ -27,6 +27,23 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
     },
+    /// Logs on `--sessions` FIX sessions and keeps them idle (heartbeats only) for
+    /// `--hold-secs`, then logs them out: the server's memory per idle session is its resident
+    /// size with them logged on, less before. Prints `idle: N sessions logged on` once they all
+    /// are.
+    Idle {
+        /// Server address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Sessions to log on (session n is SenderCompID --sender with {n} = n).
+        #[arg(long, default_value_t = 16)]
+        sessions: usize,
+        /// Seconds to stay logged on.
+        #[arg(long, default_value_t = 3.0)]
+        hold_secs: f64,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Closed loop: one order at a time, timing each round trip.
     Pingpong {
         /// Server address, HOST:PORT.
@@ -287,6 +304,20 @@ fn main() -> Result<()> {
             let (listener, addr) = echo::bind(&bind)?;
             println!("listening: echo {addr}");
             echo::serve(listener)
+        }
+        Command::Idle {
+            addr,
+            sessions,
+            hold_secs,
+            target,
+        } => {
+            let Target::Fix(o) = target.target()? else {
+                bail!("idle sessions are FIX sessions");
+            };
+            if !(0.0..=3600.0).contains(&hold_secs) {
+                bail!("--hold-secs must be between 0 and 3600");
+            }
+            run::idle_fix(&addr, &o, sessions, Duration::from_secs_f64(hold_secs))
         }
         Command::Pingpong {
             addr,

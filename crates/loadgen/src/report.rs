@@ -251,6 +251,27 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
             String::new(),
         ]);
     }
+    // Memory per idle session: the server's resident size with the sessions logged on and
+    // idle, less before, per session (no floor: an echo server keeps no session).
+    if let Some(v) = load(dir, "idle.json")? {
+        let field = |k: &str| v.get(k).and_then(Value::as_f64);
+        if let (Some(n), Some(before), Some(after)) = (
+            field("sessions"),
+            field("rss_before_kib"),
+            field("rss_after_kib"),
+        ) {
+            if n > 0.0 {
+                let per = ((after - before) / n).max(0.0);
+                rows.push([
+                    format!("memory per idle session ({n} logged on)"),
+                    format!("{per:.1} KiB"),
+                    na(),
+                    na(),
+                    format!("≤ 64 KiB: {}", if per <= 64.0 { "met" } else { "not met" }),
+                ]);
+            }
+        }
+    }
     let head = [
         "".to_owned(),
         "server".into(),
@@ -335,6 +356,10 @@ mod tests {
         write("pingpong-echo-xcpu.json", json!({"latency": lat(50_000)}));
         write("pingpong-ws.json", json!({"latency": lat(40_000)}));
         write("flood-ws-16.json", json!({"max_rate": 120000.0}));
+        write(
+            "idle.json",
+            json!({"sessions": 16.0, "rss_before_kib": 10000.0, "rss_after_kib": 10800.0}),
+        );
         let t = comparison_table(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(t.contains("26.0 µs"), "{t}");
@@ -367,6 +392,11 @@ mod tests {
             .unwrap();
         assert!(w.contains("120,000") && w.contains("0.20×"), "{w}");
         assert!(!t.contains("1 connection "), "no file, no row: {t}");
+        let m = t
+            .lines()
+            .find(|l| l.starts_with("memory per idle session (16 logged on)"))
+            .unwrap();
+        assert!(m.contains("50.0 KiB") && m.contains("≤ 64 KiB: met"), "{m}");
     }
 
     #[test]

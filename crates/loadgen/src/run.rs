@@ -253,6 +253,37 @@ pub fn pingpong_fix(
     })
 }
 
+/// Logs on `sessions` FIX sessions (1..=sessions), says so on stdout, keeps them idle for
+/// `hold` (answering test requests), then logs them out.
+pub fn idle_fix(addr: &str, opts: &FixOptions, sessions: usize, hold: Duration) -> Result<()> {
+    let token = run_token();
+    let mut clients = Vec::with_capacity(sessions);
+    for n in 1..=sessions {
+        let enc = FixEncoder::new(opts.for_session(n), &cl_ord_prefix(&token, n));
+        clients.push(FixClient::logon(addr, enc)?);
+    }
+    println!("idle: {sessions} sessions logged on");
+    std::io::stdout().flush()?;
+    let end = std::time::Instant::now() + hold;
+    while std::time::Instant::now() < end {
+        for c in &mut clients {
+            // Only session-level traffic can come: answer a TestRequest, skip the rest.
+            while c.reader.read_dontwait()? {
+                while let Some(ev) = c.reader.buffered()? {
+                    if let Event::TestRequest(id) = ev {
+                        c.heartbeat(Some(&id))?;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in clients {
+        c.logout()?;
+    }
+    Ok(())
+}
+
 /// Writes message `index` of `size` bytes: the number (8 bytes, little endian), then filler.
 pub(crate) fn echo_message(index: u64, size: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&index.to_le_bytes());
@@ -413,7 +444,9 @@ pub use crate::flood::flood;
 pub const DEFAULT_STEPS: &[f64] = &[
     10_000.0,
     25_000.0,
+    35_000.0,
     50_000.0,
+    75_000.0,
     100_000.0,
     150_000.0,
     200_000.0,

@@ -217,7 +217,8 @@ const FINISHED_REMEMBERED: usize = 4096;
 
 /// The ClOrdIDs of the last orders of this connection that ended (filled, cancelled,
 /// expired), with their final OrdStatus(39): a cancel or replace naming one of them is answered
-/// "too late to cancel" (CxlRejReason 0), not "unknown order" (1). Bounded and allocated once.
+/// "too late to cancel" (CxlRejReason 0), not "unknown order" (1). Bounded, and allocated once,
+/// when the first order ends: an idle session does not pay its ~1 MiB.
 struct Finished {
     status: HashMap<ClOrdId, u8>,
     order: VecDeque<ClOrdId>,
@@ -227,8 +228,8 @@ struct Finished {
 impl Finished {
     fn new(capacity: usize) -> Self {
         Finished {
-            status: HashMap::with_capacity(capacity * 2),
-            order: VecDeque::with_capacity(capacity * 2),
+            status: HashMap::new(),
+            order: VecDeque::new(),
             capacity: capacity * 2,
         }
     }
@@ -236,6 +237,10 @@ impl Finished {
     fn remember(&mut self, id: ClOrdId, status: u8) {
         if id.is_empty() {
             return;
+        }
+        if self.order.capacity() == 0 {
+            self.status.reserve(self.capacity);
+            self.order.reserve_exact(self.capacity);
         }
         if self.status.insert(id, status).is_none() {
             if self.order.len() == self.capacity {
