@@ -218,8 +218,19 @@ fn flood(port: u16, i: usize, round: usize, stop: &AtomicBool, seen: &Mutex<Seen
 
 #[test]
 fn sigkill_under_a_flood_loses_and_doubles_nothing_and_the_data_at_rest_is_ciphertext() {
+    sigkill_rounds("");
+}
+
+/// The same with the core loop as a task beside the socket tasks (`core.threading = "shared"`).
+#[test]
+fn with_a_shared_core_sigkill_under_a_flood_loses_and_doubles_nothing() {
+    sigkill_rounds("\n[core]\nthreading = \"shared\"\n");
+}
+
+fn sigkill_rounds(extra: &str) {
     let port = free_port();
-    let mut server = Server::configure(&config(port), &[port], &[(MASTER_KEY_ENV, MASTER_KEY)]);
+    let config = config(port) + extra;
+    let mut server = Server::configure(&config, &[port], &[(MASTER_KEY_ENV, MASTER_KEY)]);
     server.launch();
     let seen: Vec<Arc<Mutex<Seen>>> = (0..3)
         .map(|_| {
