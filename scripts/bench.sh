@@ -147,33 +147,28 @@ wait_for_addr() {
     return 1
 }
 
-# Starts the server with configs/bench.toml, with the environment assignments given (as
-# `env` takes them); sets SERVER_PID, FIX_ADDR and WS_ADDR.
-start_server() {
-    # Warnings only: per-connection info lines would be noise; nothing is logged per message.
-    env RUST_LOG=warn "$@" "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>>"$TMP/server.log" &
-    SERVER_PID=$!
-    FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
-    # The WebSocket API listener (ws://HOST:PORT/ws-api/v3): the load generator wants HOST:PORT.
-    WS_ADDR=$(wait_for_addr "$TMP/server.out" "listening: ws tcp" "$SERVER_PID")
-    WS_ADDR=${WS_ADDR%/ws-api/v3}
-}
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
+step "starting the server (configs/bench.toml) and the echo server"
+# Warnings only: per-connection info lines would be noise; nothing is logged per message.
+RUST_LOG=warn "$BIN" serve --config "$TMP/bench.toml" >"$TMP/server.out" 2>"$TMP/server.log" &
+SERVER_PID=$!
+FIX_ADDR=$(wait_for_addr "$TMP/server.out" "listening: fix FIX.4.4 tcp" "$SERVER_PID")
+# The WebSocket API listener (ws://HOST:PORT/ws-api/v3): the load generator wants HOST:PORT.
+WS_ADDR=$(wait_for_addr "$TMP/server.out" "listening: ws tcp" "$SERVER_PID")
+WS_ADDR=${WS_ADDR%/ws-api/v3}
+"$LG" echo --bind 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
+ECHO_PID=$!
+ECHO_ADDR=$(wait_for_addr "$TMP/echo.out" "listening: echo" "$ECHO_PID")
+echo "server: FIX 4.4 on $FIX_ADDR, WebSocket API on $WS_ADDR; echo server on $ECHO_ADDR" >&2
 
 # The FIX options; the echo runs take the same ones, so their messages have the order's size.
 FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
     --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
 
 # --- Memory per idle session ----------------------------------------------------------------
-# The server's resident size with the 16 bench sessions logged on and idle, less before. On a
-# server of its own whose allocator does not ask for transparent huge pages: with them the
-# resident size grows in steps of 2 MiB, which 16 sessions cannot resolve.
+# The server's resident size with the 16 bench sessions logged on and idle, less before (first,
+# while the heap holds nothing of the runs below; the server runs without transparent huge
+# pages, so the resident size moves in 4 KiB pages).
 step "memory per idle session: 16 FIX sessions logged on, idle"
-start_server MIMALLOC_ALLOW_THP=0
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 RSS_BEFORE=$(rss_kib "$SERVER_PID")
 "$LG" idle --addr "$FIX_ADDR" --sessions 16 --hold-secs 2 "${FIX_ARGS[@]}" >"$TMP/idle.out" 2>"$TMP/idle.log" &
@@ -190,14 +185,6 @@ else
     echo "bench.sh: the idle sessions did not log on:" >&2
     cat "$TMP/idle.log" >&2
 fi
-stop_server
-
-step "starting the server (configs/bench.toml) and the echo server"
-start_server
-"$LG" echo --bind 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
-ECHO_PID=$!
-ECHO_ADDR=$(wait_for_addr "$TMP/echo.out" "listening: echo" "$ECHO_PID")
-echo "server: FIX 4.4 on $FIX_ADDR, WebSocket API on $WS_ADDR; echo server on $ECHO_ADDR" >&2
 
 # The WebSocket API runs (session.logon with the key, then order.place) need the key.
 WS=0

@@ -122,6 +122,11 @@ impl Server {
         audit_export(&all, &self.dir, &env)
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...) to the server process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("server running").id();

@@ -1034,3 +1034,23 @@ fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connect
     );
     assert_fields(&a.expect("9"), &[(102, "0"), (39, "2")]);
 }
+
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    // Their first touch may compact memory for tens of milliseconds (see
+    // `disable_transparent_huge_pages` in crates/server/src/main.rs).
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "THP",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let server = Server::start(&config(p, &sessions, ""), &p);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("the kernel reports THP_enabled");
+    assert!(line.ends_with('0'), "{line}");
+}
