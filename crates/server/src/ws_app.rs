@@ -26,6 +26,7 @@
 //!
 //! Ids: order ids and trade ids come from the engine, which keeps them ≤ 2^53 − 1.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,8 +156,8 @@ impl WsAppFactory for WsBridgeFactory {
             conn: None,
             account: None,
             pending: HashMap::new(),
-            orders: HashMap::new(),
-            by_cl: HashMap::new(),
+            orders: IncrementalMap::with_hasher(RandomState::new()),
+            by_cl: IncrementalMap::with_hasher(RandomState::new()),
             done: VecDeque::new(),
             out: Vec::new(),
             user_stream: false,
@@ -351,6 +352,9 @@ enum Pending {
     },
 }
 
+/// A hash map that grows without an all-at-once resize.
+type IncrementalMap<K, V> = griddle::HashMap<K, V, RandomState>;
+
 /// One WebSocket connection's application.
 pub struct WsBridge {
     pipeline: Arc<Pipeline>,
@@ -361,8 +365,11 @@ pub struct WsBridge {
     conn: Option<Arc<Conn>>,
     account: Option<(String, AccountId)>,
     pending: HashMap<ClOrdId, Pending>,
-    orders: HashMap<u64, LocalOrder>,
-    by_cl: HashMap<ClOrdId, u64>,
+    /// The connection's orders by orderId, and their clientOrderIds: they grow with its open
+    /// orders, so they resize a few entries per insert rather than all at once (see Cargo.toml).
+    /// SipHash with random keys, as std's maps: clientOrderIds are the client's choice.
+    orders: IncrementalMap<u64, LocalOrder>,
+    by_cl: IncrementalMap<ClOrdId, u64>,
     done: VecDeque<u64>,
     out: Vec<AppOutput>,
     user_stream: bool,
