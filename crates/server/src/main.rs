@@ -190,7 +190,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => {
-            disable_transparent_huge_pages();
+            if !disable_transparent_huge_pages() {
+                warn!(
+                    "transparent huge pages stay on: their first touch may stall for milliseconds"
+                );
+            }
             let settings = match &config {
                 Some(path) => config::load(path),
                 None => config::embedded_default(),
