@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use portcullis_auth::MasterKeyring;
 use portcullis_engine::Core;
-use portcullis_journal::{JournalError, JournalReader, Seq};
+use portcullis_journal::{JournalError, JournalReader, JournalRecord, Seq};
 
 use crate::config::{self, Settings};
 use crate::journal_queue::state_hash;
@@ -57,13 +57,14 @@ pub fn decode_state(settings: &Settings, state: &[u8]) -> Result<(Core, i64)> {
 
 /// Replays every record of `reader` into `core`. With `check`, the state hash at the seq of
 /// that snapshot is compared with the snapshot's (counted in `snapshots_ok` /
-/// `snapshots_mismatched`): the snapshot and the records agree.
+/// `snapshots_mismatched`): the snapshot and the records agree. Also returns the events the
+/// replay regenerated that the journal lacks (see [`Replayer::finish`]).
 pub fn replay(
     reader: &JournalReader,
     core: &mut Core,
     accounts: usize,
     check: Option<&portcullis_journal::Snapshot>,
-) -> Result<ReplayStats> {
+) -> Result<(ReplayStats, Vec<portcullis_types::Event>)> {
     let mut r = Replayer::new(accounts);
     let check_snapshot = |r: &mut Replayer, core: &Core| {
         if let Some(s) = check {
@@ -85,14 +86,21 @@ fn journal_error(e: JournalError) -> anyhow::Error {
 }
 
 /// Opens the journal at start-up, restores the latest usable snapshot (else starts from
-/// `fresh`, the core built from the config) and replays the records after it. Returns the
-/// writer to continue with, what the replay did and the recovered core. Any error here is
-/// fatal for the start-up (exit code 2).
+/// `fresh`, the core built from the config) and replays the records after it. Events the
+/// replay regenerated that the journal lacks (a crash made the last commands durable but not
+/// their events: nobody was told) are journaled now. Returns the writer to continue with,
+/// what the replay did, the recovered core and those events, for the sessions they belong
+/// to. Any error here is fatal for the start-up (exit code 2).
 pub fn recover(
     settings: &Settings,
     keyring: &MasterKeyring,
     fresh: Core,
-) -> Result<(portcullis_journal::JournalWriter, ReplayStats, Core)> {
+) -> Result<(
+    portcullis_journal::JournalWriter,
+    ReplayStats,
+    Core,
+    Vec<portcullis_types::Event>,
+)> {
     let config = &settings.journal;
     let accounts = settings.accounts.len();
     std::fs::create_dir_all(&config.dir)
@@ -128,8 +136,24 @@ pub fn recover(
         let (seq, rec) = item.map_err(journal_error)?;
         r.apply(&mut core, seq, rec)?;
     }
-    let stats = r.finish(&core);
-    let writer = reader.into_writer(config).map_err(journal_error)?;
+    let (mut stats, unjournaled) = r.finish(&core);
+    let mut writer = reader.into_writer(config).map_err(journal_error)?;
+    if !unjournaled.is_empty() {
+        for e in &unjournaled {
+            stats.last_seq = writer
+                .append(&JournalRecord::Event(*e))
+                .map_err(journal_error)?;
+        }
+        writer.sync().map_err(journal_error)?;
+        tracing::warn!(
+            events = unjournaled.len(),
+            "journal: the last commands before the crash were durable but not their events:              replayed, journaled now, and parked for their sessions' next logon"
+        );
+        println!(
+            "journal: {} event(s) of the last command(s) before the crash journaled now",
+            unjournaled.len()
+        );
+    }
     tracing::info!(
         records = stats.records, commands = stats.commands, events = stats.events,
         last_seq = stats.last_seq.0, snapshot = stats.snapshot_seq.map(|s| s.0),
@@ -138,7 +162,7 @@ pub fn recover(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal replayed"
     );
-    Ok((writer, stats, core))
+    Ok((writer, stats, core, unjournaled))
 }
 
 /// The core and replay position of the latest snapshot, if there is one that decrypts,
@@ -252,16 +276,23 @@ pub fn run(args: JournalArgs) -> Result<()> {
                     s.seq
                 )?;
             }
-            let st = if reader.first_seq() > Seq(1) {
+            let (st, unjournaled) = if reader.first_seq() > Seq(1) {
                 writeln!(
                     out,
                     "replay: skipped (the journal starts at record {})",
                     reader.first_seq()
                 )?;
-                ReplayStats::default()
+                (ReplayStats::default(), Vec::new())
             } else {
                 replay(&reader, &mut core, settings.accounts.len(), latest.as_ref())?
             };
+            if !unjournaled.is_empty() {
+                writeln!(
+                    out,
+                    "replay: {} event(s) of the last command(s) are not journaled (a crash came                      before them): the server journals and reports them when it starts",
+                    unjournaled.len()
+                )?;
+            }
             writeln!(
                 out,
                 "replay: {} command(s), {} journaled event(s), {} regenerated, {} snapshot(s) and marker(s) reproduced, {} mismatched",
@@ -307,7 +338,6 @@ mod tests {
         CoreJournal, JournalItem, JournalQueue, ServerControl, SnapshotReplica,
     };
     use crate::pipeline::tests::{open, order, setup, test_core, test_parts};
-    use portcullis_journal::JournalRecord;
 
     /// The embedded config with the test core's accounts, instrument and limits.
     fn test_settings(accounts: &[&str]) -> Settings {
@@ -346,6 +376,63 @@ mod tests {
         ] {
             assert_eq!(ServerControl::decode(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn events_a_crash_kept_out_of_the_journal_are_found_by_the_replay() {
+        // Live: A rests a sell, then B's buy crosses it.
+        let (mut lp, p) = setup(64, 64);
+        let q = JournalQueue::new(1 << 10, false);
+        lp.set_journal(CoreJournal::new(q.clone(), Seq(0)));
+        let a = open(&mut lp, &p, 0);
+        let b = open(&mut lp, &p, 1);
+        p.submit(Ingress::Cmd(order(
+            a.slot().0,
+            0,
+            "S1",
+            Side::Sell,
+            1000,
+            2,
+        )))
+        .unwrap();
+        lp.step(1_000);
+        p.submit(Ingress::Cmd(order(b.slot().0, 1, "B1", Side::Buy, 1000, 1)))
+            .unwrap();
+        lp.step(2_000);
+        let mut records = Vec::new();
+        while let Some(item) = q.pop() {
+            match item {
+                JournalItem::Record(r) => records.push(r),
+                JournalItem::Deliver(..) => panic!("not gated"),
+            }
+        }
+        // The crash: B1's command record is durable, the records after it are not.
+        let last_cmd = records
+            .iter()
+            .rposition(|r| matches!(r, JournalRecord::Command(_)))
+            .unwrap();
+        let lost: Vec<portcullis_types::Event> = records[last_cmd + 1..]
+            .iter()
+            .filter_map(|r| match r {
+                JournalRecord::Event(e) => Some(*e),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            lost.iter()
+                .any(|e| e.kind == portcullis_types::EventKind::Fill),
+            "the cross filled: {lost:?}"
+        );
+        let mut core = test_core(&["A", "B"]);
+        let mut r = Replayer::new(2);
+        for (i, rec) in records[..=last_cmd].iter().enumerate() {
+            r.apply(&mut core, Seq(i as u64 + 1), rec.clone()).unwrap();
+        }
+        let (st, unjournaled) = r.finish(&core);
+        // The replayed state has the trade; the lost reports come back, in order, to be
+        // journaled and delivered.
+        assert_eq!(st.state_hash, state_hash(lp.core(), 2));
+        assert_eq!(unjournaled, lost);
     }
 
     #[test]
@@ -422,7 +509,8 @@ mod tests {
                 replica.taken();
             }
         }
-        let st = r.finish(&core);
+        let (st, unjournaled) = r.finish(&core);
+        assert!(unjournaled.is_empty(), "{unjournaled:?}");
         assert_eq!(st.state_hash, state_hash(lp.core(), 2));
         assert_eq!(st.commands, 61, "60 orders and A's close");
         assert_eq!(st.regenerated_events, st.events);
@@ -436,11 +524,13 @@ mod tests {
                 r.apply(&mut restored, Seq(i as u64 + 1), rec.clone())
                     .unwrap();
             }
+            let (st, unjournaled) = r.finish(&restored);
             assert_eq!(
-                r.finish(&restored).state_hash,
+                st.state_hash,
                 state_hash(lp.core(), 2),
                 "replay from the snapshot at {at}"
             );
+            assert!(unjournaled.is_empty(), "from {at}: {unjournaled:?}");
         }
         assert_eq!(
             core.risk()

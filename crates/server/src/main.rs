@@ -730,7 +730,7 @@ fn start_pipeline(
     };
     // Recovery: the whole state from the latest snapshot and the journal after it, before
     // anything listens.
-    let (writer, replayed, core) =
+    let (writer, replayed, core, unjournaled) =
         journal::recover(settings, keyring, core).map_err(Failure::Journal)?;
     println!(
         "journal: {} ({} records replayed{}: {} commands; state hash {}; fsync {:?})",
@@ -762,6 +762,11 @@ fn start_pipeline(
     let queue = journal_queue::JournalQueue::new(JOURNAL_QUEUE_CAPACITY, gated);
     let core_journal = journal_queue::CoreJournal::new(queue.clone(), replayed.last_seq);
     let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
+    // Reports of the last commands before a crash that nobody received: the sessions' next
+    // logons get them first, like reports of fills while they were away.
+    for e in unjournaled {
+        pipeline.parked().park(pipeline::Outbound::Event(e));
+    }
     let journal_thread =
         journal_queue::spawn_writer(writer, queue.clone(), replica, pipeline.parked().clone())
             .context("cannot start the journal thread")?;

@@ -3,10 +3,13 @@
 //! timer changes re-applied, journaled events counted (the replay regenerates them), snapshot
 //! markers of older journals checked. Also the encoding of a snapshot's state.
 
+use std::collections::{BTreeMap, HashSet};
+
 use anyhow::{anyhow, Context, Result};
 use portcullis_engine::Core;
 use portcullis_journal::{JournalRecord, Seq};
 use portcullis_risk::AccountLimits;
+use portcullis_types::Event;
 
 use crate::journal_queue::{state_hash, ServerControl};
 
@@ -53,6 +56,13 @@ pub struct Replayer {
     now: i64,
     accounts: usize,
     stats: ReplayStats,
+    /// Regenerated events no journaled event has matched yet, by ExecID (unique per event):
+    /// a command's events follow it in the journal, so this holds a few entries, except
+    /// after a crash that made a command durable but not its events.
+    unjournaled: BTreeMap<u64, Event>,
+    /// ExecIDs journaled before the replay regenerated them (an operator action's events go
+    /// in before its record; a snapshot can fall between a command and its events).
+    journaled_first: HashSet<u64>,
 }
 
 impl Replayer {
@@ -62,6 +72,8 @@ impl Replayer {
             now: 0,
             accounts,
             stats: ReplayStats::default(),
+            unjournaled: BTreeMap::new(),
+            journaled_first: HashSet::new(),
         }
     }
 
@@ -76,6 +88,8 @@ impl Replayer {
                 clock: now,
                 ..ReplayStats::default()
             },
+            unjournaled: BTreeMap::new(),
+            journaled_first: HashSet::new(),
         }
     }
 
@@ -116,7 +130,14 @@ impl Replayer {
         let st = &mut self.stats;
         let now = self.now;
         let mut regenerated = 0u64;
-        let mut discard = |_e| regenerated += 1;
+        let (unjournaled, journaled_first) = (&mut self.unjournaled, &mut self.journaled_first);
+        // A regenerated event is the journaled one with its ExecID; until that comes it waits.
+        let mut discard = |e: Event| {
+            regenerated += 1;
+            if !journaled_first.remove(&e.exec_id) {
+                unjournaled.insert(e.exec_id, e);
+            }
+        };
         let mut marker = None;
         st.records += 1;
         st.last_seq = seq;
@@ -129,7 +150,12 @@ impl Replayer {
                 core.process(cmd, now, &mut discard);
                 st.commands += 1;
             }
-            JournalRecord::Event(_) => st.events += 1,
+            JournalRecord::Event(e) => {
+                st.events += 1;
+                if unjournaled.remove(&e.exec_id).is_none() {
+                    journaled_first.insert(e.exec_id);
+                }
+            }
             JournalRecord::KillSwitch { account, on } => {
                 if on {
                     core.kill(account, now, &mut discard)
@@ -169,11 +195,14 @@ impl Replayer {
         Ok(())
     }
 
-    /// The statistics, with the final state hash.
-    pub fn finish(mut self, core: &Core) -> ReplayStats {
+    /// The statistics, with the final state hash, and the events the replay regenerated
+    /// that the journal does not hold, in order: those of the last commands before a crash
+    /// that made the commands durable but not their events (their reports never left). The
+    /// state includes them, so the caller journals them and reports them.
+    pub fn finish(mut self, core: &Core) -> (ReplayStats, Vec<Event>) {
         self.stats.state_hash = state_hash(core, self.accounts);
         self.stats.clock = self.now;
-        self.stats
+        (self.stats, self.unjournaled.into_values().collect())
     }
 }
 
