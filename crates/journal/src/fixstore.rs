@@ -132,6 +132,10 @@ pub struct SealedFileStore {
     recovered_tail: Option<TornTail>,
     /// Set when a write failed: what is on disk is unknown until a reopen recovers.
     poisoned: bool,
+    /// Changes are appended in memory and written by [`MessageStore::commit`].
+    group_commit: bool,
+    /// Records appended since the last commit (group commit only).
+    uncommitted: bool,
 }
 
 impl fmt::Debug for SealedFileStore {
@@ -312,6 +316,8 @@ impl SealedFileStore {
             index: BTreeMap::new(),
             recovered_tail: None,
             poisoned: false,
+            group_commit: false,
+            uncommitted: false,
         };
         store.load()?;
         if let Some(t) = &store.recovered_tail {
@@ -393,6 +399,7 @@ impl SealedFileStore {
     /// Atomic: a crash leaves the old or the new store.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         self.check()?;
+        MessageStore::commit(self)?;
         let ring = self.keyring.clone();
         self.rewrite(&ring)
     }
@@ -404,6 +411,7 @@ impl SealedFileStore {
     /// the old key.
     pub fn set_keyring(&mut self, keyring: &MasterKeyring) -> Result<(), StoreError> {
         self.check()?;
+        MessageStore::commit(self)?;
         if let Some(w) = self.writer.as_mut() {
             w.set_keyring(keyring)
                 .map_err(|e| store_err(&self.gen_dir, e))?;
@@ -469,9 +477,11 @@ impl SealedFileStore {
     /// Makes generation `next` (renamed into place) the store: reopens it, then deletes the
     /// previous generation.
     fn install(&mut self, next: u64) -> Result<(), StoreError> {
-        // From here on the disk holds the new generation: the old writer must go, and if
-        // anything below fails the in-memory state is behind the disk until a reopen.
+        // From here on the disk holds the new generation: the old writer must go (with any
+        // grouped changes: the new generation holds the state), and if anything below fails
+        // the in-memory state is behind the disk until a reopen.
         self.writer = None;
+        self.uncommitted = false;
         self.poisoned = true;
         let old = std::mem::replace(&mut self.gen_dir, gen_path(&self.dir, next));
         self.gen = next;
@@ -494,8 +504,21 @@ impl SealedFileStore {
         Ok(())
     }
 
-    /// Appends one record and commits it (fsync per the policy); returns its log sequence
-    /// number.
+    /// Group commit: from now on changes are appended in memory and written together by
+    /// [`MessageStore::commit`] (one write, and one fsync under [`SyncPolicy::Always`], for
+    /// all of them), which a session calls once per read and once before sending; reads and
+    /// rewrites commit first, and so does dropping the store. Off (the default), each change
+    /// is written before its call returns.
+    pub fn set_group_commit(&mut self, on: bool) -> Result<(), StoreError> {
+        if !on {
+            self.commit()?;
+        }
+        self.group_commit = on;
+        Ok(())
+    }
+
+    /// Appends one record and, unless commits are grouped, commits it (fsync per the
+    /// policy); returns its log sequence number.
     fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<u64, StoreError> {
         self.check()?;
         let Some(w) = self.writer.as_mut() else {
@@ -503,9 +526,15 @@ impl SealedFileStore {
                 path: self.gen_dir.clone(),
             });
         };
-        let r = w
-            .append_with(encode)
-            .and_then(|seq| w.commit().map(|_| seq));
+        let group = self.group_commit;
+        let r = w.append_with(encode).and_then(|seq| {
+            if group {
+                Ok(seq)
+            } else {
+                w.commit().map(|_| seq)
+            }
+        });
+        self.uncommitted |= group && r.is_ok();
         match r {
             Ok(seq) => Ok(seq.0),
             Err(e) => {
@@ -569,6 +598,8 @@ impl MessageStore for SealedFileStore {
         if begin > end {
             return Ok(());
         }
+        // The log on disk must hold every stored message.
+        self.commit()?;
         // Log record → MsgSeqNum of the messages asked for.
         let wanted: BTreeMap<u64, SeqNum> = self
             .index
@@ -580,8 +611,8 @@ impl MessageStore for SealedFileStore {
         else {
             return Ok(());
         };
-        // Every change was written before its call returned, so a read-only view of the log
-        // sees it; a resend decrypts from the segment holding the first message on.
+        // Everything is written (committed above), so a read-only view of the log sees it; a
+        // resend decrypts from the segment holding the first message on.
         let reader =
             SealedLogReader::open_read_only(&self.gen_dir, FIX_STORE_PREFIX, &self.keyring)
                 .map_err(|e| store_err(&self.gen_dir, e))?;
@@ -660,7 +691,37 @@ impl MessageStore for SealedFileStore {
             self.poisoned = true;
             return Err(store_err(&self.gen_dir, e));
         }
+        self.uncommitted = false;
         Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.uncommitted {
+            return Ok(());
+        }
+        self.check()?;
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = w.commit() {
+            // The writer refuses to go on after a failed write; so does the store.
+            self.poisoned = true;
+            return Err(store_err(&self.gen_dir, e));
+        }
+        self.uncommitted = false;
+        Ok(())
+    }
+
+    fn has_uncommitted(&self) -> bool {
+        self.uncommitted
+    }
+}
+
+impl Drop for SealedFileStore {
+    fn drop(&mut self) {
+        // Grouped changes not committed yet: written now, best effort (a session commits
+        // before it sends anything, so nothing the counterparty saw depends on this).
+        let _ = MessageStore::commit(self);
     }
 }
 

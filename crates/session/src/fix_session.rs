@@ -421,6 +421,19 @@ impl Session {
         rx.drain(..pos);
         self.rx = rx;
         self.decoder = dec;
+        // The sequence numbers of everything just read, and any answers, in one commit,
+        // before the application sees a message of it.
+        self.commit_store();
+    }
+
+    /// Commits the store's pending changes (see [`MessageStore::commit`]); a failure ends
+    /// the session like any store failure. Call it after [`Session::send_application`]s,
+    /// before writing [`Session::transmit`]; the session's own entry points commit
+    /// themselves.
+    pub fn commit_store(&mut self) {
+        if let Err(e) = self.store.commit() {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+        }
     }
 
     fn on_frame(&mut self, now: UtcTimestamp, bytes: &[u8], dec: &mut Decoder) {
@@ -1169,6 +1182,11 @@ impl Session {
 
     /// Runs the timers (heartbeat, test request, logon and logout timeouts) at `now`.
     pub fn handle_timeout(&mut self, now: UtcTimestamp) {
+        self.run_timers(now);
+        self.commit_store();
+    }
+
+    fn run_timers(&mut self, now: UtcTimestamp) {
         match self.state {
             SessionState::Disconnected => {}
             SessionState::AwaitingLogon => {
@@ -1240,8 +1258,13 @@ impl Session {
         }
     }
 
-    /// Bytes waiting to be sent to the counterparty.
+    /// Bytes waiting to be sent to the counterparty (stored first: after
+    /// [`Session::send_application`], call [`Session::commit_store`] before sending them).
     pub fn transmit(&self) -> &[u8] {
+        debug_assert!(
+            self.tx.is_empty() || !self.store.has_uncommitted(),
+            "output read before the store committed it"
+        );
         &self.tx
     }
 
@@ -1271,6 +1294,11 @@ impl Session {
 
     /// Starts a Logout initiated by us (e.g. on server shutdown).
     pub fn logout(&mut self, now: UtcTimestamp, text: &str) {
+        self.start_logout(now, text);
+        self.commit_store();
+    }
+
+    fn start_logout(&mut self, now: UtcTimestamp, text: &str) {
         match self.state {
             SessionState::Active => {
                 self.send_logout(now, text);

@@ -106,6 +106,18 @@ pub trait MessageStore: Send {
     fn creation_time(&self) -> UtcTimestamp;
     /// Makes everything written so far durable (fsync).
     fn sync(&mut self) -> Result<(), StoreError>;
+    /// Writes the changes earlier calls left uncommitted, together: one write (and one fsync
+    /// where the store syncs each commit) for a whole read's worth of messages. A store that
+    /// writes each change before its call returns, the default, has nothing to do. The
+    /// session commits before a received message reaches its application and before anything
+    /// it queued can be sent (see [`crate::Session::commit_store`]).
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// True while changes wait for [`MessageStore::commit`].
+    fn has_uncommitted(&self) -> bool {
+        false
+    }
 }
 
 /// A store kept in memory only, for tests and for sessions that need no durability.

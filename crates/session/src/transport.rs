@@ -530,6 +530,12 @@ impl MessageStore for SharedStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.lock().sync()
     }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.lock().commit()
+    }
+    fn has_uncommitted(&self) -> bool {
+        self.lock().has_uncommitted()
+    }
 }
 
 /// One configured session: its settings, its store, and whether a connection holds it.
@@ -1124,6 +1130,8 @@ impl Connection {
                     return End::Disconnect;
                 }
             }
+            // What the handlers sent is stored (one commit for all of it) before it can leave.
+            session.commit_store();
             let unsent = session.transmit().len();
             if unsent > self.listener.max_unsent_bytes {
                 warn!(

@@ -391,3 +391,59 @@ fn an_oversized_message_is_refused_and_changes_nothing() {
     assert_eq!(s.next_sender_seq(), 1);
     s.save_outbound(1, &msg(1)).unwrap();
 }
+
+/// Bytes in the store's current segments.
+fn stored_bytes(store: &SealedFileStore) -> u64 {
+    segments(store)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn grouped_changes_are_written_by_one_commit_and_reads_and_drop_commit_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The same three changes, committed each and grouped: one batch is smaller than three.
+    let grown = |group: bool| {
+        let dir = tmp.path().join(format!("s-{group}"));
+        let mut s = open(&dir);
+        s.set_group_commit(group).unwrap();
+        let before = stored_bytes(&s);
+        s.set_next_target_seq(2).unwrap();
+        s.save_outbound(1, &msg(1)).unwrap();
+        s.save_outbound(2, &msg(2)).unwrap();
+        assert_eq!(s.has_uncommitted(), group);
+        if group {
+            assert_eq!(
+                stored_bytes(&s),
+                before,
+                "nothing written before the commit"
+            );
+            s.commit().unwrap();
+            assert!(!s.has_uncommitted());
+        }
+        stored_bytes(&s) - before
+    };
+    let (each, grouped) = (grown(false), grown(true));
+    assert!(
+        grouped < each,
+        "grouped {grouped} bytes, committed each {each}"
+    );
+
+    let dir = tmp.path().join("s-reads");
+    let mut s = open(&dir);
+    s.set_group_commit(true).unwrap();
+    s.save_outbound(1, &msg(1)).unwrap();
+    // A resend reads the log on disk: it commits first and finds the message.
+    assert_eq!(range(&mut s, 1, 1), vec![(1, msg(1))]);
+    assert!(!s.has_uncommitted());
+    // A change still pending when the store is dropped is written, not lost.
+    s.set_next_target_seq(9).unwrap();
+    s.save_outbound(2, &msg(2)).unwrap();
+    drop(s);
+    let mut s = open(&dir);
+    assert_eq!((s.next_sender_seq(), s.next_target_seq()), (3, 9));
+    assert_eq!(range(&mut s, 1, 2).len(), 2);
+    drop(s);
+    assert_no_plaintext(&dir);
+}

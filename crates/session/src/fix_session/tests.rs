@@ -1128,3 +1128,123 @@ mod auth {
         assert_eq!(s.state(), SessionState::Disconnected);
     }
 }
+
+// ---- Group commit ----
+
+/// A store whose changes wait for `commit`, counting the commits that wrote something.
+struct Grouping {
+    inner: MemoryStore,
+    pending: bool,
+    commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MessageStore for Grouping {
+    fn next_sender_seq(&self) -> SeqNum {
+        self.inner.next_sender_seq()
+    }
+    fn next_target_seq(&self) -> SeqNum {
+        self.inner.next_target_seq()
+    }
+    fn set_next_sender_seq(&mut self, seq: SeqNum) -> Result<(), crate::StoreError> {
+        self.pending = true;
+        self.inner.set_next_sender_seq(seq)
+    }
+    fn set_next_target_seq(&mut self, seq: SeqNum) -> Result<(), crate::StoreError> {
+        self.pending = true;
+        self.inner.set_next_target_seq(seq)
+    }
+    fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), crate::StoreError> {
+        self.pending = true;
+        self.inner.save_outbound(seq, message)
+    }
+    fn outbound_range(
+        &mut self,
+        begin: SeqNum,
+        end: SeqNum,
+        out: &mut Vec<(SeqNum, Vec<u8>)>,
+    ) -> Result<(), crate::StoreError> {
+        self.inner.outbound_range(begin, end, out)
+    }
+    fn reset(&mut self, now: UtcTimestamp) -> Result<(), crate::StoreError> {
+        self.inner.reset(now)
+    }
+    fn creation_time(&self) -> UtcTimestamp {
+        self.inner.creation_time()
+    }
+    fn sync(&mut self) -> Result<(), crate::StoreError> {
+        self.commit()
+    }
+    fn commit(&mut self) -> Result<(), crate::StoreError> {
+        if std::mem::take(&mut self.pending) {
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    fn has_uncommitted(&self) -> bool {
+        self.pending
+    }
+}
+
+#[test]
+fn a_read_of_many_messages_is_stored_in_one_commit_before_the_application_sees_them() {
+    let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = Grouping {
+        inner: MemoryStore::new(t0()),
+        pending: false,
+        commits: commits.clone(),
+    };
+    let count = || commits.load(std::sync::atomic::Ordering::Relaxed);
+    let mut s = Session::new(config(BeginString::Fix44), Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(count(), 1, "the logon's numbers and its answer: one commit");
+    assert_eq!(types(&sent(&mut s)), ["A"]);
+    events(&mut s);
+    // Five orders in one read: their sequence numbers are stored in one commit, done when
+    // the session hands them out.
+    let mut burst = Vec::new();
+    for i in 0..5 {
+        let id = format!("C{i}");
+        burst.extend(p.msg(t0(), "D", &order(&[(11, id.as_str())], &[])));
+    }
+    s.handle_input(t0(), &burst);
+    assert_eq!(count(), 2);
+    assert_eq!(s.next_target_seq(), 7);
+    let apps = events(&mut s)
+        .into_iter()
+        .filter(|e| matches!(e, SessionEvent::Application { .. }))
+        .count();
+    assert_eq!(apps, 5);
+    // Answers sent by the application wait for one commit before they can be read.
+    for _ in 0..5 {
+        s.send_application(t0(), b"8", |e| {
+            e.str(150, b"0");
+        })
+        .unwrap();
+    }
+    assert_eq!(count(), 2);
+    s.commit_store();
+    assert_eq!(count(), 3);
+    assert_eq!(types(&sent(&mut s)), ["8", "8", "8", "8", "8"]);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "output read before the store committed it")]
+fn output_is_never_read_before_it_is_committed() {
+    let store = Grouping {
+        inner: MemoryStore::new(t0()),
+        pending: false,
+        commits: Default::default(),
+    };
+    let mut s = Session::new(config(BeginString::Fix44), Box::new(store), t0());
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    sent(&mut s);
+    s.send_application(t0(), b"8", |e| {
+        e.str(150, b"0");
+    })
+    .unwrap();
+    let _ = s.transmit();
+}
