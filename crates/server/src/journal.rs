@@ -147,7 +147,7 @@ pub fn recover(
         writer.sync().map_err(journal_error)?;
         tracing::warn!(
             events = unjournaled.len(),
-            "journal: the last commands before the crash were durable but not their events:              replayed, journaled now, and parked for their sessions' next logon"
+            "journal: the last commands before the crash were durable but not their events: replayed, journaled now, and parked for their sessions' next logon"
         );
         println!(
             "journal: {} event(s) of the last command(s) before the crash journaled now",
@@ -289,7 +289,7 @@ pub fn run(args: JournalArgs) -> Result<()> {
             if !unjournaled.is_empty() {
                 writeln!(
                     out,
-                    "replay: {} event(s) of the last command(s) are not journaled (a crash came                      before them): the server journals and reports them when it starts",
+                    "replay: {} event(s) of the last command(s) are not journaled (a crash came before them): the server journals and reports them when it starts",
                     unjournaled.len()
                 )?;
             }
