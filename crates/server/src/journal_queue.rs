@@ -371,7 +371,8 @@ impl SnapshotReplica {
         let every = every.max(1);
         Self {
             core,
-            replayer: crate::replay::Replayer::resume(accounts, now, last_seq),
+            replayer: crate::replay::Replayer::resume(accounts, now, last_seq)
+                .without_event_pairing(),
             accounts,
             every,
             next: last_seq.0 + every,

@@ -63,6 +63,8 @@ pub struct Replayer {
     /// ExecIDs journaled before the replay regenerated them (an operator action's events go
     /// in before its record; a snapshot can fall between a command and its events).
     journaled_first: HashSet<u64>,
+    /// Whether events are paired at all (see [`Replayer::without_event_pairing`]).
+    pair_events: bool,
 }
 
 impl Replayer {
@@ -74,6 +76,7 @@ impl Replayer {
             stats: ReplayStats::default(),
             unjournaled: BTreeMap::new(),
             journaled_first: HashSet::new(),
+            pair_events: true,
         }
     }
 
@@ -90,7 +93,16 @@ impl Replayer {
             },
             unjournaled: BTreeMap::new(),
             journaled_first: HashSet::new(),
+            pair_events: true,
         }
+    }
+
+    /// A replay that only follows the state (the journal thread's snapshot replica, fed
+    /// what the journal thread just wrote): no pairing of regenerated with journaled events,
+    /// so no map work per event on that thread; [`Replayer::finish`] then returns none.
+    pub fn without_event_pairing(mut self) -> Self {
+        self.pair_events = false;
+        self
     }
 
     /// Compares the state after the last record with a snapshot's hash, when the snapshot
@@ -131,10 +143,11 @@ impl Replayer {
         let now = self.now;
         let mut regenerated = 0u64;
         let (unjournaled, journaled_first) = (&mut self.unjournaled, &mut self.journaled_first);
+        let pair = self.pair_events;
         // A regenerated event is the journaled one with its ExecID; until that comes it waits.
         let mut discard = |e: Event| {
             regenerated += 1;
-            if !journaled_first.remove(&e.exec_id) {
+            if pair && !journaled_first.remove(&e.exec_id) {
                 unjournaled.insert(e.exec_id, e);
             }
         };
@@ -152,7 +165,7 @@ impl Replayer {
             }
             JournalRecord::Event(e) => {
                 st.events += 1;
-                if unjournaled.remove(&e.exec_id).is_none() {
+                if pair && unjournaled.remove(&e.exec_id).is_none() {
                     journaled_first.insert(e.exec_id);
                 }
             }
