@@ -1,6 +1,3 @@
-use std::io::{BufRead, Write as _};
-use std::process::{Command, Stdio};
-
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -567,74 +564,6 @@ fn session_dir_name_is_readable_safe_and_unambiguous() {
     assert!(name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b)));
-}
-
-const CRASH_CHILD_ENV: &str = "PORTCULLIS_STORE_CRASH_CHILD_DIR";
-
-/// The writer process of `sigkill_right_after_save_outbound_returns_loses_nothing`; does nothing
-/// in a normal test run.
-#[test]
-fn crash_child_writer() {
-    let Some(dir) = std::env::var_os(CRASH_CHILD_ENV) else {
-        return;
-    };
-    let mut store = FileStore::open(Path::new(&dir), T0, SyncPolicy::Never).unwrap();
-    let mut out = std::io::stdout().lock();
-    let first = store.next_sender_seq();
-    // Bounded, in case the parent is gone.
-    for seq in first..first + 1_000_000 {
-        store.save_outbound(seq, &msg(seq)).unwrap();
-        if seq % 3 == 0 {
-            store.set_next_target_seq(seq).unwrap();
-        }
-        writeln!(out, "ACK {seq}").unwrap();
-        out.flush().unwrap();
-    }
-}
-
-#[test]
-fn sigkill_right_after_save_outbound_returns_loses_nothing() {
-    let dir = tempdir();
-    let exe = std::env::current_exe().unwrap();
-    for round in 0..3 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "store::file::tests::crash_child_writer",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CRASH_CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut acks = 0;
-        let mut last_ack = None;
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            if let Some(i) = line.find("ACK ") {
-                last_ack = Some(line[i + 4..].trim().parse::<SeqNum>().unwrap());
-                acks += 1;
-                if acks == 200 + round * 150 {
-                    child.kill().unwrap(); // SIGKILL
-                    break;
-                }
-            }
-        }
-        child.wait().unwrap();
-        let last = last_ack.expect("the writer acknowledged writes");
-
-        let mut store = open(dir.path());
-        assert!(store.next_sender_seq() > last, "round {round}");
-        let stored = range(&mut store, 1, last);
-        assert_eq!(stored.len() as u64, last, "round {round}");
-        for (seq, bytes) in stored {
-            assert_eq!(bytes, msg(seq));
-        }
-        assert!(store.next_target_seq() >= last / 3 * 3, "round {round}");
-    }
 }
 
 /// Opening must never panic; when it succeeds, a second open sees the same state and an
