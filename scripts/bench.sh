@@ -10,12 +10,14 @@
 #   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
 #     stays at or above 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions,
 #     FIX and echo;
+#   - the 16-session floods again with a client that batches (a write per session every
+#     200 µs carrying the orders due meanwhile);
 #   - the server's memory per idle session (resident size with 16 sessions logged on, less
 #     before);
 #   - the same ping-pong and floods over the WebSocket API (ws:// on loopback, session.logon with
 #     the bench key, then order.place LIMIT GTC ACK), connections as sessions.
 #
-# Then prints one table, FIX against the echo floor, with the targets. Takes about 3-4 minutes.
+# Then prints one table, FIX against the echo floor, with the targets. Takes about 5 minutes.
 #
 #   scripts/bench.sh                   the loopback benchmark
 #   scripts/bench.sh --criterion [F]   also the criterion benchmarks afterwards (reports in
@@ -243,6 +245,17 @@ for sessions in 1 16; do
         >"$OUT/flood-echo-$sessions.json"
 done
 
+# The 16-session flood once more with a client that batches: the pacer wakes every 200 µs and
+# sends what fell due meanwhile in one write per session (the wait counts in the latency), as a
+# market maker sends a burst of quotes. Both ends then share their per-write costs.
+BATCHED=(--tick-us 200)
+step "flood, 16 sessions writing every ${BATCHED[1]} µs: highest rate with p99 < 1 ms, FIX"
+"$LG" flood --addr "$FIX_ADDR" --sessions 16 "${FIX_ARGS[@]}" "${FLOOD[@]}" "${BATCHED[@]}" --json \
+    >"$OUT/flood-fix-16-batched.json"
+step "flood, 16 sessions writing every ${BATCHED[1]} µs: highest rate with p99 < 1 ms, echo"
+"$LG" flood --addr "$ECHO_ADDR" --sessions 16 --echo "${FIX_ARGS[@]}" "${FLOOD[@]}" "${BATCHED[@]}" \
+    --json >"$OUT/flood-echo-16-batched.json"
+
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "bench.sh: the server died during the benchmark; its log:" >&2
     cat "$TMP/server.log" >&2
@@ -255,7 +268,7 @@ fi
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
     echo "journal fsync: $(grep -m1 '^fsync' "$TMP/bench.toml" | cut -d= -f2-)"
     echo "core threading: $(grep -m1 '^threading' "$TMP/bench.toml" | cut -d= -f2-)"
-    echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}"
+    echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}; batching floods add ${BATCHED[*]}"
     if [ "$WS" = 1 ]; then echo "ws floods: ${WS_FLOOD[*]}"; fi
     echo
     "$LG" table --dir "$OUT"

@@ -495,6 +495,7 @@ pub fn flood(addr: &str, target: &Target, p: &FloodParams) -> Result<FloodResult
     Ok(FloodResult {
         target: target.name(),
         sessions,
+        tick: p.tick,
         rate: p.rate,
         achieved: answered as f64 / elapsed,
         scheduled: per_session * n,

@@ -378,6 +378,9 @@ pub struct FloodResult {
     pub target: &'static str,
     /// Sessions.
     pub sessions: usize,
+    /// Shortest sleep of the pacing thread (`FloodParams::tick`): zero for one write per order,
+    /// more for a client that batches what falls due meanwhile.
+    pub tick: Duration,
     /// Intended orders per second.
     pub rate: f64,
     /// Orders answered per second: answered / (first intended send to last answer, or the
@@ -424,6 +427,7 @@ impl FloodResult {
         json!({
             "target": self.target,
             "sessions": self.sessions,
+            "tick_us": self.tick.as_micros() as u64,
             "rate": self.rate.round(),
             "achieved": self.achieved.round(),
             "scheduled": self.scheduled,
@@ -477,6 +481,7 @@ impl FindMaxResult {
             "mode": "flood-max",
             "target": target,
             "sessions": sessions,
+            "tick_us": self.steps.first().map_or(0, |s| s.tick.as_micros() as u64),
             "max_rate": best.map_or(0.0, |b| b.rate.round()),
             "max_achieved": best.map_or(0.0, |b| b.achieved.round()),
             "p99_ns_at_max": best.map(|b| b.latency.p99_ns),
@@ -561,6 +566,7 @@ mod tests {
         let mut r = FloodResult {
             target: "fix",
             sessions: 16,
+            tick: Duration::from_micros(200),
             rate: 100_000.0,
             achieved: 99_000.0,
             scheduled: 10,
@@ -602,12 +608,14 @@ mod tests {
         let j = m.to_json("fix", 16);
         assert_eq!(j["max_rate"], 50_000.0);
         assert_eq!(j["steps"][1]["unanswered"], 1);
+        assert_eq!(j["tick_us"], 200);
     }
 
     fn fake_run(rate: f64, passes: bool) -> FloodResult {
         FloodResult {
             target: "echo",
             sessions: 1,
+            tick: Duration::ZERO,
             rate,
             achieved: rate,
             scheduled: 10,
