@@ -93,6 +93,8 @@ pub const FIX_STORE_PREFIX: &str = "fixstore";
 /// in full, so segments stay far smaller than the journal's.
 pub const STORE_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
+/// A FIX message's size for [`MessageStore::may_wait_for_disk`] before it is known.
+const TYPICAL_MESSAGE_LEN: usize = 1024;
 /// The lock file prefix: `store.lock`, shared with the plaintext store.
 const LOCK_PREFIX: &str = "store";
 const GEN_PREFIX: &str = "gen-";
@@ -714,6 +716,16 @@ impl MessageStore for SealedFileStore {
 
     fn has_uncommitted(&self) -> bool {
         self.uncommitted
+    }
+
+    /// Grouped: the commit writes the open batch; otherwise each change commits a record of a
+    /// typical message's size at most (a larger one may start a segment unannounced).
+    fn may_wait_for_disk(&self) -> bool {
+        match &self.writer {
+            Some(w) if self.group_commit => self.uncommitted && w.commit_may_wait(0),
+            Some(w) => w.commit_may_wait(TYPICAL_MESSAGE_LEN),
+            None => false,
+        }
     }
 }
 

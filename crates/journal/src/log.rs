@@ -728,6 +728,43 @@ impl SealedLogWriter {
         self.append_with(|b| b.extend_from_slice(payload))
     }
 
+    /// True if a batch of `batch_len` bytes starts a new segment (whose creation fsyncs the
+    /// old one).
+    fn roll_due(&self, batch_len: u64) -> bool {
+        match &self.seg {
+            None => true,
+            Some(s) => {
+                s.next_batch >= MAX_BATCHES_PER_SEGMENT
+                    || (s.next_batch > 0 && s.size + batch_len > self.options.segment_bytes)
+                    || s.key_id != self.keys.current().id
+            }
+        }
+    }
+
+    /// True if [`SealedLogWriter::commit`], with `extra` more payload bytes appended first, may
+    /// wait for the disk: it fsyncs (per the policy), starts a new segment, or starts
+    /// write-back. Cheap; a caller on an async runtime runs such a commit where blocking is
+    /// allowed.
+    pub fn commit_may_wait(&self, extra: usize) -> bool {
+        let pending = self.batch_count > 0 || extra > 0;
+        if !pending {
+            return false;
+        }
+        let fsync = match self.options.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
+            FsyncPolicy::Never => false,
+        };
+        // A batch not yet open gets its header and one record's framing.
+        let len =
+            (self.buf.len().max(BATCH_HEADER) + extra + RECORD_HEADER + crate::format::TAG_LEN)
+                as u64;
+        fsync
+            || self.roll_due(len)
+            || (self.options.fsync != FsyncPolicy::Always
+                && self.seg.as_ref().is_some_and(|s| s.writeback_due(len)))
+    }
+
     /// Seals and writes the open batch, if any (no fsync), rolling to a new segment first if
     /// needed.
     fn seal(&mut self) -> Result<()> {
@@ -735,15 +772,7 @@ impl SealedLogWriter {
             return Ok(());
         }
         let batch_len = (self.buf.len() + crate::format::TAG_LEN) as u64;
-        let roll = match &self.seg {
-            None => true,
-            Some(s) => {
-                s.next_batch >= MAX_BATCHES_PER_SEGMENT
-                    || (s.next_batch > 0 && s.size + batch_len > self.options.segment_bytes)
-                    || s.key_id != self.keys.current().id
-            }
-        };
-        if roll {
+        if self.roll_due(batch_len) {
             self.roll(self.batch_first)?;
         }
         let seg = self.seg.as_mut().expect("a segment after roll");

@@ -398,6 +398,10 @@ impl MessageStore for RekeyingStore {
     fn has_uncommitted(&self) -> bool {
         self.store.has_uncommitted()
     }
+    /// A new keyring re-encrypts the store at the next change.
+    fn may_wait_for_disk(&self) -> bool {
+        self.keys.version() != self.seen || self.store.may_wait_for_disk()
+    }
 }
 
 /// The opener of a session's store in `dir`: encrypted when the server has a keyring, the

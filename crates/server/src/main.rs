@@ -780,18 +780,6 @@ fn start_pipeline(
         threading = ?config.threading,
         "order pipeline started"
     );
-    if config.threading == pipeline::Threading::Shared {
-        // One thread runs every session: a session's fsync stalls all of them meanwhile.
-        for s in settings.sessions.iter() {
-            if s.store_sync == portcullis_session::store::SyncPolicy::Always {
-                warn!(
-                    session = %security::session_name(&s.config),
-                    "store_sync = \"always\" with core.threading = \"shared\": each of this \
-                     session's fsyncs stalls every session and the core while it lasts"
-                );
-            }
-        }
-    }
     Ok((
         pipeline,
         handle,

@@ -118,6 +118,13 @@ pub trait MessageStore: Send {
     fn has_uncommitted(&self) -> bool {
         false
     }
+    /// True if the next change written at once (a `set_*` or `save_outbound` of a store that
+    /// does not group its commits) or the next [`MessageStore::commit`] may wait for the disk:
+    /// an fsync, a new segment. The transport then makes the call where blocking is allowed,
+    /// so that other connections go on meanwhile. Must be cheap; the default is false.
+    fn may_wait_for_disk(&self) -> bool {
+        false
+    }
 }
 
 /// A store kept in memory only, for tests and for sessions that need no durability.

@@ -495,6 +495,29 @@ impl SharedStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// A call that writes: off the worker when the store says it may wait for the disk.
+    fn write<R>(&self, f: impl FnOnce(&mut dyn MessageStore) -> R) -> R {
+        let mut store = self.lock();
+        if store.may_wait_for_disk() {
+            off_the_worker(|| f(&mut **store))
+        } else {
+            f(&mut **store)
+        }
+    }
+}
+
+/// Runs `f`, which may wait for the disk (an fsync takes 0.1 to tens of ms), where blocking is
+/// allowed: on a worker of a multi-threaded tokio runtime, `block_in_place` first hands the
+/// worker's other tasks (other connections, a core loop sharing the runtime) to another
+/// thread, so they go on meanwhile; anywhere else `f` runs as is.
+pub fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 impl MessageStore for SharedStore {
@@ -505,13 +528,13 @@ impl MessageStore for SharedStore {
         self.lock().next_target_seq()
     }
     fn set_next_sender_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
-        self.lock().set_next_sender_seq(seq)
+        self.write(|s| s.set_next_sender_seq(seq))
     }
     fn set_next_target_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
-        self.lock().set_next_target_seq(seq)
+        self.write(|s| s.set_next_target_seq(seq))
     }
     fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
-        self.lock().save_outbound(seq, message)
+        self.write(|s| s.save_outbound(seq, message))
     }
     fn outbound_range(
         &mut self,
@@ -521,20 +544,27 @@ impl MessageStore for SharedStore {
     ) -> Result<(), StoreError> {
         self.lock().outbound_range(begin, end, out)
     }
+    /// Writes a new generation and fsyncs it: always off the worker.
     fn reset(&mut self, now: UtcTimestamp) -> Result<(), StoreError> {
-        self.lock().reset(now)
+        let mut store = self.lock();
+        off_the_worker(|| store.reset(now))
     }
     fn creation_time(&self) -> UtcTimestamp {
         self.lock().creation_time()
     }
+    /// An fsync: always off the worker.
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.lock().sync()
+        let mut store = self.lock();
+        off_the_worker(|| store.sync())
     }
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.lock().commit()
+        self.write(|s| s.commit())
     }
     fn has_uncommitted(&self) -> bool {
         self.lock().has_uncommitted()
+    }
+    fn may_wait_for_disk(&self) -> bool {
+        self.lock().may_wait_for_disk()
     }
 }
 
@@ -664,7 +694,8 @@ impl SessionEntry {
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());
         }
-        let store = SharedStore::new((self.opener)(now)?);
+        // Opening verifies the last segment and may recover or rewrite: off the worker.
+        let store = SharedStore::new(off_the_worker(|| (self.opener)(now))?);
         *slot = Some(store.clone());
         Ok(store)
     }
@@ -1394,6 +1425,110 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
     use tokio::io::AsyncReadExt;
+
+    /// A store whose commits, resets and syncs wait (as for an fsync) until another task of
+    /// the runtime signals them.
+    struct DiskBoundStore {
+        inner: MemoryStore,
+        wait_for_disk: bool,
+        entered: Arc<AtomicBool>,
+        disk: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl DiskBoundStore {
+        /// Waits for the other task's signal; false if it never came.
+        fn disk(&self) -> bool {
+            self.entered.store(true, Ordering::Release);
+            let rx = self.disk.lock().unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        }
+    }
+
+    impl MessageStore for DiskBoundStore {
+        fn next_sender_seq(&self) -> SeqNum {
+            self.inner.next_sender_seq()
+        }
+        fn next_target_seq(&self) -> SeqNum {
+            self.inner.next_target_seq()
+        }
+        fn set_next_sender_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
+            self.inner.set_next_sender_seq(seq)
+        }
+        fn set_next_target_seq(&mut self, seq: SeqNum) -> Result<(), StoreError> {
+            self.inner.set_next_target_seq(seq)
+        }
+        fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+            self.inner.save_outbound(seq, message)
+        }
+        fn outbound_range(
+            &mut self,
+            begin: SeqNum,
+            end: SeqNum,
+            out: &mut Vec<(SeqNum, Vec<u8>)>,
+        ) -> Result<(), StoreError> {
+            self.inner.outbound_range(begin, end, out)
+        }
+        fn reset(&mut self, now: UtcTimestamp) -> Result<(), StoreError> {
+            assert!(self.disk(), "reset: no other task ran while it waited");
+            self.inner.reset(now)
+        }
+        fn creation_time(&self) -> UtcTimestamp {
+            self.inner.creation_time()
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            assert!(self.disk(), "sync: no other task ran while it waited");
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), StoreError> {
+            assert!(self.disk(), "commit: no other task ran while it waited");
+            Ok(())
+        }
+        fn may_wait_for_disk(&self) -> bool {
+            self.wait_for_disk
+        }
+    }
+
+    /// Runs `call` on a store in a task of a one-worker runtime (as the server's with a shared
+    /// core) and, in a second task, signals the "disk" once the call waits for it: the call
+    /// only completes if the worker's other tasks went on meanwhile.
+    fn other_tasks_run_during(
+        wait_for_disk: bool,
+        call: impl FnOnce(&mut SharedStore) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let entered = Arc::new(AtomicBool::new(false));
+        let mut store = SharedStore::new(Box::new(DiskBoundStore {
+            inner: MemoryStore::new(ts(9, 0, 0)),
+            wait_for_disk,
+            entered: entered.clone(),
+            disk: Arc::new(Mutex::new(rx)),
+        }));
+        rt.block_on(async move {
+            let caller = tokio::spawn(async move { call(&mut store) });
+            let disk = tokio::spawn(async move {
+                while !entered.load(Ordering::Acquire) {
+                    tokio::task::yield_now().await;
+                }
+                tx.send(()).unwrap();
+            });
+            caller.await.expect("the store call").expect("store ok");
+            disk.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn store_calls_that_wait_for_the_disk_let_the_workers_other_tasks_run() {
+        other_tasks_run_during(true, |s| s.commit());
+        other_tasks_run_during(true, |s| s.set_next_target_seq(2).and_then(|()| s.commit()));
+        // Resets and syncs always may wait, whatever the store says.
+        other_tasks_run_during(false, |s| s.reset(ts(9, 0, 1)));
+        other_tasks_run_during(false, |s| s.sync());
+    }
 
     fn ts(h: i64, m: i64, s: i64) -> UtcTimestamp {
         // 2024-01-02 at h:m:s UTC

@@ -447,3 +447,38 @@ fn grouped_changes_are_written_by_one_commit_and_reads_and_drop_commit_first() {
     drop(s);
     assert_no_plaintext(&dir);
 }
+
+#[test]
+fn a_grouped_store_may_wait_for_the_disk_only_with_a_commit_to_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 1 << 20,
+    };
+    let mut store = SealedFileStore::open_with(dir.path(), T0, opts, &ring("1", 7)).unwrap();
+    store.set_group_commit(true).unwrap();
+    assert!(!store.may_wait_for_disk(), "nothing to commit");
+    store.set_next_target_seq(2).unwrap();
+    store.save_outbound(1, &msg(1)).unwrap();
+    assert!(store.may_wait_for_disk(), "the commit fsyncs");
+    store.commit().unwrap();
+    assert!(!store.may_wait_for_disk(), "committed");
+
+    // Ungrouped, every change commits: with fsync = always each may wait.
+    store.set_group_commit(false).unwrap();
+    assert!(store.may_wait_for_disk());
+    drop(store);
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 1 << 20,
+    };
+    let mut store = SealedFileStore::open_with(dir.path(), T0, opts, &ring("1", 7)).unwrap();
+    store.set_group_commit(true).unwrap();
+    store.set_next_target_seq(3).unwrap();
+    store.commit().unwrap();
+    store.set_next_target_seq(4).unwrap();
+    assert!(
+        !store.may_wait_for_disk(),
+        "fsync = never, room in the segment"
+    );
+}

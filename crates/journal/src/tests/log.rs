@@ -583,3 +583,56 @@ fn a_log_that_does_not_fsync_starts_write_back_as_it_goes_and_rolls_over_intact(
     let recs: Vec<JournalRecord> = got.into_iter().map(|(_, r)| r).collect();
     assert_eq!(recs, written);
 }
+
+#[test]
+fn commit_may_wait_announces_every_new_segment_and_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ring("k1", 1);
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 16 << 10,
+    };
+    let (mut w, _) = SealedLogWriter::open(dir.path(), "journal", &k, &opts).unwrap();
+    assert!(!w.commit_may_wait(0), "nothing to commit");
+    assert!(
+        w.commit_may_wait(10),
+        "the first record creates the first segment"
+    );
+    w.append(b"first").unwrap();
+    w.commit().unwrap();
+    assert!(!w.commit_may_wait(0), "nothing to commit");
+    assert!(!w.commit_may_wait(100), "a small record fits");
+    assert!(
+        w.commit_may_wait(16 << 10),
+        "a record larger than the rest of the segment"
+    );
+    // Every roll-over is announced, and only near one does a commit announce waiting.
+    let (mut rolls, mut announced) = (0, 0);
+    for i in 0..200 {
+        w.append(&vec![i as u8; 700]).unwrap();
+        let may_wait = w.commit_may_wait(0);
+        let before = segments(dir.path()).len();
+        w.commit().unwrap();
+        let rolled = segments(dir.path()).len() > before;
+        assert!(
+            !rolled || may_wait,
+            "commit {i} started a segment unannounced"
+        );
+        rolls += usize::from(rolled);
+        announced += usize::from(may_wait);
+    }
+    assert!(rolls >= 5, "{rolls} roll-overs");
+    assert_eq!(announced, rolls, "waits announced only for roll-overs");
+    drop(w);
+
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 1 << 20,
+    };
+    let (mut w, _) = SealedLogWriter::open(dir.path(), "journal", &k, &opts).unwrap();
+    assert!(!w.commit_may_wait(0), "nothing to commit");
+    w.append(b"durable").unwrap();
+    assert!(w.commit_may_wait(0), "fsync = always: every commit");
+    w.commit().unwrap();
+    assert!(!w.commit_may_wait(0));
+}

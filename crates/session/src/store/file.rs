@@ -447,6 +447,11 @@ impl MessageStore for FileStore {
         }
         Ok(())
     }
+
+    /// Every write fsyncs under [`SyncPolicy::Always`].
+    fn may_wait_for_disk(&self) -> bool {
+        self.sync == SyncPolicy::Always
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
