@@ -230,7 +230,7 @@ fi
 FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 2)
 # The WebSocket API: lower first steps, and one failed step ends the search (keeps the run short).
 WS_FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 1
-    --steps 2000,5000,10000,25000,50000,100000,150000,200000)
+    --steps 2000,5000,10000,25000,35000,50000,75000,100000,150000,200000)
 for sessions in 1 16; do
     step "flood, $sessions session(s): highest rate with p99 < 1 ms, FIX"
     "$LG" flood --addr "$FIX_ADDR" --sessions "$sessions" "${FIX_ARGS[@]}" "${FLOOD[@]}" --json \
