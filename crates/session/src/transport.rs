@@ -511,7 +511,7 @@ impl SharedStore {
 /// allowed: on a worker of a multi-threaded tokio runtime, `block_in_place` first hands the
 /// worker's other tasks (other connections, a core loop sharing the runtime) to another
 /// thread, so they go on meanwhile; anywhere else `f` runs as is.
-pub fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
+fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
