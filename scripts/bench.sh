@@ -13,7 +13,7 @@
 #   - the 16-session floods again with a client that batches (a write per session every
 #     200 µs carrying the orders due meanwhile);
 #   - the server's memory per idle session (resident size with 16 sessions logged on, less
-#     before);
+#     with 1, over 15; the first session's one-time costs apart);
 #   - the same ping-pong and floods over the WebSocket API (ws:// on loopback, session.logon with
 #     the bench key, then order.place LIMIT GTC ACK), connections as sessions.
 #
@@ -167,22 +167,31 @@ FIX_ARGS=(--begin FIX.4.4 --sender 'LG{n}' --target BENCH --account BENCH-ACC
     --symbol BTC-PERP --side buy --qty 1 --price 1000 --tif gtc "${KEY_ARGS[@]}")
 
 # --- Memory per idle session ----------------------------------------------------------------
-# The server's resident size with the 16 bench sessions logged on and idle, less before (first,
+# The server's resident size with one bench session logged on and idle, then with all 16: the
+# difference over 15 is what each further session costs. The first session also brings one-time
+# costs (lazily built tables, a thread for its store's disk calls), shown apart. Measured first,
 # while the heap holds nothing of the runs below; the server runs without transparent huge
-# pages, so the resident size moves in 4 KiB pages).
-step "memory per idle session: 16 FIX sessions logged on, idle"
+# pages, so the resident size moves in 4 KiB pages.
+step "memory per idle session: 1, then 16 FIX sessions logged on, idle"
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+wait_line() { # wait_line PATTERN: until the idle client printed it (or exited)
+    for _ in $(seq 1 100); do
+        if grep -q "$1" "$TMP/idle.out" 2>/dev/null || ! kill -0 "$IDLE_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+}
 RSS_BEFORE=$(rss_kib "$SERVER_PID")
-"$LG" idle --addr "$FIX_ADDR" --sessions 16 --hold-secs 2 "${FIX_ARGS[@]}" >"$TMP/idle.out" 2>"$TMP/idle.log" &
+"$LG" idle --addr "$FIX_ADDR" --sessions 16 --first-alone-secs 1.5 --hold-secs 2 "${FIX_ARGS[@]}" \
+    >"$TMP/idle.out" 2>"$TMP/idle.log" &
 IDLE_PID=$!
-for _ in $(seq 1 100); do
-    if grep -q '^idle:' "$TMP/idle.out" 2>/dev/null || ! kill -0 "$IDLE_PID" 2>/dev/null; then break; fi
-    sleep 0.1
-done
+wait_line '^idle: 1 session'
+sleep 0.5
+RSS_FIRST=$(rss_kib "$SERVER_PID")
+wait_line '^idle: 16 sessions'
 sleep 0.5
 RSS_AFTER=$(rss_kib "$SERVER_PID")
-if wait "$IDLE_PID" && grep -q '^idle:' "$TMP/idle.out"; then
-    echo "{\"sessions\": 16, \"rss_before_kib\": $RSS_BEFORE, \"rss_after_kib\": $RSS_AFTER}" >"$OUT/idle.json"
+if wait "$IDLE_PID" && grep -q '^idle: 16 sessions' "$TMP/idle.out"; then
+    echo "{\"sessions\": 16, \"rss_before_kib\": $RSS_BEFORE, \"rss_first_kib\": $RSS_FIRST, \"rss_after_kib\": $RSS_AFTER}" >"$OUT/idle.json"
 else
     echo "bench.sh: the idle sessions did not log on:" >&2
     cat "$TMP/idle.log" >&2

@@ -41,6 +41,9 @@ enum Command {
         /// Seconds to stay logged on.
         #[arg(long, default_value_t = 3.0)]
         hold_secs: f64,
+        /// Seconds session 1 stays logged on alone before the others log on (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        first_alone_secs: f64,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -309,6 +312,7 @@ fn main() -> Result<()> {
             addr,
             sessions,
             hold_secs,
+            first_alone_secs,
             target,
         } => {
             let Target::Fix(o) = target.target()? else {
@@ -317,7 +321,16 @@ fn main() -> Result<()> {
             if !(0.0..=3600.0).contains(&hold_secs) {
                 bail!("--hold-secs must be between 0 and 3600");
             }
-            run::idle_fix(&addr, &o, sessions, Duration::from_secs_f64(hold_secs))
+            if !(0.0..=3600.0).contains(&first_alone_secs) {
+                bail!("--first-alone-secs must be between 0 and 3600");
+            }
+            run::idle_fix(
+                &addr,
+                &o,
+                sessions,
+                Duration::from_secs_f64(first_alone_secs),
+                Duration::from_secs_f64(hold_secs),
+            )
         }
         Command::Pingpong {
             addr,

@@ -280,8 +280,10 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
             String::new(),
         ]);
     }
-    // Memory per idle session: the server's resident size with the sessions logged on and
-    // idle, less before, per session (no floor: an echo server keeps no session).
+    // Memory per idle session: the server's resident size with all the sessions logged on and
+    // idle, less with the first one alone, per further session (no floor: an echo server keeps
+    // no session); the first session's share, one-time costs included, on a row of its own.
+    // An older file without the one-session reading divides by all of them.
     if let Some(v) = load(dir, "idle.json")? {
         let field = |k: &str| v.get(k).and_then(Value::as_f64);
         if let (Some(n), Some(before), Some(after)) = (
@@ -289,14 +291,33 @@ pub fn comparison_table(dir: &Path) -> Result<String> {
             field("rss_before_kib"),
             field("rss_after_kib"),
         ) {
-            if n > 0.0 {
-                let per = ((after - before) / n).max(0.0);
-                rows.push([
+            let (label, per) = match field("rss_first_kib") {
+                Some(first) if n > 1.0 => (
+                    format!("memory per idle session ({n} logged on, after the first)"),
+                    Some((after - first) / (n - 1.0)),
+                ),
+                _ if n > 0.0 => (
                     format!("memory per idle session ({n} logged on)"),
+                    Some((after - before) / n),
+                ),
+                _ => (String::new(), None),
+            };
+            if let Some(per) = per.map(|p| p.max(0.0)) {
+                rows.push([
+                    label,
                     format!("{per:.1} KiB"),
                     na(),
                     na(),
                     format!("≤ 64 KiB: {}", if per <= 64.0 { "met" } else { "not met" }),
+                ]);
+            }
+            if let Some(first) = field("rss_first_kib").filter(|_| n > 1.0) {
+                rows.push([
+                    "memory of the first idle session (one-time costs included)".into(),
+                    format!("{:.1} KiB", (first - before).max(0.0)),
+                    na(),
+                    na(),
+                    String::new(),
                 ]);
             }
         }
@@ -399,7 +420,7 @@ mod tests {
         );
         write(
             "idle.json",
-            json!({"sessions": 16.0, "rss_before_kib": 10000.0, "rss_after_kib": 10800.0}),
+            json!({"sessions": 16.0, "rss_before_kib": 10000.0, "rss_first_kib": 10300.0, "rss_after_kib": 11050.0}),
         );
         let t = comparison_table(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -446,9 +467,14 @@ mod tests {
         assert!(b.contains("≥ 200,000/s: not met"), "{b}");
         let m = t
             .lines()
-            .find(|l| l.starts_with("memory per idle session (16 logged on)"))
+            .find(|l| l.starts_with("memory per idle session (16 logged on, after the first)"))
             .unwrap();
         assert!(m.contains("50.0 KiB") && m.contains("≤ 64 KiB: met"), "{m}");
+        let f = t
+            .lines()
+            .find(|l| l.starts_with("memory of the first idle session"))
+            .unwrap();
+        assert!(f.contains("300.0 KiB"), "{f}");
     }
 
     #[test]

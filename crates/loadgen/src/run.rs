@@ -254,13 +254,27 @@ pub fn pingpong_fix(
 }
 
 /// Logs on `sessions` FIX sessions (1..=sessions), says so on stdout, keeps them idle for
-/// `hold` (answering test requests), then logs them out.
-pub fn idle_fix(addr: &str, opts: &FixOptions, sessions: usize, hold: Duration) -> Result<()> {
+/// `hold` (answering test requests), then logs them out. With `first_alone`, session 1 logs on
+/// first and stays alone that long (said on stdout too), so that the server's memory can be
+/// read with one session and with all: the difference is what each further session costs,
+/// without the one-time costs the first one brings.
+pub fn idle_fix(
+    addr: &str,
+    opts: &FixOptions,
+    sessions: usize,
+    first_alone: Duration,
+    hold: Duration,
+) -> Result<()> {
     let token = run_token();
     let mut clients = Vec::with_capacity(sessions);
     for n in 1..=sessions {
         let enc = FixEncoder::new(opts.for_session(n), &cl_ord_prefix(&token, n));
         clients.push(FixClient::logon(addr, enc)?);
+        if n == 1 && !first_alone.is_zero() && sessions > 1 {
+            println!("idle: 1 session logged on");
+            std::io::stdout().flush()?;
+            std::thread::sleep(first_alone);
+        }
     }
     println!("idle: {sessions} sessions logged on");
     std::io::stdout().flush()?;
