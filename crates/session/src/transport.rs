@@ -542,7 +542,9 @@ impl MessageStore for SharedStore {
         end: SeqNum,
         out: &mut Vec<(SeqNum, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        self.lock().outbound_range(begin, end, out)
+        // A resend reads (and decrypts) from the disk, megabytes for a long range.
+        let mut store = self.lock();
+        off_the_worker(|| store.outbound_range(begin, end, out))
     }
     /// Writes a new generation and fsyncs it: always off the worker.
     fn reset(&mut self, now: UtcTimestamp) -> Result<(), StoreError> {
@@ -1466,6 +1468,7 @@ mod tests {
             end: SeqNum,
             out: &mut Vec<(SeqNum, Vec<u8>)>,
         ) -> Result<(), StoreError> {
+            assert!(self.disk(), "resend: no other task ran while it waited");
             self.inner.outbound_range(begin, end, out)
         }
         fn reset(&mut self, now: UtcTimestamp) -> Result<(), StoreError> {
@@ -1525,9 +1528,10 @@ mod tests {
     fn store_calls_that_wait_for_the_disk_let_the_workers_other_tasks_run() {
         other_tasks_run_during(true, |s| s.commit());
         other_tasks_run_during(true, |s| s.set_next_target_seq(2).and_then(|()| s.commit()));
-        // Resets and syncs always may wait, whatever the store says.
+        // Resets, syncs and resends' reads always may wait, whatever the store says.
         other_tasks_run_during(false, |s| s.reset(ts(9, 0, 1)));
         other_tasks_run_during(false, |s| s.sync());
+        other_tasks_run_during(false, |s| s.outbound_range(1, 9, &mut Vec::new()));
     }
 
     fn ts(h: i64, m: i64, s: i64) -> UtcTimestamp {
