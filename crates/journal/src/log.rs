@@ -742,9 +742,11 @@ impl SealedLogWriter {
     }
 
     /// True if [`SealedLogWriter::commit`], with `extra` more payload bytes appended first, may
-    /// wait for the disk: it fsyncs (per the policy), starts a new segment, or starts
-    /// write-back. Cheap; a caller on an async runtime runs such a commit where blocking is
-    /// allowed.
+    /// wait for the disk: it fsyncs (per the policy) or starts a new segment (which fsyncs the
+    /// old one). Cheap; a caller on an async runtime runs such a commit where blocking is
+    /// allowed. Not for a write-back start (a fraction of a millisecond every MiB): handing the
+    /// runtime's other tasks to another thread that often costs a busy server more than it
+    /// saves (measured).
     pub fn commit_may_wait(&self, extra: usize) -> bool {
         let pending = self.batch_count > 0 || extra > 0;
         if !pending {
@@ -759,10 +761,7 @@ impl SealedLogWriter {
         let len =
             (self.buf.len().max(BATCH_HEADER) + extra + RECORD_HEADER + crate::format::TAG_LEN)
                 as u64;
-        fsync
-            || self.roll_due(len)
-            || (self.options.fsync != FsyncPolicy::Always
-                && self.seg.as_ref().is_some_and(|s| s.writeback_due(len)))
+        fsync || self.roll_due(len)
     }
 
     /// Seals and writes the open batch, if any (no fsync), rolling to a new segment first if

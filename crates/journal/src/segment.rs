@@ -445,11 +445,6 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// True if writing `len` more bytes reaches the next write-back start.
-    pub(crate) fn writeback_due(&self, len: u64) -> bool {
-        self.size + len >= self.written_back + WRITEBACK_EVERY
-    }
-
     /// For a log that does not fsync each commit: every `WRITEBACK_EVERY` bytes, asks the
     /// kernel to start writing the new pages back, without waiting. The fsync at roll-over
     /// (which keeps torn data out of every segment but the last) then finds little left to
