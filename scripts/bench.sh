@@ -234,8 +234,9 @@ fi
 
 # --- Floods --------------------------------------------------------------------------------
 # Each step: 0.5 s warm-up, 2 s measured. A step passes if one of two runs has p99 < 1 ms at
-# >= 95 % of the rate with every order answered; the search ends after two failed steps in a
-# row (a shared VM stalls now and then, at low rates too), and the highest passing rate counts.
+# >= 95 % of the rate with every order answered and none refused; the search ends after two
+# failed steps in a row (a shared VM stalls now and then, at low rates too), and the highest
+# passing rate counts.
 FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 2)
 # The WebSocket API: lower first steps, and one failed step ends the search (keeps the run short).
 WS_FLOOD=(--find-max --duration 2 --warmup-secs 0.5 --drain-secs 2 --attempts 2 --patience 1

@@ -91,9 +91,9 @@ enum Command {
         /// Seconds to wait for the last answers after the last intended send time.
         #[arg(long, default_value_t = 2.0)]
         drain_secs: f64,
-        /// Step the rate up (--steps) until p99 ≥ 1 ms or the achieved rate falls under 95 %
-        /// of the target (--attempts runs per step, --patience failed steps in a row); report
-        /// the highest rate that passed.
+        /// Step the rate up (--steps) until p99 ≥ 1 ms, the achieved rate falls under 95 %
+        /// of the target, or an order is refused (--attempts runs per step, --patience failed
+        /// steps in a row); report the highest rate that passed.
         #[arg(long)]
         find_max: bool,
         /// The rates of --find-max, orders per second, comma-separated.
@@ -422,7 +422,9 @@ fn main() -> Result<()> {
                         b.achieved,
                         portcullis_loadgen::hist::fmt_ns(b.latency.p99_ns)
                     ),
-                    None => "no rate passed (p99 < 1 ms at ≥ 95 % of the rate)\n".into(),
+                    None => {
+                        "no rate passed (p99 < 1 ms at ≥ 95 % of the rate, none refused)\n".into()
+                    }
                 };
                 show(&summary);
                 if json {

@@ -426,13 +426,20 @@ impl FloodResult {
         self.scheduled - self.answered
     }
 
+    /// Orders the server refused (rejected ExecutionReports, BusinessMessageRejects, the
+    /// WebSocket API's errors): a "server busy" is back-pressure, not a sustained rate.
+    pub fn refused(&self) -> u64 {
+        self.counts.exec_rejected + self.counts.business_reject
+    }
+
     /// True if the run met p99 < 1 ms, achieved ≥ 95 % of the rate, and every order was
-    /// answered.
+    /// answered and none refused.
     pub fn passed(&self) -> bool {
         self.latency.count > 0
             && self.latency.p99_ns < P99_LIMIT_NS
             && self.achieved >= MIN_ACHIEVED * self.rate
             && self.unanswered() == 0
+            && self.refused() == 0
             && self.lost.is_empty()
     }
 
@@ -607,6 +614,13 @@ mod tests {
         r.lost = vec!["session 2: the server closed the connection".into()];
         assert!(!r.passed(), "no session lost");
         r.lost.clear();
+        r.counts.exec_rejected = 1;
+        assert!(!r.passed(), "no order refused");
+        r.counts.exec_rejected = 0;
+        r.counts.business_reject = 1;
+        assert!(!r.passed(), "no order refused");
+        r.counts.business_reject = 0;
+        assert!(r.passed());
         r.answered = 9;
         let m = FindMaxResult {
             steps: vec![
