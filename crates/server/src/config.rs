@@ -355,6 +355,11 @@ pub struct RawWsListener {
     /// Cancel a connection's orders when it ends. Default true.
     #[serde(default = "default_true")]
     pub cancel_on_disconnect: bool,
+    /// Requests of one connection waiting for the order pipeline at once (order placements,
+    /// cancels, queries); one more is answered 429 -1003 "Too many requests queued.".
+    /// Default 256.
+    #[serde(default = "default_ws_max_pending_requests")]
+    pub max_pending_requests: u64,
     /// `REQUEST_WEIGHT` per IP address per minute. Default: the dialect's 6000.
     pub request_weight_per_minute: Option<u64>,
     /// `ORDERS` per account per 10 seconds. Default: the dialect's 50.
@@ -368,6 +373,11 @@ pub struct RawWsListener {
 fn default_ws_max_connections() -> u64 {
     1024
 }
+fn default_ws_max_pending_requests() -> u64 {
+    256
+}
+/// Largest `max_pending_requests`: each waiting request holds its answer's routing state.
+const MAX_PENDING_REQUESTS_LIMIT: u64 = 65536;
 
 /// The `[tls]` section.
 #[derive(Debug, Deserialize)]
@@ -658,6 +668,8 @@ pub struct WsListenerSettings {
     pub max_message_size: usize,
     /// Cancel-on-disconnect.
     pub cancel_on_disconnect: bool,
+    /// Requests of one connection waiting for the order pipeline at once.
+    pub max_pending_requests: usize,
     /// The listener's rate limits: request weight per IP per minute, orders per account per
     /// 10 s and per day, connections per IP per 5 minutes (`None`: the dialect's default).
     pub rate_limits: WsRateLimits,
@@ -1222,6 +1234,12 @@ fn validate_ws_listeners(
             1024,
             16 * 1024 * 1024,
         )?;
+        let max_pending_requests = in_range(
+            &key("max_pending_requests"),
+            l.max_pending_requests,
+            1,
+            MAX_PENDING_REQUESTS_LIMIT,
+        )?;
         let limit = |k: &str, v: Option<u64>| -> Result<Option<u32>, ConfigError> {
             v.map(|v| in_range(&key(k), v, 1, u64::from(u32::MAX)).map(|v| v as u32))
                 .transpose()
@@ -1242,6 +1260,7 @@ fn validate_ws_listeners(
             max_connections: max_connections as usize,
             max_message_size: max_message_size as usize,
             cancel_on_disconnect: l.cancel_on_disconnect,
+            max_pending_requests: max_pending_requests as usize,
             rate_limits,
         });
     }
@@ -1853,6 +1872,36 @@ mod tests {
             Some(PathBuf::from("./var/master.key"))
         );
         assert_eq!(s.auth.config, AuthConfig::default());
+    }
+
+    #[test]
+    fn ws_listeners_take_their_limits_and_refuse_out_of_range_values() {
+        let ws = |extra: &str| {
+            format!(
+                "{MINIMAL}\n[[ws_listeners]]\nname = \"ws\"\nbind = \"127.0.0.1:0\"\ntls = false\n{extra}\n"
+            )
+        };
+        let s = parse(&ws(""), false).unwrap();
+        let l = &s.ws_listeners[0];
+        assert_eq!((l.max_connections, l.max_message_size), (1024, 65536));
+        assert_eq!(l.max_pending_requests, 256);
+        assert_eq!(l.rate_limits, WsRateLimits::default());
+        let s = parse(
+            &ws("max_pending_requests = 4096\norders_per_10s = 1000"),
+            false,
+        )
+        .unwrap();
+        let l = &s.ws_listeners[0];
+        assert_eq!(l.max_pending_requests, 4096);
+        assert_eq!(l.rate_limits.orders_per_10s, Some(1000));
+        for bad in ["max_pending_requests = 0", "max_pending_requests = 65537"] {
+            let e = err(&ws(bad));
+            assert!(
+                e.to_string()
+                    .contains("ws_listeners[0].max_pending_requests"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
