@@ -4,16 +4,13 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
-
 use crate::error::{corrupt, io_err, JournalError, Result};
 use crate::format::{
     batch_aad, crc32, header_digest, le_u32, nonce, sync_dir, temp_path, BatchHeader, HeaderParse,
     SegmentHeader, BATCH_HEADER, MAX_BATCH_PLAINTEXT, MAX_RECORD, MAX_SEGMENT_HEADER,
     RECORD_HEADER, TAG_LEN,
 };
-use crate::keys::{random, KeySet, MasterRef, Purpose};
+use crate::keys::{random, FileCipher, KeySet, MasterRef, Purpose};
 
 /// Reads and verifies the batches of one segment, in order.
 pub(crate) struct SegmentReader {
@@ -25,7 +22,7 @@ pub(crate) struct SegmentReader {
     pub(crate) pos: u64,
     pub(crate) header: SegmentHeader,
     digest: [u8; 32],
-    cipher: Aes256Gcm,
+    cipher: FileCipher,
     pub(crate) next_batch_no: u64,
     pub(crate) next_seq: u64,
     /// This is the log's last segment: an incomplete (or zero-filled) last batch is a torn
@@ -241,18 +238,16 @@ impl SegmentReader {
         self.file.read_exact(plain).map_err(io_err(&self.path))?;
         let (ct, tag) = plain.split_at_mut(ct_len - TAG_LEN);
         let aad = batch_aad(&self.digest, &hb);
-        self.cipher
-            .decrypt_in_place_detached(Nonce::from_slice(&h.nonce), &aad, ct, Tag::from_slice(tag))
-            .map_err(|_| {
-                corrupt(
-                    &self.path,
-                    off,
-                    format!(
-                        "batch {} (seq {}..): authentication failed, the batch was modified",
-                        h.batch_no, h.first_seq
-                    ),
-                )
-            })?;
+        self.cipher.open(h.nonce, &aad, ct, tag).map_err(|_| {
+            corrupt(
+                &self.path,
+                off,
+                format!(
+                    "batch {} (seq {}..): authentication failed, the batch was modified",
+                    h.batch_no, h.first_seq
+                ),
+            )
+        })?;
         plain.truncate(ct_len - TAG_LEN);
         if let Err((index, at, what)) = check_records(plain, h.count) {
             return Err(corrupt(
@@ -337,7 +332,7 @@ pub(crate) struct SegmentWriter {
     pub(crate) key_id: String,
     pub(crate) size: u64,
     pub(crate) next_batch: u64,
-    cipher: Aes256Gcm,
+    cipher: FileCipher,
     digest: [u8; 32],
     persisted: bool,
     /// File size up to which write-back was started (see [`SegmentWriter::start_writeback`]).
@@ -424,7 +419,7 @@ impl SegmentWriter {
         let aad = batch_aad(&self.digest, &buf[..BATCH_HEADER]);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&h.nonce), &aad, &mut buf[BATCH_HEADER..])
+            .seal(h.nonce, &aad, &mut buf[BATCH_HEADER..])
             .map_err(|_| JournalError::TooLarge {
                 len: ct_len,
                 max: MAX_BATCH_PLAINTEXT,

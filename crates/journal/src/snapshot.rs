@@ -24,9 +24,6 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Nonce, Tag};
-
 use crate::error::{corrupt, io_err, Result};
 use crate::format::{
     crc32, list, snapshot_name, valid_prefix, write_atomic, FORMAT_VERSION, SNAPSHOT_MAGIC, TAG_LEN,
@@ -93,12 +90,13 @@ pub(crate) fn write(
     let mut body = Vec::with_capacity(state.len() + TAG_LEN);
     body.extend_from_slice(state);
     let path = dir.join(snapshot_name(prefix, seq));
-    let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &header, &mut body)
-        .map_err(|_| crate::JournalError::TooLarge {
-            len: state.len(),
-            max: 1 << 36,
-        })?;
+    let tag =
+        cipher
+            .seal([0u8; 12], &header, &mut body)
+            .map_err(|_| crate::JournalError::TooLarge {
+                len: state.len(),
+                max: 1 << 36,
+            })?;
     body.extend_from_slice(&tag);
     write_atomic(&path, &[&header, &body])?;
     Ok(path)
@@ -200,12 +198,7 @@ pub(crate) fn read(path: &Path, name_seq: u64, prefix: &str, keys: &KeySet) -> R
     }
     let (ct, tag) = body.split_at_mut(ct_len as usize - TAG_LEN);
     mk.file_cipher(Purpose::Snapshot, prefix, &salt, seq)
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&[0u8; 12]),
-            &head[..header_len as usize],
-            ct,
-            Tag::from_slice(tag),
-        )
+        .open([0u8; 12], &head[..header_len as usize], ct, tag)
         .map_err(|_| {
             corrupt(
                 path,

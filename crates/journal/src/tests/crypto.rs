@@ -327,14 +327,70 @@ fn keys_are_derived_per_file_from_the_same_keyring_as_the_vault() {
     let c1 = mk.file_cipher(crate::keys::Purpose::Segment, "journal", &[1; 32], 0);
     let c2 = mk.file_cipher(crate::keys::Purpose::Segment, "journal", &[2; 32], 0);
     let c3 = mk.file_cipher(crate::keys::Purpose::Snapshot, "journal", &[1; 32], 0);
-    use aes_gcm::aead::AeadInPlace;
-    let n = aes_gcm::Nonce::from_slice(&[0; 12]);
     let mut outs = Vec::new();
     for c in [&c1, &c2, &c3] {
         let mut buf = [0u8; 16];
-        c.encrypt_in_place_detached(n, b"", &mut buf).unwrap();
+        c.seal([0; 12], b"", &mut buf).unwrap();
         outs.push(buf);
     }
     assert!(outs[0] != outs[1] && outs[0] != outs[2] && outs[1] != outs[2]);
     assert_ne!(keys.current().check(), keys.get("b").unwrap().check());
+}
+
+#[test]
+fn file_ciphers_are_standard_aes_256_gcm_and_refuse_any_change() {
+    use aes_gcm::aead::AeadInPlace;
+    use aes_gcm::{Aes256Gcm, KeyInit};
+    // The same key, derived the way file_cipher derives it, in the independent RustCrypto
+    // implementation: files sealed by either read with the other.
+    let keyring = MasterKeyring::parse(&format!("a:{}", hex::encode([9u8; 32]))).unwrap();
+    let keys = crate::keys::KeySet::from_keyring(&keyring).unwrap();
+    let mk = keys.current();
+    let salt = [5u8; 32];
+    let ours = mk.file_cipher(crate::keys::Purpose::Segment, "fixstore", &salt, 7);
+    let key = {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&[9u8; 32]).unwrap();
+        mac.update(b"portcullis sealed log file key v1\0");
+        mac.update(b"segment\0");
+        mac.update(&[8]);
+        mac.update(b"fixstore");
+        mac.update(&salt);
+        mac.update(&7u64.to_le_bytes());
+        mac.finalize().into_bytes()
+    };
+    let theirs = Aes256Gcm::new(&key);
+    let nonce = [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    for len in [0usize, 1, 15, 16, 17, 239, 4096] {
+        let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let mut a = plain.clone();
+        let tag_a = ours.seal(nonce, b"header", &mut a).unwrap();
+        let mut b = plain.clone();
+        let tag_b = theirs
+            .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(&nonce), b"header", &mut b)
+            .unwrap();
+        assert_eq!(a, b, "ciphertext of {len} bytes");
+        assert_eq!(&tag_a[..], &tag_b[..], "tag of {len} bytes");
+        let mut opened = a.clone();
+        ours.open(nonce, b"header", &mut opened, &tag_a).unwrap();
+        assert_eq!(opened, plain);
+        // Any changed bit of ciphertext, tag, associated data or nonce is refused.
+        if len > 0 {
+            let mut bad = a.clone();
+            bad[len / 2] ^= 0x20;
+            assert!(ours.open(nonce, b"header", &mut bad, &tag_a).is_err());
+        }
+        let mut bad_tag = tag_a;
+        bad_tag[15] ^= 1;
+        assert!(ours
+            .open(nonce, b"header", &mut a.clone(), &bad_tag)
+            .is_err());
+        assert!(ours.open(nonce, b"headeR", &mut a.clone(), &tag_a).is_err());
+        let mut other = nonce;
+        other[0] ^= 1;
+        assert!(ours.open(other, b"header", &mut a.clone(), &tag_a).is_err());
+        assert!(ours
+            .open(nonce, b"header", &mut a.clone(), &tag_a[..15])
+            .is_err());
+    }
 }
