@@ -30,8 +30,9 @@
 //! in step through [`Feedback`].
 
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, Event, EventKind, InstrumentId, NewOrder, OrdType, OrderId,
-    Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType,
+    OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce,
+    TradeId,
 };
 
 use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
@@ -502,6 +503,35 @@ impl Matcher {
             books: Vec::new(),
             ids: IdCounters::default(),
             config,
+        }
+    }
+
+    /// Starts loading the order-store buckets `cmd` will look up (a new order's client id and
+    /// the slots it takes if it rests; the order a cancel or replace names by client id), so
+    /// the core can overlap those cache misses with the command before it. A hint only.
+    pub fn prefetch(&self, cmd: &Command) {
+        match cmd {
+            // Called while the command before it (in a burst, most likely a new order taking
+            // the current id) is still being processed: this one would be given the next id.
+            Command::New(o) => self.orders.prefetch(
+                self.orders.cl_tag(o.session, &o.cl_ord_id),
+                Some(OrderId(self.ids.order.wrapping_add(1))),
+            ),
+            Command::Cancel(CancelOrder {
+                session,
+                order_id: None,
+                orig_cl_ord_id,
+                ..
+            })
+            | Command::Replace(ReplaceOrder {
+                session,
+                order_id: None,
+                orig_cl_ord_id,
+                ..
+            }) => self
+                .orders
+                .prefetch(self.orders.cl_tag(*session, orig_cl_ord_id), None),
+            _ => {}
         }
     }
 

@@ -22,8 +22,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use portcullis_types::{
-    AccountId, ClOrdId, InstrumentId, OrdType, OrderId, Price, Qty, SessionId, Side, StpMode,
-    TimeInForce,
+    prefetch, AccountId, ClOrdId, InstrumentId, OrdType, OrderId, Price, Qty, SessionId, Side,
+    StpMode, TimeInForce,
 };
 
 /// "No slot": the end of a list, an empty index entry.
@@ -355,6 +355,19 @@ impl Orders {
     /// The working order a session knows by this client id.
     pub fn find_by_cl(&self, session: SessionId, cl: &ClOrdId) -> Option<u32> {
         self.find_by_cl_tag(self.cl_tag(session, cl), session, cl)
+    }
+
+    /// Starts loading what a command for this client id touches first: its bucket in the
+    /// client-id index and, for a new order that rests as `next_id`, its bucket in the id index
+    /// and the slab node it takes. A cache hint only.
+    pub fn prefetch(&self, cl_tag: u32, next_id: Option<OrderId>) {
+        prefetch(&self.by_cl.entries[self.by_cl.home(cl_tag)]);
+        if let Some(id) = next_id {
+            prefetch(&self.by_id.entries[self.by_id.home(id_tag(id))]);
+            if self.free != NIL {
+                prefetch(&self.nodes[self.free as usize]);
+            }
+        }
     }
 
     /// [`Orders::find_by_cl`] with the tag already computed.

@@ -1,8 +1,8 @@
 //! [`RiskEngine`]: the risk state of the core thread and the checks that run on it.
 
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, InstrumentId, InstrumentRules, InstrumentStatus, NewOrder,
-    OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    AccountId, CancelOrder, ClOrdId, Command, InstrumentId, InstrumentRules, InstrumentStatus,
+    NewOrder, OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
 };
 
 use crate::config::{AccountLimits, ConfigError, Limits, RiskConfig};
@@ -342,6 +342,20 @@ impl RiskEngine {
         let s = self.sessions.get(session.0 as usize)?;
         let tag = (u64::from(session.0) << 32) | u64::from(s.generation);
         Some(self.cl_ord_ids.hash(tag, id.as_bytes()))
+    }
+
+    /// Starts loading the ClOrdID filter block a command's check will read, so that the core
+    /// can overlap that cache miss with the command before it (see
+    /// [`portcullis_types::prefetch`]). No effect on any result.
+    pub fn prefetch(&self, cmd: &Command) {
+        let (session, id) = match cmd {
+            Command::New(o) => (o.session, &o.cl_ord_id),
+            Command::Replace(r) => (r.session, &r.cl_ord_id),
+            _ => return,
+        };
+        if let Some(hash) = self.cl_ord_id_hash(session, id) {
+            self.cl_ord_ids.prefetch(hash);
+        }
     }
 
     /// Checks a new order, cheapest first, and on success reserves it (one open order, its

@@ -21,8 +21,8 @@
 //! [`RiskEngine`]); instrument rules come from [`portcullis_types::InstrumentRules`], the same
 //! table the engine lists and expires.
 #![warn(missing_docs)]
-// One exception, a cache prefetch hint in `tables.rs`, is allowed where it is.
-#![deny(unsafe_code)]
+// The one cache hint the tables use is portcullis_types::prefetch.
+#![forbid(unsafe_code)]
 
 mod config;
 mod decimal;

@@ -7,6 +7,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use portcullis_types::prefetch;
+
 /// 128 random bits from std's per-process random source (the one `HashMap` keys come
 /// from), without another dependency for a once-per-set key.
 fn random_keys() -> (u64, u64) {
@@ -261,24 +263,6 @@ impl ClOrdIdSet {
         self.len = n as u32;
         true
     }
-}
-
-/// Starts loading the cache line of `item`: a hint with no effect on the program's results.
-#[inline]
-fn prefetch<T>(item: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p: *const T = item;
-        // SAFETY: PREFETCHT0 is only a hint: it never faults, writes nothing and has no
-        // effect the program can observe (and the address is that of a live value). SSE,
-        // which provides it, is part of the x86_64 baseline.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = item;
 }
 
 /// What the risk checks keep per (account, instrument) — and, with the same layout, per

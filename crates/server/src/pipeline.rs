@@ -972,10 +972,19 @@ impl CoreLoop {
             worked = true;
         }
         if !self.paused {
-            for _ in 0..BATCH {
-                let Some(item) = self.shared.ingress.pop() else {
+            // One command ahead: its table entries are prefetched while the one before is
+            // processed (a burst's lookups in large tables then overlap instead of queueing).
+            let mut next = self.shared.ingress.pop();
+            for i in 0..BATCH {
+                let Some(item) = next.take() else {
                     break;
                 };
+                if i + 1 < BATCH {
+                    next = self.shared.ingress.pop();
+                    if let Some(Ingress::Cmd(cmd)) = &next {
+                        self.core.prefetch(cmd);
+                    }
+                }
                 self.handle(item, now);
                 worked = true;
             }
@@ -1536,6 +1545,45 @@ pub(crate) mod tests {
             .unwrap();
         lp.step(now_ns());
         assert!(drain(&a).is_empty());
+    }
+
+    #[test]
+    fn a_burst_longer_than_a_step_is_answered_whole_and_in_order() {
+        // The step reads one command ahead (to prefetch its tables): across the step's batch
+        // limit no command may be lost, reordered or answered twice, and a duplicate ClOrdID
+        // right behind its original is still refused.
+        let n = 2 * BATCH + 3;
+        let (mut lp, p) = setup(4 * BATCH, 4 * BATCH);
+        let a = open(&mut lp, &p, 0);
+        for i in 0..n {
+            p.submit(Ingress::Cmd(order(
+                a.slot().0,
+                0,
+                &format!("O{i}"),
+                Side::Buy,
+                500,
+                1,
+            )))
+            .unwrap();
+        }
+        p.submit(Ingress::Cmd(order(a.slot().0, 0, "O0", Side::Buy, 500, 1)))
+            .unwrap();
+        assert!(lp.step(now_ns()));
+        assert_eq!(drain(&a).len(), BATCH, "one batch per step");
+        while lp.step(now_ns()) {}
+        let rest = drain(&a);
+        assert_eq!(rest.len(), n + 1 - BATCH);
+        let ids: Vec<String> = rest
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.cl_ord_id.as_bytes()).into_owned())
+            .collect();
+        let expected: Vec<String> = (BATCH..n).map(|i| format!("O{i}")).collect();
+        assert_eq!(&ids[..n - BATCH], &expected[..]);
+        assert!(rest[..n - BATCH].iter().all(|e| e.kind == EventKind::New));
+        assert_eq!(
+            rest[n - BATCH].kind,
+            EventKind::Rejected(RejectReason::DuplicateClOrdId)
+        );
     }
 
     #[test]

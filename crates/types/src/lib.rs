@@ -11,12 +11,14 @@
 #![warn(missing_docs)]
 
 mod decimal;
+mod hint;
 mod ids;
 mod instrument;
 mod order;
 pub mod snapshot;
 
 pub use decimal::{format_fixed, parse_fixed, DecimalError, Price, Qty};
+pub use hint::prefetch;
 pub use ids::{AccountId, ClOrdId, ClOrdIdError, InstrumentId, OrderId, SessionId, TradeId};
 pub use instrument::{
     InstrumentKind, InstrumentRules, InstrumentRulesError, InstrumentStatus, UnderlyingId,
