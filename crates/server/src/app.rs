@@ -208,7 +208,39 @@ impl Application for OrderEntryApp {
             scratch: Vec::with_capacity(64),
             finished: Finished::new(FINISHED_REMEMBERED),
             reply_spin: self.reply_spin,
+            unanswered: Unanswered::default(),
         }))
+    }
+}
+
+/// The connection's requests handed to the core thread whose reports have not all been sent
+/// through the session yet, oldest first: the session stores the expected MsgSeqNum only up
+/// to the oldest of them, so that a crash before a request is answered makes the next Logon
+/// ask for it again rather than lose it. Empty (and unallocated) on an idle connection.
+#[derive(Debug, Default)]
+struct Unanswered {
+    /// (requests submitted before this one, its MsgSeqNum).
+    requests: VecDeque<(u64, SeqNum)>,
+    submitted: u64,
+}
+
+impl Unanswered {
+    /// A request of MsgSeqNum `seq` went to the core thread.
+    fn submitted(&mut self, seq: SeqNum) {
+        self.requests.push_back((self.submitted, seq));
+        self.submitted += 1;
+    }
+
+    /// The first `answered` requests (see [`Conn::answered`]) have their reports sent.
+    fn answered(&mut self, answered: u64) {
+        while self.requests.front().is_some_and(|&(i, _)| i < answered) {
+            self.requests.pop_front();
+        }
+    }
+
+    /// The MsgSeqNum of the oldest request still waiting for its reports.
+    fn oldest(&self) -> Option<SeqNum> {
+        self.requests.front().map(|&(_, seq)| seq)
     }
 }
 
@@ -285,6 +317,7 @@ pub struct FixConn {
     scratch: Vec<u8>,
     finished: Finished,
     reply_spin: Duration,
+    unanswered: Unanswered,
 }
 
 impl std::fmt::Debug for FixConn {
@@ -487,6 +520,7 @@ impl ConnectionApp for FixConn {
                     };
                     match self.pipeline.submit(item) {
                         Ok(()) => {
+                            self.unanswered.submitted(seq);
                             self.await_reply();
                             Ok(())
                         }
@@ -522,9 +556,16 @@ impl ConnectionApp for FixConn {
             directory: &dir,
             account_names: self.pipeline.account_names(),
         };
+        // Requests counted here have all their reports in the queue: once it is drained they
+        // are answered.
+        let answered = conn.answered();
+        let mut drained = false;
         // At most one queue's worth per call, so reading the socket is never starved.
         for _ in 0..conn.capacity() {
-            let Some(item) = conn.pop() else { break };
+            let Some(item) = conn.pop() else {
+                drained = true;
+                break;
+            };
             let report = match &item {
                 Outbound::Event(e) => {
                     note_event(e, now);
@@ -553,10 +594,17 @@ impl ConnectionApp for FixConn {
                 }
             }
         }
+        if drained {
+            self.unanswered.answered(answered);
+        }
         if let Some(why) = conn.kicked() {
             return Err(why.to_owned());
         }
         Ok(())
+    }
+
+    fn unanswered(&self) -> Option<SeqNum> {
+        self.unanswered.oldest()
     }
 
     fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -595,6 +643,28 @@ mod tests {
             enc.str(*t, v.as_bytes());
         }
         enc.finish().to_vec()
+    }
+
+    #[test]
+    fn requests_are_answered_in_the_order_submitted() {
+        let mut u = Unanswered::default();
+        assert_eq!(u.oldest(), None);
+        for seq in [5, 6, 9] {
+            u.submitted(seq);
+        }
+        assert_eq!(u.oldest(), Some(5));
+        u.answered(0);
+        assert_eq!(u.oldest(), Some(5), "nothing answered yet");
+        u.answered(2);
+        assert_eq!(u.oldest(), Some(9), "the first two are answered");
+        u.submitted(12);
+        u.answered(3);
+        assert_eq!(u.oldest(), Some(12));
+        u.answered(4);
+        assert_eq!(u.oldest(), None);
+        // A count read before an earlier drain never takes back what was answered.
+        u.answered(1);
+        assert_eq!(u.oldest(), None);
     }
 
     #[test]

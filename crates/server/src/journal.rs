@@ -350,9 +350,10 @@ mod tests {
         s.engine = engine;
         s
     }
-    use crate::pipeline::{ControlAction, ControlRequest, Ingress};
+    use crate::pipeline::{ControlAction, ControlRequest, Ingress, Outbound};
     use portcullis_types::Side;
     use portcullis_types::{InstrumentId, Price, SessionId};
+    use std::sync::Arc;
 
     #[test]
     fn server_controls_round_trip_and_garbage_is_refused() {
@@ -403,7 +404,7 @@ mod tests {
         while let Some(item) = q.pop() {
             match item {
                 JournalItem::Record(r) => records.push(r),
-                JournalItem::Deliver(..) => panic!("not gated"),
+                JournalItem::Deliver(..) | JournalItem::Answered(_) => panic!("not gated"),
             }
         }
         // The crash: B1's command record is durable, the records after it are not.
@@ -433,6 +434,52 @@ mod tests {
         // journaled and delivered.
         assert_eq!(st.state_hash, state_hash(lp.core(), 2));
         assert_eq!(unjournaled, lost);
+    }
+
+    #[test]
+    fn under_fsync_always_a_request_is_answered_behind_its_reports() {
+        // The journal thread delivers the reports once durable: the count of answered
+        // requests must come after them, not from the core thread at once.
+        let (mut lp, p) = setup(64, 64);
+        let q = JournalQueue::new(1 << 10, true);
+        lp.set_journal(CoreJournal::new(q.clone(), Seq(0)));
+        let a = open(&mut lp, &p, 0);
+        p.submit(Ingress::Cmd(order(
+            a.slot().0,
+            0,
+            "S1",
+            Side::Sell,
+            1000,
+            2,
+        )))
+        .unwrap();
+        p.submit(Ingress::Cmd(order(
+            a.slot().0,
+            0,
+            "S2",
+            Side::Sell,
+            1001,
+            2,
+        )))
+        .unwrap();
+        lp.step(1_000);
+        assert_eq!(a.answered(), 0, "nothing is answered before it is durable");
+        assert!(a.pop().is_none());
+        let mut order = Vec::new();
+        while let Some(item) = q.pop() {
+            match item {
+                JournalItem::Record(_) => {}
+                JournalItem::Deliver(Outbound::Event(e), Some(_)) => {
+                    order.push(String::from_utf8_lossy(e.cl_ord_id.as_bytes()).into_owned())
+                }
+                JournalItem::Deliver(..) => panic!("a report without its connection"),
+                JournalItem::Answered(c) => {
+                    assert!(Arc::ptr_eq(&c, &a));
+                    order.push("answered".to_owned());
+                }
+            }
+        }
+        assert_eq!(order, ["S1", "answered", "S2", "answered"]);
     }
 
     #[test]
@@ -488,7 +535,7 @@ mod tests {
         while let Some(item) = q.pop() {
             match item {
                 JournalItem::Record(r) => records.push(r),
-                JournalItem::Deliver(..) => panic!("not gated"),
+                JournalItem::Deliver(..) | JournalItem::Answered(_) => panic!("not gated"),
             }
         }
         assert!(records

@@ -60,6 +60,9 @@ pub enum JournalItem {
     /// connection (none in the slot) an event is journaled, then parked for the session's
     /// next connection (configured sessions).
     Deliver(Outbound, Option<Arc<Conn>>),
+    /// `fsync = "always"`: a request of this connection is answered once the reports before
+    /// this item are delivered (see [`Conn::answered`]).
+    Answered(Arc<Conn>),
 }
 
 /// The queue between the core thread and the journal thread, and their wake-up flags.
@@ -318,6 +321,16 @@ impl CoreJournal {
         self.record(c.record(account));
     }
 
+    /// Under `fsync = "always"`, hands the count of a request of `conn` as answered to the
+    /// journal thread, behind the request's reports, and returns true; otherwise returns false
+    /// (the caller counts it: the reports are already in the connection's queue).
+    pub fn answered(&mut self, conn: &Arc<Conn>) -> bool {
+        if self.queue.gated {
+            self.queue.push(JournalItem::Answered(conn.clone()));
+        }
+        self.queue.gated
+    }
+
     /// Takes a report: under `fsync = "always"` hands it to the journal thread (which
     /// journals an event and delivers it once durable) and returns true; otherwise journals
     /// an event and returns false (the caller delivers it).
@@ -517,7 +530,9 @@ pub fn spawn_writer(
             };
             // Reports waiting for durability; without a connection they are parked for the
             // session's next one once durable.
-            let mut pending: VecDeque<(Seq, Outbound, Option<Arc<Conn>>)> = VecDeque::new();
+            // `None` stands for an answered request (`JournalItem::Answered`).
+            let mut pending: VecDeque<(Seq, Option<Outbound>, Option<Arc<Conn>>)> =
+                VecDeque::new();
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
             let mut seen_syncs = writer.fsync_stats().0;
@@ -558,7 +573,10 @@ pub fn spawn_writer(
                                 // Released with the records before it: never overtakes them.
                                 Outbound::Status(_) => Seq(writer.next_seq().0 - 1),
                             };
-                            pending.push_back((seq, out, conn));
+                            pending.push_back((seq, Some(out), conn));
+                        }
+                        JournalItem::Answered(conn) => {
+                            pending.push_back((Seq(writer.next_seq().0 - 1), None, Some(conn)));
                         }
                     }
                 }
@@ -582,9 +600,17 @@ pub fn spawn_writer(
                     let Some((_, out, conn)) = pending.pop_front() else {
                         break;
                     };
-                    let Some(conn) = conn else {
-                        parked.park(out);
-                        continue;
+                    let (out, conn) = match (out, conn) {
+                        (Some(out), Some(conn)) => (out, conn),
+                        (Some(out), None) => {
+                            parked.park(out);
+                            continue;
+                        }
+                        (None, Some(conn)) => {
+                            conn.note_answered();
+                            continue;
+                        }
+                        (None, None) => continue,
                     };
                     if conn.deliver_now(out) && !woken.iter().any(|c| Arc::ptr_eq(c, &conn)) {
                         woken.push(conn);

@@ -142,6 +142,9 @@ pub struct Conn {
     /// Set by the core thread when the risk checks mark the session for sustained throttle
     /// abuse: its task disconnects it.
     abusive: AtomicBool,
+    /// Requests of this connection processed so far, counted once every report of each is in
+    /// `egress` (under journal `fsync = "always"`: once they are durable and delivered).
+    answered: AtomicU64,
 }
 
 impl Conn {
@@ -165,6 +168,20 @@ impl Conn {
     /// The connection's session slot.
     pub fn slot(&self) -> SessionId {
         self.slot
+    }
+
+    /// How many of the connection's requests (orders, cancels, replaces, mass cancels,
+    /// status requests, in the order submitted) have all their reports in the queue: read it
+    /// before draining the queue, and after draining it those requests are answered.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// One more request is answered (by its only writer: the core thread, or the journal
+    /// thread that delivers the reports under `fsync = "always"`), after its reports.
+    pub(crate) fn note_answered(&self) {
+        self.answered
+            .store(self.answered.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
     /// The next report for the connection: the ones parked while the session was away
@@ -661,6 +678,7 @@ impl Pipeline {
             waker: AtomicWaker::new(),
             overflowed: AtomicBool::new(false),
             abusive: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
         })
     }
 
@@ -867,6 +885,24 @@ fn deliver(
     }
 }
 
+/// Counts a request of `session`'s connection as answered, after its reports: at once, or
+/// through the journal thread when that delivers the reports (once durable).
+fn note_answered(
+    routes: &[Option<Arc<Conn>>],
+    journal: Option<&mut CoreJournal>,
+    session: SessionId,
+) {
+    let Some(Some(conn)) = routes.get(session.0 as usize) else {
+        return;
+    };
+    if let Some(j) = journal {
+        if j.answered(conn) {
+            return;
+        }
+    }
+    conn.note_answered();
+}
+
 /// The next instant strictly after `now` that is `secs` after a UTC midnight.
 fn next_time_of_day(now_ns: i64, secs: u32) -> i64 {
     let day = now_ns.div_euclid(NS_PER_DAY) * NS_PER_DAY;
@@ -1039,6 +1075,10 @@ impl CoreLoop {
                     Command::Replace(r) => Some(r.session),
                     Command::MassCancel(_) | Command::SessionClosed(_) => None,
                 };
+                let requester = match &cmd {
+                    Command::MassCancel(m) => Some(m.session),
+                    _ => from,
+                };
                 core.process(cmd, now, &mut |e| {
                     deliver(
                         counts,
@@ -1050,6 +1090,9 @@ impl CoreLoop {
                         Outbound::Event(e),
                     )
                 });
+                if let Some(s) = requester {
+                    note_answered(routes, journal.as_mut(), s);
+                }
                 // Sustained throttle abuse ends the session (its task disconnects it).
                 if let Some(s) = from.filter(|&s| core.risk().throttle_abuse(s)) {
                     if let Some(Some(conn)) = routes.get(s.0 as usize) {
@@ -1073,6 +1116,7 @@ impl CoreLoop {
                     journal.as_mut(),
                     Outbound::Status(ev),
                 );
+                note_answered(routes, journal.as_mut(), r.session);
             }
             Ingress::Open(conn) => {
                 let s = conn.slot.0 as usize;
@@ -1568,9 +1612,16 @@ pub(crate) mod tests {
         }
         p.submit(Ingress::Cmd(order(a.slot().0, 0, "O0", Side::Buy, 500, 1)))
             .unwrap();
+        assert_eq!(a.answered(), 0);
         assert!(lp.step(now_ns()));
+        assert_eq!(
+            a.answered(),
+            BATCH as u64,
+            "each request counted once processed"
+        );
         assert_eq!(drain(&a).len(), BATCH, "one batch per step");
         while lp.step(now_ns()) {}
+        assert_eq!(a.answered(), n as u64 + 1);
         let rest = drain(&a);
         assert_eq!(rest.len(), n + 1 - BATCH);
         let ids: Vec<String> = rest

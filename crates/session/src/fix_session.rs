@@ -305,6 +305,12 @@ pub struct Session {
     resend_pending: Option<SeqNum>,
     resend_buf: Vec<(SeqNum, Vec<u8>)>,
     auth: Option<Box<dyn SessionAuth>>,
+    /// The MsgSeqNum expected next. The store keeps it too, but only up to the oldest
+    /// application message not answered yet (see [`Session::commit_store`]).
+    target: SeqNum,
+    /// The oldest application message the application has not answered yet, as it last said
+    /// ([`Session::set_unanswered`]).
+    unanswered: Option<SeqNum>,
 }
 
 impl std::fmt::Debug for Session {
@@ -324,7 +330,6 @@ impl Session {
         let dict = Dictionary::for_version(config.begin_string);
         Self {
             config,
-            store,
             dict,
             state: SessionState::AwaitingLogon,
             rx: Vec::with_capacity(4096),
@@ -344,6 +349,9 @@ impl Session {
             resend_pending: None,
             resend_buf: Vec::new(),
             auth: None,
+            target: store.next_target_seq(),
+            unanswered: None,
+            store,
         }
     }
 
@@ -370,7 +378,16 @@ impl Session {
 
     /// The MsgSeqNum expected on the next message received.
     pub fn next_target_seq(&self) -> SeqNum {
-        self.store.next_target_seq()
+        self.target
+    }
+
+    /// Tells the session the MsgSeqNum of the oldest application message it delivered whose
+    /// answers the application has not handed back yet (`None`: all answered). The stored
+    /// expected MsgSeqNum never passes it, so a crash before the answers are stored makes the
+    /// next Logon ask for that message again (a ResendRequest) instead of losing it; the
+    /// answers, when they come, are stored in the same commit as the number.
+    pub fn set_unanswered(&mut self, oldest: Option<SeqNum>) {
+        self.unanswered = oldest;
     }
 
     /// The agreed heartbeat interval, once logged on (`None` if 0 or not logged on).
@@ -431,9 +448,30 @@ impl Session {
     /// before writing [`Session::transmit`]; the session's own entry points commit
     /// themselves.
     pub fn commit_store(&mut self) {
+        let keep = self.storable_target();
+        if keep != self.store.next_target_seq() {
+            if let Err(e) = self.store.set_next_target_seq(keep) {
+                self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+                return;
+            }
+        }
         if let Err(e) = self.store.commit() {
             self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
         }
+    }
+
+    /// The expected MsgSeqNum the store may keep: the session's, held back to the oldest
+    /// application message that is not answered yet (still queued for the application, or
+    /// with it, as [`Session::set_unanswered`] said).
+    fn storable_target(&self) -> SeqNum {
+        let queued = self.events.iter().find_map(|e| match e {
+            SessionEvent::Application { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        [queued, self.unanswered]
+            .into_iter()
+            .flatten()
+            .fold(self.target, SeqNum::min)
     }
 
     fn on_frame(&mut self, now: UtcTimestamp, bytes: &[u8], dec: &mut Decoder) {
@@ -459,7 +497,7 @@ impl Session {
             _ => (SessionRejectReason::InvalidTagNumber, None),
         };
         match seq {
-            Some(seq) if seq == self.store.next_target_seq() => {
+            Some(seq) if seq == self.target => {
                 let msg_type = msg_type.to_vec();
                 self.send_reject(now, seq, &msg_type, reason, ref_tag, &e.to_string());
                 self.advance_target(seq + 1);
@@ -552,8 +590,9 @@ impl Session {
                 self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
                 return;
             }
+            self.target = self.store.next_target_seq();
         }
-        let expected = self.store.next_target_seq();
+        let expected = self.target;
         if seq < expected {
             let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
             self.refuse_logon(now, &text);
@@ -704,7 +743,7 @@ impl Session {
             return;
         }
 
-        let expected = self.store.next_target_seq();
+        let expected = self.target;
         if seq > expected {
             match msg_type {
                 // A Logout is honoured at once, whatever the gap.
@@ -856,7 +895,7 @@ impl Session {
     }
 
     fn on_sequence_reset_reset(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>, seq: SeqNum) {
-        let expected = self.store.next_target_seq();
+        let expected = self.target;
         match msg.get_u64(tag::NEW_SEQ_NO) {
             Some(new) if new > expected => {
                 self.advance_target(new);
@@ -899,6 +938,7 @@ impl Session {
                 self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
                 return;
             }
+            self.target = self.store.next_target_seq();
         }
         self.disconnect(DisconnectReason::LogoutComplete);
     }
@@ -931,7 +971,7 @@ impl Session {
 
     fn drain_queue(&mut self, now: UtcTimestamp, dec: &mut Decoder) {
         while self.state == SessionState::Active || self.state == SessionState::LogoutSent {
-            let expected = self.store.next_target_seq();
+            let expected = self.target;
             while let Some(entry) = self.queue.first_entry() {
                 if *entry.key() < expected {
                     entry.remove();
@@ -952,7 +992,7 @@ impl Session {
             }
         }
         if let Some(pending) = self.resend_pending {
-            if self.store.next_target_seq() > pending {
+            if self.target > pending {
                 self.resend_pending = None;
             }
         }
@@ -1065,7 +1105,7 @@ impl Session {
         let t = msg.msg_type().to_vec();
         let text = reason.description();
         self.send_reject(now, seq, &t, reason, ref_tag, text);
-        if seq == self.store.next_target_seq() {
+        if seq == self.target {
             self.advance_target(seq + 1);
         }
     }
@@ -1137,10 +1177,9 @@ impl Session {
         }
     }
 
+    /// The next expected MsgSeqNum is `next`; the store gets it at the next commit.
     fn advance_target(&mut self, next: SeqNum) {
-        if let Err(e) = self.store.set_next_target_seq(next) {
-            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
-        }
+        self.target = next;
     }
 
     /// Encodes, stores and queues a session-level message with the next outbound MsgSeqNum.
@@ -1319,6 +1358,7 @@ impl Session {
         if self.config.reset.on_disconnect && was_logged_on {
             // Best effort: the connection is gone; a failing store shows up at the next logon.
             let _ = self.store.reset(now);
+            self.target = self.store.next_target_seq();
         }
         let _ = self.store.sync();
     }

@@ -875,6 +875,14 @@ pub trait ConnectionApp: Send {
     /// The session has logged on (its credentials, if any, are checked).
     fn on_logon(&mut self, _session: &mut Session, _now: UtcTimestamp) {}
 
+    /// The MsgSeqNum of the oldest message given to [`ConnectionApp::on_message`] whose
+    /// answers have not all gone through [`ConnectionApp::write_output`] yet (`None`: every
+    /// message is answered, the default for handlers that answer in `on_message`). The stored
+    /// expected MsgSeqNum stays at it (see [`Session::set_unanswered`]).
+    fn unanswered(&self) -> Option<SeqNum> {
+        None
+    }
+
     /// The connection has ended. The transport awaits this (until the server shuts down) before
     /// it releases the session, so whatever the handler must tell others about the end happens
     /// before the session's next connection can begin.
@@ -1163,7 +1171,11 @@ impl Connection {
                     return End::Disconnect;
                 }
             }
-            // What the handlers sent is stored (one commit for all of it) before it can leave.
+            // What the handlers sent is stored (one commit for all of it) before it can leave,
+            // with the numbers of the messages answered so far.
+            if let Some(app) = conn_app.as_deref() {
+                session.set_unanswered(app.unanswered());
+            }
             session.commit_store();
             let unsent = session.transmit().len();
             if unsent > self.listener.max_unsent_bytes {

@@ -1187,7 +1187,7 @@ impl MessageStore for Grouping {
 }
 
 #[test]
-fn a_read_of_many_messages_is_stored_in_one_commit_before_the_application_sees_them() {
+fn the_numbers_of_application_messages_are_stored_with_their_answers() {
     let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = Grouping {
         inner: MemoryStore::new(t0()),
@@ -1201,32 +1201,79 @@ fn a_read_of_many_messages_is_stored_in_one_commit_before_the_application_sees_t
     assert_eq!(count(), 1, "the logon's numbers and its answer: one commit");
     assert_eq!(types(&sent(&mut s)), ["A"]);
     events(&mut s);
-    // Five orders in one read: their sequence numbers are stored in one commit, done when
-    // the session hands them out.
+    // Five orders in one read: the session expects 7 next, but nothing is stored yet: the
+    // orders are unanswered, and a crash now must make the next Logon ask for them again.
     let mut burst = Vec::new();
     for i in 0..5 {
         let id = format!("C{i}");
         burst.extend(p.msg(t0(), "D", &order(&[(11, id.as_str())], &[])));
     }
     s.handle_input(t0(), &burst);
-    assert_eq!(count(), 2);
+    assert_eq!(count(), 1, "no write for the numbers alone");
     assert_eq!(s.next_target_seq(), 7);
     let apps = events(&mut s)
         .into_iter()
         .filter(|e| matches!(e, SessionEvent::Application { .. }))
         .count();
     assert_eq!(apps, 5);
-    // Answers sent by the application wait for one commit before they can be read.
-    for _ in 0..5 {
+    // The application has them all, unanswered.
+    s.set_unanswered(Some(2));
+    s.commit_store();
+    assert_eq!(count(), 1, "still nothing new to store");
+    // It answers the first three: their numbers go with the answers, in one commit, and stop
+    // before the fourth order (MsgSeqNum 5).
+    for _ in 0..3 {
         s.send_application(t0(), b"8", |e| {
             e.str(150, b"0");
         })
         .unwrap();
     }
+    s.set_unanswered(Some(5));
+    assert_eq!(count(), 1);
+    s.commit_store();
     assert_eq!(count(), 2);
+    assert_eq!(types(&sent(&mut s)), ["8", "8", "8"]);
+    // The other two answers: the number reaches 7 with them.
+    for _ in 0..2 {
+        s.send_application(t0(), b"8", |e| {
+            e.str(150, b"0");
+        })
+        .unwrap();
+    }
+    s.set_unanswered(None);
     s.commit_store();
     assert_eq!(count(), 3);
-    assert_eq!(types(&sent(&mut s)), ["8", "8", "8", "8", "8"]);
+    assert_eq!(types(&sent(&mut s)), ["8", "8"]);
+    let store = s.into_store();
+    assert_eq!(store.next_target_seq(), 7);
+}
+
+#[test]
+fn a_message_not_yet_answered_is_asked_for_again_after_a_restart() {
+    // The order (MsgSeqNum 2) reached the application, which had not answered when the
+    // process stopped: the store still expects 2, so the next Logon (MsgSeqNum 3) is
+    // answered with a ResendRequest from 2, and the order comes again as a PossDup.
+    let mut s = Session::new(
+        config(BeginString::Fix44),
+        Box::new(MemoryStore::new(t0())),
+        t0(),
+    );
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    sent(&mut s);
+    events(&mut s);
+    s.handle_input(t0(), &p.msg(t0(), "D", &order(&[(11, "X1")], &[])));
+    assert_eq!(events(&mut s).len(), 1);
+    s.set_unanswered(Some(2));
+    s.commit_store();
+    s.on_disconnect(t0());
+    let store = s.into_store();
+    assert_eq!(store.next_target_seq(), 2);
+    let mut s = Session::new(config(BeginString::Fix44), store, t0());
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A", "2"]);
+    assert_eq!(out[1].get(7), Some("2"));
 }
 
 #[test]
