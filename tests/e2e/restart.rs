@@ -71,3 +71,73 @@ fn a_session_can_have_only_one_connection() {
     a.send("1", &[(112, "A-ALIVE")]);
     assert_eq!(a.expect("0").get(112), Some("A-ALIVE"));
 }
+
+#[test]
+fn an_order_read_but_not_answered_before_a_crash_is_asked_for_again() {
+    let (mut server, ports) = start(false);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    // The core is paused for maintenance: the order is read and queued, not answered.
+    let (code, out) = server.cli(&["admin", "pause-core"]);
+    assert_eq!(code, 0, "{out}");
+    let order = [
+        (11, "ASK-AGAIN"),
+        (55, "BTC-PERP"),
+        (54, "1"),
+        (60, "20261128-12:00:00"),
+        (38, "1"),
+        (40, "2"),
+        (44, "100"),
+    ];
+    assert_eq!(c.send("D", &order), 2);
+    // A TestRequest behind it is answered: the session has read and handled the order.
+    c.send("1", &[(112, "AFTER-THE-ORDER")]);
+    let hb = c.expect("0");
+    assert_eq!(hb.get(112), Some("AFTER-THE-ORDER"));
+
+    // The process dies before the order is answered.
+    server.signal("KILL");
+    server.restart();
+
+    // The session did not store the order's number: the next Logon gets a ResendRequest
+    // for it, and the resent order is taken and acknowledged.
+    let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");
+    c2.seq = c.seq;
+    c2.logon(30, &[]);
+    c2.expect("A");
+    let rr = c2.expect("2");
+    assert_eq!(
+        rr.get(7),
+        Some("2"),
+        "asks for the unanswered order: {rr:?}"
+    );
+    // PossDupFlag and OrigSendingTime are header fields: they come before the body.
+    let mut again = vec![(43, "Y"), (122, "20261128-12:00:00.000")];
+    again.extend(order);
+    let bytes = c2.encode("D", 2, &again);
+    c2.write(&bytes);
+    let fill = c2.encode(
+        "4",
+        3,
+        &[
+            (43, "Y"),
+            (122, "20261128-12:00:00.000"),
+            (123, "Y"),
+            (36, "4"),
+        ],
+    );
+    c2.write(&fill);
+    let er = c2.expect("8");
+    assert_eq!(er.get(11), Some("ASK-AGAIN"));
+    assert_eq!(
+        er.get(39),
+        Some("0"),
+        "the resent order is acknowledged: {er:?}"
+    );
+    // Nothing doubled: a status request finds the one order, working.
+    c2.send("H", &[(11, "ASK-AGAIN"), (55, "BTC-PERP"), (54, "1")]);
+    let st = c2.expect("8");
+    assert_eq!(st.get(39), Some("0"), "{st:?}");
+    assert_eq!(st.get(14), Some("0.000"), "nothing filled: {st:?}");
+}

@@ -438,8 +438,8 @@ impl Session {
         rx.drain(..pos);
         self.rx = rx;
         self.decoder = dec;
-        // The sequence numbers of everything just read, and any answers, in one commit,
-        // before the application sees a message of it.
+        // The session's own answers, and the numbers of what was read, in one commit (held
+        // back at the first application message: it goes with that message's answers).
         self.commit_store();
     }
 
