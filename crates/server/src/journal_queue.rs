@@ -65,6 +65,16 @@ pub enum JournalItem {
     Answered(Arc<Conn>),
 }
 
+/// What the journal thread releases once the records before it are durable. Not boxed: that
+/// would allocate per report.
+#[allow(clippy::large_enum_variant)]
+enum Release {
+    /// A report to deliver (or, without a connection, to park).
+    Report(Outbound, Option<Arc<Conn>>),
+    /// A request of this connection is answered.
+    Answered(Arc<Conn>),
+}
+
 /// The queue between the core thread and the journal thread, and their wake-up flags.
 #[derive(Debug)]
 pub struct JournalQueue {
@@ -530,9 +540,7 @@ pub fn spawn_writer(
             };
             // Reports waiting for durability; without a connection they are parked for the
             // session's next one once durable.
-            // `None` stands for an answered request (`JournalItem::Answered`).
-            let mut pending: VecDeque<(Seq, Option<Outbound>, Option<Arc<Conn>>)> =
-                VecDeque::new();
+            let mut pending: VecDeque<(Seq, Release)> = VecDeque::new();
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
             let mut seen_syncs = writer.fsync_stats().0;
@@ -573,10 +581,11 @@ pub fn spawn_writer(
                                 // Released with the records before it: never overtakes them.
                                 Outbound::Status(_) => Seq(writer.next_seq().0 - 1),
                             };
-                            pending.push_back((seq, Some(out), conn));
+                            pending.push_back((seq, Release::Report(out, conn)));
                         }
                         JournalItem::Answered(conn) => {
-                            pending.push_back((Seq(writer.next_seq().0 - 1), None, Some(conn)));
+                            let seq = Seq(writer.next_seq().0 - 1);
+                            pending.push_back((seq, Release::Answered(conn)));
                         }
                     }
                 }
@@ -596,21 +605,20 @@ pub fn spawn_writer(
                     }
                 }
                 let ack = writer.ack_seq();
-                while pending.front().is_some_and(|(s, _, _)| *s <= ack) {
-                    let Some((_, out, conn)) = pending.pop_front() else {
+                while pending.front().is_some_and(|(s, _)| *s <= ack) {
+                    let Some((_, release)) = pending.pop_front() else {
                         break;
                     };
-                    let (out, conn) = match (out, conn) {
-                        (Some(out), Some(conn)) => (out, conn),
-                        (Some(out), None) => {
+                    let (out, conn) = match release {
+                        Release::Report(out, Some(conn)) => (out, conn),
+                        Release::Report(out, None) => {
                             parked.park(out);
                             continue;
                         }
-                        (None, Some(conn)) => {
+                        Release::Answered(conn) => {
                             conn.note_answered();
                             continue;
                         }
-                        (None, None) => continue,
                     };
                     if conn.deliver_now(out) && !woken.iter().any(|c| Arc::ptr_eq(c, &conn)) {
                         woken.push(conn);
