@@ -875,6 +875,9 @@ fn expired_tokens_and_repeated_totp_failures_lock_out() {
     let body = json!({"on": true}).to_string();
     let mut statuses = Vec::new();
     for _ in 0..6 {
+        // A signature covers a millisecond timestamp: two requests in one millisecond would
+        // be one signature, and the second refused as a replay rather than for its code.
+        std::thread::sleep(Duration::from_millis(2));
         let h = signed(&op.key, "PUT", "/v1/kill-switch", &body);
         let mut h: Vec<(&str, String)> = h;
         h.push(json_ct());

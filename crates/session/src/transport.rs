@@ -1155,17 +1155,41 @@ impl Connection {
         let mut rbuf = vec![0u8; READ_CHUNK];
         let mut flush_pending = false;
         let mut logout_deadline: Option<Instant> = None;
-        let mut revocations = self.auth.as_ref().and_then(|a| a.revocations());
         // Requests made before this connection are not for it.
         let mut logout_requests = entry.logout.subscribe();
         logout_requests.mark_unchanged();
+        let control = Arc::new(ControlFlags::default());
+        let _forwarder = AbortOnDrop(tokio::spawn(forward_control(
+            control.clone(),
+            self.shutdown.clone(),
+            logout_requests,
+            self.auth.as_ref().and_then(|a| a.revocations()),
+        )));
+        // One timer for the connection's life, moved as its wake time moves: moving it later
+        // (the usual case: traffic pushes the next heartbeat back) takes no lock in the driver.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut noted_logged_on = None;
         loop {
-            if handle_events(session, &*self.app, conn_app.as_deref_mut(), self.id, name) {
+            let now = UtcTimestamp::now();
+            if handle_events(
+                session,
+                &*self.app,
+                conn_app.as_deref_mut(),
+                self.id,
+                name,
+                now,
+            ) {
                 return End::Disconnect;
             }
-            entry.note_logged_on(session.state() == crate::fix_session::SessionState::Active);
+            let logged_on = session.state() == crate::fix_session::SessionState::Active;
+            if noted_logged_on != Some(logged_on) {
+                entry.note_logged_on(logged_on);
+                noted_logged_on = Some(logged_on);
+            }
             if let Some(app) = conn_app.as_deref_mut() {
-                if let Err(text) = app.write_output(session, UtcTimestamp::now()) {
+                if let Err(text) = app.write_output(session, now) {
                     warn!(conn = self.id, peer = %self.peer, session = %name, reason = %text, "application ends the session");
                     session.logout(UtcTimestamp::now(), &text);
                     return End::Disconnect;
@@ -1187,7 +1211,12 @@ impl Connection {
                 return End::Drop;
             }
             let wake = next_wake(session.poll_timeout(), &[logout_deadline, schedule_close]);
-            let shutting_down = logout_deadline.is_some();
+            if wake != armed {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at);
+                }
+                armed = wake;
+            }
             tokio::select! {
                 step = io_step(stream, &mut rbuf, session.transmit(), flush_pending) => match step {
                     IoStep::Read(0) => {
@@ -1205,7 +1234,8 @@ impl Connection {
                         return End::Drop;
                     }
                 },
-                _ = sleep_until_opt(wake) => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     if logout_deadline.is_some_and(|d| Instant::now() >= d) {
                         info!(conn = self.id, session = %name, "no Logout reply within the shutdown grace period");
                         return End::Disconnect;
@@ -1218,30 +1248,28 @@ impl Connection {
                     }
                     session.handle_timeout(UtcTimestamp::now());
                 }
-                _ = self.shutdown.wait(), if !shutting_down => {
-                    session.logout(UtcTimestamp::now(), "server shutting down");
-                    logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                _ = output_ready(conn_app.as_deref_mut()) => {
+                    // Written at the top of the loop.
                 }
-                r = logout_requests.changed(), if !shutting_down => {
-                    if r.is_ok() {
+                raised = poll_fn(|cx| control.poll_take(cx)) => {
+                    // Once logging out (shutdown or an operator's request), the handshake runs
+                    // its course: a second request changes nothing.
+                    if raised & ControlFlags::SHUTDOWN != 0 && logout_deadline.is_none() {
+                        session.logout(UtcTimestamp::now(), "server shutting down");
+                        logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                    }
+                    if raised & ControlFlags::LOGOUT != 0 && logout_deadline.is_none() {
                         let text = entry.logout_text.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         warn!(conn = self.id, peer = %self.peer, session = %name, reason = %text, "logout requested by an operator");
                         session.logout(UtcTimestamp::now(), &text);
                         // As at shutdown: the counterparty's Logout, or the grace period.
                         logout_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
                     }
-                }
-                _ = output_ready(conn_app.as_deref_mut()) => {
-                    // Written at the top of the loop.
-                }
-                changed = changed_opt(&mut revocations) => {
-                    if changed {
+                    if raised & ControlFlags::CREDENTIALS != 0 {
                         // Credentials were revoked or expired somewhere: the session checks
                         // its own now (and logs out if it is one of them).
                         debug!(conn = self.id, session = %name, "credentials changed: re-checking");
                         session.handle_timeout(UtcTimestamp::now());
-                    } else {
-                        revocations = None;
                     }
                 }
             }
@@ -1266,13 +1294,14 @@ fn handle_events(
     mut conn_app: Option<&mut (dyn ConnectionApp + 'static)>,
     conn: u64,
     name: &str,
+    now: UtcTimestamp,
 ) -> bool {
     let mut disconnect = false;
     while let Some(event) = session.poll_event() {
         match event {
             SessionEvent::Application { seq, message } => match conn_app.as_deref_mut() {
-                Some(h) => h.on_message(session, UtcTimestamp::now(), seq, &message),
-                None => app.on_message(session, UtcTimestamp::now(), seq, &message),
+                Some(h) => h.on_message(session, now, seq, &message),
+                None => app.on_message(session, now, seq, &message),
             },
             SessionEvent::Disconnect(reason) => {
                 info!(conn, session = %name, ?reason, "session requests disconnect");
@@ -1281,7 +1310,7 @@ fn handle_events(
             event @ SessionEvent::LoggedOn { .. } => {
                 log_event(conn, name, event);
                 if let Some(h) = conn_app.as_deref_mut() {
-                    h.on_logon(session, UtcTimestamp::now());
+                    h.on_logon(session, now);
                 }
             }
             other => {
@@ -1367,10 +1396,76 @@ async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// What a connection's loop must react to besides its socket and its handler: shutdown, an
+/// operator's logout request, changed credentials. A helper task ([`forward_control`]) waits
+/// on their watch channels and raises a flag here, so every step of the loop polls one
+/// lock-free waker rather than three watch receivers (each poll of which locks a mutex).
+#[derive(Default)]
+struct ControlFlags {
+    raised: std::sync::atomic::AtomicU8,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl ControlFlags {
+    const SHUTDOWN: u8 = 1;
+    const LOGOUT: u8 = 2;
+    const CREDENTIALS: u8 = 4;
+
+    fn raise(&self, flag: u8) {
+        self.raised.fetch_or(flag, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Ready with the flags raised since the last time, which it clears.
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        if self.raised.load(Ordering::Acquire) == 0 {
+            self.waker.register(cx.waker());
+            // A flag raised between the look and the registration woke nobody: look again.
+            if self.raised.load(Ordering::Acquire) == 0 {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.raised.swap(0, Ordering::AcqRel))
+    }
+}
+
+/// Raises `flags` for as long as the connection lives (aborted with it): shutdown once, each
+/// operator's logout request, each change of credentials until their sender is gone.
+async fn forward_control(
+    flags: Arc<ControlFlags>,
+    mut shutdown: ShutdownSignal,
+    mut logout_requests: watch::Receiver<u64>,
+    mut credentials: Option<watch::Receiver<u64>>,
+) {
+    let mut shutdown_pending = true;
+    let mut logout_open = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait(), if shutdown_pending => {
+                shutdown_pending = false;
+                flags.raise(ControlFlags::SHUTDOWN);
+            }
+            r = logout_requests.changed(), if logout_open => match r {
+                Ok(()) => flags.raise(ControlFlags::LOGOUT),
+                Err(_) => logout_open = false,
+            },
+            changed = changed_opt(&mut credentials) => {
+                if changed {
+                    flags.raise(ControlFlags::CREDENTIALS);
+                } else {
+                    credentials = None;
+                }
+            }
+        }
+    }
+}
+
+/// Aborts the task when dropped: a helper that must not outlive its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -2408,5 +2503,59 @@ mod tests {
         let past = UtcTimestamp::from_nanos(0);
         let w = next_wake(Some(past), &[]).unwrap();
         assert!(w <= Instant::now());
+    }
+
+    #[tokio::test]
+    async fn control_flags_wake_the_loop_and_are_taken_once() {
+        let (trigger, signal) = shutdown_channel();
+        let (logout_tx, logout_rx) = watch::channel(0u64);
+        let (cred_tx, cred_rx) = watch::channel(0u64);
+        let flags = Arc::new(ControlFlags::default());
+        let _fwd = AbortOnDrop(tokio::spawn(forward_control(
+            flags.clone(),
+            signal,
+            logout_rx,
+            Some(cred_rx),
+        )));
+        let take = || poll_fn(|cx| flags.poll_take(cx));
+        let quiet = |f: &Arc<ControlFlags>| {
+            let waker = futures_util::task::noop_waker();
+            f.poll_take(&mut Context::from_waker(&waker)).is_pending()
+        };
+        assert!(quiet(&flags), "nothing raised yet");
+
+        // Raised while the loop waits: it wakes with exactly that flag.
+        let waiting = tokio::spawn({
+            let flags = flags.clone();
+            async move { poll_fn(|cx| flags.poll_take(cx)).await }
+        });
+        tokio::task::yield_now().await;
+        logout_tx.send_replace(1);
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(
+            woken.expect("the raise wakes the loop").unwrap(),
+            ControlFlags::LOGOUT
+        );
+        assert!(quiet(&flags), "a flag is taken once");
+
+        // Raised before the loop looks: both are there at the next look, together.
+        cred_tx.send_replace(1);
+        trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut seen = 0;
+            while seen != ControlFlags::SHUTDOWN | ControlFlags::CREDENTIALS {
+                seen |= take().await;
+            }
+        })
+        .await
+        .expect("shutdown and changed credentials are raised");
+        assert!(quiet(&flags));
+
+        // Credentials whose sender is gone are no longer watched; a second shutdown is not
+        // raised again.
+        drop(cred_tx);
+        trigger.trigger();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(quiet(&flags));
     }
 }
