@@ -1162,7 +1162,7 @@ impl Connection {
         let _forwarder = AbortOnDrop(tokio::spawn(forward_control(
             control.clone(),
             self.shutdown.clone(),
-            logout_requests,
+            Some(logout_requests),
             self.auth.as_ref().and_then(|a| a.revocations()),
         )));
         // One timer for the connection's life, moved as its wake time moves: moving it later
@@ -1389,7 +1389,7 @@ async fn output_ready(app: Option<&mut (dyn ConnectionApp + 'static)>) {
 
 /// Resolves with true when the watched value changes, false once its sender is gone; never if
 /// there is nothing to watch.
-async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
+pub(crate) async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
     match rx {
         Some(rx) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
@@ -1401,15 +1401,15 @@ async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
 /// on their watch channels and raises a flag here, so every step of the loop polls one
 /// lock-free waker rather than three watch receivers (each poll of which locks a mutex).
 #[derive(Default)]
-struct ControlFlags {
+pub(crate) struct ControlFlags {
     raised: std::sync::atomic::AtomicU8,
     waker: futures_util::task::AtomicWaker,
 }
 
 impl ControlFlags {
-    const SHUTDOWN: u8 = 1;
-    const LOGOUT: u8 = 2;
-    const CREDENTIALS: u8 = 4;
+    pub(crate) const SHUTDOWN: u8 = 1;
+    pub(crate) const LOGOUT: u8 = 2;
+    pub(crate) const CREDENTIALS: u8 = 4;
 
     fn raise(&self, flag: u8) {
         self.raised.fetch_or(flag, Ordering::AcqRel);
@@ -1417,7 +1417,7 @@ impl ControlFlags {
     }
 
     /// Ready with the flags raised since the last time, which it clears.
-    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<u8> {
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<u8> {
         if self.raised.load(Ordering::Acquire) == 0 {
             self.waker.register(cx.waker());
             // A flag raised between the look and the registration woke nobody: look again.
@@ -1430,25 +1430,27 @@ impl ControlFlags {
 }
 
 /// Raises `flags` for as long as the connection lives (aborted with it): shutdown once, each
-/// operator's logout request, each change of credentials until their sender is gone.
-async fn forward_control(
+/// operator's logout request and each change of credentials until their senders are gone.
+pub(crate) async fn forward_control(
     flags: Arc<ControlFlags>,
     mut shutdown: ShutdownSignal,
-    mut logout_requests: watch::Receiver<u64>,
+    mut logout_requests: Option<watch::Receiver<u64>>,
     mut credentials: Option<watch::Receiver<u64>>,
 ) {
     let mut shutdown_pending = true;
-    let mut logout_open = true;
     loop {
         tokio::select! {
             _ = shutdown.wait(), if shutdown_pending => {
                 shutdown_pending = false;
                 flags.raise(ControlFlags::SHUTDOWN);
             }
-            r = logout_requests.changed(), if logout_open => match r {
-                Ok(()) => flags.raise(ControlFlags::LOGOUT),
-                Err(_) => logout_open = false,
-            },
+            changed = changed_opt(&mut logout_requests) => {
+                if changed {
+                    flags.raise(ControlFlags::LOGOUT);
+                } else {
+                    logout_requests = None;
+                }
+            }
             changed = changed_opt(&mut credentials) => {
                 if changed {
                     flags.raise(ControlFlags::CREDENTIALS);
@@ -1461,7 +1463,7 @@ async fn forward_control(
 }
 
 /// Aborts the task when dropped: a helper that must not outlive its connection.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -2514,7 +2516,7 @@ mod tests {
         let _fwd = AbortOnDrop(tokio::spawn(forward_control(
             flags.clone(),
             signal,
-            logout_rx,
+            Some(logout_rx),
             Some(cred_rx),
         )));
         let take = || poll_fn(|cx| flags.poll_take(cx));

@@ -37,7 +37,7 @@ use futures_util::{Sink, SinkExt, Stream};
 use portcullis_fix::UtcTimestamp;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -51,7 +51,7 @@ use tracing::{debug, info, warn};
 use super::app::{Principal, WsApplication, WsAuth};
 use super::protocol::{WsDisconnect, WsEvent, WsSession, WsSessionConfig};
 use super::ratelimit::{RateLimitConfig, RateLimiter};
-use crate::transport::ShutdownSignal;
+use crate::transport::{forward_control, AbortOnDrop, ControlFlags, ShutdownSignal};
 
 /// How long a connection may take, after a shutdown was requested, to flush and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -516,8 +516,19 @@ impl Connection {
         let mut last_request = started;
         let mut control: VecDeque<Message> = VecDeque::new();
         let mut needs_flush = false;
-        let mut revocations = self.shared.auth.revocations();
         let mut app_output = Vec::new();
+        // As in the FIX loop: shutdown and changed credentials reach this loop as one
+        // lock-free flag, and one timer is moved rather than a new one made at every step.
+        let control_flags = Arc::new(ControlFlags::default());
+        let _forwarder = AbortOnDrop(tokio::spawn(forward_control(
+            control_flags.clone(),
+            self.shutdown.clone(),
+            None,
+            self.shared.auth.revocations(),
+        )));
+        let timer = tokio::time::sleep_until(started);
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             // The session's requests first: they may end the connection.
             while let Some(event) = session.poll_event() {
@@ -590,6 +601,10 @@ impl Connection {
             .flatten()
             .min()
             .expect("next_ping is always set");
+            if armed != Some(wake) {
+                timer.as_mut().reset(wake);
+                armed = Some(wake);
+            }
             tokio::select! {
                 step = poll_fn(|cx| poll_io(cx, ws, &mut control, session, &mut needs_flush, &*self.shared.factory)) => match step {
                     IoStep::Message(Message::Text(text)) => {
@@ -634,7 +649,8 @@ impl Connection {
                         return End::Drop;
                     }
                 },
-                _ = tokio::time::sleep_until(wake) => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     session.handle_timeout(UtcTimestamp::now(), app);
                 }
                 _ = poll_fn(|cx| app.poll_output(cx)) => {
@@ -644,16 +660,14 @@ impl Connection {
                         session.handle_app_output(now, output);
                     }
                 }
-                _ = self.shutdown.wait() => {
-                    // The dialect's notice, then a close frame (sent after it by the caller).
-                    session.server_shutdown(UtcTimestamp::now());
-                    return End::Close(CloseCode::Away, "server shutting down");
-                }
-                changed = changed_opt(&mut revocations) => {
-                    if changed {
+                raised = poll_fn(|cx| control_flags.poll_take(cx)) => {
+                    if raised & ControlFlags::SHUTDOWN != 0 {
+                        // The dialect's notice, then a close frame (sent after it by the caller).
+                        session.server_shutdown(UtcTimestamp::now());
+                        return End::Close(CloseCode::Away, "server shutting down");
+                    }
+                    if raised & ControlFlags::CREDENTIALS != 0 {
                         session.check_revocation(UtcTimestamp::now(), app);
-                    } else {
-                        revocations = None;
                     }
                 }
             }
@@ -764,13 +778,4 @@ where
 fn instant_at(t: UtcTimestamp) -> Instant {
     let ahead = t.nanos().saturating_sub(UtcTimestamp::now().nanos()).max(0);
     Instant::now() + Duration::from_nanos(ahead as u64)
-}
-
-/// Resolves with true when the watched value changes, false once its sender is gone; never if
-/// there is nothing to watch.
-async fn changed_opt(rx: &mut Option<watch::Receiver<u64>>) -> bool {
-    match rx {
-        Some(rx) => rx.changed().await.is_ok(),
-        None => std::future::pending().await,
-    }
 }
