@@ -6,7 +6,10 @@
 #   - ping-pong latency over one FIX session (one order at a time, HDR histogram), and the same
 #     against the echo server with messages of the order's size; first with the client and both
 #     servers on one CPU (the software path: no cross-CPU wake-up), then with the client on
-#     another CPU;
+#     another CPU. The server's background threads (journal, audit log) go to the other CPU,
+#     where a deployment puts them too (journal.pin_cpu in configs/dev.toml): they are not on
+#     the path of an acknowledgement under fsync = "never", and their batch every few ms would
+#     otherwise land between round trips;
 #   - open-loop floods with coordinated-omission correction, stepping the rate up until p99
 #     stays at or above 1 ms: the highest rate that keeps p99 < 1 ms, for 1 and 16 sessions,
 #     FIX and echo;
@@ -209,9 +212,22 @@ pin() { # pin CPULIST PID...: every thread of each process onto CPULIST
     shift
     for p in "$@"; do taskset -a -p -c "$cpus" "$p" >/dev/null; done
 }
+BACKGROUND="not pinned"
+pin_background() { # pin CPU PID: the journal, snapshot and audit threads of the server onto CPU
+    local t
+    for t in /proc/"$2"/task/*; do
+        case "$(cat "$t/comm" 2>/dev/null)" in
+        portcullis-jour* | portcullis-snap* | audit-fsync*)
+            taskset -p -c "$1" "${t##*/}" >/dev/null
+            ;;
+        esac
+    done
+    BACKGROUND="on CPU $1"
+}
 if command -v taskset >/dev/null; then
     step "ping-pong, client and servers on CPU 0"
     pin 0 "$SERVER_PID" "$ECHO_PID"
+    if [ "$NCPU" -ge 2 ]; then pin_background 1 "$SERVER_PID"; fi
     taskset -c 0 "$LG" pingpong --addr "$ECHO_ADDR" --echo "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-echo.json"
     taskset -c 0 "$LG" pingpong --addr "$FIX_ADDR" "${FIX_ARGS[@]}" "${PP[@]}" --json >"$OUT/pingpong-fix.json"
     if [ "$WS" = 1 ]; then
@@ -278,7 +294,7 @@ fi
     echo "machine: ${NCPU} CPUs, ${CPU_MODEL:-unknown CPU}; load average before the run ${LOAD_BEFORE}"
     echo "journal fsync: $(grep -m1 '^fsync' "$TMP/bench.toml" | cut -d= -f2-)"
     echo "core threading: $(grep -m1 '^threading' "$TMP/bench.toml" | cut -d= -f2-)"
-    echo "ping-pong: ${PP[*]}; floods: ${FLOOD[*]}; batching floods add ${BATCHED[*]}"
+    echo "ping-pong: ${PP[*]}; the server's journal and audit threads ${BACKGROUND}; floods: ${FLOOD[*]}; batching floods add ${BATCHED[*]}"
     if [ "$WS" = 1 ]; then echo "ws floods: ${WS_FLOOD[*]}"; fi
     echo
     "$LG" table --dir "$OUT"

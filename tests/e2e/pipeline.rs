@@ -1054,3 +1054,49 @@ fn the_server_runs_without_transparent_huge_pages() {
         .expect("the kernel reports THP_enabled");
     assert!(line.ends_with('0'), "{line}");
 }
+
+#[test]
+fn the_journal_thread_runs_on_the_cpu_the_config_names() {
+    // The last CPU this test may use: the server inherits the same set.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("the kernel reports Cpus_allowed_list")
+        .trim()
+        .to_owned();
+    let cpu: usize = allowed
+        .rsplit([',', '-'])
+        .next()
+        .and_then(|c| c.parse().ok())
+        .expect("a CPU number");
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "PIN",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let extra = format!("[journal]\nfsync = \"never\"\npin_cpu = {cpu}\n");
+    // The journal is sealed under the master key: without one there is none.
+    let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
+    server.launch();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap();
+    let journal = tasks
+        .map(|t| t.unwrap().path())
+        .find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.starts_with("portcullis-jour"))
+        })
+        .expect("a journal thread");
+    let status = std::fs::read_to_string(journal.join("status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().nth(1),
+        Some(cpu.to_string().as_str()),
+        "{line}"
+    );
+    assert!(server.log_text().contains("journal thread pinned"));
+}

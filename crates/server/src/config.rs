@@ -182,6 +182,10 @@ pub struct RawJournal {
     pub segment_bytes: Option<u64>,
     /// Records between two state-hash snapshot markers (0 = none).
     pub snapshot_every: Option<u64>,
+    /// CPU to pin the journal thread (and the snapshot threads it starts) to, off the CPUs of
+    /// the sockets and the core: its batch every few milliseconds otherwise delays the round
+    /// trips it lands between.
+    pub pin_cpu: Option<usize>,
 }
 
 /// The `[core]` section: the core thread that owns the books and the risk state, and the
@@ -552,6 +556,8 @@ pub struct Settings {
     pub accounts: Vec<String>,
     /// `[journal]`, validated, with its directory resolved.
     pub journal: portcullis_journal::JournalConfig,
+    /// `journal.pin_cpu`: the CPU of the journal thread, if pinned.
+    pub journal_pin_cpu: Option<usize>,
     /// `[admin]`, validated; `None` when the section is absent.
     pub admin: Option<AdminSettings>,
     /// `[metrics]`, validated.
@@ -1052,6 +1058,9 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     let ws_listeners = validate_ws_listeners(&raw.ws_listeners, &listeners)?;
     validate_instruments(&raw.instruments, &raw.option_series)?;
     let journal = journal_config(&raw.journal, &raw.data_dir)?;
+    if let Some(cpu) = raw.journal.pin_cpu {
+        in_range("journal.pin_cpu", cpu as u64, 0, 4095)?;
+    }
     let admin = raw
         .admin
         .as_ref()
@@ -1089,6 +1098,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         core,
         accounts,
         journal,
+        journal_pin_cpu: raw.journal.pin_cpu,
         admin,
         metrics,
         monitoring,
@@ -2429,6 +2439,15 @@ mod tests {
         ));
         assert_eq!(e.key(), Some("core.pin_cpu"));
         assert!(e.to_string().contains("shared"), "{e}");
+    }
+
+    #[test]
+    fn the_journal_thread_may_be_pinned_to_a_cpu() {
+        assert_eq!(parse(MINIMAL, false).unwrap().journal_pin_cpu, None);
+        let s = parse(&format!("{MINIMAL}\n[journal]\npin_cpu = 1\n"), false).unwrap();
+        assert_eq!(s.journal_pin_cpu, Some(1));
+        let e = err(&format!("{MINIMAL}\n[journal]\npin_cpu = 5000\n"));
+        assert_eq!(e.key(), Some("journal.pin_cpu"));
     }
 
     #[test]

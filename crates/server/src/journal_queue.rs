@@ -528,11 +528,20 @@ pub fn spawn_writer(
     queue: Arc<JournalQueue>,
     mut replica: Option<SnapshotReplica>,
     parked: Arc<Parked>,
+    pin_cpu: Option<usize>,
 ) -> std::io::Result<JoinHandle<Seq>> {
     let q = queue.clone();
     let handle = std::thread::Builder::new()
         .name("portcullis-journal".into())
         .spawn(move || {
+            // The snapshot threads it starts inherit the CPU.
+            if let Some(cpu) = pin_cpu {
+                if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    tracing::info!(cpu, "journal thread pinned");
+                } else {
+                    tracing::warn!(cpu, "could not pin the journal thread to this CPU");
+                }
+            }
             let fail = |what: &str, e: portcullis_journal::JournalError| -> ! {
                 tracing::error!(error = %e, "journal {what} failed: stopping the server (nothing may be acknowledged that is not journaled)");
                 eprintln!("portcullis: journal {what} failed: {e}");

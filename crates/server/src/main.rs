@@ -768,9 +768,14 @@ fn start_pipeline(
     for e in unjournaled {
         pipeline.parked().park(pipeline::Outbound::Event(e));
     }
-    let journal_thread =
-        journal_queue::spawn_writer(writer, queue.clone(), replica, pipeline.parked().clone())
-            .context("cannot start the journal thread")?;
+    let journal_thread = journal_queue::spawn_writer(
+        writer,
+        queue.clone(),
+        replica,
+        pipeline.parked().clone(),
+        settings.journal_pin_cpu,
+    )
+    .context("cannot start the journal thread")?;
     let handle = pipeline::start_core(core, pipeline.clone(), &config, Some(core_journal))
         .context("cannot start the core thread")?;
     info!(
