@@ -536,11 +536,7 @@ pub fn spawn_writer(
         .spawn(move || {
             // The snapshot threads it starts inherit the CPU.
             if let Some(cpu) = pin_cpu {
-                if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                    tracing::info!(cpu, "journal thread pinned");
-                } else {
-                    tracing::warn!(cpu, "could not pin the journal thread to this CPU");
-                }
+                crate::pipeline::pin_this_thread(cpu, "journal");
             }
             let fail = |what: &str, e: portcullis_journal::JournalError| -> ! {
                 tracing::error!(error = %e, "journal {what} failed: stopping the server (nothing may be acknowledged that is not journaled)");

@@ -775,6 +775,16 @@ pub fn start_core(
     }
 }
 
+/// Pins the calling thread (the `what` thread, for the log) to `cpu`, or warns that it could
+/// not.
+pub fn pin_this_thread(cpu: usize, what: &str) {
+    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        tracing::info!(cpu, "{what} thread pinned");
+    } else {
+        tracing::warn!(cpu, "could not pin the {what} thread to this CPU");
+    }
+}
+
 /// Starts the core thread; it runs until [`Pipeline::stop`].
 #[allow(dead_code)] // the benches run the core without a journal
 pub fn spawn_core(
@@ -800,11 +810,7 @@ pub fn spawn_core_journaled(
         .name("portcullis-core".into())
         .spawn(move || {
             if let Some(cpu) = pin {
-                if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                    tracing::info!(cpu, "core thread pinned");
-                } else {
-                    tracing::warn!(cpu, "could not pin the core thread to this CPU");
-                }
+                pin_this_thread(cpu, "core");
             }
             lp.run();
         })?;
