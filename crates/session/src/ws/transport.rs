@@ -134,13 +134,19 @@ impl WsListenerConfig {
         WebSocketConfig::default()
             // Small buffers keep an idle connection's memory low; requests are small.
             .read_buffer_size(8 * 1024)
-            // Every answer leaves at once (the loop flushes after each batch anyway).
-            .write_buffer_size(0)
+            // Answers gather in the buffer and leave together at the loop's flush after each
+            // batch, in one write instead of one per answer (tungstenite writes out earlier
+            // only past this size).
+            .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_write_buffer_size(self.max_outbound_bytes + self.max_message_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
     }
 }
+
+/// Frames buffered before tungstenite writes them out without waiting for the flush: a batch
+/// of a few dozen answers, one write.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Errors of the WebSocket transport.
 #[derive(Debug, thiserror::Error)]
