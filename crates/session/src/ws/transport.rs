@@ -730,9 +730,10 @@ fn refuse_bearer() -> ErrorResponse {
     r
 }
 
-/// Writes what can be written (control frames first, then the session's frames), flushes,
-/// and returns the next thing read. Frames are taken from the queues only once the sink has
-/// room, so nothing is lost when the caller's `select!` drops this future.
+/// Queues what can be written (control frames first, then the session's frames) and returns
+/// the next thing read; once nothing is left to read, flushes. Frames are taken from the
+/// queues only once the sink has room, so nothing is lost when the caller's `select!` drops
+/// this future.
 fn poll_io<S>(
     cx: &mut Context<'_>,
     ws: &mut WebSocketStream<S>,
@@ -765,6 +766,15 @@ where
         }
         *needs_flush = true;
     }
+    // The next request first: answers queued meanwhile leave together once the input is
+    // drained (one write for a burst of requests answered at once, such as a flood of refused
+    // ones), or earlier when the write buffer fills.
+    match Pin::new(&mut *ws).poll_next(cx) {
+        Poll::Ready(Some(Ok(m))) => return Poll::Ready(IoStep::Message(m)),
+        Poll::Ready(Some(Err(e))) => return Poll::Ready(IoStep::Error(e)),
+        Poll::Ready(None) => return Poll::Ready(IoStep::Closed),
+        Poll::Pending => {}
+    }
     if *needs_flush {
         match Pin::new(&mut *ws).poll_flush(cx) {
             Poll::Ready(Ok(())) => *needs_flush = false,
@@ -772,12 +782,7 @@ where
             Poll::Pending => {}
         }
     }
-    match Pin::new(&mut *ws).poll_next(cx) {
-        Poll::Ready(Some(Ok(m))) => Poll::Ready(IoStep::Message(m)),
-        Poll::Ready(Some(Err(e))) => Poll::Ready(IoStep::Error(e)),
-        Poll::Ready(None) => Poll::Ready(IoStep::Closed),
-        Poll::Pending => Poll::Pending,
-    }
+    Poll::Pending
 }
 
 /// The tokio instant of wall-clock time `t`.
