@@ -48,6 +48,15 @@ struct Server {
 
 /// Serves one connection over an in-memory pipe of `capacity` bytes; returns the client end.
 fn serve_duplex(config: WsListenerConfig, capacity: usize) -> (Server, DuplexStream) {
+    let (client, server) = tokio::io::duplex(capacity);
+    (serve_io(config, server), client)
+}
+
+/// Serves one connection over `io`, the server's end of a stream.
+fn serve_io<S>(config: WsListenerConfig, io: S) -> Server
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let factory = Arc::new(Factory::default());
     let auth = Arc::new(FakeAuth::new());
     let shared = Arc::new(Shared {
@@ -64,18 +73,57 @@ fn serve_duplex(config: WsListenerConfig, capacity: usize) -> (Server, DuplexStr
         shutdown: signal,
         accepted_at: Instant::now(),
     };
-    let (client, server) = tokio::io::duplex(capacity);
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let task = tokio::spawn(conn.serve_stream(server, deadline));
-    (
-        Server {
-            factory,
-            auth,
-            trigger,
-            task,
-        },
-        client,
-    )
+    let task = tokio::spawn(conn.serve_stream(io, deadline));
+    Server {
+        factory,
+        auth,
+        trigger,
+        task,
+    }
+}
+
+/// A stream that counts the writes that moved bytes.
+struct CountingWrites<S> {
+    inner: S,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountingWrites<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingWrites<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn connect<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: S) -> WebSocketStream<S> {
@@ -158,6 +206,36 @@ async fn the_api_path_is_upgraded_and_answers_requests() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_of_requests_answered_at_once_gets_its_answers_in_one_write() {
+    let (client, server_end) = tokio::io::duplex(64 * 1024);
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _server = serve_io(
+        config(),
+        CountingWrites {
+            inner: server_end,
+            writes: writes.clone(),
+        },
+    );
+    let mut ws = connect("ws://localhost/ws-api/v3", client).await;
+    let before = writes.load(std::sync::atomic::Ordering::Relaxed);
+    // Twenty requests in one write of the client.
+    for id in 0..20 {
+        ws.feed(Message::text(format!(r#"{{"id":{id},"method":"ping"}}"#)))
+            .await
+            .unwrap();
+    }
+    ws.flush().await.unwrap();
+    for id in 0..20 {
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["id"], id, "answers in order: {v}");
+        assert_eq!(v["status"], 200, "{v}");
+    }
+    let used = writes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // They were read together: the answers leave once the input is drained, not one by one.
+    assert!(used <= 2, "{used} writes for 20 answers");
 }
 
 #[tokio::test]
