@@ -414,9 +414,11 @@ impl SessionAuth for FixSessionAuth {
         }
     }
 
-    fn revoked(&self) -> bool {
+    fn revoked(&self, now: UtcTimestamp) -> bool {
         self.grant.as_ref().is_some_and(|g| {
-            g.message_verifier.is_revoked() || g.message_verifier.is_expired(now_ms())
+            g.message_verifier.is_revoked()
+                || g.message_verifier
+                    .is_expired(now.nanos().div_euclid(1_000_000))
         })
     }
 }
@@ -899,12 +901,23 @@ mod tests {
             .collect();
         assert_eq!(reasons, ["missing_signature", "bad_signature"]);
 
+        // An expiry set in the vault ends the session from that instant of the session's clock.
+        let now = UtcTimestamp::now();
+        let hour_ms = 3_600_000;
+        let mut expiring = key.clone();
+        expiring.expires_at = Some(now.nanos() / 1_000_000 + hour_ms);
+        authenticator.reload_keys([expiring]);
+        assert!(!auth.revoked(now));
+        let in_two_hours = UtcTimestamp::from_nanos(now.nanos() + 2 * hour_ms * 1_000_000);
+        assert!(auth.revoked(in_two_hours));
+        authenticator.reload_keys([key.clone()]);
+        assert!(!auth.revoked(in_two_hours));
+
         // Revoked in the vault: the session sees it at once.
-        assert!(!auth.revoked());
         let mut revoked = key.clone();
         revoked.status = portcullis_auth::KeyStatus::Revoked;
         authenticator.reload_keys([revoked]);
-        assert!(auth.revoked());
+        assert!(auth.revoked(now));
         assert_eq!(
             auth.verify_message(&dec.decode(&m).unwrap()),
             Err(MessageAuthError::Invalid)

@@ -104,8 +104,9 @@ pub trait SessionAuth: Send {
     /// signatures; a refused message is rejected and never passed on.
     fn verify_message(&mut self, message: &MessageRef<'_>) -> Result<(), MessageAuthError>;
 
-    /// True once the credential the session logged on with has been revoked: the session ends.
-    fn revoked(&self) -> bool {
+    /// True once the credential the session logged on with has been revoked or has expired by
+    /// `now`: the session ends.
+    fn revoked(&self, _now: UtcTimestamp) -> bool {
         false
     }
 }
@@ -849,7 +850,7 @@ impl Session {
                 return;
             }
         }
-        if self.auth.as_ref().is_some_and(|a| a.revoked()) {
+        if self.auth.as_ref().is_some_and(|a| a.revoked(now)) {
             self.logout_and_disconnect(now, "Credential revoked");
             return;
         }
@@ -1235,7 +1236,7 @@ impl Session {
             }
             SessionState::Active | SessionState::LogoutSent => {
                 if self.state == SessionState::Active
-                    && self.auth.as_ref().is_some_and(|a| a.revoked())
+                    && self.auth.as_ref().is_some_and(|a| a.revoked(now))
                 {
                     self.logout_and_disconnect(now, "Credential revoked");
                     return;

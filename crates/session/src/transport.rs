@@ -1170,9 +1170,14 @@ impl Connection {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        // What the armed timer was computed from: the session's deadline and the connection's.
+        let mut armed_session: Option<UtcTimestamp> = None;
+        let mut armed_deadlines: [Option<Instant>; 2] = [None, None];
         let mut noted_logged_on = None;
+        // The clock read of the step that just handled input, reused by the next step.
+        let mut read_at: Option<UtcTimestamp> = None;
         loop {
-            let now = UtcTimestamp::now();
+            let now = read_at.take().unwrap_or_else(UtcTimestamp::now);
             if handle_events(
                 session,
                 &*self.app,
@@ -1210,12 +1215,22 @@ impl Connection {
                 );
                 return End::Drop;
             }
-            let wake = next_wake(session.poll_timeout(), &[logout_deadline, schedule_close]);
-            if wake != armed {
+            let session_timer = session.poll_timeout();
+            let deadlines = [logout_deadline, schedule_close];
+            if timer_stale(
+                armed,
+                armed_session,
+                &armed_deadlines,
+                session_timer,
+                &deadlines,
+            ) {
+                let wake = next_wake(session_timer, &deadlines, now);
                 if let Some(at) = wake {
                     timer.as_mut().reset(at);
                 }
                 armed = wake;
+                armed_session = session_timer;
+                armed_deadlines = deadlines;
             }
             tokio::select! {
                 step = io_step(stream, &mut rbuf, session.transmit(), flush_pending) => match step {
@@ -1223,7 +1238,11 @@ impl Connection {
                         info!(conn = self.id, session = %name, "peer closed the connection");
                         return End::Drop;
                     }
-                    IoStep::Read(n) => session.handle_input(UtcTimestamp::now(), &rbuf[..n]),
+                    IoStep::Read(n) => {
+                        let at = UtcTimestamp::now();
+                        session.handle_input(at, &rbuf[..n]);
+                        read_at = Some(at);
+                    }
                     IoStep::Wrote(n) => {
                         session.consume_transmit(n);
                         flush_pending = true;
@@ -1367,16 +1386,36 @@ fn instant_at(t: UtcTimestamp, now: UtcTimestamp) -> Instant {
     Instant::now() + Duration::from_nanos(ahead as u64)
 }
 
-/// The earliest of the session's timer and the connection's own deadlines.
+/// The earliest of the session's timer and the connection's own deadlines, the wall clock
+/// reading `now`.
 fn next_wake(
     session_timer: Option<UtcTimestamp>,
     deadlines: &[Option<Instant>],
+    now: UtcTimestamp,
 ) -> Option<Instant> {
     session_timer
-        .map(|t| instant_at(t, UtcTimestamp::now()))
+        .map(|t| instant_at(t, now))
         .into_iter()
         .chain(deadlines.iter().flatten().copied())
         .min()
+}
+
+/// True if the timer armed for `armed` (from `armed_session` and `armed_deadlines`) must be
+/// armed again for `session_timer` and `deadlines`. A session deadline that only moved later
+/// (traffic pushes the next heartbeat back at every message) keeps the timer: it fires early
+/// once, finds nothing due, and is armed again then, which saves two clock reads per step.
+fn timer_stale(
+    armed: Option<Instant>,
+    armed_session: Option<UtcTimestamp>,
+    armed_deadlines: &[Option<Instant>; 2],
+    session_timer: Option<UtcTimestamp>,
+    deadlines: &[Option<Instant>; 2],
+) -> bool {
+    if armed.is_none() {
+        return session_timer.is_some() || deadlines.iter().any(Option::is_some);
+    }
+    deadlines != armed_deadlines
+        || session_timer.is_some_and(|t| armed_session.is_none_or(|at| t < at))
 }
 
 /// Resolves when the connection's handler has output; never without a handler.
@@ -2359,7 +2398,7 @@ mod tests {
         ) -> Result<(), crate::MessageAuthError> {
             Ok(())
         }
-        fn revoked(&self) -> bool {
+        fn revoked(&self, _now: UtcTimestamp) -> bool {
             self.0.load(Ordering::Acquire)
         }
     }
@@ -2493,18 +2532,66 @@ mod tests {
 
     #[test]
     fn next_wake_takes_the_earlier_deadline() {
-        assert!(next_wake(None, &[None, None]).is_none());
+        let now = UtcTimestamp::now();
+        assert!(next_wake(None, &[None, None], now).is_none());
         let soon = Instant::now() + Duration::from_millis(10);
-        let far = UtcTimestamp::from_nanos(UtcTimestamp::now().nanos() + 3_600_000_000_000);
-        assert_eq!(next_wake(Some(far), &[Some(soon), None]), Some(soon));
+        let far = UtcTimestamp::from_nanos(now.nanos() + 3_600_000_000_000);
+        assert_eq!(next_wake(Some(far), &[Some(soon), None], now), Some(soon));
         let sooner = soon - Duration::from_millis(5);
         assert_eq!(
-            next_wake(Some(far), &[Some(soon), Some(sooner)]),
+            next_wake(Some(far), &[Some(soon), Some(sooner)], now),
             Some(sooner)
         );
         let past = UtcTimestamp::from_nanos(0);
-        let w = next_wake(Some(past), &[]).unwrap();
+        let w = next_wake(Some(past), &[], now).unwrap();
         assert!(w <= Instant::now());
+        // A session deadline 30 s after `now` is about 30 s after the instant of the call.
+        let in_30s = UtcTimestamp::from_nanos(now.nanos() + 30_000_000_000);
+        let w = next_wake(Some(in_30s), &[], now).unwrap();
+        let ahead = w.saturating_duration_since(Instant::now());
+        assert!(ahead > Duration::from_secs(29) && ahead <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_timer_is_armed_again_only_when_a_deadline_comes_sooner() {
+        let t0 = UtcTimestamp::from_nanos(1_000_000_000_000);
+        let later = UtcTimestamp::from_nanos(t0.nanos() + 1_000_000);
+        let sooner = UtcTimestamp::from_nanos(t0.nanos() - 1_000_000);
+        let at = Instant::now();
+        let none = [None, None];
+        // Not armed: armed as soon as there is anything to wait for.
+        assert!(!timer_stale(None, None, &none, None, &none));
+        assert!(timer_stale(None, None, &none, Some(t0), &none));
+        assert!(timer_stale(None, None, &none, None, &[Some(at), None]));
+        // Armed for the session's t0: a heartbeat pushed back keeps it, an earlier one not.
+        let armed = Some(at);
+        assert!(!timer_stale(armed, Some(t0), &none, Some(t0), &none));
+        assert!(!timer_stale(armed, Some(t0), &none, Some(later), &none));
+        assert!(!timer_stale(armed, Some(t0), &none, None, &none));
+        assert!(timer_stale(armed, Some(t0), &none, Some(sooner), &none));
+        // Armed for a connection deadline only: a session deadline appearing re-arms it.
+        assert!(timer_stale(
+            armed,
+            None,
+            &[Some(at), None],
+            Some(later),
+            &[Some(at), None]
+        ));
+        // Any change of the connection's deadlines (shutdown grace, schedule) re-arms it.
+        assert!(timer_stale(
+            armed,
+            Some(t0),
+            &none,
+            Some(t0),
+            &[Some(at), None]
+        ));
+        assert!(!timer_stale(
+            armed,
+            Some(t0),
+            &[None, Some(at)],
+            Some(later),
+            &[None, Some(at)]
+        ));
     }
 
     #[tokio::test]

@@ -1077,7 +1077,7 @@ mod auth {
                 Some(_) => Err(MessageAuthError::Invalid),
             }
         }
-        fn revoked(&self) -> bool {
+        fn revoked(&self, _now: UtcTimestamp) -> bool {
             self.revoked.load(Ordering::Relaxed)
         }
     }

@@ -601,7 +601,7 @@ impl Connection {
                 unanswered.map(|(_, sent)| sent + cfg.pong_timeout),
                 Some(age_limit),
                 idle_applies.then_some(last_request + cfg.idle_timeout),
-                session.poll_timeout().map(instant_at),
+                session.poll_timeout().map(|t| instant_at(t, now)),
             ]
             .into_iter()
             .flatten()
@@ -785,8 +785,8 @@ where
     Poll::Pending
 }
 
-/// The tokio instant of wall-clock time `t`.
-fn instant_at(t: UtcTimestamp) -> Instant {
+/// The tokio instant of wall-clock time `t`, the tokio clock reading `now`.
+fn instant_at(t: UtcTimestamp, now: Instant) -> Instant {
     let ahead = t.nanos().saturating_sub(UtcTimestamp::now().nanos()).max(0);
-    Instant::now() + Duration::from_nanos(ahead as u64)
+    now + Duration::from_nanos(ahead as u64)
 }
