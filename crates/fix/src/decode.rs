@@ -62,9 +62,14 @@ pub struct Decoder {
     max_fields: usize,
 }
 
+/// Like [`Decoder::new`], but the field index is allocated at the first decode, so a
+/// placeholder left by `std::mem::take` costs nothing.
 impl Default for Decoder {
     fn default() -> Self {
-        Self::new()
+        Self {
+            spans: Vec::new(),
+            max_fields: 1024,
+        }
     }
 }
 
@@ -335,6 +340,22 @@ fn count_digits(mut v: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_decoder_decodes_and_keeps_the_field_limit() {
+        let m = b"8=FIX.4.4\x019=5\x0135=D\x0155=BTC-PERP\x0110=000\x01";
+        let mut d = Decoder::default();
+        assert_eq!(d.decode(m).unwrap().get(55), Some(&b"BTC-PERP"[..]));
+        let mut big = b"8=FIX.4.4\x019=5\x0135=D\x01".to_vec();
+        for t in 5000..6100 {
+            big.extend_from_slice(format!("{t}=x\x01").as_bytes());
+        }
+        big.extend_from_slice(b"10=000\x01");
+        assert_eq!(
+            Decoder::default().decode(&big).unwrap_err(),
+            DecodeError::TooManyFields { max: 1024 }
+        );
+    }
 
     #[test]
     fn fields_are_views_into_the_buffer() {

@@ -256,6 +256,12 @@ struct Queued {
 /// Most messages kept while waiting for a gap to be filled; beyond it the peer is misbehaving.
 const MAX_QUEUED: usize = 10_000;
 
+/// Buffers of processed application messages kept for the next ones (see
+/// [`Session::recycle_message`]): enough for the messages of a busy read.
+const MAX_SPARE_MESSAGES: usize = 64;
+/// A recycled buffer larger than this (one huge message) is freed rather than kept.
+const SPARE_MESSAGE_CAPACITY: usize = 4096;
+
 /// Header tags the session writes itself; everything else of a stored message is resent as is.
 fn is_rewritten_header_tag(t: u32) -> bool {
     matches!(
@@ -291,6 +297,8 @@ pub struct Session {
     rx: Vec<u8>,
     tx: Vec<u8>,
     events: VecDeque<SessionEvent>,
+    /// Buffers given back by [`Session::recycle_message`].
+    spare_messages: Vec<Vec<u8>>,
     encoder: Encoder,
     decoder: Decoder,
     resend_decoder: Decoder,
@@ -336,6 +344,7 @@ impl Session {
             rx: Vec::with_capacity(4096),
             tx: Vec::with_capacity(4096),
             events: VecDeque::new(),
+            spare_messages: Vec::new(),
             encoder: Encoder::new(),
             decoder: Decoder::new(),
             resend_decoder: Decoder::new(),
@@ -888,10 +897,13 @@ impl Session {
             }
             b"5" => self.on_logout(now),
             b"A" => self.logout_and_disconnect(now, "Logon received while already logged on"),
-            _ => self.events.push_back(SessionEvent::Application {
-                seq,
-                message: msg.bytes().to_vec(),
-            }),
+            _ => {
+                let mut message = self.spare_messages.pop().unwrap_or_default();
+                message.clear();
+                message.extend_from_slice(msg.bytes());
+                self.events
+                    .push_back(SessionEvent::Application { seq, message });
+            }
         }
     }
 
@@ -1316,6 +1328,17 @@ impl Session {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
+    }
+
+    /// Gives back the buffer of a processed [`SessionEvent::Application`], for the next
+    /// application message: in the steady state, receiving one allocates nothing.
+    pub fn recycle_message(&mut self, message: Vec<u8>) {
+        // Enough for the messages of one read; an oversized buffer is not kept.
+        if self.spare_messages.len() < MAX_SPARE_MESSAGES
+            && message.capacity() <= SPARE_MESSAGE_CAPACITY
+        {
+            self.spare_messages.push(message);
+        }
     }
 
     /// Sends an application message: the session writes the standard header, `body` appends the

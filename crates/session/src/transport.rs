@@ -1318,10 +1318,13 @@ fn handle_events(
     let mut disconnect = false;
     while let Some(event) = session.poll_event() {
         match event {
-            SessionEvent::Application { seq, message } => match conn_app.as_deref_mut() {
-                Some(h) => h.on_message(session, now, seq, &message),
-                None => app.on_message(session, now, seq, &message),
-            },
+            SessionEvent::Application { seq, message } => {
+                match conn_app.as_deref_mut() {
+                    Some(h) => h.on_message(session, now, seq, &message),
+                    None => app.on_message(session, now, seq, &message),
+                }
+                session.recycle_message(message);
+            }
             SessionEvent::Disconnect(reason) => {
                 info!(conn, session = %name, ?reason, "session requests disconnect");
                 disconnect = true;

@@ -610,6 +610,36 @@ fn poss_dup_not_yet_received_is_processed() {
 }
 
 #[test]
+fn a_recycled_message_buffer_carries_the_next_application_message() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    let first = p.msg(t0(), "D", &order(&[(11, "A")], &[]));
+    s.handle_input(t0(), &first);
+    let Some(SessionEvent::Application { seq: 2, message }) = s.poll_event() else {
+        panic!("expected the order as an application event");
+    };
+    assert_eq!(message, first);
+    let buffer = message.as_ptr();
+    s.recycle_message(message);
+    let second = p.msg(t0(), "D", &order(&[(11, "B")], &[]));
+    s.handle_input(t0(), &second);
+    let Some(SessionEvent::Application { seq: 3, message }) = s.poll_event() else {
+        panic!("expected the second order as an application event");
+    };
+    // The second message's bytes, whole, in the buffer given back.
+    assert_eq!(message, second);
+    assert_eq!(message.as_ptr(), buffer);
+    // A buffer grown past the limit by one huge message is not kept.
+    s.recycle_message(Vec::with_capacity(1 << 20));
+    let third = p.msg(t0(), "D", &order(&[(11, "C")], &[]));
+    s.handle_input(t0(), &third);
+    let Some(SessionEvent::Application { seq: 4, message }) = s.poll_event() else {
+        panic!("expected the third order as an application event");
+    };
+    assert_eq!(message, third);
+    assert!(message.capacity() < 1 << 20);
+}
+
+#[test]
 fn poss_dup_without_orig_sending_time_is_rejected_with_reason_1() {
     let (mut s, mut p) = logged_on(BeginString::Fix44);
     let m = p.msg(t0(), "D", &[(43, "Y"), (11, "X")]);
