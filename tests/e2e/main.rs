@@ -9,6 +9,7 @@ mod binance_interop;
 mod config_errors;
 mod crash;
 mod fix_session;
+mod hostile;
 mod interop;
 mod metrics;
 mod pipeline;

@@ -51,16 +51,16 @@ order_burst = 1000
 
 /// One session of the test config: `begin_string`, the client's CompID, its accounts,
 /// authentication, and extra keys.
-struct S<'a> {
-    begin: &'a str,
-    comp_id: &'a str,
-    account: &'a str,
-    signed: bool,
+pub(crate) struct S<'a> {
+    pub begin: &'a str,
+    pub comp_id: &'a str,
+    pub account: &'a str,
+    pub signed: bool,
 }
 
 /// A server config with one plain-TCP loopback listener per version in `ports` (4.2, 4.4,
 /// FIXT.1.1), the given sessions, the test instruments and risk limits, and `extra`.
-fn config(ports: [u16; 3], sessions: &[S<'_>], extra: &str) -> String {
+pub(crate) fn config(ports: [u16; 3], sessions: &[S<'_>], extra: &str) -> String {
     let mut c = String::from("data_dir = \"{DATA_DIR}\"\n");
     for (name, port, begin) in [
         ("fix42", ports[0], "FIX.4.2"),
@@ -86,7 +86,7 @@ fn config(ports: [u16; 3], sessions: &[S<'_>], extra: &str) -> String {
     c
 }
 
-fn ports() -> [u16; 3] {
+pub(crate) fn ports() -> [u16; 3] {
     [free_port(), free_port(), free_port()]
 }
 
@@ -105,7 +105,12 @@ fn sending_time() -> String {
 }
 
 /// Connects `comp_id` and logs on, signed with `key` if given.
-fn connect(ports: [u16; 3], begin: &'static str, comp_id: &str, key: Option<&Key>) -> FixClient {
+pub(crate) fn connect(
+    ports: [u16; 3],
+    begin: &'static str,
+    comp_id: &str,
+    key: Option<&Key>,
+) -> FixClient {
     connect_at(ports, begin, comp_id, key, 1)
 }
 
@@ -188,12 +193,12 @@ fn order(
 }
 
 /// A GTC limit order on BTC-PERP; returns the first report.
-fn limit(c: &mut FixClient, cl: &str, side: &str, qty: &str, price: &str) -> Msg {
+pub(crate) fn limit(c: &mut FixClient, cl: &str, side: &str, qty: &str, price: &str) -> Msg {
     order(c, cl, "BTC-PERP", side, qty, Some(price), "1");
     c.expect("8")
 }
 
-fn assert_fields(m: &Msg, want: &[(u32, &str)]) {
+pub(crate) fn assert_fields(m: &Msg, want: &[(u32, &str)]) {
     for (t, v) in want {
         assert_eq!(m.get(*t), Some(*v), "tag {t} in {m:?}");
     }

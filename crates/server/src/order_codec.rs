@@ -37,6 +37,9 @@ use crate::pipeline::{DirEntry, Directory, StatusRequest};
 
 /// TotalAffectedOrders(533).
 const TOTAL_AFFECTED_ORDERS: u32 = 533;
+/// CxlRejReason(102) 1: unknown order.
+const CXL_REJ_UNKNOWN_ORDER: u32 = 1;
+
 /// MassCancelRejectReason(532).
 const MASS_CANCEL_REJECT_REASON: u32 = 532;
 
@@ -474,7 +477,7 @@ pub fn ord_rej_code(v: BeginString, reason: RejectReason) -> u32 {
 pub fn cxl_rej_code(v: BeginString, reason: RejectReason) -> u32 {
     let other = if v == BeginString::Fix42 { 2 } else { 99 };
     match reason {
-        RejectReason::UnknownOrder => 1,
+        RejectReason::UnknownOrder => CXL_REJ_UNKNOWN_ORDER,
         RejectReason::DuplicateClOrdId if v != BeginString::Fix42 => 6,
         _ => other,
     }
@@ -825,7 +828,13 @@ pub fn encode_refusal(
     };
     match r.msg_type {
         b'F' | b'G' => {
-            enc.str(tag::ORDER_ID, e.order_id.unwrap_or(b"NONE"));
+            let code = cxl_rej_code(v, r.reason);
+            // The spec: OrderID(37) "NONE" when CxlRejReason is "Unknown order".
+            let order_id = match e.order_id {
+                Some(id) if code != CXL_REJ_UNKNOWN_ORDER => id,
+                _ => b"NONE",
+            };
+            enc.str(tag::ORDER_ID, order_id);
             enc.str(tag::CL_ORD_ID, e.cl_ord_id.unwrap_or(b"NONE"));
             match (e.orig_cl_ord_id, v) {
                 (Some(o), _) => {
@@ -843,7 +852,7 @@ pub fn encode_refusal(
                 tag::CXL_REJ_RESPONSE_TO,
                 if r.msg_type == b'G' { b'2' } else { b'1' },
             );
-            enc.uint(tag::CXL_REJ_REASON, u64::from(cxl_rej_code(v, r.reason)));
+            enc.uint(tag::CXL_REJ_REASON, u64::from(code));
         }
         b'q' => {
             enc.str(tag::CL_ORD_ID, e.cl_ord_id.unwrap_or(b"NONE"));
@@ -1382,6 +1391,35 @@ mod tests {
                 });
                 assert_eq!(field(&out, 58), Some("server busy"));
             }
+        }
+    }
+
+    #[test]
+    fn a_cancel_reject_for_an_unknown_order_names_no_order_id() {
+        let f = fixture();
+        for v in V {
+            let body = [
+                (37, "42"),
+                (41, "C1"),
+                (11, "X1"),
+                (55, "NOPE"),
+                (54, "1"),
+                (60, "20260102-10:00:00"),
+            ];
+            let bytes = msg(v, "F", &body);
+            let mut d = Decoder::new();
+            let m = d.decode(&bytes).unwrap();
+            let r = decode(&m, &f.ctx(v)).unwrap_err();
+            let out = validate(v, r.answer_type(), |enc| encode_refusal(enc, v, &r, &m, 0));
+            assert_eq!(field(&out, 102), Some("1"), "{v:?}");
+            assert_eq!(field(&out, 37), Some("NONE"), "{v:?}");
+            // Refused for another reason, the order the request named is echoed.
+            let busy = Refusal::new(&m, RejectReason::ServerBusy);
+            let out = validate(v, busy.answer_type(), |enc| {
+                encode_refusal(enc, v, &busy, &m, 0)
+            });
+            assert_ne!(field(&out, 102), Some("1"), "{v:?}");
+            assert_eq!(field(&out, 37), Some("42"), "{v:?}");
         }
     }
 

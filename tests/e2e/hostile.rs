@@ -1,0 +1,327 @@
+//! A hostile session against the real binary: hundreds of well-framed but malformed,
+//! contradictory or foreign order-entry messages, generated from a fixed seed. Each must be
+//! answered with a standard rejection (or a normal report if the mutation happened to leave it
+//! valid), the hostile session must stay usable, and the other accounts' orders and fills must
+//! be untouched. Set `PORTCULLIS_HOSTILE_SEED` to replay another sequence.
+
+use crate::harness::Server;
+use crate::harness::{FixClient, Msg};
+use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
+
+/// xorshift64*: deterministic, and enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Values that break a field's type, range, format or meaning. No BTC-PERP: the other
+/// accounts' book must stay theirs.
+const NASTY: &[&str] = &[
+    "",
+    "0",
+    "-1",
+    "-0",
+    "+1",
+    " 1",
+    "1 ",
+    "1e3",
+    "1.5e-3",
+    "NaN",
+    "inf",
+    "0x10",
+    "99999999999999999999999999999",
+    "0.000000000001",
+    "00001",
+    "1.",
+    ".5",
+    "1,5",
+    "2000.0000000",
+    "abc",
+    "X",
+    "Z",
+    "7",
+    "ETH-PERP",
+    "ETH-USDT",
+    "BTC-261225-100000-C",
+    "BTC-PERP-X",
+    "ÿÿ",
+    "20261301-25:61:61",
+    "19700101-00:00:00",
+    "ACC-A",
+    "ACC-B",
+    "A1",
+];
+
+/// Values a field's type accepts but the order's meaning does not (out of range, off the tick
+/// or lot, unsupported enum values, other accounts' ids): these reach the risk checks, the
+/// core and the book rather than the session layer's validation.
+const PLAUSIBLE: &[&str] = &[
+    "0", "1", "2", "3", "4", "5", "6", "9", "-5", "0.001", "0.015", "0.5", "1.5", "100", "1000000",
+    "99999999", "2000.01", "2000.05", "1999", "1", "E1", "E2", "E5", "A1", "ACC-A", "ACC-E",
+    "ETH-PERP",
+];
+
+/// Message types an order-entry client might send, right or wrong (session-level types are
+/// left out: they change the session's state, which is the session layer's tests' business).
+const MSG_TYPES: &[&str] = &["D", "F", "G", "H", "q", "AF", "8", "j", "Z", "AE", "UZ"];
+
+/// A valid message of each order-entry kind on ETH-PERP for `n`, before mutation.
+fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, String)>) {
+    let cl = format!("E{n}");
+    let prev = format!("E{}", n.saturating_sub(1 + rng.below(3)));
+    let side = rng.pick(&["1", "2"]).to_string();
+    let f = |v: &[(u32, &str)]| {
+        v.iter()
+            .map(|(t, s)| (*t, s.to_string()))
+            .collect::<Vec<_>>()
+    };
+    match rng.below(6) {
+        0 | 1 => (
+            "D".into(),
+            f(&[
+                (11, &cl),
+                (55, "ETH-PERP"),
+                (54, &side),
+                (60, "20260101-00:00:00"),
+                (38, "1"),
+                (40, "2"),
+                (44, "2000"),
+                (59, "1"),
+            ]),
+        ),
+        2 => (
+            "F".into(),
+            f(&[
+                (41, &prev),
+                (11, &cl),
+                (55, "ETH-PERP"),
+                (54, &side),
+                (38, "1"),
+                (60, "20260101-00:00:00"),
+            ]),
+        ),
+        3 => (
+            "G".into(),
+            f(&[
+                (41, &prev),
+                (11, &cl),
+                (55, "ETH-PERP"),
+                (54, &side),
+                (38, "2"),
+                (40, "2"),
+                (44, "2001"),
+                (60, "20260101-00:00:00"),
+            ]),
+        ),
+        // Another account's order, by its OrderID and ClOrdID: never this session's to touch.
+        4 => (
+            rng.pick(&["F", "G", "H"]).to_string(),
+            f(&[
+                (37, a_order_id),
+                (41, "A1"),
+                (11, &cl),
+                (55, "BTC-PERP"),
+                (54, "2"),
+                (38, "1"),
+                (40, "2"),
+                (44, "1000"),
+                (60, "20260101-00:00:00"),
+            ]),
+        ),
+        _ => (
+            "q".into(),
+            f(&[(11, &cl), (530, "7"), (60, "20260101-00:00:00")]),
+        ),
+    }
+}
+
+/// One to three mutations: a value replaced, a field dropped or repeated, a stray or
+/// foreign field added, the MsgType changed.
+fn mutate(rng: &mut Rng, msg_type: &mut String, fields: &mut Vec<(u32, String)>) {
+    let count = *rng.pick(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 3]);
+    for _ in 0..count {
+        match rng.below(7) {
+            0..=2 if !fields.is_empty() => {
+                let i = rng.below(fields.len());
+                let pool = if rng.below(3) == 0 { NASTY } else { PLAUSIBLE };
+                fields[i].1 = rng.pick(pool).to_string();
+            }
+            3 if !fields.is_empty() => {
+                fields.remove(rng.below(fields.len()));
+            }
+            4 if !fields.is_empty() => {
+                let f = fields[rng.below(fields.len())].clone();
+                fields.push(f);
+            }
+            5 => {
+                let tag = *rng.pick(&[1u32, 9999, 5000, 0, 18, 99, 111, 126, 211, 7928]);
+                fields.push((tag, rng.pick(NASTY).to_string()));
+            }
+            _ => *msg_type = rng.pick(MSG_TYPES).to_string(),
+        }
+    }
+}
+
+/// Reads up to the answer to an OrderStatusRequest for the unknown order `id`: everything the
+/// server said before it. The request goes the way an order goes (through the core when the
+/// socket task does not answer it first), so every answer to what was sent before is in.
+fn answers_until_fence(c: &mut FixClient, id: &str) -> Vec<Msg> {
+    c.send("H", &[(11, id), (55, "ETH-PERP"), (54, "1")]);
+    let mut out = Vec::new();
+    loop {
+        let m = c
+            .try_recv()
+            .unwrap_or_else(|| panic!("the server closed the hostile session; said {out:?}"));
+        if m.msg_type() == "8" && m.get(11) == Some(id) {
+            assert_fields(&m, &[(150, "I"), (39, "8"), (103, "5")]);
+            return out;
+        }
+        out.push(m);
+    }
+}
+
+#[test]
+fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
+    let seed = std::env::var("PORTCULLIS_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_f00d_u64);
+    let p = ports();
+    let session = |comp_id, account| S {
+        begin: "FIX.4.4",
+        comp_id,
+        account,
+        signed: false,
+    };
+    let sessions = [
+        session("TWA", "ACC-A"),
+        session("TWB", "ACC-B"),
+        session("EVIL", "ACC-E"),
+    ];
+    let mut server = Server::start(&config(p, &sessions, ""), &p);
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    let mut evil = connect(p, "FIX.4.4", "EVIL", None);
+
+    let new = limit(&mut a, "A1", "2", "1", "1000");
+    assert_fields(&new, &[(11, "A1"), (150, "0"), (39, "0")]);
+    let a_order_id = new.get(37).unwrap().to_owned();
+
+    let mut rng = Rng(seed | 1);
+    let mut answered_by_kind = std::collections::BTreeMap::<String, usize>::new();
+    for n in 0..400 {
+        let (mut msg_type, mut fields) = template(&mut rng, n, &a_order_id);
+        mutate(&mut rng, &mut msg_type, &mut fields);
+        let borrowed: Vec<(u32, &str)> = fields.iter().map(|(t, v)| (*t, v.as_str())).collect();
+        let sent = evil.encode(&msg_type, evil.seq, &borrowed);
+        let garble = rng.below(20) == 0;
+        if garble {
+            // A wrong CheckSum: ignored as garbled, its number not taken.
+            let mut bad = sent.clone();
+            let at = bad.len() - 2;
+            bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+            evil.write(&bad);
+        } else {
+            evil.seq += 1;
+            evil.write(&sent);
+        }
+        let answers = answers_until_fence(&mut evil, &format!("FENCE{n}"));
+        let what = format!(
+            "seed {seed}, message {n}: {}",
+            String::from_utf8_lossy(&sent).replace('\x01', "|")
+        );
+        if garble {
+            assert!(
+                answers.is_empty(),
+                "{what}: a garbled message answered {answers:?}"
+            );
+            continue;
+        }
+        assert!(!answers.is_empty(), "{what}: no answer");
+        for m in &answers {
+            assert!(
+                ["8", "9", "3", "j", "r"].contains(&m.msg_type()),
+                "{what}: unexpected answer {m:?}"
+            );
+            // Nothing done on another account's order, nor for another account.
+            let rejection = matches!(m.msg_type(), "3" | "j" | "9") || m.get(39) == Some("8");
+            if m.get(37) == Some(a_order_id.as_str()) {
+                assert!(rejection, "{what}: acted on another account's order: {m:?}");
+            }
+            if m.get(1).is_some_and(|account| account != "ACC-E") {
+                assert!(rejection, "{what}: acted for another account: {m:?}");
+            }
+            // A rejection says why.
+            if rejection {
+                assert!(
+                    m.get(58).is_some_and(|t| !t.is_empty()),
+                    "{what}: no Text(58) in {m:?}"
+                );
+            }
+            *answered_by_kind.entry(m.msg_type().to_owned()).or_default() += 1;
+        }
+    }
+    // The generator reached every kind of answer, so the loop above checked each of them.
+    for kind in ["8", "9", "3", "j"] {
+        assert!(
+            answered_by_kind.get(kind).copied().unwrap_or(0) > 0,
+            "seed {seed}: no answer of type {kind}: {answered_by_kind:?}"
+        );
+    }
+
+    // The other accounts' book is as it was: A's order is still live and crosses B's.
+    a.send(
+        "H",
+        &[(37, &a_order_id), (11, "A1"), (55, "BTC-PERP"), (54, "2")],
+    );
+    assert_fields(&a.expect("8"), &[(11, "A1"), (39, "0"), (151, "1.000")]);
+    assert_fields(
+        &limit(&mut b, "B1", "1", "1", "1000"),
+        &[(11, "B1"), (39, "0")],
+    );
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B1"), (39, "2"), (32, "1.000"), (31, "1000.0")],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "A1"), (39, "2"), (32, "1.000"), (31, "1000.0")],
+    );
+    // The hostile session itself still trades normally.
+    evil.send(
+        "q",
+        &[(11, "E-MASS"), (530, "7"), (60, "20260101-00:00:00")],
+    );
+    while evil.recv().msg_type() != "r" {}
+    evil.send(
+        "D",
+        &[
+            (11, "E-LAST"),
+            (55, "ETH-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.01"),
+            (40, "2"),
+            (44, "1999.95"),
+        ],
+    );
+    assert_fields(&evil.expect("8"), &[(11, "E-LAST"), (150, "0"), (39, "0")]);
+
+    assert!(server.is_running(), "the server exited");
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
