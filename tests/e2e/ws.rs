@@ -595,3 +595,330 @@ fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
     let r = limited.expect("the request-weight budget is enforced");
     assert_eq!(r["error"]["code"], -1003, "{r}");
 }
+
+/// xorshift64*: picks the hostile requests' mutations from a fixed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+}
+
+/// JSON values that break a parameter's type, range, precision or meaning. No BTC-PERP: the
+/// other account's book must stay its own.
+fn hostile_values() -> Vec<Value> {
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    vec![
+        Value::Null,
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(1e300),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(""),
+        json!("0"),
+        json!("-1"),
+        json!("1e3"),
+        json!("NaN"),
+        json!("0.001"),
+        json!("0.015"),
+        json!("2000.01"),
+        json!("2000.05"),
+        json!("99999999999999999999999"),
+        json!("x".repeat(300)),
+        json!("ETH-USDT"),
+        json!("BTC-261225-100000-C"),
+        json!("ÿ\u{0}"),
+        json!("BUY"),
+        json!("SELL"),
+        json!("LIMIT"),
+        json!("MARKET"),
+        json!("LIMIT_MAKER"),
+        json!("GTC"),
+        json!("IOC"),
+        json!("FOK"),
+        json!("EXPIRE_BOTH"),
+        json!("ALLOW_FAILURE"),
+        json!("e-1"),
+        json!("e-2"),
+        json!("a-keep"),
+        json!([1, 2]),
+        json!({"a": 1}),
+        deep,
+    ]
+}
+
+/// A valid request of each kind on ETH-PERP for `n`, before mutation.
+fn hostile_template(rng: &mut Rng, n: usize) -> (String, serde_json::Map<String, Value>) {
+    let cl = format!("e-{n}");
+    let prev = format!("e-{}", n.saturating_sub(1 + rng.below(3)));
+    let side = rng.pick(&["BUY", "SELL"]);
+    let (method, params) = match rng.below(8) {
+        0..=2 => (
+            "order.place",
+            json!({"symbol": "ETH-PERP", "side": side, "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "2000.00", "quantity": "1.00", "newClientOrderId": cl}),
+        ),
+        3 => (
+            "order.cancel",
+            json!({"symbol": "ETH-PERP", "origClientOrderId": prev}),
+        ),
+        4 => (
+            "order.cancelReplace",
+            json!({"symbol": "ETH-PERP", "cancelReplaceMode": "STOP_ON_FAILURE",
+                   "cancelOrigClientOrderId": prev, "side": side, "type": "LIMIT",
+                   "timeInForce": "GTC", "price": "2000.05", "quantity": "2.00",
+                   "newClientOrderId": cl}),
+        ),
+        5 => (
+            "order.status",
+            json!({"symbol": "ETH-PERP", "origClientOrderId": prev}),
+        ),
+        // The other account's order, by its id and client id: never this session's to touch.
+        6 => (
+            rng.pick(&["order.cancel", "order.status", "order.cancelReplace"]),
+            json!({"symbol": "BTC-PERP", "orderId": 1, "origClientOrderId": "a-keep",
+                   "cancelOrigClientOrderId": "a-keep", "cancelReplaceMode": "ALLOW_FAILURE",
+                   "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "price": "100.0",
+                   "quantity": "1.000"}),
+        ),
+        _ => (
+            rng.pick(&[
+                "openOrders.status",
+                "openOrders.cancelAll",
+                "allOrders",
+                "ping",
+            ]),
+            json!({"symbol": "ETH-PERP"}),
+        ),
+    };
+    let mut params = params.as_object().unwrap().clone();
+    params.insert("timestamp".into(), json!(now_ms()));
+    (method.to_owned(), params)
+}
+
+/// What a hostile connection sends: a request mutated once or more, or bytes that are not a
+/// request at all.
+fn hostile_request(rng: &mut Rng, n: usize, values: &[Value]) -> String {
+    if rng.below(12) == 0 {
+        return rng
+            .pick(&[
+                "not json",
+                "{",
+                "[]",
+                "{\"id\":",
+                "null",
+                "{\"id\": 1, \"method\": 7}",
+                "{\"method\": \"ping\", \"params\": {}, \"id\": {\"x\": 1}}",
+                "{\"id\": \"dup\", \"id\": \"dup\", \"method\": \"ping\"}",
+            ])
+            .to_owned();
+    }
+    let (mut method, mut params) = hostile_template(rng, n);
+    let mut id = json!(format!("h-{n}"));
+    let mut params_value = None;
+    for _ in 0..rng.pick(&[1, 1, 1, 1, 1, 2, 2, 3]) {
+        let keys: Vec<String> = params.keys().cloned().collect();
+        match rng.below(9) {
+            0..=3 if !keys.is_empty() => {
+                params.insert(rng.pick(&keys), rng.pick(values));
+            }
+            4 if !keys.is_empty() => {
+                params.remove(&rng.pick(&keys));
+            }
+            5 => {
+                let key = rng.pick(&[
+                    "apiKey",
+                    "signature",
+                    "account",
+                    "orderId",
+                    "stopPrice",
+                    "icebergQty",
+                    "recvWindow",
+                    "newOrderRespType",
+                    "selfTradePreventionMode",
+                    "colour",
+                ]);
+                params.insert(key.to_owned(), rng.pick(values));
+            }
+            6 => {
+                method = rng
+                    .pick(&[
+                        "order.place",
+                        "order.cancel",
+                        "order.status",
+                        "order.cancelReplace",
+                        "openOrders.status",
+                        "openOrders.cancelAll",
+                        "order.test",
+                        "time",
+                        "exchangeInfo",
+                        "account.status",
+                        "no.such.method",
+                        "",
+                        "ORDER.PLACE",
+                    ])
+                    .to_owned();
+            }
+            7 => id = rng.pick(values),
+            _ => params_value = Some(rng.pick(values)),
+        }
+    }
+    let params = params_value.unwrap_or(Value::Object(params));
+    json!({"id": id, "method": method, "params": params}).to_string()
+}
+
+/// True if `v` holds, at any depth, an order whose `orderId` is `id`.
+fn names_order(v: &Value, id: u64) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.get("orderId").and_then(Value::as_u64) == Some(id)
+                || m.values().any(|x| names_order(x, id))
+        }
+        Value::Array(a) => a.iter().any(|x| names_order(x, id)),
+        _ => false,
+    }
+}
+
+#[test]
+fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
+    let seed: u64 = std::env::var("PORTCULLIS_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_f00d);
+    let (fix, ws_port, wss) = (free_port(), free_port(), free_port());
+    let eth = "[[instruments]]\nsymbol = \"ETH-PERP\"\nprice_scale = 2\nqty_scale = 2\n\
+               tick = \"0.05\"\nlot = \"0.01\"\nmin_qty = \"0.01\"\nmax_qty = \"100\"\n\n[risk]\n";
+    let cfg = config(fix, ws_port, wss, "{CERT}", "{KEY}").replacen("[risk]\n", eth, 1);
+    let mut server = Server::configure(&cfg, &[fix, ws_port, wss], &env());
+    let (cert, key_pem, _) = test_cert(&server.dir);
+    let text = std::fs::read_to_string(&server.config)
+        .unwrap()
+        .replace("{CERT}", &cert.display().to_string())
+        .replace("{KEY}", &key_pem.display().to_string());
+    std::fs::write(&server.config, text).unwrap();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+
+    let mut ca = Ws::plain(ws_port);
+    let r = ca.call(json!("logon"), "session.logon", signed(json!({}), &a));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(
+        json!("keep"),
+        "order.place",
+        t(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100.0", "quantity": "1.000", "newClientOrderId": "a-keep"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let a_order_id = r["result"]["orderId"].as_u64().unwrap();
+
+    let mut evil = Ws::plain(ws_port);
+    let r = evil.call(json!("logon"), "session.logon", signed(json!({}), &b));
+    assert_eq!(r["status"], 200, "{r}");
+    let values = hostile_values();
+    let mut rng = Rng(seed | 1);
+    let mut statuses = std::collections::BTreeMap::<i64, usize>::new();
+    for n in 0..400 {
+        let request = hostile_request(&mut rng, n, &values);
+        if rng.below(25) == 0 {
+            evil.ws
+                .send(Message::binary(request.clone().into_bytes()))
+                .unwrap();
+        } else {
+            evil.ws.send(Message::text(request.clone())).unwrap();
+        }
+        // A status request for an unknown order after it: it goes the way orders go (through
+        // the core), so its answer comes after the answer to the request.
+        let fence = format!("fence-{n}");
+        evil.send(json!({"id": fence, "method": "order.status",
+                         "params": t(json!({"symbol": "ETH-PERP", "origClientOrderId": fence}))}));
+        let what = format!("seed {seed}, request {n}: {request:.400}");
+        let mut answers = Vec::new();
+        loop {
+            let v = match evil.ws.read() {
+                Ok(Message::Text(t)) => serde_json::from_str::<Value>(t.as_str())
+                    .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {t}")),
+                Ok(Message::Close(c)) => panic!("{what}: the server closed: {c:?}"),
+                Ok(_) => continue,
+                Err(e) => panic!("{what}: {e}"),
+            };
+            if v["id"] == json!(fence) {
+                assert_eq!(v["error"]["code"], -2013, "{what}: {v}");
+                break;
+            }
+            answers.push(v);
+        }
+        assert!(!answers.is_empty(), "{what}: no answer");
+        for v in answers {
+            if v.get("event").is_some() {
+                continue;
+            }
+            let status = v["status"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{what}: no status in {v}"));
+            if status == 200 {
+                assert!(v.get("result").is_some(), "{what}: {v}");
+                // Nothing of the other account's is ever shown or done.
+                assert!(!names_order(&v["result"], a_order_id), "{what}: {v}");
+            } else {
+                assert!((400..500).contains(&status), "{what}: {v}");
+                let code = v["error"]["code"].as_i64().unwrap_or(0);
+                assert!(code < 0, "{what}: error code {v}");
+                let msg = v["error"]["msg"].as_str().unwrap_or("");
+                assert!(!msg.is_empty(), "{what}: no message in {v}");
+            }
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    assert!(
+        statuses.get(&200).is_some_and(|&n| n > 10) && statuses.get(&400).is_some_and(|&n| n > 10),
+        "seed {seed}: the requests reached too few outcomes: {statuses:?}"
+    );
+
+    // The other account's order is untouched, and the hostile connection still trades.
+    let r = ca.call(
+        json!("st"),
+        "order.status",
+        t(json!({"symbol": "BTC-PERP", "origClientOrderId": "a-keep"})),
+    );
+    assert_eq!(r["result"]["status"], "NEW", "{r}");
+    assert_eq!(r["result"]["executedQty"], "0.000", "{r}");
+    let r = evil.call(
+        json!("all"),
+        "openOrders.cancelAll",
+        t(json!({"symbol": "ETH-PERP"})),
+    );
+    assert!(r["status"] == 200 || r["status"] == 400, "{r}");
+    let r = evil.call(
+        json!("last"),
+        "order.place",
+        t(
+            json!({"symbol": "ETH-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "1999.95", "quantity": "0.01", "newClientOrderId": "e-last"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(server.is_running(), "the server exited");
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
