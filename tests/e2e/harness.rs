@@ -508,3 +508,41 @@ pub fn tls_connect(
     }
     Ok(s)
 }
+
+/// xorshift64*: a deterministic stream for the hostile-client tests' mutations.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A stream from `seed` (any value; zero is avoided).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+}
+
+/// The seed of the hostile-client tests: `PORTCULLIS_HOSTILE_SEED` to replay another sequence,
+/// else a fixed one.
+pub fn hostile_seed() -> u64 {
+    std::env::var("PORTCULLIS_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe_f00d)
+}

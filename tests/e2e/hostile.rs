@@ -4,29 +4,8 @@
 //! valid), the hostile session must stay usable, and the other accounts' orders and fills must
 //! be untouched. Set `PORTCULLIS_HOSTILE_SEED` to replay another sequence.
 
-use crate::harness::Server;
-use crate::harness::{FixClient, Msg};
+use crate::harness::{hostile_seed, FixClient, Msg, Rng, Server};
 use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
-
-/// xorshift64*: deterministic, and enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Values that break a field's type, range, format or meaning. No BTC-PERP: the other
 /// accounts' book must stay theirs.
@@ -152,7 +131,7 @@ fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, Str
 /// One to three mutations: a value replaced, a field dropped or repeated, a stray or
 /// foreign field added, the MsgType changed.
 fn mutate(rng: &mut Rng, msg_type: &mut String, fields: &mut Vec<(u32, String)>) {
-    let count = *rng.pick(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 3]);
+    let count = rng.pick(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 3]);
     for _ in 0..count {
         match rng.below(7) {
             0..=2 if !fields.is_empty() => {
@@ -168,7 +147,7 @@ fn mutate(rng: &mut Rng, msg_type: &mut String, fields: &mut Vec<(u32, String)>)
                 fields.push(f);
             }
             5 => {
-                let tag = *rng.pick(&[1u32, 9999, 5000, 0, 18, 99, 111, 126, 211, 7928]);
+                let tag = rng.pick(&[1u32, 9999, 5000, 0, 18, 99, 111, 126, 211, 7928]);
                 fields.push((tag, rng.pick(NASTY).to_string()));
             }
             _ => *msg_type = rng.pick(MSG_TYPES).to_string(),
@@ -196,10 +175,7 @@ fn answers_until_fence(c: &mut FixClient, id: &str) -> Vec<Msg> {
 
 #[test]
 fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
-    let seed = std::env::var("PORTCULLIS_HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_cafe_f00d_u64);
+    let seed = hostile_seed();
     let p = ports();
     let session = |comp_id, account| S {
         begin: "FIX.4.4",
@@ -221,7 +197,7 @@ fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
     assert_fields(&new, &[(11, "A1"), (150, "0"), (39, "0")]);
     let a_order_id = new.get(37).unwrap().to_owned();
 
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut answered_by_kind = std::collections::BTreeMap::<String, usize>::new();
     for n in 0..400 {
         let (mut msg_type, mut fields) = template(&mut rng, n, &a_order_id);

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use crate::auth::{create_key, env, Key};
-use crate::harness::{free_port, test_cert, tls_client, tls_connect, FixClient, Server};
+use crate::harness::{
+    free_port, hostile_seed, test_cert, tls_client, tls_connect, FixClient, Rng, Server,
+};
 
 /// Any blocking byte stream (TCP or TLS over TCP).
 trait Stream: Read + Write {}
@@ -596,26 +598,6 @@ fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
     assert_eq!(r["error"]["code"], -1003, "{r}");
 }
 
-/// xorshift64*: picks the hostile requests' mutations from a fixed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())].clone()
-    }
-}
-
 /// JSON values that break a parameter's type, range, precision or meaning. No BTC-PERP: the
 /// other account's book must stay its own.
 fn hostile_values() -> Vec<Value> {
@@ -799,10 +781,7 @@ fn names_order(v: &Value, id: u64) -> bool {
 
 #[test]
 fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
-    let seed: u64 = std::env::var("PORTCULLIS_HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_cafe_f00d);
+    let seed = hostile_seed();
     let (fix, ws_port, wss) = (free_port(), free_port(), free_port());
     let eth = "[[instruments]]\nsymbol = \"ETH-PERP\"\nprice_scale = 2\nqty_scale = 2\n\
                tick = \"0.05\"\nlot = \"0.01\"\nmin_qty = \"0.01\"\nmax_qty = \"100\"\n\n[risk]\n";
@@ -836,7 +815,7 @@ fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
     let r = evil.call(json!("logon"), "session.logon", signed(json!({}), &b));
     assert_eq!(r["status"], 200, "{r}");
     let values = hostile_values();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut statuses = std::collections::BTreeMap::<i64, usize>::new();
     for n in 0..400 {
         let request = hostile_request(&mut rng, n, &values);
