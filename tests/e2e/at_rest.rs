@@ -15,19 +15,20 @@ use crate::harness::{files_containing, files_under, free_port, test_cert, FixCli
 const ACCOUNT: &str = "ZEBRA-ACCT-7731";
 const CL_ORD_ID: &str = "CLORD-AT-REST-5X9Q";
 
-/// The dev ports of configs/dev.toml, in the order of [`dev_like_config`]'s `ports`.
-const DEV_PORTS: [u16; 7] = [9878, 9880, 9881, 9882, 9443, 9444, 9445];
+/// The dev ports of configs/dev.toml, in the order of [`dev_like_config`]'s `ports`: FIX over
+/// TLS, FIX 4.2 / 4.4 / FIXT.1.1 over TCP, WebSocket over TLS and TCP, admin, metrics.
+pub(crate) const DEV_PORTS: [u16; 8] = [9878, 9880, 9881, 9882, 9443, 9444, 9445, 9464];
 
 /// configs/dev.toml as is, but for: the data dir and the master key file under the test's
-/// directory, free ports, the test account instead of DEMO-ACC, and a `[tls]` section with a
-/// test certificate (only the embedded default generates one).
-fn dev_like_config(ports: &[u16; 7]) -> String {
+/// directory, free ports, `account` instead of DEMO-ACC, and a `[tls]` section with a test
+/// certificate (only the embedded default generates one).
+pub(crate) fn dev_like_config(ports: &[u16; 8], account: &str) -> String {
     let mut text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/dev.toml")).unwrap();
     text = text
         .replace("\"./var/master.key\"", "\"{DATA_DIR}/master.key\"")
         .replace("data_dir = \"./var\"", "data_dir = \"{DATA_DIR}\"")
-        .replace("DEMO-ACC", ACCOUNT);
+        .replace("DEMO-ACC", account);
     for (dev, port) in DEV_PORTS.iter().zip(ports) {
         text = text.replace(&format!("127.0.0.1:{dev}"), &format!("127.0.0.1:{port}"));
     }
@@ -45,7 +46,7 @@ fn sending_time() -> String {
 
 /// Connects to the FIX 4.4 TCP listener as the dev session's client (DEMO) and logs on with a
 /// signed Logon of MsgSeqNum `seq`; returns the client and the server's Logon.
-fn logon(port: u16, key: &Key, seq: u64) -> (FixClient, Msg) {
+pub(crate) fn logon(port: u16, key: &Key, seq: u64) -> (FixClient, Msg) {
     let mut c = FixClient::tcp(port, "FIX.4.4");
     c.sender = "DEMO".into();
     c.target = "PORTCULLIS".into();
@@ -94,8 +95,8 @@ fn assert_ciphertext(dir: &Path, needles: &[&str]) {
 
 #[test]
 fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
-    let ports: [u16; 7] = std::array::from_fn(|_| free_port());
-    let mut server = Server::configure(&dev_like_config(&ports), &ports, &env());
+    let ports: [u16; 8] = std::array::from_fn(|_| free_port());
+    let mut server = Server::configure(&dev_like_config(&ports, ACCOUNT), &ports, &env());
     test_cert(&server.dir);
     let key = create_key(&server, &["--account", ACCOUNT, "--scopes", "trade,read"]);
     server.launch();

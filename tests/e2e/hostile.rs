@@ -4,8 +4,13 @@
 //! valid), the hostile session must stay usable, and the other accounts' orders and fills must
 //! be untouched. Set `PORTCULLIS_HOSTILE_SEED` to replay another sequence.
 
-use crate::harness::{hostile_seed, FixClient, Msg, Rng, Server};
+use crate::at_rest::{dev_like_config, logon};
+use crate::auth::{create_key, env};
+use crate::harness::{
+    free_port, hostile_seed, test_cert, tls_client, tls_connect, FixClient, Msg, Rng, Server,
+};
 use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
+use crate::ws::Ws;
 
 /// Values that break a field's type, range, format or meaning. No BTC-PERP: the other
 /// accounts' book must stay theirs.
@@ -298,6 +303,130 @@ fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
     assert_fields(&evil.expect("8"), &[(11, "E-LAST"), (150, "0"), (39, "0")]);
 
     assert!(server.is_running(), "the server exited");
+    let log = server.log_text();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
+
+/// What a junk connection starts with: nothing, or the opening of a real protocol (FIX, a
+/// WebSocket upgrade, HTTP, a TLS ClientHello) cut short or followed by noise.
+const JUNK_PREFIXES: &[&[u8]] = &[
+    b"",
+    b"8=FIX.4.4\x019=",
+    b"8=FIX.4.4\x019=65\x0135=A\x0134=1\x0149=DEMO\x0156=PORTCULLIS\x01",
+    b"8=FIX.4.4\x019=99999999999999999999\x01",
+    b"8=FIXT.1.1\x019=5\x0135=0\x0110=000\x01",
+    b"GET /ws-api/v3 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
+    b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"\x16\x03\x03\xff\xff",
+    b"\x00\x00\x00\x00",
+];
+
+/// Opens `count` connections to `port`, each sending a junk prefix and random bytes, some
+/// closing at once and some after half-closing and reading what the server says.
+fn junk_connections(rng: &mut Rng, port: u16, count: usize) {
+    use std::io::{Read, Write};
+    for _ in 0..count {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            panic!("listener {port} refused a connection");
+        };
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut bytes = rng.pick(JUNK_PREFIXES).to_vec();
+        let len = rng.pick(&[0, 1, 7, 100, 1000, 5000]);
+        let printable = rng.below(2) == 0;
+        bytes.extend((0..len).map(|_| {
+            let b = rng.below(256) as u8;
+            if printable {
+                b' ' + b % 95
+            } else {
+                b
+            }
+        }));
+        // The server may close first (it owes junk nothing): a failed write is fine.
+        let _ = s.write_all(&bytes);
+        if rng.below(2) == 0 {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 4096];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+#[test]
+fn junk_at_every_listener_is_dropped_and_every_listener_still_serves() {
+    use std::io::{Read, Write};
+
+    let seed = hostile_seed();
+    let ports: [u16; 8] = std::array::from_fn(|_| free_port());
+    let [fix_tls, _fix42, fix44, _fixt, ws_tls, ws_tcp, admin, metrics] = ports;
+    let mut server = Server::configure(&dev_like_config(&ports, "JUNK-ACC"), &ports, &env());
+    let (_, _, cert) = test_cert(&server.dir);
+    let key = create_key(
+        &server,
+        &["--account", "JUNK-ACC", "--scopes", "trade,read"],
+    );
+    server.launch();
+
+    let mut rng = Rng::new(seed);
+    for port in ports {
+        // More than a listener's max_connections (64 in the dev config): a connection the
+        // junk left counted would refuse the checks below.
+        junk_connections(&mut rng, port, 80);
+    }
+
+    assert!(
+        server.is_running(),
+        "the server exited:\n{}",
+        server.log_text()
+    );
+    // Every listener still serves its protocol.
+    let (mut c, _) = logon(fix44, &key, 1);
+    c.send(
+        "D",
+        &[
+            (11, "AFTER-JUNK"),
+            (1, "JUNK-ACC"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    let report = c.expect("8");
+    assert_eq!(report.get(11), Some("AFTER-JUNK"), "{report:?}");
+    let tls13 = tls_client(cert, &[&rustls::version::TLS13]);
+    for port in [fix_tls, ws_tls] {
+        tls_connect(port, tls13.clone()).expect("TLS handshake after the junk");
+    }
+    let r = Ws::plain(ws_tcp).call(serde_json::json!(1), "ping", serde_json::json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let mut https = tls_connect(admin, tls13).expect("admin TLS handshake after the junk");
+    https
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = https.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = plain.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    assert!(
+        answer.contains("portcullis_sessions_connected"),
+        "{answer:.2000}"
+    );
+
     let log = server.log_text();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }

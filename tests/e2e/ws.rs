@@ -84,7 +84,7 @@ order_burst = 1000
     )
 }
 
-struct Ws {
+pub(crate) struct Ws {
     ws: WebSocket<Box<dyn Stream>>,
     /// Events received while waiting for answers.
     events: Vec<Value>,
@@ -141,7 +141,7 @@ fn signed_at(params: Value, key: &Key, timestamp: i64) -> Value {
 }
 
 impl Ws {
-    fn plain(port: u16) -> Ws {
+    pub(crate) fn plain(port: u16) -> Ws {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Self::over(Box::new(s), &format!("ws://127.0.0.1:{port}/ws-api/v3"))
@@ -174,7 +174,7 @@ impl Ws {
     }
 
     /// Sends a request and returns its answer (events that arrive first are kept).
-    fn call(&mut self, id: Value, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, id: Value, method: &str, params: Value) -> Value {
         self.send(json!({"id": id, "method": method, "params": params}));
         loop {
             let v = self.next();
