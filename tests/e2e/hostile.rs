@@ -9,7 +9,7 @@ use crate::auth::{create_key, env};
 use crate::harness::{
     free_port, hostile_seed, test_cert, tls_client, tls_connect, FixClient, Msg, Rng, Server,
 };
-use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
+use crate::pipeline::{assert_fields, config, connect, limit, ports, S, SHARED_CORE};
 use crate::ws::Ws;
 
 /// Values that break a field's type, range, format or meaning. No BTC-PERP: the other
@@ -180,6 +180,16 @@ fn answers_until_fence(c: &mut FixClient, id: &str) -> Vec<Msg> {
 
 #[test]
 fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
+    hostile_session("");
+}
+
+#[test]
+fn with_a_shared_core_a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
+    hostile_session(SHARED_CORE);
+}
+
+/// The hostile session against a server with `extra` config.
+fn hostile_session(extra: &str) {
     let seed = hostile_seed();
     let p = ports();
     let session = |comp_id, account| S {
@@ -193,7 +203,7 @@ fn a_hostile_session_is_answered_message_by_message_and_harms_no_one() {
         session("TWB", "ACC-B"),
         session("EVIL", "ACC-E"),
     ];
-    let mut server = Server::start(&config(p, &sessions, ""), &p);
+    let mut server = Server::start(&config(p, &sessions, extra), &p);
     let mut a = connect(p, "FIX.4.4", "TWA", None);
     let mut b = connect(p, "FIX.4.4", "TWB", None);
     let mut evil = connect(p, "FIX.4.4", "EVIL", None);

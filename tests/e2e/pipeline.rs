@@ -267,7 +267,7 @@ fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, 
 }
 
 /// `core.threading = "shared"`: the core loop as a task beside the socket tasks.
-const SHARED_CORE: &str = "\n[core]\nthreading = \"shared\"\n";
+pub(crate) const SHARED_CORE: &str = "\n[core]\nthreading = \"shared\"\n";
 
 #[test]
 fn two_accounts_cross_fill_cancel_replace_ask_status_and_mass_cancel() {
