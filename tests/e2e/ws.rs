@@ -219,7 +219,21 @@ fn server_with_fix() -> (
 ) {
     let (fix, ws, wss) = (free_port(), free_port(), free_port());
     let cfg = config(fix, ws, wss, "{CERT}", "{KEY}");
-    let s = Server::configure(&cfg, &[fix, ws, wss], &env());
+    let (s, der) = configured_with_cert(&cfg, &[fix, ws, wss]);
+    (s, ws, wss, der, fix)
+}
+
+/// A server configured with `cfg` (not started), its `{CERT}` and `{KEY}` a test certificate.
+fn configured(cfg: &str, ports: &[u16]) -> Server {
+    configured_with_cert(cfg, ports).0
+}
+
+/// [`configured`], with the certificate for the clients' trust store.
+fn configured_with_cert(
+    cfg: &str,
+    ports: &[u16],
+) -> (Server, rustls::pki_types::CertificateDer<'static>) {
+    let s = Server::configure(cfg, ports, &env());
     // The certificate lives in the server's directory, as long as the server.
     let (cert, key, der) = test_cert(&s.dir);
     let text = std::fs::read_to_string(&s.config)
@@ -227,7 +241,7 @@ fn server_with_fix() -> (
         .replace("{CERT}", &cert.display().to_string())
         .replace("{KEY}", &key.display().to_string());
     std::fs::write(&s.config, text).unwrap();
-    (s, ws, wss, der, fix)
+    (s, der)
 }
 
 #[test]
@@ -486,13 +500,7 @@ fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
         "tls = false\nrequest_weight_per_minute = 60\n\n[[ws_listeners]]",
         1,
     );
-    let mut server = Server::configure(&cfg, &[fix, ws_port, wss], &env());
-    let (cert, key_pem, _) = test_cert(&server.dir);
-    let text = std::fs::read_to_string(&server.config)
-        .unwrap()
-        .replace("{CERT}", &cert.display().to_string())
-        .replace("{KEY}", &key_pem.display().to_string());
-    std::fs::write(&server.config, text).unwrap();
+    let mut server = configured(&cfg, &[fix, ws_port, wss]);
     let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
     server.launch();
 
@@ -786,13 +794,7 @@ fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
     let eth = "[[instruments]]\nsymbol = \"ETH-PERP\"\nprice_scale = 2\nqty_scale = 2\n\
                tick = \"0.05\"\nlot = \"0.01\"\nmin_qty = \"0.01\"\nmax_qty = \"100\"\n\n[risk]\n";
     let cfg = config(fix, ws_port, wss, "{CERT}", "{KEY}").replacen("[risk]\n", eth, 1);
-    let mut server = Server::configure(&cfg, &[fix, ws_port, wss], &env());
-    let (cert, key_pem, _) = test_cert(&server.dir);
-    let text = std::fs::read_to_string(&server.config)
-        .unwrap()
-        .replace("{CERT}", &cert.display().to_string())
-        .replace("{KEY}", &key_pem.display().to_string());
-    std::fs::write(&server.config, text).unwrap();
+    let mut server = configured(&cfg, &[fix, ws_port, wss]);
     let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
     let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
     server.launch();
