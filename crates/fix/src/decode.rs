@@ -90,7 +90,7 @@ impl Decoder {
         }
     }
 
-    /// Splits `bytes` (one whole message, e.g. as returned by [`crate::frame`]) into fields.
+    /// Splits `bytes` (one whole message, e.g. as returned by [`crate::frame()`]) into fields.
     pub fn decode<'a>(&'a mut self, bytes: &'a [u8]) -> Result<MessageRef<'a>, DecodeError> {
         self.spans.clear();
         let mut pos = 0usize;

@@ -1,6 +1,6 @@
 //! FIX tag=value codec and dictionary for Portcullis. No I/O.
 //!
-//! - [`frame`] finds whole messages in a receive buffer (partial reads, several messages per
+//! - [`frame()`] finds whole messages in a receive buffer (partial reads, several messages per
 //!   read, a maximum size) and validates BeginString, BodyLength and CheckSum.
 //! - [`Decoder`] splits a framed message into fields that are views into the buffer.
 //! - [`dict`] holds a dictionary per FIX version and validates a message against it, mapping

@@ -3,7 +3,7 @@
 //! are the ones FIX Logons go through ([`Authenticator::authenticate_request`]), not a copy.
 //!
 //! - HMAC keys: the hex HMAC-SHA256 of one of the payload's accepted forms
-//!   ([`SignaturePayload::variants`]) with the key's secret text, compared in constant time.
+//!   ([`SignaturePayload::variants`](portcullis_session::ws::SignaturePayload::variants)) with the key's secret text, compared in constant time.
 //! - Ed25519 keys: the base64 signature of the payload (`session.logon`, as in the dialect).
 //! - Revocation: the vault watcher's reload marks HMAC verifiers revoked and bumps the
 //!   revocation signal ([`crate::security::ServerAuth::signal_revocation`]); connections then

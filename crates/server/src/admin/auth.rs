@@ -6,7 +6,7 @@
 //!   include `admin`.
 //! - HMAC: `X-PC-APIKEY` (key id), `X-PC-TIMESTAMP` (Unix ms, within [`HMAC_WINDOW_MS`] of the
 //!   server clock) and `X-PC-SIGNATURE` = hex(HMAC-SHA256(secret text, timestamp ‖ METHOD ‖
-//!   path with query ‖ body)). Checked by the [`Authenticator`] the FIX and WebSocket logons
+//!   path with query ‖ body)). Checked by the [`Authenticator`](portcullis_auth::Authenticator) the FIX and WebSocket logons
 //!   go through (lockout, key status, IP allowlist, scope, audit). A signature is accepted
 //!   once: a replay within the window is refused.
 //! - TOTP (mutating calls): `X-PC-TOTP`, the RFC 6238 code of the operator (the key id),

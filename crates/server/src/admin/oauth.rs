@@ -1,4 +1,4 @@
-//! The OAuth 2.0 endpoints over HTTP, on the sans-IO [`OAuthServer`] (whose module doc maps
+//! The OAuth 2.0 endpoints over HTTP, on the sans-IO [`OAuthServer`](portcullis_auth::OAuthServer) (whose module doc maps
 //! each endpoint to its call). Errors are RFC 6749 §5.2 JSON (`error`, `error_description`),
 //! the format OAuth client libraries read, not problem documents.
 //!
