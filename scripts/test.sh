@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need, then runs the format check, clippy, a
-# release build and every test of the workspace (unit, property and end-to-end tests).
+# The one test command: installs what the tests need, then runs the format check, clippy, the
+# docs (rustdoc warnings are errors), a release build and every test of the workspace (unit,
+# property and end-to-end tests).
 #
 # Works on a fresh Debian machine that has the Rust toolchain, gcc, python3 and apt. Run from
 # anywhere; it works in the repository root.
