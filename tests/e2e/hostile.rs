@@ -9,7 +9,7 @@ use crate::auth::{create_key, env};
 use crate::harness::{
     free_port, hostile_seed, test_cert, tls_client, tls_connect, FixClient, Msg, Rng, Server,
 };
-use crate::pipeline::{assert_fields, config, connect, limit, ports, S, SHARED_CORE};
+use crate::pipeline::{assert_fields, config, connect, connect_at, limit, ports, S, SHARED_CORE};
 use crate::ws::Ws;
 
 /// Values that break a field's type, range, format or meaning. No BTC-PERP: the other
@@ -203,7 +203,10 @@ fn hostile_session(extra: &str) {
         session("TWB", "ACC-B"),
         session("EVIL", "ACC-E"),
     ];
-    let mut server = Server::start(&config(p, &sessions, extra), &p);
+    // With a journal (sealed under the master key), to check the state it kept afterwards.
+    let extra = format!("{extra}\n[journal]\nfsync = \"never\"\n");
+    let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
+    server.launch();
     let mut a = connect(p, "FIX.4.4", "TWA", None);
     let mut b = connect(p, "FIX.4.4", "TWB", None);
     let mut evil = connect(p, "FIX.4.4", "EVIL", None);
@@ -315,6 +318,49 @@ fn hostile_session(extra: &str) {
     assert!(server.is_running(), "the server exited");
     let log = server.log_text();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+
+    // What the journal kept replays to the same state; it holds nothing the hostile session
+    // did for another account, and one trade, between A and B; a restart resumes from it.
+    let evil_seq = evil.seq;
+    drop((a, b, evil));
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    let (code, out) = server.cli(&["journal", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 0 mismatched"), "{out}");
+    let (code, export) = server.cli(&["journal", "export", "--format", "jsonl"]);
+    assert_eq!(code, 0, "{export}");
+    // Sessions and accounts are numbered in config order: TWA / ACC-A, TWB / ACC-B, EVIL / ACC-E.
+    let a_order: u64 = a_order_id.parse().unwrap();
+    let mut trade_sides = Vec::new();
+    for line in export.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["order_id"] == a_order {
+            assert_eq!(v["account"], 0, "seed {seed}: {line}");
+        }
+        if v["session"] == 2 {
+            assert_eq!(v["account"], 2, "seed {seed}: {line}");
+        }
+        if v["trade_id"].as_u64().unwrap_or(0) != 0 {
+            trade_sides.push(v["account"].as_u64().unwrap());
+        }
+    }
+    trade_sides.sort();
+    assert_eq!(trade_sides, [0, 1], "seed {seed}: one trade, A against B");
+    server.launch();
+    let mut evil = connect_at(p, "FIX.4.4", "EVIL", None, evil_seq);
+    evil.send(
+        "D",
+        &[
+            (11, "E-AFTER"),
+            (55, "ETH-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.01"),
+            (40, "2"),
+            (44, "1999.95"),
+        ],
+    );
+    assert_fields(&evil.expect("8"), &[(11, "E-AFTER"), (39, "0")]);
 }
 
 /// What a junk connection starts with: nothing, or the opening of a real protocol (FIX, a

@@ -115,7 +115,7 @@ pub(crate) fn connect(
 }
 
 /// As [`connect`], with the client's next MsgSeqNum (a session's numbers persist).
-fn connect_at(
+pub(crate) fn connect_at(
     ports: [u16; 3],
     begin: &'static str,
     comp_id: &str,
