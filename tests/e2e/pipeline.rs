@@ -515,10 +515,38 @@ fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
         &a.expect("9"),
         &[(11, "A7B"), (41, "A2"), (434, "1"), (102, "0"), (39, "2")],
     );
+    // A finished order's status is its final state: A4 was cancelled (by A5), A1 filled.
     a.send("H", &[(11, "A4"), (55, "BTC-PERP"), (54, "2")]);
     let m = a.expect("8");
     seen(&m);
-    assert_fields(&m, &[(11, "A4"), (150, "I"), (39, "8"), (103, "5")]);
+    assert_fields(
+        &m,
+        &[
+            (11, "A4"),
+            (150, "I"),
+            (39, "4"),
+            (151, "0.000"),
+            (14, "0.000"),
+        ],
+    );
+    a.send("H", &[(11, "A1"), (55, "BTC-PERP"), (54, "2")]);
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(
+        &m,
+        &[
+            (11, "A1"),
+            (150, "I"),
+            (39, "2"),
+            (151, "0.000"),
+            (14, "3.000"),
+        ],
+    );
+    // An order the session never had is unknown (OrdRejReason 5).
+    a.send("H", &[(11, "NEVER"), (55, "BTC-PERP"), (54, "2")]);
+    let m = a.expect("8");
+    seen(&m);
+    assert_fields(&m, &[(11, "NEVER"), (150, "I"), (39, "8"), (103, "5")]);
 
     // Mass cancel: each resting order is Canceled, then the report counts them.
     seen(&limit(&mut a, "A8", "2", "1", "110"));
@@ -774,11 +802,11 @@ fn kill_switch_and_cancel_on_disconnect(extra: &str) {
     nothing_else(&mut b, "B-DONE");
 
     // A logs on again (a new connection of the same session): first the Canceled report of
-    // K4 from the disconnect (parked for it), then its old orders are gone.
+    // K4 from the disconnect (parked for it); asked for, K4 is no longer working: Canceled.
     let mut a2 = connect_at(p, "FIX.4.4", "TWA", Some(&ka), next_seq);
     assert_fields(&a2.expect("8"), &[(11, "K4"), (150, "4"), (39, "4")]);
     a2.send("H", &[(11, "K4"), (55, "BTC-PERP"), (54, "2")]);
-    assert_fields(&a2.expect("8"), &[(39, "8"), (103, "5")]);
+    assert_fields(&a2.expect("8"), &[(150, "I"), (39, "4"), (151, "0.000")]);
 
     // A global kill switch, and operator errors.
     let out = admin(&server, &["kill"]);
@@ -1038,6 +1066,23 @@ fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connect
         ],
     );
     assert_fields(&a.expect("9"), &[(102, "0"), (39, "2")]);
+    // The next connection still answers for it: the session keeps its ended orders.
+    a.send("5", &[]);
+    a.expect("5");
+    assert!(a.closed());
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    a.send("H", &[(11, "G1"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(
+        &a.expect("8"),
+        &[
+            (11, "G1"),
+            (150, "I"),
+            (39, "2"),
+            (14, "2.000"),
+            (151, "0.000"),
+            (6, "100.0"),
+        ],
+    );
 }
 
 #[test]

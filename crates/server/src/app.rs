@@ -37,7 +37,10 @@ use std::time::Duration;
 use portcullis_fix::{tag, BeginString, Decoder, Encoder, SeqNum, UtcTimestamp};
 use portcullis_session::transport::{Application, ConnectionApp, ConnectionInfo};
 use portcullis_session::{Session, SessionConfig};
-use portcullis_types::{AccountId, ClOrdId, Command, Event, EventKind, RejectReason, SessionId};
+use portcullis_types::{
+    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, OrdType, OrderId, Price, Qty,
+    RejectReason, SessionId, Side, TimeInForce, TradeId,
+};
 use tracing::{debug, warn};
 
 use crate::metrics::{Protocol, METRICS};
@@ -125,6 +128,37 @@ pub struct SessionInfo {
     /// allocates its report queue) only with its first order-entry message, so an idle session
     /// costs no queue.
     pub has_traded: std::sync::atomic::AtomicBool,
+    /// The session's ended orders while no connection holds them: a connection takes them
+    /// when it opens and gives them back when it ends, so a reconnected client can still ask
+    /// for an order that ended before.
+    pub finished: FinishedSlot,
+}
+
+/// Where a session's [`Finished`] orders wait between its connections.
+#[derive(Default)]
+pub struct FinishedSlot(std::sync::Mutex<Option<Finished>>);
+
+impl std::fmt::Debug for FinishedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinishedSlot")
+    }
+}
+
+impl FinishedSlot {
+    fn take(&self) -> Finished {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.take()
+            .unwrap_or_else(|| Finished::new(FINISHED_REMEMBERED))
+    }
+
+    /// Keeps `finished` unless it is empty and the slot holds some (a second connection of a
+    /// session, refused while the first still ran, must not erase what the first kept).
+    fn give_back(&self, finished: Finished) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() || !finished.is_empty() {
+            *slot = Some(finished);
+        }
+    }
 }
 
 type SessionKey = (BeginString, String, String);
@@ -193,7 +227,9 @@ impl Application for OrderEntryApp {
 
     fn open(&self, conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
         let info = self.sessions.get(&key_of(conn.session))?.clone();
-        // Counted down when the connection's handler is dropped (see `Drop for FixConn`).
+        // Given back when the connection's handler is dropped (see `Drop for FixConn`).
+        let finished = info.finished.take();
+        // Counted down when the connection's handler is dropped.
         METRICS.connected(Protocol::Fix, 1);
         Some(Box::new(FixConn {
             pipeline: self.pipeline.clone(),
@@ -206,7 +242,7 @@ impl Application for OrderEntryApp {
             conn: None,
             decoder: Decoder::new(),
             scratch: Vec::with_capacity(64),
-            finished: Finished::new(FINISHED_REMEMBERED),
+            finished,
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
         }))
@@ -244,15 +280,68 @@ impl Unanswered {
     }
 }
 
-/// How many ended orders a connection remembers to tell "too late" from "unknown order".
+/// How many ended orders a session remembers, to answer a status request with the order's
+/// final state and to tell "too late" from "unknown order".
 const FINISHED_REMEMBERED: usize = 4096;
 
-/// The ClOrdIDs of the last orders of this connection that ended (filled, cancelled,
-/// expired), with their final OrdStatus(39): a cancel or replace naming one of them is answered
-/// "too late to cancel" (CxlRejReason 0), not "unknown order" (1). Bounded, and allocated once,
-/// when the first order ends: an idle session does not pay its ~1 MiB.
-struct Finished {
-    status: HashMap<ClOrdId, u8>,
+/// What is kept of an order that ended: enough for a status answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ended {
+    /// Its final OrdStatus(39): filled, cancelled or expired.
+    status: u8,
+    order_id: OrderId,
+    account: AccountId,
+    instrument: InstrumentId,
+    side: Side,
+    ord_type: OrdType,
+    tif: TimeInForce,
+    price: Price,
+    qty: Qty,
+    cum_qty: Qty,
+    avg_px: Price,
+}
+
+impl Ended {
+    /// The answer to an OrderStatusRequest for it, under the ClOrdID the request named.
+    fn status_event(&self, session: SessionId, cl_ord_id: ClOrdId, now: i64) -> Event {
+        Event {
+            session,
+            account: self.account,
+            instrument: self.instrument,
+            kind: match self.status {
+                b'2' => EventKind::Fill,
+                b'C' => EventKind::Expired,
+                _ => EventKind::Canceled,
+            },
+            order_id: self.order_id,
+            cl_ord_id,
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            side: self.side,
+            ord_type: self.ord_type,
+            tif: self.tif,
+            price: self.price,
+            qty: self.qty,
+            cum_qty: self.cum_qty,
+            leaves_qty: Qty(0),
+            avg_px: self.avg_px,
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            // A status answer gets an ExecID of its own.
+            exec_id: 0,
+            ts_ns: now,
+            received_ns: now,
+        }
+    }
+}
+
+/// The ClOrdIDs of the last orders of a session that ended (filled, cancelled, expired), with
+/// their final state: a status request for one of them is answered with it, and a cancel or
+/// replace naming one is answered "too late to cancel" (CxlRejReason 0), not "unknown order"
+/// (1). Bounded, and allocated when the first order ends: an idle session does not pay for it.
+/// It outlives the connection (see [`SessionInfo::finished`]), not a restart.
+pub struct Finished {
+    ended: HashMap<ClOrdId, Ended>,
     order: VecDeque<ClOrdId>,
     capacity: usize,
 }
@@ -260,24 +349,28 @@ struct Finished {
 impl Finished {
     fn new(capacity: usize) -> Self {
         Finished {
-            status: HashMap::new(),
+            ended: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity * 2,
         }
     }
 
-    fn remember(&mut self, id: ClOrdId, status: u8) {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn remember(&mut self, id: ClOrdId, ended: Ended) {
         if id.is_empty() {
             return;
         }
         if self.order.capacity() == 0 {
-            self.status.reserve(self.capacity);
+            self.ended.reserve(self.capacity);
             self.order.reserve_exact(self.capacity);
         }
-        if self.status.insert(id, status).is_none() {
+        if self.ended.insert(id, ended).is_none() {
             if self.order.len() == self.capacity {
                 if let Some(old) = self.order.pop_front() {
-                    self.status.remove(&old);
+                    self.ended.remove(&old);
                 }
             }
             self.order.push_back(id);
@@ -291,13 +384,35 @@ impl Finished {
             EventKind::Expired => b'C',
             _ => return,
         };
+        let ended = Ended {
+            status,
+            order_id: e.order_id,
+            account: e.account,
+            instrument: e.instrument,
+            side: e.side,
+            ord_type: e.ord_type,
+            tif: e.tif,
+            price: e.price,
+            qty: e.qty,
+            cum_qty: e.cum_qty,
+            avg_px: e.avg_px,
+        };
         // A cancelled order is known by its own id and by the cancel request's.
-        self.remember(e.cl_ord_id, status);
-        self.remember(e.orig_cl_ord_id, status);
+        self.remember(e.cl_ord_id, ended);
+        self.remember(e.orig_cl_ord_id, ended);
     }
 
-    fn get(&self, id: &ClOrdId) -> Option<u8> {
-        self.status.get(id).copied()
+    fn get(&self, id: &ClOrdId) -> Option<&Ended> {
+        self.ended.get(id)
+    }
+
+    /// The ended order a status request the core did not know (`unknown`, its answer) asked
+    /// for: same ClOrdID and account, and same OrderID if the request named one.
+    fn status_of(&self, unknown: &Event) -> Option<&Ended> {
+        self.get(&unknown.cl_ord_id).filter(|e| {
+            e.account == unknown.account
+                && (unknown.order_id == OrderId(0) || unknown.order_id == e.order_id)
+        })
     }
 }
 
@@ -332,6 +447,8 @@ impl std::fmt::Debug for FixConn {
 impl Drop for FixConn {
     fn drop(&mut self) {
         METRICS.connected(Protocol::Fix, -1);
+        let finished = std::mem::replace(&mut self.finished, Finished::new(0));
+        self.info.finished.give_back(finished);
     }
 }
 
@@ -566,6 +683,7 @@ impl ConnectionApp for FixConn {
                 drained = true;
                 break;
             };
+            let status_answer;
             let report = match &item {
                 Outbound::Event(e) => {
                     note_event(e, now);
@@ -575,13 +693,27 @@ impl ConnectionApp for FixConn {
                             reason: RejectReason::UnknownOrder,
                             ..
                         } => match self.finished.get(&e.orig_cl_ord_id) {
-                            Some(status) => Report::TooLate { event: e, status },
+                            Some(ended) => Report::TooLate {
+                                event: e,
+                                status: ended.status,
+                            },
                             None => Report::Event(e),
                         },
                         _ => Report::Event(e),
                     }
                 }
-                Outbound::Status(e) => Report::Status(e),
+                Outbound::Status(e) => {
+                    // Not a working order: an order that ended is answered with its final state.
+                    match self.finished.status_of(e) {
+                        Some(ended)
+                            if e.kind == EventKind::Rejected(RejectReason::UnknownOrder) =>
+                        {
+                            status_answer = ended.status_event(e.session, e.cl_ord_id, e.ts_ns);
+                            Report::Status(&status_answer)
+                        }
+                        _ => Report::Status(e),
+                    }
+                }
             };
             let scratch = &mut self.scratch;
             let res = session.send_application(now, report.msg_type(), |enc| {
@@ -643,6 +775,118 @@ mod tests {
             enc.str(*t, v.as_bytes());
         }
         enc.finish().to_vec()
+    }
+
+    fn cl(id: &str) -> ClOrdId {
+        ClOrdId::new(id.as_bytes()).unwrap()
+    }
+
+    /// A report of `kind` for order 7 of account 1 (ClOrdID `id`, previously `orig`).
+    fn report(kind: EventKind, id: &str, orig: &str) -> Event {
+        Event {
+            session: SessionId(0),
+            account: AccountId(1),
+            instrument: InstrumentId(2),
+            kind,
+            order_id: OrderId(7),
+            cl_ord_id: cl(id),
+            orig_cl_ord_id: if orig.is_empty() {
+                ClOrdId::EMPTY
+            } else {
+                cl(orig)
+            },
+            side: Side::Sell,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(1000),
+            qty: Qty(3000),
+            cum_qty: Qty(3000),
+            leaves_qty: Qty(0),
+            avg_px: Price(1003),
+            last_px: Price(1010),
+            last_qty: Qty(1000),
+            trade_id: TradeId(9),
+            exec_id: 44,
+            ts_ns: 1,
+            received_ns: 1,
+        }
+    }
+
+    /// The core's answer to a status request for an order it does not have.
+    fn unknown(id: &str, account: u32, order_id: u64) -> Event {
+        let mut e = report(EventKind::Rejected(RejectReason::UnknownOrder), id, "");
+        e.account = AccountId(account);
+        e.order_id = OrderId(order_id);
+        e
+    }
+
+    #[test]
+    fn an_ended_order_is_answered_with_its_final_state() {
+        let mut f = Finished::new(8);
+        assert!(f.status_of(&unknown("A", 1, 0)).is_none());
+        f.note(&report(EventKind::Fill, "A", ""));
+        let ended = *f.status_of(&unknown("A", 1, 0)).unwrap();
+        let answer = ended.status_event(SessionId(3), cl("A"), 99);
+        assert_eq!(answer.kind, EventKind::Fill);
+        assert_eq!(
+            (answer.cum_qty, answer.leaves_qty, answer.avg_px),
+            (Qty(3000), Qty(0), Price(1003))
+        );
+        assert_eq!(
+            (answer.order_id, answer.session, answer.ts_ns),
+            (OrderId(7), SessionId(3), 99)
+        );
+        assert_eq!(
+            (answer.last_qty, answer.exec_id),
+            (Qty(0), 0),
+            "not a fill: an ExecID of its own"
+        );
+        // Named with its OrderID too: only if it is this order's.
+        assert!(f.status_of(&unknown("A", 1, 7)).is_some());
+        assert!(f.status_of(&unknown("A", 1, 8)).is_none());
+        // Another account's request never sees it.
+        assert!(f.status_of(&unknown("A", 2, 0)).is_none());
+        // A cancelled order is known by its own ClOrdID and by the cancel request's.
+        f.note(&report(EventKind::Canceled, "C2", "C1"));
+        for id in ["C1", "C2"] {
+            let e = f.status_of(&unknown(id, 1, 0)).unwrap();
+            assert_eq!(e.status, b'4');
+            assert_eq!(
+                e.status_event(SessionId(0), cl(id), 0).kind,
+                EventKind::Canceled
+            );
+        }
+        // Working states are not remembered.
+        f.note(&report(EventKind::PartialFill, "P", ""));
+        assert!(f.get(&cl("P")).is_none());
+    }
+
+    #[test]
+    fn the_oldest_ended_orders_are_forgotten_first() {
+        let mut f = Finished::new(2);
+        for id in ["A", "B", "C", "D", "E"] {
+            f.note(&report(EventKind::Expired, id, ""));
+        }
+        assert!(f.get(&cl("A")).is_none());
+        for id in ["B", "C", "D", "E"] {
+            assert_eq!(f.get(&cl(id)).map(|e| e.status), Some(b'C'), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_sessions_ended_orders_outlive_its_connection() {
+        let slot = FinishedSlot::default();
+        let mut first = slot.take();
+        first.note(&report(EventKind::Fill, "A", ""));
+        // A second connection of the session, refused while the first runs, ends first.
+        let refused = slot.take();
+        assert!(refused.is_empty());
+        slot.give_back(refused);
+        slot.give_back(first);
+        // An empty table never replaces a kept one.
+        slot.give_back(Finished::new(FINISHED_REMEMBERED));
+        let next = slot.take();
+        assert!(next.get(&cl("A")).is_some());
     }
 
     #[test]

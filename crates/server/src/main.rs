@@ -547,6 +547,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                     accounts: s.accounts.clone(),
                     cancel_on_disconnect: s.cancel_on_disconnect,
                     has_traded: Default::default(),
+                    finished: Default::default(),
                 },
             )
         }),
