@@ -39,7 +39,7 @@ use portcullis_session::transport::{Application, ConnectionApp, ConnectionInfo};
 use portcullis_session::{Session, SessionConfig};
 use portcullis_types::{
     AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, OrdType, OrderId, Price, Qty,
-    RejectReason, SessionId, Side, TimeInForce, TradeId,
+    RejectReason, SessionId, Side, TimeInForce,
 };
 use tracing::{debug, warn};
 
@@ -302,20 +302,19 @@ struct Ended {
 }
 
 impl Ended {
-    /// The answer to an OrderStatusRequest for it, under the ClOrdID the request named.
-    fn status_event(&self, session: SessionId, cl_ord_id: ClOrdId, now: i64) -> Event {
+    /// The answer to an OrderStatusRequest for it: the core's answer for an order it does not
+    /// have (`unknown`: the request's session, ClOrdID and time, no fill, no ExecID of its
+    /// own yet) with the order's final state.
+    fn status_event(&self, unknown: &Event) -> Event {
         Event {
-            session,
-            account: self.account,
-            instrument: self.instrument,
             kind: match self.status {
                 b'2' => EventKind::Fill,
                 b'C' => EventKind::Expired,
                 _ => EventKind::Canceled,
             },
+            account: self.account,
+            instrument: self.instrument,
             order_id: self.order_id,
-            cl_ord_id,
-            orig_cl_ord_id: ClOrdId::EMPTY,
             side: self.side,
             ord_type: self.ord_type,
             tif: self.tif,
@@ -324,13 +323,7 @@ impl Ended {
             cum_qty: self.cum_qty,
             leaves_qty: Qty(0),
             avg_px: self.avg_px,
-            last_px: Price(0),
-            last_qty: Qty(0),
-            trade_id: TradeId(0),
-            // A status answer gets an ExecID of its own.
-            exec_id: 0,
-            ts_ns: now,
-            received_ns: now,
+            ..*unknown
         }
     }
 }
@@ -708,7 +701,7 @@ impl ConnectionApp for FixConn {
                         Some(ended)
                             if e.kind == EventKind::Rejected(RejectReason::UnknownOrder) =>
                         {
-                            status_answer = ended.status_event(e.session, e.cl_ord_id, e.ts_ns);
+                            status_answer = ended.status_event(e);
                             Report::Status(&status_answer)
                         }
                         _ => Report::Status(e),
@@ -765,6 +758,7 @@ impl ConnectionApp for FixConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_types::TradeId;
 
     fn message(msg_type: &str, seq: u64, body: &[(u32, &str)]) -> Vec<u8> {
         let mut enc = Encoder::new();
@@ -813,11 +807,21 @@ mod tests {
     }
 
     /// The core's answer to a status request for an order it does not have.
+    /// As `pipeline::unknown_order` makes it: the request's ids, nothing of an order.
     fn unknown(id: &str, account: u32, order_id: u64) -> Event {
-        let mut e = report(EventKind::Rejected(RejectReason::UnknownOrder), id, "");
-        e.account = AccountId(account);
-        e.order_id = OrderId(order_id);
-        e
+        Event {
+            account: AccountId(account),
+            order_id: OrderId(order_id),
+            price: Price(0),
+            qty: Qty(0),
+            cum_qty: Qty(0),
+            avg_px: Price(0),
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            exec_id: 0,
+            ..report(EventKind::Rejected(RejectReason::UnknownOrder), id, "")
+        }
     }
 
     #[test]
@@ -825,9 +829,18 @@ mod tests {
         let mut f = Finished::new(8);
         assert!(f.status_of(&unknown("A", 1, 0)).is_none());
         f.note(&report(EventKind::Fill, "A", ""));
-        let ended = *f.status_of(&unknown("A", 1, 0)).unwrap();
-        let answer = ended.status_event(SessionId(3), cl("A"), 99);
+        // The core's answer, as for any order it does not have.
+        let request = Event {
+            session: SessionId(3),
+            ts_ns: 99,
+            ..unknown("A", 1, 0)
+        };
+        let answer = f.status_of(&request).unwrap().status_event(&request);
         assert_eq!(answer.kind, EventKind::Fill);
+        assert_eq!(
+            (answer.cl_ord_id, answer.price, answer.qty),
+            (cl("A"), Price(1000), Qty(3000))
+        );
         assert_eq!(
             (answer.cum_qty, answer.leaves_qty, answer.avg_px),
             (Qty(3000), Qty(0), Price(1003))
@@ -851,9 +864,10 @@ mod tests {
         for id in ["C1", "C2"] {
             let e = f.status_of(&unknown(id, 1, 0)).unwrap();
             assert_eq!(e.status, b'4');
+            let answer = e.status_event(&unknown(id, 1, 0));
             assert_eq!(
-                e.status_event(SessionId(0), cl(id), 0).kind,
-                EventKind::Canceled
+                (answer.kind, answer.cl_ord_id),
+                (EventKind::Canceled, cl(id))
             );
         }
         // Working states are not remembered.
