@@ -160,6 +160,22 @@ fn mutate(rng: &mut Rng, msg_type: &mut String, fields: &mut Vec<(u32, String)>)
     }
 }
 
+/// A valid limit order: buy 0.01 ETH-PERP at 1999.95.
+fn small_eth_buy(c: &mut FixClient, cl: &str) {
+    c.send(
+        "D",
+        &[
+            (11, cl),
+            (55, "ETH-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.01"),
+            (40, "2"),
+            (44, "1999.95"),
+        ],
+    );
+}
+
 /// Reads up to the answer to an OrderStatusRequest for the unknown order `id`: everything the
 /// server said before it. The request goes the way an order goes (through the core when the
 /// socket task does not answer it first), so every answer to what was sent before is in.
@@ -301,18 +317,7 @@ fn hostile_session(extra: &str) {
         &[(11, "E-MASS"), (530, "7"), (60, "20260101-00:00:00")],
     );
     while evil.recv().msg_type() != "r" {}
-    evil.send(
-        "D",
-        &[
-            (11, "E-LAST"),
-            (55, "ETH-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-            (38, "0.01"),
-            (40, "2"),
-            (44, "1999.95"),
-        ],
-    );
+    small_eth_buy(&mut evil, "E-LAST");
     assert_fields(&evil.expect("8"), &[(11, "E-LAST"), (150, "0"), (39, "0")]);
 
     assert!(server.is_running(), "the server exited");
@@ -348,18 +353,7 @@ fn hostile_session(extra: &str) {
     assert_eq!(trade_sides, [0, 1], "seed {seed}: one trade, A against B");
     server.launch();
     let mut evil = connect_at(p, "FIX.4.4", "EVIL", None, evil_seq);
-    evil.send(
-        "D",
-        &[
-            (11, "E-AFTER"),
-            (55, "ETH-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-            (38, "0.01"),
-            (40, "2"),
-            (44, "1999.95"),
-        ],
-    );
+    small_eth_buy(&mut evil, "E-AFTER");
     assert_fields(&evil.expect("8"), &[(11, "E-AFTER"), (39, "0")]);
 }
 
