@@ -241,3 +241,35 @@ fn garbage_on_the_wire_does_not_crash_the_server() {
     c.logon(30, &[]);
     c.expect("A");
 }
+
+#[test]
+fn one_address_holds_at_most_max_connections_per_ip() {
+    let ports = [free_port(), free_port(), free_port()];
+    let cfg = config(ports, true).replacen(
+        "name = \"fix44\"",
+        "name = \"fix44\"\nmax_connections_per_ip = 2",
+        1,
+    );
+    let _server = Server::start(&cfg, &ports);
+    // The start-up probe's connections have closed.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Two connections that never log on hold the address's places...
+    let idle: Vec<FixClient> = (0..2)
+        .map(|_| FixClient::tcp(ports[1], "FIX.4.4"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // ...so a third from it is closed before it can log on.
+    let mut third = FixClient::tcp(ports[1], "FIX.4.4");
+    third.logon(30, &[]);
+    assert!(third.try_recv().is_none(), "the third connection is served");
+    // Another listener of the server counts its own connections.
+    let mut other = FixClient::tcp(ports[0], "FIX.4.2");
+    other.logon(30, &[]);
+    other.expect("A");
+    // One place given back: the address logs on again.
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+}

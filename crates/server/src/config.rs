@@ -310,6 +310,11 @@ pub struct RawListener {
     /// Connections served at once; one more is closed as soon as it is accepted. Default 64.
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// Connections served at once from one source address; one more from it is closed as soon
+    /// as it is accepted, so one host cannot take every slot with connections that never log
+    /// on. 0 (the default): no limit but `max_connections`. At most `max_connections`.
+    #[serde(default)]
+    pub max_connections_per_ip: u64,
     /// Largest accepted message in bytes; a peer announcing a larger one is disconnected.
     /// Default 65536.
     #[serde(default = "default_max_message_size")]
@@ -651,6 +656,8 @@ pub struct ListenerSettings {
     pub begin_string: BeginString,
     /// Connections at once.
     pub max_connections: usize,
+    /// Connections at once from one address (0: no limit).
+    pub max_connections_per_ip: usize,
     /// Largest message.
     pub max_message_size: usize,
     /// Accept to Logon.
@@ -811,6 +818,12 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             1,
             MAX_CONNECTIONS_LIMIT,
         )?;
+        let max_connections_per_ip = in_range(
+            &key("max_connections_per_ip"),
+            l.max_connections_per_ip,
+            0,
+            max_connections,
+        )?;
         let max_message_size = in_range(
             &key("max_message_size"),
             l.max_message_size,
@@ -853,6 +866,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             tls: l.tls,
             begin_string,
             max_connections: max_connections as usize,
+            max_connections_per_ip: max_connections_per_ip as usize,
             max_message_size: max_message_size as usize,
             logon_timeout: Duration::from_secs(logon_timeout_secs),
             max_unsent_bytes: max_unsent_bytes as usize,
@@ -1848,6 +1862,10 @@ mod tests {
         parse(text, false).expect_err("config should be refused")
     }
 
+    fn ok(text: &str) -> Settings {
+        parse(text, false).expect("config should be accepted")
+    }
+
     #[test]
     fn embedded_default_parses_and_validates() {
         let s = embedded_default().unwrap();
@@ -1856,6 +1874,10 @@ mod tests {
         let tls: Vec<_> = s.listeners.iter().filter(|l| l.tls).collect();
         assert_eq!(tls.len(), 1);
         assert_eq!(tls[0].bind, "127.0.0.1:9878".parse().unwrap());
+        assert_eq!(
+            (tls[0].max_connections, tls[0].max_connections_per_ip),
+            (64, 16)
+        );
         assert_eq!(tls[0].begin_string, BeginString::Fix44);
         for (version, port) in [
             (BeginString::Fix42, 9880),
@@ -2154,6 +2176,18 @@ mod tests {
     fn limits_are_checked() {
         let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_connections = 0"));
         assert_eq!(e.key(), Some("listeners[0].max_connections"));
+        // Per address: 0 (none, the default) up to the listener's max_connections.
+        assert_eq!(ok(MINIMAL).listeners[0].max_connections_per_ip, 0);
+        let per_ip = |n: u64| {
+            MINIMAL.replace(
+                "tls = false",
+                &format!("tls = false\nmax_connections = 8\nmax_connections_per_ip = {n}"),
+            )
+        };
+        assert_eq!(ok(&per_ip(8)).listeners[0].max_connections_per_ip, 8);
+        let e = err(&per_ip(9));
+        assert_eq!(e.key(), Some("listeners[0].max_connections_per_ip"));
+        assert!(e.to_string().contains("out of range (0..=8)"), "{e}");
         let e = err(&MINIMAL.replace("tls = false", "tls = false\nmax_message_size = 10"));
         assert_eq!(e.key(), Some("listeners[0].max_message_size"));
         let e = err(&MINIMAL.replace("tls = false", "tls = false\nlogon_timeout_secs = 0"));

@@ -406,6 +406,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             tls: if l.tls { tls.clone() } else { None },
             begin_string: l.begin_string,
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
             max_message_size: l.max_message_size,
             logon_timeout: l.logon_timeout,
             max_unsent_bytes: l.max_unsent_bytes,

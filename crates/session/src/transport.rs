@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,6 +168,10 @@ pub struct ListenerConfig {
     pub begin_string: BeginString,
     /// Connections served at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Connections served at once from one source address (0: no limit but
+    /// `max_connections`); one more from it is closed as soon as it is accepted, so one host
+    /// cannot hold every slot with connections that never log on.
+    pub max_connections_per_ip: usize,
     /// Largest accepted message, in bytes.
     pub max_message_size: usize,
     /// Time from accept (TLS handshake included) to a valid Logon.
@@ -184,6 +188,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("tls", &self.tls.is_some())
             .field("begin_string", &self.begin_string)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_message_size", &self.max_message_size)
             .field("logon_timeout", &self.logon_timeout)
             .field("max_unsent_bytes", &self.max_unsent_bytes)
@@ -200,9 +205,71 @@ impl ListenerConfig {
             tls: None,
             begin_string,
             max_connections: 64,
+            max_connections_per_ip: 0,
             max_message_size: 64 * 1024,
             logon_timeout: Duration::from_secs(10),
             max_unsent_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Counts a listener's open connections per source address, to refuse one more from an
+/// address at its limit. Taken and given back once per connection, never per message.
+#[derive(Debug)]
+pub(crate) struct AddressLimit {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count (if there is a limit); gives it back when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct AddressPermit(Option<(Arc<AddressLimit>, IpAddr)>);
+
+impl AddressLimit {
+    /// At most `max` connections at once per address; 0 for no limit.
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(AddressLimit {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more connection from `ip`, or `None` if it has `max` already. Without
+    /// a limit, nothing is counted.
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPermit> {
+        if self.max == 0 {
+            return Some(AddressPermit(None));
+        }
+        // An IPv4 client over an IPv6 socket is the same host as over IPv4.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPermit(Some((self.clone(), ip))))
+    }
+
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        let Some((limit, ip)) = self.0.take() else {
+            return;
+        };
+        let mut open = limit.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
         }
     }
 }
@@ -344,6 +411,7 @@ impl Listener {
         mut shutdown: ShutdownSignal,
     ) {
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let per_address = AddressLimit::new(self.config.max_connections_per_ip);
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
@@ -367,6 +435,15 @@ impl Listener {
                         drop(socket);
                         continue;
                     };
+                    let Some(address_permit) = per_address.try_acquire(peer.ip()) else {
+                        warn!(
+                            listener = %self.config.name, %peer,
+                            max_connections_per_ip = self.config.max_connections_per_ip,
+                            "connection refused: its address is at max_connections_per_ip"
+                        );
+                        drop(socket);
+                        continue;
+                    };
                     let conn = Connection {
                         id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                         peer,
@@ -379,7 +456,7 @@ impl Listener {
                     };
                     tasks.spawn(async move {
                         conn.serve(socket).await;
-                        drop(permit);
+                        drop((permit, address_permit));
                     });
                 }
                 _ = shutdown.wait() => break,
@@ -1933,6 +2010,64 @@ mod tests {
         );
         trigger.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut first)).await;
+        handle.await.unwrap();
+    }
+
+    #[test]
+    fn an_address_gets_at_most_its_limit_and_its_places_come_back() {
+        let limit = AddressLimit::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = limit.try_acquire(a).expect("first from a");
+        let second = limit.try_acquire(a).expect("second from a");
+        assert!(limit.try_acquire(a).is_none(), "a third from a");
+        // The same host over an IPv6 socket counts as the same address.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(limit.try_acquire(mapped).is_none());
+        // Other addresses are not affected.
+        let other = limit.try_acquire(b).expect("b has its own count");
+        drop(first);
+        assert_eq!(limit.open_from(a), 1);
+        let again = limit.try_acquire(a).expect("a place came back");
+        drop((second, again, other));
+        assert_eq!((limit.open_from(a), limit.open_from(b)), (0, 0));
+        assert!(
+            limit.open.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
+        // 0: no limit, nothing counted.
+        let none = AddressLimit::new(0);
+        let permits: Vec<_> = (0..100).map(|_| none.try_acquire(a).unwrap()).collect();
+        assert_eq!(none.open_from(a), 0);
+        drop(permits);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_max_connections_per_ip_are_closed_at_once() {
+        let mut cfg = ListenerConfig::plain("t", loopback(), BeginString::Fix44);
+        cfg.max_connections_per_ip = 1;
+        cfg.logon_timeout = Duration::from_secs(30);
+        let (addr, trigger, handle) = start(cfg).await;
+        let first = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut second))
+            .await
+            .expect("second connection from the address closed at once");
+        assert!(got.is_empty());
+        // Once the first has gone, the address may connect again, and is served.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), third.read(&mut b))
+                .await
+                .is_err(),
+            "the third connection is open, waiting for a Logon"
+        );
+        trigger.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read_to_close(&mut third)).await;
         handle.await.unwrap();
     }
 
