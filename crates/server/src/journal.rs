@@ -337,7 +337,7 @@ mod tests {
     use crate::journal_queue::{
         CoreJournal, JournalItem, JournalQueue, ServerControl, SnapshotReplica,
     };
-    use crate::pipeline::tests::{open, order, setup, test_core, test_parts};
+    use crate::pipeline::tests::{open, order, place, setup, test_core, test_parts};
 
     /// The embedded config with the test core's accounts, instrument and limits.
     fn test_settings(accounts: &[&str]) -> Settings {
@@ -387,18 +387,9 @@ mod tests {
         lp.set_journal(CoreJournal::new(q.clone(), Seq(0)));
         let a = open(&mut lp, &p, 0);
         let b = open(&mut lp, &p, 1);
-        p.submit(Ingress::Cmd(order(
-            a.slot().0,
-            0,
-            "S1",
-            Side::Sell,
-            1000,
-            2,
-        )))
-        .unwrap();
+        place(&p, &a, 0, "S1", Side::Sell, 1000, 2);
         lp.step(1_000);
-        p.submit(Ingress::Cmd(order(b.slot().0, 1, "B1", Side::Buy, 1000, 1)))
-            .unwrap();
+        place(&p, &b, 1, "B1", Side::Buy, 1000, 1);
         lp.step(2_000);
         let mut records = Vec::new();
         while let Some(item) = q.pop() {
@@ -444,24 +435,8 @@ mod tests {
         let q = JournalQueue::new(1 << 10, true);
         lp.set_journal(CoreJournal::new(q.clone(), Seq(0)));
         let a = open(&mut lp, &p, 0);
-        p.submit(Ingress::Cmd(order(
-            a.slot().0,
-            0,
-            "S1",
-            Side::Sell,
-            1000,
-            2,
-        )))
-        .unwrap();
-        p.submit(Ingress::Cmd(order(
-            a.slot().0,
-            0,
-            "S2",
-            Side::Sell,
-            1001,
-            2,
-        )))
-        .unwrap();
+        place(&p, &a, 0, "S1", Side::Sell, 1000, 2);
+        place(&p, &a, 0, "S2", Side::Sell, 1001, 2);
         lp.step(1_000);
         assert_eq!(a.answered(), 0, "nothing is answered before it is durable");
         assert!(a.pop().is_none());

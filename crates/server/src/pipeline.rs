@@ -1502,6 +1502,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// Queues a GTC limit order of `account` on `conn`'s session for the core loop.
+    pub(crate) fn place(
+        p: &Pipeline,
+        conn: &Conn,
+        account: u32,
+        id: &str,
+        side: Side,
+        price: i64,
+        qty: i64,
+    ) {
+        p.submit(Ingress::Cmd(order(
+            conn.slot().0,
+            account,
+            id,
+            side,
+            price,
+            qty,
+        )))
+        .unwrap_or_else(|_| panic!("the ingress queue is full"));
+    }
+
     pub(crate) fn order(
         session: u32,
         account: u32,
@@ -1566,17 +1587,8 @@ pub(crate) mod tests {
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(a.poll_ready(&mut cx).is_pending());
-        p.submit(Ingress::Cmd(order(
-            a.slot().0,
-            0,
-            "S1",
-            Side::Sell,
-            1000,
-            5,
-        )))
-        .unwrap();
-        p.submit(Ingress::Cmd(order(b.slot().0, 1, "B1", Side::Buy, 1000, 2)))
-            .unwrap();
+        place(&p, &a, 0, "S1", Side::Sell, 1000, 5);
+        place(&p, &b, 1, "B1", Side::Buy, 1000, 2);
         lp.step(now_ns());
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "one wake for A's New");
         let ea = drain(&a);
@@ -1591,8 +1603,7 @@ pub(crate) mod tests {
         );
         assert_eq!(ea[1].leaves_qty, Qty(3));
         // An event for a slot whose connection trades for another account is not delivered.
-        p.submit(Ingress::Cmd(order(a.slot().0, 1, "X", Side::Buy, 500, 1)))
-            .unwrap();
+        place(&p, &a, 1, "X", Side::Buy, 500, 1);
         lp.step(now_ns());
         assert!(drain(&a).is_empty());
     }
@@ -1606,18 +1617,9 @@ pub(crate) mod tests {
         let (mut lp, p) = setup(4 * BATCH, 4 * BATCH);
         let a = open(&mut lp, &p, 0);
         for i in 0..n {
-            p.submit(Ingress::Cmd(order(
-                a.slot().0,
-                0,
-                &format!("O{i}"),
-                Side::Buy,
-                500,
-                1,
-            )))
-            .unwrap();
+            place(&p, &a, 0, &format!("O{i}"), Side::Buy, 500, 1);
         }
-        p.submit(Ingress::Cmd(order(a.slot().0, 0, "O0", Side::Buy, 500, 1)))
-            .unwrap();
+        place(&p, &a, 0, "O0", Side::Buy, 500, 1);
         assert_eq!(a.answered(), 0);
         assert!(lp.step(now_ns()));
         assert_eq!(
@@ -1648,15 +1650,7 @@ pub(crate) mod tests {
         let (mut lp, p) = setup(64, 2);
         let a = open(&mut lp, &p, 0);
         for i in 0..5 {
-            p.submit(Ingress::Cmd(order(
-                a.slot().0,
-                0,
-                &format!("O{i}"),
-                Side::Buy,
-                500,
-                1,
-            )))
-            .unwrap();
+            place(&p, &a, 0, &format!("O{i}"), Side::Buy, 500, 1);
         }
         lp.step(now_ns());
         assert!(a.overflowed());
@@ -1689,8 +1683,7 @@ pub(crate) mod tests {
     fn a_slot_is_free_again_only_after_the_core_processed_the_close() {
         let (mut lp, p) = setup(16, 16);
         let a = open(&mut lp, &p, 0);
-        p.submit(Ingress::Cmd(order(a.slot().0, 0, "R1", Side::Buy, 500, 1)))
-            .unwrap();
+        place(&p, &a, 0, "R1", Side::Buy, 500, 1);
         lp.step(now_ns());
         let free = p.free_slots.len();
         // A close of a connection the slot no longer has changes nothing.
@@ -1717,8 +1710,7 @@ pub(crate) mod tests {
             rx.try_recv().unwrap()
         };
         assert!(ask(&mut lp, ControlAction::Pause).is_ok());
-        p.submit(Ingress::Cmd(order(a.slot().0, 0, "P1", Side::Buy, 500, 1)))
-            .unwrap();
+        place(&p, &a, 0, "P1", Side::Buy, 500, 1);
         lp.step(now_ns());
         assert!(drain(&a).is_empty(), "paused: nothing processed");
         assert!(ask(&mut lp, ControlAction::Resume).is_ok());
