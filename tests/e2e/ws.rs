@@ -608,6 +608,59 @@ fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
 
 /// JSON values that break a parameter's type, range, precision or meaning. No BTC-PERP: the
 /// other account's book must stay its own.
+/// A WebSocket upgrade on `port`: the answer, or why there was none.
+fn try_upgrade(port: u16) -> Result<Ws, String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws-api/v3");
+    let stream: Box<dyn Stream> = Box::new(s);
+    tungstenite::client::client(url, stream)
+        .map(|(ws, _)| Ws {
+            ws,
+            events: Vec::new(),
+        })
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn ws_one_address_holds_at_most_max_connections_per_ip() {
+    let (fix, ws_port, wss) = (free_port(), free_port(), free_port());
+    let cfg = config(fix, ws_port, wss, "{CERT}", "{KEY}").replacen(
+        "tls = false\n\n[[ws_listeners]]",
+        "tls = false\nmax_connections_per_ip = 2\n\n[[ws_listeners]]",
+        1,
+    );
+    let mut server = configured(&cfg, &[fix, ws_port, wss]);
+    server.launch();
+    // The start-up probe's connections have closed.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = Ws::plain(ws_port);
+    let b = Ws::plain(ws_port);
+    // A third connection from the address is closed before its upgrade is answered.
+    let third = try_upgrade(ws_port);
+    assert!(third.is_err(), "a third connection was upgraded");
+    // The two open ones are served.
+    let r = a.call(json!(1), "ping", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    // One closed: its place is given back.
+    drop(b);
+    let mut c = None;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(ws) = try_upgrade(ws_port) {
+            c = Some(ws);
+            break;
+        }
+    }
+    let mut c = c.expect("the place of a closed connection is taken again");
+    let r = c.call(json!(2), "ping", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    // The FIX listener of the same server counts its own connections.
+    let mut f = FixClient::tcp(fix, "FIX.4.4");
+    f.logon(30, &[]);
+    f.expect("A");
+}
+
 fn hostile_values() -> Vec<Value> {
     let mut deep = json!(1);
     for _ in 0..200 {

@@ -358,6 +358,11 @@ pub struct RawWsListener {
     /// Connections served at once. Default 1024.
     #[serde(default = "default_ws_max_connections")]
     pub max_connections: u64,
+    /// Connections served at once from one source address; one more from it is closed as soon
+    /// as it is accepted. 0 (the default): no limit but `max_connections` (and the connection
+    /// rate, `connections_per_5min`). At most `max_connections`.
+    #[serde(default)]
+    pub max_connections_per_ip: u64,
     /// Largest accepted message (and frame) in bytes. Default 65536.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: u64,
@@ -677,6 +682,8 @@ pub struct WsListenerSettings {
     pub tls: bool,
     /// Connections at once.
     pub max_connections: usize,
+    /// Connections at once from one address (0: no limit).
+    pub max_connections_per_ip: usize,
     /// Largest message.
     pub max_message_size: usize,
     /// Cancel-on-disconnect.
@@ -1252,6 +1259,12 @@ fn validate_ws_listeners(
             1,
             MAX_CONNECTIONS_LIMIT,
         )?;
+        let max_connections_per_ip = in_range(
+            &key("max_connections_per_ip"),
+            l.max_connections_per_ip,
+            0,
+            max_connections,
+        )?;
         let max_message_size = in_range(
             &key("max_message_size"),
             l.max_message_size,
@@ -1282,6 +1295,7 @@ fn validate_ws_listeners(
             bind,
             tls: l.tls,
             max_connections: max_connections as usize,
+            max_connections_per_ip: max_connections_per_ip as usize,
             max_message_size: max_message_size as usize,
             cancel_on_disconnect: l.cancel_on_disconnect,
             max_pending_requests: max_pending_requests as usize,
@@ -1878,6 +1892,15 @@ mod tests {
             (tls[0].max_connections, tls[0].max_connections_per_ip),
             (64, 16)
         );
+        let ws_tls = s
+            .ws_listeners
+            .iter()
+            .find(|l| l.tls)
+            .expect("a wss listener");
+        assert_eq!(
+            (ws_tls.max_connections, ws_tls.max_connections_per_ip),
+            (1024, 256)
+        );
         assert_eq!(tls[0].begin_string, BeginString::Fix44);
         for (version, port) in [
             (BeginString::Fix42, 9880),
@@ -1917,7 +1940,17 @@ mod tests {
         let l = &s.ws_listeners[0];
         assert_eq!((l.max_connections, l.max_message_size), (1024, 65536));
         assert_eq!(l.max_pending_requests, 256);
+        assert_eq!(l.max_connections_per_ip, 0);
         assert_eq!(l.rate_limits, WsRateLimits::default());
+        let s = parse(
+            &ws("max_connections = 8\nmax_connections_per_ip = 8"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.ws_listeners[0].max_connections_per_ip, 8);
+        let e = err(&ws("max_connections = 8\nmax_connections_per_ip = 9"));
+        assert_eq!(e.key(), Some("ws_listeners[0].max_connections_per_ip"));
+        assert!(e.to_string().contains("out of range (0..=8)"), "{e}");
         let s = parse(
             &ws("max_pending_requests = 4096\norders_per_10s = 1000"),
             false,

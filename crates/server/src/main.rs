@@ -450,6 +450,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     for l in &settings.ws_listeners {
         let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);
         cfg.max_connections = l.max_connections;
+        cfg.max_connections_per_ip = l.max_connections_per_ip;
         cfg.max_message_size = l.max_message_size;
         cfg.session.max_pending = l.max_pending_requests;
         let r = &l.rate_limits;

@@ -3,9 +3,10 @@
 //!
 //! Per connection:
 //!
-//! 1. at accept, the peer's address must be under its connection limit (300 attempts per 5
-//!    minutes by default, [`RateLimiter::try_connect`]) and the listener under
-//!    `max_connections`; otherwise the socket is closed at once, before any TLS work;
+//! 1. at accept, the listener must be under `max_connections`, the peer's address under its
+//!    connection rate (300 attempts per 5 minutes by default, [`RateLimiter::try_connect`]) and
+//!    under `max_connections_per_ip` open connections; otherwise the socket is closed at once,
+//!    before any TLS work;
 //! 2. within `handshake_timeout`: the TLS 1.3 handshake (TLS listeners), then the HTTP upgrade,
 //!    accepted only on the listener's path (`/ws-api/v3`; any other path gets 404). The URL may
 //!    carry `returnRateLimits=false`; an `Authorization: Bearer` token is verified
@@ -51,7 +52,7 @@ use tracing::{debug, info, warn};
 use super::app::{Principal, WsApplication, WsAuth};
 use super::protocol::{WsDisconnect, WsEvent, WsSession, WsSessionConfig};
 use super::ratelimit::{RateLimitConfig, RateLimiter};
-use crate::transport::{forward_control, AbortOnDrop, ControlFlags, ShutdownSignal};
+use crate::transport::{forward_control, AbortOnDrop, AddressLimit, ControlFlags, ShutdownSignal};
 
 /// How long a connection may take, after a shutdown was requested, to flush and close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -70,6 +71,9 @@ pub struct WsListenerConfig {
     pub path: String,
     /// Connections served at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Connections served at once from one source address (0: no limit but
+    /// `max_connections`); one more from it is closed as soon as it is accepted.
+    pub max_connections_per_ip: usize,
     /// Largest accepted message (and frame), bytes.
     pub max_message_size: usize,
     /// Time from accept to a completed upgrade (TLS handshake included).
@@ -98,6 +102,7 @@ impl std::fmt::Debug for WsListenerConfig {
             .field("bind", &self.bind)
             .field("path", &self.path)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_message_size", &self.max_message_size)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
@@ -117,6 +122,7 @@ impl WsListenerConfig {
             bind,
             path: "/ws-api/v3".to_owned(),
             max_connections: 1024,
+            max_connections_per_ip: 0,
             max_message_size: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -298,6 +304,7 @@ impl WsListener {
     pub async fn serve(self, mut shutdown: ShutdownSignal) {
         let cfg = &self.shared.config;
         let slots = Arc::new(Semaphore::new(cfg.max_connections));
+        let per_address = AddressLimit::new(cfg.max_connections_per_ip);
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
@@ -320,6 +327,15 @@ impl WsListener {
                         info!(listener = %cfg.name, %peer, reason = %why, "connection refused");
                         continue;
                     }
+                    // After the rate check: a refused attempt still counts as an attempt.
+                    let Some(address_permit) = per_address.try_acquire(peer.ip()) else {
+                        warn!(
+                            listener = %cfg.name, %peer,
+                            max_connections_per_ip = cfg.max_connections_per_ip,
+                            "connection refused: its address is at max_connections_per_ip"
+                        );
+                        continue;
+                    };
                     let conn = Connection {
                         id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                         peer,
@@ -329,7 +345,7 @@ impl WsListener {
                     };
                     let tls = self.tls.clone();
                     tasks.spawn(async move {
-                        let _permit = permit;
+                        let _permits = (permit, address_permit);
                         conn.serve(socket, tls).await;
                     });
                 }

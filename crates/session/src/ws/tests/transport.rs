@@ -554,6 +554,37 @@ async fn connections_are_limited_per_address_and_in_total() {
 }
 
 #[tokio::test]
+async fn an_address_holds_at_most_max_connections_per_ip_open_at_once() {
+    let mut cfg = config();
+    cfg.max_connections_per_ip = 2;
+    let (addr, trigger, task) = listen(cfg, None).await;
+    let mut a = ws_over_tcp(addr).await.unwrap();
+    let b = ws_over_tcp(addr).await.unwrap();
+    assert!(ws_over_tcp(addr).await.is_err(), "a third from the address");
+    a.send(Message::text(r#"{"id":1,"method":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut a).await["status"], 200);
+    // Once one has closed, its place is given back (the server sees the close shortly after).
+    drop(b);
+    let mut c = None;
+    for _ in 0..100 {
+        if let Ok(ws) = ws_over_tcp(addr).await {
+            c = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = c.expect("a place given back is taken again");
+    c.send(Message::text(r#"{"id":2,"method":"ping"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut c).await["status"], 200);
+    trigger.trigger();
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn plain_tcp_is_only_allowed_on_loopback() {
     let err = WsListener::bind(
         WsListenerConfig::new("ws", "0.0.0.0:0".parse().unwrap()),
