@@ -156,6 +156,99 @@ fn gap_is_requested_and_filled_both_ways() {
     assert_eq!(resent[0].seq(), 1);
 }
 
+/// A resting NewOrderSingle of TW-ACC with ClOrdID `cl`.
+fn resting_order(c: &mut FixClient, cl: &str) {
+    c.send(
+        "D",
+        &[
+            (11, cl),
+            (1, "TW-ACC"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100.5"),
+            (59, "1"),
+        ],
+    );
+}
+
+#[test]
+fn a_logon_with_next_expected_msg_seq_num_gets_what_it_missed_after_the_logon() {
+    let (_server, ports) = start(false);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    resting_order(&mut c, "NX-1");
+    let first = c.expect("8");
+    resting_order(&mut c, "NX-2");
+    let lost = c.expect("8");
+    assert_eq!(lost.get(11), Some("NX-2"));
+    // The connection drops; the client acts as if it never read the second report.
+    let client_seq = c.seq;
+    drop(c);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.seq = client_seq;
+    let missed_from = lost.seq().to_string();
+    c.logon(30, &[(789, &missed_from)]);
+    let logon = c.expect("A");
+    // Ours: the client's Logon was in sequence, so we expect the number after it.
+    assert_eq!(logon.get(789), Some((client_seq + 1).to_string().as_str()));
+    // Everything from the client's 789 up to the Logon follows it, unasked: application
+    // messages with PossDupFlag=Y (the lost report among them), session messages as gap fills.
+    let mut next = lost.seq();
+    let mut reports = Vec::new();
+    while next < logon.seq() {
+        let m = c.recv();
+        assert_eq!(m.seq(), next, "{m:?}");
+        assert_eq!(m.get(43), Some("Y"), "{m:?}");
+        next = if m.msg_type() == "4" {
+            m.get(36).unwrap().parse().unwrap()
+        } else {
+            reports.push(m.clone());
+            m.seq() + 1
+        };
+    }
+    assert_eq!(next, logon.seq());
+    assert_eq!(reports[0].get(11), Some("NX-2"), "{reports:?}");
+    assert_eq!(reports[0].get(37), lost.get(37));
+    assert_eq!(reports[0].get(122), lost.get(52));
+    assert!(reports.iter().all(|m| m.get(11) != first.get(11)));
+    // The session goes on: new messages (the reports of the orders cancelled when the first
+    // connection dropped) follow in sequence, without PossDupFlag.
+    c.send("1", &[(112, "AFTER-789")]);
+    let mut seq = logon.seq();
+    loop {
+        let m = c.recv();
+        seq += 1;
+        assert_eq!((m.seq(), m.get(43)), (seq, None), "{m:?}");
+        if m.msg_type() == "0" {
+            assert_eq!(m.get(112), Some("AFTER-789"));
+            break;
+        }
+        assert_eq!(m.get(39), Some("4"), "{m:?}");
+    }
+
+    // A client claiming to have messages we never sent is refused.
+    c.send("5", &[]);
+    c.expect("5");
+    let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");
+    c2.seq = c.seq;
+    c2.logon(30, &[(789, "999999")]);
+    let logout = c2.expect("5");
+    assert!(
+        logout
+            .get(58)
+            .unwrap()
+            .starts_with("NextExpectedMsgSeqNum too high, expecting"),
+        "{logout:?}"
+    );
+    assert!(c2.closed());
+}
+
 #[test]
 fn new_order_single_gets_an_execution_report() {
     let (_server, ports) = start(true);

@@ -591,10 +591,35 @@ impl Session {
             .get_u64(tag::HEART_BT_INT)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0);
-
-        // Accepted: from here on the Logon may change the session.
         let reset_requested = msg.get_flag(tag::RESET_SEQ_NUM_FLAG);
         let reset = reset_requested || self.config.reset.on_logon;
+        // NextExpectedMsgSeqNum(789): the number of ours the peer expects next. Higher than the
+        // number we send next means it holds messages we never sent: no session can go on.
+        let next_expected = match msg.get(tag::NEXT_EXPECTED_MSG_SEQ_NUM) {
+            None => None,
+            Some(v) => match portcullis_fix::decode::parse_u64(v).filter(|&n| n > 0) {
+                Some(n) => Some(n),
+                None => {
+                    self.refuse_logon(now, "NextExpectedMsgSeqNum(789) invalid");
+                    return;
+                }
+            },
+        };
+        if let Some(x) = next_expected {
+            let ours = if reset {
+                1
+            } else {
+                self.store.next_sender_seq()
+            };
+            if x > ours {
+                let text =
+                    format!("NextExpectedMsgSeqNum too high, expecting {ours} but received {x}");
+                self.refuse_logon(now, &text);
+                return;
+            }
+        }
+
+        // Accepted: from here on the Logon may change the session.
         if reset {
             if let Err(e) = self.store.reset(now) {
                 self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
@@ -612,25 +637,38 @@ impl Session {
         self.state = SessionState::Active;
         let begin = self.config.begin_string;
         let appl_ver = self.config.default_appl_ver_id.clone();
-        self.send_session_message(now, b"A", |enc| {
+        // A peer that sent 789 gets ours: the next of its numbers we expect (the Logon's own,
+        // if it was in sequence, counts as received).
+        let our_next_expected = if seq > expected { expected } else { seq + 1 };
+        let Some(logon_seq) = self.send_session_message(now, b"A", |enc| {
             enc.uint(tag::ENCRYPT_METHOD, 0);
             enc.uint(tag::HEART_BT_INT, heartbeat_secs.into());
             if reset_requested {
                 enc.flag(tag::RESET_SEQ_NUM_FLAG, true);
             }
+            if next_expected.is_some() {
+                enc.uint(tag::NEXT_EXPECTED_MSG_SEQ_NUM, our_next_expected);
+            }
             if begin == BeginString::Fixt11 {
                 enc.str(tag::DEFAULT_APPL_VER_ID, appl_ver.as_bytes());
             }
-        });
-        if self.state == SessionState::Disconnected {
+        }) else {
             return;
-        }
+        };
         self.events.push_back(SessionEvent::LoggedOn {
             heartbeat_secs,
             reset,
         });
+        if let Some(x) = next_expected.filter(|&x| x < logon_seq) {
+            // The peer missed our messages from `x`: they follow the Logon at once, as a
+            // ResendRequest would have them.
+            self.retransmit(now, x, logon_seq - 1);
+            if self.state == SessionState::Disconnected {
+                return;
+            }
+        }
         if seq > expected {
-            // Logon accepted, but messages are missing before it: ask for them first.
+            // Logon accepted, but messages are missing before it: they come first.
             self.queue.insert(
                 seq,
                 Queued {
@@ -638,7 +676,12 @@ impl Session {
                     handled: true,
                 },
             );
-            self.request_resend(now, expected, seq);
+            if next_expected.is_some() {
+                // Our 789 asks for them: a peer that sends 789 resends from it unasked.
+                self.resend_pending = Some(seq);
+            } else {
+                self.request_resend(now, expected, seq);
+            }
         } else {
             self.advance_target(seq + 1);
         }
@@ -1034,6 +1077,13 @@ impl Session {
         } else {
             end
         };
+        self.retransmit(now, begin, end);
+    }
+
+    /// Sends our messages `begin..=end` again from the store: application messages with
+    /// PossDupFlag=Y and OrigSendingTime, session messages (and numbers we no longer hold) as
+    /// SequenceReset-GapFill.
+    fn retransmit(&mut self, now: UtcTimestamp, begin: SeqNum, end: SeqNum) {
         if begin == 0 || begin > end {
             return;
         }

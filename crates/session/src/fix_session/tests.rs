@@ -952,6 +952,136 @@ fn sequence_numbers_continue_on_the_next_connection() {
     assert_eq!(s2.next_target_seq(), 4);
 }
 
+// ---- NextExpectedMsgSeqNum(789) on Logon ----
+
+/// [`with_sent_messages`] (ours: 1 Logon, 2 app, 3 heartbeat, 4 app), then the connection
+/// ends and a new one starts on the same store.
+fn reconnected_after_sent_messages() -> (Session, Peer) {
+    let (mut s, p) = with_sent_messages();
+    s.on_disconnect(secs(t0(), 35));
+    let s2 = Session::new(config(BeginString::Fix44), s.into_store(), secs(t0(), 40));
+    (s2, p)
+}
+
+#[test]
+fn a_logon_with_789_in_sync_is_answered_with_our_789_and_nothing_more() {
+    let (mut s, mut p) = reconnected_after_sent_messages();
+    let now = secs(t0(), 40);
+    s.handle_input(now, &p.logon(now, 30, &[(789, "5")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A"]);
+    assert_eq!(out[0].seq(), 5);
+    // The peer's Logon (its seq 2) is counted: we expect 3 next.
+    assert_eq!(out[0].get(789), Some("3"));
+    assert_eq!(s.next_target_seq(), 3);
+    // Without 789 the answer has none.
+    let (mut s, mut p) = reconnected_after_sent_messages();
+    s.handle_input(now, &p.logon(now, 30, &[]));
+    assert_eq!(sent(&mut s)[0].get(789), None);
+}
+
+#[test]
+fn a_logon_with_789_below_our_next_number_gets_the_missed_messages_after_the_logon() {
+    let (mut s, mut p) = reconnected_after_sent_messages();
+    let now = secs(t0(), 40);
+    // The peer saw our 1 and 2 only.
+    s.handle_input(now, &p.logon(now, 30, &[(789, "3")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A", "4", "8"]);
+    assert_eq!(out[0].seq(), 5);
+    assert_eq!(out[0].get(789), Some("3"));
+    // Our heartbeat 3 becomes a gap fill to 4; application message 4 is sent again.
+    assert_eq!(out[1].seq(), 3);
+    assert_eq!(out[1].get(123), Some("Y"));
+    assert_eq!(out[1].get(36), Some("4"));
+    assert_eq!(out[2].seq(), 4);
+    assert_eq!(out[2].get(43), Some("Y"));
+    assert_eq!(out[2].get(122), Some("20261128-12:00:32.000"));
+    assert_eq!(out[2].get(11), Some("ORD-2"));
+    // No ResendRequest was needed and no number was used but the Logon's.
+    assert_eq!(s.next_sender_seq(), 6);
+    assert_eq!(s.state(), SessionState::Active);
+}
+
+#[test]
+fn a_logon_with_789_above_our_next_number_is_refused_and_changes_nothing() {
+    for (v, reset) in [("6", false), ("9", false), ("2", true)] {
+        let (mut s, mut p) = reconnected_after_sent_messages();
+        let now = secs(t0(), 40);
+        let mut extra = vec![(789, v)];
+        if reset {
+            p.seq = 1;
+            extra.push((141, "Y"));
+        }
+        s.handle_input(now, &p.logon(now, 30, &extra));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"], "789={v}");
+        let ours = if reset { 1 } else { 5 };
+        assert_eq!(
+            out[0].get(58),
+            Some(
+                format!("NextExpectedMsgSeqNum too high, expecting {ours} but received {v}")
+                    .as_str()
+            )
+        );
+        assert_eq!(s.state(), SessionState::Disconnected);
+        // The refusal is not stored: both numbers stay where they were.
+        assert_eq!((s.next_sender_seq(), s.next_target_seq()), (5, 2));
+    }
+}
+
+#[test]
+fn a_logon_with_an_invalid_789_is_refused() {
+    for v in ["0", "x"] {
+        let mut s = new_session(BeginString::Fix44);
+        s.config.validate = false;
+        let mut p = Peer::new(BeginString::Fix44);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[(789, v)]));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"], "789={v}");
+        assert_eq!(out[0].get(58), Some("NextExpectedMsgSeqNum(789) invalid"));
+    }
+    // Validated, a non-number is the dictionary's refusal; on FIX 4.2 the tag is not defined.
+    for (v, begin) in [("x", BeginString::Fix44), ("1", BeginString::Fix42)] {
+        let mut s = new_session(begin);
+        let mut p = Peer::new(begin);
+        s.handle_input(t0(), &p.logon(t0(), 30, &[(789, v)]));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"], "789={v} on {begin:?}");
+        assert!(
+            out[0].get(58).unwrap().starts_with("Invalid Logon"),
+            "{:?}",
+            out[0]
+        );
+    }
+}
+
+#[test]
+fn a_logon_with_789_and_a_gap_asks_for_it_with_789_instead_of_a_resend_request() {
+    let mut s = new_session(BeginString::Fixt11);
+    let mut p = Peer::new(BeginString::Fixt11);
+    p.seq = 4;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(789, "1")]));
+    let out = sent(&mut s);
+    // Our 789 says 1: the peer resends 1..=3 unasked.
+    assert_eq!(types(&out), ["A"]);
+    assert_eq!(out[0].get(789), Some("1"));
+    assert_eq!(s.next_target_seq(), 1);
+    // A message after the Logon waits for the gap, still without a ResendRequest.
+    let now = secs(t0(), 1);
+    s.handle_input(now, &p.msg(now, "0", &[]));
+    assert!(sent(&mut s).is_empty());
+    // The resent messages close the gap; the Logon (4) and the heartbeat (5) are counted.
+    let orig = "20261128-12:00:00";
+    for seq in 1..=3 {
+        let m = p.msg_seq(now, "0", seq, &[(43, "Y"), (122, orig)]);
+        s.handle_input(now, &m);
+    }
+    assert_eq!(s.next_target_seq(), 6);
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.state(), SessionState::Active);
+}
+
 // ---- identify ----
 
 #[test]
