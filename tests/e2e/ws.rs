@@ -881,28 +881,31 @@ fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
         } else {
             evil.ws.send(Message::text(request.clone())).unwrap();
         }
-        // A status request for an unknown order after it: it goes the way orders go (through
-        // the core), so its answer comes after the answer to the request.
+        // A cancel of an unknown order after it: it goes through the core, behind anything
+        // the request put there, so every answer to the request comes before it (order.status
+        // would not do: it is answered at once from the connection's own table). Only the
+        // second step of a cancel-replace is queued later: its answer may follow the fence.
         let fence = format!("fence-{n}");
-        evil.send(json!({"id": fence, "method": "order.status",
+        evil.send(json!({"id": fence, "method": "order.cancel",
                          "params": t(json!({"symbol": "ETH-PERP", "origClientOrderId": fence}))}));
         let what = format!("seed {seed}, request {n}: {request:.400}");
         let mut answers = Vec::new();
-        loop {
+        let mut fenced = false;
+        while !fenced || !answers.iter().any(|v: &Value| v.get("event").is_none()) {
             let v = match evil.ws.read() {
                 Ok(Message::Text(t)) => serde_json::from_str::<Value>(t.as_str())
                     .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {t}")),
                 Ok(Message::Close(c)) => panic!("{what}: the server closed: {c:?}"),
                 Ok(_) => continue,
-                Err(e) => panic!("{what}: {e}"),
+                Err(e) => panic!("{what}: no answer ({e}) after {answers:?}"),
             };
             if v["id"] == json!(fence) {
-                assert_eq!(v["error"]["code"], -2013, "{what}: {v}");
-                break;
+                assert_eq!(v["error"]["code"], -2011, "{what}: {v}");
+                fenced = true;
+                continue;
             }
             answers.push(v);
         }
-        assert!(!answers.is_empty(), "{what}: no answer");
         for v in answers {
             if v.get("event").is_some() {
                 continue;
@@ -925,7 +928,8 @@ fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
         }
     }
     assert!(
-        statuses.get(&200).is_some_and(|&n| n > 10) && statuses.get(&400).is_some_and(|&n| n > 10),
+        // Every seed's mix reaches both (at least 1 in 80 each).
+        statuses.get(&200).is_some_and(|&n| n >= 5) && statuses.get(&400).is_some_and(|&n| n >= 5),
         "seed {seed}: the requests reached too few outcomes: {statuses:?}"
     );
 
