@@ -111,6 +111,7 @@ mod log;
 pub mod record;
 mod segment;
 mod snapshot;
+mod tail;
 mod tools;
 
 use std::fmt;
@@ -128,6 +129,7 @@ pub use log::{
 };
 pub use record::{DecodeError, JournalRecord, RecordKind, CODEC_VERSION, MAX_LIMITS_BYTES};
 pub use snapshot::Snapshot;
+pub use tail::JournalTail;
 pub use tools::{
     dump, event_json, export_jsonl, log_key_ids, reencrypt, reencrypt_log, verify, verify_log,
     ReencryptReport, SnapshotInfo, VerifyReport,

@@ -141,6 +141,23 @@ impl SegmentReader {
         })))
     }
 
+    /// For a reader following a log that is being written: takes in what was appended to the
+    /// file since, and goes back to the start of the next batch (a batch found incomplete is
+    /// read again from its start).
+    pub(crate) fn follow(&mut self) -> Result<()> {
+        let len = self
+            .file
+            .get_ref()
+            .metadata()
+            .map_err(io_err(&self.path))?
+            .len();
+        self.end = len.max(self.pos);
+        self.file
+            .seek(SeekFrom::Start(self.pos))
+            .map_err(io_err(&self.path))?;
+        Ok(())
+    }
+
     fn torn_or_corrupt(&self, offset: u64, detail: String) -> Result<BatchRead> {
         if self.tail {
             Ok(BatchRead::Torn { offset, detail })

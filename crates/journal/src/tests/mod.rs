@@ -7,6 +7,7 @@ mod fixstore;
 mod log;
 mod record;
 mod snapshot;
+mod tail;
 mod tools;
 
 use std::fs;
