@@ -123,3 +123,31 @@ target_comp_id = "TW"
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("sessions[0].accounts"), "{out}");
 }
+
+#[test]
+fn a_drop_copy_session_without_a_master_key_is_refused() {
+    // `run` never passes PORTCULLIS_MASTER_KEY: no key, so no journal to copy from.
+    let (code, out) = check(
+        r#"
+data_dir = "var"
+
+[[listeners]]
+name = "fix44"
+bind = "127.0.0.1:0"
+tls = false
+begin_string = "FIX.4.4"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "DC"
+accounts = ["CLEARING"]
+access = "read"
+authentication = "none"
+drop_copy = ["*"]
+"#,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("sessions[0].drop_copy"), "{out}");
+    assert!(out.contains("master key"), "{out}");
+}

@@ -8,6 +8,7 @@ mod auth;
 mod binance_interop;
 mod config_errors;
 mod crash;
+mod drop_copy;
 mod fix_session;
 mod hostile;
 mod interop;

@@ -43,6 +43,7 @@ use portcullis_types::{
 };
 use tracing::{debug, warn};
 
+use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
 use crate::pipeline::{Conn, Ingress, Outbound, Pipeline};
@@ -80,7 +81,8 @@ impl BusinessReject {
         enc.str(tag::TEXT, self.text.as_bytes());
     }
 
-    fn of(
+    /// The reject of `msg` (MsgSeqNum `seq`) for `reason`.
+    pub(crate) fn of(
         seq: SeqNum,
         msg: &portcullis_fix::MessageRef<'_>,
         reason: u64,
@@ -98,7 +100,8 @@ impl BusinessReject {
         }
     }
 
-    fn send(&self, session: &mut Session, now: UtcTimestamp) {
+    /// Sends it through `session`.
+    pub(crate) fn send(&self, session: &mut Session, now: UtcTimestamp) {
         METRICS.fix_business_reject();
         match session.send_application(now, b"j", |enc| self.encode_body(enc)) {
             Ok(_) => METRICS.sent(Protocol::Fix),
@@ -132,6 +135,8 @@ pub struct SessionInfo {
     /// when it opens and gives them back when it ends, so a reconnected client can still ask
     /// for an order that ended before.
     pub finished: FinishedSlot,
+    /// A drop copy session's accounts and cursor (`None`: an order-entry session).
+    pub drop_copy: Option<Arc<DropCopySession>>,
 }
 
 /// Where a session's [`Finished`] orders wait between its connections.
@@ -177,6 +182,7 @@ pub struct OrderEntryApp {
     sessions: HashMap<SessionKey, Arc<SessionInfo>>,
     auth: Arc<ServerAuth>,
     reply_spin: Duration,
+    drop_copy: Option<Arc<DropCopyFeed>>,
 }
 
 impl std::fmt::Debug for OrderEntryApp {
@@ -188,12 +194,14 @@ impl std::fmt::Debug for OrderEntryApp {
 }
 
 impl OrderEntryApp {
-    /// The application for `sessions` (with their configs), feeding `pipeline`.
+    /// The application for `sessions` (with their configs), feeding `pipeline`; its drop copy
+    /// sessions follow `drop_copy` (the journal).
     pub fn new(
         pipeline: Arc<Pipeline>,
         sessions: impl IntoIterator<Item = (SessionConfig, SessionInfo)>,
         auth: Arc<ServerAuth>,
         reply_spin: Duration,
+        drop_copy: Option<Arc<DropCopyFeed>>,
     ) -> Self {
         OrderEntryApp {
             pipeline,
@@ -203,6 +211,7 @@ impl OrderEntryApp {
                 .collect(),
             auth,
             reply_spin,
+            drop_copy,
         }
     }
 }
@@ -227,6 +236,16 @@ impl Application for OrderEntryApp {
 
     fn open(&self, conn: &ConnectionInfo<'_>) -> Option<Box<dyn ConnectionApp>> {
         let info = self.sessions.get(&key_of(conn.session))?.clone();
+        if let Some(copy) = &info.drop_copy {
+            // Checked at start-up: drop copy sessions need the journal.
+            let feed = self.drop_copy.clone()?;
+            return Some(Box::new(DropCopyConn::new(
+                feed,
+                copy.clone(),
+                info.name.clone(),
+                conn,
+            )));
+        }
         // Given back when the connection's handler is dropped (see `Drop for FixConn`).
         let finished = info.finished.take();
         // Counted down when the connection's handler is dropped.

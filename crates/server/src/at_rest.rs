@@ -314,6 +314,11 @@ impl KeyringCell {
         self.version.fetch_add(1, Ordering::Release);
     }
 
+    /// The current keyring.
+    pub fn current(&self) -> MasterKeyring {
+        self.get().1
+    }
+
     /// The keyring and its version.
     fn get(&self) -> (u64, MasterKeyring) {
         let r = self.ring.lock().unwrap_or_else(|p| p.into_inner());

@@ -469,6 +469,15 @@ pub struct RawSession {
     /// `engine.cancel_on_disconnect` (true unless changed).
     #[serde(default)]
     pub cancel_on_disconnect: Option<bool>,
+    /// Makes this a drop copy session (for a clearing firm or a risk desk): it takes no orders
+    /// and is sent a copy of every ExecutionReport (acknowledgements, fills, cancels,
+    /// replaces, rejects, expiries) of these accounts (`["*"]`: every account), whichever
+    /// session or connection the orders came from, in the journal's order, from the first
+    /// record the journal holds on. Every key that may log on (see `accounts`) sees them all.
+    /// Needs `access = "read"`, and a journal (a master key). Default: empty, an order-entry
+    /// session.
+    #[serde(default)]
+    pub drop_copy: Vec<String>,
 }
 
 fn default_heartbeat_range() -> [u32; 2] {
@@ -735,6 +744,9 @@ pub struct SessionSettings {
     pub access: Scope,
     /// Cancel the session's resting orders when it ends.
     pub cancel_on_disconnect: bool,
+    /// The accounts a drop copy session copies the executions of (`*` = every account);
+    /// empty for an order-entry session.
+    pub drop_copy: Vec<String>,
 }
 
 /// Bounds that keep a typo from becoming a resource problem.
@@ -1044,7 +1056,31 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         let cancel_on_disconnect = s
             .cancel_on_disconnect
             .unwrap_or(raw.engine.cancel_on_disconnect);
+        if !s.drop_copy.is_empty() {
+            if s.access != RawAccess::Read {
+                return Err(ConfigError::invalid(
+                    key("drop_copy"),
+                    format!(
+                        "{} makes a drop copy session, which takes no orders: it needs access = \"read\"",
+                        key("drop_copy")
+                    ),
+                ));
+            }
+            for (j, a) in s.drop_copy.iter().enumerate() {
+                let k = key(&format!("drop_copy[{j}]"));
+                check_id(&k, a)?;
+                if s.drop_copy[..j].contains(a)
+                    || (a == portcullis_auth::ANY_ACCOUNT && s.drop_copy.len() > 1)
+                {
+                    return Err(ConfigError::invalid(
+                        k.clone(),
+                        format!("{k} = {a:?}: list each account once, or \"*\" alone"),
+                    ));
+                }
+            }
+        }
         sessions.push(SessionSettings {
+            drop_copy: s.drop_copy.clone(),
             cancel_on_disconnect,
             config,
             schedule,
@@ -1064,6 +1100,17 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     let auth = validate_auth(&raw.auth)?;
     let core = validate_core(&raw.core)?;
     let accounts = account_table(&raw.core.accounts, &sessions)?;
+    for (i, s) in sessions.iter().enumerate() {
+        for (j, a) in s.drop_copy.iter().enumerate() {
+            if a != portcullis_auth::ANY_ACCOUNT && !accounts.contains(a) {
+                let k = format!("sessions[{i}].drop_copy[{j}]");
+                return Err(ConfigError::invalid(
+                    k.clone(),
+                    format!("{k} = {a:?} is not an account (list it in a session's accounts or in core.accounts)"),
+                ));
+            }
+        }
+    }
     validate_engine(&raw.engine)?;
     validate_risk(&raw.risk, &accounts)?;
     if sessions.len() as u64 > u64::from(raw.risk.max_sessions) {
@@ -1878,6 +1925,54 @@ mod tests {
 
     fn ok(text: &str) -> Settings {
         parse(text, false).expect("config should be accepted")
+    }
+
+    #[test]
+    fn drop_copy_sessions_need_read_access_and_known_accounts() {
+        let dc = |extra: &str| {
+            format!(
+                "{MINIMAL}\n[[sessions]]\nbegin_string = \"FIX.4.4\"\nsender_comp_id = \"US\"\ntarget_comp_id = \"DC\"\naccounts = [\"CLEAR\"]\n{extra}\n"
+            )
+        };
+        // An order-entry session by default.
+        assert!(ok(MINIMAL).sessions[0].drop_copy.is_empty());
+        let s = ok(&dc("access = \"read\"\ndrop_copy = [\"ACC1\", \"CLEAR\"]"));
+        assert_eq!(s.sessions[1].drop_copy, ["ACC1", "CLEAR"]);
+        assert_eq!(
+            ok(&dc("access = \"read\"\ndrop_copy = [\"*\"]")).sessions[1].drop_copy,
+            ["*"]
+        );
+        for (extra, key, says) in [
+            (
+                "drop_copy = [\"ACC1\"]",
+                "sessions[1].drop_copy",
+                "access = \"read\"",
+            ),
+            (
+                "access = \"read\"\ndrop_copy = [\"NOBODY\"]",
+                "sessions[1].drop_copy[0]",
+                "is not an account",
+            ),
+            (
+                "access = \"read\"\ndrop_copy = [\"ACC1\", \"ACC1\"]",
+                "sessions[1].drop_copy[1]",
+                "once",
+            ),
+            (
+                "access = \"read\"\ndrop_copy = [\"ACC1\", \"*\"]",
+                "sessions[1].drop_copy[1]",
+                "alone",
+            ),
+            (
+                "access = \"read\"\ndrop_copy = [\"\"]",
+                "sessions[1].drop_copy[0]",
+                "",
+            ),
+        ] {
+            let e = err(&dc(extra));
+            assert_eq!(e.key(), Some(key), "{extra}: {e}");
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
     }
 
     #[test]

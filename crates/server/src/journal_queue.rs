@@ -92,6 +92,10 @@ pub struct JournalQueue {
     /// Told each fsync's duration on the journal thread (the server's metrics); a plain fn so
     /// that calling it allocates nothing.
     fsync_observer: OnceLock<fn(Duration)>,
+    /// The last record acknowledged (written, and under `fsync = "always"` durable), for
+    /// readers that follow the journal (the FIX drop copy): what is up to it can be read.
+    /// Published once per batch by the journal thread.
+    acknowledged: tokio::sync::watch::Sender<u64>,
 }
 
 impl JournalQueue {
@@ -108,7 +112,21 @@ impl JournalQueue {
             rekey: std::sync::Mutex::new(None),
             rekey_pending: AtomicBool::new(false),
             fsync_observer: OnceLock::new(),
+            acknowledged: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Follows the last record acknowledged: see [`JournalQueue`]'s `acknowledged`.
+    pub fn acknowledged(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acknowledged.subscribe()
+    }
+
+    fn publish_acknowledged(&self, seq: Seq) {
+        self.acknowledged.send_if_modified(|v| {
+            let changed = *v != seq.0;
+            *v = seq.0;
+            changed
+        });
     }
 
     /// Hands a rotated master keyring to the journal thread: the next batch starts a new
@@ -549,6 +567,8 @@ pub fn spawn_writer(
             let mut woken: Vec<Arc<Conn>> = Vec::new();
             let mut last_work = Instant::now();
             let mut seen_syncs = writer.fsync_stats().0;
+            let mut published = writer.ack_seq();
+            q.publish_acknowledged(published);
             loop {
                 if let Some(ring) = q.take_rekey() {
                     match writer.set_keyring(&ring) {
@@ -631,6 +651,10 @@ pub fn spawn_writer(
                 }
                 for c in woken.drain(..) {
                     c.wake();
+                }
+                if ack != published {
+                    published = ack;
+                    q.publish_acknowledged(ack);
                 }
                 // The replica follows after the acknowledgements are out: it never delays them.
                 if let Some(rep) = replica.as_mut() {

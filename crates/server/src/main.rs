@@ -23,6 +23,7 @@ mod at_rest;
 mod config;
 mod control;
 mod devcert;
+mod drop_copy;
 mod journal;
 mod journal_queue;
 mod keys;
@@ -321,6 +322,20 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         }
     };
     let keyring = loaded_keyring.as_ref().map(|k| k.ring.clone());
+    if keyring.is_none() {
+        if let Some(i) = settings
+            .sessions
+            .iter()
+            .position(|s| !s.drop_copy.is_empty())
+        {
+            return Err(Failure::Config(ConfigError::Invalid {
+                key: format!("sessions[{i}].drop_copy"),
+                message: format!(
+                    "sessions[{i}].drop_copy: a drop copy session is fed from the journal, which needs a master key (PORTCULLIS_MASTER_KEY or auth.master_key_file)"
+                ),
+            }));
+        }
+    }
     let audit =
         at_rest::open_server_audit(&settings, keyring.as_ref()).map_err(Failure::Runtime)?;
 
@@ -550,6 +565,32 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                     cancel_on_disconnect: s.cancel_on_disconnect,
                     has_traded: Default::default(),
                     finished: Default::default(),
+                    drop_copy: (!s.drop_copy.is_empty()).then(|| {
+                        let copied = if s
+                            .drop_copy
+                            .iter()
+                            .any(|a| a == portcullis_auth::ANY_ACCOUNT)
+                        {
+                            drop_copy::Copied::All
+                        } else {
+                            drop_copy::Copied::Accounts(
+                                s.drop_copy
+                                    .iter()
+                                    .filter_map(|a| pipeline.account_id(a))
+                                    .collect(),
+                            )
+                        };
+                        let c = &s.config;
+                        let file = data_dir.join("drop-copy").join(format!(
+                            "{}.cursor",
+                            FileStore::session_dir_name(
+                                c.begin_string.as_str(),
+                                &c.sender_comp_id,
+                                &c.target_comp_id
+                            )
+                        ));
+                        drop_copy::DropCopySession::new(copied, file)
+                    }),
                 },
             )
         }),
@@ -558,6 +599,15 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         match settings.core.threading {
             pipeline::Threading::Dedicated => settings.core.reply_spin,
             pipeline::Threading::Shared => Duration::ZERO,
+        },
+        match (&journal, &store_keys) {
+            (Some(j), Some(keys)) => Some(drop_copy::DropCopyFeed::new(
+                settings.journal.dir.clone(),
+                keys.clone(),
+                j.queue.acknowledged(),
+                pipeline.clone(),
+            )),
+            _ => None,
         },
     ));
     let (trigger, signal) = transport::shutdown_channel();

@@ -1370,6 +1370,12 @@ impl Session {
         &self.tx
     }
 
+    /// How many bytes wait to be sent, committed to the store or not (for a handler pacing
+    /// its output to the peer's reading).
+    pub fn unsent_len(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Marks the first `n` bytes of [`Session::transmit`] as sent.
     pub fn consume_transmit(&mut self, n: usize) {
         self.tx.drain(..n.min(self.tx.len()));

@@ -197,6 +197,14 @@ impl std::fmt::Debug for ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// Unsent bytes at which a connection stops taking output from its handler
+    /// ([`ConnectionApp::poll_output`]) until the peer has read some: half of
+    /// `max_unsent_bytes`, so a handler with much to send (a drop copy catching up) fills the
+    /// socket at the peer's pace instead of being dropped as a slow reader.
+    pub fn output_pause(&self) -> usize {
+        self.max_unsent_bytes / 2
+    }
+
     /// A plain-TCP listener with the default limits (for tests and local tools).
     pub fn plain(name: &str, bind: SocketAddr, begin_string: BeginString) -> Self {
         Self {
@@ -1344,7 +1352,7 @@ impl Connection {
                     }
                     session.handle_timeout(UtcTimestamp::now());
                 }
-                _ = output_ready(conn_app.as_deref_mut()) => {
+                _ = output_ready(conn_app.as_deref_mut()), if session.unsent_len() < self.listener.output_pause() => {
                     // Written at the top of the loop.
                 }
                 raised = poll_fn(|cx| control.poll_take(cx)) => {

@@ -146,7 +146,10 @@ fn records_compacted_away_are_reported_missing_and_damage_is_an_error() {
         .unwrap()
         .0;
     let mut t = JournalTail::open(dir.path(), &k, Seq(name_seq - 1)).unwrap();
-    assert!(matches!(t.next_decoded(), Err(JournalError::Corrupt { .. })));
+    assert!(matches!(
+        t.next_decoded(),
+        Err(JournalError::Corrupt { .. })
+    ));
     // A key the keyring does not hold is an error at once.
     assert!(JournalTail::open(dir.path(), &ring("k2", 2), Seq(name_seq - 1)).is_err());
 }

@@ -1,0 +1,138 @@
+//! The FIX drop copy seen from the outside: the real binary, order-entry sessions of three
+//! accounts and a drop copy session copying two of them, across its reconnects and a restart
+//! of the server.
+
+use std::collections::HashSet;
+
+use crate::auth::env;
+use crate::harness::{FixClient, Msg, Server};
+use crate::pipeline::{assert_fields, config, connect, connect_at, limit, ports, S};
+
+/// A drop copy session `comp` (FIX 4.4, no authentication on loopback) copying `copied`.
+fn drop_copy_session(comp: &str, copied: &str) -> String {
+    format!(
+        "\n[[sessions]]\nbegin_string = \"FIX.4.4\"\nsender_comp_id = \"ISLD\"\ntarget_comp_id = \"{comp}\"\naccounts = [\"CLEARING\"]\naccess = \"read\"\nauthentication = \"none\"\nstore_sync = \"never\"\ndrop_copy = [{copied}]\n"
+    )
+}
+
+/// The next `n` ExecutionReports of the drop copy (a heartbeat or anything else fails).
+fn copies(dc: &mut FixClient, n: usize) -> Vec<Msg> {
+    (0..n).map(|_| dc.expect("8")).collect()
+}
+
+/// The body of a report: every field but the header and trailer, which are the session's.
+fn body(m: &Msg) -> Vec<(u32, String)> {
+    const SESSION: [u32; 9] = [8, 9, 10, 34, 43, 49, 52, 56, 122];
+    m.0.iter()
+        .filter(|(t, _)| !SESSION.contains(t))
+        .cloned()
+        .collect()
+}
+
+/// Asserts that `copies` are exactly `originals` (in any order: the journal's), field for field.
+fn assert_copies(copies: &[Msg], originals: &[Msg]) {
+    let mut want: Vec<_> = originals.iter().map(body).collect();
+    let mut got: Vec<_> = copies.iter().map(body).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_and_restarts() {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWC",
+            account: "ACC-C",
+            signed: false,
+        },
+    ];
+    let extra = drop_copy_session("DC", "\"ACC-A\", \"ACC-B\"");
+    let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
+    server.launch();
+    let mut dc = connect(p, "FIX.4.4", "DC", None);
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    let mut c = connect(p, "FIX.4.4", "TWC", None);
+
+    // A rests a sell, C (not copied) a buy below it, B buys part of A's: both sides fill.
+    let mut originals = vec![limit(&mut a, "A1", "2", "2", "100")];
+    assert_fields(&limit(&mut c, "C1", "1", "1", "90"), &[(39, "0")]);
+    originals.push(limit(&mut b, "B1", "1", "1", "100"));
+    originals.push(b.expect("8"));
+    originals.push(a.expect("8"));
+    assert_fields(&originals[2], &[(150, "F"), (39, "2"), (1, "ACC-B")]);
+    assert_fields(&originals[3], &[(150, "F"), (39, "1"), (1, "ACC-A")]);
+    // A reject is an ExecutionReport too.
+    originals.push(limit(&mut b, "B2", "1", "1", "1000"));
+    assert_fields(&originals[4], &[(150, "8"), (39, "8")]);
+    let first = copies(&mut dc, originals.len());
+    assert_copies(&first, &originals);
+    let mut exec_ids: HashSet<String> = first
+        .iter()
+        .map(|m| m.get(17).unwrap().to_owned())
+        .collect();
+
+    // The drop copy takes no orders.
+    dc.send(
+        "D",
+        &[
+            (11, "DC1"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "100"),
+        ],
+    );
+    assert_fields(&dc.expect("j"), &[(372, "D"), (380, "4"), (379, "DC1")]);
+
+    // Away: what happens meanwhile comes after its next Logon.
+    dc.send("5", &[]);
+    dc.expect("5");
+    assert!(dc.closed());
+    let away = vec![limit(&mut a, "A2", "2", "1", "101")];
+    let mut dc = connect_at(p, "FIX.4.4", "DC", None, dc.seq);
+    let got = copies(&mut dc, 1);
+    assert_copies(&got, &away);
+    exec_ids.insert(got[0].get(17).unwrap().to_owned());
+
+    // A restart: the copies go on where they were, nothing twice (the orders cancelled as
+    // their sessions went down are copied too).
+    let a_seq = a.seq;
+    drop((a, b, c));
+    dc.send("5", &[]);
+    dc.expect("5");
+    server.restart();
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a_seq);
+    let after = limit(&mut a, "A3", "2", "1", "102");
+    let mut dc = connect_at(p, "FIX.4.4", "DC", None, dc.seq);
+    loop {
+        let m = dc.expect("8");
+        assert_ne!(m.get(1), Some("ACC-C"), "{m:?}");
+        let id = m.get(17).unwrap().to_owned();
+        assert!(exec_ids.insert(id), "copied twice: {m:?}");
+        if m.get(11) == Some("A3") {
+            assert_copies(&[m], &[after]);
+            break;
+        }
+        // Everything else is a cancel of the orders left when the sessions went down.
+        assert_fields(&m, &[(150, "4"), (39, "4")]);
+    }
+}
