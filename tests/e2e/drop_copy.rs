@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use crate::auth::env;
-use crate::harness::{FixClient, Msg, Server};
+use crate::harness::{free_port, FixClient, Msg, Server};
+use crate::metrics::scrape;
 use crate::pipeline::{assert_fields, config, connect, connect_at, limit, ports, S};
 
 /// A drop copy session `comp` (FIX 4.4, no authentication on loopback) copying `copied`.
@@ -61,7 +62,9 @@ fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_an
             signed: false,
         },
     ];
-    let extra = drop_copy_session("DC", "\"ACC-A\", \"ACC-B\"");
+    let pm = free_port();
+    let extra = drop_copy_session("DC", "\"ACC-A\", \"ACC-B\"")
+        + &format!("\n[metrics]\nbind = \"127.0.0.1:{pm}\"\n");
     let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
     server.launch();
     let mut dc = connect(p, "FIX.4.4", "DC", None);
@@ -108,10 +111,24 @@ fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_an
     dc.expect("5");
     assert!(dc.closed());
     let away = vec![limit(&mut a, "A2", "2", "1", "101")];
+    // The operator sees it fall behind while away, and catch up once back.
+    let behind = |server: &Server| {
+        scrape(pm, server).value(
+            "portcullis_drop_copy_behind_records",
+            &[("session", "FIX.4.4:ISLD->DC")],
+        )
+    };
+    assert!(behind(&server) >= 2.0, "{}", behind(&server));
     let mut dc = connect_at(p, "FIX.4.4", "DC", None, dc.seq);
     let got = copies(&mut dc, 1);
     assert_copies(&got, &away);
     exec_ids.insert(got[0].get(17).unwrap().to_owned());
+    // Read up to the journal's end (its position moves as soon as the report is sent).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while behind(&server) != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", behind(&server));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     // A restart: the copies go on where they were, nothing twice (the orders cancelled as
     // their sessions went down are copied too).

@@ -20,7 +20,7 @@ use crate::auth::{create_key, env, Key};
 use crate::harness::{free_port, test_cert, FixClient, Msg, Server};
 
 /// One scrape, as the Python parser read it.
-struct Scrape {
+pub(crate) struct Scrape {
     families: HashMap<String, String>,
     samples: Vec<(String, HashMap<String, String>, f64)>,
 }
@@ -28,7 +28,7 @@ struct Scrape {
 impl Scrape {
     /// The sample `name` whose labels include `labels` (0 when there is none: a counter not
     /// yet moved).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|(n, l, _)| {
@@ -41,13 +41,13 @@ impl Scrape {
             .sum()
     }
 
-    fn family(&self, name: &str) -> Option<&str> {
+    pub(crate) fn family(&self, name: &str) -> Option<&str> {
         self.families.get(name).map(String::as_str)
     }
 }
 
 /// Scrapes `http://127.0.0.1:{port}/metrics` with tests/interop/prometheus_scrape.py.
-fn scrape(port: u16, server: &Server) -> Scrape {
+pub(crate) fn scrape(port: u16, server: &Server) -> Scrape {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/prometheus_scrape.py"

@@ -103,21 +103,42 @@ impl Copied {
 /// One configured drop copy session: its accounts and its cursor, across its connections.
 #[derive(Debug)]
 pub struct DropCopySession {
+    /// `FIX.4.4:ISLD->CLEARING`, for logs and metrics.
+    name: String,
     copied: Copied,
-    /// The last journal record the session has passed on (`u64::MAX`: not read from its file
-    /// yet).
+    /// The last journal record the session has passed on and its store has committed, as
+    /// last written to its file (`u64::MAX`: not read from the file yet).
     cursor: AtomicU64,
+    /// The last journal record a connection of the session has read (`u64::MAX`: none yet;
+    /// the cursor then says where it is).
+    position: AtomicU64,
     file: PathBuf,
 }
 
 impl DropCopySession {
-    /// The session copying `copied`, with its cursor in `file`.
-    pub fn new(copied: Copied, file: PathBuf) -> Arc<Self> {
+    /// The session `name` copying `copied`, with its cursor in `file`.
+    pub fn new(name: String, copied: Copied, file: PathBuf) -> Arc<Self> {
         Arc::new(DropCopySession {
+            name,
             copied,
             cursor: AtomicU64::new(u64::MAX),
+            position: AtomicU64::new(u64::MAX),
             file,
         })
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last journal record the session has read, whether connected or not (`None` if its
+    /// cursor file cannot be read).
+    pub fn position(&self) -> Option<u64> {
+        match self.position.load(Ordering::Acquire) {
+            u64::MAX => self.load().ok(),
+            p => Some(p),
+        }
     }
 
     /// The cursor: in memory, or from its file (0, the journal's start, if there is none).
@@ -250,6 +271,7 @@ impl DropCopyConn {
         };
         self.sent_to = tail.position().0;
         self.saved = self.sent_to;
+        self.session.position.store(self.sent_to, Ordering::Release);
         self.tail = Some(tail);
         info!(session = %self.name, conn = self.conn_id, from = cursor, "drop copy: following the journal");
         Ok(())
@@ -395,6 +417,7 @@ impl ConnectionApp for DropCopyConn {
             }
             self.sent_to = seq.0;
         }
+        self.session.position.store(self.sent_to, Ordering::Release);
         Ok(())
     }
 
@@ -415,17 +438,17 @@ mod tests {
         let file = dir.path().join("drop-copy").join("FIX.4.4-A-B.cursor");
         // No file yet: from the journal's start.
         assert_eq!(read_cursor(&file), Ok(0));
-        let s = DropCopySession::new(Copied::All, file.clone());
+        let s = DropCopySession::new("S".into(), Copied::All, file.clone());
         assert_eq!(s.load(), Ok(0));
         s.save(41);
         assert_eq!(read_cursor(&file), Ok(41));
         assert!(!file.with_extension("cursor.tmp").exists());
         // A new session object (a restart) reads it back; in memory it is not read again.
-        let s = DropCopySession::new(Copied::All, file.clone());
+        let s = DropCopySession::new("S".into(), Copied::All, file.clone());
         assert_eq!(s.load(), Ok(41));
         std::fs::write(&file, "garbage").unwrap();
         assert_eq!(s.load(), Ok(41));
-        let e = DropCopySession::new(Copied::All, file.clone())
+        let e = DropCopySession::new("S".into(), Copied::All, file.clone())
             .load()
             .unwrap_err();
         assert!(e.contains("not a journal sequence number"), "{e}");

@@ -121,6 +121,11 @@ impl JournalQueue {
         self.acknowledged.subscribe()
     }
 
+    /// The last record acknowledged, now.
+    pub fn acknowledged_now(&self) -> u64 {
+        *self.acknowledged.borrow()
+    }
+
     fn publish_acknowledged(&self, seq: Seq) {
         self.acknowledged.send_if_modified(|v| {
             let changed = *v != seq.0;

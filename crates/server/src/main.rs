@@ -589,7 +589,13 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                                 &c.target_comp_id
                             )
                         ));
-                        drop_copy::DropCopySession::new(copied, file)
+                        let session = drop_copy::DropCopySession::new(
+                            security::session_name(c),
+                            copied,
+                            file,
+                        );
+                        metrics::track_drop_copy(session.clone());
+                        session
                     }),
                 },
             )

@@ -18,6 +18,7 @@
 //! | `portcullis_egress_queue_depth` | gauge | | reports waiting in every session's egress queue, summed (sampled) |
 //! | `portcullis_journal_queue_depth` | gauge | | items waiting for the journal thread (sampled) |
 //! | `portcullis_parked_reports` | gauge | | reports held for configured sessions without a connection (sampled) |
+//! | `portcullis_drop_copy_behind_records` | gauge | `session` | journal records a drop copy session has not read yet (sampled; only with drop copy sessions) |
 //! | `portcullis_parked_reports_dropped_total` | counter | | reports lost because a session's parking queue was full |
 //! | `portcullis_server_busy_total` | counter | | requests refused because the ingress queue was full |
 //! | `portcullis_order_ack_latency_seconds` | histogram | `protocol` | from reading an order off the socket to writing its acknowledgement (ExecutionReport New or reject; WebSocket response) |
@@ -45,6 +46,7 @@ use portcullis_fix::SessionRejectReason;
 use portcullis_types::RejectReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::drop_copy::DropCopySession;
 use crate::journal_queue::JournalQueue;
 use crate::pipeline::{Conn, Pipeline, EVENT_KIND_NAMES};
 
@@ -679,6 +681,20 @@ impl Metrics {
             "counter",
         );
         t.sample("portcullis_server_busy_total", &[], gauges.busy);
+        if !gauges.drop_copy_behind.is_empty() {
+            t.family(
+                "portcullis_drop_copy_behind_records",
+                "Journal records a drop copy session has not read yet (growing while it is away).",
+                "gauge",
+            );
+            for (session, behind) in &gauges.drop_copy_behind {
+                t.sample(
+                    "portcullis_drop_copy_behind_records",
+                    &[("session", session)],
+                    *behind,
+                );
+            }
+        }
         t.family(
             "portcullis_order_ack_latency_seconds",
             "From reading an order off the socket to writing its acknowledgement or reject.",
@@ -827,6 +843,8 @@ pub struct Gauges {
     pub event_kinds: Vec<u64>,
     /// The core thread's rejects by [`RejectReason`] index.
     pub event_rejects: Vec<u64>,
+    /// Each drop copy session's name and how many journal records it is behind.
+    pub drop_copy_behind: Vec<(String, u64)>,
 }
 
 /// Where the scrape-time gauges come from: the pipeline, the journal queue and the live
@@ -840,6 +858,17 @@ pub struct Sources {
 }
 
 static SOURCES: OnceLock<Sources> = OnceLock::new();
+
+/// The configured drop copy sessions (registered at start-up, before the first scrape).
+static DROP_COPY: Mutex<Vec<Arc<DropCopySession>>> = Mutex::new(Vec::new());
+
+/// Reports how far `session` is behind the journal in `portcullis_drop_copy_behind_records`.
+pub fn track_drop_copy(session: Arc<DropCopySession>) {
+    DROP_COPY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(session);
+}
 
 /// Makes the running server's queues visible to [`render`] (once, at start-up).
 pub fn install_sources(pipeline: Arc<Pipeline>, journal: Option<Arc<JournalQueue>>) {
@@ -888,6 +917,21 @@ fn sample_gauges() -> Gauges {
         event_rejects: (0..REJECT_REASON_NAMES.len())
             .map(|i| counts.reject(i))
             .collect(),
+        drop_copy_behind: match &s.journal {
+            None => Vec::new(),
+            Some(j) => {
+                let acknowledged = j.acknowledged_now();
+                DROP_COPY
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter_map(|d| {
+                        let at = d.position()?;
+                        Some((d.name().to_owned(), acknowledged.saturating_sub(at)))
+                    })
+                    .collect()
+            }
+        },
     }
 }
 
