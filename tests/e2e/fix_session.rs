@@ -156,8 +156,8 @@ fn gap_is_requested_and_filled_both_ways() {
     assert_eq!(resent[0].seq(), 1);
 }
 
-/// A resting NewOrderSingle of TW-ACC with ClOrdID `cl`.
-fn resting_order(c: &mut FixClient, cl: &str) {
+/// A resting NewOrderSingle of TW-ACC with ClOrdID `cl`; returns its MsgSeqNum.
+fn resting_order(c: &mut FixClient, cl: &str) -> u64 {
     c.send(
         "D",
         &[
@@ -171,7 +171,7 @@ fn resting_order(c: &mut FixClient, cl: &str) {
             (44, "100.5"),
             (59, "1"),
         ],
-    );
+    )
 }
 
 #[test]
@@ -256,20 +256,7 @@ fn new_order_single_gets_an_execution_report() {
     let mut c = FixClient::tcp(ports[1], "FIX.4.4");
     c.logon(30, &[]);
     c.expect("A");
-    let seq = c.send(
-        "D",
-        &[
-            (11, "ORD-1"),
-            (1, "TW-ACC"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20261128-12:00:00"),
-            (38, "1"),
-            (40, "2"),
-            (44, "100.5"),
-            (59, "1"),
-        ],
-    );
+    let seq = resting_order(&mut c, "ORD-1");
     assert_eq!(seq, 2);
     let er = c.expect("8");
     assert_eq!(er.get(11), Some("ORD-1"), "{er:?}");

@@ -126,12 +126,9 @@ impl JournalQueue {
         *self.acknowledged.borrow()
     }
 
+    /// Called by the journal thread when the value moved.
     fn publish_acknowledged(&self, seq: Seq) {
-        self.acknowledged.send_if_modified(|v| {
-            let changed = *v != seq.0;
-            *v = seq.0;
-            changed
-        });
+        self.acknowledged.send_replace(seq.0);
     }
 
     /// Hands a rotated master keyring to the journal thread: the next batch starts a new
