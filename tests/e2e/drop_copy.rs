@@ -161,3 +161,55 @@ fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_an
         assert_fields(&m, &[(150, "4"), (39, "4")]);
     }
 }
+
+#[test]
+fn a_drop_copy_session_goes_on_across_a_master_key_rotation() {
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "TWA",
+        account: "ACC-A",
+        signed: false,
+    }];
+    // The drop copy session is the signed one, so the server loads the vault and follows the
+    // key file.
+    let extra = drop_copy_session("DC", "\"ACC-A\"").replace("authentication = \"none\"\n", "")
+        + "\n[auth]\nmaster_key_file = \"{DATA_DIR}/master.key\"\n";
+    let mut server = Server::configure(&config(p, &sessions, &extra), &p, &[]);
+    let key_file = server.data_dir().join("master.key");
+    let (code, out) = crate::harness::run_env(
+        &[
+            "keys",
+            "new-master-key",
+            "--key-file",
+            &key_file.display().to_string(),
+        ],
+        &server.dir,
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let key = crate::auth::create_key(&server, &["--account", "CLEARING", "--scopes", "read"]);
+    server.launch();
+    let mut dc = connect(p, "FIX.4.4", "DC", Some(&key));
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let before = limit(&mut a, "A1", "2", "1", "100");
+    assert_copies(&copies(&mut dc, 1), &[before]);
+
+    let (code, out) = server.cli(&["keys", "rotate-master"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server
+        .log_text()
+        .contains("journal: new segments use the rotated master key")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The journal's next segment is under the new key: the same connection goes on.
+    let after = limit(&mut a, "A2", "2", "1", "101");
+    assert_copies(&copies(&mut dc, 1), &[after]);
+}

@@ -375,6 +375,7 @@ impl ConnectionApp for DropCopyConn {
         };
         let v = self.version;
         let start = self.sent_to;
+        let mut reopened = false;
         for _ in 0..RECORDS_PER_CALL {
             // Up to the journal thread's acknowledgement, and at the peer's pace.
             if tail.position().0 >= acknowledged || session.unsent_len() >= self.pause_bytes {
@@ -383,6 +384,18 @@ impl ConnectionApp for DropCopyConn {
             let (seq, record) = match tail.next_decoded() {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
+                // A segment under a master key rotated since the tail was opened: follow the
+                // journal again, from here, with the current keyring.
+                Err(_) if !reopened => {
+                    reopened = true;
+                    let ring = self.feed.keys.current();
+                    if let Ok(t) =
+                        JournalTail::open(&self.feed.journal_dir, &ring, Seq(self.sent_to))
+                    {
+                        *tail = t;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     warn!(session = %self.name, error = %e, "drop copy: cannot read the journal");
                     // The reports of this call may not be committed: not past them.
