@@ -213,3 +213,50 @@ fn a_drop_copy_session_goes_on_across_a_master_key_rotation() {
     let after = limit(&mut a, "A2", "2", "1", "101");
     assert_copies(&copies(&mut dc, 1), &[after]);
 }
+
+#[test]
+fn orders_entered_over_the_websocket_api_are_copied_too() {
+    let p = ports();
+    let ws_port = free_port();
+    let extra = drop_copy_session("DC", "\"WS-A\"")
+        + &format!(
+            "\n[[ws_listeners]]\nname = \"ws\"\nbind = \"127.0.0.1:{ws_port}\"\ntls = false\n\n[core]\naccounts = [\"WS-A\"]\n"
+        );
+    let mut all_ports = p.to_vec();
+    all_ports.push(ws_port);
+    let mut server = Server::configure(&config(p, &[], &extra), &all_ports, &env());
+    let key = crate::auth::create_key(&server, &["--account", "WS-A", "--scopes", "trade"]);
+    server.launch();
+    let mut dc = connect(p, "FIX.4.4", "DC", None);
+    let mut ws = crate::ws::Ws::plain(ws_port);
+    let r = ws.call(
+        serde_json::json!("logon"),
+        "session.logon",
+        crate::ws::signed(serde_json::json!({}), &key),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ws.call(
+        serde_json::json!("new"),
+        "order.place",
+        crate::ws::t(serde_json::json!({
+            "symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+            "price": "99.5", "quantity": "1.000", "newClientOrderId": "w-1"
+        })),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let order_id = r["result"]["orderId"].as_u64().unwrap().to_string();
+    let copy = dc.expect("8");
+    assert_fields(
+        &copy,
+        &[
+            (11, "w-1"),
+            (37, order_id.as_str()),
+            (1, "WS-A"),
+            (150, "0"),
+            (39, "0"),
+            (54, "1"),
+            (44, "99.5"),
+            (38, "1.000"),
+        ],
+    );
+}

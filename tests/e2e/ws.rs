@@ -119,13 +119,13 @@ fn payload(params: &serde_json::Map<String, Value>) -> String {
 }
 
 /// `params` with `apiKey`, `timestamp` and the HMAC `signature` added.
-fn signed(params: Value, key: &Key) -> Value {
+pub(crate) fn signed(params: Value, key: &Key) -> Value {
     signed_at(params, key, now_ms())
 }
 
 /// `params` with `timestamp` (requests on a logged-on connection carry no signature, but still
 /// a timestamp).
-fn t(params: Value) -> Value {
+pub(crate) fn t(params: Value) -> Value {
     let mut p = params.as_object().cloned().unwrap_or_default();
     p.insert("timestamp".into(), json!(now_ms()));
     Value::Object(p)
