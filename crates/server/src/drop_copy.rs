@@ -421,8 +421,8 @@ impl ConnectionApp for DropCopyConn {
                     order_codec::encode_report(enc, v, report, &names, scratch)
                 }) {
                     Ok(_) => METRICS.sent(Protocol::Fix),
-                    Err(e) => {
-                        warn!(session = %self.name, error = %e, "drop copy: cannot send a report");
+                    Err(err) => {
+                        warn!(session = %self.name, error = %err, "drop copy: cannot send a report");
                         self.sent_to = start;
                         return Err("drop copy unavailable".into());
                     }
