@@ -251,6 +251,43 @@ fn a_logon_with_next_expected_msg_seq_num_gets_what_it_missed_after_the_logon() 
 }
 
 #[test]
+fn a_logon_with_reset_seq_num_flag_while_logged_on_restarts_both_sequences_for_good() {
+    let (mut server, ports) = start(false);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    resting_order(&mut c, "DAY-1");
+    assert_eq!(c.expect("8").seq(), 2);
+    // A new day without disconnecting: the client's reset Logon is number 1, and so is ours.
+    c.seq = 1;
+    c.logon(30, &[(141, "Y")]);
+    let logon = c.expect("A");
+    assert_eq!((logon.seq(), logon.get(141)), (1, Some("Y")), "{logon:?}");
+    assert_eq!(resting_order(&mut c, "DAY-2"), 2);
+    let er = c.expect("8");
+    assert_eq!((er.seq(), er.get(11)), (2, Some("DAY-2")), "{er:?}");
+    // The old day's messages are gone: a resend of everything covers the new sequence only.
+    c.send("2", &[(7, "1"), (16, "0")]);
+    let gf = c.expect("4");
+    assert_eq!((gf.seq(), gf.get(36)), (1, Some("2")), "{gf:?}");
+    let er = c.expect("8");
+    assert_eq!(
+        (er.seq(), er.get(11), er.get(43)),
+        (2, Some("DAY-2"), Some("Y"))
+    );
+    // The new numbers are the stored ones: after a restart both sides go on from them.
+    c.send("5", &[]);
+    c.expect("5");
+    server.restart();
+    let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");
+    c2.seq = c.seq;
+    c2.logon(30, &[]);
+    let logon = c2.expect("A");
+    // Ours: Logon 1, report 2, Logout 3 (the resend took no number), then this Logon.
+    assert_eq!(logon.seq(), 4, "{logon:?}");
+}
+
+#[test]
 fn new_order_single_gets_an_execution_report() {
     let (_server, ports) = start(true);
     let mut c = FixClient::tcp(ports[1], "FIX.4.4");

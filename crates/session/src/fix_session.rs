@@ -320,6 +320,9 @@ pub struct Session {
     /// The oldest application message the application has not answered yet, as it last said
     /// ([`Session::set_unanswered`]).
     unanswered: Option<SeqNum>,
+    /// After an in-session reset, until the application has answered every message: its
+    /// unanswered numbers belong to the sequence before the reset.
+    unanswered_from_before_reset: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -361,6 +364,7 @@ impl Session {
             auth: None,
             target: store.next_target_seq(),
             unanswered: None,
+            unanswered_from_before_reset: false,
             store,
         }
     }
@@ -397,6 +401,11 @@ impl Session {
     /// next Logon ask for that message again (a ResendRequest) instead of losing it; the
     /// answers, when they come, are stored in the same commit as the number.
     pub fn set_unanswered(&mut self, oldest: Option<SeqNum>) {
+        if self.unanswered_from_before_reset {
+            // Numbers of the sequence before an in-session reset: ignored until all answered.
+            self.unanswered_from_before_reset = oldest.is_some();
+            return;
+        }
         self.unanswered = oldest;
     }
 
@@ -635,24 +644,15 @@ impl Session {
         }
         self.heartbeat = (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs.into()));
         self.state = SessionState::Active;
-        let begin = self.config.begin_string;
-        let appl_ver = self.config.default_appl_ver_id.clone();
         // A peer that sent 789 gets ours: the next of its numbers we expect (the Logon's own,
         // if it was in sequence, counts as received).
         let our_next_expected = if seq > expected { expected } else { seq + 1 };
-        let Some(logon_seq) = self.send_session_message(now, b"A", |enc| {
-            enc.uint(tag::ENCRYPT_METHOD, 0);
-            enc.uint(tag::HEART_BT_INT, heartbeat_secs.into());
-            if reset_requested {
-                enc.flag(tag::RESET_SEQ_NUM_FLAG, true);
-            }
-            if next_expected.is_some() {
-                enc.uint(tag::NEXT_EXPECTED_MSG_SEQ_NUM, our_next_expected);
-            }
-            if begin == BeginString::Fixt11 {
-                enc.str(tag::DEFAULT_APPL_VER_ID, appl_ver.as_bytes());
-            }
-        }) else {
+        let Some(logon_seq) = self.send_logon_answer(
+            now,
+            heartbeat_secs,
+            reset_requested,
+            next_expected.map(|_| our_next_expected),
+        ) else {
             return;
         };
         self.events.push_back(SessionEvent::LoggedOn {
@@ -683,6 +683,85 @@ impl Session {
                 self.request_resend(now, expected, seq);
             }
         } else {
+            self.advance_target(seq + 1);
+        }
+    }
+
+    /// Our Logon answering the peer's: HeartBtInt echoed, ResetSeqNumFlag echoed when it asked
+    /// for a reset, our NextExpectedMsgSeqNum(789) when it sent its own, DefaultApplVerID on
+    /// FIXT.1.1. Returns its MsgSeqNum.
+    fn send_logon_answer(
+        &mut self,
+        now: UtcTimestamp,
+        heartbeat_secs: u32,
+        reset: bool,
+        next_expected: Option<SeqNum>,
+    ) -> Option<SeqNum> {
+        let begin = self.config.begin_string;
+        let appl_ver = self.config.default_appl_ver_id.clone();
+        self.send_session_message(now, b"A", |enc| {
+            enc.uint(tag::ENCRYPT_METHOD, 0);
+            enc.uint(tag::HEART_BT_INT, heartbeat_secs.into());
+            if reset {
+                enc.flag(tag::RESET_SEQ_NUM_FLAG, true);
+            }
+            if let Some(n) = next_expected {
+                enc.uint(tag::NEXT_EXPECTED_MSG_SEQ_NUM, n);
+            }
+            if begin == BeginString::Fixt11 {
+                enc.str(tag::DEFAULT_APPL_VER_ID, appl_ver.as_bytes());
+            }
+        })
+    }
+
+    /// A Logon with ResetSeqNumFlag(141)=Y on a logged-on session: the FIX session protocol's
+    /// in-session sequence reset (a session that runs through the night starting a new day
+    /// without disconnecting). Checked and authenticated as a first Logon is; then both sides
+    /// start again at 1: its MsgSeqNum is 1, and so is our answering Logon's. What either side
+    /// sent before can no longer be asked for.
+    fn on_in_session_reset(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>, seq: SeqNum) {
+        if let Err(text) = self.check_logon(now, msg, seq) {
+            self.logout_and_disconnect(now, &text);
+            return;
+        }
+        let next_expected = msg.get(tag::NEXT_EXPECTED_MSG_SEQ_NUM);
+        if let Some(v) = next_expected {
+            // Our next number after the reset is 1.
+            if portcullis_fix::decode::parse_u64(v) != Some(1) {
+                let text = format!(
+                    "NextExpectedMsgSeqNum too high, expecting 1 but received {}",
+                    String::from_utf8_lossy(v)
+                );
+                self.logout_and_disconnect(now, &text);
+                return;
+            }
+        }
+        if let Some(auth) = self.auth.as_mut() {
+            if let Err(text) = auth.authenticate_logon(msg, now) {
+                self.logout_and_disconnect(now, &text);
+                return;
+            }
+        }
+        if let Err(e) = self.store.reset(now) {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+            return;
+        }
+        let heartbeat_secs = msg
+            .get_u64(tag::HEART_BT_INT)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        self.heartbeat = (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs.into()));
+        self.queue.clear();
+        self.resend_pending = None;
+        // The application's unanswered messages are numbered in the old sequence: until it has
+        // answered them all, they must not hold back the new one's stored number.
+        self.unanswered = None;
+        self.unanswered_from_before_reset = true;
+        self.target = self.store.next_target_seq();
+        if self
+            .send_logon_answer(now, heartbeat_secs, true, next_expected.map(|_| seq + 1))
+            .is_some()
+        {
             self.advance_target(seq + 1);
         }
     }
@@ -789,6 +868,14 @@ impl Session {
                 return;
             }
         };
+
+        // A Logon with ResetSeqNumFlag=Y starts both sequences again: its number is 1.
+        if msg_type == b"A" && msg.get_flag(tag::RESET_SEQ_NUM_FLAG) {
+            if self.state == SessionState::Active {
+                self.on_in_session_reset(now, msg, seq);
+            }
+            return;
+        }
 
         // SequenceReset-Reset ignores MsgSeqNum: it exists to recover from lost numbers.
         if msg_type == b"4" && !msg.get_flag(tag::GAP_FILL_FLAG) {

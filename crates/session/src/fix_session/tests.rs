@@ -1082,6 +1082,94 @@ fn a_logon_with_789_and_a_gap_asks_for_it_with_789_instead_of_a_resend_request()
     assert_eq!(s.state(), SessionState::Active);
 }
 
+// ---- In-session sequence reset: a Logon with ResetSeqNumFlag=Y while logged on ----
+
+#[test]
+fn a_logon_with_reset_seq_num_flag_while_logged_on_starts_both_sequences_again() {
+    let (mut s, mut p) = with_sent_messages();
+    let now = secs(t0(), 40);
+    s.handle_input(now, &p.msg(now, "0", &[]));
+    assert_eq!((s.next_sender_seq(), s.next_target_seq()), (5, 3));
+    // The peer's reset Logon is number 1; ours answers with 1 and the flag.
+    p.seq = 1;
+    s.handle_input(now, &p.logon(now, 20, &[(141, "Y"), (789, "1")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A"]);
+    assert_eq!(out[0].seq(), 1);
+    assert_eq!(out[0].get(141), Some("Y"));
+    assert_eq!(out[0].get(108), Some("20"));
+    assert_eq!(out[0].get(789), Some("2"));
+    assert_eq!((s.next_sender_seq(), s.next_target_seq()), (2, 2));
+    assert_eq!(s.state(), SessionState::Active);
+    assert_eq!(s.heartbeat_interval(), Some(Duration::from_secs(20)));
+    // The session goes on in the new sequence; the old one can no longer be asked for.
+    s.handle_input(now, &p.msg(now, "1", &[(112, "NEW-DAY")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["0"]);
+    assert_eq!((out[0].seq(), out[0].get(112)), (2, Some("NEW-DAY")));
+    s.handle_input(now, &p.msg(now, "2", &[(7, "1"), (16, "0")]));
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["4"]);
+    assert_eq!((out[0].seq(), out[0].get(36)), (1, Some("3")));
+}
+
+#[test]
+fn an_in_session_reset_logon_is_checked_as_a_first_logon() {
+    // Not numbered 1, a heartbeat out of range, or a 789 other than 1: logged out.
+    for (seq, hb, extra, text) in [
+        (
+            7,
+            "30",
+            None,
+            "ResetSeqNumFlag(141)=Y requires MsgSeqNum(34)=1",
+        ),
+        (1, "99999999", None, "HeartBtInt(108) must be between"),
+        (
+            1,
+            "30",
+            Some("5"),
+            "NextExpectedMsgSeqNum too high, expecting 1 but received 5",
+        ),
+    ] {
+        let (mut s, mut p) = logged_on(BeginString::Fix44);
+        p.seq = seq;
+        let mut f = vec![(98, "0"), (108, hb), (141, "Y")];
+        if let Some(v) = extra {
+            f.push((789, v));
+        }
+        s.handle_input(t0(), &p.msg(t0(), "A", &f));
+        let out = sent(&mut s);
+        assert_eq!(types(&out), ["5"], "{text}");
+        assert!(out[0].get(58).unwrap().starts_with(text), "{:?}", out[0]);
+        assert_eq!(s.state(), SessionState::Disconnected);
+    }
+    // Without the flag, a second Logon still ends the session.
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(types(&sent(&mut s)), ["5"]);
+}
+
+#[test]
+fn after_an_in_session_reset_the_old_sequences_unanswered_numbers_are_not_stored() {
+    let (mut s, mut p) = logged_on(BeginString::Fix44);
+    for _ in 0..5 {
+        s.handle_input(t0(), &p.msg(t0(), "0", &[]));
+    }
+    // The application still owes an answer to message 4 of the old sequence.
+    s.set_unanswered(Some(4));
+    p.seq = 1;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y")]));
+    for _ in 0..4 {
+        s.handle_input(t0(), &p.msg(t0(), "0", &[]));
+    }
+    s.set_unanswered(Some(4));
+    s.commit_store();
+    // Stored: the new sequence's own number, not 4 of the old one.
+    assert_eq!(s.next_target_seq(), 6);
+    let store = s.into_store();
+    assert_eq!(store.next_target_seq(), 6);
+}
+
 // ---- identify ----
 
 #[test]
@@ -1266,6 +1354,27 @@ mod auth {
         assert_eq!(s.next_sender_seq(), 12);
         assert_eq!(s.next_target_seq(), 34);
         assert_eq!(s.state(), SessionState::Disconnected);
+    }
+
+    #[test]
+    fn an_in_session_reset_logon_is_authenticated_too() {
+        for (user, want) in [("bad", "5"), ("good", "A")] {
+            let (mut s, _) = authed(false, MemoryStore::new(t0()));
+            let mut p = Peer::new(BeginString::Fix44);
+            s.handle_input(t0(), &p.logon(t0(), 30, &[(553, "good")]));
+            s.handle_input(t0(), &p.msg(t0(), "0", &[]));
+            sent(&mut s);
+            p.seq = 1;
+            s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y"), (553, user)]));
+            let out = sent(&mut s);
+            assert_eq!(types(&out), [want], "{user}");
+            if user == "bad" {
+                assert_eq!(out[0].get(58), Some("Authentication failed"));
+                assert_eq!(s.state(), SessionState::Disconnected);
+            } else {
+                assert_eq!((s.next_sender_seq(), s.next_target_seq()), (2, 2));
+            }
+        }
     }
 
     #[test]
