@@ -293,6 +293,12 @@ impl Unanswered {
         }
     }
 
+    /// Forgets the MsgSeqNums of the requests still waiting (an in-session sequence reset
+    /// renumbered the session); their reports still count them as answered.
+    fn forget_numbers(&mut self) {
+        self.requests.clear();
+    }
+
     /// The MsgSeqNum of the oldest request still waiting for its reports.
     fn oldest(&self) -> Option<SeqNum> {
         self.requests.front().map(|&(_, seq)| seq)
@@ -751,6 +757,10 @@ impl ConnectionApp for FixConn {
         self.unanswered.oldest()
     }
 
+    fn on_sequence_reset(&mut self) {
+        self.unanswered.forget_numbers();
+    }
+
     fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let conn = self.conn.take();
         let pipeline = self.pipeline.clone();
@@ -941,6 +951,23 @@ mod tests {
         assert_eq!(u.oldest(), None);
         // A count read before an earlier drain never takes back what was answered.
         u.answered(1);
+        assert_eq!(u.oldest(), None);
+    }
+
+    #[test]
+    fn after_a_sequence_reset_only_the_new_sequences_numbers_are_named() {
+        let mut u = Unanswered::default();
+        for seq in [57, 58] {
+            u.submitted(seq);
+        }
+        u.forget_numbers();
+        assert_eq!(u.oldest(), None);
+        // The new sequence's next request; the two old ones are answered first.
+        u.submitted(2);
+        assert_eq!(u.oldest(), Some(2));
+        u.answered(2);
+        assert_eq!(u.oldest(), Some(2), "only the old requests are answered");
+        u.answered(3);
         assert_eq!(u.oldest(), None);
     }
 

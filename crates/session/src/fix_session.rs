@@ -180,6 +180,11 @@ pub enum SessionEvent {
     },
     /// The session logged out (either side initiated).
     LoggedOut,
+    /// Both sequences started again at 1 on a logged-on session (a Logon with
+    /// ResetSeqNumFlag=Y): application messages delivered before this event were numbered in
+    /// the old sequence, so the application forgets their numbers (see
+    /// [`Session::set_unanswered`]).
+    SequenceReset,
     /// Close the connection after sending what is pending.
     Disconnect(DisconnectReason),
 }
@@ -320,9 +325,6 @@ pub struct Session {
     /// The oldest application message the application has not answered yet, as it last said
     /// ([`Session::set_unanswered`]).
     unanswered: Option<SeqNum>,
-    /// After an in-session reset, until the application has answered every message: its
-    /// unanswered numbers belong to the sequence before the reset.
-    unanswered_from_before_reset: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -364,7 +366,6 @@ impl Session {
             auth: None,
             target: store.next_target_seq(),
             unanswered: None,
-            unanswered_from_before_reset: false,
             store,
         }
     }
@@ -401,11 +402,6 @@ impl Session {
     /// next Logon ask for that message again (a ResendRequest) instead of losing it; the
     /// answers, when they come, are stored in the same commit as the number.
     pub fn set_unanswered(&mut self, oldest: Option<SeqNum>) {
-        if self.unanswered_from_before_reset {
-            // Numbers of the sequence before an in-session reset: ignored until all answered.
-            self.unanswered_from_before_reset = oldest.is_some();
-            return;
-        }
         self.unanswered = oldest;
     }
 
@@ -753,10 +749,10 @@ impl Session {
         self.heartbeat = (heartbeat_secs > 0).then(|| Duration::from_secs(heartbeat_secs.into()));
         self.queue.clear();
         self.resend_pending = None;
-        // The application's unanswered messages are numbered in the old sequence: until it has
-        // answered them all, they must not hold back the new one's stored number.
+        // The application's unanswered messages are numbered in the old sequence: it forgets
+        // their numbers at this event, so they do not hold back the new one's stored number.
         self.unanswered = None;
-        self.unanswered_from_before_reset = true;
+        self.events.push_back(SessionEvent::SequenceReset);
         self.target = self.store.next_target_seq();
         if self
             .send_logon_answer(now, heartbeat_secs, true, next_expected.map(|_| seq + 1))

@@ -960,6 +960,11 @@ pub trait ConnectionApp: Send {
     /// The session has logged on (its credentials, if any, are checked).
     fn on_logon(&mut self, _session: &mut Session, _now: UtcTimestamp) {}
 
+    /// Both sequences started again at 1 while logged on: the MsgSeqNums of messages handed
+    /// to [`ConnectionApp::on_message`] before are of the old sequence, so
+    /// [`ConnectionApp::unanswered`] no longer names them.
+    fn on_sequence_reset(&mut self) {}
+
     /// The MsgSeqNum of the oldest message given to [`ConnectionApp::on_message`] whose
     /// answers have not all gone through [`ConnectionApp::write_output`] yet (`None`: every
     /// message is answered, the default for handlers that answer in `on_message`). The stored
@@ -1420,6 +1425,12 @@ fn handle_events(
                     h.on_logon(session, now);
                 }
             }
+            SessionEvent::SequenceReset => {
+                log_event(conn, name, SessionEvent::SequenceReset);
+                if let Some(h) = conn_app.as_deref_mut() {
+                    h.on_sequence_reset();
+                }
+            }
             other => {
                 if let SessionEvent::RejectSent { reason, .. } = &other {
                     app.on_session_reject(*reason);
@@ -1463,6 +1474,9 @@ fn log_event(conn: u64, name: &str, event: SessionEvent) {
         }
         SessionEvent::Application { seq, .. } => {
             debug!(conn, session = %name, seq, "application message")
+        }
+        SessionEvent::SequenceReset => {
+            info!(conn, session = %name, "both sequences start again at 1 (in-session reset)")
         }
         SessionEvent::Disconnect(reason) => info!(conn, session = %name, ?reason, "disconnect"),
     }

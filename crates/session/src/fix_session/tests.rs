@@ -1150,24 +1150,30 @@ fn an_in_session_reset_logon_is_checked_as_a_first_logon() {
 }
 
 #[test]
-fn after_an_in_session_reset_the_old_sequences_unanswered_numbers_are_not_stored() {
+fn an_in_session_reset_tells_the_application_between_the_old_and_the_new_messages() {
     let (mut s, mut p) = logged_on(BeginString::Fix44);
-    for _ in 0..5 {
-        s.handle_input(t0(), &p.msg(t0(), "0", &[]));
-    }
-    // The application still owes an answer to message 4 of the old sequence.
-    s.set_unanswered(Some(4));
+    let order_at = |p: &mut Peer, seq| p.msg_seq(t0(), "D", seq, &order(&[(11, "X")], &[]));
+    // One read: an order of the old sequence, the reset Logon, an order of the new one.
+    let mut bytes = order_at(&mut p, 2);
     p.seq = 1;
-    s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y")]));
-    for _ in 0..4 {
-        s.handle_input(t0(), &p.msg(t0(), "0", &[]));
-    }
-    s.set_unanswered(Some(4));
+    bytes.extend(p.logon(t0(), 30, &[(141, "Y")]));
+    bytes.extend(order_at(&mut p, 2));
+    // The application still owes an answer to an older message of the old sequence.
+    s.set_unanswered(Some(2));
+    s.handle_input(t0(), &bytes);
+    let kinds: Vec<String> = events(&mut s)
+        .into_iter()
+        .map(|e| match e {
+            SessionEvent::Application { seq, .. } => format!("app {seq}"),
+            SessionEvent::SequenceReset => "reset".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["app 2", "reset", "app 2"]);
+    // Until the application says otherwise, nothing of the old sequence holds back the new
+    // one's stored number.
     s.commit_store();
-    // Stored: the new sequence's own number, not 4 of the old one.
-    assert_eq!(s.next_target_seq(), 6);
-    let store = s.into_store();
-    assert_eq!(store.next_target_seq(), 6);
+    assert_eq!(s.into_store().next_target_seq(), 3);
 }
 
 // ---- identify ----
