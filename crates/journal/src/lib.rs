@@ -8,6 +8,8 @@
 //!   segment roll-over, snapshots, compaction, key rotation.
 //! - [`JournalReader`]: recovery (a torn tail is cut and reported, corruption anywhere else
 //!   stops with the file and offset), the latest [`Snapshot`], replay of the records after it.
+//! - [`JournalTail`]: follows the journal while it is written, without the lock (the FIX drop
+//!   copy reads its executions this way).
 //! - [`JournalRecord`]: what is journaled, with a compact explicit binary encoding.
 //! - [`SealedLogWriter`] / [`SealedLogReader`]: the same machinery for any record log, by file
 //!   name prefix: the FIX message store and the audit log are encrypted the same way.
