@@ -260,3 +260,35 @@ fn orders_entered_over_the_websocket_api_are_copied_too() {
         ],
     );
 }
+
+#[test]
+fn a_cursor_past_the_end_of_the_journal_starts_again_at_its_first_record() {
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "TWA",
+        account: "ACC-A",
+        signed: false,
+    }];
+    let extra = drop_copy_session("DC", "\"ACC-A\"");
+    let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
+    // A cursor file of another journal, far ahead of this one.
+    let cursor = server
+        .data_dir()
+        .join("drop-copy")
+        .join("FIX.4.4-ISLD-DC.cursor");
+    std::fs::create_dir_all(cursor.parent().unwrap()).unwrap();
+    std::fs::write(&cursor, "999999\n").unwrap();
+    server.launch();
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let original = limit(&mut a, "A1", "2", "1", "100");
+    let mut dc = connect(p, "FIX.4.4", "DC", None);
+    assert_copies(&copies(&mut dc, 1), &[original]);
+    assert!(
+        server
+            .log_text()
+            .contains("cursor is past the end of the journal"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -254,7 +254,17 @@ impl DropCopyConn {
     /// Opens the journal at the session's cursor. Records compacted away since the session
     /// was last connected cannot be copied any more: it goes on at the first one left, loudly.
     fn open_tail(&mut self) -> Result<(), String> {
-        let cursor = self.session.load()?;
+        let mut cursor = self.session.load()?;
+        let end = *self.acknowledged.borrow();
+        if cursor > end {
+            // Past the journal's end: the cursor file belongs to another journal (a data dir
+            // put together from two), and waiting for its number would copy nothing, silently.
+            warn!(
+                session = %self.name, cursor, journal_end = end,
+                "drop copy: the session's cursor is past the end of the journal (not this journal's); it starts again at the journal's first record"
+            );
+            cursor = 0;
+        }
         let ring = self.feed.keys.current();
         let dir = &self.feed.journal_dir;
         let tail = match JournalTail::open(dir, &ring, Seq(cursor)) {

@@ -551,6 +551,9 @@ pub fn spawn_writer(
     pin_cpu: Option<usize>,
 ) -> std::io::Result<JoinHandle<Seq>> {
     let q = queue.clone();
+    // Published before any connection can read it: a drop copy that logs on at once sees the
+    // recovered journal's end, not 0.
+    queue.publish_acknowledged(writer.ack_seq());
     let handle = std::thread::Builder::new()
         .name("portcullis-journal".into())
         .spawn(move || {
