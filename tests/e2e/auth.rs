@@ -666,14 +666,7 @@ fn rotating_the_master_key_keeps_every_key_usable_without_a_restart() {
         &[p44, p42],
         &[],
     );
-    let key_file = server.data_dir().join("master.key");
-    let key_file_arg = key_file.display().to_string();
-    let (code, out) = run_env(
-        &["keys", "new-master-key", "--key-file", &key_file_arg],
-        &server.dir,
-        &[],
-    );
-    assert_eq!(code, 0, "{out}");
+    let key_file = server.create_master_key_file();
     let key = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade"]);
     server.launch();
     let mut c = FixClient::tcp(p44, "FIX.4.4");

@@ -557,18 +557,7 @@ fn a_master_key_rotation_reaches_the_journal_without_a_restart() {
            begin_string = \"FIX.4.4\"\nsender_comp_id = \"ISLD\"\ntarget_comp_id = \"SIGNED\"\n\
            accounts = [\"CRASH-ACC-A\"]\n";
     let mut server = Server::configure(&config, &[port], &[]);
-    let key_file = server.data_dir().join("master.key");
-    let (code, out) = crate::harness::run_env(
-        &[
-            "keys",
-            "new-master-key",
-            "--key-file",
-            &key_file.display().to_string(),
-        ],
-        &server.dir,
-        &[],
-    );
-    assert_eq!(code, 0, "{out}");
+    server.create_master_key_file();
     // A vault for the rotation to re-encrypt.
     let (code, out) = server.cli(&[
         "keys",

@@ -16,6 +16,17 @@ fn drop_copy_session(comp: &str, copied: &str) -> String {
     )
 }
 
+/// An order-entry session of the test config: FIX 4.4, client `comp_id`, `account`, no
+/// authentication (loopback).
+fn plain<'a>(comp_id: &'a str, account: &'a str) -> S<'a> {
+    S {
+        begin: "FIX.4.4",
+        comp_id,
+        account,
+        signed: false,
+    }
+}
+
 /// The next `n` ExecutionReports of the drop copy (a heartbeat or anything else fails).
 fn copies(dc: &mut FixClient, n: usize) -> Vec<Msg> {
     (0..n).map(|_| dc.expect("8")).collect()
@@ -43,24 +54,9 @@ fn assert_copies(copies: &[Msg], originals: &[Msg]) {
 fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_and_restarts() {
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWC",
-            account: "ACC-C",
-            signed: false,
-        },
+        plain("TWA", "ACC-A"),
+        plain("TWB", "ACC-B"),
+        plain("TWC", "ACC-C"),
     ];
     let pm = free_port();
     let extra = drop_copy_session("DC", "\"ACC-A\", \"ACC-B\"")
@@ -165,29 +161,13 @@ fn a_drop_copy_session_gets_every_execution_of_its_accounts_across_reconnects_an
 #[test]
 fn a_drop_copy_session_goes_on_across_a_master_key_rotation() {
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "TWA",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [plain("TWA", "ACC-A")];
     // The drop copy session is the signed one, so the server loads the vault and follows the
     // key file.
     let extra = drop_copy_session("DC", "\"ACC-A\"").replace("authentication = \"none\"\n", "")
         + "\n[auth]\nmaster_key_file = \"{DATA_DIR}/master.key\"\n";
     let mut server = Server::configure(&config(p, &sessions, &extra), &p, &[]);
-    let key_file = server.data_dir().join("master.key");
-    let (code, out) = crate::harness::run_env(
-        &[
-            "keys",
-            "new-master-key",
-            "--key-file",
-            &key_file.display().to_string(),
-        ],
-        &server.dir,
-        &[],
-    );
-    assert_eq!(code, 0, "{out}");
+    server.create_master_key_file();
     let key = crate::auth::create_key(&server, &["--account", "CLEARING", "--scopes", "read"]);
     server.launch();
     let mut dc = connect(p, "FIX.4.4", "DC", Some(&key));
@@ -264,12 +244,7 @@ fn orders_entered_over_the_websocket_api_are_copied_too() {
 #[test]
 fn a_cursor_past_the_end_of_the_journal_starts_again_at_its_first_record() {
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "TWA",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [plain("TWA", "ACC-A")];
     let extra = drop_copy_session("DC", "\"ACC-A\"");
     let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
     // A cursor file of another journal, far ahead of this one.

@@ -88,6 +88,24 @@ impl Server {
         self.dir.join("var")
     }
 
+    /// Writes a new master key file at `{DATA_DIR}/master.key` with `portcullis keys
+    /// new-master-key` (for configs with `auth.master_key_file` there); returns its path.
+    pub fn create_master_key_file(&self) -> PathBuf {
+        let key_file = self.data_dir().join("master.key");
+        let (code, out) = run_env(
+            &[
+                "keys",
+                "new-master-key",
+                "--key-file",
+                &key_file.display().to_string(),
+            ],
+            &self.dir,
+            &[],
+        );
+        assert_eq!(code, 0, "{out}");
+        key_file
+    }
+
     /// Starts the configured server and waits until it listens on every port.
     pub fn launch(&mut self) {
         assert!(self.child.is_none(), "already running");
