@@ -12,6 +12,7 @@ mod drop_copy;
 mod fix_session;
 mod hostile;
 mod interop;
+mod liabilities;
 mod metrics;
 mod pipeline;
 mod readme;

@@ -27,6 +27,7 @@ mod drop_copy;
 mod journal;
 mod journal_queue;
 mod keys;
+mod liabilities;
 mod metrics;
 mod monitoring;
 mod order_codec;
@@ -97,6 +98,9 @@ enum Command {
     Journal(journal::JournalArgs),
     /// The security audit log, encrypted at rest: export (needs the master key).
     Audit(at_rest::AuditArgs),
+    /// Proof of liabilities: publish a report and every customer's proof from a ledger
+    /// export; verify a customer's proof; audit a publication.
+    Liabilities(liabilities::LiabilitiesArgs),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -160,6 +164,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("portcullis audit: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Liabilities(args) => match liabilities::run(args) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(liabilities::LiabilitiesError::BadInput(e)) => {
+                eprintln!("portcullis liabilities: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(liabilities::LiabilitiesError::NotVerified(e)) => {
+                eprintln!("portcullis liabilities: {e}");
+                ExitCode::from(EXIT_RUNTIME)
             }
         },
         Command::Admin(args) => match control::run(args) {

@@ -1,0 +1,236 @@
+//! Proof of liabilities from the command line: `portcullis liabilities publish` on a ledger
+//! export, `verify` of each customer's proof, `audit` of the publication, and what each says
+//! of altered, foreign or broken files.
+
+use std::path::Path;
+
+use crate::harness::run_split;
+
+const BALANCES: &str = "\
+# ledger export, end of day
+account,asset,balance
+MM-1,BTC,12.5
+MM-1,USDT,250000.25
+ALGO-7,BTC,0.00000001
+ALGO-7,ETH,3
+desk/eu,USDT,10
+RETAIL-9,ETH,0.75
+RETAIL-9,USDT,0
+";
+
+fn publish(dir: &Path, out: &str) -> (i32, String, String) {
+    run_split(
+        &[
+            "liabilities",
+            "publish",
+            "--balances",
+            "balances.csv",
+            "--out",
+            out,
+            "--as-of",
+            "2026-11-29T00:00:00Z",
+        ],
+        dir,
+        &[],
+    )
+}
+
+fn verify(dir: &Path, report: &str, proof: &str) -> (i32, String, String) {
+    run_split(
+        &[
+            "liabilities",
+            "verify",
+            "--report",
+            report,
+            "--proof",
+            proof,
+        ],
+        dir,
+        &[],
+    )
+}
+
+#[test]
+fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_altered_passes() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(dir.join("balances.csv"), BALANCES).unwrap();
+
+    let (code, out, err) = publish(dir, "pub");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("published the liabilities of 4 accounts as of 2026-11-29T00:00:00Z"),
+        "{out}"
+    );
+    for line in [
+        "BTC        12.50000001",
+        "ETH        3.75",
+        "USDT       250010.25",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    // One proof per account, private to the owner; an account name with a '/' is one file.
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("pub/proofs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "ALGO-7.json",
+            "MM-1.json",
+            "RETAIL-9.json",
+            "desk%2Feu.json"
+        ]
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("pub/proofs/MM-1.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Every customer's proof verifies, with their balances against the totals.
+    for f in &files {
+        let (code, out, err) = verify(dir, "pub/report.json", &format!("pub/proofs/{f}"));
+        assert_eq!(code, 0, "{f}: {out}{err}");
+        assert!(out.starts_with("verified: the balances of "), "{out}");
+    }
+    let (_, out, _) = verify(dir, "pub/report.json", "pub/proofs/desk%2Feu.json");
+    assert!(out.contains("the balances of desk/eu are counted"), "{out}");
+    assert!(out.contains("USDT       10 of a total 250010.25"), "{out}");
+    let (code, out, _) = run_split(
+        &[
+            "liabilities",
+            "verify",
+            "--report",
+            "pub/report.json",
+            "--proof",
+            "pub/proofs/ALGO-7.json",
+            "--json",
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["account"], "ALGO-7");
+    assert_eq!(
+        v["balances"][0],
+        serde_json::json!({"asset": "BTC", "amount": "0.00000001"})
+    );
+
+    // A balance changed in the proof: exit 1, and why.
+    let proof = std::fs::read_to_string(dir.join("pub/proofs/MM-1.json")).unwrap();
+    std::fs::write(dir.join("more.json"), proof.replace("\"12.5\"", "\"13.5\"")).unwrap();
+    let (code, _, err) = verify(dir, "pub/report.json", "more.json");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("NOT VERIFIED: MM-1") && err.contains("does not lead to the report's root"),
+        "{err}"
+    );
+
+    // Lower totals in a copy of the report: it contradicts its commitment.
+    let report = std::fs::read_to_string(dir.join("pub/report.json")).unwrap();
+    std::fs::write(
+        dir.join("lower.json"),
+        report.replace("\"12.50000001\"", "\"2.50000001\""),
+    )
+    .unwrap();
+    let (code, _, err) = verify(dir, "lower.json", "pub/proofs/MM-1.json");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("commitment does not match its contents"),
+        "{err}"
+    );
+
+    // The same balances published again (new salts): a proof of one is no proof of the other.
+    let (code, _, _) = publish(dir, "again");
+    assert_eq!(code, 0);
+    let (code, _, err) = verify(dir, "again/report.json", "pub/proofs/MM-1.json");
+    assert_eq!(code, 1);
+    assert!(err.contains("not this one"), "{err}");
+
+    // The publisher's audit: passes whole, fails with a proof missing.
+    let audit = |proofs: &str| {
+        run_split(
+            &[
+                "liabilities",
+                "audit",
+                "--report",
+                "pub/report.json",
+                "--proofs",
+                proofs,
+            ],
+            dir,
+            &[],
+        )
+    };
+    let (code, out, err) = audit("pub/proofs");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("audited: 4 accounts"), "{out}");
+    std::fs::create_dir(dir.join("three")).unwrap();
+    for f in &files[..3] {
+        std::fs::copy(dir.join("pub/proofs").join(f), dir.join("three").join(f)).unwrap();
+    }
+    let (code, _, err) = audit("three");
+    assert_eq!(code, 1);
+    assert!(err.contains("3 proofs for the 4 accounts"), "{err}");
+}
+
+#[test]
+fn bad_input_is_exit_code_2_with_the_file_the_line_and_the_problem() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(dir.join("balances.csv"), BALANCES).unwrap();
+    assert_eq!(publish(dir, "pub").0, 0);
+
+    // A publication is never overwritten.
+    let (code, _, err) = publish(dir, "pub");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("exists: a publication is never overwritten"),
+        "{err}"
+    );
+
+    let cases = [
+        (
+            "account,asset,balance\nA,BTC,-2\n",
+            "line 2: balance: negative amount \"-2\"",
+        ),
+        (
+            "account,asset,balance\nA,BTC,1\nA,BTC,2\n",
+            "line 3: A BTC is given twice (first on line 2)",
+        ),
+        (
+            "acct,coin,amount\nA,BTC,1\n",
+            "line 1: the first line must be the header",
+        ),
+        (
+            "account,asset,balance\nA,BTC,1.5e3\n",
+            "line 2: balance: \"1.5e3\" is not a decimal number",
+        ),
+    ];
+    for (i, (csv, needle)) in cases.iter().enumerate() {
+        std::fs::write(dir.join("balances.csv"), csv).unwrap();
+        let (code, _, err) = publish(dir, &format!("bad{i}"));
+        assert_eq!(code, 2, "{csv}");
+        assert!(
+            err.contains("balances.csv: ") && err.contains(needle),
+            "{csv}: {err}"
+        );
+        assert!(!dir.join(format!("bad{i}/report.json")).exists());
+    }
+
+    std::fs::write(dir.join("junk.json"), "{\"format\": 1").unwrap();
+    let (code, _, err) = verify(dir, "pub/report.json", "junk.json");
+    assert_eq!(code, 2);
+    assert!(err.contains("junk.json is not a valid proof"), "{err}");
+    let (code, _, err) = verify(dir, "missing.json", "junk.json");
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the report missing.json"), "{err}");
+}
