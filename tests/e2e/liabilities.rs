@@ -234,3 +234,47 @@ fn bad_input_is_exit_code_2_with_the_file_the_line_and_the_problem() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the report missing.json"), "{err}");
 }
+
+/// The README's Python verifier (section "Proof of liabilities"), run on the binary's output:
+/// the format it documents is the one written, and a changed balance fails it.
+#[test]
+fn the_readme_python_verifier_agrees_with_the_binary() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme
+        .find("\n## Proof of liabilities\n")
+        .expect("README.md has a \"## Proof of liabilities\" section")..];
+    let start = section.find("```python\n").expect("a python block") + "```python\n".len();
+    let script = &section[start..start + section[start..].find("```").unwrap()];
+
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(dir.join("balances.csv"), BALANCES).unwrap();
+    std::fs::write(dir.join("verify.py"), script).unwrap();
+    assert_eq!(publish(dir, "pub").0, 0);
+    let python = |proof: &str| {
+        std::process::Command::new("python3")
+            .args(["verify.py", "pub/report.json", proof])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    for account in ["MM-1", "ALGO-7", "desk%2Feu", "RETAIL-9"] {
+        let out = python(&format!("pub/proofs/{account}.json"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{account}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            format!("verified: {}", account.replace("%2F", "/"))
+        );
+    }
+    let proof = std::fs::read_to_string(dir.join("pub/proofs/ALGO-7.json")).unwrap();
+    std::fs::write(dir.join("more.json"), proof.replace("\"3\"", "\"4\"")).unwrap();
+    let out = python("more.json");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the ones in the tree"));
+}
