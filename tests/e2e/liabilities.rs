@@ -69,37 +69,27 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
     ] {
         assert!(out.contains(line), "{out}");
     }
-    // One proof per account, private to the owner; an account name with a '/' is one file.
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("pub/proofs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
-    assert_eq!(
-        files,
-        [
-            "ALGO-7.json",
-            "MM-1.json",
-            "RETAIL-9.json",
-            "desk%2Feu.json"
-        ]
-    );
+    // One proof per account and line, private to the owner.
+    let jsonl = std::fs::read_to_string(dir.join("pub/proofs.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 4);
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("pub/proofs/MM-1.json"))
+        let mode = std::fs::metadata(dir.join("pub/proofs.jsonl"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    let accounts = ["ALGO-7", "MM-1", "RETAIL-9", "desk/eu"];
+    let files: Vec<String> = accounts.iter().map(|a| extract(dir, "pub", a)).collect();
 
     // Every customer's proof verifies, with their balances against the totals.
     for f in &files {
-        let (code, out, err) = verify(dir, "pub/report.json", &format!("pub/proofs/{f}"));
+        let (code, out, err) = verify(dir, "pub/report.json", f);
         assert_eq!(code, 0, "{f}: {out}{err}");
         assert!(out.starts_with("verified: the balances of "), "{out}");
     }
-    let (_, out, _) = verify(dir, "pub/report.json", "pub/proofs/desk%2Feu.json");
+    let (_, out, _) = verify(dir, "pub/report.json", &files[3]);
     assert!(out.contains("the balances of desk/eu are counted"), "{out}");
     assert!(out.contains("USDT       10 of a total 250010.25"), "{out}");
     let (code, out, _) = run_split(
@@ -109,7 +99,7 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
             "--report",
             "pub/report.json",
             "--proof",
-            "pub/proofs/ALGO-7.json",
+            &files[0],
             "--json",
         ],
         dir,
@@ -125,7 +115,7 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
     );
 
     // A balance changed in the proof: exit 1, and why.
-    let proof = std::fs::read_to_string(dir.join("pub/proofs/MM-1.json")).unwrap();
+    let proof = std::fs::read_to_string(dir.join(&files[1])).unwrap();
     std::fs::write(dir.join("more.json"), proof.replace("\"12.5\"", "\"13.5\"")).unwrap();
     let (code, _, err) = verify(dir, "pub/report.json", "more.json");
     assert_eq!(code, 1);
@@ -141,7 +131,7 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
         report.replace("\"12.50000001\"", "\"2.50000001\""),
     )
     .unwrap();
-    let (code, _, err) = verify(dir, "lower.json", "pub/proofs/MM-1.json");
+    let (code, _, err) = verify(dir, "lower.json", &files[1]);
     assert_eq!(code, 1);
     assert!(
         err.contains("commitment does not match its contents"),
@@ -151,7 +141,7 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
     // The same balances published again (new salts): a proof of one is no proof of the other.
     let (code, _, _) = publish(dir, "again");
     assert_eq!(code, 0);
-    let (code, _, err) = verify(dir, "again/report.json", "pub/proofs/MM-1.json");
+    let (code, _, err) = verify(dir, "again/report.json", &files[1]);
     assert_eq!(code, 1);
     assert!(err.contains("not this one"), "{err}");
 
@@ -170,16 +160,44 @@ fn a_customer_verifies_their_balance_in_the_published_liabilities_and_nothing_al
             &[],
         )
     };
-    let (code, out, err) = audit("pub/proofs");
+    let (code, out, err) = audit("pub/proofs.jsonl");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("audited: 4 accounts"), "{out}");
-    std::fs::create_dir(dir.join("three")).unwrap();
-    for f in &files[..3] {
-        std::fs::copy(dir.join("pub/proofs").join(f), dir.join("three").join(f)).unwrap();
-    }
-    let (code, _, err) = audit("three");
+    let three: Vec<&str> = jsonl.lines().take(3).collect();
+    std::fs::write(dir.join("three.jsonl"), three.join("\n")).unwrap();
+    let (code, _, err) = audit("three.jsonl");
     assert_eq!(code, 1);
-    assert!(err.contains("3 proofs for the 4 accounts"), "{err}");
+    assert!(
+        err.contains("proofs of 3 accounts for the 4 accounts"),
+        "{err}"
+    );
+    let (code, _, err) = audit("again/proofs.jsonl");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("again/proofs.jsonl line 1") && err.contains("not this one"),
+        "{err}"
+    );
+}
+
+/// `liabilities proof`: one account's proof from a publication, written to `ACCOUNT.json`
+/// in `dir`; returns that file's name.
+fn extract(dir: &Path, publication: &str, account: &str) -> String {
+    let (code, out, err) = run_split(
+        &[
+            "liabilities",
+            "proof",
+            "--proofs",
+            &format!("{publication}/proofs.jsonl"),
+            "--account",
+            account,
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(code, 0, "{account}: {err}");
+    let name = format!("{}.json", account.replace('/', "_"));
+    std::fs::write(dir.join(&name), out).unwrap();
+    name
 }
 
 #[test]
@@ -226,6 +244,24 @@ fn bad_input_is_exit_code_2_with_the_file_the_line_and_the_problem() {
         assert!(!dir.join(format!("bad{i}/report.json")).exists());
     }
 
+    let (code, _, err) = run_split(
+        &[
+            "liabilities",
+            "proof",
+            "--proofs",
+            "pub/proofs.jsonl",
+            "--account",
+            "NOBODY",
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no proof for account \"NOBODY\" in pub/proofs.jsonl"),
+        "{err}"
+    );
+
     std::fs::write(dir.join("junk.json"), "{\"format\": 1").unwrap();
     let (code, _, err) = verify(dir, "pub/report.json", "junk.json");
     assert_eq!(code, 2);
@@ -259,20 +295,18 @@ fn the_readme_python_verifier_agrees_with_the_binary() {
             .output()
             .unwrap()
     };
-    for account in ["MM-1", "ALGO-7", "desk%2Feu", "RETAIL-9"] {
-        let out = python(&format!("pub/proofs/{account}.json"));
+    for account in ["MM-1", "ALGO-7", "desk/eu", "RETAIL-9"] {
+        let file = extract(dir, "pub", account);
+        let out = python(&file);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
             "{account}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            stdout.trim(),
-            format!("verified: {}", account.replace("%2F", "/"))
-        );
+        assert_eq!(stdout.trim(), format!("verified: {account}"));
     }
-    let proof = std::fs::read_to_string(dir.join("pub/proofs/ALGO-7.json")).unwrap();
+    let proof = std::fs::read_to_string(dir.join("ALGO-7.json")).unwrap();
     std::fs::write(dir.join("more.json"), proof.replace("\"3\"", "\"4\"")).unwrap();
     let out = python("more.json");
     assert!(!out.status.success());

@@ -21,9 +21,9 @@
 //! let sheet = BalanceSheet::from_csv("account,asset,balance\nA,BTC,1.5\nB,BTC,2\nB,USDT,10\n")?;
 //! let p = publish(&sheet, "2026-11-29T00:00:00Z")?;
 //! assert_eq!(p.report.assets[0].total, "3.5");
-//! let mine = p.proofs.iter().find(|x| x.account == "B").unwrap();
-//! assert_eq!(verify(&p.report, mine)?.balances[1].amount, "10");
-//! audit(&p.report, &p.proofs)?;
+//! let mine = p.proofs().find(|x| x.account == "B").unwrap();
+//! assert_eq!(verify(&p.report, &mine)?.balances[1].amount, "10");
+//! audit(&p.report, &p.proofs().collect::<Vec<_>>())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -37,8 +37,8 @@ pub mod tree;
 
 pub use report::{
     audit, publish, publish_with_salts, verify, AssetAmount, AssetTotal, Audit, AuditError,
-    Inclusion, InclusionProof, PathStep, Publication, PublishError, Report, Side, VerifyError,
-    FORMAT, MAX_AS_OF_LEN, MAX_HEIGHT,
+    Auditor, Inclusion, InclusionProof, PathStep, Publication, PublishError, Report, Side,
+    VerifyError, FORMAT, MAX_AS_OF_LEN, MAX_HEIGHT,
 };
 pub use sheet::{
     AccountBalances, Asset, BalanceSheet, SheetError, SheetErrorKind, CSV_HEADER, MAX_ACCOUNT_LEN,

@@ -105,13 +105,19 @@ pub struct InclusionProof {
     pub path: Vec<PathStep>,
 }
 
-/// A report and every account's proof.
+/// A report and the tree behind it, which makes each account's proof on request (a
+/// million accounts' proofs are gigabytes of JSON: they are written one at a time, never all
+/// held at once).
 #[derive(Debug, Clone)]
-pub struct Publication {
+pub struct Publication<'a> {
     /// The report.
     pub report: Report,
-    /// One proof per account, in the sheet's (name) order.
-    pub proofs: Vec<InclusionProof>,
+    sheet: &'a BalanceSheet,
+    salts: Vec<[u8; 32]>,
+    /// Every level of the tree, leaves first.
+    levels: Vec<Vec<SumNode>>,
+    /// The leaf of each account of the sheet.
+    leaf_of: Vec<usize>,
 }
 
 /// Why a publication could not be made.
@@ -123,6 +129,14 @@ pub enum PublishError {
     /// A total overflows 128 bits.
     #[error("a total is too large for 128 bits")]
     Overflow,
+    /// Not one salt per account.
+    #[error("{salts} salts for {accounts} accounts")]
+    Salts {
+        /// Given.
+        salts: usize,
+        /// Needed.
+        accounts: usize,
+    },
     /// The random salts could not be drawn.
     #[error("no randomness for the salts: {0}")]
     Random(String),
@@ -194,6 +208,9 @@ pub enum VerifyError {
 /// Why a set of proofs does not account for a report.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AuditError {
+    /// The report is not consistent on its own.
+    #[error("the report: {0}")]
+    Report(VerifyError),
     /// One proof does not verify.
     #[error("the proof of {account}: {error}")]
     Proof {
@@ -219,7 +236,7 @@ pub enum AuditError {
         report: String,
     },
     /// Not one proof per account.
-    #[error("{got} proofs for the {expected} accounts of the report")]
+    #[error("proofs of {got} accounts for the {expected} accounts of the report")]
     Count {
         /// The report's.
         expected: u64,
@@ -262,21 +279,27 @@ fn valid_as_of(s: &str) -> bool {
 /// Makes the tree over every account of `sheet`, with a fresh random salt per account, and
 /// returns the report and every account's proof. Leaves are placed in the order of their
 /// hashes, which the salts make random: a leaf's place says nothing of its account.
-pub fn publish(sheet: &BalanceSheet, as_of: &str) -> Result<Publication, PublishError> {
+pub fn publish<'a>(sheet: &'a BalanceSheet, as_of: &str) -> Result<Publication<'a>, PublishError> {
     let mut salts = vec![[0u8; 32]; sheet.accounts().len()];
     for s in &mut salts {
         getrandom::getrandom(s).map_err(|e| PublishError::Random(e.to_string()))?;
     }
-    publish_with_salts(sheet, as_of, &salts)
+    publish_with_salts(sheet, as_of, salts)
 }
 
 /// [`publish`] with given salts, one per account in the sheet's order (for tests and for
 /// reproducing a publication; salts must be secret and random for privacy).
-pub fn publish_with_salts(
-    sheet: &BalanceSheet,
+pub fn publish_with_salts<'a>(
+    sheet: &'a BalanceSheet,
     as_of: &str,
-    salts: &[[u8; 32]],
-) -> Result<Publication, PublishError> {
+    salts: Vec<[u8; 32]>,
+) -> Result<Publication<'a>, PublishError> {
+    if salts.len() != sheet.accounts().len() {
+        return Err(PublishError::Salts {
+            salts: salts.len(),
+            accounts: sheet.accounts().len(),
+        });
+    }
     if !valid_as_of(as_of) {
         return Err(PublishError::AsOf(as_of.to_owned()));
     }
@@ -285,12 +308,15 @@ pub fn publish_with_salts(
     let mut leaves: Vec<(SumNode, usize)> = sheet
         .accounts()
         .iter()
-        .zip(salts)
+        .zip(&salts)
         .enumerate()
         .map(|(i, (acc, salt))| (tree::leaf(salt, &acc.account, &acc.amounts), i))
         .collect();
     leaves.sort_by_key(|(leaf, _)| leaf.hash);
-    let owner: Vec<usize> = leaves.iter().map(|(_, i)| *i).collect();
+    let mut leaf_of = vec![0; leaves.len()];
+    for (leaf, (_, account)) in leaves.iter().enumerate() {
+        leaf_of[*account] = leaf;
+    }
     let levels = tree::levels(leaves.into_iter().map(|(n, _)| n).collect(), n_assets)
         .ok_or(PublishError::Overflow)?;
     let root = &levels[levels.len() - 1][0];
@@ -324,12 +350,33 @@ pub fn publish_with_salts(
         root: hex::encode(root.hash),
         commitment: commitment.clone(),
     };
-    let mut proofs: Vec<Option<InclusionProof>> = vec![None; owner.len()];
-    for (leaf_index, &acc_index) in owner.iter().enumerate() {
-        let acc = &sheet.accounts()[acc_index];
-        let mut path = Vec::with_capacity(height as usize);
-        let mut i = leaf_index;
-        for level in &levels[..levels.len() - 1] {
+    Ok(Publication {
+        report,
+        sheet,
+        salts,
+        levels,
+        leaf_of,
+    })
+}
+
+impl Publication<'_> {
+    /// The number of accounts (and of proofs).
+    pub fn len(&self) -> usize {
+        self.leaf_of.len()
+    }
+
+    /// Whether there is no account (never: a sheet has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.leaf_of.is_empty()
+    }
+
+    /// The proof of the sheet's `index`th account (in name order); `None` past the end.
+    pub fn proof(&self, index: usize) -> Option<InclusionProof> {
+        let acc = self.sheet.accounts().get(index)?;
+        let assets = self.sheet.assets();
+        let mut i = *self.leaf_of.get(index)?;
+        let mut path = Vec::with_capacity(self.report.height as usize);
+        for level in &self.levels[..self.levels.len() - 1] {
             let (sibling, side) = if i % 2 == 0 {
                 (&level[i + 1], Side::Right)
             } else {
@@ -347,12 +394,12 @@ pub fn publish_with_salts(
             });
             i /= 2;
         }
-        proofs[acc_index] = Some(InclusionProof {
+        Some(InclusionProof {
             format: FORMAT.to_owned(),
-            as_of: as_of.to_owned(),
-            commitment: commitment.clone(),
+            as_of: self.report.as_of.clone(),
+            commitment: self.report.commitment.clone(),
             account: acc.account.clone(),
-            salt: hex::encode(salts[acc_index]),
+            salt: hex::encode(self.salts[index]),
             balances: acc
                 .amounts
                 .iter()
@@ -363,12 +410,13 @@ pub fn publish_with_salts(
                 })
                 .collect(),
             path,
-        });
+        })
     }
-    Ok(Publication {
-        report,
-        proofs: proofs.into_iter().flatten().collect(),
-    })
+
+    /// Every account's proof, in the sheet's (name) order, made one at a time.
+    pub fn proofs(&self) -> impl Iterator<Item = InclusionProof> + '_ {
+        (0..self.len()).filter_map(|i| self.proof(i))
+    }
 }
 
 /// The report's assets with their totals parsed.
@@ -551,53 +599,95 @@ pub struct Audit {
 
 /// Checks a whole publication, as its publisher (or an auditor given every proof) would
 /// before it goes out: every proof verifies, there is one per account and per leaf, and the
-/// report's totals are exactly the sum of the accounts' balances.
-pub fn audit(report: &Report, proofs: &[InclusionProof]) -> Result<Audit, AuditError> {
-    let r = report.checked().map_err(|error| AuditError::Proof {
-        account: "(report)".into(),
-        error,
-    })?;
-    if proofs.len() as u64 != report.accounts {
-        return Err(AuditError::Count {
-            expected: report.accounts,
-            got: proofs.len(),
-        });
+/// report's totals are exactly the sum of the accounts' balances. Proofs are added one at a
+/// time, so a million of them need not be held at once.
+pub struct Auditor<'a> {
+    report: &'a Report,
+    checked: CheckedReport,
+    accounts: HashSet<String>,
+    leaves: HashSet<u64>,
+    sums: Vec<u128>,
+}
+
+impl<'a> Auditor<'a> {
+    /// Starts an audit of `report` (which must be consistent on its own).
+    pub fn new(report: &'a Report) -> Result<Self, AuditError> {
+        let checked = report.checked().map_err(AuditError::Report)?;
+        let sums = vec![0; checked.assets.len()];
+        Ok(Self {
+            report,
+            checked,
+            accounts: HashSet::new(),
+            leaves: HashSet::new(),
+            sums,
+        })
     }
-    let mut accounts = HashSet::new();
-    let mut leaves = HashSet::new();
-    let mut sums = vec![0u128; r.assets.len()];
-    for p in proofs {
-        let inc = verify_checked(report, &r, p).map_err(|error| AuditError::Proof {
-            account: p.account.clone(),
-            error,
+
+    /// Verifies one more proof.
+    pub fn add(&mut self, proof: &InclusionProof) -> Result<(), AuditError> {
+        let inc = verify_checked(self.report, &self.checked, proof).map_err(|error| {
+            AuditError::Proof {
+                account: proof.account.clone(),
+                error,
+            }
         })?;
-        if !accounts.insert(inc.account.clone()) {
-            return Err(AuditError::DuplicateAccount(inc.account));
-        }
-        if !leaves.insert(inc.leaf) {
+        if !self.leaves.insert(inc.leaf) {
             return Err(AuditError::DuplicateLeaf(inc.leaf));
         }
-        for ((sum, b), a) in sums.iter_mut().zip(&inc.balances).zip(&r.assets) {
-            // Verified above: the amount parses at the asset's scale, and the sum of every
-            // leaf fits the root's sums, so it fits 128 bits.
+        if !self.accounts.insert(inc.account.clone()) {
+            return Err(AuditError::DuplicateAccount(inc.account));
+        }
+        for ((sum, b), a) in self
+            .sums
+            .iter_mut()
+            .zip(&inc.balances)
+            .zip(&self.checked.assets)
+        {
+            // Verified above: the amount parses at the asset's scale.
             let v = parse_amount(&b.amount, a.scale).unwrap_or(0);
             *sum = sum.saturating_add(v);
         }
+        Ok(())
     }
-    // Unsigned sums make padding or hidden leaves only add to the totals; this shows they add
-    // nothing.
-    for ((sum, total), a) in sums.iter().zip(&r.totals).zip(&r.assets) {
-        if sum != total {
-            return Err(AuditError::Totals {
-                asset: a.name.clone(),
-                sum: format_amount(*sum, a.scale),
-                report: format_amount(*total, a.scale),
+
+    /// Ends the audit: one proof per account, and the balances add up to the totals.
+    pub fn finish(self) -> Result<Audit, AuditError> {
+        let got = self.accounts.len();
+        if got as u64 != self.report.accounts {
+            return Err(AuditError::Count {
+                expected: self.report.accounts,
+                got,
             });
         }
+        // Unsigned sums make padding or hidden leaves only add to the totals; this shows they
+        // add nothing.
+        for ((sum, total), a) in self
+            .sums
+            .iter()
+            .zip(&self.checked.totals)
+            .zip(&self.checked.assets)
+        {
+            if sum != total {
+                return Err(AuditError::Totals {
+                    asset: a.name.clone(),
+                    sum: format_amount(*sum, a.scale),
+                    report: format_amount(*total, a.scale),
+                });
+            }
+        }
+        Ok(Audit {
+            accounts: got as u64,
+        })
     }
-    Ok(Audit {
-        accounts: proofs.len() as u64,
-    })
+}
+
+/// [`Auditor`] over a slice of proofs.
+pub fn audit(report: &Report, proofs: &[InclusionProof]) -> Result<Audit, AuditError> {
+    let mut a = Auditor::new(report)?;
+    for p in proofs {
+        a.add(p)?;
+    }
+    a.finish()
 }
 
 #[cfg(test)]
@@ -608,15 +698,25 @@ mod tests {
 
     const CSV: &str = "account,asset,balance\nACC-1,BTC,1.5\nACC-2,BTC,0.25\nACC-2,USDT,1000\nACC-3,USDT,0.5\nACC-4,ETH,3\nACC-5,BTC,0\n";
 
-    fn publication() -> Publication {
-        publish(
-            &BalanceSheet::from_csv(CSV).unwrap(),
-            "2026-11-29T00:00:00Z",
-        )
-        .unwrap()
+    /// A publication's report and every proof.
+    struct Made {
+        report: Report,
+        proofs: Vec<InclusionProof>,
     }
 
-    fn proof_of<'a>(p: &'a Publication, account: &str) -> &'a InclusionProof {
+    fn made(sheet: &BalanceSheet) -> Made {
+        let p = publish(sheet, "2026-11-29T00:00:00Z").unwrap();
+        Made {
+            report: p.report.clone(),
+            proofs: p.proofs().collect(),
+        }
+    }
+
+    fn publication() -> Made {
+        made(&BalanceSheet::from_csv(CSV).unwrap())
+    }
+
+    fn proof_of<'a>(p: &'a Made, account: &str) -> &'a InclusionProof {
         p.proofs.iter().find(|x| x.account == account).unwrap()
     }
 
@@ -791,11 +891,11 @@ mod tests {
                 got: 4
             })
         );
-        let mut dup = p.proofs.clone();
-        dup[1] = dup[0].clone();
+        let mut lower = p.report.clone();
+        lower.assets[0].total = "0".into();
         assert_eq!(
-            audit(&p.report, &dup),
-            Err(AuditError::DuplicateAccount(dup[0].account.clone()))
+            audit(&lower, &p.proofs),
+            Err(AuditError::Report(VerifyError::ReportCommitment))
         );
         // A publisher that adds a leaf of its own and hands out proofs for the real accounts
         // only, claiming their number: every proof verifies, the totals do not add up.
@@ -809,7 +909,7 @@ mod tests {
             accounts,
         )
         .unwrap();
-        let q = publish(&padded, "2026-11-29T00:00:00Z").unwrap();
+        let q = made(&padded);
         let mut report = q.report.clone();
         report.accounts = 5;
         recommit(&mut report);
@@ -840,7 +940,8 @@ mod tests {
         let sheet = BalanceSheet::from_csv("account,asset,balance\nONLY,BTC,2\n").unwrap();
         let p = publish(&sheet, "t").unwrap();
         assert_eq!(p.report.height, 0);
-        assert_eq!(verify(&p.report, &p.proofs[0]).unwrap().leaf, 0);
+        assert_eq!(verify(&p.report, &p.proof(0).unwrap()).unwrap().leaf, 0);
+        assert!(p.proof(1).is_none());
         assert!(matches!(publish(&sheet, ""), Err(PublishError::AsOf(_))));
     }
 
@@ -880,7 +981,7 @@ mod tests {
 
         #[test]
         fn every_account_verifies_and_the_totals_are_the_sums(sheet in sheet_strategy()) {
-            let p = publish(&sheet, "2026-11-29T00:00:00Z").unwrap();
+            let p = made(&sheet);
             for (i, a) in sheet.assets().iter().enumerate() {
                 let sum: u128 = sheet.accounts().iter().map(|x| x.amounts[i]).sum();
                 prop_assert_eq!(&p.report.assets[i].total, &format_amount(sum, a.scale));
@@ -902,7 +1003,7 @@ mod tests {
             pos in any::<prop::sample::Index>(),
             byte in 0x20u8..0x7f,
         ) {
-            let p = publish(&sheet, "2026-11-29T00:00:00Z").unwrap();
+            let p = made(&sheet);
             let proof = &p.proofs[which.index(p.proofs.len())];
             let text = serde_json::to_string(proof).unwrap();
             let mut bytes = text.clone().into_bytes();

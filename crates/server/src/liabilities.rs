@@ -6,13 +6,13 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use portcullis_liabilities::{
-    audit, publish, verify, BalanceSheet, InclusionProof, Publication, Report,
+    publish, verify, Auditor, BalanceSheet, InclusionProof, Publication, Report,
 };
 
 /// `portcullis liabilities ...`.
@@ -25,7 +25,8 @@ pub struct LiabilitiesArgs {
 #[derive(Debug, Subcommand)]
 enum LiabilitiesCommand {
     /// Build the report and one proof per account from the ledger's balances: writes
-    /// OUT/report.json (to publish) and OUT/proofs/ACCOUNT.json (to give each customer theirs).
+    /// OUT/report.json (to publish) and OUT/proofs.jsonl (a proof per line, by account, to
+    /// give each customer theirs).
     Publish {
         /// CSV with the header `account,asset,balance` and a line per account and asset.
         #[arg(long, value_name = "FILE")]
@@ -59,9 +60,19 @@ enum LiabilitiesCommand {
         /// The report.json.
         #[arg(long, value_name = "FILE")]
         report: PathBuf,
-        /// The directory of every account's proof (`*.json`).
-        #[arg(long, value_name = "DIR")]
+        /// The proofs.jsonl of the publication.
+        #[arg(long, value_name = "FILE")]
         proofs: PathBuf,
+    },
+    /// Print one account's proof from a publication's proofs.jsonl (to hand it to the
+    /// customer).
+    Proof {
+        /// The proofs.jsonl of the publication.
+        #[arg(long, value_name = "FILE")]
+        proofs: PathBuf,
+        /// The account.
+        #[arg(long)]
+        account: String,
     },
 }
 
@@ -131,17 +142,19 @@ pub fn run(args: LiabilitiesArgs) -> Result<String, LiabilitiesError> {
         }
         LiabilitiesCommand::Audit { report, proofs } => {
             let r: Report = read_json(&report, "report")?;
-            let mut files: Vec<PathBuf> = fs::read_dir(&proofs)
-                .with_context(|| format!("cannot read the proofs directory {}", proofs.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect();
-            files.sort();
-            let all = files
-                .iter()
-                .map(|f| read_json::<InclusionProof>(f, "proof"))
-                .collect::<Result<Vec<_>>>()?;
-            let a = audit(&r, &all)
+            let mut auditor = Auditor::new(&r)
+                .map_err(|e| LiabilitiesError::NotVerified(format!("AUDIT FAILED: {e}")))?;
+            for_each_proof(&proofs, |line, proof| {
+                auditor.add(&proof).map_err(|e| {
+                    LiabilitiesError::NotVerified(format!(
+                        "AUDIT FAILED: {} line {line}: {e}",
+                        proofs.display()
+                    ))
+                })?;
+                Ok(true)
+            })?;
+            let a = auditor
+                .finish()
                 .map_err(|e| LiabilitiesError::NotVerified(format!("AUDIT FAILED: {e}")))?;
             Ok(format!(
                 "audited: {} accounts, every proof verifies against {} (as of {}), and the totals are the sum of their balances",
@@ -150,7 +163,45 @@ pub fn run(args: LiabilitiesArgs) -> Result<String, LiabilitiesError> {
                 r.as_of
             ))
         }
+        LiabilitiesCommand::Proof { proofs, account } => {
+            let mut found = None;
+            for_each_proof(&proofs, |_, proof| {
+                if proof.account == account {
+                    found = Some(proof);
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            let proof = found.ok_or_else(|| {
+                LiabilitiesError::BadInput(anyhow!(
+                    "no proof for account {account:?} in {}",
+                    proofs.display()
+                ))
+            })?;
+            Ok(serde_json::to_string_pretty(&proof).map_err(anyhow::Error::from)?)
+        }
     }
+}
+
+/// Calls `f` with each proof of a proofs.jsonl and its line number until it returns false.
+fn for_each_proof(
+    path: &Path,
+    mut f: impl FnMut(usize, InclusionProof) -> Result<bool, LiabilitiesError>,
+) -> Result<(), LiabilitiesError> {
+    let file = fs::File::open(path)
+        .with_context(|| format!("cannot read the proofs {}", path.display()))?;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read the proofs {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let proof: InclusionProof = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not a valid proof", path.display(), i + 1))?;
+        if !f(i + 1, proof)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -158,21 +209,6 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
         .with_context(|| format!("cannot read the {what} {}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("the {what} {} is not a valid {what}", path.display()))
-}
-
-/// A proof's file name: the account, with every byte but `A-Z a-z 0-9 _ -` (and `.` after
-/// the first) as `%XX`, so that any account name is one safe, distinct file name.
-pub fn proof_file_name(account: &str) -> String {
-    let mut s = String::with_capacity(account.len() + 5);
-    for (i, b) in account.bytes().enumerate() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
-            s.push(char::from(b));
-        } else {
-            let _ = write!(s, "%{b:02X}");
-        }
-    }
-    s.push_str(".json");
-    s
 }
 
 fn run_publish(balances: &Path, out: &Path, as_of: &str, json: bool) -> Result<String> {
@@ -197,15 +233,15 @@ fn run_publish(balances: &Path, out: &Path, as_of: &str, json: bool) -> Result<S
         "commitment {}\nreport: {} (publish it); proofs: {} (give each customer theirs)",
         p.report.commitment,
         out.join("report.json").display(),
-        out.join("proofs").display()
+        out.join("proofs.jsonl").display()
     );
     Ok(s)
 }
 
-/// Proofs first, each readable by the owner only (they hold a customer's balances and salt),
-/// then the report, written under a temporary name and renamed: a report on disk always has
-/// every proof beside it.
-fn write_publication(p: &Publication, out: &Path) -> Result<()> {
+/// The proofs first, readable by the owner only (they hold customers' balances and salts),
+/// then, once they are on disk, the report, written under a temporary name and renamed: a
+/// report on disk always has every proof beside it.
+fn write_publication(p: &Publication<'_>, out: &Path) -> Result<()> {
     let report_path = out.join("report.json");
     if report_path.exists() {
         return Err(anyhow!(
@@ -213,16 +249,31 @@ fn write_publication(p: &Publication, out: &Path) -> Result<()> {
             report_path.display()
         ));
     }
-    let proofs = out.join("proofs");
-    create_private_dir(&proofs)?;
-    for proof in &p.proofs {
-        let path = proofs.join(proof_file_name(&proof.account));
-        write_private(&path, serde_json::to_string_pretty(proof)?.as_bytes())?;
+    create_private_dir(out)?;
+    let proofs_path = out.join("proofs.jsonl");
+    let mut w = BufWriter::new(open_private(&proofs_path)?);
+    for proof in p.proofs() {
+        serde_json::to_writer(&mut w, &proof)?;
+        w.write_all(b"\n")
+            .with_context(|| format!("cannot write {}", proofs_path.display()))?;
     }
+    let file = w
+        .into_inner()
+        .map_err(|e| anyhow!("cannot write {}: {}", proofs_path.display(), e.error()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", proofs_path.display()))?;
     let tmp = out.join(".report.json.tmp");
-    write_private(&tmp, serde_json::to_string_pretty(&p.report)?.as_bytes())?;
+    let mut f = open_private(&tmp)?;
+    let mut report = serde_json::to_vec_pretty(&p.report)?;
+    report.push(b'\n');
+    f.write_all(&report)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &report_path)
         .with_context(|| format!("cannot write {}", report_path.display()))?;
+    fs::File::open(out)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", out.display()))?;
     Ok(())
 }
 
@@ -235,34 +286,11 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+fn open_private(path: &Path) -> Result<fs::File> {
     let mut o = fs::OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+    o.open(path)
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proof_file_names_are_safe_and_distinct() {
-        assert_eq!(proof_file_name("ACC-1"), "ACC-1.json");
-        assert_eq!(proof_file_name("a.b_c"), "a.b_c.json");
-        assert_eq!(proof_file_name(".."), "%2E..json");
-        assert_eq!(proof_file_name("x/../y"), "x%2F..%2Fy.json");
-        assert_eq!(proof_file_name("50%"), "50%25.json");
-        let names: std::collections::HashSet<String> = ["a/b", "a%2Fb", "a_b", "A/B"]
-            .iter()
-            .map(|a| proof_file_name(a))
-            .collect();
-        assert_eq!(names.len(), 4);
-    }
 }
