@@ -491,6 +491,141 @@ fn ws_order_trades_against_a_fix_order() {
     assert_eq!(fill.get(32), Some("0.500"), "{fill:?}");
 }
 
+/// `order.status` by orderId sees every working order of the account, whichever connection
+/// or FIX session entered it; clientOrderIds stay the connection's own, and other accounts'
+/// orders stay unknown.
+#[test]
+fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    let tw = create_key(&server, &["--account", "TW-ACC", "--scopes", "trade,read"]);
+    server.launch();
+
+    let mut first = Ws::plain(ws_port);
+    let r = first.call(
+        json!(1),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100.0", "quantity": "0.020", "newClientOrderId": "first-1"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let id = r["result"]["orderId"].as_u64().unwrap();
+
+    // A second connection of the same account: by orderId the order is found.
+    let mut second = Ws::plain(ws_port);
+    let status = |ws: &mut Ws, n: i64, params: Value, key: &Key| {
+        ws.call(json!(n), "order.status", signed(params, key))
+    };
+    let r = status(
+        &mut second,
+        2,
+        json!({"symbol": "BTC-PERP", "orderId": id}),
+        &a,
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let o = &r["result"];
+    assert_eq!(o["orderId"], id, "{r}");
+    assert_eq!(o["clientOrderId"], "first-1", "{r}");
+    assert_eq!(o["status"], "NEW", "{r}");
+    assert_eq!(o["price"], "100.0", "{r}");
+    assert_eq!(o["origQty"], "0.020", "{r}");
+    assert_eq!(o["executedQty"], "0.000", "{r}");
+    assert_eq!(o["side"], "BUY", "{r}");
+    assert_eq!(o["type"], "LIMIT", "{r}");
+    assert_eq!(o["timeInForce"], "GTC", "{r}");
+    assert_eq!(o["isWorking"], true, "{r}");
+    // Both ids given must name the same order; a clientOrderId alone is the connection's.
+    let r = status(
+        &mut second,
+        3,
+        json!({"symbol": "BTC-PERP", "orderId": id, "origClientOrderId": "first-1"}),
+        &a,
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    for (n, params) in [
+        (
+            4,
+            json!({"symbol": "BTC-PERP", "orderId": id, "origClientOrderId": "other"}),
+        ),
+        (
+            5,
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "first-1"}),
+        ),
+        (6, json!({"symbol": "BTC-PERP", "orderId": id + 1000})),
+    ] {
+        let r = status(&mut second, n, params, &a);
+        assert_eq!(r["status"], 400, "{r}");
+        assert_eq!(r["error"]["code"], -2013, "{r}");
+    }
+    // Another account's connection: unknown, as if it did not exist.
+    let mut other = Ws::plain(ws_port);
+    let r = status(
+        &mut other,
+        7,
+        json!({"symbol": "BTC-PERP", "orderId": id}),
+        &b,
+    );
+    assert_eq!(r["error"]["code"], -2013, "{r}");
+
+    // Partly filled by another account's order: the second connection sees the new state.
+    let r = other.call(
+        json!(8),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "100.0", "quantity": "0.010"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let r = status(
+        &mut second,
+        9,
+        json!({"symbol": "BTC-PERP", "orderId": id}),
+        &a,
+    );
+    let o = &r["result"];
+    assert_eq!(o["status"], "PARTIALLY_FILLED", "{r}");
+    assert_eq!(o["executedQty"], "0.010", "{r}");
+    assert_eq!(o["cummulativeQuoteQty"], "1.0000", "{r}");
+
+    // An order entered over FIX, seen over the WebSocket API by its OrderID(37).
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    fix.send(
+        "D",
+        &[
+            (11, "fix-buy-7"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.020"),
+            (59, "1"),
+            (40, "2"),
+            (44, "99.5"),
+        ],
+    );
+    let ack = fix.expect("8");
+    let fix_id: u64 = ack.get(37).unwrap().parse().unwrap();
+    let mut desk = Ws::plain(ws_port);
+    let r = status(
+        &mut desk,
+        10,
+        json!({"symbol": "BTC-PERP", "orderId": fix_id}),
+        &tw,
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["clientOrderId"], "fix-buy-7", "{r}");
+    assert_eq!(r["result"]["price"], "99.5", "{r}");
+    assert_eq!(r["result"]["origQty"], "0.020", "{r}");
+}
+
 #[test]
 fn ws_cancel_replace_malformed_input_and_rate_limit_answers() {
     let (fix, ws_port, wss) = (free_port(), free_port(), free_port());

@@ -16,7 +16,9 @@
 //!   while the core thread is still filling it.
 //! - `order.status`, `openOrders.status`: answered at once from the connection's own order
 //!   table, kept from those events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended).
-//!   Orders entered on other connections are not visible here.
+//!   `order.status` by orderId of an order the table does not hold asks the core thread,
+//!   which knows every working order of the account, whichever connection or FIX session
+//!   entered it ([`StatusWait::Query`]).
 //! - `account.status`: the account's number and trading permission; balances are not kept by
 //!   the server (an empty list), commissions are zero.
 //! - With the user data stream subscribed, every event of the connection's orders is also
@@ -156,6 +158,7 @@ impl WsAppFactory for WsBridgeFactory {
             conn: None,
             account: None,
             pending: HashMap::new(),
+            status_waits: VecDeque::new(),
             orders: IncrementalMap::with_hasher(RandomState::new()),
             by_cl: IncrementalMap::with_hasher(RandomState::new()),
             done: VecDeque::new(),
@@ -352,6 +355,21 @@ enum Pending {
     },
 }
 
+/// What one order status request this connection put in the ingress queue is for. The core
+/// thread answers each with one `Outbound::Status`, in the order they were queued.
+#[derive(Debug)]
+enum StatusWait {
+    /// The fence behind a new order (see [`Pending::Place`]'s `fenced`).
+    Fence(ClOrdId),
+    /// `order.status` of an order this connection does not know: another connection's or
+    /// session's working order of the account, by orderId.
+    Query {
+        token: RequestToken,
+        symbol: Box<str>,
+        client_order_id: Option<String>,
+    },
+}
+
 /// A hash map that grows without an all-at-once resize.
 type IncrementalMap<K, V> = griddle::HashMap<K, V, RandomState>;
 
@@ -365,6 +383,8 @@ pub struct WsBridge {
     conn: Option<Arc<Conn>>,
     account: Option<(String, AccountId)>,
     pending: HashMap<ClOrdId, Pending>,
+    /// The order status requests in the ingress queue, oldest first.
+    status_waits: VecDeque<StatusWait>,
     /// The connection's orders by orderId, and their clientOrderIds: they grow with its open
     /// orders, so they resize a few entries per insert rather than all at once (see Cargo.toml).
     /// SipHash with random keys, as std's maps: clientOrderIds are the client's choice.
@@ -488,6 +508,10 @@ impl WsBridge {
                     side: cmd.side,
                 }))
                 .is_ok();
+        if fenced {
+            self.status_waits
+                .push_back(StatusWait::Fence(cmd.cl_ord_id));
+        }
         self.pending.insert(
             cmd.cl_ord_id,
             Pending::Place {
@@ -953,6 +977,51 @@ impl WsBridge {
         }
     }
 
+    /// The dialect's view of a working order from the core thread's answer to a status
+    /// request; `None` for an unknown order. What the core thread does not keep is reported
+    /// as for orders of the connection: the time it was received for `time`, `updateTime`
+    /// and `workingTime`, the quote quantity from the average price, and EXPIRE_TAKER.
+    fn working_order_info(&self, e: &Event) -> Option<OrderInfo> {
+        let status = match e.kind {
+            EventKind::New => OrderStatus::New,
+            EventKind::PartialFill => OrderStatus::PartiallyFilled,
+            _ => return None,
+        };
+        let dir = self.pipeline.directory();
+        let entry = dir.get(e.instrument)?;
+        let time = ms(e.received_ns);
+        let order = LocalOrder {
+            symbol: entry.symbol.clone(),
+            price_scale: entry.price_scale,
+            qty_scale: entry.qty_scale,
+            order_id: e.order_id.0,
+            cl: e.cl_ord_id,
+            side: match e.side {
+                portcullis_types::Side::Buy => portcullis_session::ws::Side::Buy,
+                portcullis_types::Side::Sell => portcullis_session::ws::Side::Sell,
+            },
+            order_type: match e.ord_type {
+                OrdType::Market => OrderType::Market,
+                _ => OrderType::Limit,
+            },
+            tif: match e.tif {
+                portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
+                portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
+                _ => TimeInForce::Gtc,
+            },
+            price: e.price.0,
+            qty: e.qty.0,
+            cum_qty: e.cum_qty.0,
+            cum_quote: i128::from(e.avg_px.0) * i128::from(e.cum_qty.0),
+            status,
+            time,
+            update_time: time,
+            working_time: time,
+            stp: StpMode::ExpireTaker,
+        };
+        Some(order.info())
+    }
+
     /// Reads the connection's egress queue.
     fn drain(&mut self) {
         let Some(conn) = self.conn.clone() else {
@@ -966,12 +1035,31 @@ impl WsBridge {
                     note_event(&e, &mut now);
                     self.on_event(&e)
                 }
-                // The fence behind a new order: its initial matching is complete.
-                Outbound::Status(e) => {
-                    if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::Place { .. })) {
-                        self.finish_place(e.cl_ord_id);
+                Outbound::Status(e) => match self.status_waits.pop_front() {
+                    // The fence behind a new order: its initial matching is complete.
+                    Some(StatusWait::Fence(cl)) => {
+                        if matches!(self.pending.get(&cl), Some(Pending::Place { .. })) {
+                            self.finish_place(cl);
+                        }
                     }
-                }
+                    Some(StatusWait::Query {
+                        token,
+                        symbol,
+                        client_order_id,
+                    }) => {
+                        let info = self
+                            .working_order_info(&e)
+                            .filter(|o| {
+                                o.symbol == *symbol
+                                    && client_order_id
+                                        .as_ref()
+                                        .map_or(true, |c| *c == o.client_order_id)
+                            })
+                            .ok_or_else(WsError::no_such_order);
+                        self.complete(token, info.map(Into::into));
+                    }
+                    None => {}
+                },
             }
         }
         // Orders without a fence (the status request could not be queued): answered once the
@@ -1114,12 +1202,40 @@ impl WsApplication for WsBridge {
         Ok(())
     }
 
-    fn order_status(&mut self, _ctx: &RequestCtx<'_>, order: &OrderRef) -> Dispatch<OrderInfo> {
-        Dispatch::Ready(
-            self.find(order)
-                .map(LocalOrder::info)
-                .ok_or_else(WsError::no_such_order),
-        )
+    fn order_status(&mut self, ctx: &RequestCtx<'_>, order: &OrderRef) -> Dispatch<OrderInfo> {
+        if let Some(o) = self.find(order) {
+            return Dispatch::Ready(Ok(o.info()));
+        }
+        // Not this connection's: by orderId, the core thread knows every working order of
+        // the account (entered on another connection, or over FIX). clientOrderIds belong
+        // to the connection that chose them.
+        let Some(id) = order.order_id else {
+            return Dispatch::Ready(Err(WsError::no_such_order()));
+        };
+        let (_, account) = match self.route(ctx.principal) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let Some(slot) = self.slot else {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        };
+        let request = StatusRequest {
+            session: slot,
+            account,
+            order: EngineOrderRef::Id(OrderId(id.get())),
+            cl_ord_id: ClOrdId::EMPTY,
+            instrument: InstrumentId(0),
+            side: portcullis_types::Side::Buy,
+        };
+        if self.pipeline.submit(Ingress::Status(request)).is_err() {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        }
+        self.status_waits.push_back(StatusWait::Query {
+            token: ctx.token,
+            symbol: order.symbol.as_str().into(),
+            client_order_id: order.orig_client_order_id.clone(),
+        });
+        Dispatch::Pending
     }
 
     fn order_cancel(
