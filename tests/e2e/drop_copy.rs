@@ -205,7 +205,7 @@ fn orders_entered_over_the_websocket_api_are_copied_too() {
     let mut all_ports = p.to_vec();
     all_ports.push(ws_port);
     let mut server = Server::configure(&config(p, &[], &extra), &all_ports, &env());
-    let key = crate::auth::create_key(&server, &["--account", "WS-A", "--scopes", "trade"]);
+    let key = crate::auth::create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
     server.launch();
     let mut dc = connect(p, "FIX.4.4", "DC", None);
     let mut ws = crate::ws::Ws::plain(ws_port);
@@ -239,6 +239,61 @@ fn orders_entered_over_the_websocket_api_are_copied_too() {
             (38, "1.000"),
         ],
     );
+
+    // Another connection of the account cancels it by orderId: it gets the answer, the
+    // order's own connection its report, and the drop copy one copy of the one execution.
+    let r = ws.call(
+        serde_json::json!("uds"),
+        "userDataStream.subscribe",
+        serde_json::json!({}),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let mut other = crate::ws::Ws::plain(ws_port);
+    let id: u64 = order_id.parse().unwrap();
+    let r = other.call(
+        serde_json::json!("cancel"),
+        "order.cancel",
+        crate::ws::signed(
+            serde_json::json!({"symbol": "BTC-PERP", "orderId": id}),
+            &key,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["status"], "CANCELED", "{r}");
+    assert_eq!(r["result"]["origClientOrderId"], "w-1", "{r}");
+    let cancel_id = r["result"]["clientOrderId"].as_str().unwrap().to_owned();
+    let e = ws.event(|v| v["event"]["e"] == "executionReport" && v["event"]["X"] == "CANCELED");
+    assert_eq!(e["event"]["i"], id, "{e}");
+    assert_eq!(e["event"]["c"], "w-1", "{e}");
+    let r = ws.call(
+        serde_json::json!("st"),
+        "order.status",
+        crate::ws::t(serde_json::json!({"symbol": "BTC-PERP", "orderId": id})),
+    );
+    assert_eq!(r["result"]["status"], "CANCELED", "{r}");
+    let copy = dc.expect("8");
+    assert_fields(
+        &copy,
+        &[
+            (11, cancel_id.as_str()),
+            (41, "w-1"),
+            (37, order_id.as_str()),
+            (150, "4"),
+            (39, "4"),
+        ],
+    );
+    // The next copy is the next execution, not the cancel again.
+    let r = ws.call(
+        serde_json::json!("new2"),
+        "order.place",
+        crate::ws::t(serde_json::json!({
+            "symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+            "price": "99.5", "quantity": "1.000", "newClientOrderId": "w-2"
+        })),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let copy = dc.expect("8");
+    assert_fields(&copy, &[(11, "w-2"), (150, "0")]);
 }
 
 #[test]

@@ -188,7 +188,7 @@ impl Ws {
     }
 
     /// Waits for an event matching `pred`.
-    fn event(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn event(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.events.iter().position(&pred) {
             return self.events.remove(i);
         }
@@ -493,7 +493,7 @@ fn ws_order_trades_against_a_fix_order() {
 
 /// `order.status` by orderId sees every working order of the account, whichever connection
 /// or FIX session entered it; clientOrderIds stay the connection's own, and other accounts'
-/// orders stay unknown.
+/// orders stay unknown. A cancel by orderId of a FIX order is reported to its FIX session.
 #[test]
 fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     let (mut server, ws_port, _, _, fix_port) = server_with_fix();
@@ -624,6 +624,33 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     assert_eq!(r["result"]["clientOrderId"], "fix-buy-7", "{r}");
     assert_eq!(r["result"]["price"], "99.5", "{r}");
     assert_eq!(r["result"]["origQty"], "0.020", "{r}");
+
+    // Cancelled from the WebSocket connection: the FIX session that entered it is told
+    // (an unsolicited ExecutionReport naming its ClOrdID), and the order is gone for both.
+    let r = desk.call(
+        json!(11),
+        "order.cancel",
+        signed(json!({"symbol": "BTC-PERP", "orderId": fix_id}), &tw),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["origClientOrderId"], "fix-buy-7", "{r}");
+    let report = fix.expect("8");
+    assert_eq!(report.get(150), Some("4"), "{report:?}");
+    assert_eq!(report.get(39), Some("4"), "{report:?}");
+    assert_eq!(report.get(11), Some("fix-buy-7"), "{report:?}");
+    assert_eq!(
+        report.get(37),
+        Some(fix_id.to_string().as_str()),
+        "{report:?}"
+    );
+    assert_eq!(report.get(151), Some("0.000"), "{report:?}");
+    let r = status(
+        &mut desk,
+        12,
+        json!({"symbol": "BTC-PERP", "orderId": fix_id}),
+        &tw,
+    );
+    assert_eq!(r["error"]["code"], -2013, "{r}");
 }
 
 #[test]

@@ -838,12 +838,22 @@ impl Matcher {
     ) {
         let o = self.take_resting(slot);
         let mut e = done(&o, kind, self.ids.exec(), now);
+        // Cancelled by another session of the account (by OrderID): the order's own session
+        // is told too, unsolicited as for a mass cancel, under the same ExecID (one
+        // execution, two views of it).
+        let mut owner = None;
         if let Some(r) = requester {
+            if r.session != o.session {
+                owner = Some(e);
+            }
             e.session = r.session;
             e.orig_cl_ord_id = o.cl_ord_id;
             e.cl_ord_id = r.cl_ord_id;
         }
         out(e);
+        if let Some(owner) = owner {
+            out(owner);
+        }
         fb.on_order_closed(&working(&o));
     }
 
@@ -938,6 +948,13 @@ impl Matcher {
         e.session = req.session;
         e.orig_cl_ord_id = old.cl_ord_id;
         out(e);
+        if req.session != old.session {
+            // As for a cancel: the order's own session hears of it too, same ExecID.
+            out(Event {
+                session: old.session,
+                ..e
+            });
+        }
         fb.on_replaced(&working(&old), req.price, req.qty);
         if keep {
             return Ok(());

@@ -205,8 +205,16 @@ pub fn export_jsonl(
     let after = Seq(reader.first_seq().0.saturating_sub(1));
     let mut n = 0;
     let mut line = Vec::with_capacity(512);
+    let mut last: Option<portcullis_types::Event> = None;
     for item in reader.replay(after)? {
         if let (seq, JournalRecord::Event(e)) = item? {
+            // One execution, one line: a cancel or replace from another session is journaled
+            // as the requester's view, then the order's own session's.
+            let second = last.is_some_and(|p| e.is_second_view_of(&p));
+            last = Some(e);
+            if second {
+                continue;
+            }
             line.clear();
             event_json(seq, &e, &mut line);
             line.push(b'\n');

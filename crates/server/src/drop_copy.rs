@@ -29,7 +29,7 @@ use portcullis_fix::{BeginString, Decoder, SeqNum, UtcTimestamp};
 use portcullis_journal::{JournalError, JournalRecord, JournalTail, Seq};
 use portcullis_session::transport::{ConnectionApp, ConnectionInfo};
 use portcullis_session::Session;
-use portcullis_types::{AccountId, EventKind};
+use portcullis_types::{AccountId, Event, EventKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -202,6 +202,8 @@ pub struct DropCopyConn {
     /// Read up to here, and sent through the session (committed by its store once the step
     /// that sent them ends).
     sent_to: u64,
+    /// The last event read (see `write_output`).
+    last_event: Option<Event>,
     /// The cursor last written to the file, and when.
     saved: u64,
     saved_at: Instant,
@@ -244,6 +246,7 @@ impl DropCopyConn {
             wait: None,
             failed: None,
             sent_to: 0,
+            last_event: None,
             saved: 0,
             saved_at: Instant::now(),
             decoder: Decoder::new(),
@@ -417,7 +420,13 @@ impl ConnectionApp for DropCopyConn {
             let JournalRecord::Event(e) = record else {
                 continue;
             };
-            let copy = !matches!(
+            // The second view of one execution (a cancel or replace from another session is
+            // reported to the requester, then to the order's own session, same ExecID): the
+            // requester's view was copied.
+            let second_view = self.last_event.is_some_and(|p| e.is_second_view_of(&p));
+            self.last_event = Some(e);
+            let copy = !second_view
+                && !matches!(
                 e.kind,
                 EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. }
             ) && self.session.copied.covers(e.account)

@@ -400,6 +400,9 @@ const REJECT_SLOTS: usize = 32;
 pub struct EventCounts {
     kinds: [AtomicU64; EVENT_KIND_NAMES.len()],
     rejects: [AtomicU64; REJECT_SLOTS],
+    /// The ExecID and order of the last event counted.
+    last_exec_id: AtomicU64,
+    last_order_id: AtomicU64,
 }
 
 impl EventCounts {
@@ -407,6 +410,22 @@ impl EventCounts {
         Self {
             kinds: [const { AtomicU64::new(0) }; EVENT_KIND_NAMES.len()],
             rejects: [const { AtomicU64::new(0) }; REJECT_SLOTS],
+            last_exec_id: AtomicU64::new(0),
+            last_order_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event delivered, but not the second view of one execution (see
+    /// [`Event::is_second_view_of`]; core thread only).
+    #[inline]
+    fn note_event(&self, e: &Event) {
+        let second = e.exec_id != 0
+            && e.exec_id == self.last_exec_id.load(Ordering::Relaxed)
+            && e.order_id.0 == self.last_order_id.load(Ordering::Relaxed);
+        self.last_exec_id.store(e.exec_id, Ordering::Relaxed);
+        self.last_order_id.store(e.order_id.0, Ordering::Relaxed);
+        if !second {
+            self.note(e.kind);
         }
     }
 
@@ -864,7 +883,7 @@ fn deliver(
 ) {
     let (Outbound::Event(e) | Outbound::Status(e)) = item;
     if let Outbound::Event(e) = &item {
-        counts.note(e.kind);
+        counts.note_event(e);
     }
     let s = e.session.0 as usize;
     let route = routes.get(s).and_then(Option::as_ref);

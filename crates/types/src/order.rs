@@ -317,7 +317,8 @@ pub struct Event {
     pub last_qty: Qty,
     /// The trade, for fills.
     pub trade_id: TradeId,
-    /// Unique id of this event (ExecID).
+    /// Unique id of this event (ExecID); shared only by the two views of a cancel or
+    /// replace from another session (see [`Event::is_second_view_of`]).
     pub exec_id: u64,
     /// When the core thread produced it (ns since the epoch).
     pub ts_ns: i64,
@@ -325,9 +326,82 @@ pub struct Event {
     pub received_ns: i64,
 }
 
+impl Event {
+    /// Whether this is the order's own session's view of the execution `prev` reported to
+    /// the session that requested it: a cancel or replace by OrderID from another session of
+    /// the account is reported to both, one after the other, under one ExecID. Consumers of
+    /// every event (the drop copy, the journal export) take the first view only.
+    pub fn is_second_view_of(&self, prev: &Event) -> bool {
+        self.exec_id != 0
+            && self.exec_id == prev.exec_id
+            && self.order_id == prev.order_id
+            && self.kind == prev.kind
+            && self.session != prev.session
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_other_session_s_view_of_one_execution_is_a_second_view() {
+        let first = Event {
+            session: SessionId(2),
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            kind: EventKind::Canceled,
+            order_id: OrderId(9),
+            cl_ord_id: ClOrdId::EMPTY,
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            tif: TimeInForce::Gtc,
+            price: Price(1),
+            qty: Qty(1),
+            cum_qty: Qty(0),
+            leaves_qty: Qty(0),
+            avg_px: Price(0),
+            last_px: Price(0),
+            last_qty: Qty(0),
+            trade_id: TradeId(0),
+            exec_id: 40,
+            ts_ns: 0,
+            received_ns: 0,
+        };
+        let owner = Event {
+            session: SessionId(1),
+            ..first
+        };
+        assert!(owner.is_second_view_of(&first));
+        assert!(!first.is_second_view_of(&first));
+        // Events without an ExecID (status answers) are never views of one another.
+        let none = Event {
+            exec_id: 0,
+            ..first
+        };
+        assert!(!Event {
+            exec_id: 0,
+            ..owner
+        }
+        .is_second_view_of(&none));
+        for other in [
+            Event {
+                exec_id: 41,
+                ..owner
+            },
+            Event {
+                order_id: OrderId(8),
+                ..owner
+            },
+            Event {
+                kind: EventKind::Replaced,
+                ..owner
+            },
+        ] {
+            assert!(!other.is_second_view_of(&first), "{other:?}");
+        }
+    }
 
     #[test]
     fn commands_and_events_are_small_fixed_size_values() {

@@ -539,6 +539,74 @@ fn cancel_removes_the_order_and_its_empty_level() {
 }
 
 #[test]
+fn a_cancel_or_replace_from_another_session_is_reported_to_the_order_s_own_session_too() {
+    let mut f = Fixture::new();
+    let a = f.place(1, Side::Sell, 100, 5);
+    let slot = f.slot(a).unwrap();
+    let own_cl = f.m.orders.get(slot).cl_ord_id;
+    // Session 0 trades for account 1 too, and replaces the order by its OrderID.
+    let replace = ReplaceOrder {
+        session: SessionId(0),
+        account: AccountId(1),
+        instrument: INST,
+        cl_ord_id: f.next_cl(),
+        order_id: Some(a),
+        orig_cl_ord_id: ClOrdId::EMPTY,
+        price: Price(100),
+        qty: Qty(4),
+        received_ns: 0,
+    };
+    let mut ev = Vec::new();
+    f.m.replace_slot(slot, &replace, f.now, &mut (), &mut |e| ev.push(e))
+        .unwrap();
+    assert_eq!(kinds(&ev), [EventKind::Replaced, EventKind::Replaced]);
+    assert_eq!((ev[0].session, ev[1].session), (SessionId(0), SessionId(1)));
+    assert_eq!(ev[0].exec_id, ev[1].exec_id);
+    assert_eq!(
+        (ev[1].cl_ord_id, ev[1].orig_cl_ord_id),
+        (replace.cl_ord_id, own_cl)
+    );
+    assert_eq!(ev[1].qty, Qty(4));
+
+    let cancel = CancelOrder {
+        session: SessionId(0),
+        account: AccountId(1),
+        instrument: INST,
+        cl_ord_id: f.next_cl(),
+        order_id: Some(a),
+        orig_cl_ord_id: ClOrdId::EMPTY,
+        received_ns: 0,
+    };
+    let mut ev = Vec::new();
+    f.m.close(
+        slot,
+        EventKind::Canceled,
+        Some(&cancel),
+        f.now,
+        &mut (),
+        &mut |e| ev.push(e),
+    );
+    assert_eq!(kinds(&ev), [EventKind::Canceled, EventKind::Canceled]);
+    // The requester's answer names its request; the owner's report names the order.
+    assert_eq!(ev[0].session, SessionId(0));
+    assert_eq!(
+        (ev[0].cl_ord_id, ev[0].orig_cl_ord_id),
+        (cancel.cl_ord_id, replace.cl_ord_id)
+    );
+    assert_eq!(ev[1].session, SessionId(1));
+    assert_eq!(
+        (ev[1].cl_ord_id, ev[1].orig_cl_ord_id),
+        (replace.cl_ord_id, ClOrdId::EMPTY)
+    );
+    assert_eq!(ev[0].exec_id, ev[1].exec_id);
+    assert_eq!((ev[1].order_id, ev[1].leaves_qty), (a, Qty(0)));
+
+    // From its own session: one report.
+    let b = f.place(1, Side::Sell, 100, 1);
+    assert_eq!(kinds(&f.cancel(b)), [EventKind::Canceled]);
+}
+
+#[test]
 fn handles_do_not_outlive_their_order() {
     let mut f = Fixture::new();
     let a = f.place(1, Side::Sell, 100, 1);

@@ -104,6 +104,39 @@ fn dump_prints_one_decrypted_line_per_record() {
 }
 
 #[test]
+fn export_writes_one_line_per_execution_when_two_sessions_were_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = ring("k1", 1);
+    let (mut w, _) = JournalWriter::open(&config(dir.path()), &k).unwrap();
+    // A cancel by OrderID from session 2: its answer, then the order's own session's report.
+    let mut requester = fill(1);
+    requester.kind = EventKind::Canceled;
+    requester.session = portcullis_types::SessionId(2);
+    let owner = portcullis_types::Event {
+        session: portcullis_types::SessionId(1),
+        ..requester
+    };
+    let next = fill(2);
+    for e in [requester, owner, next] {
+        w.append(&JournalRecord::Event(e)).unwrap();
+    }
+    w.commit().unwrap();
+    drop(w);
+    let mut out = Vec::new();
+    assert_eq!(export_jsonl(dir.path(), &k, &mut out).unwrap(), 2);
+    let rows: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (rows[0]["type"].as_str(), rows[0]["session"].as_u64()),
+        (Some("canceled"), Some(2))
+    );
+    assert_eq!(rows[1]["order_id"], 1002);
+}
+
+#[test]
 fn export_writes_events_as_json_lines_with_exact_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let k = sample(dir.path());
