@@ -94,6 +94,32 @@ fn ms(ns: i64) -> i64 {
     ns.div_euclid(1_000_000)
 }
 
+/// The dialect's side of an engine order.
+fn ws_side(side: portcullis_types::Side) -> portcullis_session::ws::Side {
+    match side {
+        portcullis_types::Side::Buy => portcullis_session::ws::Side::Buy,
+        portcullis_types::Side::Sell => portcullis_session::ws::Side::Sell,
+    }
+}
+
+/// The dialect's order type of an engine order (post-only limits read as LIMIT: the engine's
+/// reports do not carry the flag).
+fn ws_order_type(t: OrdType) -> OrderType {
+    match t {
+        OrdType::Market => OrderType::Market,
+        OrdType::Limit => OrderType::Limit,
+    }
+}
+
+/// The dialect's time in force of an engine order (Day, which the dialect lacks, as GTC).
+fn ws_tif(tif: portcullis_types::TimeInForce) -> TimeInForce {
+    match tif {
+        portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
+        portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
+        _ => TimeInForce::Gtc,
+    }
+}
+
 /// The `exchangeInfo` table of the current instrument directory, shared by a listener's
 /// connections and rebuilt only when the core thread publishes a new directory.
 pub struct SymbolCache {
@@ -887,19 +913,9 @@ impl WsBridge {
                 ps.saturating_add(qs),
             ),
             status: OrderStatus::Canceled,
-            time_in_force: match e.tif {
-                portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
-                portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
-                _ => TimeInForce::Gtc,
-            },
-            order_type: match e.ord_type {
-                OrdType::Market => OrderType::Market,
-                OrdType::Limit => OrderType::Limit,
-            },
-            side: match e.side {
-                portcullis_types::Side::Buy => portcullis_session::ws::Side::Buy,
-                portcullis_types::Side::Sell => portcullis_session::ws::Side::Sell,
-            },
+            time_in_force: ws_tif(e.tif),
+            order_type: ws_order_type(e.ord_type),
+            side: ws_side(e.side),
             stp: StpMode::ExpireTaker,
         }
     }
@@ -996,19 +1012,9 @@ impl WsBridge {
             qty_scale: entry.qty_scale,
             order_id: e.order_id.0,
             cl: e.cl_ord_id,
-            side: match e.side {
-                portcullis_types::Side::Buy => portcullis_session::ws::Side::Buy,
-                portcullis_types::Side::Sell => portcullis_session::ws::Side::Sell,
-            },
-            order_type: match e.ord_type {
-                OrdType::Market => OrderType::Market,
-                _ => OrderType::Limit,
-            },
-            tif: match e.tif {
-                portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
-                portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
-                _ => TimeInForce::Gtc,
-            },
+            side: ws_side(e.side),
+            order_type: ws_order_type(e.ord_type),
+            tif: ws_tif(e.tif),
             price: e.price.0,
             qty: e.qty.0,
             cum_qty: e.cum_qty.0,
