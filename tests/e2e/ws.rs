@@ -592,6 +592,39 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     assert_eq!(o["status"], "PARTIALLY_FILLED", "{r}");
     assert_eq!(o["executedQty"], "0.010", "{r}");
     assert_eq!(o["cummulativeQuoteQty"], "1.0000", "{r}");
+    // openOrders.status lists the account's working orders, whichever connection entered them.
+    let open = |ws: &mut Ws, n: i64, key: &Key| {
+        ws.call(
+            json!(n),
+            "openOrders.status",
+            signed(json!({"symbol": "BTC-PERP"}), key),
+        )
+    };
+    let r = open(&mut second, 91, &a);
+    assert_eq!(r["status"], 200, "{r}");
+    let list = r["result"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{r}");
+    assert_eq!(list[0]["orderId"], id, "{r}");
+    assert_eq!(list[0]["clientOrderId"], "first-1", "{r}");
+    assert_eq!(list[0]["status"], "PARTIALLY_FILLED", "{r}");
+    // The connection that entered it lists it the same (its own times are its table's).
+    let mine = open(&mut first, 91, &a);
+    let (mut theirs, mut own) = (list[0].clone(), mine["result"][0].clone());
+    for v in [&mut theirs, &mut own] {
+        for t in ["time", "updateTime", "workingTime"] {
+            assert!(v[t].as_i64().unwrap() > 0, "{v}");
+            v[t] = json!(0);
+        }
+    }
+    assert_eq!(theirs, own);
+    let r = open(&mut other, 92, &b);
+    assert_eq!(r["result"], json!([]), "{r}");
+    let r = second.call(
+        json!(93),
+        "openOrders.status",
+        signed(json!({"symbol": "NOPE-PERP"}), &a),
+    );
+    assert_eq!(r["error"]["code"], -1121, "{r}");
 
     // An order entered over FIX, seen over the WebSocket API by its OrderID(37).
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
@@ -624,6 +657,8 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     assert_eq!(r["result"]["clientOrderId"], "fix-buy-7", "{r}");
     assert_eq!(r["result"]["price"], "99.5", "{r}");
     assert_eq!(r["result"]["origQty"], "0.020", "{r}");
+    let r = desk.call(json!(13), "openOrders.status", signed(json!({}), &tw));
+    assert_eq!(r["result"][0]["clientOrderId"], "fix-buy-7", "{r}");
 
     // Cancelled from the WebSocket connection: the FIX session that entered it is told
     // (an unsolicited ExecutionReport naming its ClOrdID), and the order is gone for both.

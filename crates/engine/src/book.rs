@@ -664,6 +664,22 @@ impl Matcher {
             .then_some(OrderHandle { slot, id: o.id })
     }
 
+    /// Every working order of `account` (in the account's list order, not time order).
+    pub fn working_orders(&self, account: AccountId) -> impl Iterator<Item = OrderSnapshot> + '_ {
+        let mut slot = self.orders.account_head(account);
+        std::iter::from_fn(move || {
+            if slot == NIL {
+                return None;
+            }
+            let here = slot;
+            slot = self.orders.account_next(here);
+            self.snapshot(OrderHandle {
+                slot: here,
+                id: self.orders.get(here).id,
+            })
+        })
+    }
+
     fn resolve(&self, h: OrderHandle) -> Option<u32> {
         (self.orders.is_live(h.slot) && self.orders.get(h.slot).id == h.id).then_some(h.slot)
     }

@@ -520,6 +520,27 @@ impl Core {
         n
     }
 
+    /// Every working order of `account` (of `instrument` only, if given), for a listing of
+    /// open orders; `None` if there are more than `max` (the caller allocates the list: a
+    /// rare request, bounded).
+    pub fn open_orders(
+        &self,
+        account: AccountId,
+        instrument: Option<InstrumentId>,
+        max: usize,
+    ) -> Option<Vec<OrderSnapshot>> {
+        let mut out = Vec::new();
+        for o in self.matcher.working_orders(account) {
+            if instrument.map_or(true, |i| i == o.instrument) {
+                if out.len() == max {
+                    return None;
+                }
+                out.push(o);
+            }
+        }
+        Some(out)
+    }
+
     /// The state of a working order of `account`, for an OrderStatusRequest(H): by OrderID,
     /// or by the ClOrdID `session` gave it. `None` if it is not working (never was, filled,
     /// cancelled) or belongs to another account.

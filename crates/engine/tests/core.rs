@@ -420,6 +420,58 @@ fn order_status_answers_for_working_orders_of_the_account() {
 }
 
 #[test]
+fn open_orders_lists_the_accounts_working_orders_up_to_a_bound() {
+    let mut r = Run::new();
+    let perp = r.perp();
+    let call = r
+        .core
+        .instruments()
+        .iter()
+        .map(|i| i.symbol().to_string())
+        .find(|s| s.ends_with("-C"))
+        .unwrap();
+    let option = r.inst(&call);
+    let (a, _) = r.place(ALICE, perp, Side::Buy, 990_000, 5);
+    let (b, _) = r.place(ALICE, option, Side::Buy, 10, 1);
+    let (c, _) = r.place(ALICE, perp, Side::Buy, 980_000, 1);
+    r.place(BOB, perp, Side::Sell, 1_100_000, 1);
+    // A partly filled order is listed as it stands.
+    let o = r.order(BOB, perp, Side::Sell, 990_000, 2);
+    r.submit(o);
+    let ids = |list: Vec<portcullis_engine::OrderSnapshot>| {
+        let mut v: Vec<(OrderId, Qty)> = list.iter().map(|s| (s.order_id, s.leaves_qty)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(r.core.open_orders(ALICE, None, 10).unwrap()),
+        [(a, Qty(3)), (b, Qty(1)), (c, Qty(1))]
+    );
+    assert_eq!(
+        ids(r.core.open_orders(ALICE, Some(option), 10).unwrap()),
+        [(b, Qty(1))]
+    );
+    assert_eq!(r.core.open_orders(CAROL, None, 10), Some(Vec::new()));
+    assert_eq!(r.core.open_orders(ALICE, None, 3).map(|l| l.len()), Some(3));
+    assert_eq!(
+        r.core.open_orders(ALICE, None, 2),
+        None,
+        "more than the bound"
+    );
+    assert_eq!(
+        r.core.open_orders(ALICE, Some(option), 1).map(|l| l.len()),
+        Some(1)
+    );
+    // A cancelled order is gone.
+    let cancel = r.cancel_req(ALICE, perp, Some(c), ClOrdId::EMPTY);
+    r.cmd(Command::Cancel(cancel));
+    assert_eq!(
+        ids(r.core.open_orders(ALICE, Some(perp), 10).unwrap()),
+        [(a, Qty(3))]
+    );
+}
+
+#[test]
 fn instruments_can_be_listed_at_run_time() {
     let mut r = Run::new();
     let cfg: InstrumentConfig = toml::from_str(

@@ -102,6 +102,36 @@ pub struct StatusRequest {
     pub side: Side,
 }
 
+/// The most orders one listing of open orders returns ([`OpenOrdersRequest`]).
+pub const MAX_LISTED_ORDERS: usize = 10_000;
+
+/// A listing of an account's working orders (the WebSocket API's `openOrders.status`). The
+/// core thread leaves the list in `reply`, then answers with one `Outbound::Status` to the
+/// asking session, which then reads it.
+#[derive(Debug)]
+pub struct OpenOrdersRequest {
+    /// The asking session.
+    pub session: SessionId,
+    /// Its account.
+    pub account: AccountId,
+    /// Only this instrument's, if given.
+    pub instrument: Option<InstrumentId>,
+    /// Where the list goes.
+    pub reply: Arc<OpenOrdersReply>,
+}
+
+/// The answer to an [`OpenOrdersRequest`]: the working orders, or `None` if there are more
+/// than [`MAX_LISTED_ORDERS`]. Set once by the core thread before its status answer.
+#[derive(Debug, Default)]
+pub struct OpenOrdersReply(OnceLock<Option<Vec<portcullis_engine::OrderSnapshot>>>);
+
+impl OpenOrdersReply {
+    /// The list, once the core thread's answer has arrived.
+    pub fn get(&self) -> Option<&Option<Vec<portcullis_engine::OrderSnapshot>>> {
+        self.0.get()
+    }
+}
+
 /// One entry of the ingress queue.
 #[derive(Debug)]
 pub enum Ingress {
@@ -109,6 +139,8 @@ pub enum Ingress {
     Cmd(Command),
     /// An order status request.
     Status(StatusRequest),
+    /// A listing of open orders.
+    OpenOrders(OpenOrdersRequest),
     /// A connection took a session slot: route the slot's events to it.
     Open(Arc<Conn>),
     /// The connection ended: cancel-on-disconnect, forget its route, free a per-connection
@@ -1140,6 +1172,32 @@ impl CoreLoop {
                     dirty_flag,
                     journal.as_mut(),
                     Outbound::Status(ev),
+                );
+                note_answered(routes, journal.as_mut(), r.session);
+            }
+            Ingress::OpenOrders(r) => {
+                // A rare, rate-weighted request that allocates its list (bounded by
+                // MAX_LISTED_ORDERS), never an order's path.
+                let _ = r
+                    .reply
+                    .0
+                    .set(core.open_orders(r.account, r.instrument, MAX_LISTED_ORDERS));
+                let done = StatusRequest {
+                    session: r.session,
+                    account: r.account,
+                    order: OrderRef::Id(OrderId(0)),
+                    cl_ord_id: ClOrdId::EMPTY,
+                    instrument: r.instrument.unwrap_or(InstrumentId(0)),
+                    side: Side::Buy,
+                };
+                deliver(
+                    counts,
+                    parked,
+                    routes,
+                    dirty,
+                    dirty_flag,
+                    journal.as_mut(),
+                    Outbound::Status(unknown_order(&done, now)),
                 );
                 note_answered(routes, journal.as_mut(), r.session);
             }

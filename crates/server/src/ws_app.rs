@@ -14,11 +14,12 @@
 //!   arrives. The core thread takes the ingress queue in order, so that answer comes after
 //!   every event of the order's initial matching, even when the task reads the egress queue
 //!   while the core thread is still filling it.
-//! - `order.status`, `openOrders.status`: answered at once from the connection's own order
-//!   table, kept from those events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended).
-//!   `order.status` by orderId of an order the table does not hold asks the core thread,
-//!   which knows every working order of the account, whichever connection or FIX session
-//!   entered it ([`StatusWait::Query`]).
+//! - `order.status`: answered at once from the connection's own order table, kept from those
+//!   events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended); by orderId, an order
+//!   the table does not hold is asked of the core thread, which knows every working order of
+//!   the account, whichever connection or FIX session entered it ([`StatusWait::Query`]).
+//! - `openOrders.status`: the core thread lists the account's working orders
+//!   ([`StatusWait::OpenOrders`]).
 //! - `account.status`: the account's number and trading permission; balances are not kept by
 //!   the server (an empty list), commissions are zero.
 //! - With the user data stream subscribed, every event of the connection's orders is also
@@ -52,7 +53,10 @@ use tracing::{debug, warn};
 use portcullis_engine::OrderRef as EngineOrderRef;
 
 use crate::metrics::{Protocol, METRICS};
-use crate::pipeline::{now_ns, Conn, Directory, Ingress, Outbound, Pipeline, StatusRequest};
+use crate::pipeline::{
+    now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
+    StatusRequest, MAX_LISTED_ORDERS,
+};
 
 /// Orders that ended kept per connection for `order.status`.
 pub const DONE_ORDERS_KEPT: usize = 1024;
@@ -393,6 +397,11 @@ enum StatusWait {
         token: RequestToken,
         symbol: Box<str>,
         client_order_id: Option<String>,
+    },
+    /// `openOrders.status`: the core thread's list is in `reply` when the answer comes.
+    OpenOrders {
+        token: RequestToken,
+        reply: Arc<OpenOrdersReply>,
     },
 }
 
@@ -1028,6 +1037,34 @@ impl WsBridge {
         Some(order.info())
     }
 
+    /// The answer to `openOrders.status` from the core thread's list: this connection's
+    /// orders as its table tells them, the others as [`Self::working_order_info`] does, by
+    /// orderId.
+    fn open_orders_info(
+        &self,
+        reply: &OpenOrdersReply,
+        now_ns: i64,
+    ) -> Result<Vec<OrderInfo>, WsError> {
+        let Some(list) = reply.get() else {
+            return Err(WsError::unknown());
+        };
+        let Some(list) = list else {
+            return Err(WsError::bad_request(
+                -1000,
+                format!("more than {MAX_LISTED_ORDERS} open orders: ask for one symbol at a time"),
+            ));
+        };
+        let mut out: Vec<OrderInfo> = list
+            .iter()
+            .filter_map(|snap| match self.orders.get(&snap.order_id.0) {
+                Some(own) if own.is_open() => Some(own.info()),
+                _ => self.working_order_info(&snap.to_event(snap.session, now_ns)),
+            })
+            .collect();
+        out.sort_by_key(|o| o.order_id);
+        Ok(out)
+    }
+
     /// Reads the connection's egress queue.
     fn drain(&mut self) {
         let Some(conn) = self.conn.clone() else {
@@ -1063,6 +1100,10 @@ impl WsBridge {
                             })
                             .ok_or_else(WsError::no_such_order);
                         self.complete(token, info.map(Into::into));
+                    }
+                    Some(StatusWait::OpenOrders { token, reply }) => {
+                        let result = self.open_orders_info(&reply, e.ts_ns);
+                        self.complete(token, result.map(Into::into));
                     }
                     None => {}
                 },
@@ -1273,16 +1314,40 @@ impl WsApplication for WsBridge {
 
     fn open_orders_status(
         &mut self,
-        _ctx: &RequestCtx<'_>,
+        ctx: &RequestCtx<'_>,
         symbol: Option<&str>,
     ) -> Dispatch<Vec<OrderInfo>> {
-        let mut open: Vec<&LocalOrder> = self
-            .orders
-            .values()
-            .filter(|o| o.is_open() && symbol.map_or(true, |s| *o.symbol == *s))
-            .collect();
-        open.sort_by_key(|o| o.order_id);
-        Dispatch::Ready(Ok(open.into_iter().map(LocalOrder::info).collect()))
+        // The core thread knows every working order of the account, whichever connection or
+        // FIX session entered it.
+        let (_, account) = match self.route(ctx.principal) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let Some(slot) = self.slot else {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        };
+        let instrument = match symbol {
+            Some(s) => match self.pipeline.directory().lookup(s.as_bytes()) {
+                Some((id, _)) => Some(id),
+                None => return Dispatch::Ready(Err(WsError::invalid_symbol())),
+            },
+            None => None,
+        };
+        let reply = Arc::new(OpenOrdersReply::default());
+        let request = OpenOrdersRequest {
+            session: slot,
+            account,
+            instrument,
+            reply: reply.clone(),
+        };
+        if self.pipeline.submit(Ingress::OpenOrders(request)).is_err() {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        }
+        self.status_waits.push_back(StatusWait::OpenOrders {
+            token: ctx.token,
+            reply,
+        });
+        Dispatch::Pending
     }
 
     fn open_orders_cancel_all(
