@@ -1159,11 +1159,34 @@ impl CoreLoop {
                     }
                 }
             }
-            Ingress::Status(r) => {
-                let ev = match core.order_status(r.session, r.account, r.order) {
-                    Some(snap) => snap.to_event(r.session, now),
-                    None => unknown_order(&r, now),
+            // Answered with one status report to the asking session.
+            Ingress::Status(_) | Ingress::OpenOrders(_) => {
+                let ev = match item {
+                    Ingress::Status(r) => match core.order_status(r.session, r.account, r.order) {
+                        Some(snap) => snap.to_event(r.session, now),
+                        None => unknown_order(&r, now),
+                    },
+                    Ingress::OpenOrders(r) => {
+                        // A rare, rate-weighted request that allocates its list (bounded by
+                        // MAX_LISTED_ORDERS), never an order's path; the report says it is set.
+                        let _ = r.reply.0.set(core.open_orders(
+                            r.account,
+                            r.instrument,
+                            MAX_LISTED_ORDERS,
+                        ));
+                        let done = StatusRequest {
+                            session: r.session,
+                            account: r.account,
+                            order: OrderRef::Id(OrderId(0)),
+                            cl_ord_id: ClOrdId::EMPTY,
+                            instrument: r.instrument.unwrap_or(InstrumentId(0)),
+                            side: Side::Buy,
+                        };
+                        unknown_order(&done, now)
+                    }
+                    _ => return,
                 };
+                let session = ev.session;
                 deliver(
                     counts,
                     parked,
@@ -1173,33 +1196,7 @@ impl CoreLoop {
                     journal.as_mut(),
                     Outbound::Status(ev),
                 );
-                note_answered(routes, journal.as_mut(), r.session);
-            }
-            Ingress::OpenOrders(r) => {
-                // A rare, rate-weighted request that allocates its list (bounded by
-                // MAX_LISTED_ORDERS), never an order's path.
-                let _ = r
-                    .reply
-                    .0
-                    .set(core.open_orders(r.account, r.instrument, MAX_LISTED_ORDERS));
-                let done = StatusRequest {
-                    session: r.session,
-                    account: r.account,
-                    order: OrderRef::Id(OrderId(0)),
-                    cl_ord_id: ClOrdId::EMPTY,
-                    instrument: r.instrument.unwrap_or(InstrumentId(0)),
-                    side: Side::Buy,
-                };
-                deliver(
-                    counts,
-                    parked,
-                    routes,
-                    dirty,
-                    dirty_flag,
-                    journal.as_mut(),
-                    Outbound::Status(unknown_order(&done, now)),
-                );
-                note_answered(routes, journal.as_mut(), r.session);
+                note_answered(routes, journal.as_mut(), session);
             }
             Ingress::Open(conn) => {
                 let s = conn.slot.0 as usize;
