@@ -19,7 +19,7 @@ use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
 use super::types::{
     AccountStatus, CancelReplaceOutcome, CancelReplaceRequest, CancelRequest, CancelResult,
-    ExecutionReport, OrderInfo, OrderRef, OrderResult, WsOrder,
+    ExecutionReport, HistoryQuery, OrderInfo, OrderRef, OrderResult, TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +198,10 @@ pub enum Outcome {
     CanceledAll(Vec<CancelResult>),
     /// `account.status`.
     Account(AccountStatus),
+    /// `allOrders`.
+    Orders(Vec<OrderInfo>),
+    /// `myTrades`.
+    Trades(Vec<TradeInfo>),
 }
 
 impl From<OrderResult> for Outcome {
@@ -228,6 +232,11 @@ impl From<Vec<OrderInfo>> for Outcome {
 impl From<Vec<CancelResult>> for Outcome {
     fn from(v: Vec<CancelResult>) -> Self {
         Outcome::CanceledAll(v)
+    }
+}
+impl From<Vec<TradeInfo>> for Outcome {
+    fn from(v: Vec<TradeInfo>) -> Self {
+        Outcome::Trades(v)
     }
 }
 impl From<AccountStatus> for Outcome {
@@ -302,6 +311,26 @@ pub trait WsApplication: Send {
         ctx: &RequestCtx<'_>,
         symbol: &str,
     ) -> Dispatch<Vec<CancelResult>>;
+
+    /// `allOrders`: the account's orders of one symbol, open and ended, oldest first. By
+    /// default -1020 (not supported): an application that keeps no history.
+    fn all_orders(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _query: &HistoryQuery,
+    ) -> Dispatch<Vec<OrderInfo>> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `myTrades`: the account's trades of one symbol, oldest first. By default -1020 (not
+    /// supported).
+    fn my_trades(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _query: &HistoryQuery,
+    ) -> Dispatch<Vec<TradeInfo>> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
 
     /// `account.status`; with `omit_zero_balances`, only non-zero balances.
     fn account_status(

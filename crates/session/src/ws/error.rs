@@ -63,6 +63,8 @@ pub mod codes {
     pub const BAD_SYMBOL: i32 = -1121;
     /// Invalid symbolStatus.
     pub const INVALID_SYMBOL_STATUS: i32 = -1122;
+    /// The time window of a history request is longer than 24 hours.
+    pub const MORE_THAN_XX_HOURS: i32 = -1127;
     /// Combination of optional parameters invalid.
     pub const OPTIONAL_PARAMS_BAD_COMBO: i32 = -1128;
     /// Invalid data sent for a parameter.

@@ -72,8 +72,8 @@ use super::signing::{SignaturePayload, Timing};
 use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
     CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions, ExecutionReport,
-    OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus,
-    TimeInForce, WsOrder,
+    HistoryQuery, OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode,
+    SymbolStatus, TimeInForce, WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -193,6 +193,10 @@ pub enum Method {
     AccountStatus,
     /// `account.rateLimits.orders`.
     AccountRateLimitsOrders,
+    /// `allOrders`.
+    AllOrders,
+    /// `myTrades`.
+    MyTrades,
     /// `userDataStream.subscribe`.
     UserDataStreamSubscribe,
     /// `userDataStream.unsubscribe`.
@@ -216,7 +220,7 @@ const ORDER: [&str; 10] = [
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 17] = [
+    pub const ALL: [Method; 19] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -232,6 +236,8 @@ impl Method {
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
         Method::AccountRateLimitsOrders,
+        Method::AllOrders,
+        Method::MyTrades,
         Method::UserDataStreamSubscribe,
         Method::UserDataStreamUnsubscribe,
     ];
@@ -254,6 +260,8 @@ impl Method {
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
+            Method::AllOrders => "allOrders",
+            Method::MyTrades => "myTrades",
             Method::UserDataStreamSubscribe => "userDataStream.subscribe",
             Method::UserDataStreamUnsubscribe => "userDataStream.unsubscribe",
         }
@@ -282,7 +290,9 @@ impl Method {
             Method::OrderStatus
             | Method::OpenOrdersStatus
             | Method::AccountStatus
-            | Method::AccountRateLimitsOrders => Security::UserData,
+            | Method::AccountRateLimitsOrders
+            | Method::AllOrders
+            | Method::MyTrades => Security::UserData,
             Method::UserDataStreamSubscribe | Method::UserDataStreamUnsubscribe => {
                 Security::UserStream
             }
@@ -293,7 +303,9 @@ impl Method {
     fn weight(self, params: &Params<'_>) -> u32 {
         match self {
             Method::Ping | Method::Time => 1,
-            Method::ExchangeInfo | Method::AccountStatus => 20,
+            Method::ExchangeInfo | Method::AccountStatus | Method::AllOrders | Method::MyTrades => {
+                20
+            }
             Method::SessionLogon
             | Method::SessionStatus
             | Method::SessionLogout
@@ -322,6 +334,8 @@ impl Method {
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
+                | Method::AllOrders
+                | Method::MyTrades
         )
     }
 
@@ -369,6 +383,15 @@ impl Method {
             }
             Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
             Method::AccountStatus => &["omitZeroBalances"],
+            Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
+            Method::MyTrades => &[
+                "symbol",
+                "orderId",
+                "startTime",
+                "endTime",
+                "fromId",
+                "limit",
+            ],
         };
         own.contains(&name) || AUTH.contains(&name)
     }
@@ -964,7 +987,9 @@ impl WsSession {
             | Method::OrderCancel
             | Method::OpenOrdersStatus
             | Method::OpenOrdersCancelAll
-            | Method::AccountStatus => self
+            | Method::AccountStatus
+            | Method::AllOrders
+            | Method::MyTrades => self
                 .order_query(now, method, params, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
         }
@@ -1289,6 +1314,7 @@ impl WsSession {
             Open(Option<String>),
             CancelAll(String),
             Account(bool),
+            History(HistoryQuery),
         }
         let query = match method {
             Method::OrderStatus => {
@@ -1325,6 +1351,9 @@ impl WsSession {
                 Query::Open(symbol)
             }
             Method::OpenOrdersCancelAll => Query::CancelAll(read_symbol(params)?.to_owned()),
+            Method::AllOrders | Method::MyTrades => {
+                Query::History(read_history_query(params, method == Method::MyTrades)?)
+            }
             _ => Query::Account(params.opt_bool("omitZeroBalances")?.unwrap_or(false)),
         };
         let principal = self.authorize(now, method, params)?;
@@ -1334,6 +1363,7 @@ impl WsSession {
             Query::Open(s) => s.as_ref(),
             Query::CancelAll(s) => Some(s),
             Query::Account(_) => None,
+            Query::History(q) => Some(&q.symbol),
         };
         if let Some(s) = symbol {
             if app.symbols().get(s).is_none() {
@@ -1364,6 +1394,10 @@ impl WsSession {
             ),
             Query::CancelAll(s) => answer(method, app.open_orders_cancel_all(&ctx, s), ctx.token),
             Query::Account(omit) => answer(method, app.account_status(&ctx, *omit), ctx.token),
+            Query::History(q) if method == Method::AllOrders => {
+                answer(method, app.all_orders(&ctx, q), ctx.token)
+            }
+            Query::History(q) => answer(method, app.my_trades(&ctx, q), ctx.token),
         })
     }
 }
@@ -1424,6 +1458,10 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
             write_array(&mut out, &v, render::cancel_result)
         }
         (Method::AccountStatus, Outcome::Account(a)) => render::account(&mut out, &a),
+        (Method::AllOrders, Outcome::Orders(v) | Outcome::OpenOrders(v)) => {
+            write_array(&mut out, &v, render::order_info)
+        }
+        (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
         // The application answered with another method's outcome: a server bug, reported
         // as such rather than sent.
         _ => return Err(WsError::unknown()),
@@ -1620,6 +1658,66 @@ fn read_order_ref(
         symbol: symbol.to_owned(),
         order_id,
         orig_client_order_id,
+    })
+}
+
+/// Reads the parameters of `allOrders` (`trades` false) or `myTrades`, with the dialect's
+/// rules: `limit` 1 to 1000 (default 500), a time window of at most 24 hours that does not end
+/// before it starts, and for trades `fromId` only without a time window.
+fn read_history_query(params: &Params<'_>, trades: bool) -> Result<HistoryQuery, WsError> {
+    let symbol = read_symbol(params)?.to_owned();
+    let order_id = params.opt_u64("orderId", SafeId::MAX)?;
+    let from_id = if trades {
+        params.opt_u64("fromId", SafeId::MAX)?
+    } else {
+        None
+    };
+    // Unix ms fit an i64 for the next 292 million years.
+    let time = |name: &str| -> Result<Option<i64>, WsError> {
+        Ok(params.opt_u64(name, i64::MAX as u64)?.map(|v| v as i64))
+    };
+    let start_time = time("startTime")?;
+    let end_time = time("endTime")?;
+    let limit = match params.opt_u64("limit", u64::MAX)? {
+        None => HistoryQuery::DEFAULT_LIMIT,
+        Some(n) if (1..=HistoryQuery::MAX_LIMIT as u64).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(WsError::bad_request(
+                codes::INVALID_PARAMETER,
+                format!(
+                    "Invalid data sent for a parameter: 'limit' must be 1 to {}.",
+                    HistoryQuery::MAX_LIMIT
+                ),
+            ))
+        }
+    };
+    if from_id.is_some() && (start_time.is_some() || end_time.is_some()) {
+        return Err(WsError::bad_request(
+            codes::OPTIONAL_PARAMS_BAD_COMBO,
+            "Combination of optional parameters invalid: 'fromId' with 'startTime' or 'endTime'.",
+        ));
+    }
+    if let (Some(s), Some(e)) = (start_time, end_time) {
+        if e < s {
+            return Err(WsError::bad_request(
+                codes::INVALID_PARAMETER,
+                "Invalid data sent for a parameter: 'endTime' is before 'startTime'.",
+            ));
+        }
+        if e - s > HistoryQuery::MAX_WINDOW_MS {
+            return Err(WsError::bad_request(
+                codes::MORE_THAN_XX_HOURS,
+                "More than 24 hours between startTime and endTime.",
+            ));
+        }
+    }
+    Ok(HistoryQuery {
+        symbol,
+        order_id,
+        from_id,
+        start_time,
+        end_time,
+        limit,
     })
 }
 

@@ -5,7 +5,7 @@ use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
     AccountStatus, CancelReplaceOutcome, CancelResult, ExecutionReport, NewOrderOutcome, OrderInfo,
-    OrderResult, RespType,
+    OrderResult, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -92,6 +92,25 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
         .int("workingTime", r.working_time)
         .str("origQuoteOrderQty", &r.orig_quote_order_qty)
         .str("selfTradePreventionMode", r.stp.as_str())
+        .close();
+}
+
+/// One trade of the account (`myTrades`).
+pub(crate) fn trade_info(out: &mut String, t: &TradeInfo) {
+    Obj::open(out)
+        .str("symbol", &t.symbol)
+        .int("id", t.id)
+        .int("orderId", t.order_id)
+        .int("orderListId", -1)
+        .str("price", &t.price)
+        .str("qty", &t.qty)
+        .str("quoteQty", &t.quote_qty)
+        .str("commission", &t.commission)
+        .str("commissionAsset", &t.commission_asset)
+        .int("time", t.time)
+        .bool("isBuyer", t.is_buyer)
+        .bool("isMaker", t.is_maker)
+        .bool("isBestMatch", true)
         .close();
 }
 

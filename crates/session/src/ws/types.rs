@@ -380,6 +380,62 @@ pub struct OrderInfo {
     pub stp: StpMode,
 }
 
+/// Which orders or trades of one symbol `allOrders` and `myTrades` ask for. Read and checked
+/// by the session: `limit` is within 1..=[`HistoryQuery::MAX_LIMIT`], a time window is at most
+/// 24 hours and starts before it ends, `from_id` comes without a time window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// The instrument.
+    pub symbol: String,
+    /// `allOrders`: orders from this order id up; `myTrades`: only this order's trades.
+    pub order_id: Option<u64>,
+    /// `myTrades`: trades from this trade id up.
+    pub from_id: Option<u64>,
+    /// From this time on, Unix ms (inclusive).
+    pub start_time: Option<i64>,
+    /// Up to this time, Unix ms (inclusive).
+    pub end_time: Option<i64>,
+    /// At most this many, oldest first. Without `order_id` (`allOrders`), `from_id` or
+    /// `start_time`, the most recent ones.
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// The default `limit`.
+    pub const DEFAULT_LIMIT: usize = 500;
+    /// The largest `limit`.
+    pub const MAX_LIMIT: usize = 1000;
+    /// The longest time window, in ms.
+    pub const MAX_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+}
+
+/// One trade of the account (`myTrades`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeInfo {
+    /// The instrument.
+    pub symbol: String,
+    /// The trade id.
+    pub id: SafeId,
+    /// The account's order in the trade.
+    pub order_id: SafeId,
+    /// Price.
+    pub price: String,
+    /// Quantity.
+    pub qty: String,
+    /// Price × quantity.
+    pub quote_qty: String,
+    /// Commission charged.
+    pub commission: String,
+    /// The asset of the commission.
+    pub commission_asset: String,
+    /// When it traded, Unix ms.
+    pub time: i64,
+    /// The account bought.
+    pub is_buyer: bool,
+    /// The account's order was resting on the book.
+    pub is_maker: bool,
+}
+
 /// A canceled order (`order.cancel`, `openOrders.cancelAll`, the cancel half of
 /// `order.cancelReplace`).
 #[derive(Debug, Clone, PartialEq, Eq)]

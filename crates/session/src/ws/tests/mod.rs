@@ -255,6 +255,7 @@ pub(crate) struct FakeApp {
     pub placed: Vec<(RequestToken, String, WsOrder)>,
     pub tested: Vec<WsOrder>,
     pub queries: Vec<String>,
+    pub history: Vec<HistoryQuery>,
     pub cancels: Vec<CancelRequest>,
     pub replace: Option<CancelReplaceOutcome>,
     pub replaces: Vec<CancelReplaceRequest>,
@@ -270,6 +271,7 @@ impl FakeApp {
             placed: Vec::new(),
             tested: Vec::new(),
             queries: Vec::new(),
+            history: Vec::new(),
             cancels: Vec::new(),
             replace: None,
             replaces: Vec::new(),
@@ -386,6 +388,28 @@ impl WsApplication for FakeApp {
     ) -> Dispatch<Vec<OrderInfo>> {
         self.queries.push(format!("open {symbol:?}"));
         Dispatch::Ready(Ok(Vec::new()))
+    }
+
+    fn all_orders(&mut self, _ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<OrderInfo>> {
+        self.history.push(q.clone());
+        Dispatch::Ready(Ok(Vec::new()))
+    }
+
+    fn my_trades(&mut self, _ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<TradeInfo>> {
+        self.history.push(q.clone());
+        Dispatch::Ready(Ok(vec![TradeInfo {
+            symbol: q.symbol.clone(),
+            id: SafeId::new(28457).unwrap(),
+            order_id: SafeId::new(100234).unwrap(),
+            price: "4.00000100".into(),
+            qty: "12.00000000".into(),
+            quote_qty: "48.000012".into(),
+            commission: "0.00000000".into(),
+            commission_asset: "USD".into(),
+            time: 1_499_865_549_590,
+            is_buyer: true,
+            is_maker: false,
+        }]))
     }
 
     fn open_orders_cancel_all(

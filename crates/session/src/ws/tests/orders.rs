@@ -342,6 +342,109 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
 }
 
 #[test]
+fn history_requests_are_read_with_the_dialects_rules() {
+    let mut h = Harness::new();
+    let err = |h: &mut Harness, method: &str, p: &[(&str, Value)]| code(&h.signed_call(method, p));
+    let btc = || ("symbol", Value::from("BTCUSDT"));
+    // allOrders: weight 20, defaults, every parameter passed on.
+    let v = h.signed_call("allOrders", &[btc()]);
+    assert_eq!(ok(&v), &json!([]));
+    let before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    let v = h.signed_call(
+        "allOrders",
+        &[
+            btc(),
+            ("orderId", 7.into()),
+            ("startTime", 1_000.into()),
+            ("endTime", 2_000.into()),
+            ("limit", 1000.into()),
+        ],
+    );
+    assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap(), before + 20);
+    assert_eq!(
+        h.app.history,
+        [
+            HistoryQuery {
+                symbol: "BTCUSDT".into(),
+                order_id: None,
+                from_id: None,
+                start_time: None,
+                end_time: None,
+                limit: 500,
+            },
+            HistoryQuery {
+                symbol: "BTCUSDT".into(),
+                order_id: Some(7),
+                from_id: None,
+                start_time: Some(1_000),
+                end_time: Some(2_000),
+                limit: 1000,
+            },
+        ]
+    );
+    // myTrades renders the dialect's fields.
+    let v = h.signed_call(
+        "myTrades",
+        &[btc(), ("fromId", 5.into()), ("limit", 1.into())],
+    );
+    assert_eq!(
+        ok(&v),
+        &json!([{"symbol":"BTCUSDT","id":28457,"orderId":100234,"orderListId":-1,
+            "price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
+            "commission":"0.00000000","commissionAsset":"USD","time":1499865549590u64,
+            "isBuyer":true,"isMaker":false,"isBestMatch":true}])
+    );
+    assert_eq!(h.app.history[2].from_id, Some(5));
+    assert_eq!(h.app.history[2].limit, 1);
+    let n = h.app.history.len();
+    // Refused before the application: no symbol, an unknown one, a bad limit, fromId with a
+    // time window, a window over 24 hours or backwards, fromId on allOrders.
+    assert_eq!(err(&mut h, "allOrders", &[]), -1102);
+    assert_eq!(err(&mut h, "myTrades", &[("symbol", "NOPE".into())]), -1121);
+    assert_eq!(
+        err(&mut h, "allOrders", &[btc(), ("limit", 0.into())]),
+        -1130
+    );
+    assert_eq!(
+        err(&mut h, "allOrders", &[btc(), ("limit", 1001.into())]),
+        -1130
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "myTrades",
+            &[btc(), ("fromId", 1.into()), ("startTime", 1.into())]
+        ),
+        -1128
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "myTrades",
+            &[
+                btc(),
+                ("startTime", 0.into()),
+                ("endTime", 86_400_001.into())
+            ]
+        ),
+        -1127
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            "allOrders",
+            &[btc(), ("startTime", 5.into()), ("endTime", 4.into())]
+        ),
+        -1130
+    );
+    assert_eq!(
+        err(&mut h, "allOrders", &[btc(), ("fromId", 1.into())]),
+        -1104
+    );
+    assert_eq!(h.app.history.len(), n);
+}
+
+#[test]
 fn cancel_replace_answers_200_409_or_400_with_the_report() {
     let mut h = Harness::new();
     let params = with(
