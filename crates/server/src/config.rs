@@ -132,6 +132,10 @@ pub struct RawConfig {
     /// Security monitoring: the webhook for security events, the reject-rate spike detector.
     #[serde(default)]
     pub monitoring: RawMonitoring,
+    /// How many of each account's recent orders and trades are kept for `allOrders`,
+    /// `myTrades` and `order.status` (crate::history::HistoryLimits).
+    #[serde(default)]
+    pub history: crate::history::HistoryLimits,
 }
 
 /// The `[admin]` section: the admin API (JSON over HTTPS, TLS 1.3 only, on its own listener)
@@ -583,6 +587,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `[monitoring]`, validated.
     pub monitoring: MonitoringSettings,
+    /// `[history]`: how much of each account's past is kept.
+    pub history: crate::history::HistoryLimits,
 }
 
 /// Validated `[admin]` settings.
@@ -1150,6 +1156,19 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     }
     let metrics = validate_metrics(&raw.metrics)?;
     let monitoring = validate_monitoring(&raw.monitoring)?;
+    let max = crate::history::HistoryLimits::MAX as u64;
+    in_range(
+        "history.orders_per_account",
+        raw.history.orders_per_account as u64,
+        0,
+        max,
+    )?;
+    in_range(
+        "history.trades_per_account",
+        raw.history.trades_per_account as u64,
+        0,
+        max,
+    )?;
 
     Ok(Settings {
         data_dir: PathBuf::from(&raw.data_dir),
@@ -1170,6 +1189,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         admin,
         metrics,
         monitoring,
+        history: raw.history,
     })
 }
 

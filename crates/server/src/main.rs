@@ -24,6 +24,7 @@ mod config;
 mod control;
 mod devcert;
 mod drop_copy;
+mod history;
 mod journal;
 mod journal_queue;
 mod keys;
@@ -479,6 +480,21 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         )
         .with_oauth(admin.as_ref().map(admin::AdminServer::oauth)),
     );
+    // Every account's recent orders and trades, from the journal (none without a journal).
+    let history = match (&journal, &store_keys) {
+        (Some(j), Some(keys)) if settings.history.enabled() => {
+            let h = history::OrderHistory::new(settings.history);
+            h.follow(
+                settings.journal.dir.clone(),
+                keys.clone(),
+                j.queue.acknowledged(),
+                settings.journal_pin_cpu,
+            )
+            .context("starting the order history thread")?;
+            Some(h)
+        }
+        _ => None,
+    };
     let mut ws_listeners = Vec::with_capacity(settings.ws_listeners.len());
     for l in &settings.ws_listeners {
         let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);
@@ -500,7 +516,8 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             cfg.rate_limits.connections_per_5min = v;
         }
         let path = cfg.path.clone();
-        let factory = ws_app::WsBridgeFactory::new(pipeline.clone(), l.cancel_on_disconnect);
+        let factory =
+            ws_app::WsBridgeFactory::new(pipeline.clone(), l.cancel_on_disconnect, history.clone());
         let listener = portcullis_session::ws::WsListener::bind(
             cfg,
             if l.tls { tls.clone() } else { None },

@@ -18,8 +18,14 @@
 //!   events (open orders, and the last [`DONE_ORDERS_KEPT`] that ended); by orderId, an order
 //!   the table does not hold is asked of the core thread, which knows every working order of
 //!   the account, whichever connection or FIX session entered it ([`StatusWait::Query`]).
+//!   Orders the table does not hold, by orderId or clientOrderId, are looked up in the
+//!   account's history ([`OrderHistory`], fed by the journal): an ended order is answered
+//!   from it, a working one is asked of the core thread by its orderId.
+//! - `order.cancel` by the clientOrderId of another connection's (or FIX session's) order
+//!   cancels it by the orderId the history knows for it.
 //! - `openOrders.status`: the core thread lists the account's working orders
 //!   ([`StatusWait::OpenOrders`]).
+//! - `allOrders` and `myTrades`: from the account's history.
 //! - `account.status`: the account's number and trading permission; balances are not kept by
 //!   the server (an empty list), commissions are zero.
 //! - With the user data stream subscribed, every event of the connection's orders is also
@@ -39,10 +45,10 @@ use std::time::Duration;
 use portcullis_session::ws::{
     AccountStatus, AppOutput, CancelReplaceMode, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch, ExecutionReport,
-    ExecutionType, Fill, NewOrderOutcome, OrderInfo, OrderRef, OrderResult, OrderStatus, OrderType,
-    Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter,
-    SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, WsAppFactory, WsApplication,
-    WsConnectionInfo, WsError, WsOrder,
+    ExecutionType, Fill, HistoryQuery, NewOrderOutcome, OrderInfo, OrderRef, OrderResult,
+    OrderStatus, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId,
+    StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
+    WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -52,6 +58,7 @@ use tracing::{debug, warn};
 
 use portcullis_engine::OrderRef as EngineOrderRef;
 
+use crate::history::{OrderHistory, OrderState, PastOrder, PastTrade, Window};
 use crate::metrics::{Protocol, METRICS};
 use crate::pipeline::{
     now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
@@ -96,6 +103,16 @@ fn fmt_scaled(v: i128, scale: u8) -> String {
 
 fn ms(ns: i64) -> i64 {
     ns.div_euclid(1_000_000)
+}
+
+/// The first ns of the millisecond `ms`.
+fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// The last ns of the millisecond `ms` (an inclusive end time).
+fn ms_to_ns_end(ms: i64) -> i64 {
+    ms_to_ns(ms).saturating_add(999_999)
 }
 
 /// The dialect's side of an engine order.
@@ -149,12 +166,17 @@ pub struct WsBridgeFactory {
     pipeline: Arc<Pipeline>,
     cancel_on_disconnect: bool,
     symbols: Arc<SymbolCache>,
+    history: Option<Arc<OrderHistory>>,
 }
 
 impl WsBridgeFactory {
     /// Connections of a listener on `pipeline`, cancelling their orders when they end if
-    /// `cancel_on_disconnect`.
-    pub fn new(pipeline: Arc<Pipeline>, cancel_on_disconnect: bool) -> Arc<Self> {
+    /// `cancel_on_disconnect`, answering from `history` what the core no longer knows.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        cancel_on_disconnect: bool,
+        history: Option<Arc<OrderHistory>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             symbols: Arc::new(SymbolCache {
                 pipeline: pipeline.clone(),
@@ -162,6 +184,7 @@ impl WsBridgeFactory {
             }),
             pipeline,
             cancel_on_disconnect,
+            history,
         })
     }
 }
@@ -182,6 +205,7 @@ impl WsAppFactory for WsBridgeFactory {
         Box::new(WsBridge {
             symbols: self.symbols.clone(),
             pipeline: self.pipeline.clone(),
+            history: self.history.clone(),
             conn_id: conn.id,
             cancel_on_disconnect: self.cancel_on_disconnect,
             slot: None,
@@ -411,6 +435,7 @@ type IncrementalMap<K, V> = griddle::HashMap<K, V, RandomState>;
 /// One WebSocket connection's application.
 pub struct WsBridge {
     pipeline: Arc<Pipeline>,
+    history: Option<Arc<OrderHistory>>,
     symbols: Arc<SymbolCache>,
     conn_id: u64,
     cancel_on_disconnect: bool,
@@ -709,13 +734,27 @@ impl WsBridge {
                 .map_err(|e| WsError::cancel_rejected(format!("newClientOrderId: {e}")))?,
             None => generated_cl_ord_id(),
         };
+        // An origClientOrderId the connection did not choose: the order of another connection
+        // or FIX session of the account, which the engine knows by orderId.
+        let mut order_id = cancel.target.order_id.map(|id| OrderId(id.get()));
+        if order_id.is_none() && !self.by_cl.contains_key(&orig) {
+            if let Some(p) = self
+                .history
+                .as_ref()
+                .and_then(|h| h.order_by_cl(account, &orig))
+            {
+                if p.session != slot && p.instrument == instrument {
+                    order_id = Some(p.order_id);
+                }
+            }
+        }
         let cmd = CancelOrder {
             session: slot,
             account,
             instrument,
             cl_ord_id: cl,
-            order_id: cancel.target.order_id.map(|id| OrderId(id.get())),
-            orig_cl_ord_id: if cancel.target.order_id.is_some() {
+            order_id,
+            orig_cl_ord_id: if order_id.is_some() {
                 ClOrdId::EMPTY
             } else {
                 orig
@@ -1037,6 +1076,88 @@ impl WsBridge {
         Some(order.info())
     }
 
+    /// An order of the account's history as the dialect shows it; the connection's own table
+    /// is fresher for its orders (the history follows the journal).
+    fn past_order_info(&self, p: &PastOrder) -> Option<OrderInfo> {
+        if let Some(own) = self.orders.get(&p.order_id.0) {
+            return Some(own.info());
+        }
+        let dir = self.pipeline.directory();
+        let entry = dir.get(p.instrument)?;
+        let working = if p.working_ns >= 0 {
+            ms(p.working_ns)
+        } else {
+            -1
+        };
+        let order = LocalOrder {
+            symbol: entry.symbol.clone(),
+            price_scale: entry.price_scale,
+            qty_scale: entry.qty_scale,
+            order_id: p.order_id.0,
+            cl: p.cl_ord_id,
+            side: ws_side(p.side),
+            order_type: ws_order_type(p.ord_type),
+            tif: ws_tif(p.tif),
+            price: p.price.0,
+            qty: p.qty.0,
+            cum_qty: p.cum_qty.0,
+            cum_quote: p.cum_quote,
+            status: match p.state {
+                OrderState::Working => OrderStatus::New,
+                OrderState::PartiallyFilled => OrderStatus::PartiallyFilled,
+                OrderState::Filled => OrderStatus::Filled,
+                OrderState::Canceled => OrderStatus::Canceled,
+                OrderState::Expired => OrderStatus::Expired,
+            },
+            time: ms(p.created_ns),
+            update_time: ms(p.updated_ns),
+            working_time: working,
+            stp: StpMode::ExpireTaker,
+        };
+        Some(order.info())
+    }
+
+    /// One trade of the account's history as the dialect shows it.
+    fn past_trade_info(&self, t: &PastTrade) -> Option<TradeInfo> {
+        let dir = self.pipeline.directory();
+        let entry = dir.get(t.instrument)?;
+        let (ps, qs) = (entry.price_scale, entry.qty_scale);
+        Some(TradeInfo {
+            symbol: entry.symbol.to_string(),
+            id: safe_id(t.trade_id),
+            order_id: safe_id(t.order_id.0),
+            price: fmt_scaled(t.price.0.into(), ps),
+            qty: fmt_scaled(t.qty.0.into(), qs),
+            quote_qty: fmt_scaled(
+                i128::from(t.price.0) * i128::from(t.qty.0),
+                ps.saturating_add(qs),
+            ),
+            commission: fmt_scaled(0, ps),
+            commission_asset: "USD".to_owned(),
+            time: ms(t.ts_ns),
+            is_buyer: t.side == portcullis_types::Side::Buy,
+            is_maker: t.maker,
+        })
+    }
+
+    /// The account's history and the instrument a history request names.
+    fn history_of(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: &str,
+    ) -> Result<(Arc<OrderHistory>, AccountId, InstrumentId), WsError> {
+        let Some(history) = self.history.clone() else {
+            return Err(WsError::unsupported());
+        };
+        let Some(account) = self.pipeline.account_id(&ctx.principal.account) else {
+            return Err(WsError::order_rejected("unknown account"));
+        };
+        let Some((instrument, _)) = self.pipeline.directory().lookup(symbol.as_bytes()) else {
+            return Err(WsError::invalid_symbol());
+        };
+        Ok((history, account, instrument))
+    }
+
     /// The answer to `openOrders.status` from the core thread's list: this connection's
     /// orders as its table tells them, the others as [`Self::working_order_info`] does, by
     /// orderId.
@@ -1253,15 +1374,40 @@ impl WsApplication for WsBridge {
         if let Some(o) = self.find(order) {
             return Dispatch::Ready(Ok(o.info()));
         }
-        // Not this connection's: by orderId, the core thread knows every working order of
-        // the account (entered on another connection, or over FIX). clientOrderIds belong
-        // to the connection that chose them.
-        let Some(id) = order.order_id else {
-            return Dispatch::Ready(Err(WsError::no_such_order()));
-        };
+        // Not this connection's: the account's history knows its recent orders, whichever
+        // connection or FIX session entered them; an ended one is answered from it. A working
+        // one is asked of the core thread by orderId, which knows every working order of
+        // the account.
         let (_, account) = match self.route(ctx.principal) {
             Ok(v) => v,
             Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let past = self.history.as_ref().and_then(|h| match order.order_id {
+            Some(id) => h.order(account, OrderId(id.get())),
+            None => {
+                let cl = ClOrdId::new(order.orig_client_order_id.as_deref()?.as_bytes()).ok()?;
+                h.order_by_cl(account, &cl)
+            }
+        });
+        let past = past.filter(|p| {
+            order
+                .orig_client_order_id
+                .as_deref()
+                .is_none_or(|c| p.cl_ord_id.as_str() == c)
+        });
+        let id = match &past {
+            Some(p) if !p.state.is_working() => {
+                let info = self
+                    .past_order_info(p)
+                    .filter(|o| o.symbol == order.symbol)
+                    .ok_or_else(WsError::no_such_order);
+                return Dispatch::Ready(info);
+            }
+            Some(p) => p.order_id.0,
+            None => match order.order_id {
+                Some(id) => id.get(),
+                None => return Dispatch::Ready(Err(WsError::no_such_order())),
+            },
         };
         let Some(slot) = self.slot else {
             return Dispatch::Ready(Err(WsError::server_busy()));
@@ -1269,7 +1415,7 @@ impl WsApplication for WsBridge {
         let request = StatusRequest {
             session: slot,
             account,
-            order: EngineOrderRef::Id(OrderId(id.get())),
+            order: EngineOrderRef::Id(OrderId(id)),
             cl_ord_id: ClOrdId::EMPTY,
             instrument: InstrumentId(0),
             side: portcullis_types::Side::Buy,
@@ -1310,6 +1456,46 @@ impl WsApplication for WsBridge {
             Ok(()) => Dispatch::Pending,
             Err(e) => Dispatch::Ready(Err(e)),
         }
+    }
+
+    fn all_orders(&mut self, ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<OrderInfo>> {
+        let (history, account, instrument) = match self.history_of(ctx, &q.symbol) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        // With a time window the dialect ignores orderId.
+        let by_time = q.start_time.is_some() || q.end_time.is_some();
+        let w = Window {
+            order_id: q.order_id.filter(|_| !by_time),
+            from_trade_id: None,
+            start_ns: q.start_time.map(ms_to_ns),
+            end_ns: q.end_time.map(ms_to_ns_end),
+            limit: q.limit,
+        };
+        let list = history.orders(account, instrument, &w);
+        Dispatch::Ready(Ok(list
+            .iter()
+            .filter_map(|p| self.past_order_info(p))
+            .collect()))
+    }
+
+    fn my_trades(&mut self, ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<TradeInfo>> {
+        let (history, account, instrument) = match self.history_of(ctx, &q.symbol) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let w = Window {
+            order_id: q.order_id,
+            from_trade_id: q.from_id,
+            start_ns: q.start_time.map(ms_to_ns),
+            end_ns: q.end_time.map(ms_to_ns_end),
+            limit: q.limit,
+        };
+        let list = history.trades(account, instrument, &w);
+        Dispatch::Ready(Ok(list
+            .iter()
+            .filter_map(|t| self.past_trade_info(t))
+            .collect()))
     }
 
     fn open_orders_status(
