@@ -538,7 +538,7 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     assert_eq!(o["type"], "LIMIT", "{r}");
     assert_eq!(o["timeInForce"], "GTC", "{r}");
     assert_eq!(o["isWorking"], true, "{r}");
-    // Both ids given must name the same order; a clientOrderId alone is the connection's.
+    // Both ids given must name the same order.
     let r = status(
         &mut second,
         3,
@@ -550,10 +550,6 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
         (
             4,
             json!({"symbol": "BTC-PERP", "orderId": id, "origClientOrderId": "other"}),
-        ),
-        (
-            5,
-            json!({"symbol": "BTC-PERP", "origClientOrderId": "first-1"}),
         ),
         (6, json!({"symbol": "BTC-PERP", "orderId": id + 1000})),
     ] {
@@ -679,13 +675,235 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
         "{report:?}"
     );
     assert_eq!(report.get(151), Some("0.000"), "{report:?}");
-    let r = status(
-        &mut desk,
-        12,
-        json!({"symbol": "BTC-PERP", "orderId": fix_id}),
-        &tw,
+    // Ended, it is answered from the account's history once the journal has it.
+    let r = eventually(|| {
+        let r = status(
+            &mut desk,
+            12,
+            json!({"symbol": "BTC-PERP", "orderId": fix_id}),
+            &tw,
+        );
+        (r["result"]["status"] == "CANCELED").then_some(r)
+    });
+    assert_eq!(r["result"]["clientOrderId"], "fix-buy-7", "{r}");
+    assert_eq!(r["result"]["isWorking"], false, "{r}");
+}
+
+/// Asks `f` every 20 ms until it answers, for at most 10 s: what the account's history
+/// answers follows the journal, a few milliseconds behind the order path.
+fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no answer in 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ws_all_orders_and_my_trades_list_the_accounts_past_across_connections_and_restarts() {
+    let (mut server, ws_port, _, _, _) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+
+    let place = |ws: &mut Ws, n: i64, params: Value, key: &Key| {
+        let r = ws.call(json!(n), "order.place", signed(params, key));
+        assert_eq!(r["status"], 200, "{r}");
+        r["result"]["orderId"].as_u64().unwrap()
+    };
+    let buy = |price: &str, qty: &str, cl: &str| {
+        json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+               "price": price, "quantity": qty, "newClientOrderId": cl})
+    };
+    // Two resting buys of A; B sells into both (best price first), then A cancels the rest.
+    let mut first = Ws::plain(ws_port);
+    let h1 = place(&mut first, 1, buy("100.0", "0.020", "h-1"), &a);
+    let h2 = place(&mut first, 2, buy("101.0", "0.010", "h-2"), &a);
+    let mut seller = Ws::plain(ws_port);
+    place(
+        &mut seller,
+        3,
+        json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "IOC",
+               "price": "100.0", "quantity": "0.025"}),
+        &b,
     );
-    assert_eq!(r["error"]["code"], -2013, "{r}");
+    let r = first.call(
+        json!(4),
+        "order.cancel",
+        signed(
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "h-1"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+
+    // A new connection of A sees both orders, oldest first, as they ended.
+    let mut later = Ws::plain(ws_port);
+    let all = |ws: &mut Ws, n: i64, params: Value, key: &Key| {
+        let r = ws.call(json!(n), "allOrders", signed(params, key));
+        assert_eq!(r["status"], 200, "{r}");
+        r["result"].as_array().unwrap().clone()
+    };
+    let orders = eventually(|| {
+        let v = all(&mut later, 5, json!({"symbol": "BTC-PERP"}), &a);
+        (v.len() == 2 && v[0]["status"] == "CANCELED").then_some(v)
+    });
+    assert_eq!(orders[0]["orderId"], h1);
+    assert_eq!(orders[0]["clientOrderId"], "h-1");
+    assert_eq!(orders[0]["executedQty"], "0.015");
+    assert_eq!(orders[0]["cummulativeQuoteQty"], "1.5000");
+    assert_eq!(orders[0]["origQty"], "0.020");
+    assert_eq!(orders[0]["isWorking"], false);
+    assert_eq!(orders[1]["orderId"], h2);
+    assert_eq!(orders[1]["status"], "FILLED");
+    assert_eq!(orders[1]["executedQty"], "0.010");
+    assert_eq!(orders[1]["cummulativeQuoteQty"], "1.0100");
+    for o in &orders {
+        assert!(
+            o["time"].as_i64().unwrap() <= o["updateTime"].as_i64().unwrap(),
+            "{o}"
+        );
+    }
+    // Its trades: resting, so the maker of both; B's are the taker's, as the seller.
+    let trades = |ws: &mut Ws, n: i64, params: Value, key: &Key| {
+        let r = ws.call(json!(n), "myTrades", signed(params, key));
+        assert_eq!(r["status"], 200, "{r}");
+        r["result"].as_array().unwrap().clone()
+    };
+    let t = trades(&mut later, 6, json!({"symbol": "BTC-PERP"}), &a);
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert_eq!(
+        (
+            &t[0]["orderId"],
+            &t[0]["price"],
+            &t[0]["qty"],
+            &t[0]["quoteQty"]
+        ),
+        (
+            &json!(h2),
+            &json!("101.0"),
+            &json!("0.010"),
+            &json!("1.0100")
+        )
+    );
+    assert_eq!(
+        (&t[1]["orderId"], &t[1]["price"], &t[1]["qty"]),
+        (&json!(h1), &json!("100.0"), &json!("0.015"))
+    );
+    assert!(
+        t.iter()
+            .all(|t| t["isBuyer"] == true && t["isMaker"] == true),
+        "{t:?}"
+    );
+    let tb = trades(&mut seller, 7, json!({"symbol": "BTC-PERP"}), &b);
+    assert_eq!(tb.len(), 2, "{tb:?}");
+    assert!(
+        tb.iter()
+            .all(|t| t["isBuyer"] == false && t["isMaker"] == false),
+        "{tb:?}"
+    );
+    assert_eq!(
+        tb.iter().map(|t| &t["id"]).collect::<Vec<_>>(),
+        t.iter().map(|t| &t["id"]).collect::<Vec<_>>()
+    );
+    // One order's trades; from a trade id.
+    let one = trades(
+        &mut later,
+        8,
+        json!({"symbol": "BTC-PERP", "orderId": h1}),
+        &a,
+    );
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["orderId"], h1);
+    let from = trades(
+        &mut later,
+        9,
+        json!({"symbol": "BTC-PERP", "fromId": t[1]["id"]}),
+        &a,
+    );
+    assert_eq!(from, t[1..]);
+    // order.status by the clientOrderId another connection chose, after the order ended.
+    let r = later.call(
+        json!(10),
+        "order.status",
+        signed(
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "h-1"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["result"]["orderId"], h1, "{r}");
+    assert_eq!(r["result"]["status"], "CANCELED", "{r}");
+
+    // A working order of the first connection, cancelled from the later one by its
+    // clientOrderId once the history has it.
+    let h3 = place(&mut first, 11, buy("99.0", "0.010", "h-3"), &a);
+    eventually(|| {
+        let r = later.call(
+            json!(12),
+            "order.status",
+            signed(
+                json!({"symbol": "BTC-PERP", "origClientOrderId": "h-3"}),
+                &a,
+            ),
+        );
+        (r["status"] == 200).then_some(())
+    });
+    let r = later.call(
+        json!(13),
+        "order.cancel",
+        signed(
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "h-3"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["orderId"], h3, "{r}");
+    assert_eq!(r["result"]["status"], "CANCELED", "{r}");
+    // Another account's clientOrderIds are not looked up.
+    let r = seller.call(
+        json!(14),
+        "order.cancel",
+        signed(
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "h-2"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["error"]["code"], -2011, "{r}");
+
+    // The limit takes the latest; orderId starts the list there.
+    let latest = all(
+        &mut later,
+        15,
+        json!({"symbol": "BTC-PERP", "limit": 1}),
+        &a,
+    );
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0]["orderId"], h3);
+    let from_h2 = all(
+        &mut later,
+        16,
+        json!({"symbol": "BTC-PERP", "orderId": h2, "limit": 1}),
+        &a,
+    );
+    assert_eq!(from_h2[0]["orderId"], h2);
+
+    // After a restart the history is read back from the journal.
+    let before = eventually(|| {
+        let v = all(&mut later, 17, json!({"symbol": "BTC-PERP"}), &a);
+        (v.len() == 3 && v[2]["status"] == "CANCELED").then_some(v)
+    });
+    drop((first, seller, later));
+    server.restart();
+    let mut again = Ws::plain(ws_port);
+    let after = eventually(|| {
+        let v = all(&mut again, 18, json!({"symbol": "BTC-PERP"}), &a);
+        (v.len() == 3).then_some(v)
+    });
+    assert_eq!(after, before);
+    assert_eq!(trades(&mut again, 19, json!({"symbol": "BTC-PERP"}), &a), t);
 }
 
 #[test]

@@ -259,11 +259,7 @@ impl OrderHistory {
         order.updated_ns = e.ts_ns;
         order.state = state;
         match e.kind {
-            EventKind::New => {
-                if order.working_ns < 0 {
-                    order.working_ns = e.ts_ns;
-                }
-            }
+            EventKind::New if order.working_ns < 0 => order.working_ns = e.ts_ns,
             EventKind::Replaced => {
                 order.price = e.price;
                 order.qty = e.qty;
@@ -311,8 +307,8 @@ impl OrderHistory {
         };
         let by_time = w.start_ns.is_some() || w.end_ns.is_some();
         let in_window = |o: &&PastOrder| {
-            w.start_ns.is_none_or(|s| o.created_ns >= s)
-                && w.end_ns.is_none_or(|e| o.created_ns <= e)
+            w.start_ns.map_or(true, |s| o.created_ns >= s)
+                && w.end_ns.map_or(true, |e| o.created_ns <= e)
         };
         if by_time {
             select(
@@ -346,9 +342,9 @@ impl OrderHistory {
             return Vec::new();
         };
         let matches = |t: &&PastTrade| {
-            w.order_id.is_none_or(|id| t.order_id.0 == id)
-                && w.start_ns.is_none_or(|s| t.ts_ns >= s)
-                && w.end_ns.is_none_or(|e| t.ts_ns <= e)
+            w.order_id.map_or(true, |id| t.order_id.0 == id)
+                && w.start_ns.map_or(true, |s| t.ts_ns >= s)
+                && w.end_ns.map_or(true, |e| t.ts_ns <= e)
         };
         match w.from_trade_id {
             Some(from) => trades
@@ -468,15 +464,30 @@ struct Feed {
 impl Feed {
     fn run(&mut self, runtime: &tokio::runtime::Handle) {
         let mut batch = Vec::with_capacity(RECORDS_PER_LOCK);
+        info!("order history: following the journal");
         loop {
             let acknowledged = *self.acknowledged.borrow_and_update();
+            // A tail looks at the segment's length again only on the call after one that found
+            // nothing: a record acknowledged meanwhile is read on a second call.
+            let mut empty_reads = 0;
             loop {
                 match self.read(acknowledged, &mut batch) {
                     Ok(more) => {
                         self.history.apply(&batch);
                         batch.clear();
-                        if !more {
+                        if self.history.position() >= acknowledged {
                             break;
+                        }
+                        if !more {
+                            empty_reads += 1;
+                            if empty_reads > 2 {
+                                // Not there yet (a segment being started): look again shortly.
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                            if empty_reads > 1000 {
+                                warn!(acknowledged, at = self.history.position(), "order history: the journal's acknowledged records cannot be read; waiting for more");
+                                break;
+                            }
                         }
                     }
                     Err(e) => {

@@ -1393,7 +1393,7 @@ impl WsApplication for WsBridge {
             order
                 .orig_client_order_id
                 .as_deref()
-                .is_none_or(|c| p.cl_ord_id.as_str() == c)
+                .map_or(true, |c| p.cl_ord_id.as_str() == c)
         });
         let id = match &past {
             Some(p) if !p.state.is_working() => {
