@@ -25,6 +25,9 @@ use crate::at_rest::KeyringCell;
 
 /// Records applied under one hold of the lock, so a query never waits long for the feed.
 const RECORDS_PER_LOCK: usize = 512;
+/// The shortest time between two passes over the journal: under load the history takes the
+/// records of many journal batches in one pass rather than waking for each.
+const WAKE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The `[history]` section: how much of each account's past the server keeps for `allOrders`,
 /// `myTrades` and `order.status`. Each order costs about 250 bytes, each trade about 100.
@@ -236,7 +239,9 @@ impl OrderHistory {
         let id = e.order_id.0;
         let instrument = *past.instrument_of.entry(id).or_insert(e.instrument);
         let orders = past.orders.entry(instrument).or_default();
+        let mut fresh = false;
         let order = orders.entry(id).or_insert_with(|| {
+            fresh = true;
             past.order_fifo.push_back((instrument, id));
             PastOrder {
                 instrument,
@@ -267,7 +272,9 @@ impl OrderHistory {
             }
             _ => {}
         }
-        past.by_cl.insert(order.cl_ord_id, id);
+        if fresh || e.kind == EventKind::Replaced {
+            past.by_cl.insert(order.cl_ord_id, id);
+        }
         if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) {
             order.cum_qty = e.cum_qty;
             let key = (e.trade_id.0, id);
@@ -496,10 +503,12 @@ impl Feed {
                     }
                 }
             }
-            // Wait for the journal thread's next acknowledgement; none left: the journal closed.
+            // Wait for the journal thread's next acknowledgement (none left: the journal
+            // closed), and let more come: one pass per WAKE_INTERVAL at most under load.
             if runtime.block_on(self.acknowledged.changed()).is_err() {
                 return;
             }
+            std::thread::sleep(WAKE_INTERVAL);
         }
     }
 
