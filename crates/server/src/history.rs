@@ -751,6 +751,72 @@ mod tests {
         assert_eq!(tids(h.trades(A, I, &all(2))), [1009, 1010]);
     }
 
+    proptest::proptest! {
+        /// Whatever the events, in whatever order and repeated: the history stays within its
+        /// limits, its indexes agree, and every query answers at most `limit` items, oldest
+        /// first, each one it was asked for.
+        #[test]
+        fn any_events_keep_the_history_bounded_and_consistent(
+            steps in proptest::collection::vec((0u8..7, 1u64..40, 0i64..10, 1u64..30), 0..300),
+            limits in (1usize..20, 1usize..20),
+            query in (proptest::option::of(1u64..40), proptest::option::of(0i64..400), 1usize..10),
+        ) {
+            let h = OrderHistory::new(HistoryLimits {
+                orders_per_account: limits.0,
+                trades_per_account: limits.1,
+            });
+            for (i, (k, id, qty, trade)) in steps.into_iter().enumerate() {
+                let ts = i as i64 * 10;
+                let e = match k {
+                    0 => event(EventKind::New, id, ts),
+                    1 => fill(id, trade, qty, qty, 100, ts),
+                    2 => fill(id, trade, qty, 10, 101, ts),
+                    3 => event(EventKind::Canceled, id, ts),
+                    4 => event(EventKind::Expired, id, ts),
+                    5 => event(EventKind::Replaced, id, ts),
+                    _ => event(EventKind::Rejected(portcullis_types::RejectReason::BadLot), id, ts),
+                };
+                h.apply(&[e]);
+            }
+            {
+                let accounts = h.lock();
+                if let Some(p) = accounts.get(&A) {
+                    let n: usize = p.orders.values().map(BTreeMap::len).sum();
+                    proptest::prop_assert!(n <= limits.0);
+                    proptest::prop_assert_eq!(n, p.order_fifo.len());
+                    proptest::prop_assert_eq!(n, p.instrument_of.len());
+                    for id in p.by_cl.values() {
+                        proptest::prop_assert!(p.instrument_of.contains_key(id));
+                    }
+                    let t: usize = p.trades.values().map(BTreeMap::len).sum();
+                    proptest::prop_assert!(t <= limits.1);
+                    proptest::prop_assert_eq!(t, p.trade_fifo.len());
+                }
+            }
+            let w = Window {
+                order_id: query.0,
+                start_ns: query.1,
+                limit: query.2,
+                ..Window::default()
+            };
+            let orders = h.orders(A, I, &w);
+            proptest::prop_assert!(orders.len() <= w.limit);
+            proptest::prop_assert!(orders.windows(2).all(|p| p[0].order_id < p[1].order_id));
+            for o in &orders {
+                proptest::prop_assert!(w.start_ns.map_or(true, |s| o.created_ns >= s));
+                if w.start_ns.is_none() {
+                    proptest::prop_assert!(w.order_id.map_or(true, |id| o.order_id.0 >= id));
+                }
+            }
+            let trades = h.trades(A, I, &w);
+            proptest::prop_assert!(trades.len() <= w.limit);
+            proptest::prop_assert!(trades.windows(2).all(|p| (p[0].trade_id, p[0].order_id) < (p[1].trade_id, p[1].order_id)));
+            for t in &trades {
+                proptest::prop_assert!(w.order_id.map_or(true, |id| t.order_id.0 == id));
+            }
+        }
+    }
+
     #[test]
     fn the_oldest_orders_and_trades_are_forgotten_beyond_the_limits() {
         let h = OrderHistory::new(HistoryLimits {

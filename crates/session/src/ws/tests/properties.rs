@@ -59,6 +59,10 @@ fn name() -> impl Strategy<Value = String> {
             "symbolStatus",
             "omitZeroBalances",
             "computeCommissionRates",
+            "startTime",
+            "endTime",
+            "fromId",
+            "limit",
         ])
         .prop_map(str::to_owned),
         "[a-zA-Z]{0,12}",
