@@ -141,3 +141,99 @@ fn an_order_read_but_not_answered_before_a_crash_is_asked_for_again() {
     assert_eq!(st.get(39), Some("0"), "{st:?}");
     assert_eq!(st.get(14), Some("0.000"), "nothing filled: {st:?}");
 }
+
+#[test]
+fn an_order_that_ended_before_a_restart_keeps_its_final_state() {
+    // With a master key, so the server keeps its journal (and the history read from it).
+    let ports = [
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+        crate::harness::free_port(),
+    ];
+    let mut server = crate::harness::Server::configure(
+        &crate::fix_session::config(ports, false),
+        &ports,
+        &crate::auth::env(),
+    );
+    server.launch();
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    let order = |c: &mut FixClient, cl: &str| {
+        c.send(
+            "D",
+            &[
+                (11, cl),
+                (55, "BTC-PERP"),
+                (54, "1"),
+                (60, "20261128-12:00:00"),
+                (38, "2"),
+                (40, "2"),
+                (44, "100"),
+            ],
+        );
+        let ack = c.expect("8");
+        assert_eq!(ack.get(39), Some("0"), "{ack:?}");
+        ack.get(37).unwrap().to_owned()
+    };
+    let gone = order(&mut c, "GONE-1");
+    order(&mut c, "KEPT-1");
+    c.send(
+        "F",
+        &[
+            (41, "GONE-1"),
+            (11, "GONE-1-X"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:01"),
+        ],
+    );
+    assert_eq!(c.expect("8").get(39), Some("4"));
+    c.send("5", &[]);
+    c.expect("5");
+    // The session's memory of ended orders does not outlive the process; the journal does.
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    server.restart();
+
+    let mut c2 = FixClient::tcp(ports[1], "FIX.4.4");
+    c2.seq = c.seq;
+    c2.logon(30, &[]);
+    c2.expect("A");
+    // The history is read back in the background: ask until it has the order.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        c2.send("H", &[(11, "GONE-1"), (55, "BTC-PERP"), (54, "1")]);
+        let m = c2.expect("8");
+        if m.get(39) != Some("8") || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.get(150), Some("I"), "{status:?}");
+    assert_eq!(
+        status.get(39),
+        Some("4"),
+        "cancelled before the restart: {status:?}"
+    );
+    assert_eq!(status.get(37), Some(gone.as_str()), "{status:?}");
+    assert_eq!(status.get(151), Some("0.000"), "{status:?}");
+    assert_eq!(status.get(14), Some("0.000"), "{status:?}");
+    // A cancel of it is "too late" (CxlRejReason 0) with its final status, not "unknown".
+    c2.send(
+        "F",
+        &[
+            (41, "GONE-1"),
+            (11, "GONE-1-Y"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20261128-12:00:02"),
+        ],
+    );
+    let reject = c2.expect("9");
+    assert_eq!(reject.get(102), Some("0"), "{reject:?}");
+    assert_eq!(reject.get(39), Some("4"), "{reject:?}");
+    // An order the session never had is still unknown.
+    c2.send("H", &[(11, "NEVER-1"), (55, "BTC-PERP"), (54, "1")]);
+    let m = c2.expect("8");
+    assert_eq!((m.get(39), m.get(103)), (Some("8"), Some("5")), "{m:?}");
+}

@@ -44,6 +44,7 @@ use portcullis_types::{
 use tracing::{debug, warn};
 
 use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
+use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
 use crate::pipeline::{Conn, Ingress, Outbound, Pipeline};
@@ -183,6 +184,7 @@ pub struct OrderEntryApp {
     auth: Arc<ServerAuth>,
     reply_spin: Duration,
     drop_copy: Option<Arc<DropCopyFeed>>,
+    history: Option<Arc<OrderHistory>>,
 }
 
 impl std::fmt::Debug for OrderEntryApp {
@@ -195,13 +197,15 @@ impl std::fmt::Debug for OrderEntryApp {
 
 impl OrderEntryApp {
     /// The application for `sessions` (with their configs), feeding `pipeline`; its drop copy
-    /// sessions follow `drop_copy` (the journal).
+    /// sessions follow `drop_copy` (the journal); status requests for orders that ended
+    /// before the session remembers are answered from `history`.
     pub fn new(
         pipeline: Arc<Pipeline>,
         sessions: impl IntoIterator<Item = (SessionConfig, SessionInfo)>,
         auth: Arc<ServerAuth>,
         reply_spin: Duration,
         drop_copy: Option<Arc<DropCopyFeed>>,
+        history: Option<Arc<OrderHistory>>,
     ) -> Self {
         OrderEntryApp {
             pipeline,
@@ -212,6 +216,7 @@ impl OrderEntryApp {
             auth,
             reply_spin,
             drop_copy,
+            history,
         }
     }
 }
@@ -262,6 +267,7 @@ impl Application for OrderEntryApp {
             decoder: Decoder::new(),
             scratch: Vec::with_capacity(64),
             finished,
+            history: self.history.clone(),
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
         }))
@@ -449,6 +455,9 @@ pub struct FixConn {
     decoder: Decoder,
     scratch: Vec<u8>,
     finished: Finished,
+    /// The account's history: orders that ended before `finished` remembers (or before a
+    /// restart).
+    history: Option<Arc<OrderHistory>>,
     reply_spin: Duration,
     unanswered: Unanswered,
 }
@@ -471,6 +480,41 @@ impl Drop for FixConn {
 }
 
 impl FixConn {
+    /// An order of this session that ended, as the account's history has it: by OrderID if
+    /// the request named one, else by the session's ClOrdID `cl`. A working order is not
+    /// reported as ended (the core has just said it does not have it: the history lags).
+    fn ended_in_history(&self, account: AccountId, cl: &ClOrdId, id: OrderId) -> Option<Ended> {
+        let h = self.history.as_ref()?;
+        let p = if id != OrderId(0) {
+            h.order(account, id)?
+        } else {
+            h.order_by_cl(account, cl)?
+        };
+        // ClOrdIDs are the session's: another session's order of the same id is not this one.
+        if p.session != self.info.slot || p.cl_ord_id != *cl {
+            return None;
+        }
+        let status = match p.state {
+            OrderState::Filled => b'2',
+            OrderState::Canceled => b'4',
+            OrderState::Expired => b'C',
+            OrderState::Working | OrderState::PartiallyFilled => return None,
+        };
+        Some(Ended {
+            status,
+            order_id: p.order_id,
+            account,
+            instrument: p.instrument,
+            side: p.side,
+            ord_type: p.ord_type,
+            tif: p.tif,
+            price: p.price,
+            qty: p.qty,
+            cum_qty: p.cum_qty,
+            avg_px: p.avg_px,
+        })
+    }
+
     /// The accounts of this connection: the logged-on key's account (authenticated sessions),
     /// or the session's configured accounts (every account for `*`).
     fn resolve_accounts(&self) -> Arc<[AccountId]> {
@@ -710,7 +754,9 @@ impl ConnectionApp for FixConn {
                         EventKind::CancelRejected {
                             reason: RejectReason::UnknownOrder,
                             ..
-                        } => match self.finished.get(&e.orig_cl_ord_id) {
+                        } => match self.finished.get(&e.orig_cl_ord_id).copied().or_else(|| {
+                            self.ended_in_history(e.account, &e.orig_cl_ord_id, e.order_id)
+                        }) {
                             Some(ended) => Report::TooLate {
                                 event: e,
                                 status: ended.status,
@@ -722,7 +768,12 @@ impl ConnectionApp for FixConn {
                 }
                 Outbound::Status(e) => {
                     // Not a working order: an order that ended is answered with its final state.
-                    match self.finished.status_of(e) {
+                    let ended = self
+                        .finished
+                        .status_of(e)
+                        .copied()
+                        .or_else(|| self.ended_in_history(e.account, &e.cl_ord_id, e.order_id));
+                    match ended {
                         Some(ended)
                             if e.kind == EventKind::Rejected(RejectReason::UnknownOrder) =>
                         {

@@ -107,6 +107,8 @@ pub struct PastOrder {
     pub cum_qty: Qty,
     /// Σ price × quantity of the fills, at the scale of price × quantity.
     pub cum_quote: i128,
+    /// Average fill price, as the engine rounded it.
+    pub avg_px: Price,
     /// Where it stands.
     pub state: OrderState,
     /// When its command was received, ns since the epoch.
@@ -255,6 +257,7 @@ impl OrderHistory {
                 qty: e.qty,
                 cum_qty: Qty(0),
                 cum_quote: 0,
+                avg_px: Price(0),
                 state,
                 created_ns: e.received_ns,
                 updated_ns: e.ts_ns,
@@ -277,6 +280,7 @@ impl OrderHistory {
         }
         if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) {
             order.cum_qty = e.cum_qty;
+            order.avg_px = e.avg_px;
             let key = (e.trade_id.0, id);
             let trades = past.trades.entry(instrument).or_default();
             if let std::collections::btree_map::Entry::Vacant(v) = trades.entry(key) {

@@ -650,6 +650,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             )),
             _ => None,
         },
+        history.clone(),
     ));
     let (trigger, signal) = transport::shutdown_channel();
     if let Some(l) = metrics_listener {
