@@ -302,75 +302,55 @@ impl OrderHistory {
         past.forget_beyond(limits);
     }
 
-    /// The account's orders of `instrument` that `w` selects, oldest first.
+    /// The account's orders of `instrument` (of every instrument if `None`) that `w` selects,
+    /// oldest first.
     pub fn orders(
         &self,
         account: AccountId,
-        instrument: InstrumentId,
+        instrument: Option<InstrumentId>,
         w: &Window,
     ) -> Vec<PastOrder> {
         let accounts = self.lock();
-        let Some(orders) = accounts
-            .get(&account)
-            .and_then(|p| p.orders.get(&instrument))
-        else {
+        let Some(past) = accounts.get(&account) else {
             return Vec::new();
         };
-        let by_time = w.start_ns.is_some() || w.end_ns.is_some();
-        let in_window = |o: &&PastOrder| {
-            w.start_ns.map_or(true, |s| o.created_ns >= s)
-                && w.end_ns.map_or(true, |e| o.created_ns <= e)
-        };
-        if by_time {
-            select(
-                orders.values().filter(in_window),
-                w.start_ns.is_some(),
-                w.limit,
-            )
-        } else if let Some(from) = w.order_id {
-            orders
-                .range(from..)
-                .map(|(_, o)| o.clone())
-                .take(w.limit)
-                .collect()
-        } else {
-            select(orders.values(), false, w.limit)
+        match instrument {
+            Some(i) => past
+                .orders
+                .get(&i)
+                .map_or_else(Vec::new, |m| pick_orders(m.values(), w)),
+            None => {
+                let mut all: Vec<&PastOrder> =
+                    past.orders.values().flat_map(|m| m.values()).collect();
+                all.sort_unstable_by_key(|o| o.order_id);
+                pick_orders(all.into_iter(), w)
+            }
         }
     }
 
-    /// The account's trades of `instrument` that `w` selects, oldest first.
+    /// The account's trades of `instrument` (of every instrument if `None`) that `w` selects,
+    /// oldest first.
     pub fn trades(
         &self,
         account: AccountId,
-        instrument: InstrumentId,
+        instrument: Option<InstrumentId>,
         w: &Window,
     ) -> Vec<PastTrade> {
         let accounts = self.lock();
-        let Some(trades) = accounts
-            .get(&account)
-            .and_then(|p| p.trades.get(&instrument))
-        else {
+        let Some(past) = accounts.get(&account) else {
             return Vec::new();
         };
-        let matches = |t: &&PastTrade| {
-            w.order_id.map_or(true, |id| t.order_id.0 == id)
-                && w.start_ns.map_or(true, |s| t.ts_ns >= s)
-                && w.end_ns.map_or(true, |e| t.ts_ns <= e)
-        };
-        match w.from_trade_id {
-            Some(from) => trades
-                .range((from, 0)..)
-                .map(|(_, t)| t)
-                .filter(matches)
-                .take(w.limit)
-                .copied()
-                .collect(),
-            // From a start time or an order id: the first ones; otherwise the latest.
-            None => select(
-                trades.values().filter(matches),
-                w.start_ns.is_some() || w.order_id.is_some(),
-                w.limit,
-            ),
+        match instrument {
+            Some(i) => past
+                .trades
+                .get(&i)
+                .map_or_else(Vec::new, |m| pick_trades(m.values(), w)),
+            None => {
+                let mut all: Vec<&PastTrade> =
+                    past.trades.values().flat_map(|m| m.values()).collect();
+                all.sort_unstable_by_key(|t| (t.trade_id, t.order_id));
+                pick_trades(all.into_iter(), w)
+            }
         }
     }
 
@@ -419,6 +399,46 @@ impl OrderHistory {
                 feed.run(&runtime);
             })
     }
+}
+
+/// What `w` selects of `orders` (in order id order): with a time window, those created in
+/// it (the first ones from its start, else the last ones); else from an order id up; else the
+/// latest.
+fn pick_orders<'a>(
+    orders: impl DoubleEndedIterator<Item = &'a PastOrder>,
+    w: &Window,
+) -> Vec<PastOrder> {
+    if w.start_ns.is_some() || w.end_ns.is_some() {
+        let in_window = |o: &&PastOrder| {
+            w.start_ns.map_or(true, |s| o.created_ns >= s)
+                && w.end_ns.map_or(true, |e| o.created_ns <= e)
+        };
+        select(orders.filter(in_window), w.start_ns.is_some(), w.limit)
+    } else if let Some(from) = w.order_id {
+        orders
+            .filter(|o| o.order_id.0 >= from)
+            .take(w.limit)
+            .cloned()
+            .collect()
+    } else {
+        select(orders, false, w.limit)
+    }
+}
+
+/// What `w` selects of `trades` (in trade id order): of one order, from a trade id, in a time
+/// window; the first ones from a trade id, a start time or of one order, else the latest.
+fn pick_trades<'a>(
+    trades: impl DoubleEndedIterator<Item = &'a PastTrade>,
+    w: &Window,
+) -> Vec<PastTrade> {
+    let matches = |t: &&PastTrade| {
+        w.order_id.map_or(true, |id| t.order_id.0 == id)
+            && w.from_trade_id.map_or(true, |from| t.trade_id >= from)
+            && w.start_ns.map_or(true, |s| t.ts_ns >= s)
+            && w.end_ns.map_or(true, |e| t.ts_ns <= e)
+    };
+    let from_start = w.from_trade_id.is_some() || w.start_ns.is_some() || w.order_id.is_some();
+    select(trades.filter(matches), from_start, w.limit)
 }
 
 /// The first `limit` of `items` (`from_start`), or the last `limit`, oldest first.
@@ -652,7 +672,7 @@ mod tests {
             (o.order_id, o.state, o.cum_qty),
             (OrderId(2), OrderState::Canceled, Qty(3))
         );
-        let t = h.trades(A, I, &all(10));
+        let t = h.trades(A, Some(I), &all(10));
         assert_eq!(
             t.iter()
                 .map(|t| (t.trade_id, t.order_id.0, t.maker))
@@ -660,8 +680,8 @@ mod tests {
             [(7, 1, true), (9, 1, true), (11, 2, false)]
         );
         // Another account, another instrument: nothing.
-        assert!(h.orders(AccountId(4), I, &all(10)).is_empty());
-        assert!(h.trades(A, InstrumentId(5), &all(10)).is_empty());
+        assert!(h.orders(AccountId(4), Some(I), &all(10)).is_empty());
+        assert!(h.trades(A, Some(InstrumentId(5)), &all(10)).is_empty());
     }
 
     #[test]
@@ -671,7 +691,7 @@ mod tests {
         h.apply(&[event(EventKind::New, 1, 10), f]);
         h.apply(&[f]);
         assert_eq!(h.order(A, OrderId(1)).unwrap().cum_quote, 400);
-        assert_eq!(h.trades(A, I, &all(10)).len(), 1);
+        assert_eq!(h.trades(A, Some(I), &all(10)).len(), 1);
         // A cancel by OrderID from session 2, then the owner's view of it.
         let mut c = event(EventKind::Canceled, 1, 30);
         c.session = SessionId(2);
@@ -697,7 +717,7 @@ mod tests {
             reason: portcullis_types::RejectReason::UnknownOrder,
         };
         h.apply(&[r]);
-        assert!(h.orders(A, I, &all(10)).is_empty());
+        assert!(h.orders(A, Some(I), &all(10)).is_empty());
     }
 
     #[test]
@@ -710,14 +730,14 @@ mod tests {
         let ids = |v: Vec<PastOrder>| v.iter().map(|o| o.order_id.0).collect::<Vec<_>>();
         let tids = |v: Vec<PastTrade>| v.iter().map(|t| t.trade_id).collect::<Vec<_>>();
         // The latest by default, oldest first.
-        assert_eq!(ids(h.orders(A, I, &all(3))), [8, 9, 10]);
+        assert_eq!(ids(h.orders(A, Some(I), &all(3))), [8, 9, 10]);
         // From an order id up.
         let w = Window {
             order_id: Some(4),
             limit: 2,
             ..Window::default()
         };
-        assert_eq!(ids(h.orders(A, I, &w)), [4, 5]);
+        assert_eq!(ids(h.orders(A, Some(I), &w)), [4, 5]);
         // A time window (inclusive): the first ones from its start; only an end: the last.
         let w = Window {
             start_ns: Some(300),
@@ -725,34 +745,34 @@ mod tests {
             limit: 10,
             ..Window::default()
         };
-        assert_eq!(ids(h.orders(A, I, &w)), [3, 4, 5, 6]);
+        assert_eq!(ids(h.orders(A, Some(I), &w)), [3, 4, 5, 6]);
         let w = Window {
             end_ns: Some(600),
             limit: 2,
             ..Window::default()
         };
-        assert_eq!(ids(h.orders(A, I, &w)), [5, 6]);
+        assert_eq!(ids(h.orders(A, Some(I), &w)), [5, 6]);
         // Trades: from a trade id, of one order, in a window, the latest.
         let w = Window {
             from_trade_id: Some(1008),
             limit: 10,
             ..Window::default()
         };
-        assert_eq!(tids(h.trades(A, I, &w)), [1008, 1009, 1010]);
+        assert_eq!(tids(h.trades(A, Some(I), &w)), [1008, 1009, 1010]);
         let w = Window {
             order_id: Some(2),
             limit: 10,
             ..Window::default()
         };
-        assert_eq!(tids(h.trades(A, I, &w)), [1002]);
+        assert_eq!(tids(h.trades(A, Some(I), &w)), [1002]);
         let w = Window {
             start_ns: Some(201),
             end_ns: Some(401),
             limit: 10,
             ..Window::default()
         };
-        assert_eq!(tids(h.trades(A, I, &w)), [1002, 1003, 1004]);
-        assert_eq!(tids(h.trades(A, I, &all(2))), [1009, 1010]);
+        assert_eq!(tids(h.trades(A, Some(I), &w)), [1002, 1003, 1004]);
+        assert_eq!(tids(h.trades(A, Some(I), &all(2))), [1009, 1010]);
     }
 
     proptest::proptest! {
@@ -803,7 +823,7 @@ mod tests {
                 limit: query.2,
                 ..Window::default()
             };
-            let orders = h.orders(A, I, &w);
+            let orders = h.orders(A, Some(I), &w);
             proptest::prop_assert!(orders.len() <= w.limit);
             proptest::prop_assert!(orders.windows(2).all(|p| p[0].order_id < p[1].order_id));
             for o in &orders {
@@ -812,13 +832,31 @@ mod tests {
                     proptest::prop_assert!(w.order_id.map_or(true, |id| o.order_id.0 >= id));
                 }
             }
-            let trades = h.trades(A, I, &w);
+            let trades = h.trades(A, Some(I), &w);
             proptest::prop_assert!(trades.len() <= w.limit);
             proptest::prop_assert!(trades.windows(2).all(|p| (p[0].trade_id, p[0].order_id) < (p[1].trade_id, p[1].order_id)));
             for t in &trades {
                 proptest::prop_assert!(w.order_id.map_or(true, |id| t.order_id.0 == id));
             }
         }
+    }
+
+    #[test]
+    fn every_instrument_at_once_comes_in_id_order() {
+        let h = OrderHistory::new(HistoryLimits::default());
+        for id in 1..=6u64 {
+            let mut e = event(EventKind::New, id, id as i64);
+            e.instrument = InstrumentId((id % 2) as u32);
+            let mut f = fill(id, 100 + id, 10, 10, 100, id as i64 + 1);
+            f.instrument = e.instrument;
+            h.apply(&[e, f]);
+        }
+        let ids = |v: Vec<PastOrder>| v.iter().map(|o| o.order_id.0).collect::<Vec<_>>();
+        assert_eq!(ids(h.orders(A, None, &all(10))), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ids(h.orders(A, None, &all(2))), [5, 6]);
+        assert_eq!(ids(h.orders(A, Some(InstrumentId(1)), &all(10))), [1, 3, 5]);
+        let t: Vec<u64> = h.trades(A, None, &all(3)).iter().map(|t| t.trade_id).collect();
+        assert_eq!(t, [104, 105, 106]);
     }
 
     #[test]
@@ -832,7 +870,7 @@ mod tests {
             h.apply(&[fill(id, 100 + id, 10, 10, 100, id as i64 + 1)]);
         }
         let ids: Vec<u64> = h
-            .orders(A, I, &all(10))
+            .orders(A, Some(I), &all(10))
             .iter()
             .map(|o| o.order_id.0)
             .collect();
@@ -840,7 +878,7 @@ mod tests {
         assert!(h.order(A, OrderId(2)).is_none());
         assert!(h.order_by_cl(A, &ClOrdId::new(b"c1").unwrap()).is_none());
         let t: Vec<u64> = h
-            .trades(A, I, &all(10))
+            .trades(A, Some(I), &all(10))
             .iter()
             .map(|t| t.trade_id)
             .collect();

@@ -1472,7 +1472,7 @@ impl WsApplication for WsBridge {
             end_ns: q.end_time.map(ms_to_ns_end),
             limit: q.limit,
         };
-        let list = history.orders(account, instrument, &w);
+        let list = history.orders(account, Some(instrument), &w);
         Dispatch::Ready(Ok(list
             .iter()
             .filter_map(|p| self.past_order_info(p))
@@ -1491,7 +1491,7 @@ impl WsApplication for WsBridge {
             end_ns: q.end_time.map(ms_to_ns_end),
             limit: q.limit,
         };
-        let list = history.trades(account, instrument, &w);
+        let list = history.trades(account, Some(instrument), &w);
         Dispatch::Ready(Ok(list
             .iter()
             .filter_map(|t| self.past_trade_info(t))
