@@ -956,3 +956,121 @@ fn with_client_ca_only_clients_with_a_certificate_it_signed_are_served() {
     let ok = get_health(cfg).unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+#[test]
+fn a_risk_desk_reads_an_accounts_orders_and_trades_from_the_history() {
+    let mut s = setup(600, 1000);
+    let op = operator(&s.server);
+    let ws_key = create_key(&s.server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    s.server.launch();
+    let tok = token(&s, &op.key, "");
+    let get = |target: &str| http(&s, "GET", target, &[bearer(&tok)], None);
+
+    // Two sells of the FIX session's account rest; another account buys into the first over
+    // the WebSocket API.
+    let mut c = FixClient::tcp(s.fix, "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    let ack = fix_order(&mut c, "DESK-1", "0.020", "100.0");
+    let sell_id: u64 = ack.get(37).unwrap().parse().unwrap();
+    fix_order(&mut c, "DESK-2", "0.010", "105.0");
+    let mut ws = crate::ws::Ws::plain(s.ws);
+    let r = ws.call(
+        json!(1),
+        "order.place",
+        crate::ws::signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "100.0", "quantity": "0.015"}),
+            &ws_key,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let fill = c.expect("8");
+    assert_eq!(fill.get(39), Some("1"), "{fill:?}");
+
+    // The history follows the journal: ask until both orders and the trade are there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let orders = loop {
+        let (st, _, body) = get("/v1/accounts/TW-ACC/orders");
+        assert_eq!(st, 200, "{body}");
+        let filled = body["orders"][0]["filled"] == "0.015";
+        if filled || std::time::Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let list = orders["orders"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{orders}");
+    let o = &list[0];
+    assert_eq!(o["order_id"], sell_id);
+    assert_eq!(o["client_order_id"], "DESK-1");
+    assert_eq!(o["session"], "FIX.4.4:ISLD->TW");
+    assert_eq!(o["side"], "sell");
+    assert_eq!(o["type"], "limit");
+    assert_eq!(o["time_in_force"], "gtc");
+    assert_eq!(o["price"], "100.0");
+    assert_eq!(o["quantity"], "0.020");
+    assert_eq!(o["filled"], "0.015");
+    assert_eq!(o["average_price"], "100.0");
+    assert_eq!(o["status"], "partially_filled");
+    assert!(o["created"].as_str().unwrap().ends_with('Z'), "{o}");
+    assert_eq!(list[1]["client_order_id"], "DESK-2");
+    assert_eq!(list[1]["status"], "working");
+
+    let (st, _, t) = get("/v1/accounts/TW-ACC/trades?symbol=BTC-PERP");
+    assert_eq!(st, 200, "{t}");
+    let trades = t["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), 1, "{t}");
+    assert_eq!(trades[0]["order_id"], sell_id);
+    assert_eq!(trades[0]["side"], "sell");
+    assert_eq!(trades[0]["quantity"], "0.015");
+    assert_eq!(trades[0]["price"], "100.0");
+    assert_eq!(trades[0]["liquidity"], "maker");
+    let (_, _, w) = get("/v1/accounts/WS-A/trades");
+    assert_eq!(w["trades"][0]["liquidity"], "taker", "{w}");
+    assert_eq!(w["trades"][0]["side"], "buy", "{w}");
+    assert_eq!(w["trades"][0]["trade_id"], trades[0]["trade_id"], "{w}");
+    let (_, _, w) = get("/v1/accounts/WS-A/orders");
+    assert_eq!(w["orders"][0]["session"], "websocket", "{w}");
+    assert_eq!(w["orders"][0]["status"], "filled", "{w}");
+
+    // Filters: one instrument, the latest, from an id; another instrument has none.
+    let (_, _, one) = get("/v1/accounts/TW-ACC/orders?limit=1");
+    assert_eq!(one["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(one["orders"][0]["client_order_id"], "DESK-2");
+    let (_, _, from) = get(&format!(
+        "/v1/accounts/TW-ACC/orders?from_order_id={sell_id}&limit=1"
+    ));
+    assert_eq!(from["orders"][0]["order_id"], sell_id);
+    let (_, _, none) = get("/v1/accounts/TW-ACC/orders?symbol=ETH-PERP");
+    assert_eq!(none["orders"], json!([]));
+    // Bad input: precise problems.
+    for (target, slug) in [
+        ("/v1/accounts/NOPE/orders", "not-found"),
+        ("/v1/accounts/TW-ACC/orders?symbol=NOPE", "invalid-request"),
+        ("/v1/accounts/TW-ACC/orders?limit=0", "invalid-request"),
+        (
+            "/v1/accounts/TW-ACC/orders?from_trade_id=1",
+            "invalid-request",
+        ),
+        (
+            "/v1/accounts/TW-ACC/trades?since=yesterday",
+            "invalid-request",
+        ),
+    ] {
+        assert_problem(
+            &get(target),
+            if slug == "not-found" { 404 } else { 400 },
+            slug,
+        );
+    }
+    // Reads only: a change is refused with the methods allowed.
+    let (st, _, _) = http(
+        &s,
+        "POST",
+        "/v1/accounts/TW-ACC/orders",
+        &[bearer(&tok)],
+        None,
+    );
+    assert_eq!(st, 405);
+}

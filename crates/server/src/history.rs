@@ -855,7 +855,11 @@ mod tests {
         assert_eq!(ids(h.orders(A, None, &all(10))), [1, 2, 3, 4, 5, 6]);
         assert_eq!(ids(h.orders(A, None, &all(2))), [5, 6]);
         assert_eq!(ids(h.orders(A, Some(InstrumentId(1)), &all(10))), [1, 3, 5]);
-        let t: Vec<u64> = h.trades(A, None, &all(3)).iter().map(|t| t.trade_id).collect();
+        let t: Vec<u64> = h
+            .trades(A, None, &all(3))
+            .iter()
+            .map(|t| t.trade_id)
+            .collect();
         assert_eq!(t, [104, 105, 106]);
     }
 

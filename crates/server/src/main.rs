@@ -448,6 +448,21 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         let listener = transport::bind(cfg).await.context("starting listeners")?;
         listeners.push(listener.with_auth(server_auth.clone()));
     }
+    // Every account's recent orders and trades, from the journal (none without a journal).
+    let history = match (&journal, &store_keys) {
+        (Some(j), Some(keys)) if settings.history.enabled() => {
+            let h = history::OrderHistory::new(settings.history);
+            h.follow(
+                settings.journal.dir.clone(),
+                keys.clone(),
+                j.queue.acknowledged(),
+                settings.journal_pin_cpu,
+            )
+            .context("starting the order history thread")?;
+            Some(h)
+        }
+        _ => None,
+    };
     // The admin API and the OAuth authorization server (config validation makes [admin]
     // imply a vault, so `auth` is there).
     let admin = match (&settings.admin, &auth) {
@@ -460,6 +475,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                 server_auth: server_auth.clone(),
                 keyring: a.keyring.clone(),
                 audit: audit.clone(),
+                history: history.clone(),
             };
             match admin::start(admin, parts).await {
                 Ok(server) => Some(server),
@@ -480,21 +496,6 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         )
         .with_oauth(admin.as_ref().map(admin::AdminServer::oauth)),
     );
-    // Every account's recent orders and trades, from the journal (none without a journal).
-    let history = match (&journal, &store_keys) {
-        (Some(j), Some(keys)) if settings.history.enabled() => {
-            let h = history::OrderHistory::new(settings.history);
-            h.follow(
-                settings.journal.dir.clone(),
-                keys.clone(),
-                j.queue.acknowledged(),
-                settings.journal_pin_cpu,
-            )
-            .context("starting the order history thread")?;
-            Some(h)
-        }
-        _ => None,
-    };
     let mut ws_listeners = Vec::with_capacity(settings.ws_listeners.len());
     for l in &settings.ws_listeners {
         let mut cfg = portcullis_session::ws::WsListenerConfig::new(&l.name, l.bind);

@@ -18,6 +18,8 @@
 //! | `GET /v1/sessions` | FIX sessions: state, peer address, sequence numbers, account |
 //! | `POST /v1/sessions/{name}/logout` | logs the session's connection out (`{"text"?}`) |
 //! | `GET /v1/audit?key_id=&account=&since=&until=&limit=` | the audit log, filtered (times RFC 3339), the last `limit` events (default 1000) |
+//! | `GET /v1/accounts/{acc}/orders?symbol=&since=&until=&from_order_id=&limit=` | the account's recent orders from the order history, oldest first (default the last 100) |
+//! | `GET /v1/accounts/{acc}/trades?symbol=&order_id=&since=&until=&from_trade_id=&limit=` | the account's recent trades from the order history |
 //!
 //! Every `/v1` call needs the `admin` scope; every one but `GET` also a TOTP code. Operator
 //! commands go to the core thread through the control path of the control socket
@@ -88,6 +90,8 @@ enum Route {
     Account(String),
     AccountLimits(String),
     AccountKill(String),
+    AccountOrders(String),
+    AccountTrades(String),
     GlobalKill,
     Instruments,
     Instrument(String, InstrumentAction),
@@ -123,7 +127,9 @@ fn allowed(route: &Route) -> &'static [Method] {
         | Route::Account(_)
         | Route::Instruments
         | Route::Sessions
-        | Route::Audit => &[Method::GET],
+        | Route::Audit
+        | Route::AccountOrders(_)
+        | Route::AccountTrades(_) => &[Method::GET],
     }
 }
 
@@ -137,6 +143,8 @@ fn route(segs: &[String]) -> Option<Route> {
         ["accounts", a] => Route::Account((*a).to_owned()),
         ["accounts", a, "limits"] => Route::AccountLimits((*a).to_owned()),
         ["accounts", a, "kill-switch"] => Route::AccountKill((*a).to_owned()),
+        ["accounts", a, "orders"] => Route::AccountOrders((*a).to_owned()),
+        ["accounts", a, "trades"] => Route::AccountTrades((*a).to_owned()),
         ["kill-switch"] => Route::GlobalKill,
         ["instruments"] => Route::Instruments,
         ["instruments", i, "halt"] => Route::Instrument((*i).to_owned(), InstrumentAction::Halt),
@@ -343,6 +351,8 @@ async fn run(state: &Arc<AdminState>, call: &Call, op: &Operator, route: Route) 
         (Route::Sessions, _) => Ok(Done::ok(sessions(state), "sessions listed")),
         (Route::SessionLogout(name), _) => logout(state, call, &name),
         (Route::Audit, _) => audit_query(state, call).await,
+        (Route::AccountOrders(a), _) => past(state, call, &a, false),
+        (Route::AccountTrades(a), _) => past(state, call, &a, true),
     }
 }
 
@@ -971,6 +981,154 @@ async fn audit_query(state: &Arc<AdminState>, call: &Call) -> Handled {
         json!({"events": events, "count": n, "truncated": skip > 0}),
         format!("{n} audit events read"),
     ))
+}
+
+/// Rows of the order history per call by default, and at most.
+const HISTORY_DEFAULT_LIMIT: usize = 100;
+const HISTORY_MAX_LIMIT: usize = 1000;
+
+/// `GET /v1/accounts/{acc}/orders` (`trades` false) or `.../trades`: the account's recent
+/// orders or trades as the order history has them, oldest first.
+fn past(state: &AdminState, call: &Call, account: &str, trades: bool) -> Handled {
+    use crate::history::{OrderState, Window};
+    let Some(history) = &state.history else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-history",
+            "No order history",
+            "the server keeps no order history (history.orders_per_account = 0, or no journal)",
+        ));
+    };
+    let Some(acc) = state.pipeline.account_id(account) else {
+        return Err(Problem::not_found(format!("no account {account:?}")));
+    };
+    let form = Form::parse(call.query.as_deref().unwrap_or("").as_bytes())
+        .map_err(|e| Problem::bad_request(format!("query: {}", e.description())))?;
+    let dir = state.pipeline.directory();
+    let mut instrument = None;
+    let mut w = Window {
+        limit: HISTORY_DEFAULT_LIMIT,
+        ..Window::default()
+    };
+    let id = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| Problem::bad_request(format!("{k}: a non-negative integer")))
+    };
+    for k in form.names() {
+        let v = form.get(k).unwrap_or("");
+        match k {
+            "symbol" => {
+                let (i, _) = dir
+                    .lookup(v.as_bytes())
+                    .ok_or_else(|| Problem::bad_request(format!("symbol: no instrument {v:?}")))?;
+                instrument = Some(i);
+            }
+            "since" | "until" => {
+                let t =
+                    parse_rfc3339_ms(v).map_err(|e| Problem::bad_request(format!("{k}: {e}")))?;
+                let ns = t.saturating_mul(1_000_000);
+                if k == "since" {
+                    w.start_ns = Some(ns);
+                } else {
+                    w.end_ns = Some(ns.saturating_add(999_999));
+                }
+            }
+            "from_order_id" if !trades => w.order_id = Some(id(k, v)?),
+            "order_id" if trades => w.order_id = Some(id(k, v)?),
+            "from_trade_id" if trades => w.from_trade_id = Some(id(k, v)?),
+            "limit" => {
+                w.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!("limit: 1 to {HISTORY_MAX_LIMIT}"))
+                    })?;
+            }
+            other => {
+                let known = if trades {
+                    "symbol, order_id, since, until, from_trade_id, limit"
+                } else {
+                    "symbol, since, until, from_order_id, limit"
+                };
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {other:?}: use {known}"
+                )));
+            }
+        }
+    }
+    // A session slot is a configured FIX session's, or a WebSocket connection's.
+    let session_name = |slot: portcullis_types::SessionId| {
+        state.settings.sessions.get(slot.0 as usize).map_or_else(
+            || "websocket".to_owned(),
+            |s| crate::security::session_name(&s.config),
+        )
+    };
+    let time = |ns: i64| format_rfc3339_ms(ns.div_euclid(1_000_000));
+    let side = |s: portcullis_types::Side| match s {
+        portcullis_types::Side::Buy => "buy",
+        portcullis_types::Side::Sell => "sell",
+    };
+    if trades {
+        let list = history.trades(acc, instrument, &w);
+        let rows: Vec<Value> = list
+            .iter()
+            .filter_map(|t| {
+                let e = dir.get(t.instrument)?;
+                Some(json!({
+                    "trade_id": t.trade_id,
+                    "order_id": t.order_id.0,
+                    "symbol": &*e.symbol,
+                    "side": side(t.side),
+                    "price": t.price.display(e.price_scale).to_string(),
+                    "quantity": t.qty.display(e.qty_scale).to_string(),
+                    "liquidity": if t.maker { "maker" } else { "taker" },
+                    "time": time(t.ts_ns),
+                }))
+            })
+            .collect();
+        let n = rows.len();
+        return Ok(Done::ok(
+            json!({"account": account, "trades": rows}),
+            format!("{n} trades listed"),
+        )
+        .account(account));
+    }
+    let list = history.orders(acc, instrument, &w);
+    let rows: Vec<Value> = list
+        .iter()
+        .filter_map(|o| {
+            let e = dir.get(o.instrument)?;
+            Some(json!({
+                "order_id": o.order_id.0,
+                "client_order_id": o.cl_ord_id.as_str(),
+                "symbol": &*e.symbol,
+                "session": session_name(o.session),
+                "side": side(o.side),
+                "type": format!("{:?}", o.ord_type).to_lowercase(),
+                "time_in_force": format!("{:?}", o.tif).to_lowercase(),
+                "price": o.price.display(e.price_scale).to_string(),
+                "quantity": o.qty.display(e.qty_scale).to_string(),
+                "filled": o.cum_qty.display(e.qty_scale).to_string(),
+                "average_price": o.avg_px.display(e.price_scale).to_string(),
+                "status": match o.state {
+                    OrderState::Working => "working",
+                    OrderState::PartiallyFilled => "partially_filled",
+                    OrderState::Filled => "filled",
+                    OrderState::Canceled => "canceled",
+                    OrderState::Expired => "expired",
+                },
+                "created": time(o.created_ns),
+                "updated": time(o.updated_ns),
+            }))
+        })
+        .collect();
+    let n = rows.len();
+    Ok(Done::ok(
+        json!({"account": account, "orders": rows}),
+        format!("{n} orders listed"),
+    )
+    .account(account))
 }
 
 #[cfg(test)]

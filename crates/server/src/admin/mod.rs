@@ -86,6 +86,8 @@ pub struct AdminState {
     pub oauth: Arc<OAuthServer>,
     /// Signed requests already seen (replay protection).
     pub seen_signatures: auth::SeenSignatures,
+    /// Each account's recent orders and trades.
+    pub history: Option<Arc<crate::history::OrderHistory>>,
 }
 
 impl AdminState {
@@ -148,6 +150,9 @@ pub struct Parts {
     pub keyring: LoadedKeyring,
     /// The server's audit log.
     pub audit: Arc<AuditLog>,
+    /// Each account's recent orders and trades (none without a journal or with
+    /// `history.orders_per_account = 0`).
+    pub history: Option<Arc<crate::history::OrderHistory>>,
 }
 
 /// Why the admin API cannot start.
@@ -222,6 +227,7 @@ pub async fn start(admin: &AdminSettings, parts: Parts) -> Result<AdminServer, S
         audit: parts.audit,
         oauth: Arc::new(oauth),
         seen_signatures: auth::SeenSignatures::default(),
+        history: parts.history,
     });
     Ok(AdminServer {
         listener,
