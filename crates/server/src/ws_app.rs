@@ -1046,34 +1046,30 @@ impl WsBridge {
     /// as for orders of the connection: the time it was received for `time`, `updateTime`
     /// and `workingTime`, the quote quantity from the average price, and EXPIRE_TAKER.
     fn working_order_info(&self, e: &Event) -> Option<OrderInfo> {
-        let status = match e.kind {
-            EventKind::New => OrderStatus::New,
-            EventKind::PartialFill => OrderStatus::PartiallyFilled,
+        let state = match e.kind {
+            EventKind::New => OrderState::Working,
+            EventKind::PartialFill => OrderState::PartiallyFilled,
             _ => return None,
         };
-        let dir = self.pipeline.directory();
-        let entry = dir.get(e.instrument)?;
-        let time = ms(e.received_ns);
-        let order = LocalOrder {
-            symbol: entry.symbol.clone(),
-            price_scale: entry.price_scale,
-            qty_scale: entry.qty_scale,
-            order_id: e.order_id.0,
-            cl: e.cl_ord_id,
-            side: ws_side(e.side),
-            order_type: ws_order_type(e.ord_type),
-            tif: ws_tif(e.tif),
-            price: e.price.0,
-            qty: e.qty.0,
-            cum_qty: e.cum_qty.0,
+        let order = PastOrder {
+            instrument: e.instrument,
+            order_id: e.order_id,
+            cl_ord_id: e.cl_ord_id,
+            session: e.session,
+            side: e.side,
+            ord_type: e.ord_type,
+            tif: e.tif,
+            price: e.price,
+            qty: e.qty,
+            cum_qty: e.cum_qty,
             cum_quote: i128::from(e.avg_px.0) * i128::from(e.cum_qty.0),
-            status,
-            time,
-            update_time: time,
-            working_time: time,
-            stp: StpMode::ExpireTaker,
+            avg_px: e.avg_px,
+            state,
+            created_ns: e.received_ns,
+            updated_ns: e.received_ns,
+            working_ns: e.received_ns,
         };
-        Some(order.info())
+        Some(self.local_order_of(&order)?.info())
     }
 
     /// An order of the account's history as the dialect shows it; the connection's own table
@@ -1082,6 +1078,12 @@ impl WsBridge {
         if let Some(own) = self.orders.get(&p.order_id.0) {
             return Some(own.info());
         }
+        Some(self.local_order_of(p)?.info())
+    }
+
+    /// An order of another connection or session, as the connection's own orders are kept
+    /// (the STP mode, which only the core keeps, as EXPIRE_TAKER).
+    fn local_order_of(&self, p: &PastOrder) -> Option<LocalOrder> {
         let dir = self.pipeline.directory();
         let entry = dir.get(p.instrument)?;
         let working = if p.working_ns >= 0 {
@@ -1114,7 +1116,7 @@ impl WsBridge {
             working_time: working,
             stp: StpMode::ExpireTaker,
         };
-        Some(order.info())
+        Some(order)
     }
 
     /// One trade of the account's history as the dialect shows it.
