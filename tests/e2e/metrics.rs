@@ -222,6 +222,7 @@ fn metrics_parse_with_the_prometheus_parser_and_move_with_orders_and_rejects() {
         ("portcullis_matching_rejects", "counter"),
         ("portcullis_security_events", "counter"),
         ("portcullis_webhook_events", "counter"),
+        ("portcullis_history_behind_records", "gauge"),
     ] {
         assert_eq!(before.family(family), Some(kind), "{family}");
     }
@@ -251,6 +252,15 @@ fn metrics_parse_with_the_prometheus_parser_and_move_with_orders_and_rejects() {
     assert_eq!(er.get(150), Some("8"), "{er:?}");
 
     let after = scrape(pm, &server);
+    // The order history reads what the journal acknowledged: it catches up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scrape(pm, &server).value("portcullis_history_behind_records", &[]) > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the history stays behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let moved = |name: &str, labels: &[(&str, &str)]| {
         after.value(name, labels) - before.value(name, labels)
     };

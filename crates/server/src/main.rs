@@ -459,6 +459,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                 settings.journal_pin_cpu,
             )
             .context("starting the order history thread")?;
+            metrics::track_history(h.clone());
             Some(h)
         }
         _ => None,

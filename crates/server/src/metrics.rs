@@ -19,6 +19,7 @@
 //! | `portcullis_journal_queue_depth` | gauge | | items waiting for the journal thread (sampled) |
 //! | `portcullis_parked_reports` | gauge | | reports held for configured sessions without a connection (sampled) |
 //! | `portcullis_drop_copy_behind_records` | gauge | `session` | journal records a drop copy session has not read yet (sampled; only with drop copy sessions) |
+//! | `portcullis_history_behind_records` | gauge | | journal records the order history has not read yet (sampled; only with a history) |
 //! | `portcullis_parked_reports_dropped_total` | counter | | reports lost because a session's parking queue was full |
 //! | `portcullis_server_busy_total` | counter | | requests refused because the ingress queue was full |
 //! | `portcullis_order_ack_latency_seconds` | histogram | `protocol` | from reading an order off the socket to writing its acknowledgement (ExecutionReport New or reject; WebSocket response) |
@@ -47,6 +48,7 @@ use portcullis_types::RejectReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::drop_copy::DropCopySession;
+use crate::history::OrderHistory;
 use crate::journal_queue::JournalQueue;
 use crate::pipeline::{Conn, Pipeline, EVENT_KIND_NAMES};
 
@@ -695,6 +697,14 @@ impl Metrics {
                 );
             }
         }
+        if let Some(behind) = gauges.history_behind {
+            t.family(
+                "portcullis_history_behind_records",
+                "Journal records the order history has not read yet (allOrders, myTrades and the admin API lag by as much).",
+                "gauge",
+            );
+            t.sample("portcullis_history_behind_records", &[], behind);
+        }
         t.family(
             "portcullis_order_ack_latency_seconds",
             "From reading an order off the socket to writing its acknowledgement or reject.",
@@ -845,6 +855,8 @@ pub struct Gauges {
     pub event_rejects: Vec<u64>,
     /// Each drop copy session's name and how many journal records it is behind.
     pub drop_copy_behind: Vec<(String, u64)>,
+    /// How many journal records the order history is behind, if there is one.
+    pub history_behind: Option<u64>,
 }
 
 /// Where the scrape-time gauges come from: the pipeline, the journal queue and the live
@@ -861,6 +873,15 @@ static SOURCES: OnceLock<Sources> = OnceLock::new();
 
 /// The configured drop copy sessions (registered at start-up, before the first scrape).
 static DROP_COPY: Mutex<Vec<Arc<DropCopySession>>> = Mutex::new(Vec::new());
+
+/// The order history, if the server keeps one (set at start-up).
+static HISTORY: OnceLock<Arc<OrderHistory>> = OnceLock::new();
+
+/// Reports how far the order history is behind the journal in
+/// `portcullis_history_behind_records`.
+pub fn track_history(history: Arc<OrderHistory>) {
+    let _ = HISTORY.set(history);
+}
 
 /// Reports how far `session` is behind the journal in `portcullis_drop_copy_behind_records`.
 pub fn track_drop_copy(session: Arc<DropCopySession>) {
@@ -917,6 +938,10 @@ fn sample_gauges() -> Gauges {
         event_rejects: (0..REJECT_REASON_NAMES.len())
             .map(|i| counts.reject(i))
             .collect(),
+        history_behind: match (&s.journal, HISTORY.get()) {
+            (Some(j), Some(h)) => Some(j.acknowledged_now().saturating_sub(h.position())),
+            _ => None,
+        },
         drop_copy_behind: match &s.journal {
             None => Vec::new(),
             Some(j) => {
