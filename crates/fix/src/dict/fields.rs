@@ -359,6 +359,12 @@ pub(crate) const FIELDS: &[FieldDef] = &[
         .d(ints(span(1, 4))),
     f(583, "ClOrdLinkID", T::String).v(V44UP),
     f(584, "MassStatusReqID", T::String).v(V44UP),
+    f(585, "MassStatusReqType", T::Int)
+        .v(V44)
+        .d(ints(span(1, 8))),
+    f(585, "MassStatusReqType", T::Int)
+        .v(V50)
+        .d(ints(span(1, 10))),
     f(586, "OrigOrdModTime", T::UtcTimestamp).v(V44UP),
     f(589, "DayBookingInst", T::Char).v(V44UP).d(chars(b"012")),
     f(590, "BookingUnit", T::Char).v(V44UP).d(chars(b"012")),

@@ -545,6 +545,18 @@ const ORDER_MASS_CANCEL_REQUEST: &[Item] = &[
     comp(TEXT),
 ];
 
+const ORDER_MASS_STATUS_REQUEST: &[Item] = &[
+    req(584),
+    req(585),
+    grp(&NO_PARTY_IDS),
+    opt(1),
+    opt(660),
+    opt(336),
+    opt(625),
+    comp(INSTRUMENT).req_in(0),
+    opt(54),
+];
+
 const ORDER_MASS_CANCEL_REPORT: &[Item] = &[
     opt(11),
     opt(526),
@@ -750,15 +762,23 @@ pub(crate) const MSGS: &[MsgSpec] = &[
         ORDER_MASS_CANCEL_REPORT,
     ),
     msg(b"j", "BusinessMessageReject", ALL, BUSINESS_MESSAGE_REJECT),
+    msg(
+        b"AF",
+        "OrderMassStatusRequest",
+        V44UP,
+        ORDER_MASS_STATUS_REQUEST,
+    ),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 16;
+pub(crate) const N_MSGS: usize = 17;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
 pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
-    let &[c] = msg_type else { return None };
+    let &[c] = msg_type else {
+        return (msg_type == b"AF").then_some(16);
+    };
     Some(match c {
         b'0' => 0,
         b'1' => 1,

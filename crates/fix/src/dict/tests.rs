@@ -131,6 +131,7 @@ fn valid_body(v: BeginString, mt: &[u8]) -> Body {
         ],
         b"H" => vec![(37, b"O1"), (11, b"C1"), (55, b"BTC-PERP"), (54, b"1")],
         b"q" => vec![(11, b"M1"), (530, b"7"), (60, TS)],
+        b"AF" => vec![(584, b"S1"), (585, b"7")],
         b"8" => {
             let mut b: Body = vec![(37, b"O1"), (11, b"C1"), (17, b"E1")];
             if v42 {
@@ -1041,7 +1042,12 @@ fn message_tables_agree_with_msg_index() {
     let d42: Vec<_> = Dictionary::for_version(Fix42).msg_types().collect();
     assert_eq!(d42.len(), 14);
     assert!(!d42.contains(&&b"q"[..]));
-    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 16);
+    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 17);
+    assert!(!d42.contains(&&b"AF"[..]));
+    assert_eq!(
+        Dictionary::for_version(Fix44).msg_name(b"AF"),
+        Some("OrderMassStatusRequest")
+    );
 }
 
 #[test]
