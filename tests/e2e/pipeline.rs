@@ -1150,3 +1150,104 @@ fn the_journal_thread_runs_on_the_cpu_the_config_names() {
     );
     assert!(server.log_text().contains("journal thread pinned"));
 }
+
+#[test]
+fn an_order_mass_status_request_lists_the_accounts_working_orders() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    let a1 = limit(&mut a, "MS-A1", "1", "2", "100");
+    let a2 = limit(&mut a, "MS-A2", "1", "2", "99");
+    let a3 = limit(&mut a, "MS-A3", "2", "1", "120");
+    // B sells 1 into A1: A1 is partly filled.
+    assert_fields(&limit(&mut b, "MS-B1", "2", "1", "100"), &[(39, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "MS-B1"), (39, "2")]);
+    assert_fields(&a.expect("8"), &[(11, "MS-A1"), (39, "1")]);
+
+    // A status request, a mass status request and another status request, back to back:
+    // answered in that order.
+    a.send("H", &[(11, "MS-A2"), (55, "BTC-PERP"), (54, "1")]);
+    a.send("AF", &[(584, "S1"), (585, "7")]);
+    a.send("H", &[(11, "MS-A3"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(&a.expect("8"), &[(11, "MS-A2"), (150, "I"), (39, "0")]);
+    let mut listed = Vec::new();
+    for _ in 0..3 {
+        let m = a.expect("8");
+        assert_fields(&m, &[(150, "I"), (584, "S1"), (911, "3"), (1, "ACC-A")]);
+        assert!(m.get(17).is_some(), "{m:?}");
+        listed.push(m);
+    }
+    assert_fields(&a.expect("8"), &[(11, "MS-A3"), (150, "I"), (39, "0")]);
+    let ids: Vec<_> = listed.iter().map(|m| m.get(37).unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            a1.get(37).unwrap(),
+            a2.get(37).unwrap(),
+            a3.get(37).unwrap()
+        ]
+    );
+    assert_fields(
+        &listed[0],
+        &[
+            (11, "MS-A1"),
+            (39, "1"),
+            (14, "1.000"),
+            (151, "1.000"),
+            (912, "N"),
+        ],
+    );
+    assert_fields(&listed[1], &[(11, "MS-A2"), (39, "0"), (912, "N")]);
+    assert_fields(
+        &listed[2],
+        &[(11, "MS-A3"), (39, "0"), (54, "2"), (912, "Y")],
+    );
+
+    // One instrument and one side.
+    a.send(
+        "AF",
+        &[(584, "S2"), (585, "1"), (55, "BTC-PERP"), (54, "2")],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "MS-A3"), (584, "S2"), (911, "1"), (912, "Y")],
+    );
+    // Nothing matches: one report without an order.
+    a.send("AF", &[(584, "S3"), (585, "1"), (55, "ETH-PERP")]);
+    assert_fields(
+        &a.expect("8"),
+        &[
+            (37, "NONE"),
+            (150, "I"),
+            (39, "8"),
+            (55, "ETH-PERP"),
+            (584, "S3"),
+            (911, "0"),
+            (912, "Y"),
+        ],
+    );
+    // B has no working order; its mass status does not see A's.
+    b.send("AF", &[(584, "S4"), (585, "7")]);
+    assert_fields(
+        &b.expect("8"),
+        &[
+            (37, "NONE"),
+            (39, "8"),
+            (55, "[N/A]"),
+            (1, "ACC-B"),
+            (911, "0"),
+        ],
+    );
+    // Refused: a scope the server does not serve, an unknown instrument.
+    a.send("AF", &[(584, "S5"), (585, "3")]);
+    let m = a.expect("8");
+    assert_fields(
+        &m,
+        &[(150, "I"), (39, "8"), (584, "S5"), (911, "1"), (912, "Y")],
+    );
+    assert!(
+        m.get(58).unwrap().contains("MassStatusReqType(585)"),
+        "{m:?}"
+    );
+    a.send("AF", &[(584, "S6"), (585, "1"), (55, "NOPE-PERP")]);
+    assert_fields(&a.expect("8"), &[(39, "8"), (584, "S6"), (55, "NOPE-PERP")]);
+    nothing_else(&mut a, "MS-END");
+}

@@ -46,8 +46,8 @@ use tracing::{debug, warn};
 use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
 use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
-use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request};
-use crate::pipeline::{Conn, Ingress, Outbound, Pipeline};
+use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
+use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline};
 use crate::security::ServerAuth;
 
 /// BusinessRejectReason(380) = 3.
@@ -267,6 +267,7 @@ impl Application for OrderEntryApp {
             decoder: Decoder::new(),
             scratch: Vec::with_capacity(64),
             finished,
+            status_waits: VecDeque::new(),
             history: self.history.clone(),
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
@@ -440,6 +441,96 @@ impl Finished {
     }
 }
 
+/// What a status answer from the core thread answers.
+#[derive(Debug)]
+enum StatusWait {
+    /// An OrderStatusRequest (H).
+    Order,
+    /// An OrderMassStatusRequest (AF): the core has put its list in `reply`.
+    Mass {
+        /// MassStatusReqID(584).
+        req_id: Box<[u8]>,
+        side: Option<Side>,
+        instrument: Option<InstrumentId>,
+        reply: Arc<OpenOrdersReply>,
+    },
+}
+
+/// What answers one OrderMassStatusRequest: the request's id and filters and the core
+/// thread's list.
+struct MassStatusAnswer<'a> {
+    req_id: &'a [u8],
+    side: Option<Side>,
+    instrument: Option<InstrumentId>,
+    reply: &'a OpenOrdersReply,
+}
+
+impl MassStatusAnswer<'_> {
+    /// Sends the answer: one ExecutionReport (ExecType I) per working order on the requested
+    /// side, in OrderID order, numbered with TotNumReports(911) and LastRptRequested(912); a
+    /// single OrdStatus 8 report when none matches, or when the account has more working
+    /// orders than one answer lists. `done` is the core thread's "list ready" answer.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        v: BeginString,
+        slot: SessionId,
+        done: &Event,
+        names: &Names<'_>,
+        scratch: &mut Vec<u8>,
+    ) {
+        let mut send = |report: Report<'_>, scratch: &mut Vec<u8>| match session.send_application(
+            now,
+            report.msg_type(),
+            |enc| order_codec::encode_report(enc, v, report, names, scratch),
+        ) {
+            Ok(_) => METRICS.sent(Protocol::Fix),
+            Err(e) => warn!(error = %e, "could not send a mass status report"),
+        };
+        let (list, none_text) = match self.reply.get() {
+            Some(Some(list)) => (list.as_slice(), "no matching working orders"),
+            Some(None) => (
+                &[][..],
+                "more working orders than one answer lists: ask for one instrument at a time",
+            ),
+            None => (&[][..], "the order list is unavailable"),
+        };
+        let mut orders: Vec<&portcullis_engine::OrderSnapshot> = list
+            .iter()
+            .filter(|o| self.side.map_or(true, |s| o.side == s))
+            .collect();
+        orders.sort_by_key(|o| o.order_id);
+        let total = orders.len();
+        if total == 0 {
+            // The request's account, instrument (or none: "[N/A]") and side.
+            let none = Event {
+                instrument: self.instrument.unwrap_or(InstrumentId(u32::MAX)),
+                side: self.side.unwrap_or(Side::Buy),
+                ..*done
+            };
+            let report = Report::MassStatusNone {
+                event: &none,
+                req_id: self.req_id,
+                text: none_text,
+            };
+            send(report, scratch);
+            return;
+        }
+        for (i, o) in orders.into_iter().enumerate() {
+            let e = o.to_event(slot, done.ts_ns);
+            let report = Report::MassStatus {
+                event: &e,
+                req_id: self.req_id,
+                total,
+                last: i + 1 == total,
+            };
+            send(report, scratch);
+        }
+    }
+}
+
 /// One connection's order entry.
 pub struct FixConn {
     pipeline: Arc<Pipeline>,
@@ -455,6 +546,9 @@ pub struct FixConn {
     decoder: Decoder,
     scratch: Vec<u8>,
     finished: Finished,
+    /// The status and mass status requests in the ingress queue, oldest first: their answers
+    /// come back in this order.
+    status_waits: VecDeque<StatusWait>,
     /// The account's history: orders that ended before `finished` remembers (or before a
     /// restart).
     history: Option<Arc<OrderHistory>>,
@@ -690,16 +784,39 @@ impl ConnectionApp for FixConn {
             Ok(req) => match self.ensure_conn() {
                 None => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
                 Some(_) => {
+                    // Status answers come back in the order their requests were queued.
+                    let mut status_wait = None;
                     let item = match req {
                         Request::New(o) => Ingress::Cmd(Command::New(o)),
                         Request::Cancel(c) => Ingress::Cmd(Command::Cancel(c)),
                         Request::Replace(r) => Ingress::Cmd(Command::Replace(r)),
                         Request::MassCancel(m) => Ingress::Cmd(Command::MassCancel(m)),
-                        Request::Status(s) => Ingress::Status(s),
+                        Request::Status(s) => {
+                            status_wait = Some(StatusWait::Order);
+                            Ingress::Status(s)
+                        }
+                        Request::MassStatus(m) => {
+                            let reply = Arc::new(OpenOrdersReply::default());
+                            status_wait = Some(StatusWait::Mass {
+                                req_id: msg.get(MASS_STATUS_REQ_ID).unwrap_or(b"").into(),
+                                side: m.side,
+                                instrument: m.instrument,
+                                reply: reply.clone(),
+                            });
+                            Ingress::OpenOrders(OpenOrdersRequest {
+                                session: self.info.slot,
+                                account: m.account,
+                                instrument: m.instrument,
+                                reply,
+                            })
+                        }
                     };
                     match self.pipeline.submit(item) {
                         Ok(()) => {
                             self.unanswered.submitted(seq);
+                            if let Some(w) = status_wait {
+                                self.status_waits.push_back(w);
+                            }
                             self.await_reply();
                             Ok(())
                         }
@@ -766,7 +883,40 @@ impl ConnectionApp for FixConn {
                         _ => Report::Event(e),
                     }
                 }
+                Outbound::Status(e)
+                    if matches!(self.status_waits.front(), Some(StatusWait::Mass { .. })) =>
+                {
+                    if let Some(StatusWait::Mass {
+                        req_id,
+                        side,
+                        instrument,
+                        reply,
+                    }) = self.status_waits.pop_front()
+                    {
+                        let answer = MassStatusAnswer {
+                            req_id: &req_id,
+                            side,
+                            instrument,
+                            reply: &reply,
+                        };
+                        answer.send(
+                            session,
+                            now,
+                            v,
+                            self.info.slot,
+                            e,
+                            &names,
+                            &mut self.scratch,
+                        );
+                    }
+                    continue;
+                }
                 Outbound::Status(e) => {
+                    if self.status_waits.pop_front().is_none() && e.cl_ord_id.is_empty() {
+                        // A mass status list whose request went with an earlier connection of
+                        // the session: nothing to answer on this one.
+                        continue;
+                    }
                     // Not a working order: an order that ended is answered with its final state.
                     let ended = self
                         .finished

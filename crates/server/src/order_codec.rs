@@ -42,6 +42,11 @@ const CXL_REJ_UNKNOWN_ORDER: u32 = 1;
 
 /// MassCancelRejectReason(532).
 const MASS_CANCEL_REJECT_REASON: u32 = 532;
+/// MassStatusReqID(584), MassStatusReqType(585), TotNumReports(911), LastRptRequested(912).
+pub(crate) const MASS_STATUS_REQ_ID: u32 = 584;
+const MASS_STATUS_REQ_TYPE: u32 = 585;
+const TOT_NUM_REPORTS: u32 = 911;
+const LAST_RPT_REQUESTED: u32 = 912;
 
 /// What a decoder needs to know about the connection.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +76,20 @@ pub enum Request {
     Status(StatusRequest),
     /// OrderMassCancelRequest.
     MassCancel(MassCancel),
+    /// OrderMassStatusRequest.
+    MassStatus(MassStatusRequest),
+}
+
+/// An OrderMassStatusRequest (AF): the working orders of an account, of one instrument or of
+/// all, on one side or both. Its MassStatusReqID(584) is echoed from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MassStatusRequest {
+    /// The account (Account(1), or the session's first).
+    pub account: AccountId,
+    /// MassStatusReqType(585) 1: one instrument; 7: all (`None`).
+    pub instrument: Option<InstrumentId>,
+    /// Only this side's orders, if Side(54) was given.
+    pub side: Option<Side>,
 }
 
 /// The fields of a request that its answer echoes, as the client sent them.
@@ -87,6 +106,7 @@ pub struct Echo<'m> {
     ord_type: Option<&'m [u8]>,
     tif: Option<&'m [u8]>,
     mass_cancel_type: Option<&'m [u8]>,
+    mass_status_req_id: Option<&'m [u8]>,
 }
 
 impl<'m> Echo<'m> {
@@ -105,6 +125,7 @@ impl<'m> Echo<'m> {
             ord_type: get(tag::ORD_TYPE),
             tif: get(tag::TIME_IN_FORCE),
             mass_cancel_type: get(tag::MASS_CANCEL_REQUEST_TYPE),
+            mass_status_req_id: get(MASS_STATUS_REQ_ID),
         }
     }
 }
@@ -115,7 +136,7 @@ impl<'m> Echo<'m> {
 /// the mass cancel (q).
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    /// The request's MsgType: `D`, `F`, `G`, `H` or `q`.
+    /// The request's MsgType: `D`, `F`, `G`, `H` or `q`; `A` for `AF`.
     pub msg_type: u8,
     /// The reason, mapped to the version's reason code.
     pub reason: RejectReason,
@@ -154,7 +175,7 @@ impl Refusal {
 
 /// True for the order-entry MsgTypes this module decodes.
 pub fn is_order_entry(msg_type: &[u8]) -> bool {
-    matches!(msg_type, b"D" | b"F" | b"G" | b"H" | b"q")
+    matches!(msg_type, b"D" | b"F" | b"G" | b"H" | b"q" | b"AF")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,6 +189,7 @@ pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<Request, Refusal> {
         b"G" => decode_replace(msg, ctx).map(Request::Replace),
         b"H" => decode_status(msg, ctx).map(Request::Status),
         b"q" => decode_mass_cancel(msg, ctx).map(Request::MassCancel),
+        b"AF" => decode_mass_status(msg, ctx).map(Request::MassStatus),
         _ => Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
@@ -460,6 +482,30 @@ fn decode_mass_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<MassCancel,
     })
 }
 
+fn decode_mass_status(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<MassStatusRequest, Refusal> {
+    let account = account(msg, ctx)?;
+    let instrument = match msg.get(MASS_STATUS_REQ_TYPE) {
+        Some(b"1") => Some(instrument(msg, ctx, RejectReason::UnknownInstrument)?.0),
+        Some(b"7") => None,
+        _ => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "MassStatusReqType(585) must be 1 (one instrument) or 7 (all orders)",
+            ))
+        }
+    };
+    let side = match msg.get(tag::SIDE) {
+        None => None,
+        Some(_) => Some(side(msg)?),
+    };
+    Ok(MassStatusRequest {
+        account,
+        instrument,
+        side,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Codes per version
 
@@ -519,6 +565,28 @@ pub enum Report<'e> {
         /// `2` filled, `4` cancelled, `C` expired.
         status: u8,
     },
+    /// One report of the answer to an OrderMassStatusRequest: a working order's status
+    /// (`event`, as for a status request) numbered within the answer.
+    MassStatus {
+        /// The order's state.
+        event: &'e Event,
+        /// MassStatusReqID(584) of the request.
+        req_id: &'e [u8],
+        /// TotNumReports(911).
+        total: usize,
+        /// LastRptRequested(912): the last report of the answer.
+        last: bool,
+    },
+    /// The whole answer to an OrderMassStatusRequest that lists no order: one report with
+    /// OrderID NONE and OrdStatus 8, and why in Text(58).
+    MassStatusNone {
+        /// The request's account, instrument (`u32::MAX`: all), side and time.
+        event: &'e Event,
+        /// MassStatusReqID(584) of the request.
+        req_id: &'e [u8],
+        /// Text(58).
+        text: &'static str,
+    },
 }
 
 impl Report<'_> {
@@ -530,7 +598,7 @@ impl Report<'_> {
                 EventKind::MassCancelDone { .. } => b"r",
                 _ => b"8",
             },
-            Report::Status(_) => b"8",
+            Report::Status(_) | Report::MassStatus { .. } | Report::MassStatusNone { .. } => b"8",
             Report::TooLate { .. } => b"9",
         }
     }
@@ -642,6 +710,28 @@ pub fn encode_report(
             _ => encode_execution_report(enc, v, e, false, names, scratch),
         },
         Report::Status(e) => encode_execution_report(enc, v, e, true, names, scratch),
+        Report::MassStatus {
+            event,
+            req_id,
+            total,
+            last,
+        } => {
+            encode_execution_report(enc, v, event, true, names, scratch);
+            enc.str(MASS_STATUS_REQ_ID, req_id);
+            enc.uint(TOT_NUM_REPORTS, total as u64);
+            enc.char(LAST_RPT_REQUESTED, if last { b'Y' } else { b'N' });
+        }
+        Report::MassStatusNone {
+            event,
+            req_id,
+            text,
+        } => {
+            encode_no_mass_status(enc, v, event, names);
+            enc.str(MASS_STATUS_REQ_ID, req_id);
+            enc.uint(TOT_NUM_REPORTS, 0);
+            enc.char(LAST_RPT_REQUESTED, b'Y');
+            enc.str(tag::TEXT, text.as_bytes());
+        }
         Report::TooLate { event, status } => {
             let (replace, reason) = match event.kind {
                 EventKind::CancelRejected { replace, reason } => (replace, reason),
@@ -726,6 +816,36 @@ fn encode_execution_report(
     if let EventKind::Rejected(reason) = e.kind {
         enc.str(tag::TEXT, reason.text().as_bytes());
     }
+}
+
+/// The one report answering an OrderMassStatusRequest that matches no working order: no order
+/// (OrderID NONE), OrdStatus 8, the request's account and time.
+fn encode_no_mass_status(enc: &mut Encoder, v: BeginString, e: &Event, names: &Names<'_>) {
+    enc.str(tag::ORDER_ID, b"NONE");
+    local_exec_id(enc, tag::EXEC_ID);
+    if v == BeginString::Fix42 {
+        enc.char(tag::EXEC_TRANS_TYPE, b'3');
+    }
+    enc.char(tag::EXEC_TYPE, b'I');
+    enc.char(tag::ORD_STATUS, b'8');
+    if let Some(name) = names.account_names.get(e.account.0 as usize) {
+        enc.str(tag::ACCOUNT, name.as_bytes());
+    }
+    // Symbol(55) is required: the instrument asked about, or the spec's "[N/A]" for all.
+    let symbol = names
+        .directory
+        .get(e.instrument)
+        .map(|d| d.symbol.as_bytes());
+    enc.str(tag::SYMBOL, symbol.unwrap_or(b"[N/A]"));
+    enc.char(tag::SIDE, side_char(e.side));
+    enc.str(tag::LEAVES_QTY, b"0");
+    enc.str(tag::CUM_QTY, b"0");
+    enc.str(tag::AVG_PX, b"0");
+    enc.timestamp(
+        tag::TRANSACT_TIME,
+        UtcTimestamp::from_nanos(e.ts_ns),
+        TimePrecision::Micros,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -870,7 +990,7 @@ pub fn encode_refusal(
             enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Micros);
         }
         _ => {
-            let status = r.msg_type == b'H';
+            let status = matches!(r.msg_type, b'H' | b'A');
             enc.str(
                 tag::ORDER_ID,
                 if status {
@@ -893,8 +1013,9 @@ pub fn encode_refusal(
             enc.char(tag::ORD_STATUS, b'8');
             enc.uint(tag::ORD_REJ_REASON, u64::from(ord_rej_code(v, r.reason)));
             put(enc, tag::ACCOUNT, e.account);
-            // Symbol is required in 4.2 and 4.4 reports; the request had one (also required).
-            put(enc, tag::SYMBOL, e.symbol);
+            // Symbol is required in 4.2 and 4.4 reports; the request had one (also required),
+            // but for a mass status request of all orders: the spec's "[N/A]".
+            enc.str(tag::SYMBOL, e.symbol.unwrap_or(b"[N/A]"));
             enc.str(tag::SIDE, e.side.unwrap_or(b"1"));
             if !status {
                 put(enc, tag::ORDER_QTY, e.qty);
@@ -906,6 +1027,12 @@ pub fn encode_refusal(
             enc.str(tag::CUM_QTY, b"0");
             enc.str(tag::AVG_PX, b"0");
             enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Micros);
+            if r.msg_type == b'A' {
+                // The whole answer to the mass status request: this one report.
+                put(enc, MASS_STATUS_REQ_ID, e.mass_status_req_id);
+                enc.uint(TOT_NUM_REPORTS, 1);
+                enc.char(LAST_RPT_REQUESTED, b'Y');
+            }
         }
     }
     enc.str(tag::TEXT, r.text.as_bytes());
@@ -1327,7 +1454,73 @@ mod tests {
                     assert_eq!(field(&bytes, 531), Some(want));
                     assert_eq!(field(&bytes, 533), Some("4"));
                 }
+                // A mass status answer: numbered status reports, or one without an order.
+                let e = event(EventKind::PartialFill);
+                let r = Report::MassStatus {
+                    event: &e,
+                    req_id: b"S1",
+                    total: 2,
+                    last: false,
+                };
+                let bytes = validate(v, b"8", |enc| {
+                    encode_report(enc, v, r, &names, &mut scratch)
+                });
+                assert_eq!(field(&bytes, 150), Some("I"));
+                assert_eq!(field(&bytes, 39), Some("1"));
+                assert_eq!(field(&bytes, 584), Some("S1"));
+                assert_eq!(field(&bytes, 911), Some("2"));
+                assert_eq!(field(&bytes, 912), Some("N"));
+                let mut none = event(EventKind::New);
+                none.instrument = InstrumentId(u32::MAX);
+                let r = Report::MassStatusNone {
+                    event: &none,
+                    req_id: b"S2",
+                    text: "no matching working orders",
+                };
+                let bytes = validate(v, b"8", |enc| {
+                    encode_report(enc, v, r, &names, &mut scratch)
+                });
+                assert_eq!(field(&bytes, 37), Some("NONE"));
+                assert_eq!(field(&bytes, 39), Some("8"));
+                assert_eq!(field(&bytes, 55), Some("[N/A]"));
+                assert_eq!(field(&bytes, 911), Some("0"));
+                assert_eq!(field(&bytes, 912), Some("Y"));
+                assert_eq!(field(&bytes, 58), Some("no matching working orders"));
             }
+        }
+    }
+
+    #[test]
+    fn mass_status_requests_decode_with_their_scope_and_side() {
+        let f = fixture();
+        for v in [BeginString::Fix44, BeginString::Fixt11] {
+            let req = |body: &[(u32, &str)]| {
+                let bytes = msg(v, "AF", body);
+                let mut d = Decoder::new();
+                let m = d.decode(&bytes).unwrap();
+                decode(&m, &f.ctx(v)).map_err(|r| (r.msg_type, r.reason, r.answer_type()))
+            };
+            let Ok(Request::MassStatus(all)) = req(&[(584, "S1"), (585, "7")]) else {
+                panic!("a mass status of every order decodes");
+            };
+            assert_eq!((all.instrument, all.side), (None, None));
+            let Ok(Request::MassStatus(one)) =
+                req(&[(584, "S1"), (585, "1"), (55, "BTC-PERP"), (54, "2")])
+            else {
+                panic!("a mass status of one instrument decodes");
+            };
+            assert_eq!(
+                (one.instrument, one.side),
+                (Some(InstrumentId(0)), Some(Side::Sell))
+            );
+            assert_eq!(
+                req(&[(584, "S1"), (585, "3")]).unwrap_err(),
+                (b'A', RejectReason::Unsupported, &b"8"[..])
+            );
+            assert_eq!(
+                req(&[(584, "S1"), (585, "1"), (55, "NOPE")]).unwrap_err(),
+                (b'A', RejectReason::UnknownInstrument, &b"8"[..])
+            );
         }
     }
 
@@ -1362,6 +1555,8 @@ mod tests {
                     ],
                 ),
                 ("H", vec![(11, "C1"), (55, "NOPE"), (54, "1")]),
+                ("AF", vec![(584, "S1"), (585, "1"), (55, "NOPE")]),
+                ("AF", vec![(584, "S2"), (585, "3")]),
                 (
                     "q",
                     vec![
@@ -1373,7 +1568,7 @@ mod tests {
                 ),
             ];
             for (t, body) in cases {
-                if t == "q" && v == BeginString::Fix42 {
+                if matches!(t, "q" | "AF") && v == BeginString::Fix42 {
                     continue;
                 }
                 let bytes = msg(v, t, &body);
