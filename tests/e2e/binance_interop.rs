@@ -1,7 +1,8 @@
 //! Interoperability of the WebSocket API with the official Binance connector for Python
 //! (`binance-connector` on PyPI, installed by scripts/test.sh, used unmodified): its
 //! `SpotWebsocketAPIClient` signs each request itself and places a LIMIT order resting far from
-//! the market, queries it (`order.status`) and cancels it (`order.cancel`).
+//! the market, queries it (`order.status`), cancels it (`order.cancel`), and lists the account's
+//! orders and trades (`allOrders`, `myTrades`).
 
 use std::process::Command;
 
@@ -71,4 +72,13 @@ fn binance_connector_places_queries_and_cancels_an_order() {
     assert_eq!(cancelled["orderId"].as_i64(), Some(order_id), "{cancelled}");
     assert_eq!(cancelled["origClientOrderId"], "interop-1", "{cancelled}");
     assert_eq!(cancelled["status"], "CANCELED", "{cancelled}");
+
+    let orders = result("allOrders");
+    let listed = orders.as_array().expect("allOrders is a list");
+    assert_eq!(listed.len(), 1, "{orders}");
+    assert_eq!(listed[0]["orderId"].as_i64(), Some(order_id), "{orders}");
+    assert_eq!(listed[0]["clientOrderId"], "interop-1", "{orders}");
+    assert_eq!(listed[0]["isWorking"], false, "{orders}");
+    // Nothing traded.
+    assert_eq!(result("myTrades"), serde_json::json!([]));
 }

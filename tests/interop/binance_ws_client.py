@@ -4,13 +4,16 @@ on PyPI), used unmodified: its `SpotWebsocketAPIClient` signs every request itse
 over the url-encoded, sorted params, keyed with the secret's text).
 
 Drives Portcullis's WebSocket API (Binance Spot WebSocket API v3 dialect): order.place (a LIMIT
-order resting far from the market), order.status, order.cancel. Prints each result as one line
-`<method> ok: <result JSON>`; exits non-zero on any error answer, timeout or closed connection.
+order resting far from the market), order.status, order.cancel, then allOrders (the connector's
+`order_history`, asked again until the cancelled order shows: the history follows the journal)
+and myTrades. Prints each result as one line `<method> ok: <result JSON>`; exits non-zero on
+any error answer, timeout or closed connection.
 """
 import argparse
 import json
 import queue
 import sys
+import time
 
 from binance.websocket.spot.websocket_api import SpotWebsocketAPIClient
 
@@ -96,6 +99,23 @@ def main():
     client.cancel_order(id="cancel-1", symbol=args.symbol, orderId=order_id)
     cancelled = answer("cancel-1")
     print("order.cancel ok: " + json.dumps(cancelled, sort_keys=True), flush=True)
+
+    deadline = time.monotonic() + TIMEOUT_S
+    attempt = 0
+    while True:
+        attempt += 1
+        client.order_history(id=f"history-{attempt}", symbol=args.symbol, limit=10)
+        orders = answer(f"history-{attempt}")
+        if any(o.get("orderId") == order_id and o.get("status") == "CANCELED" for o in orders):
+            break
+        if time.monotonic() > deadline:
+            fail(f"allOrders never showed the cancelled order: {orders}")
+        time.sleep(0.05)
+    print("allOrders ok: " + json.dumps(orders, sort_keys=True), flush=True)
+
+    client.my_trades(id="trades-1", symbol=args.symbol)
+    trades = answer("trades-1")
+    print("myTrades ok: " + json.dumps(trades, sort_keys=True), flush=True)
 
     client.stop()
 
