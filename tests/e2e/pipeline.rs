@@ -1251,3 +1251,51 @@ fn an_order_mass_status_request_lists_the_accounts_working_orders() {
     assert_fields(&a.expect("8"), &[(39, "8"), (584, "S6"), (55, "NOPE-PERP")]);
     nothing_else(&mut a, "MS-END");
 }
+
+#[test]
+fn a_long_mass_status_answer_leaves_at_the_clients_pace() {
+    // A listener whose slow-reader bound (8 KiB) is far below the answer (100 reports).
+    let p = ports();
+    let sessions = [S {
+        begin: "FIX.4.4",
+        comp_id: "TWA",
+        account: "ACC-A",
+        signed: true,
+    }];
+    let cfg = config(p, &sessions, "").replace(
+        "tls = false\nbegin_string = \"FIX.4.4\"\n",
+        "tls = false\nbegin_string = \"FIX.4.4\"\nmax_message_size = 4096\nmax_unsent_bytes = 8192\n",
+    );
+    let mut server = Server::configure(&cfg, &p, &env());
+    let ka = create_key(&server, &["--account", "ACC-A", "--scopes", "trade"]);
+    server.launch();
+    let mut a = connect(p, "FIX.4.4", "TWA", Some(&ka));
+    let mut ids = Vec::new();
+    for (i, symbol) in (0..100).map(|i| (i, if i < 50 { "BTC-PERP" } else { "ETH-PERP" })) {
+        order(&mut a, &format!("P{i}"), symbol, "1", "1", Some("100"), "1");
+        let ack = a.expect("8");
+        assert_eq!(ack.get(39), Some("0"), "{ack:?}");
+        ids.push(ack.get(37).unwrap().to_owned());
+    }
+    a.send("AF", &[(584, "ALL"), (585, "7")]);
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        let m = a.expect("8");
+        assert_fields(&m, &[(584, "ALL"), (911, "100")]);
+        listed.push(m);
+    }
+    assert_eq!(listed[99].get(912), Some("Y"));
+    assert!(listed[..99].iter().all(|m| m.get(912) == Some("N")));
+    let got: Vec<_> = listed
+        .iter()
+        .map(|m| m.get(37).unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ids, "every working order, in OrderID order");
+    // Still connected and answering.
+    nothing_else(&mut a, "PACED");
+    assert!(
+        !server.log_text().contains("slow reader"),
+        "{}",
+        server.log_text()
+    );
+}

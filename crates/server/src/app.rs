@@ -268,6 +268,8 @@ impl Application for OrderEntryApp {
             scratch: Vec::with_capacity(64),
             finished,
             status_waits: VecDeque::new(),
+            mass: VecDeque::new(),
+            pause_bytes: conn.listener.output_pause(),
             history: self.history.clone(),
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
@@ -446,50 +448,48 @@ impl Finished {
 enum StatusWait {
     /// An OrderStatusRequest (H).
     Order,
-    /// An OrderMassStatusRequest (AF): the core has put its list in `reply`.
-    Mass {
-        /// MassStatusReqID(584).
-        req_id: Box<[u8]>,
-        side: Option<Side>,
-        instrument: Option<InstrumentId>,
-        reply: Arc<OpenOrdersReply>,
-    },
+    /// An OrderMassStatusRequest (AF).
+    Mass(MassWait),
 }
 
-/// What answers one OrderMassStatusRequest: the request's id and filters and the core
-/// thread's list.
-struct MassStatusAnswer<'a> {
-    req_id: &'a [u8],
+/// An OrderMassStatusRequest in the ingress queue: the core puts its list in `reply`.
+#[derive(Debug)]
+struct MassWait {
+    /// MassStatusReqID(584).
+    req_id: Box<[u8]>,
     side: Option<Side>,
     instrument: Option<InstrumentId>,
-    reply: &'a OpenOrdersReply,
+    reply: Arc<OpenOrdersReply>,
 }
 
-impl MassStatusAnswer<'_> {
-    /// Sends the answer: one ExecutionReport (ExecType I) per working order on the requested
-    /// side, in OrderID order, numbered with TotNumReports(911) and LastRptRequested(912); a
-    /// single OrdStatus 8 report when none matches, or when the account has more working
-    /// orders than one answer lists. `done` is the core thread's "list ready" answer.
+/// The answer to an OrderMassStatusRequest being sent: its reports leave as the client reads
+/// them (at most until the session's unsent output reaches the listener's pause mark per
+/// step), so a long list never trips the slow-reader bound.
+#[derive(Debug)]
+struct PendingMass {
+    /// MassStatusReqID(584).
+    req_id: Box<[u8]>,
+    /// The working orders on the requested side, in OrderID order, as status events.
+    orders: Vec<Event>,
+    /// The next one to send.
+    next: usize,
+}
+
+impl PendingMass {
+    /// The answer to `wait` from the core thread's list (`done` is its "list ready" answer,
+    /// to the requesting `slot`). With no order to report, that single report is sent now.
     #[allow(clippy::too_many_arguments)]
-    fn send(
-        &self,
+    fn start(
+        wait: MassWait,
+        done: &Event,
+        slot: SessionId,
         session: &mut Session,
         now: UtcTimestamp,
         v: BeginString,
-        slot: SessionId,
-        done: &Event,
         names: &Names<'_>,
         scratch: &mut Vec<u8>,
-    ) {
-        let mut send = |report: Report<'_>, scratch: &mut Vec<u8>| match session.send_application(
-            now,
-            report.msg_type(),
-            |enc| order_codec::encode_report(enc, v, report, names, scratch),
-        ) {
-            Ok(_) => METRICS.sent(Protocol::Fix),
-            Err(e) => warn!(error = %e, "could not send a mass status report"),
-        };
-        let (list, none_text) = match self.reply.get() {
+    ) -> Option<PendingMass> {
+        let (list, none_text) = match wait.reply.get() {
             Some(Some(list)) => (list.as_slice(), "no matching working orders"),
             Some(None) => (
                 &[][..],
@@ -497,37 +497,73 @@ impl MassStatusAnswer<'_> {
             ),
             None => (&[][..], "the order list is unavailable"),
         };
-        let mut orders: Vec<&portcullis_engine::OrderSnapshot> = list
+        let mut orders: Vec<Event> = list
             .iter()
-            .filter(|o| self.side.map_or(true, |s| o.side == s))
+            .filter(|o| wait.side.map_or(true, |s| o.side == s))
+            .map(|o| o.to_event(slot, done.ts_ns))
             .collect();
-        orders.sort_by_key(|o| o.order_id);
-        let total = orders.len();
-        if total == 0 {
+        orders.sort_by_key(|e| e.order_id);
+        if orders.is_empty() {
             // The request's account, instrument (or none: "[N/A]") and side.
             let none = Event {
-                instrument: self.instrument.unwrap_or(InstrumentId(u32::MAX)),
-                side: self.side.unwrap_or(Side::Buy),
+                instrument: wait.instrument.unwrap_or(InstrumentId(u32::MAX)),
+                side: wait.side.unwrap_or(Side::Buy),
                 ..*done
             };
             let report = Report::MassStatusNone {
                 event: &none,
-                req_id: self.req_id,
+                req_id: &wait.req_id,
                 text: none_text,
             };
-            send(report, scratch);
-            return;
+            send_report(session, now, v, report, names, scratch);
+            return None;
         }
-        for (i, o) in orders.into_iter().enumerate() {
-            let e = o.to_event(slot, done.ts_ns);
+        Some(PendingMass {
+            req_id: wait.req_id,
+            orders,
+            next: 0,
+        })
+    }
+
+    /// Sends reports while the session's unsent output is below `pause`; true once all are.
+    fn send_some(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        v: BeginString,
+        names: &Names<'_>,
+        scratch: &mut Vec<u8>,
+        pause: usize,
+    ) -> bool {
+        let total = self.orders.len();
+        while self.next < total && session.unsent_len() < pause {
             let report = Report::MassStatus {
-                event: &e,
-                req_id: self.req_id,
+                event: &self.orders[self.next],
+                req_id: &self.req_id,
                 total,
-                last: i + 1 == total,
+                last: self.next + 1 == total,
             };
-            send(report, scratch);
+            send_report(session, now, v, report, names, scratch);
+            self.next += 1;
         }
+        self.next == total
+    }
+}
+
+/// Sends one report through the session (stored, sequenced), counting it.
+fn send_report(
+    session: &mut Session,
+    now: UtcTimestamp,
+    v: BeginString,
+    report: Report<'_>,
+    names: &Names<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    match session.send_application(now, report.msg_type(), |enc| {
+        order_codec::encode_report(enc, v, report, names, scratch)
+    }) {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => warn!(error = %e, "could not send a report"),
     }
 }
 
@@ -549,6 +585,10 @@ pub struct FixConn {
     /// The status and mass status requests in the ingress queue, oldest first: their answers
     /// come back in this order.
     status_waits: VecDeque<StatusWait>,
+    /// Mass status answers being sent, oldest first.
+    mass: VecDeque<PendingMass>,
+    /// The listener's pause mark: unsent output at which a long answer waits for the client.
+    pause_bytes: usize,
     /// The account's history: orders that ended before `finished` remembers (or before a
     /// restart).
     history: Option<Arc<OrderHistory>>,
@@ -574,6 +614,18 @@ impl Drop for FixConn {
 }
 
 impl FixConn {
+    /// Sends what the pending mass status answers have, oldest first, until the session's
+    /// unsent output reaches the pause mark.
+    fn send_mass(&mut self, session: &mut Session, now: UtcTimestamp, names: &Names<'_>) {
+        let v = self.version;
+        while let Some(p) = self.mass.front_mut() {
+            if !p.send_some(session, now, v, names, &mut self.scratch, self.pause_bytes) {
+                break;
+            }
+            self.mass.pop_front();
+        }
+    }
+
     /// An order of this session that ended, as the account's history has it: by OrderID if
     /// the request named one, else by the session's ClOrdID `cl`. A working order is not
     /// reported as ended (the core has just said it does not have it: the history lags).
@@ -797,12 +849,12 @@ impl ConnectionApp for FixConn {
                         }
                         Request::MassStatus(m) => {
                             let reply = Arc::new(OpenOrdersReply::default());
-                            status_wait = Some(StatusWait::Mass {
+                            status_wait = Some(StatusWait::Mass(MassWait {
                                 req_id: msg.get(MASS_STATUS_REQ_ID).unwrap_or(b"").into(),
                                 side: m.side,
                                 instrument: m.instrument,
                                 reply: reply.clone(),
-                            });
+                            }));
                             Ingress::OpenOrders(OpenOrdersRequest {
                                 session: self.info.slot,
                                 account: m.account,
@@ -834,6 +886,11 @@ impl ConnectionApp for FixConn {
     }
 
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.mass.is_empty() {
+            // A mass status answer has more to send (the transport calls again only while
+            // the client reads).
+            return Poll::Ready(());
+        }
         match &self.conn {
             Some(c) => c.poll_ready(cx),
             // No route yet: nothing can arrive; the request that opens one comes through
@@ -847,11 +904,14 @@ impl ConnectionApp for FixConn {
             return Ok(());
         };
         let v = self.version;
-        let dir = self.pipeline.directory();
+        // The names borrow a handle of the pipeline, not the connection, which changes below.
+        let pipeline = self.pipeline.clone();
+        let dir = pipeline.directory();
         let names = Names {
             directory: &dir,
-            account_names: self.pipeline.account_names(),
+            account_names: pipeline.account_names(),
         };
+        self.send_mass(session, now, &names);
         // Requests counted here have all their reports in the queue: once it is drained they
         // are answered.
         let answered = conn.answered();
@@ -884,30 +944,17 @@ impl ConnectionApp for FixConn {
                     }
                 }
                 Outbound::Status(e)
-                    if matches!(self.status_waits.front(), Some(StatusWait::Mass { .. })) =>
+                    if matches!(self.status_waits.front(), Some(StatusWait::Mass(_))) =>
                 {
-                    if let Some(StatusWait::Mass {
-                        req_id,
-                        side,
-                        instrument,
-                        reply,
-                    }) = self.status_waits.pop_front()
-                    {
-                        let answer = MassStatusAnswer {
-                            req_id: &req_id,
-                            side,
-                            instrument,
-                            reply: &reply,
-                        };
-                        answer.send(
-                            session,
-                            now,
-                            v,
-                            self.info.slot,
-                            e,
-                            &names,
-                            &mut self.scratch,
-                        );
+                    if let Some(StatusWait::Mass(wait)) = self.status_waits.pop_front() {
+                        let slot = self.info.slot;
+                        let scratch = &mut self.scratch;
+                        if let Some(p) =
+                            PendingMass::start(wait, e, slot, session, now, v, &names, scratch)
+                        {
+                            self.mass.push_back(p);
+                        }
+                        self.send_mass(session, now, &names);
                     }
                     continue;
                 }
