@@ -563,7 +563,10 @@ fn send_report(
         order_codec::encode_report(enc, v, report, names, scratch)
     }) {
         Ok(_) => METRICS.sent(Protocol::Fix),
-        Err(e) => warn!(error = %e, "could not send a report"),
+        Err(e) => {
+            let name = crate::security::session_name(session.config());
+            warn!(session = %name, error = %e, "could not send a report")
+        }
     }
 }
 
@@ -981,16 +984,7 @@ impl ConnectionApp for FixConn {
                     }
                 }
             };
-            let scratch = &mut self.scratch;
-            let res = session.send_application(now, report.msg_type(), |enc| {
-                order_codec::encode_report(enc, v, report, &names, scratch)
-            });
-            match res {
-                Ok(_) => METRICS.sent(Protocol::Fix),
-                Err(e) => {
-                    warn!(conn = self.conn_id, session = %self.info.name, error = %e, "could not send a report")
-                }
-            }
+            send_report(session, now, v, report, &names, &mut self.scratch);
         }
         if drained {
             self.unanswered.answered(answered);

@@ -119,6 +119,31 @@ pub struct PastOrder {
     pub working_ns: i64,
 }
 
+impl PastOrder {
+    /// The order an event names, in `state`, as the event tells it: created when its
+    /// command was received, updated at the event, not (yet) known to have worked.
+    pub fn of_event(e: &Event, state: OrderState) -> Self {
+        PastOrder {
+            instrument: e.instrument,
+            order_id: e.order_id,
+            cl_ord_id: e.cl_ord_id,
+            session: e.session,
+            side: e.side,
+            ord_type: e.ord_type,
+            tif: e.tif,
+            price: e.price,
+            qty: e.qty,
+            cum_qty: e.cum_qty,
+            cum_quote: i128::from(e.avg_px.0) * i128::from(e.cum_qty.0),
+            avg_px: e.avg_px,
+            state,
+            created_ns: e.received_ns,
+            updated_ns: e.ts_ns,
+            working_ns: -1,
+        }
+    }
+}
+
 /// One trade of an account: one side of an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PastTrade {
@@ -245,23 +270,13 @@ impl OrderHistory {
         let order = orders.entry(id).or_insert_with(|| {
             fresh = true;
             past.order_fifo.push_back((instrument, id));
+            // Fills are counted as their events come (below), from nothing.
             PastOrder {
                 instrument,
-                order_id: e.order_id,
-                cl_ord_id: e.cl_ord_id,
-                session: e.session,
-                side: e.side,
-                ord_type: e.ord_type,
-                tif: e.tif,
-                price: e.price,
-                qty: e.qty,
                 cum_qty: Qty(0),
                 cum_quote: 0,
                 avg_px: Price(0),
-                state,
-                created_ns: e.received_ns,
-                updated_ns: e.ts_ns,
-                working_ns: -1,
+                ..PastOrder::of_event(e, state)
             }
         });
         order.updated_ns = e.ts_ns;

@@ -1052,22 +1052,9 @@ impl WsBridge {
             _ => return None,
         };
         let order = PastOrder {
-            instrument: e.instrument,
-            order_id: e.order_id,
-            cl_ord_id: e.cl_ord_id,
-            session: e.session,
-            side: e.side,
-            ord_type: e.ord_type,
-            tif: e.tif,
-            price: e.price,
-            qty: e.qty,
-            cum_qty: e.cum_qty,
-            cum_quote: i128::from(e.avg_px.0) * i128::from(e.cum_qty.0),
-            avg_px: e.avg_px,
-            state,
-            created_ns: e.received_ns,
             updated_ns: e.received_ns,
             working_ns: e.received_ns,
+            ..PastOrder::of_event(e, state)
         };
         Some(self.local_order_of(&order)?.info())
     }
