@@ -1299,3 +1299,168 @@ fn a_long_mass_status_answer_leaves_at_the_clients_pace() {
         server.log_text()
     );
 }
+
+/// The entries of a SecurityList's NoRelatedSym(146), each from its Symbol(55) on.
+fn related_symbols(m: &Msg) -> Vec<Vec<(u32, String)>> {
+    let start =
+        m.0.iter()
+            .position(|(t, _)| *t == 146)
+            .map_or(m.0.len(), |i| i + 1);
+    let mut out: Vec<Vec<(u32, String)>> = Vec::new();
+    for (t, v) in &m.0[start..] {
+        if *t == 10 {
+            break;
+        }
+        if *t == 55 {
+            out.push(Vec::new());
+        }
+        if let Some(e) = out.last_mut() {
+            e.push((*t, v.clone()));
+        }
+    }
+    out
+}
+
+fn entry_get(e: &[(u32, String)], t: u32) -> Option<&str> {
+    e.iter().find(|(x, _)| *x == t).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_security_list_request_lists_the_option_series_and_follows_halts() {
+    // Weekly options, 2 expiries × 61 strikes × call and put, beside the two perpetuals; the
+    // 4.4 listener's slow-reader bound (8 KiB) is far below the whole list.
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: true,
+        },
+        S {
+            begin: "FIXT.1.1",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: true,
+        },
+        S {
+            begin: "FIX.4.2",
+            comp_id: "TWC",
+            account: "ACC-C",
+            signed: false,
+        },
+    ];
+    let series = r#"
+[[option_series]]
+underlying = "BTC"
+expiries = "weekly"
+count = 2
+strikes = { reference = "100000", step = "1000", each_side = 30 }
+price_scale = 0
+qty_scale = 1
+tick = "5"
+lot = "0.1"
+min_qty = "0.1"
+max_qty = "1000"
+multiplier = 1
+"#;
+    let cfg = config(p, &sessions, series).replace(
+        "tls = false\nbegin_string = \"FIX.4.4\"\n",
+        "tls = false\nbegin_string = \"FIX.4.4\"\nmax_message_size = 8192\nmax_unsent_bytes = 8192\n",
+    );
+    let mut server = Server::configure(&cfg, &p, &env());
+    let ka = create_key(&server, &["--account", "ACC-A", "--scopes", "trade"]);
+    let kb = create_key(&server, &["--account", "ACC-B", "--scopes", "trade"]);
+    server.launch();
+    let mut a = connect(p, "FIX.4.4", "TWA", Some(&ka));
+    let mut b = connect(p, "FIXT.1.1", "TWB", Some(&kb));
+
+    a.send("x", &[(320, "ALL"), (559, "4")]);
+    let mut fragments = Vec::new();
+    loop {
+        let m = a.expect("y");
+        assert_fields(&m, &[(320, "ALL"), (560, "0"), (393, "246")]);
+        let last = m.get(893) == Some("Y");
+        fragments.push(m);
+        if last {
+            break;
+        }
+    }
+    assert!(
+        fragments.len() >= 5,
+        "fragments of at most 50: {}",
+        fragments.len()
+    );
+    let response_ids: HashSet<_> = fragments.iter().map(|m| m.get(322).unwrap()).collect();
+    assert_eq!(response_ids.len(), 1, "one SecurityResponseID per answer");
+    let entries: Vec<_> = fragments.iter().flat_map(related_symbols).collect();
+    assert_eq!(entries.len(), 246);
+    for (m, n) in fragments.iter().zip(fragments.iter().map(related_symbols)) {
+        assert_eq!(m.get(146), Some(n.len().to_string().as_str()));
+    }
+    let symbols: HashSet<_> = entries.iter().map(|e| entry_get(e, 55).unwrap()).collect();
+    assert_eq!(symbols.len(), 246, "each instrument once");
+    assert!(symbols.contains("BTC-PERP") && symbols.contains("ETH-PERP"));
+    let call = entries
+        .iter()
+        .find(|e| {
+            let s = entry_get(e, 55).unwrap();
+            s.starts_with("BTC-") && s.ends_with("-100000-C")
+        })
+        .expect("the at-the-money call");
+    let s = entry_get(call, 55).unwrap();
+    assert_eq!(entry_get(call, 167), Some("OPT"));
+    assert_eq!(entry_get(call, 201), Some("1"));
+    assert_eq!(entry_get(call, 202), Some("100000"));
+    assert_eq!(entry_get(call, 311), Some("BTC"));
+    assert_eq!(entry_get(call, 969), Some("5"));
+    // The symbol's YYMMDD is the MaturityDate.
+    assert_eq!(entry_get(call, 541).map(|d| &d[2..]), Some(&s[4..10]));
+    let perp = entries
+        .iter()
+        .find(|e| entry_get(e, 55) == Some("BTC-PERP"))
+        .unwrap();
+    assert_eq!(entry_get(perp, 167), Some("FUT"));
+    assert_eq!(entry_get(perp, 762), Some("PERP"));
+    assert_eq!(entry_get(perp, 561), Some("0.005"));
+    nothing_else(&mut a, "LISTED");
+    assert!(!server.log_text().contains("slow reader"));
+
+    // Options only; one symbol; refusals with SecurityRequestResult and the reason.
+    a.send("x", &[(320, "OPT"), (559, "1"), (167, "OPT")]);
+    let mut n = 0;
+    loop {
+        let m = a.expect("y");
+        n += related_symbols(&m).len();
+        if m.get(893) == Some("Y") {
+            break;
+        }
+    }
+    assert_eq!(n, 244);
+    a.send("x", &[(320, "SUB"), (559, "4"), (263, "1")]);
+    let m = a.expect("y");
+    assert_fields(&m, &[(320, "SUB"), (560, "1")]);
+    assert!(m.get(58).unwrap().contains("SubscriptionRequestType(263)"));
+    a.send("x", &[(320, "NOPE"), (559, "0"), (55, "NOPE-PERP")]);
+    assert_fields(&a.expect("y"), &[(320, "NOPE"), (560, "2")]);
+
+    // 5.0 SP2 says whether an instrument trades (SecurityStatus 965) and follows a halt.
+    let status = |b: &mut FixClient, id: &str| {
+        b.send("x", &[(320, id), (559, "0"), (55, "BTC-PERP")]);
+        let m = b.expect("y");
+        assert_fields(&m, &[(320, id), (560, "0"), (146, "1"), (55, "BTC-PERP")]);
+        assert_eq!(m.get(1140), Some("10.000"), "MaxTradeVol");
+        m.get(965).unwrap().to_owned()
+    };
+    assert_eq!(status(&mut b, "S1"), "1");
+    admin(&server, &["halt", "--instrument", "BTC-PERP"]);
+    assert_eq!(status(&mut b, "S2"), "2");
+    admin(&server, &["resume", "--instrument", "BTC-PERP"]);
+    assert_eq!(status(&mut b, "S3"), "1");
+
+    // FIX 4.2 has no SecurityListRequest: a session-level Reject, invalid MsgType.
+    let mut c = connect(p, "FIX.4.2", "TWC", None);
+    c.send("x", &[(320, "R"), (559, "4")]);
+    let r = c.expect("3");
+    assert_eq!(r.get(373), Some("11"), "{r:?}");
+}

@@ -1375,3 +1375,23 @@ fn ws_hostile_requests_are_each_answered_and_harm_no_one() {
     let log = server.log_text();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }
+
+#[test]
+fn exchange_info_follows_an_operators_halt_and_resume() {
+    let (mut server, ws_port, _, _) = server();
+    server.launch();
+    let mut c = Ws::plain(ws_port);
+    let status = |c: &mut Ws| {
+        let r = c.call(json!(1), "exchangeInfo", json!({"symbol": "BTC-PERP"}));
+        r["result"]["symbols"][0]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status(&mut c), "TRADING");
+    for (cmd, want) in [("halt", "HALT"), ("resume", "TRADING"), ("halt", "HALT")] {
+        let (code, out) = server.cli(&["admin", cmd, "--instrument", "BTC-PERP"]);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(status(&mut c), want, "after {cmd}");
+    }
+}

@@ -49,6 +49,7 @@ use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline};
 use crate::security::ServerAuth;
+use crate::security_list::{self, ListRefusal, SecurityListAnswer};
 
 /// BusinessRejectReason(380) = 3.
 const UNSUPPORTED_MESSAGE_TYPE: u64 = 3;
@@ -269,6 +270,7 @@ impl Application for OrderEntryApp {
             finished,
             status_waits: VecDeque::new(),
             mass: VecDeque::new(),
+            lists: VecDeque::new(),
             pause_bytes: conn.listener.output_pause(),
             history: self.history.clone(),
             reply_spin: self.reply_spin,
@@ -590,6 +592,9 @@ pub struct FixConn {
     status_waits: VecDeque<StatusWait>,
     /// Mass status answers being sent, oldest first.
     mass: VecDeque<PendingMass>,
+    /// SecurityList answers being sent, oldest first (at most
+    /// [`security_list::MAX_IN_PROGRESS`]).
+    lists: VecDeque<SecurityListAnswer>,
     /// The listener's pause mark: unsent output at which a long answer waits for the client.
     pause_bytes: usize,
     /// The account's history: orders that ended before `finished` remembers (or before a
@@ -616,7 +621,63 @@ impl Drop for FixConn {
     }
 }
 
+/// Sends one SecurityList message: the next fragment of `answer`.
+fn send_security_list(
+    session: &mut Session,
+    now: UtcTimestamp,
+    v: BeginString,
+    answer: &mut SecurityListAnswer,
+    scratch: &mut Vec<u8>,
+) {
+    match session.send_application(now, b"y", |enc| answer.encode_next(enc, v, scratch)) {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => {
+            let name = crate::security::session_name(session.config());
+            warn!(session = %name, error = %e, "could not send a security list");
+            // Nothing more of it can leave in order: drop the rest.
+            while !answer.is_done() {
+                answer.encode_next(&mut Encoder::new(), v, scratch);
+            }
+        }
+    }
+}
+
 impl FixConn {
+    /// Answers a SecurityListRequest (x) from the instrument directory: queued behind the
+    /// answers in progress, or refused at once when there are too many of them.
+    fn security_list_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let req_id = msg.get(security_list::SECURITY_REQ_ID).unwrap_or(b"");
+        let dir = self.pipeline.directory_snapshot();
+        if self.lists.len() >= security_list::MAX_IN_PROGRESS {
+            let mut busy = SecurityListAnswer::new(req_id, dir, Err(ListRefusal::Busy));
+            send_security_list(session, now, self.version, &mut busy, &mut self.scratch);
+            return;
+        }
+        let outcome = security_list::decode(msg).and_then(|sel| security_list::select(&dir, &sel));
+        self.lists
+            .push_back(SecurityListAnswer::new(req_id, dir, outcome));
+        self.send_lists(session, now);
+    }
+
+    /// Sends the SecurityList answers in progress, oldest first, until the session's unsent
+    /// output reaches the pause mark (the rest leaves as the client reads).
+    fn send_lists(&mut self, session: &mut Session, now: UtcTimestamp) {
+        while let Some(a) = self.lists.front_mut() {
+            while !a.is_done() && session.unsent_len() < self.pause_bytes {
+                send_security_list(session, now, self.version, a, &mut self.scratch);
+            }
+            if !a.is_done() {
+                break;
+            }
+            self.lists.pop_front();
+        }
+    }
+
     /// Sends what the pending mass status answers have, oldest first, until the session's
     /// unsent output reaches the pause mark.
     fn send_mass(&mut self, session: &mut Session, now: UtcTimestamp, names: &Names<'_>) {
@@ -814,6 +875,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         };
+        if msg.msg_type() == b"x" {
+            self.security_list_request(session, now, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if !order_codec::is_order_entry(msg.msg_type()) {
             BusinessReject::of(
                 seq,
@@ -889,8 +955,8 @@ impl ConnectionApp for FixConn {
     }
 
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.mass.is_empty() {
-            // A mass status answer has more to send (the transport calls again only while
+        if !self.mass.is_empty() || !self.lists.is_empty() {
+            // A mass status or security list answer has more to send (the transport calls again only while
             // the client reads).
             return Poll::Ready(());
         }
@@ -903,6 +969,7 @@ impl ConnectionApp for FixConn {
     }
 
     fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String> {
+        self.send_lists(session, now);
         let Some(conn) = self.conn.clone() else {
             return Ok(());
         };

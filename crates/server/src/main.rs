@@ -35,6 +35,7 @@ mod order_codec;
 mod pipeline;
 mod replay;
 mod security;
+mod security_list;
 mod webhook;
 mod ws_app;
 mod ws_auth;
@@ -820,6 +821,7 @@ fn start_pipeline(
         reserved_slots: settings.sessions.len() as u32,
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
+    security_list::seed_response_ids((now_ns / 1_000_000) as u64);
     let Some(keyring) = keyring else {
         let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
         let handle = pipeline::start_core(core, pipeline.clone(), &config, None)

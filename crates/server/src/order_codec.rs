@@ -631,7 +631,8 @@ fn local_exec_id(enc: &mut Encoder, t: u32) {
     enc.str(t, &digits[i..]);
 }
 
-fn fixed(enc: &mut Encoder, t: u32, v: i64, scale: u8, scratch: &mut Vec<u8>) {
+/// Writes field `t` as the fixed-point decimal `v` at `scale` (through `scratch`).
+pub(crate) fn fixed(enc: &mut Encoder, t: u32, v: i64, scale: u8, scratch: &mut Vec<u8>) {
     scratch.clear();
     format_fixed(v, scale, scratch);
     enc.str(t, scratch);

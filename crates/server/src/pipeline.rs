@@ -299,6 +299,19 @@ pub struct DirEntry {
     pub rules: portcullis_types::InstrumentRules,
 }
 
+impl DirEntry {
+    /// The base asset (the underlying) and the quote currency: a spot pair's quote, `USD` for
+    /// derivatives (premiums and futures prices are quoted in USD).
+    pub fn assets(&self) -> (&str, &str) {
+        let mut parts = self.symbol.split('-');
+        let base = parts.next().unwrap_or(&self.symbol);
+        match self.rules.kind {
+            portcullis_types::InstrumentKind::Spot { .. } => (base, parts.next().unwrap_or("USD")),
+            _ => (base, "USD"),
+        }
+    }
+}
+
 /// A read-only snapshot of the instrument table for the socket tasks: symbol → id and the
 /// scales to parse prices and quantities exactly. The core thread publishes a new snapshot when
 /// it lists instruments; readers load it without a lock.
@@ -306,7 +319,12 @@ pub struct DirEntry {
 pub struct Directory {
     by_symbol: HashMap<Box<[u8]>, InstrumentId>,
     entries: Vec<DirEntry>,
+    generation: u64,
 }
+
+/// Numbers every snapshot, so a cache built from one can tell it has been replaced (an
+/// address could be reused by a later snapshot).
+static DIRECTORY_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Directory {
     /// The snapshot of an instrument table.
@@ -314,6 +332,7 @@ impl Directory {
         let mut d = Directory {
             by_symbol: HashMap::with_capacity(instruments.len()),
             entries: Vec::with_capacity(instruments.len()),
+            generation: DIRECTORY_GENERATION.fetch_add(1, Ordering::Relaxed),
         };
         for i in instruments.iter() {
             let r = i.rules();
@@ -346,6 +365,11 @@ impl Directory {
     /// Number of instruments.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// This snapshot's number: a later snapshot has a larger one (0 for an empty default).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
@@ -746,6 +770,12 @@ impl Pipeline {
     /// The current instrument directory.
     pub fn directory(&self) -> arc_swap::Guard<Arc<Directory>> {
         self.directory.load()
+    }
+
+    /// The current instrument directory, held as long as the caller needs (a list sent in
+    /// fragments).
+    pub fn directory_snapshot(&self) -> Arc<Directory> {
+        self.directory.load_full()
     }
 
     /// The id of an account name.
@@ -1300,7 +1330,8 @@ impl CoreLoop {
                             "instrument table rolled"
                         );
                     }
-                    if !roll.listed.is_empty() {
+                    // Newly listed contracts, and the status of expired ones.
+                    if !roll.listed.is_empty() || !roll.expired.is_empty() {
                         self.publish_directory();
                     }
                 }
@@ -1364,6 +1395,8 @@ impl CoreLoop {
                 };
                 self.with_sink(|core, out| core.set_status(id, status, now, out))
                     .map_err(|e| e.to_string())?;
+                // The socket tasks' instrument lists (exchangeInfo, SecurityList) show it.
+                self.publish_directory();
                 Ok(format!(
                     "{symbol} {}",
                     if halted { "halted" } else { "trading again" }

@@ -145,19 +145,19 @@ fn ws_tif(tif: portcullis_types::TimeInForce) -> TimeInForce {
 /// connections and rebuilt only when the core thread publishes a new directory.
 pub struct SymbolCache {
     pipeline: Arc<Pipeline>,
-    cell: std::sync::Mutex<(usize, usize, Arc<SymbolTable>)>,
+    /// The table and the generation of the directory it was built from.
+    cell: std::sync::Mutex<(u64, Arc<SymbolTable>)>,
 }
 
 impl SymbolCache {
     /// The table now.
     fn get(&self) -> Arc<SymbolTable> {
         let dir = self.pipeline.directory();
-        let key = (Arc::as_ptr(&*dir) as usize, dir.len());
         let mut cell = self.cell.lock().unwrap_or_else(|p| p.into_inner());
-        if (cell.0, cell.1) != key {
-            *cell = (key.0, key.1, Arc::new(symbol_table(&dir)));
+        if cell.0 != dir.generation() {
+            *cell = (dir.generation(), Arc::new(symbol_table(&dir)));
         }
-        cell.2.clone()
+        cell.1.clone()
     }
 }
 
@@ -180,7 +180,7 @@ impl WsBridgeFactory {
         Arc::new(Self {
             symbols: Arc::new(SymbolCache {
                 pipeline: pipeline.clone(),
-                cell: std::sync::Mutex::new((0, 0, Arc::new(SymbolTable::default()))),
+                cell: std::sync::Mutex::new((0, Arc::new(SymbolTable::default()))),
             }),
             pipeline,
             cancel_on_disconnect,
@@ -232,9 +232,8 @@ pub fn symbol_table(dir: &Directory) -> SymbolTable {
             continue;
         };
         let r = &e.rules;
-        // Options are named UNDERLYING-EXPIRY-STRIKE-C/P; the premium is quoted in USD.
-        let base = e.symbol.split('-').next().unwrap_or(&e.symbol);
-        let mut s = SymbolInfo::new(&e.symbol, base, "USD", e.price_scale);
+        let (base, quote) = e.assets();
+        let mut s = SymbolInfo::new(&e.symbol, base, quote, e.price_scale);
         s.base_asset_precision = e.qty_scale;
         s.quote_precision = e.price_scale;
         s.status = match r.status {

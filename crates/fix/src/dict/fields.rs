@@ -211,6 +211,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(143, "TargetLocationID", T::String),
     f(144, "OnBehalfOfLocationID", T::String),
     f(145, "DeliverToLocationID", T::String),
+    f(146, "NoRelatedSym", T::NumInGroup),
     f(150, "ExecType", T::Char)
         .v(V42)
         .d(chars(b"0123456789ABCDE")),
@@ -248,6 +249,10 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(223, "CouponRate", T::Percentage),
     f(229, "TradeOriginationDate", T::LocalMktDate).v(V44UP),
     f(231, "ContractMultiplier", T::Float),
+    f(263, "SubscriptionRequestType", T::Char).d(chars(b"012")),
+    f(311, "UnderlyingSymbol", T::String),
+    f(320, "SecurityReqID", T::String),
+    f(322, "SecurityResponseID", T::String),
     f(336, "TradingSessionID", T::String),
     f(337, "ContraTrader", T::String),
     f(347, "MessageEncoding", T::String),
@@ -292,6 +297,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(386, "NoTradingSessions", T::NumInGroup),
     f(388, "DiscretionInst", T::Char).d(chars(b"0123456")),
     f(389, "DiscretionOffsetValue", T::Float),
+    f(393, "TotNoRelatedSym", T::Int).v(V44UP),
     f(423, "PriceType", T::Int).v(V44UP),
     f(424, "DayOrderQty", T::Qty),
     f(425, "DayCumQty", T::Qty),
@@ -353,6 +359,17 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     // Not in the FIX 4.2 dictionary; accepted on 4.2 Logons as the usual extension (auth).
     f(553, "Username", T::String),
     f(554, "Password", T::String),
+    f(559, "SecurityListRequestType", T::Int)
+        .v(V44)
+        .d(ints(span(0, 4))),
+    f(559, "SecurityListRequestType", T::Int)
+        .v(V50)
+        .d(ints(span(0, 5))),
+    f(560, "SecurityRequestResult", T::Int)
+        .v(V44UP)
+        .d(ints(span(0, 5))),
+    f(561, "RoundLot", T::Qty),
+    f(562, "MinTradeVol", T::Qty),
     f(581, "AccountType", T::Int).v(V44UP),
     f(582, "CustOrderCapacity", T::Int)
         .v(V44UP)
@@ -381,6 +398,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(660, "AcctIDSource", T::Int).v(V44UP),
     f(661, "AllocAcctIDSource", T::Int).v(V44UP),
     f(669, "LastParPx", T::Price).v(V44UP),
+    f(711, "NoUnderlyings", T::NumInGroup).v(V44UP),
     f(736, "AllocSettlCurrency", T::Currency).v(V44UP),
     f(762, "SecuritySubType", T::String).v(V44UP),
     f(775, "BookingType", T::Int).v(V44UP).d(ints(span(0, 2))),
@@ -406,10 +424,13 @@ pub(crate) const FIELDS: &[FieldDef] = &[
         .d(ints(span(0, 4))),
     f(854, "QtyType", T::Int).v(V44UP).d(ints(span(0, 2))),
     f(880, "TrdMatchID", T::String).v(V50),
+    f(893, "LastFragment", T::Boolean).v(V44UP),
     f(911, "TotNumReports", T::Int).v(V44UP),
     f(912, "LastRptRequested", T::Boolean).v(V44UP),
     f(925, "NewPassword", T::String).v(V50),
     f(947, "StrikeCurrency", T::Currency).v(V44UP),
+    f(965, "SecurityStatus", T::String).v(V50),
+    f(969, "MinPriceIncrement", T::Float).v(V44UP),
     f(1028, "ManualOrderIndicator", T::Boolean).v(V50),
     f(1031, "CustOrderHandlingInst", T::MultipleStringValue).v(V50),
     f(1057, "AggressorIndicator", T::Boolean).v(V50),
@@ -422,6 +443,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(1131, "RefCstmApplVerID", T::String).v(V50),
     f(1137, "DefaultApplVerID", T::String).v(V50).d(APPL_VER_ID),
     f(1138, "DisplayQty", T::Qty).v(V50),
+    f(1140, "MaxTradeVol", T::Qty).v(V50),
     f(1156, "ApplExtID", T::Int).v(V50),
     f(1400, "EncryptedPasswordMethod", T::Int).v(V50),
     f(1401, "EncryptedPasswordLen", T::DataLength(1402)).v(V50),

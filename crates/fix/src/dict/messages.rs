@@ -276,6 +276,37 @@ const NO_AFFECTED_ORDERS: Group = Group {
     items: &[opt(41), opt(535), opt(536)],
 };
 
+const NO_UNDERLYINGS: Group = Group {
+    count_tag: 711,
+    items: &[opt(311)],
+};
+
+/// One instrument of a SecurityList: the Instrument block's fields Portcullis lists (a
+/// component cannot be a group's delimiter, so they are spelled out), then the trading rules.
+const NO_RELATED_SYM: Group = Group {
+    count_tag: 146,
+    items: &[
+        opt(55),
+        opt(48),
+        opt(22),
+        opt(167),
+        opt(762),
+        opt(200),
+        opt(541),
+        opt(201),
+        opt(202),
+        opt(231),
+        opt(969),
+        opt(965).only(V50),
+        opt(107),
+        grp(&NO_UNDERLYINGS),
+        opt(15),
+        opt(561),
+        opt(562),
+        opt(1140).only(V50),
+    ],
+};
+
 const NO_MSG_TYPES: Group = Group {
     count_tag: 384,
     items: &[
@@ -704,6 +735,27 @@ const ORDER_CANCEL_REJECT: &[Item] = &[
     comp(TEXT),
 ];
 
+const SECURITY_LIST_REQUEST: &[Item] = &[
+    req(320),
+    req(559),
+    comp(INSTRUMENT).req_in(0),
+    opt(15),
+    comp(TEXT),
+    opt(336),
+    opt(625),
+    opt(263),
+];
+
+const SECURITY_LIST: &[Item] = &[
+    req(320),
+    req(322),
+    req(560),
+    opt(393),
+    opt(893),
+    grp(&NO_RELATED_SYM),
+    comp(TEXT),
+];
+
 const BUSINESS_MESSAGE_REJECT: &[Item] = &[
     opt(45),
     req(372),
@@ -768,10 +820,12 @@ pub(crate) const MSGS: &[MsgSpec] = &[
         V44UP,
         ORDER_MASS_STATUS_REQUEST,
     ),
+    msg(b"x", "SecurityListRequest", V44UP, SECURITY_LIST_REQUEST),
+    msg(b"y", "SecurityList", V44UP, SECURITY_LIST),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 17;
+pub(crate) const N_MSGS: usize = 19;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -796,6 +850,8 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'9' => 13,
         b'r' => 14,
         b'j' => 15,
+        b'x' => 17,
+        b'y' => 18,
         _ => return None,
     })
 }

@@ -1042,8 +1042,14 @@ fn message_tables_agree_with_msg_index() {
     let d42: Vec<_> = Dictionary::for_version(Fix42).msg_types().collect();
     assert_eq!(d42.len(), 14);
     assert!(!d42.contains(&&b"q"[..]));
-    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 17);
+    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 19);
     assert!(!d42.contains(&&b"AF"[..]));
+    // SecurityListRequest and SecurityList came with FIX 4.3.
+    assert!(!d42.contains(&&b"x"[..]) && !d42.contains(&&b"y"[..]));
+    assert_eq!(
+        Dictionary::for_version(Fixt11).msg_name(b"y"),
+        Some("SecurityList")
+    );
     assert_eq!(
         Dictionary::for_version(Fix44).msg_name(b"AF"),
         Some("OrderMassStatusRequest")
