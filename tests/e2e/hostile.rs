@@ -61,7 +61,9 @@ const PLAUSIBLE: &[&str] = &[
 
 /// Message types an order-entry client might send, right or wrong (session-level types are
 /// left out: they change the session's state, which is the session layer's tests' business).
-const MSG_TYPES: &[&str] = &["D", "F", "G", "H", "q", "AF", "8", "j", "Z", "AE", "UZ"];
+const MSG_TYPES: &[&str] = &[
+    "D", "F", "G", "H", "q", "AF", "x", "y", "8", "j", "Z", "AE", "UZ",
+];
 
 /// A valid message of each order-entry kind on ETH-PERP for `n`, before mutation.
 fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, String)>) {
@@ -73,7 +75,7 @@ fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, Str
             .map(|(t, s)| (*t, s.to_string()))
             .collect::<Vec<_>>()
     };
-    match rng.below(6) {
+    match rng.below(7) {
         0 | 1 => (
             "D".into(),
             f(&[
@@ -124,6 +126,16 @@ fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, Str
                 (40, "2"),
                 (44, "1000"),
                 (60, "20260101-00:00:00"),
+            ]),
+        ),
+        // The instrument list: one symbol, one security type or all.
+        5 => (
+            "x".into(),
+            f(&[
+                (320, &cl),
+                (559, rng.pick(&["0", "1", "4"])),
+                (55, "ETH-PERP"),
+                (167, "FUT"),
             ]),
         ),
         _ => (
@@ -264,11 +276,13 @@ fn hostile_session(extra: &str) {
         assert!(!answers.is_empty(), "{what}: no answer");
         for m in &answers {
             assert!(
-                ["8", "9", "3", "j", "r"].contains(&m.msg_type()),
+                ["8", "9", "3", "j", "r", "y"].contains(&m.msg_type()),
                 "{what}: unexpected answer {m:?}"
             );
             // Nothing done on another account's order, nor for another account.
-            let rejection = matches!(m.msg_type(), "3" | "j" | "9") || m.get(39) == Some("8");
+            let rejection = matches!(m.msg_type(), "3" | "j" | "9")
+                || m.get(39) == Some("8")
+                || (m.msg_type() == "y" && m.get(560) != Some("0"));
             if m.get(37) == Some(a_order_id.as_str()) {
                 assert!(rejection, "{what}: acted on another account's order: {m:?}");
             }
@@ -286,7 +300,7 @@ fn hostile_session(extra: &str) {
         }
     }
     // The generator reached every kind of answer, so the loop above checked each of them.
-    for kind in ["8", "9", "3", "j"] {
+    for kind in ["8", "9", "3", "j", "y"] {
         assert!(
             answered_by_kind.get(kind).copied().unwrap_or(0) > 0,
             "seed {seed}: no answer of type {kind}: {answered_by_kind:?}"

@@ -653,4 +653,39 @@ mod tests {
         let ids: std::collections::HashSet<_> = msgs.iter().map(|m| get(m, 322).unwrap()).collect();
         assert_eq!(ids.len(), 1);
     }
+    proptest::proptest! {
+        /// Any request the dictionary lets through is answered with SecurityList messages the
+        /// dictionary accepts, ending with a last fragment or a refusal.
+        #[test]
+        fn any_request_is_answered_with_valid_messages(
+            list_type in proptest::sample::select(vec!["0", "1", "2", "3", "4", "5", "9", "-1"]),
+            symbol in proptest::option::of(proptest::sample::select(vec![
+                "BTC-PERP", "BTC-USDT", "BTC-261225-100000-C", "BTC-261127-90000-C", "NOPE", "btc-perp", "BTC-",
+            ])),
+            security_type in proptest::option::of(proptest::sample::select(vec![
+                "OPT", "FUT", "FXSPOT", "CS", "", "opt",
+            ])),
+            subscription in proptest::option::of(proptest::sample::select(vec!["0", "1", "2"])),
+            v in proptest::sample::select(V.to_vec()),
+        ) {
+            let mut body = vec![(320, "P1"), (559, list_type)];
+            body.extend(symbol.map(|s| (55, s)));
+            body.extend(security_type.filter(|t| !t.is_empty()).map(|t| (167, t)));
+            body.extend(subscription.map(|t| (263, t)));
+            let bytes = request(v, &body);
+            let mut d = Decoder::new();
+            let m = d.decode(&bytes).unwrap();
+            if Dictionary::for_version(v).validate(&m).is_err() {
+                // The session answers it with a Reject; the app never sees it.
+                return Ok(());
+            }
+            let sel = decode(&m);
+            let msgs = answer(v, directory(&[]), sel);
+            let last = msgs.last().unwrap();
+            proptest::prop_assert!(
+                get(last, 893) == Some("Y") || get(last, 560) != Some("0"),
+                "{msgs:?}"
+            );
+        }
+    }
 }
