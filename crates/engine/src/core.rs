@@ -24,7 +24,7 @@
 //! server routes each to the slot's current connection only if that connection trades for the
 //! event's account (a GTC order can outlive the connection that entered it).
 
-use portcullis_risk::{ConfigError, RiskConfig, RiskEngine};
+use portcullis_risk::{ConfigError, RiskConfig, RiskEngine, WorkingOrder};
 use portcullis_types::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentRules,
@@ -332,7 +332,10 @@ impl Core {
         let snapshot = self.matcher.snapshot(h);
         let result = match self.matcher.working_order(h) {
             None => Err(RejectReason::UnknownOrder),
-            Some(working) => match self.risk.check_replace(r, &working, now) {
+            Some(working) => match self
+                .risk
+                .check_replace(&keep_price(r, &working), &working, now)
+            {
                 Ok(checked) => self.matcher.replace(h, checked, now, &mut self.risk, out),
                 Err(reason) => Err(reason),
             },
@@ -686,5 +689,17 @@ impl Core {
     /// [`MAX_ID`](crate::MAX_ID).
     pub fn resume_ids(&mut self, next: IdCounters) -> bool {
         self.matcher.resume_ids(next)
+    }
+}
+/// A replace as the risk checks and the book see it: at the working order's price when it
+/// asks to keep it ([`ReplaceOrder::KEEP_PRICE`]).
+fn keep_price(r: &ReplaceOrder, working: &WorkingOrder) -> ReplaceOrder {
+    if r.price == ReplaceOrder::KEEP_PRICE {
+        ReplaceOrder {
+            price: working.price,
+            ..*r
+        }
+    } else {
+        *r
     }
 }

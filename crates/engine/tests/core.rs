@@ -9,7 +9,7 @@ use portcullis_engine::{
 };
 use portcullis_types::{
     ClOrdId, Command, EventKind, InstrumentStatus, MassCancel, OrdType, OrderId, Price, Qty,
-    RejectReason, SessionId, Side, TimeInForce,
+    RejectReason, ReplaceOrder, SessionId, Side, TimeInForce,
 };
 
 #[test]
@@ -181,6 +181,52 @@ fn replace_commands_keep_or_lose_priority() {
     assert_eq!(
         kinds(&ev),
         [EventKind::Replaced, EventKind::Fill, EventKind::PartialFill]
+    );
+    r.assert_consistent();
+}
+
+#[test]
+fn a_replace_that_keeps_the_price_amends_the_quantity_in_place() {
+    let mut r = Run::new();
+    let perp = r.perp();
+    let (a, a_cl) = r.place(BOB, perp, Side::Sell, 1_000_000, 5);
+    let (b, _) = r.place(CAROL, perp, Side::Sell, 1_000_000, 5);
+    // Repriced by another request meanwhile: the amend keeps today's price, not the old one.
+    let moved = r.replace_req(BOB, perp, a_cl, 1_000_500, 5);
+    assert_eq!(
+        kinds(&r.cmd(Command::Replace(moved))),
+        [EventKind::Replaced]
+    );
+    let back = r.replace_req(BOB, perp, moved.cl_ord_id, 1_000_000, 5);
+    assert_eq!(kinds(&r.cmd(Command::Replace(back))), [EventKind::Replaced]);
+    let mut amend = r.replace_req(BOB, perp, back.cl_ord_id, 0, 3);
+    amend.price = ReplaceOrder::KEEP_PRICE;
+    let ev = r.cmd(Command::Replace(amend));
+    assert_eq!(kinds(&ev), [EventKind::Replaced]);
+    assert_eq!((ev[0].order_id, ev[0].price), (a, Price(1_000_000)));
+    assert_eq!((ev[0].qty, ev[0].leaves_qty), (Qty(3), Qty(3)));
+    // Still first at its level (the reprice and back put it behind CAROL's; the amend did not
+    // move it again).
+    let o = r.order(ALICE, perp, Side::Buy, 1_000_000, 1);
+    assert_eq!(r.submit(o)[1].order_id, b);
+    let o = r.order(ALICE, perp, Side::Buy, 1_000_000, 5);
+    let fills: Vec<_> = r
+        .submit(o)
+        .iter()
+        .filter(|e| e.session != SessionId(0))
+        .map(|e| (e.order_id, e.last_qty))
+        .collect();
+    assert_eq!(fills, [(b, Qty(4)), (a, Qty(1))]);
+    // Down to what is filled: refused, the order unchanged.
+    let mut amend = r.replace_req(BOB, perp, amend.cl_ord_id, 0, 1);
+    amend.price = ReplaceOrder::KEEP_PRICE;
+    let ev = r.cmd(Command::Replace(amend));
+    assert_eq!(
+        ev[0].kind,
+        EventKind::CancelRejected {
+            replace: true,
+            reason: RejectReason::QtyTooSmall
+        }
     );
     r.assert_consistent();
 }

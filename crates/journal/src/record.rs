@@ -840,12 +840,20 @@ impl fmt::Display for JournalRecord {
                 c.session, c.account, c.instrument, Id(&c.cl_ord_id), Opt(c.order_id),
                 Id(&c.orig_cl_ord_id), c.received_ns
             ),
-            JournalRecord::Command(Command::Replace(r)) => write!(
-                f,
-                "replace session={} account={} instrument={} cl_ord_id={} order_id={} orig_cl_ord_id={} price={} qty={} received_ns={}",
-                r.session, r.account, r.instrument, Id(&r.cl_ord_id), Opt(r.order_id),
-                Id(&r.orig_cl_ord_id), r.price.0, r.qty.0, r.received_ns
-            ),
+            JournalRecord::Command(Command::Replace(r)) => {
+                // An amend of the quantity keeps whatever price the order has.
+                let price: &dyn fmt::Display = if r.price == ReplaceOrder::KEEP_PRICE {
+                    &"keep"
+                } else {
+                    &r.price.0
+                };
+                write!(
+                    f,
+                    "replace session={} account={} instrument={} cl_ord_id={} order_id={} orig_cl_ord_id={} price={} qty={} received_ns={}",
+                    r.session, r.account, r.instrument, Id(&r.cl_ord_id), Opt(r.order_id),
+                    Id(&r.orig_cl_ord_id), price, r.qty.0, r.received_ns
+                )
+            }
             JournalRecord::Command(Command::MassCancel(m)) => write!(
                 f,
                 "mass_cancel session={} account={} instrument={} cl_ord_id={}",

@@ -118,12 +118,21 @@ pub struct ReplaceOrder {
     pub order_id: Option<OrderId>,
     /// The order's current client id.
     pub orig_cl_ord_id: ClOrdId,
-    /// New limit price.
+    /// New limit price, or [`ReplaceOrder::KEEP_PRICE`] to keep the order's price (an amend
+    /// of the quantity only).
     pub price: Price,
     /// New total quantity (including what has already been filled, as in FIX).
     pub qty: Qty,
     /// When received (ns since the epoch).
     pub received_ns: i64,
+}
+
+impl ReplaceOrder {
+    /// The price of a replace that keeps the order's price, whatever it is when the core
+    /// thread gets the request: a quantity amend cannot move the order even if another
+    /// session repriced it meanwhile. No decimal text parses to it (`i64::MIN` has no
+    /// positive counterpart).
+    pub const KEEP_PRICE: Price = Price(i64::MIN);
 }
 
 /// Cancel every working order of an account (optionally of one instrument).
