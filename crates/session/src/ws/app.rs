@@ -18,8 +18,9 @@ use super::error::WsError;
 use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
 use super::types::{
-    AccountStatus, CancelReplaceOutcome, CancelReplaceRequest, CancelRequest, CancelResult,
-    ExecutionReport, HistoryQuery, OrderInfo, OrderRef, OrderResult, TradeInfo, WsOrder,
+    AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
+    CancelRequest, CancelResult, ExecutionReport, HistoryQuery, OrderInfo, OrderRef, OrderResult,
+    TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -192,6 +193,8 @@ pub enum Outcome {
     Canceled(CancelResult),
     /// `order.cancelReplace` (boxed: it holds two results).
     CancelReplaced(Box<CancelReplaceOutcome>),
+    /// `order.amend.keepPriority`.
+    Amended(Box<AmendOutcome>),
     /// `openOrders.status`.
     OpenOrders(Vec<OrderInfo>),
     /// `openOrders.cancelAll`.
@@ -222,6 +225,11 @@ impl From<CancelResult> for Outcome {
 impl From<CancelReplaceOutcome> for Outcome {
     fn from(v: CancelReplaceOutcome) -> Self {
         Outcome::CancelReplaced(Box::new(v))
+    }
+}
+impl From<AmendOutcome> for Outcome {
+    fn from(v: AmendOutcome) -> Self {
+        Outcome::Amended(Box::new(v))
     }
 }
 impl From<Vec<OrderInfo>> for Outcome {
@@ -297,6 +305,17 @@ pub trait WsApplication: Send {
         ctx: &RequestCtx<'_>,
         request: &CancelReplaceRequest,
     ) -> Dispatch<CancelReplaceOutcome>;
+
+    /// `order.amend.keepPriority`: reduce the order's quantity keeping its price and priority;
+    /// reject with [`WsError::amend_rejected`] (-2038) or [`WsError::no_such_order`] (-2013).
+    /// By default -1020 (not supported).
+    fn order_amend_keep_priority(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _request: &AmendRequest,
+    ) -> Dispatch<AmendOutcome> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
 
     /// `openOrders.status`, for one symbol or all.
     fn open_orders_status(

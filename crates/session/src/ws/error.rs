@@ -89,6 +89,8 @@ pub mod codes {
     pub const CANCEL_REPLACE_PARTIAL: i32 = -2021;
     /// Order cancel-replace failed.
     pub const CANCEL_REPLACE_FAILED: i32 = -2022;
+    /// Order amend (keep priority) rejected.
+    pub const ORDER_AMEND_REJECTED: i32 = -2038;
 }
 
 /// Extra detail of an error: the `data` member of the error object.
@@ -219,6 +221,11 @@ impl WsError {
     /// -2011: the cancel was rejected; `reason` says why (`Unknown order sent.`, ...).
     pub fn cancel_rejected(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::bad_request(codes::CANCEL_REJECTED, reason)
+    }
+
+    /// -2038: an `order.amend.keepPriority` was rejected; `reason` says why.
+    pub fn amend_rejected(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::bad_request(codes::ORDER_AMEND_REJECTED, reason)
     }
 
     /// -2013 Order does not exist.

@@ -71,9 +71,9 @@ use super::render;
 use super::signing::{SignaturePayload, Timing};
 use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
-    CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions, ExecutionReport,
-    HistoryQuery, OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode,
-    SymbolStatus, TimeInForce, WsOrder,
+    AmendRequest, CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions,
+    ExecutionReport, HistoryQuery, OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId,
+    Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -185,6 +185,8 @@ pub enum Method {
     OrderCancel,
     /// `order.cancelReplace`.
     OrderCancelReplace,
+    /// `order.amend.keepPriority`.
+    OrderAmendKeepPriority,
     /// `openOrders.status`.
     OpenOrdersStatus,
     /// `openOrders.cancelAll`.
@@ -220,7 +222,7 @@ const ORDER: [&str; 10] = [
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 19] = [
+    pub const ALL: [Method; 20] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -232,6 +234,7 @@ impl Method {
         Method::OrderStatus,
         Method::OrderCancel,
         Method::OrderCancelReplace,
+        Method::OrderAmendKeepPriority,
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
@@ -256,6 +259,7 @@ impl Method {
             Method::OrderStatus => "order.status",
             Method::OrderCancel => "order.cancel",
             Method::OrderCancelReplace => "order.cancelReplace",
+            Method::OrderAmendKeepPriority => "order.amend.keepPriority",
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
@@ -286,6 +290,7 @@ impl Method {
             | Method::OrderTest
             | Method::OrderCancel
             | Method::OrderCancelReplace
+            | Method::OrderAmendKeepPriority
             | Method::OpenOrdersCancelAll => Security::Trade,
             Method::OrderStatus
             | Method::OpenOrdersStatus
@@ -316,7 +321,7 @@ impl Method {
             | Method::OrderCancel
             | Method::OrderCancelReplace
             | Method::OpenOrdersCancelAll => 1,
-            Method::OrderStatus => 4,
+            Method::OrderStatus | Method::OrderAmendKeepPriority => 4,
             Method::OpenOrdersStatus if params.has("symbol") => 6,
             Method::OpenOrdersStatus => 80,
             Method::AccountRateLimitsOrders => 40,
@@ -331,6 +336,7 @@ impl Method {
                 | Method::OrderStatus
                 | Method::OrderCancel
                 | Method::OrderCancelReplace
+                | Method::OrderAmendKeepPriority
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
@@ -381,6 +387,13 @@ impl Method {
                 }
                 &ORDER
             }
+            Method::OrderAmendKeepPriority => &[
+                "symbol",
+                "orderId",
+                "origClientOrderId",
+                "newClientOrderId",
+                "newQty",
+            ],
             Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
             Method::AccountStatus => &["omitZeroBalances"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
@@ -985,6 +998,7 @@ impl WsSession {
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
             Method::OrderStatus
             | Method::OrderCancel
+            | Method::OrderAmendKeepPriority
             | Method::OpenOrdersStatus
             | Method::OpenOrdersCancelAll
             | Method::AccountStatus
@@ -1311,6 +1325,7 @@ impl WsSession {
         enum Query {
             Status(OrderRef),
             Cancel(CancelRequest),
+            Amend(AmendRequest),
             Open(Option<String>),
             CancelAll(String),
             Account(bool),
@@ -1341,6 +1356,27 @@ impl WsSession {
                     restrictions: read_restrictions(params)?,
                 })
             }
+            Method::OrderAmendKeepPriority => {
+                let symbol = read_symbol(params)?;
+                let target = read_order_ref(params, symbol, "orderId", "origClientOrderId")?;
+                let new_client_order_id = params.opt_client_id("newClientOrderId", || {
+                    WsError::bad_request(
+                        codes::EMPTY_NEW_CL_ORD_ID,
+                        "New client order ID was empty.",
+                    )
+                })?;
+                let new_qty = params.req_decimal("newQty")?;
+                if new_qty.is_zero() {
+                    return Err(WsError::amend_rejected(
+                        "newQty must be greater than 0 and less than the order's quantity.",
+                    ));
+                }
+                Query::Amend(AmendRequest {
+                    target,
+                    new_client_order_id,
+                    new_qty,
+                })
+            }
             Method::OpenOrdersStatus => {
                 let symbol = match params.opt_str("symbol")? {
                     Some(s) if !is_symbol(s) => {
@@ -1360,14 +1396,20 @@ impl WsSession {
         let symbol = match &query {
             Query::Status(r) => Some(&r.symbol),
             Query::Cancel(c) => Some(&c.target.symbol),
+            Query::Amend(a) => Some(&a.target.symbol),
             Query::Open(s) => s.as_ref(),
             Query::CancelAll(s) => Some(s),
             Query::Account(_) => None,
             Query::History(q) => Some(&q.symbol),
         };
         if let Some(s) = symbol {
-            if app.symbols().get(s).is_none() {
+            let table = app.symbols();
+            let Some(info) = table.get(s) else {
                 return Err(WsError::invalid_symbol());
+            };
+            // The new quantity passes the symbol's LOT_SIZE filter, as an order's would.
+            if let Query::Amend(a) = &query {
+                info.check_order(OrderType::Limit, None, Some(&a.new_qty), None)?;
             }
         }
         let ctx = RequestCtx {
@@ -1387,6 +1429,7 @@ impl WsSession {
         Ok(match &query {
             Query::Status(r) => answer(method, app.order_status(&ctx, r), ctx.token),
             Query::Cancel(c) => answer(method, app.order_cancel(&ctx, c), ctx.token),
+            Query::Amend(a) => answer(method, app.order_amend_keep_priority(&ctx, a), ctx.token),
             Query::Open(s) => answer(
                 method,
                 app.open_orders_status(&ctx, s.as_deref()),
@@ -1451,6 +1494,7 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
         (Method::OrderCancelReplace, Outcome::CancelReplaced(r)) => {
             return render::cancel_replace(&r, resp)
         }
+        (Method::OrderAmendKeepPriority, Outcome::Amended(a)) => render::amend(&mut out, &a),
         (Method::OpenOrdersStatus, Outcome::OpenOrders(v)) => {
             write_array(&mut out, &v, render::order_info)
         }

@@ -4,8 +4,8 @@ use super::error::{ErrorData, WsError};
 use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
-    AccountStatus, CancelReplaceOutcome, CancelResult, ExecutionReport, NewOrderOutcome, OrderInfo,
-    OrderResult, RespType, TradeInfo,
+    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport,
+    NewOrderOutcome, OrderInfo, OrderResult, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -92,6 +92,36 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
         .int("workingTime", r.working_time)
         .str("origQuoteOrderQty", &r.orig_quote_order_qty)
         .str("selfTradePreventionMode", r.stp.as_str())
+        .close();
+}
+
+/// The answer to `order.amend.keepPriority`.
+pub(crate) fn amend(out: &mut String, a: &AmendOutcome) {
+    let r = &a.order;
+    Obj::open(out)
+        .int("transactTime", a.transact_time)
+        .int("executionId", a.execution_id)
+        .with("amendedOrder", |out| {
+            Obj::open(out)
+                .str("symbol", &r.symbol)
+                .int("orderId", r.order_id)
+                .int("orderListId", -1)
+                .str("origClientOrderId", &a.orig_client_order_id)
+                .str("clientOrderId", &r.client_order_id)
+                .str("price", &r.price)
+                .str("qty", &r.orig_qty)
+                .str("executedQty", &r.executed_qty)
+                .str("preventedQty", "0.00000000")
+                .str("quoteOrderQty", &r.orig_quote_order_qty)
+                .str("cumulativeQuoteQty", &r.cummulative_quote_qty)
+                .str("status", r.status.as_str())
+                .str("timeInForce", r.time_in_force.as_str())
+                .str("type", r.order_type.as_str())
+                .str("side", r.side.as_str())
+                .int("workingTime", r.working_time)
+                .str("selfTradePreventionMode", r.stp.as_str())
+                .close();
+        })
         .close();
 }
 

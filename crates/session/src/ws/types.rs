@@ -285,6 +285,20 @@ pub struct CancelReplaceRequest {
     pub rate_limit_exceeded_mode: RateLimitExceededMode,
 }
 
+/// `order.amend.keepPriority`: reduce an order's quantity in place, keeping its price and
+/// its priority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmendRequest {
+    /// The order.
+    pub target: OrderRef,
+    /// The order's client id after the amend (the application generates one if absent).
+    pub new_client_order_id: Option<String>,
+    /// The new total quantity (filled part included): positive and, for the amend to be
+    /// accepted, less than the order's quantity. The session has checked it against the
+    /// symbol's `LOT_SIZE` filter.
+    pub new_qty: Decimal,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outputs
 
@@ -378,6 +392,19 @@ pub struct OrderInfo {
     pub orig_quote_order_qty: String,
     /// Self-trade prevention mode.
     pub stp: StpMode,
+}
+
+/// The answer to `order.amend.keepPriority`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmendOutcome {
+    /// When the amend was done, Unix ms.
+    pub transact_time: i64,
+    /// The id of the amend's execution.
+    pub execution_id: SafeId,
+    /// The order's client id before the amend.
+    pub orig_client_order_id: String,
+    /// The order after the amend (`orig_qty` is the new quantity).
+    pub order: OrderInfo,
 }
 
 /// Which orders or trades of one symbol `allOrders` and `myTrades` ask for. Read and checked

@@ -257,6 +257,7 @@ pub(crate) struct FakeApp {
     pub queries: Vec<String>,
     pub history: Vec<HistoryQuery>,
     pub cancels: Vec<CancelRequest>,
+    pub amends: Vec<AmendRequest>,
     pub replace: Option<CancelReplaceOutcome>,
     pub replaces: Vec<CancelReplaceRequest>,
     pub stream: Option<String>,
@@ -273,6 +274,7 @@ impl FakeApp {
             queries: Vec::new(),
             history: Vec::new(),
             cancels: Vec::new(),
+            amends: Vec::new(),
             replace: None,
             replaces: Vec::new(),
             stream: None,
@@ -367,6 +369,39 @@ impl WsApplication for FakeApp {
     ) -> Dispatch<CancelResult> {
         self.cancels.push(cancel.clone());
         Dispatch::Ready(Ok(cancel_result(&cancel.target.symbol)))
+    }
+
+    fn order_amend_keep_priority(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        request: &AmendRequest,
+    ) -> Dispatch<AmendOutcome> {
+        self.amends.push(request.clone());
+        let c = cancel_result(&request.target.symbol);
+        Dispatch::Ready(Ok(AmendOutcome {
+            transact_time: 7,
+            execution_id: SafeId::new(16).unwrap(),
+            orig_client_order_id: "c1".into(),
+            order: OrderInfo {
+                symbol: c.symbol,
+                order_id: c.order_id,
+                client_order_id: "c2".into(),
+                price: c.price,
+                orig_qty: request.new_qty.to_string(),
+                executed_qty: c.executed_qty,
+                cummulative_quote_qty: c.cummulative_quote_qty,
+                status: OrderStatus::New,
+                time_in_force: c.time_in_force,
+                order_type: c.order_type,
+                side: c.side,
+                time: 1,
+                update_time: 7,
+                is_working: true,
+                working_time: 1,
+                orig_quote_order_qty: c.orig_quote_order_qty,
+                stp: c.stp,
+            },
+        }))
     }
 
     fn order_cancel_replace(

@@ -445,6 +445,121 @@ fn history_requests_are_read_with_the_dialects_rules() {
 }
 
 #[test]
+fn amend_keep_priority_is_read_with_the_dialects_rules() {
+    let mut h = Harness::new();
+    let v = h.signed_call(
+        "order.amend.keepPriority",
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("origClientOrderId", "c1".into()),
+            ("newQty", "0.5".into()),
+        ],
+    );
+    assert_eq!(
+        ok(&v),
+        &json!({"transactTime":7,"executionId":16,"amendedOrder":{
+            "symbol":"BTCUSDT","orderId":5,"orderListId":-1,"origClientOrderId":"c1",
+            "clientOrderId":"c2","price":"1.00","qty":"0.5","executedQty":"0",
+            "preventedQty":"0.00000000","quoteOrderQty":"0","cumulativeQuoteQty":"0",
+            "status":"NEW","timeInForce":"GTC","type":"LIMIT","side":"BUY","workingTime":1,
+            "selfTradePreventionMode":"NONE"}})
+    );
+    assert_eq!(v["rateLimits"][0]["count"], 4, "weight 4");
+    ok(&h.signed_call(
+        "order.amend.keepPriority",
+        &[
+            ("symbol", "BTCUSDT".into()),
+            ("orderId", 12u64.into()),
+            ("newClientOrderId", "kept".into()),
+            ("newQty", "1.25".into()),
+        ],
+    ));
+    assert_eq!(
+        h.app.amends,
+        [
+            AmendRequest {
+                target: OrderRef {
+                    symbol: "BTCUSDT".into(),
+                    order_id: None,
+                    orig_client_order_id: Some("c1".into()),
+                },
+                new_client_order_id: None,
+                new_qty: d("0.5"),
+            },
+            AmendRequest {
+                target: OrderRef {
+                    symbol: "BTCUSDT".into(),
+                    order_id: SafeId::new(12),
+                    orig_client_order_id: None,
+                },
+                new_client_order_id: Some("kept".into()),
+                new_qty: d("1.25"),
+            },
+        ]
+    );
+    let err =
+        |h: &mut Harness, p: &[(&str, Value)]| code(&h.signed_call("order.amend.keepPriority", p));
+    let sym = || ("symbol", Value::from("BTCUSDT"));
+    // No order named, no newQty, a malformed or zero one, a LOT_SIZE failure, an unknown
+    // symbol, an unknown parameter.
+    assert_eq!(err(&mut h, &[sym(), ("newQty", "1".into())]), -1102);
+    assert_eq!(err(&mut h, &[sym(), ("orderId", 1u64.into())]), -1102);
+    assert_eq!(
+        err(
+            &mut h,
+            &[sym(), ("orderId", 1u64.into()), ("newQty", "1x".into())]
+        ),
+        -1100
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            &[sym(), ("orderId", 1u64.into()), ("newQty", "0".into())]
+        ),
+        -2038
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            &[
+                sym(),
+                ("orderId", 1u64.into()),
+                ("newQty", "0.000001".into())
+            ]
+        ),
+        -1013
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            &[
+                ("symbol", "NOPEUSDT".into()),
+                ("orderId", 1u64.into()),
+                ("newQty", "1".into())
+            ]
+        ),
+        -1121
+    );
+    assert_eq!(
+        err(
+            &mut h,
+            &[
+                sym(),
+                ("orderId", 1u64.into()),
+                ("newQty", "1".into()),
+                ("price", "1".into())
+            ]
+        ),
+        -1104
+    );
+    assert_eq!(
+        h.app.amends.len(),
+        2,
+        "refused requests never reach the application"
+    );
+}
+
+#[test]
 fn cancel_replace_answers_200_409_or_400_with_the_report() {
     let mut h = Harness::new();
     let params = with(
