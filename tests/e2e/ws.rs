@@ -1128,7 +1128,7 @@ fn hostile_template(rng: &mut Rng, n: usize) -> (String, serde_json::Map<String,
     let cl = format!("e-{n}");
     let prev = format!("e-{}", n.saturating_sub(1 + rng.below(3)));
     let side = rng.pick(&["BUY", "SELL"]);
-    let (method, params) = match rng.below(8) {
+    let (method, params) = match rng.below(9) {
         0..=2 => (
             "order.place",
             json!({"symbol": "ETH-PERP", "side": side, "type": "LIMIT", "timeInForce": "GTC",
@@ -1156,6 +1156,16 @@ fn hostile_template(rng: &mut Rng, n: usize) -> (String, serde_json::Map<String,
                    "cancelOrigClientOrderId": "a-keep", "cancelReplaceMode": "ALLOW_FAILURE",
                    "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "price": "100.0",
                    "quantity": "1.000"}),
+        ),
+        // An amend of one of its own orders, or of the other account's.
+        7 => (
+            "order.amend.keepPriority",
+            if rng.below(2) == 0 {
+                json!({"symbol": "ETH-PERP", "origClientOrderId": prev, "newQty": "0.50"})
+            } else {
+                json!({"symbol": "BTC-PERP", "orderId": 1, "origClientOrderId": "a-keep",
+                       "newQty": "0.500"})
+            },
         ),
         _ => (
             rng.pick(&[
@@ -1394,4 +1404,111 @@ fn exchange_info_follows_an_operators_halt_and_resume() {
         assert_eq!(code, 0, "{out}");
         assert_eq!(status(&mut c), want, "after {cmd}");
     }
+}
+
+#[test]
+fn amend_keep_priority_reduces_an_order_in_place_and_it_still_trades_first() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut ca = Ws::plain(ws_port);
+    let r = ca.call(json!("logon"), "session.logon", signed(json!({}), &a));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = ca.call(json!("uds"), "userDataStream.subscribe", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let sell = |c: &mut Ws, key: Option<&Key>, id: &str, qty: &str| {
+        let p = json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                       "price": "100.0", "quantity": qty, "newClientOrderId": id});
+        let p = match key {
+            Some(k) => signed(p, k),
+            None => t(p),
+        };
+        let r = c.call(json!(id), "order.place", p);
+        assert_eq!(r["result"]["status"], "NEW", "{r}");
+        r["result"]["orderId"].as_u64().unwrap()
+    };
+    // A first at 100.0, then B behind it.
+    let a_id = sell(&mut ca, None, "a-1", "1.000");
+    let mut cb = Ws::plain(ws_port);
+    sell(&mut cb, Some(&b), "b-1", "0.500");
+
+    // A reduces its order: same orderId, new clientOrderId, new quantity, price kept.
+    let r = ca.call(
+        json!("amend"),
+        "order.amend.keepPriority",
+        t(
+            json!({"symbol": "BTC-PERP", "origClientOrderId": "a-1", "newClientOrderId": "a-1b",
+                 "newQty": "0.400"}),
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let amended = &r["result"]["amendedOrder"];
+    assert_eq!(amended["orderId"].as_u64(), Some(a_id), "{r}");
+    assert_eq!(amended["origClientOrderId"], "a-1", "{r}");
+    assert_eq!(amended["clientOrderId"], "a-1b", "{r}");
+    assert_eq!(amended["qty"], "0.400", "{r}");
+    assert_eq!(amended["price"], "100.0", "{r}");
+    assert_eq!(amended["status"], "NEW", "{r}");
+    assert!(r["result"]["executionId"].as_u64().is_some(), "{r}");
+    let e = ca.event(|v| v["event"]["x"] == "REPLACED");
+    assert_eq!(e["event"]["c"], "a-1b", "{e}");
+    assert_eq!(e["event"]["q"], "0.400", "{e}");
+
+    // Refused: not a reduction, an unknown order, a LOT_SIZE failure; the order is unchanged.
+    for (p, code) in [
+        (json!({"orderId": a_id, "newQty": "0.400"}), -2038),
+        (json!({"orderId": a_id, "newQty": "2.000"}), -2038),
+        (
+            json!({"origClientOrderId": "a-1", "newQty": "0.100"}),
+            -2013,
+        ),
+        (
+            json!({"orderId": a_id, "newQty": "0.300", "newClientOrderId": "a-1b"}),
+            -2038,
+        ),
+        (json!({"orderId": a_id, "newQty": "0.001"}), -1013),
+    ] {
+        let mut p = p;
+        p["symbol"] = json!("BTC-PERP");
+        let r = ca.call(json!("bad"), "order.amend.keepPriority", t(p.clone()));
+        assert_eq!(r["error"]["code"], code, "{p}: {r}");
+    }
+    let r = ca.call(
+        json!("st"),
+        "order.status",
+        t(json!({"symbol": "BTC-PERP", "orderId": a_id})),
+    );
+    assert_eq!(r["result"]["origQty"], "0.400", "{r}");
+    assert_eq!(r["result"]["clientOrderId"], "a-1b", "{r}");
+
+    // A FIX buyer of 0.5 takes A's 0.4 first (it kept its place ahead of B), then 0.1 of B's.
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    fix.send(
+        "D",
+        &[
+            (11, "fix-buy-1"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.500"),
+            (59, "1"),
+            (40, "2"),
+            (44, "100.0"),
+        ],
+    );
+    assert_eq!(fix.expect("8").get(39), Some("0"));
+    let first = fix.expect("8");
+    let second = fix.expect("8");
+    assert_eq!(
+        (first.get(32), second.get(32)),
+        (Some("0.400"), Some("0.100")),
+        "{first:?} {second:?}"
+    );
+    let e = ca.event(|v| v["event"]["x"] == "TRADE");
+    assert_eq!(e["event"]["X"], "FILLED", "{e}");
+    assert_eq!(e["event"]["c"], "a-1b", "{e}");
 }

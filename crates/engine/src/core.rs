@@ -332,6 +332,11 @@ impl Core {
         let snapshot = self.matcher.snapshot(h);
         let result = match self.matcher.working_order(h) {
             None => Err(RejectReason::UnknownOrder),
+            // An amend that keeps the price only ever reduces the quantity (so it never moves
+            // the order back in its queue).
+            Some(working) if r.price == ReplaceOrder::KEEP_PRICE && r.qty >= working.qty => {
+                Err(RejectReason::Unsupported)
+            }
             Some(working) => match self
                 .risk
                 .check_replace(&keep_price(r, &working), &working, now)

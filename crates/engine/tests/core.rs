@@ -217,7 +217,16 @@ fn a_replace_that_keeps_the_price_amends_the_quantity_in_place() {
         .map(|e| (e.order_id, e.last_qty))
         .collect();
     assert_eq!(fills, [(b, Qty(4)), (a, Qty(1))]);
-    // Down to what is filled: refused, the order unchanged.
+    // Not a reduction: refused, as is an amend down to what is filled.
+    let mut up = r.replace_req(BOB, perp, amend.cl_ord_id, 0, 3);
+    up.price = ReplaceOrder::KEEP_PRICE;
+    assert_eq!(
+        r.cmd(Command::Replace(up))[0].kind,
+        EventKind::CancelRejected {
+            replace: true,
+            reason: RejectReason::Unsupported
+        }
+    );
     let mut amend = r.replace_req(BOB, perp, amend.cl_ord_id, 0, 1);
     amend.price = ReplaceOrder::KEEP_PRICE;
     let ev = r.cmd(Command::Replace(amend));

@@ -43,16 +43,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use portcullis_session::ws::{
-    AccountStatus, AppOutput, CancelReplaceMode, CancelReplaceOutcome, CancelReplaceRequest,
-    CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch, ExecutionReport,
-    ExecutionType, Fill, HistoryQuery, NewOrderOutcome, OrderInfo, OrderRef, OrderResult,
-    OrderStatus, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId,
-    StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
+    AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
+    CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch,
+    ExecutionReport, ExecutionType, Fill, HistoryQuery, NewOrderOutcome, OrderInfo, OrderRef,
+    OrderResult, OrderStatus, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType,
+    SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
     WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
-    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, SessionId,
+    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
 };
 use tracing::{debug, warn};
 
@@ -400,6 +400,8 @@ enum Pending {
         token: RequestToken,
         then: Option<Box<(NewOrder, LocalOrder, RespType, CancelReplaceMode)>>,
     },
+    /// `order.amend.keepPriority`: answered by the order's Replaced event, or refused.
+    Amend { token: RequestToken },
     /// `openOrders.cancelAll` on `instrument`.
     CancelAll {
         token: RequestToken,
@@ -482,6 +484,23 @@ fn new_order_error(reason: RejectReason) -> WsError {
         }
         RejectReason::ServerBusy => WsError::server_busy(),
         r => WsError::order_rejected(r.text()),
+    }
+}
+
+/// Why an `order.amend.keepPriority` was refused by the core thread.
+fn amend_error(reason: RejectReason) -> WsError {
+    match reason {
+        RejectReason::UnknownOrder => WsError::no_such_order(),
+        RejectReason::ServerBusy => WsError::server_busy(),
+        // The core's refusal of an amend that does not reduce the quantity.
+        RejectReason::Unsupported => WsError::amend_rejected(
+            "newQty must be greater than 0 and less than the order's quantity.",
+        ),
+        RejectReason::QtyTooSmall => {
+            WsError::amend_rejected("newQty must be greater than the order's executed quantity.")
+        }
+        RejectReason::DuplicateClOrdId => WsError::amend_rejected("Duplicate order sent."),
+        r => WsError::amend_rejected(r.text()),
     }
 }
 
@@ -733,20 +752,7 @@ impl WsBridge {
                 .map_err(|e| WsError::cancel_rejected(format!("newClientOrderId: {e}")))?,
             None => generated_cl_ord_id(),
         };
-        // An origClientOrderId the connection did not choose: the order of another connection
-        // or FIX session of the account, which the engine knows by orderId.
-        let mut order_id = cancel.target.order_id.map(|id| OrderId(id.get()));
-        if order_id.is_none() && !self.by_cl.contains_key(&orig) {
-            if let Some(p) = self
-                .history
-                .as_ref()
-                .and_then(|h| h.order_by_cl(account, &orig))
-            {
-                if p.session != slot && p.instrument == instrument {
-                    order_id = Some(p.order_id);
-                }
-            }
-        }
+        let order_id = self.target_order_id(&cancel.target, &orig, account, slot, instrument);
         let cmd = CancelOrder {
             session: slot,
             account,
@@ -769,6 +775,105 @@ impl WsBridge {
             },
         );
         Ok(())
+    }
+
+    /// The orderId a request names its order by: the one it gives, or for an origClientOrderId
+    /// the connection did not choose, the order of another connection or FIX session of the
+    /// account that the history knows (the engine knows it by orderId only); `None` to let the
+    /// engine look the connection's own clientOrderId up.
+    fn target_order_id(
+        &self,
+        target: &OrderRef,
+        orig: &ClOrdId,
+        account: AccountId,
+        slot: SessionId,
+        instrument: InstrumentId,
+    ) -> Option<OrderId> {
+        if let Some(id) = target.order_id {
+            return Some(OrderId(id.get()));
+        }
+        if self.by_cl.contains_key(orig) {
+            return None;
+        }
+        let p = self.history.as_ref()?.order_by_cl(account, orig)?;
+        (p.session != slot && p.instrument == instrument).then_some(p.order_id)
+    }
+
+    /// Queues an `order.amend.keepPriority` as a replace at the order's own price
+    /// ([`ReplaceOrder::KEEP_PRICE`]), which the core refuses unless it reduces the quantity.
+    fn place_amend(&mut self, ctx: &RequestCtx<'_>, req: &AmendRequest) -> Result<(), WsError> {
+        let (_, account) = self.route(ctx.principal)?;
+        let Some(slot) = self.slot else {
+            return Err(WsError::server_busy());
+        };
+        let dir = self.pipeline.directory();
+        let Some((instrument, entry)) = dir.lookup(req.target.symbol.as_bytes()) else {
+            return Err(WsError::invalid_symbol());
+        };
+        let qty = req
+            .new_qty
+            .to_scaled(entry.qty_scale)
+            .ok()
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| WsError::amend_rejected("newQty out of range"))?;
+        let orig = match &req.target.orig_client_order_id {
+            Some(c) => ClOrdId::new(c.as_bytes()).map_err(|_| WsError::no_such_order())?,
+            None => ClOrdId::EMPTY,
+        };
+        let cl = match &req.new_client_order_id {
+            Some(id) => ClOrdId::new(id.as_bytes())
+                .map_err(|e| WsError::amend_rejected(format!("newClientOrderId: {e}")))?,
+            None => generated_cl_ord_id(),
+        };
+        if self.pending.contains_key(&cl) {
+            return Err(WsError::amend_rejected("Duplicate order sent."));
+        }
+        let order_id = self.target_order_id(&req.target, &orig, account, slot, instrument);
+        let cmd = ReplaceOrder {
+            session: slot,
+            account,
+            instrument,
+            cl_ord_id: cl,
+            order_id,
+            orig_cl_ord_id: if order_id.is_some() {
+                ClOrdId::EMPTY
+            } else {
+                orig
+            },
+            price: ReplaceOrder::KEEP_PRICE,
+            qty: Qty(qty),
+            received_ns: now_ns(),
+        };
+        self.submit(Command::Replace(cmd))?;
+        self.pending.insert(cl, Pending::Amend { token: ctx.token });
+        Ok(())
+    }
+
+    /// The answer to an amend from its Replaced event: the connection's order as its table
+    /// now has it, or another connection's order as the event tells it.
+    fn amend_outcome(&self, e: &Event, own: Option<&LocalOrder>) -> Result<AmendOutcome, WsError> {
+        let order = match own {
+            Some(o) => o.info(),
+            None => {
+                let state = if e.cum_qty.0 > 0 {
+                    OrderState::PartiallyFilled
+                } else {
+                    OrderState::Working
+                };
+                let p = PastOrder {
+                    updated_ns: e.ts_ns,
+                    working_ns: e.received_ns,
+                    ..PastOrder::of_event(e, state)
+                };
+                self.local_order_of(&p).ok_or_else(WsError::unknown)?.info()
+            }
+        };
+        Ok(AmendOutcome {
+            transact_time: ms(e.ts_ns),
+            execution_id: safe_id(e.exec_id),
+            orig_client_order_id: e.orig_cl_ord_id.as_str().to_owned(),
+            order,
+        })
     }
 
     fn complete(&mut self, token: RequestToken, result: Result<Outcome, WsError>) {
@@ -809,6 +914,11 @@ impl WsBridge {
                 EventKind::Replaced => {
                     o.price = e.price.0;
                     o.qty = e.qty.0;
+                    // The order goes by its new clientOrderId from now on.
+                    if !e.cl_ord_id.is_empty() && e.cl_ord_id != o.cl {
+                        self.by_cl.remove(&o.cl);
+                        o.cl = e.cl_ord_id;
+                    }
                 }
                 EventKind::Rejected(_) => o.status = OrderStatus::Rejected,
                 EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => {}
@@ -916,7 +1026,13 @@ impl WsBridge {
                 }
             }
             EventKind::CancelRejected { reason, .. } => {
-                if let Some(Pending::Cancel { token, then }) = self.pending.remove(&e.cl_ord_id) {
+                if let Some(Pending::Amend { .. }) = self.pending.get(&e.cl_ord_id) {
+                    if let Some(Pending::Amend { token }) = self.pending.remove(&e.cl_ord_id) {
+                        self.complete(token, Err(amend_error(reason)));
+                    }
+                } else if let Some(Pending::Cancel { token, then }) =
+                    self.pending.remove(&e.cl_ord_id)
+                {
                     self.after_cancel(token, Err(cancel_error(reason)), then);
                 } else if let Some(Pending::CancelAll { token, .. }) =
                     self.pending.remove(&e.cl_ord_id)
@@ -931,7 +1047,16 @@ impl WsBridge {
                     self.complete(token, Ok(results.into()));
                 }
             }
-            EventKind::Expired | EventKind::Replaced => {}
+            EventKind::Replaced => {
+                if let Some(Pending::Amend { .. }) = self.pending.get(&e.cl_ord_id) {
+                    if let Some(Pending::Amend { token }) = self.pending.remove(&e.cl_ord_id) {
+                        let own = self.orders.get(&e.order_id.0).cloned();
+                        let result = self.amend_outcome(e, own.as_ref());
+                        self.complete(token, result.map(Into::into));
+                    }
+                }
+            }
+            EventKind::Expired => {}
         }
     }
 
@@ -1291,10 +1416,10 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         time_in_force: o.tif,
         quantity: o.qty_text(o.qty),
         price: o.px(o.price),
-        orig_client_order_id: if e.kind == EventKind::Canceled {
-            o.cl.as_str().to_owned()
-        } else {
-            String::new()
+        orig_client_order_id: match e.kind {
+            EventKind::Canceled => o.cl.as_str().to_owned(),
+            EventKind::Replaced => e.orig_cl_ord_id.as_str().to_owned(),
+            _ => String::new(),
         },
         execution_type: x,
         order_status: o.status,
@@ -1425,6 +1550,17 @@ impl WsApplication for WsBridge {
         cancel: &CancelRequest,
     ) -> Dispatch<CancelResult> {
         match self.place_cancel(ctx, cancel, None) {
+            Ok(()) => Dispatch::Pending,
+            Err(e) => Dispatch::Ready(Err(e)),
+        }
+    }
+
+    fn order_amend_keep_priority(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        request: &AmendRequest,
+    ) -> Dispatch<AmendOutcome> {
+        match self.place_amend(ctx, request) {
             Ok(()) => Dispatch::Pending,
             Err(e) => Dispatch::Ready(Err(e)),
         }
