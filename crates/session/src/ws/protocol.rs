@@ -1409,6 +1409,11 @@ impl WsSession {
             };
             // The new quantity passes the symbol's LOT_SIZE filter, as an order's would.
             if let Query::Amend(a) = &query {
+                if !info.amend_allowed {
+                    return Err(WsError::amend_rejected(
+                        "Order amend is not supported for this symbol.",
+                    ));
+                }
                 info.check_order(OrderType::Limit, None, Some(&a.new_qty), None)?;
             }
         }

@@ -330,7 +330,7 @@ pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
         )
         .bool("allowTrailingStop", false)
         .bool("cancelReplaceAllowed", s.cancel_replace_allowed)
-        .bool("allowAmend", false)
+        .bool("allowAmend", s.amend_allowed)
         .bool("isSpotTradingAllowed", true)
         .bool("isMarginTradingAllowed", false)
         .with("filters", |out| write_array(out, &s.filters, filter))

@@ -93,6 +93,8 @@ pub struct SymbolInfo {
     pub quote_order_qty_market_allowed: bool,
     /// `order.cancelReplace` is accepted.
     pub cancel_replace_allowed: bool,
+    /// `order.amend.keepPriority` is accepted (`allowAmend`).
+    pub amend_allowed: bool,
     /// Filters.
     pub filters: Vec<SymbolFilter>,
     /// The STP mode of orders that name none.
@@ -102,7 +104,7 @@ pub struct SymbolInfo {
 }
 
 impl SymbolInfo {
-    /// A TRADING symbol with LIMIT, LIMIT_MAKER and MARKET orders, cancel-replace, STP mode
+    /// A TRADING symbol with LIMIT, LIMIT_MAKER and MARKET orders, cancel-replace and amend, STP mode
     /// NONE by default and any mode allowed, and no filters.
     pub fn new(symbol: &str, base_asset: &str, quote_asset: &str, precision: u8) -> Self {
         Self {
@@ -115,6 +117,7 @@ impl SymbolInfo {
             order_types: vec![OrderType::Limit, OrderType::LimitMaker, OrderType::Market],
             quote_order_qty_market_allowed: false,
             cancel_replace_allowed: true,
+            amend_allowed: true,
             filters: Vec::new(),
             default_stp: StpMode::None,
             allowed_stp: vec![

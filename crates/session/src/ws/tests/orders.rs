@@ -557,6 +557,22 @@ fn amend_keep_priority_is_read_with_the_dialects_rules() {
         2,
         "refused requests never reach the application"
     );
+    // A symbol that does not allow amends says so in exchangeInfo and refuses them.
+    let v = h.call("exchangeInfo", &[("symbol", "BTCUSDT".into())]);
+    assert_eq!(ok(&v)["symbols"][0]["allowAmend"], true);
+    let mut symbols: Vec<SymbolInfo> = symbol_table().iter().cloned().collect();
+    symbols[0].amend_allowed = false;
+    h.app.symbols = Arc::new(SymbolTable::new(symbols));
+    let v = h.call("exchangeInfo", &[("symbol", "BTCUSDT".into())]);
+    assert_eq!(ok(&v)["symbols"][0]["allowAmend"], false);
+    assert_eq!(
+        err(
+            &mut h,
+            &[sym(), ("orderId", 1u64.into()), ("newQty", "1".into())]
+        ),
+        -2038
+    );
+    assert_eq!(h.app.amends.len(), 2);
 }
 
 #[test]
