@@ -752,18 +752,15 @@ impl WsBridge {
                 .map_err(|e| WsError::cancel_rejected(format!("newClientOrderId: {e}")))?,
             None => generated_cl_ord_id(),
         };
-        let order_id = self.target_order_id(&cancel.target, &orig, account, slot, instrument);
+        let (order_id, orig_cl_ord_id) =
+            self.engine_target(&cancel.target, orig, account, slot, instrument);
         let cmd = CancelOrder {
             session: slot,
             account,
             instrument,
             cl_ord_id: cl,
             order_id,
-            orig_cl_ord_id: if order_id.is_some() {
-                ClOrdId::EMPTY
-            } else {
-                orig
-            },
+            orig_cl_ord_id,
             received_ns: now_ns(),
         };
         self.submit(Command::Cancel(cmd))?;
@@ -777,26 +774,34 @@ impl WsBridge {
         Ok(())
     }
 
-    /// The orderId a request names its order by: the one it gives, or for an origClientOrderId
-    /// the connection did not choose, the order of another connection or FIX session of the
-    /// account that the history knows (the engine knows it by orderId only); `None` to let the
-    /// engine look the connection's own clientOrderId up.
-    fn target_order_id(
+    /// How the engine is to find the order a request names (its orderId, or else the
+    /// session's clientOrderId `orig`): by the orderId the request gives, or for an
+    /// origClientOrderId the connection did not choose, by the orderId of the other
+    /// connection's or FIX session's order the account's history knows (the engine knows
+    /// another session's order by orderId only); else by `orig`.
+    fn engine_target(
         &self,
         target: &OrderRef,
-        orig: &ClOrdId,
+        orig: ClOrdId,
         account: AccountId,
         slot: SessionId,
         instrument: InstrumentId,
-    ) -> Option<OrderId> {
-        if let Some(id) = target.order_id {
-            return Some(OrderId(id.get()));
+    ) -> (Option<OrderId>, ClOrdId) {
+        let elsewhere = || {
+            if self.by_cl.contains_key(&orig) {
+                return None;
+            }
+            let p = self.history.as_ref()?.order_by_cl(account, &orig)?;
+            (p.session != slot && p.instrument == instrument).then_some(p.order_id)
+        };
+        match target
+            .order_id
+            .map(|id| OrderId(id.get()))
+            .or_else(elsewhere)
+        {
+            Some(id) => (Some(id), ClOrdId::EMPTY),
+            None => (None, orig),
         }
-        if self.by_cl.contains_key(orig) {
-            return None;
-        }
-        let p = self.history.as_ref()?.order_by_cl(account, orig)?;
-        (p.session != slot && p.instrument == instrument).then_some(p.order_id)
     }
 
     /// Queues an `order.amend.keepPriority` as a replace at the order's own price
@@ -828,18 +833,15 @@ impl WsBridge {
         if self.pending.contains_key(&cl) {
             return Err(WsError::amend_rejected("Duplicate order sent."));
         }
-        let order_id = self.target_order_id(&req.target, &orig, account, slot, instrument);
+        let (order_id, orig_cl_ord_id) =
+            self.engine_target(&req.target, orig, account, slot, instrument);
         let cmd = ReplaceOrder {
             session: slot,
             account,
             instrument,
             cl_ord_id: cl,
             order_id,
-            orig_cl_ord_id: if order_id.is_some() {
-                ClOrdId::EMPTY
-            } else {
-                orig
-            },
+            orig_cl_ord_id,
             price: ReplaceOrder::KEEP_PRICE,
             qty: Qty(qty),
             received_ns: now_ns(),
