@@ -634,10 +634,7 @@ fn send_security_list(
         Err(e) => {
             let name = crate::security::session_name(session.config());
             warn!(session = %name, error = %e, "could not send a security list");
-            // Nothing more of it can leave in order: drop the rest.
-            while !answer.is_done() {
-                answer.encode_next(&mut Encoder::new(), v, scratch);
-            }
+            answer.abandon();
         }
     }
 }

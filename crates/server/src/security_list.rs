@@ -227,9 +227,15 @@ impl SecurityListAnswer {
         }
     }
 
-    /// True once every fragment has been encoded.
+    /// True once every fragment has been encoded (or the rest abandoned).
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Gives up the fragments not sent yet (one could not be sent: the rest would leave out
+    /// of order).
+    pub fn abandon(&mut self) {
+        self.done = true;
     }
 
     /// Encodes the body of the next SecurityList message (the session adds the header).
