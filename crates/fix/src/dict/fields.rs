@@ -147,6 +147,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(59, "TimeInForce", T::Char).v(V50).d(chars(b"0123456789")),
     f(60, "TransactTime", T::UtcTimestamp),
     // SettlType is a char in 4.2/4.4 and a tenor string in 5.0; both read as text.
+    f(62, "ValidUntilTime", T::UtcTimestamp),
     f(63, "SettlType", T::String),
     f(64, "SettlDate", T::LocalMktDate),
     f(65, "SymbolSfx", T::String),
@@ -205,6 +206,11 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(126, "ExpireTime", T::UtcTimestamp),
     f(128, "DeliverToCompID", T::String),
     f(129, "DeliverToSubID", T::String),
+    f(131, "QuoteReqID", T::String),
+    f(132, "BidPx", T::Price),
+    f(133, "OfferPx", T::Price),
+    f(134, "BidSize", T::Qty),
+    f(135, "OfferSize", T::Qty),
     f(140, "PrevClosePx", T::Price),
     f(141, "ResetSeqNumFlag", T::Boolean),
     f(142, "SenderLocationID", T::String),
@@ -250,6 +256,23 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(229, "TradeOriginationDate", T::LocalMktDate).v(V44UP),
     f(231, "ContractMultiplier", T::Float),
     f(263, "SubscriptionRequestType", T::Char).d(chars(b"012")),
+    f(293, "DefBidSize", T::Qty).v(V44UP),
+    f(294, "DefOfferSize", T::Qty).v(V44UP),
+    f(295, "NoQuoteEntries", T::NumInGroup).v(V44UP),
+    f(296, "NoQuoteSets", T::NumInGroup).v(V44UP),
+    f(297, "QuoteStatus", T::Int).v(V44).d(ints(span(0, 15))),
+    f(297, "QuoteStatus", T::Int).v(V50).d(ints(span(0, 19))),
+    f(298, "QuoteCancelType", T::Int).v(V44).d(ints(span(1, 4))),
+    f(298, "QuoteCancelType", T::Int).v(V50).d(ints(span(1, 8))),
+    f(299, "QuoteEntryID", T::String).v(V44UP),
+    f(300, "QuoteRejectReason", T::Int)
+        .v(V44UP)
+        .d(ints(span(1, 11) | bit(99))),
+    f(301, "QuoteResponseLevel", T::Int)
+        .v(V44UP)
+        .d(ints(span(0, 3))),
+    f(302, "QuoteSetID", T::String).v(V44UP),
+    f(304, "TotNoQuoteEntries", T::Int).v(V44UP),
     f(311, "UnderlyingSymbol", T::String),
     f(320, "SecurityReqID", T::String),
     f(322, "SecurityResponseID", T::String),
@@ -262,6 +285,10 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(351, "EncodedSecurityDesc", T::Data(350)),
     f(354, "EncodedTextLen", T::DataLength(355)),
     f(355, "EncodedText", T::Data(354)),
+    f(367, "QuoteSetValidUntilTime", T::UtcTimestamp).v(V44UP),
+    f(368, "QuoteEntryRejectReason", T::Int)
+        .v(V44UP)
+        .d(ints(span(1, 12) | bit(99))),
     f(369, "LastMsgSeqNumProcessed", T::SeqNum),
     f(370, "OnBehalfOfSendingTime", T::UtcTimestamp).v(V42 | V44),
     f(371, "RefTagID", T::Int),
@@ -354,6 +381,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(534, "NoAffectedOrders", T::NumInGroup).v(V44UP),
     f(535, "AffectedOrderID", T::String).v(V44UP),
     f(536, "AffectedSecondaryOrderID", T::String).v(V44UP),
+    f(537, "QuoteType", T::Int).v(V44UP).d(ints(span(0, 3))),
     f(541, "MaturityDate", T::LocalMktDate).v(V44UP),
     f(544, "CashMargin", T::Char).v(V44UP).d(chars(b"123")),
     // Not in the FIX 4.2 dictionary; accepted on 4.2 Logons as the usual extension (auth).
@@ -445,6 +473,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(1138, "DisplayQty", T::Qty).v(V50),
     f(1140, "MaxTradeVol", T::Qty).v(V50),
     f(1156, "ApplExtID", T::Int).v(V50),
+    f(1166, "QuoteMsgID", T::String).v(V50),
     f(1400, "EncryptedPasswordMethod", T::Int).v(V50),
     f(1401, "EncryptedPasswordLen", T::DataLength(1402)).v(V50),
     f(1402, "EncryptedPassword", T::Data(1401)).v(V50),

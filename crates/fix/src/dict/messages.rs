@@ -307,6 +307,72 @@ const NO_RELATED_SYM: Group = Group {
     ],
 };
 
+/// One quote of a MassQuote (i), and its acknowledgement in a MassQuoteAcknowledgement (b)
+/// (QuoteEntryRejectReason(368) only there): QuoteEntryID, the Instrument block's fields
+/// spelled out (a component cannot be a group's delimiter), then the two sides.
+const NO_QUOTE_ENTRIES: Group = Group {
+    count_tag: 295,
+    items: &[
+        opt(299),
+        opt(55),
+        opt(65),
+        opt(48),
+        opt(22),
+        opt(167),
+        opt(762),
+        opt(200),
+        opt(541),
+        opt(201),
+        opt(202),
+        opt(231),
+        opt(107),
+        opt(132),
+        opt(133),
+        opt(134),
+        opt(135),
+        opt(62),
+        opt(60),
+        opt(336),
+        opt(625),
+        opt(40),
+        opt(15),
+        opt(368),
+    ],
+};
+
+/// A set of quotes of a MassQuote (i) or its acknowledgement (b).
+const NO_QUOTE_SETS: Group = Group {
+    count_tag: 296,
+    items: &[
+        opt(302),
+        opt(311),
+        opt(367),
+        opt(304),
+        opt(893),
+        grp(&NO_QUOTE_ENTRIES),
+    ],
+};
+
+/// The instruments a QuoteCancel (Z) names.
+const NO_QUOTE_CANCEL_ENTRIES: Group = Group {
+    count_tag: 295,
+    items: &[
+        opt(55),
+        opt(65),
+        opt(48),
+        opt(22),
+        opt(167),
+        opt(762),
+        opt(200),
+        opt(541),
+        opt(201),
+        opt(202),
+        opt(231),
+        opt(107),
+        grp(&NO_UNDERLYINGS),
+    ],
+};
+
 const NO_MSG_TYPES: Group = Group {
     count_tag: 384,
     items: &[
@@ -756,6 +822,50 @@ const SECURITY_LIST: &[Item] = &[
     comp(TEXT),
 ];
 
+const MASS_QUOTE: &[Item] = &[
+    opt(131),
+    req(117),
+    opt(537),
+    opt(301),
+    grp(&NO_PARTY_IDS),
+    opt(1),
+    opt(660),
+    opt(581),
+    opt(293),
+    opt(294),
+    grp(&NO_QUOTE_SETS).req_in(ALL),
+];
+
+const MASS_QUOTE_ACKNOWLEDGEMENT: &[Item] = &[
+    opt(131),
+    opt(117),
+    req(297),
+    opt(300),
+    opt(301),
+    opt(537),
+    grp(&NO_PARTY_IDS),
+    opt(1),
+    opt(660),
+    opt(581),
+    comp(TEXT),
+    grp(&NO_QUOTE_SETS),
+];
+
+const QUOTE_CANCEL: &[Item] = &[
+    opt(131),
+    opt(117).req_in(V44),
+    opt(1166).only(V50),
+    req(298),
+    opt(301),
+    grp(&NO_PARTY_IDS),
+    opt(1),
+    opt(660),
+    opt(581),
+    opt(336),
+    opt(625),
+    grp(&NO_QUOTE_CANCEL_ENTRIES),
+];
+
 const BUSINESS_MESSAGE_REJECT: &[Item] = &[
     opt(45),
     req(372),
@@ -822,10 +932,18 @@ pub(crate) const MSGS: &[MsgSpec] = &[
     ),
     msg(b"x", "SecurityListRequest", V44UP, SECURITY_LIST_REQUEST),
     msg(b"y", "SecurityList", V44UP, SECURITY_LIST),
+    msg(b"i", "MassQuote", V44UP, MASS_QUOTE),
+    msg(
+        b"b",
+        "MassQuoteAcknowledgement",
+        V44UP,
+        MASS_QUOTE_ACKNOWLEDGEMENT,
+    ),
+    msg(b"Z", "QuoteCancel", V44UP, QUOTE_CANCEL),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 19;
+pub(crate) const N_MSGS: usize = 22;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -852,6 +970,9 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'j' => 15,
         b'x' => 17,
         b'y' => 18,
+        b'i' => 19,
+        b'b' => 20,
+        b'Z' => 21,
         _ => return None,
     })
 }

@@ -1042,7 +1042,15 @@ fn message_tables_agree_with_msg_index() {
     let d42: Vec<_> = Dictionary::for_version(Fix42).msg_types().collect();
     assert_eq!(d42.len(), 14);
     assert!(!d42.contains(&&b"q"[..]));
-    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 19);
+    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 22);
+    // Portcullis takes mass quotes from FIX 4.4 on; on 4.2 they are unsupported (a
+    // BusinessMessageReject), not invalid.
+    assert!(!d42.contains(&&b"i"[..]) && !d42.contains(&&b"Z"[..]));
+    assert!(Dictionary::for_version(Fix42).msg_type_in_spec(b"i"));
+    assert_eq!(
+        Dictionary::for_version(Fix44).msg_name(b"b"),
+        Some("MassQuoteAcknowledgement")
+    );
     assert!(!d42.contains(&&b"AF"[..]));
     // SecurityListRequest and SecurityList came with FIX 4.3.
     assert!(!d42.contains(&&b"x"[..]) && !d42.contains(&&b"y"[..]));
@@ -1079,4 +1087,96 @@ fn rejection_displays_reason_and_tag() {
         ref_tag: Some(55),
     };
     assert_eq!(r.to_string(), "Required tag missing (55)");
+}
+
+/// A two-set MassQuote as an options market maker sends it: the sets per underlying, two
+/// quote entries in the first, one in the second.
+fn mass_quote_body() -> Body {
+    vec![
+        (117, b"MQ1"),
+        (537, b"1"),
+        (301, b"2"),
+        (296, b"2"),
+        (302, b"1"),
+        (311, b"BTC"),
+        (304, b"2"),
+        (295, b"2"),
+        (299, b"E1"),
+        (55, b"BTC-261225-100000-C"),
+        (132, b"1250.5"),
+        (133, b"1300"),
+        (134, b"2"),
+        (135, b"2.5"),
+        (299, b"E2"),
+        (55, b"BTC-261225-100000-P"),
+        (132, b"800"),
+        (134, b"1"),
+        (302, b"2"),
+        (304, b"1"),
+        (295, b"1"),
+        (299, b"E3"),
+        (55, b"BTC-PERP"),
+        (133, b"101000"),
+        (135, b"0"),
+    ]
+}
+
+#[test]
+fn mass_quote_with_nested_sets_and_entries_validates() {
+    for v in [Fix44, Fixt11] {
+        let m = build(v, b"i", &mass_quote_body());
+        assert_eq!(check(v, &m), Ok(()), "{v}");
+    }
+    // An entry whose count is off is a group count error, as for any group.
+    let mut b = mass_quote_body();
+    let at = b.iter().position(|&(t, v)| t == 295 && v == b"2").unwrap();
+    b[at].1 = b"3";
+    assert_eq!(
+        check(Fix44, &build(Fix44, b"i", &b)),
+        rej(R::IncorrectNumInGroupCount, 295)
+    );
+    // QuoteSets are required.
+    let m = build(Fix44, b"i", &[(117, b"MQ1")]);
+    assert_eq!(check(Fix44, &m), rej(R::RequiredTagMissing, 296));
+}
+
+#[test]
+fn quote_cancel_and_acknowledgement_follow_the_version() {
+    let cancel: Body = vec![(117, b"QC1"), (298, b"1"), (295, b"1"), (55, b"BTC-PERP")];
+    assert_eq!(check(Fix44, &build(Fix44, b"Z", &cancel)), Ok(()));
+    // QuoteID(117) is required in 4.4, optional in 5.0 SP2, which also has more cancel types.
+    let no_id = without(cancel.clone(), 117);
+    assert_eq!(
+        check(Fix44, &build(Fix44, b"Z", &no_id)),
+        rej(R::RequiredTagMissing, 117)
+    );
+    assert_eq!(check(Fixt11, &build(Fixt11, b"Z", &no_id)), Ok(()));
+    let type5 = replace(no_id, 298, b"5");
+    assert_eq!(check(Fixt11, &build(Fixt11, b"Z", &type5)), Ok(()));
+    assert_eq!(
+        check(Fix44, &build(Fix44, b"Z", &with(type5, &[(117, b"Q")]))),
+        rej(R::ValueIsIncorrect, 298)
+    );
+    let ack: Body = vec![
+        (117, b"MQ1"),
+        (297, b"0"),
+        (301, b"1"),
+        (58, b"E2: price band"),
+        (296, b"1"),
+        (302, b"1"),
+        (295, b"1"),
+        (299, b"E2"),
+        (55, b"BTC-261225-100000-P"),
+        (368, b"8"),
+    ];
+    for v in [Fix44, Fixt11] {
+        assert_eq!(check(v, &build(v, b"b", &ack)), Ok(()), "{v}");
+    }
+    // 16 (Active) came with FIX 5.0.
+    let active = replace(ack, 297, b"16");
+    assert_eq!(check(Fixt11, &build(Fixt11, b"b", &active)), Ok(()));
+    assert_eq!(
+        check(Fix44, &build(Fix44, b"b", &active)),
+        rej(R::ValueIsIncorrect, 297)
+    );
 }
