@@ -15,6 +15,7 @@ mod interop;
 mod liabilities;
 mod metrics;
 mod pipeline;
+mod quotes;
 mod readme;
 mod restart;
 mod tls;

@@ -20,6 +20,8 @@
 //!   throttle abuse ("order rate limit exceeded");
 //! - on disconnect, closes its route (cancel-on-disconnect per the session's config) before the
 //!   session may connect again;
+//! - keeps a market maker's quotes from MassQuote (i) and QuoteCancel (Z) as orders, and
+//!   answers them with MassQuoteAcknowledgements (b) ([`crate::quotes`]);
 //! - remembers its last orders that ended, so that a cancel of a filled order is answered "too
 //!   late to cancel" (CxlRejReason 0) rather than "unknown order" (1).
 //!
@@ -48,6 +50,7 @@ use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline};
+use crate::quotes::Quoting;
 use crate::security::ServerAuth;
 use crate::security_list::{self, ListRefusal, SecurityListAnswer};
 
@@ -275,6 +278,7 @@ impl Application for OrderEntryApp {
             history: self.history.clone(),
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
+            quoting: Quoting::new(UtcTimestamp::now().nanos().div_euclid(1_000_000)),
         }))
     }
 }
@@ -602,6 +606,8 @@ pub struct FixConn {
     history: Option<Arc<OrderHistory>>,
     reply_spin: Duration,
     unanswered: Unanswered,
+    /// The connection's quotes (MassQuote, QuoteCancel).
+    quoting: Quoting,
 }
 
 impl std::fmt::Debug for FixConn {
@@ -659,6 +665,60 @@ impl FixConn {
         self.lists
             .push_back(SecurityListAnswer::new(req_id, dir, outcome));
         self.send_lists(session, now);
+    }
+
+    /// Takes a MassQuote (i) or QuoteCancel (Z): its order requests go to the core thread
+    /// (each counted as a request of MsgSeqNum `seq`), and its acknowledgement leaves when they
+    /// are answered (at once if nothing had to be asked).
+    fn quote_message(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let allowed = self.allowed();
+        let pipeline = self.pipeline.clone();
+        let dir = pipeline.directory();
+        let ctx = Ctx {
+            directory: &dir,
+            allowed: &allowed,
+            account_names: pipeline.account_names(),
+            session: self.info.slot,
+            now_ns: now.nanos(),
+        };
+        // No route (the ingress queue is full): every request is refused "server busy".
+        let routed = self.ensure_conn().is_some();
+        let unanswered = &mut self.unanswered;
+        let mut submit = |cmd: Command, seq: SeqNum| {
+            routed && pipeline.submit(Ingress::Cmd(cmd)).is_ok() && {
+                unanswered.submitted(seq);
+                true
+            }
+        };
+        if msg.msg_type() == b"i" {
+            let cancel_on_disconnect = self.info.cancel_on_disconnect;
+            self.quoting
+                .mass_quote(msg, &ctx, cancel_on_disconnect, seq, &mut submit);
+        } else {
+            self.quoting.quote_cancel(msg, &ctx, seq, &mut submit);
+        }
+        self.send_quote_acks(session, now);
+    }
+
+    /// Sends the MassQuoteAcknowledgements whose answers are all in, in order.
+    fn send_quote_acks(&mut self, session: &mut Session, now: UtcTimestamp) {
+        while let Some(ack) = self.quoting.next_ack() {
+            if !ack.is_sent() {
+                continue;
+            }
+            match session.send_application(now, b"b", |enc| ack.encode(enc)) {
+                Ok(_) => METRICS.sent(Protocol::Fix),
+                Err(e) => {
+                    warn!(conn = self.conn_id, error = %e, "could not send a mass quote acknowledgement")
+                }
+            }
+        }
     }
 
     /// Sends the SecurityList answers in progress, oldest first, until the session's unsent
@@ -877,6 +937,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if matches!(msg.msg_type(), b"i" | b"Z") {
+            self.quote_message(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if !order_codec::is_order_entry(msg.msg_type()) {
             BusinessReject::of(
                 seq,
@@ -994,6 +1059,20 @@ impl ConnectionApp for FixConn {
                 Outbound::Event(e) => {
                     note_event(e, now);
                     self.finished.note(e);
+                    if self.quoting.is_active() {
+                        let (pipeline, unanswered) = (&self.pipeline, &mut self.unanswered);
+                        let forward = self.quoting.on_event(e, &mut |cmd, seq| {
+                            pipeline.submit(Ingress::Cmd(cmd)).is_ok() && {
+                                unanswered.submitted(seq);
+                                true
+                            }
+                        });
+                        if !forward {
+                            // An acknowledgement leaves before the reports of later requests.
+                            self.send_quote_acks(session, now);
+                            continue;
+                        }
+                    }
                     match e.kind {
                         EventKind::CancelRejected {
                             reason: RejectReason::UnknownOrder,
@@ -1050,6 +1129,7 @@ impl ConnectionApp for FixConn {
             };
             send_report(session, now, v, report, &names, &mut self.scratch);
         }
+        self.send_quote_acks(session, now);
         if drained {
             self.unanswered.answered(answered);
         }

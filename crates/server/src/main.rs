@@ -33,6 +33,7 @@ mod metrics;
 mod monitoring;
 mod order_codec;
 mod pipeline;
+mod quotes;
 mod replay;
 mod security;
 mod security_list;

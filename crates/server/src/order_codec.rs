@@ -205,7 +205,7 @@ fn cl_ord_id(msg: &MessageRef<'_>, t: u32, name: &str) -> Result<ClOrdId, Refusa
     })
 }
 
-fn account(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal> {
+pub(crate) fn account(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<AccountId, Refusal> {
     match msg.get(tag::ACCOUNT) {
         None => ctx.allowed.first().copied(),
         Some(name) => ctx.allowed.iter().copied().find(|a| {
