@@ -348,3 +348,105 @@ fn mass_quotes_are_refused_whole_where_they_cannot_be_taken() {
     assert_eq!(reject.msg_type(), "j", "{reject:?}");
     assert_fields(&reject, &[(372, "i"), (380, "3")]);
 }
+
+#[test]
+fn market_maker_protection_takes_the_quotes_out_when_fills_reach_its_limit() {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "MM",
+            account: "ACC-MM",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TAKER",
+            account: "ACC-T",
+            signed: false,
+        },
+    ];
+    let cfg = config(p, &sessions, "").replacen(
+        "authentication = \"none\"\n",
+        "authentication = \"none\"\nmmp = { interval_ms = 60000, qty = \"1\", frozen_ms = 500 }\n",
+        1,
+    );
+    let mut server = Server::configure(&cfg, &p, &env());
+    server.launch();
+    let mut mm = connect(p, "FIX.4.4", "MM", None);
+    let mut taker = connect(p, "FIX.4.4", "TAKER", None);
+    let quotes: &[Entry<'_>] = &[
+        (
+            "E1",
+            "BTC-PERP",
+            &[(132, "99"), (133, "101"), (134, "0.6"), (135, "1")],
+        ),
+        ("E2", "ETH-PERP", &[(132, "9.9"), (134, "2")]),
+    ];
+    mass_quote(&mut mm, "Q1", "2", quotes);
+    assert_fields(&mm.expect("b"), &[(117, "Q1"), (297, "0")]);
+    let sell = |c: &mut FixClient, cl: &str, symbol: &str, qty: &str, price: &str| {
+        c.send(
+            "D",
+            &[
+                (11, cl),
+                (55, symbol),
+                (54, "2"),
+                (60, "20260101-00:00:00"),
+                (38, qty),
+                (40, "2"),
+                (44, price),
+                (59, "3"),
+            ],
+        );
+        assert_fields(&c.expect("8"), &[(11, cl), (150, "0")]);
+        assert_fields(&c.expect("8"), &[(11, cl), (150, "F")]);
+    };
+    // 0.6 filled: below the limit of 1.
+    sell(&mut taker, "T1", "BTC-PERP", "0.6", "99");
+    assert_fields(&mm.expect("8"), &[(55, "BTC-PERP"), (150, "F"), (39, "2")]);
+    // 0.5 more: 1.1, tripped. The market maker hears of the fill, then that its quotes are
+    // out (the offer and the rest of the ETH bid cancelled) and why.
+    sell(&mut taker, "T2", "ETH-PERP", "0.5", "9.9");
+    assert_fields(&mm.expect("8"), &[(55, "ETH-PERP"), (150, "F"), (39, "1")]);
+    let mut canceled = Vec::new();
+    let mut notice = None;
+    while canceled.len() < 2 || notice.is_none() {
+        let m = mm.recv();
+        match m.msg_type() {
+            "8" => {
+                assert_fields(&m, &[(150, "4"), (39, "4")]);
+                canceled.push((m.get(55).unwrap().to_owned(), m.get(54).unwrap().to_owned()));
+            }
+            "b" => notice = Some(m),
+            _ => panic!("unexpected {m:?}"),
+        }
+    }
+    canceled.sort();
+    assert_eq!(
+        canceled,
+        [
+            ("BTC-PERP".into(), "2".into()),
+            ("ETH-PERP".into(), "1".into())
+        ]
+    );
+    let notice = notice.unwrap();
+    assert_fields(&notice, &[(297, "6")]);
+    assert!(
+        notice.get(58).unwrap().contains("market maker protection"),
+        "{notice:?}"
+    );
+    // Frozen: quotes are refused, then taken again once the freeze is over.
+    mass_quote(&mut mm, "Q2", "2", quotes);
+    let ack = mm.expect("b");
+    assert_fields(&ack, &[(117, "Q2"), (297, "5"), (300, "99")]);
+    assert!(
+        ack.get(58)
+            .unwrap()
+            .contains("market maker protection tripped"),
+        "{ack:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    mass_quote(&mut mm, "Q3", "2", quotes);
+    assert_fields(&mm.expect("b"), &[(117, "Q3"), (297, "0")]);
+}

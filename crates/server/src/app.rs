@@ -50,7 +50,7 @@ use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline};
-use crate::quotes::Quoting;
+use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
 use crate::security::ServerAuth;
 use crate::security_list::{self, ListRefusal, SecurityListAnswer};
 
@@ -130,6 +130,8 @@ pub struct SessionInfo {
     pub accounts: Vec<String>,
     /// Cancel its resting orders when it ends.
     pub cancel_on_disconnect: bool,
+    /// Market maker protection of its quotes (`mmp`).
+    pub mmp: Option<Mmp>,
     /// Set once a connection of the session has opened its route: from then on the session may
     /// have orders (e.g. GTC orders with cancel-on-disconnect off) whose reports must reach its
     /// next connection from its logon on. A session that never traded opens its route (and
@@ -257,6 +259,7 @@ impl Application for OrderEntryApp {
         }
         // Given back when the connection's handler is dropped (see `Drop for FixConn`).
         let finished = info.finished.take();
+        let info_mmp = info.mmp;
         // Counted down when the connection's handler is dropped.
         METRICS.connected(Protocol::Fix, 1);
         Some(Box::new(FixConn {
@@ -278,7 +281,7 @@ impl Application for OrderEntryApp {
             history: self.history.clone(),
             reply_spin: self.reply_spin,
             unanswered: Unanswered::default(),
-            quoting: Quoting::new(UtcTimestamp::now().nanos().div_euclid(1_000_000)),
+            quoting: Quoting::new(UtcTimestamp::now().nanos().div_euclid(1_000_000), info_mmp),
         }))
     }
 }
@@ -1061,8 +1064,10 @@ impl ConnectionApp for FixConn {
                     self.finished.note(e);
                     if self.quoting.is_active() {
                         let (pipeline, unanswered) = (&self.pipeline, &mut self.unanswered);
+                        let next_in = session.next_target_seq();
                         let forward = self.quoting.on_event(e, &mut |cmd, seq| {
                             pipeline.submit(Ingress::Cmd(cmd)).is_ok() && {
+                                let seq = if seq == NO_MESSAGE { next_in } else { seq };
                                 unanswered.submitted(seq);
                                 true
                             }

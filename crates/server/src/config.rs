@@ -473,6 +473,11 @@ pub struct RawSession {
     /// `engine.cancel_on_disconnect` (true unless changed).
     #[serde(default)]
     pub cancel_on_disconnect: Option<bool>,
+    /// Market maker protection of the session's mass quotes (README "Mass quoting"): when the
+    /// quotes' fills within `interval_ms` add up to `qty`, every quote is cancelled and
+    /// MassQuotes are refused for `frozen_ms`. Absent: none.
+    #[serde(default)]
+    pub mmp: Option<RawMmp>,
     /// Makes this a drop copy session (for a clearing firm or a risk desk): it takes no orders
     /// and is sent a copy of every ExecutionReport (acknowledgements, fills, cancels,
     /// replaces, rejects, expiries) of these accounts (`["*"]`: every account), whichever
@@ -522,6 +527,19 @@ pub enum RawStoreSync {
     Always,
     /// Leave write-back to the OS.
     Never,
+}
+
+/// A session's `mmp = { interval_ms = 1000, qty = "50", frozen_ms = 5000 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMmp {
+    /// The window the quotes' fills are added over, in ms (1 to 3,600,000).
+    pub interval_ms: u64,
+    /// The filled quantity within the window that trips the protection: a positive decimal
+    /// (at most 8 decimal places), each fill counted in its instrument's units.
+    pub qty: String,
+    /// How long MassQuotes are refused after it trips, in ms (0 to 86,400,000).
+    pub frozen_ms: u64,
 }
 
 /// A session's `schedule = { start = "HH:MM:SS", end = "HH:MM:SS", time_zone = "UTC" }`.
@@ -750,6 +768,8 @@ pub struct SessionSettings {
     pub access: Scope,
     /// Cancel the session's resting orders when it ends.
     pub cancel_on_disconnect: bool,
+    /// Market maker protection of its mass quotes.
+    pub mmp: Option<crate::quotes::Mmp>,
     /// The accounts a drop copy session copies the executions of (`*` = every account);
     /// empty for an order-entry session.
     pub drop_copy: Vec<String>,
@@ -1085,9 +1105,14 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
                 }
             }
         }
+        let mmp = match &s.mmp {
+            None => None,
+            Some(m) => Some(parse_mmp(&key("mmp"), m)?),
+        };
         sessions.push(SessionSettings {
             drop_copy: s.drop_copy.clone(),
             cancel_on_disconnect,
+            mmp,
             config,
             schedule,
             store_sync: match s.store_sync {
@@ -1649,6 +1674,44 @@ fn check_id(key: &str, value: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+fn parse_mmp(key: &str, m: &RawMmp) -> Result<crate::quotes::Mmp, ConfigError> {
+    if !(1..=3_600_000).contains(&m.interval_ms) {
+        return Err(ConfigError::invalid(
+            format!("{key}.interval_ms"),
+            format!(
+                "{key}.interval_ms = {}: must be 1 to 3600000",
+                m.interval_ms
+            ),
+        ));
+    }
+    if m.frozen_ms > 86_400_000 {
+        return Err(ConfigError::invalid(
+            format!("{key}.frozen_ms"),
+            format!(
+                "{key}.frozen_ms = {}: must be at most 86400000",
+                m.frozen_ms
+            ),
+        ));
+    }
+    let qty = match portcullis_types::Qty::parse(m.qty.as_bytes(), crate::quotes::MMP_QTY_SCALE) {
+        Ok(q) if q.0 > 0 => i128::from(q.0),
+        _ => {
+            return Err(ConfigError::invalid(
+                format!("{key}.qty"),
+                format!(
+                    "{key}.qty = {:?}: must be a positive decimal with at most 8 decimal places",
+                    m.qty
+                ),
+            ))
+        }
+    };
+    Ok(crate::quotes::Mmp {
+        interval_ns: m.interval_ms as i64 * 1_000_000,
+        qty,
+        frozen_ns: m.frozen_ms as i64 * 1_000_000,
+    })
 }
 
 fn parse_schedule(key: &str, s: &RawSchedule) -> Result<Schedule, ConfigError> {
@@ -2418,6 +2481,51 @@ mod tests {
             with("{ start = \"08:00:00\", end = \"17:00:00\", time_zone = \"+15:00\" }").key(),
             Some("sessions[0].schedule.time_zone")
         );
+    }
+
+    #[test]
+    fn market_maker_protection_is_read_and_checked() {
+        let s = parse(
+            &format!("{MINIMAL}\nmmp = {{ interval_ms = 1000, qty = \"12.5\", frozen_ms = 5000 }}"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            s.sessions[0].mmp,
+            Some(crate::quotes::Mmp {
+                interval_ns: 1_000_000_000,
+                qty: 1_250_000_000,
+                frozen_ns: 5_000_000_000,
+            })
+        );
+        assert_eq!(parse(MINIMAL, false).unwrap().sessions[0].mmp, None);
+        let with = |m: &str| err(&format!("{MINIMAL}\nmmp = {m}"));
+        for (m, key) in [
+            (
+                "{ interval_ms = 0, qty = \"1\", frozen_ms = 0 }",
+                "sessions[0].mmp.interval_ms",
+            ),
+            (
+                "{ interval_ms = 10, qty = \"0\", frozen_ms = 0 }",
+                "sessions[0].mmp.qty",
+            ),
+            (
+                "{ interval_ms = 10, qty = \"1e3\", frozen_ms = 0 }",
+                "sessions[0].mmp.qty",
+            ),
+            (
+                "{ interval_ms = 10, qty = \"0.000000001\", frozen_ms = 0 }",
+                "sessions[0].mmp.qty",
+            ),
+            (
+                "{ interval_ms = 10, qty = \"1\", frozen_ms = 86400001 }",
+                "sessions[0].mmp.frozen_ms",
+            ),
+        ] {
+            assert_eq!(with(m).key(), Some(key), "{m}");
+        }
+        let e = with("{ interval_ms = 10, qty = \"1\" }");
+        assert!(e.to_string().contains("frozen_ms"), "{e}");
     }
 
     #[test]

@@ -602,6 +602,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                     authenticate: s.authenticate,
                     accounts: s.accounts.clone(),
                     cancel_on_disconnect: s.cancel_on_disconnect,
+                    mmp: s.mmp,
                     has_traded: Default::default(),
                     finished: Default::default(),
                     drop_copy: (!s.drop_copy.is_empty()).then(|| {

@@ -29,6 +29,13 @@
 //! answered every order of the message, so the market maker's quotes are in the books (or
 //! refused) when it reads it. A QuoteCancel (QuoteCancelType(298) 1 for the instruments it
 //! lists, 4 for all) is always acknowledged (QuoteStatus(297) 1 or 4), after the cancels.
+//!
+//! Market maker protection (a session's `mmp`): when the quotes' fills within `interval_ms` add
+//! up to `qty` (each fill's quantity in its instrument's units), every quote of the connection
+//! is cancelled at once (ExecutionReports), an unsolicited MassQuoteAcknowledgement with
+//! QuoteStatus 6 (removed from market) says why, and MassQuotes are refused for `frozen_ms`.
+//! It acts on the connection's task as the fills are reported, so fills the core thread makes
+//! before the cancels reach it still happen.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -70,6 +77,10 @@ const QUOTE_REJECT_REASON: u32 = 300;
 const QUOTE_ENTRY_REJECT_REASON: u32 = 368;
 const QUOTE_CANCEL_TYPE: u32 = 298;
 
+/// The MsgSeqNum given with requests that answer no message of the client (market maker
+/// protection's cancels); the caller counts them against the next one it expects.
+pub const NO_MESSAGE: SeqNum = 0;
+
 /// Most quote entries in one MassQuote.
 pub const MAX_ENTRIES: usize = 100;
 /// Most MassQuotes and QuoteCancels of a connection waiting for the core thread's answers; one
@@ -78,12 +89,46 @@ pub const MAX_WAITING: usize = 64;
 /// Refused entries named in an acknowledgement's Text(58).
 const TEXT_ENTRIES: usize = 8;
 
+/// Decimal places of [`Mmp::qty`]: fills of every instrument are added at this scale.
+pub const MMP_QTY_SCALE: u8 = 8;
+
+/// Market maker protection limits of a session (`mmp = { interval_ms, qty, frozen_ms }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mmp {
+    /// The window fills are added over, in ns.
+    pub interval_ns: i64,
+    /// The filled quantity (at [`MMP_QTY_SCALE`]) that trips the protection.
+    pub qty: i128,
+    /// How long MassQuotes are refused after it trips, in ns.
+    pub frozen_ns: i64,
+}
+
+/// The protection's state: recent fills, and the end of a freeze.
+#[derive(Debug, Default)]
+struct MmpState {
+    /// (time, quantity at [`MMP_QTY_SCALE`]) of the fills within the window, oldest first.
+    fills: VecDeque<(i64, i128)>,
+    sum: i128,
+    frozen_until: i64,
+}
+
+/// `qty` at `scale` decimals, at [`MMP_QTY_SCALE`].
+fn at_mmp_scale(qty: Qty, scale: u8) -> i128 {
+    let q = i128::from(qty.0);
+    match scale.cmp(&MMP_QTY_SCALE) {
+        std::cmp::Ordering::Less => q * 10i128.pow(u32::from(MMP_QTY_SCALE - scale)),
+        std::cmp::Ordering::Equal => q,
+        std::cmp::Ordering::Greater => q / 10i128.pow(u32::from(scale - MMP_QTY_SCALE)),
+    }
+}
+
 /// QuoteStatus(297) values.
 mod status {
     pub const ACCEPTED: u64 = 0;
     pub const CANCELED_FOR_SYMBOL: u64 = 1;
     pub const CANCELED_ALL: u64 = 4;
     pub const REJECTED: u64 = 5;
+    pub const REMOVED_FROM_MARKET: u64 = 6;
 }
 
 /// QuoteRejectReason(300) / QuoteEntryRejectReason(368) values.
@@ -152,6 +197,8 @@ enum Asked {
     /// A cancel/replace of the side's order.
     Replace,
     Cancel,
+    /// A cancel by market maker protection: reported to the client.
+    Protect,
 }
 
 /// A request in the ingress queue whose first report answers part of an acknowledgement.
@@ -194,8 +241,11 @@ pub struct Ack {
     quote_req_id: Option<Box<[u8]>>,
     /// QuoteResponseLevel(301) as asked (echoed), if given.
     level: Option<u64>,
-    /// For a QuoteCancel: its QuoteStatus(297) (1 or 4).
+    /// For a QuoteCancel: its QuoteStatus(297) (1 or 4); 6 for the notice that market maker
+    /// protection took every quote out.
     canceled: Option<u64>,
+    /// Text(58) of such a notice.
+    notice: Option<String>,
     /// The whole message refused: QuoteRejectReason(300) and why.
     refused: Option<(u32, Cow<'static, str>)>,
     entries: Vec<AckEntry>,
@@ -211,6 +261,7 @@ impl Ack {
             quote_req_id: owned(QUOTE_REQ_ID),
             level: msg.get_u64(QUOTE_RESPONSE_LEVEL),
             canceled: None,
+            notice: None,
             refused: None,
             entries: Vec::new(),
             outstanding: 0,
@@ -306,6 +357,9 @@ impl Ack {
     fn text(&self) -> Option<String> {
         if let Some((_, t)) = &self.refused {
             return Some(t.to_string());
+        }
+        if let Some(t) = &self.notice {
+            return Some(t.clone());
         }
         let refused: Vec<&AckEntry> = self.entries.iter().filter(|e| e.reject.is_some()).collect();
         if refused.is_empty() {
@@ -469,13 +523,16 @@ pub struct Quoting {
     acks: VecDeque<Ack>,
     /// The number of `acks[0]`.
     first_ack: u64,
+    /// Quantity decimals of the instruments quoted.
+    qty_scales: HashMap<InstrumentId, u8>,
+    mmp: Option<(Mmp, MmpState)>,
 }
 
 impl Quoting {
     /// The quotes of a connection that started at `start_ms` (ms since the epoch): its
     /// orders' ClOrdIDs start with `Q` and that time in base 36, unique per session and day
     /// as ClOrdIDs must be.
-    pub fn new(start_ms: i64) -> Self {
+    pub fn new(start_ms: i64, mmp: Option<Mmp>) -> Self {
         let mut n = start_ms.unsigned_abs();
         let mut digits = Vec::new();
         while n > 0 || digits.is_empty() {
@@ -492,6 +549,8 @@ impl Quoting {
             answers: HashMap::new(),
             acks: VecDeque::new(),
             first_ack: 0,
+            qty_scales: HashMap::new(),
+            mmp: mmp.map(|m| (m, MmpState::default())),
         }
     }
 
@@ -545,6 +604,16 @@ impl Quoting {
                 "too many mass quotes waiting for their answers: wait for the acknowledgements",
             ));
             return;
+        }
+        if let Some((_, state)) = &self.mmp {
+            if ctx.now_ns < state.frozen_until {
+                let ms = (state.frozen_until - ctx.now_ns).div_euclid(1_000_000) + 1;
+                let text = format!(
+                    "market maker protection tripped: quotes are refused for another {ms} ms"
+                );
+                self.push_ack(ack.refuse(code::OTHER, text));
+                return;
+            }
         }
         if !cancel_on_disconnect {
             self.push_ack(ack.refuse(
@@ -602,6 +671,9 @@ impl Quoting {
                 }
             };
             seen.push(instrument);
+            if let Some((_, d)) = ctx.directory.lookup(r.symbol) {
+                self.qty_scales.insert(instrument, d.qty_scale);
+            }
             for (side, want) in [(Side::Buy, bid), (Side::Sell, offer)] {
                 let ack = Some((id, i as u32));
                 if !self.update_side(ctx, account, instrument, side, want, ack, seq, submit) {
@@ -869,8 +941,7 @@ impl Quoting {
             return true;
         }
         if let Some(a) = self.answers.remove(&e.cl_ord_id) {
-            self.on_answer(e, a, submit);
-            return false;
+            return self.on_answer(e, a, submit);
         }
         let Some(&Live { key, .. }) = self.by_order.get(&e.order_id) else {
             return true;
@@ -883,6 +954,9 @@ impl Quoting {
             .sides
             .get(&key)
             .is_some_and(|s| s.order_id == Some(e.order_id));
+        if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) {
+            self.count_fill(e, submit);
+        }
         if ended {
             self.by_order.remove(&e.order_id);
             if own {
@@ -904,7 +978,102 @@ impl Quoting {
         true
     }
 
-    fn on_answer(&mut self, e: &Event, a: Answer, submit: &mut dyn FnMut(Command, SeqNum) -> bool) {
+    /// Adds a quote's fill to the protection's window; trips it at the limit.
+    fn count_fill(&mut self, e: &Event, submit: &mut dyn FnMut(Command, SeqNum) -> bool) {
+        let scale = self.qty_scales.get(&e.instrument).copied().unwrap_or(0);
+        let Some((limits, state)) = &mut self.mmp else {
+            return;
+        };
+        let now = e.ts_ns;
+        while state
+            .fills
+            .front()
+            .is_some_and(|&(t, _)| t <= now - limits.interval_ns)
+        {
+            let (_, q) = state.fills.pop_front().expect("just seen");
+            state.sum -= q;
+        }
+        let q = at_mmp_scale(e.last_qty, scale);
+        state.fills.push_back((now, q));
+        state.sum += q;
+        if state.sum < limits.qty {
+            return;
+        }
+        state.fills.clear();
+        state.sum = 0;
+        state.frozen_until = now.saturating_add(limits.frozen_ns);
+        let text = format!(
+            "market maker protection: the quotes' fills reached the limit within {} ms; every quote is cancelled and MassQuotes are refused for {} ms",
+            limits.interval_ns.div_euclid(1_000_000),
+            limits.frozen_ns.div_euclid(1_000_000),
+        );
+        self.trip(e, submit, text);
+    }
+
+    /// Market maker protection tripped: every quote is cancelled (reported to the client as
+    /// ExecutionReports) and a MassQuoteAcknowledgement with QuoteStatus 6 says why. The
+    /// cancels answer no message: they are counted with [`NO_MESSAGE`].
+    fn trip(
+        &mut self,
+        e: &Event,
+        submit: &mut dyn FnMut(Command, SeqNum) -> bool,
+        mut text: String,
+    ) {
+        let mut keys: Vec<(InstrumentId, Side)> = self.sides.keys().copied().collect();
+        keys.sort_by_key(|&(i, s)| (i, s == Side::Sell));
+        let mut left = 0;
+        for key in keys {
+            let Some(s) = self.sides.get(&key).copied() else {
+                continue;
+            };
+            let cl = self.next_cl();
+            let cancel = Command::Cancel(CancelOrder {
+                session: e.session,
+                account: e.account,
+                instrument: key.0,
+                cl_ord_id: cl,
+                order_id: s.order_id,
+                orig_cl_ord_id: s.cl,
+                received_ns: e.ts_ns,
+            });
+            if submit(cancel, NO_MESSAGE) {
+                self.sides.remove(&key);
+                let answer = Answer {
+                    ack: None,
+                    key,
+                    asked: Asked::Protect,
+                    seq: NO_MESSAGE,
+                    origin: s.origin,
+                };
+                self.answers.insert(cl, answer);
+            } else {
+                left += 1;
+            }
+        }
+        if left > 0 {
+            text.push_str(&format!(
+                " ({left} cancels could not be queued, server busy: send a QuoteCancel)"
+            ));
+        }
+        self.push_ack(Ack {
+            quote_id: None,
+            quote_req_id: None,
+            level: None,
+            canceled: Some(status::REMOVED_FROM_MARKET),
+            notice: Some(text),
+            refused: None,
+            entries: Vec::new(),
+            outstanding: 0,
+        });
+    }
+
+    /// Takes the report that answers one of the quotes' requests; `true` if the client sees it.
+    fn on_answer(
+        &mut self,
+        e: &Event,
+        a: Answer,
+        submit: &mut dyn FnMut(Command, SeqNum) -> bool,
+    ) -> bool {
         let key = a.key;
         let mut refused = None;
         match (a.asked, e.kind) {
@@ -946,6 +1115,12 @@ impl Quoting {
             (Asked::Cancel, EventKind::Canceled) => {
                 self.by_order.remove(&e.order_id);
             }
+            (Asked::Protect, EventKind::Canceled) => {
+                self.by_order.remove(&e.order_id);
+                return true;
+            }
+            // The order ended before the protection's cancel reached it.
+            (Asked::Protect, _) => return false,
             (_, EventKind::CancelRejected { reason, .. }) => {
                 if matches!(a.asked, Asked::Replace) {
                     refused = Some(reason);
@@ -956,10 +1131,10 @@ impl Quoting {
             (Asked::Cancel, _) | (Asked::Replace, _) => {}
         }
         let Some((id, entry)) = a.ack else {
-            return;
+            return false;
         };
         let Some(ack) = self.ack_mut(id) else {
-            return;
+            return false;
         };
         ack.outstanding = ack.outstanding.saturating_sub(1);
         if let Some(reason) = refused {
@@ -974,6 +1149,7 @@ impl Quoting {
                 ack.reject_entry(entry as usize, entry_code(reason), text);
             }
         }
+        false
     }
 
     /// A replace or cancel of a side was refused. Unless a later request for the same order
@@ -1109,16 +1285,18 @@ mod tests {
         sent: Vec<Command>,
         queue_full: bool,
         names: Vec<Box<str>>,
+        now_ns: i64,
     }
 
     impl Harness {
         fn new() -> Self {
             Harness {
                 dir: directory(),
-                q: Quoting::new(1_795_000_000_000),
+                q: Quoting::new(1_795_000_000_000, None),
                 sent: Vec::new(),
                 queue_full: false,
                 names: vec!["ACC".into()],
+                now_ns: 1,
             }
         }
 
@@ -1138,7 +1316,7 @@ mod tests {
                     allowed: &[ACC],
                     account_names: &h.names,
                     session: SESSION,
-                    now_ns: 1,
+                    now_ns: h.now_ns,
                 };
                 let full = h.queue_full;
                 let sent = &mut h.sent;
@@ -1658,9 +1836,92 @@ mod tests {
     }
 
     #[test]
+    fn market_maker_protection_takes_every_quote_out_and_freezes_quoting() {
+        let mut h = Harness::new();
+        let mmp = Mmp {
+            interval_ns: 1_000_000_000,
+            qty: 150_000_000,
+            frozen_ns: 5_000_000_000,
+        };
+        h.q = Quoting::new(1_795_000_000_000, Some(mmp));
+        let (btc, eth) = (id(&h.dir, "BTC-PERP"), id(&h.dir, "ETH-PERP"));
+        let quote = mass_quote(
+            "0",
+            &[
+                (
+                    "E1",
+                    "BTC-PERP",
+                    &[(132, "100"), (133, "101"), (134, "1"), (135, "1")],
+                ),
+                ("E2", "ETH-PERP", &[(132, "10"), (134, "2")]),
+            ],
+        );
+        let cmds = h.quote(&quote);
+        for (c, (inst, oid)) in cmds.iter().zip([(btc, 1), (btc, 2), (eth, 3)]) {
+            assert!(!h.event(event(EventKind::New, new_of(c).cl_ord_id, oid, inst)));
+        }
+        assert_eq!(h.ack(), Some(Vec::new()));
+        let fill = |kind, order: &NewOrder, id, last: i64, ts: i64| {
+            let mut e = event(kind, order.cl_ord_id, id, order.instrument);
+            e.last_qty = Qty(last);
+            e.ts_ns = ts;
+            e
+        };
+        let (bid, eth_bid) = (new_of(&cmds[0]), new_of(&cmds[2]));
+        // 1.0 BTC (3 decimals), then 0.6 ETH (2 decimals) more than a second later: below 1.5
+        // within any second.
+        assert!(h.event(fill(EventKind::Fill, &bid, 1, 1000, 1_000_000_000)));
+        assert!(h.event(fill(EventKind::PartialFill, &eth_bid, 3, 60, 2_100_000_000)));
+        assert!(h.sent.is_empty(), "{:?}", h.sent);
+        // 1.0 ETH more within the second: 1.6, tripped. The quotes left are cancelled.
+        assert!(h.event(fill(
+            EventKind::PartialFill,
+            &eth_bid,
+            3,
+            100,
+            2_200_000_000
+        )));
+        let cancels: Vec<CancelOrder> = std::mem::take(&mut h.sent)
+            .into_iter()
+            .map(|c| match c {
+                Command::Cancel(c) => c,
+                c => panic!("{c:?}"),
+            })
+            .collect();
+        let ids: Vec<_> = cancels.iter().map(|c| c.order_id).collect();
+        assert_eq!(ids, [Some(OrderId(2)), Some(OrderId(3))]);
+        let notice = h.ack().unwrap();
+        assert_eq!(get(&notice, 297), Some("6"));
+        assert!(
+            get(&notice, 58)
+                .unwrap()
+                .contains("market maker protection"),
+            "{notice:?}"
+        );
+        // Their cancels are the client's to see.
+        for (c, id) in cancels.iter().zip([2, 3]) {
+            assert!(h.event(event(EventKind::Canceled, c.cl_ord_id, id, c.instrument)));
+        }
+        assert!(!h.q.is_active());
+        // Frozen for 5 s from the fill that tripped it.
+        h.now_ns = 7_100_000_000;
+        assert!(h.quote(&quote).is_empty());
+        let ack = h.ack().unwrap();
+        assert_eq!((get(&ack, 297), get(&ack, 300)), (Some("5"), Some("99")));
+        assert!(
+            get(&ack, 58)
+                .unwrap()
+                .contains("refused for another 101 ms"),
+            "{ack:?}"
+        );
+        h.now_ns = 7_200_000_000;
+        assert_eq!(h.quote(&quote).len(), 3);
+    }
+
+    #[test]
     fn ids_are_unique_per_connection_start() {
-        let a = Quoting::new(1_795_000_000_000).prefix;
-        let b = Quoting::new(1_795_000_000_001).prefix;
+        let a = Quoting::new(1_795_000_000_000, None).prefix;
+        let b = Quoting::new(1_795_000_000_001, None).prefix;
         assert_ne!(a, b);
         assert!(a.len() < 12, "{a}");
     }
