@@ -954,9 +954,6 @@ impl Quoting {
             .sides
             .get(&key)
             .is_some_and(|s| s.order_id == Some(e.order_id));
-        if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) {
-            self.count_fill(e, submit);
-        }
         if ended {
             self.by_order.remove(&e.order_id);
             if own {
@@ -974,6 +971,10 @@ impl Quoting {
                 }
                 _ => {}
             }
+        }
+        // After the side's own bookkeeping: a quote this fill ended needs no cancel.
+        if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) {
+            self.count_fill(e, submit);
         }
         true
     }
@@ -1873,14 +1874,9 @@ mod tests {
         assert!(h.event(fill(EventKind::Fill, &bid, 1, 1000, 1_000_000_000)));
         assert!(h.event(fill(EventKind::PartialFill, &eth_bid, 3, 60, 2_100_000_000)));
         assert!(h.sent.is_empty(), "{:?}", h.sent);
-        // 1.0 ETH more within the second: 1.6, tripped. The quotes left are cancelled.
-        assert!(h.event(fill(
-            EventKind::PartialFill,
-            &eth_bid,
-            3,
-            100,
-            2_200_000_000
-        )));
+        // The rest of the ETH bid, 1.4, within the second: 2.0, tripped. The quotes left are
+        // cancelled (not the bid this fill ended).
+        assert!(h.event(fill(EventKind::Fill, &eth_bid, 3, 140, 2_200_000_000)));
         let cancels: Vec<CancelOrder> = std::mem::take(&mut h.sent)
             .into_iter()
             .map(|c| match c {
@@ -1889,7 +1885,7 @@ mod tests {
             })
             .collect();
         let ids: Vec<_> = cancels.iter().map(|c| c.order_id).collect();
-        assert_eq!(ids, [Some(OrderId(2)), Some(OrderId(3))]);
+        assert_eq!(ids, [Some(OrderId(2))]);
         let notice = h.ack().unwrap();
         assert_eq!(get(&notice, 297), Some("6"));
         assert!(
@@ -1899,7 +1895,7 @@ mod tests {
             "{notice:?}"
         );
         // Their cancels are the client's to see.
-        for (c, id) in cancels.iter().zip([2, 3]) {
+        for (c, id) in cancels.iter().zip([2]) {
             assert!(h.event(event(EventKind::Canceled, c.cl_ord_id, id, c.instrument)));
         }
         assert!(!h.q.is_active());
