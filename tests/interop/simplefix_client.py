@@ -96,6 +96,20 @@ def main():
     print("order acknowledged: ExecType=%s OrdStatus=%s OrderID=%s"
           % (er.get(150).decode(), er.get(39).decode(), er.get(37).decode()))
 
+    # Mass quoting: a two-sided quote in simplefix's nested repeating groups (NoQuoteSets,
+    # NoQuoteEntries), every entry acknowledged (QuoteResponseLevel 2), then all quotes out.
+    c.send("i", [(117, "PY-Q1"), (537, "1"), (301, "2"), (296, "1"), (302, "1"), (304, "1"),
+                 (295, "1"), (299, "PY-E1"), (55, "BTC-PERP"), (132, "100.5"), (133, "102"),
+                 (134, "1"), (135, "1")])
+    ack = c.expect("b")
+    assert ack.get(117) == b"PY-Q1" and ack.get(297) == b"0", ack
+    assert ack.get(299) == b"PY-E1" and ack.get(368) is None, ack
+    print("mass quote acknowledged: QuoteStatus=%s" % ack.get(297).decode())
+    c.send("Z", [(117, "PY-C1"), (298, "4")])
+    ack = c.expect("b")
+    assert ack.get(117) == b"PY-C1" and ack.get(297) == b"4", ack
+    print("quote cancel acknowledged: QuoteStatus=%s" % ack.get(297).decode())
+
     c.send("5", [])
     c.expect("5")
     print("logout ok")
