@@ -736,6 +736,40 @@ fn admin_api_endpoints_auth_problem_details_and_effect_on_a_live_fix_session() {
         409,
         "not-connected",
     );
+    // Sequence numbers of the disconnected session: set, and refused with the reason.
+    let (st, _, body) = pool.change(
+        &s,
+        "POST",
+        "/v1/sessions/FIX.4.4:ISLD-%3ETW/sequence",
+        &json!({"next_sender_seq": 50, "next_target_seq": 1}),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (&body["next_sender_seq"], &body["next_target_seq"]),
+        (&json!(50), &json!(1)),
+        "{body}"
+    );
+    let sessions = http(&s, "GET", "/v1/sessions", &[bearer(&tok)], None).2;
+    assert_eq!(
+        sessions["sessions"][0]["next_sender_seq"],
+        json!(50),
+        "{sessions}"
+    );
+    let refused = pool.change(
+        &s,
+        "POST",
+        "/v1/sessions/FIX.4.4:ISLD-%3ETW/sequence",
+        &json!({"next_sender_seq": 49}),
+    );
+    assert_problem(&refused, 409, "sequence-backwards");
+    assert!(
+        refused.2["detail"]
+            .as_str()
+            .unwrap()
+            .contains("next_sender_seq 49 is below the next number to send, 50"),
+        "{:?}",
+        refused.2
+    );
 
     // The audit log: every call is an event; queried by key, account and time.
     let q = format!("/v1/audit?key_id={}&limit=50", op.key.id);

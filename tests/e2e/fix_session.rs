@@ -391,3 +391,134 @@ fn one_address_holds_at_most_max_connections_per_ip() {
     c.logon(30, &[]);
     c.expect("A");
 }
+
+/// `portcullis admin sessions`, until `name` is listed in `state`; returns its line.
+fn session_line(server: &Server, name: &str, state: &str) -> String {
+    for _ in 0..200 {
+        let (code, out) = server.cli(&["admin", "sessions"]);
+        assert_eq!(code, 0, "{out}");
+        if let Some(line) = out.lines().find(|l| l.starts_with(&format!("{name} "))) {
+            if line.split(' ').nth(1) == Some(state) {
+                return line.to_owned();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{name} never {state}");
+}
+
+#[test]
+fn an_operator_sets_the_sequence_numbers_of_a_counterparty_that_started_again_at_one() {
+    const NAME: &str = "FIX.4.4:ISLD->TW";
+    let (mut server, ports) = start(false);
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    c.expect("A");
+    c.send("1", &[(112, "T1")]);
+    c.expect("0");
+    c.send("5", &[]);
+    c.expect("5");
+    assert!(c.closed());
+    let line = session_line(&server, NAME, "disconnected");
+    assert!(
+        line.ends_with("next_sender_seq=4 next_target_seq=4"),
+        "{line}"
+    );
+
+    // The counterparty restarted its engine at 1 without ResetSeqNumFlag: refused until an
+    // operator sets the number expected of it.
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    let logout = c.expect("5");
+    assert_eq!(
+        logout.get(58),
+        Some("MsgSeqNum too low, expecting 4 but received 1")
+    );
+    assert!(c.closed());
+    session_line(&server, NAME, "disconnected");
+    let (code, out) = server.cli(&["admin", "sequence", "--session", NAME, "--next-target", "1"]);
+    assert_eq!(code, 0, "{out}");
+    // (The Logout refusing the Logon was not a message of the session's sequence.)
+    assert!(out.contains("next_sender_seq=4 next_target_seq=1"), "{out}");
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    let logon = c.expect("A");
+    assert_eq!(logon.seq(), 4);
+
+    // Never under a live connection.
+    let (code, out) = server.cli(&["admin", "sequence", "--session", NAME, "--reset"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("has a connection: log it out first"), "{out}");
+    c.send("5", &[]);
+    c.expect("5");
+    assert!(c.closed());
+    session_line(&server, NAME, "disconnected");
+
+    // Ours only forward; refusals exit 2 with the reason and change nothing.
+    let seq = |server: &Server, args: &[&str]| {
+        let mut all = vec!["admin", "sequence", "--session", NAME];
+        all.extend_from_slice(args);
+        server.cli(&all)
+    };
+    let (code, out) = seq(&server, &["--next-sender", "3"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("next_sender_seq 3 is below the next number to send, 6"),
+        "{out}"
+    );
+    let (code, out) = seq(&server, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nothing to change"), "{out}");
+    let (code, out) = server.cli(&[
+        "admin",
+        "sequence",
+        "--session",
+        "FIX.4.4:NOPE->TW",
+        "--reset",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no session \"FIX.4.4:NOPE->TW\""), "{out}");
+    let (code, out) = seq(&server, &["--next-sender", "100"]);
+    assert_eq!(code, 0, "{out}");
+
+    // What was set is durable: it survives a restart.
+    server.restart();
+    let line = session_line(&server, NAME, "disconnected");
+    assert!(
+        line.ends_with("next_sender_seq=100 next_target_seq=3"),
+        "{line}"
+    );
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.seq = 3;
+    c.logon(30, &[]);
+    assert_eq!(c.expect("A").seq(), 100);
+    // A ResendRequest for what came before the jump is answered with a gap fill.
+    c.send("2", &[(7, "95"), (16, "0")]);
+    let gap = c.expect("4");
+    assert_eq!(
+        (gap.seq(), gap.get(123), gap.get(36)),
+        (95, Some("Y"), Some("101"))
+    );
+    c.send("5", &[]);
+    c.expect("5");
+    assert!(c.closed());
+    session_line(&server, NAME, "disconnected");
+
+    // A reset starts both sequences again at 1.
+    let (code, out) = seq(&server, &["--reset"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("reset, next_sender_seq=1 next_target_seq=1"),
+        "{out}"
+    );
+    let mut c = FixClient::tcp(ports[1], "FIX.4.4");
+    c.logon(30, &[]);
+    assert_eq!(c.expect("A").seq(), 1);
+    let events = server.audit_events(&[]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "admin" && e["reason"] == "sequence"),
+        "no audit event of the sequence change"
+    );
+}

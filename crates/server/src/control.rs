@@ -19,10 +19,12 @@
 //! | `limits --account A --set key=value ...` | changes risk limits (keys of `[risk.defaults]`); open orders and positions are kept |
 //! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
 //! | `resume-core` | ends the pause |
+//! | `sessions` | the FIX sessions: state, peer, next sequence numbers |
+//! | `sequence --session NAME [--reset] [--next-sender N] [--next-target N]` | sets the sequence numbers of a session without a connection (a counterparty that started again at 1 without ResetSeqNumFlag: `--next-target 1`); ours only forward, or `--reset` to start again at 1 |
 //! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
 //!
 //! Commands reach the core thread through their own small queue (never behind a flood of
-//! orders), and every command — carried out or refused — is an event in the audit log
+//! orders; the session commands do not concern it), and every command — carried out or refused — is an event in the audit log
 //! (`"kind":"admin"`, the command in `reason`, the result in `detail`).
 //!
 //! Exit codes of `portcullis admin`: 0 done, 2 bad input (including a command the server
@@ -38,7 +40,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use portcullis_auth::clock::now_ms;
 use portcullis_auth::{AuditEvent, AuditKind, Outcome};
-use portcullis_session::transport::ShutdownSignal;
+use portcullis_fix::UtcTimestamp;
+use portcullis_session::transport::{SequenceChange, SessionRegistry, ShutdownSignal};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -99,6 +102,22 @@ pub enum Request {
     PauseCore,
     /// End of the pause.
     ResumeCore,
+    /// List the FIX sessions.
+    Sessions,
+    /// Set a disconnected session's sequence numbers.
+    Sequence {
+        /// The session's name, `FIX.4.4:OURS->THEIRS` as `sessions` lists it.
+        session: String,
+        /// Start a new sequence at 1 first.
+        #[serde(default)]
+        reset: bool,
+        /// Our next MsgSeqNum (only forward).
+        #[serde(default)]
+        next_sender_seq: Option<u64>,
+        /// The counterparty's next expected MsgSeqNum.
+        #[serde(default)]
+        next_target_seq: Option<u64>,
+    },
 }
 
 impl Request {
@@ -112,6 +131,8 @@ impl Request {
             Request::Limits { .. } => "limits",
             Request::PauseCore => "pause_core",
             Request::ResumeCore => "resume_core",
+            Request::Sessions => "sessions",
+            Request::Sequence { .. } => "sequence",
         }
     }
 
@@ -134,8 +155,9 @@ impl Request {
         }
     }
 
-    fn action(self) -> ControlAction {
-        match self {
+    /// The core thread's part of the command (`None` for the session commands).
+    fn action(self) -> Option<ControlAction> {
+        Some(match self {
             Request::Kill { account, off } => ControlAction::Kill { account, on: !off },
             Request::Halt { instrument } => ControlAction::Halt {
                 symbol: instrument,
@@ -152,7 +174,8 @@ impl Request {
             Request::Limits { account, set } => ControlAction::Limits { account, set },
             Request::PauseCore => ControlAction::Pause,
             Request::ResumeCore => ControlAction::Resume,
-        }
+            Request::Sessions | Request::Sequence { .. } => return None,
+        })
     }
 }
 
@@ -248,6 +271,7 @@ pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     pipeline: Arc<Pipeline>,
+    registry: Arc<SessionRegistry>,
     audit: Arc<AdminAudit>,
     mut shutdown: ShutdownSignal,
 ) {
@@ -255,9 +279,9 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (p, a) = (pipeline.clone(), audit.clone());
+                    let (p, r, a) = (pipeline.clone(), registry.clone(), audit.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &p, &a).await {
+                        if let Err(e) = handle(stream, &p, &r, &a).await {
                             warn!(error = %format!("{e:#}"), "control connection failed");
                         }
                     });
@@ -274,7 +298,12 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-async fn handle(stream: UnixStream, pipeline: &Pipeline, audit: &AdminAudit) -> Result<()> {
+async fn handle(
+    stream: UnixStream,
+    pipeline: &Pipeline,
+    registry: &SessionRegistry,
+    audit: &AdminAudit,
+) -> Result<()> {
     let uid = stream.peer_cred().ok().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -288,7 +317,26 @@ async fn handle(stream: UnixStream, pipeline: &Pipeline, audit: &AdminAudit) -> 
             message: format!("bad request: {e}"),
         },
         Ok(req) => {
-            let response = execute(req.clone(), pipeline).await;
+            let response = match &req {
+                Request::Sessions => Response {
+                    ok: true,
+                    message: list_sessions(registry),
+                },
+                Request::Sequence {
+                    session,
+                    reset,
+                    next_sender_seq,
+                    next_target_seq,
+                } => {
+                    let change = SequenceChange {
+                        reset: *reset,
+                        next_sender_seq: *next_sender_seq,
+                        next_target_seq: *next_target_seq,
+                    };
+                    set_sequence(registry, session, change).await
+                }
+                _ => execute(req.clone(), pipeline).await,
+            };
             info!(command = req.name(), ok = response.ok, message = %response.message, "operator command");
             audit.record(&req, uid, response.ok, &response.message);
             if let (true, Some(kind)) = (response.ok, req.security_kind()) {
@@ -308,12 +356,75 @@ async fn handle(stream: UnixStream, pipeline: &Pipeline, audit: &AdminAudit) -> 
     Ok(())
 }
 
-async fn execute(req: Request, pipeline: &Pipeline) -> Response {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let request = ControlRequest {
-        action: req.action(),
-        reply: tx,
+/// One line per session, by name: state, peer, next sequence numbers.
+fn list_sessions(registry: &SessionRegistry) -> String {
+    let mut lines: Vec<String> = registry
+        .iter()
+        .map(|e| {
+            let s = e.status();
+            let state = if s.logged_on {
+                "logged_on"
+            } else if s.connected {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            let num = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+            format!(
+                "{} {state} peer={} next_sender_seq={} next_target_seq={}",
+                s.name,
+                s.peer.map_or("-".to_owned(), |p| p.to_string()),
+                num(s.next_sender_seq),
+                num(s.next_target_seq),
+            )
+        })
+        .collect();
+    lines.sort();
+    if lines.is_empty() {
+        "no FIX sessions configured".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
+async fn set_sequence(registry: &SessionRegistry, name: &str, change: SequenceChange) -> Response {
+    let Some(entry) = registry.iter().find(|e| e.name() == name).cloned() else {
+        return Response {
+            ok: false,
+            message: format!("no session {name:?} (`portcullis admin sessions` lists them)"),
+        };
     };
+    // The store syncs to disk: off the runtime's workers.
+    let result =
+        tokio::task::spawn_blocking(move || entry.set_sequence(change, UtcTimestamp::now())).await;
+    match result {
+        Ok(Ok((sender, target))) => Response {
+            ok: true,
+            message: format!(
+                "sequence of {name} set:{} next_sender_seq={sender} next_target_seq={target}",
+                if change.reset { " reset," } else { "" }
+            ),
+        },
+        Ok(Err(e)) => Response {
+            ok: false,
+            message: e.to_string(),
+        },
+        Err(e) => Response {
+            ok: false,
+            message: format!("the sequence change failed: {e}"),
+        },
+    }
+}
+
+async fn execute(req: Request, pipeline: &Pipeline) -> Response {
+    let Some(action) = req.action() else {
+        return Response {
+            ok: false,
+            message: "not a core command".into(),
+        };
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let request = ControlRequest { action, reply: tx };
     if pipeline.control(request).is_err() {
         return Response {
             ok: false,
@@ -397,6 +508,23 @@ enum AdminCommand {
     PauseCore,
     /// End a maintenance pause.
     ResumeCore,
+    /// List the FIX sessions: state, peer, next sequence numbers.
+    Sessions,
+    /// Set the sequence numbers of a FIX session that has no connection (log it out first).
+    Sequence {
+        /// The session, `FIX.4.4:OURS->THEIRS` as `sessions` lists it.
+        #[arg(long, value_name = "NAME")]
+        session: String,
+        /// Start a new sequence: both numbers back to 1, stored messages dropped.
+        #[arg(long)]
+        reset: bool,
+        /// Our next MsgSeqNum(34); only forward.
+        #[arg(long, value_name = "N")]
+        next_sender: Option<u64>,
+        /// The MsgSeqNum(34) expected of the counterparty's next message.
+        #[arg(long, value_name = "N")]
+        next_target: Option<u64>,
+    },
     /// Enrol an operator (an API key with the admin scope) for the admin API's TOTP second
     /// factor: prints an otpauth:// URI (shown once) and stores the secret in the vault.
     TotpEnroll {
@@ -440,6 +568,18 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         }
         AdminCommand::PauseCore => Request::PauseCore,
         AdminCommand::ResumeCore => Request::ResumeCore,
+        AdminCommand::Sessions => Request::Sessions,
+        AdminCommand::Sequence {
+            session,
+            reset,
+            next_sender,
+            next_target,
+        } => Request::Sequence {
+            session,
+            reset,
+            next_sender_seq: next_sender,
+            next_target_seq: next_target,
+        },
         // Works on the vault, not through the control socket (the server need not run).
         AdminCommand::TotpEnroll { key, json } => {
             return crate::admin::totp_enroll(args.config.as_deref(), &key, json)

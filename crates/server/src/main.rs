@@ -665,6 +665,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         control_listener,
         control_path,
         pipeline.clone(),
+        registry.clone(),
         admin_audit,
         signal.clone(),
     ));

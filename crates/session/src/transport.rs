@@ -797,6 +797,116 @@ impl SessionEntry {
     }
 }
 
+/// An operator's change of a disconnected session's sequence numbers
+/// ([`SessionEntry::set_sequence`]), what QuickFIX/J's `setNextSenderMsgSeqNum`,
+/// `setNextTargetMsgSeqNum` and `reset` do: after a counterparty restarted its numbering
+/// without ResetSeqNumFlag, its Logons are answered "MsgSeqNum too low" until the expected
+/// number is set back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SequenceChange {
+    /// Start a new sequence first: both numbers back to 1, the stored messages dropped (a
+    /// later ResendRequest for older numbers is answered with a gap fill).
+    pub reset: bool,
+    /// MsgSeqNum(34) of our next message. Only forward: a lower number would reuse numbers of
+    /// messages already sent, and a resend would then give the counterparty other messages
+    /// under numbers it has processed.
+    pub next_sender_seq: Option<SeqNum>,
+    /// MsgSeqNum(34) expected of the counterparty's next message (any number from 1).
+    pub next_target_seq: Option<SeqNum>,
+}
+
+/// Largest sequence number an operator may set: 2^53 − 1, so that it travels exactly as a
+/// JSON number.
+pub const MAX_OPERATOR_SEQ: SeqNum = (1 << 53) - 1;
+
+/// Why [`SessionEntry::set_sequence`] changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    /// A connection holds the session; its numbers change only between connections.
+    #[error("session {0} has a connection: log it out first")]
+    Connected(String),
+    /// The change asks for nothing.
+    #[error("nothing to change: give reset, next_sender_seq or next_target_seq")]
+    Empty,
+    /// A number is 0 or above [`MAX_OPERATOR_SEQ`].
+    #[error("{field} must be between 1 and {MAX_OPERATOR_SEQ}, not {value}")]
+    OutOfRange {
+        /// `next_sender_seq` or `next_target_seq`.
+        field: &'static str,
+        /// The number given.
+        value: SeqNum,
+    },
+    /// The next outbound number would go back (see [`SequenceChange::next_sender_seq`]).
+    #[error(
+        "next_sender_seq {requested} is below the next number to send, {current}: numbers \
+         already sent would be reused; reset starts a new sequence at 1"
+    )]
+    SenderBackwards {
+        /// The number asked for.
+        requested: SeqNum,
+        /// The next number the session would send.
+        current: SeqNum,
+    },
+    /// The store failed; it may have taken part of the change (it is the one it reports).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SequenceChange {
+    fn validate(&self) -> Result<(), SequenceError> {
+        if !self.reset && self.next_sender_seq.is_none() && self.next_target_seq.is_none() {
+            return Err(SequenceError::Empty);
+        }
+        for (field, value) in [
+            ("next_sender_seq", self.next_sender_seq),
+            ("next_target_seq", self.next_target_seq),
+        ] {
+            if let Some(value) = value.filter(|v| !(1..=MAX_OPERATOR_SEQ).contains(v)) {
+                return Err(SequenceError::OutOfRange { field, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionEntry {
+    /// Applies an operator's [`SequenceChange`] to the session's store and makes it durable.
+    /// Refused while a connection holds the session (the session is claimed meanwhile, so no
+    /// Logon can take it halfway). Returns the next sender and target numbers after the change.
+    /// May wait for the disk: call it where blocking is allowed.
+    pub fn set_sequence(
+        self: &Arc<Self>,
+        change: SequenceChange,
+        now: UtcTimestamp,
+    ) -> Result<(SeqNum, SeqNum), SequenceError> {
+        change.validate()?;
+        let Some(_claim) = self.try_claim() else {
+            return Err(SequenceError::Connected(self.name()));
+        };
+        let mut store = self.store(now)?;
+        let current = if change.reset {
+            1
+        } else {
+            store.next_sender_seq()
+        };
+        if let Some(requested) = change.next_sender_seq.filter(|&n| n < current) {
+            return Err(SequenceError::SenderBackwards { requested, current });
+        }
+        if change.reset {
+            store.reset(now)?;
+        }
+        if let Some(n) = change.next_sender_seq {
+            store.set_next_sender_seq(n)?;
+        }
+        if let Some(n) = change.next_target_seq {
+            store.set_next_target_seq(n)?;
+        }
+        store.commit()?;
+        store.sync()?;
+        Ok((store.next_sender_seq(), store.next_target_seq()))
+    }
+}
+
 /// Proof that a connection holds a session; releases it when dropped (also on panic).
 #[derive(Debug)]
 pub struct SessionClaim(Arc<SessionEntry>);
@@ -1924,6 +2034,77 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("FIX.4.4:ISLD->TW"), "{err}");
+    }
+
+    #[test]
+    fn an_operator_sets_a_disconnected_sessions_sequence_numbers() {
+        let r = registry_with(BeginString::Fix44, "ISLD", "TW");
+        let e = r.lookup_incoming(BeginString::Fix44, "TW", "ISLD").unwrap();
+        let now = ts(9, 0, 0);
+        let mut store = e.store(now).unwrap();
+        store.save_outbound(1, b"first").unwrap();
+        store.save_outbound(2, b"second").unwrap();
+        store.set_next_target_seq(7).unwrap();
+        let set = |c: SequenceChange| e.set_sequence(c, now);
+
+        // The counterparty started again at 1: expect 1 from it; our numbers go on.
+        let target = SequenceChange {
+            next_target_seq: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(set(target).unwrap(), (3, 1));
+        // Forward is allowed, backward is not, and a refused change changes nothing.
+        let sender = |n| SequenceChange {
+            next_sender_seq: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(set(sender(10)).unwrap(), (10, 1));
+        let err = set(sender(9)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SequenceError::SenderBackwards {
+                    requested: 9,
+                    current: 10
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!((store.next_sender_seq(), store.next_target_seq()), (10, 1));
+        // A reset drops the stored messages; a number given with it applies after it.
+        let reset = SequenceChange {
+            reset: true,
+            next_target_seq: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(set(reset).unwrap(), (1, 5));
+        let mut kept = Vec::new();
+        store.outbound_range(1, 10, &mut kept).unwrap();
+        assert!(kept.is_empty());
+
+        // Bad requests name the problem.
+        assert!(matches!(
+            set(SequenceChange::default()),
+            Err(SequenceError::Empty)
+        ));
+        for bad in [0, MAX_OPERATOR_SEQ + 1] {
+            let err = set(sender(bad)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("next_sender_seq must be between 1"),
+                "{err}"
+            );
+        }
+        // Never under a live connection, and the change releases its own claim.
+        let claim = e.try_claim().unwrap();
+        let err = set(target).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "session FIX.4.4:ISLD->TW has a connection: log it out first"
+        );
+        drop(claim);
+        assert_eq!(set(target).unwrap(), (1, 1));
+        assert!(!e.is_connected());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | `PUT /v1/instruments/{sym}/mark` | `{"price": "100.5"}`: the reference price of the price band |
 //! | `GET /v1/sessions` | FIX sessions: state, peer address, sequence numbers, account |
 //! | `POST /v1/sessions/{name}/logout` | logs the session's connection out (`{"text"?}`) |
+//! | `POST /v1/sessions/{name}/sequence` | `{"reset"?, "next_sender_seq"?, "next_target_seq"?}`: sets the sequence numbers of a session without a connection (409 while one holds it); our next number only forward, or `reset` to start again at 1 |
 //! | `GET /v1/audit?key_id=&account=&since=&until=&limit=` | the audit log, filtered (times RFC 3339), the last `limit` events (default 1000) |
 //! | `GET /v1/accounts/{acc}/orders?symbol=&since=&until=&from_order_id=&limit=` | the account's recent orders from the order history, oldest first (default the last 100) |
 //! | `GET /v1/accounts/{acc}/trades?symbol=&order_id=&since=&until=&from_trade_id=&limit=` | the account's recent trades from the order history |
@@ -47,6 +48,7 @@ use super::auth::{self, Operator, AUDIT_SESSION};
 use super::problem::Problem;
 use super::{json_response, oauth, AdminState, Call};
 use crate::pipeline::{ControlAction, ControlRequest};
+use portcullis_session::transport::{SequenceChange, SequenceError};
 
 /// How long the core thread may take to answer an operator command.
 const CORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +99,7 @@ enum Route {
     Instrument(String, InstrumentAction),
     Sessions,
     SessionLogout(String),
+    SessionSequence(String),
     Audit,
 }
 
@@ -117,7 +120,7 @@ enum InstrumentAction {
 fn allowed(route: &Route) -> &'static [Method] {
     match route {
         Route::Keys => &[Method::GET, Method::POST],
-        Route::Key(..) | Route::SessionLogout(_) => &[Method::POST],
+        Route::Key(..) | Route::SessionLogout(_) | Route::SessionSequence(_) => &[Method::POST],
         Route::Instrument(_, InstrumentAction::Mark) => &[Method::PUT],
         Route::Instrument(..) => &[Method::POST],
         Route::AccountLimits(_) => &[Method::PUT, Method::PATCH],
@@ -154,6 +157,7 @@ fn route(segs: &[String]) -> Option<Route> {
         ["instruments", i, "mark"] => Route::Instrument((*i).to_owned(), InstrumentAction::Mark),
         ["sessions"] => Route::Sessions,
         ["sessions", name, "logout"] => Route::SessionLogout((*name).to_owned()),
+        ["sessions", name, "sequence"] => Route::SessionSequence((*name).to_owned()),
         ["audit"] => Route::Audit,
         _ => return None,
     })
@@ -350,6 +354,7 @@ async fn run(state: &Arc<AdminState>, call: &Call, op: &Operator, route: Route) 
         (Route::Instrument(sym, action), _) => instrument(state, call, &sym, action).await,
         (Route::Sessions, _) => Ok(Done::ok(sessions(state), "sessions listed")),
         (Route::SessionLogout(name), _) => logout(state, call, &name),
+        (Route::SessionSequence(name), _) => set_sequence(state, call, &name).await,
         (Route::Audit, _) => audit_query(state, call).await,
         (Route::AccountOrders(a), _) => past(state, call, &a, false),
         (Route::AccountTrades(a), _) => past(state, call, &a, true),
@@ -662,6 +667,65 @@ fn logout(state: &AdminState, call: &Call, name: &str) -> Handled {
     Ok(Done::ok(
         json!({"session": name, "logout_requested": true}),
         format!("logout of {name} requested"),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SequenceBody {
+    #[serde(default)]
+    reset: bool,
+    #[serde(default)]
+    next_sender_seq: Option<u64>,
+    #[serde(default)]
+    next_target_seq: Option<u64>,
+}
+
+async fn set_sequence(state: &AdminState, call: &Call, name: &str) -> Handled {
+    let body = json_body::<SequenceBody>(call)?;
+    let Some(entry) = state.registry.iter().find(|e| e.name() == name).cloned() else {
+        return Err(Problem::not_found(format!("no session {name:?}")));
+    };
+    let change = SequenceChange {
+        reset: body.reset,
+        next_sender_seq: body.next_sender_seq,
+        next_target_seq: body.next_target_seq,
+    };
+    // The store syncs to disk: off the runtime's workers.
+    let result = tokio::task::spawn_blocking(move || {
+        entry.set_sequence(change, portcullis_fix::UtcTimestamp::now())
+    })
+    .await;
+    let (sender, target) = match result {
+        Ok(Ok(numbers)) => numbers,
+        Ok(Err(e @ (SequenceError::Connected(_) | SequenceError::SenderBackwards { .. }))) => {
+            let slug = match e {
+                SequenceError::Connected(_) => "connected",
+                _ => "sequence-backwards",
+            };
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                slug,
+                "Sequence numbers not changed",
+                e.to_string(),
+            ));
+        }
+        Ok(Err(e @ (SequenceError::Empty | SequenceError::OutOfRange { .. }))) => {
+            return Err(Problem::bad_request(e.to_string()));
+        }
+        Ok(Err(SequenceError::Store(e))) => {
+            error!(session = name, error = %e, "an operator's sequence change failed in the store");
+            return Err(Problem::internal("the session's message store failed"));
+        }
+        Err(e) => {
+            error!(session = name, error = %e, "an operator's sequence change failed");
+            return Err(Problem::internal("the sequence change failed"));
+        }
+    };
+    let reset = if change.reset { "reset, " } else { "" };
+    Ok(Done::ok(
+        json!({"session": name, "next_sender_seq": sender, "next_target_seq": target}),
+        format!("sequence of {name} set: {reset}next sender {sender}, next target {target}"),
     ))
 }
 
