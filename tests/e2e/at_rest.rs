@@ -125,6 +125,52 @@ fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
     c.expect("5");
     assert!(c.closed());
 
+    // What the server sent the session, decrypted by the CLI while the server runs.
+    let (code, log) = server.cli(&["fix-log", "--session", "FIX.4.4:PORTCULLIS->DEMO"]);
+    assert_eq!(code, 0, "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines[0].starts_with("session FIX.4.4:PORTCULLIS->DEMO: sequence started ")
+            && lines[0].ends_with("next_sender_seq=4 next_target_seq=4"),
+        "{log}"
+    );
+    assert!(lines[1].starts_with("1 8=FIX.4.4|9="), "{log}");
+    assert!(
+        lines[1].contains("|35=A|49=PORTCULLIS|56=DEMO|34=1|"),
+        "{log}"
+    );
+    assert!(
+        lines[2].contains("|35=8|49=PORTCULLIS|56=DEMO|34=2|")
+            && lines[2].contains(&format!("|11={CL_ORD_ID}|")),
+        "{log}"
+    );
+    assert!(
+        lines[3].contains("|35=5|49=PORTCULLIS|56=DEMO|34=3|") && lines[3].ends_with('|'),
+        "{log}"
+    );
+    assert_eq!(lines.len(), 4, "{log}");
+    let (code, one) = server.cli(&[
+        "fix-log",
+        "--session",
+        "FIX.4.4:PORTCULLIS->DEMO",
+        "--from",
+        "2",
+        "--to",
+        "2",
+    ]);
+    assert_eq!((code, one.lines().count()), (0, 2), "{one}");
+    assert!(
+        one.lines().nth(1).unwrap().starts_with("2 8=FIX.4.4|"),
+        "{one}"
+    );
+    let (code, err) = server.cli(&["fix-log", "--session", "FIX.4.4:PORTCULLIS->NOBODY"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no session \"FIX.4.4:PORTCULLIS->NOBODY\" in the config; its sessions: ")
+            && err.contains("FIX.4.4:PORTCULLIS->DEMO"),
+        "{err}"
+    );
+
     let data = server.data_dir();
     let needles = [CL_ORD_ID, ACCOUNT, key.id.as_str()];
     // While the server runs (the store fsyncs every write, the journal every commit)...

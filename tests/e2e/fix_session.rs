@@ -521,4 +521,23 @@ fn an_operator_sets_the_sequence_numbers_of_a_counterparty_that_started_again_at
             .any(|e| e["kind"] == "admin" && e["reason"] == "sequence"),
         "no audit event of the sequence change"
     );
+
+    // Without a master key the store is plaintext, and locked while the server holds it.
+    let (code, out) = server.cli(&["fix-log", "--session", NAME]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("stop the server first"), "{out}");
+    drop(c);
+    assert_eq!(server.stop(), Some(0));
+    let (code, out) = server.cli(&["fix-log", "--session", NAME]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].ends_with("next_sender_seq=2 next_target_seq=2"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("1 8=FIX.4.4|") && lines[1].contains("|35=A|"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 2, "{out}");
 }

@@ -737,6 +737,58 @@ impl Drop for SealedFileStore {
     }
 }
 
+/// What a session's store holds, as [`SealedFileStore::read_messages`] reads it for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreContents {
+    /// When the current sequence started (the last reset).
+    pub created: UtcTimestamp,
+    /// MsgSeqNum(34) of the session's next outbound message.
+    pub next_sender_seq: SeqNum,
+    /// MsgSeqNum(34) expected of the counterparty's next message.
+    pub next_target_seq: SeqNum,
+    /// The stored outbound messages asked for, by MsgSeqNum (the last stored under a number
+    /// wins, as for a resend).
+    pub messages: BTreeMap<SeqNum, Vec<u8>>,
+    /// A batch at the end did not authenticate: one being written, left out.
+    pub torn_tail: bool,
+}
+
+impl SealedFileStore {
+    /// Reads the store in `dir` without taking it and without changing a file, so also while
+    /// the server runs: the current generation's numbers and its outbound messages with
+    /// `begin <= MsgSeqNum <= end`. `None` if `dir` holds no encrypted store. A reset or
+    /// compaction that replaces the generation meanwhile makes it fail (read again).
+    pub fn read_messages(
+        dir: &Path,
+        keyring: &MasterKeyring,
+        begin: SeqNum,
+        end: SeqNum,
+    ) -> Result<Option<StoreContents>, StoreError> {
+        let Some(gen_dir) = Self::current_generation(dir)? else {
+            return Ok(None);
+        };
+        let reader = SealedLogReader::open_read_only(&gen_dir, FIX_STORE_PREFIX, keyring)
+            .map_err(|e| store_err(&gen_dir, e))?;
+        let state = replay(&reader, &gen_dir)?;
+        let mut messages = BTreeMap::new();
+        let mut records = reader.records(Seq(0)).map_err(|e| store_err(&gen_dir, e))?;
+        while let Some((_, payload)) = records.next_record().map_err(|e| store_err(&gen_dir, e))? {
+            if let Some((seq, bytes)) = decode_message(payload) {
+                if (begin..=end).contains(&seq) {
+                    messages.insert(seq, bytes.to_vec());
+                }
+            }
+        }
+        Ok(Some(StoreContents {
+            created: state.created,
+            next_sender_seq: state.sender,
+            next_target_seq: state.target,
+            messages,
+            torn_tail: reader.report().torn_tail.is_some(),
+        }))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Records
 

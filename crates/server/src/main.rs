@@ -24,6 +24,7 @@ mod config;
 mod control;
 mod devcert;
 mod drop_copy;
+mod fix_log;
 mod history;
 mod journal;
 mod journal_queue;
@@ -101,6 +102,9 @@ enum Command {
     Journal(journal::JournalArgs),
     /// The security audit log, encrypted at rest: export (needs the master key).
     Audit(at_rest::AuditArgs),
+    /// What the server sent a FIX session: its stored outbound messages, decrypted (needs the
+    /// master key; works while the server runs).
+    FixLog(fix_log::FixLogArgs),
     /// Proof of liabilities: publish a report and every customer's proof from a ledger
     /// export; verify a customer's proof; audit a publication.
     Liabilities(liabilities::LiabilitiesArgs),
@@ -159,6 +163,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("portcullis journal: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::FixLog(args) => match fix_log::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis fix-log: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },

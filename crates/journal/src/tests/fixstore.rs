@@ -482,3 +482,37 @@ fn a_grouped_store_may_wait_for_the_disk_only_with_a_commit_to_make() {
         "fsync = never, room in the segment"
     );
 }
+
+#[test]
+fn operators_read_a_store_while_it_is_open_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s");
+    assert_eq!(
+        SealedFileStore::read_messages(&session, &ring("1", 7), 0, SeqNum::MAX).unwrap(),
+        None
+    );
+    let mut store = open(&session);
+    for seq in 1..=5 {
+        store.save_outbound(seq, &msg(seq)).unwrap();
+    }
+    store.set_next_target_seq(9).unwrap();
+    // Resent under its number later: the last one stored is the one a resend gives.
+    store.save_outbound(3, b"8=FIX.4.4\x0135=4\x01").unwrap();
+    store.set_next_sender_seq(6).unwrap();
+    let before = files(&session);
+    let read = SealedFileStore::read_messages(&session, &ring("1", 7), 2, 4)
+        .unwrap()
+        .expect("a store");
+    assert_eq!((read.next_sender_seq, read.next_target_seq), (6, 9));
+    assert_eq!(read.created, T0);
+    assert!(!read.torn_tail);
+    let seqs: Vec<SeqNum> = read.messages.keys().copied().collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(read.messages[&2], msg(2));
+    assert_eq!(read.messages[&3], b"8=FIX.4.4\x0135=4\x01");
+    assert_eq!(files(&session), before, "reading changed the files");
+    // The wrong master key reads nothing.
+    let err = SealedFileStore::read_messages(&session, &ring("2", 8), 0, SeqNum::MAX).unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    drop(store);
+}
