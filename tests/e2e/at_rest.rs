@@ -102,6 +102,12 @@ fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
     server.launch();
     let fix44 = ports[2];
 
+    // A Logon with an unknown key is refused and leaves nothing in the store.
+    let mut bad = FixClient::tcp(fix44, "FIX.4.4");
+    bad.sender = "DEMO".into();
+    bad.target = "PORTCULLIS".into();
+    bad.logon(30, &[(553, "NOT-A-KEY"), (95, "4"), (96, "AAAA")]);
+    assert!(bad.closed());
     let (mut c, _) = logon(fix44, &key, 1);
     c.send(
         "D",
@@ -125,7 +131,8 @@ fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
     c.expect("5");
     assert!(c.closed());
 
-    // What the server sent the session, decrypted by the CLI while the server runs.
+    // What the server and the client sent each other (the dev session has log_inbound),
+    // decrypted by the CLI while the server runs; the refused Logon is not there.
     let (code, log) = server.cli(&["fix-log", "--session", "FIX.4.4:PORTCULLIS->DEMO"]);
     assert_eq!(code, 0, "{log}");
     let lines: Vec<&str> = log.lines().collect();
@@ -134,21 +141,28 @@ fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
             && lines[0].ends_with("next_sender_seq=4 next_target_seq=4"),
         "{log}"
     );
-    assert!(lines[1].starts_with("1 8=FIX.4.4|9="), "{log}");
-    assert!(
-        lines[1].contains("|35=A|49=PORTCULLIS|56=DEMO|34=1|"),
-        "{log}"
-    );
-    assert!(
-        lines[2].contains("|35=8|49=PORTCULLIS|56=DEMO|34=2|")
-            && lines[2].contains(&format!("|11={CL_ORD_ID}|")),
-        "{log}"
-    );
-    assert!(
-        lines[3].contains("|35=5|49=PORTCULLIS|56=DEMO|34=3|") && lines[3].ends_with('|'),
-        "{log}"
-    );
-    assert_eq!(lines.len(), 4, "{log}");
+    let ours = |t: &str, n: u32| format!("|35={t}|49=PORTCULLIS|56=DEMO|34={n}|");
+    let theirs = |t: &str, n: u32| format!("|35={t}|49=DEMO|56=PORTCULLIS|34={n}|");
+    // An accepted Logon is kept once accepted, after its answer; the rest before theirs.
+    let expected = [
+        ("out 1 ", ours("A", 1)),
+        ("in 1 ", theirs("A", 1)),
+        ("in 2 ", theirs("D", 2)),
+        ("out 2 ", ours("8", 2)),
+        ("in 3 ", theirs("5", 3)),
+        ("out 3 ", ours("5", 3)),
+    ];
+    assert_eq!(lines.len(), 1 + expected.len(), "{log}");
+    for (line, (prefix, fields)) in lines[1..].iter().zip(&expected) {
+        assert!(
+            line.starts_with(&format!("{prefix}8=FIX.4.4|9=")) && line.contains(fields.as_str()),
+            "{prefix}{fields} expected in {log}"
+        );
+        assert!(line.ends_with('|'), "{log}");
+    }
+    assert!(lines[3].contains(&format!("|11={CL_ORD_ID}|")), "{log}");
+    assert!(lines[4].contains(&format!("|11={CL_ORD_ID}|")), "{log}");
+    assert!(!log.contains("NOT-A-KEY"), "{log}");
     let (code, one) = server.cli(&[
         "fix-log",
         "--session",
@@ -158,9 +172,9 @@ fn an_order_leaves_no_clordid_account_or_key_id_readable_in_the_data_dir() {
         "--to",
         "2",
     ]);
-    assert_eq!((code, one.lines().count()), (0, 2), "{one}");
+    assert_eq!((code, one.lines().count()), (0, 3), "{one}");
     assert!(
-        one.lines().nth(1).unwrap().starts_with("2 8=FIX.4.4|"),
+        one.lines().nth(2).unwrap().starts_with("out 2 8=FIX.4.4|"),
         "{one}"
     );
     let (code, err) = server.cli(&["fix-log", "--session", "FIX.4.4:PORTCULLIS->NOBODY"]);

@@ -25,6 +25,7 @@
 //! | 1 Header | `u32 version = 1`, `i64 creation time (ns)` | the first record, and only there; the sequence starts at 1/1 |
 //! | 2 Seqs | `u64 next_sender`, `u64 next_target` | written by every `set_*` that changes a number |
 //! | 3 Message | `u64 MsgSeqNum`, the message bytes | an outbound message; also sets next_sender to MsgSeqNum + 1 |
+//! | 4 Received | `u64 MsgSeqNum` (0 if none), the message bytes | a message received (sessions with `log_inbound`); changes nothing, read only by [`SealedFileStore::read_messages`] |
 //!
 //! The state is the header's followed by every record in order, the last one winning — the
 //! plaintext store's rule.
@@ -107,6 +108,7 @@ const FORMAT_VERSION: u32 = 1;
 const KIND_HEADER: u8 = 1;
 const KIND_SEQS: u8 = 2;
 const KIND_MESSAGE: u8 = 3;
+const KIND_RECEIVED: u8 = 4;
 const HEADER_LEN: usize = 1 + 4 + 8;
 const SEQS_LEN: usize = 1 + 8 + 8;
 const MESSAGE_PREFIX_LEN: usize = 1 + 8;
@@ -591,6 +593,21 @@ impl MessageStore for SealedFileStore {
         Ok(())
     }
 
+    fn save_inbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+        if message.len() > MAX_STORED_MESSAGE_LEN {
+            return Err(StoreError::MessageTooLarge {
+                len: message.len(),
+                max: MAX_STORED_MESSAGE_LEN,
+            });
+        }
+        self.append(|b| {
+            b.push(KIND_RECEIVED);
+            b.extend_from_slice(&seq.to_le_bytes());
+            b.extend_from_slice(message);
+        })?;
+        Ok(())
+    }
+
     fn outbound_range(
         &mut self,
         begin: SeqNum,
@@ -746,17 +763,37 @@ pub struct StoreContents {
     pub next_sender_seq: SeqNum,
     /// MsgSeqNum(34) expected of the counterparty's next message.
     pub next_target_seq: SeqNum,
-    /// The stored outbound messages asked for, by MsgSeqNum (the last stored under a number
-    /// wins, as for a resend).
-    pub messages: BTreeMap<SeqNum, Vec<u8>>,
+    /// The stored messages asked for, in the order they were stored: every outbound one,
+    /// and the received ones of a session with `log_inbound`.
+    pub messages: Vec<StoredMessage>,
     /// A batch at the end did not authenticate: one being written, left out.
     pub torn_tail: bool,
 }
 
+/// Which way a [`StoredMessage`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sent to the counterparty.
+    Sent,
+    /// Received from it.
+    Received,
+}
+
+/// One message of [`StoreContents`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Sent or received.
+    pub direction: Direction,
+    /// Its MsgSeqNum(34) (0 for a received message without one).
+    pub seq: SeqNum,
+    /// The message.
+    pub bytes: Vec<u8>,
+}
+
 impl SealedFileStore {
     /// Reads the store in `dir` without taking it and without changing a file, so also while
-    /// the server runs: the current generation's numbers and its outbound messages with
-    /// `begin <= MsgSeqNum <= end`. `None` if `dir` holds no encrypted store. A reset or
+    /// the server runs: the current generation's numbers and its messages, sent and received,
+    /// with `begin <= MsgSeqNum <= end`. `None` if `dir` holds no encrypted store. A reset or
     /// compaction that replaces the generation meanwhile makes it fail (read again).
     pub fn read_messages(
         dir: &Path,
@@ -770,13 +807,22 @@ impl SealedFileStore {
         let reader = SealedLogReader::open_read_only(&gen_dir, FIX_STORE_PREFIX, keyring)
             .map_err(|e| store_err(&gen_dir, e))?;
         let state = replay(&reader, &gen_dir)?;
-        let mut messages = BTreeMap::new();
+        let mut messages = Vec::new();
         let mut records = reader.records(Seq(0)).map_err(|e| store_err(&gen_dir, e))?;
         while let Some((_, payload)) = records.next_record().map_err(|e| store_err(&gen_dir, e))? {
-            if let Some((seq, bytes)) = decode_message(payload) {
-                if (begin..=end).contains(&seq) {
-                    messages.insert(seq, bytes.to_vec());
-                }
+            let direction = match payload.first() {
+                Some(&KIND_MESSAGE) => Direction::Sent,
+                Some(&KIND_RECEIVED) => Direction::Received,
+                _ => continue,
+            };
+            // Both kinds share the layout: kind, u64 MsgSeqNum, the bytes (checked by replay).
+            let seq = u64_at(payload, 1);
+            if (begin..=end).contains(&seq) {
+                messages.push(StoredMessage {
+                    direction,
+                    seq,
+                    bytes: payload[MESSAGE_PREFIX_LEN..].to_vec(),
+                });
             }
         }
         Ok(Some(StoreContents {
@@ -857,6 +903,7 @@ fn replay(reader: &SealedLogReader, gen_dir: &Path) -> Result<State, StoreError>
                 st.sender = msg_seq.saturating_add(1);
                 None
             }
+            (Some(_), Record::Received) => None,
             (Some(_), Record::Bad(detail)) => Some(detail),
         };
         if let Some(detail) = problem {
@@ -880,6 +927,7 @@ enum Record {
     Header { version: u32, created: UtcTimestamp },
     Seqs { sender: SeqNum, target: SeqNum },
     Message { seq: SeqNum },
+    Received,
     Bad(String),
 }
 
@@ -896,6 +944,7 @@ fn parse_record(payload: &[u8]) -> Record {
         Some(&KIND_MESSAGE) if payload.len() >= MESSAGE_PREFIX_LEN => Record::Message {
             seq: u64_at(payload, 1),
         },
+        Some(&KIND_RECEIVED) if payload.len() >= MESSAGE_PREFIX_LEN => Record::Received,
         Some(kind) => Record::Bad(format!(
             "record kind {kind} of {} bytes is not a store record",
             payload.len()

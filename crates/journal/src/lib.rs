@@ -124,7 +124,9 @@ pub use audit::{
 };
 pub use config::{FsyncPolicy, JournalConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::{JournalError, Result};
-pub use fixstore::{SealedFileStore, StoreContents, FIX_STORE_PREFIX, STORE_SEGMENT_BYTES};
+pub use fixstore::{
+    Direction, SealedFileStore, StoreContents, StoredMessage, FIX_STORE_PREFIX, STORE_SEGMENT_BYTES,
+};
 pub use journal::{CompactReport, JournalReader, JournalWriter, Replay, SnapshotSink};
 pub use log::{
     LogOptions, LogRecords, LogStats, RecoveryReport, SealedLogReader, SealedLogWriter, TornTail,

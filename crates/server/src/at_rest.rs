@@ -375,6 +375,10 @@ impl MessageStore for RekeyingStore {
         self.refresh()?;
         self.store.save_outbound(seq, message)
     }
+    fn save_inbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+        self.refresh()?;
+        self.store.save_inbound(seq, message)
+    }
     fn outbound_range(
         &mut self,
         begin: SeqNum,

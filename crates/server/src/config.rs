@@ -456,6 +456,12 @@ pub struct RawSession {
     /// `authentication = "required"`.
     #[serde(default)]
     pub require_message_signature: bool,
+    /// Keep every message received once the session is logged on in its message store, next to
+    /// the outbound ones, so `portcullis fix-log` shows both sides (encrypted stores only: a
+    /// server with a master key). Written with the store's grouped commits, no extra write.
+    /// Default false.
+    #[serde(default)]
+    pub log_inbound: bool,
     /// When the message store forces writes to disk: `always` (default) or `never`.
     ///
     /// `always` is the default because FIX sequence numbers must never go backwards: a number
@@ -1079,6 +1085,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
             on_disconnect: s.reset_on_disconnect,
         };
         config.require_message_signature = s.require_message_signature;
+        config.log_inbound = s.log_inbound;
         let cancel_on_disconnect = s
             .cancel_on_disconnect
             .unwrap_or(raw.engine.cancel_on_disconnect);

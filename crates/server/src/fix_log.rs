@@ -1,21 +1,25 @@
-//! `portcullis fix-log`: what the server sent a FIX session, read from the session's message
-//! store.
+//! `portcullis fix-log`: what the server and a FIX session sent each other, read from the
+//! session's message store.
 //!
-//! The store keeps every outbound message of the current sequence for resends, encrypted at
-//! rest under the master key, so an operator answering "what did you send me?" needs the key
-//! and this command, not a hex editor. It reads without taking the store (the server may be
-//! running) and changes nothing:
+//! The store keeps every outbound message of the current sequence for resends, and, for a
+//! session with `log_inbound = true`, every message received once it is logged on; encrypted
+//! at rest under the master key, so an operator answering "what did you send me?" needs the
+//! key and this command, not a hex editor. It reads without taking the store (the server may
+//! be running) and changes nothing:
 //!
 //! ```text
 //! $ portcullis fix-log --config my.toml --session 'FIX.4.4:PORTCULLIS->DEMO' --from 2 --to 3
-//! session FIX.4.4:PORTCULLIS->DEMO: sequence started 2026-11-29T10:00:00.000Z, next_sender_seq=4 next_target_seq=3
-//! 2 8=FIX.4.4|9=...|35=8|34=2|...|10=123|
-//! 3 8=FIX.4.4|9=...|35=3|34=3|...|58=Required tag missing|...|10=045|
+//! session FIX.4.4:PORTCULLIS->DEMO: sequence started 2026-11-29T10:00:00.000Z, next_sender_seq=4 next_target_seq=4
+//! in 2 8=FIX.4.4|9=...|35=D|34=2|...|10=201|
+//! out 2 8=FIX.4.4|9=...|35=8|34=2|...|10=123|
+//! in 3 8=FIX.4.4|9=...|35=F|34=3|...|10=077|
+//! out 3 8=FIX.4.4|9=...|35=3|34=3|...|58=Required tag missing|...|10=045|
 //! ```
 //!
-//! One message per line after a header line: its MsgSeqNum, then the message with SOH shown
-//! as `|` (`--soh` keeps SOH). A store without a master key (plaintext) is read only while the
-//! server is stopped: it is locked while open.
+//! One message per line after a header line, in the order they were stored: `in` or `out`,
+//! its MsgSeqNum, then the message with SOH shown as `|` (`--soh` keeps SOH). A store without
+//! a master key (plaintext) keeps outbound messages only and is read only while the server is
+//! stopped: it is locked while open.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,12 +28,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use portcullis_auth::clock::format_rfc3339_ms;
 use portcullis_fix::{SeqNum, UtcTimestamp};
-use portcullis_journal::{SealedFileStore, StoreContents};
+use portcullis_journal::{Direction, SealedFileStore, StoreContents, StoredMessage};
 use portcullis_session::store::{FileStore, MessageStore, SyncPolicy};
 
 use crate::config;
 
-/// `portcullis fix-log`: the stored outbound messages of one FIX session.
+/// `portcullis fix-log`: the stored messages of one FIX session.
 #[derive(Debug, Args)]
 pub struct FixLogArgs {
     /// The server's TOML config (data dir, sessions, `auth.master_key_file`); without it the
@@ -110,16 +114,20 @@ pub fn run(args: FixLogArgs) -> Result<()> {
         contents.next_sender_seq,
         contents.next_target_seq
     )?;
-    for (seq, message) in &contents.messages {
+    for m in &contents.messages {
         let text: Vec<u8> = if args.soh {
-            message.clone()
+            m.bytes.clone()
         } else {
-            message
+            m.bytes
                 .iter()
                 .map(|&b| if b == 0x01 { b'|' } else { b })
                 .collect()
         };
-        write!(out, "{seq} ")?;
+        let way = match m.direction {
+            Direction::Sent => "out",
+            Direction::Received => "in",
+        };
+        write!(out, "{way} {} ", m.seq)?;
         out.write_all(&text)?;
         writeln!(out)?;
     }
@@ -144,7 +152,14 @@ fn read_plain(dir: &std::path::Path, from: SeqNum, to: SeqNum) -> Result<StoreCo
         created: store.creation_time(),
         next_sender_seq: store.next_sender_seq(),
         next_target_seq: store.next_target_seq(),
-        messages: messages.into_iter().collect(),
+        messages: messages
+            .into_iter()
+            .map(|(seq, bytes)| StoredMessage {
+                direction: Direction::Sent,
+                seq,
+                bytes,
+            })
+            .collect(),
         torn_tail: false,
     })
 }

@@ -57,6 +57,9 @@ pub struct SessionConfig {
     /// Every application message must carry a valid SignatureLength(93)/Signature(89),
     /// checked by the session's [`SessionAuth`].
     pub require_message_signature: bool,
+    /// Keep every message received once the session is logged on in the store too
+    /// ([`MessageStore::save_inbound`]), for operators reading what the counterparty sent.
+    pub log_inbound: bool,
 }
 
 impl SessionConfig {
@@ -75,6 +78,7 @@ impl SessionConfig {
             max_message_size: 64 * 1024,
             validate: true,
             require_message_signature: false,
+            log_inbound: false,
         }
     }
 }
@@ -490,11 +494,32 @@ impl Session {
     }
 
     fn on_frame(&mut self, now: UtcTimestamp, bytes: &[u8], dec: &mut Decoder) {
+        // Only what an established session received, before its answers; a Logon once it is
+        // accepted (after its answer): a refused one never writes the store.
+        let established =
+            |s: SessionState| matches!(s, SessionState::Active | SessionState::LogoutSent);
+        let log = self.config.log_inbound;
+        if log && established(self.state) {
+            self.log_inbound(bytes);
+        }
+        let was_established = established(self.state);
         match dec.decode(bytes) {
             Ok(msg) => self.on_message(now, &msg),
             Err(e) => self.on_undecodable(now, bytes, e),
         }
+        if log && !was_established && established(self.state) {
+            self.log_inbound(bytes);
+        }
         self.drain_queue(now, dec);
+    }
+
+    fn log_inbound(&mut self, bytes: &[u8]) {
+        let seq = find_field(bytes, b"\x0134=")
+            .and_then(portcullis_fix::decode::parse_u64)
+            .unwrap_or(0);
+        if let Err(e) = self.store.save_inbound(seq, bytes) {
+            self.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+        }
     }
 
     /// A framed message whose fields cannot be split: reject it if it is the expected one.

@@ -92,6 +92,13 @@ pub trait MessageStore: Send {
     /// Records an outbound message sent with MsgSeqNum `seq` and sets the next sender sequence
     /// number to `seq + 1`, as one atomic step.
     fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError>;
+    /// Keeps a message received with MsgSeqNum `seq` (0 if it had none), for operators: a
+    /// log, never read by the session. Written with the next commit. A store that keeps no
+    /// received messages, the default, ignores it.
+    fn save_inbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+        let _ = (seq, message);
+        Ok(())
+    }
     /// Appends to `out` the stored outbound messages with `begin <= seq <= end`, in order.
     /// Sequence numbers with no stored message (never sent, or lost to a reset) are skipped.
     fn outbound_range(

@@ -621,6 +621,9 @@ impl MessageStore for SharedStore {
     fn save_outbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
         self.write(|s| s.save_outbound(seq, message))
     }
+    fn save_inbound(&mut self, seq: SeqNum, message: &[u8]) -> Result<(), StoreError> {
+        self.write(|s| s.save_inbound(seq, message))
+    }
     fn outbound_range(
         &mut self,
         begin: SeqNum,

@@ -7,7 +7,7 @@ use portcullis_fix::{SeqNum, UtcTimestamp};
 use portcullis_session::store::{FileStore, MessageStore, StoreError, SyncPolicy};
 
 use super::{flip, layout, ring};
-use crate::{FsyncPolicy, LogOptions, SealedFileStore, FIX_STORE_PREFIX};
+use crate::{Direction, FsyncPolicy, LogOptions, SealedFileStore, FIX_STORE_PREFIX};
 
 const T0: UtcTimestamp = UtcTimestamp::from_nanos(1_700_000_000_123_456_789);
 const T1: UtcTimestamp = UtcTimestamp::from_nanos(1_700_086_400_000_000_000);
@@ -498,6 +498,9 @@ fn operators_read_a_store_while_it_is_open_without_changing_it() {
     store.set_next_target_seq(9).unwrap();
     // Resent under its number later: the last one stored is the one a resend gives.
     store.save_outbound(3, b"8=FIX.4.4\x0135=4\x01").unwrap();
+    store
+        .save_inbound(4, b"8=FIX.4.4\x0135=0\x0134=4\x01")
+        .unwrap();
     store.set_next_sender_seq(6).unwrap();
     let before = files(&session);
     let read = SealedFileStore::read_messages(&session, &ring("1", 7), 2, 4)
@@ -506,11 +509,24 @@ fn operators_read_a_store_while_it_is_open_without_changing_it() {
     assert_eq!((read.next_sender_seq, read.next_target_seq), (6, 9));
     assert_eq!(read.created, T0);
     assert!(!read.torn_tail);
-    let seqs: Vec<SeqNum> = read.messages.keys().copied().collect();
-    assert_eq!(seqs, vec![2, 3, 4]);
-    assert_eq!(read.messages[&2], msg(2));
-    assert_eq!(read.messages[&3], b"8=FIX.4.4\x0135=4\x01");
+    let got: Vec<(Direction, SeqNum)> =
+        read.messages.iter().map(|m| (m.direction, m.seq)).collect();
+    use Direction::{Received, Sent};
+    assert_eq!(
+        got,
+        vec![(Sent, 2), (Sent, 3), (Sent, 4), (Sent, 3), (Received, 4)]
+    );
+    assert_eq!(read.messages[0].bytes, msg(2));
+    assert_eq!(read.messages[3].bytes, b"8=FIX.4.4\x0135=4\x01");
+    assert_eq!(read.messages[4].bytes, b"8=FIX.4.4\x0135=0\x0134=4\x01");
     assert_eq!(files(&session), before, "reading changed the files");
+    // Received messages are a log only: the store reopens with the same state, and a resend
+    // gives the last outbound message of each number.
+    let before_reopen = snapshot(&mut store);
+    drop(store);
+    let mut store = open(&session);
+    assert_eq!(snapshot(&mut store), before_reopen);
+    assert_eq!(range(&mut store, 3, 3)[0].1, b"8=FIX.4.4\x0135=4\x01");
     // The wrong master key reads nothing.
     let err = SealedFileStore::read_messages(&session, &ring("2", 8), 0, SeqNum::MAX).unwrap_err();
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
