@@ -168,7 +168,8 @@ struct State {
 }
 
 /// Where a generation being written sends each carried-over message.
-type Sink<'a> = dyn FnMut(SeqNum, &[u8]) -> Result<(), StoreError> + 'a;
+/// Takes one message to carry over: its record kind (sent or received), MsgSeqNum and bytes.
+type Sink<'a> = dyn FnMut(u8, SeqNum, &[u8]) -> Result<(), StoreError> + 'a;
 /// Feeds the messages to carry over into a new generation, in log order.
 type Feed<'a> = dyn FnMut(&mut Sink<'_>) -> Result<(), StoreError> + 'a;
 
@@ -248,7 +249,7 @@ impl SealedFileStore {
                 let mut messages = old.messages;
                 let mut feed = |f: &mut Sink<'_>| {
                     for (seq, m) in &messages {
-                        f(*seq, m)?;
+                        f(KIND_MESSAGE, *seq, m)?;
                     }
                     Ok(())
                 };
@@ -455,8 +456,15 @@ impl SealedFileStore {
                     // Only the latest version of each message (a MsgSeqNum reused after a
                     // lowered sender number replaced the earlier one).
                     if index.get(&msg_seq) == Some(&seq.0) {
-                        f(msg_seq, message)?;
+                        f(KIND_MESSAGE, msg_seq, message)?;
                     }
+                } else if payload.first() == Some(&KIND_RECEIVED) {
+                    // The log of received messages goes along (replay checked its length).
+                    f(
+                        KIND_RECEIVED,
+                        u64_at(payload, 1),
+                        &payload[MESSAGE_PREFIX_LEN..],
+                    )?;
                 }
             }
             Ok(())
@@ -600,11 +608,7 @@ impl MessageStore for SealedFileStore {
                 max: MAX_STORED_MESSAGE_LEN,
             });
         }
-        self.append(|b| {
-            b.push(KIND_RECEIVED);
-            b.extend_from_slice(&seq.to_le_bytes());
-            b.extend_from_slice(message);
-        })?;
+        self.append(|b| encode_kind(b, KIND_RECEIVED, seq, message))?;
         Ok(())
     }
 
@@ -851,7 +855,12 @@ fn encode_seqs(b: &mut Vec<u8>, sender: SeqNum, target: SeqNum) {
 }
 
 fn encode_message(b: &mut Vec<u8>, seq: SeqNum, message: &[u8]) {
-    b.push(KIND_MESSAGE);
+    encode_kind(b, KIND_MESSAGE, seq, message);
+}
+
+/// A Message (`KIND_MESSAGE`) or Received (`KIND_RECEIVED`) record: same layout.
+fn encode_kind(b: &mut Vec<u8>, kind: u8, seq: SeqNum, message: &[u8]) {
+    b.push(kind);
     b.extend_from_slice(&seq.to_le_bytes());
     b.extend_from_slice(message);
 }
@@ -1035,8 +1044,8 @@ fn write_generation(
             .map_err(|e| store_err(&tmp, e))?;
         w.append_with(|b| encode_header(b, contents.created))
             .map_err(|e| store_err(&tmp, e))?;
-        (contents.messages)(&mut |seq, m| {
-            w.append_with(|b| encode_message(b, seq, m))
+        (contents.messages)(&mut |kind, seq, m| {
+            w.append_with(|b| encode_kind(b, kind, seq, m))
                 .map(|_| ())
                 .map_err(|e| store_err(&tmp, e))
         })?;

@@ -527,6 +527,29 @@ fn operators_read_a_store_while_it_is_open_without_changing_it() {
     let mut store = open(&session);
     assert_eq!(snapshot(&mut store), before_reopen);
     assert_eq!(range(&mut store, 3, 3)[0].1, b"8=FIX.4.4\x0135=4\x01");
+    // A compaction (or a re-encryption) carries the received messages over.
+    store.compact().unwrap();
+    let after = SealedFileStore::read_messages(&session, &ring("1", 7), 0, SeqNum::MAX)
+        .unwrap()
+        .unwrap();
+    let got: Vec<(Direction, SeqNum)> = after
+        .messages
+        .iter()
+        .map(|m| (m.direction, m.seq))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Sent, 1),
+            (Sent, 2),
+            (Sent, 4),
+            (Sent, 5),
+            (Sent, 3),
+            (Received, 4)
+        ]
+    );
+    assert_eq!(after.messages[5].bytes, b"8=FIX.4.4\x0135=0\x0134=4\x01");
+    assert_eq!(snapshot(&mut store), before_reopen);
     // The wrong master key reads nothing.
     let err = SealedFileStore::read_messages(&session, &ring("2", 8), 0, SeqNum::MAX).unwrap_err();
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
