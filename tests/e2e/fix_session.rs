@@ -536,7 +536,7 @@ fn an_operator_sets_the_sequence_numbers_of_a_counterparty_that_started_again_at
         "{out}"
     );
     assert!(
-        lines[1].starts_with("1 8=FIX.4.4|") && lines[1].contains("|35=A|"),
+        lines[1].starts_with("out 1 8=FIX.4.4|") && lines[1].contains("|35=A|"),
         "{out}"
     );
     assert_eq!(lines.len(), 2, "{out}");
