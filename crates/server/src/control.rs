@@ -362,13 +362,7 @@ fn list_sessions(registry: &SessionRegistry) -> String {
         .iter()
         .map(|e| {
             let s = e.status();
-            let state = if s.logged_on {
-                "logged_on"
-            } else if s.connected {
-                "connected"
-            } else {
-                "disconnected"
-            };
+            let state = s.state();
             let num = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
             format!(
                 "{} {state} peer={} next_sender_seq={} next_target_seq={}",
@@ -388,7 +382,7 @@ fn list_sessions(registry: &SessionRegistry) -> String {
 }
 
 async fn set_sequence(registry: &SessionRegistry, name: &str, change: SequenceChange) -> Response {
-    let Some(entry) = registry.iter().find(|e| e.name() == name).cloned() else {
+    let Some(entry) = registry.by_name(name) else {
         return Response {
             ok: false,
             message: format!("no session {name:?} (`portcullis admin sessions` lists them)"),

@@ -702,6 +702,20 @@ pub struct SessionStatus {
     pub next_target_seq: Option<SeqNum>,
 }
 
+impl SessionStatus {
+    /// `logged_on`, `connected` (a connection that has not completed its Logon) or
+    /// `disconnected`, as operators' listings show it.
+    pub fn state(&self) -> &'static str {
+        if self.logged_on {
+            "logged_on"
+        } else if self.connected {
+            "connected"
+        } else {
+            "disconnected"
+        }
+    }
+}
+
 impl std::fmt::Debug for SessionEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionEntry")
@@ -989,6 +1003,11 @@ impl SessionRegistry {
     /// All sessions.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<SessionEntry>> {
         self.sessions.values()
+    }
+
+    /// The session operators call `name` (`FIX.4.4:OURS->THEIRS`, [`SessionEntry::name`]).
+    pub fn by_name(&self, name: &str) -> Option<Arc<SessionEntry>> {
+        self.sessions.values().find(|e| e.name() == name).cloned()
     }
 
     /// Number of sessions.

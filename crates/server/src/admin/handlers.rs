@@ -620,7 +620,7 @@ fn sessions(state: &AdminState) -> Value {
                 "begin_string": e.config().begin_string.as_str(),
                 "sender_comp_id": e.config().sender_comp_id,
                 "target_comp_id": e.config().target_comp_id,
-                "state": if s.logged_on { "logged_on" } else if s.connected { "connected" } else { "disconnected" },
+                "state": s.state(),
                 "peer": s.peer.map(|p| p.to_string()),
                 "peer_ip": s.peer.map(|p| p.ip().to_string()),
                 "connected_since": s.connected_since.map(|t| format_rfc3339_ms(t.millis())),
@@ -653,7 +653,7 @@ fn logout(state: &AdminState, call: &Call, name: &str) -> Handled {
             "text: at most 200 characters, no control characters",
         ));
     }
-    let Some(entry) = state.registry.iter().find(|e| e.name() == name) else {
+    let Some(entry) = state.registry.by_name(name) else {
         return Err(Problem::not_found(format!("no session {name:?}")));
     };
     if !entry.request_logout(&text) {
@@ -683,7 +683,7 @@ struct SequenceBody {
 
 async fn set_sequence(state: &AdminState, call: &Call, name: &str) -> Handled {
     let body = json_body::<SequenceBody>(call)?;
-    let Some(entry) = state.registry.iter().find(|e| e.name() == name).cloned() else {
+    let Some(entry) = state.registry.by_name(name) else {
         return Err(Problem::not_found(format!("no session {name:?}")));
     };
     let change = SequenceChange {
