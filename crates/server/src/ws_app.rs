@@ -89,6 +89,20 @@ fn generated_cl_ord_id() -> ClOrdId {
     ClOrdId::new(text.as_bytes()).unwrap_or(ClOrdId::EMPTY)
 }
 
+/// The ClOrdID of a request's `newClientOrderId`, or a generated one without it; an invalid
+/// one is refused with `reject` (the request's own error).
+fn new_cl_ord_id(
+    given: Option<&String>,
+    reject: impl FnOnce(String) -> WsError,
+) -> Result<ClOrdId, WsError> {
+    match given {
+        Some(id) => {
+            ClOrdId::new(id.as_bytes()).map_err(|e| reject(format!("newClientOrderId: {e}")))
+        }
+        None => Ok(generated_cl_ord_id()),
+    }
+}
+
 /// `v / 10^scale` as decimal text with exactly `scale` places (`-` for negative values).
 fn fmt_scaled(v: i128, scale: u8) -> String {
     let text = Decimal::from_parts(v.unsigned_abs(), scale)
@@ -640,11 +654,7 @@ impl WsBridge {
             Some(p) => scaled(p, entry.price_scale, "price")?,
             None => 0,
         };
-        let cl = match &order.new_client_order_id {
-            Some(id) => ClOrdId::new(id.as_bytes())
-                .map_err(|e| WsError::order_rejected(format!("newClientOrderId: {e}")))?,
-            None => generated_cl_ord_id(),
-        };
+        let cl = new_cl_ord_id(order.new_client_order_id.as_ref(), WsError::order_rejected)?;
         if self.pending.contains_key(&cl) {
             return Err(WsError::order_rejected("duplicate ClOrdID"));
         }
@@ -747,11 +757,10 @@ impl WsBridge {
                 .map_err(|_| WsError::cancel_rejected("Unknown order sent."))?,
             None => ClOrdId::EMPTY,
         };
-        let cl = match &cancel.new_client_order_id {
-            Some(id) => ClOrdId::new(id.as_bytes())
-                .map_err(|e| WsError::cancel_rejected(format!("newClientOrderId: {e}")))?,
-            None => generated_cl_ord_id(),
-        };
+        let cl = new_cl_ord_id(
+            cancel.new_client_order_id.as_ref(),
+            WsError::cancel_rejected,
+        )?;
         let (order_id, orig_cl_ord_id) =
             self.engine_target(&cancel.target, orig, account, slot, instrument);
         let cmd = CancelOrder {
@@ -825,11 +834,7 @@ impl WsBridge {
             Some(c) => ClOrdId::new(c.as_bytes()).map_err(|_| WsError::no_such_order())?,
             None => ClOrdId::EMPTY,
         };
-        let cl = match &req.new_client_order_id {
-            Some(id) => ClOrdId::new(id.as_bytes())
-                .map_err(|e| WsError::amend_rejected(format!("newClientOrderId: {e}")))?,
-            None => generated_cl_ord_id(),
-        };
+        let cl = new_cl_ord_id(req.new_client_order_id.as_ref(), WsError::amend_rejected)?;
         if self.pending.contains_key(&cl) {
             return Err(WsError::amend_rejected("Duplicate order sent."));
         }
