@@ -1464,3 +1464,155 @@ multiplier = 1
     let r = c.expect("3");
     assert_eq!(r.get(373), Some("11"), "{r:?}");
 }
+
+/// A stop (`limit` None) or stop-limit order on BTC-PERP, GTC.
+fn stop_order(c: &mut FixClient, cl: &str, side: &str, qty: &str, stop: &str, limit: Option<&str>) {
+    let mut f = vec![
+        (11, cl),
+        (21, "1"),
+        (55, "BTC-PERP"),
+        (54, side),
+        (60, "20260101-00:00:00"),
+        (38, qty),
+        (59, "1"),
+        (99, stop),
+    ];
+    match limit {
+        Some(p) => {
+            f.push((40, "4"));
+            f.push((44, p));
+        }
+        None => f.push((40, "3")),
+    }
+    c.send("D", &f);
+}
+
+#[test]
+fn stop_orders_wait_for_a_trade_at_their_price_then_trade_as_market_or_limit_orders() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    // A trade at 100 between A and B: the last price.
+    limit(&mut a, "A1", "2", "1", "100");
+    limit(&mut b, "B1", "1", "1", "100");
+    b.expect("8");
+    a.expect("8");
+
+    // B: a sell stop at 95 (a market sell once a trade is at 95 or lower). Acknowledged with
+    // its type and stop price, no price.
+    stop_order(&mut b, "B2", "2", "1", "95", None);
+    let m = b.expect("8");
+    assert_fields(
+        &m,
+        &[
+            (11, "B2"),
+            (150, "0"),
+            (39, "0"),
+            (40, "3"),
+            (99, "95.0"),
+            (151, "1.000"),
+        ],
+    );
+    assert_eq!(m.get(44), None, "{m:?}");
+    let stop_id = m.get(37).unwrap().to_owned();
+    // B: a buy stop-limit at 105, limit 106.
+    stop_order(&mut b, "B3", "1", "1", "105", Some("106"));
+    let m = b.expect("8");
+    assert_fields(
+        &m,
+        &[
+            (11, "B3"),
+            (150, "0"),
+            (40, "4"),
+            (99, "105.0"),
+            (44, "106.0"),
+        ],
+    );
+    // Its status says what it is; a replace of a waiting stop is refused.
+    b.send("H", &[(11, "B3"), (55, "BTC-PERP"), (54, "1")]);
+    let m = b.expect("8");
+    assert_fields(
+        &m,
+        &[(11, "B3"), (150, "I"), (39, "0"), (40, "4"), (99, "105.0")],
+    );
+    b.send(
+        "G",
+        &[
+            (41, "B3"),
+            (11, "B4"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "4"),
+            (99, "105"),
+            (44, "107"),
+        ],
+    );
+    let m = b.expect("9");
+    assert_fields(&m, &[(11, "B4"), (41, "B3"), (434, "2")]);
+    // A stop without StopPx, and one off the tick, are refused with the reason.
+    a.send(
+        "D",
+        &[
+            (11, "A2"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "3"),
+        ],
+    );
+    assert_rejected(
+        &a.expect("8"),
+        "A2",
+        "11",
+        "StopPx(99) is required for a stop order",
+    );
+    stop_order(&mut a, "A3", "2", "1", "95.2", None);
+    assert_rejected(&a.expect("8"), "A3", "99", "tick");
+
+    // A bids 2 at 94; B sells 1 at 94: the trade at 94 triggers B's stop, which sells its 1
+    // to A's remaining bid, as a market order.
+    limit(&mut a, "A4", "1", "2", "94");
+    order(&mut b, "B5", "BTC-PERP", "2", "1", Some("94"), "3");
+    assert_fields(&b.expect("8"), &[(11, "B5"), (150, "0")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B5"), (150, "F"), (39, "2"), (31, "94.0")],
+    );
+    let m = b.expect("8");
+    assert_fields(
+        &m,
+        &[
+            (11, "B2"),
+            (37, &stop_id),
+            (150, "F"),
+            (39, "2"),
+            (40, "3"),
+            (99, "95.0"),
+            (31, "94.0"),
+            (32, "1.000"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(11, "A4"), (150, "F"), (39, "1")]);
+    assert_fields(&a.expect("8"), &[(11, "A4"), (150, "F"), (39, "2")]);
+
+    // The stop-limit is still waiting (nothing traded at 105): cancelled like any order.
+    b.send(
+        "F",
+        &[
+            (41, "B3"),
+            (11, "B6"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B6"), (41, "B3"), (150, "4"), (40, "4")],
+    );
+    nothing_else(&mut a, "quiet-a");
+    nothing_else(&mut b, "quiet-b");
+}

@@ -17,6 +17,12 @@
 //!   indexed by tick) needs a bounded price range, which crypto prices that move by orders of
 //!   magnitude and option premiums from 0.0001 to thousands do not give. The `Vec` only grows
 //!   (allocates) when a side becomes deeper than ever before, never in the steady state.
+//! - **Stop orders** waiting for their trigger are in the store (found, listed and cancelled
+//!   like any order) but in no level: each book keeps one list per side of `(stop price,
+//!   slot)`, sorted so that the next to trigger is the last element (buy stops lowest price
+//!   first, sell stops highest first, each in time order). A trade checks only the two ends.
+//!   When a trade reaches a stop price, the order works from then on as the market or limit
+//!   order it carries, after the command that traded, and may itself trigger more.
 //! - **Time priority** within a level is an intrusive doubly linked FIFO of slab slots (head,
 //!   tail, count and total quantity in the level): append at the tail, fill from the head,
 //!   unlink anywhere in O(1) on cancel.
@@ -30,9 +36,9 @@
 //! in step through [`Feedback`].
 
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType,
-    OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce,
-    TradeId,
+    stop_triggered, AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId,
+    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    TimeInForce, TradeId,
 };
 
 use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
@@ -281,6 +287,64 @@ pub struct LevelView {
     pub orders: u32,
 }
 
+/// A stop order waiting for its trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StopEntry {
+    stop_px: Price,
+    slot: u32,
+}
+
+/// The untriggered stop orders of one side, the next to trigger last.
+#[derive(Debug, Clone, Default)]
+struct StopList {
+    entries: Vec<StopEntry>,
+}
+
+impl StopList {
+    /// Whether a stop at `a` triggers after one at `b` on `side` (buy stops rise, sell stops
+    /// fall).
+    fn later(side: Side, a: Price, b: Price) -> bool {
+        match side {
+            Side::Buy => a > b,
+            Side::Sell => a < b,
+        }
+    }
+
+    /// Adds a stop behind those at the same price (time priority).
+    fn insert(&mut self, side: Side, stop_px: Price, slot: u32) {
+        // Entries that trigger later come first; a new one triggers after every equal one,
+        // so it goes before them.
+        let at = self
+            .entries
+            .partition_point(|e| Self::later(side, e.stop_px, stop_px));
+        self.entries.insert(at, StopEntry { stop_px, slot });
+    }
+
+    fn remove(&mut self, side: Side, stop_px: Price, slot: u32) {
+        let from = self
+            .entries
+            .partition_point(|e| Self::later(side, e.stop_px, stop_px));
+        let found = self.entries[from..]
+            .iter()
+            .take_while(|e| e.stop_px == stop_px)
+            .position(|e| e.slot == slot);
+        match found {
+            Some(k) => {
+                self.entries.remove(from + k);
+            }
+            None => debug_assert!(false, "untriggered stop order not in its list"),
+        }
+    }
+
+    /// The next stop to trigger, if a trade at `last` triggers it.
+    fn next_triggered(&self, side: Side, last: Price) -> Option<StopEntry> {
+        self.entries
+            .last()
+            .copied()
+            .filter(|e| stop_triggered(side, e.stop_px, last))
+    }
+}
+
 /// The order book of one instrument (its resting orders live in the matcher's shared store).
 #[derive(Debug, Clone)]
 pub struct OrderBook {
@@ -289,6 +353,10 @@ pub struct OrderBook {
     open: bool,
     bids: BookSide,
     asks: BookSide,
+    buy_stops: StopList,
+    sell_stops: StopList,
+    /// The price of the last trade, what stop orders trigger on.
+    last_trade: Option<Price>,
 }
 
 impl OrderBook {
@@ -298,7 +366,42 @@ impl OrderBook {
             open: false,
             bids: BookSide::new(true, levels_per_side),
             asks: BookSide::new(false, levels_per_side),
+            buy_stops: StopList::default(),
+            sell_stops: StopList::default(),
+            last_trade: None,
         }
+    }
+
+    fn stops(&self, side: Side) -> &StopList {
+        match side {
+            Side::Buy => &self.buy_stops,
+            Side::Sell => &self.sell_stops,
+        }
+    }
+
+    fn stops_mut(&mut self, side: Side) -> &mut StopList {
+        match side {
+            Side::Buy => &mut self.buy_stops,
+            Side::Sell => &mut self.sell_stops,
+        }
+    }
+
+    /// The side an order on `side` trades against, and the last trade price it updates.
+    fn opposite_and_last(&mut self, side: Side) -> (&mut BookSide, &mut Option<Price>) {
+        match side {
+            Side::Buy => (&mut self.asks, &mut self.last_trade),
+            Side::Sell => (&mut self.bids, &mut self.last_trade),
+        }
+    }
+
+    /// The price of the last trade.
+    pub fn last_trade(&self) -> Option<Price> {
+        self.last_trade
+    }
+
+    /// Number of stop orders waiting for their trigger.
+    pub fn stop_count(&self) -> usize {
+        self.buy_stops.entries.len() + self.sell_stops.entries.len()
     }
 
     fn side(&self, side: Side) -> &BookSide {
@@ -422,6 +525,38 @@ impl OrderSnapshot {
     }
 }
 
+/// One order's fields in [`Matcher::write_state`]. A limit or market order's are what they
+/// were before stop orders existed, so a journal's older state hashes still compare.
+fn write_order_state(out: &mut Vec<u8>, o: &Order) {
+    out.extend_from_slice(&o.id.0.to_le_bytes());
+    out.push(o.cl_ord_id.as_bytes().len() as u8);
+    out.extend_from_slice(o.cl_ord_id.as_bytes());
+    out.extend_from_slice(&o.session.0.to_le_bytes());
+    out.extend_from_slice(&o.account.0.to_le_bytes());
+    out.extend_from_slice(&o.instrument.0.to_le_bytes());
+    let ord_type = match o.ord_type {
+        OrdType::Limit => 0,
+        OrdType::Market => 1,
+        OrdType::Stop { .. } => 2,
+        OrdType::StopLimit { .. } => 3,
+    };
+    out.extend_from_slice(&[
+        o.side as u8,
+        ord_type,
+        o.tif as u8,
+        o.stp.map_or(0xff, |m| m as u8),
+        u8::from(o.post_only),
+    ]);
+    for v in [o.price.0, o.qty.0, o.cum.0, o.received_ns] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&o.notional.to_le_bytes());
+    if let Some(stop_px) = o.ord_type.stop_px() {
+        out.extend_from_slice(&stop_px.0.to_le_bytes());
+        out.push(u8::from(o.untriggered));
+    }
+}
+
 /// A report about an order in its current state. A market order's `price` is the risk
 /// valuation, not a limit: reported as 0.
 fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
@@ -436,9 +571,10 @@ fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
         side: o.side,
         ord_type: o.ord_type,
         tif: o.tif,
-        price: match o.ord_type {
-            OrdType::Limit => o.price,
-            OrdType::Market => Price(0),
+        price: if o.ord_type.is_market() {
+            Price(0)
+        } else {
+            o.price
         },
         qty: o.qty,
         cum_qty: o.cum,
@@ -553,7 +689,7 @@ impl Matcher {
     /// refused.
     pub fn close_book(&mut self, instrument: InstrumentId) {
         if let Some(b) = self.books.get_mut(instrument.0 as usize) {
-            if b.order_count() == 0 {
+            if b.order_count() == 0 && b.stop_count() == 0 {
                 *b = OrderBook::new(instrument, 0);
             }
         }
@@ -607,19 +743,19 @@ impl Matcher {
                         out.extend_from_slice(&o.session.0.to_le_bytes());
                         out.extend_from_slice(&o.account.0.to_le_bytes());
                         out.extend_from_slice(&o.instrument.0.to_le_bytes());
-                        out.extend_from_slice(&[
-                            o.side as u8,
-                            o.ord_type as u8,
-                            o.tif as u8,
-                            o.stp.map_or(0xff, |m| m as u8),
-                            u8::from(o.post_only),
-                        ]);
-                        for v in [o.price.0, o.qty.0, o.cum.0, o.received_ns] {
-                            out.extend_from_slice(&v.to_le_bytes());
-                        }
-                        out.extend_from_slice(&o.notional.to_le_bytes());
+                        write_order_state(out, o);
                         slot = self.orders.next(slot);
                     }
+                }
+            }
+            if b.stop_count() == 0 {
+                continue;
+            }
+            out.extend_from_slice(&b.last_trade.map_or(i64::MIN, |p| p.0).to_le_bytes());
+            for stops in [&b.buy_stops, &b.sell_stops] {
+                out.extend_from_slice(&(stops.entries.len() as u64).to_le_bytes());
+                for e in &stops.entries {
+                    write_order_state(out, self.orders.get(e.slot));
                 }
             }
         }
@@ -689,6 +825,34 @@ impl Matcher {
         self.resolve(h).map(|s| working(self.orders.get(s)))
     }
 
+    /// The stop orders of an instrument waiting for their trigger, buy then sell, each side
+    /// in trigger order.
+    pub fn waiting_stops(
+        &self,
+        instrument: InstrumentId,
+    ) -> impl Iterator<Item = OrderSnapshot> + '_ {
+        let book = self.books.get(instrument.0 as usize);
+        let entries = book.into_iter().flat_map(|b| {
+            b.buy_stops
+                .entries
+                .iter()
+                .rev()
+                .chain(b.sell_stops.entries.iter().rev())
+        });
+        entries.filter_map(move |e| {
+            self.snapshot(OrderHandle {
+                slot: e.slot,
+                id: self.orders.get(e.slot).id,
+            })
+        })
+    }
+
+    /// Whether the order is a stop order still waiting for its trigger.
+    pub fn is_untriggered(&self, h: OrderHandle) -> bool {
+        self.resolve(h)
+            .is_some_and(|s| self.orders.get(s).untriggered)
+    }
+
     /// A snapshot of a working order.
     pub fn snapshot(&self, h: OrderHandle) -> Option<OrderSnapshot> {
         let o = self.orders.get(self.resolve(h)?);
@@ -747,23 +911,27 @@ impl Matcher {
             tif: o.tif,
             stp: o.stp,
             post_only: o.post_only,
+            untriggered: false,
             price: o.price,
             qty: o.qty,
             cum: Qty(0),
             notional: 0,
             received_ns: o.received_ns,
         };
-        let market = o.ord_type == OrdType::Market;
-        // A market order never rests, whatever its time in force.
-        let rests = !market && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day);
+        let stop_px = o.ord_type.stop_px();
+        // A market order never rests, whatever its time in force; a stop order waits in the
+        // store for its trigger.
+        let rests = stop_px.is_some() || rests_when_working(&taker);
         let i = o.instrument.0 as usize;
         let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
         let reason = if i >= self.books.len() || !self.books[i].open {
             Some(RejectReason::UnknownInstrument)
         } else if o.qty.0 <= 0 {
             Some(RejectReason::QtyTooSmall)
-        } else if o.post_only && !rests {
+        } else if o.post_only && (stop_px.is_some() || !rests) {
             Some(RejectReason::Unsupported)
+        } else if stop_px.is_some_and(|p| p.0 <= 0) {
+            Some(RejectReason::BadTick)
         } else if !self.can_accept() {
             Some(RejectReason::ServerBusy)
         } else if rests && self.orders.is_full() {
@@ -799,16 +967,45 @@ impl Matcher {
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         out(report(&taker, EventKind::New, self.ids.exec(), now));
-        let stp = o.stp.unwrap_or(self.config.default_stp);
-        let book = &mut self.books[i];
-        let opp = book.side_mut(o.side.opposite());
-        if o.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
+        if let Some(stop_px) = stop_px {
+            let book = &mut self.books[i];
+            // Already through its price: it works at once.
+            if !book
+                .last_trade
+                .is_some_and(|last| stop_triggered(o.side, stop_px, last))
+            {
+                taker.untriggered = true;
+                let slot = self.orders.insert(taker, cl_tag);
+                book.stops_mut(o.side).insert(o.side, stop_px, slot);
+                return;
+            }
+        }
+        self.work(taker, cl_tag, now, fb, out);
+        self.run_triggers(i, now, fb, out);
+    }
+
+    /// Matches an accepted order that is now working (new, or a stop just triggered): a
+    /// fill-or-kill that cannot fill completely expires, what trades is reported, a rest
+    /// that may rest goes to the back of its level, any other rest is cancelled.
+    fn work(
+        &mut self,
+        mut taker: Order,
+        cl_tag: u32,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        let stp = taker.stp.unwrap_or(self.config.default_stp);
+        let book = &mut self.books[taker.instrument.0 as usize];
+        let (opp, last_trade) = book.opposite_and_last(taker.side);
+        if taker.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
             out(done(&taker, EventKind::Expired, self.ids.exec(), now));
             fb.on_order_closed(&working(&taker));
             return;
         }
         let stopped = match_taker(
             opp,
+            last_trade,
             &mut self.orders,
             &mut self.ids,
             &mut taker,
@@ -820,24 +1017,64 @@ impl Matcher {
         if taker.leaves().0 == 0 {
             return;
         }
-        if rests && !stopped {
+        if rests_when_working(&taker) && !stopped {
             let slot = self.orders.insert(taker, cl_tag);
-            book.side_mut(o.side).push_back(&mut self.orders, slot);
+            book.side_mut(taker.side).push_back(&mut self.orders, slot);
             return;
         }
         out(done(&taker, EventKind::Canceled, self.ids.exec(), now));
         fb.on_order_closed(&working(&taker));
     }
 
-    /// Takes a resting order out of its book and the store.
+    /// Works every stop order of book `i` that the last trade has triggered, in trigger order
+    /// (a buy stop at the lowest price and a sell stop at the highest first, then time; the
+    /// older of a buy and a sell both triggered), until none is: each may trade and so
+    /// trigger more.
+    fn run_triggers(
+        &mut self,
+        i: usize,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        loop {
+            let book = &self.books[i];
+            let Some(last) = book.last_trade else {
+                return;
+            };
+            let buy = book.buy_stops.next_triggered(Side::Buy, last);
+            let sell = book.sell_stops.next_triggered(Side::Sell, last);
+            let side = match (buy, sell) {
+                (None, None) => return,
+                (Some(_), None) => Side::Buy,
+                (None, Some(_)) => Side::Sell,
+                (Some(b), Some(s)) => {
+                    if self.orders.get(b.slot).id < self.orders.get(s.slot).id {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    }
+                }
+            };
+            let Some(entry) = self.books[i].stops_mut(side).entries.pop() else {
+                return;
+            };
+            let mut o = self.orders.remove(entry.slot);
+            o.untriggered = false;
+            let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
+            self.work(o, cl_tag, now, fb, out);
+        }
+    }
+
+    /// Takes a resting order (or a stop waiting for its trigger) out of its book and the
+    /// store.
     fn take_resting(&mut self, slot: u32) -> Order {
-        let (instrument, side) = {
-            let o = self.orders.get(slot);
-            (o.instrument, o.side)
-        };
-        self.books[instrument.0 as usize]
-            .side_mut(side)
-            .remove(&mut self.orders, slot);
+        let o = *self.orders.get(slot);
+        let book = &mut self.books[o.instrument.0 as usize];
+        match o.ord_type.stop_px().filter(|_| o.untriggered) {
+            Some(stop_px) => book.stops_mut(o.side).remove(o.side, stop_px, slot),
+            None => book.side_mut(o.side).remove(&mut self.orders, slot),
+        }
         self.orders.remove(slot)
     }
 
@@ -913,12 +1150,30 @@ impl Matcher {
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<(), RejectReason> {
+        let i = self.orders.get(slot).instrument.0 as usize;
+        self.replace_working(slot, req, now, fb, out)?;
+        self.run_triggers(i, now, fb, out);
+        Ok(())
+    }
+
+    fn replace_working(
+        &mut self,
+        slot: u32,
+        req: &ReplaceOrder,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) -> Result<(), RejectReason> {
         let old = *self.orders.get(slot);
         let i = old.instrument.0 as usize;
+        if old.untriggered {
+            // A waiting stop is changed by cancelling it and entering a new one.
+            return Err(RejectReason::Unsupported);
+        }
         if req.qty.0 <= old.cum.0 {
             return Err(RejectReason::QtyTooSmall);
         }
-        if old.ord_type == OrdType::Limit && req.price.0 <= 0 {
+        if !old.ord_type.is_market() && req.price.0 <= 0 {
             return Err(RejectReason::BadTick);
         }
         if !self.can_accept() {
@@ -978,9 +1233,10 @@ impl Matcher {
         let mut taker = *self.orders.get(slot);
         let stopped = if crossing {
             let stp = taker.stp.unwrap_or(self.config.default_stp);
-            let opp = self.books[i].side_mut(old.side.opposite());
+            let (opp, last_trade) = self.books[i].opposite_and_last(old.side);
             match_taker(
                 opp,
+                last_trade,
                 &mut self.orders,
                 &mut self.ids,
                 &mut taker,
@@ -1119,9 +1375,18 @@ impl Matcher {
                 self.close(slot, EventKind::Expired, None, now_ns, fb, out);
                 n += 1;
             }
+            while let Some(e) = self.books[i].stops(side).entries.last().copied() {
+                self.close(e.slot, EventKind::Expired, None, now_ns, fb, out);
+                n += 1;
+            }
         }
         n
     }
+}
+
+/// Whether a working order's unfilled rest stays in the book (limit GTC and Day orders).
+fn rests_when_working(o: &Order) -> bool {
+    !o.ord_type.is_market() && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day)
 }
 
 /// True if a fill-or-kill order can fill completely now. Walks resting orders in priority
@@ -1131,7 +1396,7 @@ impl Matcher {
 fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) -> bool {
     let mut need = taker.leaves().0;
     for level in opp.levels.iter().rev() {
-        if taker.ord_type == OrdType::Limit && !crosses(taker.side, taker.price, level.price) {
+        if !taker.ord_type.is_market() && !crosses(taker.side, taker.price, level.price) {
             return false;
         }
         let mut slot = level.head;
@@ -1160,6 +1425,7 @@ fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) ->
 #[allow(clippy::too_many_arguments)]
 fn match_taker(
     opp: &mut BookSide,
+    last_trade: &mut Option<Price>,
     orders: &mut Orders,
     ids: &mut IdCounters,
     taker: &mut Order,
@@ -1174,7 +1440,7 @@ fn match_taker(
             break;
         };
         let px = opp.levels[li].price;
-        if taker.ord_type == OrdType::Limit && !crosses(taker.side, taker.price, px) {
+        if !taker.ord_type.is_market() && !crosses(taker.side, taker.price, px) {
             break;
         }
         let mut slot = opp.levels[li].head;
@@ -1197,6 +1463,7 @@ fn match_taker(
             }
             let q = taker.leaves().0.min(orders.get(slot).leaves().0);
             let trade = ids.trade();
+            *last_trade = Some(px);
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
             let m = orders.get_mut(slot);

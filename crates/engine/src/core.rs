@@ -198,9 +198,10 @@ impl Core {
                     side: o.side,
                     ord_type: o.ord_type,
                     tif: o.tif,
-                    price: match o.ord_type {
-                        OrdType::Limit => o.price,
-                        OrdType::Market => Price(0),
+                    price: if o.ord_type.is_market() {
+                        Price(0)
+                    } else {
+                        o.price
                     },
                     qty: o.qty,
                     cum_qty: Qty(0),
@@ -332,6 +333,9 @@ impl Core {
         let snapshot = self.matcher.snapshot(h);
         let result = match self.matcher.working_order(h) {
             None => Err(RejectReason::UnknownOrder),
+            // Changed by cancelling it and entering a new one (as on most venues); refused
+            // before the risk checks so the request's ClOrdID stays free.
+            Some(_) if self.matcher.is_untriggered(h) => Err(RejectReason::Unsupported),
             // An amend that keeps the price only ever reduces the quantity (so it never moves
             // the order back in its queue).
             Some(working) if r.price == ReplaceOrder::KEEP_PRICE && r.qty >= working.qty => {

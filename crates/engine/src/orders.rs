@@ -42,6 +42,8 @@ pub(crate) struct Order {
     pub tif: TimeInForce,
     pub stp: Option<StpMode>,
     pub post_only: bool,
+    /// A stop order waiting for its trigger: in its book's stop list, in no price level.
+    pub untriggered: bool,
     pub price: Price,
     pub qty: Qty,
     pub cum: Qty,
@@ -505,6 +507,7 @@ mod tests {
             tif: TimeInForce::Gtc,
             stp: None,
             post_only: false,
+            untriggered: false,
             price: Price(100),
             qty: Qty(10),
             cum: Qty(0),

@@ -26,6 +26,9 @@ enum Op {
         qty: i64,
         post_only: bool,
         stp: u8,
+        /// 0: a stop, 1: a stop-limit (at `stop_ticks`); otherwise neither.
+        stop: u8,
+        stop_ticks: i64,
     },
     Cancel {
         pick: usize,
@@ -53,9 +56,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         14 => (0..3u32, 0..2usize, any::<bool>(), prop::bool::weighted(0.1), 0..4u8, 0..10i64,
-              1..6i64, prop::bool::weighted(0.15), 0..4u8)
-            .prop_map(|(account, instrument, buy, market, tif, ticks, qty, post_only, stp)| {
-                Op::New { account, instrument, buy, market, tif, ticks, qty, post_only, stp }
+              1..6i64, prop::bool::weighted(0.15), 0..4u8, 0..8u8, 0..10i64)
+            .prop_map(|(account, instrument, buy, market, tif, ticks, qty, post_only, stp, stop,
+                        stop_ticks)| {
+                Op::New {
+                    account, instrument, buy, market, tif, ticks, qty, post_only, stp, stop,
+                    stop_ticks,
+                }
             }),
         2 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.1))
             .prop_map(|(pick, by_id, other_account)| Op::Cancel { pick, by_id, other_account }),
@@ -117,8 +124,25 @@ fn check_books(
     for &i in instruments {
         let book = r.core.matcher().book(i).unwrap();
         prop_assert!(!book.is_crossed());
+        let waiting: Vec<_> = r.core.matcher().waiting_stops(i).collect();
+        for w in &waiting {
+            // A stop the last trade has reached is never left waiting.
+            let stop_px = w.ord_type.stop_px().unwrap();
+            let last = book.last_trade();
+            prop_assert!(
+                !last.is_some_and(|l| portcullis_types::stop_triggered(w.side, stop_px, l)),
+                "{:?} waits after a trade at {:?}",
+                w,
+                last
+            );
+        }
         for side in [Side::Buy, Side::Sell] {
-            let in_book: i64 = book.levels(side).map(|l| l.qty.0).sum();
+            let in_book: i64 = book.levels(side).map(|l| l.qty.0).sum::<i64>()
+                + waiting
+                    .iter()
+                    .filter(|w| w.side == side)
+                    .map(|w| w.leaves_qty.0)
+                    .sum::<i64>();
             let reported: i64 = ledger
                 .live
                 .values()
@@ -173,6 +197,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 qty,
                 post_only,
                 stp,
+                stop,
+                stop_ticks,
             } => {
                 let inst = instruments[instrument];
                 let side = if buy { Side::Buy } else { Side::Sell };
@@ -183,9 +209,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     base[instrument] + 5 * ticks,
                     qty,
                 );
-                if market {
-                    o.ord_type = OrdType::Market;
-                }
+                let stop_px = Price(base[instrument] + 5 * stop_ticks);
+                o.ord_type = match (market, stop) {
+                    (true, 0) => OrdType::Stop { stop_px },
+                    (true, _) => OrdType::Market,
+                    (false, 1) => OrdType::StopLimit { stop_px },
+                    (false, _) => OrdType::Limit,
+                };
                 o.tif = [
                     TimeInForce::Gtc,
                     TimeInForce::Ioc,

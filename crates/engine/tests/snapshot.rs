@@ -54,7 +54,8 @@ enum Op {
         account: u32,
         option: bool,
         buy: bool,
-        market: bool,
+        /// 0: market, 1: stop, 2 and 3: stop-limit (stop at the mirror of `ticks`), else limit.
+        kind: u8,
         tif: u8,
         ticks: i64,
         qty: i64,
@@ -69,10 +70,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0..3u32, any::<bool>(), any::<bool>(), prop::bool::weighted(0.1), 0..4u8,
+        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..10u8, 0..4u8,
                0..8i64, 1..5i64, prop::bool::weighted(0.05))
-            .prop_map(|(account, option, buy, market, tif, ticks, qty, reuse_cl)| Op::New {
-                account, option, buy, market, tif, ticks, qty, reuse_cl
+            .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl)| Op::New {
+                account, option, buy, kind, tif, ticks, qty, reuse_cl
             }),
         3 => any::<usize>().prop_map(Op::Cancel),
         2 => (any::<usize>(), 0..8i64, 1..6i64).prop_map(|(p, t, q)| Op::Replace(p, t, q)),
@@ -100,7 +101,7 @@ impl Driver {
                 account,
                 option,
                 buy,
-                market,
+                kind,
                 tif,
                 ticks,
                 qty,
@@ -117,10 +118,14 @@ impl Driver {
                     instrument: instruments[k],
                     cl_ord_id: cl,
                     side: if buy { Side::Buy } else { Side::Sell },
-                    ord_type: if market {
-                        OrdType::Market
-                    } else {
-                        OrdType::Limit
+                    ord_type: {
+                        let stop_px = portcullis_types::Price(base[k] + 5 * (7 - ticks));
+                        match kind {
+                            0 => OrdType::Market,
+                            1 => OrdType::Stop { stop_px },
+                            2 | 3 => OrdType::StopLimit { stop_px },
+                            _ => OrdType::Limit,
+                        }
                     },
                     tif: [
                         TimeInForce::Gtc,

@@ -12,7 +12,7 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type, tif, price i64, qty i64, post_only bool, stp `opt<u8>`, received_ns i64 |
+//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit; a stop's stop price i64 follows), tif, price i64, qty i64, post_only bool, stp `opt<u8>`, received_ns i64 |
 //! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
@@ -163,21 +163,6 @@ fn side_from(c: u8) -> Option<Side> {
     })
 }
 
-fn ord_type_code(t: OrdType) -> u8 {
-    match t {
-        OrdType::Limit => 0,
-        OrdType::Market => 1,
-    }
-}
-
-fn ord_type_from(c: u8) -> Option<OrdType> {
-    Some(match c {
-        0 => OrdType::Limit,
-        1 => OrdType::Market,
-        _ => return None,
-    })
-}
-
 fn tif_code(t: TimeInForce) -> u8 {
     match t {
         TimeInForce::Gtc => 0,
@@ -299,6 +284,21 @@ impl Enc<'_> {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// An order type: its code, then the stop price of a stop order.
+    fn ord_type(&mut self, t: OrdType) {
+        match t {
+            OrdType::Limit => self.u8(0),
+            OrdType::Market => self.u8(1),
+            OrdType::Stop { stop_px } => {
+                self.u8(2);
+                self.i64(stop_px.0);
+            }
+            OrdType::StopLimit { stop_px } => {
+                self.u8(3);
+                self.i64(stop_px.0);
+            }
+        }
+    }
     fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -347,7 +347,7 @@ impl JournalRecord {
                 e.head(o.session, o.account, o.instrument);
                 e.id(&o.cl_ord_id);
                 e.u8(side_code(o.side));
-                e.u8(ord_type_code(o.ord_type));
+                e.ord_type(o.ord_type);
                 e.u8(tif_code(o.tif));
                 e.i64(o.price.0);
                 e.i64(o.qty.0);
@@ -418,7 +418,7 @@ impl JournalRecord {
                 e.id(&ev.cl_ord_id);
                 e.id(&ev.orig_cl_ord_id);
                 e.u8(side_code(ev.side));
-                e.u8(ord_type_code(ev.ord_type));
+                e.ord_type(ev.ord_type);
                 e.u8(tif_code(ev.tif));
                 for v in [
                     ev.price.0,
@@ -509,7 +509,7 @@ impl JournalRecord {
                     instrument,
                     cl_ord_id: d.id()?,
                     side: d.code(side_from, "invalid side")?,
-                    ord_type: d.code(ord_type_from, "invalid order type")?,
+                    ord_type: d.ord_type()?,
                     tif: d.code(tif_from, "invalid time in force")?,
                     price: Price(d.i64()?),
                     qty: Qty(d.i64()?),
@@ -583,7 +583,7 @@ impl JournalRecord {
                     cl_ord_id: d.id()?,
                     orig_cl_ord_id: d.id()?,
                     side: d.code(side_from, "invalid side")?,
-                    ord_type: d.code(ord_type_from, "invalid order type")?,
+                    ord_type: d.ord_type()?,
                     tif: d.code(tif_from, "invalid time in force")?,
                     price: Price(d.i64()?),
                     qty: Qty(d.i64()?),
@@ -688,6 +688,19 @@ impl<'a> Dec<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
+    fn ord_type(&mut self) -> Result<OrdType, DecodeError> {
+        Ok(match self.u8()? {
+            0 => OrdType::Limit,
+            1 => OrdType::Market,
+            2 => OrdType::Stop {
+                stop_px: Price(self.i64()?),
+            },
+            3 => OrdType::StopLimit {
+                stop_px: Price(self.i64()?),
+            },
+            _ => return Err(self.err(1, "invalid order type")),
+        })
+    }
     fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
@@ -753,6 +766,20 @@ pub(crate) fn ord_type_str(t: OrdType) -> &'static str {
     match t {
         OrdType::Limit => "limit",
         OrdType::Market => "market",
+        OrdType::Stop { .. } => "stop",
+        OrdType::StopLimit { .. } => "stop_limit",
+    }
+}
+
+/// ` stop_px=N` for a stop order, nothing otherwise.
+struct StopPx(OrdType);
+
+impl fmt::Display for StopPx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.stop_px() {
+            Some(p) => write!(f, " stop_px={}", p.0),
+            None => Ok(()),
+        }
     }
 }
 
@@ -829,9 +856,9 @@ impl fmt::Display for JournalRecord {
         match self {
             JournalRecord::Command(Command::New(o)) => write!(
                 f,
-                "new_order session={} account={} instrument={} cl_ord_id={} side={} type={} tif={} price={} qty={} post_only={} stp={} received_ns={}",
+                "new_order session={} account={} instrument={} cl_ord_id={} side={} type={}{} tif={} price={} qty={} post_only={} stp={} received_ns={}",
                 o.session, o.account, o.instrument, Id(&o.cl_ord_id), side_str(o.side),
-                ord_type_str(o.ord_type), tif_str(o.tif), o.price.0, o.qty.0, o.post_only,
+                ord_type_str(o.ord_type), StopPx(o.ord_type), tif_str(o.tif), o.price.0, o.qty.0, o.post_only,
                 stp_str(o.stp), o.received_ns
             ),
             JournalRecord::Command(Command::Cancel(c)) => write!(
@@ -874,10 +901,10 @@ impl fmt::Display for JournalRecord {
                 }
                 write!(
                     f,
-                    " session={} account={} instrument={} order_id={} cl_ord_id={} orig_cl_ord_id={} side={} type={} tif={} price={} qty={} cum_qty={} leaves_qty={} avg_px={} last_px={} last_qty={} trade_id={} exec_id={} ts_ns={} received_ns={}",
+                    " session={} account={} instrument={} order_id={} cl_ord_id={} orig_cl_ord_id={} side={} type={}{} tif={} price={} qty={} cum_qty={} leaves_qty={} avg_px={} last_px={} last_qty={} trade_id={} exec_id={} ts_ns={} received_ns={}",
                     e.session, e.account, e.instrument, e.order_id, Id(&e.cl_ord_id),
                     Id(&e.orig_cl_ord_id), side_str(e.side), ord_type_str(e.ord_type),
-                    tif_str(e.tif), e.price.0, e.qty.0, e.cum_qty.0, e.leaves_qty.0, e.avg_px.0,
+                    StopPx(e.ord_type), tif_str(e.tif), e.price.0, e.qty.0, e.cum_qty.0, e.leaves_qty.0, e.avg_px.0,
                     e.last_px.0, e.last_qty.0, e.trade_id, e.exec_id, e.ts_ns, e.received_ns
                 )
             }

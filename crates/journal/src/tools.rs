@@ -244,6 +244,8 @@ struct EventView<'a> {
     orig_cl_ord_id: &'a str,
     side: &'static str,
     ord_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_px: Option<String>,
     tif: &'static str,
     price: String,
     qty: String,
@@ -284,6 +286,7 @@ pub fn event_json(seq: Seq, e: &Event, out: &mut Vec<u8>) {
         orig_cl_ord_id: e.orig_cl_ord_id.as_str(),
         side: side_str(e.side),
         ord_type: ord_type_str(e.ord_type),
+        stop_px: e.ord_type.stop_px().map(|p| p.0.to_string()),
         tif: tif_str(e.tif),
         price: e.price.0.to_string(),
         qty: e.qty.0.to_string(),

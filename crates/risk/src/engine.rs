@@ -403,11 +403,15 @@ impl RiskEngine {
         if rules.status != InstrumentStatus::Trading {
             return Err(InstrumentNotTrading);
         }
-        let market = o.ord_type == OrdType::Market;
-        if market && o.post_only {
+        let market = o.ord_type.is_market();
+        let stop_px = o.ord_type.stop_px();
+        if (market || stop_px.is_some()) && o.post_only {
             return Err(Unsupported);
         }
         if !market && (o.price.0 <= 0 || o.price.0 % rules.tick.0 != 0) {
+            return Err(BadTick);
+        }
+        if stop_px.is_some_and(|s| s.0 <= 0 || s.0 % rules.tick.0 != 0) {
             return Err(BadTick);
         }
         if o.qty.0 % rules.lot.0 != 0 {
@@ -419,19 +423,29 @@ impl RiskEngine {
         if o.qty > rules.max_qty {
             return Err(QtyTooLarge);
         }
-        let price = if market {
-            match inst.reference {
+        let price = match o.ord_type {
+            OrdType::Market => match inst.reference {
                 Some(r) => band_top(r, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?,
                 None => return Err(PriceBand),
+            },
+            // Triggered, it trades around its stop price, whatever the market does now.
+            OrdType::Stop { stop_px } => {
+                band_top(stop_px, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?
             }
-        } else {
-            o.price
+            OrdType::Limit | OrdType::StopLimit { .. } => o.price,
         };
         let notional = inst.notional(price.0, o.qty.0).ok_or(NotionalTooLarge)?;
         if notional > lim.max_notional {
             return Err(NotionalTooLarge);
         }
-        if let (false, Some(r)) = (market, inst.reference) {
+        // A limit is banded around the reference; a stop-limit's around its stop price, the
+        // market it will meet when triggered.
+        let band_centre = match o.ord_type {
+            OrdType::Limit => inst.reference,
+            OrdType::StopLimit { stop_px } => Some(stop_px),
+            OrdType::Market | OrdType::Stop { .. } => None,
+        };
+        if let Some(r) = band_centre {
             if !within_band(price, r, lim.band_ppm) {
                 return Err(PriceBand);
             }

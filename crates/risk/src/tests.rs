@@ -1410,3 +1410,51 @@ proptest! {
         prop_assert!(!fx.risk.credit_used(ALICE).is_negative());
     }
 }
+
+#[test]
+fn stop_orders_are_valued_around_their_stop_price_without_a_reference() {
+    // Band 10 %, tick 0.50 (see `Fx`); no reference price has been set.
+    let mut fx = Fx::limits(|l| l.max_notional = dec("1100"));
+    let stop = |px: i64| OrdType::Stop { stop_px: Price(px) };
+    // A stop (market once triggered) at 100.00 is valued at 110.00: × 10 = 1100, at the limit.
+    let c = fx.check(|o| o.ord_type = stop(100_00)).unwrap();
+    assert_eq!(c.get().price, Price(110_00));
+    fx.risk.on_order_closed(&WorkingOrder::from_checked(&c));
+    assert_eq!(fx.rej(|o| o.ord_type = stop(100_50)), NotionalTooLarge);
+    // The stop price is on the tick and positive.
+    assert_eq!(fx.rej(|o| o.ord_type = stop(100_10)), BadTick);
+    assert_eq!(fx.rej(|o| o.ord_type = stop(0)), BadTick);
+    // A stop-limit's limit is banded around its stop price, not around the market.
+    fx.risk.set_reference_price(PERP, Price(50_00)).unwrap();
+    let stop_limit = |px: i64| OrdType::StopLimit { stop_px: Price(px) };
+    let w = fx.ok(|o| {
+        o.ord_type = stop_limit(100_00);
+        o.price = Price(110_00);
+    });
+    assert_eq!(w.price, Price(110_00));
+    fx.risk.on_order_closed(&w);
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop_limit(100_00);
+            o.price = Price(89_50);
+        }),
+        PriceBand
+    );
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop_limit(100_00);
+            o.price = Price(100_10);
+        }),
+        BadTick
+    );
+    // Post-only has no meaning for an order that waits for a trade.
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop_limit(100_00);
+            o.price = Price(100_00);
+            o.post_only = true;
+        }),
+        Unsupported
+    );
+    fx.assert_balanced();
+}

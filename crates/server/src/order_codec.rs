@@ -246,14 +246,21 @@ fn side(msg: &MessageRef<'_>) -> Result<Side, Refusal> {
     }
 }
 
-fn ord_type(msg: &MessageRef<'_>) -> Result<OrdType, Refusal> {
+/// OrdType(40), with StopPx(99) for a stop (3) or stop-limit (4) order.
+fn ord_type(msg: &MessageRef<'_>, price_scale: u8) -> Result<OrdType, Refusal> {
     match msg.get(tag::ORD_TYPE) {
         Some(b"1") => Ok(OrdType::Market),
         Some(b"2") => Ok(OrdType::Limit),
+        Some(b"3") => Ok(OrdType::Stop {
+            stop_px: stop_px(msg, price_scale)?,
+        }),
+        Some(b"4") => Ok(OrdType::StopLimit {
+            stop_px: stop_px(msg, price_scale)?,
+        }),
         _ => Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
-            "OrdType(40) must be 1 (market) or 2 (limit)",
+            "OrdType(40) must be 1 (market), 2 (limit), 3 (stop) or 4 (stop limit)",
         )),
     }
 }
@@ -306,20 +313,35 @@ fn qty(msg: &MessageRef<'_>, scale: u8) -> Result<Qty, Refusal> {
 }
 
 fn price(msg: &MessageRef<'_>, scale: u8) -> Result<Price, Refusal> {
-    let Some(text) = msg.get(tag::PRICE) else {
+    price_field(msg, tag::PRICE, "Price(44)", "a limit order", scale)
+}
+
+fn stop_px(msg: &MessageRef<'_>, scale: u8) -> Result<Price, Refusal> {
+    price_field(msg, tag::STOP_PX, "StopPx(99)", "a stop order", scale)
+}
+
+/// A required price field: `name` is how the errors call it, `required_for` what needs it.
+fn price_field(
+    msg: &MessageRef<'_>,
+    field: u32,
+    name: &str,
+    required_for: &str,
+    scale: u8,
+) -> Result<Price, Refusal> {
+    let Some(text) = msg.get(field) else {
         return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
-            "Price(44) is required for a limit order",
+            format!("{name} is required for {required_for}"),
         ));
     };
     Price::parse(text, scale).map_err(|e| {
         let text = match e {
             DecimalError::TooPrecise { scale } => {
-                format!("Price(44) has more than {scale} decimal places for this instrument")
+                format!("{name} has more than {scale} decimal places for this instrument")
             }
-            DecimalError::Overflow => "Price(44) out of range".to_owned(),
-            DecimalError::Malformed => "Price(44) is not a decimal number".to_owned(),
+            DecimalError::Overflow => format!("{name} out of range"),
+            DecimalError::Malformed => format!("{name} is not a decimal number"),
         };
         Refusal::with_text(msg, RejectReason::BadTick, text)
     })
@@ -371,13 +393,14 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
     let side = side(msg)?;
-    let ord_type = ord_type(msg)?;
+    let ord_type = ord_type(msg, entry.price_scale)?;
     let tif = tif(msg)?;
     let qty = qty(msg, entry.qty_scale)?;
-    let price = match ord_type {
-        OrdType::Limit => price(msg, entry.price_scale)?,
-        // A market order has no price; a Price(44) sent with one is ignored.
-        OrdType::Market => Price(0),
+    let price = if ord_type.is_market() {
+        // A market or stop order has no limit; a Price(44) sent with one is ignored.
+        Price(0)
+    } else {
+        price(msg, entry.price_scale)?
     };
     let post_only = msg
         .get(tag::EXEC_INST)
@@ -420,11 +443,12 @@ fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, R
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
     side(msg)?;
-    if ord_type(msg)? != OrdType::Limit {
+    // A stop-limit order is replaced once triggered (it works as a limit order then).
+    if ord_type(msg, entry.price_scale)?.is_market() {
         return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
-            "only limit orders can be replaced: OrdType(40) must be 2",
+            "only limit orders can be replaced: OrdType(40) must be 2 or 4",
         ));
     }
     let qty = qty(msg, entry.qty_scale)?;
@@ -796,10 +820,15 @@ fn encode_execution_report(
         match e.ord_type {
             OrdType::Market => b'1',
             OrdType::Limit => b'2',
+            OrdType::Stop { .. } => b'3',
+            OrdType::StopLimit { .. } => b'4',
         },
     );
-    if e.ord_type == OrdType::Limit && e.price.0 != 0 {
+    if !e.ord_type.is_market() && e.price.0 != 0 {
         fixed(enc, tag::PRICE, e.price.0, px_scale, scratch);
+    }
+    if let Some(stop_px) = e.ord_type.stop_px() {
+        fixed(enc, tag::STOP_PX, stop_px.0, px_scale, scratch);
     }
     enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
     if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) && !status {
@@ -1198,7 +1227,13 @@ mod tests {
             ),
             (1, Some("B"), RejectReason::UnknownAccount, "Account(1)"),
             (54, Some("5"), RejectReason::Unsupported, "Side(54)"),
-            (40, Some("3"), RejectReason::Unsupported, "OrdType(40)"),
+            (40, Some("P"), RejectReason::Unsupported, "OrdType(40)"),
+            (
+                40,
+                Some("3"),
+                RejectReason::Unsupported,
+                "StopPx(99) is required",
+            ),
             (59, Some("6"), RejectReason::Unsupported, "TimeInForce(59)"),
             (44, None, RejectReason::Unsupported, "Price(44) is required"),
             (
@@ -1220,6 +1255,24 @@ mod tests {
             assert_eq!(r, *reason, "{t}={val:?}");
             assert!(got.contains(text), "{t}={val:?}: {got}");
         }
+        // A stop-limit carries its StopPx(99), at the instrument's price scale.
+        let stop_limit = with(&with(ORDER, 40, Some("4")), 99, Some("101"));
+        let Ok(Request::New(o)) = decode_bytes(&f, v, &msg(v, "D", &stop_limit)) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.ord_type, o.price),
+            (
+                OrdType::StopLimit {
+                    stop_px: Price(1010)
+                },
+                Price(1005)
+            )
+        );
+        let bad_stop = with(&stop_limit, 99, Some("1e3"));
+        let (r, got) = decode_bytes(&f, v, &msg(v, "D", &bad_stop)).unwrap_err();
+        assert_eq!(r, RejectReason::BadTick);
+        assert!(got.contains("StopPx(99) is not a decimal number"), "{got}");
         // Trailing zeros beyond the scale are exact, not extra precision.
         assert!(decode_bytes(&f, v, &msg(v, "D", &with(ORDER, 44, Some("100.5000")))).is_ok());
         // Absent TimeInForce is Day; a market order ignores Price.

@@ -143,6 +143,8 @@ fn ws_order_type(t: OrdType) -> OrderType {
     match t {
         OrdType::Market => OrderType::Market,
         OrdType::Limit => OrderType::Limit,
+        OrdType::Stop { .. } => OrderType::StopLoss,
+        OrdType::StopLimit { .. } => OrderType::StopLossLimit,
     }
 }
 
@@ -294,6 +296,8 @@ struct LocalOrder {
     order_type: OrderType,
     tif: TimeInForce,
     price: i64,
+    /// Trigger price of a stop order, else 0.
+    stop_price: i64,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -359,6 +363,7 @@ impl LocalOrder {
             time_in_force: self.tif,
             order_type: self.order_type,
             side: self.side,
+            stop_price: self.px(self.stop_price),
             time: self.time,
             update_time: self.update_time,
             is_working: self.is_open(),
@@ -654,22 +659,34 @@ impl WsBridge {
             Some(p) => scaled(p, entry.price_scale, "price")?,
             None => 0,
         };
+        let stop_px = match &order.stop_price {
+            Some(p) => Price(scaled(p, entry.price_scale, "stopPrice")?),
+            None => Price(0),
+        };
+        let tif_of = |tif: Option<TimeInForce>| match tif.unwrap_or(TimeInForce::Gtc) {
+            TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
+            TimeInForce::Ioc => portcullis_types::TimeInForce::Ioc,
+            TimeInForce::Fok => portcullis_types::TimeInForce::Fok,
+        };
         let cl = new_cl_ord_id(order.new_client_order_id.as_ref(), WsError::order_rejected)?;
         if self.pending.contains_key(&cl) {
             return Err(WsError::order_rejected("duplicate ClOrdID"));
         }
         let (ord_type, tif, post_only) = match order.order_type {
-            OrderType::Limit => (
-                OrdType::Limit,
-                match order.time_in_force.unwrap_or(TimeInForce::Gtc) {
-                    TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
-                    TimeInForce::Ioc => portcullis_types::TimeInForce::Ioc,
-                    TimeInForce::Fok => portcullis_types::TimeInForce::Fok,
-                },
-                false,
-            ),
+            OrderType::Limit => (OrdType::Limit, tif_of(order.time_in_force), false),
             OrderType::LimitMaker => (OrdType::Limit, portcullis_types::TimeInForce::Gtc, true),
             OrderType::Market => (OrdType::Market, portcullis_types::TimeInForce::Ioc, false),
+            // Waits until triggered, then trades as a market order (its rest is cancelled).
+            OrderType::StopLoss => (
+                OrdType::Stop { stop_px },
+                portcullis_types::TimeInForce::Gtc,
+                false,
+            ),
+            OrderType::StopLossLimit => (
+                OrdType::StopLimit { stop_px },
+                tif_of(order.time_in_force),
+                false,
+            ),
         };
         let stp = order.stp.unwrap_or(StpMode::ExpireTaker);
         let engine_stp = match stp {
@@ -706,10 +723,13 @@ impl WsBridge {
             order_type: order.order_type,
             // The dialect reports GTC for MARKET and LIMIT_MAKER.
             tif: match order.order_type {
-                OrderType::Limit => order.time_in_force.unwrap_or(TimeInForce::Gtc),
+                OrderType::Limit | OrderType::StopLossLimit => {
+                    order.time_in_force.unwrap_or(TimeInForce::Gtc)
+                }
                 _ => TimeInForce::Gtc,
             },
             price,
+            stop_price: stop_px.0,
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -1219,6 +1239,7 @@ impl WsBridge {
             order_type: ws_order_type(p.ord_type),
             tif: ws_tif(p.tif),
             price: p.price.0,
+            stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
             cum_quote: p.cum_quote,
@@ -1423,6 +1444,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         time_in_force: o.tif,
         quantity: o.qty_text(o.qty),
         price: o.px(o.price),
+        stop_price: o.px(o.stop_price),
         orig_client_order_id: match e.kind {
             EventKind::Canceled => o.cl.as_str().to_owned(),
             EventKind::Replaced => e.orig_cl_ord_id.as_str().to_owned(),

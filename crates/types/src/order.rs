@@ -22,12 +22,51 @@ impl Side {
 }
 
 /// Order type.
+///
+/// A stop order waits, untriggered, until a trade in its instrument reaches its stop price
+/// (a buy at or above it, a sell at or below it: the stop-loss direction), then works as the
+/// market or limit order it carries. It keeps its type in every report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrdType {
     /// Limit order (FIX OrdType 2).
     Limit,
     /// Market order (FIX OrdType 1): trades at any price, never rests.
     Market,
+    /// Stop order (FIX OrdType 3, Binance `STOP_LOSS`): a market order once triggered.
+    Stop {
+        /// The trigger price (FIX StopPx(99)).
+        stop_px: Price,
+    },
+    /// Stop-limit order (FIX OrdType 4, Binance `STOP_LOSS_LIMIT`): a limit order at
+    /// `price` once triggered.
+    StopLimit {
+        /// The trigger price (FIX StopPx(99)).
+        stop_px: Price,
+    },
+}
+
+impl OrdType {
+    /// Whether it trades at any price once working (market and stop orders): no limit.
+    pub fn is_market(self) -> bool {
+        matches!(self, OrdType::Market | OrdType::Stop { .. })
+    }
+
+    /// The stop price of a stop or stop-limit order.
+    pub fn stop_px(self) -> Option<Price> {
+        match self {
+            OrdType::Stop { stop_px } | OrdType::StopLimit { stop_px } => Some(stop_px),
+            OrdType::Limit | OrdType::Market => None,
+        }
+    }
+}
+
+/// Whether a trade at `last` triggers a stop order on `side` with `stop_px`: a buy stop at or
+/// above its price, a sell stop at or below.
+pub fn stop_triggered(side: Side, stop_px: Price, last: Price) -> bool {
+    match side {
+        Side::Buy => last >= stop_px,
+        Side::Sell => last <= stop_px,
+    }
 }
 
 /// How long an order stays working.

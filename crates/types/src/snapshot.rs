@@ -72,6 +72,21 @@ impl<'a> SnapshotWriter<'a> {
     pub fn i128(&mut self, v: i128) {
         self.out.extend_from_slice(&v.to_le_bytes());
     }
+    /// An order type: one byte, then the stop price of a stop order.
+    pub fn ord_type(&mut self, t: OrdType) {
+        match t {
+            OrdType::Limit => self.u8(0),
+            OrdType::Market => self.u8(1),
+            OrdType::Stop { stop_px } => {
+                self.u8(2);
+                self.i64(stop_px.0);
+            }
+            OrdType::StopLimit { stop_px } => {
+                self.u8(3);
+                self.i64(stop_px.0);
+            }
+        }
+    }
     /// A length (`u32`) then the bytes.
     pub fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
@@ -231,11 +246,17 @@ impl<'a> SnapshotReader<'a> {
             _ => Err(self.invalid(1, "side")),
         }
     }
-    /// An order type.
+    /// An order type (a stop price follows the byte of a stop order).
     pub fn ord_type(&mut self) -> Result<OrdType, SnapshotError> {
         match self.u8("order type")? {
             0 => Ok(OrdType::Limit),
             1 => Ok(OrdType::Market),
+            2 => Ok(OrdType::Stop {
+                stop_px: self.price("stop price")?,
+            }),
+            3 => Ok(OrdType::StopLimit {
+                stop_px: self.price("stop price")?,
+            }),
             _ => Err(self.invalid(1, "order type")),
         }
     }
@@ -305,13 +326,6 @@ pub fn side_byte(s: Side) -> u8 {
     match s {
         Side::Buy => 0,
         Side::Sell => 1,
-    }
-}
-/// The byte of an order type.
-pub fn ord_type_byte(t: OrdType) -> u8 {
-    match t {
-        OrdType::Limit => 0,
-        OrdType::Market => 1,
     }
 }
 /// The byte of a time in force.

@@ -1,16 +1,17 @@
 //! The books in a journal snapshot: every resting order with every field a report or a later
-//! match depends on, level by level in time priority, the account and session lists in their
-//! order (the order of bulk cancels), and the id counters.
+//! match depends on, level by level in time priority, each book's last trade price and its
+//! stop orders waiting for their trigger in trigger order, the account and session lists in
+//! their order (the order of bulk cancels), and the id counters.
 
 use portcullis_types::snapshot::{
-    ord_type_byte, side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
+    side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
 };
-use portcullis_types::{AccountId, InstrumentId, OrderId, SessionId};
+use portcullis_types::{AccountId, InstrumentId, OrderId, Price, SessionId, Side};
 
-use super::{IdCounters, Matcher, OrderBook};
+use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
 use crate::orders::{Order, NIL};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Bytes of one order in the snapshot, at least (a 0-byte ClOrdID).
 const MIN_ORDER_BYTES: usize = 8 + 1 + 4 + 4 + 4 + 5 + 8 * 4 + 16;
 
@@ -37,6 +38,13 @@ impl Matcher {
                         write_order(&mut w, self.orders.get(slot));
                         slot = self.orders.next(slot);
                     }
+                }
+            }
+            w.i64(b.last_trade.map_or(i64::MIN, |p| p.0));
+            for stops in [&b.buy_stops, &b.sell_stops] {
+                w.u32(stops.entries.len() as u32);
+                for e in &stops.entries {
+                    write_order(&mut w, self.orders.get(e.slot));
                 }
             }
         }
@@ -92,41 +100,50 @@ impl Matcher {
             } else {
                 self.books.push(OrderBook::new(instrument, 0));
             }
-            for side in [portcullis_types::Side::Buy, portcullis_types::Side::Sell] {
+            for side in [Side::Buy, Side::Sell] {
                 let count = r.count(MIN_ORDER_BYTES, "resting orders")?;
                 for _ in 0..count {
                     let at = r.position();
                     let o = read_order(r)?;
-                    if o.instrument != instrument
-                        || o.side != side
-                        || !self.books[i].open
-                        || o.leaves().0 <= 0
-                        || o.cum.0 < 0
-                        || o.account.0 as usize >= self.config.accounts.max(1 << 16)
-                        || o.session.0 as usize >= self.config.sessions.max(1 << 16)
-                    {
+                    if o.instrument != instrument || o.side != side || o.ord_type.is_market() {
                         return Err(SnapshotError::Invalid {
                             offset: at,
                             what: "resting order",
                         });
                     }
-                    if self.orders.is_full() {
-                        return Err(SnapshotError::Mismatch(
-                            "more resting orders than engine.max_resting_orders".into(),
-                        ));
-                    }
-                    if self.orders.find_by_id(o.id).is_some() {
-                        return Err(SnapshotError::Invalid {
-                            offset: at,
-                            what: "resting order (id twice)",
-                        });
-                    }
-                    self.orders.reserve_owner(o.account, o.session);
-                    let tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
-                    let slot = self.orders.insert(o, tag);
+                    let slot = self.restore_order(o, at)?;
                     self.books[i]
                         .side_mut(side)
                         .push_back(&mut self.orders, slot);
+                }
+            }
+            let last = r.i64("last trade price")?;
+            self.books[i].last_trade = (last != i64::MIN).then_some(Price(last));
+            for side in [Side::Buy, Side::Sell] {
+                let count = r.count(MIN_ORDER_BYTES, "stop orders")?;
+                for _ in 0..count {
+                    let at = r.position();
+                    let mut o = read_order(r)?;
+                    let stop_px = o.ord_type.stop_px();
+                    let in_order = stop_px.is_some_and(|p| {
+                        self.books[i]
+                            .stops(side)
+                            .entries
+                            .last()
+                            .map_or(true, |e| !StopList::later(side, p, e.stop_px))
+                    });
+                    if o.instrument != instrument || o.side != side || !in_order {
+                        return Err(SnapshotError::Invalid {
+                            offset: at,
+                            what: "stop order",
+                        });
+                    }
+                    o.untriggered = true;
+                    let slot = self.restore_order(o, at)?;
+                    self.books[i].stops_mut(side).entries.push(StopEntry {
+                        stop_px: stop_px.unwrap_or(Price(0)),
+                        slot,
+                    });
                 }
             }
         }
@@ -160,6 +177,38 @@ impl Matcher {
         Ok(())
     }
 
+    /// Puts an order of the snapshot (read at `at`) into the store, after the checks every
+    /// order must pass.
+    fn restore_order(&mut self, o: Order, at: usize) -> Result<u32, SnapshotError> {
+        let i = o.instrument.0 as usize;
+        if i >= self.books.len()
+            || !self.books[i].open
+            || o.leaves().0 <= 0
+            || o.cum.0 < 0
+            || o.account.0 as usize >= self.config.accounts.max(1 << 16)
+            || o.session.0 as usize >= self.config.sessions.max(1 << 16)
+        {
+            return Err(SnapshotError::Invalid {
+                offset: at,
+                what: "resting order",
+            });
+        }
+        if self.orders.is_full() {
+            return Err(SnapshotError::Mismatch(
+                "more resting orders than engine.max_resting_orders".into(),
+            ));
+        }
+        if self.orders.find_by_id(o.id).is_some() {
+            return Err(SnapshotError::Invalid {
+                offset: at,
+                what: "resting order (id twice)",
+            });
+        }
+        self.orders.reserve_owner(o.account, o.session);
+        let tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
+        Ok(self.orders.insert(o, tag))
+    }
+
     fn account_list_total(&self) -> usize {
         (0..self.orders.owners(true))
             .map(|a| self.account_orders(AccountId(a)) as usize)
@@ -174,7 +223,7 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     w.u32(o.account.0);
     w.u32(o.instrument.0);
     w.u8(side_byte(o.side));
-    w.u8(ord_type_byte(o.ord_type));
+    w.ord_type(o.ord_type);
     w.u8(tif_byte(o.tif));
     w.u8(stp_byte(o.stp));
     w.bool(o.post_only);
@@ -197,6 +246,7 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
         tif: r.tif()?,
         stp: r.stp()?,
         post_only: r.bool("post only")?,
+        untriggered: false,
         price: r.price("price")?,
         qty: r.qty("qty")?,
         cum: r.qty("cum qty")?,

@@ -759,3 +759,234 @@ fn snapshot_reports_status() {
         (EventKind::PartialFill, 0, a)
     );
 }
+
+impl Fixture {
+    /// A GTC stop order (`limit` = `Some(price)` for a stop-limit).
+    fn stop(
+        &mut self,
+        account: u32,
+        side: Side,
+        stop_px: i64,
+        limit: Option<i64>,
+        qty: i64,
+    ) -> NewOrder {
+        let stop_px = Price(stop_px);
+        let mut o = self.order(account, side, limit.unwrap_or(0), qty);
+        o.ord_type = match limit {
+            Some(_) => OrdType::StopLimit { stop_px },
+            None => OrdType::Stop { stop_px },
+        };
+        o
+    }
+
+    /// One trade of `qty` at `price` between accounts 0 (buyer) and 1.
+    fn trade_at(&mut self, price: i64, qty: i64) -> Vec<Event> {
+        self.place(1, Side::Sell, price, qty);
+        let o = self.order(0, Side::Buy, price, qty);
+        self.submit(o)
+    }
+
+    fn stop_lists(&self) -> (Vec<i64>, Vec<i64>) {
+        let b = self.m.book(INST).unwrap();
+        let px = |l: &StopList| l.entries.iter().rev().map(|e| e.stop_px.0).collect();
+        (px(&b.buy_stops), px(&b.sell_stops))
+    }
+}
+
+#[test]
+fn a_stop_order_waits_in_no_level_until_a_trade_reaches_its_price() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let resting = f.place(1, Side::Sell, 106, 5);
+    // Buy stop at 105: a market buy once the last trade is 105 or higher.
+    let o = f.stop(0, Side::Buy, 105, None, 2);
+    let ev = f.submit(o);
+    assert_eq!(kinds(&ev), [EventKind::New]);
+    assert_eq!(
+        ev[0].ord_type,
+        OrdType::Stop {
+            stop_px: Price(105)
+        }
+    );
+    assert_eq!((ev[0].price, ev[0].leaves_qty), (Price(0), Qty(2)));
+    let stop = ev[0].order_id;
+    assert_eq!(f.leaves(stop), Some(2), "in the store: found, cancellable");
+    assert_eq!(
+        f.side(Side::Buy),
+        [],
+        "in no level: nothing trades against it"
+    );
+    assert_eq!(f.stop_lists(), (vec![105], vec![]));
+    // A trade at 104 does not trigger it.
+    f.trade_at(104, 1);
+    assert_eq!(f.leaves(stop), Some(2));
+    // A trade at 105 does, after that trade: it buys from the resting sell at 106.
+    let ev = f.trade_at(105, 1);
+    let after: Vec<&Event> = ev.iter().filter(|e| e.order_id == stop).collect();
+    assert_eq!(after.len(), 1, "{ev:#?}");
+    assert_eq!(after[0].kind, EventKind::Fill);
+    assert_eq!((after[0].last_px, after[0].last_qty), (Price(106), Qty(2)));
+    assert_eq!(
+        after[0].ord_type,
+        OrdType::Stop {
+            stop_px: Price(105)
+        }
+    );
+    assert_eq!(f.leaves(resting), Some(3));
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+    assert_eq!(f.m.book(INST).unwrap().last_trade(), Some(Price(106)));
+}
+
+#[test]
+fn sell_stops_trigger_on_a_fall_highest_first_then_in_time() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let a = f.place_stop(1, Side::Sell, 95, None);
+    let b = f.place_stop(1, Side::Sell, 97, None);
+    let c = f.place_stop(1, Side::Sell, 97, None);
+    assert_eq!(f.stop_lists(), (vec![], vec![97, 97, 95]));
+    // Bids for the stops to sell into.
+    f.place(0, Side::Buy, 90, 10);
+    let ev = f.trade_at(96, 1);
+    let order: Vec<OrderId> = ev
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::Fill && e.account == AccountId(1) && e.order_id != OrderId(0)
+        })
+        .map(|e| e.order_id)
+        .filter(|id| [a, b, c].contains(id))
+        .collect();
+    // 96 triggers both 97s (b, then c, in time order), and their trades at 90 trigger 95.
+    assert_eq!(order, [b, c, a], "{ev:#?}");
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+}
+
+impl Fixture {
+    /// Enters a stop order that waits and returns its id.
+    fn place_stop(
+        &mut self,
+        account: u32,
+        side: Side,
+        stop_px: i64,
+        limit: Option<i64>,
+    ) -> OrderId {
+        let o = self.stop(account, side, stop_px, limit, 1);
+        let ev = self.submit(o);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        ev[0].order_id
+    }
+}
+
+#[test]
+fn a_stop_limit_rests_at_its_limit_once_triggered_and_can_then_be_replaced() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let o = f.stop(0, Side::Buy, 102, Some(103), 4);
+    let ev = f.submit(o);
+    assert_eq!(ev[0].price, Price(103), "a stop-limit reports its limit");
+    let id = ev[0].order_id;
+    // Waiting: a replace is refused (cancel and enter again), nothing changes.
+    assert_eq!(
+        f.replace(id, 104, 4).unwrap_err(),
+        RejectReason::Unsupported
+    );
+    f.place(1, Side::Sell, 103, 1);
+    f.trade_at(102, 1);
+    // Triggered by the trade at 102: bought 1 at 103, the rest rests at its limit.
+    assert_eq!(f.leaves(id), Some(3));
+    assert_eq!(f.side(Side::Buy), [(103, 3, 1)]);
+    let ev = f.replace(id, 101, 3).unwrap();
+    assert_eq!(ev[0].kind, EventKind::Replaced);
+    assert_eq!(f.side(Side::Buy), [(101, 2, 1)]);
+}
+
+#[test]
+fn a_stop_already_through_its_price_works_at_once() {
+    let mut f = Fixture::new();
+    f.place(1, Side::Sell, 101, 1);
+    f.trade_at(100, 1);
+    let o = f.stop(0, Side::Buy, 99, None, 1);
+    let ev = f.submit(o);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::New, EventKind::Fill, EventKind::Fill]
+    );
+    assert_eq!(ev[2].last_px, Price(101));
+    // Without any trade yet, no stop can trigger: it waits.
+    let mut g = Fixture::new();
+    let o = g.stop(0, Side::Buy, 99, None, 1);
+    assert_eq!(kinds(&g.submit(o)), [EventKind::New]);
+    assert_eq!(g.stop_lists(), (vec![99], vec![]));
+}
+
+#[test]
+fn a_triggered_stop_without_liquidity_is_cancelled_as_a_market_order_is() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let o = f.stop(1, Side::Sell, 99, None, 2);
+    let id = f.submit(o)[0].order_id;
+    let ev = f.trade_at(99, 1);
+    let mine: Vec<EventKind> = ev
+        .iter()
+        .filter(|e| e.order_id == id)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(mine, [EventKind::Canceled]);
+    assert_eq!(f.leaves(id), None);
+}
+
+#[test]
+fn waiting_stops_are_cancelled_expired_and_snapshotted_like_resting_orders() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let a = f.place_stop(0, Side::Buy, 110, Some(111));
+    let b = f.place_stop(0, Side::Sell, 90, None);
+    let mut day = f.stop(1, Side::Sell, 80, None, 1);
+    day.tif = TimeInForce::Day;
+    let d = f.submit(day)[0].order_id;
+    f.place(1, Side::Sell, 120, 1);
+
+    // A snapshot carries the waiting stops in trigger order and the last trade price.
+    let mut snap = Vec::new();
+    f.m.write_snapshot(&mut snap);
+    let mut copy = Matcher::new(f.m.config);
+    copy.restore_snapshot(&mut portcullis_types::snapshot::SnapshotReader::new(&snap))
+        .unwrap();
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    f.m.write_state(&mut s1);
+    copy.write_state(&mut s2);
+    assert_eq!(s1, s2);
+    assert_eq!(copy.book(INST).unwrap().last_trade(), Some(Price(100)));
+    assert_eq!(copy.book(INST).unwrap().stop_count(), 3);
+
+    // A cancel takes it out of its list.
+    let ev = f.cancel(a);
+    assert_eq!(ev[0].kind, EventKind::Canceled);
+    assert_eq!(f.stop_lists(), (vec![], vec![90, 80]));
+    // End of day expires the Day stop, the GTC one stays.
+    let mut ev = Vec::new();
+    assert_eq!(f.m.expire_day_orders(9, &mut (), &mut |e| ev.push(e)), 1);
+    assert_eq!((ev[0].order_id, ev[0].kind), (d, EventKind::Expired));
+    // Expiry of the instrument ends the rest, stops included.
+    let mut ev = Vec::new();
+    assert_eq!(
+        f.m.expire_instrument(INST, 10, &mut (), &mut |e| ev.push(e)),
+        2
+    );
+    assert!(ev
+        .iter()
+        .any(|e| e.order_id == b && e.kind == EventKind::Expired));
+    assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
+    assert_eq!(f.m.resting_orders(), 0);
+}
+
+#[test]
+fn a_post_only_stop_is_refused() {
+    let mut f = Fixture::new();
+    let mut o = f.stop(0, Side::Buy, 105, Some(106), 1);
+    o.post_only = true;
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::Unsupported)]
+    );
+}

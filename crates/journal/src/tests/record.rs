@@ -45,7 +45,12 @@ fn side() -> impl Strategy<Value = Side> {
 }
 
 fn ord_type() -> impl Strategy<Value = OrdType> {
-    prop_oneof![Just(OrdType::Limit), Just(OrdType::Market)]
+    prop_oneof![
+        Just(OrdType::Limit),
+        Just(OrdType::Market),
+        any::<i64>().prop_map(|p| OrdType::Stop { stop_px: Price(p) }),
+        any::<i64>().prop_map(|p| OrdType::StopLimit { stop_px: Price(p) }),
+    ]
 }
 
 fn tif() -> impl Strategy<Value = TimeInForce> {

@@ -207,7 +207,7 @@ pub enum Method {
 
 const RRL: &str = "returnRateLimits";
 const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
-const ORDER: [&str; 10] = [
+const ORDER: [&str; 11] = [
     "symbol",
     "side",
     "type",
@@ -215,6 +215,7 @@ const ORDER: [&str; 10] = [
     "price",
     "quantity",
     "quoteOrderQty",
+    "stopPrice",
     "newClientOrderId",
     "newOrderRespType",
     "selfTradePreventionMode",
@@ -1792,13 +1793,10 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         }
     };
     let (price, quantity, quote_order_qty) = match order_type {
-        OrderType::Limit | OrderType::LimitMaker => {
-            let tif_ok = match order_type {
-                OrderType::Limit => time_in_force.is_some(),
-                _ => time_in_force.is_none(),
-            };
-            if !tif_ok {
-                return Err(if order_type == OrderType::Limit {
+        OrderType::Limit | OrderType::LimitMaker | OrderType::StopLossLimit => {
+            let needs_tif = order_type != OrderType::LimitMaker;
+            if needs_tif != time_in_force.is_some() {
+                return Err(if needs_tif {
                     WsError::mandatory("timeInForce")
                 } else {
                     tif_not_required()
@@ -1822,7 +1820,22 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
                 (false, true) => (price, None, decimal("quoteOrderQty", true)?),
             }
         }
+        OrderType::StopLoss => {
+            if time_in_force.is_some() {
+                return Err(tif_not_required());
+            }
+            let price = decimal("price", false)?;
+            (
+                price,
+                decimal("quantity", true)?,
+                decimal("quoteOrderQty", false)?,
+            )
+        }
     };
+    let stop_price = decimal(
+        "stopPrice",
+        matches!(order_type, OrderType::StopLoss | OrderType::StopLossLimit),
+    )?;
     let new_client_order_id = params.opt_client_id("newClientOrderId", || {
         WsError::bad_request(codes::EMPTY_NEW_CL_ORD_ID, "New client order ID was empty.")
     })?;
@@ -1833,7 +1846,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         // The dialect's defaults: FULL for MARKET and LIMIT, ACK for the other types.
         .unwrap_or(match order_type {
             OrderType::Limit | OrderType::Market => RespType::Full,
-            OrderType::LimitMaker => RespType::Ack,
+            OrderType::LimitMaker | OrderType::StopLoss | OrderType::StopLossLimit => RespType::Ack,
         });
     let stp = params.opt_enum("selfTradePreventionMode", StpMode::parse, || {
         WsError::invalid_value("selfTradePreventionMode")
@@ -1846,6 +1859,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         price,
         quantity,
         quote_order_qty,
+        stop_price,
         new_client_order_id,
         resp_type,
         stp,
@@ -1884,5 +1898,9 @@ fn check_order(table: &SymbolTable, order: &WsOrder) -> Result<(), WsError> {
         order.price.as_ref(),
         order.quantity.as_ref(),
         order.quote_order_qty.as_ref(),
-    )
+    )?;
+    match &order.stop_price {
+        Some(stop) => info.check_stop_price(stop),
+        None => Ok(()),
+    }
 }

@@ -114,7 +114,13 @@ impl SymbolInfo {
             base_asset_precision: precision,
             quote_asset: quote_asset.to_owned(),
             quote_precision: precision,
-            order_types: vec![OrderType::Limit, OrderType::LimitMaker, OrderType::Market],
+            order_types: vec![
+                OrderType::Limit,
+                OrderType::LimitMaker,
+                OrderType::Market,
+                OrderType::StopLoss,
+                OrderType::StopLossLimit,
+            ],
             quote_order_qty_market_allowed: false,
             cancel_replace_allowed: true,
             amend_allowed: true,
@@ -199,6 +205,36 @@ impl SymbolInfo {
             return Err(WsError::bad_request(
                 super::error::codes::INVALID_MESSAGE,
                 "Invalid quantity.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SymbolInfo {
+    /// The checks of a stop price: its precision and the price filter, as for a limit price.
+    pub fn check_stop_price(&self, stop: &Decimal) -> Result<(), WsError> {
+        if stop.significant_scale() > self.quote_precision {
+            return Err(WsError::too_precise("stopPrice"));
+        }
+        for filter in &self.filters {
+            if let SymbolFilter::Price {
+                min_price,
+                max_price,
+                tick_size,
+            } = filter
+            {
+                let ok = in_range(stop, min_price, max_price)
+                    && (tick_size.is_zero() || stop.is_multiple_of(tick_size).unwrap_or(false));
+                if !ok {
+                    return Err(WsError::filter_failure(filter.filter_type()));
+                }
+            }
+        }
+        if stop.is_zero() {
+            return Err(WsError::bad_request(
+                super::error::codes::INVALID_MESSAGE,
+                "Invalid stop price.",
             ));
         }
         Ok(())

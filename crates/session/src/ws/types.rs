@@ -49,8 +49,8 @@ dialect_enum!(
 );
 
 dialect_enum!(
-    /// The order types Portcullis accepts (the dialect's stop and take-profit types are refused
-    /// with -1116).
+    /// The order types Portcullis accepts (the dialect's take-profit types are refused with
+    /// -1116).
     OrderType {
         /// Limit order.
         Limit = "LIMIT",
@@ -58,6 +58,11 @@ dialect_enum!(
         Market = "MARKET",
         /// Post-only limit order: rejected if it would trade as a taker.
         LimitMaker = "LIMIT_MAKER",
+        /// Stop order: a market order once a trade reaches `stopPrice` (a buy at or above it,
+        /// a sell at or below).
+        StopLoss = "STOP_LOSS",
+        /// Stop-limit order: a limit order at `price` once a trade reaches `stopPrice`.
+        StopLossLimit = "STOP_LOSS_LIMIT",
     }
 );
 
@@ -228,9 +233,10 @@ pub struct WsOrder {
     pub symbol: String,
     /// Buy or sell.
     pub side: Side,
-    /// LIMIT, MARKET or LIMIT_MAKER.
+    /// LIMIT, MARKET, LIMIT_MAKER, STOP_LOSS or STOP_LOSS_LIMIT.
     pub order_type: OrderType,
-    /// Present for LIMIT orders only (required there); a LIMIT_MAKER rests until canceled.
+    /// Present for LIMIT and STOP_LOSS_LIMIT orders only (required there); a LIMIT_MAKER
+    /// rests until canceled.
     pub time_in_force: Option<TimeInForce>,
     /// Limit price (LIMIT and LIMIT_MAKER).
     pub price: Option<Decimal>,
@@ -238,11 +244,13 @@ pub struct WsOrder {
     pub quantity: Option<Decimal>,
     /// MARKET only: the amount of quote asset to spend or receive instead of `quantity`.
     pub quote_order_qty: Option<Decimal>,
+    /// The trigger price of STOP_LOSS and STOP_LOSS_LIMIT orders (required there).
+    pub stop_price: Option<Decimal>,
     /// The client's id for the order (`^[.A-Z:/a-z0-9_-]{1,36}$`); `None`: the application
     /// assigns one, unique among the account's open orders.
     pub new_client_order_id: Option<String>,
     /// The answer's shape; defaulted as the dialect does (FULL for LIMIT and MARKET, ACK for
-    /// LIMIT_MAKER).
+    /// the other types).
     pub resp_type: RespType,
     /// Self-trade prevention; `None`: the symbol's default.
     pub stp: Option<StpMode>,
@@ -380,6 +388,8 @@ pub struct OrderInfo {
     pub order_type: OrderType,
     /// Side.
     pub side: Side,
+    /// Trigger price of a stop order, else zero.
+    pub stop_price: String,
     /// When the order was placed, Unix ms.
     pub time: i64,
     /// Last update, Unix ms.
@@ -584,6 +594,8 @@ pub struct ExecutionReport {
     pub quantity: String,
     /// `p`: order price.
     pub price: String,
+    /// `P`: stop price (zero unless a stop order).
+    pub stop_price: String,
     /// `C`: the client id of the order being canceled (cancels), else empty.
     pub orig_client_order_id: String,
     /// `x`: execution type.

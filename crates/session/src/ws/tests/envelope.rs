@@ -246,7 +246,13 @@ fn exchange_info_lists_symbols_with_their_filters() {
     assert_eq!(btc["status"], "TRADING");
     assert_eq!(
         btc["orderTypes"],
-        serde_json::json!(["LIMIT", "LIMIT_MAKER", "MARKET"])
+        serde_json::json!([
+            "LIMIT",
+            "LIMIT_MAKER",
+            "MARKET",
+            "STOP_LOSS",
+            "STOP_LOSS_LIMIT"
+        ])
     );
     assert_eq!(
         btc["filters"],

@@ -394,6 +394,7 @@ impl WsApplication for FakeApp {
                 time_in_force: c.time_in_force,
                 order_type: c.order_type,
                 side: c.side,
+                stop_price: "0.00000000".into(),
                 time: 1,
                 update_time: 7,
                 is_working: true,

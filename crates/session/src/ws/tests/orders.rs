@@ -24,6 +24,20 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         "timeInForce",
         None,
     );
+    let stop = with(
+        &with(
+            &with(&market, "type", Some("STOP_LOSS".into())),
+            "side",
+            Some("SELL".into()),
+        ),
+        "stopPrice",
+        Some("51000.00".into()),
+    );
+    let stop_limit = with(
+        &with(&base, "type", Some("STOP_LOSS_LIMIT".into())),
+        "stopPrice",
+        Some("51000.00".into()),
+    );
     type Case = (
         &'static str,
         Vec<(&'static str, Value)>,
@@ -38,7 +52,16 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("unknown symbol", with(&base, "symbol", Some("DOGEUSDT".into())), -1121, Some("Invalid symbol.")),
         ("bad side", with(&base, "side", Some("SHORT".into())), -1117, Some("Invalid side.")),
         ("side not a string", with(&base, "side", Some(1.into())), -1117, None),
-        ("bad type", with(&base, "type", Some("STOP_LOSS".into())), -1116, Some("Invalid orderType.")),
+        ("bad type", with(&base, "type", Some("TAKE_PROFIT".into())), -1116, Some("Invalid orderType.")),
+        ("STOP_LOSS without stopPrice", with(&stop, "stopPrice", None), -1102, Some("Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")),
+        ("STOP_LOSS with timeInForce", with(&stop, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
+        ("STOP_LOSS with price", with(&stop, "price", Some("50000.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
+        ("STOP_LOSS with trailingDelta", with(&stop, "trailingDelta", Some(100.into())), -1104, None),
+        ("STOP_LOSS_LIMIT without timeInForce", with(&stop_limit, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
+        ("STOP_LOSS_LIMIT without price", with(&stop_limit, "price", None), -1102, None),
+        ("stopPrice off the tick", with(&stop_limit, "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
+        ("stopPrice too precise", with(&stop, "stopPrice", Some("51000.123456789".into())), -1111, Some("Parameter 'stopPrice' has too much precision.")),
+        ("LIMIT with stopPrice", with(&base, "stopPrice", Some("51000.00".into())), -1106, Some("Parameter 'stopPrice' sent when not required.")),
         ("bad tif", with(&base, "timeInForce", Some("GTD".into())), -1115, Some("Invalid timeInForce.")),
         ("LIMIT without timeInForce", with(&base, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
         ("LIMIT without price", with(&base, "price", None), -1102, None),
@@ -118,6 +141,20 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
         ]
     );
     assert_eq!(h.app.placed[1].2.time_in_force, None);
+    // STOP_LOSS_LIMIT: the stop price reaches the application; ACK by default.
+    let stop_limit = with(
+        &with(&limit_order(), "type", Some("STOP_LOSS_LIMIT".into())),
+        "stopPrice",
+        Some("52500.00".into()),
+    );
+    let v = place(&mut h, &stop_limit);
+    assert!(ok(&v).get("status").is_none(), "{v}");
+    let placed = &h.app.placed.last().unwrap().2;
+    assert_eq!(placed.order_type, OrderType::StopLossLimit);
+    assert_eq!(placed.stop_price, Some(d("52500.00")));
+    assert_eq!(placed.price, Some(d("52000.00")));
+    assert_eq!(placed.resp_type, RespType::Ack);
+    h.app.placed.pop();
     // RESULT: the order's state without fills.
     let v = place(
         &mut h,
