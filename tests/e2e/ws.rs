@@ -1512,3 +1512,137 @@ fn amend_keep_priority_reduces_an_order_in_place_and_it_still_trades_first() {
     assert_eq!(e["event"]["X"], "FILLED", "{e}");
     assert_eq!(e["event"]["c"], "a-1b", "{e}");
 }
+
+/// A STOP_LOSS_LIMIT order waits (NEW, its stopPrice shown) until another account's trade
+/// reaches its stop price, then buys at its limit; its executionReports carry `P`.
+#[test]
+fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    let fix_limit = |fix: &mut FixClient, cl: &str, qty: &str, px: &str| {
+        fix.send(
+            "D",
+            &[
+                (11, cl),
+                (21, "1"),
+                (55, "BTC-PERP"),
+                (54, "2"),
+                (60, "20260101-00:00:00"),
+                (38, qty),
+                (59, "1"),
+                (40, "2"),
+                (44, px),
+            ],
+        );
+        // Fills of the earlier sells may come first.
+        loop {
+            let m = fix.expect("8");
+            if m.get(11) == Some(cl) {
+                assert_eq!(m.get(39), Some("0"), "{m:?}");
+                break;
+            }
+        }
+    };
+    let mut wa = Ws::plain(ws_port);
+    let mut wb = Ws::plain(ws_port);
+    let buy_ioc = |ws: &mut Ws, key: &Key, px: &str, qty: &str| {
+        ws.call(
+            json!("ioc"),
+            "order.place",
+            signed(
+                json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                       "price": px, "quantity": qty, "newOrderRespType": "RESULT"}),
+                key,
+            ),
+        )
+    };
+    // The last trade: 100.
+    fix_limit(&mut fix, "S1", "0.100", "100.0");
+    assert_eq!(
+        buy_ioc(&mut wa, &a, "100.0", "0.100")["result"]["status"],
+        "FILLED"
+    );
+
+    // The user data stream needs a logged-on connection.
+    let r = wb.call(json!("logon"), "session.logon", signed(json!({}), &b));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = wb.call(json!("sub"), "userDataStream.subscribe", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = wb.call(
+        json!("stop"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "STOP_LOSS_LIMIT",
+                   "timeInForce": "GTC", "stopPrice": "105.0", "price": "106.0",
+                   "quantity": "0.200", "newOrderRespType": "RESULT"}),
+            &b,
+        ),
+    );
+    let res = &r["result"];
+    assert_eq!(
+        (&res["status"], &res["type"], &res["price"]),
+        (&json!("NEW"), &json!("STOP_LOSS_LIMIT"), &json!("106.0")),
+        "{r}"
+    );
+    let stop_id = res["orderId"].as_u64().unwrap();
+    let ack = wb.event(|v| v["event"]["x"] == "NEW");
+    assert_eq!(ack["event"]["P"], "105.0", "{ack}");
+    let status = |ws: &mut Ws| {
+        ws.call(
+            json!("st"),
+            "order.status",
+            signed(json!({"symbol": "BTC-PERP", "orderId": stop_id}), &b),
+        )["result"]
+            .clone()
+    };
+    let s = status(&mut wb);
+    assert_eq!(
+        (&s["status"], &s["stopPrice"]),
+        (&json!("NEW"), &json!("105.0")),
+        "{s}"
+    );
+    // A stop without its stopPrice is refused as the dialect does.
+    let r = wb.call(
+        json!("bad"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "STOP_LOSS", "quantity": "0.100"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["error"]["code"], -1102, "{r}");
+
+    // Liquidity at 106; a trade at 104.5 leaves the stop waiting, one at 105 triggers it.
+    fix_limit(&mut fix, "S2", "0.200", "106.0");
+    fix_limit(&mut fix, "S3", "0.100", "104.5");
+    assert_eq!(
+        buy_ioc(&mut wa, &a, "104.5", "0.100")["result"]["status"],
+        "FILLED"
+    );
+    assert_eq!(status(&mut wb)["status"], "NEW");
+    fix_limit(&mut fix, "S4", "0.100", "105.0");
+    assert_eq!(
+        buy_ioc(&mut wa, &a, "105.0", "0.100")["result"]["status"],
+        "FILLED"
+    );
+    let fill = wb.event(|v| v["event"]["x"] == "TRADE");
+    let e = &fill["event"];
+    assert_eq!(
+        (&e["i"], &e["o"], &e["X"], &e["L"], &e["l"], &e["P"]),
+        (
+            &json!(stop_id),
+            &json!("STOP_LOSS_LIMIT"),
+            &json!("FILLED"),
+            &json!("106.0"),
+            &json!("0.200"),
+            &json!("105.0")
+        ),
+        "{fill}"
+    );
+    assert_eq!(status(&mut wb)["status"], "FILLED");
+}

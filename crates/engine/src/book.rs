@@ -1,4 +1,4 @@
-//! Order books and matching: price-time priority, limit and market orders, GTC/IOC/FOK/Day,
+//! Order books and matching: price-time priority, limit, market and stop orders, GTC/IOC/FOK/Day,
 //! post-only, cancel, cancel/replace and self-trade prevention.
 //!
 //! # Data structures (chosen for the hot path)
@@ -882,7 +882,9 @@ impl Matcher {
     /// `Canceled` for an IOC or market rest, `Expired` for a fill-or-kill that cannot fill
     /// completely; or one `Rejected` if the book refuses it (post-only that would trade,
     /// `TooManyOpenOrders` when the store is full, a ClOrdID still working on the session,
-    /// post-only that is not GTC/Day, ids exhausted).
+    /// post-only that is not GTC/Day or a stop, ids exhausted). A stop order the last trade has
+    /// not reached waits after its `New` (it takes a place in the store); then come the
+    /// reports of the stop orders this order's trades triggered.
     pub fn submit(
         &mut self,
         order: RiskChecked<NewOrder>,

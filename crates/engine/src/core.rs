@@ -10,9 +10,9 @@
 //!
 //! | command | path | events |
 //! |---|---|---|
-//! | `New` | `risk.check_new` → book | `Rejected(reason)`, or `New` then fills (both sides), then `Canceled`/`Expired` for an unfilled rest that does not rest |
+//! | `New` | `risk.check_new` → book | `Rejected(reason)`, or `New` then fills (both sides), then `Canceled`/`Expired` for an unfilled rest that does not rest; a stop order that waits for its trigger: `New` only; then the reports of any stop orders the command's trades triggered |
 //! | `Cancel` | `risk.check_cancel` → find (by OrderID, else by the session's OrigClOrdID) → book | `Canceled`, or `CancelRejected { replace: false, reason }` |
-//! | `Replace` | find → `risk.check_replace` → book | `Replaced` then any fills, or `CancelRejected { replace: true, reason }` |
+//! | `Replace` | find → `risk.check_replace` → book | `Replaced` then any fills (and triggered stops), or `CancelRejected { replace: true, reason }` (`Unsupported` for a waiting stop) |
 //! | `MassCancel` | book | `Canceled` per order, then `MassCancelDone { canceled }` |
 //! | `SessionClosed` | cancel-on-disconnect if set for the session, then `risk.session_closed` | `Canceled` per order |
 //!

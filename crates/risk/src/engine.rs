@@ -373,6 +373,11 @@ impl RiskEngine {
     /// underlying (`PositionLimit`); ClOrdID already used today on this session
     /// (`DuplicateClOrdId`). Full tables are `ServerBusy`.
     ///
+    /// A stop order's stop price must be a positive multiple of the tick (`BadTick`); a stop
+    /// is valued as a market order would be at its stop price (needing no reference price),
+    /// and a stop-limit's limit is banded around its stop price rather than the reference.
+    /// Post-only stops are `Unsupported`.
+    ///
     /// A market order is valued at the reference price plus the band, rounded up to a tick —
     /// the highest price the band allows, whatever its side, so the valuation never
     /// understates a limit — and is refused as `PriceBand` without a reference price. The checked
