@@ -1616,3 +1616,83 @@ fn stop_orders_wait_for_a_trade_at_their_price_then_trade_as_market_or_limit_ord
     nothing_else(&mut a, "quiet-a");
     nothing_else(&mut b, "quiet-b");
 }
+
+#[test]
+fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
+    let p = ports();
+    let sessions = [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: false,
+        },
+    ];
+    // With a master key the server keeps its journal; orders outlive their connections.
+    let mut server = Server::configure(
+        &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
+        &p,
+        &env(),
+    );
+    server.launch();
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    limit(&mut a, "A1", "2", "1", "100");
+    limit(&mut b, "B1", "1", "1", "100");
+    b.expect("8");
+    a.expect("8");
+    stop_order(&mut b, "B2", "2", "1", "95", None);
+    let stop_id = b.expect("8").get(37).unwrap().to_owned();
+    for c in [&mut a, &mut b] {
+        c.send("5", &[]);
+        c.expect("5");
+    }
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    server.restart();
+
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    let mut b = connect_at(p, "FIX.4.4", "TWB", None, b.seq);
+    // Still waiting, with its stop price; the last trade price came back too: a trade at 96
+    // leaves it, one at 95 triggers it.
+    b.send(
+        "H",
+        &[
+            (37, stop_id.as_str()),
+            (11, "B2"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+        ],
+    );
+    assert_fields(
+        &b.expect("8"),
+        &[(150, "I"), (39, "0"), (40, "3"), (99, "95.0")],
+    );
+    limit(&mut a, "A2", "1", "1", "96");
+    limit(&mut a, "A3", "1", "2", "95");
+    let m = limit(&mut b, "B3", "2", "1", "96");
+    assert_fields(&m, &[(11, "B3"), (150, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "B3"), (39, "2"), (31, "96.0")]);
+    nothing_else(&mut b, "still-waiting");
+    // B sells 1 at 95 to A; its stop then sells 1 more to A's rest at 95.
+    limit(&mut b, "B4", "2", "1", "95");
+    assert_fields(&b.expect("8"), &[(11, "B4"), (39, "2"), (31, "95.0")]);
+    assert_fields(
+        &b.expect("8"),
+        &[
+            (11, "B2"),
+            (37, &stop_id),
+            (150, "F"),
+            (39, "2"),
+            (40, "3"),
+            (31, "95.0"),
+        ],
+    );
+    let log = server.log_text();
+    assert!(!log.contains("state hash differs"), "{log}");
+}
