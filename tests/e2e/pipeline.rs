@@ -625,15 +625,15 @@ fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
     c.send(
         "D",
         &[
-            (11, "STOP"),
+            (11, "PEGGED"),
             (55, "BTC-PERP"),
             (54, "1"),
             (60, "20260101-00:00:00"),
             (38, "1"),
-            (40, "3"),
+            (40, "P"),
         ],
     );
-    assert_rejected(&c.expect("8"), "STOP", "11", "OrdType(40)");
+    assert_rejected(&c.expect("8"), "PEGGED", "11", "OrdType(40)");
     // Checked on the core thread.
     let (cl, m) = try_order(&mut c, "BTC-PERP", "1", Some("100.2"));
     assert_rejected(&m, &cl, "18", "tick");
