@@ -266,6 +266,24 @@ fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, 
     (server, p, a, b, ka)
 }
 
+/// Sessions `TWA` (account ACC-A) and `TWB` (ACC-B) on FIX 4.4, without authentication.
+fn unsigned_pair() -> [S<'static>; 2] {
+    [
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWA",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: false,
+        },
+    ]
+}
+
 /// `core.threading = "shared"`: the core loop as a task beside the socket tasks.
 pub(crate) const SHARED_CORE: &str = "\n[core]\nthreading = \"shared\"\n";
 
@@ -1002,20 +1020,7 @@ fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
 #[test]
 fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connection() {
     let p = ports();
-    let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: false,
-        },
-    ];
+    let sessions = unsigned_pair();
     let _server = Server::start(
         &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
         &p,
@@ -1620,20 +1625,7 @@ fn stop_orders_wait_for_a_trade_at_their_price_then_trade_as_market_or_limit_ord
 #[test]
 fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
     let p = ports();
-    let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: false,
-        },
-    ];
+    let sessions = unsigned_pair();
     // With a master key the server keeps its journal; orders outlive their connections.
     let mut server = Server::configure(
         &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),

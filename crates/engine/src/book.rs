@@ -534,15 +534,9 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
     out.extend_from_slice(&o.session.0.to_le_bytes());
     out.extend_from_slice(&o.account.0.to_le_bytes());
     out.extend_from_slice(&o.instrument.0.to_le_bytes());
-    let ord_type = match o.ord_type {
-        OrdType::Limit => 0,
-        OrdType::Market => 1,
-        OrdType::Stop { .. } => 2,
-        OrdType::StopLimit { .. } => 3,
-    };
     out.extend_from_slice(&[
         o.side as u8,
-        ord_type,
+        o.ord_type.code(),
         o.tif as u8,
         o.stp.map_or(0xff, |m| m as u8),
         u8::from(o.post_only),

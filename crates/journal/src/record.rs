@@ -286,17 +286,9 @@ impl Enc<'_> {
     }
     /// An order type: its code, then the stop price of a stop order.
     fn ord_type(&mut self, t: OrdType) {
-        match t {
-            OrdType::Limit => self.u8(0),
-            OrdType::Market => self.u8(1),
-            OrdType::Stop { stop_px } => {
-                self.u8(2);
-                self.i64(stop_px.0);
-            }
-            OrdType::StopLimit { stop_px } => {
-                self.u8(3);
-                self.i64(stop_px.0);
-            }
+        self.u8(t.code());
+        if let Some(p) = t.stop_px() {
+            self.i64(p.0);
         }
     }
     fn i64(&mut self, v: i64) {
@@ -689,17 +681,9 @@ impl<'a> Dec<'a> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
     fn ord_type(&mut self) -> Result<OrdType, DecodeError> {
-        Ok(match self.u8()? {
-            0 => OrdType::Limit,
-            1 => OrdType::Market,
-            2 => OrdType::Stop {
-                stop_px: Price(self.i64()?),
-            },
-            3 => OrdType::StopLimit {
-                stop_px: Price(self.i64()?),
-            },
-            _ => return Err(self.err(1, "invalid order type")),
-        })
+        let c = self.u8()?;
+        OrdType::from_code(c, || self.i64().map(Price))
+            .unwrap_or_else(|| Err(self.err(1, "invalid order type")))
     }
     fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))

@@ -51,6 +51,32 @@ impl OrdType {
         matches!(self, OrdType::Market | OrdType::Stop { .. })
     }
 
+    /// The type's code in the journal and snapshots: 0 limit, 1 market, 2 stop, 3 stop
+    /// limit (a stop's stop price is stored after it).
+    pub fn code(self) -> u8 {
+        match self {
+            OrdType::Limit => 0,
+            OrdType::Market => 1,
+            OrdType::Stop { .. } => 2,
+            OrdType::StopLimit { .. } => 3,
+        }
+    }
+
+    /// The type of [`code`](Self::code) `c`, reading a stop's stop price with `stop_px`;
+    /// `None` for an unknown code.
+    pub fn from_code<E>(
+        c: u8,
+        stop_px: impl FnOnce() -> Result<Price, E>,
+    ) -> Option<Result<OrdType, E>> {
+        Some(match c {
+            0 => Ok(OrdType::Limit),
+            1 => Ok(OrdType::Market),
+            2 => stop_px().map(|stop_px| OrdType::Stop { stop_px }),
+            3 => stop_px().map(|stop_px| OrdType::StopLimit { stop_px }),
+            _ => return None,
+        })
+    }
+
     /// The stop price of a stop or stop-limit order.
     pub fn stop_px(self) -> Option<Price> {
         match self {

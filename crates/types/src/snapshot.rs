@@ -74,17 +74,9 @@ impl<'a> SnapshotWriter<'a> {
     }
     /// An order type: one byte, then the stop price of a stop order.
     pub fn ord_type(&mut self, t: OrdType) {
-        match t {
-            OrdType::Limit => self.u8(0),
-            OrdType::Market => self.u8(1),
-            OrdType::Stop { stop_px } => {
-                self.u8(2);
-                self.i64(stop_px.0);
-            }
-            OrdType::StopLimit { stop_px } => {
-                self.u8(3);
-                self.i64(stop_px.0);
-            }
+        self.u8(t.code());
+        if let Some(p) = t.stop_px() {
+            self.i64(p.0);
         }
     }
     /// A length (`u32`) then the bytes.
@@ -248,17 +240,9 @@ impl<'a> SnapshotReader<'a> {
     }
     /// An order type (a stop price follows the byte of a stop order).
     pub fn ord_type(&mut self) -> Result<OrdType, SnapshotError> {
-        match self.u8("order type")? {
-            0 => Ok(OrdType::Limit),
-            1 => Ok(OrdType::Market),
-            2 => Ok(OrdType::Stop {
-                stop_px: self.price("stop price")?,
-            }),
-            3 => Ok(OrdType::StopLimit {
-                stop_px: self.price("stop price")?,
-            }),
-            _ => Err(self.invalid(1, "order type")),
-        }
+        let c = self.u8("order type")?;
+        OrdType::from_code(c, || self.price("stop price"))
+            .unwrap_or_else(|| Err(self.invalid(1, "order type")))
     }
     /// A time in force.
     pub fn tif(&mut self) -> Result<TimeInForce, SnapshotError> {
