@@ -84,6 +84,24 @@ order_burst = 1000
     )
 }
 
+/// Sends a GTC limit order on BTC-PERP over FIX (`side` "1" buy, "2" sell).
+fn send_fix_limit(fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str) {
+    fix.send(
+        "D",
+        &[
+            (11, cl),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, side),
+            (60, "20260101-00:00:00"),
+            (38, qty),
+            (59, "1"),
+            (40, "2"),
+            (44, px),
+        ],
+    );
+}
+
 pub(crate) struct Ws {
     ws: WebSocket<Box<dyn Stream>>,
     /// Events received while waiting for answers.
@@ -457,20 +475,7 @@ fn ws_order_trades_against_a_fix_order() {
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
     fix.logon(30, &[]);
     fix.expect("A");
-    fix.send(
-        "D",
-        &[
-            (11, "fix-sell-1"),
-            (21, "1"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-            (38, "0.500"),
-            (59, "1"),
-            (40, "2"),
-            (44, "100.0"),
-        ],
-    );
+    send_fix_limit(&mut fix, "fix-sell-1", "2", "0.500", "100.0");
     let ack = fix.expect("8");
     assert_eq!(ack.get(39), Some("0"), "{ack:?}");
 
@@ -626,20 +631,7 @@ fn ws_order_status_by_order_id_sees_the_accounts_orders_entered_elsewhere() {
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
     fix.logon(30, &[]);
     fix.expect("A");
-    fix.send(
-        "D",
-        &[
-            (11, "fix-buy-7"),
-            (21, "1"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-            (38, "0.020"),
-            (59, "1"),
-            (40, "2"),
-            (44, "99.5"),
-        ],
-    );
+    send_fix_limit(&mut fix, "fix-buy-7", "1", "0.020", "99.5");
     let ack = fix.expect("8");
     let fix_id: u64 = ack.get(37).unwrap().parse().unwrap();
     let mut desk = Ws::plain(ws_port);
@@ -1486,20 +1478,7 @@ fn amend_keep_priority_reduces_an_order_in_place_and_it_still_trades_first() {
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
     fix.logon(30, &[]);
     fix.expect("A");
-    fix.send(
-        "D",
-        &[
-            (11, "fix-buy-1"),
-            (21, "1"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-            (38, "0.500"),
-            (59, "1"),
-            (40, "2"),
-            (44, "100.0"),
-        ],
-    );
+    send_fix_limit(&mut fix, "fix-buy-1", "1", "0.500", "100.0");
     assert_eq!(fix.expect("8").get(39), Some("0"));
     let first = fix.expect("8");
     let second = fix.expect("8");
@@ -1525,20 +1504,7 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
     fix.logon(30, &[]);
     fix.expect("A");
     let fix_limit = |fix: &mut FixClient, cl: &str, qty: &str, px: &str| {
-        fix.send(
-            "D",
-            &[
-                (11, cl),
-                (21, "1"),
-                (55, "BTC-PERP"),
-                (54, "2"),
-                (60, "20260101-00:00:00"),
-                (38, qty),
-                (59, "1"),
-                (40, "2"),
-                (44, px),
-            ],
-        );
+        send_fix_limit(fix, cl, "2", qty, px);
         // Fills of the earlier sells may come first.
         loop {
             let m = fix.expect("8");
