@@ -1695,6 +1695,7 @@ mod tests {
         };
         for _ in 0..2000 {
             let (price, qty, sym, cl) = (text(24), text(24), text(12), text(80));
+            let (stop, ord_type) = (text(24), ["1", "2", "3", "4", "P"][text(4).len()]);
             for v in V {
                 for t in ["D", "F", "G", "H", "q"] {
                     let body = [
@@ -1705,8 +1706,9 @@ mod tests {
                         (54, "2"),
                         (60, "20260102-10:00:00"),
                         (38, qty.as_str()),
-                        (40, "2"),
+                        (40, ord_type),
                         (44, price.as_str()),
+                        (99, stop.as_str()),
                         (530, price.as_str()),
                     ];
                     let body: Vec<_> = body.into_iter().filter(|(_, v)| !v.is_empty()).collect();

@@ -43,6 +43,7 @@ fn name() -> impl Strategy<Value = String> {
             "price",
             "quantity",
             "quoteOrderQty",
+            "stopPrice",
             "newClientOrderId",
             "newOrderRespType",
             "selfTradePreventionMode",
