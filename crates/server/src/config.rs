@@ -320,7 +320,7 @@ pub struct RawListener {
     #[serde(default)]
     pub max_connections_per_ip: u64,
     /// Largest accepted message in bytes; a peer announcing a larger one is disconnected.
-    /// Default 65536.
+    /// Default 65536; 256 to just under 16 MiB (the largest message a store record holds).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: u64,
     /// Seconds from accept (TLS handshake included) to a valid Logon. Default 10.
@@ -781,8 +781,9 @@ pub struct SessionSettings {
     pub drop_copy: Vec<String>,
 }
 
-/// Bounds that keep a typo from becoming a resource problem.
-const MAX_MESSAGE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Bounds that keep a typo from becoming a resource problem. A FIX message the session
+/// accepts must fit a message-store record (`log_inbound` keeps it), hence just under 16 MiB.
+const MAX_MESSAGE_SIZE_LIMIT: u64 = portcullis_session::store::MAX_STORED_MESSAGE_LEN as u64;
 const MIN_MESSAGE_SIZE: u64 = 256;
 const MAX_UNSENT_LIMIT: u64 = 1024 * 1024 * 1024;
 const MAX_CONNECTIONS_LIMIT: u64 = 100_000;
@@ -2063,6 +2064,22 @@ mod tests {
             assert_eq!(e.key(), Some(key), "{extra}: {e}");
             assert!(e.to_string().contains(says), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn a_fix_listeners_largest_message_fits_a_message_store_record() {
+        let with = |n: u64| {
+            MINIMAL.replace(
+                "begin_string = \"FIX.4.4\"\n\n",
+                &format!(
+                    "begin_string = \"FIX.4.4\"\nmax_message_size = {n}\nmax_unsent_bytes = {n}\n\n"
+                ),
+            )
+        };
+        let max = portcullis_session::store::MAX_STORED_MESSAGE_LEN as u64;
+        assert_eq!(ok(&with(max)).listeners[0].max_message_size as u64, max);
+        let e = err(&with(16 * 1024 * 1024));
+        assert_eq!(e.key(), Some("listeners[0].max_message_size"), "{e}");
     }
 
     #[test]
