@@ -555,3 +555,24 @@ fn operators_read_a_store_while_it_is_open_without_changing_it() {
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
     drop(store);
 }
+
+#[test]
+fn a_message_of_the_largest_size_is_kept_sealed_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s");
+    let mut s = open(&session);
+    let big = vec![b'y'; portcullis_session::store::MAX_STORED_MESSAGE_LEN];
+    s.save_inbound(1, &big).unwrap();
+    s.save_outbound(1, &msg(1)).unwrap();
+    s.set_next_target_seq(2).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let read = SealedFileStore::read_messages(&session, &ring("1", 7), 0, SeqNum::MAX)
+        .unwrap()
+        .expect("a store");
+    assert!(!read.torn_tail);
+    assert_eq!(read.messages.len(), 2);
+    assert!(read.messages.iter().any(|m| m.bytes == big));
+    let mut s = open(&session);
+    assert_eq!(snapshot(&mut s).3, vec![(1, msg(1))]);
+}
