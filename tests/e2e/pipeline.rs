@@ -192,6 +192,20 @@ fn order(
     c.send("D", &f);
 }
 
+/// An OrderCancelRequest for the session's order `orig` on BTC-PERP.
+fn cancel(c: &mut FixClient, orig: &str, cl: &str, side: &str) {
+    c.send(
+        "F",
+        &[
+            (41, orig),
+            (11, cl),
+            (55, "BTC-PERP"),
+            (54, side),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+}
+
 /// A GTC limit order on BTC-PERP; returns the first report.
 pub(crate) fn limit(c: &mut FixClient, cl: &str, side: &str, qty: &str, price: &str) -> Msg {
     order(c, cl, "BTC-PERP", side, qty, Some(price), "1");
@@ -460,16 +474,7 @@ fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
             (151, "2.000"),
         ],
     );
-    a.send(
-        "F",
-        &[
-            (41, "A4"),
-            (11, "A5"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut a, "A4", "A5", "2");
     let m = a.expect("8");
     seen(&m);
     assert_fields(
@@ -484,16 +489,7 @@ fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
     );
 
     // Cancelling an unknown order, replacing a filled one, asking for a finished one.
-    a.send(
-        "F",
-        &[
-            (41, "NOPE"),
-            (11, "A6"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut a, "NOPE", "A6", "2");
     let m = a.expect("9");
     assert_fields(
         &m,
@@ -519,16 +515,7 @@ fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
         &m,
         &[(11, "A7"), (41, "A1"), (434, "2"), (102, "0"), (39, "2")],
     );
-    a.send(
-        "F",
-        &[
-            (41, "A2"),
-            (11, "A7B"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut a, "A2", "A7B", "2");
     assert_fields(
         &a.expect("9"),
         &[(11, "A7B"), (41, "A2"), (434, "1"), (102, "0"), (39, "2")],
@@ -1060,16 +1047,7 @@ fn without_cancel_on_disconnect_a_gtc_order_reports_to_the_sessions_next_connect
         &a.expect("8"),
         &[(11, "G1"), (150, "F"), (39, "2"), (14, "2.000")],
     );
-    a.send(
-        "F",
-        &[
-            (41, "G1"),
-            (11, "G2"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut a, "G1", "G2", "2");
     assert_fields(&a.expect("9"), &[(102, "0"), (39, "2")]);
     // The next connection still answers for it: the session keeps its ended orders.
     a.send("5", &[]);
@@ -1604,16 +1582,7 @@ fn stop_orders_wait_for_a_trade_at_their_price_then_trade_as_market_or_limit_ord
     assert_fields(&a.expect("8"), &[(11, "A4"), (150, "F"), (39, "2")]);
 
     // The stop-limit is still waiting (nothing traded at 105): cancelled like any order.
-    b.send(
-        "F",
-        &[
-            (41, "B3"),
-            (11, "B6"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut b, "B3", "B6", "1");
     assert_fields(
         &b.expect("8"),
         &[(11, "B6"), (41, "B3"), (150, "4"), (40, "4")],
