@@ -1592,6 +1592,126 @@ fn stop_orders_wait_for_a_trade_at_their_price_then_trade_as_market_or_limit_ord
 }
 
 #[test]
+fn take_profit_orders_wait_for_a_move_in_their_favour_as_mit_or_with_a_trigger_direction() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    // A trade at 100 between A and B: the last price.
+    limit(&mut a, "A1", "2", "1", "100");
+    limit(&mut b, "B1", "1", "1", "100");
+    b.expect("8");
+    a.expect("8");
+    let trigger_order =
+        |c: &mut FixClient, cl: &str, side: &str, ord_type: &str, extra: &[(u32, &str)]| {
+            let mut f = vec![
+                (11, cl),
+                (21, "1"),
+                (55, "BTC-PERP"),
+                (54, side),
+                (60, "20260101-00:00:00"),
+                (38, "1"),
+                (59, "1"),
+                (40, ord_type),
+            ];
+            f.extend_from_slice(extra);
+            c.send("D", &f);
+        };
+
+    // B: a buy market-if-touched at 95 (a market buy once a trade is at 95 or lower).
+    trigger_order(&mut b, "B2", "1", "J", &[(99, "95")]);
+    let m = b.expect("8");
+    assert_fields(
+        &m,
+        &[
+            (11, "B2"),
+            (150, "0"),
+            (39, "0"),
+            (40, "J"),
+            (99, "95.0"),
+            (1109, "D"),
+        ],
+    );
+    let mit_id = m.get(37).unwrap().to_owned();
+    // B: a sell take-profit limit at 105, limit 104: a stop-limit triggered upwards.
+    trigger_order(
+        &mut b,
+        "B3",
+        "2",
+        "4",
+        &[(99, "105"), (44, "104"), (1109, "U")],
+    );
+    assert_fields(
+        &b.expect("8"),
+        &[
+            (11, "B3"),
+            (150, "0"),
+            (40, "4"),
+            (99, "105.0"),
+            (44, "104.0"),
+            (1109, "U"),
+        ],
+    );
+    b.send("H", &[(11, "B3"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B3"), (150, "I"), (39, "0"), (40, "4"), (1109, "U")],
+    );
+    // A buy market-if-touched that would trigger on a rise is refused with the reason.
+    trigger_order(&mut a, "A2", "1", "J", &[(99, "95"), (1109, "U")]);
+    assert_rejected(
+        &a.expect("8"),
+        "A2",
+        "11",
+        "TriggerPriceDirection(1109) must be D",
+    );
+
+    // A offers 1 at 97 and 1 at 95; B buys 1 at 95: the trade at 95 triggers B's
+    // market-if-touched, which buys A's offer at 97.
+    limit(&mut a, "A3", "2", "1", "97");
+    limit(&mut a, "A4", "2", "1", "95");
+    order(&mut b, "B4", "BTC-PERP", "1", "1", Some("95"), "3");
+    assert_fields(&b.expect("8"), &[(11, "B4"), (150, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "B4"), (150, "F"), (31, "95.0")]);
+    assert_fields(
+        &b.expect("8"),
+        &[
+            (11, "B2"),
+            (37, &mit_id),
+            (150, "F"),
+            (39, "2"),
+            (40, "J"),
+            (31, "97.0"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(11, "A4"), (150, "F"), (39, "2")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "A3"), (150, "F"), (39, "2"), (31, "97.0")],
+    );
+
+    // A trade at 105 triggers B's take-profit limit; nothing bids 104, so it rests there and
+    // A's bid at 104 then takes it.
+    limit(&mut a, "A5", "2", "1", "105");
+    order(&mut b, "B5", "BTC-PERP", "1", "1", Some("105"), "3");
+    assert_fields(&b.expect("8"), &[(11, "B5"), (150, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "B5"), (150, "F"), (31, "105.0")]);
+    assert_fields(&a.expect("8"), &[(11, "A5"), (150, "F"), (39, "2")]);
+    limit(&mut a, "A6", "1", "1", "104");
+    assert_fields(
+        &b.expect("8"),
+        &[
+            (11, "B3"),
+            (150, "F"),
+            (39, "2"),
+            (40, "4"),
+            (1109, "U"),
+            (31, "104.0"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(11, "A6"), (150, "F"), (39, "2")]);
+    nothing_else(&mut a, "quiet-a");
+    nothing_else(&mut b, "quiet-b");
+}
+
+#[test]
 fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
     let p = ports();
     let sessions = unsigned_pair();

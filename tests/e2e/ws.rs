@@ -1612,3 +1612,102 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
     );
     assert_eq!(status(&mut wb)["status"], "FILLED");
 }
+
+#[test]
+fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    // A FIX limit order, acknowledged (reports of the earlier ones may come first).
+    let fix_limit = |fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str| {
+        send_fix_limit(fix, cl, side, qty, px);
+        loop {
+            let m = fix.expect("8");
+            if m.get(11) == Some(cl) && m.get(150) == Some("0") {
+                break;
+            }
+        }
+    };
+    let mut wa = Ws::plain(ws_port);
+    let mut wb = Ws::plain(ws_port);
+    let buy_ioc = |ws: &mut Ws, px: &str| {
+        ws.call(
+            json!("ioc"),
+            "order.place",
+            signed(
+                json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                       "price": px, "quantity": "0.100", "newOrderRespType": "RESULT"}),
+                &a,
+            ),
+        )["result"]["status"]
+            .clone()
+    };
+    // The last trade: 100.
+    fix_limit(&mut fix, "S1", "2", "0.100", "100.0");
+    assert_eq!(buy_ioc(&mut wa, "100.0"), "FILLED");
+
+    let r = wb.call(json!("logon"), "session.logon", signed(json!({}), &b));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = wb.call(json!("sub"), "userDataStream.subscribe", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    // A sell take-profit at 110: a market sell once a trade is at 110 or higher.
+    let r = wb.call(
+        json!("tp"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "TAKE_PROFIT",
+                   "stopPrice": "110.0", "quantity": "0.200", "newOrderRespType": "RESULT"}),
+            &b,
+        ),
+    );
+    let res = &r["result"];
+    assert_eq!(
+        (&res["status"], &res["type"], &res["stopPrice"]),
+        (&json!("NEW"), &json!("TAKE_PROFIT"), &json!("110.0")),
+        "{r}"
+    );
+    let tp_id = res["orderId"].as_u64().unwrap();
+    let status = |ws: &mut Ws| {
+        ws.call(
+            json!("st"),
+            "order.status",
+            signed(json!({"symbol": "BTC-PERP", "orderId": tp_id}), &b),
+        )["result"]["status"]
+            .clone()
+    };
+    // A bid at 108 for it to sell into; a trade at 109.5 leaves it waiting (a stop-loss sell
+    // at 110 would have sold already), one at 110 triggers it.
+    fix_limit(&mut fix, "B1", "1", "0.200", "108.0");
+    fix_limit(&mut fix, "S2", "2", "0.100", "109.5");
+    assert_eq!(buy_ioc(&mut wa, "109.5"), "FILLED");
+    assert_eq!(status(&mut wb), "NEW");
+    fix_limit(&mut fix, "S3", "2", "0.100", "110.0");
+    assert_eq!(buy_ioc(&mut wa, "110.0"), "FILLED");
+    let fill = wb.event(|v| v["event"]["x"] == "TRADE");
+    let e = &fill["event"];
+    assert_eq!(
+        (&e["i"], &e["o"], &e["X"], &e["L"], &e["l"], &e["P"]),
+        (
+            &json!(tp_id),
+            &json!("TAKE_PROFIT"),
+            &json!("FILLED"),
+            &json!("108.0"),
+            &json!("0.200"),
+            &json!("110.0")
+        ),
+        "{fill}"
+    );
+    assert_eq!(status(&mut wb), "FILLED");
+    // The FIX bid it sold into was filled at its price.
+    loop {
+        let m = fix.expect("8");
+        if m.get(11) == Some("B1") && m.get(39) == Some("2") {
+            assert_eq!(m.get(31), Some("108.0"), "{m:?}");
+            break;
+        }
+    }
+}

@@ -36,9 +36,9 @@
 //! in step through [`Feedback`].
 
 use portcullis_types::{
-    stop_triggered, AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId,
-    NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
-    TimeInForce, TradeId,
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType,
+    OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce,
+    TradeId, TriggerDirection,
 };
 
 use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
@@ -287,43 +287,43 @@ pub struct LevelView {
     pub orders: u32,
 }
 
-/// A stop order waiting for its trigger.
+/// A stop or take-profit order waiting for its trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StopEntry {
     stop_px: Price,
     slot: u32,
 }
 
-/// The untriggered stop orders of one side, the next to trigger last.
+/// The untriggered orders that trigger in one direction (buy stops and sell take-profits on
+/// a rise, sell stops and buy take-profits on a fall), the next to trigger last.
 #[derive(Debug, Clone, Default)]
 struct StopList {
     entries: Vec<StopEntry>,
 }
 
 impl StopList {
-    /// Whether a stop at `a` triggers after one at `b` on `side` (buy stops rise, sell stops
-    /// fall).
-    fn later(side: Side, a: Price, b: Price) -> bool {
-        match side {
-            Side::Buy => a > b,
-            Side::Sell => a < b,
+    /// Whether a trigger at `a` is reached after one at `b` by a price moving in `dir`.
+    fn later(dir: TriggerDirection, a: Price, b: Price) -> bool {
+        match dir {
+            TriggerDirection::Up => a > b,
+            TriggerDirection::Down => a < b,
         }
     }
 
-    /// Adds a stop behind those at the same price (time priority).
-    fn insert(&mut self, side: Side, stop_px: Price, slot: u32) {
+    /// Adds an order behind those at the same trigger price (time priority).
+    fn insert(&mut self, dir: TriggerDirection, stop_px: Price, slot: u32) {
         // Entries that trigger later come first; a new one triggers after every equal one,
         // so it goes before them.
         let at = self
             .entries
-            .partition_point(|e| Self::later(side, e.stop_px, stop_px));
+            .partition_point(|e| Self::later(dir, e.stop_px, stop_px));
         self.entries.insert(at, StopEntry { stop_px, slot });
     }
 
-    fn remove(&mut self, side: Side, stop_px: Price, slot: u32) {
+    fn remove(&mut self, dir: TriggerDirection, stop_px: Price, slot: u32) {
         let from = self
             .entries
-            .partition_point(|e| Self::later(side, e.stop_px, stop_px));
+            .partition_point(|e| Self::later(dir, e.stop_px, stop_px));
         let found = self.entries[from..]
             .iter()
             .take_while(|e| e.stop_px == stop_px)
@@ -336,12 +336,33 @@ impl StopList {
         }
     }
 
-    /// The next stop to trigger, if a trade at `last` triggers it.
-    fn next_triggered(&self, side: Side, last: Price) -> Option<StopEntry> {
+    /// The next order to trigger, if a trade at `last` triggers it.
+    fn next_triggered(&self, dir: TriggerDirection, last: Price) -> Option<StopEntry> {
         self.entries
             .last()
             .copied()
-            .filter(|e| stop_triggered(side, e.stop_px, last))
+            .filter(|e| dir.reached(e.stop_px, last))
+    }
+}
+
+/// The trades of one book as stop and take-profit orders see them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tape {
+    /// The price of the last trade.
+    last: Option<Price>,
+    /// The lowest and highest trade prices since triggers last ran: an order that one of
+    /// them reached is triggered even if a later trade moved back (a sell take-profit
+    /// triggered by a rise and selling lower must not untrigger the buy stops of that rise).
+    range: Option<(Price, Price)>,
+}
+
+impl Tape {
+    fn record(&mut self, px: Price) {
+        self.last = Some(px);
+        self.range = Some(match self.range {
+            Some((low, high)) => (low.min(px), high.max(px)),
+            None => (px, px),
+        });
     }
 }
 
@@ -353,10 +374,12 @@ pub struct OrderBook {
     open: bool,
     bids: BookSide,
     asks: BookSide,
-    buy_stops: StopList,
-    sell_stops: StopList,
-    /// The price of the last trade, what stop orders trigger on.
-    last_trade: Option<Price>,
+    /// Orders waiting for a trade at or above their trigger price.
+    up_stops: StopList,
+    /// Orders waiting for a trade at or below their trigger price.
+    down_stops: StopList,
+    /// The trades that stop and take-profit orders trigger on.
+    tape: Tape,
 }
 
 impl OrderBook {
@@ -366,42 +389,42 @@ impl OrderBook {
             open: false,
             bids: BookSide::new(true, levels_per_side),
             asks: BookSide::new(false, levels_per_side),
-            buy_stops: StopList::default(),
-            sell_stops: StopList::default(),
-            last_trade: None,
+            up_stops: StopList::default(),
+            down_stops: StopList::default(),
+            tape: Tape::default(),
         }
     }
 
-    fn stops(&self, side: Side) -> &StopList {
-        match side {
-            Side::Buy => &self.buy_stops,
-            Side::Sell => &self.sell_stops,
+    fn stops(&self, dir: TriggerDirection) -> &StopList {
+        match dir {
+            TriggerDirection::Up => &self.up_stops,
+            TriggerDirection::Down => &self.down_stops,
         }
     }
 
-    fn stops_mut(&mut self, side: Side) -> &mut StopList {
-        match side {
-            Side::Buy => &mut self.buy_stops,
-            Side::Sell => &mut self.sell_stops,
+    fn stops_mut(&mut self, dir: TriggerDirection) -> &mut StopList {
+        match dir {
+            TriggerDirection::Up => &mut self.up_stops,
+            TriggerDirection::Down => &mut self.down_stops,
         }
     }
 
-    /// The side an order on `side` trades against, and the last trade price it updates.
-    fn opposite_and_last(&mut self, side: Side) -> (&mut BookSide, &mut Option<Price>) {
+    /// The side an order on `side` trades against, and the tape its trades go on.
+    fn opposite_and_tape(&mut self, side: Side) -> (&mut BookSide, &mut Tape) {
         match side {
-            Side::Buy => (&mut self.asks, &mut self.last_trade),
-            Side::Sell => (&mut self.bids, &mut self.last_trade),
+            Side::Buy => (&mut self.asks, &mut self.tape),
+            Side::Sell => (&mut self.bids, &mut self.tape),
         }
     }
 
     /// The price of the last trade.
     pub fn last_trade(&self) -> Option<Price> {
-        self.last_trade
+        self.tape.last
     }
 
-    /// Number of stop orders waiting for their trigger.
+    /// Number of stop and take-profit orders waiting for their trigger.
     pub fn stop_count(&self) -> usize {
-        self.buy_stops.entries.len() + self.sell_stops.entries.len()
+        self.up_stops.entries.len() + self.down_stops.entries.len()
     }
 
     fn side(&self, side: Side) -> &BookSide {
@@ -745,8 +768,8 @@ impl Matcher {
             if b.stop_count() == 0 {
                 continue;
             }
-            out.extend_from_slice(&b.last_trade.map_or(i64::MIN, |p| p.0).to_le_bytes());
-            for stops in [&b.buy_stops, &b.sell_stops] {
+            out.extend_from_slice(&b.tape.last.map_or(i64::MIN, |p| p.0).to_le_bytes());
+            for stops in [&b.up_stops, &b.down_stops] {
                 out.extend_from_slice(&(stops.entries.len() as u64).to_le_bytes());
                 for e in &stops.entries {
                     write_order_state(out, self.orders.get(e.slot));
@@ -819,19 +842,19 @@ impl Matcher {
         self.resolve(h).map(|s| working(self.orders.get(s)))
     }
 
-    /// The stop orders of an instrument waiting for their trigger, buy then sell, each side
-    /// in trigger order.
+    /// The stop and take-profit orders of an instrument waiting for their trigger: those
+    /// that trigger on a rise, then those that trigger on a fall, each in trigger order.
     pub fn waiting_stops(
         &self,
         instrument: InstrumentId,
     ) -> impl Iterator<Item = OrderSnapshot> + '_ {
         let book = self.books.get(instrument.0 as usize);
         let entries = book.into_iter().flat_map(|b| {
-            b.buy_stops
+            b.up_stops
                 .entries
                 .iter()
                 .rev()
-                .chain(b.sell_stops.entries.iter().rev())
+                .chain(b.down_stops.entries.iter().rev())
         });
         entries.filter_map(move |e| {
             self.snapshot(OrderHandle {
@@ -963,16 +986,17 @@ impl Matcher {
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         out(report(&taker, EventKind::New, self.ids.exec(), now));
-        if let Some(stop_px) = stop_px {
+        if let Some((stop_px, dir)) = o.ord_type.trigger(o.side) {
             let book = &mut self.books[i];
             // Already through its price: it works at once.
             if !book
-                .last_trade
-                .is_some_and(|last| stop_triggered(o.side, stop_px, last))
+                .tape
+                .last
+                .is_some_and(|last| dir.reached(stop_px, last))
             {
                 taker.untriggered = true;
                 let slot = self.orders.insert(taker, cl_tag);
-                book.stops_mut(o.side).insert(o.side, stop_px, slot);
+                book.stops_mut(dir).insert(dir, stop_px, slot);
                 return;
             }
         }
@@ -993,7 +1017,7 @@ impl Matcher {
     ) {
         let stp = taker.stp.unwrap_or(self.config.default_stp);
         let book = &mut self.books[taker.instrument.0 as usize];
-        let (opp, last_trade) = book.opposite_and_last(taker.side);
+        let (opp, tape) = book.opposite_and_tape(taker.side);
         if taker.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
             out(done(&taker, EventKind::Expired, self.ids.exec(), now));
             fb.on_order_closed(&working(&taker));
@@ -1001,7 +1025,7 @@ impl Matcher {
         }
         let stopped = match_taker(
             opp,
-            last_trade,
+            tape,
             &mut self.orders,
             &mut self.ids,
             &mut taker,
@@ -1022,10 +1046,10 @@ impl Matcher {
         fb.on_order_closed(&working(&taker));
     }
 
-    /// Works every stop order of book `i` that the last trade has triggered, in trigger order
-    /// (a buy stop at the lowest price and a sell stop at the highest first, then time; the
-    /// older of a buy and a sell both triggered), until none is: each may trade and so
-    /// trigger more.
+    /// Works every stop and take-profit order of book `i` that a trade since triggers last
+    /// ran has reached, in trigger order (of those triggering on a rise the lowest price
+    /// first, on a fall the highest, then time; the older of the two next ones), until none
+    /// is: each may trade and so trigger more.
     fn run_triggers(
         &mut self,
         i: usize,
@@ -1035,24 +1059,27 @@ impl Matcher {
     ) {
         loop {
             let book = &self.books[i];
-            let Some(last) = book.last_trade else {
+            let Some((low, high)) = book.tape.range else {
                 return;
             };
-            let buy = book.buy_stops.next_triggered(Side::Buy, last);
-            let sell = book.sell_stops.next_triggered(Side::Sell, last);
-            let side = match (buy, sell) {
-                (None, None) => return,
-                (Some(_), None) => Side::Buy,
-                (None, Some(_)) => Side::Sell,
-                (Some(b), Some(s)) => {
-                    if self.orders.get(b.slot).id < self.orders.get(s.slot).id {
-                        Side::Buy
+            let up = book.up_stops.next_triggered(TriggerDirection::Up, high);
+            let down = book.down_stops.next_triggered(TriggerDirection::Down, low);
+            let dir = match (up, down) {
+                (None, None) => {
+                    self.books[i].tape.range = None;
+                    return;
+                }
+                (Some(_), None) => TriggerDirection::Up,
+                (None, Some(_)) => TriggerDirection::Down,
+                (Some(u), Some(d)) => {
+                    if self.orders.get(u.slot).id < self.orders.get(d.slot).id {
+                        TriggerDirection::Up
                     } else {
-                        Side::Sell
+                        TriggerDirection::Down
                     }
                 }
             };
-            let Some(entry) = self.books[i].stops_mut(side).entries.pop() else {
+            let Some(entry) = self.books[i].stops_mut(dir).entries.pop() else {
                 return;
             };
             let mut o = self.orders.remove(entry.slot);
@@ -1067,8 +1094,8 @@ impl Matcher {
     fn take_resting(&mut self, slot: u32) -> Order {
         let o = *self.orders.get(slot);
         let book = &mut self.books[o.instrument.0 as usize];
-        match o.ord_type.stop_px().filter(|_| o.untriggered) {
-            Some(stop_px) => book.stops_mut(o.side).remove(o.side, stop_px, slot),
+        match o.ord_type.trigger(o.side).filter(|_| o.untriggered) {
+            Some((stop_px, dir)) => book.stops_mut(dir).remove(dir, stop_px, slot),
             None => book.side_mut(o.side).remove(&mut self.orders, slot),
         }
         self.orders.remove(slot)
@@ -1229,10 +1256,10 @@ impl Matcher {
         let mut taker = *self.orders.get(slot);
         let stopped = if crossing {
             let stp = taker.stp.unwrap_or(self.config.default_stp);
-            let (opp, last_trade) = self.books[i].opposite_and_last(old.side);
+            let (opp, tape) = self.books[i].opposite_and_tape(old.side);
             match_taker(
                 opp,
-                last_trade,
+                tape,
                 &mut self.orders,
                 &mut self.ids,
                 &mut taker,
@@ -1365,13 +1392,16 @@ impl Matcher {
             return 0;
         }
         let mut n = 0;
-        for side in [Side::Buy, Side::Sell] {
+        for (side, dir) in [
+            (Side::Buy, TriggerDirection::Up),
+            (Side::Sell, TriggerDirection::Down),
+        ] {
             // Always the best level's head: `close` unlinks it and drops emptied levels.
             while let Some(slot) = self.books[i].side(side).levels.last().map(|l| l.head) {
                 self.close(slot, EventKind::Expired, None, now_ns, fb, out);
                 n += 1;
             }
-            while let Some(e) = self.books[i].stops(side).entries.last().copied() {
+            while let Some(e) = self.books[i].stops(dir).entries.last().copied() {
                 self.close(e.slot, EventKind::Expired, None, now_ns, fb, out);
                 n += 1;
             }
@@ -1421,7 +1451,7 @@ fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) ->
 #[allow(clippy::too_many_arguments)]
 fn match_taker(
     opp: &mut BookSide,
-    last_trade: &mut Option<Price>,
+    tape: &mut Tape,
     orders: &mut Orders,
     ids: &mut IdCounters,
     taker: &mut Order,
@@ -1459,7 +1489,7 @@ fn match_taker(
             }
             let q = taker.leaves().0.min(orders.get(slot).leaves().0);
             let trade = ids.trade();
-            *last_trade = Some(px);
+            tape.record(px);
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
             let m = orders.get_mut(slot);

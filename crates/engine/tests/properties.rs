@@ -26,7 +26,8 @@ enum Op {
         qty: i64,
         post_only: bool,
         stp: u8,
-        /// 0: a stop, 1: a stop-limit (at `stop_ticks`); otherwise neither.
+        /// 0: a stop, 1: a stop-limit, 2: a take-profit, 3: a take-profit limit (at
+        /// `stop_ticks`); otherwise none of them.
         stop: u8,
         stop_ticks: i64,
     },
@@ -81,6 +82,8 @@ struct Ledger {
     live: HashMap<OrderId, (InstrumentId, Side, i64)>,
     trades: HashMap<u64, Vec<Event>>,
     last_exec: u64,
+    /// The lowest and highest trade price of the last command, per instrument.
+    swing: HashMap<InstrumentId, (Price, Price)>,
 }
 
 impl Ledger {
@@ -111,6 +114,9 @@ impl Ledger {
         if matches!(e.kind, EventKind::Fill | EventKind::PartialFill) {
             prop_assert!(e.last_qty.0 > 0);
             self.trades.entry(e.trade_id.0).or_default().push(*e);
+            let px = e.last_px;
+            let s = self.swing.entry(e.instrument).or_insert((px, px));
+            *s = (s.0.min(px), s.1.max(px));
         }
         Ok(())
     }
@@ -126,14 +132,25 @@ fn check_books(
         prop_assert!(!book.is_crossed());
         let waiting: Vec<_> = r.core.matcher().waiting_stops(i).collect();
         for w in &waiting {
-            // A stop the last trade has reached is never left waiting.
-            let stop_px = w.ord_type.stop_px().unwrap();
+            // An order whose trigger the last trade has reached is never left waiting.
+            let (stop_px, dir) = w.ord_type.trigger(w.side).unwrap();
             let last = book.last_trade();
             prop_assert!(
-                !last.is_some_and(|l| portcullis_types::stop_triggered(w.side, stop_px, l)),
+                !last.is_some_and(|l| dir.reached(stop_px, l)),
                 "{:?} waits after a trade at {:?}",
                 w,
                 last
+            );
+            // Nor one that any trade of the last command reached, even if later trades of
+            // that command (of orders it triggered) moved back.
+            let swing = ledger.swing.get(&i);
+            prop_assert!(
+                !swing.is_some_and(
+                    |&(low, high)| dir.reached(stop_px, low) || dir.reached(stop_px, high)
+                ),
+                "{:?} waits after trades between {:?}",
+                w,
+                swing
             );
         }
         for side in [Side::Buy, Side::Sell] {
@@ -212,8 +229,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let stop_px = Price(base[instrument] + 5 * stop_ticks);
                 o.ord_type = match (market, stop) {
                     (true, 0) => OrdType::Stop { stop_px },
+                    (true, 2) => OrdType::TakeProfit { stop_px },
                     (true, _) => OrdType::Market,
                     (false, 1) => OrdType::StopLimit { stop_px },
+                    (false, 3) => OrdType::TakeProfitLimit { stop_px },
                     (false, _) => OrdType::Limit,
                 };
                 o.tif = [
@@ -307,6 +326,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Cancel { .. } | Op::Replace { .. } => {}
         }
+        ledger.swing.clear();
         for e in &events {
             ledger.apply(e)?;
         }

@@ -54,7 +54,8 @@ enum Op {
         account: u32,
         option: bool,
         buy: bool,
-        /// 0: market, 1: stop, 2 and 3: stop-limit (stop at the mirror of `ticks`), else limit.
+        /// 0: market, 1: stop, 2: stop-limit, 3: take-profit, 4: take-profit limit (trigger
+        /// at the mirror of `ticks`), else limit.
         kind: u8,
         tif: u8,
         ticks: i64,
@@ -70,7 +71,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..10u8, 0..4u8,
+        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..11u8, 0..4u8,
                0..8i64, 1..5i64, prop::bool::weighted(0.05))
             .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl)| Op::New {
                 account, option, buy, kind, tif, ticks, qty, reuse_cl
@@ -123,7 +124,9 @@ impl Driver {
                         match kind {
                             0 => OrdType::Market,
                             1 => OrdType::Stop { stop_px },
-                            2 | 3 => OrdType::StopLimit { stop_px },
+                            2 => OrdType::StopLimit { stop_px },
+                            3 => OrdType::TakeProfit { stop_px },
+                            4 => OrdType::TakeProfitLimit { stop_px },
                             _ => OrdType::Limit,
                         }
                     },

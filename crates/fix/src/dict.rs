@@ -28,6 +28,9 @@
 //! - On FIXT.1.1, application messages are validated as FIX 5.0 SP2 whatever their ApplVerID.
 //! - A required component (e.g. Instrument on NewOrderSingle) makes its Symbol(55) required.
 //! - Enumerations listed as "no longer used" in later versions are still accepted.
+//! - TriggerPriceDirection(1109), from FIX 5.0 SP2's TriggeringInstruction, is accepted on
+//!   NewOrderSingle and ExecutionReport in FIX 4.4 too, as an extension: it is how a
+//!   take-profit limit order (limit if touched) is told from a stop-limit order.
 
 use crate::decode::parse_u64;
 use crate::{BeginString, FieldSpan, MessageRef, SessionRejectReason, UtcTimestamp};

@@ -86,6 +86,7 @@ pub const PASSWORD: u32 = 554;
 pub const NEXT_EXPECTED_MSG_SEQ_NUM: u32 = 789;
 pub const MASS_CANCEL_REQUEST_TYPE: u32 = 530;
 pub const MASS_CANCEL_RESPONSE: u32 = 531;
+pub const TRIGGER_PRICE_DIRECTION: u32 = 1109;
 pub const APPL_VER_ID: u32 = 1128;
 pub const DEFAULT_APPL_VER_ID: u32 = 1137;
 pub const MATURITY_DATE: u32 = 541;

@@ -752,10 +752,12 @@ pub(crate) fn ord_type_str(t: OrdType) -> &'static str {
         OrdType::Market => "market",
         OrdType::Stop { .. } => "stop",
         OrdType::StopLimit { .. } => "stop_limit",
+        OrdType::TakeProfit { .. } => "take_profit",
+        OrdType::TakeProfitLimit { .. } => "take_profit_limit",
     }
 }
 
-/// ` stop_px=N` for a stop order, nothing otherwise.
+/// ` stop_px=N` for a stop or take-profit order, nothing otherwise.
 struct StopPx(OrdType);
 
 impl fmt::Display for StopPx {

@@ -433,22 +433,22 @@ impl RiskEngine {
                 Some(r) => band_top(r, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?,
                 None => return Err(PriceBand),
             },
-            // Triggered, it trades around its stop price, whatever the market does now.
-            OrdType::Stop { stop_px } => {
+            // Triggered, it trades around its trigger price, whatever the market does now.
+            OrdType::Stop { stop_px } | OrdType::TakeProfit { stop_px } => {
                 band_top(stop_px, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?
             }
-            OrdType::Limit | OrdType::StopLimit { .. } => o.price,
+            OrdType::Limit | OrdType::StopLimit { .. } | OrdType::TakeProfitLimit { .. } => o.price,
         };
         let notional = inst.notional(price.0, o.qty.0).ok_or(NotionalTooLarge)?;
         if notional > lim.max_notional {
             return Err(NotionalTooLarge);
         }
-        // A limit is banded around the reference; a stop-limit's around its stop price, the
-        // market it will meet when triggered.
+        // A limit is banded around the reference; a stop-limit's or take-profit limit's
+        // around its trigger price, the market it will meet when triggered.
         let band_centre = match o.ord_type {
             OrdType::Limit => inst.reference,
-            OrdType::StopLimit { stop_px } => Some(stop_px),
-            OrdType::Market | OrdType::Stop { .. } => None,
+            OrdType::StopLimit { stop_px } | OrdType::TakeProfitLimit { stop_px } => Some(stop_px),
+            OrdType::Market | OrdType::Stop { .. } | OrdType::TakeProfit { .. } => None,
         };
         if let Some(r) = band_centre {
             if !within_band(price, r, lim.band_ppm) {

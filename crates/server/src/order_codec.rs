@@ -30,7 +30,7 @@ use portcullis_fix::{tag, BeginString, Encoder, MessageRef, TimePrecision, UtcTi
 use portcullis_types::{
     format_fixed, AccountId, CancelOrder, ClOrdId, DecimalError, Event, EventKind, InstrumentId,
     MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, TimeInForce,
+    Side, TimeInForce, TriggerDirection,
 };
 
 use crate::pipeline::{DirEntry, Directory, StatusRequest};
@@ -246,23 +246,75 @@ fn side(msg: &MessageRef<'_>) -> Result<Side, Refusal> {
     }
 }
 
-/// OrdType(40), with StopPx(99) for a stop (3) or stop-limit (4) order.
-fn ord_type(msg: &MessageRef<'_>, price_scale: u8) -> Result<OrdType, Refusal> {
-    match msg.get(tag::ORD_TYPE) {
-        Some(b"1") => Ok(OrdType::Market),
-        Some(b"2") => Ok(OrdType::Limit),
-        Some(b"3") => Ok(OrdType::Stop {
+/// OrdType(40), with StopPx(99) for a stop (3), stop-limit (4) or market-if-touched (J)
+/// order. TriggerPriceDirection(1109) against the stop-loss direction of `side` makes a 3 or 4
+/// a take-profit (as J is): U on a sell, D on a buy.
+fn ord_type(msg: &MessageRef<'_>, side: Side, price_scale: u8) -> Result<OrdType, Refusal> {
+    let stop_loss = TriggerDirection::stop_loss(side);
+    let direction = match msg.get(tag::TRIGGER_PRICE_DIRECTION) {
+        None => None,
+        Some(b"U") => Some(TriggerDirection::Up),
+        Some(b"D") => Some(TriggerDirection::Down),
+        Some(_) => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "TriggerPriceDirection(1109) must be U (up) or D (down)",
+            ))
+        }
+    };
+    let take_profit = direction.is_some_and(|d| d != stop_loss);
+    let t = match msg.get(tag::ORD_TYPE) {
+        Some(b"1") => OrdType::Market,
+        Some(b"2") => OrdType::Limit,
+        Some(b"3") if take_profit => OrdType::TakeProfit {
             stop_px: stop_px(msg, price_scale)?,
-        }),
-        Some(b"4") => Ok(OrdType::StopLimit {
+        },
+        Some(b"3") => OrdType::Stop {
             stop_px: stop_px(msg, price_scale)?,
-        }),
-        _ => Err(Refusal::with_text(
+        },
+        Some(b"4") if take_profit => OrdType::TakeProfitLimit {
+            stop_px: stop_px(msg, price_scale)?,
+        },
+        Some(b"4") => OrdType::StopLimit {
+            stop_px: stop_px(msg, price_scale)?,
+        },
+        Some(b"J") if direction != Some(stop_loss) => OrdType::TakeProfit {
+            stop_px: stop_px(msg, price_scale)?,
+        },
+        Some(b"J") => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                match side {
+                    Side::Buy => {
+                        "a buy market-if-touched order (OrdType(40) J) triggers on a \
+                                  fall: TriggerPriceDirection(1109) must be D"
+                    }
+                    Side::Sell => {
+                        "a sell market-if-touched order (OrdType(40) J) triggers on a \
+                                   rise: TriggerPriceDirection(1109) must be U"
+                    }
+                },
+            ))
+        }
+        _ => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "OrdType(40) must be 1 (market), 2 (limit), 3 (stop), 4 (stop limit) or J \
+                 (market if touched)",
+            ))
+        }
+    };
+    if direction.is_some() && t.stop_px().is_none() {
+        return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
-            "OrdType(40) must be 1 (market), 2 (limit), 3 (stop) or 4 (stop limit)",
-        )),
+            "TriggerPriceDirection(1109) is only for OrdType(40) 3, 4 or J",
+        ));
     }
+    Ok(t)
 }
 
 fn tif(msg: &MessageRef<'_>) -> Result<TimeInForce, Refusal> {
@@ -393,7 +445,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
     let side = side(msg)?;
-    let ord_type = ord_type(msg, entry.price_scale)?;
+    let ord_type = ord_type(msg, side, entry.price_scale)?;
     let tif = tif(msg)?;
     let qty = qty(msg, entry.qty_scale)?;
     let price = if ord_type.is_market() {
@@ -442,9 +494,10 @@ fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, R
     let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
-    side(msg)?;
-    // A stop-limit order is replaced once triggered (it works as a limit order then).
-    if ord_type(msg, entry.price_scale)?.is_market() {
+    let side = side(msg)?;
+    // A stop-limit or take-profit limit order is replaced once triggered (it works as a
+    // limit order then).
+    if ord_type(msg, side, entry.price_scale)?.is_market() {
         return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
@@ -821,14 +874,27 @@ fn encode_execution_report(
             OrdType::Market => b'1',
             OrdType::Limit => b'2',
             OrdType::Stop { .. } => b'3',
-            OrdType::StopLimit { .. } => b'4',
+            OrdType::StopLimit { .. } | OrdType::TakeProfitLimit { .. } => b'4',
+            // FIX 4.2 has neither J nor TriggerPriceDirection(1109): a take-profit shows as
+            // the stop order it becomes once triggered.
+            OrdType::TakeProfit { .. } if v == BeginString::Fix42 => b'3',
+            OrdType::TakeProfit { .. } => b'J',
         },
     );
     if !e.ord_type.is_market() && e.price.0 != 0 {
         fixed(enc, tag::PRICE, e.price.0, px_scale, scratch);
     }
-    if let Some(stop_px) = e.ord_type.stop_px() {
+    if let Some((stop_px, dir)) = e.ord_type.trigger(e.side) {
         fixed(enc, tag::STOP_PX, stop_px.0, px_scale, scratch);
+        if e.ord_type.is_take_profit() && v != BeginString::Fix42 {
+            enc.char(
+                tag::TRIGGER_PRICE_DIRECTION,
+                match dir {
+                    TriggerDirection::Up => b'U',
+                    TriggerDirection::Down => b'D',
+                },
+            );
+        }
     }
     enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
     if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) && !status {
@@ -1545,6 +1611,92 @@ mod tests {
     }
 
     #[test]
+    fn take_profit_orders_decode_from_j_or_a_trigger_direction_and_are_reported_so() {
+        let f = fixture();
+        let names = f.names();
+        let tp = |stop_px| OrdType::TakeProfit { stop_px };
+        let tpl = |stop_px| OrdType::TakeProfitLimit { stop_px };
+        let stop_limit = |stop_px| OrdType::StopLimit { stop_px };
+        // (Side, OrdType, TriggerPriceDirection) → the order type, or the refusal's text.
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Result<OrdType, &'static str>,
+        );
+        let cases: &[Case] = &[
+            ("1", "J", None, Ok(tp(Price(1010)))),
+            ("1", "J", Some("D"), Ok(tp(Price(1010)))),
+            ("1", "J", Some("U"), Err("must be D")),
+            ("2", "J", Some("D"), Err("must be U")),
+            ("2", "3", Some("U"), Ok(tp(Price(1010)))),
+            ("1", "4", Some("D"), Ok(tpl(Price(1010)))),
+            // The stop-loss direction, given explicitly: a stop-limit.
+            ("1", "4", Some("U"), Ok(stop_limit(Price(1010)))),
+            ("1", "2", Some("U"), Err("only for OrdType(40) 3, 4 or J")),
+        ];
+        for v in [BeginString::Fix44, BeginString::Fixt11] {
+            for (side, ord_type, dir, want) in cases {
+                let mut body = with(&with(ORDER, 54, Some(side)), 40, Some(ord_type));
+                body = with(&with(&body, 18, None), 99, Some("101"));
+                if let Some(d) = dir {
+                    body.push((1109, d));
+                }
+                let bytes = msg(v, "D", &body);
+                // Valid in the dictionary of 4.4 and 5.0 SP2 alike.
+                let mut d = Decoder::new();
+                Dictionary::for_version(v)
+                    .validate(&d.decode(&bytes).unwrap())
+                    .unwrap();
+                let got = decode_bytes(&f, v, &bytes);
+                match (want, got) {
+                    (Ok(t), Ok(Request::New(o))) => assert_eq!(o.ord_type, *t, "{body:?}"),
+                    (Err(text), Err((r, got))) => {
+                        assert_eq!(r, RejectReason::Unsupported);
+                        assert!(got.contains(text), "{body:?}: {got}");
+                    }
+                    (want, got) => panic!("{body:?}: want {want:?}, got {got:?}"),
+                }
+            }
+        }
+        // FIX 4.2 has neither OrdType J nor TriggerPriceDirection(1109): its dictionary refuses
+        // them before the order is decoded.
+        let j = msg(BeginString::Fix42, "D", &with(ORDER, 40, Some("J")));
+        let mut d = Decoder::new();
+        assert!(Dictionary::for_version(BeginString::Fix42)
+            .validate(&d.decode(&j).unwrap())
+            .is_err());
+        // Reports: J for a take-profit, 4 with the direction for a take-profit limit; a 4.2
+        // session sees the stop types they become.
+        let mut scratch = Vec::new();
+        for v in V {
+            for (t, want_40, want_1109) in [
+                (
+                    tp(Price(990)),
+                    if v == BeginString::Fix42 { "3" } else { "J" },
+                    "D",
+                ),
+                (tpl(Price(990)), "4", "D"),
+                (stop_limit(Price(1010)), "4", ""),
+            ] {
+                let mut e = event(EventKind::New);
+                e.ord_type = t;
+                let bytes = validate(v, b"8", |enc| {
+                    encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+                });
+                assert_eq!(field(&bytes, 40), Some(want_40), "{v} {t:?}");
+                assert_eq!(
+                    field(&bytes, 99),
+                    Some(if t.is_take_profit() { "99.0" } else { "101.0" })
+                );
+                let want_1109 =
+                    (v != BeginString::Fix42 && !want_1109.is_empty()).then_some(want_1109);
+                assert_eq!(field(&bytes, 1109), want_1109, "{v} {t:?}");
+            }
+        }
+    }
+
+    #[test]
     fn mass_status_requests_decode_with_their_scope_and_side() {
         let f = fixture();
         for v in [BeginString::Fix44, BeginString::Fixt11] {
@@ -1695,7 +1847,11 @@ mod tests {
         };
         for _ in 0..2000 {
             let (price, qty, sym, cl) = (text(24), text(24), text(12), text(80));
-            let (stop, ord_type) = (text(24), ["1", "2", "3", "4", "P"][text(4).len()]);
+            let (stop, ord_type) = (text(24), ["1", "2", "3", "4", "J", "P"][text(5).len()]);
+            let (direction, side) = (
+                ["", "U", "D", "X"][text(3).len()],
+                ["1", "2"][text(1).len()],
+            );
             for v in V {
                 for t in ["D", "F", "G", "H", "q"] {
                     let body = [
@@ -1703,12 +1859,13 @@ mod tests {
                         (41, "O"),
                         (37, qty.as_str()),
                         (55, sym.as_str()),
-                        (54, "2"),
+                        (54, side),
                         (60, "20260102-10:00:00"),
                         (38, qty.as_str()),
                         (40, ord_type),
                         (44, price.as_str()),
                         (99, stop.as_str()),
+                        (1109, direction),
                         (530, price.as_str()),
                     ];
                     let body: Vec<_> = body.into_iter().filter(|(_, v)| !v.is_empty()).collect();

@@ -145,6 +145,8 @@ fn ws_order_type(t: OrdType) -> OrderType {
         OrdType::Limit => OrderType::Limit,
         OrdType::Stop { .. } => OrderType::StopLoss,
         OrdType::StopLimit { .. } => OrderType::StopLossLimit,
+        OrdType::TakeProfit { .. } => OrderType::TakeProfit,
+        OrdType::TakeProfitLimit { .. } => OrderType::TakeProfitLimit,
     }
 }
 
@@ -344,6 +346,10 @@ impl LocalOrder {
             time_in_force: self.tif,
             order_type: self.order_type,
             side: self.side,
+            stop_price: self
+                .order_type
+                .is_triggered()
+                .then(|| self.px(self.stop_price)),
             working_time: self.working_time,
             stp: self.stp,
             fills,
@@ -687,6 +693,16 @@ impl WsBridge {
                 tif_of(order.time_in_force),
                 false,
             ),
+            OrderType::TakeProfit => (
+                OrdType::TakeProfit { stop_px },
+                portcullis_types::TimeInForce::Gtc,
+                false,
+            ),
+            OrderType::TakeProfitLimit => (
+                OrdType::TakeProfitLimit { stop_px },
+                tif_of(order.time_in_force),
+                false,
+            ),
         };
         let stp = order.stp.unwrap_or(StpMode::ExpireTaker);
         let engine_stp = match stp {
@@ -723,7 +739,7 @@ impl WsBridge {
             order_type: order.order_type,
             // The dialect reports GTC for MARKET and LIMIT_MAKER.
             tif: match order.order_type {
-                OrderType::Limit | OrderType::StopLossLimit => {
+                OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit => {
                     order.time_in_force.unwrap_or(TimeInForce::Gtc)
                 }
                 _ => TimeInForce::Gtc,

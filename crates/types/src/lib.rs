@@ -23,8 +23,7 @@ pub use ids::{AccountId, ClOrdId, ClOrdIdError, InstrumentId, OrderId, SessionId
 pub use instrument::{
     InstrumentKind, InstrumentRules, InstrumentRulesError, InstrumentStatus, UnderlyingId,
 };
-pub use order::stop_triggered;
 pub use order::{
     CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, RejectReason,
-    ReplaceOrder, Side, StpMode, TimeInForce,
+    ReplaceOrder, Side, StpMode, TimeInForce, TriggerDirection,
 };

@@ -23,9 +23,11 @@ impl Side {
 
 /// Order type.
 ///
-/// A stop order waits, untriggered, until a trade in its instrument reaches its stop price
-/// (a buy at or above it, a sell at or below it: the stop-loss direction), then works as the
-/// market or limit order it carries. It keeps its type in every report.
+/// A stop or take-profit order waits, untriggered, until a trade in its instrument reaches its
+/// trigger price, then works as the market or limit order it carries. A stop (stop-loss)
+/// triggers in the direction the market moves against the order (a buy when the price rises
+/// to it, a sell when it falls to it); a take-profit in the other (a buy when the price falls
+/// to it, a sell when it rises to it). It keeps its type in every report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrdType {
     /// Limit order (FIX OrdType 2).
@@ -43,27 +45,83 @@ pub enum OrdType {
         /// The trigger price (FIX StopPx(99)).
         stop_px: Price,
     },
+    /// Take-profit order (FIX OrdType J, market if touched; Binance `TAKE_PROFIT`): a market
+    /// order once triggered.
+    TakeProfit {
+        /// The trigger price (FIX StopPx(99)).
+        stop_px: Price,
+    },
+    /// Take-profit limit order (limit if touched: FIX OrdType 4 with
+    /// TriggerPriceDirection(1109); Binance `TAKE_PROFIT_LIMIT`): a limit order at `price`
+    /// once triggered.
+    TakeProfitLimit {
+        /// The trigger price (FIX StopPx(99)).
+        stop_px: Price,
+    },
+}
+
+/// Which way the last trade price must move to reach a trigger price (FIX
+/// TriggerPriceDirection(1109)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerDirection {
+    /// Triggers when a trade is at or above the trigger price (FIX `U`).
+    Up,
+    /// Triggers when a trade is at or below the trigger price (FIX `D`).
+    Down,
+}
+
+impl TriggerDirection {
+    /// Whether a trade at `last` reaches `trigger_px`.
+    pub fn reached(self, trigger_px: Price, last: Price) -> bool {
+        match self {
+            TriggerDirection::Up => last >= trigger_px,
+            TriggerDirection::Down => last <= trigger_px,
+        }
+    }
+
+    /// The direction in which a stop-loss on `side` triggers (a take-profit triggers in the
+    /// other).
+    pub fn stop_loss(side: Side) -> TriggerDirection {
+        match side {
+            Side::Buy => TriggerDirection::Up,
+            Side::Sell => TriggerDirection::Down,
+        }
+    }
+
+    /// The other direction.
+    pub fn opposite(self) -> TriggerDirection {
+        match self {
+            TriggerDirection::Up => TriggerDirection::Down,
+            TriggerDirection::Down => TriggerDirection::Up,
+        }
+    }
 }
 
 impl OrdType {
-    /// Whether it trades at any price once working (market and stop orders): no limit.
+    /// Whether it trades at any price once working (market, stop and take-profit orders): no
+    /// limit.
     pub fn is_market(self) -> bool {
-        matches!(self, OrdType::Market | OrdType::Stop { .. })
+        matches!(
+            self,
+            OrdType::Market | OrdType::Stop { .. } | OrdType::TakeProfit { .. }
+        )
     }
 
     /// The type's code in the journal and snapshots: 0 limit, 1 market, 2 stop, 3 stop
-    /// limit (a stop's stop price is stored after it).
+    /// limit, 4 take-profit, 5 take-profit limit (a trigger price is stored after it).
     pub fn code(self) -> u8 {
         match self {
             OrdType::Limit => 0,
             OrdType::Market => 1,
             OrdType::Stop { .. } => 2,
             OrdType::StopLimit { .. } => 3,
+            OrdType::TakeProfit { .. } => 4,
+            OrdType::TakeProfitLimit { .. } => 5,
         }
     }
 
-    /// The type of [`code`](Self::code) `c`, reading a stop's stop price with `stop_px`;
-    /// `None` for an unknown code.
+    /// The type of [`code`](Self::code) `c`, reading a trigger price with `stop_px`; `None`
+    /// for an unknown code.
     pub fn from_code<E>(
         c: u8,
         stop_px: impl FnOnce() -> Result<Price, E>,
@@ -73,25 +131,41 @@ impl OrdType {
             1 => Ok(OrdType::Market),
             2 => stop_px().map(|stop_px| OrdType::Stop { stop_px }),
             3 => stop_px().map(|stop_px| OrdType::StopLimit { stop_px }),
+            4 => stop_px().map(|stop_px| OrdType::TakeProfit { stop_px }),
+            5 => stop_px().map(|stop_px| OrdType::TakeProfitLimit { stop_px }),
             _ => return None,
         })
     }
 
-    /// The stop price of a stop or stop-limit order.
+    /// The trigger price of a stop or take-profit order.
     pub fn stop_px(self) -> Option<Price> {
         match self {
-            OrdType::Stop { stop_px } | OrdType::StopLimit { stop_px } => Some(stop_px),
+            OrdType::Stop { stop_px }
+            | OrdType::StopLimit { stop_px }
+            | OrdType::TakeProfit { stop_px }
+            | OrdType::TakeProfitLimit { stop_px } => Some(stop_px),
             OrdType::Limit | OrdType::Market => None,
         }
     }
-}
 
-/// Whether a trade at `last` triggers a stop order on `side` with `stop_px`: a buy stop at or
-/// above its price, a sell stop at or below.
-pub fn stop_triggered(side: Side, stop_px: Price, last: Price) -> bool {
-    match side {
-        Side::Buy => last >= stop_px,
-        Side::Sell => last <= stop_px,
+    /// Whether it is a take-profit (triggers when the price moves in the order's favour).
+    pub fn is_take_profit(self) -> bool {
+        matches!(
+            self,
+            OrdType::TakeProfit { .. } | OrdType::TakeProfitLimit { .. }
+        )
+    }
+
+    /// The trigger price of a stop or take-profit order on `side` and the direction a trade
+    /// must reach it from.
+    pub fn trigger(self, side: Side) -> Option<(Price, TriggerDirection)> {
+        let stop_px = self.stop_px()?;
+        let dir = TriggerDirection::stop_loss(side);
+        Some(if self.is_take_profit() {
+            (stop_px, dir.opposite())
+        } else {
+            (stop_px, dir)
+        })
     }
 }
 
@@ -475,6 +549,48 @@ mod tests {
         ] {
             assert!(!other.is_second_view_of(&first), "{other:?}");
         }
+    }
+
+    #[test]
+    fn stops_trigger_against_the_order_and_take_profits_in_its_favour() {
+        let px = Price(100);
+        let cases = [
+            (
+                OrdType::Stop { stop_px: px },
+                Side::Buy,
+                TriggerDirection::Up,
+            ),
+            (
+                OrdType::StopLimit { stop_px: px },
+                Side::Sell,
+                TriggerDirection::Down,
+            ),
+            (
+                OrdType::TakeProfit { stop_px: px },
+                Side::Buy,
+                TriggerDirection::Down,
+            ),
+            (
+                OrdType::TakeProfitLimit { stop_px: px },
+                Side::Sell,
+                TriggerDirection::Up,
+            ),
+        ];
+        for (t, side, dir) in cases {
+            assert_eq!(t.trigger(side), Some((px, dir)), "{t:?} {side:?}");
+            // Every type survives its journal code with its trigger price.
+            let back = OrdType::from_code(t.code(), || Ok::<_, ()>(px));
+            assert_eq!(back, Some(Ok(t)));
+        }
+        assert_eq!(OrdType::Limit.trigger(Side::Buy), None);
+        assert_eq!(OrdType::from_code(6, || Ok::<_, ()>(px)), None);
+        // At the trigger price counts as reached, one tick short does not.
+        assert!(TriggerDirection::Up.reached(px, Price(100)));
+        assert!(!TriggerDirection::Up.reached(px, Price(99)));
+        assert!(TriggerDirection::Down.reached(px, Price(100)));
+        assert!(!TriggerDirection::Down.reached(px, Price(101)));
+        assert!(OrdType::TakeProfit { stop_px: px }.is_market());
+        assert!(!OrdType::TakeProfitLimit { stop_px: px }.is_market());
     }
 
     #[test]

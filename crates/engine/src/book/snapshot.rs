@@ -6,7 +6,9 @@
 use portcullis_types::snapshot::{
     side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
 };
-use portcullis_types::{AccountId, InstrumentId, OrderId, Price, SessionId, Side};
+use portcullis_types::{
+    AccountId, InstrumentId, OrderId, Price, SessionId, Side, TriggerDirection,
+};
 
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
 use crate::orders::{Order, NIL};
@@ -40,8 +42,8 @@ impl Matcher {
                     }
                 }
             }
-            w.i64(b.last_trade.map_or(i64::MIN, |p| p.0));
-            for stops in [&b.buy_stops, &b.sell_stops] {
+            w.i64(b.tape.last.map_or(i64::MIN, |p| p.0));
+            for stops in [&b.up_stops, &b.down_stops] {
                 w.u32(stops.entries.len() as u32);
                 for e in &stops.entries {
                     write_order(&mut w, self.orders.get(e.slot));
@@ -118,21 +120,24 @@ impl Matcher {
                 }
             }
             let last = r.i64("last trade price")?;
-            self.books[i].last_trade = (last != i64::MIN).then_some(Price(last));
-            for side in [Side::Buy, Side::Sell] {
+            self.books[i].tape.last = (last != i64::MIN).then_some(Price(last));
+            // Written in the pre-take-profit layout too: buy stops all trigger up, sell stops
+            // down.
+            for dir in [TriggerDirection::Up, TriggerDirection::Down] {
                 let count = r.count(MIN_ORDER_BYTES, "stop orders")?;
                 for _ in 0..count {
                     let at = r.position();
                     let mut o = read_order(r)?;
-                    let stop_px = o.ord_type.stop_px();
-                    let in_order = stop_px.is_some_and(|p| {
-                        self.books[i]
-                            .stops(side)
-                            .entries
-                            .last()
-                            .map_or(true, |e| !StopList::later(side, p, e.stop_px))
+                    let trigger = o.ord_type.trigger(o.side);
+                    let in_order = trigger.is_some_and(|(p, d)| {
+                        d == dir
+                            && self.books[i]
+                                .stops(dir)
+                                .entries
+                                .last()
+                                .map_or(true, |e| !StopList::later(dir, p, e.stop_px))
                     });
-                    if o.instrument != instrument || o.side != side || !in_order {
+                    if o.instrument != instrument || !in_order {
                         return Err(SnapshotError::Invalid {
                             offset: at,
                             what: "stop order",
@@ -140,8 +145,8 @@ impl Matcher {
                     }
                     o.untriggered = true;
                     let slot = self.restore_order(o, at)?;
-                    self.books[i].stops_mut(side).entries.push(StopEntry {
-                        stop_px: stop_px.unwrap_or(Price(0)),
+                    self.books[i].stops_mut(dir).entries.push(StopEntry {
+                        stop_px: trigger.map_or(Price(0), |(p, _)| p),
                         slot,
                     });
                 }

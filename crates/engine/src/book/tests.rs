@@ -786,10 +786,11 @@ impl Fixture {
         self.submit(o)
     }
 
+    /// The trigger prices waiting for a rise, and for a fall, next to trigger first.
     fn stop_lists(&self) -> (Vec<i64>, Vec<i64>) {
         let b = self.m.book(INST).unwrap();
         let px = |l: &StopList| l.entries.iter().rev().map(|e| e.stop_px.0).collect();
-        (px(&b.buy_stops), px(&b.sell_stops))
+        (px(&b.up_stops), px(&b.down_stops))
     }
 }
 
@@ -898,6 +899,102 @@ fn a_stop_limit_rests_at_its_limit_once_triggered_and_can_then_be_replaced() {
     let ev = f.replace(id, 101, 3).unwrap();
     assert_eq!(ev[0].kind, EventKind::Replaced);
     assert_eq!(f.side(Side::Buy), [(101, 2, 1)]);
+}
+
+impl Fixture {
+    /// Enters a GTC take-profit order (`limit` = `Some(price)` for a take-profit limit) and
+    /// returns its events.
+    fn take_profit(
+        &mut self,
+        account: u32,
+        side: Side,
+        stop_px: i64,
+        limit: Option<i64>,
+        qty: i64,
+    ) -> Vec<Event> {
+        let mut o = self.stop(account, side, stop_px, limit, qty);
+        let stop_px = Price(stop_px);
+        o.ord_type = match limit {
+            Some(_) => OrdType::TakeProfitLimit { stop_px },
+            None => OrdType::TakeProfit { stop_px },
+        };
+        self.submit(o)
+    }
+}
+
+#[test]
+fn a_take_profit_buy_waits_for_a_fall_and_a_sell_for_a_rise() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    // Buy take-profit at 95: a market buy once a trade is at 95 or lower.
+    let ev = f.take_profit(0, Side::Buy, 95, None, 2);
+    assert_eq!(kinds(&ev), [EventKind::New]);
+    let buy = ev[0].order_id;
+    // Sell take-profit limit at 105, limit 104.
+    let ev = f.take_profit(1, Side::Sell, 105, Some(104), 3);
+    assert_eq!(kinds(&ev), [EventKind::New]);
+    assert_eq!(
+        ev[0].ord_type,
+        OrdType::TakeProfitLimit {
+            stop_px: Price(105)
+        }
+    );
+    let sell = ev[0].order_id;
+    assert_eq!(f.stop_lists(), (vec![105], vec![95]));
+    // A rise to 104 triggers neither (a stop-loss buy at 95 would have), a fall to 96 neither.
+    f.trade_at(104, 1);
+    f.trade_at(96, 1);
+    assert_eq!((f.leaves(buy), f.leaves(sell)), (Some(2), Some(3)));
+    // A trade at 95 triggers the buy, which takes the offer at 97.
+    f.place(1, Side::Sell, 97, 2);
+    let ev = f.trade_at(95, 1);
+    let fills: Vec<&Event> = ev.iter().filter(|e| e.order_id == buy).collect();
+    assert_eq!(fills.len(), 1, "{ev:#?}");
+    assert_eq!(fills[0].kind, EventKind::Fill);
+    assert_eq!((fills[0].last_px, fills[0].last_qty), (Price(97), Qty(2)));
+    assert_eq!(f.stop_lists(), (vec![105], vec![]));
+    // A trade at 105 triggers the sell: nothing to sell into at 104 or better, so it rests.
+    f.trade_at(105, 1);
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+    assert_eq!(f.leaves(sell), Some(3));
+    assert_eq!(f.side(Side::Sell), [(104, 3, 1)]);
+}
+
+#[test]
+fn stops_and_take_profits_triggered_by_one_rise_work_in_price_then_time_order() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    // All three trigger on a rise: a buy stop at 103, sell take-profits at 102 and 103.
+    let stop = f.place_stop(0, Side::Buy, 103, None);
+    let tp_103 = f.take_profit(1, Side::Sell, 103, None, 1)[0].order_id;
+    let tp_102 = f.take_profit(1, Side::Sell, 102, None, 1)[0].order_id;
+    assert_eq!(f.stop_lists(), (vec![102, 103, 103], vec![]));
+    // Liquidity on both sides for them, away from 103 so they trigger nothing further.
+    f.place(1, Side::Sell, 110, 5);
+    f.place(0, Side::Buy, 101, 5);
+    let ev = f.trade_at(103, 1);
+    let order: Vec<OrderId> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::Fill)
+        .map(|e| e.order_id)
+        .filter(|id| [stop, tp_102, tp_103].contains(id))
+        .collect();
+    assert_eq!(order, [tp_102, stop, tp_103], "{ev:#?}");
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+}
+
+#[test]
+fn a_take_profit_whose_price_the_last_trade_has_passed_works_at_once() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    f.place(1, Side::Sell, 101, 1);
+    // A buy take-profit at 102: the last trade (100) is already below it.
+    let ev = f.take_profit(0, Side::Buy, 102, None, 1);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::New, EventKind::Fill, EventKind::Fill]
+    );
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
 }
 
 #[test]

@@ -465,6 +465,11 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(1089, "MatchIncrement", T::Qty).v(V50),
     f(1090, "MaxPriceLevels", T::Int).v(V50),
     f(1091, "PreTradeAnonymity", T::Boolean).v(V50),
+    // In FIX 5.0 SP2's TriggeringInstruction; accepted on 4.4 as an extension (a take-profit
+    // limit order has no OrdType of its own there either).
+    f(1109, "TriggerPriceDirection", T::Char)
+        .v(V44UP)
+        .d(chars(b"UD")),
     f(1128, "ApplVerID", T::String).v(V50).d(APPL_VER_ID),
     f(1129, "CstmApplVerID", T::String).v(V50),
     f(1130, "RefApplVerID", T::String).v(V50).d(APPL_VER_ID),

@@ -50,6 +50,8 @@ fn ord_type() -> impl Strategy<Value = OrdType> {
         Just(OrdType::Market),
         any::<i64>().prop_map(|p| OrdType::Stop { stop_px: Price(p) }),
         any::<i64>().prop_map(|p| OrdType::StopLimit { stop_px: Price(p) }),
+        any::<i64>().prop_map(|p| OrdType::TakeProfit { stop_px: Price(p) }),
+        any::<i64>().prop_map(|p| OrdType::TakeProfitLimit { stop_px: Price(p) }),
     ]
 }
 

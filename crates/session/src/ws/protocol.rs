@@ -1793,7 +1793,10 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         }
     };
     let (price, quantity, quote_order_qty) = match order_type {
-        OrderType::Limit | OrderType::LimitMaker | OrderType::StopLossLimit => {
+        OrderType::Limit
+        | OrderType::LimitMaker
+        | OrderType::StopLossLimit
+        | OrderType::TakeProfitLimit => {
             let needs_tif = order_type != OrderType::LimitMaker;
             if needs_tif != time_in_force.is_some() {
                 return Err(if needs_tif {
@@ -1820,7 +1823,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
                 (false, true) => (price, None, decimal("quoteOrderQty", true)?),
             }
         }
-        OrderType::StopLoss => {
+        OrderType::StopLoss | OrderType::TakeProfit => {
             if time_in_force.is_some() {
                 return Err(tif_not_required());
             }
@@ -1832,10 +1835,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
             )
         }
     };
-    let stop_price = decimal(
-        "stopPrice",
-        matches!(order_type, OrderType::StopLoss | OrderType::StopLossLimit),
-    )?;
+    let stop_price = decimal("stopPrice", order_type.is_triggered())?;
     let new_client_order_id = params.opt_client_id("newClientOrderId", || {
         WsError::bad_request(codes::EMPTY_NEW_CL_ORD_ID, "New client order ID was empty.")
     })?;
@@ -1846,7 +1846,11 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         // The dialect's defaults: FULL for MARKET and LIMIT, ACK for the other types.
         .unwrap_or(match order_type {
             OrderType::Limit | OrderType::Market => RespType::Full,
-            OrderType::LimitMaker | OrderType::StopLoss | OrderType::StopLossLimit => RespType::Ack,
+            OrderType::LimitMaker
+            | OrderType::StopLoss
+            | OrderType::StopLossLimit
+            | OrderType::TakeProfit
+            | OrderType::TakeProfitLimit => RespType::Ack,
         });
     let stp = params.opt_enum("selfTradePreventionMode", StpMode::parse, || {
         WsError::invalid_value("selfTradePreventionMode")

@@ -49,8 +49,11 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
             .str("status", r.status.as_str())
             .str("timeInForce", r.time_in_force.as_str())
             .str("type", r.order_type.as_str())
-            .str("side", r.side.as_str())
-            .int("workingTime", r.working_time);
+            .str("side", r.side.as_str());
+        if let Some(p) = &r.stop_price {
+            o.str("stopPrice", p);
+        }
+        o.int("workingTime", r.working_time);
         if resp == RespType::Full {
             o.with("fills", |out| {
                 write_array(out, &r.fills, |out, f| {

@@ -120,6 +120,8 @@ impl SymbolInfo {
                 OrderType::Market,
                 OrderType::StopLoss,
                 OrderType::StopLossLimit,
+                OrderType::TakeProfit,
+                OrderType::TakeProfitLimit,
             ],
             quote_order_qty_market_allowed: false,
             cancel_replace_allowed: true,

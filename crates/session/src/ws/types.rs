@@ -49,8 +49,7 @@ dialect_enum!(
 );
 
 dialect_enum!(
-    /// The order types Portcullis accepts (the dialect's take-profit types are refused with
-    /// -1116).
+    /// The order types Portcullis accepts.
     OrderType {
         /// Limit order.
         Limit = "LIMIT",
@@ -63,8 +62,27 @@ dialect_enum!(
         StopLoss = "STOP_LOSS",
         /// Stop-limit order: a limit order at `price` once a trade reaches `stopPrice`.
         StopLossLimit = "STOP_LOSS_LIMIT",
+        /// Take-profit order: a market order once a trade reaches `stopPrice` from the other
+        /// side (a buy at or below it, a sell at or above).
+        TakeProfit = "TAKE_PROFIT",
+        /// Take-profit limit order: a limit order at `price` once a trade reaches `stopPrice`
+        /// from the other side.
+        TakeProfitLimit = "TAKE_PROFIT_LIMIT",
     }
 );
+
+impl OrderType {
+    /// Whether it waits for a trade at its `stopPrice` (the stop-loss and take-profit types).
+    pub fn is_triggered(self) -> bool {
+        matches!(
+            self,
+            OrderType::StopLoss
+                | OrderType::StopLossLimit
+                | OrderType::TakeProfit
+                | OrderType::TakeProfitLimit
+        )
+    }
+}
 
 dialect_enum!(
     /// Time in force.
@@ -233,9 +251,10 @@ pub struct WsOrder {
     pub symbol: String,
     /// Buy or sell.
     pub side: Side,
-    /// LIMIT, MARKET, LIMIT_MAKER, STOP_LOSS or STOP_LOSS_LIMIT.
+    /// LIMIT, MARKET, LIMIT_MAKER, STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT or
+    /// TAKE_PROFIT_LIMIT.
     pub order_type: OrderType,
-    /// Present for LIMIT and STOP_LOSS_LIMIT orders only (required there); a LIMIT_MAKER
+    /// Present for LIMIT and the two `*_LIMIT` trigger orders only (required there); a LIMIT_MAKER
     /// rests until canceled.
     pub time_in_force: Option<TimeInForce>,
     /// Limit price (LIMIT and LIMIT_MAKER).
@@ -244,7 +263,8 @@ pub struct WsOrder {
     pub quantity: Option<Decimal>,
     /// MARKET only: the amount of quote asset to spend or receive instead of `quantity`.
     pub quote_order_qty: Option<Decimal>,
-    /// The trigger price of STOP_LOSS and STOP_LOSS_LIMIT orders (required there).
+    /// The trigger price of STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT and TAKE_PROFIT_LIMIT
+    /// orders (required there).
     pub stop_price: Option<Decimal>,
     /// The client's id for the order (`^[.A-Z:/a-z0-9_-]{1,36}$`); `None`: the application
     /// assigns one, unique among the account's open orders.
@@ -355,6 +375,9 @@ pub struct OrderResult {
     pub order_type: OrderType,
     /// Side.
     pub side: Side,
+    /// The trigger price of a stop-loss or take-profit order (shown only for those, as the
+    /// dialect's conditional field).
+    pub stop_price: Option<String>,
     /// When the order started working on the book, Unix ms; -1 if it never did.
     pub working_time: i64,
     /// Self-trade prevention mode in force.

@@ -251,7 +251,9 @@ fn exchange_info_lists_symbols_with_their_filters() {
             "LIMIT_MAKER",
             "MARKET",
             "STOP_LOSS",
-            "STOP_LOSS_LIMIT"
+            "STOP_LOSS_LIMIT",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_LIMIT"
         ])
     );
     assert_eq!(

@@ -301,6 +301,7 @@ pub(crate) fn order_result(order: &WsOrder, id: u64) -> OrderResult {
         time_in_force: order.time_in_force.unwrap_or(TimeInForce::Gtc),
         order_type: order.order_type,
         side: order.side,
+        stop_price: order.stop_price.map(|p| p.to_string()),
         working_time: 1_655_716_096_505,
         stp: order.stp.unwrap_or(StpMode::None),
         fills: vec![Fill {

@@ -38,6 +38,8 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         "stopPrice",
         Some("51000.00".into()),
     );
+    let take_profit = with(&stop, "type", Some("TAKE_PROFIT".into()));
+    let take_profit_limit = with(&stop_limit, "type", Some("TAKE_PROFIT_LIMIT".into()));
     type Case = (
         &'static str,
         Vec<(&'static str, Value)>,
@@ -52,7 +54,13 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("unknown symbol", with(&base, "symbol", Some("DOGEUSDT".into())), -1121, Some("Invalid symbol.")),
         ("bad side", with(&base, "side", Some("SHORT".into())), -1117, Some("Invalid side.")),
         ("side not a string", with(&base, "side", Some(1.into())), -1117, None),
-        ("bad type", with(&base, "type", Some("TAKE_PROFIT".into())), -1116, Some("Invalid orderType.")),
+        ("bad type", with(&base, "type", Some("TRAILING_STOP_MARKET".into())), -1116, Some("Invalid orderType.")),
+        ("TAKE_PROFIT without stopPrice", with(&take_profit, "stopPrice", None), -1102, Some("Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")),
+        ("TAKE_PROFIT with timeInForce", with(&take_profit, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
+        ("TAKE_PROFIT with price", with(&take_profit, "price", Some("50000.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
+        ("TAKE_PROFIT_LIMIT without timeInForce", with(&take_profit_limit, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
+        ("TAKE_PROFIT_LIMIT without price", with(&take_profit_limit, "price", None), -1102, None),
+        ("TAKE_PROFIT_LIMIT stopPrice off the tick", with(&take_profit_limit, "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
         ("STOP_LOSS without stopPrice", with(&stop, "stopPrice", None), -1102, Some("Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")),
         ("STOP_LOSS with timeInForce", with(&stop, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
         ("STOP_LOSS with price", with(&stop, "price", Some("50000.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
@@ -155,12 +163,40 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
     assert_eq!(placed.price, Some(d("52000.00")));
     assert_eq!(placed.resp_type, RespType::Ack);
     h.app.placed.pop();
+    // TAKE_PROFIT: a market order once triggered, by quantity, ACK by default.
+    let take_profit = [
+        ("symbol", "BTCUSDT".into()),
+        ("side", "SELL".into()),
+        ("type", "TAKE_PROFIT".into()),
+        ("quantity", "0.01".into()),
+        ("stopPrice", "53000.00".into()),
+    ];
+    let v = place(&mut h, &take_profit);
+    assert!(ok(&v).get("status").is_none(), "{v}");
+    let placed = &h.app.placed.last().unwrap().2;
+    assert_eq!(placed.order_type, OrderType::TakeProfit);
+    assert_eq!(placed.stop_price, Some(d("53000.00")));
+    assert_eq!((placed.price, placed.time_in_force), (None, None));
+    assert_eq!(placed.resp_type, RespType::Ack);
+    h.app.placed.pop();
+    // A RESULT answer shows its trigger price (the dialect's conditional field).
+    let v = place(
+        &mut h,
+        &with(&take_profit, "newOrderRespType", Some("RESULT".into())),
+    );
+    assert_eq!(ok(&v)["stopPrice"], "53000.00", "{v}");
+    assert_eq!(ok(&v)["type"], "TAKE_PROFIT", "{v}");
+    h.app.placed.pop();
     // RESULT: the order's state without fills.
     let v = place(
         &mut h,
         &with(&limit_order(), "newOrderRespType", Some("RESULT".into())),
     );
     assert!(ok(&v).get("fills").is_none());
+    assert!(
+        ok(&v).get("stopPrice").is_none(),
+        "only trigger orders show one: {v}"
+    );
     assert_eq!(ok(&v)["selfTradePreventionMode"], "NONE");
     // MARKET by quantity (a JSON number is read exactly, not as a float), with an STP mode
     // and a client id.
