@@ -116,6 +116,7 @@ fn order(ids: &mut Ids, account: AccountId, side: Side, price: i64, qty: i64) ->
         post_only: false,
         stp: None,
         received_ns: 0,
+        display_qty: Qty(0),
     }
 }
 

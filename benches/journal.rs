@@ -64,6 +64,7 @@ fn new_order(i: u64) -> JournalRecord {
         post_only: false,
         stp: None,
         received_ns: 1_700_000_000_000_000_000 + i as i64,
+        display_qty: Qty(0),
     }))
 }
 
@@ -326,6 +327,7 @@ fn recovery(c: &mut Criterion) {
                 post_only: false,
                 stp: Some(portcullis_types::StpMode::CancelIncoming),
                 received_ns: now,
+                display_qty: Qty(0),
             })
         };
         i += 1;

@@ -91,6 +91,7 @@ fn order(ord_type: OrdType) -> NewOrder {
         post_only: false,
         stp: None,
         received_ns: 0,
+        display_qty: Qty(0),
     }
 }
 

@@ -193,10 +193,12 @@ impl BookSide {
         }
     }
 
-    /// Appends a resting order at the back of its price level.
+    /// Appends a resting order at the back of its price level; an iceberg shows its next
+    /// part there.
     fn push_back(&mut self, orders: &mut Orders, slot: u32) {
         let (price, leaves) = {
-            let o = orders.get(slot);
+            let o = orders.get_mut(slot);
+            o.tranche_end = Qty(o.cum.0 + o.display.0);
             (o.price, o.leaves())
         };
         let i = match self.search(price) {
@@ -562,12 +564,16 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
         o.ord_type.code(),
         o.tif as u8,
         o.stp.map_or(0xff, |m| m as u8),
-        u8::from(o.post_only),
+        u8::from(o.post_only) | u8::from(o.display.0 != 0) << 1,
     ]);
     for v in [o.price.0, o.qty.0, o.cum.0, o.received_ns] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&o.notional.to_le_bytes());
+    if o.display.0 != 0 {
+        out.extend_from_slice(&o.display.0.to_le_bytes());
+        out.extend_from_slice(&o.tranche_end.0.to_le_bytes());
+    }
     if let Some(stop_px) = o.ord_type.stop_px() {
         out.extend_from_slice(&stop_px.0.to_le_bytes());
         out.push(u8::from(o.untriggered));
@@ -936,6 +942,8 @@ impl Matcher {
             cum: Qty(0),
             notional: 0,
             received_ns: o.received_ns,
+            display: o.display_qty,
+            tranche_end: o.display_qty,
         };
         let stop_px = o.ord_type.stop_px();
         // A market order never rests, whatever its time in force; a stop order waits in the
@@ -947,7 +955,7 @@ impl Matcher {
             Some(RejectReason::UnknownInstrument)
         } else if o.qty.0 <= 0 {
             Some(RejectReason::QtyTooSmall)
-        } else if o.post_only && (stop_px.is_some() || !rests) {
+        } else if (o.post_only && (stop_px.is_some() || !rests)) || !o.iceberg_ok() {
             Some(RejectReason::Unsupported)
         } else if stop_px.is_some_and(|p| p.0 <= 0) {
             Some(RejectReason::BadTick)
@@ -1418,13 +1426,15 @@ fn rests_when_working(o: &Order) -> bool {
 /// True if a fill-or-kill order can fill completely now. Walks resting orders in priority
 /// order as matching would, so self-trade prevention is accounted for exactly: an own order
 /// that would be cancelled (cancel-resting) is skipped, one that would stop the incoming order
-/// ends the walk.
+/// ends the walk. Icebergs' hidden parts come after the whole level, where their refreshed
+/// parts go.
 fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) -> bool {
     let mut need = taker.leaves().0;
     for level in opp.levels.iter().rev() {
         if !taker.ord_type.is_market() && !crosses(taker.side, taker.price, level.price) {
             return false;
         }
+        let mut hidden = 0i64;
         let mut slot = level.head;
         while slot != NIL {
             let m = orders.get(slot);
@@ -1433,12 +1443,18 @@ fn fok_fillable(opp: &BookSide, orders: &Orders, taker: &Order, stp: StpMode) ->
                     return false;
                 }
             } else {
-                need -= m.leaves().0;
+                let shown = m.shown().0;
+                need -= shown;
+                hidden += m.leaves().0 - shown;
                 if need <= 0 {
                     return true;
                 }
             }
             slot = orders.next(slot);
+        }
+        need -= hidden;
+        if need <= 0 {
+            return true;
         }
     }
     false
@@ -1487,7 +1503,7 @@ fn match_taker(
                 slot = next;
                 continue;
             }
-            let q = taker.leaves().0.min(orders.get(slot).leaves().0);
+            let q = taker.leaves().0.min(orders.get(slot).shown().0);
             let trade = ids.trade();
             tape.record(px);
             opp.levels[li].qty -= i128::from(q);
@@ -1520,6 +1536,11 @@ fn match_taker(
             if maker.leaves().0 == 0 {
                 opp.unlink(li, orders, slot);
                 orders.remove(slot);
+            } else if maker.shown().0 == 0 {
+                // An iceberg's shown part is used up: its next part goes to the back of the
+                // level, behind the orders that were waiting there (this taker may reach it).
+                opp.unlink(li, orders, slot);
+                opp.push_back(orders, slot);
             }
             slot = next;
         }

@@ -50,11 +50,26 @@ pub(crate) struct Order {
     /// Σ fill price × fill qty, for the average price; `i128` so it cannot overflow.
     pub notional: i128,
     pub received_ns: i64,
+    /// An iceberg's displayed quantity; `Qty(0)` for an order shown whole.
+    pub display: Qty,
+    /// An iceberg's filled quantity at which its shown part is used up and the next part is
+    /// shown at the back of its level (a cumulative quantity, so a fill needs no second
+    /// counter).
+    pub tranche_end: Qty,
 }
 
 impl Order {
     pub fn leaves(&self) -> Qty {
         Qty(self.qty.0 - self.cum.0)
+    }
+
+    /// What a resting order trades before it loses its place: all of it, or an iceberg's
+    /// shown part.
+    pub fn shown(&self) -> Qty {
+        if self.display.0 == 0 {
+            return self.leaves();
+        }
+        Qty((self.tranche_end.0 - self.cum.0).min(self.leaves().0))
     }
 
     /// Average fill price, rounded half away from zero to the price scale.
@@ -513,6 +528,8 @@ mod tests {
             cum: Qty(0),
             notional: 0,
             received_ns: 0,
+            display: Qty(0),
+            tranche_end: Qty(0),
         }
     }
 

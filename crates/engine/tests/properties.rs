@@ -30,6 +30,8 @@ enum Op {
         /// `stop_ticks`); otherwise none of them.
         stop: u8,
         stop_ticks: i64,
+        /// An iceberg's display quantity (0: none; one as large as the order is refused).
+        display: i64,
     },
     Cancel {
         pick: usize,
@@ -57,12 +59,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         14 => (0..3u32, 0..2usize, any::<bool>(), prop::bool::weighted(0.1), 0..4u8, 0..10i64,
-              1..6i64, prop::bool::weighted(0.15), 0..4u8, 0..8u8, 0..10i64)
+              1..6i64, prop::bool::weighted(0.15), 0..4u8, 0..8u8, 0..10i64,
+              prop_oneof![3 => Just(0i64), 1 => 1..3i64])
             .prop_map(|(account, instrument, buy, market, tif, ticks, qty, post_only, stp, stop,
-                        stop_ticks)| {
+                        stop_ticks, display)| {
                 Op::New {
                     account, instrument, buy, market, tif, ticks, qty, post_only, stp, stop,
-                    stop_ticks,
+                    stop_ticks, display,
                 }
             }),
         2 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.1))
@@ -216,6 +219,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 stp,
                 stop,
                 stop_ticks,
+                display,
             } => {
                 let inst = instruments[instrument];
                 let side = if buy { Side::Buy } else { Side::Sell };
@@ -242,6 +246,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     TimeInForce::Day,
                 ][tif as usize];
                 o.post_only = post_only;
+                o.display_qty = portcullis_types::Qty(display);
                 o.stp = [
                     None,
                     Some(StpMode::CancelResting),
@@ -251,6 +256,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 events = r.submit(o);
                 if let Some(e) = events.first().filter(|e| e.kind == EventKind::New) {
                     accepted.push((e.order_id, o.cl_ord_id, o.account, inst));
+                    // A fill-or-kill that works at once fills completely or not at all.
+                    let id = e.order_id;
+                    let last = events.iter().rfind(|e| e.order_id == id).unwrap();
+                    if o.tif == TimeInForce::Fok && o.ord_type.stop_px().is_none() {
+                        prop_assert!(
+                            last.cum_qty.0 == 0 || last.cum_qty == o.qty,
+                            "fill-or-kill partly filled: {:?}",
+                            last
+                        );
+                    }
                 }
             }
             Op::Cancel {

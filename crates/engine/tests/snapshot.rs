@@ -55,7 +55,7 @@ enum Op {
         option: bool,
         buy: bool,
         /// 0: market, 1: stop, 2: stop-limit, 3: take-profit, 4: take-profit limit (trigger
-        /// at the mirror of `ticks`), else limit.
+        /// at the mirror of `ticks`), else limit; 2, 4, 5 and 6 are icebergs showing 2 (1 of 2).
         kind: u8,
         tif: u8,
         ticks: i64,
@@ -141,6 +141,11 @@ impl Driver {
                     post_only: false,
                     stp: None,
                     received_ns: self.now,
+                    display_qty: portcullis_types::Qty(if matches!(kind, 2 | 4 | 5 | 6) {
+                        (qty - 1).min(2)
+                    } else {
+                        0
+                    }),
                 }))
             }
             Op::Cancel(pick) if !self.accepted.is_empty() => {

@@ -12,7 +12,7 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit; a stop's stop price i64 follows), tif, price i64, qty i64, post_only bool, stp `opt<u8>`, received_ns i64 |
+//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
 //! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
@@ -343,7 +343,11 @@ impl JournalRecord {
                 e.u8(tif_code(o.tif));
                 e.i64(o.price.0);
                 e.i64(o.qty.0);
-                e.bool(o.post_only);
+                let iceberg = o.display_qty.0 != 0;
+                e.u8(u8::from(o.post_only) | u8::from(iceberg) << 1);
+                if iceberg {
+                    e.i64(o.display_qty.0);
+                }
                 match o.stp {
                     None => e.u8(0),
                     Some(s) => {
@@ -495,23 +499,35 @@ impl JournalRecord {
         let rec = match d.u8()? {
             tag::NEW => {
                 let (session, account, instrument) = d.head()?;
+                let cl_ord_id = d.id()?;
+                let side = d.code(side_from, "invalid side")?;
+                let ord_type = d.ord_type()?;
+                let tif = d.code(tif_from, "invalid time in force")?;
+                let price = Price(d.i64()?);
+                let qty = Qty(d.i64()?);
+                let flags = d.u8()?;
+                if flags > 3 {
+                    return Err(d.err(1, "invalid order flags"));
+                }
+                let display_qty = Qty(if flags & 2 != 0 { d.i64()? } else { 0 });
                 JournalRecord::Command(Command::New(NewOrder {
                     session,
                     account,
                     instrument,
-                    cl_ord_id: d.id()?,
-                    side: d.code(side_from, "invalid side")?,
-                    ord_type: d.ord_type()?,
-                    tif: d.code(tif_from, "invalid time in force")?,
-                    price: Price(d.i64()?),
-                    qty: Qty(d.i64()?),
-                    post_only: d.bool()?,
+                    cl_ord_id,
+                    side,
+                    ord_type,
+                    tif,
+                    price,
+                    qty,
+                    post_only: flags & 1 != 0,
                     stp: match d.u8()? {
                         0 => None,
                         1 => Some(d.code(stp_from, "invalid self-trade prevention mode")?),
                         _ => return Err(d.err(1, "invalid option flag")),
                     },
                     received_ns: d.i64()?,
+                    display_qty,
                 }))
             }
             tag::CANCEL => {
@@ -757,6 +773,18 @@ pub(crate) fn ord_type_str(t: OrdType) -> &'static str {
     }
 }
 
+/// ` display_qty=N` for an iceberg order, nothing otherwise.
+struct DisplayQty(Qty);
+
+impl fmt::Display for DisplayQty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 .0 {
+            0 => Ok(()),
+            q => write!(f, " display_qty={q}"),
+        }
+    }
+}
+
 /// ` stop_px=N` for a stop or take-profit order, nothing otherwise.
 struct StopPx(OrdType);
 
@@ -842,10 +870,10 @@ impl fmt::Display for JournalRecord {
         match self {
             JournalRecord::Command(Command::New(o)) => write!(
                 f,
-                "new_order session={} account={} instrument={} cl_ord_id={} side={} type={}{} tif={} price={} qty={} post_only={} stp={} received_ns={}",
+                "new_order session={} account={} instrument={} cl_ord_id={} side={} type={}{} tif={} price={} qty={}{} post_only={} stp={} received_ns={}",
                 o.session, o.account, o.instrument, Id(&o.cl_ord_id), side_str(o.side),
-                ord_type_str(o.ord_type), StopPx(o.ord_type), tif_str(o.tif), o.price.0, o.qty.0, o.post_only,
-                stp_str(o.stp), o.received_ns
+                ord_type_str(o.ord_type), StopPx(o.ord_type), tif_str(o.tif), o.price.0, o.qty.0,
+                DisplayQty(o.display_qty), o.post_only, stp_str(o.stp), o.received_ns
             ),
             JournalRecord::Command(Command::Cancel(c)) => write!(
                 f,

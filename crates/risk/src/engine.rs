@@ -419,7 +419,8 @@ impl RiskEngine {
         if stop_px.is_some_and(|s| s.0 <= 0 || s.0 % rules.tick.0 != 0) {
             return Err(BadTick);
         }
-        if o.qty.0 % rules.lot.0 != 0 {
+        // An iceberg's shown part is a quantity too: whole lots.
+        if o.qty.0 % rules.lot.0 != 0 || o.display_qty.0 % rules.lot.0 != 0 {
             return Err(BadLot);
         }
         if o.qty < rules.min_qty {

@@ -152,6 +152,7 @@ impl Fx {
             post_only: false,
             stp: None,
             received_ns: 0,
+            display_qty: Qty(0),
         }
     }
 
@@ -1356,6 +1357,7 @@ fn arb_order() -> impl Strategy<Value = NewOrder> {
                 post_only,
                 stp: None,
                 received_ns: 0,
+                display_qty: Qty(0),
             },
         )
 }

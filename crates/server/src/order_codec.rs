@@ -470,6 +470,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         post_only,
         stp: None,
         received_ns: ctx.now_ns,
+        display_qty: Qty(0),
     })
 }
 

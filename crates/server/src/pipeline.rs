@@ -1651,6 +1651,7 @@ pub(crate) mod tests {
             post_only: false,
             stp: None,
             received_ns: 0,
+            display_qty: Qty(0),
         })
     }
 

@@ -762,6 +762,7 @@ impl Quoting {
                     post_only: false,
                     stp: None,
                     received_ns: ctx.now_ns,
+                    display_qty: Qty(0),
                 });
                 let next = QuoteSide {
                     cl,

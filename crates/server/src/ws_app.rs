@@ -728,6 +728,7 @@ impl WsBridge {
             post_only,
             stp: engine_stp,
             received_ns: now_ns(),
+            display_qty: Qty(0),
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),

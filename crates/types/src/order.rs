@@ -221,6 +221,31 @@ pub struct NewOrder {
     pub stp: Option<StpMode>,
     /// When the socket task received it (ns since the epoch), for latency measurement.
     pub received_ns: i64,
+    /// An iceberg's displayed quantity (FIX MaxFloor(111) / DisplayQty(1138), Binance
+    /// `icebergQty`): while it rests, only this much of it trades before the next part is shown
+    /// at the back of its price level. `Qty(0)`: all of it is shown.
+    pub display_qty: Qty,
+}
+
+impl NewOrder {
+    /// The most parts an iceberg may be shown in (`qty ≤ display_qty × MAX_ICEBERG_PARTS`, the
+    /// dialect's ICEBERG_PARTS filter): each part is a separate fill for whoever takes the
+    /// level, so this bounds the reports one incoming order can cause.
+    pub const MAX_ICEBERG_PARTS: i64 = 100;
+
+    /// Whether its iceberg display quantity, if any, is one the book takes: positive, less
+    /// than the quantity, in at most [`MAX_ICEBERG_PARTS`](Self::MAX_ICEBERG_PARTS) parts, on
+    /// an order that rests (a limit, GTC or Day; stop-limits and take-profit limits once
+    /// triggered).
+    pub fn iceberg_ok(&self) -> bool {
+        let d = self.display_qty.0;
+        d == 0
+            || (d > 0
+                && d < self.qty.0
+                && self.qty.0 <= d.saturating_mul(Self::MAX_ICEBERG_PARTS)
+                && !self.ord_type.is_market()
+                && matches!(self.tif, TimeInForce::Gtc | TimeInForce::Day))
+    }
 }
 
 /// A cancel request for one order, found by the engine's id or by the client's original id.

@@ -7,7 +7,7 @@ use portcullis_types::snapshot::{
     side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
 };
 use portcullis_types::{
-    AccountId, InstrumentId, OrderId, Price, SessionId, Side, TriggerDirection,
+    AccountId, InstrumentId, OrderId, Price, Qty, SessionId, Side, TriggerDirection,
 };
 
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
@@ -117,6 +117,8 @@ impl Matcher {
                     self.books[i]
                         .side_mut(side)
                         .push_back(&mut self.orders, slot);
+                    // The shown part as it was, not a fresh one.
+                    self.orders.get_mut(slot).tranche_end = o.tranche_end;
                 }
             }
             let last = r.i64("last trade price")?;
@@ -231,16 +233,21 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     w.ord_type(o.ord_type);
     w.u8(tif_byte(o.tif));
     w.u8(stp_byte(o.stp));
-    w.bool(o.post_only);
+    // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order).
+    w.u8(u8::from(o.post_only) | u8::from(o.display.0 != 0) << 1);
     w.i64(o.price.0);
     w.i64(o.qty.0);
     w.i64(o.cum.0);
     w.i64(o.received_ns);
     w.i128(o.notional);
+    if o.display.0 != 0 {
+        w.i64(o.display.0);
+        w.i64(o.tranche_end.0);
+    }
 }
 
 fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
-    Ok(Order {
+    let mut o = Order {
         id: OrderId(r.u64("order id")?),
         cl_ord_id: r.cl_ord_id("clordid")?,
         session: SessionId(r.u32("session")?),
@@ -250,12 +257,41 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
         ord_type: r.ord_type()?,
         tif: r.tif()?,
         stp: r.stp()?,
-        post_only: r.bool("post only")?,
+        post_only: false,
         untriggered: false,
-        price: r.price("price")?,
-        qty: r.qty("qty")?,
-        cum: r.qty("cum qty")?,
-        received_ns: r.i64("received")?,
-        notional: r.i128("fill notional")?,
-    })
+        price: Price(0),
+        qty: Qty(0),
+        cum: Qty(0),
+        received_ns: 0,
+        notional: 0,
+        display: Qty(0),
+        tranche_end: Qty(0),
+    };
+    let at = r.position();
+    let flags = r.u8("order flags")?;
+    if flags > 3 {
+        return Err(SnapshotError::Invalid {
+            offset: at,
+            what: "order flags",
+        });
+    }
+    o.post_only = flags & 1 != 0;
+    o.price = r.price("price")?;
+    o.qty = r.qty("qty")?;
+    o.cum = r.qty("cum qty")?;
+    o.received_ns = r.i64("received")?;
+    o.notional = r.i128("fill notional")?;
+    if flags & 2 != 0 {
+        o.display = r.qty("iceberg display qty")?;
+        o.tranche_end = r.qty("iceberg tranche end")?;
+        // What the matcher relies on: a part shown, never more than the display.
+        let shown = o.tranche_end.0 - o.cum.0;
+        if o.display.0 <= 0 || shown <= 0 || shown > o.display.0 {
+            return Err(SnapshotError::Invalid {
+                offset: at,
+                what: "iceberg order",
+            });
+        }
+    }
+    Ok(o)
 }

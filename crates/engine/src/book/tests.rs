@@ -51,6 +51,7 @@ impl Fixture {
             post_only: false,
             stp: None,
             received_ns: 0,
+            display_qty: Qty(0),
         }
     }
 
@@ -1086,4 +1087,152 @@ fn a_post_only_stop_is_refused() {
         kinds(&f.submit(o)),
         [EventKind::Rejected(RejectReason::Unsupported)]
     );
+}
+
+impl Fixture {
+    /// Places a resting GTC iceberg limit order and returns its id.
+    fn place_iceberg(
+        &mut self,
+        account: u32,
+        side: Side,
+        price: i64,
+        qty: i64,
+        display: i64,
+    ) -> OrderId {
+        let mut o = self.order(account, side, price, qty);
+        o.display_qty = Qty(display);
+        let ev = self.submit(o);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        ev[0].order_id
+    }
+
+    /// The (order, last qty) of each fill of the resting side in `ev`.
+    fn maker_fills(ev: &[Event], taker: OrderId) -> Vec<(OrderId, i64)> {
+        ev.iter()
+            .filter(|e| matches!(e.kind, EventKind::Fill | EventKind::PartialFill))
+            .filter(|e| e.order_id != taker)
+            .map(|e| (e.order_id, e.last_qty.0))
+            .collect()
+    }
+}
+
+#[test]
+fn an_iceberg_trades_its_shown_part_then_shows_the_next_at_the_back_of_its_level() {
+    let mut f = Fixture::new();
+    // 10 shown 3 at a time, then a plain order of 2 behind it.
+    let ice = f.place_iceberg(1, Side::Sell, 100, 10, 3);
+    let plain = f.place(1, Side::Sell, 100, 2);
+    assert_eq!(f.side(Side::Sell), [(100, 12, 2)]);
+    // A buy of 4 takes the shown 3, then 1 of the plain order (the iceberg's next part
+    // waits behind it).
+    let o = f.order(0, Side::Buy, 100, 4);
+    let ev = f.submit(o);
+    assert_eq!(
+        Fixture::maker_fills(&ev, ev[0].order_id),
+        [(ice, 3), (plain, 1)]
+    );
+    assert_eq!((f.leaves(ice), f.leaves(plain)), (Some(7), Some(1)));
+    // A buy of 5: the plain order's 1, the iceberg's next 3, and, the level holding nothing
+    // else, its part after that.
+    let o = f.order(0, Side::Buy, 100, 5);
+    let ev = f.submit(o);
+    assert_eq!(
+        Fixture::maker_fills(&ev, ev[0].order_id),
+        [(plain, 1), (ice, 3), (ice, 1)]
+    );
+    assert_eq!(f.leaves(ice), Some(3));
+    assert_eq!(f.side(Side::Sell), [(100, 3, 1)]);
+    // Its reports show its whole quantity, as any order's; 2 of its part of 3 are left shown,
+    // so a buy of 3 takes them, then the last 1.
+    let o = f.order(0, Side::Buy, 100, 3);
+    let ev = f.submit(o);
+    assert_eq!(
+        Fixture::maker_fills(&ev, ev[0].order_id),
+        [(ice, 2), (ice, 1)]
+    );
+    let last = ev.iter().rfind(|e| e.order_id == ice).unwrap();
+    assert_eq!(
+        (last.kind, last.qty, last.cum_qty),
+        (EventKind::Fill, Qty(10), Qty(10))
+    );
+    assert_eq!(f.side(Side::Sell), []);
+}
+
+#[test]
+fn an_iceberg_that_takes_liquidity_trades_its_whole_quantity_then_rests_showing_its_part() {
+    let mut f = Fixture::new();
+    f.place(0, Side::Sell, 100, 4);
+    let mut o = f.order(1, Side::Buy, 100, 10);
+    o.display_qty = Qty(3);
+    let ev = f.submit(o);
+    let ice = ev[0].order_id;
+    assert_eq!(f.leaves(ice), Some(6), "took all 4 offered, not only 3");
+    // Resting: a sell of 5 gets its shown 3, then its next part (alone at the level).
+    let o = f.order(0, Side::Sell, 100, 5);
+    let ev = f.submit(o);
+    assert_eq!(
+        Fixture::maker_fills(&ev, ev[0].order_id),
+        [(ice, 3), (ice, 2)]
+    );
+    assert_eq!(f.leaves(ice), Some(1));
+}
+
+#[test]
+fn a_fill_or_kill_counts_icebergs_hidden_parts_only_behind_the_whole_level() {
+    let mut f = Fixture::new();
+    f.place_iceberg(1, Side::Sell, 100, 10, 2);
+    // The buyer's own sell behind it: matching (cancel-incoming) would stop there after the
+    // iceberg's shown 2, so a FOK for 5 expires untouched...
+    let own = f.place(0, Side::Sell, 100, 1);
+    let mut o = f.order(0, Side::Buy, 100, 5);
+    o.tif = TimeInForce::Fok;
+    let ev = f.submit(o);
+    assert_eq!(kinds(&ev), [EventKind::New, EventKind::Expired], "{ev:#?}");
+    assert_eq!(f.side(Side::Sell), [(100, 11, 2)]);
+    // ...a FOK for 2 fills.
+    let mut o = f.order(0, Side::Buy, 100, 2);
+    o.tif = TimeInForce::Fok;
+    let ev = f.submit(o);
+    assert_eq!(ev.last().unwrap().kind, EventKind::Fill, "{ev:#?}");
+    // Without the own order in the way the hidden part counts: a FOK for 8 fills.
+    f.cancel(own);
+    let mut o = f.order(0, Side::Buy, 100, 8);
+    o.tif = TimeInForce::Fok;
+    let ev = f.submit(o);
+    assert_eq!(ev.last().unwrap().kind, EventKind::Fill, "{ev:#?}");
+    assert_eq!(f.side(Side::Sell), []);
+}
+
+#[test]
+fn icebergs_that_would_not_rest_or_show_too_little_are_refused() {
+    let mut f = Fixture::new();
+    type Change = fn(&mut NewOrder);
+    let cases: [(&str, Change); 6] = [
+        ("display = qty", |o| o.display_qty = o.qty),
+        ("negative display", |o| o.display_qty = Qty(-1)),
+        ("market", |o| o.ord_type = OrdType::Market),
+        ("IOC", |o| o.tif = TimeInForce::Ioc),
+        ("FOK", |o| o.tif = TimeInForce::Fok),
+        // 1000 in parts of 9: 112 parts, above the 100 allowed.
+        ("too many parts", |o| {
+            o.qty = Qty(1000);
+            o.display_qty = Qty(9);
+        }),
+    ];
+    for (what, change) in cases {
+        let mut o = f.order(1, Side::Sell, 100, 10);
+        o.display_qty = Qty(3);
+        change(&mut o);
+        let ev = f.submit(o);
+        assert_eq!(
+            kinds(&ev),
+            [EventKind::Rejected(RejectReason::Unsupported)],
+            "{what}"
+        );
+    }
+    // 1000 in parts of 10 is exactly 100 parts: taken.
+    let mut o = f.order(1, Side::Sell, 100, 1000);
+    o.display_qty = Qty(10);
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
+    assert_eq!(f.side(Side::Sell), [(100, 1000, 1)]);
 }

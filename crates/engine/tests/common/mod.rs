@@ -121,6 +121,7 @@ impl Run {
             post_only: false,
             stp: None,
             received_ns: self.now,
+            display_qty: Qty(0),
         }
     }
 

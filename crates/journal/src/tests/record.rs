@@ -88,26 +88,29 @@ fn command() -> impl Strategy<Value = Command> {
             tif(),
             any::<i64>(),
             any::<i64>(),
-            any::<bool>(),
+            (any::<bool>(), prop_oneof![Just(0i64), any::<i64>()]),
             stp(),
             any::<i64>()
         )
-            .prop_map(|((s, a, i), c, side, ot, tif, p, q, po, stp, r)| {
-                Command::New(NewOrder {
-                    session: SessionId(s),
-                    account: AccountId(a),
-                    instrument: InstrumentId(i),
-                    cl_ord_id: c,
-                    side,
-                    ord_type: ot,
-                    tif,
-                    price: Price(p),
-                    qty: Qty(q),
-                    post_only: po,
-                    stp,
-                    received_ns: r,
-                })
-            }),
+            .prop_map(
+                |((s, a, i), c, side, ot, tif, p, q, (po, display), stp, r)| {
+                    Command::New(NewOrder {
+                        session: SessionId(s),
+                        account: AccountId(a),
+                        instrument: InstrumentId(i),
+                        cl_ord_id: c,
+                        side,
+                        ord_type: ot,
+                        tif,
+                        price: Price(p),
+                        qty: Qty(q),
+                        post_only: po,
+                        stp,
+                        received_ns: r,
+                        display_qty: Qty(display),
+                    })
+                }
+            ),
         (
             ids,
             cl_ord_id(),
