@@ -1712,6 +1712,92 @@ fn take_profit_orders_wait_for_a_move_in_their_favour_as_mit_or_with_a_trigger_d
 }
 
 #[test]
+fn an_iceberg_trades_its_max_floor_then_waits_behind_the_orders_at_its_price() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    // A: sell 3 showing 1 at a time (MaxFloor 1), then a plain sell of 1 at the same price.
+    a.send(
+        "D",
+        &[
+            (11, "A1"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "3"),
+            (40, "2"),
+            (44, "100"),
+            (59, "1"),
+            (111, "1"),
+        ],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "A1"), (150, "0"), (38, "3.000"), (151, "3.000")],
+    );
+    limit(&mut a, "A2", "2", "1", "100");
+    // B buys 2: the iceberg's shown 1, then the plain order (the iceberg's next part waits
+    // behind it).
+    order(&mut b, "B1", "BTC-PERP", "1", "2", Some("100"), "3");
+    assert_fields(&b.expect("8"), &[(11, "B1"), (150, "0")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B1"), (150, "F"), (32, "1.000"), (39, "1")],
+    );
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "B1"), (150, "F"), (32, "1.000"), (39, "2")],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[
+            (11, "A1"),
+            (150, "F"),
+            (39, "1"),
+            (32, "1.000"),
+            (151, "2.000"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(11, "A2"), (150, "F"), (39, "2")]);
+    // B buys 2 more: the iceberg alone at 100, part after part.
+    order(&mut b, "B2", "BTC-PERP", "1", "2", Some("100"), "3");
+    assert_fields(&b.expect("8"), &[(11, "B2"), (150, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "B2"), (150, "F"), (32, "1.000")]);
+    assert_fields(&b.expect("8"), &[(11, "B2"), (150, "F"), (39, "2")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "A1"), (150, "F"), (39, "1"), (151, "1.000")],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "A1"), (150, "F"), (39, "2"), (14, "3.000")],
+    );
+    // An iceberg that would not rest is refused with the reason.
+    a.send(
+        "D",
+        &[
+            (11, "A3"),
+            (21, "1"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (38, "3"),
+            (40, "2"),
+            (44, "100"),
+            (59, "3"),
+            (111, "1"),
+        ],
+    );
+    assert_rejected(
+        &a.expect("8"),
+        "A3",
+        "11",
+        "MaxFloor(111) is only for orders that rest",
+    );
+    nothing_else(&mut a, "quiet-a");
+    nothing_else(&mut b, "quiet-b");
+}
+
+#[test]
 fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
     let p = ports();
     let sessions = unsigned_pair();

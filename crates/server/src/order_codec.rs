@@ -339,29 +339,66 @@ fn qty(msg: &MessageRef<'_>, scale: u8) -> Result<Qty, Refusal> {
             "OrderQty(38) is required",
         ));
     };
+    parse_qty(msg, text, "OrderQty(38)", scale)
+}
+
+/// A positive quantity field's value; `name` is how the errors call it.
+fn parse_qty(msg: &MessageRef<'_>, text: &[u8], name: &str, scale: u8) -> Result<Qty, Refusal> {
     match Qty::parse(text, scale) {
         Ok(q) if q.0 > 0 => Ok(q),
         Ok(_) => Err(Refusal::with_text(
             msg,
             RejectReason::QtyTooSmall,
-            "OrderQty(38) must be positive",
+            format!("{name} must be positive"),
         )),
         Err(DecimalError::TooPrecise { scale }) => Err(Refusal::with_text(
             msg,
             RejectReason::BadLot,
-            format!("OrderQty(38) has more than {scale} decimal places for this instrument"),
+            format!("{name} has more than {scale} decimal places for this instrument"),
         )),
         Err(DecimalError::Overflow) => Err(Refusal::with_text(
             msg,
             RejectReason::QtyTooLarge,
-            "OrderQty(38) out of range",
+            format!("{name} out of range"),
         )),
         Err(DecimalError::Malformed) => Err(Refusal::with_text(
             msg,
             RejectReason::QtyTooSmall,
-            "OrderQty(38) is not a decimal number",
+            format!("{name} is not a decimal number"),
         )),
     }
+}
+
+/// MaxFloor(111), or DisplayQty(1138) (FIX 5.0 SP2): an iceberg's shown quantity, and the
+/// field's name. One at least the order's quantity shows all of it: no iceberg, `Qty(0)`.
+fn display_qty(msg: &MessageRef<'_>, qty: Qty, scale: u8) -> Result<(Qty, &'static str), Refusal> {
+    let (text, name) = match (msg.get(tag::MAX_FLOOR), msg.get(tag::DISPLAY_QTY)) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "MaxFloor(111) and DisplayQty(1138) differ",
+            ))
+        }
+        (Some(v), _) => (v, "MaxFloor(111)"),
+        (None, Some(v)) => (v, "DisplayQty(1138)"),
+        (None, None) => return Ok((Qty(0), "")),
+    };
+    let d = parse_qty(msg, text, name, scale)?;
+    if d >= qty {
+        return Ok((Qty(0), name));
+    }
+    if qty.0 > d.0.saturating_mul(NewOrder::MAX_ICEBERG_PARTS) {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            format!(
+                "{name} would show the order in more than {} parts",
+                NewOrder::MAX_ICEBERG_PARTS
+            ),
+        ));
+    }
+    Ok((d, name))
 }
 
 fn price(msg: &MessageRef<'_>, scale: u8) -> Result<Price, Refusal> {
@@ -457,7 +494,8 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     let post_only = msg
         .get(tag::EXEC_INST)
         .is_some_and(|v| v.split(|&b| b == b' ').any(|c| c == b"6"));
-    Ok(NewOrder {
+    let (display_qty, display_name) = display_qty(msg, qty, entry.qty_scale)?;
+    let o = NewOrder {
         session: ctx.session,
         account,
         instrument,
@@ -470,8 +508,16 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         post_only,
         stp: None,
         received_ns: ctx.now_ns,
-        display_qty: Qty(0),
-    })
+        display_qty,
+    };
+    if !o.iceberg_ok() {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            format!("{display_name} is only for orders that rest: limit, GTC or Day"),
+        ));
+    }
+    Ok(o)
 }
 
 fn decode_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<CancelOrder, Refusal> {
@@ -1612,6 +1658,73 @@ mod tests {
     }
 
     #[test]
+    fn an_iceberg_comes_from_max_floor_or_display_qty_and_is_refused_where_it_cannot_rest() {
+        let f = fixture();
+        // ORDER: 1.5 lots of 0.001, GTC limit, post-only.
+        let new = |v, body: &[(u32, &'static str)]| match decode_bytes(&f, v, &msg(v, "D", body)) {
+            Ok(Request::New(o)) => Ok(o.display_qty),
+            Ok(r) => panic!("{r:?}"),
+            Err(e) => Err(e),
+        };
+        for v in V {
+            assert_eq!(new(v, &with(ORDER, 111, Some("0.5"))), Ok(Qty(500)), "{v}");
+            // All of it shown: not an iceberg.
+            assert_eq!(new(v, &with(ORDER, 111, Some("1.5"))), Ok(Qty(0)));
+            assert_eq!(new(v, &with(ORDER, 111, Some("2"))), Ok(Qty(0)));
+            assert_eq!(new(v, ORDER), Ok(Qty(0)));
+            type Refused<'a> = (&'a [(u32, &'static str)], RejectReason, &'static str);
+            let refused: &[Refused<'_>] = &[
+                (
+                    &with(ORDER, 111, Some("0.01")),
+                    RejectReason::Unsupported,
+                    "MaxFloor(111) would show the order in more than 100 parts",
+                ),
+                (
+                    &with(&with(ORDER, 111, Some("0.5")), 59, Some("3")),
+                    RejectReason::Unsupported,
+                    "MaxFloor(111) is only for orders that rest",
+                ),
+                (
+                    &with(
+                        &with(&with(ORDER, 111, Some("0.5")), 40, Some("1")),
+                        18,
+                        None,
+                    ),
+                    RejectReason::Unsupported,
+                    "MaxFloor(111) is only for orders that rest",
+                ),
+                (
+                    &with(ORDER, 111, Some("0.0005")),
+                    RejectReason::BadLot,
+                    "MaxFloor(111) has more than 3 decimal places",
+                ),
+                (
+                    &with(ORDER, 111, Some("0")),
+                    RejectReason::QtyTooSmall,
+                    "MaxFloor(111) must be positive",
+                ),
+            ];
+            for (body, reason, text) in refused {
+                let (r, got) = new(v, body).unwrap_err();
+                assert_eq!(r, *reason, "{v} {body:?}");
+                assert!(got.contains(text), "{v} {body:?}: {got}");
+            }
+        }
+        // FIX 5.0 SP2's DisplayQty(1138), alone or agreeing with MaxFloor(111).
+        let v = BeginString::Fixt11;
+        assert_eq!(new(v, &with(ORDER, 1138, Some("0.3"))), Ok(Qty(300)));
+        let both = with(&with(ORDER, 1138, Some("0.3")), 111, Some("0.3"));
+        assert_eq!(new(v, &both), Ok(Qty(300)));
+        let differ = with(&both, 111, Some("0.4"));
+        let (r, got) = new(v, &differ).unwrap_err();
+        assert_eq!(r, RejectReason::Unsupported);
+        assert!(
+            got.contains("MaxFloor(111) and DisplayQty(1138) differ"),
+            "{got}"
+        );
+    }
+
+    #[test]
     fn take_profit_orders_decode_from_j_or_a_trigger_direction_and_are_reported_so() {
         let f = fixture();
         let names = f.names();
@@ -1867,6 +1980,7 @@ mod tests {
                         (44, price.as_str()),
                         (99, stop.as_str()),
                         (1109, direction),
+                        (111, price.as_str()),
                         (530, price.as_str()),
                     ];
                     let body: Vec<_> = body.into_iter().filter(|(_, v)| !v.is_empty()).collect();
