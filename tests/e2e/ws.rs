@@ -1711,3 +1711,88 @@ fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
         }
     }
 }
+
+#[test]
+fn ws_iceberg_shows_its_iceberg_qty_and_its_next_part_waits_behind_the_level() {
+    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    let mut wa = Ws::plain(ws_port);
+    let mut wb = Ws::plain(ws_port);
+    let r = wa.call(json!("logon"), "session.logon", signed(json!({}), &a));
+    assert_eq!(r["status"], 200, "{r}");
+    let r = wa.call(json!("sub"), "userDataStream.subscribe", json!({}));
+    assert_eq!(r["status"], 200, "{r}");
+    let info = wa.call(json!("info"), "exchangeInfo", json!({"symbol": "BTC-PERP"}));
+    let sym = &info["result"]["symbols"][0];
+    assert_eq!(sym["icebergAllowed"], true, "{info}");
+    assert!(
+        sym["filters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"filterType": "ICEBERG_PARTS", "limit": 100})),
+        "{info}"
+    );
+    // A: sell 0.300 showing 0.100 at a time; then FIX sells 0.100 at the same price.
+    let r = wa.call(
+        json!("ice"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100.0", "quantity": "0.300", "icebergQty": "0.100"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "NEW", "{r}");
+    let ice_id = r["result"]["orderId"].as_u64().unwrap();
+    let ack = wa.event(|v| v["event"]["x"] == "NEW");
+    assert_eq!(ack["event"]["F"], "0.100", "{ack}");
+    send_fix_limit(&mut fix, "S1", "2", "0.100", "100.0");
+    assert_eq!(fix.expect("8").get(39), Some("0"));
+    // B buys 0.200: the iceberg's shown 0.100, then the FIX order (the iceberg's next part
+    // waits behind it).
+    let r = wb.call(
+        json!("buy"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "100.0", "quantity": "0.200", "newOrderRespType": "FULL"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    assert_eq!(r["result"]["fills"].as_array().unwrap().len(), 2, "{r}");
+    let fill = fix.expect("8");
+    assert_eq!(
+        (fill.get(11), fill.get(39)),
+        (Some("S1"), Some("2")),
+        "{fill:?}"
+    );
+    let st = wa.call(
+        json!("st"),
+        "order.status",
+        signed(json!({"symbol": "BTC-PERP", "orderId": ice_id}), &a),
+    );
+    let s = &st["result"];
+    assert_eq!(
+        (&s["status"], &s["executedQty"], &s["icebergQty"]),
+        (&json!("PARTIALLY_FILLED"), &json!("0.100"), &json!("0.100")),
+        "{st}"
+    );
+    // 101 parts is one too many: the dialect's filter failure.
+    let r = wa.call(
+        json!("parts"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100.0", "quantity": "5.050", "icebergQty": "0.050"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["error"]["code"], -1013, "{r}");
+    assert_eq!(r["error"]["msg"], "Filter failure: ICEBERG_PARTS", "{r}");
+}

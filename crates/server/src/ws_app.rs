@@ -280,6 +280,9 @@ pub fn symbol_table(dir: &Directory) -> SymbolTable {
                 max_qty: dec(r.max_qty.0, e.qty_scale),
                 step_size: dec(r.lot.0, e.qty_scale),
             },
+            SymbolFilter::IcebergParts {
+                limit: NewOrder::MAX_ICEBERG_PARTS as u32,
+            },
         ];
         out.push(s);
     }
@@ -300,6 +303,8 @@ struct LocalOrder {
     price: i64,
     /// Trigger price of a stop order, else 0.
     stop_price: i64,
+    /// An iceberg's shown quantity, else 0.
+    iceberg_qty: i64,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -370,6 +375,7 @@ impl LocalOrder {
             order_type: self.order_type,
             side: self.side,
             stop_price: self.px(self.stop_price),
+            iceberg_qty: self.qty_text(self.iceberg_qty),
             time: self.time,
             update_time: self.update_time,
             is_working: self.is_open(),
@@ -669,6 +675,16 @@ impl WsBridge {
             Some(p) => Price(scaled(p, entry.price_scale, "stopPrice")?),
             None => Price(0),
         };
+        // At least the quantity: all of it shown, no iceberg.
+        let display_qty = match &order.iceberg_qty {
+            Some(d) => Qty(scaled(d, entry.qty_scale, "icebergQty")?).min(Qty(qty)),
+            None => Qty(0),
+        };
+        let display_qty = if display_qty.0 == qty {
+            Qty(0)
+        } else {
+            display_qty
+        };
         let tif_of = |tif: Option<TimeInForce>| match tif.unwrap_or(TimeInForce::Gtc) {
             TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
             TimeInForce::Ioc => portcullis_types::TimeInForce::Ioc,
@@ -728,7 +744,7 @@ impl WsBridge {
             post_only,
             stp: engine_stp,
             received_ns: now_ns(),
-            display_qty: Qty(0),
+            display_qty,
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),
@@ -747,6 +763,7 @@ impl WsBridge {
             },
             price,
             stop_price: stop_px.0,
+            iceberg_qty: display_qty.0,
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -1257,6 +1274,8 @@ impl WsBridge {
             tif: ws_tif(p.tif),
             price: p.price.0,
             stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
+            // The history does not keep it.
+            iceberg_qty: 0,
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
             cum_quote: p.cum_quote,
@@ -1462,6 +1481,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         quantity: o.qty_text(o.qty),
         price: o.px(o.price),
         stop_price: o.px(o.stop_price),
+        iceberg_qty: o.qty_text(o.iceberg_qty),
         orig_client_order_id: match e.kind {
             EventKind::Canceled => o.cl.as_str().to_owned(),
             EventKind::Replaced => e.orig_cl_ord_id.as_str().to_owned(),

@@ -207,7 +207,7 @@ pub enum Method {
 
 const RRL: &str = "returnRateLimits";
 const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
-const ORDER: [&str; 11] = [
+const ORDER: [&str; 12] = [
     "symbol",
     "side",
     "type",
@@ -216,6 +216,7 @@ const ORDER: [&str; 11] = [
     "quantity",
     "quoteOrderQty",
     "stopPrice",
+    "icebergQty",
     "newClientOrderId",
     "newOrderRespType",
     "selfTradePreventionMode",
@@ -1836,6 +1837,17 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         }
     };
     let stop_price = decimal("stopPrice", order_type.is_triggered())?;
+    let iceberg_qty = match order_type {
+        OrderType::Limit
+        | OrderType::LimitMaker
+        | OrderType::StopLossLimit
+        | OrderType::TakeProfitLimit
+            if params.has("icebergQty") =>
+        {
+            Some(params.req_decimal("icebergQty")?)
+        }
+        _ => decimal("icebergQty", false)?,
+    };
     let new_client_order_id = params.opt_client_id("newClientOrderId", || {
         WsError::bad_request(codes::EMPTY_NEW_CL_ORD_ID, "New client order ID was empty.")
     })?;
@@ -1864,6 +1876,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         quantity,
         quote_order_qty,
         stop_price,
+        iceberg_qty,
         new_client_order_id,
         resp_type,
         stp,
@@ -1903,6 +1916,13 @@ fn check_order(table: &SymbolTable, order: &WsOrder) -> Result<(), WsError> {
         order.quantity.as_ref(),
         order.quote_order_qty.as_ref(),
     )?;
+    if let (Some(iceberg), Some(qty)) = (&order.iceberg_qty, &order.quantity) {
+        // An iceberg rests: good 'til canceled (LIMIT_MAKER is).
+        if order.time_in_force.is_some_and(|t| t != TimeInForce::Gtc) {
+            return Err(WsError::order_rejected("Iceberg orders must be GTC."));
+        }
+        info.check_iceberg_qty(iceberg, qty)?;
+    }
     match &order.stop_price {
         Some(stop) => info.check_stop_price(stop),
         None => Ok(()),

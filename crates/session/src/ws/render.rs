@@ -88,7 +88,7 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
         .str("type", r.order_type.as_str())
         .str("side", r.side.as_str())
         .str("stopPrice", &r.stop_price)
-        .str("icebergQty", "0.00000000")
+        .str("icebergQty", &r.iceberg_qty)
         .int("time", r.time)
         .int("updateTime", r.update_time)
         .bool("isWorking", r.is_working)
@@ -273,7 +273,7 @@ pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
         .str("q", &r.quantity)
         .str("p", &r.price)
         .str("P", &r.stop_price)
-        .str("F", "0.00000000")
+        .str("F", &r.iceberg_qty)
         .int("g", -1)
         .str("C", &r.orig_client_order_id)
         .str("x", r.execution_type.as_str())
@@ -324,7 +324,7 @@ pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
         .with("orderTypes", |out| {
             write_array(out, &s.order_types, |out, t| write_str(out, t.as_str()))
         })
-        .bool("icebergAllowed", false)
+        .bool("icebergAllowed", s.iceberg_allowed)
         .bool("ocoAllowed", false)
         .bool("otoAllowed", false)
         .bool(
@@ -376,6 +376,9 @@ fn filter(out: &mut String, f: &SymbolFilter) {
             o.str("multiplierUp", &multiplier_up.to_string())
                 .str("multiplierDown", &multiplier_down.to_string())
                 .int("avgPriceMins", avg_price_mins);
+        }
+        SymbolFilter::IcebergParts { limit } => {
+            o.int("limit", i64::from(*limit));
         }
         SymbolFilter::Notional {
             min_notional,

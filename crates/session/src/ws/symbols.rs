@@ -52,6 +52,12 @@ pub enum SymbolFilter {
         /// Minutes of the average price for MARKET orders.
         avg_price_mins: u32,
     },
+    /// `ICEBERG_PARTS`: an iceberg shows its quantity in at most `limit` parts
+    /// (⌈quantity / icebergQty⌉ ≤ limit).
+    IcebergParts {
+        /// The most parts.
+        limit: u32,
+    },
     /// `MAX_NUM_ORDERS`: open orders per account on the symbol. Checked by the application.
     MaxNumOrders {
         /// The limit.
@@ -68,6 +74,7 @@ impl SymbolFilter {
             SymbolFilter::PercentPrice { .. } => "PERCENT_PRICE",
             SymbolFilter::Notional { .. } => "NOTIONAL",
             SymbolFilter::MaxNumOrders { .. } => "MAX_NUM_ORDERS",
+            SymbolFilter::IcebergParts { .. } => "ICEBERG_PARTS",
         }
     }
 }
@@ -95,6 +102,8 @@ pub struct SymbolInfo {
     pub cancel_replace_allowed: bool,
     /// `order.amend.keepPriority` is accepted (`allowAmend`).
     pub amend_allowed: bool,
+    /// Iceberg orders (`icebergQty`) are accepted (`icebergAllowed`).
+    pub iceberg_allowed: bool,
     /// Filters.
     pub filters: Vec<SymbolFilter>,
     /// The STP mode of orders that name none.
@@ -126,6 +135,7 @@ impl SymbolInfo {
             quote_order_qty_market_allowed: false,
             cancel_replace_allowed: true,
             amend_allowed: true,
+            iceberg_allowed: true,
             filters: Vec::new(),
             default_stp: StpMode::None,
             allowed_stp: vec![
@@ -214,6 +224,42 @@ impl SymbolInfo {
 }
 
 impl SymbolInfo {
+    /// The checks of an iceberg's shown quantity against the order's: precision, the lot
+    /// size's step and the ICEBERG_PARTS filter. One at least the quantity is no iceberg.
+    pub fn check_iceberg_qty(&self, iceberg: &Decimal, quantity: &Decimal) -> Result<(), WsError> {
+        if !self.iceberg_allowed {
+            return Err(WsError::order_rejected(
+                "Iceberg orders are not supported for this symbol.",
+            ));
+        }
+        if iceberg.significant_scale() > self.base_asset_precision {
+            return Err(WsError::too_precise("icebergQty"));
+        }
+        if iceberg.is_zero() {
+            return Err(WsError::bad_request(
+                super::error::codes::INVALID_MESSAGE,
+                "Invalid icebergQty.",
+            ));
+        }
+        for filter in &self.filters {
+            let ok = match filter {
+                SymbolFilter::LotSize { step_size, .. } => {
+                    step_size.is_zero() || iceberg.is_multiple_of(step_size).unwrap_or(false)
+                }
+                // ⌈q / i⌉ ≤ limit ⇔ q ≤ i × limit.
+                SymbolFilter::IcebergParts { limit } => Decimal::from_parts(u128::from(*limit), 0)
+                    .ok()
+                    .and_then(|l| iceberg.checked_mul(&l))
+                    .is_none_or(|most| quantity <= &most),
+                _ => true,
+            };
+            if !ok {
+                return Err(WsError::filter_failure(filter.filter_type()));
+            }
+        }
+        Ok(())
+    }
+
     /// The checks of a stop price: its precision and the price filter, as for a limit price.
     pub fn check_stop_price(&self, stop: &Decimal) -> Result<(), WsError> {
         if stop.significant_scale() > self.quote_precision {

@@ -266,6 +266,9 @@ pub struct WsOrder {
     /// The trigger price of STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT and TAKE_PROFIT_LIMIT
     /// orders (required there).
     pub stop_price: Option<Decimal>,
+    /// An iceberg's shown quantity (LIMIT, LIMIT_MAKER and the `*_LIMIT` trigger orders, GTC
+    /// only); one at least `quantity` shows all of it.
+    pub iceberg_qty: Option<Decimal>,
     /// The client's id for the order (`^[.A-Z:/a-z0-9_-]{1,36}$`); `None`: the application
     /// assigns one, unique among the account's open orders.
     pub new_client_order_id: Option<String>,
@@ -413,6 +416,8 @@ pub struct OrderInfo {
     pub side: Side,
     /// Trigger price of a stop order, else zero.
     pub stop_price: String,
+    /// An iceberg's shown quantity, else zero.
+    pub iceberg_qty: String,
     /// When the order was placed, Unix ms.
     pub time: i64,
     /// Last update, Unix ms.
@@ -619,6 +624,8 @@ pub struct ExecutionReport {
     pub price: String,
     /// `P`: stop price (zero unless a stop order).
     pub stop_price: String,
+    /// `F`: an iceberg's shown quantity (zero unless an iceberg).
+    pub iceberg_qty: String,
     /// `C`: the client id of the order being canceled (cancels), else empty.
     pub orig_client_order_id: String,
     /// `x`: execution type.

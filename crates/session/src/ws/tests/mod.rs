@@ -232,6 +232,7 @@ pub(crate) fn symbol_table() -> SymbolTable {
         SymbolFilter::MaxNumOrders {
             max_num_orders: 200,
         },
+        SymbolFilter::IcebergParts { limit: 10 },
     ];
     let mut option = SymbolInfo::new("BTC-261225-100000-C", "BTC", "USDT", 4);
     option.quote_order_qty_market_allowed = true;
@@ -396,6 +397,7 @@ impl WsApplication for FakeApp {
                 order_type: c.order_type,
                 side: c.side,
                 stop_price: "0.00000000".into(),
+                iceberg_qty: "0.00000000".into(),
                 time: 1,
                 update_time: 7,
                 is_working: true,

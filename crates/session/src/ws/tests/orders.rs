@@ -96,7 +96,14 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("bad response type", with(&base, "newOrderRespType", Some("ALL".into())), -1130, Some("Data sent for parameter 'newOrderRespType' is not valid.")),
         ("bad STP mode", with(&base, "selfTradePreventionMode", Some("EXPIRE_ALL".into())), -1130, None),
         ("STP mode not allowed on the symbol", with(&base, "selfTradePreventionMode", Some("DECREMENT".into())), -1130, None),
-        ("unknown parameter", with(&base, "icebergQty", Some("0.001".into())), -1104, Some("Not all sent parameters were read; read '9' parameter(s) but was sent '10'.")),
+        ("unknown parameter", with(&base, "strategyId", Some(7.into())), -1104, Some("Not all sent parameters were read; read '9' parameter(s) but was sent '10'.")),
+        ("MARKET with icebergQty", with(&market, "icebergQty", Some("0.001".into())), -1106, Some("Parameter 'icebergQty' sent when not required.")),
+        ("STOP_LOSS with icebergQty", with(&stop, "icebergQty", Some("0.001".into())), -1106, None),
+        ("IOC iceberg", with(&with(&base, "icebergQty", Some("0.005".into())), "timeInForce", Some("IOC".into())), -2010, Some("Iceberg orders must be GTC.")),
+        ("icebergQty too precise", with(&base, "icebergQty", Some("0.000000001".into())), -1111, Some("Parameter 'icebergQty' has too much precision.")),
+        ("icebergQty off the step", with(&base, "icebergQty", Some("0.000015".into())), -1013, Some("Filter failure: LOT_SIZE")),
+        ("icebergQty in too many parts", with(&base, "icebergQty", Some("0.00099".into())), -1013, Some("Filter failure: ICEBERG_PARTS")),
+        ("empty icebergQty", with(&base, "icebergQty", Some("".into())), -1102, None),
         ("halted symbol", with(&base, "symbol", Some("ETHUSDT".into())), -2010, Some("Market is closed.")),
         ("quote quantity not allowed", with(&with(&market, "quantity", None), "quoteOrderQty", Some("10".into())), -2010, None),
         ("quantity overflow", with(&base, "quantity", Some("99999999999999999999.99999999999999999999".into())), -1108, Some("Parameter 'quantity' overflowed.")),
@@ -178,6 +185,18 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
     assert_eq!(placed.stop_price, Some(d("53000.00")));
     assert_eq!((placed.price, placed.time_in_force), (None, None));
     assert_eq!(placed.resp_type, RespType::Ack);
+    h.app.placed.pop();
+    // An iceberg LIMIT: its icebergQty reaches the application (0.001 of 0.01: 10 parts, the
+    // symbol's ICEBERG_PARTS limit).
+    let v = place(
+        &mut h,
+        &with(&limit_order(), "icebergQty", Some("0.00100".into())),
+    );
+    assert_eq!(ok(&v)["status"], "NEW", "{v}");
+    assert_eq!(
+        h.app.placed.last().unwrap().2.iceberg_qty,
+        Some(d("0.00100"))
+    );
     h.app.placed.pop();
     // A RESULT answer shows its trigger price (the dialect's conditional field).
     let v = place(

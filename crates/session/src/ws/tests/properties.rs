@@ -44,6 +44,7 @@ fn name() -> impl Strategy<Value = String> {
             "quantity",
             "quoteOrderQty",
             "stopPrice",
+            "icebergQty",
             "newClientOrderId",
             "newOrderRespType",
             "selfTradePreventionMode",
