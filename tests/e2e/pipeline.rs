@@ -1450,6 +1450,20 @@ multiplier = 1
 
 /// A stop (`limit` None) or stop-limit order on BTC-PERP, GTC.
 fn stop_order(c: &mut FixClient, cl: &str, side: &str, qty: &str, stop: &str, limit: Option<&str>) {
+    match limit {
+        Some(p) => order_with(
+            c,
+            cl,
+            side,
+            qty,
+            &[(59, "1"), (99, stop), (40, "4"), (44, p)],
+        ),
+        None => order_with(c, cl, side, qty, &[(59, "1"), (99, stop), (40, "3")]),
+    }
+}
+
+/// A NewOrderSingle on BTC-PERP with `extra` fields (OrdType, prices, TimeInForce, ...).
+fn order_with(c: &mut FixClient, cl: &str, side: &str, qty: &str, extra: &[(u32, &str)]) {
     let mut f = vec![
         (11, cl),
         (21, "1"),
@@ -1457,16 +1471,8 @@ fn stop_order(c: &mut FixClient, cl: &str, side: &str, qty: &str, stop: &str, li
         (54, side),
         (60, "20260101-00:00:00"),
         (38, qty),
-        (59, "1"),
-        (99, stop),
     ];
-    match limit {
-        Some(p) => {
-            f.push((40, "4"));
-            f.push((44, p));
-        }
-        None => f.push((40, "3")),
-    }
+    f.extend_from_slice(extra);
     c.send("D", &f);
 }
 
@@ -1601,18 +1607,9 @@ fn take_profit_orders_wait_for_a_move_in_their_favour_as_mit_or_with_a_trigger_d
     a.expect("8");
     let trigger_order =
         |c: &mut FixClient, cl: &str, side: &str, ord_type: &str, extra: &[(u32, &str)]| {
-            let mut f = vec![
-                (11, cl),
-                (21, "1"),
-                (55, "BTC-PERP"),
-                (54, side),
-                (60, "20260101-00:00:00"),
-                (38, "1"),
-                (59, "1"),
-                (40, ord_type),
-            ];
+            let mut f = vec![(59, "1"), (40, ord_type)];
             f.extend_from_slice(extra);
-            c.send("D", &f);
+            order_with(c, cl, side, "1", &f);
         };
 
     // B: a buy market-if-touched at 95 (a market buy once a trade is at 95 or lower).
@@ -1715,20 +1712,12 @@ fn take_profit_orders_wait_for_a_move_in_their_favour_as_mit_or_with_a_trigger_d
 fn an_iceberg_trades_its_max_floor_then_waits_behind_the_orders_at_its_price() {
     let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
     // A: sell 3 showing 1 at a time (MaxFloor 1), then a plain sell of 1 at the same price.
-    a.send(
-        "D",
-        &[
-            (11, "A1"),
-            (21, "1"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-            (38, "3"),
-            (40, "2"),
-            (44, "100"),
-            (59, "1"),
-            (111, "1"),
-        ],
+    order_with(
+        &mut a,
+        "A1",
+        "2",
+        "3",
+        &[(40, "2"), (44, "100"), (59, "1"), (111, "1")],
     );
     assert_fields(
         &a.expect("8"),
@@ -1772,20 +1761,12 @@ fn an_iceberg_trades_its_max_floor_then_waits_behind_the_orders_at_its_price() {
         &[(11, "A1"), (150, "F"), (39, "2"), (14, "3.000")],
     );
     // An iceberg that would not rest is refused with the reason.
-    a.send(
-        "D",
-        &[
-            (11, "A3"),
-            (21, "1"),
-            (55, "BTC-PERP"),
-            (54, "2"),
-            (60, "20260101-00:00:00"),
-            (38, "3"),
-            (40, "2"),
-            (44, "100"),
-            (59, "3"),
-            (111, "1"),
-        ],
+    order_with(
+        &mut a,
+        "A3",
+        "2",
+        "3",
+        &[(40, "2"), (44, "100"), (59, "3"), (111, "1")],
     );
     assert_rejected(
         &a.expect("8"),

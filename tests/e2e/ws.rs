@@ -1494,8 +1494,18 @@ fn amend_keep_priority_reduces_an_order_in_place_and_it_still_trades_first() {
 
 /// A STOP_LOSS_LIMIT order waits (NEW, its stopPrice shown) until another account's trade
 /// reaches its stop price, then buys at its limit; its executionReports carry `P`.
-#[test]
-fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit() {
+/// A running server with a logged-on FIX 4.4 session and one plain WebSocket connection for
+/// each of the accounts WS-A and WS-B, with their keys (scopes trade and read).
+struct TwoWsAccounts {
+    _server: Server,
+    fix: FixClient,
+    wa: Ws,
+    wb: Ws,
+    a: Key,
+    b: Key,
+}
+
+fn two_ws_accounts() -> TwoWsAccounts {
     let (mut server, ws_port, _, _, fix_port) = server_with_fix();
     let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
     let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
@@ -1503,19 +1513,50 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
     fix.logon(30, &[]);
     fix.expect("A");
-    let fix_limit = |fix: &mut FixClient, cl: &str, qty: &str, px: &str| {
-        send_fix_limit(fix, cl, "2", qty, px);
-        // Fills of the earlier sells may come first.
-        loop {
-            let m = fix.expect("8");
-            if m.get(11) == Some(cl) {
-                assert_eq!(m.get(39), Some("0"), "{m:?}");
-                break;
-            }
+    TwoWsAccounts {
+        _server: server,
+        fix,
+        wa: Ws::plain(ws_port),
+        wb: Ws::plain(ws_port),
+        a,
+        b,
+    }
+}
+
+/// A FIX limit order, once acknowledged (reports of earlier orders may come first).
+fn fix_limit_acked(fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str) {
+    send_fix_limit(fix, cl, side, qty, px);
+    loop {
+        let m = fix.expect("8");
+        if m.get(11) == Some(cl) && m.get(150) == Some("0") {
+            break;
         }
-    };
-    let mut wa = Ws::plain(ws_port);
-    let mut wb = Ws::plain(ws_port);
+    }
+}
+
+impl Ws {
+    /// Logs the connection on with `key` and subscribes it to the user data stream (which
+    /// needs a logged-on connection).
+    fn logon_and_subscribe(&mut self, key: &Key) {
+        let r = self.call(json!("logon"), "session.logon", signed(json!({}), key));
+        assert_eq!(r["status"], 200, "{r}");
+        let r = self.call(json!("sub"), "userDataStream.subscribe", json!({}));
+        assert_eq!(r["status"], 200, "{r}");
+    }
+}
+
+#[test]
+fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit() {
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    let fix_limit =
+        |fix: &mut FixClient, cl: &str, qty: &str, px: &str| fix_limit_acked(fix, cl, "2", qty, px);
     let buy_ioc = |ws: &mut Ws, key: &Key, px: &str, qty: &str| {
         ws.call(
             json!("ioc"),
@@ -1535,10 +1576,7 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
     );
 
     // The user data stream needs a logged-on connection.
-    let r = wb.call(json!("logon"), "session.logon", signed(json!({}), &b));
-    assert_eq!(r["status"], 200, "{r}");
-    let r = wb.call(json!("sub"), "userDataStream.subscribe", json!({}));
-    assert_eq!(r["status"], 200, "{r}");
+    wb.logon_and_subscribe(&b);
     let r = wb.call(
         json!("stop"),
         "order.place",
@@ -1615,25 +1653,15 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
 
 #[test]
 fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
-    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
-    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
-    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
-    server.launch();
-    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
-    fix.logon(30, &[]);
-    fix.expect("A");
-    // A FIX limit order, acknowledged (reports of the earlier ones may come first).
-    let fix_limit = |fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str| {
-        send_fix_limit(fix, cl, side, qty, px);
-        loop {
-            let m = fix.expect("8");
-            if m.get(11) == Some(cl) && m.get(150) == Some("0") {
-                break;
-            }
-        }
-    };
-    let mut wa = Ws::plain(ws_port);
-    let mut wb = Ws::plain(ws_port);
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    let fix_limit = fix_limit_acked;
     let buy_ioc = |ws: &mut Ws, px: &str| {
         ws.call(
             json!("ioc"),
@@ -1650,10 +1678,7 @@ fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
     fix_limit(&mut fix, "S1", "2", "0.100", "100.0");
     assert_eq!(buy_ioc(&mut wa, "100.0"), "FILLED");
 
-    let r = wb.call(json!("logon"), "session.logon", signed(json!({}), &b));
-    assert_eq!(r["status"], 200, "{r}");
-    let r = wb.call(json!("sub"), "userDataStream.subscribe", json!({}));
-    assert_eq!(r["status"], 200, "{r}");
+    wb.logon_and_subscribe(&b);
     // A sell take-profit at 110: a market sell once a trade is at 110 or higher.
     let r = wb.call(
         json!("tp"),
@@ -1714,19 +1739,15 @@ fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
 
 #[test]
 fn ws_iceberg_shows_its_iceberg_qty_and_its_next_part_waits_behind_the_level() {
-    let (mut server, ws_port, _, _, fix_port) = server_with_fix();
-    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
-    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
-    server.launch();
-    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
-    fix.logon(30, &[]);
-    fix.expect("A");
-    let mut wa = Ws::plain(ws_port);
-    let mut wb = Ws::plain(ws_port);
-    let r = wa.call(json!("logon"), "session.logon", signed(json!({}), &a));
-    assert_eq!(r["status"], 200, "{r}");
-    let r = wa.call(json!("sub"), "userDataStream.subscribe", json!({}));
-    assert_eq!(r["status"], 200, "{r}");
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    wa.logon_and_subscribe(&a);
     let info = wa.call(json!("info"), "exchangeInfo", json!({"symbol": "BTC-PERP"}));
     let sym = &info["result"]["symbols"][0];
     assert_eq!(sym["icebergAllowed"], true, "{info}");
