@@ -675,15 +675,15 @@ impl WsBridge {
             Some(p) => Price(scaled(p, entry.price_scale, "stopPrice")?),
             None => Price(0),
         };
-        // At least the quantity: all of it shown, no iceberg.
         let display_qty = match &order.iceberg_qty {
-            Some(d) => Qty(scaled(d, entry.qty_scale, "icebergQty")?).min(Qty(qty)),
+            Some(d) => Qty(scaled(d, entry.qty_scale, "icebergQty")?),
             None => Qty(0),
         };
-        let display_qty = if display_qty.0 == qty {
-            Qty(0)
-        } else {
+        // At least the quantity: all of it shown, no iceberg.
+        let display_qty = if display_qty.0 < qty {
             display_qty
+        } else {
+            Qty(0)
         };
         let tif_of = |tif: Option<TimeInForce>| match tif.unwrap_or(TimeInForce::Gtc) {
             TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
@@ -694,32 +694,26 @@ impl WsBridge {
         if self.pending.contains_key(&cl) {
             return Err(WsError::order_rejected("duplicate ClOrdID"));
         }
-        let (ord_type, tif, post_only) = match order.order_type {
-            OrderType::Limit => (OrdType::Limit, tif_of(order.time_in_force), false),
-            OrderType::LimitMaker => (OrdType::Limit, portcullis_types::TimeInForce::Gtc, true),
-            OrderType::Market => (OrdType::Market, portcullis_types::TimeInForce::Ioc, false),
-            // Waits until triggered, then trades as a market order (its rest is cancelled).
-            OrderType::StopLoss => (
-                OrdType::Stop { stop_px },
-                portcullis_types::TimeInForce::Gtc,
-                false,
-            ),
-            OrderType::StopLossLimit => (
-                OrdType::StopLimit { stop_px },
-                tif_of(order.time_in_force),
-                false,
-            ),
-            OrderType::TakeProfit => (
-                OrdType::TakeProfit { stop_px },
-                portcullis_types::TimeInForce::Gtc,
-                false,
-            ),
-            OrderType::TakeProfitLimit => (
-                OrdType::TakeProfitLimit { stop_px },
-                tif_of(order.time_in_force),
-                false,
-            ),
+        let ord_type = match order.order_type {
+            OrderType::Limit | OrderType::LimitMaker => OrdType::Limit,
+            OrderType::Market => OrdType::Market,
+            OrderType::StopLoss => OrdType::Stop { stop_px },
+            OrderType::StopLossLimit => OrdType::StopLimit { stop_px },
+            OrderType::TakeProfit => OrdType::TakeProfit { stop_px },
+            OrderType::TakeProfitLimit => OrdType::TakeProfitLimit { stop_px },
         };
+        let tif = match order.order_type {
+            OrderType::Market => portcullis_types::TimeInForce::Ioc,
+            // A LIMIT_MAKER rests until canceled; a stop or take-profit waits until triggered,
+            // then trades as a market order (its rest is cancelled).
+            OrderType::LimitMaker | OrderType::StopLoss | OrderType::TakeProfit => {
+                portcullis_types::TimeInForce::Gtc
+            }
+            OrderType::Limit | OrderType::StopLossLimit | OrderType::TakeProfitLimit => {
+                tif_of(order.time_in_force)
+            }
+        };
+        let post_only = order.order_type == OrderType::LimitMaker;
         let stp = order.stp.unwrap_or(StpMode::ExpireTaker);
         let engine_stp = match stp {
             StpMode::ExpireTaker => Some(portcullis_types::StpMode::CancelIncoming),
