@@ -189,6 +189,7 @@ impl Bench {
             account_names: self.pipeline.account_names(),
             session: self.conn.slot(),
             now_ns: pipeline::now_ns(),
+            trading_day_end_secs: self.pipeline.trading_day_end_secs(),
         };
         let item = match order_codec::decode(&msg, &ctx).unwrap() {
             Request::New(o) => Ingress::Cmd(Command::New(o)),

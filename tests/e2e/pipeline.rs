@@ -1844,3 +1844,132 @@ fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
     let log = server.log_text();
     assert!(!log.contains("state hash differs"), "{log}");
 }
+
+/// A FIX UTCTimestamp `ms` milliseconds from now (whole milliseconds).
+fn utc_in(ms: i64, precision: TimePrecision) -> String {
+    let now = UtcTimestamp::now().nanos().div_euclid(1_000_000);
+    let mut out = Vec::new();
+    UtcTimestamp::from_millis(now + ms).write(precision, &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restart() {
+    let p = ports();
+    let sessions = unsigned_pair();
+    let mut server = Server::configure(
+        &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
+        &p,
+        &env(),
+    );
+    server.launch();
+    let mut a = connect(p, "FIX.4.4", "TWA", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    // GTD buys at 90, but for G2 at 85 (it stays while G1 expires).
+    let gtd = |c: &mut FixClient, cl: &str, expiry: &[(u32, &str)]| {
+        let px = if cl == "G2" { "85" } else { "90" };
+        let mut f = vec![(40, "2"), (44, px), (59, "6")];
+        f.extend_from_slice(expiry);
+        order_with(c, cl, "1", "1", &f);
+        c.expect("8")
+    };
+    // G1 expires in 1.5 s; its acknowledgement carries TimeInForce 6 and the ExpireTime.
+    let soon = utc_in(1_500, TimePrecision::Millis);
+    let ack = gtd(&mut a, "G1", &[(126, &soon)]);
+    assert_fields(&ack, &[(11, "G1"), (150, "0"), (59, "6"), (126, &soon)]);
+    let g1 = ack.get(37).unwrap().to_owned();
+    // ExpireDate: the end of that trading day (this config's day ends at midnight UTC), so
+    // an order for tomorrow expires at the midnight after it.
+    let day_ms = 86_400_000;
+    let tomorrow = &utc_in(day_ms, TimePrecision::Seconds)[..8];
+    let after = format!(
+        "{}-00:00:00",
+        &utc_in(2 * day_ms, TimePrecision::Seconds)[..8]
+    );
+    let ack = gtd(&mut a, "G2", &[(432, tomorrow)]);
+    assert_fields(&ack, &[(11, "G2"), (150, "0"), (59, "6"), (126, &after)]);
+    let g2 = ack.get(37).unwrap().to_owned();
+    // Refused: an ExpireTime already past (OrdRejReason 4, too late to enter), GTD without
+    // an expiry, an expiry on a GTC order.
+    let past = utc_in(-1_000, TimePrecision::Millis);
+    let m = gtd(&mut a, "G3", &[(126, &past)]);
+    assert_rejected(&m, "G3", "4", "expire time has already passed");
+    let m = gtd(&mut a, "G4", &[]);
+    assert_rejected(&m, "G4", "11", "needs ExpireTime(126) or ExpireDate(432)");
+    order_with(
+        &mut a,
+        "G5",
+        "1",
+        "1",
+        &[(40, "2"), (44, "90"), (59, "1"), (126, &soon)],
+    );
+    assert_rejected(
+        &a.expect("8"),
+        "G5",
+        "11",
+        "only for TimeInForce(59) 6 (GTD)",
+    );
+    // G1 ends on its own with an Expired report...
+    let m = a.expect("8");
+    assert_fields(
+        &m,
+        &[
+            (11, "G1"),
+            (37, &g1),
+            (150, "C"),
+            (39, "C"),
+            (151, "0.000"),
+            (59, "6"),
+            (126, &soon),
+        ],
+    );
+    let sent = UtcTimestamp::now().nanos();
+    let due = UtcTimestamp::parse(soon.as_bytes()).unwrap().nanos();
+    assert!(sent >= due, "expired {} ms early", (due - sent) / 1_000_000);
+    // ...and no longer trades: B's sell at 90 rests.
+    assert_fields(
+        &limit(&mut b, "B1", "2", "1", "90"),
+        &[(150, "0"), (39, "0")],
+    );
+    nothing_else(&mut a, "quiet-a");
+    for c in [&mut a, &mut b] {
+        c.send("5", &[]);
+        c.expect("5");
+    }
+    // Killed, the server recovers from its journal, which replays the expiry at its time:
+    // G1 is expired (not expired again, with a second report) and G2 still works.
+    server.signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.is_running() {
+        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.restart();
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        a.send("H", &[(11, "G1"), (55, "BTC-PERP"), (54, "1")]);
+        let m = a.expect("8");
+        if m.get(39) != Some("8") || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_fields(&status, &[(150, "I"), (39, "C"), (37, &g1)]);
+    a.send("H", &[(37, &g2), (11, "G2"), (55, "BTC-PERP"), (54, "1")]);
+    assert_fields(
+        &a.expect("8"),
+        &[(150, "I"), (39, "0"), (59, "6"), (126, &after)],
+    );
+    nothing_else(&mut a, "after-restart");
+    // B's sell still rests (a replay that left G1 working would have filled it).
+    let mut b = connect_at(p, "FIX.4.4", "TWB", None, b.seq);
+    b.send("H", &[(11, "B1"), (55, "BTC-PERP"), (54, "2")]);
+    assert_fields(&b.expect("8"), &[(150, "I"), (39, "0"), (151, "1.000")]);
+    nothing_else(&mut b, "after-restart-b");
+    // Every report had left before the kill: the replay regenerates exactly the journaled
+    // events.
+    let log = server.log_text();
+    assert!(!log.contains("state hash differs"), "{log}");
+    assert!(!log.contains("durable but not their events"), "{log}");
+}

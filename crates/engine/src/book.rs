@@ -562,7 +562,7 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
     out.extend_from_slice(&[
         o.side as u8,
         o.ord_type.code(),
-        o.tif as u8,
+        o.tif.code(),
         o.stp.map_or(0xff, |m| m as u8),
         u8::from(o.post_only) | u8::from(o.display.0 != 0) << 1,
     ]);
@@ -577,6 +577,9 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
     if let Some(stop_px) = o.ord_type.stop_px() {
         out.extend_from_slice(&stop_px.0.to_le_bytes());
         out.push(u8::from(o.untriggered));
+    }
+    if let Some(expire_ns) = o.tif.expire_ns() {
+        out.extend_from_slice(&expire_ns.to_le_bytes());
     }
 }
 
@@ -905,7 +908,8 @@ impl Matcher {
     /// `Canceled` for an IOC or market rest, `Expired` for a fill-or-kill that cannot fill
     /// completely; or one `Rejected` if the book refuses it (post-only that would trade,
     /// `TooManyOpenOrders` when the store is full, a ClOrdID still working on the session,
-    /// post-only that is not GTC/Day or a stop, ids exhausted). A stop order the last trade has
+    /// post-only that is not GTC/Day/GTD or a stop, a GTD order whose expiry time is not after
+    /// `now_ns`, ids exhausted). A stop order the last trade has
     /// not reached waits after its `New` (it takes a place in the store); then come the
     /// reports of the stop orders this order's trades triggered.
     pub fn submit(
@@ -955,6 +959,8 @@ impl Matcher {
             Some(RejectReason::UnknownInstrument)
         } else if o.qty.0 <= 0 {
             Some(RejectReason::QtyTooSmall)
+        } else if o.tif.expire_ns().is_some_and(|t| t <= now) {
+            Some(RejectReason::TooLateToEnter)
         } else if (o.post_only && (stop_px.is_some() || !rests)) || !o.iceberg_ok() {
             Some(RejectReason::Unsupported)
         } else if stop_px.is_some_and(|p| p.0 <= 0) {
@@ -1368,6 +1374,32 @@ impl Matcher {
         )
     }
 
+    /// When the next good-till-date order expires (ns since the epoch); `None` if none works.
+    /// One read: the core loop checks it every turn.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.orders.next_expiry().map(|(t, _)| t)
+    }
+
+    /// Ends every good-till-date order whose expiry time is at or before `now_ns` with an
+    /// `Expired` report, earliest expiry (then oldest order) first; returns how many.
+    pub fn expire_due(
+        &mut self,
+        now_ns: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) -> u32 {
+        let mut n = 0;
+        while let Some((t, slot)) = self.orders.next_expiry() {
+            if t > now_ns {
+                break;
+            }
+            // `close` frees the slot, which takes it out of the expiry heap.
+            self.close(slot, EventKind::Expired, None, now_ns, fb, out);
+            n += 1;
+        }
+        n
+    }
+
     fn close_where(
         &mut self,
         kind: EventKind,
@@ -1418,9 +1450,9 @@ impl Matcher {
     }
 }
 
-/// Whether a working order's unfilled rest stays in the book (limit GTC and Day orders).
+/// Whether a working order's unfilled rest stays in the book (limit GTC, Day and GTD orders).
 fn rests_when_working(o: &Order) -> bool {
-    !o.ord_type.is_market() && matches!(o.tif, TimeInForce::Gtc | TimeInForce::Day)
+    !o.ord_type.is_market() && o.tif.rests()
 }
 
 /// True if a fill-or-kill order can fill completely now. Walks resting orders in priority

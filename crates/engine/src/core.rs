@@ -532,6 +532,18 @@ impl Core {
         n
     }
 
+    /// When the next good-till-date order expires (ns since the epoch): the core loop calls
+    /// [`Core::expire_due`] once its clock reaches it.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.matcher.next_expiry()
+    }
+
+    /// Good-till-date orders whose expiry time is at or before `now_ns` end with `Expired`
+    /// reports; returns how many.
+    pub fn expire_due(&mut self, now_ns: i64, out: &mut (impl FnMut(Event) + ?Sized)) -> u32 {
+        self.matcher.expire_due(now_ns, &mut self.risk, out)
+    }
+
     /// Every working order of `account` (of `instrument` only, if given), for a listing of
     /// open orders; `None` if there are more than `max` (the caller allocates the list: a
     /// rare request, bounded).

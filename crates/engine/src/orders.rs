@@ -17,6 +17,10 @@
 //!   an entry is 8 bytes. Client order ids are client-chosen, so they are hashed with a
 //!   randomly keyed SipHash (std's `RandomState`) to keep crafted collisions from lengthening
 //!   probes; engine order ids are sequential and use a multiplicative hash.
+//! - **Expiries.** Good-till-date orders are in an indexed binary min-heap of slots keyed on
+//!   (expiry time, order id), reserved for the whole slab; each node knows its heap position,
+//!   so the next expiry is one read and a cancel or fill takes its order out in O(log n)
+//!   (a lazy heap would keep dead entries of cancelled orders until their far expiry).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -112,6 +116,8 @@ struct Node {
     acct_next: u32,
     sess_prev: u32,
     sess_next: u32,
+    /// Position in the expiry heap; `NIL` unless it is a good-till-date order.
+    expiry_pos: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -210,6 +216,8 @@ pub(crate) struct Orders {
     hasher: RandomState,
     accounts: Vec<u32>,
     sessions: Vec<u32>,
+    /// Good-till-date orders' slots, a min-heap on (expiry, order id); see the module docs.
+    expiries: Vec<u32>,
 }
 
 impl Orders {
@@ -235,6 +243,7 @@ impl Orders {
             hasher: RandomState::new(),
             accounts: vec![NIL; accounts],
             sessions: vec![NIL; sessions],
+            expiries: Vec::with_capacity(capacity),
         }
     }
 
@@ -283,6 +292,7 @@ impl Orders {
             acct_next: self.accounts[order.account.0 as usize],
             sess_prev: NIL,
             sess_next: self.sessions[order.session.0 as usize],
+            expiry_pos: NIL,
         };
         let slot = if self.free != NIL {
             let s = self.free;
@@ -305,6 +315,9 @@ impl Orders {
         self.by_id.insert(id_tag(order.id), slot);
         self.by_cl.insert(cl_tag, slot);
         self.live += 1;
+        if order.tif.expire_ns().is_some() {
+            self.expiry_push(slot);
+        }
         slot
     }
 
@@ -331,12 +344,92 @@ impl Orders {
         }
         self.by_id.remove(id_tag(o.id), slot);
         self.by_cl.remove(n.cl_tag, slot);
+        if n.expiry_pos != NIL {
+            self.expiry_remove(n.expiry_pos as usize);
+        }
         let node = &mut self.nodes[slot as usize];
         node.live = false;
         node.next = self.free;
         self.free = slot;
         self.live -= 1;
         o
+    }
+
+    /// The good-till-date order that expires first: its expiry time and slot.
+    pub fn next_expiry(&self) -> Option<(i64, u32)> {
+        let &slot = self.expiries.first()?;
+        Some((self.expiry_key(slot).0, slot))
+    }
+
+    fn expiry_key(&self, slot: u32) -> (i64, u64) {
+        let o = &self.nodes[slot as usize].order;
+        (o.tif.expire_ns().unwrap_or(i64::MAX), o.id.0)
+    }
+
+    fn expiry_set(&mut self, pos: usize, slot: u32) {
+        self.expiries[pos] = slot;
+        self.nodes[slot as usize].expiry_pos = pos as u32;
+    }
+
+    fn expiry_push(&mut self, slot: u32) {
+        // Within the capacity reserved for the whole slab: never reallocates.
+        self.expiries.push(slot);
+        let pos = self.expiries.len() - 1;
+        self.nodes[slot as usize].expiry_pos = pos as u32;
+        self.expiry_up(pos);
+    }
+
+    fn expiry_remove(&mut self, pos: usize) {
+        let gone = self.expiries[pos];
+        self.nodes[gone as usize].expiry_pos = NIL;
+        let last = self.expiries.pop().expect("a heap position is in the heap");
+        if pos < self.expiries.len() {
+            self.expiry_set(pos, last);
+            // The moved entry may belong above or below the hole.
+            self.expiry_up(pos);
+            self.expiry_down(self.nodes[last as usize].expiry_pos as usize);
+        }
+    }
+
+    fn expiry_up(&mut self, mut pos: usize) {
+        let slot = self.expiries[pos];
+        let key = self.expiry_key(slot);
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            let p = self.expiries[parent];
+            if self.expiry_key(p) <= key {
+                break;
+            }
+            self.expiry_set(pos, p);
+            pos = parent;
+        }
+        self.expiry_set(pos, slot);
+    }
+
+    fn expiry_down(&mut self, mut pos: usize) {
+        let slot = self.expiries[pos];
+        let key = self.expiry_key(slot);
+        let n = self.expiries.len();
+        loop {
+            let l = 2 * pos + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c =
+                if r < n && self.expiry_key(self.expiries[r]) < self.expiry_key(self.expiries[l]) {
+                    r
+                } else {
+                    l
+                };
+            let child = self.expiries[c];
+            if key <= self.expiry_key(child) {
+                break;
+            }
+            self.expiry_set(pos, child);
+            pos = c;
+        }
+        self.expiry_set(pos, slot);
     }
 
     pub fn get(&self, slot: u32) -> &Order {
@@ -596,5 +689,42 @@ mod tests {
             s.find_by_cl(SessionId(0), &ClOrdId::new(b"renamed").unwrap()),
             Some(slot)
         );
+    }
+
+    proptest::proptest! {
+        /// The expiry heap always offers the live good-till-date order with the earliest
+        /// (expiry, id), whatever the order of inserts and removals, and never reallocates.
+        #[test]
+        fn the_next_expiry_is_the_earliest_live_gtd_order(
+            ops in proptest::collection::vec((0u8..3, 0i64..20, 0usize..64), 1..300)
+        ) {
+            let mut s = Orders::new(48, 1, 1);
+            let reserved = s.expiries.capacity();
+            let mut live: Vec<(u32, Option<i64>, u64)> = Vec::new();
+            let mut id = 0;
+            for (op, t, pick) in ops {
+                if op < 2 && !s.is_full() {
+                    id += 1;
+                    let mut o = order(id, 0, 0, &format!("c{id}"));
+                    // Two in three are GTD, on a few distinct times so keys tie on time.
+                    let expiry = (op == 0 || t % 3 != 0).then_some(t);
+                    if let Some(expire_ns) = expiry {
+                        o.tif = TimeInForce::Gtd { expire_ns };
+                    }
+                    let slot = s.insert(o, s.cl_tag(o.session, &o.cl_ord_id));
+                    live.push((slot, expiry, id));
+                } else if !live.is_empty() {
+                    let (slot, ..) = live.swap_remove(pick % live.len());
+                    s.remove(slot);
+                }
+                let want = live
+                    .iter()
+                    .filter_map(|&(slot, e, id)| e.map(|e| (e, id, slot)))
+                    .min()
+                    .map(|(e, _, slot)| (e, slot));
+                proptest::prop_assert_eq!(s.next_expiry(), want);
+                proptest::prop_assert_eq!(s.expiries.capacity(), reserved);
+            }
+        }
     }
 }

@@ -54,11 +54,15 @@ enum Op {
     Kill {
         account: Option<u32>,
     },
+    /// The clock moves on `ns` and due good-till-date orders expire.
+    Wait {
+        ns: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        14 => (0..3u32, 0..2usize, any::<bool>(), prop::bool::weighted(0.1), 0..4u8, 0..10i64,
+        14 => (0..3u32, 0..2usize, any::<bool>(), prop::bool::weighted(0.1), 0..5u8, 0..10i64,
               1..6i64, prop::bool::weighted(0.15), 0..4u8, 0..8u8, 0..10i64,
               prop_oneof![3 => Just(0i64), 1 => 1..3i64])
             .prop_map(|(account, instrument, buy, market, tif, ticks, qty, post_only, stp, stop,
@@ -76,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(account, instrument)| Op::MassCancel { account, instrument }),
         1 => (0..3u32).prop_map(|account| Op::SessionClosed { account }),
         1 => prop::option::of(0..3u32).prop_map(|account| Op::Kill { account }),
+        1 => (0..6_000i64).prop_map(|ns| Op::Wait { ns }),
     ]
 }
 
@@ -173,6 +178,13 @@ fn check_books(
         }
     }
     prop_assert_eq!(r.core.matcher().resting_orders(), ledger.live.len());
+    // The next expiry is that of the working GTD order that expires first.
+    let first_expiry = [ALICE, BOB, CAROL]
+        .iter()
+        .flat_map(|&a| r.core.matcher().working_orders(a))
+        .filter_map(|o| o.tif.expire_ns())
+        .min();
+    prop_assert_eq!(r.core.next_expiry(), first_expiry);
     let risk = r.core.risk();
     prop_assert_eq!(risk.accounting_anomalies(), 0);
     for a in [ALICE, BOB, CAROL] {
@@ -239,11 +251,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     (false, 3) => OrdType::TakeProfitLimit { stop_px },
                     (false, _) => OrdType::Limit,
                 };
+                // Commands are 1 µs apart: a GTD order expires within a few of them.
                 o.tif = [
                     TimeInForce::Gtc,
                     TimeInForce::Ioc,
                     TimeInForce::Fok,
                     TimeInForce::Day,
+                    TimeInForce::Gtd {
+                        expire_ns: r.now + 500 + 1_000 * (ticks % 4),
+                    },
                 ][tif as usize];
                 o.post_only = post_only;
                 o.display_qty = portcullis_types::Qty(display);
@@ -338,6 +354,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
                 events.extend(refused);
                 r.core.release_kill(account.map(AccountId)).unwrap();
+            }
+            Op::Wait { ns } => {
+                r.now += ns;
+                let now = r.now;
+                r.core.expire_due(now, &mut |e| events.push(e));
+                for e in &events {
+                    prop_assert_eq!(e.kind, EventKind::Expired);
+                    prop_assert!(e.tif.expire_ns().is_some_and(|t| t <= now), "{:?}", e);
+                }
+                prop_assert!(r.core.next_expiry().map_or(true, |t| t > now));
             }
             Op::Cancel { .. } | Op::Replace { .. } => {}
         }

@@ -71,7 +71,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..11u8, 0..4u8,
+        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..11u8, 0..5u8,
                0..8i64, 1..5i64, prop::bool::weighted(0.05))
             .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl)| Op::New {
                 account, option, buy, kind, tif, ticks, qty, reuse_cl
@@ -135,6 +135,9 @@ impl Driver {
                         TimeInForce::Ioc,
                         TimeInForce::Fok,
                         TimeInForce::Day,
+                        TimeInForce::Gtd {
+                            expire_ns: self.now + 20_000_000 * (ticks + 1),
+                        },
                     ][tif as usize],
                     price: portcullis_types::Price(base[k] + 5 * ticks),
                     qty: portcullis_types::Qty(qty),
@@ -227,6 +230,14 @@ fn run(ops: Vec<Op>, split: usize) -> Result<(), TestCaseError> {
             Op::Wait(ns) => *ns,
             _ => 1_000,
         };
+        // As the core loop does before each command: due GTD orders expire.
+        let mut a = Vec::new();
+        live.expire_due(d.now, &mut |e| a.push(e));
+        if let Some(core) = restored.as_mut() {
+            let mut b = Vec::new();
+            core.expire_due(d.now, &mut |e| b.push(e));
+            prop_assert_eq!(&a, &b, "expiries differ after a restore at {}", d.now);
+        }
         let Some(cmd) = d.command(op, instruments) else {
             continue;
         };

@@ -75,6 +75,7 @@ pub const REF_MSG_TYPE: u32 = 372;
 pub const SESSION_REJECT_REASON: u32 = 373;
 pub const BUSINESS_REJECT_REF_ID: u32 = 379;
 pub const BUSINESS_REJECT_REASON: u32 = 380;
+pub const EXPIRE_DATE: u32 = 432;
 pub const CXL_REJ_RESPONSE_TO: u32 = 434;
 pub const CXL_REJ_REASON: u32 = 102;
 pub const NO_PARTY_IDS: u32 = 453;

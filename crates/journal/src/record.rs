@@ -163,25 +163,6 @@ fn side_from(c: u8) -> Option<Side> {
     })
 }
 
-fn tif_code(t: TimeInForce) -> u8 {
-    match t {
-        TimeInForce::Gtc => 0,
-        TimeInForce::Ioc => 1,
-        TimeInForce::Fok => 2,
-        TimeInForce::Day => 3,
-    }
-}
-
-fn tif_from(c: u8) -> Option<TimeInForce> {
-    Some(match c {
-        0 => TimeInForce::Gtc,
-        1 => TimeInForce::Ioc,
-        2 => TimeInForce::Fok,
-        3 => TimeInForce::Day,
-        _ => return None,
-    })
-}
-
 fn stp_code(s: StpMode) -> u8 {
     match s {
         StpMode::CancelResting => 0,
@@ -238,6 +219,7 @@ fn reason_code(r: RejectReason) -> u8 {
         Unsupported => 16,
         UnknownOrder => 17,
         ServerBusy => 18,
+        TooLateToEnter => 19,
     }
 }
 
@@ -263,6 +245,7 @@ fn reason_from(c: u8) -> Option<RejectReason> {
         16 => Unsupported,
         17 => UnknownOrder,
         18 => ServerBusy,
+        19 => TooLateToEnter,
         _ => return None,
     })
 }
@@ -289,6 +272,13 @@ impl Enc<'_> {
         self.u8(t.code());
         if let Some(p) = t.stop_px() {
             self.i64(p.0);
+        }
+    }
+    /// A time in force: its code, then the expiry time of a GTD order.
+    fn tif(&mut self, t: TimeInForce) {
+        self.u8(t.code());
+        if let Some(e) = t.expire_ns() {
+            self.i64(e);
         }
     }
     fn i64(&mut self, v: i64) {
@@ -340,7 +330,7 @@ impl JournalRecord {
                 e.id(&o.cl_ord_id);
                 e.u8(side_code(o.side));
                 e.ord_type(o.ord_type);
-                e.u8(tif_code(o.tif));
+                e.tif(o.tif);
                 e.i64(o.price.0);
                 e.i64(o.qty.0);
                 let iceberg = o.display_qty.0 != 0;
@@ -415,7 +405,7 @@ impl JournalRecord {
                 e.id(&ev.orig_cl_ord_id);
                 e.u8(side_code(ev.side));
                 e.ord_type(ev.ord_type);
-                e.u8(tif_code(ev.tif));
+                e.tif(ev.tif);
                 for v in [
                     ev.price.0,
                     ev.qty.0,
@@ -502,7 +492,7 @@ impl JournalRecord {
                 let cl_ord_id = d.id()?;
                 let side = d.code(side_from, "invalid side")?;
                 let ord_type = d.ord_type()?;
-                let tif = d.code(tif_from, "invalid time in force")?;
+                let tif = d.tif()?;
                 let price = Price(d.i64()?);
                 let qty = Qty(d.i64()?);
                 let flags = d.u8()?;
@@ -592,7 +582,7 @@ impl JournalRecord {
                     orig_cl_ord_id: d.id()?,
                     side: d.code(side_from, "invalid side")?,
                     ord_type: d.ord_type()?,
-                    tif: d.code(tif_from, "invalid time in force")?,
+                    tif: d.tif()?,
                     price: Price(d.i64()?),
                     qty: Qty(d.i64()?),
                     cum_qty: Qty(d.i64()?),
@@ -701,6 +691,11 @@ impl<'a> Dec<'a> {
         OrdType::from_code(c, || self.i64().map(Price))
             .unwrap_or_else(|| Err(self.err(1, "invalid order type")))
     }
+    fn tif(&mut self) -> Result<TimeInForce, DecodeError> {
+        let c = self.u8()?;
+        TimeInForce::from_code(c, || self.i64())
+            .unwrap_or_else(|| Err(self.err(1, "invalid time in force")))
+    }
     fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
@@ -762,17 +757,6 @@ pub(crate) fn side_str(s: Side) -> &'static str {
     }
 }
 
-pub(crate) fn ord_type_str(t: OrdType) -> &'static str {
-    match t {
-        OrdType::Limit => "limit",
-        OrdType::Market => "market",
-        OrdType::Stop { .. } => "stop",
-        OrdType::StopLimit { .. } => "stop_limit",
-        OrdType::TakeProfit { .. } => "take_profit",
-        OrdType::TakeProfitLimit { .. } => "take_profit_limit",
-    }
-}
-
 /// ` display_qty=N` for an iceberg order, nothing otherwise.
 struct DisplayQty(Qty);
 
@@ -797,12 +781,16 @@ impl fmt::Display for StopPx {
     }
 }
 
-pub(crate) fn tif_str(t: TimeInForce) -> &'static str {
-    match t {
-        TimeInForce::Gtc => "gtc",
-        TimeInForce::Ioc => "ioc",
-        TimeInForce::Fok => "fok",
-        TimeInForce::Day => "day",
+/// A time in force, with ` expire_ns=…` after a GTD order's.
+struct Tif(TimeInForce);
+
+impl fmt::Display for Tif {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())?;
+        match self.0.expire_ns() {
+            Some(t) => write!(f, " expire_ns={t}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -872,7 +860,7 @@ impl fmt::Display for JournalRecord {
                 f,
                 "new_order session={} account={} instrument={} cl_ord_id={} side={} type={}{} tif={} price={} qty={}{} post_only={} stp={} received_ns={}",
                 o.session, o.account, o.instrument, Id(&o.cl_ord_id), side_str(o.side),
-                ord_type_str(o.ord_type), StopPx(o.ord_type), tif_str(o.tif), o.price.0, o.qty.0,
+                o.ord_type.name(), StopPx(o.ord_type), Tif(o.tif), o.price.0, o.qty.0,
                 DisplayQty(o.display_qty), o.post_only, stp_str(o.stp), o.received_ns
             ),
             JournalRecord::Command(Command::Cancel(c)) => write!(
@@ -917,8 +905,8 @@ impl fmt::Display for JournalRecord {
                     f,
                     " session={} account={} instrument={} order_id={} cl_ord_id={} orig_cl_ord_id={} side={} type={}{} tif={} price={} qty={} cum_qty={} leaves_qty={} avg_px={} last_px={} last_qty={} trade_id={} exec_id={} ts_ns={} received_ns={}",
                     e.session, e.account, e.instrument, e.order_id, Id(&e.cl_ord_id),
-                    Id(&e.orig_cl_ord_id), side_str(e.side), ord_type_str(e.ord_type),
-                    StopPx(e.ord_type), tif_str(e.tif), e.price.0, e.qty.0, e.cum_qty.0, e.leaves_qty.0, e.avg_px.0,
+                    Id(&e.orig_cl_ord_id), side_str(e.side), e.ord_type.name(),
+                    StopPx(e.ord_type), Tif(e.tif), e.price.0, e.qty.0, e.cum_qty.0, e.leaves_qty.0, e.avg_px.0,
                     e.last_px.0, e.last_qty.0, e.trade_id, e.exec_id, e.ts_ns, e.received_ns
                 )
             }

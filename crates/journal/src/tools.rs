@@ -13,7 +13,7 @@ use crate::error::{corrupt, JournalError, Result};
 use crate::format::{list, BATCH_HEADER};
 use crate::keys::KeySet;
 use crate::log::{open_strict, SealedLogReader, TornTail};
-use crate::record::{event_kind_str, ord_type_str, side_str, tif_str, JournalRecord, RecordKind};
+use crate::record::{event_kind_str, side_str, JournalRecord, RecordKind};
 use crate::segment::{BatchRead, SegmentWriter};
 use crate::snapshot;
 use crate::{Seq, JOURNAL_PREFIX};
@@ -247,6 +247,9 @@ struct EventView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_px: Option<String>,
     tif: &'static str,
+    /// A GTD order's expiry time (ns since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expire_ns: Option<String>,
     price: String,
     qty: String,
     cum_qty: String,
@@ -285,9 +288,10 @@ pub fn event_json(seq: Seq, e: &Event, out: &mut Vec<u8>) {
         cl_ord_id: e.cl_ord_id.as_str(),
         orig_cl_ord_id: e.orig_cl_ord_id.as_str(),
         side: side_str(e.side),
-        ord_type: ord_type_str(e.ord_type),
+        ord_type: e.ord_type.name(),
         stop_px: e.ord_type.stop_px().map(|p| p.0.to_string()),
-        tif: tif_str(e.tif),
+        tif: e.tif.name(),
+        expire_ns: e.tif.expire_ns().map(|t| t.to_string()),
         price: e.price.0.to_string(),
         qty: e.qty.0.to_string(),
         cum_qty: e.cum_qty.0.to_string(),

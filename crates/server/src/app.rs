@@ -689,6 +689,7 @@ impl FixConn {
             account_names: pipeline.account_names(),
             session: self.info.slot,
             now_ns: now.nanos(),
+            trading_day_end_secs: pipeline.trading_day_end_secs(),
         };
         // No route (the ingress queue is full): every request is refused "server busy".
         let routed = self.ensure_conn().is_some();
@@ -964,6 +965,7 @@ impl ConnectionApp for FixConn {
             account_names: self.pipeline.account_names(),
             session: self.info.slot,
             now_ns: now.nanos(),
+            trading_day_end_secs: self.pipeline.trading_day_end_secs(),
         };
         let outcome = match order_codec::decode(&msg, &ctx) {
             Err(refusal) => Err(refusal),

@@ -364,6 +364,7 @@ mod tests {
             ServerControl::EndOfDay,
             ServerControl::Open(SessionId(7), true),
             ServerControl::Open(SessionId(0), false),
+            ServerControl::ExpireOrders,
         ] {
             assert_eq!(ServerControl::decode(&c.encode()), Some(c));
         }
@@ -373,6 +374,7 @@ mod tests {
             &[2, 1, 2],
             &[3, 0],
             &[5, 1, 0, 0, 0, 2],
+            &[6, 0],
             &[9],
         ] {
             assert_eq!(ServerControl::decode(bad), None, "{bad:?}");

@@ -230,6 +230,8 @@ pub enum ServerControl {
     EndOfDay,
     /// Kind 5: a connection opened a session slot: slot u32, cancel-on-disconnect u8.
     Open(SessionId, bool),
+    /// Kind 6: the good-till-date orders due at the preceding clock expired.
+    ExpireOrders,
 }
 
 impl ServerControl {
@@ -255,6 +257,7 @@ impl ServerControl {
                 v.push(u8::from(*cod));
                 v
             }
+            ServerControl::ExpireOrders => vec![6],
         }
     }
 
@@ -280,6 +283,7 @@ impl ServerControl {
                     _ => return None,
                 },
             )),
+            6 if body.is_empty() => Some(ServerControl::ExpireOrders),
             _ => None,
         }
     }

@@ -61,6 +61,9 @@ pub struct Ctx<'a> {
     pub session: SessionId,
     /// When the message was received.
     pub now_ns: i64,
+    /// When the trading day ends (seconds after midnight UTC): a GTD order's ExpireDate(432)
+    /// means the end of that trading day.
+    pub trading_day_end_secs: u32,
 }
 
 /// A decoded, valid request.
@@ -317,18 +320,73 @@ fn ord_type(msg: &MessageRef<'_>, side: Side, price_scale: u8) -> Result<OrdType
     Ok(t)
 }
 
-fn tif(msg: &MessageRef<'_>) -> Result<TimeInForce, Refusal> {
-    match msg.get(tag::TIME_IN_FORCE) {
-        None | Some(b"0") => Ok(TimeInForce::Day),
-        Some(b"1") => Ok(TimeInForce::Gtc),
-        Some(b"3") => Ok(TimeInForce::Ioc),
-        Some(b"4") => Ok(TimeInForce::Fok),
-        Some(_) => Err(Refusal::with_text(
-            msg,
-            RejectReason::Unsupported,
-            "TimeInForce(59) must be 0 (day), 1 (GTC), 3 (IOC) or 4 (FOK)",
-        )),
+fn tif(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<TimeInForce, Refusal> {
+    let t = match msg.get(tag::TIME_IN_FORCE) {
+        None | Some(b"0") => TimeInForce::Day,
+        Some(b"1") => TimeInForce::Gtc,
+        Some(b"3") => TimeInForce::Ioc,
+        Some(b"4") => TimeInForce::Fok,
+        Some(b"6") => {
+            let expire_ns = gtd_expiry(msg, ctx.trading_day_end_secs)?;
+            return Ok(TimeInForce::Gtd { expire_ns });
+        }
+        Some(_) => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "TimeInForce(59) must be 0 (day), 1 (GTC), 3 (IOC), 4 (FOK) or 6 (GTD)",
+            ))
+        }
+    };
+    // An expiry on another time in force is a client that expects its order to end: refused
+    // rather than left working.
+    for (t, name) in [
+        (tag::EXPIRE_TIME, "ExpireTime(126)"),
+        (tag::EXPIRE_DATE, "ExpireDate(432)"),
+    ] {
+        if msg.get(t).is_some() {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                format!("{name} is only for TimeInForce(59) 6 (GTD)"),
+            ));
+        }
     }
+    Ok(t)
+}
+
+/// A GTD order's expiry (ns since the epoch): ExpireTime(126), else the end of the trading
+/// day ExpireDate(432) names (the first `trading_day_end_secs` after its midnight UTC).
+fn gtd_expiry(msg: &MessageRef<'_>, trading_day_end_secs: u32) -> Result<i64, Refusal> {
+    let refuse = |text: &'static str| Refusal::with_text(msg, RejectReason::Unsupported, text);
+    if let Some(v) = msg.get(tag::EXPIRE_TIME) {
+        return UtcTimestamp::parse(v)
+            .map(UtcTimestamp::nanos)
+            .ok_or_else(|| refuse("ExpireTime(126) must be a UTCTimestamp"));
+    }
+    let Some(v) = msg.get(tag::EXPIRE_DATE) else {
+        return Err(refuse(
+            "TimeInForce(59) 6 (GTD) needs ExpireTime(126) or ExpireDate(432)",
+        ));
+    };
+    end_of_trading_day(v, trading_day_end_secs)
+        .ok_or_else(|| refuse("ExpireDate(432) must be a date YYYYMMDD before 2262"))
+}
+
+/// The end of trading day `date` (YYYYMMDD): its midnight UTC plus `trading_day_end_secs`,
+/// or the next midnight for a day that ends at 00:00.
+pub fn end_of_trading_day(date: &[u8], trading_day_end_secs: u32) -> Option<i64> {
+    if date.len() != 8 {
+        return None;
+    }
+    let mut ts = *b"00000000-00:00:00";
+    ts[..8].copy_from_slice(date);
+    let midnight = UtcTimestamp::parse(&ts)?.nanos();
+    let secs = match trading_day_end_secs {
+        0 => 86_400,
+        s => i64::from(s),
+    };
+    midnight.checked_add(secs.checked_mul(1_000_000_000)?)
 }
 
 fn qty(msg: &MessageRef<'_>, scale: u8) -> Result<Qty, Refusal> {
@@ -483,7 +541,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
     let side = side(msg)?;
     let ord_type = ord_type(msg, side, entry.price_scale)?;
-    let tif = tif(msg)?;
+    let tif = tif(msg, ctx)?;
     let qty = qty(msg, entry.qty_scale)?;
     let price = if ord_type.is_market() {
         // A market or stop order has no limit; a Price(44) sent with one is ignored.
@@ -514,7 +572,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
-            format!("{display_name} is only for orders that rest: limit, GTC or Day"),
+            format!("{display_name} is only for orders that rest: limit, GTC, Day or GTD"),
         ));
     }
     Ok(o)
@@ -783,6 +841,7 @@ fn tif_char(t: TimeInForce) -> u8 {
         TimeInForce::Gtc => b'1',
         TimeInForce::Ioc => b'3',
         TimeInForce::Fok => b'4',
+        TimeInForce::Gtd { .. } => b'6',
     }
 }
 
@@ -944,6 +1003,20 @@ fn encode_execution_report(
         }
     }
     enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+    if let Some(expire_ns) = e.tif.expire_ns() {
+        // As precise as the client gave it (an ExpireDate's end is whole seconds).
+        let precision = match expire_ns % 1_000_000_000 {
+            0 => TimePrecision::Seconds,
+            n if n % 1_000_000 == 0 => TimePrecision::Millis,
+            n if n % 1_000 == 0 => TimePrecision::Micros,
+            _ => TimePrecision::Nanos,
+        };
+        enc.timestamp(
+            tag::EXPIRE_TIME,
+            UtcTimestamp::from_nanos(expire_ns),
+            precision,
+        );
+    }
     if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) && !status {
         fixed(enc, tag::LAST_QTY, e.last_qty.0, qty_scale, scratch);
         fixed(enc, tag::LAST_PX, e.last_px.0, px_scale, scratch);
@@ -1225,6 +1298,7 @@ mod tests {
                 account_names: &self.names,
                 session: SessionId(3),
                 now_ns: 7,
+                trading_day_end_secs: 21 * 3600,
             }
         }
 
@@ -1807,6 +1881,97 @@ mod tests {
                     (v != BeginString::Fix42 && !want_1109.is_empty()).then_some(want_1109);
                 assert_eq!(field(&bytes, 1109), want_1109, "{v} {t:?}");
             }
+        }
+    }
+
+    #[test]
+    fn gtd_orders_expire_at_their_expire_time_or_at_the_end_of_their_expire_date() {
+        let f = fixture();
+        let names = f.names();
+        // 2026-12-04 00:00:00 UTC.
+        let midnight = 20_791 * 86_400 * 1_000_000_000i64;
+        let new = |v, body: &[(u32, &'static str)]| match decode_bytes(&f, v, &msg(v, "D", body)) {
+            Ok(Request::New(o)) => Ok(o.tif),
+            Ok(r) => panic!("{r:?}"),
+            Err(e) => Err(e),
+        };
+        let gtd = |body: &[(u32, &'static str)]| with(body, 59, Some("6"));
+        for v in V {
+            let at = |ns| Ok(TimeInForce::Gtd { expire_ns: ns });
+            assert_eq!(
+                new(v, &with(&gtd(ORDER), 126, Some("20261204-15:30:00.250"))),
+                at(midnight + (15 * 3600 + 30 * 60) * 1_000_000_000 + 250_000_000),
+                "{v}"
+            );
+            // The fixture's trading day ends at 21:00 UTC.
+            assert_eq!(
+                new(v, &with(&gtd(ORDER), 432, Some("20261204"))),
+                at(midnight + 21 * 3600 * 1_000_000_000)
+            );
+            // Both: the time is the precise one.
+            let both = with(
+                &with(&gtd(ORDER), 432, Some("20261204")),
+                126,
+                Some("20261204-01:00:00"),
+            );
+            assert_eq!(new(v, &both), at(midnight + 3600 * 1_000_000_000));
+            type Refused<'a> = (&'a [(u32, &'static str)], &'static str);
+            let refused: &[Refused<'_>] = &[
+                (&gtd(ORDER), "needs ExpireTime(126) or ExpireDate(432)"),
+                (
+                    &with(ORDER, 126, Some("20261204-15:30:00")),
+                    "ExpireTime(126) is only for TimeInForce(59) 6 (GTD)",
+                ),
+                (
+                    &with(&with(ORDER, 59, Some("0")), 432, Some("20261204")),
+                    "ExpireDate(432) is only for TimeInForce(59) 6 (GTD)",
+                ),
+                (
+                    &with(&gtd(ORDER), 432, Some("99991231")),
+                    "ExpireDate(432) must be a date YYYYMMDD before 2262",
+                ),
+                (&with(ORDER, 59, Some("5")), "6 (GTD)"),
+            ];
+            for (body, text) in refused {
+                let (r, got) = new(v, body).unwrap_err();
+                assert_eq!(r, RejectReason::Unsupported, "{v} {body:?}");
+                assert!(got.contains(text), "{v} {body:?}: {got}");
+            }
+        }
+        // A day that ends at midnight ends at the next one.
+        assert_eq!(
+            end_of_trading_day(b"20261204", 0),
+            Some(midnight + 86_400 * 1_000_000_000)
+        );
+        assert_eq!(end_of_trading_day(b"20261304", 0), None);
+        assert_eq!(end_of_trading_day(b"2026120", 0), None);
+        // Reports carry TimeInForce 6 and ExpireTime(126) as precisely as it was given, valid
+        // in every version's dictionary.
+        let mut scratch = Vec::new();
+        for v in V {
+            for (expire_ns, want) in [
+                (midnight + 21 * 3600 * 1_000_000_000, "20261204-21:00:00"),
+                (midnight + 250_000_000, "20261204-00:00:00.250"),
+                (midnight + 1_500, "20261204-00:00:00.000001500"),
+            ] {
+                let mut e = event(EventKind::Expired);
+                e.tif = TimeInForce::Gtd { expire_ns };
+                let bytes = validate(v, b"8", |enc| {
+                    encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+                });
+                assert_eq!(field(&bytes, 59), Some("6"), "{v}");
+                assert_eq!(field(&bytes, 126), Some(want), "{v}");
+                assert_eq!(field(&bytes, 150), Some("C"));
+            }
+            let e = event(EventKind::New);
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(field(&bytes, 126), None);
+        }
+        // An expiry already past is the engine's refusal: OrdRejReason 4 in every version.
+        for v in V {
+            assert_eq!(ord_rej_code(v, RejectReason::TooLateToEnter), 4);
         }
     }
 

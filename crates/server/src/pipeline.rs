@@ -637,6 +637,8 @@ pub struct Pipeline {
     events: CachePadded<EventCounts>,
     /// Reports for configured sessions without a connection.
     parked: Arc<Parked>,
+    /// When the trading day ends (seconds after midnight UTC), for GTD expiry dates.
+    trading_day_end_secs: u32,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -677,6 +679,7 @@ impl Pipeline {
             busy: AtomicU64::new(0),
             events: CachePadded::new(EventCounts::new()),
             parked: Parked::new(config.reserved_slots),
+            trading_day_end_secs: config.trading_day_end_secs,
         })
     }
 
@@ -786,6 +789,11 @@ impl Pipeline {
     /// Every account name, indexed by [`AccountId`].
     pub fn account_names(&self) -> &[Box<str>] {
         &self.accounts
+    }
+
+    /// When the trading day ends (seconds after midnight UTC).
+    pub fn trading_day_end_secs(&self) -> u32 {
+        self.trading_day_end_secs
     }
 
     /// Requests refused "server busy" so far.
@@ -1094,6 +1102,11 @@ impl CoreLoop {
             let _ = req.reply.send(result);
             worked = true;
         }
+        // Before the commands: none may trade against an order whose time has passed.
+        if self.core.next_expiry().is_some_and(|t| t <= now) {
+            self.expire_orders(now);
+            worked = true;
+        }
         if !self.paused {
             // One command ahead: its table entries are prefetched while the one before is
             // processed (a burst's lookups in large tables then overlap instead of queueing).
@@ -1309,6 +1322,15 @@ impl CoreLoop {
         });
         self.wake_dirty();
         r
+    }
+
+    /// Good-till-date orders due at `now` end with `Expired` reports.
+    fn expire_orders(&mut self, now: i64) {
+        if let Some(j) = self.journal.as_mut() {
+            j.control(&ServerControl::ExpireOrders, None, now);
+        }
+        let n = self.with_sink(|core, out| core.expire_due(now, out));
+        tracing::debug!(expired_gtd_orders = n, "good-till-date orders expired");
     }
 
     fn timers(&mut self, now: i64) {

@@ -155,7 +155,7 @@ fn entry_code(reason: RejectReason) -> u32 {
         | RejectReason::PositionLimit
         | RejectReason::QtyTooLarge => code::EXCEEDS_LIMIT,
         RejectReason::BadTick | RejectReason::PriceBand => code::INVALID_PRICE,
-        RejectReason::UnknownOrder => code::TOO_LATE,
+        RejectReason::UnknownOrder | RejectReason::TooLateToEnter => code::TOO_LATE,
         RejectReason::DuplicateClOrdId => code::DUPLICATE,
         RejectReason::KillSwitch | RejectReason::UnknownAccount => code::NOT_AUTHORIZED,
         RejectReason::BadLot
@@ -1319,6 +1319,7 @@ mod tests {
                     account_names: &h.names,
                     session: SESSION,
                     now_ns: h.now_ns,
+                    trading_day_end_secs: 0,
                 };
                 let full = h.queue_full;
                 let sent = &mut h.sent;

@@ -247,6 +247,9 @@ fn apply_server_control(
             core.end_of_day(now, out);
         }
         ServerControl::Open(slot, cod) => core.set_cancel_on_disconnect(slot, cod),
+        ServerControl::ExpireOrders => {
+            core.expire_due(now, out);
+        }
     }
     Ok(())
 }

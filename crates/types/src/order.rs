@@ -107,6 +107,18 @@ impl OrdType {
         )
     }
 
+    /// The type's snake_case name (`limit`, `stop_limit`, ...), for logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            OrdType::Limit => "limit",
+            OrdType::Market => "market",
+            OrdType::Stop { .. } => "stop",
+            OrdType::StopLimit { .. } => "stop_limit",
+            OrdType::TakeProfit { .. } => "take_profit",
+            OrdType::TakeProfitLimit { .. } => "take_profit_limit",
+        }
+    }
+
     /// The type's code in the journal and snapshots: 0 limit, 1 market, 2 stop, 3 stop
     /// limit, 4 take-profit, 5 take-profit limit (a trigger price is stored after it).
     pub fn code(self) -> u8 {
@@ -180,6 +192,69 @@ pub enum TimeInForce {
     Fok,
     /// Day (FIX 0): cancelled at the end of the trading day.
     Day,
+    /// Good till date (FIX 6 with ExpireTime(126) or ExpireDate(432)): rests until it ends
+    /// with an `Expired` report at `expire_ns` (ns since the epoch, UTC).
+    Gtd {
+        /// When it expires.
+        expire_ns: i64,
+    },
+}
+
+impl TimeInForce {
+    /// Its lower-case name (`gtc`, `ioc`, `fok`, `day`, `gtd`), for logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+            TimeInForce::Day => "day",
+            TimeInForce::Gtd { .. } => "gtd",
+        }
+    }
+
+    /// The time in force's code in the journal and snapshots: 0 GTC, 1 IOC, 2 FOK, 3 Day,
+    /// 4 GTD (its expiry time is stored after it).
+    pub fn code(self) -> u8 {
+        match self {
+            TimeInForce::Gtc => 0,
+            TimeInForce::Ioc => 1,
+            TimeInForce::Fok => 2,
+            TimeInForce::Day => 3,
+            TimeInForce::Gtd { .. } => 4,
+        }
+    }
+
+    /// The time in force of [`code`](Self::code) `c`, reading a GTD order's expiry time with
+    /// `expire_ns`; `None` for an unknown code.
+    pub fn from_code<E>(
+        c: u8,
+        expire_ns: impl FnOnce() -> Result<i64, E>,
+    ) -> Option<Result<TimeInForce, E>> {
+        Some(match c {
+            0 => Ok(TimeInForce::Gtc),
+            1 => Ok(TimeInForce::Ioc),
+            2 => Ok(TimeInForce::Fok),
+            3 => Ok(TimeInForce::Day),
+            4 => expire_ns().map(|expire_ns| TimeInForce::Gtd { expire_ns }),
+            _ => return None,
+        })
+    }
+
+    /// Whether an order's unfilled rest stays in the book (GTC, Day and GTD; not IOC or FOK).
+    pub fn rests(self) -> bool {
+        matches!(
+            self,
+            TimeInForce::Gtc | TimeInForce::Day | TimeInForce::Gtd { .. }
+        )
+    }
+
+    /// A good-till-date order's expiry time.
+    pub fn expire_ns(self) -> Option<i64> {
+        match self {
+            TimeInForce::Gtd { expire_ns } => Some(expire_ns),
+            _ => None,
+        }
+    }
 }
 
 /// Self-trade prevention: what happens when an order would trade against the same account.
@@ -235,7 +310,7 @@ impl NewOrder {
 
     /// Whether its iceberg display quantity, if any, is one the book takes: positive, less
     /// than the quantity, in at most [`MAX_ICEBERG_PARTS`](Self::MAX_ICEBERG_PARTS) parts, on
-    /// an order that rests (a limit, GTC or Day; stop-limits and take-profit limits once
+    /// an order that rests (a limit, GTC, Day or GTD; stop-limits and take-profit limits once
     /// triggered).
     pub fn iceberg_ok(&self) -> bool {
         let d = self.display_qty.0;
@@ -244,7 +319,7 @@ impl NewOrder {
                 && d < self.qty.0
                 && self.qty.0 <= d.saturating_mul(Self::MAX_ICEBERG_PARTS)
                 && !self.ord_type.is_market()
-                && matches!(self.tif, TimeInForce::Gtc | TimeInForce::Day))
+                && self.tif.rests())
     }
 }
 
@@ -369,6 +444,8 @@ pub enum RejectReason {
     UnknownOrder,
     /// The core thread's queue is full: back-pressure.
     ServerBusy,
+    /// A good-till-date order whose expiry time has already passed.
+    TooLateToEnter,
 }
 
 impl RejectReason {
@@ -382,6 +459,7 @@ impl RejectReason {
             | Self::TooManyOpenOrders
             | Self::CreditLimit
             | Self::PositionLimit => 3,
+            Self::TooLateToEnter => 4,
             Self::UnknownOrder => 5,
             Self::DuplicateClOrdId => 6,
             Self::Unsupported | Self::PostOnlyWouldTrade => 11,
@@ -415,6 +493,7 @@ impl RejectReason {
             Self::Unsupported => "unsupported order characteristic",
             Self::UnknownOrder => "unknown order",
             Self::ServerBusy => "server busy",
+            Self::TooLateToEnter => "expire time has already passed",
         }
     }
 }
@@ -619,6 +698,32 @@ mod tests {
     }
 
     #[test]
+    fn time_in_force_codes_keep_a_gtd_expiry_and_only_gtc_day_and_gtd_rest() {
+        let gtd = TimeInForce::Gtd {
+            expire_ns: 1_795_000_000_000_000_000,
+        };
+        for t in [
+            TimeInForce::Gtc,
+            TimeInForce::Ioc,
+            TimeInForce::Fok,
+            TimeInForce::Day,
+            gtd,
+        ] {
+            let back = TimeInForce::from_code(t.code(), || Ok::<_, ()>(1_795_000_000_000_000_000));
+            assert_eq!(back, Some(Ok(t)));
+            assert_eq!(
+                t.rests(),
+                !matches!(t, TimeInForce::Ioc | TimeInForce::Fok),
+                "{t:?}"
+            );
+        }
+        assert_eq!(TimeInForce::from_code(5, || Ok::<_, ()>(0)), None);
+        assert_eq!(gtd.expire_ns(), Some(1_795_000_000_000_000_000));
+        assert_eq!(TimeInForce::Day.expire_ns(), None);
+        assert_eq!(RejectReason::TooLateToEnter.ord_rej_reason(), 4);
+    }
+
+    #[test]
     fn commands_and_events_are_small_fixed_size_values() {
         // They cross lock-free queues by value: keep them within a few cache lines.
         assert!(std::mem::size_of::<Command>() <= 256);
@@ -648,6 +753,7 @@ mod tests {
             Unsupported,
             UnknownOrder,
             ServerBusy,
+            TooLateToEnter,
         ] {
             assert!(!r.text().is_empty());
             assert!(r.ord_rej_reason() <= 99);

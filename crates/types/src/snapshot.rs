@@ -79,6 +79,13 @@ impl<'a> SnapshotWriter<'a> {
             self.i64(p.0);
         }
     }
+    /// A time in force: one byte, then the expiry time of a GTD order.
+    pub fn tif(&mut self, t: TimeInForce) {
+        self.u8(t.code());
+        if let Some(e) = t.expire_ns() {
+            self.i64(e);
+        }
+    }
     /// A length (`u32`) then the bytes.
     pub fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
@@ -244,15 +251,11 @@ impl<'a> SnapshotReader<'a> {
         OrdType::from_code(c, || self.price("stop price"))
             .unwrap_or_else(|| Err(self.invalid(1, "order type")))
     }
-    /// A time in force.
+    /// A time in force (a GTD order's expiry time follows its byte).
     pub fn tif(&mut self) -> Result<TimeInForce, SnapshotError> {
-        match self.u8("time in force")? {
-            0 => Ok(TimeInForce::Gtc),
-            1 => Ok(TimeInForce::Ioc),
-            2 => Ok(TimeInForce::Fok),
-            3 => Ok(TimeInForce::Day),
-            _ => Err(self.invalid(1, "time in force")),
-        }
+        let c = self.u8("time in force")?;
+        TimeInForce::from_code(c, || self.i64("expire time"))
+            .unwrap_or_else(|| Err(self.invalid(1, "time in force")))
     }
     /// An optional self-trade prevention mode (0xff = none).
     pub fn stp(&mut self) -> Result<Option<StpMode>, SnapshotError> {
@@ -312,15 +315,6 @@ pub fn side_byte(s: Side) -> u8 {
         Side::Sell => 1,
     }
 }
-/// The byte of a time in force.
-pub fn tif_byte(t: TimeInForce) -> u8 {
-    match t {
-        TimeInForce::Gtc => 0,
-        TimeInForce::Ioc => 1,
-        TimeInForce::Fok => 2,
-        TimeInForce::Day => 3,
-    }
-}
 /// The byte of an optional STP mode.
 pub fn stp_byte(m: Option<StpMode>) -> u8 {
     match m {
@@ -363,7 +357,8 @@ mod tests {
             call: false,
         });
         w.u8(stp_byte(None));
-        w.u8(tif_byte(TimeInForce::Day));
+        w.tif(TimeInForce::Day);
+        w.tif(TimeInForce::Gtd { expire_ns: -7 });
         let mut r = SnapshotReader::new(&buf);
         assert_eq!(r.u8("a").unwrap(), 7);
         assert!(r.bool("b").unwrap());
@@ -383,6 +378,7 @@ mod tests {
         ));
         assert_eq!(r.stp().unwrap(), None);
         assert_eq!(r.tif().unwrap(), TimeInForce::Day);
+        assert_eq!(r.tif().unwrap(), TimeInForce::Gtd { expire_ns: -7 });
         assert!(r.is_empty());
     }
 

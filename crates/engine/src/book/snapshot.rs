@@ -4,7 +4,7 @@
 //! their order (the order of bulk cancels), and the id counters.
 
 use portcullis_types::snapshot::{
-    side_byte, stp_byte, tif_byte, SnapshotError, SnapshotReader, SnapshotWriter,
+    side_byte, stp_byte, SnapshotError, SnapshotReader, SnapshotWriter,
 };
 use portcullis_types::{
     AccountId, InstrumentId, OrderId, Price, Qty, SessionId, Side, TriggerDirection,
@@ -231,7 +231,7 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     w.u32(o.instrument.0);
     w.u8(side_byte(o.side));
     w.ord_type(o.ord_type);
-    w.u8(tif_byte(o.tif));
+    w.tif(o.tif);
     w.u8(stp_byte(o.stp));
     // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order).
     w.u8(u8::from(o.post_only) | u8::from(o.display.0 != 0) << 1);

@@ -1236,3 +1236,130 @@ fn icebergs_that_would_not_rest_or_show_too_little_are_refused() {
     assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
     assert_eq!(f.side(Side::Sell), [(100, 1000, 1)]);
 }
+
+impl Fixture {
+    /// A GTD limit order expiring at `expire_ns`.
+    fn gtd(&mut self, account: u32, side: Side, price: i64, qty: i64, expire_ns: i64) -> NewOrder {
+        let mut o = self.order(account, side, price, qty);
+        o.tif = TimeInForce::Gtd { expire_ns };
+        o
+    }
+
+    fn expire_due(&mut self, now: i64) -> Vec<Event> {
+        let mut ev = Vec::new();
+        let n = self.m.expire_due(now, &mut (), &mut |e| ev.push(e));
+        assert_eq!(n as usize, ev.len());
+        ev
+    }
+}
+
+#[test]
+fn a_gtd_order_rests_until_its_expiry_time_then_expires_with_what_it_filled() {
+    let mut f = Fixture::new();
+    let o = f.gtd(0, Side::Buy, 100, 5, 1_000);
+    let a = f.submit(o)[0].order_id;
+    let o = f.gtd(0, Side::Buy, 99, 1, 2_000);
+    let b = f.submit(o)[0].order_id;
+    assert_eq!(f.m.next_expiry(), Some(1_000));
+    // A sell of 2 trades against it: it works on, partly filled.
+    let o = f.order(1, Side::Sell, 100, 2);
+    f.submit(o);
+    assert_eq!(f.leaves(a), Some(3));
+    // One nanosecond early nothing happens; at its time it ends, the later one stays.
+    assert!(f.expire_due(999).is_empty());
+    let ev = f.expire_due(1_000);
+    assert_eq!(kinds(&ev), [EventKind::Expired]);
+    let e = &ev[0];
+    assert_eq!(
+        (e.order_id, e.cum_qty, e.leaves_qty, e.avg_px),
+        (a, Qty(2), Qty(0), Price(100))
+    );
+    assert_eq!(e.tif, TimeInForce::Gtd { expire_ns: 1_000 });
+    assert_eq!(f.leaves(a), None);
+    assert_eq!(f.m.next_expiry(), Some(2_000));
+    // The end of the trading day leaves it (it is not a Day order).
+    assert_eq!(f.m.expire_day_orders(1_500, &mut (), &mut |_| {}), 0);
+    assert_eq!(f.leaves(b), Some(1));
+    // Late, several at once: each ends, earliest first.
+    let o = f.gtd(1, Side::Sell, 105, 1, 1_900);
+    let c = f.submit(o)[0].order_id;
+    let ids: Vec<_> = f.expire_due(5_000).iter().map(|e| e.order_id).collect();
+    assert_eq!(ids, [c, b]);
+    assert_eq!(f.m.next_expiry(), None);
+    assert_eq!(f.m.resting_orders(), 0);
+}
+
+#[test]
+fn a_gtd_order_already_past_its_expiry_is_refused_too_late_and_a_gtd_market_order_never_waits() {
+    let mut f = Fixture::new();
+    // `submit` runs at f.now + 1: an expiry at that time has passed.
+    let o = f.gtd(0, Side::Buy, 100, 1, f.now + 1);
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::TooLateToEnter)]
+    );
+    let expiry = f.now + 2;
+    let o = f.gtd(0, Side::Buy, 100, 1, expiry);
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
+    // A GTD market order does not rest: its unfilled rest is cancelled at once.
+    let mut o = f.gtd(1, Side::Buy, 0, 1, 10_000);
+    o.ord_type = OrdType::Market;
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New, EventKind::Canceled]);
+    assert_eq!(f.m.next_expiry(), Some(expiry));
+}
+
+#[test]
+fn a_cancelled_filled_or_replaced_gtd_order_leaves_the_expiry_schedule() {
+    let mut f = Fixture::new();
+    let o = f.gtd(0, Side::Buy, 100, 1, 1_000);
+    let a = f.submit(o)[0].order_id;
+    let o = f.gtd(0, Side::Buy, 99, 1, 2_000);
+    let b = f.submit(o)[0].order_id;
+    let o = f.gtd(0, Side::Buy, 98, 2, 3_000);
+    let c = f.submit(o)[0].order_id;
+    f.cancel(a);
+    assert_eq!(f.m.next_expiry(), Some(2_000));
+    let o = f.order(1, Side::Sell, 99, 1);
+    f.submit(o);
+    assert_eq!(f.leaves(b), None);
+    assert_eq!(f.m.next_expiry(), Some(3_000));
+    // A replace keeps the order's expiry, whether it keeps its place or not.
+    f.replace(c, 98, 1).unwrap();
+    assert_eq!(f.m.next_expiry(), Some(3_000));
+    f.replace(c, 97, 1).unwrap();
+    assert_eq!(f.m.next_expiry(), Some(3_000));
+    let ev = f.expire_due(3_000);
+    assert_eq!(
+        (ev.len(), ev[0].order_id, ev[0].kind),
+        (1, c, EventKind::Expired)
+    );
+    assert_eq!(f.m.next_expiry(), None);
+}
+
+#[test]
+fn a_waiting_gtd_stop_expires_and_a_snapshot_keeps_gtd_expiries() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let mut o = f.stop(0, Side::Buy, 110, Some(111), 1);
+    o.tif = TimeInForce::Gtd { expire_ns: 500 };
+    let s = f.submit(o)[0].order_id;
+    let o = f.gtd(1, Side::Sell, 120, 1, 700);
+    f.submit(o);
+    let mut snap = Vec::new();
+    f.m.write_snapshot(&mut snap);
+    let mut copy = Matcher::new(f.m.config);
+    copy.restore_snapshot(&mut portcullis_types::snapshot::SnapshotReader::new(&snap))
+        .unwrap();
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    f.m.write_state(&mut s1);
+    copy.write_state(&mut s2);
+    assert_eq!(s1, s2);
+    assert_eq!(copy.next_expiry(), Some(500));
+    let ev = f.expire_due(500);
+    assert_eq!(
+        (ev.len(), ev[0].order_id, ev[0].kind),
+        (1, s, EventKind::Expired)
+    );
+    assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
+    assert_eq!(f.m.next_expiry(), Some(700));
+}

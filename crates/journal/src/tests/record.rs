@@ -11,7 +11,7 @@ use portcullis_types::{
 use super::{fill, new_order};
 use crate::{DecodeError, JournalRecord, RecordKind, Seq, CODEC_VERSION};
 
-const REASONS: [RejectReason; 19] = [
+const REASONS: [RejectReason; 20] = [
     RejectReason::KillSwitch,
     RejectReason::Throttled,
     RejectReason::UnknownInstrument,
@@ -31,6 +31,7 @@ const REASONS: [RejectReason; 19] = [
     RejectReason::Unsupported,
     RejectReason::UnknownOrder,
     RejectReason::ServerBusy,
+    RejectReason::TooLateToEnter,
 ];
 
 fn cl_ord_id() -> impl Strategy<Value = ClOrdId> {
@@ -60,7 +61,8 @@ fn tif() -> impl Strategy<Value = TimeInForce> {
         Just(TimeInForce::Gtc),
         Just(TimeInForce::Ioc),
         Just(TimeInForce::Fok),
-        Just(TimeInForce::Day)
+        Just(TimeInForce::Day),
+        any::<i64>().prop_map(|expire_ns| TimeInForce::Gtd { expire_ns }),
     ]
 }
 
