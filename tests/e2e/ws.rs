@@ -1817,3 +1817,80 @@ fn ws_iceberg_shows_its_iceberg_qty_and_its_next_part_waits_behind_the_level() {
     assert_eq!(r["error"]["code"], -1013, "{r}");
     assert_eq!(r["error"]["msg"], "Filter failure: ICEBERG_PARTS", "{r}");
 }
+
+#[test]
+fn ws_gtd_order_shows_its_good_till_date_and_expires_with_an_execution_report() {
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        wb: _,
+        a,
+        b: _,
+    } = two_ws_accounts();
+    wa.logon_and_subscribe(&a);
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // A GTD buy at 90 good for 1.5 s (the futures dialect's timeInForce and goodTillDate).
+    let until = now_ms() + 1_500;
+    let r = wa.call(
+        json!("gtd"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTD",
+                   "goodTillDate": until, "price": "90.0", "quantity": "0.100",
+                   "newOrderRespType": "RESULT"}),
+            &a,
+        ),
+    );
+    let res = &r["result"];
+    assert_eq!(
+        (&res["status"], &res["timeInForce"], &res["goodTillDate"]),
+        (&json!("NEW"), &json!("GTD"), &json!(until)),
+        "{r}"
+    );
+    let id = res["orderId"].as_u64().unwrap();
+    let ack = wa.event(|v| v["event"]["x"] == "NEW");
+    assert_eq!(ack["event"]["f"], "GTD", "{ack}");
+    // A goodTillDate already past is refused.
+    let r = wa.call(
+        json!("late"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTD",
+                   "goodTillDate": now_ms() - 1_000, "price": "90.0", "quantity": "0.100"}),
+            &a,
+        ),
+    );
+    assert_eq!(
+        (&r["error"]["code"], &r["error"]["msg"]),
+        (&json!(-2010), &json!("goodTillDate is already past.")),
+        "{r}"
+    );
+    // At its time it expires, told on the user data stream, and no longer trades: a FIX sell
+    // at 90 rests.
+    let exp = wa.event(|v| v["event"]["x"] == "EXPIRED");
+    assert_eq!(
+        (&exp["event"]["i"], &exp["event"]["X"], &exp["event"]["f"]),
+        (&json!(id), &json!("EXPIRED"), &json!("GTD")),
+        "{exp}"
+    );
+    assert!(now_ms() >= until, "expired {} ms early", until - now_ms());
+    let st = wa.call(
+        json!("st"),
+        "order.status",
+        signed(json!({"symbol": "BTC-PERP", "orderId": id}), &a),
+    );
+    assert_eq!(
+        (&st["result"]["status"], &st["result"]["goodTillDate"]),
+        (&json!("EXPIRED"), &json!(until)),
+        "{st}"
+    );
+    send_fix_limit(&mut fix, "S1", "2", "0.100", "90.0");
+    let m = fix.expect("8");
+    assert_eq!((m.get(150), m.get(39)), (Some("0"), Some("0")), "{m:?}");
+}

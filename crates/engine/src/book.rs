@@ -1,4 +1,4 @@
-//! Order books and matching: price-time priority, limit, market and stop orders, GTC/IOC/FOK/Day,
+//! Order books and matching: price-time priority, limit, market and stop orders, GTC/IOC/FOK/Day/GTD,
 //! post-only, cancel, cancel/replace and self-trade prevention.
 //!
 //! # Data structures (chosen for the hot path)

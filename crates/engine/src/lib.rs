@@ -3,7 +3,7 @@
 //! - [`instruments`]: the instrument table, the one symbol format ([`symbol`]), option series
 //!   listed from rules relative to the current time, and expiry.
 //! - [`book`]: one price-time priority order book per instrument and the matching engine
-//!   ([`Matcher`]): limit and market orders, GTC/IOC/FOK/Day, post-only, cancel,
+//!   ([`Matcher`]): limit and market orders, GTC/IOC/FOK/Day/GTD, post-only, cancel,
 //!   cancel/replace and self-trade prevention, without heap allocation per order.
 //! - [`core`]: the single-writer command processor ([`Core`]) that owns the risk engine, the
 //!   instrument table and every book, turns [`Command`](portcullis_types::Command)s into

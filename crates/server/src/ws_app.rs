@@ -155,7 +155,8 @@ fn ws_tif(tif: portcullis_types::TimeInForce) -> TimeInForce {
     match tif {
         portcullis_types::TimeInForce::Ioc => TimeInForce::Ioc,
         portcullis_types::TimeInForce::Fok => TimeInForce::Fok,
-        _ => TimeInForce::Gtc,
+        portcullis_types::TimeInForce::Gtd { .. } => TimeInForce::Gtd,
+        portcullis_types::TimeInForce::Gtc | portcullis_types::TimeInForce::Day => TimeInForce::Gtc,
     }
 }
 
@@ -305,6 +306,8 @@ struct LocalOrder {
     stop_price: i64,
     /// An iceberg's shown quantity, else 0.
     iceberg_qty: i64,
+    /// When a GTD order expires, Unix ms.
+    good_till_date: Option<i64>,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -355,6 +358,7 @@ impl LocalOrder {
                 .order_type
                 .is_triggered()
                 .then(|| self.px(self.stop_price)),
+            good_till_date: self.good_till_date,
             working_time: self.working_time,
             stp: self.stp,
             fills,
@@ -376,6 +380,7 @@ impl LocalOrder {
             side: self.side,
             stop_price: self.px(self.stop_price),
             iceberg_qty: self.qty_text(self.iceberg_qty),
+            good_till_date: self.good_till_date,
             time: self.time,
             update_time: self.update_time,
             is_working: self.is_open(),
@@ -514,6 +519,7 @@ fn new_order_error(reason: RejectReason) -> WsError {
             WsError::filter_failure("LOT_SIZE")
         }
         RejectReason::ServerBusy => WsError::server_busy(),
+        RejectReason::TooLateToEnter => WsError::order_rejected("goodTillDate is already past."),
         r => WsError::order_rejected(r.text()),
     }
 }
@@ -689,6 +695,10 @@ impl WsBridge {
             TimeInForce::Gtc => portcullis_types::TimeInForce::Gtc,
             TimeInForce::Ioc => portcullis_types::TimeInForce::Ioc,
             TimeInForce::Fok => portcullis_types::TimeInForce::Fok,
+            TimeInForce::Gtd => portcullis_types::TimeInForce::Gtd {
+                // The protocol requires goodTillDate with GTD, within the nanosecond clock.
+                expire_ns: order.good_till_date.unwrap_or(0).saturating_mul(1_000_000),
+            },
         };
         let cl = new_cl_ord_id(order.new_client_order_id.as_ref(), WsError::order_rejected)?;
         if self.pending.contains_key(&cl) {
@@ -758,6 +768,7 @@ impl WsBridge {
             price,
             stop_price: stop_px.0,
             iceberg_qty: display_qty.0,
+            good_till_date: tif.expire_ns().map(ms),
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -1270,6 +1281,7 @@ impl WsBridge {
             stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
             // The history does not keep it.
             iceberg_qty: 0,
+            good_till_date: p.tif.expire_ns().map(ms),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
             cum_quote: p.cum_quote,

@@ -207,7 +207,7 @@ pub enum Method {
 
 const RRL: &str = "returnRateLimits";
 const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 13] = [
     "symbol",
     "side",
     "type",
@@ -217,6 +217,7 @@ const ORDER: [&str; 12] = [
     "quoteOrderQty",
     "stopPrice",
     "icebergQty",
+    "goodTillDate",
     "newClientOrderId",
     "newOrderRespType",
     "selfTradePreventionMode",
@@ -1867,6 +1868,13 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
     let stp = params.opt_enum("selfTradePreventionMode", StpMode::parse, || {
         WsError::invalid_value("selfTradePreventionMode")
     })?;
+    // Unix ms, as far as the engine's nanosecond clock reaches (year 2262).
+    let good_till_date = params.opt_u64("goodTillDate", i64::MAX as u64 / 1_000_000)?;
+    let good_till_date = match (time_in_force == Some(TimeInForce::Gtd), good_till_date) {
+        (true, None) => return Err(WsError::mandatory("goodTillDate")),
+        (false, Some(_)) => return Err(WsError::not_required("goodTillDate")),
+        (_, t) => t.map(|t| t as i64),
+    };
     Ok(WsOrder {
         symbol,
         side,
@@ -1880,6 +1888,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         new_client_order_id,
         resp_type,
         stp,
+        good_till_date,
     })
 }
 
@@ -1917,8 +1926,11 @@ fn check_order(table: &SymbolTable, order: &WsOrder) -> Result<(), WsError> {
         order.quote_order_qty.as_ref(),
     )?;
     if let (Some(iceberg), Some(qty)) = (&order.iceberg_qty, &order.quantity) {
-        // An iceberg rests: good 'til canceled (LIMIT_MAKER is).
-        if order.time_in_force.is_some_and(|t| t != TimeInForce::Gtc) {
+        // An iceberg rests: good 'til canceled (LIMIT_MAKER is) or, here, good 'til date.
+        if order
+            .time_in_force
+            .is_some_and(|t| !matches!(t, TimeInForce::Gtc | TimeInForce::Gtd))
+        {
             return Err(WsError::order_rejected("Iceberg orders must be GTC."));
         }
         info.check_iceberg_qty(iceberg, qty)?;

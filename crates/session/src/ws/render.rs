@@ -53,6 +53,9 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
         if let Some(p) = &r.stop_price {
             o.str("stopPrice", p);
         }
+        if let Some(t) = r.good_till_date {
+            o.int("goodTillDate", t);
+        }
         o.int("workingTime", r.working_time);
         if resp == RespType::Full {
             o.with("fills", |out| {
@@ -74,8 +77,8 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
 
 /// An order's state (`order.status`, `openOrders.status`).
 pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
-    Obj::open(out)
-        .str("symbol", &r.symbol)
+    let mut o = Obj::open(out);
+    o.str("symbol", &r.symbol)
         .int("orderId", r.order_id)
         .int("orderListId", -1)
         .str("clientOrderId", &r.client_order_id)
@@ -88,8 +91,11 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
         .str("type", r.order_type.as_str())
         .str("side", r.side.as_str())
         .str("stopPrice", &r.stop_price)
-        .str("icebergQty", &r.iceberg_qty)
-        .int("time", r.time)
+        .str("icebergQty", &r.iceberg_qty);
+    if let Some(t) = r.good_till_date {
+        o.int("goodTillDate", t);
+    }
+    o.int("time", r.time)
         .int("updateTime", r.update_time)
         .bool("isWorking", r.is_working)
         .int("workingTime", r.working_time)

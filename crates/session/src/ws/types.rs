@@ -93,6 +93,8 @@ dialect_enum!(
         Ioc = "IOC",
         /// Fill or kill.
         Fok = "FOK",
+        /// Good 'til date: rests until `goodTillDate` (the futures dialect's value).
+        Gtd = "GTD",
     }
 );
 
@@ -277,6 +279,8 @@ pub struct WsOrder {
     pub resp_type: RespType,
     /// Self-trade prevention; `None`: the symbol's default.
     pub stp: Option<StpMode>,
+    /// When a GTD order expires, Unix ms (required with `timeInForce` GTD, refused without).
+    pub good_till_date: Option<i64>,
 }
 
 /// One order, by exchange id and/or client id (at least one is present). When both are given
@@ -381,6 +385,8 @@ pub struct OrderResult {
     /// The trigger price of a stop-loss or take-profit order (shown only for those, as the
     /// dialect's conditional field).
     pub stop_price: Option<String>,
+    /// When a GTD order expires, Unix ms (shown only for those).
+    pub good_till_date: Option<i64>,
     /// When the order started working on the book, Unix ms; -1 if it never did.
     pub working_time: i64,
     /// Self-trade prevention mode in force.
@@ -418,6 +424,8 @@ pub struct OrderInfo {
     pub stop_price: String,
     /// An iceberg's shown quantity, else zero.
     pub iceberg_qty: String,
+    /// When a GTD order expires, Unix ms (shown only for those).
+    pub good_till_date: Option<i64>,
     /// When the order was placed, Unix ms.
     pub time: i64,
     /// Last update, Unix ms.
@@ -538,6 +546,9 @@ pub struct CancelResult {
 }
 
 /// How the new-order half of a cancel-replace went.
+// One per cancel-replace answer, moved straight into it: boxing the result would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewOrderOutcome {
     /// Placed.

@@ -303,6 +303,7 @@ pub(crate) fn order_result(order: &WsOrder, id: u64) -> OrderResult {
         order_type: order.order_type,
         side: order.side,
         stop_price: order.stop_price.map(|p| p.to_string()),
+        good_till_date: order.good_till_date,
         working_time: 1_655_716_096_505,
         stp: order.stp.unwrap_or(StpMode::None),
         fills: vec![Fill {
@@ -398,6 +399,7 @@ impl WsApplication for FakeApp {
                 side: c.side,
                 stop_price: "0.00000000".into(),
                 iceberg_qty: "0.00000000".into(),
+                good_till_date: None,
                 time: 1,
                 update_time: 7,
                 is_working: true,

@@ -70,7 +70,12 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("stopPrice off the tick", with(&stop_limit, "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
         ("stopPrice too precise", with(&stop, "stopPrice", Some("51000.123456789".into())), -1111, Some("Parameter 'stopPrice' has too much precision.")),
         ("LIMIT with stopPrice", with(&base, "stopPrice", Some("51000.00".into())), -1106, Some("Parameter 'stopPrice' sent when not required.")),
-        ("bad tif", with(&base, "timeInForce", Some("GTD".into())), -1115, Some("Invalid timeInForce.")),
+        ("bad tif", with(&base, "timeInForce", Some("GTX".into())), -1115, Some("Invalid timeInForce.")),
+        ("GTD without goodTillDate", with(&base, "timeInForce", Some("GTD".into())), -1102, Some("Mandatory parameter 'goodTillDate' was not sent, was empty/null, or malformed.")),
+        ("GTC with goodTillDate", with(&base, "goodTillDate", Some(1_800_000_000_000i64.into())), -1106, Some("Parameter 'goodTillDate' sent when not required.")),
+        ("MARKET with goodTillDate", with(&market, "goodTillDate", Some(1_800_000_000_000i64.into())), -1106, None),
+        ("goodTillDate not a number", with(&with(&base, "timeInForce", Some("GTD".into())), "goodTillDate", Some("soon".into())), -1100, None),
+        ("goodTillDate beyond 2262", with(&with(&base, "timeInForce", Some("GTD".into())), "goodTillDate", Some(9_300_000_000_000i64.into())), -1108, Some("Parameter 'goodTillDate' overflowed.")),
         ("LIMIT without timeInForce", with(&base, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
         ("LIMIT without price", with(&base, "price", None), -1102, None),
         ("LIMIT with an empty price", with(&base, "price", Some("".into())), -1102, None),
@@ -198,6 +203,26 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
         Some(d("0.00100"))
     );
     h.app.placed.pop();
+    // A GTD LIMIT (the futures dialect's time in force): its goodTillDate reaches the
+    // application, and a RESULT answer shows it; icebergs may be GTD.
+    let gtd = with(
+        &with(
+            &with(&limit_order(), "timeInForce", Some("GTD".into())),
+            "goodTillDate",
+            Some(1_800_000_000_000i64.into()),
+        ),
+        "newOrderRespType",
+        Some("RESULT".into()),
+    );
+    let v = place(&mut h, &with(&gtd, "icebergQty", Some("0.00100".into())));
+    assert_eq!(ok(&v)["timeInForce"], "GTD", "{v}");
+    assert_eq!(ok(&v)["goodTillDate"], 1_800_000_000_000i64, "{v}");
+    let placed = &h.app.placed.last().unwrap().2;
+    assert_eq!(
+        (placed.time_in_force, placed.good_till_date),
+        (Some(TimeInForce::Gtd), Some(1_800_000_000_000))
+    );
+    h.app.placed.pop();
     // A RESULT answer shows its trigger price (the dialect's conditional field).
     let v = place(
         &mut h,
@@ -215,6 +240,10 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
     assert!(
         ok(&v).get("stopPrice").is_none(),
         "only trigger orders show one: {v}"
+    );
+    assert!(
+        ok(&v).get("goodTillDate").is_none(),
+        "only GTD orders show one: {v}"
     );
     assert_eq!(ok(&v)["selfTradePreventionMode"], "NONE");
     // MARKET by quantity (a JSON number is read exactly, not as a float), with an STP mode

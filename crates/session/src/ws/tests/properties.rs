@@ -45,6 +45,7 @@ fn name() -> impl Strategy<Value = String> {
             "quoteOrderQty",
             "stopPrice",
             "icebergQty",
+            "goodTillDate",
             "newClientOrderId",
             "newOrderRespType",
             "selfTradePreventionMode",

@@ -56,6 +56,7 @@ fn the_documented_signed_request_is_accepted_and_placed() {
             new_client_order_id: None,
             resp_type: RespType::Ack,
             stp: None,
+            good_till_date: None,
         }
     );
     // recvWindow is 100 ms: 101 ms later the same request is refused.
