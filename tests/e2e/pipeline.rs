@@ -1778,19 +1778,28 @@ fn an_iceberg_trades_its_max_floor_then_waits_behind_the_orders_at_its_price() {
     nothing_else(&mut b, "quiet-b");
 }
 
-#[test]
-fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
+/// A server that keeps its journal (it has a master key) and lets orders outlive their
+/// connections, with the unsigned sessions TWA and TWB logged on (FIX 4.4).
+fn journaled_pair() -> (Server, [u16; 3], FixClient, FixClient) {
     let p = ports();
-    let sessions = unsigned_pair();
-    // With a master key the server keeps its journal; orders outlive their connections.
     let mut server = Server::configure(
-        &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
+        &config(
+            p,
+            &unsigned_pair(),
+            "\n[engine]\ncancel_on_disconnect = false\n",
+        ),
         &p,
         &env(),
     );
     server.launch();
-    let mut a = connect(p, "FIX.4.4", "TWA", None);
-    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    let a = connect(p, "FIX.4.4", "TWA", None);
+    let b = connect(p, "FIX.4.4", "TWB", None);
+    (server, p, a, b)
+}
+
+#[test]
+fn waiting_stop_orders_survive_a_restart_and_trigger_after_it() {
+    let (mut server, p, mut a, mut b) = journaled_pair();
     limit(&mut a, "A1", "2", "1", "100");
     limit(&mut b, "B1", "1", "1", "100");
     b.expect("8");
@@ -1855,16 +1864,7 @@ fn utc_in(ms: i64, precision: TimePrecision) -> String {
 
 #[test]
 fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restart() {
-    let p = ports();
-    let sessions = unsigned_pair();
-    let mut server = Server::configure(
-        &config(p, &sessions, "\n[engine]\ncancel_on_disconnect = false\n"),
-        &p,
-        &env(),
-    );
-    server.launch();
-    let mut a = connect(p, "FIX.4.4", "TWA", None);
-    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    let (mut server, p, mut a, mut b) = journaled_pair();
     // GTD buys at 90, but for G2 at 85 (it stays while G1 expires).
     let gtd = |c: &mut FixClient, cl: &str, expiry: &[(u32, &str)]| {
         let px = if cl == "G2" { "85" } else { "90" };

@@ -1045,15 +1045,7 @@ fn waiting_stops_are_cancelled_expired_and_snapshotted_like_resting_orders() {
     f.place(1, Side::Sell, 120, 1);
 
     // A snapshot carries the waiting stops in trigger order and the last trade price.
-    let mut snap = Vec::new();
-    f.m.write_snapshot(&mut snap);
-    let mut copy = Matcher::new(f.m.config);
-    copy.restore_snapshot(&mut portcullis_types::snapshot::SnapshotReader::new(&snap))
-        .unwrap();
-    let (mut s1, mut s2) = (Vec::new(), Vec::new());
-    f.m.write_state(&mut s1);
-    copy.write_state(&mut s2);
-    assert_eq!(s1, s2);
+    let copy = f.restored_copy();
     assert_eq!(copy.book(INST).unwrap().last_trade(), Some(Price(100)));
     assert_eq!(copy.book(INST).unwrap().stop_count(), 3);
 
@@ -1245,6 +1237,20 @@ impl Fixture {
         o
     }
 
+    /// A matcher restored from a snapshot of this one, checked to be in the same state.
+    fn restored_copy(&self) -> Matcher {
+        let mut snap = Vec::new();
+        self.m.write_snapshot(&mut snap);
+        let mut copy = Matcher::new(self.m.config);
+        copy.restore_snapshot(&mut portcullis_types::snapshot::SnapshotReader::new(&snap))
+            .unwrap();
+        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        self.m.write_state(&mut s1);
+        copy.write_state(&mut s2);
+        assert_eq!(s1, s2);
+        copy
+    }
+
     fn expire_due(&mut self, now: i64) -> Vec<Event> {
         let mut ev = Vec::new();
         let n = self.m.expire_due(now, &mut (), &mut |e| ev.push(e));
@@ -1345,15 +1351,7 @@ fn a_waiting_gtd_stop_expires_and_a_snapshot_keeps_gtd_expiries() {
     let s = f.submit(o)[0].order_id;
     let o = f.gtd(1, Side::Sell, 120, 1, 700);
     f.submit(o);
-    let mut snap = Vec::new();
-    f.m.write_snapshot(&mut snap);
-    let mut copy = Matcher::new(f.m.config);
-    copy.restore_snapshot(&mut portcullis_types::snapshot::SnapshotReader::new(&snap))
-        .unwrap();
-    let (mut s1, mut s2) = (Vec::new(), Vec::new());
-    f.m.write_state(&mut s1);
-    copy.write_state(&mut s2);
-    assert_eq!(s1, s2);
+    let copy = f.restored_copy();
     assert_eq!(copy.next_expiry(), Some(500));
     let ev = f.expire_due(500);
     assert_eq!(
