@@ -2131,6 +2131,24 @@ mod tests {
                 ["", "U", "D", "X"][text(3).len()],
                 ["1", "2"][text(1).len()],
             );
+            // Time in force and a GTD expiry: valid, far (beyond i64 nanoseconds), garbled.
+            let tif = ["", "0", "1", "3", "4", "6", "6", "9"][text(7).len()];
+            let garbled = text(20);
+            let expire_time = [
+                "",
+                "20261204-10:00:00.123",
+                "99991231-23:59:59",
+                "22620411-23:47:16.854775808",
+                garbled.as_str(),
+            ][text(4).len()];
+            let expire_date = [
+                "",
+                "20261204",
+                "22620411",
+                "99991231",
+                "2026120",
+                garbled.as_str(),
+            ][text(5).len()];
             for v in V {
                 for t in ["D", "F", "G", "H", "q"] {
                     let body = [
@@ -2145,6 +2163,9 @@ mod tests {
                         (44, price.as_str()),
                         (99, stop.as_str()),
                         (1109, direction),
+                        (59, tif),
+                        (126, expire_time),
+                        (432, expire_date),
                         (111, price.as_str()),
                         (530, price.as_str()),
                     ];
