@@ -1889,6 +1889,31 @@ fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restar
     let ack = gtd(&mut a, "G2", &[(432, tomorrow)]);
     assert_fields(&ack, &[(11, "G2"), (150, "0"), (59, "6"), (126, &after)]);
     let g2 = ack.get(37).unwrap().to_owned();
+    // A replace gives it a later date, keeping its price and quantity.
+    let later = &utc_in(3 * day_ms, TimePrecision::Seconds)[..8];
+    let after_later = format!(
+        "{}-00:00:00",
+        &utc_in(4 * day_ms, TimePrecision::Seconds)[..8]
+    );
+    a.send(
+        "G",
+        &[
+            (41, "G2"),
+            (11, "G2R"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "85"),
+            (59, "6"),
+            (432, later),
+        ],
+    );
+    assert_fields(
+        &a.expect("8"),
+        &[(11, "G2R"), (150, "5"), (59, "6"), (126, &after_later)],
+    );
     // Refused: an ExpireTime already past (OrdRejReason 4, too late to enter), GTD without
     // an expiry, an expiry on a GTC order.
     let past = utc_in(-1_000, TimePrecision::Millis);
@@ -1937,7 +1962,7 @@ fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restar
         c.expect("5");
     }
     // Killed, the server recovers from its journal, which replays the expiry at its time:
-    // G1 is expired (not expired again, with a second report) and G2 still works.
+    // G1 is expired (not expired again, with a second report) and G2 works with its new date.
     server.signal("KILL");
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.is_running() {
@@ -1956,10 +1981,10 @@ fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restar
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_fields(&status, &[(150, "I"), (39, "C"), (37, &g1)]);
-    a.send("H", &[(37, &g2), (11, "G2"), (55, "BTC-PERP"), (54, "1")]);
+    a.send("H", &[(37, &g2), (11, "G2R"), (55, "BTC-PERP"), (54, "1")]);
     assert_fields(
         &a.expect("8"),
-        &[(150, "I"), (39, "0"), (59, "6"), (126, &after)],
+        &[(150, "I"), (39, "0"), (59, "6"), (126, &after_later)],
     );
     nothing_else(&mut a, "after-restart");
     // B's sell still rests (a replay that left G1 working would have filled it).

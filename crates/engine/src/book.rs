@@ -1213,6 +1213,14 @@ impl Matcher {
         if !old.ord_type.is_market() && req.price.0 <= 0 {
             return Err(RejectReason::BadTick);
         }
+        if let Some(tif) = req.tif {
+            if !tif.rests() {
+                return Err(RejectReason::Unsupported);
+            }
+            if tif.expire_ns().is_some_and(|t| t <= now) {
+                return Err(RejectReason::TooLateToEnter);
+            }
+        }
         if !self.can_accept() {
             return Err(RejectReason::ServerBusy);
         }
@@ -1246,6 +1254,10 @@ impl Matcher {
         }
         if req.cl_ord_id != old.cl_ord_id {
             self.orders.rekey_cl(slot, req.cl_ord_id);
+        }
+        // A new time in force or expiry alone keeps the order's place.
+        if let Some(tif) = req.tif.filter(|&t| t != old.tif) {
+            self.orders.set_tif(slot, tif);
         }
         let mut e = report(
             self.orders.get(slot),

@@ -355,6 +355,18 @@ impl Orders {
         o
     }
 
+    /// Gives a working order a new time in force, moving it in or out of the expiry heap.
+    pub fn set_tif(&mut self, slot: u32, tif: TimeInForce) {
+        let pos = self.nodes[slot as usize].expiry_pos;
+        if pos != NIL {
+            self.expiry_remove(pos as usize);
+        }
+        self.nodes[slot as usize].order.tif = tif;
+        if tif.expire_ns().is_some() {
+            self.expiry_push(slot);
+        }
+    }
+
     /// The good-till-date order that expires first: its expiry time and slot.
     pub fn next_expiry(&self) -> Option<(i64, u32)> {
         let &slot = self.expiries.first()?;

@@ -310,7 +310,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let k = pick % accepted.len();
                 let (id, cl, account, inst) = accepted[k];
                 let which = instruments.iter().position(|&i| i == inst).unwrap();
-                let rep = r.replace_req(account, inst, cl, base[which] + 5 * ticks, qty);
+                let mut rep = r.replace_req(account, inst, cl, base[which] + 5 * ticks, qty);
+                // Now and then a new expiry, or one already past (refused), or GTC again.
+                rep.tif = match qty {
+                    5 => Some(TimeInForce::Gtd {
+                        expire_ns: r.now + 1_000 * (ticks - 1),
+                    }),
+                    6 => Some(TimeInForce::Gtc),
+                    _ => None,
+                };
                 events = r.cmd(Command::Replace(rep));
                 if events.first().map(|e| e.kind) == Some(EventKind::Replaced) {
                     accepted[k] = (id, rep.cl_ord_id, account, inst);

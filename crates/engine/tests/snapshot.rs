@@ -178,6 +178,14 @@ impl Driver {
                     price: portcullis_types::Price(base[which] + 5 * ticks),
                     qty: portcullis_types::Qty(qty),
                     received_ns: self.now,
+                    // Now and then a new expiry (or GTC again, for the GTD orders).
+                    tif: match qty {
+                        4 => Some(TimeInForce::Gtd {
+                            expire_ns: self.now + 30_000_000 * ticks,
+                        }),
+                        5 => Some(TimeInForce::Gtc),
+                        _ => None,
+                    },
                 }))
             }
             Op::MassCancel(a) => Some(Command::MassCancel(MassCancel {

@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
 //! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
-//! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns |
+//! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
 //! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64 |
@@ -364,6 +364,10 @@ impl JournalRecord {
                 e.i64(r.price.0);
                 e.i64(r.qty.0);
                 e.i64(r.received_ns);
+                // Only when given: a record without it reads as "keep", as older ones do.
+                if let Some(t) = r.tif {
+                    e.tif(t);
+                }
             }
             JournalRecord::Command(Command::MassCancel(m)) => {
                 e.u8(tag::MASS_CANCEL);
@@ -544,6 +548,11 @@ impl JournalRecord {
                     price: Price(d.i64()?),
                     qty: Qty(d.i64()?),
                     received_ns: d.i64()?,
+                    tif: if d.pos < bytes.len() {
+                        Some(d.tif()?)
+                    } else {
+                        None
+                    },
                 }))
             }
             tag::MASS_CANCEL => JournalRecord::Command(Command::MassCancel(MassCancel {
@@ -881,7 +890,11 @@ impl fmt::Display for JournalRecord {
                     "replace session={} account={} instrument={} cl_ord_id={} order_id={} orig_cl_ord_id={} price={} qty={} received_ns={}",
                     r.session, r.account, r.instrument, Id(&r.cl_ord_id), Opt(r.order_id),
                     Id(&r.orig_cl_ord_id), price, r.qty.0, r.received_ns
-                )
+                )?;
+                match r.tif {
+                    Some(t) => write!(f, " tif={}", Tif(t)),
+                    None => Ok(()),
+                }
             }
             JournalRecord::Command(Command::MassCancel(m)) => write!(
                 f,

@@ -211,6 +211,7 @@ impl Fx {
             price: Price(price),
             qty: Qty(qty),
             received_ns: 0,
+            tif: None,
         };
         self.risk.check_replace(&r, w, self.now).map(|_| ())
     }
@@ -1015,6 +1016,7 @@ fn a_replace_needs_a_new_cl_ord_id() {
         price: Price(100_00),
         qty: Qty(8),
         received_ns: 0,
+        tif: None,
     };
     assert_eq!(
         fx.risk.check_replace(&r, &w, 0).unwrap_err(),

@@ -611,6 +611,20 @@ fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, R
     }
     let qty = qty(msg, entry.qty_scale)?;
     let price = price(msg, entry.price_scale)?;
+    // Without any of them the order keeps its time in force (and a GTD order its expiry).
+    let given = [tag::TIME_IN_FORCE, tag::EXPIRE_TIME, tag::EXPIRE_DATE]
+        .iter()
+        .any(|&t| msg.get(t).is_some());
+    let tif = match given.then(|| tif(msg, ctx)).transpose()? {
+        Some(t) if !t.rests() => {
+            return Err(Refusal::with_text(
+                msg,
+                RejectReason::Unsupported,
+                "TimeInForce(59) of a replace must be 0 (day), 1 (GTC) or 6 (GTD)",
+            ))
+        }
+        t => t,
+    };
     Ok(ReplaceOrder {
         session: ctx.session,
         account,
@@ -621,6 +635,7 @@ fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, R
         price,
         qty,
         received_ns: ctx.now_ns,
+        tif,
     })
 }
 
@@ -1518,8 +1533,45 @@ mod tests {
             panic!()
         };
         assert_eq!((r.price, r.qty), (Price(1010), Qty(2000)));
+        // Without TimeInForce(59) the order keeps its own.
+        assert_eq!(r.tif, None);
         let (r, _) = decode_bytes(&f, v, &msg(v, "G", &with(&replace, 40, Some("1")))).unwrap_err();
         assert_eq!(r, RejectReason::Unsupported);
+        // A new expiry, or GTC; IOC and FOK cannot be given to a resting order.
+        let gtd = with(
+            &with(&replace, 59, Some("6")),
+            126,
+            Some("20261204-00:00:01"),
+        );
+        let Ok(Request::Replace(r)) = decode_bytes(&f, v, &msg(v, "G", &gtd)) else {
+            panic!()
+        };
+        assert_eq!(
+            r.tif,
+            Some(TimeInForce::Gtd {
+                expire_ns: (20_791 * 86_400 + 1) * 1_000_000_000
+            })
+        );
+        let Ok(Request::Replace(r)) =
+            decode_bytes(&f, v, &msg(v, "G", &with(&replace, 59, Some("1"))))
+        else {
+            panic!()
+        };
+        assert_eq!(r.tif, Some(TimeInForce::Gtc));
+        let (r, text) =
+            decode_bytes(&f, v, &msg(v, "G", &with(&replace, 59, Some("3")))).unwrap_err();
+        assert_eq!(r, RejectReason::Unsupported);
+        assert!(
+            text.contains("of a replace must be 0 (day), 1 (GTC) or 6 (GTD)"),
+            "{text}"
+        );
+        let (_, text) = decode_bytes(
+            &f,
+            v,
+            &msg(v, "G", &with(&replace, 126, Some("20261204-00:00:01"))),
+        )
+        .unwrap_err();
+        assert!(text.contains("only for TimeInForce(59) 6"), "{text}");
 
         let status = [(11, "C1"), (55, "BTC-PERP"), (54, "1")];
         let Ok(Request::Status(s)) = decode_bytes(&f, v, &msg(v, "H", &status)) else {

@@ -787,6 +787,7 @@ impl Quoting {
                     price,
                     qty: total,
                     received_ns: ctx.now_ns,
+                    tif: None,
                 });
                 let next = QuoteSide {
                     cl,

@@ -909,6 +909,7 @@ impl WsBridge {
             price: ReplaceOrder::KEEP_PRICE,
             qty: Qty(qty),
             received_ns: now_ns(),
+            tif: None,
         };
         self.submit(Command::Replace(cmd))?;
         self.pending.insert(cl, Pending::Amend { token: ctx.token });

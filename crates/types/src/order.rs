@@ -364,6 +364,9 @@ pub struct ReplaceOrder {
     pub qty: Qty,
     /// When received (ns since the epoch).
     pub received_ns: i64,
+    /// A new time in force (one that rests: GTC, Day or GTD, e.g. a GTD order's new expiry);
+    /// `None` keeps the order's.
+    pub tif: Option<TimeInForce>,
 }
 
 impl ReplaceOrder {

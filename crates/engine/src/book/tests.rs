@@ -112,6 +112,7 @@ impl Fixture {
             price: Price(price),
             qty: Qty(qty),
             received_ns: 0,
+            tif: None,
         };
         let mut ev = Vec::new();
         self.m
@@ -556,6 +557,7 @@ fn a_cancel_or_replace_from_another_session_is_reported_to_the_order_s_own_sessi
         price: Price(100),
         qty: Qty(4),
         received_ns: 0,
+        tif: None,
     };
     let mut ev = Vec::new();
     f.m.replace_slot(slot, &replace, f.now, &mut (), &mut |e| ev.push(e))
@@ -1360,4 +1362,69 @@ fn a_waiting_gtd_stop_expires_and_a_snapshot_keeps_gtd_expiries() {
     );
     assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
     assert_eq!(f.m.next_expiry(), Some(700));
+}
+
+impl Fixture {
+    /// A replace of order `id` that keeps its price and quantity and gives it `tif`, at `now`.
+    fn replace_tif(
+        &mut self,
+        id: OrderId,
+        tif: TimeInForce,
+        now: i64,
+    ) -> Result<Vec<Event>, RejectReason> {
+        let slot = self.slot(id).expect("working");
+        let o = *self.m.orders.get(slot);
+        let req = ReplaceOrder {
+            session: o.session,
+            account: o.account,
+            instrument: o.instrument,
+            cl_ord_id: self.next_cl(),
+            order_id: Some(id),
+            orig_cl_ord_id: o.cl_ord_id,
+            price: o.price,
+            qty: o.qty,
+            received_ns: 0,
+            tif: Some(tif),
+        };
+        let mut ev = Vec::new();
+        self.m
+            .replace_slot(slot, &req, now, &mut (), &mut |e| ev.push(e))?;
+        Ok(ev)
+    }
+}
+
+#[test]
+fn a_replace_can_give_a_new_expiry_or_time_in_force_and_keeps_the_orders_place() {
+    let mut f = Fixture::new();
+    let o = f.gtd(0, Side::Buy, 100, 1, 1_000);
+    let a = f.submit(o)[0].order_id;
+    let b = f.place(0, Side::Buy, 100, 1);
+    // A later expiry: reported, rescheduled, and the order is still first at its price.
+    let later = TimeInForce::Gtd { expire_ns: 5_000 };
+    let ev = f.replace_tif(a, later, 10).unwrap();
+    assert_eq!((ev[0].kind, ev[0].tif), (EventKind::Replaced, later));
+    assert_eq!(f.m.next_expiry(), Some(5_000));
+    assert!(f.expire_due(1_000).is_empty());
+    let o = f.order(1, Side::Sell, 100, 1);
+    let ev = f.submit(o);
+    assert!(ev
+        .iter()
+        .any(|e| e.order_id == a && e.kind == EventKind::Fill));
+    assert_eq!(f.leaves(b), Some(1));
+    // Refused, the order unchanged: a time in force that does not rest, an expiry past.
+    let o = f.gtd(0, Side::Buy, 99, 1, 9_000);
+    let c = f.submit(o)[0].order_id;
+    assert_eq!(
+        f.replace_tif(c, TimeInForce::Ioc, 100),
+        Err(RejectReason::Unsupported)
+    );
+    assert_eq!(
+        f.replace_tif(c, TimeInForce::Gtd { expire_ns: 100 }, 100),
+        Err(RejectReason::TooLateToEnter)
+    );
+    assert_eq!(f.m.next_expiry(), Some(9_000));
+    // GTC again: out of the schedule, still working.
+    f.replace_tif(c, TimeInForce::Gtc, 100).unwrap();
+    assert_eq!(f.m.next_expiry(), None);
+    assert_eq!(f.leaves(c), Some(1));
 }

@@ -187,6 +187,7 @@ impl Run {
             price: Price(price),
             qty: Qty(qty),
             received_ns: self.now,
+            tif: None,
         }
     }
 

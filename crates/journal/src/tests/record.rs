@@ -136,10 +136,11 @@ fn command() -> impl Strategy<Value = Command> {
             cl_ord_id(),
             any::<i64>(),
             any::<i64>(),
-            any::<i64>()
+            any::<i64>(),
+            proptest::option::of(tif())
         )
             .prop_map(
-                |((s, a, i), c, o, oc, p, q, r)| Command::Replace(ReplaceOrder {
+                |((s, a, i), c, o, oc, p, q, r, t)| Command::Replace(ReplaceOrder {
                     session: SessionId(s),
                     account: AccountId(a),
                     instrument: InstrumentId(i),
@@ -149,6 +150,7 @@ fn command() -> impl Strategy<Value = Command> {
                     price: Price(p),
                     qty: Qty(q),
                     received_ns: r,
+                    tif: t,
                 })
             ),
         (
