@@ -1998,3 +1998,58 @@ fn gtd_orders_expire_at_their_time_with_a_report_and_stay_expired_after_a_restar
     assert!(!log.contains("state hash differs"), "{log}");
     assert!(!log.contains("durable but not their events"), "{log}");
 }
+
+#[test]
+fn a_triggered_stop_is_reported_with_exec_type_l_on_fix_50_only() {
+    let p = ports();
+    // The same account on a FIX 5.0 SP2 and a FIX 4.4 session, and a counterparty.
+    let sessions = [
+        S {
+            begin: "FIXT.1.1",
+            comp_id: "TW5",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TW4",
+            account: "ACC-A",
+            signed: false,
+        },
+        S {
+            begin: "FIX.4.4",
+            comp_id: "TWB",
+            account: "ACC-B",
+            signed: false,
+        },
+    ];
+    let mut server = Server::configure(&config(p, &sessions, ""), &p, &env());
+    server.launch();
+    let mut a5 = connect(p, "FIXT.1.1", "TW5", None);
+    let mut a4 = connect(p, "FIX.4.4", "TW4", None);
+    let mut b = connect(p, "FIX.4.4", "TWB", None);
+    // B sells 2 at 100; each A session has a buy stop-limit at 100 (limit 100).
+    limit(&mut b, "B1", "2", "2", "100");
+    for (c, cl) in [(&mut a5, "S5"), (&mut a4, "S4")] {
+        stop_order(c, cl, "1", "1", "100", Some("100"));
+        assert_fields(&c.expect("8"), &[(11, cl), (150, "0"), (39, "0")]);
+    }
+    // A plain buy of 0.5 from B at 100: the trade triggers both, S5 (the older) first.
+    order(&mut a4, "L4", "BTC-PERP", "1", "0.5", Some("100"), "1");
+    assert_fields(&a4.expect("8"), &[(11, "L4"), (150, "0")]);
+    assert_fields(&a4.expect("8"), &[(11, "L4"), (150, "F"), (39, "2")]);
+    // FIX 5.0 SP2: ExecType L (triggered), OrdStatus 0, then the fill of what B has left.
+    assert_fields(
+        &a5.expect("8"),
+        &[(11, "S5"), (150, "L"), (39, "0"), (40, "4"), (151, "1.000")],
+    );
+    assert_fields(&a5.expect("8"), &[(11, "S5"), (150, "F"), (39, "2")]);
+    // FIX 4.4 has no ExecType L: its stop's next report is what it does once triggered (B
+    // has 0.5 left for it after S5).
+    assert_fields(
+        &a4.expect("8"),
+        &[(11, "S4"), (150, "F"), (39, "1"), (32, "0.500")],
+    );
+    nothing_else(&mut a5, "quiet-5");
+    nothing_else(&mut a4, "quiet-4");
+}

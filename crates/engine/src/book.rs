@@ -1098,6 +1098,7 @@ impl Matcher {
             };
             let mut o = self.orders.remove(entry.slot);
             o.untriggered = false;
+            out(report(&o, EventKind::Triggered, self.ids.exec(), now));
             let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
             self.work(o, cl_tag, now, fb, out);
         }

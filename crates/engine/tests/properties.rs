@@ -100,7 +100,10 @@ impl Ledger {
         self.last_exec = e.exec_id;
         prop_assert!(e.exec_id <= MAX_ID && e.order_id.0 <= MAX_ID && e.trade_id.0 <= MAX_ID);
         match e.kind {
-            EventKind::New | EventKind::PartialFill | EventKind::Replaced => {
+            EventKind::New
+            | EventKind::PartialFill
+            | EventKind::Replaced
+            | EventKind::Triggered => {
                 prop_assert_eq!(e.cum_qty.0 + e.leaves_qty.0, e.qty.0, "{:?}", e);
                 prop_assert!(e.leaves_qty.0 > 0);
                 self.live

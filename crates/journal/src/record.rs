@@ -403,6 +403,7 @@ impl JournalRecord {
                         e.u8(8);
                         e.u32(canceled);
                     }
+                    EventKind::Triggered => e.u8(9),
                 }
                 e.u64(ev.order_id.0);
                 e.id(&ev.cl_ord_id);
@@ -579,6 +580,7 @@ impl JournalRecord {
                         reason: d.code(reason_from, "invalid reject reason")?,
                     },
                     8 => EventKind::MassCancelDone { canceled: d.u32()? },
+                    9 => EventKind::Triggered,
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
                 JournalRecord::Event(Event {
@@ -832,6 +834,7 @@ pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
         EventKind::Expired => "expired",
         EventKind::CancelRejected { .. } => "cancel_rejected",
         EventKind::MassCancelDone { .. } => "mass_cancel_done",
+        EventKind::Triggered => "triggered",
     }
 }
 

@@ -1081,6 +1081,9 @@ impl ConnectionApp for FixConn {
                         }
                     }
                     match e.kind {
+                        // ExecType L exists from FIX 5.0 on: older sessions see what the
+                        // triggered order does next.
+                        EventKind::Triggered if v != BeginString::Fixt11 => continue,
                         EventKind::CancelRejected {
                             reason: RejectReason::UnknownOrder,
                             ..

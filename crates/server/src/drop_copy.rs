@@ -429,7 +429,8 @@ impl ConnectionApp for DropCopyConn {
                 && !matches!(
                 e.kind,
                 EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. }
-            ) && self.session.copied.covers(e.account)
+            ) && (e.kind != EventKind::Triggered || v == BeginString::Fixt11)
+                && self.session.copied.covers(e.account)
                 // An event of an account this server no longer lists cannot be named.
                 && (e.account.0 as usize) < names.account_names.len()
                 && dir.get(e.instrument).is_some();

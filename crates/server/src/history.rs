@@ -246,7 +246,7 @@ impl OrderHistory {
             return; // refused before it was an order
         }
         let state = match e.kind {
-            EventKind::New | EventKind::Replaced => {
+            EventKind::New | EventKind::Replaced | EventKind::Triggered => {
                 if e.cum_qty.0 > 0 {
                     OrderState::PartiallyFilled
                 } else {
@@ -283,6 +283,8 @@ impl OrderHistory {
         order.state = state;
         match e.kind {
             EventKind::New if order.working_ns < 0 => order.working_ns = e.ts_ns,
+            // A stop or take-profit works from its trigger on.
+            EventKind::Triggered => order.working_ns = e.ts_ns,
             EventKind::Replaced => {
                 order.price = e.price;
                 order.qty = e.qty;

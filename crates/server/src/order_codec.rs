@@ -884,6 +884,8 @@ fn exec_type_and_status(v: BeginString, e: &Event) -> (u8, u8) {
         EventKind::Replaced => (b'5', if v42 { b'5' } else { working_status(e) }),
         EventKind::Rejected(_) => (b'8', b'8'),
         EventKind::Expired => (b'C', b'C'),
+        // Triggered or activated by system (FIX 5.0 SP2; callers skip it on older versions).
+        EventKind::Triggered => (b'L', working_status(e)),
         // Not execution reports; callers route them elsewhere.
         EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => (b'8', b'8'),
     }
@@ -2025,6 +2027,36 @@ mod tests {
         for v in V {
             assert_eq!(ord_rej_code(v, RejectReason::TooLateToEnter), 4);
         }
+    }
+
+    #[test]
+    fn a_trigger_is_exec_type_l_in_fix_50_sp2() {
+        let f = fixture();
+        let names = f.names();
+        let mut scratch = Vec::new();
+        let mut e = event(EventKind::Triggered);
+        e.ord_type = OrdType::StopLimit {
+            stop_px: Price(1010),
+        };
+        (e.cum_qty, e.leaves_qty) = (Qty(0), Qty(3000));
+        let v = BeginString::Fixt11;
+        let bytes = validate(v, b"8", |enc| {
+            encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+        });
+        assert_eq!(field(&bytes, 150), Some("L"));
+        assert_eq!(field(&bytes, 39), Some("0"));
+        // FIX 4.4's dictionary has no ExecType L: the application does not send it there.
+        let v = BeginString::Fix44;
+        let mut enc = Encoder::new();
+        enc.start(v.as_bytes(), b"8");
+        enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
+        enc.str(52, b"20260102-10:00:00.000");
+        encode_report(&mut enc, v, Report::Event(&e), &names, &mut scratch);
+        let bytes = enc.finish().to_vec();
+        let mut d = Decoder::new();
+        assert!(Dictionary::for_version(v)
+            .validate(&d.decode(&bytes).unwrap())
+            .is_err());
     }
 
     #[test]

@@ -434,7 +434,7 @@ pub struct ControlRequest {
 // Event counts for the metrics
 
 /// The label values of [`EventCounts::kind`]: one per [`EventKind`].
-pub const EVENT_KIND_NAMES: [&str; 9] = [
+pub const EVENT_KIND_NAMES: [&str; 10] = [
     "new",
     "partial_fill",
     "fill",
@@ -444,6 +444,7 @@ pub const EVENT_KIND_NAMES: [&str; 9] = [
     "expired",
     "cancel_rejected",
     "mass_cancel_done",
+    "triggered",
 ];
 
 /// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
@@ -501,6 +502,7 @@ impl EventCounts {
             EventKind::Expired => (6, None),
             EventKind::CancelRejected { reason, .. } => (7, Some(reason)),
             EventKind::MassCancelDone { .. } => (8, None),
+            EventKind::Triggered => (9, None),
         };
         bump(&self.kinds[k]);
         if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {

@@ -988,6 +988,8 @@ impl WsBridge {
                     }
                 }
                 EventKind::Rejected(_) => o.status = OrderStatus::Rejected,
+                // A stop or take-profit works from its trigger on.
+                EventKind::Triggered => o.working_time = now,
                 EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => {}
             }
             if o.order_id != 0 && !matches!(e.kind, EventKind::Rejected(_)) {
@@ -1123,7 +1125,7 @@ impl WsBridge {
                     }
                 }
             }
-            EventKind::Expired => {}
+            EventKind::Expired | EventKind::Triggered => {}
         }
     }
 
@@ -1470,7 +1472,10 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         EventKind::Replaced => (ExecutionType::Replaced, false),
         EventKind::Rejected(_) => (ExecutionType::Rejected, false),
         EventKind::Expired => (ExecutionType::Expired, false),
-        EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => return None,
+        // The dialect sends no event when a stop triggers: its trades or rest follow.
+        EventKind::CancelRejected { .. }
+        | EventKind::MassCancelDone { .. }
+        | EventKind::Triggered => return None,
     };
     let now = ms(e.ts_ns);
     let (last_qty, last_px) = if trade {

@@ -531,6 +531,9 @@ pub enum EventKind {
         /// Orders cancelled.
         canceled: u32,
     },
+    /// A waiting stop or take-profit order was triggered: it works now, and its fills, rest
+    /// or cancel follow (FIX 5.0 SP2 ExecType L).
+    Triggered,
 }
 
 /// An execution event produced by the core thread for one session.

@@ -827,8 +827,12 @@ fn a_stop_order_waits_in_no_level_until_a_trade_reaches_its_price() {
     // A trade at 105 does, after that trade: it buys from the resting sell at 106.
     let ev = f.trade_at(105, 1);
     let after: Vec<&Event> = ev.iter().filter(|e| e.order_id == stop).collect();
-    assert_eq!(after.len(), 1, "{ev:#?}");
-    assert_eq!(after[0].kind, EventKind::Fill);
+    assert_eq!(after.len(), 2, "{ev:#?}");
+    assert_eq!(
+        (after[0].kind, after[1].kind),
+        (EventKind::Triggered, EventKind::Fill)
+    );
+    let after = &after[1..];
     assert_eq!((after[0].last_px, after[0].last_qty), (Price(106), Qty(2)));
     assert_eq!(
         after[0].ord_type,
@@ -951,7 +955,10 @@ fn a_take_profit_buy_waits_for_a_fall_and_a_sell_for_a_rise() {
     // A trade at 95 triggers the buy, which takes the offer at 97.
     f.place(1, Side::Sell, 97, 2);
     let ev = f.trade_at(95, 1);
-    let fills: Vec<&Event> = ev.iter().filter(|e| e.order_id == buy).collect();
+    let fills: Vec<&Event> = ev
+        .iter()
+        .filter(|e| e.order_id == buy && e.kind != EventKind::Triggered)
+        .collect();
     assert_eq!(fills.len(), 1, "{ev:#?}");
     assert_eq!(fills[0].kind, EventKind::Fill);
     assert_eq!((fills[0].last_px, fills[0].last_qty), (Price(97), Qty(2)));
@@ -1031,7 +1038,7 @@ fn a_triggered_stop_without_liquidity_is_cancelled_as_a_market_order_is() {
         .filter(|e| e.order_id == id)
         .map(|e| e.kind)
         .collect();
-    assert_eq!(mine, [EventKind::Canceled]);
+    assert_eq!(mine, [EventKind::Triggered, EventKind::Canceled]);
     assert_eq!(f.leaves(id), None);
 }
 
@@ -1427,4 +1434,36 @@ fn a_replace_can_give_a_new_expiry_or_time_in_force_and_keeps_the_orders_place()
     f.replace_tif(c, TimeInForce::Gtc, 100).unwrap();
     assert_eq!(f.m.next_expiry(), None);
     assert_eq!(f.leaves(c), Some(1));
+}
+
+#[test]
+fn a_waiting_stop_reports_its_trigger_before_what_it_does_and_one_already_reached_does_not() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let s = f.place_stop(0, Side::Buy, 101, Some(101));
+    // A trade at 101 triggers it: Triggered (still open, nothing filled), then it rests.
+    let ev = f.trade_at(101, 1);
+    let mine: Vec<_> = ev.iter().filter(|e| e.order_id == s).collect();
+    assert_eq!(mine.len(), 1, "{ev:#?}");
+    let e = mine[0];
+    assert_eq!(
+        (
+            e.kind,
+            e.cum_qty,
+            e.leaves_qty,
+            e.price,
+            e.ord_type.stop_px()
+        ),
+        (
+            EventKind::Triggered,
+            Qty(0),
+            Qty(1),
+            Price(101),
+            Some(Price(101))
+        )
+    );
+    assert_eq!(f.leaves(s), Some(1));
+    // A stop whose price the last trade already reached works at once: New, no trigger.
+    let o = f.stop(0, Side::Buy, 101, Some(99), 1);
+    assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
 }
