@@ -100,23 +100,38 @@ impl Fixture {
     }
 
     fn replace(&mut self, id: OrderId, price: i64, qty: i64) -> Result<Vec<Event>, RejectReason> {
+        let now = self.now;
+        self.replace_as(id, now, |r| {
+            r.price = Price(price);
+            r.qty = Qty(qty);
+        })
+    }
+
+    /// A replace of order `id` at `now` that keeps everything but what `edit` changes.
+    fn replace_as(
+        &mut self,
+        id: OrderId,
+        now: i64,
+        edit: impl FnOnce(&mut ReplaceOrder),
+    ) -> Result<Vec<Event>, RejectReason> {
         let slot = self.slot(id).expect("working");
         let o = *self.m.orders.get(slot);
-        let req = ReplaceOrder {
+        let mut req = ReplaceOrder {
             session: o.session,
             account: o.account,
             instrument: o.instrument,
             cl_ord_id: self.next_cl(),
             order_id: Some(id),
             orig_cl_ord_id: o.cl_ord_id,
-            price: Price(price),
-            qty: Qty(qty),
+            price: o.price,
+            qty: o.qty,
             received_ns: 0,
             tif: None,
         };
+        edit(&mut req);
         let mut ev = Vec::new();
         self.m
-            .replace_slot(slot, &req, self.now, &mut (), &mut |e| ev.push(e))?;
+            .replace_slot(slot, &req, now, &mut (), &mut |e| ev.push(e))?;
         Ok(ev)
     }
 
@@ -1379,24 +1394,7 @@ impl Fixture {
         tif: TimeInForce,
         now: i64,
     ) -> Result<Vec<Event>, RejectReason> {
-        let slot = self.slot(id).expect("working");
-        let o = *self.m.orders.get(slot);
-        let req = ReplaceOrder {
-            session: o.session,
-            account: o.account,
-            instrument: o.instrument,
-            cl_ord_id: self.next_cl(),
-            order_id: Some(id),
-            orig_cl_ord_id: o.cl_ord_id,
-            price: o.price,
-            qty: o.qty,
-            received_ns: 0,
-            tif: Some(tif),
-        };
-        let mut ev = Vec::new();
-        self.m
-            .replace_slot(slot, &req, now, &mut (), &mut |e| ev.push(e))?;
-        Ok(ev)
+        self.replace_as(id, now, |r| r.tif = Some(tif))
     }
 }
 
