@@ -227,7 +227,8 @@ pub struct RawCore {
     /// Pin the core thread to this CPU (0-based); absent = no pinning.
     pub pin_cpu: Option<usize>,
     /// The end of the trading day, `HH:MM:SS` UTC: Day orders expire and ClOrdIDs may be used
-    /// again. Default "00:00:00".
+    /// again; a GTD order's ExpireDate(432) means the end of that trading day. Default
+    /// "00:00:00".
     pub trading_day_end: String,
     /// Accounts that may trade besides those named by the sessions, e.g. for sessions with
     /// `accounts = ["*"]`. The account table is this list, then every session's accounts.
