@@ -19,12 +19,7 @@ fn drop_copy_session(comp: &str, copied: &str) -> String {
 /// An order-entry session of the test config: FIX 4.4, client `comp_id`, `account`, no
 /// authentication (loopback).
 fn plain<'a>(comp_id: &'a str, account: &'a str) -> S<'a> {
-    S {
-        begin: "FIX.4.4",
-        comp_id,
-        account,
-        signed: false,
-    }
+    S::plain("FIX.4.4", comp_id, account)
 }
 
 /// The next `n` ExecutionReports of the drop copy (a heartbeat or anything else fails).

@@ -246,12 +246,7 @@ fn with_a_shared_core_a_hostile_session_is_answered_message_by_message_and_harms
 fn hostile_session(extra: &str) {
     let seed = hostile_seed();
     let p = ports();
-    let session = |comp_id, account| S {
-        begin: "FIX.4.4",
-        comp_id,
-        account,
-        signed: false,
-    };
+    let session = |comp_id, account| S::plain("FIX.4.4", comp_id, account);
     let sessions = [
         session("TWA", "ACC-A"),
         session("TWB", "ACC-B"),

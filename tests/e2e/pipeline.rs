@@ -58,6 +58,28 @@ pub(crate) struct S<'a> {
     pub signed: bool,
 }
 
+impl<'a> S<'a> {
+    /// A session without authentication.
+    pub(crate) const fn plain(begin: &'a str, comp_id: &'a str, account: &'a str) -> Self {
+        S {
+            begin,
+            comp_id,
+            account,
+            signed: false,
+        }
+    }
+
+    /// A session whose Logon must be signed with a key of its account.
+    pub(crate) const fn signed(begin: &'a str, comp_id: &'a str, account: &'a str) -> Self {
+        S {
+            begin,
+            comp_id,
+            account,
+            signed: true,
+        }
+    }
+}
+
 /// A server config with one plain-TCP loopback listener per version in `ports` (4.2, 4.4,
 /// FIXT.1.1), the given sessions, the test instruments and risk limits, and `extra`.
 pub(crate) fn config(ports: [u16; 3], sessions: &[S<'_>], extra: &str) -> String {
@@ -258,18 +280,8 @@ fn nothing_else(c: &mut FixClient, id: &str) {
 fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, Key) {
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: true,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: true,
-        },
+        S::signed("FIX.4.4", "TWA", "ACC-A"),
+        S::signed("FIX.4.4", "TWB", "ACC-B"),
     ];
     let mut server = Server::configure(&config(p, &sessions, extra), &p, &env());
     let ka = create_key(&server, &["--account", "ACC-A", "--scopes", "trade"]);
@@ -283,18 +295,8 @@ fn two_signed_accounts(extra: &str) -> (Server, [u16; 3], FixClient, FixClient, 
 /// Sessions `TWA` (account ACC-A) and `TWB` (ACC-B) on FIX 4.4, without authentication.
 fn unsigned_pair() -> [S<'static>; 2] {
     [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: false,
-        },
+        S::plain("FIX.4.4", "TWA", "ACC-A"),
+        S::plain("FIX.4.4", "TWB", "ACC-B"),
     ]
 }
 
@@ -591,12 +593,7 @@ fn cross_fill_cancel_replace_status_mass_cancel(extra: &str) {
 fn every_risk_reject_is_seen_with_its_ord_rej_reason() {
     // FIXT.1.1 (FIX 5.0 SP2) has every OrdRejReason code the checks use.
     let p = ports();
-    let sessions = [S {
-        begin: "FIXT.1.1",
-        comp_id: "TW",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [S::plain("FIXT.1.1", "TW", "ACC-A")];
     let server = Server::start(&config(p, &sessions, ""), &p);
     let mut c = connect(p, "FIXT.1.1", "TW", None);
     let mut n = 0;
@@ -841,12 +838,7 @@ fn with_a_shared_core_a_flood_into_a_full_queue_is_refused_server_busy() {
 
 fn flood_into_a_full_queue(core_extra: &str) {
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "TW",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [S::plain("FIX.4.4", "TW", "ACC-A")];
     let server = Server::start(
         &config(
             p,
@@ -907,12 +899,7 @@ fn flood_into_a_full_queue(core_extra: &str) {
 #[test]
 fn a_session_that_cannot_take_its_reports_is_logged_out_as_a_slow_consumer() {
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "TW",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [S::plain("FIX.4.4", "TW", "ACC-A")];
     let server = Server::start(&config(p, &sessions, "\n[core]\negress_capacity = 4\n"), &p);
     let mut c = connect(p, "FIX.4.4", "TW", None);
     for i in 0..6 {
@@ -941,18 +928,8 @@ fn a_session_that_cannot_take_its_reports_is_logged_out_as_a_slow_consumer() {
 fn fix42_reports_use_exec_trans_type_and_the_fill_exec_types() {
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.2",
-            comp_id: "TW42",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TW44",
-            account: "ACC-B",
-            signed: false,
-        },
+        S::plain("FIX.4.2", "TW42", "ACC-A"),
+        S::plain("FIX.4.4", "TW44", "ACC-B"),
     ];
     let _server = Server::start(&config(p, &sessions, ""), &p);
     let mut a = connect(p, "FIX.4.2", "TW42", None);
@@ -1073,12 +1050,7 @@ fn the_server_runs_without_transparent_huge_pages() {
     // Their first touch may compact memory for tens of milliseconds (see
     // `disable_transparent_huge_pages` in crates/server/src/main.rs).
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "THP",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [S::plain("FIX.4.4", "THP", "ACC-A")];
     let server = Server::start(&config(p, &sessions, ""), &p);
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let line = status
@@ -1104,12 +1076,7 @@ fn the_journal_thread_runs_on_the_cpu_the_config_names() {
         .and_then(|c| c.parse().ok())
         .expect("a CPU number");
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "PIN",
-        account: "ACC-A",
-        signed: false,
-    }];
+    let sessions = [S::plain("FIX.4.4", "PIN", "ACC-A")];
     let extra = format!("[journal]\nfsync = \"never\"\npin_cpu = {cpu}\n");
     // The journal is sealed under the master key: without one there is none.
     let mut server = Server::configure(&config(p, &sessions, &extra), &p, &env());
@@ -1239,12 +1206,7 @@ fn an_order_mass_status_request_lists_the_accounts_working_orders() {
 fn a_long_mass_status_answer_leaves_at_the_clients_pace() {
     // A listener whose slow-reader bound (8 KiB) is far below the answer (100 reports).
     let p = ports();
-    let sessions = [S {
-        begin: "FIX.4.4",
-        comp_id: "TWA",
-        account: "ACC-A",
-        signed: true,
-    }];
+    let sessions = [S::signed("FIX.4.4", "TWA", "ACC-A")];
     let cfg = config(p, &sessions, "").replace(
         "tls = false\nbegin_string = \"FIX.4.4\"\n",
         "tls = false\nbegin_string = \"FIX.4.4\"\nmax_message_size = 4096\nmax_unsent_bytes = 8192\n",
@@ -1314,24 +1276,9 @@ fn a_security_list_request_lists_the_option_series_and_follows_halts() {
     // 4.4 listener's slow-reader bound (8 KiB) is far below the whole list.
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWA",
-            account: "ACC-A",
-            signed: true,
-        },
-        S {
-            begin: "FIXT.1.1",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: true,
-        },
-        S {
-            begin: "FIX.4.2",
-            comp_id: "TWC",
-            account: "ACC-C",
-            signed: false,
-        },
+        S::signed("FIX.4.4", "TWA", "ACC-A"),
+        S::signed("FIXT.1.1", "TWB", "ACC-B"),
+        S::plain("FIX.4.2", "TWC", "ACC-C"),
     ];
     let series = r#"
 [[option_series]]
@@ -2004,24 +1951,9 @@ fn a_triggered_stop_is_reported_with_exec_type_l_on_fix_50_only() {
     let p = ports();
     // The same account on a FIX 5.0 SP2 and a FIX 4.4 session, and a counterparty.
     let sessions = [
-        S {
-            begin: "FIXT.1.1",
-            comp_id: "TW5",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TW4",
-            account: "ACC-A",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TWB",
-            account: "ACC-B",
-            signed: false,
-        },
+        S::plain("FIXT.1.1", "TW5", "ACC-A"),
+        S::plain("FIX.4.4", "TW4", "ACC-A"),
+        S::plain("FIX.4.4", "TWB", "ACC-B"),
     ];
     let mut server = Server::configure(&config(p, &sessions, ""), &p, &env());
     server.launch();

@@ -69,18 +69,8 @@ fn row(symbol: &str, side: &str, price: &str, leaves: &str) -> (String, String, 
 fn mm_and_taker(mm_begin: &'static str, extra: &str) -> (Server, FixClient, FixClient) {
     let p = ports();
     let sessions = [
-        S {
-            begin: mm_begin,
-            comp_id: "MM",
-            account: "ACC-MM",
-            signed: true,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TAKER",
-            account: "ACC-T",
-            signed: true,
-        },
+        S::signed(mm_begin, "MM", "ACC-MM"),
+        S::signed("FIX.4.4", "TAKER", "ACC-T"),
     ];
     let mut server = Server::configure(&config(p, &sessions, extra), &p, &env());
     let km = create_key(&server, &["--account", "ACC-MM", "--scopes", "trade"]);
@@ -297,18 +287,8 @@ fn mass_quotes_are_refused_whole_where_they_cannot_be_taken() {
     let extra = "";
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "MM",
-            account: "ACC-MM",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.2",
-            comp_id: "MM42",
-            account: "ACC-MM",
-            signed: false,
-        },
+        S::plain("FIX.4.4", "MM", "ACC-MM"),
+        S::plain("FIX.4.2", "MM42", "ACC-MM"),
     ];
     // Without cancel-on-disconnect, quotes could outlive their connection: refused.
     let cfg = config(p, &sessions, extra).replacen(
@@ -353,18 +333,8 @@ fn mass_quotes_are_refused_whole_where_they_cannot_be_taken() {
 fn market_maker_protection_takes_the_quotes_out_when_fills_reach_its_limit() {
     let p = ports();
     let sessions = [
-        S {
-            begin: "FIX.4.4",
-            comp_id: "MM",
-            account: "ACC-MM",
-            signed: false,
-        },
-        S {
-            begin: "FIX.4.4",
-            comp_id: "TAKER",
-            account: "ACC-T",
-            signed: false,
-        },
+        S::plain("FIX.4.4", "MM", "ACC-MM"),
+        S::plain("FIX.4.4", "TAKER", "ACC-T"),
     ];
     let cfg = config(p, &sessions, "").replacen(
         "authentication = \"none\"\n",

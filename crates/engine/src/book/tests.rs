@@ -1123,6 +1123,15 @@ impl Fixture {
     }
 
     /// The (order, last qty) of each fill of the resting side in `ev`.
+    /// A limit order of account 0 and what it took from each resting order: its events and
+    /// the makers' (order, quantity) fills in order.
+    fn take(&mut self, side: Side, price: i64, qty: i64) -> (Vec<Event>, Vec<(OrderId, i64)>) {
+        let o = self.order(0, side, price, qty);
+        let ev = self.submit(o);
+        let fills = Self::maker_fills(&ev, ev[0].order_id);
+        (ev, fills)
+    }
+
     fn maker_fills(ev: &[Event], taker: OrderId) -> Vec<(OrderId, i64)> {
         ev.iter()
             .filter(|e| matches!(e.kind, EventKind::Fill | EventKind::PartialFill))
@@ -1141,31 +1150,19 @@ fn an_iceberg_trades_its_shown_part_then_shows_the_next_at_the_back_of_its_level
     assert_eq!(f.side(Side::Sell), [(100, 12, 2)]);
     // A buy of 4 takes the shown 3, then 1 of the plain order (the iceberg's next part
     // waits behind it).
-    let o = f.order(0, Side::Buy, 100, 4);
-    let ev = f.submit(o);
-    assert_eq!(
-        Fixture::maker_fills(&ev, ev[0].order_id),
-        [(ice, 3), (plain, 1)]
-    );
+    let (_, fills) = f.take(Side::Buy, 100, 4);
+    assert_eq!(fills, [(ice, 3), (plain, 1)]);
     assert_eq!((f.leaves(ice), f.leaves(plain)), (Some(7), Some(1)));
     // A buy of 5: the plain order's 1, the iceberg's next 3, and, the level holding nothing
     // else, its part after that.
-    let o = f.order(0, Side::Buy, 100, 5);
-    let ev = f.submit(o);
-    assert_eq!(
-        Fixture::maker_fills(&ev, ev[0].order_id),
-        [(plain, 1), (ice, 3), (ice, 1)]
-    );
+    let (_, fills) = f.take(Side::Buy, 100, 5);
+    assert_eq!(fills, [(plain, 1), (ice, 3), (ice, 1)]);
     assert_eq!(f.leaves(ice), Some(3));
     assert_eq!(f.side(Side::Sell), [(100, 3, 1)]);
     // Its reports show its whole quantity, as any order's; 2 of its part of 3 are left shown,
     // so a buy of 3 takes them, then the last 1.
-    let o = f.order(0, Side::Buy, 100, 3);
-    let ev = f.submit(o);
-    assert_eq!(
-        Fixture::maker_fills(&ev, ev[0].order_id),
-        [(ice, 2), (ice, 1)]
-    );
+    let (ev, fills) = f.take(Side::Buy, 100, 3);
+    assert_eq!(fills, [(ice, 2), (ice, 1)]);
     let last = ev.iter().rfind(|e| e.order_id == ice).unwrap();
     assert_eq!(
         (last.kind, last.qty, last.cum_qty),
@@ -1184,12 +1181,8 @@ fn an_iceberg_that_takes_liquidity_trades_its_whole_quantity_then_rests_showing_
     let ice = ev[0].order_id;
     assert_eq!(f.leaves(ice), Some(6), "took all 4 offered, not only 3");
     // Resting: a sell of 5 gets its shown 3, then its next part (alone at the level).
-    let o = f.order(0, Side::Sell, 100, 5);
-    let ev = f.submit(o);
-    assert_eq!(
-        Fixture::maker_fills(&ev, ev[0].order_id),
-        [(ice, 3), (ice, 2)]
-    );
+    let (_, fills) = f.take(Side::Sell, 100, 5);
+    assert_eq!(fills, [(ice, 3), (ice, 2)]);
     assert_eq!(f.leaves(ice), Some(1));
 }
 
