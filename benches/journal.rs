@@ -65,6 +65,7 @@ fn new_order(i: u64) -> JournalRecord {
         stp: None,
         received_ns: 1_700_000_000_000_000_000 + i as i64,
         display_qty: Qty(0),
+        trailing: None,
     }))
 }
 
@@ -328,6 +329,7 @@ fn recovery(c: &mut Criterion) {
                 stp: Some(portcullis_types::StpMode::CancelIncoming),
                 received_ns: now,
                 display_qty: Qty(0),
+                trailing: None,
             })
         };
         i += 1;

@@ -92,6 +92,7 @@ fn order(ord_type: OrdType) -> NewOrder {
         stp: None,
         received_ns: 0,
         display_qty: Qty(0),
+        trailing: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Order books and matching: price-time priority, limit, market and stop orders, GTC/IOC/FOK/Day/GTD,
+//! Order books and matching: price-time priority, limit, market, stop and trailing stop orders, GTC/IOC/FOK/Day/GTD,
 //! post-only, cancel, cancel/replace and self-trade prevention.
 //!
 //! # Data structures (chosen for the hot path)
@@ -23,6 +23,10 @@
 //!   first, sell stops highest first, each in time order). A trade checks only the two ends.
 //!   When a trade reaches a stop price, the order works from then on as the market or limit
 //!   order it carries, after the command that traded, and may itself trigger more.
+//! - **Trailing stops** waiting for their trigger are on a per-book list in acceptance order:
+//!   their trigger moves with every trade (the best price since they started tracking), so a
+//!   sorted list would be re-sorted per trade; each trade instead updates them in one pass,
+//!   which costs nothing on a book without any (one length check per trade).
 //! - **Time priority** within a level is an intrusive doubly linked FIFO of slab slots (head,
 //!   tail, count and total quantity in the level): append at the tail, fill from the head,
 //!   unlink anywhere in O(1) on cancel.
@@ -38,12 +42,12 @@
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType,
     OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce,
-    TradeId, TriggerDirection,
+    TradeId, TrailingDelta, TriggerDirection,
 };
 
 use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
 
-use crate::orders::{Order, Orders, NIL};
+use crate::orders::{Order, Orders, TrailPhase, NIL};
 
 /// Largest order, exec and trade id: 2^53 − 1, so JSON clients (IEEE doubles) read every id
 /// exactly.
@@ -348,7 +352,7 @@ impl StopList {
 }
 
 /// The trades of one book as stop and take-profit orders see them.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Tape {
     /// The price of the last trade.
     last: Option<Price>,
@@ -356,15 +360,66 @@ struct Tape {
     /// them reached is triggered even if a later trade moved back (a sell take-profit
     /// triggered by a rise and selling lower must not untrigger the buy stops of that rise).
     range: Option<(Price, Price)>,
+    /// The waiting trailing stops, in the order they were accepted. Each trade updates every
+    /// one of them (its trigger moves with the best price), so they are not kept sorted by
+    /// trigger like the stop lists: one pass per trade over this book's trailing stops, and
+    /// none when it has none (the usual case).
+    trailing: Vec<u32>,
+    /// A trailing stop became due since triggers last ran.
+    trailing_due: bool,
 }
 
 impl Tape {
-    fn record(&mut self, px: Price) {
+    fn record(&mut self, px: Price, orders: &mut Orders) {
         self.last = Some(px);
         self.range = Some(match self.range {
             Some((low, high)) => (low.min(px), high.max(px)),
             None => (px, px),
         });
+        if !self.trailing.is_empty() {
+            self.track(px, orders);
+        }
+    }
+
+    /// Moves each waiting trailing stop on with a trade at `px`: arms it when `px` reaches
+    /// its activation price (`px` its first best price), triggers it when `px` is its
+    /// distance from its best price, else takes `px` as its best price if better.
+    fn track(&mut self, px: Price, orders: &mut Orders) {
+        for &slot in &self.trailing {
+            let o = orders.get_mut(slot);
+            let Some(delta) = o.trailing else { continue };
+            o.trail = match o.trail {
+                TrailPhase::Arming => match o.ord_type.trigger(o.side) {
+                    Some((stop_px, dir)) if dir.reached(stop_px, px) => {
+                        TrailPhase::Tracking(Some(px))
+                    }
+                    _ => TrailPhase::Arming,
+                },
+                TrailPhase::Tracking(None) => TrailPhase::Tracking(Some(px)),
+                TrailPhase::Tracking(Some(best)) => {
+                    if delta.reached(o.side, best, px) {
+                        self.trailing_due = true;
+                        TrailPhase::Due
+                    } else if TrailingDelta::improves(o.side, best, px) {
+                        TrailPhase::Tracking(Some(px))
+                    } else {
+                        TrailPhase::Tracking(Some(best))
+                    }
+                }
+                TrailPhase::Due => TrailPhase::Due,
+            };
+        }
+    }
+
+    /// The first due trailing stop (the oldest): its index in `trailing` and slot.
+    fn first_due(&self, orders: &Orders) -> Option<(usize, u32)> {
+        if !self.trailing_due {
+            return None;
+        }
+        self.trailing
+            .iter()
+            .position(|&s| orders.get(s).trail == TrailPhase::Due)
+            .map(|k| (k, self.trailing[k]))
     }
 }
 
@@ -424,9 +479,10 @@ impl OrderBook {
         self.tape.last
     }
 
-    /// Number of stop and take-profit orders waiting for their trigger.
+    /// Number of stop and take-profit orders waiting for their trigger (trailing stops
+    /// included).
     pub fn stop_count(&self) -> usize {
-        self.up_stops.entries.len() + self.down_stops.entries.len()
+        self.up_stops.entries.len() + self.down_stops.entries.len() + self.tape.trailing.len()
     }
 
     fn side(&self, side: Side) -> &BookSide {
@@ -580,6 +636,9 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
     }
     if let Some(expire_ns) = o.tif.expire_ns() {
         out.extend_from_slice(&expire_ns.to_le_bytes());
+    }
+    if let Some(t) = o.trailing {
+        out.extend_from_slice(&t.bips().to_le_bytes());
     }
 }
 
@@ -784,6 +843,22 @@ impl Matcher {
                     write_order_state(out, self.orders.get(e.slot));
                 }
             }
+            // Only books with trailing stops add this, so older state hashes still compare.
+            if !b.tape.trailing.is_empty() {
+                out.extend_from_slice(&(b.tape.trailing.len() as u64).to_le_bytes());
+                for &slot in &b.tape.trailing {
+                    let o = self.orders.get(slot);
+                    write_order_state(out, o);
+                    let (phase, best) = match o.trail {
+                        TrailPhase::Arming => (0u8, 0),
+                        TrailPhase::Tracking(None) => (1, 0),
+                        TrailPhase::Tracking(Some(p)) => (2, p.0),
+                        TrailPhase::Due => (3, 0),
+                    };
+                    out.push(phase);
+                    out.extend_from_slice(&best.to_le_bytes());
+                }
+            }
         }
         for v in [self.ids.order, self.ids.exec, self.ids.trade] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -852,23 +927,26 @@ impl Matcher {
     }
 
     /// The stop and take-profit orders of an instrument waiting for their trigger: those
-    /// that trigger on a rise, then those that trigger on a fall, each in trigger order.
+    /// that trigger on a rise, then those that trigger on a fall, each in trigger order, then
+    /// the trailing stops in the order they were accepted.
     pub fn waiting_stops(
         &self,
         instrument: InstrumentId,
     ) -> impl Iterator<Item = OrderSnapshot> + '_ {
         let book = self.books.get(instrument.0 as usize);
-        let entries = book.into_iter().flat_map(|b| {
+        let slots = book.into_iter().flat_map(|b| {
             b.up_stops
                 .entries
                 .iter()
                 .rev()
                 .chain(b.down_stops.entries.iter().rev())
+                .map(|e| e.slot)
+                .chain(b.tape.trailing.iter().copied())
         });
-        entries.filter_map(move |e| {
+        slots.filter_map(move |slot| {
             self.snapshot(OrderHandle {
-                slot: e.slot,
-                id: self.orders.get(e.slot).id,
+                slot,
+                id: self.orders.get(slot).id,
             })
         })
     }
@@ -909,9 +987,10 @@ impl Matcher {
     /// completely; or one `Rejected` if the book refuses it (post-only that would trade,
     /// `TooManyOpenOrders` when the store is full, a ClOrdID still working on the session,
     /// post-only that is not GTC/Day/GTD or a stop, a GTD order whose expiry time is not after
-    /// `now_ns`, ids exhausted). A stop order the last trade has
-    /// not reached waits after its `New` (it takes a place in the store); then come the
-    /// reports of the stop orders this order's trades triggered.
+    /// `now_ns`, ids exhausted, a trailing distance on an order that is not a stop or
+    /// take-profit). A stop order the last trade has not reached waits after its `New` (it
+    /// takes a place in the store), as does every trailing stop; then come the reports of the
+    /// stop orders this order's trades triggered.
     pub fn submit(
         &mut self,
         order: RiskChecked<NewOrder>,
@@ -948,6 +1027,8 @@ impl Matcher {
             received_ns: o.received_ns,
             display: o.display_qty,
             tranche_end: o.display_qty,
+            trailing: o.trailing,
+            trail: TrailPhase::Arming,
         };
         let stop_px = o.ord_type.stop_px();
         // A market order never rests, whatever its time in force; a stop order waits in the
@@ -961,9 +1042,12 @@ impl Matcher {
             Some(RejectReason::QtyTooSmall)
         } else if o.tif.expire_ns().is_some_and(|t| t <= now) {
             Some(RejectReason::TooLateToEnter)
-        } else if (o.post_only && (stop_px.is_some() || !rests)) || !o.iceberg_ok() {
+        } else if (o.post_only && (stop_px.is_some() || !rests))
+            || !o.iceberg_ok()
+            || (o.trailing.is_some() && stop_px.is_none())
+        {
             Some(RejectReason::Unsupported)
-        } else if stop_px.is_some_and(|p| p.0 <= 0) {
+        } else if !o.trigger_ok() {
             Some(RejectReason::BadTick)
         } else if !self.can_accept() {
             Some(RejectReason::ServerBusy)
@@ -1000,6 +1084,26 @@ impl Matcher {
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         out(report(&taker, EventKind::New, self.ids.exec(), now));
+        if o.trailing.is_some() {
+            // A trailing stop always waits: it tracks from the last trade if it has no
+            // activation price or the last trade has already reached it, else it arms first.
+            let tape = &mut self.books[i].tape;
+            let armed = match o.ord_type.trigger(o.side) {
+                Some((stop_px, dir)) if stop_px.0 > 0 => {
+                    tape.last.is_some_and(|last| dir.reached(stop_px, last))
+                }
+                _ => true,
+            };
+            taker.untriggered = true;
+            taker.trail = if armed {
+                TrailPhase::Tracking(tape.last)
+            } else {
+                TrailPhase::Arming
+            };
+            let slot = self.orders.insert(taker, cl_tag);
+            tape.trailing.push(slot);
+            return;
+        }
         if let Some((stop_px, dir)) = o.ord_type.trigger(o.side) {
             let book = &mut self.books[i];
             // Already through its price: it works at once.
@@ -1076,27 +1180,38 @@ impl Matcher {
             let Some((low, high)) = book.tape.range else {
                 return;
             };
+            // The next of each kind: stops triggering up, down, and due trailing stops; the
+            // oldest of them works first.
             let up = book.up_stops.next_triggered(TriggerDirection::Up, high);
             let down = book.down_stops.next_triggered(TriggerDirection::Down, low);
-            let dir = match (up, down) {
-                (None, None) => {
-                    self.books[i].tape.range = None;
-                    return;
-                }
-                (Some(_), None) => TriggerDirection::Up,
-                (None, Some(_)) => TriggerDirection::Down,
-                (Some(u), Some(d)) => {
-                    if self.orders.get(u.slot).id < self.orders.get(d.slot).id {
-                        TriggerDirection::Up
-                    } else {
-                        TriggerDirection::Down
-                    }
-                }
-            };
-            let Some(entry) = self.books[i].stops_mut(dir).entries.pop() else {
+            let due = book.tape.first_due(&self.orders);
+            let candidates = [
+                up.map(|e| (e.slot, Some(TriggerDirection::Up))),
+                down.map(|e| (e.slot, Some(TriggerDirection::Down))),
+                due.map(|(_, slot)| (slot, None)),
+            ];
+            let Some((_, dir)) = candidates
+                .into_iter()
+                .flatten()
+                .min_by_key(|&(slot, _)| self.orders.get(slot).id)
+            else {
+                let tape = &mut self.books[i].tape;
+                tape.range = None;
+                tape.trailing_due = false;
                 return;
             };
-            let mut o = self.orders.remove(entry.slot);
+            let slot = match (dir, due) {
+                (Some(dir), _) => match self.books[i].stops_mut(dir).entries.pop() {
+                    Some(entry) => entry.slot,
+                    None => return,
+                },
+                (None, Some((k, slot))) => {
+                    self.books[i].tape.trailing.remove(k);
+                    slot
+                }
+                (None, None) => return,
+            };
+            let mut o = self.orders.remove(slot);
             o.untriggered = false;
             out(report(&o, EventKind::Triggered, self.ids.exec(), now));
             let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
@@ -1109,6 +1224,16 @@ impl Matcher {
     fn take_resting(&mut self, slot: u32) -> Order {
         let o = *self.orders.get(slot);
         let book = &mut self.books[o.instrument.0 as usize];
+        if o.untriggered && o.trailing.is_some() {
+            let trailing = &mut book.tape.trailing;
+            match trailing.iter().position(|&s| s == slot) {
+                Some(k) => {
+                    trailing.remove(k);
+                }
+                None => debug_assert!(false, "waiting trailing stop not in its list"),
+            }
+            return self.orders.remove(slot);
+        }
         match o.ord_type.trigger(o.side).filter(|_| o.untriggered) {
             Some((stop_px, dir)) => book.stops_mut(dir).remove(dir, stop_px, slot),
             None => book.side_mut(o.side).remove(&mut self.orders, slot),
@@ -1550,7 +1675,7 @@ fn match_taker(
             }
             let q = taker.leaves().0.min(orders.get(slot).shown().0);
             let trade = ids.trade();
-            tape.record(px);
+            tape.record(px, orders);
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
             let m = orders.get_mut(slot);

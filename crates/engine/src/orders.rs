@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 
 use portcullis_types::{
     prefetch, AccountId, ClOrdId, InstrumentId, OrdType, OrderId, Price, Qty, SessionId, Side,
-    StpMode, TimeInForce,
+    StpMode, TimeInForce, TrailingDelta,
 };
 
 /// "No slot": the end of a list, an empty index entry.
@@ -60,6 +60,23 @@ pub(crate) struct Order {
     /// shown at the back of its level (a cumulative quantity, so a fill needs no second
     /// counter).
     pub tranche_end: Qty,
+    /// A trailing stop's distance; while it waits (`untriggered`) it is on its book's
+    /// trailing list, not a stop list, in the phase `trail`.
+    pub trailing: Option<TrailingDelta>,
+    /// A waiting trailing stop's phase.
+    pub trail: TrailPhase,
+}
+
+/// Where a waiting trailing stop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrailPhase {
+    /// Waiting for a trade to reach its activation price (its stop price), in the direction
+    /// of its stop or take-profit.
+    Arming,
+    /// Tracking the best trade price since it started (`None` until the first trade).
+    Tracking(Option<Price>),
+    /// A trade reached its trigger: it works after the command that traded.
+    Due,
 }
 
 impl Order {
@@ -635,6 +652,8 @@ mod tests {
             received_ns: 0,
             display: Qty(0),
             tranche_end: Qty(0),
+            trailing: None,
+            trail: TrailPhase::Arming,
         }
     }
 

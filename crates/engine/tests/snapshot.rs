@@ -55,7 +55,9 @@ enum Op {
         option: bool,
         buy: bool,
         /// 0: market, 1: stop, 2: stop-limit, 3: take-profit, 4: take-profit limit (trigger
-        /// at the mirror of `ticks`), else limit; 2, 4, 5 and 6 are icebergs showing 2 (1 of 2).
+        /// at the mirror of `ticks`), 11: trailing stop of 10 bips (activated there if
+        /// `ticks` is odd), 12: trailing take-profit limit, else limit; 2, 4, 5 and 6 are
+        /// icebergs showing 2 (1 of 2).
         kind: u8,
         tif: u8,
         ticks: i64,
@@ -71,7 +73,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..11u8, 0..5u8,
+        12 => (0..3u32, any::<bool>(), any::<bool>(), 0..13u8, 0..5u8,
                0..8i64, 1..5i64, prop::bool::weighted(0.05))
             .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl)| Op::New {
                 account, option, buy, kind, tif, ticks, qty, reuse_cl
@@ -126,7 +128,14 @@ impl Driver {
                             1 => OrdType::Stop { stop_px },
                             2 => OrdType::StopLimit { stop_px },
                             3 => OrdType::TakeProfit { stop_px },
-                            4 => OrdType::TakeProfitLimit { stop_px },
+                            4 | 12 => OrdType::TakeProfitLimit { stop_px },
+                            11 => OrdType::Stop {
+                                stop_px: if ticks % 2 == 1 {
+                                    stop_px
+                                } else {
+                                    portcullis_types::Price(0)
+                                },
+                            },
                             _ => OrdType::Limit,
                         }
                     },
@@ -149,6 +158,11 @@ impl Driver {
                     } else {
                         0
                     }),
+                    trailing: if kind >= 11 {
+                        portcullis_types::TrailingDelta::new(10)
+                    } else {
+                        None
+                    },
                 }))
             }
             Op::Cancel(pick) if !self.accepted.is_empty() => {

@@ -12,7 +12,7 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
+//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; bit 2 trailing stop: its trailing delta in bips u16 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
 //! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
@@ -30,7 +30,7 @@ use std::fmt;
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
     MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, StpMode, TimeInForce, TradeId,
+    Side, StpMode, TimeInForce, TradeId, TrailingDelta,
 };
 
 use crate::Seq;
@@ -334,9 +334,14 @@ impl JournalRecord {
                 e.i64(o.price.0);
                 e.i64(o.qty.0);
                 let iceberg = o.display_qty.0 != 0;
-                e.u8(u8::from(o.post_only) | u8::from(iceberg) << 1);
+                e.u8(u8::from(o.post_only)
+                    | u8::from(iceberg) << 1
+                    | u8::from(o.trailing.is_some()) << 2);
                 if iceberg {
                     e.i64(o.display_qty.0);
+                }
+                if let Some(t) = o.trailing {
+                    e.0.extend_from_slice(&t.bips().to_le_bytes());
                 }
                 match o.stp {
                     None => e.u8(0),
@@ -501,10 +506,19 @@ impl JournalRecord {
                 let price = Price(d.i64()?);
                 let qty = Qty(d.i64()?);
                 let flags = d.u8()?;
-                if flags > 3 {
+                if flags > 7 {
                     return Err(d.err(1, "invalid order flags"));
                 }
                 let display_qty = Qty(if flags & 2 != 0 { d.i64()? } else { 0 });
+                let trailing = if flags & 4 != 0 {
+                    let bips = u16::from_le_bytes(d.take(2)?.try_into().expect("2"));
+                    Some(
+                        TrailingDelta::new(bips)
+                            .ok_or_else(|| d.err(2, "invalid trailing delta"))?,
+                    )
+                } else {
+                    None
+                };
                 JournalRecord::Command(Command::New(NewOrder {
                     session,
                     account,
@@ -523,6 +537,7 @@ impl JournalRecord {
                     },
                     received_ns: d.i64()?,
                     display_qty,
+                    trailing,
                 }))
             }
             tag::CANCEL => {

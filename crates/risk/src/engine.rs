@@ -416,7 +416,12 @@ impl RiskEngine {
         if !market && (o.price.0 <= 0 || o.price.0 % rules.tick.0 != 0) {
             return Err(BadTick);
         }
-        if stop_px.is_some_and(|s| s.0 <= 0 || s.0 % rules.tick.0 != 0) {
+        if o.trailing.is_some() && stop_px.is_none() {
+            return Err(Unsupported);
+        }
+        // A trailing stop may have no activation price (0).
+        let no_stop_px = |s: Price| s.0 == 0 && o.trailing.is_some();
+        if stop_px.is_some_and(|s| (s.0 <= 0 && !no_stop_px(s)) || s.0 % rules.tick.0 != 0) {
             return Err(BadTick);
         }
         // An iceberg's shown part is a quantity too: whole lots.
@@ -434,9 +439,22 @@ impl RiskEngine {
                 Some(r) => band_top(r, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?,
                 None => return Err(PriceBand),
             },
-            // Triggered, it trades around its trigger price, whatever the market does now.
+            // Triggered, it trades around its trigger price, whatever the market does now. A
+            // trailing stop's trigger is not known yet: valued at its distance above its
+            // activation price, or above the reference without one.
             OrdType::Stop { stop_px } | OrdType::TakeProfit { stop_px } => {
-                band_top(stop_px, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?
+                let trigger = match o.trailing {
+                    None => stop_px,
+                    Some(d) => {
+                        let from = if no_stop_px(stop_px) {
+                            inst.reference.ok_or(PriceBand)?
+                        } else {
+                            stop_px
+                        };
+                        d.trigger_bound(from).ok_or(NotionalTooLarge)?
+                    }
+                };
+                band_top(trigger, lim.band_ppm, rules.tick).ok_or(NotionalTooLarge)?
             }
             OrdType::Limit | OrdType::StopLimit { .. } | OrdType::TakeProfitLimit { .. } => o.price,
         };
@@ -445,9 +463,15 @@ impl RiskEngine {
             return Err(NotionalTooLarge);
         }
         // A limit is banded around the reference; a stop-limit's or take-profit limit's
-        // around its trigger price, the market it will meet when triggered.
+        // around its trigger price, the market it will meet when triggered (a trailing one
+        // without an activation price: around the reference).
         let band_centre = match o.ord_type {
             OrdType::Limit => inst.reference,
+            OrdType::StopLimit { stop_px } | OrdType::TakeProfitLimit { stop_px }
+                if no_stop_px(stop_px) =>
+            {
+                inst.reference
+            }
             OrdType::StopLimit { stop_px } | OrdType::TakeProfitLimit { stop_px } => Some(stop_px),
             OrdType::Market | OrdType::Stop { .. } | OrdType::TakeProfit { .. } => None,
         };

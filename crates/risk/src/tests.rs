@@ -153,6 +153,7 @@ impl Fx {
             stp: None,
             received_ns: 0,
             display_qty: Qty(0),
+            trailing: None,
         }
     }
 
@@ -1360,6 +1361,7 @@ fn arb_order() -> impl Strategy<Value = NewOrder> {
                 stp: None,
                 received_ns: 0,
                 display_qty: Qty(0),
+                trailing: None,
             },
         )
 }
@@ -1459,6 +1461,80 @@ fn stop_orders_are_valued_around_their_stop_price_without_a_reference() {
             o.post_only = true;
         }),
         Unsupported
+    );
+    fx.assert_balanced();
+}
+
+#[test]
+fn trailing_stops_are_valued_at_their_distance_beyond_the_activation_price_or_the_reference() {
+    // Band 10 %, tick 0.50 (see `Fx`).
+    let mut fx = Fx::limits(|l| l.max_notional = dec("1331"));
+    let d = portcullis_types::TrailingDelta::new(1000);
+    let stop = |px: i64| OrdType::Stop { stop_px: Price(px) };
+    // Activation at 100.00, 10 %: it triggers at 110.00 at most; with the band, 121.00.
+    let c = fx
+        .check(|o| {
+            o.ord_type = stop(100_00);
+            o.trailing = d;
+        })
+        .unwrap();
+    assert_eq!(c.get().price, Price(121_00));
+    fx.risk.on_order_closed(&WorkingOrder::from_checked(&c));
+    // Without an activation price it needs a reference, as a market order does.
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop(0);
+            o.trailing = d;
+        }),
+        PriceBand
+    );
+    fx.risk.set_reference_price(PERP, Price(100_00)).unwrap();
+    let w = fx.ok(|o| {
+        o.ord_type = stop(0);
+        o.trailing = d;
+    });
+    assert_eq!(w.price, Price(121_00));
+    fx.risk.on_order_closed(&w);
+    // 110.50 → 121.55 → 133.705, rounded up to the tick 134.00: × 10 above the limit.
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop(110_50);
+            o.trailing = d;
+        }),
+        NotionalTooLarge
+    );
+    // Only stop and take-profit orders trail; a stop price is still on the tick.
+    assert_eq!(fx.rej(|o| o.trailing = d), Unsupported);
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop(100_10);
+            o.trailing = d;
+        }),
+        BadTick
+    );
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop(-50);
+            o.trailing = d;
+        }),
+        BadTick
+    );
+    // A trailing stop-limit without an activation price: its limit banded around the
+    // reference.
+    let stop_limit = |px: i64| OrdType::StopLimit { stop_px: Price(px) };
+    let w = fx.ok(|o| {
+        o.ord_type = stop_limit(0);
+        o.trailing = d;
+        o.price = Price(95_00);
+    });
+    fx.risk.on_order_closed(&w);
+    assert_eq!(
+        fx.rej(|o| {
+            o.ord_type = stop_limit(0);
+            o.trailing = d;
+            o.price = Price(89_50);
+        }),
+        PriceBand
     );
     fx.assert_balanced();
 }

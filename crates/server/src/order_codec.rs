@@ -567,6 +567,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         stp: None,
         received_ns: ctx.now_ns,
         display_qty,
+        trailing: None,
     };
     if !o.iceberg_ok() {
         return Err(Refusal::with_text(

@@ -1676,6 +1676,7 @@ pub(crate) mod tests {
             stp: None,
             received_ns: 0,
             display_qty: Qty(0),
+            trailing: None,
         })
     }
 

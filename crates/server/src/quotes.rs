@@ -763,6 +763,7 @@ impl Quoting {
                     stp: None,
                     received_ns: ctx.now_ns,
                     display_qty: Qty(0),
+                    trailing: None,
                 });
                 let next = QuoteSide {
                     cl,

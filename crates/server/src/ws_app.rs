@@ -749,6 +749,7 @@ impl WsBridge {
             stp: engine_stp,
             received_ns: now_ns(),
             display_qty,
+            trailing: None,
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),

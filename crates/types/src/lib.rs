@@ -25,5 +25,5 @@ pub use instrument::{
 };
 pub use order::{
     CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, RejectReason,
-    ReplaceOrder, Side, StpMode, TimeInForce, TriggerDirection,
+    ReplaceOrder, Side, StpMode, TimeInForce, TrailingDelta, TriggerDirection,
 };

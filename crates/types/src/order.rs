@@ -1,5 +1,7 @@
 //! Orders, the commands that carry them to the core thread, and the events that come back.
 
+use std::num::NonZeroU16;
+
 use crate::{AccountId, ClOrdId, InstrumentId, OrderId, Price, Qty, SessionId, TradeId};
 
 /// Buy or sell.
@@ -257,6 +259,70 @@ impl TimeInForce {
     }
 }
 
+/// A trailing stop's distance in basis points (Binance `trailingDelta`; 100 = 1 %).
+///
+/// A sell tracks the highest trade price since it started tracking and triggers on a trade
+/// at or below that price less the distance; a buy tracks the lowest and triggers on a trade
+/// at or above it plus the distance. An order with an activation price (its stop price)
+/// starts tracking at the first trade that reaches it (in its stop or take-profit direction),
+/// that trade's price being the first best price; one without tracks from its acceptance,
+/// from the last trade price then (or the next trade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrailingDelta(NonZeroU16);
+
+impl TrailingDelta {
+    /// The smallest distance taken: 10 bips (0.1 %), the dialect's usual `TRAILING_DELTA`
+    /// filter minimum.
+    pub const MIN_BIPS: u16 = 10;
+    /// The largest distance taken: 2000 bips (20 %), the dialect's usual maximum.
+    pub const MAX_BIPS: u16 = 2000;
+
+    /// The distance of `bips` basis points, if within [`MIN_BIPS`](Self::MIN_BIPS) and
+    /// [`MAX_BIPS`](Self::MAX_BIPS).
+    pub fn new(bips: u16) -> Option<TrailingDelta> {
+        if (Self::MIN_BIPS..=Self::MAX_BIPS).contains(&bips) {
+            NonZeroU16::new(bips).map(TrailingDelta)
+        } else {
+            None
+        }
+    }
+
+    /// The distance in basis points.
+    pub fn bips(self) -> u16 {
+        self.0.get()
+    }
+
+    /// Whether a trade at `px` is a better price than `best` for a trailing order on `side`
+    /// (higher for a sell, lower for a buy): its new best price.
+    pub fn improves(side: Side, best: Price, px: Price) -> bool {
+        match side {
+            Side::Sell => px > best,
+            Side::Buy => px < best,
+        }
+    }
+
+    /// Whether a trade at `px` triggers a trailing order on `side` whose best price is
+    /// `best`: `px ≤ best × (1 − bips/10⁴)` for a sell, `px ≥ best × (1 + bips/10⁴)` for a buy,
+    /// exactly (no rounding).
+    pub fn reached(self, side: Side, best: Price, px: Price) -> bool {
+        let px = i128::from(px.0) * 10_000;
+        let d = i128::from(self.bips());
+        match side {
+            Side::Sell => px <= i128::from(best.0) * (10_000 - d),
+            Side::Buy => px >= i128::from(best.0) * (10_000 + d),
+        }
+    }
+
+    /// `best × (1 + bips/10⁴)` rounded up: the highest price a trailing order whose best price
+    /// is `best` triggers at (a buy's trigger; a sell's is below `best`); `None` on overflow.
+    /// The risk checks value a trailing stop at it.
+    pub fn trigger_bound(self, best: Price) -> Option<Price> {
+        let num = i128::from(best.0) * (10_000 + i128::from(self.bips()));
+        let p = (num + 9_999).div_euclid(10_000);
+        i64::try_from(p).ok().map(Price)
+    }
+}
+
 /// Self-trade prevention: what happens when an order would trade against the same account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StpMode {
@@ -300,6 +366,11 @@ pub struct NewOrder {
     /// `icebergQty`): while it rests, only this much of it trades before the next part is shown
     /// at the back of its price level. `Qty(0)`: all of it is shown.
     pub display_qty: Qty,
+    /// A trailing stop's distance (Binance `trailingDelta`), on a stop or take-profit order
+    /// only: its trigger follows the best trade price since it started tracking (see
+    /// [`TrailingDelta`]). Its `stop_px` is then the activation price, or `Price(0)` to track
+    /// from the moment it is accepted.
+    pub trailing: Option<TrailingDelta>,
 }
 
 impl NewOrder {
@@ -320,6 +391,18 @@ impl NewOrder {
                 && self.qty.0 <= d.saturating_mul(Self::MAX_ICEBERG_PARTS)
                 && !self.ord_type.is_market()
                 && self.tif.rests())
+    }
+
+    /// Whether its trigger fields fit together: a trailing distance only on a stop or
+    /// take-profit order, whose stop price is positive, or `Price(0)` (no activation price)
+    /// when it trails.
+    pub fn trigger_ok(&self) -> bool {
+        match (self.ord_type.stop_px(), self.trailing) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(p), None) => p.0 > 0,
+            (Some(p), Some(_)) => p.0 >= 0,
+        }
     }
 }
 
@@ -727,6 +810,65 @@ mod tests {
         assert_eq!(gtd.expire_ns(), Some(1_795_000_000_000_000_000));
         assert_eq!(TimeInForce::Day.expire_ns(), None);
         assert_eq!(RejectReason::TooLateToEnter.ord_rej_reason(), 4);
+    }
+
+    #[test]
+    fn a_trailing_delta_is_10_to_2000_bips_and_triggers_exactly_that_far_from_the_best_price() {
+        assert_eq!(TrailingDelta::new(9), None);
+        assert_eq!(TrailingDelta::new(0), None);
+        assert_eq!(TrailingDelta::new(2001), None);
+        let d = TrailingDelta::new(1000).unwrap();
+        assert_eq!(d.bips(), 1000);
+        assert_eq!(TrailingDelta::new(10).unwrap().bips(), 10);
+        assert_eq!(TrailingDelta::new(2000).unwrap().bips(), 2000);
+        // 10 % from 41,000: a sell triggers at 36,900 and below, a buy from 42,000 at 46,200
+        // and above.
+        assert!(d.reached(Side::Sell, Price(41_000), Price(36_900)));
+        assert!(!d.reached(Side::Sell, Price(41_000), Price(36_901)));
+        assert!(d.reached(Side::Buy, Price(42_000), Price(46_200)));
+        assert!(!d.reached(Side::Buy, Price(42_000), Price(46_199)));
+        assert!(TrailingDelta::improves(Side::Sell, Price(10), Price(11)));
+        assert!(!TrailingDelta::improves(Side::Sell, Price(10), Price(10)));
+        assert!(TrailingDelta::improves(Side::Buy, Price(10), Price(9)));
+        assert!(!TrailingDelta::improves(Side::Buy, Price(10), Price(11)));
+        // Rounded up: 1.1 × 101 = 111.1 → 112.
+        assert_eq!(d.trigger_bound(Price(101)), Some(Price(112)));
+        assert_eq!(d.trigger_bound(Price(100)), Some(Price(110)));
+        assert_eq!(d.trigger_bound(Price(i64::MAX)), None);
+        // No overflow at the extremes of a price.
+        assert!(!d.reached(Side::Buy, Price(i64::MAX), Price(i64::MAX)));
+        assert!(d.reached(Side::Sell, Price(i64::MAX), Price(i64::MIN)));
+    }
+
+    #[test]
+    fn only_stop_and_take_profit_orders_trail_and_only_they_may_have_no_stop_price() {
+        let o = |ord_type, trailing| NewOrder {
+            session: SessionId(0),
+            account: AccountId(0),
+            instrument: InstrumentId(0),
+            cl_ord_id: ClOrdId::EMPTY,
+            side: Side::Sell,
+            ord_type,
+            tif: TimeInForce::Gtc,
+            price: Price(1),
+            qty: Qty(1),
+            post_only: false,
+            stp: None,
+            received_ns: 0,
+            display_qty: Qty(0),
+            trailing,
+        };
+        let d = TrailingDelta::new(100);
+        let stop = |p| OrdType::Stop { stop_px: Price(p) };
+        let tp_limit = |p| OrdType::TakeProfitLimit { stop_px: Price(p) };
+        assert!(o(OrdType::Limit, None).trigger_ok());
+        assert!(!o(OrdType::Limit, d).trigger_ok());
+        assert!(!o(OrdType::Market, d).trigger_ok());
+        assert!(o(stop(5), None).trigger_ok());
+        assert!(!o(stop(0), None).trigger_ok());
+        assert!(o(stop(0), d).trigger_ok());
+        assert!(o(tp_limit(5), d).trigger_ok());
+        assert!(!o(tp_limit(-1), d).trigger_ok());
     }
 
     #[test]

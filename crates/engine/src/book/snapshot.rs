@@ -1,19 +1,22 @@
 //! The books in a journal snapshot: every resting order with every field a report or a later
 //! match depends on, level by level in time priority, each book's last trade price and its
-//! stop orders waiting for their trigger in trigger order, the account and session lists in
-//! their order (the order of bulk cancels), and the id counters.
+//! stop orders waiting for their trigger in trigger order and its waiting trailing stops with
+//! their phase and best price (version 3; version 2 snapshots have none), the account and
+//! session lists in their order (the order of bulk cancels), and the id counters.
 
 use portcullis_types::snapshot::{
     side_byte, stp_byte, SnapshotError, SnapshotReader, SnapshotWriter,
 };
 use portcullis_types::{
-    AccountId, InstrumentId, OrderId, Price, Qty, SessionId, Side, TriggerDirection,
+    AccountId, InstrumentId, OrderId, Price, Qty, SessionId, Side, TrailingDelta, TriggerDirection,
 };
 
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
-use crate::orders::{Order, NIL};
+use crate::orders::{Order, TrailPhase, NIL};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The version before trailing stops, still read.
+const VERSION_2: u8 = 2;
 /// Bytes of one order in the snapshot, at least (a 0-byte ClOrdID).
 const MIN_ORDER_BYTES: usize = 8 + 1 + 4 + 4 + 4 + 5 + 8 * 4 + 16;
 
@@ -49,6 +52,21 @@ impl Matcher {
                     write_order(&mut w, self.orders.get(e.slot));
                 }
             }
+            w.u32(b.tape.trailing.len() as u32);
+            for &slot in &b.tape.trailing {
+                let o = self.orders.get(slot);
+                write_order(&mut w, o);
+                // Phase: 0 arming, 1 tracking without a trade yet, 2 tracking from a best
+                // price (it follows). A due stop works before the command ends, so none is.
+                match o.trail {
+                    TrailPhase::Tracking(Some(best)) => {
+                        w.u8(2);
+                        w.i64(best.0);
+                    }
+                    TrailPhase::Tracking(None) => w.u8(1),
+                    TrailPhase::Arming | TrailPhase::Due => w.u8(0),
+                }
+            }
         }
         for account in [true, false] {
             let owners = self.orders.owners(account);
@@ -79,7 +97,8 @@ impl Matcher {
     /// Restores [`write_snapshot`](Self::write_snapshot) into a matcher fresh from
     /// [`Matcher::new`] (no books, no orders).
     pub fn restore_snapshot(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
-        if r.u8("book snapshot version")? != VERSION {
+        let version = r.u8("book snapshot version")?;
+        if version != VERSION && version != VERSION_2 {
             return Err(r.invalid(1, "book snapshot version"));
         }
         let ids = IdCounters {
@@ -130,7 +149,7 @@ impl Matcher {
                 for _ in 0..count {
                     let at = r.position();
                     let mut o = read_order(r)?;
-                    let trigger = o.ord_type.trigger(o.side);
+                    let trigger = o.ord_type.trigger(o.side).filter(|_| o.trailing.is_none());
                     let in_order = trigger.is_some_and(|(p, d)| {
                         d == dir
                             && self.books[i]
@@ -152,6 +171,39 @@ impl Matcher {
                         slot,
                     });
                 }
+            }
+            if version == VERSION_2 {
+                continue;
+            }
+            let count = r.count(MIN_ORDER_BYTES + 1, "trailing stops")?;
+            for _ in 0..count {
+                let at = r.position();
+                let mut o = read_order(r)?;
+                let bad = SnapshotError::Invalid {
+                    offset: at,
+                    what: "trailing stop",
+                };
+                let oldest = self.books[i]
+                    .tape
+                    .trailing
+                    .last()
+                    .map_or(true, |&s| self.orders.get(s).id < o.id);
+                if o.instrument != instrument
+                    || o.trailing.is_none()
+                    || o.ord_type.stop_px().is_none()
+                    || !oldest
+                {
+                    return Err(bad);
+                }
+                o.trail = match r.u8("trailing stop phase")? {
+                    0 if o.ord_type.stop_px().is_some_and(|p| p.0 > 0) => TrailPhase::Arming,
+                    1 => TrailPhase::Tracking(None),
+                    2 => TrailPhase::Tracking(Some(r.price("trailing stop best price")?)),
+                    _ => return Err(bad),
+                };
+                o.untriggered = true;
+                let slot = self.restore_order(o, at)?;
+                self.books[i].tape.trailing.push(slot);
             }
         }
         let mut listed = 0usize;
@@ -233,8 +285,11 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     w.ord_type(o.ord_type);
     w.tif(o.tif);
     w.u8(stp_byte(o.stp));
-    // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order).
-    w.u8(u8::from(o.post_only) | u8::from(o.display.0 != 0) << 1);
+    // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order),
+    // bit 2 trailing stop (its distance in bips follows, as a u32).
+    w.u8(u8::from(o.post_only)
+        | u8::from(o.display.0 != 0) << 1
+        | u8::from(o.trailing.is_some()) << 2);
     w.i64(o.price.0);
     w.i64(o.qty.0);
     w.i64(o.cum.0);
@@ -243,6 +298,9 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     if o.display.0 != 0 {
         w.i64(o.display.0);
         w.i64(o.tranche_end.0);
+    }
+    if let Some(t) = o.trailing {
+        w.u32(u32::from(t.bips()));
     }
 }
 
@@ -266,10 +324,12 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
         notional: 0,
         display: Qty(0),
         tranche_end: Qty(0),
+        trailing: None,
+        trail: TrailPhase::Arming,
     };
     let at = r.position();
     let flags = r.u8("order flags")?;
-    if flags > 3 {
+    if flags > 7 {
         return Err(SnapshotError::Invalid {
             offset: at,
             what: "order flags",
@@ -291,6 +351,13 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
                 offset: at,
                 what: "iceberg order",
             });
+        }
+    }
+    if flags & 4 != 0 {
+        let bips = r.u32("trailing delta")?;
+        o.trailing = u16::try_from(bips).ok().and_then(TrailingDelta::new);
+        if o.trailing.is_none() {
+            return Err(r.invalid(4, "trailing delta"));
         }
     }
     Ok(o)

@@ -52,6 +52,7 @@ impl Fixture {
             stp: None,
             received_ns: 0,
             display_qty: Qty(0),
+            trailing: None,
         }
     }
 
@@ -1457,4 +1458,194 @@ fn a_waiting_stop_reports_its_trigger_before_what_it_does_and_one_already_reache
     // A stop whose price the last trade already reached works at once: New, no trigger.
     let o = f.stop(0, Side::Buy, 101, Some(99), 1);
     assert_eq!(kinds(&f.submit(o)), [EventKind::New]);
+}
+
+impl Fixture {
+    /// A GTC trailing stop of `bips` (a stop-limit with `limit`), activated at `stop_px` (0:
+    /// none).
+    fn trailing(
+        &mut self,
+        account: u32,
+        side: Side,
+        stop_px: i64,
+        limit: Option<i64>,
+        bips: u16,
+    ) -> NewOrder {
+        let mut o = self.stop(account, side, stop_px, limit, 1);
+        o.trailing = TrailingDelta::new(bips);
+        o
+    }
+
+    /// Trades at each price in turn; the events of order `id` they caused.
+    fn trades_then(&mut self, prices: &[i64], id: OrderId) -> Vec<Event> {
+        let mut mine = Vec::new();
+        for &p in prices {
+            let ev = self.trade_at(p, 1);
+            mine.extend(ev.into_iter().filter(|e| e.order_id == id));
+        }
+        mine
+    }
+
+    fn trailing_phase(&self, id: OrderId) -> TrailPhase {
+        self.m.orders.get(self.slot(id).unwrap()).trail
+    }
+}
+
+#[test]
+fn a_trailing_sell_arms_at_its_activation_price_and_triggers_its_distance_below_the_best_price() {
+    // The dialect's scenario B: activation 39,000, 10 %, limit 38,000, last trade 40,000.
+    let mut f = Fixture::new();
+    f.trade_at(40_000, 1);
+    let o = f.trailing(1, Side::Sell, 39_000, Some(38_000), 1000);
+    let ev = f.submit(o);
+    assert_eq!(kinds(&ev), [EventKind::New]);
+    let t = ev[0].order_id;
+    assert_eq!(f.m.book(INST).unwrap().stop_count(), 1);
+    assert_eq!(f.trailing_phase(t), TrailPhase::Arming);
+    // A rise is ignored while it waits for its activation price; 39,000 arms it there.
+    assert_eq!(f.trades_then(&[41_500, 39_000], t), []);
+    assert_eq!(
+        f.trailing_phase(t),
+        TrailPhase::Tracking(Some(Price(39_000)))
+    );
+    // 37,000 is less than 10 % below 39,000; 41,000 is the new best price.
+    assert_eq!(f.trades_then(&[37_000, 41_000], t), []);
+    assert_eq!(
+        f.trailing_phase(t),
+        TrailPhase::Tracking(Some(Price(41_000)))
+    );
+    // 36,901 is not yet 10 % below 41,000; 36,900 is: it works as a limit at 38,000, after
+    // the trade, and rests (no buyer at 38,000).
+    assert_eq!(f.trades_then(&[36_901], t), []);
+    let ev = f.trades_then(&[36_900], t);
+    assert_eq!(kinds(&ev), [EventKind::Triggered]);
+    assert_eq!(f.side(Side::Sell), [(38_000, 1, 1)]);
+    assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
+    // Working now, it is an order like any: a buy at 38,000 fills it.
+    let buy = f.order(0, Side::Buy, 38_000, 1);
+    let ev = f.submit(buy);
+    assert!(
+        ev.iter()
+            .any(|e| e.order_id == t && e.kind == EventKind::Fill),
+        "{ev:#?}"
+    );
+}
+
+#[test]
+fn a_trailing_stop_without_an_activation_price_tracks_from_the_last_trade() {
+    // Scenario E: no stop price, 7 %, limit 39,000, last trade 40,000.
+    let mut f = Fixture::new();
+    f.trade_at(40_000, 1);
+    let o = f.trailing(1, Side::Sell, 0, Some(39_000), 700);
+    let t = f.submit(o)[0].order_id;
+    assert_eq!(
+        f.trailing_phase(t),
+        TrailPhase::Tracking(Some(Price(40_000)))
+    );
+    assert_eq!(f.trades_then(&[42_000, 39_500, 45_500, 42_316], t), []);
+    let ev = f.trades_then(&[42_315], t);
+    assert_eq!(kinds(&ev), [EventKind::Triggered]);
+    // On a book without trades, it tracks from the next one.
+    let mut f = Fixture::new();
+    let o = f.trailing(1, Side::Sell, 0, None, 100);
+    let t = f.submit(o)[0].order_id;
+    assert_eq!(f.trailing_phase(t), TrailPhase::Tracking(None));
+    f.trade_at(1_000, 1);
+    assert_eq!(
+        f.trailing_phase(t),
+        TrailPhase::Tracking(Some(Price(1_000)))
+    );
+}
+
+#[test]
+fn a_trailing_buy_follows_the_lowest_price_and_triggers_as_a_market_order_on_a_rise() {
+    // Scenario C's take-profit buy: activation 38,000 on a fall, 8.5 %.
+    let mut f = Fixture::new();
+    f.trade_at(40_000, 1);
+    let mut o = f.trailing(0, Side::Buy, 38_000, None, 850);
+    o.ord_type = OrdType::TakeProfit {
+        stop_px: Price(38_000),
+    };
+    let t = f.submit(o)[0].order_id;
+    assert_eq!(
+        f.trades_then(&[42_000, 38_000, 37_000, 39_000, 38_000], t),
+        []
+    );
+    assert_eq!(
+        f.trailing_phase(t),
+        TrailPhase::Tracking(Some(Price(37_000)))
+    );
+    // 40,145 = 37,000 × 1.085: it buys at market from the sell resting at 40,200.
+    let ask = f.place(1, Side::Sell, 40_200, 1);
+    assert_eq!(f.trades_then(&[40_144], t), []);
+    let ev = f.trades_then(&[40_145], t);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::Triggered, EventKind::Fill],
+        "{ev:#?}"
+    );
+    assert_eq!(ev[1].last_px, Price(40_200));
+    assert_eq!(f.leaves(ask), None);
+}
+
+#[test]
+fn trailing_stops_are_cancelled_snapshotted_and_refused_like_other_stops() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let o = f.trailing(1, Side::Sell, 0, Some(90), 1000);
+    let a = f.submit(o)[0].order_id;
+    // A take-profit sell arms on a rise to 120 (a stop-loss sell at 120 would track at once:
+    // the last trade has already fallen to it).
+    let mut o = f.trailing(1, Side::Sell, 120, None, 500);
+    o.ord_type = OrdType::TakeProfit {
+        stop_px: Price(120),
+    };
+    let b = f.submit(o)[0].order_id;
+    let o = f.trailing(0, Side::Buy, 0, None, 2000);
+    let c = f.submit(o)[0].order_id;
+    f.trade_at(110, 1);
+    // A snapshot keeps each one's phase and best price; the copy goes on exactly as the
+    // original does.
+    let mut copy = Fixture {
+        m: f.restored_copy(),
+        now: f.now,
+        cl: f.cl,
+    };
+    assert_eq!(
+        copy.trailing_phase(a),
+        TrailPhase::Tracking(Some(Price(110)))
+    );
+    assert_eq!(copy.trailing_phase(b), TrailPhase::Arming);
+    assert_eq!(
+        copy.trailing_phase(c),
+        TrailPhase::Tracking(Some(Price(100)))
+    );
+    for fx in [&mut f, &mut copy] {
+        // 99 = 110 × 0.9: a triggers (and rests at 90: no buyer); b and c wait on.
+        let ev = fx.trade_at(99, 1);
+        assert!(
+            ev.iter()
+                .any(|e| e.order_id == a && e.kind == EventKind::Triggered),
+            "{ev:#?}"
+        );
+        assert_eq!(fx.m.book(INST).unwrap().stop_count(), 2);
+        assert_eq!(kinds(&fx.cancel(b)), [EventKind::Canceled]);
+        assert_eq!(fx.m.book(INST).unwrap().stop_count(), 1);
+        // A waiting trailing stop is not replaced (cancel and enter a new one).
+        assert_eq!(fx.replace(c, 0, 2), Err(RejectReason::Unsupported));
+    }
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    f.m.write_state(&mut s1);
+    copy.m.write_state(&mut s2);
+    assert_eq!(s1, s2);
+    // Only stop and take-profit orders trail; only trailing stops may have no stop price.
+    let mut o = f.order(0, Side::Buy, 100, 1);
+    o.trailing = TrailingDelta::new(100);
+    let ev = f.submit(o);
+    assert_eq!(kinds(&ev), [EventKind::Rejected(RejectReason::Unsupported)]);
+    let o = f.stop(0, Side::Buy, 0, None, 1);
+    assert_eq!(
+        kinds(&f.submit(o)),
+        [EventKind::Rejected(RejectReason::BadTick)]
+    );
 }

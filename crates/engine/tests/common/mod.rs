@@ -122,6 +122,7 @@ impl Run {
             stp: None,
             received_ns: self.now,
             display_qty: Qty(0),
+            trailing: None,
         }
     }
 

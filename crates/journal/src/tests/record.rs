@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
     MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, StpMode, TimeInForce, TradeId,
+    Side, StpMode, TimeInForce, TradeId, TrailingDelta,
 };
 
 use super::{fill, new_order};
@@ -90,12 +90,16 @@ fn command() -> impl Strategy<Value = Command> {
             tif(),
             any::<i64>(),
             any::<i64>(),
-            (any::<bool>(), prop_oneof![Just(0i64), any::<i64>()]),
+            (
+                any::<bool>(),
+                prop_oneof![Just(0i64), any::<i64>()],
+                proptest::option::of(TrailingDelta::MIN_BIPS..=TrailingDelta::MAX_BIPS)
+            ),
             stp(),
             any::<i64>()
         )
             .prop_map(
-                |((s, a, i), c, side, ot, tif, p, q, (po, display), stp, r)| {
+                |((s, a, i), c, side, ot, tif, p, q, (po, display, trailing), stp, r)| {
                     Command::New(NewOrder {
                         session: SessionId(s),
                         account: AccountId(a),
@@ -110,6 +114,7 @@ fn command() -> impl Strategy<Value = Command> {
                         stp,
                         received_ns: r,
                         display_qty: Qty(display),
+                        trailing: trailing.and_then(TrailingDelta::new),
                     })
                 }
             ),
