@@ -1894,3 +1894,96 @@ fn ws_gtd_order_shows_its_good_till_date_and_expires_with_an_execution_report() 
     let m = fix.expect("8");
     assert_eq!((m.get(150), m.get(39)), (Some("0"), Some("0")), "{m:?}");
 }
+
+#[test]
+fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_distance() {
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    let fix_limit = fix_limit_acked;
+    let trade_at = |fix: &mut FixClient, wa: &mut Ws, cl: &str, px: &str| {
+        fix_limit(fix, cl, "2", "0.100", px);
+        let r = wa.call(
+            json!("ioc"),
+            "order.place",
+            signed(
+                json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                       "price": px, "quantity": "0.100", "newOrderRespType": "RESULT"}),
+                &a,
+            ),
+        );
+        assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    };
+    // The last trade: 100.
+    trade_at(&mut fix, &mut wa, "S1", "100.0");
+    wb.logon_and_subscribe(&b);
+    // A trailing stop-loss sell of 2 % (200 bips) without an activation price: it tracks from
+    // the last trade, 100.
+    let r = wb.call(
+        json!("ts"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "STOP_LOSS",
+                   "trailingDelta": 200, "quantity": "0.200", "newOrderRespType": "RESULT"}),
+            &b,
+        ),
+    );
+    let res = &r["result"];
+    assert_eq!(
+        (&res["status"], &res["type"], &res["trailingDelta"]),
+        (&json!("NEW"), &json!("STOP_LOSS"), &json!(200)),
+        "{r}"
+    );
+    let id = res["orderId"].as_u64().unwrap();
+    let status = |ws: &mut Ws| {
+        let r = ws.call(
+            json!("st"),
+            "order.status",
+            signed(json!({"symbol": "BTC-PERP", "orderId": id}), &b),
+        );
+        assert_eq!(r["result"]["trailingDelta"], 200, "{r}");
+        r["result"]["status"].clone()
+    };
+    // A bid at 101 for it to sell into. A rise to 104 moves its trigger to 101.92: 102 leaves
+    // it waiting (a plain stop at 98 would too), 101.5 triggers it.
+    fix_limit(&mut fix, "B1", "1", "0.200", "101.0");
+    trade_at(&mut fix, &mut wa, "S2", "104.0");
+    trade_at(&mut fix, &mut wa, "S3", "102.0");
+    assert_eq!(status(&mut wb), "NEW");
+    trade_at(&mut fix, &mut wa, "S4", "101.5");
+    let fill = wb.event(|v| v["event"]["x"] == "TRADE");
+    let e = &fill["event"];
+    assert_eq!(
+        (&e["i"], &e["o"], &e["X"], &e["L"], &e["l"], &e["d"]),
+        (
+            &json!(id),
+            &json!("STOP_LOSS"),
+            &json!("FILLED"),
+            &json!("101.0"),
+            &json!("0.200"),
+            &json!(200)
+        ),
+        "{fill}"
+    );
+    assert_eq!(status(&mut wb), "FILLED");
+    // Out of the TRAILING_DELTA filter's 10–2000 bips: -1013.
+    let r = wb.call(
+        json!("far"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "STOP_LOSS",
+                   "trailingDelta": 2500, "quantity": "0.100"}),
+            &b,
+        ),
+    );
+    assert_eq!(
+        (&r["error"]["code"], &r["error"]["msg"]),
+        (&json!(-1013), &json!("Filter failure: TRAILING_DELTA")),
+        "{r}"
+    );
+}

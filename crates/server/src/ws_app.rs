@@ -53,6 +53,7 @@ use portcullis_session::ws::{
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
     MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
+    TrailingDelta,
 };
 use tracing::{debug, warn};
 
@@ -284,6 +285,12 @@ pub fn symbol_table(dir: &Directory) -> SymbolTable {
             SymbolFilter::IcebergParts {
                 limit: NewOrder::MAX_ICEBERG_PARTS as u32,
             },
+            SymbolFilter::TrailingDelta {
+                min_above: TrailingDelta::MIN_BIPS.into(),
+                max_above: TrailingDelta::MAX_BIPS.into(),
+                min_below: TrailingDelta::MIN_BIPS.into(),
+                max_below: TrailingDelta::MAX_BIPS.into(),
+            },
         ];
         out.push(s);
     }
@@ -308,6 +315,8 @@ struct LocalOrder {
     iceberg_qty: i64,
     /// When a GTD order expires, Unix ms.
     good_till_date: Option<i64>,
+    /// A trailing stop's distance in bips.
+    trailing_delta: Option<u16>,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -358,6 +367,7 @@ impl LocalOrder {
                 .order_type
                 .is_triggered()
                 .then(|| self.px(self.stop_price)),
+            trailing_delta: self.trailing_delta,
             good_till_date: self.good_till_date,
             working_time: self.working_time,
             stp: self.stp,
@@ -380,6 +390,7 @@ impl LocalOrder {
             side: self.side,
             stop_price: self.px(self.stop_price),
             iceberg_qty: self.qty_text(self.iceberg_qty),
+            trailing_delta: self.trailing_delta,
             good_till_date: self.good_till_date,
             time: self.time,
             update_time: self.update_time,
@@ -681,6 +692,17 @@ impl WsBridge {
             Some(p) => Price(scaled(p, entry.price_scale, "stopPrice")?),
             None => Price(0),
         };
+        // The protocol checked it against the TRAILING_DELTA filter, which has the engine's
+        // bounds.
+        let trailing = match order.trailing_delta {
+            Some(d) => Some(
+                u16::try_from(d)
+                    .ok()
+                    .and_then(TrailingDelta::new)
+                    .ok_or_else(|| WsError::filter_failure("TRAILING_DELTA"))?,
+            ),
+            None => None,
+        };
         let display_qty = match &order.iceberg_qty {
             Some(d) => Qty(scaled(d, entry.qty_scale, "icebergQty")?),
             None => Qty(0),
@@ -749,7 +771,7 @@ impl WsBridge {
             stp: engine_stp,
             received_ns: now_ns(),
             display_qty,
-            trailing: None,
+            trailing,
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),
@@ -770,6 +792,7 @@ impl WsBridge {
             stop_price: stop_px.0,
             iceberg_qty: display_qty.0,
             good_till_date: tif.expire_ns().map(ms),
+            trailing_delta: trailing.map(TrailingDelta::bips),
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -1283,8 +1306,9 @@ impl WsBridge {
             tif: ws_tif(p.tif),
             price: p.price.0,
             stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
-            // The history does not keep it.
+            // The history does not keep them.
             iceberg_qty: 0,
+            trailing_delta: None,
             good_till_date: p.tif.expire_ns().map(ms),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
@@ -1495,6 +1519,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         price: o.px(o.price),
         stop_price: o.px(o.stop_price),
         iceberg_qty: o.qty_text(o.iceberg_qty),
+        trailing_delta: o.trailing_delta,
         orig_client_order_id: match e.kind {
             EventKind::Canceled => o.cl.as_str().to_owned(),
             EventKind::Replaced => e.orig_cl_ord_id.as_str().to_owned(),

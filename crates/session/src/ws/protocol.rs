@@ -207,7 +207,7 @@ pub enum Method {
 
 const RRL: &str = "returnRateLimits";
 const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
-const ORDER: [&str; 13] = [
+const ORDER: [&str; 14] = [
     "symbol",
     "side",
     "type",
@@ -216,6 +216,7 @@ const ORDER: [&str; 13] = [
     "quantity",
     "quoteOrderQty",
     "stopPrice",
+    "trailingDelta",
     "icebergQty",
     "goodTillDate",
     "newClientOrderId",
@@ -1837,7 +1838,18 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
             )
         }
     };
-    let stop_price = decimal("stopPrice", order_type.is_triggered())?;
+    // A trailing stop's stopPrice is optional (its activation price); another trigger order
+    // needs one of the two.
+    let trailing_delta = params.opt_u64("trailingDelta", u64::from(u32::MAX))?;
+    let stop_price = match (order_type.is_triggered(), trailing_delta) {
+        (false, Some(_)) => return Err(WsError::not_required("trailingDelta")),
+        (true, Some(_)) if params.has("stopPrice") => decimal("stopPrice", true)?,
+        (true, Some(_)) => None,
+        (true, None) if !params.has("stopPrice") => {
+            return Err(WsError::either_mandatory("stopPrice", "trailingDelta"))
+        }
+        (required, None) => decimal("stopPrice", required)?,
+    };
     let iceberg_qty = match order_type {
         OrderType::Limit
         | OrderType::LimitMaker
@@ -1889,6 +1901,7 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         resp_type,
         stp,
         good_till_date,
+        trailing_delta,
     })
 }
 
@@ -1934,6 +1947,14 @@ fn check_order(table: &SymbolTable, order: &WsOrder) -> Result<(), WsError> {
             return Err(WsError::order_rejected("Iceberg orders must be GTC."));
         }
         info.check_iceberg_qty(iceberg, qty)?;
+    }
+    if let Some(d) = order.trailing_delta {
+        // Above the market once trailing: a buy stop-loss, a sell take-profit.
+        let take_profit = matches!(
+            order.order_type,
+            OrderType::TakeProfit | OrderType::TakeProfitLimit
+        );
+        info.check_trailing_delta(d, (order.side == Side::Buy) != take_profit)?;
     }
     match &order.stop_price {
         Some(stop) => info.check_stop_price(stop),

@@ -53,6 +53,9 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
         if let Some(p) = &r.stop_price {
             o.str("stopPrice", p);
         }
+        if let Some(d) = r.trailing_delta {
+            o.int("trailingDelta", i64::from(d));
+        }
         if let Some(t) = r.good_till_date {
             o.int("goodTillDate", t);
         }
@@ -92,6 +95,9 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
         .str("side", r.side.as_str())
         .str("stopPrice", &r.stop_price)
         .str("icebergQty", &r.iceberg_qty);
+    if let Some(d) = r.trailing_delta {
+        o.int("trailingDelta", i64::from(d));
+    }
     if let Some(t) = r.good_till_date {
         o.int("goodTillDate", t);
     }
@@ -279,8 +285,11 @@ pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
         .str("q", &r.quantity)
         .str("p", &r.price)
         .str("P", &r.stop_price)
-        .str("F", &r.iceberg_qty)
-        .int("g", -1)
+        .str("F", &r.iceberg_qty);
+    if let Some(d) = r.trailing_delta {
+        o.int("d", i64::from(d));
+    }
+    o.int("g", -1)
         .str("C", &r.orig_client_order_id)
         .str("x", r.execution_type.as_str())
         .str("X", r.order_status.as_str())
@@ -337,7 +346,7 @@ pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
             "quoteOrderQtyMarketAllowed",
             s.quote_order_qty_market_allowed,
         )
-        .bool("allowTrailingStop", false)
+        .bool("allowTrailingStop", s.trailing_allowed)
         .bool("cancelReplaceAllowed", s.cancel_replace_allowed)
         .bool("allowAmend", s.amend_allowed)
         .bool("isSpotTradingAllowed", true)
@@ -385,6 +394,17 @@ fn filter(out: &mut String, f: &SymbolFilter) {
         }
         SymbolFilter::IcebergParts { limit } => {
             o.int("limit", i64::from(*limit));
+        }
+        SymbolFilter::TrailingDelta {
+            min_above,
+            max_above,
+            min_below,
+            max_below,
+        } => {
+            o.int("minTrailingAboveDelta", i64::from(*min_above))
+                .int("maxTrailingAboveDelta", i64::from(*max_above))
+                .int("minTrailingBelowDelta", i64::from(*min_below))
+                .int("maxTrailingBelowDelta", i64::from(*max_below));
         }
         SymbolFilter::Notional {
             min_notional,

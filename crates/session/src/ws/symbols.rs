@@ -58,6 +58,19 @@ pub enum SymbolFilter {
         /// The most parts.
         limit: u32,
     },
+    /// `TRAILING_DELTA`: a trailing stop's `trailingDelta` (bips) within [min, max]; the
+    /// "above" bounds for orders whose trigger lies above the market once trailing (buy
+    /// stop-losses, sell take-profits), the "below" bounds for the others.
+    TrailingDelta {
+        /// Least distance of a buy stop-loss or sell take-profit.
+        min_above: u32,
+        /// Greatest distance of a buy stop-loss or sell take-profit.
+        max_above: u32,
+        /// Least distance of a sell stop-loss or buy take-profit.
+        min_below: u32,
+        /// Greatest distance of a sell stop-loss or buy take-profit.
+        max_below: u32,
+    },
     /// `MAX_NUM_ORDERS`: open orders per account on the symbol. Checked by the application.
     MaxNumOrders {
         /// The limit.
@@ -75,6 +88,7 @@ impl SymbolFilter {
             SymbolFilter::Notional { .. } => "NOTIONAL",
             SymbolFilter::MaxNumOrders { .. } => "MAX_NUM_ORDERS",
             SymbolFilter::IcebergParts { .. } => "ICEBERG_PARTS",
+            SymbolFilter::TrailingDelta { .. } => "TRAILING_DELTA",
         }
     }
 }
@@ -104,6 +118,8 @@ pub struct SymbolInfo {
     pub amend_allowed: bool,
     /// Iceberg orders (`icebergQty`) are accepted (`icebergAllowed`).
     pub iceberg_allowed: bool,
+    /// Trailing stops (`trailingDelta`) are accepted (`allowTrailingStop`).
+    pub trailing_allowed: bool,
     /// Filters.
     pub filters: Vec<SymbolFilter>,
     /// The STP mode of orders that name none.
@@ -136,6 +152,7 @@ impl SymbolInfo {
             cancel_replace_allowed: true,
             amend_allowed: true,
             iceberg_allowed: true,
+            trailing_allowed: true,
             filters: Vec::new(),
             default_stp: StpMode::None,
             allowed_stp: vec![
@@ -255,6 +272,36 @@ impl SymbolInfo {
             };
             if !ok {
                 return Err(WsError::filter_failure(filter.filter_type()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of a trailing stop's distance: the symbol takes trailing stops, and the
+    /// TRAILING_DELTA filter's bounds for the order's side and type (`above`: a buy
+    /// stop-loss or a sell take-profit).
+    pub fn check_trailing_delta(&self, bips: u64, above: bool) -> Result<(), WsError> {
+        if !self.trailing_allowed {
+            return Err(WsError::order_rejected(
+                "Trailing stop orders are not supported for this symbol.",
+            ));
+        }
+        for filter in &self.filters {
+            if let SymbolFilter::TrailingDelta {
+                min_above,
+                max_above,
+                min_below,
+                max_below,
+            } = filter
+            {
+                let (min, max) = if above {
+                    (min_above, max_above)
+                } else {
+                    (min_below, max_below)
+                };
+                if bips < u64::from(*min) || bips > u64::from(*max) {
+                    return Err(WsError::filter_failure(filter.filter_type()));
+                }
             }
         }
         Ok(())

@@ -281,6 +281,9 @@ pub struct WsOrder {
     pub stp: Option<StpMode>,
     /// When a GTD order expires, Unix ms (required with `timeInForce` GTD, refused without).
     pub good_till_date: Option<i64>,
+    /// A trailing stop's distance in bips (STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT and
+    /// TAKE_PROFIT_LIMIT only; their `stop_price` is then optional, the activation price).
+    pub trailing_delta: Option<u64>,
 }
 
 /// One order, by exchange id and/or client id (at least one is present). When both are given
@@ -385,6 +388,8 @@ pub struct OrderResult {
     /// The trigger price of a stop-loss or take-profit order (shown only for those, as the
     /// dialect's conditional field).
     pub stop_price: Option<String>,
+    /// A trailing stop's distance in bips (shown only for those).
+    pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
     pub good_till_date: Option<i64>,
     /// When the order started working on the book, Unix ms; -1 if it never did.
@@ -424,6 +429,8 @@ pub struct OrderInfo {
     pub stop_price: String,
     /// An iceberg's shown quantity, else zero.
     pub iceberg_qty: String,
+    /// A trailing stop's distance in bips (shown only for those).
+    pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
     pub good_till_date: Option<i64>,
     /// When the order was placed, Unix ms.
@@ -637,6 +644,8 @@ pub struct ExecutionReport {
     pub stop_price: String,
     /// `F`: an iceberg's shown quantity (zero unless an iceberg).
     pub iceberg_qty: String,
+    /// `d`: a trailing stop's distance in bips (shown only for those).
+    pub trailing_delta: Option<u16>,
     /// `C`: the client id of the order being canceled (cancels), else empty.
     pub orig_client_order_id: String,
     /// `x`: execution type.

@@ -264,10 +264,12 @@ fn exchange_info_lists_symbols_with_their_filters() {
             {"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true,"maxNotional":"9000000.00000000","applyMaxToMarket":false,"avgPriceMins":5},
             {"filterType":"PERCENT_PRICE","multiplierUp":"5","multiplierDown":"0.2","avgPriceMins":5},
             {"filterType":"MAX_NUM_ORDERS","maxNumOrders":200},
-            {"filterType":"ICEBERG_PARTS","limit":10}
+            {"filterType":"ICEBERG_PARTS","limit":10},
+            {"filterType":"TRAILING_DELTA","minTrailingAboveDelta":10,"maxTrailingAboveDelta":2000,"minTrailingBelowDelta":20,"maxTrailingBelowDelta":1000}
         ])
     );
     assert_eq!(btc["icebergAllowed"], true);
+    assert_eq!(btc["allowTrailingStop"], true);
     assert_eq!(btc["defaultSelfTradePreventionMode"], "NONE");
 
     let v = h.call(

@@ -233,6 +233,12 @@ pub(crate) fn symbol_table() -> SymbolTable {
             max_num_orders: 200,
         },
         SymbolFilter::IcebergParts { limit: 10 },
+        SymbolFilter::TrailingDelta {
+            min_above: 10,
+            max_above: 2000,
+            min_below: 20,
+            max_below: 1000,
+        },
     ];
     let mut option = SymbolInfo::new("BTC-261225-100000-C", "BTC", "USDT", 4);
     option.quote_order_qty_market_allowed = true;
@@ -303,6 +309,7 @@ pub(crate) fn order_result(order: &WsOrder, id: u64) -> OrderResult {
         order_type: order.order_type,
         side: order.side,
         stop_price: order.stop_price.map(|p| p.to_string()),
+        trailing_delta: order.trailing_delta.map(|d| d as u16),
         good_till_date: order.good_till_date,
         working_time: 1_655_716_096_505,
         stp: order.stp.unwrap_or(StpMode::None),
@@ -399,6 +406,7 @@ impl WsApplication for FakeApp {
                 side: c.side,
                 stop_price: "0.00000000".into(),
                 iceberg_qty: "0.00000000".into(),
+                trailing_delta: None,
                 good_till_date: None,
                 time: 1,
                 update_time: 7,

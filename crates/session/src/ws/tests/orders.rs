@@ -55,16 +55,28 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("bad side", with(&base, "side", Some("SHORT".into())), -1117, Some("Invalid side.")),
         ("side not a string", with(&base, "side", Some(1.into())), -1117, None),
         ("bad type", with(&base, "type", Some("TRAILING_STOP_MARKET".into())), -1116, Some("Invalid orderType.")),
-        ("TAKE_PROFIT without stopPrice", with(&take_profit, "stopPrice", None), -1102, Some("Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")),
+        ("TAKE_PROFIT without stopPrice", with(&take_profit, "stopPrice", None), -1102, Some("Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!")),
         ("TAKE_PROFIT with timeInForce", with(&take_profit, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
         ("TAKE_PROFIT with price", with(&take_profit, "price", Some("50000.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
         ("TAKE_PROFIT_LIMIT without timeInForce", with(&take_profit_limit, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
         ("TAKE_PROFIT_LIMIT without price", with(&take_profit_limit, "price", None), -1102, None),
         ("TAKE_PROFIT_LIMIT stopPrice off the tick", with(&take_profit_limit, "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
-        ("STOP_LOSS without stopPrice", with(&stop, "stopPrice", None), -1102, Some("Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")),
+        ("STOP_LOSS without stopPrice", with(&stop, "stopPrice", None), -1102, Some("Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!")),
+        ("STOP_LOSS with an empty stopPrice", with(&stop, "stopPrice", Some("".into())), -1102, None),
         ("STOP_LOSS with timeInForce", with(&stop, "timeInForce", Some("GTC".into())), -1114, Some("TimeInForce parameter sent when not required.")),
         ("STOP_LOSS with price", with(&stop, "price", Some("50000.00".into())), -1106, Some("Parameter 'price' sent when not required.")),
-        ("STOP_LOSS with trailingDelta", with(&stop, "trailingDelta", Some(100.into())), -1104, None),
+        ("LIMIT with trailingDelta", with(&base, "trailingDelta", Some(100.into())), -1106, Some("Parameter 'trailingDelta' sent when not required.")),
+        ("MARKET with trailingDelta", with(&market, "trailingDelta", Some(100.into())), -1106, None),
+        // The test symbol's TRAILING_DELTA: 10–2000 above (a buy stop-loss, a sell
+        // take-profit), 20–1000 below (a sell stop-loss, a buy take-profit).
+        ("trailingDelta below the filter", with(&stop, "trailingDelta", Some(19.into())), -1013, Some("Filter failure: TRAILING_DELTA")),
+        ("trailingDelta above the filter", with(&stop, "trailingDelta", Some(1001.into())), -1013, Some("Filter failure: TRAILING_DELTA")),
+        ("take-profit trailingDelta above the filter", with(&take_profit, "trailingDelta", Some(2001.into())), -1013, Some("Filter failure: TRAILING_DELTA")),
+        ("trailingDelta not a number", with(&stop, "trailingDelta", Some("far".into())), -1100, None),
+        ("negative trailingDelta", with(&stop, "trailingDelta", Some((-5).into())), -1100, None),
+        ("empty trailingDelta", with(&stop, "trailingDelta", Some("".into())), -1105, Some("Parameter 'trailingDelta' was empty.")),
+        ("trailingDelta overflow", with(&stop, "trailingDelta", Some(5_000_000_000i64.into())), -1108, Some("Parameter 'trailingDelta' overflowed.")),
+        ("trailing stopPrice off the tick", with(&with(&stop, "trailingDelta", Some(100.into())), "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
         ("STOP_LOSS_LIMIT without timeInForce", with(&stop_limit, "timeInForce", None), -1102, Some("Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")),
         ("STOP_LOSS_LIMIT without price", with(&stop_limit, "price", None), -1102, None),
         ("stopPrice off the tick", with(&stop_limit, "stopPrice", Some("51000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
@@ -191,6 +203,25 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
     assert_eq!((placed.price, placed.time_in_force), (None, None));
     assert_eq!(placed.resp_type, RespType::Ack);
     h.app.placed.pop();
+    // A trailing take-profit: its trailingDelta reaches the application, with or without the
+    // stopPrice (its activation price), and the answer shows it.
+    let trailing = with(&take_profit, "trailingDelta", Some(2000.into()));
+    for (params, stop_price) in [
+        (trailing.clone(), Some(d("53000.00"))),
+        (with(&trailing, "stopPrice", None), None),
+    ] {
+        let v = place(
+            &mut h,
+            &with(&params, "newOrderRespType", Some("RESULT".into())),
+        );
+        assert_eq!(ok(&v)["trailingDelta"], 2000, "{v}");
+        let placed = &h.app.placed.last().unwrap().2;
+        assert_eq!(
+            (placed.trailing_delta, placed.stop_price),
+            (Some(2000), stop_price)
+        );
+        h.app.placed.pop();
+    }
     // An iceberg LIMIT: its icebergQty reaches the application (0.001 of 0.01: 10 parts, the
     // symbol's ICEBERG_PARTS limit).
     let v = place(

@@ -57,6 +57,7 @@ fn the_documented_signed_request_is_accepted_and_placed() {
             resp_type: RespType::Ack,
             stp: None,
             good_till_date: None,
+            trailing_delta: None,
         }
     );
     // recvWindow is 100 ms: 101 ms later the same request is refused.
@@ -415,6 +416,7 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
         price: "0.10264410".into(),
         stop_price: "0.00000000".into(),
         iceberg_qty: "0.00000000".into(),
+        trailing_delta: None,
         orig_client_order_id: String::new(),
         execution_type: ExecutionType::Trade,
         order_status: OrderStatus::PartiallyFilled,
