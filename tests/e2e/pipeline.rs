@@ -1728,12 +1728,17 @@ fn an_iceberg_trades_its_max_floor_then_waits_behind_the_orders_at_its_price() {
 /// A server that keeps its journal (it has a master key) and lets orders outlive their
 /// connections, with the unsigned sessions TWA and TWB logged on (FIX 4.4).
 fn journaled_pair() -> (Server, [u16; 3], FixClient, FixClient) {
+    journaled_pair_with("")
+}
+
+/// [`journaled_pair`] with `extra` config.
+fn journaled_pair_with(extra: &str) -> (Server, [u16; 3], FixClient, FixClient) {
     let p = ports();
     let mut server = Server::configure(
         &config(
             p,
             &unsigned_pair(),
-            "\n[engine]\ncancel_on_disconnect = false\n",
+            &format!("\n[engine]\ncancel_on_disconnect = false\n{extra}"),
         ),
         &p,
         &env(),
@@ -1984,4 +1989,129 @@ fn a_triggered_stop_is_reported_with_exec_type_l_on_fix_50_only() {
     );
     nothing_else(&mut a5, "quiet-5");
     nothing_else(&mut a4, "quiet-4");
+}
+
+#[test]
+fn a_fix_trailing_stop_follows_the_best_trade_price_and_sells_its_distance_below_it() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    let trade_at = |a: &mut FixClient, b: &mut FixClient, cl: &str, px: &str| {
+        limit(a, &format!("A{cl}"), "2", "1", px);
+        limit(b, &format!("B{cl}"), "1", "1", px);
+        b.expect("8");
+        a.expect("8");
+    };
+    // The last trade: 100.
+    trade_at(&mut a, &mut b, "1", "100");
+    // B: a sell stop trailing 2 % (ExecInst a, PegOffsetValue 200 bips) without StopPx: it
+    // tracks the best price from the last trade on. Acknowledged as a stop without StopPx.
+    order_with(
+        &mut b,
+        "T1",
+        "2",
+        "1",
+        &[(40, "3"), (59, "1"), (18, "a"), (211, "200"), (836, "1")],
+    );
+    let m = b.expect("8");
+    assert_fields(&m, &[(11, "T1"), (150, "0"), (39, "0"), (40, "3")]);
+    assert_eq!(m.get(99), None, "{m:?}");
+    // A's bid at 101 for it to sell into. A rise to 104 moves its trigger to 101.92: a trade
+    // at 102 leaves it waiting, one at 101.5 triggers it.
+    assert_fields(&limit(&mut a, "BID", "1", "1", "101"), &[(150, "0")]);
+    trade_at(&mut a, &mut b, "2", "104");
+    trade_at(&mut a, &mut b, "3", "102");
+    nothing_else(&mut b, "T-WAITING");
+    limit(&mut a, "A4", "2", "1", "101.5");
+    limit(&mut b, "B4", "1", "1", "101.5");
+    assert_fields(&b.expect("8"), &[(11, "B4"), (39, "2"), (31, "101.5")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "T1"), (150, "F"), (39, "2"), (40, "3"), (31, "101.0")],
+    );
+    // A trailing distance out of range, and an offset in price units, are refused.
+    order_with(
+        &mut b,
+        "T2",
+        "2",
+        "1",
+        &[(40, "3"), (59, "1"), (18, "a"), (211, "5000")],
+    );
+    assert_rejected(&b.expect("8"), "T2", "11", "from 10 to 2000");
+    order_with(
+        &mut b,
+        "T3",
+        "2",
+        "1",
+        &[(40, "3"), (59, "1"), (18, "a"), (211, "200"), (836, "0")],
+    );
+    assert_rejected(&b.expect("8"), "T3", "11", "PegOffsetType(836) must be 1");
+}
+
+/// Trades 1 at `px` between A (seller) and B, with both sides' reports read.
+fn trade_between(a: &mut FixClient, b: &mut FixClient, cl: &str, px: &str) {
+    limit(a, &format!("A{cl}"), "2", "1", px);
+    limit(b, &format!("B{cl}"), "1", "1", px);
+    b.expect("8");
+    a.expect("8");
+}
+
+/// A trailing stop killed with the server (recovered from the journal) or stopped with it
+/// (from a snapshot, `snapshot_every` small): its best price comes back, not the last trade.
+fn trailing_stop_survives_a_restart(extra: &str, kill: bool) {
+    let (mut server, p, mut a, mut b) = journaled_pair_with(extra);
+    trade_between(&mut a, &mut b, "1", "100");
+    order_with(
+        &mut b,
+        "T1",
+        "2",
+        "1",
+        &[(40, "3"), (59, "1"), (18, "a"), (211, "200")],
+    );
+    assert_fields(&b.expect("8"), &[(11, "T1"), (150, "0")]);
+    // Best 104 (trigger 101.92), last 103.
+    trade_between(&mut a, &mut b, "2", "104");
+    trade_between(&mut a, &mut b, "3", "103");
+    for c in [&mut a, &mut b] {
+        c.send("5", &[]);
+        c.expect("5");
+    }
+    if kill {
+        server.signal("KILL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.is_running() {
+            assert!(Instant::now() < deadline, "SIGKILL did not end the server");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    } else {
+        assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    }
+    server.restart();
+    let mut a = connect_at(p, "FIX.4.4", "TWA", None, a.seq);
+    let mut b = connect_at(p, "FIX.4.4", "TWB", None, b.seq);
+    // Tracking from the last trade (103) it would trigger at 100.94 only; from its best
+    // price (104), a trade at 101.5 triggers it, and it sells into A's bid at 101.
+    assert_fields(&limit(&mut a, "BID", "1", "1", "101"), &[(150, "0")]);
+    limit(&mut a, "A4", "2", "1", "101.5");
+    limit(&mut b, "B4", "1", "1", "101.5");
+    assert_fields(&b.expect("8"), &[(11, "B4"), (39, "2"), (31, "101.5")]);
+    assert_fields(
+        &b.expect("8"),
+        &[(11, "T1"), (150, "F"), (39, "2"), (31, "101.0")],
+    );
+    let log = server.log_text();
+    assert!(!log.contains("state hash differs"), "{log}");
+    assert_eq!(
+        log.contains("state restored from a snapshot"),
+        !kill,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_trailing_stop_keeps_its_best_price_through_a_crash_and_journal_recovery() {
+    trailing_stop_survives_a_restart("", true);
+}
+
+#[test]
+fn a_trailing_stop_keeps_its_best_price_through_a_restart_from_a_snapshot() {
+    trailing_stop_survives_a_restart("[journal]\nsnapshot_every = 4\n", false);
 }

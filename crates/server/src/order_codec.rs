@@ -30,7 +30,7 @@ use portcullis_fix::{tag, BeginString, Encoder, MessageRef, TimePrecision, UtcTi
 use portcullis_types::{
     format_fixed, AccountId, CancelOrder, ClOrdId, DecimalError, Event, EventKind, InstrumentId,
     MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, TimeInForce, TriggerDirection,
+    Side, TimeInForce, TrailingDelta, TriggerDirection,
 };
 
 use crate::pipeline::{DirEntry, Directory, StatusRequest};
@@ -252,7 +252,20 @@ fn side(msg: &MessageRef<'_>) -> Result<Side, Refusal> {
 /// OrdType(40), with StopPx(99) for a stop (3), stop-limit (4) or market-if-touched (J)
 /// order. TriggerPriceDirection(1109) against the stop-loss direction of `side` makes a 3 or 4
 /// a take-profit (as J is): U on a sell, D on a buy.
-fn ord_type(msg: &MessageRef<'_>, side: Side, price_scale: u8) -> Result<OrdType, Refusal> {
+fn ord_type(
+    msg: &MessageRef<'_>,
+    side: Side,
+    price_scale: u8,
+    trailing: bool,
+) -> Result<OrdType, Refusal> {
+    // A trailing stop's StopPx is optional: its activation price.
+    let stop_px = |msg: &MessageRef<'_>, scale: u8| {
+        if trailing && msg.get(tag::STOP_PX).is_none() {
+            Ok(Price(0))
+        } else {
+            stop_px(msg, scale)
+        }
+    };
     let stop_loss = TriggerDirection::stop_loss(side);
     let direction = match msg.get(tag::TRIGGER_PRICE_DIRECTION) {
         None => None,
@@ -317,7 +330,64 @@ fn ord_type(msg: &MessageRef<'_>, side: Side, price_scale: u8) -> Result<OrdType
             "TriggerPriceDirection(1109) is only for OrdType(40) 3, 4 or J",
         ));
     }
+    if trailing && t.stop_px().is_none() {
+        return Err(Refusal::with_text(
+            msg,
+            RejectReason::Unsupported,
+            "ExecInst(18) a (trailing stop peg) is only for OrdType(40) 3, 4 or J",
+        ));
+    }
     Ok(t)
+}
+
+/// Whether ExecInst(18) holds `value` (its values are space-separated).
+fn exec_inst(msg: &MessageRef<'_>, value: &[u8]) -> bool {
+    msg.get(tag::EXEC_INST)
+        .is_some_and(|v| v.split(|&b| b == b' ').any(|c| c == value))
+}
+
+/// A trailing stop's distance: ExecInst(18) `a` (trailing stop peg) with PegOffsetValue(211)
+/// in basis points (PegOffsetType(836) 1, which may be left out), a whole number from
+/// [`TrailingDelta::MIN_BIPS`] to [`TrailingDelta::MAX_BIPS`]. Either field without `a` is
+/// refused, so no peg instruction is silently ignored.
+fn trailing(msg: &MessageRef<'_>) -> Result<Option<TrailingDelta>, Refusal> {
+    let refuse =
+        |text: Cow<'static, str>| Err(Refusal::with_text(msg, RejectReason::Unsupported, text));
+    let offset = msg.get(tag::PEG_OFFSET_VALUE);
+    let offset_type = msg.get(tag::PEG_OFFSET_TYPE);
+    if !exec_inst(msg, b"a") {
+        if offset.is_some() || offset_type.is_some() {
+            return refuse(
+                "PegOffsetValue(211) and PegOffsetType(836) are only for trailing stops \
+                 (ExecInst(18) a)"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    }
+    if offset_type.is_some_and(|t| t != b"1") {
+        return refuse("PegOffsetType(836) must be 1 (basis points)".into());
+    }
+    let Some(offset) = offset else {
+        return refuse(
+            "PegOffsetValue(211) is required with ExecInst(18) a (trailing stop peg)".into(),
+        );
+    };
+    match std::str::from_utf8(offset)
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(TrailingDelta::new)
+    {
+        Some(d) => Ok(Some(d)),
+        None => refuse(
+            format!(
+                "PegOffsetValue(211) must be whole basis points from {} to {}",
+                TrailingDelta::MIN_BIPS,
+                TrailingDelta::MAX_BIPS
+            )
+            .into(),
+        ),
+    }
 }
 
 fn tif(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<TimeInForce, Refusal> {
@@ -540,7 +610,8 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
     let side = side(msg)?;
-    let ord_type = ord_type(msg, side, entry.price_scale)?;
+    let trailing = trailing(msg)?;
+    let ord_type = ord_type(msg, side, entry.price_scale, trailing.is_some())?;
     let tif = tif(msg, ctx)?;
     let qty = qty(msg, entry.qty_scale)?;
     let price = if ord_type.is_market() {
@@ -549,9 +620,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     } else {
         price(msg, entry.price_scale)?
     };
-    let post_only = msg
-        .get(tag::EXEC_INST)
-        .is_some_and(|v| v.split(|&b| b == b' ').any(|c| c == b"6"));
+    let post_only = exec_inst(msg, b"6");
     let (display_qty, display_name) = display_qty(msg, qty, entry.qty_scale)?;
     let o = NewOrder {
         session: ctx.session,
@@ -567,7 +636,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         stp: None,
         received_ns: ctx.now_ns,
         display_qty,
-        trailing: None,
+        trailing,
     };
     if !o.iceberg_ok() {
         return Err(Refusal::with_text(
@@ -603,7 +672,8 @@ fn decode_replace(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ReplaceOrder, R
     let side = side(msg)?;
     // A stop-limit or take-profit limit order is replaced once triggered (it works as a
     // limit order then).
-    if ord_type(msg, side, entry.price_scale)?.is_market() {
+    let trailing = trailing(msg)?.is_some();
+    if ord_type(msg, side, entry.price_scale, trailing)?.is_market() {
         return Err(Refusal::with_text(
             msg,
             RejectReason::Unsupported,
@@ -1009,7 +1079,10 @@ fn encode_execution_report(
         fixed(enc, tag::PRICE, e.price.0, px_scale, scratch);
     }
     if let Some((stop_px, dir)) = e.ord_type.trigger(e.side) {
-        fixed(enc, tag::STOP_PX, stop_px.0, px_scale, scratch);
+        // 0: a trailing stop without an activation price.
+        if stop_px.0 != 0 {
+            fixed(enc, tag::STOP_PX, stop_px.0, px_scale, scratch);
+        }
         if e.ord_type.is_take_profit() && v != BeginString::Fix42 {
             enc.char(
                 tag::TRIGGER_PRICE_DIRECTION,
@@ -1492,6 +1565,85 @@ mod tests {
             (o.tif, o.ord_type, o.price),
             (TimeInForce::Day, OrdType::Market, Price(0))
         );
+    }
+
+    #[test]
+    fn trailing_stops_decode_from_exec_inst_a_and_peg_offset_value_in_basis_points() {
+        let f = fixture();
+        // A sell stop trailing 2.5 %, activated at 99; then without an activation price.
+        let base = with(
+            &with(&with(ORDER, 40, Some("3")), 54, Some("2")),
+            18,
+            Some("a"),
+        );
+        let trailing = with(&with(&base, 211, Some("250")), 99, Some("99"));
+        for v in V {
+            let Ok(Request::New(o)) = decode_bytes(&f, v, &msg(v, "D", &trailing)) else {
+                panic!("{v:?}")
+            };
+            assert_eq!(
+                (o.ord_type, o.trailing, o.post_only),
+                (
+                    OrdType::Stop {
+                        stop_px: Price(990)
+                    },
+                    TrailingDelta::new(250),
+                    false
+                )
+            );
+        }
+        let v = BeginString::Fix44;
+        let decode = |body: &[(u32, &'static str)]| decode_bytes(&f, v, &msg(v, "D", body));
+        let Ok(Request::New(o)) = decode(&with(&trailing, 99, None)) else {
+            panic!()
+        };
+        assert_eq!(o.ord_type, OrdType::Stop { stop_px: Price(0) });
+        // PegOffsetType(836) 1 (basis points) may be given; with a stop-limit and post-only
+        // in the same ExecInst.
+        let stop_limit = with(
+            &with(&with(&trailing, 40, Some("4")), 836, Some("1")),
+            18,
+            Some("6 a"),
+        );
+        let Ok(Request::New(o)) = decode(&stop_limit) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.ord_type.stop_px(), o.trailing, o.post_only, o.price),
+            (Some(Price(990)), TrailingDelta::new(250), true, Price(1005))
+        );
+        for (body, text) in [
+            (with(&base, 211, None), "PegOffsetValue(211) is required"),
+            (with(&base, 211, Some("9")), "from 10 to 2000"),
+            (with(&base, 211, Some("2001")), "from 10 to 2000"),
+            (with(&base, 211, Some("2.5")), "whole basis points"),
+            (with(&base, 211, Some("-250")), "whole basis points"),
+            (
+                with(&with(&base, 211, Some("250")), 836, Some("0")),
+                "PegOffsetType(836) must be 1",
+            ),
+            (
+                with(&with(&base, 211, Some("250")), 40, Some("2")),
+                "only for OrdType(40) 3, 4 or J",
+            ),
+            (
+                with(ORDER, 211, Some("250")),
+                "only for trailing stops (ExecInst(18) a)",
+            ),
+            (
+                with(ORDER, 836, Some("1")),
+                "only for trailing stops (ExecInst(18) a)",
+            ),
+            // A stop without `a` still needs its StopPx.
+            (
+                with(&with(ORDER, 40, Some("3")), 18, None),
+                "StopPx(99) is required",
+            ),
+        ] {
+            let (r, got) = decode(&body).unwrap_err();
+            assert_eq!(r, RejectReason::Unsupported, "{body:?}");
+            assert!(got.contains(text), "{body:?}: {got}");
+        }
     }
 
     #[test]
@@ -2234,6 +2386,9 @@ mod tests {
                 "2026120",
                 garbled.as_str(),
             ][text(5).len()];
+            // Trailing stops: ExecInst a (with post-only, or neither), an offset, its type.
+            let exec_inst = ["", "a", "6 a", "6", "a6"][text(4).len()];
+            let peg_offset_type = ["", "1", "0", "x"][text(3).len()];
             for v in V {
                 for t in ["D", "F", "G", "H", "q"] {
                     let body = [
@@ -2253,6 +2408,9 @@ mod tests {
                         (432, expire_date),
                         (111, price.as_str()),
                         (530, price.as_str()),
+                        (18, exec_inst),
+                        (211, stop.as_str()),
+                        (836, peg_offset_type),
                     ];
                     let body: Vec<_> = body.into_iter().filter(|(_, v)| !v.is_empty()).collect();
                     let bytes = msg(v, t, &body);
