@@ -1,5 +1,5 @@
-//! Order books and matching: price-time priority, limit, market, stop and trailing stop orders, GTC/IOC/FOK/Day/GTD,
-//! post-only, cancel, cancel/replace and self-trade prevention.
+//! Order books and matching: price-time priority, limit, market, stop and trailing stop
+//! orders, GTC/IOC/FOK/Day/GTD, post-only, cancel, cancel/replace and self-trade prevention.
 //!
 //! # Data structures (chosen for the hot path)
 //!

@@ -41,7 +41,9 @@
 //!   dialect's "Cannot be greater than" message.
 //! - Orders: `timeInForce` where the type takes none is -1114, `price` or `quoteOrderQty`
 //!   where it takes none -1106. Against the symbol: precision beyond its decimals -1111;
-//!   PRICE_FILTER, LOT_SIZE and (for priced orders) NOTIONAL -1013 `Filter failure: NAME`;
+//!   PRICE_FILTER, LOT_SIZE, ICEBERG_PARTS, TRAILING_DELTA and (for priced orders) NOTIONAL
+//!   -1013 `Filter failure: NAME`; `trailingDelta` on a type that is no stop-loss or
+//!   take-profit -1106, and such a type without `stopPrice` or `trailingDelta` -1102;
 //!   PERCENT_PRICE, MAX_NUM_ORDERS and MARKET notionals need market state and are the
 //!   application's.
 //! - `userDataStream.subscribe` needs a logged-on connection (401 -1002 otherwise); the stream
