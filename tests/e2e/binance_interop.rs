@@ -2,7 +2,8 @@
 //! (`binance-connector` on PyPI, installed by scripts/test.sh, used unmodified): its
 //! `SpotWebsocketAPIClient` signs each request itself and places a LIMIT order resting far from
 //! the market, queries it (`order.status`), cancels it (`order.cancel`), and lists the account's
-//! orders and trades (`allOrders`, `myTrades`).
+//! orders and trades (`allOrders`, `myTrades`); then places and cancels a trailing stop
+//! (`trailingDelta`).
 
 use std::process::Command;
 
@@ -81,4 +82,26 @@ fn binance_connector_places_queries_and_cancels_an_order() {
     assert_eq!(listed[0]["isWorking"], false, "{orders}");
     // Nothing traded.
     assert_eq!(result("myTrades"), serde_json::json!([]));
+
+    // A trailing stop-loss limit (trailingDelta 250, no stopPrice), then cancelled.
+    let trailing = result("trailing order.place");
+    assert_eq!(
+        (
+            &trailing["type"],
+            &trailing["status"],
+            &trailing["trailingDelta"]
+        ),
+        (
+            &serde_json::json!("STOP_LOSS_LIMIT"),
+            &serde_json::json!("NEW"),
+            &serde_json::json!(250)
+        ),
+        "{trailing}"
+    );
+    let cancelled = result("trailing order.cancel");
+    assert_eq!(
+        cancelled["origClientOrderId"], "interop-trail",
+        "{cancelled}"
+    );
+    assert_eq!(cancelled["status"], "CANCELED", "{cancelled}");
 }

@@ -6,7 +6,8 @@ over the url-encoded, sorted params, keyed with the secret's text).
 Drives Portcullis's WebSocket API (Binance Spot WebSocket API v3 dialect): order.place (a LIMIT
 order resting far from the market), order.status, order.cancel, then allOrders (the connector's
 `order_history`, asked again until the cancelled order shows: the history follows the journal)
-and myTrades. Prints each result as one line `<method> ok: <result JSON>`; exits non-zero on
+and myTrades, then a trailing stop-loss limit sell (`trailingDelta`, no `stopPrice`) placed and
+cancelled. Prints each result as one line `<method> ok: <result JSON>`; exits non-zero on
 any error answer, timeout or closed connection.
 """
 import argparse
@@ -116,6 +117,25 @@ def main():
     client.my_trades(id="trades-1", symbol=args.symbol)
     trades = answer("trades-1")
     print("myTrades ok: " + json.dumps(trades, sort_keys=True), flush=True)
+
+    # A trailing stop: the connector passes trailingDelta through like any parameter.
+    client.new_order(
+        id="trail-1",
+        symbol=args.symbol,
+        side="SELL",
+        type="STOP_LOSS_LIMIT",
+        timeInForce="GTC",
+        price=args.price,
+        quantity=args.quantity,
+        trailingDelta=250,
+        newClientOrderId="interop-trail",
+        newOrderRespType="RESULT",
+    )
+    trailing = answer("trail-1")
+    print("trailing order.place ok: " + json.dumps(trailing, sort_keys=True), flush=True)
+    client.cancel_order(id="trail-cancel", symbol=args.symbol, origClientOrderId="interop-trail")
+    cancelled = answer("trail-cancel")
+    print("trailing order.cancel ok: " + json.dumps(cancelled, sort_keys=True), flush=True)
 
     client.stop()
 
