@@ -92,6 +92,7 @@ fn fill(i: u64) -> JournalRecord {
         exec_id: 9_000_000 + i,
         ts_ns: 1_700_000_000_123_456_789,
         received_ns: 1_700_000_000_000_000_000,
+        details: Default::default(),
     })
 }
 

@@ -2012,7 +2012,18 @@ fn a_fix_trailing_stop_follows_the_best_trade_price_and_sells_its_distance_below
         &[(40, "3"), (59, "1"), (18, "a"), (211, "200"), (836, "1")],
     );
     let m = b.expect("8");
-    assert_fields(&m, &[(11, "T1"), (150, "0"), (39, "0"), (40, "3")]);
+    assert_fields(
+        &m,
+        &[
+            (11, "T1"),
+            (150, "0"),
+            (39, "0"),
+            (40, "3"),
+            (18, "a"),
+            (211, "200"),
+            (836, "1"),
+        ],
+    );
     assert_eq!(m.get(99), None, "{m:?}");
     // A's bid at 101 for it to sell into. A rise to 104 moves its trigger to 101.92: a trade
     // at 102 leaves it waiting, one at 101.5 triggers it.

@@ -1947,14 +1947,28 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
             signed(json!({"symbol": "BTC-PERP", "orderId": id}), &b),
         );
         assert_eq!(r["result"]["trailingDelta"], 200, "{r}");
-        r["result"]["status"].clone()
+        r["result"].clone()
     };
+    // Waiting for its trigger, it is not working yet: isWorking false, workingTime -1, as in
+    // its executionReport.
+    let s = status(&mut wb);
+    assert_eq!(
+        (&s["status"], &s["isWorking"], &s["workingTime"]),
+        (&json!("NEW"), &json!(false), &json!(-1)),
+        "{s}"
+    );
+    let new = wb.event(|v| v["event"]["x"] == "NEW");
+    assert_eq!(
+        (&new["event"]["w"], &new["event"]["d"]),
+        (&json!(false), &json!(200)),
+        "{new}"
+    );
     // A bid at 101 for it to sell into. A rise to 104 moves its trigger to 101.92: 102 leaves
     // it waiting (a plain stop at 98 would too), 101.5 triggers it.
     fix_limit(&mut fix, "B1", "1", "0.200", "101.0");
     trade_at(&mut fix, &mut wa, "S2", "104.0");
     trade_at(&mut fix, &mut wa, "S3", "102.0");
-    assert_eq!(status(&mut wb), "NEW");
+    assert_eq!(status(&mut wb)["status"], "NEW");
     trade_at(&mut fix, &mut wa, "S4", "101.5");
     let fill = wb.event(|v| v["event"]["x"] == "TRADE");
     let e = &fill["event"];
@@ -1970,7 +1984,9 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
         ),
         "{fill}"
     );
-    assert_eq!(status(&mut wb), "FILLED");
+    let s = status(&mut wb);
+    assert_eq!(s["status"], "FILLED", "{s}");
+    assert!(s["workingTime"].as_i64().unwrap() > 0, "{s}");
     // Out of the TRAILING_DELTA filter's 10–2000 bips: -1013.
     let r = wb.call(
         json!("far"),

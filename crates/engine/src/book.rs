@@ -41,8 +41,8 @@
 
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType,
-    OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce,
-    TradeId, TrailingDelta, TriggerDirection,
+    OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    TimeInForce, TradeId, TrailingDelta, TriggerDirection,
 };
 
 use portcullis_risk::{RiskChecked, RiskEngine, WorkingOrder};
@@ -570,6 +570,8 @@ pub struct OrderSnapshot {
     pub avg_px: Price,
     /// When the order's command was received (ns since the epoch).
     pub received_ns: i64,
+    /// Post-only, iceberg, trailing, waiting for its trigger.
+    pub details: OrderDetails,
 }
 
 impl OrderSnapshot {
@@ -602,6 +604,7 @@ impl OrderSnapshot {
             exec_id: 0,
             ts_ns,
             received_ns: self.received_ns,
+            details: self.details,
         }
     }
 }
@@ -671,6 +674,17 @@ fn report(o: &Order, kind: EventKind, exec_id: u64, now: i64) -> Event {
         exec_id,
         ts_ns: now,
         received_ns: o.received_ns,
+        details: details(o),
+    }
+}
+
+/// What reports repeat of an order beyond its type, prices and quantities.
+fn details(o: &Order) -> OrderDetails {
+    OrderDetails {
+        post_only: o.post_only,
+        display_qty: o.display,
+        trailing: o.trailing,
+        waiting: o.untriggered,
     }
 }
 
@@ -975,6 +989,7 @@ impl Matcher {
             leaves_qty: o.leaves(),
             avg_px: o.avg_px(),
             received_ns: o.received_ns,
+            details: details(o),
         })
     }
 
@@ -1083,40 +1098,35 @@ impl Matcher {
         }
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
-        out(report(&taker, EventKind::New, self.ids.exec(), now));
+        let book = &mut self.books[i];
+        let last = book.tape.last;
+        let trigger = o.ord_type.trigger(o.side);
+        // A stop or take-profit whose price the last trade has already reached works at
+        // once; a trailing stop always waits: it tracks from the last trade if it has no
+        // activation price or the last trade has already reached it, else it arms first.
+        let reached = trigger
+            .is_some_and(|(stop_px, dir)| last.is_some_and(|last| dir.reached(stop_px, last)));
         if o.trailing.is_some() {
-            // A trailing stop always waits: it tracks from the last trade if it has no
-            // activation price or the last trade has already reached it, else it arms first.
-            let tape = &mut self.books[i].tape;
-            let armed = match o.ord_type.trigger(o.side) {
-                Some((stop_px, dir)) if stop_px.0 > 0 => {
-                    tape.last.is_some_and(|last| dir.reached(stop_px, last))
-                }
-                _ => true,
-            };
+            let armed = reached || trigger.map_or(true, |(stop_px, _)| stop_px.0 == 0);
             taker.untriggered = true;
             taker.trail = if armed {
-                TrailPhase::Tracking(tape.last)
+                TrailPhase::Tracking(last)
             } else {
                 TrailPhase::Arming
             };
-            let slot = self.orders.insert(taker, cl_tag);
-            tape.trailing.push(slot);
-            return;
+        } else {
+            taker.untriggered = trigger.is_some() && !reached;
         }
-        if let Some((stop_px, dir)) = o.ord_type.trigger(o.side) {
-            let book = &mut self.books[i];
-            // Already through its price: it works at once.
-            if !book
-                .tape
-                .last
-                .is_some_and(|last| dir.reached(stop_px, last))
-            {
-                taker.untriggered = true;
-                let slot = self.orders.insert(taker, cl_tag);
-                book.stops_mut(dir).insert(dir, stop_px, slot);
-                return;
+        out(report(&taker, EventKind::New, self.ids.exec(), now));
+        if taker.untriggered {
+            let slot = self.orders.insert(taker, cl_tag);
+            match trigger {
+                Some((stop_px, dir)) if o.trailing.is_none() => {
+                    book.stops_mut(dir).insert(dir, stop_px, slot)
+                }
+                _ => book.tape.trailing.push(slot),
             }
+            return;
         }
         self.work(taker, cl_tag, now, fb, out);
         self.run_triggers(i, now, fb, out);

@@ -28,8 +28,8 @@ use portcullis_risk::{ConfigError, RiskConfig, RiskEngine, WorkingOrder};
 use portcullis_types::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentRules,
-    InstrumentStatus, MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason,
-    ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
+    InstrumentStatus, MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty,
+    RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
 };
 use serde::Deserialize;
 
@@ -213,6 +213,7 @@ impl Core {
                     exec_id,
                     ts_ns: now,
                     received_ns: o.received_ns,
+                    details: OrderDetails::of(o),
                 });
             }
         }
@@ -256,6 +257,7 @@ impl Core {
             exec_id,
             ts_ns: now,
             received_ns,
+            details: OrderDetails::default(),
         };
         // With the order known, the reject carries its current state (FIX OrdStatus(39)).
         if let Some(o) = order {
@@ -268,6 +270,7 @@ impl Core {
             e.cum_qty = o.cum_qty;
             e.leaves_qty = o.leaves_qty;
             e.avg_px = o.avg_px;
+            e.details = o.details;
         }
         out(e);
     }
@@ -393,6 +396,7 @@ impl Core {
             exec_id,
             ts_ns: now,
             received_ns: now,
+            details: OrderDetails::default(),
         });
     }
 

@@ -17,7 +17,7 @@
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
-//! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64 |
+//! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64, then only for an order with details a flags u8 (bit 0 post-only, bit 1 iceberg: display qty i64 follows, bit 2 trailing stop: bips u16 follows, bit 3 waiting for its trigger; never 0) |
 //! | 32 | `KillSwitch` | account `opt<u32>`, on bool |
 //! | 33 | `InstrumentStatus` | instrument u32, status u8 |
 //! | 34 | `Limits` | account `opt<u32>`, len u32, len opaque bytes |
@@ -29,8 +29,8 @@ use std::fmt;
 
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
-    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, StpMode, TimeInForce, TradeId, TrailingDelta,
+    MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
+    SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta,
 };
 
 use crate::Seq;
@@ -431,6 +431,21 @@ impl JournalRecord {
                 e.u64(ev.exec_id);
                 e.i64(ev.ts_ns);
                 e.i64(ev.received_ns);
+                // Only an order with details writes them, so older records read unchanged.
+                let d = &ev.details;
+                if *d != OrderDetails::default() {
+                    let iceberg = d.display_qty.0 != 0;
+                    e.u8(u8::from(d.post_only)
+                        | u8::from(iceberg) << 1
+                        | u8::from(d.trailing.is_some()) << 2
+                        | u8::from(d.waiting) << 3);
+                    if iceberg {
+                        e.i64(d.display_qty.0);
+                    }
+                    if let Some(t) = d.trailing {
+                        e.0.extend_from_slice(&t.bips().to_le_bytes());
+                    }
+                }
             }
             JournalRecord::KillSwitch { account, on } => {
                 e.u8(tag::KILL_SWITCH);
@@ -598,7 +613,7 @@ impl JournalRecord {
                     9 => EventKind::Triggered,
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
-                JournalRecord::Event(Event {
+                let mut ev = Event {
                     session,
                     account,
                     instrument,
@@ -620,7 +635,31 @@ impl JournalRecord {
                     exec_id: d.u64()?,
                     ts_ns: d.i64()?,
                     received_ns: d.i64()?,
-                })
+                    details: OrderDetails::default(),
+                };
+                if d.pos < bytes.len() {
+                    let flags = d.u8()?;
+                    if flags == 0 || flags > 15 {
+                        return Err(d.err(1, "invalid order details flags"));
+                    }
+                    let details = &mut ev.details;
+                    details.post_only = flags & 1 != 0;
+                    details.waiting = flags & 8 != 0;
+                    if flags & 2 != 0 {
+                        details.display_qty = Qty(d.i64()?);
+                        if details.display_qty.0 == 0 {
+                            return Err(d.err(8, "invalid iceberg display qty"));
+                        }
+                    }
+                    if flags & 4 != 0 {
+                        let bips = u16::from_le_bytes(d.take(2)?.try_into().expect("2"));
+                        details.trailing = Some(
+                            TrailingDelta::new(bips)
+                                .ok_or_else(|| d.err(2, "invalid trailing delta"))?,
+                        );
+                    }
+                }
+                JournalRecord::Event(ev)
             }
             tag::KILL_SWITCH => JournalRecord::KillSwitch {
                 account: d.opt_u32()?.map(AccountId),

@@ -1228,6 +1228,7 @@ mod tests {
             exec_id: 44,
             ts_ns: 1,
             received_ns: 1,
+            details: Default::default(),
         }
     }
 

@@ -211,7 +211,7 @@ pub struct RawCore {
     /// Reports that may wait, per session, for its socket task to send them. A session whose
     /// queue fills up is a slow consumer: the core thread never waits for it; the reports it
     /// cannot take are dropped (the orders keep their state) and the session is logged out
-    /// ("slow consumer") and disconnected. Allocated (about 270 bytes an entry) when the
+    /// ("slow consumer") and disconnected. Allocated (about 300 bytes an entry) when the
     /// session first trades. Default 1024.
     pub egress_capacity: u64,
     /// How long the core thread keeps polling its queues after the last command before it

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use portcullis_journal::{JournalError, JournalRecord, JournalTail, Seq};
 use portcullis_types::{
     AccountId, ClOrdId, Event, EventKind, InstrumentId, OrdType, OrderId, Price, Qty, SessionId,
-    Side, TimeInForce,
+    Side, TimeInForce, TrailingDelta,
 };
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -117,6 +117,10 @@ pub struct PastOrder {
     pub updated_ns: i64,
     /// When it started working on the book (-1: never).
     pub working_ns: i64,
+    /// An iceberg's displayed quantity (`Qty(0)`: none).
+    pub display_qty: Qty,
+    /// A trailing stop's distance.
+    pub trailing: Option<TrailingDelta>,
 }
 
 impl PastOrder {
@@ -140,6 +144,8 @@ impl PastOrder {
             created_ns: e.received_ns,
             updated_ns: e.ts_ns,
             working_ns: -1,
+            display_qty: e.details.display_qty,
+            trailing: e.details.trailing,
         }
     }
 }
@@ -282,7 +288,10 @@ impl OrderHistory {
         order.updated_ns = e.ts_ns;
         order.state = state;
         match e.kind {
-            EventKind::New if order.working_ns < 0 => order.working_ns = e.ts_ns,
+            // A stop or take-profit waiting for its trigger is not working yet.
+            EventKind::New if order.working_ns < 0 && !e.details.waiting => {
+                order.working_ns = e.ts_ns
+            }
             // A stop or take-profit works from its trigger on.
             EventKind::Triggered => order.working_ns = e.ts_ns,
             EventKind::Replaced => {
@@ -635,6 +644,7 @@ mod tests {
             exec_id: id * 100 + ts_ns as u64,
             ts_ns,
             received_ns: ts_ns,
+            details: Default::default(),
         }
     }
 

@@ -29,8 +29,8 @@ use portcullis_fix::decode::parse_u64;
 use portcullis_fix::{tag, BeginString, Encoder, MessageRef, TimePrecision, UtcTimestamp};
 use portcullis_types::{
     format_fixed, AccountId, CancelOrder, ClOrdId, DecimalError, Event, EventKind, InstrumentId,
-    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, TimeInForce, TrailingDelta, TriggerDirection,
+    MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
+    SessionId, Side, TimeInForce, TrailingDelta, TriggerDirection,
 };
 
 use crate::pipeline::{DirEntry, Directory, StatusRequest};
@@ -1108,6 +1108,7 @@ fn encode_execution_report(
             precision,
         );
     }
+    order_details(enc, v, &e.details, qty_scale, scratch);
     if matches!(e.kind, EventKind::PartialFill | EventKind::Fill) && !status {
         fixed(enc, tag::LAST_QTY, e.last_qty.0, qty_scale, scratch);
         fixed(enc, tag::LAST_PX, e.last_px.0, px_scale, scratch);
@@ -1122,6 +1123,42 @@ fn encode_execution_report(
     );
     if let EventKind::Rejected(reason) = e.kind {
         enc.str(tag::TEXT, reason.text().as_bytes());
+    }
+}
+
+/// What a report repeats of the order as it was entered: ExecInst(18) `6` (post-only) and `a`
+/// (trailing stop peg), an iceberg's MaxFloor(111) (FIX 5.0 SP2: DisplayQty(1138)), a
+/// trailing stop's PegOffsetValue(211) in basis points with PegOffsetType(836) 1 (not in FIX
+/// 4.2's dictionary).
+fn order_details(
+    enc: &mut Encoder,
+    v: BeginString,
+    d: &OrderDetails,
+    qty_scale: u8,
+    scratch: &mut Vec<u8>,
+) {
+    let exec_inst: &[u8] = match (d.post_only, d.trailing.is_some()) {
+        (true, true) => b"6 a",
+        (true, false) => b"6",
+        (false, true) => b"a",
+        (false, false) => b"",
+    };
+    if !exec_inst.is_empty() {
+        enc.str(tag::EXEC_INST, exec_inst);
+    }
+    if d.display_qty.0 > 0 {
+        let t = if v == BeginString::Fixt11 {
+            tag::DISPLAY_QTY
+        } else {
+            tag::MAX_FLOOR
+        };
+        fixed(enc, t, d.display_qty.0, qty_scale, scratch);
+    }
+    if let Some(t) = d.trailing {
+        enc.uint(tag::PEG_OFFSET_VALUE, u64::from(t.bips()));
+        if v != BeginString::Fix42 {
+            enc.char(tag::PEG_OFFSET_TYPE, b'1');
+        }
     }
 }
 
@@ -1776,6 +1813,7 @@ mod tests {
             exec_id: 99,
             ts_ns: 1_767_348_000_000_000_000,
             received_ns: 0,
+            details: Default::default(),
         }
     }
 
@@ -1934,6 +1972,61 @@ mod tests {
                 assert_eq!(field(&bytes, 911), Some("0"));
                 assert_eq!(field(&bytes, 912), Some("Y"));
                 assert_eq!(field(&bytes, 58), Some("no matching working orders"));
+            }
+        }
+    }
+
+    #[test]
+    fn reports_repeat_post_only_iceberg_and_trailing_details_valid_in_every_version() {
+        let f = fixture();
+        let names = f.names();
+        let mut scratch = Vec::new();
+        for v in V {
+            // A post-only iceberg: ExecInst 6, its display as MaxFloor (5.0 SP2: DisplayQty).
+            let mut e = event(EventKind::New);
+            e.details = OrderDetails {
+                post_only: true,
+                display_qty: Qty(500),
+                ..OrderDetails::default()
+            };
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(field(&bytes, 18), Some("6"));
+            let (floor, display) = match v {
+                BeginString::Fixt11 => (None, Some("0.500")),
+                _ => (Some("0.500"), None),
+            };
+            assert_eq!((field(&bytes, 111), field(&bytes, 1138)), (floor, display));
+            assert_eq!(field(&bytes, 211), None);
+            // A waiting trailing stop: ExecInst a, PegOffsetValue in bips, PegOffsetType 1
+            // (FIX 4.2's dictionary has no 836).
+            let mut e = event(EventKind::New);
+            e.ord_type = OrdType::Stop { stop_px: Price(0) };
+            e.details = OrderDetails {
+                trailing: TrailingDelta::new(250),
+                waiting: true,
+                ..OrderDetails::default()
+            };
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(field(&bytes, 18), Some("a"));
+            assert_eq!(field(&bytes, 211), Some("250"));
+            assert_eq!(field(&bytes, 836), (v != BeginString::Fix42).then_some("1"));
+            assert_eq!(field(&bytes, 99), None, "no activation price");
+            // Both instructions in one ExecInst; a plain order has none of these fields.
+            e.details.post_only = true;
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(field(&bytes, 18), Some("6 a"));
+            let e = event(EventKind::New);
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            for t in [18, 111, 1138, 211, 836] {
+                assert_eq!(field(&bytes, t), None, "{t}");
             }
         }
     }

@@ -1573,6 +1573,7 @@ fn unknown_order(r: &StatusRequest, now: i64) -> Event {
         exec_id: 0,
         ts_ns: now,
         received_ns: now,
+        details: Default::default(),
     }
 }
 
@@ -2011,7 +2012,7 @@ pub(crate) mod tests {
         // configs/dev.toml); the ingress queue is core.ingress_capacity × its entry.
         let out = std::mem::size_of::<Outbound>();
         let ingress = std::mem::size_of::<Ingress>();
-        assert!(out <= 288, "{out}");
+        assert!(out <= 320, "{out}");
         assert!(ingress <= 256, "{ingress}");
     }
 }

@@ -1399,6 +1399,7 @@ mod tests {
             exec_id: 1,
             ts_ns: 1,
             received_ns: 1,
+            details: Default::default(),
         }
     }
 

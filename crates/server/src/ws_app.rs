@@ -347,6 +347,10 @@ impl LocalOrder {
     fn is_open(&self) -> bool {
         matches!(self.status, OrderStatus::New | OrderStatus::PartiallyFilled)
     }
+    /// Open and on the book: not a stop or take-profit still waiting for its trigger.
+    fn is_working(&self) -> bool {
+        self.is_open() && self.working_time >= 0
+    }
 
     fn result(&self, fills: Vec<Fill>) -> OrderResult {
         OrderResult {
@@ -394,7 +398,7 @@ impl LocalOrder {
             good_till_date: self.good_till_date,
             time: self.time,
             update_time: self.update_time,
-            is_working: self.is_open(),
+            is_working: self.is_working(),
             working_time: self.working_time,
             orig_quote_order_qty: self.zero_quote(),
             stp: self.stp,
@@ -989,7 +993,10 @@ impl WsBridge {
             match e.kind {
                 EventKind::New => {
                     o.status = OrderStatus::New;
-                    o.working_time = now;
+                    // A stop or take-profit waiting for its trigger works from the trigger.
+                    if !e.details.waiting {
+                        o.working_time = now;
+                    }
                 }
                 EventKind::PartialFill | EventKind::Fill => {
                     o.cum_qty = e.cum_qty.0;
@@ -1270,7 +1277,7 @@ impl WsBridge {
         };
         let order = PastOrder {
             updated_ns: e.received_ns,
-            working_ns: e.received_ns,
+            working_ns: if e.details.waiting { -1 } else { e.received_ns },
             ..PastOrder::of_event(e, state)
         };
         Some(self.local_order_of(&order)?.info())
@@ -1306,9 +1313,8 @@ impl WsBridge {
             tif: ws_tif(p.tif),
             price: p.price.0,
             stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
-            // The history does not keep them.
-            iceberg_qty: 0,
-            trailing_delta: None,
+            iceberg_qty: p.display_qty.0,
+            trailing_delta: p.trailing.map(TrailingDelta::bips),
             good_till_date: p.tif.expire_ns().map(ms),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
@@ -1540,7 +1546,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         transaction_time: now,
         trade_id: trade.then(|| safe_id(e.trade_id.0)),
         execution_id: safe_id(e.exec_id),
-        is_working: o.is_open(),
+        is_working: o.is_working(),
         // The resting order's fill is the maker's: its event is not the one that arrived.
         is_maker: trade && o.working_time >= 0 && o.working_time < now,
         creation_time: o.time,

@@ -24,6 +24,6 @@ pub use instrument::{
     InstrumentKind, InstrumentRules, InstrumentRulesError, InstrumentStatus, UnderlyingId,
 };
 pub use order::{
-    CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, RejectReason,
-    ReplaceOrder, Side, StpMode, TimeInForce, TrailingDelta, TriggerDirection,
+    CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, OrderDetails,
+    RejectReason, ReplaceOrder, Side, StpMode, TimeInForce, TrailingDelta, TriggerDirection,
 };

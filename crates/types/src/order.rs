@@ -665,6 +665,35 @@ pub struct Event {
     pub ts_ns: i64,
     /// When the order's command was received (for order-to-ack latency).
     pub received_ns: i64,
+    /// What reports repeat of the order beyond its type, prices and quantities.
+    pub details: OrderDetails,
+}
+
+/// What reports repeat of an order beyond its type, prices and quantities: FIX ExecInst(18),
+/// MaxFloor(111) / DisplayQty(1138) and PegOffsetValue(211); the dialect's `icebergQty`,
+/// `trailingDelta` and `isWorking`. The default: none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderDetails {
+    /// Post-only (FIX ExecInst 6, `LIMIT_MAKER`).
+    pub post_only: bool,
+    /// An iceberg's displayed quantity; `Qty(0)`: shown whole.
+    pub display_qty: Qty,
+    /// A trailing stop's distance.
+    pub trailing: Option<TrailingDelta>,
+    /// A stop, take-profit or trailing stop still waiting for its trigger (not working yet).
+    pub waiting: bool,
+}
+
+impl OrderDetails {
+    /// The details a new order asks for (not waiting yet: the book decides).
+    pub fn of(o: &NewOrder) -> OrderDetails {
+        OrderDetails {
+            post_only: o.post_only,
+            display_qty: o.display_qty,
+            trailing: o.trailing,
+            waiting: false,
+        }
+    }
 }
 
 impl Event {
@@ -709,6 +738,7 @@ mod tests {
             exec_id: 40,
             ts_ns: 0,
             received_ns: 0,
+            details: Default::default(),
         };
         let owner = Event {
             session: SessionId(1),

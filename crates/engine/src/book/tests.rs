@@ -1120,6 +1120,8 @@ impl Fixture {
         o.display_qty = Qty(display);
         let ev = self.submit(o);
         assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        // Its reports carry its display quantity.
+        assert_eq!(ev[0].details.display_qty, Qty(display));
         ev[0].order_id
     }
 
@@ -1499,6 +1501,15 @@ fn a_trailing_sell_arms_at_its_activation_price_and_triggers_its_distance_below_
     let o = f.trailing(1, Side::Sell, 39_000, Some(38_000), 1000);
     let ev = f.submit(o);
     assert_eq!(kinds(&ev), [EventKind::New]);
+    // Its reports carry its distance, and that it waits.
+    assert_eq!(
+        ev[0].details,
+        OrderDetails {
+            trailing: TrailingDelta::new(1000),
+            waiting: true,
+            ..OrderDetails::default()
+        }
+    );
     let t = ev[0].order_id;
     assert_eq!(f.m.book(INST).unwrap().stop_count(), 1);
     assert_eq!(f.trailing_phase(t), TrailPhase::Arming);
@@ -1519,6 +1530,8 @@ fn a_trailing_sell_arms_at_its_activation_price_and_triggers_its_distance_below_
     assert_eq!(f.trades_then(&[36_901], t), []);
     let ev = f.trades_then(&[36_900], t);
     assert_eq!(kinds(&ev), [EventKind::Triggered]);
+    assert!(!ev[0].details.waiting);
+    assert_eq!(ev[0].details.trailing, TrailingDelta::new(1000));
     assert_eq!(f.side(Side::Sell), [(38_000, 1, 1)]);
     assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
     // Working now, it is an order like any: a buy at 38,000 fills it.

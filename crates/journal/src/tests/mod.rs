@@ -78,6 +78,7 @@ pub(crate) fn fill(i: u64) -> Event {
         exec_id: 5000 + i,
         ts_ns: 1_700_000_000_123_456_789,
         received_ns: 1_700_000_000_000_000_000,
+        details: Default::default(),
     }
 }
 

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
-    MassCancel, NewOrder, OrdType, OrderId, Price, Qty, RejectReason, ReplaceOrder, SessionId,
-    Side, StpMode, TimeInForce, TradeId, TrailingDelta,
+    MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
+    SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta,
 };
 
 use super::{fill, new_order};
@@ -186,7 +186,23 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         (any::<bool>(), reason())
             .prop_map(|(replace, reason)| EventKind::CancelRejected { replace, reason }),
         any::<u32>().prop_map(|canceled| EventKind::MassCancelDone { canceled }),
+        Just(EventKind::Triggered),
     ]
+}
+
+fn details() -> impl Strategy<Value = OrderDetails> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(0i64), any::<i64>()],
+        proptest::option::of(TrailingDelta::MIN_BIPS..=TrailingDelta::MAX_BIPS),
+        any::<bool>(),
+    )
+        .prop_map(|(post_only, display, trailing, waiting)| OrderDetails {
+            post_only,
+            display_qty: Qty(display),
+            trailing: trailing.and_then(TrailingDelta::new),
+            waiting,
+        })
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -201,9 +217,10 @@ fn event() -> impl Strategy<Value = Event> {
         (cl_ord_id(), cl_ord_id(), side(), ord_type(), tif()),
         proptest::array::uniform7(any::<i64>()),
         (any::<u64>(), any::<u64>(), any::<i64>(), any::<i64>()),
+        details(),
     )
         .prop_map(
-            |((s, a, i, kind, o), (c, oc, side, ot, tif), v, (t, x, ts, r))| Event {
+            |((s, a, i, kind, o), (c, oc, side, ot, tif), v, (t, x, ts, r), details)| Event {
                 session: SessionId(s),
                 account: AccountId(a),
                 instrument: InstrumentId(i),
@@ -225,6 +242,7 @@ fn event() -> impl Strategy<Value = Event> {
                 exec_id: x,
                 ts_ns: ts,
                 received_ns: r,
+                details,
             },
         )
 }
