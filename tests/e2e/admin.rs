@@ -1107,4 +1107,55 @@ fn a_risk_desk_reads_an_accounts_orders_and_trades_from_the_history() {
         None,
     );
     assert_eq!(st, 405);
+
+    // A trailing stop and an iceberg show their distance and display quantity; the trailing
+    // stop without an activation price shows no stop price.
+    for (id, params) in [
+        (
+            "TRAIL",
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "STOP_LOSS", "trailingDelta": 150,
+                   "quantity": "0.010", "newClientOrderId": "TRAIL"}),
+        ),
+        (
+            "ICE",
+            json!({"symbol": "BTC-PERP", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "104.0", "quantity": "0.020", "icebergQty": "0.005",
+                   "newClientOrderId": "ICE"}),
+        ),
+    ] {
+        let r = ws.call(json!(id), "order.place", crate::ws::signed(params, &ws_key));
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (trail, ice) = loop {
+        let (_, _, w) = get("/v1/accounts/WS-A/orders");
+        let find = |cl: &str| {
+            w["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["client_order_id"] == cl)
+                .cloned()
+        };
+        if let (Some(t), Some(i)) = (find("TRAIL"), find("ICE")) {
+            break (t, i);
+        }
+        assert!(std::time::Instant::now() < deadline, "{w}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (
+            &trail["type"],
+            &trail["stop_price"],
+            &trail["trailing_delta_bips"],
+            &trail["display_quantity"]
+        ),
+        (&json!("stop"), &Value::Null, &json!(150), &Value::Null),
+        "{trail}"
+    );
+    assert_eq!(
+        (&ice["display_quantity"], &ice["trailing_delta_bips"]),
+        (&json!("0.005"), &Value::Null),
+        "{ice}"
+    );
 }

@@ -1170,7 +1170,15 @@ fn past(state: &AdminState, call: &Call, account: &str, trades: bool) -> Handled
                 "session": session_name(o.session),
                 "side": side(o.side),
                 "type": o.ord_type.name(),
-                "stop_price": o.ord_type.stop_px().map(|p| p.display(e.price_scale).to_string()),
+                // A trailing stop without an activation price has none (0).
+                "stop_price": o
+                    .ord_type
+                    .stop_px()
+                    .filter(|p| p.0 != 0)
+                    .map(|p| p.display(e.price_scale).to_string()),
+                "trailing_delta_bips": o.trailing.map(|t| t.bips()),
+                "display_quantity": (o.display_qty.0 != 0)
+                    .then(|| o.display_qty.display(e.qty_scale).to_string()),
                 "time_in_force": o.tif.name(),
                 "expire_time": o.tif.expire_ns().map(time),
                 "price": o.price.display(e.price_scale).to_string(),
