@@ -1929,7 +1929,8 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
         "order.place",
         signed(
             json!({"symbol": "BTC-PERP", "side": "SELL", "type": "STOP_LOSS",
-                   "trailingDelta": 200, "quantity": "0.200", "newOrderRespType": "RESULT"}),
+                   "trailingDelta": 200, "quantity": "0.200", "newOrderRespType": "RESULT",
+                   "strategyId": 7, "strategyType": 1000001}),
             &b,
         ),
     );
@@ -1937,6 +1938,12 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
     assert_eq!(
         (&res["status"], &res["type"], &res["trailingDelta"]),
         (&json!("NEW"), &json!("STOP_LOSS"), &json!(200)),
+        "{r}"
+    );
+    // The client's strategy tags come back with it.
+    assert_eq!(
+        (&res["strategyId"], &res["strategyType"]),
+        (&json!(7), &json!(1000001)),
         "{r}"
     );
     let id = res["orderId"].as_u64().unwrap();
@@ -1984,6 +1991,7 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
         ),
         "{fill}"
     );
+    assert_eq!((&e["j"], &e["J"]), (&json!(7), &json!(1000001)), "{fill}");
     let s = status(&mut wb);
     assert_eq!(s["status"], "FILLED", "{s}");
     assert!(s["workingTime"].as_i64().unwrap() > 0, "{s}");

@@ -46,9 +46,9 @@ use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch,
     ExecutionReport, ExecutionType, Fill, HistoryQuery, NewOrderOutcome, OrderInfo, OrderRef,
-    OrderResult, OrderStatus, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType,
-    SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
-    WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
+    OrderResult, OrderStatus, OrderStrategy, OrderType, Outcome, Principal, RequestCtx,
+    RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable,
+    TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -317,6 +317,9 @@ struct LocalOrder {
     good_till_date: Option<i64>,
     /// A trailing stop's distance in bips.
     trailing_delta: Option<u16>,
+    /// The client's strategy tags (not kept by the history: orders of other connections
+    /// have none).
+    strategy: OrderStrategy,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -376,6 +379,7 @@ impl LocalOrder {
             working_time: self.working_time,
             stp: self.stp,
             fills,
+            strategy: self.strategy,
         }
     }
 
@@ -402,6 +406,7 @@ impl LocalOrder {
             working_time: self.working_time,
             orig_quote_order_qty: self.zero_quote(),
             stp: self.stp,
+            strategy: self.strategy,
         }
     }
 
@@ -797,6 +802,7 @@ impl WsBridge {
             iceberg_qty: display_qty.0,
             good_till_date: tif.expire_ns().map(ms),
             trailing_delta: trailing.map(TrailingDelta::bips),
+            strategy: order.strategy,
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -1315,6 +1321,7 @@ impl WsBridge {
             stop_price: p.ord_type.stop_px().map_or(0, |s| s.0),
             iceberg_qty: p.display_qty.0,
             trailing_delta: p.trailing.map(TrailingDelta::bips),
+            strategy: OrderStrategy::default(),
             good_till_date: p.tif.expire_ns().map(ms),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
@@ -1558,6 +1565,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         quote_order_qty: o.zero_quote(),
         working_time: (o.working_time >= 0).then_some(o.working_time),
         stp: o.stp,
+        strategy: o.strategy,
     })
 }
 

@@ -69,6 +69,8 @@ pub mod codes {
     pub const OPTIONAL_PARAMS_BAD_COMBO: i32 = -1128;
     /// Invalid data sent for a parameter.
     pub const INVALID_PARAMETER: i32 = -1130;
+    /// `strategyType` below 1000000 (the values below are the venue's own).
+    pub const BAD_STRATEGY_TYPE: i32 = -1134;
     /// Invalid JSON.
     pub const INVALID_JSON: i32 = -1135;
     /// Invalid cancelRestrictions.

@@ -74,8 +74,8 @@ use super::signing::{SignaturePayload, Timing};
 use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
     AmendRequest, CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions,
-    ExecutionReport, HistoryQuery, OrderRef, OrderType, RateLimitExceededMode, RespType, SafeId,
-    Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
+    ExecutionReport, HistoryQuery, OrderRef, OrderStrategy, OrderType, RateLimitExceededMode,
+    RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -209,7 +209,7 @@ pub enum Method {
 
 const RRL: &str = "returnRateLimits";
 const AUTH: [&str; 5] = ["apiKey", "signature", "timestamp", "recvWindow", RRL];
-const ORDER: [&str; 14] = [
+const ORDER: [&str; 16] = [
     "symbol",
     "side",
     "type",
@@ -224,6 +224,8 @@ const ORDER: [&str; 14] = [
     "newClientOrderId",
     "newOrderRespType",
     "selfTradePreventionMode",
+    "strategyId",
+    "strategyType",
 ];
 
 impl Method {
@@ -1882,6 +1884,18 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
     let stp = params.opt_enum("selfTradePreventionMode", StpMode::parse, || {
         WsError::invalid_value("selfTradePreventionMode")
     })?;
+    // The client's tags for its own strategies, kept with the order and repeated in its
+    // reports; the types below 1000000 are the venue's.
+    let strategy_id = params.opt_u64("strategyId", i64::MAX as u64)?;
+    let strategy_type = match params.opt_u64("strategyType", i32::MAX as u64)? {
+        Some(t) if t < 1_000_000 => {
+            return Err(WsError::bad_request(
+                codes::BAD_STRATEGY_TYPE,
+                "strategyType was less than 1000000.",
+            ))
+        }
+        t => t.map(|t| t as u32),
+    };
     // Unix ms, as far as the engine's nanosecond clock reaches (year 2262).
     let good_till_date = params.opt_u64("goodTillDate", i64::MAX as u64 / 1_000_000)?;
     let good_till_date = match (time_in_force == Some(TimeInForce::Gtd), good_till_date) {
@@ -1904,6 +1918,10 @@ fn read_order(params: &Params<'_>) -> Result<WsOrder, WsError> {
         stp,
         good_till_date,
         trailing_delta,
+        strategy: OrderStrategy {
+            id: strategy_id,
+            kind: strategy_type,
+        },
     })
 }
 

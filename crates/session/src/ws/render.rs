@@ -5,7 +5,7 @@ use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
     AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport,
-    NewOrderOutcome, OrderInfo, OrderResult, RespType, TradeInfo,
+    NewOrderOutcome, OrderInfo, OrderResult, OrderStrategy, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -30,6 +30,17 @@ pub(crate) fn error(out: &mut String, e: &WsError) {
         }
     }
     o.close();
+}
+
+/// The dialect's conditional strategy fields, under `id_key` and `kind_key`.
+fn strategy(o: &mut Obj<'_>, s: &OrderStrategy, id_key: &str, kind_key: &str) {
+    if let Some(id) = s.id {
+        // ≤ i64::MAX, as read.
+        o.int(id_key, id as i64);
+    }
+    if let Some(kind) = s.kind {
+        o.int(kind_key, i64::from(kind));
+    }
 }
 
 /// The answer to `order.place` in the shape `resp` asks for.
@@ -59,6 +70,7 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
         if let Some(t) = r.good_till_date {
             o.int("goodTillDate", t);
         }
+        strategy(&mut o, &r.strategy, "strategyId", "strategyType");
         o.int("workingTime", r.working_time);
         if resp == RespType::Full {
             o.with("fills", |out| {
@@ -101,6 +113,7 @@ pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
     if let Some(t) = r.good_till_date {
         o.int("goodTillDate", t);
     }
+    strategy(&mut o, &r.strategy, "strategyId", "strategyType");
     o.int("time", r.time)
         .int("updateTime", r.update_time)
         .bool("isWorking", r.is_working)
@@ -289,6 +302,7 @@ pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
     if let Some(d) = r.trailing_delta {
         o.int("d", i64::from(d));
     }
+    strategy(&mut o, &r.strategy, "j", "J");
     o.int("g", -1)
         .str("C", &r.orig_client_order_id)
         .str("x", r.execution_type.as_str())

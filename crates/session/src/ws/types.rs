@@ -284,6 +284,18 @@ pub struct WsOrder {
     /// A trailing stop's distance in bips (STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT and
     /// TAKE_PROFIT_LIMIT only; their `stop_price` is then optional, the activation price).
     pub trailing_delta: Option<u64>,
+    /// The client's `strategyId` and `strategyType`, kept with the order.
+    pub strategy: OrderStrategy,
+}
+
+/// The client's tags of the strategy an order belongs to: the dialect's `strategyId` and
+/// `strategyType`, repeated in the order's answers and `executionReport`s (`j`, `J`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderStrategy {
+    /// Any number the client gives (`strategyId`).
+    pub id: Option<u64>,
+    /// The strategy's type (`strategyType`, at least 1000000).
+    pub kind: Option<u32>,
 }
 
 /// One order, by exchange id and/or client id (at least one is present). When both are given
@@ -392,6 +404,8 @@ pub struct OrderResult {
     pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
     pub good_till_date: Option<i64>,
+    /// The client's `strategyId` and `strategyType` (shown only when given).
+    pub strategy: OrderStrategy,
     /// When the order started working on the book, Unix ms; -1 if it never did.
     pub working_time: i64,
     /// Self-trade prevention mode in force.
@@ -433,6 +447,8 @@ pub struct OrderInfo {
     pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
     pub good_till_date: Option<i64>,
+    /// The client's `strategyId` and `strategyType` (shown only when given).
+    pub strategy: OrderStrategy,
     /// When the order was placed, Unix ms.
     pub time: i64,
     /// Last update, Unix ms.
@@ -646,6 +662,8 @@ pub struct ExecutionReport {
     pub iceberg_qty: String,
     /// `d`: a trailing stop's distance in bips (shown only for those).
     pub trailing_delta: Option<u16>,
+    /// `j` and `J`: the client's `strategyId` and `strategyType` (shown only when given).
+    pub strategy: OrderStrategy,
     /// `C`: the client id of the order being canceled (cancels), else empty.
     pub orig_client_order_id: String,
     /// `x`: execution type.

@@ -320,6 +320,7 @@ pub(crate) fn order_result(order: &WsOrder, id: u64) -> OrderResult {
             commission_asset: "BNB".into(),
             trade_id: SafeId::new(77).unwrap(),
         }],
+        strategy: order.strategy,
     }
 }
 
@@ -414,6 +415,7 @@ impl WsApplication for FakeApp {
                 working_time: 1,
                 orig_quote_order_qty: c.orig_quote_order_qty,
                 stp: c.stp,
+                strategy: Default::default(),
             },
         }))
     }

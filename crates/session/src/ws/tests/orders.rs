@@ -113,7 +113,11 @@ fn order_place_parameters_are_validated_with_the_dialects_codes() {
         ("bad response type", with(&base, "newOrderRespType", Some("ALL".into())), -1130, Some("Data sent for parameter 'newOrderRespType' is not valid.")),
         ("bad STP mode", with(&base, "selfTradePreventionMode", Some("EXPIRE_ALL".into())), -1130, None),
         ("STP mode not allowed on the symbol", with(&base, "selfTradePreventionMode", Some("DECREMENT".into())), -1130, None),
-        ("unknown parameter", with(&base, "strategyId", Some(7.into())), -1104, Some("Not all sent parameters were read; read '9' parameter(s) but was sent '10'.")),
+        ("unknown parameter", with(&base, "pegPriceType", Some("PRIMARY_PEG".into())), -1104, Some("Not all sent parameters were read; read '9' parameter(s) but was sent '10'.")),
+        ("strategyType below 1000000", with(&base, "strategyType", Some(999_999.into())), -1134, Some("strategyType was less than 1000000.")),
+        ("strategyType overflow", with(&base, "strategyType", Some(3_000_000_000i64.into())), -1108, Some("Parameter 'strategyType' overflowed.")),
+        ("strategyId not a number", with(&base, "strategyId", Some("alpha".into())), -1100, None),
+        ("negative strategyId", with(&base, "strategyId", Some((-1).into())), -1100, None),
         ("MARKET with icebergQty", with(&market, "icebergQty", Some("0.001".into())), -1106, Some("Parameter 'icebergQty' sent when not required.")),
         ("STOP_LOSS with icebergQty", with(&stop, "icebergQty", Some("0.001".into())), -1106, None),
         ("IOC iceberg", with(&with(&base, "icebergQty", Some("0.005".into())), "timeInForce", Some("IOC".into())), -2010, Some("Iceberg orders must be GTC.")),
@@ -202,6 +206,26 @@ fn valid_orders_reach_the_application_with_the_dialects_defaults() {
     assert_eq!(placed.stop_price, Some(d("53000.00")));
     assert_eq!((placed.price, placed.time_in_force), (None, None));
     assert_eq!(placed.resp_type, RespType::Ack);
+    h.app.placed.pop();
+    // Strategy tags reach the application and come back in the answer.
+    let tagged = with(
+        &with(&limit_order(), "strategyId", Some(42.into())),
+        "strategyType",
+        Some(1_000_000.into()),
+    );
+    let v = place(&mut h, &tagged);
+    assert_eq!(
+        (&ok(&v)["strategyId"], &ok(&v)["strategyType"]),
+        (&Value::from(42), &Value::from(1_000_000)),
+        "{v}"
+    );
+    assert_eq!(
+        h.app.placed.last().unwrap().2.strategy,
+        OrderStrategy {
+            id: Some(42),
+            kind: Some(1_000_000)
+        }
+    );
     h.app.placed.pop();
     // A trailing take-profit: its trailingDelta reaches the application, with or without the
     // stopPrice (its activation price), and the answer shows it.

@@ -58,6 +58,7 @@ fn the_documented_signed_request_is_accepted_and_placed() {
             stp: None,
             good_till_date: None,
             trailing_delta: None,
+            strategy: Default::default(),
         }
     );
     // recvWindow is 100 ms: 101 ms later the same request is refused.
@@ -438,6 +439,7 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
         quote_order_qty: "0.00000000".into(),
         working_time: Some(1_499_405_658_657),
         stp: StpMode::None,
+        strategy: Default::default(),
     };
     let now = h.now();
     h.session.push_execution_report(now, &report);
