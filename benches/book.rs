@@ -118,6 +118,7 @@ fn order(ids: &mut Ids, account: AccountId, side: Side, price: i64, qty: i64) ->
         received_ns: 0,
         display_qty: Qty(0),
         trailing: None,
+        oco_with: None,
     }
 }
 

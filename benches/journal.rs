@@ -66,6 +66,7 @@ fn new_order(i: u64) -> JournalRecord {
         received_ns: 1_700_000_000_000_000_000 + i as i64,
         display_qty: Qty(0),
         trailing: None,
+        oco_with: None,
     }))
 }
 
@@ -331,6 +332,7 @@ fn recovery(c: &mut Criterion) {
                 received_ns: now,
                 display_qty: Qty(0),
                 trailing: None,
+                oco_with: None,
             })
         };
         i += 1;

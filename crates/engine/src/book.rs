@@ -23,6 +23,9 @@
 //!   first, sell stops highest first, each in time order). A trade checks only the two ends.
 //!   When a trade reaches a stop price, the order works from then on as the market or limit
 //!   order it carries, after the command that traded, and may itself trigger more.
+//! - **One-cancels-the-other pairs** link their two orders' slots in the store: a fill (even
+//!   partial) or trigger of one queues the other for cancelling after the command's matching
+//!   (so no level is touched while one is being matched), as does a cancel or expiry.
 //! - **Trailing stops** waiting for their trigger are on a per-book list in acceptance order:
 //!   their trigger moves with every trade (the best price since they started tracking), so a
 //!   sorted list would be re-sorted per trade; each trade instead updates them in one pass,
@@ -611,7 +614,7 @@ impl OrderSnapshot {
 
 /// One order's fields in [`Matcher::write_state`]. A limit or market order's are what they
 /// were before stop orders existed, so a journal's older state hashes still compare.
-fn write_order_state(out: &mut Vec<u8>, o: &Order) {
+fn write_order_state(out: &mut Vec<u8>, o: &Order, orders: &Orders) {
     out.extend_from_slice(&o.id.0.to_le_bytes());
     out.push(o.cl_ord_id.as_bytes().len() as u8);
     out.extend_from_slice(o.cl_ord_id.as_bytes());
@@ -642,6 +645,9 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order) {
     }
     if let Some(t) = o.trailing {
         out.extend_from_slice(&t.bips().to_le_bytes());
+    }
+    if let Some(id) = orders.sibling_id(o) {
+        out.extend_from_slice(&id.0.to_le_bytes());
     }
 }
 
@@ -727,6 +733,10 @@ pub struct Matcher {
     books: Vec<OrderBook>,
     ids: IdCounters,
     config: MatcherConfig,
+    /// Orders to cancel because the other order of their one-cancels-the-other pair traded,
+    /// triggered or ended (slot and id, checked on use): collected where matching must not
+    /// touch other levels, cancelled before the command's triggers run.
+    cascade: Vec<(u32, OrderId)>,
 }
 
 impl Matcher {
@@ -738,6 +748,7 @@ impl Matcher {
             books: Vec::new(),
             ids: IdCounters::default(),
             config,
+            cascade: Vec::with_capacity(64),
         }
     }
 
@@ -842,7 +853,7 @@ impl Matcher {
                         out.extend_from_slice(&o.session.0.to_le_bytes());
                         out.extend_from_slice(&o.account.0.to_le_bytes());
                         out.extend_from_slice(&o.instrument.0.to_le_bytes());
-                        write_order_state(out, o);
+                        write_order_state(out, o, &self.orders);
                         slot = self.orders.next(slot);
                     }
                 }
@@ -854,7 +865,7 @@ impl Matcher {
             for stops in [&b.up_stops, &b.down_stops] {
                 out.extend_from_slice(&(stops.entries.len() as u64).to_le_bytes());
                 for e in &stops.entries {
-                    write_order_state(out, self.orders.get(e.slot));
+                    write_order_state(out, self.orders.get(e.slot), &self.orders);
                 }
             }
             // Only books with trailing stops add this, so older state hashes still compare.
@@ -862,7 +873,7 @@ impl Matcher {
                 out.extend_from_slice(&(b.tape.trailing.len() as u64).to_le_bytes());
                 for &slot in &b.tape.trailing {
                     let o = self.orders.get(slot);
-                    write_order_state(out, o);
+                    write_order_state(out, o, &self.orders);
                     let (phase, best) = match o.trail {
                         TrailPhase::Arming => (0u8, 0),
                         TrailPhase::Tracking(None) => (1, 0),
@@ -1044,6 +1055,7 @@ impl Matcher {
             tranche_end: o.display_qty,
             trailing: o.trailing,
             trail: TrailPhase::Arming,
+            sibling: NIL,
         };
         let stop_px = o.ord_type.stop_px();
         // A market order never rests, whatever its time in force; a stop order waits in the
@@ -1076,6 +1088,11 @@ impl Matcher {
             // Risk refuses ClOrdIDs seen today; this also covers a GTC order from an earlier
             // day that still works under the same id.
             Some(RejectReason::DuplicateClOrdId)
+        } else if o
+            .oco_with
+            .is_some_and(|first| self.oco_first(o, first).is_none())
+        {
+            Some(RejectReason::OrderListRejected)
         } else if o.post_only
             && self.books[i]
                 .side(o.side.opposite())
@@ -1094,8 +1111,13 @@ impl Matcher {
                 now,
             ));
             fb.on_order_closed(&working(&taker));
+            if let Some(first) = o.oco_with {
+                self.cancel_untouched_first(o, first, now, fb, out);
+            }
             return;
         }
+        // Checked above: the first order of its pair, untouched.
+        let first = o.oco_with.and_then(|first| self.oco_first(o, first));
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         let book = &mut self.books[i];
@@ -1126,10 +1148,90 @@ impl Matcher {
                 }
                 _ => book.tape.trailing.push(slot),
             }
+            if let Some(first) = first {
+                self.link(first, slot);
+            }
             return;
         }
         self.work(taker, cl_tag, now, fb, out);
+        if let Some(first) = first {
+            // A post-only limit that does not cross: it rests.
+            if let Some(slot) = self.orders.find_by_cl(o.session, &o.cl_ord_id) {
+                self.link(first, slot);
+            }
+        }
         self.run_triggers(i, now, fb, out);
+    }
+
+    /// The slot of the first order of the one-cancels-the-other pair `o` would complete: a
+    /// working order of `o`'s session, account, instrument and side, untouched (nothing
+    /// filled, in no pair); with `o`, a pair of orders that wait without trading: a post-only
+    /// limit resting and a stop or take-profit waiting (one not already reached), or two of
+    /// those. `None` if not.
+    fn oco_first(&self, o: &NewOrder, first: OrderId) -> Option<u32> {
+        let slot = self.orders.find_by_id(first)?;
+        let f = self.orders.get(slot);
+        let same = f.account == o.account
+            && f.session == o.session
+            && f.instrument == o.instrument
+            && f.side == o.side;
+        if !same || f.cum.0 != 0 || f.sibling != NIL {
+            return None;
+        }
+        let first_limit = !f.untriggered;
+        let second_limit = o.ord_type.stop_px().is_none();
+        if first_limit && (!f.post_only || second_limit) {
+            return None;
+        }
+        if second_limit {
+            return (o.post_only && o.ord_type == OrdType::Limit).then_some(slot);
+        }
+        // A stop already reached would work at once; a trailing stop always waits.
+        let last = self.books[o.instrument.0 as usize].tape.last;
+        let reached = o
+            .ord_type
+            .trigger(o.side)
+            .is_some_and(|(stop_px, dir)| last.is_some_and(|last| dir.reached(stop_px, last)));
+        (o.trailing.is_some() || !reached).then_some(slot)
+    }
+
+    /// Pairs two orders: one cancels the other.
+    fn link(&mut self, a: u32, b: u32) {
+        self.orders.get_mut(a).sibling = b;
+        self.orders.get_mut(b).sibling = a;
+    }
+
+    /// The second order `o` of a pair was refused: its first is cancelled too while it is
+    /// an untouched working order of the session (the pair is refused whole).
+    pub(crate) fn cancel_untouched_first(
+        &mut self,
+        o: &NewOrder,
+        first: OrderId,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        let Some(slot) = self.orders.find_by_id(first) else {
+            return;
+        };
+        let f = self.orders.get(slot);
+        if f.account == o.account && f.session == o.session && f.cum.0 == 0 && f.sibling == NIL {
+            self.close(slot, EventKind::Canceled, None, now, fb, out);
+        }
+    }
+
+    /// Cancels the orders whose pair's other order traded, triggered or ended.
+    fn drain_cascade(
+        &mut self,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        while let Some((slot, id)) = self.cascade.pop() {
+            if self.orders.is_live(slot) && self.orders.get(slot).id == id {
+                self.close(slot, EventKind::Canceled, None, now, fb, out);
+            }
+        }
     }
 
     /// Matches an accepted order that is now working (new, or a stop just triggered): a
@@ -1156,6 +1258,7 @@ impl Matcher {
             tape,
             &mut self.orders,
             &mut self.ids,
+            &mut self.cascade,
             &mut taker,
             stp,
             now,
@@ -1186,6 +1289,8 @@ impl Matcher {
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         loop {
+            // Orders whose pair's other order traded are cancelled before any trigger runs.
+            self.drain_cascade(now, fb, out);
             let book = &self.books[i];
             let Some((low, high)) = book.tape.range else {
                 return;
@@ -1221,9 +1326,12 @@ impl Matcher {
                 }
                 (None, None) => return,
             };
+            // One of a pair triggers: the other is cancelled before it works.
+            self.cascade.extend(self.orders.unlink_sibling(slot));
             let mut o = self.orders.remove(slot);
             o.untriggered = false;
             out(report(&o, EventKind::Triggered, self.ids.exec(), now));
+            self.drain_cascade(now, fb, out);
             let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
             self.work(o, cl_tag, now, fb, out);
         }
@@ -1262,6 +1370,7 @@ impl Matcher {
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
+        self.cascade.extend(self.orders.unlink_sibling(slot));
         let o = self.take_resting(slot);
         let mut e = done(&o, kind, self.ids.exec(), now);
         // Cancelled by another session of the account (by OrderID): the order's own session
@@ -1295,6 +1404,7 @@ impl Matcher {
     ) -> Result<(), RejectReason> {
         let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
         self.close(slot, EventKind::Canceled, Some(req.get()), now_ns, fb, out);
+        self.drain_cascade(now_ns, fb, out);
         Ok(())
     }
 
@@ -1339,8 +1449,9 @@ impl Matcher {
     ) -> Result<(), RejectReason> {
         let old = *self.orders.get(slot);
         let i = old.instrument.0 as usize;
-        if old.untriggered {
-            // A waiting stop is changed by cancelling it and entering a new one.
+        if old.untriggered || old.sibling != NIL {
+            // A waiting stop, or an order of a pair, is changed by cancelling it and entering
+            // a new one.
             return Err(RejectReason::Unsupported);
         }
         if req.qty.0 <= old.cum.0 {
@@ -1424,6 +1535,7 @@ impl Matcher {
                 tape,
                 &mut self.orders,
                 &mut self.ids,
+                &mut self.cascade,
                 &mut taker,
                 stp,
                 now,
@@ -1471,6 +1583,8 @@ impl Matcher {
             }
             slot = next;
         }
+        // The other orders of pairs are the account's too, cancelled above: found gone.
+        self.drain_cascade(now_ns, fb, out);
         n
     }
 
@@ -1491,6 +1605,7 @@ impl Matcher {
             n += 1;
             slot = next;
         }
+        self.drain_cascade(now_ns, fb, out);
         n
     }
 
@@ -1545,6 +1660,8 @@ impl Matcher {
             self.close(slot, EventKind::Expired, None, now_ns, fb, out);
             n += 1;
         }
+        // The other order of an expired one's pair is cancelled (not counted as expired).
+        self.drain_cascade(now_ns, fb, out);
         n
     }
 
@@ -1563,6 +1680,7 @@ impl Matcher {
                 n += 1;
             }
         }
+        self.drain_cascade(now, fb, out);
         n
     }
 
@@ -1594,6 +1712,11 @@ impl Matcher {
                 n += 1;
             }
         }
+        while let Some(&slot) = self.books[i].tape.trailing.last() {
+            self.close(slot, EventKind::Expired, None, now_ns, fb, out);
+            n += 1;
+        }
+        self.drain_cascade(now_ns, fb, out);
         n
     }
 }
@@ -1650,6 +1773,7 @@ fn match_taker(
     tape: &mut Tape,
     orders: &mut Orders,
     ids: &mut IdCounters,
+    cascade: &mut Vec<(u32, OrderId)>,
     taker: &mut Order,
     stp: StpMode,
     now: i64,
@@ -1671,6 +1795,7 @@ fn match_taker(
             if orders.get(slot).account == taker.account {
                 // Self-trade prevention: the incoming order's mode decides.
                 if stp != StpMode::CancelIncoming {
+                    cascade.extend(orders.unlink_sibling(slot));
                     opp.unlink(li, orders, slot);
                     let m = orders.remove(slot);
                     out(done(&m, EventKind::Canceled, ids.exec(), now));
@@ -1688,6 +1813,8 @@ fn match_taker(
             tape.record(px, orders);
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
+            // One of a pair trades: the other is cancelled (after this command's matching).
+            cascade.extend(orders.unlink_sibling(slot));
             let m = orders.get_mut(slot);
             let maker_before = working(m);
             m.cum.0 += q;

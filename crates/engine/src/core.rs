@@ -215,6 +215,11 @@ impl Core {
                     received_ns: o.received_ns,
                     details: OrderDetails::of(o),
                 });
+                // The second order of a pair refused: so is the pair.
+                if let Some(first) = o.oco_with {
+                    self.matcher
+                        .cancel_untouched_first(o, first, now, &mut self.risk, out);
+                }
             }
         }
     }

@@ -65,6 +65,8 @@ pub(crate) struct Order {
     pub trailing: Option<TrailingDelta>,
     /// A waiting trailing stop's phase.
     pub trail: TrailPhase,
+    /// The other order of its one-cancels-the-other pair (its slot), `NIL` if none.
+    pub sibling: u32,
 }
 
 /// Where a waiting trailing stop is.
@@ -238,6 +240,23 @@ pub(crate) struct Orders {
 }
 
 impl Orders {
+    /// Breaks the one-cancels-the-other pair of the order in `slot`, if it has one: neither
+    /// order names the other any more. Returns the other's slot and id (to cancel it).
+    pub fn unlink_sibling(&mut self, slot: u32) -> Option<(u32, OrderId)> {
+        let sibling = self.get(slot).sibling;
+        if sibling == NIL {
+            return None;
+        }
+        self.get_mut(slot).sibling = NIL;
+        let other = self.get_mut(sibling);
+        other.sibling = NIL;
+        Some((sibling, other.id))
+    }
+
+    /// The id of the other order of the pair of `o`, if it has one.
+    pub fn sibling_id(&self, o: &Order) -> Option<OrderId> {
+        (o.sibling != NIL).then(|| self.get(o.sibling).id)
+    }
     /// A store for at most `capacity` resting orders (at most `u32::MAX - 1`), with list heads
     /// reserved for the given numbers of accounts and sessions.
     pub fn new(capacity: usize, accounts: usize, sessions: usize) -> Self {
@@ -654,6 +673,7 @@ mod tests {
             tranche_end: Qty(0),
             trailing: None,
             trail: TrailPhase::Arming,
+            sibling: NIL,
         }
     }
 

@@ -63,6 +63,9 @@ enum Op {
         ticks: i64,
         qty: i64,
         reuse_cl: bool,
+        /// The second order of a one-cancels-the-other pair with the account's last accepted
+        /// order (refused, with it, unless both can wait untouched).
+        pair: bool,
     },
     Cancel(usize),
     Replace(usize, i64, i64),
@@ -74,9 +77,9 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => (0..3u32, any::<bool>(), any::<bool>(), 0..13u8, 0..5u8,
-               0..8i64, 1..5i64, prop::bool::weighted(0.05))
-            .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl)| Op::New {
-                account, option, buy, kind, tif, ticks, qty, reuse_cl
+               0..8i64, 1..5i64, prop::bool::weighted(0.05), prop::bool::weighted(0.2))
+            .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl, pair)| Op::New {
+                account, option, buy, kind, tif, ticks, qty, reuse_cl, pair
             }),
         3 => any::<usize>().prop_map(Op::Cancel),
         2 => (any::<usize>(), 0..8i64, 1..6i64).prop_map(|(p, t, q)| Op::Replace(p, t, q)),
@@ -109,6 +112,7 @@ impl Driver {
                 ticks,
                 qty,
                 reuse_cl,
+                pair,
             } => {
                 let k = usize::from(option);
                 let cl = match self.accepted.last() {
@@ -150,7 +154,8 @@ impl Driver {
                     ][tif as usize],
                     price: portcullis_types::Price(base[k] + 5 * ticks),
                     qty: portcullis_types::Qty(qty),
-                    post_only: false,
+                    // Limits of kind 9 and 10: post-only (a pair's limit must be).
+                    post_only: matches!(kind, 9 | 10),
                     stp: None,
                     received_ns: self.now,
                     display_qty: portcullis_types::Qty(if matches!(kind, 2 | 4 | 5 | 6) {
@@ -160,6 +165,15 @@ impl Driver {
                     }),
                     trailing: if kind >= 11 {
                         portcullis_types::TrailingDelta::new(10)
+                    } else {
+                        None
+                    },
+                    oco_with: if pair {
+                        self.accepted
+                            .iter()
+                            .rev()
+                            .find(|(_, _, a, _)| a.0 == account)
+                            .map(|(id, ..)| *id)
                     } else {
                         None
                     },

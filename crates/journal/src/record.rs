@@ -12,7 +12,7 @@
 //!
 //! | tag | record | body |
 //! |---|---|---|
-//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; bit 2 trailing stop: its trailing delta in bips u16 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
+//! | 1 | `Command::New` | session u32, account u32, instrument u32, clordid, side, ord_type (u8: 0 limit, 1 market, 2 stop, 3 stop-limit, 4 take-profit, 5 take-profit limit; a trigger price i64 follows the last four), tif, price i64, qty i64, flags u8 (bit 0 post-only, bit 1 iceberg: its display qty i64 follows; bit 2 trailing stop: its trailing delta in bips u16 follows; bit 3 second order of a one-cancels-the-other pair: the first's order id u64 follows; older records wrote a bool, the same byte), stp `opt<u8>`, received_ns i64 |
 //! | 2 | `Command::Cancel` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, received_ns |
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
@@ -220,6 +220,7 @@ fn reason_code(r: RejectReason) -> u8 {
         UnknownOrder => 17,
         ServerBusy => 18,
         TooLateToEnter => 19,
+        OrderListRejected => 20,
     }
 }
 
@@ -246,6 +247,7 @@ fn reason_from(c: u8) -> Option<RejectReason> {
         17 => UnknownOrder,
         18 => ServerBusy,
         19 => TooLateToEnter,
+        20 => OrderListRejected,
         _ => return None,
     })
 }
@@ -336,12 +338,16 @@ impl JournalRecord {
                 let iceberg = o.display_qty.0 != 0;
                 e.u8(u8::from(o.post_only)
                     | u8::from(iceberg) << 1
-                    | u8::from(o.trailing.is_some()) << 2);
+                    | u8::from(o.trailing.is_some()) << 2
+                    | u8::from(o.oco_with.is_some()) << 3);
                 if iceberg {
                     e.i64(o.display_qty.0);
                 }
                 if let Some(t) = o.trailing {
                     e.0.extend_from_slice(&t.bips().to_le_bytes());
+                }
+                if let Some(first) = o.oco_with {
+                    e.u64(first.0);
                 }
                 match o.stp {
                     None => e.u8(0),
@@ -521,7 +527,7 @@ impl JournalRecord {
                 let price = Price(d.i64()?);
                 let qty = Qty(d.i64()?);
                 let flags = d.u8()?;
-                if flags > 7 {
+                if flags > 15 {
                     return Err(d.err(1, "invalid order flags"));
                 }
                 let display_qty = Qty(if flags & 2 != 0 { d.i64()? } else { 0 });
@@ -531,6 +537,11 @@ impl JournalRecord {
                         TrailingDelta::new(bips)
                             .ok_or_else(|| d.err(2, "invalid trailing delta"))?,
                     )
+                } else {
+                    None
+                };
+                let oco_with = if flags & 8 != 0 {
+                    Some(OrderId(d.u64()?))
                 } else {
                     None
                 };
@@ -553,6 +564,7 @@ impl JournalRecord {
                     received_ns: d.i64()?,
                     display_qty,
                     trailing,
+                    oco_with,
                 }))
             }
             tag::CANCEL => {

@@ -154,6 +154,7 @@ impl Fx {
             received_ns: 0,
             display_qty: Qty(0),
             trailing: None,
+            oco_with: None,
         }
     }
 
@@ -1362,6 +1363,7 @@ fn arb_order() -> impl Strategy<Value = NewOrder> {
                 received_ns: 0,
                 display_qty: Qty(0),
                 trailing: None,
+                oco_with: None,
             },
         )
 }

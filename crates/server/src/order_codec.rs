@@ -637,6 +637,7 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         received_ns: ctx.now_ns,
         display_qty,
         trailing,
+        oco_with: None,
     };
     if !o.iceberg_ok() {
         return Err(Refusal::with_text(

@@ -1678,6 +1678,7 @@ pub(crate) mod tests {
             received_ns: 0,
             display_qty: Qty(0),
             trailing: None,
+            oco_with: None,
         })
     }
 

@@ -163,7 +163,8 @@ fn entry_code(reason: RejectReason) -> u32 {
         | RejectReason::Unsupported
         | RejectReason::PostOnlyWouldTrade
         | RejectReason::Throttled
-        | RejectReason::ServerBusy => code::OTHER,
+        | RejectReason::ServerBusy
+        | RejectReason::OrderListRejected => code::OTHER,
     }
 }
 
@@ -764,6 +765,7 @@ impl Quoting {
                     received_ns: ctx.now_ns,
                     display_qty: Qty(0),
                     trailing: None,
+                    oco_with: None,
                 });
                 let next = QuoteSide {
                     cl,

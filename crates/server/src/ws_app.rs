@@ -781,6 +781,7 @@ impl WsBridge {
             received_ns: now_ns(),
             display_qty,
             trailing,
+            oco_with: None,
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),

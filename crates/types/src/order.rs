@@ -371,6 +371,12 @@ pub struct NewOrder {
     /// [`TrailingDelta`]). Its `stop_px` is then the activation price, or `Price(0)` to track
     /// from the moment it is accepted.
     pub trailing: Option<TrailingDelta>,
+    /// One-cancels-the-other: this order is the second of a pair whose first is this working
+    /// order of the same session (Binance `orderList.place.oco`). Both must wait without
+    /// trading: a post-only limit and a stop or take-profit (or two of those). When either
+    /// trades (even partly) or triggers, or is cancelled or expires, the other is cancelled. If
+    /// this order is refused, the first is cancelled too while it is untouched.
+    pub oco_with: Option<OrderId>,
 }
 
 impl NewOrder {
@@ -532,6 +538,9 @@ pub enum RejectReason {
     ServerBusy,
     /// A good-till-date order whose expiry time has already passed.
     TooLateToEnter,
+    /// The second order of a one-cancels-the-other pair whose first is no longer an
+    /// untouched working order of the session, or a pair whose orders cannot both wait.
+    OrderListRejected,
 }
 
 impl RejectReason {
@@ -548,7 +557,7 @@ impl RejectReason {
             Self::TooLateToEnter => 4,
             Self::UnknownOrder => 5,
             Self::DuplicateClOrdId => 6,
-            Self::Unsupported | Self::PostOnlyWouldTrade => 11,
+            Self::Unsupported | Self::PostOnlyWouldTrade | Self::OrderListRejected => 11,
             Self::BadLot | Self::QtyTooSmall | Self::QtyTooLarge => 13,
             Self::UnknownAccount => 15,
             Self::PriceBand => 16,
@@ -580,6 +589,9 @@ impl RejectReason {
             Self::UnknownOrder => "unknown order",
             Self::ServerBusy => "server busy",
             Self::TooLateToEnter => "expire time has already passed",
+            Self::OrderListRejected => {
+                "order list rejected: both orders must wait untouched (a post-only limit and a stop)"
+            }
         }
     }
 }
@@ -887,6 +899,7 @@ mod tests {
             received_ns: 0,
             display_qty: Qty(0),
             trailing,
+            oco_with: None,
         };
         let d = TrailingDelta::new(100);
         let stop = |p| OrdType::Stop { stop_px: Price(p) };

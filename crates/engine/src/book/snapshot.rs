@@ -12,7 +12,7 @@ use portcullis_types::{
 };
 
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
-use crate::orders::{Order, TrailPhase, NIL};
+use crate::orders::{Order, Orders, TrailPhase, NIL};
 
 const VERSION: u8 = 3;
 /// The version before trailing stops, still read.
@@ -40,7 +40,7 @@ impl Matcher {
                 for l in side.levels.iter().rev() {
                     let mut slot = l.head;
                     while slot != NIL {
-                        write_order(&mut w, self.orders.get(slot));
+                        write_order(&mut w, self.orders.get(slot), &self.orders);
                         slot = self.orders.next(slot);
                     }
                 }
@@ -49,13 +49,13 @@ impl Matcher {
             for stops in [&b.up_stops, &b.down_stops] {
                 w.u32(stops.entries.len() as u32);
                 for e in &stops.entries {
-                    write_order(&mut w, self.orders.get(e.slot));
+                    write_order(&mut w, self.orders.get(e.slot), &self.orders);
                 }
             }
             w.u32(b.tape.trailing.len() as u32);
             for &slot in &b.tape.trailing {
                 let o = self.orders.get(slot);
-                write_order(&mut w, o);
+                write_order(&mut w, o, &self.orders);
                 // Phase: 0 arming, 1 tracking without a trade yet, 2 tracking from a best
                 // price (it follows). A due stop works before the command ends, so none is.
                 match o.trail {
@@ -111,6 +111,9 @@ impl Matcher {
         }
         let n = r.count(5, "books")?;
         self.books.clear();
+        // One-cancels-the-other pairs: (slot, the other's id, where it was read), joined once
+        // every order is in.
+        let mut links: Vec<(u32, OrderId, usize)> = Vec::new();
         for i in 0..n {
             let instrument = InstrumentId(r.u32("book instrument")?);
             if instrument.0 as usize != i {
@@ -125,7 +128,7 @@ impl Matcher {
                 let count = r.count(MIN_ORDER_BYTES, "resting orders")?;
                 for _ in 0..count {
                     let at = r.position();
-                    let o = read_order(r)?;
+                    let (o, sibling) = read_order(r)?;
                     if o.instrument != instrument || o.side != side || o.ord_type.is_market() {
                         return Err(SnapshotError::Invalid {
                             offset: at,
@@ -133,6 +136,7 @@ impl Matcher {
                         });
                     }
                     let slot = self.restore_order(o, at)?;
+                    links.extend(sibling.map(|s| (slot, s, at)));
                     self.books[i]
                         .side_mut(side)
                         .push_back(&mut self.orders, slot);
@@ -148,7 +152,7 @@ impl Matcher {
                 let count = r.count(MIN_ORDER_BYTES, "stop orders")?;
                 for _ in 0..count {
                     let at = r.position();
-                    let mut o = read_order(r)?;
+                    let (mut o, sibling) = read_order(r)?;
                     let trigger = o.ord_type.trigger(o.side).filter(|_| o.trailing.is_none());
                     let in_order = trigger.is_some_and(|(p, d)| {
                         d == dir
@@ -166,6 +170,7 @@ impl Matcher {
                     }
                     o.untriggered = true;
                     let slot = self.restore_order(o, at)?;
+                    links.extend(sibling.map(|s| (slot, s, at)));
                     self.books[i].stops_mut(dir).entries.push(StopEntry {
                         stop_px: trigger.map_or(Price(0), |(p, _)| p),
                         slot,
@@ -178,7 +183,7 @@ impl Matcher {
             let count = r.count(MIN_ORDER_BYTES + 1, "trailing stops")?;
             for _ in 0..count {
                 let at = r.position();
-                let mut o = read_order(r)?;
+                let (mut o, sibling) = read_order(r)?;
                 let bad = SnapshotError::Invalid {
                     offset: at,
                     what: "trailing stop",
@@ -203,7 +208,33 @@ impl Matcher {
                 };
                 o.untriggered = true;
                 let slot = self.restore_order(o, at)?;
+                links.extend(sibling.map(|s| (slot, s, at)));
                 self.books[i].tape.trailing.push(slot);
+            }
+        }
+        for &(slot, other, at) in &links {
+            let pair = self.orders.find_by_id(other).filter(|&s| {
+                s != slot && {
+                    let (a, b) = (self.orders.get(slot), self.orders.get(s));
+                    a.account == b.account && a.instrument == b.instrument && a.side == b.side
+                }
+            });
+            let Some(s) = pair else {
+                return Err(SnapshotError::Invalid {
+                    offset: at,
+                    what: "order list pair",
+                });
+            };
+            self.orders.get_mut(slot).sibling = s;
+        }
+        // Both orders of every pair name each other.
+        for &(slot, _, at) in &links {
+            let s = self.orders.get(slot).sibling;
+            if self.orders.get(s).sibling != slot {
+                return Err(SnapshotError::Invalid {
+                    offset: at,
+                    what: "order list pair",
+                });
             }
         }
         let mut listed = 0usize;
@@ -275,7 +306,7 @@ impl Matcher {
     }
 }
 
-fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
+fn write_order(w: &mut SnapshotWriter<'_>, o: &Order, orders: &Orders) {
     w.u64(o.id.0);
     w.cl_ord_id(&o.cl_ord_id);
     w.u32(o.session.0);
@@ -286,10 +317,13 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     w.tif(o.tif);
     w.u8(stp_byte(o.stp));
     // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order),
-    // bit 2 trailing stop (its distance in bips follows, as a u32).
+    // bit 2 trailing stop (its distance in bips follows, as a u32), bit 3 one of a
+    // one-cancels-the-other pair (the other's order id follows).
+    let sibling = orders.sibling_id(o);
     w.u8(u8::from(o.post_only)
         | u8::from(o.display.0 != 0) << 1
-        | u8::from(o.trailing.is_some()) << 2);
+        | u8::from(o.trailing.is_some()) << 2
+        | u8::from(sibling.is_some()) << 3);
     w.i64(o.price.0);
     w.i64(o.qty.0);
     w.i64(o.cum.0);
@@ -302,9 +336,13 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order) {
     if let Some(t) = o.trailing {
         w.u32(u32::from(t.bips()));
     }
+    if let Some(id) = sibling {
+        w.u64(id.0);
+    }
 }
 
-fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
+/// An order and, for one of a pair, the other's id.
+fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Option<OrderId>), SnapshotError> {
     let mut o = Order {
         id: OrderId(r.u64("order id")?),
         cl_ord_id: r.cl_ord_id("clordid")?,
@@ -326,10 +364,11 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
         tranche_end: Qty(0),
         trailing: None,
         trail: TrailPhase::Arming,
+        sibling: NIL,
     };
     let at = r.position();
     let flags = r.u8("order flags")?;
-    if flags > 7 {
+    if flags > 15 {
         return Err(SnapshotError::Invalid {
             offset: at,
             what: "order flags",
@@ -360,5 +399,10 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<Order, SnapshotError> {
             return Err(r.invalid(4, "trailing delta"));
         }
     }
-    Ok(o)
+    let sibling = if flags & 8 != 0 {
+        Some(OrderId(r.u64("order list pair")?))
+    } else {
+        None
+    };
+    Ok((o, sibling))
 }

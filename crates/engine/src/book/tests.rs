@@ -53,6 +53,7 @@ impl Fixture {
             received_ns: 0,
             display_qty: Qty(0),
             trailing: None,
+            oco_with: None,
         }
     }
 
@@ -97,6 +98,8 @@ impl Fixture {
             &mut (),
             &mut |e| ev.push(e),
         );
+        // As `Matcher::cancel` does: the other order of a pair goes too.
+        self.m.drain_cascade(self.now, &mut (), &mut |e| ev.push(e));
         ev
     }
 
@@ -1661,4 +1664,207 @@ fn trailing_stops_are_cancelled_snapshotted_and_refused_like_other_stops() {
         kinds(&f.submit(o)),
         [EventKind::Rejected(RejectReason::BadTick)]
     );
+}
+
+impl Fixture {
+    /// A one-cancels-the-other pair of account 1 selling 2: a post-only limit at `limit`,
+    /// then a stop at `stop` joined to it. Returns (limit, stop) ids.
+    fn sell_pair(&mut self, limit: i64, stop: i64) -> (OrderId, OrderId) {
+        let mut first = self.order(1, Side::Sell, limit, 2);
+        first.post_only = true;
+        let ev = self.submit(first);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        let first = ev[0].order_id;
+        let mut second = self.stop(1, Side::Sell, stop, None, 2);
+        second.oco_with = Some(first);
+        let ev = self.submit(second);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        (first, ev[0].order_id)
+    }
+
+    fn pair_of(&self, id: OrderId) -> Option<OrderId> {
+        let o = self.m.orders.get(self.slot(id)?);
+        self.m.orders.sibling_id(o)
+    }
+}
+
+#[test]
+fn one_of_a_pair_trading_even_partly_cancels_the_other() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let (limit, stop) = f.sell_pair(110, 90);
+    assert_eq!(
+        (f.pair_of(limit), f.pair_of(stop)),
+        (Some(stop), Some(limit))
+    );
+    // A buy of 1 at 110 takes half the limit: the stop is cancelled after the trade.
+    let buy = f.order(0, Side::Buy, 110, 1);
+    let ev = f.submit(buy);
+    let mine: Vec<_> = ev
+        .iter()
+        .filter(|e| e.order_id == limit || e.order_id == stop)
+        .map(|e| (e.order_id, e.kind))
+        .collect();
+    assert_eq!(
+        mine,
+        [(limit, EventKind::PartialFill), (stop, EventKind::Canceled)],
+        "{ev:#?}"
+    );
+    assert_eq!(f.leaves(stop), None);
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+    // The limit works on as a plain order.
+    assert_eq!((f.leaves(limit), f.pair_of(limit)), (Some(1), None));
+}
+
+#[test]
+fn one_of_a_pair_triggering_cancels_the_other_before_it_trades() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let (limit, stop) = f.sell_pair(110, 95);
+    // A bid at 94 for the stop to sell into; a trade at 95 triggers it.
+    f.place(0, Side::Buy, 94, 5);
+    let ev = f.trade_at(95, 1);
+    let mine: Vec<_> = ev
+        .iter()
+        .filter(|e| e.order_id == limit || e.order_id == stop)
+        .map(|e| (e.order_id, e.kind))
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            (stop, EventKind::Triggered),
+            (limit, EventKind::Canceled),
+            (stop, EventKind::Fill)
+        ],
+        "{ev:#?}"
+    );
+    assert_eq!(f.side(Side::Sell), []);
+}
+
+#[test]
+fn cancelling_or_expiring_one_of_a_pair_cancels_the_other_and_neither_is_replaced() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let (limit, stop) = f.sell_pair(110, 90);
+    assert_eq!(f.replace(limit, 111, 2), Err(RejectReason::Unsupported));
+    let ev = f.cancel(stop);
+    assert_eq!(
+        ev.iter().map(|e| (e.order_id, e.kind)).collect::<Vec<_>>(),
+        [(stop, EventKind::Canceled), (limit, EventKind::Canceled)]
+    );
+    assert_eq!((f.leaves(limit), f.leaves(stop)), (None, None));
+    // A GTD limit expiring takes its stop with it.
+    let mut first = f.gtd(1, Side::Sell, 110, 2, 1_000);
+    first.post_only = true;
+    let first = f.submit(first)[0].order_id;
+    let mut second = f.stop(1, Side::Sell, 90, None, 2);
+    second.oco_with = Some(first);
+    let second = f.submit(second)[0].order_id;
+    let mut ev = Vec::new();
+    let n = f.m.expire_due(1_000, &mut (), &mut |e| ev.push(e));
+    assert_eq!(n, 1);
+    assert_eq!(
+        ev.iter().map(|e| (e.order_id, e.kind)).collect::<Vec<_>>(),
+        [(first, EventKind::Expired), (second, EventKind::Canceled)]
+    );
+}
+
+#[test]
+fn a_pair_is_refused_whole_unless_both_orders_wait_untouched() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let refused = |f: &mut Fixture, edit: &dyn Fn(&mut NewOrder, OrderId)| {
+        let mut first = f.order(1, Side::Sell, 110, 2);
+        first.post_only = true;
+        let first = f.submit(first)[0].order_id;
+        let mut second = f.stop(1, Side::Sell, 90, None, 2);
+        edit(&mut second, first);
+        let ev = f.submit(second);
+        (first, ev)
+    };
+    type Edit<'a> = &'a dyn Fn(&mut NewOrder, OrderId);
+    let cases: [(&str, Edit); 5] = [
+        ("a second limit", &|o, first| {
+            o.ord_type = OrdType::Limit;
+            o.price = Price(120);
+            o.post_only = true;
+            o.oco_with = Some(first);
+        }),
+        ("a stop already reached", &|o, first| {
+            o.ord_type = OrdType::Stop {
+                stop_px: Price(100),
+            };
+            o.oco_with = Some(first);
+        }),
+        ("another side", &|o, first| {
+            o.side = Side::Buy;
+            o.ord_type = OrdType::Stop {
+                stop_px: Price(105),
+            };
+            o.oco_with = Some(first);
+        }),
+        ("another account's order", &|o, first| {
+            o.account = AccountId(0);
+            o.session = SessionId(0);
+            o.oco_with = Some(first);
+        }),
+        ("no such order", &|o, _| o.oco_with = Some(OrderId(999_999))),
+    ];
+    for (what, edit) in cases {
+        let (first, ev) = refused(&mut f, edit);
+        assert_eq!(
+            ev[0].kind,
+            EventKind::Rejected(RejectReason::OrderListRejected),
+            "{what}: {ev:#?}"
+        );
+        // The first order of the session's own refused pair is cancelled with it; another
+        // session's is not touched.
+        let own = !matches!(what, "another account's order" | "no such order");
+        assert_eq!(ev.len(), 1 + usize::from(own), "{what}: {ev:#?}");
+        if own {
+            assert_eq!((ev[1].order_id, ev[1].kind), (first, EventKind::Canceled));
+        } else {
+            f.cancel(first);
+        }
+    }
+    // A first order that has traded cannot be paired; it works on.
+    let mut first = f.order(1, Side::Sell, 110, 2);
+    first.post_only = true;
+    let first = f.submit(first)[0].order_id;
+    let buy = f.order(0, Side::Buy, 110, 1);
+    f.submit(buy);
+    let mut second = f.stop(1, Side::Sell, 90, None, 2);
+    second.oco_with = Some(first);
+    let ev = f.submit(second);
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::Rejected(RejectReason::OrderListRejected)]
+    );
+    assert_eq!(f.leaves(first), Some(1));
+}
+
+#[test]
+fn a_snapshot_keeps_pairs_and_the_copy_cancels_as_the_original_does() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let (limit, stop) = f.sell_pair(110, 90);
+    let mut copy = Fixture {
+        m: f.restored_copy(),
+        now: f.now,
+        cl: f.cl,
+    };
+    assert_eq!(copy.pair_of(limit), Some(stop));
+    for fx in [&mut f, &mut copy] {
+        let buy = fx.order(0, Side::Buy, 110, 2);
+        let ev = fx.submit(buy);
+        assert!(
+            ev.iter()
+                .any(|e| e.order_id == stop && e.kind == EventKind::Canceled),
+            "{ev:#?}"
+        );
+    }
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    f.m.write_state(&mut s1);
+    copy.m.write_state(&mut s2);
+    assert_eq!(s1, s2);
 }

@@ -123,6 +123,7 @@ impl Run {
             received_ns: self.now,
             display_qty: Qty(0),
             trailing: None,
+            oco_with: None,
         }
     }
 

@@ -52,6 +52,7 @@ pub(crate) fn new_order(i: u64) -> JournalRecord {
         received_ns: 1_700_000_000_000_000_000 + i as i64,
         display_qty: Qty(0),
         trailing: None,
+        oco_with: None,
     }))
 }
 
