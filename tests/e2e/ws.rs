@@ -2011,3 +2011,148 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
         "{r}"
     );
 }
+
+#[test]
+fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() {
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    let fix_limit = fix_limit_acked;
+    // The last trade: 100.
+    fix_limit(&mut fix, "S1", "2", "0.100", "100.0");
+    let r = wa.call(
+        json!("ioc"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "100.0", "quantity": "0.100"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    wb.logon_and_subscribe(&b);
+    // B sells 0.200: a LIMIT_MAKER at 104 or, if the market falls to 96, at market.
+    let place = |ws: &mut Ws, id: &str, stop: &str| {
+        ws.call(
+            json!(id),
+            "orderList.place.oco",
+            signed(
+                json!({"symbol": "BTC-PERP", "side": "SELL", "quantity": "0.200",
+                       "aboveType": "LIMIT_MAKER", "abovePrice": "104.0",
+                       "belowType": "STOP_LOSS", "belowStopPrice": stop,
+                       "listClientOrderId": id, "newOrderRespType": "RESULT"}),
+                &b,
+            ),
+        )
+    };
+    let r = place(&mut wb, "L1", "96.0");
+    let res = &r["result"];
+    assert_eq!(
+        (
+            &res["contingencyType"],
+            &res["listClientOrderId"],
+            &res["listOrderStatus"]
+        ),
+        (&json!("OCO"), &json!("L1"), &json!("EXECUTING")),
+        "{r}"
+    );
+    let list_id = res["orderListId"].as_u64().unwrap();
+    let reports = res["orderReports"].as_array().unwrap();
+    let (limit, stop) = (&reports[0], &reports[1]);
+    assert_eq!(
+        (&limit["type"], &limit["orderListId"], &limit["status"]),
+        (&json!("LIMIT_MAKER"), &json!(list_id), &json!("NEW")),
+        "{r}"
+    );
+    assert_eq!(
+        (&stop["type"], &stop["orderListId"], &stop["stopPrice"]),
+        (&json!("STOP_LOSS"), &json!(list_id), &json!("96.0")),
+        "{r}"
+    );
+    let (limit_id, stop_id) = (
+        limit["orderId"].as_u64().unwrap(),
+        stop["orderId"].as_u64().unwrap(),
+    );
+    let started = wb.event(|v| v["event"]["e"] == "listStatus");
+    assert_eq!(
+        (&started["event"]["g"], &started["event"]["l"]),
+        (&json!(list_id), &json!("EXEC_STARTED")),
+        "{started}"
+    );
+    // A buys 0.100 at 104: half the limit trades, and the stop is cancelled.
+    let r = wa.call(
+        json!("take"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "104.0", "quantity": "0.100"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    let fill = wb.event(|v| v["event"]["x"] == "TRADE");
+    assert_eq!(
+        (
+            &fill["event"]["i"],
+            &fill["event"]["g"],
+            &fill["event"]["X"]
+        ),
+        (
+            &json!(limit_id),
+            &json!(list_id),
+            &json!("PARTIALLY_FILLED")
+        ),
+        "{fill}"
+    );
+    let gone = wb.event(|v| v["event"]["x"] == "CANCELED");
+    assert_eq!(
+        (&gone["event"]["i"], &gone["event"]["g"]),
+        (&json!(stop_id), &json!(list_id)),
+        "{gone}"
+    );
+    // The rest of the limit trades: the list is all done.
+    let r = wa.call(
+        json!("take2"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": "104.0", "quantity": "0.100"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    let done = wb.event(|v| v["event"]["e"] == "listStatus");
+    assert_eq!(
+        (
+            &done["event"]["g"],
+            &done["event"]["l"],
+            &done["event"]["L"]
+        ),
+        (&json!(list_id), &json!("ALL_DONE"), &json!("ALL_DONE")),
+        "{done}"
+    );
+    // A list whose stop the market has already passed is refused whole: its limit, placed
+    // first, is cancelled.
+    let r = place(&mut wb, "L2", "105.0");
+    assert_eq!(r["error"]["code"], -2010, "{r}");
+    assert!(
+        r["error"]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("order list rejected"),
+        "{r}"
+    );
+    let cancelled = wb.event(|v| v["event"]["x"] == "CANCELED");
+    assert_eq!(cancelled["event"]["o"], "LIMIT_MAKER", "{cancelled}");
+    let open = wb.call(
+        json!("open"),
+        "openOrders.status",
+        signed(json!({"symbol": "BTC-PERP"}), &b),
+    );
+    assert_eq!(open["result"], json!([]), "{open}");
+}

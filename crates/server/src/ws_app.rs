@@ -45,10 +45,11 @@ use std::time::Duration;
 use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch,
-    ExecutionReport, ExecutionType, Fill, HistoryQuery, NewOrderOutcome, OrderInfo, OrderRef,
-    OrderResult, OrderStatus, OrderStrategy, OrderType, Outcome, Principal, RequestCtx,
-    RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable,
-    TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
+    ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome, OcoRequest,
+    OrderInfo, OrderListResult, OrderRef, OrderResult, OrderStatus, OrderStrategy, OrderType,
+    Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter,
+    SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication,
+    WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -320,6 +321,8 @@ struct LocalOrder {
     /// The client's strategy tags (not kept by the history: orders of other connections
     /// have none).
     strategy: OrderStrategy,
+    /// The order list it was placed in (`orderList.place.oco`) on this connection.
+    list: Option<Box<ListLink>>,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -331,7 +334,23 @@ struct LocalOrder {
     stp: StpMode,
 }
 
+/// An order's place in a one-cancels-the-other list of this connection.
+#[derive(Debug, Clone)]
+struct ListLink {
+    /// The list's id: its first order's id.
+    id: u64,
+    /// The client's id of the list.
+    client_id: Box<str>,
+    /// The other order's id.
+    other: u64,
+}
+
 impl LocalOrder {
+    /// The dialect's `orderListId`: -1 outside a list.
+    fn list_id(&self) -> i64 {
+        self.list.as_ref().map_or(-1, |l| l.id as i64)
+    }
+
     fn px(&self, v: i64) -> String {
         fmt_scaled(v.into(), self.price_scale)
     }
@@ -380,6 +399,7 @@ impl LocalOrder {
             stp: self.stp,
             fills,
             strategy: self.strategy,
+            order_list_id: self.list_id(),
         }
     }
 
@@ -407,6 +427,7 @@ impl LocalOrder {
             orig_quote_order_qty: self.zero_quote(),
             stp: self.stp,
             strategy: self.strategy,
+            order_list_id: self.list_id(),
         }
     }
 
@@ -458,6 +479,20 @@ enum Pending {
     },
     /// `order.amend.keepPriority`: answered by the order's Replaced event, or refused.
     Amend { token: RequestToken },
+    /// `orderList.place.oco`, its first order placed: when it is accepted the second follows,
+    /// joined to it.
+    OcoFirst {
+        token: RequestToken,
+        template: LocalOrder,
+        second: Box<(NewOrder, LocalOrder)>,
+        list_client_id: Box<str>,
+    },
+    /// `orderList.place.oco`, its second order placed: its acceptance answers the request.
+    OcoSecond {
+        token: RequestToken,
+        template: LocalOrder,
+        first: u64,
+    },
     /// `openOrders.cancelAll` on `instrument`.
     CancelAll {
         token: RequestToken,
@@ -804,6 +839,7 @@ impl WsBridge {
             good_till_date: tif.expire_ns().map(ms),
             trailing_delta: trailing.map(TrailingDelta::bips),
             strategy: order.strategy,
+            list: None,
             qty,
             cum_qty: 0,
             cum_quote: 0,
@@ -989,7 +1025,15 @@ impl WsBridge {
         // The order the event is about: known, or being placed by a pending request.
         let mut order = self.orders.get(&e.order_id.0).cloned();
         if order.is_none() {
-            if let Some(Pending::Place { template, .. }) = self.pending.get(&e.cl_ord_id) {
+            let template = match self.pending.get(&e.cl_ord_id) {
+                Some(
+                    Pending::Place { template, .. }
+                    | Pending::OcoFirst { template, .. }
+                    | Pending::OcoSecond { template, .. },
+                ) => Some(template),
+                _ => None,
+            };
+            if let Some(template) = template {
                 let mut o = template.clone();
                 o.order_id = e.order_id.0;
                 order = Some(o);
@@ -1054,8 +1098,33 @@ impl WsBridge {
             }
         }
 
+        // An order list whose orders are all done.
+        if let Some(o) = &order {
+            self.list_done(o, now);
+        }
         // The pending request the event answers.
         match e.kind {
+            EventKind::Rejected(reason)
+                if matches!(
+                    self.pending.get(&e.cl_ord_id),
+                    Some(Pending::OcoFirst { .. } | Pending::OcoSecond { .. })
+                ) =>
+            {
+                // Refused, the list is: its first order, if placed, is cancelled with it.
+                if let Some(Pending::OcoFirst { token, .. } | Pending::OcoSecond { token, .. }) =
+                    self.pending.remove(&e.cl_ord_id)
+                {
+                    self.complete(token, Err(new_order_error(reason)));
+                }
+            }
+            EventKind::New
+                if matches!(
+                    self.pending.get(&e.cl_ord_id),
+                    Some(Pending::OcoFirst { .. } | Pending::OcoSecond { .. })
+                ) =>
+            {
+                self.oco_accepted(e, now);
+            }
             EventKind::Rejected(reason) => {
                 if let Some(Pending::Place { token, replace, .. }) =
                     self.pending.remove(&e.cl_ord_id)
@@ -1235,6 +1304,140 @@ impl WsBridge {
     }
 
     /// Answers an accepted `order.place` with the order's state now.
+    /// An order of a list placed by `orderList.place.oco` was accepted: the first's
+    /// acceptance sends the second, joined to it; the second's answers the request.
+    fn oco_accepted(&mut self, e: &Event, now: i64) {
+        match self.pending.remove(&e.cl_ord_id) {
+            Some(Pending::OcoFirst {
+                token,
+                second,
+                list_client_id,
+                ..
+            }) => {
+                let first = e.order_id.0;
+                let (mut cmd, mut template) = *second;
+                cmd.oco_with = Some(e.order_id);
+                let link = |other| {
+                    Some(Box::new(ListLink {
+                        id: first,
+                        client_id: list_client_id.clone(),
+                        other,
+                    }))
+                };
+                template.list = link(first);
+                if let Some(o) = self.orders.get_mut(&first) {
+                    // The second's id is not known yet: 0 until its acceptance.
+                    o.list = link(0);
+                }
+                if let Err(err) = self.submit(Command::New(cmd)) {
+                    // The first stays alone: cancelled, as the list is refused.
+                    self.cancel_own(first);
+                    self.complete(token, Err(err));
+                    return;
+                }
+                self.pending.insert(
+                    cmd.cl_ord_id,
+                    Pending::OcoSecond {
+                        token,
+                        template,
+                        first,
+                    },
+                );
+            }
+            Some(Pending::OcoSecond { token, first, .. }) => {
+                let second = e.order_id.0;
+                if let Some(l) = self.orders.get_mut(&first).and_then(|o| o.list.as_mut()) {
+                    l.other = second;
+                }
+                let (Some(a), Some(b)) = (self.orders.get(&first), self.orders.get(&second)) else {
+                    self.complete(token, Err(WsError::unknown()));
+                    return;
+                };
+                let list = a.list.clone().expect("joined above");
+                let result = OrderListResult {
+                    order_list_id: safe_id(list.id),
+                    list_client_order_id: list.client_id.to_string(),
+                    transaction_time: now,
+                    symbol: a.symbol.to_string(),
+                    reports: vec![a.result(Vec::new()), b.result(Vec::new())],
+                };
+                if self.user_stream {
+                    self.out.push(AppOutput::ListStatus(ListStatus {
+                        event_time: now,
+                        symbol: a.symbol.to_string(),
+                        order_list_id: safe_id(list.id),
+                        all_done: false,
+                        list_client_order_id: list.client_id.to_string(),
+                        transaction_time: now,
+                        orders: vec![
+                            (safe_id(first), a.cl.as_str().to_owned()),
+                            (safe_id(second), b.cl.as_str().to_owned()),
+                        ],
+                    }));
+                }
+                self.complete(token, Ok(result.into()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `listStatus` ALL_DONE once both orders of `o`'s list are done (when the second
+    /// of them ends).
+    fn list_done(&mut self, o: &LocalOrder, now: i64) {
+        let Some(list) = &o.list else { return };
+        if o.is_open() || list.other == 0 || !self.user_stream {
+            return;
+        }
+        let Some(other) = self.orders.get(&list.other) else {
+            return;
+        };
+        if other.is_open() {
+            return;
+        }
+        let (first, second) = if list.id == o.order_id {
+            (o, other)
+        } else {
+            (other, o)
+        };
+        // Only the order that ended last reports it (the other ended before: closed already
+        // when this one's event came).
+        let status = ListStatus {
+            event_time: now,
+            symbol: o.symbol.to_string(),
+            order_list_id: safe_id(list.id),
+            all_done: true,
+            list_client_order_id: list.client_id.to_string(),
+            transaction_time: now,
+            orders: vec![
+                (safe_id(first.order_id), first.cl.as_str().to_owned()),
+                (safe_id(second.order_id), second.cl.as_str().to_owned()),
+            ],
+        };
+        self.out.push(AppOutput::ListStatus(status));
+    }
+
+    /// Cancels an order of this connection by id (no answer awaited).
+    fn cancel_own(&mut self, order_id: u64) {
+        let (Some(o), Some(slot), Some((_, account))) =
+            (self.orders.get(&order_id), self.slot, self.account.as_ref())
+        else {
+            return;
+        };
+        let Some((instrument, _)) = self.pipeline.directory().lookup(o.symbol.as_bytes()) else {
+            return;
+        };
+        let cmd = Command::Cancel(CancelOrder {
+            session: slot,
+            account: *account,
+            instrument,
+            cl_ord_id: ClOrdId::EMPTY,
+            order_id: Some(OrderId(order_id)),
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            received_ns: now_ns(),
+        });
+        let _ = self.submit(cmd);
+    }
+
     fn finish_place(&mut self, cl: ClOrdId) {
         let Some(Pending::Place {
             token,
@@ -1323,6 +1526,7 @@ impl WsBridge {
             iceberg_qty: p.display_qty.0,
             trailing_delta: p.trailing.map(TrailingDelta::bips),
             strategy: OrderStrategy::default(),
+            list: None,
             good_till_date: p.tif.expire_ns().map(ms),
             qty: p.qty.0,
             cum_qty: p.cum_qty.0,
@@ -1567,6 +1771,7 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         working_time: (o.working_time >= 0).then_some(o.working_time),
         stp: o.stp,
         strategy: o.strategy,
+        order_list_id: o.list_id(),
     })
 }
 
@@ -1584,6 +1789,42 @@ impl WsApplication for WsBridge {
             Ok(()) => Dispatch::Pending,
             Err((e, _)) => Dispatch::Ready(Err(e)),
         }
+    }
+
+    fn order_list_place_oco(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        list: &OcoRequest,
+    ) -> Dispatch<OrderListResult> {
+        let legs = self
+            .new_order(ctx, &list.above)
+            .and_then(|a| Ok((a, self.new_order(ctx, &list.below)?)));
+        let ((first, first_template), second) = match legs {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        if first.cl_ord_id == second.0.cl_ord_id {
+            return Dispatch::Ready(Err(WsError::order_rejected("duplicate ClOrdID")));
+        }
+        let list_client_id: Box<str> = match &list.list_client_order_id {
+            Some(c) => c.as_str().into(),
+            None => generated_cl_ord_id().as_str().into(),
+        };
+        // The first order goes now; its acceptance sends the second, joined to it (the core
+        // thread checks the pair and refuses it whole).
+        if let Err(e) = self.submit(Command::New(first)) {
+            return Dispatch::Ready(Err(e));
+        }
+        self.pending.insert(
+            first.cl_ord_id,
+            Pending::OcoFirst {
+                token: ctx.token,
+                template: first_template,
+                second: Box::new(second),
+                list_client_id,
+            },
+        );
+        Dispatch::Pending
     }
 
     fn order_test(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {

@@ -19,8 +19,8 @@ use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
-    CancelRequest, CancelResult, ExecutionReport, HistoryQuery, OrderInfo, OrderRef, OrderResult,
-    TradeInfo, WsOrder,
+    CancelRequest, CancelResult, ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderInfo,
+    OrderListResult, OrderRef, OrderResult, TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -205,8 +205,15 @@ pub enum Outcome {
     Orders(Vec<OrderInfo>),
     /// `myTrades`.
     Trades(Vec<TradeInfo>),
+    /// `orderList.place.oco`.
+    OrderList(Box<OrderListResult>),
 }
 
+impl From<OrderListResult> for Outcome {
+    fn from(v: OrderListResult) -> Self {
+        Outcome::OrderList(Box::new(v))
+    }
+}
 impl From<OrderResult> for Outcome {
     fn from(v: OrderResult) -> Self {
         Outcome::Placed(v)
@@ -265,6 +272,9 @@ pub enum AppOutput {
     },
     /// An order event for the user data stream (sent only while the connection subscribes).
     ExecutionReport(ExecutionReport),
+    /// An order list event for the user data stream (sent only while the connection
+    /// subscribes).
+    ListStatus(ListStatus),
     /// The connection must end (e.g. the account was halted); the text goes to the log.
     Close(String),
 }
@@ -283,6 +293,16 @@ pub trait WsApplication: Send {
     /// order rate limits. Reject with [`WsError::order_rejected`] (-2010, the risk reason in
     /// the message) or [`WsError::filter_failure`] (-1013).
     fn order_place(&mut self, ctx: &RequestCtx<'_>, order: &WsOrder) -> Dispatch<OrderResult>;
+
+    /// `orderList.place.oco`: both orders validated as `order.place`'s and counted (two) in
+    /// the order rate limits. By default -1020 (not supported).
+    fn order_list_place_oco(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _list: &OcoRequest,
+    ) -> Dispatch<OrderListResult> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
 
     /// `order.test`: the same checks as `order.place` without placing anything.
     fn order_test(&mut self, _ctx: &RequestCtx<'_>, _order: &WsOrder) -> Result<(), WsError> {

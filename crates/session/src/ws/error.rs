@@ -134,6 +134,18 @@ impl WsError {
         Self::new(400, code, msg)
     }
 
+    /// The error with each parameter name `'from'` in its message written `'to'` (an order
+    /// list's `price` error is its `abovePrice`'s).
+    pub(crate) fn renamed(mut self, names: &[(&str, &str)]) -> Self {
+        for (to, from) in names {
+            let quoted = format!("'{from}'");
+            if self.msg.contains(&quoted) {
+                self.msg = self.msg.replace(&quoted, &format!("'{to}'")).into();
+            }
+        }
+        self
+    }
+
     /// The response's status.
     pub fn status(&self) -> u16 {
         self.status

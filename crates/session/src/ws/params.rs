@@ -42,6 +42,26 @@ enum Found<T> {
 }
 
 impl<'a> Params<'a> {
+    /// The parameters of one order of a list: the shared `names` as they are, and each
+    /// `(prefixed, plain)` renamed to `plain` (e.g. `abovePrice` read as `price`).
+    pub(crate) fn leg(&self, names: &[&str], renamed: &[(&str, &str)]) -> Params<'a> {
+        let mut items = Vec::new();
+        for p in &self.items {
+            if names.contains(&&*p.name) {
+                items.push(Param {
+                    name: p.name.clone(),
+                    value: p.value.clone(),
+                });
+            } else if let Some((_, plain)) = renamed.iter().find(|(pre, _)| *pre == p.name) {
+                items.push(Param {
+                    name: Cow::Owned((*plain).to_owned()),
+                    value: p.value.clone(),
+                });
+            }
+        }
+        Params { items }
+    }
+
     /// Takes the members of the `params` object; a name sent twice is -1101.
     pub(crate) fn from_members(members: Vec<Member<'a>>) -> Result<Self, WsError> {
         if members.len() > MAX_PARAMS {

@@ -74,8 +74,8 @@ use super::signing::{SignaturePayload, Timing};
 use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
     AmendRequest, CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions,
-    ExecutionReport, HistoryQuery, OrderRef, OrderStrategy, OrderType, RateLimitExceededMode,
-    RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
+    ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderRef, OrderStrategy, OrderType,
+    RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -189,6 +189,8 @@ pub enum Method {
     OrderCancelReplace,
     /// `order.amend.keepPriority`.
     OrderAmendKeepPriority,
+    /// `orderList.place.oco`.
+    OrderListPlaceOco,
     /// `openOrders.status`.
     OpenOrdersStatus,
     /// `openOrders.cancelAll`.
@@ -228,9 +230,123 @@ const ORDER: [&str; 16] = [
     "strategyType",
 ];
 
+/// `orderList.place.oco`'s parameters: the shared ones, then each order's.
+const OCO: [&str; 24] = [
+    "symbol",
+    "listClientOrderId",
+    "side",
+    "quantity",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "aboveType",
+    "aboveClientOrderId",
+    "aboveIcebergQty",
+    "abovePrice",
+    "aboveStopPrice",
+    "aboveTrailingDelta",
+    "aboveTimeInForce",
+    "aboveStrategyId",
+    "aboveStrategyType",
+    "belowType",
+    "belowClientOrderId",
+    "belowIcebergQty",
+    "belowPrice",
+    "belowStopPrice",
+    "belowTrailingDelta",
+    "belowTimeInForce",
+    "belowStrategyId",
+    "belowStrategyType",
+];
+
+/// An order list's own parameter names for one order's (`above` or `below` + the name).
+fn leg_names(above: bool) -> [(&'static str, &'static str); 9] {
+    if above {
+        [
+            ("aboveType", "type"),
+            ("aboveClientOrderId", "newClientOrderId"),
+            ("aboveIcebergQty", "icebergQty"),
+            ("abovePrice", "price"),
+            ("aboveStopPrice", "stopPrice"),
+            ("aboveTrailingDelta", "trailingDelta"),
+            ("aboveTimeInForce", "timeInForce"),
+            ("aboveStrategyId", "strategyId"),
+            ("aboveStrategyType", "strategyType"),
+        ]
+    } else {
+        [
+            ("belowType", "type"),
+            ("belowClientOrderId", "newClientOrderId"),
+            ("belowIcebergQty", "icebergQty"),
+            ("belowPrice", "price"),
+            ("belowStopPrice", "stopPrice"),
+            ("belowTrailingDelta", "trailingDelta"),
+            ("belowTimeInForce", "timeInForce"),
+            ("belowStrategyId", "strategyId"),
+            ("belowStrategyType", "strategyType"),
+        ]
+    }
+}
+
+/// Reads `orderList.place.oco`: each order as `order.place` reads one (errors name the list's
+/// parameters), then the list's rules: the types an order list takes, one stop-loss (below the
+/// market on a sell, above on a buy) and one `LIMIT_MAKER` or take-profit.
+fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
+    const SHARED: [&str; 5] = [
+        "symbol",
+        "side",
+        "quantity",
+        "newOrderRespType",
+        "selfTradePreventionMode",
+    ];
+    let list_client_order_id =
+        params.opt_client_id("listClientOrderId", || WsError::empty("listClientOrderId"))?;
+    let resp_type = params
+        .opt_enum("newOrderRespType", RespType::parse, || {
+            WsError::invalid_value("newOrderRespType")
+        })?
+        .unwrap_or(RespType::Ack);
+    let mut legs = Vec::with_capacity(2);
+    for above in [true, false] {
+        let names = leg_names(above);
+        let type_name = names[0].0;
+        let order_type = params.req_enum(type_name, OrderType::parse, || {
+            WsError::invalid_value(type_name)
+        })?;
+        if matches!(order_type, OrderType::Limit | OrderType::Market) {
+            return Err(WsError::invalid_value(type_name));
+        }
+        let leg = params.leg(&SHARED, &names);
+        let mut order = read_order(&leg).map_err(|e| e.renamed(&names))?;
+        order.resp_type = resp_type;
+        legs.push(order);
+    }
+    let below = legs.pop().expect("two legs");
+    let above = legs.pop().expect("two legs");
+    let stop_loss =
+        |o: &WsOrder| matches!(o.order_type, OrderType::StopLoss | OrderType::StopLossLimit);
+    // The stop-loss is the order the market reaches against the position: below it for a
+    // sell, above it for a buy; the other order is the one in its favour.
+    let (loss, profit, loss_name, profit_name) = match above.side {
+        Side::Sell => (&below, &above, "belowType", "aboveType"),
+        Side::Buy => (&above, &below, "aboveType", "belowType"),
+    };
+    if !stop_loss(loss) {
+        return Err(WsError::invalid_value(loss_name));
+    }
+    if stop_loss(profit) {
+        return Err(WsError::invalid_value(profit_name));
+    }
+    Ok(OcoRequest {
+        list_client_order_id,
+        above,
+        below,
+        resp_type,
+    })
+}
+
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 20] = [
+    pub const ALL: [Method; 21] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -243,6 +359,7 @@ impl Method {
         Method::OrderCancel,
         Method::OrderCancelReplace,
         Method::OrderAmendKeepPriority,
+        Method::OrderListPlaceOco,
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
@@ -268,6 +385,7 @@ impl Method {
             Method::OrderCancel => "order.cancel",
             Method::OrderCancelReplace => "order.cancelReplace",
             Method::OrderAmendKeepPriority => "order.amend.keepPriority",
+            Method::OrderListPlaceOco => "orderList.place.oco",
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
@@ -299,6 +417,7 @@ impl Method {
             | Method::OrderCancel
             | Method::OrderCancelReplace
             | Method::OrderAmendKeepPriority
+            | Method::OrderListPlaceOco
             | Method::OpenOrdersCancelAll => Security::Trade,
             Method::OrderStatus
             | Method::OpenOrdersStatus
@@ -328,6 +447,7 @@ impl Method {
             | Method::OrderTest
             | Method::OrderCancel
             | Method::OrderCancelReplace
+            | Method::OrderListPlaceOco
             | Method::OpenOrdersCancelAll => 1,
             Method::OrderStatus | Method::OrderAmendKeepPriority => 4,
             Method::OpenOrdersStatus if params.has("symbol") => 6,
@@ -345,6 +465,7 @@ impl Method {
                 | Method::OrderCancel
                 | Method::OrderCancelReplace
                 | Method::OrderAmendKeepPriority
+                | Method::OrderListPlaceOco
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
@@ -381,6 +502,7 @@ impl Method {
                 "newClientOrderId",
                 "cancelRestrictions",
             ],
+            Method::OrderListPlaceOco => &OCO,
             Method::OrderCancelReplace => {
                 if matches!(
                     name,
@@ -767,6 +889,7 @@ impl WsSession {
         match output {
             AppOutput::Complete { token, result } => self.complete(token, now, result),
             AppOutput::ExecutionReport(r) => self.push_execution_report(now, &r),
+            AppOutput::ListStatus(r) => self.push_list_status(&r),
             AppOutput::Close(reason) => {
                 self.closed = true;
                 self.events
@@ -805,6 +928,16 @@ impl WsSession {
         }
         let mut out = String::with_capacity(640);
         render::execution_report(&mut out, report);
+        self.push(out);
+    }
+
+    /// Sends a `listStatus` event to the user data stream, if subscribed.
+    pub fn push_list_status(&mut self, status: &ListStatus) {
+        if !self.user_data_stream || self.closed {
+            return;
+        }
+        let mut out = String::with_capacity(320);
+        render::list_status(&mut out, status);
         self.push(out);
     }
 
@@ -1003,6 +1136,9 @@ impl WsSession {
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
             Method::OrderCancelReplace => self
                 .order_cancel_replace(now, params, reply, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderListPlaceOco => self
+                .order_list_place_oco(now, params, reply, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
             Method::OrderStatus
             | Method::OrderCancel
@@ -1239,6 +1375,36 @@ impl WsSession {
                     .and_then(|o| render_outcome(method, order.resp_type, o)),
             ),
             Dispatch::Pending => Answer::Pending(ctx.token, order.resp_type),
+        })
+    }
+
+    fn order_list_place_oco(
+        &mut self,
+        now: UtcTimestamp,
+        params: &Params<'_>,
+        reply: &mut Reply<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        let method = Method::OrderListPlaceOco;
+        let list = read_oco(params)?;
+        let principal = self.authorize(now, method, params)?;
+        let table = app.symbols();
+        check_order(&table, &list.above)?;
+        check_order(&table, &list.below)?;
+        // Two orders in the rate limits.
+        self.count_order(&principal, ms(now), reply)?;
+        self.count_order(&principal, ms(now), reply)?;
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        Ok(match app.order_list_place_oco(&ctx, &list) {
+            Dispatch::Ready(r) => Answer::Done(
+                r.map(Outcome::from)
+                    .and_then(|o| render_outcome(method, list.resp_type, o)),
+            ),
+            Dispatch::Pending => Answer::Pending(ctx.token, list.resp_type),
         })
     }
 
@@ -1519,6 +1685,9 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
             write_array(&mut out, &v, render::order_info)
         }
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
+        (Method::OrderListPlaceOco, Outcome::OrderList(r)) => {
+            render::order_list_result(&mut out, &r, resp)
+        }
         // The application answered with another method's outcome: a server bug, reported
         // as such rather than sent.
         _ => return Err(WsError::unknown()),

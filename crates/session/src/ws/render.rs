@@ -4,8 +4,8 @@ use super::error::{ErrorData, WsError};
 use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
-    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport,
-    NewOrderOutcome, OrderInfo, OrderResult, OrderStrategy, RespType, TradeInfo,
+    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport, ListStatus,
+    NewOrderOutcome, OrderInfo, OrderListResult, OrderResult, OrderStrategy, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -48,7 +48,7 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
     let mut o = Obj::open(out);
     o.str("symbol", &r.symbol)
         .int("orderId", r.order_id)
-        .int("orderListId", -1)
+        .int("orderListId", r.order_list_id)
         .str("clientOrderId", &r.client_order_id)
         .int("transactTime", r.transact_time);
     if resp != RespType::Ack {
@@ -90,12 +90,70 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
     o.close();
 }
 
+/// The answer to `orderList.place.oco`: the list, then each order as `order.place` answers
+/// it in the shape `resp` asks for.
+pub(crate) fn order_list_result(out: &mut String, r: &OrderListResult, resp: RespType) {
+    Obj::open(out)
+        .int("orderListId", r.order_list_id)
+        .str("contingencyType", "OCO")
+        .str("listStatusType", "EXEC_STARTED")
+        .str("listOrderStatus", "EXECUTING")
+        .str("listClientOrderId", &r.list_client_order_id)
+        .int("transactionTime", r.transaction_time)
+        .str("symbol", &r.symbol)
+        .with("orders", |out| {
+            write_array(out, &r.reports, |out, o| {
+                Obj::open(out)
+                    .str("symbol", &o.symbol)
+                    .int("orderId", o.order_id)
+                    .str("clientOrderId", &o.client_order_id)
+                    .close()
+            })
+        })
+        .with("orderReports", |out| {
+            write_array(out, &r.reports, |out, o| order_result(out, o, resp))
+        })
+        .close();
+}
+
+/// `{"event":{"e":"listStatus",…}}`: an order list started or is all done.
+pub(crate) fn list_status(out: &mut String, r: &ListStatus) {
+    out.push_str("{\"event\":");
+    let (l, big_l) = if r.all_done {
+        ("ALL_DONE", "ALL_DONE")
+    } else {
+        ("EXEC_STARTED", "EXECUTING")
+    };
+    Obj::open(out)
+        .str("e", "listStatus")
+        .int("E", r.event_time)
+        .str("s", &r.symbol)
+        .int("g", r.order_list_id)
+        .str("c", "OCO")
+        .str("l", l)
+        .str("L", big_l)
+        .str("r", "NONE")
+        .str("C", &r.list_client_order_id)
+        .int("T", r.transaction_time)
+        .with("O", |out| {
+            write_array(out, &r.orders, |out, (id, cl)| {
+                Obj::open(out)
+                    .str("s", &r.symbol)
+                    .int("i", *id)
+                    .str("c", cl)
+                    .close()
+            })
+        })
+        .close();
+    out.push('}');
+}
+
 /// An order's state (`order.status`, `openOrders.status`).
 pub(crate) fn order_info(out: &mut String, r: &OrderInfo) {
     let mut o = Obj::open(out);
     o.str("symbol", &r.symbol)
         .int("orderId", r.order_id)
-        .int("orderListId", -1)
+        .int("orderListId", r.order_list_id)
         .str("clientOrderId", &r.client_order_id)
         .str("price", &r.price)
         .str("origQty", &r.orig_qty)
@@ -133,7 +191,7 @@ pub(crate) fn amend(out: &mut String, a: &AmendOutcome) {
             Obj::open(out)
                 .str("symbol", &r.symbol)
                 .int("orderId", r.order_id)
-                .int("orderListId", -1)
+                .int("orderListId", r.order_list_id)
                 .str("origClientOrderId", &a.orig_client_order_id)
                 .str("clientOrderId", &r.client_order_id)
                 .str("price", &r.price)
@@ -303,7 +361,7 @@ pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
         o.int("d", i64::from(d));
     }
     strategy(&mut o, &r.strategy, "j", "J");
-    o.int("g", -1)
+    o.int("g", r.order_list_id)
         .str("C", &r.orig_client_order_id)
         .str("x", r.execution_type.as_str())
         .str("X", r.order_status.as_str())

@@ -288,6 +288,57 @@ pub struct WsOrder {
     pub strategy: OrderStrategy,
 }
 
+/// `orderList.place.oco`: two orders of one symbol, side and quantity, one cancelling the
+/// other (a `LIMIT_MAKER` or take-profit, and a stop-loss; the stop-loss below the market for
+/// a sell, above it for a buy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcoRequest {
+    /// The client's id of the list (`listClientOrderId`); `None`: the application assigns one.
+    pub list_client_order_id: Option<String>,
+    /// The order above the market (`above*` parameters).
+    pub above: WsOrder,
+    /// The order below the market (`below*` parameters).
+    pub below: WsOrder,
+    /// The answer's shape for the orders' reports (default ACK).
+    pub resp_type: RespType,
+}
+
+/// The answer to `orderList.place.oco`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderListResult {
+    /// The list's id.
+    pub order_list_id: SafeId,
+    /// The client's id of the list.
+    pub list_client_order_id: String,
+    /// When the list was placed, Unix ms.
+    pub transaction_time: i64,
+    /// The symbol.
+    pub symbol: String,
+    /// Both orders, as `order.place` would answer each.
+    pub reports: Vec<OrderResult>,
+}
+
+/// A `listStatus` event of the user data stream: an order list started, or all its orders
+/// are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListStatus {
+    /// `E`: event time, Unix ms.
+    pub event_time: i64,
+    /// `s`: symbol.
+    pub symbol: String,
+    /// `g`: the list's id.
+    pub order_list_id: SafeId,
+    /// `l` and `L`: true once every order of the list is done (`ALL_DONE`), else
+    /// `EXEC_STARTED` / `EXECUTING`.
+    pub all_done: bool,
+    /// `C`: the client's id of the list.
+    pub list_client_order_id: String,
+    /// `T`: transaction time, Unix ms.
+    pub transaction_time: i64,
+    /// `O`: the orders' ids and client ids.
+    pub orders: Vec<(SafeId, String)>,
+}
+
 /// The client's tags of the strategy an order belongs to: the dialect's `strategyId` and
 /// `strategyType`, repeated in the order's answers and `executionReport`s (`j`, `J`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -400,6 +451,8 @@ pub struct OrderResult {
     /// The trigger price of a stop-loss or take-profit order (shown only for those, as the
     /// dialect's conditional field).
     pub stop_price: Option<String>,
+    /// The id of the order list it belongs to, -1 if none.
+    pub order_list_id: i64,
     /// A trailing stop's distance in bips (shown only for those).
     pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
@@ -443,6 +496,8 @@ pub struct OrderInfo {
     pub stop_price: String,
     /// An iceberg's shown quantity, else zero.
     pub iceberg_qty: String,
+    /// The id of the order list it belongs to, -1 if none.
+    pub order_list_id: i64,
     /// A trailing stop's distance in bips (shown only for those).
     pub trailing_delta: Option<u16>,
     /// When a GTD order expires, Unix ms (shown only for those).
@@ -662,6 +717,8 @@ pub struct ExecutionReport {
     pub iceberg_qty: String,
     /// `d`: a trailing stop's distance in bips (shown only for those).
     pub trailing_delta: Option<u16>,
+    /// `g`: the id of the order list it belongs to, -1 if none.
+    pub order_list_id: i64,
     /// `j` and `J`: the client's `strategyId` and `strategyType` (shown only when given).
     pub strategy: OrderStrategy,
     /// `C`: the client id of the order being canceled (cancels), else empty.

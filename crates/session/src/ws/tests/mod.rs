@@ -260,6 +260,7 @@ pub(crate) struct FakeApp {
     pub symbols: Arc<SymbolTable>,
     pub mode: Mode,
     pub placed: Vec<(RequestToken, String, WsOrder)>,
+    pub lists: Vec<OcoRequest>,
     pub tested: Vec<WsOrder>,
     pub queries: Vec<String>,
     pub history: Vec<HistoryQuery>,
@@ -277,6 +278,7 @@ impl FakeApp {
             symbols: Arc::new(symbol_table()),
             mode: Mode::Ready,
             placed: Vec::new(),
+            lists: Vec::new(),
             tested: Vec::new(),
             queries: Vec::new(),
             history: Vec::new(),
@@ -321,6 +323,7 @@ pub(crate) fn order_result(order: &WsOrder, id: u64) -> OrderResult {
             trade_id: SafeId::new(77).unwrap(),
         }],
         strategy: order.strategy,
+        order_list_id: -1,
     }
 }
 
@@ -361,6 +364,24 @@ impl WsApplication for FakeApp {
             Mode::Ready => Dispatch::Ready(Ok(order_result(order, 12_569_099_453))),
             Mode::Pending => Dispatch::Pending,
         }
+    }
+
+    fn order_list_place_oco(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        list: &OcoRequest,
+    ) -> Dispatch<OrderListResult> {
+        self.lists.push(list.clone());
+        Dispatch::Ready(Ok(OrderListResult {
+            order_list_id: SafeId::new(7).unwrap(),
+            list_client_order_id: list
+                .list_client_order_id
+                .clone()
+                .unwrap_or_else(|| "auto-list".into()),
+            transaction_time: 1_655_716_096_505,
+            symbol: list.above.symbol.clone(),
+            reports: vec![order_result(&list.above, 8), order_result(&list.below, 9)],
+        }))
     }
 
     fn order_test(&mut self, _ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {
@@ -416,6 +437,7 @@ impl WsApplication for FakeApp {
                 orig_quote_order_qty: c.orig_quote_order_qty,
                 stp: c.stp,
                 strategy: Default::default(),
+                order_list_id: -1,
             },
         }))
     }

@@ -897,3 +897,152 @@ fn the_accounts_order_rate_limits_are_enforced_and_reported() {
     h.now_ms = window_end;
     ok(&place(&mut h, &limit_order()));
 }
+
+/// A sell OCO: a LIMIT_MAKER above the market, a STOP_LOSS_LIMIT below.
+fn sell_oco() -> Vec<(&'static str, Value)> {
+    vec![
+        ("symbol", "BTCUSDT".into()),
+        ("side", "SELL".into()),
+        ("quantity", "0.01".into()),
+        ("aboveType", "LIMIT_MAKER".into()),
+        ("abovePrice", "53000.00".into()),
+        ("belowType", "STOP_LOSS_LIMIT".into()),
+        ("belowStopPrice", "51000.00".into()),
+        ("belowPrice", "50900.00".into()),
+        ("belowTimeInForce", "GTC".into()),
+    ]
+}
+
+#[test]
+fn an_oco_reaches_the_application_as_two_orders_and_is_answered_as_a_list() {
+    let mut h = Harness::new();
+    let params = with(
+        &with(&sell_oco(), "listClientOrderId", Some("L1".into())),
+        "belowClientOrderId",
+        Some("stop-1".into()),
+    );
+    let v = h.signed_call("orderList.place.oco", &params);
+    let r = ok(&v);
+    assert_eq!(
+        (
+            &r["orderListId"],
+            &r["contingencyType"],
+            &r["listStatusType"],
+            &r["listOrderStatus"],
+            &r["listClientOrderId"]
+        ),
+        (
+            &Value::from(7),
+            &Value::from("OCO"),
+            &Value::from("EXEC_STARTED"),
+            &Value::from("EXECUTING"),
+            &Value::from("L1")
+        ),
+        "{v}"
+    );
+    assert_eq!(r["orders"].as_array().unwrap().len(), 2, "{v}");
+    // ACK by default: each report in the short shape.
+    assert!(r["orderReports"][0].get("status").is_none(), "{v}");
+    let list = h.app.lists.pop().unwrap();
+    assert_eq!(
+        (
+            list.above.order_type,
+            list.above.price,
+            list.above.quantity,
+            list.above.side
+        ),
+        (
+            OrderType::LimitMaker,
+            Some(d("53000.00")),
+            Some(d("0.01")),
+            Side::Sell
+        )
+    );
+    assert_eq!(
+        (
+            list.below.order_type,
+            list.below.stop_price,
+            list.below.price,
+            list.below.time_in_force,
+            list.below.new_client_order_id.as_deref()
+        ),
+        (
+            OrderType::StopLossLimit,
+            Some(d("51000.00")),
+            Some(d("50900.00")),
+            Some(TimeInForce::Gtc),
+            Some("stop-1")
+        )
+    );
+    // Two orders in the ORDERS windows.
+    let limits = v["rateLimits"].as_array().unwrap();
+    assert!(
+        limits
+            .iter()
+            .any(|l| l["rateLimitType"] == "ORDERS" && l["count"] == 2),
+        "{v}"
+    );
+}
+
+#[test]
+fn oco_parameters_are_validated_with_the_list_parameter_names() {
+    let mut h = Harness::new();
+    let base = sell_oco();
+    let buy = with(
+        &with(
+            &with(
+                &with(&base, "side", Some("BUY".into())),
+                "aboveType",
+                Some("STOP_LOSS".into()),
+            ),
+            "aboveStopPrice",
+            Some("53000.00".into()),
+        ),
+        "abovePrice",
+        None,
+    );
+    type Case = (
+        &'static str,
+        Vec<(&'static str, Value)>,
+        i64,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        ("no aboveType", with(&base, "aboveType", None), -1102, Some("Mandatory parameter 'aboveType' was not sent, was empty/null, or malformed.")),
+        ("a LIMIT above", with(&base, "aboveType", Some("LIMIT".into())), -1130, Some("Data sent for parameter 'aboveType' is not valid.")),
+        ("a sell's stop-loss above", with(&with(&base, "aboveType", Some("STOP_LOSS".into())), "aboveStopPrice", Some("53000.00".into())), -1106, None),
+        ("a sell without a stop-loss below", with(&with(&with(&with(&base, "belowType", Some("TAKE_PROFIT".into())), "belowPrice", None), "belowTimeInForce", None), "belowStopPrice", Some("51000.00".into())), -1130, Some("Data sent for parameter 'belowType' is not valid.")),
+        ("a buy's stop-loss below", with(&with(&with(&with(&buy, "belowType", Some("STOP_LOSS".into())), "belowPrice", None), "belowTimeInForce", None), "aboveType", Some("TAKE_PROFIT".into())), -1130, Some("Data sent for parameter 'aboveType' is not valid.")),
+        ("no belowTimeInForce", with(&base, "belowTimeInForce", None), -1102, Some("Mandatory parameter 'belowTimeInForce' was not sent, was empty/null, or malformed.")),
+        ("no abovePrice", with(&base, "abovePrice", None), -1102, Some("Mandatory parameter 'abovePrice' was not sent, was empty/null, or malformed.")),
+        ("no belowStopPrice", with(&base, "belowStopPrice", None), -1102, Some("Param 'belowStopPrice' or 'belowTrailingDelta' must be sent, but both were empty/null!")),
+        ("abovePrice off the tick", with(&base, "abovePrice", Some("53000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
+        ("no quantity", with(&base, "quantity", None), -1102, Some("Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")),
+        ("belowStrategyType reserved", with(&base, "belowStrategyType", Some(5.into())), -1134, None),
+        ("an order's own parameter", with(&base, "price", Some("1.00".into())), -1104, None),
+    ];
+    for (what, params, expected, msg) in cases {
+        let v = h.signed_call("orderList.place.oco", &params);
+        assert_eq!(code(&v), expected, "{what}: {v}");
+        if let Some(msg) = msg {
+            assert_eq!(v["error"]["msg"], msg, "{what}");
+        }
+    }
+    assert!(h.app.lists.is_empty());
+    // A buy: the stop-loss above, a LIMIT_MAKER below.
+    let ok_buy = with(
+        &with(
+            &with(
+                &with(&buy, "belowType", Some("LIMIT_MAKER".into())),
+                "belowPrice",
+                Some("50000.00".into()),
+            ),
+            "belowTimeInForce",
+            None,
+        ),
+        "belowStopPrice",
+        None,
+    );
+    let v = h.signed_call("orderList.place.oco", &ok_buy);
+    assert_eq!(v["status"], 200, "{v}");
+}

@@ -440,6 +440,7 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
         working_time: Some(1_499_405_658_657),
         stp: StpMode::None,
         strategy: Default::default(),
+        order_list_id: -1,
     };
     let now = h.now();
     h.session.push_execution_report(now, &report);
