@@ -1868,3 +1868,19 @@ fn a_snapshot_keeps_pairs_and_the_copy_cancels_as_the_original_does() {
     copy.m.write_state(&mut s2);
     assert_eq!(s1, s2);
 }
+
+#[test]
+fn a_waiting_trailing_stop_expires_with_its_instrument() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let o = f.trailing(1, Side::Sell, 0, None, 100);
+    let t = f.submit(o)[0].order_id;
+    let mut ev = Vec::new();
+    assert_eq!(
+        f.m.expire_instrument(INST, 10, &mut (), &mut |e| ev.push(e)),
+        1
+    );
+    assert_eq!((ev[0].order_id, ev[0].kind), (t, EventKind::Expired));
+    assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
+    assert_eq!(f.m.resting_orders(), 0);
+}
