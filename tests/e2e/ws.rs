@@ -1524,6 +1524,20 @@ fn two_ws_accounts() -> TwoWsAccounts {
 }
 
 /// A FIX limit order, once acknowledged (reports of earlier orders may come first).
+/// A signed BTC-PERP LIMIT IOC buy of `qty` at `px`; asserts it filled completely.
+fn buy_ioc_filled(ws: &mut Ws, key: &Key, px: &str, qty: &str) {
+    let r = ws.call(
+        json!("ioc"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
+                   "price": px, "quantity": qty, "newOrderRespType": "RESULT"}),
+            key,
+        ),
+    );
+    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+}
+
 fn fix_limit_acked(fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str) {
     send_fix_limit(fix, cl, side, qty, px);
     loop {
@@ -1908,16 +1922,7 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
     let fix_limit = fix_limit_acked;
     let trade_at = |fix: &mut FixClient, wa: &mut Ws, cl: &str, px: &str| {
         fix_limit(fix, cl, "2", "0.100", px);
-        let r = wa.call(
-            json!("ioc"),
-            "order.place",
-            signed(
-                json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
-                       "price": px, "quantity": "0.100", "newOrderRespType": "RESULT"}),
-                &a,
-            ),
-        );
-        assert_eq!(r["result"]["status"], "FILLED", "{r}");
+        buy_ioc_filled(wa, &a, px, "0.100");
     };
     // The last trade: 100.
     trade_at(&mut fix, &mut wa, "S1", "100.0");
@@ -2025,16 +2030,7 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
     let fix_limit = fix_limit_acked;
     // The last trade: 100.
     fix_limit(&mut fix, "S1", "2", "0.100", "100.0");
-    let r = wa.call(
-        json!("ioc"),
-        "order.place",
-        signed(
-            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
-                   "price": "100.0", "quantity": "0.100"}),
-            &a,
-        ),
-    );
-    assert_eq!(r["status"], 200, "{r}");
+    buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
     wb.logon_and_subscribe(&b);
     // B sells 0.200: a LIMIT_MAKER at 104 or, if the market falls to 96, at market.
     let place = |ws: &mut Ws, id: &str, stop: &str| {
@@ -2085,16 +2081,7 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
         "{started}"
     );
     // A buys 0.100 at 104: half the limit trades, and the stop is cancelled.
-    let r = wa.call(
-        json!("take"),
-        "order.place",
-        signed(
-            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
-                   "price": "104.0", "quantity": "0.100"}),
-            &a,
-        ),
-    );
-    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    buy_ioc_filled(&mut wa, &a, "104.0", "0.100");
     let fill = wb.event(|v| v["event"]["x"] == "TRADE");
     assert_eq!(
         (
@@ -2116,16 +2103,7 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
         "{gone}"
     );
     // The rest of the limit trades: the list is all done.
-    let r = wa.call(
-        json!("take2"),
-        "order.place",
-        signed(
-            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC",
-                   "price": "104.0", "quantity": "0.100"}),
-            &a,
-        ),
-    );
-    assert_eq!(r["result"]["status"], "FILLED", "{r}");
+    buy_ioc_filled(&mut wa, &a, "104.0", "0.100");
     let done = wb.event(|v| v["event"]["e"] == "listStatus");
     assert_eq!(
         (
