@@ -2080,6 +2080,23 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
         (&json!(list_id), &json!("EXEC_STARTED")),
         "{started}"
     );
+    // Asked for by its client id, and among the open lists.
+    let status = wb.call(
+        json!("ls"),
+        "orderList.status",
+        signed(json!({"origClientOrderId": "L1"}), &b),
+    );
+    assert_eq!(
+        (
+            &status["result"]["orderListId"],
+            &status["result"]["listOrderStatus"],
+            status["result"]["orders"].as_array().map(Vec::len)
+        ),
+        (&json!(list_id), &json!("EXECUTING"), Some(2)),
+        "{status}"
+    );
+    let open = wb.call(json!("ol"), "openOrderLists.status", signed(json!({}), &b));
+    assert_eq!(open["result"][0]["orderListId"], json!(list_id), "{open}");
     // A buys 0.100 at 104: half the limit trades, and the stop is cancelled.
     buy_ioc_filled(&mut wa, &a, "104.0", "0.100");
     let fill = wb.event(|v| v["event"]["x"] == "TRADE");
@@ -2133,4 +2150,34 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
         signed(json!({"symbol": "BTC-PERP"}), &b),
     );
     assert_eq!(open["result"], json!([]), "{open}");
+    // orderList.cancel cancels both orders and answers with their reports.
+    let r = place(&mut wb, "L3", "96.0");
+    let l3 = r["result"]["orderListId"].as_u64().unwrap();
+    let r = wb.call(
+        json!("lc"),
+        "orderList.cancel",
+        signed(json!({"symbol": "BTC-PERP", "orderListId": l3}), &b),
+    );
+    let res = &r["result"];
+    assert_eq!(
+        (
+            &res["listStatusType"],
+            &res["listOrderStatus"],
+            &res["listClientOrderId"]
+        ),
+        (&json!("ALL_DONE"), &json!("ALL_DONE"), &json!("L3")),
+        "{r}"
+    );
+    let reports = res["orderReports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{r}");
+    assert!(reports.iter().all(|o| o["status"] == "CANCELED"), "{r}");
+    let open = wb.call(json!("ol2"), "openOrderLists.status", signed(json!({}), &b));
+    assert_eq!(open["result"], json!([]), "{open}");
+    // Again, or an unknown list: -2011.
+    let again = wb.call(
+        json!("lc2"),
+        "orderList.cancel",
+        signed(json!({"symbol": "BTC-PERP", "orderListId": l3}), &b),
+    );
+    assert_eq!(again["error"]["code"], -2011, "{again}");
 }

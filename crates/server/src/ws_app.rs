@@ -46,10 +46,10 @@ use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch,
     ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome, OcoRequest,
-    OrderInfo, OrderListResult, OrderRef, OrderResult, OrderStatus, OrderStrategy, OrderType,
-    Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter,
-    SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication,
-    WsConnectionInfo, WsError, WsOrder,
+    OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, OrderStatus,
+    OrderStrategy, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId,
+    StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
+    WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -487,6 +487,13 @@ enum Pending {
         second: Box<(NewOrder, LocalOrder)>,
         list_client_id: Box<str>,
     },
+    /// `orderList.cancel`: answered once each order still open when asked is cancelled.
+    ListCancel {
+        token: RequestToken,
+        info: Box<OrderListInfo>,
+        /// The orders still to hear cancelled of.
+        waiting: Vec<u64>,
+    },
     /// `orderList.place.oco`, its second order placed: its acceptance answers the request.
     OcoSecond {
         token: RequestToken,
@@ -563,6 +570,11 @@ impl std::fmt::Debug for WsBridge {
             .field("orders", &self.orders.len())
             .finish_non_exhaustive()
     }
+}
+
+/// An order list this connection does not have (or no longer has open, for a cancel).
+fn no_such_list() -> WsError {
+    WsError::bad_request(-2011, "Order list does not exist.")
 }
 
 /// How a core-thread reject of a new order reads in the dialect: the filter the instrument
@@ -1166,6 +1178,13 @@ impl WsBridge {
                     }
                 }
             }
+            EventKind::Canceled
+                if self.pending.values().any(|p| {
+                    matches!(p, Pending::ListCancel { waiting, .. } if waiting.contains(&e.order_id.0))
+                }) =>
+            {
+                self.list_order_cancelled(e, now, order.as_ref());
+            }
             EventKind::Canceled => {
                 if let Some(Pending::Cancel { .. }) = self.pending.get(&e.cl_ord_id) {
                     if let Some(Pending::Cancel { token, then }) =
@@ -1199,6 +1218,13 @@ impl WsBridge {
                     }
                 } else if let Some(Pending::Place { .. }) = self.pending.get(&e.cl_ord_id) {
                     // The unfilled rest of an IOC/MARKET order: the order's answer carries it.
+                }
+            }
+            EventKind::CancelRejected { reason, .. }
+                if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::ListCancel { .. })) =>
+            {
+                if let Some(Pending::ListCancel { token, .. }) = self.pending.remove(&e.cl_ord_id) {
+                    self.complete(token, Err(cancel_error(reason)));
                 }
             }
             EventKind::CancelRejected { reason, .. } => {
@@ -1381,6 +1407,35 @@ impl WsBridge {
         }
     }
 
+    /// An order of a list being cancelled by `orderList.cancel` was: its report joins the
+    /// answer, which goes once every open order of the list is cancelled.
+    fn list_order_cancelled(&mut self, e: &Event, now: i64, order: Option<&LocalOrder>) {
+        let key = self.pending.iter().find_map(|(k, p)| match p {
+            Pending::ListCancel { waiting, .. } if waiting.contains(&e.order_id.0) => Some(*k),
+            _ => None,
+        });
+        let Some(key) = key else { return };
+        let report = match order {
+            Some(o) => o.cancel_result(&key, now),
+            None => self.cancel_result_of_event(e),
+        };
+        let Some(Pending::ListCancel { info, waiting, .. }) = self.pending.get_mut(&key) else {
+            return;
+        };
+        waiting.retain(|&id| id != e.order_id.0);
+        info.cancel_reports.push(report);
+        if waiting.is_empty() {
+            if let Some(Pending::ListCancel {
+                token, mut info, ..
+            }) = self.pending.remove(&key)
+            {
+                info.all_done = true;
+                info.transaction_time = now;
+                self.complete(token, Ok((*info).into()));
+            }
+        }
+    }
+
     /// Sends `listStatus` ALL_DONE once both orders of `o`'s list are done (when the second
     /// of them ends).
     fn list_done(&mut self, o: &LocalOrder, now: i64) {
@@ -1414,6 +1469,42 @@ impl WsBridge {
             ],
         };
         self.out.push(AppOutput::ListStatus(status));
+    }
+
+    /// The order list `r` names among this connection's: its first order, and its second
+    /// once accepted.
+    fn find_list(&self, r: &OrderListRef) -> Option<(&LocalOrder, Option<&LocalOrder>)> {
+        let first = self.orders.values().find(|o| {
+            o.list.as_ref().is_some_and(|l| {
+                l.id == o.order_id
+                    && r.order_list_id.map_or(true, |id| id.get() == l.id)
+                    && r.list_client_order_id
+                        .as_deref()
+                        .map_or(true, |c| c == &*l.client_id)
+            })
+        })?;
+        let other = first.list.as_ref().map_or(0, |l| l.other);
+        Some((first, self.orders.get(&other)))
+    }
+
+    /// An order list's state as the dialect shows it.
+    fn list_info(first: &LocalOrder, second: Option<&LocalOrder>, now: i64) -> OrderListInfo {
+        let orders: Vec<&LocalOrder> = std::iter::once(first).chain(second).collect();
+        OrderListInfo {
+            order_list_id: safe_id(first.order_id),
+            list_client_order_id: first
+                .list
+                .as_ref()
+                .map_or(String::new(), |l| l.client_id.to_string()),
+            transaction_time: now,
+            symbol: first.symbol.to_string(),
+            all_done: orders.iter().all(|o| !o.is_open()),
+            orders: orders
+                .iter()
+                .map(|o| (safe_id(o.order_id), o.cl.as_str().to_owned()))
+                .collect(),
+            cancel_reports: Vec::new(),
+        }
     }
 
     /// Cancels an order of this connection by id (no answer awaited).
@@ -1822,6 +1913,87 @@ impl WsApplication for WsBridge {
                 template: first_template,
                 second: Box::new(second),
                 list_client_id,
+            },
+        );
+        Dispatch::Pending
+    }
+
+    fn order_list_status(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        list: &OrderListRef,
+    ) -> Dispatch<OrderListInfo> {
+        let now = ms(now_ns());
+        Dispatch::Ready(match self.find_list(list) {
+            Some((first, second)) => Ok(Self::list_info(first, second, now)),
+            None => Err(no_such_list()),
+        })
+    }
+
+    fn open_order_lists_status(&mut self, _ctx: &RequestCtx<'_>) -> Dispatch<Vec<OrderListInfo>> {
+        let now = ms(now_ns());
+        let mut lists: Vec<OrderListInfo> = self
+            .orders
+            .values()
+            .filter(|o| o.list.as_ref().is_some_and(|l| l.id == o.order_id))
+            .map(|first| {
+                let other = first.list.as_ref().map_or(0, |l| l.other);
+                Self::list_info(first, self.orders.get(&other), now)
+            })
+            .filter(|l| !l.all_done)
+            .collect();
+        lists.sort_by_key(|l| l.order_list_id.get());
+        Dispatch::Ready(Ok(lists))
+    }
+
+    fn order_list_cancel(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: &str,
+        list: &OrderListRef,
+    ) -> Dispatch<OrderListInfo> {
+        let now = ms(now_ns());
+        let Some((first, second)) = self.find_list(list) else {
+            return Dispatch::Ready(Err(no_such_list()));
+        };
+        if &*first.symbol != symbol {
+            return Dispatch::Ready(Err(no_such_list()));
+        }
+        let info = Self::list_info(first, second, now);
+        let open: Vec<u64> = std::iter::once(first)
+            .chain(second)
+            .filter(|o| o.is_open())
+            .map(|o| o.order_id)
+            .collect();
+        let Some(&target) = open.first() else {
+            return Dispatch::Ready(Err(no_such_list()));
+        };
+        let (Some(slot), Some((_, account))) = (self.slot, self.account.as_ref()) else {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        };
+        let Some((instrument, _)) = self.pipeline.directory().lookup(symbol.as_bytes()) else {
+            return Dispatch::Ready(Err(WsError::invalid_symbol()));
+        };
+        // Cancelling one order cancels the other: both are awaited.
+        let cl = generated_cl_ord_id();
+        let cmd = Command::Cancel(CancelOrder {
+            session: slot,
+            account: *account,
+            instrument,
+            cl_ord_id: cl,
+            order_id: Some(OrderId(target)),
+            orig_cl_ord_id: ClOrdId::EMPTY,
+            received_ns: now_ns(),
+        });
+        if let Err(e) = self.submit(cmd) {
+            return Dispatch::Ready(Err(e));
+        }
+        self.pending.insert(
+            cl,
+            Pending::ListCancel {
+                token: ctx.token,
+                info: Box::new(info),
+                waiting: open,
             },
         );
         Dispatch::Pending

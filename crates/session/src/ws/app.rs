@@ -20,7 +20,7 @@ use super::symbols::SymbolTable;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderInfo,
-    OrderListResult, OrderRef, OrderResult, TradeInfo, WsOrder,
+    OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -207,8 +207,22 @@ pub enum Outcome {
     Trades(Vec<TradeInfo>),
     /// `orderList.place.oco`.
     OrderList(Box<OrderListResult>),
+    /// `orderList.status` and `orderList.cancel`.
+    OrderListInfo(Box<OrderListInfo>),
+    /// `openOrderLists.status`.
+    OrderLists(Vec<OrderListInfo>),
 }
 
+impl From<OrderListInfo> for Outcome {
+    fn from(v: OrderListInfo) -> Self {
+        Outcome::OrderListInfo(Box::new(v))
+    }
+}
+impl From<Vec<OrderListInfo>> for Outcome {
+    fn from(v: Vec<OrderListInfo>) -> Self {
+        Outcome::OrderLists(v)
+    }
+}
 impl From<OrderListResult> for Outcome {
     fn from(v: OrderListResult) -> Self {
         Outcome::OrderList(Box::new(v))
@@ -301,6 +315,32 @@ pub trait WsApplication: Send {
         _ctx: &RequestCtx<'_>,
         _list: &OcoRequest,
     ) -> Dispatch<OrderListResult> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `orderList.status`: one of the connection's order lists. By default -1020.
+    fn order_list_status(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _list: &OrderListRef,
+    ) -> Dispatch<OrderListInfo> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `openOrderLists.status`: the connection's order lists with an open order. By default
+    /// -1020.
+    fn open_order_lists_status(&mut self, _ctx: &RequestCtx<'_>) -> Dispatch<Vec<OrderListInfo>> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `orderList.cancel` of a list of `symbol`: every open order of it is cancelled; the
+    /// answer has their cancel reports. By default -1020.
+    fn order_list_cancel(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: &str,
+        _list: &OrderListRef,
+    ) -> Dispatch<OrderListInfo> {
         Dispatch::Ready(Err(WsError::unsupported()))
     }
 

@@ -74,8 +74,9 @@ use super::signing::{SignaturePayload, Timing};
 use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
     AmendRequest, CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions,
-    ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderRef, OrderStrategy, OrderType,
-    RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce, WsOrder,
+    ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderListRef, OrderRef, OrderStrategy,
+    OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce,
+    WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -191,6 +192,12 @@ pub enum Method {
     OrderAmendKeepPriority,
     /// `orderList.place.oco`.
     OrderListPlaceOco,
+    /// `orderList.status`.
+    OrderListStatus,
+    /// `orderList.cancel`.
+    OrderListCancel,
+    /// `openOrderLists.status`.
+    OpenOrderListsStatus,
     /// `openOrders.status`.
     OpenOrdersStatus,
     /// `openOrders.cancelAll`.
@@ -287,6 +294,29 @@ fn leg_names(above: bool) -> [(&'static str, &'static str); 9] {
     }
 }
 
+/// An order list by `orderListId` or the client's id (named `cl_name`): one is required.
+fn read_list_ref(params: &Params<'_>, cl_name: &str) -> Result<OrderListRef, WsError> {
+    let order_list_id = params
+        .opt_u64("orderListId", (1 << 53) - 1)?
+        .and_then(SafeId::new);
+    let list_client_order_id = params.opt_client_id(cl_name, || WsError::empty(cl_name))?;
+    if order_list_id.is_none() && list_client_order_id.is_none() {
+        return Err(WsError::either_mandatory("orderListId", cl_name));
+    }
+    Ok(OrderListRef {
+        order_list_id,
+        list_client_order_id,
+    })
+}
+
+/// A dispatch of any outcome as an [`Outcome`].
+fn map_dispatch<T: Into<Outcome>>(d: Dispatch<T>) -> Dispatch<Outcome> {
+    match d {
+        Dispatch::Ready(r) => Dispatch::Ready(r.map(Into::into)),
+        Dispatch::Pending => Dispatch::Pending,
+    }
+}
+
 /// Reads `orderList.place.oco`: each order as `order.place` reads one (errors name the list's
 /// parameters), then the list's rules: the types an order list takes, one stop-loss (below the
 /// market on a sell, above on a buy) and one `LIMIT_MAKER` or take-profit.
@@ -346,7 +376,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 21] = [
+    pub const ALL: [Method; 24] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -360,6 +390,9 @@ impl Method {
         Method::OrderCancelReplace,
         Method::OrderAmendKeepPriority,
         Method::OrderListPlaceOco,
+        Method::OrderListStatus,
+        Method::OrderListCancel,
+        Method::OpenOrderListsStatus,
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
@@ -386,6 +419,9 @@ impl Method {
             Method::OrderCancelReplace => "order.cancelReplace",
             Method::OrderAmendKeepPriority => "order.amend.keepPriority",
             Method::OrderListPlaceOco => "orderList.place.oco",
+            Method::OrderListStatus => "orderList.status",
+            Method::OrderListCancel => "orderList.cancel",
+            Method::OpenOrderListsStatus => "openOrderLists.status",
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
@@ -418,7 +454,9 @@ impl Method {
             | Method::OrderCancelReplace
             | Method::OrderAmendKeepPriority
             | Method::OrderListPlaceOco
+            | Method::OrderListCancel
             | Method::OpenOrdersCancelAll => Security::Trade,
+            Method::OrderListStatus | Method::OpenOrderListsStatus => Security::UserData,
             Method::OrderStatus
             | Method::OpenOrdersStatus
             | Method::AccountStatus
@@ -448,7 +486,10 @@ impl Method {
             | Method::OrderCancel
             | Method::OrderCancelReplace
             | Method::OrderListPlaceOco
+            | Method::OrderListCancel
             | Method::OpenOrdersCancelAll => 1,
+            Method::OrderListStatus => 4,
+            Method::OpenOrderListsStatus => 6,
             Method::OrderStatus | Method::OrderAmendKeepPriority => 4,
             Method::OpenOrdersStatus if params.has("symbol") => 6,
             Method::OpenOrdersStatus => 80,
@@ -466,6 +507,9 @@ impl Method {
                 | Method::OrderCancelReplace
                 | Method::OrderAmendKeepPriority
                 | Method::OrderListPlaceOco
+                | Method::OrderListStatus
+                | Method::OrderListCancel
+                | Method::OpenOrderListsStatus
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
@@ -503,6 +547,14 @@ impl Method {
                 "cancelRestrictions",
             ],
             Method::OrderListPlaceOco => &OCO,
+            Method::OrderListStatus => &["origClientOrderId", "orderListId"],
+            Method::OrderListCancel => &[
+                "symbol",
+                "orderListId",
+                "listClientOrderId",
+                "newClientOrderId",
+            ],
+            Method::OpenOrderListsStatus => &[],
             Method::OrderCancelReplace => {
                 if matches!(
                     name,
@@ -1140,6 +1192,10 @@ impl WsSession {
             Method::OrderListPlaceOco => self
                 .order_list_place_oco(now, params, reply, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderListStatus | Method::OrderListCancel | Method::OpenOrderListsStatus => {
+                self.order_list_query(now, method, params, app)
+                    .unwrap_or_else(|e| Answer::Done(Err(e)))
+            }
             Method::OrderStatus
             | Method::OrderCancel
             | Method::OrderAmendKeepPriority
@@ -1405,6 +1461,51 @@ impl WsSession {
                     .and_then(|o| render_outcome(method, list.resp_type, o)),
             ),
             Dispatch::Pending => Answer::Pending(ctx.token, list.resp_type),
+        })
+    }
+
+    /// `orderList.status`, `orderList.cancel` and `openOrderLists.status`.
+    fn order_list_query(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        let (symbol, list) = match method {
+            Method::OrderListStatus => (None, Some(read_list_ref(params, "origClientOrderId")?)),
+            Method::OrderListCancel => {
+                let symbol = read_symbol(params)?.to_owned();
+                if app.symbols().get(&symbol).is_none() {
+                    return Err(WsError::invalid_symbol());
+                }
+                (
+                    Some(symbol),
+                    Some(read_list_ref(params, "listClientOrderId")?),
+                )
+            }
+            _ => (None, None),
+        };
+        let principal = self.authorize(now, method, params)?;
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        let answer = |d: Dispatch<Outcome>| match d {
+            Dispatch::Ready(r) => {
+                Answer::Done(r.and_then(|o| render_outcome(method, RespType::Ack, o)))
+            }
+            Dispatch::Pending => Answer::Pending(ctx.token, RespType::Ack),
+        };
+        Ok(match (method, symbol, list) {
+            (Method::OrderListStatus, _, Some(list)) => {
+                answer(map_dispatch(app.order_list_status(&ctx, &list)))
+            }
+            (Method::OrderListCancel, Some(symbol), Some(list)) => {
+                answer(map_dispatch(app.order_list_cancel(&ctx, &symbol, &list)))
+            }
+            _ => answer(map_dispatch(app.open_order_lists_status(&ctx))),
         })
     }
 
@@ -1687,6 +1788,12 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
         (Method::OrderListPlaceOco, Outcome::OrderList(r)) => {
             render::order_list_result(&mut out, &r, resp)
+        }
+        (Method::OrderListStatus | Method::OrderListCancel, Outcome::OrderListInfo(r)) => {
+            render::order_list_info(&mut out, &r)
+        }
+        (Method::OpenOrderListsStatus, Outcome::OrderLists(v)) => {
+            write_array(&mut out, &v, render::order_list_info)
         }
         // The application answered with another method's outcome: a server bug, reported
         // as such rather than sent.

@@ -5,7 +5,8 @@ use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
     AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport, ListStatus,
-    NewOrderOutcome, OrderInfo, OrderListResult, OrderResult, OrderStrategy, RespType, TradeInfo,
+    NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult, OrderResult, OrderStrategy,
+    RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -114,6 +115,38 @@ pub(crate) fn order_list_result(out: &mut String, r: &OrderListResult, resp: Res
             write_array(out, &r.reports, |out, o| order_result(out, o, resp))
         })
         .close();
+}
+
+/// An order list's state; `orderList.cancel`'s answer adds its `orderReports`.
+pub(crate) fn order_list_info(out: &mut String, r: &OrderListInfo) {
+    let (l, big_l) = if r.all_done {
+        ("ALL_DONE", "ALL_DONE")
+    } else {
+        ("EXEC_STARTED", "EXECUTING")
+    };
+    let mut o = Obj::open(out);
+    o.int("orderListId", r.order_list_id)
+        .str("contingencyType", "OCO")
+        .str("listStatusType", l)
+        .str("listOrderStatus", big_l)
+        .str("listClientOrderId", &r.list_client_order_id)
+        .int("transactionTime", r.transaction_time)
+        .str("symbol", &r.symbol)
+        .with("orders", |out| {
+            write_array(out, &r.orders, |out, (id, cl)| {
+                Obj::open(out)
+                    .str("symbol", &r.symbol)
+                    .int("orderId", *id)
+                    .str("clientOrderId", cl)
+                    .close()
+            })
+        });
+    if !r.cancel_reports.is_empty() {
+        o.with("orderReports", |out| {
+            write_array(out, &r.cancel_reports, cancel_result)
+        });
+    }
+    o.close();
 }
 
 /// `{"event":{"e":"listStatus",…}}`: an order list started or is all done.

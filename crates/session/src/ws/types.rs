@@ -318,6 +318,36 @@ pub struct OrderListResult {
     pub reports: Vec<OrderResult>,
 }
 
+/// One order list, by its id or the client's id of it (at least one is present).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderListRef {
+    /// The list's id (`orderListId`).
+    pub order_list_id: Option<SafeId>,
+    /// The client's id of the list (`listClientOrderId`, or `origClientOrderId` in
+    /// `orderList.status`).
+    pub list_client_order_id: Option<String>,
+}
+
+/// An order list's state (`orderList.status`, `openOrderLists.status`), or the answer to
+/// `orderList.cancel` with its orders' cancel reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderListInfo {
+    /// The list's id.
+    pub order_list_id: SafeId,
+    /// The client's id of the list.
+    pub list_client_order_id: String,
+    /// When the list was placed (or cancelled), Unix ms.
+    pub transaction_time: i64,
+    /// The symbol.
+    pub symbol: String,
+    /// Every order of the list is done (`ALL_DONE`), else `EXEC_STARTED` / `EXECUTING`.
+    pub all_done: bool,
+    /// The orders' ids and client ids.
+    pub orders: Vec<(SafeId, String)>,
+    /// `orderList.cancel`: the cancelled orders (`orderReports`); empty otherwise.
+    pub cancel_reports: Vec<CancelResult>,
+}
+
 /// A `listStatus` event of the user data stream: an order list started, or all its orders
 /// are done.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1046,3 +1046,49 @@ fn oco_parameters_are_validated_with_the_list_parameter_names() {
     let v = h.signed_call("orderList.place.oco", &ok_buy);
     assert_eq!(v["status"], 200, "{v}");
 }
+
+#[test]
+fn order_list_queries_name_a_list_by_id_or_client_id() {
+    let mut h = Harness::new();
+    type Params = Vec<(&'static str, Value)>;
+    let cases: [(&str, Params, i64); 5] = [
+        ("orderList.status", vec![], -1102),
+        ("orderList.status", vec![("orderListId", "x".into())], -1100),
+        ("orderList.cancel", vec![("orderListId", 7.into())], -1102),
+        (
+            "orderList.cancel",
+            vec![("symbol", "NOPE".into()), ("orderListId", 7.into())],
+            -1121,
+        ),
+        (
+            "orderList.cancel",
+            vec![("symbol", "BTCUSDT".into()), ("orderId", 7.into())],
+            -1104,
+        ),
+    ];
+    for (method, params, expected) in cases {
+        let v = h.signed_call(method, &params);
+        assert_eq!(code(&v), expected, "{method} {params:?}: {v}");
+    }
+    let none: [(&str, Value); 0] = [];
+    let v = h.signed_call("orderList.status", &none);
+    assert_eq!(
+        v["error"]["msg"],
+        "Param 'orderListId' or 'origClientOrderId' must be sent, but both were empty/null!"
+    );
+    // Valid requests reach the application (this one keeps no lists: -1020).
+    for (method, params) in [
+        ("orderList.status", vec![("origClientOrderId", "L1".into())]),
+        (
+            "orderList.cancel",
+            vec![
+                ("symbol", "BTCUSDT".into()),
+                ("listClientOrderId", "L1".into()),
+            ],
+        ),
+        ("openOrderLists.status", vec![]),
+    ] {
+        let v = h.signed_call(method, &params);
+        assert_eq!(code(&v), -1020, "{method}: {v}");
+    }
+}
