@@ -1523,7 +1523,6 @@ fn two_ws_accounts() -> TwoWsAccounts {
     }
 }
 
-/// A FIX limit order, once acknowledged (reports of earlier orders may come first).
 /// A signed BTC-PERP LIMIT IOC buy of `qty` at `px`; asserts it filled completely.
 fn buy_ioc_filled(ws: &mut Ws, key: &Key, px: &str, qty: &str) {
     let r = ws.call(
@@ -1538,6 +1537,7 @@ fn buy_ioc_filled(ws: &mut Ws, key: &Key, px: &str, qty: &str) {
     assert_eq!(r["result"]["status"], "FILLED", "{r}");
 }
 
+/// A FIX limit order, once acknowledged (reports of earlier orders may come first).
 fn fix_limit_acked(fix: &mut FixClient, cl: &str, side: &str, qty: &str, px: &str) {
     send_fix_limit(fix, cl, side, qty, px);
     loop {
