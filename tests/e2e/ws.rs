@@ -2181,3 +2181,80 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
     );
     assert_eq!(again["error"]["code"], -2011, "{again}");
 }
+
+#[test]
+fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
+    // WebSocket orders that outlive their connection, and a journal to recover from.
+    let (fix_port, ws, wss) = (free_port(), free_port(), free_port());
+    let cfg = config(fix_port, ws, wss, "{CERT}", "{KEY}").replace(
+        "name = \"ws\"\nbind = \"127.0.0.1:",
+        "name = \"ws\"\ncancel_on_disconnect = false\nbind = \"127.0.0.1:",
+    );
+    let (mut server, _) = configured_with_cert(&cfg, &[fix_port, ws, wss]);
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
+    fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
+    buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
+    let r = wb.call(
+        json!("oco"),
+        "orderList.place.oco",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "SELL", "quantity": "0.200",
+                   "aboveType": "LIMIT_MAKER", "abovePrice": "104.0",
+                   "belowType": "STOP_LOSS", "belowStopPrice": "96.0",
+                   "newOrderRespType": "RESULT"}),
+            &b,
+        ),
+    );
+    let reports = r["result"]["orderReports"]
+        .as_array()
+        .expect("placed")
+        .clone();
+    let (limit_id, stop_id) = (
+        reports[0]["orderId"].as_u64().unwrap(),
+        reports[1]["orderId"].as_u64().unwrap(),
+    );
+    // Killed: the pair comes back from the journal, still joined.
+    server.signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.is_running() {
+        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.restart();
+    let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
+    let open_ids = |wb: &mut Ws| {
+        let open = wb.call(
+            json!("open"),
+            "openOrders.status",
+            signed(json!({"symbol": "BTC-PERP"}), &b),
+        );
+        let mut ids: Vec<u64> = open["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{open}"))
+            .iter()
+            .map(|o| o["orderId"].as_u64().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(open_ids(&mut wb), [limit_id, stop_id]);
+    // Half the limit trades: the stop is cancelled, as before the crash.
+    buy_ioc_filled(&mut wa, &a, "104.0", "0.100");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ids = open_ids(&mut wb);
+        if ids == [limit_id] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still open: {ids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log_text();
+    assert!(!log.contains("state hash differs"), "{log}");
+}
