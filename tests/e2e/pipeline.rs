@@ -1994,12 +1994,7 @@ fn a_triggered_stop_is_reported_with_exec_type_l_on_fix_50_only() {
 #[test]
 fn a_fix_trailing_stop_follows_the_best_trade_price_and_sells_its_distance_below_it() {
     let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
-    let trade_at = |a: &mut FixClient, b: &mut FixClient, cl: &str, px: &str| {
-        limit(a, &format!("A{cl}"), "2", "1", px);
-        limit(b, &format!("B{cl}"), "1", "1", px);
-        b.expect("8");
-        a.expect("8");
-    };
+    let trade_at = trade_between;
     // The last trade: 100.
     trade_at(&mut a, &mut b, "1", "100");
     // B: a sell stop trailing 2 % (ExecInst a, PegOffsetValue 200 bips) without StopPx: it
