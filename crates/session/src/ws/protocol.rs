@@ -1445,6 +1445,14 @@ impl WsSession {
         let list = read_oco(params)?;
         let principal = self.authorize(now, method, params)?;
         let table = app.symbols();
+        if table
+            .get(&list.above.symbol)
+            .is_some_and(|s| !s.oco_allowed)
+        {
+            return Err(WsError::order_rejected(
+                "OCO orders are not supported for this symbol.",
+            ));
+        }
         check_order(&table, &list.above)?;
         check_order(&table, &list.below)?;
         // Two orders in the rate limits.

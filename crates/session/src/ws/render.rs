@@ -445,7 +445,7 @@ pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
             write_array(out, &s.order_types, |out, t| write_str(out, t.as_str()))
         })
         .bool("icebergAllowed", s.iceberg_allowed)
-        .bool("ocoAllowed", false)
+        .bool("ocoAllowed", s.oco_allowed)
         .bool("otoAllowed", false)
         .bool(
             "quoteOrderQtyMarketAllowed",

@@ -120,6 +120,8 @@ pub struct SymbolInfo {
     pub iceberg_allowed: bool,
     /// Trailing stops (`trailingDelta`) are accepted (`allowTrailingStop`).
     pub trailing_allowed: bool,
+    /// One-cancels-the-other order lists are accepted (`ocoAllowed`).
+    pub oco_allowed: bool,
     /// Filters.
     pub filters: Vec<SymbolFilter>,
     /// The STP mode of orders that name none.
@@ -153,6 +155,7 @@ impl SymbolInfo {
             amend_allowed: true,
             iceberg_allowed: true,
             trailing_allowed: true,
+            oco_allowed: true,
             filters: Vec::new(),
             default_stp: StpMode::None,
             allowed_stp: vec![

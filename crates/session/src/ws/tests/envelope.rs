@@ -270,6 +270,7 @@ fn exchange_info_lists_symbols_with_their_filters() {
     );
     assert_eq!(btc["icebergAllowed"], true);
     assert_eq!(btc["allowTrailingStop"], true);
+    assert_eq!(btc["ocoAllowed"], true);
     assert_eq!(btc["defaultSelfTradePreventionMode"], "NONE");
 
     let v = h.call(

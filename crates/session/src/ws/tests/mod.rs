@@ -242,6 +242,7 @@ pub(crate) fn symbol_table() -> SymbolTable {
     ];
     let mut option = SymbolInfo::new("BTC-261225-100000-C", "BTC", "USDT", 4);
     option.quote_order_qty_market_allowed = true;
+    option.oco_allowed = false;
     let mut halted = SymbolInfo::new("ETHUSDT", "ETH", "USDT", 8);
     halted.status = SymbolStatus::Halt;
     SymbolTable::new(vec![btc, option, halted])

@@ -1020,6 +1020,7 @@ fn oco_parameters_are_validated_with_the_list_parameter_names() {
         ("no quantity", with(&base, "quantity", None), -1102, Some("Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")),
         ("belowStrategyType reserved", with(&base, "belowStrategyType", Some(5.into())), -1134, None),
         ("an order's own parameter", with(&base, "price", Some("1.00".into())), -1104, None),
+        ("a symbol without OCO", with(&base, "symbol", Some("BTC-261225-100000-C".into())), -2010, Some("OCO orders are not supported for this symbol.")),
     ];
     for (what, params, expected, msg) in cases {
         let v = h.signed_call("orderList.place.oco", &params);
