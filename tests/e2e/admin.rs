@@ -565,7 +565,16 @@ fn admin_api_endpoints_auth_problem_details_and_effect_on_a_live_fix_session() {
     fix.expect("A");
     let m = fix_order(&mut fix, "K1", "1", "100");
     assert_eq!(m.get(39), Some("0"), "{m:?}");
-    let sessions = http(&s, "GET", "/v1/sessions", &[bearer(&tok)], None).2;
+    // The expected MsgSeqNum is stored once the request's answers are written: the client
+    // can read the acknowledgement a moment before the view shows it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let sessions = loop {
+        let sessions = http(&s, "GET", "/v1/sessions", &[bearer(&tok)], None).2;
+        if sessions["sessions"][0]["next_target_seq"] == 3 || std::time::Instant::now() > deadline {
+            break sessions;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let tw = &sessions["sessions"][0];
     assert_eq!(tw["name"], "FIX.4.4:ISLD->TW", "{sessions}");
     assert_eq!(tw["state"], "logged_on", "{sessions}");

@@ -463,6 +463,8 @@ impl FixClient {
                 Ok(0) => return None,
                 Ok(n) => self.rx.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                // A signal to this process (a child server ending) interrupts the read: again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("read failed: {e}"),
             }
         }
