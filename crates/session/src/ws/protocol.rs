@@ -309,11 +309,20 @@ fn read_list_ref(params: &Params<'_>, cl_name: &str) -> Result<OrderListRef, WsE
     })
 }
 
-/// A dispatch of any outcome as an [`Outcome`].
-fn map_dispatch<T: Into<Outcome>>(d: Dispatch<T>) -> Dispatch<Outcome> {
+/// The session's answer to the application's dispatch of request `token`: rendered now in
+/// the shape of `method` and `resp`, or once the application completes it.
+fn answer_of<T: Into<Outcome>>(
+    method: Method,
+    resp: RespType,
+    token: RequestToken,
+    d: Dispatch<T>,
+) -> Answer {
     match d {
-        Dispatch::Ready(r) => Dispatch::Ready(r.map(Into::into)),
-        Dispatch::Pending => Dispatch::Pending,
+        Dispatch::Ready(r) => Answer::Done(
+            r.map(Into::into)
+                .and_then(|o| render_outcome(method, resp, o)),
+        ),
+        Dispatch::Pending => Answer::Pending(token, resp),
     }
 }
 
@@ -1425,13 +1434,8 @@ impl WsSession {
             principal: &principal,
             now,
         };
-        Ok(match app.order_place(&ctx, &order) {
-            Dispatch::Ready(r) => Answer::Done(
-                r.map(Outcome::from)
-                    .and_then(|o| render_outcome(method, order.resp_type, o)),
-            ),
-            Dispatch::Pending => Answer::Pending(ctx.token, order.resp_type),
-        })
+        let d = app.order_place(&ctx, &order);
+        Ok(answer_of(method, order.resp_type, ctx.token, d))
     }
 
     fn order_list_place_oco(
@@ -1463,13 +1467,8 @@ impl WsSession {
             principal: &principal,
             now,
         };
-        Ok(match app.order_list_place_oco(&ctx, &list) {
-            Dispatch::Ready(r) => Answer::Done(
-                r.map(Outcome::from)
-                    .and_then(|o| render_outcome(method, list.resp_type, o)),
-            ),
-            Dispatch::Pending => Answer::Pending(ctx.token, list.resp_type),
-        })
+        let d = app.order_list_place_oco(&ctx, &list);
+        Ok(answer_of(method, list.resp_type, ctx.token, d))
     }
 
     /// `orderList.status`, `orderList.cancel` and `openOrderLists.status`.
@@ -1500,20 +1499,18 @@ impl WsSession {
             principal: &principal,
             now,
         };
-        let answer = |d: Dispatch<Outcome>| match d {
-            Dispatch::Ready(r) => {
-                Answer::Done(r.and_then(|o| render_outcome(method, RespType::Ack, o)))
-            }
-            Dispatch::Pending => Answer::Pending(ctx.token, RespType::Ack),
-        };
+        let (token, ack) = (ctx.token, RespType::Ack);
         Ok(match (method, symbol, list) {
             (Method::OrderListStatus, _, Some(list)) => {
-                answer(map_dispatch(app.order_list_status(&ctx, &list)))
+                answer_of(method, ack, token, app.order_list_status(&ctx, &list))
             }
-            (Method::OrderListCancel, Some(symbol), Some(list)) => {
-                answer(map_dispatch(app.order_list_cancel(&ctx, &symbol, &list)))
-            }
-            _ => answer(map_dispatch(app.open_order_lists_status(&ctx))),
+            (Method::OrderListCancel, Some(symbol), Some(list)) => answer_of(
+                method,
+                ack,
+                token,
+                app.order_list_cancel(&ctx, &symbol, &list),
+            ),
+            _ => answer_of(method, ack, token, app.open_order_lists_status(&ctx)),
         })
     }
 
@@ -1588,13 +1585,8 @@ impl WsSession {
             now,
         };
         let resp_type = request.order.resp_type;
-        Ok(match app.order_cancel_replace(&ctx, &request) {
-            Dispatch::Ready(r) => Answer::Done(
-                r.map(Outcome::from)
-                    .and_then(|o| render_outcome(method, resp_type, o)),
-            ),
-            Dispatch::Pending => Answer::Pending(ctx.token, resp_type),
-        })
+        let d = app.order_cancel_replace(&ctx, &request);
+        Ok(answer_of(method, resp_type, ctx.token, d))
     }
 
     fn order_query(
@@ -1706,13 +1698,7 @@ impl WsSession {
             now,
         };
         fn answer<T: Into<Outcome>>(method: Method, d: Dispatch<T>, token: RequestToken) -> Answer {
-            match d {
-                Dispatch::Ready(r) => Answer::Done(
-                    r.map(Into::into)
-                        .and_then(|o| render_outcome(method, RespType::Full, o)),
-                ),
-                Dispatch::Pending => Answer::Pending(token, RespType::Full),
-            }
+            answer_of(method, RespType::Full, token, d)
         }
         Ok(match &query {
             Query::Status(r) => answer(method, app.order_status(&ctx, r), ctx.token),
