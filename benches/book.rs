@@ -119,6 +119,8 @@ fn order(ids: &mut Ids, account: AccountId, side: Side, price: i64, qty: i64) ->
         display_qty: Qty(0),
         trailing: None,
         oco_with: None,
+        pending: false,
+        triggers: None,
     }
 }
 

@@ -67,6 +67,8 @@ fn new_order(i: u64) -> JournalRecord {
         display_qty: Qty(0),
         trailing: None,
         oco_with: None,
+        pending: false,
+        triggers: None,
     }))
 }
 
@@ -333,6 +335,8 @@ fn recovery(c: &mut Criterion) {
                 display_qty: Qty(0),
                 trailing: None,
                 oco_with: None,
+                pending: false,
+                triggers: None,
             })
         };
         i += 1;

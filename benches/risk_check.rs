@@ -93,6 +93,8 @@ fn order(ord_type: OrdType) -> NewOrder {
         received_ns: 0,
         display_qty: Qty(0),
         trailing: None,
+        pending: false,
+        triggers: None,
         oco_with: None,
     }
 }

@@ -649,6 +649,12 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order, orders: &Orders) {
     if let Some(id) = orders.sibling_id(o) {
         out.extend_from_slice(&id.0.to_le_bytes());
     }
+    if o.pending || o.list != NIL {
+        out.push(2 | u8::from(o.pending));
+        if let Some(id) = orders.list_id(o) {
+            out.extend_from_slice(&id.0.to_le_bytes());
+        }
+    }
 }
 
 /// A report about an order in its current state. A market order's `price` is the risk
@@ -691,6 +697,7 @@ fn details(o: &Order) -> OrderDetails {
         display_qty: o.display,
         trailing: o.trailing,
         waiting: o.untriggered,
+        pending: o.pending,
     }
 }
 
@@ -710,6 +717,48 @@ fn working(o: &Order) -> WorkingOrder {
         price: o.price,
         qty: o.qty,
         cum_qty: o.cum,
+    }
+}
+
+/// What trades and ends of orders do to the other orders of their lists, done once the
+/// matching that caused them is over (slot and id of each, checked on use: the slot may have
+/// been freed and reused meanwhile).
+#[derive(Debug, Default)]
+struct Follow {
+    /// Orders to cancel: the other of a one-cancels-the-other pair that traded, triggered or
+    /// ended; the other of a one-triggers-the-other list that ended unfilled.
+    cancel: Vec<(u32, OrderId)>,
+    /// Pending orders to place, oldest cause first: their working order filled completely.
+    activate: Vec<(u32, OrderId)>,
+}
+
+impl Follow {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            cancel: Vec::with_capacity(n),
+            activate: Vec::with_capacity(n),
+        }
+    }
+
+    /// The order in `slot` traded (even partly) or triggered: the other of its pair goes.
+    fn traded(&mut self, orders: &mut Orders, slot: u32) {
+        self.cancel.extend(orders.unlink_sibling(slot));
+    }
+
+    /// The order in `slot` filled completely: as [`Follow::traded`], and the pending order
+    /// it triggers is placed.
+    fn filled(&mut self, orders: &mut Orders, slot: u32) {
+        self.traded(orders, slot);
+        if !orders.get(slot).pending {
+            self.activate.extend(orders.unlink_list(slot));
+        }
+    }
+
+    /// The order in `slot` ends unfilled (cancelled, expired, refused): every other order of
+    /// its lists goes.
+    fn ended(&mut self, orders: &mut Orders, slot: u32) {
+        self.cancel.extend(orders.unlink_sibling(slot));
+        self.cancel.extend(orders.unlink_list(slot));
     }
 }
 
@@ -733,10 +782,10 @@ pub struct Matcher {
     books: Vec<OrderBook>,
     ids: IdCounters,
     config: MatcherConfig,
-    /// Orders to cancel because the other order of their one-cancels-the-other pair traded,
-    /// triggered or ended (slot and id, checked on use): collected where matching must not
-    /// touch other levels, cancelled before the command's triggers run.
-    cascade: Vec<(u32, OrderId)>,
+    /// Orders of lists to cancel or place because of what another order of their list did:
+    /// collected where matching must not touch other levels, done before the command's
+    /// triggers run.
+    follow: Follow,
 }
 
 impl Matcher {
@@ -748,7 +797,7 @@ impl Matcher {
             books: Vec::new(),
             ids: IdCounters::default(),
             config,
-            cascade: Vec::with_capacity(64),
+            follow: Follow::with_capacity(64),
         }
     }
 
@@ -883,6 +932,19 @@ impl Matcher {
                     out.push(phase);
                     out.extend_from_slice(&best.to_le_bytes());
                 }
+            }
+        }
+        // Pending orders are in no book list; added only when some wait, so older state
+        // hashes still compare.
+        let mut pending: Vec<&Order> = (0..self.orders.high_water())
+            .filter(|&slot| self.orders.is_live(slot) && self.orders.get(slot).pending)
+            .map(|slot| self.orders.get(slot))
+            .collect();
+        if !pending.is_empty() {
+            pending.sort_by_key(|o| o.id);
+            out.extend_from_slice(&(pending.len() as u64).to_le_bytes());
+            for o in pending {
+                write_order_state(out, o, &self.orders);
             }
         }
         for v in [self.ids.order, self.ids.exec, self.ids.trade] {
@@ -1056,11 +1118,14 @@ impl Matcher {
             trailing: o.trailing,
             trail: TrailPhase::Arming,
             sibling: NIL,
+            pending: false,
+            list: NIL,
         };
         let stop_px = o.ord_type.stop_px();
         // A market order never rests, whatever its time in force; a stop order waits in the
-        // store for its trigger.
-        let rests = stop_px.is_some() || rests_when_working(&taker);
+        // store for its trigger, a pending order for its working order.
+        let rests_working = rests_when_working(&taker);
+        let rests = o.pending || stop_px.is_some() || rests_working;
         let i = o.instrument.0 as usize;
         let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
         let reason = if i >= self.books.len() || !self.books[i].open {
@@ -1069,7 +1134,7 @@ impl Matcher {
             Some(RejectReason::QtyTooSmall)
         } else if o.tif.expire_ns().is_some_and(|t| t <= now) {
             Some(RejectReason::TooLateToEnter)
-        } else if (o.post_only && (stop_px.is_some() || !rests))
+        } else if (o.post_only && (stop_px.is_some() || !rests_working))
             || !o.iceberg_ok()
             || (o.trailing.is_some() && stop_px.is_none())
         {
@@ -1091,9 +1156,12 @@ impl Matcher {
         } else if o
             .oco_with
             .is_some_and(|first| self.oco_first(o, first).is_none())
+            || o.triggers
+                .is_some_and(|pending| self.oto_pending(o, pending).is_none())
         {
             Some(RejectReason::OrderListRejected)
         } else if o.post_only
+            && !o.pending
             && self.books[i]
                 .side(o.side.opposite())
                 .best()
@@ -1111,15 +1179,28 @@ impl Matcher {
                 now,
             ));
             fb.on_order_closed(&working(&taker));
-            if let Some(first) = o.oco_with {
-                self.cancel_untouched_first(o, first, now, fb, out);
+            self.cancel_unjoined(o, now, fb, out);
+            return;
+        }
+        // Checked above: the first order of its pair, untouched; the pending order it
+        // triggers, unlinked.
+        let first = o.oco_with.and_then(|first| self.oco_first(o, first));
+        taker.list = o
+            .triggers
+            .and_then(|pending| self.oto_pending(o, pending))
+            .unwrap_or(NIL);
+        self.orders.reserve_owner(o.account, o.session);
+        taker.id = OrderId(IdCounters::take(&mut self.ids.order));
+        if o.pending {
+            // It waits in the store alone until its working order fills.
+            taker.pending = true;
+            out(report(&taker, EventKind::New, self.ids.exec(), now));
+            let slot = self.orders.insert(taker, cl_tag);
+            if let Some(first) = first {
+                self.link(first, slot);
             }
             return;
         }
-        // Checked above: the first order of its pair, untouched.
-        let first = o.oco_with.and_then(|first| self.oco_first(o, first));
-        self.orders.reserve_owner(o.account, o.session);
-        taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         let book = &mut self.books[i];
         let last = book.tape.last;
         let trigger = o.ord_type.trigger(o.side);
@@ -1175,16 +1256,24 @@ impl Matcher {
             && f.session == o.session
             && f.instrument == o.instrument
             && f.side == o.side;
-        if !same || f.cum.0 != 0 || f.sibling != NIL {
+        if !same || f.cum.0 != 0 || f.sibling != NIL || f.pending != o.pending || f.list != NIL {
             return None;
         }
-        let first_limit = !f.untriggered;
+        // A pending pair's stops are checked against the market when they are placed.
+        let first_limit = if f.pending {
+            f.ord_type.stop_px().is_none()
+        } else {
+            !f.untriggered
+        };
         let second_limit = o.ord_type.stop_px().is_none();
         if first_limit && (!f.post_only || second_limit) {
             return None;
         }
         if second_limit {
             return (o.post_only && o.ord_type == OrdType::Limit).then_some(slot);
+        }
+        if o.pending {
+            return Some(slot);
         }
         // A stop already reached would work at once; a trailing stop always waits.
         let last = self.books[o.instrument.0 as usize].tape.last;
@@ -1195,39 +1284,165 @@ impl Matcher {
         (o.trailing.is_some() || !reached).then_some(slot)
     }
 
+    /// The slot of the pending order `o` would trigger as the working order of a
+    /// one-triggers-the-other list: a pending order of `o`'s session, account and instrument,
+    /// untouched and in no list yet (it may be one of a pending pair); `o` itself a limit
+    /// order in no other list. `None` if not.
+    fn oto_pending(&self, o: &NewOrder, pending: OrderId) -> Option<u32> {
+        let slot = self.orders.find_by_id(pending)?;
+        let p = self.orders.get(slot);
+        let fits = p.pending
+            && p.list == NIL
+            && p.cum.0 == 0
+            && p.account == o.account
+            && p.session == o.session
+            && p.instrument == o.instrument
+            && !o.pending
+            && o.oco_with.is_none()
+            && o.ord_type == OrdType::Limit
+            && o.trailing.is_none();
+        fits.then_some(slot)
+    }
+
     /// Pairs two orders: one cancels the other.
     fn link(&mut self, a: u32, b: u32) {
         self.orders.get_mut(a).sibling = b;
         self.orders.get_mut(b).sibling = a;
     }
 
-    /// The second order `o` of a pair was refused: its first is cancelled too while it is
-    /// an untouched working order of the session (the pair is refused whole).
-    pub(crate) fn cancel_untouched_first(
+    /// The order `o` of a list was refused: the list's orders placed before it are
+    /// cancelled while they are untouched orders of the session in no other list (the list
+    /// is refused whole): the first of its pair, or the pending order (pair) it triggers.
+    pub(crate) fn cancel_unjoined(
         &mut self,
         o: &NewOrder,
-        first: OrderId,
         now: i64,
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
-        let Some(slot) = self.orders.find_by_id(first) else {
-            return;
-        };
-        let f = self.orders.get(slot);
-        if f.account == o.account && f.session == o.session && f.cum.0 == 0 && f.sibling == NIL {
-            self.close(slot, EventKind::Canceled, None, now, fb, out);
+        for (id, pending) in [(o.oco_with, false), (o.triggers, true)] {
+            let Some(slot) = id.and_then(|id| self.orders.find_by_id(id)) else {
+                continue;
+            };
+            let f = self.orders.get(slot);
+            let alone = if pending {
+                f.pending && f.list == NIL
+            } else {
+                f.sibling == NIL
+            };
+            if f.account == o.account && f.session == o.session && f.cum.0 == 0 && alone {
+                self.close(slot, EventKind::Canceled, None, now, fb, out);
+            }
         }
+        self.drain_cascade(now, fb, out);
     }
 
-    /// Cancels the orders whose pair's other order traded, triggered or ended.
+    /// Cancels the orders whose list's other order traded, triggered or ended, then places
+    /// the pending orders whose working order filled (each may trade, and so cancel or place
+    /// more).
     fn drain_cascade(
         &mut self,
         now: i64,
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
-        while let Some((slot, id)) = self.cascade.pop() {
+        loop {
+            if let Some((slot, id)) = self.follow.cancel.pop() {
+                if self.orders.is_live(slot) && self.orders.get(slot).id == id {
+                    self.close(slot, EventKind::Canceled, None, now, fb, out);
+                }
+                continue;
+            }
+            if self.follow.activate.is_empty() {
+                return;
+            }
+            let (slot, id) = self.follow.activate.remove(0);
+            if self.orders.is_live(slot) {
+                let o = self.orders.get(slot);
+                if o.id == id && o.pending {
+                    self.activate(slot, now, fb, out);
+                }
+            }
+        }
+    }
+
+    /// Places the pending order in `slot`, whose working order filled completely: reported
+    /// `Activated`, it then waits for its trigger or works as a new order entered now would
+    /// (a post-only limit that would trade is refused); the other order of a pending pair is
+    /// placed after it.
+    fn activate(
+        &mut self,
+        slot: u32,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        let o = *self.orders.get(slot);
+        let i = o.instrument.0 as usize;
+        if o.sibling != NIL && self.orders.get(o.sibling).pending {
+            let other = self.orders.get(o.sibling).id;
+            self.follow.activate.push((o.sibling, other));
+        }
+        let last = self.books[i].tape.last;
+        let trigger = o.ord_type.trigger(o.side);
+        let reached = trigger
+            .is_some_and(|(stop_px, dir)| last.is_some_and(|last| dir.reached(stop_px, last)));
+        let waits = o.trailing.is_some() || (trigger.is_some() && !reached);
+        let node = self.orders.get_mut(slot);
+        node.pending = false;
+        node.untriggered = waits;
+        if o.trailing.is_some() {
+            let armed = reached || trigger.map_or(true, |(stop_px, _)| stop_px.0 == 0);
+            node.trail = if armed {
+                TrailPhase::Tracking(last)
+            } else {
+                TrailPhase::Arming
+            };
+        }
+        let o = *node;
+        out(report(&o, EventKind::Activated, self.ids.exec(), now));
+        let book = &mut self.books[i];
+        match trigger {
+            Some(_) if o.trailing.is_some() => return book.tape.trailing.push(slot),
+            Some((stop_px, dir)) if waits => return book.stops_mut(dir).insert(dir, stop_px, slot),
+            _ => {}
+        }
+        if o.post_only {
+            // Half of a pair resting without trading, as when a pair is placed.
+            let crossing = book
+                .side(o.side.opposite())
+                .best()
+                .is_some_and(|best| crosses(o.side, o.price, best));
+            if !crossing {
+                return book.side_mut(o.side).push_back(&mut self.orders, slot);
+            }
+            self.follow.ended(&mut self.orders, slot);
+            let o = self.orders.remove(slot);
+            out(done(
+                &o,
+                EventKind::Rejected(RejectReason::PostOnlyWouldTrade),
+                self.ids.exec(),
+                now,
+            ));
+            fb.on_order_closed(&working(&o));
+            return;
+        }
+        // It works now: the other of its pair is cancelled first, as for a trigger.
+        self.follow.traded(&mut self.orders, slot);
+        self.drain_cascade_cancels(now, fb, out);
+        let o = self.orders.remove(slot);
+        let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
+        self.work(o, cl_tag, now, fb, out);
+    }
+
+    /// The cancels of [`drain_cascade`](Self::drain_cascade) only.
+    fn drain_cascade_cancels(
+        &mut self,
+        now: i64,
+        fb: &mut impl Feedback,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        while let Some((slot, id)) = self.follow.cancel.pop() {
             if self.orders.is_live(slot) && self.orders.get(slot).id == id {
                 self.close(slot, EventKind::Canceled, None, now, fb, out);
             }
@@ -1248,9 +1463,13 @@ impl Matcher {
         let stp = taker.stp.unwrap_or(self.config.default_stp);
         let book = &mut self.books[taker.instrument.0 as usize];
         let (opp, tape) = book.opposite_and_tape(taker.side);
+        // The working order of a list is not in the store yet: its pending order is placed
+        // if it fills, linked if it rests, cancelled otherwise.
+        let pending = (taker.list != NIL).then(|| (taker.list, self.orders.get(taker.list).id));
         if taker.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
             out(done(&taker, EventKind::Expired, self.ids.exec(), now));
             fb.on_order_closed(&working(&taker));
+            self.follow.cancel.extend(pending);
             return;
         }
         let stopped = match_taker(
@@ -1258,7 +1477,7 @@ impl Matcher {
             tape,
             &mut self.orders,
             &mut self.ids,
-            &mut self.cascade,
+            &mut self.follow,
             &mut taker,
             stp,
             now,
@@ -1266,15 +1485,20 @@ impl Matcher {
             out,
         );
         if taker.leaves().0 == 0 {
+            self.follow.activate.extend(pending);
             return;
         }
         if rests_when_working(&taker) && !stopped {
             let slot = self.orders.insert(taker, cl_tag);
             book.side_mut(taker.side).push_back(&mut self.orders, slot);
+            if let Some((p, _)) = pending {
+                self.orders.get_mut(p).list = slot;
+            }
             return;
         }
         out(done(&taker, EventKind::Canceled, self.ids.exec(), now));
         fb.on_order_closed(&working(&taker));
+        self.follow.cancel.extend(pending);
     }
 
     /// Works every stop and take-profit order of book `i` that a trade since triggers last
@@ -1327,7 +1551,7 @@ impl Matcher {
                 (None, None) => return,
             };
             // One of a pair triggers: the other is cancelled before it works.
-            self.cascade.extend(self.orders.unlink_sibling(slot));
+            self.follow.traded(&mut self.orders, slot);
             let mut o = self.orders.remove(slot);
             o.untriggered = false;
             out(report(&o, EventKind::Triggered, self.ids.exec(), now));
@@ -1341,6 +1565,9 @@ impl Matcher {
     /// store.
     fn take_resting(&mut self, slot: u32) -> Order {
         let o = *self.orders.get(slot);
+        if o.pending {
+            return self.orders.remove(slot);
+        }
         let book = &mut self.books[o.instrument.0 as usize];
         if o.untriggered && o.trailing.is_some() {
             let trailing = &mut book.tape.trailing;
@@ -1370,7 +1597,7 @@ impl Matcher {
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
-        self.cascade.extend(self.orders.unlink_sibling(slot));
+        self.follow.ended(&mut self.orders, slot);
         let o = self.take_resting(slot);
         let mut e = done(&o, kind, self.ids.exec(), now);
         // Cancelled by another session of the account (by OrderID): the order's own session
@@ -1449,8 +1676,8 @@ impl Matcher {
     ) -> Result<(), RejectReason> {
         let old = *self.orders.get(slot);
         let i = old.instrument.0 as usize;
-        if old.untriggered || old.sibling != NIL {
-            // A waiting stop, or an order of a pair, is changed by cancelling it and entering
+        if old.untriggered || old.pending || old.sibling != NIL || old.list != NIL {
+            // A waiting stop, or an order of a list, is changed by cancelling it and entering
             // a new one.
             return Err(RejectReason::Unsupported);
         }
@@ -1535,7 +1762,7 @@ impl Matcher {
                 tape,
                 &mut self.orders,
                 &mut self.ids,
-                &mut self.cascade,
+                &mut self.follow,
                 &mut taker,
                 stp,
                 now,
@@ -1716,6 +1943,16 @@ impl Matcher {
             self.close(slot, EventKind::Expired, None, now_ns, fb, out);
             n += 1;
         }
+        // Pending orders of lists are in no book list; most went with their working orders.
+        for slot in 0..self.orders.high_water() {
+            if self.orders.is_live(slot) {
+                let o = self.orders.get(slot);
+                if o.pending && o.instrument == instrument {
+                    self.close(slot, EventKind::Expired, None, now_ns, fb, out);
+                    n += 1;
+                }
+            }
+        }
         self.drain_cascade(now_ns, fb, out);
         n
     }
@@ -1773,7 +2010,7 @@ fn match_taker(
     tape: &mut Tape,
     orders: &mut Orders,
     ids: &mut IdCounters,
-    cascade: &mut Vec<(u32, OrderId)>,
+    follow: &mut Follow,
     taker: &mut Order,
     stp: StpMode,
     now: i64,
@@ -1795,7 +2032,7 @@ fn match_taker(
             if orders.get(slot).account == taker.account {
                 // Self-trade prevention: the incoming order's mode decides.
                 if stp != StpMode::CancelIncoming {
-                    cascade.extend(orders.unlink_sibling(slot));
+                    follow.ended(orders, slot);
                     opp.unlink(li, orders, slot);
                     let m = orders.remove(slot);
                     out(done(&m, EventKind::Canceled, ids.exec(), now));
@@ -1814,7 +2051,7 @@ fn match_taker(
             opp.levels[li].qty -= i128::from(q);
             let notional = i128::from(px.0) * i128::from(q);
             // One of a pair trades: the other is cancelled (after this command's matching).
-            cascade.extend(orders.unlink_sibling(slot));
+            follow.traded(orders, slot);
             let m = orders.get_mut(slot);
             let maker_before = working(m);
             m.cum.0 += q;
@@ -1841,6 +2078,8 @@ fn match_taker(
                 fb.on_fill(&before, px, Qty(q));
             }
             if maker.leaves().0 == 0 {
+                // Filled: the pending order it triggers is placed (after this matching).
+                follow.filled(orders, slot);
                 opp.unlink(li, orders, slot);
                 orders.remove(slot);
             } else if maker.shown().0 == 0 {

@@ -215,10 +215,9 @@ impl Core {
                     received_ns: o.received_ns,
                     details: OrderDetails::of(o),
                 });
-                // The second order of a pair refused: so is the pair.
-                if let Some(first) = o.oco_with {
-                    self.matcher
-                        .cancel_untouched_first(o, first, now, &mut self.risk, out);
+                // An order of a list refused: so is the list.
+                if o.oco_with.is_some() || o.triggers.is_some() {
+                    self.matcher.cancel_unjoined(o, now, &mut self.risk, out);
                 }
             }
         }

@@ -67,6 +67,12 @@ pub(crate) struct Order {
     pub trail: TrailPhase,
     /// The other order of its one-cancels-the-other pair (its slot), `NIL` if none.
     pub sibling: u32,
+    /// A pending order of a one-triggers-the-other list: in the store only (no level, no
+    /// stop list) until its working order fills completely.
+    pub pending: bool,
+    /// The other order of its one-triggers-the-other list (its slot): a working order's
+    /// pending order, a pending order's working order; `NIL` if none.
+    pub list: u32,
 }
 
 /// Where a waiting trailing stop is.
@@ -251,6 +257,24 @@ impl Orders {
         let other = self.get_mut(sibling);
         other.sibling = NIL;
         Some((sibling, other.id))
+    }
+
+    /// Breaks the one-triggers-the-other link of the order in `slot`, if it has one. Returns
+    /// the other's slot and id (to cancel or place it).
+    pub fn unlink_list(&mut self, slot: u32) -> Option<(u32, OrderId)> {
+        let list = self.get(slot).list;
+        if list == NIL {
+            return None;
+        }
+        self.get_mut(slot).list = NIL;
+        let other = self.get_mut(list);
+        other.list = NIL;
+        Some((list, other.id))
+    }
+
+    /// The id of the other order of the one-triggers-the-other list of `o`, if it has one.
+    pub fn list_id(&self, o: &Order) -> Option<OrderId> {
+        (o.list != NIL).then(|| self.get(o.list).id)
     }
 
     /// The id of the other order of the pair of `o`, if it has one.
@@ -674,6 +698,8 @@ mod tests {
             trailing: None,
             trail: TrailPhase::Arming,
             sibling: NIL,
+            pending: false,
+            list: NIL,
         }
     }
 

@@ -103,7 +103,8 @@ impl Ledger {
             EventKind::New
             | EventKind::PartialFill
             | EventKind::Replaced
-            | EventKind::Triggered => {
+            | EventKind::Triggered
+            | EventKind::Activated => {
                 prop_assert_eq!(e.cum_qty.0 + e.leaves_qty.0, e.qty.0, "{:?}", e);
                 prop_assert!(e.leaves_qty.0 > 0);
                 self.live

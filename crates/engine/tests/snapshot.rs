@@ -66,6 +66,11 @@ enum Op {
         /// The second order of a one-cancels-the-other pair with the account's last accepted
         /// order (refused, with it, unless both can wait untouched).
         pair: bool,
+        /// The pending order of a one-triggers-the-other list (waits for its working order).
+        pending: bool,
+        /// The working order (a limit) of a one-triggers-the-other list triggering the
+        /// account's last pending order (refused, with it, if that is no longer unlinked).
+        triggers: bool,
     },
     Cancel(usize),
     Replace(usize, i64, i64),
@@ -77,9 +82,11 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => (0..3u32, any::<bool>(), any::<bool>(), 0..13u8, 0..5u8,
-               0..8i64, 1..5i64, prop::bool::weighted(0.05), prop::bool::weighted(0.2))
-            .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl, pair)| Op::New {
-                account, option, buy, kind, tif, ticks, qty, reuse_cl, pair
+               0..8i64, 1..5i64, prop::bool::weighted(0.05), prop::bool::weighted(0.2),
+               prop::bool::weighted(0.2), prop::bool::weighted(0.3))
+            .prop_map(|(account, option, buy, kind, tif, ticks, qty, reuse_cl, pair, pending,
+                        triggers)| Op::New {
+                account, option, buy, kind, tif, ticks, qty, reuse_cl, pair, pending, triggers
             }),
         3 => any::<usize>().prop_map(Op::Cancel),
         2 => (any::<usize>(), 0..8i64, 1..6i64).prop_map(|(p, t, q)| Op::Replace(p, t, q)),
@@ -95,6 +102,8 @@ struct Driver {
     now: i64,
     cl: u64,
     accepted: Vec<(OrderId, ClOrdId, AccountId, InstrumentId)>,
+    /// The pending orders accepted, by account.
+    pending: Vec<(AccountId, OrderId, InstrumentId)>,
 }
 
 impl Driver {
@@ -113,8 +122,25 @@ impl Driver {
                 qty,
                 reuse_cl,
                 pair,
+                pending,
+                triggers,
             } => {
-                let k = usize::from(option);
+                let last_of_account = self
+                    .accepted
+                    .iter()
+                    .rev()
+                    .find(|(_, _, a, _)| a.0 == account)
+                    .map(|(id, ..)| *id);
+                let last_pending = self
+                    .pending
+                    .iter()
+                    .rev()
+                    .find(|(a, ..)| a.0 == account)
+                    .map(|&(_, id, i)| (id, i))
+                    .filter(|_| triggers);
+                let k = last_pending.map_or(usize::from(option), |(_, i)| {
+                    usize::from(i != instruments[0])
+                });
                 let cl = match self.accepted.last() {
                     Some((_, c, a, _)) if reuse_cl && a.0 == account => *c,
                     _ => cl,
@@ -125,7 +151,9 @@ impl Driver {
                     instrument: instruments[k],
                     cl_ord_id: cl,
                     side: if buy { Side::Buy } else { Side::Sell },
-                    ord_type: {
+                    ord_type: if last_pending.is_some() {
+                        OrdType::Limit
+                    } else {
                         let stop_px = portcullis_types::Price(base[k] + 5 * (7 - ticks));
                         match kind {
                             0 => OrdType::Market,
@@ -163,20 +191,14 @@ impl Driver {
                     } else {
                         0
                     }),
-                    trailing: if kind >= 11 {
+                    trailing: if kind >= 11 && last_pending.is_none() {
                         portcullis_types::TrailingDelta::new(10)
                     } else {
                         None
                     },
-                    oco_with: if pair {
-                        self.accepted
-                            .iter()
-                            .rev()
-                            .find(|(_, _, a, _)| a.0 == account)
-                            .map(|(id, ..)| *id)
-                    } else {
-                        None
-                    },
+                    oco_with: last_of_account.filter(|_| pair && last_pending.is_none()),
+                    pending,
+                    triggers: last_pending.map(|(id, _)| id),
                 }))
             }
             Op::Cancel(pick) if !self.accepted.is_empty() => {
@@ -232,6 +254,9 @@ impl Driver {
             if e.kind == portcullis_types::EventKind::New {
                 self.accepted
                     .push((e.order_id, o.cl_ord_id, o.account, o.instrument));
+                if e.details.pending {
+                    self.pending.push((o.account, e.order_id, o.instrument));
+                }
             }
         }
     }
@@ -251,6 +276,7 @@ fn run(ops: Vec<Op>, split: usize) -> Result<(), TestCaseError> {
         now: NOW_NS,
         cl: 0,
         accepted: Vec::new(),
+        pending: Vec::new(),
     };
     let split = split % (ops.len() + 1);
     let mut restored: Option<Core> = None;
@@ -315,7 +341,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let mut live = core_with(engine(), risk());
-        let mut d = Driver { now: NOW_NS, cl: 0, accepted: Vec::new() };
+        let mut d = Driver { now: NOW_NS, cl: 0, accepted: Vec::new(), pending: Vec::new() };
         let instruments = [
             live.instruments().by_symbol("BTC-PERP").unwrap(),
             live.instruments().by_symbol("BTC-261204-100000-C").unwrap(),

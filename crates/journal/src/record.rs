@@ -339,7 +339,9 @@ impl JournalRecord {
                 e.u8(u8::from(o.post_only)
                     | u8::from(iceberg) << 1
                     | u8::from(o.trailing.is_some()) << 2
-                    | u8::from(o.oco_with.is_some()) << 3);
+                    | u8::from(o.oco_with.is_some()) << 3
+                    | u8::from(o.pending) << 4
+                    | u8::from(o.triggers.is_some()) << 5);
                 if iceberg {
                     e.i64(o.display_qty.0);
                 }
@@ -348,6 +350,9 @@ impl JournalRecord {
                 }
                 if let Some(first) = o.oco_with {
                     e.u64(first.0);
+                }
+                if let Some(pending) = o.triggers {
+                    e.u64(pending.0);
                 }
                 match o.stp {
                     None => e.u8(0),
@@ -415,6 +420,7 @@ impl JournalRecord {
                         e.u32(canceled);
                     }
                     EventKind::Triggered => e.u8(9),
+                    EventKind::Activated => e.u8(10),
                 }
                 e.u64(ev.order_id.0);
                 e.id(&ev.cl_ord_id);
@@ -444,7 +450,8 @@ impl JournalRecord {
                     e.u8(u8::from(d.post_only)
                         | u8::from(iceberg) << 1
                         | u8::from(d.trailing.is_some()) << 2
-                        | u8::from(d.waiting) << 3);
+                        | u8::from(d.waiting) << 3
+                        | u8::from(d.pending) << 4);
                     if iceberg {
                         e.i64(d.display_qty.0);
                     }
@@ -527,7 +534,7 @@ impl JournalRecord {
                 let price = Price(d.i64()?);
                 let qty = Qty(d.i64()?);
                 let flags = d.u8()?;
-                if flags > 15 {
+                if flags > 63 {
                     return Err(d.err(1, "invalid order flags"));
                 }
                 let display_qty = Qty(if flags & 2 != 0 { d.i64()? } else { 0 });
@@ -541,6 +548,11 @@ impl JournalRecord {
                     None
                 };
                 let oco_with = if flags & 8 != 0 {
+                    Some(OrderId(d.u64()?))
+                } else {
+                    None
+                };
+                let triggers = if flags & 32 != 0 {
                     Some(OrderId(d.u64()?))
                 } else {
                     None
@@ -565,6 +577,8 @@ impl JournalRecord {
                     display_qty,
                     trailing,
                     oco_with,
+                    pending: flags & 16 != 0,
+                    triggers,
                 }))
             }
             tag::CANCEL => {
@@ -623,6 +637,7 @@ impl JournalRecord {
                     },
                     8 => EventKind::MassCancelDone { canceled: d.u32()? },
                     9 => EventKind::Triggered,
+                    10 => EventKind::Activated,
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
                 let mut ev = Event {
@@ -651,12 +666,13 @@ impl JournalRecord {
                 };
                 if d.pos < bytes.len() {
                     let flags = d.u8()?;
-                    if flags == 0 || flags > 15 {
+                    if flags == 0 || flags > 31 {
                         return Err(d.err(1, "invalid order details flags"));
                     }
                     let details = &mut ev.details;
                     details.post_only = flags & 1 != 0;
                     details.waiting = flags & 8 != 0;
+                    details.pending = flags & 16 != 0;
                     if flags & 2 != 0 {
                         details.display_qty = Qty(d.i64()?);
                         if details.display_qty.0 == 0 {
@@ -901,6 +917,7 @@ pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
         EventKind::CancelRejected { .. } => "cancel_rejected",
         EventKind::MassCancelDone { .. } => "mass_cancel_done",
         EventKind::Triggered => "triggered",
+        EventKind::Activated => "activated",
     }
 }
 

@@ -155,6 +155,8 @@ impl Fx {
             display_qty: Qty(0),
             trailing: None,
             oco_with: None,
+            pending: false,
+            triggers: None,
         }
     }
 
@@ -1364,6 +1366,8 @@ fn arb_order() -> impl Strategy<Value = NewOrder> {
                 display_qty: Qty(0),
                 trailing: None,
                 oco_with: None,
+                pending: false,
+                triggers: None,
             },
         )
 }

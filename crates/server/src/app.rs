@@ -769,7 +769,7 @@ impl FixConn {
             OrderState::Filled => b'2',
             OrderState::Canceled => b'4',
             OrderState::Expired => b'C',
-            OrderState::Working | OrderState::PartiallyFilled => return None,
+            OrderState::Pending | OrderState::Working | OrderState::PartiallyFilled => return None,
         };
         Some(Ended {
             status,

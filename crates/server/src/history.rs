@@ -63,6 +63,9 @@ impl HistoryLimits {
 /// Where an order stands, as its last event told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderState {
+    /// The pending order of a one-triggers-the-other list: accepted, placed once its
+    /// working order fills.
+    Pending,
     /// Working, nothing filled.
     Working,
     /// Working, partly filled.
@@ -76,9 +79,12 @@ pub enum OrderState {
 }
 
 impl OrderState {
-    /// True while the order is on the book.
+    /// True while the order is open: on the book, waiting for its trigger or pending.
     pub fn is_working(self) -> bool {
-        matches!(self, OrderState::Working | OrderState::PartiallyFilled)
+        matches!(
+            self,
+            OrderState::Pending | OrderState::Working | OrderState::PartiallyFilled
+        )
     }
 }
 
@@ -252,7 +258,8 @@ impl OrderHistory {
             return; // refused before it was an order
         }
         let state = match e.kind {
-            EventKind::New | EventKind::Replaced | EventKind::Triggered => {
+            EventKind::New if e.details.pending => OrderState::Pending,
+            EventKind::New | EventKind::Replaced | EventKind::Triggered | EventKind::Activated => {
                 if e.cum_qty.0 > 0 {
                     OrderState::PartiallyFilled
                 } else {
@@ -289,11 +296,13 @@ impl OrderHistory {
         order.state = state;
         match e.kind {
             // A stop or take-profit waiting for its trigger is not working yet.
-            EventKind::New if order.working_ns < 0 && !e.details.waiting => {
+            EventKind::New if order.working_ns < 0 && !e.details.waiting && !e.details.pending => {
                 order.working_ns = e.ts_ns
             }
-            // A stop or take-profit works from its trigger on.
+            // A stop or take-profit works from its trigger on; a pending order from when it
+            // is placed, unless it is a stop that waits then.
             EventKind::Triggered => order.working_ns = e.ts_ns,
+            EventKind::Activated if !e.details.waiting => order.working_ns = e.ts_ns,
             EventKind::Replaced => {
                 order.price = e.price;
                 order.qty = e.qty;

@@ -638,6 +638,8 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
         display_qty,
         trailing,
         oco_with: None,
+        pending: false,
+        triggers: None,
     };
     if !o.iceberg_ok() {
         return Err(Refusal::with_text(
@@ -932,9 +934,12 @@ fn tif_char(t: TimeInForce) -> u8 {
     }
 }
 
-/// OrdStatus(39) of a working order (after a replace, or in a cancel reject).
+/// OrdStatus(39) of a working order (after a replace, or in a cancel reject): A for the
+/// pending order of a list.
 fn working_status(e: &Event) -> u8 {
-    if e.cum_qty.0 > 0 {
+    if e.details.pending {
+        b'A'
+    } else if e.cum_qty.0 > 0 {
         if e.leaves_qty.0 > 0 {
             b'1'
         } else {
@@ -949,7 +954,10 @@ fn working_status(e: &Event) -> u8 {
 fn exec_type_and_status(v: BeginString, e: &Event) -> (u8, u8) {
     let v42 = v == BeginString::Fix42;
     match e.kind {
+        // The pending order of a list: Pending New until its working order fills, then New.
+        EventKind::New if e.details.pending => (b'A', b'A'),
         EventKind::New => (b'0', b'0'),
+        EventKind::Activated => (b'0', working_status(e)),
         EventKind::PartialFill => (if v42 { b'1' } else { b'F' }, b'1'),
         EventKind::Fill => (if v42 { b'2' } else { b'F' }, b'2'),
         EventKind::Canceled => (b'4', b'4'),
@@ -2273,6 +2281,34 @@ mod tests {
         // An expiry already past is the engine's refusal: OrdRejReason 4 in every version.
         for v in V {
             assert_eq!(ord_rej_code(v, RejectReason::TooLateToEnter), 4);
+        }
+    }
+
+    #[test]
+    fn a_pending_order_is_pending_new_and_new_once_placed_in_every_version() {
+        let f = fixture();
+        let names = f.names();
+        let mut scratch = Vec::new();
+        for v in V {
+            let mut e = event(EventKind::New);
+            (e.cum_qty, e.leaves_qty) = (Qty(0), Qty(3000));
+            e.details.pending = true;
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(
+                (field(&bytes, 150), field(&bytes, 39)),
+                (Some("A"), Some("A"))
+            );
+            e.kind = EventKind::Activated;
+            e.details.pending = false;
+            let bytes = validate(v, b"8", |enc| {
+                encode_report(enc, v, Report::Event(&e), &names, &mut scratch)
+            });
+            assert_eq!(
+                (field(&bytes, 150), field(&bytes, 39)),
+                (Some("0"), Some("0"))
+            );
         }
     }
 

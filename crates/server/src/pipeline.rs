@@ -434,7 +434,7 @@ pub struct ControlRequest {
 // Event counts for the metrics
 
 /// The label values of [`EventCounts::kind`]: one per [`EventKind`].
-pub const EVENT_KIND_NAMES: [&str; 10] = [
+pub const EVENT_KIND_NAMES: [&str; 11] = [
     "new",
     "partial_fill",
     "fill",
@@ -445,6 +445,7 @@ pub const EVENT_KIND_NAMES: [&str; 10] = [
     "cancel_rejected",
     "mass_cancel_done",
     "triggered",
+    "activated",
 ];
 
 /// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
@@ -503,6 +504,7 @@ impl EventCounts {
             EventKind::CancelRejected { reason, .. } => (7, Some(reason)),
             EventKind::MassCancelDone { .. } => (8, None),
             EventKind::Triggered => (9, None),
+            EventKind::Activated => (10, None),
         };
         bump(&self.kinds[k]);
         if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {
@@ -1679,6 +1681,8 @@ pub(crate) mod tests {
             display_qty: Qty(0),
             trailing: None,
             oco_with: None,
+            pending: false,
+            triggers: None,
         })
     }
 

@@ -766,6 +766,8 @@ impl Quoting {
                     display_qty: Qty(0),
                     trailing: None,
                     oco_with: None,
+                    pending: false,
+                    triggers: None,
                 });
                 let next = QuoteSide {
                     cl,

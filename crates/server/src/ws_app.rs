@@ -829,6 +829,8 @@ impl WsBridge {
             display_qty,
             trailing,
             oco_with: None,
+            pending: false,
+            triggers: None,
         };
         let local = LocalOrder {
             symbol: entry.symbol.clone(),
@@ -1054,10 +1056,15 @@ impl WsBridge {
         if let Some(o) = order.as_mut() {
             o.update_time = now;
             match e.kind {
-                EventKind::New => {
-                    o.status = OrderStatus::New;
-                    // A stop or take-profit waiting for its trigger works from the trigger.
-                    if !e.details.waiting {
+                EventKind::New | EventKind::Activated => {
+                    o.status = if e.details.pending {
+                        OrderStatus::PendingNew
+                    } else {
+                        OrderStatus::New
+                    };
+                    // A stop or take-profit waiting for its trigger works from the trigger, a
+                    // pending order once placed.
+                    if !e.details.waiting && !e.details.pending {
                         o.working_time = now;
                     }
                 }
@@ -1258,7 +1265,7 @@ impl WsBridge {
                     }
                 }
             }
-            EventKind::Expired | EventKind::Triggered => {}
+            EventKind::Expired | EventKind::Triggered | EventKind::Activated => {}
         }
     }
 
@@ -1623,6 +1630,7 @@ impl WsBridge {
             cum_qty: p.cum_qty.0,
             cum_quote: p.cum_quote,
             status: match p.state {
+                OrderState::Pending => OrderStatus::PendingNew,
                 OrderState::Working => OrderStatus::New,
                 OrderState::PartiallyFilled => OrderStatus::PartiallyFilled,
                 OrderState::Filled => OrderStatus::Filled,
@@ -1800,7 +1808,8 @@ fn note_event(e: &Event, now: &mut Option<i64>) {
 
 fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
     let (x, trade) = match e.kind {
-        EventKind::New => (ExecutionType::New, false),
+        // A pending order placed when its working order filled is new (again) to the dialect.
+        EventKind::New | EventKind::Activated => (ExecutionType::New, false),
         EventKind::PartialFill | EventKind::Fill => (ExecutionType::Trade, true),
         EventKind::Canceled => (ExecutionType::Canceled, false),
         EventKind::Replaced => (ExecutionType::Replaced, false),

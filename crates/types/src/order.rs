@@ -377,6 +377,16 @@ pub struct NewOrder {
     /// trades (even partly) or triggers, or is cancelled or expires, the other is cancelled. If
     /// this order is refused, the first is cancelled too while it is untouched.
     pub oco_with: Option<OrderId>,
+    /// The pending order of a one-triggers-the-other list (Binance `orderList.place.oto`):
+    /// accepted now, it waits outside the book until the list's working order fills
+    /// completely, then works as if entered at that moment (a pair of pending orders, joined
+    /// by `oco_with`, is placed together). If the working order ends otherwise, or never
+    /// joins it, it is cancelled; if it is cancelled, so is the working order.
+    pub pending: bool,
+    /// The working order of a one-triggers-the-other list: this order places the pending
+    /// order `triggers` (of the same session, account and instrument, not yet in a list) when
+    /// it fills completely. A limit order; if it is refused, the pending order is cancelled.
+    pub triggers: Option<OrderId>,
 }
 
 impl NewOrder {
@@ -539,7 +549,9 @@ pub enum RejectReason {
     /// A good-till-date order whose expiry time has already passed.
     TooLateToEnter,
     /// The second order of a one-cancels-the-other pair whose first is no longer an
-    /// untouched working order of the session, or a pair whose orders cannot both wait.
+    /// untouched working order of the session, or a pair whose orders cannot both wait; or
+    /// the working order of a one-triggers-the-other list whose pending order is not an
+    /// unlinked pending order of the session (or that is not a limit order itself).
     OrderListRejected,
 }
 
@@ -590,7 +602,8 @@ impl RejectReason {
             Self::ServerBusy => "server busy",
             Self::TooLateToEnter => "expire time has already passed",
             Self::OrderListRejected => {
-                "order list rejected: both orders must wait untouched (a post-only limit and a stop)"
+                "order list rejected: a pair must wait untouched (a post-only limit and a stop); \
+                 a pending order needs an untouched limit to trigger it"
             }
         }
     }
@@ -629,6 +642,10 @@ pub enum EventKind {
     /// A waiting stop or take-profit order was triggered: it works now, and its fills, rest
     /// or cancel follow (FIX 5.0 SP2 ExecType L).
     Triggered,
+    /// The pending order of a one-triggers-the-other list was placed because its working
+    /// order filled completely: it is a new order now (a stop waiting for its trigger, or
+    /// working), and its fills, rest or cancel follow (FIX 5.0 SP2 ExecType L).
+    Activated,
 }
 
 /// An execution event produced by the core thread for one session.
@@ -694,6 +711,9 @@ pub struct OrderDetails {
     pub trailing: Option<TrailingDelta>,
     /// A stop, take-profit or trailing stop still waiting for its trigger (not working yet).
     pub waiting: bool,
+    /// The pending order of a one-triggers-the-other list, waiting for its working order to
+    /// fill (FIX OrdStatus A, the dialect's `PENDING_NEW`).
+    pub pending: bool,
 }
 
 impl OrderDetails {
@@ -704,6 +724,7 @@ impl OrderDetails {
             display_qty: o.display_qty,
             trailing: o.trailing,
             waiting: false,
+            pending: o.pending,
         }
     }
 }
@@ -900,6 +921,8 @@ mod tests {
             display_qty: Qty(0),
             trailing,
             oco_with: None,
+            pending: false,
+            triggers: None,
         };
         let d = TrailingDelta::new(100);
         let stop = |p| OrdType::Stop { stop_px: Price(p) };

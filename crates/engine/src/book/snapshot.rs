@@ -1,7 +1,8 @@
 //! The books in a journal snapshot: every resting order with every field a report or a later
 //! match depends on, level by level in time priority, each book's last trade price and its
 //! stop orders waiting for their trigger in trigger order and its waiting trailing stops with
-//! their phase and best price (version 3; version 2 snapshots have none), the account and
+//! their phase and best price (version 3; version 2 snapshots have none), its pending orders
+//! of one-triggers-the-other lists (version 4; older snapshots have none), the account and
 //! session lists in their order (the order of bulk cancels), and the id counters.
 
 use portcullis_types::snapshot::{
@@ -14,7 +15,9 @@ use portcullis_types::{
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
 use crate::orders::{Order, Orders, TrailPhase, NIL};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+/// The version before pending orders, still read.
+const VERSION_3: u8 = 3;
 /// The version before trailing stops, still read.
 const VERSION_2: u8 = 2;
 /// Bytes of one order in the snapshot, at least (a 0-byte ClOrdID).
@@ -30,7 +33,14 @@ impl Matcher {
         w.u64(self.ids.exec);
         w.u64(self.ids.trade);
         w.u32(self.books.len() as u32);
-        for b in &self.books {
+        // Pending orders are in no book list: found by one pass over the store, by book.
+        let mut pending: Vec<Vec<u32>> = vec![Vec::new(); self.books.len()];
+        for slot in 0..self.orders.high_water() {
+            if self.orders.is_live(slot) && self.orders.get(slot).pending {
+                pending[self.orders.get(slot).instrument.0 as usize].push(slot);
+            }
+        }
+        for (b, pending) in self.books.iter().zip(&mut pending) {
             w.u32(b.instrument.0);
             w.bool(b.open);
             for side in [&b.bids, &b.asks] {
@@ -67,6 +77,11 @@ impl Matcher {
                     TrailPhase::Arming | TrailPhase::Due => w.u8(0),
                 }
             }
+            pending.sort_by_key(|&slot| self.orders.get(slot).id);
+            w.u32(pending.len() as u32);
+            for &slot in pending.iter() {
+                write_order(&mut w, self.orders.get(slot), &self.orders);
+            }
         }
         for account in [true, false] {
             let owners = self.orders.owners(account);
@@ -98,7 +113,7 @@ impl Matcher {
     /// [`Matcher::new`] (no books, no orders).
     pub fn restore_snapshot(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
         let version = r.u8("book snapshot version")?;
-        if version != VERSION && version != VERSION_2 {
+        if !(VERSION_2..=VERSION).contains(&version) {
             return Err(r.invalid(1, "book snapshot version"));
         }
         let ids = IdCounters {
@@ -111,9 +126,10 @@ impl Matcher {
         }
         let n = r.count(5, "books")?;
         self.books.clear();
-        // One-cancels-the-other pairs: (slot, the other's id, where it was read), joined once
-        // every order is in.
+        // One-cancels-the-other pairs and one-triggers-the-other lists: (slot, the other's id,
+        // where it was read), joined once every order is in.
         let mut links: Vec<(u32, OrderId, usize)> = Vec::new();
+        let mut lists: Vec<(u32, OrderId, usize)> = Vec::new();
         for i in 0..n {
             let instrument = InstrumentId(r.u32("book instrument")?);
             if instrument.0 as usize != i {
@@ -128,7 +144,7 @@ impl Matcher {
                 let count = r.count(MIN_ORDER_BYTES, "resting orders")?;
                 for _ in 0..count {
                     let at = r.position();
-                    let (o, sibling) = read_order(r)?;
+                    let (o, sibling, list) = read_order(r)?;
                     if o.instrument != instrument || o.side != side || o.ord_type.is_market() {
                         return Err(SnapshotError::Invalid {
                             offset: at,
@@ -137,6 +153,7 @@ impl Matcher {
                     }
                     let slot = self.restore_order(o, at)?;
                     links.extend(sibling.map(|s| (slot, s, at)));
+                    lists.extend(list.map(|s| (slot, s, at)));
                     self.books[i]
                         .side_mut(side)
                         .push_back(&mut self.orders, slot);
@@ -152,7 +169,7 @@ impl Matcher {
                 let count = r.count(MIN_ORDER_BYTES, "stop orders")?;
                 for _ in 0..count {
                     let at = r.position();
-                    let (mut o, sibling) = read_order(r)?;
+                    let (mut o, sibling, list) = read_order(r)?;
                     let trigger = o.ord_type.trigger(o.side).filter(|_| o.trailing.is_none());
                     let in_order = trigger.is_some_and(|(p, d)| {
                         d == dir
@@ -171,6 +188,7 @@ impl Matcher {
                     o.untriggered = true;
                     let slot = self.restore_order(o, at)?;
                     links.extend(sibling.map(|s| (slot, s, at)));
+                    lists.extend(list.map(|s| (slot, s, at)));
                     self.books[i].stops_mut(dir).entries.push(StopEntry {
                         stop_px: trigger.map_or(Price(0), |(p, _)| p),
                         slot,
@@ -183,20 +201,15 @@ impl Matcher {
             let count = r.count(MIN_ORDER_BYTES + 1, "trailing stops")?;
             for _ in 0..count {
                 let at = r.position();
-                let (mut o, sibling) = read_order(r)?;
+                let (mut o, sibling, list) = read_order(r)?;
                 let bad = SnapshotError::Invalid {
                     offset: at,
                     what: "trailing stop",
                 };
-                let oldest = self.books[i]
-                    .tape
-                    .trailing
-                    .last()
-                    .map_or(true, |&s| self.orders.get(s).id < o.id);
+                // In the order they started to wait (a pending order placed later than its id).
                 if o.instrument != instrument
                     || o.trailing.is_none()
                     || o.ord_type.stop_px().is_none()
-                    || !oldest
                 {
                     return Err(bad);
                 }
@@ -209,7 +222,26 @@ impl Matcher {
                 o.untriggered = true;
                 let slot = self.restore_order(o, at)?;
                 links.extend(sibling.map(|s| (slot, s, at)));
+                lists.extend(list.map(|s| (slot, s, at)));
                 self.books[i].tape.trailing.push(slot);
+            }
+            if version == VERSION_3 {
+                continue;
+            }
+            let count = r.count(MIN_ORDER_BYTES, "pending orders")?;
+            for _ in 0..count {
+                let at = r.position();
+                let (mut o, sibling, list) = read_order(r)?;
+                if o.instrument != instrument {
+                    return Err(SnapshotError::Invalid {
+                        offset: at,
+                        what: "pending order",
+                    });
+                }
+                o.pending = true;
+                let slot = self.restore_order(o, at)?;
+                links.extend(sibling.map(|s| (slot, s, at)));
+                lists.extend(list.map(|s| (slot, s, at)));
             }
         }
         for &(slot, other, at) in &links {
@@ -234,6 +266,33 @@ impl Matcher {
                 return Err(SnapshotError::Invalid {
                     offset: at,
                     what: "order list pair",
+                });
+            }
+        }
+        // A working order and its pending order of the same session, naming each other.
+        for &(slot, other, at) in &lists {
+            let joined = self.orders.find_by_id(other).filter(|&s| {
+                let (a, b) = (self.orders.get(slot), self.orders.get(s));
+                s != slot
+                    && a.pending != b.pending
+                    && a.session == b.session
+                    && a.account == b.account
+                    && a.instrument == b.instrument
+            });
+            let Some(s) = joined else {
+                return Err(SnapshotError::Invalid {
+                    offset: at,
+                    what: "one-triggers-the-other list",
+                });
+            };
+            self.orders.get_mut(slot).list = s;
+        }
+        for &(slot, _, at) in &lists {
+            let s = self.orders.get(slot).list;
+            if self.orders.get(s).list != slot {
+                return Err(SnapshotError::Invalid {
+                    offset: at,
+                    what: "one-triggers-the-other list",
                 });
             }
         }
@@ -318,12 +377,15 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order, orders: &Orders) {
     w.u8(stp_byte(o.stp));
     // Flags: bit 0 post-only, bit 1 iceberg (its display and tranche end follow the order),
     // bit 2 trailing stop (its distance in bips follows, as a u32), bit 3 one of a
-    // one-cancels-the-other pair (the other's order id follows).
+    // one-cancels-the-other pair (the other's order id follows), bit 4 one of a
+    // one-triggers-the-other list (the other's order id follows).
     let sibling = orders.sibling_id(o);
+    let list = orders.list_id(o);
     w.u8(u8::from(o.post_only)
         | u8::from(o.display.0 != 0) << 1
         | u8::from(o.trailing.is_some()) << 2
-        | u8::from(sibling.is_some()) << 3);
+        | u8::from(sibling.is_some()) << 3
+        | u8::from(list.is_some()) << 4);
     w.i64(o.price.0);
     w.i64(o.qty.0);
     w.i64(o.cum.0);
@@ -339,10 +401,16 @@ fn write_order(w: &mut SnapshotWriter<'_>, o: &Order, orders: &Orders) {
     if let Some(id) = sibling {
         w.u64(id.0);
     }
+    if let Some(id) = list {
+        w.u64(id.0);
+    }
 }
 
-/// An order and, for one of a pair, the other's id.
-fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Option<OrderId>), SnapshotError> {
+/// The other order's id of an order's pair or list.
+type Link = Option<OrderId>;
+
+/// An order and, for one of a pair or a list, the other's id.
+fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Link, Link), SnapshotError> {
     let mut o = Order {
         id: OrderId(r.u64("order id")?),
         cl_ord_id: r.cl_ord_id("clordid")?,
@@ -365,10 +433,12 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Option<OrderId>), Sn
         trailing: None,
         trail: TrailPhase::Arming,
         sibling: NIL,
+        pending: false,
+        list: NIL,
     };
     let at = r.position();
     let flags = r.u8("order flags")?;
-    if flags > 15 {
+    if flags > 31 {
         return Err(SnapshotError::Invalid {
             offset: at,
             what: "order flags",
@@ -404,5 +474,10 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Option<OrderId>), Sn
     } else {
         None
     };
-    Ok((o, sibling))
+    let list = if flags & 16 != 0 {
+        Some(OrderId(r.u64("one-triggers-the-other list")?))
+    } else {
+        None
+    };
+    Ok((o, sibling, list))
 }

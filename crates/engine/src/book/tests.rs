@@ -54,6 +54,8 @@ impl Fixture {
             display_qty: Qty(0),
             trailing: None,
             oco_with: None,
+            pending: false,
+            triggers: None,
         }
     }
 
@@ -1882,5 +1884,372 @@ fn a_waiting_trailing_stop_expires_with_its_instrument() {
     );
     assert_eq!((ev[0].order_id, ev[0].kind), (t, EventKind::Expired));
     assert_eq!(f.m.book(INST).unwrap().stop_count(), 0);
+    assert_eq!(f.m.resting_orders(), 0);
+}
+
+impl Fixture {
+    /// A one-triggers-the-other list of account 1: `pending` placed first (pending), then
+    /// `working` triggering it. Returns (working events, working id, pending id).
+    fn oto(
+        &mut self,
+        mut pending: NewOrder,
+        mut working: NewOrder,
+    ) -> (Vec<Event>, OrderId, OrderId) {
+        pending.pending = true;
+        let ev = self.submit(pending);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        assert!(ev[0].details.pending);
+        let p = ev[0].order_id;
+        working.triggers = Some(p);
+        let ev = self.submit(working);
+        let w = ev[0].order_id;
+        (ev, w, p)
+    }
+
+    fn list_of(&self, id: OrderId) -> Option<OrderId> {
+        let o = self.m.orders.get(self.slot(id)?);
+        self.m.orders.list_id(o)
+    }
+
+    fn leaves_of(&self, id: OrderId) -> Option<i64> {
+        self.slot(id).map(|s| self.m.orders.get(s).leaves().0)
+    }
+}
+
+#[test]
+fn a_pending_order_waits_off_the_book_until_its_working_order_fills_completely() {
+    let mut f = Fixture::new();
+    // Account 1 buys 2 at 100; once bought, it sells 2 at 120.
+    let take_profit = f.order(1, Side::Sell, 120, 2);
+    let entry = f.order(1, Side::Buy, 100, 2);
+    let (ev, w, p) = f.oto(take_profit, entry);
+    assert_eq!(kinds(&ev), [EventKind::New]);
+    assert_eq!((f.list_of(w), f.list_of(p)), (Some(p), Some(w)));
+    // Not on the book: the sell side is empty; the pending order is not replaceable.
+    assert_eq!(f.m.book(INST).unwrap().side(Side::Sell).best(), None);
+    assert_eq!(f.replace(p, 121, 2), Err(RejectReason::Unsupported));
+    assert_eq!(f.replace(w, 101, 2), Err(RejectReason::Unsupported));
+    // A partial fill of the working order places nothing.
+    let sell = f.order(0, Side::Sell, 100, 1);
+    let ev = f.submit(sell);
+    assert!(ev.iter().all(|e| e.order_id != p), "{ev:#?}");
+    assert_eq!(f.leaves_of(p), Some(2));
+    // The rest fills it: the pending order is placed after the fill and rests at 120.
+    let sell = f.order(0, Side::Sell, 100, 1);
+    let ev = f.submit(sell);
+    let last = ev.last().unwrap();
+    assert_eq!(
+        (last.order_id, last.kind),
+        (p, EventKind::Activated),
+        "{ev:#?}"
+    );
+    assert!(!last.details.pending && !last.details.waiting);
+    assert_eq!(
+        f.m.book(INST).unwrap().side(Side::Sell).best(),
+        Some(Price(120))
+    );
+    assert_eq!(f.list_of(p), None);
+    // It is an ordinary order now: it trades.
+    let buy = f.order(0, Side::Buy, 120, 2);
+    let ev = f.submit(buy);
+    assert!(ev
+        .iter()
+        .any(|e| e.order_id == p && e.kind == EventKind::Fill));
+}
+
+#[test]
+fn a_working_order_filled_on_entry_places_its_pending_order_in_the_same_command() {
+    let mut f = Fixture::new();
+    f.place(0, Side::Sell, 100, 2);
+    f.place(0, Side::Buy, 90, 1);
+    // The pending order is a market sell: placed once the buy fills, it sells into the bid.
+    let mut market = f.order(1, Side::Sell, 0, 1);
+    market.ord_type = OrdType::Market;
+    market.tif = TimeInForce::Ioc;
+    let entry = f.order(1, Side::Buy, 100, 2);
+    let (ev, w, p) = f.oto(market, entry);
+    let seen: Vec<_> = ev.iter().map(|e| (e.order_id, e.kind)).collect();
+    let at = |id, kind| seen.iter().position(|&s| s == (id, kind)).unwrap();
+    assert!(
+        at(w, EventKind::Fill) < at(p, EventKind::Activated),
+        "{ev:#?}"
+    );
+    assert!(
+        at(p, EventKind::Activated) < at(p, EventKind::Fill),
+        "{ev:#?}"
+    );
+    assert_eq!(
+        ev.iter()
+            .find(|e| e.order_id == p && e.kind == EventKind::Fill)
+            .unwrap()
+            .last_px,
+        Price(90)
+    );
+}
+
+#[test]
+fn a_list_ends_whole_when_either_order_ends_unfilled() {
+    // The working order cancelled (after a partial fill): the pending order goes too.
+    let mut f = Fixture::new();
+    let (_, w, p) = {
+        let tp = f.order(1, Side::Sell, 120, 2);
+        let entry = f.order(1, Side::Buy, 100, 2);
+        f.oto(tp, entry)
+    };
+    let sell = f.order(0, Side::Sell, 100, 1);
+    f.submit(sell);
+    let ev = f.cancel(w);
+    assert_eq!(
+        ev.iter().map(|e| (e.order_id, e.kind)).collect::<Vec<_>>(),
+        [(w, EventKind::Canceled), (p, EventKind::Canceled)]
+    );
+    assert_eq!(f.m.resting_orders(), 0);
+    // The pending order cancelled: its working order goes too.
+    let (_, w, p) = {
+        let tp = f.order(1, Side::Sell, 120, 2);
+        let entry = f.order(1, Side::Buy, 100, 2);
+        f.oto(tp, entry)
+    };
+    let ev = f.cancel(p);
+    assert_eq!(
+        ev.iter().map(|e| (e.order_id, e.kind)).collect::<Vec<_>>(),
+        [(p, EventKind::Canceled), (w, EventKind::Canceled)]
+    );
+    // An IOC working order whose rest is cancelled: nothing is placed.
+    f.place(0, Side::Sell, 100, 1);
+    let tp = f.order(1, Side::Sell, 120, 2);
+    let mut entry = f.order(1, Side::Buy, 100, 2);
+    entry.tif = TimeInForce::Ioc;
+    let (ev, w, p) = f.oto(tp, entry);
+    let seen: Vec<_> = ev.iter().map(|e| (e.order_id, e.kind)).collect();
+    assert!(
+        seen.contains(&(w, EventKind::Canceled)) && seen.contains(&(p, EventKind::Canceled)),
+        "{ev:#?}"
+    );
+    assert_eq!(f.m.resting_orders(), 0);
+}
+
+#[test]
+fn a_working_order_that_cannot_join_its_pending_order_refuses_the_list() {
+    let mut f = Fixture::new();
+    type Edit = dyn Fn(&mut NewOrder, &mut NewOrder);
+    // (case, whether the pending order is cancelled with the list)
+    let cases: [(&str, &Edit, bool); 5] = [
+        ("not pending", &|p, _| p.pending = false, false),
+        (
+            "another account's",
+            &|_, w| {
+                w.account = AccountId(0);
+                w.session = SessionId(0);
+            },
+            false,
+        ),
+        (
+            "a stop as working order",
+            &|_, w| {
+                w.ord_type = OrdType::Stop {
+                    stop_px: Price(100),
+                }
+            },
+            true,
+        ),
+        (
+            "a market working order",
+            &|_, w| w.ord_type = OrdType::Market,
+            true,
+        ),
+        (
+            "also in a pair",
+            &|_, w| w.oco_with = Some(OrderId(1)),
+            true,
+        ),
+    ];
+    for (what, edit, cancels) in cases {
+        let mut p = f.order(1, Side::Sell, 120, 2);
+        p.pending = true;
+        let mut w = f.order(1, Side::Buy, 100, 2);
+        edit(&mut p, &mut w);
+        let pending = f.submit(p);
+        let pid = pending[0].order_id;
+        w.triggers = Some(pid);
+        let ev = f.submit(w);
+        assert_eq!(
+            ev[0].kind,
+            EventKind::Rejected(RejectReason::OrderListRejected),
+            "{what}: {ev:#?}"
+        );
+        // A pending order refused with its list is cancelled; an order that is not pending,
+        // or is another account's, is not touched.
+        if cancels {
+            assert_eq!(
+                (ev[1].order_id, ev[1].kind),
+                (pid, EventKind::Canceled),
+                "{what}"
+            );
+        } else {
+            assert_eq!(ev.len(), 1, "{what}");
+            f.cancel(pid);
+        }
+        assert_eq!(f.m.resting_orders(), 0, "{what}");
+    }
+    // A pending order already triggered by another working order cannot be joined again.
+    let (_, _, p) = {
+        let tp = f.order(1, Side::Sell, 120, 2);
+        let entry = f.order(1, Side::Buy, 100, 2);
+        f.oto(tp, entry)
+    };
+    let mut again = f.order(1, Side::Buy, 99, 2);
+    again.triggers = Some(p);
+    assert_eq!(
+        kinds(&f.submit(again)),
+        [EventKind::Rejected(RejectReason::OrderListRejected)]
+    );
+    assert_eq!(f.m.resting_orders(), 2);
+}
+
+#[test]
+fn a_pending_pair_is_placed_together_and_then_one_cancels_the_other() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    // OTOCO: buy 2 at 100; then sell 2 at 120 (post-only) or stop out at 90.
+    let mut above = f.order(1, Side::Sell, 120, 2);
+    above.post_only = true;
+    above.pending = true;
+    let above = f.submit(above)[0].order_id;
+    let mut below = f.stop(1, Side::Sell, 90, None, 2);
+    below.pending = true;
+    below.oco_with = Some(above);
+    let ev = f.submit(below);
+    assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+    let below = ev[0].order_id;
+    // A pending stop is not in the stop lists: a trade at 90 does not trigger it.
+    f.trade_at(90, 1);
+    assert_eq!(f.leaves_of(below), Some(2));
+    assert_eq!(f.stop_lists(), (vec![], vec![]));
+    f.trade_at(100, 1);
+    let mut entry = f.order(1, Side::Buy, 100, 2);
+    entry.triggers = Some(above);
+    let w = f.submit(entry)[0].order_id;
+    // The entry fills: both are placed, the limit rests, the stop waits.
+    let sell = f.order(0, Side::Sell, 100, 2);
+    let ev = f.submit(sell);
+    let activated: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::Activated)
+        .map(|e| (e.order_id, e.details.waiting))
+        .collect();
+    assert_eq!(activated, [(above, false), (below, true)], "{ev:#?}");
+    assert!(f.slot(w).is_none());
+    assert_eq!(f.stop_lists(), (vec![], vec![90]));
+    assert_eq!(
+        (f.pair_of(above), f.pair_of(below)),
+        (Some(below), Some(above))
+    );
+    // The stop triggers on a trade at 90: the limit is cancelled, the stop sells.
+    f.place(0, Side::Buy, 90, 3);
+    let sell = f.order(1, Side::Sell, 90, 1);
+    let ev = f.submit(sell);
+    let seen: Vec<_> = ev.iter().map(|e| (e.order_id, e.kind)).collect();
+    assert!(seen.contains(&(above, EventKind::Canceled)), "{ev:#?}");
+    assert!(seen.contains(&(below, EventKind::Fill)), "{ev:#?}");
+}
+
+#[test]
+fn a_pending_post_only_order_that_would_trade_when_placed_is_refused_with_its_pair() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    // Two lists of account 1, both working orders bought by one sell: the first places a
+    // buy at 106, so the second's post-only sell at 105 would trade when it is placed.
+    let mut bid = f.order(1, Side::Buy, 106, 1);
+    bid.pending = true;
+    let bid = f.submit(bid)[0].order_id;
+    let mut entry = f.order(1, Side::Buy, 100, 1);
+    entry.triggers = Some(bid);
+    f.submit(entry);
+    let mut above = f.order(1, Side::Sell, 105, 2);
+    above.post_only = true;
+    above.pending = true;
+    let above = f.submit(above)[0].order_id;
+    let mut below = f.stop(1, Side::Sell, 90, None, 2);
+    below.pending = true;
+    below.oco_with = Some(above);
+    let below = f.submit(below)[0].order_id;
+    let mut entry = f.order(1, Side::Buy, 100, 1);
+    entry.triggers = Some(above);
+    f.submit(entry);
+    let sell = f.order(0, Side::Sell, 100, 2);
+    let ev = f.submit(sell);
+    assert_eq!(
+        f.m.book(INST).unwrap().side(Side::Buy).best(),
+        Some(Price(106))
+    );
+    let seen: Vec<_> = ev.iter().map(|e| (e.order_id, e.kind)).collect();
+    let at = |id, kind| seen.iter().position(|&s| s == (id, kind));
+    assert!(at(above, EventKind::Activated).is_some(), "{ev:#?}");
+    assert!(
+        at(above, EventKind::Rejected(RejectReason::PostOnlyWouldTrade)).is_some(),
+        "{ev:#?}"
+    );
+    assert!(at(below, EventKind::Canceled).is_some(), "{ev:#?}");
+    assert!(at(below, EventKind::Activated).is_none(), "{ev:#?}");
+    assert_eq!(f.m.resting_orders(), 1, "the bid at 106 only");
+}
+
+#[test]
+fn a_snapshot_keeps_lists_and_pending_orders_and_the_copy_places_them_as_the_original_does() {
+    let mut f = Fixture::new();
+    f.trade_at(100, 1);
+    let mut above = f.order(1, Side::Sell, 120, 2);
+    above.post_only = true;
+    above.pending = true;
+    let above = f.submit(above)[0].order_id;
+    let mut below = f.trailing(1, Side::Sell, 0, None, 100);
+    below.qty = Qty(2);
+    below.pending = true;
+    below.oco_with = Some(above);
+    let below = f.submit(below)[0].order_id;
+    let mut entry = f.order(1, Side::Buy, 100, 2);
+    entry.triggers = Some(above);
+    let w = f.submit(entry)[0].order_id;
+    let mut copy = Fixture {
+        m: f.restored_copy(),
+        now: f.now,
+        cl: f.cl,
+    };
+    assert_eq!(
+        (copy.list_of(w), copy.list_of(above)),
+        (Some(above), Some(w))
+    );
+    assert_eq!(copy.pair_of(below), Some(above));
+    let mut events = Vec::new();
+    for fx in [&mut f, &mut copy] {
+        let sell = fx.order(0, Side::Sell, 100, 2);
+        let ev = fx.submit(sell);
+        assert!(
+            ev.iter()
+                .any(|e| e.order_id == below && e.kind == EventKind::Activated),
+            "{ev:#?}"
+        );
+        events.push(ev);
+    }
+    assert_eq!(events[0], events[1]);
+    let (mut s1, mut s2) = (Vec::new(), Vec::new());
+    f.m.write_state(&mut s1);
+    copy.m.write_state(&mut s2);
+    assert_eq!(s1, s2);
+}
+
+#[test]
+fn pending_orders_expire_with_their_instrument() {
+    let mut f = Fixture::new();
+    let mut p = f.order(1, Side::Sell, 120, 2);
+    p.pending = true;
+    let p = f.submit(p)[0].order_id;
+    let mut ev = Vec::new();
+    assert_eq!(
+        f.m.expire_instrument(INST, 10, &mut (), &mut |e| ev.push(e)),
+        1
+    );
+    assert_eq!((ev[0].order_id, ev[0].kind), (p, EventKind::Expired));
     assert_eq!(f.m.resting_orders(), 0);
 }

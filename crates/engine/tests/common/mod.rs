@@ -124,6 +124,8 @@ impl Run {
             display_qty: Qty(0),
             trailing: None,
             oco_with: None,
+            pending: false,
+            triggers: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub(crate) fn new_order(i: u64) -> JournalRecord {
         display_qty: Qty(0),
         trailing: None,
         oco_with: None,
+        pending: false,
+        triggers: None,
     }))
 }
 

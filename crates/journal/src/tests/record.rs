@@ -94,13 +94,26 @@ fn command() -> impl Strategy<Value = Command> {
                 any::<bool>(),
                 prop_oneof![Just(0i64), any::<i64>()],
                 proptest::option::of(TrailingDelta::MIN_BIPS..=TrailingDelta::MAX_BIPS),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
                 proptest::option::of(any::<u64>())
             ),
             stp(),
             any::<i64>()
         )
             .prop_map(
-                |((s, a, i), c, side, ot, tif, p, q, (po, display, trailing, oco), stp, r)| {
+                |(
+                    (s, a, i),
+                    c,
+                    side,
+                    ot,
+                    tif,
+                    p,
+                    q,
+                    (po, display, trailing, oco, pending, triggers),
+                    stp,
+                    r,
+                )| {
                     Command::New(NewOrder {
                         session: SessionId(s),
                         account: AccountId(a),
@@ -117,6 +130,8 @@ fn command() -> impl Strategy<Value = Command> {
                         display_qty: Qty(display),
                         trailing: trailing.and_then(TrailingDelta::new),
                         oco_with: oco.map(OrderId),
+                        pending,
+                        triggers: triggers.map(OrderId),
                     })
                 }
             ),
@@ -189,6 +204,7 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
             .prop_map(|(replace, reason)| EventKind::CancelRejected { replace, reason }),
         any::<u32>().prop_map(|canceled| EventKind::MassCancelDone { canceled }),
         Just(EventKind::Triggered),
+        Just(EventKind::Activated),
     ]
 }
 
@@ -198,13 +214,17 @@ fn details() -> impl Strategy<Value = OrderDetails> {
         prop_oneof![Just(0i64), any::<i64>()],
         proptest::option::of(TrailingDelta::MIN_BIPS..=TrailingDelta::MAX_BIPS),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(post_only, display, trailing, waiting)| OrderDetails {
-            post_only,
-            display_qty: Qty(display),
-            trailing: trailing.and_then(TrailingDelta::new),
-            waiting,
-        })
+        .prop_map(
+            |(post_only, display, trailing, waiting, pending)| OrderDetails {
+                post_only,
+                display_qty: Qty(display),
+                trailing: trailing.and_then(TrailingDelta::new),
+                waiting,
+                pending,
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = Event> {

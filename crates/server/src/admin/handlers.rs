@@ -1186,6 +1186,7 @@ fn past(state: &AdminState, call: &Call, account: &str, trades: bool) -> Handled
                 "filled": o.cum_qty.display(e.qty_scale).to_string(),
                 "average_price": o.avg_px.display(e.price_scale).to_string(),
                 "status": match o.state {
+                    OrderState::Pending => "pending",
                     OrderState::Working => "working",
                     OrderState::PartiallyFilled => "partially_filled",
                     OrderState::Filled => "filled",

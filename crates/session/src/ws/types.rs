@@ -129,6 +129,9 @@ dialect_enum!(
 dialect_enum!(
     /// Order status.
     OrderStatus {
+        /// The pending order of a one-triggers-the-other list, waiting for its working order
+        /// to fill.
+        PendingNew = "PENDING_NEW",
         /// Accepted and working.
         New = "NEW",
         /// Partly filled and working.
