@@ -2258,3 +2258,237 @@ fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
     let log = server.log_text();
     assert!(!log.contains("state hash differs"), "{log}");
 }
+
+/// B's bracket on BTC-PERP: buy 0.200 at 100.0; once bought, sell it at 110.0 (LIMIT_MAKER)
+/// or stop out at 95.0. Returns the answer.
+fn place_bracket(ws: &mut Ws, key: &Key, id: &str) -> Value {
+    ws.call(
+        json!(id),
+        "orderList.place.otoco",
+        signed(
+            json!({"symbol": "BTC-PERP", "listClientOrderId": id, "newOrderRespType": "RESULT",
+                   "workingType": "LIMIT", "workingSide": "BUY", "workingPrice": "100.0",
+                   "workingQuantity": "0.200", "workingTimeInForce": "GTC",
+                   "pendingSide": "SELL", "pendingQuantity": "0.200",
+                   "pendingAboveType": "LIMIT_MAKER", "pendingAbovePrice": "110.0",
+                   "pendingBelowType": "STOP_LOSS", "pendingBelowStopPrice": "95.0"}),
+            key,
+        ),
+    )
+}
+
+#[test]
+fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_each_other() {
+    let TwoWsAccounts {
+        _server,
+        mut fix,
+        mut wa,
+        mut wb,
+        a,
+        b,
+    } = two_ws_accounts();
+    // The last trade: 100.
+    fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
+    buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
+    wb.logon_and_subscribe(&b);
+    let r = place_bracket(&mut wb, &b, "B1");
+    let res = &r["result"];
+    assert_eq!(
+        (&res["contingencyType"], &res["listClientOrderId"]),
+        (&json!("OTO"), &json!("B1")),
+        "{r}"
+    );
+    let list_id = res["orderListId"].as_u64().unwrap();
+    let reports = res["orderReports"].as_array().unwrap();
+    let shown: Vec<(&Value, &Value)> = reports.iter().map(|o| (&o["type"], &o["status"])).collect();
+    assert_eq!(
+        shown,
+        [
+            (&json!("LIMIT"), &json!("NEW")),
+            (&json!("LIMIT_MAKER"), &json!("PENDING_NEW")),
+            (&json!("STOP_LOSS"), &json!("PENDING_NEW")),
+        ],
+        "{r}"
+    );
+    assert!(
+        reports.iter().all(|o| o["orderListId"] == json!(list_id)),
+        "{r}"
+    );
+    let id = |k: usize| reports[k]["orderId"].as_u64().unwrap();
+    let (working, above, below) = (id(0), id(1), id(2));
+    let pending = wb.event(|v| v["event"]["i"] == json!(above) && v["event"]["x"] == "NEW");
+    assert_eq!(
+        (
+            &pending["event"]["X"],
+            &pending["event"]["g"],
+            &pending["event"]["w"]
+        ),
+        (&json!("PENDING_NEW"), &json!(list_id), &json!(false)),
+        "{pending}"
+    );
+    let started = wb.event(|v| v["event"]["e"] == "listStatus");
+    assert_eq!(
+        (
+            &started["event"]["c"],
+            &started["event"]["l"],
+            started["event"]["O"].as_array().map(Vec::len)
+        ),
+        (&json!("OTO"), &json!("EXEC_STARTED"), Some(3)),
+        "{started}"
+    );
+    // The pending orders are open but off the book: a trade at 95 does not trigger the stop.
+    let status = wb.call(
+        json!("st"),
+        "order.status",
+        signed(json!({"symbol": "BTC-PERP", "orderId": below}), &b),
+    );
+    assert_eq!(status["result"]["status"], "PENDING_NEW", "{status}");
+    let open = wb.call(json!("ol"), "openOrderLists.status", signed(json!({}), &b));
+    assert_eq!(open["result"][0]["orderListId"], json!(list_id), "{open}");
+    // A sells 0.200 at 100: the working order fills, and the pair is placed: the limit rests
+    // at 110, the stop waits for 95.
+    fix_limit_acked(&mut fix, "S2", "2", "0.200", "100.0");
+    let filled = wb.event(|v| v["event"]["i"] == json!(working) && v["event"]["X"] == "FILLED");
+    assert_eq!(filled["event"]["g"], json!(list_id), "{filled}");
+    for (order, working_now) in [(above, true), (below, false)] {
+        let placed = wb.event(|v| v["event"]["i"] == json!(order) && v["event"]["X"] == "NEW");
+        assert_eq!(
+            (&placed["event"]["x"], &placed["event"]["w"]),
+            (&json!("NEW"), &json!(working_now)),
+            "{placed}"
+        );
+    }
+    let status = wb.call(
+        json!("st2"),
+        "order.status",
+        signed(json!({"symbol": "BTC-PERP", "orderId": below}), &b),
+    );
+    assert_eq!(status["result"]["status"], "NEW", "{status}");
+    // A buys 0.100 at 110: half the limit trades and the stop is cancelled; then the rest.
+    buy_ioc_filled(&mut wa, &a, "110.0", "0.100");
+    let gone = wb.event(|v| v["event"]["x"] == "CANCELED");
+    assert_eq!(gone["event"]["i"], json!(below), "{gone}");
+    buy_ioc_filled(&mut wa, &a, "110.0", "0.100");
+    let done = wb.event(|v| v["event"]["e"] == "listStatus");
+    assert_eq!(
+        (
+            &done["event"]["g"],
+            &done["event"]["l"],
+            &done["event"]["c"]
+        ),
+        (&json!(list_id), &json!("ALL_DONE"), &json!("OTO")),
+        "{done}"
+    );
+    // orderList.cancel of a list still waiting: the working order and both pending orders.
+    let r = place_bracket(&mut wb, &b, "B2");
+    let b2 = r["result"]["orderListId"].as_u64().unwrap();
+    let r = wb.call(
+        json!("lc"),
+        "orderList.cancel",
+        signed(json!({"symbol": "BTC-PERP", "orderListId": b2}), &b),
+    );
+    let reports = r["result"]["orderReports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(reports.len(), 3, "{r}");
+    assert!(reports.iter().all(|o| o["status"] == "CANCELED"), "{r}");
+    // An OTO whose working order cannot be placed is refused whole: its pending order,
+    // placed first, is cancelled.
+    let r = wb.call(
+        json!("oto"),
+        "orderList.place.oto",
+        signed(
+            json!({"symbol": "BTC-PERP",
+                   "workingType": "LIMIT", "workingSide": "BUY", "workingPrice": "100.0",
+                   "workingQuantity": "0.200", "workingTimeInForce": "GTC",
+                   "workingClientOrderId": "dup",
+                   "pendingType": "MARKET", "pendingSide": "SELL", "pendingQuantity": "0.200",
+                   "pendingClientOrderId": "dup"}),
+            &b,
+        ),
+    );
+    assert_eq!(r["error"]["code"], -2010, "{r}");
+    let open = wb.call(
+        json!("open"),
+        "openOrders.status",
+        signed(json!({"symbol": "BTC-PERP"}), &b),
+    );
+    assert_eq!(open["result"], json!([]), "{open}");
+}
+
+#[test]
+fn ws_otoco_survives_a_crash_and_still_places_its_pair_when_the_working_order_fills() {
+    let (fix_port, ws, wss) = (free_port(), free_port(), free_port());
+    let cfg = config(fix_port, ws, wss, "{CERT}", "{KEY}").replace(
+        "name = \"ws\"\nbind = \"127.0.0.1:",
+        "name = \"ws\"\ncancel_on_disconnect = false\nbind = \"127.0.0.1:",
+    );
+    let (mut server, _) = configured_with_cert(&cfg, &[fix_port, ws, wss]);
+    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
+    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
+    server.launch();
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[]);
+    fix.expect("A");
+    let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
+    fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
+    buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
+    let r = place_bracket(&mut wb, &b, "B1");
+    let reports = r["result"]["orderReports"]
+        .as_array()
+        .expect("placed")
+        .clone();
+    let id = |k: usize| reports[k]["orderId"].as_u64().unwrap();
+    let (working, above, below) = (id(0), id(1), id(2));
+    // Killed: the list comes back from the journal, its pair still pending.
+    server.signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.is_running() {
+        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.restart();
+    let mut wb = Ws::plain(ws);
+    let open = |wb: &mut Ws| {
+        let open = wb.call(
+            json!("open"),
+            "openOrders.status",
+            signed(json!({"symbol": "BTC-PERP"}), &b),
+        );
+        let mut orders: Vec<(u64, String)> = open["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{open}"))
+            .iter()
+            .map(|o| {
+                (
+                    o["orderId"].as_u64().unwrap(),
+                    o["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        orders.sort();
+        orders
+    };
+    let pending = |id| (id, "PENDING_NEW".to_owned());
+    // Sorted by id: the pending orders were placed before the working order.
+    assert_eq!(
+        open(&mut wb),
+        [pending(above), pending(below), (working, "NEW".to_owned())]
+    );
+    // The working order fills after the restart: the pair is placed.
+    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
+    fix.logon(30, &[(141, "Y")]);
+    fix.expect("A");
+    fix_limit_acked(&mut fix, "S2", "2", "0.200", "100.0");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let orders = open(&mut wb);
+        if orders == [(above, "NEW".to_owned()), (below, "NEW".to_owned())] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "open: {orders:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log_text();
+    assert!(!log.contains("state hash differs"), "{log}");
+}

@@ -44,12 +44,12 @@ use std::time::Duration;
 
 use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
-    CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Decimal, Dispatch,
-    ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome, OcoRequest,
-    OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, OrderStatus,
-    OrderStrategy, OrderType, Outcome, Principal, RequestCtx, RequestToken, RespType, SafeId,
-    StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
-    WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
+    CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Contingency, Decimal,
+    Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome,
+    OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
+    OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, Principal, RequestCtx,
+    RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable,
+    TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -237,6 +237,7 @@ impl WsAppFactory for WsBridgeFactory {
             orders: IncrementalMap::with_hasher(RandomState::new()),
             by_cl: IncrementalMap::with_hasher(RandomState::new()),
             done: VecDeque::new(),
+            lists: HashMap::new(),
             out: Vec::new(),
             user_stream: false,
             kicked: false,
@@ -321,8 +322,8 @@ struct LocalOrder {
     /// The client's strategy tags (not kept by the history: orders of other connections
     /// have none).
     strategy: OrderStrategy,
-    /// The order list it was placed in (`orderList.place.oco`) on this connection.
-    list: Option<Box<ListLink>>,
+    /// The id of the order list it was placed in on this connection.
+    list: Option<u64>,
     qty: i64,
     cum_qty: i64,
     /// Σ price × qty of the fills, at scale `price_scale + qty_scale`.
@@ -334,21 +335,51 @@ struct LocalOrder {
     stp: StpMode,
 }
 
-/// An order's place in a one-cancels-the-other list of this connection.
+/// An order list placed on this connection.
 #[derive(Debug, Clone)]
-struct ListLink {
-    /// The list's id: its first order's id.
-    id: u64,
+struct LocalList {
+    contingency: Contingency,
     /// The client's id of the list.
     client_id: Box<str>,
-    /// The other order's id.
-    other: u64,
+    symbol: Box<str>,
+    /// Its orders' ids in the dialect's order (0 until accepted): OCO above, below; OTO
+    /// working, pending; OTOCO working, pending above, pending below.
+    orders: Vec<u64>,
+    /// `listStatus` ALL_DONE has been sent.
+    done_sent: bool,
+}
+
+/// How an order of a list joins the orders placed before it (by their place in the
+/// placement order).
+#[derive(Debug, Clone, Copy)]
+enum Join {
+    /// The second of a one-cancels-the-other pair.
+    OcoWith(usize),
+    /// The working order triggering a pending order.
+    Triggers(usize),
+}
+
+/// `orderList.place.*` while its orders are placed one after the other (the core thread
+/// checks each join): each accepted order sends the next, joined to those before it; the
+/// last one's acceptance answers the request.
+#[derive(Debug)]
+struct ListPlacement {
+    token: RequestToken,
+    /// The order being placed now.
+    template: LocalOrder,
+    /// The orders still to place, each with its join and its place in the dialect's order.
+    rest: VecDeque<(NewOrder, LocalOrder, Join, usize)>,
+    /// The dialect's place of the order being placed now.
+    shown_at: usize,
+    /// The orders accepted so far, in placement order.
+    placed: Vec<u64>,
+    list: LocalList,
 }
 
 impl LocalOrder {
     /// The dialect's `orderListId`: -1 outside a list.
     fn list_id(&self) -> i64 {
-        self.list.as_ref().map_or(-1, |l| l.id as i64)
+        self.list.map_or(-1, |id| id as i64)
     }
 
     fn px(&self, v: i64) -> String {
@@ -367,7 +398,10 @@ impl LocalOrder {
         fmt_scaled(0, self.price_scale)
     }
     fn is_open(&self) -> bool {
-        matches!(self.status, OrderStatus::New | OrderStatus::PartiallyFilled)
+        matches!(
+            self.status,
+            OrderStatus::PendingNew | OrderStatus::New | OrderStatus::PartiallyFilled
+        )
     }
     /// Open and on the book: not a stop or take-profit still waiting for its trigger.
     fn is_working(&self) -> bool {
@@ -479,26 +513,14 @@ enum Pending {
     },
     /// `order.amend.keepPriority`: answered by the order's Replaced event, or refused.
     Amend { token: RequestToken },
-    /// `orderList.place.oco`, its first order placed: when it is accepted the second follows,
-    /// joined to it.
-    OcoFirst {
-        token: RequestToken,
-        template: LocalOrder,
-        second: Box<(NewOrder, LocalOrder)>,
-        list_client_id: Box<str>,
-    },
+    /// `orderList.place.*`: one of its orders placed.
+    List(Box<ListPlacement>),
     /// `orderList.cancel`: answered once each order still open when asked is cancelled.
     ListCancel {
         token: RequestToken,
         info: Box<OrderListInfo>,
         /// The orders still to hear cancelled of.
         waiting: Vec<u64>,
-    },
-    /// `orderList.place.oco`, its second order placed: its acceptance answers the request.
-    OcoSecond {
-        token: RequestToken,
-        template: LocalOrder,
-        first: u64,
     },
     /// `openOrders.cancelAll` on `instrument`.
     CancelAll {
@@ -550,6 +572,9 @@ pub struct WsBridge {
     orders: IncrementalMap<u64, LocalOrder>,
     by_cl: IncrementalMap<ClOrdId, u64>,
     done: VecDeque<u64>,
+    /// The connection's order lists by list id (its first placed order's id); a list goes
+    /// when its first order leaves `orders`.
+    lists: HashMap<u64, LocalList>,
     out: Vec<AppOutput>,
     user_stream: bool,
     kicked: bool,
@@ -1040,16 +1065,17 @@ impl WsBridge {
         let mut order = self.orders.get(&e.order_id.0).cloned();
         if order.is_none() {
             let template = match self.pending.get(&e.cl_ord_id) {
-                Some(
-                    Pending::Place { template, .. }
-                    | Pending::OcoFirst { template, .. }
-                    | Pending::OcoSecond { template, .. },
-                ) => Some(template),
+                Some(Pending::Place { template, .. }) => Some(template),
+                Some(Pending::List(p)) => Some(&p.template),
                 _ => None,
             };
             if let Some(template) = template {
                 let mut o = template.clone();
                 o.order_id = e.order_id.0;
+                // A list's first order gives the list its id.
+                if let Some(Pending::List(p)) = self.pending.get(&e.cl_ord_id) {
+                    o.list = Some(p.placed.first().copied().unwrap_or(o.order_id));
+                }
                 order = Some(o);
             }
         }
@@ -1105,6 +1131,7 @@ impl WsBridge {
                             if let Some(gone) = self.orders.remove(&old) {
                                 self.by_cl.remove(&gone.cl);
                             }
+                            self.lists.remove(&old);
                         }
                     }
                 }
@@ -1124,25 +1151,15 @@ impl WsBridge {
         // The pending request the event answers.
         match e.kind {
             EventKind::Rejected(reason)
-                if matches!(
-                    self.pending.get(&e.cl_ord_id),
-                    Some(Pending::OcoFirst { .. } | Pending::OcoSecond { .. })
-                ) =>
+                if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::List(_))) =>
             {
-                // Refused, the list is: its first order, if placed, is cancelled with it.
-                if let Some(Pending::OcoFirst { token, .. } | Pending::OcoSecond { token, .. }) =
-                    self.pending.remove(&e.cl_ord_id)
-                {
-                    self.complete(token, Err(new_order_error(reason)));
+                // Refused, the list is: the core thread cancels its orders placed before.
+                if let Some(Pending::List(p)) = self.pending.remove(&e.cl_ord_id) {
+                    self.complete(p.token, Err(new_order_error(reason)));
                 }
             }
-            EventKind::New
-                if matches!(
-                    self.pending.get(&e.cl_ord_id),
-                    Some(Pending::OcoFirst { .. } | Pending::OcoSecond { .. })
-                ) =>
-            {
-                self.oco_accepted(e, now);
+            EventKind::New if matches!(self.pending.get(&e.cl_ord_id), Some(Pending::List(_))) => {
+                self.list_order_accepted(e, now);
             }
             EventKind::Rejected(reason) => {
                 if let Some(Pending::Place { token, replace, .. }) =
@@ -1337,81 +1354,94 @@ impl WsBridge {
     }
 
     /// Answers an accepted `order.place` with the order's state now.
-    /// An order of a list placed by `orderList.place.oco` was accepted: the first's
-    /// acceptance sends the second, joined to it; the second's answers the request.
-    fn oco_accepted(&mut self, e: &Event, now: i64) {
-        match self.pending.remove(&e.cl_ord_id) {
-            Some(Pending::OcoFirst {
-                token,
-                second,
-                list_client_id,
-                ..
-            }) => {
-                let first = e.order_id.0;
-                let (mut cmd, mut template) = *second;
-                cmd.oco_with = Some(e.order_id);
-                let link = |other| {
-                    Some(Box::new(ListLink {
-                        id: first,
-                        client_id: list_client_id.clone(),
-                        other,
-                    }))
-                };
-                template.list = link(first);
-                if let Some(o) = self.orders.get_mut(&first) {
-                    // The second's id is not known yet: 0 until its acceptance.
-                    o.list = link(0);
-                }
-                if let Err(err) = self.submit(Command::New(cmd)) {
-                    // The first stays alone: cancelled, as the list is refused.
-                    self.cancel_own(first);
-                    self.complete(token, Err(err));
-                    return;
-                }
-                self.pending.insert(
-                    cmd.cl_ord_id,
-                    Pending::OcoSecond {
-                        token,
-                        template,
-                        first,
-                    },
-                );
-            }
-            Some(Pending::OcoSecond { token, first, .. }) => {
-                let second = e.order_id.0;
-                if let Some(l) = self.orders.get_mut(&first).and_then(|o| o.list.as_mut()) {
-                    l.other = second;
-                }
-                let (Some(a), Some(b)) = (self.orders.get(&first), self.orders.get(&second)) else {
-                    self.complete(token, Err(WsError::unknown()));
-                    return;
-                };
-                let list = a.list.clone().expect("joined above");
-                let result = OrderListResult {
-                    order_list_id: safe_id(list.id),
-                    list_client_order_id: list.client_id.to_string(),
-                    transaction_time: now,
-                    symbol: a.symbol.to_string(),
-                    reports: vec![a.result(Vec::new()), b.result(Vec::new())],
-                };
-                if self.user_stream {
-                    self.out.push(AppOutput::ListStatus(ListStatus {
-                        event_time: now,
-                        symbol: a.symbol.to_string(),
-                        order_list_id: safe_id(list.id),
-                        all_done: false,
-                        list_client_order_id: list.client_id.to_string(),
-                        transaction_time: now,
-                        orders: vec![
-                            (safe_id(first), a.cl.as_str().to_owned()),
-                            (safe_id(second), b.cl.as_str().to_owned()),
-                        ],
-                    }));
-                }
-                self.complete(token, Ok(result.into()));
-            }
-            _ => {}
+    /// An order of a list being placed was accepted: the next one goes, joined to those
+    /// before it; the last one's acceptance answers the request.
+    fn list_order_accepted(&mut self, e: &Event, now: i64) {
+        let Some(Pending::List(mut p)) = self.pending.remove(&e.cl_ord_id) else {
+            return;
+        };
+        let id = e.order_id.0;
+        p.placed.push(id);
+        p.list.orders[p.shown_at] = id;
+        let list_id = p.placed[0];
+        if let Some(o) = self.orders.get_mut(&id) {
+            o.list = Some(list_id);
         }
+        self.lists.insert(list_id, p.list.clone());
+        if let Some((mut cmd, template, join, shown_at)) = p.rest.pop_front() {
+            match join {
+                Join::OcoWith(i) => cmd.oco_with = Some(OrderId(p.placed[i])),
+                Join::Triggers(i) => cmd.triggers = Some(OrderId(p.placed[i])),
+            }
+            if let Err(err) = self.submit(Command::New(cmd)) {
+                // The orders placed stay alone: cancelled (the first's cancel takes the
+                // others), as the list is refused.
+                self.cancel_own(list_id);
+                self.complete(p.token, Err(err));
+                return;
+            }
+            p.template = LocalOrder {
+                list: Some(list_id),
+                ..template
+            };
+            p.shown_at = shown_at;
+            self.pending.insert(cmd.cl_ord_id, Pending::List(p));
+            return;
+        }
+        let list = &p.list;
+        let reports: Vec<OrderResult> = list
+            .orders
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|o| o.result(Vec::new()))
+            .collect();
+        if reports.len() != list.orders.len() {
+            self.complete(p.token, Err(WsError::unknown()));
+            return;
+        }
+        let result = OrderListResult {
+            order_list_id: safe_id(list_id),
+            contingency: list.contingency,
+            list_client_order_id: list.client_id.to_string(),
+            transaction_time: now,
+            symbol: list.symbol.to_string(),
+            reports,
+        };
+        if self.user_stream {
+            let status = self.list_status(list_id, list, false, now);
+            self.out.push(AppOutput::ListStatus(status));
+        }
+        self.complete(p.token, Ok(result.into()));
+    }
+
+    /// A `listStatus` event of list `id`.
+    fn list_status(&self, id: u64, list: &LocalList, all_done: bool, now: i64) -> ListStatus {
+        ListStatus {
+            event_time: now,
+            symbol: list.symbol.to_string(),
+            order_list_id: safe_id(id),
+            contingency: list.contingency,
+            all_done,
+            list_client_order_id: list.client_id.to_string(),
+            transaction_time: now,
+            orders: self.list_orders(list),
+        }
+    }
+
+    /// The ids and client ids of a list's accepted orders, in the dialect's order.
+    fn list_orders(&self, list: &LocalList) -> Vec<(SafeId, String)> {
+        list.orders
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|o| (safe_id(o.order_id), o.cl.as_str().to_owned()))
+            .collect()
+    }
+
+    /// Whether every order of a list is done (one the connection no longer keeps is).
+    fn list_all_done(&self, list: &LocalList) -> bool {
+        list.orders
+            .iter()
+            .all(|id| self.orders.get(id).map_or(true, |o| !o.is_open()))
     }
 
     /// An order of a list being cancelled by `orderList.cancel` was: its report joins the
@@ -1443,75 +1473,123 @@ impl WsBridge {
         }
     }
 
-    /// Sends `listStatus` ALL_DONE once both orders of `o`'s list are done (when the second
+    /// Sends `listStatus` ALL_DONE once every order of `o`'s list is done (when the last
     /// of them ends).
     fn list_done(&mut self, o: &LocalOrder, now: i64) {
-        let Some(list) = &o.list else { return };
-        if o.is_open() || list.other == 0 || !self.user_stream {
+        let Some(id) = o.list else { return };
+        if o.is_open() || !self.user_stream {
             return;
         }
-        let Some(other) = self.orders.get(&list.other) else {
+        let Some(list) = self.lists.get(&id) else {
             return;
         };
-        if other.is_open() {
+        if list.done_sent || list.orders.contains(&0) || !self.list_all_done(list) {
             return;
         }
-        let (first, second) = if list.id == o.order_id {
-            (o, other)
-        } else {
-            (other, o)
-        };
-        // Only the order that ended last reports it (the other ended before: closed already
-        // when this one's event came).
-        let status = ListStatus {
-            event_time: now,
-            symbol: o.symbol.to_string(),
-            order_list_id: safe_id(list.id),
-            all_done: true,
-            list_client_order_id: list.client_id.to_string(),
-            transaction_time: now,
-            orders: vec![
-                (safe_id(first.order_id), first.cl.as_str().to_owned()),
-                (safe_id(second.order_id), second.cl.as_str().to_owned()),
-            ],
-        };
+        let status = self.list_status(id, list, true, now);
         self.out.push(AppOutput::ListStatus(status));
+        if let Some(list) = self.lists.get_mut(&id) {
+            list.done_sent = true;
+        }
     }
 
-    /// The order list `r` names among this connection's: its first order, and its second
-    /// once accepted.
-    fn find_list(&self, r: &OrderListRef) -> Option<(&LocalOrder, Option<&LocalOrder>)> {
-        let first = self.orders.values().find(|o| {
-            o.list.as_ref().is_some_and(|l| {
-                l.id == o.order_id
-                    && r.order_list_id.map_or(true, |id| id.get() == l.id)
+    /// The order list `r` names among this connection's: its id and state.
+    fn find_list(&self, r: &OrderListRef) -> Option<(u64, &LocalList)> {
+        self.lists
+            .iter()
+            .find(|(&id, l)| {
+                r.order_list_id.map_or(true, |want| want.get() == id)
                     && r.list_client_order_id
                         .as_deref()
                         .map_or(true, |c| c == &*l.client_id)
             })
-        })?;
-        let other = first.list.as_ref().map_or(0, |l| l.other);
-        Some((first, self.orders.get(&other)))
+            .map(|(&id, l)| (id, l))
     }
 
     /// An order list's state as the dialect shows it.
-    fn list_info(first: &LocalOrder, second: Option<&LocalOrder>, now: i64) -> OrderListInfo {
-        let orders: Vec<&LocalOrder> = std::iter::once(first).chain(second).collect();
+    fn list_info(&self, id: u64, list: &LocalList, now: i64) -> OrderListInfo {
         OrderListInfo {
-            order_list_id: safe_id(first.order_id),
-            list_client_order_id: first
-                .list
-                .as_ref()
-                .map_or(String::new(), |l| l.client_id.to_string()),
+            order_list_id: safe_id(id),
+            contingency: list.contingency,
+            list_client_order_id: list.client_id.to_string(),
             transaction_time: now,
-            symbol: first.symbol.to_string(),
-            all_done: orders.iter().all(|o| !o.is_open()),
-            orders: orders
-                .iter()
-                .map(|o| (safe_id(o.order_id), o.cl.as_str().to_owned()))
-                .collect(),
+            symbol: list.symbol.to_string(),
+            all_done: self.list_all_done(list),
+            orders: self.list_orders(list),
             cancel_reports: Vec::new(),
         }
+    }
+
+    /// Places an order list: `legs` in placement order, each joined as `joins` says to those
+    /// before it; `shown[i]` is leg `i`'s place in the dialect's order of the list's orders.
+    /// The first goes now, each acceptance sends the next.
+    fn place_list(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        contingency: Contingency,
+        list_client_order_id: &Option<String>,
+        legs: &[&WsOrder],
+        joins: &[Option<Join>],
+        shown: &[usize],
+    ) -> Dispatch<OrderListResult> {
+        let mut orders = Vec::with_capacity(legs.len());
+        for leg in legs {
+            match self.new_order(ctx, leg) {
+                Ok(o) => orders.push(o),
+                Err(e) => return Dispatch::Ready(Err(e)),
+            }
+        }
+        for (k, (a, _)) in orders.iter().enumerate() {
+            if orders[..k].iter().any(|(b, _)| b.cl_ord_id == a.cl_ord_id) {
+                return Dispatch::Ready(Err(WsError::order_rejected("duplicate ClOrdID")));
+            }
+        }
+        // A list's orders wait in the core for the others (a pending order for its working
+        // order); the join marks who waits for whom.
+        let pending_legs = match contingency {
+            Contingency::Oco => 0,
+            Contingency::Oto => legs.len() - 1,
+        };
+        for (k, (cmd, _)) in orders.iter_mut().enumerate() {
+            cmd.pending = k < pending_legs;
+        }
+        let client_id: Box<str> = match list_client_order_id {
+            Some(c) => c.as_str().into(),
+            None => generated_cl_ord_id().as_str().into(),
+        };
+        let mut rest: VecDeque<(NewOrder, LocalOrder, Join, usize)> = VecDeque::new();
+        let mut it = orders.into_iter().zip(joins).zip(shown);
+        let Some((((first, first_template), _), &first_shown)) = it.next() else {
+            return Dispatch::Ready(Err(WsError::unknown()));
+        };
+        for (((cmd, template), join), &at) in it {
+            let Some(join) = *join else {
+                return Dispatch::Ready(Err(WsError::unknown()));
+            };
+            rest.push_back((cmd, template, join, at));
+        }
+        if let Err(e) = self.submit(Command::New(first)) {
+            return Dispatch::Ready(Err(e));
+        }
+        let list = LocalList {
+            contingency,
+            client_id,
+            symbol: first_template.symbol.clone(),
+            orders: vec![0; legs.len()],
+            done_sent: false,
+        };
+        self.pending.insert(
+            first.cl_ord_id,
+            Pending::List(Box::new(ListPlacement {
+                token: ctx.token,
+                template: first_template,
+                rest,
+                shown_at: first_shown,
+                placed: Vec::with_capacity(legs.len()),
+                list,
+            })),
+        );
+        Dispatch::Pending
     }
 
     /// Cancels an order of this connection by id (no answer awaited).
@@ -1579,13 +1657,18 @@ impl WsBridge {
     /// and `workingTime`, the quote quantity from the average price, and EXPIRE_TAKER.
     fn working_order_info(&self, e: &Event) -> Option<OrderInfo> {
         let state = match e.kind {
+            EventKind::New if e.details.pending => OrderState::Pending,
             EventKind::New => OrderState::Working,
             EventKind::PartialFill => OrderState::PartiallyFilled,
             _ => return None,
         };
         let order = PastOrder {
             updated_ns: e.received_ns,
-            working_ns: if e.details.waiting { -1 } else { e.received_ns },
+            working_ns: if e.details.waiting || e.details.pending {
+                -1
+            } else {
+                e.received_ns
+            },
             ..PastOrder::of_event(e, state)
         };
         Some(self.local_order_of(&order)?.info())
@@ -1896,35 +1979,44 @@ impl WsApplication for WsBridge {
         ctx: &RequestCtx<'_>,
         list: &OcoRequest,
     ) -> Dispatch<OrderListResult> {
-        let legs = self
-            .new_order(ctx, &list.above)
-            .and_then(|a| Ok((a, self.new_order(ctx, &list.below)?)));
-        let ((first, first_template), second) = match legs {
-            Ok(v) => v,
-            Err(e) => return Dispatch::Ready(Err(e)),
+        let legs = [&list.above, &list.below];
+        // Above, then below joined to it (the core thread checks the pair and refuses it
+        // whole).
+        let joins = [None, Some(Join::OcoWith(0))];
+        self.place_list(
+            ctx,
+            Contingency::Oco,
+            &list.list_client_order_id,
+            &legs,
+            &joins,
+            &[0, 1],
+        )
+    }
+
+    fn order_list_place_oto(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        list: &OtoRequest,
+    ) -> Dispatch<OrderListResult> {
+        // The pending order(s) first, then the working order triggering them: what it
+        // triggers must wait in the core before it can trade.
+        let mut legs: Vec<&WsOrder> = list.pending.iter().collect();
+        legs.push(&list.working);
+        let (joins, shown): (&[Option<Join>], &[usize]) = match list.pending.len() {
+            1 => (&[None, Some(Join::Triggers(0))], &[1, 0]),
+            _ => (
+                &[None, Some(Join::OcoWith(0)), Some(Join::Triggers(0))],
+                &[1, 2, 0],
+            ),
         };
-        if first.cl_ord_id == second.0.cl_ord_id {
-            return Dispatch::Ready(Err(WsError::order_rejected("duplicate ClOrdID")));
-        }
-        let list_client_id: Box<str> = match &list.list_client_order_id {
-            Some(c) => c.as_str().into(),
-            None => generated_cl_ord_id().as_str().into(),
-        };
-        // The first order goes now; its acceptance sends the second, joined to it (the core
-        // thread checks the pair and refuses it whole).
-        if let Err(e) = self.submit(Command::New(first)) {
-            return Dispatch::Ready(Err(e));
-        }
-        self.pending.insert(
-            first.cl_ord_id,
-            Pending::OcoFirst {
-                token: ctx.token,
-                template: first_template,
-                second: Box::new(second),
-                list_client_id,
-            },
-        );
-        Dispatch::Pending
+        self.place_list(
+            ctx,
+            Contingency::Oto,
+            &list.list_client_order_id,
+            &legs,
+            joins,
+            shown,
+        )
     }
 
     fn order_list_status(
@@ -1934,7 +2026,7 @@ impl WsApplication for WsBridge {
     ) -> Dispatch<OrderListInfo> {
         let now = ms(now_ns());
         Dispatch::Ready(match self.find_list(list) {
-            Some((first, second)) => Ok(Self::list_info(first, second, now)),
+            Some((id, l)) => Ok(self.list_info(id, l, now)),
             None => Err(no_such_list()),
         })
     }
@@ -1942,13 +2034,9 @@ impl WsApplication for WsBridge {
     fn open_order_lists_status(&mut self, _ctx: &RequestCtx<'_>) -> Dispatch<Vec<OrderListInfo>> {
         let now = ms(now_ns());
         let mut lists: Vec<OrderListInfo> = self
-            .orders
-            .values()
-            .filter(|o| o.list.as_ref().is_some_and(|l| l.id == o.order_id))
-            .map(|first| {
-                let other = first.list.as_ref().map_or(0, |l| l.other);
-                Self::list_info(first, self.orders.get(&other), now)
-            })
+            .lists
+            .iter()
+            .map(|(&id, l)| self.list_info(id, l, now))
             .filter(|l| !l.all_done)
             .collect();
         lists.sort_by_key(|l| l.order_list_id.get());
@@ -1962,15 +2050,17 @@ impl WsApplication for WsBridge {
         list: &OrderListRef,
     ) -> Dispatch<OrderListInfo> {
         let now = ms(now_ns());
-        let Some((first, second)) = self.find_list(list) else {
+        let Some((id, l)) = self.find_list(list) else {
             return Dispatch::Ready(Err(no_such_list()));
         };
-        if &*first.symbol != symbol {
+        if &*l.symbol != symbol {
             return Dispatch::Ready(Err(no_such_list()));
         }
-        let info = Self::list_info(first, second, now);
-        let open: Vec<u64> = std::iter::once(first)
-            .chain(second)
+        let info = self.list_info(id, l, now);
+        let open: Vec<u64> = l
+            .orders
+            .iter()
+            .filter_map(|id| self.orders.get(id))
             .filter(|o| o.is_open())
             .map(|o| o.order_id)
             .collect();
@@ -1983,7 +2073,7 @@ impl WsApplication for WsBridge {
         let Some((instrument, _)) = self.pipeline.directory().lookup(symbol.as_bytes()) else {
             return Dispatch::Ready(Err(WsError::invalid_symbol()));
         };
-        // Cancelling one order cancels the other: both are awaited.
+        // Cancelling one order cancels the others: all are awaited.
         let cl = generated_cl_ord_id();
         let cmd = Command::Cancel(CancelOrder {
             session: slot,

@@ -20,7 +20,8 @@ use super::symbols::SymbolTable;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderInfo,
-    OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, TradeInfo, WsOrder,
+    OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, OtoRequest, TradeInfo,
+    WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -314,6 +315,16 @@ pub trait WsApplication: Send {
         &mut self,
         _ctx: &RequestCtx<'_>,
         _list: &OcoRequest,
+    ) -> Dispatch<OrderListResult> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `orderList.place.oto` and `orderList.place.otoco`: every order validated as
+    /// `order.place`'s and counted in the order rate limits. By default -1020 (not supported).
+    fn order_list_place_oto(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _list: &OtoRequest,
     ) -> Dispatch<OrderListResult> {
         Dispatch::Ready(Err(WsError::unsupported()))
     }

@@ -75,8 +75,8 @@ use super::symbols::{SymbolInfo, SymbolTable};
 use super::types::{
     AmendRequest, CancelReplaceMode, CancelReplaceRequest, CancelRequest, CancelRestrictions,
     ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderListRef, OrderRef, OrderStrategy,
-    OrderType, RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus, TimeInForce,
-    WsOrder,
+    OrderType, OtoRequest, RateLimitExceededMode, RespType, SafeId, Side, StpMode, SymbolStatus,
+    TimeInForce, WsOrder,
 };
 
 /// Settings of one WebSocket session.
@@ -192,6 +192,10 @@ pub enum Method {
     OrderAmendKeepPriority,
     /// `orderList.place.oco`.
     OrderListPlaceOco,
+    /// `orderList.place.oto`.
+    OrderListPlaceOto,
+    /// `orderList.place.otoco`.
+    OrderListPlaceOtoco,
     /// `orderList.status`.
     OrderListStatus,
     /// `orderList.cancel`.
@@ -264,6 +268,193 @@ const OCO: [&str; 24] = [
     "belowStrategyId",
     "belowStrategyType",
 ];
+
+/// `orderList.place.oto`'s parameters.
+const OTO: [&str; 24] = [
+    "symbol",
+    "listClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "workingType",
+    "workingSide",
+    "workingClientOrderId",
+    "workingPrice",
+    "workingQuantity",
+    "workingIcebergQty",
+    "workingTimeInForce",
+    "workingStrategyId",
+    "workingStrategyType",
+    "pendingType",
+    "pendingSide",
+    "pendingClientOrderId",
+    "pendingPrice",
+    "pendingStopPrice",
+    "pendingTrailingDelta",
+    "pendingQuantity",
+    "pendingIcebergQty",
+    "pendingTimeInForce",
+    "pendingStrategyId",
+    "pendingStrategyType",
+];
+
+/// `orderList.place.otoco`'s parameters.
+const OTOCO: [&str; 33] = [
+    "symbol",
+    "listClientOrderId",
+    "newOrderRespType",
+    "selfTradePreventionMode",
+    "workingType",
+    "workingSide",
+    "workingClientOrderId",
+    "workingPrice",
+    "workingQuantity",
+    "workingIcebergQty",
+    "workingTimeInForce",
+    "workingStrategyId",
+    "workingStrategyType",
+    "pendingSide",
+    "pendingQuantity",
+    "pendingAboveType",
+    "pendingAboveClientOrderId",
+    "pendingAbovePrice",
+    "pendingAboveStopPrice",
+    "pendingAboveTrailingDelta",
+    "pendingAboveIcebergQty",
+    "pendingAboveTimeInForce",
+    "pendingAboveStrategyId",
+    "pendingAboveStrategyType",
+    "pendingBelowType",
+    "pendingBelowClientOrderId",
+    "pendingBelowPrice",
+    "pendingBelowStopPrice",
+    "pendingBelowTrailingDelta",
+    "pendingBelowIcebergQty",
+    "pendingBelowTimeInForce",
+    "pendingBelowStrategyId",
+    "pendingBelowStrategyType",
+];
+
+/// A one-triggers-the-other list's names for one order's parameters (`prefix` + the
+/// capitalised name), as `order.place` names them.
+fn oto_leg_names(prefix: &'static str) -> Vec<(&'static str, &'static str)> {
+    const PLAIN: [(&str, &str); 11] = [
+        ("Type", "type"),
+        ("Side", "side"),
+        ("ClientOrderId", "newClientOrderId"),
+        ("Price", "price"),
+        ("StopPrice", "stopPrice"),
+        ("TrailingDelta", "trailingDelta"),
+        ("Quantity", "quantity"),
+        ("IcebergQty", "icebergQty"),
+        ("TimeInForce", "timeInForce"),
+        ("StrategyId", "strategyId"),
+        ("StrategyType", "strategyType"),
+    ];
+    PLAIN
+        .iter()
+        .map(|&(suffix, plain)| {
+            // The pair's orders share their side and quantity.
+            let name: &'static str = match (prefix, suffix) {
+                ("pendingAbove" | "pendingBelow", "Side") => "pendingSide",
+                ("pendingAbove" | "pendingBelow", "Quantity") => "pendingQuantity",
+                _ => leg_name(prefix, suffix),
+            };
+            (name, plain)
+        })
+        .collect()
+}
+
+/// `prefix` + `suffix` as one of the parameter names of [`OTO`] and [`OTOCO`].
+fn leg_name(prefix: &str, suffix: &str) -> &'static str {
+    OTO.iter()
+        .chain(OTOCO.iter())
+        .copied()
+        .find(|n| {
+            n.len() == prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
+        })
+        .unwrap_or("")
+}
+
+/// Reads `orderList.place.oto` (`otoco` false) or `orderList.place.otoco`: each order as
+/// `order.place` reads one (errors name the list's parameters), then the list's rules: a
+/// `LIMIT` or `LIMIT_MAKER` working order; for `otoco`, a pending pair as
+/// `orderList.place.oco` takes one.
+fn read_oto(params: &Params<'_>, otoco: bool) -> Result<OtoRequest, WsError> {
+    const SHARED: [&str; 3] = ["symbol", "newOrderRespType", "selfTradePreventionMode"];
+    let list_client_order_id =
+        params.opt_client_id("listClientOrderId", || WsError::empty("listClientOrderId"))?;
+    let resp_type = params
+        .opt_enum("newOrderRespType", RespType::parse, || {
+            WsError::invalid_value("newOrderRespType")
+        })?
+        .unwrap_or(RespType::Ack);
+    let read = |prefix: &'static str| -> Result<WsOrder, WsError> {
+        let names = oto_leg_names(prefix);
+        let type_name = names[0].0;
+        let order_type = params.req_enum(type_name, OrderType::parse, || {
+            WsError::invalid_value(type_name)
+        })?;
+        // The working order is a limit; a pair's orders wait (as `orderList.place.oco`'s).
+        let refused = match prefix {
+            "working" => !matches!(order_type, OrderType::Limit | OrderType::LimitMaker),
+            "pending" => false,
+            _ => matches!(order_type, OrderType::Limit | OrderType::Market),
+        };
+        if refused {
+            return Err(WsError::invalid_value(type_name));
+        }
+        let leg = params.leg(&SHARED, &names);
+        let mut order = read_order(&leg).map_err(|e| e.renamed(&names))?;
+        order.resp_type = resp_type;
+        Ok(order)
+    };
+    let working = read("working")?;
+    let pending = if otoco {
+        let above = read("pendingAbove")?;
+        let below = read("pendingBelow")?;
+        check_oco_pair(&above, &below, "pendingAboveType", "pendingBelowType")?;
+        vec![above, below]
+    } else {
+        vec![read("pending")?]
+    };
+    Ok(OtoRequest {
+        list_client_order_id,
+        working,
+        pending,
+        resp_type,
+    })
+}
+
+/// The rules of a one-cancels-the-other pair beyond each order's: no `LIMIT` or `MARKET`
+/// order, one stop-loss (below the market on a sell, above on a buy) and one `LIMIT_MAKER` or
+/// take-profit. The error names the type parameter at fault.
+fn check_oco_pair(
+    above: &WsOrder,
+    below: &WsOrder,
+    above_name: &str,
+    below_name: &str,
+) -> Result<(), WsError> {
+    for (o, name) in [(above, above_name), (below, below_name)] {
+        if matches!(o.order_type, OrderType::Limit | OrderType::Market) {
+            return Err(WsError::invalid_value(name));
+        }
+    }
+    let stop_loss =
+        |o: &WsOrder| matches!(o.order_type, OrderType::StopLoss | OrderType::StopLossLimit);
+    // The stop-loss is the order the market reaches against the position: below it for a
+    // sell, above it for a buy; the other order is the one in its favour.
+    let (loss, profit, loss_name, profit_name) = match above.side {
+        Side::Sell => (below, above, below_name, above_name),
+        Side::Buy => (above, below, above_name, below_name),
+    };
+    if !stop_loss(loss) {
+        return Err(WsError::invalid_value(loss_name));
+    }
+    if stop_loss(profit) {
+        return Err(WsError::invalid_value(profit_name));
+    }
+    Ok(())
+}
 
 /// An order list's own parameter names for one order's (`above` or `below` + the name).
 fn leg_names(above: bool) -> [(&'static str, &'static str); 9] {
@@ -361,20 +552,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
     }
     let below = legs.pop().expect("two legs");
     let above = legs.pop().expect("two legs");
-    let stop_loss =
-        |o: &WsOrder| matches!(o.order_type, OrderType::StopLoss | OrderType::StopLossLimit);
-    // The stop-loss is the order the market reaches against the position: below it for a
-    // sell, above it for a buy; the other order is the one in its favour.
-    let (loss, profit, loss_name, profit_name) = match above.side {
-        Side::Sell => (&below, &above, "belowType", "aboveType"),
-        Side::Buy => (&above, &below, "aboveType", "belowType"),
-    };
-    if !stop_loss(loss) {
-        return Err(WsError::invalid_value(loss_name));
-    }
-    if stop_loss(profit) {
-        return Err(WsError::invalid_value(profit_name));
-    }
+    check_oco_pair(&above, &below, "aboveType", "belowType")?;
     Ok(OcoRequest {
         list_client_order_id,
         above,
@@ -385,7 +563,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 24] = [
+    pub const ALL: [Method; 26] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -399,6 +577,8 @@ impl Method {
         Method::OrderCancelReplace,
         Method::OrderAmendKeepPriority,
         Method::OrderListPlaceOco,
+        Method::OrderListPlaceOto,
+        Method::OrderListPlaceOtoco,
         Method::OrderListStatus,
         Method::OrderListCancel,
         Method::OpenOrderListsStatus,
@@ -428,6 +608,8 @@ impl Method {
             Method::OrderCancelReplace => "order.cancelReplace",
             Method::OrderAmendKeepPriority => "order.amend.keepPriority",
             Method::OrderListPlaceOco => "orderList.place.oco",
+            Method::OrderListPlaceOto => "orderList.place.oto",
+            Method::OrderListPlaceOtoco => "orderList.place.otoco",
             Method::OrderListStatus => "orderList.status",
             Method::OrderListCancel => "orderList.cancel",
             Method::OpenOrderListsStatus => "openOrderLists.status",
@@ -463,6 +645,8 @@ impl Method {
             | Method::OrderCancelReplace
             | Method::OrderAmendKeepPriority
             | Method::OrderListPlaceOco
+            | Method::OrderListPlaceOto
+            | Method::OrderListPlaceOtoco
             | Method::OrderListCancel
             | Method::OpenOrdersCancelAll => Security::Trade,
             Method::OrderListStatus | Method::OpenOrderListsStatus => Security::UserData,
@@ -495,6 +679,8 @@ impl Method {
             | Method::OrderCancel
             | Method::OrderCancelReplace
             | Method::OrderListPlaceOco
+            | Method::OrderListPlaceOto
+            | Method::OrderListPlaceOtoco
             | Method::OrderListCancel
             | Method::OpenOrdersCancelAll => 1,
             Method::OrderListStatus => 4,
@@ -516,6 +702,8 @@ impl Method {
                 | Method::OrderCancelReplace
                 | Method::OrderAmendKeepPriority
                 | Method::OrderListPlaceOco
+                | Method::OrderListPlaceOto
+                | Method::OrderListPlaceOtoco
                 | Method::OrderListStatus
                 | Method::OrderListCancel
                 | Method::OpenOrderListsStatus
@@ -556,6 +744,8 @@ impl Method {
                 "cancelRestrictions",
             ],
             Method::OrderListPlaceOco => &OCO,
+            Method::OrderListPlaceOto => &OTO,
+            Method::OrderListPlaceOtoco => &OTOCO,
             Method::OrderListStatus => &["origClientOrderId", "orderListId"],
             Method::OrderListCancel => &[
                 "symbol",
@@ -1201,6 +1391,9 @@ impl WsSession {
             Method::OrderListPlaceOco => self
                 .order_list_place_oco(now, params, reply, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderListPlaceOto | Method::OrderListPlaceOtoco => self
+                .order_list_place_oto(now, method, params, reply, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
             Method::OrderListStatus | Method::OrderListCancel | Method::OpenOrderListsStatus => {
                 self.order_list_query(now, method, params, app)
                     .unwrap_or_else(|e| Answer::Done(Err(e)))
@@ -1468,6 +1661,42 @@ impl WsSession {
             now,
         };
         let d = app.order_list_place_oco(&ctx, &list);
+        Ok(answer_of(method, list.resp_type, ctx.token, d))
+    }
+
+    fn order_list_place_oto(
+        &mut self,
+        now: UtcTimestamp,
+        method: Method,
+        params: &Params<'_>,
+        reply: &mut Reply<'_>,
+        app: &mut dyn WsApplication,
+    ) -> Result<Answer, WsError> {
+        let list = read_oto(params, method == Method::OrderListPlaceOtoco)?;
+        let principal = self.authorize(now, method, params)?;
+        let table = app.symbols();
+        if table
+            .get(&list.working.symbol)
+            .is_some_and(|s| !s.oto_allowed)
+        {
+            return Err(WsError::order_rejected(
+                "OTO orders are not supported for this symbol.",
+            ));
+        }
+        check_order(&table, &list.working)?;
+        for o in &list.pending {
+            check_order(&table, o)?;
+        }
+        // Every order in the rate limits.
+        for _ in 0..=list.pending.len() {
+            self.count_order(&principal, ms(now), reply)?;
+        }
+        let ctx = RequestCtx {
+            token: self.token(),
+            principal: &principal,
+            now,
+        };
+        let d = app.order_list_place_oto(&ctx, &list);
         Ok(answer_of(method, list.resp_type, ctx.token, d))
     }
 
@@ -1780,9 +2009,10 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
             write_array(&mut out, &v, render::order_info)
         }
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
-        (Method::OrderListPlaceOco, Outcome::OrderList(r)) => {
-            render::order_list_result(&mut out, &r, resp)
-        }
+        (
+            Method::OrderListPlaceOco | Method::OrderListPlaceOto | Method::OrderListPlaceOtoco,
+            Outcome::OrderList(r),
+        ) => render::order_list_result(&mut out, &r, resp),
         (Method::OrderListStatus | Method::OrderListCancel, Outcome::OrderListInfo(r)) => {
             render::order_list_info(&mut out, &r)
         }

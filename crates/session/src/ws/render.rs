@@ -91,12 +91,12 @@ pub(crate) fn order_result(out: &mut String, r: &OrderResult, resp: RespType) {
     o.close();
 }
 
-/// The answer to `orderList.place.oco`: the list, then each order as `order.place` answers
+/// The answer to `orderList.place.*`: the list, then each order as `order.place` answers
 /// it in the shape `resp` asks for.
 pub(crate) fn order_list_result(out: &mut String, r: &OrderListResult, resp: RespType) {
     Obj::open(out)
         .int("orderListId", r.order_list_id)
-        .str("contingencyType", "OCO")
+        .str("contingencyType", r.contingency.as_str())
         .str("listStatusType", "EXEC_STARTED")
         .str("listOrderStatus", "EXECUTING")
         .str("listClientOrderId", &r.list_client_order_id)
@@ -126,7 +126,7 @@ pub(crate) fn order_list_info(out: &mut String, r: &OrderListInfo) {
     };
     let mut o = Obj::open(out);
     o.int("orderListId", r.order_list_id)
-        .str("contingencyType", "OCO")
+        .str("contingencyType", r.contingency.as_str())
         .str("listStatusType", l)
         .str("listOrderStatus", big_l)
         .str("listClientOrderId", &r.list_client_order_id)
@@ -162,7 +162,7 @@ pub(crate) fn list_status(out: &mut String, r: &ListStatus) {
         .int("E", r.event_time)
         .str("s", &r.symbol)
         .int("g", r.order_list_id)
-        .str("c", "OCO")
+        .str("c", r.contingency.as_str())
         .str("l", l)
         .str("L", big_l)
         .str("r", "NONE")
@@ -446,7 +446,7 @@ pub(crate) fn symbol(out: &mut String, s: &SymbolInfo) {
         })
         .bool("icebergAllowed", s.iceberg_allowed)
         .bool("ocoAllowed", s.oco_allowed)
-        .bool("otoAllowed", false)
+        .bool("otoAllowed", s.oto_allowed)
         .bool(
             "quoteOrderQtyMarketAllowed",
             s.quote_order_qty_market_allowed,

@@ -122,6 +122,8 @@ pub struct SymbolInfo {
     pub trailing_allowed: bool,
     /// One-cancels-the-other order lists are accepted (`ocoAllowed`).
     pub oco_allowed: bool,
+    /// One-triggers-the-other order lists are accepted (`otoAllowed`).
+    pub oto_allowed: bool,
     /// Filters.
     pub filters: Vec<SymbolFilter>,
     /// The STP mode of orders that name none.
@@ -156,6 +158,7 @@ impl SymbolInfo {
             iceberg_allowed: true,
             trailing_allowed: true,
             oco_allowed: true,
+            oto_allowed: true,
             filters: Vec::new(),
             default_stp: StpMode::None,
             allowed_stp: vec![

@@ -306,18 +306,46 @@ pub struct OcoRequest {
     pub resp_type: RespType,
 }
 
-/// The answer to `orderList.place.oco`.
+/// `orderList.place.oto` and `orderList.place.otoco`: a working order (`LIMIT` or
+/// `LIMIT_MAKER`) and the pending order, or one-cancels-the-other pair of pending orders,
+/// placed once the working order fills completely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtoRequest {
+    /// The client's id of the list (`listClientOrderId`); `None`: the application assigns one.
+    pub list_client_order_id: Option<String>,
+    /// The working order (`working*` parameters).
+    pub working: WsOrder,
+    /// The pending order (`pending*`), or the pending pair (`pendingAbove*` then
+    /// `pendingBelow*`, with the shared `pendingSide` and `pendingQuantity`).
+    pub pending: Vec<WsOrder>,
+    /// The answer's shape for the orders' reports (default ACK).
+    pub resp_type: RespType,
+}
+
+dialect_enum!(
+    /// The kind of an order list (`contingencyType`).
+    Contingency {
+        /// One cancels the other.
+        Oco = "OCO",
+        /// One triggers the other (also a working order triggering a pair).
+        Oto = "OTO",
+    }
+);
+
+/// The answer to `orderList.place.oco`, `.oto` and `.otoco`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderListResult {
     /// The list's id.
     pub order_list_id: SafeId,
+    /// The kind of list.
+    pub contingency: Contingency,
     /// The client's id of the list.
     pub list_client_order_id: String,
     /// When the list was placed, Unix ms.
     pub transaction_time: i64,
     /// The symbol.
     pub symbol: String,
-    /// Both orders, as `order.place` would answer each.
+    /// Every order, as `order.place` would answer each.
     pub reports: Vec<OrderResult>,
 }
 
@@ -337,6 +365,8 @@ pub struct OrderListRef {
 pub struct OrderListInfo {
     /// The list's id.
     pub order_list_id: SafeId,
+    /// The kind of list.
+    pub contingency: Contingency,
     /// The client's id of the list.
     pub list_client_order_id: String,
     /// When the list was placed (or cancelled), Unix ms.
@@ -361,6 +391,8 @@ pub struct ListStatus {
     pub symbol: String,
     /// `g`: the list's id.
     pub order_list_id: SafeId,
+    /// `c`: the kind of list.
+    pub contingency: Contingency,
     /// `l` and `L`: true once every order of the list is done (`ALL_DONE`), else
     /// `EXEC_STARTED` / `EXECUTING`.
     pub all_done: bool,

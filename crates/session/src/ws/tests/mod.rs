@@ -243,6 +243,7 @@ pub(crate) fn symbol_table() -> SymbolTable {
     let mut option = SymbolInfo::new("BTC-261225-100000-C", "BTC", "USDT", 4);
     option.quote_order_qty_market_allowed = true;
     option.oco_allowed = false;
+    option.oto_allowed = false;
     let mut halted = SymbolInfo::new("ETHUSDT", "ETH", "USDT", 8);
     halted.status = SymbolStatus::Halt;
     SymbolTable::new(vec![btc, option, halted])
@@ -262,6 +263,7 @@ pub(crate) struct FakeApp {
     pub mode: Mode,
     pub placed: Vec<(RequestToken, String, WsOrder)>,
     pub lists: Vec<OcoRequest>,
+    pub otos: Vec<OtoRequest>,
     pub tested: Vec<WsOrder>,
     pub queries: Vec<String>,
     pub history: Vec<HistoryQuery>,
@@ -280,6 +282,7 @@ impl FakeApp {
             mode: Mode::Ready,
             placed: Vec::new(),
             lists: Vec::new(),
+            otos: Vec::new(),
             tested: Vec::new(),
             queries: Vec::new(),
             history: Vec::new(),
@@ -382,6 +385,25 @@ impl WsApplication for FakeApp {
             transaction_time: 1_655_716_096_505,
             symbol: list.above.symbol.clone(),
             reports: vec![order_result(&list.above, 8), order_result(&list.below, 9)],
+            contingency: Contingency::Oco,
+        }))
+    }
+
+    fn order_list_place_oto(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        list: &OtoRequest,
+    ) -> Dispatch<OrderListResult> {
+        self.otos.push(list.clone());
+        let mut reports = vec![order_result(&list.working, 10)];
+        reports.extend(list.pending.iter().map(|o| order_result(o, 11)));
+        Dispatch::Ready(Ok(OrderListResult {
+            order_list_id: SafeId::new(11).unwrap(),
+            contingency: Contingency::Oto,
+            list_client_order_id: "auto-list".into(),
+            transaction_time: 1_655_716_096_505,
+            symbol: list.working.symbol.clone(),
+            reports,
         }))
     }
 

@@ -1048,6 +1048,160 @@ fn oco_parameters_are_validated_with_the_list_parameter_names() {
     assert_eq!(v["status"], 200, "{v}");
 }
 
+/// An OTO: buy 0.01 at 50000.00, then sell it at 53000.00.
+fn buy_then_sell() -> Vec<(&'static str, Value)> {
+    vec![
+        ("symbol", "BTCUSDT".into()),
+        ("workingType", "LIMIT".into()),
+        ("workingSide", "BUY".into()),
+        ("workingPrice", "50000.00".into()),
+        ("workingQuantity", "0.01".into()),
+        ("workingTimeInForce", "GTC".into()),
+        ("pendingType", "LIMIT".into()),
+        ("pendingSide", "SELL".into()),
+        ("pendingPrice", "53000.00".into()),
+        ("pendingQuantity", "0.01".into()),
+        ("pendingTimeInForce", "GTC".into()),
+    ]
+}
+
+/// An OTOCO: buy 0.01 at 50000.00, then sell it at 53000.00 or stop out at 49000.00.
+fn buy_then_bracket() -> Vec<(&'static str, Value)> {
+    vec![
+        ("symbol", "BTCUSDT".into()),
+        ("workingType", "LIMIT_MAKER".into()),
+        ("workingSide", "BUY".into()),
+        ("workingPrice", "50000.00".into()),
+        ("workingQuantity", "0.01".into()),
+        ("pendingSide", "SELL".into()),
+        ("pendingQuantity", "0.01".into()),
+        ("pendingAboveType", "LIMIT_MAKER".into()),
+        ("pendingAbovePrice", "53000.00".into()),
+        ("pendingBelowType", "STOP_LOSS".into()),
+        ("pendingBelowStopPrice", "49000.00".into()),
+    ]
+}
+
+#[test]
+fn oto_and_otoco_reach_the_application_as_a_working_order_and_its_pending_orders() {
+    let mut h = Harness::new();
+    let params = with(
+        &buy_then_sell(),
+        "pendingClientOrderId",
+        Some("tp-1".into()),
+    );
+    let v = h.signed_call("orderList.place.oto", &params);
+    let r = ok(&v);
+    assert_eq!(r["contingencyType"], "OTO", "{v}");
+    assert_eq!(r["orders"].as_array().unwrap().len(), 2, "{v}");
+    let list = h.app.otos.pop().unwrap();
+    assert_eq!(
+        (
+            list.working.order_type,
+            list.working.side,
+            list.working.price
+        ),
+        (OrderType::Limit, Side::Buy, Some(d("50000.00")))
+    );
+    let p = &list.pending[0];
+    assert_eq!(
+        (
+            p.order_type,
+            p.side,
+            p.price,
+            p.quantity,
+            p.new_client_order_id.as_deref()
+        ),
+        (
+            OrderType::Limit,
+            Side::Sell,
+            Some(d("53000.00")),
+            Some(d("0.01")),
+            Some("tp-1")
+        )
+    );
+    let count = |v: &Value| {
+        v["rateLimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rateLimitType"] == "ORDERS" && l["interval"] == "SECOND")
+            .map(|l| l["count"].as_i64().unwrap())
+    };
+    assert_eq!(count(&v), Some(2), "{v}");
+    let v = h.signed_call("orderList.place.otoco", &buy_then_bracket());
+    let r = ok(&v);
+    assert_eq!(r["orders"].as_array().unwrap().len(), 3, "{v}");
+    // Three more orders in the ORDERS windows.
+    assert_eq!(count(&v), Some(5), "{v}");
+    let list = h.app.otos.pop().unwrap();
+    assert_eq!(list.working.order_type, OrderType::LimitMaker);
+    let (above, below) = (&list.pending[0], &list.pending[1]);
+    // The pair shares pendingSide and pendingQuantity.
+    assert_eq!(
+        (above.order_type, above.side, above.quantity, above.price),
+        (
+            OrderType::LimitMaker,
+            Side::Sell,
+            Some(d("0.01")),
+            Some(d("53000.00"))
+        )
+    );
+    assert_eq!(
+        (
+            below.order_type,
+            below.side,
+            below.quantity,
+            below.stop_price
+        ),
+        (
+            OrderType::StopLoss,
+            Side::Sell,
+            Some(d("0.01")),
+            Some(d("49000.00"))
+        )
+    );
+}
+
+#[test]
+fn oto_parameters_are_validated_with_the_list_parameter_names() {
+    let mut h = Harness::new();
+    let oto = buy_then_sell();
+    let otoco = buy_then_bracket();
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, Value)>,
+        i64,
+        Option<&'static str>,
+    );
+    let m = "orderList.place.oto";
+    let mc = "orderList.place.otoco";
+    let cases: Vec<Case> = vec![
+        (m, "no workingType", with(&oto, "workingType", None), -1102, Some("Mandatory parameter 'workingType' was not sent, was empty/null, or malformed.")),
+        (m, "a MARKET working order", with(&with(&oto, "workingType", Some("MARKET".into())), "workingPrice", None), -1130, Some("Data sent for parameter 'workingType' is not valid.")),
+        (m, "no workingTimeInForce", with(&oto, "workingTimeInForce", None), -1102, Some("Mandatory parameter 'workingTimeInForce' was not sent, was empty/null, or malformed.")),
+        (m, "no pendingSide", with(&oto, "pendingSide", None), -1102, Some("Mandatory parameter 'pendingSide' was not sent, was empty/null, or malformed.")),
+        (m, "pendingPrice off the tick", with(&oto, "pendingPrice", Some("53000.005".into())), -1013, Some("Filter failure: PRICE_FILTER")),
+        (m, "a pending stop without its price", with(&with(&with(&oto, "pendingType", Some("STOP_LOSS".into())), "pendingPrice", None), "pendingTimeInForce", None), -1102, Some("Param 'pendingStopPrice' or 'pendingTrailingDelta' must be sent, but both were empty/null!")),
+        (m, "an order's own parameter", with(&oto, "price", Some("1.00".into())), -1104, None),
+        (m, "a pair's parameter", with(&oto, "pendingAboveType", Some("LIMIT_MAKER".into())), -1104, None),
+        (m, "a symbol without OTO", with(&oto, "symbol", Some("BTC-261225-100000-C".into())), -2010, Some("OTO orders are not supported for this symbol.")),
+        (mc, "a LIMIT above", with(&otoco, "pendingAboveType", Some("LIMIT".into())), -1130, Some("Data sent for parameter 'pendingAboveType' is not valid.")),
+        (mc, "a sell's stop-loss above", with(&with(&with(&otoco, "pendingAboveType", Some("STOP_LOSS".into())), "pendingAbovePrice", None), "pendingAboveStopPrice", Some("53000.00".into())), -1130, Some("Data sent for parameter 'pendingAboveType' is not valid.")),
+        (mc, "no pendingQuantity", with(&otoco, "pendingQuantity", None), -1102, Some("Mandatory parameter 'pendingQuantity' was not sent, was empty/null, or malformed.")),
+        (mc, "the single pending order's parameter", with(&otoco, "pendingType", Some("LIMIT".into())), -1104, None),
+    ];
+    for (method, what, params, expected, msg) in cases {
+        let v = h.signed_call(method, &params);
+        assert_eq!(code(&v), expected, "{what}: {v}");
+        if let Some(msg) = msg {
+            assert_eq!(v["error"]["msg"], msg, "{what}");
+        }
+    }
+    assert!(h.app.otos.is_empty());
+}
+
 #[test]
 fn order_list_queries_name_a_list_by_id_or_client_id() {
     let mut h = Harness::new();
