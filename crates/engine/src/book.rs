@@ -649,9 +649,10 @@ fn write_order_state(out: &mut Vec<u8>, o: &Order, orders: &Orders) {
     if let Some(id) = orders.sibling_id(o) {
         out.extend_from_slice(&id.0.to_le_bytes());
     }
-    if o.pending || o.list != NIL {
+    let list = orders.list_id(o);
+    if o.pending || list.is_some() {
         out.push(2 | u8::from(o.pending));
-        if let Some(id) = orders.list_id(o) {
+        if let Some(id) = list {
             out.extend_from_slice(&id.0.to_le_bytes());
         }
     }
@@ -1119,7 +1120,6 @@ impl Matcher {
             trail: TrailPhase::Arming,
             sibling: NIL,
             pending: false,
-            list: NIL,
         };
         let stop_px = o.ord_type.stop_px();
         // A market order never rests, whatever its time in force; a stop order waits in the
@@ -1185,10 +1185,10 @@ impl Matcher {
         // Checked above: the first order of its pair, untouched; the pending order it
         // triggers, unlinked.
         let first = o.oco_with.and_then(|first| self.oco_first(o, first));
-        taker.list = o
+        let triggers = o
             .triggers
             .and_then(|pending| self.oto_pending(o, pending))
-            .unwrap_or(NIL);
+            .map(|slot| (slot, self.orders.get(slot).id));
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
         if o.pending {
@@ -1234,7 +1234,7 @@ impl Matcher {
             }
             return;
         }
-        self.work(taker, cl_tag, now, fb, out);
+        self.work(taker, cl_tag, triggers, now, fb, out);
         if let Some(first) = first {
             // A post-only limit that does not cross: it rests.
             if let Some(slot) = self.orders.find_by_cl(o.session, &o.cl_ord_id) {
@@ -1256,7 +1256,12 @@ impl Matcher {
             && f.session == o.session
             && f.instrument == o.instrument
             && f.side == o.side;
-        if !same || f.cum.0 != 0 || f.sibling != NIL || f.pending != o.pending || f.list != NIL {
+        if !same
+            || f.cum.0 != 0
+            || f.sibling != NIL
+            || f.pending != o.pending
+            || self.orders.list(slot) != NIL
+        {
             return None;
         }
         // A pending pair's stops are checked against the market when they are placed.
@@ -1292,7 +1297,7 @@ impl Matcher {
         let slot = self.orders.find_by_id(pending)?;
         let p = self.orders.get(slot);
         let fits = p.pending
-            && p.list == NIL
+            && self.orders.list(slot) == NIL
             && p.cum.0 == 0
             && p.account == o.account
             && p.session == o.session
@@ -1326,7 +1331,7 @@ impl Matcher {
             };
             let f = self.orders.get(slot);
             let alone = if pending {
-                f.pending && f.list == NIL
+                f.pending && self.orders.list(slot) == NIL
             } else {
                 f.sibling == NIL
             };
@@ -1432,7 +1437,7 @@ impl Matcher {
         self.drain_cascade_cancels(now, fb, out);
         let o = self.orders.remove(slot);
         let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
-        self.work(o, cl_tag, now, fb, out);
+        self.work(o, cl_tag, None, now, fb, out);
     }
 
     /// The cancels of [`drain_cascade`](Self::drain_cascade) only.
@@ -1451,11 +1456,13 @@ impl Matcher {
 
     /// Matches an accepted order that is now working (new, or a stop just triggered): a
     /// fill-or-kill that cannot fill completely expires, what trades is reported, a rest
-    /// that may rest goes to the back of its level, any other rest is cancelled.
+    /// that may rest goes to the back of its level, any other rest is cancelled. `pending`:
+    /// the pending order (slot, id) this working order of a list triggers.
     fn work(
         &mut self,
         mut taker: Order,
         cl_tag: u32,
+        pending: Option<(u32, OrderId)>,
         now: i64,
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
@@ -1464,8 +1471,7 @@ impl Matcher {
         let book = &mut self.books[taker.instrument.0 as usize];
         let (opp, tape) = book.opposite_and_tape(taker.side);
         // The working order of a list is not in the store yet: its pending order is placed
-        // if it fills, linked if it rests, cancelled otherwise.
-        let pending = (taker.list != NIL).then(|| (taker.list, self.orders.get(taker.list).id));
+        // if it fills, joined to it if it rests, cancelled otherwise.
         if taker.tif == TimeInForce::Fok && !fok_fillable(opp, &self.orders, &taker, stp) {
             out(done(&taker, EventKind::Expired, self.ids.exec(), now));
             fb.on_order_closed(&working(&taker));
@@ -1492,7 +1498,7 @@ impl Matcher {
             let slot = self.orders.insert(taker, cl_tag);
             book.side_mut(taker.side).push_back(&mut self.orders, slot);
             if let Some((p, _)) = pending {
-                self.orders.get_mut(p).list = slot;
+                self.orders.link_list(slot, p);
             }
             return;
         }
@@ -1557,7 +1563,7 @@ impl Matcher {
             out(report(&o, EventKind::Triggered, self.ids.exec(), now));
             self.drain_cascade(now, fb, out);
             let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
-            self.work(o, cl_tag, now, fb, out);
+            self.work(o, cl_tag, None, now, fb, out);
         }
     }
 
@@ -1676,7 +1682,7 @@ impl Matcher {
     ) -> Result<(), RejectReason> {
         let old = *self.orders.get(slot);
         let i = old.instrument.0 as usize;
-        if old.untriggered || old.pending || old.sibling != NIL || old.list != NIL {
+        if old.untriggered || old.pending || old.sibling != NIL || self.orders.list(slot) != NIL {
             // A waiting stop, or an order of a list, is changed by cancelling it and entering
             // a new one.
             return Err(RejectReason::Unsupported);

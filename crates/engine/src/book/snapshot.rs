@@ -285,11 +285,17 @@ impl Matcher {
                     what: "one-triggers-the-other list",
                 });
             };
-            self.orders.get_mut(slot).list = s;
+            if self.orders.list(s) != NIL && self.orders.list(s) != slot {
+                return Err(SnapshotError::Invalid {
+                    offset: at,
+                    what: "one-triggers-the-other list",
+                });
+            }
+            self.orders.link_list(slot, s);
         }
         for &(slot, _, at) in &lists {
-            let s = self.orders.get(slot).list;
-            if self.orders.get(s).list != slot {
+            let s = self.orders.list(slot);
+            if self.orders.list(s) != slot {
                 return Err(SnapshotError::Invalid {
                     offset: at,
                     what: "one-triggers-the-other list",
@@ -434,7 +440,6 @@ fn read_order(r: &mut SnapshotReader<'_>) -> Result<(Order, Link, Link), Snapsho
         trail: TrailPhase::Arming,
         sibling: NIL,
         pending: false,
-        list: NIL,
     };
     let at = r.position();
     let flags = r.u8("order flags")?;
