@@ -2121,3 +2121,55 @@ fn a_trailing_stop_keeps_its_best_price_through_a_crash_and_journal_recovery() {
 fn a_trailing_stop_keeps_its_best_price_through_a_restart_from_a_snapshot() {
     trailing_stop_survives_a_restart("[journal]\nsnapshot_every = 4\n", false);
 }
+
+#[test]
+fn a_security_status_subscription_hears_of_halts_and_resumes_as_they_happen() {
+    let p = ports();
+    let sessions = [
+        S::plain("FIX.4.4", "TW", "ACC-A"),
+        S::plain("FIX.4.2", "TW2", "ACC-A"),
+    ];
+    let server = Server::start(&config(p, &sessions, ""), &p);
+    let mut c = connect(p, "FIX.4.4", "TW", None);
+    let mut c42 = connect(p, "FIX.4.2", "TW2", None);
+    // A snapshot on 4.2, a subscription on 4.4: both answered at once, trading.
+    c42.send("e", &[(324, "SNAP"), (55, "BTC-PERP"), (263, "0")]);
+    assert_fields(
+        &c42.expect("f"),
+        &[(324, "SNAP"), (55, "BTC-PERP"), (325, "N"), (326, "17")],
+    );
+    c.send("e", &[(324, "S1"), (55, "BTC-PERP"), (263, "1")]);
+    assert_fields(
+        &c.expect("f"),
+        &[(324, "S1"), (55, "BTC-PERP"), (325, "N"), (326, "17")],
+    );
+    // The operator halts another instrument, then this one: one unsolicited message, for
+    // this one.
+    admin(&server, &["halt", "--instrument", "ETH-PERP"]);
+    admin(&server, &["halt", "--instrument", "BTC-PERP"]);
+    assert_fields(
+        &c.expect("f"),
+        &[(324, "S1"), (55, "BTC-PERP"), (325, "Y"), (326, "2")],
+    );
+    admin(&server, &["resume", "--instrument", "BTC-PERP"]);
+    assert_fields(&c.expect("f"), &[(325, "Y"), (326, "17")]);
+    // The snapshot session heard nothing: its next message answers its TestRequest.
+    c42.send("1", &[(112, "T1")]);
+    assert_fields(&c42.expect("0"), &[(112, "T1")]);
+    // Unsubscribed: the next halt is not sent.
+    c.send("e", &[(324, "S1"), (55, "BTC-PERP"), (263, "2")]);
+    admin(&server, &["halt", "--instrument", "BTC-PERP"]);
+    c.send("1", &[(112, "T2")]);
+    assert_fields(&c.expect("0"), &[(112, "T2")]);
+    // An unknown symbol: BusinessMessageReject, unknown security.
+    c.send("e", &[(324, "S2"), (55, "DOGE-PERP"), (263, "1")]);
+    assert_fields(
+        &c.expect("j"),
+        &[
+            (372, "e"),
+            (379, "S2"),
+            (380, "2"),
+            (58, "unknown security"),
+        ],
+    );
+}

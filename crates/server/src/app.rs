@@ -53,6 +53,7 @@ use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outboun
 use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
 use crate::security::ServerAuth;
 use crate::security_list::{self, ListRefusal, SecurityListAnswer};
+use crate::security_status;
 
 /// BusinessRejectReason(380) = 3.
 const UNSUPPORTED_MESSAGE_TYPE: u64 = 3;
@@ -277,6 +278,7 @@ impl Application for OrderEntryApp {
             status_waits: VecDeque::new(),
             mass: VecDeque::new(),
             lists: VecDeque::new(),
+            status_subs: security_status::Subscriptions::default(),
             pause_bytes: conn.listener.output_pause(),
             history: self.history.clone(),
             reply_spin: self.reply_spin,
@@ -602,6 +604,8 @@ pub struct FixConn {
     /// SecurityList answers being sent, oldest first (at most
     /// [`security_list::MAX_IN_PROGRESS`]).
     lists: VecDeque<SecurityListAnswer>,
+    /// SecurityStatus subscriptions (SecurityStatusRequest with SubscriptionRequestType 1).
+    status_subs: security_status::Subscriptions,
     /// The listener's pause mark: unsent output at which a long answer waits for the client.
     pause_bytes: usize,
     /// The account's history: orders that ended before `finished` remembers (or before a
@@ -648,7 +652,57 @@ fn send_security_list(
     }
 }
 
+/// Sends one SecurityStatus (f).
+fn send_security_status(
+    session: &mut Session,
+    now: UtcTimestamp,
+    m: &security_status::StatusMessage,
+) {
+    match session.send_application(now, b"f", |enc| m.encode_body(enc, now)) {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => {
+            let name = crate::security::session_name(session.config());
+            warn!(session = %name, error = %e, "could not send a security status");
+        }
+    }
+}
+
 impl FixConn {
+    /// Answers a SecurityStatusRequest (e) from the instrument directory; a subscription
+    /// opens the session's route so the core thread's wake-up on a new directory reaches it.
+    fn security_status_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let Some(req) = security_status::decode(msg) else {
+            // The dictionary requires 324, 55 and 263 (0, 1 or 2): only a 263 = 0 or 1 without
+            // Symbol reaches here.
+            BusinessReject::of(seq, msg, 5, "Symbol(55) is required").send(session, now);
+            return;
+        };
+        let subscribe = matches!(req, security_status::StatusRequest::Subscribe { .. });
+        if subscribe && self.ensure_conn().is_none() {
+            BusinessReject::of(seq, msg, APPLICATION_NOT_AVAILABLE, "server busy")
+                .send(session, now);
+            return;
+        }
+        let dir = self.pipeline.directory_snapshot();
+        match self.status_subs.request(req, &dir) {
+            Ok(Some(m)) => send_security_status(session, now, &m),
+            Ok(None) => {}
+            Err(r) => BusinessReject {
+                ref_id: msg
+                    .get(security_status::SECURITY_STATUS_REQ_ID)
+                    .map(<[u8]>::to_vec),
+                ..BusinessReject::of(seq, msg, r.reason, r.text)
+            }
+            .send(session, now),
+        }
+    }
+
     /// Answers a SecurityListRequest (x) from the instrument directory: queued behind the
     /// answers in progress, or refused at once when there are too many of them.
     fn security_list_request(
@@ -941,6 +995,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if msg.msg_type() == b"e" {
+            self.security_status_request(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if matches!(msg.msg_type(), b"i" | b"Z") {
             self.quote_message(session, now, seq, &msg);
             self.decoder = decoder;
@@ -1027,6 +1086,10 @@ impl ConnectionApp for FixConn {
             // the client reads).
             return Poll::Ready(());
         }
+        if self.status_subs.stale(&self.pipeline.directory()) {
+            // An instrument's status may have changed: the subscribers hear of it.
+            return Poll::Ready(());
+        }
         match &self.conn {
             Some(c) => c.poll_ready(cx),
             // No route yet: nothing can arrive; the request that opens one comes through
@@ -1037,6 +1100,12 @@ impl ConnectionApp for FixConn {
 
     fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String> {
         self.send_lists(session, now);
+        if self.status_subs.stale(&self.pipeline.directory()) {
+            let dir = self.pipeline.directory_snapshot();
+            for m in self.status_subs.changes(&dir) {
+                send_security_status(session, now, &m);
+            }
+        }
         let Some(conn) = self.conn.clone() else {
             return Ok(());
         };

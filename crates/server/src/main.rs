@@ -38,6 +38,7 @@ mod quotes;
 mod replay;
 mod security;
 mod security_list;
+mod security_status;
 mod webhook;
 mod ws_app;
 mod ws_auth;

@@ -1378,6 +1378,10 @@ impl CoreLoop {
         self.shared
             .directory
             .store(Arc::new(Directory::of(self.core.instruments())));
+        // Sessions subscribed to instrument status compare it on their next turn.
+        for conn in self.routes.iter().flatten() {
+            conn.waker.wake();
+        }
     }
 
     fn instrument(&self, symbol: &str) -> Result<InstrumentId, String> {

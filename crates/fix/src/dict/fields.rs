@@ -276,6 +276,10 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(311, "UnderlyingSymbol", T::String),
     f(320, "SecurityReqID", T::String),
     f(322, "SecurityResponseID", T::String),
+    f(324, "SecurityStatusReqID", T::String),
+    f(325, "UnsolicitedIndicator", T::Boolean),
+    // Open in every version (4.2 lists 1-21, later versions more); values are the sender's.
+    f(326, "SecurityTradingStatus", T::Int),
     f(336, "TradingSessionID", T::String),
     f(337, "ContraTrader", T::String),
     f(347, "MessageEncoding", T::String),

@@ -824,6 +824,27 @@ const SECURITY_LIST: &[Item] = &[
     comp(TEXT),
 ];
 
+const SECURITY_STATUS_REQUEST: &[Item] = &[
+    req(324),
+    comp(INSTRUMENT),
+    opt(15),
+    req(263),
+    opt(336),
+    opt(625).only(V44UP),
+];
+
+const SECURITY_STATUS: &[Item] = &[
+    opt(324),
+    comp(INSTRUMENT),
+    opt(15),
+    opt(336),
+    opt(625).only(V44UP),
+    opt(325),
+    opt(326),
+    opt(60),
+    comp(TEXT),
+];
+
 const MASS_QUOTE: &[Item] = &[
     opt(131),
     req(117),
@@ -942,10 +963,12 @@ pub(crate) const MSGS: &[MsgSpec] = &[
         MASS_QUOTE_ACKNOWLEDGEMENT,
     ),
     msg(b"Z", "QuoteCancel", V44UP, QUOTE_CANCEL),
+    msg(b"e", "SecurityStatusRequest", ALL, SECURITY_STATUS_REQUEST),
+    msg(b"f", "SecurityStatus", ALL, SECURITY_STATUS),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 22;
+pub(crate) const N_MSGS: usize = 24;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -975,6 +998,8 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'i' => 19,
         b'b' => 20,
         b'Z' => 21,
+        b'e' => 22,
+        b'f' => 23,
         _ => return None,
     })
 }
