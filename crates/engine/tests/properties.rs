@@ -58,6 +58,18 @@ enum Op {
     Wait {
         ns: i64,
     },
+    /// A one-triggers-the-other list: a pending order (the other side: a limit at
+    /// `pending_ticks`, or a market order), then a limit working order triggering it.
+    Oto {
+        account: u32,
+        instrument: usize,
+        buy: bool,
+        ticks: i64,
+        qty: i64,
+        ioc: bool,
+        pending_ticks: i64,
+        pending_market: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +93,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u32).prop_map(|account| Op::SessionClosed { account }),
         1 => prop::option::of(0..3u32).prop_map(|account| Op::Kill { account }),
         1 => (0..6_000i64).prop_map(|ns| Op::Wait { ns }),
+        3 => (0..3u32, 0..2usize, any::<bool>(), 0..10i64, 1..6i64, prop::bool::weighted(0.2),
+              0..10i64, prop::bool::weighted(0.2))
+            .prop_map(|(account, instrument, buy, ticks, qty, ioc, pending_ticks,
+                        pending_market)| Op::Oto {
+                account, instrument, buy, ticks, qty, ioc, pending_ticks, pending_market,
+            }),
     ]
 }
 
@@ -166,12 +184,20 @@ fn check_books(
             );
         }
         for side in [Side::Buy, Side::Sell] {
+            // Pending orders of lists are in the store, off the book.
+            let pending: i64 = [ALICE, BOB, CAROL]
+                .iter()
+                .flat_map(|&a| r.core.matcher().working_orders(a))
+                .filter(|o| o.details.pending && o.instrument == i && o.side == side)
+                .map(|o| o.leaves_qty.0)
+                .sum();
             let in_book: i64 = book.levels(side).map(|l| l.qty.0).sum::<i64>()
                 + waiting
                     .iter()
                     .filter(|w| w.side == side)
                     .map(|w| w.leaves_qty.0)
-                    .sum::<i64>();
+                    .sum::<i64>()
+                + pending;
             let reported: i64 = ledger
                 .live
                 .values()
@@ -220,6 +246,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut ledger = Ledger::default();
     // Every order ever accepted: (id, ClOrdID, account, instrument).
     let mut accepted: Vec<(OrderId, ClOrdId, AccountId, InstrumentId)> = Vec::new();
+    // Pending orders of lists and their working orders; pending orders placed since.
+    let mut lists: HashMap<OrderId, OrderId> = HashMap::new();
+    let mut activated: std::collections::HashSet<OrderId> = Default::default();
     for op in ops {
         let mut events = Vec::new();
         match op {
@@ -377,13 +406,94 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 prop_assert!(r.core.next_expiry().map_or(true, |t| t > now));
             }
+            Op::Oto {
+                account,
+                instrument,
+                buy,
+                ticks,
+                qty,
+                ioc,
+                pending_ticks,
+                pending_market,
+            } => {
+                let inst = instruments[instrument];
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let a = AccountId(account);
+                let mut p = r.order(
+                    a,
+                    inst,
+                    side.opposite(),
+                    base[instrument] + 5 * pending_ticks,
+                    qty,
+                );
+                p.pending = true;
+                if pending_market {
+                    p.ord_type = OrdType::Market;
+                    p.tif = TimeInForce::Ioc;
+                }
+                events = r.submit(p);
+                if let Some(e) = events.first().filter(|e| e.kind == EventKind::New) {
+                    prop_assert!(e.details.pending, "{:?}", e);
+                    let pid = e.order_id;
+                    accepted.push((pid, p.cl_ord_id, a, inst));
+                    let mut w = r.order(a, inst, side, base[instrument] + 5 * ticks, qty);
+                    w.triggers = Some(pid);
+                    if ioc {
+                        w.tif = TimeInForce::Ioc;
+                    }
+                    for e in &events {
+                        ledger.apply(e)?;
+                    }
+                    events = r.submit(w);
+                    match events.first() {
+                        Some(e) if e.kind == EventKind::New => {
+                            lists.insert(pid, e.order_id);
+                            accepted.push((e.order_id, w.cl_ord_id, a, inst));
+                        }
+                        // Refused (risk): the pending order goes with it.
+                        _ => prop_assert!(
+                            events
+                                .iter()
+                                .any(|e| e.order_id == pid && e.kind == EventKind::Canceled),
+                            "{:?}",
+                            events
+                        ),
+                    }
+                }
+            }
             Op::Cancel { .. } | Op::Replace { .. } => {}
+        }
+        for e in &events {
+            if e.kind == EventKind::Activated {
+                prop_assert!(lists.contains_key(&e.order_id), "{:?}", e);
+                activated.insert(e.order_id);
+            }
+            // A pending order never trades before it is placed.
+            if matches!(e.kind, EventKind::Fill | EventKind::PartialFill)
+                && lists.contains_key(&e.order_id)
+            {
+                prop_assert!(activated.contains(&e.order_id), "{:?}", e);
+            }
         }
         ledger.swing.clear();
         for e in &events {
             ledger.apply(e)?;
         }
         check_books(&r, &ledger, &instruments)?;
+        // A pending order waits only while its working order works (not placed: it neither
+        // filled nor ended).
+        for acct in [ALICE, BOB, CAROL] {
+            for o in r.core.matcher().working_orders(acct) {
+                if o.details.pending {
+                    let w = lists.get(&o.order_id);
+                    prop_assert!(
+                        w.is_some_and(|w| ledger.live.contains_key(w)),
+                        "pending {:?} without a working order",
+                        o
+                    );
+                }
+            }
+        }
     }
     // Every trade: two reports, opposite sides, equal price and quantity, two accounts (never
     // a self-trade), one instrument.
