@@ -104,4 +104,33 @@ fn binance_connector_places_queries_and_cancels_an_order() {
         "{cancelled}"
     );
     assert_eq!(cancelled["status"], "CANCELED", "{cancelled}");
+
+    // A bracket: the working buy rests, its sell pair waits pending; listed, then cancelled.
+    let bracket = result("orderList.place.otoco");
+    assert_eq!(
+        (&bracket["contingencyType"], &bracket["listClientOrderId"]),
+        (
+            &serde_json::json!("OTO"),
+            &serde_json::json!("interop-bracket")
+        ),
+        "{bracket}"
+    );
+    let statuses: Vec<&Value> = bracket["orderReports"]
+        .as_array()
+        .expect("orderReports")
+        .iter()
+        .map(|o| &o["status"])
+        .collect();
+    assert_eq!(statuses, ["NEW", "PENDING_NEW", "PENDING_NEW"], "{bracket}");
+    let list_id = bracket["orderListId"].as_i64().expect("orderListId");
+    let lists = result("openOrderLists.status");
+    assert_eq!(lists[0]["orderListId"].as_i64(), Some(list_id), "{lists}");
+    let cancelled = result("orderList.cancel");
+    assert_eq!(cancelled["listOrderStatus"], "ALL_DONE", "{cancelled}");
+    let reports = cancelled["orderReports"].as_array().expect("orderReports");
+    assert_eq!(reports.len(), 3, "{cancelled}");
+    assert!(
+        reports.iter().all(|o| o["status"] == "CANCELED"),
+        "{cancelled}"
+    );
 }

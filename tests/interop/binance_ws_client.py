@@ -7,7 +7,8 @@ Drives Portcullis's WebSocket API (Binance Spot WebSocket API v3 dialect): order
 order resting far from the market), order.status, order.cancel, then allOrders (the connector's
 `order_history`, asked again until the cancelled order shows: the history follows the journal)
 and myTrades, then a trailing stop-loss limit sell (`trailingDelta`, no `stopPrice`) placed and
-cancelled. Prints each result as one line `<method> ok: <result JSON>`; exits non-zero on
+cancelled, then a bracket (`orderList.place.otoco`) listed (`openOrderLists.status`) and
+cancelled (`orderList.cancel`). Prints each result as one line `<method> ok: <result JSON>`; exits non-zero on
 any error answer, timeout or closed connection.
 """
 import argparse
@@ -29,6 +30,8 @@ def main():
     ap.add_argument("--symbol", default="BTC-PERP")
     ap.add_argument("--price", default="100")
     ap.add_argument("--quantity", default="0.01")
+    ap.add_argument("--above", default="110")
+    ap.add_argument("--below", default="90")
     args = ap.parse_args()
 
     inbox = queue.Queue()
@@ -136,6 +139,36 @@ def main():
     client.cancel_order(id="trail-cancel", symbol=args.symbol, origClientOrderId="interop-trail")
     cancelled = answer("trail-cancel")
     print("trailing order.cancel ok: " + json.dumps(cancelled, sort_keys=True), flush=True)
+
+    # A bracket (OTOCO): a resting buy, and the sell pair placed once it fills; listed among
+    # the open order lists, then cancelled whole.
+    client.new_otoco_order(
+        id="otoco-1",
+        symbol=args.symbol,
+        workingType="LIMIT",
+        workingSide="BUY",
+        workingPrice=args.price,
+        workingQuantity=args.quantity,
+        workingTimeInForce="GTC",
+        pendingSide="SELL",
+        pendingQuantity=args.quantity,
+        pendingAboveType="LIMIT_MAKER",
+        pendingAbovePrice=args.above,
+        pendingBelowType="STOP_LOSS",
+        pendingBelowStopPrice=args.below,
+        listClientOrderId="interop-bracket",
+        newOrderRespType="RESULT",
+    )
+    bracket = answer("otoco-1")
+    print("orderList.place.otoco ok: " + json.dumps(bracket, sort_keys=True), flush=True)
+    client.get_open_oco_orders(id="open-lists-1")
+    lists = answer("open-lists-1")
+    print("openOrderLists.status ok: " + json.dumps(lists, sort_keys=True), flush=True)
+    client.cancel_oco_order(
+        id="list-cancel-1", symbol=args.symbol, orderListId=bracket.get("orderListId")
+    )
+    cancelled = answer("list-cancel-1")
+    print("orderList.cancel ok: " + json.dumps(cancelled, sort_keys=True), flush=True)
 
     client.stop()
 
