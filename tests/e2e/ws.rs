@@ -1503,6 +1503,8 @@ struct TwoWsAccounts {
     wb: Ws,
     a: Key,
     b: Key,
+    /// The WebSocket listener's port, for more connections.
+    ws_port: u16,
 }
 
 fn two_ws_accounts() -> TwoWsAccounts {
@@ -1518,6 +1520,7 @@ fn two_ws_accounts() -> TwoWsAccounts {
         fix,
         wa: Ws::plain(ws_port),
         wb: Ws::plain(ws_port),
+        ws_port,
         a,
         b,
     }
@@ -1568,6 +1571,7 @@ fn ws_stop_loss_limit_waits_for_a_trade_at_its_stop_price_then_buys_at_its_limit
         mut wb,
         a,
         b,
+        ..
     } = two_ws_accounts();
     let fix_limit =
         |fix: &mut FixClient, cl: &str, qty: &str, px: &str| fix_limit_acked(fix, cl, "2", qty, px);
@@ -1674,6 +1678,7 @@ fn ws_take_profit_sells_at_market_once_a_trade_rises_to_its_stop_price() {
         mut wb,
         a,
         b,
+        ..
     } = two_ws_accounts();
     let fix_limit = fix_limit_acked;
     let buy_ioc = |ws: &mut Ws, px: &str| {
@@ -1760,6 +1765,7 @@ fn ws_iceberg_shows_its_iceberg_qty_and_its_next_part_waits_behind_the_level() {
         mut wb,
         a,
         b,
+        ..
     } = two_ws_accounts();
     wa.logon_and_subscribe(&a);
     let info = wa.call(json!("info"), "exchangeInfo", json!({"symbol": "BTC-PERP"}));
@@ -1841,6 +1847,7 @@ fn ws_gtd_order_shows_its_good_till_date_and_expires_with_an_execution_report() 
         wb: _,
         a,
         b: _,
+        ..
     } = two_ws_accounts();
     wa.logon_and_subscribe(&a);
     let now_ms = || {
@@ -1918,6 +1925,7 @@ fn ws_trailing_stop_follows_the_best_price_and_sells_once_the_market_falls_its_d
         mut wb,
         a,
         b,
+        ..
     } = two_ws_accounts();
     let fix_limit = fix_limit_acked;
     let trade_at = |fix: &mut FixClient, wa: &mut Ws, cl: &str, px: &str| {
@@ -2026,6 +2034,7 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
         mut wb,
         a,
         b,
+        ..
     } = two_ws_accounts();
     let fix_limit = fix_limit_acked;
     // The last trade: 100.
@@ -2286,6 +2295,7 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
         mut wb,
         a,
         b,
+        ws_port,
     } = two_ws_accounts();
     // The last trade: 100.
     fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
@@ -2414,6 +2424,39 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
         signed(json!({"symbol": "BTC-PERP"}), &b),
     );
     assert_eq!(open["result"], json!([]), "{open}");
+    // allOrderLists, from the history: both brackets, the working order listed first, all
+    // done; another connection of the account sees them too, without their client ids.
+    let mut other = Ws::plain(ws_port);
+    for (ws, client_ids) in [(&mut wb, ["B1", "B2"]), (&mut other, ["", ""])] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lists = loop {
+            let r = ws.call(json!("all"), "allOrderLists", signed(json!({}), &b));
+            let lists = r["result"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{r}"))
+                .clone();
+            if lists.len() == 2 && lists.iter().all(|l| l["listOrderStatus"] == "ALL_DONE") {
+                break lists;
+            }
+            assert!(Instant::now() < deadline, "{r}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(lists[0]["orderListId"], json!(list_id), "{lists:?}");
+        assert_eq!(lists[1]["orderListId"], json!(b2), "{lists:?}");
+        for (l, cl) in lists.iter().zip(client_ids) {
+            assert_eq!(
+                (&l["contingencyType"], &l["listClientOrderId"]),
+                (&json!("OTO"), &json!(cl)),
+                "{l}"
+            );
+            assert_eq!(l["orders"].as_array().map(Vec::len), Some(3), "{l}");
+        }
+        assert_eq!(
+            lists[0]["orders"][0]["orderId"],
+            json!(working),
+            "{lists:?}"
+        );
+    }
 }
 
 #[test]

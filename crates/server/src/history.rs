@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use portcullis_journal::{JournalError, JournalRecord, JournalTail, Seq};
 use portcullis_types::{
-    AccountId, ClOrdId, Event, EventKind, InstrumentId, OrdType, OrderId, Price, Qty, SessionId,
-    Side, TimeInForce, TrailingDelta,
+    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType, OrderId, Price,
+    Qty, SessionId, Side, TimeInForce, TrailingDelta,
 };
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -192,9 +192,32 @@ pub struct Window {
     pub limit: usize,
 }
 
+/// An order list of an account: orders joined one-cancels-the-other or
+/// one-triggers-the-other, as the journal's new-order commands joined them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastList {
+    /// The list's id: its first order's id.
+    pub id: OrderId,
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// A working order triggers pending orders (else one cancels the other).
+    pub triggers: bool,
+    /// The orders in the order they were placed.
+    pub orders: Vec<OrderId>,
+    /// When its first order was received, ns since the epoch.
+    pub created_ns: i64,
+}
+
 /// One account's past.
 #[derive(Debug, Default)]
 struct AccountPast {
+    /// Orders of lists whose acceptance is awaited: (session, client id) → the order joined
+    /// and whether this one triggers it (else pairs with it). At most one per session and
+    /// client id, gone with the order's first event.
+    joins: HashMap<(SessionId, ClOrdId), (OrderId, bool)>,
+    /// Order lists by id, and the list of each order in one.
+    lists: BTreeMap<u64, PastList>,
+    list_of: HashMap<u64, u64>,
     orders: HashMap<InstrumentId, BTreeMap<u64, PastOrder>>,
     instrument_of: HashMap<u64, InstrumentId>,
     /// The latest order of each client id.
@@ -238,6 +261,25 @@ impl OrderHistory {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes new orders that join an order list (the journal's commands), under one hold of
+    /// the lock; their acceptance, a later event, puts them in it.
+    pub fn apply_joins(&self, orders: &[NewOrder]) {
+        let mut accounts = self.lock();
+        for o in orders {
+            let joined = match (o.oco_with, o.triggers) {
+                (_, Some(pending)) => (pending, true),
+                (Some(first), None) => (first, false),
+                (None, None) => continue,
+            };
+            let past = accounts.entry(o.account).or_default();
+            // Bounded by the orders kept: joins whose order never came are dropped first.
+            if past.joins.len() >= self.limits.orders_per_account.max(1) {
+                past.joins.clear();
+            }
+            past.joins.insert((o.session, o.cl_ord_id), joined);
+        }
+    }
+
     /// Applies a batch of events under one hold of the lock.
     pub fn apply(&self, events: &[Event]) {
         let mut accounts = self.lock();
@@ -254,6 +296,15 @@ impl OrderHistory {
     }
 
     fn apply_one(&self, accounts: &mut HashMap<AccountId, AccountPast>, e: &Event) {
+        if matches!(e.kind, EventKind::New | EventKind::Rejected(_)) {
+            if let Some(past) = accounts.get_mut(&e.account) {
+                if let Some((joined, triggers)) = past.joins.remove(&(e.session, e.cl_ord_id)) {
+                    if e.kind == EventKind::New {
+                        past.join_list(e, joined, triggers);
+                    }
+                }
+            }
+        }
         if e.order_id.0 == 0 {
             return; // refused before it was an order
         }
@@ -389,6 +440,29 @@ impl OrderHistory {
         }
     }
 
+    /// The account's order lists that `w` selects (`w.order_id`: from this list id up; the
+    /// time window on the lists' creation), oldest first.
+    pub fn lists(&self, account: AccountId, w: &Window) -> Vec<PastList> {
+        let accounts = self.lock();
+        let Some(past) = accounts.get(&account) else {
+            return Vec::new();
+        };
+        let from = w.order_id.unwrap_or(0);
+        let in_window = |l: &&PastList| {
+            l.id.0 >= from
+                && w.start_ns.map_or(true, |s| l.created_ns >= s)
+                && w.end_ns.map_or(true, |e| l.created_ns <= e)
+        };
+        let lists = past.lists.values().filter(in_window);
+        if w.order_id.is_some() || w.start_ns.is_some() {
+            lists.take(w.limit).cloned().collect()
+        } else {
+            let mut last: Vec<PastList> = lists.rev().take(w.limit).cloned().collect();
+            last.reverse();
+            last
+        }
+    }
+
     /// The account's order `id`, if the history still has it.
     pub fn order(&self, account: AccountId, id: OrderId) -> Option<PastOrder> {
         let accounts = self.lock();
@@ -493,12 +567,44 @@ fn select<'a, T: Clone + 'a>(
 
 impl AccountPast {
     /// Forgets the oldest orders and trades beyond the limits.
+    /// The order of event `e` (its acceptance) joins the list of order `joined`: the list
+    /// `joined` is in, or a new one it starts.
+    fn join_list(&mut self, e: &Event, joined: OrderId, triggers: bool) {
+        let id = self.list_of.get(&joined.0).copied().unwrap_or(joined.0);
+        let created_ns = self
+            .instrument_of
+            .get(&joined.0)
+            .and_then(|i| self.orders.get(i)?.get(&joined.0))
+            .map_or(e.received_ns, |o| o.created_ns);
+        let list = self.lists.entry(id).or_insert_with(|| PastList {
+            id: OrderId(id),
+            instrument: e.instrument,
+            triggers: false,
+            orders: vec![OrderId(id)],
+            created_ns,
+        });
+        list.triggers |= triggers;
+        list.orders.push(e.order_id);
+        self.list_of.insert(id, id);
+        self.list_of.insert(e.order_id.0, id);
+    }
+
     fn forget_beyond(&mut self, limits: HistoryLimits) {
         while self.order_fifo.len() > limits.orders_per_account {
             let Some((instrument, id)) = self.order_fifo.pop_front() else {
                 break;
             };
             self.instrument_of.remove(&id);
+            // A list goes with its first order (the oldest of its orders).
+            if let Some(list) = self.list_of.remove(&id) {
+                if list == id {
+                    if let Some(l) = self.lists.remove(&list) {
+                        for o in l.orders {
+                            self.list_of.remove(&o.0);
+                        }
+                    }
+                }
+            }
             if let Some(orders) = self.orders.get_mut(&instrument) {
                 if let Some(o) = orders.remove(&id) {
                     if self.by_cl.get(&o.cl_ord_id) == Some(&id) {
@@ -518,6 +624,12 @@ impl AccountPast {
     }
 }
 
+/// What one pass over the journal read.
+struct Batch {
+    events: Vec<Event>,
+    joins: Vec<NewOrder>,
+}
+
 /// The history's reader of the journal.
 struct Feed {
     history: Arc<OrderHistory>,
@@ -529,7 +641,10 @@ struct Feed {
 
 impl Feed {
     fn run(&mut self, runtime: &tokio::runtime::Handle) {
-        let mut batch = Vec::with_capacity(RECORDS_PER_LOCK);
+        let mut batch = Batch {
+            events: Vec::with_capacity(RECORDS_PER_LOCK),
+            joins: Vec::new(),
+        };
         info!("order history: following the journal");
         loop {
             let acknowledged = *self.acknowledged.borrow_and_update();
@@ -539,8 +654,11 @@ impl Feed {
             loop {
                 match self.read(acknowledged, &mut batch) {
                     Ok(more) => {
-                        self.history.apply(&batch);
-                        batch.clear();
+                        // A list's joining order is commanded before it is accepted.
+                        self.history.apply_joins(&batch.joins);
+                        self.history.apply(&batch.events);
+                        batch.events.clear();
+                        batch.joins.clear();
                         if self.history.position() >= acknowledged {
                             break;
                         }
@@ -571,9 +689,9 @@ impl Feed {
         }
     }
 
-    /// Reads up to [`RECORDS_PER_LOCK`] records up to `acknowledged` into `batch` (events
-    /// only); true if there may be more.
-    fn read(&mut self, acknowledged: u64, batch: &mut Vec<Event>) -> Result<bool, String> {
+    /// Reads up to [`RECORDS_PER_LOCK`] records up to `acknowledged` into `batch` (events,
+    /// and new orders that join a list); true if there may be more.
+    fn read(&mut self, acknowledged: u64, batch: &mut Batch) -> Result<bool, String> {
         if self.tail.is_none() {
             self.tail = Some(self.open(0)?);
         }
@@ -587,8 +705,14 @@ impl Feed {
             }
             match tail.next_decoded() {
                 Ok(Some((seq, record))) => {
-                    if let JournalRecord::Event(e) = record {
-                        batch.push(e);
+                    match record {
+                        JournalRecord::Event(e) => batch.events.push(e),
+                        JournalRecord::Command(Command::New(o))
+                            if o.oco_with.is_some() || o.triggers.is_some() =>
+                        {
+                            batch.joins.push(o)
+                        }
+                        _ => {}
                     }
                     self.history.position.store(seq.0, Ordering::Release);
                 }
@@ -718,6 +842,87 @@ mod tests {
         // Another account, another instrument: nothing.
         assert!(h.orders(AccountId(4), Some(I), &all(10)).is_empty());
         assert!(h.trades(A, Some(InstrumentId(5)), &all(10)).is_empty());
+    }
+
+    /// The new-order command of order `id` (client id `c{id}`), joining `joined`.
+    fn joining(id: u64, joined: u64, triggers: bool) -> NewOrder {
+        let e = event(EventKind::New, id, 0);
+        NewOrder {
+            session: e.session,
+            account: e.account,
+            instrument: e.instrument,
+            cl_ord_id: e.cl_ord_id,
+            side: e.side,
+            ord_type: e.ord_type,
+            tif: e.tif,
+            price: e.price,
+            qty: e.qty,
+            post_only: false,
+            stp: None,
+            received_ns: 0,
+            display_qty: Qty(0),
+            trailing: None,
+            oco_with: (!triggers).then_some(OrderId(joined)),
+            pending: false,
+            triggers: triggers.then_some(OrderId(joined)),
+        }
+    }
+
+    #[test]
+    fn order_lists_are_made_of_the_orders_their_commands_joined() {
+        let h = OrderHistory::new(HistoryLimits {
+            orders_per_account: 6,
+            trades_per_account: 10,
+        });
+        // A pair (1, 2); a bracket: pending 3 and 4 paired, working 5 triggering 3; a working
+        // order 6 refused with its list; a plain order 7.
+        h.apply(&[event(EventKind::New, 1, 10)]);
+        h.apply_joins(&[joining(2, 1, false)]);
+        h.apply(&[event(EventKind::New, 2, 11), event(EventKind::New, 3, 20)]);
+        h.apply_joins(&[joining(4, 3, false), joining(5, 3, true)]);
+        h.apply(&[event(EventKind::New, 4, 21), event(EventKind::New, 5, 22)]);
+        h.apply_joins(&[joining(6, 1, true)]);
+        let mut refused = event(
+            EventKind::Rejected(portcullis_types::RejectReason::OrderListRejected),
+            6,
+            30,
+        );
+        refused.order_id = OrderId(0);
+        h.apply(&[refused, event(EventKind::New, 7, 40)]);
+        let lists = h.lists(A, &all(10));
+        let seen: Vec<(u64, bool, Vec<u64>, i64)> = lists
+            .iter()
+            .map(|l| {
+                (
+                    l.id.0,
+                    l.triggers,
+                    l.orders.iter().map(|o| o.0).collect(),
+                    l.created_ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [(1, false, vec![1, 2], 10), (3, true, vec![3, 4, 5], 20)]
+        );
+        // From a list id, in a time window, the latest.
+        let from = Window {
+            order_id: Some(2),
+            ..all(10)
+        };
+        assert_eq!(h.lists(A, &from).len(), 1);
+        let window = Window {
+            start_ns: Some(15),
+            ..all(10)
+        };
+        assert_eq!(h.lists(A, &window)[0].id, OrderId(3));
+        assert_eq!(h.lists(A, &all(1))[0].id, OrderId(3));
+        // A list goes with its first order, forgotten as the oldest.
+        h.apply(&[event(EventKind::New, 8, 50)]);
+        h.apply(&[event(EventKind::New, 9, 60)]);
+        let ids: Vec<OrderId> = h.lists(A, &all(10)).iter().map(|l| l.id).collect();
+        assert_eq!(ids, [OrderId(3)]);
+        assert!(h.lists(AccountId(4), &all(10)).is_empty());
     }
 
     #[test]

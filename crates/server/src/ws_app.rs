@@ -2234,6 +2234,71 @@ impl WsApplication for WsBridge {
             .collect()))
     }
 
+    fn all_order_lists(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        q: &HistoryQuery,
+    ) -> Dispatch<Vec<OrderListInfo>> {
+        let Some(history) = self.history.clone() else {
+            return Dispatch::Ready(Err(WsError::unsupported()));
+        };
+        let Some(account) = self.pipeline.account_id(&ctx.principal.account) else {
+            return Dispatch::Ready(Err(WsError::order_rejected("unknown account")));
+        };
+        let by_time = q.start_time.is_some() || q.end_time.is_some();
+        let w = Window {
+            order_id: q.from_id.filter(|_| !by_time),
+            from_trade_id: None,
+            start_ns: q.start_time.map(ms_to_ns),
+            end_ns: q.end_time.map(ms_to_ns_end),
+            limit: q.limit,
+        };
+        let lists = history.lists(account, &w);
+        let dir = self.pipeline.directory();
+        Dispatch::Ready(Ok(lists
+            .iter()
+            .map(|l| {
+                // The dialect lists a working order before the pending orders it triggers
+                // (placed before it).
+                let mut ids = l.orders.clone();
+                if l.triggers {
+                    ids.rotate_right(1);
+                }
+                let past: Vec<Option<PastOrder>> =
+                    ids.iter().map(|&id| history.order(account, id)).collect();
+                OrderListInfo {
+                    order_list_id: safe_id(l.id.0),
+                    contingency: if l.triggers {
+                        Contingency::Oto
+                    } else {
+                        Contingency::Oco
+                    },
+                    // The list's client id is known to the connection that placed it only.
+                    list_client_order_id: self
+                        .lists
+                        .get(&l.id.0)
+                        .map_or(String::new(), |own| own.client_id.to_string()),
+                    transaction_time: ms(l.created_ns),
+                    symbol: dir
+                        .get(l.instrument)
+                        .map_or(String::new(), |e| e.symbol.to_string()),
+                    all_done: past
+                        .iter()
+                        .all(|p| p.as_ref().map_or(true, |p| !p.state.is_working())),
+                    orders: ids
+                        .iter()
+                        .zip(&past)
+                        .map(|(id, p)| {
+                            let cl = p.as_ref().map_or("", |p| p.cl_ord_id.as_str());
+                            (safe_id(id.0), cl.to_owned())
+                        })
+                        .collect(),
+                    cancel_reports: Vec::new(),
+                }
+            })
+            .collect()))
+    }
+
     fn my_trades(&mut self, ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<TradeInfo>> {
         let (history, account, instrument) = match self.history_of(ctx, &q.symbol) {
             Ok(v) => v,

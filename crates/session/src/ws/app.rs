@@ -412,6 +412,16 @@ pub trait WsApplication: Send {
         Dispatch::Ready(Err(WsError::unsupported()))
     }
 
+    /// `allOrderLists`: the account's order lists (`from_id`, `start_time`, `end_time`,
+    /// `limit` of `query`; no symbol), oldest first. By default -1020 (not supported).
+    fn all_order_lists(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _query: &HistoryQuery,
+    ) -> Dispatch<Vec<OrderListInfo>> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
     /// `myTrades`: the account's trades of one symbol, oldest first. By default -1020 (not
     /// supported).
     fn my_trades(

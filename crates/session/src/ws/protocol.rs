@@ -202,6 +202,8 @@ pub enum Method {
     OrderListCancel,
     /// `openOrderLists.status`.
     OpenOrderListsStatus,
+    /// `allOrderLists`.
+    AllOrderLists,
     /// `openOrders.status`.
     OpenOrdersStatus,
     /// `openOrders.cancelAll`.
@@ -563,7 +565,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 26] = [
+    pub const ALL: [Method; 27] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -582,6 +584,7 @@ impl Method {
         Method::OrderListStatus,
         Method::OrderListCancel,
         Method::OpenOrderListsStatus,
+        Method::AllOrderLists,
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
@@ -613,6 +616,7 @@ impl Method {
             Method::OrderListStatus => "orderList.status",
             Method::OrderListCancel => "orderList.cancel",
             Method::OpenOrderListsStatus => "openOrderLists.status",
+            Method::AllOrderLists => "allOrderLists",
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
@@ -649,7 +653,9 @@ impl Method {
             | Method::OrderListPlaceOtoco
             | Method::OrderListCancel
             | Method::OpenOrdersCancelAll => Security::Trade,
-            Method::OrderListStatus | Method::OpenOrderListsStatus => Security::UserData,
+            Method::OrderListStatus | Method::OpenOrderListsStatus | Method::AllOrderLists => {
+                Security::UserData
+            }
             Method::OrderStatus
             | Method::OpenOrdersStatus
             | Method::AccountStatus
@@ -666,9 +672,11 @@ impl Method {
     fn weight(self, params: &Params<'_>) -> u32 {
         match self {
             Method::Ping | Method::Time => 1,
-            Method::ExchangeInfo | Method::AccountStatus | Method::AllOrders | Method::MyTrades => {
-                20
-            }
+            Method::ExchangeInfo
+            | Method::AccountStatus
+            | Method::AllOrders
+            | Method::MyTrades
+            | Method::AllOrderLists => 20,
             Method::SessionLogon
             | Method::SessionStatus
             | Method::SessionLogout
@@ -707,6 +715,7 @@ impl Method {
                 | Method::OrderListStatus
                 | Method::OrderListCancel
                 | Method::OpenOrderListsStatus
+                | Method::AllOrderLists
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
@@ -754,6 +763,7 @@ impl Method {
                 "newClientOrderId",
             ],
             Method::OpenOrderListsStatus => &[],
+            Method::AllOrderLists => &["fromId", "startTime", "endTime", "limit"],
             Method::OrderCancelReplace => {
                 if matches!(
                     name,
@@ -1394,10 +1404,12 @@ impl WsSession {
             Method::OrderListPlaceOto | Method::OrderListPlaceOtoco => self
                 .order_list_place_oto(now, method, params, reply, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
-            Method::OrderListStatus | Method::OrderListCancel | Method::OpenOrderListsStatus => {
-                self.order_list_query(now, method, params, app)
-                    .unwrap_or_else(|e| Answer::Done(Err(e)))
-            }
+            Method::OrderListStatus
+            | Method::OrderListCancel
+            | Method::OpenOrderListsStatus
+            | Method::AllOrderLists => self
+                .order_list_query(now, method, params, app)
+                .unwrap_or_else(|e| Answer::Done(Err(e))),
             Method::OrderStatus
             | Method::OrderCancel
             | Method::OrderAmendKeepPriority
@@ -1700,7 +1712,7 @@ impl WsSession {
         Ok(answer_of(method, list.resp_type, ctx.token, d))
     }
 
-    /// `orderList.status`, `orderList.cancel` and `openOrderLists.status`.
+    /// `orderList.status`, `orderList.cancel`, `openOrderLists.status` and `allOrderLists`.
     fn order_list_query(
         &mut self,
         now: UtcTimestamp,
@@ -1722,6 +1734,11 @@ impl WsSession {
             }
             _ => (None, None),
         };
+        let history = if method == Method::AllOrderLists {
+            Some(read_history_query(params, HistoryKind::Lists)?)
+        } else {
+            None
+        };
         let principal = self.authorize(now, method, params)?;
         let ctx = RequestCtx {
             token: self.token(),
@@ -1729,6 +1746,9 @@ impl WsSession {
             now,
         };
         let (token, ack) = (ctx.token, RespType::Ack);
+        if let Some(q) = history {
+            return Ok(answer_of(method, ack, token, app.all_order_lists(&ctx, &q)));
+        }
         Ok(match (method, symbol, list) {
             (Method::OrderListStatus, _, Some(list)) => {
                 answer_of(method, ack, token, app.order_list_status(&ctx, &list))
@@ -1892,7 +1912,12 @@ impl WsSession {
             }
             Method::OpenOrdersCancelAll => Query::CancelAll(read_symbol(params)?.to_owned()),
             Method::AllOrders | Method::MyTrades => {
-                Query::History(read_history_query(params, method == Method::MyTrades)?)
+                let kind = if method == Method::MyTrades {
+                    HistoryKind::Trades
+                } else {
+                    HistoryKind::Orders
+                };
+                Query::History(read_history_query(params, kind)?)
             }
             _ => Query::Account(params.opt_bool("omitZeroBalances")?.unwrap_or(false)),
         };
@@ -2016,7 +2041,7 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
         (Method::OrderListStatus | Method::OrderListCancel, Outcome::OrderListInfo(r)) => {
             render::order_list_info(&mut out, &r)
         }
-        (Method::OpenOrderListsStatus, Outcome::OrderLists(v)) => {
+        (Method::OpenOrderListsStatus | Method::AllOrderLists, Outcome::OrderLists(v)) => {
             write_array(&mut out, &v, render::order_list_info)
         }
         // The application answered with another method's outcome: a server bug, reported
@@ -2221,13 +2246,29 @@ fn read_order_ref(
 /// Reads the parameters of `allOrders` (`trades` false) or `myTrades`, with the dialect's
 /// rules: `limit` 1 to 1000 (default 500), a time window of at most 24 hours that does not end
 /// before it starts, and for trades `fromId` only without a time window.
-fn read_history_query(params: &Params<'_>, trades: bool) -> Result<HistoryQuery, WsError> {
-    let symbol = read_symbol(params)?.to_owned();
-    let order_id = params.opt_u64("orderId", SafeId::MAX)?;
-    let from_id = if trades {
-        params.opt_u64("fromId", SafeId::MAX)?
-    } else {
-        None
+/// What a history query lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HistoryKind {
+    /// `allOrders`: `symbol`, `orderId`.
+    Orders,
+    /// `myTrades`: `symbol`, `orderId`, `fromId` (a trade id).
+    Trades,
+    /// `allOrderLists`: no symbol, `fromId` (a list id).
+    Lists,
+}
+
+fn read_history_query(params: &Params<'_>, kind: HistoryKind) -> Result<HistoryQuery, WsError> {
+    let symbol = match kind {
+        HistoryKind::Lists => String::new(),
+        _ => read_symbol(params)?.to_owned(),
+    };
+    let order_id = match kind {
+        HistoryKind::Lists => None,
+        _ => params.opt_u64("orderId", SafeId::MAX)?,
+    };
+    let from_id = match kind {
+        HistoryKind::Orders => None,
+        _ => params.opt_u64("fromId", SafeId::MAX)?,
     };
     // Unix ms fit an i64 for the next 292 million years.
     let time = |name: &str| -> Result<Option<i64>, WsError> {

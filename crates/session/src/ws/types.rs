@@ -601,11 +601,11 @@ pub struct AmendOutcome {
 /// 24 hours and starts before it ends, `from_id` comes without a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
-    /// The instrument.
+    /// The instrument (empty for `allOrderLists`, over every instrument).
     pub symbol: String,
     /// `allOrders`: orders from this order id up; `myTrades`: only this order's trades.
     pub order_id: Option<u64>,
-    /// `myTrades`: trades from this trade id up.
+    /// `myTrades`: trades from this trade id up; `allOrderLists`: lists from this list id up.
     pub from_id: Option<u64>,
     /// From this time on, Unix ms (inclusive).
     pub start_time: Option<i64>,

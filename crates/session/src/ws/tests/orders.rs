@@ -1247,3 +1247,31 @@ fn order_list_queries_name_a_list_by_id_or_client_id() {
         assert_eq!(code(&v), -1020, "{method}: {v}");
     }
 }
+
+#[test]
+fn all_order_lists_takes_a_list_id_or_a_time_window_and_a_limit() {
+    let mut h = Harness::new();
+    type Params = Vec<(&'static str, Value)>;
+    let cases: [(&str, Params, i64); 5] = [
+        (
+            "fromId with startTime",
+            vec![("fromId", 7.into()), ("startTime", 1_000.into())],
+            -1128,
+        ),
+        ("limit 0", vec![("limit", 0.into())], -1130),
+        ("limit 1001", vec![("limit", 1001.into())], -1130),
+        (
+            "more than a day",
+            vec![("startTime", 0.into()), ("endTime", 86_400_001.into())],
+            -1127,
+        ),
+        ("a symbol", vec![("symbol", "BTCUSDT".into())], -1104),
+    ];
+    for (what, params, expected) in cases {
+        let v = h.signed_call("allOrderLists", &params);
+        assert_eq!(code(&v), expected, "{what}: {v}");
+    }
+    // Valid: it reaches the application (which here keeps no history: -1020).
+    let v = h.signed_call("allOrderLists", &[("fromId", Value::from(7))]);
+    assert_eq!(code(&v), -1020, "{v}");
+}
