@@ -2191,9 +2191,22 @@ fn ws_oco_one_order_trading_cancels_the_other_and_the_list_reports_its_status() 
     assert_eq!(again["error"]["code"], -2011, "{again}");
 }
 
-#[test]
-fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
-    // WebSocket orders that outlive their connection, and a journal to recover from.
+/// Two WebSocket accounts whose orders outlive their connections (`cancel_on_disconnect` off),
+/// a FIX session, and a last trade at 100.0 (A bought from the FIX session): for tests that crash the server and recover it
+/// from its journal.
+struct Lasting {
+    server: Server,
+    fix_port: u16,
+    ws: u16,
+    /// Kept open with the server (its session's orders and logon).
+    #[allow(dead_code)]
+    fix: FixClient,
+    wb: Ws,
+    a: Key,
+    b: Key,
+}
+
+fn lasting_ws_accounts() -> Lasting {
     let (fix_port, ws, wss) = (free_port(), free_port(), free_port());
     let cfg = config(fix_port, ws, wss, "{CERT}", "{KEY}").replace(
         "name = \"ws\"\nbind = \"127.0.0.1:",
@@ -2206,9 +2219,41 @@ fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
     let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
     fix.logon(30, &[]);
     fix.expect("A");
-    let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
+    let (mut wa, wb) = (Ws::plain(ws), Ws::plain(ws));
     fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
     buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
+    Lasting {
+        server,
+        fix_port,
+        ws,
+        fix,
+        wb,
+        a,
+        b,
+    }
+}
+
+/// Kills the server with SIGKILL and starts it again on its data directory.
+fn kill_and_restart(server: &mut Server) {
+    server.signal("KILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.is_running() {
+        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.restart();
+}
+
+#[test]
+fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
+    let Lasting {
+        mut server,
+        ws,
+        mut wb,
+        a,
+        b,
+        ..
+    } = lasting_ws_accounts();
     let r = wb.call(
         json!("oco"),
         "orderList.place.oco",
@@ -2229,13 +2274,7 @@ fn ws_oco_pair_survives_a_crash_and_still_cancels_its_other_order() {
         reports[1]["orderId"].as_u64().unwrap(),
     );
     // Killed: the pair comes back from the journal, still joined.
-    server.signal("KILL");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.is_running() {
-        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server.restart();
+    kill_and_restart(&mut server);
     let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
     let open_ids = |wb: &mut Ws| {
         let open = wb.call(
@@ -2461,21 +2500,14 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
 
 #[test]
 fn ws_otoco_survives_a_crash_and_still_places_its_pair_when_the_working_order_fills() {
-    let (fix_port, ws, wss) = (free_port(), free_port(), free_port());
-    let cfg = config(fix_port, ws, wss, "{CERT}", "{KEY}").replace(
-        "name = \"ws\"\nbind = \"127.0.0.1:",
-        "name = \"ws\"\ncancel_on_disconnect = false\nbind = \"127.0.0.1:",
-    );
-    let (mut server, _) = configured_with_cert(&cfg, &[fix_port, ws, wss]);
-    let a = create_key(&server, &["--account", "WS-A", "--scopes", "trade,read"]);
-    let b = create_key(&server, &["--account", "WS-B", "--scopes", "trade,read"]);
-    server.launch();
-    let mut fix = FixClient::tcp(fix_port, "FIX.4.4");
-    fix.logon(30, &[]);
-    fix.expect("A");
-    let (mut wa, mut wb) = (Ws::plain(ws), Ws::plain(ws));
-    fix_limit_acked(&mut fix, "S1", "2", "0.100", "100.0");
-    buy_ioc_filled(&mut wa, &a, "100.0", "0.100");
+    let Lasting {
+        mut server,
+        fix_port,
+        ws,
+        mut wb,
+        b,
+        ..
+    } = lasting_ws_accounts();
     let r = place_bracket(&mut wb, &b, "B1");
     let reports = r["result"]["orderReports"]
         .as_array()
@@ -2484,13 +2516,7 @@ fn ws_otoco_survives_a_crash_and_still_places_its_pair_when_the_working_order_fi
     let id = |k: usize| reports[k]["orderId"].as_u64().unwrap();
     let (working, above, below) = (id(0), id(1), id(2));
     // Killed: the list comes back from the journal, its pair still pending.
-    server.signal("KILL");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.is_running() {
-        assert!(Instant::now() < deadline, "SIGKILL did not end the server");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server.restart();
+    kill_and_restart(&mut server);
     let mut wb = Ws::plain(ws);
     let open = |wb: &mut Ws| {
         let open = wb.call(

@@ -1889,6 +1889,19 @@ fn note_event(e: &Event, now: &mut Option<i64>) {
     }
 }
 
+/// The history window of an `allOrders` or `allOrderLists` query: from the id `from` up, or
+/// (the dialect then ignores the id) a time window.
+fn listing_window(q: &HistoryQuery, from: Option<u64>) -> Window {
+    let by_time = q.start_time.is_some() || q.end_time.is_some();
+    Window {
+        order_id: from.filter(|_| !by_time),
+        from_trade_id: None,
+        start_ns: q.start_time.map(ms_to_ns),
+        end_ns: q.end_time.map(ms_to_ns_end),
+        limit: q.limit,
+    }
+}
+
 fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
     let (x, trade) = match e.kind {
         // A pending order placed when its working order filled is new (again) to the dialect.
@@ -2218,15 +2231,7 @@ impl WsApplication for WsBridge {
             Ok(v) => v,
             Err(e) => return Dispatch::Ready(Err(e)),
         };
-        // With a time window the dialect ignores orderId.
-        let by_time = q.start_time.is_some() || q.end_time.is_some();
-        let w = Window {
-            order_id: q.order_id.filter(|_| !by_time),
-            from_trade_id: None,
-            start_ns: q.start_time.map(ms_to_ns),
-            end_ns: q.end_time.map(ms_to_ns_end),
-            limit: q.limit,
-        };
+        let w = listing_window(q, q.order_id);
         let list = history.orders(account, Some(instrument), &w);
         Dispatch::Ready(Ok(list
             .iter()
@@ -2245,14 +2250,7 @@ impl WsApplication for WsBridge {
         let Some(account) = self.pipeline.account_id(&ctx.principal.account) else {
             return Dispatch::Ready(Err(WsError::order_rejected("unknown account")));
         };
-        let by_time = q.start_time.is_some() || q.end_time.is_some();
-        let w = Window {
-            order_id: q.from_id.filter(|_| !by_time),
-            from_trade_id: None,
-            start_ns: q.start_time.map(ms_to_ns),
-            end_ns: q.end_time.map(ms_to_ns_end),
-            limit: q.limit,
-        };
+        let w = listing_window(q, q.from_id);
         let lists = history.lists(account, &w);
         let dir = self.pipeline.directory();
         Dispatch::Ready(Ok(lists

@@ -1906,6 +1906,21 @@ impl Fixture {
         (ev, w, p)
     }
 
+    /// A pending pair of account 1 selling 2 (the pending orders of an OTOCO): a post-only
+    /// limit at `limit` and a stop at `stop` joined to it. Returns (limit, stop) ids.
+    fn pending_pair(&mut self, limit: i64, stop: i64) -> (OrderId, OrderId) {
+        let mut above = self.order(1, Side::Sell, limit, 2);
+        above.post_only = true;
+        above.pending = true;
+        let above = self.submit(above)[0].order_id;
+        let mut below = self.stop(1, Side::Sell, stop, None, 2);
+        below.pending = true;
+        below.oco_with = Some(above);
+        let ev = self.submit(below);
+        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
+        (above, ev[0].order_id)
+    }
+
     fn list_of(&self, id: OrderId) -> Option<OrderId> {
         let o = self.m.orders.get(self.slot(id)?);
         self.m.orders.list_id(o)
@@ -2112,16 +2127,7 @@ fn a_pending_pair_is_placed_together_and_then_one_cancels_the_other() {
     let mut f = Fixture::new();
     f.trade_at(100, 1);
     // OTOCO: buy 2 at 100; then sell 2 at 120 (post-only) or stop out at 90.
-    let mut above = f.order(1, Side::Sell, 120, 2);
-    above.post_only = true;
-    above.pending = true;
-    let above = f.submit(above)[0].order_id;
-    let mut below = f.stop(1, Side::Sell, 90, None, 2);
-    below.pending = true;
-    below.oco_with = Some(above);
-    let ev = f.submit(below);
-    assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
-    let below = ev[0].order_id;
+    let (above, below) = f.pending_pair(120, 90);
     // A pending stop is not in the stop lists: a trade at 90 does not trigger it.
     f.trade_at(90, 1);
     assert_eq!(f.leaves_of(below), Some(2));
@@ -2166,14 +2172,7 @@ fn a_pending_post_only_order_that_would_trade_when_placed_is_refused_with_its_pa
     let mut entry = f.order(1, Side::Buy, 100, 1);
     entry.triggers = Some(bid);
     f.submit(entry);
-    let mut above = f.order(1, Side::Sell, 105, 2);
-    above.post_only = true;
-    above.pending = true;
-    let above = f.submit(above)[0].order_id;
-    let mut below = f.stop(1, Side::Sell, 90, None, 2);
-    below.pending = true;
-    below.oco_with = Some(above);
-    let below = f.submit(below)[0].order_id;
+    let (above, below) = f.pending_pair(105, 90);
     let mut entry = f.order(1, Side::Buy, 100, 1);
     entry.triggers = Some(above);
     f.submit(entry);

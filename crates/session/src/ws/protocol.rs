@@ -271,8 +271,16 @@ const OCO: [&str; 24] = [
     "belowStrategyType",
 ];
 
-/// `orderList.place.oto`'s parameters.
-const OTO: [&str; 24] = [
+/// An order list request of either kind.
+enum ListRequest {
+    /// `orderList.place.oco`.
+    Oco(Box<OcoRequest>),
+    /// `orderList.place.oto` or `.otoco`.
+    Oto(Box<OtoRequest>),
+}
+
+/// `orderList.place.oto` and `.otoco`'s shared parameters and their working order's.
+const OTO_WORKING: [&str; 13] = [
     "symbol",
     "listClientOrderId",
     "newOrderRespType",
@@ -286,6 +294,10 @@ const OTO: [&str; 24] = [
     "workingTimeInForce",
     "workingStrategyId",
     "workingStrategyType",
+];
+
+/// `orderList.place.oto`'s pending order's parameters.
+const OTO_PENDING: [&str; 11] = [
     "pendingType",
     "pendingSide",
     "pendingClientOrderId",
@@ -299,21 +311,8 @@ const OTO: [&str; 24] = [
     "pendingStrategyType",
 ];
 
-/// `orderList.place.otoco`'s parameters.
-const OTOCO: [&str; 33] = [
-    "symbol",
-    "listClientOrderId",
-    "newOrderRespType",
-    "selfTradePreventionMode",
-    "workingType",
-    "workingSide",
-    "workingClientOrderId",
-    "workingPrice",
-    "workingQuantity",
-    "workingIcebergQty",
-    "workingTimeInForce",
-    "workingStrategyId",
-    "workingStrategyType",
+/// `orderList.place.otoco`'s pending pair's parameters.
+const OTOCO_PENDING: [&str; 20] = [
     "pendingSide",
     "pendingQuantity",
     "pendingAboveType",
@@ -366,15 +365,29 @@ fn oto_leg_names(prefix: &'static str) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// `prefix` + `suffix` as one of the parameter names of [`OTO`] and [`OTOCO`].
+/// `prefix` + `suffix` as one of the parameter names of the OTO and OTOCO lists.
 fn leg_name(prefix: &str, suffix: &str) -> &'static str {
-    OTO.iter()
-        .chain(OTOCO.iter())
+    OTO_WORKING
+        .iter()
+        .chain(&OTO_PENDING)
+        .chain(&OTOCO_PENDING)
         .copied()
         .find(|n| {
             n.len() == prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
         })
         .unwrap_or("")
+}
+
+/// An order list's `listClientOrderId` and `newOrderRespType` (default ACK).
+fn read_list_head(params: &Params<'_>) -> Result<(Option<String>, RespType), WsError> {
+    let list_client_order_id =
+        params.opt_client_id("listClientOrderId", || WsError::empty("listClientOrderId"))?;
+    let resp_type = params
+        .opt_enum("newOrderRespType", RespType::parse, || {
+            WsError::invalid_value("newOrderRespType")
+        })?
+        .unwrap_or(RespType::Ack);
+    Ok((list_client_order_id, resp_type))
 }
 
 /// Reads `orderList.place.oto` (`otoco` false) or `orderList.place.otoco`: each order as
@@ -383,13 +396,7 @@ fn leg_name(prefix: &str, suffix: &str) -> &'static str {
 /// `orderList.place.oco` takes one.
 fn read_oto(params: &Params<'_>, otoco: bool) -> Result<OtoRequest, WsError> {
     const SHARED: [&str; 3] = ["symbol", "newOrderRespType", "selfTradePreventionMode"];
-    let list_client_order_id =
-        params.opt_client_id("listClientOrderId", || WsError::empty("listClientOrderId"))?;
-    let resp_type = params
-        .opt_enum("newOrderRespType", RespType::parse, || {
-            WsError::invalid_value("newOrderRespType")
-        })?
-        .unwrap_or(RespType::Ack);
+    let (list_client_order_id, resp_type) = read_list_head(params)?;
     let read = |prefix: &'static str| -> Result<WsOrder, WsError> {
         let names = oto_leg_names(prefix);
         let type_name = names[0].0;
@@ -530,13 +537,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
         "newOrderRespType",
         "selfTradePreventionMode",
     ];
-    let list_client_order_id =
-        params.opt_client_id("listClientOrderId", || WsError::empty("listClientOrderId"))?;
-    let resp_type = params
-        .opt_enum("newOrderRespType", RespType::parse, || {
-            WsError::invalid_value("newOrderRespType")
-        })?
-        .unwrap_or(RespType::Ack);
+    let (list_client_order_id, resp_type) = read_list_head(params)?;
     let mut legs = Vec::with_capacity(2);
     for above in [true, false] {
         let names = leg_names(above);
@@ -753,8 +754,16 @@ impl Method {
                 "cancelRestrictions",
             ],
             Method::OrderListPlaceOco => &OCO,
-            Method::OrderListPlaceOto => &OTO,
-            Method::OrderListPlaceOtoco => &OTOCO,
+            Method::OrderListPlaceOto => {
+                return [&OTO_WORKING[..], &OTO_PENDING, &AUTH]
+                    .iter()
+                    .any(|l| l.contains(&name))
+            }
+            Method::OrderListPlaceOtoco => {
+                return [&OTO_WORKING[..], &OTOCO_PENDING, &AUTH]
+                    .iter()
+                    .any(|l| l.contains(&name))
+            }
             Method::OrderListStatus => &["origClientOrderId", "orderListId"],
             Method::OrderListCancel => &[
                 "symbol",
@@ -1398,12 +1407,10 @@ impl WsSession {
             Method::OrderCancelReplace => self
                 .order_cancel_replace(now, params, reply, app)
                 .unwrap_or_else(|e| Answer::Done(Err(e))),
-            Method::OrderListPlaceOco => self
-                .order_list_place_oco(now, params, reply, app)
-                .unwrap_or_else(|e| Answer::Done(Err(e))),
-            Method::OrderListPlaceOto | Method::OrderListPlaceOtoco => self
-                .order_list_place_oto(now, method, params, reply, app)
-                .unwrap_or_else(|e| Answer::Done(Err(e))),
+            Method::OrderListPlaceOco | Method::OrderListPlaceOto | Method::OrderListPlaceOtoco => {
+                self.order_list_place(now, method, params, reply, app)
+                    .unwrap_or_else(|e| Answer::Done(Err(e)))
+            }
             Method::OrderListStatus
             | Method::OrderListCancel
             | Method::OpenOrderListsStatus
@@ -1643,40 +1650,9 @@ impl WsSession {
         Ok(answer_of(method, order.resp_type, ctx.token, d))
     }
 
-    fn order_list_place_oco(
-        &mut self,
-        now: UtcTimestamp,
-        params: &Params<'_>,
-        reply: &mut Reply<'_>,
-        app: &mut dyn WsApplication,
-    ) -> Result<Answer, WsError> {
-        let method = Method::OrderListPlaceOco;
-        let list = read_oco(params)?;
-        let principal = self.authorize(now, method, params)?;
-        let table = app.symbols();
-        if table
-            .get(&list.above.symbol)
-            .is_some_and(|s| !s.oco_allowed)
-        {
-            return Err(WsError::order_rejected(
-                "OCO orders are not supported for this symbol.",
-            ));
-        }
-        check_order(&table, &list.above)?;
-        check_order(&table, &list.below)?;
-        // Two orders in the rate limits.
-        self.count_order(&principal, ms(now), reply)?;
-        self.count_order(&principal, ms(now), reply)?;
-        let ctx = RequestCtx {
-            token: self.token(),
-            principal: &principal,
-            now,
-        };
-        let d = app.order_list_place_oco(&ctx, &list);
-        Ok(answer_of(method, list.resp_type, ctx.token, d))
-    }
-
-    fn order_list_place_oto(
+    /// `orderList.place.oco`, `.oto` and `.otoco`: every order checked as `order.place`
+    /// checks one and counted in the ORDERS limits, the symbol allowing the kind of list.
+    fn order_list_place(
         &mut self,
         now: UtcTimestamp,
         method: Method,
@@ -1684,23 +1660,41 @@ impl WsSession {
         reply: &mut Reply<'_>,
         app: &mut dyn WsApplication,
     ) -> Result<Answer, WsError> {
-        let list = read_oto(params, method == Method::OrderListPlaceOtoco)?;
+        let list = match method {
+            Method::OrderListPlaceOco => ListRequest::Oco(Box::new(read_oco(params)?)),
+            _ => ListRequest::Oto(Box::new(read_oto(
+                params,
+                method == Method::OrderListPlaceOtoco,
+            )?)),
+        };
+        let (orders, resp_type): (Vec<&WsOrder>, RespType) = match &list {
+            ListRequest::Oco(l) => (vec![&l.above, &l.below], l.resp_type),
+            ListRequest::Oto(l) => (
+                std::iter::once(&l.working).chain(&l.pending).collect(),
+                l.resp_type,
+            ),
+        };
         let principal = self.authorize(now, method, params)?;
         let table = app.symbols();
-        if table
-            .get(&list.working.symbol)
-            .is_some_and(|s| !s.oto_allowed)
-        {
-            return Err(WsError::order_rejected(
-                "OTO orders are not supported for this symbol.",
-            ));
+        if let Some(info) = table.get(&orders[0].symbol) {
+            match list {
+                ListRequest::Oco(_) if !info.oco_allowed => {
+                    return Err(WsError::order_rejected(
+                        "OCO orders are not supported for this symbol.",
+                    ))
+                }
+                ListRequest::Oto(_) if !info.oto_allowed => {
+                    return Err(WsError::order_rejected(
+                        "OTO orders are not supported for this symbol.",
+                    ))
+                }
+                _ => {}
+            }
         }
-        check_order(&table, &list.working)?;
-        for o in &list.pending {
+        for o in &orders {
             check_order(&table, o)?;
         }
-        // Every order in the rate limits.
-        for _ in 0..=list.pending.len() {
+        for _ in &orders {
             self.count_order(&principal, ms(now), reply)?;
         }
         let ctx = RequestCtx {
@@ -1708,8 +1702,11 @@ impl WsSession {
             principal: &principal,
             now,
         };
-        let d = app.order_list_place_oto(&ctx, &list);
-        Ok(answer_of(method, list.resp_type, ctx.token, d))
+        let d = match &list {
+            ListRequest::Oco(l) => app.order_list_place_oco(&ctx, l),
+            ListRequest::Oto(l) => app.order_list_place_oto(&ctx, l),
+        };
+        Ok(answer_of(method, resp_type, ctx.token, d))
     }
 
     /// `orderList.status`, `orderList.cancel`, `openOrderLists.status` and `allOrderLists`.
