@@ -2431,6 +2431,37 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
     // orderList.cancel of a list still waiting: the working order and both pending orders.
     let r = place_bracket(&mut wb, &b, "B2");
     let b2 = r["result"]["orderListId"].as_u64().unwrap();
+    // Another connection of the account sees it open, and by its id (from the history,
+    // without the client id only its own connection knows).
+    let mut other = Ws::plain(ws_port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = other.call(json!("ol3"), "openOrderLists.status", signed(json!({}), &b));
+        let open = r["result"].as_array().unwrap_or_else(|| panic!("{r}"));
+        if open.len() == 1 {
+            assert_eq!(
+                (&open[0]["orderListId"], &open[0]["listClientOrderId"]),
+                (&json!(b2), &json!("")),
+                "{r}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = other.call(
+        json!("ls3"),
+        "orderList.status",
+        signed(json!({"orderListId": b2}), &b),
+    );
+    assert_eq!(
+        (
+            &r["result"]["listOrderStatus"],
+            r["result"]["orders"].as_array().map(Vec::len)
+        ),
+        (&json!("EXECUTING"), Some(3)),
+        "{r}"
+    );
     let r = wb.call(
         json!("lc"),
         "orderList.cancel",
@@ -2465,7 +2496,6 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
     assert_eq!(open["result"], json!([]), "{open}");
     // allOrderLists, from the history: both brackets, the working order listed first, all
     // done; another connection of the account sees them too, without their client ids.
-    let mut other = Ws::plain(ws_port);
     for (ws, client_ids) in [(&mut wb, ["B1", "B2"]), (&mut other, ["", ""])] {
         let deadline = Instant::now() + Duration::from_secs(5);
         let lists = loop {

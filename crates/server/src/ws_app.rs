@@ -60,7 +60,7 @@ use tracing::{debug, warn};
 
 use portcullis_engine::OrderRef as EngineOrderRef;
 
-use crate::history::{OrderHistory, OrderState, PastOrder, PastTrade, Window};
+use crate::history::{OrderHistory, OrderState, PastList, PastOrder, PastTrade, Window};
 use crate::metrics::{Protocol, METRICS};
 use crate::pipeline::{
     now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
@@ -1592,6 +1592,68 @@ impl WsBridge {
         Dispatch::Pending
     }
 
+    /// An order list of the account's history as the dialect shows it: its client id only if
+    /// this connection placed it (the history does not know it).
+    fn past_list_info(
+        &self,
+        history: &OrderHistory,
+        account: AccountId,
+        l: &PastList,
+    ) -> OrderListInfo {
+        // The dialect lists a working order before the pending orders it triggers (placed
+        // before it).
+        let mut ids = l.orders.clone();
+        if l.triggers {
+            ids.rotate_right(1);
+        }
+        let past: Vec<Option<PastOrder>> =
+            ids.iter().map(|&id| history.order(account, id)).collect();
+        OrderListInfo {
+            order_list_id: safe_id(l.id.0),
+            contingency: if l.triggers {
+                Contingency::Oto
+            } else {
+                Contingency::Oco
+            },
+            list_client_order_id: self
+                .lists
+                .get(&l.id.0)
+                .map_or(String::new(), |own| own.client_id.to_string()),
+            transaction_time: ms(l.created_ns),
+            symbol: self
+                .pipeline
+                .directory()
+                .get(l.instrument)
+                .map_or(String::new(), |e| e.symbol.to_string()),
+            all_done: past
+                .iter()
+                .all(|p| p.as_ref().map_or(true, |p| !p.state.is_working())),
+            orders: ids
+                .iter()
+                .zip(&past)
+                .map(|(id, p)| {
+                    let cl = p.as_ref().map_or("", |p| p.cl_ord_id.as_str());
+                    (safe_id(id.0), cl.to_owned())
+                })
+                .collect(),
+            cancel_reports: Vec::new(),
+        }
+    }
+
+    /// The account's order lists in the history that `w` selects, with the history and the
+    /// account; `None` without a history.
+    fn past_lists(&self, ctx: &RequestCtx<'_>, w: &Window) -> Option<Vec<OrderListInfo>> {
+        let history = self.history.clone()?;
+        let account = self.pipeline.account_id(&ctx.principal.account)?;
+        let lists = history.lists(account, w);
+        Some(
+            lists
+                .iter()
+                .map(|l| self.past_list_info(&history, account, l))
+                .collect(),
+        )
+    }
+
     /// Cancels an order of this connection by id (no answer awaited).
     fn cancel_own(&mut self, order_id: u64) {
         let (Some(o), Some(slot), Some((_, account))) =
@@ -2034,17 +2096,28 @@ impl WsApplication for WsBridge {
 
     fn order_list_status(
         &mut self,
-        _ctx: &RequestCtx<'_>,
+        ctx: &RequestCtx<'_>,
         list: &OrderListRef,
     ) -> Dispatch<OrderListInfo> {
         let now = ms(now_ns());
-        Dispatch::Ready(match self.find_list(list) {
-            Some((id, l)) => Ok(self.list_info(id, l, now)),
-            None => Err(no_such_list()),
-        })
+        if let Some((id, l)) = self.find_list(list) {
+            return Dispatch::Ready(Ok(self.list_info(id, l, now)));
+        }
+        // Another connection's list of the account, by id, from the history.
+        let past = list.order_list_id.and_then(|id| {
+            let w = Window {
+                order_id: Some(id.get()),
+                limit: 1,
+                ..Window::default()
+            };
+            self.past_lists(ctx, &w)?
+                .into_iter()
+                .find(|l| l.order_list_id == id && list.list_client_order_id.is_none())
+        });
+        Dispatch::Ready(past.ok_or_else(no_such_list))
     }
 
-    fn open_order_lists_status(&mut self, _ctx: &RequestCtx<'_>) -> Dispatch<Vec<OrderListInfo>> {
+    fn open_order_lists_status(&mut self, ctx: &RequestCtx<'_>) -> Dispatch<Vec<OrderListInfo>> {
         let now = ms(now_ns());
         let mut lists: Vec<OrderListInfo> = self
             .lists
@@ -2052,6 +2125,16 @@ impl WsApplication for WsBridge {
             .map(|(&id, l)| self.list_info(id, l, now))
             .filter(|l| !l.all_done)
             .collect();
+        // The account's other connections' open lists, as the history has them.
+        let w = Window {
+            limit: HistoryQuery::MAX_LIMIT,
+            ..Window::default()
+        };
+        for l in self.past_lists(ctx, &w).unwrap_or_default() {
+            if !l.all_done && !self.lists.contains_key(&l.order_list_id.get()) {
+                lists.push(l);
+            }
+        }
         lists.sort_by_key(|l| l.order_list_id.get());
         Dispatch::Ready(Ok(lists))
     }
@@ -2244,57 +2327,8 @@ impl WsApplication for WsBridge {
         ctx: &RequestCtx<'_>,
         q: &HistoryQuery,
     ) -> Dispatch<Vec<OrderListInfo>> {
-        let Some(history) = self.history.clone() else {
-            return Dispatch::Ready(Err(WsError::unsupported()));
-        };
-        let Some(account) = self.pipeline.account_id(&ctx.principal.account) else {
-            return Dispatch::Ready(Err(WsError::order_rejected("unknown account")));
-        };
         let w = listing_window(q, q.from_id);
-        let lists = history.lists(account, &w);
-        let dir = self.pipeline.directory();
-        Dispatch::Ready(Ok(lists
-            .iter()
-            .map(|l| {
-                // The dialect lists a working order before the pending orders it triggers
-                // (placed before it).
-                let mut ids = l.orders.clone();
-                if l.triggers {
-                    ids.rotate_right(1);
-                }
-                let past: Vec<Option<PastOrder>> =
-                    ids.iter().map(|&id| history.order(account, id)).collect();
-                OrderListInfo {
-                    order_list_id: safe_id(l.id.0),
-                    contingency: if l.triggers {
-                        Contingency::Oto
-                    } else {
-                        Contingency::Oco
-                    },
-                    // The list's client id is known to the connection that placed it only.
-                    list_client_order_id: self
-                        .lists
-                        .get(&l.id.0)
-                        .map_or(String::new(), |own| own.client_id.to_string()),
-                    transaction_time: ms(l.created_ns),
-                    symbol: dir
-                        .get(l.instrument)
-                        .map_or(String::new(), |e| e.symbol.to_string()),
-                    all_done: past
-                        .iter()
-                        .all(|p| p.as_ref().map_or(true, |p| !p.state.is_working())),
-                    orders: ids
-                        .iter()
-                        .zip(&past)
-                        .map(|(id, p)| {
-                            let cl = p.as_ref().map_or("", |p| p.cl_ord_id.as_str());
-                            (safe_id(id.0), cl.to_owned())
-                        })
-                        .collect(),
-                    cancel_reports: Vec::new(),
-                }
-            })
-            .collect()))
+        Dispatch::Ready(self.past_lists(ctx, &w).ok_or_else(WsError::unsupported))
     }
 
     fn my_trades(&mut self, ctx: &RequestCtx<'_>, q: &HistoryQuery) -> Dispatch<Vec<TradeInfo>> {
