@@ -746,10 +746,9 @@ impl Follow {
         self.cancel.extend(orders.unlink_sibling(slot));
     }
 
-    /// The order in `slot` filled completely: as [`Follow::traded`], and the pending order
-    /// it triggers is placed.
+    /// The order in `slot`, which traded ([`Follow::traded`]), filled completely: the pending
+    /// order it triggers is placed.
     fn filled(&mut self, orders: &mut Orders, slot: u32) {
-        self.traded(orders, slot);
         if !orders.get(slot).pending {
             self.activate.extend(orders.unlink_list(slot));
         }

@@ -1086,7 +1086,8 @@ impl ConnectionApp for FixConn {
             // the client reads).
             return Poll::Ready(());
         }
-        if self.status_subs.stale(&self.pipeline.directory()) {
+        // Only a session with subscriptions looks at the directory (a load per poll otherwise).
+        if !self.status_subs.is_empty() && self.status_subs.stale(&self.pipeline.directory()) {
             // An instrument's status may have changed: the subscribers hear of it.
             return Poll::Ready(());
         }
@@ -1100,7 +1101,7 @@ impl ConnectionApp for FixConn {
 
     fn write_output(&mut self, session: &mut Session, now: UtcTimestamp) -> Result<(), String> {
         self.send_lists(session, now);
-        if self.status_subs.stale(&self.pipeline.directory()) {
+        if !self.status_subs.is_empty() && self.status_subs.stale(&self.pipeline.directory()) {
             let dir = self.pipeline.directory_snapshot();
             for m in self.status_subs.changes(&dir) {
                 send_security_status(session, now, &m);

@@ -141,12 +141,12 @@ pub struct Refusal {
 
 impl Subscriptions {
     /// True if there is nothing to watch.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
     }
 
-    /// True if the directory changed since the subscriptions were last compared with it.
+    /// True if the directory changed since the subscriptions were last compared with it
+    /// (and there are any).
     pub fn stale(&self, dir: &Directory) -> bool {
         !self.subs.is_empty() && dir.generation() != self.seen
     }
