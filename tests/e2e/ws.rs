@@ -317,8 +317,15 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     let e = ca.event(|v| v["event"]["e"] == "executionReport" && v["event"]["x"] == "NEW");
     assert_eq!(e["event"]["c"], "a-sell-1", "{e}");
 
-    // Account B crosses it with a signed request (no logon).
+    // Account B crosses it with a signed request (no logon), its events streamed by a
+    // subscription made with a signature (as the dialect's HMAC-key clients do).
     let mut cb = Ws::plain(ws_port);
+    let r = cb.call(
+        json!("subb"),
+        "userDataStream.subscribe.signature",
+        signed(json!({}), &b),
+    );
+    assert_eq!(r["result"], json!({"subscriptionId": 0}), "{r}");
     let r = cb.call(
         json!(1),
         "order.place",
@@ -338,6 +345,27 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     let e = ca.event(|v| v["event"]["x"] == "TRADE");
     assert_eq!(e["event"]["X"], "PARTIALLY_FILLED", "{e}");
     assert_eq!(e["event"]["l"], "0.400", "{e}");
+    assert_eq!(e["subscriptionId"], 0, "{e}");
+    // The taker's, subscribed by signature, too; and its connection now streams and trades
+    // for B only.
+    let e = cb.event(|v| v["event"]["x"] == "TRADE");
+    assert_eq!(
+        (&e["subscriptionId"], &e["event"]["X"]),
+        (&json!(0), &json!("FILLED")),
+        "{e}"
+    );
+    let r = cb.call(
+        json!("as-a"),
+        "order.place",
+        signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "90.0", "quantity": "0.400"}),
+            &a,
+        ),
+    );
+    assert_eq!(r["error"]["code"], -2010, "{r}");
+    let r = cb.call(json!("subs"), "session.subscriptions", json!({}));
+    assert_eq!(r["result"], json!([{"subscriptionId": 0}]), "{r}");
 
     // Queries.
     let r = ca.call(

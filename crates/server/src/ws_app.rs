@@ -2452,6 +2452,11 @@ impl WsApplication for WsBridge {
     }
 
     fn user_data_stream(&mut self, principal: Option<&Principal>) -> Result<(), WsError> {
+        if let Some(p) = principal {
+            // The stream carries the events of the connection's account: the connection is
+            // bound to it now (a connection trades and streams for one account).
+            self.route(p)?;
+        }
         self.user_stream = principal.is_some();
         Ok(())
     }

@@ -218,6 +218,10 @@ pub enum Method {
     MyTrades,
     /// `userDataStream.subscribe`.
     UserDataStreamSubscribe,
+    /// `userDataStream.subscribe.signature`.
+    UserDataStreamSubscribeSignature,
+    /// `session.subscriptions`.
+    SessionSubscriptions,
     /// `userDataStream.unsubscribe`.
     UserDataStreamUnsubscribe,
 }
@@ -566,7 +570,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 27] = [
+    pub const ALL: [Method; 29] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -593,6 +597,8 @@ impl Method {
         Method::AllOrders,
         Method::MyTrades,
         Method::UserDataStreamSubscribe,
+        Method::UserDataStreamSubscribeSignature,
+        Method::SessionSubscriptions,
         Method::UserDataStreamUnsubscribe,
     ];
 
@@ -625,6 +631,8 @@ impl Method {
             Method::AllOrders => "allOrders",
             Method::MyTrades => "myTrades",
             Method::UserDataStreamSubscribe => "userDataStream.subscribe",
+            Method::UserDataStreamSubscribeSignature => "userDataStream.subscribe.signature",
+            Method::SessionSubscriptions => "session.subscriptions",
             Method::UserDataStreamUnsubscribe => "userDataStream.unsubscribe",
         }
     }
@@ -663,9 +671,11 @@ impl Method {
             | Method::AccountRateLimitsOrders
             | Method::AllOrders
             | Method::MyTrades => Security::UserData,
-            Method::UserDataStreamSubscribe | Method::UserDataStreamUnsubscribe => {
-                Security::UserStream
-            }
+            Method::UserDataStreamSubscribe
+            | Method::UserDataStreamUnsubscribe
+            | Method::SessionSubscriptions => Security::UserStream,
+            // Signed; the events it streams are the account's data.
+            Method::UserDataStreamSubscribeSignature => Security::UserData,
         }
     }
 
@@ -682,7 +692,9 @@ impl Method {
             | Method::SessionStatus
             | Method::SessionLogout
             | Method::UserDataStreamSubscribe
-            | Method::UserDataStreamUnsubscribe => 2,
+            | Method::UserDataStreamSubscribeSignature
+            | Method::UserDataStreamUnsubscribe
+            | Method::SessionSubscriptions => 2,
             Method::OrderPlace
             | Method::OrderTest
             | Method::OrderCancel
@@ -733,7 +745,9 @@ impl Method {
             | Method::SessionStatus
             | Method::SessionLogout
             | Method::UserDataStreamSubscribe
-            | Method::UserDataStreamUnsubscribe => return name == RRL,
+            | Method::SessionSubscriptions => return name == RRL,
+            Method::UserDataStreamUnsubscribe => return matches!(name, "subscriptionId" | RRL),
+            Method::UserDataStreamSubscribeSignature => &[],
             Method::ExchangeInfo => {
                 return matches!(name, "symbol" | "symbols" | "symbolStatus" | RRL)
             }
@@ -847,6 +861,17 @@ enum Answer {
     Pending(RequestToken, RespType),
 }
 
+/// The connection's user data stream subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UserStream {
+    /// `subscriptionId`, in the answer and in every event.
+    id: u32,
+    /// Made by `userDataStream.subscribe.signature` (it outlives a `session.logout`).
+    by_signature: bool,
+    /// The account whose events it carries.
+    account: String,
+}
+
 /// One WebSocket API connection's protocol state.
 pub struct WsSession {
     config: WsSessionConfig,
@@ -855,7 +880,11 @@ pub struct WsSession {
     auth: Arc<dyn WsAuth>,
     limiter: Arc<RateLimiter>,
     logon: Option<Logon>,
-    user_data_stream: bool,
+    /// The user data stream subscription, if one runs (one per connection: a connection
+    /// trades for one account).
+    stream: Option<UserStream>,
+    /// The next subscription's id (numbered from 0 over the connection's life).
+    next_subscription: u32,
     next_token: u64,
     pending: HashMap<u64, Pending>,
     /// Deadlines of pending requests, in the order they were made (so in deadline order).
@@ -872,7 +901,7 @@ impl std::fmt::Debug for WsSession {
         f.debug_struct("WsSession")
             .field("peer", &self.peer)
             .field("logon", &self.logon.as_ref().map(|l| &l.principal.api_key))
-            .field("user_data_stream", &self.user_data_stream)
+            .field("stream", &self.stream)
             .field("pending", &self.pending.len())
             .field("outbox_bytes", &self.outbox_bytes)
             .finish_non_exhaustive()
@@ -906,7 +935,8 @@ impl WsSession {
             auth,
             limiter,
             logon: None,
-            user_data_stream: false,
+            stream: None,
+            next_subscription: 0,
             next_token: 1,
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -939,7 +969,7 @@ impl WsSession {
 
     /// True while the user data stream runs.
     pub fn user_data_stream_active(&self) -> bool {
-        self.user_data_stream
+        self.stream.is_some()
     }
 
     /// Requests waiting for the application.
@@ -1145,7 +1175,7 @@ impl WsSession {
         let logon = self.logon.take().expect("checked above");
         self.next_revocation_check = None;
         self.push(REVOKED_FRAME.to_owned());
-        if self.user_data_stream {
+        if self.stream.is_some() {
             self.end_user_data_stream(now, app);
         }
         self.auth.session_closed(&logon.principal);
@@ -1193,28 +1223,28 @@ impl WsSession {
 
     /// Sends an order event on the user data stream, if it runs.
     pub fn push_execution_report(&mut self, _now: UtcTimestamp, report: &ExecutionReport) {
-        if !self.user_data_stream || self.closed {
+        let Some(stream) = self.stream.as_ref().filter(|_| !self.closed) else {
             return;
-        }
-        let mut out = String::with_capacity(640);
-        render::execution_report(&mut out, report);
+        };
+        let mut out = String::with_capacity(660);
+        render::execution_report(&mut out, Some(stream.id), report);
         self.push(out);
     }
 
     /// Sends a `listStatus` event to the user data stream, if subscribed.
     pub fn push_list_status(&mut self, status: &ListStatus) {
-        if !self.user_data_stream || self.closed {
+        let Some(stream) = self.stream.as_ref().filter(|_| !self.closed) else {
             return;
-        }
-        let mut out = String::with_capacity(320);
-        render::list_status(&mut out, status);
+        };
+        let mut out = String::with_capacity(340);
+        render::list_status(&mut out, Some(stream.id), status);
         self.push(out);
     }
 
     /// Tells the client the server is about to shut down (`serverShutdown`).
     pub fn server_shutdown(&mut self, now: UtcTimestamp) {
         let mut out = String::with_capacity(64);
-        render::simple_event(&mut out, "serverShutdown", ms(now));
+        render::simple_event(&mut out, None, "serverShutdown", ms(now));
         self.push(out);
     }
 
@@ -1295,15 +1325,49 @@ impl WsSession {
         o.int("connectedSince", self.connected_at_ms)
             .bool("returnRateLimits", self.config.return_rate_limits)
             .int("serverTime", now_ms)
-            .bool("userDataStream", self.user_data_stream)
+            .bool("userDataStream", self.stream.is_some())
             .close();
         out
     }
 
+    /// Starts the user data stream for `principal`'s account (`userDataStream.subscribe`, or
+    /// `.subscribe.signature` if `by_signature`), or answers the one running for it; a
+    /// connection streams for one account. The answer: `{"subscriptionId":N}`.
+    fn start_user_data_stream(
+        &mut self,
+        principal: &Principal,
+        by_signature: bool,
+        app: &mut dyn WsApplication,
+    ) -> Result<String, WsError> {
+        if let Some(s) = &self.stream {
+            if s.account != principal.account {
+                return Err(WsError::new(
+                    400,
+                    codes::UNAUTHORIZED,
+                    "This connection streams another account's events; use one connection per account.",
+                ));
+            }
+            return Ok(format!("{{\"subscriptionId\":{}}}", s.id));
+        }
+        app.user_data_stream(Some(principal))?;
+        let id = self.next_subscription;
+        self.next_subscription = self.next_subscription.wrapping_add(1);
+        self.stream = Some(UserStream {
+            id,
+            by_signature,
+            account: principal.account.clone(),
+        });
+        self.events
+            .push_back(WsEvent::UserDataStream { active: true });
+        Ok(format!("{{\"subscriptionId\":{id}}}"))
+    }
+
     fn end_user_data_stream(&mut self, now: UtcTimestamp, app: &mut dyn WsApplication) {
-        self.user_data_stream = false;
-        let mut out = String::with_capacity(64);
-        render::simple_event(&mut out, "eventStreamTerminated", ms(now));
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let mut out = String::with_capacity(84);
+        render::simple_event(&mut out, Some(stream.id), "eventStreamTerminated", ms(now));
         self.push(out);
         // Stopping cannot meaningfully fail; the session drops reports from now on anyway.
         let _ = app.user_data_stream(None);
@@ -1345,7 +1409,8 @@ impl WsSession {
             Method::SessionStatus => done(Ok(self.status_json(now_ms))),
             Method::SessionLogout => {
                 if let Some(logon) = self.logon.take() {
-                    if self.user_data_stream {
+                    // A subscription made with a signature outlives the logon.
+                    if self.stream.as_ref().is_some_and(|s| !s.by_signature) {
                         self.end_user_data_stream(now, app);
                     }
                     self.auth.session_closed(&logon.principal);
@@ -1363,22 +1428,36 @@ impl WsSession {
                         "You are not authorized to execute this request.",
                     )));
                 };
-                if !self.user_data_stream {
-                    if let Err(e) = app.user_data_stream(Some(&logon.principal)) {
-                        return done(Err(e));
-                    }
-                    self.user_data_stream = true;
-                    self.events
-                        .push_back(WsEvent::UserDataStream { active: true });
+                done(self.start_user_data_stream(&logon.principal, false, app))
+            }
+            Method::UserDataStreamSubscribeSignature => {
+                if !params.has("apiKey") {
+                    return done(Err(WsError::mandatory("apiKey")));
                 }
-                done(Ok("{}".to_owned()))
+                match self.authorize(now, method, params) {
+                    Ok(principal) => done(self.start_user_data_stream(&principal, true, app)),
+                    Err(e) => done(Err(e)),
+                }
             }
             Method::UserDataStreamUnsubscribe => {
-                if self.user_data_stream {
-                    self.end_user_data_stream(now, app);
+                let id = match params.opt_u64("subscriptionId", u64::from(u32::MAX)) {
+                    Ok(id) => id,
+                    Err(e) => return done(Err(e)),
+                };
+                match (&self.stream, id) {
+                    (Some(s), Some(id)) if u64::from(s.id) != id => {
+                        return done(Err(WsError::invalid_value("subscriptionId")))
+                    }
+                    (None, Some(_)) => return done(Err(WsError::invalid_value("subscriptionId"))),
+                    _ => {}
                 }
+                self.end_user_data_stream(now, app);
                 done(Ok("{}".to_owned()))
             }
+            Method::SessionSubscriptions => done(Ok(match &self.stream {
+                Some(s) => format!("[{{\"subscriptionId\":{}}}]", s.id),
+                None => "[]".to_owned(),
+            })),
             Method::AccountRateLimitsOrders => {
                 let principal = match self.authorize(now, method, params) {
                     Ok(p) => p,
@@ -1520,7 +1599,11 @@ impl WsSession {
                 .map_err(|e| auth_error(e, ms(now)))?,
         );
         if let Some(old) = self.logon.take() {
-            if self.user_data_stream && old.principal.account != principal.account {
+            if self
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.account != principal.account)
+            {
                 self.end_user_data_stream(now, app);
             }
             self.auth.session_closed(&old.principal);

@@ -149,9 +149,9 @@ pub(crate) fn order_list_info(out: &mut String, r: &OrderListInfo) {
     o.close();
 }
 
-/// `{"event":{"e":"listStatus",…}}`: an order list started or is all done.
-pub(crate) fn list_status(out: &mut String, r: &ListStatus) {
-    out.push_str("{\"event\":");
+/// `{"subscriptionId":N,"event":{"e":"listStatus",…}}`: an order list started or is all done.
+pub(crate) fn list_status(out: &mut String, subscription: Option<u32>, r: &ListStatus) {
+    event_head(out, subscription);
     let (l, big_l) = if r.all_done {
         ("ALL_DONE", "ALL_DONE")
     } else {
@@ -375,9 +375,9 @@ pub(crate) fn account(out: &mut String, a: &AccountStatus) {
         .close();
 }
 
-/// `{"event":{"e":"executionReport",…}}` with the dialect's one-letter keys.
-pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
-    out.push_str("{\"event\":");
+/// `{"subscriptionId":N,"event":{"e":"executionReport",…}}` with the dialect's one-letter keys.
+pub(crate) fn execution_report(out: &mut String, subscription: Option<u32>, r: &ExecutionReport) {
+    event_head(out, subscription);
     let mut o = Obj::open(out);
     o.str("e", "executionReport")
         .int("E", r.event_time)
@@ -422,9 +422,23 @@ pub(crate) fn execution_report(out: &mut String, r: &ExecutionReport) {
     out.push('}');
 }
 
-/// `{"event":{"e":NAME,"E":time}}` (`eventStreamTerminated`, `serverShutdown`).
-pub(crate) fn simple_event(out: &mut String, name: &str, time_ms: i64) {
-    out.push_str("{\"event\":");
+/// The start of an event frame: `{"subscriptionId":N,"event":` (without an id for events of
+/// the connection, such as `serverShutdown`).
+fn event_head(out: &mut String, subscription: Option<u32>) {
+    match subscription {
+        Some(id) => {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{{\"subscriptionId\":{id},\"event\":");
+        }
+        None => out.push_str("{\"event\":"),
+    }
+}
+
+/// `{"subscriptionId":N,"event":{"e":NAME,"E":time}}` (`eventStreamTerminated`; without an id,
+/// `serverShutdown`).
+pub(crate) fn simple_event(out: &mut String, subscription: Option<u32>, name: &str, time_ms: i64) {
+    event_head(out, subscription);
     Obj::open(out).str("e", name).int("E", time_ms).close();
     out.push('}');
 }

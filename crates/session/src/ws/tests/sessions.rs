@@ -341,7 +341,7 @@ fn a_revoked_key_loses_the_connections_rights_at_once() {
     assert_eq!(
         frames[1],
         format!(
-            r#"{{"event":{{"e":"eventStreamTerminated","E":{}}}}}"#,
+            r#"{{"subscriptionId":0,"event":{{"e":"eventStreamTerminated","E":{}}}}}"#,
             h.now_ms
         )
     );
@@ -400,7 +400,16 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
     ok(&h.logon());
     assert_eq!(
         ok(&h.call::<&str>("userDataStream.subscribe", &[])),
-        &json!({})
+        &json!({"subscriptionId": 0})
+    );
+    // Again: the same subscription.
+    assert_eq!(
+        ok(&h.call::<&str>("userDataStream.subscribe", &[])),
+        &json!({"subscriptionId": 0})
+    );
+    assert_eq!(
+        ok(&h.call::<&str>("session.subscriptions", &[])),
+        &json!([{"subscriptionId": 0}])
     );
     assert_eq!(
         ok(&h.call::<&str>("session.status", &[]))["userDataStream"],
@@ -448,7 +457,7 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
     assert_eq!(
         frames,
         [concat!(
-            r#"{"event":{"e":"executionReport","E":1499405658658,"s":"BTCUSDT","c":"mUvoqJxFIILMdfAW5iGSOW","#,
+            r#"{"subscriptionId":0,"event":{"e":"executionReport","E":1499405658658,"s":"BTCUSDT","c":"mUvoqJxFIILMdfAW5iGSOW","#,
             r#""S":"BUY","o":"LIMIT","f":"GTC","q":"1.00000000","p":"0.10264410","P":"0.00000000","#,
             r#""F":"0.00000000","g":-1,"C":"","x":"TRADE","X":"PARTIALLY_FILLED","r":"NONE","i":4293153,"#,
             r#""l":"0.50000000","z":"0.50000000","L":"0.10264410","n":"0","N":null,"T":1499405658657,"#,
@@ -467,11 +476,20 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
     assert_eq!(v["event"]["t"], -1);
     assert!(v["event"].get("W").is_none());
     // Unsubscribe: the stream ends with eventStreamTerminated, then the answer.
-    let frames = h.send_raw(&request::<&str>("9", "userDataStream.unsubscribe", &[]));
+    let v = h.call(
+        "userDataStream.unsubscribe",
+        &[("subscriptionId", Value::from(3))],
+    );
+    assert_eq!(code(&v), -1130, "not this connection's subscription: {v}");
+    let frames = h.send_raw(&request(
+        "9",
+        "userDataStream.unsubscribe",
+        &[("subscriptionId", Value::from(0))],
+    ));
     assert_eq!(
         frames[0],
         format!(
-            r#"{{"event":{{"e":"eventStreamTerminated","E":{}}}}}"#,
+            r#"{{"subscriptionId":0,"event":{{"e":"eventStreamTerminated","E":{}}}}}"#,
             h.now_ms
         )
     );
@@ -479,10 +497,45 @@ fn the_user_data_stream_sends_execution_reports_in_the_dialects_shape() {
     assert_eq!(h.app.stream, None);
     h.session.push_execution_report(now, &report);
     assert!(h.drain().is_empty(), "no stream, no reports");
-    // Logout ends a running stream too.
-    ok(&h.call::<&str>("userDataStream.subscribe", &[]));
+    assert_eq!(
+        ok(&h.call::<&str>("session.subscriptions", &[])),
+        &json!([])
+    );
+    // Logout ends a running stream too; a new one has the next id.
+    assert_eq!(
+        ok(&h.call::<&str>("userDataStream.subscribe", &[])),
+        &json!({"subscriptionId": 1})
+    );
     let frames = h.send_raw(&request::<&str>("9", "session.logout", &[]));
     assert!(frames[0].contains("eventStreamTerminated"));
+}
+
+#[test]
+fn a_signed_subscription_streams_without_a_logon_and_outlives_one() {
+    let mut h = Harness::new();
+    // Signed: no logon needed; unsigned without a logon: the key is missing.
+    let v = h.call::<&str>("userDataStream.subscribe.signature", &[]);
+    assert_eq!(code(&v), -1102, "{v}");
+    let v = h.signed_call::<&str>("userDataStream.subscribe.signature", &[]);
+    assert_eq!(ok(&v), &json!({"subscriptionId": 0}));
+    assert_eq!(h.app.stream.as_deref(), Some("ACC1"));
+    assert_eq!(
+        ok(&h.call::<&str>("session.status", &[]))["userDataStream"],
+        true
+    );
+    // A logon and logout of the same account leave it running.
+    ok(&h.logon());
+    h.drain();
+    let frames = h.send_raw(&request::<&str>("9", "session.logout", &[]));
+    assert!(
+        frames.iter().all(|f| !f.contains("eventStreamTerminated")),
+        "{frames:?}"
+    );
+    assert_eq!(h.app.stream.as_deref(), Some("ACC1"));
+    // Unsubscribed: it ends.
+    let frames = h.send_raw(&request::<&str>("10", "userDataStream.unsubscribe", &[]));
+    assert!(frames[0].contains(r#""subscriptionId":0,"event":{"e":"eventStreamTerminated""#));
+    assert_eq!(h.app.stream, None);
 }
 
 #[test]
