@@ -2554,6 +2554,17 @@ fn ws_otoco_places_its_pair_when_the_working_order_fills_and_the_pair_cancels_ea
             "{lists:?}"
         );
     }
+    // A bracket whose working order fills on entry: the RESULT answer shows it filled and
+    // its pair placed (the answer waits for the command's matching).
+    fix_limit_acked(&mut fix, "S3", "2", "0.200", "100.0");
+    let r = place_bracket(&mut wb, &b, "B3");
+    let shown: Vec<&Value> = r["result"]["orderReports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|o| &o["status"])
+        .collect();
+    assert_eq!(shown, ["FILLED", "NEW", "NEW"], "{r}");
 }
 
 #[test]

@@ -374,6 +374,10 @@ struct ListPlacement {
     /// The orders accepted so far, in placement order.
     placed: Vec<u64>,
     list: LocalList,
+    /// RESULT or FULL: an order status request follows the last order (as for
+    /// [`Pending::Place`]); the answer waits for it, so it shows the orders after the
+    /// command's matching (a working order that filled on entry, its pending orders placed).
+    fenced: bool,
 }
 
 impl LocalOrder {
@@ -703,22 +707,7 @@ impl WsBridge {
         if let Err(e) = self.submit(Command::New(cmd)) {
             return Err((e, replace));
         }
-        let fenced = resp != RespType::Ack
-            && self
-                .pipeline
-                .submit(Ingress::Status(StatusRequest {
-                    session: cmd.session,
-                    account: cmd.account,
-                    order: EngineOrderRef::ClOrdId(cmd.cl_ord_id),
-                    cl_ord_id: cmd.cl_ord_id,
-                    instrument: cmd.instrument,
-                    side: cmd.side,
-                }))
-                .is_ok();
-        if fenced {
-            self.status_waits
-                .push_back(StatusWait::Fence(cmd.cl_ord_id));
-        }
+        let fenced = resp != RespType::Ack && self.submit_fence(&cmd);
         self.pending.insert(
             cmd.cl_ord_id,
             Pending::Place {
@@ -732,6 +721,27 @@ impl WsBridge {
             },
         );
         Ok(())
+    }
+
+    /// Queues an order status request behind new order `cmd`: its answer comes after every
+    /// report of the order's initial matching. False if the queue is full (no fence).
+    fn submit_fence(&mut self, cmd: &NewOrder) -> bool {
+        let queued = self
+            .pipeline
+            .submit(Ingress::Status(StatusRequest {
+                session: cmd.session,
+                account: cmd.account,
+                order: EngineOrderRef::ClOrdId(cmd.cl_ord_id),
+                cl_ord_id: cmd.cl_ord_id,
+                instrument: cmd.instrument,
+                side: cmd.side,
+            }))
+            .is_ok();
+        if queued {
+            self.status_waits
+                .push_back(StatusWait::Fence(cmd.cl_ord_id));
+        }
+        queued
     }
 
     /// Validates and converts an order for the core thread.
@@ -1380,6 +1390,9 @@ impl WsBridge {
                 self.complete(p.token, Err(err));
                 return;
             }
+            if p.rest.is_empty() && p.fenced {
+                p.fenced = self.submit_fence(&cmd);
+            }
             p.template = LocalOrder {
                 list: Some(list_id),
                 ..template
@@ -1388,6 +1401,20 @@ impl WsBridge {
             self.pending.insert(cmd.cl_ord_id, Pending::List(p));
             return;
         }
+        if self.user_stream {
+            let status = self.list_status(list_id, &p.list, false, now);
+            self.out.push(AppOutput::ListStatus(status));
+        }
+        if p.fenced {
+            // The answer waits for the fence behind the last order.
+            self.pending.insert(e.cl_ord_id, Pending::List(p));
+            return;
+        }
+        self.finish_list(&p, now);
+    }
+
+    /// Answers a list placement whose orders are all accepted, each as it stands now.
+    fn finish_list(&mut self, p: &ListPlacement, now: i64) {
         let list = &p.list;
         let reports: Vec<OrderResult> = list
             .orders
@@ -1400,17 +1427,13 @@ impl WsBridge {
             return;
         }
         let result = OrderListResult {
-            order_list_id: safe_id(list_id),
+            order_list_id: safe_id(p.placed[0]),
             contingency: list.contingency,
             list_client_order_id: list.client_id.to_string(),
             transaction_time: now,
             symbol: list.symbol.to_string(),
             reports,
         };
-        if self.user_stream {
-            let status = self.list_status(list_id, list, false, now);
-            self.out.push(AppOutput::ListStatus(status));
-        }
         self.complete(p.token, Ok(result.into()));
     }
 
@@ -1587,6 +1610,8 @@ impl WsBridge {
                 shown_at: first_shown,
                 placed: Vec::with_capacity(legs.len()),
                 list,
+                // Wanted; set to whether it was queued when the last order is sent.
+                fenced: legs.first().is_some_and(|l| l.resp_type != RespType::Ack),
             })),
         );
         Dispatch::Pending
@@ -1874,11 +1899,17 @@ impl WsBridge {
                 }
                 Outbound::Status(e) => match self.status_waits.pop_front() {
                     // The fence behind a new order: its initial matching is complete.
-                    Some(StatusWait::Fence(cl)) => {
-                        if matches!(self.pending.get(&cl), Some(Pending::Place { .. })) {
-                            self.finish_place(cl);
+                    Some(StatusWait::Fence(cl)) => match self.pending.get(&cl) {
+                        Some(Pending::Place { .. }) => self.finish_place(cl),
+                        Some(Pending::List(p))
+                            if p.rest.is_empty() && p.placed.len() == p.list.orders.len() =>
+                        {
+                            if let Some(Pending::List(p)) = self.pending.remove(&cl) {
+                                self.finish_list(&p, ms(e.ts_ns));
+                            }
                         }
-                    }
+                        _ => {}
+                    },
                     Some(StatusWait::Query {
                         token,
                         symbol,
