@@ -289,6 +289,13 @@ fn orders_entered_over_the_websocket_api_are_copied_too() {
     assert_eq!(r["status"], 200, "{r}");
     let copy = dc.expect("8");
     assert_fields(&copy, &[(11, "w-2"), (150, "0")]);
+    // The order's own connection heard of the cancel once: its next report is w-2's.
+    let e = ws.event(|v| v["event"]["e"] == "executionReport");
+    assert_eq!(
+        (&e["event"]["c"], &e["event"]["x"]),
+        (&serde_json::json!("w-2"), &serde_json::json!("NEW")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -326,6 +326,15 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
         signed(json!({}), &b),
     );
     assert_eq!(r["result"], json!({"subscriptionId": 0}), "{r}");
+    // A second connection of B only listens: the stream carries the account's orders of
+    // every connection.
+    let mut listener = Ws::plain(ws_port);
+    let r = listener.call(
+        json!("subl"),
+        "userDataStream.subscribe.signature",
+        signed(json!({}), &b),
+    );
+    assert_eq!(r["status"], 200, "{r}");
     let r = cb.call(
         json!(1),
         "order.place",
@@ -354,6 +363,15 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
         (&json!(0), &json!("FILLED")),
         "{e}"
     );
+    let taker_id = e["event"]["i"].clone();
+    for (x, status) in [("NEW", "NEW"), ("TRADE", "FILLED")] {
+        let e = listener.event(|v| v["event"]["x"] == x);
+        assert_eq!(
+            (&e["event"]["i"], &e["event"]["X"], &e["event"]["s"]),
+            (&taker_id, &json!(status), &json!("BTC-PERP")),
+            "{e}"
+        );
+    }
     let r = cb.call(
         json!("as-a"),
         "order.place",

@@ -82,6 +82,18 @@ impl DropCopyFeed {
     }
 }
 
+impl DropCopyFeed {
+    /// How far the journal thread has acknowledged the journal, and its changes.
+    pub fn acknowledged(&self) -> watch::Receiver<u64> {
+        self.acknowledged.clone()
+    }
+
+    /// The journal after record `after`, read with the current keyring.
+    pub fn open_tail(&self, after: u64) -> Result<JournalTail, JournalError> {
+        JournalTail::open(&self.journal_dir, &self.keys.current(), Seq(after))
+    }
+}
+
 /// The accounts a drop copy session copies.
 #[derive(Debug, Clone)]
 pub enum Copied {

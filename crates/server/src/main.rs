@@ -478,6 +478,16 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         }
         _ => None,
     };
+    // The journal as the drop copy and the WebSocket user data streams follow it.
+    let journal_feed = match (&journal, &store_keys) {
+        (Some(j), Some(keys)) => Some(drop_copy::DropCopyFeed::new(
+            settings.journal.dir.clone(),
+            keys.clone(),
+            j.queue.acknowledged(),
+            pipeline.clone(),
+        )),
+        _ => None,
+    };
     // The admin API and the OAuth authorization server (config validation makes [admin]
     // imply a vault, so `auth` is there).
     let admin = match (&settings.admin, &auth) {
@@ -532,8 +542,12 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             cfg.rate_limits.connections_per_5min = v;
         }
         let path = cfg.path.clone();
-        let factory =
-            ws_app::WsBridgeFactory::new(pipeline.clone(), l.cancel_on_disconnect, history.clone());
+        let factory = ws_app::WsBridgeFactory::new(
+            pipeline.clone(),
+            l.cancel_on_disconnect,
+            history.clone(),
+            journal_feed.clone(),
+        );
         let listener = portcullis_session::ws::WsListener::bind(
             cfg,
             if l.tls { tls.clone() } else { None },
@@ -658,15 +672,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             pipeline::Threading::Dedicated => settings.core.reply_spin,
             pipeline::Threading::Shared => Duration::ZERO,
         },
-        match (&journal, &store_keys) {
-            (Some(j), Some(keys)) => Some(drop_copy::DropCopyFeed::new(
-                settings.journal.dir.clone(),
-                keys.clone(),
-                j.queue.acknowledged(),
-                pipeline.clone(),
-            )),
-            _ => None,
-        },
+        journal_feed.clone(),
         history.clone(),
     ));
     let (trigger, signal) = transport::shutdown_channel();
