@@ -39,6 +39,7 @@ mod replay;
 mod security;
 mod security_list;
 mod security_status;
+mod user_streams;
 mod webhook;
 mod ws_app;
 mod ws_auth;
@@ -488,6 +489,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         )),
         _ => None,
     };
+    let user_streams = journal_feed.clone().map(user_streams::UserStreams::new);
     // The admin API and the OAuth authorization server (config validation makes [admin]
     // imply a vault, so `auth` is there).
     let admin = match (&settings.admin, &auth) {
@@ -546,7 +548,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
             pipeline.clone(),
             l.cancel_on_disconnect,
             history.clone(),
-            journal_feed.clone(),
+            user_streams.clone(),
         );
         let listener = portcullis_session::ws::WsListener::bind(
             cfg,

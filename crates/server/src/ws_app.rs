@@ -37,14 +37,11 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use portcullis_journal::{JournalRecord, JournalTail};
 use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Contingency, Decimal,
@@ -63,13 +60,13 @@ use tracing::{debug, warn};
 
 use portcullis_engine::OrderRef as EngineOrderRef;
 
-use crate::drop_copy::DropCopyFeed;
 use crate::history::{OrderHistory, OrderState, PastList, PastOrder, PastTrade, Window};
 use crate::metrics::{Protocol, METRICS};
 use crate::pipeline::{
     now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
     StatusRequest, MAX_LISTED_ORDERS,
 };
+use crate::user_streams::{Subscription, UserStreams};
 
 /// Orders that ended kept per connection for `order.status`.
 pub const DONE_ORDERS_KEPT: usize = 1024;
@@ -192,18 +189,18 @@ pub struct WsBridgeFactory {
     cancel_on_disconnect: bool,
     symbols: Arc<SymbolCache>,
     history: Option<Arc<OrderHistory>>,
-    journal: Option<Arc<DropCopyFeed>>,
+    streams: Option<Arc<UserStreams>>,
 }
 
 impl WsBridgeFactory {
     /// Connections of a listener on `pipeline`, cancelling their orders when they end if
     /// `cancel_on_disconnect`, answering from `history` what the core no longer knows, and
-    /// streaming from `journal` the account's events of other connections and sessions.
+    /// streaming from `streams` the account's events of other connections and sessions.
     pub fn new(
         pipeline: Arc<Pipeline>,
         cancel_on_disconnect: bool,
         history: Option<Arc<OrderHistory>>,
-        journal: Option<Arc<DropCopyFeed>>,
+        streams: Option<Arc<UserStreams>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             symbols: Arc::new(SymbolCache {
@@ -213,7 +210,7 @@ impl WsBridgeFactory {
             pipeline,
             cancel_on_disconnect,
             history,
-            journal,
+            streams,
         })
     }
 }
@@ -235,7 +232,7 @@ impl WsAppFactory for WsBridgeFactory {
             symbols: self.symbols.clone(),
             pipeline: self.pipeline.clone(),
             history: self.history.clone(),
-            journal: self.journal.clone(),
+            streams: self.streams.clone(),
             others: None,
             conn_id: conn.id,
             cancel_on_disconnect: self.cancel_on_disconnect,
@@ -564,28 +561,6 @@ enum StatusWait {
     },
 }
 
-/// The account's events of other connections and sessions, as the journal has them (durable):
-/// the user data stream carries every order of the account, as the dialect's does.
-struct OthersStream {
-    tail: JournalTail,
-    acknowledged: tokio::sync::watch::Receiver<u64>,
-    /// Wakes the task when the journal thread acknowledges more.
-    wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    /// The last event read, to skip the second view of one execution.
-    last_event: Option<Event>,
-}
-
-impl std::fmt::Debug for OthersStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OthersStream")
-            .field("position", &self.tail.position())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Journal records read per turn, so a busy journal never holds the connection's task long.
-const OTHERS_RECORDS_PER_TURN: usize = 1024;
-
 /// A hash map that grows without an all-at-once resize.
 type IncrementalMap<K, V> = griddle::HashMap<K, V, RandomState>;
 
@@ -593,10 +568,10 @@ type IncrementalMap<K, V> = griddle::HashMap<K, V, RandomState>;
 pub struct WsBridge {
     pipeline: Arc<Pipeline>,
     history: Option<Arc<OrderHistory>>,
-    journal: Option<Arc<DropCopyFeed>>,
-    /// While the user data stream runs: the journal from where it started, for the account's
-    /// events of its other connections and sessions.
-    others: Option<Box<OthersStream>>,
+    streams: Option<Arc<UserStreams>>,
+    /// While the user data stream runs: the account's events of its other connections and
+    /// sessions.
+    others: Option<Subscription>,
     symbols: Arc<SymbolCache>,
     conn_id: u64,
     cancel_on_disconnect: bool,
@@ -1921,45 +1896,36 @@ impl WsBridge {
     }
 
     /// Reads the connection's egress queue.
-    /// Streams the account's events of other connections and sessions the journal has
-    /// acknowledged since the last turn (this connection's own come from its queue).
+    /// Streams the account's events of other connections and sessions that came since the
+    /// last turn (this connection's own come from its queue).
     fn drain_others(&mut self) {
-        let Some(mut o) = self.others.take() else {
+        let Some(o) = &self.others else {
             return;
         };
-        let acknowledged = *o.acknowledged.borrow();
-        let account = self.account.as_ref().map(|(_, id)| *id);
-        for _ in 0..OTHERS_RECORDS_PER_TURN {
-            if o.tail.position().0 >= acknowledged {
-                break;
-            }
-            let record = match o.tail.next_decoded() {
-                Ok(Some((_, r))) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(conn = self.conn_id, error = %e, "user data stream: cannot read the journal; only this connection's orders are streamed from now on");
-                    return;
-                }
-            };
-            let JournalRecord::Event(e) = record else {
-                continue;
-            };
-            // A cancel or replace from another session is reported to both under one ExecID:
-            // the requester's view is the one streamed (to its own connection if that is
-            // this one).
-            let second = o.last_event.is_some_and(|p| e.is_second_view_of(&p));
-            o.last_event = Some(e);
-            // This connection's orders' events come from its own queue (also the view of a
-            // cancel of one of them that another session asked for).
-            let own = Some(e.session) == self.slot || self.orders.contains_key(&e.order_id.0);
-            if second || own || Some(e.account) != account {
+        if o.overflowed() {
+            // Events were lost: the client must not go on believing its view is complete.
+            warn!(
+                conn = self.conn_id,
+                "user data stream: the client does not keep up; closing"
+            );
+            self.others = None;
+            self.out.push(AppOutput::Close(
+                "user data stream overflowed: the connection did not keep up".to_owned(),
+            ));
+            return;
+        }
+        let mut events = Vec::new();
+        o.take(&mut events);
+        for e in events {
+            // A cancel of one of this connection's orders that another session asked for is
+            // reported to this connection by its own queue.
+            if self.orders.contains_key(&e.order_id.0) {
                 continue;
             }
             if let Some(report) = self.others_report(&e) {
                 self.out.push(AppOutput::ExecutionReport(report));
             }
         }
-        self.others = Some(o);
     }
 
     /// The `executionReport` of another connection's or session's order event; `None` for
@@ -2596,23 +2562,11 @@ impl WsApplication for WsBridge {
             // The stream carries the events of the connection's account: the connection is
             // bound to it now (a connection trades and streams for one account).
             self.route(p)?;
-            // The account's other orders: from the journal, from now on.
-            if let Some(feed) = &self.journal {
-                let acknowledged = feed.acknowledged();
-                let from = *acknowledged.borrow();
-                match feed.open_tail(from) {
-                    Ok(tail) => {
-                        self.others = Some(Box::new(OthersStream {
-                            tail,
-                            acknowledged,
-                            wait: None,
-                            last_event: None,
-                        }))
-                    }
-                    Err(e) => {
-                        warn!(conn = self.conn_id, error = %e, "user data stream: cannot follow the journal; only this connection's orders are streamed")
-                    }
-                }
+            // The account's other orders, from now on.
+            if let (Some(streams), Some((_, account)), Some(slot)) =
+                (&self.streams, &self.account, self.slot)
+            {
+                self.others = Some(streams.subscribe(*account, slot));
             }
         }
         self.user_stream = principal.is_some();
@@ -2623,24 +2577,8 @@ impl WsApplication for WsBridge {
         if !self.out.is_empty() {
             return Poll::Ready(());
         }
-        if let Some(o) = self.others.as_mut() {
-            if o.tail.position().0 < *o.acknowledged.borrow() {
-                return Poll::Ready(());
-            }
-            // A clone has seen what was just read: it wakes at the next change.
-            let wait = o.wait.get_or_insert_with(|| {
-                let mut rx = o.acknowledged.clone();
-                Box::pin(async move {
-                    if rx.changed().await.is_err() {
-                        // The journal thread has ended (shutdown): nothing more will come.
-                        std::future::pending::<()>().await;
-                    }
-                })
-            });
-            if wait.as_mut().poll(cx).is_ready() {
-                o.wait = None;
-                return Poll::Ready(());
-            }
+        if self.others.as_ref().is_some_and(|o| o.poll_ready(cx)) {
+            return Poll::Ready(());
         }
         match &self.conn {
             Some(c) => c.poll_ready(cx),
