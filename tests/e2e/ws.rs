@@ -402,6 +402,15 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     let r = ca.call(json!(4), "account.status", t(json!({})));
     assert_eq!(r["status"], 200, "{r}");
     let r = ca.call(
+        json!("comm"),
+        "account.commission",
+        t(json!({"symbol": "BTC-PERP"})),
+    );
+    assert_eq!(
+        r["result"]["standardCommission"]["taker"], "0.00000000",
+        "{r}"
+    );
+    let r = ca.call(
         json!(5),
         "order.status",
         t(json!({"symbol": "BTC-PERP", "orderId": 999_999})),

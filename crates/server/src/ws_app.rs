@@ -2056,6 +2056,17 @@ fn note_event(e: &Event, now: &mut Option<i64>) {
     }
 }
 
+/// The server charges no commission.
+fn no_commission() -> CommissionRates {
+    let zero = "0.00000000".to_owned();
+    CommissionRates {
+        maker: zero.clone(),
+        taker: zero.clone(),
+        buyer: zero.clone(),
+        seller: zero,
+    }
+}
+
 /// The history window of an `allOrders` or `allOrderLists` query: from the id `from` up, or
 /// (the dialect then ignores the id) a time window.
 fn listing_window(q: &HistoryQuery, from: Option<u64>) -> Window {
@@ -2538,22 +2549,24 @@ impl WsApplication for WsBridge {
         let Some(id) = self.pipeline.account_id(&ctx.principal.account) else {
             return Dispatch::Ready(Err(WsError::order_rejected("unknown account")));
         };
-        let zero = "0.00000000".to_owned();
         Dispatch::Ready(Ok(AccountStatus {
             maker_commission: 0,
             taker_commission: 0,
             can_trade: ctx.principal.can_trade,
-            commission_rates: CommissionRates {
-                maker: zero.clone(),
-                taker: zero.clone(),
-                buyer: zero.clone(),
-                seller: zero,
-            },
+            commission_rates: no_commission(),
             require_self_trade_prevention: false,
             update_time: ms(ctx.now.nanos()),
             balances: Vec::new(),
             uid: safe_id(u64::from(id.0)),
         }))
+    }
+
+    fn commission_rates(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: &str,
+    ) -> Result<CommissionRates, WsError> {
+        Ok(no_commission())
     }
 
     fn user_data_stream(&mut self, principal: Option<&Principal>) -> Result<(), WsError> {

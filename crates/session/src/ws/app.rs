@@ -19,9 +19,9 @@ use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
-    CancelRequest, CancelResult, ExecutionReport, HistoryQuery, ListStatus, OcoRequest, OrderInfo,
-    OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult, OtoRequest, TradeInfo,
-    WsOrder,
+    CancelRequest, CancelResult, CommissionRates, ExecutionReport, HistoryQuery, ListStatus,
+    OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
+    OtoRequest, TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -430,6 +430,16 @@ pub trait WsApplication: Send {
         _query: &HistoryQuery,
     ) -> Dispatch<Vec<TradeInfo>> {
         Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// The account's commission rates on `symbol` (`account.commission`, `order.test` with
+    /// `computeCommissionRates`). By default -1020 (not supported).
+    fn commission_rates(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: &str,
+    ) -> Result<CommissionRates, WsError> {
+        Err(WsError::unsupported())
     }
 
     /// `account.status`; with `omit_zero_balances`, only non-zero balances.

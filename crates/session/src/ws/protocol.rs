@@ -210,6 +210,8 @@ pub enum Method {
     OpenOrdersCancelAll,
     /// `account.status`.
     AccountStatus,
+    /// `account.commission`.
+    AccountCommission,
     /// `account.rateLimits.orders`.
     AccountRateLimitsOrders,
     /// `allOrders`.
@@ -570,7 +572,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 29] = [
+    pub const ALL: [Method; 30] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -593,6 +595,7 @@ impl Method {
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
+        Method::AccountCommission,
         Method::AccountRateLimitsOrders,
         Method::AllOrders,
         Method::MyTrades,
@@ -627,6 +630,7 @@ impl Method {
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
+            Method::AccountCommission => "account.commission",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
             Method::AllOrders => "allOrders",
             Method::MyTrades => "myTrades",
@@ -669,6 +673,7 @@ impl Method {
             | Method::OpenOrdersStatus
             | Method::AccountStatus
             | Method::AccountRateLimitsOrders
+            | Method::AccountCommission
             | Method::AllOrders
             | Method::MyTrades => Security::UserData,
             Method::UserDataStreamSubscribe
@@ -687,7 +692,8 @@ impl Method {
             | Method::AccountStatus
             | Method::AllOrders
             | Method::MyTrades
-            | Method::AllOrderLists => 20,
+            | Method::AllOrderLists
+            | Method::AccountCommission => 20,
             Method::SessionLogon
             | Method::SessionStatus
             | Method::SessionLogout
@@ -810,6 +816,7 @@ impl Method {
             ],
             Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
             Method::AccountStatus => &["omitZeroBalances"],
+            Method::AccountCommission => &["symbol"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
             Method::MyTrades => &[
                 "symbol",
@@ -1458,6 +1465,29 @@ impl WsSession {
                 Some(s) => format!("[{{\"subscriptionId\":{}}}]", s.id),
                 None => "[]".to_owned(),
             })),
+            Method::AccountCommission => {
+                let symbol = match read_symbol(params) {
+                    Ok(s) => s.to_owned(),
+                    Err(e) => return done(Err(e)),
+                };
+                if app.symbols().get(&symbol).is_none() {
+                    return done(Err(WsError::invalid_symbol()));
+                }
+                let principal = match self.authorize(now, method, params) {
+                    Ok(p) => p,
+                    Err(e) => return done(Err(e)),
+                };
+                let ctx = RequestCtx {
+                    token: self.token(),
+                    principal: &principal,
+                    now,
+                };
+                done(app.commission_rates(&ctx, &symbol).map(|r| {
+                    let mut out = String::with_capacity(480);
+                    render::account_commission(&mut out, &symbol, &r);
+                    out
+                }))
+            }
             Method::AccountRateLimitsOrders => {
                 let principal = match self.authorize(now, method, params) {
                     Ok(p) => p,
@@ -1712,15 +1742,18 @@ impl WsSession {
         let table = app.symbols();
         check_order(&table, &order)?;
         if method == Method::OrderTest {
-            if compute_commission {
-                return Err(WsError::unsupported());
-            }
             let ctx = RequestCtx {
                 token: self.token(),
                 principal: &principal,
                 now,
             };
             app.order_test(&ctx, &order)?;
+            if compute_commission {
+                let rates = app.commission_rates(&ctx, &order.symbol)?;
+                let mut out = String::with_capacity(320);
+                render::order_commission(&mut out, &rates);
+                return Ok(Answer::Done(Ok(out)));
+            }
             return Ok(Answer::Done(Ok("{}".to_owned())));
         }
         self.count_order(&principal, ms(now), reply)?;

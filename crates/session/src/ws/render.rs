@@ -4,9 +4,9 @@ use super::error::{ErrorData, WsError};
 use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
-    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, ExecutionReport, ListStatus,
-    NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult, OrderResult, OrderStrategy,
-    RespType, TradeInfo,
+    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, CommissionRates,
+    ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult,
+    OrderResult, OrderStrategy, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -335,6 +335,62 @@ fn error_core(out: &mut String, e: &WsError) {
 }
 
 /// The answer to `account.status`.
+/// `account.commission`: the standard rates, no tax or special rates, no discount.
+pub(crate) fn account_commission(out: &mut String, symbol: &str, r: &CommissionRates) {
+    let zero = "0.00000000";
+    let none = CommissionRates {
+        maker: zero.into(),
+        taker: zero.into(),
+        buyer: zero.into(),
+        seller: zero.into(),
+    };
+    let rates = |out: &mut String, r: &CommissionRates| {
+        Obj::open(out)
+            .str("maker", &r.maker)
+            .str("taker", &r.taker)
+            .str("buyer", &r.buyer)
+            .str("seller", &r.seller)
+            .close()
+    };
+    Obj::open(out)
+        .str("symbol", symbol)
+        .with("standardCommission", |out| rates(out, r))
+        .with("specialCommission", |out| rates(out, &none))
+        .with("taxCommission", |out| rates(out, &none))
+        .with("discount", no_discount)
+        .close();
+}
+
+/// `order.test` with `computeCommissionRates`: the order's maker and taker rates.
+pub(crate) fn order_commission(out: &mut String, r: &CommissionRates) {
+    let zero = "0.00000000";
+    Obj::open(out)
+        .with("standardCommissionForOrder", |out| {
+            Obj::open(out)
+                .str("maker", &r.maker)
+                .str("taker", &r.taker)
+                .close()
+        })
+        .with("specialCommissionForOrder", |out| {
+            Obj::open(out).str("maker", zero).str("taker", zero).close()
+        })
+        .with("taxCommissionForOrder", |out| {
+            Obj::open(out).str("maker", zero).str("taker", zero).close()
+        })
+        .with("discount", no_discount)
+        .close();
+}
+
+/// No commission discount (the server has no discount asset).
+fn no_discount(out: &mut String) {
+    Obj::open(out)
+        .bool("enabledForAccount", false)
+        .bool("enabledForSymbol", false)
+        .str("discountAsset", "")
+        .str("discount", "0.00000000")
+        .close()
+}
+
 pub(crate) fn account(out: &mut String, a: &AccountStatus) {
     Obj::open(out)
         .int("makerCommission", a.maker_commission)

@@ -407,6 +407,19 @@ impl WsApplication for FakeApp {
         }))
     }
 
+    fn commission_rates(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: &str,
+    ) -> Result<CommissionRates, WsError> {
+        Ok(CommissionRates {
+            maker: "0.00010000".into(),
+            taker: "0.00020000".into(),
+            buyer: "0.00000000".into(),
+            seller: "0.00000000".into(),
+        })
+    }
+
     fn order_test(&mut self, _ctx: &RequestCtx<'_>, order: &WsOrder) -> Result<(), WsError> {
         self.tested.push(order.clone());
         Ok(())

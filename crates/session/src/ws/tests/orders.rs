@@ -356,11 +356,11 @@ fn order_test_validates_without_placing() {
         )),
         -1013
     );
-    let v = h.signed_call(
+    // With the rates (see commission_rates_are_answered_for_a_symbol_and_for_a_test_order).
+    ok(&h.signed_call(
         "order.test",
         &with(&limit_order(), "computeCommissionRates", Some(true.into())),
-    );
-    assert_eq!(code(&v), -1020);
+    ));
     ok(&h.signed_call(
         "order.test",
         &with(&limit_order(), "computeCommissionRates", Some(false.into())),
@@ -1274,4 +1274,39 @@ fn all_order_lists_takes_a_list_id_or_a_time_window_and_a_limit() {
     // Valid: it reaches the application (which here keeps no history: -1020).
     let v = h.signed_call("allOrderLists", &[("fromId", Value::from(7))]);
     assert_eq!(code(&v), -1020, "{v}");
+}
+
+#[test]
+fn commission_rates_are_answered_for_a_symbol_and_for_a_test_order() {
+    let mut h = Harness::new();
+    let v = h.signed_call("account.commission", &[("symbol", Value::from("BTCUSDT"))]);
+    let r = ok(&v);
+    assert_eq!(r["symbol"], "BTCUSDT", "{v}");
+    assert_eq!(
+        (
+            &r["standardCommission"]["maker"],
+            &r["standardCommission"]["taker"]
+        ),
+        (&json!("0.00010000"), &json!("0.00020000")),
+        "{v}"
+    );
+    assert_eq!(r["taxCommission"]["maker"], "0.00000000", "{v}");
+    assert_eq!(r["discount"]["enabledForAccount"], false, "{v}");
+    let v = h.signed_call("account.commission", &[("symbol", Value::from("NOPE"))]);
+    assert_eq!(code(&v), -1121, "{v}");
+    let none: [(&str, Value); 0] = [];
+    let v = h.signed_call("account.commission", &none);
+    assert_eq!(code(&v), -1102, "{v}");
+    // order.test with computeCommissionRates: the order's maker and taker rates.
+    let params = with(&limit_order(), "computeCommissionRates", Some(true.into()));
+    let v = h.signed_call("order.test", &params);
+    let r = ok(&v);
+    assert_eq!(
+        (
+            &r["standardCommissionForOrder"]["maker"],
+            &r["standardCommissionForOrder"]["taker"]
+        ),
+        (&json!("0.00010000"), &json!("0.00020000")),
+        "{v}"
+    );
 }
