@@ -1672,12 +1672,19 @@ impl Fixture {
     /// A one-cancels-the-other pair of account 1 selling 2: a post-only limit at `limit`,
     /// then a stop at `stop` joined to it. Returns (limit, stop) ids.
     fn sell_pair(&mut self, limit: i64, stop: i64) -> (OrderId, OrderId) {
+        self.pair(limit, stop, false)
+    }
+
+    /// [`Fixture::sell_pair`], both orders pending (the pair of an OTOCO) if `pending`.
+    fn pair(&mut self, limit: i64, stop: i64, pending: bool) -> (OrderId, OrderId) {
         let mut first = self.order(1, Side::Sell, limit, 2);
         first.post_only = true;
+        first.pending = pending;
         let ev = self.submit(first);
         assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
         let first = ev[0].order_id;
         let mut second = self.stop(1, Side::Sell, stop, None, 2);
+        second.pending = pending;
         second.oco_with = Some(first);
         let ev = self.submit(second);
         assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
@@ -1906,28 +1913,9 @@ impl Fixture {
         (ev, w, p)
     }
 
-    /// A pending pair of account 1 selling 2 (the pending orders of an OTOCO): a post-only
-    /// limit at `limit` and a stop at `stop` joined to it. Returns (limit, stop) ids.
-    fn pending_pair(&mut self, limit: i64, stop: i64) -> (OrderId, OrderId) {
-        let mut above = self.order(1, Side::Sell, limit, 2);
-        above.post_only = true;
-        above.pending = true;
-        let above = self.submit(above)[0].order_id;
-        let mut below = self.stop(1, Side::Sell, stop, None, 2);
-        below.pending = true;
-        below.oco_with = Some(above);
-        let ev = self.submit(below);
-        assert_eq!(kinds(&ev), [EventKind::New], "{ev:#?}");
-        (above, ev[0].order_id)
-    }
-
     fn list_of(&self, id: OrderId) -> Option<OrderId> {
         let o = self.m.orders.get(self.slot(id)?);
         self.m.orders.list_id(o)
-    }
-
-    fn leaves_of(&self, id: OrderId) -> Option<i64> {
-        self.slot(id).map(|s| self.m.orders.get(s).leaves().0)
     }
 }
 
@@ -1948,7 +1936,7 @@ fn a_pending_order_waits_off_the_book_until_its_working_order_fills_completely()
     let sell = f.order(0, Side::Sell, 100, 1);
     let ev = f.submit(sell);
     assert!(ev.iter().all(|e| e.order_id != p), "{ev:#?}");
-    assert_eq!(f.leaves_of(p), Some(2));
+    assert_eq!(f.leaves(p), Some(2));
     // The rest fills it: the pending order is placed after the fill and rests at 120.
     let sell = f.order(0, Side::Sell, 100, 1);
     let ev = f.submit(sell);
@@ -2127,10 +2115,10 @@ fn a_pending_pair_is_placed_together_and_then_one_cancels_the_other() {
     let mut f = Fixture::new();
     f.trade_at(100, 1);
     // OTOCO: buy 2 at 100; then sell 2 at 120 (post-only) or stop out at 90.
-    let (above, below) = f.pending_pair(120, 90);
+    let (above, below) = f.pair(120, 90, true);
     // A pending stop is not in the stop lists: a trade at 90 does not trigger it.
     f.trade_at(90, 1);
-    assert_eq!(f.leaves_of(below), Some(2));
+    assert_eq!(f.leaves(below), Some(2));
     assert_eq!(f.stop_lists(), (vec![], vec![]));
     f.trade_at(100, 1);
     let mut entry = f.order(1, Side::Buy, 100, 2);
@@ -2172,7 +2160,7 @@ fn a_pending_post_only_order_that_would_trade_when_placed_is_refused_with_its_pa
     let mut entry = f.order(1, Side::Buy, 100, 1);
     entry.triggers = Some(bid);
     f.submit(entry);
-    let (above, below) = f.pending_pair(105, 90);
+    let (above, below) = f.pair(105, 90, true);
     let mut entry = f.order(1, Side::Buy, 100, 1);
     entry.triggers = Some(above);
     f.submit(entry);
