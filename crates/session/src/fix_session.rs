@@ -120,6 +120,8 @@ pub trait SessionAuth: Send {
 pub enum SessionState {
     /// Connected, no valid Logon yet.
     AwaitingLogon,
+    /// Initiator: our Logon is sent, the counterparty's answer has not come yet.
+    LogonSent,
     /// Logged on.
     Active,
     /// We sent a Logout and wait for the counterparty's.
@@ -254,6 +256,48 @@ pub fn identify(buf: &[u8], max_message_size: usize) -> Identify {
     }
 }
 
+/// The header values an initiator's Logon is signed over (DESIGN.md §4: SendingTime(52),
+/// MsgType(35), MsgSeqNum(34), SenderCompID(49), TargetCompID(56), then Username(553)).
+#[derive(Debug, Clone, Copy)]
+pub struct LogonHeader<'a> {
+    /// SendingTime(52) exactly as sent.
+    pub sending_time: &'a [u8],
+    /// MsgSeqNum(34).
+    pub msg_seq_num: SeqNum,
+    /// SenderCompID(49): ours.
+    pub sender_comp_id: &'a str,
+    /// TargetCompID(56): the counterparty's.
+    pub target_comp_id: &'a str,
+}
+
+/// Fields an initiator adds to the body of its Logon, such as the Username(553) and
+/// RawData(96) of a signed logon: the server plugs its keys in here, so the session layer
+/// stays free of key handling.
+pub trait LogonSigner: Send {
+    /// Appends `(tag, value)` pairs for the Logon with `header`, in the order they are sent.
+    fn logon_fields(&self, header: &LogonHeader<'_>, out: &mut Vec<(u32, Vec<u8>)>);
+}
+
+/// How an initiator logs on ([`Session::initiate`]).
+pub struct InitiatorLogon {
+    /// HeartBtInt(108) asked for, in seconds.
+    pub heartbeat_secs: u32,
+    /// Ask the counterparty to start both sequences again at 1 (ResetSeqNumFlag(141)=Y).
+    pub reset_seq_num: bool,
+    /// Extra Logon fields (credentials), if the counterparty wants them.
+    pub signer: Option<Box<dyn LogonSigner>>,
+}
+
+impl std::fmt::Debug for InitiatorLogon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitiatorLogon")
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("reset_seq_num", &self.reset_seq_num)
+            .field("signer", &self.signer.is_some())
+            .finish()
+    }
+}
+
 /// A message received ahead of its turn (MsgSeqNum too high), kept until the gap is filled.
 #[derive(Debug)]
 struct Queued {
@@ -329,6 +373,8 @@ pub struct Session {
     /// The oldest application message the application has not answered yet, as it last said
     /// ([`Session::set_unanswered`]).
     unanswered: Option<SeqNum>,
+    /// `Some(asked for a reset)` on an initiator ([`Session::initiate`]).
+    initiator: Option<bool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -370,8 +416,62 @@ impl Session {
             auth: None,
             target: store.next_target_seq(),
             unanswered: None,
+            initiator: None,
             store,
         }
+    }
+
+    /// A session that initiates a connection made at `now`: its Logon is sent at once
+    /// ([`Session::transmit`]); the counterparty's answering Logon makes it active. The answer
+    /// must come within the logon timeout, in sequence or ahead (a gap is asked for with a
+    /// ResendRequest, as on an acceptor); a Logout instead of it ends the session with its text.
+    pub fn initiate(
+        config: SessionConfig,
+        store: Box<dyn MessageStore>,
+        now: UtcTimestamp,
+        logon: InitiatorLogon,
+    ) -> Self {
+        let mut s = Self::new(config, store, now);
+        s.state = SessionState::LogonSent;
+        if logon.reset_seq_num {
+            if let Err(e) = s.store.reset(now) {
+                s.disconnect(DisconnectReason::StoreFailure(e.to_string()));
+                return s;
+            }
+            s.target = s.store.next_target_seq();
+        }
+        s.heartbeat =
+            (logon.heartbeat_secs > 0).then(|| Duration::from_secs(logon.heartbeat_secs.into()));
+        s.initiator = Some(logon.reset_seq_num);
+        let mut extra = Vec::new();
+        if let Some(signer) = &logon.signer {
+            let mut sending_time = Vec::with_capacity(24);
+            now.write(TimePrecision::Millis, &mut sending_time);
+            let header = LogonHeader {
+                sending_time: &sending_time,
+                msg_seq_num: s.store.next_sender_seq(),
+                sender_comp_id: &s.config.sender_comp_id,
+                target_comp_id: &s.config.target_comp_id,
+            };
+            signer.logon_fields(&header, &mut extra);
+        }
+        let begin = s.config.begin_string;
+        let appl_ver = s.config.default_appl_ver_id.clone();
+        s.send_session_message(now, b"A", |enc| {
+            enc.uint(tag::ENCRYPT_METHOD, 0);
+            enc.uint(tag::HEART_BT_INT, logon.heartbeat_secs.into());
+            if logon.reset_seq_num {
+                enc.flag(tag::RESET_SEQ_NUM_FLAG, true);
+            }
+            if begin == BeginString::Fixt11 {
+                enc.str(tag::DEFAULT_APPL_VER_ID, appl_ver.as_bytes());
+            }
+            for (t, v) in &extra {
+                enc.str(*t, v);
+            }
+        });
+        s.commit_store();
+        s
     }
 
     /// Authenticates Logons (and, if configured, every application message) with `auth`.
@@ -524,7 +624,10 @@ impl Session {
 
     /// A framed message whose fields cannot be split: reject it if it is the expected one.
     fn on_undecodable(&mut self, now: UtcTimestamp, bytes: &[u8], e: portcullis_fix::DecodeError) {
-        if self.state == SessionState::AwaitingLogon {
+        if matches!(
+            self.state,
+            SessionState::AwaitingLogon | SessionState::LogonSent
+        ) {
             self.disconnect(DisconnectReason::LogonRejected(e.to_string()));
             return;
         }
@@ -551,6 +654,7 @@ impl Session {
     fn on_message(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
         match self.state {
             SessionState::AwaitingLogon => self.on_first_message(now, msg),
+            SessionState::LogonSent => self.on_logon_answer(now, msg),
             SessionState::Active | SessionState::LogoutSent => self.on_session_message(now, msg),
             SessionState::Disconnected => {}
         }
@@ -703,6 +807,86 @@ impl Session {
             } else {
                 self.request_resend(now, expected, seq);
             }
+        } else {
+            self.advance_target(seq + 1);
+        }
+    }
+
+    /// Initiator: the counterparty's first message, which must be the Logon answering ours.
+    fn on_logon_answer(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
+        if msg.msg_type() == b"5" {
+            let text = msg.get_str(tag::TEXT).unwrap_or("Logout").to_owned();
+            self.disconnect(DisconnectReason::LogonRejected(text));
+            return;
+        }
+        if msg.msg_type() != b"A" {
+            self.disconnect(DisconnectReason::FirstMessageNotLogon);
+            return;
+        }
+        if msg.begin_string() != self.config.begin_string.as_bytes() {
+            self.disconnect(DisconnectReason::LogonRejected("wrong BeginString".into()));
+            return;
+        }
+        if self.comp_ids_match(msg).is_err() {
+            self.disconnect(DisconnectReason::LogonRejected("unknown CompID".into()));
+            return;
+        }
+        let Some(seq) = msg.seq_num().filter(|&s| s > 0) else {
+            self.disconnect(DisconnectReason::LogonRejected(
+                "MsgSeqNum(34) missing or invalid".into(),
+            ));
+            return;
+        };
+        if let Err(text) = self.check_logon(now, msg, seq) {
+            self.logout_and_disconnect(now, &text);
+            return;
+        }
+        let asked_reset = self.initiator == Some(true);
+        if msg.get_flag(tag::RESET_SEQ_NUM_FLAG) && !asked_reset {
+            // Our Logon went out in the old sequence: a reset only the peer wants cannot apply.
+            self.logout_and_disconnect(now, "ResetSeqNumFlag(141)=Y not asked for");
+            return;
+        }
+        let expected = self.target;
+        if seq < expected {
+            let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
+            self.logout_and_disconnect(now, &text);
+            return;
+        }
+        // NextExpectedMsgSeqNum(789): the peer missed our messages from it; they follow at once.
+        let ours = self.store.next_sender_seq();
+        let next_expected = match msg.get(tag::NEXT_EXPECTED_MSG_SEQ_NUM) {
+            None => None,
+            Some(v) => match portcullis_fix::decode::parse_u64(v).filter(|&n| n > 0 && n <= ours) {
+                Some(n) => Some(n),
+                None => {
+                    self.logout_and_disconnect(now, "NextExpectedMsgSeqNum(789) invalid");
+                    return;
+                }
+            },
+        };
+        self.state = SessionState::Active;
+        let heartbeat_secs = self.heartbeat.map_or(0, |d| d.as_secs() as u32);
+        self.events.push_back(SessionEvent::LoggedOn {
+            heartbeat_secs,
+            reset: asked_reset,
+        });
+        // Our Logon itself needs no resend: the answer shows it arrived.
+        if let Some(x) = next_expected.filter(|&x| x + 1 < ours) {
+            self.retransmit(now, x, ours - 2);
+            if self.state == SessionState::Disconnected {
+                return;
+            }
+        }
+        if seq > expected {
+            self.queue.insert(
+                seq,
+                Queued {
+                    bytes: Vec::new(),
+                    handled: true,
+                },
+            );
+            self.request_resend(now, expected, seq);
         } else {
             self.advance_target(seq + 1);
         }
@@ -1399,7 +1583,7 @@ impl Session {
     fn run_timers(&mut self, now: UtcTimestamp) {
         match self.state {
             SessionState::Disconnected => {}
-            SessionState::AwaitingLogon => {
+            SessionState::AwaitingLogon | SessionState::LogonSent => {
                 if since(now, self.connected_at) >= self.config.logon_timeout {
                     self.disconnect(DisconnectReason::LogonTimeout);
                 }
@@ -1445,7 +1629,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<UtcTimestamp> {
         match self.state {
             SessionState::Disconnected => None,
-            SessionState::AwaitingLogon => {
+            SessionState::AwaitingLogon | SessionState::LogonSent => {
                 Some(after(self.connected_at, self.config.logon_timeout))
             }
             SessionState::Active | SessionState::LogoutSent => {
@@ -1532,7 +1716,7 @@ impl Session {
                 self.state = SessionState::LogoutSent;
                 self.logout_sent_at = Some(now);
             }
-            SessionState::AwaitingLogon => {
+            SessionState::AwaitingLogon | SessionState::LogonSent => {
                 self.disconnect(DisconnectReason::ProtocolError(text.to_owned()))
             }
             SessionState::LogoutSent | SessionState::Disconnected => {}
@@ -1541,7 +1725,10 @@ impl Session {
 
     /// Tells the session its connection has ended.
     pub fn on_disconnect(&mut self, now: UtcTimestamp) {
-        let was_logged_on = !matches!(self.state, SessionState::AwaitingLogon);
+        let was_logged_on = !matches!(
+            self.state,
+            SessionState::AwaitingLogon | SessionState::LogonSent
+        );
         self.state = SessionState::Disconnected;
         if self.config.reset.on_disconnect && was_logged_on {
             // Best effort: the connection is gone; a failing store shows up at the next logon.

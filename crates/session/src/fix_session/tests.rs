@@ -1620,3 +1620,216 @@ fn output_is_never_read_before_it_is_committed() {
     .unwrap();
     let _ = s.transmit();
 }
+
+// ---- Initiator ----
+
+/// Adds a Username(553) and a RawData(96) made of the header values, so a test can see what
+/// the signer was given.
+struct EchoSigner;
+
+impl LogonSigner for EchoSigner {
+    fn logon_fields(&self, h: &LogonHeader<'_>, out: &mut Vec<(u32, Vec<u8>)>) {
+        out.push((553, b"key-1".to_vec()));
+        let raw = format!(
+            "{}|{}|{}|{}",
+            String::from_utf8_lossy(h.sending_time),
+            h.msg_seq_num,
+            h.sender_comp_id,
+            h.target_comp_id
+        );
+        out.push((95, raw.len().to_string().into_bytes()));
+        out.push((96, raw.into_bytes()));
+    }
+}
+
+fn initiate_with(store: MemoryStore, reset: bool) -> Session {
+    Session::initiate(
+        config(BeginString::Fix44),
+        Box::new(store),
+        t0(),
+        InitiatorLogon {
+            heartbeat_secs: 30,
+            reset_seq_num: reset,
+            signer: Some(Box::new(EchoSigner)),
+        },
+    )
+}
+
+#[test]
+fn initiator_sends_its_logon_with_the_signers_fields_over_the_sent_header() {
+    let mut s = initiate_with(MemoryStore::new(t0()), false);
+    assert_eq!(s.state(), SessionState::LogonSent);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["A"]);
+    let logon = &out[0];
+    assert_eq!(logon.get(98), Some("0"));
+    assert_eq!(logon.get(108), Some("30"));
+    assert_eq!(logon.get(141), None);
+    assert_eq!(logon.get(553), Some("key-1"));
+    let expected = format!("{}|1|ISLD|TW", logon.get(52).unwrap());
+    assert_eq!(logon.get(96), Some(expected.as_str()));
+    assert_eq!(s.next_sender_seq(), 2);
+    // Not active yet: application messages wait for the answer.
+    assert!(matches!(
+        s.send_application(t0(), b"D", |_| {}),
+        Err(SendError::NotLoggedOn)
+    ));
+}
+
+#[test]
+fn initiator_becomes_active_on_the_answering_logon() {
+    let mut s = initiate_with(MemoryStore::new(t0()), false);
+    sent(&mut s);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(s.state(), SessionState::Active);
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::LoggedOn {
+            heartbeat_secs: 30,
+            reset: false
+        }]
+    );
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.next_target_seq(), 2);
+    s.send_application(t0(), b"D", |e| {
+        e.str(11, b"1");
+    })
+    .unwrap();
+    s.commit_store();
+    assert_eq!(sent(&mut s)[0].seq(), 2);
+    // Heartbeats run on the interval we asked for.
+    s.handle_timeout(secs(t0(), 30));
+    assert_eq!(types(&sent(&mut s)), ["0"]);
+}
+
+#[test]
+fn initiator_asking_for_a_reset_starts_both_sequences_at_one() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_target_seq(7).unwrap();
+    for _ in 0..4 {
+        store.save_outbound(store.next_sender_seq(), b"x").unwrap();
+    }
+    store.commit().unwrap();
+    let mut s = initiate_with(store, true);
+    let out = sent(&mut s);
+    assert_eq!(out[0].get(141), Some("Y"));
+    assert_eq!(out[0].seq(), 1);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y")]));
+    assert_eq!(s.state(), SessionState::Active);
+    assert_eq!(s.next_target_seq(), 2);
+    assert!(events(&mut s).contains(&SessionEvent::LoggedOn {
+        heartbeat_secs: 30,
+        reset: true
+    }));
+}
+
+#[test]
+fn initiator_refuses_a_reset_it_did_not_ask_for() {
+    let mut s = initiate_with(MemoryStore::new(t0()), false);
+    sent(&mut s);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(141, "Y")]));
+    assert_eq!(s.state(), SessionState::Disconnected);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["5"]);
+    assert_eq!(out[0].get(58), Some("ResetSeqNumFlag(141)=Y not asked for"));
+}
+
+#[test]
+fn initiator_answer_ahead_of_sequence_asks_for_the_gap() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_target_seq(3).unwrap();
+    store.commit().unwrap();
+    let mut s = initiate_with(store, false);
+    sent(&mut s);
+    let mut p = Peer::new(BeginString::Fix44);
+    p.seq = 6;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(s.state(), SessionState::Active);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["2"]);
+    assert_eq!(out[0].get(7), Some("3"));
+    assert_eq!(out[0].get(16), Some("0"));
+    // The missed messages come back (a gap fill here) and the session is in sequence again.
+    s.handle_input(
+        t0(),
+        &p.msg_seq(
+            t0(),
+            "4",
+            3,
+            &[(43, "Y"), (122, "20261128-12:00:00"), (123, "Y"), (36, "6")],
+        ),
+    );
+    assert_eq!(s.next_target_seq(), 7);
+}
+
+#[test]
+fn initiator_answer_below_the_expected_number_logs_out() {
+    let mut store = MemoryStore::new(t0());
+    store.set_next_target_seq(5).unwrap();
+    store.commit().unwrap();
+    let mut s = initiate_with(store, false);
+    sent(&mut s);
+    let mut p = Peer::new(BeginString::Fix44);
+    p.seq = 2;
+    s.handle_input(t0(), &p.logon(t0(), 30, &[]));
+    assert_eq!(s.state(), SessionState::Disconnected);
+    let out = sent(&mut s);
+    assert_eq!(
+        out[0].get(58),
+        Some("MsgSeqNum too low, expecting 5 but received 2")
+    );
+}
+
+#[test]
+fn initiator_refused_with_a_logout_reports_its_text() {
+    let mut s = initiate_with(MemoryStore::new(t0()), false);
+    sent(&mut s);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.msg(t0(), "5", &[(58, "Authentication failed")]));
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Disconnect(DisconnectReason::LogonRejected(
+            "Authentication failed".into()
+        ))]
+    );
+}
+
+#[test]
+fn initiator_without_an_answer_times_out() {
+    let mut s = initiate_with(MemoryStore::new(t0()), false);
+    sent(&mut s);
+    assert_eq!(s.poll_timeout(), Some(secs(t0(), 10)));
+    s.handle_timeout(secs(t0(), 9));
+    assert_eq!(s.state(), SessionState::LogonSent);
+    s.handle_timeout(secs(t0(), 10));
+    assert_eq!(
+        events(&mut s),
+        [SessionEvent::Disconnect(DisconnectReason::LogonTimeout)]
+    );
+}
+
+#[test]
+fn initiator_resends_what_the_answers_next_expected_number_says_was_missed() {
+    let mut store = MemoryStore::new(t0());
+    let mut p0 = Peer::new(BeginString::Fix44);
+    for _ in 0..3 {
+        let seq = store.next_sender_seq();
+        let mut m = p0.raw(t0(), "D", seq, "ISLD", "TW", &order(&[(11, "A")], &[]));
+        m.shrink_to_fit();
+        store.save_outbound(seq, &m).unwrap();
+    }
+    store.commit().unwrap();
+    let mut s = initiate_with(store, false);
+    assert_eq!(sent(&mut s)[0].seq(), 4);
+    let mut p = Peer::new(BeginString::Fix44);
+    s.handle_input(t0(), &p.logon(t0(), 30, &[(789, "2")]));
+    assert_eq!(s.state(), SessionState::Active);
+    let out = sent(&mut s);
+    assert_eq!(types(&out), ["D", "D"]);
+    assert_eq!(out[0].seq(), 2);
+    assert_eq!(out[0].get(43), Some("Y"));
+    assert_eq!(out[1].seq(), 3);
+}
