@@ -786,6 +786,10 @@ pub struct Matcher {
     /// collected where matching must not touch other levels, done before the command's
     /// triggers run.
     follow: Follow,
+    /// The venue connector slot of each routed instrument (by instrument id).
+    routes: Vec<Option<SessionId>>,
+    /// Client cancels of routed orders waiting for their venue's answer.
+    route_cancels: Vec<route::RouteCancel>,
 }
 
 impl Matcher {
@@ -798,6 +802,8 @@ impl Matcher {
             ids: IdCounters::default(),
             config,
             follow: Follow::with_capacity(64),
+            routes: Vec::new(),
+            route_cancels: Vec::with_capacity(route::MAX_ROUTE_CANCELS),
         }
     }
 
@@ -852,6 +858,21 @@ impl Matcher {
                 *b = OrderBook::new(instrument, 0);
             }
         }
+    }
+
+    /// Routes `instrument`'s orders to the venue connector in slot `venue` (`None`: they
+    /// match on the instrument's book). Set before the first order.
+    pub fn set_route(&mut self, instrument: InstrumentId, venue: Option<SessionId>) {
+        let i = instrument.0 as usize;
+        if self.routes.len() <= i {
+            self.routes.resize(i + 1, None);
+        }
+        self.routes[i] = venue;
+    }
+
+    /// The venue connector slot `instrument`'s orders go to, if it is routed.
+    pub fn route_of(&self, instrument: InstrumentId) -> Option<SessionId> {
+        self.routes.get(instrument.0 as usize).copied().flatten()
     }
 
     /// The book of an instrument.
@@ -945,6 +966,28 @@ impl Matcher {
             out.extend_from_slice(&(pending.len() as u64).to_le_bytes());
             for o in pending {
                 write_order_state(out, o, &self.orders);
+            }
+        }
+        // Routed orders and the cancels waiting for their venues, likewise only when any.
+        let mut routed: Vec<u32> = (0..self.orders.high_water())
+            .filter(|&slot| self.orders.is_live(slot) && self.orders.route(slot).routed())
+            .collect();
+        if !routed.is_empty() || !self.route_cancels.is_empty() {
+            routed.sort_by_key(|&slot| self.orders.get(slot).id);
+            out.extend_from_slice(&(routed.len() as u64).to_le_bytes());
+            for slot in routed {
+                write_order_state(out, self.orders.get(slot), &self.orders);
+                out.push(self.orders.route(slot).state_byte());
+            }
+            let mut cancels = self.route_cancels.clone();
+            cancels.sort_by_key(|c| c.order);
+            out.extend_from_slice(&(cancels.len() as u64).to_le_bytes());
+            for c in cancels {
+                out.extend_from_slice(&c.order.0.to_le_bytes());
+                out.extend_from_slice(&c.session.0.to_le_bytes());
+                out.push(c.cl_ord_id.as_bytes().len() as u8);
+                out.extend_from_slice(c.cl_ord_id.as_bytes());
+                out.extend_from_slice(&c.received_ns.to_le_bytes());
             }
         }
         for v in [self.ids.order, self.ids.exec, self.ids.trade] {
@@ -1044,6 +1087,13 @@ impl Matcher {
             .is_some_and(|s| self.orders.get(s).untriggered)
     }
 
+    /// Whether the order is routed to a venue (replaced there only by a cancel and a new
+    /// order).
+    pub fn is_routed(&self, h: OrderHandle) -> bool {
+        self.resolve(h)
+            .is_some_and(|s| self.orders.route(s).routed())
+    }
+
     /// A snapshot of a working order.
     pub fn snapshot(&self, h: OrderHandle) -> Option<OrderSnapshot> {
         let o = self.orders.get(self.resolve(h)?);
@@ -1124,8 +1174,10 @@ impl Matcher {
         // A market order never rests, whatever its time in force; a stop order waits in the
         // store for its trigger, a pending order for its working order.
         let rests_working = rests_when_working(&taker);
-        let rests = o.pending || stop_px.is_some() || rests_working;
         let i = o.instrument.0 as usize;
+        let route = self.route_of(o.instrument);
+        // A routed order waits in the store for its venue's reports, whatever its kind.
+        let rests = o.pending || stop_px.is_some() || rests_working || route.is_some();
         let cl_tag = self.orders.cl_tag(o.session, &o.cl_ord_id);
         let reason = if i >= self.books.len() || !self.books[i].open {
             Some(RejectReason::UnknownInstrument)
@@ -1136,6 +1188,7 @@ impl Matcher {
         } else if (o.post_only && (stop_px.is_some() || !rests_working))
             || !o.iceberg_ok()
             || (o.trailing.is_some() && stop_px.is_none())
+            || (route.is_some() && !route::routable(o))
         {
             Some(RejectReason::Unsupported)
         } else if !o.trigger_ok() {
@@ -1190,6 +1243,10 @@ impl Matcher {
             .map(|slot| (slot, self.orders.get(slot).id));
         self.orders.reserve_owner(o.account, o.session);
         taker.id = OrderId(IdCounters::take(&mut self.ids.order));
+        if let Some(venue) = route {
+            self.route_new(taker, cl_tag, venue, now, out);
+            return;
+        }
         if o.pending {
             // It waits in the store alone until its working order fills.
             taker.pending = true;
@@ -1570,7 +1627,7 @@ impl Matcher {
     /// store.
     fn take_resting(&mut self, slot: u32) -> Order {
         let o = *self.orders.get(slot);
-        if o.pending {
+        if o.pending || self.orders.route(slot).routed() {
             return self.orders.remove(slot);
         }
         let book = &mut self.books[o.instrument.0 as usize];
@@ -1602,6 +1659,11 @@ impl Matcher {
         fb: &mut impl Feedback,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
+        if self.orders.route(slot).routed() {
+            // Its venue decides: the cancel goes there, and its answer ends the order.
+            let _ = self.route_cancel(slot, requester, now, out);
+            return;
+        }
         self.follow.ended(&mut self.orders, slot);
         let o = self.take_resting(slot);
         let mut e = done(&o, kind, self.ids.exec(), now);
@@ -1635,6 +1697,9 @@ impl Matcher {
         out: &mut (impl FnMut(Event) + ?Sized),
     ) -> Result<(), RejectReason> {
         let slot = self.resolve(h).ok_or(RejectReason::UnknownOrder)?;
+        if self.orders.route(slot).routed() {
+            return self.route_cancel(slot, Some(req.get()), now_ns, out);
+        }
         self.close(slot, EventKind::Canceled, Some(req.get()), now_ns, fb, out);
         self.drain_cascade(now_ns, fb, out);
         Ok(())
@@ -1907,7 +1972,9 @@ impl Matcher {
     ) -> u32 {
         let mut n = 0;
         for slot in 0..self.orders.high_water() {
-            if self.orders.is_live(slot) && pred(self.orders.get(slot)) {
+            // A routed order's venue expires it, not this engine.
+            let venue_ends = kind == EventKind::Expired && self.orders.route(slot).routed();
+            if self.orders.is_live(slot) && !venue_ends && pred(self.orders.get(slot)) {
                 self.close(slot, kind, None, now, fb, out);
                 n += 1;
             }
@@ -2102,6 +2169,7 @@ fn match_taker(
     stopped
 }
 
+mod route;
 mod snapshot;
 
 #[cfg(test)]

@@ -179,6 +179,9 @@ impl Core {
             Command::Replace(r) => self.replace(&r, now_ns, out),
             Command::MassCancel(m) => self.mass_cancel(&m, now_ns, out),
             Command::SessionClosed(s) => self.session_closed(s, now_ns, out),
+            Command::Venue(r) => self
+                .matcher
+                .on_venue_report(&r, now_ns, &mut self.risk, out),
         }
     }
 
@@ -343,6 +346,8 @@ impl Core {
             // Changed by cancelling it and entering a new one (as on most venues); refused
             // before the risk checks so the request's ClOrdID stays free.
             Some(_) if self.matcher.is_untriggered(h) => Err(RejectReason::Unsupported),
+            // A routed order is changed at its venue by cancelling it and entering a new one.
+            Some(_) if self.matcher.is_routed(h) => Err(RejectReason::Unsupported),
             // An amend that keeps the price only ever reduces the quantity (so it never moves
             // the order back in its queue).
             Some(working) if r.price == ReplaceOrder::KEEP_PRICE && r.qty >= working.qty => {
@@ -409,6 +414,17 @@ impl Core {
             self.matcher.cancel_session(s, now, &mut self.risk, out);
         }
         self.risk.session_closed(s);
+    }
+
+    /// Routes `instrument`'s orders to the venue connector in slot `venue` (`None`: its own
+    /// book). Set at start, before the first order.
+    pub fn set_route(&mut self, instrument: InstrumentId, venue: Option<SessionId>) {
+        self.matcher.set_route(instrument, venue);
+    }
+
+    /// The venue connector slot `instrument`'s orders are routed to, if any.
+    pub fn route_of(&self, instrument: InstrumentId) -> Option<SessionId> {
+        self.matcher.route_of(instrument)
     }
 
     /// Sets whether a session's resting orders are cancelled when it closes (FIX

@@ -72,6 +72,58 @@ pub(crate) struct Order {
     pub pending: bool,
 }
 
+/// Where a routed order is with its venue; the default: not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Route(u8);
+
+impl Route {
+    const ROUTED: u8 = 1;
+    const ACKED: u8 = 2;
+    const CANCEL_SENT: u8 = 4;
+
+    /// A routed order, neither accepted nor being cancelled yet.
+    pub const SENT: Route = Route(Self::ROUTED);
+
+    /// Routed to a venue: in the store only (no level); its venue's reports fill and end it.
+    pub fn routed(self) -> bool {
+        self.0 & Self::ROUTED != 0
+    }
+
+    /// The venue has accepted it (its `New` went to the client).
+    pub fn acked(self) -> bool {
+        self.0 & Self::ACKED != 0
+    }
+
+    /// Its cancel is on its way to the venue.
+    pub fn cancel_sent(self) -> bool {
+        self.0 & Self::CANCEL_SENT != 0
+    }
+
+    /// Marks it accepted.
+    pub fn set_acked(&mut self) {
+        self.0 |= Self::ACKED;
+    }
+
+    /// Marks its cancel sent (or answered: `false`).
+    pub fn set_cancel_sent(&mut self, on: bool) {
+        if on {
+            self.0 |= Self::CANCEL_SENT;
+        } else {
+            self.0 &= !Self::CANCEL_SENT;
+        }
+    }
+
+    /// The state as a snapshot byte: bit 0 accepted, bit 1 cancel sent.
+    pub fn state_byte(self) -> u8 {
+        self.0 >> 1
+    }
+
+    /// A routed order's state from [`Route::state_byte`]; `None` if it is not one.
+    pub fn from_state_byte(b: u8) -> Option<Route> {
+        (b <= 3).then_some(Route(Self::ROUTED | b << 1))
+    }
+}
+
 /// Where a waiting trailing stop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TrailPhase {
@@ -144,6 +196,8 @@ struct Node {
     /// pending order, a pending order's working order; `NIL` if none. Here, not in `Order`,
     /// where it would grow every order by 16 bytes (past 256 per node).
     list: u32,
+    /// Whether and how far the order is routed to a venue; here for the same reason.
+    route: Route,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -368,6 +422,7 @@ impl Orders {
             sess_next: self.sessions[order.session.0 as usize],
             expiry_pos: NIL,
             list: NIL,
+            route: Route::default(),
         };
         let slot = if self.free != NIL {
             let s = self.free;
@@ -521,6 +576,16 @@ impl Orders {
 
     pub fn get(&self, slot: u32) -> &Order {
         &self.nodes[slot as usize].order
+    }
+
+    /// Whether and how far the order in `slot` is routed to a venue.
+    pub fn route(&self, slot: u32) -> Route {
+        self.nodes[slot as usize].route
+    }
+
+    /// The routing state of the order in `slot`, to change it.
+    pub fn route_mut(&mut self, slot: u32) -> &mut Route {
+        &mut self.nodes[slot as usize].route
     }
 
     pub fn get_mut(&mut self, slot: u32) -> &mut Order {

@@ -17,6 +17,7 @@
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
+//! | 6 | `Command::Venue` | venue session u32, order_id u64, kind u8 (0 accepted, 1 fill, 2 canceled, 3 expired, 4 rejected, 5 cancel rejected), last_px i64, last_qty i64, cum_qty i64, received_ns i64 |
 //! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64, then only for an order with details a flags u8 (bit 0 post-only, bit 1 iceberg: display qty i64 follows, bit 2 trailing stop: bips u16 follows, bit 3 waiting for its trigger; never 0) |
 //! | 32 | `KillSwitch` | account `opt<u32>`, on bool |
 //! | 33 | `InstrumentStatus` | instrument u32, status u8 |
@@ -30,7 +31,8 @@ use std::fmt;
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
     MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
-    SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta,
+    RouteRequest, SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta, VenueReport,
+    VenueReportKind,
 };
 
 use crate::Seq;
@@ -135,6 +137,7 @@ mod tag {
     pub const REPLACE: u8 = 3;
     pub const MASS_CANCEL: u8 = 4;
     pub const SESSION_CLOSED: u8 = 5;
+    pub const VENUE: u8 = 6;
     pub const EVENT: u8 = 16;
     pub const KILL_SWITCH: u8 = 32;
     pub const INSTRUMENT_STATUS: u8 = 33;
@@ -180,6 +183,29 @@ fn stp_from(c: u8) -> Option<StpMode> {
     })
 }
 
+fn venue_kind_code(k: VenueReportKind) -> u8 {
+    match k {
+        VenueReportKind::Accepted => 0,
+        VenueReportKind::Fill => 1,
+        VenueReportKind::Canceled => 2,
+        VenueReportKind::Expired => 3,
+        VenueReportKind::Rejected => 4,
+        VenueReportKind::CancelRejected => 5,
+    }
+}
+
+fn venue_kind_from(c: u8) -> Option<VenueReportKind> {
+    Some(match c {
+        0 => VenueReportKind::Accepted,
+        1 => VenueReportKind::Fill,
+        2 => VenueReportKind::Canceled,
+        3 => VenueReportKind::Expired,
+        4 => VenueReportKind::Rejected,
+        5 => VenueReportKind::CancelRejected,
+        _ => return None,
+    })
+}
+
 fn status_code(s: InstrumentStatus) -> u8 {
     match s {
         InstrumentStatus::Trading => 0,
@@ -221,6 +247,8 @@ fn reason_code(r: RejectReason) -> u8 {
         ServerBusy => 18,
         TooLateToEnter => 19,
         OrderListRejected => 20,
+        VenueRejected => 21,
+        CancelPending => 22,
     }
 }
 
@@ -248,6 +276,8 @@ fn reason_from(c: u8) -> Option<RejectReason> {
         18 => ServerBusy,
         19 => TooLateToEnter,
         20 => OrderListRejected,
+        21 => VenueRejected,
+        22 => CancelPending,
         _ => return None,
     })
 }
@@ -396,6 +426,16 @@ impl JournalRecord {
                 e.u8(tag::SESSION_CLOSED);
                 e.u32(s.0);
             }
+            JournalRecord::Command(Command::Venue(r)) => {
+                e.u8(tag::VENUE);
+                e.u32(r.venue.0);
+                e.u64(r.order_id.0);
+                e.u8(venue_kind_code(r.kind));
+                e.i64(r.last_px.0);
+                e.i64(r.last_qty.0);
+                e.i64(r.cum_qty.0);
+                e.i64(r.received_ns);
+            }
             JournalRecord::Event(ev) => {
                 e.u8(tag::EVENT);
                 e.head(ev.session, ev.account, ev.instrument);
@@ -421,6 +461,8 @@ impl JournalRecord {
                     }
                     EventKind::Triggered => e.u8(9),
                     EventKind::Activated => e.u8(10),
+                    EventKind::Route(RouteRequest::New) => e.u8(11),
+                    EventKind::Route(RouteRequest::Cancel) => e.u8(12),
                 }
                 e.u64(ev.order_id.0);
                 e.id(&ev.cl_ord_id);
@@ -621,6 +663,15 @@ impl JournalRecord {
             tag::SESSION_CLOSED => {
                 JournalRecord::Command(Command::SessionClosed(SessionId(d.u32()?)))
             }
+            tag::VENUE => JournalRecord::Command(Command::Venue(VenueReport {
+                venue: SessionId(d.u32()?),
+                order_id: OrderId(d.u64()?),
+                kind: d.code(venue_kind_from, "invalid venue report kind")?,
+                last_px: Price(d.i64()?),
+                last_qty: Qty(d.i64()?),
+                cum_qty: Qty(d.i64()?),
+                received_ns: d.i64()?,
+            })),
             tag::EVENT => {
                 let (session, account, instrument) = d.head()?;
                 let kind = match d.u8()? {
@@ -638,6 +689,8 @@ impl JournalRecord {
                     8 => EventKind::MassCancelDone { canceled: d.u32()? },
                     9 => EventKind::Triggered,
                     10 => EventKind::Activated,
+                    11 => EventKind::Route(RouteRequest::New),
+                    12 => EventKind::Route(RouteRequest::Cancel),
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
                 let mut ev = Event {
@@ -904,6 +957,17 @@ fn status_str(s: InstrumentStatus) -> &'static str {
     }
 }
 
+fn venue_kind_str(k: VenueReportKind) -> &'static str {
+    match k {
+        VenueReportKind::Accepted => "accepted",
+        VenueReportKind::Fill => "fill",
+        VenueReportKind::Canceled => "canceled",
+        VenueReportKind::Expired => "expired",
+        VenueReportKind::Rejected => "rejected",
+        VenueReportKind::CancelRejected => "cancel_rejected",
+    }
+}
+
 /// The snake_case name of an event kind (`new`, `partial_fill`, `fill`, ...).
 pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
     match k {
@@ -918,6 +982,8 @@ pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
         EventKind::MassCancelDone { .. } => "mass_cancel_done",
         EventKind::Triggered => "triggered",
         EventKind::Activated => "activated",
+        EventKind::Route(RouteRequest::New) => "route_new",
+        EventKind::Route(RouteRequest::Cancel) => "route_cancel",
     }
 }
 
@@ -990,6 +1056,12 @@ impl fmt::Display for JournalRecord {
             JournalRecord::Command(Command::SessionClosed(s)) => {
                 write!(f, "session_closed session={s}")
             }
+            JournalRecord::Command(Command::Venue(r)) => write!(
+                f,
+                "venue_report venue={} order_id={} kind={} last_px={} last_qty={} cum_qty={} received_ns={}",
+                r.venue, r.order_id, venue_kind_str(r.kind), r.last_px.0, r.last_qty.0, r.cum_qty.0,
+                r.received_ns
+            ),
             JournalRecord::Event(e) => {
                 write!(f, "event {}", event_kind_str(&e.kind))?;
                 match e.kind {

@@ -440,7 +440,9 @@ impl ConnectionApp for DropCopyConn {
             let copy = !second_view
                 && !matches!(
                 e.kind,
-                EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. }
+                EventKind::CancelRejected { .. }
+                    | EventKind::MassCancelDone { .. }
+                    | EventKind::Route(_)
             ) && (e.kind != EventKind::Triggered || v == BeginString::Fixt11)
                 && self.session.copied.covers(e.account)
                 // An event of an account this server no longer lists cannot be named.

@@ -323,7 +323,8 @@ impl OrderHistory {
             EventKind::Expired => OrderState::Expired,
             EventKind::Rejected(_)
             | EventKind::CancelRejected { .. }
-            | EventKind::MassCancelDone { .. } => return,
+            | EventKind::MassCancelDone { .. }
+            | EventKind::Route(_) => return,
         };
         let limits = self.limits;
         let past = accounts.entry(e.account).or_default();

@@ -73,7 +73,7 @@ pub enum Protocol {
 const PROTOCOL_NAMES: [&str; 2] = ["fix", "ws"];
 
 /// [`RejectReason`] label values, indexed by `reason as usize` (checked by a unit test).
-pub const REJECT_REASON_NAMES: [&str; 19] = [
+pub const REJECT_REASON_NAMES: [&str; 23] = [
     "kill_switch",
     "throttled",
     "unknown_instrument",
@@ -93,6 +93,10 @@ pub const REJECT_REASON_NAMES: [&str; 19] = [
     "unsupported",
     "unknown_order",
     "server_busy",
+    "too_late_to_enter",
+    "order_list_rejected",
+    "venue_rejected",
+    "cancel_pending",
 ];
 
 /// The label slot of a [`RejectReason`].
@@ -1100,7 +1104,21 @@ mod tests {
             Unsupported,
             UnknownOrder,
             ServerBusy,
+            TooLateToEnter,
+            OrderListRejected,
+            VenueRejected,
+            CancelPending,
         ];
+        // Every variant is listed: a new one fails to compile here until it has a label.
+        let listed = |r: RejectReason| match r {
+            KillSwitch | Throttled | UnknownInstrument | InstrumentNotTrading | UnknownAccount
+            | BadTick | BadLot | QtyTooSmall | QtyTooLarge | NotionalTooLarge | PriceBand
+            | TooManyOpenOrders | CreditLimit | PositionLimit | DuplicateClOrdId
+            | PostOnlyWouldTrade | Unsupported | UnknownOrder | ServerBusy | TooLateToEnter
+            | OrderListRejected | VenueRejected | CancelPending => all.contains(&r),
+        };
+        assert!(all.iter().all(|&r| listed(r)));
+        assert_eq!(all.len(), REJECT_REASON_NAMES.len());
         for (i, r) in all.iter().enumerate() {
             assert_eq!(reject_index(*r), i);
             // The label is the variant's name in snake case.

@@ -967,7 +967,9 @@ fn exec_type_and_status(v: BeginString, e: &Event) -> (u8, u8) {
         // Triggered or activated by system (FIX 5.0 SP2; callers skip it on older versions).
         EventKind::Triggered => (b'L', working_status(e)),
         // Not execution reports; callers route them elsewhere.
-        EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => (b'8', b'8'),
+        EventKind::CancelRejected { .. }
+        | EventKind::MassCancelDone { .. }
+        | EventKind::Route(_) => (b'8', b'8'),
     }
 }
 

@@ -297,6 +297,8 @@ pub struct DirEntry {
     /// The instrument's trading rules (tick, lot, quantity bounds, status) when the snapshot
     /// was taken: the WebSocket API's `exchangeInfo` filters.
     pub rules: portcullis_types::InstrumentRules,
+    /// Its orders are routed to a venue: accepted (or refused) only when the venue answers.
+    pub routed: bool,
 }
 
 impl DirEntry {
@@ -327,8 +329,17 @@ pub struct Directory {
 static DIRECTORY_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Directory {
-    /// The snapshot of an instrument table.
+    /// The snapshot of an instrument table (no instrument routed to a venue).
     pub fn of(instruments: &Instruments) -> Self {
+        Self::with_routes(instruments, |_| false)
+    }
+
+    /// The snapshot of the core's instrument table, with which instruments it routes.
+    pub fn of_core(core: &Core) -> Self {
+        Self::with_routes(core.instruments(), |i| core.route_of(i).is_some())
+    }
+
+    fn with_routes(instruments: &Instruments, routed: impl Fn(InstrumentId) -> bool) -> Self {
         let mut d = Directory {
             by_symbol: HashMap::with_capacity(instruments.len()),
             entries: Vec::with_capacity(instruments.len()),
@@ -346,6 +357,7 @@ impl Directory {
                 price_scale: r.price_scale,
                 qty_scale: r.qty_scale,
                 rules: *r,
+                routed: routed(r.id),
             });
         }
         d
@@ -434,7 +446,7 @@ pub struct ControlRequest {
 // Event counts for the metrics
 
 /// The label values of [`EventCounts::kind`]: one per [`EventKind`].
-pub const EVENT_KIND_NAMES: [&str; 11] = [
+pub const EVENT_KIND_NAMES: [&str; 13] = [
     "new",
     "partial_fill",
     "fill",
@@ -446,6 +458,8 @@ pub const EVENT_KIND_NAMES: [&str; 11] = [
     "mass_cancel_done",
     "triggered",
     "activated",
+    "route_new",
+    "route_cancel",
 ];
 
 /// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
@@ -505,6 +519,8 @@ impl EventCounts {
             EventKind::MassCancelDone { .. } => (8, None),
             EventKind::Triggered => (9, None),
             EventKind::Activated => (10, None),
+            EventKind::Route(portcullis_types::RouteRequest::New) => (11, None),
+            EventKind::Route(portcullis_types::RouteRequest::Cancel) => (12, None),
         };
         bump(&self.kinds[k]);
         if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {
@@ -671,7 +687,7 @@ impl Pipeline {
             stop: AtomicBool::new(false),
             core_thread: OnceLock::new(),
             core_task: AtomicWaker::new(),
-            directory: ArcSwap::from_pointee(Directory::of(core.instruments())),
+            directory: ArcSwap::from_pointee(Directory::of_core(core)),
             accounts: accounts.iter().map(|a| a.as_str().into()).collect(),
             account_ids: accounts
                 .iter()
@@ -1177,6 +1193,8 @@ impl CoreLoop {
                     Command::New(o) => Some(o.session),
                     Command::Cancel(c) => Some(c.session),
                     Command::Replace(r) => Some(r.session),
+                    // The venue connector counts its reports answered, as a session its requests.
+                    Command::Venue(r) => Some(r.venue),
                     Command::MassCancel(_) | Command::SessionClosed(_) => None,
                 };
                 let requester = match &cmd {
@@ -1377,7 +1395,7 @@ impl CoreLoop {
     fn publish_directory(&self) {
         self.shared
             .directory
-            .store(Arc::new(Directory::of(self.core.instruments())));
+            .store(Arc::new(Directory::of_core(&self.core)));
         // Sessions subscribed to instrument status compare it on their next turn.
         for conn in self.routes.iter().flatten() {
             conn.waker.wake();

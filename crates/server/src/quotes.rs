@@ -164,7 +164,9 @@ fn entry_code(reason: RejectReason) -> u32 {
         | RejectReason::PostOnlyWouldTrade
         | RejectReason::Throttled
         | RejectReason::ServerBusy
-        | RejectReason::OrderListRejected => code::OTHER,
+        | RejectReason::OrderListRejected
+        | RejectReason::VenueRejected
+        | RejectReason::CancelPending => code::OTHER,
     }
 }
 

@@ -718,7 +718,14 @@ impl WsBridge {
         if let Err(e) = self.submit(Command::New(cmd)) {
             return Err((e, replace));
         }
-        let fenced = resp != RespType::Ack && self.submit_fence(&cmd);
+        // A routed order's matching happens at its venue: the answer waits for the venue's
+        // accept (then the queue drained) or refusal, never for a fence.
+        let routed = self
+            .pipeline
+            .directory()
+            .get(cmd.instrument)
+            .is_some_and(|d| d.routed);
+        let fenced = resp != RespType::Ack && !routed && self.submit_fence(&cmd);
         self.pending.insert(
             cmd.cl_ord_id,
             Pending::Place {
@@ -1138,7 +1145,9 @@ impl WsBridge {
                 EventKind::Rejected(_) => o.status = OrderStatus::Rejected,
                 // A stop or take-profit works from its trigger on.
                 EventKind::Triggered => o.working_time = now,
-                EventKind::CancelRejected { .. } | EventKind::MassCancelDone { .. } => {}
+                EventKind::CancelRejected { .. }
+                | EventKind::MassCancelDone { .. }
+                | EventKind::Route(_) => {}
             }
             if o.order_id != 0 && !matches!(e.kind, EventKind::Rejected(_)) {
                 let id = o.order_id;
@@ -1303,7 +1312,10 @@ impl WsBridge {
                     }
                 }
             }
-            EventKind::Expired | EventKind::Triggered | EventKind::Activated => {}
+            EventKind::Expired
+            | EventKind::Triggered
+            | EventKind::Activated
+            | EventKind::Route(_) => {}
         }
     }
 
@@ -1945,7 +1957,8 @@ impl WsBridge {
             EventKind::Rejected(_)
             | EventKind::CancelRejected { .. }
             | EventKind::MassCancelDone { .. }
-            | EventKind::Triggered => return None,
+            | EventKind::Triggered
+            | EventKind::Route(_) => return None,
         };
         let past = PastOrder {
             working_ns: if e.details.waiting || e.details.pending {
@@ -2092,7 +2105,8 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         // The dialect sends no event when a stop triggers: its trades or rest follow.
         EventKind::CancelRejected { .. }
         | EventKind::MassCancelDone { .. }
-        | EventKind::Triggered => return None,
+        | EventKind::Triggered
+        | EventKind::Route(_) => return None,
     };
     let now = ms(e.ts_ns);
     let (last_qty, last_px) = if trade {

@@ -25,5 +25,6 @@ pub use instrument::{
 };
 pub use order::{
     CancelOrder, Command, Event, EventKind, MassCancel, NewOrder, OrdType, OrderDetails,
-    RejectReason, ReplaceOrder, Side, StpMode, TimeInForce, TrailingDelta, TriggerDirection,
+    RejectReason, ReplaceOrder, RouteRequest, Side, StpMode, TimeInForce, TrailingDelta,
+    TriggerDirection, VenueReport, VenueReportKind,
 };

@@ -502,6 +502,59 @@ pub enum Command {
     MassCancel(MassCancel),
     /// A session went away (cancel-on-disconnect, release its slot).
     SessionClosed(SessionId),
+    /// What a venue reported about an order routed to it (an execution report its connector
+    /// received).
+    Venue(VenueReport),
+}
+
+/// What a venue's execution report says happened to an order routed to it, as its connector
+/// read it. Applied by the core only to a routed order still open, and only once: a fill
+/// counts only if its cumulative quantity is above the order's (a report resent after a
+/// reconnect changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VenueReport {
+    /// The slot of the venue connector that received it: a report about an order routed
+    /// to another venue changes nothing.
+    pub venue: SessionId,
+    /// The order (the connector sends the engine's OrderID as the venue's ClOrdID).
+    pub order_id: OrderId,
+    /// What happened.
+    pub kind: VenueReportKind,
+    /// Price of this fill (fills only).
+    pub last_px: Price,
+    /// Quantity of this fill (fills only).
+    pub last_qty: Qty,
+    /// The venue's cumulative quantity filled after this report.
+    pub cum_qty: Qty,
+    /// When the connector received it (ns since the epoch).
+    pub received_ns: i64,
+}
+
+/// The kinds of [`VenueReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VenueReportKind {
+    /// The venue accepted the order (it works there).
+    Accepted,
+    /// A fill (partial or complete: the order's quantity tells).
+    Fill,
+    /// The venue cancelled the order (on our request or its own).
+    Canceled,
+    /// The venue expired the order (IOC rest, Day order at its close, ...).
+    Expired,
+    /// The venue refused the order.
+    Rejected,
+    /// The venue refused our cancel request (the order is filled or gone there).
+    CancelRejected,
+}
+
+/// A request the core makes of a venue connector about a routed order (the event is addressed
+/// to the connector's slot, [`EventKind::Route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRequest {
+    /// Send the order (the event's fields) to the venue, with its OrderID as ClOrdID.
+    New,
+    /// Cancel it at the venue; the event's `exec_id` names this cancel request.
+    Cancel,
 }
 
 /// Why an order or request was refused. Each maps to a FIX OrdRejReason(103) and a text.
@@ -553,6 +606,10 @@ pub enum RejectReason {
     /// the working order of a one-triggers-the-other list whose pending order is not an
     /// unlinked pending order of the session (or that is not a limit order itself).
     OrderListRejected,
+    /// The venue the order was routed to refused it.
+    VenueRejected,
+    /// A cancel of the order is already on its way to its venue.
+    CancelPending,
 }
 
 impl RejectReason {
@@ -570,6 +627,7 @@ impl RejectReason {
             Self::UnknownOrder => 5,
             Self::DuplicateClOrdId => 6,
             Self::Unsupported | Self::PostOnlyWouldTrade | Self::OrderListRejected => 11,
+            Self::VenueRejected | Self::CancelPending => 0,
             Self::BadLot | Self::QtyTooSmall | Self::QtyTooLarge => 13,
             Self::UnknownAccount => 15,
             Self::PriceBand => 16,
@@ -601,6 +659,8 @@ impl RejectReason {
             Self::UnknownOrder => "unknown order",
             Self::ServerBusy => "server busy",
             Self::TooLateToEnter => "expire time has already passed",
+            Self::VenueRejected => "refused by the venue",
+            Self::CancelPending => "a cancel of the order is already pending at its venue",
             Self::OrderListRejected => {
                 "order list rejected: a pair must wait untouched (a post-only limit and a stop); \
                  a pending order needs an untouched limit to trigger it"
@@ -646,6 +706,8 @@ pub enum EventKind {
     /// order filled completely: it is a new order now (a stop waiting for its trigger, or
     /// working), and its fills, rest or cancel follow (FIX 5.0 SP2 ExecType L).
     Activated,
+    /// To a venue connector: send or cancel a routed order there. Never reaches a client.
+    Route(RouteRequest),
 }
 
 /// An execution event produced by the core thread for one session.

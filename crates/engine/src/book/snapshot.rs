@@ -2,7 +2,8 @@
 //! match depends on, level by level in time priority, each book's last trade price and its
 //! stop orders waiting for their trigger in trigger order and its waiting trailing stops with
 //! their phase and best price (version 3; version 2 snapshots have none), its pending orders
-//! of one-triggers-the-other lists (version 4; older snapshots have none), the account and
+//! of one-triggers-the-other lists (version 4; older snapshots have none), its orders routed
+//! to a venue and the client cancels waiting for their venues (version 5), the account and
 //! session lists in their order (the order of bulk cancels), and the id counters.
 
 use portcullis_types::snapshot::{
@@ -13,9 +14,11 @@ use portcullis_types::{
 };
 
 use super::{IdCounters, Matcher, OrderBook, StopEntry, StopList};
-use crate::orders::{Order, Orders, TrailPhase, NIL};
+use crate::orders::{Order, Orders, Route, TrailPhase, NIL};
 
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+/// The version before routed orders, still read.
+const VERSION_4: u8 = 4;
 /// The version before pending orders, still read.
 const VERSION_3: u8 = 3;
 /// The version before trailing stops, still read.
@@ -35,12 +38,18 @@ impl Matcher {
         w.u32(self.books.len() as u32);
         // Pending orders are in no book list: found by one pass over the store, by book.
         let mut pending: Vec<Vec<u32>> = vec![Vec::new(); self.books.len()];
+        let mut routed: Vec<Vec<u32>> = vec![Vec::new(); self.books.len()];
         for slot in 0..self.orders.high_water() {
-            if self.orders.is_live(slot) && self.orders.get(slot).pending {
-                pending[self.orders.get(slot).instrument.0 as usize].push(slot);
+            if self.orders.is_live(slot) {
+                let o = self.orders.get(slot);
+                if o.pending {
+                    pending[o.instrument.0 as usize].push(slot);
+                } else if self.orders.route(slot).routed() {
+                    routed[o.instrument.0 as usize].push(slot);
+                }
             }
         }
-        for (b, pending) in self.books.iter().zip(&mut pending) {
+        for ((b, pending), routed) in self.books.iter().zip(&mut pending).zip(&mut routed) {
             w.u32(b.instrument.0);
             w.bool(b.open);
             for side in [&b.bids, &b.asks] {
@@ -82,6 +91,19 @@ impl Matcher {
             for &slot in pending.iter() {
                 write_order(&mut w, self.orders.get(slot), &self.orders);
             }
+            routed.sort_by_key(|&slot| self.orders.get(slot).id);
+            w.u32(routed.len() as u32);
+            for &slot in routed.iter() {
+                write_order(&mut w, self.orders.get(slot), &self.orders);
+                w.u8(self.orders.route(slot).state_byte());
+            }
+        }
+        w.u32(self.route_cancels.len() as u32);
+        for c in &self.route_cancels {
+            w.u64(c.order.0);
+            w.u32(c.session.0);
+            w.cl_ord_id(&c.cl_ord_id);
+            w.i64(c.received_ns);
         }
         for account in [true, false] {
             let owners = self.orders.owners(account);
@@ -242,6 +264,59 @@ impl Matcher {
                 let slot = self.restore_order(o, at)?;
                 links.extend(sibling.map(|s| (slot, s, at)));
                 lists.extend(list.map(|s| (slot, s, at)));
+            }
+            if version == VERSION_4 {
+                continue;
+            }
+            let count = r.count(MIN_ORDER_BYTES + 1, "routed orders")?;
+            for _ in 0..count {
+                let at = r.position();
+                let (o, sibling, list) = read_order(r)?;
+                let state = Route::from_state_byte(r.u8("routed order state")?);
+                let Some(state) = state.filter(|_| {
+                    o.instrument == instrument
+                        && sibling.is_none()
+                        && list.is_none()
+                        && o.display.0 == 0
+                        && o.trailing.is_none()
+                }) else {
+                    return Err(SnapshotError::Invalid {
+                        offset: at,
+                        what: "routed order",
+                    });
+                };
+                let slot = self.restore_order(o, at)?;
+                *self.orders.route_mut(slot) = state;
+            }
+        }
+        self.route_cancels.clear();
+        if version > VERSION_4 {
+            let count = r.count(8 + 4 + 1 + 8, "routed cancels")?;
+            if count > super::route::MAX_ROUTE_CANCELS {
+                return Err(r.invalid(4, "routed cancels"));
+            }
+            for _ in 0..count {
+                let at = r.position();
+                let order = OrderId(r.u64("routed cancel order")?);
+                let session = SessionId(r.u32("routed cancel session")?);
+                let cl_ord_id = r.cl_ord_id("routed cancel clordid")?;
+                let received_ns = r.i64("routed cancel received")?;
+                let routed = self
+                    .orders
+                    .find_by_id(order)
+                    .is_some_and(|s| self.orders.route(s).routed());
+                if !routed || self.route_cancels.iter().any(|c| c.order == order) {
+                    return Err(SnapshotError::Invalid {
+                        offset: at,
+                        what: "routed cancel",
+                    });
+                }
+                self.route_cancels.push(super::route::RouteCancel {
+                    order,
+                    session,
+                    cl_ord_id,
+                    received_ns,
+                });
             }
         }
         for &(slot, other, at) in &links {

@@ -5,13 +5,14 @@ use proptest::prelude::*;
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
     MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
-    SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta,
+    RouteRequest, SessionId, Side, StpMode, TimeInForce, TradeId, TrailingDelta, VenueReport,
+    VenueReportKind,
 };
 
 use super::{fill, new_order};
 use crate::{DecodeError, JournalRecord, RecordKind, Seq, CODEC_VERSION};
 
-const REASONS: [RejectReason; 20] = [
+const REASONS: [RejectReason; 23] = [
     RejectReason::KillSwitch,
     RejectReason::Throttled,
     RejectReason::UnknownInstrument,
@@ -32,6 +33,9 @@ const REASONS: [RejectReason; 20] = [
     RejectReason::UnknownOrder,
     RejectReason::ServerBusy,
     RejectReason::TooLateToEnter,
+    RejectReason::OrderListRejected,
+    RejectReason::VenueRejected,
+    RejectReason::CancelPending,
 ];
 
 fn cl_ord_id() -> impl Strategy<Value = ClOrdId> {
@@ -188,6 +192,30 @@ fn command() -> impl Strategy<Value = Command> {
                 cl_ord_id: c,
             })),
         any::<u32>().prop_map(|s| Command::SessionClosed(SessionId(s))),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            0usize..6,
+            proptest::array::uniform4(any::<i64>())
+        )
+            .prop_map(
+                |(v, id, k, [px, qty, cum, at])| Command::Venue(VenueReport {
+                    venue: SessionId(v),
+                    order_id: OrderId(id),
+                    kind: [
+                        VenueReportKind::Accepted,
+                        VenueReportKind::Fill,
+                        VenueReportKind::Canceled,
+                        VenueReportKind::Expired,
+                        VenueReportKind::Rejected,
+                        VenueReportKind::CancelRejected,
+                    ][k],
+                    last_px: Price(px),
+                    last_qty: Qty(qty),
+                    cum_qty: Qty(cum),
+                    received_ns: at,
+                })
+            ),
     ]
 }
 
@@ -205,6 +233,8 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         any::<u32>().prop_map(|canceled| EventKind::MassCancelDone { canceled }),
         Just(EventKind::Triggered),
         Just(EventKind::Activated),
+        Just(EventKind::Route(RouteRequest::New)),
+        Just(EventKind::Route(RouteRequest::Cancel)),
     ]
 }
 
