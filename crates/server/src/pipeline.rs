@@ -330,6 +330,7 @@ static DIRECTORY_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Directory {
     /// The snapshot of an instrument table (no instrument routed to a venue).
+    #[cfg(test)]
     pub fn of(instruments: &Instruments) -> Self {
         Self::with_routes(instruments, |_| false)
     }
