@@ -19,4 +19,5 @@ mod quotes;
 mod readme;
 mod restart;
 mod tls;
+mod venue;
 mod ws;

@@ -136,6 +136,122 @@ pub struct RawConfig {
     /// `myTrades` and `order.status` (crate::history::HistoryLimits).
     #[serde(default)]
     pub history: crate::history::HistoryLimits,
+    /// Venues the server routes orders to, each over a FIX session it initiates (README
+    /// "Routing to a venue").
+    #[serde(default)]
+    pub venues: Vec<RawVenue>,
+}
+
+/// One `[[venues]]` entry: the FIX session this server opens to an upstream venue (an
+/// exchange, or another Portcullis) and the instruments whose orders it routes there.
+///
+/// ```toml
+/// [[venues]]
+/// name = "upstream"                  # letters, digits, '-' and '_'; in logs and file names
+/// connect = "venue.example:9878"     # the venue's FIX acceptor, host:port
+/// tls = true                         # TLS 1.3 (default); plain TCP only to a loopback address
+/// ca_file = "venue-ca.pem"           # roots the venue's certificate chains to (default: web PKI)
+/// begin_string = "FIX.4.4"
+/// sender_comp_id = "BROKER"          # ours
+/// target_comp_id = "VENUE"           # theirs
+/// instruments = ["BTC-PERP"]         # symbols of [[instruments]] whose orders go there
+/// username = "key-id"                # Username(553) of a signed Logon (optional)
+/// secret_file = "venue-secret.txt"   # the key's secret, for RawData(96) (with username)
+/// account = "ACC-1"                  # Account(1) on what we send (optional)
+/// heartbeat_secs = 30
+/// reconnect_secs = 5
+/// reset_on_logon = false
+/// store_sync = "always"
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVenue {
+    /// The venue's name: 1 to 32 letters, digits, `-` or `_` (its message store is under
+    /// `<data_dir>/venues/<name>/`).
+    pub name: String,
+    /// `host:port` of the venue's FIX acceptor.
+    pub connect: String,
+    /// TLS 1.3 to the venue (default true). Plain TCP is allowed only to a loopback address.
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// PEM certificates the venue's certificate must chain to; default: the web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The name the venue's certificate must carry; default: the host of `connect`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `FIX.4.2`, `FIX.4.4` or `FIXT.1.1` (with DefaultApplVerID 9, FIX 5.0 SP2).
+    pub begin_string: String,
+    /// Our CompID on this session.
+    pub sender_comp_id: String,
+    /// The venue's CompID.
+    pub target_comp_id: String,
+    /// Symbols of `[[instruments]]` whose orders are routed to this venue (at least one; an
+    /// instrument goes to one venue at most). Option series are not routed.
+    pub instruments: Vec<String>,
+    /// Username(553) of a signed Logon (DESIGN.md §4: the key id at the venue). Needs
+    /// `secret_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the key's secret (its first line), which signs the Logon's RawData(96).
+    /// Needs `username`. Never put the secret itself in the config.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// Account(1) on the orders sent to the venue (the firm's account there). Default: none.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// HeartBtInt(108) asked for, in seconds (1 to 3600). Default 30.
+    #[serde(default = "default_venue_heartbeat")]
+    pub heartbeat_secs: u32,
+    /// Seconds between connection attempts (1 to 3600). Default 5.
+    #[serde(default = "default_venue_reconnect")]
+    pub reconnect_secs: u64,
+    /// Start both sequences again at 1 at every Logon (ResetSeqNumFlag=Y). Default false.
+    #[serde(default)]
+    pub reset_on_logon: bool,
+    /// Largest difference accepted between the venue's SendingTime(52) and our clock, in
+    /// seconds. Default 120.
+    #[serde(default = "default_sending_time_tolerance_secs")]
+    pub sending_time_tolerance_secs: u64,
+    /// When the message store forces writes to disk: `always` (default) or `never`.
+    #[serde(default)]
+    pub store_sync: RawStoreSync,
+}
+
+fn default_venue_heartbeat() -> u32 {
+    30
+}
+
+fn default_venue_reconnect() -> u64 {
+    5
+}
+
+/// Validated `[[venues]]` entry.
+#[derive(Debug, Clone)]
+pub struct VenueSettings {
+    /// Its name.
+    pub name: String,
+    /// `host:port` to connect to.
+    pub connect: String,
+    /// TLS: the roots file (`None`: web PKI) and the server name to verify; `None`: plain TCP
+    /// (loopback only).
+    pub tls: Option<(Option<PathBuf>, String)>,
+    /// The initiator session: BeginString, CompIDs, SendingTime tolerance.
+    pub config: SessionConfig,
+    /// The symbols routed there.
+    pub instruments: Vec<String>,
+    /// Username(553) and the file of its secret, for a signed Logon.
+    pub credentials: Option<(String, PathBuf)>,
+    /// Account(1) on what we send.
+    pub account: Option<String>,
+    /// HeartBtInt(108) asked for.
+    pub heartbeat_secs: u32,
+    /// Time between connection attempts.
+    pub reconnect: Duration,
+    /// ResetSeqNumFlag=Y on every Logon.
+    pub reset_on_logon: bool,
+    /// Store fsync policy.
+    pub store_sync: SyncPolicy,
 }
 
 /// The `[admin]` section: the admin API (JSON over HTTPS, TLS 1.3 only, on its own listener)
@@ -614,6 +730,9 @@ pub struct Settings {
     pub monitoring: MonitoringSettings,
     /// `[history]`: how much of each account's past is kept.
     pub history: crate::history::HistoryLimits,
+    /// `[[venues]]`: the venues orders are routed to; venue `i` has session slot
+    /// `sessions.len() + i`.
+    pub venues: Vec<VenueSettings>,
 }
 
 /// Validated `[admin]` settings.
@@ -1153,13 +1272,14 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     }
     validate_engine(&raw.engine)?;
     validate_risk(&raw.risk, &accounts)?;
-    if sessions.len() as u64 > u64::from(raw.risk.max_sessions) {
+    let venues = validate_venues(&raw.venues, &raw.instruments)?;
+    if (sessions.len() + venues.len()) as u64 > u64::from(raw.risk.max_sessions) {
         return Err(ConfigError::invalid(
             "risk.max_sessions",
             format!(
-                "risk.max_sessions = {} is less than the {} configured sessions (each has its own session slot)",
+                "risk.max_sessions = {} is less than the {} configured sessions and venues (each has its own session slot)",
                 raw.risk.max_sessions,
-                sessions.len()
+                sessions.len() + venues.len()
             ),
         ));
     }
@@ -1224,7 +1344,190 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
         metrics,
         monitoring,
         history: raw.history,
+        venues,
     })
+}
+
+/// Checks `[[venues]]`: names, addresses (plain TCP only to loopback), TLS files, CompIDs,
+/// credentials, and the routed instruments (explicitly listed, each routed once).
+fn validate_venues(
+    raw: &[RawVenue],
+    instruments: &[InstrumentConfig],
+) -> Result<Vec<VenueSettings>, ConfigError> {
+    let mut out: Vec<VenueSettings> = Vec::with_capacity(raw.len());
+    let mut routed: HashMap<&str, usize> = HashMap::new();
+    for (i, v) in raw.iter().enumerate() {
+        let key = |k: &str| format!("venues[{i}].{k}");
+        let name_ok = !v.name.is_empty()
+            && v.name.len() <= 32
+            && v.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!(
+                    "{} = {:?} must be 1 to 32 letters, digits, '-' or '_'",
+                    key("name"),
+                    v.name
+                ),
+            ));
+        }
+        if let Some(j) = out.iter().position(|o| o.name == v.name) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{} = {:?} is also venues[{j}]'s name", key("name"), v.name),
+            ));
+        }
+        let Some((host, _)) = v
+            .connect
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        else {
+            return Err(ConfigError::invalid(
+                key("connect"),
+                format!(
+                    "{} = {:?} must be host:port (port 1 to 65535)",
+                    key("connect"),
+                    v.connect
+                ),
+            ));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let tls = if v.tls {
+            let server_name = v.server_name.clone().unwrap_or_else(|| host.to_owned());
+            if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
+                return Err(ConfigError::invalid(
+                    key("server_name"),
+                    format!(
+                        "{}: {server_name:?} is not a DNS name or an IP address",
+                        key("server_name")
+                    ),
+                ));
+            }
+            Some((v.ca_file.as_ref().map(PathBuf::from), server_name))
+        } else {
+            if !loopback {
+                return Err(ConfigError::invalid(
+                    key("tls"),
+                    format!(
+                        "{} = false is only allowed when connect is a loopback address; {:?} is not",
+                        key("tls"),
+                        v.connect
+                    ),
+                ));
+            }
+            if v.ca_file.is_some() || v.server_name.is_some() {
+                return Err(ConfigError::invalid(
+                    key("tls"),
+                    format!(
+                        "{} = false: ca_file and server_name apply to TLS only",
+                        key("tls")
+                    ),
+                ));
+            }
+            None
+        };
+        let begin_string = parse_begin_string(&key("begin_string"), &v.begin_string)?;
+        check_id(&key("sender_comp_id"), &v.sender_comp_id)?;
+        check_id(&key("target_comp_id"), &v.target_comp_id)?;
+        if v.sender_comp_id == v.target_comp_id {
+            return Err(ConfigError::invalid(
+                key("target_comp_id"),
+                format!("{} must differ from sender_comp_id", key("target_comp_id")),
+            ));
+        }
+        let credentials = match (&v.username, &v.secret_file) {
+            (None, None) => None,
+            (Some(u), Some(f)) => {
+                check_id(&key("username"), u)?;
+                if f.is_empty() {
+                    return Err(ConfigError::invalid(
+                        key("secret_file"),
+                        format!("{} must not be empty", key("secret_file")),
+                    ));
+                }
+                Some((u.clone(), PathBuf::from(f)))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    key("secret_file"),
+                    format!(
+                        "{} is missing: username signs the Logon with the secret it holds",
+                        key("secret_file")
+                    ),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key("username"),
+                    format!(
+                        "{} is missing: secret_file needs the key id it belongs to",
+                        key("username")
+                    ),
+                ))
+            }
+        };
+        if let Some(a) = &v.account {
+            check_id(&key("account"), a)?;
+        }
+        if v.instruments.is_empty() {
+            return Err(ConfigError::invalid(
+                key("instruments"),
+                format!(
+                    "{} is empty: list the symbols routed to this venue",
+                    key("instruments")
+                ),
+            ));
+        }
+        for (j, sym) in v.instruments.iter().enumerate() {
+            let k = key(&format!("instruments[{j}]"));
+            if !instruments.iter().any(|c| c.symbol == *sym) {
+                return Err(ConfigError::invalid(
+                    k.clone(),
+                    format!("{k} = {sym:?} is not an instrument listed in [[instruments]]"),
+                ));
+            }
+            if let Some(other) = routed.insert(sym.as_str(), i) {
+                return Err(ConfigError::invalid(
+                    k.clone(),
+                    format!("{k} = {sym:?} is already routed by venues[{other}]"),
+                ));
+            }
+        }
+        let heartbeat = in_range(&key("heartbeat_secs"), v.heartbeat_secs.into(), 1, 3600)?;
+        let reconnect = in_range(&key("reconnect_secs"), v.reconnect_secs, 1, 3600)?;
+        let tolerance = in_range(
+            &key("sending_time_tolerance_secs"),
+            v.sending_time_tolerance_secs,
+            1,
+            86_400,
+        )?;
+        let mut config = SessionConfig::new(begin_string, &v.sender_comp_id, &v.target_comp_id);
+        config.sending_time_tolerance = Duration::from_secs(tolerance);
+        config.heartbeat_range = (1, MAX_HEARTBEAT_SECS);
+        out.push(VenueSettings {
+            name: v.name.clone(),
+            connect: v.connect.clone(),
+            tls,
+            config,
+            instruments: v.instruments.clone(),
+            credentials,
+            account: v.account.clone(),
+            heartbeat_secs: heartbeat as u32,
+            reconnect: Duration::from_secs(reconnect),
+            reset_on_logon: v.reset_on_logon,
+            store_sync: match v.store_sync {
+                RawStoreSync::Always => SyncPolicy::Always,
+                RawStoreSync::Never => SyncPolicy::Never,
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// Checks `[admin]`: the address, a certificate (its own, `[tls]`'s, or the embedded

@@ -44,7 +44,7 @@ pub fn decode_state(settings: &Settings, state: &[u8]) -> Result<(Core, i64)> {
         instruments: settings.instruments.clone(),
         option_series: settings.option_series.clone(),
     };
-    let core = Core::restore_snapshot(
+    let mut core = Core::restore_snapshot(
         &settings.engine,
         &settings.risk,
         &names,
@@ -52,6 +52,7 @@ pub fn decode_state(settings: &Settings, state: &[u8]) -> Result<(Core, i64)> {
         now / 1_000_000,
         core,
     )?;
+    crate::venue::apply_routes(&mut core, settings);
     Ok((core, now))
 }
 
@@ -327,8 +328,10 @@ pub fn build_core(settings: &Settings) -> Result<Core> {
         portcullis_engine::Instruments::new(&settings.instruments, &settings.option_series, now_ms)
             .map_err(|e| anyhow!("instruments: {e}"))?;
     let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
-    Core::new(&settings.engine, &settings.risk, &names, instruments)
-        .map_err(|e| anyhow!("engine: {e}"))
+    let mut core = Core::new(&settings.engine, &settings.risk, &names, instruments)
+        .map_err(|e| anyhow!("engine: {e}"))?;
+    crate::venue::apply_routes(&mut core, settings);
+    Ok(core)
 }
 
 #[cfg(test)]

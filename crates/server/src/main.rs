@@ -40,6 +40,7 @@ mod security;
 mod security_list;
 mod security_status;
 mod user_streams;
+mod venue;
 mod webhook;
 mod ws_app;
 mod ws_auth;
@@ -677,6 +678,41 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         journal_feed.clone(),
         history.clone(),
     ));
+    // Venue connectors: their secrets and TLS roots are read now, so a bad file stops the
+    // start with a config error rather than failing every connection attempt later.
+    let mut connectors = Vec::with_capacity(settings.venues.len());
+    for (i, v) in settings.venues.iter().enumerate() {
+        let key = |k: &str| format!("venues[{i}].{k}");
+        let secret = match &v.credentials {
+            Some((_, file)) => Some(venue::read_secret(file).map_err(|e| {
+                Failure::Config(ConfigError::Invalid {
+                    key: key("secret_file"),
+                    message: format!("{}: {e:#}", key("secret_file")),
+                })
+            })?),
+            None => None,
+        };
+        let tls = match &v.tls {
+            Some((ca_file, _)) => Some(
+                webhook::tls_client_config(ca_file.as_deref(), &key("ca_file")).map_err(|e| {
+                    Failure::Config(ConfigError::Invalid {
+                        key: key("ca_file"),
+                        message: format!("{e:#}"),
+                    })
+                })?,
+            ),
+            None => None,
+        };
+        let dir = data_dir.join("venues").join(&v.name);
+        info!(venue = %v.name, connect = %v.connect, instruments = ?v.instruments, "venue configured");
+        connectors.push(venue::Connector {
+            settings: v.clone(),
+            slot: venue::slot(&settings, i),
+            opener: at_rest::store_opener(dir, v.store_sync, store_keys.clone()),
+            secret,
+            tls,
+        });
+    }
     let (trigger, signal) = transport::shutdown_channel();
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve_http(l, signal.clone()));
@@ -698,6 +734,9 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     }
     if let Some(a) = admin {
         tasks.spawn(a.serve(signal.clone()));
+    }
+    for c in connectors {
+        tasks.spawn(venue::run(c, pipeline.clone(), signal.clone()));
     }
     let watcher = match auth {
         Some(a) => {
@@ -825,13 +864,16 @@ fn start_pipeline(
         ))
     })?;
     let names: Vec<&str> = settings.accounts.iter().map(String::as_str).collect();
-    let core = portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
-        .map_err(|e| {
-            Failure::Config(ConfigError::Invalid {
-                key: "engine".into(),
-                message: e.to_string(),
-            })
-        })?;
+    let mut core =
+        portcullis_engine::Core::new(&settings.engine, &settings.risk, &names, instruments)
+            .map_err(|e| {
+                Failure::Config(ConfigError::Invalid {
+                    key: "engine".into(),
+                    message: e.to_string(),
+                })
+            })?;
+    // Before recovery: replayed orders of routed instruments go to their venues again.
+    venue::apply_routes(&mut core, settings);
     let config = pipeline::PipelineConfig {
         threading: settings.core.threading,
         ingress_capacity: settings.core.ingress_capacity,
@@ -840,8 +882,9 @@ fn start_pipeline(
         pin_cpu: settings.core.pin_cpu,
         trading_day_end_secs: settings.core.trading_day_end_secs,
         max_sessions: settings.risk.max_sessions,
-        // The configured sessions own slots 0..n (config validation keeps n ≤ max_sessions).
-        reserved_slots: settings.sessions.len() as u32,
+        // The configured sessions own slots 0..n, the venues the next ones (config validation
+        // keeps them within max_sessions).
+        reserved_slots: (settings.sessions.len() + settings.venues.len()) as u32,
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
     security_list::seed_response_ids((now_ns / 1_000_000) as u64);

@@ -119,24 +119,32 @@ impl WebhookSender {
 /// The TLS client configuration of the webhook: TLS 1.3, the web PKI roots or the certificates
 /// of `ca_file`.
 pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    tls_client_config(ca_file, "webhook_ca_file")
+}
+
+/// A TLS 1.3 client configuration trusting the web PKI roots or the certificates of
+/// `ca_file` (named `what` in errors): the webhook's and the venue connectors'.
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+    what: &str,
+) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
             let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read webhook_ca_file {}", path.display()))?;
+                .with_context(|| format!("cannot read {what} {}", path.display()))?;
             let mut n = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.with_context(|| {
-                    format!("webhook_ca_file {}: bad PEM certificate", path.display())
-                })?;
+                let cert = cert
+                    .with_context(|| format!("{what} {}: bad PEM certificate", path.display()))?;
                 roots
                     .add(cert)
-                    .map_err(|e| anyhow!("webhook_ca_file {}: {e}", path.display()))?;
+                    .map_err(|e| anyhow!("{what} {}: {e}", path.display()))?;
                 n += 1;
             }
             if n == 0 {
-                bail!("webhook_ca_file {} holds no certificate", path.display());
+                bail!("{what} {} holds no certificate", path.display());
             }
         }
     }

@@ -1,0 +1,734 @@
+//! Venue connectors: the orders of routed instruments leave through a FIX session this server
+//! initiates to the venue (an exchange, or another Portcullis), and the venue's execution
+//! reports come back as commands for the core thread (DESIGN.md §2, "venue connectors").
+//!
+//! ```text
+//!  core thread ──Route event──▶ venue slot's egress ──▶ connector task ──NewOrderSingle──▶ venue
+//!       ▲                                                  (FIX initiator,  ◀─ExecutionReport──
+//!       └──────────────── Command::Venue (ingress) ◀───────  sans-IO Session)
+//! ```
+//!
+//! - Each venue has its own session slot after the configured FIX sessions; the core thread
+//!   addresses its route requests there, and the connector's route to the slot lives as long
+//!   as the process (a reconnect does not lose requests).
+//! - The engine's OrderID is the ClOrdID(11) at the venue, so a report names its order
+//!   without a table; a cancel's ClOrdID is `C` and the request's ExecID.
+//! - While the venue is not logged on, a new order is refused at once ("refused by the
+//!   venue") rather than left waiting, and cancels wait for the next Logon.
+//! - Reports are at-least-once: the inbound sequence number the store keeps never passes a
+//!   report the core thread has not processed (and journaled), so a crash makes the next
+//!   Logon ask for it again; the core applies each fill once (by cumulative quantity).
+//! - [`VenueLink`] is the protocol logic without I/O (fed events and bytes, tested here);
+//!   [`run`] is the thin loop that connects, reconnects and moves bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use portcullis_fix::{tag, BeginString, Decoder, MessageRef, SeqNum, UtcTimestamp};
+use portcullis_session::fix_session::{
+    DisconnectReason, InitiatorLogon, LogonHeader, LogonSigner, Session, SessionEvent, SessionState,
+};
+use portcullis_session::transport::{ShutdownSignal, StoreOpener};
+use portcullis_types::{
+    format_fixed, parse_fixed, AccountId, Command, Event, EventKind, OrdType, OrderId, Price, Qty,
+    RouteRequest, SessionId, Side, TimeInForce, VenueReport, VenueReportKind,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{error, info, warn};
+
+use crate::config::{Settings, VenueSettings};
+use crate::pipeline::{Conn, Directory, Ingress, Outbound, Pipeline};
+
+/// The session slot of venue `i` (after the configured FIX sessions' slots).
+pub fn slot(settings: &Settings, i: usize) -> SessionId {
+    SessionId((settings.sessions.len() + i) as u32)
+}
+
+/// Routes each venue's instruments to its slot (on every core the server builds: before
+/// recovery replays the journal, and on snapshot replicas).
+pub fn apply_routes(core: &mut portcullis_engine::Core, settings: &Settings) {
+    for (i, v) in settings.venues.iter().enumerate() {
+        for symbol in &v.instruments {
+            if let Some(id) = core.instruments().by_symbol(symbol) {
+                core.set_route(id, Some(slot(settings, i)));
+            }
+        }
+    }
+}
+
+/// Signs an initiator's Logon as DESIGN.md §4 says (the same rule a client of this server
+/// follows): Username(553), RawDataLength(95)/RawData(96).
+struct SignedLogon {
+    username: String,
+    secret: zeroize::Zeroizing<String>,
+}
+
+impl LogonSigner for SignedLogon {
+    fn logon_fields(&self, h: &LogonHeader<'_>, out: &mut Vec<(u32, Vec<u8>)>) {
+        let seq = h.msg_seq_num.to_string();
+        let sig = portcullis_auth::fix_sig::sign_logon(
+            self.secret.as_bytes(),
+            &portcullis_auth::fix_sig::LogonFields {
+                sending_time: h.sending_time,
+                msg_type: b"A",
+                msg_seq_num: seq.as_bytes(),
+                sender_comp_id: h.sender_comp_id.as_bytes(),
+                target_comp_id: h.target_comp_id.as_bytes(),
+                username: self.username.as_bytes(),
+            },
+        );
+        out.push((tag::RAW_DATA_LENGTH, sig.len().to_string().into_bytes()));
+        out.push((tag::RAW_DATA, sig.into_bytes()));
+        out.push((553, self.username.as_bytes().to_vec()));
+    }
+}
+
+/// Reads a venue's secret file (its first line), at start: a missing file is a config error.
+pub fn read_secret(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the venue secret file {}", path.display()))?,
+    );
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Err(anyhow!("the venue secret file {} is empty", path.display()));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
+}
+
+/// The protocol side of one venue connection: what to send for a route request, what a
+/// venue's message reports, and the requests that wait for a Logon. No I/O.
+pub struct VenueLink {
+    venue: SessionId,
+    account: Option<String>,
+    begin_string: BeginString,
+    /// Cancels asked for while the venue was not logged on: sent after the next Logon.
+    waiting_cancels: VecDeque<Event>,
+    /// Our MsgSeqNum of each order sent and not yet answered, for a session-level Reject
+    /// of it (RefSeqNum) to refuse the order.
+    sent_orders: HashMap<SeqNum, OrderId>,
+    decoder: Decoder,
+    text: Vec<u8>,
+}
+
+/// Orders remembered by MsgSeqNum at most (the oldest are forgotten: their answers came).
+const MAX_SENT_ORDERS: usize = 65_536;
+
+impl VenueLink {
+    /// A link for the venue in slot `venue`.
+    pub fn new(venue: SessionId, settings: &VenueSettings) -> Self {
+        Self {
+            venue,
+            account: settings.account.clone(),
+            begin_string: settings.config.begin_string,
+            waiting_cancels: VecDeque::new(),
+            sent_orders: HashMap::new(),
+            decoder: Decoder::new(),
+            text: Vec::with_capacity(32),
+        }
+    }
+
+    /// A route request from the core thread: sent on `session` if it is logged on. A new
+    /// order that cannot be sent comes back as the venue's refusal (to submit); a cancel
+    /// waits for the next Logon.
+    pub fn on_route(
+        &mut self,
+        e: &Event,
+        session: Option<&mut Session>,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> Option<VenueReport> {
+        let EventKind::Route(kind) = e.kind else {
+            return None;
+        };
+        let session = session.filter(|s| s.state() == SessionState::Active);
+        match (kind, session) {
+            (RouteRequest::New, Some(s)) => {
+                if self.send_order(e, s, dir, now) {
+                    None
+                } else {
+                    Some(self.report(e.order_id, VenueReportKind::Rejected, now))
+                }
+            }
+            (RouteRequest::New, None) => {
+                Some(self.report(e.order_id, VenueReportKind::Rejected, now))
+            }
+            (RouteRequest::Cancel, Some(s)) => {
+                if !self.send_cancel(e, s, dir, now) {
+                    self.waiting_cancels.push_back(*e);
+                }
+                None
+            }
+            (RouteRequest::Cancel, None) => {
+                self.waiting_cancels.push_back(*e);
+                None
+            }
+        }
+    }
+
+    /// After a Logon: sends the cancels that waited for it.
+    pub fn on_logon(&mut self, session: &mut Session, dir: &Directory, now: UtcTimestamp) {
+        while let Some(e) = self.waiting_cancels.pop_front() {
+            if !self.send_cancel(&e, session, dir, now) {
+                self.waiting_cancels.push_front(e);
+                return;
+            }
+        }
+    }
+
+    fn report(&self, order: OrderId, kind: VenueReportKind, now: UtcTimestamp) -> VenueReport {
+        VenueReport {
+            venue: self.venue,
+            order_id: order,
+            kind,
+            last_px: Price(0),
+            last_qty: Qty(0),
+            cum_qty: Qty(0),
+            received_ns: now.nanos(),
+        }
+    }
+
+    fn send_order(
+        &mut self,
+        e: &Event,
+        s: &mut Session,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> bool {
+        let Some(d) = dir.get(e.instrument) else {
+            return false;
+        };
+        let text = &mut self.text;
+        let account = self.account.as_deref();
+        let v42 = self.begin_string == BeginString::Fix42;
+        let sent = s.send_application(now, b"D", |enc| {
+            text.clear();
+            text.extend_from_slice(e.order_id.0.to_string().as_bytes());
+            enc.str(tag::CL_ORD_ID, text);
+            if let Some(a) = account {
+                enc.str(tag::ACCOUNT, a.as_bytes());
+            }
+            if v42 {
+                enc.char(tag::HANDL_INST, b'1');
+            }
+            enc.str(tag::SYMBOL, d.symbol.as_bytes());
+            enc.char(tag::SIDE, side_char(e.side));
+            enc.timestamp(
+                tag::TRANSACT_TIME,
+                now,
+                portcullis_fix::TimePrecision::Millis,
+            );
+            text.clear();
+            format_fixed(e.qty.0, d.qty_scale, text);
+            enc.str(tag::ORDER_QTY, text);
+            if e.ord_type == OrdType::Market {
+                enc.char(tag::ORD_TYPE, b'1');
+            } else {
+                enc.char(tag::ORD_TYPE, b'2');
+                text.clear();
+                format_fixed(e.price.0, d.price_scale, text);
+                enc.str(tag::PRICE, text);
+            }
+            enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+            if e.details.post_only {
+                enc.char(tag::EXEC_INST, b'6');
+            }
+        });
+        match sent {
+            Ok(seq) => {
+                if self.sent_orders.len() >= MAX_SENT_ORDERS {
+                    let oldest = self.sent_orders.keys().min().copied();
+                    if let Some(k) = oldest {
+                        self.sent_orders.remove(&k);
+                    }
+                }
+                self.sent_orders.insert(seq, e.order_id);
+                true
+            }
+            Err(err) => {
+                warn!(error = %err, order = e.order_id.0, "order not sent to the venue");
+                false
+            }
+        }
+    }
+
+    fn send_cancel(
+        &mut self,
+        e: &Event,
+        s: &mut Session,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> bool {
+        let Some(d) = dir.get(e.instrument) else {
+            // Nothing to name it by: the order stays until the venue reports on it.
+            return true;
+        };
+        let text = &mut self.text;
+        let account = self.account.as_deref();
+        s.send_application(now, b"F", |enc| {
+            text.clear();
+            text.push(b'C');
+            text.extend_from_slice(e.exec_id.to_string().as_bytes());
+            enc.str(tag::CL_ORD_ID, text);
+            text.clear();
+            text.extend_from_slice(e.order_id.0.to_string().as_bytes());
+            enc.str(tag::ORIG_CL_ORD_ID, text);
+            if let Some(a) = account {
+                enc.str(tag::ACCOUNT, a.as_bytes());
+            }
+            enc.str(tag::SYMBOL, d.symbol.as_bytes());
+            enc.char(tag::SIDE, side_char(e.side));
+            enc.timestamp(
+                tag::TRANSACT_TIME,
+                now,
+                portcullis_fix::TimePrecision::Millis,
+            );
+            text.clear();
+            format_fixed(e.qty.0, d.qty_scale, text);
+            enc.str(tag::ORDER_QTY, text);
+        })
+        .is_ok()
+    }
+
+    /// What an application message from the venue reports about a routed order, if anything:
+    /// ExecutionReport(8), OrderCancelReject(9), or a Reject(3) / BusinessMessageReject(j)
+    /// of an order we sent. Anything malformed is logged and ignored (never reaches the core).
+    pub fn on_message(
+        &mut self,
+        bytes: &[u8],
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> Option<VenueReport> {
+        let mut dec = std::mem::take(&mut self.decoder);
+        let r = match dec.decode(bytes) {
+            Ok(m) => self.read(&m, dir, now),
+            Err(e) => {
+                warn!(error = %e, "venue message does not decode; ignored");
+                None
+            }
+        };
+        self.decoder = dec;
+        r
+    }
+
+    fn read(
+        &mut self,
+        m: &MessageRef<'_>,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> Option<VenueReport> {
+        match m.msg_type() {
+            b"8" => self.read_execution_report(m, dir, now),
+            b"9" => {
+                let order = order_ref(m, tag::ORIG_CL_ORD_ID)?;
+                Some(self.report(order, VenueReportKind::CancelRejected, now))
+            }
+            b"3" | b"j" => {
+                let ref_seq = m.get_u64(tag::REF_SEQ_NUM)?;
+                let order = self.sent_orders.remove(&ref_seq)?;
+                warn!(
+                    order = order.0,
+                    text = m.get_str(tag::TEXT).unwrap_or(""),
+                    "the venue rejected an order at the session level"
+                );
+                Some(self.report(order, VenueReportKind::Rejected, now))
+            }
+            _ => None,
+        }
+    }
+
+    fn read_execution_report(
+        &mut self,
+        m: &MessageRef<'_>,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> Option<VenueReport> {
+        let exec_type = m.get(tag::EXEC_TYPE).and_then(|v| v.first().copied());
+        let exec_type = exec_type.or_else(|| {
+            // FIX 4.2 before ExecType: the order's status says it.
+            m.get(tag::ORD_STATUS).and_then(|v| v.first().copied())
+        })?;
+        // Cancels and expiries answer our cancel request: the order is its OrigClOrdID.
+        let order = order_ref(m, tag::ORIG_CL_ORD_ID).or_else(|| order_ref(m, tag::CL_ORD_ID))?;
+        let kind = match exec_type {
+            b'0' => VenueReportKind::Accepted,
+            b'1' | b'2' | b'F' => VenueReportKind::Fill,
+            b'4' => VenueReportKind::Canceled,
+            b'C' => VenueReportKind::Expired,
+            b'8' => VenueReportKind::Rejected,
+            // Pending new / cancel, replaced, status, triggered, done for day: nothing the
+            // order's state needs (a replace is never asked for).
+            _ => return None,
+        };
+        self.sent_orders.retain(|_, o| *o != order);
+        let mut r = self.report(order, kind, now);
+        if kind == VenueReportKind::Fill {
+            let symbol = m.get(tag::SYMBOL)?;
+            let (_, d) = dir.lookup(symbol)?;
+            let px = parse_fixed(m.get(tag::LAST_PX)?, d.price_scale).ok()?;
+            let qty = parse_fixed(m.get(tag::LAST_QTY)?, d.qty_scale).ok()?;
+            let cum = parse_fixed(m.get(tag::CUM_QTY)?, d.qty_scale).ok()?;
+            if px <= 0 || qty <= 0 || cum < qty {
+                warn!(
+                    order = order.0,
+                    "venue fill with impossible quantities; ignored"
+                );
+                return None;
+            }
+            r.last_px = Price(px);
+            r.last_qty = Qty(qty);
+            r.cum_qty = Qty(cum);
+        }
+        Some(r)
+    }
+}
+
+/// The engine OrderID in field `t` (a ClOrdID we sent), if it is one.
+fn order_ref(m: &MessageRef<'_>, t: u32) -> Option<OrderId> {
+    let v = m.get(t)?;
+    let id = portcullis_fix::decode::parse_u64(v)?;
+    (id > 0).then_some(OrderId(id))
+}
+
+fn side_char(s: Side) -> u8 {
+    match s {
+        Side::Buy => b'1',
+        Side::Sell => b'2',
+    }
+}
+
+fn tif_char(t: TimeInForce) -> u8 {
+    match t {
+        TimeInForce::Day => b'0',
+        TimeInForce::Gtc => b'1',
+        TimeInForce::Ioc => b'3',
+        TimeInForce::Fok => b'4',
+        // Never routed (the engine refuses good-till-date orders for a venue).
+        TimeInForce::Gtd { .. } => b'6',
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection loop
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What the connector task needs, built at start.
+pub struct Connector {
+    /// The venue's settings.
+    pub settings: VenueSettings,
+    /// Its session slot.
+    pub slot: SessionId,
+    /// Opens its message store.
+    pub opener: StoreOpener,
+    /// The Logon's credentials (username, secret), read at start.
+    pub secret: Option<zeroize::Zeroizing<String>>,
+    /// TLS to the venue (`None`: plain TCP to loopback).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Reports submitted to the core thread, by the inbound MsgSeqNum that carried them, until
+/// the core has processed them ([`Conn::answered`]).
+#[derive(Default)]
+struct Unanswered {
+    submitted: u64,
+    waiting: VecDeque<(u64, SeqNum)>,
+}
+
+impl Unanswered {
+    fn oldest(&mut self, answered: u64) -> Option<SeqNum> {
+        while self.waiting.front().is_some_and(|&(i, _)| i < answered) {
+            self.waiting.pop_front();
+        }
+        self.waiting.front().map(|&(_, s)| s)
+    }
+}
+
+/// Runs the connector until `shutdown`: connects, logs on, moves orders and reports, and
+/// reconnects after `reconnect` whenever the connection ends.
+pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSignal) {
+    let name = c.settings.name.clone();
+    let accounts: Vec<AccountId> = (0..pipeline.account_names().len() as u32)
+        .map(AccountId)
+        .collect();
+    let conn = pipeline.new_conn(c.slot, &accounts, false);
+    let mut item = Ingress::Open(conn.clone());
+    loop {
+        match pipeline.submit(item) {
+            Ok(()) => break,
+            Err(back) => item = back,
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut store = match (c.opener)(UtcTimestamp::now()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(venue = %name, error = %e, "cannot open the venue's message store; not connecting");
+            None
+        }
+    };
+    let mut link = VenueLink::new(c.slot, &c.settings);
+    let mut unanswered = Unanswered::default();
+    let mut first = true;
+    while !shutdown.is_triggered() {
+        if !first {
+            // Between attempts, route requests are still answered (new orders refused).
+            let wait = tokio::time::sleep(c.settings.reconnect);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = shutdown.wait() => return,
+                    _ = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
+                        drain_routes(&conn, &mut link, None, &pipeline, &mut unanswered).await;
+                    }
+                }
+            }
+        }
+        first = false;
+        let Some(s) = store.take() else {
+            // No store: refuse every order routed here, forever.
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
+                    drain_routes(&conn, &mut link, None, &pipeline, &mut unanswered).await;
+                    continue;
+                }
+            }
+        };
+        let stream = tokio::select! {
+            r = connect(&c) => r,
+            _ = shutdown.wait() => { store = Some(s); break; }
+        };
+        let stream = match stream {
+            Ok(st) => st,
+            Err(e) => {
+                warn!(venue = %name, error = %format!("{e:#}"), "cannot connect to the venue");
+                store = Some(s);
+                continue;
+            }
+        };
+        let logon = InitiatorLogon {
+            heartbeat_secs: c.settings.heartbeat_secs,
+            reset_seq_num: c.settings.reset_on_logon,
+            signer: match (&c.settings.credentials, &c.secret) {
+                (Some((username, _)), Some(secret)) => Some(Box::new(SignedLogon {
+                    username: username.clone(),
+                    secret: secret.clone(),
+                })
+                    as Box<dyn LogonSigner>),
+                _ => None,
+            },
+        };
+        let session = Session::initiate(c.settings.config.clone(), s, UtcTimestamp::now(), logon);
+        let session = connection(
+            &name,
+            session,
+            stream,
+            &conn,
+            &mut link,
+            &pipeline,
+            &mut unanswered,
+            &mut shutdown,
+        )
+        .await;
+        let mut session = session;
+        session.on_disconnect(UtcTimestamp::now());
+        store = Some(session.into_store());
+        // Reports not yet processed are asked for again at the next Logon.
+        unanswered.waiting.clear();
+    }
+    if let Some(mut s) = store {
+        let _ = s.sync();
+    }
+}
+
+async fn connect(c: &Connector) -> Result<Box<dyn Stream>> {
+    let addr = c
+        .settings
+        .connect
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {}", c.settings.connect))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to no address", c.settings.connect))?;
+    if c.tls.is_none() && !addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "{addr} is not a loopback address: plain TCP refused"
+        ));
+    }
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+    .with_context(|| format!("connecting to {addr}"))?;
+    let _ = tcp.set_nodelay(true);
+    match (&c.tls, &c.settings.tls) {
+        (Some(config), Some((_, server_name))) => {
+            let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                .context("server name")?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .with_context(|| format!("TLS handshake with {addr}"))?;
+            Ok(Box::new(tls))
+        }
+        _ => Ok(Box::new(tcp)),
+    }
+}
+
+/// Takes the venue slot's route requests off its queue and acts on them.
+async fn drain_routes(
+    conn: &Conn,
+    link: &mut VenueLink,
+    mut session: Option<&mut Session>,
+    pipeline: &Pipeline,
+    unanswered: &mut Unanswered,
+) {
+    let dir = pipeline.directory();
+    let now = UtcTimestamp::now();
+    while let Some(Outbound::Event(e) | Outbound::Status(e)) = conn.pop() {
+        if let Some(r) = link.on_route(&e, session.as_deref_mut(), &dir, now) {
+            submit(pipeline, r, unanswered, None).await;
+        }
+    }
+    if conn.overflowed() {
+        // Route requests were lost (their orders wait until cancelled): loud, and no spin
+        // on the queue that stays ready from now on.
+        error!(
+            capacity = conn.capacity(),
+            "venue route queue overflowed: requests lost; raise core.egress_capacity"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Hands a venue's report to the core thread; waits while the ingress queue is full (a
+/// report must not be lost).
+async fn submit(
+    pipeline: &Pipeline,
+    r: VenueReport,
+    unanswered: &mut Unanswered,
+    seq: Option<SeqNum>,
+) {
+    let mut item = Ingress::Cmd(Command::Venue(r));
+    loop {
+        match pipeline.submit(item) {
+            Ok(()) => break,
+            Err(back) => item = back,
+        }
+        if pipeline.is_stopping() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let i = unanswered.submitted;
+    unanswered.submitted += 1;
+    if let Some(seq) = seq {
+        unanswered.waiting.push_back((i, seq));
+    }
+}
+
+/// One connection's life; returns the session once it has ended.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    name: &str,
+    mut session: Session,
+    mut stream: Box<dyn Stream>,
+    conn: &Arc<Conn>,
+    link: &mut VenueLink,
+    pipeline: &Pipeline,
+    unanswered: &mut Unanswered,
+    shutdown: &mut ShutdownSignal,
+) -> Session {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut logging_out = false;
+    loop {
+        // Events of what was fed in, then the bytes to send.
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                SessionEvent::LoggedOn {
+                    heartbeat_secs,
+                    reset,
+                } => {
+                    info!(venue = %name, heartbeat_secs, reset, "logged on to the venue");
+                    let dir = pipeline.directory();
+                    link.on_logon(&mut session, &dir, UtcTimestamp::now());
+                }
+                SessionEvent::Application { seq, message } => {
+                    let dir = pipeline.directory();
+                    let r = link.on_message(&message, &dir, UtcTimestamp::now());
+                    drop(dir);
+                    session.recycle_message(message);
+                    if let Some(r) = r {
+                        submit(pipeline, r, unanswered, Some(seq)).await;
+                    }
+                }
+                SessionEvent::RejectSent { text, .. } => {
+                    warn!(venue = %name, %text, "message from the venue rejected");
+                }
+                SessionEvent::Garbled { reason } => {
+                    warn!(venue = %name, %reason, "garbled bytes from the venue ignored");
+                }
+                SessionEvent::LoggedOut => info!(venue = %name, "logged out of the venue"),
+                SessionEvent::SequenceReset => unanswered.waiting.clear(),
+                SessionEvent::Disconnect(reason) => match reason {
+                    DisconnectReason::LogoutComplete => {}
+                    r => warn!(venue = %name, reason = ?r, "venue session ended"),
+                },
+            }
+        }
+        session.set_unanswered(unanswered.oldest(conn.answered()));
+        session.commit_store();
+        let out = session.transmit();
+        if !out.is_empty() {
+            let n = out.len();
+            if let Err(e) = stream.write_all(out).await {
+                warn!(venue = %name, error = %e, "venue connection lost");
+                return session;
+            }
+            session.consume_transmit(n);
+        }
+        if session.state() == SessionState::Disconnected {
+            let _ = stream.shutdown().await;
+            return session;
+        }
+        let deadline = session.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => {
+                    let wait = (t.nanos() - UtcTimestamp::now().nanos()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_nanos(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    info!(venue = %name, "venue connection closed");
+                    return session;
+                }
+                Ok(n) => session.handle_input(UtcTimestamp::now(), &buf[..n]),
+            },
+            _ = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
+                drain_routes(conn, link, Some(&mut session), pipeline, unanswered).await;
+            }
+            _ = sleep => session.handle_timeout(UtcTimestamp::now()),
+            _ = shutdown.wait(), if !logging_out => {
+                logging_out = true;
+                session.logout(UtcTimestamp::now(), "server shutting down");
+            }
+        }
+        // Reports processed since: the stored number may move on.
+        session.set_unanswered(unanswered.oldest(conn.answered()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+//! The venue link's protocol: what it sends for the core's route requests and what it reads
+//! from the venue's messages, on a session driven by hand.
+
+use super::*;
+use portcullis_engine::{Instruments, InstrumentsConfig};
+use portcullis_fix::{Encoder, Frame, TimePrecision};
+use portcullis_session::fix_session::SessionConfig;
+use portcullis_session::store::{MemoryStore, SyncPolicy};
+use portcullis_types::{ClOrdId, InstrumentId, OrderDetails, TradeId};
+
+const VENUE: SessionId = SessionId(3);
+
+fn dir() -> Directory {
+    let cfg: InstrumentsConfig = toml::from_str(
+        r#"
+        [[instruments]]
+        symbol = "BTC-PERP"
+        price_scale = 1
+        qty_scale = 3
+        tick = "0.5"
+        lot = "0.001"
+        min_qty = "0.001"
+        max_qty = "1000"
+        "#,
+    )
+    .unwrap();
+    let inst = Instruments::new(&cfg.instruments, &cfg.option_series, 0).unwrap();
+    Directory::of(&inst)
+}
+
+fn settings(v: BeginString) -> VenueSettings {
+    VenueSettings {
+        name: "up".into(),
+        connect: "127.0.0.1:1".into(),
+        tls: None,
+        config: SessionConfig::new(v, "BROKER", "VENUE"),
+        instruments: vec!["BTC-PERP".into()],
+        credentials: None,
+        account: Some("ACC-9".into()),
+        heartbeat_secs: 30,
+        reconnect: Duration::from_secs(1),
+        reset_on_logon: false,
+        store_sync: SyncPolicy::Never,
+    }
+}
+
+fn now() -> UtcTimestamp {
+    UtcTimestamp::now()
+}
+
+/// A session logged on to the venue (its answer fed in), with our Logon taken off.
+fn logged_on(v: BeginString) -> Session {
+    let mut s = Session::initiate(
+        settings(v).config,
+        Box::new(MemoryStore::new(now())),
+        now(),
+        InitiatorLogon {
+            heartbeat_secs: 30,
+            reset_seq_num: false,
+            signer: None,
+        },
+    );
+    sent(&mut s);
+    s.handle_input(now(), &venue_msg(v, "A", 1, &[(98, "0"), (108, "30")]));
+    assert_eq!(s.state(), SessionState::Active);
+    while s.poll_event().is_some() {}
+    s
+}
+
+fn venue_msg(v: BeginString, msg_type: &str, seq: u64, fields: &[(u32, &str)]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.start(v.as_bytes(), msg_type.as_bytes());
+    e.str(49, b"VENUE");
+    e.str(56, b"BROKER");
+    e.uint(34, seq);
+    e.timestamp(52, now(), TimePrecision::Millis);
+    for (t, val) in fields {
+        e.str(*t, val.as_bytes());
+    }
+    e.finish().to_vec()
+}
+
+/// The messages the session queued, as (tag, value) lists; consumed.
+fn sent(s: &mut Session) -> Vec<Vec<(u32, String)>> {
+    s.commit_store();
+    let tx = s.transmit().to_vec();
+    s.consume_transmit(tx.len());
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < tx.len() {
+        let Frame::Complete { len } = portcullis_fix::frame(&tx[pos..], 1 << 20) else {
+            panic!("invalid message sent");
+        };
+        let mut d = Decoder::new();
+        let m = d.decode(&tx[pos..pos + len]).unwrap();
+        out.push(
+            m.fields()
+                .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+                .collect(),
+        );
+        pos += len;
+    }
+    out
+}
+
+fn get(m: &[(u32, String)], t: u32) -> Option<&str> {
+    m.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_str())
+}
+
+fn route(kind: RouteRequest, order: u64, exec_id: u64) -> Event {
+    Event {
+        session: VENUE,
+        account: AccountId(0),
+        instrument: InstrumentId(0),
+        kind: EventKind::Route(kind),
+        order_id: OrderId(order),
+        cl_ord_id: ClOrdId::new(b"client-1").unwrap(),
+        orig_cl_ord_id: ClOrdId::EMPTY,
+        side: Side::Sell,
+        ord_type: OrdType::Limit,
+        tif: TimeInForce::Ioc,
+        price: Price(1_000_005),
+        qty: Qty(2_500),
+        cum_qty: Qty(0),
+        leaves_qty: Qty(2_500),
+        avg_px: Price(0),
+        last_px: Price(0),
+        last_qty: Qty(0),
+        trade_id: TradeId(0),
+        exec_id,
+        ts_ns: 0,
+        received_ns: 0,
+        details: OrderDetails {
+            post_only: true,
+            ..OrderDetails::default()
+        },
+    }
+}
+
+#[test]
+fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id() {
+    for v in [BeginString::Fix42, BeginString::Fix44] {
+        let d = dir();
+        let mut s = logged_on(v);
+        let mut link = VenueLink::new(VENUE, &settings(v));
+        let r = link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
+        assert_eq!(r, None);
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 1);
+        let m = &out[0];
+        assert_eq!(get(m, 35), Some("D"));
+        assert_eq!(get(m, 11), Some("41"));
+        assert_eq!(get(m, 1), Some("ACC-9"));
+        assert_eq!(get(m, 55), Some("BTC-PERP"));
+        assert_eq!(get(m, 54), Some("2"));
+        assert_eq!(get(m, 38), Some("2.500"));
+        assert_eq!(get(m, 40), Some("2"));
+        assert_eq!(get(m, 44), Some("100000.5"));
+        assert_eq!(get(m, 59), Some("3"));
+        assert_eq!(get(m, 18), Some("6"));
+        assert_eq!(get(m, 21), (v == BeginString::Fix42).then_some("1"));
+    }
+}
+
+#[test]
+fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_waits_for_the_logon() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut link = VenueLink::new(VENUE, &settings(v));
+    let r = link
+        .on_route(&route(RouteRequest::New, 41, 7), None, &d, now())
+        .unwrap();
+    assert_eq!(
+        (r.venue, r.order_id, r.kind),
+        (VENUE, OrderId(41), VenueReportKind::Rejected)
+    );
+    assert_eq!(
+        link.on_route(&route(RouteRequest::Cancel, 40, 9), None, &d, now()),
+        None
+    );
+    let mut s = logged_on(v);
+    link.on_logon(&mut s, &d, now());
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 1);
+    assert_eq!(get(&out[0], 35), Some("F"));
+    assert_eq!(get(&out[0], 11), Some("C9"));
+    assert_eq!(get(&out[0], 41), Some("40"));
+    assert_eq!(get(&out[0], 38), Some("2.500"));
+}
+
+#[test]
+fn execution_reports_become_venue_reports_of_the_order_they_name() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut link = VenueLink::new(VENUE, &settings(v));
+    let er = |fields: &[(u32, &str)]| {
+        let mut f = vec![(37, "V-1"), (17, "E-1"), (55, "BTC-PERP"), (54, "2")];
+        f.extend_from_slice(fields);
+        venue_msg(v, "8", 2, &f)
+    };
+    let r = link
+        .on_message(&er(&[(11, "41"), (150, "0"), (39, "0")]), &d, now())
+        .unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::Accepted)
+    );
+    let r = link
+        .on_message(
+            &er(&[
+                (11, "41"),
+                (150, "F"),
+                (39, "1"),
+                (31, "99999.5"),
+                (32, "1.5"),
+                (14, "1.5"),
+            ]),
+            &d,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(r.kind, VenueReportKind::Fill);
+    assert_eq!(
+        (r.last_px, r.last_qty, r.cum_qty),
+        (Price(999_995), Qty(1_500), Qty(1_500))
+    );
+    // A cancel answers our request: the order is the OrigClOrdID.
+    let r = link
+        .on_message(
+            &er(&[(11, "C9"), (41, "41"), (150, "4"), (39, "4")]),
+            &d,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::Canceled)
+    );
+    let r = link
+        .on_message(&er(&[(11, "41"), (150, "C"), (39, "C")]), &d, now())
+        .unwrap();
+    assert_eq!(r.kind, VenueReportKind::Expired);
+    let r = link
+        .on_message(
+            &er(&[(11, "41"), (150, "8"), (39, "8"), (103, "3")]),
+            &d,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(r.kind, VenueReportKind::Rejected);
+    let cxl = venue_msg(
+        v,
+        "9",
+        3,
+        &[(37, "V-1"), (11, "C9"), (41, "41"), (39, "2"), (434, "1")],
+    );
+    let r = link.on_message(&cxl, &d, now()).unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::CancelRejected)
+    );
+    // Pending and replaced reports change nothing.
+    assert_eq!(
+        link.on_message(&er(&[(11, "41"), (150, "A"), (39, "A")]), &d, now()),
+        None
+    );
+}
+
+#[test]
+fn malformed_reports_never_reach_the_core() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut link = VenueLink::new(VENUE, &settings(v));
+    let er = |fields: &[(u32, &str)]| venue_msg(v, "8", 2, fields);
+    for bad in [
+        // Not one of our ClOrdIDs.
+        er(&[(11, "abc"), (150, "0"), (55, "BTC-PERP")]),
+        er(&[(11, "0"), (150, "0"), (55, "BTC-PERP")]),
+        // A fill without its quantities, of an unknown symbol, or with impossible ones.
+        er(&[(11, "41"), (150, "F"), (55, "BTC-PERP"), (31, "1")]),
+        er(&[
+            (11, "41"),
+            (150, "F"),
+            (55, "ETH-PERP"),
+            (31, "1"),
+            (32, "1"),
+            (14, "1"),
+        ]),
+        er(&[
+            (11, "41"),
+            (150, "F"),
+            (55, "BTC-PERP"),
+            (31, "1"),
+            (32, "2"),
+            (14, "1"),
+        ]),
+        er(&[
+            (11, "41"),
+            (150, "F"),
+            (55, "BTC-PERP"),
+            (31, "-1"),
+            (32, "1"),
+            (14, "1"),
+        ]),
+        er(&[
+            (11, "41"),
+            (150, "F"),
+            (55, "BTC-PERP"),
+            (31, "1.25"),
+            (32, "1"),
+            (14, "1"),
+        ]),
+        // No ExecType or OrdStatus.
+        er(&[(11, "41"), (55, "BTC-PERP")]),
+        b"8=FIX.4.4\x019=5\x0135=8\x01garbage".to_vec(),
+        Vec::new(),
+    ] {
+        assert_eq!(link.on_message(&bad, &d, now()), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn a_session_reject_of_an_order_we_sent_refuses_it() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut s = logged_on(v);
+    let mut link = VenueLink::new(VENUE, &settings(v));
+    link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
+    let seq = get(&sent(&mut s)[0], 34).unwrap().to_owned();
+    let reject = venue_msg(v, "3", 2, &[(45, &seq), (373, "5"), (58, "bad")]);
+    let r = link.on_message(&reject, &d, now()).unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::Rejected)
+    );
+    // Once only; and a reject of anything else is not about an order.
+    assert_eq!(link.on_message(&reject, &d, now()), None);
+}
+
+#[test]
+fn a_signed_logon_follows_the_servers_own_rule() {
+    let signer = SignedLogon {
+        username: "key-1".into(),
+        secret: zeroize::Zeroizing::new("s3cret".into()),
+    };
+    let mut out = Vec::new();
+    signer.logon_fields(
+        &LogonHeader {
+            sending_time: b"20261129-10:00:00.000",
+            msg_seq_num: 4,
+            sender_comp_id: "BROKER",
+            target_comp_id: "VENUE",
+        },
+        &mut out,
+    );
+    let raw = out.iter().find(|(t, _)| *t == 96).unwrap().1.clone();
+    assert!(portcullis_auth::fix_sig::verify_logon(
+        b"s3cret",
+        &portcullis_auth::fix_sig::LogonFields {
+            sending_time: b"20261129-10:00:00.000",
+            msg_type: b"A",
+            msg_seq_num: b"4",
+            sender_comp_id: b"BROKER",
+            target_comp_id: b"VENUE",
+            username: b"key-1",
+        },
+        &raw,
+    ));
+    assert_eq!(out.iter().find(|(t, _)| *t == 553).unwrap().1, b"key-1");
+}

@@ -1,0 +1,192 @@
+//! Routing to a venue: two real servers, the broker routing BTC-PERP over a FIX session it
+//! initiates (signed Logon) to the venue, where a market maker trades against the routed
+//! orders. The broker's client sees acknowledgements, fills and cancels as the venue reports
+//! them; orders of other instruments still match on the broker's own book.
+
+use std::time::{Duration, Instant};
+
+use crate::auth::{create_key, env, Key};
+use crate::harness::{free_port, FixClient, Server};
+use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
+
+/// The venue: the broker's session (`BROKER`, account FIRM, signed Logons) and a market
+/// maker's (`MM`, account MAKER).
+fn venue() -> (Server, [u16; 3], Key) {
+    let p = ports();
+    let sessions = [
+        S::signed("FIX.4.4", "BROKER", "FIRM"),
+        S::plain("FIX.4.4", "MM", "MAKER"),
+    ];
+    let mut v = Server::configure(&config(p, &sessions, ""), &p, &env());
+    let key = create_key(&v, &["--account", "FIRM", "--scopes", "trade"]);
+    v.launch();
+    (v, p, key)
+}
+
+/// The broker: one client session (`CLIENT`, account ALICE, signed) and BTC-PERP routed to
+/// the venue at `venue_port`.
+fn broker(venue_port: u16, key: &Key) -> (Server, [u16; 3], Key) {
+    let p = ports();
+    let secret_file = std::env::temp_dir().join(format!("venue-secret-{}", free_port()));
+    std::fs::write(&secret_file, format!("{}\n", key.secret)).unwrap();
+    let venues = format!(
+        r#"
+[[venues]]
+name = "upstream"
+connect = "127.0.0.1:{venue_port}"
+tls = false
+begin_string = "FIX.4.4"
+sender_comp_id = "BROKER"
+target_comp_id = "ISLD"
+instruments = ["BTC-PERP"]
+username = "{}"
+secret_file = "{}"
+account = "FIRM"
+heartbeat_secs = 5
+reconnect_secs = 1
+store_sync = "never"
+"#,
+        key.id,
+        secret_file.display()
+    );
+    let sessions = [S::signed("FIX.4.4", "CLIENT", "ALICE")];
+    let mut b = Server::configure(&config(p, &sessions, &venues), &p, &env());
+    let k = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
+    b.launch();
+    (b, p, k)
+}
+
+fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.log_text().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} not logged: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The next ExecutionReport, skipping heartbeats.
+fn report(c: &mut FixClient) -> crate::harness::Msg {
+    loop {
+        let m = c.recv();
+        if m.msg_type() != "0" {
+            return m;
+        }
+    }
+}
+
+#[test]
+fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
+    let (v, vp, firm_key) = venue();
+    let (b, bp, alice_key) = broker(vp[1], &firm_key);
+    wait_for_log(&b, "logged on to the venue");
+    let mut mm = connect(vp, "FIX.4.4", "MM", None);
+    let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
+
+    // Acknowledged once the venue has accepted it.
+    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    assert_fields(
+        &m,
+        &[(35, "8"), (11, "C1"), (150, "0"), (39, "0"), (151, "0.100")],
+    );
+    let order_id = m.get(37).unwrap().to_owned();
+
+    // The market maker sells into it at the venue; the client sees the fill.
+    assert_fields(&limit(&mut mm, "M1", "2", "0.1", "100000"), &[(150, "0")]);
+    assert_fields(&report(&mut mm), &[(11, "M1"), (150, "F"), (39, "2")]);
+    let fill = report(&mut client);
+    assert_fields(
+        &fill,
+        &[
+            (35, "8"),
+            (11, "C1"),
+            (37, &order_id),
+            (150, "F"),
+            (39, "2"),
+            (31, "100000.0"),
+            (32, "0.100"),
+            (14, "0.100"),
+            (151, "0.000"),
+        ],
+    );
+
+    // A resting order is cancelled at the venue, then reported cancelled.
+    let m = limit(&mut client, "C2", "1", "0.05", "95000");
+    assert_fields(&m, &[(11, "C2"), (150, "0")]);
+    client.send(
+        "F",
+        &[
+            (41, "C2"),
+            (11, "C3"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    let m = report(&mut client);
+    assert_fields(
+        &m,
+        &[(35, "8"), (11, "C3"), (41, "C2"), (150, "4"), (39, "4")],
+    );
+    // Nothing of it is left at the venue: the maker's order there does not trade.
+    let m = limit(&mut mm, "M2", "2", "0.05", "95000");
+    assert_fields(&m, &[(11, "M2"), (150, "0")]);
+
+    // Orders of other instruments match on the broker's own book.
+    let m = {
+        client.send(
+            "D",
+            &[
+                (11, "E1"),
+                (21, "1"),
+                (55, "ETH-PERP"),
+                (54, "1"),
+                (60, "20260101-00:00:00"),
+                (38, "1"),
+                (40, "2"),
+                (44, "3000"),
+                (59, "1"),
+            ],
+        );
+        report(&mut client)
+    };
+    assert_fields(&m, &[(11, "E1"), (150, "0")]);
+    drop(v);
+}
+
+#[test]
+fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
+    // Nothing listens on the venue's port.
+    let nobody = free_port();
+    let key = Key {
+        id: "k".into(),
+        secret: "s".into(),
+    };
+    let (b, bp, alice_key) = broker(nobody, &key);
+    wait_for_log(&b, "cannot connect to the venue");
+    let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
+    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    assert_fields(&m, &[(11, "C1"), (150, "8"), (39, "8"), (103, "0")]);
+    assert!(
+        m.get(58).unwrap_or("").contains("refused by the venue"),
+        "{m:?}"
+    );
+    client.send(
+        "D",
+        &[
+            (11, "E1"),
+            (21, "1"),
+            (55, "ETH-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "3000"),
+            (59, "1"),
+        ],
+    );
+    assert_fields(&report(&mut client), &[(11, "E1"), (150, "0")]);
+}
