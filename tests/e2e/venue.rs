@@ -7,17 +7,17 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{create_key, env, Key};
 use crate::harness::{free_port, FixClient, Server};
-use crate::pipeline::{assert_fields, config, connect, limit, ports, S};
+use crate::pipeline::{assert_fields, config, connect, connect_at, limit, ports, S};
 
 /// The venue: the broker's session (`BROKER`, account FIRM, signed Logons) and a market
 /// maker's (`MM`, account MAKER).
-fn venue() -> (Server, [u16; 3], Key) {
+fn venue(extra: &str) -> (Server, [u16; 3], Key) {
     let p = ports();
     let sessions = [
         S::signed("FIX.4.4", "BROKER", "FIRM"),
         S::plain("FIX.4.4", "MM", "MAKER"),
     ];
-    let mut v = Server::configure(&config(p, &sessions, ""), &p, &env());
+    let mut v = Server::configure(&config(p, &sessions, extra), &p, &env());
     let key = create_key(&v, &["--account", "FIRM", "--scopes", "trade"]);
     v.launch();
     (v, p, key)
@@ -25,7 +25,7 @@ fn venue() -> (Server, [u16; 3], Key) {
 
 /// The broker: one client session (`CLIENT`, account ALICE, signed) and BTC-PERP routed to
 /// the venue at `venue_port`.
-fn broker(venue_port: u16, key: &Key) -> (Server, [u16; 3], Key) {
+fn broker(venue_port: u16, key: &Key, extra: &str) -> (Server, [u16; 3], Key) {
     let p = ports();
     let secret_file = std::env::temp_dir().join(format!("venue-secret-{}", free_port()));
     std::fs::write(&secret_file, format!("{}\n", key.secret)).unwrap();
@@ -50,15 +50,20 @@ store_sync = "never"
         secret_file.display()
     );
     let sessions = [S::signed("FIX.4.4", "CLIENT", "ALICE")];
-    let mut b = Server::configure(&config(p, &sessions, &venues), &p, &env());
+    let mut b = Server::configure(&config(p, &sessions, &(venues + extra)), &p, &env());
     let k = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
     b.launch();
     (b, p, k)
 }
 
 fn wait_for_log(server: &Server, text: &str) {
+    wait_for_logs(server, text, 1);
+}
+
+/// Waits until `text` has been logged `n` times (the log spans restarts).
+fn wait_for_logs(server: &Server, text: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.log_text().contains(text) {
+    while server.log_text().matches(text).count() < n {
         assert!(
             Instant::now() < deadline,
             "{text:?} not logged: {}",
@@ -80,8 +85,8 @@ fn report(c: &mut FixClient) -> crate::harness::Msg {
 
 #[test]
 fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
-    let (v, vp, firm_key) = venue();
-    let (b, bp, alice_key) = broker(vp[1], &firm_key);
+    let (v, vp, firm_key) = venue("");
+    let (b, bp, alice_key) = broker(vp[1], &firm_key, "");
     wait_for_log(&b, "logged on to the venue");
     let mut mm = connect(vp, "FIX.4.4", "MM", None);
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
@@ -165,7 +170,7 @@ fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
         id: "k".into(),
         secret: "s".into(),
     };
-    let (b, bp, alice_key) = broker(nobody, &key);
+    let (b, bp, alice_key) = broker(nobody, &key, "");
     wait_for_log(&b, "cannot connect to the venue");
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
     let m = limit(&mut client, "C1", "1", "0.1", "100000");
@@ -189,4 +194,57 @@ fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
         ],
     );
     assert_fields(&report(&mut client), &[(11, "E1"), (150, "0")]);
+}
+
+#[test]
+fn routed_orders_survive_a_broker_restart_and_fills_made_meanwhile_arrive() {
+    // Orders outlive their sessions' connections on both servers.
+    const KEEP: &str = "\n[engine]\ncancel_on_disconnect = false\n";
+    let (_v, vp, firm_key) = venue(KEEP);
+    let (mut b, bp, alice_key) = broker(vp[1], &firm_key, KEEP);
+    wait_for_log(&b, "logged on to the venue");
+    let mut mm = connect(vp, "FIX.4.4", "MM", None);
+    let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
+    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    assert_fields(&m, &[(11, "C1"), (150, "0")]);
+    let m = limit(&mut client, "C2", "1", "0.05", "95000");
+    assert_fields(&m, &[(11, "C2"), (150, "0")]);
+    let seq = client.seq;
+    drop(client);
+
+    // The broker is down while its order trades at the venue.
+    b.stop();
+    assert_fields(&limit(&mut mm, "M1", "2", "0.1", "100000"), &[(150, "0")]);
+    assert_fields(&report(&mut mm), &[(11, "M1"), (150, "F")]);
+
+    // Back up: the venue delivers the fill, and the client's next logon gets it.
+    b.restart();
+    wait_for_logs(&b, "logged on to the venue", 2);
+    let mut client = connect_at(bp, "FIX.4.4", "CLIENT", Some(&alice_key), seq);
+    let fill = report(&mut client);
+    assert_fields(
+        &fill,
+        &[
+            (11, "C1"),
+            (150, "F"),
+            (39, "2"),
+            (32, "0.100"),
+            (14, "0.100"),
+        ],
+    );
+
+    // The other order is still known after the restart, and cancelled at the venue.
+    client.send(
+        "F",
+        &[
+            (41, "C2"),
+            (11, "C3"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    assert_fields(&report(&mut client), &[(11, "C3"), (41, "C2"), (150, "4")]);
+    let m = limit(&mut mm, "M2", "2", "0.05", "95000");
+    assert_fields(&m, &[(11, "M2"), (150, "0")]);
 }

@@ -885,6 +885,11 @@ impl Matcher {
         self.orders.len()
     }
 
+    /// Whether orders entered by `session` still work (or wait for a trigger or a venue).
+    pub fn session_has_orders(&self, session: SessionId) -> bool {
+        self.orders.session_head(session) != NIL
+    }
+
     /// Resting orders of one account (walks its list: for monitoring and tests).
     pub fn account_orders(&self, account: AccountId) -> u32 {
         let mut n = 0;

@@ -137,7 +137,7 @@ pub struct SessionInfo {
     /// have orders (e.g. GTC orders with cancel-on-disconnect off) whose reports must reach its
     /// next connection from its logon on. A session that never traded opens its route (and
     /// allocates its report queue) only with its first order-entry message, so an idle session
-    /// costs no queue.
+    /// costs no queue. Set at start for a session with orders recovered from the journal.
     pub has_traded: std::sync::atomic::AtomicBool,
     /// The session's ended orders while no connection holds them: a connection takes them
     /// when it opens and gives them back when it ends, so a reconnected client can still ask
@@ -963,10 +963,12 @@ impl ConnectionApp for FixConn {
         self.allowed = Some(self.resolve_accounts());
         // Reports of orders an earlier connection entered (fills of GTC orders) flow from the
         // Logon on.
+        // So do reports parked for the slot (of orders from before a restart).
         if self
             .info
             .has_traded
             .load(std::sync::atomic::Ordering::Relaxed)
+            || self.pipeline.parked().waiting(self.info.slot)
         {
             let _ = self.ensure_conn();
         }

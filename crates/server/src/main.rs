@@ -378,7 +378,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
     let auth = setup_auth(&settings, loaded_keyring, audit.clone())?;
 
     // The order pipeline: the core (books and risk state) on its own thread.
-    let (pipeline, core_thread, journal) = start_pipeline(&settings, keyring.as_ref())?;
+    let (pipeline, core_thread, journal, had_orders) = start_pipeline(&settings, keyring.as_ref())?;
     // Metrics and security monitoring: the queues sampled at scrape time, the journal's fsync
     // durations, the webhook task and the reject-spike detector.
     metrics::install_sources(pipeline.clone(), journal.as_ref().map(|j| j.queue.clone()));
@@ -632,7 +632,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
                     accounts: s.accounts.clone(),
                     cancel_on_disconnect: s.cancel_on_disconnect,
                     mmp: s.mmp,
-                    has_traded: Default::default(),
+                    has_traded: had_orders.get(i).copied().unwrap_or(false).into(),
                     finished: Default::default(),
                     drop_copy: (!s.drop_copy.is_empty()).then(|| {
                         let copied = if s
@@ -838,6 +838,7 @@ type Started = (
     Arc<pipeline::Pipeline>,
     pipeline::CoreHandle,
     Option<JournalThread>,
+    Vec<bool>,
 );
 
 /// Journal items the core thread may queue ahead of the journal thread (about 256 bytes
@@ -888,11 +889,22 @@ fn start_pipeline(
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
     security_list::seed_response_ids((now_ns / 1_000_000) as u64);
+    // Which configured sessions have orders working from before the start: their reports
+    // flow from their next Logon on (see `app::SessionInfo::has_traded`).
+    let traded = |core: &portcullis_engine::Core| -> Vec<bool> {
+        (0..settings.sessions.len())
+            .map(|i| {
+                core.matcher()
+                    .session_has_orders(portcullis_types::SessionId(i as u32))
+            })
+            .collect()
+    };
     let Some(keyring) = keyring else {
         let pipeline = pipeline::Pipeline::new(&config, &settings.accounts, &core);
+        let had_orders = traded(&core);
         let handle = pipeline::start_core(core, pipeline.clone(), &config, None)
             .context("cannot start the core thread")?;
-        return Ok((pipeline, handle, None));
+        return Ok((pipeline, handle, None, had_orders));
     };
     // Recovery: the whole state from the latest snapshot and the journal after it, before
     // anything listens.
@@ -941,6 +953,7 @@ fn start_pipeline(
         settings.journal_pin_cpu,
     )
     .context("cannot start the journal thread")?;
+    let had_orders = traded(&core);
     let handle = pipeline::start_core(core, pipeline.clone(), &config, Some(core_journal))
         .context("cannot start the core thread")?;
     info!(
@@ -958,6 +971,7 @@ fn start_pipeline(
             queue,
             thread: journal_thread,
         }),
+        had_orders,
     ))
 }
 

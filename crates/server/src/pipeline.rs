@@ -618,7 +618,8 @@ impl Parked {
         self.queues.get(slot.0 as usize)?.pop()
     }
 
-    fn waiting(&self, slot: SessionId) -> bool {
+    /// True if reports are parked for `slot`.
+    pub fn waiting(&self, slot: SessionId) -> bool {
         self.queues
             .get(slot.0 as usize)
             .is_some_and(|q| !q.is_empty())
