@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::auth::{create_key, env, Key};
+use serde_json::json;
+
 use crate::harness::{free_port, FixClient, Server};
 use crate::pipeline::{assert_fields, config, connect, connect_at, limit, ports, S};
 
@@ -27,9 +29,19 @@ fn venue(extra: &str) -> (Server, [u16; 3], Key) {
 /// the venue at `venue_port`.
 fn broker(venue_port: u16, key: &Key, extra: &str) -> (Server, [u16; 3], Key) {
     let p = ports();
+    let sessions = [S::signed("FIX.4.4", "CLIENT", "ALICE")];
+    let venues = venues_section(venue_port, key);
+    let mut b = Server::configure(&config(p, &sessions, &(venues + extra)), &p, &env());
+    let k = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
+    b.launch();
+    (b, p, k)
+}
+
+/// The `[[venues]]` section routing BTC-PERP to the venue at `venue_port`, signed with `key`.
+fn venues_section(venue_port: u16, key: &Key) -> String {
     let secret_file = std::env::temp_dir().join(format!("venue-secret-{}", free_port()));
     std::fs::write(&secret_file, format!("{}\n", key.secret)).unwrap();
-    let venues = format!(
+    format!(
         r#"
 [[venues]]
 name = "upstream"
@@ -48,12 +60,7 @@ store_sync = "never"
 "#,
         key.id,
         secret_file.display()
-    );
-    let sessions = [S::signed("FIX.4.4", "CLIENT", "ALICE")];
-    let mut b = Server::configure(&config(p, &sessions, &(venues + extra)), &p, &env());
-    let k = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
-    b.launch();
-    (b, p, k)
+    )
 }
 
 fn wait_for_log(server: &Server, text: &str) {
@@ -247,4 +254,73 @@ fn routed_orders_survive_a_broker_restart_and_fills_made_meanwhile_arrive() {
     assert_fields(&report(&mut client), &[(11, "C3"), (41, "C2"), (150, "4")]);
     let m = limit(&mut mm, "M2", "2", "0.05", "95000");
     assert_fields(&m, &[(11, "M2"), (150, "0")]);
+}
+
+#[test]
+fn a_websocket_order_on_a_routed_instrument_is_answered_when_the_venue_accepts_it() {
+    let (_v, vp, firm_key) = venue("");
+    let (fix, ws, wss) = (free_port(), free_port(), free_port());
+    let cfg =
+        crate::ws::config(fix, ws, wss, "{CERT}", "{KEY}") + &venues_section(vp[1], &firm_key);
+    let mut b = crate::ws::configured(&cfg, &[fix, ws, wss]);
+    let key = create_key(&b, &["--account", "WS-A", "--scopes", "trade,read"]);
+    b.launch();
+    wait_for_log(&b, "logged on to the venue");
+    let mut mm = connect(vp, "FIX.4.4", "MM", None);
+    let mut c = crate::ws::Ws::plain(ws);
+    let place = |c: &mut crate::ws::Ws, id: &str, price: &str| {
+        c.call(
+            json!(id),
+            "order.place",
+            crate::ws::signed(
+                json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT",
+                       "timeInForce": "GTC", "price": price, "quantity": "0.100",
+                       "newOrderRespType": "RESULT"}),
+                &key,
+            ),
+        )
+    };
+    let r = place(&mut c, "p1", "100000.0");
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["status"], "NEW", "{r}");
+    let order_id = r["result"]["orderId"].as_u64().unwrap();
+    assert!(order_id > 0, "{r}");
+    // The venue's fill is the order's.
+    assert_fields(&limit(&mut mm, "M1", "2", "0.1", "100000"), &[(150, "0")]);
+    crate::ws::eventually(|| {
+        let s = c.call(
+            json!("s"),
+            "order.status",
+            crate::ws::signed(json!({"symbol": "BTC-PERP", "orderId": order_id}), &key),
+        );
+        (s["result"]["status"] == "FILLED").then_some(s)
+    });
+    drop(b);
+    // Without the venue, the order is refused with the dialect's error.
+    let nobody = free_port();
+    let (fix, ws, wss) = (free_port(), free_port(), free_port());
+    let cfg =
+        crate::ws::config(fix, ws, wss, "{CERT}", "{KEY}") + &venues_section(nobody, &firm_key);
+    let mut b = crate::ws::configured(&cfg, &[fix, ws, wss]);
+    let key2 = create_key(&b, &["--account", "WS-A", "--scopes", "trade,read"]);
+    b.launch();
+    wait_for_log(&b, "cannot connect to the venue");
+    let mut c = crate::ws::Ws::plain(ws);
+    let r = c.call(
+        json!("p2"),
+        "order.place",
+        crate::ws::signed(
+            json!({"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                   "price": "100000.0", "quantity": "0.100"}),
+            &key2,
+        ),
+    );
+    assert_eq!(r["status"], 400, "{r}");
+    assert!(
+        r["error"]["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused by the venue"),
+        "{r}"
+    );
 }

@@ -2742,6 +2742,126 @@ mod tests {
         assert!(e.to_string().contains("max_connections"), "{e}");
     }
 
+    /// MINIMAL with BTC-PERP listed and a venue routing it, with `venue` keys replaced.
+    fn with_venue(venue: &str, extra: &str) -> String {
+        format!(
+            r#"{MINIMAL}
+        [[instruments]]
+        symbol = "BTC-PERP"
+        price_scale = 1
+        qty_scale = 3
+        tick = "0.5"
+        lot = "0.001"
+        min_qty = "0.001"
+        max_qty = "10"
+
+        [[venues]]
+        {venue}
+        {extra}
+        "#
+        )
+    }
+
+    const VENUE: &str = r#"name = "up"
+        connect = "127.0.0.1:9878"
+        tls = false
+        begin_string = "FIX.4.4"
+        sender_comp_id = "BROKER"
+        target_comp_id = "VENUE"
+        instruments = ["BTC-PERP"]"#;
+
+    #[test]
+    fn venues_are_validated_key_by_key() {
+        let s = ok(&with_venue(
+            VENUE,
+            "username = \"k1\"\nsecret_file = \"s.txt\"",
+        ));
+        let v = &s.venues[0];
+        assert_eq!((v.name.as_str(), v.tls.is_none()), ("up", true));
+        assert_eq!(v.credentials, Some(("k1".into(), PathBuf::from("s.txt"))));
+        assert_eq!(
+            (v.heartbeat_secs, v.reconnect),
+            (30, Duration::from_secs(5))
+        );
+        // TLS by default, with the host as the name to verify.
+        let s = ok(&with_venue(&VENUE.replace("tls = false", ""), ""));
+        assert_eq!(s.venues[0].tls, Some((None, "127.0.0.1".into())));
+        for (venue, extra, key) in [
+            (VENUE.replace("\"up\"", "\"u p\""), "", "venues[0].name"),
+            (
+                VENUE.replace("127.0.0.1:9878", "127.0.0.1"),
+                "",
+                "venues[0].connect",
+            ),
+            (
+                VENUE.replace("127.0.0.1:9878", "10.1.2.3:9878"),
+                "",
+                "venues[0].tls",
+            ),
+            (
+                VENUE.replace("\"VENUE\"", "\"BROKER\""),
+                "",
+                "venues[0].target_comp_id",
+            ),
+            (
+                VENUE.replace("FIX.4.4", "FIX.4.3"),
+                "",
+                "venues[0].begin_string",
+            ),
+            (
+                VENUE.replace("\"BTC-PERP\"", "\"ETH-PERP\""),
+                "",
+                "venues[0].instruments[0]",
+            ),
+            (
+                VENUE.replace("[\"BTC-PERP\"]", "[]"),
+                "",
+                "venues[0].instruments",
+            ),
+            (
+                VENUE.to_owned(),
+                "username = \"k1\"",
+                "venues[0].secret_file",
+            ),
+            (
+                VENUE.to_owned(),
+                "secret_file = \"s\"",
+                "venues[0].username",
+            ),
+            (
+                VENUE.to_owned(),
+                "heartbeat_secs = 0",
+                "venues[0].heartbeat_secs",
+            ),
+            (
+                VENUE.to_owned(),
+                "reconnect_secs = 4000",
+                "venues[0].reconnect_secs",
+            ),
+            (VENUE.to_owned(), "ca_file = \"ca.pem\"", "venues[0].tls"),
+        ] {
+            let e = err(&with_venue(&venue, extra));
+            assert_eq!(e.key(), Some(key), "{e}");
+        }
+        // An instrument goes to one venue; names are unique.
+        let two = format!(
+            "{}\n[[venues]]\n{}",
+            with_venue(VENUE, ""),
+            VENUE.replace("\"up\"", "\"up2\"")
+        );
+        assert_eq!(err(&two).key(), Some("venues[1].instruments[0]"));
+        let same = format!("{}\n[[venues]]\n{}", with_venue(VENUE, ""), VENUE);
+        assert_eq!(err(&same).key(), Some("venues[1].name"));
+        // A venue takes a session slot.
+        let full = with_venue(VENUE, "") + "\n[risk]\nmax_sessions = 1\n";
+        assert_eq!(err(&full).key(), Some("risk.max_sessions"));
+        // Unknown keys are refused as everywhere.
+        assert!(matches!(
+            err(&with_venue(VENUE, "password = \"x\"")),
+            ConfigError::Parse(_)
+        ));
+    }
+
     #[test]
     fn comp_ids_and_accounts_are_checked() {
         let e = err(&MINIMAL.replace("\"US\"", "\"U S\""));
