@@ -8,8 +8,8 @@ use common::*;
 use portcullis_engine::{Core, EngineConfig, InstrumentsConfig};
 use portcullis_risk::RiskConfig;
 use portcullis_types::{
-    AccountId, ClOrdId, Command, Event, InstrumentId, MassCancel, OrdType, OrderId, SessionId,
-    Side, TimeInForce,
+    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, MassCancel, OrdType, OrderId,
+    SessionId, Side, TimeInForce, VenueReportKind,
 };
 use proptest::prelude::*;
 
@@ -77,6 +77,14 @@ enum Op {
     MassCancel(u32),
     SessionClosed(u32),
     Wait(i64),
+    /// A venue's report (kind 0..6 of `VenueReportKind`, in declaration order) about an
+    /// accepted order: only a routed one's changes anything.
+    Venue {
+        pick: usize,
+        kind: u8,
+        ticks: i64,
+        cum: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -93,6 +101,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u32).prop_map(Op::MassCancel),
         1 => (0..3u32).prop_map(Op::SessionClosed),
         2 => (0..200_000_000i64).prop_map(Op::Wait),
+        3 => (any::<usize>(), 0..6u8, 0..8i64, 0..6i64)
+            .prop_map(|(pick, kind, ticks, cum)| Op::Venue { pick, kind, ticks, cum }),
     ]
 }
 
@@ -245,13 +255,39 @@ impl Driver {
                 cl_ord_id: cl,
             })),
             Op::SessionClosed(a) => Some(Command::SessionClosed(SessionId(a))),
-            Op::Wait(_) | Op::Cancel(_) | Op::Replace(..) => None,
+            Op::Venue {
+                pick,
+                kind,
+                ticks,
+                cum,
+            } if !self.accepted.is_empty() => {
+                let (id, _, _, instrument) = self.accepted[pick % self.accepted.len()];
+                let which = usize::from(instrument != instruments[0]);
+                Some(Command::Venue(portcullis_types::VenueReport {
+                    venue: VENUE,
+                    order_id: id,
+                    kind: [
+                        VenueReportKind::Accepted,
+                        VenueReportKind::Fill,
+                        VenueReportKind::Canceled,
+                        VenueReportKind::Expired,
+                        VenueReportKind::Rejected,
+                        VenueReportKind::CancelRejected,
+                    ][kind as usize],
+                    last_px: portcullis_types::Price(base[which] + 5 * ticks),
+                    last_qty: portcullis_types::Qty(cum.max(1)),
+                    cum_qty: portcullis_types::Qty(cum),
+                    received_ns: self.now,
+                }))
+            }
+            Op::Wait(_) | Op::Cancel(_) | Op::Replace(..) | Op::Venue { .. } => None,
         }
     }
 
     fn seen(&mut self, events: &[Event], cmd: &Command) {
         if let (Command::New(o), Some(e)) = (cmd, events.first()) {
-            if e.kind == portcullis_types::EventKind::New {
+            let routed = e.kind == EventKind::Route(portcullis_types::RouteRequest::New);
+            if e.kind == EventKind::New || routed {
                 self.accepted
                     .push((e.order_id, o.cl_ord_id, o.account, o.instrument));
                 if e.details.pending {
@@ -262,12 +298,17 @@ impl Driver {
     }
 }
 
-fn run(ops: Vec<Op>, split: usize) -> Result<(), TestCaseError> {
+/// The slot of the venue the option is routed to when a run routes it.
+const VENUE: SessionId = SessionId(7);
+
+fn run(ops: Vec<Op>, split: usize, routed: bool) -> Result<(), TestCaseError> {
     let mut live = core_with(engine(), risk());
     let instruments = [
         live.instruments().by_symbol("BTC-PERP").unwrap(),
         live.instruments().by_symbol("BTC-261204-100000-C").unwrap(),
     ];
+    let route = routed.then_some(VENUE);
+    live.set_route(instruments[1], route);
     live.set_cancel_on_disconnect(SessionId(2), false);
     live.risk_mut()
         .set_reference_price(instruments[0], portcullis_types::Price(1_000_000))
@@ -284,7 +325,8 @@ fn run(ops: Vec<Op>, split: usize) -> Result<(), TestCaseError> {
         if i == split {
             let mut snap = Vec::new();
             live.write_snapshot(&mut snap);
-            let core = restore(&snap).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut core = restore(&snap).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            core.set_route(instruments[1], route);
             prop_assert_eq!(state(&core), state(&live), "restored state differs");
             restored = Some(core);
         }
@@ -331,7 +373,15 @@ proptest! {
         ops in prop::collection::vec(op(), 1..200),
         split in any::<usize>(),
     ) {
-        run(ops, split)?;
+        run(ops, split, false)?;
+    }
+
+    #[test]
+    fn with_an_instrument_routed_to_a_venue_a_restored_core_continues_exactly_as_the_live_one(
+        ops in prop::collection::vec(op(), 1..200),
+        split in any::<usize>(),
+    ) {
+        run(ops, split, true)?;
     }
 
     #[test]
@@ -346,6 +396,8 @@ proptest! {
             live.instruments().by_symbol("BTC-PERP").unwrap(),
             live.instruments().by_symbol("BTC-261204-100000-C").unwrap(),
         ];
+        // Routed orders and waiting cancels in the snapshot too.
+        live.set_route(instruments[1], Some(VENUE));
         for op in &ops {
             d.now += 1_000;
             if let Some(cmd) = d.command(op, instruments) {
