@@ -93,7 +93,12 @@ fn report(c: &mut FixClient) -> crate::harness::Msg {
 #[test]
 fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     let (v, vp, firm_key) = venue("");
-    let (b, bp, alice_key) = broker(vp[1], &firm_key, "");
+    let metrics_port = free_port();
+    let (b, bp, alice_key) = broker(
+        vp[1],
+        &firm_key,
+        &format!("\n[metrics]\nbind = \"127.0.0.1:{metrics_port}\"\n"),
+    );
     wait_for_log(&b, "logged on to the venue");
     let mut mm = connect(vp, "FIX.4.4", "MM", None);
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
@@ -166,6 +171,16 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
         report(&mut client)
     };
     assert_fields(&m, &[(11, "E1"), (150, "0")]);
+
+    // The operator sees the venue session and its traffic.
+    let m = crate::metrics::scrape(metrics_port, &b);
+    let venue = [("venue", "upstream")];
+    assert_eq!(m.family("portcullis_venue_logged_on"), Some("gauge"));
+    assert_eq!(m.value("portcullis_venue_logged_on", &venue), 1.0);
+    assert_eq!(m.value("portcullis_venue_logons_total", &venue), 1.0);
+    assert_eq!(m.value("portcullis_venue_orders_sent_total", &venue), 2.0);
+    // Two acceptances, a fill, a cancel.
+    assert_eq!(m.value("portcullis_venue_reports_total", &venue), 4.0);
     drop(v);
 }
 

@@ -705,7 +705,10 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         };
         let dir = data_dir.join("venues").join(&v.name);
         info!(venue = %v.name, connect = %v.connect, instruments = ?v.instruments, "venue configured");
+        let status = venue::VenueStatus::new(&v.name);
+        metrics::track_venue(status.clone());
         connectors.push(venue::Connector {
+            status,
             settings: v.clone(),
             slot: venue::slot(&settings, i),
             opener: at_rest::store_opener(dir, v.store_sync, store_keys.clone()),

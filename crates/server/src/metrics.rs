@@ -20,6 +20,10 @@
 //! | `portcullis_parked_reports` | gauge | | reports held for configured sessions without a connection (sampled) |
 //! | `portcullis_drop_copy_behind_records` | gauge | `session` | journal records a drop copy session has not read yet (sampled; only with drop copy sessions) |
 //! | `portcullis_history_behind_records` | gauge | | journal records the order history has not read yet (sampled; only with a history) |
+//! | `portcullis_venue_logged_on` | gauge | `venue` | 1 while the venue session is logged on (only with venues) |
+//! | `portcullis_venue_logons_total` | counter | `venue` | Logons of the venue session (each reconnect counts) |
+//! | `portcullis_venue_orders_sent_total` | counter | `venue` | orders sent to the venue |
+//! | `portcullis_venue_reports_total` | counter | `venue` | the venue's reports handed to the core thread (acceptances, fills, cancels, rejects) |
 //! | `portcullis_parked_reports_dropped_total` | counter | | reports lost because a session's parking queue was full |
 //! | `portcullis_server_busy_total` | counter | | requests refused because the ingress queue was full |
 //! | `portcullis_order_ack_latency_seconds` | histogram | `protocol` | from reading an order off the socket to writing its acknowledgement (ExecutionReport New or reject; WebSocket response) |
@@ -51,6 +55,7 @@ use crate::drop_copy::DropCopySession;
 use crate::history::OrderHistory;
 use crate::journal_queue::JournalQueue;
 use crate::pipeline::{Conn, Pipeline, EVENT_KIND_NAMES};
+use crate::venue::VenueStatus;
 
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -701,6 +706,42 @@ impl Metrics {
                 );
             }
         }
+        let venues: Vec<Arc<VenueStatus>> =
+            VENUES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !venues.is_empty() {
+            let families: [(&str, &str, &str, fn(&VenueStatus) -> u64); 4] = [
+                (
+                    "portcullis_venue_logged_on",
+                    "1 while the session to the venue is logged on.",
+                    "gauge",
+                    |v| u64::from(v.logged_on()),
+                ),
+                (
+                    "portcullis_venue_logons_total",
+                    "Logons of the session to the venue (each reconnect counts).",
+                    "counter",
+                    VenueStatus::logons,
+                ),
+                (
+                    "portcullis_venue_orders_sent_total",
+                    "Orders sent to the venue.",
+                    "counter",
+                    VenueStatus::orders_sent,
+                ),
+                (
+                    "portcullis_venue_reports_total",
+                    "Reports of the venue handed to the core thread.",
+                    "counter",
+                    VenueStatus::reports,
+                ),
+            ];
+            for (name, help, kind, value) in families {
+                t.family(name, help, kind);
+                for v in &venues {
+                    t.sample(name, &[("venue", v.name())], value(v));
+                }
+            }
+        }
         if let Some(behind) = gauges.history_behind {
             t.family(
                 "portcullis_history_behind_records",
@@ -877,6 +918,17 @@ static SOURCES: OnceLock<Sources> = OnceLock::new();
 
 /// The configured drop copy sessions (registered at start-up, before the first scrape).
 static DROP_COPY: Mutex<Vec<Arc<DropCopySession>>> = Mutex::new(Vec::new());
+
+/// The configured venues' connectors (registered at start-up).
+static VENUES: Mutex<Vec<Arc<VenueStatus>>> = Mutex::new(Vec::new());
+
+/// Shows a venue connector's state in the `portcullis_venue_*` families.
+pub fn track_venue(status: Arc<VenueStatus>) {
+    VENUES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(status);
+}
 
 /// The order history, if the server keeps one (set at start-up).
 static HISTORY: OnceLock<Arc<OrderHistory>> = OnceLock::new();

@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,51 @@ use tracing::{error, info, warn};
 
 use crate::config::{Settings, VenueSettings};
 use crate::pipeline::{Conn, Directory, Ingress, Outbound, Pipeline};
+
+/// What the metrics show of a venue connector (`portcullis_venue_*`).
+#[derive(Debug, Default)]
+pub struct VenueStatus {
+    name: String,
+    logged_on: AtomicBool,
+    logons: AtomicU64,
+    orders_sent: AtomicU64,
+    reports: AtomicU64,
+}
+
+impl VenueStatus {
+    /// The status of the venue `name`, not connected yet.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            ..Self::default()
+        })
+    }
+
+    /// The venue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while the session is logged on.
+    pub fn logged_on(&self) -> bool {
+        self.logged_on.load(Ordering::Relaxed)
+    }
+
+    /// Logons so far.
+    pub fn logons(&self) -> u64 {
+        self.logons.load(Ordering::Relaxed)
+    }
+
+    /// Orders sent so far.
+    pub fn orders_sent(&self) -> u64 {
+        self.orders_sent.load(Ordering::Relaxed)
+    }
+
+    /// Reports handed to the core thread so far.
+    pub fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
+    }
+}
 
 /// The session slot of venue `i` (after the configured FIX sessions' slots).
 pub fn slot(settings: &Settings, i: usize) -> SessionId {
@@ -107,19 +153,20 @@ pub struct VenueLink {
     begin_string: BeginString,
     /// Cancels asked for while the venue was not logged on: sent after the next Logon.
     waiting_cancels: VecDeque<Event>,
-    /// Our MsgSeqNum of each order sent and not yet answered, for a session-level Reject
-    /// of it (RefSeqNum) to refuse the order.
-    sent_orders: HashMap<SeqNum, OrderId>,
+    /// Our MsgSeqNum of each order and cancel sent and not yet answered, for a session-level
+    /// Reject of it (RefSeqNum) to refuse the order (or the cancel: `true`).
+    sent_orders: HashMap<SeqNum, (OrderId, bool)>,
     decoder: Decoder,
     text: Vec<u8>,
+    status: Arc<VenueStatus>,
 }
 
 /// Orders remembered by MsgSeqNum at most (the oldest are forgotten: their answers came).
 const MAX_SENT_ORDERS: usize = 65_536;
 
 impl VenueLink {
-    /// A link for the venue in slot `venue`.
-    pub fn new(venue: SessionId, settings: &VenueSettings) -> Self {
+    /// A link for the venue in slot `venue`, counting in `status`.
+    pub fn new(venue: SessionId, settings: &VenueSettings, status: Arc<VenueStatus>) -> Self {
         Self {
             venue,
             account: settings.account.clone(),
@@ -128,6 +175,7 @@ impl VenueLink {
             sent_orders: HashMap::new(),
             decoder: Decoder::new(),
             text: Vec::with_capacity(32),
+            status,
         }
     }
 
@@ -239,13 +287,8 @@ impl VenueLink {
         });
         match sent {
             Ok(seq) => {
-                if self.sent_orders.len() >= MAX_SENT_ORDERS {
-                    let oldest = self.sent_orders.keys().min().copied();
-                    if let Some(k) = oldest {
-                        self.sent_orders.remove(&k);
-                    }
-                }
-                self.sent_orders.insert(seq, e.order_id);
+                self.remember(seq, e.order_id, false);
+                self.status.orders_sent.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(err) => {
@@ -253,6 +296,16 @@ impl VenueLink {
                 false
             }
         }
+    }
+
+    fn remember(&mut self, seq: SeqNum, order: OrderId, cancel: bool) {
+        if self.sent_orders.len() >= MAX_SENT_ORDERS {
+            let oldest = self.sent_orders.keys().min().copied();
+            if let Some(k) = oldest {
+                self.sent_orders.remove(&k);
+            }
+        }
+        self.sent_orders.insert(seq, (order, cancel));
     }
 
     fn send_cancel(
@@ -268,7 +321,7 @@ impl VenueLink {
         };
         let text = &mut self.text;
         let account = self.account.as_deref();
-        s.send_application(now, b"F", |enc| {
+        let sent = s.send_application(now, b"F", |enc| {
             text.clear();
             text.push(b'C');
             text.extend_from_slice(e.exec_id.to_string().as_bytes());
@@ -289,8 +342,14 @@ impl VenueLink {
             text.clear();
             format_fixed(e.qty.0, d.qty_scale, text);
             enc.str(tag::ORDER_QTY, text);
-        })
-        .is_ok()
+        });
+        match sent {
+            Ok(seq) => {
+                self.remember(seq, e.order_id, true);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// What an application message from the venue reports about a routed order, if anything:
@@ -328,13 +387,19 @@ impl VenueLink {
             }
             b"3" | b"j" => {
                 let ref_seq = m.get_u64(tag::REF_SEQ_NUM)?;
-                let order = self.sent_orders.remove(&ref_seq)?;
+                let (order, cancel) = self.sent_orders.remove(&ref_seq)?;
                 warn!(
                     order = order.0,
+                    cancel,
                     text = m.get_str(tag::TEXT).unwrap_or(""),
-                    "the venue rejected an order at the session level"
+                    "the venue rejected a request at the session level"
                 );
-                Some(self.report(order, VenueReportKind::Rejected, now))
+                let kind = if cancel {
+                    VenueReportKind::CancelRejected
+                } else {
+                    VenueReportKind::Rejected
+                };
+                Some(self.report(order, kind, now))
             }
             _ => None,
         }
@@ -353,6 +418,15 @@ impl VenueLink {
         })?;
         // Cancels and expiries answer our cancel request: the order is its OrigClOrdID.
         let order = order_ref(m, tag::ORIG_CL_ORD_ID).or_else(|| order_ref(m, tag::CL_ORD_ID))?;
+        // A duplicate of an order it has: ours sent twice (a route request regenerated by
+        // crash recovery): the venue works the first.
+        if exec_type == b'8' && m.get(tag::ORD_REJ_REASON) == Some(b"6") {
+            info!(
+                order = order.0,
+                "the venue already has the order; duplicate ignored"
+            );
+            return None;
+        }
         let kind = match exec_type {
             b'0' => VenueReportKind::Accepted,
             b'1' | b'2' | b'F' => VenueReportKind::Fill,
@@ -363,7 +437,7 @@ impl VenueLink {
             // order's state needs (a replace is never asked for).
             _ => return None,
         };
-        self.sent_orders.retain(|_, o| *o != order);
+        self.sent_orders.retain(|_, (o, _)| *o != order);
         let mut r = self.report(order, kind, now);
         if kind == VenueReportKind::Fill {
             let symbol = m.get(tag::SYMBOL)?;
@@ -429,6 +503,8 @@ pub struct Connector {
     pub secret: Option<zeroize::Zeroizing<String>>,
     /// TLS to the venue (`None`: plain TCP to loopback).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// What the metrics show of it.
+    pub status: Arc<VenueStatus>,
 }
 
 /// Reports submitted to the core thread, by the inbound MsgSeqNum that carried them, until
@@ -471,7 +547,7 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
             None
         }
     };
-    let mut link = VenueLink::new(c.slot, &c.settings);
+    let mut link = VenueLink::new(c.slot, &c.settings, c.status.clone());
     let mut unanswered = Unanswered::default();
     let mut first = true;
     while !shutdown.is_triggered() {
@@ -537,6 +613,7 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
         )
         .await;
         let mut session = session;
+        c.status.logged_on.store(false, Ordering::Relaxed);
         session.on_disconnect(UtcTimestamp::now());
         store = Some(session.into_store());
         // Reports not yet processed are asked for again at the next Logon.
@@ -594,7 +671,7 @@ async fn drain_routes(
     let now = UtcTimestamp::now();
     while let Some(Outbound::Event(e) | Outbound::Status(e)) = conn.pop() {
         if let Some(r) = link.on_route(&e, session.as_deref_mut(), &dir, now) {
-            submit(pipeline, r, unanswered, None).await;
+            submit(&link.status, pipeline, r, unanswered, None).await;
         }
     }
     if conn.overflowed() {
@@ -611,6 +688,7 @@ async fn drain_routes(
 /// Hands a venue's report to the core thread; waits while the ingress queue is full (a
 /// report must not be lost).
 async fn submit(
+    status: &VenueStatus,
     pipeline: &Pipeline,
     r: VenueReport,
     unanswered: &mut Unanswered,
@@ -629,6 +707,7 @@ async fn submit(
     }
     let i = unanswered.submitted;
     unanswered.submitted += 1;
+    status.reports.fetch_add(1, Ordering::Relaxed);
     if let Some(seq) = seq {
         unanswered.waiting.push_back((i, seq));
     }
@@ -656,6 +735,8 @@ async fn connection(
                     heartbeat_secs,
                     reset,
                 } => {
+                    link.status.logged_on.store(true, Ordering::Relaxed);
+                    link.status.logons.fetch_add(1, Ordering::Relaxed);
                     info!(venue = %name, heartbeat_secs, reset, "logged on to the venue");
                     let dir = pipeline.directory();
                     link.on_logon(&mut session, &dir, UtcTimestamp::now());
@@ -666,7 +747,7 @@ async fn connection(
                     drop(dir);
                     session.recycle_message(message);
                     if let Some(r) = r {
-                        submit(pipeline, r, unanswered, Some(seq)).await;
+                        submit(&link.status, pipeline, r, unanswered, Some(seq)).await;
                     }
                 }
                 SessionEvent::RejectSent { text, .. } => {

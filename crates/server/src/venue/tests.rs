@@ -142,7 +142,7 @@ fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id()
     for v in [BeginString::Fix42, BeginString::Fix44] {
         let d = dir();
         let mut s = logged_on(v);
-        let mut link = VenueLink::new(VENUE, &settings(v));
+        let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
         let r = link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
         assert_eq!(r, None);
         let out = sent(&mut s);
@@ -166,7 +166,7 @@ fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id()
 fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_waits_for_the_logon() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
     let r = link
         .on_route(&route(RouteRequest::New, 41, 7), None, &d, now())
         .unwrap();
@@ -192,7 +192,7 @@ fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_waits_for_the_logo
 fn execution_reports_become_venue_reports_of_the_order_they_name() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
     let er = |fields: &[(u32, &str)]| {
         let mut f = vec![(37, "V-1"), (17, "E-1"), (55, "BTC-PERP"), (54, "2")];
         f.extend_from_slice(fields);
@@ -270,7 +270,7 @@ fn execution_reports_become_venue_reports_of_the_order_they_name() {
 fn malformed_reports_never_reach_the_core() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
     let er = |fields: &[(u32, &str)]| venue_msg(v, "8", 2, fields);
     for bad in [
         // Not one of our ClOrdIDs.
@@ -324,7 +324,7 @@ fn a_session_reject_of_an_order_we_sent_refuses_it() {
     let d = dir();
     let v = BeginString::Fix44;
     let mut s = logged_on(v);
-    let mut link = VenueLink::new(VENUE, &settings(v));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
     link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
     let seq = get(&sent(&mut s)[0], 34).unwrap().to_owned();
     let reject = venue_msg(v, "3", 2, &[(45, &seq), (373, "5"), (58, "bad")]);
@@ -335,6 +335,35 @@ fn a_session_reject_of_an_order_we_sent_refuses_it() {
     );
     // Once only; and a reject of anything else is not about an order.
     assert_eq!(link.on_message(&reject, &d, now()), None);
+    // A rejected cancel is the cancel's refusal, not the order's.
+    link.on_route(&route(RouteRequest::Cancel, 40, 9), Some(&mut s), &d, now());
+    let seq = get(&sent(&mut s)[0], 34).unwrap().to_owned();
+    let reject = venue_msg(v, "j", 3, &[(45, &seq), (380, "3"), (372, "F")]);
+    let r = link.on_message(&reject, &d, now()).unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(40), VenueReportKind::CancelRejected)
+    );
+}
+
+#[test]
+fn a_duplicate_order_reject_means_the_venue_already_works_it() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let dup = venue_msg(
+        v,
+        "8",
+        2,
+        &[
+            (11, "41"),
+            (150, "8"),
+            (39, "8"),
+            (103, "6"),
+            (55, "BTC-PERP"),
+        ],
+    );
+    assert_eq!(link.on_message(&dup, &d, now()), None);
 }
 
 #[test]
