@@ -709,7 +709,7 @@ impl Metrics {
         let venues: Vec<Arc<VenueStatus>> =
             VENUES.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if !venues.is_empty() {
-            let families: [(&str, &str, &str, fn(&VenueStatus) -> u64); 4] = [
+            let families: [VenueFamily; 4] = [
                 (
                     "portcullis_venue_logged_on",
                     "1 while the session to the venue is logged on.",
@@ -921,6 +921,14 @@ static DROP_COPY: Mutex<Vec<Arc<DropCopySession>>> = Mutex::new(Vec::new());
 
 /// The configured venues' connectors (registered at start-up).
 static VENUES: Mutex<Vec<Arc<VenueStatus>>> = Mutex::new(Vec::new());
+
+/// One `portcullis_venue_*` family: name, help, type and its value of a venue.
+type VenueFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&VenueStatus) -> u64,
+);
 
 /// Shows a venue connector's state in the `portcullis_venue_*` families.
 pub fn track_venue(status: Arc<VenueStatus>) {
