@@ -151,3 +151,56 @@ drop_copy = ["*"]
     assert!(out.contains("sessions[0].drop_copy"), "{out}");
     assert!(out.contains("master key"), "{out}");
 }
+
+#[test]
+fn a_venue_whose_secret_file_is_missing_or_whose_connect_is_public_without_tls_is_refused() {
+    let config = |venue_extra: &str| {
+        format!(
+            r#"
+data_dir = "var"
+
+[[listeners]]
+name = "fix44"
+bind = "127.0.0.1:{}"
+tls = false
+begin_string = "FIX.4.4"
+
+[[sessions]]
+begin_string = "FIX.4.4"
+sender_comp_id = "ISLD"
+target_comp_id = "TW"
+authentication = "none"
+accounts = ["A"]
+
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.001"
+min_qty = "0.001"
+max_qty = "10"
+
+[[venues]]
+name = "up"
+begin_string = "FIX.4.4"
+sender_comp_id = "BROKER"
+target_comp_id = "VENUE"
+instruments = ["BTC-PERP"]
+{venue_extra}
+"#,
+            crate::harness::free_port()
+        )
+    };
+    let (code, out) = check(&config(
+        "connect = \"127.0.0.1:9\"\ntls = false\nusername = \"k\"\nsecret_file = \"/nonexistent/secret\"",
+    ));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("venues[0].secret_file"), "{out}");
+    let (code, out) = check(&config("connect = \"192.0.2.1:9878\"\ntls = false"));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("venues[0].tls") && out.contains("loopback"),
+        "{out}"
+    );
+}
