@@ -339,3 +339,32 @@ fn a_websocket_order_on_a_routed_instrument_is_answered_when_the_venue_accepts_i
         "{r}"
     );
 }
+
+#[test]
+fn a_cancel_asked_for_while_the_venue_is_down_reaches_it_once_it_is_back() {
+    const KEEP: &str = "\n[engine]\ncancel_on_disconnect = false\n";
+    let (mut v, vp, firm_key) = venue(KEEP);
+    let (b, bp, alice_key) = broker(vp[1], &firm_key, "");
+    wait_for_log(&b, "logged on to the venue");
+    let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
+    assert_fields(
+        &limit(&mut client, "C1", "1", "0.1", "100000"),
+        &[(11, "C1"), (150, "0")],
+    );
+    v.stop();
+    client.send(
+        "F",
+        &[
+            (41, "C1"),
+            (11, "C2"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+    // The venue is back: the cancel goes to it after the Logon, and the order ends.
+    v.restart();
+    let m = report(&mut client);
+    assert_fields(&m, &[(11, "C2"), (41, "C1"), (150, "4"), (39, "4")]);
+    assert_eq!(b.log_text().matches("logged on to the venue").count(), 2);
+}

@@ -182,6 +182,7 @@ impl Core {
             Command::Venue(r) => self
                 .matcher
                 .on_venue_report(&r, now_ns, &mut self.risk, out),
+            Command::VenueSync(venue) => self.matcher.route_sync(venue, now_ns, out),
         }
     }
 

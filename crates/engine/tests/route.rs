@@ -303,3 +303,35 @@ fn routed_orders_and_waiting_cancels_survive_a_snapshot() {
     assert_eq!(r.core.risk().position(ALICE, perp), Qty(4));
     r.assert_consistent();
 }
+
+#[test]
+fn a_sync_asks_the_venue_again_for_unaccepted_orders_and_cancels_on_their_way() {
+    let (mut r, perp) = routed_run();
+    let a = r.order(ALICE, perp, Side::Buy, 1_000_000, 1);
+    let a = route(&mut r, a);
+    let b = r.order(ALICE, perp, Side::Buy, 1_000_000, 1);
+    let b = route(&mut r, b);
+    let c = r.order(BOB, perp, Side::Sell, 1_100_000, 1);
+    let c = route(&mut r, c);
+    // a is accepted and works; b is accepted and being cancelled; c never reached the venue.
+    r.cmd(report(a.order_id, VenueReportKind::Accepted, 0, 0, 0));
+    r.cmd(report(b.order_id, VenueReportKind::Accepted, 0, 0, 0));
+    let cancel = r.cancel_req(ALICE, perp, Some(b.order_id), b.cl_ord_id);
+    r.cmd(Command::Cancel(cancel));
+    let ev = r.cmd(Command::VenueSync(VENUE));
+    let asked: Vec<(EventKind, OrderId)> = ev.iter().map(|e| (e.kind, e.order_id)).collect();
+    assert_eq!(
+        asked,
+        [
+            (EventKind::Route(RouteRequest::Cancel), b.order_id),
+            (EventKind::Route(RouteRequest::New), c.order_id),
+        ]
+    );
+    assert!(ev.iter().all(|e| e.session == VENUE));
+    // Another venue's sync is not about these orders.
+    assert!(r.cmd(Command::VenueSync(SessionId(8))).is_empty());
+    // The waiting cancel is still answered under its ClOrdID.
+    let ev = r.cmd(report(b.order_id, VenueReportKind::Canceled, 0, 0, 0));
+    assert_eq!(ev[0].cl_ord_id, cancel.cl_ord_id);
+    r.assert_consistent();
+}

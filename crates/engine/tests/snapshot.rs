@@ -78,7 +78,7 @@ enum Op {
     SessionClosed(u32),
     Wait(i64),
     /// A venue's report (kind 0..6 of `VenueReportKind`, in declaration order) about an
-    /// accepted order: only a routed one's changes anything.
+    /// accepted order: only a routed one's changes anything; kind 6: the venue's sync.
     Venue {
         pick: usize,
         kind: u8,
@@ -101,7 +101,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u32).prop_map(Op::MassCancel),
         1 => (0..3u32).prop_map(Op::SessionClosed),
         2 => (0..200_000_000i64).prop_map(Op::Wait),
-        3 => (any::<usize>(), 0..6u8, 0..8i64, 0..6i64)
+        3 => (any::<usize>(), 0..7u8, 0..8i64, 0..6i64)
             .prop_map(|(pick, kind, ticks, cum)| Op::Venue { pick, kind, ticks, cum }),
     ]
 }
@@ -255,6 +255,7 @@ impl Driver {
                 cl_ord_id: cl,
             })),
             Op::SessionClosed(a) => Some(Command::SessionClosed(SessionId(a))),
+            Op::Venue { kind: 6, .. } => Some(Command::VenueSync(VENUE)),
             Op::Venue {
                 pick,
                 kind,

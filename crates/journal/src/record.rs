@@ -18,6 +18,7 @@
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
 //! | 6 | `Command::Venue` | venue session u32, order_id u64, kind u8 (0 accepted, 1 fill, 2 canceled, 3 expired, 4 rejected, 5 cancel rejected), last_px i64, last_qty i64, cum_qty i64, received_ns i64 |
+//! | 7 | `Command::VenueSync` | venue session u32 |
 //! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64, then only for an order with details a flags u8 (bit 0 post-only, bit 1 iceberg: display qty i64 follows, bit 2 trailing stop: bips u16 follows, bit 3 waiting for its trigger; never 0) |
 //! | 32 | `KillSwitch` | account `opt<u32>`, on bool |
 //! | 33 | `InstrumentStatus` | instrument u32, status u8 |
@@ -138,6 +139,7 @@ mod tag {
     pub const MASS_CANCEL: u8 = 4;
     pub const SESSION_CLOSED: u8 = 5;
     pub const VENUE: u8 = 6;
+    pub const VENUE_SYNC: u8 = 7;
     pub const EVENT: u8 = 16;
     pub const KILL_SWITCH: u8 = 32;
     pub const INSTRUMENT_STATUS: u8 = 33;
@@ -426,6 +428,10 @@ impl JournalRecord {
                 e.u8(tag::SESSION_CLOSED);
                 e.u32(s.0);
             }
+            JournalRecord::Command(Command::VenueSync(s)) => {
+                e.u8(tag::VENUE_SYNC);
+                e.u32(s.0);
+            }
             JournalRecord::Command(Command::Venue(r)) => {
                 e.u8(tag::VENUE);
                 e.u32(r.venue.0);
@@ -663,6 +669,7 @@ impl JournalRecord {
             tag::SESSION_CLOSED => {
                 JournalRecord::Command(Command::SessionClosed(SessionId(d.u32()?)))
             }
+            tag::VENUE_SYNC => JournalRecord::Command(Command::VenueSync(SessionId(d.u32()?))),
             tag::VENUE => JournalRecord::Command(Command::Venue(VenueReport {
                 venue: SessionId(d.u32()?),
                 order_id: OrderId(d.u64()?),
@@ -1056,6 +1063,7 @@ impl fmt::Display for JournalRecord {
             JournalRecord::Command(Command::SessionClosed(s)) => {
                 write!(f, "session_closed session={s}")
             }
+            JournalRecord::Command(Command::VenueSync(s)) => write!(f, "venue_sync venue={s}"),
             JournalRecord::Command(Command::Venue(r)) => write!(
                 f,
                 "venue_report venue={} order_id={} kind={} last_px={} last_qty={} cum_qty={} received_ns={}",

@@ -1197,6 +1197,7 @@ impl CoreLoop {
                     Command::Replace(r) => Some(r.session),
                     // The venue connector counts its reports answered, as a session its requests.
                     Command::Venue(r) => Some(r.venue),
+                    Command::VenueSync(venue) => Some(*venue),
                     Command::MassCancel(_) | Command::SessionClosed(_) => None,
                 };
                 let requester = match &cmd {

@@ -14,7 +14,10 @@
 //! - The engine's OrderID is the ClOrdID(11) at the venue, so a report names its order
 //!   without a table; a cancel's ClOrdID is `C` and the request's ExecID.
 //! - While the venue is not logged on, a new order is refused at once ("refused by the
-//!   venue") rather than left waiting, and cancels wait for the next Logon.
+//!   venue") rather than left waiting. After each Logon the connector asks the core thread
+//!   for every request the venue may not have ([`Command::VenueSync`]): the orders it has not
+//!   accepted and the cancels on their way (a cancel asked for meanwhile among them). A
+//!   duplicate of an order it has is refused by the venue (OrdRejReason 6) and ignored.
 //! - Reports are at-least-once: the inbound sequence number the store keeps never passes a
 //!   report the core thread has not processed (and journaled), so a crash makes the next
 //!   Logon ask for it again; the core applies each fill once (by cumulative quantity).
@@ -151,8 +154,6 @@ pub struct VenueLink {
     venue: SessionId,
     account: Option<String>,
     begin_string: BeginString,
-    /// Cancels asked for while the venue was not logged on: sent after the next Logon.
-    waiting_cancels: VecDeque<Event>,
     /// Our MsgSeqNum of each order and cancel sent and not yet answered, for a session-level
     /// Reject of it (RefSeqNum) to refuse the order (or the cancel: `true`).
     sent_orders: HashMap<SeqNum, (OrderId, bool)>,
@@ -171,7 +172,6 @@ impl VenueLink {
             venue,
             account: settings.account.clone(),
             begin_string: settings.config.begin_string,
-            waiting_cancels: VecDeque::new(),
             sent_orders: HashMap::new(),
             decoder: Decoder::new(),
             text: Vec::with_capacity(32),
@@ -180,8 +180,8 @@ impl VenueLink {
     }
 
     /// A route request from the core thread: sent on `session` if it is logged on. A new
-    /// order that cannot be sent comes back as the venue's refusal (to submit); a cancel
-    /// waits for the next Logon.
+    /// order that cannot be sent comes back as the venue's refusal (to submit); a cancel that
+    /// cannot is asked for again after the next Logon (the core's [`Command::VenueSync`]).
     pub fn on_route(
         &mut self,
         e: &Event,
@@ -205,25 +205,10 @@ impl VenueLink {
                 Some(self.report(e.order_id, VenueReportKind::Rejected, now))
             }
             (RouteRequest::Cancel, Some(s)) => {
-                if !self.send_cancel(e, s, dir, now) {
-                    self.waiting_cancels.push_back(*e);
-                }
+                self.send_cancel(e, s, dir, now);
                 None
             }
-            (RouteRequest::Cancel, None) => {
-                self.waiting_cancels.push_back(*e);
-                None
-            }
-        }
-    }
-
-    /// After a Logon: sends the cancels that waited for it.
-    pub fn on_logon(&mut self, session: &mut Session, dir: &Directory, now: UtcTimestamp) {
-        while let Some(e) = self.waiting_cancels.pop_front() {
-            if !self.send_cancel(&e, session, dir, now) {
-                self.waiting_cancels.push_front(e);
-                return;
-            }
+            (RouteRequest::Cancel, None) => None,
         }
     }
 
@@ -671,7 +656,7 @@ async fn drain_routes(
     let now = UtcTimestamp::now();
     while let Some(Outbound::Event(e) | Outbound::Status(e)) = conn.pop() {
         if let Some(r) = link.on_route(&e, session.as_deref_mut(), &dir, now) {
-            submit(&link.status, pipeline, r, unanswered, None).await;
+            submit(&link.status, pipeline, Command::Venue(r), unanswered, None).await;
         }
     }
     if conn.overflowed() {
@@ -685,16 +670,17 @@ async fn drain_routes(
     }
 }
 
-/// Hands a venue's report to the core thread; waits while the ingress queue is full (a
-/// report must not be lost).
+/// Hands a venue's report (or a [`Command::VenueSync`]) to the core thread; waits while the
+/// ingress queue is full (a report must not be lost).
 async fn submit(
     status: &VenueStatus,
     pipeline: &Pipeline,
-    r: VenueReport,
+    cmd: Command,
     unanswered: &mut Unanswered,
     seq: Option<SeqNum>,
 ) {
-    let mut item = Ingress::Cmd(Command::Venue(r));
+    let report = matches!(cmd, Command::Venue(_));
+    let mut item = Ingress::Cmd(cmd);
     loop {
         match pipeline.submit(item) {
             Ok(()) => break,
@@ -707,7 +693,9 @@ async fn submit(
     }
     let i = unanswered.submitted;
     unanswered.submitted += 1;
-    status.reports.fetch_add(1, Ordering::Relaxed);
+    if report {
+        status.reports.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(seq) = seq {
         unanswered.waiting.push_back((i, seq));
     }
@@ -738,8 +726,8 @@ async fn connection(
                     link.status.logged_on.store(true, Ordering::Relaxed);
                     link.status.logons.fetch_add(1, Ordering::Relaxed);
                     info!(venue = %name, heartbeat_secs, reset, "logged on to the venue");
-                    let dir = pipeline.directory();
-                    link.on_logon(&mut session, &dir, UtcTimestamp::now());
+                    let sync = Command::VenueSync(link.venue);
+                    submit(&link.status, pipeline, sync, unanswered, None).await;
                 }
                 SessionEvent::Application { seq, message } => {
                     let dir = pipeline.directory();
@@ -747,7 +735,14 @@ async fn connection(
                     drop(dir);
                     session.recycle_message(message);
                     if let Some(r) = r {
-                        submit(&link.status, pipeline, r, unanswered, Some(seq)).await;
+                        submit(
+                            &link.status,
+                            pipeline,
+                            Command::Venue(r),
+                            unanswered,
+                            Some(seq),
+                        )
+                        .await;
                     }
                 }
                 SessionEvent::RejectSent { text, .. } => {

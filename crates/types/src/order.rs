@@ -505,6 +505,10 @@ pub enum Command {
     /// What a venue reported about an order routed to it (an execution report its connector
     /// received).
     Venue(VenueReport),
+    /// The venue connector in this slot has logged on: the route requests the venue may never
+    /// have received (a crash between the journal and the connector's store) are made again
+    /// — a duplicate of an order the venue has is refused there and ignored here.
+    VenueSync(SessionId),
 }
 
 /// What a venue's execution report says happened to an order routed to it, as its connector

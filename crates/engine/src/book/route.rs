@@ -112,6 +112,42 @@ impl Matcher {
         Ok(())
     }
 
+    /// Asks the venue in slot `venue` again for what it may not have: every order it has not
+    /// accepted yet (sent again: a venue refuses a ClOrdID it has), and every cancel on its way.
+    /// After its connector's Logon; scans the store and allocates the list (rare, off the
+    /// order path). In order id order, as replaying the journal elsewhere must repeat it.
+    pub fn route_sync(
+        &mut self,
+        venue: SessionId,
+        now: i64,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        let mut slots: Vec<(OrderId, u32)> = (0..self.orders.high_water())
+            .filter(|&slot| {
+                self.orders.is_live(slot)
+                    && self.orders.route(slot).routed()
+                    && self.route_of(self.orders.get(slot).instrument) == Some(venue)
+            })
+            .map(|slot| (self.orders.get(slot).id, slot))
+            .collect();
+        slots.sort_unstable();
+        for (_, slot) in slots {
+            let route = self.orders.route(slot);
+            let o = *self.orders.get(slot);
+            let requests = [
+                (!route.acked(), RouteRequest::New),
+                (route.cancel_sent(), RouteRequest::Cancel),
+            ];
+            for (again, request) in requests {
+                if again {
+                    let mut e = report(&o, EventKind::Route(request), self.ids.exec(), now);
+                    e.session = venue;
+                    out(e);
+                }
+            }
+        }
+    }
+
     /// Takes out the client cancel waiting for `order`'s venue, if any.
     fn take_route_cancel(&mut self, order: OrderId) -> Option<RouteCancel> {
         let k = self.route_cancels.iter().position(|c| c.order == order)?;

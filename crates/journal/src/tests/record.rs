@@ -192,6 +192,7 @@ fn command() -> impl Strategy<Value = Command> {
                 cl_ord_id: c,
             })),
         any::<u32>().prop_map(|s| Command::SessionClosed(SessionId(s))),
+        any::<u32>().prop_map(|s| Command::VenueSync(SessionId(s))),
         (
             any::<u32>(),
             any::<u64>(),

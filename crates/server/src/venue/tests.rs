@@ -163,7 +163,7 @@ fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id()
 }
 
 #[test]
-fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_waits_for_the_logon() {
+fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_is_left_to_the_next_sync() {
     let d = dir();
     let v = BeginString::Fix44;
     let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
@@ -178,8 +178,10 @@ fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_waits_for_the_logo
         link.on_route(&route(RouteRequest::Cancel, 40, 9), None, &d, now()),
         None
     );
+    // Once logged on, the core's sync asks for the cancel again: it is sent then.
     let mut s = logged_on(v);
-    link.on_logon(&mut s, &d, now());
+    assert!(sent(&mut s).is_empty());
+    link.on_route(&route(RouteRequest::Cancel, 40, 9), Some(&mut s), &d, now());
     let out = sent(&mut s);
     assert_eq!(out.len(), 1);
     assert_eq!(get(&out[0], 35), Some("F"));
