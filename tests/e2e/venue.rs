@@ -80,6 +80,39 @@ fn wait_for_logs(server: &Server, text: &str, n: usize) {
     }
 }
 
+/// A GTC buy of 1 ETH-PERP at 3000 (an instrument the broker matches itself); its report.
+fn eth_order(c: &mut FixClient, cl: &str) -> crate::harness::Msg {
+    c.send(
+        "D",
+        &[
+            (11, cl),
+            (21, "1"),
+            (55, "ETH-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "1"),
+            (40, "2"),
+            (44, "3000"),
+            (59, "1"),
+        ],
+    );
+    report(c)
+}
+
+/// An OrderCancelRequest `cl` of the buy order `orig` on BTC-PERP.
+fn cancel(c: &mut FixClient, orig: &str, cl: &str) {
+    c.send(
+        "F",
+        &[
+            (41, orig),
+            (11, cl),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+        ],
+    );
+}
+
 /// The next ExecutionReport, skipping heartbeats.
 fn report(c: &mut FixClient) -> crate::harness::Msg {
     loop {
@@ -133,16 +166,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     // A resting order is cancelled at the venue, then reported cancelled.
     let m = limit(&mut client, "C2", "1", "0.05", "95000");
     assert_fields(&m, &[(11, "C2"), (150, "0")]);
-    client.send(
-        "F",
-        &[
-            (41, "C2"),
-            (11, "C3"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut client, "C2", "C3");
     let m = report(&mut client);
     assert_fields(
         &m,
@@ -153,24 +177,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     assert_fields(&m, &[(11, "M2"), (150, "0")]);
 
     // Orders of other instruments match on the broker's own book.
-    let m = {
-        client.send(
-            "D",
-            &[
-                (11, "E1"),
-                (21, "1"),
-                (55, "ETH-PERP"),
-                (54, "1"),
-                (60, "20260101-00:00:00"),
-                (38, "1"),
-                (40, "2"),
-                (44, "3000"),
-                (59, "1"),
-            ],
-        );
-        report(&mut client)
-    };
-    assert_fields(&m, &[(11, "E1"), (150, "0")]);
+    assert_fields(&eth_order(&mut client, "E1"), &[(11, "E1"), (150, "0")]);
 
     // The operator sees the venue session and its traffic.
     let m = crate::metrics::scrape(metrics_port, &b);
@@ -201,21 +208,7 @@ fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
         m.get(58).unwrap_or("").contains("refused by the venue"),
         "{m:?}"
     );
-    client.send(
-        "D",
-        &[
-            (11, "E1"),
-            (21, "1"),
-            (55, "ETH-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-            (38, "1"),
-            (40, "2"),
-            (44, "3000"),
-            (59, "1"),
-        ],
-    );
-    assert_fields(&report(&mut client), &[(11, "E1"), (150, "0")]);
+    assert_fields(&eth_order(&mut client, "E1"), &[(11, "E1"), (150, "0")]);
 }
 
 #[test]
@@ -256,16 +249,7 @@ fn routed_orders_survive_a_broker_restart_and_fills_made_meanwhile_arrive() {
     );
 
     // The other order is still known after the restart, and cancelled at the venue.
-    client.send(
-        "F",
-        &[
-            (41, "C2"),
-            (11, "C3"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut client, "C2", "C3");
     assert_fields(&report(&mut client), &[(11, "C3"), (41, "C2"), (150, "4")]);
     let m = limit(&mut mm, "M2", "2", "0.05", "95000");
     assert_fields(&m, &[(11, "M2"), (150, "0")]);
@@ -352,16 +336,7 @@ fn a_cancel_asked_for_while_the_venue_is_down_reaches_it_once_it_is_back() {
         &[(11, "C1"), (150, "0")],
     );
     v.stop();
-    client.send(
-        "F",
-        &[
-            (41, "C1"),
-            (11, "C2"),
-            (55, "BTC-PERP"),
-            (54, "1"),
-            (60, "20260101-00:00:00"),
-        ],
-    );
+    cancel(&mut client, "C1", "C2");
     // The venue is back: the cancel goes to it after the Logon, and the order ends.
     v.restart();
     let m = report(&mut client);

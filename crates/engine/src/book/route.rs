@@ -190,23 +190,37 @@ impl Matcher {
                 self.orders.route_mut(slot).set_cancel_sent(false);
                 if let Some(c) = self.take_route_cancel(r.order_id) {
                     let o = *self.orders.get(slot);
-                    let mut e = report(
-                        &o,
-                        EventKind::CancelRejected {
-                            replace: false,
-                            reason: RejectReason::VenueRejected,
-                        },
-                        self.ids.exec(),
-                        now,
-                    );
-                    e.session = c.session;
-                    e.cl_ord_id = c.cl_ord_id;
-                    e.orig_cl_ord_id = o.cl_ord_id;
-                    e.received_ns = c.received_ns;
-                    out(e);
+                    self.refuse_cancel(&c, &o, RejectReason::VenueRejected, false, now, out);
                 }
             }
         }
+    }
+
+    /// Answers the client's cancel `c` of order `o` with a `CancelRejected` for `reason`, the
+    /// order's state as it is (`ended`: no longer working).
+    fn refuse_cancel(
+        &mut self,
+        c: &RouteCancel,
+        o: &Order,
+        reason: RejectReason,
+        ended: bool,
+        now: i64,
+        out: &mut (impl FnMut(Event) + ?Sized),
+    ) {
+        let kind = EventKind::CancelRejected {
+            replace: false,
+            reason,
+        };
+        let mut e = if ended {
+            done(o, kind, self.ids.exec(), now)
+        } else {
+            report(o, kind, self.ids.exec(), now)
+        };
+        e.session = c.session;
+        e.cl_ord_id = c.cl_ord_id;
+        e.orig_cl_ord_id = o.cl_ord_id;
+        e.received_ns = c.received_ns;
+        out(e);
     }
 
     /// The venue works the order: the client hears `New` (once).
@@ -261,20 +275,7 @@ impl Matcher {
             self.orders.remove(slot);
             // A client cancel on its way came too late.
             if let Some(c) = self.take_route_cancel(o.id) {
-                let mut e = done(
-                    &o,
-                    EventKind::CancelRejected {
-                        replace: false,
-                        reason: RejectReason::UnknownOrder,
-                    },
-                    self.ids.exec(),
-                    now,
-                );
-                e.session = c.session;
-                e.cl_ord_id = c.cl_ord_id;
-                e.orig_cl_ord_id = o.cl_ord_id;
-                e.received_ns = c.received_ns;
-                out(e);
+                self.refuse_cancel(&c, &o, RejectReason::UnknownOrder, true, now, out);
             }
         }
     }
@@ -308,20 +309,7 @@ impl Matcher {
             Some(c) => {
                 // Ended otherwise while a client's cancel was on its way: both hear it.
                 out(e);
-                let mut r = done(
-                    &o,
-                    EventKind::CancelRejected {
-                        replace: false,
-                        reason: RejectReason::UnknownOrder,
-                    },
-                    self.ids.exec(),
-                    now,
-                );
-                r.session = c.session;
-                r.cl_ord_id = c.cl_ord_id;
-                r.orig_cl_ord_id = o.cl_ord_id;
-                r.received_ns = c.received_ns;
-                out(r);
+                self.refuse_cancel(&c, &o, RejectReason::UnknownOrder, true, now, out);
             }
             None => out(e),
         }
