@@ -343,3 +343,45 @@ fn a_cancel_asked_for_while_the_venue_is_down_reaches_it_once_it_is_back() {
     assert_fields(&m, &[(11, "C2"), (41, "C1"), (150, "4"), (39, "4")]);
     assert_eq!(b.log_text().matches("logged on to the venue").count(), 2);
 }
+
+#[test]
+fn the_venue_session_runs_over_tls_and_checks_the_venues_certificate() {
+    // The venue also listens with TLS 1.3, its certificate for localhost and 127.0.0.1.
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = crate::harness::test_cert(certs.path());
+    let tls_port = free_port();
+    let tls = format!(
+        "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n[[listeners]]\nname = \"fix44-tls\"\nbind = \"127.0.0.1:{tls_port}\"\ntls = true\nbegin_string = \"FIX.4.4\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (_v, _, firm_key) = venue(&tls);
+    let over_tls =
+        |extra: &str| venues_section(tls_port, &firm_key).replace("tls = false\n", extra);
+    // Trusting the venue's certificate: logged on, orders go through.
+    let p = ports();
+    let sessions = [S::signed("FIX.4.4", "CLIENT", "ALICE")];
+    let trusted = over_tls(&format!(
+        "ca_file = \"{}\"\nserver_name = \"localhost\"\n",
+        cert.display()
+    ));
+    let mut b = Server::configure(&config(p, &sessions, &trusted), &p, &env());
+    let alice = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
+    b.launch();
+    wait_for_log(&b, "logged on to the venue");
+    let mut client = connect(p, "FIX.4.4", "CLIENT", Some(&alice));
+    assert_fields(
+        &limit(&mut client, "C1", "1", "0.1", "100000"),
+        &[(11, "C1"), (150, "0")],
+    );
+    drop(client);
+    drop(b);
+    // Trusting only the web PKI roots: the self-signed venue is refused, never logged on to.
+    let p = ports();
+    let untrusted = over_tls("");
+    let mut b = Server::configure(&config(p, &sessions, &untrusted), &p, &env());
+    let _ = create_key(&b, &["--account", "ALICE", "--scopes", "trade"]);
+    b.launch();
+    wait_for_log(&b, "TLS handshake with");
+    assert!(!b.log_text().contains("logged on to the venue"));
+}
