@@ -7,6 +7,7 @@ use portcullis_fix::{Encoder, Frame, TimePrecision};
 use portcullis_session::fix_session::SessionConfig;
 use portcullis_session::store::{MemoryStore, SyncPolicy};
 use portcullis_types::{ClOrdId, InstrumentId, OrderDetails, TradeId};
+use proptest::strategy::Strategy;
 
 const VENUE: SessionId = SessionId(3);
 
@@ -398,4 +399,43 @@ fn a_signed_logon_follows_the_servers_own_rule() {
         &raw,
     ));
     assert_eq!(out.iter().find(|(t, _)| *t == 553).unwrap().1, b"key-1");
+}
+
+proptest::proptest! {
+    /// Whatever a venue sends, the link reads it without panicking, and what it hands the
+    /// core names one of our orders with fill quantities that make sense.
+    #[test]
+    fn any_message_from_the_venue_is_read_safely(
+        msg_type in proptest::sample::select(vec!["8", "9", "3", "j", "0", "D"]),
+        fields in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![11u32, 41, 150, 39, 31, 32, 14, 55, 45, 103, 58, 37]),
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "0", "1", "2", "4", "8", "C", "F", "A", "41", "-5", "1.5", "0.001",
+                        "99999.5", "BTC-PERP", "ETH-PERP", "18446744073709551616", "",
+                    ])
+                    .prop_map(str::to_owned),
+                    "[ -~]{0,12}",
+                ],
+            ),
+            0..12,
+        ),
+    ) {
+        let d = dir();
+        let mut link = VenueLink::new(VENUE, &settings(BeginString::Fix44), VenueStatus::new("up"));
+        let f: Vec<(u32, &str)> = fields.iter().map(|(t, v)| (*t, v.as_str())).collect();
+        let bytes = venue_msg(BeginString::Fix44, msg_type, 2, &f);
+        if let Some(r) = link.on_message(&bytes, &d, now()) {
+            proptest::prop_assert!(r.order_id.0 > 0);
+            proptest::prop_assert_eq!(r.venue, VENUE);
+            if r.kind == VenueReportKind::Fill {
+                proptest::prop_assert!(r.last_px.0 > 0 && r.last_qty.0 > 0);
+                proptest::prop_assert!(r.cum_qty >= r.last_qty);
+            }
+        }
+        // Bytes that are not a message at all, too.
+        let cut = bytes.len() / 2;
+        let _ = link.on_message(&bytes[..cut], &d, now());
+    }
 }
