@@ -188,6 +188,26 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     assert_eq!(m.value("portcullis_venue_orders_sent_total", &venue), 2.0);
     // Two acceptances, a fill, a cancel.
     assert_eq!(m.value("portcullis_venue_reports_total", &venue), 4.0);
+
+    // And reads what went to the venue and what it answered, decrypted.
+    let (code, log) = b.cli(&["fix-log", "--venue", "upstream"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.starts_with("venue upstream: sequence started"), "{log}");
+    let sent = |t: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("out ") && l.contains(t))
+            .count()
+    };
+    let got = |t: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("in ") && l.contains(t))
+            .count()
+    };
+    assert_eq!((sent("|35=D|"), sent("|35=F|")), (2, 1), "{log}");
+    assert!(got("|35=8|") >= 4 && got("|150=F|") == 1, "{log}");
+    let (code, err) = b.cli(&["fix-log", "--venue", "nowhere"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("its venues: upstream"), "{err}");
     drop(v);
 }
 

@@ -1510,6 +1510,9 @@ fn validate_venues(
         let mut config = SessionConfig::new(begin_string, &v.sender_comp_id, &v.target_comp_id);
         config.sending_time_tolerance = Duration::from_secs(tolerance);
         config.heartbeat_range = (1, MAX_HEARTBEAT_SECS);
+        // The venue's reports are the record of what happened to routed orders: kept next to
+        // what was sent (`portcullis fix-log --venue NAME`; encrypted stores only).
+        config.log_inbound = true;
         out.push(VenueSettings {
             name: v.name.clone(),
             connect: v.connect.clone(),

@@ -1,5 +1,5 @@
-//! `portcullis fix-log`: what the server and a FIX session sent each other, read from the
-//! session's message store.
+//! `portcullis fix-log`: what the server and a FIX session (or a venue, `--venue NAME`) sent
+//! each other, read from the session's message store.
 //!
 //! The store keeps every outbound message of the current sequence for resends, and, for a
 //! session with `log_inbound = true`, every message received once it is logged on; encrypted
@@ -41,8 +41,17 @@ pub struct FixLogArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The session, `FIX.4.4:OURS->THEIRS` as `portcullis admin sessions` lists it.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "venue",
+        conflicts_with = "venue"
+    )]
+    session: Option<String>,
+    /// Instead of a session: the session to a venue of `[[venues]]`, by its name (the orders
+    /// routed there and, with a master key, every message the venue sent).
     #[arg(long, value_name = "NAME")]
-    session: String,
+    venue: Option<String>,
     /// The first MsgSeqNum to print.
     #[arg(long, value_name = "SEQ", default_value_t = 1)]
     from: SeqNum,
@@ -64,35 +73,52 @@ pub fn run(args: FixLogArgs) -> Result<()> {
     if args.from > to {
         bail!("--from {} is after --to {to}", args.from);
     }
-    let names: Vec<String> = settings
-        .sessions
-        .iter()
-        .map(|s| crate::security::session_name(&s.config))
-        .collect();
-    let Some(session) = settings
-        .sessions
-        .iter()
-        .find(|s| crate::security::session_name(&s.config) == args.session)
-    else {
-        bail!(
-            "no session {:?} in the config; its sessions: {}",
-            args.session,
-            names.join(", ")
-        );
+    let (label, dir) = match (&args.session, &args.venue) {
+        (_, Some(venue)) => {
+            if !settings.venues.iter().any(|v| v.name == *venue) {
+                let names: Vec<&str> = settings.venues.iter().map(|v| v.name.as_str()).collect();
+                bail!(
+                    "no venue {venue:?} in the config; its venues: {}",
+                    names.join(", ")
+                );
+            }
+            (
+                format!("venue {venue}"),
+                settings.data_dir.join("venues").join(venue),
+            )
+        }
+        (Some(name), None) => {
+            let names: Vec<String> = settings
+                .sessions
+                .iter()
+                .map(|s| crate::security::session_name(&s.config))
+                .collect();
+            let Some(session) = settings
+                .sessions
+                .iter()
+                .find(|s| crate::security::session_name(&s.config) == *name)
+            else {
+                bail!(
+                    "no session {name:?} in the config; its sessions: {}",
+                    names.join(", ")
+                );
+            };
+            let c = &session.config;
+            let dir = settings
+                .data_dir
+                .join("sessions")
+                .join(FileStore::session_dir_name(
+                    c.begin_string.as_str(),
+                    &c.sender_comp_id,
+                    &c.target_comp_id,
+                ));
+            (format!("session {name}"), dir)
+        }
+        (None, None) => bail!("name a --session or a --venue"),
     };
-    let c = &session.config;
-    let dir = settings
-        .data_dir
-        .join("sessions")
-        .join(FileStore::session_dir_name(
-            c.begin_string.as_str(),
-            &c.sender_comp_id,
-            &c.target_comp_id,
-        ));
     if !dir.is_dir() {
         bail!(
-            "session {} has no message store yet ({} does not exist)",
-            args.session,
+            "{label} has no message store yet ({} does not exist)",
             dir.display()
         );
     }
@@ -108,8 +134,7 @@ pub fn run(args: FixLogArgs) -> Result<()> {
     let mut out = stdout.lock();
     writeln!(
         out,
-        "session {}: sequence started {}, next_sender_seq={} next_target_seq={}",
-        args.session,
+        "{label}: sequence started {}, next_sender_seq={} next_target_seq={}",
         format_rfc3339_ms(contents.created.millis()),
         contents.next_sender_seq,
         contents.next_target_seq
