@@ -27,9 +27,9 @@
 use portcullis_risk::{ConfigError, RiskConfig, RiskEngine, WorkingOrder};
 use portcullis_types::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 use portcullis_types::{
-    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentRules,
-    InstrumentStatus, MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty,
-    RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentKind,
+    InstrumentRules, InstrumentStatus, MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price,
+    Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode, TimeInForce, TradeId,
 };
 use serde::Deserialize;
 
@@ -115,6 +115,8 @@ pub struct Core {
     matcher: Matcher,
     cancel_on_disconnect: Vec<bool>,
     default_cancel_on_disconnect: bool,
+    /// Option series routed to a venue: every option of the underlying, as it is listed.
+    series_routes: Vec<(portcullis_types::UnderlyingId, SessionId)>,
 }
 
 impl Core {
@@ -159,6 +161,7 @@ impl Core {
             matcher,
             cancel_on_disconnect: vec![config.cancel_on_disconnect; risk.max_sessions as usize],
             default_cancel_on_disconnect: config.cancel_on_disconnect,
+            series_routes: Vec::new(),
         })
     }
 
@@ -423,6 +426,30 @@ impl Core {
         self.matcher.set_route(instrument, venue);
     }
 
+    /// Routes every option on `underlying` (its code, e.g. `BTC`) to the venue connector in
+    /// slot `venue`: those listed now and those the series list later. False if no listed
+    /// instrument has that underlying.
+    pub fn route_option_series(&mut self, underlying: &str, venue: SessionId) -> bool {
+        let Some(u) = self.instruments.underlying(underlying) else {
+            return false;
+        };
+        self.series_routes.retain(|(x, _)| *x != u);
+        self.series_routes.push((u, venue));
+        let options: Vec<InstrumentId> = self
+            .instruments
+            .iter()
+            .map(|i| *i.rules())
+            .filter(
+                |r| matches!(r.kind, InstrumentKind::Option { underlying, .. } if underlying == u),
+            )
+            .map(|r| r.id)
+            .collect();
+        for id in options {
+            self.matcher.set_route(id, Some(venue));
+        }
+        true
+    }
+
     /// The venue connector slot `instrument`'s orders are routed to, if any.
     pub fn route_of(&self, instrument: InstrumentId) -> Option<SessionId> {
         self.matcher.route_of(instrument)
@@ -532,6 +559,11 @@ impl Core {
         self.risk.add_instrument(rules)?;
         if rules.status != InstrumentStatus::Expired {
             self.matcher.add_book(id);
+        }
+        if let InstrumentKind::Option { underlying, .. } = rules.kind {
+            if let Some(&(_, venue)) = self.series_routes.iter().find(|(u, _)| *u == underlying) {
+                self.matcher.set_route(id, Some(venue));
+            }
         }
         Ok(())
     }

@@ -335,3 +335,40 @@ fn a_sync_asks_the_venue_again_for_unaccepted_orders_and_cancels_on_their_way() 
     assert_eq!(ev[0].cl_ord_id, cancel.cl_ord_id);
     r.assert_consistent();
 }
+
+#[test]
+fn a_routed_option_series_routes_its_options_and_those_it_lists_later() {
+    let mut r = Run::new();
+    assert!(!r.core.route_option_series("ETH", VENUE));
+    assert!(r.core.route_option_series("BTC", VENUE));
+    let options: Vec<InstrumentId> = r
+        .core
+        .instruments()
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.rules().kind,
+                portcullis_types::InstrumentKind::Option { .. }
+            )
+        })
+        .map(|i| i.rules().id)
+        .collect();
+    assert!(!options.is_empty());
+    assert!(options.iter().all(|&i| r.core.route_of(i) == Some(VENUE)));
+    // The perpetual still matches here.
+    assert_eq!(r.core.route_of(r.perp()), None);
+    // A week on, the series lists a new expiry: routed too.
+    let mut events = Vec::new();
+    let roll = r
+        .core
+        .roll(NOW_NS + 8 * 86_400_000_000_000, &mut |e| events.push(e))
+        .unwrap();
+    assert!(!roll.listed.is_empty());
+    assert!(roll
+        .listed
+        .iter()
+        .all(|&i| r.core.route_of(i) == Some(VENUE)));
+    let o = r.order(ALICE, roll.listed[0], Side::Buy, 1_000, 1);
+    r.now = NOW_NS + 8 * 86_400_000_000_000;
+    route(&mut r, o);
+}

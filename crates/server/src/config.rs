@@ -155,6 +155,7 @@ pub struct RawConfig {
 /// sender_comp_id = "BROKER"          # ours
 /// target_comp_id = "VENUE"           # theirs
 /// instruments = ["BTC-PERP"]         # symbols of [[instruments]] whose orders go there
+/// option_series = ["BTC"]            # and every option of these [[option_series]]
 /// username = "key-id"                # Username(553) of a signed Logon (optional)
 /// secret_file = "venue-secret.txt"   # the key's secret, for RawData(96) (with username)
 /// account = "ACC-1"                  # Account(1) on what we send (optional)
@@ -186,9 +187,15 @@ pub struct RawVenue {
     pub sender_comp_id: String,
     /// The venue's CompID.
     pub target_comp_id: String,
-    /// Symbols of `[[instruments]]` whose orders are routed to this venue (at least one; an
-    /// instrument goes to one venue at most). Option series are not routed.
+    /// Symbols of `[[instruments]]` whose orders are routed to this venue (an instrument goes
+    /// to one venue at most).
+    #[serde(default)]
     pub instruments: Vec<String>,
+    /// Underlyings of `[[option_series]]` whose options are all routed to this venue, those
+    /// listed later included (an underlying goes to one venue at most). With `instruments`,
+    /// at least one entry in all.
+    #[serde(default)]
+    pub option_series: Vec<String>,
     /// Username(553) of a signed Logon (DESIGN.md §4: the key id at the venue). Needs
     /// `secret_file`.
     #[serde(default)]
@@ -240,6 +247,8 @@ pub struct VenueSettings {
     pub config: SessionConfig,
     /// The symbols routed there.
     pub instruments: Vec<String>,
+    /// The underlyings whose option series are routed there.
+    pub option_series: Vec<String>,
     /// Username(553) and the file of its secret, for a signed Logon.
     pub credentials: Option<(String, PathBuf)>,
     /// Account(1) on what we send.
@@ -1272,7 +1281,7 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
     }
     validate_engine(&raw.engine)?;
     validate_risk(&raw.risk, &accounts)?;
-    let venues = validate_venues(&raw.venues, &raw.instruments)?;
+    let venues = validate_venues(&raw.venues, &raw.instruments, &raw.option_series)?;
     if (sessions.len() + venues.len()) as u64 > u64::from(raw.risk.max_sessions) {
         return Err(ConfigError::invalid(
             "risk.max_sessions",
@@ -1353,7 +1362,9 @@ fn validate(raw: RawConfig, embedded: bool) -> Result<Settings, ConfigError> {
 fn validate_venues(
     raw: &[RawVenue],
     instruments: &[InstrumentConfig],
+    series: &[OptionSeriesConfig],
 ) -> Result<Vec<VenueSettings>, ConfigError> {
+    let mut routed_series: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<VenueSettings> = Vec::with_capacity(raw.len());
     let mut routed: HashMap<&str, usize> = HashMap::new();
     for (i, v) in raw.iter().enumerate() {
@@ -1475,14 +1486,29 @@ fn validate_venues(
         if let Some(a) = &v.account {
             check_id(&key("account"), a)?;
         }
-        if v.instruments.is_empty() {
+        if v.instruments.is_empty() && v.option_series.is_empty() {
             return Err(ConfigError::invalid(
                 key("instruments"),
                 format!(
-                    "{} is empty: list the symbols routed to this venue",
+                    "{} is empty: list the symbols (or option_series) routed to this venue",
                     key("instruments")
                 ),
             ));
+        }
+        for (j, u) in v.option_series.iter().enumerate() {
+            let k = key(&format!("option_series[{j}]"));
+            if !series.iter().any(|s| s.underlying == *u) {
+                return Err(ConfigError::invalid(
+                    k.clone(),
+                    format!("{k} = {u:?} is not the underlying of an [[option_series]]"),
+                ));
+            }
+            if let Some(other) = routed_series.insert(u.as_str(), i) {
+                return Err(ConfigError::invalid(
+                    k.clone(),
+                    format!("{k} = {u:?} is already routed by venues[{other}]"),
+                ));
+            }
         }
         for (j, sym) in v.instruments.iter().enumerate() {
             let k = key(&format!("instruments[{j}]"));
@@ -1519,6 +1545,7 @@ fn validate_venues(
             tls,
             config,
             instruments: v.instruments.clone(),
+            option_series: v.option_series.clone(),
             credentials,
             account: v.account.clone(),
             heartbeat_secs: heartbeat as u32,
@@ -2846,6 +2873,27 @@ mod tests {
             let e = err(&with_venue(&venue, extra));
             assert_eq!(e.key(), Some(key), "{e}");
         }
+        // Option series by underlying, listed in [[option_series]], each to one venue.
+        let series = r#"
+        [[option_series]]
+        underlying = "BTC"
+        expiries = "weekly"
+        count = 1
+        strikes = { reference = "100000", step = "5000", each_side = 1 }
+        price_scale = 1
+        qty_scale = 1
+        tick = "0.5"
+        lot = "0.1"
+        min_qty = "0.1"
+        max_qty = "10"
+        "#;
+        let only_series =
+            VENUE.replace("instruments = [\"BTC-PERP\"]", "option_series = [\"BTC\"]");
+        let s = ok(&(with_venue(&only_series, "") + series));
+        assert_eq!(s.venues[0].option_series, vec!["BTC".to_owned()]);
+        assert!(s.venues[0].instruments.is_empty());
+        let e = err(&with_venue(&only_series, ""));
+        assert_eq!(e.key(), Some("venues[0].option_series[0]"));
         // An instrument goes to one venue; names are unique.
         let two = format!(
             "{}\n[[venues]]\n{}",

@@ -105,6 +105,9 @@ pub fn apply_routes(core: &mut portcullis_engine::Core, settings: &Settings) {
                 core.set_route(id, Some(slot(settings, i)));
             }
         }
+        for underlying in &v.option_series {
+            core.route_option_series(underlying, slot(settings, i));
+        }
     }
 }
 

@@ -36,6 +36,7 @@ fn settings(v: BeginString) -> VenueSettings {
         tls: None,
         config: SessionConfig::new(v, "BROKER", "VENUE"),
         instruments: vec!["BTC-PERP".into()],
+        option_series: Vec::new(),
         credentials: None,
         account: Some("ACC-9".into()),
         heartbeat_secs: 30,
