@@ -163,14 +163,40 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
         ],
     );
 
-    // A resting order is cancelled at the venue, then reported cancelled.
-    let m = limit(&mut client, "C2", "1", "0.05", "95000");
+    // A resting order is replaced at the venue (a new price), then cancelled there, each
+    // reported as the venue confirms.
+    let m = limit(&mut client, "C2", "1", "0.05", "94000");
     assert_fields(&m, &[(11, "C2"), (150, "0")]);
-    cancel(&mut client, "C2", "C3");
+    client.send(
+        "G",
+        &[
+            (41, "C2"),
+            (11, "C2b"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (38, "0.05"),
+            (40, "2"),
+            (44, "95000"),
+            (59, "1"),
+        ],
+    );
     let m = report(&mut client);
     assert_fields(
         &m,
-        &[(35, "8"), (11, "C3"), (41, "C2"), (150, "4"), (39, "4")],
+        &[
+            (35, "8"),
+            (11, "C2b"),
+            (41, "C2"),
+            (150, "5"),
+            (44, "95000.0"),
+        ],
+    );
+    cancel(&mut client, "C2b", "C3");
+    let m = report(&mut client);
+    assert_fields(
+        &m,
+        &[(35, "8"), (11, "C3"), (41, "C2b"), (150, "4"), (39, "4")],
     );
     // Nothing of it is left at the venue: the maker's order there does not trade.
     let m = limit(&mut mm, "M2", "2", "0.05", "95000");
@@ -186,8 +212,8 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     assert_eq!(m.value("portcullis_venue_logged_on", &venue), 1.0);
     assert_eq!(m.value("portcullis_venue_logons_total", &venue), 1.0);
     assert_eq!(m.value("portcullis_venue_orders_sent_total", &venue), 2.0);
-    // Two acceptances, a fill, a cancel.
-    assert_eq!(m.value("portcullis_venue_reports_total", &venue), 4.0);
+    // Two acceptances, a fill, a replace, a cancel.
+    assert_eq!(m.value("portcullis_venue_reports_total", &venue), 5.0);
 
     // And reads what went to the venue and what it answered, decrypted.
     let (code, log) = b.cli(&["fix-log", "--venue", "upstream"]);
@@ -203,8 +229,15 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
             .filter(|l| l.starts_with("in ") && l.contains(t))
             .count()
     };
-    assert_eq!((sent("|35=D|"), sent("|35=F|")), (2, 1), "{log}");
-    assert!(got("|35=8|") >= 4 && got("|150=F|") == 1, "{log}");
+    assert_eq!(
+        (sent("|35=D|"), sent("|35=G|"), sent("|35=F|")),
+        (2, 1, 1),
+        "{log}"
+    );
+    assert!(
+        got("|35=8|") >= 5 && got("|150=F|") == 1 && got("|150=5|") == 1,
+        "{log}"
+    );
     let (code, err) = b.cli(&["fix-log", "--venue", "nowhere"]);
     assert_ne!(code, 0);
     assert!(err.contains("its venues: upstream"), "{err}");

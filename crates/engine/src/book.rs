@@ -983,9 +983,10 @@ impl Matcher {
             for slot in routed {
                 write_order_state(out, self.orders.get(slot), &self.orders);
                 out.push(self.orders.route(slot).state_byte());
+                out.extend_from_slice(&self.orders.venue_rev(slot).to_le_bytes());
             }
             let mut cancels = self.route_cancels.clone();
-            cancels.sort_by_key(|c| c.order);
+            cancels.sort_by_key(|c| (c.order, c.replace.is_some()));
             out.extend_from_slice(&(cancels.len() as u64).to_le_bytes());
             for c in cancels {
                 out.extend_from_slice(&c.order.0.to_le_bytes());
@@ -993,6 +994,14 @@ impl Matcher {
                 out.push(c.cl_ord_id.as_bytes().len() as u8);
                 out.extend_from_slice(c.cl_ord_id.as_bytes());
                 out.extend_from_slice(&c.received_ns.to_le_bytes());
+                if let Some((price, qty, tif)) = c.replace {
+                    out.extend_from_slice(&price.0.to_le_bytes());
+                    out.extend_from_slice(&qty.0.to_le_bytes());
+                    out.push(tif.map_or(0xff, |t| t.code()));
+                    out.extend_from_slice(
+                        &tif.and_then(|t| t.expire_ns()).unwrap_or(0).to_le_bytes(),
+                    );
+                }
             }
         }
         for v in [self.ids.order, self.ids.exec, self.ids.trade] {

@@ -15,6 +15,9 @@
 //! | `Replace` | find → `risk.check_replace` → book | `Replaced` then any fills (and triggered stops), or `CancelRejected { replace: true, reason }` (`Unsupported` for a waiting stop) |
 //! | `MassCancel` | book | `Canceled` per order, then `MassCancelDone { canceled }` |
 //! | `SessionClosed` | cancel-on-disconnect if set for the session, then `risk.session_closed` | `Canceled` per order |
+//! | `New`, `Cancel`, `Replace` of a routed instrument | as above, then the order store instead of the book | `Route` requests to the venue connector's slot (the client hears the venue's answers) |
+//! | `Venue` | the routed order it names | `New`, fills, `Replaced`, `Canceled`, `Expired`, `Rejected`, `CancelRejected` as the venue reports |
+//! | `VenueSync` | every routed order of the venue | `Route` requests it may have missed |
 //!
 //! The risk state follows the books through [`Feedback`](crate::Feedback): every fill, replace and close is
 //! reported to the risk engine as it happens, so open-order counts, reservations and positions
@@ -350,8 +353,6 @@ impl Core {
             // Changed by cancelling it and entering a new one (as on most venues); refused
             // before the risk checks so the request's ClOrdID stays free.
             Some(_) if self.matcher.is_untriggered(h) => Err(RejectReason::Unsupported),
-            // A routed order is changed at its venue by cancelling it and entering a new one.
-            Some(_) if self.matcher.is_routed(h) => Err(RejectReason::Unsupported),
             // An amend that keeps the price only ever reduces the quantity (so it never moves
             // the order back in its queue).
             Some(working) if r.price == ReplaceOrder::KEEP_PRICE && r.qty >= working.qty => {
@@ -361,6 +362,10 @@ impl Core {
                 .risk
                 .check_replace(&keep_price(r, &working), &working, now)
             {
+                // A routed order changes when its venue confirms.
+                Ok(checked) if self.matcher.is_routed(h) => {
+                    self.matcher.replace_routed(h, checked, now, out)
+                }
                 Ok(checked) => self.matcher.replace(h, checked, now, &mut self.risk, out),
                 Err(reason) => Err(reason),
             },

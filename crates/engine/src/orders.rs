@@ -80,6 +80,7 @@ impl Route {
     const ROUTED: u8 = 1;
     const ACKED: u8 = 2;
     const CANCEL_SENT: u8 = 4;
+    const REPLACE_SENT: u8 = 8;
 
     /// A routed order, neither accepted nor being cancelled yet.
     pub const SENT: Route = Route(Self::ROUTED);
@@ -99,6 +100,20 @@ impl Route {
         self.0 & Self::CANCEL_SENT != 0
     }
 
+    /// A replace of it is on its way to the venue.
+    pub fn replace_sent(self) -> bool {
+        self.0 & Self::REPLACE_SENT != 0
+    }
+
+    /// Marks its replace sent (or answered: `false`).
+    pub fn set_replace_sent(&mut self, on: bool) {
+        if on {
+            self.0 |= Self::REPLACE_SENT;
+        } else {
+            self.0 &= !Self::REPLACE_SENT;
+        }
+    }
+
     /// Marks it accepted.
     pub fn set_acked(&mut self) {
         self.0 |= Self::ACKED;
@@ -113,14 +128,14 @@ impl Route {
         }
     }
 
-    /// The state as a snapshot byte: bit 0 accepted, bit 1 cancel sent.
+    /// The state as a snapshot byte: bit 0 accepted, bit 1 cancel sent, bit 2 replace sent.
     pub fn state_byte(self) -> u8 {
         self.0 >> 1
     }
 
     /// A routed order's state from [`Route::state_byte`]; `None` if it is not one.
     pub fn from_state_byte(b: u8) -> Option<Route> {
-        (b <= 3).then_some(Route(Self::ROUTED | b << 1))
+        (b <= 7).then_some(Route(Self::ROUTED | b << 1))
     }
 }
 
@@ -198,6 +213,8 @@ struct Node {
     list: u32,
     /// Whether and how far the order is routed to a venue; here for the same reason.
     route: Route,
+    /// How many times the venue has replaced the routed order (its ClOrdID there follows).
+    venue_rev: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -423,6 +440,7 @@ impl Orders {
             expiry_pos: NIL,
             list: NIL,
             route: Route::default(),
+            venue_rev: 0,
         };
         let slot = if self.free != NIL {
             let s = self.free;
@@ -581,6 +599,16 @@ impl Orders {
     /// Whether and how far the order in `slot` is routed to a venue.
     pub fn route(&self, slot: u32) -> Route {
         self.nodes[slot as usize].route
+    }
+
+    /// How many times the venue has replaced the routed order in `slot`.
+    pub fn venue_rev(&self, slot: u32) -> u16 {
+        self.nodes[slot as usize].venue_rev
+    }
+
+    /// Sets it (a replace confirmed, a snapshot restored).
+    pub fn set_venue_rev(&mut self, slot: u32, rev: u16) {
+        self.nodes[slot as usize].venue_rev = rev;
     }
 
     /// The routing state of the order in `slot`, to change it.

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use portcullis_engine::{EngineConfig, InstrumentsConfig};
 use portcullis_types::{
-    Command, Event, EventKind, InstrumentId, MassCancel, OrdType, OrderId, Price, Qty,
+    ClOrdId, Command, Event, EventKind, InstrumentId, MassCancel, OrdType, OrderId, Price, Qty,
     RejectReason, RouteRequest, SessionId, Side, TimeInForce, VenueReport, VenueReportKind,
 };
 
@@ -31,12 +31,21 @@ fn report(order: OrderId, kind: VenueReportKind, px: i64, last: i64, cum: i64) -
     })
 }
 
-/// Submits an order that must go to the venue; returns the route request.
+/// Submits an order that must go to the venue; returns the route request, whose ClOrdID is
+/// the venue's (the order id), with the client's put back for the test's later requests.
 fn route(r: &mut Run, o: portcullis_types::NewOrder) -> Event {
     let ev = r.submit(o);
     assert_eq!(kinds(&ev), [EventKind::Route(RouteRequest::New)], "{ev:#?}");
     assert_eq!(ev[0].session, VENUE);
-    ev[0]
+    assert_eq!(
+        ev[0].cl_ord_id.as_str(),
+        ev[0].order_id.0.to_string(),
+        "the venue's ClOrdID"
+    );
+    Event {
+        cl_ord_id: o.cl_ord_id,
+        ..ev[0]
+    }
 }
 
 #[test]
@@ -186,20 +195,12 @@ fn a_fill_that_completes_the_order_answers_a_cancel_on_its_way() {
 }
 
 #[test]
-fn mass_cancel_and_disconnect_ask_the_venue_and_replace_is_refused() {
+fn mass_cancel_and_disconnect_ask_the_venue_once() {
     let (mut r, perp) = routed_run();
     let a = r.order(ALICE, perp, Side::Buy, 1_000_000, 1);
     let a = route(&mut r, a);
     let b = r.order(ALICE, perp, Side::Sell, 1_100_000, 1);
     let b = route(&mut r, b);
-    let req = r.replace_req(ALICE, perp, a.cl_ord_id, 1_000_000, 2);
-    assert_eq!(
-        kinds(&r.cmd(Command::Replace(req))),
-        [EventKind::CancelRejected {
-            replace: true,
-            reason: RejectReason::Unsupported
-        }]
-    );
     let cl_ord_id = r.next_cl();
     let ev = r.cmd(Command::MassCancel(MassCancel {
         session: SessionId(0),
@@ -371,4 +372,115 @@ fn a_routed_option_series_routes_its_options_and_those_it_lists_later() {
     let o = r.order(ALICE, roll.listed[0], Side::Buy, 1_000, 1);
     r.now = NOW_NS + 8 * 86_400_000_000_000;
     route(&mut r, o);
+}
+
+/// A replace request of ALICE's order `order` to `price` and `qty`.
+fn replace(
+    r: &mut Run,
+    perp: InstrumentId,
+    order: OrderId,
+    price: i64,
+    qty: i64,
+) -> portcullis_types::ReplaceOrder {
+    let mut req = r.replace_req(ALICE, perp, ClOrdId::EMPTY, price, qty);
+    req.order_id = Some(order);
+    req
+}
+
+#[test]
+fn a_replace_goes_to_the_venue_and_changes_the_order_when_the_venue_confirms() {
+    let (mut r, perp) = routed_run();
+    let o = r.order(ALICE, perp, Side::Buy, 1_000_000, 4);
+    let id = route(&mut r, o).order_id;
+    r.cmd(report(id, VenueReportKind::Accepted, 0, 0, 0));
+    r.cmd(report(id, VenueReportKind::Fill, 1_000_000, 1, 1));
+    let req = replace(&mut r, perp, id, 999_000, 6);
+    let ev = r.cmd(Command::Replace(req));
+    assert_eq!(kinds(&ev), [EventKind::Route(RouteRequest::Replace)]);
+    let e = ev[0];
+    assert_eq!(
+        (e.session, e.price, e.qty, e.leaves_qty),
+        (VENUE, Price(999_000), Qty(6), Qty(5))
+    );
+    assert_eq!(
+        (e.orig_cl_ord_id.as_str(), e.cl_ord_id.as_str()),
+        (id.0.to_string().as_str(), format!("{}-1", id.0).as_str())
+    );
+    // Unchanged until the venue confirms; a second change or a cancel waits meanwhile.
+    assert_eq!(r.core.matcher().resting_orders(), 1);
+    let again = replace(&mut r, perp, id, 998_000, 6);
+    assert_eq!(
+        kinds(&r.cmd(Command::Replace(again))),
+        [EventKind::CancelRejected {
+            replace: true,
+            reason: RejectReason::CancelPending
+        }]
+    );
+    let c = r.cancel_req(ALICE, perp, Some(id), ClOrdId::EMPTY);
+    assert!(
+        r.cmd(Command::Cancel(c)).is_empty(),
+        "the cancel waits for the replace's answer"
+    );
+    let ev = r.cmd(report(id, VenueReportKind::Replaced, 0, 0, 1));
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::Replaced, EventKind::Route(RouteRequest::Cancel)]
+    );
+    assert_eq!(
+        (ev[0].cl_ord_id, ev[0].orig_cl_ord_id),
+        (req.cl_ord_id, o.cl_ord_id)
+    );
+    assert_eq!(
+        (ev[0].price, ev[0].qty, ev[0].cum_qty, ev[0].leaves_qty),
+        (Price(999_000), Qty(6), Qty(1), Qty(5))
+    );
+    // The cancel names the order as the venue knows it now.
+    assert_eq!(ev[1].orig_cl_ord_id.as_str(), format!("{}-1", id.0));
+    let ev = r.cmd(report(id, VenueReportKind::Canceled, 0, 0, 1));
+    assert_eq!(kinds(&ev), [EventKind::Canceled]);
+    assert_eq!(ev[0].cl_ord_id, c.cl_ord_id);
+    assert_eq!(r.core.risk().open_orders(ALICE), 0);
+    r.assert_consistent();
+}
+
+#[test]
+fn a_replace_the_venue_refuses_leaves_the_order_as_it_was() {
+    let (mut r, perp) = routed_run();
+    let o = r.order(ALICE, perp, Side::Buy, 1_000_000, 4);
+    let id = route(&mut r, o).order_id;
+    r.cmd(report(id, VenueReportKind::Accepted, 0, 0, 0));
+    let req = replace(&mut r, perp, id, 999_000, 2);
+    r.cmd(Command::Replace(req));
+    let ev = r.cmd(report(id, VenueReportKind::ReplaceRejected, 0, 0, 0));
+    assert_eq!(
+        kinds(&ev),
+        [EventKind::CancelRejected {
+            replace: true,
+            reason: RejectReason::VenueRejected
+        }]
+    );
+    assert_eq!(
+        (ev[0].cl_ord_id, ev[0].price, ev[0].qty),
+        (req.cl_ord_id, Price(1_000_000), Qty(4))
+    );
+    // A replace confirmed after a refusal changes nothing; the next replace is the first.
+    assert!(r
+        .cmd(report(id, VenueReportKind::Replaced, 0, 0, 0))
+        .is_empty());
+    let req = replace(&mut r, perp, id, 999_000, 2);
+    let ev = r.cmd(Command::Replace(req));
+    assert_eq!(ev[0].cl_ord_id.as_str(), format!("{}-1", id.0));
+    // Filled completely before the venue answers: the replace is refused too late.
+    let ev = r.cmd(report(id, VenueReportKind::Fill, 1_000_000, 4, 4));
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::Fill,
+            EventKind::CancelRejected {
+                replace: true,
+                reason: RejectReason::UnknownOrder
+            }
+        ]
+    );
+    r.assert_consistent();
 }

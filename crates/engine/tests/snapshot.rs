@@ -77,8 +77,8 @@ enum Op {
     MassCancel(u32),
     SessionClosed(u32),
     Wait(i64),
-    /// A venue's report (kind 0..6 of `VenueReportKind`, in declaration order) about an
-    /// accepted order: only a routed one's changes anything; kind 6: the venue's sync.
+    /// A venue's report (kind 0..8 of `VenueReportKind`, in declaration order) about an
+    /// accepted order: only a routed one's changes anything; kind 8: the venue's sync.
     Venue {
         pick: usize,
         kind: u8,
@@ -101,7 +101,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u32).prop_map(Op::MassCancel),
         1 => (0..3u32).prop_map(Op::SessionClosed),
         2 => (0..200_000_000i64).prop_map(Op::Wait),
-        3 => (any::<usize>(), 0..7u8, 0..8i64, 0..6i64)
+        3 => (any::<usize>(), 0..9u8, 0..8i64, 0..6i64)
             .prop_map(|(pick, kind, ticks, cum)| Op::Venue { pick, kind, ticks, cum }),
     ]
 }
@@ -255,7 +255,7 @@ impl Driver {
                 cl_ord_id: cl,
             })),
             Op::SessionClosed(a) => Some(Command::SessionClosed(SessionId(a))),
-            Op::Venue { kind: 6, .. } => Some(Command::VenueSync(VENUE)),
+            Op::Venue { kind: 8, .. } => Some(Command::VenueSync(VENUE)),
             Op::Venue {
                 pick,
                 kind,
@@ -274,6 +274,8 @@ impl Driver {
                         VenueReportKind::Expired,
                         VenueReportKind::Rejected,
                         VenueReportKind::CancelRejected,
+                        VenueReportKind::Replaced,
+                        VenueReportKind::ReplaceRejected,
                     ][kind as usize],
                     last_px: portcullis_types::Price(base[which] + 5 * ticks),
                     last_qty: portcullis_types::Qty(cum.max(1)),

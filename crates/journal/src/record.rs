@@ -17,7 +17,7 @@
 //! | 3 | `Command::Replace` | session, account, instrument, clordid, order_id `opt<u64>`, orig clordid, price, qty, received_ns, then a new tif (as in `New`) only if the replace gives one |
 //! | 4 | `Command::MassCancel` | session, account, instrument `opt<u32>`, clordid |
 //! | 5 | `Command::SessionClosed` | session |
-//! | 6 | `Command::Venue` | venue session u32, order_id u64, kind u8 (0 accepted, 1 fill, 2 canceled, 3 expired, 4 rejected, 5 cancel rejected), last_px i64, last_qty i64, cum_qty i64, received_ns i64 |
+//! | 6 | `Command::Venue` | venue session u32, order_id u64, kind u8 (0 accepted, 1 fill, 2 canceled, 3 expired, 4 rejected, 5 cancel rejected, 6 replaced, 7 replace rejected), last_px i64, last_qty i64, cum_qty i64, received_ns i64 |
 //! | 7 | `Command::VenueSync` | venue session u32 |
 //! | 16 | `Event` | session, account, instrument, kind (u8 + `Rejected`: reason u8, `CancelRejected`: replace bool + reason u8, `MassCancelDone`: canceled u32), order_id u64, clordid, orig clordid, side, ord_type, tif, price, qty, cum_qty, leaves_qty, avg_px, last_px, last_qty (i64 each), trade_id u64, exec_id u64, ts_ns i64, received_ns i64, then only for an order with details a flags u8 (bit 0 post-only, bit 1 iceberg: display qty i64 follows, bit 2 trailing stop: bips u16 follows, bit 3 waiting for its trigger; never 0) |
 //! | 32 | `KillSwitch` | account `opt<u32>`, on bool |
@@ -193,6 +193,8 @@ fn venue_kind_code(k: VenueReportKind) -> u8 {
         VenueReportKind::Expired => 3,
         VenueReportKind::Rejected => 4,
         VenueReportKind::CancelRejected => 5,
+        VenueReportKind::Replaced => 6,
+        VenueReportKind::ReplaceRejected => 7,
     }
 }
 
@@ -204,6 +206,8 @@ fn venue_kind_from(c: u8) -> Option<VenueReportKind> {
         3 => VenueReportKind::Expired,
         4 => VenueReportKind::Rejected,
         5 => VenueReportKind::CancelRejected,
+        6 => VenueReportKind::Replaced,
+        7 => VenueReportKind::ReplaceRejected,
         _ => return None,
     })
 }
@@ -469,6 +473,7 @@ impl JournalRecord {
                     EventKind::Activated => e.u8(10),
                     EventKind::Route(RouteRequest::New) => e.u8(11),
                     EventKind::Route(RouteRequest::Cancel) => e.u8(12),
+                    EventKind::Route(RouteRequest::Replace) => e.u8(13),
                 }
                 e.u64(ev.order_id.0);
                 e.id(&ev.cl_ord_id);
@@ -698,6 +703,7 @@ impl JournalRecord {
                     10 => EventKind::Activated,
                     11 => EventKind::Route(RouteRequest::New),
                     12 => EventKind::Route(RouteRequest::Cancel),
+                    13 => EventKind::Route(RouteRequest::Replace),
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
                 let mut ev = Event {
@@ -972,6 +978,8 @@ fn venue_kind_str(k: VenueReportKind) -> &'static str {
         VenueReportKind::Expired => "expired",
         VenueReportKind::Rejected => "rejected",
         VenueReportKind::CancelRejected => "cancel_rejected",
+        VenueReportKind::Replaced => "replaced",
+        VenueReportKind::ReplaceRejected => "replace_rejected",
     }
 }
 
@@ -991,6 +999,7 @@ pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
         EventKind::Activated => "activated",
         EventKind::Route(RouteRequest::New) => "route_new",
         EventKind::Route(RouteRequest::Cancel) => "route_cancel",
+        EventKind::Route(RouteRequest::Replace) => "route_replace",
     }
 }
 

@@ -447,7 +447,7 @@ pub struct ControlRequest {
 // Event counts for the metrics
 
 /// The label values of [`EventCounts::kind`]: one per [`EventKind`].
-pub const EVENT_KIND_NAMES: [&str; 13] = [
+pub const EVENT_KIND_NAMES: [&str; 14] = [
     "new",
     "partial_fill",
     "fill",
@@ -461,6 +461,7 @@ pub const EVENT_KIND_NAMES: [&str; 13] = [
     "activated",
     "route_new",
     "route_cancel",
+    "route_replace",
 ];
 
 /// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
@@ -522,6 +523,7 @@ impl EventCounts {
             EventKind::Activated => (10, None),
             EventKind::Route(portcullis_types::RouteRequest::New) => (11, None),
             EventKind::Route(portcullis_types::RouteRequest::Cancel) => (12, None),
+            EventKind::Route(portcullis_types::RouteRequest::Replace) => (13, None),
         };
         bump(&self.kinds[k]);
         if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {

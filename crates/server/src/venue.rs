@@ -157,9 +157,9 @@ pub struct VenueLink {
     venue: SessionId,
     account: Option<String>,
     begin_string: BeginString,
-    /// Our MsgSeqNum of each order and cancel sent and not yet answered, for a session-level
-    /// Reject of it (RefSeqNum) to refuse the order (or the cancel: `true`).
-    sent_orders: HashMap<SeqNum, (OrderId, bool)>,
+    /// Our MsgSeqNum of each request sent and not yet answered, for a session-level Reject of
+    /// it (RefSeqNum) to refuse it.
+    sent_orders: HashMap<SeqNum, (OrderId, RouteRequest)>,
     decoder: Decoder,
     text: Vec<u8>,
     status: Arc<VenueStatus>,
@@ -211,7 +211,11 @@ impl VenueLink {
                 self.send_cancel(e, s, dir, now);
                 None
             }
-            (RouteRequest::Cancel, None) => None,
+            (RouteRequest::Replace, Some(s)) => {
+                self.send_replace(e, s, dir, now);
+                None
+            }
+            (RouteRequest::Cancel | RouteRequest::Replace, None) => None,
         }
     }
 
@@ -275,7 +279,7 @@ impl VenueLink {
         });
         match sent {
             Ok(seq) => {
-                self.remember(seq, e.order_id, false);
+                self.remember(seq, e.order_id, RouteRequest::New);
                 self.status.orders_sent.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -286,14 +290,14 @@ impl VenueLink {
         }
     }
 
-    fn remember(&mut self, seq: SeqNum, order: OrderId, cancel: bool) {
+    fn remember(&mut self, seq: SeqNum, order: OrderId, request: RouteRequest) {
         if self.sent_orders.len() >= MAX_SENT_ORDERS {
             let oldest = self.sent_orders.keys().min().copied();
             if let Some(k) = oldest {
                 self.sent_orders.remove(&k);
             }
         }
-        self.sent_orders.insert(seq, (order, cancel));
+        self.sent_orders.insert(seq, (order, request));
     }
 
     fn send_cancel(
@@ -314,9 +318,10 @@ impl VenueLink {
             text.push(b'C');
             text.extend_from_slice(e.exec_id.to_string().as_bytes());
             enc.str(tag::CL_ORD_ID, text);
-            text.clear();
-            text.extend_from_slice(e.order_id.0.to_string().as_bytes());
-            enc.str(tag::ORIG_CL_ORD_ID, text);
+            enc.str(
+                tag::ORIG_CL_ORD_ID,
+                venue_id(e, &e.orig_cl_ord_id).as_bytes(),
+            );
             if let Some(a) = account {
                 enc.str(tag::ACCOUNT, a.as_bytes());
             }
@@ -333,7 +338,63 @@ impl VenueLink {
         });
         match sent {
             Ok(seq) => {
-                self.remember(seq, e.order_id, true);
+                self.remember(seq, e.order_id, RouteRequest::Cancel);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// An OrderCancelReplaceRequest: the order's next ClOrdID at the venue, its current one,
+    /// and the new price, quantity and time in force.
+    fn send_replace(
+        &mut self,
+        e: &Event,
+        s: &mut Session,
+        dir: &Directory,
+        now: UtcTimestamp,
+    ) -> bool {
+        let Some(d) = dir.get(e.instrument) else {
+            return true;
+        };
+        let text = &mut self.text;
+        let account = self.account.as_deref();
+        let v42 = self.begin_string == BeginString::Fix42;
+        let sent = s.send_application(now, b"G", |enc| {
+            enc.str(tag::CL_ORD_ID, e.cl_ord_id.as_bytes());
+            enc.str(
+                tag::ORIG_CL_ORD_ID,
+                venue_id(e, &e.orig_cl_ord_id).as_bytes(),
+            );
+            if let Some(a) = account {
+                enc.str(tag::ACCOUNT, a.as_bytes());
+            }
+            if v42 {
+                enc.char(tag::HANDL_INST, b'1');
+            }
+            enc.str(tag::SYMBOL, d.symbol.as_bytes());
+            enc.char(tag::SIDE, side_char(e.side));
+            enc.timestamp(
+                tag::TRANSACT_TIME,
+                now,
+                portcullis_fix::TimePrecision::Millis,
+            );
+            text.clear();
+            format_fixed(e.qty.0, d.qty_scale, text);
+            enc.str(tag::ORDER_QTY, text);
+            if e.ord_type == OrdType::Market {
+                enc.char(tag::ORD_TYPE, b'1');
+            } else {
+                enc.char(tag::ORD_TYPE, b'2');
+                text.clear();
+                format_fixed(e.price.0, d.price_scale, text);
+                enc.str(tag::PRICE, text);
+            }
+            enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+        });
+        match sent {
+            Ok(seq) => {
+                self.remember(seq, e.order_id, RouteRequest::Replace);
                 true
             }
             Err(_) => false,
@@ -371,21 +432,27 @@ impl VenueLink {
             b"8" => self.read_execution_report(m, dir, now),
             b"9" => {
                 let order = order_ref(m, tag::ORIG_CL_ORD_ID)?;
-                Some(self.report(order, VenueReportKind::CancelRejected, now))
+                // CxlRejResponseTo(434): 1 a cancel, 2 a cancel/replace.
+                let kind = if m.get(tag::CXL_REJ_RESPONSE_TO) == Some(b"2") {
+                    VenueReportKind::ReplaceRejected
+                } else {
+                    VenueReportKind::CancelRejected
+                };
+                Some(self.report(order, kind, now))
             }
             b"3" | b"j" => {
                 let ref_seq = m.get_u64(tag::REF_SEQ_NUM)?;
-                let (order, cancel) = self.sent_orders.remove(&ref_seq)?;
+                let (order, request) = self.sent_orders.remove(&ref_seq)?;
                 warn!(
                     order = order.0,
-                    cancel,
+                    request = ?request,
                     text = m.get_str(tag::TEXT).unwrap_or(""),
                     "the venue rejected a request at the session level"
                 );
-                let kind = if cancel {
-                    VenueReportKind::CancelRejected
-                } else {
-                    VenueReportKind::Rejected
+                let kind = match request {
+                    RouteRequest::New => VenueReportKind::Rejected,
+                    RouteRequest::Cancel => VenueReportKind::CancelRejected,
+                    RouteRequest::Replace => VenueReportKind::ReplaceRejected,
                 };
                 Some(self.report(order, kind, now))
             }
@@ -420,6 +487,7 @@ impl VenueLink {
             b'1' | b'2' | b'F' => VenueReportKind::Fill,
             b'4' => VenueReportKind::Canceled,
             b'C' => VenueReportKind::Expired,
+            b'5' => VenueReportKind::Replaced,
             b'8' => VenueReportKind::Rejected,
             // Pending new / cancel, replaced, status, triggered, done for day: nothing the
             // order's state needs (a replace is never asked for).
@@ -448,11 +516,29 @@ impl VenueLink {
     }
 }
 
-/// The engine OrderID in field `t` (a ClOrdID we sent), if it is one.
+/// The engine OrderID in field `t` (a ClOrdID we sent: `41`, or `41-2` after replaces), if
+/// it is one.
 fn order_ref(m: &MessageRef<'_>, t: u32) -> Option<OrderId> {
     let v = m.get(t)?;
-    let id = portcullis_fix::decode::parse_u64(v)?;
+    let digits = match v.iter().position(|&b| b == b'-') {
+        Some(i) => {
+            // The revision must be a number too.
+            portcullis_fix::decode::parse_u64(&v[i + 1..])?;
+            &v[..i]
+        }
+        None => v,
+    };
+    let id = portcullis_fix::decode::parse_u64(digits)?;
     (id > 0).then_some(OrderId(id))
+}
+
+/// The venue ClOrdID a route request names, or the order's first one if it names none.
+fn venue_id(e: &Event, id: &portcullis_types::ClOrdId) -> String {
+    if id.is_empty() {
+        e.order_id.0.to_string()
+    } else {
+        id.as_str().to_owned()
+    }
 }
 
 fn side_char(s: Side) -> u8 {

@@ -549,6 +549,10 @@ pub enum VenueReportKind {
     Rejected,
     /// The venue refused our cancel request (the order is filled or gone there).
     CancelRejected,
+    /// The venue replaced the order as we asked (new price, quantity, time in force).
+    Replaced,
+    /// The venue refused our cancel/replace request.
+    ReplaceRejected,
 }
 
 /// A request the core makes of a venue connector about a routed order (the event is addressed
@@ -557,8 +561,12 @@ pub enum VenueReportKind {
 pub enum RouteRequest {
     /// Send the order (the event's fields) to the venue, with its OrderID as ClOrdID.
     New,
-    /// Cancel it at the venue; the event's `exec_id` names this cancel request.
+    /// Cancel it at the venue; the event's `exec_id` names this cancel request and its
+    /// `orig_cl_ord_id` is the order's current ClOrdID at the venue.
     Cancel,
+    /// Replace it at the venue with the event's price, quantity and time in force; its
+    /// `cl_ord_id` is the order's next ClOrdID at the venue, `orig_cl_ord_id` the current one.
+    Replace,
 }
 
 /// Why an order or request was refused. Each maps to a FIX OrdRejReason(103) and a text.

@@ -96,6 +96,7 @@ impl Matcher {
             for &slot in routed.iter() {
                 write_order(&mut w, self.orders.get(slot), &self.orders);
                 w.u8(self.orders.route(slot).state_byte());
+                w.u32(u32::from(self.orders.venue_rev(slot)));
             }
         }
         w.u32(self.route_cancels.len() as u32);
@@ -104,6 +105,17 @@ impl Matcher {
             w.u32(c.session.0);
             w.cl_ord_id(&c.cl_ord_id);
             w.i64(c.received_ns);
+            match c.replace {
+                None => w.u8(0),
+                Some((price, qty, tif)) => {
+                    w.u8(1 + u8::from(tif.is_some()));
+                    w.i64(price.0);
+                    w.i64(qty.0);
+                    if let Some(t) = tif {
+                        w.tif(t);
+                    }
+                }
+            }
         }
         for account in [true, false] {
             let owners = self.orders.owners(account);
@@ -285,8 +297,11 @@ impl Matcher {
                         what: "routed order",
                     });
                 };
+                let rev = u16::try_from(r.u32("venue revision")?)
+                    .map_err(|_| r.invalid(4, "venue revision"))?;
                 let slot = self.restore_order(o, at)?;
                 *self.orders.route_mut(slot) = state;
+                self.orders.set_venue_rev(slot, rev);
             }
         }
         self.route_cancels.clear();
@@ -301,11 +316,25 @@ impl Matcher {
                 let session = SessionId(r.u32("routed cancel session")?);
                 let cl_ord_id = r.cl_ord_id("routed cancel clordid")?;
                 let received_ns = r.i64("routed cancel received")?;
+                let replace = match r.u8("routed replace")? {
+                    0 => None,
+                    n @ (1 | 2) => {
+                        let price = r.price("routed replace price")?;
+                        let qty = r.qty("routed replace qty")?;
+                        let tif = if n == 2 { Some(r.tif()?) } else { None };
+                        Some((price, qty, tif))
+                    }
+                    _ => return Err(r.invalid(1, "routed replace")),
+                };
                 let routed = self
                     .orders
                     .find_by_id(order)
                     .is_some_and(|s| self.orders.route(s).routed());
-                if !routed || self.route_cancels.iter().any(|c| c.order == order) {
+                let twice = self
+                    .route_cancels
+                    .iter()
+                    .any(|c| c.order == order && c.replace.is_some() == replace.is_some());
+                if !routed || twice {
                     return Err(SnapshotError::Invalid {
                         offset: at,
                         what: "routed cancel",
@@ -316,6 +345,7 @@ impl Matcher {
                     session,
                     cl_ord_id,
                     received_ns,
+                    replace,
                 });
             }
         }

@@ -196,7 +196,7 @@ fn command() -> impl Strategy<Value = Command> {
         (
             any::<u32>(),
             any::<u64>(),
-            0usize..6,
+            0usize..8,
             proptest::array::uniform4(any::<i64>())
         )
             .prop_map(
@@ -210,6 +210,8 @@ fn command() -> impl Strategy<Value = Command> {
                         VenueReportKind::Expired,
                         VenueReportKind::Rejected,
                         VenueReportKind::CancelRejected,
+                        VenueReportKind::Replaced,
+                        VenueReportKind::ReplaceRejected,
                     ][k],
                     last_px: Price(px),
                     last_qty: Qty(qty),
@@ -236,6 +238,7 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         Just(EventKind::Activated),
         Just(EventKind::Route(RouteRequest::New)),
         Just(EventKind::Route(RouteRequest::Cancel)),
+        Just(EventKind::Route(RouteRequest::Replace)),
     ]
 }
 

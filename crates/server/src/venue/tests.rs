@@ -440,3 +440,89 @@ proptest::proptest! {
         let _ = link.on_message(&bytes[..cut], &d, now());
     }
 }
+
+#[test]
+fn a_replace_is_sent_as_a_cancel_replace_request_and_its_answers_name_the_order() {
+    let d = dir();
+    let v = BeginString::Fix44;
+    let mut s = logged_on(v);
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut e = route(RouteRequest::Replace, 41, 12);
+    e.cl_ord_id = ClOrdId::new(b"41-2").unwrap();
+    e.orig_cl_ord_id = ClOrdId::new(b"41-1").unwrap();
+    e.price = Price(999_990);
+    e.qty = Qty(3_000);
+    assert_eq!(link.on_route(&e, Some(&mut s), &d, now()), None);
+    let out = sent(&mut s);
+    let m = &out[0];
+    assert_eq!(get(m, 35), Some("G"));
+    assert_eq!((get(m, 11), get(m, 41)), (Some("41-2"), Some("41-1")));
+    assert_eq!((get(m, 44), get(m, 38)), (Some("99999.0"), Some("3.000")));
+    // A cancel names the order as the venue knows it.
+    let mut c = route(RouteRequest::Cancel, 41, 13);
+    c.orig_cl_ord_id = ClOrdId::new(b"41-2").unwrap();
+    link.on_route(&c, Some(&mut s), &d, now());
+    let out = sent(&mut s);
+    assert_eq!(
+        (get(&out[0], 11), get(&out[0], 41)),
+        (Some("C13"), Some("41-2"))
+    );
+    // The venue's answers: replaced, a replace refused (434=2), a fill under the new id.
+    let er = |f: &[(u32, &str)]| {
+        let mut all = vec![(55, "BTC-PERP"), (54, "1"), (37, "V-1"), (17, "E")];
+        all.extend_from_slice(f);
+        venue_msg(v, "8", 5, &all)
+    };
+    let r = link
+        .on_message(
+            &er(&[(11, "41-2"), (41, "41-1"), (150, "5"), (39, "0")]),
+            &d,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::Replaced)
+    );
+    let cxl = venue_msg(
+        v,
+        "9",
+        6,
+        &[
+            (11, "41-3"),
+            (41, "41-2"),
+            (39, "0"),
+            (434, "2"),
+            (37, "V-1"),
+        ],
+    );
+    let r = link.on_message(&cxl, &d, now()).unwrap();
+    assert_eq!(
+        (r.order_id, r.kind),
+        (OrderId(41), VenueReportKind::ReplaceRejected)
+    );
+    let r = link
+        .on_message(
+            &er(&[
+                (11, "41-2"),
+                (150, "F"),
+                (39, "1"),
+                (31, "1"),
+                (32, "1"),
+                (14, "1"),
+            ]),
+            &d,
+            now(),
+        )
+        .unwrap();
+    assert_eq!((r.order_id, r.kind), (OrderId(41), VenueReportKind::Fill));
+    // Not our ids.
+    assert_eq!(
+        link.on_message(&er(&[(11, "41-x"), (150, "0")]), &d, now()),
+        None
+    );
+    assert_eq!(
+        link.on_message(&er(&[(11, "-2"), (150, "0")]), &d, now()),
+        None
+    );
+}
