@@ -337,6 +337,17 @@ fn a_websocket_order_on_a_routed_instrument_is_answered_when_the_venue_accepts_i
     assert_eq!(r["result"]["status"], "NEW", "{r}");
     let order_id = r["result"]["orderId"].as_u64().unwrap();
     assert!(order_id > 0, "{r}");
+    // Reduced at the venue, answered once it confirms.
+    let r = c.call(
+        json!("a1"),
+        "order.amend.keepPriority",
+        crate::ws::signed(
+            json!({"symbol": "BTC-PERP", "orderId": order_id, "newQty": "0.050"}),
+            &key,
+        ),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["result"]["amendedOrder"]["qty"], "0.050", "{r}");
     // The venue's fill is the order's.
     assert_fields(&limit(&mut mm, "M1", "2", "0.1", "100000"), &[(150, "0")]);
     crate::ws::eventually(|| {
