@@ -11,12 +11,14 @@
 //! - Each venue has its own session slot after the configured FIX sessions; the core thread
 //!   addresses its route requests there, and the connector's route to the slot lives as long
 //!   as the process (a reconnect does not lose requests).
-//! - The engine's OrderID is the ClOrdID(11) at the venue, so a report names its order
-//!   without a table; a cancel's ClOrdID is `C` and the request's ExecID.
+//! - The engine's OrderID is the ClOrdID(11) at the venue (`<OrderID>-<n>` after the n-th
+//!   replace), so a report names its order without a table; a cancel's ClOrdID is `C` and
+//!   the request's ExecID.
 //! - While the venue is not logged on, a new order is refused at once ("refused by the
 //!   venue") rather than left waiting. After each Logon the connector asks the core thread
 //!   for every request the venue may not have ([`Command::VenueSync`]): the orders it has not
-//!   accepted and the cancels on their way (a cancel asked for meanwhile among them). A
+//!   accepted and the cancels and replaces on their way (those asked for meanwhile among
+//!   them). A
 //!   duplicate of an order it has is refused by the venue (OrdRejReason 6) and ignored.
 //! - Reports are at-least-once: the inbound sequence number the store keeps never passes a
 //!   report the core thread has not processed (and journaled), so a crash makes the next
