@@ -250,31 +250,7 @@ impl VenueLink {
             text.clear();
             text.extend_from_slice(e.order_id.0.to_string().as_bytes());
             enc.str(tag::CL_ORD_ID, text);
-            if let Some(a) = account {
-                enc.str(tag::ACCOUNT, a.as_bytes());
-            }
-            if v42 {
-                enc.char(tag::HANDL_INST, b'1');
-            }
-            enc.str(tag::SYMBOL, d.symbol.as_bytes());
-            enc.char(tag::SIDE, side_char(e.side));
-            enc.timestamp(
-                tag::TRANSACT_TIME,
-                now,
-                portcullis_fix::TimePrecision::Millis,
-            );
-            text.clear();
-            format_fixed(e.qty.0, d.qty_scale, text);
-            enc.str(tag::ORDER_QTY, text);
-            if e.ord_type == OrdType::Market {
-                enc.char(tag::ORD_TYPE, b'1');
-            } else {
-                enc.char(tag::ORD_TYPE, b'2');
-                text.clear();
-                format_fixed(e.price.0, d.price_scale, text);
-                enc.str(tag::PRICE, text);
-            }
-            enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+            order_fields(enc, e, d, account, v42, now, text);
             if e.details.post_only {
                 enc.char(tag::EXEC_INST, b'6');
             }
@@ -368,31 +344,7 @@ impl VenueLink {
                 tag::ORIG_CL_ORD_ID,
                 venue_id(e, &e.orig_cl_ord_id).as_bytes(),
             );
-            if let Some(a) = account {
-                enc.str(tag::ACCOUNT, a.as_bytes());
-            }
-            if v42 {
-                enc.char(tag::HANDL_INST, b'1');
-            }
-            enc.str(tag::SYMBOL, d.symbol.as_bytes());
-            enc.char(tag::SIDE, side_char(e.side));
-            enc.timestamp(
-                tag::TRANSACT_TIME,
-                now,
-                portcullis_fix::TimePrecision::Millis,
-            );
-            text.clear();
-            format_fixed(e.qty.0, d.qty_scale, text);
-            enc.str(tag::ORDER_QTY, text);
-            if e.ord_type == OrdType::Market {
-                enc.char(tag::ORD_TYPE, b'1');
-            } else {
-                enc.char(tag::ORD_TYPE, b'2');
-                text.clear();
-                format_fixed(e.price.0, d.price_scale, text);
-                enc.str(tag::PRICE, text);
-            }
-            enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
+            order_fields(enc, e, d, account, v42, now, text);
         });
         match sent {
             Ok(seq) => {
@@ -516,6 +468,46 @@ impl VenueLink {
         }
         Some(r)
     }
+}
+
+/// The fields a NewOrderSingle and an OrderCancelReplaceRequest share after the ClOrdIDs:
+/// Account(1), HandlInst(21) on 4.2, the instrument, side, time, quantity, type, price and
+/// time in force of the route request `e` (decimals at the instrument's scales).
+#[allow(clippy::too_many_arguments)]
+fn order_fields(
+    enc: &mut portcullis_fix::Encoder,
+    e: &Event,
+    d: &crate::pipeline::DirEntry,
+    account: Option<&str>,
+    v42: bool,
+    now: UtcTimestamp,
+    text: &mut Vec<u8>,
+) {
+    if let Some(a) = account {
+        enc.str(tag::ACCOUNT, a.as_bytes());
+    }
+    if v42 {
+        enc.char(tag::HANDL_INST, b'1');
+    }
+    enc.str(tag::SYMBOL, d.symbol.as_bytes());
+    enc.char(tag::SIDE, side_char(e.side));
+    enc.timestamp(
+        tag::TRANSACT_TIME,
+        now,
+        portcullis_fix::TimePrecision::Millis,
+    );
+    text.clear();
+    format_fixed(e.qty.0, d.qty_scale, text);
+    enc.str(tag::ORDER_QTY, text);
+    if e.ord_type == OrdType::Market {
+        enc.char(tag::ORD_TYPE, b'1');
+    } else {
+        enc.char(tag::ORD_TYPE, b'2');
+        text.clear();
+        format_fixed(e.price.0, d.price_scale, text);
+        enc.str(tag::PRICE, text);
+    }
+    enc.char(tag::TIME_IN_FORCE, tif_char(e.tif));
 }
 
 /// The engine OrderID in field `t` (a ClOrdID we sent: `41`, or `41-2` after replaces), if

@@ -686,25 +686,29 @@ impl Session {
         Ok(t)
     }
 
+    /// The header checks of a connection's first message, either side: a Logon of this
+    /// session's BeginString and CompIDs with a MsgSeqNum; its MsgSeqNum, or `None` after
+    /// disconnecting (nothing answered: the peer is not known to be the counterparty).
+    fn logon_header(&mut self, msg: &MessageRef<'_>) -> Option<SeqNum> {
+        let refused = if msg.msg_type() != b"A" {
+            DisconnectReason::FirstMessageNotLogon
+        } else if msg.begin_string() != self.config.begin_string.as_bytes() {
+            DisconnectReason::LogonRejected("wrong BeginString".into())
+        } else if self.comp_ids_match(msg).is_err() {
+            DisconnectReason::LogonRejected("unknown CompID".into())
+        } else if let Some(seq) = msg.seq_num().filter(|&s| s > 0) {
+            return Some(seq);
+        } else {
+            DisconnectReason::LogonRejected("MsgSeqNum(34) missing or invalid".into())
+        };
+        self.disconnect(refused);
+        None
+    }
+
     /// The first message of a connection: it must be a valid, acceptable Logon. Nothing here
     /// changes the session's stored state until the Logon has passed every check.
     fn on_first_message(&mut self, now: UtcTimestamp, msg: &MessageRef<'_>) {
-        if msg.msg_type() != b"A" {
-            self.disconnect(DisconnectReason::FirstMessageNotLogon);
-            return;
-        }
-        if msg.begin_string() != self.config.begin_string.as_bytes() {
-            self.disconnect(DisconnectReason::LogonRejected("wrong BeginString".into()));
-            return;
-        }
-        if self.comp_ids_match(msg).is_err() {
-            self.disconnect(DisconnectReason::LogonRejected("unknown CompID".into()));
-            return;
-        }
-        let Some(seq) = msg.seq_num().filter(|&s| s > 0) else {
-            self.disconnect(DisconnectReason::LogonRejected(
-                "MsgSeqNum(34) missing or invalid".into(),
-            ));
+        let Some(seq) = self.logon_header(msg) else {
             return;
         };
         if let Err(text) = self.check_logon(now, msg, seq) {
@@ -819,22 +823,7 @@ impl Session {
             self.disconnect(DisconnectReason::LogonRejected(text));
             return;
         }
-        if msg.msg_type() != b"A" {
-            self.disconnect(DisconnectReason::FirstMessageNotLogon);
-            return;
-        }
-        if msg.begin_string() != self.config.begin_string.as_bytes() {
-            self.disconnect(DisconnectReason::LogonRejected("wrong BeginString".into()));
-            return;
-        }
-        if self.comp_ids_match(msg).is_err() {
-            self.disconnect(DisconnectReason::LogonRejected("unknown CompID".into()));
-            return;
-        }
-        let Some(seq) = msg.seq_num().filter(|&s| s > 0) else {
-            self.disconnect(DisconnectReason::LogonRejected(
-                "MsgSeqNum(34) missing or invalid".into(),
-            ));
+        let Some(seq) = self.logon_header(msg) else {
             return;
         };
         if let Err(text) = self.check_logon(now, msg, seq) {

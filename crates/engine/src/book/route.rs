@@ -75,17 +75,27 @@ impl Matcher {
         now: i64,
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
-        let mut e = report(
-            &o,
-            EventKind::Route(RouteRequest::New),
-            self.ids.exec(),
-            now,
-        );
-        e.session = venue;
-        e.cl_ord_id = venue_cl_ord_id(o.id, 0);
+        let e = self.route_event(&o, RouteRequest::New, venue, now);
         let slot = self.orders.insert(o, cl_tag);
         *self.orders.route_mut(slot) = Route::SENT;
         out(e);
+    }
+
+    /// A route request about `o` for the connector in slot `venue` (for a new order, with
+    /// its ClOrdID at the venue).
+    fn route_event(
+        &mut self,
+        o: &Order,
+        request: RouteRequest,
+        venue: SessionId,
+        now: i64,
+    ) -> Event {
+        let mut e = report(o, EventKind::Route(request), self.ids.exec(), now);
+        e.session = venue;
+        if request == RouteRequest::New {
+            e.cl_ord_id = venue_cl_ord_id(o.id, 0);
+        }
+        e
     }
 
     /// Asks the venue to cancel the routed order in `slot`; a client's request (`requester`)
@@ -142,13 +152,7 @@ impl Matcher {
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         let o = *self.orders.get(slot);
-        let mut e = report(
-            &o,
-            EventKind::Route(RouteRequest::Cancel),
-            self.ids.exec(),
-            now,
-        );
-        e.session = venue;
+        let mut e = self.route_event(&o, RouteRequest::Cancel, venue, now);
         e.orig_cl_ord_id = venue_cl_ord_id(o.id, self.orders.venue_rev(slot));
         out(e);
     }
@@ -225,13 +229,7 @@ impl Matcher {
         };
         let o = *self.orders.get(slot);
         let rev = self.orders.venue_rev(slot);
-        let mut e = report(
-            &o,
-            EventKind::Route(RouteRequest::Replace),
-            self.ids.exec(),
-            now,
-        );
-        e.session = venue;
+        let mut e = self.route_event(&o, RouteRequest::Replace, venue, now);
         e.price = price;
         e.qty = qty;
         e.tif = tif.unwrap_or(o.tif);
@@ -264,15 +262,7 @@ impl Matcher {
             let route = self.orders.route(slot);
             if !route.acked() {
                 let o = *self.orders.get(slot);
-                let mut e = report(
-                    &o,
-                    EventKind::Route(RouteRequest::New),
-                    self.ids.exec(),
-                    now,
-                );
-                e.session = venue;
-                e.cl_ord_id = venue_cl_ord_id(o.id, 0);
-                out(e);
+                out(self.route_event(&o, RouteRequest::New, venue, now));
             }
             if route.replace_sent() {
                 let pending = self
