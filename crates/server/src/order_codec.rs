@@ -917,14 +917,16 @@ fn order_id_field(enc: &mut Encoder, id: OrderId) {
     }
 }
 
-fn side_char(s: Side) -> u8 {
+/// Side(54) of a side.
+pub(crate) fn side_char(s: Side) -> u8 {
     match s {
         Side::Buy => b'1',
         Side::Sell => b'2',
     }
 }
 
-fn tif_char(t: TimeInForce) -> u8 {
+/// TimeInForce(59) of a time in force.
+pub(crate) fn tif_char(t: TimeInForce) -> u8 {
     match t {
         TimeInForce::Day => b'0',
         TimeInForce::Gtc => b'1',

@@ -40,12 +40,13 @@ use portcullis_session::fix_session::{
 use portcullis_session::transport::{ShutdownSignal, StoreOpener};
 use portcullis_types::{
     format_fixed, parse_fixed, AccountId, Command, Event, EventKind, OrdType, OrderId, Price, Qty,
-    RouteRequest, SessionId, Side, TimeInForce, VenueReport, VenueReportKind,
+    RouteRequest, SessionId, VenueReport, VenueReportKind,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{error, info, warn};
 
 use crate::config::{Settings, VenueSettings};
+use crate::order_codec::{side_char, tif_char};
 use crate::pipeline::{Conn, Directory, Ingress, Outbound, Pipeline};
 
 /// What the metrics show of a venue connector (`portcullis_venue_*`).
@@ -200,7 +201,7 @@ impl VenueLink {
         let session = session.filter(|s| s.state() == SessionState::Active);
         match (kind, session) {
             (RouteRequest::New, Some(s)) => {
-                if self.send_order(e, s, dir, now) {
+                if self.send_request(RouteRequest::New, e, s, dir, now) {
                     None
                 } else {
                     Some(self.report(e.order_id, VenueReportKind::Rejected, now))
@@ -210,11 +211,11 @@ impl VenueLink {
                 Some(self.report(e.order_id, VenueReportKind::Rejected, now))
             }
             (RouteRequest::Cancel, Some(s)) => {
-                self.send_cancel(e, s, dir, now);
+                self.send_request(RouteRequest::Cancel, e, s, dir, now);
                 None
             }
             (RouteRequest::Replace, Some(s)) => {
-                self.send_replace(e, s, dir, now);
+                self.send_request(RouteRequest::Replace, e, s, dir, now);
                 None
             }
             (RouteRequest::Cancel | RouteRequest::Replace, None) => None,
@@ -233,8 +234,13 @@ impl VenueLink {
         }
     }
 
-    fn send_order(
+    /// Sends route request `e` on `s`: a NewOrderSingle (ClOrdID the OrderID), an
+    /// OrderCancelRequest (ClOrdID `C<ExecID>`) or an OrderCancelReplaceRequest (the ClOrdIDs
+    /// the event names), and remembers its MsgSeqNum for a session-level reject of it. False
+    /// if it was not sent (an unknown instrument, a session that cannot send).
+    fn send_request(
         &mut self,
+        request: RouteRequest,
         e: &Event,
         s: &mut Session,
         dir: &Directory,
@@ -246,23 +252,59 @@ impl VenueLink {
         let text = &mut self.text;
         let account = self.account.as_deref();
         let v42 = self.begin_string == BeginString::Fix42;
-        let sent = s.send_application(now, b"D", |enc| {
+        let msg_type: &[u8] = match request {
+            RouteRequest::New => b"D",
+            RouteRequest::Cancel => b"F",
+            RouteRequest::Replace => b"G",
+        };
+        let sent = s.send_application(now, msg_type, |enc| {
             text.clear();
-            text.extend_from_slice(e.order_id.0.to_string().as_bytes());
+            match request {
+                RouteRequest::New => text.extend_from_slice(e.order_id.0.to_string().as_bytes()),
+                RouteRequest::Cancel => {
+                    text.push(b'C');
+                    text.extend_from_slice(e.exec_id.to_string().as_bytes());
+                }
+                RouteRequest::Replace => text.extend_from_slice(e.cl_ord_id.as_bytes()),
+            }
             enc.str(tag::CL_ORD_ID, text);
+            if request != RouteRequest::New {
+                enc.str(
+                    tag::ORIG_CL_ORD_ID,
+                    venue_id(e, &e.orig_cl_ord_id).as_bytes(),
+                );
+            }
+            if request == RouteRequest::Cancel {
+                if let Some(a) = account {
+                    enc.str(tag::ACCOUNT, a.as_bytes());
+                }
+                enc.str(tag::SYMBOL, d.symbol.as_bytes());
+                enc.char(tag::SIDE, side_char(e.side));
+                enc.timestamp(
+                    tag::TRANSACT_TIME,
+                    now,
+                    portcullis_fix::TimePrecision::Millis,
+                );
+                text.clear();
+                format_fixed(e.qty.0, d.qty_scale, text);
+                enc.str(tag::ORDER_QTY, text);
+                return;
+            }
             order_fields(enc, e, d, account, v42, now, text);
-            if e.details.post_only {
+            if request == RouteRequest::New && e.details.post_only {
                 enc.char(tag::EXEC_INST, b'6');
             }
         });
         match sent {
             Ok(seq) => {
-                self.remember(seq, e.order_id, RouteRequest::New);
-                self.status.orders_sent.fetch_add(1, Ordering::Relaxed);
+                self.remember(seq, e.order_id, request);
+                if request == RouteRequest::New {
+                    self.status.orders_sent.fetch_add(1, Ordering::Relaxed);
+                }
                 true
             }
             Err(err) => {
-                warn!(error = %err, order = e.order_id.0, "order not sent to the venue");
+                warn!(error = %err, order = e.order_id.0, request = ?request, "request not sent to the venue");
                 false
             }
         }
@@ -276,83 +318,6 @@ impl VenueLink {
             }
         }
         self.sent_orders.insert(seq, (order, request));
-    }
-
-    fn send_cancel(
-        &mut self,
-        e: &Event,
-        s: &mut Session,
-        dir: &Directory,
-        now: UtcTimestamp,
-    ) -> bool {
-        let Some(d) = dir.get(e.instrument) else {
-            // Nothing to name it by: the order stays until the venue reports on it.
-            return true;
-        };
-        let text = &mut self.text;
-        let account = self.account.as_deref();
-        let sent = s.send_application(now, b"F", |enc| {
-            text.clear();
-            text.push(b'C');
-            text.extend_from_slice(e.exec_id.to_string().as_bytes());
-            enc.str(tag::CL_ORD_ID, text);
-            enc.str(
-                tag::ORIG_CL_ORD_ID,
-                venue_id(e, &e.orig_cl_ord_id).as_bytes(),
-            );
-            if let Some(a) = account {
-                enc.str(tag::ACCOUNT, a.as_bytes());
-            }
-            enc.str(tag::SYMBOL, d.symbol.as_bytes());
-            enc.char(tag::SIDE, side_char(e.side));
-            enc.timestamp(
-                tag::TRANSACT_TIME,
-                now,
-                portcullis_fix::TimePrecision::Millis,
-            );
-            text.clear();
-            format_fixed(e.qty.0, d.qty_scale, text);
-            enc.str(tag::ORDER_QTY, text);
-        });
-        match sent {
-            Ok(seq) => {
-                self.remember(seq, e.order_id, RouteRequest::Cancel);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// An OrderCancelReplaceRequest: the order's next ClOrdID at the venue, its current one,
-    /// and the new price, quantity and time in force.
-    fn send_replace(
-        &mut self,
-        e: &Event,
-        s: &mut Session,
-        dir: &Directory,
-        now: UtcTimestamp,
-    ) -> bool {
-        let Some(d) = dir.get(e.instrument) else {
-            return true;
-        };
-        let text = &mut self.text;
-        let account = self.account.as_deref();
-        let v42 = self.begin_string == BeginString::Fix42;
-        let sent = s.send_application(now, b"G", |enc| {
-            enc.str(tag::CL_ORD_ID, e.cl_ord_id.as_bytes());
-            enc.str(
-                tag::ORIG_CL_ORD_ID,
-                venue_id(e, &e.orig_cl_ord_id).as_bytes(),
-            );
-            order_fields(enc, e, d, account, v42, now, text);
-        });
-        match sent {
-            Ok(seq) => {
-                self.remember(seq, e.order_id, RouteRequest::Replace);
-                true
-            }
-            Err(_) => false,
-        }
     }
 
     /// What an application message from the venue reports about a routed order, if anything:
@@ -532,24 +497,6 @@ fn venue_id(e: &Event, id: &portcullis_types::ClOrdId) -> String {
         e.order_id.0.to_string()
     } else {
         id.as_str().to_owned()
-    }
-}
-
-fn side_char(s: Side) -> u8 {
-    match s {
-        Side::Buy => b'1',
-        Side::Sell => b'2',
-    }
-}
-
-fn tif_char(t: TimeInForce) -> u8 {
-    match t {
-        TimeInForce::Day => b'0',
-        TimeInForce::Gtc => b'1',
-        TimeInForce::Ioc => b'3',
-        TimeInForce::Fok => b'4',
-        // Never routed (the engine refuses good-till-date orders for a venue).
-        TimeInForce::Gtd { .. } => b'6',
     }
 }
 

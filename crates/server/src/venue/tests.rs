@@ -6,7 +6,7 @@ use portcullis_engine::{Instruments, InstrumentsConfig};
 use portcullis_fix::{Encoder, Frame, TimePrecision};
 use portcullis_session::fix_session::SessionConfig;
 use portcullis_session::store::{MemoryStore, SyncPolicy};
-use portcullis_types::{ClOrdId, InstrumentId, OrderDetails, TradeId};
+use portcullis_types::{ClOrdId, InstrumentId, OrderDetails, Side, TimeInForce, TradeId};
 use proptest::strategy::Strategy;
 
 const VENUE: SessionId = SessionId(3);
@@ -80,6 +80,13 @@ fn venue_msg(v: BeginString, msg_type: &str, seq: u64, fields: &[(u32, &str)]) -
         e.str(*t, val.as_bytes());
     }
     e.finish().to_vec()
+}
+
+/// An ExecutionReport of the venue about a BTC-PERP order, with `fields` after its own.
+fn execution_report(v: BeginString, fields: &[(u32, &str)]) -> Vec<u8> {
+    let mut all = vec![(37, "V-1"), (17, "E-1"), (55, "BTC-PERP"), (54, "1")];
+    all.extend_from_slice(fields);
+    venue_msg(v, "8", 2, &all)
 }
 
 /// The messages the session queued, as (tag, value) lists; consumed.
@@ -197,11 +204,7 @@ fn execution_reports_become_venue_reports_of_the_order_they_name() {
     let d = dir();
     let v = BeginString::Fix44;
     let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
-    let er = |fields: &[(u32, &str)]| {
-        let mut f = vec![(37, "V-1"), (17, "E-1"), (55, "BTC-PERP"), (54, "2")];
-        f.extend_from_slice(fields);
-        venue_msg(v, "8", 2, &f)
-    };
+    let er = |f: &[(u32, &str)]| execution_report(v, f);
     let r = link
         .on_message(&er(&[(11, "41"), (150, "0"), (39, "0")]), &d, now())
         .unwrap();
@@ -468,11 +471,7 @@ fn a_replace_is_sent_as_a_cancel_replace_request_and_its_answers_name_the_order(
         (Some("C13"), Some("41-2"))
     );
     // The venue's answers: replaced, a replace refused (434=2), a fill under the new id.
-    let er = |f: &[(u32, &str)]| {
-        let mut all = vec![(55, "BTC-PERP"), (54, "1"), (37, "V-1"), (17, "E")];
-        all.extend_from_slice(f);
-        venue_msg(v, "8", 5, &all)
-    };
+    let er = |f: &[(u32, &str)]| execution_report(v, f);
     let r = link
         .on_message(
             &er(&[(11, "41-2"), (41, "41-1"), (150, "5"), (39, "0")]),
