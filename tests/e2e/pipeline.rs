@@ -1203,6 +1203,96 @@ fn an_order_mass_status_request_lists_the_accounts_working_orders() {
 }
 
 #[test]
+fn a_request_for_positions_reports_each_accounts_net_positions() {
+    let (mut server, p, mut a, mut b, ka) = two_signed_accounts("");
+    let positions = |c: &mut FixClient, id: &str, extra: &[(u32, &str)]| {
+        let mut body = vec![(710, id), (724, "0")];
+        body.extend_from_slice(extra);
+        c.send("AN", &body);
+        let ack = c.expect("AO");
+        let n: usize = ack.get(727).unwrap().parse().unwrap();
+        let reports: Vec<Msg> = (0..n).map(|_| c.expect("AP")).collect();
+        (ack, reports)
+    };
+    // Flat at first.
+    let (ack, reports) = positions(&mut a, "P0", &[]);
+    assert_fields(
+        &ack,
+        &[
+            (710, "P0"),
+            (727, "0"),
+            (728, "2"),
+            (729, "0"),
+            (1, "ACC-A"),
+        ],
+    );
+    assert!(reports.is_empty());
+
+    // A buys 3 at 100, B sells 2 into it: A is long 2, B short 2.
+    assert_fields(&limit(&mut a, "PO-A1", "1", "3", "100"), &[(39, "0")]);
+    assert_fields(&limit(&mut b, "PO-B1", "2", "2", "100"), &[(39, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "PO-B1"), (39, "2")]);
+    assert_fields(&a.expect("8"), &[(11, "PO-A1"), (39, "1")]);
+
+    let (ack, reports) = positions(&mut a, "P1", &[]);
+    assert_fields(&ack, &[(710, "P1"), (727, "1"), (728, "0"), (729, "0")]);
+    assert_fields(
+        &reports[0],
+        &[
+            (710, "P1"),
+            (728, "0"),
+            (1, "ACC-A"),
+            (55, "BTC-PERP"),
+            (702, "1"),
+            (703, "TQ"),
+            (704, "2.000"),
+            (705, "0.000"),
+            (730, "100.0"),
+            (731, "2"),
+        ],
+    );
+    assert_eq!(
+        reports[0].get(715).map(str::len),
+        Some(8),
+        "{:?}",
+        reports[0]
+    );
+    let (_, reports) = positions(&mut b, "P2", &[(55, "BTC-PERP")]);
+    assert_fields(
+        &reports[0],
+        &[
+            (1, "ACC-B"),
+            (55, "BTC-PERP"),
+            (704, "0.000"),
+            (705, "2.000"),
+        ],
+    );
+    // Refused: another session's account, an unknown symbol, a subscription.
+    let (ack, _) = positions(&mut a, "P3", &[(1, "ACC-B")]);
+    assert_fields(&ack, &[(710, "P3"), (728, "3"), (729, "2")]);
+    let (ack, _) = positions(&mut a, "P4", &[(55, "NOPE-PERP")]);
+    assert_fields(&ack, &[(728, "1"), (729, "2"), (58, "unknown symbol")]);
+    let (ack, _) = positions(&mut a, "P5", &[(263, "1")]);
+    assert_fields(&ack, &[(728, "4"), (729, "2")]);
+    // Another instrument: flat there.
+    let (ack, _) = positions(&mut a, "P6", &[(55, "ETH-PERP")]);
+    assert_fields(&ack, &[(728, "2"), (727, "0")]);
+    nothing_else(&mut a, "PO-END");
+
+    // The positions come back from the journal after a restart.
+    for c in [&mut a, &mut b] {
+        c.send("5", &[]);
+        c.expect("5");
+    }
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    server.restart();
+    let mut a = connect_at(p, "FIX.4.4", "TWA", Some(&ka), a.seq);
+    let (_, reports) = positions(&mut a, "P7", &[]);
+    assert_eq!(reports.len(), 1);
+    assert_fields(&reports[0], &[(55, "BTC-PERP"), (704, "2.000")]);
+}
+
+#[test]
 fn a_long_mass_status_answer_leaves_at_the_clients_pace() {
     // A listener whose slow-reader bound (8 KiB) is far below the answer (100 reports).
     let p = ports();

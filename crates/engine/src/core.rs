@@ -39,6 +39,17 @@ use serde::Deserialize;
 use crate::book::{IdCounters, Matcher, MatcherConfig, OrderSnapshot};
 use crate::instruments::{InstrumentConfig, InstrumentConfigError, Instruments, Roll};
 
+/// An account's net position in one instrument ([`Core::positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// Net quantity: positive long, negative short (in the instrument's quantity units).
+    pub qty: Qty,
+    /// The instrument's reference price (last trade, or the operator's mark), if it has one.
+    pub reference_price: Option<Price>,
+}
+
 /// Format of [`Core::write_snapshot`]; bumped on any change of any part.
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -625,6 +636,25 @@ impl Core {
             }
         }
         Some(out)
+    }
+
+    /// The net positions of `account`: every instrument (or only `instrument`) in which it is
+    /// not flat, in instrument order, with the instrument's reference price (for a position
+    /// report; the caller allocates the list: a rare request, bounded by the instrument table).
+    pub fn positions(&self, account: AccountId, instrument: Option<InstrumentId>) -> Vec<Position> {
+        self.instruments
+            .iter()
+            .map(|i| i.rules().id)
+            .filter(|id| instrument.map_or(true, |i| i == *id))
+            .filter_map(|id| {
+                let qty = self.risk.position(account, id);
+                (qty.0 != 0).then(|| Position {
+                    instrument: id,
+                    qty,
+                    reference_price: self.risk.reference_price(id),
+                })
+            })
+            .collect()
     }
 
     /// The state of a working order of `account`, for an OrderStatusRequest(H): by OrderID,

@@ -16,7 +16,7 @@ pub mod instruments;
 mod orders;
 pub mod symbol;
 
-pub use crate::core::{Core, CoreError, EngineConfig, OrderRef, ALL_INSTRUMENTS};
+pub use crate::core::{Core, CoreError, EngineConfig, OrderRef, Position, ALL_INSTRUMENTS};
 pub use book::{
     Feedback, IdCounters, LevelView, Matcher, MatcherConfig, OrderBook, OrderHandle, OrderSnapshot,
     MAX_ID,

@@ -4,12 +4,12 @@ mod common;
 
 use common::*;
 use portcullis_engine::{
-    CoreError, EngineConfig, ExpiryDate, IdCounters, InstrumentConfig, OrderRef, ALL_INSTRUMENTS,
-    MAX_ID,
+    CoreError, EngineConfig, ExpiryDate, IdCounters, InstrumentConfig, OrderRef, Position,
+    ALL_INSTRUMENTS, MAX_ID,
 };
 use portcullis_types::{
-    ClOrdId, Command, EventKind, InstrumentStatus, MassCancel, OrdType, OrderId, Price, Qty,
-    RejectReason, ReplaceOrder, SessionId, Side, TimeInForce,
+    AccountId, ClOrdId, Command, EventKind, InstrumentStatus, MassCancel, OrdType, OrderId, Price,
+    Qty, RejectReason, ReplaceOrder, SessionId, Side, TimeInForce,
 };
 
 #[test]
@@ -524,6 +524,52 @@ fn open_orders_lists_the_accounts_working_orders_up_to_a_bound() {
         ids(r.core.open_orders(ALICE, Some(perp), 10).unwrap()),
         [(a, Qty(3))]
     );
+}
+
+#[test]
+fn positions_list_the_instruments_an_account_is_not_flat_in() {
+    let mut r = Run::new();
+    let perp = r.perp();
+    let call = r
+        .core
+        .instruments()
+        .iter()
+        .map(|i| i.symbol().to_string())
+        .find(|s| s.ends_with("-C"))
+        .unwrap();
+    let option = r.inst(&call);
+    assert_eq!(r.core.positions(ALICE, None), Vec::new(), "flat at start");
+    r.place(BOB, perp, Side::Sell, 1_000_000, 3);
+    let o = r.order(ALICE, perp, Side::Buy, 1_000_000, 2);
+    r.submit(o);
+    r.place(ALICE, option, Side::Sell, 10, 4);
+    let o = r.order(BOB, option, Side::Buy, 10, 4);
+    r.submit(o);
+    let long_perp = Position {
+        instrument: perp,
+        qty: Qty(2),
+        reference_price: Some(Price(1_000_000)),
+    };
+    let short_call = Position {
+        instrument: option,
+        qty: Qty(-4),
+        reference_price: Some(Price(10)),
+    };
+    let (first, second) = if perp < option {
+        (long_perp, short_call)
+    } else {
+        (short_call, long_perp)
+    };
+    assert_eq!(r.core.positions(ALICE, None), [first, second]);
+    assert_eq!(r.core.positions(ALICE, Some(option)), [short_call]);
+    assert_eq!(r.core.positions(BOB, Some(perp))[0].qty, Qty(-2));
+    // Closing the position makes the account flat there: it is no longer listed.
+    r.place(ALICE, perp, Side::Sell, 990_000, 2);
+    let o = r.order(CAROL, perp, Side::Buy, 990_000, 2);
+    r.submit(o);
+    assert_eq!(r.core.positions(ALICE, None), [short_call]);
+    assert_eq!(r.core.positions(CAROL, None)[0].qty, Qty(2));
+    assert_eq!(r.core.positions(AccountId(7), None), Vec::new());
 }
 
 #[test]

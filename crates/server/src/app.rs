@@ -49,7 +49,11 @@ use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
 use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
-use crate::pipeline::{Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline};
+use crate::pipeline::{
+    Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline, PositionsReply,
+    PositionsRequest,
+};
+use crate::positions::{self, PositionsAnswer, PositionsRefusal};
 use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
 use crate::security::ServerAuth;
 use crate::security_list::{self, ListRefusal, SecurityListAnswer};
@@ -276,7 +280,7 @@ impl Application for OrderEntryApp {
             scratch: Vec::with_capacity(64),
             finished,
             status_waits: VecDeque::new(),
-            mass: VecDeque::new(),
+            listings: VecDeque::new(),
             lists: VecDeque::new(),
             status_subs: security_status::Subscriptions::default(),
             pause_bytes: conn.listener.output_pause(),
@@ -461,6 +465,24 @@ enum StatusWait {
     Order,
     /// An OrderMassStatusRequest (AF).
     Mass(MassWait),
+    /// A RequestForPositions (AN): its answer, waiting for the core thread's list.
+    Positions(Box<PositionsWait>),
+}
+
+/// A RequestForPositions in the ingress queue: the core puts its list in `reply`.
+#[derive(Debug)]
+struct PositionsWait {
+    answer: PositionsAnswer,
+    reply: Arc<PositionsReply>,
+}
+
+/// A long answer being sent at the client's reading pace.
+#[derive(Debug)]
+enum Listing {
+    /// To an OrderMassStatusRequest.
+    Mass(PendingMass),
+    /// To a RequestForPositions.
+    Positions(PositionsAnswer),
 }
 
 /// An OrderMassStatusRequest in the ingress queue: the core puts its list in `reply`.
@@ -599,8 +621,8 @@ pub struct FixConn {
     /// The status and mass status requests in the ingress queue, oldest first: their answers
     /// come back in this order.
     status_waits: VecDeque<StatusWait>,
-    /// Mass status answers being sent, oldest first.
-    mass: VecDeque<PendingMass>,
+    /// Mass status and position answers being sent, oldest first.
+    listings: VecDeque<Listing>,
     /// SecurityList answers being sent, oldest first (at most
     /// [`security_list::MAX_IN_PROGRESS`]).
     lists: VecDeque<SecurityListAnswer>,
@@ -647,6 +669,24 @@ fn send_security_list(
         Err(e) => {
             let name = crate::security::session_name(session.config());
             warn!(session = %name, error = %e, "could not send a security list");
+            answer.abandon();
+        }
+    }
+}
+
+/// Sends the next message of a positions answer; gives up the rest if it cannot be sent.
+fn send_positions(
+    session: &mut Session,
+    now: UtcTimestamp,
+    answer: &mut PositionsAnswer,
+    scratch: &mut Vec<u8>,
+) {
+    let msg_type = answer.next_msg_type();
+    match session.send_application(now, msg_type, |enc| answer.encode_next(enc, scratch)) {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => {
+            let name = crate::security::session_name(session.config());
+            warn!(session = %name, error = %e, "could not send a position report");
             answer.abandon();
         }
     }
@@ -724,6 +764,71 @@ impl FixConn {
         self.send_lists(session, now);
     }
 
+    /// Takes a RequestForPositions (AN): the core thread lists the account's positions, the
+    /// answer leaves when they are in (a refused request is answered at once).
+    fn positions_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let allowed = self.allowed();
+        let pipeline = self.pipeline.clone();
+        let dir = pipeline.directory_snapshot();
+        let ctx = Ctx {
+            directory: &dir,
+            allowed: &allowed,
+            account_names: pipeline.account_names(),
+            session: self.info.slot,
+            now_ns: now.nanos(),
+            trading_day_end_secs: pipeline.trading_day_end_secs(),
+        };
+        let date = positions::clearing_business_date(now.nanos(), ctx.trading_day_end_secs);
+        let query = positions::decode(msg, &ctx);
+        let account = match query {
+            Ok(q) => pipeline
+                .account_names()
+                .get(q.account.0 as usize)
+                .map_or(&b""[..], |n| n.as_bytes()),
+            Err(_) => msg.get(tag::ACCOUNT).unwrap_or(b""),
+        };
+        let mut answer = PositionsAnswer::new(msg, account, date, dir.clone(), Ok(Vec::new()));
+        let refusal = match query {
+            Err(r) => Some(r),
+            Ok(q) if self.ensure_conn().is_some() => {
+                let reply = Arc::new(PositionsReply::default());
+                let request = PositionsRequest {
+                    session: self.info.slot,
+                    account: q.account,
+                    instrument: q.instrument,
+                    reply: reply.clone(),
+                };
+                match pipeline.submit(Ingress::Positions(request)) {
+                    Ok(()) => {
+                        self.unanswered.submitted(seq);
+                        let wait = PositionsWait { answer, reply };
+                        self.status_waits
+                            .push_back(StatusWait::Positions(Box::new(wait)));
+                        self.await_reply();
+                        return;
+                    }
+                    Err(_) => Some(PositionsRefusal::Busy),
+                }
+            }
+            Ok(_) => Some(PositionsRefusal::Busy),
+        };
+        if let Some(r) = refusal {
+            answer = PositionsAnswer::new(msg, account, date, dir, Err(r));
+        }
+        self.listings.push_back(Listing::Positions(answer));
+        let names = Names {
+            directory: &pipeline.directory(),
+            account_names: pipeline.account_names(),
+        };
+        self.send_mass(session, now, &names);
+    }
+
     /// Takes a MassQuote (i) or QuoteCancel (Z): its order requests go to the core thread
     /// (each counted as a request of MsgSeqNum `seq`), and its acknowledgement leaves when they
     /// are answered (at once if nothing had to be asked).
@@ -797,11 +902,21 @@ impl FixConn {
     /// unsent output reaches the pause mark.
     fn send_mass(&mut self, session: &mut Session, now: UtcTimestamp, names: &Names<'_>) {
         let v = self.version;
-        while let Some(p) = self.mass.front_mut() {
-            if !p.send_some(session, now, v, names, &mut self.scratch, self.pause_bytes) {
+        let pause = self.pause_bytes;
+        while let Some(l) = self.listings.front_mut() {
+            let done = match l {
+                Listing::Mass(p) => p.send_some(session, now, v, names, &mut self.scratch, pause),
+                Listing::Positions(a) => {
+                    while !a.is_done() && session.unsent_len() < pause {
+                        send_positions(session, now, a, &mut self.scratch);
+                    }
+                    a.is_done()
+                }
+            };
+            if !done {
                 break;
             }
-            self.mass.pop_front();
+            self.listings.pop_front();
         }
     }
 
@@ -1002,6 +1117,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if msg.msg_type() == b"AN" {
+            self.positions_request(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if matches!(msg.msg_type(), b"i" | b"Z") {
             self.quote_message(session, now, seq, &msg);
             self.decoder = decoder;
@@ -1083,7 +1203,7 @@ impl ConnectionApp for FixConn {
     }
 
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.mass.is_empty() || !self.lists.is_empty() {
+        if !self.listings.is_empty() || !self.lists.is_empty() {
             // A mass status or security list answer has more to send (the transport calls again only while
             // the client reads).
             return Poll::Ready(());
@@ -1171,6 +1291,17 @@ impl ConnectionApp for FixConn {
                         _ => Report::Event(e),
                     }
                 }
+                Outbound::Status(_)
+                    if matches!(self.status_waits.front(), Some(StatusWait::Positions(_))) =>
+                {
+                    if let Some(StatusWait::Positions(wait)) = self.status_waits.pop_front() {
+                        let PositionsWait { mut answer, reply } = *wait;
+                        answer.fill(&reply);
+                        self.listings.push_back(Listing::Positions(answer));
+                        self.send_mass(session, now, &names);
+                    }
+                    continue;
+                }
                 Outbound::Status(e)
                     if matches!(self.status_waits.front(), Some(StatusWait::Mass(_))) =>
                 {
@@ -1180,7 +1311,7 @@ impl ConnectionApp for FixConn {
                         if let Some(p) =
                             PendingMass::start(wait, e, slot, session, now, v, &names, scratch)
                         {
-                            self.mass.push_back(p);
+                            self.listings.push_back(Listing::Mass(p));
                         }
                         self.send_mass(session, now, &names);
                     }

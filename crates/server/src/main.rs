@@ -34,6 +34,7 @@ mod metrics;
 mod monitoring;
 mod order_codec;
 mod pipeline;
+mod positions;
 mod quotes;
 mod replay;
 mod security;
@@ -892,6 +893,7 @@ fn start_pipeline(
     };
     order_codec::seed_local_ids((now_ns / 1_000) as u64);
     security_list::seed_response_ids((now_ns / 1_000_000) as u64);
+    positions::seed_report_ids((now_ns / 1_000_000) as u64);
     // Which configured sessions have orders working from before the start: their reports
     // flow from their next Logon on (see `app::SessionInfo::has_traded`).
     let traded = |core: &portcullis_engine::Core| -> Vec<bool> {

@@ -132,6 +132,33 @@ impl OpenOrdersReply {
     }
 }
 
+/// A listing of an account's net positions (FIX RequestForPositions, the WebSocket API's
+/// `account.position`, the admin API's account view). Answered like an [`OpenOrdersRequest`]:
+/// the list in `reply`, then one `Outbound::Status` to the asking session.
+#[derive(Debug)]
+pub struct PositionsRequest {
+    /// The asking session.
+    pub session: SessionId,
+    /// Its account.
+    pub account: AccountId,
+    /// Only this instrument's, if given.
+    pub instrument: Option<InstrumentId>,
+    /// Where the list goes.
+    pub reply: Arc<PositionsReply>,
+}
+
+/// The answer to a [`PositionsRequest`]: the instruments the account is not flat in. Set once
+/// by the core thread before its status answer.
+#[derive(Debug, Default)]
+pub struct PositionsReply(OnceLock<Vec<portcullis_engine::Position>>);
+
+impl PositionsReply {
+    /// The list, once the core thread's answer has arrived.
+    pub fn get(&self) -> Option<&[portcullis_engine::Position]> {
+        self.0.get().map(Vec::as_slice)
+    }
+}
+
 /// One entry of the ingress queue.
 #[derive(Debug)]
 pub enum Ingress {
@@ -141,6 +168,8 @@ pub enum Ingress {
     Status(StatusRequest),
     /// A listing of open orders.
     OpenOrders(OpenOrdersRequest),
+    /// A listing of positions.
+    Positions(PositionsRequest),
     /// A connection took a session slot: route the slot's events to it.
     Open(Arc<Conn>),
     /// The connection ended: cancel-on-disconnect, forget its route, free a per-connection
@@ -1230,7 +1259,7 @@ impl CoreLoop {
                 }
             }
             // Answered with one status report to the asking session.
-            Ingress::Status(_) | Ingress::OpenOrders(_) => {
+            Ingress::Status(_) | Ingress::OpenOrders(_) | Ingress::Positions(_) => {
                 let ev = match item {
                     Ingress::Status(r) => match core.order_status(r.session, r.account, r.order) {
                         Some(snap) => snap.to_event(r.session, now),
@@ -1244,15 +1273,13 @@ impl CoreLoop {
                             r.instrument,
                             MAX_LISTED_ORDERS,
                         ));
-                        let done = StatusRequest {
-                            session: r.session,
-                            account: r.account,
-                            order: OrderRef::Id(OrderId(0)),
-                            cl_ord_id: ClOrdId::EMPTY,
-                            instrument: r.instrument.unwrap_or(InstrumentId(0)),
-                            side: Side::Buy,
-                        };
-                        unknown_order(&done, now)
+                        listing_ready(r.session, r.account, r.instrument, now)
+                    }
+                    Ingress::Positions(r) => {
+                        // Rare and rate-weighted like the listing above; bounded by the
+                        // instrument table.
+                        let _ = r.reply.0.set(core.positions(r.account, r.instrument));
+                        listing_ready(r.session, r.account, r.instrument, now)
                     }
                     _ => return,
                 };
@@ -1573,6 +1600,25 @@ fn merge_limits(
     table
         .try_into::<AccountLimits>()
         .map_err(|e| format!("limits: {}", e.message()))
+}
+
+/// The status answer that tells a session its listing (open orders, positions) is in the
+/// reply: an "unknown order" with no ClOrdID.
+fn listing_ready(
+    session: SessionId,
+    account: AccountId,
+    instrument: Option<InstrumentId>,
+    now: i64,
+) -> Event {
+    let done = StatusRequest {
+        session,
+        account,
+        order: OrderRef::Id(OrderId(0)),
+        cl_ord_id: ClOrdId::EMPTY,
+        instrument: instrument.unwrap_or(InstrumentId(0)),
+        side: Side::Buy,
+    };
+    unknown_order(&done, now)
 }
 
 /// The status answer for an order that is not a working order of the account.

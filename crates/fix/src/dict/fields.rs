@@ -402,6 +402,7 @@ pub(crate) const FIELDS: &[FieldDef] = &[
         .d(ints(span(0, 5))),
     f(561, "RoundLot", T::Qty),
     f(562, "MinTradeVol", T::Qty),
+    f(573, "MatchStatus", T::Char).v(V44UP).d(chars(b"012")),
     f(581, "AccountType", T::Int).v(V44UP),
     f(582, "CustOrderCapacity", T::Int)
         .v(V44UP)
@@ -430,7 +431,33 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(660, "AcctIDSource", T::Int).v(V44UP),
     f(661, "AllocAcctIDSource", T::Int).v(V44UP),
     f(669, "LastParPx", T::Price).v(V44UP),
+    f(702, "NoPositions", T::NumInGroup).v(V44UP),
+    f(703, "PosType", T::String).v(V44UP),
+    f(704, "LongQty", T::Qty).v(V44UP),
+    f(705, "ShortQty", T::Qty).v(V44UP),
+    f(706, "PosQtyStatus", T::Int).v(V44UP).d(ints(span(0, 2))),
+    f(710, "PosReqID", T::String).v(V44UP),
     f(711, "NoUnderlyings", T::NumInGroup).v(V44UP),
+    f(715, "ClearingBusinessDate", T::LocalMktDate).v(V44UP),
+    f(716, "SettlSessID", T::String).v(V44UP),
+    f(717, "SettlSessSubID", T::String).v(V44UP),
+    f(721, "PosMaintRptID", T::String).v(V44UP),
+    f(724, "PosReqType", T::Int).v(V44).d(ints(span(0, 3))),
+    f(724, "PosReqType", T::Int).v(V50).d(ints(span(0, 5))),
+    f(725, "ResponseTransportType", T::Int)
+        .v(V44UP)
+        .d(ints(span(0, 1))),
+    f(726, "ResponseDestination", T::String).v(V44UP),
+    f(727, "TotalNumPosReports", T::Int).v(V44UP),
+    f(728, "PosReqResult", T::Int)
+        .v(V44UP)
+        .d(ints(span(0, 4) | bit(99))),
+    f(729, "PosReqStatus", T::Int).v(V44UP).d(ints(span(0, 2))),
+    f(730, "SettlPrice", T::Price).v(V44UP),
+    f(731, "SettlPriceType", T::Int)
+        .v(V44UP)
+        .d(ints(span(1, 2))),
+    f(734, "PriorSettlPrice", T::Price).v(V44UP),
     f(736, "AllocSettlCurrency", T::Currency).v(V44UP),
     f(762, "SecuritySubType", T::String).v(V44UP),
     f(775, "BookingType", T::Int).v(V44UP).d(ints(span(0, 2))),

@@ -245,6 +245,12 @@ const NO_PARTY_SUB_IDS: Group = Group {
 };
 
 /// Parties (FIX 4.4, 5.0 SP2).
+/// The PositionQty block's group.
+const NO_POSITIONS: Group = Group {
+    count_tag: 702,
+    items: &[opt(703), opt(704), opt(705), opt(706), grp(&NO_PARTY_IDS)],
+};
+
 pub(crate) const NO_PARTY_IDS: Group = Group {
     count_tag: 453,
     items: &[opt(448), opt(447), opt(452), grp(&NO_PARTY_SUB_IDS)],
@@ -824,6 +830,73 @@ const SECURITY_LIST: &[Item] = &[
     comp(TEXT),
 ];
 
+/// RequestForPositions: what 4.4 requires beyond PosReqID and PosReqType (Parties, Account,
+/// AccountType, ClearingBusinessDate, TransactTime) is accepted but optional, as venues'
+/// rules of engagement have it; the session's account is the default.
+const REQUEST_FOR_POSITIONS: &[Item] = &[
+    req(710),
+    req(724),
+    opt(573),
+    opt(263),
+    grp(&NO_PARTY_IDS),
+    opt(1),
+    opt(660),
+    opt(581),
+    comp(INSTRUMENT).req_in(0),
+    opt(15),
+    opt(715),
+    opt(716),
+    opt(717),
+    opt(336),
+    opt(625),
+    opt(60),
+    opt(725),
+    opt(726),
+    comp(TEXT),
+];
+
+const REQUEST_FOR_POSITIONS_ACK: &[Item] = &[
+    req(721),
+    opt(710),
+    opt(727),
+    opt(325),
+    req(728),
+    req(729),
+    grp(&NO_PARTY_IDS),
+    opt(1).req_in(V44),
+    opt(660),
+    opt(581).req_in(V44),
+    comp(INSTRUMENT).req_in(0),
+    opt(15),
+    opt(725),
+    opt(726),
+    comp(TEXT),
+];
+
+const POSITION_REPORT: &[Item] = &[
+    req(721),
+    opt(710),
+    opt(724),
+    opt(263),
+    opt(727),
+    opt(325),
+    req(728),
+    opt(715).req_in(V44),
+    opt(716),
+    opt(717),
+    grp(&NO_PARTY_IDS),
+    opt(1).req_in(V44),
+    opt(660),
+    opt(581).req_in(V44),
+    comp(INSTRUMENT).req_in(0),
+    opt(15),
+    opt(730).req_in(V44),
+    opt(731).req_in(V44),
+    opt(734).req_in(V44),
+    grp(&NO_POSITIONS),
+    comp(TEXT),
+];
+
 const SECURITY_STATUS_REQUEST: &[Item] = &[
     req(324),
     comp(INSTRUMENT),
@@ -965,16 +1038,30 @@ pub(crate) const MSGS: &[MsgSpec] = &[
     msg(b"Z", "QuoteCancel", V44UP, QUOTE_CANCEL),
     msg(b"e", "SecurityStatusRequest", ALL, SECURITY_STATUS_REQUEST),
     msg(b"f", "SecurityStatus", ALL, SECURITY_STATUS),
+    msg(b"AN", "RequestForPositions", V44UP, REQUEST_FOR_POSITIONS),
+    msg(
+        b"AO",
+        "RequestForPositionsAck",
+        V44UP,
+        REQUEST_FOR_POSITIONS_ACK,
+    ),
+    msg(b"AP", "PositionReport", V44UP, POSITION_REPORT),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 24;
+pub(crate) const N_MSGS: usize = 27;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
 pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
     let &[c] = msg_type else {
-        return (msg_type == b"AF").then_some(16);
+        return match msg_type {
+            b"AF" => Some(16),
+            b"AN" => Some(24),
+            b"AO" => Some(25),
+            b"AP" => Some(26),
+            _ => None,
+        };
     };
     Some(match c {
         b'0' => 0,
