@@ -1069,6 +1069,19 @@ fn a_risk_desk_reads_an_accounts_orders_and_trades_from_the_history() {
     assert_eq!(trades[0]["quantity"], "0.015");
     assert_eq!(trades[0]["price"], "100.0");
     assert_eq!(trades[0]["liquidity"], "maker");
+    // The account view has the risk engine's figures: positions, open orders, credit used.
+    let (st, _, acc) = get("/v1/accounts/TW-ACC");
+    assert_eq!(st, 200, "{acc}");
+    assert_eq!(acc["open_orders"], 2, "{acc}");
+    assert_eq!(
+        acc["positions"],
+        json!([{"symbol": "BTC-PERP", "position": "-0.015", "reference_price": "100.0"}]),
+        "{acc}"
+    );
+    assert!(acc["credit_used"].is_string(), "{acc}");
+    let (_, _, acc) = get("/v1/accounts/WS-A");
+    assert_eq!(acc["positions"][0]["position"], "0.015", "{acc}");
+    assert_eq!(acc["open_orders"], 0, "{acc}");
     let (_, _, w) = get("/v1/accounts/WS-A/trades");
     assert_eq!(w["trades"][0]["liquidity"], "taker", "{w}");
     assert_eq!(w["trades"][0]["side"], "buy", "{w}");

@@ -1278,6 +1278,22 @@ fn a_request_for_positions_reports_each_accounts_net_positions() {
     let (ack, _) = positions(&mut a, "P6", &[(55, "ETH-PERP")]);
     assert_fields(&ack, &[(728, "2"), (727, "0")]);
     nothing_else(&mut a, "PO-END");
+    // The operator sees the same figures.
+    let out = admin(&server, &["accounts"]);
+    assert!(
+        out.contains("ACC-A kill_switch=off open_orders=1 credit_used=")
+            && out.contains("positions: BTC-PERP 2.000 (reference 100.0)"),
+        "{out}"
+    );
+    assert!(out.contains("ACC-B kill_switch=off open_orders=0"), "{out}");
+    let out = admin(&server, &["accounts", "--account", "ACC-B"]);
+    assert!(
+        out.contains("BTC-PERP -2.000") && !out.contains("ACC-A"),
+        "{out}"
+    );
+    let (code, out) = server.cli(&["admin", "accounts", "--account", "NOBODY"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown account"), "{out}");
 
     // The positions come back from the journal after a restart.
     for c in [&mut a, &mut b] {

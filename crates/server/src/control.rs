@@ -20,6 +20,7 @@
 //! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
 //! | `resume-core` | ends the pause |
 //! | `sessions` | the FIX sessions: state, peer, next sequence numbers |
+//! | `accounts [--account A]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its reference price) |
 //! | `sequence --session NAME [--reset] [--next-sender N] [--next-target N]` | sets the sequence numbers of a session without a connection (a counterparty that started again at 1 without ResetSeqNumFlag: `--next-target 1`); ours only forward, or `--reset` to start again at 1 |
 //! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
 //!
@@ -104,6 +105,12 @@ pub enum Request {
     ResumeCore,
     /// List the FIX sessions.
     Sessions,
+    /// Show accounts: kill switch, open orders, credit used, positions.
+    Accounts {
+        /// One account, or every account.
+        #[serde(default)]
+        account: Option<String>,
+    },
     /// Set a disconnected session's sequence numbers.
     Sequence {
         /// The session's name, `FIX.4.4:OURS->THEIRS` as `sessions` lists it.
@@ -132,6 +139,7 @@ impl Request {
             Request::PauseCore => "pause_core",
             Request::ResumeCore => "resume_core",
             Request::Sessions => "sessions",
+            Request::Accounts { .. } => "accounts",
             Request::Sequence { .. } => "sequence",
         }
     }
@@ -151,6 +159,7 @@ impl Request {
         match self {
             Request::Kill { account, .. } => account.as_deref(),
             Request::Limits { account, .. } => Some(account),
+            Request::Accounts { account } => account.as_deref(),
             _ => None,
         }
     }
@@ -174,6 +183,7 @@ impl Request {
             Request::Limits { account, set } => ControlAction::Limits { account, set },
             Request::PauseCore => ControlAction::Pause,
             Request::ResumeCore => ControlAction::Resume,
+            Request::Accounts { .. } => ControlAction::Describe,
             Request::Sessions | Request::Sequence { .. } => return None,
         })
     }
@@ -335,6 +345,13 @@ async fn handle(
                     };
                     set_sequence(registry, session, change).await
                 }
+                Request::Accounts { account } => {
+                    let r = execute(req.clone(), pipeline).await;
+                    match r.ok {
+                        true => list_accounts(&r.message, account.as_deref()),
+                        false => r,
+                    }
+                }
                 _ => execute(req.clone(), pipeline).await,
             };
             info!(command = req.name(), ok = response.ok, message = %response.message, "operator command");
@@ -378,6 +395,68 @@ fn list_sessions(registry: &SessionRegistry) -> String {
         "no FIX sessions configured".to_owned()
     } else {
         lines.join("\n")
+    }
+}
+
+/// One line per account (or the one asked for) from the core's state: kill switch, open
+/// orders, credit used and each position with the instrument's reference price.
+fn list_accounts(state: &str, only: Option<&str>) -> Response {
+    let state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+    let empty = Vec::new();
+    let accounts = state["accounts"].as_array().unwrap_or(&empty);
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    let lines: Vec<String> = accounts
+        .iter()
+        .filter(|a| only.map_or(true, |o| a["account"] == o))
+        .map(|a| {
+            let positions: Vec<String> = a["positions"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {} (reference {})",
+                        text(&p["symbol"]),
+                        text(&p["position"]),
+                        text(&p["reference_price"])
+                    )
+                })
+                .collect();
+            format!(
+                "{} kill_switch={} open_orders={} credit_used={} positions: {}",
+                text(&a["account"]),
+                if a["kill_switch"] == true {
+                    "on"
+                } else {
+                    "off"
+                },
+                text(&a["open_orders"]),
+                text(&a["credit_used"]),
+                if positions.is_empty() {
+                    "none".to_owned()
+                } else {
+                    positions.join(", ")
+                }
+            )
+        })
+        .collect();
+    match (lines.is_empty(), only) {
+        (true, Some(o)) => Response {
+            ok: false,
+            message: format!("unknown account {o:?}"),
+        },
+        (true, None) => Response {
+            ok: true,
+            message: "no accounts configured".to_owned(),
+        },
+        (false, _) => Response {
+            ok: true,
+            message: lines.join("\n"),
+        },
     }
 }
 
@@ -504,6 +583,13 @@ enum AdminCommand {
     ResumeCore,
     /// List the FIX sessions: state, peer, next sequence numbers.
     Sessions,
+    /// Show accounts: kill switch, open orders, credit used and positions (net quantity per
+    /// instrument, with its reference price).
+    Accounts {
+        /// Only this account (default: every account).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
     /// Set the sequence numbers of a FIX session that has no connection (log it out first).
     Sequence {
         /// The session, `FIX.4.4:OURS->THEIRS` as `sessions` lists it.
@@ -563,6 +649,7 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         AdminCommand::PauseCore => Request::PauseCore,
         AdminCommand::ResumeCore => Request::ResumeCore,
         AdminCommand::Sessions => Request::Sessions,
+        AdminCommand::Accounts { account } => Request::Accounts { account },
         AdminCommand::Sequence {
             session,
             reset,

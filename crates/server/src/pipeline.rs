@@ -1540,10 +1540,29 @@ impl CoreLoop {
             .enumerate()
             .map(|(i, name)| {
                 let id = AccountId(i as u32);
+                let positions: Vec<serde_json::Value> = self
+                    .core
+                    .positions(id, None)
+                    .iter()
+                    .filter_map(|p| {
+                        let i = self.core.instruments().get(p.instrument)?;
+                        let r = i.rules();
+                        Some(serde_json::json!({
+                            "symbol": i.symbol(),
+                            "position": p.qty.display(r.qty_scale).to_string(),
+                            "reference_price": p
+                                .reference_price
+                                .map(|px| px.display(r.price_scale).to_string()),
+                        }))
+                    })
+                    .collect();
                 serde_json::json!({
                     "account": &**name,
                     "kill_switch": risk.kill_switch(Some(id)),
                     "limits": risk.limits(id),
+                    "open_orders": risk.open_orders(id),
+                    "credit_used": risk.credit_used(id),
+                    "positions": positions,
                 })
             })
             .collect();
