@@ -401,6 +401,26 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     assert_eq!(r["result"].as_array().unwrap().len(), 1, "{r}");
     let r = ca.call(json!(4), "account.status", t(json!({})));
     assert_eq!(r["status"], 200, "{r}");
+    // Positions in the futures dialect: A sold 0.4 at 100, B bought it.
+    let r = ca.call(json!("pos"), "account.position", t(json!({})));
+    assert_eq!(
+        r["result"],
+        json!([{"symbol": "BTC-PERP", "positionSide": "BOTH", "positionAmt": "-0.400",
+                "markPrice": "100.0", "notional": "-40.0000"}]),
+        "{r}"
+    );
+    let r = cb.call(
+        json!("pos-b"),
+        "v2/account.position",
+        signed(json!({"symbol": "BTC-PERP"}), &b),
+    );
+    assert_eq!(r["result"][0]["positionAmt"], "0.400", "{r}");
+    let r = cb.call(
+        json!("pos-eth"),
+        "v2/account.position",
+        signed(json!({"symbol": "ETH-PERP"}), &b),
+    );
+    assert_eq!(r["error"]["code"], -1121, "not listed: {r}");
     let r = ca.call(
         json!("comm"),
         "account.commission",

@@ -28,6 +28,8 @@
 //! - `allOrders` and `myTrades`: from the account's history.
 //! - `account.status`: the account's number and trading permission; balances are not kept by
 //!   the server (an empty list), commissions are zero.
+//! - `account.position` (also `v2/account.position`, as the futures dialect names it): the
+//!   core thread lists the account's net positions ([`StatusWait::Positions`]).
 //! - With the user data stream subscribed, every event of the connection's orders is also
 //!   pushed as an `executionReport`.
 //! - When the connection ends, its route is closed ([`Ingress::Close`]): cancel-on-disconnect
@@ -47,9 +49,10 @@ use portcullis_session::ws::{
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Contingency, Decimal,
     Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome,
     OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
-    OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, Principal, RequestCtx,
-    RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable,
-    TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
+    OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, PositionInfo, Principal,
+    RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus,
+    SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError,
+    WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -64,7 +67,7 @@ use crate::history::{OrderHistory, OrderState, PastList, PastOrder, PastTrade, W
 use crate::metrics::{Protocol, METRICS};
 use crate::pipeline::{
     now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
-    StatusRequest, MAX_LISTED_ORDERS,
+    PositionsReply, PositionsRequest, StatusRequest, MAX_LISTED_ORDERS,
 };
 use crate::user_streams::{Subscription, UserStreams};
 
@@ -558,6 +561,11 @@ enum StatusWait {
     OpenOrders {
         token: RequestToken,
         reply: Arc<OpenOrdersReply>,
+    },
+    /// `account.position`: the core thread's list is in `reply` when the answer comes.
+    Positions {
+        token: RequestToken,
+        reply: Arc<PositionsReply>,
     },
 }
 
@@ -1907,6 +1915,30 @@ impl WsBridge {
         Ok(out)
     }
 
+    /// The core thread's positions as the dialect shows them.
+    fn positions_info(&self, reply: &PositionsReply) -> Result<Vec<PositionInfo>, WsError> {
+        let list = reply.get().ok_or_else(WsError::unknown)?;
+        let dir = self.pipeline.directory();
+        Ok(list
+            .iter()
+            .filter_map(|p| {
+                let e = dir.get(p.instrument)?;
+                let mark = p.reference_price;
+                Some(PositionInfo {
+                    symbol: e.symbol.to_string(),
+                    position_amt: p.qty.display(e.qty_scale).to_string(),
+                    mark_price: mark.map(|m| m.display(e.price_scale).to_string()),
+                    notional: mark.map(|m| {
+                        let units = i128::from(p.qty.0)
+                            * i128::from(m.0)
+                            * i128::from(e.rules.multiplier.max(1));
+                        fmt_scaled(units, e.qty_scale + e.price_scale)
+                    }),
+                })
+            })
+            .collect())
+    }
+
     /// Reads the connection's egress queue.
     /// Streams the account's events of other connections and sessions that came since the
     /// last turn (this connection's own come from its queue).
@@ -2015,6 +2047,10 @@ impl WsBridge {
                     }
                     Some(StatusWait::OpenOrders { token, reply }) => {
                         let result = self.open_orders_info(&reply, e.ts_ns);
+                        self.complete(token, result.map(Into::into));
+                    }
+                    Some(StatusWait::Positions { token, reply }) => {
+                        let result = self.positions_info(&reply);
                         self.complete(token, result.map(Into::into));
                     }
                     None => {}
@@ -2552,6 +2588,44 @@ impl WsApplication for WsBridge {
                 results: Vec::new(),
             },
         );
+        Dispatch::Pending
+    }
+
+    fn account_positions(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: Option<&str>,
+    ) -> Dispatch<Vec<PositionInfo>> {
+        // The core thread keeps every account's positions, whichever connection or FIX
+        // session traded.
+        let (_, account) = match self.route(ctx.principal) {
+            Ok(v) => v,
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let Some(slot) = self.slot else {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        };
+        let instrument = match symbol {
+            Some(s) => match self.pipeline.directory().lookup(s.as_bytes()) {
+                Some((id, _)) => Some(id),
+                None => return Dispatch::Ready(Err(WsError::invalid_symbol())),
+            },
+            None => None,
+        };
+        let reply = Arc::new(PositionsReply::default());
+        let request = PositionsRequest {
+            session: slot,
+            account,
+            instrument,
+            reply: reply.clone(),
+        };
+        if self.pipeline.submit(Ingress::Positions(request)).is_err() {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        }
+        self.status_waits.push_back(StatusWait::Positions {
+            token: ctx.token,
+            reply,
+        });
         Dispatch::Pending
     }
 

@@ -21,7 +21,7 @@ use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, CommissionRates, ExecutionReport, HistoryQuery, ListStatus,
     OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
-    OtoRequest, TradeInfo, WsOrder,
+    OtoRequest, PositionInfo, TradeInfo, WsOrder,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -212,6 +212,14 @@ pub enum Outcome {
     OrderListInfo(Box<OrderListInfo>),
     /// `openOrderLists.status`.
     OrderLists(Vec<OrderListInfo>),
+    /// `account.position`.
+    Positions(Vec<PositionInfo>),
+}
+
+impl From<Vec<PositionInfo>> for Outcome {
+    fn from(v: Vec<PositionInfo>) -> Self {
+        Outcome::Positions(v)
+    }
 }
 
 impl From<OrderListInfo> for Outcome {
@@ -440,6 +448,16 @@ pub trait WsApplication: Send {
         _symbol: &str,
     ) -> Result<CommissionRates, WsError> {
         Err(WsError::unsupported())
+    }
+
+    /// `account.position`: the account's net positions (in `symbol` only, if given; the
+    /// session has checked it is listed). By default -1020 (not supported).
+    fn account_positions(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: Option<&str>,
+    ) -> Dispatch<Vec<PositionInfo>> {
+        Dispatch::Ready(Err(WsError::unsupported()))
     }
 
     /// `account.status`; with `omit_zero_balances`, only non-zero balances.

@@ -210,6 +210,8 @@ pub enum Method {
     OpenOrdersCancelAll,
     /// `account.status`.
     AccountStatus,
+    /// `account.position` (the futures dialect's `v2/account.position`).
+    AccountPosition,
     /// `account.commission`.
     AccountCommission,
     /// `account.rateLimits.orders`.
@@ -572,7 +574,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 30] = [
+    pub const ALL: [Method; 31] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -595,6 +597,7 @@ impl Method {
         Method::OpenOrdersStatus,
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
+        Method::AccountPosition,
         Method::AccountCommission,
         Method::AccountRateLimitsOrders,
         Method::AllOrders,
@@ -630,6 +633,7 @@ impl Method {
             Method::OpenOrdersStatus => "openOrders.status",
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
+            Method::AccountPosition => "account.position",
             Method::AccountCommission => "account.commission",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
             Method::AllOrders => "allOrders",
@@ -641,8 +645,12 @@ impl Method {
         }
     }
 
-    /// The method named `name`, with or without the `v3/` prefix.
+    /// The method named `name`, with or without the `v3/` prefix (`account.position` also as
+    /// the futures dialect's `v2/account.position`).
     pub fn parse(name: &str) -> Option<Method> {
+        if name == "v2/account.position" {
+            return Some(Method::AccountPosition);
+        }
         let name = name.strip_prefix("v3/").unwrap_or(name);
         Method::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -672,6 +680,7 @@ impl Method {
             Method::OrderStatus
             | Method::OpenOrdersStatus
             | Method::AccountStatus
+            | Method::AccountPosition
             | Method::AccountRateLimitsOrders
             | Method::AccountCommission
             | Method::AllOrders
@@ -716,6 +725,7 @@ impl Method {
             Method::OpenOrdersStatus if params.has("symbol") => 6,
             Method::OpenOrdersStatus => 80,
             Method::AccountRateLimitsOrders => 40,
+            Method::AccountPosition => 5,
         }
     }
 
@@ -738,6 +748,7 @@ impl Method {
                 | Method::OpenOrdersStatus
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
+                | Method::AccountPosition
                 | Method::AllOrders
                 | Method::MyTrades
         )
@@ -816,6 +827,7 @@ impl Method {
             ],
             Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
             Method::AccountStatus => &["omitZeroBalances"],
+            Method::AccountPosition => &["symbol"],
             Method::AccountCommission => &["symbol"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
             Method::MyTrades => &[
@@ -1532,6 +1544,7 @@ impl WsSession {
             | Method::OpenOrdersStatus
             | Method::OpenOrdersCancelAll
             | Method::AccountStatus
+            | Method::AccountPosition
             | Method::AllOrders
             | Method::MyTrades => self
                 .order_query(now, method, params, app)
@@ -1964,6 +1977,7 @@ impl WsSession {
             Cancel(CancelRequest),
             Amend(AmendRequest),
             Open(Option<String>),
+            Positions(Option<String>),
             CancelAll(String),
             Account(bool),
             History(HistoryQuery),
@@ -2014,14 +2028,18 @@ impl WsSession {
                     new_qty,
                 })
             }
-            Method::OpenOrdersStatus => {
+            Method::OpenOrdersStatus | Method::AccountPosition => {
                 let symbol = match params.opt_str("symbol")? {
                     Some(s) if !is_symbol(s) => {
                         return Err(WsError::illegal_chars("symbol", SYMBOL_RANGE))
                     }
                     s => s.map(str::to_owned),
                 };
-                Query::Open(symbol)
+                if method == Method::AccountPosition {
+                    Query::Positions(symbol)
+                } else {
+                    Query::Open(symbol)
+                }
             }
             Method::OpenOrdersCancelAll => Query::CancelAll(read_symbol(params)?.to_owned()),
             Method::AllOrders | Method::MyTrades => {
@@ -2039,7 +2057,7 @@ impl WsSession {
             Query::Status(r) => Some(&r.symbol),
             Query::Cancel(c) => Some(&c.target.symbol),
             Query::Amend(a) => Some(&a.target.symbol),
-            Query::Open(s) => s.as_ref(),
+            Query::Open(s) | Query::Positions(s) => s.as_ref(),
             Query::CancelAll(s) => Some(s),
             Query::Account(_) => None,
             Query::History(q) => Some(&q.symbol),
@@ -2076,6 +2094,9 @@ impl WsSession {
                 app.open_orders_status(&ctx, s.as_deref()),
                 ctx.token,
             ),
+            Query::Positions(s) => {
+                answer(method, app.account_positions(&ctx, s.as_deref()), ctx.token)
+            }
             Query::CancelAll(s) => answer(method, app.open_orders_cancel_all(&ctx, s), ctx.token),
             Query::Account(omit) => answer(method, app.account_status(&ctx, *omit), ctx.token),
             Query::History(q) if method == Method::AllOrders => {
@@ -2143,6 +2164,9 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
             write_array(&mut out, &v, render::cancel_result)
         }
         (Method::AccountStatus, Outcome::Account(a)) => render::account(&mut out, &a),
+        (Method::AccountPosition, Outcome::Positions(v)) => {
+            write_array(&mut out, &v, render::position_info)
+        }
         (Method::AllOrders, Outcome::Orders(v) | Outcome::OpenOrders(v)) => {
             write_array(&mut out, &v, render::order_info)
         }

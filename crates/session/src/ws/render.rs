@@ -6,7 +6,7 @@ use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
     AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, CommissionRates,
     ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult,
-    OrderResult, OrderStrategy, RespType, TradeInfo,
+    OrderResult, OrderStrategy, PositionInfo, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -389,6 +389,22 @@ fn no_discount(out: &mut String) {
         .str("discountAsset", "")
         .str("discount", "0.00000000")
         .close()
+}
+
+/// One entry of `account.position` (the futures dialect's one-way mode: `positionSide`
+/// `BOTH`); what the server does not keep (entry price, margins) is left out.
+pub(crate) fn position_info(out: &mut String, p: &PositionInfo) {
+    let mut o = Obj::open(out);
+    o.str("symbol", &p.symbol)
+        .str("positionSide", "BOTH")
+        .str("positionAmt", &p.position_amt);
+    if let Some(m) = &p.mark_price {
+        o.str("markPrice", m);
+    }
+    if let Some(n) = &p.notional {
+        o.str("notional", n);
+    }
+    o.close();
 }
 
 pub(crate) fn account(out: &mut String, a: &AccountStatus) {

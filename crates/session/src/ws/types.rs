@@ -711,6 +711,22 @@ pub struct CancelReplaceOutcome {
     pub new_order: NewOrderOutcome,
 }
 
+/// One position of the account (`account.position`, the futures dialect's
+/// `v2/account.position`): its net quantity in one symbol, one-way mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionInfo {
+    /// The symbol.
+    pub symbol: String,
+    /// `positionAmt`: net quantity, negative when short (decimal text).
+    pub position_amt: String,
+    /// `markPrice`: the price the server values the position at (its reference price), if
+    /// it has one.
+    pub mark_price: Option<String>,
+    /// `notional`: `positionAmt` × `markPrice` × the contract multiplier, in the quote
+    /// currency (signed like the position), when there is a mark price.
+    pub notional: Option<String>,
+}
+
 /// Commission rates, as decimal text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommissionRates {

@@ -529,6 +529,29 @@ impl WsApplication for FakeApp {
         Dispatch::Ready(Ok(vec![cancel_result(symbol), cancel_result(symbol)]))
     }
 
+    fn account_positions(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: Option<&str>,
+    ) -> Dispatch<Vec<PositionInfo>> {
+        self.queries
+            .push(format!("positions {} {symbol:?}", ctx.principal.account));
+        Dispatch::Ready(Ok(vec![
+            PositionInfo {
+                symbol: "BTCUSDT".into(),
+                position_amt: "-0.500".into(),
+                mark_price: Some("30000.00".into()),
+                notional: Some("-15000.00000".into()),
+            },
+            PositionInfo {
+                symbol: "ETHUSDT".into(),
+                position_amt: "2".into(),
+                mark_price: None,
+                notional: None,
+            },
+        ]))
+    }
+
     fn account_status(
         &mut self,
         ctx: &RequestCtx<'_>,

@@ -515,6 +515,32 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
     );
     assert_eq!(a["uid"], 354_937_868);
     assert_eq!(h.app.queries.last().unwrap(), "account ACC1 true");
+    // account.position, also by the futures dialect's name: weight 5, one-way positions.
+    let v = h.signed_call::<&str>("account.position", &[]);
+    let before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    assert_eq!(
+        ok(&v),
+        &json!([
+            {"symbol": "BTCUSDT", "positionSide": "BOTH", "positionAmt": "-0.500",
+             "markPrice": "30000.00", "notional": "-15000.00000"},
+            {"symbol": "ETHUSDT", "positionSide": "BOTH", "positionAmt": "2"}
+        ])
+    );
+    let v = h.signed_call("v2/account.position", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap(), before + 5);
+    assert_eq!(
+        h.app.queries[h.app.queries.len() - 2..],
+        ["positions ACC1 None", "positions ACC1 Some(\"BTCUSDT\")"]
+    );
+    assert_eq!(
+        err(&mut h, "account.position", &[("symbol", "NOPE".into())]),
+        -1121
+    );
+    assert_eq!(
+        err(&mut h, "v2/order.place", &[("symbol", "BTCUSDT".into())]),
+        -1020,
+        "only account.position takes the v2 prefix"
+    );
 }
 
 #[test]
