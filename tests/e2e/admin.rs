@@ -466,6 +466,9 @@ fn admin_api_endpoints_auth_problem_details_and_effect_on_a_live_fix_session() {
     );
     let r = http(&s, "DELETE", "/v1/sessions", &[bearer(&tok)], None);
     assert_problem(&r, 405, "method-not-allowed");
+    // No venue configured here (tests/e2e/venue.rs shows one through `admin venues`).
+    let (st, _, v) = http(&s, "GET", "/v1/venues", &[bearer(&tok)], None);
+    assert_eq!((st, v), (200, json!({"venues": []})));
 
     // TOTP: missing, wrong, then a good code, then that code again.
     let kill_off = json!({"on": false}).to_string();

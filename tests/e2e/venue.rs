@@ -214,6 +214,15 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     assert_eq!(m.value("portcullis_venue_orders_sent_total", &venue), 2.0);
     // Two acceptances, a fill, a replace, a cancel.
     assert_eq!(m.value("portcullis_venue_reports_total", &venue), 5.0);
+    let (code, out) = b.cli(&["admin", "venues"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "upstream logged_on connect=127.0.0.1:{} since=",
+            vp[1]
+        )) && out.contains("logons=1 orders_sent=2 reports=5 last_problem=-"),
+        "{out}"
+    );
 
     // And reads what went to the venue and what it answered, decrypted.
     let (code, log) = b.cli(&["fix-log", "--venue", "upstream"]);
@@ -262,6 +271,13 @@ fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
         "{m:?}"
     );
     assert_fields(&eth_order(&mut client, "E1"), &[(11, "E1"), (150, "0")]);
+    // The operator sees why.
+    let (code, out) = b.cli(&["admin", "venues"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("upstream down") && out.contains("last_problem=cannot connect"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -448,4 +464,26 @@ fn the_venue_session_runs_over_tls_and_checks_the_venues_certificate() {
     b.launch();
     wait_for_log(&b, "TLS handshake with");
     assert!(!b.log_text().contains("logged on to the venue"));
+    let (_, out) = b.cli(&["admin", "venues"]);
+    assert!(
+        out.contains("upstream down") && out.contains("last_problem=cannot connect: TLS handshake"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_venue_refusing_the_logon_shows_why() {
+    let (_v, vp, firm_key) = venue("");
+    let wrong = Key {
+        id: firm_key.id.clone(),
+        secret: "not-the-secret".into(),
+    };
+    let (b, _, _) = broker(vp[1], &wrong, "");
+    wait_for_log(&b, "venue session ended");
+    let (code, out) = b.cli(&["admin", "venues"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("upstream down") && out.contains("last_problem=session ended: Logon refused"),
+        "{out}"
+    );
 }

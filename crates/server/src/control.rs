@@ -20,6 +20,7 @@
 //! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
 //! | `resume-core` | ends the pause |
 //! | `sessions` | the FIX sessions: state, peer, next sequence numbers |
+//! | `venues` | the venue connectors: logged on or down and since when, logons, orders sent, reports received, the last problem |
 //! | `accounts [--account A]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its reference price) |
 //! | `sequence --session NAME [--reset] [--next-sender N] [--next-target N]` | sets the sequence numbers of a session without a connection (a counterparty that started again at 1 without ResetSeqNumFlag: `--next-target 1`); ours only forward, or `--reset` to start again at 1 |
 //! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
@@ -105,6 +106,8 @@ pub enum Request {
     ResumeCore,
     /// List the FIX sessions.
     Sessions,
+    /// List the venue connectors.
+    Venues,
     /// Show accounts: kill switch, open orders, credit used, positions.
     Accounts {
         /// One account, or every account.
@@ -140,6 +143,7 @@ impl Request {
             Request::ResumeCore => "resume_core",
             Request::Sessions => "sessions",
             Request::Accounts { .. } => "accounts",
+            Request::Venues => "venues",
             Request::Sequence { .. } => "sequence",
         }
     }
@@ -184,7 +188,7 @@ impl Request {
             Request::PauseCore => ControlAction::Pause,
             Request::ResumeCore => ControlAction::Resume,
             Request::Accounts { .. } => ControlAction::Describe,
-            Request::Sessions | Request::Sequence { .. } => return None,
+            Request::Sessions | Request::Venues | Request::Sequence { .. } => return None,
         })
     }
 }
@@ -332,6 +336,10 @@ async fn handle(
                     ok: true,
                     message: list_sessions(registry),
                 },
+                Request::Venues => Response {
+                    ok: true,
+                    message: list_venues(),
+                },
                 Request::Sequence {
                     session,
                     reset,
@@ -396,6 +404,40 @@ fn list_sessions(registry: &SessionRegistry) -> String {
     } else {
         lines.join("\n")
     }
+}
+
+/// One line per venue connector: state and since when, counters, the last problem.
+fn list_venues() -> String {
+    let venues = crate::metrics::venues();
+    if venues.is_empty() {
+        return "no venues configured".to_owned();
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    venues
+        .iter()
+        .map(|v| {
+            let d = v.describe();
+            let problem = match &d["last_problem"] {
+                serde_json::Value::Null => "-".to_owned(),
+                p => format!("{} at {}", text(&p["what"]), text(&p["at"])),
+            };
+            format!(
+                "{} {} connect={} since={} logons={} orders_sent={} reports={} last_problem={problem}",
+                text(&d["name"]),
+                if d["logged_on"] == true { "logged_on" } else { "down" },
+                text(&d["connect"]),
+                text(&d["since"]),
+                text(&d["logons"]),
+                text(&d["orders_sent"]),
+                text(&d["reports"]),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One line per account (or the one asked for) from the core's state: kill switch, open
@@ -583,6 +625,9 @@ enum AdminCommand {
     ResumeCore,
     /// List the FIX sessions: state, peer, next sequence numbers.
     Sessions,
+    /// List the venue connectors: logged on or down and since when, logons, orders sent,
+    /// reports received, the last problem.
+    Venues,
     /// Show accounts: kill switch, open orders, credit used and positions (net quantity per
     /// instrument, with its reference price).
     Accounts {
@@ -650,6 +695,7 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         AdminCommand::ResumeCore => Request::ResumeCore,
         AdminCommand::Sessions => Request::Sessions,
         AdminCommand::Accounts { account } => Request::Accounts { account },
+        AdminCommand::Venues => Request::Venues,
         AdminCommand::Sequence {
             session,
             reset,

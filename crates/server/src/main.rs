@@ -706,7 +706,7 @@ async fn serve(settings: Settings) -> Result<(), Failure> {
         };
         let dir = data_dir.join("venues").join(&v.name);
         info!(venue = %v.name, connect = %v.connect, instruments = ?v.instruments, "venue configured");
-        let status = venue::VenueStatus::new(&v.name);
+        let status = venue::VenueStatus::new(&v.name, &v.connect);
         metrics::track_venue(status.clone());
         connectors.push(venue::Connector {
             status,

@@ -706,8 +706,7 @@ impl Metrics {
                 );
             }
         }
-        let venues: Vec<Arc<VenueStatus>> =
-            VENUES.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let venues = venues();
         if !venues.is_empty() {
             let families: [VenueFamily; 4] = [
                 (
@@ -936,6 +935,11 @@ pub fn track_venue(status: Arc<VenueStatus>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(status);
+}
+
+/// The configured venues' connectors, in configuration order (for the operator's views).
+pub fn venues() -> Vec<Arc<VenueStatus>> {
+    VENUES.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The order history, if the server keeps one (set at start-up).

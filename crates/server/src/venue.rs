@@ -28,8 +28,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::ToSocketAddrs;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use portcullis_auth::clock::{format_rfc3339_ms, now_ms};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -49,22 +51,66 @@ use crate::config::{Settings, VenueSettings};
 use crate::order_codec::{side_char, tif_char};
 use crate::pipeline::{Conn, Directory, Ingress, Outbound, Pipeline};
 
-/// What the metrics show of a venue connector (`portcullis_venue_*`).
+/// What the metrics (`portcullis_venue_*`) and the operator (`GET /v1/venues`,
+/// `portcullis admin venues`) see of a venue connector.
 #[derive(Debug, Default)]
 pub struct VenueStatus {
     name: String,
+    /// Where it connects (`host:port`).
+    connect: String,
     logged_on: AtomicBool,
+    /// When the session last logged on or ended (Unix ms; 0: never).
+    since_ms: AtomicI64,
     logons: AtomicU64,
     orders_sent: AtomicU64,
     reports: AtomicU64,
+    /// The last thing that went wrong (Unix ms, what), for the operator. Written by the
+    /// connector task only when a connection fails or ends.
+    last_problem: Mutex<Option<(i64, String)>>,
 }
 
 impl VenueStatus {
-    /// The status of the venue `name`, not connected yet.
-    pub fn new(name: &str) -> Arc<Self> {
+    /// The status of the venue `name` at `connect`, not connected yet.
+    pub fn new(name: &str, connect: &str) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_owned(),
+            connect: connect.to_owned(),
             ..Self::default()
+        })
+    }
+
+    /// Notes that the session logged on (`true`) or ended.
+    fn set_logged_on(&self, on: bool) {
+        if self.logged_on.swap(on, Ordering::Relaxed) != on {
+            self.since_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if on {
+            self.logons.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes what went wrong with the connection.
+    fn problem(&self, what: String) {
+        *self.last_problem.lock().unwrap_or_else(|p| p.into_inner()) = Some((now_ms(), what));
+    }
+
+    /// The operator's view: name, address, state and since when, counters, the last problem.
+    pub fn describe(&self) -> serde_json::Value {
+        let at = |ms: i64| (ms > 0).then(|| format_rfc3339_ms(ms));
+        let problem = self
+            .last_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        serde_json::json!({
+            "name": self.name,
+            "connect": self.connect,
+            "logged_on": self.logged_on(),
+            "since": at(self.since_ms.load(Ordering::Relaxed)),
+            "logons": self.logons(),
+            "orders_sent": self.orders_sent(),
+            "reports": self.reports(),
+            "last_problem": problem.map(|(ms, what)| serde_json::json!({"at": at(ms), "what": what})),
         })
     }
 
@@ -559,6 +605,8 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
         Ok(s) => Some(s),
         Err(e) => {
             error!(venue = %name, error = %e, "cannot open the venue's message store; not connecting");
+            c.status
+                .problem(format!("cannot open the venue's message store: {e}"));
             None
         }
     };
@@ -599,6 +647,7 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
             Ok(st) => st,
             Err(e) => {
                 warn!(venue = %name, error = %format!("{e:#}"), "cannot connect to the venue");
+                c.status.problem(format!("cannot connect: {e:#}"));
                 store = Some(s);
                 continue;
             }
@@ -628,7 +677,7 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
         )
         .await;
         let mut session = session;
-        c.status.logged_on.store(false, Ordering::Relaxed);
+        c.status.set_logged_on(false);
         session.on_disconnect(UtcTimestamp::now());
         store = Some(session.into_store());
         // Reports not yet processed are asked for again at the next Logon.
@@ -753,8 +802,7 @@ async fn connection(
                     heartbeat_secs,
                     reset,
                 } => {
-                    link.status.logged_on.store(true, Ordering::Relaxed);
-                    link.status.logons.fetch_add(1, Ordering::Relaxed);
+                    link.status.set_logged_on(true);
                     info!(venue = %name, heartbeat_secs, reset, "logged on to the venue");
                     let sync = Command::VenueSync(link.venue);
                     submit(&link.status, pipeline, sync, unanswered, None).await;
@@ -785,7 +833,10 @@ async fn connection(
                 SessionEvent::SequenceReset => unanswered.waiting.clear(),
                 SessionEvent::Disconnect(reason) => match reason {
                     DisconnectReason::LogoutComplete => {}
-                    r => warn!(venue = %name, reason = ?r, "venue session ended"),
+                    r => {
+                        warn!(venue = %name, reason = ?r, "venue session ended");
+                        link.status.problem(format!("session ended: {r}"));
+                    }
                 },
             }
         }
@@ -796,6 +847,7 @@ async fn connection(
             let n = out.len();
             if let Err(e) = stream.write_all(out).await {
                 warn!(venue = %name, error = %e, "venue connection lost");
+                link.status.problem(format!("connection lost: {e}"));
                 return session;
             }
             session.consume_transmit(n);

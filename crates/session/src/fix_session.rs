@@ -153,6 +153,28 @@ pub enum DisconnectReason {
     StoreFailure(String),
 }
 
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::LogonTimeout => f.write_str("no Logon in time"),
+            DisconnectReason::FirstMessageNotLogon => {
+                f.write_str("the first message was not a Logon")
+            }
+            DisconnectReason::LogonRejected(t) => write!(f, "Logon refused: {t}"),
+            DisconnectReason::HeartbeatTimeout => {
+                f.write_str("no message after a TestRequest (heartbeat timeout)")
+            }
+            DisconnectReason::LogoutComplete => f.write_str("logged out"),
+            DisconnectReason::LogoutTimeout => f.write_str("no answer to our Logout in time"),
+            DisconnectReason::ProtocolError(t) => write!(f, "session rule broken: {t}"),
+            DisconnectReason::MessageTooLarge(n) => {
+                write!(f, "a message of {n} bytes announced: too large")
+            }
+            DisconnectReason::StoreFailure(t) => write!(f, "message store failure: {t}"),
+        }
+    }
+}
+
 /// What the session reports to the code driving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {

@@ -16,6 +16,7 @@
 //! | `POST /v1/instruments/{sym}/halt`, `.../resume` | halts or resumes trading |
 //! | `PUT /v1/instruments/{sym}/mark` | `{"price": "100.5"}`: the reference price of the price band |
 //! | `GET /v1/sessions` | FIX sessions: state, peer address, sequence numbers, account |
+//! | `GET /v1/venues` | venue connectors: address, logged on and since when, logons, orders sent, reports received, the last problem |
 //! | `POST /v1/sessions/{name}/logout` | logs the session's connection out (`{"text"?}`) |
 //! | `POST /v1/sessions/{name}/sequence` | `{"reset"?, "next_sender_seq"?, "next_target_seq"?}`: sets the sequence numbers of a session without a connection (409 while one holds it); our next number only forward, or `reset` to start again at 1 |
 //! | `GET /v1/audit?key_id=&account=&since=&until=&limit=` | the audit log, filtered (times RFC 3339), the last `limit` events (default 1000) |
@@ -98,6 +99,7 @@ enum Route {
     Instruments,
     Instrument(String, InstrumentAction),
     Sessions,
+    Venues,
     SessionLogout(String),
     SessionSequence(String),
     Audit,
@@ -130,6 +132,7 @@ fn allowed(route: &Route) -> &'static [Method] {
         | Route::Account(_)
         | Route::Instruments
         | Route::Sessions
+        | Route::Venues
         | Route::Audit
         | Route::AccountOrders(_)
         | Route::AccountTrades(_) => &[Method::GET],
@@ -156,6 +159,7 @@ fn route(segs: &[String]) -> Option<Route> {
         }
         ["instruments", i, "mark"] => Route::Instrument((*i).to_owned(), InstrumentAction::Mark),
         ["sessions"] => Route::Sessions,
+        ["venues"] => Route::Venues,
         ["sessions", name, "logout"] => Route::SessionLogout((*name).to_owned()),
         ["sessions", name, "sequence"] => Route::SessionSequence((*name).to_owned()),
         ["audit"] => Route::Audit,
@@ -353,6 +357,10 @@ async fn run(state: &Arc<AdminState>, call: &Call, op: &Operator, route: Route) 
         }
         (Route::Instrument(sym, action), _) => instrument(state, call, &sym, action).await,
         (Route::Sessions, _) => Ok(Done::ok(sessions(state), "sessions listed")),
+        (Route::Venues, _) => Ok(Done::ok(
+            json!({"venues": crate::metrics::venues().iter().map(|v| v.describe()).collect::<Vec<_>>()}),
+            "venues listed",
+        )),
         (Route::SessionLogout(name), _) => logout(state, call, &name),
         (Route::SessionSequence(name), _) => set_sequence(state, call, &name).await,
         (Route::Audit, _) => audit_query(state, call).await,

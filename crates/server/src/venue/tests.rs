@@ -151,7 +151,7 @@ fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id()
     for v in [BeginString::Fix42, BeginString::Fix44] {
         let d = dir();
         let mut s = logged_on(v);
-        let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+        let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
         let r = link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
         assert_eq!(r, None);
         let out = sent(&mut s);
@@ -175,7 +175,7 @@ fn a_routed_order_is_sent_as_a_new_order_single_with_its_order_id_as_cl_ord_id()
 fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_is_left_to_the_next_sync() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     let r = link
         .on_route(&route(RouteRequest::New, 41, 7), None, &d, now())
         .unwrap();
@@ -203,7 +203,7 @@ fn without_a_logged_on_venue_an_order_is_refused_and_a_cancel_is_left_to_the_nex
 fn execution_reports_become_venue_reports_of_the_order_they_name() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     let er = |f: &[(u32, &str)]| execution_report(v, f);
     let r = link
         .on_message(&er(&[(11, "41"), (150, "0"), (39, "0")]), &d, now())
@@ -277,7 +277,7 @@ fn execution_reports_become_venue_reports_of_the_order_they_name() {
 fn malformed_reports_never_reach_the_core() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     let er = |fields: &[(u32, &str)]| venue_msg(v, "8", 2, fields);
     for bad in [
         // Not one of our ClOrdIDs.
@@ -331,7 +331,7 @@ fn a_session_reject_of_an_order_we_sent_refuses_it() {
     let d = dir();
     let v = BeginString::Fix44;
     let mut s = logged_on(v);
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     link.on_route(&route(RouteRequest::New, 41, 7), Some(&mut s), &d, now());
     let seq = get(&sent(&mut s)[0], 34).unwrap().to_owned();
     let reject = venue_msg(v, "3", 2, &[(45, &seq), (373, "5"), (58, "bad")]);
@@ -357,7 +357,7 @@ fn a_session_reject_of_an_order_we_sent_refuses_it() {
 fn a_duplicate_order_reject_means_the_venue_already_works_it() {
     let d = dir();
     let v = BeginString::Fix44;
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     let dup = venue_msg(
         v,
         "8",
@@ -427,7 +427,7 @@ proptest::proptest! {
         ),
     ) {
         let d = dir();
-        let mut link = VenueLink::new(VENUE, &settings(BeginString::Fix44), VenueStatus::new("up"));
+        let mut link = VenueLink::new(VENUE, &settings(BeginString::Fix44), VenueStatus::new("up", "127.0.0.1:1"));
         let f: Vec<(u32, &str)> = fields.iter().map(|(t, v)| (*t, v.as_str())).collect();
         let bytes = venue_msg(BeginString::Fix44, msg_type, 2, &f);
         if let Some(r) = link.on_message(&bytes, &d, now()) {
@@ -449,7 +449,7 @@ fn a_replace_is_sent_as_a_cancel_replace_request_and_its_answers_name_the_order(
     let d = dir();
     let v = BeginString::Fix44;
     let mut s = logged_on(v);
-    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up"));
+    let mut link = VenueLink::new(VENUE, &settings(v), VenueStatus::new("up", "127.0.0.1:1"));
     let mut e = route(RouteRequest::Replace, 41, 12);
     e.cl_ord_id = ClOrdId::new(b"41-2").unwrap();
     e.orig_cl_ord_id = ClOrdId::new(b"41-1").unwrap();
