@@ -113,6 +113,26 @@ fn cancel(c: &mut FixClient, orig: &str, cl: &str) {
     );
 }
 
+/// A GTC limit order on BTC-PERP (routed): its PendingNew, then the venue's answer.
+fn routed_limit(
+    c: &mut FixClient,
+    cl: &str,
+    side: &str,
+    qty: &str,
+    price: &str,
+) -> crate::harness::Msg {
+    let pending = limit(c, cl, side, qty, price);
+    assert_fields(&pending, &[(11, cl), (150, "A"), (39, "A"), (14, "0.000")]);
+    report(c)
+}
+
+/// The report after the client's cancel or replace `cl` of `orig` is on its way to the venue
+/// (its PendingCancel `6` or PendingReplace `E`, checked).
+fn after_pending(c: &mut FixClient, code: &str, cl: &str, orig: &str) -> crate::harness::Msg {
+    assert_fields(&report(c), &[(11, cl), (41, orig), (150, code), (39, code)]);
+    report(c)
+}
+
 /// The next ExecutionReport, skipping heartbeats.
 fn report(c: &mut FixClient) -> crate::harness::Msg {
     loop {
@@ -137,7 +157,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
 
     // Acknowledged once the venue has accepted it.
-    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    let m = routed_limit(&mut client, "C1", "1", "0.1", "100000");
     assert_fields(
         &m,
         &[(35, "8"), (11, "C1"), (150, "0"), (39, "0"), (151, "0.100")],
@@ -165,7 +185,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
 
     // A resting order is replaced at the venue (a new price), then cancelled there, each
     // reported as the venue confirms.
-    let m = limit(&mut client, "C2", "1", "0.05", "94000");
+    let m = routed_limit(&mut client, "C2", "1", "0.05", "94000");
     assert_fields(&m, &[(11, "C2"), (150, "0")]);
     client.send(
         "G",
@@ -181,7 +201,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
             (59, "1"),
         ],
     );
-    let m = report(&mut client);
+    let m = after_pending(&mut client, "E", "C2b", "C2");
     assert_fields(
         &m,
         &[
@@ -193,7 +213,7 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
         ],
     );
     cancel(&mut client, "C2b", "C3");
-    let m = report(&mut client);
+    let m = after_pending(&mut client, "6", "C3", "C2b");
     assert_fields(
         &m,
         &[(35, "8"), (11, "C3"), (41, "C2b"), (150, "4"), (39, "4")],
@@ -264,7 +284,7 @@ fn without_the_venue_routed_orders_are_refused_and_others_still_trade() {
     let (b, bp, alice_key) = broker(nobody, &key, "");
     wait_for_log(&b, "cannot connect to the venue");
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
-    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    let m = routed_limit(&mut client, "C1", "1", "0.1", "100000");
     assert_fields(&m, &[(11, "C1"), (150, "8"), (39, "8"), (103, "0")]);
     assert!(
         m.get(58).unwrap_or("").contains("refused by the venue"),
@@ -289,9 +309,9 @@ fn routed_orders_survive_a_broker_restart_and_fills_made_meanwhile_arrive() {
     wait_for_log(&b, "logged on to the venue");
     let mut mm = connect(vp, "FIX.4.4", "MM", None);
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
-    let m = limit(&mut client, "C1", "1", "0.1", "100000");
+    let m = routed_limit(&mut client, "C1", "1", "0.1", "100000");
     assert_fields(&m, &[(11, "C1"), (150, "0")]);
-    let m = limit(&mut client, "C2", "1", "0.05", "95000");
+    let m = routed_limit(&mut client, "C2", "1", "0.05", "95000");
     assert_fields(&m, &[(11, "C2"), (150, "0")]);
     let seq = client.seq;
     drop(client);
@@ -319,7 +339,10 @@ fn routed_orders_survive_a_broker_restart_and_fills_made_meanwhile_arrive() {
 
     // The other order is still known after the restart, and cancelled at the venue.
     cancel(&mut client, "C2", "C3");
-    assert_fields(&report(&mut client), &[(11, "C3"), (41, "C2"), (150, "4")]);
+    assert_fields(
+        &after_pending(&mut client, "6", "C3", "C2"),
+        &[(11, "C3"), (41, "C2"), (150, "4")],
+    );
     let m = limit(&mut mm, "M2", "2", "0.05", "95000");
     assert_fields(&m, &[(11, "M2"), (150, "0")]);
 }
@@ -412,14 +435,14 @@ fn a_cancel_asked_for_while_the_venue_is_down_reaches_it_once_it_is_back() {
     wait_for_log(&b, "logged on to the venue");
     let mut client = connect(bp, "FIX.4.4", "CLIENT", Some(&alice_key));
     assert_fields(
-        &limit(&mut client, "C1", "1", "0.1", "100000"),
+        &routed_limit(&mut client, "C1", "1", "0.1", "100000"),
         &[(11, "C1"), (150, "0")],
     );
     v.stop();
     cancel(&mut client, "C1", "C2");
     // The venue is back: the cancel goes to it after the Logon, and the order ends.
     v.restart();
-    let m = report(&mut client);
+    let m = after_pending(&mut client, "6", "C2", "C1");
     assert_fields(&m, &[(11, "C2"), (41, "C1"), (150, "4"), (39, "4")]);
     assert_eq!(b.log_text().matches("logged on to the venue").count(), 2);
 }
@@ -451,7 +474,7 @@ fn the_venue_session_runs_over_tls_and_checks_the_venues_certificate() {
     wait_for_log(&b, "logged on to the venue");
     let mut client = connect(p, "FIX.4.4", "CLIENT", Some(&alice));
     assert_fields(
-        &limit(&mut client, "C1", "1", "0.1", "100000"),
+        &routed_limit(&mut client, "C1", "1", "0.1", "100000"),
         &[(11, "C1"), (150, "0")],
     );
     drop(client);

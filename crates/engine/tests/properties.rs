@@ -140,7 +140,9 @@ impl Ledger {
             EventKind::Rejected(_)
             | EventKind::CancelRejected { .. }
             | EventKind::MassCancelDone { .. } => {}
-            EventKind::Route(_) => prop_assert!(false, "no instrument is routed: {:?}", e),
+            EventKind::Route(_) | EventKind::Pending(_) => {
+                prop_assert!(false, "no instrument is routed: {:?}", e)
+            }
         }
         if matches!(e.kind, EventKind::Fill | EventKind::PartialFill) {
             prop_assert!(e.last_qty.0 > 0);

@@ -35,8 +35,21 @@ fn report(order: OrderId, kind: VenueReportKind, px: i64, last: i64, cum: i64) -
 /// the venue's (the order id), with the client's put back for the test's later requests.
 fn route(r: &mut Run, o: portcullis_types::NewOrder) -> Event {
     let ev = r.submit(o);
-    assert_eq!(kinds(&ev), [EventKind::Route(RouteRequest::New)], "{ev:#?}");
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::Route(RouteRequest::New),
+            EventKind::Pending(RouteRequest::New)
+        ],
+        "{ev:#?}"
+    );
     assert_eq!(ev[0].session, VENUE);
+    // The client hears that its order is on its way (FIX PendingNew).
+    assert_eq!(
+        (ev[1].session, ev[1].cl_ord_id, ev[1].order_id),
+        (o.session, o.cl_ord_id, ev[0].order_id)
+    );
+    assert_eq!((ev[1].leaves_qty, ev[1].cum_qty), (o.qty, Qty(0)));
     assert_eq!(
         ev[0].cl_ord_id.as_str(),
         ev[0].order_id.0.to_string(),
@@ -114,8 +127,20 @@ fn a_cancel_goes_to_the_venue_and_ends_the_order_when_the_venue_confirms() {
     r.cmd(report(id, VenueReportKind::Accepted, 0, 0, 0));
     let c = r.cancel_req(ALICE, perp, Some(id), o.cl_ord_id);
     let ev = r.cmd(Command::Cancel(c));
-    assert_eq!(kinds(&ev), [EventKind::Route(RouteRequest::Cancel)]);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::Route(RouteRequest::Cancel),
+            EventKind::Pending(RouteRequest::Cancel)
+        ]
+    );
     assert_eq!((ev[0].session, ev[0].order_id), (VENUE, id));
+    // The client hears that its cancel is on its way (FIX PendingCancel).
+    assert_eq!(
+        (ev[1].session, ev[1].cl_ord_id, ev[1].orig_cl_ord_id),
+        (c.session, c.cl_ord_id, o.cl_ord_id)
+    );
+    assert_eq!(ev[1].leaves_qty, Qty(4), "the order as it stands");
     // A second cancel while the first is on its way is refused; none goes to the venue.
     let c2 = r.cancel_req(ALICE, perp, Some(id), o.cl_ord_id);
     let ev = r.cmd(Command::Cancel(c2));
@@ -161,7 +186,10 @@ fn a_cancel_the_venue_refuses_is_the_clients_cancel_reject() {
     let c = r.cancel_req(ALICE, perp, None, o.cl_ord_id);
     assert_eq!(
         kinds(&r.cmd(Command::Cancel(c))),
-        [EventKind::Route(RouteRequest::Cancel)]
+        [
+            EventKind::Route(RouteRequest::Cancel),
+            EventKind::Pending(RouteRequest::Cancel)
+        ]
     );
     r.assert_consistent();
 }
@@ -396,7 +424,20 @@ fn a_replace_goes_to_the_venue_and_changes_the_order_when_the_venue_confirms() {
     r.cmd(report(id, VenueReportKind::Fill, 1_000_000, 1, 1));
     let req = replace(&mut r, perp, id, 999_000, 6);
     let ev = r.cmd(Command::Replace(req));
-    assert_eq!(kinds(&ev), [EventKind::Route(RouteRequest::Replace)]);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventKind::Route(RouteRequest::Replace),
+            EventKind::Pending(RouteRequest::Replace)
+        ]
+    );
+    // The client hears that its replace is on its way (FIX PendingReplace), the order
+    // unchanged until the venue confirms.
+    assert_eq!(
+        (ev[1].session, ev[1].cl_ord_id, ev[1].orig_cl_ord_id),
+        (req.session, req.cl_ord_id, o.cl_ord_id)
+    );
+    assert_eq!((ev[1].price, ev[1].leaves_qty), (Price(1_000_000), Qty(3)));
     let e = ev[0];
     assert_eq!(
         (e.session, e.price, e.qty, e.leaves_qty),
@@ -417,8 +458,9 @@ fn a_replace_goes_to_the_venue_and_changes_the_order_when_the_venue_confirms() {
         }]
     );
     let c = r.cancel_req(ALICE, perp, Some(id), ClOrdId::EMPTY);
-    assert!(
-        r.cmd(Command::Cancel(c)).is_empty(),
+    assert_eq!(
+        kinds(&r.cmd(Command::Cancel(c))),
+        [EventKind::Pending(RouteRequest::Cancel)],
         "the cancel waits for the replace's answer"
     );
     let ev = r.cmd(report(id, VenueReportKind::Replaced, 0, 0, 1));

@@ -474,6 +474,9 @@ impl JournalRecord {
                     EventKind::Route(RouteRequest::New) => e.u8(11),
                     EventKind::Route(RouteRequest::Cancel) => e.u8(12),
                     EventKind::Route(RouteRequest::Replace) => e.u8(13),
+                    EventKind::Pending(RouteRequest::New) => e.u8(14),
+                    EventKind::Pending(RouteRequest::Cancel) => e.u8(15),
+                    EventKind::Pending(RouteRequest::Replace) => e.u8(16),
                 }
                 e.u64(ev.order_id.0);
                 e.id(&ev.cl_ord_id);
@@ -704,6 +707,9 @@ impl JournalRecord {
                     11 => EventKind::Route(RouteRequest::New),
                     12 => EventKind::Route(RouteRequest::Cancel),
                     13 => EventKind::Route(RouteRequest::Replace),
+                    14 => EventKind::Pending(RouteRequest::New),
+                    15 => EventKind::Pending(RouteRequest::Cancel),
+                    16 => EventKind::Pending(RouteRequest::Replace),
                     _ => return Err(d.err(1, "invalid event kind")),
                 };
                 let mut ev = Event {
@@ -1000,6 +1006,9 @@ pub(crate) fn event_kind_str(k: &EventKind) -> &'static str {
         EventKind::Route(RouteRequest::New) => "route_new",
         EventKind::Route(RouteRequest::Cancel) => "route_cancel",
         EventKind::Route(RouteRequest::Replace) => "route_replace",
+        EventKind::Pending(RouteRequest::New) => "pending_new",
+        EventKind::Pending(RouteRequest::Cancel) => "pending_cancel",
+        EventKind::Pending(RouteRequest::Replace) => "pending_replace",
     }
 }
 

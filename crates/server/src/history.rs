@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use portcullis_journal::{JournalError, JournalRecord, JournalTail, Seq};
 use portcullis_types::{
     AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, NewOrder, OrdType, OrderId, Price,
-    Qty, SessionId, Side, TimeInForce, TrailingDelta,
+    Qty, RouteRequest, SessionId, Side, TimeInForce, TrailingDelta,
 };
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -310,6 +310,8 @@ impl OrderHistory {
         }
         let state = match e.kind {
             EventKind::New if e.details.pending => OrderState::Pending,
+            // A routed order waiting for its venue's acceptance.
+            EventKind::Pending(RouteRequest::New) => OrderState::Pending,
             EventKind::New | EventKind::Replaced | EventKind::Triggered | EventKind::Activated => {
                 if e.cum_qty.0 > 0 {
                     OrderState::PartiallyFilled
@@ -324,7 +326,8 @@ impl OrderHistory {
             EventKind::Rejected(_)
             | EventKind::CancelRejected { .. }
             | EventKind::MassCancelDone { .. }
-            | EventKind::Route(_) => return,
+            | EventKind::Route(_)
+            | EventKind::Pending(_) => return,
         };
         let limits = self.limits;
         let past = accounts.entry(e.account).or_default();

@@ -30,7 +30,7 @@ use portcullis_fix::{tag, BeginString, Encoder, MessageRef, TimePrecision, UtcTi
 use portcullis_types::{
     format_fixed, AccountId, CancelOrder, ClOrdId, DecimalError, Event, EventKind, InstrumentId,
     MassCancel, NewOrder, OrdType, OrderDetails, OrderId, Price, Qty, RejectReason, ReplaceOrder,
-    SessionId, Side, TimeInForce, TrailingDelta, TriggerDirection,
+    RouteRequest, SessionId, Side, TimeInForce, TrailingDelta, TriggerDirection,
 };
 
 use crate::pipeline::{DirEntry, Directory, StatusRequest};
@@ -968,6 +968,10 @@ fn exec_type_and_status(v: BeginString, e: &Event) -> (u8, u8) {
         EventKind::Expired => (b'C', b'C'),
         // Triggered or activated by system (FIX 5.0 SP2; callers skip it on older versions).
         EventKind::Triggered => (b'L', working_status(e)),
+        // A routed order's request is on its way to the venue.
+        EventKind::Pending(RouteRequest::New) => (b'A', b'A'),
+        EventKind::Pending(RouteRequest::Cancel) => (b'6', b'6'),
+        EventKind::Pending(RouteRequest::Replace) => (b'E', b'E'),
         // Not execution reports; callers route them elsewhere.
         EventKind::CancelRejected { .. }
         | EventKind::MassCancelDone { .. }
@@ -1856,6 +1860,9 @@ mod tests {
                 replace: true,
                 reason: RejectReason::Throttled,
             },
+            EventKind::Pending(RouteRequest::New),
+            EventKind::Pending(RouteRequest::Cancel),
+            EventKind::Pending(RouteRequest::Replace),
         ];
         let mut scratch = Vec::new();
         for v in V {
@@ -1920,6 +1927,17 @@ mod tests {
                             Some(if v == BeginString::Fix42 { "2" } else { "6" })
                         );
                         assert_eq!(field(&bytes, 434), Some("2"));
+                    }
+                    // A routed order's request on its way to the venue, every version.
+                    EventKind::Pending(request) => {
+                        let code = match request {
+                            RouteRequest::New => "A",
+                            RouteRequest::Cancel => "6",
+                            RouteRequest::Replace => "E",
+                        };
+                        assert_eq!(field(&bytes, 150), Some(code));
+                        assert_eq!(field(&bytes, 39), Some(code));
+                        assert_eq!(field(&bytes, 151), Some("2.000"));
                     }
                     _ => {}
                 }

@@ -476,7 +476,7 @@ pub struct ControlRequest {
 // Event counts for the metrics
 
 /// The label values of [`EventCounts::kind`]: one per [`EventKind`].
-pub const EVENT_KIND_NAMES: [&str; 14] = [
+pub const EVENT_KIND_NAMES: [&str; 17] = [
     "new",
     "partial_fill",
     "fill",
@@ -491,6 +491,9 @@ pub const EVENT_KIND_NAMES: [&str; 14] = [
     "route_new",
     "route_cancel",
     "route_replace",
+    "pending_new",
+    "pending_cancel",
+    "pending_replace",
 ];
 
 /// Reject reasons counted (more than [`RejectReason`] has, so a new reason never indexes out).
@@ -553,6 +556,9 @@ impl EventCounts {
             EventKind::Route(portcullis_types::RouteRequest::New) => (11, None),
             EventKind::Route(portcullis_types::RouteRequest::Cancel) => (12, None),
             EventKind::Route(portcullis_types::RouteRequest::Replace) => (13, None),
+            EventKind::Pending(portcullis_types::RouteRequest::New) => (14, None),
+            EventKind::Pending(portcullis_types::RouteRequest::Cancel) => (15, None),
+            EventKind::Pending(portcullis_types::RouteRequest::Replace) => (16, None),
         };
         bump(&self.kinds[k]);
         if let Some(c) = reason.and_then(|r| self.rejects.get(r as usize)) {

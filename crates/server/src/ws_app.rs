@@ -1096,6 +1096,11 @@ impl WsBridge {
     /// Applies one event to the connection's orders, its pending requests, and the user data
     /// stream.
     fn on_event(&mut self, e: &Event) {
+        if let EventKind::Pending(_) = e.kind {
+            // The dialect has no report of a request on its way to a venue: the venue's
+            // answer is the order's next event.
+            return;
+        }
         let now = ms(e.ts_ns);
         // The order the event is about: known, or being placed by a pending request.
         let mut order = self.orders.get(&e.order_id.0).cloned();
@@ -1155,7 +1160,8 @@ impl WsBridge {
                 EventKind::Triggered => o.working_time = now,
                 EventKind::CancelRejected { .. }
                 | EventKind::MassCancelDone { .. }
-                | EventKind::Route(_) => {}
+                | EventKind::Route(_)
+                | EventKind::Pending(_) => {}
             }
             if o.order_id != 0 && !matches!(e.kind, EventKind::Rejected(_)) {
                 let id = o.order_id;
@@ -1323,7 +1329,8 @@ impl WsBridge {
             EventKind::Expired
             | EventKind::Triggered
             | EventKind::Activated
-            | EventKind::Route(_) => {}
+            | EventKind::Route(_)
+            | EventKind::Pending(_) => {}
         }
     }
 
@@ -1990,7 +1997,8 @@ impl WsBridge {
             | EventKind::CancelRejected { .. }
             | EventKind::MassCancelDone { .. }
             | EventKind::Triggered
-            | EventKind::Route(_) => return None,
+            | EventKind::Route(_)
+            | EventKind::Pending(_) => return None,
         };
         let past = PastOrder {
             working_ns: if e.details.waiting || e.details.pending {
@@ -2142,7 +2150,8 @@ fn execution_report(e: &Event, o: &LocalOrder) -> Option<ExecutionReport> {
         EventKind::CancelRejected { .. }
         | EventKind::MassCancelDone { .. }
         | EventKind::Triggered
-        | EventKind::Route(_) => return None,
+        | EventKind::Route(_)
+        | EventKind::Pending(_) => return None,
     };
     let now = ms(e.ts_ns);
     let (last_qty, last_px) = if trade {

@@ -720,6 +720,11 @@ pub enum EventKind {
     Activated,
     /// To a venue connector: send or cancel a routed order there. Never reaches a client.
     Route(RouteRequest),
+    /// To the client: its routed order, cancel or cancel/replace is on its way to the venue,
+    /// whose answer follows (FIX ExecType A PendingNew, 6 PendingCancel, E PendingReplace).
+    /// A cancel's or replace's event carries the request's ClOrdID and the order's as
+    /// OrigClOrdID, and the order as it stands.
+    Pending(RouteRequest),
 }
 
 /// An execution event produced by the core thread for one session.

@@ -2,8 +2,9 @@
 //! the order store (in no level) while its venue connector works them at the venue.
 //!
 //! - A new order goes to the connector as a [`RouteRequest::New`] event addressed to the
-//!   connector's slot; the client hears nothing until the venue answers: `New` when it
-//!   accepts, `Rejected(VenueRejected)` when it refuses.
+//!   connector's slot; the client hears `Pending(New)` (FIX PendingNew) as it leaves, then
+//!   `New` when the venue accepts, `Rejected(VenueRejected)` when it refuses. A client's
+//!   cancel or replace is acknowledged the same way (`Pending(Cancel)`, `Pending(Replace)`).
 //! - A cancel (the client's, a mass cancel, the kill switch, cancel-on-disconnect) goes to
 //!   the venue as a [`RouteRequest::Cancel`]; the order ends only when the venue says it is
 //!   cancelled, so a fill on the way is never lost. A client's cancel waits here for that
@@ -76,9 +77,35 @@ impl Matcher {
         out: &mut (impl FnMut(Event) + ?Sized),
     ) {
         let e = self.route_event(&o, RouteRequest::New, venue, now);
+        let pending = report(
+            &o,
+            EventKind::Pending(RouteRequest::New),
+            self.ids.exec(),
+            now,
+        );
         let slot = self.orders.insert(o, cl_tag);
         *self.orders.route_mut(slot) = Route::SENT;
         out(e);
+        out(pending);
+    }
+
+    /// The client's report that its cancel or replace `request` (ClOrdID `cl_ord_id`, made by
+    /// `session`) of `o` is on its way to the venue.
+    fn pending_event(
+        &mut self,
+        o: &Order,
+        request: RouteRequest,
+        session: SessionId,
+        cl_ord_id: ClOrdId,
+        received_ns: i64,
+        now: i64,
+    ) -> Event {
+        let mut e = report(o, EventKind::Pending(request), self.ids.exec(), now);
+        e.session = session;
+        e.cl_ord_id = cl_ord_id;
+        e.orig_cl_ord_id = o.cl_ord_id;
+        e.received_ns = received_ns;
+        e
     }
 
     /// A route request about `o` for the connector in slot `venue` (for a new order, with
@@ -140,6 +167,10 @@ impl Matcher {
             if !route.replace_sent() {
                 self.send_route_cancel(slot, venue, now, out);
             }
+        }
+        if let Some(r) = requester {
+            let (session, cl, received) = (r.session, r.cl_ord_id, r.received_ns);
+            out(self.pending_event(&o, RouteRequest::Cancel, session, cl, received, now));
         }
         Ok(())
     }
@@ -213,6 +244,8 @@ impl Matcher {
         self.route_cancels.push(c);
         self.orders.route_mut(slot).set_replace_sent(true);
         self.send_route_replace(slot, &c, venue, now, out);
+        let (session, cl, received) = (req.session, req.cl_ord_id, req.received_ns);
+        out(self.pending_event(&o, RouteRequest::Replace, session, cl, received, now));
         Ok(())
     }
 

@@ -239,6 +239,9 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
         Just(EventKind::Route(RouteRequest::New)),
         Just(EventKind::Route(RouteRequest::Cancel)),
         Just(EventKind::Route(RouteRequest::Replace)),
+        Just(EventKind::Pending(RouteRequest::New)),
+        Just(EventKind::Pending(RouteRequest::Cancel)),
+        Just(EventKind::Pending(RouteRequest::Replace)),
     ]
 }
 
