@@ -1078,7 +1078,8 @@ fn a_risk_desk_reads_an_accounts_orders_and_trades_from_the_history() {
     assert_eq!(acc["open_orders"], 2, "{acc}");
     assert_eq!(
         acc["positions"],
-        json!([{"symbol": "BTC-PERP", "position": "-0.015", "reference_price": "100.0"}]),
+        json!([{"symbol": "BTC-PERP", "position": "-0.015", "entry_price": "100.0",
+                 "reference_price": "100.0"}]),
         "{acc}"
     );
     assert!(acc["credit_used"].is_string(), "{acc}");

@@ -406,6 +406,7 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     assert_eq!(
         r["result"],
         json!([{"symbol": "BTC-PERP", "positionSide": "BOTH", "positionAmt": "-0.400",
+                "entryPrice": "100.0", "breakEvenPrice": "100.0",
                 "markPrice": "100.0", "notional": "-40.0000"}]),
         "{r}"
     );

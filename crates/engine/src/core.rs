@@ -48,6 +48,8 @@ pub struct Position {
     pub qty: Qty,
     /// The instrument's reference price (last trade, or the operator's mark), if it has one.
     pub reference_price: Option<Price>,
+    /// The position's average entry price ([`RiskEngine::entry_price`]).
+    pub entry_price: Option<Price>,
 }
 
 /// Format of [`Core::write_snapshot`]; bumped on any change of any part.
@@ -652,6 +654,7 @@ impl Core {
                     instrument: id,
                     qty,
                     reference_price: self.risk.reference_price(id),
+                    entry_price: self.risk.entry_price(account, id),
                 })
             })
             .collect()

@@ -549,11 +549,13 @@ fn positions_list_the_instruments_an_account_is_not_flat_in() {
         instrument: perp,
         qty: Qty(2),
         reference_price: Some(Price(1_000_000)),
+        entry_price: Some(Price(1_000_000)),
     };
     let short_call = Position {
         instrument: option,
         qty: Qty(-4),
         reference_price: Some(Price(10)),
+        entry_price: Some(Price(10)),
     };
     let (first, second) = if perp < option {
         (long_perp, short_call)

@@ -860,6 +860,26 @@ impl RiskEngine {
         Qty(p.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
 
+    /// The average entry price of the account's position in the instrument: the price its
+    /// exposure is counted at (fills that add to the position average in, reducing fills
+    /// keep it, a fill through flat starts again at its price), rounded to the instrument's
+    /// price units. `None` when flat.
+    pub fn entry_price(&self, account: AccountId, instrument: InstrumentId) -> Option<Price> {
+        let p = self.pairs.get(instrument_key(account.0, instrument.0))?;
+        let Some(Some(inst)) = self.instruments.get(instrument.0 as usize) else {
+            return None;
+        };
+        let units = p
+            .position
+            .checked_abs()?
+            .checked_mul(inst.notional_factor)?;
+        if units == 0 {
+            return None;
+        }
+        let px = p.exposure.checked_add(units / 2)? / units;
+        i64::try_from(px).ok().map(Price)
+    }
+
     /// The account's open orders (0 for an unknown account).
     pub fn open_orders(&self, account: AccountId) -> u32 {
         self.accounts

@@ -792,10 +792,13 @@ fn credit_limit_counts_option_premium_times_multiplier_and_positions_held() {
         o.price = Price(5000);
         o.qty = Qty(4);
     });
-    // Selling half the position releases half its exposure.
+    assert_eq!(fx.risk.entry_price(ALICE, CALL), Some(Price(2_0000)));
+    // Selling half the position releases half its exposure; the entry price stays.
     fx.fill(&mut sell, 2_1000, 2);
     assert_eq!(fx.risk.position(ALICE, CALL), Qty(2));
     assert_eq!(fx.risk.credit_used(ALICE), dec("500"));
+    assert_eq!(fx.risk.entry_price(ALICE, CALL), Some(Price(2_0000)));
+    assert_eq!(fx.risk.entry_price(BOB, CALL), None, "flat");
     fx.risk.on_order_closed(&sell);
     assert_eq!(fx.risk.credit_used(ALICE), dec("400"));
     fx.assert_balanced();
@@ -1542,5 +1545,33 @@ fn trailing_stops_are_valued_at_their_distance_beyond_the_activation_price_or_th
         }),
         PriceBand
     );
+    fx.assert_balanced();
+}
+
+#[test]
+fn the_entry_price_averages_adding_fills_and_restarts_through_flat() {
+    let mut fx = Fx::limits(|_| {});
+    let mut buy = fx.ok(|o| o.qty = Qty(4));
+    fx.fill(&mut buy, 100_00, 2);
+    assert_eq!(fx.risk.entry_price(ALICE, PERP), Some(Price(100_00)));
+    fx.fill(&mut buy, 110_00, 2);
+    assert_eq!(fx.risk.entry_price(ALICE, PERP), Some(Price(105_00)));
+    // Through flat: short 2 from the sell's price.
+    let mut sell = fx.ok(|o| {
+        o.side = Side::Sell;
+        o.qty = Qty(6);
+        o.price = Price(110_00);
+    });
+    fx.fill(&mut sell, 120_00, 6);
+    assert_eq!(fx.risk.position(ALICE, PERP), Qty(-2));
+    assert_eq!(fx.risk.entry_price(ALICE, PERP), Some(Price(120_00)));
+    // Rounded to the price unit: short 2 at 120.00 and 2 at 100.01 is 110.005.
+    let mut more = fx.ok(|o| {
+        o.side = Side::Sell;
+        o.qty = Qty(2);
+        o.price = Price(120_00);
+    });
+    fx.fill(&mut more, 100_01, 2);
+    assert_eq!(fx.risk.entry_price(ALICE, PERP), Some(Price(110_01)));
     fx.assert_balanced();
 }

@@ -461,9 +461,10 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                 .iter()
                 .map(|p| {
                     format!(
-                        "{} {} (reference {})",
+                        "{} {} (entry {}, reference {})",
                         text(&p["symbol"]),
                         text(&p["position"]),
+                        text(&p["entry_price"]),
                         text(&p["reference_price"])
                     )
                 })

@@ -1556,6 +1556,9 @@ impl CoreLoop {
                         Some(serde_json::json!({
                             "symbol": i.symbol(),
                             "position": p.qty.display(r.qty_scale).to_string(),
+                            "entry_price": p
+                                .entry_price
+                                .map(|px| px.display(r.price_scale).to_string()),
                             "reference_price": p
                                 .reference_price
                                 .map(|px| px.display(r.price_scale).to_string()),

@@ -494,11 +494,13 @@ mod tests {
             instrument: InstrumentId(0),
             qty: Qty(2_500),
             reference_price: Some(Price(1_000_005)),
+            entry_price: Some(Price(990_000)),
         };
         let short_call = Position {
             instrument: InstrumentId(1),
             qty: Qty(-40),
             reference_price: None,
+            entry_price: Some(Price(50)),
         };
         for v in V {
             let req = [(710, "P1"), (724, "0"), (581, "3")];
@@ -629,6 +631,7 @@ mod tests {
                         instrument: InstrumentId(i as u32),
                         qty: Qty(q),
                         reference_price: (q % 2 == 0).then_some(Price(q)),
+                        entry_price: Some(Price(q.abs())),
                     })
                     .filter(|p| p.qty.0 != 0)
                     .collect()

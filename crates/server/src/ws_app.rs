@@ -1934,6 +1934,11 @@ impl WsBridge {
                 Some(PositionInfo {
                     symbol: e.symbol.to_string(),
                     position_amt: p.qty.display(e.qty_scale).to_string(),
+                    entry_price: p
+                        .entry_price
+                        .unwrap_or(Price(0))
+                        .display(e.price_scale)
+                        .to_string(),
                     mark_price: mark.map(|m| m.display(e.price_scale).to_string()),
                     notional: mark.map(|m| {
                         let units = i128::from(p.qty.0)

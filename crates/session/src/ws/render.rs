@@ -397,7 +397,9 @@ pub(crate) fn position_info(out: &mut String, p: &PositionInfo) {
     let mut o = Obj::open(out);
     o.str("symbol", &p.symbol)
         .str("positionSide", "BOTH")
-        .str("positionAmt", &p.position_amt);
+        .str("positionAmt", &p.position_amt)
+        .str("entryPrice", &p.entry_price)
+        .str("breakEvenPrice", &p.entry_price);
     if let Some(m) = &p.mark_price {
         o.str("markPrice", m);
     }

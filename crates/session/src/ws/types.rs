@@ -719,6 +719,8 @@ pub struct PositionInfo {
     pub symbol: String,
     /// `positionAmt`: net quantity, negative when short (decimal text).
     pub position_amt: String,
+    /// `entryPrice`: the average entry price (`breakEvenPrice` too: there are no fees).
+    pub entry_price: String,
     /// `markPrice`: the price the server values the position at (its reference price), if
     /// it has one.
     pub mark_price: Option<String>,

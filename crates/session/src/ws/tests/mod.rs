@@ -540,12 +540,14 @@ impl WsApplication for FakeApp {
             PositionInfo {
                 symbol: "BTCUSDT".into(),
                 position_amt: "-0.500".into(),
+                entry_price: "29000.00".into(),
                 mark_price: Some("30000.00".into()),
                 notional: Some("-15000.00000".into()),
             },
             PositionInfo {
                 symbol: "ETHUSDT".into(),
                 position_amt: "2".into(),
+                entry_price: "1800.5".into(),
                 mark_price: None,
                 notional: None,
             },

@@ -522,8 +522,10 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
         ok(&v),
         &json!([
             {"symbol": "BTCUSDT", "positionSide": "BOTH", "positionAmt": "-0.500",
+             "entryPrice": "29000.00", "breakEvenPrice": "29000.00",
              "markPrice": "30000.00", "notional": "-15000.00000"},
-            {"symbol": "ETHUSDT", "positionSide": "BOTH", "positionAmt": "2"}
+            {"symbol": "ETHUSDT", "positionSide": "BOTH", "positionAmt": "2",
+             "entryPrice": "1800.5", "breakEvenPrice": "1800.5"}
         ])
     );
     let v = h.signed_call("v2/account.position", &[("symbol", Value::from("BTCUSDT"))]);
