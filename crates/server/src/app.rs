@@ -50,8 +50,8 @@ use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::pipeline::{
-    Conn, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline, PositionsReply,
-    PositionsRequest,
+    Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
+    PositionsReply, PositionsRequest,
 };
 use crate::positions::{self, PositionsAnswer, PositionsRefusal};
 use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
@@ -315,6 +315,11 @@ impl Unanswered {
         while self.requests.front().is_some_and(|&(i, _)| i < answered) {
             self.requests.pop_front();
         }
+    }
+
+    /// True if some request still waiting is among the first `answered`.
+    fn any_answered(&self, answered: u64) -> bool {
+        self.requests.front().is_some_and(|&(i, _)| i < answered)
     }
 
     /// Forgets the MsgSeqNums of the requests still waiting (an in-session sequence reset
@@ -674,6 +679,24 @@ fn send_security_list(
     }
 }
 
+/// What decoding a request of session `slot` needs, at `now`.
+fn order_ctx<'a>(
+    pipeline: &'a Pipeline,
+    directory: &'a Directory,
+    allowed: &'a [AccountId],
+    slot: SessionId,
+    now: UtcTimestamp,
+) -> Ctx<'a> {
+    Ctx {
+        directory,
+        allowed,
+        account_names: pipeline.account_names(),
+        session: slot,
+        now_ns: now.nanos(),
+        trading_day_end_secs: pipeline.trading_day_end_secs(),
+    }
+}
+
 /// Sends the next message of a positions answer; gives up the rest if it cannot be sent.
 fn send_positions(
     session: &mut Session,
@@ -776,14 +799,7 @@ impl FixConn {
         let allowed = self.allowed();
         let pipeline = self.pipeline.clone();
         let dir = pipeline.directory_snapshot();
-        let ctx = Ctx {
-            directory: &dir,
-            allowed: &allowed,
-            account_names: pipeline.account_names(),
-            session: self.info.slot,
-            now_ns: now.nanos(),
-            trading_day_end_secs: pipeline.trading_day_end_secs(),
-        };
+        let ctx = order_ctx(&pipeline, &dir, &allowed, self.info.slot, now);
         let date = positions::clearing_business_date(now.nanos(), ctx.trading_day_end_secs);
         let query = positions::decode(msg, &ctx);
         let account = match query {
@@ -842,14 +858,7 @@ impl FixConn {
         let allowed = self.allowed();
         let pipeline = self.pipeline.clone();
         let dir = pipeline.directory();
-        let ctx = Ctx {
-            directory: &dir,
-            allowed: &allowed,
-            account_names: pipeline.account_names(),
-            session: self.info.slot,
-            now_ns: now.nanos(),
-            trading_day_end_secs: pipeline.trading_day_end_secs(),
-        };
+        let ctx = order_ctx(&pipeline, &dir, &allowed, self.info.slot, now);
         // No route (the ingress queue is full): every request is refused "server busy".
         let routed = self.ensure_conn().is_some();
         let unanswered = &mut self.unanswered;
@@ -1140,14 +1149,7 @@ impl ConnectionApp for FixConn {
         }
         let allowed = self.allowed();
         let dir = self.pipeline.directory();
-        let ctx = Ctx {
-            directory: &dir,
-            allowed: &allowed,
-            account_names: self.pipeline.account_names(),
-            session: self.info.slot,
-            now_ns: now.nanos(),
-            trading_day_end_secs: self.pipeline.trading_day_end_secs(),
-        };
+        let ctx = order_ctx(&self.pipeline, &dir, &allowed, self.info.slot, now);
         let outcome = match order_codec::decode(&msg, &ctx) {
             Err(refusal) => Err(refusal),
             Ok(req) => match self.ensure_conn() {
@@ -1214,6 +1216,9 @@ impl ConnectionApp for FixConn {
             return Poll::Ready(());
         }
         match &self.conn {
+            // A request answered after its reports were sent (the core counts it once they
+            // are queued; a reply spin may have sent them first): its MsgSeqNum may be stored.
+            Some(c) if self.unanswered.any_answered(c.answered()) => Poll::Ready(()),
             Some(c) => c.poll_ready(cx),
             // No route yet: nothing can arrive; the request that opens one comes through
             // on_message or on_logon, after which the transport polls again.
@@ -1542,6 +1547,10 @@ mod tests {
         assert_eq!(u.oldest(), Some(5));
         u.answered(0);
         assert_eq!(u.oldest(), Some(5), "nothing answered yet");
+        // The core counting a request answered after its reports went out wakes the
+        // connection to store its number.
+        assert!(!u.any_answered(0));
+        assert!(u.any_answered(1) && u.any_answered(2));
         u.answered(2);
         assert_eq!(u.oldest(), Some(9), "the first two are answered");
         u.submitted(12);

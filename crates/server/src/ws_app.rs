@@ -1922,6 +1922,25 @@ impl WsBridge {
         Ok(out)
     }
 
+    /// Who asks the core thread for a listing (open orders, positions) and of what: the
+    /// connection's slot, the request's account, the symbol's instrument (or all).
+    fn listing_scope(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: Option<&str>,
+    ) -> Result<(SessionId, AccountId, Option<InstrumentId>), WsError> {
+        let (_, account) = self.route(ctx.principal)?;
+        let slot = self.slot.ok_or_else(WsError::server_busy)?;
+        let instrument = match symbol {
+            Some(s) => match self.pipeline.directory().lookup(s.as_bytes()) {
+                Some((id, _)) => Some(id),
+                None => return Err(WsError::invalid_symbol()),
+            },
+            None => None,
+        };
+        Ok((slot, account, instrument))
+    }
+
     /// The core thread's positions as the dialect shows them.
     fn positions_info(&self, reply: &PositionsReply) -> Result<Vec<PositionInfo>, WsError> {
         let list = reply.get().ok_or_else(WsError::unknown)?;
@@ -2537,19 +2556,9 @@ impl WsApplication for WsBridge {
     ) -> Dispatch<Vec<OrderInfo>> {
         // The core thread knows every working order of the account, whichever connection or
         // FIX session entered it.
-        let (_, account) = match self.route(ctx.principal) {
+        let (slot, account, instrument) = match self.listing_scope(ctx, symbol) {
             Ok(v) => v,
             Err(e) => return Dispatch::Ready(Err(e)),
-        };
-        let Some(slot) = self.slot else {
-            return Dispatch::Ready(Err(WsError::server_busy()));
-        };
-        let instrument = match symbol {
-            Some(s) => match self.pipeline.directory().lookup(s.as_bytes()) {
-                Some((id, _)) => Some(id),
-                None => return Dispatch::Ready(Err(WsError::invalid_symbol())),
-            },
-            None => None,
         };
         let reply = Arc::new(OpenOrdersReply::default());
         let request = OpenOrdersRequest {
@@ -2612,19 +2621,9 @@ impl WsApplication for WsBridge {
     ) -> Dispatch<Vec<PositionInfo>> {
         // The core thread keeps every account's positions, whichever connection or FIX
         // session traded.
-        let (_, account) = match self.route(ctx.principal) {
+        let (slot, account, instrument) = match self.listing_scope(ctx, symbol) {
             Ok(v) => v,
             Err(e) => return Dispatch::Ready(Err(e)),
-        };
-        let Some(slot) = self.slot else {
-            return Dispatch::Ready(Err(WsError::server_busy()));
-        };
-        let instrument = match symbol {
-            Some(s) => match self.pipeline.directory().lookup(s.as_bytes()) {
-                Some((id, _)) => Some(id),
-                None => return Dispatch::Ready(Err(WsError::invalid_symbol())),
-            },
-            None => None,
         };
         let reply = Arc::new(PositionsReply::default());
         let request = PositionsRequest {
