@@ -454,8 +454,8 @@ impl VenueLink {
             b'C' => VenueReportKind::Expired,
             b'5' => VenueReportKind::Replaced,
             b'8' => VenueReportKind::Rejected,
-            // Pending new / cancel, replaced, status, triggered, done for day: nothing the
-            // order's state needs (a replace is never asked for).
+            // Pending new / cancel / replace, status, triggered, done for day: nothing the
+            // order's state needs (its answer follows).
             _ => return None,
         };
         self.sent_orders.retain(|_, (o, _)| *o != order);
