@@ -809,9 +809,8 @@ impl FixConn {
                 .map_or(&b""[..], |n| n.as_bytes()),
             Err(_) => msg.get(tag::ACCOUNT).unwrap_or(b""),
         };
-        let mut answer = PositionsAnswer::new(msg, account, date, dir.clone(), Ok(Vec::new()));
         let refusal = match query {
-            Err(r) => Some(r),
+            Err(r) => r,
             Ok(q) if self.ensure_conn().is_some() => {
                 let reply = Arc::new(PositionsReply::default());
                 let request = PositionsRequest {
@@ -823,26 +822,25 @@ impl FixConn {
                 match pipeline.submit(Ingress::Positions(request)) {
                     Ok(()) => {
                         self.unanswered.submitted(seq);
+                        let answer = PositionsAnswer::new(msg, account, date, dir, Ok(Vec::new()));
                         let wait = PositionsWait { answer, reply };
                         self.status_waits
                             .push_back(StatusWait::Positions(Box::new(wait)));
                         self.await_reply();
                         return;
                     }
-                    Err(_) => Some(PositionsRefusal::Busy),
+                    Err(_) => PositionsRefusal::Busy,
                 }
             }
-            Ok(_) => Some(PositionsRefusal::Busy),
+            Ok(_) => PositionsRefusal::Busy,
         };
-        if let Some(r) = refusal {
-            answer = PositionsAnswer::new(msg, account, date, dir, Err(r));
-        }
+        let answer = PositionsAnswer::new(msg, account, date, dir, Err(refusal));
         self.listings.push_back(Listing::Positions(answer));
         let names = Names {
             directory: &pipeline.directory(),
             account_names: pipeline.account_names(),
         };
-        self.send_mass(session, now, &names);
+        self.send_listings(session, now, &names);
     }
 
     /// Takes a MassQuote (i) or QuoteCancel (Z): its order requests go to the core thread
@@ -907,9 +905,9 @@ impl FixConn {
         }
     }
 
-    /// Sends what the pending mass status answers have, oldest first, until the session's
-    /// unsent output reaches the pause mark.
-    fn send_mass(&mut self, session: &mut Session, now: UtcTimestamp, names: &Names<'_>) {
+    /// Sends what the pending mass status and position answers have, oldest first, until the
+    /// session's unsent output reaches the pause mark.
+    fn send_listings(&mut self, session: &mut Session, now: UtcTimestamp, names: &Names<'_>) {
         let v = self.version;
         let pause = self.pause_bytes;
         while let Some(l) = self.listings.front_mut() {
@@ -1245,7 +1243,7 @@ impl ConnectionApp for FixConn {
             directory: &dir,
             account_names: pipeline.account_names(),
         };
-        self.send_mass(session, now, &names);
+        self.send_listings(session, now, &names);
         // Requests counted here have all their reports in the queue: once it is drained they
         // are answered.
         let answered = conn.answered();
@@ -1301,9 +1299,9 @@ impl ConnectionApp for FixConn {
                 {
                     if let Some(StatusWait::Positions(wait)) = self.status_waits.pop_front() {
                         let PositionsWait { mut answer, reply } = *wait;
-                        answer.fill(&reply);
+                        answer.fill(&reply, self.pipeline.directory_snapshot());
                         self.listings.push_back(Listing::Positions(answer));
-                        self.send_mass(session, now, &names);
+                        self.send_listings(session, now, &names);
                     }
                     continue;
                 }
@@ -1318,7 +1316,7 @@ impl ConnectionApp for FixConn {
                         {
                             self.listings.push_back(Listing::Mass(p));
                         }
-                        self.send_mass(session, now, &names);
+                        self.send_listings(session, now, &names);
                     }
                     continue;
                 }

@@ -21,7 +21,7 @@
 //! | `resume-core` | ends the pause |
 //! | `sessions` | the FIX sessions: state, peer, next sequence numbers |
 //! | `venues` | the venue connectors: logged on or down and since when, logons, orders sent, reports received, the last problem |
-//! | `accounts [--account A]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its reference price) |
+//! | `accounts [--account A]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its entry and reference prices) |
 //! | `sequence --session NAME [--reset] [--next-sender N] [--next-target N]` | sets the sequence numbers of a session without a connection (a counterparty that started again at 1 without ResetSeqNumFlag: `--next-target 1`); ours only forward, or `--reset` to start again at 1 |
 //! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
 //!
@@ -406,34 +406,38 @@ fn list_sessions(registry: &SessionRegistry) -> String {
     }
 }
 
+/// A JSON value as a line of `portcullis admin` output shows it: strings bare, null `-`.
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    }
+}
+
 /// One line per venue connector: state and since when, counters, the last problem.
 fn list_venues() -> String {
     let venues = crate::metrics::venues();
     if venues.is_empty() {
         return "no venues configured".to_owned();
     }
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".to_owned(),
-        v => v.to_string(),
-    };
     venues
         .iter()
         .map(|v| {
             let d = v.describe();
             let problem = match &d["last_problem"] {
                 serde_json::Value::Null => "-".to_owned(),
-                p => format!("{} at {}", text(&p["what"]), text(&p["at"])),
+                p => format!("{} at {}", json_text(&p["what"]), json_text(&p["at"])),
             };
             format!(
                 "{} {} connect={} since={} logons={} orders_sent={} reports={} last_problem={problem}",
-                text(&d["name"]),
+                json_text(&d["name"]),
                 if d["logged_on"] == true { "logged_on" } else { "down" },
-                text(&d["connect"]),
-                text(&d["since"]),
-                text(&d["logons"]),
-                text(&d["orders_sent"]),
-                text(&d["reports"]),
+                json_text(&d["connect"]),
+                json_text(&d["since"]),
+                json_text(&d["logons"]),
+                json_text(&d["orders_sent"]),
+                json_text(&d["reports"]),
             )
         })
         .collect::<Vec<_>>()
@@ -441,16 +445,11 @@ fn list_venues() -> String {
 }
 
 /// One line per account (or the one asked for) from the core's state: kill switch, open
-/// orders, credit used and each position with the instrument's reference price.
+/// orders, credit used and each position with its entry and reference prices.
 fn list_accounts(state: &str, only: Option<&str>) -> Response {
     let state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
     let empty = Vec::new();
     let accounts = state["accounts"].as_array().unwrap_or(&empty);
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".to_owned(),
-        v => v.to_string(),
-    };
     let lines: Vec<String> = accounts
         .iter()
         .filter(|a| only.map_or(true, |o| a["account"] == o))
@@ -462,23 +461,23 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                 .map(|p| {
                     format!(
                         "{} {} (entry {}, reference {})",
-                        text(&p["symbol"]),
-                        text(&p["position"]),
-                        text(&p["entry_price"]),
-                        text(&p["reference_price"])
+                        json_text(&p["symbol"]),
+                        json_text(&p["position"]),
+                        json_text(&p["entry_price"]),
+                        json_text(&p["reference_price"])
                     )
                 })
                 .collect();
             format!(
                 "{} kill_switch={} open_orders={} credit_used={} positions: {}",
-                text(&a["account"]),
+                json_text(&a["account"]),
                 if a["kill_switch"] == true {
                     "on"
                 } else {
                     "off"
                 },
-                text(&a["open_orders"]),
-                text(&a["credit_used"]),
+                json_text(&a["open_orders"]),
+                json_text(&a["credit_used"]),
                 if positions.is_empty() {
                     "none".to_owned()
                 } else {
@@ -630,7 +629,7 @@ enum AdminCommand {
     /// reports received, the last problem.
     Venues,
     /// Show accounts: kill switch, open orders, credit used and positions (net quantity per
-    /// instrument, with its reference price).
+    /// instrument, with its entry and reference prices).
     Accounts {
         /// Only this account (default: every account).
         #[arg(long, value_name = "ACCOUNT")]

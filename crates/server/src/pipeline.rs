@@ -133,7 +133,7 @@ impl OpenOrdersReply {
 }
 
 /// A listing of an account's net positions (FIX RequestForPositions, the WebSocket API's
-/// `account.position`, the admin API's account view). Answered like an [`OpenOrdersRequest`]:
+/// `account.position`). Answered like an [`OpenOrdersRequest`]:
 /// the list in `reply`, then one `Outbound::Status` to the asking session.
 #[derive(Debug)]
 pub struct PositionsRequest {

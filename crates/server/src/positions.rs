@@ -195,9 +195,11 @@ impl PositionsAnswer {
         }
     }
 
-    /// Takes the positions the core thread listed into `reply`.
-    pub fn fill(&mut self, reply: &PositionsReply) {
+    /// Takes the positions the core thread listed into `reply`, with the instrument directory
+    /// as it is now (which lists every instrument the core knew when it made the list).
+    pub fn fill(&mut self, reply: &PositionsReply, dir: Arc<Directory>) {
         self.outcome = Ok(reply.get().map(<[Position]>::to_vec).unwrap_or_default());
+        self.dir = dir;
     }
 
     /// The messages the answer has in all.
