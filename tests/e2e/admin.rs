@@ -1083,6 +1083,11 @@ fn a_risk_desk_reads_an_accounts_orders_and_trades_from_the_history() {
         "{acc}"
     );
     assert!(acc["credit_used"].is_string(), "{acc}");
+    assert_eq!(
+        acc["underlyings"],
+        json!([{"underlying": "BTC", "position": "-0.015"}]),
+        "{acc}"
+    );
     let (_, _, acc) = get("/v1/accounts/WS-A");
     assert_eq!(acc["positions"][0]["position"], "0.015", "{acc}");
     assert_eq!(acc["open_orders"], 0, "{acc}");

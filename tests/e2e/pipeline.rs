@@ -1282,13 +1282,17 @@ fn a_request_for_positions_reports_each_accounts_net_positions() {
     let out = admin(&server, &["accounts"]);
     assert!(
         out.contains("ACC-A kill_switch=off open_orders=1 credit_used=")
-            && out.contains("positions: BTC-PERP 2.000 (entry 100.0, reference 100.0)"),
+            && out.contains(
+                "positions: BTC-PERP 2.000 (entry 100.0, reference 100.0); underlyings: BTC 2"
+            ),
         "{out}"
     );
     assert!(out.contains("ACC-B kill_switch=off open_orders=0"), "{out}");
     let out = admin(&server, &["accounts", "--account", "ACC-B"]);
     assert!(
-        out.contains("BTC-PERP -2.000") && !out.contains("ACC-A"),
+        out.contains("BTC-PERP -2.000")
+            && out.contains("underlyings: BTC -2")
+            && !out.contains("ACC-A"),
         "{out}"
     );
     let (code, out) = server.cli(&["admin", "accounts", "--account", "NOBODY"]);

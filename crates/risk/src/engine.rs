@@ -3,6 +3,7 @@
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, InstrumentId, InstrumentRules, InstrumentStatus,
     NewOrder, OrdType, Price, Qty, RejectReason, ReplaceOrder, SessionId, Side, StpMode,
+    UnderlyingId,
 };
 
 use crate::config::{AccountLimits, ConfigError, Limits, RiskConfig};
@@ -858,6 +859,17 @@ impl RiskEngine {
             .get(instrument_key(account.0, instrument.0))
             .map_or(0, |p| p.position);
         Qty(p.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+    }
+
+    /// The account's net position in the underlying over all its instruments (contracts ×
+    /// multiplier, + long, − short), in underlying units: what `max_position_per_underlying`
+    /// is checked against.
+    pub fn underlying_position(&self, account: AccountId, underlying: UnderlyingId) -> Decimal {
+        Decimal::from_units(
+            self.pairs
+                .get(underlying_key(account.0, underlying.0))
+                .map_or(0, |p| p.position),
+        )
     }
 
     /// The average entry price of the account's position in the instrument: the price its

@@ -838,11 +838,17 @@ fn position_limit_per_instrument_counts_open_orders_on_the_same_side() {
 #[test]
 fn position_limit_per_underlying_adds_instruments_by_multiplier() {
     let mut fx = Fx::limits(|l| l.max_position_per_underlying = dec("50"));
-    fx.ok(|o| o.qty = Qty(25)); // 25 BTC
-    fx.ok(|o| {
+    let mut perp = fx.ok(|o| o.qty = Qty(25)); // 25 BTC
+    let mut fut = fx.ok(|o| {
         o.instrument = FUT;
         o.qty = Qty(5); // 5 × 5 = 25 BTC
     });
+    // Filled in part: the operator sees the underlying position the limit counts.
+    assert_eq!(fx.risk.underlying_position(ALICE, BTC), dec("0"));
+    fx.fill(&mut perp, 100_00, 10);
+    fx.fill(&mut fut, 100_00, 2);
+    assert_eq!(fx.risk.underlying_position(ALICE, BTC), dec("20"));
+    assert_eq!(fx.risk.underlying_position(ALICE, ETH), dec("0"));
     assert_eq!(fx.rej(|o| o.qty = Qty(2)), PositionLimit);
     assert_eq!(
         fx.rej(|o| {

@@ -468,8 +468,20 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                     )
                 })
                 .collect();
+            let underlyings: Vec<String> = a["underlyings"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} {}",
+                        json_text(&u["underlying"]),
+                        json_text(&u["position"])
+                    )
+                })
+                .collect();
             format!(
-                "{} kill_switch={} open_orders={} credit_used={} positions: {}",
+                "{} kill_switch={} open_orders={} credit_used={} positions: {}; underlyings: {}",
                 json_text(&a["account"]),
                 if a["kill_switch"] == true {
                     "on"
@@ -482,6 +494,11 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                     "none".to_owned()
                 } else {
                     positions.join(", ")
+                },
+                if underlyings.is_empty() {
+                    "none".to_owned()
+                } else {
+                    underlyings.join(", ")
                 }
             )
         })

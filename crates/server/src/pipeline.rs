@@ -1565,6 +1565,14 @@ impl CoreLoop {
                         }))
                     })
                     .collect();
+                let underlyings: Vec<serde_json::Value> = (0u32..)
+                    .zip(self.core.instruments().underlying_codes())
+                    .filter_map(|(u, code)| {
+                        let p = risk.underlying_position(id, portcullis_types::UnderlyingId(u));
+                        (p != portcullis_risk::Decimal::ZERO)
+                            .then(|| serde_json::json!({"underlying": code, "position": p}))
+                    })
+                    .collect();
                 serde_json::json!({
                     "account": &**name,
                     "kill_switch": risk.kill_switch(Some(id)),
@@ -1572,6 +1580,7 @@ impl CoreLoop {
                     "open_orders": risk.open_orders(id),
                     "credit_used": risk.credit_used(id),
                     "positions": positions,
+                    "underlyings": underlyings,
                 })
             })
             .collect();
