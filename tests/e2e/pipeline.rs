@@ -1313,6 +1313,32 @@ fn a_request_for_positions_reports_each_accounts_net_positions() {
 }
 
 #[test]
+fn the_trading_session_status_follows_the_global_kill_switch() {
+    let (server, _p, mut a, _b, _) = two_signed_accounts("");
+    // Asked at Logon, as exchange connections do: open.
+    a.send("g", &[(335, "T1"), (263, "1")]);
+    assert_fields(
+        &a.expect("h"),
+        &[(335, "T1"), (336, "1"), (325, "N"), (340, "2")],
+    );
+    // The operator halts everything: the subscriber hears it at once, and again at the end.
+    admin(&server, &["kill"]);
+    assert_fields(&a.expect("h"), &[(335, "T1"), (325, "Y"), (340, "1")]);
+    a.send("g", &[(335, "T2"), (336, "1"), (263, "0")]);
+    assert_fields(&a.expect("h"), &[(335, "T2"), (325, "N"), (340, "1")]);
+    admin(&server, &["kill", "--off"]);
+    assert_fields(&a.expect("h"), &[(335, "T1"), (325, "Y"), (340, "2")]);
+    // An account's kill switch is not the session's.
+    admin(&server, &["kill", "--account", "ACC-B"]);
+    // Another session's name is refused in the answer; an unsubscribed one hears nothing.
+    a.send("g", &[(335, "T3"), (336, "PRE-OPEN"), (263, "0")]);
+    assert_fields(&a.expect("h"), &[(335, "T3"), (340, "6"), (567, "1")]);
+    a.send("g", &[(335, "T1"), (263, "2")]);
+    admin(&server, &["kill"]);
+    nothing_else(&mut a, "TS-END");
+}
+
+#[test]
 fn a_long_mass_status_answer_leaves_at_the_clients_pace() {
     // A listener whose slow-reader bound (8 KiB) is far below the answer (100 reports).
     let p = ports();

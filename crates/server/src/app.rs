@@ -58,6 +58,7 @@ use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
 use crate::security::ServerAuth;
 use crate::security_list::{self, ListRefusal, SecurityListAnswer};
 use crate::security_status;
+use crate::trading_session::{self, SessionSubscriptions};
 
 /// BusinessRejectReason(380) = 3.
 const UNSUPPORTED_MESSAGE_TYPE: u64 = 3;
@@ -283,6 +284,7 @@ impl Application for OrderEntryApp {
             listings: VecDeque::new(),
             lists: VecDeque::new(),
             status_subs: security_status::Subscriptions::default(),
+            session_subs: SessionSubscriptions::default(),
             pause_bytes: conn.listener.output_pause(),
             history: self.history.clone(),
             reply_spin: self.reply_spin,
@@ -633,6 +635,8 @@ pub struct FixConn {
     lists: VecDeque<SecurityListAnswer>,
     /// SecurityStatus subscriptions (SecurityStatusRequest with SubscriptionRequestType 1).
     status_subs: security_status::Subscriptions,
+    /// TradingSessionStatus subscriptions (TradingSessionStatusRequest, 263 = 1).
+    session_subs: SessionSubscriptions,
     /// The listener's pause mark: unsent output at which a long answer waits for the client.
     pause_bytes: usize,
     /// The account's history: orders that ended before `finished` remembers (or before a
@@ -715,6 +719,22 @@ fn send_positions(
     }
 }
 
+/// Sends one TradingSessionStatus (h).
+fn send_session_status(
+    session: &mut Session,
+    now: UtcTimestamp,
+    v: BeginString,
+    m: &trading_session::SessionStatus,
+) {
+    match session.send_application(now, b"h", |enc| m.encode_body(enc, v)) {
+        Ok(_) => METRICS.sent(Protocol::Fix),
+        Err(e) => {
+            let name = crate::security::session_name(session.config());
+            warn!(session = %name, error = %e, "could not send a trading session status");
+        }
+    }
+}
+
 /// Sends one SecurityStatus (f).
 fn send_security_status(
     session: &mut Session,
@@ -759,6 +779,36 @@ impl FixConn {
             Err(r) => BusinessReject {
                 ref_id: msg
                     .get(security_status::SECURITY_STATUS_REQ_ID)
+                    .map(<[u8]>::to_vec),
+                ..BusinessReject::of(seq, msg, r.reason, r.text)
+            }
+            .send(session, now),
+        }
+    }
+
+    /// Answers a TradingSessionStatusRequest (g) from the directory the core thread publishes
+    /// (a subscription needs the route its wake-ups come through).
+    fn trading_session_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let req = trading_session::decode(msg);
+        let subscribe = matches!(req, trading_session::SessionRequest::Subscribe(_));
+        if subscribe && self.ensure_conn().is_none() {
+            BusinessReject::of(seq, msg, APPLICATION_NOT_AVAILABLE, "server busy")
+                .send(session, now);
+            return;
+        }
+        let halted = self.pipeline.directory().halted();
+        match self.session_subs.request(req, halted, self.version) {
+            Ok(Some(m)) => send_session_status(session, now, self.version, &m),
+            Ok(None) => {}
+            Err(r) => BusinessReject {
+                ref_id: msg
+                    .get(trading_session::TRAD_SES_REQ_ID)
                     .map(<[u8]>::to_vec),
                 ..BusinessReject::of(seq, msg, r.reason, r.text)
             }
@@ -1124,6 +1174,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if msg.msg_type() == b"g" {
+            self.trading_session_request(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if msg.msg_type() == b"AN" {
             self.positions_request(session, now, seq, &msg);
             self.decoder = decoder;
@@ -1209,9 +1264,13 @@ impl ConnectionApp for FixConn {
             return Poll::Ready(());
         }
         // Only a session with subscriptions looks at the directory (a load per poll otherwise).
-        if !self.status_subs.is_empty() && self.status_subs.stale(&self.pipeline.directory()) {
-            // An instrument's status may have changed: the subscribers hear of it.
-            return Poll::Ready(());
+        if !self.status_subs.is_empty() || !self.session_subs.is_empty() {
+            let dir = self.pipeline.directory();
+            if self.status_subs.stale(&dir) || self.session_subs.stale(dir.halted()) {
+                // An instrument's status, or the session's, may have changed: the subscribers
+                // hear of it.
+                return Poll::Ready(());
+            }
         }
         match &self.conn {
             // A request answered after its reports were sent (the core counts it once they
@@ -1230,6 +1289,12 @@ impl ConnectionApp for FixConn {
             let dir = self.pipeline.directory_snapshot();
             for m in self.status_subs.changes(&dir) {
                 send_security_status(session, now, &m);
+            }
+        }
+        if !self.session_subs.is_empty() {
+            let halted = self.pipeline.directory().halted();
+            for m in self.session_subs.changes(halted) {
+                send_session_status(session, now, self.version, &m);
             }
         }
         let Some(conn) = self.conn.clone() else {

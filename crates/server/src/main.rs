@@ -40,6 +40,7 @@ mod replay;
 mod security;
 mod security_list;
 mod security_status;
+mod trading_session;
 mod user_streams;
 mod venue;
 mod webhook;

@@ -351,6 +351,8 @@ pub struct Directory {
     by_symbol: HashMap<Box<[u8]>, InstrumentId>,
     entries: Vec<DirEntry>,
     generation: u64,
+    /// The global kill switch is on: nothing trades (FIX TradingSessionStatus "halted").
+    halted: bool,
 }
 
 /// Numbers every snapshot, so a cache built from one can tell it has been replaced (an
@@ -364,9 +366,13 @@ impl Directory {
         Self::with_routes(instruments, |_| false)
     }
 
-    /// The snapshot of the core's instrument table, with which instruments it routes.
+    /// The snapshot of the core's instrument table, with which instruments it routes and
+    /// whether the global kill switch is on.
     pub fn of_core(core: &Core) -> Self {
-        Self::with_routes(core.instruments(), |i| core.route_of(i).is_some())
+        Self {
+            halted: core.risk().kill_switch(None),
+            ..Self::with_routes(core.instruments(), |i| core.route_of(i).is_some())
+        }
     }
 
     fn with_routes(instruments: &Instruments, routed: impl Fn(InstrumentId) -> bool) -> Self {
@@ -374,6 +380,7 @@ impl Directory {
             by_symbol: HashMap::with_capacity(instruments.len()),
             entries: Vec::with_capacity(instruments.len()),
             generation: DIRECTORY_GENERATION.fetch_add(1, Ordering::Relaxed),
+            halted: false,
         };
         for i in instruments.iter() {
             let r = i.rules();
@@ -412,6 +419,11 @@ impl Directory {
     /// This snapshot's number: a later snapshot has a larger one (0 for an empty default).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// True while the global kill switch is on (nothing trades).
+    pub fn halted(&self) -> bool {
+        self.halted
     }
 }
 
@@ -1460,7 +1472,7 @@ impl CoreLoop {
                 let id = account.as_deref().map(|a| self.account(a)).transpose()?;
                 let what =
                     account.map_or_else(|| "all accounts".to_owned(), |a| format!("account {a}"));
-                if on {
+                let answer = if on {
                     let n = self
                         .with_sink(|core, out| core.kill(id, now, out))
                         .map_err(|e| e.to_string())?;
@@ -1470,7 +1482,12 @@ impl CoreLoop {
                 } else {
                     self.core.release_kill(id).map_err(|e| e.to_string())?;
                     Ok(format!("kill switch off for {what}"))
+                };
+                if id.is_none() {
+                    // The socket tasks' view of the trading session (FIX TradingSessionStatus).
+                    self.publish_directory();
                 }
+                answer
             }
             ControlAction::Halt { symbol, halted } => {
                 let id = self.instrument(&symbol)?;

@@ -280,8 +280,13 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(325, "UnsolicitedIndicator", T::Boolean),
     // Open in every version (4.2 lists 1-21, later versions more); values are the sender's.
     f(326, "SecurityTradingStatus", T::Int),
+    f(335, "TradSesReqID", T::String),
     f(336, "TradingSessionID", T::String),
     f(337, "ContraTrader", T::String),
+    f(338, "TradSesMethod", T::Int).d(ints(span(1, 3))),
+    f(339, "TradSesMode", T::Int).d(ints(span(1, 3))),
+    f(340, "TradSesStatus", T::Int).v(V42).d(ints(span(1, 5))),
+    f(340, "TradSesStatus", T::Int).v(V44UP).d(ints(span(0, 6))),
     f(347, "MessageEncoding", T::String),
     f(348, "EncodedIssuerLen", T::DataLength(349)),
     f(349, "EncodedIssuer", T::Data(348)),
@@ -402,6 +407,9 @@ pub(crate) const FIELDS: &[FieldDef] = &[
         .d(ints(span(0, 5))),
     f(561, "RoundLot", T::Qty),
     f(562, "MinTradeVol", T::Qty),
+    f(567, "TradSesStatusRejReason", T::Int)
+        .v(V44UP)
+        .d(ints(bit(1) | bit(99))),
     f(573, "MatchStatus", T::Char).v(V44UP).d(chars(b"012")),
     f(581, "AccountType", T::Int).v(V44UP),
     f(582, "CustOrderCapacity", T::Int)

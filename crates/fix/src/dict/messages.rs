@@ -897,6 +897,27 @@ const POSITION_REPORT: &[Item] = &[
     comp(TEXT),
 ];
 
+const TRADING_SESSION_STATUS_REQUEST: &[Item] = &[
+    req(335),
+    opt(336),
+    opt(625).only(V44UP),
+    opt(338),
+    opt(339),
+    req(263),
+];
+
+const TRADING_SESSION_STATUS: &[Item] = &[
+    opt(335),
+    req(336),
+    opt(625).only(V44UP),
+    opt(338),
+    opt(339),
+    opt(325),
+    req(340),
+    opt(567).only(V44UP),
+    comp(TEXT),
+];
+
 const SECURITY_STATUS_REQUEST: &[Item] = &[
     req(324),
     comp(INSTRUMENT),
@@ -1046,10 +1067,17 @@ pub(crate) const MSGS: &[MsgSpec] = &[
         REQUEST_FOR_POSITIONS_ACK,
     ),
     msg(b"AP", "PositionReport", V44UP, POSITION_REPORT),
+    msg(
+        b"g",
+        "TradingSessionStatusRequest",
+        ALL,
+        TRADING_SESSION_STATUS_REQUEST,
+    ),
+    msg(b"h", "TradingSessionStatus", ALL, TRADING_SESSION_STATUS),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 27;
+pub(crate) const N_MSGS: usize = 29;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -1087,6 +1115,8 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'Z' => 21,
         b'e' => 22,
         b'f' => 23,
+        b'g' => 27,
+        b'h' => 28,
         _ => return None,
     })
 }
