@@ -599,13 +599,29 @@ fn send_report(
     names: &Names<'_>,
     scratch: &mut Vec<u8>,
 ) {
-    match session.send_application(now, report.msg_type(), |enc| {
+    send_app(session, now, report.msg_type(), "a report", |enc| {
         order_codec::encode_report(enc, v, report, names, scratch)
-    }) {
-        Ok(_) => METRICS.sent(Protocol::Fix),
+    });
+}
+
+/// Sends one application message through the session (stored, sequenced), counting it; false
+/// (logged) if it could not be sent.
+fn send_app(
+    session: &mut Session,
+    now: UtcTimestamp,
+    msg_type: &[u8],
+    what: &str,
+    body: impl FnOnce(&mut Encoder),
+) -> bool {
+    match session.send_application(now, msg_type, body) {
+        Ok(_) => {
+            METRICS.sent(Protocol::Fix);
+            true
+        }
         Err(e) => {
             let name = crate::security::session_name(session.config());
-            warn!(session = %name, error = %e, "could not send a report")
+            warn!(session = %name, error = %e, "could not send {what}");
+            false
         }
     }
 }
@@ -673,13 +689,10 @@ fn send_security_list(
     answer: &mut SecurityListAnswer,
     scratch: &mut Vec<u8>,
 ) {
-    match session.send_application(now, b"y", |enc| answer.encode_next(enc, v, scratch)) {
-        Ok(_) => METRICS.sent(Protocol::Fix),
-        Err(e) => {
-            let name = crate::security::session_name(session.config());
-            warn!(session = %name, error = %e, "could not send a security list");
-            answer.abandon();
-        }
+    if !send_app(session, now, b"y", "a security list", |enc| {
+        answer.encode_next(enc, v, scratch)
+    }) {
+        answer.abandon();
     }
 }
 
@@ -709,13 +722,10 @@ fn send_positions(
     scratch: &mut Vec<u8>,
 ) {
     let msg_type = answer.next_msg_type();
-    match session.send_application(now, msg_type, |enc| answer.encode_next(enc, scratch)) {
-        Ok(_) => METRICS.sent(Protocol::Fix),
-        Err(e) => {
-            let name = crate::security::session_name(session.config());
-            warn!(session = %name, error = %e, "could not send a position report");
-            answer.abandon();
-        }
+    if !send_app(session, now, msg_type, "a position report", |enc| {
+        answer.encode_next(enc, scratch)
+    }) {
+        answer.abandon();
     }
 }
 
@@ -726,13 +736,9 @@ fn send_session_status(
     v: BeginString,
     m: &trading_session::SessionStatus,
 ) {
-    match session.send_application(now, b"h", |enc| m.encode_body(enc, v)) {
-        Ok(_) => METRICS.sent(Protocol::Fix),
-        Err(e) => {
-            let name = crate::security::session_name(session.config());
-            warn!(session = %name, error = %e, "could not send a trading session status");
-        }
-    }
+    send_app(session, now, b"h", "a trading session status", |enc| {
+        m.encode_body(enc, v)
+    });
 }
 
 /// Sends one SecurityStatus (f).
@@ -741,13 +747,9 @@ fn send_security_status(
     now: UtcTimestamp,
     m: &security_status::StatusMessage,
 ) {
-    match session.send_application(now, b"f", |enc| m.encode_body(enc, now)) {
-        Ok(_) => METRICS.sent(Protocol::Fix),
-        Err(e) => {
-            let name = crate::security::session_name(session.config());
-            warn!(session = %name, error = %e, "could not send a security status");
-        }
-    }
+    send_app(session, now, b"f", "a security status", |enc| {
+        m.encode_body(enc, now)
+    });
 }
 
 impl FixConn {
