@@ -604,9 +604,9 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
     let mut store = match (c.opener)(UtcTimestamp::now()) {
         Ok(s) => Some(s),
         Err(e) => {
-            error!(venue = %name, error = %e, "cannot open the venue's message store; not connecting");
             c.status
                 .problem(format!("cannot open the venue's message store: {e}"));
+            error!(venue = %name, error = %e, "cannot open the venue's message store; not connecting");
             None
         }
     };
@@ -646,8 +646,8 @@ pub async fn run(c: Connector, pipeline: Arc<Pipeline>, mut shutdown: ShutdownSi
         let stream = match stream {
             Ok(st) => st,
             Err(e) => {
-                warn!(venue = %name, error = %format!("{e:#}"), "cannot connect to the venue");
                 c.status.problem(format!("cannot connect: {e:#}"));
+                warn!(venue = %name, error = %format!("{e:#}"), "cannot connect to the venue");
                 store = Some(s);
                 continue;
             }
@@ -834,8 +834,8 @@ async fn connection(
                 SessionEvent::Disconnect(reason) => match reason {
                     DisconnectReason::LogoutComplete => {}
                     r => {
-                        warn!(venue = %name, reason = ?r, "venue session ended");
                         link.status.problem(format!("session ended: {r}"));
+                        warn!(venue = %name, reason = ?r, "venue session ended");
                     }
                 },
             }
@@ -846,8 +846,8 @@ async fn connection(
         if !out.is_empty() {
             let n = out.len();
             if let Err(e) = stream.write_all(out).await {
-                warn!(venue = %name, error = %e, "venue connection lost");
                 link.status.problem(format!("connection lost: {e}"));
+                warn!(venue = %name, error = %e, "venue connection lost");
                 return session;
             }
             session.consume_transmit(n);
