@@ -475,6 +475,24 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     let r = cb.call(json!(11), "openOrders.status", stale);
     assert_eq!(r["error"]["code"], -1021, "{r}");
 
+    // The operator's kill switch on B: account.status says B cannot trade, until it is off.
+    let can_trade = |cb: &mut Ws| {
+        let r = cb.call(json!("st"), "account.status", signed(json!({}), &b));
+        assert_eq!(r["status"], 200, "{r}");
+        r["result"]["canTrade"].clone()
+    };
+    assert_eq!(can_trade(&mut cb), json!(true));
+    for (args, want) in [
+        (&["admin", "kill", "--account", "WS-B"][..], false),
+        (&["admin", "kill", "--account", "WS-B", "--off"][..], true),
+        (&["admin", "kill"][..], false),
+        (&["admin", "kill", "--off"][..], true),
+    ] {
+        let (code, out) = server.cli(args);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(can_trade(&mut cb), json!(want), "after {args:?}");
+    }
+
     // Revoked with the CLI: the logged-on connection is told (401 -2015) and loses its rights.
     let (code, out) = server.cli(&["keys", "revoke", &a.id]);
     assert_eq!(code, 0, "{out}");

@@ -700,6 +700,9 @@ pub struct Pipeline {
     directory: ArcSwap<Directory>,
     accounts: Vec<Box<str>>,
     account_ids: HashMap<Box<str>, AccountId>,
+    /// Each account's own kill switch, as the core thread last set it (for the socket tasks'
+    /// views; the checks themselves are the core's).
+    account_kill: Box<[AtomicBool]>,
     egress_capacity: usize,
     reserved_slots: u32,
     /// Requests refused because the ingress queue was full.
@@ -744,6 +747,9 @@ impl Pipeline {
                 .iter()
                 .enumerate()
                 .map(|(i, a)| (a.as_str().into(), AccountId(i as u32)))
+                .collect(),
+            account_kill: (0..accounts.len() as u32)
+                .map(|a| AtomicBool::new(core.risk().kill_switch(Some(AccountId(a)))))
                 .collect(),
             egress_capacity: config.egress_capacity.max(1),
             reserved_slots: config.reserved_slots,
@@ -855,6 +861,15 @@ impl Pipeline {
     /// The id of an account name.
     pub fn account_id(&self, name: &str) -> Option<AccountId> {
         self.account_ids.get(name).copied()
+    }
+
+    /// True while the account may not trade: its own kill switch or the global one is on.
+    pub fn trading_halted(&self, account: AccountId) -> bool {
+        self.directory().halted()
+            || self
+                .account_kill
+                .get(account.0 as usize)
+                .is_some_and(|k| k.load(Ordering::Relaxed))
     }
 
     /// Every account name, indexed by [`AccountId`].
@@ -1483,9 +1498,14 @@ impl CoreLoop {
                     self.core.release_kill(id).map_err(|e| e.to_string())?;
                     Ok(format!("kill switch off for {what}"))
                 };
-                if id.is_none() {
+                match id {
                     // The socket tasks' view of the trading session (FIX TradingSessionStatus).
-                    self.publish_directory();
+                    None => self.publish_directory(),
+                    Some(a) => {
+                        if let Some(k) = self.shared.account_kill.get(a.0 as usize) {
+                            k.store(on, Ordering::Relaxed);
+                        }
+                    }
                 }
                 answer
             }

@@ -26,7 +26,8 @@
 //! - `openOrders.status`: the core thread lists the account's working orders
 //!   ([`StatusWait::OpenOrders`]).
 //! - `allOrders` and `myTrades`: from the account's history.
-//! - `account.status`: the account's number and trading permission; balances are not kept by
+//! - `account.status`: the account's number and trading permission (`canTrade`: the key's
+//!   scope, and no kill switch on for the account or everything); balances are not kept by
 //!   the server (an empty list), commissions are zero.
 //! - `account.position` (also `v2/account.position`, as the futures dialect names it): the
 //!   core thread lists the account's net positions ([`StatusWait::Positions`]).
@@ -2653,7 +2654,8 @@ impl WsApplication for WsBridge {
         Dispatch::Ready(Ok(AccountStatus {
             maker_commission: 0,
             taker_commission: 0,
-            can_trade: ctx.principal.can_trade,
+            // The key's scope, and no kill switch on for the account or everything.
+            can_trade: ctx.principal.can_trade && !self.pipeline.trading_halted(id),
             commission_rates: no_commission(),
             require_self_trade_prevention: false,
             update_time: ms(ctx.now.nanos()),
