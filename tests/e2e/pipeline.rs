@@ -1295,6 +1295,17 @@ fn a_request_for_positions_reports_each_accounts_net_positions() {
             && !out.contains("ACC-A"),
         "{out}"
     );
+    // For scripts: the same as JSON.
+    let out = admin(&server, &["accounts", "--account", "ACC-A", "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v[0]["account"], "ACC-A", "{v}");
+    assert_eq!(v[0]["open_orders"], 1, "{v}");
+    assert_eq!(
+        v[0]["positions"],
+        serde_json::json!([{"symbol": "BTC-PERP", "position": "2.000", "entry_price": "100.0",
+                            "reference_price": "100.0"}]),
+        "{v}"
+    );
     let (code, out) = server.cli(&["admin", "accounts", "--account", "NOBODY"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("unknown account"), "{out}");

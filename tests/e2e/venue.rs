@@ -243,6 +243,28 @@ fn routed_orders_are_acknowledged_filled_and_cancelled_as_the_venue_reports() {
         )) && out.contains("logons=1 orders_sent=2 reports=5 last_problem=-"),
         "{out}"
     );
+    let (code, out) = b.cli(&["admin", "venues", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            &listed[0]["name"],
+            &listed[0]["logged_on"],
+            &listed[0]["reports"],
+            &listed[0]["last_problem"]
+        ),
+        (
+            &json!("upstream"),
+            &json!(true),
+            &json!(5),
+            &serde_json::Value::Null
+        ),
+        "{listed}"
+    );
+    assert!(
+        listed[0]["since"].as_str().unwrap().ends_with('Z'),
+        "{listed}"
+    );
 
     // And reads what went to the venue and what it answered, decrypted.
     let (code, log) = b.cli(&["fix-log", "--venue", "upstream"]);

@@ -20,8 +20,8 @@
 //! | `pause-core` | maintenance pause: the core thread stops taking orders; they queue up to `core.ingress_capacity`, beyond which they are refused "server busy"; operator commands still work |
 //! | `resume-core` | ends the pause |
 //! | `sessions` | the FIX sessions: state, peer, next sequence numbers |
-//! | `venues` | the venue connectors: logged on or down and since when, logons, orders sent, reports received, the last problem |
-//! | `accounts [--account A]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its entry and reference prices) |
+//! | `venues [--json]` | the venue connectors: logged on or down and since when, logons, orders sent, reports received, the last problem |
+//! | `accounts [--account A] [--json]` | per account: kill switch, open orders, credit used, positions (net quantity per instrument, with its entry and reference prices) |
 //! | `sequence --session NAME [--reset] [--next-sender N] [--next-target N]` | sets the sequence numbers of a session without a connection (a counterparty that started again at 1 without ResetSeqNumFlag: `--next-target 1`); ours only forward, or `--reset` to start again at 1 |
 //! | `totp-enroll --key KEY_ID` | enrols an admin key's operator for TOTP (the admin API's second factor): prints an `otpauth://` URI once and stores the secret in the vault; needs no running server |
 //!
@@ -338,7 +338,13 @@ async fn handle(
                 },
                 Request::Venues => Response {
                     ok: true,
-                    message: list_venues(),
+                    message: serde_json::Value::from(
+                        crate::metrics::venues()
+                            .iter()
+                            .map(|v| v.describe())
+                            .collect::<Vec<_>>(),
+                    )
+                    .to_string(),
                 },
                 Request::Sequence {
                     session,
@@ -356,7 +362,7 @@ async fn handle(
                 Request::Accounts { account } => {
                     let r = execute(req.clone(), pipeline).await;
                     match r.ok {
-                        true => list_accounts(&r.message, account.as_deref()),
+                        true => accounts_of(&r.message, account.as_deref()),
                         false => r,
                     }
                 }
@@ -415,16 +421,39 @@ fn json_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// One line per venue connector: state and since when, counters, the last problem.
-fn list_venues() -> String {
-    let venues = crate::metrics::venues();
+/// The accounts of the core's state (`ControlAction::Describe`), or the one asked for, as a
+/// JSON array: what `portcullis admin accounts` prints.
+fn accounts_of(state: &str, only: Option<&str>) -> Response {
+    let mut state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+    let accounts: Vec<serde_json::Value> = match state["accounts"].take() {
+        serde_json::Value::Array(a) => a
+            .into_iter()
+            .filter(|a| only.map_or(true, |o| a["account"] == o))
+            .collect(),
+        _ => Vec::new(),
+    };
+    match (accounts.is_empty(), only) {
+        (true, Some(o)) => Response {
+            ok: false,
+            message: format!("unknown account {o:?}"),
+        },
+        _ => Response {
+            ok: true,
+            message: serde_json::Value::from(accounts).to_string(),
+        },
+    }
+}
+
+/// One line per venue connector (from the server's JSON): state and since when, counters,
+/// the last problem.
+fn venue_lines(json: &str) -> String {
+    let venues: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
     if venues.is_empty() {
         return "no venues configured".to_owned();
     }
     venues
         .iter()
-        .map(|v| {
-            let d = v.describe();
+        .map(|d| {
             let problem = match &d["last_problem"] {
                 serde_json::Value::Null => "-".to_owned(),
                 p => format!("{} at {}", json_text(&p["what"]), json_text(&p["at"])),
@@ -444,15 +473,16 @@ fn list_venues() -> String {
         .join("\n")
 }
 
-/// One line per account (or the one asked for) from the core's state: kill switch, open
-/// orders, credit used and each position with its entry and reference prices.
-fn list_accounts(state: &str, only: Option<&str>) -> Response {
-    let state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+/// One line per account (from the server's JSON): kill switch, open orders, credit used, each
+/// position with its entry and reference prices, the underlying positions.
+fn account_lines(json: &str) -> String {
+    let accounts: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    if accounts.is_empty() {
+        return "no accounts configured".to_owned();
+    }
     let empty = Vec::new();
-    let accounts = state["accounts"].as_array().unwrap_or(&empty);
-    let lines: Vec<String> = accounts
+    accounts
         .iter()
-        .filter(|a| only.map_or(true, |o| a["account"] == o))
         .map(|a| {
             let positions: Vec<String> = a["positions"]
                 .as_array()
@@ -480,6 +510,13 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                     )
                 })
                 .collect();
+            let list = |v: Vec<String>| {
+                if v.is_empty() {
+                    "none".to_owned()
+                } else {
+                    v.join(", ")
+                }
+            };
             format!(
                 "{} kill_switch={} open_orders={} credit_used={} positions: {}; underlyings: {}",
                 json_text(&a["account"]),
@@ -490,33 +527,12 @@ fn list_accounts(state: &str, only: Option<&str>) -> Response {
                 },
                 json_text(&a["open_orders"]),
                 json_text(&a["credit_used"]),
-                if positions.is_empty() {
-                    "none".to_owned()
-                } else {
-                    positions.join(", ")
-                },
-                if underlyings.is_empty() {
-                    "none".to_owned()
-                } else {
-                    underlyings.join(", ")
-                }
+                list(positions),
+                list(underlyings),
             )
         })
-        .collect();
-    match (lines.is_empty(), only) {
-        (true, Some(o)) => Response {
-            ok: false,
-            message: format!("unknown account {o:?}"),
-        },
-        (true, None) => Response {
-            ok: true,
-            message: "no accounts configured".to_owned(),
-        },
-        (false, _) => Response {
-            ok: true,
-            message: lines.join("\n"),
-        },
-    }
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn set_sequence(registry: &SessionRegistry, name: &str, change: SequenceChange) -> Response {
@@ -644,13 +660,20 @@ enum AdminCommand {
     Sessions,
     /// List the venue connectors: logged on or down and since when, logons, orders sent,
     /// reports received, the last problem.
-    Venues,
+    Venues {
+        /// Print the JSON array instead of one line per venue.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show accounts: kill switch, open orders, credit used and positions (net quantity per
     /// instrument, with its entry and reference prices).
     Accounts {
         /// Only this account (default: every account).
         #[arg(long, value_name = "ACCOUNT")]
         account: Option<String>,
+        /// Print the JSON array instead of one line per account.
+        #[arg(long)]
+        json: bool,
     },
     /// Set the sequence numbers of a FIX session that has no connection (log it out first).
     Sequence {
@@ -690,6 +713,12 @@ pub enum AdminError {
 
 /// Runs `portcullis admin ...`; prints the server's message on success.
 pub fn run(args: AdminArgs) -> Result<String, AdminError> {
+    // The listings come as JSON: printed as such with --json, else one line per item.
+    let lines: Option<fn(&str) -> String> = match args.command {
+        AdminCommand::Accounts { json: false, .. } => Some(account_lines),
+        AdminCommand::Venues { json: false } => Some(venue_lines),
+        _ => None,
+    };
     let request = match args.command {
         AdminCommand::Kill { account, off } => Request::Kill { account, off },
         AdminCommand::Halt { instrument } => Request::Halt { instrument },
@@ -711,8 +740,8 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         AdminCommand::PauseCore => Request::PauseCore,
         AdminCommand::ResumeCore => Request::ResumeCore,
         AdminCommand::Sessions => Request::Sessions,
-        AdminCommand::Accounts { account } => Request::Accounts { account },
-        AdminCommand::Venues => Request::Venues,
+        AdminCommand::Accounts { account, .. } => Request::Accounts { account },
+        AdminCommand::Venues { .. } => Request::Venues,
         AdminCommand::Sequence {
             session,
             reset,
@@ -742,11 +771,13 @@ pub fn run(args: AdminArgs) -> Result<String, AdminError> {
         }
     };
     let response = send(&path, &request).map_err(|e| AdminError::Unreachable(format!("{e:#}")))?;
-    if response.ok {
-        Ok(response.message)
-    } else {
-        Err(AdminError::BadInput(response.message))
+    if !response.ok {
+        return Err(AdminError::BadInput(response.message));
     }
+    Ok(match lines {
+        Some(f) => f(&response.message),
+        None => response.message,
+    })
 }
 
 /// Sends one request and reads the answer.
