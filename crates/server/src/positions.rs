@@ -36,16 +36,12 @@ use crate::pipeline::{Directory, PositionsReply};
 pub const POS_REQ_ID: u32 = 710;
 /// PosReqType(724).
 const POS_REQ_TYPE: u32 = 724;
-/// SubscriptionRequestType(263).
-const SUBSCRIPTION_REQUEST_TYPE: u32 = 263;
 /// AccountType(581).
 const ACCOUNT_TYPE: u32 = 581;
 /// PosMaintRptID(721).
 const POS_MAINT_RPT_ID: u32 = 721;
 /// TotalNumPosReports(727).
 const TOTAL_NUM_POS_REPORTS: u32 = 727;
-/// UnsolicitedIndicator(325).
-const UNSOLICITED_INDICATOR: u32 = 325;
 /// PosReqResult(728), PosReqStatus(729).
 const POS_REQ_RESULT: u32 = 728;
 const POS_REQ_STATUS: u32 = 729;
@@ -111,7 +107,7 @@ pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<PositionsQuery, Pos
             "only positions are reported: PosReqType(724) must be 0",
         ));
     }
-    if !matches!(msg.get(SUBSCRIPTION_REQUEST_TYPE), None | Some(b"0")) {
+    if !matches!(msg.get(tag::SUBSCRIPTION_REQUEST_TYPE), None | Some(b"0")) {
         return Err(PositionsRefusal::Unsupported(
             "only snapshots are served: SubscriptionRequestType(263) must be 0",
         ));
@@ -245,7 +241,7 @@ impl PositionsAnswer {
         };
         if n == 0 {
             enc.uint(TOTAL_NUM_POS_REPORTS, reports as u64);
-            enc.str(UNSOLICITED_INDICATOR, b"N");
+            enc.str(tag::UNSOLICITED_INDICATOR, b"N");
             enc.uint(POS_REQ_RESULT, result);
             enc.uint(POS_REQ_STATUS, status);
             self.account_fields(enc);
@@ -257,9 +253,9 @@ impl PositionsAnswer {
         let Ok(list) = &self.outcome else { return };
         let p = list[n - 1];
         enc.uint(POS_REQ_TYPE, 0);
-        enc.uint(SUBSCRIPTION_REQUEST_TYPE, 0);
+        enc.uint(tag::SUBSCRIPTION_REQUEST_TYPE, 0);
         enc.uint(TOTAL_NUM_POS_REPORTS, reports as u64);
-        enc.str(UNSOLICITED_INDICATOR, b"N");
+        enc.str(tag::UNSOLICITED_INDICATOR, b"N");
         enc.uint(POS_REQ_RESULT, 0);
         enc.str(CLEARING_BUSINESS_DATE, &self.clearing_date);
         self.account_fields(enc);

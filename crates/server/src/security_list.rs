@@ -37,8 +37,6 @@ const SECURITY_RESPONSE_ID: u32 = 322;
 const SECURITY_LIST_REQUEST_TYPE: u32 = 559;
 /// SecurityRequestResult(560).
 const SECURITY_REQUEST_RESULT: u32 = 560;
-/// SubscriptionRequestType(263).
-const SUBSCRIPTION_REQUEST_TYPE: u32 = 263;
 /// TotNoRelatedSym(393).
 const TOT_NO_RELATED_SYM: u32 = 393;
 /// LastFragment(893).
@@ -130,7 +128,7 @@ pub enum Selection {
 
 /// Reads a SecurityListRequest (validated by the session against its dictionary).
 pub fn decode(msg: &MessageRef<'_>) -> Result<Selection, ListRefusal> {
-    match msg.get(SUBSCRIPTION_REQUEST_TYPE) {
+    match msg.get(tag::SUBSCRIPTION_REQUEST_TYPE) {
         None | Some(b"0") => {}
         Some(_) => {
             return Err(ListRefusal::Invalid(

@@ -24,14 +24,8 @@ use crate::pipeline::Directory;
 
 /// SecurityStatusReqID(324).
 pub const SECURITY_STATUS_REQ_ID: u32 = 324;
-/// UnsolicitedIndicator(325).
-const UNSOLICITED_INDICATOR: u32 = 325;
 /// SecurityTradingStatus(326).
 const SECURITY_TRADING_STATUS: u32 = 326;
-/// SubscriptionRequestType(263).
-const SUBSCRIPTION_REQUEST_TYPE: u32 = 263;
-/// TransactTime(60).
-const TRANSACT_TIME: u32 = 60;
 
 /// Most status subscriptions one session keeps (each is checked when the directory changes).
 pub const MAX_SUBSCRIPTIONS: usize = 256;
@@ -65,7 +59,7 @@ pub enum StatusRequest {
 pub fn decode(msg: &MessageRef<'_>) -> Option<StatusRequest> {
     let req_id: Box<[u8]> = msg.get(SECURITY_STATUS_REQ_ID)?.into();
     let symbol = || msg.get(tag::SYMBOL).map(Box::<[u8]>::from);
-    Some(match msg.get(SUBSCRIPTION_REQUEST_TYPE)? {
+    Some(match msg.get(tag::SUBSCRIPTION_REQUEST_TYPE)? {
         b"0" => StatusRequest::Snapshot {
             req_id,
             symbol: symbol()?,
@@ -107,11 +101,11 @@ impl StatusMessage {
         enc.str(SECURITY_STATUS_REQ_ID, &self.req_id);
         enc.str(tag::SYMBOL, self.symbol.as_bytes());
         enc.str(
-            UNSOLICITED_INDICATOR,
+            tag::UNSOLICITED_INDICATOR,
             if self.unsolicited { b"Y" } else { b"N" },
         );
         enc.uint(SECURITY_TRADING_STATUS, trading_status(self.status).into());
-        enc.timestamp(TRANSACT_TIME, now, TimePrecision::Millis);
+        enc.timestamp(tag::TRANSACT_TIME, now, TimePrecision::Millis);
     }
 }
 

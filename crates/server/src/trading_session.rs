@@ -25,14 +25,10 @@ use portcullis_fix::{tag, BeginString, Encoder, MessageRef};
 pub const TRAD_SES_REQ_ID: u32 = 335;
 /// TradingSessionID(336).
 const TRADING_SESSION_ID: u32 = 336;
-/// UnsolicitedIndicator(325).
-const UNSOLICITED_INDICATOR: u32 = 325;
 /// TradSesStatus(340).
 const TRAD_SES_STATUS: u32 = 340;
 /// TradSesStatusRejReason(567).
 const TRAD_SES_STATUS_REJ_REASON: u32 = 567;
-/// SubscriptionRequestType(263).
-const SUBSCRIPTION_REQUEST_TYPE: u32 = 263;
 
 /// The one trading session's TradingSessionID(336).
 pub const SESSION_ID: &[u8] = b"1";
@@ -60,7 +56,7 @@ pub fn decode(msg: &MessageRef<'_>) -> SessionRequest {
     if msg.get(TRADING_SESSION_ID).is_some_and(|s| s != SESSION_ID) {
         return SessionRequest::UnknownSession(req_id);
     }
-    match msg.get(SUBSCRIPTION_REQUEST_TYPE) {
+    match msg.get(tag::SUBSCRIPTION_REQUEST_TYPE) {
         Some(b"1") => SessionRequest::Subscribe(req_id),
         Some(b"2") => SessionRequest::Unsubscribe(req_id),
         _ => SessionRequest::Snapshot(req_id),
@@ -84,7 +80,7 @@ impl SessionStatus {
         enc.str(TRAD_SES_REQ_ID, &self.req_id);
         enc.str(TRADING_SESSION_ID, SESSION_ID);
         enc.str(
-            UNSOLICITED_INDICATOR,
+            tag::UNSOLICITED_INDICATOR,
             if self.unsolicited { b"Y" } else { b"N" },
         );
         match self.halted {
