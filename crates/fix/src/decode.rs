@@ -276,6 +276,15 @@ impl<'a> MessageRef<'a> {
         self.spans
     }
 
+    /// The fields at positions `range` as a message of their own (e.g. one entry of a
+    /// repeating group, whose fields [`get`](Self::get) then finds); empty if out of range.
+    pub fn part(&self, range: std::ops::Range<usize>) -> MessageRef<'a> {
+        MessageRef {
+            bytes: self.bytes,
+            spans: self.spans.get(range).unwrap_or(&[]),
+        }
+    }
+
     /// The value of the first occurrence of `tag`.
     #[inline]
     pub fn get(&self, tag: u32) -> Option<&'a [u8]> {
@@ -355,6 +364,19 @@ mod tests {
             Decoder::default().decode(&big).unwrap_err(),
             DecodeError::TooManyFields { max: 1024 }
         );
+    }
+
+    #[test]
+    fn a_part_of_a_message_finds_only_its_own_fields() {
+        let m = b"8=FIX.4.4\x019=5\x0135=E\x0173=2\x0111=a\x0154=1\x0111=b\x0154=2\x0110=000\x01";
+        let mut d = Decoder::new();
+        let msg = d.decode(m).unwrap();
+        let second = msg.part(6..8);
+        assert_eq!(second.get(11), Some(&b"b"[..]));
+        assert_eq!(second.get(54), Some(&b"2"[..]));
+        assert_eq!(second.get(73), None);
+        assert_eq!(msg.part(4..6).get(54), Some(&b"1"[..]));
+        assert!(msg.part(8..99).is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Versions: FIX.4.2, FIX.4.4, and FIXT.1.1 (its session header, trailer and admin messages)
 //! with FIX 5.0 SP2 application messages. Messages covered: the session messages 0, 1, 2, 3, 4, 5,
-//! A and the order-entry messages D, F, G, H, q, 8, 9, r, j (q and r from 4.4 on).
+//! A and the order-entry messages D, F, G, H, q, 8, 9, r, j (q and r from 4.4 on), the order lists E
+//! and N (from 4.4 on), and the security, quote, position and trading session messages.
 //!
 //! Every problem maps to a SessionRejectReason(373) and, when it is about one field, a
 //! RefTagID(371). Codes above 11 do not exist in FIX 4.2: validation still reports them (the
@@ -17,7 +18,8 @@
 //!
 //! Choices where the specification leaves room:
 //! - Tags 5000–49999 (the user-defined ranges) are accepted in the body without checks, and may
-//!   repeat; undefined tags outside it are [`SessionRejectReason::InvalidTagNumber`].
+//!   repeat, also inside a repeating group's entry (after its delimiter); undefined tags outside
+//!   it are [`SessionRejectReason::InvalidTagNumber`].
 //! - Username(553) and Password(554) are defined for every version but, on FIX 4.2, only on
 //!   Logon, where venues accept them as extension fields (the logon signature uses 553).
 //! - Body fields may come in any order; header fields must precede the body; SignatureLength(93)
@@ -568,6 +570,11 @@ impl Dictionary {
         while j < end {
             let tag = spans[j].tag;
             let Some(pos) = g.position(tag, v) else {
+                if entries > 0 && USER_DEFINED.contains(&tag) {
+                    // User-defined fields (and groups of them) may sit in an entry, unchecked.
+                    j += 1;
+                    continue;
+                }
                 break;
             };
             if pos == 0 {
@@ -579,8 +586,11 @@ impl Dictionary {
                 last_pos = 0;
             } else {
                 // Before the first delimiter, or not after the previous field of the entry.
-                if entries == 0 || pos <= last_pos {
+                if entries == 0 || (pos <= last_pos && !g.any_order) {
                     return Err(Rejection::at(R::RepeatingGroupFieldsOutOfOrder, tag));
+                }
+                if entry_seen & (1 << pos) != 0 {
+                    return Err(Rejection::at(R::TagAppearsMoreThanOnce, tag));
                 }
                 last_pos = pos;
                 entry_seen |= 1 << pos;

@@ -152,7 +152,10 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(64, "SettlDate", T::LocalMktDate),
     f(65, "SymbolSfx", T::String),
     f(66, "ListID", T::String),
+    f(67, "ListSeqNo", T::Int),
+    f(68, "TotNoOrders", T::Int),
     f(70, "AllocID", T::String),
+    f(73, "NoOrders", T::NumInGroup),
     f(75, "TradeDate", T::LocalMktDate),
     f(76, "ExecBroker", T::String).v(V42),
     // OpenClose in 4.2 (O, C), PositionEffect from 4.3 on.
@@ -161,6 +164,9 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(79, "AllocAccount", T::String),
     f(80, "AllocQty", T::Qty),
     f(81, "ProcessCode", T::Char).d(chars(b"0123456")),
+    f(82, "NoRpts", T::Int),
+    f(83, "RptSeq", T::Int),
+    f(84, "CxlQty", T::Qty),
     f(89, "Signature", T::Data(93)),
     f(90, "SecureDataLen", T::DataLength(91)),
     f(91, "SecureData", T::Data(90)),
@@ -334,11 +340,14 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(388, "DiscretionInst", T::Char).d(chars(b"0123456")),
     f(389, "DiscretionOffsetValue", T::Float),
     f(393, "TotNoRelatedSym", T::Int).v(V44UP),
+    f(394, "BidType", T::Int).d(ints(span(1, 3))),
     f(423, "PriceType", T::Int).v(V44UP),
     f(424, "DayOrderQty", T::Qty),
     f(425, "DayCumQty", T::Qty),
     f(426, "DayAvgPx", T::Price),
     f(427, "GTBookingInst", T::Int).d(ints(span(0, 2))),
+    f(429, "ListStatusType", T::Int).d(ints(span(1, 6))),
+    f(431, "ListOrderStatus", T::Int).d(ints(span(1, 7))),
     f(432, "ExpireDate", T::LocalMktDate),
     f(434, "CxlRejResponseTo", T::Char).d(chars(b"12")),
     f(437, "ContraTradeQty", T::Qty),
@@ -518,6 +527,13 @@ pub(crate) const FIELDS: &[FieldDef] = &[
     f(1140, "MaxTradeVol", T::Qty).v(V50),
     f(1156, "ApplExtID", T::Int).v(V50),
     f(1166, "QuoteMsgID", T::String).v(V50),
+    // In FIX 5.0 SP2; on 4.4 an extension, as crypto venues' FIX APIs use it.
+    f(1385, "ContingencyType", T::Int)
+        .v(V44UP)
+        .d(ints(span(1, 4))),
+    f(1386, "ListRejectReason", T::Int)
+        .v(V44UP)
+        .d(ints(bit(0) | bit(2) | span(4, 7) | bit(99))),
     f(1400, "EncryptedPasswordMethod", T::Int).v(V50),
     f(1401, "EncryptedPasswordLen", T::DataLength(1402)).v(V50),
     f(1402, "EncryptedPassword", T::Data(1401)).v(V50),

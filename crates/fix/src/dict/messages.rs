@@ -33,6 +33,9 @@ pub(crate) enum Item {
 #[derive(Debug)]
 pub(crate) struct Group {
     pub count_tag: u32,
+    /// Fields after the delimiter may come in any order (each at most once), as venues accept
+    /// them in a NewOrderList's orders.
+    pub any_order: bool,
     pub items: &'static [Item],
 }
 
@@ -152,6 +155,7 @@ impl Item {
 
 const NO_HOPS: Group = Group {
     count_tag: 627,
+    any_order: false,
     items: &[opt(628), opt(629), opt(630)],
 };
 
@@ -241,6 +245,7 @@ const DISCRETION_INSTRUCTIONS: &[Item] = &[opt(388), opt(389)];
 
 const NO_PARTY_SUB_IDS: Group = Group {
     count_tag: 802,
+    any_order: false,
     items: &[opt(523), opt(803)],
 };
 
@@ -248,16 +253,19 @@ const NO_PARTY_SUB_IDS: Group = Group {
 /// The PositionQty block's group.
 const NO_POSITIONS: Group = Group {
     count_tag: 702,
+    any_order: false,
     items: &[opt(703), opt(704), opt(705), opt(706), grp(&NO_PARTY_IDS)],
 };
 
 pub(crate) const NO_PARTY_IDS: Group = Group {
     count_tag: 453,
+    any_order: false,
     items: &[opt(448), opt(447), opt(452), grp(&NO_PARTY_SUB_IDS)],
 };
 
 const NO_ALLOCS: Group = Group {
     count_tag: 78,
+    any_order: false,
     items: &[
         opt(79),
         opt(661).only(V44UP),
@@ -269,21 +277,25 @@ const NO_ALLOCS: Group = Group {
 
 const NO_TRADING_SESSIONS: Group = Group {
     count_tag: 386,
+    any_order: false,
     items: &[opt(336), opt(625).only(V44UP)],
 };
 
 const NO_CONTRA_BROKERS: Group = Group {
     count_tag: 382,
+    any_order: false,
     items: &[opt(375), opt(337), opt(437), opt(438), opt(655).only(V44UP)],
 };
 
 const NO_AFFECTED_ORDERS: Group = Group {
     count_tag: 534,
+    any_order: false,
     items: &[opt(41), opt(535), opt(536)],
 };
 
 const NO_UNDERLYINGS: Group = Group {
     count_tag: 711,
+    any_order: false,
     items: &[opt(311)],
 };
 
@@ -291,6 +303,7 @@ const NO_UNDERLYINGS: Group = Group {
 /// component cannot be a group's delimiter, so they are spelled out), then the trading rules.
 const NO_RELATED_SYM: Group = Group {
     count_tag: 146,
+    any_order: false,
     items: &[
         opt(55),
         opt(48),
@@ -318,6 +331,7 @@ const NO_RELATED_SYM: Group = Group {
 /// spelled out (a component cannot be a group's delimiter), then the two sides.
 const NO_QUOTE_ENTRIES: Group = Group {
     count_tag: 295,
+    any_order: false,
     items: &[
         opt(299),
         opt(55),
@@ -349,6 +363,7 @@ const NO_QUOTE_ENTRIES: Group = Group {
 /// A set of quotes of a MassQuote (i) or its acknowledgement (b).
 const NO_QUOTE_SETS: Group = Group {
     count_tag: 296,
+    any_order: false,
     items: &[
         opt(302),
         opt(311),
@@ -362,6 +377,7 @@ const NO_QUOTE_SETS: Group = Group {
 /// The instruments a QuoteCancel (Z) names.
 const NO_QUOTE_CANCEL_ENTRIES: Group = Group {
     count_tag: 295,
+    any_order: false,
     items: &[
         opt(55),
         opt(65),
@@ -381,6 +397,7 @@ const NO_QUOTE_CANCEL_ENTRIES: Group = Group {
 
 const NO_MSG_TYPES: Group = Group {
     count_tag: 384,
+    any_order: false,
     items: &[
         opt(372),
         opt(385),
@@ -897,6 +914,90 @@ const POSITION_REPORT: &[Item] = &[
     comp(TEXT),
 ];
 
+/// One order of a NewOrderList (E): a NewOrderSingle's fields that a list's orders use. After
+/// ClOrdID the fields may come in any order, as venues with FIX order lists accept them.
+const NO_ORDERS: Group = Group {
+    count_tag: 73,
+    any_order: true,
+    items: &[
+        req(11),
+        opt(67),
+        opt(1),
+        opt(18),
+        opt(111),
+        opt(1138).only(V50),
+        req(55),
+        opt(65),
+        opt(48),
+        opt(22),
+        opt(167),
+        opt(200),
+        opt(201),
+        opt(202),
+        req(54),
+        opt(60),
+        opt(38),
+        opt(152),
+        req(40),
+        opt(44),
+        opt(99),
+        opt(1109),
+        opt(211),
+        opt(59),
+        opt(432),
+        opt(126),
+        opt(58),
+    ],
+};
+
+/// NewOrderList (E): an order list with a contingency (FIX 5.0 SP2 ContingencyType(1385); on
+/// 4.4 an extension). ListID(66), BidType(394) and TotNoOrders(68), which the standard
+/// requires for program trading, are optional: a list's client id may come in ClListID(25014).
+const NEW_ORDER_LIST: &[Item] = &[
+    opt(66),
+    opt(1385),
+    opt(394),
+    opt(68),
+    grp(&NO_ORDERS).req_in(ALL),
+    comp(TEXT),
+];
+
+/// One order of a ListStatus (N): its state, with its OrderID and Symbol (extensions, as
+/// venues send them).
+const NO_ORDERS_STATUS: Group = Group {
+    count_tag: 73,
+    any_order: false,
+    items: &[
+        req(11),
+        opt(37),
+        opt(55),
+        req(14),
+        req(39),
+        req(151),
+        req(84),
+        req(6),
+        opt(103),
+        opt(58),
+    ],
+};
+
+/// ListStatus (N): the state of an order list. ContingencyType(1385), Symbol(55) and
+/// ListRejectReason(1386) are there on 4.4 too, Text(58) beside ListStatusText(444).
+const LIST_STATUS: &[Item] = &[
+    req(66),
+    req(429),
+    req(82),
+    req(431),
+    opt(1386),
+    req(83),
+    opt(1385),
+    opt(55),
+    opt(60),
+    req(68),
+    grp(&NO_ORDERS_STATUS).req_in(ALL),
+    comp(TEXT),
+];
+
 const TRADING_SESSION_STATUS_REQUEST: &[Item] = &[
     req(335),
     opt(336),
@@ -1074,10 +1175,12 @@ pub(crate) const MSGS: &[MsgSpec] = &[
         TRADING_SESSION_STATUS_REQUEST,
     ),
     msg(b"h", "TradingSessionStatus", ALL, TRADING_SESSION_STATUS),
+    msg(b"E", "NewOrderList", V44UP, NEW_ORDER_LIST),
+    msg(b"N", "ListStatus", V44UP, LIST_STATUS),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 29;
+pub(crate) const N_MSGS: usize = 31;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -1117,6 +1220,8 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'f' => 23,
         b'g' => 27,
         b'h' => 28,
+        b'E' => 29,
+        b'N' => 30,
         _ => return None,
     })
 }

@@ -1043,7 +1043,9 @@ fn message_tables_agree_with_msg_index() {
     assert_eq!(d42.len(), 18);
     assert!(!d42.contains(&&b"q"[..]));
     assert!(d42.contains(&&b"e"[..]) && d42.contains(&&b"f"[..]));
-    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 29);
+    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 31);
+    // Order lists from FIX 4.4 on (4.2's NewOrderList is program trading: unsupported).
+    assert!(!d42.contains(&&b"E"[..]) && Dictionary::for_version(Fix42).msg_type_in_spec(b"E"));
     // Portcullis takes mass quotes from FIX 4.4 on; on 4.2 they are unsupported (a
     // BusinessMessageReject), not invalid.
     assert!(!d42.contains(&&b"i"[..]) && !d42.contains(&&b"Z"[..]));
@@ -1179,5 +1181,139 @@ fn quote_cancel_and_acknowledgement_follow_the_version() {
     assert_eq!(
         check(Fix44, &build(Fix44, b"b", &active)),
         rej(R::ValueIsIncorrect, 297)
+    );
+}
+
+/// An OTO list as venues with FIX order lists take it: each order's fields in the client's
+/// order, the triggering instructions (user-defined tags) inside the pending order, the
+/// contingency and the list's client id after the group.
+fn order_list(first: &[(u32, &'static [u8])]) -> Body {
+    let mut b: Body = vec![(73, b"2")];
+    b.extend_from_slice(first);
+    b.extend_from_slice(&[
+        (11, b"p1"),
+        (55, b"BTC-PERP"),
+        (54, b"2"),
+        (38, b"1"),
+        (40, b"1"),
+        (25010, b"1"),
+        (25011, b"3"),
+        (25012, b"0"),
+        (25013, b"1"),
+        (1385, b"2"),
+        (25014, b"L1"),
+    ]);
+    b
+}
+
+const WORKING: &[(u32, &[u8])] = &[
+    (11, b"w1"),
+    (55, b"BTC-PERP"),
+    (54, b"1"),
+    (38, b"1"),
+    (40, b"2"),
+    (44, b"100"),
+    (59, b"1"),
+];
+
+#[test]
+fn an_order_lists_orders_take_their_fields_in_any_order_once_each() {
+    for v in [Fix44, Fixt11] {
+        let ok = order_list(WORKING);
+        assert_eq!(check(v, &build(v, b"E", &ok)), Ok(()), "{v:?}");
+        // The order of the dictionary, too.
+        let sorted: Vec<(u32, &[u8])> = {
+            let mut w = WORKING.to_vec();
+            w[1..].sort_by_key(|(t, _)| *t);
+            w
+        };
+        assert_eq!(check(v, &build(v, b"E", &order_list(&sorted))), Ok(()));
+        // Twice in one order is refused, as is an order without its side.
+        let twice = [WORKING, &[(54, &b"1"[..])]].concat();
+        assert_eq!(
+            check(v, &build(v, b"E", &order_list(&twice))),
+            rej(R::TagAppearsMoreThanOnce, 54)
+        );
+        let no_side: Vec<(u32, &[u8])> = WORKING.iter().copied().filter(|f| f.0 != 54).collect();
+        assert_eq!(
+            check(v, &build(v, b"E", &order_list(&no_side))),
+            rej(R::RequiredTagMissing, 54)
+        );
+        // The count must match the orders.
+        let three = replace(order_list(WORKING), 73, b"3");
+        assert_eq!(
+            check(v, &build(v, b"E", &three)),
+            rej(R::IncorrectNumInGroupCount, 73)
+        );
+        // Without orders it is no list.
+        assert_eq!(
+            check(v, &build(v, b"E", &[(1385, b"1")])),
+            rej(R::RequiredTagMissing, 73)
+        );
+        assert_eq!(
+            check(v, &build(v, b"E", &replace(ok, 1385, b"9"))),
+            rej(R::ValueIsIncorrect, 1385)
+        );
+    }
+    // Other groups keep their order.
+    let parties_swapped = vec![(453, &b"1"[..]), (448, b"P1"), (452, b"3"), (447, b"D")];
+    let body = with(
+        vec![
+            (11, &b"c1"[..]),
+            (55, b"BTC-PERP"),
+            (54, b"1"),
+            (60, TS),
+            (38, b"1"),
+            (40, b"1"),
+        ],
+        &parties_swapped,
+    );
+    assert_eq!(
+        check(Fix44, &build(Fix44, b"D", &body)),
+        rej(R::RepeatingGroupFieldsOutOfOrder, 447)
+    );
+}
+
+#[test]
+fn a_list_status_carries_each_orders_state() {
+    let body: Body = vec![
+        (66, b"17"),
+        (429, b"4"),
+        (82, b"1"),
+        (431, b"3"),
+        (83, b"1"),
+        (1385, b"1"),
+        (55, b"BTC-PERP"),
+        (60, TS),
+        (68, b"2"),
+        (73, b"2"),
+        (11, b"a"),
+        (37, b"17"),
+        (55, b"BTC-PERP"),
+        (14, b"0"),
+        (39, b"0"),
+        (151, b"1"),
+        (84, b"0"),
+        (6, b"0"),
+        (11, b"b"),
+        (37, b"18"),
+        (55, b"BTC-PERP"),
+        (14, b"0"),
+        (39, b"0"),
+        (151, b"1"),
+        (84, b"0"),
+        (6, b"0"),
+        (25014, b"L1"),
+    ];
+    for v in [Fix44, Fixt11] {
+        assert_eq!(check(v, &build(v, b"N", &body)), Ok(()));
+        assert_eq!(
+            check(v, &build(v, b"N", &without(body.clone(), 431))),
+            rej(R::RequiredTagMissing, 431)
+        );
+    }
+    assert_eq!(
+        check(Fix42, &build(Fix42, b"N", &body)),
+        rej(R::InvalidMsgType, 35)
     );
 }
