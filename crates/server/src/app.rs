@@ -40,8 +40,8 @@ use portcullis_fix::{tag, BeginString, Decoder, Encoder, SeqNum, UtcTimestamp};
 use portcullis_session::transport::{Application, ConnectionApp, ConnectionInfo};
 use portcullis_session::{Session, SessionConfig};
 use portcullis_types::{
-    AccountId, ClOrdId, Command, Event, EventKind, InstrumentId, OrdType, OrderId, Price, Qty,
-    RejectReason, SessionId, Side, TimeInForce,
+    AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, OrdType, OrderId,
+    Price, Qty, RejectReason, SessionId, Side, TimeInForce,
 };
 use tracing::{debug, warn};
 
@@ -49,6 +49,7 @@ use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
 use crate::history::{OrderHistory, OrderState};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
+use crate::order_list::{self, ListStatus, ListStep, Lists};
 use crate::pipeline::{
     Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
     PositionsReply, PositionsRequest,
@@ -393,6 +394,8 @@ pub struct Finished {
     ended: HashMap<ClOrdId, Ended>,
     order: VecDeque<ClOrdId>,
     capacity: usize,
+    /// The session's order lists being placed or working.
+    lists: Lists,
 }
 
 impl Finished {
@@ -401,11 +404,12 @@ impl Finished {
             ended: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity * 2,
+            lists: Lists::default(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.order.is_empty() && self.lists.is_empty()
     }
 
     fn remember(&mut self, id: ClOrdId, ended: Ended) {
@@ -599,8 +603,39 @@ fn send_report(
     names: &Names<'_>,
     scratch: &mut Vec<u8>,
 ) {
-    send_app(session, now, report.msg_type(), "a report", |enc| {
-        order_codec::encode_report(enc, v, report, names, scratch)
+    send_list_report(session, now, v, report, None, names, scratch);
+}
+
+/// Sends a report of an order of the order list `list` (an ExecutionReport carries its
+/// ListID(66)).
+fn send_list_report(
+    session: &mut Session,
+    now: UtcTimestamp,
+    v: BeginString,
+    report: Report<'_>,
+    list: Option<OrderId>,
+    names: &Names<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    let msg_type = report.msg_type();
+    send_app(session, now, msg_type, "a report", |enc| {
+        order_codec::encode_report(enc, v, report, names, scratch);
+        if let Some(id) = list.filter(|_| msg_type == b"8") {
+            enc.uint(order_list::LIST_ID, id.0);
+        }
+    });
+}
+
+/// Sends a ListStatus (N).
+fn send_list_status(
+    session: &mut Session,
+    now: UtcTimestamp,
+    status: &ListStatus,
+    names: &Names<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    send_app(session, now, b"N", "a list status", |enc| {
+        status.encode(enc, names, scratch)
     });
 }
 
@@ -893,6 +928,143 @@ impl FixConn {
             account_names: pipeline.account_names(),
         };
         self.send_listings(session, now, &names);
+    }
+
+    /// Takes a NewOrderList (E): its first order goes to the core thread, each acceptance
+    /// sends the next (see [`order_list`]); a list refused at once is answered with a
+    /// ListStatus.
+    fn order_list(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let allowed = self.allowed();
+        let pipeline = self.pipeline.clone();
+        let dir = pipeline.directory();
+        let ctx = order_ctx(&pipeline, &dir, &allowed, self.info.slot, now);
+        let refusal = match order_list::decode(msg, &ctx) {
+            Err(r) => r,
+            Ok(req) if !self.finished.lists.has_room() => order_list::ListRefusal {
+                client_id: req.client_id,
+                reason: RejectReason::TooManyOpenOrders,
+                text: format!(
+                    "too many order lists: at most {} placed or working per session",
+                    order_list::MAX_LISTS
+                )
+                .into(),
+            },
+            Ok(req) if self.ensure_conn().is_none() => order_list::ListRefusal {
+                client_id: req.client_id,
+                reason: RejectReason::ServerBusy,
+                text: RejectReason::ServerBusy.text().into(),
+            },
+            Ok(req) => {
+                let instrument = req.legs[0].0.instrument;
+                let first = self.finished.lists.start(req, instrument, seq);
+                if pipeline.submit(Ingress::Cmd(Command::New(first))).is_ok() {
+                    self.unanswered.submitted(seq);
+                    self.await_reply();
+                    return;
+                }
+                let failed = self.finished.lists.fail(
+                    first.cl_ord_id,
+                    RejectReason::ServerBusy,
+                    now.nanos(),
+                );
+                if let Some((_, status)) = failed {
+                    let names = Names {
+                        directory: &dir,
+                        account_names: pipeline.account_names(),
+                    };
+                    send_list_status(session, now, &status, &names, &mut self.scratch);
+                }
+                return;
+            }
+        };
+        debug!(conn = self.conn_id, seq, reason = ?refusal.reason, text = %refusal.text, "order list refused");
+        let status = ListStatus::refused(&refusal, now.nanos());
+        let names = Names {
+            directory: &dir,
+            account_names: pipeline.account_names(),
+        };
+        send_list_status(session, now, &status, &names, &mut self.scratch);
+    }
+
+    /// Decodes an order-entry message; an OrderCancelRequest naming a list by the client's
+    /// id (OrigClListID(25015)) cancels the session's working list of that id.
+    fn decode_order_entry(
+        &self,
+        msg: &portcullis_fix::MessageRef<'_>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Request, Refusal> {
+        let by_client_id = msg
+            .get(order_list::ORIG_CL_LIST_ID)
+            .filter(|_| msg.msg_type() == b"F" && msg.get(order_list::LIST_ID).is_none());
+        let Some(client_id) = by_client_id else {
+            return order_codec::decode(msg, ctx);
+        };
+        let list = ClOrdId::new(client_id)
+            .ok()
+            .and_then(|c| self.finished.lists.by_client_id(&c));
+        match list {
+            Some(id) => order_codec::decode_list_cancel(msg, ctx, id).map(Request::Cancel),
+            None => Err(Refusal::with_text(
+                msg,
+                RejectReason::UnknownOrder,
+                "unknown order list: OrigClListID(25015) names no working list of the session",
+            )),
+        }
+    }
+
+    /// Does what an event of an order list's order asks for (see [`ListStep`]), once its
+    /// report is sent: sends the list's next order, or its status.
+    fn list_step(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        e: &Event,
+        step: ListStep,
+        names: &Names<'_>,
+    ) {
+        let status = match step {
+            ListStep::None | ListStep::Member(_) => return,
+            ListStep::Status(_, status) | ListStep::Refused { status, .. } => status,
+            ListStep::Send(next, _, seq) => {
+                if self
+                    .pipeline
+                    .submit(Ingress::Cmd(Command::New(next)))
+                    .is_ok()
+                {
+                    self.unanswered.submitted(seq);
+                    return;
+                }
+                let lists = &mut self.finished.lists;
+                let Some((list, status)) =
+                    lists.fail(next.cl_ord_id, RejectReason::ServerBusy, now.nanos())
+                else {
+                    return;
+                };
+                if let Some(id) = list {
+                    // The orders placed go: the cancel of the first takes the others.
+                    let cancel = Command::Cancel(CancelOrder {
+                        session: self.info.slot,
+                        account: e.account,
+                        instrument: e.instrument,
+                        cl_ord_id: ClOrdId::EMPTY,
+                        order_id: Some(id),
+                        orig_cl_ord_id: ClOrdId::EMPTY,
+                        received_ns: now.nanos(),
+                    });
+                    if self.pipeline.submit(Ingress::Cmd(cancel)).is_ok() {
+                        self.unanswered.submitted(session.next_target_seq());
+                    }
+                }
+                status
+            }
+        };
+        send_list_status(session, now, &status, names, &mut self.scratch);
     }
 
     /// Takes a MassQuote (i) or QuoteCancel (Z): its order requests go to the core thread
@@ -1191,6 +1363,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if msg.msg_type() == b"E" {
+            self.order_list(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if !order_codec::is_order_entry(msg.msg_type()) {
             BusinessReject::of(
                 seq,
@@ -1205,7 +1382,7 @@ impl ConnectionApp for FixConn {
         let allowed = self.allowed();
         let dir = self.pipeline.directory();
         let ctx = order_ctx(&self.pipeline, &dir, &allowed, self.info.slot, now);
-        let outcome = match order_codec::decode(&msg, &ctx) {
+        let outcome = match self.decode_order_entry(&msg, &ctx) {
             Err(refusal) => Err(refusal),
             Ok(req) => match self.ensure_conn() {
                 None => Err(Refusal::new(&msg, RejectReason::ServerBusy)),
@@ -1322,6 +1499,7 @@ impl ConnectionApp for FixConn {
                 break;
             };
             let status_answer;
+            let mut list_step = ListStep::None;
             let report = match &item {
                 Outbound::Event(e) => {
                     note_event(e, now);
@@ -1342,6 +1520,7 @@ impl ConnectionApp for FixConn {
                             continue;
                         }
                     }
+                    list_step = self.finished.lists.on_event(e);
                     match e.kind {
                         // ExecType L exists from FIX 5.0 on: older sessions see what the
                         // triggered order does next.
@@ -1410,7 +1589,17 @@ impl ConnectionApp for FixConn {
                     }
                 }
             };
-            send_report(session, now, v, report, &names, &mut self.scratch);
+            let list = match &list_step {
+                ListStep::None => None,
+                ListStep::Member(id) | ListStep::Send(_, id, _) | ListStep::Status(id, _) => {
+                    Some(*id)
+                }
+                ListStep::Refused { list, .. } => *list,
+            };
+            send_list_report(session, now, v, report, list, &names, &mut self.scratch);
+            if let Outbound::Event(e) = &item {
+                self.list_step(session, now, e, list_step, &names);
+            }
         }
         self.send_quote_acks(session, now);
         if drained {

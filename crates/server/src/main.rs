@@ -33,6 +33,7 @@ mod liabilities;
 mod metrics;
 mod monitoring;
 mod order_codec;
+mod order_list;
 mod pipeline;
 mod positions;
 mod quotes;

@@ -40,6 +40,9 @@ const TOTAL_AFFECTED_ORDERS: u32 = 533;
 /// CxlRejReason(102) 1: unknown order.
 const CXL_REJ_UNKNOWN_ORDER: u32 = 1;
 
+/// ListID(66): the order list an OrderCancelRequest may name instead of an order.
+pub const LIST_ID: u32 = 66;
+
 /// MassCancelRejectReason(532).
 const MASS_CANCEL_REJECT_REASON: u32 = 532;
 /// MassStatusReqID(584), MassStatusReqType(585), TotNumReports(911), LastRptRequested(912).
@@ -188,7 +191,7 @@ pub fn is_order_entry(msg_type: &[u8]) -> bool {
 pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<Request, Refusal> {
     match msg.msg_type() {
         b"D" => decode_new(msg, ctx).map(Request::New),
-        b"F" => decode_cancel(msg, ctx).map(Request::Cancel),
+        b"F" => decode_cancel(msg, ctx, None).map(Request::Cancel),
         b"G" => decode_replace(msg, ctx).map(Request::Replace),
         b"H" => decode_status(msg, ctx).map(Request::Status),
         b"q" => decode_mass_cancel(msg, ctx).map(Request::MassCancel),
@@ -605,7 +608,7 @@ fn orig(
     Ok((id, orig))
 }
 
-fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> {
+pub(crate) fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
     let account = account(msg, ctx)?;
     let (instrument, entry) = instrument(msg, ctx, RejectReason::UnknownInstrument)?;
@@ -651,9 +654,45 @@ fn decode_new(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<NewOrder, Refusal> 
     Ok(o)
 }
 
-fn decode_cancel(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<CancelOrder, Refusal> {
+/// Decodes an OrderCancelRequest (F) for the order list `list` (its ListID, found by the
+/// request's OrigClListID(25015)) unless it names an order: cancelling one order of a list
+/// cancels the list.
+pub fn decode_list_cancel(
+    msg: &MessageRef<'_>,
+    ctx: &Ctx<'_>,
+    list: OrderId,
+) -> Result<CancelOrder, Refusal> {
+    decode_cancel(msg, ctx, Some(list))
+}
+
+fn decode_cancel(
+    msg: &MessageRef<'_>,
+    ctx: &Ctx<'_>,
+    list: Option<OrderId>,
+) -> Result<CancelOrder, Refusal> {
     let cl_ord_id = cl_ord_id(msg, tag::CL_ORD_ID, "ClOrdID")?;
-    let (order_id, orig_cl_ord_id) = orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?;
+    // A list by ListID(66): the engine's id of one of its orders.
+    let list = list.or_else(|| {
+        msg.get(LIST_ID)
+            .and_then(parse_u64)
+            .filter(|&id| id > 0)
+            .map(OrderId)
+    });
+    let names_order = msg.get(tag::ORDER_ID).is_some() || msg.get(tag::ORIG_CL_ORD_ID).is_some();
+    let (order_id, orig_cl_ord_id) = match list {
+        Some(id) if !names_order => (Some(id), ClOrdId::EMPTY),
+        _ => orig(msg, tag::ORIG_CL_ORD_ID, "OrigClOrdID").map_err(|r| {
+            if names_order {
+                r
+            } else {
+                Refusal::with_text(
+                    msg,
+                    RejectReason::UnknownOrder,
+                    "OrderID(37), OrigClOrdID(41), ListID(66) or OrigClListID(25015) is required",
+                )
+            }
+        })?,
+    };
     let account = account(msg, ctx)?;
     let (instrument, _) = instrument(msg, ctx, RejectReason::UnknownOrder)?;
     Ok(CancelOrder {
@@ -950,6 +989,11 @@ fn working_status(e: &Event) -> u8 {
     } else {
         b'0'
     }
+}
+
+/// OrdStatus(39) of an order after an execution event.
+pub(crate) fn ord_status(v: BeginString, e: &Event) -> u8 {
+    exec_type_and_status(v, e).1
 }
 
 /// ExecType(150) and OrdStatus(39) of an execution event.
@@ -1723,6 +1767,28 @@ mod tests {
         let (r, _) =
             decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 37, Some("abc")))).unwrap_err();
         assert_eq!(r, RejectReason::UnknownOrder);
+        // A list by ListID(66) (an order named as well is the one cancelled); naming nothing is
+        // answered with what to name.
+        let list = with(&with(&cancel, 41, None), 66, Some("77"));
+        let Ok(Request::Cancel(c)) = decode_bytes(&f, v, &msg(v, "F", &list)) else {
+            panic!()
+        };
+        assert_eq!(
+            (c.order_id, c.orig_cl_ord_id),
+            (Some(OrderId(77)), ClOrdId::EMPTY)
+        );
+        let Ok(Request::Cancel(c)) =
+            decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 66, Some("77"))))
+        else {
+            panic!()
+        };
+        assert_eq!((c.order_id, c.orig_cl_ord_id.as_str()), (None, "C1"));
+        let (r, text) = decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 41, None))).unwrap_err();
+        assert_eq!(r, RejectReason::UnknownOrder);
+        assert_eq!(
+            text,
+            "OrderID(37), OrigClOrdID(41), ListID(66) or OrigClListID(25015) is required"
+        );
         let (r, _) =
             decode_bytes(&f, v, &msg(v, "F", &with(&cancel, 55, Some("NOPE")))).unwrap_err();
         assert_eq!(r, RejectReason::UnknownOrder);

@@ -536,8 +536,10 @@ const NEW_ORDER_SINGLE: &[Item] = &[
 ];
 
 const ORDER_CANCEL_REQUEST: &[Item] = &[
-    // OrigClOrdID became optional in 5.0 (OrderID may identify the order).
-    opt(41).req_in(V42 | V44),
+    // OrigClOrdID became optional in 5.0 (OrderID may identify the order); on 4.4 too, as a
+    // list may be named instead (ListID(66) or OrigClListID(25015)), and the application
+    // answers a cancel naming nothing with an OrderCancelReject that says so.
+    opt(41).req_in(V42),
     opt(37),
     req(11),
     opt(526).only(V44UP),
