@@ -2320,3 +2320,240 @@ fn a_security_status_subscription_hears_of_halts_and_resumes_as_they_happen() {
         ],
     );
 }
+
+/// Every value of `tag` in a message (a repeating group's entries).
+fn all_of(m: &Msg, tag: u32) -> Vec<&str> {
+    m.0.iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// A NewOrderList of `orders` on BTC-PERP, as venues' FIX clients send it.
+fn order_list(c: &mut FixClient, cl_list: &str, contingency: &str, orders: &[&[(u32, &str)]]) {
+    let n = orders.len().to_string();
+    let mut body: Vec<(u32, &str)> = vec![(73, &n)];
+    for o in orders {
+        body.extend_from_slice(o);
+    }
+    if !contingency.is_empty() {
+        body.push((1385, contingency));
+    }
+    body.push((25014, cl_list));
+    c.send("E", &body);
+}
+
+#[test]
+fn fix_order_lists_are_placed_ended_cancelled_and_refused_whole() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    // One cancels the other: a stop below, a post-only limit above.
+    let stop: &[(u32, &str)] = &[
+        (11, "OC-S"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "3"),
+        (99, "90"),
+    ];
+    let maker: &[(u32, &str)] = &[
+        (11, "OC-T"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (18, "6"),
+        (44, "120"),
+    ];
+    order_list(&mut a, "L1", "1", &[stop, maker]);
+    let s = a.expect("8");
+    assert_fields(&s, &[(11, "OC-S"), (39, "0"), (150, "0")]);
+    let list_id = s
+        .get(66)
+        .expect("a list order's report names its list")
+        .to_owned();
+    assert_eq!(s.get(37), Some(list_id.as_str()));
+    assert_fields(&a.expect("8"), &[(11, "OC-T"), (39, "0"), (66, &list_id)]);
+    let started = a.expect("N");
+    assert_fields(
+        &started,
+        &[
+            (66, &list_id),
+            (429, "4"),
+            (431, "3"),
+            (1385, "1"),
+            (25014, "L1"),
+            (55, "BTC-PERP"),
+            (68, "2"),
+        ],
+    );
+    assert_eq!(all_of(&started, 11), ["OC-S", "OC-T"]);
+    // B takes the limit: the stop goes with it, and the list is done.
+    assert_fields(&limit(&mut b, "OC-B", "1", "0.5", "120"), &[(39, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "OC-B"), (39, "2")]);
+    assert_fields(&a.expect("8"), &[(11, "OC-T"), (39, "2"), (66, &list_id)]);
+    assert_fields(&a.expect("8"), &[(11, "OC-S"), (39, "4"), (66, &list_id)]);
+    let done = a.expect("N");
+    assert_fields(&done, &[(66, &list_id), (429, "5"), (431, "6")]);
+    assert_eq!(all_of(&done, 39), ["4", "2"]);
+    assert_eq!(all_of(&done, 14), ["0.000", "0.500"]);
+    assert_eq!(all_of(&done, 84), ["0.500", "0.000"]);
+    nothing_else(&mut a, "OL-1");
+
+    // One triggers the other: the working buy first; the pending sell waits for its fill
+    // (PendingNew), placed before it.
+    let working: &[(u32, &str)] = &[
+        (11, "OT-W"),
+        (55, "BTC-PERP"),
+        (54, "1"),
+        (38, "0.5"),
+        (40, "2"),
+        (44, "110"),
+        (59, "1"),
+    ];
+    let pending: &[(u32, &str)] = &[
+        (11, "OT-P"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (18, "6"),
+        (44, "125"),
+        (25010, "1"),
+        (25011, "3"),
+        (25012, "0"),
+        (25013, "1"),
+    ];
+    order_list(&mut a, "L2", "2", &[working, pending]);
+    let p = a.expect("8");
+    assert_fields(&p, &[(11, "OT-P"), (39, "A"), (150, "A")]);
+    let oto_id = p.get(66).unwrap().to_owned();
+    assert_fields(&a.expect("8"), &[(11, "OT-W"), (39, "0"), (66, &oto_id)]);
+    let started = a.expect("N");
+    assert_fields(&started, &[(66, &oto_id), (429, "4"), (1385, "2")]);
+    assert_eq!(all_of(&started, 11), ["OT-W", "OT-P"]);
+    assert_eq!(all_of(&started, 39), ["0", "A"]);
+    // Cancelled whole by the client's id of the list.
+    a.send(
+        "F",
+        &[
+            (11, "OT-X"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (25015, "L2"),
+        ],
+    );
+    let mut canceled: Vec<String> = (0..2)
+        .map(|_| {
+            let m = a.expect("8");
+            assert_fields(&m, &[(39, "4"), (66, &oto_id)]);
+            m.get(37).unwrap().to_owned()
+        })
+        .collect();
+    canceled.sort();
+    assert!(canceled.contains(&oto_id), "{canceled:?}");
+    assert_fields(&a.expect("N"), &[(66, &oto_id), (429, "5"), (431, "6")]);
+    // The list is gone: by its client id, and by its ListID, a cancel is refused.
+    a.send(
+        "F",
+        &[
+            (11, "OT-Y"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (25015, "L2"),
+        ],
+    );
+    let r = a.expect("9");
+    assert_fields(
+        &r,
+        &[
+            (11, "OT-Y"),
+            (102, "1"),
+            (
+                58,
+                "unknown order list: OrigClListID(25015) names no working list of the session",
+            ),
+        ],
+    );
+    a.send(
+        "F",
+        &[
+            (11, "OT-Z"),
+            (55, "BTC-PERP"),
+            (54, "1"),
+            (60, "20260101-00:00:00"),
+            (66, &oto_id),
+        ],
+    );
+    assert_fields(&a.expect("9"), &[(11, "OT-Z"), (434, "1")]);
+    nothing_else(&mut a, "OL-2");
+
+    // A pair that cannot wait (two limits) is refused whole: the first order, accepted, is
+    // cancelled.
+    let first: &[(u32, &str)] = &[
+        (11, "RF-1"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (44, "125"),
+    ];
+    let second: &[(u32, &str)] = &[
+        (11, "RF-2"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (44, "126"),
+    ];
+    order_list(&mut a, "L3", "1", &[first, second]);
+    let f = a.expect("8");
+    assert_fields(&f, &[(11, "RF-1"), (39, "0")]);
+    let rf_id = f.get(66).unwrap().to_owned();
+    assert_rejected(&a.expect("8"), "RF-2", "11", "order list rejected");
+    let refused = a.expect("N");
+    assert_fields(
+        &refused,
+        &[
+            (66, &rf_id),
+            (429, "2"),
+            (431, "7"),
+            (1386, "7"),
+            (25014, "L3"),
+        ],
+    );
+    assert_fields(&a.expect("8"), &[(11, "RF-1"), (39, "4"), (66, &rf_id)]);
+    nothing_else(&mut a, "OL-3");
+
+    // Refused before any order is placed: no contingency, mixed instruments.
+    order_list(&mut a, "L4", "", &[stop, maker]);
+    let r = a.expect("N");
+    assert_fields(
+        &r,
+        &[(66, "L4"), (429, "2"), (431, "7"), (25014, "L4"), (73, "0")],
+    );
+    assert!(
+        r.get(58)
+            .unwrap()
+            .starts_with("ContingencyType(1385) is required"),
+        "{r:?}"
+    );
+    let eth: Vec<(u32, &str)> = maker
+        .iter()
+        .map(|&(t, v)| if t == 55 { (t, "ETH-PERP") } else { (t, v) })
+        .collect();
+    order_list(&mut a, "L5", "1", &[stop, &eth]);
+    let r = a.expect("N");
+    assert_fields(
+        &r,
+        &[
+            (431, "7"),
+            (
+                58,
+                "the orders of a list must be of one Symbol(55) and Account(1)",
+            ),
+        ],
+    );
+    nothing_else(&mut a, "OL-4");
+}
