@@ -24,6 +24,8 @@ mod config;
 mod control;
 mod devcert;
 mod drop_copy;
+#[cfg(test)]
+mod fix_fixtures;
 mod fix_log;
 mod history;
 mod journal;

@@ -654,18 +654,18 @@ impl Lists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_engine::{Instruments, InstrumentsConfig};
     use portcullis_fix::{Decoder, Dictionary};
     use portcullis_types::{AccountId, OrdType, SessionId, Side, TimeInForce, TradeId};
     use std::sync::Arc;
 
+    use crate::fix_fixtures::{answer, instruments, message};
     use crate::pipeline::Directory;
 
     const V: [BeginString; 2] = [BeginString::Fix44, BeginString::Fixt11];
     const NOW_NS: i64 = (20_785 * 86_400 + 36_000) * 1_000_000_000;
 
     fn directory() -> Arc<Directory> {
-        let cfg: InstrumentsConfig = toml::from_str(
+        let inst = instruments(
             r#"
             [[instruments]]
             symbol = "BTC-PERP"
@@ -685,22 +685,9 @@ mod tests {
             min_qty = "0.01"
             max_qty = "100"
             "#,
-        )
-        .unwrap();
-        let inst =
-            Instruments::new(&cfg.instruments, &cfg.option_series, NOW_NS / 1_000_000).unwrap();
+            NOW_NS / 1_000_000,
+        );
         Arc::new(Directory::of(&inst))
-    }
-
-    fn message(v: BeginString, msg_type: &[u8], body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), msg_type);
-        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        for (t, val) in body {
-            enc.str(*t, val.as_bytes());
-        }
-        enc.finish().to_vec()
     }
 
     /// Decodes a NewOrderList as the session (dictionary) and the app do, for a session
@@ -926,21 +913,7 @@ mod tests {
             directory: &dir,
             account_names: &account_names,
         };
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), b"N");
-        enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        status.encode(&mut enc, &names, &mut Vec::new());
-        let bytes = enc.finish().to_vec();
-        let mut d = Decoder::new();
-        let m = d.decode(&bytes).unwrap();
-        let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");
-        Dictionary::for_version(v)
-            .validate(&m)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}: {shown}"));
-        m.fields()
-            .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
-            .collect()
+        answer(v, b"N", |enc| status.encode(enc, &names, &mut Vec::new()))
     }
 
     fn values(m: &[(u32, String)], t: u32) -> Vec<&str> {

@@ -291,8 +291,9 @@ impl PositionsAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_engine::{Instruments, InstrumentsConfig};
     use portcullis_fix::{BeginString, Decoder, Dictionary};
+
+    use crate::fix_fixtures::{self, instruments, message};
     use portcullis_types::{Price, Qty, SessionId};
 
     const V: [BeginString; 2] = [BeginString::Fix44, BeginString::Fixt11];
@@ -301,7 +302,7 @@ mod tests {
     const NOW_NS: i64 = (20_785 * 86_400 + 36_000) * 1_000_000_000;
 
     fn directory() -> Arc<Directory> {
-        let cfg: InstrumentsConfig = toml::from_str(
+        let inst = instruments(
             r#"
             [[instruments]]
             symbol = "BTC-PERP"
@@ -321,26 +322,13 @@ mod tests {
             min_qty = "0.1"
             max_qty = "1000"
             "#,
-        )
-        .unwrap();
-        let now_ms = NOW_NS / 1_000_000;
-        let inst = Instruments::new(&cfg.instruments, &cfg.option_series, now_ms).unwrap();
+            NOW_NS / 1_000_000,
+        );
         Arc::new(Directory::of(&inst))
     }
 
     fn names() -> Vec<Box<str>> {
         vec!["ACC-A".into(), "ACC-B".into(), "ACC-C".into()]
-    }
-
-    fn message(v: BeginString, msg_type: &[u8], body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), msg_type);
-        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        for (t, val) in body {
-            enc.str(*t, val.as_bytes());
-        }
-        enc.finish().to_vec()
     }
 
     /// Decodes a request as the session does (dictionary first), then as the app does, for a
@@ -378,28 +366,10 @@ mod tests {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
         while !a.is_done() {
-            let mut enc = Encoder::new();
-            enc.start(v.as_bytes(), a.next_msg_type());
-            enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
-            enc.str(52, b"20261128-10:00:00.000");
-            a.encode_next(&mut enc, &mut scratch);
-            let bytes = enc.finish().to_vec();
-            let mut d = Decoder::new();
-            let m = d.decode(&bytes).unwrap();
-            let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");
-            Dictionary::for_version(v)
-                .validate(&m)
-                .unwrap_or_else(|r| panic!("{v}: {r:?}: {shown}"));
-            out.push(
-                shown
-                    .split('|')
-                    .filter(|f| !f.is_empty())
-                    .map(|f| {
-                        let (t, val) = f.split_once('=').unwrap();
-                        (t.parse().unwrap(), val.to_owned())
-                    })
-                    .collect(),
-            );
+            let msg_type = a.next_msg_type();
+            out.push(fix_fixtures::answer(v, msg_type, |enc| {
+                a.encode_next(enc, &mut scratch)
+            }));
             assert!(out.len() < 100, "the answer never ends");
         }
         out

@@ -1217,15 +1217,16 @@ impl Quoting {
 mod tests {
     use super::*;
     use crate::pipeline::Directory;
-    use portcullis_engine::InstrumentsConfig;
     use portcullis_fix::{BeginString, Decoder, Dictionary};
+
+    use crate::fix_fixtures;
     use portcullis_types::{SessionId, TradeId};
 
     const ACC: AccountId = AccountId(0);
     const SESSION: SessionId = SessionId(3);
 
     fn directory() -> Directory {
-        let cfg: InstrumentsConfig = toml::from_str(
+        Directory::of(&fix_fixtures::instruments(
             r#"
             [[instruments]]
             symbol = "BTC-PERP"
@@ -1245,11 +1246,8 @@ mod tests {
             min_qty = "0.01"
             max_qty = "100"
             "#,
-        )
-        .unwrap();
-        let inst =
-            portcullis_engine::Instruments::new(&cfg.instruments, &cfg.option_series, 0).unwrap();
-        Directory::of(&inst)
+            0,
+        ))
     }
 
     fn id(d: &Directory, s: &str) -> InstrumentId {
@@ -1257,14 +1255,7 @@ mod tests {
     }
 
     fn message(v: BeginString, mt: &[u8], body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), mt);
-        enc.str(49, b"MM").str(56, b"PORTCULLIS").uint(34, 2);
-        enc.str(52, b"20261129-10:00:00.000");
-        for (t, val) in body {
-            enc.str(*t, val.as_bytes());
-        }
-        enc.finish().to_vec()
+        fix_fixtures::message(v, mt, body)
     }
 
     /// A MassQuote of one set with the entries (id, symbol, [(tag, value)]).
@@ -1360,23 +1351,14 @@ mod tests {
             if !a.is_sent() {
                 return Some(Vec::new());
             }
-            let mut enc = Encoder::new();
-            enc.start(b"FIX.4.4", b"b");
-            enc.str(49, b"PORTCULLIS").str(56, b"MM").uint(34, 3);
-            enc.str(52, b"20261129-10:00:00.000");
-            a.encode(&mut enc);
-            let bytes = enc.finish().to_vec();
-            let mut d = Decoder::new();
-            let m = d.decode(&bytes).unwrap();
-            Dictionary::for_version(BeginString::Fix44)
-                .validate(&m)
-                .unwrap_or_else(|r| panic!("ack does not validate: {r:?}"));
+            let fields = fix_fixtures::answer(BeginString::Fix44, b"b", |enc| a.encode(enc));
+            // The body: after SendingTime(52), before CheckSum(10).
             Some(
-                m.fields()
-                    .skip_while(|f| f.tag != 52)
+                fields
+                    .into_iter()
+                    .skip_while(|f| f.0 != 52)
                     .skip(1)
-                    .take_while(|f| f.tag != 10)
-                    .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+                    .take_while(|f| f.0 != 10)
                     .collect(),
             )
         }

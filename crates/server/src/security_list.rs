@@ -311,6 +311,8 @@ mod tests {
     use portcullis_engine::{Instruments, InstrumentsConfig};
     use portcullis_fix::{Decoder, Dictionary};
 
+    use crate::fix_fixtures;
+
     const V: [BeginString; 2] = [BeginString::Fix44, BeginString::Fixt11];
 
     /// An option (2026-12-25 expiry), a future, a perpetual, a spot pair and an option that
@@ -387,14 +389,7 @@ mod tests {
     }
 
     fn request(v: BeginString, body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), b"x");
-        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        for (t, val) in body {
-            enc.str(*t, val.as_bytes());
-        }
-        enc.finish().to_vec()
+        fix_fixtures::message(v, b"x", body)
     }
 
     /// Decodes a request as the session does (dictionary first), then as the app does.
@@ -421,27 +416,9 @@ mod tests {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
         while !a.is_done() {
-            let mut enc = Encoder::new();
-            enc.start(v.as_bytes(), b"y");
-            enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
-            enc.str(52, b"20261128-10:00:00.000");
-            a.encode_next(&mut enc, v, &mut scratch);
-            let bytes = enc.finish().to_vec();
-            let mut d = Decoder::new();
-            let m = d.decode(&bytes).unwrap();
-            let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");
-            Dictionary::for_version(v)
-                .validate(&m)
-                .unwrap_or_else(|r| panic!("{v}: {r:?}: {shown}"));
-            let fields = shown
-                .split('|')
-                .filter(|f| !f.is_empty())
-                .map(|f| {
-                    let (t, val) = f.split_once('=').unwrap();
-                    (t.parse().unwrap(), val.to_owned())
-                })
-                .collect();
-            out.push(fields);
+            out.push(fix_fixtures::answer(v, b"y", |enc| {
+                a.encode_next(enc, v, &mut scratch)
+            }));
             assert!(out.len() < 1000, "the answer never ends");
         }
         out

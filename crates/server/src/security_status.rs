@@ -224,13 +224,15 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_engine::{Instruments, InstrumentsConfig};
+    use portcullis_engine::Instruments;
     use portcullis_fix::{BeginString, Decoder, Dictionary};
+
+    use crate::fix_fixtures;
 
     const V: [BeginString; 3] = [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11];
 
     fn instruments() -> Instruments {
-        let cfg: InstrumentsConfig = toml::from_str(
+        fix_fixtures::instruments(
             r#"
             [[instruments]]
             symbol = "BTC-PERP"
@@ -250,20 +252,12 @@ mod tests {
             min_qty = "0.01"
             max_qty = "100"
             "#,
+            0,
         )
-        .unwrap();
-        Instruments::new(&cfg.instruments, &cfg.option_series, 0).unwrap()
     }
 
     fn request(v: BeginString, body: &[(u32, &str)]) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), b"e");
-        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        for (t, val) in body {
-            enc.str(*t, val.as_bytes());
-        }
-        enc.finish().to_vec()
+        fix_fixtures::message(v, b"e", body)
     }
 
     /// Decodes a request as the session does (dictionary first), then as the app does.
@@ -279,23 +273,9 @@ mod tests {
 
     /// The message as sent, checked against the version's dictionary: (tag, value) pairs.
     fn sent(v: BeginString, m: &StatusMessage) -> Vec<(u32, String)> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), b"f");
-        enc.str(49, b"ISLD").str(56, b"TW").uint(34, 3);
-        enc.str(52, b"20261128-10:00:00.000");
-        m.encode_body(
-            &mut enc,
-            UtcTimestamp::from_nanos(1_795_000_000_000_000_000),
-        );
-        let bytes = enc.finish().to_vec();
-        let mut d = Decoder::new();
-        let msg = d.decode(&bytes).unwrap();
-        Dictionary::for_version(v)
-            .validate(&msg)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}"));
-        msg.fields()
-            .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
-            .collect()
+        fix_fixtures::answer(v, b"f", |enc| {
+            m.encode_body(enc, UtcTimestamp::from_nanos(1_795_000_000_000_000_000))
+        })
     }
 
     fn field(fields: &[(u32, String)], tag: u32) -> Option<&str> {

@@ -194,24 +194,13 @@ mod tests {
     use super::*;
     use portcullis_fix::{Decoder, Dictionary};
 
-    const V: [BeginString; 3] = [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11];
+    use crate::fix_fixtures;
 
-    fn message(v: BeginString, msg_type: &[u8], body: impl FnOnce(&mut Encoder)) -> Vec<u8> {
-        let mut enc = Encoder::new();
-        enc.start(v.as_bytes(), msg_type);
-        enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
-        enc.str(52, b"20261128-10:00:00.000");
-        body(&mut enc);
-        enc.finish().to_vec()
-    }
+    const V: [BeginString; 3] = [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11];
 
     /// A request as the session validates it, then as the app reads it.
     fn request(v: BeginString, fields: &[(u32, &str)]) -> Result<SessionRequest, String> {
-        let bytes = message(v, b"g", |enc| {
-            for (t, val) in fields {
-                enc.str(*t, val.as_bytes());
-            }
-        });
+        let bytes = fix_fixtures::message(v, b"g", fields);
         let mut d = Decoder::new();
         let m = d.decode(&bytes).unwrap();
         Dictionary::for_version(v)
@@ -222,7 +211,7 @@ mod tests {
 
     /// The message as sent, checked against the version's dictionary, as `tag=value|...`.
     fn sent(v: BeginString, s: &SessionStatus) -> String {
-        let bytes = message(v, b"h", |enc| s.encode_body(enc, v));
+        let bytes = fix_fixtures::message_with(v, b"h", |enc| s.encode_body(enc, v));
         let mut d = Decoder::new();
         let m = d.decode(&bytes).unwrap();
         let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");

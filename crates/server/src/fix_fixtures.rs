@@ -1,0 +1,54 @@
+//! Fixtures of the FIX answers' unit tests: messages as a client sends them, answers as the
+//! session sends them (checked against the version's dictionary), instruments from TOML.
+
+use portcullis_engine::{Instruments, InstrumentsConfig};
+use portcullis_fix::{BeginString, Decoder, Dictionary, Encoder};
+
+/// A client's message (TW to ISLD, MsgSeqNum 2) with the fields of `body` in order.
+pub fn message(v: BeginString, msg_type: &[u8], body: &[(u32, &str)]) -> Vec<u8> {
+    message_with(v, msg_type, |enc| {
+        for (t, val) in body {
+            enc.str(*t, val.as_bytes());
+        }
+    })
+}
+
+/// A client's message whose body `body` writes.
+pub fn message_with(v: BeginString, msg_type: &[u8], body: impl FnOnce(&mut Encoder)) -> Vec<u8> {
+    let mut enc = Encoder::new();
+    enc.start(v.as_bytes(), msg_type);
+    enc.str(49, b"TW").str(56, b"ISLD").uint(34, 2);
+    enc.str(52, b"20261128-10:00:00.000");
+    body(&mut enc);
+    enc.finish().to_vec()
+}
+
+/// An answer (ISLD to TW) whose body `body` writes, as the session would send it: its fields,
+/// once the version's dictionary has accepted it (panics naming the problem otherwise).
+pub fn answer(
+    v: BeginString,
+    msg_type: &[u8],
+    body: impl FnOnce(&mut Encoder),
+) -> Vec<(u32, String)> {
+    let mut enc = Encoder::new();
+    enc.start(v.as_bytes(), msg_type);
+    enc.str(49, b"ISLD").str(56, b"TW").uint(34, 2);
+    enc.str(52, b"20261128-10:00:00.000");
+    body(&mut enc);
+    let bytes = enc.finish().to_vec();
+    let mut d = Decoder::new();
+    let m = d.decode(&bytes).unwrap();
+    let shown = String::from_utf8_lossy(&bytes).replace('\x01', "|");
+    Dictionary::for_version(v)
+        .validate(&m)
+        .unwrap_or_else(|r| panic!("{v}: {r:?}: {shown}"));
+    m.fields()
+        .map(|f| (f.tag, String::from_utf8_lossy(f.value).into_owned()))
+        .collect()
+}
+
+/// The instruments a TOML `[[instruments]]` / `[[option_series]]` list gives at `now_ms`.
+pub fn instruments(toml_text: &str, now_ms: i64) -> Instruments {
+    let cfg: InstrumentsConfig = toml::from_str(toml_text).unwrap();
+    Instruments::new(&cfg.instruments, &cfg.option_series, now_ms).unwrap()
+}
