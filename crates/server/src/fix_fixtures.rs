@@ -4,6 +4,28 @@
 use portcullis_engine::{Instruments, InstrumentsConfig};
 use portcullis_fix::{BeginString, Decoder, Dictionary, Encoder};
 
+/// Two perpetuals: BTC-PERP (prices in tenths, quantities in thousandths) and ETH-PERP
+/// (hundredths and thousandths).
+pub const PERPETUALS: &str = r#"
+[[instruments]]
+symbol = "BTC-PERP"
+price_scale = 1
+qty_scale = 3
+tick = "0.5"
+lot = "0.005"
+min_qty = "0.01"
+max_qty = "10"
+
+[[instruments]]
+symbol = "ETH-PERP"
+price_scale = 2
+qty_scale = 3
+tick = "0.05"
+lot = "0.001"
+min_qty = "0.01"
+max_qty = "100"
+"#;
+
 /// A client's message (TW to ISLD, MsgSeqNum 2) with the fields of `body` in order.
 pub fn message(v: BeginString, msg_type: &[u8], body: &[(u32, &str)]) -> Vec<u8> {
     message_with(v, msg_type, |enc| {

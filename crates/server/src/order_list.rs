@@ -658,36 +658,14 @@ mod tests {
     use portcullis_types::{AccountId, OrdType, SessionId, Side, TimeInForce, TradeId};
     use std::sync::Arc;
 
-    use crate::fix_fixtures::{answer, instruments, message};
+    use crate::fix_fixtures::{answer, instruments, message, PERPETUALS};
     use crate::pipeline::Directory;
 
     const V: [BeginString; 2] = [BeginString::Fix44, BeginString::Fixt11];
     const NOW_NS: i64 = (20_785 * 86_400 + 36_000) * 1_000_000_000;
 
     fn directory() -> Arc<Directory> {
-        let inst = instruments(
-            r#"
-            [[instruments]]
-            symbol = "BTC-PERP"
-            price_scale = 1
-            qty_scale = 3
-            tick = "0.5"
-            lot = "0.005"
-            min_qty = "0.01"
-            max_qty = "10"
-
-            [[instruments]]
-            symbol = "ETH-PERP"
-            price_scale = 2
-            qty_scale = 2
-            tick = "0.01"
-            lot = "0.01"
-            min_qty = "0.01"
-            max_qty = "100"
-            "#,
-            NOW_NS / 1_000_000,
-        );
-        Arc::new(Directory::of(&inst))
+        Arc::new(Directory::of(&instruments(PERPETUALS, NOW_NS / 1_000_000)))
     }
 
     /// Decodes a NewOrderList as the session (dictionary) and the app do, for a session
@@ -748,6 +726,15 @@ mod tests {
         b
     }
 
+    /// Each order in placement order: its ClOrdID, whether it is pending, its join and its
+    /// place in the client's order.
+    fn shape(l: &ListRequest) -> Vec<(ClOrdId, bool, Option<Join>, usize)> {
+        l.legs
+            .iter()
+            .map(|(o, j, at)| (o.cl_ord_id, o.pending, *j, *at))
+            .collect()
+    }
+
     #[test]
     fn lists_are_placed_so_that_each_order_joins_one_placed_before_it() {
         for v in V {
@@ -755,14 +742,9 @@ mod tests {
             let oco = list(v, &body("1", &[STOP_SELL, MAKER_SELL])).unwrap();
             assert_eq!(oco.client_id, ClOrdId::new(b"L1").unwrap());
             assert_eq!(oco.contingency, Contingency::Oco);
-            let shape: Vec<_> = oco
-                .legs
-                .iter()
-                .map(|(o, j, at)| (o.cl_ord_id, o.pending, *j, *at))
-                .collect();
             let id = |s: &str| ClOrdId::new(s.as_bytes()).unwrap();
             assert_eq!(
-                shape,
+                shape(&oco),
                 [
                     (id("s"), false, None, 0),
                     (id("t"), false, Some(Join::OcoWith(0)), 1)
@@ -772,13 +754,8 @@ mod tests {
             assert!(oco.legs[1].0.post_only && oco.legs[1].0.session == SessionId(3));
             // One triggers the other: the pending order first, then the working order.
             let oto = list(v, &body("2", &[LIMIT_BUY, STOP_SELL])).unwrap();
-            let shape: Vec<_> = oto
-                .legs
-                .iter()
-                .map(|(o, j, at)| (o.cl_ord_id, o.pending, *j, *at))
-                .collect();
             assert_eq!(
-                shape,
+                shape(&oto),
                 [
                     (id("s"), true, None, 1),
                     (id("w"), false, Some(Join::Triggers(0)), 0)
@@ -786,13 +763,8 @@ mod tests {
             );
             // ... and of a pending pair.
             let otoco = list(v, &body("2", &[LIMIT_BUY, STOP_SELL, MAKER_SELL])).unwrap();
-            let shape: Vec<_> = otoco
-                .legs
-                .iter()
-                .map(|(o, j, at)| (o.cl_ord_id, o.pending, *j, *at))
-                .collect();
             assert_eq!(
-                shape,
+                shape(&otoco),
                 [
                     (id("s"), true, None, 1),
                     (id("t"), true, Some(Join::OcoWith(0)), 2),

@@ -232,28 +232,7 @@ mod tests {
     const V: [BeginString; 3] = [BeginString::Fix42, BeginString::Fix44, BeginString::Fixt11];
 
     fn instruments() -> Instruments {
-        fix_fixtures::instruments(
-            r#"
-            [[instruments]]
-            symbol = "BTC-PERP"
-            price_scale = 1
-            qty_scale = 3
-            tick = "0.5"
-            lot = "0.005"
-            min_qty = "0.01"
-            max_qty = "10"
-
-            [[instruments]]
-            symbol = "ETH-PERP"
-            price_scale = 2
-            qty_scale = 3
-            tick = "0.05"
-            lot = "0.001"
-            min_qty = "0.01"
-            max_qty = "100"
-            "#,
-            0,
-        )
+        fix_fixtures::instruments(fix_fixtures::PERPETUALS, 0)
     }
 
     fn request(v: BeginString, body: &[(u32, &str)]) -> Vec<u8> {
