@@ -711,7 +711,10 @@ impl std::fmt::Debug for FixConn {
 impl Drop for FixConn {
     fn drop(&mut self) {
         METRICS.connected(Protocol::Fix, -1);
-        let finished = std::mem::replace(&mut self.finished, Finished::new(0));
+        let mut finished = std::mem::replace(&mut self.finished, Finished::new(0));
+        finished
+            .lists
+            .connection_ended(self.info.cancel_on_disconnect);
         self.info.finished.give_back(finished);
     }
 }
@@ -950,7 +953,7 @@ impl FixConn {
                 client_id: req.client_id,
                 reason: RejectReason::TooManyOpenOrders,
                 text: format!(
-                    "too many order lists: at most {} placed or working per session",
+                    "too many order lists: at most {} being placed per session",
                     order_list::MAX_LISTS
                 )
                 .into(),
@@ -1622,21 +1625,43 @@ impl ConnectionApp for FixConn {
     fn close(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let conn = self.conn.take();
         let pipeline = self.pipeline.clone();
+        // Order lists being placed are not completed: the orders they placed are cancelled
+        // (cancel-on-disconnect does it anyway).
+        let slot = self.info.slot;
+        let abandoned = self.finished.lists.abandon();
+        let now = crate::pipeline::now_ns();
+        let cancels: Vec<Ingress> = abandoned
+            .into_iter()
+            .filter(|_| !self.info.cancel_on_disconnect)
+            .map(|(id, account, instrument)| {
+                Ingress::Cmd(Command::Cancel(CancelOrder {
+                    session: slot,
+                    account,
+                    instrument,
+                    cl_ord_id: ClOrdId::EMPTY,
+                    order_id: Some(id),
+                    orig_cl_ord_id: ClOrdId::EMPTY,
+                    received_ns: now,
+                }))
+            })
+            .collect();
         Box::pin(async move {
             let Some(conn) = conn else { return };
             // The close must reach the core thread (cancel-on-disconnect, the route): while the
             // queue is full, try again shortly; the transport waits for this before the
             // session may connect again.
-            let mut item = Ingress::Close(conn);
-            loop {
-                match pipeline.submit(item) {
-                    Ok(()) => return,
-                    Err(back) => item = back,
+            for item in cancels.into_iter().chain([Ingress::Close(conn)]) {
+                let mut item = item;
+                loop {
+                    match pipeline.submit(item) {
+                        Ok(()) => break,
+                        Err(back) => item = back,
+                    }
+                    if pipeline.is_stopping() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                if pipeline.is_stopping() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
     }

@@ -27,7 +27,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use portcullis_fix::{tag, BeginString, Encoder, MessageRef, SeqNum, TimePrecision, UtcTimestamp};
-use portcullis_types::{ClOrdId, EventKind, InstrumentId, NewOrder, OrderId, Qty, RejectReason};
+use portcullis_types::{
+    AccountId, ClOrdId, EventKind, InstrumentId, NewOrder, OrderId, Qty, RejectReason,
+};
 use portcullis_types::{Event, Price};
 
 use crate::order_codec::{self, fixed, Ctx, Names};
@@ -52,8 +54,9 @@ const TOT_NO_ORDERS: u32 = 68;
 const LIST_REJECT_REASON: u32 = 1386;
 const CXL_QTY: u32 = 84;
 
-/// Most lists of a session placed or working at once: each holds at most three orders, which
-/// the account's open-order limit counts too; this bounds what the session task keeps.
+/// Most lists a session keeps (being placed or working): beyond it the oldest working list is
+/// forgotten (its orders' reports go on without ListID, and no status follows), so what the
+/// session task keeps is bounded even when a list's last reports never reach it.
 pub const MAX_LISTS: usize = 1024;
 
 /// The contingency of an order list.
@@ -420,6 +423,8 @@ fn list_reject_reason(reason: RejectReason) -> u64 {
 struct Placement {
     /// The NewOrderList's MsgSeqNum: each of its orders is a request of it.
     seq: SeqNum,
+    /// The list's account.
+    account: AccountId,
     rest: VecDeque<(NewOrder, Option<Join>, usize)>,
     placed: Vec<OrderId>,
     list: OrderList,
@@ -457,6 +462,8 @@ pub struct Lists {
     member_of: HashMap<OrderId, OrderId>,
     /// The working lists by the client's id.
     by_client: HashMap<ClOrdId, OrderId>,
+    /// The working lists, oldest first (some may have ended since).
+    age: VecDeque<OrderId>,
 }
 
 impl Lists {
@@ -465,9 +472,62 @@ impl Lists {
         self.placing.is_empty() && self.live.is_empty()
     }
 
-    /// Whether another list may be placed.
+    /// Whether another list may be placed (the lists being placed are bounded, the oldest
+    /// working ones forgotten).
     pub fn has_room(&self) -> bool {
-        self.placing.len() + self.live.len() < MAX_LISTS
+        self.placing.len() < MAX_LISTS
+    }
+
+    /// Gives up the lists being placed (their connection is closing): the ListID, account
+    /// and instrument of each that has an order placed already, to cancel (a list is placed
+    /// whole or not at all).
+    pub fn abandon(&mut self) -> Vec<(OrderId, AccountId, InstrumentId)> {
+        let out = self
+            .placing
+            .values()
+            .filter_map(|p| {
+                let id = p.placed.first()?;
+                Some((*id, p.account, p.list.instrument))
+            })
+            .collect();
+        self.placing.clear();
+        out
+    }
+
+    /// The session's connection ended: with cancel-on-disconnect every list is done.
+    pub fn connection_ended(&mut self, cancel_on_disconnect: bool) {
+        self.placing.clear();
+        if cancel_on_disconnect {
+            self.live.clear();
+            self.member_of.clear();
+            self.by_client.clear();
+            self.age.clear();
+        }
+    }
+
+    /// Keeps the working list `list` of id `id`, forgetting the oldest beyond [`MAX_LISTS`].
+    fn keep(&mut self, id: OrderId, list: OrderList) {
+        while self.live.len() >= MAX_LISTS {
+            let Some(old) = self.age.pop_front() else {
+                break;
+            };
+            if let Some(l) = self.live.remove(&old) {
+                for m in &l.orders {
+                    self.member_of.remove(&m.order_id);
+                }
+                self.by_client.remove(&l.client_id);
+            }
+        }
+        if !list.refused {
+            self.by_client.insert(list.client_id, id);
+        }
+        self.live.insert(id, list);
+        self.age.push_back(id);
+        if self.age.len() > 2 * MAX_LISTS {
+            // Ids of lists that ended since.
+            let live = &self.live;
+            self.age.retain(|id| live.contains_key(id));
+        }
     }
 
     /// The list the client calls `client_id`, if it is working.
@@ -499,6 +559,7 @@ impl Lists {
             first.cl_ord_id,
             Placement {
                 seq,
+                account: first.account,
                 rest,
                 placed: Vec::with_capacity(3),
                 list: OrderList {
@@ -554,7 +615,7 @@ impl Lists {
         let list = p.placed.first().copied();
         if let Some(id) = list {
             p.list.refused = true;
-            self.live.insert(id, p.list);
+            self.keep(id, p.list);
         }
         (list, status)
     }
@@ -581,8 +642,7 @@ impl Lists {
                     self.member_of.insert(e.order_id, id);
                     let Some((mut next, join, _)) = p.rest.pop_front() else {
                         let list = p.list.clone();
-                        self.by_client.insert(list.client_id, id);
-                        self.live.insert(id, p.list);
+                        self.keep(id, p.list);
                         return ListStep::Status(
                             id,
                             Box::new(ListStatus {
@@ -1018,6 +1078,55 @@ mod tests {
             assert_eq!(values(&m, 73), ["0"]);
             assert_eq!(values(&m, 58), ["bad"]);
         }
+    }
+
+    #[test]
+    fn what_a_session_keeps_of_its_lists_is_bounded_and_ends_with_its_connection() {
+        let v = BeginString::Fix44;
+        let req = list(v, &body("1", &[STOP_SELL, MAKER_SELL])).unwrap();
+        let mut lists = Lists::default();
+        // Working lists beyond the bound: the oldest is forgotten.
+        for k in 0..=MAX_LISTS as u64 {
+            let first = lists.start(req.clone(), InstrumentId(0), k);
+            let id = 2 * k + 1;
+            let mut ev = event(EventKind::New, "s", id);
+            ev.cl_ord_id = first.cl_ord_id;
+            assert!(matches!(lists.on_event(&ev), ListStep::Send(..)));
+            let second = event(EventKind::New, "t", id + 1);
+            assert!(matches!(lists.on_event(&second), ListStep::Status(..)));
+        }
+        assert_eq!(lists.live.len(), MAX_LISTS);
+        assert_eq!(
+            lists.on_event(&event(EventKind::Canceled, "s", 1)),
+            ListStep::None
+        );
+        assert_eq!(
+            lists.on_event(&event(EventKind::PartialFill, "s", 3)),
+            ListStep::Member(OrderId(3))
+        );
+        assert!(lists.member_of.len() <= 2 * MAX_LISTS && lists.age.len() <= 2 * MAX_LISTS);
+
+        // A list being placed when the connection closes: its placed order is to be cancelled.
+        lists.start(req.clone(), InstrumentId(0), 1);
+        assert!(matches!(
+            lists.on_event(&event(EventKind::New, "s", 9001)),
+            ListStep::Send(..)
+        ));
+        lists.start(
+            list(v, &body("2", &[LIMIT_BUY, STOP_SELL])).unwrap(),
+            InstrumentId(0),
+            2,
+        );
+        assert_eq!(
+            lists.abandon(),
+            [(OrderId(9001), AccountId(0), InstrumentId(0))]
+        );
+        assert!(lists.has_room());
+        // With cancel-on-disconnect nothing of the session's lists works on.
+        lists.connection_ended(false);
+        assert!(!lists.is_empty());
+        lists.connection_ended(true);
+        assert!(lists.is_empty());
     }
 
     fn list_refusal() -> ListRefusal {
