@@ -2556,4 +2556,39 @@ fn fix_order_lists_are_placed_ended_cancelled_and_refused_whole() {
         ],
     );
     nothing_else(&mut a, "OL-4");
+
+    // The standard list requests: its status (ListStatusRequest), its cancel
+    // (ListCancelRequest).
+    let renamed = |o: &[(u32, &'static str)], id: &'static str| -> Vec<(u32, &'static str)> {
+        o.iter()
+            .map(|&(t, v)| if t == 11 { (t, id) } else { (t, v) })
+            .collect()
+    };
+    let (stop6, maker6) = (renamed(stop, "L6-S"), renamed(maker, "L6-T"));
+    order_list(&mut a, "L6", "1", &[&stop6, &maker6]);
+    let id6 = a.expect("8").get(66).unwrap().to_owned();
+    a.expect("8");
+    a.expect("N");
+    a.send("M", &[(66, &id6)]);
+    let st = a.expect("N");
+    assert_fields(&st, &[(66, &id6), (429, "2"), (431, "3"), (25014, "L6")]);
+    assert_eq!(all_of(&st, 39), ["0", "0"]);
+    a.send("K", &[(66, &id6), (60, "20260101-00:00:00")]);
+    assert_fields(&a.expect("N"), &[(66, &id6), (429, "2"), (431, "4")]);
+    for _ in 0..2 {
+        assert_fields(&a.expect("8"), &[(39, "4"), (66, &id6)]);
+    }
+    assert_fields(&a.expect("N"), &[(66, &id6), (429, "5"), (431, "6")]);
+    for t in ["M", "K"] {
+        let mut body = vec![(66, id6.as_str())];
+        if t == "K" {
+            body.push((60, "20260101-00:00:00"));
+        }
+        a.send(t, &body);
+        assert_fields(
+            &a.expect("N"),
+            &[(66, &id6), (429, "2"), (431, "7"), (1386, "5")],
+        );
+    }
+    nothing_else(&mut a, "OL-5");
 }

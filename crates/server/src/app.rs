@@ -995,6 +995,62 @@ impl FixConn {
         send_list_status(session, now, &status, &names, &mut self.scratch);
     }
 
+    /// Takes a ListStatusRequest (M) or ListCancelRequest (K) for a list of the session:
+    /// answered with its ListStatus (for a cancel: ListOrderStatus 4, cancelling; its orders'
+    /// reports and the list's ALL_DONE follow), or ListOrderStatus 7 if it has no such list.
+    fn list_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let asked = msg.get(order_list::LIST_ID).unwrap_or(b"");
+        let working = portcullis_fix::decode::parse_u64(asked)
+            .and_then(|id| self.finished.lists.working(OrderId(id)))
+            .cloned();
+        let status = match working {
+            None => ListStatus::unknown(ClOrdId::new(asked).unwrap_or(ClOrdId::EMPTY), now.nanos()),
+            Some(list) if msg.msg_type() == b"M" => ListStatus {
+                list,
+                state: order_list::ListState::Working,
+                ts_ns: now.nanos(),
+            },
+            Some(list) => {
+                // The cancel of the list's first order takes the others.
+                let cancel = Command::Cancel(CancelOrder {
+                    session: self.info.slot,
+                    account: list.account,
+                    instrument: list.instrument,
+                    cl_ord_id: ClOrdId::EMPTY,
+                    order_id: Some(list.id),
+                    orig_cl_ord_id: ClOrdId::EMPTY,
+                    received_ns: now.nanos(),
+                });
+                let sent = self.ensure_conn().is_some()
+                    && self.pipeline.submit(Ingress::Cmd(cancel)).is_ok();
+                let state = if sent {
+                    self.unanswered.submitted(seq);
+                    order_list::ListState::Cancelling
+                } else {
+                    let busy = RejectReason::ServerBusy;
+                    order_list::ListState::Rejected(busy, busy.text().into())
+                };
+                ListStatus {
+                    list,
+                    state,
+                    ts_ns: now.nanos(),
+                }
+            }
+        };
+        let pipeline = self.pipeline.clone();
+        let names = Names {
+            directory: &pipeline.directory(),
+            account_names: pipeline.account_names(),
+        };
+        send_list_status(session, now, &status, &names, &mut self.scratch);
+    }
+
     /// Decodes an order-entry message; an OrderCancelRequest naming a list by the client's
     /// id (OrigClListID(25015)) cancels the session's working list of that id.
     fn decode_order_entry(
@@ -1368,6 +1424,11 @@ impl ConnectionApp for FixConn {
         }
         if msg.msg_type() == b"E" {
             self.order_list(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
+        if matches!(msg.msg_type(), b"K" | b"M") {
+            self.list_request(session, now, seq, &msg);
             self.decoder = decoder;
             return;
         }

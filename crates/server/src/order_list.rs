@@ -293,6 +293,8 @@ pub struct OrderList {
     pub contingency: Contingency,
     /// The instrument.
     pub instrument: InstrumentId,
+    /// The account.
+    pub account: AccountId,
     /// Its orders in the client's order.
     pub orders: Vec<Member>,
     /// Refused while being placed: its accepted orders are being cancelled, and no status
@@ -305,6 +307,13 @@ pub struct OrderList {
 pub enum ListState {
     /// Every order is accepted (ListStatusType 4, ListOrderStatus 3).
     Started,
+    /// The answer to a ListStatusRequest (M) of a working list (2, 3).
+    Working,
+    /// The answer to a ListCancelRequest (K): its orders are being cancelled (2, 4).
+    Cancelling,
+    /// The answer to a ListStatusRequest or ListCancelRequest naming no working list of the
+    /// session (2, 7, ListRejectReason 5); the list's `client_id` holds the ListID asked for.
+    Unknown,
     /// Every order has ended (5, 6).
     AllDone,
     /// Refused (2, 7), why.
@@ -331,10 +340,29 @@ impl ListStatus {
                 client_id: r.client_id,
                 contingency: Contingency::Oco,
                 instrument: InstrumentId(u32::MAX),
+                account: AccountId(0),
                 orders: Vec::new(),
                 refused: true,
             },
             state: ListState::Rejected(r.reason, r.text.clone()),
+            ts_ns,
+        }
+    }
+
+    /// The answer to a ListStatusRequest (M) or ListCancelRequest (K) for a ListID the
+    /// session has no working list of (`list_id`, as the client sent it).
+    pub fn unknown(list_id: ClOrdId, ts_ns: i64) -> Self {
+        ListStatus {
+            list: OrderList {
+                id: OrderId(0),
+                client_id: list_id,
+                contingency: Contingency::Oco,
+                instrument: InstrumentId(u32::MAX),
+                account: AccountId(0),
+                orders: Vec::new(),
+                refused: true,
+            },
+            state: ListState::Unknown,
             ts_ns,
         }
     }
@@ -344,20 +372,32 @@ impl ListStatus {
         let l = &self.list;
         let (status_type, order_status) = match self.state {
             ListState::Started => (4, 3),
+            ListState::Working => (2, 3),
+            ListState::Cancelling => (2, 4),
             ListState::AllDone => (5, 6),
-            ListState::Rejected(..) => (2, 7),
+            ListState::Rejected(..) | ListState::Unknown => (2, 7),
         };
         if l.id.0 == 0 {
             // Refused before it had an id: the client's stands in for it.
-            enc.str(LIST_ID, l.client_id.as_bytes());
+            let id = l.client_id.as_bytes();
+            enc.str(LIST_ID, if id.is_empty() { b"NONE" } else { id });
         } else {
             enc.uint(LIST_ID, l.id.0);
         }
         enc.uint(LIST_STATUS_TYPE, status_type);
         enc.uint(NO_RPTS, 1);
         enc.uint(LIST_ORDER_STATUS, order_status);
-        if let ListState::Rejected(reason, _) = &self.state {
-            enc.uint(LIST_REJECT_REASON, list_reject_reason(*reason));
+        match &self.state {
+            ListState::Rejected(reason, _) => {
+                enc.uint(LIST_REJECT_REASON, list_reject_reason(*reason));
+            }
+            ListState::Unknown => {
+                enc.uint(
+                    LIST_REJECT_REASON,
+                    list_reject_reason(RejectReason::UnknownOrder),
+                );
+            }
+            _ => {}
         }
         enc.uint(RPT_SEQ, 1);
         if !l.orders.is_empty() {
@@ -373,8 +413,17 @@ impl ListStatus {
             TimePrecision::Micros,
         );
         // Before the group, whose entries may have a Text(58) of their own.
-        if let ListState::Rejected(_, text) = &self.state {
-            enc.str(tag::TEXT, text.as_bytes());
+        match &self.state {
+            ListState::Rejected(_, text) => {
+                enc.str(tag::TEXT, text.as_bytes());
+            }
+            ListState::Unknown => {
+                enc.str(
+                    tag::TEXT,
+                    b"unknown order list: ListID(66) names no working list of the session",
+                );
+            }
+            _ => {}
         }
         enc.uint(TOT_NO_ORDERS, l.orders.len() as u64);
         let (px_scale, qty_scale) = entry.map_or((0, 0), |d| (d.price_scale, d.qty_scale));
@@ -398,7 +447,7 @@ impl ListStatus {
             fixed(enc, CXL_QTY, cxl.max(0), qty_scale, scratch);
             fixed(enc, tag::AVG_PX, m.avg_px.0, px_scale, scratch);
         }
-        if !l.client_id.is_empty() {
+        if !l.client_id.is_empty() && self.state != ListState::Unknown {
             enc.str(CL_LIST_ID, l.client_id.as_bytes());
         }
     }
@@ -423,8 +472,6 @@ fn list_reject_reason(reason: RejectReason) -> u64 {
 struct Placement {
     /// The NewOrderList's MsgSeqNum: each of its orders is a request of it.
     seq: SeqNum,
-    /// The list's account.
-    account: AccountId,
     rest: VecDeque<(NewOrder, Option<Join>, usize)>,
     placed: Vec<OrderId>,
     list: OrderList,
@@ -487,7 +534,7 @@ impl Lists {
             .values()
             .filter_map(|p| {
                 let id = p.placed.first()?;
-                Some((*id, p.account, p.list.instrument))
+                Some((*id, p.list.account, p.list.instrument))
             })
             .collect();
         self.placing.clear();
@@ -530,6 +577,11 @@ impl Lists {
         }
     }
 
+    /// The working list `id` as it stands, if the session has it (and it was not refused).
+    pub fn working(&self, id: OrderId) -> Option<&OrderList> {
+        self.live.get(&id).filter(|l| !l.refused)
+    }
+
     /// The list the client calls `client_id`, if it is working.
     pub fn by_client_id(&self, client_id: &ClOrdId) -> Option<OrderId> {
         self.by_client.get(client_id).copied()
@@ -559,7 +611,6 @@ impl Lists {
             first.cl_ord_id,
             Placement {
                 seq,
-                account: first.account,
                 rest,
                 placed: Vec::with_capacity(3),
                 list: OrderList {
@@ -567,6 +618,7 @@ impl Lists {
                     client_id: req.client_id,
                     contingency: req.contingency,
                     instrument,
+                    account: first.account,
                     orders,
                     refused: false,
                 },
@@ -1127,6 +1179,41 @@ mod tests {
         assert!(!lists.is_empty());
         lists.connection_ended(true);
         assert!(lists.is_empty());
+    }
+
+    #[test]
+    fn answers_to_list_requests_say_working_cancelling_or_unknown() {
+        let req = list(BeginString::Fix44, &body("1", &[STOP_SELL, MAKER_SELL])).unwrap();
+        let mut lists = Lists::default();
+        lists.start(req, InstrumentId(0), 1);
+        lists.on_event(&event(EventKind::New, "s", 40));
+        lists.on_event(&event(EventKind::New, "t", 41));
+        let l = lists.working(OrderId(40)).cloned().unwrap();
+        assert_eq!(l.account, AccountId(0));
+        assert!(lists.working(OrderId(41)).is_none());
+        for v in V {
+            for (state, code) in [(ListState::Working, "3"), (ListState::Cancelling, "4")] {
+                let m = sent(
+                    v,
+                    &ListStatus {
+                        list: l.clone(),
+                        state,
+                        ts_ns: NOW_NS,
+                    },
+                );
+                assert_eq!((values(&m, 429), values(&m, 431)), (vec!["2"], vec![code]));
+                assert_eq!(values(&m, 11), ["s", "t"]);
+            }
+            let m = sent(
+                v,
+                &ListStatus::unknown(ClOrdId::new(b"999").unwrap(), NOW_NS),
+            );
+            assert_eq!(values(&m, 66), ["999"]);
+            assert_eq!(values(&m, 1386), ["5"]);
+            assert!(values(&m, 25014).is_empty());
+            let m = sent(v, &ListStatus::unknown(ClOrdId::EMPTY, NOW_NS));
+            assert_eq!(values(&m, 66), ["NONE"]);
+        }
     }
 
     fn list_refusal() -> ListRefusal {

@@ -964,6 +964,13 @@ const NEW_ORDER_LIST: &[Item] = &[
     comp(TEXT),
 ];
 
+/// ListCancelRequest (K): cancels the working orders of a list (by the ListID the server
+/// gave it).
+const LIST_CANCEL_REQUEST: &[Item] = &[req(66), req(60), opt(229), opt(75), comp(TEXT)];
+
+/// ListStatusRequest (M): the state of a list.
+const LIST_STATUS_REQUEST: &[Item] = &[req(66), comp(TEXT)];
+
 /// One order of a ListStatus (N): its state, with its OrderID and Symbol (extensions, as
 /// venues send them).
 const NO_ORDERS_STATUS: Group = Group {
@@ -1179,10 +1186,12 @@ pub(crate) const MSGS: &[MsgSpec] = &[
     msg(b"h", "TradingSessionStatus", ALL, TRADING_SESSION_STATUS),
     msg(b"E", "NewOrderList", V44UP, NEW_ORDER_LIST),
     msg(b"N", "ListStatus", V44UP, LIST_STATUS),
+    msg(b"K", "ListCancelRequest", V44UP, LIST_CANCEL_REQUEST),
+    msg(b"M", "ListStatusRequest", V44UP, LIST_STATUS_REQUEST),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 31;
+pub(crate) const N_MSGS: usize = 33;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -1224,6 +1233,8 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'h' => 28,
         b'E' => 29,
         b'N' => 30,
+        b'K' => 31,
+        b'M' => 32,
         _ => return None,
     })
 }
