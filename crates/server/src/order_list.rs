@@ -829,6 +829,14 @@ mod tests {
         (44, "120"),
     ];
 
+    const MARKET_SELL: &[(u32, &str)] = &[
+        (11, "m"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "1"),
+    ];
+
     fn body<'a>(contingency: &'a str, orders: &[&[(u32, &'a str)]]) -> Vec<(u32, &'a str)> {
         let n: &'static str = ["0", "1", "2", "3", "4"][orders.len()];
         let mut b = vec![(CL_LIST_ID, "L1"), (1385, contingency), (73, n)];
@@ -1213,6 +1221,90 @@ mod tests {
             assert!(values(&m, 25014).is_empty());
             let m = sent(v, &ListStatus::unknown(ClOrdId::EMPTY, NOW_NS));
             assert_eq!(values(&m, 66), ["NONE"]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any NewOrderList the dictionary lets through is either a list the engine can be
+        /// asked for (2 or 3 orders, distinct ids, each joined to one placed before it) whose
+        /// start is a valid ListStatus, or refused with a reason in a valid ListStatus.
+        #[test]
+        fn any_list_is_placed_whole_or_refused_with_a_valid_status(
+            orders in proptest::collection::vec(
+                (
+                    0..4usize,
+                    proptest::option::weighted(0.25, (
+                        proptest::sample::select(vec![11u32, 55, 54, 40, 44, 99, 38, 18, 59]),
+                        proptest::sample::select(vec!["o0", "ETH-PERP", "NOPE", "3", "1", "4", "90", "0", "6", "a", "11"]),
+                    )),
+                ),
+                1..5,
+            ),
+            contingency in proptest::option::weighted(0.9, proptest::sample::select(vec!["1", "1", "2", "2", "4"])),
+            client_id in proptest::option::weighted(0.9, proptest::sample::select(vec!["L1", "L1", "L1", "x y"])),
+            v in proptest::sample::select(V.to_vec()),
+        ) {
+            let n = orders.len().to_string();
+            let ids = ["o0", "o1", "o2", "o3"];
+            let mut body: Vec<(u32, &str)> = vec![(73, &n)];
+            for (k, (template, change)) in orders.iter().enumerate() {
+                let base = [LIMIT_BUY, STOP_SELL, MAKER_SELL, MARKET_SELL][*template];
+                for &(t, x) in base {
+                    let x = if t == 11 { ids[k] } else { x };
+                    match change {
+                        Some((ct, cx)) if *ct == t => body.push((t, cx)),
+                        _ => body.push((t, x)),
+                    }
+                }
+                if let Some((ct, cx)) = change.filter(|(ct, _)| base.iter().all(|f| f.0 != *ct)) {
+                    body.push((ct, cx));
+                }
+            }
+            body.extend(contingency.map(|c| (1385, c)));
+            body.extend(client_id.map(|c| (25014, c)));
+            let bytes = message(v, b"E", &body);
+            let mut d = Decoder::new();
+            let m = d.decode(&bytes).unwrap();
+            if Dictionary::for_version(v).validate(&m).is_err() {
+                // The session answers it with a Reject; the app never sees it.
+                return Ok(());
+            }
+            match list(v, &body) {
+                Err(r) => {
+                    proptest::prop_assert!(!r.text.is_empty());
+                    let m = sent(v, &ListStatus::refused(&r, NOW_NS));
+                    proptest::prop_assert_eq!(values(&m, 431), vec!["7"]);
+                }
+                Ok(req) => {
+                    let k = req.legs.len();
+                    proptest::prop_assert!(k == 2 || k == 3);
+                    for (i, (o, join, _)) in req.legs.iter().enumerate() {
+                        let to = match join {
+                            None => None,
+                            Some(Join::OcoWith(t)) | Some(Join::Triggers(t)) => Some(*t),
+                        };
+                        proptest::prop_assert_eq!(to.is_none(), i == 0);
+                        proptest::prop_assert!(to.map_or(true, |t| t < i));
+                        proptest::prop_assert!(req.legs[..i].iter().all(|p| p.0.cl_ord_id != o.cl_ord_id));
+                    }
+                    let mut lists = Lists::default();
+                    let mut next = lists.start(req, InstrumentId(0), 1);
+                    for i in 0..k {
+                        let mut e = event(EventKind::New, "a", 100 + i as u64);
+                        e.cl_ord_id = next.cl_ord_id;
+                        match lists.on_event(&e) {
+                            ListStep::Send(o, _, _) => next = o,
+                            ListStep::Status(_, st) => {
+                                proptest::prop_assert_eq!(i + 1, k);
+                                let m = sent(v, &st);
+                                proptest::prop_assert_eq!(values(&m, 429), vec!["4"]);
+                                proptest::prop_assert_eq!(values(&m, 11).len(), k);
+                            }
+                            other => proptest::prop_assert!(false, "{other:?}"),
+                        }
+                    }
+                }
+            }
         }
     }
 
