@@ -153,18 +153,10 @@ pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ListRequest, ListRe
             ))
         }
     };
-    let mut orders: Vec<NewOrder> = Vec::with_capacity(3);
-    for entry in entries(msg) {
-        let o = order_codec::decode_new(&msg.part(entry), ctx).map_err(|r| {
-            let n = orders.len();
-            refusal(client_id, r.reason, format!("order {n}: {}", r.text))
-        })?;
-        orders.push(o);
-    }
-    let n = orders.len();
+    let entries = entries(msg);
     let fits = match contingency {
-        Contingency::Oco => n == 2,
-        Contingency::Oto => n == 2 || n == 3,
+        Contingency::Oco => entries.len() == 2,
+        Contingency::Oto => entries.len() == 2 || entries.len() == 3,
     };
     if !fits {
         return Err(refusal(
@@ -173,6 +165,15 @@ pub fn decode(msg: &MessageRef<'_>, ctx: &Ctx<'_>) -> Result<ListRequest, ListRe
             "a one-cancels-the-other list has 2 orders, a one-triggers-the-other list 2 or 3",
         ));
     }
+    let mut orders: Vec<NewOrder> = Vec::with_capacity(3);
+    for entry in entries {
+        let o = order_codec::decode_new(&msg.part(entry), ctx).map_err(|r| {
+            let n = orders.len();
+            refusal(client_id, r.reason, format!("order {n}: {}", r.text))
+        })?;
+        orders.push(o);
+    }
+    let n = orders.len();
     let first = orders[0];
     if orders
         .iter()
@@ -225,10 +226,9 @@ fn entries(msg: &MessageRef<'_>) -> Vec<std::ops::Range<usize>> {
     let Some(start) = spans.iter().position(|s| s.tag == NO_ORDERS) else {
         return Vec::new();
     };
-    let mut starts: Vec<usize> = (start + 1..spans.len())
+    let starts: Vec<usize> = (start + 1..spans.len())
         .filter(|&i| spans[i].tag == tag::CL_ORD_ID)
         .collect();
-    starts.truncate(3);
     let mut out = Vec::with_capacity(starts.len());
     for (k, &s) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(spans.len());
@@ -937,6 +937,15 @@ mod tests {
             .starts_with("ContingencyType(1385) must be"));
         let oco3 = list(v, &body("1", &[STOP_SELL, MAKER_SELL, LIMIT_BUY])).unwrap_err();
         assert_eq!(oco3.reason, RejectReason::OrderListRejected);
+        // Every order counts, even beyond three (none of them is decoded then).
+        let four = [STOP_SELL, MAKER_SELL, LIMIT_BUY, STOP_SELL];
+        let r = list(v, &body("2", &four)).unwrap_err();
+        assert!(
+            r.text
+                .starts_with("a one-cancels-the-other list has 2 orders"),
+            "{}",
+            r.text
+        );
         assert_eq!(oco3.client_id, ClOrdId::new(b"L1").unwrap());
         let eth: Vec<(u32, &str)> = MAKER_SELL
             .iter()
