@@ -1,6 +1,7 @@
 //! Interoperability with a third-party FIX implementation: the `simplefix` Python package
 //! (installed by scripts/test.sh) signs its Logon as the README documents and drives logon, an
-//! order (acknowledged with an ExecutionReport), a MassQuote and a QuoteCancel (acknowledged with
+//! order (acknowledged with an ExecutionReport), an order list (NewOrderList answered with
+//! ListStatus, then ListCancelRequest), a MassQuote and a QuoteCancel (acknowledged with
 //! MassQuoteAcknowledgements) and logout.
 
 use crate::auth::{create_key, env, plain_config};
@@ -37,6 +38,10 @@ fn simplefix_client_logs_on_sends_an_order_and_logs_out() {
     assert!(stdout.contains("logon ok"), "{stdout}");
     assert!(
         stdout.contains("order acknowledged: ExecType=0 OrdStatus=0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("order list placed and cancelled: ListID="),
         "{stdout}"
     );
     assert!(

@@ -96,6 +96,30 @@ def main():
     print("order acknowledged: ExecType=%s OrdStatus=%s OrderID=%s"
           % (er.get(150).decode(), er.get(39).decode(), er.get(37).decode()))
 
+    # An order list as crypto venues' FIX clients send it: one cancels the other (a stop below,
+    # a post-only limit above), triggering instructions inside the orders, the contingency and
+    # the client's list id after them; then cancelled whole by ListCancelRequest.
+    c.send("E", [(73, "2"),
+                 (11, "PY-OS"), (55, "BTC-PERP"), (54, "2"), (38, "1"), (40, "3"), (99, "90"),
+                 (25010, "1"), (25011, "2"), (25012, "1"), (25013, "2"),
+                 (11, "PY-OT"), (55, "BTC-PERP"), (54, "2"), (38, "1"), (40, "2"), (18, "6"),
+                 (44, "120"), (25010, "1"), (25011, "1"), (25012, "0"), (25013, "2"),
+                 (1385, "1"), (25014, "PY-L1")])
+    first, second = c.expect("8"), c.expect("8")
+    assert first.get(11) == b"PY-OS" and second.get(11) == b"PY-OT", (first, second)
+    list_id = first.get(66)
+    assert list_id is not None and second.get(66) == list_id, second
+    status = c.expect("N")
+    assert status.get(66) == list_id and status.get(25014) == b"PY-L1", status
+    assert status.get(429) == b"4" and status.get(431) == b"3", status
+    assert status.get(11, 1) == b"PY-OS" and status.get(11, 2) == b"PY-OT", status
+    c.send("K", [(66, list_id.decode()), (60, now())])
+    assert c.expect("N").get(431) == b"4"
+    assert {c.expect("8").get(39), c.expect("8").get(39)} == {b"4"}
+    done = c.expect("N")
+    assert done.get(429) == b"5" and done.get(431) == b"6", done
+    print("order list placed and cancelled: ListID=%s" % list_id.decode())
+
     # Mass quoting: a two-sided quote in simplefix's nested repeating groups (NoQuoteSets,
     # NoQuoteEntries), every entry acknowledged (QuoteResponseLevel 2), then all quotes out.
     c.send("i", [(117, "PY-Q1"), (537, "1"), (301, "2"), (296, "1"), (302, "1"), (304, "1"),
