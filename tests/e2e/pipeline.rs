@@ -2579,16 +2579,73 @@ fn fix_order_lists_are_placed_ended_cancelled_and_refused_whole() {
         assert_fields(&a.expect("8"), &[(39, "4"), (66, &id6)]);
     }
     assert_fields(&a.expect("N"), &[(66, &id6), (429, "5"), (431, "6")]);
-    for t in ["M", "K"] {
-        let mut body = vec![(66, id6.as_str())];
-        if t == "K" {
-            body.push((60, "20260101-00:00:00"));
-        }
-        a.send(t, &body);
-        assert_fields(
-            &a.expect("N"),
-            &[(66, &id6), (429, "2"), (431, "7"), (1386, "5")],
-        );
-    }
+    // Ended: its status is as it ended; there is nothing to cancel.
+    a.send("M", &[(66, &id6)]);
+    let st = a.expect("N");
+    assert_fields(&st, &[(66, &id6), (429, "2"), (431, "6"), (25014, "L6")]);
+    assert_eq!(all_of(&st, 39), ["4", "4"]);
+    a.send("K", &[(66, &id6), (60, "20260101-00:00:00")]);
+    assert_fields(
+        &a.expect("N"),
+        &[(66, &id6), (429, "2"), (431, "7"), (1386, "5")],
+    );
+    a.send("M", &[(66, "999999")]);
+    assert_fields(&a.expect("N"), &[(66, "999999"), (431, "7"), (1386, "5")]);
     nothing_else(&mut a, "OL-5");
+}
+
+#[test]
+fn fix_order_lists_are_known_again_after_a_restart() {
+    // Orders outlive their sessions' connections here.
+    let (mut server, p, mut a, mut b, ka) =
+        two_signed_accounts("\n[engine]\ncancel_on_disconnect = false\n");
+    let working: &[(u32, &str)] = &[
+        (11, "RS-W"),
+        (55, "BTC-PERP"),
+        (54, "1"),
+        (38, "0.5"),
+        (40, "2"),
+        (44, "105"),
+        (59, "1"),
+    ];
+    let pending: &[(u32, &str)] = &[
+        (11, "RS-P"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (18, "6"),
+        (44, "125"),
+    ];
+    order_list(&mut a, "RS-L", "2", &[working, pending]);
+    let id = a.expect("8").get(66).unwrap().to_owned();
+    a.expect("8");
+    assert_fields(&a.expect("N"), &[(66, &id), (429, "4")]);
+    for c in [&mut a, &mut b] {
+        c.send("5", &[]);
+        c.expect("5");
+    }
+    assert_eq!(server.stop(), Some(0), "{}", server.log_text());
+    server.restart();
+    let mut a = connect_at(p, "FIX.4.4", "TWA", Some(&ka), a.seq);
+    // Asked by its ListID, the list is known from the history (without the client's id).
+    a.send("M", &[(66, &id)]);
+    let st = a.expect("N");
+    assert_fields(&st, &[(66, &id), (429, "2"), (431, "3"), (1385, "2")]);
+    assert_eq!(all_of(&st, 11), ["RS-W", "RS-P"]);
+    assert_eq!(all_of(&st, 39), ["0", "A"]);
+    assert_eq!(st.get(25014), None);
+    // And followed again: cancelled whole, its end told.
+    a.send("K", &[(66, &id), (60, "20260101-00:00:00")]);
+    assert_fields(&a.expect("N"), &[(66, &id), (431, "4")]);
+    for _ in 0..2 {
+        assert_fields(&a.expect("8"), &[(39, "4"), (66, &id)]);
+    }
+    assert_fields(&a.expect("N"), &[(66, &id), (429, "5"), (431, "6")]);
+    // Ended, it is still told as it ended.
+    a.send("M", &[(66, &id)]);
+    let st = a.expect("N");
+    assert_fields(&st, &[(66, &id), (429, "2"), (431, "6")]);
+    assert_eq!(all_of(&st, 39), ["4", "4"]);
+    nothing_else(&mut a, "RS-END");
 }

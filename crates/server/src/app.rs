@@ -46,7 +46,7 @@ use portcullis_types::{
 use tracing::{debug, warn};
 
 use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
-use crate::history::{OrderHistory, OrderState};
+use crate::history::{OrderHistory, OrderState, PastOrder, Window};
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::order_list::{self, ListStatus, ListStep, Lists};
@@ -1006,12 +1006,30 @@ impl FixConn {
         msg: &portcullis_fix::MessageRef<'_>,
     ) {
         let asked = msg.get(order_list::LIST_ID).unwrap_or(b"");
-        let working = portcullis_fix::decode::parse_u64(asked)
-            .and_then(|id| self.finished.lists.working(OrderId(id)))
-            .cloned();
-        let status = match working {
+        let status_request = msg.msg_type() == b"M";
+        let known = portcullis_fix::decode::parse_u64(asked).and_then(|id| {
+            let id = OrderId(id);
+            let lists = &self.finished.lists;
+            if let Some(l) = lists.working(id) {
+                return Some(l.clone());
+            }
+            if let Some(l) = lists.ended(id) {
+                // Its status, as it ended; nothing to cancel.
+                return status_request.then(|| l.clone());
+            }
+            // A list from before a restart: the history has it.
+            let l = self.list_in_history(id)?;
+            self.finished.lists.adopt(l.clone());
+            Some(l)
+        });
+        let status = match known {
             None => ListStatus::unknown(ClOrdId::new(asked).unwrap_or(ClOrdId::EMPTY), now.nanos()),
-            Some(list) if msg.msg_type() == b"M" => ListStatus {
+            Some(list)
+                if list.orders.iter().all(order_list::Member::is_ended) && !status_request =>
+            {
+                ListStatus::unknown(ClOrdId::new(asked).unwrap_or(ClOrdId::EMPTY), now.nanos())
+            }
+            Some(list) if status_request => ListStatus {
                 list,
                 state: order_list::ListState::Working,
                 ts_ns: now.nanos(),
@@ -1049,6 +1067,33 @@ impl FixConn {
             account_names: pipeline.account_names(),
         };
         send_list_status(session, now, &status, &names, &mut self.scratch);
+    }
+
+    /// The order list `id` of this session as the account's history has it (its orders all
+    /// entered by this session), for a list from before a restart.
+    fn list_in_history(&self, id: OrderId) -> Option<order_list::OrderList> {
+        let history = self.history.as_ref()?;
+        let allowed = self.allowed.clone()?;
+        let w = Window {
+            order_id: Some(id.0),
+            limit: 1,
+            ..Window::default()
+        };
+        allowed.iter().find_map(|&account| {
+            let list = history
+                .lists(account, &w)
+                .into_iter()
+                .find(|l| l.id == id)?;
+            let orders: Vec<PastOrder> = list
+                .orders
+                .iter()
+                .map(|&o| history.order(account, o))
+                .collect::<Option<_>>()?;
+            orders
+                .iter()
+                .all(|o| o.session == self.info.slot)
+                .then(|| order_list::OrderList::from_history(account, &list, &orders))
+        })
     }
 
     /// Decodes an order-entry message; an OrderCancelRequest naming a list by the client's

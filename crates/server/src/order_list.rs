@@ -32,6 +32,7 @@ use portcullis_types::{
 };
 use portcullis_types::{Event, Price};
 
+use crate::history::{OrderState, PastList, PastOrder};
 use crate::order_codec::{self, fixed, Ctx, Names};
 
 /// ListID(66).
@@ -269,7 +270,8 @@ impl Member {
         }
     }
 
-    fn ended(&self) -> bool {
+    /// Whether the order has ended (filled, cancelled, expired or refused).
+    pub fn is_ended(&self) -> bool {
         matches!(self.status, b'2' | b'4' | b'C' | b'8')
     }
 
@@ -302,12 +304,62 @@ pub struct OrderList {
     pub refused: bool,
 }
 
+impl OrderList {
+    /// A list of `account` as the order history has it (`orders`: its orders' states in
+    /// placement order): what a session knows of its lists after a restart, without the
+    /// client's id.
+    pub fn from_history(account: AccountId, list: &PastList, orders: &[PastOrder]) -> Self {
+        let mut members: Vec<Member> = orders
+            .iter()
+            .map(|p| Member {
+                cl_ord_id: p.cl_ord_id,
+                order_id: p.order_id,
+                qty: p.qty,
+                cum_qty: p.cum_qty,
+                leaves_qty: if p.state.is_working() {
+                    Qty(p.qty.0 - p.cum_qty.0)
+                } else {
+                    Qty(0)
+                },
+                avg_px: p.avg_px,
+                status: match p.state {
+                    OrderState::Pending => b'A',
+                    OrderState::Working => b'0',
+                    OrderState::PartiallyFilled => b'1',
+                    OrderState::Filled => b'2',
+                    OrderState::Canceled => b'4',
+                    OrderState::Expired => b'C',
+                },
+            })
+            .collect();
+        // The client's order: a working order before the pending orders it triggers (placed
+        // before it).
+        if list.triggers {
+            members.rotate_right(1);
+        }
+        OrderList {
+            id: list.id,
+            client_id: ClOrdId::EMPTY,
+            contingency: if list.triggers {
+                Contingency::Oto
+            } else {
+                Contingency::Oco
+            },
+            instrument: list.instrument,
+            account,
+            orders: members,
+            refused: false,
+        }
+    }
+}
+
 /// What a ListStatus says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListState {
     /// Every order is accepted (ListStatusType 4, ListOrderStatus 3).
     Started,
-    /// The answer to a ListStatusRequest (M) of a working list (2, 3).
+    /// The answer to a ListStatusRequest (M): 2 and 3 (executing), or 6 once all its orders
+    /// have ended.
     Working,
     /// The answer to a ListCancelRequest (K): its orders are being cancelled (2, 4).
     Cancelling,
@@ -372,6 +424,7 @@ impl ListStatus {
         let l = &self.list;
         let (status_type, order_status) = match self.state {
             ListState::Started => (4, 3),
+            ListState::Working if l.orders.iter().all(Member::is_ended) => (2, 6),
             ListState::Working => (2, 3),
             ListState::Cancelling => (2, 4),
             ListState::AllDone => (5, 6),
@@ -439,7 +492,7 @@ impl ListStatus {
             fixed(enc, tag::CUM_QTY, m.cum_qty.0, qty_scale, scratch);
             enc.char(tag::ORD_STATUS, m.status);
             fixed(enc, tag::LEAVES_QTY, m.leaves_qty.0, qty_scale, scratch);
-            let cxl = if m.ended() {
+            let cxl = if m.is_ended() {
                 m.qty.0 - m.cum_qty.0 - m.leaves_qty.0
             } else {
                 0
@@ -511,7 +564,13 @@ pub struct Lists {
     by_client: HashMap<ClOrdId, OrderId>,
     /// The working lists, oldest first (some may have ended since).
     age: VecDeque<OrderId>,
+    /// The last lists that ended, as they ended, newest last (at most [`MAX_ENDED`]): asked
+    /// for, they are answered as they ended, whatever the history, which lags, says yet.
+    ended: VecDeque<OrderList>,
 }
+
+/// Ended lists a session remembers.
+const MAX_ENDED: usize = 256;
 
 impl Lists {
     /// True if the session has no list placed or working.
@@ -545,11 +604,28 @@ impl Lists {
     pub fn connection_ended(&mut self, cancel_on_disconnect: bool) {
         self.placing.clear();
         if cancel_on_disconnect {
+            self.ended.clear();
             self.live.clear();
             self.member_of.clear();
             self.by_client.clear();
             self.age.clear();
         }
+    }
+
+    /// Takes a working list the session had before a restart (as the history has it): its
+    /// orders' reports carry its ListID again, and its end is told. A list that has ended is
+    /// not kept.
+    pub fn adopt(&mut self, list: OrderList) {
+        if list.orders.iter().all(Member::is_ended)
+            || self.live.contains_key(&list.id)
+            || self.ended(list.id).is_some()
+        {
+            return;
+        }
+        for m in &list.orders {
+            self.member_of.insert(m.order_id, list.id);
+        }
+        self.keep(list.id, list);
     }
 
     /// Keeps the working list `list` of id `id`, forgetting the oldest beyond [`MAX_LISTS`].
@@ -580,6 +656,11 @@ impl Lists {
     /// The working list `id` as it stands, if the session has it (and it was not refused).
     pub fn working(&self, id: OrderId) -> Option<&OrderList> {
         self.live.get(&id).filter(|l| !l.refused)
+    }
+
+    /// The list `id` as it ended, if it is one of the last to have ended.
+    pub fn ended(&self, id: OrderId) -> Option<&OrderList> {
+        self.ended.iter().rev().find(|l| l.id == id)
     }
 
     /// The list the client calls `client_id`, if it is working.
@@ -740,7 +821,7 @@ impl Lists {
                 }
                 m.note(e);
             }
-            if !list.orders.iter().all(Member::ended) {
+            if !list.orders.iter().all(Member::is_ended) {
                 return ListStep::Member(id);
             }
             let list = self.live.remove(&id).expect("just found");
@@ -751,6 +832,10 @@ impl Lists {
                 return ListStep::Member(id);
             }
             self.by_client.remove(&list.client_id);
+            if self.ended.len() == MAX_ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(list.clone());
             ListStep::Status(
                 id,
                 Box::new(ListStatus {
@@ -1315,6 +1400,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_list_from_before_a_restart_is_followed_again_until_it_ends() {
+        // An OTO list as the history has it: the pending order placed first.
+        let mut pending = event(EventKind::New, "p", 60);
+        pending.details.pending = true;
+        let working = event(EventKind::New, "w", 61);
+        let past = PastList {
+            id: OrderId(60),
+            instrument: InstrumentId(0),
+            triggers: true,
+            orders: vec![OrderId(60), OrderId(61)],
+            created_ns: NOW_NS,
+        };
+        let orders = [
+            PastOrder::of_event(&pending, OrderState::Pending),
+            PastOrder::of_event(&working, OrderState::Working),
+        ];
+        let l = OrderList::from_history(AccountId(0), &past, &orders);
+        assert_eq!(l.contingency, Contingency::Oto);
+        let shown: Vec<_> = l.orders.iter().map(|m| (m.order_id.0, m.status)).collect();
+        assert_eq!(shown, [(61, b'0'), (60, b'A')]);
+        let m = sent(
+            BeginString::Fix44,
+            &ListStatus {
+                list: l.clone(),
+                state: ListState::Working,
+                ts_ns: NOW_NS,
+            },
+        );
+        assert_eq!(values(&m, 431), ["3"]);
+        assert!(values(&m, 25014).is_empty());
+
+        let mut lists = Lists::default();
+        lists.adopt(l.clone());
+        assert_eq!(lists.working(OrderId(60)), Some(&l));
+        let mut canceled = event(EventKind::Canceled, "w", 61);
+        canceled.leaves_qty = Qty(0);
+        assert_eq!(lists.on_event(&canceled), ListStep::Member(OrderId(60)));
+        canceled.order_id = OrderId(60);
+        let ListStep::Status(_, done) = lists.on_event(&canceled) else {
+            panic!("all done");
+        };
+        assert_eq!(done.state, ListState::AllDone);
+        // Ended, it is known as it ended, and the history (which lags) does not revive it.
+        assert!(lists.working(OrderId(60)).is_none());
+        let ended = lists.ended(OrderId(60)).unwrap().clone();
+        assert!(ended.orders.iter().all(Member::is_ended));
+        lists.adopt(l);
+        assert!(lists.working(OrderId(60)).is_none());
+        let m = sent(
+            BeginString::Fix44,
+            &ListStatus {
+                list: ended,
+                state: ListState::Working,
+                ts_ns: NOW_NS,
+            },
+        );
+        assert_eq!(values(&m, 431), ["6"]);
     }
 
     fn list_refusal() -> ListRefusal {
