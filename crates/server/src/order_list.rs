@@ -18,7 +18,9 @@
 //! cancelled, so a list is placed whole or not at all). The ListID is the engine's OrderID of
 //! the list's first placed order, as on the WebSocket API. An OrderCancelRequest (F) naming
 //! ListID(66) or OrigClListID(25015) instead of an order cancels the whole list, as does the
-//! cancel of any of its orders.
+//! cancel of any of its orders and a ListCancelRequest (K); a ListStatusRequest (M) is answered
+//! with the list as it stands. After a restart, a list asked for by its ListID is found again
+//! in the order history and followed from then on.
 //!
 //! The orders are placed one after the other (each joined to those before it on the core
 //! thread), so nothing of a list waits on the core thread or costs the order path.
@@ -28,9 +30,8 @@ use std::collections::{HashMap, VecDeque};
 
 use portcullis_fix::{tag, BeginString, Encoder, MessageRef, SeqNum, TimePrecision, UtcTimestamp};
 use portcullis_types::{
-    AccountId, ClOrdId, EventKind, InstrumentId, NewOrder, OrderId, Qty, RejectReason,
+    AccountId, ClOrdId, Event, EventKind, InstrumentId, NewOrder, OrderId, Price, Qty, RejectReason,
 };
-use portcullis_types::{Event, Price};
 
 use crate::history::{OrderState, PastList, PastOrder};
 use crate::order_codec::{self, fixed, Ctx, Names};
@@ -78,7 +79,8 @@ impl Contingency {
     }
 }
 
-/// How an order of a list is joined to one placed before it (by its place in placement order).
+/// How an order of a list is joined to one placed before it (by its place in placement order),
+/// on FIX as on the WebSocket API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Join {
     /// The other of a one-cancels-the-other pair.
@@ -104,7 +106,7 @@ pub struct ListRequest {
 pub struct ListRefusal {
     /// The client's id of the list, as far as it could be read.
     pub client_id: ClOrdId,
-    /// The reason (ListRejectReason(1386) and OrdRejReason(103) follow from it).
+    /// The reason (ListRejectReason(1386) follows from it).
     pub reason: RejectReason,
     /// Text(58).
     pub text: Cow<'static, str>,

@@ -66,6 +66,7 @@ use portcullis_engine::OrderRef as EngineOrderRef;
 
 use crate::history::{OrderHistory, OrderState, PastList, PastOrder, PastTrade, Window};
 use crate::metrics::{Protocol, METRICS};
+use crate::order_list::Join;
 use crate::pipeline::{
     now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
     PositionsReply, PositionsRequest, StatusRequest, MAX_LISTED_ORDERS,
@@ -358,16 +359,6 @@ struct LocalList {
     orders: Vec<u64>,
     /// `listStatus` ALL_DONE has been sent.
     done_sent: bool,
-}
-
-/// How an order of a list joins the orders placed before it (by their place in the
-/// placement order).
-#[derive(Debug, Clone, Copy)]
-enum Join {
-    /// The second of a one-cancels-the-other pair.
-    OcoWith(usize),
-    /// The working order triggering a pending order.
-    Triggers(usize),
 }
 
 /// `orderList.place.*` while its orders are placed one after the other (the core thread
