@@ -2621,6 +2621,27 @@ fn fix_order_lists_are_known_again_after_a_restart() {
     let id = a.expect("8").get(66).unwrap().to_owned();
     a.expect("8");
     assert_fields(&a.expect("N"), &[(66, &id), (429, "4")]);
+    let stop: &[(u32, &str)] = &[
+        (11, "RS-S"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "3"),
+        (99, "90"),
+    ];
+    let maker: &[(u32, &str)] = &[
+        (11, "RS-T"),
+        (55, "BTC-PERP"),
+        (54, "2"),
+        (38, "0.5"),
+        (40, "2"),
+        (18, "6"),
+        (44, "130"),
+    ];
+    order_list(&mut a, "RS-O", "1", &[stop, maker]);
+    let oco = a.expect("8").get(66).unwrap().to_owned();
+    a.expect("8");
+    assert_fields(&a.expect("N"), &[(66, &oco), (429, "4")]);
     for c in [&mut a, &mut b] {
         c.send("5", &[]);
         c.expect("5");
@@ -2647,5 +2668,20 @@ fn fix_order_lists_are_known_again_after_a_restart() {
     let st = a.expect("N");
     assert_fields(&st, &[(66, &id), (429, "2"), (431, "6")]);
     assert_eq!(all_of(&st, 39), ["4", "4"]);
+    // An OrderCancelRequest by ListID alone does the same for the other list.
+    a.send(
+        "F",
+        &[
+            (11, "RS-X"),
+            (55, "BTC-PERP"),
+            (54, "2"),
+            (60, "20260101-00:00:00"),
+            (66, &oco),
+        ],
+    );
+    for _ in 0..2 {
+        assert_fields(&a.expect("8"), &[(39, "4"), (66, &oco)]);
+    }
+    assert_fields(&a.expect("N"), &[(66, &oco), (429, "5"), (431, "6")]);
     nothing_else(&mut a, "RS-END");
 }

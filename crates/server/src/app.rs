@@ -1069,6 +1069,28 @@ impl FixConn {
         send_list_status(session, now, &status, &names, &mut self.scratch);
     }
 
+    /// An OrderCancelRequest naming a list by ListID(66) alone: a list from before a restart
+    /// is followed again (its cancel reports carry its ListID, its end is told).
+    fn recall_list(&mut self, msg: &portcullis_fix::MessageRef<'_>) {
+        if msg.get(tag::ORDER_ID).is_some() || msg.get(tag::ORIG_CL_ORD_ID).is_some() {
+            return;
+        }
+        let Some(id) = msg
+            .get(order_list::LIST_ID)
+            .and_then(portcullis_fix::decode::parse_u64)
+        else {
+            return;
+        };
+        let id = OrderId(id);
+        let lists = &self.finished.lists;
+        if lists.working(id).is_some() || lists.ended(id).is_some() {
+            return;
+        }
+        if let Some(l) = self.list_in_history(id) {
+            self.finished.lists.adopt(l);
+        }
+    }
+
     /// The order list `id` of this session as the account's history has it (its orders all
     /// entered by this session), for a list from before a restart.
     fn list_in_history(&self, id: OrderId) -> Option<order_list::OrderList> {
@@ -1487,6 +1509,9 @@ impl ConnectionApp for FixConn {
             .send(session, now);
             self.decoder = decoder;
             return;
+        }
+        if msg.msg_type() == b"F" {
+            self.recall_list(&msg);
         }
         let allowed = self.allowed();
         let dir = self.pipeline.directory();
