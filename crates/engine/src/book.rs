@@ -285,6 +285,18 @@ fn crosses(side: Side, price: Price, level: Price) -> bool {
     }
 }
 
+/// A book's best levels as the market sees them ([`Matcher::depth`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Bid levels, best (highest) first: price and shown quantity.
+    pub bids: Vec<(Price, Qty)>,
+    /// Ask levels, best (lowest) first.
+    pub asks: Vec<(Price, Qty)>,
+    /// The last ExecID given: every change of a book is an event with a new one, so a later
+    /// listing with the same id shows the same book.
+    pub update_id: u64,
+}
+
 /// One price level as seen from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LevelView {
@@ -878,6 +890,39 @@ impl Matcher {
     /// The book of an instrument.
     pub fn book(&self, instrument: InstrumentId) -> Option<&OrderBook> {
         self.books.get(instrument.0 as usize)
+    }
+
+    /// The book of `instrument` as the market sees it: on each side its best price levels
+    /// (at most `levels`), best first, each with the quantity its orders show (an iceberg
+    /// only its shown part). It walks the levels' orders, at most half of `max_orders` a side:
+    /// a level beyond that is left out, so a listing's cost is bounded whatever the book holds.
+    pub fn depth(&self, instrument: InstrumentId, levels: usize, max_orders: usize) -> Depth {
+        let side_of = |side: &BookSide| -> Vec<(Price, Qty)> {
+            let mut budget = max_orders / 2;
+            let mut out = Vec::with_capacity(levels.min(side.levels.len()));
+            for l in side.levels.iter().rev().take(levels) {
+                if l.count as usize > budget {
+                    break;
+                }
+                budget -= l.count as usize;
+                let mut shown: i128 = 0;
+                let mut slot = l.head;
+                while slot != NIL {
+                    shown += i128::from(self.orders.get(slot).shown().0);
+                    slot = self.orders.next(slot);
+                }
+                out.push((l.price, Qty(i64::try_from(shown).unwrap_or(i64::MAX))));
+            }
+            out
+        };
+        match self.books.get(instrument.0 as usize) {
+            Some(b) => Depth {
+                bids: side_of(&b.bids),
+                asks: side_of(&b.asks),
+                update_id: self.ids.exec.saturating_sub(1),
+            },
+            None => Depth::default(),
+        }
     }
 
     /// Resting orders across all books.

@@ -52,6 +52,10 @@ pub struct Position {
     pub entry_price: Option<Price>,
 }
 
+/// Most resting orders a depth listing walks ([`Core::depth`]): about a millisecond of the core
+/// thread at worst.
+pub const MAX_DEPTH_ORDERS: usize = 65_536;
+
 /// Format of [`Core::write_snapshot`]; bumped on any change of any part.
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -658,6 +662,13 @@ impl Core {
                 })
             })
             .collect()
+    }
+
+    /// The book of `instrument` as the market sees it ([`Matcher::depth`]): at most `levels`
+    /// per side, walking at most [`MAX_DEPTH_ORDERS`] orders. A rare, rate-weighted request
+    /// that allocates its lists, never an order's path.
+    pub fn depth(&self, instrument: InstrumentId, levels: usize) -> crate::book::Depth {
+        self.matcher.depth(instrument, levels, MAX_DEPTH_ORDERS)
     }
 
     /// The state of a working order of `account`, for an OrderStatusRequest(H): by OrderID,

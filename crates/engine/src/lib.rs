@@ -16,10 +16,12 @@ pub mod instruments;
 mod orders;
 pub mod symbol;
 
-pub use crate::core::{Core, CoreError, EngineConfig, OrderRef, Position, ALL_INSTRUMENTS};
+pub use crate::core::{
+    Core, CoreError, EngineConfig, OrderRef, Position, ALL_INSTRUMENTS, MAX_DEPTH_ORDERS,
+};
 pub use book::{
-    Feedback, IdCounters, LevelView, Matcher, MatcherConfig, OrderBook, OrderHandle, OrderSnapshot,
-    MAX_ID,
+    Depth, Feedback, IdCounters, LevelView, Matcher, MatcherConfig, OrderBook, OrderHandle,
+    OrderSnapshot, MAX_ID,
 };
 pub use instruments::{
     ConfigDecimal, ExpiryRule, InstrumentConfig, InstrumentConfigError, Instruments,

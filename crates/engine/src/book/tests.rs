@@ -2240,3 +2240,41 @@ fn pending_orders_expire_with_their_instrument() {
     assert_eq!((ev[0].order_id, ev[0].kind), (p, EventKind::Expired));
     assert_eq!(f.m.resting_orders(), 0);
 }
+
+#[test]
+fn depth_shows_each_levels_shown_quantity_best_first_within_its_bounds() {
+    let mut f = Fixture::new();
+    let depth = |f: &Fixture, levels: usize, max: usize| {
+        let d = f.m.depth(INST, levels, max);
+        let side = |v: &[(Price, Qty)]| v.iter().map(|(p, q)| (p.0, q.0)).collect::<Vec<_>>();
+        (side(&d.bids), side(&d.asks), d.update_id)
+    };
+    assert_eq!(depth(&f, 10, 100), (vec![], vec![], 0));
+    f.place(1, Side::Buy, 98, 2);
+    f.place(1, Side::Buy, 99, 1);
+    f.place(1, Side::Buy, 99, 4);
+    // An iceberg of 10 shows 3: the level shows 3 + 2, not its whole 12.
+    f.place_iceberg(1, Side::Sell, 101, 10, 3);
+    f.place(1, Side::Sell, 101, 2);
+    f.place(1, Side::Sell, 103, 5);
+    let (bids, asks, id) = depth(&f, 10, 100);
+    assert_eq!(bids, [(99, 5), (98, 2)]);
+    assert_eq!(asks, [(101, 5), (103, 5)]);
+    assert!(id > 0);
+    assert_eq!(f.side(Side::Sell)[0], (101, 12, 2));
+    // At most `levels` a side, best first.
+    let (bids, asks, _) = depth(&f, 1, 100);
+    assert_eq!((bids, asks), (vec![(99, 5)], vec![(101, 5)]));
+    // Within the orders it may walk (half a side): a level that would pass it is left out.
+    let (bids, asks, _) = depth(&f, 10, 4);
+    assert_eq!((bids, asks), (vec![(99, 5)], vec![(101, 5)]));
+    let (bids, asks, _) = depth(&f, 10, 3);
+    assert_eq!((bids, asks), (vec![], vec![]));
+    // A change of the book moves the update id.
+    f.take(Side::Buy, 101, 1);
+    let (_, asks, later) = depth(&f, 10, 100);
+    assert_eq!(asks, [(101, 4), (103, 5)]);
+    assert!(later > id);
+    // No such book: nothing.
+    assert_eq!(f.m.depth(InstrumentId(999), 10, 100), Depth::default());
+}
