@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::error::WsError;
 use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
+use super::types::DepthInfo;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, CommissionRates, ExecutionReport, HistoryQuery, ListStatus,
@@ -214,6 +215,14 @@ pub enum Outcome {
     OrderLists(Vec<OrderListInfo>),
     /// `account.position`.
     Positions(Vec<PositionInfo>),
+    /// `depth`.
+    Depth(Box<DepthInfo>),
+}
+
+impl From<DepthInfo> for Outcome {
+    fn from(v: DepthInfo) -> Self {
+        Outcome::Depth(Box::new(v))
+    }
 }
 
 impl From<Vec<PositionInfo>> for Outcome {
@@ -448,6 +457,17 @@ pub trait WsApplication: Send {
         _symbol: &str,
     ) -> Result<CommissionRates, WsError> {
         Err(WsError::unsupported())
+    }
+
+    /// `depth`: the best `limit` levels a side of `symbol`'s book (the session has checked
+    /// it is listed). By default -1020 (not supported).
+    fn depth(
+        &mut self,
+        _ctx: &RequestCtx<'_>,
+        _symbol: &str,
+        _limit: usize,
+    ) -> Dispatch<DepthInfo> {
+        Dispatch::Ready(Err(WsError::unsupported()))
     }
 
     /// `account.position`: the account's net positions (in `symbol` only, if given; the

@@ -212,6 +212,8 @@ pub enum Method {
     AccountStatus,
     /// `account.position` (the futures dialect's `v2/account.position`).
     AccountPosition,
+    /// `depth`: the best levels of a symbol's book (an authenticated request here).
+    Depth,
     /// `account.commission`.
     AccountCommission,
     /// `account.rateLimits.orders`.
@@ -574,7 +576,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 31] = [
+    pub const ALL: [Method; 32] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -598,6 +600,7 @@ impl Method {
         Method::OpenOrdersCancelAll,
         Method::AccountStatus,
         Method::AccountPosition,
+        Method::Depth,
         Method::AccountCommission,
         Method::AccountRateLimitsOrders,
         Method::AllOrders,
@@ -634,6 +637,7 @@ impl Method {
             Method::OpenOrdersCancelAll => "openOrders.cancelAll",
             Method::AccountStatus => "account.status",
             Method::AccountPosition => "account.position",
+            Method::Depth => "depth",
             Method::AccountCommission => "account.commission",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
             Method::AllOrders => "allOrders",
@@ -685,6 +689,9 @@ impl Method {
             | Method::AccountCommission
             | Method::AllOrders
             | Method::MyTrades => Security::UserData,
+            // Public in the dialect; here the answer comes through the connection's order
+            // route, which an authenticated connection has.
+            Method::Depth => Security::UserData,
             Method::UserDataStreamSubscribe
             | Method::UserDataStreamUnsubscribe
             | Method::SessionSubscriptions => Security::UserStream,
@@ -726,6 +733,13 @@ impl Method {
             Method::OpenOrdersStatus => 80,
             Method::AccountRateLimitsOrders => 40,
             Method::AccountPosition => 5,
+            // As the dialect weighs it by `limit`.
+            Method::Depth => match params.opt_u64("limit", u64::MAX).ok().flatten() {
+                Some(n) if n > 1000 => 250,
+                Some(n) if n > 500 => 50,
+                Some(n) if n > 100 => 25,
+                _ => 5,
+            },
         }
     }
 
@@ -749,6 +763,7 @@ impl Method {
                 | Method::OpenOrdersCancelAll
                 | Method::AccountStatus
                 | Method::AccountPosition
+                | Method::Depth
                 | Method::AllOrders
                 | Method::MyTrades
         )
@@ -828,6 +843,7 @@ impl Method {
             Method::OpenOrdersStatus | Method::OpenOrdersCancelAll => &["symbol"],
             Method::AccountStatus => &["omitZeroBalances"],
             Method::AccountPosition => &["symbol"],
+            Method::Depth => &["symbol", "limit"],
             Method::AccountCommission => &["symbol"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
             Method::MyTrades => &[
@@ -842,6 +858,11 @@ impl Method {
         own.contains(&name) || AUTH.contains(&name)
     }
 }
+
+/// `depth`'s `limit` when absent, and its largest, as the dialect has them.
+pub const DEPTH_DEFAULT_LIMIT: usize = 100;
+/// See [`DEPTH_DEFAULT_LIMIT`].
+pub const DEPTH_MAX_LIMIT: usize = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // The session
@@ -1545,6 +1566,7 @@ impl WsSession {
             | Method::OpenOrdersCancelAll
             | Method::AccountStatus
             | Method::AccountPosition
+            | Method::Depth
             | Method::AllOrders
             | Method::MyTrades => self
                 .order_query(now, method, params, app)
@@ -1981,6 +2003,7 @@ impl WsSession {
             CancelAll(String),
             Account(bool),
             History(HistoryQuery),
+            Depth(String, usize),
         }
         let query = match method {
             Method::OrderStatus => {
@@ -2042,6 +2065,22 @@ impl WsSession {
                 }
             }
             Method::OpenOrdersCancelAll => Query::CancelAll(read_symbol(params)?.to_owned()),
+            Method::Depth => {
+                let symbol = read_symbol(params)?.to_owned();
+                let limit = match params.opt_u64("limit", u64::MAX)? {
+                    None => DEPTH_DEFAULT_LIMIT,
+                    Some(n) if (1..=DEPTH_MAX_LIMIT as u64).contains(&n) => n as usize,
+                    Some(_) => {
+                        return Err(WsError::bad_request(
+                            codes::INVALID_PARAMETER,
+                            format!(
+                                "Invalid data sent for a parameter: 'limit' must be 1 to {DEPTH_MAX_LIMIT}."
+                            ),
+                        ))
+                    }
+                };
+                Query::Depth(symbol, limit)
+            }
             Method::AllOrders | Method::MyTrades => {
                 let kind = if method == Method::MyTrades {
                     HistoryKind::Trades
@@ -2058,7 +2097,7 @@ impl WsSession {
             Query::Cancel(c) => Some(&c.target.symbol),
             Query::Amend(a) => Some(&a.target.symbol),
             Query::Open(s) | Query::Positions(s) => s.as_ref(),
-            Query::CancelAll(s) => Some(s),
+            Query::CancelAll(s) | Query::Depth(s, _) => Some(s),
             Query::Account(_) => None,
             Query::History(q) => Some(&q.symbol),
         };
@@ -2103,6 +2142,7 @@ impl WsSession {
                 answer(method, app.all_orders(&ctx, q), ctx.token)
             }
             Query::History(q) => answer(method, app.my_trades(&ctx, q), ctx.token),
+            Query::Depth(s, limit) => answer(method, app.depth(&ctx, s, *limit), ctx.token),
         })
     }
 }
@@ -2171,6 +2211,7 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
             write_array(&mut out, &v, render::order_info)
         }
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
+        (Method::Depth, Outcome::Depth(d)) => render::depth(&mut out, &d),
         (
             Method::OrderListPlaceOco | Method::OrderListPlaceOto | Method::OrderListPlaceOtoco,
             Outcome::OrderList(r),

@@ -4,7 +4,7 @@ use super::error::{ErrorData, WsError};
 use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
-    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, CommissionRates,
+    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, CommissionRates, DepthInfo,
     ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult,
     OrderResult, OrderStrategy, PositionInfo, RespType, TradeInfo,
 };
@@ -389,6 +389,24 @@ fn no_discount(out: &mut String) {
         .str("discountAsset", "")
         .str("discount", "0.00000000")
         .close()
+}
+
+/// `depth`: `lastUpdateId`, then `bids` and `asks` as `[price, quantity]` pairs.
+pub(crate) fn depth(out: &mut String, d: &DepthInfo) {
+    let levels = |out: &mut String, v: &[(String, String)]| {
+        write_array(out, v, |out, (p, q)| {
+            out.push('[');
+            write_str(out, p);
+            out.push(',');
+            write_str(out, q);
+            out.push(']');
+        })
+    };
+    Obj::open(out)
+        .int("lastUpdateId", d.last_update_id)
+        .with("bids", |out| levels(out, &d.bids))
+        .with("asks", |out| levels(out, &d.asks))
+        .close();
 }
 
 /// One entry of `account.position` (the futures dialect's one-way mode: `positionSide`

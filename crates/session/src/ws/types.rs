@@ -729,6 +729,18 @@ pub struct PositionInfo {
     pub notional: Option<String>,
 }
 
+/// A book's best levels (`depth`), as decimal text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthInfo {
+    /// `lastUpdateId`: the book's version (a later answer with the same id shows the same
+    /// book).
+    pub last_update_id: u64,
+    /// `bids`: (price, quantity), best first.
+    pub bids: Vec<(String, String)>,
+    /// `asks`: (price, quantity), best first.
+    pub asks: Vec<(String, String)>,
+}
+
 /// Commission rates, as decimal text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommissionRates {

@@ -529,6 +529,19 @@ impl WsApplication for FakeApp {
         Dispatch::Ready(Ok(vec![cancel_result(symbol), cancel_result(symbol)]))
     }
 
+    fn depth(&mut self, ctx: &RequestCtx<'_>, symbol: &str, limit: usize) -> Dispatch<DepthInfo> {
+        self.queries
+            .push(format!("depth {} {symbol} {limit}", ctx.principal.account));
+        Dispatch::Ready(Ok(DepthInfo {
+            last_update_id: 1027024,
+            bids: vec![("4.00000000".into(), "431.00000000".into())],
+            asks: vec![
+                ("4.00000200".into(), "12.00000000".into()),
+                ("4.00000300".into(), "7.50000000".into()),
+            ],
+        }))
+    }
+
     fn account_positions(
         &mut self,
         ctx: &RequestCtx<'_>,

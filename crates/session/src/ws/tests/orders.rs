@@ -543,6 +543,46 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
         -1020,
         "only account.position takes the v2 prefix"
     );
+    // depth: the dialect's shape and weights by limit (default 100, at most 5000).
+    let v = h.signed_call("depth", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(
+        ok(&v),
+        &json!({"lastUpdateId": 1027024, "bids": [["4.00000000", "431.00000000"]],
+                "asks": [["4.00000200", "12.00000000"], ["4.00000300", "7.50000000"]]})
+    );
+    let mut before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    for (limit, weight) in [(100, 5), (101, 25), (500, 25), (1000, 50), (5000, 250)] {
+        let v = h.signed_call(
+            "depth",
+            &[
+                ("symbol", Value::from("BTCUSDT")),
+                ("limit", Value::from(limit)),
+            ],
+        );
+        let count = v["rateLimits"][0]["count"].as_i64().unwrap();
+        assert_eq!(count - before, weight, "limit {limit}");
+        before = count;
+    }
+    assert_eq!(
+        h.app.queries[h.app.queries.len() - 3..],
+        [
+            "depth ACC1 BTCUSDT 500",
+            "depth ACC1 BTCUSDT 1000",
+            "depth ACC1 BTCUSDT 5000"
+        ]
+    );
+    for bad in [0, 5001] {
+        let v = h.signed_call(
+            "depth",
+            &[
+                ("symbol", Value::from("BTCUSDT")),
+                ("limit", Value::from(bad)),
+            ],
+        );
+        assert_eq!(code(&v), -1130, "{v}");
+    }
+    assert_eq!(err(&mut h, "depth", &[("symbol", "NOPE".into())]), -1121);
+    assert_eq!(err(&mut h, "depth", &[]), -1102);
 }
 
 #[test]
