@@ -422,6 +422,23 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
         signed(json!({"symbol": "ETH-PERP"}), &b),
     );
     assert_eq!(r["error"]["code"], -1121, "not listed: {r}");
+    // The book as the market sees it: A's rest of 0.6 at 100, nothing bid.
+    let r = cb.call(
+        json!("depth"),
+        "depth",
+        signed(json!({"symbol": "BTC-PERP", "limit": 5}), &b),
+    );
+    assert_eq!(r["result"]["asks"], json!([["100.0", "0.600"]]), "{r}");
+    assert_eq!(r["result"]["bids"], json!([]), "{r}");
+    assert!(r["result"]["lastUpdateId"].as_u64().unwrap() > 0, "{r}");
+    let r = listener.call(json!("depth-anon"), "depth", json!({"symbol": "BTC-PERP"}));
+    assert_eq!(r["status"], 400, "an authenticated request: {r}");
+    let r = ca.call(
+        json!("depth-eth"),
+        "depth",
+        t(json!({"symbol": "ETH-PERP"})),
+    );
+    assert_eq!(r["error"]["code"], -1121, "not listed: {r}");
     let r = ca.call(
         json!("comm"),
         "account.commission",

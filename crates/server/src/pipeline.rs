@@ -159,6 +159,34 @@ impl PositionsReply {
     }
 }
 
+/// A listing of a book's best levels (the WebSocket API's `depth`). Answered like a
+/// [`PositionsRequest`]: the levels in `reply`, then one `Outbound::Status` to the asking
+/// session.
+#[derive(Debug)]
+pub struct DepthRequest {
+    /// The asking session.
+    pub session: SessionId,
+    /// Its account (named in the status answer).
+    pub account: AccountId,
+    /// The book.
+    pub instrument: InstrumentId,
+    /// Levels a side, at most.
+    pub levels: usize,
+    /// Where the levels go.
+    pub reply: Arc<DepthReply>,
+}
+
+/// The answer to a [`DepthRequest`]. Set once by the core thread before its status answer.
+#[derive(Debug, Default)]
+pub struct DepthReply(OnceLock<portcullis_engine::Depth>);
+
+impl DepthReply {
+    /// The levels, once the core thread's answer has arrived.
+    pub fn get(&self) -> Option<&portcullis_engine::Depth> {
+        self.0.get()
+    }
+}
+
 /// One entry of the ingress queue.
 #[derive(Debug)]
 pub enum Ingress {
@@ -170,6 +198,8 @@ pub enum Ingress {
     OpenOrders(OpenOrdersRequest),
     /// A listing of positions.
     Positions(PositionsRequest),
+    /// A listing of a book's best levels.
+    Depth(DepthRequest),
     /// A connection took a session slot: route the slot's events to it.
     Open(Arc<Conn>),
     /// The connection ended: cancel-on-disconnect, forget its route, free a per-connection
@@ -1292,7 +1322,10 @@ impl CoreLoop {
                 }
             }
             // Answered with one status report to the asking session.
-            Ingress::Status(_) | Ingress::OpenOrders(_) | Ingress::Positions(_) => {
+            Ingress::Status(_)
+            | Ingress::OpenOrders(_)
+            | Ingress::Positions(_)
+            | Ingress::Depth(_) => {
                 let ev = match item {
                     Ingress::Status(r) => match core.order_status(r.session, r.account, r.order) {
                         Some(snap) => snap.to_event(r.session, now),
@@ -1313,6 +1346,12 @@ impl CoreLoop {
                         // instrument table.
                         let _ = r.reply.0.set(core.positions(r.account, r.instrument));
                         listing_ready(r.session, r.account, r.instrument, now)
+                    }
+                    Ingress::Depth(r) => {
+                        // Rare and rate-weighted like the listings above; bounded by the levels
+                        // asked for and the orders it may walk (MAX_DEPTH_ORDERS).
+                        let _ = r.reply.0.set(core.depth(r.instrument, r.levels));
+                        listing_ready(r.session, r.account, Some(r.instrument), now)
                     }
                     _ => return,
                 };

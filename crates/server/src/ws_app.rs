@@ -31,6 +31,8 @@
 //!   the server (an empty list), commissions are zero.
 //! - `account.position` (also `v2/account.position`, as the futures dialect names it): the
 //!   core thread lists the account's net positions ([`StatusWait::Positions`]).
+//! - `depth`: the core thread lists the book's best levels as the market sees them
+//!   ([`StatusWait::Depth`]).
 //! - With the user data stream subscribed, every event of the connection's orders is also
 //!   pushed as an `executionReport`.
 //! - When the connection ends, its route is closed ([`Ingress::Close`]): cancel-on-disconnect
@@ -48,12 +50,12 @@ use std::time::Duration;
 use portcullis_session::ws::{
     AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
     CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Contingency, Decimal,
-    Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus, NewOrderOutcome,
-    OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
-    OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, PositionInfo, Principal,
-    RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo, SymbolStatus,
-    SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication, WsConnectionInfo, WsError,
-    WsOrder,
+    DepthInfo, Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus,
+    NewOrderOutcome, OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef,
+    OrderResult, OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, PositionInfo,
+    Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo,
+    SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication,
+    WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -68,8 +70,8 @@ use crate::history::{OrderHistory, OrderState, PastList, PastOrder, PastTrade, W
 use crate::metrics::{Protocol, METRICS};
 use crate::order_list::Join;
 use crate::pipeline::{
-    now_ns, Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
-    PositionsReply, PositionsRequest, StatusRequest, MAX_LISTED_ORDERS,
+    now_ns, Conn, DepthReply, DepthRequest, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest,
+    Outbound, Pipeline, PositionsReply, PositionsRequest, StatusRequest, MAX_LISTED_ORDERS,
 };
 use crate::user_streams::{Subscription, UserStreams};
 
@@ -558,6 +560,12 @@ enum StatusWait {
     Positions {
         token: RequestToken,
         reply: Arc<PositionsReply>,
+    },
+    /// `depth`: the core thread's levels of `instrument` are in `reply` when the answer comes.
+    Depth {
+        token: RequestToken,
+        instrument: InstrumentId,
+        reply: Arc<DepthReply>,
     },
 }
 
@@ -1962,6 +1970,32 @@ impl WsBridge {
             .collect())
     }
 
+    /// The core thread's levels of `instrument` as the dialect shows them.
+    fn depth_info(
+        &self,
+        instrument: InstrumentId,
+        reply: &DepthReply,
+    ) -> Result<DepthInfo, WsError> {
+        let d = reply.get().ok_or_else(WsError::unknown)?;
+        let dir = self.pipeline.directory();
+        let e = dir.get(instrument).ok_or_else(WsError::invalid_symbol)?;
+        let levels = |v: &[(Price, Qty)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(p, q)| {
+                    (
+                        p.display(e.price_scale).to_string(),
+                        q.display(e.qty_scale).to_string(),
+                    )
+                })
+                .collect()
+        };
+        Ok(DepthInfo {
+            last_update_id: d.update_id,
+            bids: levels(&d.bids),
+            asks: levels(&d.asks),
+        })
+    }
+
     /// Reads the connection's egress queue.
     /// Streams the account's events of other connections and sessions that came since the
     /// last turn (this connection's own come from its queue).
@@ -2075,6 +2109,14 @@ impl WsBridge {
                     }
                     Some(StatusWait::Positions { token, reply }) => {
                         let result = self.positions_info(&reply);
+                        self.complete(token, result.map(Into::into));
+                    }
+                    Some(StatusWait::Depth {
+                        token,
+                        instrument,
+                        reply,
+                    }) => {
+                        let result = self.depth_info(instrument, &reply);
                         self.complete(token, result.map(Into::into));
                     }
                     None => {}
@@ -2629,6 +2671,32 @@ impl WsApplication for WsBridge {
         }
         self.status_waits.push_back(StatusWait::Positions {
             token: ctx.token,
+            reply,
+        });
+        Dispatch::Pending
+    }
+
+    fn depth(&mut self, ctx: &RequestCtx<'_>, symbol: &str, limit: usize) -> Dispatch<DepthInfo> {
+        // The core thread owns the books: it lists the levels, off the order path.
+        let (slot, account, instrument) = match self.listing_scope(ctx, Some(symbol)) {
+            Ok((slot, account, Some(instrument))) => (slot, account, instrument),
+            Ok(_) => return Dispatch::Ready(Err(WsError::invalid_symbol())),
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let reply = Arc::new(DepthReply::default());
+        let request = DepthRequest {
+            session: slot,
+            account,
+            instrument,
+            levels: limit,
+            reply: reply.clone(),
+        };
+        if self.pipeline.submit(Ingress::Depth(request)).is_err() {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        }
+        self.status_waits.push_back(StatusWait::Depth {
+            token: ctx.token,
+            instrument,
             reply,
         });
         Dispatch::Pending
