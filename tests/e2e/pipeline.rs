@@ -2685,3 +2685,48 @@ fn fix_order_lists_are_known_again_after_a_restart() {
     assert_fields(&a.expect("N"), &[(66, &oco), (429, "5"), (431, "6")]);
     nothing_else(&mut a, "RS-END");
 }
+
+#[test]
+fn fix_market_data_snapshots_list_the_books_levels() {
+    let (_server, _p, mut a, mut b, _) = two_signed_accounts("");
+    assert_fields(&limit(&mut a, "MD-A1", "2", "0.5", "101"), &[(39, "0")]);
+    assert_fields(&limit(&mut a, "MD-A2", "2", "1", "102"), &[(39, "0")]);
+    assert_fields(&limit(&mut a, "MD-A3", "2", "0.25", "101"), &[(39, "0")]);
+    assert_fields(&limit(&mut b, "MD-B1", "1", "2", "99"), &[(39, "0")]);
+    let snapshot = |c: &mut FixClient, id: &str, depth: &str, types: &[&str], symbol: &str| {
+        let n = types.len().to_string();
+        let mut body = vec![(262, id), (263, "0"), (264, depth), (267, n.as_str())];
+        body.extend(types.iter().map(|t| (269, *t)));
+        body.extend([(146, "1"), (55, symbol)]);
+        c.send("V", &body);
+        c.recv()
+    };
+    let w = snapshot(&mut b, "MD1", "0", &["0", "1"], "BTC-PERP");
+    assert_eq!(w.msg_type(), "W", "{w:?}");
+    assert_fields(&w, &[(262, "MD1"), (55, "BTC-PERP"), (268, "3")]);
+    assert_eq!(all_of(&w, 269), ["0", "1", "1"]);
+    assert_eq!(all_of(&w, 270), ["99.0", "101.0", "102.0"]);
+    assert_eq!(all_of(&w, 271), ["2.000", "0.750", "1.000"]);
+    assert_eq!(all_of(&w, 290), ["1", "1", "2"]);
+    // The best offer only.
+    let w = snapshot(&mut a, "MD2", "1", &["1"], "BTC-PERP");
+    assert_eq!(all_of(&w, 270), ["101.0"]);
+    // Refused: an unknown symbol, a subscription.
+    let y = snapshot(&mut a, "MD3", "1", &["0"], "NOPE-PERP");
+    assert_eq!(y.msg_type(), "Y", "{y:?}");
+    assert_fields(&y, &[(262, "MD3"), (281, "0"), (58, "unknown symbol")]);
+    a.send(
+        "V",
+        &[
+            (262, "MD4"),
+            (263, "1"),
+            (264, "1"),
+            (267, "1"),
+            (269, "0"),
+            (146, "1"),
+            (55, "BTC-PERP"),
+        ],
+    );
+    assert_fields(&a.expect("Y"), &[(262, "MD4"), (281, "4")]);
+    nothing_else(&mut a, "MD-END");
+}

@@ -10,7 +10,8 @@
 //! Versions: FIX.4.2, FIX.4.4, and FIXT.1.1 (its session header, trailer and admin messages)
 //! with FIX 5.0 SP2 application messages. Messages covered: the session messages 0, 1, 2, 3, 4, 5,
 //! A and the order-entry messages D, F, G, H, q, 8, 9, r, j (q and r from 4.4 on), the order lists E,
-//! N, K and M (from 4.4 on), and the security, quote, position and trading session messages.
+//! N, K and M (from 4.4 on), and the security, quote, position, trading session and market data (V, W, Y)
+//! messages.
 //!
 //! Every problem maps to a SessionRejectReason(373) and, when it is about one field, a
 //! RefTagID(371). Codes above 11 do not exist in FIX 4.2: validation still reports them (the

@@ -47,12 +47,13 @@ use tracing::{debug, warn};
 
 use crate::drop_copy::{DropCopyConn, DropCopyFeed, DropCopySession};
 use crate::history::{OrderHistory, OrderState, PastOrder, Window};
+use crate::market_data;
 use crate::metrics::{Protocol, METRICS};
 use crate::order_codec::{self, Ctx, Names, Refusal, Report, Request, MASS_STATUS_REQ_ID};
 use crate::order_list::{self, ListStatus, ListStep, Lists};
 use crate::pipeline::{
-    Conn, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest, Outbound, Pipeline,
-    PositionsReply, PositionsRequest,
+    Conn, DepthReply, DepthRequest, Directory, Ingress, OpenOrdersReply, OpenOrdersRequest,
+    Outbound, Pipeline, PositionsReply, PositionsRequest,
 };
 use crate::positions::{self, PositionsAnswer, PositionsRefusal};
 use crate::quotes::{Mmp, Quoting, NO_MESSAGE};
@@ -478,6 +479,16 @@ enum StatusWait {
     Mass(MassWait),
     /// A RequestForPositions (AN): its answer, waiting for the core thread's list.
     Positions(Box<PositionsWait>),
+    /// A MarketDataRequest (V): its MDReqID and request, waiting for the core thread's levels.
+    Depth(Box<DepthWait>),
+}
+
+/// A MarketDataRequest waiting for the core thread's levels.
+#[derive(Debug)]
+struct DepthWait {
+    req_id: Box<[u8]>,
+    request: market_data::SnapshotRequest,
+    reply: Arc<DepthReply>,
 }
 
 /// A RequestForPositions in the ingress queue: the core puts its list in `reply`.
@@ -995,6 +1006,57 @@ impl FixConn {
         send_list_status(session, now, &status, &names, &mut self.scratch);
     }
 
+    /// Takes a MarketDataRequest (V): the core thread lists the book's levels, the snapshot
+    /// leaves when they are in; a request refused is answered at once with a
+    /// MarketDataRequestReject (Y).
+    fn market_data_request(
+        &mut self,
+        session: &mut Session,
+        now: UtcTimestamp,
+        seq: SeqNum,
+        msg: &portcullis_fix::MessageRef<'_>,
+    ) {
+        let req_id = msg.get(market_data::MD_REQ_ID).unwrap_or(b"");
+        let refusal = match market_data::decode(msg, &self.pipeline.directory()) {
+            Err(r) => r,
+            Ok(request) => match self.ensure_conn() {
+                None => market_data::MdRefusal {
+                    reason: None,
+                    text: RejectReason::ServerBusy.text(),
+                },
+                Some(_) => {
+                    let reply = Arc::new(DepthReply::default());
+                    let allowed = self.allowed();
+                    let depth = DepthRequest {
+                        session: self.info.slot,
+                        account: allowed.first().copied().unwrap_or(AccountId(0)),
+                        instrument: request.instrument,
+                        levels: request.levels,
+                        reply: reply.clone(),
+                    };
+                    if self.pipeline.submit(Ingress::Depth(depth)).is_ok() {
+                        self.unanswered.submitted(seq);
+                        self.status_waits
+                            .push_back(StatusWait::Depth(Box::new(DepthWait {
+                                req_id: req_id.into(),
+                                request,
+                                reply,
+                            })));
+                        self.await_reply();
+                        return;
+                    }
+                    market_data::MdRefusal {
+                        reason: None,
+                        text: RejectReason::ServerBusy.text(),
+                    }
+                }
+            },
+        };
+        send_app(session, now, b"Y", "a market data reject", |enc| {
+            market_data::encode_reject(enc, req_id, &refusal)
+        });
+    }
+
     /// Takes a ListStatusRequest (M) or ListCancelRequest (K) for a list of the session:
     /// answered with its ListStatus (for a cancel: ListOrderStatus 4, cancelling; its orders'
     /// reports and the list's ALL_DONE follow), or ListOrderStatus 7 if it has no such list.
@@ -1494,6 +1556,11 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         }
+        if msg.msg_type() == b"V" {
+            self.market_data_request(session, now, seq, &msg);
+            self.decoder = decoder;
+            return;
+        }
         if matches!(msg.msg_type(), b"K" | b"M") {
             self.list_request(session, now, seq, &msg);
             self.decoder = decoder;
@@ -1673,6 +1740,26 @@ impl ConnectionApp for FixConn {
                         },
                         _ => Report::Event(e),
                     }
+                }
+                Outbound::Status(_)
+                    if matches!(self.status_waits.front(), Some(StatusWait::Depth(_))) =>
+                {
+                    if let Some(StatusWait::Depth(wait)) = self.status_waits.pop_front() {
+                        if let Some(depth) = wait.reply.get() {
+                            let scratch = &mut self.scratch;
+                            send_app(session, now, b"W", "a market data snapshot", |enc| {
+                                market_data::encode_snapshot(
+                                    enc,
+                                    &wait.req_id,
+                                    &wait.request,
+                                    depth,
+                                    &dir,
+                                    scratch,
+                                )
+                            });
+                        }
+                    }
+                    continue;
                 }
                 Outbound::Status(_)
                     if matches!(self.status_waits.front(), Some(StatusWait::Positions(_))) =>

@@ -32,6 +32,7 @@ mod journal;
 mod journal_queue;
 mod keys;
 mod liabilities;
+mod market_data;
 mod metrics;
 mod monitoring;
 mod order_codec;

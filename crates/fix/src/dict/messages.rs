@@ -964,6 +964,58 @@ const NEW_ORDER_LIST: &[Item] = &[
     comp(TEXT),
 ];
 
+/// The entry types a MarketDataRequest (V) asks for.
+const NO_MD_ENTRY_TYPES: Group = Group {
+    count_tag: 267,
+    any_order: false,
+    items: &[req(269)],
+};
+
+/// The instruments of a MarketDataRequest (V): the Instrument block's fields Portcullis reads,
+/// spelled out (a component cannot be a group's delimiter).
+const MD_RELATED_SYM: Group = Group {
+    count_tag: 146,
+    any_order: false,
+    items: &[
+        req(55),
+        opt(65),
+        opt(48),
+        opt(22),
+        opt(167),
+        opt(200),
+        opt(201),
+        opt(202),
+    ],
+};
+
+/// MarketDataRequest (V): snapshots of a book's levels.
+const MARKET_DATA_REQUEST: &[Item] = &[
+    req(262),
+    req(263),
+    req(264),
+    opt(265),
+    opt(266),
+    grp(&NO_MD_ENTRY_TYPES).req_in(ALL),
+    grp(&MD_RELATED_SYM).req_in(ALL),
+];
+
+/// One level of a MarketDataSnapshotFullRefresh (W).
+const NO_MD_ENTRIES: Group = Group {
+    count_tag: 268,
+    any_order: false,
+    items: &[req(269), opt(270), opt(271), opt(290)],
+};
+
+/// MarketDataSnapshotFullRefresh (W): a book's levels.
+const MARKET_DATA_SNAPSHOT: &[Item] = &[
+    opt(262),
+    comp(INSTRUMENT).req_in(ALL),
+    grp(&NO_MD_ENTRIES).req_in(ALL),
+];
+
+/// MarketDataRequestReject (Y).
+const MARKET_DATA_REQUEST_REJECT: &[Item] = &[req(262), opt(281), comp(TEXT)];
+
 /// ListCancelRequest (K): cancels the working orders of a list (by the ListID the server
 /// gave it).
 const LIST_CANCEL_REQUEST: &[Item] = &[req(66), req(60), opt(229), opt(75), comp(TEXT)];
@@ -1188,10 +1240,23 @@ pub(crate) const MSGS: &[MsgSpec] = &[
     msg(b"N", "ListStatus", V44UP, LIST_STATUS),
     msg(b"K", "ListCancelRequest", V44UP, LIST_CANCEL_REQUEST),
     msg(b"M", "ListStatusRequest", V44UP, LIST_STATUS_REQUEST),
+    msg(b"V", "MarketDataRequest", ALL, MARKET_DATA_REQUEST),
+    msg(
+        b"W",
+        "MarketDataSnapshotFullRefresh",
+        ALL,
+        MARKET_DATA_SNAPSHOT,
+    ),
+    msg(
+        b"Y",
+        "MarketDataRequestReject",
+        ALL,
+        MARKET_DATA_REQUEST_REJECT,
+    ),
 ];
 
 /// Number of message types in [`MSGS`].
-pub(crate) const N_MSGS: usize = 33;
+pub(crate) const N_MSGS: usize = 36;
 
 /// The index in [`MSGS`] of a MsgType.
 #[inline]
@@ -1235,6 +1300,9 @@ pub(crate) fn msg_index(msg_type: &[u8]) -> Option<usize> {
         b'N' => 30,
         b'K' => 31,
         b'M' => 32,
+        b'V' => 33,
+        b'W' => 34,
+        b'Y' => 35,
         _ => return None,
     })
 }

@@ -1043,10 +1043,10 @@ fn message_tables_agree_with_msg_index() {
         assert_eq!(msg_index(m.msg_type), Some(i));
     }
     let d42: Vec<_> = Dictionary::for_version(Fix42).msg_types().collect();
-    assert_eq!(d42.len(), 18);
+    assert_eq!(d42.len(), 21);
     assert!(!d42.contains(&&b"q"[..]));
     assert!(d42.contains(&&b"e"[..]) && d42.contains(&&b"f"[..]));
-    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 33);
+    assert_eq!(Dictionary::for_version(Fixt11).msg_types().count(), 36);
     // Order lists from FIX 4.4 on (4.2's NewOrderList is program trading: unsupported).
     assert!(!d42.contains(&&b"E"[..]) && Dictionary::for_version(Fix42).msg_type_in_spec(b"E"));
     // Portcullis takes mass quotes from FIX 4.4 on; on 4.2 they are unsupported (a
