@@ -234,6 +234,52 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any MarketDataRequest the dictionary lets through is read or refused, and its
+        /// answer (the snapshot of a book, or the reject) is valid for the version.
+        #[test]
+        fn any_request_is_answered_with_a_valid_message(
+            sub in proptest::sample::select(vec!["0", "0", "0", "0", "0", "1", "2"]),
+            depth in proptest::sample::select(vec!["0", "1", "5", "5000", "5001", "-1"]),
+            types in proptest::collection::vec(proptest::sample::select(vec!["0", "1", "0", "1", "2", "B"]), 0..3),
+            symbols in proptest::collection::vec(proptest::sample::select(vec!["BTC-PERP", "BTC-PERP", "ETH-PERP", "NOPE"]), 1..3),
+            aggregated in proptest::option::weighted(0.3, proptest::sample::select(vec!["Y", "Y", "N"])),
+            levels in proptest::collection::vec((1i64..1_000_000, 1i64..1_000_000), 0..4),
+            v in proptest::sample::select(V.to_vec()),
+        ) {
+            let mut b = body(depth, &types, &symbols);
+            b[1] = (263, sub);
+            b.extend(aggregated.map(|a| (266, a)));
+            let bytes = message(v, b"V", &b);
+            let mut d = Decoder::new();
+            let m = d.decode(&bytes).unwrap();
+            if Dictionary::for_version(v).validate(&m).is_err() {
+                return Ok(());
+            }
+            let dir = directory();
+            match decode(&m, &dir) {
+                Ok(req) => {
+                    proptest::prop_assert!(req.levels >= 1 && req.levels <= MAX_LEVELS);
+                    let book = Depth {
+                        bids: levels.iter().map(|&(p, q)| (Price(p), Qty(q))).collect(),
+                        asks: levels.iter().map(|&(p, q)| (Price(p + 1), Qty(q))).collect(),
+                        update_id: 1,
+                    };
+                    let a = answer(v, b"W", |enc| {
+                        encode_snapshot(enc, b"MD1", &req, &book, &dir, &mut Vec::new())
+                    });
+                    let n = a.iter().filter(|(t, _)| *t == 269).count();
+                    let want = levels.len() * (usize::from(req.bids) + usize::from(req.offers));
+                    proptest::prop_assert_eq!(n, want);
+                }
+                Err(r) => {
+                    let a = answer(v, b"Y", |enc| encode_reject(enc, b"MD1", &r));
+                    proptest::prop_assert!(a.iter().any(|(t, x)| *t == 58 && x == r.text));
+                }
+            }
+        }
+    }
+
     #[test]
     fn snapshots_and_rejects_are_valid_in_every_version() {
         let dir = directory();
