@@ -1526,43 +1526,43 @@ impl ConnectionApp for FixConn {
             self.decoder = decoder;
             return;
         };
-        if msg.msg_type() == b"x" {
-            self.security_list_request(session, now, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if msg.msg_type() == b"e" {
-            self.security_status_request(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if msg.msg_type() == b"g" {
-            self.trading_session_request(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if msg.msg_type() == b"AN" {
-            self.positions_request(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if matches!(msg.msg_type(), b"i" | b"Z") {
-            self.quote_message(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if msg.msg_type() == b"E" {
-            self.order_list(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if msg.msg_type() == b"V" {
-            self.market_data_request(session, now, seq, &msg);
-            self.decoder = decoder;
-            return;
-        }
-        if matches!(msg.msg_type(), b"K" | b"M") {
-            self.list_request(session, now, seq, &msg);
+        // The messages that are not order entry, each with its own answer.
+        let answered = match msg.msg_type() {
+            b"x" => {
+                self.security_list_request(session, now, &msg);
+                true
+            }
+            b"e" => {
+                self.security_status_request(session, now, seq, &msg);
+                true
+            }
+            b"g" => {
+                self.trading_session_request(session, now, seq, &msg);
+                true
+            }
+            b"AN" => {
+                self.positions_request(session, now, seq, &msg);
+                true
+            }
+            b"i" | b"Z" => {
+                self.quote_message(session, now, seq, &msg);
+                true
+            }
+            b"E" => {
+                self.order_list(session, now, seq, &msg);
+                true
+            }
+            b"K" | b"M" => {
+                self.list_request(session, now, seq, &msg);
+                true
+            }
+            b"V" => {
+                self.market_data_request(session, now, seq, &msg);
+                true
+            }
+            _ => false,
+        };
+        if answered {
             self.decoder = decoder;
             return;
         }
