@@ -431,6 +431,17 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
     assert_eq!(r["result"]["asks"], json!([["100.0", "0.600"]]), "{r}");
     assert_eq!(r["result"]["bids"], json!([]), "{r}");
     assert!(r["result"]["lastUpdateId"].as_u64().unwrap() > 0, "{r}");
+    let r = ca.call(
+        json!("tick"),
+        "ticker.book",
+        t(json!({"symbol": "BTC-PERP"})),
+    );
+    assert_eq!(
+        r["result"],
+        json!({"symbol": "BTC-PERP", "bidPrice": "0.0", "bidQty": "0.000",
+               "askPrice": "100.0", "askQty": "0.600"}),
+        "{r}"
+    );
     let r = listener.call(json!("depth-anon"), "depth", json!({"symbol": "BTC-PERP"}));
     assert_eq!(r["status"], 400, "an authenticated request: {r}");
     let r = ca.call(

@@ -31,8 +31,8 @@
 //!   the server (an empty list), commissions are zero.
 //! - `account.position` (also `v2/account.position`, as the futures dialect names it): the
 //!   core thread lists the account's net positions ([`StatusWait::Positions`]).
-//! - `depth`: the core thread lists the book's best levels as the market sees them
-//!   ([`StatusWait::Depth`]).
+//! - `depth` and `ticker.book`: the core thread lists the book's best levels as the market
+//!   sees them ([`StatusWait::Depth`]).
 //! - With the user data stream subscribed, every event of the connection's orders is also
 //!   pushed as an `executionReport`.
 //! - When the connection ends, its route is closed ([`Ingress::Close`]): cancel-on-disconnect
@@ -48,14 +48,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use portcullis_session::ws::{
-    AccountStatus, AmendOutcome, AmendRequest, AppOutput, CancelReplaceMode, CancelReplaceOutcome,
-    CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates, Contingency, Decimal,
-    DepthInfo, Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery, ListStatus,
-    NewOrderOutcome, OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef,
-    OrderResult, OrderStatus, OrderStrategy, OrderType, OtoRequest, Outcome, PositionInfo,
-    Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode, SymbolFilter, SymbolInfo,
-    SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory, WsApplication,
-    WsConnectionInfo, WsError, WsOrder,
+    AccountStatus, AmendOutcome, AmendRequest, AppOutput, BookTicker, CancelReplaceMode,
+    CancelReplaceOutcome, CancelReplaceRequest, CancelRequest, CancelResult, CommissionRates,
+    Contingency, Decimal, DepthInfo, Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery,
+    ListStatus, NewOrderOutcome, OcoRequest, OrderInfo, OrderListInfo, OrderListRef,
+    OrderListResult, OrderRef, OrderResult, OrderStatus, OrderStrategy, OrderType, OtoRequest,
+    Outcome, PositionInfo, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode,
+    SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory,
+    WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -561,12 +561,39 @@ enum StatusWait {
         token: RequestToken,
         reply: Arc<PositionsReply>,
     },
-    /// `depth`: the core thread's levels of `instrument` are in `reply` when the answer comes.
+    /// `depth` (or `ticker.book`, the best level alone): the core thread's levels of
+    /// `instrument` are in `reply` when the answer comes.
     Depth {
         token: RequestToken,
         instrument: InstrumentId,
         reply: Arc<DepthReply>,
+        ticker: bool,
     },
+}
+
+/// `ticker.book` of `instrument` from its best levels (`0` for an empty side).
+fn book_ticker(pipeline: &Pipeline, instrument: InstrumentId, d: DepthInfo) -> BookTicker {
+    let dir = pipeline.directory();
+    let zero = |scale| Price(0).display(scale).to_string();
+    let (px, qty) = dir
+        .get(instrument)
+        .map_or((0, 0), |e| (e.price_scale, e.qty_scale));
+    let best = |v: Vec<(String, String)>| {
+        v.into_iter()
+            .next()
+            .unwrap_or_else(|| (zero(px), Qty(0).display(qty).to_string()))
+    };
+    let (bid_price, bid_qty) = best(d.bids);
+    let (ask_price, ask_qty) = best(d.asks);
+    BookTicker {
+        symbol: dir
+            .get(instrument)
+            .map_or(String::new(), |e| e.symbol.to_string()),
+        bid_price,
+        bid_qty,
+        ask_price,
+        ask_qty,
+    }
 }
 
 /// A hash map that grows without an all-at-once resize.
@@ -1970,6 +1997,40 @@ impl WsBridge {
             .collect())
     }
 
+    /// Asks the core thread for `symbol`'s best `levels` a side (`depth`, or `ticker.book`
+    /// when `ticker`): the core owns the books and lists them off the order path.
+    fn list_levels<T>(
+        &mut self,
+        ctx: &RequestCtx<'_>,
+        symbol: &str,
+        levels: usize,
+        ticker: bool,
+    ) -> Dispatch<T> {
+        let (slot, account, instrument) = match self.listing_scope(ctx, Some(symbol)) {
+            Ok((slot, account, Some(instrument))) => (slot, account, instrument),
+            Ok(_) => return Dispatch::Ready(Err(WsError::invalid_symbol())),
+            Err(e) => return Dispatch::Ready(Err(e)),
+        };
+        let reply = Arc::new(DepthReply::default());
+        let request = DepthRequest {
+            session: slot,
+            account,
+            instrument,
+            levels,
+            reply: reply.clone(),
+        };
+        if self.pipeline.submit(Ingress::Depth(request)).is_err() {
+            return Dispatch::Ready(Err(WsError::server_busy()));
+        }
+        self.status_waits.push_back(StatusWait::Depth {
+            token: ctx.token,
+            instrument,
+            reply,
+            ticker,
+        });
+        Dispatch::Pending
+    }
+
     /// The core thread's levels of `instrument` as the dialect shows them.
     fn depth_info(
         &self,
@@ -2115,9 +2176,16 @@ impl WsBridge {
                         token,
                         instrument,
                         reply,
+                        ticker,
                     }) => {
                         let result = self.depth_info(instrument, &reply);
-                        self.complete(token, result.map(Into::into));
+                        let outcome = match result {
+                            Ok(d) if ticker => {
+                                Ok(book_ticker(&self.pipeline, instrument, d).into())
+                            }
+                            r => r.map(Into::into),
+                        };
+                        self.complete(token, outcome);
                     }
                     None => {}
                 },
@@ -2677,29 +2745,11 @@ impl WsApplication for WsBridge {
     }
 
     fn depth(&mut self, ctx: &RequestCtx<'_>, symbol: &str, limit: usize) -> Dispatch<DepthInfo> {
-        // The core thread owns the books: it lists the levels, off the order path.
-        let (slot, account, instrument) = match self.listing_scope(ctx, Some(symbol)) {
-            Ok((slot, account, Some(instrument))) => (slot, account, instrument),
-            Ok(_) => return Dispatch::Ready(Err(WsError::invalid_symbol())),
-            Err(e) => return Dispatch::Ready(Err(e)),
-        };
-        let reply = Arc::new(DepthReply::default());
-        let request = DepthRequest {
-            session: slot,
-            account,
-            instrument,
-            levels: limit,
-            reply: reply.clone(),
-        };
-        if self.pipeline.submit(Ingress::Depth(request)).is_err() {
-            return Dispatch::Ready(Err(WsError::server_busy()));
-        }
-        self.status_waits.push_back(StatusWait::Depth {
-            token: ctx.token,
-            instrument,
-            reply,
-        });
-        Dispatch::Pending
+        self.list_levels(ctx, symbol, limit, false)
+    }
+
+    fn ticker_book(&mut self, ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<BookTicker> {
+        self.list_levels(ctx, symbol, 1, true)
     }
 
     fn account_status(

@@ -17,13 +17,13 @@ use tokio::sync::watch;
 use super::error::WsError;
 use super::signing::SignaturePayload;
 use super::symbols::SymbolTable;
-use super::types::DepthInfo;
 use super::types::{
     AccountStatus, AmendOutcome, AmendRequest, CancelReplaceOutcome, CancelReplaceRequest,
     CancelRequest, CancelResult, CommissionRates, ExecutionReport, HistoryQuery, ListStatus,
     OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
     OtoRequest, PositionInfo, TradeInfo, WsOrder,
 };
+use super::types::{BookTicker, DepthInfo};
 
 // ---------------------------------------------------------------------------------------------
 // Authentication
@@ -217,6 +217,14 @@ pub enum Outcome {
     Positions(Vec<PositionInfo>),
     /// `depth`.
     Depth(Box<DepthInfo>),
+    /// `ticker.book`.
+    BookTicker(Box<BookTicker>),
+}
+
+impl From<BookTicker> for Outcome {
+    fn from(v: BookTicker) -> Self {
+        Outcome::BookTicker(Box::new(v))
+    }
 }
 
 impl From<DepthInfo> for Outcome {
@@ -467,6 +475,12 @@ pub trait WsApplication: Send {
         _symbol: &str,
         _limit: usize,
     ) -> Dispatch<DepthInfo> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `ticker.book`: `symbol`'s best bid and offer (the session has checked it is listed).
+    /// By default -1020 (not supported).
+    fn ticker_book(&mut self, _ctx: &RequestCtx<'_>, _symbol: &str) -> Dispatch<BookTicker> {
         Dispatch::Ready(Err(WsError::unsupported()))
     }
 

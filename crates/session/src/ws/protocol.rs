@@ -214,6 +214,8 @@ pub enum Method {
     AccountPosition,
     /// `depth`: the best levels of a symbol's book (an authenticated request here).
     Depth,
+    /// `ticker.book`: a symbol's best bid and offer (an authenticated request here).
+    TickerBook,
     /// `account.commission`.
     AccountCommission,
     /// `account.rateLimits.orders`.
@@ -576,7 +578,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 32] = [
+    pub const ALL: [Method; 33] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -601,6 +603,7 @@ impl Method {
         Method::AccountStatus,
         Method::AccountPosition,
         Method::Depth,
+        Method::TickerBook,
         Method::AccountCommission,
         Method::AccountRateLimitsOrders,
         Method::AllOrders,
@@ -638,6 +641,7 @@ impl Method {
             Method::AccountStatus => "account.status",
             Method::AccountPosition => "account.position",
             Method::Depth => "depth",
+            Method::TickerBook => "ticker.book",
             Method::AccountCommission => "account.commission",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
             Method::AllOrders => "allOrders",
@@ -691,7 +695,7 @@ impl Method {
             | Method::MyTrades => Security::UserData,
             // Public in the dialect; here the answer comes through the connection's order
             // route, which an authenticated connection has.
-            Method::Depth => Security::UserData,
+            Method::Depth | Method::TickerBook => Security::UserData,
             Method::UserDataStreamSubscribe
             | Method::UserDataStreamUnsubscribe
             | Method::SessionSubscriptions => Security::UserStream,
@@ -733,6 +737,8 @@ impl Method {
             Method::OpenOrdersStatus => 80,
             Method::AccountRateLimitsOrders => 40,
             Method::AccountPosition => 5,
+            // One symbol, as the dialect weighs it.
+            Method::TickerBook => 2,
             // As the dialect weighs it by `limit`.
             Method::Depth => match params.opt_u64("limit", u64::MAX).ok().flatten() {
                 Some(n) if n > 1000 => 250,
@@ -764,6 +770,7 @@ impl Method {
                 | Method::AccountStatus
                 | Method::AccountPosition
                 | Method::Depth
+                | Method::TickerBook
                 | Method::AllOrders
                 | Method::MyTrades
         )
@@ -844,6 +851,7 @@ impl Method {
             Method::AccountStatus => &["omitZeroBalances"],
             Method::AccountPosition => &["symbol"],
             Method::Depth => &["symbol", "limit"],
+            Method::TickerBook => &["symbol"],
             Method::AccountCommission => &["symbol"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
             Method::MyTrades => &[
@@ -1567,6 +1575,7 @@ impl WsSession {
             | Method::AccountStatus
             | Method::AccountPosition
             | Method::Depth
+            | Method::TickerBook
             | Method::AllOrders
             | Method::MyTrades => self
                 .order_query(now, method, params, app)
@@ -2004,6 +2013,7 @@ impl WsSession {
             Account(bool),
             History(HistoryQuery),
             Depth(String, usize),
+            TickerBook(String),
         }
         let query = match method {
             Method::OrderStatus => {
@@ -2081,6 +2091,7 @@ impl WsSession {
                 };
                 Query::Depth(symbol, limit)
             }
+            Method::TickerBook => Query::TickerBook(read_symbol(params)?.to_owned()),
             Method::AllOrders | Method::MyTrades => {
                 let kind = if method == Method::MyTrades {
                     HistoryKind::Trades
@@ -2097,7 +2108,7 @@ impl WsSession {
             Query::Cancel(c) => Some(&c.target.symbol),
             Query::Amend(a) => Some(&a.target.symbol),
             Query::Open(s) | Query::Positions(s) => s.as_ref(),
-            Query::CancelAll(s) | Query::Depth(s, _) => Some(s),
+            Query::CancelAll(s) | Query::Depth(s, _) | Query::TickerBook(s) => Some(s),
             Query::Account(_) => None,
             Query::History(q) => Some(&q.symbol),
         };
@@ -2143,6 +2154,7 @@ impl WsSession {
             }
             Query::History(q) => answer(method, app.my_trades(&ctx, q), ctx.token),
             Query::Depth(s, limit) => answer(method, app.depth(&ctx, s, *limit), ctx.token),
+            Query::TickerBook(s) => answer(method, app.ticker_book(&ctx, s), ctx.token),
         })
     }
 }
@@ -2212,6 +2224,7 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
         }
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
         (Method::Depth, Outcome::Depth(d)) => render::depth(&mut out, &d),
+        (Method::TickerBook, Outcome::BookTicker(t)) => render::book_ticker(&mut out, &t),
         (
             Method::OrderListPlaceOco | Method::OrderListPlaceOto | Method::OrderListPlaceOtoco,
             Outcome::OrderList(r),

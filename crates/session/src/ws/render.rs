@@ -4,9 +4,9 @@ use super::error::{ErrorData, WsError};
 use super::json::{write_array, write_str, Obj};
 use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
-    AccountStatus, AmendOutcome, CancelReplaceOutcome, CancelResult, CommissionRates, DepthInfo,
-    ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo, OrderListResult,
-    OrderResult, OrderStrategy, PositionInfo, RespType, TradeInfo,
+    AccountStatus, AmendOutcome, BookTicker, CancelReplaceOutcome, CancelResult, CommissionRates,
+    DepthInfo, ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo,
+    OrderListResult, OrderResult, OrderStrategy, PositionInfo, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -406,6 +406,17 @@ pub(crate) fn depth(out: &mut String, d: &DepthInfo) {
         .int("lastUpdateId", d.last_update_id)
         .with("bids", |out| levels(out, &d.bids))
         .with("asks", |out| levels(out, &d.asks))
+        .close();
+}
+
+/// `ticker.book`.
+pub(crate) fn book_ticker(out: &mut String, t: &BookTicker) {
+    Obj::open(out)
+        .str("symbol", &t.symbol)
+        .str("bidPrice", &t.bid_price)
+        .str("bidQty", &t.bid_qty)
+        .str("askPrice", &t.ask_price)
+        .str("askQty", &t.ask_qty)
         .close();
 }
 

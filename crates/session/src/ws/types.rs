@@ -741,6 +741,22 @@ pub struct DepthInfo {
     pub asks: Vec<(String, String)>,
 }
 
+/// A symbol's best bid and offer (`ticker.book`), as decimal text (`0` at the instrument's
+/// scale for an empty side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookTicker {
+    /// The symbol.
+    pub symbol: String,
+    /// `bidPrice`.
+    pub bid_price: String,
+    /// `bidQty`.
+    pub bid_qty: String,
+    /// `askPrice`.
+    pub ask_price: String,
+    /// `askQty`.
+    pub ask_qty: String,
+}
+
 /// Commission rates, as decimal text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommissionRates {

@@ -529,6 +529,18 @@ impl WsApplication for FakeApp {
         Dispatch::Ready(Ok(vec![cancel_result(symbol), cancel_result(symbol)]))
     }
 
+    fn ticker_book(&mut self, ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<BookTicker> {
+        self.queries
+            .push(format!("ticker {} {symbol}", ctx.principal.account));
+        Dispatch::Ready(Ok(BookTicker {
+            symbol: symbol.into(),
+            bid_price: "4.00000000".into(),
+            bid_qty: "431.00000000".into(),
+            ask_price: "4.00000200".into(),
+            ask_qty: "9.00000000".into(),
+        }))
+    }
+
     fn depth(&mut self, ctx: &RequestCtx<'_>, symbol: &str, limit: usize) -> Dispatch<DepthInfo> {
         self.queries
             .push(format!("depth {} {symbol} {limit}", ctx.principal.account));

@@ -583,6 +583,22 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
     }
     assert_eq!(err(&mut h, "depth", &[("symbol", "NOPE".into())]), -1121);
     assert_eq!(err(&mut h, "depth", &[]), -1102);
+    // ticker.book: one symbol, weight 2.
+    let v = h.signed_call("ticker.book", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(
+        ok(&v),
+        &json!({"symbol": "BTCUSDT", "bidPrice": "4.00000000", "bidQty": "431.00000000",
+                "askPrice": "4.00000200", "askQty": "9.00000000"})
+    );
+    let before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    let v = h.signed_call("ticker.book", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap() - before, 2);
+    assert_eq!(h.app.queries.last().unwrap(), "ticker ACC1 BTCUSDT");
+    assert_eq!(err(&mut h, "ticker.book", &[]), -1102);
+    assert_eq!(
+        err(&mut h, "ticker.book", &[("symbol", "NOPE".into())]),
+        -1121
+    );
 }
 
 #[test]
