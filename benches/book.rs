@@ -248,6 +248,14 @@ fn bench_book(c: &mut Criterion) {
         })
     });
 
+    // A depth listing (the core thread's, for `depth` and FIX market data): the best 100
+    // levels a side, and the whole book (200 levels a side, all 10,000 orders walked).
+    for (name, levels) in [("depth_100_levels", 100), ("depth_whole_book", 5_000)] {
+        g.bench_function(name, |bench| {
+            bench.iter(|| black_box(b.m.depth(PERP, levels, portcullis_engine::MAX_DEPTH_ORDERS)))
+        });
+    }
+
     g.bench_function("cancel", |bench| {
         bench.iter_custom(|iters| {
             chunked(
