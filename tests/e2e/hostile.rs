@@ -62,7 +62,8 @@ const PLAUSIBLE: &[&str] = &[
 /// Message types an order-entry client might send, right or wrong (session-level types are
 /// left out: they change the session's state, which is the session layer's tests' business).
 const MSG_TYPES: &[&str] = &[
-    "D", "F", "G", "H", "q", "AF", "x", "y", "i", "b", "8", "j", "Z", "AE", "UZ",
+    "D", "F", "G", "H", "q", "AF", "x", "y", "i", "b", "8", "j", "Z", "AE", "UZ", "E", "K", "M",
+    "N", "V", "W",
 ];
 
 /// A valid message of each order-entry kind on ETH-PERP for `n`, before mutation.
@@ -75,7 +76,9 @@ fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, Str
             .map(|(t, s)| (*t, s.to_string()))
             .collect::<Vec<_>>()
     };
-    match rng.below(9) {
+    let (stop_cl, maker_cl) = (format!("{cl}S"), format!("{cl}T"));
+    let list_id = (1 + rng.below(40)).to_string();
+    match rng.below(12) {
         0 | 1 => (
             "D".into(),
             f(&[
@@ -161,6 +164,47 @@ fn template(rng: &mut Rng, n: usize, a_order_id: &str) -> (String, Vec<(u32, Str
                 (117, &cl),
                 (298, rng.pick(&["1", "4"])),
                 (295, "1"),
+                (55, "ETH-PERP"),
+            ]),
+        ),
+        // An order list: a stop below and a post-only limit above, one cancelling the other.
+        8 => (
+            "E".into(),
+            f(&[
+                (73, "2"),
+                (11, &stop_cl),
+                (55, "ETH-PERP"),
+                (54, "2"),
+                (38, "1"),
+                (40, "3"),
+                (99, "1900"),
+                (11, &maker_cl),
+                (55, "ETH-PERP"),
+                (54, "2"),
+                (38, "1"),
+                (40, "2"),
+                (18, "6"),
+                (44, "2100"),
+                (1385, "1"),
+                (25014, &cl),
+            ]),
+        ),
+        // A list's status or cancel, by a ListID that may be anyone's.
+        9 => (
+            rng.pick(&["K", "M"]).to_string(),
+            f(&[(66, &list_id), (60, "20260101-00:00:00")]),
+        ),
+        // A snapshot of the book.
+        10 => (
+            "V".into(),
+            f(&[
+                (262, &cl),
+                (263, "0"),
+                (264, rng.pick(&["0", "1", "5"])),
+                (267, "2"),
+                (269, "0"),
+                (269, "1"),
+                (146, "1"),
                 (55, "ETH-PERP"),
             ]),
         ),
@@ -301,11 +345,12 @@ fn hostile_session(extra: &str) {
         assert!(!answers.is_empty() || quiet_quote, "{what}: no answer");
         for m in &answers {
             assert!(
-                ["8", "9", "3", "j", "r", "y", "b"].contains(&m.msg_type()),
+                ["8", "9", "3", "j", "r", "y", "b", "N", "W", "Y"].contains(&m.msg_type()),
                 "{what}: unexpected answer {m:?}"
             );
             // Nothing done on another account's order, nor for another account.
-            let rejection = matches!(m.msg_type(), "3" | "j" | "9")
+            let rejection = matches!(m.msg_type(), "3" | "j" | "9" | "Y")
+                || (m.msg_type() == "N" && m.get(431) == Some("7"))
                 || m.get(39) == Some("8")
                 || (m.msg_type() == "y" && m.get(560) != Some("0"))
                 || (m.msg_type() == "b" && (m.get(297) == Some("5") || m.get(368).is_some()));
@@ -326,7 +371,7 @@ fn hostile_session(extra: &str) {
         }
     }
     // The generator reached every kind of answer, so the loop above checked each of them.
-    for kind in ["8", "9", "3", "j", "y", "b"] {
+    for kind in ["8", "9", "3", "j", "y", "b", "N", "W"] {
         assert!(
             answered_by_kind.get(kind).copied().unwrap_or(0) > 0,
             "seed {seed}: no answer of type {kind}: {answered_by_kind:?}"
