@@ -2708,9 +2708,17 @@ fn fix_market_data_snapshots_list_the_books_levels() {
     assert_eq!(all_of(&w, 270), ["99.0", "101.0", "102.0"]);
     assert_eq!(all_of(&w, 271), ["2.000", "0.750", "1.000"]);
     assert_eq!(all_of(&w, 290), ["1", "1", "2"]);
-    // The best offer only.
-    let w = snapshot(&mut a, "MD2", "1", &["1"], "BTC-PERP");
+    // The best offer only; no trade yet.
+    let w = snapshot(&mut a, "MD2", "1", &["1", "2"], "BTC-PERP");
     assert_eq!(all_of(&w, 270), ["101.0"]);
+    // B takes 0.5 at 101: the last trade, and what is left.
+    assert_fields(&limit(&mut b, "MD-B2", "1", "0.5", "101"), &[(39, "0")]);
+    assert_fields(&b.expect("8"), &[(11, "MD-B2"), (39, "2")]);
+    assert_fields(&a.expect("8"), &[(11, "MD-A1"), (39, "2")]);
+    let w = snapshot(&mut b, "MD5", "1", &["1", "2"], "BTC-PERP");
+    assert_eq!(all_of(&w, 269), ["1", "2"]);
+    assert_eq!(all_of(&w, 270), ["101.0", "101.0"]);
+    assert_eq!(all_of(&w, 271), ["0.250"]);
     // Refused: an unknown symbol, a subscription.
     let y = snapshot(&mut a, "MD3", "1", &["0"], "NOPE-PERP");
     assert_eq!(y.msg_type(), "Y", "{y:?}");

@@ -442,6 +442,16 @@ fn ws_orders_trade_between_accounts_with_signed_requests_and_user_data() {
                "askPrice": "100.0", "askQty": "0.600"}),
         "{r}"
     );
+    let r = ca.call(
+        json!("last"),
+        "ticker.price",
+        t(json!({"symbol": "BTC-PERP"})),
+    );
+    assert_eq!(
+        r["result"],
+        json!({"symbol": "BTC-PERP", "price": "100.0"}),
+        "{r}"
+    );
     let r = listener.call(json!("depth-anon"), "depth", json!({"symbol": "BTC-PERP"}));
     assert_eq!(r["status"], 400, "an authenticated request: {r}");
     let r = ca.call(

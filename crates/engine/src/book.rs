@@ -295,6 +295,8 @@ pub struct Depth {
     /// The last ExecID given: every change of a book is an event with a new one, so a later
     /// listing with the same id shows the same book.
     pub update_id: u64,
+    /// The price of the book's last trade, if it has traded.
+    pub last_trade: Option<Price>,
 }
 
 /// One price level as seen from outside.
@@ -920,6 +922,7 @@ impl Matcher {
                 bids: side_of(&b.bids),
                 asks: side_of(&b.asks),
                 update_id: self.ids.exec.saturating_sub(1),
+                last_trade: b.tape.last,
             },
             None => Depth::default(),
         }

@@ -9,12 +9,13 @@
 //! | SubscriptionRequestType(263) | 0 (snapshot); 1 and 2: MDReqRejReason(281) 4 |
 //! | MarketDepth(264) | levels a side: 0 (full book) or 1 to 5000, the full book listing up to 5000 |
 //! | AggregatedBook(266) | Y or absent (levels); N: 281 = 7 |
-//! | NoMDEntryTypes(267) | MDEntryType(269) 0 (bid) and/or 1 (offer); another: 281 = 8 |
+//! | NoMDEntryTypes(267) | MDEntryType(269) 0 (bid), 1 (offer), 2 (trade: the last one); another: 281 = 8 |
 //! | NoRelatedSym(146) | one instrument, Symbol(55); unknown: 281 = 0 |
 //!
 //! The snapshot carries MDReqID, Symbol and one NoMDEntries(268) entry per level: MDEntryType
 //! 0 or 1, MDEntryPx(270), MDEntrySize(271) and MDEntryPositionNo(290) (1 for the best level
-//! of its side), bids first.
+//! of its side), bids first; then, if asked for, the last trade's price (MDEntryType 2, no
+//! size: the book keeps the price alone; none before the first trade).
 
 use portcullis_engine::Depth;
 use portcullis_fix::{tag, Encoder, MessageRef};
@@ -52,6 +53,8 @@ pub struct SnapshotRequest {
     pub bids: bool,
     /// Whether offers (MDEntryType 1) are asked for.
     pub offers: bool,
+    /// Whether the last trade (MDEntryType 2) is asked for.
+    pub trade: bool,
 }
 
 /// Why a MarketDataRequest is refused: MDReqRejReason(281), if one fits, and Text(58).
@@ -91,7 +94,7 @@ pub fn decode(msg: &MessageRef<'_>, directory: &Directory) -> Result<SnapshotReq
             ))
         }
     };
-    let (mut bids, mut offers) = (false, false);
+    let (mut bids, mut offers, mut trade) = (false, false, false);
     let mut symbols = 0;
     let mut symbol: &[u8] = b"";
     let mut group = 0u32;
@@ -101,10 +104,11 @@ pub fn decode(msg: &MessageRef<'_>, directory: &Directory) -> Result<SnapshotReq
             MD_ENTRY_TYPE if group == NO_MD_ENTRY_TYPES => match f.value {
                 b"0" => bids = true,
                 b"1" => offers = true,
+                b"2" => trade = true,
                 _ => {
                     return Err(refuse(
                         Some(b'8'),
-                        "MDEntryType(269) must be 0 (bid) or 1 (offer): a book's levels only",
+                        "MDEntryType(269) must be 0 (bid), 1 (offer) or 2 (trade)",
                     ))
                 }
             },
@@ -129,6 +133,7 @@ pub fn decode(msg: &MessageRef<'_>, directory: &Directory) -> Result<SnapshotReq
         levels,
         bids,
         offers,
+        trade,
     })
 }
 
@@ -150,7 +155,11 @@ pub fn encode_snapshot(
     }
     let bids = if req.bids { &depth.bids[..] } else { &[] };
     let offers = if req.offers { &depth.asks[..] } else { &[] };
-    enc.uint(NO_MD_ENTRIES, (bids.len() + offers.len()) as u64);
+    let last = depth.last_trade.filter(|_| req.trade);
+    enc.uint(
+        NO_MD_ENTRIES,
+        (bids.len() + offers.len() + usize::from(last.is_some())) as u64,
+    );
     for (kind, levels) in [(b'0', bids), (b'1', offers)] {
         for (i, (px, qty)) in levels.iter().enumerate() {
             enc.char(MD_ENTRY_TYPE, kind);
@@ -158,6 +167,10 @@ pub fn encode_snapshot(
             fixed(enc, MD_ENTRY_SIZE, qty.0, qty_scale, scratch);
             enc.uint(MD_ENTRY_POSITION_NO, i as u64 + 1);
         }
+    }
+    if let Some(px) = last {
+        enc.char(MD_ENTRY_TYPE, b'2');
+        fixed(enc, MD_ENTRY_PX, px.0, px_scale, scratch);
     }
 }
 
@@ -215,7 +228,8 @@ mod tests {
                     instrument: btc,
                     levels: 10,
                     bids: true,
-                    offers: true
+                    offers: true,
+                    trade: false
                 })
             );
             let r = request(v, &body("0", &["1"], &["BTC-PERP"])).unwrap();
@@ -223,7 +237,8 @@ mod tests {
             let reason = |b: &[(u32, &str)]| request(v, b).unwrap_err().reason;
             assert_eq!(reason(&body("1", &["0"], &["NOPE"])), Some(b'0'));
             assert_eq!(reason(&body("5001", &["0"], &["BTC-PERP"])), Some(b'5'));
-            assert_eq!(reason(&body("1", &["2"], &["BTC-PERP"])), Some(b'8'));
+            assert_eq!(reason(&body("1", &["B"], &["BTC-PERP"])), Some(b'8'));
+            assert!(request(v, &body("1", &["2"], &["BTC-PERP"])).unwrap().trade);
             assert_eq!(reason(&body("1", &["0"], &["BTC-PERP", "ETH-PERP"])), None);
             let mut sub = body("1", &["0"], &["BTC-PERP"]);
             sub[1] = (263, "1");
@@ -264,6 +279,7 @@ mod tests {
                         bids: levels.iter().map(|&(p, q)| (Price(p), Qty(q))).collect(),
                         asks: levels.iter().map(|&(p, q)| (Price(p + 1), Qty(q))).collect(),
                         update_id: 1,
+                        last_trade: None,
                     };
                     let a = answer(v, b"W", |enc| {
                         encode_snapshot(enc, b"MD1", &req, &book, &dir, &mut Vec::new())
@@ -288,12 +304,14 @@ mod tests {
             bids: vec![(Price(995), Qty(2000)), (Price(990), Qty(500))],
             asks: vec![(Price(1000), Qty(1500))],
             update_id: 7,
+            last_trade: Some(Price(1000)),
         };
         let req = SnapshotRequest {
             instrument: btc,
             levels: 10,
             bids: true,
             offers: true,
+            trade: false,
         };
         for v in V {
             let m = answer(v, b"W", |enc| {
@@ -311,6 +329,18 @@ mod tests {
             assert_eq!(all(270), ["99.5", "99.0", "100.0"]);
             assert_eq!(all(271), ["2.000", "0.500", "1.500"]);
             assert_eq!(all(290), ["1", "2", "1"]);
+            // With the last trade.
+            let traded = SnapshotRequest { trade: true, ..req };
+            let m = answer(v, b"W", |enc| {
+                encode_snapshot(enc, b"MD1", &traded, &depth, &dir, &mut Vec::new())
+            });
+            let types: Vec<&str> = m
+                .iter()
+                .filter(|(t, _)| *t == 269)
+                .map(|(_, x)| x.as_str())
+                .collect();
+            assert_eq!(types, ["0", "0", "1", "2"]);
+            assert!(m.contains(&(268, "4".to_owned())));
             // Offers only.
             let offers = SnapshotRequest { bids: false, ..req };
             let m = answer(v, b"W", |enc| {

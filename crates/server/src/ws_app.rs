@@ -31,8 +31,8 @@
 //!   the server (an empty list), commissions are zero.
 //! - `account.position` (also `v2/account.position`, as the futures dialect names it): the
 //!   core thread lists the account's net positions ([`StatusWait::Positions`]).
-//! - `depth` and `ticker.book`: the core thread lists the book's best levels as the market
-//!   sees them ([`StatusWait::Depth`]).
+//! - `depth`, `ticker.book` and `ticker.price`: the core thread lists the book's best levels
+//!   as the market sees them, and its last trade ([`StatusWait::Depth`]).
 //! - With the user data stream subscribed, every event of the connection's orders is also
 //!   pushed as an `executionReport`.
 //! - When the connection ends, its route is closed ([`Ingress::Close`]): cancel-on-disconnect
@@ -53,9 +53,9 @@ use portcullis_session::ws::{
     Contingency, Decimal, DepthInfo, Dispatch, ExecutionReport, ExecutionType, Fill, HistoryQuery,
     ListStatus, NewOrderOutcome, OcoRequest, OrderInfo, OrderListInfo, OrderListRef,
     OrderListResult, OrderRef, OrderResult, OrderStatus, OrderStrategy, OrderType, OtoRequest,
-    Outcome, PositionInfo, Principal, RequestCtx, RequestToken, RespType, SafeId, StpMode,
-    SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo, WsAppFactory,
-    WsApplication, WsConnectionInfo, WsError, WsOrder,
+    Outcome, PositionInfo, PriceTicker, Principal, RequestCtx, RequestToken, RespType, SafeId,
+    StpMode, SymbolFilter, SymbolInfo, SymbolStatus, SymbolTable, TimeInForce, TradeInfo,
+    WsAppFactory, WsApplication, WsConnectionInfo, WsError, WsOrder,
 };
 use portcullis_types::{
     AccountId, CancelOrder, ClOrdId, Command, Event, EventKind, InstrumentId, InstrumentStatus,
@@ -561,14 +561,25 @@ enum StatusWait {
         token: RequestToken,
         reply: Arc<PositionsReply>,
     },
-    /// `depth` (or `ticker.book`, the best level alone): the core thread's levels of
-    /// `instrument` are in `reply` when the answer comes.
+    /// `depth`, `ticker.book` or `ticker.price`: the core thread's levels of `instrument`
+    /// are in `reply` when the answer comes.
     Depth {
         token: RequestToken,
         instrument: InstrumentId,
         reply: Arc<DepthReply>,
-        ticker: bool,
+        answer: BookAnswer,
     },
+}
+
+/// What a book listing answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BookAnswer {
+    /// `depth`.
+    Depth,
+    /// `ticker.book`.
+    Best,
+    /// `ticker.price`.
+    LastPrice,
 }
 
 /// `ticker.book` of `instrument` from its best levels (`0` for an empty side).
@@ -1997,14 +2008,14 @@ impl WsBridge {
             .collect())
     }
 
-    /// Asks the core thread for `symbol`'s best `levels` a side (`depth`, or `ticker.book`
-    /// when `ticker`): the core owns the books and lists them off the order path.
+    /// Asks the core thread for `symbol`'s best `levels` a side and last trade, for `answer`:
+    /// the core owns the books and lists them off the order path.
     fn list_levels<T>(
         &mut self,
         ctx: &RequestCtx<'_>,
         symbol: &str,
         levels: usize,
-        ticker: bool,
+        answer: BookAnswer,
     ) -> Dispatch<T> {
         let (slot, account, instrument) = match self.listing_scope(ctx, Some(symbol)) {
             Ok((slot, account, Some(instrument))) => (slot, account, instrument),
@@ -2026,9 +2037,29 @@ impl WsBridge {
             token: ctx.token,
             instrument,
             reply,
-            ticker,
+            answer,
         });
         Dispatch::Pending
+    }
+
+    /// The last trade price of `instrument` in the core thread's listing, as the dialect
+    /// shows it (`0` before the first trade).
+    fn last_price(
+        &self,
+        instrument: InstrumentId,
+        reply: &DepthReply,
+    ) -> Result<PriceTicker, WsError> {
+        let d = reply.get().ok_or_else(WsError::unknown)?;
+        let dir = self.pipeline.directory();
+        let e = dir.get(instrument).ok_or_else(WsError::invalid_symbol)?;
+        Ok(PriceTicker {
+            symbol: e.symbol.to_string(),
+            price: d
+                .last_trade
+                .unwrap_or(Price(0))
+                .display(e.price_scale)
+                .to_string(),
+        })
     }
 
     /// The core thread's levels of `instrument` as the dialect shows them.
@@ -2176,14 +2207,18 @@ impl WsBridge {
                         token,
                         instrument,
                         reply,
-                        ticker,
+                        answer,
                     }) => {
-                        let result = self.depth_info(instrument, &reply);
-                        let outcome = match result {
-                            Ok(d) if ticker => {
-                                Ok(book_ticker(&self.pipeline, instrument, d).into())
+                        let outcome = match answer {
+                            BookAnswer::Depth => {
+                                self.depth_info(instrument, &reply).map(Into::into)
                             }
-                            r => r.map(Into::into),
+                            BookAnswer::Best => self
+                                .depth_info(instrument, &reply)
+                                .map(|d| book_ticker(&self.pipeline, instrument, d).into()),
+                            BookAnswer::LastPrice => {
+                                self.last_price(instrument, &reply).map(Into::into)
+                            }
                         };
                         self.complete(token, outcome);
                     }
@@ -2745,11 +2780,15 @@ impl WsApplication for WsBridge {
     }
 
     fn depth(&mut self, ctx: &RequestCtx<'_>, symbol: &str, limit: usize) -> Dispatch<DepthInfo> {
-        self.list_levels(ctx, symbol, limit, false)
+        self.list_levels(ctx, symbol, limit, BookAnswer::Depth)
     }
 
     fn ticker_book(&mut self, ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<BookTicker> {
-        self.list_levels(ctx, symbol, 1, true)
+        self.list_levels(ctx, symbol, 1, BookAnswer::Best)
+    }
+
+    fn ticker_price(&mut self, ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<PriceTicker> {
+        self.list_levels(ctx, symbol, 0, BookAnswer::LastPrice)
     }
 
     fn account_status(

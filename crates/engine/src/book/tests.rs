@@ -2270,11 +2270,13 @@ fn depth_shows_each_levels_shown_quantity_best_first_within_its_bounds() {
     assert_eq!((bids, asks), (vec![(99, 5)], vec![(101, 5)]));
     let (bids, asks, _) = depth(&f, 10, 3);
     assert_eq!((bids, asks), (vec![], vec![]));
-    // A change of the book moves the update id.
+    // A change of the book moves the update id; a trade is the last trade.
+    assert_eq!(f.m.depth(INST, 1, 100).last_trade, None);
     f.take(Side::Buy, 101, 1);
     let (_, asks, later) = depth(&f, 10, 100);
     assert_eq!(asks, [(101, 4), (103, 5)]);
     assert!(later > id);
+    assert_eq!(f.m.depth(INST, 0, 100).last_trade, Some(Price(101)));
     // No such book: nothing.
     assert_eq!(f.m.depth(InstrumentId(999), 10, 100), Depth::default());
 }

@@ -23,7 +23,7 @@ use super::types::{
     OcoRequest, OrderInfo, OrderListInfo, OrderListRef, OrderListResult, OrderRef, OrderResult,
     OtoRequest, PositionInfo, TradeInfo, WsOrder,
 };
-use super::types::{BookTicker, DepthInfo};
+use super::types::{BookTicker, DepthInfo, PriceTicker};
 
 // ---------------------------------------------------------------------------------------------
 // Authentication
@@ -219,6 +219,14 @@ pub enum Outcome {
     Depth(Box<DepthInfo>),
     /// `ticker.book`.
     BookTicker(Box<BookTicker>),
+    /// `ticker.price`.
+    PriceTicker(Box<PriceTicker>),
+}
+
+impl From<PriceTicker> for Outcome {
+    fn from(v: PriceTicker) -> Self {
+        Outcome::PriceTicker(Box::new(v))
+    }
 }
 
 impl From<BookTicker> for Outcome {
@@ -475,6 +483,12 @@ pub trait WsApplication: Send {
         _symbol: &str,
         _limit: usize,
     ) -> Dispatch<DepthInfo> {
+        Dispatch::Ready(Err(WsError::unsupported()))
+    }
+
+    /// `ticker.price`: `symbol`'s last trade price (the session has checked it is listed).
+    /// By default -1020 (not supported).
+    fn ticker_price(&mut self, _ctx: &RequestCtx<'_>, _symbol: &str) -> Dispatch<PriceTicker> {
         Dispatch::Ready(Err(WsError::unsupported()))
     }
 

@@ -216,6 +216,8 @@ pub enum Method {
     Depth,
     /// `ticker.book`: a symbol's best bid and offer (an authenticated request here).
     TickerBook,
+    /// `ticker.price`: a symbol's last price (an authenticated request here).
+    TickerPrice,
     /// `account.commission`.
     AccountCommission,
     /// `account.rateLimits.orders`.
@@ -578,7 +580,7 @@ fn read_oco(params: &Params<'_>) -> Result<OcoRequest, WsError> {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 33] = [
+    pub const ALL: [Method; 34] = [
         Method::Ping,
         Method::Time,
         Method::ExchangeInfo,
@@ -604,6 +606,7 @@ impl Method {
         Method::AccountPosition,
         Method::Depth,
         Method::TickerBook,
+        Method::TickerPrice,
         Method::AccountCommission,
         Method::AccountRateLimitsOrders,
         Method::AllOrders,
@@ -642,6 +645,7 @@ impl Method {
             Method::AccountPosition => "account.position",
             Method::Depth => "depth",
             Method::TickerBook => "ticker.book",
+            Method::TickerPrice => "ticker.price",
             Method::AccountCommission => "account.commission",
             Method::AccountRateLimitsOrders => "account.rateLimits.orders",
             Method::AllOrders => "allOrders",
@@ -695,7 +699,7 @@ impl Method {
             | Method::MyTrades => Security::UserData,
             // Public in the dialect; here the answer comes through the connection's order
             // route, which an authenticated connection has.
-            Method::Depth | Method::TickerBook => Security::UserData,
+            Method::Depth | Method::TickerBook | Method::TickerPrice => Security::UserData,
             Method::UserDataStreamSubscribe
             | Method::UserDataStreamUnsubscribe
             | Method::SessionSubscriptions => Security::UserStream,
@@ -738,7 +742,7 @@ impl Method {
             Method::AccountRateLimitsOrders => 40,
             Method::AccountPosition => 5,
             // One symbol, as the dialect weighs it.
-            Method::TickerBook => 2,
+            Method::TickerBook | Method::TickerPrice => 2,
             // As the dialect weighs it by `limit`.
             Method::Depth => match params.opt_u64("limit", u64::MAX).ok().flatten() {
                 Some(n) if n > 1000 => 250,
@@ -771,6 +775,7 @@ impl Method {
                 | Method::AccountPosition
                 | Method::Depth
                 | Method::TickerBook
+                | Method::TickerPrice
                 | Method::AllOrders
                 | Method::MyTrades
         )
@@ -851,7 +856,7 @@ impl Method {
             Method::AccountStatus => &["omitZeroBalances"],
             Method::AccountPosition => &["symbol"],
             Method::Depth => &["symbol", "limit"],
-            Method::TickerBook => &["symbol"],
+            Method::TickerBook | Method::TickerPrice => &["symbol"],
             Method::AccountCommission => &["symbol"],
             Method::AllOrders => &["symbol", "orderId", "startTime", "endTime", "limit"],
             Method::MyTrades => &[
@@ -1576,6 +1581,7 @@ impl WsSession {
             | Method::AccountPosition
             | Method::Depth
             | Method::TickerBook
+            | Method::TickerPrice
             | Method::AllOrders
             | Method::MyTrades => self
                 .order_query(now, method, params, app)
@@ -2014,6 +2020,7 @@ impl WsSession {
             History(HistoryQuery),
             Depth(String, usize),
             TickerBook(String),
+            TickerPrice(String),
         }
         let query = match method {
             Method::OrderStatus => {
@@ -2092,6 +2099,7 @@ impl WsSession {
                 Query::Depth(symbol, limit)
             }
             Method::TickerBook => Query::TickerBook(read_symbol(params)?.to_owned()),
+            Method::TickerPrice => Query::TickerPrice(read_symbol(params)?.to_owned()),
             Method::AllOrders | Method::MyTrades => {
                 let kind = if method == Method::MyTrades {
                     HistoryKind::Trades
@@ -2108,7 +2116,10 @@ impl WsSession {
             Query::Cancel(c) => Some(&c.target.symbol),
             Query::Amend(a) => Some(&a.target.symbol),
             Query::Open(s) | Query::Positions(s) => s.as_ref(),
-            Query::CancelAll(s) | Query::Depth(s, _) | Query::TickerBook(s) => Some(s),
+            Query::CancelAll(s)
+            | Query::Depth(s, _)
+            | Query::TickerBook(s)
+            | Query::TickerPrice(s) => Some(s),
             Query::Account(_) => None,
             Query::History(q) => Some(&q.symbol),
         };
@@ -2155,6 +2166,7 @@ impl WsSession {
             Query::History(q) => answer(method, app.my_trades(&ctx, q), ctx.token),
             Query::Depth(s, limit) => answer(method, app.depth(&ctx, s, *limit), ctx.token),
             Query::TickerBook(s) => answer(method, app.ticker_book(&ctx, s), ctx.token),
+            Query::TickerPrice(s) => answer(method, app.ticker_price(&ctx, s), ctx.token),
         })
     }
 }
@@ -2225,6 +2237,7 @@ fn render_outcome(method: Method, resp: RespType, outcome: Outcome) -> Result<St
         (Method::MyTrades, Outcome::Trades(v)) => write_array(&mut out, &v, render::trade_info),
         (Method::Depth, Outcome::Depth(d)) => render::depth(&mut out, &d),
         (Method::TickerBook, Outcome::BookTicker(t)) => render::book_ticker(&mut out, &t),
+        (Method::TickerPrice, Outcome::PriceTicker(t)) => render::price_ticker(&mut out, &t),
         (
             Method::OrderListPlaceOco | Method::OrderListPlaceOto | Method::OrderListPlaceOtoco,
             Outcome::OrderList(r),

@@ -6,7 +6,7 @@ use super::symbols::{SymbolFilter, SymbolInfo};
 use super::types::{
     AccountStatus, AmendOutcome, BookTicker, CancelReplaceOutcome, CancelResult, CommissionRates,
     DepthInfo, ExecutionReport, ListStatus, NewOrderOutcome, OrderInfo, OrderListInfo,
-    OrderListResult, OrderResult, OrderStrategy, PositionInfo, RespType, TradeInfo,
+    OrderListResult, OrderResult, OrderStrategy, PositionInfo, PriceTicker, RespType, TradeInfo,
 };
 
 /// `{"code":…,"msg":…[,"data":…]}`.
@@ -406,6 +406,14 @@ pub(crate) fn depth(out: &mut String, d: &DepthInfo) {
         .int("lastUpdateId", d.last_update_id)
         .with("bids", |out| levels(out, &d.bids))
         .with("asks", |out| levels(out, &d.asks))
+        .close();
+}
+
+/// `ticker.price`.
+pub(crate) fn price_ticker(out: &mut String, t: &PriceTicker) {
+    Obj::open(out)
+        .str("symbol", &t.symbol)
+        .str("price", &t.price)
         .close();
 }
 

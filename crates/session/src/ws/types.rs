@@ -757,6 +757,15 @@ pub struct BookTicker {
     pub ask_qty: String,
 }
 
+/// A symbol's last price (`ticker.price`), as decimal text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceTicker {
+    /// The symbol.
+    pub symbol: String,
+    /// `price`: the last trade's price (`0` at the instrument's scale before the first).
+    pub price: String,
+}
+
 /// Commission rates, as decimal text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommissionRates {

@@ -529,6 +529,13 @@ impl WsApplication for FakeApp {
         Dispatch::Ready(Ok(vec![cancel_result(symbol), cancel_result(symbol)]))
     }
 
+    fn ticker_price(&mut self, _ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<PriceTicker> {
+        Dispatch::Ready(Ok(PriceTicker {
+            symbol: symbol.into(),
+            price: "4.00000100".into(),
+        }))
+    }
+
     fn ticker_book(&mut self, ctx: &RequestCtx<'_>, symbol: &str) -> Dispatch<BookTicker> {
         self.queries
             .push(format!("ticker {} {symbol}", ctx.principal.account));

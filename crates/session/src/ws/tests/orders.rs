@@ -594,6 +594,13 @@ fn cancels_and_queries_name_the_order_by_id_or_client_id() {
     let v = h.signed_call("ticker.book", &[("symbol", Value::from("BTCUSDT"))]);
     assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap() - before, 2);
     assert_eq!(h.app.queries.last().unwrap(), "ticker ACC1 BTCUSDT");
+    // ticker.price: one symbol, weight 2.
+    let v = h.signed_call("ticker.price", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(ok(&v), &json!({"symbol": "BTCUSDT", "price": "4.00000100"}));
+    let before = v["rateLimits"][0]["count"].as_i64().unwrap();
+    let v = h.signed_call("ticker.price", &[("symbol", Value::from("BTCUSDT"))]);
+    assert_eq!(v["rateLimits"][0]["count"].as_i64().unwrap() - before, 2);
+    assert_eq!(err(&mut h, "ticker.price", &[]), -1102);
     assert_eq!(err(&mut h, "ticker.book", &[]), -1102);
     assert_eq!(
         err(&mut h, "ticker.book", &[("symbol", "NOPE".into())]),
