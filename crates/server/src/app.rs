@@ -975,8 +975,26 @@ impl FixConn {
                 text: RejectReason::ServerBusy.text().into(),
             },
             Ok(req) => {
-                let instrument = req.legs[0].0.instrument;
-                let first = self.finished.lists.start(req, instrument, seq);
+                let client_id = req.client_id;
+                let first = match req.legs.first().map(|l| l.0.instrument) {
+                    Some(instrument) => self.finished.lists.start(req, instrument, seq),
+                    None => None,
+                };
+                let Some(first) = first else {
+                    // Never from the decoder, which counts the orders first.
+                    let refusal = order_list::ListRefusal {
+                        client_id,
+                        reason: RejectReason::OrderListRejected,
+                        text: "a list has 2 or 3 orders".into(),
+                    };
+                    let status = ListStatus::refused(&refusal, now.nanos());
+                    let names = Names {
+                        directory: &dir,
+                        account_names: pipeline.account_names(),
+                    };
+                    send_list_status(session, now, &status, &names, &mut self.scratch);
+                    return;
+                };
                 if pipeline.submit(Ingress::Cmd(Command::New(first))).is_ok() {
                     self.unanswered.submitted(seq);
                     self.await_reply();

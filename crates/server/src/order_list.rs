@@ -670,9 +670,14 @@ impl Lists {
         self.by_client.get(client_id).copied()
     }
 
-    /// Starts placing `req`: returns its first order to send
-    /// (MsgSeqNum `seq`).
-    pub fn start(&mut self, req: ListRequest, instrument: InstrumentId, seq: SeqNum) -> NewOrder {
+    /// Starts placing `req` (MsgSeqNum `seq`): returns its first order to send (`None` for a
+    /// list without orders, which [`decode`] never makes).
+    pub fn start(
+        &mut self,
+        req: ListRequest,
+        instrument: InstrumentId,
+        seq: SeqNum,
+    ) -> Option<NewOrder> {
         let mut orders: Vec<Member> = vec![
             Member {
                 cl_ord_id: ClOrdId::EMPTY,
@@ -689,7 +694,7 @@ impl Lists {
             orders[*at] = Member::of(o);
         }
         let mut rest: VecDeque<_> = req.legs.into();
-        let (first, _, _) = rest.pop_front().expect("a list has orders");
+        let (first, _, _) = rest.pop_front()?;
         self.placing.insert(
             first.cl_ord_id,
             Placement {
@@ -707,7 +712,7 @@ impl Lists {
                 },
             },
         );
-        first
+        Some(first)
     }
 
     /// The order `cl_ord_id` of a list being placed could not be sent (the core thread's
@@ -826,7 +831,9 @@ impl Lists {
             if !list.orders.iter().all(Member::is_ended) {
                 return ListStep::Member(id);
             }
-            let list = self.live.remove(&id).expect("just found");
+            let Some(list) = self.live.remove(&id) else {
+                return ListStep::Member(id);
+            };
             for m in &list.orders {
                 self.member_of.remove(&m.order_id);
             }
@@ -1116,7 +1123,7 @@ mod tests {
         let v = BeginString::Fix44;
         let req = list(v, &body("2", &[LIMIT_BUY, STOP_SELL, MAKER_SELL])).unwrap();
         let mut lists = Lists::default();
-        let first = lists.start(req, InstrumentId(0), 9);
+        let first = lists.start(req, InstrumentId(0), 9).unwrap();
         assert_eq!(first.cl_ord_id, ClOrdId::new(b"s").unwrap());
         assert!(!lists.is_empty());
         // Another order's events are none of the list's business.
@@ -1216,7 +1223,7 @@ mod tests {
 
         // Refused before any order is placed (the queue was full): no id, nothing to cancel.
         let req = list(v, &body("2", &[LIMIT_BUY, STOP_SELL])).unwrap();
-        let first = lists.start(req, InstrumentId(0), 5);
+        let first = lists.start(req, InstrumentId(0), 5).unwrap();
         let (list, status) = lists
             .fail(first.cl_ord_id, RejectReason::ServerBusy, NOW_NS)
             .unwrap();
@@ -1243,7 +1250,7 @@ mod tests {
         let mut lists = Lists::default();
         // Working lists beyond the bound: the oldest is forgotten.
         for k in 0..=MAX_LISTS as u64 {
-            let first = lists.start(req.clone(), InstrumentId(0), k);
+            let first = lists.start(req.clone(), InstrumentId(0), k).unwrap();
             let id = 2 * k + 1;
             let mut ev = event(EventKind::New, "s", id);
             ev.cl_ord_id = first.cl_ord_id;
@@ -1278,6 +1285,13 @@ mod tests {
             [(OrderId(9001), AccountId(0), InstrumentId(0))]
         );
         assert!(lists.has_room());
+        // A list without orders starts nothing.
+        let empty = ListRequest {
+            legs: Vec::new(),
+            ..req.clone()
+        };
+        assert_eq!(lists.start(empty, InstrumentId(0), 3), None);
+        assert!(lists.abandon().is_empty());
         // With cancel-on-disconnect nothing of the session's lists works on.
         lists.connection_ended(false);
         assert!(!lists.is_empty());
@@ -1384,7 +1398,7 @@ mod tests {
                         proptest::prop_assert!(req.legs[..i].iter().all(|p| p.0.cl_ord_id != o.cl_ord_id));
                     }
                     let mut lists = Lists::default();
-                    let mut next = lists.start(req, InstrumentId(0), 1);
+                    let mut next = lists.start(req, InstrumentId(0), 1).unwrap();
                     for i in 0..k {
                         let mut e = event(EventKind::New, "a", 100 + i as u64);
                         e.cl_ord_id = next.cl_ord_id;
