@@ -2,7 +2,7 @@
 //! session sends them (checked against the version's dictionary), instruments from TOML.
 
 use portcullis_engine::{Instruments, InstrumentsConfig};
-use portcullis_fix::{BeginString, Decoder, Dictionary, Encoder};
+use portcullis_fix::{BeginString, Decoder, Dictionary, Encoder, MessageRef, Rejection};
 
 /// Two perpetuals: BTC-PERP (prices in tenths, quantities in thousandths) and ETH-PERP
 /// (hundredths and thousandths).
@@ -33,6 +33,22 @@ pub fn message(v: BeginString, msg_type: &[u8], body: &[(u32, &str)]) -> Vec<u8>
             enc.str(*t, val.as_bytes());
         }
     })
+}
+
+/// A client's message as the session takes it: `read` gets it once the version's dictionary
+/// has accepted it; the dictionary's rejection otherwise (the session answers that with a
+/// Reject, and the application never sees the message).
+pub fn taken<R>(
+    v: BeginString,
+    msg_type: &[u8],
+    body: &[(u32, &str)],
+    read: impl FnOnce(&MessageRef<'_>) -> R,
+) -> Result<R, Rejection> {
+    let bytes = message(v, msg_type, body);
+    let mut d = Decoder::new();
+    let m = d.decode(&bytes).unwrap();
+    Dictionary::for_version(v).validate(&m)?;
+    Ok(read(&m))
 }
 
 /// A client's message whose body `body` writes.

@@ -864,7 +864,7 @@ mod tests {
     use portcullis_types::{AccountId, OrdType, SessionId, Side, TimeInForce, TradeId};
     use std::sync::Arc;
 
-    use crate::fix_fixtures::{answer, instruments, message, PERPETUALS};
+    use crate::fix_fixtures::{answer, instruments, message, taken, PERPETUALS};
     use crate::pipeline::Directory;
 
     const V: [BeginString; 2] = [BeginString::Fix44, BeginString::Fixt11];
@@ -877,12 +877,6 @@ mod tests {
     /// Decodes a NewOrderList as the session (dictionary) and the app do, for a session
     /// trading for ACC-A and ACC-B.
     fn list(v: BeginString, body: &[(u32, &str)]) -> Result<ListRequest, ListRefusal> {
-        let bytes = message(v, b"E", body);
-        let mut d = Decoder::new();
-        let m = d.decode(&bytes).unwrap();
-        Dictionary::for_version(v)
-            .validate(&m)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}"));
         let dir = directory();
         let names: Vec<Box<str>> = vec!["ACC-A".into(), "ACC-B".into()];
         let ctx = Ctx {
@@ -893,7 +887,7 @@ mod tests {
             now_ns: NOW_NS,
             trading_day_end_secs: 0,
         };
-        decode(&m, &ctx)
+        taken(v, b"E", body, |m| decode(m, &ctx)).unwrap_or_else(|r| panic!("{v}: {r:?}"))
     }
 
     const LIMIT_BUY: &[(u32, &str)] = &[

@@ -334,12 +334,6 @@ mod tests {
     /// Decodes a request as the session does (dictionary first), then as the app does, for a
     /// session trading for ACC-A and ACC-B.
     fn query(v: BeginString, body: &[(u32, &str)]) -> Result<PositionsQuery, PositionsRefusal> {
-        let bytes = message(v, b"AN", body);
-        let mut d = Decoder::new();
-        let m = d.decode(&bytes).unwrap();
-        Dictionary::for_version(v)
-            .validate(&m)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}"));
         let dir = directory();
         let names = names();
         let ctx = Ctx {
@@ -350,7 +344,8 @@ mod tests {
             now_ns: NOW_NS,
             trading_day_end_secs: 0,
         };
-        decode(&m, &ctx)
+        fix_fixtures::taken(v, b"AN", body, |m| decode(m, &ctx))
+            .unwrap_or_else(|r| panic!("{v}: {r:?}"))
     }
 
     /// Every message of an answer, each checked against the version's dictionary.
@@ -585,10 +580,7 @@ mod tests {
             body.extend(subscription.map(|t| (263, t)));
             body.extend(account.map(|a| (1, a)));
             body.extend(symbol.map(|s| (55, s)));
-            let bytes = message(v, b"AN", &body);
-            let mut d = Decoder::new();
-            let m = d.decode(&bytes).unwrap();
-            if Dictionary::for_version(v).validate(&m).is_err() {
+            if fix_fixtures::taken(v, b"AN", &body, |_| ()).is_err() {
                 // The session answers it with a Reject; the app never sees it.
                 return Ok(());
             }

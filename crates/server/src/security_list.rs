@@ -394,13 +394,7 @@ mod tests {
 
     /// Decodes a request as the session does (dictionary first), then as the app does.
     fn decode_request(v: BeginString, body: &[(u32, &str)]) -> Result<Selection, ListRefusal> {
-        let bytes = request(v, body);
-        let mut d = Decoder::new();
-        let m = d.decode(&bytes).unwrap();
-        Dictionary::for_version(v)
-            .validate(&m)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}"));
-        decode(&m)
+        fix_fixtures::taken(v, b"x", body, decode).unwrap_or_else(|r| panic!("{v}: {r:?}"))
     }
 
     /// Every message of an answer, each checked against the version's dictionary, as

@@ -225,7 +225,7 @@ impl Subscriptions {
 mod tests {
     use super::*;
     use portcullis_engine::Instruments;
-    use portcullis_fix::{BeginString, Decoder, Dictionary};
+    use portcullis_fix::BeginString;
 
     use crate::fix_fixtures;
 
@@ -235,19 +235,9 @@ mod tests {
         fix_fixtures::instruments(fix_fixtures::PERPETUALS, 0)
     }
 
-    fn request(v: BeginString, body: &[(u32, &str)]) -> Vec<u8> {
-        fix_fixtures::message(v, b"e", body)
-    }
-
     /// Decodes a request as the session does (dictionary first), then as the app does.
     fn decode_request(v: BeginString, body: &[(u32, &str)]) -> Option<StatusRequest> {
-        let bytes = request(v, body);
-        let mut d = Decoder::new();
-        let m = d.decode(&bytes).unwrap();
-        Dictionary::for_version(v)
-            .validate(&m)
-            .unwrap_or_else(|r| panic!("{v}: {r:?}"));
-        decode(&m)
+        fix_fixtures::taken(v, b"e", body, decode).unwrap_or_else(|r| panic!("{v}: {r:?}"))
     }
 
     /// The message as sent, checked against the version's dictionary: (tag, value) pairs.
